@@ -1,0 +1,105 @@
+# wsync -- build, test, fuzz, run.
+#   make            release build: build/wsync
+#   make test       every test: C units, end-to-end, both again under ASan+UBSan, fuzzers briefly
+#   make run        build and start the server with the demo on http://127.0.0.1:8080
+#   make asan       sanitizer build: build-asan/wsync
+#   make fuzz       each libFuzzer target for FUZZ_SECONDS (default 60)
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+WARN    := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+PKGS    := libuv libcrypto
+DEPCFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -luv -lcrypto) -lhttp_parser -lm
+ifeq ($(CI),true)
+WARN += -Werror
+endif
+
+SRC_LIB := $(wildcard src/common/*.c src/net/*.c src/http/*.c src/ws/*.c) src/config.c
+SRC_BIN := src/main.c
+UNIT_SRC := $(wildcard tests/unit/*/*.c tests/unit/*.c)
+FUZZ_TARGETS := ws_frame utf8 http_request
+FUZZ_SECONDS ?= 60
+FUZZ_BRIEF ?= 5
+
+ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+
+.PHONY: all asan test unit e2e test-asan fuzz fuzz-brief run clean deps
+
+all: build/wsync
+
+# ---- release build ------------------------------------------------------
+build/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(CFLAGS) $(DEPCFLAGS) -MMD -MP -c $< -o $@
+
+build/wsync: $(SRC_LIB:%.c=build/%.o) $(SRC_BIN:%.c=build/%.o)
+	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)
+
+build/unit-tests: $(SRC_LIB:%.c=build/%.o) $(UNIT_SRC:%.c=build/%.o)
+	$(CC) $(CFLAGS) -o $@ $^ $(LIBS) -lcriterion
+
+# ---- sanitizer build ----------------------------------------------------
+build-asan/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(ASAN_FLAGS) $(DEPCFLAGS) -MMD -MP -c $< -o $@
+
+build-asan/wsync: $(SRC_LIB:%.c=build-asan/%.o) $(SRC_BIN:%.c=build-asan/%.o)
+	$(CC) $(ASAN_FLAGS) -o $@ $^ $(LIBS)
+
+build-asan/unit-tests: $(SRC_LIB:%.c=build-asan/%.o) $(UNIT_SRC:%.c=build-asan/%.o)
+	$(CC) $(ASAN_FLAGS) -o $@ $^ $(LIBS) -lcriterion
+
+asan: build-asan/wsync
+
+# ---- fuzzers (clang + libFuzzer) ---------------------------------------
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined $(DEPCFLAGS)
+FUZZ_LIB := $(filter-out src/main.c,$(SRC_LIB))
+build-fuzz/%: fuzz/%.c $(FUZZ_LIB) $(wildcard src/*/*.h src/*.h)
+	@mkdir -p build-fuzz
+	clang $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_LIB) $(LIBS)
+
+fuzz: $(FUZZ_TARGETS:%=build-fuzz/%)
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "== fuzz $$t ($(FUZZ_SECONDS)s)"; mkdir -p build-fuzz/corpus-$$t fuzz/artifacts; \
+	  build-fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=fuzz/artifacts/ \
+	    -print_final_stats=0 build-fuzz/corpus-$$t fuzz/corpus/$$t 2>&1 | tail -n 2 || exit 1; \
+	done
+
+fuzz-brief: $(FUZZ_TARGETS:%=build-fuzz/%)
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "== fuzz $$t ($(FUZZ_BRIEF)s)"; mkdir -p fuzz/artifacts; \
+	  build-fuzz/$$t -max_total_time=$(FUZZ_BRIEF) -artifact_prefix=fuzz/artifacts/ \
+	    fuzz/corpus/$$t > build-fuzz/$$t.log 2>&1 || { tail -n 30 build-fuzz/$$t.log; exit 1; }; \
+	  tail -n 1 build-fuzz/$$t.log; \
+	done
+
+# ---- tests --------------------------------------------------------------
+tests/e2e/node_modules: tests/e2e/package.json
+	cd tests/e2e && (npm ci --silent --no-audit --no-fund || npm install --silent --no-audit --no-fund)
+	@touch $@
+
+unit: build/unit-tests
+	build/unit-tests --jobs 2
+
+e2e: build/wsync tests/e2e/node_modules
+	cd tests/e2e && WSYNC_BIN=../../build/wsync node --test --test-concurrency=1 *.test.mjs
+
+test-asan: build-asan/unit-tests build-asan/wsync tests/e2e/node_modules
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 build-asan/unit-tests --jobs 2
+	cd tests/e2e && WSYNC_BIN=../../build-asan/wsync WSYNC_SANITIZED=1 \
+	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  node --test --test-concurrency=1 *.test.mjs
+
+test: all unit e2e test-asan fuzz-brief
+
+deps:
+	bash scripts/deps.sh
+
+run: build/wsync
+	./build/wsync serve --static web --echo-endpoint
+
+clean:
+	rm -rf build build-asan build-fuzz
+
+-include $(shell find build build-asan -name '*.d' 2>/dev/null)

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs every Debian package wsync needs to build, test and run.
+# Idempotent: quiet and quick when everything is already present.
+# Usage (as root on Debian 12): scripts/deps.sh [--browser]
+set -euo pipefail
+
+pkgs=(
+  build-essential pkg-config make
+  libuv1-dev libhttp-parser-dev libjansson-dev libjwt-dev
+  libsqlite3-dev libssl-dev zlib1g-dev
+  libcriterion-dev
+  clang libclang-rt-14-dev
+)
+# Node.js may come from Debian or from another packager that bundles npm;
+# ask for Debian's only when the commands are absent.
+command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
+command -v npm >/dev/null 2>&1 || pkgs+=(npm)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "deps.sh: missing packages: ${missing[*]} (run as root to install)" >&2
+    exit 1
+  fi
+  echo "deps.sh: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Node packages for the end-to-end tests (ws client); lockfile keeps them pinned.
+here=$(cd "$(dirname "$0")/.." && pwd)
+if [ -f "$here/tests/e2e/package.json" ] && [ ! -d "$here/tests/e2e/node_modules/ws" ]; then
+  (cd "$here/tests/e2e" && npm ci --silent --no-audit --no-fund >/dev/null 2>&1 || npm install --silent --no-audit --no-fund >/dev/null)
+fi

@@ -1,0 +1,48 @@
+/* app.h -- the server's context: configuration and the objects wired
+ * together by main.c. Passed explicitly (no globals), so tests can build two. */
+#ifndef WSY_APP_H
+#define WSY_APP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "net/net.h"
+#include "ws/ws.h"
+
+#define WSYNC_VERSION "0.1.0"
+
+typedef struct wsy_config {
+  char listen_host[64];
+  int listen_port;
+  const char *data_dir;
+  const char *static_dir;
+  size_t max_message;        /* bytes */
+  size_t max_queued;         /* bytes per connection */
+  size_t max_header;         /* HTTP request line + headers */
+  size_t max_body;           /* HTTP request body */
+  unsigned max_connections;
+  unsigned idle_timeout_ms;
+  unsigned ping_interval_ms;
+  unsigned handshake_timeout_ms;
+  unsigned close_timeout_ms; /* wait for the peer's close frame */
+  unsigned shutdown_grace_ms;
+  const char *allowed_origins; /* comma-separated; NULL or "" = any */
+  int log_level;
+  int echo_endpoint;
+} wsy_config;
+
+typedef struct bcast_registry bcast_registry;
+
+struct app {
+  uv_loop_t *loop;
+  net_loop *net;
+  const wsy_config *cfg;
+  ws_limits ws_lim;
+  uint64_t started_ms;
+  int shutting_down;
+  char static_root[4096]; /* realpath of --static, "" when none */
+  bcast_registry *bcast;
+};
+
+#endif

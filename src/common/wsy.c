@@ -1,0 +1,81 @@
+/* wsy.c -- error table, allocator wrapper and byte buffers. */
+#include "wsy.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define WSY_TEXT(name, val, text) case val: return text;
+#define WSY_NAME(name, val, text) case val: return #name;
+const char *wsy_strerror(int err) {
+  switch (err) { WSY_ERRORS(WSY_TEXT) default: return "unknown error"; }
+}
+const char *wsy_errname(int err) {
+  switch (err) { WSY_ERRORS(WSY_NAME) default: return "UNKNOWN"; }
+}
+
+static void oom(size_t n) {
+  fprintf(stderr, "wsync: out of memory allocating %zu bytes\n", n);
+  abort();
+}
+
+void *wsy_malloc(size_t n) {
+  void *p = malloc(n ? n : 1);
+  if (!p) oom(n);
+  return p;
+}
+
+void *wsy_calloc(size_t n, size_t size) {
+  void *p = calloc(n ? n : 1, size ? size : 1);
+  if (!p) oom(n * size);
+  return p;
+}
+
+void *wsy_realloc(void *p, size_t n) {
+  void *q = realloc(p, n ? n : 1);
+  if (!q) oom(n);
+  return q;
+}
+
+char *wsy_strndup(const char *s, size_t n) {
+  char *d = wsy_malloc(n + 1);
+  memcpy(d, s, n);
+  d[n] = '\0';
+  return d;
+}
+
+void wsy_free(void *p) { free(p); }
+
+void buf_init(buf *b, size_t max) {
+  b->data = NULL;
+  b->len = b->cap = 0;
+  b->max = max;
+}
+
+int buf_append(buf *b, const void *p, size_t n) {
+  if (n > b->max - b->len) return WSY_TOO_LARGE;
+  if (b->len + n > b->cap) {
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + n) cap = cap > b->max / 2 ? b->max : cap * 2;
+    b->data = wsy_realloc(b->data, cap);
+    b->cap = cap;
+  }
+  if (n) memcpy(b->data + b->len, p, n);
+  b->len += n;
+  return WSY_OK;
+}
+
+void buf_reset(buf *b) { b->len = 0; }
+
+void buf_free(buf *b) {
+  wsy_free(b->data);
+  b->data = NULL;
+  b->len = b->cap = 0;
+}
+
+uint64_t wsy_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}

@@ -1,0 +1,72 @@
+/* wsy.h -- shared vocabulary of every wsync module: the error enum, the
+ * allocator wrapper, byte buffers and small helpers.
+ *
+ * Errors: 0 is success, every failure is a negative wsy_err built from the one
+ * WSY_ERRORS table; wsy_strerror() and wsy_errname() come from the same table.
+ * Allocation: wsy_malloc() and friends abort on exhaustion of small fixed
+ * sizes (the house rule); sizes a peer controls are capped before they are
+ * asked for, and the caps fail with WSY_TOO_LARGE, never with an abort. */
+#ifndef WSY_H
+#define WSY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define WSY_ERRORS(X)                                   \
+  X(OK, 0, "ok")                                        \
+  X(AGAIN, -1, "would block")                           \
+  X(NOMEM, -2, "out of memory")                         \
+  X(TOO_LARGE, -3, "too large")                         \
+  X(PROTO, -4, "protocol error")                        \
+  X(SLOW, -5, "slow consumer")                          \
+  X(BAD_UTF8, -6, "invalid UTF-8")                      \
+  X(INVAL, -7, "invalid argument")                      \
+  X(IO, -8, "input/output error")                       \
+  X(CLOSED, -9, "connection closed")                    \
+  X(NOT_FOUND, -10, "not found")                        \
+  X(LIMIT, -11, "limit reached")
+
+#define WSY_ENUM(name, val, text) WSY_##name = val,
+typedef enum { WSY_ERRORS(WSY_ENUM) } wsy_err;
+#undef WSY_ENUM
+
+const char *wsy_strerror(int err);
+const char *wsy_errname(int err);
+
+#if defined(__GNUC__)
+#define WSY_WUR __attribute__((warn_unused_result))
+#define WSY_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define WSY_WUR
+#define WSY_PRINTF(a, b)
+#endif
+
+#define WSY_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define wsy_container_of(ptr, type, member) \
+  ((type *)((char *)(ptr) - offsetof(type, member)))
+
+/* Abort with a message when a small allocation fails: callers never see NULL.
+ * Tests may install a failure point with wsy_alloc_fail_at(). */
+void *wsy_malloc(size_t n);
+void *wsy_calloc(size_t n, size_t size);
+void *wsy_realloc(void *p, size_t n);
+char *wsy_strndup(const char *s, size_t n);
+void wsy_free(void *p);
+
+/* A growable byte buffer with a hard cap fixed at init (curl's dynbuf idea).
+ * Owned by whoever holds it; buf_free() releases the bytes. */
+typedef struct {
+  uint8_t *data;
+  size_t len, cap, max;
+} buf;
+
+void buf_init(buf *b, size_t max);
+/* Appends n bytes; WSY_TOO_LARGE (and the buffer left untouched) past max. */
+int buf_append(buf *b, const void *p, size_t n) WSY_WUR;
+void buf_reset(buf *b); /* len = 0, keeps the memory */
+void buf_free(buf *b);  /* releases memory; buffer may be reused after init */
+
+/* Monotonic milliseconds. */
+uint64_t wsy_now_ms(void);
+
+#endif

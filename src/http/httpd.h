@@ -1,0 +1,48 @@
+/* httpd.h -- HTTP/1.1 on a net connection: request parsing (http-parser),
+ * routing, responses, static files, and the hand-over to WebSocket.
+ *
+ * Loop thread only. A connection starts here (httpd_accept) and stays in
+ * HTTP until a route upgrades it; keep-alive and pipelining are supported,
+ * requests are capped (headers: max_header -> 431; body: max_body -> 413),
+ * and a connection that does not finish a request within the handshake
+ * timeout, or idles longer than the idle timeout between requests, is
+ * closed. */
+#ifndef WSY_HTTPD_H
+#define WSY_HTTPD_H
+
+#include <stddef.h>
+
+#include "../app.h"
+#include "../net/net.h"
+
+/* Bytes of per-connection state httpd keeps inside the conn (net ext). */
+size_t httpd_ext_size(void);
+/* net accept callback; ud is the struct app. */
+void httpd_accept(conn *c, void *ud);
+
+/* A parsed request, valid during the route handler only. */
+typedef struct httpd_req httpd_req;
+const char *httpd_req_method(const httpd_req *r);
+const char *httpd_req_path(const httpd_req *r);   /* decoded path, NUL-terminated */
+const char *httpd_req_query(const httpd_req *r);  /* raw query or "" */
+/* Header value by case-insensitive name, NULL when absent; *len gets its size. */
+const char *httpd_req_header(const httpd_req *r, const char *name, size_t *len);
+/* Query parameter value (first match, undecoded) into out; 0 when found. */
+int httpd_req_query_param(const httpd_req *r, const char *name, char *out, size_t n);
+
+/* Queues a complete response. extra_headers is "" or CRLF-terminated lines. */
+void httpd_respond(conn *c, int status, const char *content_type, const char *extra_headers,
+                   const void *body, size_t len);
+/* The response to a HEAD: the headers of the GET (Content-Length: len), no body. */
+void httpd_respond_head(conn *c, int status, const char *content_type, const char *extra_headers,
+                        size_t len);
+/* Same, with a small text body "<status line>: <message>\n". */
+void httpd_error(conn *c, int status, const char *message);
+const char *httpd_status_text(int status);
+
+/* static.c: serves GET/HEAD of path from app->static_root. Returns 0 when a
+ * response was queued (2xx/4xx), WSY_NOT_FOUND when there is no such file. */
+int httpd_static(struct app *app, conn *c, const httpd_req *r, int head_only);
+const char *httpd_content_type(const char *path);
+
+#endif

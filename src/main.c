@@ -1,0 +1,172 @@
+/* main.c -- configuration and wiring only: parse flags, build the app,
+ * listen, run the loop, shut down gracefully on SIGINT/SIGTERM. */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include "app.h"
+#include "common/log.h"
+#include "config.h"
+#include "http/httpd.h"
+#include "ws/ws_conn.h"
+
+typedef struct {
+  struct app *app;
+  uv_signal_t sigint, sigterm;
+  uv_timer_t drain;
+  uint64_t deadline;
+  int forced;
+} runtime;
+
+static void close_one(conn *c, void *ud) {
+  (void)ud;
+  ws_conn *w = ws_conn_of(c);
+  if (w) ws_close(w, WS_CLOSE_GOING_AWAY, "server shutting down");
+  else net_conn_end(c);
+}
+
+static void force_one(conn *c, void *ud) {
+  (void)ud;
+  net_conn_close(c);
+}
+
+/* Runs every few ms once shutdown started: done when no connection is left;
+ * past the grace period, whatever is left is closed hard. */
+static void on_drain(uv_timer_t *t) {
+  runtime *rt = t->data;
+  struct app *app = rt->app;
+  net_loop_flush(app->net);
+  if (net_loop_conn_count(app->net) == 0) {
+    uv_timer_stop(&rt->drain);
+    uv_close((uv_handle_t *)&rt->drain, NULL);
+    uv_close((uv_handle_t *)&rt->sigint, NULL);
+    uv_close((uv_handle_t *)&rt->sigterm, NULL);
+    return;
+  }
+  if (!rt->forced && uv_now(app->loop) >= rt->deadline) {
+    rt->forced = 1;
+    log_warn("shutdown: %u connections did not close in time; closing them",
+             net_loop_conn_count(app->net));
+    net_loop_foreach(app->net, force_one, NULL);
+  }
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+  runtime *rt = s->data;
+  struct app *app = rt->app;
+  if (app->shutting_down) {
+    log_warn("second signal: exiting now");
+    exit(1);
+  }
+  log_info("%s: shutting down (closing %u connections with 1001)",
+           signum == SIGINT ? "SIGINT" : "SIGTERM", net_loop_conn_count(app->net));
+  app->shutting_down = 1;
+  net_stop_listening(app->net);
+  net_loop_foreach(app->net, close_one, NULL);
+  rt->deadline = uv_now(app->loop) + app->cfg->shutdown_grace_ms;
+  uv_timer_start(&rt->drain, on_drain, 5, 5);
+}
+
+static void raise_fd_limit(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+static int serve(int argc, char **argv) {
+  wsy_config cfg;
+  char err[256];
+  config_defaults(&cfg);
+  int rc = config_parse(&cfg, argc, argv, err, sizeof err);
+  if (rc == 1) return 0;
+  if (rc < 0) {
+    fprintf(stderr, "wsync: %s\n", err);
+    return 2;
+  }
+  wsy_log_level = cfg.log_level;
+
+  struct app app;
+  memset(&app, 0, sizeof app);
+  app.cfg = &cfg;
+  app.loop = uv_default_loop();
+  app.started_ms = wsy_now_ms();
+  app.ws_lim.max_message = cfg.max_message;
+  app.ws_lim.require_mask = 1;
+  if (cfg.static_dir && *cfg.static_dir) {
+    if (!realpath(cfg.static_dir, app.static_root)) {
+      fprintf(stderr, "wsync: --static %s: %s\n", cfg.static_dir, strerror(errno));
+      return 2;
+    }
+  }
+  if (cfg.data_dir && *cfg.data_dir && mkdir(cfg.data_dir, 0700) != 0 && errno != EEXIST) {
+    fprintf(stderr, "wsync: --data-dir %s: %s\n", cfg.data_dir, strerror(errno));
+    return 2;
+  }
+
+  signal(SIGPIPE, SIG_IGN);
+  raise_fd_limit();
+
+  unsigned shortest = cfg.handshake_timeout_ms;
+  if (cfg.idle_timeout_ms && cfg.idle_timeout_ms < shortest) shortest = cfg.idle_timeout_ms;
+  if (cfg.ping_interval_ms && cfg.ping_interval_ms < shortest) shortest = cfg.ping_interval_ms;
+  net_config ncfg = {
+    .max_queued = cfg.max_queued,
+    .max_connections = cfg.max_connections,
+    .ext_size = httpd_ext_size() > ws_conn_ext_size() ? httpd_ext_size() : ws_conn_ext_size(),
+    .tick_ms = shortest / 4 < 10 ? 10 : shortest / 4 > 1000 ? 1000 : shortest / 4,
+    .linger_ms = 2000,
+  };
+  app.net = net_loop_new(app.loop, &ncfg, &app);
+  rc = net_listen(app.net, cfg.listen_host, cfg.listen_port, httpd_accept, &app);
+  if (rc) {
+    fprintf(stderr, "wsync: cannot listen on %s:%d: %s\n", cfg.listen_host, cfg.listen_port,
+            uv_strerror(rc));
+    net_loop_free(app.net);
+    return 1;
+  }
+  const char *h = cfg.listen_host;
+  int v6 = strchr(h, ':') != NULL;
+  log_info("wsync %s listening on http://%s%s%s:%d", WSYNC_VERSION, v6 ? "[" : "", h, v6 ? "]" : "",
+           net_listen_port(app.net));
+  if (cfg.echo_endpoint) log_info("test endpoints enabled: /v1/echo, /v1/broadcast");
+
+  runtime rt = {.app = &app};
+  uv_signal_init(app.loop, &rt.sigint);
+  uv_signal_init(app.loop, &rt.sigterm);
+  uv_timer_init(app.loop, &rt.drain);
+  rt.sigint.data = rt.sigterm.data = rt.drain.data = &rt;
+  uv_signal_start(&rt.sigint, on_signal, SIGINT);
+  uv_signal_start(&rt.sigterm, on_signal, SIGTERM);
+
+  uv_run(app.loop, UV_RUN_DEFAULT);
+  net_loop_free(app.net);
+  wsy_free(app.bcast);
+  uv_loop_close(app.loop);
+  log_info("stopped");
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    config_usage(stderr);
+    return 2;
+  }
+  if (!strcmp(argv[1], "serve")) return serve(argc - 2, argv + 2);
+  if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+    config_usage(stdout);
+    return 0;
+  }
+  if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+    printf("wsync %s\n", WSYNC_VERSION);
+    return 0;
+  }
+  fprintf(stderr, "wsync: unknown command '%s' (try 'wsync --help')\n", argv[1]);
+  return 2;
+}

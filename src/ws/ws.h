@@ -1,0 +1,136 @@
+/* ws.h -- RFC 6455 for wsync: frame parser and encoder, incremental UTF-8
+ * validation, the upgrade handshake's accept key, close-code rules.
+ *
+ * This header is the pure part: no I/O, no clock, no allocation beyond the
+ * parser's own reassembly buffers, so every function here is unit-tested and
+ * fuzzed on its own. The connection side (upgrade, pings, close handshake,
+ * fan-out) is in ws_conn.h. Errors are wsy_err; ownership is stated per call. */
+#ifndef WSY_WS_H
+#define WSY_WS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/wsy.h"
+
+enum ws_opcode {
+  WS_OP_CONT = 0x0,
+  WS_OP_TEXT = 0x1,
+  WS_OP_BINARY = 0x2,
+  WS_OP_CLOSE = 0x8,
+  WS_OP_PING = 0x9,
+  WS_OP_PONG = 0xA,
+};
+
+enum ws_close_code {
+  WS_CLOSE_NORMAL = 1000,
+  WS_CLOSE_GOING_AWAY = 1001,
+  WS_CLOSE_PROTOCOL = 1002,
+  WS_CLOSE_UNSUPPORTED = 1003,
+  WS_CLOSE_NO_STATUS = 1005,   /* never on the wire */
+  WS_CLOSE_ABNORMAL = 1006,    /* never on the wire */
+  WS_CLOSE_BAD_DATA = 1007,
+  WS_CLOSE_POLICY = 1008,
+  WS_CLOSE_TOO_BIG = 1009,
+  WS_CLOSE_INTERNAL = 1011,
+  WS_CLOSE_TRY_AGAIN_LATER = 1013,
+};
+
+/* ---- UTF-8 ------------------------------------------------------------ */
+
+/* Incremental validator. *state starts at 0 (WS_UTF8_ACCEPT) and carries a
+ * partial code point from one call to the next, so a sequence split across
+ * frames or reads validates exactly as the whole would. Rejects overlongs,
+ * surrogates and code points above U+10FFFF. Once rejected, stays rejected. */
+#define WS_UTF8_ACCEPT 0u
+#define WS_UTF8_REJECT 0xffffffffu
+int ws_utf8_feed(uint32_t *state, const uint8_t *p, size_t n); /* WSY_OK or WSY_BAD_UTF8 */
+/* True when the text fed so far ends on a code point boundary. */
+static inline int ws_utf8_complete(uint32_t state) { return state == WS_UTF8_ACCEPT; }
+/* One-shot helper: WSY_OK when p[0..n) is complete, valid UTF-8. */
+int ws_utf8_valid(const uint8_t *p, size_t n);
+
+/* ---- close codes ------------------------------------------------------ */
+
+/* True for codes a peer may send in a close frame: 1000-1003, 1007-1014 and
+ * 3000-4999. 1004-1006, 1015 and everything else are protocol errors. */
+int ws_close_code_valid(unsigned code);
+
+/* ---- handshake -------------------------------------------------------- */
+
+/* True when key is the base64 of exactly 16 bytes, as RFC 6455 4.1 asks. */
+int ws_key_valid(const char *key, size_t len);
+/* Writes the Sec-WebSocket-Accept value for key (28 chars + NUL) into out. */
+void ws_accept_key(const char *key, size_t len, char out[29]);
+
+/* ---- encoder ---------------------------------------------------------- */
+
+#define WS_MAX_HEADER 14
+/* Writes a frame header for a payload of len bytes into out and returns its
+ * size (2, 4 or 10 bytes; 4 more when mask is not NULL). Servers pass NULL;
+ * clients (tests, the benchmark) pass their 4-byte masking key and mask the
+ * payload themselves with ws_mask(). */
+size_t ws_frame_header(uint8_t out[WS_MAX_HEADER], int fin, int opcode, uint64_t len,
+                       const uint8_t *mask);
+/* XORs p[0..n) with key, starting at key position pos (0-3); returns the
+ * position after the last byte. */
+unsigned ws_mask(uint8_t *p, size_t n, const uint8_t key[4], unsigned pos);
+
+/* ---- parser ----------------------------------------------------------- */
+
+typedef struct ws_limits {
+  size_t max_message; /* largest reassembled message; larger -> 1009 */
+  int require_mask;   /* server side: 1; a client parsing server frames: 0 */
+} ws_limits;
+
+/* Events, called from inside ws_parser_feed(). Each returns 0 to go on or a
+ * non-zero value to stop feeding at once (the connection is closing); feed
+ * then returns WSY_CLOSED. Payload pointers are valid only during the call:
+ * they may point into the caller's input (unmasked in place) or into the
+ * parser's reassembly buffer. */
+typedef struct ws_parser_cb {
+  int (*on_message)(void *ctx, int opcode, uint8_t *data, size_t len);
+  int (*on_ping)(void *ctx, const uint8_t *data, size_t len);
+  int (*on_pong)(void *ctx, const uint8_t *data, size_t len);
+  /* code is WS_CLOSE_NO_STATUS for an empty close frame; the reason has been
+   * checked to be UTF-8 and the code to be ws_close_code_valid(). */
+  int (*on_close)(void *ctx, unsigned code, const uint8_t *reason, size_t len);
+} ws_parser_cb;
+
+/* HDR0 -> HDR1 -> [LEN16 | LEN64] -> [MASKKEY] -> PAYLOAD -> HDR0
+ * any -> ERROR (sticky; ws_parser_close_code() says 1002, 1007 or 1009).
+ * Message-level rules are checked here too: continuation without a start,
+ * a new data frame inside a fragmented message, fragmented or oversized
+ * control frames, reserved bits and opcodes, masking, text UTF-8 (checked as
+ * bytes arrive, so a bad byte fails before the message ends). */
+typedef struct ws_parser {
+  const ws_limits *lim;
+  const ws_parser_cb *cb;
+  void *ctx;
+  uint64_t remaining;  /* payload bytes left in the current frame */
+  buf msg;             /* reassembly of a message spanning reads or frames */
+  uint8_t *ctl;        /* lazily allocated control payload spanning reads */
+  uint32_t utf8;       /* validator state of the text message in progress */
+  uint16_t close_code; /* set with the sticky error */
+  uint8_t state;
+  uint8_t hdr[8];      /* extended length being accumulated */
+  uint8_t hdr_have, hdr_need;
+  uint8_t b0, b1;      /* first two header bytes of the current frame */
+  uint8_t mask[4];
+  uint8_t mask_pos;
+  uint8_t msg_opcode;  /* TEXT or BINARY while a message is open, else 0 */
+  uint8_t ctl_len;
+} ws_parser;
+
+void ws_parser_init(ws_parser *p, const ws_limits *lim, const ws_parser_cb *cb, void *ctx);
+/* Releases reassembly buffers; the parser may be initialised again. */
+void ws_parser_deinit(ws_parser *p);
+/* Consumes in[0..len). The bytes are modified (unmasked in place). Returns
+ * WSY_OK, WSY_CLOSED when a callback stopped it, or WSY_PROTO / WSY_BAD_UTF8 /
+ * WSY_TOO_LARGE (sticky) with ws_parser_close_code() giving the close code. */
+int ws_parser_feed(ws_parser *p, uint8_t *in, size_t len) WSY_WUR;
+static inline unsigned ws_parser_close_code(const ws_parser *p) { return p->close_code; }
+/* Bytes the parser holds beyond the fixed struct (for memory accounting). */
+size_t ws_parser_buffered(const ws_parser *p);
+
+#endif

@@ -1,0 +1,248 @@
+/* ws_conn.c -- WebSocket connections: upgrade, delivery, pings, close.
+ *
+ * States of one connection (ws_conn.state):
+ *
+ *   OPEN --ws_close()--------------> CLOSE_SENT --peer close / timeout--> DONE
+ *   OPEN --peer close (echoed)-----------------------------------------> DONE
+ *   OPEN --protocol error, slow consumer, idle (close frame, no wait)--> DONE
+ *   any  --TCP EOF or error--------------------------------------------> DONE
+ *
+ * DONE always goes through net_conn_end(): flush what is queued (the close
+ * frame last), FIN, wait briefly for the peer's FIN, close. The endpoint's
+ * on_close runs exactly once, when the connection leaves OPEN, so fan-out
+ * never targets a connection that can no longer take data frames. */
+#include "ws_conn.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "../common/log.h"
+#include "../http/httpd.h"
+
+enum { WS_OPEN, WS_CLOSE_SENT, WS_DONE };
+
+struct ws_conn {
+  ws_parser parser;
+  const ws_endpoint *ep;
+  void *user;
+  uint64_t last_rx;
+  uint64_t close_deadline;
+  uint8_t state;
+  uint8_t ping_outstanding;
+  uint8_t ep_closed;
+};
+
+static const conn_ops ws_ops;
+
+size_t ws_conn_ext_size(void) { return sizeof(ws_conn); }
+conn *ws_conn_net(ws_conn *w) { return net_conn_from_ext(w); }
+struct app *ws_conn_app(ws_conn *w) { return net_loop_app(net_conn_loop(ws_conn_net(w))); }
+void *ws_conn_user(ws_conn *w) { return w->user; }
+void ws_conn_set_user(ws_conn *w, void *user) { w->user = user; }
+int ws_conn_is_open(const ws_conn *w) { return w->state == WS_OPEN; }
+ws_conn *ws_conn_of(conn *c) { return net_conn_ops(c) == &ws_ops ? net_conn_ext(c) : NULL; }
+
+net_chunk *ws_frame_new(int opcode, const void *payload, size_t len) {
+  uint8_t hdr[WS_MAX_HEADER];
+  size_t hl = ws_frame_header(hdr, 1, opcode, len, NULL);
+  net_chunk *ch = net_chunk_new(hl + len);
+  memcpy(ch->data, hdr, hl);
+  if (len) memcpy(ch->data + hl, payload, len);
+  return ch;
+}
+
+static void ep_closed(ws_conn *w) {
+  if (w->ep_closed) return;
+  w->ep_closed = 1;
+  if (w->ep && w->ep->on_close) w->ep->on_close(w);
+}
+
+static net_chunk *close_frame(unsigned code, const char *reason) {
+  uint8_t p[125];
+  size_t n = 0;
+  if (code != WS_CLOSE_NO_STATUS) {
+    p[0] = (uint8_t)(code >> 8);
+    p[1] = (uint8_t)code;
+    n = 2;
+    size_t rl = reason ? strlen(reason) : 0;
+    if (rl > sizeof p - 2) rl = sizeof p - 2;
+    if (rl) memcpy(p + 2, reason, rl);
+    n += rl;
+  }
+  return ws_frame_new(WS_OP_CLOSE, p, n);
+}
+
+/* Sends a close frame and ends the connection without waiting for the
+ * peer's reply: for errors, where the peer is not to be trusted further. */
+static void fail(ws_conn *w, unsigned code, const char *reason) {
+  conn *c = ws_conn_net(w);
+  if (w->state == WS_OPEN) {
+    net_chunk *ch = close_frame(code, reason);
+    net_conn_send_force(c, ch);
+    net_chunk_unref(ch);
+  }
+  w->state = WS_DONE;
+  ep_closed(w);
+  net_conn_end(c);
+}
+
+void ws_close(ws_conn *w, unsigned code, const char *reason) {
+  if (w->state != WS_OPEN) return;
+  conn *c = ws_conn_net(w);
+  net_chunk *ch = close_frame(code, reason);
+  net_conn_send_force(c, ch);
+  net_chunk_unref(ch);
+  w->state = WS_CLOSE_SENT;
+  w->close_deadline = net_loop_now(net_conn_loop(c)) + ws_conn_app(w)->cfg->close_timeout_ms;
+  ep_closed(w);
+}
+
+int ws_send_frame(ws_conn *w, net_chunk *frame) {
+  if (w->state != WS_OPEN) return WSY_CLOSED;
+  conn *c = ws_conn_net(w);
+  int rc = net_conn_send(c, frame);
+  if (rc == WSY_SLOW) {
+    char peer[80];
+    net_conn_peer(c, peer, sizeof peer);
+    log_warn("slow consumer %s: %zu bytes queued, closing with 1013", peer, net_conn_queued(c));
+    ((net_stats *)net_loop_stats(net_conn_loop(c)))->slow_closes++;
+    /* What no write has started on is dropped: the client catches up from
+     * the log after it reconnects. */
+    net_conn_discard_pending(c);
+    fail(w, WS_CLOSE_TRY_AGAIN_LATER, "slow consumer");
+  }
+  return rc;
+}
+
+int ws_send(ws_conn *w, int opcode, const void *payload, size_t len) {
+  if (w->state != WS_OPEN) return WSY_CLOSED;
+  net_chunk *ch = ws_frame_new(opcode, payload, len);
+  int rc = ws_send_frame(w, ch);
+  net_chunk_unref(ch);
+  return rc;
+}
+
+/* ---- parser events ------------------------------------------------------ */
+
+static int on_message(void *ctx, int opcode, uint8_t *data, size_t len) {
+  ws_conn *w = ctx;
+  if (w->state != WS_OPEN) return 0; /* after our close frame: discarded */
+  w->ep->on_message(w, opcode, data, len);
+  return net_conn_closing(ws_conn_net(w));
+}
+
+static int on_ping(void *ctx, const uint8_t *data, size_t len) {
+  ws_conn *w = ctx;
+  if (w->state == WS_OPEN) ws_send(w, WS_OP_PONG, data, len);
+  return net_conn_closing(ws_conn_net(w));
+}
+
+static int on_pong(void *ctx, const uint8_t *data, size_t len) {
+  (void)data;
+  (void)len;
+  ((ws_conn *)ctx)->ping_outstanding = 0;
+  return 0;
+}
+
+static int on_close(void *ctx, unsigned code, const uint8_t *reason, size_t len) {
+  ws_conn *w = ctx;
+  conn *c = ws_conn_net(w);
+  log_debug("peer close %u %.*s", code, (int)len, (const char *)reason);
+  if (w->state == WS_OPEN) {
+    /* Echo the peer's code, as RFC 6455 5.5.1 suggests. */
+    net_chunk *ch = close_frame(code, NULL);
+    net_conn_send_force(c, ch);
+    net_chunk_unref(ch);
+  }
+  w->state = WS_DONE;
+  ep_closed(w);
+  net_conn_end(c);
+  return 1;
+}
+
+static const ws_parser_cb parser_cb = {
+  .on_message = on_message,
+  .on_ping = on_ping,
+  .on_pong = on_pong,
+  .on_close = on_close,
+};
+
+/* ---- conn ops ------------------------------------------------------------- */
+
+static void ws_on_data(conn *c, uint8_t *data, size_t len) {
+  ws_conn *w = net_conn_ext(c);
+  w->last_rx = net_loop_now(net_conn_loop(c));
+  int rc = ws_parser_feed(&w->parser, data, len);
+  if (rc == WSY_OK || rc == WSY_CLOSED) return;
+  unsigned code = ws_parser_close_code(&w->parser);
+  log_debug("websocket protocol violation (%s): closing with %u", wsy_strerror(rc), code);
+  fail(w, code, rc == WSY_BAD_UTF8 ? "invalid UTF-8" : rc == WSY_TOO_LARGE ? "message too big"
+                                                                            : "protocol error");
+}
+
+static void ws_on_eof(conn *c) {
+  ws_conn *w = net_conn_ext(c);
+  w->state = WS_DONE;
+  ep_closed(w);
+}
+
+static void ws_on_tick(conn *c, uint64_t now) {
+  ws_conn *w = net_conn_ext(c);
+  const wsy_config *cfg = ws_conn_app(w)->cfg;
+  if (w->state == WS_CLOSE_SENT) {
+    if (now >= w->close_deadline) {
+      w->state = WS_DONE;
+      net_conn_end(c);
+    }
+    return;
+  }
+  if (w->state != WS_OPEN) return;
+  uint64_t quiet = now - w->last_rx;
+  if (cfg->idle_timeout_ms && quiet >= cfg->idle_timeout_ms) {
+    log_debug("websocket idle for %llu ms: closing", (unsigned long long)quiet);
+    fail(w, WS_CLOSE_GOING_AWAY, "idle timeout");
+  } else if (cfg->ping_interval_ms && quiet >= cfg->ping_interval_ms && !w->ping_outstanding) {
+    w->ping_outstanding = 1;
+    ws_send(w, WS_OP_PING, "wsync", 5);
+  }
+}
+
+static void ws_on_free(conn *c) {
+  ws_conn *w = net_conn_ext(c);
+  ep_closed(w);
+  ws_parser_deinit(&w->parser);
+}
+
+static const conn_ops ws_ops = {
+  .name = "ws",
+  .on_data = ws_on_data,
+  .on_eof = ws_on_eof,
+  .on_tick = ws_on_tick,
+  .on_free = ws_on_free,
+};
+
+void ws_conn_upgrade(struct app *app, conn *c, const char *accept, const ws_endpoint *ep,
+                     const void *req_ctx, uint8_t *rest, size_t rest_len) {
+  char resp[192];
+  int n = snprintf(resp, sizeof resp,
+                   "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                   "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+                   accept);
+  net_chunk *ch = net_chunk_new((size_t)n);
+  memcpy(ch->data, resp, (size_t)n);
+  net_conn_send_force(c, ch);
+  net_chunk_unref(ch);
+
+  ws_conn *w = net_conn_ext(c);
+  memset(w, 0, sizeof *w);
+  ws_parser_init(&w->parser, &app->ws_lim, &parser_cb, w);
+  w->ep = ep;
+  w->state = WS_OPEN;
+  w->last_rx = net_loop_now(app->net);
+  net_conn_set_ops(c, &ws_ops);
+  if (ep->on_open && ep->on_open(w, req_ctx) != 0) {
+    fail(w, WS_CLOSE_POLICY, "refused");
+    return;
+  }
+  if (rest_len && !net_conn_closing(c)) ws_on_data(c, rest, rest_len);
+}

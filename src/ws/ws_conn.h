@@ -1,0 +1,64 @@
+/* ws_conn.h -- a WebSocket connection on top of net: the upgrade, message
+ * delivery to an endpoint, pings and idle timeout, the close handshake, and
+ * sending (one frame encoded once, shared by every recipient).
+ *
+ * Loop thread only. The conn's protocol ops are swapped from HTTP to these at
+ * the upgrade; the state lives inside the conn (net ext), no extra
+ * allocation while the connection idles. */
+#ifndef WSY_WS_CONN_H
+#define WSY_WS_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../app.h"
+#include "../net/net.h"
+#include "ws.h"
+
+typedef struct ws_conn ws_conn;
+
+/* What a WebSocket route does with its connections. */
+typedef struct ws_endpoint {
+  const char *name;
+  /* Right after the 101 response; may send. Non-zero refuses (close 1008). */
+  int (*on_open)(ws_conn *w, const void *req_ctx);
+  /* A complete, validated message (text is valid UTF-8). The payload is
+   * valid during the call only. */
+  void (*on_message)(ws_conn *w, int opcode, uint8_t *data, size_t len);
+  /* The connection is going away (any reason); release endpoint state. */
+  void (*on_close)(ws_conn *w);
+} ws_endpoint;
+
+size_t ws_conn_ext_size(void);
+
+/* Completes the opening handshake for an already validated request: sends
+ * 101 with accept, switches the conn to WebSocket, then feeds rest[0..n)
+ * (bytes that followed the request) to the frame parser. */
+void ws_conn_upgrade(struct app *app, conn *c, const char *accept, const ws_endpoint *ep,
+                     const void *req_ctx, uint8_t *rest, size_t rest_len);
+
+/* Returns the frame for payload as a chunk with one reference, owned by the
+ * caller; send it to any number of connections with ws_send_frame(). */
+net_chunk *ws_frame_new(int opcode, const void *payload, size_t len);
+/* Queues a shared frame. A consumer over its queue cap is closed with 1013
+ * (logged, counted) and WSY_SLOW returned; others keep receiving. */
+int ws_send_frame(ws_conn *w, net_chunk *frame);
+/* Frames and queues one message (a copy of payload). */
+int ws_send(ws_conn *w, int opcode, const void *payload, size_t len);
+/* Starts the close handshake with code and reason (reason <= 123 bytes). */
+void ws_close(ws_conn *w, unsigned code, const char *reason);
+
+conn *ws_conn_net(ws_conn *w);
+struct app *ws_conn_app(ws_conn *w);
+/* One pointer of endpoint state per connection. */
+void *ws_conn_user(ws_conn *w);
+void ws_conn_set_user(ws_conn *w, void *user);
+int ws_conn_is_open(const ws_conn *w);
+/* The ws_conn of a conn, or NULL when the conn does not speak WebSocket. */
+ws_conn *ws_conn_of(conn *c);
+
+/* Endpoints built into the server core. */
+extern const ws_endpoint ws_echo_endpoint;      /* /v1/echo: each message back */
+extern const ws_endpoint ws_broadcast_endpoint; /* /v1/broadcast?room=R: to all in R */
+
+#endif
