@@ -20,8 +20,26 @@ size_t httpd_ext_size(void);
 /* net accept callback; ud is the struct app. */
 void httpd_accept(conn *c, void *ud);
 
-/* A parsed request, valid during the route handler only. */
+/* ---- request.c: one request, parsed (pure, no I/O) ---------------------- */
+
 typedef struct httpd_req httpd_req;
+/* A new request parser; headers (with the request line) are capped at
+ * max_header bytes, the body at max_body. Owned by the caller. */
+httpd_req *httpd_req_new(size_t max_header, size_t max_body);
+void httpd_req_free(httpd_req *r);
+/* Feeds bytes; *used gets how many were consumed (the rest belongs to the
+ * next request, or to the new protocol after an upgrade). Returns 0 when
+ * more bytes are needed, 1 when the request is complete (or is an upgrade
+ * request whose headers are complete), or an HTTP error status (400, 413,
+ * 414, 431), sticky, with httpd_req_error() saying why. */
+int httpd_req_feed(httpd_req *r, const uint8_t *data, size_t len, size_t *used) WSY_WUR;
+const char *httpd_req_error(const httpd_req *r);
+int httpd_req_upgrade(const httpd_req *r);
+int httpd_req_keep_alive(const httpd_req *r);
+int httpd_req_http11(const httpd_req *r);  /* HTTP/1.1 or later */
+const uint8_t *httpd_req_body(const httpd_req *r, size_t *len);
+/* True when the comma-separated header value contains token (any case). */
+int httpd_header_has_token(const char *v, size_t len, const char *token);
 const char *httpd_req_method(const httpd_req *r);
 const char *httpd_req_path(const httpd_req *r);   /* decoded path, NUL-terminated */
 const char *httpd_req_query(const httpd_req *r);  /* raw query or "" */

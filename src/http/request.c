@@ -1,0 +1,268 @@
+/* request.c -- one HTTP/1.1 request: parsing with http-parser into a capped
+ * buffer, then typed access to method, path, query and headers. Pure: no
+ * I/O, so it is unit-tested and fuzzed on its own.
+ *
+ * Header bytes are collected in one capped buffer: URL, then each name and
+ * value, recorded as offsets; past max_header the request fails with 431.
+ * The parser pauses after each complete request, so pipelined bytes stay
+ * with the caller for the next request object. */
+#include "httpd.h"
+
+#include <http_parser.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define MAX_HEADERS 64
+
+typedef struct {
+  uint32_t name_off, name_len, val_off, val_len;
+} hdr;
+
+struct httpd_req {
+  http_parser parser;
+  size_t max_body;
+  buf raw;            /* url, then header names and values */
+  buf body;
+  uint32_t url_len;
+  hdr h[MAX_HEADERS];
+  unsigned nh;
+  int last_was_value;
+  int complete;       /* on_message_complete seen */
+  int error_status;   /* set by a callback that refuses the request */
+  char path[2048];    /* decoded path */
+  const char *query;
+  char method[16];
+  const char *why;    /* what was wrong, with error_status */
+};
+
+/* ---- request accessors ---------------------------------------------------- */
+
+const char *httpd_req_method(const httpd_req *r) { return r->method; }
+const char *httpd_req_path(const httpd_req *r) { return r->path; }
+const char *httpd_req_query(const httpd_req *r) { return r->query ? r->query : ""; }
+
+const char *httpd_req_header(const httpd_req *r, const char *name, size_t *len) {
+  size_t nl = strlen(name);
+  for (unsigned i = 0; i < r->nh; i++) {
+    const hdr *h = &r->h[i];
+    if (h->name_len == nl && strncasecmp((const char *)r->raw.data + h->name_off, name, nl) == 0) {
+      if (len) *len = h->val_len;
+      return (const char *)r->raw.data + h->val_off;
+    }
+  }
+  return NULL;
+}
+
+int httpd_req_query_param(const httpd_req *r, const char *name, char *out, size_t n) {
+  const char *q = r->query;
+  size_t nl = strlen(name);
+  while (q && *q) {
+    const char *end = strchr(q, '&');
+    size_t seg = end ? (size_t)(end - q) : strlen(q);
+    if (seg > nl && strncmp(q, name, nl) == 0 && q[nl] == '=') {
+      size_t vl = seg - nl - 1;
+      if (vl >= n) return -1;
+      memcpy(out, q + nl + 1, vl);
+      out[vl] = '\0';
+      return 0;
+    }
+    q = end ? end + 1 : NULL;
+  }
+  return -1;
+}
+
+/* True when the comma-separated header value contains token (any case). */
+int httpd_header_has_token(const char *v, size_t len, const char *token) {
+  size_t tl = strlen(token), i = 0;
+  while (i < len) {
+    while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
+    size_t s = i;
+    while (i < len && v[i] != ',') i++;
+    size_t e = i;
+    while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t')) e--;
+    if (e - s == tl && strncasecmp(v + s, token, tl) == 0) return 1;
+  }
+  return 0;
+}
+
+/* ---- parser callbacks ---------------------------------------------------- */
+
+static int raw_add(httpd_req *r, const char *at, size_t len) {
+  if (buf_append(&r->raw, at, len) != WSY_OK) {
+    r->error_status = 431;
+    return -1;
+  }
+  return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len) {
+  httpd_req *r = p->data;
+  if (raw_add(r, at, len)) {
+    r->error_status = 414;
+    return -1;
+  }
+  r->url_len += (uint32_t)len;
+  return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len) {
+  httpd_req *r = p->data;
+  if (r->nh == 0 || r->last_was_value) {
+    if (r->nh == MAX_HEADERS) {
+      r->error_status = 431;
+      return -1;
+    }
+    hdr *h = &r->h[r->nh++];
+    h->name_off = (uint32_t)r->raw.len;
+    h->name_len = 0;
+    h->val_off = 0;
+    h->val_len = 0;
+    r->last_was_value = 0;
+  }
+  r->h[r->nh - 1].name_len += (uint32_t)len;
+  return raw_add(r, at, len);
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len) {
+  httpd_req *r = p->data;
+  hdr *h = &r->h[r->nh - 1];
+  if (!r->last_was_value) {
+    h->val_off = (uint32_t)r->raw.len;
+    r->last_was_value = 1;
+  }
+  h->val_len += (uint32_t)len;
+  return raw_add(r, at, len);
+}
+
+static int hexval(int ch) {
+  if (ch >= '0' && ch <= '9') return ch - '0';
+  if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+  if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+  return -1;
+}
+
+/* Decodes the path part of the URL into r->path; 0 on success. A decoded NUL
+ * or a path too long is an error (400/414). */
+static int decode_path(httpd_req *r) {
+  const char *u = (const char *)r->raw.data;
+  size_t ul = r->url_len, o = 0;
+  struct http_parser_url pu;
+  http_parser_url_init(&pu);
+  if (http_parser_parse_url(u, ul, 0, &pu) != 0 || !(pu.field_set & (1 << UF_PATH))) return 400;
+  const char *s = u + pu.field_data[UF_PATH].off;
+  size_t sl = pu.field_data[UF_PATH].len;
+  for (size_t i = 0; i < sl; i++) {
+    int ch = (unsigned char)s[i];
+    if (ch == '%') {
+      if (i + 2 >= sl) return 400;
+      int hi = hexval((unsigned char)s[i + 1]), lo = hexval((unsigned char)s[i + 2]);
+      if (hi < 0 || lo < 0) return 400;
+      ch = hi * 16 + lo;
+      i += 2;
+      if (ch == 0) return 400;
+    }
+    if (o + 1 >= sizeof r->path) return 414;
+    r->path[o++] = (char)ch;
+  }
+  r->path[o] = '\0';
+  r->query = NULL;
+  if (pu.field_set & (1 << UF_QUERY)) {
+    size_t qo = pu.field_data[UF_QUERY].off, ql = pu.field_data[UF_QUERY].len;
+    if (ql >= 1024) return 414;
+    char *q = wsy_strndup(u + qo, ql);
+    r->query = q;
+  }
+  return 0;
+}
+
+static int on_headers_complete(http_parser *p) {
+  httpd_req *r = p->data;
+  snprintf(r->method, sizeof r->method, "%s", http_method_str((enum http_method)p->method));
+  int st = decode_path(r);
+  if (st) {
+    r->error_status = st;
+    return -1;
+  }
+  if (p->content_length != ULLONG_MAX && p->content_length > r->max_body) {
+    r->error_status = 413;
+    return -1;
+  }
+  return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len) {
+  httpd_req *r = p->data;
+  if (buf_append(&r->body, at, len) != WSY_OK) {
+    r->error_status = 413;
+    return -1;
+  }
+  return 0;
+}
+
+static int on_message_complete(http_parser *p) {
+  httpd_req *r = p->data;
+  r->complete = 1;
+  /* Stop after each request: it is answered before the next one is parsed. */
+  http_parser_pause(p, 1);
+  return 0;
+}
+
+static const http_parser_settings settings = {
+  .on_url = on_url,
+  .on_header_field = on_header_field,
+  .on_header_value = on_header_value,
+  .on_headers_complete = on_headers_complete,
+  .on_body = on_body,
+  .on_message_complete = on_message_complete,
+};
+
+httpd_req *httpd_req_new(size_t max_header, size_t max_body) {
+  httpd_req *r = wsy_calloc(1, sizeof *r);
+  http_parser_init(&r->parser, HTTP_REQUEST);
+  r->parser.data = r;
+  r->max_body = max_body;
+  buf_init(&r->raw, max_header);
+  buf_init(&r->body, max_body);
+  return r;
+}
+
+void httpd_req_free(httpd_req *r) {
+  if (!r) return;
+  buf_free(&r->raw);
+  buf_free(&r->body);
+  wsy_free((void *)r->query);
+  wsy_free(r);
+}
+
+int httpd_req_feed(httpd_req *r, const uint8_t *data, size_t len, size_t *used) {
+  *used = 0;
+  if (r->error_status) return r->error_status;
+  if (r->complete) return 1;
+  size_t n = http_parser_execute(&r->parser, &settings, (const char *)data, len);
+  enum http_errno err = HTTP_PARSER_ERRNO(&r->parser);
+  *used = n;
+  if (r->error_status || (err != HPE_OK && err != HPE_PAUSED)) {
+    if (!r->error_status) r->error_status = err == HPE_HEADER_OVERFLOW ? 431 : 400;
+    r->why = r->error_status == 431   ? "request headers too large"
+             : r->error_status == 413 ? "request body too large"
+             : r->error_status == 414 ? "request URI too long"
+             : err != HPE_OK && err != HPE_PAUSED && err != HPE_CB_headers_complete
+                 ? http_errno_description(err)
+                 : "malformed request";
+    return r->error_status;
+  }
+  return r->complete || r->parser.upgrade ? 1 : 0;
+}
+
+const char *httpd_req_error(const httpd_req *r) { return r->why ? r->why : "malformed request"; }
+int httpd_req_upgrade(const httpd_req *r) { return r->parser.upgrade; }
+int httpd_req_keep_alive(const httpd_req *r) { return http_should_keep_alive(&r->parser); }
+int httpd_req_http11(const httpd_req *r) {
+  return r->parser.http_major > 1 || (r->parser.http_major == 1 && r->parser.http_minor >= 1);
+}
+const uint8_t *httpd_req_body(const httpd_req *r, size_t *len) {
+  *len = r->body.len;
+  return r->body.data;
+}
