@@ -84,7 +84,7 @@ int config_parse_duration(const char *s, unsigned *out_ms) {
   char *end;
   errno = 0;
   double v = strtod(s, &end);
-  if (errno || end == s || v < 0) return -1;
+  if (errno || end == s || !(v >= 0)) return -1; /* also NaN */
   double mul = 1000;
   if (strcmp(end, "ms") == 0) mul = 1;
   else if (strcmp(end, "s") == 0 || *end == '\0') mul = 1000;

@@ -48,8 +48,12 @@ const char *httpd_req_header(const httpd_req *r, const char *name, size_t *len) 
   for (unsigned i = 0; i < r->nh; i++) {
     const hdr *h = &r->h[i];
     if (h->name_len == nl && strncasecmp((const char *)r->raw.data + h->name_off, name, nl) == 0) {
-      if (len) *len = h->val_len;
-      return (const char *)r->raw.data + h->val_off;
+      const char *v = (const char *)r->raw.data + h->val_off;
+      size_t vl = h->val_len;
+      /* http-parser drops the whitespace before a value but not after it. */
+      while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) vl--;
+      if (len) *len = vl;
+      return v;
     }
   }
   return NULL;
@@ -240,6 +244,9 @@ int httpd_req_feed(httpd_req *r, const uint8_t *data, size_t len, size_t *used) 
   *used = 0;
   if (r->error_status) return r->error_status;
   if (r->complete) return 1;
+  /* http-parser takes a zero length as end of stream and fails a request in
+   * progress; here no bytes just means no progress. */
+  if (len == 0) return r->parser.upgrade ? 1 : 0;
   size_t n = http_parser_execute(&r->parser, &settings, (const char *)data, len);
   enum http_errno err = HTTP_PARSER_ERRNO(&r->parser);
   *used = n;

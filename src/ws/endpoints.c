@@ -49,14 +49,22 @@ static bcast_registry *registry(struct app *app) {
 
 static int bcast_open(ws_conn *w, const void *req_ctx) {
   const httpd_req *r = req_ctx;
-  char name[64];
+  /* Larger than any query request.c accepts, so -1 means "no room=". */
+  char name[1024];
   if (httpd_req_query_param(r, "room", name, sizeof name) != 0) strcpy(name, "default");
+  /* A name that does not fit is refused: cutting it short, or falling back
+   * to the default room, would deliver one room's messages to another. */
+  if (strlen(name) >= sizeof ((bcast_room *)0)->name) {
+    log_info("broadcast refused: room name longer than %zu bytes",
+             sizeof ((bcast_room *)0)->name - 1);
+    return -1;
+  }
   bcast_registry *reg = registry(ws_conn_app(w));
   bcast_room *room = reg->rooms;
   while (room && strcmp(room->name, name) != 0) room = room->next;
   if (!room) {
     room = wsy_calloc(1, sizeof *room);
-    snprintf(room->name, sizeof room->name, "%s", name);
+    memcpy(room->name, name, sizeof room->name);
     room->next = reg->rooms;
     reg->rooms = room;
   }

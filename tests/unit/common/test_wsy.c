@@ -1,0 +1,98 @@
+/* test_wsy.c -- error table and capped buffers (src/common/wsy.c). */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "../../../src/common/wsy.h"
+
+Test(wsy, strerror_and_errname_from_one_table) {
+  static const struct {
+    int err;
+    const char *name, *text;
+  } cases[] = {
+    {WSY_OK, "OK", "ok"},
+    {WSY_AGAIN, "AGAIN", "would block"},
+    {WSY_NOMEM, "NOMEM", "out of memory"},
+    {WSY_TOO_LARGE, "TOO_LARGE", "too large"},
+    {WSY_PROTO, "PROTO", "protocol error"},
+    {WSY_SLOW, "SLOW", "slow consumer"},
+    {WSY_BAD_UTF8, "BAD_UTF8", "invalid UTF-8"},
+    {WSY_INVAL, "INVAL", "invalid argument"},
+    {WSY_IO, "IO", "input/output error"},
+    {WSY_CLOSED, "CLOSED", "connection closed"},
+    {WSY_NOT_FOUND, "NOT_FOUND", "not found"},
+    {WSY_LIMIT, "LIMIT", "limit reached"},
+  };
+  for (size_t i = 0; i < WSY_ARRAY_LEN(cases); i++) {
+    cr_assert_str_eq(wsy_strerror(cases[i].err), cases[i].text);
+    cr_assert_str_eq(wsy_errname(cases[i].err), cases[i].name);
+  }
+  cr_assert_eq(WSY_OK, 0);
+  cr_assert_str_eq(wsy_strerror(-12345), "unknown error");
+  cr_assert_str_eq(wsy_strerror(1), "unknown error");
+  cr_assert_str_eq(wsy_errname(-12345), "UNKNOWN");
+}
+
+Test(buf, append_up_to_the_cap) {
+  buf b;
+  buf_init(&b, 10);
+  cr_assert_eq(b.len, 0);
+  cr_assert_eq(buf_append(&b, "hello", 5), WSY_OK);
+  cr_assert_eq(buf_append(&b, "world", 5), WSY_OK);
+  cr_assert_eq(b.len, 10);
+  cr_assert(memcmp(b.data, "helloworld", 10) == 0);
+  cr_assert_eq(buf_append(&b, "!", 1), WSY_TOO_LARGE);
+  cr_assert_eq(buf_append(&b, "", 0), WSY_OK, "nothing more always fits");
+  cr_assert_eq(b.len, 10, "a refused append changed the length");
+  cr_assert(memcmp(b.data, "helloworld", 10) == 0, "a refused append changed the bytes");
+  buf_reset(&b);
+  cr_assert_eq(b.len, 0);
+  cr_assert_eq(buf_append(&b, "0123456789A", 11), WSY_TOO_LARGE);
+  cr_assert_eq(b.len, 0);
+  cr_assert_eq(buf_append(&b, "0123456789", 10), WSY_OK);
+  buf_free(&b);
+  cr_assert_null(b.data);
+  cr_assert_eq(b.len, 0);
+  /* Usable again after free, with the same cap. */
+  cr_assert_eq(buf_append(&b, "abc", 3), WSY_OK);
+  cr_assert_eq(buf_append(&b, "0123456789", 10), WSY_TOO_LARGE);
+  buf_free(&b);
+}
+
+Test(buf, refuses_sizes_that_would_overflow) {
+  buf b;
+  buf_init(&b, 100);
+  cr_assert_eq(buf_append(&b, "x", 1), WSY_OK);
+  cr_assert_eq(buf_append(&b, "x", SIZE_MAX), WSY_TOO_LARGE);
+  cr_assert_eq(buf_append(&b, "x", SIZE_MAX - 1), WSY_TOO_LARGE);
+  cr_assert_eq(b.len, 1);
+  buf_free(&b);
+  buf_init(&b, 0);
+  cr_assert_eq(buf_append(&b, "x", 1), WSY_TOO_LARGE);
+  cr_assert_eq(buf_append(&b, "", 0), WSY_OK);
+  buf_free(&b);
+}
+
+Test(buf, grows_and_keeps_contents) {
+  buf b;
+  buf_init(&b, 1 << 20);
+  uint8_t chunk[333];
+  for (size_t i = 0; i < 3000; i++) {
+    for (size_t k = 0; k < sizeof chunk; k++) chunk[k] = (uint8_t)(i + k);
+    size_t n = i % sizeof chunk;
+    size_t before = b.len;
+    if (buf_append(&b, chunk, n) != WSY_OK) {
+      cr_assert_gt(before + n, (size_t)1 << 20, "refused below the cap at %zu", before);
+      break;
+    }
+    cr_assert_leq(b.len, b.cap);
+    cr_assert_leq(b.cap, (size_t)1 << 20, "capacity %zu beyond the cap", b.cap);
+  }
+  /* Re-check everything appended, byte for byte. */
+  size_t at = 0;
+  for (size_t i = 0; at < b.len; i++) {
+    size_t n = i % sizeof chunk;
+    for (size_t k = 0; k < n && at < b.len; k++, at++)
+      cr_assert_eq(b.data[at], (uint8_t)(i + k), "byte %zu", at);
+  }
+  buf_free(&b);
+}
