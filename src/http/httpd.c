@@ -23,6 +23,8 @@ typedef struct httpd_conn {
   httpd_req *req;
   uint64_t last_active;
   uint64_t req_started;
+  int answered;       /* a request has been answered on this connection */
+  int head;           /* the request being routed is a HEAD */
 } httpd_conn;
 
 static const conn_ops http_ops;
@@ -67,6 +69,10 @@ static void respond(conn *c, int status, const char *content_type, const char *e
                    content_type ? "Content-Type: " : "", content_type ? content_type : "",
                    content_type ? "\r\n" : "", extra_headers ? extra_headers : "");
   if (n < 0 || (size_t)n >= sizeof head) n = (int)strlen(head);
+  /* A response to HEAD never has a body, whatever the route answered (404,
+   * 405, ...): on a keep-alive connection the body would be read as the
+   * start of the next response. */
+  if (net_conn_ops(c) == &http_ops && hc_of(c)->head) with_body = 0;
   size_t blen = with_body ? len : 0;
   net_chunk *ch = net_chunk_new((size_t)n + blen);
   memcpy(ch->data, head, (size_t)n);
@@ -240,6 +246,7 @@ static void http_on_data(conn *c, uint8_t *data, size_t len) {
       return;
     }
     hc->req = NULL;
+    hc->head = strcmp(httpd_req_method(r), "HEAD") == 0;
     if (httpd_req_upgrade(r)) {
       /* The bytes after an upgrade request belong to the new protocol; if
        * the route does not take the connection, HTTP cannot resume. */
@@ -248,7 +255,9 @@ static void http_on_data(conn *c, uint8_t *data, size_t len) {
       return;
     }
     int keep = httpd_req_keep_alive(r);
+    hc->answered = 1;
     route(app, c, r, NULL, 0);
+    hc->head = 0;
     if (!keep) net_conn_end(c);
     httpd_req_free(r);
   }
@@ -262,6 +271,12 @@ static void http_on_tick(conn *c, uint64_t now) {
     httpd_req_free(hc->req);
     hc->req = NULL;
     fail_and_end(c, 408, "request not completed in time");
+  } else if (!hc->req && !hc->answered && now - hc->last_active >= app->cfg->handshake_timeout_ms) {
+    /* Not one byte since accept: the first request is as late as a partial
+     * one, and the idle timeout (meant for keep-alive) would let a silent
+     * peer hold a connection slot far longer. */
+    log_debug("no request in time");
+    net_conn_end(c);
   } else if (!hc->req && now - hc->last_active >= app->cfg->idle_timeout_ms) {
     net_conn_end(c);
   }

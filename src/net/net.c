@@ -171,9 +171,26 @@ static void mark_dirty(conn *c) {
   c->nl->dirty = c;
 }
 
+static void flush(conn *c);
+
+/* An empty queue takes any one chunk: a consumer with nothing pending is not
+ * behind, and a chunk is bounded elsewhere (--max-message-size), so a cap
+ * below the message size must not refuse every large message. */
+static int over_cap(const conn *c, const net_chunk *ch) {
+  return c->queued > 0 && c->queued + ch->len > c->nl->cfg.max_queued;
+}
+
 static int enqueue(conn *c, net_chunk *ch, int force) {
   if (c->flags & F_CLOSING) return WSY_CLOSED;
-  if (!force && c->queued + ch->len > c->nl->cfg.max_queued) return WSY_SLOW;
+  if (!force && over_cap(c, ch)) {
+    /* The cap is for bytes the peer has not taken, not for bytes queued in
+     * this loop turn: one read can carry hundreds of messages to fan out
+     * before the prepare/check hooks flush. Offer the queue to the socket
+     * first; only when no write is possible is the consumer slow. */
+    if (!c->q_inflight) flush(c);
+    if (c->flags & F_CLOSING) return WSY_CLOSED;
+    if (over_cap(c, ch)) return WSY_SLOW;
+  }
   if (c->q_len == c->q_cap) q_grow(c);
   *q_at(c, c->q_len) = net_chunk_ref(ch);
   c->q_len++;
@@ -279,8 +296,6 @@ void net_conn_end(conn *c) {
 }
 
 /* ---- write ---------------------------------------------------------------- */
-
-static void flush(conn *c);
 
 static void on_write(uv_write_t *req, int status) {
   conn *c = req->data;

@@ -105,7 +105,8 @@ void net_conn_peer(conn *c, char *out, size_t n);
 
 /* Queues the chunk (takes a new reference; the caller keeps its own). The
  * queue is flushed at the end of this loop iteration. WSY_SLOW when the queue
- * would exceed max_queued (nothing queued), WSY_CLOSED when closing. */
+ * would exceed max_queued even after offering it to the socket now (nothing
+ * queued; an empty queue always takes one chunk), WSY_CLOSED when closing. */
 int net_conn_send(conn *c, net_chunk *ch) WSY_WUR;
 /* Like net_conn_send, but ignores the cap: for the small final frames that
  * end a connection (close frames, error responses). */
