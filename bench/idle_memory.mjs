@@ -64,9 +64,15 @@ function connect(port) {
   });
 }
 
+async function heap(port) {
+  const r = await fetch(`http://127.0.0.1:${port}/healthz`);
+  return (await r.json()).heap_bytes;
+}
+
 const srv = await start();
 await sleep(200);
 const before = rssKiB(srv.p.pid);
+const heapBefore = await heap(srv.port);
 const socks = [];
 const t0 = process.hrtime.bigint();
 const BATCH = 200;
@@ -75,12 +81,15 @@ for (let i = 0; i < N; i += BATCH) {
   socks.push(...(await Promise.all(Array.from({ length: n }, () => connect(srv.port)))));
 }
 const connectMs = Number(process.hrtime.bigint() - t0) / 1e6;
-await sleep(500);
+// past one server tick, so per-connection leftovers of the handshake are gone
+await sleep(1500);
 const after = rssKiB(srv.p.pid);
+const heapAfter = await heap(srv.port);
 const perConn = ((after - before) * 1024) / N;
 const res = { server: 'wsync', connections: N, rss_before_kib: before, rss_after_kib: after,
-  bytes_per_connection: Math.round(perConn), connect_ms: Math.round(connectMs) };
-console.log(json ? JSON.stringify(res) : `wsync: ${N} idle WebSocket connections: RSS ${before} KiB -> ${after} KiB = ${res.bytes_per_connection} bytes/connection (connected in ${res.connect_ms} ms)`);
+  bytes_per_connection: Math.round(perConn), heap_bytes_per_connection: Math.round((heapAfter - heapBefore) / N),
+  connect_ms: Math.round(connectMs) };
+console.log(json ? JSON.stringify(res) : `wsync: ${N} idle WebSocket connections: RSS ${before} KiB -> ${after} KiB = ${res.bytes_per_connection} bytes/connection (malloc'd: ${res.heap_bytes_per_connection} bytes/connection; connected in ${res.connect_ms} ms)`);
 for (const s of socks) s.destroy();
 srv.p.kill('SIGTERM');
 await new Promise((r) => srv.p.on('exit', r));

@@ -455,6 +455,12 @@ static void on_tick(uv_timer_t *t) {
       if (now >= c->deadline) net_conn_close(c);
       continue;
     }
+    if (c->q_len == 0 && c->q && !c->q_inflight) {
+      /* Idle: the ring is made again by the next send. */
+      wsy_free(c->q);
+      c->q = NULL;
+      c->q_cap = c->q_head = 0;
+    }
     if (c->ops && c->ops->on_tick) c->ops->on_tick(c, now);
   }
 }
