@@ -10,14 +10,14 @@ SHELL   := /bin/bash
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 WARN    := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
-PKGS    := libuv libcrypto jansson libjwt
+PKGS    := libuv libcrypto jansson libjwt sqlite3
 DEPCFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -luv -lcrypto -ljansson -ljwt) -lhttp_parser -lm
+LIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -luv -lcrypto -ljansson -ljwt -lsqlite3) -lhttp_parser -lm
 ifeq ($(CI),true)
 WARN += -Werror
 endif
 
-SRC_LIB := $(wildcard src/common/*.c src/net/*.c src/http/*.c src/ws/*.c src/auth/*.c) src/config.c
+SRC_LIB := $(wildcard src/common/*.c src/net/*.c src/http/*.c src/ws/*.c src/auth/*.c src/store/*.c) src/config.c
 SRC_BIN := src/main.c
 UNIT_SRC := $(wildcard tests/unit/*/*.c tests/unit/*.c)
 FUZZ_TARGETS := ws_frame utf8 http_request

@@ -1,0 +1,189 @@
+/* store.h -- durable storage for wsync: the rooms, their op logs, the
+ * materialized documents, op-id dedupe and device cursors, in one SQLite
+ * database (WAL) in the data directory.
+ *
+ * Pure storage: no libuv, no JSON parsing. JSON (item fields, broadcast
+ * messages) is stored as the text the caller produced and handed back
+ * byte for byte. Errors are negative wsy_err; ownership is stated per call.
+ *
+ * THREADS. The store holds two SQLite connections:
+ *   - the WRITE connection, used only by store_batch_commit(): commits may
+ *     run on a writer thread (off the event loop, so fsync never blocks it),
+ *     one commit at a time, never two threads committing concurrently;
+ *   - the READ connection, used by every store_room_*, store_history,
+ *     store_dedupe_get, store_cursors, store_read_* and store_stats call:
+ *     the loop thread, one call at a time. WAL lets those reads run while
+ *     a commit is in progress on the writer thread; they see the last
+ *     committed state.
+ * store_open() and store_close() run when no other call is in progress.
+ * Building a batch (store_batch_new ... store_batch_cursor) touches no
+ * connection and can happen on the loop thread while the previous batch
+ * commits: that is the group commit (see the state diagram in sqlite.c).
+ *
+ * DURABILITY. Normal: synchronous=NORMAL; a committed batch survives a
+ * process crash (SIGKILL) but the last commits may be lost on power loss or
+ * OS crash. Full: synchronous=FULL; the WAL is fsynced before
+ * store_batch_commit() returns.
+ *
+ * SCHEMA (file <dir>/wsync.db, PRAGMA user_version = schema version,
+ * PRAGMA application_id = STORE_APPLICATION_ID; a lock on <dir>/wsync.lock
+ * keeps a second process off the same directory):
+ *   rooms(name PK, epoch TEXT 1-32 chars, seq INTEGER = last assigned seq
+ *         (0: none yet), min_seq = first seq still retained in the log
+ *         (1 for a new room; seq+1 when everything was trimmed),
+ *         created_at = Unix ms)
+ *   ops(room, seq, item NULL for publish, device NULL, cid NULL,
+ *       msg TEXT = the exact broadcast JSON, PK(room,seq)) WITHOUT ROWID
+ *   items(room, item, fields TEXT JSON, version, PK(room,item)) WITHOUT ROWID
+ *       the current document, written in the same transaction as the op
+ *   dedupe(device, cid, room, seq, PK(device,cid)) WITHOUT ROWID
+ *       one row per op sent with a cid: idempotent re-sends across restarts
+ *   cursors(user, device, room, seq, updated_at Unix ms,
+ *           PK(user,device,room)) WITHOUT ROWID
+ * Invariants the store enforces (a batch breaking one fails as a whole):
+ * every op's room exists; a room's seqs are gapless (each op's seq is the
+ * room's seq + 1); (room,seq) and (device,cid) are unique; epochs are 1-32
+ * characters; room names 1-128. Catch-up after seq S is possible from the
+ * log iff S + 1 >= min_seq. */
+#ifndef WSY_STORE_H
+#define WSY_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/wsy.h"
+
+#define STORE_SCHEMA_VERSION 1
+#define STORE_APPLICATION_ID 0x77737963 /* "wsyc" */
+#define STORE_EPOCH_MAX 32
+#define STORE_ROOM_MAX 128
+
+typedef struct store store;             /* opaque */
+typedef struct store_batch store_batch; /* opaque */
+
+/* Opens (creating when missing) <dir>/wsync.db, and <dir> itself (mode
+ * 0700), migrating the schema to STORE_SCHEMA_VERSION. On success *out is
+ * the caller's, to store_close(). On failure *out is NULL, err (when not
+ * NULL) holds a sentence for the operator, and the result is
+ *   WSY_INVAL     the database belongs to a newer wsync or another program
+ *   WSY_AGAIN     another process holds the data directory
+ *   WSY_IO        cannot create/open/migrate the file, or no WAL support
+ *   WSY_NOMEM     SQLite ran out of memory */
+int store_open(const char *dir, int durability_full, store **out, char *err, size_t errlen) WSY_WUR;
+/* Finalizes every statement and closes both connections (which checkpoints
+ * the WAL). NULL is allowed. No batch may be committing. */
+void store_close(store *s);
+
+/* ---- reads (loop thread, read connection) ------------------------------- */
+
+typedef struct store_room_info {
+  int exists;                        /* 0: no such room, other fields zero */
+  char epoch[STORE_EPOCH_MAX + 1];
+  uint64_t seq;                      /* last assigned seq, 0 when none */
+  uint64_t min_seq;                  /* first seq retained in the log */
+  int64_t created_ms;                /* Unix ms */
+} store_room_info;
+
+/* Fills *out; a missing room is not an error (exists = 0, returns 0). */
+int store_room_get(store *s, const char *room, store_room_info *out) WSY_WUR;
+
+/* Walk callbacks: every pointer is borrowed, valid only during the call.
+ * Return 0 to continue; anything else stops the walk and is returned by
+ * the walking call (a negative wsy_err, or a positive value of the
+ * caller's). A callback must not start another walk of the same kind. */
+typedef int (*store_item_cb)(const char *item, const char *fields_json, size_t fields_len,
+                             uint64_t version, void *ud);
+typedef int (*store_history_cb)(uint64_t seq, const char *msg, size_t len, void *ud);
+typedef int (*store_cursor_cb)(const char *user, const char *device, uint64_t seq, void *ud);
+
+/* The room's current items, ordered by item id (bytewise). */
+int store_room_items(store *s, const char *room, store_item_cb cb, void *ud) WSY_WUR;
+/* The retained ops of room with seq > after_seq, in seq order, at most limit
+ * of them (0: no limit). Whether the log still reaches back to after_seq
+ * is the caller's check against min_seq (store_room_get). */
+int store_history(store *s, const char *room, uint64_t after_seq, size_t limit, store_history_cb cb,
+                  void *ud) WSY_WUR;
+/* The (room, seq) an op sent by device with cid was committed as:
+ * 0, or WSY_NOT_FOUND. room_out (when not NULL) gets the NUL-terminated room
+ * name, seq_out (when not NULL) the seq. */
+int store_dedupe_get(store *s, const char *device, const char *cid,
+                     char room_out[STORE_ROOM_MAX + 1], uint64_t *seq_out) WSY_WUR;
+/* Device cursors of room (the highest seq each device applied), ordered by
+ * user then device. */
+int store_cursors(store *s, const char *room, store_cursor_cb cb, void *ud) WSY_WUR;
+
+/* Groups the reads between them into one snapshot of the database, e.g. to
+ * load a room (store_room_get + store_room_items) that a commit might touch
+ * meanwhile. Keep it short: an open snapshot stops WAL checkpoints from
+ * completing. Not nested; every begin that returns 0 needs an end. */
+int store_read_begin(store *s) WSY_WUR;
+int store_read_end(store *s);
+
+typedef struct store_stats_info {
+  int schema_version;
+  int durability_full;
+  uint64_t db_bytes;   /* main file: page_count * page_size */
+  uint64_t wal_bytes;  /* size of wsync.db-wal, 0 when absent */
+} store_stats_info;
+int store_stats(store *s, store_stats_info *out) WSY_WUR;
+
+/* ---- group commit (batch built on the loop thread, committed anywhere) --- */
+
+/* One accepted op. For a publish item is NULL (fields_json, version
+ * ignored). fields_json is the item's full fields after the op, or NULL when
+ * the op deleted the item; version is the item's new version (by the house
+ * rule, the op's seq). device and cid are NULL for backend ops; when both
+ * are set they are recorded for dedupe. msg/msg_len is the broadcast JSON
+ * stored in the log and replayed by store_history. */
+typedef struct store_op {
+  const char *room;
+  uint64_t seq;
+  const char *item;
+  const char *fields_json;
+  uint64_t version;
+  const char *device;
+  const char *cid;
+  const char *msg;
+  size_t msg_len;
+} store_op;
+
+/* A new, empty batch owned by the caller (store_batch_free). Every
+ * store_batch_* call below copies the strings it is given: the caller keeps
+ * its inputs. Entries are applied in the order they were added. A batch may
+ * only be added to before its first store_batch_commit(). */
+store_batch *store_batch_new(void);
+/* Creates room with epoch (1-32 chars), seq 0, min_seq 1. The room must not
+ * exist: re-creating one fails the commit (epochs are made exactly once). */
+void store_batch_room_create(store_batch *b, const char *room, const char *epoch);
+/* Appends op to the room's log, applies it to the items, records the dedupe
+ * row, and advances the room's seq to op->seq (which must be seq + 1). */
+void store_batch_op(store_batch *b, const store_op *op);
+/* Device cursor upsert; the stored seq only grows (max of old and new). */
+void store_batch_cursor(store_batch *b, const char *user, const char *device, const char *room,
+                        uint64_t seq);
+/* Drops the room's ops with seq < keep_from_seq and raises min_seq to
+ * keep_from_seq (clamped to seq + 1; min_seq never goes down). */
+void store_batch_trim(store_batch *b, const char *room, uint64_t keep_from_seq);
+/* Entries of every kind added so far; 0 means committing does nothing. */
+size_t store_batch_count(const store_batch *b);
+
+/* Applies every entry in ONE transaction (BEGIN IMMEDIATE ... COMMIT) on the
+ * write connection; may run on another thread than the one that built b,
+ * which must not touch b until it returns. All or nothing: on failure the
+ * transaction is rolled back, the database is unchanged, and
+ * store_batch_error() says which entry failed and why. Results:
+ *   0            committed (durable per the durability setting)
+ *   WSY_INVAL    an invariant was broken (duplicate seq or cid, gap in seq,
+ *                re-created room, bad epoch or name); retrying won't help
+ *   WSY_NOT_FOUND  an op or trim names a room that does not exist
+ *   WSY_AGAIN    database locked by another connection (busy timeout)
+ *   WSY_IO, WSY_NOMEM, WSY_TOO_LARGE   SQLite I/O, memory or size failure
+ * A failed batch may be committed again (e.g. after WSY_AGAIN/WSY_IO); a
+ * committed one may not (WSY_INVAL). */
+int store_batch_commit(store *s, store_batch *b) WSY_WUR;
+/* Why the last commit of b failed ("" when it did not); owned by b. */
+const char *store_batch_error(const store_batch *b);
+/* Frees b and every copy it holds. NULL is allowed. */
+void store_batch_free(store_batch *b);
+
+#endif

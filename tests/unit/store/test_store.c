@@ -1,0 +1,786 @@
+/* Unit tests for src/store: the SQLite engine, each test in its own data
+ * directory under /tmp (made with mkdtemp, removed after). */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../../src/store/store.h"
+#include "../../../src/store/store_int.h"
+
+static char dir[64];
+
+static void mkdir_tmp(void) {
+  snprintf(dir, sizeof dir, "/tmp/wsync-store-XXXXXX");
+  cr_assert_not_null(mkdtemp(dir));
+}
+
+static void rm_tmp(void) {
+  DIR *d = opendir(dir);
+  if (!d) return;
+  struct dirent *de;
+  char p[512];
+  while ((de = readdir(d))) {
+    if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+    snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+    unlink(p);
+  }
+  closedir(d);
+  rmdir(dir);
+}
+
+TestSuite(store, .init = mkdir_tmp, .fini = rm_tmp);
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+static store *open_ok(int full) {
+  store *s = NULL;
+  char err[256];
+  int rc = store_open(dir, full, &s, err, sizeof err);
+  cr_assert_eq(rc, 0, "store_open: %s (%s)", wsy_errname(rc), err);
+  cr_assert_not_null(s);
+  return s;
+}
+
+static void commit_ok(store *s, store_batch *b) {
+  int rc = store_batch_commit(s, b);
+  cr_assert_eq(rc, 0, "commit: %s: %s", wsy_errname(rc), store_batch_error(b));
+  store_batch_free(b);
+}
+
+static void add_op(store_batch *b, const char *room, uint64_t seq, const char *item,
+                   const char *fields, const char *device, const char *cid) {
+  char msg[256];
+  snprintf(msg, sizeof msg, "{\"type\":\"op\",\"room\":\"%s\",\"seq\":%llu}", room,
+           (unsigned long long)seq);
+  store_op op = {.room = room, .seq = seq, .item = item, .fields_json = fields, .version = seq,
+                 .device = device, .cid = cid, .msg = msg, .msg_len = strlen(msg)};
+  store_batch_op(b, &op);
+}
+
+static void create_room(store *s, const char *room, const char *epoch) {
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, room, epoch);
+  commit_ok(s, b);
+}
+
+typedef struct {
+  size_t n;
+  uint64_t seq[4096];
+  char msg[64][256];
+} hist;
+
+static int hist_cb(uint64_t seq, const char *msg, size_t len, void *ud) {
+  hist *h = ud;
+  cr_assert_lt(h->n, 4096);
+  if (h->n < 64) {
+    cr_assert_lt(len, 256);
+    memcpy(h->msg[h->n], msg, len);
+    h->msg[h->n][len] = '\0';
+  }
+  h->seq[h->n++] = seq;
+  return 0;
+}
+
+static hist *history(store *s, const char *room, uint64_t after, size_t limit) {
+  static hist h;
+  memset(&h, 0, sizeof h);
+  cr_assert_eq(store_history(s, room, after, limit, hist_cb, &h), 0);
+  return &h;
+}
+
+typedef struct {
+  size_t n;
+  char item[32][64];
+  char fields[32][256];
+  uint64_t version[32];
+} items;
+
+static int items_cb(const char *item, const char *fields, size_t len, uint64_t version, void *ud) {
+  items *it = ud;
+  cr_assert_lt(it->n, 32);
+  cr_assert_eq(strlen(fields), len);
+  snprintf(it->item[it->n], 64, "%s", item);
+  snprintf(it->fields[it->n], 256, "%s", fields);
+  it->version[it->n++] = version;
+  return 0;
+}
+
+static items *get_items(store *s, const char *room) {
+  static items it;
+  memset(&it, 0, sizeof it);
+  cr_assert_eq(store_room_items(s, room, items_cb, &it), 0);
+  return &it;
+}
+
+static store_room_info room_info(store *s, const char *room) {
+  store_room_info ri;
+  cr_assert_eq(store_room_get(s, room, &ri), 0);
+  return ri;
+}
+
+typedef struct {
+  size_t len;
+  char bytes[64];
+} raw_msg;
+
+static int last_cb(uint64_t seq, const char *msg, size_t len, void *ud) {
+  raw_msg *g = ud;
+  cr_assert_eq(seq, 5);
+  cr_assert_leq(len, sizeof g->bytes);
+  g->len = len;
+  memcpy(g->bytes, msg, len);
+  return 0;
+}
+
+static int count_cb(const char *u, const char *d, uint64_t q, void *ud) {
+  (void)u, (void)d, (void)q;
+  (*(int *)ud)++;
+  return 0;
+}
+
+static int stop_at_3(uint64_t seq, const char *m, size_t l, void *ud) {
+  (void)seq, (void)m, (void)l;
+  return ++*(int *)ud == 3 ? 7 : 0;
+}
+
+/* ---- open, close, reopen ------------------------------------------------------ */
+
+Test(store, reopen_restores_rooms_items_and_ops_exactly) {
+  store *s = open_ok(0);
+  store_room_info ri = room_info(s, "board:1");
+  cr_assert_eq(ri.exists, 0);
+
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "board:1", "e7c1a9");
+  add_op(b, "board:1", 1, "card-1", "{\"title\":\"Ship it\"}", "laptop", "laptop:1");
+  add_op(b, "board:1", 2, "card-2", "{\"title\":\"caf\xc3\xa9 \\\"q\\\"\"}", "phone", "phone:1");
+  add_op(b, "board:1", 3, NULL, NULL, NULL, NULL); /* a publish */
+  add_op(b, "board:1", 4, "card-1", "{\"title\":\"Shipped\",\"done\":true}", "laptop", "laptop:2");
+  /* exact bytes, including UTF-8 and an embedded NUL, come back */
+  static const char odd[] = "{\"t\":\"\xe2\x82\xac\"}\0tail";
+  store_op op = {.room = "board:1", .seq = 5, .msg = odd, .msg_len = sizeof odd - 1};
+  store_batch_op(b, &op);
+  commit_ok(s, b);
+  store_close(s);
+
+  s = open_ok(0);
+  ri = room_info(s, "board:1");
+  cr_assert_eq(ri.exists, 1);
+  cr_assert_str_eq(ri.epoch, "e7c1a9");
+  cr_assert_eq(ri.seq, 5);
+  cr_assert_eq(ri.min_seq, 1);
+  cr_assert_gt(ri.created_ms, 1600000000000LL);
+
+  items *it = get_items(s, "board:1");
+  cr_assert_eq(it->n, 2);
+  cr_assert_str_eq(it->item[0], "card-1");
+  cr_assert_str_eq(it->fields[0], "{\"title\":\"Shipped\",\"done\":true}");
+  cr_assert_eq(it->version[0], 4);
+  cr_assert_str_eq(it->item[1], "card-2");
+  cr_assert_str_eq(it->fields[1], "{\"title\":\"caf\xc3\xa9 \\\"q\\\"\"}");
+  cr_assert_eq(it->version[1], 2);
+
+  hist *h = history(s, "board:1", 0, 0);
+  cr_assert_eq(h->n, 5);
+  for (size_t i = 0; i < 5; i++) cr_assert_eq(h->seq[i], i + 1);
+  cr_assert_str_eq(h->msg[0], "{\"type\":\"op\",\"room\":\"board:1\",\"seq\":1}");
+
+  raw_msg got = {0};
+  cr_assert_eq(store_history(s, "board:1", 4, 0, last_cb, &got), 0);
+  cr_assert_eq(got.len, sizeof odd - 1);
+  cr_assert_eq(memcmp(got.bytes, odd, sizeof odd - 1), 0);
+  store_close(s);
+}
+
+Test(store, data_dir_is_created) {
+  char sub[128];
+  snprintf(sub, sizeof sub, "%s/sub", dir);
+  store *s = NULL;
+  cr_assert_eq(store_open(sub, 0, &s, NULL, 0), 0);
+  create_room(s, "r", "e1");
+  store_close(s);
+  cr_assert_eq(access(sub, F_OK), 0);
+  char p[256];
+  snprintf(p, sizeof p, "%s/wsync.db", sub);
+  cr_assert_eq(access(p, F_OK), 0);
+  snprintf(p, sizeof p, "%s/wsync.db", sub); unlink(p);
+  snprintf(p, sizeof p, "%s/wsync.lock", sub); unlink(p);
+  cr_assert_eq(rmdir(sub), 0);
+}
+
+Test(store, second_open_of_a_directory_is_refused) {
+  store *s = open_ok(0);
+  store *t = (store *)1;
+  char err[256];
+  cr_assert_eq(store_open(dir, 0, &t, err, sizeof err), WSY_AGAIN);
+  cr_assert_null(t);
+  cr_assert_not_null(strstr(err, "in use"), "%s", err);
+  store_close(s);
+  s = open_ok(0); /* released on close */
+  store_close(s);
+}
+
+/* ---- batches --------------------------------------------------------------- */
+
+Test(store, batch_with_many_ops_commits_atomically) {
+  store *s = open_ok(0);
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "a", "ea");
+  store_batch_room_create(b, "b", "eb");
+  char item[32], fields[64], cid[32];
+  for (uint64_t i = 1; i <= 1000; i++) {
+    snprintf(item, sizeof item, "it-%03llu", (unsigned long long)(i % 20));
+    snprintf(fields, sizeof fields, "{\"n\":%llu}", (unsigned long long)i);
+    snprintf(cid, sizeof cid, "c%llu", (unsigned long long)i);
+    add_op(b, "a", i, item, fields, "dev", cid);
+    if (i <= 10) add_op(b, "b", i, NULL, NULL, NULL, NULL);
+  }
+  cr_assert_eq(store_batch_count(b), 1012);
+  commit_ok(s, b);
+
+  cr_assert_eq(room_info(s, "a").seq, 1000);
+  cr_assert_eq(room_info(s, "b").seq, 10);
+  cr_assert_eq(history(s, "a", 0, 0)->n, 1000);
+  cr_assert_eq(history(s, "b", 0, 0)->n, 10);
+  items *it = get_items(s, "a");
+  cr_assert_eq(it->n, 20);
+  cr_assert_str_eq(it->item[0], "it-000");
+  cr_assert_str_eq(it->fields[0], "{\"n\":1000}");
+  cr_assert_eq(it->version[0], 1000);
+  cr_assert_str_eq(it->fields[19], "{\"n\":999}");
+  store_close(s);
+}
+
+/* The database after a failed batch: exactly what it was before. */
+static void assert_unchanged(store *s) {
+  store_room_info ri = room_info(s, "doc");
+  cr_assert_eq(ri.seq, 3);
+  cr_assert_str_eq(ri.epoch, "e1");
+  cr_assert_eq(room_info(s, "new").exists, 0);
+  hist *h = history(s, "doc", 0, 0);
+  cr_assert_eq(h->n, 3);
+  cr_assert_eq(h->seq[2], 3);
+  items *it = get_items(s, "doc");
+  cr_assert_eq(it->n, 1);
+  cr_assert_str_eq(it->fields[0], "{\"v\":3}");
+  cr_assert_eq(store_dedupe_get(s, "dev", "c4", NULL, NULL), WSY_NOT_FOUND);
+  uint64_t seq = 0;
+  cr_assert_eq(store_dedupe_get(s, "dev", "c3", NULL, &seq), 0);
+  cr_assert_eq(seq, 3);
+  int n = 0;
+  cr_assert_eq(store_cursors(s, "doc", count_cb, &n), 0);
+  cr_assert_eq(n, 0);
+}
+
+static store *doc_with_three_ops(void) {
+  store *s = open_ok(0);
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "doc", "e1");
+  add_op(b, "doc", 1, "x", "{\"v\":1}", "dev", "c1");
+  add_op(b, "doc", 2, "x", "{\"v\":2}", "dev", "c2");
+  add_op(b, "doc", 3, "x", "{\"v\":3}", "dev", "c3");
+  commit_ok(s, b);
+  return s;
+}
+
+Test(store, duplicate_seq_fails_the_whole_batch) {
+  store *s = doc_with_three_ops();
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "new", "e2");
+  store_batch_cursor(b, "alice", "dev", "doc", 3);
+  add_op(b, "doc", 4, "x", "{\"v\":4}", "dev", "c4");
+  store_batch_trim(b, "doc", 4);
+  add_op(b, "doc", 4, "y", "{\"v\":44}", "dev", "c44"); /* same seq again */
+  cr_assert_eq(store_batch_commit(s, b), WSY_INVAL);
+  cr_assert_not_null(strstr(store_batch_error(b), "entry 4"), "%s", store_batch_error(b));
+  cr_assert_not_null(strstr(store_batch_error(b), "seq 4"), "%s", store_batch_error(b));
+  store_batch_free(b);
+  assert_unchanged(s);
+  store_close(s);
+  s = open_ok(0);
+  assert_unchanged(s);
+  store_close(s);
+}
+
+Test(store, duplicate_seq_already_stored_is_refused) {
+  store *s = doc_with_three_ops();
+  store_batch *b = store_batch_new();
+  add_op(b, "doc", 3, "x", "{\"v\":33}", "dev", "c33");
+  cr_assert_eq(store_batch_commit(s, b), WSY_INVAL);
+  store_batch_free(b);
+  assert_unchanged(s);
+  store_close(s);
+}
+
+Test(store, gap_in_seq_is_refused) {
+  store *s = doc_with_three_ops();
+  store_batch *b = store_batch_new();
+  add_op(b, "doc", 5, "x", "{\"v\":5}", "dev", "c5");
+  cr_assert_eq(store_batch_commit(s, b), WSY_INVAL);
+  cr_assert_not_null(strstr(store_batch_error(b), "does not follow the room's seq 3"), "%s",
+                     store_batch_error(b));
+  store_batch_free(b);
+  assert_unchanged(s);
+  store_close(s);
+}
+
+Test(store, duplicate_cid_fails_the_batch) {
+  store *s = doc_with_three_ops();
+  store_batch *b = store_batch_new();
+  add_op(b, "doc", 4, "x", "{\"v\":4}", "dev", "c2"); /* cid c2 was seq 2 */
+  cr_assert_eq(store_batch_commit(s, b), WSY_INVAL);
+  cr_assert_not_null(strstr(store_batch_error(b), "cid c2"), "%s", store_batch_error(b));
+  store_batch_free(b);
+  assert_unchanged(s);
+  store_close(s);
+}
+
+Test(store, room_is_created_exactly_once) {
+  store *s = doc_with_three_ops();
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "doc", "e-other");
+  cr_assert_eq(store_batch_commit(s, b), WSY_INVAL);
+  cr_assert_not_null(strstr(store_batch_error(b), "already exists"), "%s", store_batch_error(b));
+  store_batch_free(b);
+
+  b = store_batch_new();
+  store_batch_room_create(b, "new", ""); /* an empty epoch never matches: refused */
+  cr_assert_eq(store_batch_commit(s, b), WSY_INVAL);
+  store_batch_free(b);
+  b = store_batch_new();
+  store_batch_room_create(b, "new", "123456789012345678901234567890123"); /* 33 */
+  cr_assert_eq(store_batch_commit(s, b), WSY_INVAL);
+  store_batch_free(b);
+  b = store_batch_new();
+  char long_room[130];
+  memset(long_room, 'r', 129);
+  long_room[129] = '\0';
+  store_batch_room_create(b, long_room, "e");
+  cr_assert_eq(store_batch_commit(s, b), WSY_INVAL);
+  store_batch_free(b);
+  assert_unchanged(s);
+  store_close(s);
+}
+
+Test(store, failed_batch_can_be_retried_committed_one_cannot) {
+  store *s = open_ok(0);
+  store_batch *b = store_batch_new();
+  add_op(b, "later", 1, NULL, NULL, NULL, NULL);
+  cr_assert_eq(store_batch_commit(s, b), WSY_NOT_FOUND);
+  cr_assert_not_null(strstr(store_batch_error(b), "no such room"), "%s", store_batch_error(b));
+  create_room(s, "later", "e9");
+  cr_assert_eq(store_batch_commit(s, b), 0);
+  cr_assert_str_eq(store_batch_error(b), "");
+  cr_assert_eq(store_batch_commit(s, b), WSY_INVAL); /* not twice */
+  store_batch_free(b);
+  cr_assert_eq(room_info(s, "later").seq, 1);
+  cr_assert_eq(history(s, "later", 0, 0)->n, 1);
+  store_close(s);
+}
+
+Test(store, empty_batch_commits_nothing) {
+  store *s = open_ok(0);
+  store_batch *b = store_batch_new();
+  cr_assert_eq(store_batch_count(b), 0);
+  cr_assert_eq(store_batch_commit(s, b), 0);
+  store_batch_free(b);
+  store_batch_free(NULL);
+  store_close(s);
+  store_close(NULL);
+}
+
+Test(store, batch_copies_its_inputs) {
+  store *s = open_ok(0);
+  create_room(s, "r", "e");
+  char room[8] = "r", item[8] = "it", fields[16] = "{\"a\":1}", dev[8] = "d", cid[8] = "c1";
+  char msg[16] = "{\"m\":1}";
+  store_op op = {.room = room, .seq = 1, .item = item, .fields_json = fields, .version = 1,
+                 .device = dev, .cid = cid, .msg = msg, .msg_len = strlen(msg)};
+  store_batch *b = store_batch_new();
+  store_batch_op(b, &op);
+  store_batch_cursor(b, dev, dev, room, 1);
+  memset(room, 'X', 7);
+  memset(item, 'X', 7);
+  memset(fields, 'X', 15);
+  memset(dev, 'X', 7);
+  memset(cid, 'X', 7);
+  memset(msg, 'X', 15);
+  commit_ok(s, b);
+  items *it = get_items(s, "r");
+  cr_assert_eq(it->n, 1);
+  cr_assert_str_eq(it->item[0], "it");
+  cr_assert_str_eq(it->fields[0], "{\"a\":1}");
+  cr_assert_str_eq(history(s, "r", 0, 0)->msg[0], "{\"m\":1}");
+  char rname[STORE_ROOM_MAX + 1];
+  cr_assert_eq(store_dedupe_get(s, "d", "c1", rname, NULL), 0);
+  cr_assert_str_eq(rname, "r");
+  store_close(s);
+}
+
+/* ---- history and trim ---------------------------------------------------- */
+
+Test(store, history_order_after_seq_and_limit) {
+  store *s = open_ok(0);
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "h", "e");
+  store_batch_room_create(b, "other", "e");
+  for (uint64_t i = 1; i <= 50; i++) {
+    add_op(b, "h", i, NULL, NULL, NULL, NULL);
+    add_op(b, "other", i, NULL, NULL, NULL, NULL);
+  }
+  commit_ok(s, b);
+
+  hist *h = history(s, "h", 0, 0);
+  cr_assert_eq(h->n, 50);
+  for (size_t i = 0; i < h->n; i++) cr_assert_eq(h->seq[i], i + 1);
+  cr_assert_str_eq(h->msg[9], "{\"type\":\"op\",\"room\":\"h\",\"seq\":10}");
+
+  h = history(s, "h", 41, 0);
+  cr_assert_eq(h->n, 9);
+  cr_assert_eq(h->seq[0], 42);
+  cr_assert_eq(h->seq[8], 50);
+
+  h = history(s, "h", 10, 5);
+  cr_assert_eq(h->n, 5);
+  cr_assert_eq(h->seq[0], 11);
+  cr_assert_eq(h->seq[4], 15);
+
+  cr_assert_eq(history(s, "h", 50, 0)->n, 0);
+  cr_assert_eq(history(s, "h", UINT64_MAX, 0)->n, 0);
+  cr_assert_eq(history(s, "nope", 0, 0)->n, 0);
+
+  /* a callback stops the walk with its own value */
+  int seen = 0;
+  cr_assert_eq(store_history(s, "h", 0, 0, stop_at_3, &seen), 7);
+  cr_assert_eq(seen, 3);
+  cr_assert_eq(history(s, "h", 0, 0)->n, 50); /* statement reset after the stop */
+  store_close(s);
+}
+
+Test(store, trim_updates_min_seq_and_history) {
+  store *s = open_ok(0);
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "t", "e");
+  for (uint64_t i = 1; i <= 20; i++) add_op(b, "t", i, "it", "{}", NULL, NULL);
+  store_batch_trim(b, "t", 11);
+  commit_ok(s, b);
+
+  store_room_info ri = room_info(s, "t");
+  cr_assert_eq(ri.seq, 20);
+  cr_assert_eq(ri.min_seq, 11);
+  hist *h = history(s, "t", 0, 0);
+  cr_assert_eq(h->n, 10);
+  cr_assert_eq(h->seq[0], 11);
+  cr_assert_eq(get_items(s, "t")->n, 1); /* the document is not the log */
+
+  b = store_batch_new();
+  store_batch_trim(b, "t", 5); /* min_seq never goes down */
+  commit_ok(s, b);
+  cr_assert_eq(room_info(s, "t").min_seq, 11);
+
+  b = store_batch_new();
+  store_batch_trim(b, "t", 1000); /* clamped to seq + 1: everything dropped */
+  commit_ok(s, b);
+  ri = room_info(s, "t");
+  cr_assert_eq(ri.min_seq, 21);
+  cr_assert_eq(history(s, "t", 0, 0)->n, 0);
+
+  b = store_batch_new();
+  add_op(b, "t", 21, NULL, NULL, NULL, NULL); /* the log goes on from there */
+  commit_ok(s, b);
+  h = history(s, "t", 20, 0);
+  cr_assert_eq(h->n, 1);
+  cr_assert_eq(h->seq[0], 21);
+
+  b = store_batch_new();
+  store_batch_trim(b, "ghost", 3);
+  cr_assert_eq(store_batch_commit(s, b), WSY_NOT_FOUND);
+  store_batch_free(b);
+  store_close(s);
+
+  s = open_ok(0);
+  ri = room_info(s, "t");
+  cr_assert_eq(ri.seq, 21);
+  cr_assert_eq(ri.min_seq, 21);
+  store_close(s);
+}
+
+/* ---- items, dedupe, cursors --------------------------------------------- */
+
+Test(store, item_deleted_when_fields_null) {
+  store *s = open_ok(0);
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "d", "e");
+  add_op(b, "d", 1, "a", "{\"x\":1}", NULL, NULL);
+  add_op(b, "d", 2, "b", "{\"x\":2}", NULL, NULL);
+  add_op(b, "d", 3, "a", NULL, NULL, NULL); /* del a */
+  commit_ok(s, b);
+  items *it = get_items(s, "d");
+  cr_assert_eq(it->n, 1);
+  cr_assert_str_eq(it->item[0], "b");
+  cr_assert_eq(history(s, "d", 0, 0)->n, 3); /* the delete is in the log */
+
+  b = store_batch_new();
+  add_op(b, "d", 4, "a", "{\"x\":4}", NULL, NULL); /* set creates it again */
+  add_op(b, "d", 5, "zz", NULL, NULL, NULL);       /* deleting a missing item is fine */
+  commit_ok(s, b);
+  it = get_items(s, "d");
+  cr_assert_eq(it->n, 2);
+  cr_assert_str_eq(it->item[0], "a");
+  cr_assert_eq(it->version[0], 4);
+  store_close(s);
+}
+
+Test(store, dedupe_survives_reopen) {
+  store *s = open_ok(0);
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "doc:1", "e");
+  add_op(b, "doc:1", 1, "a", "{}", "laptop-3f2a", "laptop-3f2a:17");
+  add_op(b, "doc:1", 2, "a", "{}", NULL, "no-device"); /* backend-ish: not recorded */
+  add_op(b, "doc:1", 3, "a", "{}", "phone", NULL);
+  commit_ok(s, b);
+  store_close(s);
+
+  s = open_ok(0);
+  char room[STORE_ROOM_MAX + 1] = "";
+  uint64_t seq = 0;
+  cr_assert_eq(store_dedupe_get(s, "laptop-3f2a", "laptop-3f2a:17", room, &seq), 0);
+  cr_assert_str_eq(room, "doc:1");
+  cr_assert_eq(seq, 1);
+  cr_assert_eq(store_dedupe_get(s, "laptop-3f2a", "laptop-3f2a:18", room, &seq), WSY_NOT_FOUND);
+  cr_assert_eq(store_dedupe_get(s, "other", "laptop-3f2a:17", NULL, NULL), WSY_NOT_FOUND);
+  cr_assert_eq(store_dedupe_get(s, "phone", "", NULL, NULL), WSY_NOT_FOUND);
+  cr_assert_eq(store_dedupe_get(s, NULL, "x", NULL, NULL), WSY_INVAL);
+  store_close(s);
+}
+
+typedef struct {
+  int n;
+  char who[8][64];
+  uint64_t seq[8];
+} curs;
+
+static int curs_cb(const char *user, const char *device, uint64_t seq, void *ud) {
+  curs *c = ud;
+  cr_assert_lt(c->n, 8);
+  snprintf(c->who[c->n], 64, "%s/%s", user, device);
+  c->seq[c->n++] = seq;
+  return 0;
+}
+
+Test(store, cursors_keep_the_max) {
+  store *s = open_ok(0);
+  create_room(s, "r", "e");
+  store_batch *b = store_batch_new();
+  store_batch_cursor(b, "bob", "tab", "r", 7);
+  store_batch_cursor(b, "alice", "phone", "r", 10);
+  store_batch_cursor(b, "alice", "laptop", "r", 4);
+  store_batch_cursor(b, "alice", "phone", "r", 3); /* older report in the same batch */
+  store_batch_cursor(b, "alice", "phone", "other", 99);
+  commit_ok(s, b);
+  b = store_batch_new();
+  store_batch_cursor(b, "alice", "laptop", "r", 12);
+  store_batch_cursor(b, "bob", "tab", "r", 2); /* older report, later batch */
+  commit_ok(s, b);
+  store_close(s);
+
+  s = open_ok(0);
+  curs c = {0};
+  cr_assert_eq(store_cursors(s, "r", curs_cb, &c), 0);
+  cr_assert_eq(c.n, 3);
+  cr_assert_str_eq(c.who[0], "alice/laptop");
+  cr_assert_eq(c.seq[0], 12);
+  cr_assert_str_eq(c.who[1], "alice/phone");
+  cr_assert_eq(c.seq[1], 10);
+  cr_assert_str_eq(c.who[2], "bob/tab");
+  cr_assert_eq(c.seq[2], 7);
+  store_close(s);
+}
+
+/* ---- threads ---------------------------------------------------------------- */
+
+#define WRITER_BATCHES 150
+#define OPS_PER_BATCH 4
+
+typedef struct {
+  store *s;
+  atomic_int done;
+  int rc;
+} writer_ctx;
+
+static void *writer(void *arg) {
+  writer_ctx *w = arg;
+  uint64_t seq = 0;
+  char fields[32];
+  for (int i = 0; i < WRITER_BATCHES && !w->rc; i++) {
+    store_batch *b = store_batch_new();
+    for (int k = 0; k < OPS_PER_BATCH; k++) {
+      seq++;
+      snprintf(fields, sizeof fields, "{\"s\":%llu}", (unsigned long long)seq);
+      add_op(b, "live", seq, k % 2 ? "odd" : "even", fields, NULL, NULL);
+    }
+    w->rc = store_batch_commit(w->s, b);
+    store_batch_free(b);
+  }
+  atomic_store(&w->done, 1);
+  return NULL;
+}
+
+static int check_items_cb(const char *item, const char *fields, size_t len, uint64_t version,
+                          void *ud) {
+  (void)item, (void)len;
+  char want[32];
+  snprintf(want, sizeof want, "{\"s\":%llu}", (unsigned long long)version);
+  cr_assert_str_eq(fields, want); /* item row and version from the same op */
+  *(uint64_t *)ud = version > *(uint64_t *)ud ? version : *(uint64_t *)ud;
+  return 0;
+}
+
+Test(store, commit_on_another_thread_while_reading) {
+  store *s = open_ok(0);
+  create_room(s, "live", "e");
+  writer_ctx w = {.s = s};
+  pthread_t t;
+  cr_assert_eq(pthread_create(&t, NULL, writer, &w), 0);
+  int reads = 0;
+  uint64_t last = 0;
+  while (!atomic_load(&w.done) || reads < 10) {
+    /* one snapshot: the room's seq, its log and its items agree */
+    cr_assert_eq(store_read_begin(s), 0);
+    store_room_info ri = room_info(s, "live");
+    hist *h = history(s, "live", 0, 0);
+    uint64_t maxv = 0;
+    cr_assert_eq(store_room_items(s, "live", check_items_cb, &maxv), 0);
+    cr_assert_eq(store_read_end(s), 0);
+    cr_assert_eq(ri.seq % OPS_PER_BATCH, 0, "saw half a batch: seq %llu",
+                 (unsigned long long)ri.seq);
+    cr_assert_eq(h->n, ri.seq);
+    if (h->n) cr_assert_eq(h->seq[h->n - 1], ri.seq);
+    cr_assert_eq(maxv, ri.seq);
+    cr_assert_geq(ri.seq, last);
+    last = ri.seq;
+    reads++;
+  }
+  pthread_join(t, NULL);
+  cr_assert_eq(w.rc, 0, "writer: %s", wsy_errname(w.rc));
+  cr_assert_eq(room_info(s, "live").seq, WRITER_BATCHES * OPS_PER_BATCH);
+  store_close(s);
+}
+
+/* ---- schema and pragmas ----------------------------------------------------- */
+
+static void set_pragma(const char *sql) {
+  char p[128];
+  snprintf(p, sizeof p, "%s/wsync.db", dir);
+  sqlite3 *db;
+  cr_assert_eq(sqlite3_open(p, &db), SQLITE_OK);
+  cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(db);
+}
+
+static int64_t get_pragma(const char *sql) {
+  char p[128];
+  snprintf(p, sizeof p, "%s/wsync.db", dir);
+  sqlite3 *db;
+  sqlite3_stmt *st;
+  cr_assert_eq(sqlite3_open(p, &db), SQLITE_OK);
+  cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+  cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+  int64_t v = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return v;
+}
+
+Test(store, schema_is_versioned) {
+  store *s = open_ok(0);
+  store_close(s);
+  cr_assert_eq(get_pragma("PRAGMA user_version"), STORE_SCHEMA_VERSION);
+  cr_assert_eq(get_pragma("PRAGMA application_id"), STORE_APPLICATION_ID);
+  s = open_ok(0); /* reopening at the current version migrates nothing */
+  store_close(s);
+  cr_assert_eq(get_pragma("PRAGMA user_version"), STORE_SCHEMA_VERSION);
+}
+
+Test(store, newer_schema_is_refused_and_left_alone) {
+  store *s = open_ok(0);
+  create_room(s, "r", "e");
+  store_close(s);
+  set_pragma("PRAGMA user_version = 99");
+  char err[256];
+  s = (store *)1;
+  cr_assert_eq(store_open(dir, 0, &s, err, sizeof err), WSY_INVAL);
+  cr_assert_null(s);
+  cr_assert_not_null(strstr(err, "schema version 99, newer than this wsync"), "%s", err);
+  cr_assert_eq(get_pragma("PRAGMA user_version"), 99);
+  cr_assert_eq(get_pragma("SELECT count(*) FROM rooms"), 1);
+}
+
+Test(store, foreign_database_is_refused) {
+  set_pragma("PRAGMA application_id = 1234; CREATE TABLE t(x)");
+  char err[256];
+  store *s = NULL;
+  cr_assert_eq(store_open(dir, 0, &s, err, sizeof err), WSY_INVAL);
+  cr_assert_not_null(strstr(err, "not a wsync database"), "%s", err);
+  set_pragma("PRAGMA application_id = 0; PRAGMA user_version = 1");
+  cr_assert_eq(store_open(dir, 0, &s, err, sizeof err), WSY_INVAL);
+  cr_assert_not_null(strstr(err, "not a wsync database"), "%s", err);
+  set_pragma("PRAGMA user_version = 0"); /* unmarked, but with a table of its own */
+  cr_assert_eq(store_open(dir, 0, &s, err, sizeof err), WSY_INVAL);
+  cr_assert_not_null(strstr(err, "not a wsync database"), "%s", err);
+  cr_assert_eq(get_pragma("SELECT count(*) FROM sqlite_schema"), 1); /* left alone */
+  set_pragma("DROP TABLE t"); /* an empty database is fine: migrated */
+  cr_assert_eq(store_open(dir, 0, &s, err, sizeof err), 0, "%s", err);
+  store_close(s);
+  cr_assert_eq(get_pragma("PRAGMA application_id"), STORE_APPLICATION_ID);
+}
+
+Test(store, not_a_database_is_an_io_error) {
+  char p[128];
+  snprintf(p, sizeof p, "%s/wsync.db", dir);
+  FILE *f = fopen(p, "w");
+  cr_assert_not_null(f);
+  for (int i = 0; i < 64; i++) fputs("this is not an sqlite file ", f);
+  fclose(f);
+  char err[256];
+  store *s = NULL;
+  cr_assert_eq(store_open(dir, 0, &s, err, sizeof err), WSY_IO);
+  cr_assert_gt(strlen(err), 0);
+  cr_assert_null(s);
+}
+
+static int64_t conn_pragma(sqlite3 *db, const char *sql) {
+  sqlite3_stmt *st;
+  cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+  cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+  int64_t v = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  return v;
+}
+
+Test(store, durability_sets_synchronous_and_wal) {
+  store *s = open_ok(1);
+  cr_assert_eq(conn_pragma(s->wdb, "PRAGMA synchronous"), 2); /* FULL */
+  sqlite3_stmt *st;
+  cr_assert_eq(sqlite3_prepare_v2(s->wdb, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
+  cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+  cr_assert_str_eq((const char *)sqlite3_column_text(st, 0), "wal");
+  sqlite3_finalize(st);
+  store_stats_info si;
+  cr_assert_eq(store_stats(s, &si), 0);
+  cr_assert_eq(si.durability_full, 1);
+  cr_assert_eq(si.schema_version, STORE_SCHEMA_VERSION);
+  cr_assert_gt(si.db_bytes, 0);
+  store_close(s);
+
+  s = open_ok(0);
+  cr_assert_eq(conn_pragma(s->wdb, "PRAGMA synchronous"), 1); /* NORMAL */
+  cr_assert_eq(conn_pragma(s->rdb, "PRAGMA query_only"), 1);
+  store_close(s);
+}
