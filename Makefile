@@ -55,7 +55,7 @@ build-asan/unit-tests: $(SRC_LIB:%.c=build-asan/%.o) $(UNIT_SRC:%.c=build-asan/%
 asan: build-asan/wsync
 
 # ---- fuzzers (clang + libFuzzer) ---------------------------------------
-FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined $(DEPCFLAGS)
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(DEPCFLAGS)
 FUZZ_LIB := $(filter-out src/main.c,$(SRC_LIB))
 build-fuzz/%: fuzz/%.c $(FUZZ_LIB) $(wildcard src/*/*.h src/*.h)
 	@mkdir -p build-fuzz
@@ -70,9 +70,9 @@ fuzz: $(FUZZ_TARGETS:%=build-fuzz/%)
 
 fuzz-brief: $(FUZZ_TARGETS:%=build-fuzz/%)
 	@for t in $(FUZZ_TARGETS); do \
-	  echo "== fuzz $$t ($(FUZZ_BRIEF)s)"; mkdir -p fuzz/artifacts; \
+	  echo "== fuzz $$t ($(FUZZ_BRIEF)s)"; mkdir -p fuzz/artifacts build-fuzz/brief-$$t; \
 	  build-fuzz/$$t -max_total_time=$(FUZZ_BRIEF) -artifact_prefix=fuzz/artifacts/ \
-	    fuzz/corpus/$$t > build-fuzz/$$t.log 2>&1 || { tail -n 30 build-fuzz/$$t.log; exit 1; }; \
+	    build-fuzz/brief-$$t fuzz/corpus/$$t > build-fuzz/$$t.log 2>&1 || { tail -n 30 build-fuzz/$$t.log; exit 1; }; \
 	  tail -n 1 build-fuzz/$$t.log; \
 	done
 

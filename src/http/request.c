@@ -23,6 +23,9 @@ typedef struct {
 struct httpd_req {
   http_parser parser;
   size_t max_body;
+  size_t max_header;
+  size_t head_seen;   /* bytes fed before the headers were complete */
+  int headers_done;
   buf raw;            /* url, then header names and values */
   buf body;
   uint32_t url_len;
@@ -111,33 +114,42 @@ static int on_url(http_parser *p, const char *at, size_t len) {
   return 0;
 }
 
+/* The table is updated only after the bytes are stored, so a request that
+ * failed on the cap never has entries pointing past its buffer. Trailers of
+ * a chunked body are not headers and are ignored. */
 static int on_header_field(http_parser *p, const char *at, size_t len) {
   httpd_req *r = p->data;
+  if (r->headers_done) return 0;
+  size_t off = r->raw.len;
+  if (raw_add(r, at, len)) return -1;
   if (r->nh == 0 || r->last_was_value) {
     if (r->nh == MAX_HEADERS) {
       r->error_status = 431;
       return -1;
     }
     hdr *h = &r->h[r->nh++];
-    h->name_off = (uint32_t)r->raw.len;
+    h->name_off = (uint32_t)off;
     h->name_len = 0;
     h->val_off = 0;
     h->val_len = 0;
     r->last_was_value = 0;
   }
   r->h[r->nh - 1].name_len += (uint32_t)len;
-  return raw_add(r, at, len);
+  return 0;
 }
 
 static int on_header_value(http_parser *p, const char *at, size_t len) {
   httpd_req *r = p->data;
+  if (r->headers_done) return 0;
+  size_t off = r->raw.len;
+  if (raw_add(r, at, len)) return -1;
   hdr *h = &r->h[r->nh - 1];
   if (!r->last_was_value) {
-    h->val_off = (uint32_t)r->raw.len;
+    h->val_off = (uint32_t)off;
     r->last_was_value = 1;
   }
   h->val_len += (uint32_t)len;
-  return raw_add(r, at, len);
+  return 0;
 }
 
 static int hexval(int ch) {
@@ -183,6 +195,14 @@ static int decode_path(httpd_req *r) {
 
 static int on_headers_complete(http_parser *p) {
   httpd_req *r = p->data;
+  r->headers_done = 1;
+  if (p->upgrade && ((p->content_length != ULLONG_MAX && p->content_length > 0) ||
+                     (p->flags & F_CHUNKED))) {
+    /* Where the body would end and the new protocol begin is ambiguous. */
+    r->error_status = 400;
+    r->why = "upgrade request with a body";
+    return -1;
+  }
   snprintf(r->method, sizeof r->method, "%s", http_method_str((enum http_method)p->method));
   int st = decode_path(r);
   if (st) {
@@ -227,6 +247,7 @@ httpd_req *httpd_req_new(size_t max_header, size_t max_body) {
   http_parser_init(&r->parser, HTTP_REQUEST);
   r->parser.data = r;
   r->max_body = max_body;
+  r->max_header = max_header;
   buf_init(&r->raw, max_header);
   buf_init(&r->body, max_body);
   return r;
@@ -246,21 +267,41 @@ int httpd_req_feed(httpd_req *r, const uint8_t *data, size_t len, size_t *used) 
   if (r->complete) return 1;
   /* http-parser takes a zero length as end of stream and fails a request in
    * progress; here no bytes just means no progress. */
-  if (len == 0) return r->parser.upgrade ? 1 : 0;
-  size_t n = http_parser_execute(&r->parser, &settings, (const char *)data, len);
-  enum http_errno err = HTTP_PARSER_ERRNO(&r->parser);
-  *used = n;
-  if (r->error_status || (err != HPE_OK && err != HPE_PAUSED)) {
-    if (!r->error_status) r->error_status = err == HPE_HEADER_OVERFLOW ? 431 : 400;
-    r->why = r->error_status == 431   ? "request headers too large"
-             : r->error_status == 413 ? "request body too large"
-             : r->error_status == 414 ? "request URI too long"
-             : err != HPE_OK && err != HPE_PAUSED && err != HPE_CB_headers_complete
-                 ? http_errno_description(err)
-                 : "malformed request";
-    return r->error_status;
+  while (len > 0 && !r->complete) {
+    /* Until the headers are complete the parser sees at most one byte past
+     * the header cap, so the cap trips at the same byte however the input is
+     * split (http-parser reports a span only when it ends or input does). */
+    size_t slice = len;
+    if (!r->headers_done && slice > r->max_header + 1 - r->head_seen)
+      slice = r->max_header + 1 - r->head_seen;
+    size_t n = http_parser_execute(&r->parser, &settings, (const char *)data, slice);
+    enum http_errno err = HTTP_PARSER_ERRNO(&r->parser);
+    *used += n;
+    data += n;
+    len -= n;
+    if (r->error_status || (err != HPE_OK && err != HPE_PAUSED)) {
+      if (!r->error_status) r->error_status = err == HPE_HEADER_OVERFLOW ? 431 : 400;
+      if (!r->why)
+        r->why = r->error_status == 431   ? "request headers too large"
+                 : r->error_status == 413 ? "request body too large"
+                 : r->error_status == 414 ? "request URI too long"
+                 : err != HPE_OK && err != HPE_PAUSED && err != HPE_CB_headers_complete
+                     ? http_errno_description(err)
+                     : "malformed request";
+      return r->error_status;
+    }
+    if (!r->headers_done) {
+      r->head_seen += n;
+      if (r->head_seen > r->max_header) {
+        int line = r->nh == 0; /* still in the request line */
+        r->error_status = line ? 414 : 431;
+        r->why = line ? "request line too long" : "request headers too large";
+        return r->error_status;
+      }
+    }
+    if (n < slice && !r->complete) break; /* cannot happen unless paused */
   }
-  return r->complete || r->parser.upgrade ? 1 : 0;
+  return r->complete ? 1 : 0;
 }
 
 const char *httpd_req_error(const httpd_req *r) { return r->why ? r->why : "malformed request"; }

@@ -591,3 +591,46 @@ Test(httpd_header_has_token, respects_length) {
   cr_assert(!httpd_header_has_token(v, 4, "close"));
   cr_assert(!httpd_header_has_token(v, 0, "close"));
 }
+
+/* Found by fuzz/http_request: a request failed on the header cap must not
+ * keep table entries that point past the stored bytes. */
+Test(request_fuzz_regressions, header_lookup_after_cap_failure) {
+  httpd_req *r = httpd_req_new(256, 128);
+  char q[400];
+  int n = snprintf(q, sizeof q, "GET / HTTP/1.1\r\nHost: %0300d\r\n\r\n", 0);
+  size_t used, vl = 0;
+  cr_assert_eq(httpd_req_feed(r, (const uint8_t *)q, (size_t)n, &used), 431);
+  const char *v = httpd_req_header(r, "Host", &vl);
+  if (v) cr_assert_leq(vl, 256);
+  httpd_req_free(r);
+}
+
+/* An upgrade request with a body is refused: where the body would end and
+ * the WebSocket bytes begin must not depend on how the bytes arrive. */
+Test(request_fuzz_regressions, upgrade_with_body_refused_whole_and_split) {
+  const char *s = "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  "Content-Length: 4\r\n\r\nbody\x81\x80" "abcd";
+  size_t len = strlen(s), used;
+  httpd_req *a = httpd_req_new(2048, 4096), *b = httpd_req_new(2048, 4096);
+  cr_assert_eq(httpd_req_feed(a, (const uint8_t *)s, len, &used), 400);
+  int st = httpd_req_feed(b, (const uint8_t *)s, 78, &used);
+  if (st == 0) st = httpd_req_feed(b, (const uint8_t *)s + used, len - used, &used);
+  cr_assert_eq(st, 400);
+  httpd_req_free(a);
+  httpd_req_free(b);
+}
+
+/* Over the cap and malformed: the same status whole and byte by byte. */
+Test(request_fuzz_regressions, cap_and_syntax_agree_across_splits) {
+  char q[400];
+  int n = snprintf(q, sizeof q, "GET /%0300d\x01 HTTP/1.1\r\n\r\n", 0);
+  httpd_req *a = httpd_req_new(256, 128), *b = httpd_req_new(256, 128);
+  size_t used;
+  int whole = httpd_req_feed(a, (const uint8_t *)q, (size_t)n, &used);
+  int split = 0;
+  for (int i = 0; i < n && split == 0; i++) split = httpd_req_feed(b, (const uint8_t *)q + i, 1, &used);
+  cr_assert_eq(whole, split);
+  cr_assert(whole == 414 || whole == 400);
+  httpd_req_free(a);
+  httpd_req_free(b);
+}
