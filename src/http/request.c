@@ -26,6 +26,7 @@ struct httpd_req {
   size_t max_header;
   size_t head_seen;   /* bytes fed before the headers were complete */
   int headers_done;
+  int too_many;       /* more than MAX_HEADERS: failed at the end of the headers */
   buf raw;            /* url, then header names and values */
   buf body;
   uint32_t url_len;
@@ -120,13 +121,15 @@ static int on_url(http_parser *p, const char *at, size_t len) {
 static int on_header_field(http_parser *p, const char *at, size_t len) {
   httpd_req *r = p->data;
   if (r->headers_done) return 0;
+  if (r->too_many || (r->nh == MAX_HEADERS && r->last_was_value)) {
+    /* Refused only when the headers end: a syntax error further on must
+     * win or lose the same way however the bytes were split. */
+    r->too_many = 1;
+    return 0;
+  }
   size_t off = r->raw.len;
   if (raw_add(r, at, len)) return -1;
   if (r->nh == 0 || r->last_was_value) {
-    if (r->nh == MAX_HEADERS) {
-      r->error_status = 431;
-      return -1;
-    }
     hdr *h = &r->h[r->nh++];
     h->name_off = (uint32_t)off;
     h->name_len = 0;
@@ -140,7 +143,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len) {
 
 static int on_header_value(http_parser *p, const char *at, size_t len) {
   httpd_req *r = p->data;
-  if (r->headers_done) return 0;
+  if (r->headers_done || r->too_many) return 0;
   size_t off = r->raw.len;
   if (raw_add(r, at, len)) return -1;
   hdr *h = &r->h[r->nh - 1];
@@ -196,6 +199,11 @@ static int decode_path(httpd_req *r) {
 static int on_headers_complete(http_parser *p) {
   httpd_req *r = p->data;
   r->headers_done = 1;
+  if (r->too_many) {
+    r->error_status = 431;
+    r->why = "too many request headers";
+    return -1;
+  }
   if (p->upgrade && ((p->content_length != ULLONG_MAX && p->content_length > 0) ||
                      (p->flags & F_CHUNKED))) {
     /* Where the body would end and the new protocol begin is ambiguous. */

@@ -1,0 +1,101 @@
+/* map.c -- open addressing with linear probing and tombstones; FNV-1a. */
+#include "map.h"
+
+#include <string.h>
+
+#include "wsy.h"
+
+static char tombstone;
+#define MAP_TOMBSTONE (&tombstone)
+
+static size_t hash(const char *s) {
+  size_t h = 1469598103934665603ull;
+  while (*s) h = (h ^ (unsigned char)*s++) * 1099511628211ull;
+  return h;
+}
+
+void map_init(map *m) { memset(m, 0, sizeof *m); }
+
+void map_free(map *m) {
+  for (size_t i = 0; i < m->cap; i++)
+    if (m->slots[i].key && m->slots[i].key != MAP_TOMBSTONE) wsy_free(m->slots[i].key);
+  wsy_free(m->slots);
+  map_init(m);
+}
+
+static map_slot *find(const map *m, const char *key) {
+  if (!m->cap) return NULL;
+  for (size_t i = hash(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+    map_slot *s = &m->slots[i];
+    if (!s->key) return NULL;
+    if (s->key != MAP_TOMBSTONE && strcmp(s->key, key) == 0) return s;
+  }
+}
+
+static void grow(map *m) {
+  map old = *m;
+  m->cap = old.cap ? old.cap * 2 : 16;
+  while (m->cap < 4 * (old.len + 1)) m->cap *= 2;
+  m->slots = wsy_calloc(m->cap, sizeof *m->slots);
+  m->len = m->used = 0;
+  for (size_t i = 0; i < old.cap; i++) {
+    map_slot *s = &old.slots[i];
+    if (!s->key || s->key == MAP_TOMBSTONE) continue;
+    size_t j = hash(s->key) & (m->cap - 1);
+    while (m->slots[j].key) j = (j + 1) & (m->cap - 1);
+    m->slots[j] = *s;
+    m->len++;
+    m->used++;
+  }
+  wsy_free(old.slots);
+}
+
+void *map_get(const map *m, const char *key) {
+  map_slot *s = find(m, key);
+  return s ? s->val : NULL;
+}
+
+void *map_put(map *m, const char *key, void *val) {
+  map_slot *s = find(m, key);
+  if (s) {
+    void *prev = s->val;
+    s->val = val;
+    return prev;
+  }
+  if ((m->used + 1) * 4 > m->cap * 3) grow(m);
+  size_t i = hash(key) & (m->cap - 1);
+  while (m->slots[i].key && m->slots[i].key != MAP_TOMBSTONE) i = (i + 1) & (m->cap - 1);
+  if (!m->slots[i].key) m->used++;
+  m->slots[i].key = wsy_strndup(key, strlen(key));
+  m->slots[i].val = val;
+  m->len++;
+  return NULL;
+}
+
+void *map_del(map *m, const char *key) {
+  map_slot *s = find(m, key);
+  if (!s) return NULL;
+  void *v = s->val;
+  wsy_free(s->key);
+  s->key = MAP_TOMBSTONE;
+  s->val = NULL;
+  m->len--;
+  if (m->len == 0) { /* reset tombstones when empty */
+    wsy_free(m->slots);
+    map_init(m);
+  }
+  return v;
+}
+
+int map_next(const map *m, size_t *i, const char **key, void **val) {
+  for (; *i < m->cap; (*i)++) {
+    map_slot *s = &m->slots[*i];
+    if (s->key && s->key != MAP_TOMBSTONE) {
+      if (key) *key = s->key;
+      if (val) *val = s->val;
+      (*i)++;
+      return 1;
+    }
+  }
+  return 0;
+}

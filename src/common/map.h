@@ -1,0 +1,30 @@
+/* map.h -- a string-keyed hash map (open addressing, linear probing) for the
+ * registries of rooms, sessions and items. Keys are copied and owned by the
+ * map; values are the caller's pointers, never freed by the map. */
+#ifndef WSY_MAP_H
+#define WSY_MAP_H
+
+#include <stddef.h>
+
+typedef struct map_slot {
+  char *key;   /* NULL: empty; MAP_TOMBSTONE: deleted */
+  void *val;
+} map_slot;
+
+typedef struct map {
+  map_slot *slots;
+  size_t cap, len, used; /* used counts tombstones too */
+} map;
+
+void map_init(map *m);
+void map_free(map *m);                       /* frees keys, not values */
+void *map_get(const map *m, const char *key);
+/* Sets key to val (replacing any value, which is returned; NULL when new). */
+void *map_put(map *m, const char *key, void *val);
+/* Removes key and returns its value, or NULL when absent. */
+void *map_del(map *m, const char *key);
+static inline size_t map_len(const map *m) { return m->len; }
+/* Iteration: for (size_t i = 0; map_next(m, &i, &k, &v);) ... (no changes meanwhile) */
+int map_next(const map *m, size_t *i, const char **key, void **val);
+
+#endif
