@@ -17,7 +17,7 @@ ifeq ($(CI),true)
 WARN += -Werror
 endif
 
-SRC_LIB := $(wildcard src/common/*.c src/net/*.c src/http/*.c src/ws/*.c src/auth/*.c src/store/*.c) src/config.c
+SRC_LIB := $(wildcard src/common/*.c src/net/*.c src/http/*.c src/ws/*.c src/auth/*.c src/store/*.c src/sync/*.c) src/config.c
 SRC_BIN := src/main.c
 UNIT_SRC := $(wildcard tests/unit/*/*.c tests/unit/*.c)
 FUZZ_TARGETS := ws_frame utf8 http_request

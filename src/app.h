@@ -30,6 +30,13 @@ typedef struct wsy_config {
   const char *allowed_origins; /* comma-separated; NULL or "" = any */
   int log_level;
   int echo_endpoint;
+  const char *auth_secret;   /* HS256 key for tokens; NULL: tokens refused */
+  int insecure_demo;         /* hello may name a user without a token */
+  int durability_full;       /* fsync before ack */
+  unsigned resume_window_ms;
+  unsigned max_rooms;        /* per session */
+  unsigned rate;             /* requests per second per session */
+  unsigned burst;
 } wsy_config;
 
 typedef struct bcast_registry bcast_registry;
@@ -43,6 +50,7 @@ struct app {
   int shutting_down;
   char static_root[4096]; /* realpath of --static, "" when none */
   bcast_registry *bcast;
+  struct engine *sync;  /* the sync protocol (/v1/ws) */
 };
 
 #endif

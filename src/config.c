@@ -13,7 +13,7 @@
 
 #include "common/log.h"
 
-enum kind { K_STR, K_SIZE, K_DUR, K_UINT, K_BOOL, K_LISTEN, K_LOGLEVEL };
+enum kind { K_STR, K_SIZE, K_DUR, K_UINT, K_BOOL, K_LISTEN, K_LOGLEVEL, K_DURABILITY };
 
 typedef struct {
   const char *flag; /* without the leading "--" */
@@ -36,6 +36,12 @@ static const option options[] = {
   {"allowed-origins", K_STR, OFF(allowed_origins), "LIST", "comma-separated Origin values accepted for WebSocket (default: any)"},
   {"log-level", K_LOGLEVEL, OFF(log_level), "LEVEL", "error, warn, info or debug (default info)"},
   {"echo-endpoint", K_BOOL, OFF(echo_endpoint), NULL, "enable /v1/echo and /v1/broadcast (conformance tests, benchmarks)"},
+  {"auth-secret", K_STR, OFF(auth_secret), "SECRET", "HS256 key that signs client tokens (required for tokens)"},
+  {"insecure-demo", K_BOOL, OFF(insecure_demo), NULL, "accept hello with a bare user name and no token (demo only: never in production)"},
+  {"durability", K_DURABILITY, OFF(durability_full), "MODE", "normal (survives a process crash) or full (fsync before ack) (default normal)"},
+  {"max-rooms", K_UINT, OFF(max_rooms), "N", "rooms one session may join (default 100)"},
+  {"rate", K_UINT, OFF(rate), "N", "requests per second per session, sustained (default 100)"},
+  {"burst", K_UINT, OFF(burst), "N", "requests per session allowed in a burst (default 200)"},
 };
 #undef OFF
 
@@ -55,6 +61,10 @@ void config_defaults(wsy_config *cfg) {
   cfg->close_timeout_ms = 5000;
   cfg->shutdown_grace_ms = 3000;
   cfg->log_level = LOG_INFO;
+  cfg->resume_window_ms = 60000;
+  cfg->max_rooms = 100;
+  cfg->rate = 100;
+  cfg->burst = 200;
 }
 
 int config_parse_size(const char *s, size_t *out) {
@@ -138,6 +148,11 @@ static int apply(wsy_config *cfg, const option *o, const char *v, char *err, siz
     else bad = 1;
     break;
   case K_LISTEN: bad = parse_listen(cfg, v) != 0; break;
+  case K_DURABILITY:
+    if (!strcmp(v, "normal")) *(int *)field = 0;
+    else if (!strcmp(v, "full")) *(int *)field = 1;
+    else bad = 1;
+    break;
   case K_LOGLEVEL: {
     int l = wsy_log_parse_level(v);
     bad = l < 0;
@@ -210,6 +225,10 @@ int config_parse(wsy_config *cfg, int argc, char **argv, char *err, size_t errle
       v = argv[++i];
     }
     if (apply(cfg, o, v, err, errlen, "--") != 0) return -1;
+  }
+  if (cfg->rate == 0 || cfg->burst == 0) {
+    snprintf(err, errlen, "--rate and --burst must be at least 1");
+    return -1;
   }
   if (cfg->max_message < 1 || cfg->max_queued < 1024) {
     snprintf(err, errlen, "--max-message-size must be >= 1 and --max-queued-bytes >= 1K");

@@ -8,11 +8,14 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "app.h"
 #include "common/log.h"
 #include "config.h"
+#include "auth/auth.h"
 #include "http/httpd.h"
+#include "sync/engine.h"
 #include "ws/ws_conn.h"
 
 typedef struct {
@@ -112,6 +115,17 @@ static int serve(int argc, char **argv) {
 
   signal(SIGPIPE, SIG_IGN);
   raise_fd_limit();
+  if (cfg.insecure_demo)
+    log_warn("*** --insecure-demo: clients may claim any user name without a token. "
+             "Never expose this server. ***");
+  if (!cfg.auth_secret && !cfg.insecure_demo)
+    log_warn("no --auth-secret: every hello will be refused (unauthorized)");
+  app.loop = uv_default_loop();
+  rc = engine_new(&app, &app.sync, err, sizeof err);
+  if (rc) {
+    fprintf(stderr, "wsync: %s\n", err);
+    return 1;
+  }
 
   unsigned shortest = cfg.handshake_timeout_ms;
   if (cfg.idle_timeout_ms && cfg.idle_timeout_ms < shortest) shortest = cfg.idle_timeout_ms;
@@ -129,6 +143,7 @@ static int serve(int argc, char **argv) {
     fprintf(stderr, "wsync: cannot listen on %s:%d: %s\n", cfg.listen_host, cfg.listen_port,
             uv_strerror(rc));
     net_loop_free(app.net);
+    engine_free(app.sync);
     return 1;
   }
   const char *h = cfg.listen_host;
@@ -146,10 +161,72 @@ static int serve(int argc, char **argv) {
   uv_signal_start(&rt.sigterm, on_signal, SIGTERM);
 
   uv_run(app.loop, UV_RUN_DEFAULT);
+  engine_free(app.sync);
   net_loop_free(app.net);
   wsy_free(app.bcast);
   uv_loop_close(app.loop);
   log_info("stopped");
+  return 0;
+}
+
+/* wsync token --user U [--device D] [--grant 'board:*=rw']... [--ttl 1h]
+ * Prints an HS256 token signed with --auth-secret / WSYNC_AUTH_SECRET. */
+static int token_cmd(int argc, char **argv) {
+  const char *user = NULL, *device = NULL, *secret = getenv("WSYNC_AUTH_SECRET");
+  const char *grants[64];
+  size_t ngrants = 0;
+  unsigned ttl_ms = 3600 * 1000;
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--help")) {
+      printf("usage: wsync token --user U [--device D] [--grant PATTERN=r|w|rw]... [--ttl DUR] [--auth-secret S]\n");
+      return 0;
+    }
+    if (!v) {
+      fprintf(stderr, "wsync token: %s needs a value\n", a);
+      return 2;
+    }
+    i++;
+    if (!strcmp(a, "--user")) user = v;
+    else if (!strcmp(a, "--device")) device = v;
+    else if (!strcmp(a, "--auth-secret")) secret = v;
+    else if (!strcmp(a, "--ttl")) {
+      if (config_parse_duration(v, &ttl_ms) != 0 || ttl_ms < 1000) {
+        fprintf(stderr, "wsync token: bad --ttl '%s'\n", v);
+        return 2;
+      }
+    } else if (!strcmp(a, "--grant")) {
+      auth_grant g;
+      if (ngrants == 64 || auth_grant_parse(v, &g) != 0) {
+        fprintf(stderr, "wsync token: bad --grant '%s' (PATTERN=r|w|rw)\n", v);
+        return 2;
+      }
+      wsy_free(g.pattern);
+      grants[ngrants++] = v;
+    } else {
+      fprintf(stderr, "wsync token: unknown option '%s'\n", a);
+      return 2;
+    }
+  }
+  if (!user || !auth_user_valid(user, strlen(user))) {
+    fprintf(stderr, "wsync token: --user is required (1-64 characters of A-Z a-z 0-9 . _ @ -)\n");
+    return 2;
+  }
+  if (device && !auth_device_valid(device, strlen(device))) {
+    fprintf(stderr, "wsync token: bad --device '%s'\n", device);
+    return 2;
+  }
+  if (!secret || !*secret) {
+    fprintf(stderr, "wsync token: --auth-secret or WSYNC_AUTH_SECRET is required\n");
+    return 2;
+  }
+  char *t = auth_mint(secret, user, device, grants, ngrants, (int64_t)time(NULL), ttl_ms / 1000);
+  if (!t) {
+    fprintf(stderr, "wsync token: could not sign the token\n");
+    return 1;
+  }
+  printf("%s\n", t);
+  free(t);
   return 0;
 }
 
@@ -159,6 +236,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   if (!strcmp(argv[1], "serve")) return serve(argc - 2, argv + 2);
+  if (!strcmp(argv[1], "token")) return token_cmd(argc - 2, argv + 2);
   if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
     config_usage(stdout);
     return 0;

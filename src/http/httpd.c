@@ -18,6 +18,7 @@
 #include <strings.h>
 
 #include "../common/log.h"
+#include "../sync/engine.h"
 #include "../ws/ws_conn.h"
 
 typedef struct httpd_conn {
@@ -201,12 +202,7 @@ static int route(struct app *app, conn *c, httpd_req *r, uint8_t *rest, size_t r
   const char *method = httpd_req_method(r);
   int is_get = strcmp(method, "GET") == 0, is_head = strcmp(method, "HEAD") == 0;
   const ws_endpoint *ep = NULL;
-  if (strcmp(path, "/v1/ws") == 0) {
-    /* The sync protocol arrives with the sync core; until then the route
-     * exists and says so. */
-    fail_and_end(c, 503, "the sync endpoint is not available in this build");
-    return 0;
-  }
+  if (strcmp(path, "/v1/ws") == 0) ep = &engine_ws_endpoint;
   if (app->cfg->echo_endpoint && strcmp(path, "/v1/echo") == 0) ep = &ws_echo_endpoint;
   if (app->cfg->echo_endpoint && strcmp(path, "/v1/broadcast") == 0) ep = &ws_broadcast_endpoint;
   if (ep) return ws_route(app, c, r, ep, rest, rest_len);

@@ -142,9 +142,9 @@ test('bad handshakes get the right HTTP status', async (t) => {
     assert.equal(res.status, 426);
   });
 
-  await t.test('/v1/ws answers 503 until the sync protocol exists', async () => {
+  await t.test('/v1/ws upgrades to the sync protocol', async () => {
     const res = await upgrade({}, {}, '/v1/ws');
-    assert.equal(res.status, 503);
+    assert.equal(res.status, 101);
   });
 
   await t.test('upgrade on an unknown path -> 404', async () => {

@@ -1,7 +1,10 @@
 // lifecycle.test.mjs -- the process from the outside: command line, flags
 // and their environment variables, a port already taken, graceful shutdown.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import test from 'node:test';
 
 import { RawConn, RawWs, OP, frame, closePayload } from './lib/raw.mjs';
@@ -99,10 +102,21 @@ test('command line', async (t) => {
 
 test('a port already in use: the second server exits non-zero and says why', async (t) => {
   const first = await startServer(t);
-  const r = runCli(['serve', '--listen', `127.0.0.1:${first.port}`, '--data-dir', first.dataDir]);
+  const otherDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsync-e2e-'));
+  t.after(() => fs.rmSync(otherDir, { recursive: true, force: true }));
+  const r = runCli(['serve', '--listen', `127.0.0.1:${first.port}`, '--data-dir', otherDir]);
   assert.notEqual(r.status, 0);
   assert.match(r.stderr, /address already in use/i);
   // The first one is unharmed.
+  const h = await fetch(`${first.url}/healthz`).then((x) => x.json());
+  assert.equal(h.status, 'ok');
+});
+
+test('a data directory in use by another server is refused', async (t) => {
+  const first = await startServer(t);
+  const r = runCli(['serve', '--listen', '127.0.0.1:0', '--data-dir', first.dataDir]);
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /in use/i);
   const h = await fetch(`${first.url}/healthz`).then((x) => x.json());
   assert.equal(h.status, 'ok');
 });

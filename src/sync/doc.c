@@ -1,0 +1,189 @@
+/* doc.c -- the document model: items, set/del with LWW per field, version
+ * checks, limits. Pure: every function is a transformation of a doc. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../auth/auth.h"
+#include "../common/wsy.h"
+#include "sync.h"
+
+#define MAX_SAFE_INT 9007199254740991LL
+
+void doc_init(doc *d) { map_init(&d->items); }
+
+static void item_free(doc_item *it) {
+  if (!it) return;
+  json_decref(it->fields);
+  wsy_free(it);
+}
+
+void doc_free(doc *d) {
+  const char *k;
+  void *v;
+  for (size_t i = 0; map_next(&d->items, &i, &k, &v);) item_free(v);
+  map_free(&d->items);
+}
+
+size_t doc_len(const doc *d) { return map_len(&d->items); }
+const doc_item *doc_get(const doc *d, const char *id) { return map_get(&d->items, id); }
+
+int doc_load(doc *d, const char *id, const char *fields_json, size_t len, uint64_t version) {
+  json_error_t e;
+  json_t *f = json_loadb(fields_json, len, 0, &e);
+  if (!f || !json_is_object(f)) {
+    json_decref(f);
+    return WSY_INVAL;
+  }
+  doc_item *it = wsy_calloc(1, sizeof *it);
+  it->fields = f;
+  it->version = version;
+  item_free(map_put(&d->items, id, it));
+  return WSY_OK;
+}
+
+json_t *doc_item_json(const doc_item *it) {
+  if (!it) return json_null();
+  return json_pack("{s:I,s:O}", "version", (json_int_t)it->version, "fields", it->fields);
+}
+
+json_t *doc_snapshot(const doc *d) {
+  json_t *items = json_object();
+  const char *k;
+  void *v;
+  for (size_t i = 0; map_next(&d->items, &i, &k, &v);) json_object_set_new(items, k, doc_item_json(v));
+  return json_pack("{s:o}", "items", items);
+}
+
+int sync_item_id_valid(const char *id) { return auth_room_valid(id, strlen(id)); }
+
+static int fail(sync_err *err, const char *code, const char *field, const char *fmt, const char *arg) {
+  err->code = code;
+  err->field = field;
+  snprintf(err->message, sizeof err->message, fmt, arg);
+  return -1;
+}
+
+/* Depth of a JSON value (scalars 0) up to limit+1, and integer range. */
+static int value_ok(json_t *v, int depth, int max_depth) {
+  if (depth > max_depth) return 0;
+  if (json_is_integer(v)) {
+    json_int_t n = json_integer_value(v);
+    return n <= MAX_SAFE_INT && n >= -MAX_SAFE_INT;
+  }
+  if (json_is_object(v)) {
+    const char *k;
+    json_t *x;
+    json_object_foreach(v, k, x) if (!value_ok(x, depth + 1, max_depth)) return 0;
+  } else if (json_is_array(v)) {
+    size_t i;
+    json_t *x;
+    json_array_foreach(v, i, x) if (!value_ok(x, depth + 1, max_depth)) return 0;
+  }
+  return 1;
+}
+
+static int field_name_ok(const char *k) {
+  size_t n = strlen(k);
+  if (n == 0 || n > 128) return 0;
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)k[i] < 0x20) return 0;
+  return 1;
+}
+
+int sync_op_parse(json_t *op, const sync_limits *lim, sync_op *out, sync_err *err) {
+  memset(out, 0, sizeof *out);
+  if (!json_is_object(op)) return fail(err, "bad_request", "op", "%s", "op must be an object");
+  json_t *kind = json_object_get(op, "kind"), *item = json_object_get(op, "item");
+  const char *k = json_string_value(kind);
+  if (!k) return fail(err, "bad_request", "op.kind", "%s", "op.kind must be a string");
+  if (!strcmp(k, "set")) out->kind = SYNC_SET;
+  else if (!strcmp(k, "del")) out->kind = SYNC_DEL;
+  else return fail(err, "bad_request", "op.kind", "op kind '%.64s' is not supported", k);
+  if (!json_is_string(item)) return fail(err, "bad_request", "op.item", "%s", "op.item must be a string");
+  out->item = json_string_value(item);
+  if (!sync_item_id_valid(out->item))
+    return fail(err, "invalid_field", "op.item", "%s", "item ids are 1-128 characters of A-Z a-z 0-9 . _ : @ -");
+  json_t *base = json_object_get(op, "base");
+  if (base) {
+    if (!json_is_integer(base) || json_integer_value(base) < 0 || json_integer_value(base) > MAX_SAFE_INT)
+      return fail(err, "bad_request", "op.base", "%s", "op.base must be a non-negative integer");
+    out->has_base = 1;
+    out->base = (uint64_t)json_integer_value(base);
+  }
+  if (out->kind == SYNC_SET) {
+    json_t *fields = json_object_get(op, "fields");
+    if (!json_is_object(fields)) return fail(err, "bad_request", "op.fields", "%s", "op.fields must be an object");
+    if (json_object_size(fields) > lim->max_fields)
+      return fail(err, "too_large", "op.fields", "%s", "too many fields in one set");
+    const char *name;
+    json_t *v;
+    json_object_foreach(fields, name, v) {
+      if (!field_name_ok(name))
+        return fail(err, "invalid_field", "op.fields", "%s", "field names are 1-128 bytes without control characters");
+      if (!value_ok(v, 0, lim->max_depth))
+        return fail(err, "invalid_field", "op.fields", "field '%.64s' nests too deep or holds an integer beyond 2^53", name);
+      char *enc = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+      size_t n = enc ? strlen(enc) : 0;
+      free(enc);
+      if (n > lim->max_field_size) return fail(err, "too_large", "op.fields", "field '%.64s' is too large", name);
+    }
+    out->fields = fields;
+  }
+  return 0;
+}
+
+int sync_apply(doc *d, const sync_op *op, uint64_t seq, const sync_limits *lim, char **fields_json,
+               sync_err *err) {
+  doc_item *it = map_get(&d->items, op->item);
+  *fields_json = NULL;
+  if (op->has_base) {
+    int ok = op->base == 0 ? it == NULL : (it && it->version == op->base);
+    if (!ok) {
+      err->code = "conflict";
+      err->field = NULL;
+      if (it) snprintf(err->message, sizeof err->message, "item is at version %llu, not %llu",
+                       (unsigned long long)it->version, (unsigned long long)op->base);
+      else snprintf(err->message, sizeof err->message, "item does not exist (base %llu)",
+                    (unsigned long long)op->base);
+      return -1;
+    }
+  }
+  if (op->kind == SYNC_DEL) {
+    if (!it) return fail(err, "not_found", NULL, "item '%.128s' does not exist", op->item);
+    item_free(map_del(&d->items, op->item));
+    return 0;
+  }
+  if (!it && doc_len(d) >= lim->max_room_items)
+    return fail(err, "too_large", NULL, "%s", "the room holds the maximum number of items");
+  /* Merge into a copy first, so a result over the item size limit leaves
+   * the document untouched. */
+  json_t *merged = it ? json_copy(it->fields) : json_object();
+  const char *name;
+  json_t *v;
+  json_object_foreach(op->fields, name, v) {
+    if (json_is_null(v)) json_object_del(merged, name);
+    else json_object_set(merged, name, v);
+  }
+  char *enc = json_dumps(merged, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  if (!enc || strlen(enc) > lim->max_item_size) {
+    free(enc);
+    json_decref(merged);
+    return fail(err, "too_large", "op.fields", "%s", "the item would exceed the item size limit");
+  }
+  if (!it) {
+    it = wsy_calloc(1, sizeof *it);
+    map_put(&d->items, op->item, it);
+  } else {
+    json_decref(it->fields);
+  }
+  it->fields = merged;
+  it->version = seq;
+  *fields_json = enc;
+  return 0;
+}
+
+json_t *sync_op_normalized(const sync_op *op) {
+  if (op->kind == SYNC_DEL) return json_pack("{s:s,s:s}", "kind", "del", "item", op->item);
+  return json_pack("{s:s,s:s,s:O}", "kind", "set", "item", op->item, "fields", op->fields);
+}

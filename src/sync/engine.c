@@ -1,0 +1,949 @@
+/* engine.c -- the sync protocol: hello, join/leave, op, publish, presence,
+ * ping, bye; group commit; fan-out after commit. See engine.h and
+ * docs/PROTOCOL.md (the spec; sections marked planned are not built here).
+ *
+ * Life of an op:
+ *   request -> checks (rate, membership, grant, shape, dedupe, base)
+ *           -> applied to the room's in-memory document, given seq = room.seq+1,
+ *              added to the current store batch and pending list
+ *   end of loop iteration (check hook): if no commit runs, the batch goes to
+ *           the thread pool (store_batch_commit)
+ *   commit done (loop thread): for each pending entry, in order: ack to the
+ *           author, then the broadcast frame to every member whose join
+ *           position is below the entry's seq.
+ *
+ * Join position: `joined` is computed from the store (the committed state,
+ * read in one snapshot), and the member is told seq S = the store's seq.
+ * Every entry with seq > S is broadcast to it after its commit; entries
+ * <= S that are still waiting for their broadcast skip it. So history and
+ * live delivery are contiguous and never overlap. */
+#include "engine.h"
+
+#include <jansson.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../auth/auth.h"
+#include "../common/log.h"
+#include "../common/map.h"
+#include "../store/store.h"
+#include "sync.h"
+
+#define MAX_CATCHUP 10000
+#define MAX_PRESENCE_STATE 2048
+
+typedef struct sess sess;
+typedef struct room room;
+
+typedef struct member {
+  sess *s;
+  room *r;
+  struct member *prev, *next; /* room's members */
+  struct member *snext;       /* session's rooms */
+  uint64_t from_seq;          /* entries <= this were in its joined */
+  json_t *state;
+} member;
+
+struct room {
+  char *name;
+  char epoch[STORE_EPOCH_MAX + 1];
+  uint64_t seq;      /* last seq assigned (committed or not) */
+  doc d;
+  member *members;
+  unsigned nmembers;
+  unsigned pending;  /* entries of this room in batches not yet done */
+  int broken;        /* a commit failed: refuse writes, reload when idle */
+};
+
+struct sess {
+  engine *e;
+  ws_conn *w;        /* NULL once the connection is gone */
+  int refs;
+  int welcomed;
+  auth_identity id;
+  char device[65];
+  char dkey[140];    /* "user:device": the dedupe key of the store */
+  char token[33];
+  member *rooms;
+  unsigned nrooms;
+  double tokens;     /* rate limit bucket */
+  uint64_t tokens_ms;
+};
+
+enum { P_OP, P_DUP, P_CREATE };
+
+typedef struct pend {
+  struct pend *next;
+  int kind;
+  sess *s;           /* author (a reference), NULL for room creation */
+  json_t *re;
+  room *r;
+  char *cid;
+  char *ckey;        /* key in e->cids while pending */
+  uint64_t seq;
+  net_chunk *frame;  /* the broadcast, framed once */
+} pend;
+
+struct engine {
+  struct app *app;
+  store *st;
+  map rooms;          /* name -> room* */
+  map cids;           /* "user:device|cid" -> pend* of entries not yet committed */
+  sync_limits lim;
+  store_batch *batch; /* being filled */
+  pend *head, **tail;
+  store_batch *fl_batch; /* committing */
+  pend *fl_head;
+  int fl_rc;
+  int busy;
+  uv_work_t work;
+  uv_check_t check;
+  uint64_t ops_accepted, ops_rejected, deliveries;
+};
+
+/* ---- small helpers -------------------------------------------------------- */
+
+static uint64_t now_ms(engine *e) { return uv_now(e->app->loop); }
+
+static int64_t wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void random_hex(char *out, size_t nbytes) {
+  unsigned char b[32];
+  if (RAND_bytes(b, (int)nbytes) != 1) abort();
+  for (size_t i = 0; i < nbytes; i++) snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+static void sess_unref(sess *s) {
+  if (--s->refs > 0) return;
+  auth_identity_free(&s->id);
+  wsy_free(s);
+}
+
+/* Sends a JSON value (stolen) to a session, if it is still connected. */
+static void send_json(sess *s, json_t *msg) {
+  if (s->w && ws_conn_is_open(s->w)) {
+    char *text = json_dumps(msg, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (text) ws_send(s->w, WS_OP_TEXT, text, strlen(text));
+    free(text);
+  }
+  json_decref(msg);
+}
+
+static net_chunk *frame_json(json_t *msg, char **text_out) {
+  char *text = json_dumps(msg, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  net_chunk *ch = ws_frame_new(WS_OP_TEXT, text, strlen(text));
+  if (text_out) *text_out = text;
+  else free(text);
+  return ch;
+}
+
+/* An error reply: code, message, and the request's id and room when known. */
+static void send_error(sess *s, json_t *req, const char *code, const char *message,
+                       const char *field, json_t *extra) {
+  json_t *m = json_pack("{s:s}", "type", "error");
+  json_t *id = req ? json_object_get(req, "id") : NULL;
+  if (id) json_object_set(m, "re", id);
+  json_t *type = req ? json_object_get(req, "type") : NULL;
+  if (json_is_string(type)) json_object_set(m, "for", type);
+  json_object_set_new(m, "code", json_string(code));
+  json_object_set_new(m, "message", json_string(message));
+  json_t *jroom = req ? json_object_get(req, "room") : NULL;
+  if (json_is_string(jroom)) json_object_set(m, "room", jroom);
+  json_t *cid = req ? json_object_get(req, "cid") : NULL;
+  if (json_is_string(cid)) json_object_set(m, "cid", cid);
+  if (field) json_object_set_new(m, "field", json_string(field));
+  if (extra) json_object_update(m, extra);
+  json_decref(extra);
+  send_json(s, m);
+}
+
+/* Errors before welcome end the connection (PROTOCOL.md 3.3). */
+static void refuse(sess *s, json_t *req, const char *code, const char *message) {
+  send_error(s, req, code, message, NULL, NULL);
+  if (s->w) ws_close(s->w, WS_CLOSE_POLICY, code);
+}
+
+static int rate_ok(sess *s) {
+  const wsy_config *cfg = s->e->app->cfg;
+  uint64_t now = now_ms(s->e);
+  s->tokens += (double)(now - s->tokens_ms) * cfg->rate / 1000.0;
+  if (s->tokens > cfg->burst) s->tokens = cfg->burst;
+  s->tokens_ms = now;
+  if (s->tokens < 1) return 0;
+  s->tokens -= 1;
+  return 1;
+}
+
+static member *membership(sess *s, const char *rname) {
+  for (member *m = s->rooms; m; m = m->snext)
+    if (strcmp(m->r->name, rname) == 0) return m;
+  return NULL;
+}
+
+/* ---- rooms ---------------------------------------------------------------- */
+
+static void room_free(engine *e, room *r) {
+  map_del(&e->rooms, r->name);
+  doc_free(&r->d);
+  wsy_free(r->name);
+  wsy_free(r);
+}
+
+static void room_maybe_unload(engine *e, room *r) {
+  if (r->nmembers == 0 && r->pending == 0) room_free(e, r);
+}
+
+static int load_item(const char *item, const char *fields, size_t len, uint64_t version, void *ud) {
+  return doc_load(ud, item, fields, len, version);
+}
+
+static void pend_append(engine *e, pend *p) {
+  p->next = NULL;
+  *e->tail = p;
+  e->tail = &p->next;
+}
+
+/* The room, loaded from the store (or created) before it is served. */
+static room *room_get(engine *e, const char *name, int *err) {
+  room *r = map_get(&e->rooms, name);
+  if (r) return r;
+  store_room_info info;
+  if (store_room_get(e->st, name, &info) != 0) {
+    *err = WSY_IO;
+    return NULL;
+  }
+  r = wsy_calloc(1, sizeof *r);
+  r->name = wsy_strndup(name, strlen(name));
+  doc_init(&r->d);
+  if (info.exists) {
+    memcpy(r->epoch, info.epoch, sizeof r->epoch);
+    r->seq = info.seq;
+    if (store_room_items(e->st, name, load_item, &r->d) != 0) {
+      doc_free(&r->d);
+      wsy_free(r->name);
+      wsy_free(r);
+      *err = WSY_IO;
+      return NULL;
+    }
+  } else {
+    /* A new history: a new epoch, made durable with the next batch. The
+     * creation counts as pending so the room stays loaded until it is. */
+    random_hex(r->epoch, 8);
+    store_batch_room_create(e->batch, name, r->epoch);
+    pend *p = wsy_calloc(1, sizeof *p);
+    p->kind = P_CREATE;
+    p->r = r;
+    r->pending++;
+    pend_append(e, p);
+  }
+  map_put(&e->rooms, name, r);
+  return r;
+}
+
+static json_t *presence_entry(member *m) {
+  return json_pack("{s:s,s:s,s:O,s:b}", "user", m->s->id.user, "device", m->s->device, "state",
+                   m->state, "connected", m->s->w != NULL);
+}
+
+/* A presence event to every member but the one it is about. */
+static void presence_event(engine *e, member *about, const char *event) {
+  json_t *msg = json_pack("{s:s,s:s,s:s,s:s,s:s}", "type", "presence", "room", about->r->name,
+                          "event", event, "user", about->s->id.user, "device", about->s->device);
+  if (strcmp(event, "leave") != 0) {
+    json_object_set(msg, "state", about->state);
+    json_object_set_new(msg, "connected", json_boolean(about->s->w != NULL));
+  }
+  net_chunk *frame = frame_json(msg, NULL);
+  json_decref(msg);
+  for (member *m = about->r->members, *next; m; m = next) {
+    next = m->next;
+    if (m != about && m->s->w) {
+      ws_send_frame(m->s->w, frame);
+      e->deliveries++;
+    }
+  }
+  net_chunk_unref(frame);
+}
+
+static void member_remove(engine *e, member *m) {
+  room *r = m->r;
+  sess *s = m->s;
+  if (m->prev) m->prev->next = m->next;
+  else r->members = m->next;
+  if (m->next) m->next->prev = m->prev;
+  r->nmembers--;
+  for (member **pp = &s->rooms; *pp; pp = &(*pp)->snext)
+    if (*pp == m) {
+      *pp = m->snext;
+      break;
+    }
+  s->nrooms--;
+  presence_event(e, m, "leave");
+  json_decref(m->state);
+  wsy_free(m);
+  room_maybe_unload(e, r);
+}
+
+/* ---- group commit ------------------------------------------------------- */
+
+static void commit_work(uv_work_t *w) {
+  engine *e = w->data;
+  e->fl_rc = store_batch_commit(e->st, e->fl_batch);
+}
+
+static void pend_free(engine *e, pend *p) {
+  if (p->ckey) {
+    if (map_get(&e->cids, p->ckey) == p) map_del(&e->cids, p->ckey);
+    wsy_free(p->ckey);
+  }
+  if (p->s) sess_unref(p->s);
+  json_decref(p->re);
+  wsy_free(p->cid);
+  net_chunk_unref(p->frame);
+  wsy_free(p);
+}
+
+static void start_commit(engine *e);
+
+static void commit_done(uv_work_t *w, int status) {
+  engine *e = w->data;
+  int rc = status ? WSY_IO : e->fl_rc;
+  if (rc != 0)
+    log_error("commit failed (%s): %s", wsy_strerror(rc), store_batch_error(e->fl_batch));
+  for (pend *p = e->fl_head, *next; p; p = next) {
+    next = p->next;
+    room *r = p->r;
+    if (rc != 0) {
+      r->broken = 1;
+      if (p->s && p->kind != P_CREATE)
+        send_error(p->s, NULL, "internal", "the change could not be stored; retry", NULL,
+                   json_pack("{s:s,s:s?}", "room", r->name, "cid", p->cid));
+    } else if (p->kind == P_OP || p->kind == P_DUP) {
+      if (p->s) {
+        json_t *ack = json_pack("{s:s}", "type", "ack");
+        if (p->re) json_object_set(ack, "re", p->re);
+        json_object_set_new(ack, "room", json_string(r->name));
+        if (p->cid) json_object_set_new(ack, "cid", json_string(p->cid));
+        json_object_set_new(ack, "seq", json_integer((json_int_t)p->seq));
+        if (p->kind == P_DUP) json_object_set_new(ack, "duplicate", json_true());
+        send_json(p->s, ack);
+      }
+      if (p->kind == P_OP) {
+        for (member *m = r->members, *mn; m; m = mn) {
+          mn = m->next;
+          if (p->seq > m->from_seq && m->s->w) {
+            ws_send_frame(m->s->w, p->frame);
+            e->deliveries++;
+          }
+        }
+      }
+    }
+    if (p->kind != P_DUP) r->pending--;
+    pend_free(e, p);
+    if (r->broken && r->pending == 0) {
+      /* The in-memory room ran ahead of the store: drop it and let its
+       * members rejoin (they catch up from what was stored). */
+      for (member *m = r->members, *mn; m; m = mn) {
+        mn = m->next;
+        if (m->s->w) ws_close(m->s->w, WS_CLOSE_INTERNAL, "storage failure");
+      }
+      if (map_get(&e->rooms, r->name) == r && r->nmembers == 0) room_free(e, r);
+    } else {
+      room_maybe_unload(e, r);
+    }
+  }
+  store_batch_free(e->fl_batch);
+  e->fl_batch = NULL;
+  e->fl_head = NULL;
+  e->busy = 0;
+  start_commit(e);
+}
+
+static void start_commit(engine *e) {
+  if (e->busy || !e->head) return;
+  e->fl_batch = e->batch;
+  e->fl_head = e->head;
+  e->batch = store_batch_new();
+  e->head = NULL;
+  e->tail = &e->head;
+  e->busy = 1;
+  e->work.data = e;
+  if (store_batch_count(e->fl_batch) == 0) { /* only duplicates: nothing to write */
+    e->fl_rc = 0;
+    commit_done(&e->work, 0);
+    return;
+  }
+  uv_queue_work(e->app->loop, &e->work, commit_work, commit_done);
+}
+
+static void on_check(uv_check_t *h) { start_commit(h->data); }
+
+/* ---- handlers ----------------------------------------------------------- */
+
+static const char *str_member(json_t *req, const char *name) {
+  return json_string_value(json_object_get(req, name));
+}
+
+static void handle_hello(sess *s, json_t *req) {
+  engine *e = s->e;
+  const wsy_config *cfg = e->app->cfg;
+  if (s->welcomed) {
+    send_error(s, req, "bad_request", "this connection already has a session", NULL, NULL);
+    return;
+  }
+  json_t *v = json_object_get(req, "v");
+  if (v && (!json_is_integer(v) || json_integer_value(v) != 1)) {
+    refuse(s, req, "unsupported_version", "only protocol version 1 exists");
+    return;
+  }
+  const char *token = str_member(req, "token"), *user = str_member(req, "user");
+  const char *device = str_member(req, "device");
+  if (!device || !auth_device_valid(device, strlen(device))) {
+    refuse(s, req, "bad_request", "device must be 1-64 characters of A-Z a-z 0-9 . _ : -");
+    return;
+  }
+  if (token) {
+    auth_result ar = auth_verify(cfg->auth_secret, token, (int64_t)time(NULL), &s->id);
+    if (ar == AUTH_NO_SECRET) {
+      refuse(s, req, "unauthorized", "this server accepts no tokens (no --auth-secret)");
+      return;
+    }
+    if (ar != AUTH_OK) {
+      log_info("hello refused: %s", auth_strerror(ar));
+      refuse(s, req, auth_wire_code(ar), ar == AUTH_EXPIRED ? "the token has expired" : "the token is not valid");
+      return;
+    }
+  } else if (user && cfg->insecure_demo) {
+    if (!auth_user_valid(user, strlen(user))) {
+      refuse(s, req, "bad_request", "user must be 1-64 characters of A-Z a-z 0-9 . _ @ -");
+      return;
+    }
+    auth_identity_demo(&s->id, user);
+  } else {
+    refuse(s, req, "unauthorized", "a token is required");
+    return;
+  }
+  snprintf(s->device, sizeof s->device, "%s", device);
+  snprintf(s->dkey, sizeof s->dkey, "%s:%s", s->id.user, device);
+  random_hex(s->token, 16);
+  s->welcomed = 1;
+  s->tokens = cfg->burst;
+  s->tokens_ms = now_ms(e);
+  json_t *w = json_pack(
+      "{s:s,s:i,s:s,s:s,s:s,s:b,s:s,s:{s:I,s:i,s:I,s:I,s:I,s:i,s:i,s:i,s:i}}", "type", "welcome",
+      "v", 1, "session", s->token, "user", s->id.user, "device", s->device, "resumed", 0, "server",
+      "wsync/" WSYNC_VERSION, "limits", "max_message", (json_int_t)cfg->max_message, "max_rooms",
+      (int)cfg->max_rooms, "max_fields", (json_int_t)e->lim.max_fields, "max_field_size",
+      (json_int_t)e->lim.max_field_size, "max_item_size", (json_int_t)e->lim.max_item_size,
+      "max_depth", e->lim.max_depth, "max_presence_state", MAX_PRESENCE_STATE, "rate",
+      (int)cfg->rate, "burst", (int)cfg->burst);
+  if (!token) json_object_set_new(w, "insecure", json_true());
+  json_t *id = json_object_get(req, "id");
+  if (id) json_object_set(w, "re", id);
+  send_json(s, w);
+}
+
+static const char *room_member_or_error(sess *s, json_t *req, member **out, int need_write) {
+  const char *rname = str_member(req, "room");
+  if (!rname) {
+    send_error(s, req, "bad_request", "room must be a string", "room", NULL);
+    return NULL;
+  }
+  if (!auth_room_valid(rname, strlen(rname))) {
+    send_error(s, req, "room_invalid", "room names are 1-128 characters of A-Z a-z 0-9 . _ : @ -", "room", NULL);
+    return NULL;
+  }
+  *out = membership(s, rname);
+  if (!*out) {
+    send_error(s, req, "not_joined", "join the room first", NULL, NULL);
+    return NULL;
+  }
+  if (need_write && !(auth_room_perms(&s->id, rname) & AUTH_WRITE)) {
+    send_error(s, req, "forbidden", "no write permission for this room", NULL, NULL);
+    return NULL;
+  }
+  return rname;
+}
+
+typedef struct {
+  json_t *arr;
+} collect;
+
+static int collect_op(uint64_t seq, const char *msg, size_t len, void *ud) {
+  (void)seq;
+  json_error_t jerr;
+  json_t *v = json_loadb(msg, len, 0, &jerr);
+  if (!v) return WSY_IO;
+  json_array_append_new(((collect *)ud)->arr, v);
+  return 0;
+}
+
+static int collect_item(const char *item, const char *fields, size_t len, uint64_t version, void *ud) {
+  json_error_t jerr;
+  json_t *f = json_loadb(fields, len, 0, &jerr);
+  if (!f) return WSY_IO;
+  json_object_set_new(ud, item, json_pack("{s:I,s:o}", "version", (json_int_t)version, "fields", f));
+  return 0;
+}
+
+static void handle_join(sess *s, json_t *req) {
+  engine *e = s->e;
+  const char *name = str_member(req, "room");
+  if (!name) {
+    send_error(s, req, "bad_request", "room must be a string", "room", NULL);
+    return;
+  }
+  if (!auth_room_valid(name, strlen(name))) {
+    send_error(s, req, "room_invalid", "room names are 1-128 characters of A-Z a-z 0-9 . _ : @ -", "room", NULL);
+    return;
+  }
+  if (!(auth_room_perms(&s->id, name) & AUTH_READ)) {
+    send_error(s, req, "forbidden", "no read permission for this room", NULL, NULL);
+    return;
+  }
+  json_t *since = json_object_get(req, "since");
+  const char *since_epoch = NULL;
+  uint64_t since_seq = 0;
+  if (since) {
+    json_t *se = json_object_get(since, "epoch"), *sq = json_object_get(since, "seq");
+    if (!json_is_object(since) || (se && !json_is_string(se)) || !json_is_integer(sq) ||
+        json_integer_value(sq) < 0) {
+      send_error(s, req, "bad_request", "since must be {epoch: string, seq: integer >= 0}", "since", NULL);
+      return;
+    }
+    since_epoch = json_string_value(se);
+    since_seq = (uint64_t)json_integer_value(sq);
+  }
+  json_t *pstate = json_object_get(req, "presence");
+  if (pstate && !json_is_object(pstate)) {
+    send_error(s, req, "bad_request", "presence must be an object", "presence", NULL);
+    return;
+  }
+  member *m = membership(s, name);
+  if (!m && s->nrooms >= e->app->cfg->max_rooms) {
+    send_error(s, req, "too_many_rooms", "the session has joined the maximum number of rooms", NULL, NULL);
+    return;
+  }
+  int err = 0;
+  room *r = room_get(e, name, &err);
+  if (!r) {
+    send_error(s, req, "internal", "the room could not be loaded", NULL, NULL);
+    return;
+  }
+  /* What the client gets is the committed state, read in one snapshot. */
+  store_room_info info;
+  json_t *reply = json_pack("{s:s}", "type", "joined");
+  json_t *id = json_object_get(req, "id");
+  if (id) json_object_set(reply, "re", id);
+  json_object_set_new(reply, "room", json_string(name));
+  int rc = store_read_begin(e->st);
+  if (rc == 0) rc = store_room_get(e->st, name, &info);
+  uint64_t seq = 0;
+  if (rc == 0) {
+    seq = info.exists ? info.seq : 0;
+    const char *epoch = info.exists ? info.epoch : r->epoch;
+    json_object_set_new(reply, "epoch", json_string(epoch));
+    json_object_set_new(reply, "seq", json_integer((json_int_t)seq));
+    int recover = since_epoch && *since_epoch && strcmp(since_epoch, epoch) == 0 && since_seq <= seq &&
+                  (!info.exists || since_seq + 1 >= info.min_seq) && seq - since_seq <= MAX_CATCHUP;
+    json_object_set_new(reply, "recovered", json_boolean(recover));
+    if (recover) {
+      collect c = {json_array()};
+      if (info.exists && seq > since_seq) rc = store_history(e->st, name, since_seq, 0, collect_op, &c);
+      json_object_set_new(reply, "ops", c.arr);
+    } else {
+      json_t *items = json_object();
+      if (info.exists) rc = store_room_items(e->st, name, collect_item, items);
+      json_object_set_new(reply, "snapshot", json_pack("{s:o}", "items", items));
+    }
+  }
+  store_read_end(e->st);
+  if (rc != 0) {
+    json_decref(reply);
+    send_error(s, req, "internal", "the room could not be read", NULL, NULL);
+    room_maybe_unload(e, r);
+    return;
+  }
+  int is_new = !m;
+  if (!m) {
+    m = wsy_calloc(1, sizeof *m);
+    m->s = s;
+    m->r = r;
+    m->state = pstate ? json_deep_copy(pstate) : json_object();
+    m->next = r->members;
+    if (r->members) r->members->prev = m;
+    r->members = m;
+    r->nmembers++;
+    m->snext = s->rooms;
+    s->rooms = m;
+    s->nrooms++;
+  }
+  m->from_seq = seq;
+  json_t *pres = json_array();
+  for (member *x = r->members; x; x = x->next) json_array_append_new(pres, presence_entry(x));
+  json_object_set_new(reply, "presence", pres);
+  json_object_set_new(reply, "locks", json_array());
+  send_json(s, reply);
+  if (is_new) presence_event(e, m, "join");
+}
+
+static void handle_leave(sess *s, json_t *req) {
+  const char *name = str_member(req, "room");
+  if (!name) {
+    send_error(s, req, "bad_request", "room must be a string", "room", NULL);
+    return;
+  }
+  member *m = membership(s, name);
+  json_t *reply = json_pack("{s:s}", "type", "left");
+  json_t *id = json_object_get(req, "id");
+  if (id) json_object_set(reply, "re", id);
+  json_object_set_new(reply, "room", json_string(name));
+  send_json(s, reply);
+  if (m) member_remove(s->e, m);
+}
+
+static int cid_valid(const char *cid) { return auth_room_valid(cid, strlen(cid)); }
+
+/* Sequences an accepted entry: broadcast bytes, store op, pending ack. */
+static void sequence(sess *s, json_t *req, room *r, json_t *bcast, const sync_op *op,
+                     const char *fields_json, const char *cid) {
+  engine *e = s->e;
+  char *text;
+  pend *p = wsy_calloc(1, sizeof *p);
+  p->kind = P_OP;
+  p->s = s;
+  s->refs++;
+  p->re = json_incref(json_object_get(req, "id"));
+  p->r = r;
+  p->seq = r->seq;
+  p->cid = cid ? wsy_strndup(cid, strlen(cid)) : NULL;
+  p->frame = frame_json(bcast, &text);
+  store_op so = {
+    .room = r->name,
+    .seq = r->seq,
+    .item = op ? op->item : NULL,
+    .fields_json = fields_json,
+    .version = r->seq,
+    .device = cid ? s->dkey : NULL,
+    .cid = cid,
+    .msg = text,
+    .msg_len = strlen(text),
+  };
+  store_batch_op(e->batch, &so);
+  free(text);
+  if (cid) {
+    char key[300];
+    snprintf(key, sizeof key, "%s|%s", s->dkey, cid);
+    p->ckey = wsy_strndup(key, strlen(key));
+    map_put(&e->cids, key, p);
+  }
+  r->pending++;
+  pend_append(e, p);
+  e->ops_accepted++;
+}
+
+/* A re-sent entry (same user, device, cid): answered with the original seq.
+ * Returns 1 when req was a duplicate and has been answered. */
+static int dedupe(sess *s, json_t *req, room *r, const char *cid) {
+  engine *e = s->e;
+  char key[300];
+  snprintf(key, sizeof key, "%s|%s", s->dkey, cid);
+  pend *orig = map_get(&e->cids, key);
+  uint64_t seq = 0;
+  int found = 0;
+  if (orig) {
+    if (orig->r != r) goto other_room;
+    seq = orig->seq;
+    found = 1;
+  } else {
+    char room_out[STORE_ROOM_MAX + 1];
+    int rc = store_dedupe_get(e->st, s->dkey, cid, room_out, &seq);
+    if (rc == 0 && strcmp(room_out, r->name) != 0) goto other_room;
+    found = rc == 0;
+  }
+  if (!found) return 0;
+  /* The ack waits for the original's commit (and for the ones queued
+   * before it), so it never claims what is not yet stored. */
+  pend *p = wsy_calloc(1, sizeof *p);
+  p->kind = P_DUP;
+  p->s = s;
+  s->refs++;
+  p->re = json_incref(json_object_get(req, "id"));
+  p->r = r;
+  p->seq = seq;
+  p->cid = wsy_strndup(cid, strlen(cid));
+  pend_append(e, p);
+  return 1;
+other_room:
+  send_error(s, req, "bad_request", "this cid was already used in another room", "cid", NULL);
+  return 1;
+}
+
+static void handle_op(sess *s, json_t *req) {
+  engine *e = s->e;
+  member *m;
+  if (!room_member_or_error(s, req, &m, 1)) return;
+  room *r = m->r;
+  const char *cid = str_member(req, "cid");
+  if (!cid || !cid_valid(cid)) {
+    send_error(s, req, "bad_request", "cid must be 1-128 characters of A-Z a-z 0-9 . _ : @ -", "cid", NULL);
+    return;
+  }
+  sync_op op;
+  sync_err err;
+  if (sync_op_parse(json_object_get(req, "op"), &e->lim, &op, &err) != 0) {
+    e->ops_rejected++;
+    send_error(s, req, err.code, err.message, err.field, op.item ? json_pack("{s:s}", "item", op.item) : NULL);
+    return;
+  }
+  if (dedupe(s, req, r, cid)) return;
+  if (r->broken) {
+    send_error(s, req, "internal", "the room is recovering from a storage failure; retry", NULL, NULL);
+    return;
+  }
+  char *fields_json = NULL;
+  if (sync_apply(&r->d, &op, r->seq + 1, &e->lim, &fields_json, &err) != 0) {
+    e->ops_rejected++;
+    json_t *extra = json_pack("{s:s}", "item", op.item);
+    if (!strcmp(err.code, "conflict")) json_object_set_new(extra, "current", doc_item_json(doc_get(&r->d, op.item)));
+    send_error(s, req, err.code, err.message, err.field, extra);
+    return;
+  }
+  r->seq++;
+  json_t *bcast = json_pack("{s:s,s:s,s:I,s:I,s:{s:s,s:s},s:s,s:o}", "type", "op", "room", r->name,
+                            "seq", (json_int_t)r->seq, "ts", (json_int_t)wall_ms(), "from", "user",
+                            s->id.user, "device", s->device, "cid", cid, "op", sync_op_normalized(&op));
+  sequence(s, req, r, bcast, &op, fields_json, cid);
+  json_decref(bcast);
+  free(fields_json);
+}
+
+static void handle_publish(sess *s, json_t *req) {
+  engine *e = s->e;
+  member *m;
+  if (!room_member_or_error(s, req, &m, 1)) return;
+  room *r = m->r;
+  json_t *data = json_object_get(req, "data");
+  if (!data) {
+    send_error(s, req, "bad_request", "data is required", "data", NULL);
+    return;
+  }
+  char *enc = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
+  size_t dl = enc ? strlen(enc) : 0;
+  free(enc);
+  if (dl > e->lim.max_field_size) {
+    send_error(s, req, "too_large", "data is too large", "data", NULL);
+    return;
+  }
+  json_t *eph = json_object_get(req, "ephemeral");
+  const char *cid = str_member(req, "cid");
+  if (json_object_get(req, "cid") && (!cid || !cid_valid(cid))) {
+    send_error(s, req, "bad_request", "cid must be 1-128 characters of A-Z a-z 0-9 . _ : @ -", "cid", NULL);
+    return;
+  }
+  if (json_is_true(eph)) {
+    json_t *msg = json_pack("{s:s,s:s,s:I,s:{s:s,s:s},s:O,s:b}", "type", "message", "room", r->name,
+                            "ts", (json_int_t)wall_ms(), "from", "user", s->id.user, "device",
+                            s->device, "data", data, "ephemeral", 1);
+    net_chunk *frame = frame_json(msg, NULL);
+    json_decref(msg);
+    json_t *ack = json_pack("{s:s,s:s}", "type", "ack", "room", r->name);
+    json_t *id = json_object_get(req, "id");
+    if (id) json_object_set(ack, "re", id);
+    send_json(s, ack);
+    for (member *x = r->members, *next; x; x = next) {
+      next = x->next;
+      if (x->s->w) {
+        ws_send_frame(x->s->w, frame);
+        e->deliveries++;
+      }
+    }
+    net_chunk_unref(frame);
+    return;
+  }
+  if (cid && dedupe(s, req, r, cid)) return;
+  if (r->broken) {
+    send_error(s, req, "internal", "the room is recovering from a storage failure; retry", NULL, NULL);
+    return;
+  }
+  r->seq++;
+  json_t *bcast = json_pack("{s:s,s:s,s:I,s:I,s:{s:s,s:s}}", "type", "message", "room", r->name,
+                            "seq", (json_int_t)r->seq, "ts", (json_int_t)wall_ms(), "from", "user",
+                            s->id.user, "device", s->device);
+  if (cid) json_object_set_new(bcast, "cid", json_string(cid));
+  json_object_set(bcast, "data", data);
+  sequence(s, req, r, bcast, NULL, NULL, cid);
+  json_decref(bcast);
+}
+
+static void handle_presence(sess *s, json_t *req) {
+  member *m;
+  if (!room_member_or_error(s, req, &m, 0)) return;
+  json_t *state = json_object_get(req, "state");
+  if (!json_is_object(state)) {
+    send_error(s, req, "bad_request", "state must be an object", "state", NULL);
+    return;
+  }
+  char *enc = json_dumps(state, JSON_COMPACT);
+  size_t n = enc ? strlen(enc) : 0;
+  free(enc);
+  if (n > MAX_PRESENCE_STATE) {
+    send_error(s, req, "too_large", "presence state is too large", "state", NULL);
+    return;
+  }
+  json_decref(m->state);
+  m->state = json_deep_copy(state);
+  presence_event(s->e, m, "update");
+}
+
+static void dispatch(sess *s, json_t *req) {
+  const char *type = str_member(req, "type");
+  if (!type) {
+    if (!s->welcomed) refuse(s, req, "unknown_type", "type must be a string");
+    else send_error(s, req, "unknown_type", "type must be a string", "type", NULL);
+    return;
+  }
+  if (!strcmp(type, "hello")) {
+    handle_hello(s, req);
+    return;
+  }
+  if (!s->welcomed) {
+    refuse(s, req, "unauthorized", "say hello first");
+    return;
+  }
+  if (!strcmp(type, "ping")) {
+    json_t *pong = json_pack("{s:s}", "type", "pong");
+    json_t *id = json_object_get(req, "id");
+    if (id) json_object_set(pong, "re", id);
+    send_json(s, pong);
+    return;
+  }
+  if (!strcmp(type, "recv") || !strcmp(type, "cursor")) return; /* resume and cursors: planned */
+  if (!strcmp(type, "bye")) {
+    if (s->w) ws_close(s->w, WS_CLOSE_NORMAL, "bye");
+    return;
+  }
+  static const struct {
+    const char *type;
+    void (*fn)(sess *, json_t *);
+    int rated;
+  } handlers[] = {
+    {"join", handle_join, 1},         {"leave", handle_leave, 0}, {"op", handle_op, 1},
+    {"publish", handle_publish, 1},   {"presence", handle_presence, 1},
+  };
+  for (size_t i = 0; i < WSY_ARRAY_LEN(handlers); i++) {
+    if (strcmp(type, handlers[i].type) != 0) continue;
+    if (handlers[i].rated && !rate_ok(s)) {
+      const wsy_config *cfg = s->e->app->cfg;
+      send_error(s, req, "rate_limited", "too many requests", NULL,
+                 json_pack("{s:i}", "retry_after", (int)(1000 / (cfg->rate ? cfg->rate : 1)) + 1));
+      return;
+    }
+    handlers[i].fn(s, req);
+    return;
+  }
+  send_error(s, req, "unknown_type", "unknown message type", "type", NULL);
+}
+
+/* ---- WebSocket endpoint ---------------------------------------------------- */
+
+static int ws_open(ws_conn *w, const void *req_ctx) {
+  (void)req_ctx;
+  engine *e = ws_conn_app(w)->sync;
+  sess *s = wsy_calloc(1, sizeof *s);
+  s->e = e;
+  s->w = w;
+  s->refs = 1;
+  ws_conn_set_user(w, s);
+  return 0;
+}
+
+static void ws_message(ws_conn *w, int opcode, uint8_t *data, size_t len) {
+  sess *s = ws_conn_user(w);
+  if (opcode != WS_OP_TEXT) {
+    ws_close(w, WS_CLOSE_UNSUPPORTED, "binary messages are not part of protocol version 1");
+    return;
+  }
+  json_error_t jerr;
+  json_t *req = json_loadb((const char *)data, len, JSON_REJECT_DUPLICATES, &jerr);
+  if (!req || !json_is_object(req)) {
+    json_decref(req);
+    if (!s->welcomed) refuse(s, NULL, "bad_json", "a message must be one JSON object");
+    else send_error(s, NULL, "bad_json", "a message must be one JSON object", NULL, NULL);
+    return;
+  }
+  dispatch(s, req);
+  json_decref(req);
+}
+
+static void ws_gone(ws_conn *w) {
+  sess *s = ws_conn_user(w);
+  if (!s) return;
+  ws_conn_set_user(w, NULL);
+  s->w = NULL;
+  /* Resume is planned: for now a session ends with its connection. */
+  while (s->rooms) member_remove(s->e, s->rooms);
+  sess_unref(s);
+}
+
+const ws_endpoint engine_ws_endpoint = {
+  .name = "sync",
+  .on_open = ws_open,
+  .on_message = ws_message,
+  .on_close = ws_gone,
+};
+
+/* ---- life cycle ------------------------------------------------------------ */
+
+int engine_new(struct app *app, engine **out, char *err, size_t errlen) {
+  engine *e = wsy_calloc(1, sizeof *e);
+  e->app = app;
+  int rc = store_open(app->cfg->data_dir, app->cfg->durability_full, &e->st, err, errlen);
+  if (rc != 0) {
+    wsy_free(e);
+    return rc;
+  }
+  map_init(&e->rooms);
+  map_init(&e->cids);
+  e->lim = (sync_limits){.max_fields = 256, .max_field_size = 64 * 1024,
+                         .max_item_size = 256 * 1024, .max_depth = 16, .max_room_items = 100000};
+  e->batch = store_batch_new();
+  e->tail = &e->head;
+  uv_check_init(app->loop, &e->check);
+  e->check.data = e;
+  uv_check_start(&e->check, on_check);
+  uv_unref((uv_handle_t *)&e->check);
+  *out = e;
+  return 0;
+}
+
+void engine_free(engine *e) {
+  if (!e) return;
+  /* Connections are gone by now; finish what is in flight and pending. */
+  while (e->busy || e->head) {
+    start_commit(e);
+    uv_run(e->app->loop, UV_RUN_ONCE);
+  }
+  uv_close((uv_handle_t *)&e->check, NULL);
+  uv_run(e->app->loop, UV_RUN_NOWAIT);
+  const char *k;
+  void *v;
+  for (size_t i = 0; map_next(&e->rooms, &i, &k, &v);) {
+    room *r = v;
+    doc_free(&r->d);
+    wsy_free(r->name);
+    wsy_free(r);
+  }
+  map_free(&e->rooms);
+  map_free(&e->cids);
+  store_batch_free(e->batch);
+  store_close(e->st);
+  wsy_free(e);
+}

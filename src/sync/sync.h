@@ -1,0 +1,79 @@
+/* sync.h -- the document model and its conflict policies, as pure functions:
+ * (document, op) -> result. No I/O, no clock.
+ *
+ * A document maps item ids to items {fields: JSON object, version}. Ops:
+ *   set  fields of one item, creating it; a null value deletes a field,
+ *        any other value replaces the field as a whole (LWW per field in
+ *        server order, since ops are applied in seq order);
+ *   del  removes an existing item.
+ * Either may carry `base`: 0 = the item must not exist, n = its version must
+ * be n; otherwise the op fails with "conflict" and changes nothing.
+ * Error results are the wire error codes of docs/PROTOCOL.md 11.2. */
+#ifndef WSY_SYNC_H
+#define WSY_SYNC_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/map.h"
+
+typedef struct sync_limits {
+  size_t max_fields;      /* members per set */
+  size_t max_field_size;  /* one field value, compact JSON */
+  size_t max_item_size;   /* all fields of an item, compact JSON */
+  int max_depth;          /* nesting of a field value */
+  size_t max_room_items;
+} sync_limits;
+
+typedef struct doc_item {
+  json_t *fields;
+  uint64_t version;
+} doc_item;
+
+typedef struct doc {
+  map items; /* item id -> doc_item* */
+} doc;
+
+enum { SYNC_SET = 1, SYNC_DEL = 2 };
+
+typedef struct sync_op {
+  int kind;
+  const char *item;  /* borrowed from the request's JSON */
+  json_t *fields;    /* borrowed; set only */
+  int has_base;
+  uint64_t base;
+} sync_op;
+
+/* A rejection: code (static string), a message, the offending member path. */
+typedef struct sync_err {
+  const char *code;
+  char message[160];
+  const char *field;
+} sync_err;
+
+void doc_init(doc *d);
+void doc_free(doc *d);
+size_t doc_len(const doc *d);
+const doc_item *doc_get(const doc *d, const char *id);
+/* Loads a stored item (fields as JSON text). WSY_OK or WSY_INVAL. */
+int doc_load(doc *d, const char *id, const char *fields_json, size_t len, uint64_t version);
+/* {"version":v,"fields":{...}} of an item (new reference), or json null. */
+json_t *doc_item_json(const doc_item *it);
+/* {"items":{id:{version,fields}}} (new reference). */
+json_t *doc_snapshot(const doc *d);
+
+int sync_item_id_valid(const char *id);
+/* Reads an op object from a request. NULL on success, else the error. */
+int sync_op_parse(json_t *op, const sync_limits *lim, sync_op *out, sync_err *err);
+/* Checks op against d and, when it passes, applies it with version seq.
+ * On success returns 0 and sets *fields_json to the item's fields after the
+ * op (malloc'd compact JSON; NULL after a del). On failure returns -1, fills
+ * err (conflict: err->field NULL, see doc_get for the current item) and d is
+ * unchanged. */
+int sync_apply(doc *d, const sync_op *op, uint64_t seq, const sync_limits *lim, char **fields_json,
+               sync_err *err);
+/* The op as broadcast: {"kind","item"[,"fields"]} without base (new ref). */
+json_t *sync_op_normalized(const sync_op *op);
+
+#endif
