@@ -37,6 +37,8 @@ typedef struct wsy_config {
   unsigned max_rooms;        /* per session */
   unsigned rate;             /* requests per second per session */
   unsigned burst;
+  unsigned max_lock_ttl_ms;
+  unsigned history_ops;      /* log entries kept per room */
 } wsy_config;
 
 typedef struct bcast_registry bcast_registry;

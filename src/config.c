@@ -42,6 +42,8 @@ static const option options[] = {
   {"max-rooms", K_UINT, OFF(max_rooms), "N", "rooms one session may join (default 100)"},
   {"rate", K_UINT, OFF(rate), "N", "requests per second per session, sustained (default 100)"},
   {"burst", K_UINT, OFF(burst), "N", "requests per session allowed in a burst (default 200)"},
+  {"max-lock-ttl", K_DUR, OFF(max_lock_ttl_ms), "DUR", "longest lock lease a client may ask for (default 5m)"},
+  {"history-ops", K_UINT, OFF(history_ops), "N", "log entries kept per room for catch-up; older ones are trimmed (default 100000)"},
 };
 #undef OFF
 
@@ -65,6 +67,8 @@ void config_defaults(wsy_config *cfg) {
   cfg->max_rooms = 100;
   cfg->rate = 100;
   cfg->burst = 200;
+  cfg->max_lock_ttl_ms = 300000;
+  cfg->history_ops = 100000;
 }
 
 int config_parse_size(const char *s, size_t *out) {

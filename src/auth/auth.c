@@ -94,6 +94,7 @@ int auth_grant_parse(const char *spec, auth_grant *out) {
 
 void auth_identity_free(auth_identity *id) {
   wsy_free(id->user);
+  wsy_free(id->device);
   for (size_t i = 0; i < id->ngrants; i++) wsy_free(id->grants[i].pattern);
   wsy_free(id->grants);
   memset(id, 0, sizeof *id);
@@ -103,6 +104,7 @@ auth_identity auth_identity_copy(const auth_identity *id) {
   auth_identity c = {0};
   c.user = id->user ? wsy_strndup(id->user, strlen(id->user)) : NULL;
   c.exp = id->exp;
+  c.device = id->device ? wsy_strndup(id->device, strlen(id->device)) : NULL;
   c.ngrants = id->ngrants;
   if (id->ngrants) {
     c.grants = wsy_calloc(id->ngrants, sizeof *c.grants);
@@ -179,6 +181,14 @@ static auth_result claims(jwt_t *jwt, int64_t now_s, auth_identity *id) {
     }
   }
   json_decref(g);
+  const char *dev = jwt_get_grant(jwt, "device");
+  if (dev) {
+    if (!auth_device_valid(dev, strlen(dev))) {
+      auth_identity_free(id);
+      return AUTH_BAD_CLAIMS;
+    }
+    id->device = wsy_strndup(dev, strlen(dev));
+  }
   id->user = wsy_strndup(sub, strlen(sub));
   id->exp = exp;
   return AUTH_OK;

@@ -39,6 +39,7 @@ typedef struct auth_grant {
 typedef struct auth_identity {
   char *user;
   int64_t exp;            /* 0 in insecure demo mode: never expires */
+  char *device;           /* the token's device claim, NULL when absent */
   auth_grant *grants;
   size_t ngrants;
 } auth_identity;

@@ -44,8 +44,16 @@ typedef struct member {
   struct member *prev, *next; /* room's members */
   struct member *snext;       /* session's rooms */
   uint64_t from_seq;          /* entries <= this were in its joined */
+  uint64_t cursor;            /* highest seq the device says it applied */
   json_t *state;
 } member;
+
+/* An item's lock. Kept after release (holder NULL) so fences keep growing. */
+typedef struct lock {
+  sess *holder;
+  uint64_t fence;
+  uint64_t expires;  /* loop ms */
+} lock;
 
 struct room {
   char *name;
@@ -55,6 +63,8 @@ struct room {
   member *members;
   unsigned nmembers;
   unsigned pending;  /* entries of this room in batches not yet done */
+  map locks;         /* item -> lock* */
+  unsigned nheld;
   int broken;        /* a commit failed: refuse writes, reload when idle */
 };
 
@@ -69,6 +79,7 @@ struct sess {
   char token[33];
   member *rooms;
   unsigned nrooms;
+  sess *dead_next;  /* on e->dead once its connection is gone */
   double tokens;     /* rate limit bucket */
   uint64_t tokens_ms;
 };
@@ -101,6 +112,8 @@ struct engine {
   int busy;
   uv_work_t work;
   uv_check_t check;
+  uv_timer_t lock_timer;
+  sess *dead;         /* sessions whose connection went away, cleaned up in the check hook */
   uint64_t ops_accepted, ops_rejected, deliveries;
 };
 
@@ -189,8 +202,16 @@ static member *membership(sess *s, const char *rname) {
 
 /* ---- rooms ---------------------------------------------------------------- */
 
+static void locks_free(room *r) {
+  const char *k;
+  void *v;
+  for (size_t i = 0; map_next(&r->locks, &i, &k, &v);) wsy_free(v);
+  map_free(&r->locks);
+}
+
 static void room_free(engine *e, room *r) {
   map_del(&e->rooms, r->name);
+  locks_free(r);
   doc_free(&r->d);
   wsy_free(r->name);
   wsy_free(r);
@@ -222,6 +243,7 @@ static room *room_get(engine *e, const char *name, int *err) {
   r = wsy_calloc(1, sizeof *r);
   r->name = wsy_strndup(name, strlen(name));
   doc_init(&r->d);
+  map_init(&r->locks);
   if (info.exists) {
     memcpy(r->epoch, info.epoch, sizeof r->epoch);
     r->seq = info.seq;
@@ -248,8 +270,74 @@ static room *room_get(engine *e, const char *name, int *err) {
 }
 
 static json_t *presence_entry(member *m) {
-  return json_pack("{s:s,s:s,s:O,s:b}", "user", m->s->id.user, "device", m->s->device, "state",
-                   m->state, "connected", m->s->w != NULL);
+  json_t *e = json_pack("{s:s,s:s,s:O,s:b}", "user", m->s->id.user, "device", m->s->device, "state",
+                        m->state, "connected", m->s->w != NULL);
+  if (m->cursor) json_object_set_new(e, "cursor", json_integer((json_int_t)m->cursor));
+  return e;
+}
+
+/* Sends msg (stolen) to every member of r with a connection. */
+static void room_send(engine *e, room *r, json_t *msg) {
+  net_chunk *frame = frame_json(msg, NULL);
+  json_decref(msg);
+  for (member *m = r->members, *next; m; m = next) {
+    next = m->next;
+    if (m->s->w) {
+      ws_send_frame(m->s->w, frame);
+      e->deliveries++;
+    }
+  }
+  net_chunk_unref(frame);
+}
+
+/* ---- locks ---------------------------------------------------------------- */
+
+static json_t *lock_json(engine *e, const char *item, const lock *l) {
+  uint64_t now = now_ms(e);
+  return json_pack("{s:s,s:s,s:s,s:I,s:I}", "item", item, "user", l->holder->id.user, "device",
+                   l->holder->device, "fence", (json_int_t)l->fence, "ttl",
+                   (json_int_t)(l->expires > now ? l->expires - now : 0));
+}
+
+static const lock *lock_held(room *r, const char *item) {
+  lock *l = map_get(&r->locks, item);
+  return l && l->holder ? l : NULL;
+}
+
+static void lock_release(engine *e, room *r, const char *item, lock *l, const char *reason) {
+  l->holder = NULL;
+  r->nheld--;
+  room_send(e, r, json_pack("{s:s,s:s,s:s,s:s,s:I,s:s}", "type", "lock", "room", r->name, "item", item,
+                            "state", "free", "fence", (json_int_t)l->fence, "reason", reason));
+}
+
+/* Releases every lock s holds in r (all sessions when s is NULL and only
+ * expired ones are wanted: see lock_sweep). */
+static void locks_release_by(engine *e, room *r, sess *s, const char *reason) {
+  if (!r->nheld) return;
+  const char *k;
+  void *v;
+  for (size_t i = 0; map_next(&r->locks, &i, &k, &v);) {
+    lock *l = v;
+    if (l->holder == s) lock_release(e, r, k, l, reason);
+  }
+}
+
+static void lock_sweep(uv_timer_t *t) {
+  engine *e = t->data;
+  uint64_t now = now_ms(e);
+  const char *rk, *k;
+  void *rv, *v;
+  for (size_t i = 0; map_next(&e->rooms, &i, &rk, &rv);) {
+    room *r = rv;
+    if (!r->nheld) continue;
+    for (size_t j = 0; map_next(&r->locks, &j, &k, &v);) {
+      lock *l = v;
+      if (l->holder && l->expires <= now) lock_release(e, r, k, l, "expired");
+    }
+  }
+  /* Sessions closed by these sends are reaped in the check hook, so no
+   * room goes away while this walk runs. */
 }
 
 /* A presence event to every member but the one it is about. */
@@ -272,9 +360,10 @@ static void presence_event(engine *e, member *about, const char *event) {
   net_chunk_unref(frame);
 }
 
-static void member_remove(engine *e, member *m) {
+static void member_remove(engine *e, member *m, const char *reason) {
   room *r = m->r;
   sess *s = m->s;
+  locks_release_by(e, r, s, reason);
   if (m->prev) m->prev->next = m->next;
   else r->members = m->next;
   if (m->next) m->next->prev = m->prev;
@@ -367,7 +456,7 @@ static void commit_done(uv_work_t *w, int status) {
 }
 
 static void start_commit(engine *e) {
-  if (e->busy || !e->head) return;
+  if (e->busy || (!e->head && store_batch_count(e->batch) == 0)) return;
   e->fl_batch = e->batch;
   e->fl_head = e->head;
   e->batch = store_batch_new();
@@ -383,7 +472,12 @@ static void start_commit(engine *e) {
   uv_queue_work(e->app->loop, &e->work, commit_work, commit_done);
 }
 
-static void on_check(uv_check_t *h) { start_commit(h->data); }
+static void reap(engine *e);
+
+static void on_check(uv_check_t *h) {
+  reap(h->data);
+  start_commit(h->data);
+}
 
 /* ---- handlers ----------------------------------------------------------- */
 
@@ -405,7 +499,7 @@ static void handle_hello(sess *s, json_t *req) {
   }
   const char *token = str_member(req, "token"), *user = str_member(req, "user");
   const char *device = str_member(req, "device");
-  if (!device || !auth_device_valid(device, strlen(device))) {
+  if (json_object_get(req, "device") && (!device || !auth_device_valid(device, strlen(device)))) {
     refuse(s, req, "bad_request", "device must be 1-64 characters of A-Z a-z 0-9 . _ : -");
     return;
   }
@@ -420,6 +514,13 @@ static void handle_hello(sess *s, json_t *req) {
       refuse(s, req, auth_wire_code(ar), ar == AUTH_EXPIRED ? "the token has expired" : "the token is not valid");
       return;
     }
+    if (s->id.device && device && strcmp(s->id.device, device) != 0) {
+      log_info("hello refused: token bound to device %s, hello says %s", s->id.device, device);
+      auth_identity_free(&s->id);
+      refuse(s, req, "token_invalid", "the token is bound to another device");
+      return;
+    }
+    if (!device) device = s->id.device;
   } else if (user && cfg->insecure_demo) {
     if (!auth_user_valid(user, strlen(user))) {
       refuse(s, req, "bad_request", "user must be 1-64 characters of A-Z a-z 0-9 . _ @ -");
@@ -428,6 +529,11 @@ static void handle_hello(sess *s, json_t *req) {
     auth_identity_demo(&s->id, user);
   } else {
     refuse(s, req, "unauthorized", "a token is required");
+    return;
+  }
+  if (!device) {
+    auth_identity_free(&s->id);
+    refuse(s, req, "bad_request", "device is required");
     return;
   }
   snprintf(s->device, sizeof s->device, "%s", device);
@@ -490,6 +596,18 @@ static int collect_item(const char *item, const char *fields, size_t len, uint64
   json_t *f = json_loadb(fields, len, 0, &jerr);
   if (!f) return WSY_IO;
   json_object_set_new(ud, item, json_pack("{s:I,s:o}", "version", (json_int_t)version, "fields", f));
+  return 0;
+}
+
+typedef struct {
+  json_t *arr;
+  const char *user;
+} cursor_collect;
+
+static int collect_cursor(const char *user, const char *device, uint64_t seq, void *ud) {
+  cursor_collect *cc = ud;
+  if (strcmp(user, cc->user) == 0)
+    json_array_append_new(cc->arr, json_pack("{s:s,s:I}", "device", device, "seq", (json_int_t)seq));
   return 0;
 }
 
@@ -564,8 +682,12 @@ static void handle_join(sess *s, json_t *req) {
       json_object_set_new(reply, "snapshot", json_pack("{s:o}", "items", items));
     }
   }
+  cursor_collect cc = {json_array(), s->id.user};
+  if (rc == 0) rc = store_cursors(e->st, name, collect_cursor, &cc);
+  json_t *cursors = cc.arr;
   store_read_end(e->st);
   if (rc != 0) {
+    json_decref(cursors);
     json_decref(reply);
     send_error(s, req, "internal", "the room could not be read", NULL, NULL);
     room_maybe_unload(e, r);
@@ -589,7 +711,13 @@ static void handle_join(sess *s, json_t *req) {
   json_t *pres = json_array();
   for (member *x = r->members; x; x = x->next) json_array_append_new(pres, presence_entry(x));
   json_object_set_new(reply, "presence", pres);
-  json_object_set_new(reply, "locks", json_array());
+  json_t *locks = json_array();
+  const char *lk;
+  void *lv;
+  for (size_t i = 0; r->nheld && map_next(&r->locks, &i, &lk, &lv);)
+    if (((lock *)lv)->holder) json_array_append_new(locks, lock_json(e, lk, lv));
+  json_object_set_new(reply, "locks", locks);
+  json_object_set_new(reply, "cursors", cursors);
   send_json(s, reply);
   if (is_new) presence_event(e, m, "join");
 }
@@ -606,7 +734,7 @@ static void handle_leave(sess *s, json_t *req) {
   if (id) json_object_set(reply, "re", id);
   json_object_set_new(reply, "room", json_string(name));
   send_json(s, reply);
-  if (m) member_remove(s->e, m);
+  if (m) member_remove(s->e, m, "left");
 }
 
 static int cid_valid(const char *cid) { return auth_room_valid(cid, strlen(cid)); }
@@ -647,6 +775,9 @@ static void sequence(sess *s, json_t *req, room *r, json_t *bcast, const sync_op
   r->pending++;
   pend_append(e, p);
   e->ops_accepted++;
+  /* Retention: keep the newest history_ops entries (trimmed in steps). */
+  uint64_t keep = e->app->cfg->history_ops;
+  if (keep && r->seq > keep && r->seq % 256 == 0) store_batch_trim(e->batch, r->name, r->seq - keep + 1);
 }
 
 /* A re-sent entry (same user, device, cid): answered with the original seq.
@@ -706,6 +837,20 @@ static void handle_op(sess *s, json_t *req) {
   if (dedupe(s, req, r, cid)) return;
   if (r->broken) {
     send_error(s, req, "internal", "the room is recovering from a storage failure; retry", NULL, NULL);
+    return;
+  }
+  const lock *l = lock_held(r, op.item);
+  if (l && l->holder != s) {
+    e->ops_rejected++;
+    send_error(s, req, "locked", "the item is locked by another session", NULL,
+               json_pack("{s:s,s:o}", "item", op.item, "lock", lock_json(e, op.item, l)));
+    return;
+  }
+  json_t *fence = json_object_get(json_object_get(req, "op"), "fence");
+  if (fence && (!json_is_integer(fence) || !l || (json_int_t)l->fence != json_integer_value(fence))) {
+    e->ops_rejected++;
+    send_error(s, req, "lock_lost", "the op's fence is not a lock this session holds", NULL,
+               json_pack("{s:s}", "item", op.item));
     return;
   }
   char *fields_json = NULL;
@@ -803,6 +948,106 @@ static void handle_presence(sess *s, json_t *req) {
   presence_event(s->e, m, "update");
 }
 
+static json_t *reply_to(json_t *req, const char *type, room *r) {
+  json_t *m = json_pack("{s:s}", "type", type);
+  json_t *id = json_object_get(req, "id");
+  if (id) json_object_set(m, "re", id);
+  json_object_set_new(m, "room", json_string(r->name));
+  return m;
+}
+
+static void handle_lock(sess *s, json_t *req) {
+  engine *e = s->e;
+  member *m;
+  if (!room_member_or_error(s, req, &m, 1)) return;
+  room *r = m->r;
+  const char *item = str_member(req, "item");
+  if (!item || !sync_item_id_valid(item)) {
+    send_error(s, req, "bad_request", "item must be a valid item id", "item", NULL);
+    return;
+  }
+  json_t *ttlj = json_object_get(req, "ttl");
+  json_int_t ttl = json_is_integer(ttlj) ? json_integer_value(ttlj) : -1;
+  if (ttl < 1000 || ttl > (json_int_t)e->app->cfg->max_lock_ttl_ms) {
+    send_error(s, req, "bad_request", "ttl must be an integer from 1000 to max_lock_ttl ms", "ttl", NULL);
+    return;
+  }
+  lock *l = map_get(&r->locks, item);
+  if (l && l->holder && l->holder != s) {
+    send_error(s, req, "locked", "the item is locked by another session", NULL,
+               json_pack("{s:s,s:o}", "item", item, "lock", lock_json(e, item, l)));
+    return;
+  }
+  if (!l) {
+    l = wsy_calloc(1, sizeof *l);
+    map_put(&r->locks, item, l);
+  }
+  if (!l->holder) {
+    /* A new grant: the fence grows past every earlier one, across restarts
+     * too, since it starts from the wall clock in ms. */
+    uint64_t f = (uint64_t)wall_ms();
+    l->fence = f > l->fence ? f : l->fence + 1;
+    l->holder = s;
+    r->nheld++;
+  }
+  l->expires = now_ms(e) + (uint64_t)ttl;
+  json_t *g = reply_to(req, "granted", r);
+  json_object_set_new(g, "item", json_string(item));
+  json_object_set_new(g, "fence", json_integer((json_int_t)l->fence));
+  json_object_set_new(g, "ttl", json_integer(ttl));
+  send_json(s, g);
+  room_send(e, r, json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I}", "type", "lock", "room", r->name,
+                            "item", item, "state", "held", "user", s->id.user, "device", s->device,
+                            "fence", (json_int_t)l->fence, "ttl", (json_int_t)ttl));
+}
+
+static void handle_unlock(sess *s, json_t *req) {
+  engine *e = s->e;
+  member *m;
+  if (!room_member_or_error(s, req, &m, 1)) return;
+  room *r = m->r;
+  const char *item = str_member(req, "item");
+  if (!item || !sync_item_id_valid(item)) {
+    send_error(s, req, "bad_request", "item must be a valid item id", "item", NULL);
+    return;
+  }
+  lock *l = map_get(&r->locks, item);
+  if (l && l->holder && l->holder != s) {
+    send_error(s, req, "locked", "the item is locked by another session", NULL,
+               json_pack("{s:s,s:o}", "item", item, "lock", lock_json(e, item, l)));
+    return;
+  }
+  json_t *u = reply_to(req, "unlocked", r);
+  json_object_set_new(u, "item", json_string(item));
+  send_json(s, u);
+  if (l && l->holder) lock_release(e, r, item, l, "unlock");
+}
+
+static void handle_cursor(sess *s, json_t *req) {
+  engine *e = s->e;
+  member *m;
+  if (!room_member_or_error(s, req, &m, 0)) return;
+  json_t *sq = json_object_get(req, "seq");
+  if (!json_is_integer(sq) || json_integer_value(sq) < 0 ||
+      (uint64_t)json_integer_value(sq) > m->r->seq) {
+    send_error(s, req, "bad_request", "seq must be an integer no greater than the room's seq", "seq", NULL);
+    return;
+  }
+  uint64_t seq = (uint64_t)json_integer_value(sq);
+  if (seq <= m->cursor) return;
+  m->cursor = seq;
+  /* Batched with the next commit: a cursor may lag after a crash, never lead. */
+  store_batch_cursor(e->batch, s->id.user, s->device, m->r->name, seq);
+  json_t *msg = json_pack("{s:s,s:s,s:s,s:s,s:I}", "type", "cursor", "room", m->r->name, "user",
+                          s->id.user, "device", s->device, "seq", (json_int_t)seq);
+  char *text = json_dumps(msg, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  json_decref(msg);
+  for (member *x = m->r->members; x; x = x->next)
+    if (x->s != s && x->s->w && strcmp(x->s->id.user, s->id.user) == 0)
+      ws_send(x->s->w, WS_OP_TEXT, text, strlen(text));
+  free(text);
+}
+
 static void dispatch(sess *s, json_t *req) {
   const char *type = str_member(req, "type");
   if (!type) {
@@ -825,7 +1070,7 @@ static void dispatch(sess *s, json_t *req) {
     send_json(s, pong);
     return;
   }
-  if (!strcmp(type, "recv") || !strcmp(type, "cursor")) return; /* resume and cursors: planned */
+  if (!strcmp(type, "recv")) return; /* session resume: planned */
   if (!strcmp(type, "bye")) {
     if (s->w) ws_close(s->w, WS_CLOSE_NORMAL, "bye");
     return;
@@ -837,6 +1082,8 @@ static void dispatch(sess *s, json_t *req) {
   } handlers[] = {
     {"join", handle_join, 1},         {"leave", handle_leave, 0}, {"op", handle_op, 1},
     {"publish", handle_publish, 1},   {"presence", handle_presence, 1},
+    {"lock", handle_lock, 1},         {"unlock", handle_unlock, 1},
+    {"cursor", handle_cursor, 0},
   };
   for (size_t i = 0; i < WSY_ARRAY_LEN(handlers); i++) {
     if (strcmp(type, handlers[i].type) != 0) continue;
@@ -883,14 +1130,27 @@ static void ws_message(ws_conn *w, int opcode, uint8_t *data, size_t len) {
   json_decref(req);
 }
 
+/* A connection can go away in the middle of a fan-out (a slow consumer is
+ * closed by the send itself), with callers up the stack still walking a
+ * room: the session is only marked here and taken out of its rooms in the
+ * check hook, when no walk is in progress. */
 static void ws_gone(ws_conn *w) {
   sess *s = ws_conn_user(w);
   if (!s) return;
   ws_conn_set_user(w, NULL);
   s->w = NULL;
-  /* Resume is planned: for now a session ends with its connection. */
-  while (s->rooms) member_remove(s->e, s->rooms);
-  sess_unref(s);
+  s->dead_next = s->e->dead;
+  s->e->dead = s;
+}
+
+static void reap(engine *e) {
+  while (e->dead) {
+    sess *s = e->dead;
+    e->dead = s->dead_next;
+    /* Resume is planned: for now a session ends with its connection. */
+    while (s->rooms) member_remove(e, s->rooms, "session_end");
+    sess_unref(s);
+  }
 }
 
 const ws_endpoint engine_ws_endpoint = {
@@ -920,6 +1180,10 @@ int engine_new(struct app *app, engine **out, char *err, size_t errlen) {
   e->check.data = e;
   uv_check_start(&e->check, on_check);
   uv_unref((uv_handle_t *)&e->check);
+  uv_timer_init(app->loop, &e->lock_timer);
+  e->lock_timer.data = e;
+  uv_timer_start(&e->lock_timer, lock_sweep, 250, 250);
+  uv_unref((uv_handle_t *)&e->lock_timer);
   *out = e;
   return 0;
 }
@@ -927,16 +1191,19 @@ int engine_new(struct app *app, engine **out, char *err, size_t errlen) {
 void engine_free(engine *e) {
   if (!e) return;
   /* Connections are gone by now; finish what is in flight and pending. */
-  while (e->busy || e->head) {
+  reap(e);
+  while (e->busy || e->head || store_batch_count(e->batch)) {
     start_commit(e);
     uv_run(e->app->loop, UV_RUN_ONCE);
   }
   uv_close((uv_handle_t *)&e->check, NULL);
+  uv_close((uv_handle_t *)&e->lock_timer, NULL);
   uv_run(e->app->loop, UV_RUN_NOWAIT);
   const char *k;
   void *v;
   for (size_t i = 0; map_next(&e->rooms, &i, &k, &v);) {
     room *r = v;
+    locks_free(r);
     doc_free(&r->d);
     wsy_free(r->name);
     wsy_free(r);
