@@ -39,6 +39,7 @@ typedef struct wsy_config {
   unsigned burst;
   unsigned max_lock_ttl_ms;
   unsigned history_ops;      /* log entries kept per room */
+  const char *api_key;       /* backend API bearer key; NULL: API off */
 } wsy_config;
 
 typedef struct bcast_registry bcast_registry;

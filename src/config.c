@@ -43,6 +43,7 @@ static const option options[] = {
   {"rate", K_UINT, OFF(rate), "N", "requests per second per session, sustained (default 100)"},
   {"burst", K_UINT, OFF(burst), "N", "requests per session allowed in a burst (default 200)"},
   {"max-lock-ttl", K_DUR, OFF(max_lock_ttl_ms), "DUR", "longest lock lease a client may ask for (default 5m)"},
+  {"api-key", K_STR, OFF(api_key), "KEY", "bearer key of the backend HTTP API and /metrics (default: API off)"},
   {"history-ops", K_UINT, OFF(history_ops), "N", "log entries kept per room for catch-up; older ones are trimmed (default 100000)"},
 };
 #undef OFF

@@ -27,6 +27,9 @@ typedef struct httpd_conn {
   uint64_t req_started;
   int answered;       /* a request has been answered on this connection */
   int head;           /* the request being routed is a HEAD */
+  int keep_after;     /* keep-alive decision of the deferred request */
+  conn **waiter;      /* while a response is deferred: the owner's slot */
+  buf stash;          /* bytes that arrived behind a deferred request */
 } httpd_conn;
 
 static const conn_ops http_ops;
@@ -206,6 +209,10 @@ static int route(struct app *app, conn *c, httpd_req *r, uint8_t *rest, size_t r
   if (app->cfg->echo_endpoint && strcmp(path, "/v1/echo") == 0) ep = &ws_echo_endpoint;
   if (app->cfg->echo_endpoint && strcmp(path, "/v1/broadcast") == 0) ep = &ws_broadcast_endpoint;
   if (ep) return ws_route(app, c, r, ep, rest, rest_len);
+  if (strcmp(path, "/metrics") == 0 || strncmp(path, "/v1/rooms/", 10) == 0) {
+    engine_http(app, c, r);
+    return 0;
+  }
   if (strcmp(path, "/healthz") == 0) {
     if (!is_get && !is_head) httpd_respond(c, 405, "text/plain", "Allow: GET, HEAD\r\n", "405 Method Not Allowed\n", 23);
     else healthz(app, c, is_head);
@@ -259,8 +266,41 @@ static void http_on_data(conn *c, uint8_t *data, size_t len) {
     hc->answered = 1;
     route(app, c, r, NULL, 0);
     hc->head = 0;
-    if (!keep) net_conn_end(c);
     httpd_req_free(r);
+    if (hc->waiter) {
+      /* The answer comes later (after a commit): later requests wait, in
+       * order, behind it. */
+      hc->keep_after = keep;
+      buf_init(&hc->stash, app->cfg->max_header + app->cfg->max_body);
+      if (len && buf_append(&hc->stash, data, len) != WSY_OK) net_conn_close(c);
+      return;
+    }
+    if (!keep) net_conn_end(c);
+  }
+}
+
+void httpd_defer(conn *c, conn **slot) {
+  httpd_conn *hc = hc_of(c);
+  hc->waiter = slot;
+  *slot = c;
+  net_conn_pause(c);
+}
+
+void httpd_deferred_respond(conn *c, int status, const char *json_body) {
+  httpd_conn *hc = hc_of(c);
+  httpd_respond(c, status, "application/json", "", json_body, strlen(json_body));
+  hc->waiter = NULL;
+  if (!hc->keep_after) {
+    buf_free(&hc->stash);
+    net_conn_end(c);
+    return;
+  }
+  net_conn_resume(c);
+  if (hc->stash.len) {
+    buf st = hc->stash;
+    buf_init(&hc->stash, 0);
+    http_on_data(c, st.data, st.len);
+    buf_free(&st);
   }
 }
 
@@ -287,6 +327,9 @@ static void http_on_free(conn *c) {
   httpd_conn *hc = hc_of(c);
   httpd_req_free(hc->req);
   hc->req = NULL;
+  if (hc->waiter) *hc->waiter = NULL; /* the owner must not answer a freed conn */
+  hc->waiter = NULL;
+  buf_free(&hc->stash);
 }
 
 static const conn_ops http_ops = {

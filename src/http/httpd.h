@@ -54,6 +54,12 @@ void httpd_respond(conn *c, int status, const char *content_type, const char *ex
 /* The response to a HEAD: the headers of the GET (Content-Length: len), no body. */
 void httpd_respond_head(conn *c, int status, const char *content_type, const char *extra_headers,
                         size_t len);
+/* Defers the answer to the request being routed: reading pauses, later
+ * pipelined requests wait, and *slot is set to c until the connection is
+ * freed (then *slot becomes NULL, and nobody may answer). */
+void httpd_defer(conn *c, conn **slot);
+/* The deferred answer (a JSON body); reading and pipelining resume. */
+void httpd_deferred_respond(conn *c, int status, const char *json_body);
 /* Same, with a small text body "<status line>: <message>\n". */
 void httpd_error(conn *c, int status, const char *message);
 const char *httpd_status_text(int status);

@@ -20,6 +20,7 @@
 #include "engine.h"
 
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,7 @@
 #include "../auth/auth.h"
 #include "../common/log.h"
 #include "../common/map.h"
+#include "../http/httpd.h"
 #include "../store/store.h"
 #include "sync.h"
 
@@ -96,6 +98,7 @@ typedef struct pend {
   char *ckey;        /* key in e->cids while pending */
   uint64_t seq;
   net_chunk *frame;  /* the broadcast, framed once */
+  conn *http;        /* backend request waiting for the commit, or NULL */
 } pend;
 
 struct engine {
@@ -114,7 +117,10 @@ struct engine {
   uv_check_t check;
   uv_timer_t lock_timer;
   sess *dead;         /* sessions whose connection went away, cleaned up in the check hook */
-  uint64_t ops_accepted, ops_rejected, deliveries;
+  uint64_t ops_accepted, ops_rejected, deliveries, commits;
+  uint64_t commit_hist[13];  /* wsync_commit_seconds buckets, +Inf last */
+  double commit_sum;
+  uint64_t batch_started;    /* loop ms when the committing batch left */
 };
 
 /* ---- small helpers -------------------------------------------------------- */
@@ -387,6 +393,15 @@ static void commit_work(uv_work_t *w) {
   e->fl_rc = store_batch_commit(e->st, e->fl_batch);
 }
 
+static void http_answer(pend *p, int status, json_t *body) {
+  conn *c = p->http;
+  char *text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  json_decref(body);
+  if (c) httpd_deferred_respond(c, status, text);
+  free(text);
+  p->http = NULL;
+}
+
 static void pend_free(engine *e, pend *p) {
   if (p->ckey) {
     if (map_get(&e->cids, p->ckey) == p) map_del(&e->cids, p->ckey);
@@ -404,11 +419,29 @@ static void start_commit(engine *e);
 static void commit_done(uv_work_t *w, int status) {
   engine *e = w->data;
   int rc = status ? WSY_IO : e->fl_rc;
+  static const double bounds[12] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
+  double secs = (double)(uv_hrtime() - e->batch_started) / 1e9;
+  int bi = 0;
+  while (bi < 12 && secs > bounds[bi]) bi++;
+  e->commit_hist[bi]++;
+  e->commit_sum += secs;
+  e->commits++;
   if (rc != 0)
     log_error("commit failed (%s): %s", wsy_strerror(rc), store_batch_error(e->fl_batch));
   for (pend *p = e->fl_head, *next; p; p = next) {
     next = p->next;
     room *r = p->r;
+    if (p->http) {
+      if (rc != 0)
+        http_answer(p, 500, json_pack("{s:s,s:s,s:s}", "type", "error", "code", "internal", "message",
+                                      "the change could not be stored; retry"));
+      else {
+        json_t *b = json_pack("{s:s,s:s}", "room", r->name, "epoch", r->epoch);
+        if (p->seq) json_object_set_new(b, "seq", json_integer((json_int_t)p->seq));
+        if (p->kind == P_DUP) json_object_set_new(b, "duplicate", json_true());
+        http_answer(p, 200, b);
+      }
+    }
     if (rc != 0) {
       r->broken = 1;
       if (p->s && p->kind != P_CREATE)
@@ -434,7 +467,7 @@ static void commit_done(uv_work_t *w, int status) {
         }
       }
     }
-    if (p->kind != P_DUP) r->pending--;
+    r->pending--;
     pend_free(e, p);
     if (r->broken && r->pending == 0) {
       /* The in-memory room ran ahead of the store: drop it and let its
@@ -464,6 +497,7 @@ static void start_commit(engine *e) {
   e->tail = &e->head;
   e->busy = 1;
   e->work.data = e;
+  e->batch_started = uv_hrtime();
   if (store_batch_count(e->fl_batch) == 0) { /* only duplicates: nothing to write */
     e->fl_rc = 0;
     commit_done(&e->work, 0);
@@ -611,6 +645,11 @@ static int collect_cursor(const char *user, const char *device, uint64_t seq, vo
   return 0;
 }
 
+static int collect_all_cursors(const char *user, const char *device, uint64_t seq, void *ud) {
+  json_array_append_new(ud, json_pack("{s:s,s:s,s:I}", "user", user, "device", device, "seq", (json_int_t)seq));
+  return 0;
+}
+
 static void handle_join(sess *s, json_t *req) {
   engine *e = s->e;
   const char *name = str_member(req, "room");
@@ -739,19 +778,41 @@ static void handle_leave(sess *s, json_t *req) {
 
 static int cid_valid(const char *cid) { return auth_room_valid(cid, strlen(cid)); }
 
-/* Sequences an accepted entry: broadcast bytes, store op, pending ack. */
-static void sequence(sess *s, json_t *req, room *r, json_t *bcast, const sync_op *op,
-                     const char *fields_json, const char *cid) {
-  engine *e = s->e;
-  char *text;
+/* Who wrote an entry: a session, or the backend API (s NULL, http set). */
+typedef struct author {
+  engine *e;
+  sess *s;
+  conn *http;
+  const char *dkey; /* dedupe key: "user:device", or ":backend" */
+} author;
+
+static void http_error(conn *c, int status, const char *code, const char *message) {
+  json_t *b = json_pack("{s:s,s:s,s:s}", "type", "error", "code", code, "message", message);
+  char *text = json_dumps(b, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  json_decref(b);
+  httpd_respond(c, status, "application/json", "", text, strlen(text));
+  free(text);
+}
+
+static pend *pend_new(author *a, int kind, json_t *req, room *r, uint64_t seq, const char *cid) {
   pend *p = wsy_calloc(1, sizeof *p);
-  p->kind = P_OP;
-  p->s = s;
-  s->refs++;
-  p->re = json_incref(json_object_get(req, "id"));
+  p->kind = kind;
+  p->s = a->s;
+  if (a->s) a->s->refs++;
+  p->re = req ? json_incref(json_object_get(req, "id")) : NULL;
   p->r = r;
-  p->seq = r->seq;
+  p->seq = seq;
   p->cid = cid ? wsy_strndup(cid, strlen(cid)) : NULL;
+  if (a->http) httpd_defer(a->http, &p->http);
+  return p;
+}
+
+/* Sequences an accepted entry: broadcast bytes, store op, pending ack. */
+static void sequence(author *a, json_t *req, room *r, json_t *bcast, const sync_op *op,
+                     const char *fields_json, const char *cid) {
+  engine *e = a->e;
+  char *text;
+  pend *p = pend_new(a, P_OP, req, r, r->seq, cid);
   p->frame = frame_json(bcast, &text);
   store_op so = {
     .room = r->name,
@@ -759,7 +820,7 @@ static void sequence(sess *s, json_t *req, room *r, json_t *bcast, const sync_op
     .item = op ? op->item : NULL,
     .fields_json = fields_json,
     .version = r->seq,
-    .device = cid ? s->dkey : NULL,
+    .device = cid ? a->dkey : NULL,
     .cid = cid,
     .msg = text,
     .msg_len = strlen(text),
@@ -768,7 +829,7 @@ static void sequence(sess *s, json_t *req, room *r, json_t *bcast, const sync_op
   free(text);
   if (cid) {
     char key[300];
-    snprintf(key, sizeof key, "%s|%s", s->dkey, cid);
+    snprintf(key, sizeof key, "%s|%s", a->dkey, cid);
     p->ckey = wsy_strndup(key, strlen(key));
     map_put(&e->cids, key, p);
   }
@@ -782,10 +843,10 @@ static void sequence(sess *s, json_t *req, room *r, json_t *bcast, const sync_op
 
 /* A re-sent entry (same user, device, cid): answered with the original seq.
  * Returns 1 when req was a duplicate and has been answered. */
-static int dedupe(sess *s, json_t *req, room *r, const char *cid) {
-  engine *e = s->e;
+static int dedupe(author *a, json_t *req, room *r, const char *cid) {
+  engine *e = a->e;
   char key[300];
-  snprintf(key, sizeof key, "%s|%s", s->dkey, cid);
+  snprintf(key, sizeof key, "%s|%s", a->dkey, cid);
   pend *orig = map_get(&e->cids, key);
   uint64_t seq = 0;
   int found = 0;
@@ -795,25 +856,19 @@ static int dedupe(sess *s, json_t *req, room *r, const char *cid) {
     found = 1;
   } else {
     char room_out[STORE_ROOM_MAX + 1];
-    int rc = store_dedupe_get(e->st, s->dkey, cid, room_out, &seq);
+    int rc = store_dedupe_get(e->st, a->dkey, cid, room_out, &seq);
     if (rc == 0 && strcmp(room_out, r->name) != 0) goto other_room;
     found = rc == 0;
   }
   if (!found) return 0;
   /* The ack waits for the original's commit (and for the ones queued
    * before it), so it never claims what is not yet stored. */
-  pend *p = wsy_calloc(1, sizeof *p);
-  p->kind = P_DUP;
-  p->s = s;
-  s->refs++;
-  p->re = json_incref(json_object_get(req, "id"));
-  p->r = r;
-  p->seq = seq;
-  p->cid = wsy_strndup(cid, strlen(cid));
-  pend_append(e, p);
+  r->pending++; /* pins the room until the answer is sent */
+  pend_append(e, pend_new(a, P_DUP, req, r, seq, cid));
   return 1;
 other_room:
-  send_error(s, req, "bad_request", "this cid was already used in another room", "cid", NULL);
+  if (a->s) send_error(a->s, req, "bad_request", "this cid was already used in another room", "cid", NULL);
+  else http_error(a->http, 400, "bad_request", "this cid was already used in another room");
   return 1;
 }
 
@@ -834,7 +889,8 @@ static void handle_op(sess *s, json_t *req) {
     send_error(s, req, err.code, err.message, err.field, op.item ? json_pack("{s:s}", "item", op.item) : NULL);
     return;
   }
-  if (dedupe(s, req, r, cid)) return;
+  author au = {e, s, NULL, s->dkey};
+  if (dedupe(&au, req, r, cid)) return;
   if (r->broken) {
     send_error(s, req, "internal", "the room is recovering from a storage failure; retry", NULL, NULL);
     return;
@@ -865,7 +921,7 @@ static void handle_op(sess *s, json_t *req) {
   json_t *bcast = json_pack("{s:s,s:s,s:I,s:I,s:{s:s,s:s},s:s,s:o}", "type", "op", "room", r->name,
                             "seq", (json_int_t)r->seq, "ts", (json_int_t)wall_ms(), "from", "user",
                             s->id.user, "device", s->device, "cid", cid, "op", sync_op_normalized(&op));
-  sequence(s, req, r, bcast, &op, fields_json, cid);
+  sequence(&au, req, r, bcast, &op, fields_json, cid);
   json_decref(bcast);
   free(fields_json);
 }
@@ -913,7 +969,8 @@ static void handle_publish(sess *s, json_t *req) {
     net_chunk_unref(frame);
     return;
   }
-  if (cid && dedupe(s, req, r, cid)) return;
+  author au = {e, s, NULL, s->dkey};
+  if (cid && dedupe(&au, req, r, cid)) return;
   if (r->broken) {
     send_error(s, req, "internal", "the room is recovering from a storage failure; retry", NULL, NULL);
     return;
@@ -924,7 +981,7 @@ static void handle_publish(sess *s, json_t *req) {
                             s->id.user, "device", s->device);
   if (cid) json_object_set_new(bcast, "cid", json_string(cid));
   json_object_set(bcast, "data", data);
-  sequence(s, req, r, bcast, NULL, NULL, cid);
+  sequence(&au, req, r, bcast, NULL, NULL, cid);
   json_decref(bcast);
 }
 
@@ -1213,4 +1270,302 @@ void engine_free(engine *e) {
   store_batch_free(e->batch);
   store_close(e->st);
   wsy_free(e);
+}
+
+/* ---- backend HTTP API and metrics (PROTOCOL.md 12) ----------------------- */
+
+static int api_key_ok(struct app *app, conn *c, httpd_req *r) {
+  const char *key = app->cfg->api_key;
+  if (!key || !*key) {
+    httpd_error(c, 404, "no such resource (the backend API needs --api-key)");
+    return 0;
+  }
+  size_t hl = 0;
+  const char *h = httpd_req_header(r, "Authorization", &hl);
+  size_t kl = strlen(key);
+  int ok = h && hl == kl + 7 && strncmp(h, "Bearer ", 7) == 0 && CRYPTO_memcmp(h + 7, key, kl) == 0;
+  if (!ok) {
+    json_t *b = json_pack("{s:s,s:s,s:s}", "type", "error", "code", "unauthorized", "message",
+                          "Authorization: Bearer <api key> required");
+    char *text = json_dumps(b, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(b);
+    httpd_respond(c, 401, "application/json", "WWW-Authenticate: Bearer\r\n", text, strlen(text));
+    free(text);
+  }
+  return ok;
+}
+
+static void http_json(conn *c, int status, json_t *body) {
+  char *text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  json_decref(body);
+  httpd_respond(c, status, "application/json", "Cache-Control: no-store\r\n", text, strlen(text));
+  free(text);
+}
+
+static int status_of(const char *code) {
+  if (!strcmp(code, "conflict") || !strcmp(code, "lock_lost")) return 409;
+  if (!strcmp(code, "too_large")) return 413;
+  if (!strcmp(code, "locked")) return 423;
+  if (!strcmp(code, "not_found")) return 404;
+  if (!strcmp(code, "internal")) return 500;
+  return 400;
+}
+
+static void metrics(engine *e, conn *c) {
+  const net_stats *ns = net_loop_stats(e->app->net);
+  size_t nsess = 0;
+  const char *k;
+  void *v;
+  buf b;
+  buf_init(&b, 1 << 20);
+  char line[512];
+#define EMIT(...)                                                            \
+  do {                                                                       \
+    int n_ = snprintf(line, sizeof line, __VA_ARGS__);                        \
+    if (n_ > 0 && buf_append(&b, line, (size_t)n_) != WSY_OK) break;          \
+  } while (0)
+  unsigned conns = net_loop_conn_count(e->app->net);
+  for (size_t i = 0; map_next(&e->rooms, &i, &k, &v);) nsess += ((room *)v)->nmembers;
+  EMIT("# HELP wsync_connections Open client connections.\n# TYPE wsync_connections gauge\n");
+  EMIT("wsync_connections{transport=\"ws\"} %u\n", conns);
+  EMIT("# HELP wsync_rooms Rooms loaded in memory.\n# TYPE wsync_rooms gauge\nwsync_rooms %zu\n",
+       map_len(&e->rooms));
+  EMIT("# HELP wsync_room_members Session memberships of loaded rooms.\n# TYPE wsync_room_members gauge\n"
+       "wsync_room_members %zu\n", nsess);
+  EMIT("# HELP wsync_ops_accepted_total Log entries sequenced (ops and stored publishes).\n"
+       "# TYPE wsync_ops_accepted_total counter\nwsync_ops_accepted_total %llu\n",
+       (unsigned long long)e->ops_accepted);
+  EMIT("# HELP wsync_ops_rejected_total Rejected ops.\n# TYPE wsync_ops_rejected_total counter\n"
+       "wsync_ops_rejected_total %llu\n", (unsigned long long)e->ops_rejected);
+  EMIT("# HELP wsync_deliveries_total Messages queued to sessions by fan-out.\n"
+       "# TYPE wsync_deliveries_total counter\nwsync_deliveries_total %llu\n",
+       (unsigned long long)e->deliveries);
+  EMIT("# HELP wsync_bytes_in_total Bytes received.\n# TYPE wsync_bytes_in_total counter\n"
+       "wsync_bytes_in_total %llu\n", (unsigned long long)ns->bytes_in);
+  EMIT("# HELP wsync_bytes_out_total Bytes sent.\n# TYPE wsync_bytes_out_total counter\n"
+       "wsync_bytes_out_total %llu\n", (unsigned long long)ns->bytes_out);
+  EMIT("# HELP wsync_slow_consumer_closes_total Connections closed with 1013.\n"
+       "# TYPE wsync_slow_consumer_closes_total counter\nwsync_slow_consumer_closes_total %llu\n",
+       (unsigned long long)ns->slow_closes);
+  EMIT("# HELP wsync_commit_seconds Time a batch takes to commit durably.\n"
+       "# TYPE wsync_commit_seconds histogram\n");
+  static const char *const le[12] = {"0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025",
+                                     "0.05",   "0.1",   "0.25",   "0.5",   "1",    "2.5"};
+  uint64_t cum = 0;
+  for (int i = 0; i < 12; i++) {
+    cum += e->commit_hist[i];
+    EMIT("wsync_commit_seconds_bucket{le=\"%s\"} %llu\n", le[i], (unsigned long long)cum);
+  }
+  cum += e->commit_hist[12];
+  EMIT("wsync_commit_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+  EMIT("wsync_commit_seconds_sum %.6f\nwsync_commit_seconds_count %llu\n", e->commit_sum,
+       (unsigned long long)e->commits);
+#undef EMIT
+  httpd_respond(c, 200, "text/plain; version=0.0.4", "Cache-Control: no-store\r\n", b.data, b.len);
+  buf_free(&b);
+}
+
+static json_t *parse_body(conn *c, httpd_req *r) {
+  size_t len;
+  const uint8_t *body = httpd_req_body(r, &len);
+  json_error_t jerr;
+  json_t *j = len ? json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+  if (!j || !json_is_object(j)) {
+    json_decref(j);
+    http_error(c, 400, "bad_json", "the body must be one JSON object");
+    return NULL;
+  }
+  return j;
+}
+
+static void backend_write(engine *e, conn *c, httpd_req *r, const char *name, int is_publish) {
+  json_t *req = parse_body(c, r);
+  if (!req) return;
+  const char *cid = str_member(req, "cid");
+  if (json_object_get(req, "cid") && (!cid || !cid_valid(cid))) {
+    http_error(c, 400, "bad_request", "cid must be 1-128 characters of A-Z a-z 0-9 . _ : @ -");
+    goto out;
+  }
+  sync_op op;
+  sync_err err;
+  json_t *data = json_object_get(req, "data");
+  if (!is_publish && sync_op_parse(json_object_get(req, "op"), &e->lim, &op, &err) != 0) {
+    e->ops_rejected++;
+    http_error(c, status_of(err.code), err.code, err.message);
+    goto out;
+  }
+  if (is_publish && !data) {
+    http_error(c, 400, "bad_request", "data is required");
+    goto out;
+  }
+  int lerr = 0;
+  room *rm = room_get(e, name, &lerr);
+  if (!rm) {
+    http_error(c, 500, "internal", "the room could not be loaded");
+    goto out;
+  }
+  author au = {e, NULL, c, ":backend"};
+  if (cid && dedupe(&au, req, rm, cid)) goto out_room;
+  if (rm->broken) {
+    http_error(c, 500, "internal", "the room is recovering from a storage failure; retry");
+    goto out_room;
+  }
+  json_t *from = json_pack("{s:b}", "backend", 1);
+  if (is_publish) {
+    if (json_is_true(json_object_get(req, "ephemeral"))) {
+      room_send(e, rm, json_pack("{s:s,s:s,s:I,s:o,s:O,s:b}", "type", "message", "room", rm->name,
+                                 "ts", (json_int_t)wall_ms(), "from", from, "data", data,
+                                 "ephemeral", 1));
+      http_json(c, 200, json_pack("{s:s,s:s}", "room", rm->name, "epoch", rm->epoch));
+      goto out_room;
+    }
+    rm->seq++;
+    json_t *bcast = json_pack("{s:s,s:s,s:I,s:I,s:o}", "type", "message", "room", rm->name, "seq",
+                              (json_int_t)rm->seq, "ts", (json_int_t)wall_ms(), "from", from);
+    if (cid) json_object_set_new(bcast, "cid", json_string(cid));
+    json_object_set(bcast, "data", data);
+    sequence(&au, NULL, rm, bcast, NULL, NULL, cid);
+    json_decref(bcast);
+    goto out_room;
+  }
+  const lock *l = lock_held(rm, op.item);
+  if (l && !json_is_true(json_object_get(req, "force"))) {
+    json_decref(from);
+    e->ops_rejected++;
+    http_json(c, 423, json_pack("{s:s,s:s,s:s,s:o}", "type", "error", "code", "locked", "message",
+                                "the item is locked", "lock", lock_json(e, op.item, l)));
+    goto out_room;
+  }
+  char *fields_json = NULL;
+  if (sync_apply(&rm->d, &op, rm->seq + 1, &e->lim, &fields_json, &err) != 0) {
+    json_decref(from);
+    e->ops_rejected++;
+    json_t *b = json_pack("{s:s,s:s,s:s,s:s}", "type", "error", "code", err.code, "message", err.message,
+                          "item", op.item);
+    if (!strcmp(err.code, "conflict")) json_object_set_new(b, "current", doc_item_json(doc_get(&rm->d, op.item)));
+    http_json(c, status_of(err.code), b);
+    goto out_room;
+  }
+  rm->seq++;
+  json_t *bcast = json_pack("{s:s,s:s,s:I,s:I,s:o}", "type", "op", "room", rm->name, "seq",
+                            (json_int_t)rm->seq, "ts", (json_int_t)wall_ms(), "from", from);
+  if (cid) json_object_set_new(bcast, "cid", json_string(cid));
+  json_object_set_new(bcast, "op", sync_op_normalized(&op));
+  sequence(&au, NULL, rm, bcast, &op, fields_json, cid);
+  json_decref(bcast);
+  free(fields_json);
+out_room:
+  room_maybe_unload(e, rm);
+out:
+  json_decref(req);
+}
+
+static void backend_read(engine *e, conn *c, httpd_req *r, const char *name, const char *what) {
+  store_room_info info;
+  int rc = store_read_begin(e->st);
+  if (rc == 0) rc = store_room_get(e->st, name, &info);
+  if (rc == 0 && !info.exists && strcmp(what, "presence") != 0) {
+    store_read_end(e->st);
+    http_error(c, 404, "not_found", "no such room");
+    return;
+  }
+  json_t *b = json_pack("{s:s}", "room", name);
+  if (info.exists) {
+    json_object_set_new(b, "epoch", json_string(info.epoch));
+    json_object_set_new(b, "seq", json_integer((json_int_t)info.seq));
+  }
+  if (rc == 0 && !strcmp(what, "")) {
+    json_t *items = json_object();
+    rc = store_room_items(e->st, name, collect_item, items);
+    json_object_set_new(b, "items", items);
+  } else if (rc == 0 && !strcmp(what, "history")) {
+    char v[32];
+    uint64_t from = 1, to = info.seq, limit = 100;
+    if (httpd_req_query_param(r, "from", v, sizeof v) == 0) from = strtoull(v, NULL, 10);
+    if (httpd_req_query_param(r, "to", v, sizeof v) == 0) to = strtoull(v, NULL, 10);
+    if (httpd_req_query_param(r, "limit", v, sizeof v) == 0) limit = strtoull(v, NULL, 10);
+    if (limit == 0 || limit > 1000) limit = limit ? 1000 : 1;
+    if (from == 0) from = 1;
+    collect col = {json_array()};
+    if (to >= from) rc = store_history(e->st, name, from - 1, (size_t)limit + 1, collect_op, &col);
+    /* drop entries beyond `to`, and the one fetched to learn about `more` */
+    size_t n = json_array_size(col.arr), keep = 0;
+    for (; keep < n; keep++) {
+      json_int_t sq = json_integer_value(json_object_get(json_array_get(col.arr, keep), "seq"));
+      if ((uint64_t)sq > to || keep == limit) break;
+    }
+    int more = keep < n && (uint64_t)json_integer_value(json_object_get(json_array_get(col.arr, keep), "seq")) <= to;
+    while (json_array_size(col.arr) > keep) json_array_remove(col.arr, keep);
+    json_object_set_new(b, "first", json_integer((json_int_t)info.min_seq));
+    json_object_set_new(b, "entries", col.arr);
+    json_object_set_new(b, "more", json_boolean(more));
+  } else if (rc == 0 && !strcmp(what, "cursors")) {
+    json_t *arr = json_array();
+    char user[80] = "";
+    int only = httpd_req_query_param(r, "user", user, sizeof user) == 0;
+    rc = store_cursors(e->st, name, collect_all_cursors, arr);
+    if (only) {
+      for (size_t i = json_array_size(arr); i-- > 0;)
+        if (strcmp(json_string_value(json_object_get(json_array_get(arr, i), "user")), user) != 0)
+          json_array_remove(arr, i);
+    }
+    json_object_set_new(b, "cursors", arr);
+  } else if (rc == 0 && !strcmp(what, "presence")) {
+    json_t *arr = json_array();
+    room *rm = map_get(&e->rooms, name);
+    for (member *m = rm ? rm->members : NULL; m; m = m->next) json_array_append_new(arr, presence_entry(m));
+    json_object_set_new(b, "presence", arr);
+  } else if (rc == 0) {
+    store_read_end(e->st);
+    json_decref(b);
+    httpd_error(c, 404, "no such resource");
+    return;
+  }
+  store_read_end(e->st);
+  if (rc != 0) {
+    json_decref(b);
+    http_error(c, 500, "internal", "the room could not be read");
+    return;
+  }
+  http_json(c, 200, b);
+}
+
+void engine_http(struct app *app, conn *c, httpd_req *r) {
+  engine *e = app->sync;
+  const char *path = httpd_req_path(r), *method = httpd_req_method(r);
+  if (!api_key_ok(app, c, r)) return;
+  if (!strcmp(path, "/metrics")) {
+    if (strcmp(method, "GET")) httpd_respond(c, 405, "text/plain", "Allow: GET\r\n", "405 Method Not Allowed\n", 23);
+    else metrics(e, c);
+    return;
+  }
+  /* /v1/rooms/{room}[/what] */
+  const char *rest = path + 10;
+  const char *slash = strchr(rest, '/');
+  char name[STORE_ROOM_MAX + 1];
+  size_t nl = slash ? (size_t)(slash - rest) : strlen(rest);
+  const char *what = slash ? slash + 1 : "";
+  if (nl == 0 || nl > STORE_ROOM_MAX) {
+    http_error(c, 400, "room_invalid", "room names are 1-128 characters of A-Z a-z 0-9 . _ : @ -");
+    return;
+  }
+  memcpy(name, rest, nl);
+  name[nl] = '\0';
+  if (!auth_room_valid(name, nl)) {
+    http_error(c, 400, "room_invalid", "room names are 1-128 characters of A-Z a-z 0-9 . _ : @ -");
+    return;
+  }
+  int is_post = !strcmp(method, "POST");
+  int is_write = !strcmp(what, "ops") || !strcmp(what, "publish");
+  if (is_write != is_post) {
+    httpd_respond(c, 405, "text/plain", is_write ? "Allow: POST\r\n" : "Allow: GET\r\n",
+                  "405 Method Not Allowed\n", 23);
+    return;
+  }
+  if (app->shutting_down) {
+    http_error(c, 503, "internal", "server shutting down");
+    return;
+  }
+  if (is_write) backend_write(e, c, r, name, !strcmp(what, "publish"));
+  else backend_read(e, c, r, name, what);
 }

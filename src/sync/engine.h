@@ -22,4 +22,8 @@ void engine_free(engine *e);
 
 extern const ws_endpoint engine_ws_endpoint;
 
+typedef struct httpd_req httpd_req;
+/* The backend API (/v1/rooms/...) and /metrics; answers every request. */
+void engine_http(struct app *app, conn *c, httpd_req *r);
+
 #endif
