@@ -43,6 +43,8 @@ static const option options[] = {
   {"rate", K_UINT, OFF(rate), "N", "requests per second per session, sustained (default 100)"},
   {"burst", K_UINT, OFF(burst), "N", "requests per session allowed in a burst (default 200)"},
   {"max-lock-ttl", K_DUR, OFF(max_lock_ttl_ms), "DUR", "longest lock lease a client may ask for (default 5m)"},
+  {"resume-window", K_DUR, OFF(resume_window_ms), "DUR", "how long a session outlives its connection (default 60s)"},
+  {"max-outbox", K_SIZE, OFF(max_outbox), "SIZE", "unconfirmed messages kept per session for a resume (default 1M)"},
   {"api-key", K_STR, OFF(api_key), "KEY", "bearer key of the backend HTTP API and /metrics (default: API off)"},
   {"history-ops", K_UINT, OFF(history_ops), "N", "log entries kept per room for catch-up; older ones are trimmed (default 100000)"},
 };
@@ -70,6 +72,7 @@ void config_defaults(wsy_config *cfg) {
   cfg->burst = 200;
   cfg->max_lock_ttl_ms = 300000;
   cfg->history_ops = 100000;
+  cfg->max_outbox = 1024 * 1024;
 }
 
 int config_parse_size(const char *s, size_t *out) {

@@ -82,6 +82,16 @@ struct sess {
   member *rooms;
   unsigned nrooms;
   sess *dead_next;  /* on e->dead once its connection is gone */
+  int ended;         /* bye, replaced, or expired: no resume */
+  uint64_t detached_at; /* loop ms when the connection went away (0: attached) */
+  /* Outbox (PROTOCOL.md 3.4): every message after welcome has an ordinal;
+   * the frames (shared with the broadcast, not copied) are kept until the
+   * client confirms them with recv or the byte cap drops the oldest. */
+  net_chunk **ob;
+  uint32_t ob_head, ob_len, ob_cap;
+  uint64_t ob_first;   /* ordinal of ob[head] */
+  uint64_t ob_next;    /* ordinal of the next message */
+  size_t ob_bytes;
   double tokens;     /* rate limit bucket */
   uint64_t tokens_ms;
 };
@@ -117,6 +127,8 @@ struct engine {
   uv_check_t check;
   uv_timer_t lock_timer;
   sess *dead;         /* sessions whose connection went away, cleaned up in the check hook */
+  map sessions;       /* session token -> sess* (welcomed, not ended) */
+  map by_device;      /* "user:device" -> sess* */
   uint64_t ops_accepted, ops_rejected, deliveries, commits;
   uint64_t commit_hist[13];  /* wsync_commit_seconds buckets, +Inf last */
   double commit_sum;
@@ -139,20 +151,69 @@ static void random_hex(char *out, size_t nbytes) {
   for (size_t i = 0; i < nbytes; i++) snprintf(out + 2 * i, 3, "%02x", b[i]);
 }
 
+static void ob_clear(sess *s) {
+  while (s->ob_len) {
+    net_chunk_unref(s->ob[s->ob_head]);
+    s->ob_head = (s->ob_head + 1) & (s->ob_cap - 1);
+    s->ob_len--;
+    s->ob_first++;
+  }
+  wsy_free(s->ob);
+  s->ob = NULL;
+  s->ob_cap = s->ob_head = 0;
+  s->ob_bytes = 0;
+}
+
 static void sess_unref(sess *s) {
   if (--s->refs > 0) return;
+  ob_clear(s);
   auth_identity_free(&s->id);
   wsy_free(s);
 }
 
-/* Sends a JSON value (stolen) to a session, if it is still connected. */
-static void send_json(sess *s, json_t *msg) {
-  if (s->w && ws_conn_is_open(s->w)) {
-    char *text = json_dumps(msg, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    if (text) ws_send(s->w, WS_OP_TEXT, text, strlen(text));
-    free(text);
+static void ob_pop(sess *s) {
+  net_chunk *ch = s->ob[s->ob_head];
+  s->ob_bytes -= ch->len;
+  net_chunk_unref(ch);
+  s->ob_head = (s->ob_head + 1) & (s->ob_cap - 1);
+  s->ob_len--;
+  s->ob_first++;
+}
+
+/* The one way a message reaches a session: counted, kept in the outbox,
+ * and written to the connection when there is one. */
+static void sess_send(sess *s, net_chunk *frame) {
+  if (!s->welcomed) {
+    if (s->w) ws_send_frame(s->w, frame);
+    return;
   }
+  if (s->ended) return;
+  if (s->ob_len == s->ob_cap) {
+    uint32_t cap = s->ob_cap ? s->ob_cap * 2 : 16;
+    net_chunk **q = wsy_malloc(cap * sizeof *q);
+    for (uint32_t i = 0; i < s->ob_len; i++) q[i] = s->ob[(s->ob_head + i) & (s->ob_cap - 1)];
+    wsy_free(s->ob);
+    s->ob = q;
+    s->ob_cap = cap;
+    s->ob_head = 0;
+  }
+  s->ob[(s->ob_head + s->ob_len) & (s->ob_cap - 1)] = net_chunk_ref(frame);
+  s->ob_len++;
+  s->ob_next++;
+  s->ob_bytes += frame->len;
+  size_t cap = s->e->app->cfg->max_outbox;
+  while (s->ob_bytes > cap && s->ob_len > 1) ob_pop(s);
+  if (s->w) ws_send_frame(s->w, frame);
+}
+
+/* Sends a JSON value (stolen) to a session, if it is still connected. */
+static net_chunk *frame_json(json_t *msg, char **text_out);
+
+static void send_json(sess *s, json_t *msg) {
+  net_chunk *frame = frame_json(msg, NULL);
   json_decref(msg);
+  sess_send(s, frame);
+  net_chunk_unref(frame);
 }
 
 static net_chunk *frame_json(json_t *msg, char **text_out) {
@@ -288,10 +349,8 @@ static void room_send(engine *e, room *r, json_t *msg) {
   json_decref(msg);
   for (member *m = r->members, *next; m; m = next) {
     next = m->next;
-    if (m->s->w) {
-      ws_send_frame(m->s->w, frame);
-      e->deliveries++;
-    }
+    sess_send(m->s, frame);
+    e->deliveries++;
   }
   net_chunk_unref(frame);
 }
@@ -329,6 +388,8 @@ static void locks_release_by(engine *e, room *r, sess *s, const char *reason) {
   }
 }
 
+static void expire_sessions(engine *e);
+
 static void lock_sweep(uv_timer_t *t) {
   engine *e = t->data;
   uint64_t now = now_ms(e);
@@ -344,6 +405,7 @@ static void lock_sweep(uv_timer_t *t) {
   }
   /* Sessions closed by these sends are reaped in the check hook, so no
    * room goes away while this walk runs. */
+  expire_sessions(e);
 }
 
 /* A presence event to every member but the one it is about. */
@@ -358,8 +420,8 @@ static void presence_event(engine *e, member *about, const char *event) {
   json_decref(msg);
   for (member *m = about->r->members, *next; m; m = next) {
     next = m->next;
-    if (m != about && m->s->w) {
-      ws_send_frame(m->s->w, frame);
+    if (m != about) {
+      sess_send(m->s, frame);
       e->deliveries++;
     }
   }
@@ -460,8 +522,8 @@ static void commit_done(uv_work_t *w, int status) {
       if (p->kind == P_OP) {
         for (member *m = r->members, *mn; m; m = mn) {
           mn = m->next;
-          if (p->seq > m->from_seq && m->s->w) {
-            ws_send_frame(m->s->w, p->frame);
+          if (p->seq > m->from_seq) {
+            sess_send(m->s, p->frame);
             e->deliveries++;
           }
         }
@@ -519,6 +581,84 @@ static const char *str_member(json_t *req, const char *name) {
   return json_string_value(json_object_get(req, name));
 }
 
+/* welcome is not counted in the session's ordinals: written directly. */
+static void send_welcome(sess *s, json_t *req, int resumed, int insecure) {
+  engine *e = s->e;
+  const wsy_config *cfg = e->app->cfg;
+  json_t *w = json_pack(
+      "{s:s,s:i,s:s,s:s,s:s,s:b,s:s,s:{s:I,s:i,s:I,s:I,s:I,s:i,s:i,s:i,s:i,s:I,s:I}}", "type", "welcome",
+      "v", 1, "session", s->token, "user", s->id.user, "device", s->device, "resumed", resumed,
+      "server", "wsync/" WSYNC_VERSION, "limits", "max_message", (json_int_t)cfg->max_message,
+      "max_rooms", (int)cfg->max_rooms, "max_fields", (json_int_t)e->lim.max_fields, "max_field_size",
+      (json_int_t)e->lim.max_field_size, "max_item_size", (json_int_t)e->lim.max_item_size,
+      "max_depth", e->lim.max_depth, "max_presence_state", MAX_PRESENCE_STATE, "rate",
+      (int)cfg->rate, "burst", (int)cfg->burst, "resume_window", (json_int_t)cfg->resume_window_ms,
+      "max_outbox", (json_int_t)cfg->max_outbox);
+  if (insecure) json_object_set_new(w, "insecure", json_true());
+  if (resumed) {
+    json_t *rooms = json_array();
+    for (member *m = s->rooms; m; m = m->snext) json_array_append_new(rooms, json_string(m->r->name));
+    json_object_set_new(w, "rooms", rooms);
+  }
+  json_t *id = json_object_get(req, "id");
+  if (id) json_object_set(w, "re", id);
+  net_chunk *frame = frame_json(w, NULL);
+  json_decref(w);
+  if (s->w) ws_send_frame(s->w, frame);
+  net_chunk_unref(frame);
+}
+
+/* Ends a session (bye, replaced, expired): its locks and presence go, its
+ * connection (if any) is closed with code, and it can no longer resume. */
+static void end_session(sess *s, unsigned code, const char *why) {
+  engine *e = s->e;
+  if (s->ended) return;
+  s->ended = 1;
+  if (map_get(&e->sessions, s->token) == s) map_del(&e->sessions, s->token);
+  if (map_get(&e->by_device, s->dkey) == s) map_del(&e->by_device, s->dkey);
+  while (s->rooms) member_remove(e, s->rooms, "session_end");
+  ob_clear(s);
+  if (s->w) ws_close(s->w, code, why);
+  sess_unref(s); /* the registry's reference */
+}
+
+/* Moves the new connection (carried by the fresh session n) onto the
+ * existing session s and replays what the client has not processed. */
+static void resume(sess *n, sess *s, json_t *req, uint64_t last, int insecure) {
+  engine *e = s->e;
+  ws_conn *w = n->w;
+  if (s->w) { /* still attached elsewhere (a half-open connection) */
+    ws_conn *ow = s->w;
+    ws_conn_set_user(ow, NULL);
+    s->w = NULL;
+    s->refs--; /* that connection's reference */
+    ws_close(ow, 4001, "session resumed on another connection");
+  }
+  auth_identity_free(&s->id);
+  s->id = n->id;
+  memset(&n->id, 0, sizeof n->id);
+  ws_conn_set_user(w, s);
+  n->w = NULL;
+  sess_unref(n);
+  s->w = w;
+  s->refs++; /* the connection's reference */
+  s->detached_at = 0;
+  while (s->ob_len && s->ob_first <= last) ob_pop(s); /* confirmed by last */
+  /* The new token's grants apply from now on. */
+  for (member *m = s->rooms, *next; m; m = next) {
+    next = m->snext;
+    if (!(auth_room_perms(&s->id, m->r->name) & AUTH_READ)) {
+      json_t *left = json_pack("{s:s,s:s,s:s}", "type", "left", "room", m->r->name, "reason", "forbidden");
+      member_remove(e, m, "left");
+      send_json(s, left);
+    }
+  }
+  send_welcome(s, req, 1, insecure);
+  for (uint32_t i = 0; i < s->ob_len; i++) ws_send_frame(w, s->ob[(s->ob_head + i) & (s->ob_cap - 1)]);
+  for (member *m = s->rooms; m; m = m->snext) presence_event(e, m, "update");
+  log_debug("session of %s resumed after ordinal %llu", s->dkey, (unsigned long long)last);
+}
+
 static void handle_hello(sess *s, json_t *req) {
   engine *e = s->e;
   const wsy_config *cfg = e->app->cfg;
@@ -570,24 +710,35 @@ static void handle_hello(sess *s, json_t *req) {
     refuse(s, req, "bad_request", "device is required");
     return;
   }
+  json_t *stokj = json_object_get(req, "session"), *lastj = json_object_get(req, "last");
+  if ((stokj && !json_is_string(stokj)) || (lastj && (!json_is_integer(lastj) || json_integer_value(lastj) < 0))) {
+    auth_identity_free(&s->id);
+    refuse(s, req, "bad_request", "session must be a string and last a non-negative integer");
+    return;
+  }
+  char dkey[sizeof s->dkey];
+  snprintf(dkey, sizeof dkey, "%s:%s", s->id.user, device);
+  uint64_t last = lastj ? (uint64_t)json_integer_value(lastj) : 0;
+  sess *old = stokj ? map_get(&e->sessions, json_string_value(stokj)) : NULL;
+  if (old && !old->ended && strcmp(old->dkey, dkey) == 0 && last + 1 <= old->ob_next &&
+      old->ob_first <= last + 1) {
+    resume(s, old, req, last, !token);
+    return;
+  }
+  /* A new session; one per (user, device): an older one is replaced. */
+  sess *prev = map_get(&e->by_device, dkey);
+  if (prev) end_session(prev, 4001, "replaced by a new session of this device");
   snprintf(s->device, sizeof s->device, "%s", device);
-  snprintf(s->dkey, sizeof s->dkey, "%s:%s", s->id.user, device);
+  memcpy(s->dkey, dkey, sizeof dkey);
   random_hex(s->token, 16);
   s->welcomed = 1;
+  s->ob_first = s->ob_next = 1;
+  s->refs++; /* the registry's reference */
+  map_put(&e->sessions, s->token, s);
+  map_put(&e->by_device, s->dkey, s);
   s->tokens = cfg->burst;
   s->tokens_ms = now_ms(e);
-  json_t *w = json_pack(
-      "{s:s,s:i,s:s,s:s,s:s,s:b,s:s,s:{s:I,s:i,s:I,s:I,s:I,s:i,s:i,s:i,s:i}}", "type", "welcome",
-      "v", 1, "session", s->token, "user", s->id.user, "device", s->device, "resumed", 0, "server",
-      "wsync/" WSYNC_VERSION, "limits", "max_message", (json_int_t)cfg->max_message, "max_rooms",
-      (int)cfg->max_rooms, "max_fields", (json_int_t)e->lim.max_fields, "max_field_size",
-      (json_int_t)e->lim.max_field_size, "max_item_size", (json_int_t)e->lim.max_item_size,
-      "max_depth", e->lim.max_depth, "max_presence_state", MAX_PRESENCE_STATE, "rate",
-      (int)cfg->rate, "burst", (int)cfg->burst);
-  if (!token) json_object_set_new(w, "insecure", json_true());
-  json_t *id = json_object_get(req, "id");
-  if (id) json_object_set(w, "re", id);
-  send_json(s, w);
+  send_welcome(s, req, 0, !token);
 }
 
 static const char *room_member_or_error(sess *s, json_t *req, member **out, int need_write) {
@@ -961,10 +1112,8 @@ static void handle_publish(sess *s, json_t *req) {
     send_json(s, ack);
     for (member *x = r->members, *next; x; x = next) {
       next = x->next;
-      if (x->s->w) {
-        ws_send_frame(x->s->w, frame);
-        e->deliveries++;
-      }
+      sess_send(x->s, frame);
+      e->deliveries++;
     }
     net_chunk_unref(frame);
     return;
@@ -1097,12 +1246,11 @@ static void handle_cursor(sess *s, json_t *req) {
   store_batch_cursor(e->batch, s->id.user, s->device, m->r->name, seq);
   json_t *msg = json_pack("{s:s,s:s,s:s,s:s,s:I}", "type", "cursor", "room", m->r->name, "user",
                           s->id.user, "device", s->device, "seq", (json_int_t)seq);
-  char *text = json_dumps(msg, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  net_chunk *frame = frame_json(msg, NULL);
   json_decref(msg);
   for (member *x = m->r->members; x; x = x->next)
-    if (x->s != s && x->s->w && strcmp(x->s->id.user, s->id.user) == 0)
-      ws_send(x->s->w, WS_OP_TEXT, text, strlen(text));
-  free(text);
+    if (x->s != s && strcmp(x->s->id.user, s->id.user) == 0) sess_send(x->s, frame);
+  net_chunk_unref(frame);
 }
 
 static void dispatch(sess *s, json_t *req) {
@@ -1117,7 +1265,12 @@ static void dispatch(sess *s, json_t *req) {
     return;
   }
   if (!s->welcomed) {
-    refuse(s, req, "unauthorized", "say hello first");
+    static const char *const known[] = {"join", "leave", "op", "publish", "presence", "lock",
+                                        "unlock", "cursor", "recv", "ping", "bye"};
+    int is_known = 0;
+    for (size_t i = 0; i < WSY_ARRAY_LEN(known); i++) is_known |= !strcmp(type, known[i]);
+    if (is_known) refuse(s, req, "unauthorized", "say hello first");
+    else refuse(s, req, "unknown_type", "unknown message type");
     return;
   }
   if (!strcmp(type, "ping")) {
@@ -1127,9 +1280,17 @@ static void dispatch(sess *s, json_t *req) {
     send_json(s, pong);
     return;
   }
-  if (!strcmp(type, "recv")) return; /* session resume: planned */
+  if (!strcmp(type, "recv")) {
+    json_t *nj = json_object_get(req, "n");
+    if (!json_is_integer(nj) || json_integer_value(nj) < 0 || (uint64_t)json_integer_value(nj) >= s->ob_next) {
+      send_error(s, req, "bad_request", "n must be an ordinal the server has sent", "n", NULL);
+      return;
+    }
+    while (s->ob_len && s->ob_first <= (uint64_t)json_integer_value(nj)) ob_pop(s);
+    return;
+  }
   if (!strcmp(type, "bye")) {
-    if (s->w) ws_close(s->w, WS_CLOSE_NORMAL, "bye");
+    end_session(s, WS_CLOSE_NORMAL, "bye");
     return;
   }
   static const struct {
@@ -1169,6 +1330,20 @@ static int ws_open(ws_conn *w, const void *req_ctx) {
   return 0;
 }
 
+/* Nesting depth of a JSON value, counting only while it is at most limit. */
+static int too_deep(json_t *v, int depth, int limit) {
+  if (depth > limit) return 1;
+  const char *k;
+  json_t *x;
+  size_t i;
+  if (json_is_object(v)) {
+    json_object_foreach(v, k, x) if (too_deep(x, depth + 1, limit)) return 1;
+  } else if (json_is_array(v)) {
+    json_array_foreach(v, i, x) if (too_deep(x, depth + 1, limit)) return 1;
+  }
+  return 0;
+}
+
 static void ws_message(ws_conn *w, int opcode, uint8_t *data, size_t len) {
   sess *s = ws_conn_user(w);
   if (opcode != WS_OP_TEXT) {
@@ -1177,7 +1352,7 @@ static void ws_message(ws_conn *w, int opcode, uint8_t *data, size_t len) {
   }
   json_error_t jerr;
   json_t *req = json_loadb((const char *)data, len, JSON_REJECT_DUPLICATES, &jerr);
-  if (!req || !json_is_object(req)) {
+  if (!req || !json_is_object(req) || too_deep(req, 1, 32)) {
     json_decref(req);
     if (!s->welcomed) refuse(s, NULL, "bad_json", "a message must be one JSON object");
     else send_error(s, NULL, "bad_json", "a message must be one JSON object", NULL, NULL);
@@ -1204,10 +1379,27 @@ static void reap(engine *e) {
   while (e->dead) {
     sess *s = e->dead;
     e->dead = s->dead_next;
-    /* Resume is planned: for now a session ends with its connection. */
-    while (s->rooms) member_remove(e, s->rooms, "session_end");
-    sess_unref(s);
+    if (s->welcomed && !s->ended && !s->w) {
+      /* Detached: it stays in its rooms, with its locks, for the resume
+       * window; the others see it disconnected, not gone. */
+      s->detached_at = now_ms(e);
+      for (member *m = s->rooms; m; m = m->snext) presence_event(e, m, "update");
+    }
+    sess_unref(s); /* the connection's reference */
   }
+}
+
+static void expire_sessions(engine *e) {
+  uint64_t now = now_ms(e), window = e->app->cfg->resume_window_ms;
+  sess *due[64];
+  size_t n = 0;
+  const char *k;
+  void *v;
+  for (size_t i = 0; n < WSY_ARRAY_LEN(due) && map_next(&e->sessions, &i, &k, &v);) {
+    sess *s = v;
+    if (!s->w && s->detached_at && now - s->detached_at >= window) due[n++] = s;
+  }
+  for (size_t i = 0; i < n; i++) end_session(due[i], WS_CLOSE_GOING_AWAY, "session expired");
 }
 
 const ws_endpoint engine_ws_endpoint = {
@@ -1229,6 +1421,8 @@ int engine_new(struct app *app, engine **out, char *err, size_t errlen) {
   }
   map_init(&e->rooms);
   map_init(&e->cids);
+  map_init(&e->sessions);
+  map_init(&e->by_device);
   e->lim = (sync_limits){.max_fields = 256, .max_field_size = 64 * 1024,
                          .max_item_size = 256 * 1024, .max_depth = 16, .max_room_items = 100000};
   e->batch = store_batch_new();
@@ -1247,8 +1441,16 @@ int engine_new(struct app *app, engine **out, char *err, size_t errlen) {
 
 void engine_free(engine *e) {
   if (!e) return;
-  /* Connections are gone by now; finish what is in flight and pending. */
+  /* Connections are gone by now; end the detached sessions, then finish
+   * what is in flight and pending. */
   reap(e);
+  for (;;) {
+    size_t i = 0;
+    const char *k;
+    void *v;
+    if (!map_next(&e->sessions, &i, &k, &v)) break;
+    end_session(v, WS_CLOSE_GOING_AWAY, "server shutting down");
+  }
   while (e->busy || e->head || store_batch_count(e->batch)) {
     start_commit(e);
     uv_run(e->app->loop, UV_RUN_ONCE);
@@ -1267,6 +1469,8 @@ void engine_free(engine *e) {
   }
   map_free(&e->rooms);
   map_free(&e->cids);
+  map_free(&e->sessions);
+  map_free(&e->by_device);
   store_batch_free(e->batch);
   store_close(e->st);
   wsy_free(e);

@@ -72,10 +72,12 @@ export function runCli(args, { env = {}, timeout = WAIT_MS } = {}) {
  * plus extraArgs and resolves once it listens. t (a test context) gets an
  * after hook that stops it and fails the test on a sanitizer report, a
  * non-zero exit, or a crash. Options: env (extra environment), echo (default
- * true), listen (instead of 127.0.0.1:0).
+ * true), listen (instead of 127.0.0.1:0), dataDir (an existing data dir to
+ * reuse, for restarts; the caller owns it: it is not removed at the stop).
  */
 export async function startServer(t, extraArgs = [], opts = {}) {
-  const dataDir = mkdtempSync(path.join(tmpdir(), 'wsync-e2e-'));
+  const ownDir = !opts.dataDir;
+  const dataDir = opts.dataDir || mkdtempSync(path.join(tmpdir(), 'wsync-e2e-'));
   const args = ['serve', '--listen', opts.listen || '127.0.0.1:0', '--data-dir', dataDir];
   if (opts.echo !== false) args.push('--echo-endpoint');
   args.push(...extraArgs);
@@ -137,7 +139,7 @@ export async function startServer(t, extraArgs = [], opts = {}) {
     try {
       e = await srv.stop();
     } finally {
-      rmSync(dataDir, { recursive: true, force: true });
+      if (ownDir) rmSync(dataDir, { recursive: true, force: true });
     }
     const report = sanitizerReport(stderr);
     if (report) throw new Error(`sanitizer report from wsync:\n${report}`);
