@@ -1293,22 +1293,25 @@ static void dispatch(sess *s, json_t *req) {
     end_session(s, WS_CLOSE_NORMAL, "bye");
     return;
   }
+  /* rated: 1 = answered with rate_limited when over the rate, 2 = dropped
+   * silently (no reply is expected), PROTOCOL.md 13.2. */
   static const struct {
     const char *type;
     void (*fn)(sess *, json_t *);
     int rated;
   } handlers[] = {
-    {"join", handle_join, 1},         {"leave", handle_leave, 0}, {"op", handle_op, 1},
-    {"publish", handle_publish, 1},   {"presence", handle_presence, 1},
+    {"join", handle_join, 1},         {"leave", handle_leave, 1}, {"op", handle_op, 1},
+    {"publish", handle_publish, 1},   {"presence", handle_presence, 2},
     {"lock", handle_lock, 1},         {"unlock", handle_unlock, 1},
-    {"cursor", handle_cursor, 0},
+    {"cursor", handle_cursor, 2},
   };
   for (size_t i = 0; i < WSY_ARRAY_LEN(handlers); i++) {
     if (strcmp(type, handlers[i].type) != 0) continue;
-    if (handlers[i].rated && !rate_ok(s)) {
+    if (!rate_ok(s)) {
       const wsy_config *cfg = s->e->app->cfg;
-      send_error(s, req, "rate_limited", "too many requests", NULL,
-                 json_pack("{s:i}", "retry_after", (int)(1000 / (cfg->rate ? cfg->rate : 1)) + 1));
+      if (handlers[i].rated == 1)
+        send_error(s, req, "rate_limited", "too many requests", NULL,
+                   json_pack("{s:i}", "retry_after", (int)(1000 / (cfg->rate ? cfg->rate : 1)) + 1));
       return;
     }
     handlers[i].fn(s, req);
