@@ -103,7 +103,7 @@ deps:
 	bash scripts/deps.sh
 
 run: build/wsync
-	./build/wsync serve --static web --echo-endpoint
+	./build/wsync serve --static web --echo-endpoint --insecure-demo
 
 clean:
 	rm -rf build build-asan build-fuzz
