@@ -1,0 +1,220 @@
+/* Unit tests for src/sync/doc.c: op parsing, LWW application, version
+ * checks, limits; and for the string map the registries use. */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../../src/common/map.h"
+#include "../../../src/sync/sync.h"
+
+static const sync_limits lim = {.max_fields = 4, .max_field_size = 64, .max_item_size = 128,
+                                .max_depth = 3, .max_room_items = 3};
+
+static json_t *J(const char *text) {
+  json_error_t e;
+  json_t *j = json_loads(text, 0, &e);
+  cr_assert_not_null(j, "bad test JSON %s: %s", text, e.text);
+  return j;
+}
+
+/* Parses and applies; returns the error code or "ok". */
+static const char *run(doc *d, const char *op_json, uint64_t seq, char **fields) {
+  static char code[32];
+  json_t *op = J(op_json);
+  sync_op o;
+  sync_err err;
+  char *f = NULL;
+  const char *res = "ok";
+  if (sync_op_parse(op, &lim, &o, &err) != 0) res = err.code;
+  else if (sync_apply(d, &o, seq, &lim, &f, &err) != 0) res = err.code;
+  if (fields) *fields = f;
+  else free(f);
+  snprintf(code, sizeof code, "%s", res);
+  json_decref(op);
+  return code;
+}
+
+static char *item_text(doc *d, const char *id) {
+  json_t *j = doc_item_json(doc_get(d, id));
+  char *t = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+  json_decref(j);
+  return t;
+}
+
+Test(doc, set_creates_then_merges_fields_lww) {
+  doc d;
+  doc_init(&d);
+  char *f;
+  cr_assert_str_eq(run(&d, "{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"x\":1,\"y\":2}}", 1, &f), "ok");
+  cr_assert_str_eq(f, "{\"x\":1,\"y\":2}");
+  free(f);
+  cr_assert_str_eq(run(&d, "{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"y\":3,\"z\":{\"n\":1}}}", 2, &f), "ok");
+  free(f);
+  char *t = item_text(&d, "a");
+  cr_assert_str_eq(t, "{\"fields\":{\"x\":1,\"y\":3,\"z\":{\"n\":1}},\"version\":2}");
+  free(t);
+  /* a nested object is replaced whole, not merged */
+  cr_assert_str_eq(run(&d, "{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"z\":{\"m\":2}}}", 3, NULL), "ok");
+  t = item_text(&d, "a");
+  cr_assert_str_eq(t, "{\"fields\":{\"x\":1,\"y\":3,\"z\":{\"m\":2}},\"version\":3}");
+  free(t);
+  doc_free(&d);
+}
+
+Test(doc, null_deletes_a_field) {
+  doc d;
+  doc_init(&d);
+  cr_assert_str_eq(run(&d, "{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"x\":1,\"y\":2}}", 1, NULL), "ok");
+  cr_assert_str_eq(run(&d, "{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"x\":null}}", 2, NULL), "ok");
+  char *t = item_text(&d, "a");
+  cr_assert_str_eq(t, "{\"fields\":{\"y\":2},\"version\":2}");
+  free(t);
+  doc_free(&d);
+}
+
+Test(doc, base_checks_versions_and_leaves_doc_unchanged) {
+  doc d;
+  doc_init(&d);
+  cr_assert_str_eq(run(&d, "{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"x\":1},\"base\":0}", 5, NULL), "ok");
+  cr_assert_str_eq(run(&d, "{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"x\":2},\"base\":0}", 6, NULL), "conflict");
+  cr_assert_str_eq(run(&d, "{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"x\":2},\"base\":4}", 6, NULL), "conflict");
+  char *t = item_text(&d, "a");
+  cr_assert_str_eq(t, "{\"fields\":{\"x\":1},\"version\":5}");
+  free(t);
+  cr_assert_str_eq(run(&d, "{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"x\":2},\"base\":5}", 6, NULL), "ok");
+  cr_assert_str_eq(run(&d, "{\"kind\":\"del\",\"item\":\"a\",\"base\":5}", 7, NULL), "conflict");
+  cr_assert_str_eq(run(&d, "{\"kind\":\"del\",\"item\":\"a\",\"base\":6}", 7, NULL), "ok");
+  cr_assert_null(doc_get(&d, "a"));
+  cr_assert_str_eq(run(&d, "{\"kind\":\"set\",\"item\":\"b\",\"fields\":{},\"base\":3}", 8, NULL), "conflict");
+  doc_free(&d);
+}
+
+Test(doc, del_of_missing_item_is_not_found) {
+  doc d;
+  doc_init(&d);
+  char *f = (char *)1;
+  cr_assert_str_eq(run(&d, "{\"kind\":\"del\",\"item\":\"nope\"}", 1, &f), "not_found");
+  cr_assert_null(f);
+  cr_assert_str_eq(run(&d, "{\"kind\":\"set\",\"item\":\"a\",\"fields\":{}}", 1, NULL), "ok");
+  cr_assert_str_eq(run(&d, "{\"kind\":\"del\",\"item\":\"a\"}", 2, &f), "ok");
+  cr_assert_null(f, "a del reports no fields");
+  doc_free(&d);
+}
+
+Test(doc, malformed_ops) {
+  doc d;
+  doc_init(&d);
+  struct { const char *op, *code; } v[] = {
+    {"[]", "bad_request"},
+    {"{\"item\":\"a\"}", "bad_request"},
+    {"{\"kind\":\"text\",\"item\":\"a\"}", "bad_request"},
+    {"{\"kind\":\"set\",\"fields\":{}}", "bad_request"},
+    {"{\"kind\":\"set\",\"item\":5,\"fields\":{}}", "bad_request"},
+    {"{\"kind\":\"set\",\"item\":\"a b\",\"fields\":{}}", "invalid_field"},
+    {"{\"kind\":\"set\",\"item\":\"a\"}", "bad_request"},
+    {"{\"kind\":\"set\",\"item\":\"a\",\"fields\":[1]}", "bad_request"},
+    {"{\"kind\":\"set\",\"item\":\"a\",\"fields\":{},\"base\":-1}", "bad_request"},
+    {"{\"kind\":\"set\",\"item\":\"a\",\"fields\":{},\"base\":\"1\"}", "bad_request"},
+    {"{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5}}", "too_large"},
+    {"{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"x\":[[[[1]]]]}}", "invalid_field"},
+    {"{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"x\":9007199254740992}}", "invalid_field"},
+    {"{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"\":1}}", "invalid_field"},
+    {"{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"x\":\"0123456789012345678901234567890123456789012345678901234567890123\"}}", "too_large"},
+  };
+  for (size_t i = 0; i < sizeof v / sizeof *v; i++)
+    cr_assert_str_eq(run(&d, v[i].op, 1, NULL), v[i].code, "op %s", v[i].op);
+  cr_assert_eq(doc_len(&d), 0, "no rejected op changed the document");
+  /* at the limits: depth 3, 2^53-1 */
+  cr_assert_str_eq(run(&d, "{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"x\":[[[1]]],\"y\":9007199254740991}}", 1, NULL), "ok");
+  doc_free(&d);
+}
+
+Test(doc, item_size_and_room_item_limits) {
+  doc d;
+  doc_init(&d);
+  const char *fill = "{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"%c\":\"0123456789012345678901234567890123456789\"}}";
+  char op[256];
+  snprintf(op, sizeof op, fill, 'p');
+  cr_assert_str_eq(run(&d, op, 1, NULL), "ok");
+  snprintf(op, sizeof op, fill, 'q');
+  cr_assert_str_eq(run(&d, op, 2, NULL), "ok");
+  snprintf(op, sizeof op, fill, 'r');
+  cr_assert_str_eq(run(&d, op, 3, NULL), "too_large", "over max_item_size after the merge");
+  char *t = item_text(&d, "a");
+  cr_assert(strstr(t, "\"r\"") == NULL && strstr(t, "\"version\":2"), "unchanged: %s", t);
+  free(t);
+  cr_assert_str_eq(run(&d, "{\"kind\":\"set\",\"item\":\"b\",\"fields\":{}}", 4, NULL), "ok");
+  cr_assert_str_eq(run(&d, "{\"kind\":\"set\",\"item\":\"c\",\"fields\":{}}", 5, NULL), "ok");
+  cr_assert_str_eq(run(&d, "{\"kind\":\"set\",\"item\":\"d\",\"fields\":{}}", 6, NULL), "too_large");
+  cr_assert_str_eq(run(&d, "{\"kind\":\"set\",\"item\":\"c\",\"fields\":{\"k\":1}}", 6, NULL), "ok", "existing items still writable");
+  doc_free(&d);
+}
+
+Test(doc, replicas_applying_the_same_ops_in_order_agree) {
+  /* Concurrent writers, serialized by seq: every replica that applies the
+   * log in order ends with the same document (LWW per field). */
+  doc a, b;
+  doc_init(&a);
+  doc_init(&b);
+  const char *log[] = {
+    "{\"kind\":\"set\",\"item\":\"k\",\"fields\":{\"t\":\"A\",\"c\":1}}",
+    "{\"kind\":\"set\",\"item\":\"k\",\"fields\":{\"t\":\"B\"}}",
+    "{\"kind\":\"set\",\"item\":\"k\",\"fields\":{\"c\":null,\"d\":true}}",
+    "{\"kind\":\"set\",\"item\":\"m\",\"fields\":{\"t\":\"C\"}}",
+    "{\"kind\":\"del\",\"item\":\"m\"}",
+  };
+  for (size_t i = 0; i < sizeof log / sizeof *log; i++) {
+    cr_assert_str_eq(run(&a, log[i], i + 1, NULL), "ok");
+    cr_assert_str_eq(run(&b, log[i], i + 1, NULL), "ok");
+  }
+  json_t *sa = doc_snapshot(&a), *sb = doc_snapshot(&b);
+  cr_assert(json_equal(sa, sb));
+  char *t = json_dumps(sa, JSON_COMPACT | JSON_SORT_KEYS);
+  cr_assert_str_eq(t, "{\"items\":{\"k\":{\"fields\":{\"d\":true,\"t\":\"B\"},\"version\":3}}}");
+  free(t);
+  json_decref(sa);
+  json_decref(sb);
+  doc_free(&a);
+  doc_free(&b);
+}
+
+Test(doc, normalized_op_drops_base) {
+  json_t *op = J("{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"x\":null},\"base\":3,\"fence\":9}");
+  sync_op o;
+  sync_err err;
+  cr_assert_eq(sync_op_parse(op, &lim, &o, &err), 0);
+  json_t *n = sync_op_normalized(&o);
+  char *t = json_dumps(n, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  cr_assert_str_eq(t, "{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"x\":null}}");
+  free(t);
+  json_decref(n);
+  json_decref(op);
+}
+
+Test(map, put_get_del_and_growth) {
+  map m;
+  map_init(&m);
+  char key[32];
+  for (long i = 0; i < 5000; i++) {
+    snprintf(key, sizeof key, "k%ld", i);
+    cr_assert_null(map_put(&m, key, (void *)(i + 1)));
+  }
+  cr_assert_eq(map_len(&m), 5000);
+  for (long i = 0; i < 5000; i += 2) {
+    snprintf(key, sizeof key, "k%ld", i);
+    cr_assert_eq((long)map_del(&m, key), i + 1);
+  }
+  for (long i = 0; i < 5000; i++) {
+    snprintf(key, sizeof key, "k%ld", i);
+    cr_assert_eq((long)map_get(&m, key), i % 2 ? i + 1 : 0);
+  }
+  cr_assert_eq((long)map_put(&m, "k1", (void *)7), 2, "replace returns the old value");
+  size_t n = 0, it = 0;
+  const char *k;
+  void *v;
+  while (map_next(&m, &it, &k, &v)) n++;
+  cr_assert_eq(n, 2500);
+  map_free(&m);
+}
