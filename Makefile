@@ -20,7 +20,7 @@ endif
 SRC_LIB := $(wildcard src/common/*.c src/net/*.c src/http/*.c src/ws/*.c src/auth/*.c src/store/*.c src/sync/*.c) src/config.c
 SRC_BIN := src/main.c
 UNIT_SRC := $(wildcard tests/unit/*/*.c tests/unit/*.c)
-FUZZ_TARGETS := ws_frame utf8 http_request
+FUZZ_TARGETS := ws_frame utf8 http_request sync_op auth_token
 FUZZ_SECONDS ?= 60
 FUZZ_BRIEF ?= 5
 
