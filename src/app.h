@@ -39,6 +39,7 @@ typedef struct wsy_config {
   unsigned burst;
   unsigned max_lock_ttl_ms;
   unsigned history_ops;      /* log entries kept per room */
+  size_t max_batch;          /* sub-ops in one batch op */
   size_t max_outbox;         /* bytes of unconfirmed messages kept per session */
   const char *api_key;       /* backend API bearer key; NULL: API off */
 } wsy_config;

@@ -73,6 +73,7 @@ void config_defaults(wsy_config *cfg) {
   cfg->max_lock_ttl_ms = 300000;
   cfg->history_ops = 100000;
   cfg->max_outbox = 1024 * 1024;
+  cfg->max_batch = 100;
 }
 
 int config_parse_size(const char *s, size_t *out) {

@@ -412,7 +412,7 @@ void store_close(store *s) {
 
 /* ---- batches ------------------------------------------------------------- */
 
-enum { E_ROOM, E_OP, E_CURSOR, E_TRIM };
+enum { E_ROOM, E_OP, E_CURSOR, E_TRIM, E_ITEM };
 enum { B_BUILDING, B_COMMITTING, B_COMMITTED, B_FAILED };
 
 typedef struct batch_entry {
@@ -526,6 +526,14 @@ void store_batch_cursor(store_batch *b, const char *user, const char *device, co
   e->mem = pack(it, WSY_ARRAY_LEN(it));
   e->seq = seq;
   e->now_ms = wall_ms();
+}
+
+void store_batch_item(store_batch *b, const char *room, const char *item, const char *fields_json,
+                      uint64_t version) {
+  batch_entry *e = batch_add(b, E_ITEM);
+  pack_item it[] = {STR(room, &e->room), STR(item, &e->item), STR(fields_json, &e->fields)};
+  e->mem = pack(it, WSY_ARRAY_LEN(it));
+  e->version = version;
 }
 
 void store_batch_trim(store_batch *b, const char *room, uint64_t keep_from_seq) {
@@ -660,7 +668,20 @@ static int apply_trim(store *s, store_batch *b, const batch_entry *e) {
   return map_rc(wstep(s, b, st));
 }
 
-static const char *const kind_name[] = {"room_create", "op", "cursor", "trim"};
+/* An item of an entry already logged (the items of a batch op). */
+static int apply_item(store *s, store_batch *b, const batch_entry *e) {
+  if (!e->room || !e->item) return fail(b, WSY_INVAL, "item entry needs room and item");
+  sqlite3_stmt *st = s->w[e->fields ? SW_ITEM_UPSERT : SW_ITEM_DELETE];
+  bind_str(st, 1, e->room);
+  bind_str(st, 2, e->item);
+  if (e->fields) {
+    bind_str(st, 3, e->fields);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)(e->version > SEQ_MAX ? SEQ_MAX : e->version));
+  }
+  return map_rc(wstep(s, b, st));
+}
+
+static const char *const kind_name[] = {"room_create", "op", "cursor", "trim", "item"};
 
 int store_batch_commit(store *s, store_batch *b) {
   if (b->state == B_COMMITTED || b->state == B_COMMITTING)
@@ -682,6 +703,7 @@ int store_batch_commit(store *s, store_batch *b) {
     case E_ROOM: rc = apply_room(s, b, e); break;
     case E_OP: rc = apply_op(s, b, e); break;
     case E_CURSOR: rc = apply_cursor(s, b, e); break;
+    case E_ITEM: rc = apply_item(s, b, e); break;
     default: rc = apply_trim(s, b, e); break;
     }
     if (rc) {

@@ -161,6 +161,11 @@ void store_batch_op(store_batch *b, const store_op *op);
 /* Device cursor upsert; the stored seq only grows (max of old and new). */
 void store_batch_cursor(store_batch *b, const char *user, const char *device, const char *room,
                         uint64_t seq);
+/* Sets (fields_json) or deletes (NULL) one item without a log entry of its
+ * own: the items of an op that touches several (a batch), logged by the
+ * store_batch_op before it with item NULL. */
+void store_batch_item(store_batch *b, const char *room, const char *item, const char *fields_json,
+                      uint64_t version);
 /* Drops the room's ops with seq < keep_from_seq and raises min_seq to
  * keep_from_seq (clamped to seq + 1; min_seq never goes down). */
 void store_batch_trim(store_batch *b, const char *room, uint64_t keep_from_seq);

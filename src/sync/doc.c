@@ -1,5 +1,6 @@
 /* doc.c -- the document model: items, set/del with LWW per field, version
  * checks, limits. Pure: every function is a transformation of a doc. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -186,4 +187,98 @@ int sync_apply(doc *d, const sync_op *op, uint64_t seq, const sync_limits *lim, 
 json_t *sync_op_normalized(const sync_op *op) {
   if (op->kind == SYNC_DEL) return json_pack("{s:s,s:s}", "kind", "del", "item", op->item);
   return json_pack("{s:s,s:s,s:O}", "kind", "set", "item", op->item, "fields", op->fields);
+}
+
+/* ---- batch ------------------------------------------------------------- */
+
+int sync_batch_parse(json_t *op, const sync_limits *lim, size_t max_batch, sync_op **subs, size_t *n,
+                     sync_err *err, size_t *index) {
+  *subs = NULL;
+  *n = 0;
+  *index = SIZE_MAX;
+  json_t *ops = json_object_get(op, "ops");
+  if (!json_is_array(ops) || json_array_size(ops) == 0)
+    return fail(err, "bad_request", "op.ops", "%s", "a batch needs a non-empty array ops");
+  if (json_array_size(ops) > max_batch) return fail(err, "too_large", "op.ops", "%s", "too many ops in one batch");
+  size_t cnt = json_array_size(ops);
+  sync_op *out = wsy_calloc(cnt, sizeof *out);
+  for (size_t i = 0; i < cnt; i++) {
+    json_t *sub = json_array_get(ops, i);
+    const char *k = json_string_value(json_object_get(sub, "kind"));
+    if (k && !strcmp(k, "batch")) {
+      wsy_free(out);
+      *index = i;
+      return fail(err, "bad_request", "op.ops", "%s", "a batch cannot contain a batch");
+    }
+    if (sync_op_parse(sub, lim, &out[i], err) != 0) {
+      wsy_free(out);
+      *index = i;
+      return -1;
+    }
+  }
+  *subs = out;
+  *n = cnt;
+  return 0;
+}
+
+typedef struct undo {
+  const char *item;
+  doc_item *saved; /* NULL: the item did not exist */
+} undo;
+
+int sync_batch_apply(doc *d, const sync_op *subs, size_t n, uint64_t seq, const sync_limits *lim,
+                     sync_change **changes, size_t *nchanges, sync_err *err, size_t *index) {
+  undo *u = wsy_calloc(n, sizeof *u);
+  size_t nu = 0;
+  int rc = 0;
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    size_t j = 0;
+    while (j < nu && strcmp(u[j].item, subs[i].item) != 0) j++;
+    if (j == nu) { /* first touch: remember how it was */
+      const doc_item *it = doc_get(d, subs[i].item);
+      u[nu].item = subs[i].item;
+      if (it) {
+        u[nu].saved = wsy_calloc(1, sizeof *u[nu].saved);
+        u[nu].saved->fields = json_copy(it->fields);
+        u[nu].saved->version = it->version;
+      }
+      nu++;
+    }
+    char *f = NULL;
+    if (sync_apply(d, &subs[i], seq, lim, &f, err) != 0) {
+      rc = -1;
+      *index = i;
+    }
+    free(f);
+  }
+  if (rc != 0) { /* put every touched item back as it was */
+    for (size_t j = 0; j < nu; j++) {
+      item_free(map_del(&d->items, u[j].item));
+      if (u[j].saved) map_put(&d->items, u[j].item, u[j].saved);
+    }
+    wsy_free(u);
+    return -1;
+  }
+  sync_change *c = wsy_calloc(nu, sizeof *c);
+  for (size_t j = 0; j < nu; j++) {
+    item_free(u[j].saved);
+    const doc_item *it = doc_get(d, u[j].item);
+    c[j].item = u[j].item;
+    c[j].fields_json = it ? json_dumps(it->fields, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+  }
+  wsy_free(u);
+  *changes = c;
+  *nchanges = nu;
+  return 0;
+}
+
+void sync_changes_free(sync_change *c, size_t n) {
+  for (size_t i = 0; i < n; i++) free(c[i].fields_json);
+  wsy_free(c);
+}
+
+json_t *sync_batch_normalized(const sync_op *subs, size_t n) {
+  json_t *arr = json_array();
+  for (size_t i = 0; i < n; i++) json_array_append_new(arr, sync_op_normalized(&subs[i]));
+  return json_pack("{s:s,s:o}", "kind", "batch", "ops", arr);
 }

@@ -594,6 +594,8 @@ static void send_welcome(sess *s, json_t *req, int resumed, int insecure) {
       "max_depth", e->lim.max_depth, "max_presence_state", MAX_PRESENCE_STATE, "rate",
       (int)cfg->rate, "burst", (int)cfg->burst, "resume_window", (json_int_t)cfg->resume_window_ms,
       "max_outbox", (json_int_t)cfg->max_outbox);
+  json_object_set_new(json_object_get(w, "limits"), "max_batch", json_integer((json_int_t)cfg->max_batch));
+  json_object_set_new(json_object_get(w, "limits"), "max_lock_ttl", json_integer((json_int_t)cfg->max_lock_ttl_ms));
   if (insecure) json_object_set_new(w, "insecure", json_true());
   if (resumed) {
     json_t *rooms = json_array();
@@ -959,8 +961,9 @@ static pend *pend_new(author *a, int kind, json_t *req, room *r, uint64_t seq, c
 }
 
 /* Sequences an accepted entry: broadcast bytes, store op, pending ack. */
-static void sequence(author *a, json_t *req, room *r, json_t *bcast, const sync_op *op,
-                     const char *fields_json, const char *cid) {
+static void sequence(author *a, json_t *req, room *r, json_t *bcast, const char *item,
+                     const char *fields_json, const sync_change *changes, size_t nchanges,
+                     const char *cid) {
   engine *e = a->e;
   char *text;
   pend *p = pend_new(a, P_OP, req, r, r->seq, cid);
@@ -968,7 +971,7 @@ static void sequence(author *a, json_t *req, room *r, json_t *bcast, const sync_
   store_op so = {
     .room = r->name,
     .seq = r->seq,
-    .item = op ? op->item : NULL,
+    .item = item,
     .fields_json = fields_json,
     .version = r->seq,
     .device = cid ? a->dkey : NULL,
@@ -977,6 +980,8 @@ static void sequence(author *a, json_t *req, room *r, json_t *bcast, const sync_
     .msg_len = strlen(text),
   };
   store_batch_op(e->batch, &so);
+  for (size_t i = 0; i < nchanges; i++)
+    store_batch_item(e->batch, r->name, changes[i].item, changes[i].fields_json, r->seq);
   free(text);
   if (cid) {
     char key[300];
@@ -1023,58 +1028,118 @@ other_room:
   return 1;
 }
 
+/* Why an op was refused, for the caller to report on its transport. */
+typedef struct op_refusal {
+  sync_err err;
+  json_t *extra; /* members to add to the error (item, current, lock, index) */
+} op_refusal;
+
+static int refuse_op(engine *e, op_refusal *why, const char *code, const char *msg, json_t *extra) {
+  e->ops_rejected++;
+  why->err.code = code;
+  why->err.field = NULL;
+  snprintf(why->err.message, sizeof why->err.message, "%s", msg);
+  why->extra = extra;
+  return -1;
+}
+
+/* May the author write item now? Locks (unless force) and the fence. */
+static int lock_ok(engine *e, room *r, sess *s, json_t *subj, const char *item, int force, op_refusal *why) {
+  const lock *l = lock_held(r, item);
+  if (l && l->holder != s && !force)
+    return refuse_op(e, why, "locked", "the item is locked by another session",
+                     json_pack("{s:s,s:o}", "item", item, "lock", lock_json(e, item, l)));
+  json_t *fence = json_object_get(subj, "fence");
+  if (fence && (!s || !json_is_integer(fence) || !l || l->holder != s ||
+                (json_int_t)l->fence != json_integer_value(fence)))
+    return refuse_op(e, why, "lock_lost", "the op's fence is not a lock this session holds",
+                     json_pack("{s:s}", "item", item));
+  return 0;
+}
+
+/* An op request through every check, then applied and sequenced: the one
+ * path for client and backend ops. 0 when sequenced or answered (a
+ * duplicate); -1 with *why when refused. */
+static int run_op(author *a, json_t *req, room *r, json_t *opj, const char *cid, int force,
+                  json_t *from, op_refusal *why) {
+  engine *e = a->e;
+  why->extra = NULL;
+  const char *kind = json_string_value(json_object_get(opj, "kind"));
+  int is_batch = kind && !strcmp(kind, "batch");
+  sync_op one, *subs = NULL;
+  size_t n = 0, index = SIZE_MAX;
+  if (is_batch ? sync_batch_parse(opj, &e->lim, e->app->cfg->max_batch, &subs, &n, &why->err, &index)
+               : sync_op_parse(opj, &e->lim, &one, &why->err)) {
+    e->ops_rejected++;
+    if (is_batch && index != SIZE_MAX) why->extra = json_pack("{s:I}", "index", (json_int_t)index);
+    else if (!is_batch && one.item) why->extra = json_pack("{s:s}", "item", one.item);
+    return -1;
+  }
+  if (!is_batch) {
+    subs = &one;
+    n = 1;
+  }
+  int rc = -1;
+  if (cid && dedupe(a, req, r, cid)) {
+    rc = 0;
+    goto out;
+  }
+  if (r->broken) {
+    refuse_op(e, why, "internal", "the room is recovering from a storage failure; retry", NULL);
+    goto out;
+  }
+  for (size_t i = 0; i < n; i++) {
+    json_t *subj = is_batch ? json_array_get(json_object_get(opj, "ops"), i) : opj;
+    if (lock_ok(e, r, a->s, subj, subs[i].item, force, why) != 0) {
+      if (is_batch) json_object_set_new(why->extra, "index", json_integer((json_int_t)i));
+      goto out;
+    }
+  }
+  char *fields_json = NULL;
+  sync_change *changes = NULL;
+  size_t nchanges = 0;
+  int arc = is_batch ? sync_batch_apply(&r->d, subs, n, r->seq + 1, &e->lim, &changes, &nchanges,
+                                        &why->err, &index)
+                     : sync_apply(&r->d, &one, r->seq + 1, &e->lim, &fields_json, &why->err);
+  if (arc != 0) {
+    e->ops_rejected++;
+    const char *item = is_batch ? subs[index].item : one.item;
+    why->extra = json_pack("{s:s}", "item", item);
+    if (is_batch) json_object_set_new(why->extra, "index", json_integer((json_int_t)index));
+    if (!strcmp(why->err.code, "conflict"))
+      json_object_set_new(why->extra, "current", doc_item_json(doc_get(&r->d, item)));
+    goto out;
+  }
+  r->seq++;
+  json_t *bcast = json_pack("{s:s,s:s,s:I,s:I,s:O}", "type", "op", "room", r->name, "seq",
+                            (json_int_t)r->seq, "ts", (json_int_t)wall_ms(), "from", from);
+  if (cid) json_object_set_new(bcast, "cid", json_string(cid));
+  json_object_set_new(bcast, "op", is_batch ? sync_batch_normalized(subs, n) : sync_op_normalized(&one));
+  sequence(a, req, r, bcast, is_batch ? NULL : one.item, fields_json, changes, nchanges, cid);
+  json_decref(bcast);
+  free(fields_json);
+  sync_changes_free(changes, nchanges);
+  rc = 0;
+out:
+  if (is_batch) wsy_free(subs);
+  return rc;
+}
+
 static void handle_op(sess *s, json_t *req) {
   engine *e = s->e;
   member *m;
   if (!room_member_or_error(s, req, &m, 1)) return;
-  room *r = m->r;
   const char *cid = str_member(req, "cid");
   if (!cid || !cid_valid(cid)) {
     send_error(s, req, "bad_request", "cid must be 1-128 characters of A-Z a-z 0-9 . _ : @ -", "cid", NULL);
     return;
   }
-  sync_op op;
-  sync_err err;
-  if (sync_op_parse(json_object_get(req, "op"), &e->lim, &op, &err) != 0) {
-    e->ops_rejected++;
-    send_error(s, req, err.code, err.message, err.field, op.item ? json_pack("{s:s}", "item", op.item) : NULL);
-    return;
-  }
   author au = {e, s, NULL, s->dkey};
-  if (dedupe(&au, req, r, cid)) return;
-  if (r->broken) {
-    send_error(s, req, "internal", "the room is recovering from a storage failure; retry", NULL, NULL);
-    return;
-  }
-  const lock *l = lock_held(r, op.item);
-  if (l && l->holder != s) {
-    e->ops_rejected++;
-    send_error(s, req, "locked", "the item is locked by another session", NULL,
-               json_pack("{s:s,s:o}", "item", op.item, "lock", lock_json(e, op.item, l)));
-    return;
-  }
-  json_t *fence = json_object_get(json_object_get(req, "op"), "fence");
-  if (fence && (!json_is_integer(fence) || !l || (json_int_t)l->fence != json_integer_value(fence))) {
-    e->ops_rejected++;
-    send_error(s, req, "lock_lost", "the op's fence is not a lock this session holds", NULL,
-               json_pack("{s:s}", "item", op.item));
-    return;
-  }
-  char *fields_json = NULL;
-  if (sync_apply(&r->d, &op, r->seq + 1, &e->lim, &fields_json, &err) != 0) {
-    e->ops_rejected++;
-    json_t *extra = json_pack("{s:s}", "item", op.item);
-    if (!strcmp(err.code, "conflict")) json_object_set_new(extra, "current", doc_item_json(doc_get(&r->d, op.item)));
-    send_error(s, req, err.code, err.message, err.field, extra);
-    return;
-  }
-  r->seq++;
-  json_t *bcast = json_pack("{s:s,s:s,s:I,s:I,s:{s:s,s:s},s:s,s:o}", "type", "op", "room", r->name,
-                            "seq", (json_int_t)r->seq, "ts", (json_int_t)wall_ms(), "from", "user",
-                            s->id.user, "device", s->device, "cid", cid, "op", sync_op_normalized(&op));
-  sequence(&au, req, r, bcast, &op, fields_json, cid);
-  json_decref(bcast);
-  free(fields_json);
+  json_t *from = json_pack("{s:s,s:s}", "user", s->id.user, "device", s->device);
+  op_refusal why;
+  if (run_op(&au, req, m->r, json_object_get(req, "op"), cid, 0, from, &why) != 0)
+    send_error(s, req, why.err.code, why.err.message, why.err.field, why.extra);
+  json_decref(from);
 }
 
 static void handle_publish(sess *s, json_t *req) {
@@ -1130,7 +1195,7 @@ static void handle_publish(sess *s, json_t *req) {
                             s->id.user, "device", s->device);
   if (cid) json_object_set_new(bcast, "cid", json_string(cid));
   json_object_set(bcast, "data", data);
-  sequence(&au, req, r, bcast, NULL, NULL, cid);
+  sequence(&au, req, r, bcast, NULL, NULL, NULL, 0, cid);
   json_decref(bcast);
 }
 
@@ -1593,12 +1658,9 @@ static void backend_write(engine *e, conn *c, httpd_req *r, const char *name, in
     http_error(c, 400, "bad_request", "cid must be 1-128 characters of A-Z a-z 0-9 . _ : @ -");
     goto out;
   }
-  sync_op op;
-  sync_err err;
   json_t *data = json_object_get(req, "data");
-  if (!is_publish && sync_op_parse(json_object_get(req, "op"), &e->lim, &op, &err) != 0) {
-    e->ops_rejected++;
-    http_error(c, status_of(err.code), err.code, err.message);
+  if (!is_publish && !json_is_object(json_object_get(req, "op"))) {
+    http_error(c, 400, "bad_request", "op must be an object");
     goto out;
   }
   if (is_publish && !data) {
@@ -1612,55 +1674,42 @@ static void backend_write(engine *e, conn *c, httpd_req *r, const char *name, in
     goto out;
   }
   author au = {e, NULL, c, ":backend"};
-  if (cid && dedupe(&au, req, rm, cid)) goto out_room;
+  json_t *from = json_pack("{s:b}", "backend", 1);
+  if (!is_publish) {
+    op_refusal why;
+    if (run_op(&au, NULL, rm, json_object_get(req, "op"), cid, json_is_true(json_object_get(req, "force")),
+               from, &why) != 0) {
+      json_t *b = json_pack("{s:s,s:s,s:s}", "type", "error", "code", why.err.code, "message", why.err.message);
+      if (why.extra) json_object_update(b, why.extra);
+      json_decref(why.extra);
+      http_json(c, status_of(why.err.code), b);
+    }
+    json_decref(from);
+    goto out_room;
+  }
+  if (cid && dedupe(&au, req, rm, cid)) {
+    json_decref(from);
+    goto out_room;
+  }
   if (rm->broken) {
+    json_decref(from);
     http_error(c, 500, "internal", "the room is recovering from a storage failure; retry");
     goto out_room;
   }
-  json_t *from = json_pack("{s:b}", "backend", 1);
-  if (is_publish) {
-    if (json_is_true(json_object_get(req, "ephemeral"))) {
-      room_send(e, rm, json_pack("{s:s,s:s,s:I,s:o,s:O,s:b}", "type", "message", "room", rm->name,
-                                 "ts", (json_int_t)wall_ms(), "from", from, "data", data,
-                                 "ephemeral", 1));
-      http_json(c, 200, json_pack("{s:s,s:s}", "room", rm->name, "epoch", rm->epoch));
-      goto out_room;
-    }
-    rm->seq++;
-    json_t *bcast = json_pack("{s:s,s:s,s:I,s:I,s:o}", "type", "message", "room", rm->name, "seq",
-                              (json_int_t)rm->seq, "ts", (json_int_t)wall_ms(), "from", from);
-    if (cid) json_object_set_new(bcast, "cid", json_string(cid));
-    json_object_set(bcast, "data", data);
-    sequence(&au, NULL, rm, bcast, NULL, NULL, cid);
-    json_decref(bcast);
-    goto out_room;
-  }
-  const lock *l = lock_held(rm, op.item);
-  if (l && !json_is_true(json_object_get(req, "force"))) {
-    json_decref(from);
-    e->ops_rejected++;
-    http_json(c, 423, json_pack("{s:s,s:s,s:s,s:o}", "type", "error", "code", "locked", "message",
-                                "the item is locked", "lock", lock_json(e, op.item, l)));
-    goto out_room;
-  }
-  char *fields_json = NULL;
-  if (sync_apply(&rm->d, &op, rm->seq + 1, &e->lim, &fields_json, &err) != 0) {
-    json_decref(from);
-    e->ops_rejected++;
-    json_t *b = json_pack("{s:s,s:s,s:s,s:s}", "type", "error", "code", err.code, "message", err.message,
-                          "item", op.item);
-    if (!strcmp(err.code, "conflict")) json_object_set_new(b, "current", doc_item_json(doc_get(&rm->d, op.item)));
-    http_json(c, status_of(err.code), b);
+  if (json_is_true(json_object_get(req, "ephemeral"))) {
+    room_send(e, rm, json_pack("{s:s,s:s,s:I,s:o,s:O,s:b}", "type", "message", "room", rm->name,
+                               "ts", (json_int_t)wall_ms(), "from", from, "data", data,
+                               "ephemeral", 1));
+    http_json(c, 200, json_pack("{s:s,s:s}", "room", rm->name, "epoch", rm->epoch));
     goto out_room;
   }
   rm->seq++;
-  json_t *bcast = json_pack("{s:s,s:s,s:I,s:I,s:o}", "type", "op", "room", rm->name, "seq",
+  json_t *bcast = json_pack("{s:s,s:s,s:I,s:I,s:o}", "type", "message", "room", rm->name, "seq",
                             (json_int_t)rm->seq, "ts", (json_int_t)wall_ms(), "from", from);
   if (cid) json_object_set_new(bcast, "cid", json_string(cid));
-  json_object_set_new(bcast, "op", sync_op_normalized(&op));
-  sequence(&au, NULL, rm, bcast, &op, fields_json, cid);
+  json_object_set(bcast, "data", data);
+  sequence(&au, NULL, rm, bcast, NULL, NULL, NULL, 0, cid);
   json_decref(bcast);
-  free(fields_json);
 out_room:
   room_maybe_unload(e, rm);
 out:

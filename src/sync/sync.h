@@ -76,4 +76,25 @@ int sync_apply(doc *d, const sync_op *op, uint64_t seq, const sync_limits *lim, 
 /* The op as broadcast: {"kind","item"[,"fields"]} without base (new ref). */
 json_t *sync_op_normalized(const sync_op *op);
 
+/* ---- batch: 1..max_batch set/del sub-ops applied atomically, one seq ---- */
+
+/* The item states a batch left, one per distinct item touched. */
+typedef struct sync_change {
+  const char *item;   /* borrowed from the request */
+  char *fields_json;  /* malloc'd; NULL when the item was deleted */
+} sync_change;
+
+/* Parses {"kind":"batch","ops":[...]} into subs (malloc'd array, *n long;
+ * strings borrowed from op). On failure err is set and *index names the
+ * failing sub-op (or SIZE_MAX for the batch itself). */
+int sync_batch_parse(json_t *op, const sync_limits *lim, size_t max_batch, sync_op **subs, size_t *n,
+                     sync_err *err, size_t *index);
+/* Applies subs in order, each seeing the ones before; all or nothing. On
+ * success *changes (malloc'd, *nchanges long; free with
+ * sync_changes_free) lists the final state of every item touched. */
+int sync_batch_apply(doc *d, const sync_op *subs, size_t n, uint64_t seq, const sync_limits *lim,
+                     sync_change **changes, size_t *nchanges, sync_err *err, size_t *index);
+void sync_changes_free(sync_change *c, size_t n);
+json_t *sync_batch_normalized(const sync_op *subs, size_t n);
+
 #endif

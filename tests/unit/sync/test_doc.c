@@ -218,3 +218,60 @@ Test(map, put_get_del_and_growth) {
   cr_assert_eq(n, 2500);
   map_free(&m);
 }
+
+static const char *run_batch(doc *d, const char *op_json, uint64_t seq, size_t *index, size_t *nchanges) {
+  static char code[32];
+  json_t *op = J(op_json);
+  sync_op *subs = NULL;
+  size_t n = 0;
+  sync_err err;
+  sync_change *ch = NULL;
+  const char *res = "ok";
+  *nchanges = 0;
+  if (sync_batch_parse(op, &lim, 3, &subs, &n, &err, index) != 0) res = err.code;
+  else if (sync_batch_apply(d, subs, n, seq, &lim, &ch, nchanges, &err, index) != 0) res = err.code;
+  sync_changes_free(ch, *nchanges);
+  free(subs);
+  snprintf(code, sizeof code, "%s", res);
+  json_decref(op);
+  return code;
+}
+
+Test(doc, batch_applies_in_order_with_one_version) {
+  doc d;
+  doc_init(&d);
+  size_t idx, nch;
+  cr_assert_str_eq(run_batch(&d, "{\"kind\":\"batch\",\"ops\":[{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"x\":1}},"
+                                  "{\"kind\":\"set\",\"item\":\"b\",\"fields\":{}},{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"y\":2},\"base\":7}]}",
+                             7, &idx, &nch), "ok", "a later sub-op sees the earlier one's version");
+  cr_assert_eq(nch, 2, "one change per distinct item");
+  char *t = item_text(&d, "a");
+  cr_assert_str_eq(t, "{\"fields\":{\"x\":1,\"y\":2},\"version\":7}");
+  free(t);
+  doc_free(&d);
+}
+
+Test(doc, failing_batch_changes_nothing) {
+  doc d;
+  doc_init(&d);
+  size_t idx = 99, nch;
+  cr_assert_str_eq(run(&d, "{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"x\":1}}", 1, NULL), "ok");
+  json_t *before = doc_snapshot(&d);
+  cr_assert_str_eq(run_batch(&d, "{\"kind\":\"batch\",\"ops\":[{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"x\":2}},"
+                                  "{\"kind\":\"del\",\"item\":\"a\"},{\"kind\":\"del\",\"item\":\"zz\"}]}",
+                             2, &idx, &nch), "not_found");
+  cr_assert_eq(idx, 2);
+  json_t *after = doc_snapshot(&d);
+  cr_assert(json_equal(before, after), "the first two sub-ops were undone");
+  json_decref(before);
+  json_decref(after);
+  cr_assert_str_eq(run_batch(&d, "{\"kind\":\"batch\",\"ops\":[]}", 2, &idx, &nch), "bad_request");
+  cr_assert_str_eq(run_batch(&d, "{\"kind\":\"batch\",\"ops\":[{\"kind\":\"del\",\"item\":\"a\"},{\"kind\":\"del\",\"item\":\"a\"},"
+                                  "{\"kind\":\"del\",\"item\":\"a\"},{\"kind\":\"del\",\"item\":\"a\"}]}", 2, &idx, &nch), "too_large");
+  cr_assert_str_eq(run_batch(&d, "{\"kind\":\"batch\",\"ops\":[{\"kind\":\"batch\",\"ops\":[]}]}", 2, &idx, &nch), "bad_request");
+  cr_assert_eq(idx, 0);
+  cr_assert_str_eq(run_batch(&d, "{\"kind\":\"batch\",\"ops\":[{\"kind\":\"del\",\"item\":\"a\"},{\"kind\":\"set\",\"item\":\"a\"}]}", 2, &idx, &nch), "bad_request");
+  cr_assert_eq(idx, 1);
+  cr_assert_not_null(doc_get(&d, "a"));
+  doc_free(&d);
+}
