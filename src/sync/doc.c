@@ -65,24 +65,28 @@ static int fail(sync_err *err, const char *code, const char *field, const char *
   return -1;
 }
 
-/* Depth of a JSON value (scalars 0) up to limit+1, and integer range. */
-static int value_ok(json_t *v, int depth, int max_depth) {
-  if (depth > max_depth) return 0;
+/* Within limits: nesting (a scalar is level 0, each enclosing array or
+ * object adds one, so an empty container is level 1) and integer range. */
+static int value_ok(json_t *v, int levels_left) {
   if (json_is_integer(v)) {
     json_int_t n = json_integer_value(v);
     return n <= MAX_SAFE_INT && n >= -MAX_SAFE_INT;
   }
+  if (!json_is_object(v) && !json_is_array(v)) return 1;
+  if (levels_left <= 0) return 0;
   if (json_is_object(v)) {
     const char *k;
     json_t *x;
-    json_object_foreach(v, k, x) if (!value_ok(x, depth + 1, max_depth)) return 0;
-  } else if (json_is_array(v)) {
+    json_object_foreach(v, k, x) if (!value_ok(x, levels_left - 1)) return 0;
+  } else {
     size_t i;
     json_t *x;
-    json_array_foreach(v, i, x) if (!value_ok(x, depth + 1, max_depth)) return 0;
+    json_array_foreach(v, i, x) if (!value_ok(x, levels_left - 1)) return 0;
   }
   return 1;
 }
+
+int sync_value_ok(json_t *v, int max_depth) { return value_ok(v, max_depth); }
 
 static int field_name_ok(const char *k) {
   size_t n = strlen(k);
@@ -122,7 +126,7 @@ int sync_op_parse(json_t *op, const sync_limits *lim, sync_op *out, sync_err *er
     json_object_foreach(fields, name, v) {
       if (!field_name_ok(name))
         return fail(err, "invalid_field", "op.fields", "%s", "field names are 1-128 bytes without control characters");
-      if (!value_ok(v, 0, lim->max_depth))
+      if (!value_ok(v, lim->max_depth))
         return fail(err, "invalid_field", "op.fields", "field '%.64s' nests too deep or holds an integer beyond 2^53", name);
       char *enc = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
       size_t n = enc ? strlen(enc) : 0;

@@ -824,7 +824,7 @@ static void handle_join(sess *s, json_t *req) {
   if (since) {
     json_t *se = json_object_get(since, "epoch"), *sq = json_object_get(since, "seq");
     if (!json_is_object(since) || (se && !json_is_string(se)) || !json_is_integer(sq) ||
-        json_integer_value(sq) < 0) {
+        json_integer_value(sq) < 0 || json_integer_value(sq) > 9007199254740991LL) {
       send_error(s, req, "bad_request", "since must be {epoch: string, seq: integer >= 0}", "since", NULL);
       return;
     }
@@ -835,6 +835,15 @@ static void handle_join(sess *s, json_t *req) {
   if (pstate && !json_is_object(pstate)) {
     send_error(s, req, "bad_request", "presence must be an object", "presence", NULL);
     return;
+  }
+  if (pstate) {
+    char *enc = json_dumps(pstate, JSON_COMPACT);
+    size_t n = enc ? strlen(enc) : 0;
+    free(enc);
+    if (n > MAX_PRESENCE_STATE) {
+      send_error(s, req, "too_large", "presence state is too large", "presence", NULL);
+      return;
+    }
   }
   member *m = membership(s, name);
   if (!m && s->nrooms >= e->app->cfg->max_rooms) {
@@ -918,6 +927,10 @@ static void handle_leave(sess *s, json_t *req) {
   const char *name = str_member(req, "room");
   if (!name) {
     send_error(s, req, "bad_request", "room must be a string", "room", NULL);
+    return;
+  }
+  if (!auth_room_valid(name, strlen(name))) {
+    send_error(s, req, "room_invalid", "room names are 1-128 characters of A-Z a-z 0-9 . _ : @ -", "room", NULL);
     return;
   }
   member *m = membership(s, name);
@@ -1159,7 +1172,15 @@ static void handle_publish(sess *s, json_t *req) {
     send_error(s, req, "too_large", "data is too large", "data", NULL);
     return;
   }
+  if (!sync_value_ok(data, e->lim.max_depth)) {
+    send_error(s, req, "invalid_field", "data nests too deep or holds an integer beyond 2^53", "data", NULL);
+    return;
+  }
   json_t *eph = json_object_get(req, "ephemeral");
+  if (eph && !json_is_boolean(eph)) {
+    send_error(s, req, "bad_request", "ephemeral must be a boolean", "ephemeral", NULL);
+    return;
+  }
   const char *cid = str_member(req, "cid");
   if (json_object_get(req, "cid") && (!cid || !cid_valid(cid))) {
     send_error(s, req, "bad_request", "cid must be 1-128 characters of A-Z a-z 0-9 . _ : @ -", "cid", NULL);
@@ -1420,6 +1441,14 @@ static void ws_message(ws_conn *w, int opcode, uint8_t *data, size_t len) {
   }
   json_error_t jerr;
   json_t *req = json_loadb((const char *)data, len, JSON_REJECT_DUPLICATES, &jerr);
+  if (!req && s->welcomed && strstr(jerr.text, "too big")) {
+    /* jansson refuses integers beyond int64 while parsing; the message is
+     * JSON, only a number in it is out of range (PROTOCOL.md 1.1). */
+    json_t *as_real = json_loadb((const char *)data, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
+    send_error(s, json_is_object(as_real) ? as_real : NULL, "invalid_field", "an integer is beyond 2^53-1", NULL, NULL);
+    json_decref(as_real);
+    return;
+  }
   if (!req || !json_is_object(req) || too_deep(req, 1, 32)) {
     json_decref(req);
     if (!s->welcomed) refuse(s, NULL, "bad_json", "a message must be one JSON object");

@@ -335,11 +335,12 @@ test('leave and presence', async (t) => {
     assert.equal(l.type, 'left');
     assert.equal(l.room, 'board:never-joined');
   });
-  await t.test('a closed connection leaves its rooms', async () => {
+  await t.test('bye ends the session: the others see it leave', async () => {
     const d = await connect('dora');
     await d.join(room);
     await a.waitFor((m) => m.type === 'presence' && m.event === 'join' && m.user === 'dora', 'dora joins');
     await d.close();
-    await a.waitFor((m) => m.type === 'presence' && m.user === 'dora', 'dora goes');
+    const ev = await a.waitFor((m) => m.type === 'presence' && m.user === 'dora', 'dora goes');
+    assert.equal(ev.event, 'leave');
   });
 });

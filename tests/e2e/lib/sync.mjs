@@ -3,12 +3,15 @@
 // tests. Every message the server sends is kept in c.log (arrival order);
 // replies to requests made with c.request() resolve that request (matched by
 // `re`), everything else waits in c.queue until c.waitFor() takes it.
-import { createHmac } from 'node:crypto';
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 
 import WebSocket from 'ws';
 
-import { runCli, startServer, WAIT_MS, withTimeout } from './server.mjs';
+import { runCli, sanitizerReport, startServer, WAIT_MS, withTimeout } from './server.mjs';
 
 /** The HS256 secret the sync tests run their servers with. */
 export const SECRET = 'e2e-sync-secret-0123456789abcdef';
@@ -47,6 +50,64 @@ export function mintToken({ user, device, grants = [], ttl = '1h', secret = SECR
 /** Starts a server with the sync flags the tests use by default (auth secret). */
 export function startSyncServer(t, extraArgs = [], opts = {}) {
   return startServer(t, ['--auth-secret', SECRET, ...extraArgs], { echo: false, ...opts });
+}
+
+/**
+ * A sync server that can be stopped and started again on the same data dir
+ * and port: kill() (SIGKILL, a crash), stop() (SIGTERM, must exit 0) and
+ * start(). Every generation's stderr is checked for sanitizer reports. t gets
+ * an after hook that stops the running generation and removes the data dir.
+ */
+export async function restartableServer(t, extraArgs = []) {
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'wsync-e2e-'));
+  const args = ['--auth-secret', SECRET, ...extraArgs];
+  let cur = null;
+  let running = false;
+  const check = (gen) => {
+    const report = sanitizerReport(gen.stderr);
+    if (report) throw new Error(`sanitizer report from wsync:\n${report}`);
+  };
+  const h = {
+    dataDir,
+    port: 0,
+    url: '',
+    generations: 0,
+    get srv() { return cur; },
+    async start() {
+      cur = await startServer(null, args, { echo: false, dataDir, listen: h.port ? `127.0.0.1:${h.port}` : undefined });
+      running = true;
+      h.generations++;
+      if (!h.port) {
+        h.port = cur.port;
+        h.url = cur.url;
+      }
+      assert.equal(cur.port, h.port, 'restarted on the same port');
+      return h;
+    },
+    /** SIGKILL: no chance to flush or say goodbye. */
+    async kill() {
+      running = false;
+      const e = await cur.stop('SIGKILL');
+      check(cur);
+      return e;
+    },
+    /** SIGTERM: a graceful stop, exit code 0. */
+    async stop() {
+      running = false;
+      const e = await cur.stop('SIGTERM');
+      check(cur);
+      if (e.signal || e.code !== 0) throw new Error(`wsync exited with ${e.signal || e.code}:\n${cur.stderr.slice(-3000)}`);
+      return e;
+    },
+  };
+  t.after(async () => {
+    try {
+      if (running) await cur.stopChecked();
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+  return h.start();
 }
 
 let connSeq = 0;
@@ -215,10 +276,20 @@ export class SyncClient {
     return withTimeout(this.closedPromise, ms, `${this.name}: close`);
   }
 
-  /** Closes politely and waits (terminates if the close handshake stalls). */
+  /**
+   * Ends the session (bye: the server closes with 1000) and waits for the
+   * close; terminates the socket if that stalls. A plain close would only
+   * detach the session (3.5), leaving its presence behind for the resume window.
+   */
   async close() {
-    if (this.ws.readyState === WebSocket.OPEN) this.ws.close(1000);
+    if (this.ws.readyState === WebSocket.OPEN) this.send({ type: 'bye' });
     await this.closed().catch(() => this.ws.terminate());
+  }
+
+  /** Drops the TCP connection without a close handshake (the session detaches). */
+  drop() {
+    this.ws.terminate();
+    return this.closed();
   }
 
   // ---- protocol shortcuts ----------------------------------------------
@@ -246,13 +317,6 @@ export class SyncClient {
 }
 
 const keyOf = (id) => `${typeof id}:${id}`;
-
-/** Connects and joins in one go; resolves {c, joined}. */
-export async function connectJoin(url, hello, room, joinExtra = {}) {
-  const c = await SyncClient.connect(url, hello);
-  const joined = await c.join(room, joinExtra);
-  return { c, joined };
-}
 
 /** Closes every client given (ignores the ones already gone). */
 export async function closeClients(...clients) {
@@ -319,7 +383,8 @@ export class Replica {
 }
 
 /** A fresh connection's view of a room: {epoch, seq, items}. */
-export async function snapshotOf(url, room, hello = { token: token('snapshotter'), device: 'snap' }) {
+let snapSeq = 0;
+export async function snapshotOf(url, room, hello = { token: token('snapshotter'), device: `snap-${process.pid}-${++snapSeq}` }) {
   const c = await SyncClient.connect(url, hello);
   try {
     const j = await c.join(room);
