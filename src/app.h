@@ -39,7 +39,14 @@ typedef struct wsy_config {
   unsigned burst;
   unsigned max_lock_ttl_ms;
   unsigned history_ops;      /* log entries kept per room */
-  size_t max_batch;          /* sub-ops in one batch op */
+  unsigned max_batch;        /* sub-ops in one batch op */
+  unsigned max_fields;       /* members of one set */
+  size_t max_field_size;
+  size_t max_item_size;
+  unsigned max_depth;
+  unsigned max_room_items;
+  size_t max_presence_state;
+  unsigned max_catchup;      /* ops sent on join before a snapshot is preferred */
   size_t max_outbox;         /* bytes of unconfirmed messages kept per session */
   const char *api_key;       /* backend API bearer key; NULL: API off */
 } wsy_config;

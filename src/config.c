@@ -45,6 +45,14 @@ static const option options[] = {
   {"max-lock-ttl", K_DUR, OFF(max_lock_ttl_ms), "DUR", "longest lock lease a client may ask for (default 5m)"},
   {"resume-window", K_DUR, OFF(resume_window_ms), "DUR", "how long a session outlives its connection (default 60s)"},
   {"max-outbox", K_SIZE, OFF(max_outbox), "SIZE", "unconfirmed messages kept per session for a resume (default 1M)"},
+  {"max-batch", K_UINT, OFF(max_batch), "N", "sub-ops in one batch op (default 100)"},
+  {"max-fields", K_UINT, OFF(max_fields), "N", "fields in one set (default 256)"},
+  {"max-field-size", K_SIZE, OFF(max_field_size), "SIZE", "one field value, compact JSON (default 64K)"},
+  {"max-item-size", K_SIZE, OFF(max_item_size), "SIZE", "all fields of an item (default 256K)"},
+  {"max-depth", K_UINT, OFF(max_depth), "N", "nesting of a field value (default 16)"},
+  {"max-room-items", K_UINT, OFF(max_room_items), "N", "items in one room (default 100000)"},
+  {"max-presence-state", K_SIZE, OFF(max_presence_state), "SIZE", "a member's presence state (default 2K)"},
+  {"max-catchup", K_UINT, OFF(max_catchup), "N", "ops sent on join before a snapshot is sent instead (default 10000)"},
   {"api-key", K_STR, OFF(api_key), "KEY", "bearer key of the backend HTTP API and /metrics (default: API off)"},
   {"history-ops", K_UINT, OFF(history_ops), "N", "log entries kept per room for catch-up; older ones are trimmed (default 100000)"},
 };
@@ -74,6 +82,13 @@ void config_defaults(wsy_config *cfg) {
   cfg->history_ops = 100000;
   cfg->max_outbox = 1024 * 1024;
   cfg->max_batch = 100;
+  cfg->max_fields = 256;
+  cfg->max_field_size = 64 * 1024;
+  cfg->max_item_size = 256 * 1024;
+  cfg->max_depth = 16;
+  cfg->max_room_items = 100000;
+  cfg->max_presence_state = 2048;
+  cfg->max_catchup = 10000;
 }
 
 int config_parse_size(const char *s, size_t *out) {
@@ -234,6 +249,11 @@ int config_parse(wsy_config *cfg, int argc, char **argv, char *err, size_t errle
       v = argv[++i];
     }
     if (apply(cfg, o, v, err, errlen, "--") != 0) return -1;
+  }
+  if (cfg->max_batch == 0 || cfg->max_fields == 0 || cfg->max_depth == 0 || cfg->max_depth > 32 ||
+      cfg->max_room_items == 0) {
+    snprintf(err, errlen, "--max-batch, --max-fields, --max-room-items must be >= 1 and --max-depth 1-32");
+    return -1;
   }
   if (cfg->rate == 0 || cfg->burst == 0) {
     snprintf(err, errlen, "--rate and --burst must be at least 1");

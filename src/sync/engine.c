@@ -34,8 +34,8 @@
 #include "../store/store.h"
 #include "sync.h"
 
-#define MAX_CATCHUP 10000
-#define MAX_PRESENCE_STATE 2048
+#define MAX_CATCHUP (e->app->cfg->max_catchup)
+#define MAX_PRESENCE_STATE (e->app->cfg->max_presence_state)
 
 typedef struct sess sess;
 typedef struct room room;
@@ -92,6 +92,7 @@ struct sess {
   uint64_t ob_first;   /* ordinal of ob[head] */
   uint64_t ob_next;    /* ordinal of the next message */
   size_t ob_bytes;
+  uint64_t opened;   /* loop ms of the connection's upgrade */
   double tokens;     /* rate limit bucket */
   uint64_t tokens_ms;
 };
@@ -130,6 +131,7 @@ struct engine {
   map sessions;       /* session token -> sess* (welcomed, not ended) */
   map by_device;      /* "user:device" -> sess* */
   uint64_t ops_accepted, ops_rejected, deliveries, commits;
+  map rejected;              /* error code -> count (uintptr_t) */
   uint64_t commit_hist[13];  /* wsync_commit_seconds buckets, +Inf last */
   double commit_sum;
   uint64_t batch_started;    /* loop ms when the committing batch left */
@@ -1047,6 +1049,10 @@ typedef struct op_refusal {
   json_t *extra; /* members to add to the error (item, current, lock, index) */
 } op_refusal;
 
+static void count_rejection(engine *e, const char *code) {
+  map_put(&e->rejected, code, (void *)((uintptr_t)map_get(&e->rejected, code) + 1));
+}
+
 static int refuse_op(engine *e, op_refusal *why, const char *code, const char *msg, json_t *extra) {
   e->ops_rejected++;
   why->err.code = code;
@@ -1150,8 +1156,10 @@ static void handle_op(sess *s, json_t *req) {
   author au = {e, s, NULL, s->dkey};
   json_t *from = json_pack("{s:s,s:s}", "user", s->id.user, "device", s->device);
   op_refusal why;
-  if (run_op(&au, req, m->r, json_object_get(req, "op"), cid, 0, from, &why) != 0)
+  if (run_op(&au, req, m->r, json_object_get(req, "op"), cid, 0, from, &why) != 0) {
+    count_rejection(e, why.err.code);
     send_error(s, req, why.err.code, why.err.message, why.err.field, why.extra);
+  }
   json_decref(from);
 }
 
@@ -1221,6 +1229,7 @@ static void handle_publish(sess *s, json_t *req) {
 }
 
 static void handle_presence(sess *s, json_t *req) {
+  engine *e = s->e;
   member *m;
   if (!room_member_or_error(s, req, &m, 0)) return;
   json_t *state = json_object_get(req, "state");
@@ -1415,8 +1424,17 @@ static int ws_open(ws_conn *w, const void *req_ctx) {
   s->e = e;
   s->w = w;
   s->refs = 1;
+  s->opened = now_ms(e);
   ws_conn_set_user(w, s);
   return 0;
+}
+
+/* A connection that has not said hello within the handshake timeout is
+ * refused (PROTOCOL.md 13.1). */
+static void ws_tick(ws_conn *w, uint64_t now) {
+  sess *s = ws_conn_user(w);
+  if (s && !s->welcomed && now - s->opened >= s->e->app->cfg->handshake_timeout_ms)
+    refuse(s, NULL, "unauthorized", "no hello in time");
 }
 
 /* Nesting depth of a JSON value, counting only while it is at most limit. */
@@ -1504,6 +1522,7 @@ const ws_endpoint engine_ws_endpoint = {
   .on_open = ws_open,
   .on_message = ws_message,
   .on_close = ws_gone,
+  .on_tick = ws_tick,
 };
 
 /* ---- life cycle ------------------------------------------------------------ */
@@ -1520,8 +1539,11 @@ int engine_new(struct app *app, engine **out, char *err, size_t errlen) {
   map_init(&e->cids);
   map_init(&e->sessions);
   map_init(&e->by_device);
-  e->lim = (sync_limits){.max_fields = 256, .max_field_size = 64 * 1024,
-                         .max_item_size = 256 * 1024, .max_depth = 16, .max_room_items = 100000};
+  map_init(&e->rejected);
+  const wsy_config *cfg = app->cfg;
+  e->lim = (sync_limits){.max_fields = cfg->max_fields, .max_field_size = cfg->max_field_size,
+                         .max_item_size = cfg->max_item_size, .max_depth = (int)cfg->max_depth,
+                         .max_room_items = cfg->max_room_items};
   e->batch = store_batch_new();
   e->tail = &e->head;
   uv_check_init(app->loop, &e->check);
@@ -1568,6 +1590,7 @@ void engine_free(engine *e) {
   map_free(&e->cids);
   map_free(&e->sessions);
   map_free(&e->by_device);
+  map_free(&e->rejected);
   store_batch_free(e->batch);
   store_close(e->st);
   wsy_free(e);
@@ -1636,8 +1659,16 @@ static void metrics(engine *e, conn *c) {
   EMIT("# HELP wsync_ops_accepted_total Log entries sequenced (ops and stored publishes).\n"
        "# TYPE wsync_ops_accepted_total counter\nwsync_ops_accepted_total %llu\n",
        (unsigned long long)e->ops_accepted);
-  EMIT("# HELP wsync_ops_rejected_total Rejected ops.\n# TYPE wsync_ops_rejected_total counter\n"
-       "wsync_ops_rejected_total %llu\n", (unsigned long long)e->ops_rejected);
+  EMIT("# HELP wsync_ops_rejected_total Rejected ops, by error code.\n# TYPE wsync_ops_rejected_total counter\n");
+  for (size_t i = 0; map_next(&e->rejected, &i, &k, &v);)
+    EMIT("wsync_ops_rejected_total{code=\"%s\"} %llu\n", k, (unsigned long long)(uintptr_t)v);
+  size_t attached = 0, detached = 0;
+  for (size_t i = 0; map_next(&e->sessions, &i, &k, &v);) {
+    if (((sess *)v)->w) attached++;
+    else detached++;
+  }
+  EMIT("# HELP wsync_sessions Live sessions.\n# TYPE wsync_sessions gauge\n"
+       "wsync_sessions{state=\"attached\"} %zu\nwsync_sessions{state=\"detached\"} %zu\n", attached, detached);
   EMIT("# HELP wsync_deliveries_total Messages queued to sessions by fan-out.\n"
        "# TYPE wsync_deliveries_total counter\nwsync_deliveries_total %llu\n",
        (unsigned long long)e->deliveries);
@@ -1708,6 +1739,7 @@ static void backend_write(engine *e, conn *c, httpd_req *r, const char *name, in
     op_refusal why;
     if (run_op(&au, NULL, rm, json_object_get(req, "op"), cid, json_is_true(json_object_get(req, "force")),
                from, &why) != 0) {
+      count_rejection(e, why.err.code);
       json_t *b = json_pack("{s:s,s:s,s:s}", "type", "error", "code", why.err.code, "message", why.err.message);
       if (why.extra) json_object_update(b, why.extra);
       json_decref(why.extra);

@@ -197,6 +197,10 @@ static void ws_on_tick(conn *c, uint64_t now) {
     return;
   }
   if (w->state != WS_OPEN) return;
+  if (w->ep->on_tick) {
+    w->ep->on_tick(w, now);
+    if (w->state != WS_OPEN) return;
+  }
   uint64_t quiet = now - w->last_rx;
   if (cfg->idle_timeout_ms && quiet >= cfg->idle_timeout_ms) {
     log_debug("websocket idle for %llu ms: closing", (unsigned long long)quiet);

@@ -27,6 +27,8 @@ typedef struct ws_endpoint {
   void (*on_message)(ws_conn *w, int opcode, uint8_t *data, size_t len);
   /* The connection is going away (any reason); release endpoint state. */
   void (*on_close)(ws_conn *w);
+  /* Optional: called on the loop's tick while the connection is open. */
+  void (*on_tick)(ws_conn *w, uint64_t now_ms);
 } ws_endpoint;
 
 size_t ws_conn_ext_size(void);
