@@ -139,7 +139,7 @@ static const char *const read_sql[SR__COUNT] = {
   [SR_ITEMS] = "SELECT item, fields, version FROM items WHERE room = ?1 ORDER BY item",
   [SR_HISTORY] = "SELECT seq, msg FROM ops WHERE room = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
   [SR_DEDUPE] = "SELECT room, seq FROM dedupe WHERE device = ?1 AND cid = ?2",
-  [SR_CURSORS] = "SELECT user, device, seq FROM cursors WHERE room = ?1 ORDER BY user, device",
+  [SR_CURSORS] = "SELECT user, device, seq, updated_at FROM cursors WHERE room = ?1 ORDER BY user, device",
   [SR_PAGES] = ("SELECT (SELECT page_count FROM pragma_page_count())"
                 " * (SELECT page_size FROM pragma_page_size())"),
 };
@@ -829,7 +829,7 @@ int store_cursors(store *s, const char *room, store_cursor_cb cb, void *ud) {
   int rc = SQLITE_OK, cb_rc = 0;
   while (!cb_rc && (rc = sqlite3_step(st)) == SQLITE_ROW)
     cb_rc = cb((const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
-               (uint64_t)sqlite3_column_int64(st, 2), ud);
+               (uint64_t)sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3), ud);
   return rdone(st, rc, cb_rc);
 }
 

@@ -94,7 +94,9 @@ int store_room_get(store *s, const char *room, store_room_info *out) WSY_WUR;
 typedef int (*store_item_cb)(const char *item, const char *fields_json, size_t fields_len,
                              uint64_t version, void *ud);
 typedef int (*store_history_cb)(uint64_t seq, const char *msg, size_t len, void *ud);
-typedef int (*store_cursor_cb)(const char *user, const char *device, uint64_t seq, void *ud);
+/* updated_ms: wall-clock ms of the cursor's last change. */
+typedef int (*store_cursor_cb)(const char *user, const char *device, uint64_t seq, int64_t updated_ms,
+                               void *ud);
 
 /* The room's current items, ordered by item id (bytewise). */
 int store_room_items(store *s, const char *room, store_item_cb cb, void *ud) WSY_WUR;

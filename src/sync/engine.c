@@ -793,15 +793,17 @@ typedef struct {
   const char *user;
 } cursor_collect;
 
-static int collect_cursor(const char *user, const char *device, uint64_t seq, void *ud) {
+static int collect_cursor(const char *user, const char *device, uint64_t seq, int64_t updated, void *ud) {
+  (void)updated;
   cursor_collect *cc = ud;
   if (strcmp(user, cc->user) == 0)
     json_array_append_new(cc->arr, json_pack("{s:s,s:I}", "device", device, "seq", (json_int_t)seq));
   return 0;
 }
 
-static int collect_all_cursors(const char *user, const char *device, uint64_t seq, void *ud) {
-  json_array_append_new(ud, json_pack("{s:s,s:s,s:I}", "user", user, "device", device, "seq", (json_int_t)seq));
+static int collect_all_cursors(const char *user, const char *device, uint64_t seq, int64_t updated, void *ud) {
+  json_array_append_new(ud, json_pack("{s:s,s:s,s:I,s:I}", "user", user, "device", device, "seq",
+                                      (json_int_t)seq, "updated", (json_int_t)updated));
   return 0;
 }
 

@@ -138,8 +138,8 @@ static int last_cb(uint64_t seq, const char *msg, size_t len, void *ud) {
   return 0;
 }
 
-static int count_cb(const char *u, const char *d, uint64_t q, void *ud) {
-  (void)u, (void)d, (void)q;
+static int count_cb(const char *u, const char *d, uint64_t q, int64_t t, void *ud) {
+  (void)u, (void)d, (void)q, (void)t;
   (*(int *)ud)++;
   return 0;
 }
@@ -566,8 +566,9 @@ typedef struct {
   uint64_t seq[8];
 } curs;
 
-static int curs_cb(const char *user, const char *device, uint64_t seq, void *ud) {
+static int curs_cb(const char *user, const char *device, uint64_t seq, int64_t updated, void *ud) {
   curs *c = ud;
+  cr_assert_gt(updated, 1600000000000LL, "updated is wall-clock ms");
   cr_assert_lt(c->n, 8);
   snprintf(c->who[c->n], 64, "%s/%s", user, device);
   c->seq[c->n++] = seq;
