@@ -138,6 +138,11 @@ static const char *const read_sql[SR__COUNT] = {
   [SR_ROOM_GET] = "SELECT epoch, seq, min_seq, created_at FROM rooms WHERE name = ?1",
   [SR_ITEMS] = "SELECT item, fields, version FROM items WHERE room = ?1 ORDER BY item",
   [SR_HISTORY] = "SELECT seq, msg FROM ops WHERE room = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+  /* Publishes are the log entries the engine encodes as type "message",
+  ** which it always writes first. */
+  [SR_RECENT_MESSAGES] = ("SELECT seq, msg FROM (SELECT seq, msg FROM ops WHERE room = ?1"
+                          " AND item IS NULL AND msg LIKE '{\"type\":\"message\"%'"
+                          " ORDER BY seq DESC LIMIT ?2) ORDER BY seq"),
   [SR_DEDUPE] = "SELECT room, seq FROM dedupe WHERE device = ?1 AND cid = ?2",
   [SR_CURSORS] = "SELECT user, device, seq, updated_at FROM cursors WHERE room = ?1 ORDER BY user, device",
   [SR_PAGES] = ("SELECT (SELECT page_count FROM pragma_page_count())"
@@ -786,6 +791,20 @@ int store_history(store *s, const char *room, uint64_t after_seq, size_t limit, 
   bind_str(st, 1, room);
   sqlite3_bind_int64(st, 2, clamp64(after_seq));
   sqlite3_bind_int64(st, 3, limit == 0 ? -1 : clamp64(limit));
+  int rc = SQLITE_OK, cb_rc = 0;
+  while (!cb_rc && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const char *msg = (const char *)sqlite3_column_text(st, 1);
+    size_t len = (size_t)sqlite3_column_bytes(st, 1);
+    cb_rc = cb((uint64_t)sqlite3_column_int64(st, 0), msg ? msg : "", len, ud);
+  }
+  return rdone(st, rc, cb_rc);
+}
+
+int store_recent_messages(store *s, const char *room, size_t limit, store_history_cb cb, void *ud) {
+  if (!room || !cb) return WSY_INVAL;
+  sqlite3_stmt *st = s->r[SR_RECENT_MESSAGES];
+  bind_str(st, 1, room);
+  sqlite3_bind_int64(st, 2, clamp64(limit));
   int rc = SQLITE_OK, cb_rc = 0;
   while (!cb_rc && (rc = sqlite3_step(st)) == SQLITE_ROW) {
     const char *msg = (const char *)sqlite3_column_text(st, 1);

@@ -105,6 +105,9 @@ int store_room_items(store *s, const char *room, store_item_cb cb, void *ud) WSY
  * is the caller's check against min_seq (store_room_get). */
 int store_history(store *s, const char *room, uint64_t after_seq, size_t limit, store_history_cb cb,
                   void *ud) WSY_WUR;
+/* The newest `limit` retained publishes of room (log entries whose msg is
+ * a JSON object starting with "type":"message"), oldest first. */
+int store_recent_messages(store *s, const char *room, size_t limit, store_history_cb cb, void *ud) WSY_WUR;
 /* The (room, seq) an op sent by device with cid was committed as:
  * 0, or WSY_NOT_FOUND. room_out (when not NULL) gets the NUL-terminated room
  * name, seq_out (when not NULL) the seq. */

@@ -835,6 +835,12 @@ static void handle_join(sess *s, json_t *req) {
     since_epoch = json_string_value(se);
     since_seq = (uint64_t)json_integer_value(sq);
   }
+  json_t *hj = json_object_get(req, "history");
+  if (hj && (!json_is_integer(hj) || json_integer_value(hj) < 0 || json_integer_value(hj) > 1000)) {
+    send_error(s, req, "bad_request", "history must be an integer from 0 to 1000", "history", NULL);
+    return;
+  }
+  json_int_t history = hj ? json_integer_value(hj) : 0;
   json_t *pstate = json_object_get(req, "presence");
   if (pstate && !json_is_object(pstate)) {
     send_error(s, req, "bad_request", "presence must be an object", "presence", NULL);
@@ -885,6 +891,11 @@ static void handle_join(sess *s, json_t *req) {
       json_t *items = json_object();
       if (info.exists) rc = store_room_items(e->st, name, collect_item, items);
       json_object_set_new(reply, "snapshot", json_pack("{s:o}", "items", items));
+      if (history > 0 && info.exists && rc == 0) {
+        collect c = {json_array()};
+        rc = store_recent_messages(e->st, name, (size_t)history, collect_op, &c);
+        json_object_set_new(reply, "messages", c.arr);
+      }
     }
   }
   cursor_collect cc = {json_array(), s->id.user};
