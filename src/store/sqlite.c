@@ -784,13 +784,8 @@ int store_room_items(store *s, const char *room, store_item_cb cb, void *ud) {
   return rdone(st, rc, cb_rc);
 }
 
-int store_history(store *s, const char *room, uint64_t after_seq, size_t limit, store_history_cb cb,
-                  void *ud) {
-  if (!room || !cb) return WSY_INVAL;
-  sqlite3_stmt *st = s->r[SR_HISTORY];
-  bind_str(st, 1, room);
-  sqlite3_bind_int64(st, 2, clamp64(after_seq));
-  sqlite3_bind_int64(st, 3, limit == 0 ? -1 : clamp64(limit));
+/* Hands each (seq, msg) row of a bound statement to cb. */
+static int walk_log(sqlite3_stmt *st, store_history_cb cb, void *ud) {
   int rc = SQLITE_OK, cb_rc = 0;
   while (!cb_rc && (rc = sqlite3_step(st)) == SQLITE_ROW) {
     const char *msg = (const char *)sqlite3_column_text(st, 1);
@@ -800,18 +795,22 @@ int store_history(store *s, const char *room, uint64_t after_seq, size_t limit, 
   return rdone(st, rc, cb_rc);
 }
 
+int store_history(store *s, const char *room, uint64_t after_seq, size_t limit, store_history_cb cb,
+                  void *ud) {
+  if (!room || !cb) return WSY_INVAL;
+  sqlite3_stmt *st = s->r[SR_HISTORY];
+  bind_str(st, 1, room);
+  sqlite3_bind_int64(st, 2, clamp64(after_seq));
+  sqlite3_bind_int64(st, 3, limit == 0 ? -1 : clamp64(limit));
+  return walk_log(st, cb, ud);
+}
+
 int store_recent_messages(store *s, const char *room, size_t limit, store_history_cb cb, void *ud) {
   if (!room || !cb) return WSY_INVAL;
   sqlite3_stmt *st = s->r[SR_RECENT_MESSAGES];
   bind_str(st, 1, room);
   sqlite3_bind_int64(st, 2, clamp64(limit));
-  int rc = SQLITE_OK, cb_rc = 0;
-  while (!cb_rc && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-    const char *msg = (const char *)sqlite3_column_text(st, 1);
-    size_t len = (size_t)sqlite3_column_bytes(st, 1);
-    cb_rc = cb((uint64_t)sqlite3_column_int64(st, 0), msg ? msg : "", len, ud);
-  }
-  return rdone(st, rc, cb_rc);
+  return walk_log(st, cb, ud);
 }
 
 int store_dedupe_get(store *s, const char *device, const char *cid,

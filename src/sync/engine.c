@@ -1270,26 +1270,36 @@ static json_t *reply_to(json_t *req, const char *type, room *r) {
   return m;
 }
 
+/* The common part of lock and unlock: a member with write permission
+ * naming a valid item that no other session holds. 0 when it may go on. */
+static int lock_target(sess *s, json_t *req, room **r, const char **item, lock **l) {
+  member *m;
+  if (!room_member_or_error(s, req, &m, 1)) return -1;
+  *r = m->r;
+  *item = str_member(req, "item");
+  if (!*item || !sync_item_id_valid(*item)) {
+    send_error(s, req, "bad_request", "item must be a valid item id", "item", NULL);
+    return -1;
+  }
+  *l = map_get(&(*r)->locks, *item);
+  if (*l && (*l)->holder && (*l)->holder != s) {
+    send_error(s, req, "locked", "the item is locked by another session", NULL,
+               json_pack("{s:s,s:o}", "item", *item, "lock", lock_json(s->e, *item, *l)));
+    return -1;
+  }
+  return 0;
+}
+
 static void handle_lock(sess *s, json_t *req) {
   engine *e = s->e;
-  member *m;
-  if (!room_member_or_error(s, req, &m, 1)) return;
-  room *r = m->r;
-  const char *item = str_member(req, "item");
-  if (!item || !sync_item_id_valid(item)) {
-    send_error(s, req, "bad_request", "item must be a valid item id", "item", NULL);
-    return;
-  }
+  room *r;
+  const char *item;
+  lock *l;
+  if (lock_target(s, req, &r, &item, &l) != 0) return;
   json_t *ttlj = json_object_get(req, "ttl");
   json_int_t ttl = json_is_integer(ttlj) ? json_integer_value(ttlj) : -1;
   if (ttl < 1000 || ttl > (json_int_t)e->app->cfg->max_lock_ttl_ms) {
     send_error(s, req, "bad_request", "ttl must be an integer from 1000 to max_lock_ttl ms", "ttl", NULL);
-    return;
-  }
-  lock *l = map_get(&r->locks, item);
-  if (l && l->holder && l->holder != s) {
-    send_error(s, req, "locked", "the item is locked by another session", NULL,
-               json_pack("{s:s,s:o}", "item", item, "lock", lock_json(e, item, l)));
     return;
   }
   if (!l) {
@@ -1316,25 +1326,14 @@ static void handle_lock(sess *s, json_t *req) {
 }
 
 static void handle_unlock(sess *s, json_t *req) {
-  engine *e = s->e;
-  member *m;
-  if (!room_member_or_error(s, req, &m, 1)) return;
-  room *r = m->r;
-  const char *item = str_member(req, "item");
-  if (!item || !sync_item_id_valid(item)) {
-    send_error(s, req, "bad_request", "item must be a valid item id", "item", NULL);
-    return;
-  }
-  lock *l = map_get(&r->locks, item);
-  if (l && l->holder && l->holder != s) {
-    send_error(s, req, "locked", "the item is locked by another session", NULL,
-               json_pack("{s:s,s:o}", "item", item, "lock", lock_json(e, item, l)));
-    return;
-  }
+  room *r;
+  const char *item;
+  lock *l;
+  if (lock_target(s, req, &r, &item, &l) != 0) return;
   json_t *u = reply_to(req, "unlocked", r);
   json_object_set_new(u, "item", json_string(item));
   send_json(s, u);
-  if (l && l->holder) lock_release(e, r, item, l, "unlock");
+  if (l && l->holder) lock_release(s->e, r, item, l, "unlock");
 }
 
 static void handle_cursor(sess *s, json_t *req) {
