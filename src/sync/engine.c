@@ -1367,6 +1367,16 @@ static void dispatch(sess *s, json_t *req) {
     else send_error(s, req, "unknown_type", "type must be a string", "type", NULL);
     return;
   }
+  json_t *id = json_object_get(req, "id");
+  if (id && !(json_is_integer(id) && json_integer_value(id) >= 0 &&
+              json_integer_value(id) <= 9007199254740991LL) &&
+      !(json_is_string(id) && json_string_length(id) <= 64)) {
+    /* Not echoed: an id of any other shape could be arbitrarily large. */
+    json_object_del(req, "id");
+    if (!s->welcomed) refuse(s, req, "bad_request", "id must be an integer or a string of at most 64 bytes");
+    else send_error(s, req, "bad_request", "id must be an integer or a string of at most 64 bytes", "id", NULL);
+    return;
+  }
   if (!strcmp(type, "hello")) {
     handle_hello(s, req);
     return;
@@ -1382,7 +1392,6 @@ static void dispatch(sess *s, json_t *req) {
   }
   if (!strcmp(type, "ping")) {
     json_t *pong = json_pack("{s:s}", "type", "pong");
-    json_t *id = json_object_get(req, "id");
     if (id) json_object_set(pong, "re", id);
     send_json(s, pong);
     return;

@@ -118,6 +118,7 @@ const CASES = [
   ['publish data over 64 KiB', { type: 'publish', room: R, data: { s: big(70000) } }, 'too_large'],
   ['ephemeral publish data over 64 KiB', { type: 'publish', room: R, data: big(70000), ephemeral: true }, 'too_large'],
   ['publish data nested 17 deep', { type: 'publish', room: R, data: JSON.parse(nest(17)) }, 'invalid_field'],
+  ['publish data with integer 2^53', `{"type":"publish","room":"${R}","data":{"n":9007199254740992}}`, 'invalid_field'],
   ['publish cid a number', { type: 'publish', room: R, cid: 5, data: 1 }, 'bad_request'],
   ['publish cid invalid', { type: 'publish', room: R, cid: 'a b', data: 1 }, 'bad_request'],
   ['publish ephemeral a string', { type: 'publish', room: R, data: 1, ephemeral: 'yes' }, 'bad_request'],
