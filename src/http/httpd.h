@@ -43,6 +43,7 @@ int httpd_header_has_token(const char *v, size_t len, const char *token);
 const char *httpd_req_method(const httpd_req *r);
 const char *httpd_req_path(const httpd_req *r);   /* decoded path, NUL-terminated */
 const char *httpd_req_query(const httpd_req *r);  /* raw query or "" */
+const char *httpd_req_url(const httpd_req *r);    /* request target as received */
 /* Header value by case-insensitive name, NULL when absent; *len gets its size. */
 const char *httpd_req_header(const httpd_req *r, const char *name, size_t *len);
 /* Query parameter value (first match, undecoded) into out; 0 when found. */

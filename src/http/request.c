@@ -37,6 +37,7 @@ struct httpd_req {
   int error_status;   /* set by a callback that refuses the request */
   char path[2048];    /* decoded path */
   const char *query;
+  char *url;          /* the request target as received, NUL-terminated */
   char method[16];
   const char *why;    /* what was wrong, with error_status */
 };
@@ -167,6 +168,7 @@ static int hexval(int ch) {
 static int decode_path(httpd_req *r) {
   const char *u = (const char *)r->raw.data;
   size_t ul = r->url_len, o = 0;
+  r->url = wsy_strndup(u, ul);
   struct http_parser_url pu;
   http_parser_url_init(&pu);
   if (http_parser_parse_url(u, ul, 0, &pu) != 0 || !(pu.field_set & (1 << UF_PATH))) return 400;
@@ -266,6 +268,7 @@ void httpd_req_free(httpd_req *r) {
   buf_free(&r->raw);
   buf_free(&r->body);
   wsy_free((void *)r->query);
+  wsy_free(r->url);
   wsy_free(r);
 }
 
@@ -311,6 +314,8 @@ int httpd_req_feed(httpd_req *r, const uint8_t *data, size_t len, size_t *used) 
   }
   return r->complete ? 1 : 0;
 }
+
+const char *httpd_req_url(const httpd_req *r) { return r->url; }
 
 const char *httpd_req_error(const httpd_req *r) { return r->why ? r->why : "malformed request"; }
 int httpd_req_upgrade(const httpd_req *r) { return r->parser.upgrade; }

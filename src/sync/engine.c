@@ -131,6 +131,8 @@ struct engine {
   map sessions;       /* session token -> sess* (welcomed, not ended) */
   map by_device;      /* "user:device" -> sess* */
   uint64_t ops_accepted, ops_rejected, deliveries, commits;
+  uint64_t last_fence;       /* fences never repeat, even after a room unloads */
+  unsigned ws_conns;
   map rejected;              /* error code -> count (uintptr_t) */
   uint64_t commit_hist[13];  /* wsync_commit_seconds buckets, +Inf last */
   double commit_sum;
@@ -433,7 +435,6 @@ static void presence_event(engine *e, member *about, const char *event) {
 static void member_remove(engine *e, member *m, const char *reason) {
   room *r = m->r;
   sess *s = m->s;
-  locks_release_by(e, r, s, reason);
   if (m->prev) m->prev->next = m->next;
   else r->members = m->next;
   if (m->next) m->next->prev = m->prev;
@@ -444,6 +445,9 @@ static void member_remove(engine *e, member *m, const char *reason) {
       break;
     }
   s->nrooms--;
+  /* After the unlink: the remaining members hear of the freed locks, the
+   * session that leaves does not. */
+  locks_release_by(e, r, s, reason);
   presence_event(e, m, "leave");
   json_decref(m->state);
   wsy_free(m);
@@ -648,17 +652,23 @@ static void resume(sess *n, sess *s, json_t *req, uint64_t last, int insecure) {
   s->refs++; /* the connection's reference */
   s->detached_at = 0;
   while (s->ob_len && s->ob_first <= last) ob_pop(s); /* confirmed by last */
-  /* The new token's grants apply from now on. */
+  /* The new token's grants apply from now on: rooms it may not read are
+   * left (welcome lists the others; the client is told after the replay). */
+  json_t *revoked = json_array();
   for (member *m = s->rooms, *next; m; m = next) {
     next = m->snext;
     if (!(auth_room_perms(&s->id, m->r->name) & AUTH_READ)) {
-      json_t *left = json_pack("{s:s,s:s,s:s}", "type", "left", "room", m->r->name, "reason", "forbidden");
+      json_array_append_new(revoked, json_string(m->r->name));
       member_remove(e, m, "left");
-      send_json(s, left);
     }
   }
   send_welcome(s, req, 1, insecure);
   for (uint32_t i = 0; i < s->ob_len; i++) ws_send_frame(w, s->ob[(s->ob_head + i) & (s->ob_cap - 1)]);
+  size_t ri;
+  json_t *rn;
+  json_array_foreach(revoked, ri, rn)
+    send_json(s, json_pack("{s:s,s:O,s:s}", "type", "left", "room", rn, "reason", "forbidden"));
+  json_decref(revoked);
   for (member *m = s->rooms; m; m = m->snext) presence_event(e, m, "update");
   log_debug("session of %s resumed after ordinal %llu", s->dkey, (unsigned long long)last);
 }
@@ -790,14 +800,16 @@ static int collect_item(const char *item, const char *fields, size_t len, uint64
 
 typedef struct {
   json_t *arr;
-  const char *user;
+  const char *user, *device;
+  uint64_t mine; /* the stored cursor of this device */
 } cursor_collect;
 
 static int collect_cursor(const char *user, const char *device, uint64_t seq, int64_t updated, void *ud) {
   (void)updated;
   cursor_collect *cc = ud;
-  if (strcmp(user, cc->user) == 0)
-    json_array_append_new(cc->arr, json_pack("{s:s,s:I}", "device", device, "seq", (json_int_t)seq));
+  if (strcmp(user, cc->user) != 0) return 0;
+  json_array_append_new(cc->arr, json_pack("{s:s,s:I}", "device", device, "seq", (json_int_t)seq));
+  if (strcmp(device, cc->device) == 0) cc->mine = seq;
   return 0;
 }
 
@@ -898,7 +910,7 @@ static void handle_join(sess *s, json_t *req) {
       }
     }
   }
-  cursor_collect cc = {json_array(), s->id.user};
+  cursor_collect cc = {json_array(), s->id.user, s->device, 0};
   if (rc == 0) rc = store_cursors(e->st, name, collect_cursor, &cc);
   json_t *cursors = cc.arr;
   store_read_end(e->st);
@@ -924,6 +936,7 @@ static void handle_join(sess *s, json_t *req) {
     s->nrooms++;
   }
   m->from_seq = seq;
+  if (cc.mine > m->cursor) m->cursor = cc.mine;
   json_t *pres = json_array();
   for (member *x = r->members; x; x = x->next) json_array_append_new(pres, presence_entry(x));
   json_object_set_new(reply, "presence", pres);
@@ -1310,7 +1323,8 @@ static void handle_lock(sess *s, json_t *req) {
     /* A new grant: the fence grows past every earlier one, across restarts
      * too, since it starts from the wall clock in ms. */
     uint64_t f = (uint64_t)wall_ms();
-    l->fence = f > l->fence ? f : l->fence + 1;
+    uint64_t floor = (l->fence > e->last_fence ? l->fence : e->last_fence) + 1;
+    l->fence = e->last_fence = f > floor ? f : floor;
     l->holder = s;
     r->nheld++;
   }
@@ -1446,6 +1460,7 @@ static int ws_open(ws_conn *w, const void *req_ctx) {
   s->w = w;
   s->refs = 1;
   s->opened = now_ms(e);
+  e->ws_conns++;
   ws_conn_set_user(w, s);
   return 0;
 }
@@ -1503,6 +1518,7 @@ static void ws_message(ws_conn *w, int opcode, uint8_t *data, size_t len) {
  * room: the session is only marked here and taken out of its rooms in the
  * check hook, when no walk is in progress. */
 static void ws_gone(ws_conn *w) {
+  ws_conn_app(w)->sync->ws_conns--;
   sess *s = ws_conn_user(w);
   if (!s) return;
   ws_conn_set_user(w, NULL);
@@ -1669,7 +1685,7 @@ static void metrics(engine *e, conn *c) {
     int n_ = snprintf(line, sizeof line, __VA_ARGS__);                        \
     if (n_ > 0 && buf_append(&b, line, (size_t)n_) != WSY_OK) break;          \
   } while (0)
-  unsigned conns = net_loop_conn_count(e->app->net);
+  unsigned conns = e->ws_conns;
   for (size_t i = 0; map_next(&e->rooms, &i, &k, &v);) nsess += ((room *)v)->nmembers;
   EMIT("# HELP wsync_connections Open client connections.\n# TYPE wsync_connections gauge\n");
   EMIT("wsync_connections{transport=\"ws\"} %u\n", conns);
@@ -1748,6 +1764,24 @@ static void backend_write(engine *e, conn *c, httpd_req *r, const char *name, in
     http_error(c, 400, "bad_request", "data is required");
     goto out;
   }
+  if (is_publish) {
+    char *enc = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
+    size_t dl = enc ? strlen(enc) : 0;
+    free(enc);
+    if (dl > e->lim.max_field_size) {
+      http_error(c, 413, "too_large", "data is too large");
+      goto out;
+    }
+    if (!sync_value_ok(data, e->lim.max_depth)) {
+      http_error(c, 400, "invalid_field", "data nests too deep or holds an integer beyond 2^53");
+      goto out;
+    }
+    json_t *eph = json_object_get(req, "ephemeral");
+    if (eph && !json_is_boolean(eph)) {
+      http_error(c, 400, "bad_request", "ephemeral must be a boolean");
+      goto out;
+    }
+  }
   int lerr = 0;
   room *rm = room_get(e, name, &lerr);
   if (!rm) {
@@ -1802,7 +1836,7 @@ static void backend_read(engine *e, conn *c, httpd_req *r, const char *name, con
   store_room_info info;
   int rc = store_read_begin(e->st);
   if (rc == 0) rc = store_room_get(e->st, name, &info);
-  if (rc == 0 && !info.exists && strcmp(what, "presence") != 0) {
+  if (rc == 0 && !info.exists && !(strcmp(what, "presence") == 0 && map_get(&e->rooms, name))) {
     store_read_end(e->st);
     http_error(c, 404, "not_found", "no such room");
     return;
@@ -1877,7 +1911,13 @@ void engine_http(struct app *app, conn *c, httpd_req *r) {
     else metrics(e, c);
     return;
   }
-  /* /v1/rooms/{room}[/what] */
+  /* /v1/rooms/{room}[/what]: a slash is never part of a room name, so an
+   * encoded one must not turn into a path separator. */
+  const char *url = httpd_req_url(r);
+  if (strstr(url, "%2F") || strstr(url, "%2f")) {
+    http_error(c, 400, "room_invalid", "room names are 1-128 characters of A-Z a-z 0-9 . _ : @ -");
+    return;
+  }
   const char *rest = path + 10;
   const char *slash = strchr(rest, '/');
   char name[STORE_ROOM_MAX + 1];

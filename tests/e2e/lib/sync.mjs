@@ -188,6 +188,20 @@ export class SyncClient {
     return this.ws.readyState === WebSocket.OPEN;
   }
 
+  /**
+   * The messages received after this connection's welcome, in order: on a
+   * new session element i has the session ordinal i + 1 (3.4); on a resumed
+   * one, ordinal last + i + 1. Everything when there was no welcome.
+   */
+  get afterWelcome() {
+    return this.log.slice(this.log.indexOf(this.welcome) + 1);
+  }
+
+  /** How many messages arrived after the welcome (the ordinals counted on this connection). */
+  get received() {
+    return this.afterWelcome.length;
+  }
+
   /** Sends a message object (or a raw string / Buffer) without waiting. */
   send(msg, opts) {
     const data = typeof msg === 'string' || Buffer.isBuffer(msg) ? msg : JSON.stringify(msg);
@@ -361,7 +375,18 @@ export class Replica {
     this.seq = e.seq;
     this.entries.push(e);
     if (e.type !== 'op') return;
-    const { op } = e;
+    if (e.op.kind === 'batch') {
+      for (const sub of e.op.ops) {
+        assert.ok(sub.kind === 'set' || sub.kind === 'del', `batch sub-op kind ${sub.kind}`);
+        this._applyOne(sub, e.seq);
+      }
+    } else {
+      this._applyOne(e.op, e.seq);
+    }
+  }
+
+  /** Applies one set or del with version seq (5.4). */
+  _applyOne(op, seq) {
     if (op.kind === 'del') {
       delete this.items[op.item];
     } else if (op.kind === 'set') {
@@ -370,7 +395,7 @@ export class Replica {
         if (v === null) delete it.fields[k];
         else it.fields[k] = structuredClone(v);
       }
-      it.version = e.seq;
+      it.version = seq;
       this.items[op.item] = it;
     } else {
       throw new Error(`unexpected op kind ${op.kind}`);
@@ -393,4 +418,51 @@ export async function snapshotOf(url, room, hello = { token: token('snapshotter'
   } finally {
     await c.close();
   }
+}
+
+/**
+ * A backend API request (PROTOCOL.md 12): method, path and options key (the
+ * bearer key; none when absent), body (an object is sent as JSON, a string
+ * as it is), headers. Resolves {status, headers, text, body} where body is
+ * the parsed JSON (undefined when the text is not JSON).
+ */
+export async function api(url, method, path, { key, body, headers = {} } = {}) {
+  const h = { ...headers };
+  if (key !== undefined) h.Authorization = `Bearer ${key}`;
+  let payload;
+  if (body !== undefined) {
+    payload = typeof body === 'string' ? body : JSON.stringify(body);
+    h['Content-Type'] ??= 'application/json';
+  }
+  const res = await withTimeout(fetch(url + path, { method, headers: h, body: payload }), WAIT_MS, `${method} ${path}`);
+  const text = await res.text();
+  let json;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: res.status, headers: res.headers, text, body: json };
+}
+
+/**
+ * Parses the Prometheus text format into a Map from the series as written
+ * (`name` or `name{label="v",...}`) to its value; comments are skipped.
+ */
+export function parseMetrics(text) {
+  const out = new Map();
+  for (const line of text.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)$/.exec(line);
+    if (!m) throw new Error(`not a metrics line: ${JSON.stringify(line)}`);
+    out.set(m[1], Number(m[2]));
+  }
+  return out;
+}
+
+/** GET /metrics with the key; resolves the parsed series (asserts 200). */
+export async function fetchMetrics(url, key) {
+  const r = await api(url, 'GET', '/metrics', { key });
+  assert.equal(r.status, 200, `GET /metrics -> ${r.status} ${r.text.slice(0, 300)}`);
+  return parseMetrics(r.text);
 }
