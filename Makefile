@@ -1,9 +1,11 @@
 # wsync -- build, test, fuzz, run.
 #   make            release build: build/wsync
-#   make test       every test: C units, end-to-end, both again under ASan+UBSan, fuzzers briefly
+#   make test       every test: C units, end-to-end, both again under ASan+UBSan, fuzzers briefly,
+#                   and a short self-checking run of the load generator
 #   make run        build and start the server with the demo on http://127.0.0.1:8080
 #   make asan       sanitizer build: build-asan/wsync
 #   make fuzz       each libFuzzer target for FUZZ_SECONDS (default 60)
+#   make bench      every benchmark scenario against wsync and the Node ws peer (docs/PERFORMANCE.md)
 
 SHELL   := /bin/bash
 .SHELLFLAGS := -o pipefail -c
@@ -97,13 +99,29 @@ test-asan: build-asan/unit-tests build-asan/wsync tests/e2e/node_modules
 	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  node --test --test-concurrency=1 *.test.mjs
 
-test: all unit e2e test-asan fuzz-brief
+test: all unit e2e test-asan fuzz-brief bench-smoke
 
 deps:
 	bash scripts/deps.sh
 
 run: build/wsync
 	./build/wsync serve --static web --echo-endpoint --insecure-demo
+
+# ---- benchmarks (bench/, docs/PERFORMANCE.md) ----------------------------
+#   make bench        every scenario against wsync and the Node ws peer, medians and ratios
+#   make bench-smoke  a few seconds of the load generator against wsync, checking its accounting
+.PHONY: bench bench-smoke
+BENCH_ARGS ?=
+
+build/wsync-bench: bench/wsync-bench.c
+	@mkdir -p build
+	$(CC) $(WARN) $(CFLAGS) -o $@ $< -lm
+
+bench: build/wsync build/wsync-bench
+	node bench/run.mjs $(BENCH_ARGS)
+
+bench-smoke: build/wsync build/wsync-bench
+	bash bench/smoke.sh build/wsync build/wsync-bench
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -10,6 +10,7 @@ pkgs=(
   libsqlite3-dev libssl-dev zlib1g-dev
   libcriterion-dev
   clang libclang-rt-14-dev
+  gnuplot-nox
 )
 # Node.js may come from Debian or from another packager that bundles npm;
 # ask for Debian's only when the commands are absent.
