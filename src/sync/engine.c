@@ -130,7 +130,7 @@ struct engine {
   sess *dead;         /* sessions whose connection went away, cleaned up in the check hook */
   map sessions;       /* session token -> sess* (welcomed, not ended) */
   map by_device;      /* "user:device" -> sess* */
-  uint64_t ops_accepted, ops_rejected, deliveries, commits;
+  uint64_t ops_accepted, deliveries, commits;
   uint64_t last_fence;       /* fences never repeat, even after a room unloads */
   unsigned ws_conns;
   map rejected;              /* error code -> count (uintptr_t) */
@@ -755,16 +755,23 @@ static void handle_hello(sess *s, json_t *req) {
   send_welcome(s, req, 0, !token);
 }
 
-static const char *room_member_or_error(sess *s, json_t *req, member **out, int need_write) {
-  const char *rname = str_member(req, "room");
-  if (!rname) {
+/* The request's room name, or NULL after answering bad_request/room_invalid. */
+static const char *room_name_or_error(sess *s, json_t *req) {
+  const char *name = str_member(req, "room");
+  if (!name) {
     send_error(s, req, "bad_request", "room must be a string", "room", NULL);
     return NULL;
   }
-  if (!auth_room_valid(rname, strlen(rname))) {
+  if (!auth_room_valid(name, strlen(name))) {
     send_error(s, req, "room_invalid", "room names are 1-128 characters of A-Z a-z 0-9 . _ : @ -", "room", NULL);
     return NULL;
   }
+  return name;
+}
+
+static const char *room_member_or_error(sess *s, json_t *req, member **out, int need_write) {
+  const char *rname = room_name_or_error(s, req);
+  if (!rname) return NULL;
   *out = membership(s, rname);
   if (!*out) {
     send_error(s, req, "not_joined", "join the room first", NULL, NULL);
@@ -821,15 +828,8 @@ static int collect_all_cursors(const char *user, const char *device, uint64_t se
 
 static void handle_join(sess *s, json_t *req) {
   engine *e = s->e;
-  const char *name = str_member(req, "room");
-  if (!name) {
-    send_error(s, req, "bad_request", "room must be a string", "room", NULL);
-    return;
-  }
-  if (!auth_room_valid(name, strlen(name))) {
-    send_error(s, req, "room_invalid", "room names are 1-128 characters of A-Z a-z 0-9 . _ : @ -", "room", NULL);
-    return;
-  }
+  const char *name = room_name_or_error(s, req);
+  if (!name) return;
   if (!(auth_room_perms(&s->id, name) & AUTH_READ)) {
     send_error(s, req, "forbidden", "no read permission for this room", NULL, NULL);
     return;
@@ -952,15 +952,8 @@ static void handle_join(sess *s, json_t *req) {
 }
 
 static void handle_leave(sess *s, json_t *req) {
-  const char *name = str_member(req, "room");
-  if (!name) {
-    send_error(s, req, "bad_request", "room must be a string", "room", NULL);
-    return;
-  }
-  if (!auth_room_valid(name, strlen(name))) {
-    send_error(s, req, "room_invalid", "room names are 1-128 characters of A-Z a-z 0-9 . _ : @ -", "room", NULL);
-    return;
-  }
+  const char *name = room_name_or_error(s, req);
+  if (!name) return;
   member *m = membership(s, name);
   json_t *reply = json_pack("{s:s}", "type", "left");
   json_t *id = json_object_get(req, "id");
@@ -1080,7 +1073,6 @@ static void count_rejection(engine *e, const char *code) {
 }
 
 static int refuse_op(engine *e, op_refusal *why, const char *code, const char *msg, json_t *extra) {
-  e->ops_rejected++;
   why->err.code = code;
   why->err.field = NULL;
   snprintf(why->err.message, sizeof why->err.message, "%s", msg);
@@ -1115,7 +1107,6 @@ static int run_op(author *a, json_t *req, room *r, json_t *opj, const char *cid,
   size_t n = 0, index = SIZE_MAX;
   if (is_batch ? sync_batch_parse(opj, &e->lim, e->app->cfg->max_batch, &subs, &n, &why->err, &index)
                : sync_op_parse(opj, &e->lim, &one, &why->err)) {
-    e->ops_rejected++;
     if (is_batch && index != SIZE_MAX) why->extra = json_pack("{s:I}", "index", (json_int_t)index);
     else if (!is_batch && one.item) why->extra = json_pack("{s:s}", "item", one.item);
     return -1;
@@ -1147,7 +1138,6 @@ static int run_op(author *a, json_t *req, room *r, json_t *opj, const char *cid,
                                         &why->err, &index)
                      : sync_apply(&r->d, &one, r->seq + 1, &e->lim, &fields_json, &why->err);
   if (arc != 0) {
-    e->ops_rejected++;
     const char *item = is_batch ? subs[index].item : one.item;
     why->extra = json_pack("{s:s}", "item", item);
     if (is_batch) json_object_set_new(why->extra, "index", json_integer((json_int_t)index));
