@@ -144,6 +144,7 @@ static const char *const read_sql[SR__COUNT] = {
                           " AND item IS NULL AND msg LIKE '{\"type\":\"message\"%'"
                           " ORDER BY seq DESC LIMIT ?2) ORDER BY seq"),
   [SR_DEDUPE] = "SELECT room, seq FROM dedupe WHERE device = ?1 AND cid = ?2",
+  [SR_DEDUPE_ALL] = "SELECT device, cid FROM dedupe",
   [SR_CURSORS] = "SELECT user, device, seq, updated_at FROM cursors WHERE room = ?1 ORDER BY user, device",
   [SR_PAGES] = ("SELECT (SELECT page_count FROM pragma_page_count())"
                 " * (SELECT page_size FROM pragma_page_size())"),
@@ -811,6 +812,15 @@ int store_recent_messages(store *s, const char *room, size_t limit, store_histor
   bind_str(st, 1, room);
   sqlite3_bind_int64(st, 2, clamp64(limit));
   return walk_log(st, cb, ud);
+}
+
+int store_dedupe_each(store *s, store_dedupe_cb cb, void *ud) {
+  if (!cb) return WSY_INVAL;
+  sqlite3_stmt *st = s->r[SR_DEDUPE_ALL];
+  int rc = SQLITE_OK, cb_rc = 0;
+  while (!cb_rc && (rc = sqlite3_step(st)) == SQLITE_ROW)
+    cb_rc = cb((const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1), ud);
+  return rdone(st, rc, cb_rc);
 }
 
 int store_dedupe_get(store *s, const char *device, const char *cid,

@@ -108,6 +108,10 @@ int store_history(store *s, const char *room, uint64_t after_seq, size_t limit, 
 /* The newest `limit` retained publishes of room (log entries whose msg is
  * a JSON object starting with "type":"message"), oldest first. */
 int store_recent_messages(store *s, const char *room, size_t limit, store_history_cb cb, void *ud) WSY_WUR;
+/* Every recorded (device, cid), in no particular order: to build an
+ * in-memory filter at start-up so most lookups never reach SQLite. */
+typedef int (*store_dedupe_cb)(const char *device, const char *cid, void *ud);
+int store_dedupe_each(store *s, store_dedupe_cb cb, void *ud) WSY_WUR;
 /* The (room, seq) an op sent by device with cid was committed as:
  * 0, or WSY_NOT_FOUND. room_out (when not NULL) gets the NUL-terminated room
  * name, seq_out (when not NULL) the seq. */
