@@ -15,6 +15,7 @@
 #include <strings.h>
 
 #define MAX_HEADERS 64
+#define MAX_PATH 2047
 
 typedef struct {
   uint32_t name_off, name_len, val_off, val_len;
@@ -35,7 +36,7 @@ struct httpd_req {
   int last_was_value;
   int complete;       /* on_message_complete seen */
   int error_status;   /* set by a callback that refuses the request */
-  char path[2048];    /* decoded path */
+  char *path;         /* decoded path (at most MAX_PATH bytes) */
   const char *query;
   char *url;          /* the request target as received, NUL-terminated */
   char method[16];
@@ -45,7 +46,7 @@ struct httpd_req {
 /* ---- request accessors ---------------------------------------------------- */
 
 const char *httpd_req_method(const httpd_req *r) { return r->method; }
-const char *httpd_req_path(const httpd_req *r) { return r->path; }
+const char *httpd_req_path(const httpd_req *r) { return r->path ? r->path : ""; }
 const char *httpd_req_query(const httpd_req *r) { return r->query ? r->query : ""; }
 
 const char *httpd_req_header(const httpd_req *r, const char *name, size_t *len) {
@@ -174,6 +175,8 @@ static int decode_path(httpd_req *r) {
   if (http_parser_parse_url(u, ul, 0, &pu) != 0 || !(pu.field_set & (1 << UF_PATH))) return 400;
   const char *s = u + pu.field_data[UF_PATH].off;
   size_t sl = pu.field_data[UF_PATH].len;
+  /* Decoding only shrinks, so the raw length bounds the result. */
+  r->path = wsy_malloc(sl + 1);
   for (size_t i = 0; i < sl; i++) {
     int ch = (unsigned char)s[i];
     if (ch == '%') {
@@ -184,7 +187,7 @@ static int decode_path(httpd_req *r) {
       i += 2;
       if (ch == 0) return 400;
     }
-    if (o + 1 >= sizeof r->path) return 414;
+    if (o >= MAX_PATH) return 414;
     r->path[o++] = (char)ch;
   }
   r->path[o] = '\0';
@@ -269,6 +272,7 @@ void httpd_req_free(httpd_req *r) {
   buf_free(&r->body);
   wsy_free((void *)r->query);
   wsy_free(r->url);
+  wsy_free(r->path);
   wsy_free(r);
 }
 
