@@ -88,6 +88,8 @@ static int value_ok(json_t *v, int levels_left) {
 
 int sync_value_ok(json_t *v, int max_depth) { return value_ok(v, max_depth); }
 
+size_t sync_encoded_size(json_t *v) { return json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY); }
+
 static int field_name_ok(const char *k) {
   size_t n = strlen(k);
   if (n == 0 || n > 128) return 0;
@@ -128,10 +130,7 @@ int sync_op_parse(json_t *op, const sync_limits *lim, sync_op *out, sync_err *er
         return fail(err, "invalid_field", "op.fields", "%s", "field names are 1-128 bytes without control characters");
       if (!value_ok(v, lim->max_depth))
         return fail(err, "invalid_field", "op.fields", "field '%.64s' nests too deep or holds an integer beyond 2^53", name);
-      char *enc = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-      size_t n = enc ? strlen(enc) : 0;
-      free(enc);
-      if (n > lim->max_field_size) return fail(err, "too_large", "op.fields", "field '%.64s' is too large", name);
+      if (sync_encoded_size(v) > lim->max_field_size) return fail(err, "too_large", "op.fields", "field '%.64s' is too large", name);
     }
     out->fields = fields;
   }

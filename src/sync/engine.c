@@ -860,10 +860,7 @@ static void handle_join(sess *s, json_t *req) {
     return;
   }
   if (pstate) {
-    char *enc = json_dumps(pstate, JSON_COMPACT);
-    size_t n = enc ? strlen(enc) : 0;
-    free(enc);
-    if (n > MAX_PRESENCE_STATE) {
+    if (sync_encoded_size(pstate) > MAX_PRESENCE_STATE) {
       send_error(s, req, "too_large", "presence state is too large", "presence", NULL);
       return;
     }
@@ -1226,10 +1223,7 @@ static void handle_publish(sess *s, json_t *req) {
     send_error(s, req, "bad_request", "data is required", "data", NULL);
     return;
   }
-  char *enc = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
-  size_t dl = enc ? strlen(enc) : 0;
-  free(enc);
-  if (dl > e->lim.max_field_size) {
+  if (sync_encoded_size(data) > e->lim.max_field_size) {
     send_error(s, req, "too_large", "data is too large", "data", NULL);
     return;
   }
@@ -1290,10 +1284,7 @@ static void handle_presence(sess *s, json_t *req) {
     send_error(s, req, "bad_request", "state must be an object", "state", NULL);
     return;
   }
-  char *enc = json_dumps(state, JSON_COMPACT);
-  size_t n = enc ? strlen(enc) : 0;
-  free(enc);
-  if (n > MAX_PRESENCE_STATE) {
+  if (sync_encoded_size(state) > MAX_PRESENCE_STATE) {
     send_error(s, req, "too_large", "presence state is too large", "state", NULL);
     return;
   }
@@ -1801,10 +1792,7 @@ static void backend_write(engine *e, conn *c, httpd_req *r, const char *name, in
     goto out;
   }
   if (is_publish) {
-    char *enc = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
-    size_t dl = enc ? strlen(enc) : 0;
-    free(enc);
-    if (dl > e->lim.max_field_size) {
+    if (sync_encoded_size(data) > e->lim.max_field_size) {
       http_error(c, 413, "too_large", "data is too large");
       goto out;
     }

@@ -64,6 +64,8 @@ json_t *doc_item_json(const doc_item *it);
 json_t *doc_snapshot(const doc *d);
 
 int sync_item_id_valid(const char *id);
+/* Bytes of v as compact JSON, counted without building the text. */
+size_t sync_encoded_size(json_t *v);
 /* A JSON value within max_depth levels and with integers within 2^53-1. */
 int sync_value_ok(json_t *v, int max_depth);
 /* Reads an op object from a request. NULL on success, else the error. */
