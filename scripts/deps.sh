@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs every Debian package wsync needs to build, test and run.
 # Idempotent: quiet and quick when everything is already present.
-# Usage (as root on Debian 12): scripts/deps.sh [--browser]
+# Usage (as root on Debian 12): scripts/deps.sh
 set -euo pipefail
 
 pkgs=(
@@ -11,6 +11,7 @@ pkgs=(
   libcriterion-dev
   clang libclang-rt-14-dev
   gnuplot-nox
+  chromium
 )
 # Node.js may come from Debian or from another packager that bundles npm;
 # ask for Debian's only when the commands are absent.
@@ -35,8 +36,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Node packages for the end-to-end tests (ws client); lockfile keeps them pinned.
+# Node packages for the tests (ws client, playwright-core driving Debian's
+# Chromium, ot-text-unicode as the OT oracle); the lockfile keeps them pinned.
+# Re-installed when package.json is newer than what was installed.
 here=$(cd "$(dirname "$0")/.." && pwd)
-if [ -f "$here/tests/e2e/package.json" ] && [ ! -d "$here/tests/e2e/node_modules/ws" ]; then
-  (cd "$here/tests/e2e" && npm ci --silent --no-audit --no-fund >/dev/null 2>&1 || npm install --silent --no-audit --no-fund >/dev/null)
+e2e="$here/tests/e2e"
+if [ -f "$e2e/package.json" ] && { [ ! -f "$e2e/node_modules/.package-lock.json" ] ||
+     [ "$e2e/package-lock.json" -nt "$e2e/node_modules/.package-lock.json" ]; }; then
+  (cd "$e2e" && npm ci --silent --no-audit --no-fund >/dev/null 2>&1 || npm install --silent --no-audit --no-fund >/dev/null)
 fi
