@@ -28,7 +28,7 @@ FUZZ_BRIEF ?= 5
 
 ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 
-.PHONY: all asan test unit e2e test-asan fuzz fuzz-brief run clean deps
+.PHONY: all asan test unit e2e browser test-asan fuzz fuzz-brief run clean deps www
 
 all: build/wsync
 
@@ -99,13 +99,28 @@ test-asan: build-asan/unit-tests build-asan/wsync tests/e2e/node_modules
 	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  node --test --test-concurrency=1 *.test.mjs
 
-test: all unit e2e test-asan fuzz-brief bench-smoke
+# The browser tests drive Debian's Chromium (scripts/deps.sh) through
+# playwright-core against the demo served from build/www.
+browser: build/wsync www tests/e2e/node_modules
+	cd tests/e2e/browser && WSYNC_BIN=../../../build/wsync WSYNC_WWW=../../../build/www \
+	  node --test --test-concurrency=1 *.test.mjs
+
+test: all unit e2e browser test-asan fuzz-brief bench-smoke
 
 deps:
 	bash scripts/deps.sh
 
-run: build/wsync
-	./build/wsync serve --static web --echo-endpoint --insecure-demo
+# The demo: web/ (the board app) beside the JavaScript client (clients/js).
+WWW_SRC := $(wildcard web/*) $(wildcard clients/js/*.js)
+www: build/www/.stamp
+build/www/.stamp: $(WWW_SRC)
+	rm -rf build/www && mkdir -p build/www
+	cp -r web/. build/www/
+	cp clients/js/*.js build/www/
+	@touch $@
+
+run: build/wsync www
+	./build/wsync serve --static build/www --echo-endpoint --insecure-demo
 
 # ---- benchmarks (bench/, docs/PERFORMANCE.md) ----------------------------
 #   make bench        every scenario against wsync and the Node ws peer, medians and ratios
