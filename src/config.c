@@ -44,6 +44,7 @@ static const option options[] = {
   {"burst", K_UINT, OFF(burst), "N", "requests per session allowed in a burst (default 200)"},
   {"max-lock-ttl", K_DUR, OFF(max_lock_ttl_ms), "DUR", "longest lock lease a client may ask for (default 5m)"},
   {"resume-window", K_DUR, OFF(resume_window_ms), "DUR", "how long a session outlives its connection (default 60s)"},
+  {"poll-timeout", K_DUR, OFF(poll_timeout_ms), "DUR", "longest wait of a long-poll request with nothing to say (default 25s)"},
   {"max-outbox", K_SIZE, OFF(max_outbox), "SIZE", "unconfirmed messages kept per session for a resume (default 1M)"},
   {"max-batch", K_UINT, OFF(max_batch), "N", "sub-ops in one batch op (default 100)"},
   {"max-fields", K_UINT, OFF(max_fields), "N", "fields in one set (default 256)"},
@@ -75,6 +76,7 @@ void config_defaults(wsy_config *cfg) {
   cfg->shutdown_grace_ms = 3000;
   cfg->log_level = LOG_INFO;
   cfg->resume_window_ms = 60000;
+  cfg->poll_timeout_ms = 25000;
   cfg->max_rooms = 100;
   cfg->rate = 100;
   cfg->burst = 200;
@@ -263,5 +265,11 @@ int config_parse(wsy_config *cfg, int argc, char **argv, char *err, size_t errle
     snprintf(err, errlen, "--max-message-size must be >= 1 and --max-queued-bytes >= 1K");
     return -1;
   }
+  if (cfg->poll_timeout_ms < 100) {
+    snprintf(err, errlen, "--poll-timeout must be at least 100ms");
+    return -1;
+  }
+  /* POST /v1/send carries messages: its body may be as large as one. */
+  if (cfg->max_body < cfg->max_message) cfg->max_body = cfg->max_message;
   return 0;
 }

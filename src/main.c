@@ -70,6 +70,7 @@ static void on_signal(uv_signal_t *s, int signum) {
            signum == SIGINT ? "SIGINT" : "SIGTERM", net_loop_conn_count(app->net));
   app->shutting_down = 1;
   net_stop_listening(app->net);
+  if (app->sync) engine_shutdown(app->sync);
   net_loop_foreach(app->net, close_one, NULL);
   rt->deadline = uv_now(app->loop) + app->cfg->shutdown_grace_ms;
   uv_timer_start(&rt->drain, on_drain, 5, 5);

@@ -29,6 +29,7 @@ typedef struct httpd_conn {
   int head;           /* the request being routed is a HEAD */
   int keep_after;     /* keep-alive decision of the deferred request */
   conn **waiter;      /* while a response is deferred: the owner's slot */
+  int streaming;      /* the deferred response is an open stream (SSE) */
   buf stash;          /* bytes that arrived behind a deferred request */
 } httpd_conn;
 
@@ -42,6 +43,7 @@ const char *httpd_status_text(int s) {
   switch (s) {
   case 101: return "Switching Protocols";
   case 200: return "OK";
+  case 202: return "Accepted";
   case 204: return "No Content";
   case 304: return "Not Modified";
   case 400: return "Bad Request";
@@ -50,6 +52,7 @@ const char *httpd_status_text(int s) {
   case 404: return "Not Found";
   case 405: return "Method Not Allowed";
   case 408: return "Request Timeout";
+  case 410: return "Gone";
   case 413: return "Content Too Large";
   case 414: return "URI Too Long";
   case 426: return "Upgrade Required";
@@ -128,7 +131,7 @@ static void healthz(struct app *app, conn *c, int head_only) {
   respond(c, 200, "application/json", "Cache-Control: no-store\r\n", body, (size_t)n, !head_only);
 }
 
-static int origin_allowed(struct app *app, const char *origin, size_t len) {
+int httpd_origin_allowed(struct app *app, const char *origin, size_t len) {
   const char *list = app->cfg->allowed_origins;
   if (!list || !*list) return 1;
   if (!origin) return 0;
@@ -188,7 +191,7 @@ static int ws_route(struct app *app, conn *c, httpd_req *r, const ws_endpoint *e
     fail_and_end(c, 400, "missing or malformed Sec-WebSocket-Key");
     return 0;
   }
-  if (!origin_allowed(app, org, org ? ol : 0)) {
+  if (!httpd_origin_allowed(app, org, org ? ol : 0)) {
     log_info("websocket refused: origin %.*s not allowed", org ? (int)ol : 6, org ? org : "(none)");
     fail_and_end(c, 403, "origin not allowed");
     return 0;
@@ -209,7 +212,8 @@ static int route(struct app *app, conn *c, httpd_req *r, uint8_t *rest, size_t r
   if (app->cfg->echo_endpoint && strcmp(path, "/v1/echo") == 0) ep = &ws_echo_endpoint;
   if (app->cfg->echo_endpoint && strcmp(path, "/v1/broadcast") == 0) ep = &ws_broadcast_endpoint;
   if (ep) return ws_route(app, c, r, ep, rest, rest_len);
-  if (strcmp(path, "/metrics") == 0 || strncmp(path, "/v1/rooms/", 10) == 0) {
+  if (strcmp(path, "/metrics") == 0 || strncmp(path, "/v1/rooms/", 10) == 0 ||
+      strcmp(path, "/v1/send") == 0 || strcmp(path, "/v1/sse") == 0 || strcmp(path, "/v1/poll") == 0) {
     engine_http(app, c, r);
     return 0;
   }
@@ -235,6 +239,7 @@ static void http_on_data(conn *c, uint8_t *data, size_t len) {
   struct app *app = net_loop_app(net_conn_loop(c));
   httpd_conn *hc = hc_of(c);
   hc->last_active = net_loop_now(net_conn_loop(c));
+  if (hc->streaming) return;
   while (len > 0 && !net_conn_closing(c)) {
     if (!hc->req) {
       hc->req = httpd_req_new(app->cfg->max_header, app->cfg->max_body);
@@ -287,8 +292,13 @@ void httpd_defer(conn *c, conn **slot) {
 }
 
 void httpd_deferred_respond(conn *c, int status, const char *json_body) {
+  httpd_deferred_answer(c, status, "application/json", "", json_body, strlen(json_body));
+}
+
+void httpd_deferred_answer(conn *c, int status, const char *content_type, const char *extra_headers,
+                           const void *body, size_t len) {
   httpd_conn *hc = hc_of(c);
-  httpd_respond(c, status, "application/json", "", json_body, strlen(json_body));
+  httpd_respond(c, status, content_type, extra_headers, body, len);
   hc->waiter = NULL;
   if (!hc->keep_after) {
     buf_free(&hc->stash);
@@ -304,9 +314,36 @@ void httpd_deferred_respond(conn *c, int status, const char *json_body) {
   }
 }
 
+void httpd_stream_begin(conn *c, conn **slot, const char *content_type, const char *extra_headers) {
+  httpd_conn *hc = hc_of(c);
+  char head[1024];
+  int n = snprintf(head, sizeof head,
+                   "HTTP/1.1 200 OK\r\nServer: wsync/" WSYNC_VERSION "\r\nContent-Type: %s\r\n"
+                   "Connection: close\r\n%s\r\n",
+                   content_type, extra_headers ? extra_headers : "");
+  if (n < 0 || (size_t)n >= sizeof head) n = (int)strlen(head);
+  net_chunk *ch = net_chunk_new((size_t)n);
+  memcpy(ch->data, head, (size_t)n);
+  net_conn_send_force(c, ch);
+  net_chunk_unref(ch);
+  hc->waiter = slot;
+  hc->streaming = 1;
+  *slot = c;
+  /* Reading goes on, so that a peer closing the stream is noticed at once;
+   * what it sends is ignored (the response never ends to make room). */
+}
+
+void httpd_stream_end(conn *c, int abort) {
+  httpd_conn *hc = hc_of(c);
+  hc->waiter = NULL;
+  if (abort) net_conn_close(c);
+  else net_conn_end(c);
+}
+
 static void http_on_tick(conn *c, uint64_t now) {
   struct app *app = net_loop_app(net_conn_loop(c));
   httpd_conn *hc = hc_of(c);
+  if (hc->waiter) return; /* the owner of a deferred answer or stream keeps time */
   if (hc->req && now - hc->req_started >= app->cfg->handshake_timeout_ms) {
     log_debug("request timeout");
     httpd_req_free(hc->req);

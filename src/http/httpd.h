@@ -61,9 +61,23 @@ void httpd_respond_head(conn *c, int status, const char *content_type, const cha
 void httpd_defer(conn *c, conn **slot);
 /* The deferred answer (a JSON body); reading and pipelining resume. */
 void httpd_deferred_respond(conn *c, int status, const char *json_body);
-/* Same, with a small text body "<status line>: <message>\n". */
+/* The deferred answer with any content type and extra headers. */
+void httpd_deferred_answer(conn *c, int status, const char *content_type, const char *extra_headers,
+                           const void *body, size_t len);
+/* Answers the request being routed with an endless 200 response (no
+ * Content-Length; the body ends when the connection closes), e.g. an SSE
+ * stream: the caller then queues body bytes with net_conn_send. *slot is
+ * set to c until the connection is freed (then NULL). Later bytes from the
+ * peer are ignored; no timeout applies. */
+void httpd_stream_begin(conn *c, conn **slot, const char *content_type, const char *extra_headers);
+/* Ends a stream: flushed and closed gracefully, or at once with abort. The
+ * slot is released (not written again). */
+void httpd_stream_end(conn *c, int abort);
+/* An error response with a small text body "<status line>: <message>\n". */
 void httpd_error(conn *c, int status, const char *message);
 const char *httpd_status_text(int status);
+/* True when --allowed-origins is unset, or lists origin (or "*"). */
+int httpd_origin_allowed(struct app *app, const char *origin, size_t len);
 
 /* static.c: serves GET/HEAD of path from app->static_root. Returns 0 when a
  * response was queued (2xx/4xx), WSY_NOT_FOUND when there is no such file. */

@@ -93,11 +93,31 @@ struct sess {
   uint64_t ob_next;    /* ordinal of the next message */
   size_t ob_bytes;
   uint64_t opened;   /* loop ms of the connection's upgrade */
+  /* HTTP transports (PROTOCOL.md 2.4): the downstream is an SSE stream or a
+   * pending long-poll; httpd clears dn when that connection is freed. */
+  int http;          /* the session is on HTTP transports (not WebSocket) */
+  conn *dn;
+  int dn_kind;       /* DN_SSE or DN_POLL while dn is set */
+  uint64_t dn_at;    /* loop ms: poll start, or the stream's last write */
+  uint64_t dn_lost;  /* loop ms the last downstream went away */
+  uint64_t poll_last;/* the pending poll's last */
+  char *dn_headers;  /* CORS headers for the deferred poll answer */
+  sess *due_next;    /* on e->due: a pending poll has something to say */
+  int due;
   double tokens;     /* rate limit bucket */
   uint64_t tokens_ms;
 };
 
 enum { P_OP, P_DUP, P_CREATE };
+enum { DN_SSE = 1, DN_POLL };
+#define DETACH_GRACE_MS 10000 /* no downstream this long: detached (2.4) */
+
+/* Where the direct answers to a hello sent by POST /v1/send go. */
+typedef struct capture {
+  buf text;          /* the last message: welcome or error */
+  sess *welcomed;    /* the session that said welcome */
+  char code[32];     /* the error code of a refusal */
+} capture;
 
 typedef struct pend {
   struct pend *next;
@@ -138,6 +158,8 @@ struct engine {
   uint64_t commit_hist[13];  /* wsync_commit_seconds buckets, +Inf last */
   double commit_sum;
   uint64_t batch_started;    /* loop ms when the committing batch left */
+  capture *cap;              /* set while a hello from POST /v1/send runs */
+  sess *due;                 /* sessions whose pending poll can be answered */
 };
 
 /* ---- small helpers -------------------------------------------------------- */
@@ -172,6 +194,7 @@ static void ob_clear(sess *s) {
 static void sess_unref(sess *s) {
   if (--s->refs > 0) return;
   ob_clear(s);
+  wsy_free(s->dn_headers);
   auth_identity_free(&s->id);
   wsy_free(s);
 }
@@ -185,11 +208,34 @@ static void ob_pop(sess *s) {
   s->ob_first++;
 }
 
+static void dn_push(sess *s, net_chunk *frame, uint64_t ordinal);
+
+/* The payload of a frame made by ws_frame_new (unmasked, one frame). */
+static const uint8_t *frame_payload(const net_chunk *f, size_t *len) {
+  uint8_t l7 = f->data[1] & 0x7f;
+  size_t hdr = l7 < 126 ? 2 : l7 == 126 ? 4 : 10;
+  *len = f->len - hdr;
+  return f->data + hdr;
+}
+
+/* Messages outside the ordinals (welcome, and anything before it): written
+ * to the WebSocket, or captured as the answer to a POST /v1/send hello. */
+static void sess_direct(sess *s, net_chunk *frame) {
+  if (s->w) {
+    ws_send_frame(s->w, frame);
+  } else if (s->e->cap) {
+    size_t len;
+    const uint8_t *p = frame_payload(frame, &len);
+    s->e->cap->text.len = 0;
+    if (buf_append(&s->e->cap->text, p, len) != WSY_OK) s->e->cap->text.len = 0;
+  }
+}
+
 /* The one way a message reaches a session: counted, kept in the outbox,
- * and written to the connection when there is one. */
+ * and written to its downstream when there is one. */
 static void sess_send(sess *s, net_chunk *frame) {
   if (!s->welcomed) {
-    if (s->w) ws_send_frame(s->w, frame);
+    sess_direct(s, frame);
     return;
   }
   if (s->ended) return;
@@ -209,7 +255,12 @@ static void sess_send(sess *s, net_chunk *frame) {
   size_t cap = s->e->app->cfg->max_outbox;
   while (s->ob_bytes > cap && s->ob_len > 1) ob_pop(s);
   if (s->w) ws_send_frame(s->w, frame);
+  else if (s->dn) dn_push(s, frame, s->ob_next - 1);
 }
+
+/* Presence's connected flag: a WebSocket, or an HTTP session that has not
+ * been without a downstream for the grace period (PROTOCOL.md 2.4). */
+static int sess_online(const sess *s) { return s->w || (s->http && !s->detached_at); }
 
 /* Sends a JSON value (stolen) to a session, if it is still connected. */
 static net_chunk *frame_json(json_t *msg, char **text_out);
@@ -252,6 +303,7 @@ static void send_error(sess *s, json_t *req, const char *code, const char *messa
 /* Errors before welcome end the connection (PROTOCOL.md 3.3). */
 static void refuse(sess *s, json_t *req, const char *code, const char *message) {
   send_error(s, req, code, message, NULL, NULL);
+  if (s->e->cap) snprintf(s->e->cap->code, sizeof s->e->cap->code, "%s", code);
   if (s->w) ws_close(s->w, WS_CLOSE_POLICY, code);
 }
 
@@ -343,7 +395,7 @@ static room *room_get(engine *e, const char *name, int *err) {
 
 static json_t *presence_entry(member *m) {
   json_t *e = json_pack("{s:s,s:s,s:O,s:b}", "user", m->s->id.user, "device", m->s->device, "state",
-                        m->state, "connected", m->s->w != NULL);
+                        m->state, "connected", sess_online(m->s));
   if (m->cursor) json_object_set_new(e, "cursor", json_integer((json_int_t)m->cursor));
   return e;
 }
@@ -394,6 +446,7 @@ static void locks_release_by(engine *e, room *r, sess *s, const char *reason) {
 }
 
 static void expire_sessions(engine *e);
+static void http_sweep(engine *e);
 
 static void lock_sweep(uv_timer_t *t) {
   engine *e = t->data;
@@ -410,6 +463,7 @@ static void lock_sweep(uv_timer_t *t) {
   }
   /* Sessions closed by these sends are reaped in the check hook, so no
    * room goes away while this walk runs. */
+  http_sweep(e);
   expire_sessions(e);
 }
 
@@ -419,7 +473,7 @@ static void presence_event(engine *e, member *about, const char *event) {
                           "event", event, "user", about->s->id.user, "device", about->s->device);
   if (strcmp(event, "leave") != 0) {
     json_object_set(msg, "state", about->state);
-    json_object_set_new(msg, "connected", json_boolean(about->s->w != NULL));
+    json_object_set_new(msg, "connected", json_boolean(sess_online(about->s)));
   }
   net_chunk *frame = frame_json(msg, NULL);
   json_decref(msg);
@@ -484,6 +538,7 @@ static void pend_free(engine *e, pend *p) {
 }
 
 static void start_commit(engine *e);
+static void dn_end(sess *s, unsigned code, const char *reason);
 
 static void commit_done(uv_work_t *w, int status) {
   engine *e = w->data;
@@ -544,6 +599,7 @@ static void commit_done(uv_work_t *w, int status) {
       for (member *m = r->members, *mn; m; m = mn) {
         mn = m->next;
         if (m->s->w) ws_close(m->s->w, WS_CLOSE_INTERNAL, "storage failure");
+        else if (m->s->dn) dn_end(m->s, WS_CLOSE_INTERNAL, "storage failure");
       }
       if (map_get(&e->rooms, r->name) == r && r->nmembers == 0) room_free(e, r);
     } else {
@@ -577,8 +633,11 @@ static void start_commit(engine *e) {
 
 static void reap(engine *e);
 
+static void polls_answer(engine *e);
+
 static void on_check(uv_check_t *h) {
   reap(h->data);
+  polls_answer(h->data);
   start_commit(h->data);
 }
 
@@ -613,8 +672,9 @@ static void send_welcome(sess *s, json_t *req, int resumed, int insecure) {
   if (id) json_object_set(w, "re", id);
   net_chunk *frame = frame_json(w, NULL);
   json_decref(w);
-  if (s->w) ws_send_frame(s->w, frame);
+  sess_direct(s, frame);
   net_chunk_unref(frame);
+  if (e->cap) e->cap->welcomed = s;
 }
 
 /* Ends a session (bye, replaced, expired): its locks and presence go, its
@@ -626,6 +686,7 @@ static void end_session(sess *s, unsigned code, const char *why) {
   if (map_get(&e->sessions, s->token) == s) map_del(&e->sessions, s->token);
   if (map_get(&e->by_device, s->dkey) == s) map_del(&e->by_device, s->dkey);
   while (s->rooms) member_remove(e, s->rooms, "session_end");
+  if (s->dn) dn_end(s, code, why);
   ob_clear(s);
   if (s->w) ws_close(s->w, code, why);
   sess_unref(s); /* the registry's reference */
@@ -633,24 +694,39 @@ static void end_session(sess *s, unsigned code, const char *why) {
 
 /* Moves the new connection (carried by the fresh session n) onto the
  * existing session s and replays what the client has not processed. */
-static void resume(sess *n, sess *s, json_t *req, uint64_t last, int insecure) {
-  engine *e = s->e;
-  ws_conn *w = n->w;
-  if (s->w) { /* still attached elsewhere (a half-open connection) */
+static void dn_release(sess *s);
+
+/* Takes the session off its current transport: a WebSocket is closed with
+ * 4001, an SSE stream ends with a close event 4001, a pending poll is
+ * answered (PROTOCOL.md 2.4: one downstream per session). */
+static void detach_transport(sess *s, const char *why) {
+  if (s->w) { /* e.g. a half-open connection */
     ws_conn *ow = s->w;
     ws_conn_set_user(ow, NULL);
     s->w = NULL;
     s->refs--; /* that connection's reference */
-    ws_close(ow, 4001, "session resumed on another connection");
+    ws_close(ow, 4001, why);
   }
+  if (s->dn) dn_release(s);
+}
+
+/* Moves the new client (carried by the fresh session n: a WebSocket, or
+ * none for a hello by POST /v1/send) onto the existing session s and
+ * replays what the client has not processed. */
+static void resume(sess *n, sess *s, json_t *req, uint64_t last, int insecure) {
+  engine *e = s->e;
+  ws_conn *w = n->w;
+  detach_transport(s, "session resumed on another connection");
   auth_identity_free(&s->id);
   s->id = n->id;
   memset(&n->id, 0, sizeof n->id);
-  ws_conn_set_user(w, s);
+  if (w) ws_conn_set_user(w, s);
   n->w = NULL;
   sess_unref(n);
   s->w = w;
-  s->refs++; /* the connection's reference */
+  if (w) s->refs++; /* the connection's reference */
+  s->http = !w;
+  s->dn_lost = now_ms(e);
   s->detached_at = 0;
   while (s->ob_len && s->ob_first <= last) ob_pop(s); /* confirmed by last */
   /* The new token's grants apply from now on: rooms it may not read are
@@ -664,7 +740,9 @@ static void resume(sess *n, sess *s, json_t *req, uint64_t last, int insecure) {
     }
   }
   send_welcome(s, req, 1, insecure);
-  for (uint32_t i = 0; i < s->ob_len; i++) ws_send_frame(w, s->ob[(s->ob_head + i) & (s->ob_cap - 1)]);
+  /* Over HTTP, the downstream opened next replays from its own last. */
+  if (w)
+    for (uint32_t i = 0; i < s->ob_len; i++) ws_send_frame(w, s->ob[(s->ob_head + i) & (s->ob_cap - 1)]);
   size_t ri;
   json_t *rn;
   json_array_foreach(revoked, ri, rn)
@@ -753,6 +831,8 @@ static void handle_hello(sess *s, json_t *req) {
   map_put(&e->by_device, s->dkey, s);
   s->tokens = cfg->burst;
   s->tokens_ms = now_ms(e);
+  s->http = !s->w;
+  s->dn_lost = now_ms(e);
   send_welcome(s, req, 0, !token);
 }
 
@@ -1567,7 +1647,7 @@ static void expire_sessions(engine *e) {
   void *v;
   for (size_t i = 0; n < WSY_ARRAY_LEN(due) && map_next(&e->sessions, &i, &k, &v);) {
     sess *s = v;
-    if (!s->w && s->detached_at && now - s->detached_at >= window) due[n++] = s;
+    if (!s->w && !s->dn && s->detached_at && now - s->detached_at >= window) due[n++] = s;
   }
   for (size_t i = 0; i < n; i++) end_session(due[i], WS_CLOSE_GOING_AWAY, "session expired");
 }
@@ -1728,7 +1808,7 @@ static void metrics(engine *e, conn *c) {
     EMIT("wsync_ops_rejected_total{code=\"%s\"} %llu\n", k, (unsigned long long)(uintptr_t)v);
   size_t attached = 0, detached = 0;
   for (size_t i = 0; map_next(&e->sessions, &i, &k, &v);) {
-    if (((sess *)v)->w) attached++;
+    if (sess_online(v)) attached++;
     else detached++;
   }
   EMIT("# HELP wsync_sessions Live sessions.\n# TYPE wsync_sessions gauge\n"
@@ -1926,9 +2006,399 @@ static void backend_read(engine *e, conn *c, httpd_req *r, const char *name, con
   http_json(c, 200, b);
 }
 
+/* ---- HTTP transports: POST /v1/send, GET /v1/sse, GET /v1/poll ------------
+ * (PROTOCOL.md 2.4). The session and its outbox are the same as over
+ * WebSocket; only the way messages leave differs: an SSE event per message
+ * (id = ordinal), or one JSON answer per poll gathering what the loop
+ * iteration produced. */
+
+/* One SSE event: "id: N\ndata: <json>\n\n". */
+static size_t sse_event(uint8_t *out, uint64_t ordinal, const uint8_t *p, size_t len) {
+  int n = sprintf((char *)out, "id: %llu\ndata: ", (unsigned long long)ordinal);
+  memcpy(out + n, p, len);
+  memcpy(out + n + len, "\n\n", 2);
+  return (size_t)n + len + 2;
+}
+
+/* The stream could not take more (slow consumer) or failed: it is dropped;
+ * the client reconnects with Last-Event-ID and the outbox replays. */
+static void sse_abort(sess *s) {
+  conn *c = s->dn;
+  s->dn = NULL;
+  s->dn_lost = now_ms(s->e);
+  httpd_stream_end(c, 1);
+  log_info("sse stream of %s dropped: slow consumer", s->dkey);
+}
+
+static void sse_write(sess *s, net_chunk *ch) {
+  s->dn_at = now_ms(s->e);
+  if (net_conn_send(s->dn, ch) != WSY_OK) sse_abort(s);
+}
+
+/* Writes the outbox's messages after ordinal `after` as one chunk. */
+static void sse_replay(sess *s, uint64_t after) {
+  size_t total = 0;
+  for (uint32_t i = 0; i < s->ob_len; i++) {
+    size_t len;
+    frame_payload(s->ob[(s->ob_head + i) & (s->ob_cap - 1)], &len);
+    total += len + 32;
+  }
+  if (!total) return;
+  net_chunk *ch = net_chunk_new(total);
+  size_t off = 0;
+  for (uint32_t i = 0; i < s->ob_len; i++) {
+    uint64_t ord = s->ob_first + i;
+    if (ord <= after) continue;
+    size_t len;
+    const uint8_t *p = frame_payload(s->ob[(s->ob_head + i) & (s->ob_cap - 1)], &len);
+    off += sse_event(ch->data + off, ord, p, len);
+  }
+  ch->len = (uint32_t)off;
+  if (off) sse_write(s, ch);
+  net_chunk_unref(ch);
+}
+
+static void dn_push(sess *s, net_chunk *frame, uint64_t ordinal) {
+  if (s->dn_kind == DN_SSE) {
+    size_t len;
+    const uint8_t *p = frame_payload(frame, &len);
+    net_chunk *ch = net_chunk_new(len + 32);
+    ch->len = (uint32_t)sse_event(ch->data, ordinal, p, len);
+    sse_write(s, ch);
+    net_chunk_unref(ch);
+  } else if (!s->due) { /* answered in the check hook, with everything since */
+    s->due = 1;
+    s->refs++;
+    s->due_next = s->e->due;
+    s->e->due = s;
+  }
+}
+
+/* Answers the pending poll with the messages after its last, and `close`
+ * when the session's downstream ends for a reason (code != 0). */
+static void poll_answer(sess *s, unsigned code, const char *reason, int empty) {
+  conn *c = s->dn;
+  s->dn = NULL;
+  s->dn_lost = now_ms(s->e);
+  const char *hdrs = s->dn_headers ? s->dn_headers : "Cache-Control: no-store\r\n";
+  if (s->ob_first > s->poll_last + 1) { /* the outbox dropped messages it never delivered */
+    const char gone[] = "{\"type\":\"error\",\"code\":\"session_expired\",\"message\":\"messages were lost; say hello again\"}";
+    httpd_deferred_answer(c, 410, "application/json", hdrs, gone, sizeof gone - 1);
+  } else {
+    buf b;
+    buf_init(&b, SIZE_MAX);
+    int ok = buf_append(&b, "{\"messages\":[", 13) == WSY_OK;
+    for (uint32_t i = 0; ok && !empty && i < s->ob_len; i++) {
+      size_t len;
+      const uint8_t *p = frame_payload(s->ob[(s->ob_head + i) & (s->ob_cap - 1)], &len);
+      if (i) ok = buf_append(&b, ",", 1) == WSY_OK;
+      if (ok) ok = buf_append(&b, p, len) == WSY_OK;
+    }
+    char tail[256];
+    int n = snprintf(tail, sizeof tail, "],\"last\":%llu",
+                     (unsigned long long)(empty ? s->poll_last : s->ob_next - 1));
+    if (ok) ok = buf_append(&b, tail, (size_t)n) == WSY_OK;
+    if (ok && code) {
+      json_t *cl = json_pack("{s:i,s:s}", "code", (int)code, "reason", reason ? reason : "");
+      char *ct = json_dumps(cl, JSON_COMPACT | JSON_PRESERVE_ORDER);
+      json_decref(cl);
+      ok = buf_append(&b, ",\"close\":", 9) == WSY_OK && buf_append(&b, ct, strlen(ct)) == WSY_OK;
+      free(ct);
+    }
+    if (ok) ok = buf_append(&b, "}", 1) == WSY_OK;
+    if (ok) httpd_deferred_answer(c, 200, "application/json", hdrs, b.data, b.len);
+    else httpd_stream_end(c, 1);
+    buf_free(&b);
+  }
+  wsy_free(s->dn_headers);
+  s->dn_headers = NULL;
+}
+
+static void polls_answer(engine *e) {
+  while (e->due) {
+    sess *s = e->due;
+    e->due = s->due_next;
+    s->due = 0;
+    if (s->dn && s->dn_kind == DN_POLL && s->ob_len) poll_answer(s, 0, NULL, 0);
+    sess_unref(s); /* the due list's reference */
+  }
+}
+
+/* The session's downstream ends for a reason a WebSocket would learn from
+ * a close code (PROTOCOL.md 2.4). */
+static void dn_end(sess *s, unsigned code, const char *reason) {
+  if (!s->dn) return;
+  if (s->dn_kind == DN_POLL) {
+    poll_answer(s, code, reason, 0);
+    return;
+  }
+  json_t *cl = json_pack("{s:i,s:s}", "code", (int)code, "reason", reason ? reason : "");
+  char *ct = json_dumps(cl, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  json_decref(cl);
+  size_t len = strlen(ct);
+  net_chunk *ch = net_chunk_new(len + 32);
+  int n = sprintf((char *)ch->data, "event: close\ndata: %s\n\n", ct);
+  ch->len = (uint32_t)n;
+  free(ct);
+  conn *c = s->dn;
+  s->dn = NULL;
+  s->dn_lost = now_ms(s->e);
+  (void)net_conn_send_force(c, ch);
+  net_chunk_unref(ch);
+  httpd_stream_end(c, 0);
+}
+
+/* Another downstream (or a WebSocket) takes over: an SSE stream is told
+ * 4001, a pending poll gets an empty answer. */
+static void dn_release(sess *s) {
+  if (s->dn_kind == DN_SSE) {
+    dn_end(s, 4001, "session moved to another downstream");
+    return;
+  }
+  poll_answer(s, 0, NULL, 1); /* the messages go to whichever downstream comes next */
+}
+
+/* Keeps time for HTTP sessions: SSE pings, poll timeouts, and detaching a
+ * session that has had no downstream for the grace period. */
+static void http_sweep(engine *e) {
+  uint64_t now = now_ms(e);
+  const wsy_config *cfg = e->app->cfg;
+  const char *k;
+  void *v;
+  for (size_t i = 0; map_next(&e->sessions, &i, &k, &v);) {
+    sess *s = v;
+    if (!s->http) continue;
+    if (s->dn && s->dn_kind == DN_SSE && now - s->dn_at >= cfg->ping_interval_ms) {
+      net_chunk *ch = net_chunk_new(8);
+      memcpy(ch->data, ": ping\n\n", 8);
+      sse_write(s, ch);
+      net_chunk_unref(ch);
+    } else if (s->dn && s->dn_kind == DN_POLL && now - s->dn_at >= cfg->poll_timeout_ms) {
+      poll_answer(s, 0, NULL, 0);
+    } else if (!s->dn && !s->detached_at && now - s->dn_lost >= DETACH_GRACE_MS) {
+      s->detached_at = now;
+      for (member *m = s->rooms; m; m = m->snext) presence_event(e, m, "update");
+    }
+  }
+}
+
+/* CORS headers for the request into out (PROTOCOL.md 2.4); 0 when its
+ * Origin is not allowed. */
+static int cors(engine *e, httpd_req *r, char *out, size_t n) {
+  size_t ol;
+  const char *org = httpd_req_header(r, "Origin", &ol);
+  const char *list = e->app->cfg->allowed_origins;
+  out[0] = '\0';
+  if (!list || !*list || !org) return 1; /* same-origin pages only read the answers */
+  if (!httpd_origin_allowed(e->app, org, ol) || ol > 512) return 0;
+  snprintf(out, n, "Access-Control-Allow-Origin: %.*s\r\nVary: Origin\r\n", (int)ol, org);
+  return 1;
+}
+
+static void fb_error(conn *c, int status, const char *hdrs, const char *code, const char *message) {
+  json_t *b = json_pack("{s:s,s:s,s:s}", "type", "error", "code", code, "message", message);
+  char *text = json_dumps(b, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  json_decref(b);
+  char h[1024];
+  snprintf(h, sizeof h, "Cache-Control: no-store\r\n%s", hdrs);
+  httpd_respond(c, status, "application/json", h, text, strlen(text));
+  free(text);
+}
+
+/* POST /v1/send with a hello: the answer is the welcome (or the error). */
+static void send_hello(engine *e, conn *c, json_t *req, const char *hdrs) {
+  sess *n = wsy_calloc(1, sizeof *n);
+  n->e = e;
+  n->refs = 1; /* this request's */
+  n->opened = now_ms(e);
+  capture cap = {0};
+  buf_init(&cap.text, SIZE_MAX);
+  e->cap = &cap;
+  dispatch(n, req);
+  e->cap = NULL;
+  char h[1024];
+  snprintf(h, sizeof h, "Cache-Control: no-store\r\n%s", hdrs);
+  if (cap.welcomed) {
+    httpd_respond(c, 200, "application/json", h, cap.text.data, cap.text.len);
+    if (cap.welcomed == n) sess_unref(n); /* a new session; a resume took n already */
+  } else {
+    int st = !strcmp(cap.code, "unauthorized") || !strncmp(cap.code, "token_", 6) ? 401 : 400;
+    if (cap.text.len) httpd_respond(c, st, "application/json", h, cap.text.data, cap.text.len);
+    else fb_error(c, 400, hdrs, "bad_request", "hello refused");
+    sess_unref(n);
+  }
+  buf_free(&cap.text);
+}
+
+static void fb_send(engine *e, conn *c, httpd_req *r, const char *hdrs) {
+  size_t len;
+  const uint8_t *body = httpd_req_body(r, &len);
+  if (len > e->app->cfg->max_message) {
+    fb_error(c, 413, hdrs, "too_large", "the body is larger than --max-message-size");
+    return;
+  }
+  json_error_t jerr;
+  json_t *j = len ? json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+  if (!j || (!json_is_object(j) && !json_is_array(j)) || too_deep(j, json_is_array(j) ? 0 : 1, 32)) {
+    json_decref(j);
+    if (len && strstr(jerr.text, "too big"))
+      fb_error(c, 400, hdrs, "invalid_field", "an integer is beyond 2^53-1");
+    else
+      fb_error(c, 400, hdrs, "bad_json", "the body must be a JSON object or an array of objects");
+    return;
+  }
+  if (json_is_object(j) && json_is_string(json_object_get(j, "type")) &&
+      !strcmp(json_string_value(json_object_get(j, "type")), "hello")) {
+    send_hello(e, c, j, hdrs);
+    json_decref(j);
+    return;
+  }
+  size_t i;
+  json_t *m;
+  if (json_is_array(j)) {
+    json_array_foreach(j, i, m) {
+      json_t *t = json_object_get(m, "type");
+      if (json_is_string(t) && !strcmp(json_string_value(t), "hello")) {
+        json_decref(j);
+        fb_error(c, 400, hdrs, "bad_request", "a hello must be sent alone");
+        return;
+      }
+    }
+  }
+  size_t sl;
+  const char *tok = httpd_req_header(r, "Wsync-Session", &sl);
+  char token[sizeof ((sess *)0)->token];
+  sess *s = NULL;
+  if (tok && sl < sizeof token) {
+    memcpy(token, tok, sl);
+    token[sl] = '\0';
+    s = map_get(&e->sessions, token);
+  }
+  if (!s || s->ended) {
+    json_decref(j);
+    fb_error(c, 410, hdrs, "session_expired", "no such session; say hello again");
+    return;
+  }
+  s->refs++; /* a bye in the body ends the session under this loop */
+  if (json_is_object(j)) {
+    dispatch(s, j);
+  } else {
+    json_array_foreach(j, i, m) {
+      if (s->ended) break;
+      if (json_is_object(m)) dispatch(s, m);
+      else send_error(s, NULL, "bad_json", "a message must be one JSON object", NULL, NULL);
+    }
+  }
+  sess_unref(s);
+  json_decref(j);
+  char h[1024];
+  snprintf(h, sizeof h, "Cache-Control: no-store\r\n%s", hdrs);
+  httpd_respond(c, 202, NULL, h, "", 0);
+}
+
+/* GET /v1/sse and /v1/poll: opens the session's downstream. */
+static void fb_down(engine *e, conn *c, httpd_req *r, int kind, const char *hdrs) {
+  char token[sizeof ((sess *)0)->token], lastv[24] = "";
+  sess *s = NULL;
+  if (httpd_req_query_param(r, "session", token, sizeof token) == 0) s = map_get(&e->sessions, token);
+  if (!s || s->ended) {
+    fb_error(c, 410, hdrs, "session_expired", "no such session; say hello again");
+    return;
+  }
+  size_t ll;
+  const char *lei = kind == DN_SSE ? httpd_req_header(r, "Last-Event-ID", &ll) : NULL;
+  if (lei && ll < sizeof lastv) {
+    memcpy(lastv, lei, ll);
+    lastv[ll] = '\0';
+  } else if (httpd_req_query_param(r, "last", lastv, sizeof lastv) != 0) {
+    lastv[0] = '\0';
+  }
+  char *end;
+  unsigned long long last = strtoull(lastv, &end, 10);
+  if (!lastv[0] || *end || lastv[0] == '-') last = 0;
+  if (last >= s->ob_next) {
+    fb_error(c, 400, hdrs, "bad_request", "last is beyond the last message sent");
+    return;
+  }
+  if (s->ob_first > last + 1) {
+    fb_error(c, 410, hdrs, "session_expired", "messages after last were dropped; say hello again");
+    return;
+  }
+  while (s->ob_len && s->ob_first <= last) ob_pop(s); /* confirmed by last */
+  detach_transport(s, "session moved to another downstream");
+  s->http = 1;
+  s->dn_kind = kind;
+  s->dn_at = now_ms(e);
+  if (s->detached_at) {
+    s->detached_at = 0;
+    for (member *m = s->rooms; m; m = m->snext) presence_event(e, m, "update");
+  }
+  char h[1280];
+  if (kind == DN_SSE) {
+    snprintf(h, sizeof h, "Cache-Control: no-store\r\nX-Accel-Buffering: no\r\n%s", hdrs);
+    httpd_stream_begin(c, &s->dn, "text/event-stream", h);
+    net_chunk *hi = net_chunk_new(10);
+    memcpy(hi->data, ": hello\n\n", 9);
+    hi->len = 9;
+    sse_write(s, hi);
+    net_chunk_unref(hi);
+    if (s->dn) sse_replay(s, last);
+    return;
+  }
+  s->poll_last = last;
+  snprintf(h, sizeof h, "Cache-Control: no-store\r\n%s", hdrs);
+  size_t hl = strlen(h) + 1;
+  s->dn_headers = memcpy(wsy_malloc(hl), h, hl);
+  httpd_defer(c, &s->dn);
+  if (s->ob_len) poll_answer(s, 0, NULL, 0);
+}
+
+static void fallback_http(engine *e, conn *c, httpd_req *r, const char *what) {
+  const char *method = httpd_req_method(r);
+  char hdrs[640];
+  if (!cors(e, r, hdrs, sizeof hdrs)) {
+    fb_error(c, 403, "", "forbidden", "origin not allowed");
+    return;
+  }
+  if (!strcmp(method, "OPTIONS")) {
+    char h[1024];
+    snprintf(h, sizeof h,
+             "%sAccess-Control-Allow-Methods: GET, POST\r\n"
+             "Access-Control-Allow-Headers: Content-Type, Wsync-Session, Last-Event-ID\r\n"
+             "Access-Control-Max-Age: 600\r\n", hdrs);
+    httpd_respond(c, 204, NULL, h, "", 0);
+    return;
+  }
+  int is_send = !strcmp(what, "send");
+  if (strcmp(method, is_send ? "POST" : "GET") != 0) {
+    httpd_respond(c, 405, "text/plain", is_send ? "Allow: POST, OPTIONS\r\n" : "Allow: GET, OPTIONS\r\n",
+                  "405 Method Not Allowed\n", 23);
+    return;
+  }
+  if (e->app->shutting_down) {
+    fb_error(c, 503, hdrs, "internal", "server shutting down");
+    return;
+  }
+  if (is_send) fb_send(e, c, r, hdrs);
+  else fb_down(e, c, r, !strcmp(what, "sse") ? DN_SSE : DN_POLL, hdrs);
+}
+
+void engine_shutdown(engine *e) {
+  const char *k;
+  void *v;
+  for (size_t i = 0; map_next(&e->sessions, &i, &k, &v);) {
+    sess *s = v;
+    if (s->dn) dn_end(s, WS_CLOSE_GOING_AWAY, "server shutting down");
+  }
+}
+
 void engine_http(struct app *app, conn *c, httpd_req *r) {
   engine *e = app->sync;
   const char *path = httpd_req_path(r), *method = httpd_req_method(r);
+  if (!strncmp(path, "/v1/", 4) && (!strcmp(path + 4, "send") || !strcmp(path + 4, "sse") || !strcmp(path + 4, "poll"))) {
+    fallback_http(e, c, r, path + 4);
+    return;
+  }
   if (!api_key_ok(app, c, r)) return;
   if (!strcmp(path, "/metrics")) {
     if (strcmp(method, "GET")) httpd_respond(c, 405, "text/plain", "Allow: GET\r\n", "405 Method Not Allowed\n", 23);

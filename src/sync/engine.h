@@ -22,6 +22,9 @@ void engine_free(engine *e);
 
 extern const ws_endpoint engine_ws_endpoint;
 
+/* Shutdown begins: SSE streams and pending polls are told 1001. */
+void engine_shutdown(engine *e);
+
 typedef struct httpd_req httpd_req;
 /* The backend API (/v1/rooms/...) and /metrics; answers every request. */
 void engine_http(struct app *app, conn *c, httpd_req *r);
