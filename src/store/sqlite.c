@@ -104,6 +104,9 @@ static const char *const migrations[] = {
   "  PRIMARY KEY(user, device, room)"
   ") WITHOUT ROWID, STRICT;"
   "CREATE INDEX cursors_by_room ON cursors(room, user, device);",
+  /* 2: revisions of an item's text fields (PROTOCOL.md 5.7): a JSON object
+  ** field -> revision, NULL for an item without text fields */
+  "ALTER TABLE items ADD COLUMN revs TEXT;",
 };
 
 _Static_assert(WSY_ARRAY_LEN(migrations) == STORE_SCHEMA_VERSION,
@@ -119,9 +122,9 @@ static const char *const write_sql[SW__COUNT] = {
   [SW_ROOM_SEQ] = "SELECT seq FROM rooms WHERE name = ?1",
   [SW_OP_INSERT] = ("INSERT INTO ops(room, seq, item, device, cid, msg)"
                     " VALUES(?1, ?2, ?3, ?4, ?5, ?6)"),
-  [SW_ITEM_UPSERT] = ("INSERT INTO items(room, item, fields, version) VALUES(?1, ?2, ?3, ?4)"
+  [SW_ITEM_UPSERT] = ("INSERT INTO items(room, item, fields, version, revs) VALUES(?1, ?2, ?3, ?4, ?5)"
                       " ON CONFLICT(room, item) DO UPDATE SET fields = excluded.fields,"
-                      " version = excluded.version"),
+                      " version = excluded.version, revs = excluded.revs"),
   [SW_ITEM_DELETE] = "DELETE FROM items WHERE room = ?1 AND item = ?2",
   [SW_DEDUPE_INSERT] = "INSERT INTO dedupe(device, cid, room, seq) VALUES(?1, ?2, ?3, ?4)",
   [SW_CURSOR_UPSERT] = ("INSERT INTO cursors(user, device, room, seq, updated_at)"
@@ -136,7 +139,7 @@ static const char *const read_sql[SR__COUNT] = {
   [SR_BEGIN] = "BEGIN DEFERRED",
   [SR_END] = "COMMIT",
   [SR_ROOM_GET] = "SELECT epoch, seq, min_seq, created_at FROM rooms WHERE name = ?1",
-  [SR_ITEMS] = "SELECT item, fields, version FROM items WHERE room = ?1 ORDER BY item",
+  [SR_ITEMS] = "SELECT item, fields, version, revs FROM items WHERE room = ?1 ORDER BY item",
   [SR_HISTORY] = "SELECT seq, msg FROM ops WHERE room = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
   /* Publishes are the log entries the engine encodes as type "message",
   ** which it always writes first. */
@@ -426,7 +429,8 @@ typedef struct batch_entry {
   char *mem;                 /* one allocation holding every string below */
   const char *room;
   const char *epoch;         /* E_ROOM */
-  const char *item, *fields; /* E_OP */
+  const char *item, *fields; /* E_OP, E_ITEM */
+  const char *revs;          /* E_OP, E_ITEM: NULL when no text fields */
   const char *device, *cid;  /* E_OP; device also E_CURSOR */
   const char *user;          /* E_CURSOR */
   const char *msg;           /* E_OP, msg_len bytes (+ NUL) */
@@ -515,6 +519,7 @@ void store_batch_op(store_batch *b, const store_op *op) {
     STR(op->room, &e->room),
     STR(op->item, &e->item),
     STR(op->item ? op->fields_json : NULL, &e->fields),
+    STR(op->item && op->fields_json ? op->revs_json : NULL, &e->revs),
     STR(op->device, &e->device),
     STR(op->cid, &e->cid),
     {msg, op->msg ? op->msg_len : 0, &e->msg},
@@ -535,9 +540,10 @@ void store_batch_cursor(store_batch *b, const char *user, const char *device, co
 }
 
 void store_batch_item(store_batch *b, const char *room, const char *item, const char *fields_json,
-                      uint64_t version) {
+                      const char *revs_json, uint64_t version) {
   batch_entry *e = batch_add(b, E_ITEM);
-  pack_item it[] = {STR(room, &e->room), STR(item, &e->item), STR(fields_json, &e->fields)};
+  pack_item it[] = {STR(room, &e->room), STR(item, &e->item), STR(fields_json, &e->fields),
+                    STR(fields_json ? revs_json : NULL, &e->revs)};
   e->mem = pack(it, WSY_ARRAY_LEN(it));
   e->version = version;
 }
@@ -631,6 +637,7 @@ static int apply_op(store *s, store_batch *b, const batch_entry *e) {
     if (e->fields) {
       bind_str(st, 3, e->fields);
       sqlite3_bind_int64(st, 4, (sqlite3_int64)e->version);
+      bind_str(st, 5, e->revs);
     }
     if ((rc = wstep(s, b, st)) != SQLITE_OK) return map_rc(rc);
   }
@@ -683,6 +690,7 @@ static int apply_item(store *s, store_batch *b, const batch_entry *e) {
   if (e->fields) {
     bind_str(st, 3, e->fields);
     sqlite3_bind_int64(st, 4, (sqlite3_int64)(e->version > SEQ_MAX ? SEQ_MAX : e->version));
+    bind_str(st, 5, e->revs);
   }
   return map_rc(wstep(s, b, st));
 }
@@ -780,7 +788,7 @@ int store_room_items(store *s, const char *room, store_item_cb cb, void *ud) {
     const char *fields = (const char *)sqlite3_column_text(st, 1);
     size_t flen = (size_t)sqlite3_column_bytes(st, 1);
     cb_rc = cb((const char *)sqlite3_column_text(st, 0), fields ? fields : "", flen,
-               (uint64_t)sqlite3_column_int64(st, 2), ud);
+               (const char *)sqlite3_column_text(st, 3), (uint64_t)sqlite3_column_int64(st, 2), ud);
   }
   return rdone(st, rc, cb_rc);
 }

@@ -34,8 +34,10 @@
  *         created_at = Unix ms)
  *   ops(room, seq, item NULL for publish, device NULL, cid NULL,
  *       msg TEXT = the exact broadcast JSON, PK(room,seq)) WITHOUT ROWID
- *   items(room, item, fields TEXT JSON, version, PK(room,item)) WITHOUT ROWID
- *       the current document, written in the same transaction as the op
+ *   items(room, item, fields TEXT JSON, version, revs TEXT JSON or NULL,
+ *         PK(room,item)) WITHOUT ROWID
+ *       the current document, written in the same transaction as the op;
+ *       revs maps each text field to its revision (schema version 2)
  *   dedupe(device, cid, room, seq, PK(device,cid)) WITHOUT ROWID
  *       one row per op sent with a cid: idempotent re-sends across restarts
  *   cursors(user, device, room, seq, updated_at Unix ms,
@@ -53,7 +55,7 @@
 
 #include "../common/wsy.h"
 
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 #define STORE_APPLICATION_ID 0x77737963 /* "wsyc" */
 #define STORE_EPOCH_MAX 32
 #define STORE_ROOM_MAX 128
@@ -91,8 +93,9 @@ int store_room_get(store *s, const char *room, store_room_info *out) WSY_WUR;
  * Return 0 to continue; anything else stops the walk and is returned by
  * the walking call (a negative wsy_err, or a positive value of the
  * caller's). A callback must not start another walk of the same kind. */
+/* revs_json: the item's text field revisions, NULL when it has none. */
 typedef int (*store_item_cb)(const char *item, const char *fields_json, size_t fields_len,
-                             uint64_t version, void *ud);
+                             const char *revs_json, uint64_t version, void *ud);
 typedef int (*store_history_cb)(uint64_t seq, const char *msg, size_t len, void *ud);
 /* updated_ms: wall-clock ms of the cursor's last change. */
 typedef int (*store_cursor_cb)(const char *user, const char *device, uint64_t seq, int64_t updated_ms,
@@ -154,6 +157,7 @@ typedef struct store_op {
   const char *cid;
   const char *msg;
   size_t msg_len;
+  const char *revs_json; /* the item's text field revisions after the op, or NULL */
 } store_op;
 
 /* A new, empty batch owned by the caller (store_batch_free). Every
@@ -174,7 +178,7 @@ void store_batch_cursor(store_batch *b, const char *user, const char *device, co
  * own: the items of an op that touches several (a batch), logged by the
  * store_batch_op before it with item NULL. */
 void store_batch_item(store_batch *b, const char *room, const char *item, const char *fields_json,
-                      uint64_t version);
+                      const char *revs_json, uint64_t version);
 /* Drops the room's ops with seq < keep_from_seq and raises min_seq to
  * keep_from_seq (clamped to seq + 1; min_seq never goes down). */
 void store_batch_trim(store_batch *b, const char *room, uint64_t keep_from_seq);

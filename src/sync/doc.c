@@ -8,6 +8,7 @@
 #include "../auth/auth.h"
 #include "../common/wsy.h"
 #include "sync.h"
+#include "text.h"
 
 #define MAX_SAFE_INT 9007199254740991LL
 
@@ -16,6 +17,7 @@ void doc_init(doc *d) { map_init(&d->items); }
 static void item_free(doc_item *it) {
   if (!it) return;
   json_decref(it->fields);
+  json_decref(it->revs);
   wsy_free(it);
 }
 
@@ -29,15 +31,19 @@ void doc_free(doc *d) {
 size_t doc_len(const doc *d) { return map_len(&d->items); }
 const doc_item *doc_get(const doc *d, const char *id) { return map_get(&d->items, id); }
 
-int doc_load(doc *d, const char *id, const char *fields_json, size_t len, uint64_t version) {
+int doc_load(doc *d, const char *id, const char *fields_json, size_t len, const char *revs_json,
+             uint64_t version) {
   json_error_t e;
   json_t *f = json_loadb(fields_json, len, 0, &e);
-  if (!f || !json_is_object(f)) {
+  json_t *revs = revs_json ? json_loads(revs_json, 0, &e) : NULL;
+  if (!f || !json_is_object(f) || (revs_json && !json_is_object(revs))) {
     json_decref(f);
+    json_decref(revs);
     return WSY_INVAL;
   }
   doc_item *it = wsy_calloc(1, sizeof *it);
   it->fields = f;
+  it->revs = revs;
   it->version = version;
   item_free(map_put(&d->items, id, it));
   return WSY_OK;
@@ -45,7 +51,27 @@ int doc_load(doc *d, const char *id, const char *fields_json, size_t len, uint64
 
 json_t *doc_item_json(const doc_item *it) {
   if (!it) return json_null();
-  return json_pack("{s:I,s:O}", "version", (json_int_t)it->version, "fields", it->fields);
+  json_t *j = json_pack("{s:I,s:O}", "version", (json_int_t)it->version, "fields", it->fields);
+  if (it->revs && json_object_size(it->revs)) json_object_set(j, "revs", it->revs);
+  return j;
+}
+
+char *doc_item_revs_json(const doc_item *it) {
+  if (!it || !it->revs || !json_object_size(it->revs)) return NULL;
+  return json_dumps(it->revs, JSON_COMPACT | JSON_PRESERVE_ORDER);
+}
+
+uint64_t doc_text_rev(const doc *d, const char *item, const char *field) {
+  const doc_item *it = doc_get(d, item);
+  json_t *r = it && it->revs ? json_object_get(it->revs, field) : NULL;
+  return r ? (uint64_t)json_integer_value(r) : 0;
+}
+
+/* A set that writes (or deletes) a text field resets it: one more revision,
+ * so text ops made against the old text no longer apply (PROTOCOL.md 5.7). */
+static void revs_bump(json_t *revs, const char *field) {
+  json_t *r = json_object_get(revs, field);
+  if (r) json_object_set_new(revs, field, json_integer(json_integer_value(r) + 1));
 }
 
 json_t *doc_snapshot(const doc *d) {
@@ -180,9 +206,79 @@ int sync_apply(doc *d, const sync_op *op, uint64_t seq, const sync_limits *lim, 
     map_put(&d->items, op->item, it);
   } else {
     json_decref(it->fields);
+    if (it->revs) json_object_foreach(op->fields, name, v) revs_bump(it->revs, name);
   }
   it->fields = merged;
   it->version = seq;
+  *fields_json = enc;
+  return 0;
+}
+
+int sync_text_parse(json_t *op, const sync_limits *lim, sync_text *out, sync_err *err) {
+  memset(out, 0, sizeof *out);
+  json_t *item = json_object_get(op, "item"), *field = json_object_get(op, "field");
+  json_t *rev = json_object_get(op, "rev");
+  if (!json_is_string(item)) return fail(err, "bad_request", "op.item", "%s", "op.item must be a string");
+  out->item = json_string_value(item);
+  if (!sync_item_id_valid(out->item))
+    return fail(err, "invalid_field", "op.item", "%s", "item ids are 1-128 characters of A-Z a-z 0-9 . _ : @ -");
+  if (!json_is_string(field)) return fail(err, "bad_request", "op.field", "%s", "op.field must be a string");
+  out->field = json_string_value(field);
+  if (!field_name_ok(out->field))
+    return fail(err, "invalid_field", "op.field", "%s", "field names are 1-128 bytes without control characters");
+  if (!json_is_integer(rev) || json_integer_value(rev) < 0 || json_integer_value(rev) > MAX_SAFE_INT)
+    return fail(err, "bad_request", "op.rev", "%s", "op.rev must be a non-negative integer");
+  out->rev = (uint64_t)json_integer_value(rev);
+  if (json_object_get(op, "base"))
+    return fail(err, "bad_request", "op.base", "%s", "base is not allowed on text ops");
+  text_limits tl = {.max_components = 4 * 1024 + lim->max_field_size / 16, .max_insert_bytes = lim->max_field_size};
+  char why[120];
+  int rc = text_op_from_json(json_object_get(op, "ops"), &tl, &out->op, why, sizeof why);
+  if (rc == WSY_TOO_LARGE) return fail(err, "too_large", "op.ops", "%s", why);
+  if (rc != WSY_OK) return fail(err, "invalid_field", "op.ops", "%s", why);
+  return 0;
+}
+
+int sync_text_apply(doc *d, const sync_text *t, const text_op *op, uint64_t seq, const sync_limits *lim,
+                    char **fields_json, sync_err *err) {
+  doc_item *it = map_get(&d->items, t->item);
+  *fields_json = NULL;
+  json_t *cur = it ? json_object_get(it->fields, t->field) : NULL;
+  if (cur && !json_is_string(cur))
+    return fail(err, "invalid_field", "op.field", "field '%.64s' is not a string", t->field);
+  if (!it && doc_len(d) >= lim->max_room_items)
+    return fail(err, "too_large", NULL, "%s", "the room holds the maximum number of items");
+  const char *text = cur ? json_string_value(cur) : "";
+  size_t len = cur ? json_string_length(cur) : 0;
+  char *out, why[120];
+  size_t outlen;
+  if (text_apply(text, len, op, &out, &outlen, why, sizeof why) != WSY_OK)
+    return fail(err, "invalid_field", "op.ops", "%s", why);
+  json_t *nv = json_stringn_nocheck(out, outlen);
+  wsy_free(out);
+  if (sync_encoded_size(nv) > lim->max_field_size) {
+    json_decref(nv);
+    return fail(err, "too_large", "op.ops", "field '%.64s' would be too large", t->field);
+  }
+  json_t *merged = it ? json_copy(it->fields) : json_object();
+  json_object_set_new(merged, t->field, nv);
+  char *enc = json_dumps(merged, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  if (!enc || strlen(enc) > lim->max_item_size) {
+    free(enc);
+    json_decref(merged);
+    return fail(err, "too_large", "op.ops", "%s", "the item would exceed the item size limit");
+  }
+  if (!it) {
+    it = wsy_calloc(1, sizeof *it);
+    map_put(&d->items, t->item, it);
+  } else {
+    json_decref(it->fields);
+  }
+  it->fields = merged;
+  it->version = seq;
+  if (!it->revs) it->revs = json_object();
+  json_t *r = json_object_get(it->revs, t->field);
+  json_object_set_new(it->revs, t->field, json_integer(r ? json_integer_value(r) + 1 : 1));
   *fields_json = enc;
   return 0;
 }
@@ -243,6 +339,7 @@ int sync_batch_apply(doc *d, const sync_op *subs, size_t n, uint64_t seq, const 
       if (it) {
         u[nu].saved = wsy_calloc(1, sizeof *u[nu].saved);
         u[nu].saved->fields = json_copy(it->fields);
+        u[nu].saved->revs = it->revs ? json_copy(it->revs) : NULL;
         u[nu].saved->version = it->version;
       }
       nu++;
@@ -268,6 +365,7 @@ int sync_batch_apply(doc *d, const sync_op *subs, size_t n, uint64_t seq, const 
     const doc_item *it = doc_get(d, u[j].item);
     c[j].item = u[j].item;
     c[j].fields_json = it ? json_dumps(it->fields, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    c[j].revs_json = doc_item_revs_json(it);
   }
   wsy_free(u);
   *changes = c;
@@ -276,7 +374,10 @@ int sync_batch_apply(doc *d, const sync_op *subs, size_t n, uint64_t seq, const 
 }
 
 void sync_changes_free(sync_change *c, size_t n) {
-  for (size_t i = 0; i < n; i++) free(c[i].fields_json);
+  for (size_t i = 0; i < n; i++) {
+    free(c[i].fields_json);
+    free(c[i].revs_json);
+  }
   wsy_free(c);
 }
 

@@ -33,6 +33,7 @@
 #include "../http/httpd.h"
 #include "../store/store.h"
 #include "sync.h"
+#include "text.h"
 
 #define MAX_CATCHUP (e->app->cfg->max_catchup)
 #define MAX_PRESENCE_STATE (e->app->cfg->max_presence_state)
@@ -51,6 +52,17 @@ typedef struct member {
 } member;
 
 /* An item's lock. Kept after release (holder NULL) so fences keep growing. */
+/* The text ops accepted on one field, newest last: ops[i] took the field
+ * from revision base + i to base + i + 1. An op made at revision R is
+ * transformed against ops[R - base ...] (PROTOCOL.md 5.7). */
+typedef struct text_hist {
+  uint64_t base;
+  text_op **ops;
+  size_t n, cap;
+} text_hist;
+
+#define TEXT_HISTORY 1024 /* ops kept per field; older revisions: rev_too_old */
+
 typedef struct lock {
   sess *holder;
   uint64_t fence;
@@ -66,6 +78,7 @@ struct room {
   unsigned nmembers;
   unsigned pending;  /* entries of this room in batches not yet done */
   map locks;         /* item -> lock* */
+  map texts;         /* "item\x1ffield" -> text_hist*: recent text ops, for OT */
   unsigned nheld;
   int broken;        /* a commit failed: refuse writes, reload when idle */
 };
@@ -128,6 +141,7 @@ typedef struct pend {
   char *cid;
   char *ckey;        /* key in e->cids while pending */
   uint64_t seq;
+  uint64_t rev;      /* a text op's new revision, for its ack (0: none) */
   net_chunk *frame;  /* the broadcast, framed once */
   conn *http;        /* backend request waiting for the commit, or NULL */
 } pend;
@@ -333,9 +347,23 @@ static void locks_free(room *r) {
   map_free(&r->locks);
 }
 
+static void hist_free(text_hist *h) {
+  for (size_t i = 0; i < h->n; i++) text_op_free(h->ops[i]);
+  wsy_free(h->ops);
+  wsy_free(h);
+}
+
+static void texts_free(room *r) {
+  const char *k;
+  void *v;
+  for (size_t i = 0; map_next(&r->texts, &i, &k, &v);) hist_free(v);
+  map_free(&r->texts);
+}
+
 static void room_free(engine *e, room *r) {
   map_del(&e->rooms, r->name);
   locks_free(r);
+  texts_free(r);
   doc_free(&r->d);
   wsy_free(r->name);
   wsy_free(r);
@@ -345,8 +373,9 @@ static void room_maybe_unload(engine *e, room *r) {
   if (r->nmembers == 0 && r->pending == 0) room_free(e, r);
 }
 
-static int load_item(const char *item, const char *fields, size_t len, uint64_t version, void *ud) {
-  return doc_load(ud, item, fields, len, version);
+static int load_item(const char *item, const char *fields, size_t len, const char *revs, uint64_t version,
+                     void *ud) {
+  return doc_load(ud, item, fields, len, revs, version);
 }
 
 static void pend_append(engine *e, pend *p) {
@@ -368,6 +397,7 @@ static room *room_get(engine *e, const char *name, int *err) {
   r->name = wsy_strndup(name, strlen(name));
   doc_init(&r->d);
   map_init(&r->locks);
+  map_init(&r->texts);
   if (info.exists) {
     memcpy(r->epoch, info.epoch, sizeof r->epoch);
     r->seq = info.seq;
@@ -562,6 +592,7 @@ static void commit_done(uv_work_t *w, int status) {
       else {
         json_t *b = json_pack("{s:s,s:s}", "room", r->name, "epoch", r->epoch);
         if (p->seq) json_object_set_new(b, "seq", json_integer((json_int_t)p->seq));
+        if (p->rev) json_object_set_new(b, "rev", json_integer((json_int_t)p->rev));
         if (p->kind == P_DUP) json_object_set_new(b, "duplicate", json_true());
         http_answer(p, 200, b);
       }
@@ -578,6 +609,7 @@ static void commit_done(uv_work_t *w, int status) {
         json_object_set_new(ack, "room", json_string(r->name));
         if (p->cid) json_object_set_new(ack, "cid", json_string(p->cid));
         json_object_set_new(ack, "seq", json_integer((json_int_t)p->seq));
+        if (p->rev) json_object_set_new(ack, "rev", json_integer((json_int_t)p->rev));
         if (p->kind == P_DUP) json_object_set_new(ack, "duplicate", json_true());
         send_json(p->s, ack);
       }
@@ -878,11 +910,15 @@ static int collect_op(uint64_t seq, const char *msg, size_t len, void *ud) {
   return 0;
 }
 
-static int collect_item(const char *item, const char *fields, size_t len, uint64_t version, void *ud) {
+static int collect_item(const char *item, const char *fields, size_t len, const char *revs, uint64_t version,
+                        void *ud) {
   json_error_t jerr;
   json_t *f = json_loadb(fields, len, 0, &jerr);
   if (!f) return WSY_IO;
-  json_object_set_new(ud, item, json_pack("{s:I,s:o}", "version", (json_int_t)version, "fields", f));
+  json_t *it = json_pack("{s:I,s:o}", "version", (json_int_t)version, "fields", f);
+  json_t *rv = revs ? json_loads(revs, 0, &jerr) : NULL;
+  if (rv) json_object_set_new(it, "revs", rv);
+  json_object_set_new(ud, item, it);
   return 0;
 }
 
@@ -1108,9 +1144,9 @@ static int seen_load(const char *device, const char *cid, void *ud) {
 }
 
 /* Sequences an accepted entry: broadcast bytes, store op, pending ack. */
-static void sequence(author *a, json_t *req, room *r, json_t *bcast, const char *item,
-                     const char *fields_json, const sync_change *changes, size_t nchanges,
-                     const char *cid) {
+static pend *sequence(author *a, json_t *req, room *r, json_t *bcast, const char *item,
+                     const char *fields_json, const char *revs_json, const sync_change *changes,
+                     size_t nchanges, const char *cid) {
   engine *e = a->e;
   char *text;
   pend *p = pend_new(a, P_OP, req, r, r->seq, cid);
@@ -1125,10 +1161,12 @@ static void sequence(author *a, json_t *req, room *r, json_t *bcast, const char 
     .cid = cid,
     .msg = text,
     .msg_len = strlen(text),
+    .revs_json = revs_json,
   };
   store_batch_op(e->batch, &so);
   for (size_t i = 0; i < nchanges; i++)
-    store_batch_item(e->batch, r->name, changes[i].item, changes[i].fields_json, r->seq);
+    store_batch_item(e->batch, r->name, changes[i].item, changes[i].fields_json, changes[i].revs_json,
+                     r->seq);
   free(text);
   if (cid) {
     char key[300];
@@ -1143,6 +1181,7 @@ static void sequence(author *a, json_t *req, room *r, json_t *bcast, const char 
   /* Retention: keep the newest history_ops entries (trimmed in steps). */
   uint64_t keep = e->app->cfg->history_ops;
   if (keep && r->seq > keep && r->seq % 256 == 0) store_batch_trim(e->batch, r->name, r->seq - keep + 1);
+  return p;
 }
 
 /* A re-sent entry (same user, device, cid): answered with the original seq.
@@ -1211,11 +1250,98 @@ static int lock_ok(engine *e, room *r, sess *s, json_t *subj, const char *item, 
 /* An op request through every check, then applied and sequenced: the one
  * path for client and backend ops. 0 when sequenced or answered (a
  * duplicate); -1 with *why when refused. */
+/* A text op (PROTOCOL.md 5.7): transformed against the ops accepted on
+ * its field since its revision, applied, sequenced like any op. */
+static int run_text_op(author *a, json_t *req, room *r, json_t *opj, const char *cid, int force,
+                       json_t *from, op_refusal *why) {
+  engine *e = a->e;
+  sync_text t;
+  if (sync_text_parse(opj, &e->lim, &t, &why->err) != 0) {
+    if (t.item) why->extra = json_pack("{s:s}", "item", t.item);
+    return -1;
+  }
+  int rc = -1;
+  text_op *op = NULL;
+  char *fields_json = NULL, *revs_json = NULL;
+  if (cid && dedupe(a, req, r, cid)) {
+    rc = 0;
+    goto out;
+  }
+  if (r->broken) {
+    refuse_op(e, why, "internal", "the room is recovering from a storage failure; retry", NULL);
+    goto out;
+  }
+  if (lock_ok(e, r, a->s, opj, t.item, force, why) != 0) goto out;
+  /* The field's history, started afresh when the field was reset (a set,
+   * a delete) or the room was loaded since it was last written. */
+  char key[300];
+  snprintf(key, sizeof key, "%s\x1f%s", t.item, t.field);
+  uint64_t cur = doc_text_rev(&r->d, t.item, t.field);
+  text_hist *h = map_get(&r->texts, key);
+  if (h && h->base + h->n != cur) {
+    hist_free(map_del(&r->texts, key));
+    h = NULL;
+  }
+  if (t.rev > cur || t.rev < (h ? h->base : cur)) {
+    const doc_item *it = doc_get(&r->d, t.item);
+    json_t *txt = it ? json_object_get(it->fields, t.field) : NULL;
+    json_t *tv = json_is_string(txt) ? json_incref(txt) : json_string("");
+    refuse_op(e, why, "rev_too_old",
+              t.rev > cur ? "rev is beyond the field's revision" : "the ops after rev are no longer kept; rebase on text",
+              json_pack("{s:s,s:s,s:I,s:o}", "item", t.item, "field", t.field, "rev", (json_int_t)cur, "text", tv));
+    goto out;
+  }
+  op = text_op_clone(t.op);
+  for (uint64_t i = t.rev - (h ? h->base : cur); h && i < h->n; i++) {
+    text_op *x = text_transform(op, h->ops[i], TEXT_RIGHT);
+    text_op_free(op);
+    op = x;
+  }
+  if (sync_text_apply(&r->d, &t, op, r->seq + 1, &e->lim, &fields_json, &why->err) != 0) {
+    why->extra = json_pack("{s:s}", "item", t.item);
+    goto out;
+  }
+  if (!h) {
+    h = wsy_calloc(1, sizeof *h);
+    h->base = cur;
+    map_put(&r->texts, key, h);
+  }
+  if (h->n == TEXT_HISTORY) { /* the oldest revision is no longer reachable */
+    text_op_free(h->ops[0]);
+    memmove(h->ops, h->ops + 1, (h->n - 1) * sizeof *h->ops);
+    h->n--;
+    h->base++;
+  }
+  if (h->n == h->cap) {
+    h->cap = h->cap ? h->cap * 2 : 8;
+    h->ops = wsy_realloc(h->ops, h->cap * sizeof *h->ops);
+  }
+  h->ops[h->n++] = text_op_clone(op);
+  r->seq++;
+  json_t *bcast = json_pack("{s:s,s:s,s:I,s:I,s:O}", "type", "op", "room", r->name, "seq",
+                            (json_int_t)r->seq, "ts", (json_int_t)wall_ms(), "from", from);
+  if (cid) json_object_set_new(bcast, "cid", json_string(cid));
+  json_object_set_new(bcast, "op", json_pack("{s:s,s:s,s:s,s:I,s:o}", "kind", "text", "item", t.item, "field",
+                                             t.field, "rev", (json_int_t)cur, "ops", text_op_to_json(op)));
+  revs_json = doc_item_revs_json(doc_get(&r->d, t.item));
+  pend *p = sequence(a, req, r, bcast, t.item, fields_json, revs_json, NULL, 0, cid);
+  p->rev = cur + 1;
+  json_decref(bcast);
+  rc = 0;
+out:
+  text_op_free(op);
+  text_op_free(t.op);
+  free(fields_json);
+  free(revs_json);
+  return rc;
+}
+
 static int run_op(author *a, json_t *req, room *r, json_t *opj, const char *cid, int force,
                   json_t *from, op_refusal *why) {
   engine *e = a->e;
   why->extra = NULL;
   const char *kind = json_string_value(json_object_get(opj, "kind"));
+  if (kind && !strcmp(kind, "text") && json_is_object(opj)) return run_text_op(a, req, r, opj, cid, force, from, why);
   int is_batch = kind && !strcmp(kind, "batch");
   sync_op one, *subs = NULL;
   size_t n = 0, index = SIZE_MAX;
@@ -1264,9 +1390,11 @@ static int run_op(author *a, json_t *req, room *r, json_t *opj, const char *cid,
                             (json_int_t)r->seq, "ts", (json_int_t)wall_ms(), "from", from);
   if (cid) json_object_set_new(bcast, "cid", json_string(cid));
   json_object_set_new(bcast, "op", is_batch ? sync_batch_normalized(subs, n) : sync_op_normalized(&one));
-  sequence(a, req, r, bcast, is_batch ? NULL : one.item, fields_json, changes, nchanges, cid);
+  char *revs_json = is_batch ? NULL : doc_item_revs_json(doc_get(&r->d, one.item));
+  sequence(a, req, r, bcast, is_batch ? NULL : one.item, fields_json, revs_json, changes, nchanges, cid);
   json_decref(bcast);
   free(fields_json);
+  free(revs_json);
   sync_changes_free(changes, nchanges);
   rc = 0;
 out:
@@ -1351,7 +1479,7 @@ static void handle_publish(sess *s, json_t *req) {
                             s->id.user, "device", s->device);
   if (cid) json_object_set_new(bcast, "cid", json_string(cid));
   json_object_set(bcast, "data", data);
-  sequence(&au, req, r, bcast, NULL, NULL, NULL, 0, cid);
+  sequence(&au, req, r, bcast, NULL, NULL, NULL, NULL, 0, cid);
   json_decref(bcast);
 }
 
@@ -1725,6 +1853,7 @@ void engine_free(engine *e) {
   for (size_t i = 0; map_next(&e->rooms, &i, &k, &v);) {
     room *r = v;
     locks_free(r);
+    texts_free(r);
     doc_free(&r->d);
     wsy_free(r->name);
     wsy_free(r);
@@ -1928,7 +2057,7 @@ static void backend_write(engine *e, conn *c, httpd_req *r, const char *name, in
                             (json_int_t)rm->seq, "ts", (json_int_t)wall_ms(), "from", from);
   if (cid) json_object_set_new(bcast, "cid", json_string(cid));
   json_object_set(bcast, "data", data);
-  sequence(&au, NULL, rm, bcast, NULL, NULL, NULL, 0, cid);
+  sequence(&au, NULL, rm, bcast, NULL, NULL, NULL, NULL, 0, cid);
   json_decref(bcast);
 out_room:
   room_maybe_unload(e, rm);

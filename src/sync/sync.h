@@ -28,6 +28,7 @@ typedef struct sync_limits {
 
 typedef struct doc_item {
   json_t *fields;
+  json_t *revs;      /* text field -> revision (PROTOCOL.md 5.7), or NULL */
   uint64_t version;
 } doc_item;
 
@@ -56,10 +57,19 @@ void doc_init(doc *d);
 void doc_free(doc *d);
 size_t doc_len(const doc *d);
 const doc_item *doc_get(const doc *d, const char *id);
-/* Loads a stored item (fields as JSON text). WSY_OK or WSY_INVAL. */
-int doc_load(doc *d, const char *id, const char *fields_json, size_t len, uint64_t version);
-/* {"version":v,"fields":{...}} of an item (new reference), or json null. */
+/* Loads a stored item (fields and revs, NULL for none, as JSON text).
+ * WSY_OK or WSY_INVAL. */
+int doc_load(doc *d, const char *id, const char *fields_json, size_t len, const char *revs_json,
+             uint64_t version);
+/* {"version":v,"fields":{...}[,"revs":{...}]} of an item (new reference),
+ * or json null. */
 json_t *doc_item_json(const doc_item *it);
+/* The item's text field revisions as compact JSON (malloc'd), or NULL when
+ * it has none. */
+char *doc_item_revs_json(const doc_item *it);
+/* The revision of a text field: the text ops applied to it plus the sets
+ * that reset it; 0 when it never was a text field. */
+uint64_t doc_text_rev(const doc *d, const char *item, const char *field);
 /* {"items":{id:{version,fields}}} (new reference). */
 json_t *doc_snapshot(const doc *d);
 
@@ -86,6 +96,7 @@ json_t *sync_op_normalized(const sync_op *op);
 typedef struct sync_change {
   const char *item;   /* borrowed from the request */
   char *fields_json;  /* malloc'd; NULL when the item was deleted */
+  char *revs_json;    /* malloc'd; NULL when the item has no text fields */
 } sync_change;
 
 /* Parses {"kind":"batch","ops":[...]} into subs (malloc'd array, *n long;
@@ -100,5 +111,26 @@ int sync_batch_apply(doc *d, const sync_op *subs, size_t n, uint64_t seq, const 
                      sync_change **changes, size_t *nchanges, sync_err *err, size_t *index);
 void sync_changes_free(sync_change *c, size_t n);
 json_t *sync_batch_normalized(const sync_op *subs, size_t n);
+
+/* ---- text ops (PROTOCOL.md 5.7; the OT itself is text.h) ---------------- */
+
+typedef struct text_op text_op;
+
+typedef struct sync_text {
+  const char *item;  /* borrowed from the request */
+  const char *field; /* borrowed */
+  uint64_t rev;      /* the revision the op was made against */
+  text_op *op;       /* owned: text_op_free */
+} sync_text;
+
+/* Reads {"kind":"text","item","field","rev","ops"}; 0, or -1 with err. */
+int sync_text_parse(json_t *op, const sync_limits *lim, sync_text *out, sync_err *err);
+/* Applies op (already transformed to the field's current revision) to
+ * t->field of t->item, creating the item or the field ("") when missing:
+ * the text changes, the revision grows by one, the version becomes seq.
+ * *fields_json as for sync_apply. -1 with err (invalid_field: not a string
+ * or the op reaches past the end; too_large) leaves d unchanged. */
+int sync_text_apply(doc *d, const sync_text *t, const text_op *op, uint64_t seq, const sync_limits *lim,
+                    char **fields_json, sync_err *err);
 
 #endif

@@ -101,7 +101,9 @@ typedef struct {
   uint64_t version[32];
 } items;
 
-static int items_cb(const char *item, const char *fields, size_t len, uint64_t version, void *ud) {
+static int items_cb(const char *item, const char *fields, size_t len, const char *revs, uint64_t version,
+                    void *ud) {
+  (void)revs;
   items *it = ud;
   cr_assert_lt(it->n, 32);
   cr_assert_eq(strlen(fields), len);
@@ -633,8 +635,9 @@ static void *writer(void *arg) {
   return NULL;
 }
 
-static int check_items_cb(const char *item, const char *fields, size_t len, uint64_t version,
-                          void *ud) {
+static int check_items_cb(const char *item, const char *fields, size_t len, const char *revs,
+                          uint64_t version, void *ud) {
+  (void)revs;
   (void)item, (void)len;
   char want[32];
   snprintf(want, sizeof want, "{\"s\":%llu}", (unsigned long long)version);
