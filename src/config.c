@@ -265,6 +265,10 @@ int config_parse(wsy_config *cfg, int argc, char **argv, char *err, size_t errle
     snprintf(err, errlen, "--max-message-size must be >= 1 and --max-queued-bytes >= 1K");
     return -1;
   }
+  if (cfg->max_queued > ((size_t)1 << 31)) {
+    snprintf(err, errlen, "--max-queued-bytes must be at most 2G");
+    return -1;
+  }
   if (cfg->poll_timeout_ms < 100) {
     snprintf(err, errlen, "--poll-timeout must be at least 100ms");
     return -1;

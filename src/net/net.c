@@ -31,20 +31,22 @@ enum {
 };
 
 struct conn {
-  uv_tcp_t tcp;
-  net_loop *nl;
+  uv_tcp_t tcp;        /* tcp.data holds the net_loop */
   const conn_ops *ops;
   conn *prev, *next;   /* every connection of the loop */
   conn *dirty_next;
   net_chunk **q;       /* ring of queued chunks, capacity a power of two */
+  uv_write_t *wreq;    /* allocated while a write is in flight */
   uint32_t q_head, q_len, q_cap, q_inflight;
   uint32_t head_off;   /* bytes of the head chunk already written */
   uint32_t flags;
-  size_t queued;       /* bytes queued and not yet written */
-  uv_write_t *wreq;    /* allocated while a write is in flight */
-  uint64_t deadline;   /* while ending: close at this time at the latest */
-  _Alignas(16) unsigned char ext[];
+  uint32_t deadline;   /* while ending: close at this loop time (ms, wrapping) at the latest */
+  uint32_t queued;     /* bytes queued and not yet written (capped below 4 GiB) */
+  _Alignas(8) unsigned char ext[];
 };
+
+/* Kept small: every idle connection costs sizeof(conn) + the protocol's ext. */
+static inline net_loop *conn_nl(const conn *c) { return c->tcp.data; }
 
 struct net_loop {
   uv_loop_t *uv;
@@ -89,9 +91,13 @@ void net_conn_set_ops(conn *c, const conn_ops *ops) { c->ops = ops; }
 const conn_ops *net_conn_ops(const conn *c) { return c->ops; }
 void *net_conn_ext(conn *c) { return c->ext; }
 conn *net_conn_from_ext(void *ext) { return wsy_container_of(ext, conn, ext); }
-net_loop *net_conn_loop(conn *c) { return c->nl; }
+net_loop *net_conn_loop(conn *c) { return conn_nl(c); }
 int net_conn_closing(const conn *c) { return (c->flags & (F_CLOSING | F_ENDING)) != 0; }
 size_t net_conn_queued(const conn *c) { return c->queued; }
+
+/* A queue never holds 4 GiB: past that (forced sends of huge responses
+ * only) the connection is closed rather than its count wrapped. */
+#define QUEUED_MAX (UINT32_MAX - (1u << 20))
 
 void net_conn_peer(conn *c, char *out, size_t n) {
   struct sockaddr_storage ss;
@@ -135,7 +141,7 @@ static void q_pop(conn *c, uint32_t n) {
     c->q_head = (c->q_head + 1) & (c->q_cap - 1);
     c->q_len--;
   }
-  c->nl->st.chunks_out += n;
+  conn_nl(c)->st.chunks_out += n;
   if (c->q_len == 0 && c->q_cap > 64) {
     /* A burst is over: do not keep a large ring on an idle connection. */
     wsy_free(c->q);
@@ -167,8 +173,8 @@ static void q_advance(conn *c, size_t w) {
 static void mark_dirty(conn *c) {
   if (c->flags & F_DIRTY) return;
   c->flags |= F_DIRTY;
-  c->dirty_next = c->nl->dirty;
-  c->nl->dirty = c;
+  c->dirty_next = conn_nl(c)->dirty;
+  conn_nl(c)->dirty = c;
 }
 
 static void flush(conn *c);
@@ -177,7 +183,7 @@ static void flush(conn *c);
  * behind, and a chunk is bounded elsewhere (--max-message-size), so a cap
  * below the message size must not refuse every large message. */
 static int over_cap(const conn *c, const net_chunk *ch) {
-  return c->queued > 0 && c->queued + ch->len > c->nl->cfg.max_queued;
+  return c->queued > 0 && c->queued + ch->len > conn_nl(c)->cfg.max_queued;
 }
 
 static int enqueue(conn *c, net_chunk *ch, int force) {
@@ -190,6 +196,10 @@ static int enqueue(conn *c, net_chunk *ch, int force) {
     if (!c->q_inflight) flush(c);
     if (c->flags & F_CLOSING) return WSY_CLOSED;
     if (over_cap(c, ch)) return WSY_SLOW;
+  }
+  if ((uint64_t)c->queued + ch->len > QUEUED_MAX) {
+    net_conn_close(c);
+    return WSY_CLOSED;
   }
   if (c->q_len == c->q_cap) q_grow(c);
   *q_at(c, c->q_len) = net_chunk_ref(ch);
@@ -235,7 +245,7 @@ size_t net_conn_discard_pending(conn *c) {
 
 static void on_closed(uv_handle_t *h) {
   conn *c = wsy_container_of((uv_tcp_t *)h, conn, tcp);
-  net_loop *nl = c->nl;
+  net_loop *nl = conn_nl(c);
   if (c->flags & F_DIRTY) { /* unlink from the dirty list (rare: closed between flushes) */
     for (conn **pp = &nl->dirty; *pp; pp = &(*pp)->dirty_next)
       if (*pp == c) { *pp = c->dirty_next; break; }
@@ -271,8 +281,8 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
     return;
   }
   /* FIN sent: wait for the peer's (read returns EOF) until the deadline. */
-  uint64_t lin = uv_now(c->nl->uv) + c->nl->cfg.linger_ms;
-  if (lin < c->deadline) c->deadline = lin;
+  uint32_t lin = (uint32_t)(uv_now(conn_nl(c)->uv) + conn_nl(c)->cfg.linger_ms);
+  if ((int32_t)(lin - c->deadline) < 0) c->deadline = lin;
 }
 
 static void maybe_shutdown(conn *c) {
@@ -290,7 +300,7 @@ void net_conn_end(conn *c) {
   if (c->flags & (F_ENDING | F_CLOSING)) return;
   c->flags |= F_ENDING;
   /* Bounded: a peer that reads nothing cannot hold the conn open. */
-  c->deadline = uv_now(c->nl->uv) + 2 * (uint64_t)c->nl->cfg.linger_ms;
+  c->deadline = (uint32_t)(uv_now(conn_nl(c)->uv) + 2 * (uint64_t)conn_nl(c)->cfg.linger_ms);
   if (c->flags & F_PAUSED) net_conn_resume(c); /* to see the peer's FIN */
   mark_dirty(c);
 }
@@ -309,8 +319,8 @@ static void on_write(uv_write_t *req, int status) {
   size_t bytes = 0;
   for (uint32_t i = 0; i < n; i++) bytes += (*q_at(c, i))->len;
   bytes -= c->head_off;
-  c->nl->st.bytes_out += bytes;
-  c->nl->st.writes++;
+  conn_nl(c)->st.bytes_out += bytes;
+  conn_nl(c)->st.writes++;
   c->queued -= bytes;
   c->head_off = 0;
   q_pop(c, n);
@@ -318,7 +328,7 @@ static void on_write(uv_write_t *req, int status) {
 }
 
 static uint32_t fill_iov(conn *c, size_t *total) {
-  net_loop *nl = c->nl;
+  net_loop *nl = conn_nl(c);
   uint32_t n = c->q_len < NET_IOV_MAX ? c->q_len : NET_IOV_MAX;
   size_t t = 0;
   for (uint32_t i = 0; i < n; i++) {
@@ -332,7 +342,7 @@ static uint32_t fill_iov(conn *c, size_t *total) {
 }
 
 static void flush(conn *c) {
-  net_loop *nl = c->nl;
+  net_loop *nl = conn_nl(c);
   while (c->q_len && !c->q_inflight && !(c->flags & F_CLOSING)) {
     size_t total;
     uint32_t n = fill_iov(c, &total);
@@ -386,14 +396,14 @@ static void on_check(uv_check_t *h) { net_loop_flush(h->data); }
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
   (void)hint;
   conn *c = wsy_container_of((uv_tcp_t *)h, conn, tcp);
-  b->base = (char *)c->nl->rbuf;
+  b->base = (char *)conn_nl(c)->rbuf;
   b->len = NET_READ_BUF;
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b) {
   conn *c = wsy_container_of((uv_tcp_t *)s, conn, tcp);
   if (nread > 0) {
-    c->nl->st.bytes_in += (uint64_t)nread;
+    conn_nl(c)->st.bytes_in += (uint64_t)nread;
     if (c->flags & (F_ENDING | F_CLOSING)) return; /* draining until the peer's FIN */
     c->ops->on_data(c, (uint8_t *)b->base, (size_t)nread);
     return;
@@ -424,7 +434,7 @@ static void on_connection(uv_stream_t *server, int status) {
     return;
   }
   conn *c = wsy_calloc(1, sizeof *c + nl->cfg.ext_size);
-  c->nl = nl;
+  c->tcp.data = nl;
   uv_tcp_init(nl->uv, &c->tcp);
   c->next = nl->conns;
   if (nl->conns) nl->conns->prev = c;
@@ -452,7 +462,7 @@ static void on_tick(uv_timer_t *t) {
   for (conn *c = nl->conns; c; c = c->next) {
     if (c->flags & F_CLOSING) continue;
     if (c->flags & F_ENDING) {
-      if (now >= c->deadline) net_conn_close(c);
+      if ((int32_t)((uint32_t)now - c->deadline) >= 0) net_conn_close(c);
       continue;
     }
     if (c->q_len == 0 && c->q && !c->q_inflight) {

@@ -24,17 +24,14 @@ const ws_endpoint ws_echo_endpoint = {
 
 /* ---- broadcast ----------------------------------------------------------- */
 
+/* A room's members are an array of connections; each connection keeps its
+ * index (ws_conn_slot) and its room (ws_conn_user), so joining costs one
+ * pointer in the array rather than an allocation per member. */
 typedef struct bcast_room bcast_room;
-typedef struct member {
-  ws_conn *w;
-  bcast_room *room;
-  struct member *prev, *next;
-} member;
-
 struct bcast_room {
   char name[64];
-  member *head;
-  unsigned count;
+  ws_conn **m;
+  unsigned count, cap;
   bcast_room *next;
 };
 
@@ -68,37 +65,35 @@ static int bcast_open(ws_conn *w, const void *req_ctx) {
     room->next = reg->rooms;
     reg->rooms = room;
   }
-  member *m = wsy_calloc(1, sizeof *m);
-  m->w = w;
-  m->room = room;
-  m->next = room->head;
-  if (room->head) room->head->prev = m;
-  room->head = m;
-  room->count++;
-  ws_conn_set_user(w, m);
+  if (room->count == room->cap) {
+    room->cap = room->cap ? room->cap * 2 : 4;
+    room->m = wsy_realloc(room->m, room->cap * sizeof *room->m);
+  }
+  ws_conn_set_slot(w, room->count);
+  room->m[room->count++] = w;
+  ws_conn_set_user(w, room);
   return 0;
 }
 
 static void bcast_message(ws_conn *w, int opcode, uint8_t *data, size_t len) {
-  member *me = ws_conn_user(w);
+  bcast_room *room = ws_conn_user(w);
   net_chunk *frame = ws_frame_new(opcode, data, len);
-  for (member *m = me->room->head, *next; m; m = next) {
-    next = m->next; /* a slow consumer leaves the list while we walk it */
-    (void)ws_send_frame(m->w, frame);
+  /* Backwards: a slow consumer closed by its send leaves the array, and the
+   * member moved into its place has been served already. */
+  for (unsigned i = room->count; i-- > 0;) {
+    if (i < room->count) (void)ws_send_frame(room->m[i], frame);
   }
   net_chunk_unref(frame);
 }
 
 static void bcast_close(ws_conn *w) {
-  member *m = ws_conn_user(w);
-  if (!m) return;
-  bcast_room *room = m->room;
-  if (m->prev) m->prev->next = m->next;
-  else room->head = m->next;
-  if (m->next) m->next->prev = m->prev;
-  room->count--;
+  bcast_room *room = ws_conn_user(w);
+  if (!room) return;
+  uint32_t i = ws_conn_slot(w);
+  ws_conn *last = room->m[--room->count];
+  room->m[i] = last;
+  ws_conn_set_slot(last, i);
   ws_conn_set_user(w, NULL);
-  wsy_free(m);
   if (room->count == 0) {
     bcast_registry *reg = registry(ws_conn_app(w));
     for (bcast_room **pp = &reg->rooms; *pp; pp = &(*pp)->next)
@@ -106,7 +101,11 @@ static void bcast_close(ws_conn *w) {
         *pp = room->next;
         break;
       }
+    wsy_free(room->m);
     wsy_free(room);
+  } else if (room->count * 4 < room->cap && room->cap > 16) {
+    room->cap /= 2;
+    room->m = wsy_realloc(room->m, room->cap * sizeof *room->m);
   }
 }
 

@@ -72,23 +72,33 @@ void ws_parser_init(ws_parser *p, const ws_limits *lim, const ws_parser_cb *cb, 
   p->cb = cb;
   p->ctx = ctx;
   p->state = ST_HDR0;
-  buf_init(&p->msg, lim->max_message);
 }
 
+/* The reassembly buffer exists only while a message spans frames or reads:
+ * an idle connection holds one pointer, not a buffer header. */
+static void msg_free(ws_parser *p) {
+  if (!p->msg) return;
+  buf_free(p->msg);
+  wsy_free(p->msg);
+  p->msg = NULL;
+}
+
+static size_t msg_len(const ws_parser *p) { return p->msg ? p->msg->len : 0; }
+
 void ws_parser_deinit(ws_parser *p) {
-  buf_free(&p->msg);
+  msg_free(p);
   wsy_free(p->ctl);
   p->ctl = NULL;
 }
 
 size_t ws_parser_buffered(const ws_parser *p) {
-  return p->msg.cap + (p->ctl ? MAX_CONTROL : 0);
+  return (p->msg ? sizeof *p->msg + p->msg->cap : 0) + (p->ctl ? MAX_CONTROL : 0);
 }
 
 static int fail(ws_parser *p, int err, unsigned code) {
   p->state = ST_ERROR;
   p->close_code = (uint16_t)code;
-  buf_free(&p->msg);
+  msg_free(p);
   return err;
 }
 
@@ -110,11 +120,11 @@ static int frame_begin(ws_parser *p) {
     if (p->msg_opcode) return fail(p, WSY_PROTO, WS_CLOSE_PROTOCOL);
     p->msg_opcode = (uint8_t)op;
     p->utf8 = WS_UTF8_ACCEPT;
-    buf_reset(&p->msg);
+    if (p->msg) buf_reset(p->msg);
   } else {
     return fail(p, WSY_PROTO, WS_CLOSE_PROTOCOL);
   }
-  if (p->remaining > p->lim->max_message - p->msg.len)
+  if (p->remaining > p->lim->max_message - msg_len(p))
     return fail(p, WSY_TOO_LARGE, WS_CLOSE_TOO_BIG);
   return WSY_OK;
 }
@@ -144,9 +154,8 @@ static int message_done(ws_parser *p, uint8_t *d, size_t n) {
     return fail(p, WSY_BAD_UTF8, WS_CLOSE_BAD_DATA);
   p->msg_opcode = 0;
   int stop = p->cb->on_message(p->ctx, op, d, n);
-  /* A large reassembly buffer is not kept for an idle connection. */
-  if (p->msg.cap > 4096) buf_free(&p->msg);
-  else buf_reset(&p->msg);
+  /* A reassembly buffer is not kept for an idle connection. */
+  msg_free(p);
   return stop ? WSY_CLOSED : WSY_OK;
 }
 
@@ -168,9 +177,13 @@ static int payload(ws_parser *p, uint8_t *d, size_t n, int whole_frame) {
   if (p->msg_opcode == WS_OP_TEXT && ws_utf8_feed(&p->utf8, d, n) != WSY_OK)
     return fail(p, WSY_BAD_UTF8, WS_CLOSE_BAD_DATA);
   int fin = p->b0 & FIN;
-  if (whole_frame && fin && p->msg.len == 0) return message_done(p, d, n);
-  if (buf_append(&p->msg, d, n) != WSY_OK) return fail(p, WSY_TOO_LARGE, WS_CLOSE_TOO_BIG);
-  if (last && fin) return message_done(p, p->msg.data, p->msg.len);
+  if (whole_frame && fin && msg_len(p) == 0) return message_done(p, d, n);
+  if (!p->msg) {
+    p->msg = wsy_malloc(sizeof *p->msg);
+    buf_init(p->msg, p->lim->max_message);
+  }
+  if (buf_append(p->msg, d, n) != WSY_OK) return fail(p, WSY_TOO_LARGE, WS_CLOSE_TOO_BIG);
+  if (last && fin) return message_done(p, p->msg->data, p->msg->len);
   return WSY_OK;
 }
 

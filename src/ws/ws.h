@@ -108,7 +108,7 @@ typedef struct ws_parser {
   const ws_parser_cb *cb;
   void *ctx;
   uint64_t remaining;  /* payload bytes left in the current frame */
-  buf msg;             /* reassembly of a message spanning reads or frames */
+  buf *msg;            /* reassembly of a message spanning reads or frames (lazy) */
   uint8_t *ctl;        /* lazily allocated control payload spanning reads */
   uint32_t utf8;       /* validator state of the text message in progress */
   uint16_t close_code; /* set with the sticky error */

@@ -25,8 +25,9 @@ struct ws_conn {
   ws_parser parser;
   const ws_endpoint *ep;
   void *user;
-  uint64_t last_rx;
-  uint64_t close_deadline;
+  uint32_t last_rx;        /* loop ms, wrapping: compared by differences */
+  uint32_t close_deadline;
+  uint32_t ep_slot;        /* the endpoint's index of this connection */
   uint8_t state;
   uint8_t ping_outstanding;
   uint8_t ep_closed;
@@ -40,6 +41,8 @@ struct app *ws_conn_app(ws_conn *w) { return net_loop_app(net_conn_loop(ws_conn_
 void *ws_conn_user(ws_conn *w) { return w->user; }
 void ws_conn_set_user(ws_conn *w, void *user) { w->user = user; }
 int ws_conn_is_open(const ws_conn *w) { return w->state == WS_OPEN; }
+uint32_t ws_conn_slot(const ws_conn *w) { return w->ep_slot; }
+void ws_conn_set_slot(ws_conn *w, uint32_t slot) { w->ep_slot = slot; }
 ws_conn *ws_conn_of(conn *c) { return net_conn_ops(c) == &ws_ops ? net_conn_ext(c) : NULL; }
 
 net_chunk *ws_frame_new(int opcode, const void *payload, size_t len) {
@@ -93,7 +96,7 @@ void ws_close(ws_conn *w, unsigned code, const char *reason) {
   net_conn_send_force(c, ch);
   net_chunk_unref(ch);
   w->state = WS_CLOSE_SENT;
-  w->close_deadline = net_loop_now(net_conn_loop(c)) + ws_conn_app(w)->cfg->close_timeout_ms;
+  w->close_deadline = (uint32_t)(net_loop_now(net_conn_loop(c)) + ws_conn_app(w)->cfg->close_timeout_ms);
   ep_closed(w);
 }
 
@@ -171,7 +174,7 @@ static const ws_parser_cb parser_cb = {
 
 static void ws_on_data(conn *c, uint8_t *data, size_t len) {
   ws_conn *w = net_conn_ext(c);
-  w->last_rx = net_loop_now(net_conn_loop(c));
+  w->last_rx = (uint32_t)net_loop_now(net_conn_loop(c));
   int rc = ws_parser_feed(&w->parser, data, len);
   if (rc == WSY_OK || rc == WSY_CLOSED) return;
   unsigned code = ws_parser_close_code(&w->parser);
@@ -190,7 +193,7 @@ static void ws_on_tick(conn *c, uint64_t now) {
   ws_conn *w = net_conn_ext(c);
   const wsy_config *cfg = ws_conn_app(w)->cfg;
   if (w->state == WS_CLOSE_SENT) {
-    if (now >= w->close_deadline) {
+    if ((int32_t)((uint32_t)now - w->close_deadline) >= 0) {
       w->state = WS_DONE;
       net_conn_end(c);
     }
@@ -201,7 +204,7 @@ static void ws_on_tick(conn *c, uint64_t now) {
     w->ep->on_tick(w, now);
     if (w->state != WS_OPEN) return;
   }
-  uint64_t quiet = now - w->last_rx;
+  uint32_t quiet = (uint32_t)now - w->last_rx;
   if (cfg->idle_timeout_ms && quiet >= cfg->idle_timeout_ms) {
     log_debug("websocket idle for %llu ms: closing", (unsigned long long)quiet);
     fail(w, WS_CLOSE_GOING_AWAY, "idle timeout");
@@ -242,7 +245,7 @@ void ws_conn_upgrade(struct app *app, conn *c, const char *accept, const ws_endp
   ws_parser_init(&w->parser, &app->ws_lim, &parser_cb, w);
   w->ep = ep;
   w->state = WS_OPEN;
-  w->last_rx = net_loop_now(app->net);
+  w->last_rx = (uint32_t)net_loop_now(app->net);
   net_conn_set_ops(c, &ws_ops);
   if (ep->on_open && ep->on_open(w, req_ctx) != 0) {
     fail(w, WS_CLOSE_POLICY, "refused");

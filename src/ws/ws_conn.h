@@ -56,6 +56,10 @@ struct app *ws_conn_app(ws_conn *w);
 void *ws_conn_user(ws_conn *w);
 void ws_conn_set_user(ws_conn *w, void *user);
 int ws_conn_is_open(const ws_conn *w);
+/* One integer of endpoint state per connection, e.g. its index in an
+ * array of a room's members (no separate allocation per member). */
+uint32_t ws_conn_slot(const ws_conn *w);
+void ws_conn_set_slot(ws_conn *w, uint32_t slot);
 /* The ws_conn of a conn, or NULL when the conn does not speak WebSocket. */
 ws_conn *ws_conn_of(conn *c);
 
