@@ -119,6 +119,7 @@ static const char *const write_sql[SW__COUNT] = {
   [SW_ROOM_INSERT] = ("INSERT INTO rooms(name, epoch, seq, min_seq, created_at)"
                       " VALUES(?1, ?2, 0, 1, ?3)"),
   [SW_ROOM_ADVANCE] = "UPDATE rooms SET seq = ?2 WHERE name = ?1 AND seq = ?2 - 1",
+  [SW_ROOM_JUMP] = "UPDATE rooms SET seq = ?3 WHERE name = ?1 AND seq = ?2",
   [SW_ROOM_SEQ] = "SELECT seq FROM rooms WHERE name = ?1",
   [SW_OP_INSERT] = ("INSERT INTO ops(room, seq, item, device, cid, msg)"
                     " VALUES(?1, ?2, ?3, ?4, ?5, ?6)"),
@@ -609,17 +610,67 @@ static int explain_seq(store *s, store_batch *b, const batch_entry *e) {
   return fail(b, WSY_INVAL, "seq %" PRIu64 " does not follow the room's seq %" PRId64, e->seq, cur);
 }
 
-static int apply_op(store *s, store_batch *b, const batch_entry *e) {
+/* A room's seq is advanced in SQL by the first op of the room in a batch
+** (checked: it must follow the stored seq); the ops right after it are
+** checked here and the room's row is written once more at the end, so a
+** batch costs two UPDATEs per room rather than one per op. */
+typedef struct seq_run {
+  const char *room;
+  uint64_t first, last; /* seqs already in the room's row / assigned since */
+} seq_run;
+
+typedef struct seq_runs {
+  seq_run r[16];
+  size_t n;
+} seq_runs;
+
+static int run_flush(store *s, store_batch *b, seq_run *r) {
+  if (r->last == r->first) return WSY_OK;
+  sqlite3_stmt *st = s->w[SW_ROOM_JUMP];
+  bind_str(st, 1, r->room);
+  sqlite3_bind_int64(st, 2, (sqlite3_int64)r->first);
+  sqlite3_bind_int64(st, 3, (sqlite3_int64)r->last);
+  int rc = wstep(s, b, st);
+  if (rc != SQLITE_OK) return map_rc(rc);
+  if (sqlite3_changes(s->wdb) == 0) return fail(b, WSY_INVAL, "room %.64s changed under its batch", r->room);
+  r->first = r->last;
+  return WSY_OK;
+}
+
+static int runs_flush(store *s, store_batch *b, seq_runs *runs) {
+  int rc = WSY_OK;
+  for (size_t i = 0; i < runs->n && !rc; i++) rc = run_flush(s, b, &runs->r[i]);
+  runs->n = 0;
+  return rc;
+}
+
+static int apply_op(store *s, store_batch *b, const batch_entry *e, seq_runs *runs) {
   if (!e->room) return fail(b, WSY_INVAL, "op without a room");
   if (e->seq == 0 || e->seq > SEQ_MAX || e->version > SEQ_MAX)
     return fail(b, WSY_INVAL, "seq/version out of range");
 
-  sqlite3_stmt *st = s->w[SW_ROOM_ADVANCE];
-  bind_str(st, 1, e->room);
-  sqlite3_bind_int64(st, 2, (sqlite3_int64)e->seq);
-  int rc = wstep(s, b, st);
-  if (rc != SQLITE_OK) return map_rc(rc);
-  if (sqlite3_changes(s->wdb) == 0) return explain_seq(s, b, e);
+  seq_run *run = NULL;
+  for (size_t i = 0; i < runs->n && !run; i++)
+    if (!strcmp(runs->r[i].room, e->room)) run = &runs->r[i];
+  sqlite3_stmt *st;
+  int rc;
+  if (run && e->seq == run->last + 1) {
+    run->last = e->seq;
+  } else {
+    if (run && (rc = run_flush(s, b, run)) != WSY_OK) return rc;
+    st = s->w[SW_ROOM_ADVANCE];
+    bind_str(st, 1, e->room);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)e->seq);
+    rc = wstep(s, b, st);
+    if (rc != SQLITE_OK) return map_rc(rc);
+    if (sqlite3_changes(s->wdb) == 0) return explain_seq(s, b, e);
+    if (!run) {
+      if (runs->n == WSY_ARRAY_LEN(runs->r) && (rc = runs_flush(s, b, runs)) != WSY_OK) return rc;
+      run = &runs->r[runs->n++];
+      run->room = e->room;
+    }
+    run->first = run->last = e->seq;
+  }
 
   st = s->w[SW_OP_INSERT];
   bind_str(st, 1, e->room);
@@ -711,11 +762,15 @@ int store_batch_commit(store *s, store_batch *b) {
     b->state = B_FAILED;
     return rc;
   }
+  seq_runs runs = {.n = 0};
   for (size_t i = 0; i < b->n && !rc; i++) {
     const batch_entry *e = &b->e[i];
+    /* A trim reads the room's seq: the row must be current. */
+    if (e->kind == E_TRIM || e->kind == E_ROOM) rc = runs_flush(s, b, &runs);
+    if (rc) break;
     switch (e->kind) {
     case E_ROOM: rc = apply_room(s, b, e); break;
-    case E_OP: rc = apply_op(s, b, e); break;
+    case E_OP: rc = apply_op(s, b, e, &runs); break;
     case E_CURSOR: rc = apply_cursor(s, b, e); break;
     case E_ITEM: rc = apply_item(s, b, e); break;
     default: rc = apply_trim(s, b, e); break;
@@ -733,6 +788,7 @@ int store_batch_commit(store *s, store_batch *b) {
       b->err[used + wl] = '\0';
     }
   }
+  if (!rc) rc = runs_flush(s, b, &runs);
   if (!rc) rc = map_rc(wstep(s, b, s->w[SW_COMMIT]));
   if (rc) {
     /* Some errors (IOERR, FULL, NOMEM) make SQLite roll back by itself. */
