@@ -2152,11 +2152,8 @@ static size_t sse_event(uint8_t *out, uint64_t ordinal, const uint8_t *p, size_t
 /* The stream could not take more (slow consumer) or failed: it is dropped;
  * the client reconnects with Last-Event-ID and the outbox replays. */
 static void sse_abort(sess *s) {
-  conn *c = s->dn;
-  s->dn = NULL;
-  s->dn_lost = now_ms(s->e);
-  httpd_stream_end(c, 1);
-  log_info("sse stream of %s dropped: slow consumer", s->dkey);
+  log_info("sse stream of %s ended: slow consumer", s->dkey);
+  dn_end(s, 1013, "slow consumer");
 }
 
 static void sse_write(sess *s, net_chunk *ch) {
@@ -2187,6 +2184,8 @@ static void sse_replay(sess *s, uint64_t after) {
   net_chunk_unref(ch);
 }
 
+static void dn_end(sess *s, unsigned code, const char *reason);
+
 static void dn_push(sess *s, net_chunk *frame, uint64_t ordinal) {
   if (s->dn_kind == DN_SSE) {
     size_t len;
@@ -2208,6 +2207,7 @@ static void dn_push(sess *s, net_chunk *frame, uint64_t ordinal) {
 static void poll_answer(sess *s, unsigned code, const char *reason, int empty) {
   conn *c = s->dn;
   s->dn = NULL;
+  s->dn_kind = 0;
   s->dn_lost = now_ms(s->e);
   const char *hdrs = s->dn_headers ? s->dn_headers : "Cache-Control: no-store\r\n";
   if (s->ob_first > s->poll_last + 1) { /* the outbox dropped messages it never delivered */
@@ -2271,6 +2271,7 @@ static void dn_end(sess *s, unsigned code, const char *reason) {
   free(ct);
   conn *c = s->dn;
   s->dn = NULL;
+  s->dn_kind = 0;
   s->dn_lost = now_ms(s->e);
   (void)net_conn_send_force(c, ch);
   net_chunk_unref(ch);
@@ -2297,6 +2298,10 @@ static void http_sweep(engine *e) {
   for (size_t i = 0; map_next(&e->sessions, &i, &k, &v);) {
     sess *s = v;
     if (!s->http) continue;
+    if (!s->dn && s->dn_kind) { /* the peer closed its stream: httpd cleared dn */
+      s->dn_kind = 0;
+      s->dn_lost = now;
+    }
     if (s->dn && s->dn_kind == DN_SSE && now - s->dn_at >= cfg->ping_interval_ms) {
       net_chunk *ch = net_chunk_new(8);
       memcpy(ch->data, ": ping\n\n", 8);
@@ -2490,6 +2495,10 @@ static void fallback_http(engine *e, conn *c, httpd_req *r, const char *what) {
     return;
   }
   if (!strcmp(method, "OPTIONS")) {
+    if (!hdrs[0]) { /* no --allowed-origins, or no Origin: nothing to allow */
+      httpd_respond(c, 204, NULL, "Allow: GET, POST, OPTIONS\r\n", "", 0);
+      return;
+    }
     char h[1024];
     snprintf(h, sizeof h,
              "%sAccess-Control-Allow-Methods: GET, POST\r\n"
