@@ -22,7 +22,7 @@ endif
 SRC_LIB := $(wildcard src/common/*.c src/net/*.c src/http/*.c src/ws/*.c src/auth/*.c src/store/*.c src/sync/*.c) src/config.c
 SRC_BIN := src/main.c
 UNIT_SRC := $(wildcard tests/unit/*/*.c tests/unit/*.c)
-FUZZ_TARGETS := ws_frame utf8 http_request sync_op auth_token
+FUZZ_TARGETS := ws_frame utf8 http_request sync_op auth_token text_op
 FUZZ_SECONDS ?= 60
 FUZZ_BRIEF ?= 5
 
@@ -56,6 +56,14 @@ build-asan/unit-tests: $(SRC_LIB:%.c=build-asan/%.o) $(UNIT_SRC:%.c=build-asan/%
 
 asan: build-asan/wsync
 
+# ---- text OT oracle: src/sync/text.c over JSON lines, checked against the npm
+# package ot-text-unicode by tests/e2e/text-oracle.test.mjs ---------------
+TEXT_ORACLE_SRC := tests/oracle/text_oracle.c src/sync/text.c src/common/wsy.c
+build/text-oracle: $(TEXT_ORACLE_SRC:%.c=build/%.o)
+	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)
+build-asan/text-oracle: $(TEXT_ORACLE_SRC:%.c=build-asan/%.o)
+	$(CC) $(ASAN_FLAGS) -o $@ $^ $(LIBS)
+
 # ---- fuzzers (clang + libFuzzer) ---------------------------------------
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(DEPCFLAGS)
 FUZZ_LIB := $(filter-out src/main.c,$(SRC_LIB))
@@ -86,10 +94,10 @@ tests/e2e/node_modules: tests/e2e/package.json
 unit: build/unit-tests
 	build/unit-tests --jobs 2
 
-e2e: build/wsync tests/e2e/node_modules
+e2e: build/wsync build/text-oracle tests/e2e/node_modules
 	cd tests/e2e && WSYNC_BIN=../../build/wsync node --test --test-concurrency=1 *.test.mjs
 
-test-asan: build-asan/unit-tests build-asan/wsync tests/e2e/node_modules
+test-asan: build-asan/unit-tests build-asan/wsync build-asan/text-oracle tests/e2e/node_modules
 	@# Criterion workers skip exit handlers unless told, and LeakSanitizer only
 	@# prints: the log is checked so that a leak fails the run.
 	CRITERION_NO_EARLY_EXIT=1 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
@@ -102,7 +110,7 @@ test-asan: build-asan/unit-tests build-asan/wsync tests/e2e/node_modules
 # The browser tests drive Debian's Chromium (scripts/deps.sh) through
 # playwright-core against the demo served from build/www.
 browser: build/wsync www tests/e2e/node_modules
-	cd tests/e2e/browser && WSYNC_BIN=../../../build/wsync WSYNC_WWW=../../../build/www \
+	cd tests/e2e/browser && WSYNC_BIN=$(CURDIR)/build/wsync WSYNC_WWW=$(CURDIR)/build/www \
 	  node --test --test-concurrency=1 *.test.mjs
 
 test: all unit e2e browser test-asan fuzz-brief bench-smoke

@@ -18,8 +18,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (!op) return 0;
   doc d;
   doc_init(&d);
-  doc_load(&d, "a", "{\"x\":1,\"y\":[1,2]}", 17, 3);
-  doc_load(&d, "b", "{}", 2, 5);
+  doc_load(&d, "a", "{\"x\":1,\"y\":[1,2]}", 17, NULL, 3);
+  doc_load(&d, "b", "{}", 2, NULL, 5);
   json_t *before = doc_snapshot(&d);
   sync_op o;
   sync_err err;

@@ -368,7 +368,7 @@ text_op *text_transform(const text_op *op, const text_op *other, int side) {
     case DELETE:
       while (length > 0) {
         p = take(&r, length, INSERT);
-        if (0) append_piece(out, p); /* text inserted in deleted text survives */
+        if (p.kind == INSERT) append_piece(out, p); /* text inserted in deleted text survives */
         else length -= p.n; /* a retain is deleted now; a delete already happened */
       }
       break;

@@ -1,0 +1,143 @@
+// persist.js -- what the wsync client keeps across reloads: the device id and
+// the transport memory in a localStorage-like object, and, on request, the
+// pending (unacknowledged) ops in IndexedDB so that closing a tab loses no edit.
+//
+// Plain ES module, no dependencies. Every call degrades to memory when the
+// storage is missing or throws (private browsing, quotas, Node).
+
+/** A Map-backed stand-in for localStorage. */
+export function memoryStorage() {
+  const m = new Map();
+  return {
+    getItem: (k) => (m.has(k) ? m.get(k) : null),
+    setItem: (k, v) => m.set(k, String(v)),
+    removeItem: (k) => m.delete(k),
+  };
+}
+
+/** opts.storage, else the browser's localStorage when usable, else memory. */
+export function pickStorage(given) {
+  if (given) return given;
+  try {
+    const ls = globalThis.localStorage;
+    if (ls) {
+      ls.getItem('wsync.device');
+      return ls;
+    }
+  } catch {
+    // access denied (sandboxed iframe, privacy mode): fall through
+  }
+  return memoryStorage();
+}
+
+export function storageGet(storage, key) {
+  try {
+    return storage.getItem(key);
+  } catch {
+    return null;
+  }
+}
+
+export function storageSet(storage, key, value) {
+  try {
+    if (value === null || value === undefined) {
+      if (storage.removeItem) storage.removeItem(key);
+      else storage.setItem(key, '');
+    } else {
+      storage.setItem(key, value);
+    }
+  } catch {
+    // quota or privacy mode: the value lives as long as the process
+  }
+}
+
+/** `n` random characters of [a-z0-9]. */
+export function randomId(n) {
+  const abc = 'abcdefghijklmnopqrstuvwxyz0123456789';
+  const bytes = new Uint8Array(n);
+  if (globalThis.crypto && globalThis.crypto.getRandomValues) globalThis.crypto.getRandomValues(bytes);
+  else for (let i = 0; i < n; i++) bytes[i] = Math.floor(Math.random() * 256);
+  let s = '';
+  for (let i = 0; i < n; i++) s += abc[bytes[i] % abc.length];
+  return s;
+}
+
+/** The persisted device id, made once (PROTOCOL 1.2: 1-64 of A-Z a-z 0-9 . _ : -). */
+export function deviceId(storage) {
+  const have = storageGet(storage, 'wsync.device');
+  if (have && /^[A-Za-z0-9._:-]{1,64}$/.test(have)) return have;
+  const d = `d-${randomId(12)}`;
+  storageSet(storage, 'wsync.device', d);
+  return d;
+}
+
+// ---- IndexedDB ------------------------------------------------------------
+
+const DB_NAME = 'wsync';
+const STORE = 'pending';
+
+function req(r) {
+  return new Promise((resolve, reject) => {
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error);
+  });
+}
+
+/**
+ * The pending ops of one device in IndexedDB, keyed by (device, cid). Each
+ * record: {device, cid, room, order, msg} where msg is the op or publish as
+ * it goes on the wire (without `id`). `order` keeps the send order across
+ * reloads. Writes are fire-and-forget: IndexedDB runs the transactions of one
+ * store in the order they were made, so a delete never overtakes its put.
+ */
+export class PendingStore {
+  constructor(idb, device) {
+    this.idb = idb;
+    this.device = device;
+    this.db = null;
+    this.failed = false;
+  }
+
+  /** Opens the database; resolves the device's records in send order ([] on failure). */
+  async load() {
+    try {
+      const open = this.idb.open(DB_NAME, 1);
+      open.onupgradeneeded = () => {
+        open.result.createObjectStore(STORE, { keyPath: ['device', 'cid'] });
+      };
+      this.db = await req(open);
+      const tx = this.db.transaction(STORE, 'readonly');
+      const range = globalThis.IDBKeyRange
+        ? globalThis.IDBKeyRange.bound([this.device, ''], [this.device, '\uffff'])
+        : undefined;
+      const all = await req(tx.objectStore(STORE).getAll(range));
+      return all.filter((r) => r.device === this.device).sort((a, b) => a.order - b.order);
+    } catch {
+      this.failed = true;
+      return [];
+    }
+  }
+
+  put(rec) {
+    this._write((s) => s.put({ device: this.device, ...rec }));
+  }
+
+  delete(cid) {
+    this._write((s) => s.delete([this.device, cid]));
+  }
+
+  _write(fn) {
+    if (!this.db || this.failed) return;
+    try {
+      const tx = this.db.transaction(STORE, 'readwrite');
+      fn(tx.objectStore(STORE));
+    } catch {
+      // closed database, quota: the op stays in memory only
+    }
+  }
+
+  close() {
+    if (this.db) this.db.close();
+    this.db = null;
+  }
+}

@@ -1,0 +1,262 @@
+// wsync.d.ts -- TypeScript declarations of the wsync JavaScript client (wsync.js).
+
+export type Status = 'connecting' | 'online' | 'offline' | 'resuming';
+export type TransportKind = 'ws' | 'sse' | 'poll';
+
+/** A JSON object: an item's fields, a presence state. */
+export interface Fields {
+  [field: string]: unknown;
+}
+
+/** A localStorage-like store (the browser's localStorage fits). */
+export interface StorageLike {
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+  removeItem?(key: string): void;
+}
+
+export interface ClientOptions {
+  /** A JWT, or a function returning one (or a Promise of one); called at every hello. */
+  token?: string | (() => string | Promise<string>);
+  /** Demo mode only (server --insecure-demo): the user id instead of a token. */
+  user?: string;
+  /** Device id (1-64 of A-Z a-z 0-9 . _ : -). Default: generated once, kept in storage under 'wsync.device'. */
+  device?: string;
+  /** Transports to try, in order. Default ['ws', 'sse', 'poll']; ['poll'] forces long-polling. */
+  transports?: TransportKind[];
+  /** The WebSocket class: in Node the `ws` package's; default globalThis.WebSocket. */
+  WebSocket?: unknown;
+  /** The EventSource class for SSE; default globalThis.EventSource. Without one (Node), the stream is read with fetch(). null forces fetch(). */
+  EventSource?: unknown;
+  /** fetch() for the HTTP transports; default globalThis.fetch. */
+  fetch?: (input: string, init?: any) => Promise<any>;
+  /** false (default) or 'indexeddb': pending ops are kept in IndexedDB (browsers) and restored on construction. */
+  persist?: false | 'indexeddb';
+  /** The IndexedDB factory; default globalThis.indexedDB. */
+  indexedDB?: unknown;
+  /** Reconnect delay: exponential from base, capped at max, full jitter. Default {base: 250, max: 10000} ms. */
+  backoff?: { base?: number; max?: number };
+  /** Device id and transport memory. Default: localStorage in browsers, memory elsewhere. */
+  storage?: StorageLike;
+  /** Liveness ping (3.6) after `interval` ms of silence; dead after `timeout` ms more. false: off. Default {interval: 25000, timeout: 10000}. */
+  heartbeat?: false | { interval?: number; timeout?: number };
+  /** Give up one transport's connection attempt after this many ms. Default 10000. */
+  connectTimeout?: number;
+  /** How long a fallback transport is remembered before WebSocket is tried again. Default 300000 ms. */
+  fallbackMemory?: number;
+  /** A connection that dies (abnormally) within this many ms of its welcome, or before any message, died "at once". Default 2000. */
+  quickDeath?: number;
+}
+
+/** A server error object (docs/PROTOCOL.md 11.1), without `type`. */
+export interface ServerErrorInfo {
+  code: string;
+  message: string;
+  re?: number | string;
+  for?: string;
+  room?: string;
+  cid?: string;
+  item?: string;
+  field?: string;
+  index?: number;
+  current?: { version: number; fields: Fields } | null;
+  lock?: { item: string; user: string; device: string; fence: number; ttl: number };
+  retry_after?: number;
+  [member: string]: unknown;
+}
+
+/** Rejection reason of the client's promises: code is the server's error code, or 'closed', 'left', 'disconnected', 'offline'. */
+export class WsyncError extends Error {
+  code: string;
+  /** The server's error object, when the server refused. */
+  details?: ServerErrorInfo;
+}
+
+export interface SetOp { kind: 'set'; item: string; fields: Fields; base?: number; fence?: number }
+export interface DelOp { kind: 'del'; item: string; base?: number; fence?: number }
+export interface BatchOp { kind: 'batch'; ops: Array<SetOp | DelOp> }
+export type Op = SetOp | DelOp | BatchOp | { kind: string; item?: string; [member: string]: unknown };
+
+export interface WriteOptions {
+  /** Version check: 0 = the item must not exist, n = the item must be at version n. */
+  base?: number;
+  /** Fencing token of a held lock. Default: the fence of this client's lock on the item, if it holds one. */
+  fence?: number;
+}
+
+export interface BatchEntry {
+  kind: 'set' | 'del' | 'delete';
+  item: string;
+  fields?: Fields;
+  base?: number;
+  fence?: number;
+}
+
+export interface WriteResult {
+  seq: number;
+  /** true when the server had already applied this op (a re-send, 5.5). */
+  duplicate?: boolean;
+}
+
+export interface ChangeEvent {
+  id: string;
+  /** The item's fields in the local view; undefined when removed. */
+  fields: Fields | undefined;
+  /** The confirmed version (seq), undefined for an item that exists only locally. */
+  version: number | undefined;
+  /** true for an optimistic apply or a rollback, false for a change from the server. */
+  local: boolean;
+  removed: boolean;
+}
+
+export interface RoomMessageEvent {
+  data: unknown;
+  from?: { user?: string; device?: string; backend?: boolean };
+  /** Absent for ephemeral messages. */
+  seq?: number;
+  ts?: number;
+  cid?: string;
+  ephemeral?: boolean;
+  /** true for the stored publishes sent with a snapshot (room option `history`). */
+  history?: boolean;
+}
+
+export interface PresenceEntry {
+  user: string;
+  device: string;
+  state: Fields;
+  connected: boolean;
+  cursor?: number;
+}
+
+export interface Lock {
+  user: string;
+  device: string;
+  fence: number;
+  /** Local clock (ms since 1970) when the lease runs out, as last reported. */
+  expires: number;
+}
+
+export interface LockEvent {
+  item: string;
+  /** undefined when the lock was released. */
+  lock: Lock | undefined;
+  reason?: 'unlock' | 'expired' | 'left' | 'session_end';
+}
+
+export interface RoomErrorEvent extends ServerErrorInfo {
+  /** The rolled-back op, for a refused op. */
+  op?: Op;
+  /** The data of a refused publish. */
+  data?: unknown;
+}
+
+export interface JoinedEvent {
+  epoch: string;
+  seq: number;
+  /** true: caught up by ops since the position held; false: a snapshot replaced the replica. */
+  recovered: boolean;
+}
+
+export interface RoomOptions {
+  /** Presence state sent with the join. */
+  presence?: Fields;
+  /** With a snapshot, also receive up to this many stored publishes (as 'message' events with history: true). */
+  history?: number;
+}
+
+export class Emitter {
+  on(event: string, fn: (...args: any[]) => void): this;
+  off(event: string, fn: (...args: any[]) => void): this;
+  once(event: string, fn: (...args: any[]) => void): this;
+  emit(event: string, ...args: unknown[]): void;
+}
+
+export class Room extends Emitter {
+  readonly client: Client;
+  readonly name: string;
+  /** Resolved after the first `joined`; rejected if the join is refused. */
+  readonly ready: Promise<Room>;
+  /** The local view: item id -> fields (confirmed state with pending ops on top). Read-only. */
+  readonly items: Map<string, Readonly<Fields>>;
+  /** Locks held in the room. Read-only. */
+  readonly locks: Map<string, Lock>;
+  readonly presence: {
+    /** Every member, this client included. */
+    readonly list: PresenceEntry[];
+    /** Replaces this client's presence state (8.1). */
+    set(state: Fields): void;
+  };
+  /** The room's position: every log entry up to seq is applied. */
+  readonly position: { epoch: string | null; seq: number };
+  /** Ops and publishes not yet confirmed. */
+  readonly pendingCount: number;
+
+  get(id: string): Readonly<Fields> | undefined;
+  version(id: string): number | undefined;
+  set(id: string, fields: Fields, opts?: WriteOptions): Promise<WriteResult>;
+  delete(id: string, opts?: WriteOptions): Promise<WriteResult>;
+  batch(ops: BatchEntry[]): Promise<WriteResult>;
+  /** Non-ephemeral publishes get a cid (or the one given) and are re-sent like ops; ephemeral ones resolve {} and need the room joined. */
+  publish(data: unknown, opts?: { cid?: string; ephemeral?: boolean }): Promise<WriteResult | {}>;
+  /** Takes or renews a lock (ttl default 30000 ms); renewed automatically at half the TTL unless renew is false. */
+  lock(item: string, opts?: { ttl?: number; renew?: boolean }): Promise<{ fence: number; expires: number }>;
+  unlock(item: string): Promise<void>;
+  leave(): Promise<void>;
+
+  on(event: 'change', fn: (e: ChangeEvent) => void): this;
+  on(event: 'message', fn: (e: RoomMessageEvent) => void): this;
+  on(event: 'presence', fn: (list: PresenceEntry[]) => void): this;
+  on(event: 'lock', fn: (e: LockEvent) => void): this;
+  on(event: 'error', fn: (e: RoomErrorEvent) => void): this;
+  on(event: 'joined', fn: (e: JoinedEvent) => void): this;
+  on(event: 'cursor', fn: (e: { user: string; device: string; seq: number }) => void): this;
+  on(event: string, fn: (...args: any[]) => void): this;
+
+  /** For op-kind modules (see defineOpKind): sends an op of any registered kind with a fresh cid. */
+  _submit(op: Op): Promise<WriteResult>;
+}
+
+export class Client extends Emitter {
+  constructor(url: string, options?: ClientOptions);
+  readonly url: string;
+  readonly status: Status;
+  readonly transport: TransportKind | null;
+  /** Known after the first welcome (or the `user` option). */
+  readonly user: string | null;
+  readonly device: string;
+  readonly session: string | null;
+  /** The server's limits from the last welcome. */
+  readonly limits: Record<string, number> | null;
+
+  /** The room (one object per name); joined now or when online, and again after reconnects. */
+  room(name: string, options?: RoomOptions): Room;
+  /** Sends bye, ends the session; no reconnect. Unconfirmed ops are rejected with 'closed' (persisted ones stay in IndexedDB). */
+  close(): Promise<void>;
+  /** Connects now: after a 4001 replacement or a refused token (the user's action), or to skip a backoff wait. */
+  reconnect(): void;
+
+  on(event: 'status', fn: (status: Status, info: { transport: TransportKind | null }) => void): this;
+  on(event: 'error', fn: (err: ServerErrorInfo) => void): this;
+  on(event: 'welcome', fn: (w: { resumed: boolean; session: string; transport: TransportKind }) => void): this;
+  on(event: string, fn: (...args: any[]) => void): this;
+}
+
+/** The handler of an op kind: the single dispatch point for entries, pending ops, acks and errors. */
+export interface OpKindHandler {
+  /** The single-item ops it consists of (default [op]). */
+  expand?(op: Op): Op[];
+  /** The item's new fields (undefined: removed). Must not modify `fields`. */
+  apply?(fields: Readonly<Fields> | undefined, op: Op, ctx: { room: Room; seq?: number; local: boolean }): Fields | undefined;
+  onEntry?(room: Room, entry: object): void;
+  onAck?(room: Room, rec: object, ack: object): void;
+  /** 'retry': re-send; 'keep': keep unsent; anything else rolls the op back. */
+  onError?(room: Room, rec: object, error: ServerErrorInfo): 'retry' | 'keep' | void;
+}
+
+export function defineOpKind(kind: string, handler: OpKindHandler): void;
+
+/** The wait before reconnect attempt n: uniform in [0, min(max, base * 2^n)). */
+export function backoffDelay(n: number, backoff: { base: number; max: number }, random?: () => number): number;
+
+export default Client;

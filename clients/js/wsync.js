@@ -1,0 +1,1429 @@
+// wsync.js -- the JavaScript client of wsync (docs/PROTOCOL.md).
+//
+// One Client holds one session with the server over the best transport that
+// works (transports.js) and a local replica of each room it has joined. Reads
+// are local; writes apply at once (optimistically) and are confirmed by the
+// server's `ack` or rolled back on its `error`.
+//
+// The replica of a room is two things, never mixed:
+//
+//   _server   the confirmed document: log entries applied in seq order
+//             (5.4), deduplicated by seq, replaced by a snapshot (6.3)
+//   _pending  our ops not yet seen in the log, in the order made
+//
+// and what the application reads, `items`, is always _server with every
+// pending op re-applied in order (Room._refresh). Rolling back one of several
+// pending ops on an item is then just dropping it and recomputing.
+//
+// Connection life (Client):
+//
+//   connecting/resuming --welcome--> online --transport closed--> offline
+//        ^   | every transport failed        | 4001 (replaced), client.close()
+//        |   v                               v
+//        +-- offline (backoff, full jitter)  stopped (no reconnect)
+//
+// After a welcome with resumed:true the rooms stay joined and the server
+// replays what the dead connection lost; after resumed:false every room is
+// joined again with `since` (catch-up, 6.2). Either way every op without an
+// ack is sent again with its cid, which the server's dedupe (5.5) makes safe.
+//
+// Op kinds are dispatched through one table (defineOpKind) so that a later
+// module (collaborative text, 5.7) can add its kind without touching the rest.
+//
+// Plain ES module, no runtime dependencies; loads unbundled in browsers and
+// in Node >= 18 (pass the `ws` package's WebSocket as options.WebSocket).
+
+import { ORDERLY_CLOSES, TRANSPORTS } from './transports.js';
+import { PendingStore, deviceId, pickStorage, randomId, storageGet, storageSet } from './persist.js';
+
+const noop = () => {};
+
+// ---- events ----------------------------------------------------------------
+
+/** A minimal event emitter: on/off/once/emit. A throwing listener does not stop the others. */
+export class Emitter {
+  constructor() {
+    this._listeners = new Map();
+  }
+
+  on(event, fn) {
+    if (!this._listeners.has(event)) this._listeners.set(event, new Set());
+    this._listeners.get(event).add(fn);
+    return this;
+  }
+
+  off(event, fn) {
+    const s = this._listeners.get(event);
+    if (s) s.delete(fn);
+    return this;
+  }
+
+  once(event, fn) {
+    const w = (...args) => {
+      this.off(event, w);
+      fn(...args);
+    };
+    return this.on(event, w);
+  }
+
+  emit(event, ...args) {
+    const s = this._listeners.get(event);
+    if (!s) return;
+    for (const fn of [...s]) {
+      try {
+        fn(...args);
+      } catch (err) {
+        // The replica must stay consistent whatever a listener does: report
+        // the exception on a later turn, as an EventTarget would.
+        setTimeout(() => {
+          throw err;
+        }, 0);
+      }
+    }
+  }
+}
+
+/** An error from the server (err.code = its code, err.details = the error object) or from the client. */
+export class WsyncError extends Error {
+  constructor(code, message, details) {
+    super(message || code);
+    this.name = 'WsyncError';
+    this.code = code;
+    if (details) this.details = details;
+  }
+}
+
+const serverError = (m) => new WsyncError(m.code, m.message || m.code, m);
+
+// ---- op kinds ----------------------------------------------------------------
+
+/*
+** The single dispatch point for ops. Every op the room applies -- a log entry
+** from the server, a catch-up entry, a pending op re-applied on top of the
+** server state -- and every ack and error of one of our ops goes through the
+** handler of its kind:
+**
+**   expand(op)                 -> the single-item ops it consists of (default [op])
+**   apply(fields, op, ctx)     -> the item's new fields (undefined: the item is
+**                                 gone). Must not modify `fields`: return a new
+**                                 object. ctx = {room, seq, local}: local is
+**                                 true when a pending op is re-applied.
+**   onEntry(room, entry)       optional: an entry of this kind was applied to
+**                                 the server state (e.g. transform pending ops)
+**   onAck(room, rec, ack)      optional: one of our ops was acknowledged
+**   onError(room, rec, error)  optional: one of our ops was rejected; return
+**                                 'retry' to keep and re-send it, 'keep' to keep
+**                                 it unsent, anything else rolls it back
+**
+** `rec` is the pending record: {cid, msg: {type:'op', room, cid, op}, acked,
+** seq, ...}. Room._submit(op) sends an op of any kind with a fresh cid.
+*/
+const opKinds = new Map();
+
+/** Registers the handler of an op kind (see above). */
+export function defineOpKind(kind, handler) {
+  opKinds.set(kind, handler);
+}
+
+function expandOp(op) {
+  const h = op && opKinds.get(op.kind);
+  if (!h) return [];
+  return h.expand ? h.expand(op) : [op];
+}
+
+defineOpKind('set', {
+  apply(fields, op) {
+    const out = fields ? { ...fields } : {};
+    for (const [k, v] of Object.entries(op.fields || {})) {
+      if (v === null) delete out[k];
+      else out[k] = v;
+    }
+    return out;
+  },
+});
+
+defineOpKind('del', {
+  apply() {
+    return undefined;
+  },
+});
+
+defineOpKind('batch', {
+  expand(op) {
+    return (op.ops || []).flatMap((sub) => expandOp(sub));
+  },
+});
+
+// ---- helpers -------------------------------------------------------------------
+
+const jsonClone = (v) => (v === undefined ? undefined : JSON.parse(JSON.stringify(v)));
+
+function deepEqual(a, b) {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  for (const k of ka) {
+    if (!Object.prototype.hasOwnProperty.call(b, k) || !deepEqual(a[k], b[k])) return false;
+  }
+  return true;
+}
+
+/**
+ * The wait before reconnect attempt n (0, 1, ...): exponential backoff with
+ * full jitter, uniform in [0, min(max, base * 2^n)).
+ */
+export function backoffDelay(n, { base, max }, random = Math.random) {
+  return random() * Math.min(max, base * 2 ** Math.min(n, 30));
+}
+
+/** Codes that rejecting a hello gives (3.1): never fixed by retrying with the same token. */
+const AUTH_CODES = new Set(['unauthorized', 'token_invalid', 'token_expired', 'unsupported_version', 'bad_request']);
+
+/** 'http://h:p', 'ws://h:p/prefix' -> {http, ws} bases without a trailing slash. */
+function baseUrls(url) {
+  const u = String(url).replace(/\/+$/, '');
+  const m = /^(https?|wss?):\/\/(.*)$/i.exec(u);
+  if (!m) throw new TypeError(`wsync: url must start with http://, https://, ws:// or wss://: ${url}`);
+  const secure = /^(https|wss)$/i.test(m[1]);
+  return { http: `${secure ? 'https' : 'http'}://${m[2]}`, ws: `${secure ? 'wss' : 'ws'}://${m[2]}` };
+}
+
+/**
+ * p, marked as handled: a rejection is also reported as an 'error' event, so
+ * not awaiting a write must not crash the process with an unhandled rejection.
+ * The caller still sees the rejection when it awaits p.
+ */
+function quiet(p) {
+  p.catch(noop);
+  return p;
+}
+
+const rejected = (code, message) => quiet(Promise.reject(new WsyncError(code, message)));
+
+function promiseParts() {
+  let resolve;
+  let reject;
+  const promise = new Promise((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // A rejection is also reported as an 'error' event, so not awaiting the
+  // promise must not crash the process with an unhandled rejection.
+  promise.catch(noop);
+  return { promise, resolve, reject };
+}
+
+// ---- Room --------------------------------------------------------------------
+
+const presenceKey = (user, device) => `${user}\u0000${device}`;
+
+class Presence {
+  constructor(room) {
+    this._room = room;
+    this._entries = new Map();
+  }
+
+  /** Every member of the room, this client included: {user, device, state, connected, cursor?}. */
+  get list() {
+    return [...this._entries.values()];
+  }
+
+  /** Replaces this client's presence state in the room (8.1); sent when joined. */
+  set(state) {
+    const room = this._room;
+    if (state === null || typeof state !== 'object' || Array.isArray(state)) {
+      throw new TypeError('wsync: presence state must be an object');
+    }
+    room._myState = jsonClone(state);
+    room._presenceDirty = true;
+    const c = room.client;
+    if (c.user && this._entries.has(presenceKey(c.user, c.device))) {
+      const e = this._entries.get(presenceKey(c.user, c.device));
+      this._entries.set(presenceKey(c.user, c.device), { ...e, state: room._myState });
+      room.emit('presence', this.list);
+    }
+    room._schedulePresence();
+  }
+}
+
+export class Room extends Emitter {
+  constructor(client, name, opts = {}) {
+    super();
+    this.client = client;
+    this.name = name;
+    this._history = opts.history || 0;
+    this._state = 'idle';     // idle | joining | joined | left | failed
+    this._epoch = null;
+    this._seq = 0;
+    this._server = new Map(); // id -> {version, fields}: confirmed state
+    this._pending = [];       // our ops and publishes not yet in the log, in order
+    this._buffer = new Map(); // seq -> entry that arrived ahead of a gap
+    this._shownVersion = new Map();
+    this._requests = new Set(); // outstanding room requests (lock, unlock)
+    this._held = new Map();   // item -> {fence, ttl, renew, timer}: locks this session holds
+    this._myState = opts.presence ? jsonClone(opts.presence) : {};
+    this._presenceDirty = false;
+    this._presenceTimer = null;
+    this._everJoined = false;
+    /** Local view: item id -> fields (server state plus pending ops). Read-only. */
+    this.items = new Map();
+    /** Locks held in the room: item -> {user, device, fence, expires}. Read-only. */
+    this.locks = new Map();
+    this.presence = new Presence(this);
+    const r = promiseParts();
+    this.ready = r.promise;
+    this._readyParts = r;
+  }
+
+  /** The item's fields (local view), or undefined. */
+  get(id) {
+    return this.items.get(id);
+  }
+
+  /** The item's version (the seq of the last log entry that changed it) as known locally. */
+  version(id) {
+    const s = this._server.get(id);
+    return s ? s.version : undefined;
+  }
+
+  /** The room's position {epoch, seq}: every log entry up to seq is applied. */
+  get position() {
+    return { epoch: this._epoch, seq: this._seq };
+  }
+
+  /** Number of ops and publishes not yet confirmed. */
+  get pendingCount() {
+    return this._pending.length;
+  }
+
+  set(id, fields, opts = {}) {
+    if (fields === null || typeof fields !== 'object' || Array.isArray(fields)) {
+      throw new TypeError('wsync: set(id, fields): fields must be an object');
+    }
+    return this._submit(this._withPreconditions({ kind: 'set', item: String(id), fields: jsonClone(fields) }, opts));
+  }
+
+  delete(id, opts = {}) {
+    return this._submit(this._withPreconditions({ kind: 'del', item: String(id) }, opts));
+  }
+
+  batch(ops) {
+    if (!Array.isArray(ops) || !ops.length) throw new TypeError('wsync: batch(ops): a non-empty array');
+    const subs = ops.map((o) => {
+      if (o.kind === 'set') return this._withPreconditions({ kind: 'set', item: String(o.item), fields: jsonClone(o.fields || {}) }, o);
+      if (o.kind === 'del' || o.kind === 'delete') return this._withPreconditions({ kind: 'del', item: String(o.item) }, o);
+      throw new TypeError(`wsync: batch: unknown kind ${o.kind}`);
+    });
+    return this._submit({ kind: 'batch', ops: subs });
+  }
+
+  /** Sends data to the room (7). Non-ephemeral publishes get a cid and are re-sent like ops. */
+  publish(data, opts = {}) {
+    if (opts.ephemeral) {
+      if (!this.client._online() || this._state !== 'joined') {
+        return rejected('offline', 'ephemeral publish while not joined');
+      }
+      const msg = { type: 'publish', room: this.name, data: jsonClone(data), ephemeral: true };
+      if (opts.cid) msg.cid = opts.cid;
+      return quiet(this.client._request(msg).then(() => ({})));
+    }
+    const cid = opts.cid || this.client._nextCid();
+    return this._enqueue({ type: 'publish', room: this.name, cid, data: jsonClone(data) });
+  }
+
+  /** Takes (or renews) the lock on item (9). Resolves {fence, expires}. */
+  lock(item, { ttl = 30000, renew = true } = {}) {
+    item = String(item);
+    return quiet(this._roomRequest({ type: 'lock', room: this.name, item, ttl }).then((g) => {
+      const prev = this._held.get(item);
+      if (prev) clearTimeout(prev.timer);
+      const held = { fence: g.fence, ttl: g.ttl || ttl, renew, timer: null };
+      this._held.set(item, held);
+      const expires = Date.now() + held.ttl;
+      this.locks.set(item, { user: this.client.user, device: this.client.device, fence: g.fence, expires });
+      if (renew) this._scheduleRenew(item, held);
+      return { fence: g.fence, expires };
+    }));
+  }
+
+  unlock(item) {
+    item = String(item);
+    const held = this._held.get(item);
+    if (held) clearTimeout(held.timer);
+    this._held.delete(item);
+    return quiet(this._roomRequest({ type: 'unlock', room: this.name, item }).then(() => {
+      // `unlocked` comes before the `lock` event (9.4): free in the view at once.
+      const l = this.locks.get(item);
+      if (l && l.user === this.client.user && l.device === this.client.device) this.locks.delete(item);
+    }));
+  }
+
+  /** Leaves the room (4.3). Ops not yet confirmed are rejected with code 'left'. */
+  leave() {
+    const wasIn = this._state === 'joined' || this._state === 'joining';
+    this._fail(new WsyncError('left', 'left the room'), { silent: true, state: 'left' });
+    if (wasIn && this.client._online()) {
+      return this.client._request({ type: 'leave', room: this.name }).then(noop, noop);
+    }
+    return Promise.resolve();
+  }
+
+  // ---- internals: writes ----
+
+  _withPreconditions(op, opts) {
+    if (opts.base !== undefined) op.base = opts.base;
+    const fence = opts.fence !== undefined ? opts.fence : this._held.get(op.item)?.fence;
+    // While we hold the item's lock, ops carry its fence: if the lock was lost
+    // meanwhile (expired while offline), the op is refused instead of
+    // overwriting the next holder's work (9.2).
+    if (fence !== undefined) op.fence = fence;
+    return op;
+  }
+
+  /** Sends an op of any kind with a fresh cid; for op-kind modules. */
+  _submit(op) {
+    if (!opKinds.has(op.kind)) throw new TypeError(`wsync: unknown op kind ${op.kind}`);
+    const cid = this.client._nextCid();
+    return this._enqueue({ type: 'op', room: this.name, cid, op });
+  }
+
+  _enqueue(msg, restored) {
+    if (this._state === 'left' || this._state === 'failed') {
+      return rejected(this._state === 'left' ? 'left' : 'not_joined', `room ${this.name} is ${this._state}`);
+    }
+    const p = promiseParts();
+    const rec = {
+      cid: msg.cid,
+      msg,
+      order: restored ? restored.order : this.client._nextOrder(),
+      id: undefined,
+      sentGen: -1,
+      acked: false,
+      seq: undefined,
+      retryAt: 0,
+      attempts: 0,
+      promise: p.promise,
+      resolve: p.resolve,
+      reject: p.reject,
+    };
+    this._pending.push(rec);
+    if (!restored) this.client._persistPut(this.name, rec);
+    if (msg.type === 'op') this._refresh(this._itemsOf(msg.op), true);
+    this._flush();
+    return rec.promise;
+  }
+
+  _itemsOf(op) {
+    return new Set(expandOp(op).map((s) => s.item));
+  }
+
+  /** Sends what waits: pending ops not sent on this connection, requests, presence. */
+  _flush() {
+    const c = this.client;
+    if (!c._online() || this._state !== 'joined') return;
+    const now = Date.now();
+    for (const rec of [...this._pending]) {
+      if (rec.acked || rec.sentGen === c._gen || rec.retryAt > now) continue;
+      if (rec.id === undefined) rec.id = c._nextId();
+      const msg = { ...rec.msg, id: rec.id };
+      if (c._tooLarge(msg)) {
+        // The server would close the connection (1009) and the re-send after
+        // the reconnect would do it again: refuse it here, as the server would.
+        this._onOpError(rec, { type: 'error', code: 'too_large', message: 'message larger than max_message', cid: rec.cid, room: this.name });
+        continue;
+      }
+      rec.sentGen = c._gen;
+      c._send(msg);
+    }
+    for (const req of this._requests) {
+      if (req.sentGen === c._gen || req.retryAt > now) continue;
+      req.sentGen = c._gen;
+      c._send(req.msg);
+    }
+    if (this._presenceDirty) this._schedulePresence();
+  }
+
+  _schedulePresence() {
+    if (this._presenceTimer) return;
+    // Coalesce the updates of one turn into one message (the server would
+    // coalesce them too, 8.1, but each one costs a rate token).
+    this._presenceTimer = setTimeout(() => {
+      this._presenceTimer = null;
+      if (!this._presenceDirty || !this.client._online() || this._state !== 'joined') return;
+      this._presenceDirty = false;
+      this.client._send({ type: 'presence', room: this.name, state: this._myState });
+    }, 0);
+  }
+
+  /** A request answered by a reply (lock, unlock): queued until the room is joined. */
+  _roomRequest(msg) {
+    if (this._state === 'left' || this._state === 'failed') {
+      return rejected('not_joined', `room ${this.name} is ${this._state}`);
+    }
+    const c = this.client;
+    const p = promiseParts();
+    const req = { id: c._nextId(), sentGen: -1, retryAt: 0, room: this, resolve: p.resolve, reject: p.reject };
+    req.msg = { ...msg, id: req.id };
+    c._requests.set(req.id, req);
+    this._requests.add(req);
+    req.done = () => {
+      c._requests.delete(req.id);
+      this._requests.delete(req);
+    };
+    this._flush();
+    return p.promise;
+  }
+
+  _scheduleRenew(item, held) {
+    held.timer = setTimeout(() => {
+      if (this._held.get(item) !== held) return;
+      this._roomRequest({ type: 'lock', room: this.name, item, ttl: held.ttl }).then(
+        (g) => {
+          if (this._held.get(item) !== held) return;
+          held.fence = g.fence;
+          const l = this.locks.get(item);
+          if (l) this.locks.set(item, { ...l, expires: Date.now() + held.ttl });
+          this._scheduleRenew(item, held);
+        },
+        (err) => {
+          if (this._held.get(item) !== held) return;
+          this._held.delete(item);
+          this.emit('error', { code: 'lock_lost', message: `lock on ${item} lost: ${err.code}`, item });
+        },
+      );
+    }, Math.max(500, held.ttl / 2));
+  }
+
+  // ---- internals: the replica ----
+
+  /** The local view of item id: server state with every pending op re-applied in order. */
+  _visible(id) {
+    let f = this._server.get(id)?.fields;
+    for (const rec of this._pending) {
+      if (rec.msg.type !== 'op') continue;
+      for (const sub of expandOp(rec.msg.op)) {
+        if (sub.item === id) f = opKinds.get(sub.kind).apply(f, sub, { room: this, local: true, rec });
+      }
+    }
+    return f;
+  }
+
+  /** Recomputes the local view of ids; emits 'change' for each that changed. */
+  _refresh(ids, local) {
+    for (const id of ids) {
+      const before = this.items.get(id);
+      const after = this._visible(id);
+      const version = this.version(id);
+      const versionChanged = version !== this._shownVersion.get(id);
+      if (after === undefined && before === undefined) {
+        this._shownVersion.delete(id);
+        continue;
+      }
+      if (!versionChanged && deepEqual(before, after)) continue;
+      if (after === undefined) {
+        this.items.delete(id);
+        this._shownVersion.delete(id);
+      } else {
+        this.items.set(id, Object.isFrozen(after) ? after : Object.freeze(after));
+        this._shownVersion.set(id, version);
+      }
+      this.emit('change', { id, fields: after, version, local, removed: after === undefined });
+    }
+  }
+
+  /** Removes a settled record (its effect is in the server state, or it was refused). */
+  _drop(rec) {
+    const i = this._pending.indexOf(rec);
+    if (i >= 0) this._pending.splice(i, 1);
+  }
+
+  /** A log entry (op or stored message) or an ephemeral message from the server. */
+  _onEntry(m) {
+    if (m.seq === undefined) {
+      if (m.type === 'message') this.emit('message', { data: m.data, from: m.from, ephemeral: true, ts: m.ts });
+      return;
+    }
+    if (m.seq <= this._seq) return; // already applied (5.4)
+    if (m.seq > this._seq + 1) {
+      // A hole: keep the entry, and repair by joining again with `since` (4.2).
+      this._buffer.set(m.seq, m);
+      if (this._state === 'joined') this._sendJoin();
+      return;
+    }
+    this._apply(m);
+    this._drain();
+  }
+
+  _drain() {
+    for (const [s] of this._buffer) if (s <= this._seq) this._buffer.delete(s);
+    while (this._buffer.has(this._seq + 1)) {
+      const e = this._buffer.get(this._seq + 1);
+      this._buffer.delete(this._seq + 1);
+      this._apply(e);
+    }
+  }
+
+  _apply(m) {
+    this._seq = m.seq;
+    const c = this.client;
+    const ours = m.cid !== undefined && m.from && m.from.user === c.user && m.from.device === c.device
+      ? this._pending.find((r) => r.cid === m.cid) : undefined;
+    const touched = new Set();
+    if (m.type === 'op') {
+      for (const sub of expandOp(m.op)) {
+        const h = opKinds.get(sub.kind);
+        const cur = this._server.get(sub.item);
+        const f = h.apply(cur?.fields, sub, { room: this, seq: m.seq, local: false });
+        if (f === undefined) this._server.delete(sub.item);
+        else this._server.set(sub.item, { version: m.seq, fields: f });
+        touched.add(sub.item);
+      }
+      const h = opKinds.get(m.op && m.op.kind);
+      if (h && h.onEntry) h.onEntry(this, m);
+    }
+    if (ours) {
+      // Our own op, now in the log: settled even if its ack was lost.
+      if (!ours.acked) this._settleAck(ours, { seq: m.seq });
+      this._drop(ours);
+      if (ours.msg.type === 'op') for (const id of this._itemsOf(ours.msg.op)) touched.add(id);
+    }
+    // Acked records whose entry is now applied (or was covered by a snapshot).
+    for (const rec of [...this._pending]) {
+      if (rec.acked && rec.seq !== undefined && rec.seq <= this._seq) {
+        this._drop(rec);
+        if (rec.msg.type === 'op') for (const id of this._itemsOf(rec.msg.op)) touched.add(id);
+      }
+    }
+    this._refresh(touched, false);
+    if (m.type === 'message') this.emit('message', { data: m.data, from: m.from, seq: m.seq, ts: m.ts, cid: m.cid });
+  }
+
+  _settleAck(rec, ack) {
+    rec.acked = true;
+    rec.seq = ack.seq;
+    this.client._persistDelete(rec.cid);
+    const h = rec.msg.type === 'op' ? opKinds.get(rec.msg.op.kind) : undefined;
+    if (h && h.onAck) h.onAck(this, rec, ack);
+    const r = { seq: ack.seq };
+    if (ack.duplicate) r.duplicate = true;
+    rec.resolve(r);
+  }
+
+  _onAck(m) {
+    const rec = this._pending.find((r) => r.cid === m.cid);
+    if (!rec || rec.acked) return; // a duplicate ack of a settled op
+    this._settleAck(rec, m);
+    if (m.seq === undefined || m.seq <= this._seq) {
+      this._drop(rec);
+      if (rec.msg.type === 'op') this._refresh(this._itemsOf(rec.msg.op), false);
+    }
+  }
+
+  /** An error for one of our ops or publishes (matched by cid). */
+  _onOpError(rec, m) {
+    const c = this.client;
+    if (m.code === 'rate_limited' || (m.code === 'internal' && rec.attempts < 3)) {
+      // Not applied; the same op (same cid) goes again later (13.2, 11.2).
+      if (m.code === 'internal') rec.attempts++;
+      const wait = m.code === 'rate_limited' ? m.retry_after || 1000 : 1000 * rec.attempts;
+      this._retryLater(rec, wait);
+      return;
+    }
+    if (m.code === 'not_joined') {
+      rec.sentGen = -1;
+      this._sendJoin();
+      return;
+    }
+    const h = rec.msg.type === 'op' ? opKinds.get(rec.msg.op.kind) : undefined;
+    const verdict = h && h.onError ? h.onError(this, rec, m) : undefined;
+    if (verdict === 'retry') {
+      this._retryLater(rec, 0);
+      return;
+    }
+    if (verdict === 'keep') return;
+    this._drop(rec);
+    c._persistDelete(rec.cid);
+    if (rec.msg.type === 'op') this._refresh(this._itemsOf(rec.msg.op), true);
+    const op = rec.msg.type === 'op' ? rec.msg.op : undefined;
+    const ev = { ...m, code: m.code, message: m.message, op, item: m.item !== undefined ? m.item : op && op.item };
+    delete ev.type;
+    if (rec.msg.type === 'publish') ev.data = rec.msg.data;
+    this.emit('error', ev);
+    rec.reject(serverError(m));
+  }
+
+  _retryLater(rec, wait) {
+    rec.sentGen = -1;
+    rec.retryAt = Date.now() + wait;
+    setTimeout(() => this._flush(), wait + 1);
+  }
+
+  // ---- internals: membership ----
+
+  _sendJoin() {
+    const c = this.client;
+    if (!c._online() || this._state === 'left' || this._state === 'failed') return;
+    this._state = 'joining';
+    const msg = { type: 'join', room: this.name };
+    if (this._epoch) msg.since = { epoch: this._epoch, seq: this._seq };
+    if (Object.keys(this._myState).length) {
+      msg.presence = this._myState;
+      this._presenceDirty = false;
+    }
+    if (!this._everJoined && this._history) msg.history = this._history;
+    c._request(msg).catch((err) => {
+      if (err.code === 'closed' || err.code === 'disconnected') return; // the next connection joins again
+      if (err.code === 'rate_limited') {
+        setTimeout(() => this._state === 'joining' && this._sendJoin(), (err.details && err.details.retry_after) || 1000);
+        return;
+      }
+      this._fail(err, { state: 'failed' });
+    });
+  }
+
+  _onJoined(m) {
+    if (this._state === 'left' || this._state === 'failed') return;
+    if (m.recovered && m.epoch === this._epoch) {
+      for (const e of m.ops || []) this._onEntry(e);
+    } else {
+      this._resetTo(m);
+    }
+    this._epoch = m.epoch;
+    if (this._seq < m.seq) {
+      // Cannot happen with a correct server (recovered ops end at seq);
+      // position at the join's seq and let the next gap check repair.
+      this._seq = m.seq;
+    }
+    this._drain();
+    this._setPresence(m.presence || []);
+    this._setLocks(m.locks || []);
+    if (m.messages) {
+      for (const e of m.messages) this.emit('message', { data: e.data, from: e.from, seq: e.seq, ts: e.ts, cid: e.cid, history: true });
+    }
+    this._state = 'joined';
+    this._joinedSession = this.client.session;
+    if (!this._everJoined) {
+      this._everJoined = true;
+      this._readyParts.resolve(this);
+    }
+    this.emit('joined', { epoch: m.epoch, seq: m.seq, recovered: !!m.recovered });
+    this._flush();
+  }
+
+  /** A snapshot (6.3) replaces the confirmed state; pending ops stay on top. */
+  _resetTo(m) {
+    const ids = new Set([...this.items.keys()]);
+    this._server = new Map();
+    for (const [id, it] of Object.entries((m.snapshot && m.snapshot.items) || {})) {
+      this._server.set(id, { version: it.version, fields: it.fields || {} });
+      ids.add(id);
+    }
+    this._epoch = m.epoch;
+    this._seq = m.seq;
+    for (const rec of [...this._pending]) {
+      if (rec.msg.type === 'op') for (const id of this._itemsOf(rec.msg.op)) ids.add(id);
+      if (rec.acked && rec.seq !== undefined && rec.seq <= this._seq) this._drop(rec);
+    }
+    this._refresh(ids, false);
+  }
+
+  _setPresence(list) {
+    this.presence._entries = new Map();
+    for (const e of list) this.presence._entries.set(presenceKey(e.user, e.device), { ...e });
+    this.emit('presence', this.presence.list);
+  }
+
+  _onPresence(m) {
+    const k = presenceKey(m.user, m.device);
+    const entries = this.presence._entries;
+    if (m.event === 'leave') {
+      entries.delete(k);
+    } else {
+      const e = { user: m.user, device: m.device, state: m.state || {}, connected: m.connected !== false };
+      if (m.cursor !== undefined) e.cursor = m.cursor;
+      else if (entries.get(k)?.cursor !== undefined) e.cursor = entries.get(k).cursor;
+      entries.set(k, e);
+    }
+    this.emit('presence', this.presence.list);
+  }
+
+  _setLocks(list) {
+    const now = Date.now();
+    const old = this.locks;
+    this.locks = new Map();
+    const c = this.client;
+    for (const l of list) {
+      this.locks.set(l.item, { user: l.user, device: l.device, fence: l.fence, expires: now + (l.ttl || 0) });
+    }
+    for (const [item, held] of [...this._held]) {
+      const l = this.locks.get(item);
+      if (!l || l.user !== c.user || l.device !== c.device || l.fence !== held.fence) {
+        clearTimeout(held.timer);
+        this._held.delete(item);
+        this.emit('error', { code: 'lock_lost', message: `lock on ${item} lost`, item });
+      }
+    }
+    for (const item of new Set([...old.keys(), ...this.locks.keys()])) {
+      const a = old.get(item);
+      const b = this.locks.get(item);
+      if (!a || !b || a.fence !== b.fence || a.user !== b.user || a.device !== b.device) this.emit('lock', { item, lock: b });
+    }
+  }
+
+  _onLock(m) {
+    if (m.state === 'held') {
+      const lock = { user: m.user, device: m.device, fence: m.fence, expires: Date.now() + (m.ttl || 0) };
+      this.locks.set(m.item, lock);
+      this.emit('lock', { item: m.item, lock });
+    } else {
+      const was = this.locks.get(m.item);
+      if (was && m.fence !== undefined && was.fence !== m.fence) return; // an older grant's release
+      this.locks.delete(m.item);
+      const held = this._held.get(m.item);
+      if (held && (m.fence === undefined || held.fence === m.fence)) {
+        clearTimeout(held.timer);
+        this._held.delete(m.item);
+        if (m.reason !== 'unlock') this.emit('error', { code: 'lock_lost', message: `lock on ${m.item} ${m.reason}`, item: m.item, reason: m.reason });
+      }
+      this.emit('lock', { item: m.item, lock: undefined, reason: m.reason });
+    }
+  }
+
+  /** The room is over (left, refused, removed by the server): settle everything. */
+  _fail(err, { silent = false, state = 'failed' } = {}) {
+    this._state = state;
+    this.client._rooms.delete(this.name);
+    if (!silent) this.emit('error', { code: err.code, message: err.message, ...(err.details || {}) });
+    if (!this._everJoined) this._readyParts.reject(err);
+    for (const held of this._held.values()) clearTimeout(held.timer);
+    this._held.clear();
+    clearTimeout(this._presenceTimer);
+    const pending = this._pending;
+    this._pending = [];
+    for (const rec of pending) {
+      this.client._persistDelete(rec.cid);
+      if (!rec.acked) rec.reject(new WsyncError(err.code, err.message));
+    }
+    for (const req of [...this._requests]) {
+      req.done();
+      req.reject(new WsyncError(err.code, err.message));
+    }
+    const ids = [...this.items.keys()];
+    this._refresh(ids, true);
+  }
+
+  /** The transport died: requests sent on it may be lost; they go again on the next one. */
+  _onDisconnect() {
+    if (this._state === 'joined' || this._state === 'joining') this._state = 'idle';
+  }
+}
+
+// ---- Client ------------------------------------------------------------------
+
+const DEFAULTS = {
+  transports: ['ws', 'sse', 'poll'],
+  backoff: { base: 250, max: 10000 },
+  heartbeat: { interval: 25000, timeout: 10000 },
+  connectTimeout: 10000,
+  fallbackMemory: 5 * 60 * 1000,
+  quickDeath: 2000,
+};
+
+const MEMORY_KEY = 'wsync.transport';
+
+export class Client extends Emitter {
+  constructor(url, opts = {}) {
+    super();
+    this.urls = baseUrls(url);
+    this.url = url;
+    this._opts = opts;
+    this._storage = pickStorage(opts.storage);
+    this.device = opts.device || deviceId(this._storage);
+    this.user = opts.user || null;
+    this.session = null;
+    this.status = 'connecting';
+    this.transport = null;
+    this._env = {
+      WebSocket: opts.WebSocket || globalThis.WebSocket,
+      EventSource: opts.EventSource !== undefined ? opts.EventSource : globalThis.EventSource,
+      fetch: opts.fetch || (globalThis.fetch ? globalThis.fetch.bind(globalThis) : undefined),
+    };
+    const want = opts.transports || DEFAULTS.transports;
+    this._transports = want.filter((k) => TRANSPORTS[k] && (k === 'ws' ? !!this._env.WebSocket : !!this._env.fetch));
+    if (!this._transports.length) throw new TypeError(`wsync: no usable transport among ${want.join(', ')}`);
+    this._backoff = { ...DEFAULTS.backoff, ...(opts.backoff || {}) };
+    this._heartbeat = opts.heartbeat === false ? null : { ...DEFAULTS.heartbeat, ...(opts.heartbeat || {}) };
+    this._connectTimeout = opts.connectTimeout || DEFAULTS.connectTimeout;
+    this._fallbackMemory = opts.fallbackMemory !== undefined ? opts.fallbackMemory : DEFAULTS.fallbackMemory;
+    this._rand = randomId(8);  // drawn once per client: cids stay unique across reloads (5.5)
+    this._counter = 0;
+    this._ids = 0;
+    this._orderBase = Date.now();
+    this._rooms = new Map();
+    this._requests = new Map();
+    this._gen = 0;           // connection generation: bumped at every welcome
+    this._current = null;    // the transport with a welcome
+    this._attempt = null;    // the transport being tried
+    this._last = 0;          // ordinal of the last message processed (3.4)
+    this._recvSent = 0;
+    this._recvTimer = null;
+    this._retries = 0;
+    this._retryTimer = null;
+    this._stopped = false;   // close(), replaced, refused: no reconnect
+    this._closed = false;    // close(): final
+    this._preparing = false; // a hello is being made (token function)
+    this._quick = { ws: 0, sse: 0, poll: 0 };
+    this._onlineSince = 0;
+    this._rx = 0;
+    this._lastRx = 0;
+    this._hbTimer = null;
+    this._upgradeTimer = null;
+    this._bucket = null;
+    this._outq = [];
+    this._pumpTimer = null;
+    this._restored = new Map(); // room -> records loaded from IndexedDB, until the room is opened
+    this._store = null;
+    this.limits = null;
+
+    let loading = Promise.resolve();
+    const idb = opts.indexedDB || globalThis.indexedDB;
+    if (opts.persist === 'indexeddb' && idb) {
+      this._store = new PendingStore(idb, this.device);
+      loading = this._store.load().then((recs) => this._restore(recs));
+    }
+    // The browser says the network is back: skip the rest of the backoff wait
+    // (never a restart after close() or a 4001).
+    this._onBrowserOnline = () => {
+      if (!this._stopped && !this._current && !this._attempt) this._connect();
+    };
+    // The browser says the network is gone: an open socket may stay silent
+    // for a long time (Chromium holds it), so drop it now and go offline.
+    this._onBrowserOffline = () => {
+      const t = this._current;
+      if (this._stopped || !t) return;
+      t.close();
+      this._onLost(t, { code: 1006, reason: 'browser offline' });
+    };
+    if (typeof globalThis.addEventListener === 'function' && typeof globalThis.navigator === 'object') {
+      globalThis.addEventListener('online', this._onBrowserOnline);
+      globalThis.addEventListener('offline', this._onBrowserOffline);
+    }
+    loading.then(() => this._connect());
+  }
+
+  // ---- public ----
+
+  /** The room object for name (one per name); joins now or when online, and after every reconnect. */
+  room(name, opts) {
+    let r = this._rooms.get(name);
+    if (r) return r;
+    r = new Room(this, name, opts);
+    this._rooms.set(name, r);
+    this._adoptRestored(r);
+    if (this._online()) r._sendJoin();
+    return r;
+  }
+
+  /** Ends the session (bye), closes the transport; no reconnect. Pending ops are rejected with 'closed' (but stay in IndexedDB). */
+  async close() {
+    if (this._closed) return;
+    this._closed = true;
+    this._stopped = true;
+    clearTimeout(this._retryTimer);
+    this._stopTimers();
+    if (typeof globalThis.removeEventListener === 'function') {
+      globalThis.removeEventListener('online', this._onBrowserOnline);
+      globalThis.removeEventListener('offline', this._onBrowserOffline);
+    }
+    const t = this._current || this._attempt;
+    this._current = null;
+    this._attempt = null;
+    if (t) await t.close({ bye: true });
+    this.session = null;
+    this._setStatus('offline', null);
+    const err = new WsyncError('closed', 'client closed');
+    for (const req of [...this._requests.values()]) {
+      if (req.done) req.done();
+      else this._requests.delete(req.id);
+      req.reject(err);
+    }
+    for (const r of [...this._rooms.values()]) {
+      for (const rec of r._pending) if (!rec.acked) rec.reject(err);
+      r._pending = [];
+      for (const held of r._held.values()) clearTimeout(held.timer);
+    }
+    if (this._store) this._store.close();
+  }
+
+  /** Connects now: after 4001 (replaced) by the user's action, or to skip a backoff wait. */
+  reconnect() {
+    if (this._closed || this._current || this._attempt || this._preparing) return;
+    this._stopped = false;
+    clearTimeout(this._retryTimer);
+    this._connect();
+  }
+
+  // ---- connection ----
+
+  _online() {
+    return this._current !== null;
+  }
+
+  _setStatus(status, transport) {
+    this.transport = transport === undefined ? this.transport : transport;
+    if (this.status === status) return;
+    this.status = status;
+    this.emit('status', status, { transport: this.transport });
+  }
+
+  _memory() {
+    const raw = storageGet(this._storage, MEMORY_KEY);
+    if (!raw) return null;
+    try {
+      const m = JSON.parse(raw);
+      return m && m.until > Date.now() ? m : null;
+    } catch {
+      return null;
+    }
+  }
+
+  _remember(kind) {
+    if (kind === this._transports[0]) storageSet(this._storage, MEMORY_KEY, null);
+    else storageSet(this._storage, MEMORY_KEY, JSON.stringify({ transport: kind, until: Date.now() + this._fallbackMemory }));
+  }
+
+  /** The transports to try, in order: a remembered fallback skips the ones before it. */
+  _order() {
+    const list = this._transports;
+    const mem = this._memory();
+    if (mem) {
+      const i = list.indexOf(mem.transport);
+      if (i > 0) return list.slice(i);
+    }
+    return list;
+  }
+
+  async _helloMsg() {
+    const o = this._opts;
+    const hello = { type: 'hello', v: 1, device: this.device };
+    const tok = typeof o.token === 'function' ? await o.token() : o.token;
+    if (tok) hello.token = tok;
+    else if (o.user) hello.user = o.user;
+    if (this.session) {
+      hello.session = this.session;
+      hello.last = this._last;
+    }
+    return hello;
+  }
+
+  async _connect() {
+    if (this._stopped || this._current || this._attempt || this._preparing) return;
+    clearTimeout(this._retryTimer);
+    this._retryTimer = null;
+    this._setStatus(this.session ? 'resuming' : 'connecting', null);
+    let hello;
+    // A token function may take a while: one attempt at a time meanwhile.
+    this._preparing = true;
+    try {
+      hello = await this._helloMsg();
+    } catch (err) {
+      this.emit('error', { code: 'token', message: `token(): ${err && err.message}` });
+      this._scheduleRetry();
+      return;
+    } finally {
+      this._preparing = false;
+    }
+    if (this._stopped || this._current || this._attempt) return;
+    this._try(this._order(), 0, hello);
+  }
+
+  _try(order, i, hello) {
+    const kind = order[i];
+    const handlers = {};
+    const t = new TRANSPORTS[kind](this.urls, this._env, handlers);
+    this._attempt = t;
+    const timer = setTimeout(() => {
+      if (this._attempt !== t) return;
+      t.close();
+      this._attempt = null;
+      this._attemptFailed(order, i, hello, { code: 1006, reason: 'connect timeout', opened: t.opened });
+    }, this._connectTimeout);
+    handlers.welcome = (w) => {
+      clearTimeout(timer);
+      if (this._attempt !== t) return;
+      this._attempt = null;
+      this._onWelcome(t, w, hello, order, i);
+    };
+    handlers.message = (m, ord) => this._onMessage(t, m, ord);
+    handlers.error = (e) => this.emit('error', e);
+    handlers.close = (info) => {
+      clearTimeout(timer);
+      if (this._attempt === t) {
+        this._attempt = null;
+        this._attemptFailed(order, i, hello, info);
+      } else if (this._current === t) {
+        this._onLost(t, info);
+      }
+    };
+    t.start(hello);
+  }
+
+  _attemptFailed(order, i, hello, info) {
+    if (this._stopped) return;
+    if (info.error) {
+      // The server refused the hello (3.1).
+      const e = { ...info.error };
+      delete e.type;
+      this.emit('error', e);
+      if (AUTH_CODES.has(e.code) && typeof this._opts.token !== 'function') {
+        // The same token would be refused again: wait for the application.
+        this._stopped = true;
+        this._setStatus('offline', null);
+        return;
+      }
+      this._scheduleRetry();
+      return;
+    }
+    if (info.expired) {
+      // The session is gone, not the transport: say hello again, anew.
+      this.session = null;
+      this._scheduleRetry();
+      return;
+    }
+    if (order[i] === 'ws' && info.opened) this._countQuick('ws');
+    if (i + 1 < order.length) {
+      this._try(order, i + 1, hello);
+      return;
+    }
+    this._scheduleRetry();
+  }
+
+  _scheduleRetry() {
+    if (this._stopped) return;
+    this._setStatus('offline', null);
+    const delay = backoffDelay(this._retries++, this._backoff);
+    clearTimeout(this._retryTimer);
+    this._retryTimer = setTimeout(() => this._connect(), delay);
+  }
+
+  _countQuick(kind) {
+    this._quick[kind] = (this._quick[kind] || 0) + 1;
+    if (this._quick[kind] >= 2) {
+      // "Opened, then died at once, twice": the next transport for a while.
+      const i = this._transports.indexOf(kind);
+      if (i >= 0 && i + 1 < this._transports.length) this._remember(this._transports[i + 1]);
+      this._quick[kind] = 0;
+    }
+  }
+
+  _onWelcome(t, w, hello, order, i) {
+    const resumed = !!w.resumed && !!hello.session && w.session === hello.session;
+    this._current = t;
+    this._gen++;
+    this.session = w.session;
+    this.user = w.user;
+    this.limits = w.limits || null;
+    this._last = resumed ? hello.last || 0 : 0;
+    this._recvSent = this._last;
+    this._onlineSince = Date.now();
+    this._rx = 0;
+    this._lastRx = Date.now();
+    this._healthy = false;
+    const lim = w.limits || {};
+    const burst = lim.burst || 200;
+    const rate = lim.rate || 100;
+    // Our own copy of the server's token bucket (13.2): a message the server
+    // would refuse for the rate is held back instead, which keeps ops in order.
+    this._bucket = { tokens: resumed ? Math.max(1, burst / 2) : burst - 1, cap: Math.max(1, burst - 1), rate, at: Date.now() };
+    this._outq = [];
+    if (i > 0 && this._transports.includes(order[0])) this._remember(t.kind);
+    else if (t.kind === this._transports[0]) this._remember(t.kind);
+    this._setStatus('online', t.kind);
+    this.emit('welcome', { resumed, session: w.session, transport: t.kind });
+    this._startTimers(t);
+    const serverRooms = new Set(resumed ? w.rooms || [] : []);
+    for (const r of this._rooms.values()) {
+      if (resumed && serverRooms.has(r.name) && r._state === 'idle' && r._joinedSession === w.session) {
+        // Still a member: the server replays what was lost (3.5).
+        r._state = 'joined';
+        r._flush();
+      } else {
+        r._sendJoin();
+      }
+    }
+    for (const name of serverRooms) {
+      if (!this._rooms.has(name)) this._send({ type: 'leave', room: name });
+    }
+    // Send a ping at once: a transport that delivers nothing is found out
+    // within the heartbeat timeout, not after the next interval.
+    if (this._heartbeat) this._ping();
+  }
+
+  _onLost(t, info) {
+    this._current = null;
+    this._stopTimers();
+    this._outq = [];
+    const lived = Date.now() - this._onlineSince;
+    for (const req of [...this._requests.values()]) {
+      if (!req.room) {
+        this._requests.delete(req.id);
+        req.reject(new WsyncError('disconnected', 'connection lost'));
+      }
+    }
+    for (const r of this._rooms.values()) r._onDisconnect();
+    if (info.code === 4001) {
+      this._stopped = true;
+      this._setStatus('offline', null);
+      this.emit('error', { code: 'replaced', message: 'session replaced by another connection of this device (4001); not reconnecting' });
+      return;
+    }
+    if (info.expired) this.session = null;
+    if (!ORDERLY_CLOSES.has(info.code) && (lived < this._quickMs() || this._rx === 0)) this._countQuick(t.kind);
+    else this._quick[t.kind] = 0;
+    if (lived > this._quickMs()) this._retries = 0;
+    if (this._stopped) return;
+    this._scheduleRetry();
+  }
+
+  _quickMs() {
+    return this._opts.quickDeath || DEFAULTS.quickDeath;
+  }
+
+  _startTimers(t) {
+    this._stopTimers();
+    const hb = this._heartbeat;
+    if (hb) {
+      this._hbTimer = setInterval(() => {
+        if (this._current !== t) return;
+        const now = Date.now();
+        if (this._pingSent && this._pingSent > this._lastRx && now - this._pingSent > hb.timeout) {
+          // No message since the ping: the connection is dead (3.6).
+          t.close();
+          this._onLost(t, { code: 1006, reason: 'heartbeat timeout' });
+          return;
+        }
+        if (now - this._lastRx >= hb.interval && !(this._pingSent > this._lastRx)) this._ping();
+      }, Math.max(100, Math.min(hb.interval, hb.timeout) / 4));
+    }
+    const mem = this._memory();
+    if (mem && t.kind !== this._transports[0]) {
+      // WebSocket (or SSE) is tried again once the memory of its failure ends.
+      this._upgradeTimer = setTimeout(() => {
+        if (this._current !== t) return;
+        t.close();
+        this._onLost(t, { code: 1000, reason: 'retrying the preferred transport' });
+      }, Math.max(0, mem.until - Date.now()) + 10);
+    }
+  }
+
+  _stopTimers() {
+    clearInterval(this._hbTimer);
+    clearTimeout(this._upgradeTimer);
+    clearTimeout(this._recvTimer);
+    clearTimeout(this._pumpTimer);
+    this._hbTimer = this._upgradeTimer = this._recvTimer = this._pumpTimer = null;
+    this._pingSent = 0;
+  }
+
+  _ping() {
+    this._pingSent = Date.now();
+    this._request({ type: 'ping' }).catch(noop);
+  }
+
+  _send(msg) {
+    const t = this._current;
+    if (!t) return;
+    if (msg.type === 'recv' || msg.type === 'ping' || msg.type === 'bye') {
+      t.send(msg);
+      return;
+    }
+    this._outq.push(msg);
+    this._pump();
+  }
+
+  /** Whether msg is over the server's max_message (1.1). */
+  _tooLarge(msg) {
+    const max = this.limits && this.limits.max_message;
+    if (!max) return false;
+    const text = JSON.stringify(msg);
+    if (text.length * 3 <= max) return false;
+    return new TextEncoder().encode(text).length > max;
+  }
+
+  _pump() {
+    const t = this._current;
+    const b = this._bucket;
+    if (!t || !b) return;
+    const now = Date.now();
+    b.tokens = Math.min(b.cap, b.tokens + ((now - b.at) * b.rate) / 1000);
+    b.at = now;
+    while (this._outq.length && b.tokens >= 1) {
+      b.tokens -= 1;
+      t.send(this._outq.shift());
+    }
+    if (this._outq.length && !this._pumpTimer) {
+      this._pumpTimer = setTimeout(() => {
+        this._pumpTimer = null;
+        this._pump();
+      }, Math.ceil(((1 - b.tokens) * 1000) / b.rate) + 1);
+    }
+  }
+
+  /** A client-level request with a reply; rejected when the connection is lost. */
+  _request(msg) {
+    if (!this._online()) return rejected('disconnected', 'not connected');
+    const p = promiseParts();
+    const req = { id: this._nextId(), msg, resolve: p.resolve, reject: p.reject };
+    this._requests.set(req.id, req);
+    this._send({ ...msg, id: req.id });
+    return p.promise;
+  }
+
+  _onMessage(t, m, ord) {
+    if (this._current !== t) return;
+    if (ord !== undefined) {
+      if (ord <= this._last) return; // replayed twice
+      this._last = ord;
+    } else {
+      this._last++;
+    }
+    this._rx++;
+    this._lastRx = Date.now();
+    if (!this._healthy && this._lastRx - this._onlineSince > this._quickMs()) {
+      this._healthy = true;
+      this._quick[t.kind] = 0;
+    }
+    if (t.kind !== 'poll' && !this._recvTimer) {
+      // Confirm progress about once a second while messages arrive (3.4).
+      this._recvTimer = setTimeout(() => {
+        this._recvTimer = null;
+        if (this._current === t && this._last > this._recvSent) {
+          this._recvSent = this._last;
+          t.send({ type: 'recv', n: this._last });
+        }
+      }, 1000);
+    }
+    this._dispatch(m);
+  }
+
+  _dispatch(m) {
+    const req = m.re !== undefined ? this._requests.get(m.re) : undefined;
+    const room = m.room !== undefined ? this._rooms.get(m.room) : undefined;
+    switch (m.type) {
+      case 'op':
+      case 'message':
+        if (room) room._onEntry(m);
+        return;
+      case 'ack':
+        if (req) this._settle(req, m);
+        if (room && m.cid !== undefined) room._onAck(m);
+        return;
+      case 'joined':
+        if (req) this._settle(req, m);
+        if (room) room._onJoined(m);
+        return;
+      case 'presence':
+        if (room) room._onPresence(m);
+        return;
+      case 'lock':
+        if (room) room._onLock(m);
+        return;
+      case 'cursor':
+        if (room) room.emit('cursor', { user: m.user, device: m.device, seq: m.seq });
+        return;
+      case 'left':
+        if (req) this._settle(req, m);
+        else if (room && !req) room._fail(new WsyncError(m.reason || 'left', `removed from room ${m.room}: ${m.reason || 'left'}`));
+        return;
+      case 'error':
+        this._onError(m, req, room);
+        return;
+      default:
+        if (req) this._settle(req, m); // pong, granted, unlocked
+    }
+  }
+
+  _settle(req, m) {
+    if (req.done) req.done();
+    else this._requests.delete(req.id);
+    req.resolve(m);
+  }
+
+  _onError(m, req, room) {
+    if ((m.for === 'op' || m.for === 'publish') && room && m.cid !== undefined) {
+      const rec = room._pending.find((r) => r.cid === m.cid);
+      if (rec) {
+        room._onOpError(rec, m);
+        return;
+      }
+    }
+    if (req) {
+      if (m.code === 'rate_limited' && req.room) {
+        req.sentGen = -1;
+        req.retryAt = Date.now() + (m.retry_after || 1000);
+        setTimeout(() => req.room._flush(), (m.retry_after || 1000) + 1);
+        return;
+      }
+      if (req.done) req.done();
+      else this._requests.delete(req.id);
+      req.reject(serverError(m));
+      return;
+    }
+    const ev = { ...m };
+    delete ev.type;
+    if (room) room.emit('error', ev);
+    else this.emit('error', ev);
+  }
+
+  // ---- ids, persistence ----
+
+  _nextId() {
+    return ++this._ids;
+  }
+
+  /** `<device>.<random>.<counter>` (5.5): unique per device across reloads. */
+  _nextCid() {
+    return `${this.device}.${this._rand}.${++this._counter}`;
+  }
+
+  _nextOrder() {
+    return this._orderBase + ++this._counter / 1e6;
+  }
+
+  _persistPut(room, rec) {
+    if (this._store) this._store.put({ cid: rec.cid, room, order: rec.order, msg: rec.msg });
+  }
+
+  _persistDelete(cid) {
+    if (this._store && cid !== undefined) this._store.delete(cid);
+  }
+
+  _restore(recs) {
+    if (recs.length) this._orderBase = Math.max(this._orderBase, Math.ceil(recs[recs.length - 1].order) + 1);
+    for (const rec of recs) {
+      if (!this._restored.has(rec.room)) this._restored.set(rec.room, []);
+      this._restored.get(rec.room).push(rec);
+    }
+    for (const r of this._rooms.values()) this._adoptRestored(r);
+  }
+
+  /** Pending ops of an earlier run go first, before anything made in this one. */
+  _adoptRestored(room) {
+    const recs = this._restored.get(room.name);
+    if (!recs) return;
+    this._restored.delete(room.name);
+    const mine = room._pending;
+    room._pending = [];
+    for (const rec of recs) {
+      room._enqueue(rec.msg, rec).catch(noop);
+    }
+    room._pending.push(...mine);
+    const ids = new Set();
+    for (const rec of room._pending) if (rec.msg.type === 'op') for (const id of room._itemsOf(rec.msg.op)) ids.add(id);
+    room._refresh(ids, true);
+  }
+}
+
+export default Client;
