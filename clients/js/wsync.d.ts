@@ -1,5 +1,8 @@
 // wsync.d.ts -- TypeScript declarations of the wsync JavaScript client (wsync.js).
 
+import type { TextDoc, TextDocState, TextOp, TextOpComponent, TextareaLike, TextSelection } from './text.js';
+export { bindTextarea } from './text.js';
+
 export type Status = 'connecting' | 'online' | 'offline' | 'resuming';
 export type TransportKind = 'ws' | 'sse' | 'poll';
 
@@ -62,10 +65,13 @@ export interface ServerErrorInfo {
   current?: { version: number; fields: Fields } | null;
   lock?: { item: string; user: string; device: string; fence: number; ttl: number };
   retry_after?: number;
+  /** For rev_too_old (5.7): the field's current text and revision. */
+  text?: string;
+  rev?: number;
   [member: string]: unknown;
 }
 
-/** Rejection reason of the client's promises: code is the server's error code, or 'closed', 'left', 'disconnected', 'offline'. */
+/** Rejection reason of the client's promises: code is the server's error code, or 'closed', 'left', 'disconnected', 'offline' ('rebased' for a text op replaced before it was sent). */
 export class WsyncError extends Error {
   code: string;
   /** The server's error object, when the server refused. */
@@ -75,7 +81,9 @@ export class WsyncError extends Error {
 export interface SetOp { kind: 'set'; item: string; fields: Fields; base?: number; fence?: number }
 export interface DelOp { kind: 'del'; item: string; base?: number; fence?: number }
 export interface BatchOp { kind: 'batch'; ops: Array<SetOp | DelOp> }
-export type Op = SetOp | DelOp | BatchOp | { kind: string; item?: string; [member: string]: unknown };
+/** A text op (5.7): ops in code points against revision rev of the field. */
+export interface TextFieldOp { kind: 'text'; item: string; field: string; rev: number; ops: TextOp; fence?: number }
+export type Op = SetOp | DelOp | BatchOp | TextFieldOp | { kind: string; item?: string; [member: string]: unknown };
 
 export interface WriteOptions {
   /** Version check: 0 = the item must not exist, n = the item must be at version n. */
@@ -194,6 +202,13 @@ export class Room extends Emitter {
 
   get(id: string): Readonly<Fields> | undefined;
   version(id: string): number | undefined;
+  /**
+   * The shared text of item's field (5.7): the same object for every call
+   * with the same item and field (until closed and settled). Open it after
+   * `ready` to start from the room's text; before, it starts empty and the
+   * snapshot rebases what was typed. Throws if the room was left.
+   */
+  text(item: string, field: string): SharedText;
   set(id: string, fields: Fields, opts?: WriteOptions): Promise<WriteResult>;
   delete(id: string, opts?: WriteOptions): Promise<WriteResult>;
   batch(ops: BatchEntry[]): Promise<WriteResult>;
@@ -213,8 +228,78 @@ export class Room extends Emitter {
   on(event: 'cursor', fn: (e: { user: string; device: string; seq: number }) => void): this;
   on(event: string, fn: (...args: any[]) => void): this;
 
-  /** For op-kind modules (see defineOpKind): sends an op of any registered kind with a fresh cid. */
-  _submit(op: Op): Promise<WriteResult>;
+  /** For op-kind modules (see defineOpKind): sends an op of any registered kind with a fresh cid (or cid). */
+  _submit(op: Op, cid?: string): Promise<WriteResult>;
+}
+
+export interface SharedTextChange {
+  item: string;
+  field: string;
+  /** The new value (UTF-16 string). */
+  value: string;
+  /** The value before this change. */
+  previous: string;
+  /**
+   * Code point op taking previous to value: move a cursor with
+   * cpToUtf16(value, transformPosition(utf16ToCp(previous, pos16), ops)) (text.js).
+   */
+  ops: TextOp;
+  /** true for this client's edits (and the rollback of a refused one), false for others' edits and resets. */
+  local: boolean;
+  /** The field's revision known after the change. */
+  rev: number;
+  /** The text was replaced from the server (snapshot, a set or del of the field, rev_too_old); local edits rebased on it. */
+  reset?: true;
+  /** A refused edit was undone. */
+  rollback?: true;
+}
+
+export interface SharedTextError {
+  /** The server's code (11.2), or 'rev_mismatch'. */
+  code: string;
+  message: string;
+  cid: string;
+  item: string;
+  field: string;
+  /** The refused op, as sent. */
+  ops?: TextOp;
+}
+
+/**
+ * One text field of one item, edited by many (room.text()). Positions and
+ * lengths are UTF-16 units of value, as a <textarea> counts them; the wire
+ * counts code points. Edits apply at once; at most one op is in flight, the
+ * rest is buffered, sent after its ack, and kept across reconnects.
+ */
+export class SharedText extends Emitter {
+  readonly room: Room;
+  readonly item: string;
+  readonly field: string;
+  /** The TextDoc underneath (text.js). Read it; edit through this object. */
+  readonly doc: TextDoc;
+  /** The local text, unconfirmed edits included ('' when the field is missing or not a string). */
+  readonly value: string;
+  /** The field's revision last known. */
+  readonly rev: number;
+  /** 'synchronized' once every edit is confirmed. */
+  readonly state: TextDocState;
+
+  /** Each returns the op made (code points), [] for no change. Throw after close() or once the room is left. */
+  insert(pos16: number, text: string): TextOp;
+  delete(pos16: number, len16: number): TextOp;
+  /** value becomes newValue by one change; caret16 (the caret after the edit) places an ambiguous one. */
+  replace(newValue: string, caret16?: number): TextOp;
+  submitOp(ops: readonly TextOpComponent[]): TextOp;
+  /** bindTextarea(textarea, this, options); returns the unbind function (close() unbinds too). */
+  bind(textarea: TextareaLike, options?: { onSelection?: (sel: TextSelection) => void }): () => void;
+  /** Unbinds, drops listeners; later edits throw. Edits made are still delivered. */
+  close(): void;
+
+  on(event: 'change', fn: (e: SharedTextChange) => void): this;
+  /** A refused edit (locked, forbidden, invalid_field, too_large, ...), already rolled back. */
+  on(event: 'error', fn: (e: SharedTextError) => void): this;
+  on(event: string, fn: (...args: any[]) => void): this;
+  off(event: string, fn: (...args: any[]) => void): this;
 }
 
 export class Client extends Emitter {
@@ -250,8 +335,10 @@ export interface OpKindHandler {
   apply?(fields: Readonly<Fields> | undefined, op: Op, ctx: { room: Room; seq?: number; local: boolean }): Fields | undefined;
   onEntry?(room: Room, entry: object): void;
   onAck?(room: Room, rec: object, ack: object): void;
-  /** 'retry': re-send; 'keep': keep unsent; anything else rolls the op back. */
-  onError?(room: Room, rec: object, error: ServerErrorInfo): 'retry' | 'keep' | void;
+  /** 'retry': re-send; 'keep': keep unsent; 'drop': forget it silently (handled); anything else rolls it back. */
+  onError?(room: Room, rec: object, error: ServerErrorInfo): 'retry' | 'keep' | 'drop' | void;
+  /** The item's text revisions after an entry of this kind (5.7); must not modify revs. */
+  revs?(revs: Readonly<Record<string, number>> | undefined, op: Op): Record<string, number> | undefined;
 }
 
 export function defineOpKind(kind: string, handler: OpKindHandler): void;

@@ -27,14 +27,18 @@
 // joined again with `since` (catch-up, 6.2). Either way every op without an
 // ack is sent again with its cid, which the server's dedupe (5.5) makes safe.
 //
-// Op kinds are dispatched through one table (defineOpKind) so that a later
-// module (collaborative text, 5.7) can add its kind without touching the rest.
+// Op kinds are dispatched through one table (defineOpKind); collaborative
+// text (5.7, room.text(), at the end of this file) is one such kind, wrapping
+// a TextDoc (text.js) per shared field.
 //
 // Plain ES module, no runtime dependencies; loads unbundled in browsers and
 // in Node >= 18 (pass the `ws` package's WebSocket as options.WebSocket).
 
 import { ORDERLY_CLOSES, TRANSPORTS } from './transports.js';
 import { PendingStore, deviceId, pickStorage, randomId, storageGet, storageSet } from './persist.js';
+import { TextDoc, apply as applyText, bindTextarea } from './text.js';
+
+export { bindTextarea };
 
 const noop = () => {};
 
@@ -108,15 +112,21 @@ const serverError = (m) => new WsyncError(m.code, m.message || m.code, m);
 **                                 gone). Must not modify `fields`: return a new
 **                                 object. ctx = {room, seq, local}: local is
 **                                 true when a pending op is re-applied.
+**   revs(revs, op)             optional: the item's new text revisions (5.7,
+**                                 {field: rev}) after a log entry; must not
+**                                 modify `revs`. Default: unchanged.
 **   onEntry(room, entry)       optional: an entry of this kind was applied to
 **                                 the server state (e.g. transform pending ops)
 **   onAck(room, rec, ack)      optional: one of our ops was acknowledged
 **   onError(room, rec, error)  optional: one of our ops was rejected; return
 **                                 'retry' to keep and re-send it, 'keep' to keep
-**                                 it unsent, anything else rolls it back
+**                                 it unsent, 'drop' to forget it silently (the
+**                                 handler dealt with it: no 'error' event),
+**                                 anything else rolls it back
 **
 ** `rec` is the pending record: {cid, msg: {type:'op', room, cid, op}, acked,
-** seq, ...}. Room._submit(op) sends an op of any kind with a fresh cid.
+** seq, sent, ...}. Room._submit(op, cid?) sends an op of any kind with a fresh
+** cid (or the one given).
 */
 const opKinds = new Map();
 
@@ -137,6 +147,18 @@ defineOpKind('set', {
     for (const [k, v] of Object.entries(op.fields || {})) {
       if (v === null) delete out[k];
       else out[k] = v;
+    }
+    return out;
+  },
+  // A set that writes or deletes a text field resets it: one more revision
+  // (5.7). Fields that never held text have no revision to bump.
+  revs(revs, op) {
+    if (!revs) return revs;
+    let out = revs;
+    for (const k of Object.keys(op.fields || {})) {
+      if (!Object.prototype.hasOwnProperty.call(revs, k)) continue;
+      if (out === revs) out = { ...revs };
+      out[k] = revs[k] + 1;
     }
     return out;
   },
@@ -257,7 +279,7 @@ export class Room extends Emitter {
     this._state = 'idle';     // idle | joining | joined | left | failed
     this._epoch = null;
     this._seq = 0;
-    this._server = new Map(); // id -> {version, fields}: confirmed state
+    this._server = new Map(); // id -> {version, fields, revs?}: confirmed state
     this._pending = [];       // our ops and publishes not yet in the log, in order
     this._buffer = new Map(); // seq -> entry that arrived ahead of a gap
     this._shownVersion = new Map();
@@ -267,6 +289,8 @@ export class Room extends Emitter {
     this._presenceDirty = false;
     this._presenceTimer = null;
     this._everJoined = false;
+    this._texts = new Map();  // textKey(item, field) -> SharedText
+    this._resync = false;     // the replica failed to apply an entry: get a snapshot
     /** Local view: item id -> fields (server state plus pending ops). Read-only. */
     this.items = new Map();
     /** Locks held in the room: item -> {user, device, fence, expires}. Read-only. */
@@ -296,6 +320,27 @@ export class Room extends Emitter {
   /** Number of ops and publishes not yet confirmed. */
   get pendingCount() {
     return this._pending.length;
+  }
+
+  /**
+   * The shared text of item's field (5.7): one SharedText per (item, field),
+   * the same object on every call until it is closed and settled.
+   */
+  text(item, field) {
+    item = String(item);
+    field = String(field);
+    if (!item || !field) throw new TypeError('wsync: text(item, field): both must be non-empty');
+    if (this._state === 'left' || this._state === 'failed') {
+      throw new WsyncError(this._state === 'left' ? 'left' : 'not_joined', `room ${this.name} is ${this._state}`);
+    }
+    const k = textKey(item, field);
+    let t = this._texts.get(k);
+    if (!t) {
+      t = new SharedText(this, item, field);
+      this._texts.set(k, t);
+    }
+    t._closed = false;
+    return t;
   }
 
   set(id, fields, opts = {}) {
@@ -382,10 +427,9 @@ export class Room extends Emitter {
     return op;
   }
 
-  /** Sends an op of any kind with a fresh cid; for op-kind modules. */
-  _submit(op) {
+  /** Sends an op of any kind with a fresh cid (or cid); for op-kind modules. */
+  _submit(op, cid = this.client._nextCid()) {
     if (!opKinds.has(op.kind)) throw new TypeError(`wsync: unknown op kind ${op.kind}`);
-    const cid = this.client._nextCid();
     return this._enqueue({ type: 'op', room: this.name, cid, op });
   }
 
@@ -400,6 +444,7 @@ export class Room extends Emitter {
       order: restored ? restored.order : this.client._nextOrder(),
       id: undefined,
       sentGen: -1,
+      sent: false,            // ever handed to a transport (the server may have it)
       acked: false,
       seq: undefined,
       retryAt: 0,
@@ -435,6 +480,7 @@ export class Room extends Emitter {
         continue;
       }
       rec.sentGen = c._gen;
+      rec.sent = true;
       c._send(msg);
     }
     for (const req of this._requests) {
@@ -507,7 +553,21 @@ export class Room extends Emitter {
         if (sub.item === id) f = opKinds.get(sub.kind).apply(f, sub, { room: this, local: true, rec });
       }
     }
+    // A shared text ahead of the confirmed state (its edits in flight or
+    // buffered, or a revision learnt from an ack or a rev_too_old before the
+    // entry itself) shows its value.
+    for (const t of this._texts.values()) {
+      if (t.item === id && t._ahead()) f = { ...(f || {}), [t.field]: t.value };
+    }
     return f;
+  }
+
+  /** The confirmed text and revision of item's field (5.7): '' and 0 when absent or not a string. */
+  _serverText(item, field) {
+    const s = this._server.get(item);
+    const v = s && s.fields[field];
+    const rev = s && s.revs && Object.prototype.hasOwnProperty.call(s.revs, field) ? s.revs[field] : 0;
+    return { text: typeof v === 'string' ? v : '', rev };
   }
 
   /** Recomputes the local view of ids; emits 'change' for each that changed. */
@@ -572,14 +632,19 @@ export class Room extends Emitter {
       ? this._pending.find((r) => r.cid === m.cid) : undefined;
     const touched = new Set();
     if (m.type === 'op') {
+      const overwritten = new Set(); // shared texts a set or del wrote over
       for (const sub of expandOp(m.op)) {
         const h = opKinds.get(sub.kind);
         const cur = this._server.get(sub.item);
         const f = h.apply(cur?.fields, sub, { room: this, seq: m.seq, local: false });
         if (f === undefined) this._server.delete(sub.item);
-        else this._server.set(sub.item, { version: m.seq, fields: f });
+        else this._server.set(sub.item, { version: m.seq, fields: f, revs: h.revs ? h.revs(cur?.revs, sub) : cur?.revs });
         touched.add(sub.item);
+        if (sub.kind !== 'text') {
+          for (const t of this._texts.values()) if (t._overwrittenBy(sub)) overwritten.add(t);
+        }
       }
+      for (const t of overwritten) t._rebase(); // after the whole batch: its final state
       const h = opKinds.get(m.op && m.op.kind);
       if (h && h.onEntry) h.onEntry(this, m);
     }
@@ -598,6 +663,19 @@ export class Room extends Emitter {
     }
     this._refresh(touched, false);
     if (m.type === 'message') this.emit('message', { data: m.data, from: m.from, seq: m.seq, ts: m.ts, cid: m.cid });
+    this._resyncIfBroken();
+  }
+
+  /**
+   * An entry did not apply to our copy (a text op reaching past the end of
+   * the text): the replica is wrong. Once joined, forget the position: the
+   * join that follows gets a snapshot.
+   */
+  _resyncIfBroken() {
+    if (!this._resync || this._state !== 'joined') return;
+    this._resync = false;
+    this._epoch = null;
+    this._sendJoin();
   }
 
   _settleAck(rec, ack) {
@@ -643,6 +721,13 @@ export class Room extends Emitter {
       return;
     }
     if (verdict === 'keep') return;
+    if (verdict === 'drop') {
+      this._drop(rec);
+      c._persistDelete(rec.cid);
+      if (rec.msg.type === 'op') this._refresh(this._itemsOf(rec.msg.op), true);
+      rec.reject(serverError(m));
+      return;
+    }
     this._drop(rec);
     c._persistDelete(rec.cid);
     if (rec.msg.type === 'op') this._refresh(this._itemsOf(rec.msg.op), true);
@@ -697,6 +782,9 @@ export class Room extends Emitter {
       this._seq = m.seq;
     }
     this._drain();
+    // A text waiting for a del (see the text kind's onError) that neither the
+    // catch-up nor the snapshot brought: the room's state is the server's now.
+    for (const t of [...this._texts.values()]) if (t._stale) t._rebase();
     this._setPresence(m.presence || []);
     this._setLocks(m.locks || []);
     if (m.messages) {
@@ -710,14 +798,16 @@ export class Room extends Emitter {
     }
     this.emit('joined', { epoch: m.epoch, seq: m.seq, recovered: !!m.recovered });
     this._flush();
+    this._resyncIfBroken();
   }
 
   /** A snapshot (6.3) replaces the confirmed state; pending ops stay on top. */
   _resetTo(m) {
+    this._resync = false;
     const ids = new Set([...this.items.keys()]);
     this._server = new Map();
     for (const [id, it] of Object.entries((m.snapshot && m.snapshot.items) || {})) {
-      this._server.set(id, { version: it.version, fields: it.fields || {} });
+      this._server.set(id, { version: it.version, fields: it.fields || {}, revs: it.revs });
       ids.add(id);
     }
     this._epoch = m.epoch;
@@ -726,6 +816,7 @@ export class Room extends Emitter {
       if (rec.msg.type === 'op') for (const id of this._itemsOf(rec.msg.op)) ids.add(id);
       if (rec.acked && rec.seq !== undefined && rec.seq <= this._seq) this._drop(rec);
     }
+    for (const t of [...this._texts.values()]) t._rebase();
     this._refresh(ids, false);
   }
 
@@ -810,6 +901,7 @@ export class Room extends Emitter {
       req.done();
       req.reject(new WsyncError(err.code, err.message));
     }
+    for (const t of this._texts.values()) t._gone = err;
     const ids = [...this.items.keys()];
     this._refresh(ids, true);
   }
@@ -1425,5 +1517,247 @@ export class Client extends Emitter {
     room._refresh(ids, true);
   }
 }
+
+// ---- collaborative text (5.7) ------------------------------------------------
+
+const textKey = (item, field) => `${item}\u0000${field}`;
+
+/*
+** A SharedText is one text field of one item, edited by many: a TextDoc
+** (text.js) driven by its room. The doc keeps at most one op in flight; the
+** room keeps that op as a pending record like any other (re-sent unchanged,
+** same cid, once per connection after each reconnect; retried on
+** rate_limited and internal; persisted with IndexedDB) and routes to the doc:
+**
+**   our ack with rev                  doc.ack(cid, rev)
+**   a duplicate ack (no rev)          doc.ack(cid, undefined)
+**   a text entry of the field         doc.remote(rev, ops, cid if ours)
+**   rev_too_old with text and rev     doc.rejected(): rebased, sent anew (new cid)
+**   any other refusal                 doc.rejected(): rolled back, 'error'
+**   a snapshot; a set or del of       doc.reset(text, rev, {keepInflight})
+**   the field or item                 from the confirmed state
+**
+** keepInflight: an op that may have reached the server stays in flight under
+** its cid and is re-sent; its answer tells whether the new text held it
+** (text.js). An op never handed to a transport cannot be there: the doc
+** rebases it and sends it afresh instead, and its record is dropped. That
+** also keeps an op made offline from carrying a revision from before a del,
+** after which the field's revisions start again at 0.
+**
+** The room's view (items) shows the doc's value whenever the doc is ahead of
+** the confirmed state (Room._visible); once everything is confirmed both are
+** the server's text.
+*/
+export class SharedText extends Emitter {
+  constructor(room, item, field) {
+    super();
+    this.room = room;
+    this.item = item;
+    this.field = field;
+    this._closed = false;
+    this._gone = null;      // why the room ended (left, refused)
+    this._unbinds = new Set();
+    this._stale = false;    // entries of the field are from before a del not yet seen: skip them
+    const { text, rev } = room._serverText(item, field);
+    this._shown = text;     // the value the last 'change' reported
+    /** The TextDoc underneath (text.js); read it, drive it through this object. */
+    this.doc = new TextDoc({ text, rev, send: (r, ops, cid) => this._send(r, ops, cid) });
+    this.doc.on('change', (ch) => this._onChange(ch));
+    this.doc.on('ack', () => this._forgetIfDone());
+    this.doc.on('error', (e) => {
+      if (!this._closed) this.emit('error', { ...e, item, field });
+    });
+  }
+
+  /** The local text (UTF-16), unconfirmed edits included. */
+  get value() {
+    return this.doc.value;
+  }
+
+  /** The field's last revision known (5.7). */
+  get rev() {
+    return this.doc.rev;
+  }
+
+  /** 'synchronized' (nothing unconfirmed), 'awaiting' or 'awaiting-with-buffer'. */
+  get state() {
+    return this.doc.state;
+  }
+
+  /** Positions and lengths in UTF-16 units of value, as a textarea counts. Return the op made (code points). */
+  insert(pos16, text) {
+    this._writable();
+    return this.doc.insert(pos16, text);
+  }
+
+  delete(pos16, len16) {
+    this._writable();
+    return this.doc.delete(pos16, len16);
+  }
+
+  /** Makes value newValue with one change; caret16, the caret after the edit, places an ambiguous one. */
+  replace(newValue, caret16) {
+    this._writable();
+    return this.doc.replace(newValue, caret16);
+  }
+
+  /** A local edit as a code point op against value. */
+  submitOp(ops) {
+    this._writable();
+    return this.doc.submitOp(ops);
+  }
+
+  /** bindTextarea(textarea, this, options); close() unbinds too. Returns the unbind function. */
+  bind(textarea, options) {
+    const unbind = bindTextarea(textarea, this, options);
+    const u = () => {
+      if (this._unbinds.delete(u)) unbind();
+    };
+    this._unbinds.add(u);
+    return u;
+  }
+
+  /**
+   * Unbinds textareas, drops the listeners; edits afterwards throw. Edits
+   * already made are still delivered: the room forgets the text once they
+   * are confirmed (room.text() before that revives this object).
+   */
+  close() {
+    if (this._closed) return;
+    for (const u of [...this._unbinds]) u();
+    this._closed = true;
+    this._listeners.clear();
+    this._forgetIfDone();
+  }
+
+  _writable() {
+    if (this._closed) throw new WsyncError('closed', `text ${this.item}.${this.field} is closed`);
+    if (this._gone) throw new WsyncError(this._gone.code, `room ${this.room.name}: ${this._gone.message}`);
+  }
+
+  // The doc's send(): a fresh op becomes a pending record of the room. A
+  // re-send (cid given, doc.resend()) is the room's business: it re-sends
+  // every record after a reconnect by itself.
+  _send(rev, ops, cid) {
+    if (cid !== undefined && cid !== null) return cid;
+    const op = { kind: 'text', item: this.item, field: this.field, rev, ops: [...ops] };
+    const fence = this.room._held.get(this.item)?.fence;
+    if (fence !== undefined) op.fence = fence; // as for set/del (9.2)
+    const id = this.room.client._nextCid();
+    this.room._submit(op, id);
+    return id;
+  }
+
+  _onChange(ch) {
+    const previous = this._shown;
+    this._shown = ch.value;
+    this.room._refresh(new Set([this.item]), ch.local);
+    if (!this._closed) this.emit('change', { ...ch, previous, item: this.item, field: this.field });
+    this._forgetIfDone();
+  }
+
+  _forgetIfDone() {
+    const k = textKey(this.item, this.field);
+    if (this._closed && !this.doc.inflight && !this.doc.buffer && this.room._texts.get(k) === this) {
+      this.room._texts.delete(k);
+    }
+  }
+
+  /** True when the doc knows more than the confirmed state: the view shows its value. */
+  _ahead() {
+    const d = this.doc;
+    return !!(d.inflight || d.buffer) || d.rev !== this.room._serverText(this.item, this.field).rev;
+  }
+
+  /** Whether sub (a set or del applied to the confirmed state) wrote over this field. */
+  _overwrittenBy(sub) {
+    if (sub.item !== this.item) return false;
+    if (sub.kind === 'del') return true;
+    return sub.kind === 'set' && !!sub.fields && Object.prototype.hasOwnProperty.call(sub.fields, this.field);
+  }
+
+  /** The confirmed state replaced the field's text (snapshot, set, del): the doc follows it. */
+  _rebase() {
+    this._stale = false;
+    const room = this.room;
+    const d = this.doc;
+    const { text, rev } = room._serverText(this.item, this.field);
+    const inf = d.inflight;
+    const rec = inf ? room._pending.find((r) => r.cid === inf.cid) : undefined;
+    if (rec && !rec.sent) {
+      room._drop(rec);
+      room.client._persistDelete(rec.cid);
+      rec.reject(new WsyncError('rebased', 'rebased on a new text before it was sent'));
+      d.reset(text, rev);
+      return;
+    }
+    if (!inf && !d.buffer && d.rev === rev && d.serverText === text) return;
+    d.reset(text, rev, { keepInflight: true });
+    // Settled by the room (its entry is at or below the position): in the text.
+    if (inf && (!rec || (rec.acked && rec.seq !== undefined && rec.seq <= room._seq))) d.ack(inf.cid, undefined);
+  }
+}
+
+defineOpKind('text', {
+  apply(fields, op, ctx) {
+    if (ctx.local) {
+      const t = ctx.room._texts.get(textKey(op.item, op.field));
+      return t ? { ...(fields || {}), [op.field]: t.value } : fields;
+    }
+    const cur = fields && typeof fields[op.field] === 'string' ? fields[op.field] : '';
+    let next = cur;
+    try {
+      next = applyText(cur, op.ops);
+    } catch {
+      ctx.room._resync = true; // our copy of the text is not the server's
+    }
+    return { ...(fields || {}), [op.field]: next };
+  },
+  revs(revs, op) {
+    return { ...(revs || {}), [op.field]: op.rev + 1 };
+  },
+  onEntry(room, m) {
+    const op = m.op;
+    const t = room._texts.get(textKey(op.item, op.field));
+    if (!t) return;
+    if (t._stale) return;
+    const c = room.client;
+    const mine = m.cid !== undefined && m.from && m.from.user === c.user && m.from.device === c.device;
+    try {
+      t.doc.remote(op.rev, op.ops, mine ? m.cid : undefined);
+    } catch {
+      t._rebase(); // the doc and the confirmed state disagree: the latter wins
+      return;
+    }
+    // The doc trails the confirmed state only if the two copies disagree.
+    if (t.doc.rev < room._serverText(op.item, op.field).rev) t._rebase();
+  },
+  onAck(room, rec, ack) {
+    const op = rec.msg.op;
+    const t = room._texts.get(textKey(op.item, op.field));
+    if (!t) return;
+    if (ack.duplicate) t.doc.ack(rec.cid, undefined);
+    else if (ack.rev !== undefined) t.doc.ack(rec.cid, ack.rev);
+    // (an entry settling its own record passes {seq}: the doc had it from onEntry)
+  },
+  onError(room, rec, err) {
+    const op = rec.msg.op;
+    const t = room._texts.get(textKey(op.item, op.field));
+    if (!t || !t.doc.inflight || t.doc.inflight.cid !== rec.cid) return 'drop'; // nothing left to undo
+    if (err.code === 'rev_too_old' && typeof err.text === 'string' && Number.isSafeInteger(err.rev)) {
+      // The error is sent at once and may overtake the broadcasts of entries
+      // its text already holds; those carry lower revisions and are ignored,
+      // unless a del among them started the revisions again at 0: then a
+      // revision below the confirmed one says so, and the field's entries are
+      // skipped until that del arrives and rebases the text (_rebase).
+      const stale = err.rev < room._serverText(op.item, op.field).rev;
+      t.doc.rejected(rec.cid, err.code, { text: err.text, rev: err.rev });
+      t._stale = stale;
+      return 'drop';
+    }
+    t.doc.rejected(rec.cid, err.code, { message: err.message });
+    return undefined; // the room rolls the record back and reports it
+  },
+});
 
 export default Client;
