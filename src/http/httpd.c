@@ -273,13 +273,15 @@ static void http_on_data(conn *c, uint8_t *data, size_t len) {
     }
     int keep = httpd_req_keep_alive(r);
     hc->answered = 1;
+    /* Set before routing: a deferred answer can come within route() itself
+     * (a long-poll with messages already waiting). */
+    hc->keep_after = keep;
     route(app, c, r, NULL, 0);
     hc->head = 0;
     httpd_req_free(r);
     if (hc->waiter) {
       /* The answer comes later (after a commit): later requests wait, in
        * order, behind it. */
-      hc->keep_after = keep;
       buf_init(&hc->stash, app->cfg->max_header + app->cfg->max_body);
       if (len && buf_append(&hc->stash, data, len) != WSY_OK) net_conn_close(c);
       return;

@@ -628,6 +628,31 @@ ftest('poll: a missing or malformed last counts as 0', async () => {
   }
 });
 
+ftest('poll: answers keep the connection alive, whether messages were waiting or came later', async () => {
+  const h = await HttpSession.open(srv.url, 'alice');
+  await h.send([{ type: 'ping', id: 1 }, { type: 'ping', id: 2 }]);
+  const raw = await RawConn.connect(srv.port);
+  const get = (last) => raw.write(`GET /v1/poll?session=${h.session}&last=${last} HTTP/1.1\r\nHost: x\r\n\r\n`);
+  // answered at once (messages already waiting), then on the same connection
+  // one that waits for a message
+  await get(0);
+  const a = await raw.readResponse();
+  assert.equal(a.status, 200);
+  assertPoll(JSON.parse(a.body.toString()), 0, ['pong', 'pong']);
+  assert.notEqual(a.headers.connection, 'close');
+  await get(2);
+  await sleep(scale(100));
+  assert.equal(raw.ended, false, 'the connection is still open after the first answer');
+  await h.send({ type: 'ping', id: 3 });
+  const b = await raw.readResponse();
+  assert.equal(b.status, 200);
+  assertPoll(JSON.parse(b.body.toString()), 2, ['pong']);
+  // and a third request still finds it open
+  await raw.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+  assert.equal((await raw.readResponse()).status, 200);
+  raw.destroy();
+});
+
 ftest('poll: with --poll-timeout 500ms an idle poll is answered {"messages":[],"last":M}', async (t) => {
   const s = await startSyncServer(t, ['--poll-timeout', '500ms']);
   const h = await HttpSession.open(s.url, 'alice');
