@@ -1314,6 +1314,18 @@ static int lock_ok(engine *e, room *r, sess *s, json_t *subj, const char *item, 
   return 0;
 }
 
+/* The checks every op passes first: 1 when it is a re-sent cid (answered
+ * here with the original seq), -1 when the room cannot take writes (*why
+ * set), 0 to go on. */
+static int admit(author *a, json_t *req, room *r, const char *cid, op_refusal *why) {
+  if (cid && dedupe(a, req, r, cid)) return 1;
+  if (r->broken) {
+    refuse_op(a->e, why, "internal", "the room is recovering from a storage failure; retry", NULL);
+    return -1;
+  }
+  return 0;
+}
+
 /* An op request through every check, then applied and sequenced: the one
  * path for client and backend ops. 0 when sequenced or answered (a
  * duplicate); -1 with *why when refused. */
@@ -1330,12 +1342,9 @@ static int run_text_op(author *a, json_t *req, room *r, json_t *opj, const char 
   int rc = -1;
   text_op *op = NULL;
   char *fields_json = NULL, *revs_json = NULL;
-  if (cid && dedupe(a, req, r, cid)) {
-    rc = 0;
-    goto out;
-  }
-  if (r->broken) {
-    refuse_op(e, why, "internal", "the room is recovering from a storage failure; retry", NULL);
+  int adm = admit(a, req, r, cid, why);
+  if (adm != 0) {
+    rc = adm > 0 ? 0 : -1;
     goto out;
   }
   if (lock_ok(e, r, a->s, opj, t.item, force, why) != 0) goto out;
@@ -1420,12 +1429,9 @@ static int run_op(author *a, json_t *req, room *r, json_t *opj, const char *cid,
     n = 1;
   }
   int rc = -1;
-  if (cid && dedupe(a, req, r, cid)) {
-    rc = 0;
-    goto out;
-  }
-  if (r->broken) {
-    refuse_op(e, why, "internal", "the room is recovering from a storage failure; retry", NULL);
+  int adm = admit(a, req, r, cid, why);
+  if (adm != 0) {
+    rc = adm > 0 ? 0 : -1;
     goto out;
   }
   for (size_t i = 0; i < n; i++) {
