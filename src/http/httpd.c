@@ -244,6 +244,13 @@ static void http_on_data(conn *c, uint8_t *data, size_t len) {
   httpd_conn *hc = hc_of(c);
   hc->last_active = net_loop_now(net_conn_loop(c));
   if (hc->streaming) return;
+  if (hc->waiter) {
+    /* A request behind one whose answer is deferred waits, in order, for
+     * it. Reading goes on meanwhile so that a peer closing the connection
+     * (a cut long-poll) is noticed at once, not when the answer is due. */
+    if (buf_append(&hc->stash, data, len) != WSY_OK) net_conn_close(c);
+    return;
+  }
   while (len > 0 && !net_conn_closing(c)) {
     if (!hc->req) {
       hc->req = httpd_req_new(app->cfg->max_header, app->cfg->max_body);
@@ -294,7 +301,6 @@ void httpd_defer(conn *c, conn **slot) {
   httpd_conn *hc = hc_of(c);
   hc->waiter = slot;
   *slot = c;
-  net_conn_pause(c);
 }
 
 void httpd_deferred_respond(conn *c, int status, const char *json_body) {
@@ -311,7 +317,6 @@ void httpd_deferred_answer(conn *c, int status, const char *content_type, const 
     net_conn_end(c);
     return;
   }
-  net_conn_resume(c);
   if (hc->stash.len) {
     buf st = hc->stash;
     buf_init(&hc->stash, 0);

@@ -1132,6 +1132,14 @@ ftest('presence connected flag of HTTP sessions and the 10 s detach grace', { co
     const off = w.queue.filter((m) => m.type === 'presence' && m.event === 'update' && m.connected === false)
       .map((m) => `${m.user} (${m.user === 'alice' ? 'SSE' : 'poll'}) shown connected:false ${arrived.get(m) - closedAt} ms after its downstream closed`);
     assert.deepEqual(off, [], `no connected:false within ${window} ms of the downstream closing (grace ${GRACE_MS} ms)`);
+    // ... and it is due then: the cut poll is noticed when it is cut, not
+    // when its answer would have been due (--poll-timeout, 25 s from its start)
+    const due = closedAt + GRACE_MS + WAIT_MS / 2;
+    for (const m of [a, c]) {
+      const gone = await w.waitFor((x) => presenceOf(room, m.user, m.device)(x) && x.connected === false,
+        `${m.user} connected:false`, Math.max(1, due - Date.now()));
+      assert.equal(gone.event, 'update');
+    }
   }));
 
   parts.push(t.test('with a short --resume-window the detached session ends: presence leave, then 410', async (tt) => {
