@@ -116,6 +116,7 @@ struct sess {
   uint64_t dn_at;    /* loop ms: poll start, or the stream's last write */
   uint64_t dn_lost;  /* loop ms the last downstream went away */
   uint64_t poll_last;/* the pending poll's last */
+  uint64_t dn_upto;  /* HTTP: the highest ordinal handed to a downstream */
   char *dn_headers;  /* CORS headers for the deferred poll answer */
   sess *due_next;    /* on e->due: a pending poll has something to say */
   int due;
@@ -274,8 +275,15 @@ static void sess_send(sess *s, net_chunk *frame) {
   s->ob_len++;
   s->ob_next++;
   s->ob_bytes += frame->len;
-  size_t cap = s->e->app->cfg->max_outbox;
-  while (s->ob_bytes > cap && s->ob_len > 1) ob_pop(s);
+  /* Over the cap the oldest go, confirmed or not (PROTOCOL.md 3.4). An HTTP
+   * session's outbox is also its delivery queue: what no SSE stream or
+   * poll answer has carried yet is kept up to --max-queued-bytes more, as a
+   * WebSocket's socket queue would hold it, so a burst (or a large joined)
+   * between two polls is not lost. */
+  const wsy_config *cfg = s->e->app->cfg;
+  size_t cap = cfg->max_outbox, hard = cap + (s->http ? cfg->max_queued : 0);
+  while (s->ob_len > 1 && (s->ob_bytes > hard || (s->ob_bytes > cap && (!s->http || s->ob_first <= s->dn_upto))))
+    ob_pop(s);
   if (s->w) ws_send_frame(s->w, frame);
   else if (s->dn) dn_push(s, frame, s->ob_next - 1);
 }
@@ -2239,6 +2247,7 @@ static void sse_replay(sess *s, uint64_t after) {
   ch->len = (uint32_t)off;
   if (off) sse_write(s, ch);
   net_chunk_unref(ch);
+  s->dn_upto = s->ob_next - 1;
 }
 
 static void dn_end(sess *s, unsigned code, const char *reason);
@@ -2251,6 +2260,7 @@ static void dn_push(sess *s, net_chunk *frame, uint64_t ordinal) {
     ch->len = (uint32_t)sse_event(ch->data, ordinal, p, len);
     sse_write(s, ch);
     net_chunk_unref(ch);
+    s->dn_upto = ordinal;
   } else if (!s->due) { /* answered in the check hook, with everything since */
     s->due = 1;
     s->refs++;
@@ -2292,8 +2302,12 @@ static void poll_answer(sess *s, unsigned code, const char *reason, int empty) {
       free(ct);
     }
     if (ok) ok = buf_append(&b, "}", 1) == WSY_OK;
-    if (ok) httpd_deferred_answer(c, 200, "application/json", hdrs, b.data, b.len);
-    else httpd_stream_end(c, 1);
+    if (ok) {
+      httpd_deferred_answer(c, 200, "application/json", hdrs, b.data, b.len);
+      if (!empty) s->dn_upto = s->ob_next - 1;
+    } else {
+      httpd_stream_end(c, 1);
+    }
     buf_free(&b);
   }
   wsy_free(s->dn_headers);

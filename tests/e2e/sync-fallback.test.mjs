@@ -945,8 +945,25 @@ ftest('a resume by POST of a session with an open SSE stream ends that stream wi
   assert.deepEqual(ev.map((e) => [e.id, e.json.re]), [['2', 2]], 'the next downstream replays from its last');
 });
 
-ftest('a last older than the outbox still holds (--max-outbox overflow) is 410 session_expired', async (t) => {
+ftest('a burst over --max-outbox between two polls is delivered, not dropped', async (t) => {
   const s = await startSyncServer(t, ['--max-outbox', '1K']);
+  const h = await HttpSession.open(s.url, 'alice');
+  await h.send({ type: 'ping', id: 'first' });
+  assertPoll(await h.pollNow(0), 0, ['pong']);
+  const pings = Array.from({ length: 40 }, (_, i) => ({ type: 'ping', id: `ping-${i}-${'x'.repeat(40)}` }));
+  await h.send(pings); // about 2.4 KB of pongs that no poll has carried yet
+  const b = await h.pollNow(1);
+  assertPoll(b, 1, pings.map(() => 'pong'));
+  assert.deepEqual(b.messages.map((m) => m.re), pings.map((p) => p.id));
+  // delivered, they count against --max-outbox again: the next burst keeps them only while unconfirmed
+  await h.send(pings.slice(0, 2));
+  assertPoll(await h.pollNow(41), 41, ['pong', 'pong']);
+});
+
+ftest('a last older than the outbox still holds (--max-outbox overflow) is 410 session_expired', async (t) => {
+  // Undelivered messages of an HTTP session are kept up to --max-queued-bytes
+  // beyond --max-outbox: with both at 1K a 2.4 KB burst loses its oldest.
+  const s = await startSyncServer(t, ['--max-outbox', '1K', '--max-queued-bytes', '1K']);
   const h = await HttpSession.open(s.url, 'alice');
   const pings = Array.from({ length: 40 }, (_, i) => ({ type: 'ping', id: `ping-${i}-${'x'.repeat(40)}` }));
   await h.send(pings); // about 2.4 KB of pongs, no downstream: the oldest are dropped
