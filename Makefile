@@ -18,6 +18,12 @@ LIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -luv -lcrypto -
 ifeq ($(CI),true)
 WARN += -Werror
 endif
+# Release binaries allocate with mimalloc (docs/PERFORMANCE.md, (e)): linked
+# first and kept even though nothing calls it by name, so its malloc/free
+# replace glibc's for wsync and for jansson and SQLite inside it. Sanitizer
+# and fuzz builds keep the libc allocator that ASan intercepts.
+ALLOC_LIBS := -Wl,--push-state,--no-as-needed -lmimalloc -Wl,--pop-state
+ALLOC_CFLAGS := -DWSY_MIMALLOC
 
 SRC_LIB := $(wildcard src/common/*.c src/net/*.c src/http/*.c src/ws/*.c src/auth/*.c src/store/*.c src/sync/*.c) src/config.c
 SRC_BIN := src/main.c
@@ -35,13 +41,13 @@ all: build/wsync
 # ---- release build ------------------------------------------------------
 build/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(WARN) $(CFLAGS) $(DEPCFLAGS) -MMD -MP -c $< -o $@
+	$(CC) $(WARN) $(CFLAGS) $(ALLOC_CFLAGS) $(DEPCFLAGS) -MMD -MP -c $< -o $@
 
 build/wsync: $(SRC_LIB:%.c=build/%.o) $(SRC_BIN:%.c=build/%.o)
-	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(CFLAGS) -o $@ $^ $(ALLOC_LIBS) $(LIBS)
 
 build/unit-tests: $(SRC_LIB:%.c=build/%.o) $(UNIT_SRC:%.c=build/%.o)
-	$(CC) $(CFLAGS) -o $@ $^ $(LIBS) -lcriterion
+	$(CC) $(CFLAGS) -o $@ $^ $(ALLOC_LIBS) $(LIBS) -lcriterion
 
 # ---- sanitizer build ----------------------------------------------------
 build-asan/%.o: %.c
@@ -60,7 +66,7 @@ asan: build-asan/wsync
 # package ot-text-unicode by tests/e2e/text-oracle.test.mjs ---------------
 TEXT_ORACLE_SRC := tests/oracle/text_oracle.c src/sync/text.c src/common/wsy.c
 build/text-oracle: $(TEXT_ORACLE_SRC:%.c=build/%.o)
-	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(CFLAGS) -o $@ $^ $(ALLOC_LIBS) $(LIBS)
 build-asan/text-oracle: $(TEXT_ORACLE_SRC:%.c=build-asan/%.o)
 	$(CC) $(ASAN_FLAGS) -o $@ $^ $(LIBS)
 

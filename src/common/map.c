@@ -23,25 +23,30 @@ void map_free(map *m) {
   map_init(m);
 }
 
-static map_slot *find(const map *m, const char *key) {
+static map_slot *find_h(const map *m, const char *key, size_t h) {
   if (!m->cap) return NULL;
-  for (size_t i = hash(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+  for (size_t i = h & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
     map_slot *s = &m->slots[i];
     if (!s->key) return NULL;
-    if (s->key != MAP_TOMBSTONE && strcmp(s->key, key) == 0) return s;
+    if (s->hash == h && s->key != MAP_TOMBSTONE && strcmp(s->key, key) == 0) return s;
   }
 }
 
+static map_slot *find(const map *m, const char *key) { return find_h(m, key, hash(key)); }
+
 static void grow(map *m) {
   map old = *m;
-  m->cap = old.cap ? old.cap * 2 : 16;
+  /* Sized by live keys, not by the old capacity: a map with steady churn
+   * (the pending cids) fills with tombstones and is rebuilt at its size
+   * instead of doubling for ever. */
+  m->cap = 16;
   while (m->cap < 4 * (old.len + 1)) m->cap *= 2;
   m->slots = wsy_calloc(m->cap, sizeof *m->slots);
   m->len = m->used = 0;
   for (size_t i = 0; i < old.cap; i++) {
     map_slot *s = &old.slots[i];
     if (!s->key || s->key == MAP_TOMBSTONE) continue;
-    size_t j = hash(s->key) & (m->cap - 1);
+    size_t j = s->hash & (m->cap - 1);
     while (m->slots[j].key) j = (j + 1) & (m->cap - 1);
     m->slots[j] = *s;
     m->len++;
@@ -56,18 +61,20 @@ void *map_get(const map *m, const char *key) {
 }
 
 void *map_put(map *m, const char *key, void *val) {
-  map_slot *s = find(m, key);
+  size_t h = hash(key);
+  map_slot *s = find_h(m, key, h);
   if (s) {
     void *prev = s->val;
     s->val = val;
     return prev;
   }
   if ((m->used + 1) * 4 > m->cap * 3) grow(m);
-  size_t i = hash(key) & (m->cap - 1);
+  size_t i = h & (m->cap - 1);
   while (m->slots[i].key && m->slots[i].key != MAP_TOMBSTONE) i = (i + 1) & (m->cap - 1);
   if (!m->slots[i].key) m->used++;
   m->slots[i].key = wsy_strndup(key, strlen(key));
   m->slots[i].val = val;
+  m->slots[i].hash = h;
   m->len++;
   return NULL;
 }

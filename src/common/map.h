@@ -9,6 +9,7 @@
 typedef struct map_slot {
   char *key;   /* NULL: empty; MAP_TOMBSTONE: deleted */
   void *val;
+  size_t hash; /* of key: probes compare it before the bytes */
 } map_slot;
 
 typedef struct map {

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../auth/auth.h"
+#include "../common/jsonw.h"
 #include "../common/wsy.h"
 #include "sync.h"
 #include "text.h"
@@ -58,7 +59,7 @@ json_t *doc_item_json(const doc_item *it) {
 
 char *doc_item_revs_json(const doc_item *it) {
   if (!it || !it->revs || !json_object_size(it->revs)) return NULL;
-  return json_dumps(it->revs, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  return jw_dumps(it->revs);
 }
 
 uint64_t doc_text_rev(const doc *d, const char *item, const char *field) {
@@ -114,7 +115,7 @@ static int value_ok(json_t *v, int levels_left) {
 
 int sync_value_ok(json_t *v, int max_depth) { return value_ok(v, max_depth); }
 
-size_t sync_encoded_size(json_t *v) { return json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY); }
+size_t sync_encoded_size(json_t *v) { return jw_size(v); }
 
 static int field_name_ok(const char *k) {
   size_t n = strlen(k);
@@ -195,7 +196,7 @@ int sync_apply(doc *d, const sync_op *op, uint64_t seq, const sync_limits *lim, 
     if (json_is_null(v)) json_object_del(merged, name);
     else json_object_set(merged, name, v);
   }
-  char *enc = json_dumps(merged, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  char *enc = jw_dumps(merged);
   if (!enc || strlen(enc) > lim->max_item_size) {
     free(enc);
     json_decref(merged);
@@ -262,7 +263,7 @@ int sync_text_apply(doc *d, const sync_text *t, const text_op *op, uint64_t seq,
   }
   json_t *merged = it ? json_copy(it->fields) : json_object();
   json_object_set_new(merged, t->field, nv);
-  char *enc = json_dumps(merged, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  char *enc = jw_dumps(merged);
   if (!enc || strlen(enc) > lim->max_item_size) {
     free(enc);
     json_decref(merged);
@@ -364,7 +365,7 @@ int sync_batch_apply(doc *d, const sync_op *subs, size_t n, uint64_t seq, const 
     item_free(u[j].saved);
     const doc_item *it = doc_get(d, u[j].item);
     c[j].item = u[j].item;
-    c[j].fields_json = it ? json_dumps(it->fields, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    c[j].fields_json = it ? jw_dumps(it->fields) : NULL;
     c[j].revs_json = doc_item_revs_json(it);
   }
   wsy_free(u);

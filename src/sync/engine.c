@@ -28,6 +28,7 @@
 #include <time.h>
 
 #include "../auth/auth.h"
+#include "../common/jsonw.h"
 #include "../common/log.h"
 #include "../common/map.h"
 #include "../http/httpd.h"
@@ -91,6 +92,7 @@ struct sess {
   auth_identity id;
   char device[65];
   char dkey[140];    /* "user:device": the dedupe key of the store */
+  json_t *from;      /* {"user","device"} of its broadcasts, made on first use */
   char token[33];
   member *rooms;
   unsigned nrooms;
@@ -114,6 +116,7 @@ struct sess {
   uint64_t dn_at;    /* loop ms: poll start, or the stream's last write */
   uint64_t dn_lost;  /* loop ms the last downstream went away */
   uint64_t poll_last;/* the pending poll's last */
+  uint64_t dn_upto;  /* HTTP: the highest ordinal handed to a downstream */
   char *dn_headers;  /* CORS headers for the deferred poll answer */
   sess *due_next;    /* on e->due: a pending poll has something to say */
   int due;
@@ -209,8 +212,14 @@ static void sess_unref(sess *s) {
   if (--s->refs > 0) return;
   ob_clear(s);
   wsy_free(s->dn_headers);
+  json_decref(s->from);
   auth_identity_free(&s->id);
   wsy_free(s);
+}
+
+static json_t *sess_from(sess *s) {
+  if (!s->from) s->from = json_pack("{s:s,s:s}", "user", s->id.user, "device", s->device);
+  return s->from;
 }
 
 static void ob_pop(sess *s) {
@@ -266,8 +275,15 @@ static void sess_send(sess *s, net_chunk *frame) {
   s->ob_len++;
   s->ob_next++;
   s->ob_bytes += frame->len;
-  size_t cap = s->e->app->cfg->max_outbox;
-  while (s->ob_bytes > cap && s->ob_len > 1) ob_pop(s);
+  /* Over the cap the oldest go, confirmed or not (PROTOCOL.md 3.4). An HTTP
+   * session's outbox is also its delivery queue: what no SSE stream or
+   * poll answer has carried yet is kept up to --max-queued-bytes more, as a
+   * WebSocket's socket queue would hold it, so a burst (or a large joined)
+   * between two polls is not lost. */
+  const wsy_config *cfg = s->e->app->cfg;
+  size_t cap = cfg->max_outbox, hard = cap + (s->http ? cfg->max_queued : 0);
+  while (s->ob_len > 1 && (s->ob_bytes > hard || (s->ob_bytes > cap && (!s->http || s->ob_first <= s->dn_upto))))
+    ob_pop(s);
   if (s->w) ws_send_frame(s->w, frame);
   else if (s->dn) dn_push(s, frame, s->ob_next - 1);
 }
@@ -276,22 +292,22 @@ static void sess_send(sess *s, net_chunk *frame) {
  * been without a downstream for the grace period (PROTOCOL.md 2.4). */
 static int sess_online(const sess *s) { return s->w || (s->http && !s->detached_at); }
 
-/* Sends a JSON value (stolen) to a session, if it is still connected. */
-static net_chunk *frame_json(json_t *msg, char **text_out);
+/* The text of the last frame made (frame_json, op_frame, ack_frame), kept
+ * for the store and reused: loop thread only. */
+static jw frame_text = JW_INIT;
 
+static net_chunk *frame_json(json_t *msg) {
+  jw_reset(&frame_text);
+  jw_value(&frame_text, msg);
+  return ws_frame_new(WS_OP_TEXT, frame_text.p, frame_text.len);
+}
+
+/* Sends a JSON value (stolen) to a session, if it is still connected. */
 static void send_json(sess *s, json_t *msg) {
-  net_chunk *frame = frame_json(msg, NULL);
+  net_chunk *frame = frame_json(msg);
   json_decref(msg);
   sess_send(s, frame);
   net_chunk_unref(frame);
-}
-
-static net_chunk *frame_json(json_t *msg, char **text_out) {
-  char *text = json_dumps(msg, JSON_COMPACT | JSON_PRESERVE_ORDER);
-  net_chunk *ch = ws_frame_new(WS_OP_TEXT, text, strlen(text));
-  if (text_out) *text_out = text;
-  else free(text);
-  return ch;
 }
 
 /* An error reply: code, message, and the request's id and room when known. */
@@ -432,7 +448,7 @@ static json_t *presence_entry(member *m) {
 
 /* Sends msg (stolen) to every member of r with a connection. */
 static void room_send(engine *e, room *r, json_t *msg) {
-  net_chunk *frame = frame_json(msg, NULL);
+  net_chunk *frame = frame_json(msg);
   json_decref(msg);
   for (member *m = r->members, *next; m; m = next) {
     next = m->next;
@@ -505,7 +521,7 @@ static void presence_event(engine *e, member *about, const char *event) {
     json_object_set(msg, "state", about->state);
     json_object_set_new(msg, "connected", json_boolean(sess_online(about->s)));
   }
-  net_chunk *frame = frame_json(msg, NULL);
+  net_chunk *frame = frame_json(msg);
   json_decref(msg);
   for (member *m = about->r->members, *next; m; m = next) {
     next = m->next;
@@ -548,7 +564,7 @@ static void commit_work(uv_work_t *w) {
 
 static void http_answer(pend *p, int status, json_t *body) {
   conn *c = p->http;
-  char *text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  char *text = jw_dumps(body);
   json_decref(body);
   if (c) httpd_deferred_respond(c, status, text);
   free(text);
@@ -569,6 +585,33 @@ static void pend_free(engine *e, pend *p) {
 
 static void start_commit(engine *e);
 static void dn_end(sess *s, unsigned code, const char *reason);
+
+/* {"type":"ack","re","room","cid","seq","rev","duplicate"}, written directly:
+ * one per op, so not worth a jansson object each. */
+static net_chunk *ack_frame(const pend *p, const room *r) {
+  jw *w = &frame_text;
+  jw_reset(w);
+  jw_lit(w, "{\"type\":\"ack\"");
+  if (p->re) {
+    jw_lit(w, ",\"re\":");
+    jw_value(w, p->re);
+  }
+  jw_lit(w, ",\"room\":");
+  jw_cstr(w, r->name);
+  if (p->cid) {
+    jw_lit(w, ",\"cid\":");
+    jw_cstr(w, p->cid);
+  }
+  jw_lit(w, ",\"seq\":");
+  jw_int(w, (int64_t)p->seq);
+  if (p->rev) {
+    jw_lit(w, ",\"rev\":");
+    jw_int(w, (int64_t)p->rev);
+  }
+  if (p->kind == P_DUP) jw_lit(w, ",\"duplicate\":true");
+  jw_lit(w, "}");
+  return ws_frame_new(WS_OP_TEXT, w->p, w->len);
+}
 
 static void commit_done(uv_work_t *w, int status) {
   engine *e = w->data;
@@ -604,14 +647,9 @@ static void commit_done(uv_work_t *w, int status) {
                    json_pack("{s:s,s:s?}", "room", r->name, "cid", p->cid));
     } else if (p->kind == P_OP || p->kind == P_DUP) {
       if (p->s) {
-        json_t *ack = json_pack("{s:s}", "type", "ack");
-        if (p->re) json_object_set(ack, "re", p->re);
-        json_object_set_new(ack, "room", json_string(r->name));
-        if (p->cid) json_object_set_new(ack, "cid", json_string(p->cid));
-        json_object_set_new(ack, "seq", json_integer((json_int_t)p->seq));
-        if (p->rev) json_object_set_new(ack, "rev", json_integer((json_int_t)p->rev));
-        if (p->kind == P_DUP) json_object_set_new(ack, "duplicate", json_true());
-        send_json(p->s, ack);
+        net_chunk *ack = ack_frame(p, r);
+        sess_send(p->s, ack);
+        net_chunk_unref(ack);
       }
       if (p->kind == P_OP) {
         for (member *m = r->members, *mn; m; m = mn) {
@@ -702,7 +740,7 @@ static void send_welcome(sess *s, json_t *req, int resumed, int insecure) {
   }
   json_t *id = json_object_get(req, "id");
   if (id) json_object_set(w, "re", id);
-  net_chunk *frame = frame_json(w, NULL);
+  net_chunk *frame = frame_json(w);
   json_decref(w);
   sess_direct(s, frame);
   net_chunk_unref(frame);
@@ -1089,7 +1127,7 @@ typedef struct author {
 
 static void http_error(conn *c, int status, const char *code, const char *message) {
   json_t *b = json_pack("{s:s,s:s,s:s}", "type", "error", "code", code, "message", message);
-  char *text = json_dumps(b, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  char *text = jw_dumps(b);
   json_decref(b);
   httpd_respond(c, status, "application/json", "", text, strlen(text));
   free(text);
@@ -1106,6 +1144,16 @@ static pend *pend_new(author *a, int kind, json_t *req, room *r, uint64_t seq, c
   p->cid = cid ? wsy_strndup(cid, strlen(cid)) : NULL;
   if (a->http) httpd_defer(a->http, &p->http);
   return p;
+}
+
+/* "user:device|cid", the key of e->cids: dkey is at most 139 bytes, a cid
+ * at most 128 (both checked on the way in). */
+#define CID_KEY_MAX 272
+static void cid_key(char key[CID_KEY_MAX], const char *dkey, const char *cid) {
+  size_t a = strlen(dkey), b = strlen(cid);
+  memcpy(key, dkey, a);
+  key[a] = '|';
+  memcpy(key + a + 1, cid, b + 1);
 }
 
 /* The dedupe filter: a Bloom filter over every cid the store has recorded
@@ -1143,14 +1191,42 @@ static int seen_load(const char *device, const char *cid, void *ud) {
   return 0;
 }
 
-/* Sequences an accepted entry: broadcast bytes, store op, pending ack. */
-static pend *sequence(author *a, json_t *req, room *r, json_t *bcast, const char *item,
-                     const char *fields_json, const char *revs_json, const sync_change *changes,
-                     size_t nchanges, const char *cid) {
+enum { E_OP, E_MESSAGE };
+
+/* The broadcast of an entry: {"type":"op","room","seq","ts","from","cid","op"},
+ * or a stored publish: {"type":"message",...,"data"}. */
+static net_chunk *entry_frame(const room *r, int type, const json_t *from, const char *cid, const json_t *v) {
+  jw *w = &frame_text;
+  jw_reset(w);
+  if (type == E_OP) jw_lit(w, "{\"type\":\"op\",\"room\":");
+  else jw_lit(w, "{\"type\":\"message\",\"room\":");
+  jw_cstr(w, r->name);
+  jw_lit(w, ",\"seq\":");
+  jw_int(w, (int64_t)r->seq);
+  jw_lit(w, ",\"ts\":");
+  jw_int(w, (int64_t)wall_ms());
+  jw_lit(w, ",\"from\":");
+  jw_value(w, from);
+  if (cid) {
+    jw_lit(w, ",\"cid\":");
+    jw_cstr(w, cid);
+  }
+  if (type == E_OP) jw_lit(w, ",\"op\":");
+  else jw_lit(w, ",\"data\":");
+  jw_value(w, v);
+  jw_lit(w, "}");
+  return ws_frame_new(WS_OP_TEXT, w->p, w->len);
+}
+
+/* Sequences an accepted entry (r->seq already advanced to it): broadcast
+ * bytes, store op, pending ack. v is the op as broadcast, or a publish's
+ * data (E_MESSAGE). */
+static pend *sequence(author *a, json_t *req, room *r, int type, const json_t *from, const json_t *v,
+                     const char *item, const char *fields_json, const char *revs_json,
+                     const sync_change *changes, size_t nchanges, const char *cid) {
   engine *e = a->e;
-  char *text;
   pend *p = pend_new(a, P_OP, req, r, r->seq, cid);
-  p->frame = frame_json(bcast, &text);
+  p->frame = entry_frame(r, type, from, cid, v);
   store_op so = {
     .room = r->name,
     .seq = r->seq,
@@ -1159,18 +1235,17 @@ static pend *sequence(author *a, json_t *req, room *r, json_t *bcast, const char
     .version = r->seq,
     .device = cid ? a->dkey : NULL,
     .cid = cid,
-    .msg = text,
-    .msg_len = strlen(text),
+    .msg = frame_text.p,
+    .msg_len = frame_text.len,
     .revs_json = revs_json,
   };
   store_batch_op(e->batch, &so);
   for (size_t i = 0; i < nchanges; i++)
     store_batch_item(e->batch, r->name, changes[i].item, changes[i].fields_json, changes[i].revs_json,
                      r->seq);
-  free(text);
   if (cid) {
-    char key[300];
-    snprintf(key, sizeof key, "%s|%s", a->dkey, cid);
+    char key[CID_KEY_MAX];
+    cid_key(key, a->dkey, cid);
     p->ckey = wsy_strndup(key, strlen(key));
     map_put(&e->cids, key, p);
     seen_add(e, a->dkey, cid);
@@ -1188,8 +1263,8 @@ static pend *sequence(author *a, json_t *req, room *r, json_t *bcast, const char
  * Returns 1 when req was a duplicate and has been answered. */
 static int dedupe(author *a, json_t *req, room *r, const char *cid) {
   engine *e = a->e;
-  char key[300];
-  snprintf(key, sizeof key, "%s|%s", a->dkey, cid);
+  char key[CID_KEY_MAX];
+  cid_key(key, a->dkey, cid);
   pend *orig = map_get(&e->cids, key);
   uint64_t seq = 0;
   int found = 0;
@@ -1247,6 +1322,18 @@ static int lock_ok(engine *e, room *r, sess *s, json_t *subj, const char *item, 
   return 0;
 }
 
+/* The checks every op passes first: 1 when it is a re-sent cid (answered
+ * here with the original seq), -1 when the room cannot take writes (*why
+ * set), 0 to go on. */
+static int admit(author *a, json_t *req, room *r, const char *cid, op_refusal *why) {
+  if (cid && dedupe(a, req, r, cid)) return 1;
+  if (r->broken) {
+    refuse_op(a->e, why, "internal", "the room is recovering from a storage failure; retry", NULL);
+    return -1;
+  }
+  return 0;
+}
+
 /* An op request through every check, then applied and sequenced: the one
  * path for client and backend ops. 0 when sequenced or answered (a
  * duplicate); -1 with *why when refused. */
@@ -1263,12 +1350,9 @@ static int run_text_op(author *a, json_t *req, room *r, json_t *opj, const char 
   int rc = -1;
   text_op *op = NULL;
   char *fields_json = NULL, *revs_json = NULL;
-  if (cid && dedupe(a, req, r, cid)) {
-    rc = 0;
-    goto out;
-  }
-  if (r->broken) {
-    refuse_op(e, why, "internal", "the room is recovering from a storage failure; retry", NULL);
+  int adm = admit(a, req, r, cid, why);
+  if (adm != 0) {
+    rc = adm > 0 ? 0 : -1;
     goto out;
   }
   if (lock_ok(e, r, a->s, opj, t.item, force, why) != 0) goto out;
@@ -1318,15 +1402,12 @@ static int run_text_op(author *a, json_t *req, room *r, json_t *opj, const char 
   }
   h->ops[h->n++] = text_op_clone(op);
   r->seq++;
-  json_t *bcast = json_pack("{s:s,s:s,s:I,s:I,s:O}", "type", "op", "room", r->name, "seq",
-                            (json_int_t)r->seq, "ts", (json_int_t)wall_ms(), "from", from);
-  if (cid) json_object_set_new(bcast, "cid", json_string(cid));
-  json_object_set_new(bcast, "op", json_pack("{s:s,s:s,s:s,s:I,s:o}", "kind", "text", "item", t.item, "field",
-                                             t.field, "rev", (json_int_t)cur, "ops", text_op_to_json(op)));
+  json_t *opv = json_pack("{s:s,s:s,s:s,s:I,s:o}", "kind", "text", "item", t.item, "field", t.field, "rev",
+                           (json_int_t)cur, "ops", text_op_to_json(op));
   revs_json = doc_item_revs_json(doc_get(&r->d, t.item));
-  pend *p = sequence(a, req, r, bcast, t.item, fields_json, revs_json, NULL, 0, cid);
+  pend *p = sequence(a, req, r, E_OP, from, opv, t.item, fields_json, revs_json, NULL, 0, cid);
+  json_decref(opv);
   p->rev = cur + 1;
-  json_decref(bcast);
   rc = 0;
 out:
   text_op_free(op);
@@ -1356,12 +1437,9 @@ static int run_op(author *a, json_t *req, room *r, json_t *opj, const char *cid,
     n = 1;
   }
   int rc = -1;
-  if (cid && dedupe(a, req, r, cid)) {
-    rc = 0;
-    goto out;
-  }
-  if (r->broken) {
-    refuse_op(e, why, "internal", "the room is recovering from a storage failure; retry", NULL);
+  int adm = admit(a, req, r, cid, why);
+  if (adm != 0) {
+    rc = adm > 0 ? 0 : -1;
     goto out;
   }
   for (size_t i = 0; i < n; i++) {
@@ -1386,13 +1464,11 @@ static int run_op(author *a, json_t *req, room *r, json_t *opj, const char *cid,
     goto out;
   }
   r->seq++;
-  json_t *bcast = json_pack("{s:s,s:s,s:I,s:I,s:O}", "type", "op", "room", r->name, "seq",
-                            (json_int_t)r->seq, "ts", (json_int_t)wall_ms(), "from", from);
-  if (cid) json_object_set_new(bcast, "cid", json_string(cid));
-  json_object_set_new(bcast, "op", is_batch ? sync_batch_normalized(subs, n) : sync_op_normalized(&one));
+  json_t *opv = is_batch ? sync_batch_normalized(subs, n) : sync_op_normalized(&one);
   char *revs_json = is_batch ? NULL : doc_item_revs_json(doc_get(&r->d, one.item));
-  sequence(a, req, r, bcast, is_batch ? NULL : one.item, fields_json, revs_json, changes, nchanges, cid);
-  json_decref(bcast);
+  sequence(a, req, r, E_OP, from, opv, is_batch ? NULL : one.item, fields_json, revs_json, changes, nchanges,
+           cid);
+  json_decref(opv);
   free(fields_json);
   free(revs_json);
   sync_changes_free(changes, nchanges);
@@ -1412,13 +1488,12 @@ static void handle_op(sess *s, json_t *req) {
     return;
   }
   author au = {e, s, NULL, s->dkey};
-  json_t *from = json_pack("{s:s,s:s}", "user", s->id.user, "device", s->device);
+  json_t *from = sess_from(s);
   op_refusal why;
   if (run_op(&au, req, m->r, json_object_get(req, "op"), cid, 0, from, &why) != 0) {
     count_rejection(e, why.err.code);
     send_error(s, req, why.err.code, why.err.message, why.err.field, why.extra);
   }
-  json_decref(from);
 }
 
 static void handle_publish(sess *s, json_t *req) {
@@ -1453,7 +1528,7 @@ static void handle_publish(sess *s, json_t *req) {
     json_t *msg = json_pack("{s:s,s:s,s:I,s:{s:s,s:s},s:O,s:b}", "type", "message", "room", r->name,
                             "ts", (json_int_t)wall_ms(), "from", "user", s->id.user, "device",
                             s->device, "data", data, "ephemeral", 1);
-    net_chunk *frame = frame_json(msg, NULL);
+    net_chunk *frame = frame_json(msg);
     json_decref(msg);
     json_t *ack = json_pack("{s:s,s:s}", "type", "ack", "room", r->name);
     json_t *id = json_object_get(req, "id");
@@ -1474,13 +1549,7 @@ static void handle_publish(sess *s, json_t *req) {
     return;
   }
   r->seq++;
-  json_t *bcast = json_pack("{s:s,s:s,s:I,s:I,s:{s:s,s:s}}", "type", "message", "room", r->name,
-                            "seq", (json_int_t)r->seq, "ts", (json_int_t)wall_ms(), "from", "user",
-                            s->id.user, "device", s->device);
-  if (cid) json_object_set_new(bcast, "cid", json_string(cid));
-  json_object_set(bcast, "data", data);
-  sequence(&au, req, r, bcast, NULL, NULL, NULL, NULL, 0, cid);
-  json_decref(bcast);
+  sequence(&au, req, r, E_MESSAGE, sess_from(s), data, NULL, NULL, NULL, NULL, 0, cid);
 }
 
 static void handle_presence(sess *s, json_t *req) {
@@ -1593,7 +1662,7 @@ static void handle_cursor(sess *s, json_t *req) {
   store_batch_cursor(e->batch, s->id.user, s->device, m->r->name, seq);
   json_t *msg = json_pack("{s:s,s:s,s:s,s:s,s:I}", "type", "cursor", "room", m->r->name, "user",
                           s->id.user, "device", s->device, "seq", (json_int_t)seq);
-  net_chunk *frame = frame_json(msg, NULL);
+  net_chunk *frame = frame_json(msg);
   json_decref(msg);
   for (member *x = m->r->members; x; x = x->next)
     if (x->s != s && strcmp(x->s->id.user, s->id.user) == 0) sess_send(x->s, frame);
@@ -1884,7 +1953,7 @@ static int api_key_ok(struct app *app, conn *c, httpd_req *r) {
   if (!ok) {
     json_t *b = json_pack("{s:s,s:s,s:s}", "type", "error", "code", "unauthorized", "message",
                           "Authorization: Bearer <api key> required");
-    char *text = json_dumps(b, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    char *text = jw_dumps(b);
     json_decref(b);
     httpd_respond(c, 401, "application/json", "WWW-Authenticate: Bearer\r\n", text, strlen(text));
     free(text);
@@ -1893,7 +1962,7 @@ static int api_key_ok(struct app *app, conn *c, httpd_req *r) {
 }
 
 static void http_json(conn *c, int status, json_t *body) {
-  char *text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  char *text = jw_dumps(body);
   json_decref(body);
   httpd_respond(c, status, "application/json", "Cache-Control: no-store\r\n", text, strlen(text));
   free(text);
@@ -2053,12 +2122,8 @@ static void backend_write(engine *e, conn *c, httpd_req *r, const char *name, in
     goto out_room;
   }
   rm->seq++;
-  json_t *bcast = json_pack("{s:s,s:s,s:I,s:I,s:o}", "type", "message", "room", rm->name, "seq",
-                            (json_int_t)rm->seq, "ts", (json_int_t)wall_ms(), "from", from);
-  if (cid) json_object_set_new(bcast, "cid", json_string(cid));
-  json_object_set(bcast, "data", data);
-  sequence(&au, NULL, rm, bcast, NULL, NULL, NULL, NULL, 0, cid);
-  json_decref(bcast);
+  sequence(&au, NULL, rm, E_MESSAGE, from, data, NULL, NULL, NULL, NULL, 0, cid);
+  json_decref(from);
 out_room:
   room_maybe_unload(e, rm);
 out:
@@ -2182,6 +2247,7 @@ static void sse_replay(sess *s, uint64_t after) {
   ch->len = (uint32_t)off;
   if (off) sse_write(s, ch);
   net_chunk_unref(ch);
+  s->dn_upto = s->ob_next - 1;
 }
 
 static void dn_end(sess *s, unsigned code, const char *reason);
@@ -2194,6 +2260,7 @@ static void dn_push(sess *s, net_chunk *frame, uint64_t ordinal) {
     ch->len = (uint32_t)sse_event(ch->data, ordinal, p, len);
     sse_write(s, ch);
     net_chunk_unref(ch);
+    s->dn_upto = ordinal;
   } else if (!s->due) { /* answered in the check hook, with everything since */
     s->due = 1;
     s->refs++;
@@ -2229,14 +2296,18 @@ static void poll_answer(sess *s, unsigned code, const char *reason, int empty) {
     if (ok) ok = buf_append(&b, tail, (size_t)n) == WSY_OK;
     if (ok && code) {
       json_t *cl = json_pack("{s:i,s:s}", "code", (int)code, "reason", reason ? reason : "");
-      char *ct = json_dumps(cl, JSON_COMPACT | JSON_PRESERVE_ORDER);
+      char *ct = jw_dumps(cl);
       json_decref(cl);
       ok = buf_append(&b, ",\"close\":", 9) == WSY_OK && buf_append(&b, ct, strlen(ct)) == WSY_OK;
       free(ct);
     }
     if (ok) ok = buf_append(&b, "}", 1) == WSY_OK;
-    if (ok) httpd_deferred_answer(c, 200, "application/json", hdrs, b.data, b.len);
-    else httpd_stream_end(c, 1);
+    if (ok) {
+      httpd_deferred_answer(c, 200, "application/json", hdrs, b.data, b.len);
+      if (!empty) s->dn_upto = s->ob_next - 1;
+    } else {
+      httpd_stream_end(c, 1);
+    }
     buf_free(&b);
   }
   wsy_free(s->dn_headers);
@@ -2262,7 +2333,7 @@ static void dn_end(sess *s, unsigned code, const char *reason) {
     return;
   }
   json_t *cl = json_pack("{s:i,s:s}", "code", (int)code, "reason", reason ? reason : "");
-  char *ct = json_dumps(cl, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  char *ct = jw_dumps(cl);
   json_decref(cl);
   size_t len = strlen(ct);
   net_chunk *ch = net_chunk_new(len + 32);
@@ -2331,7 +2402,7 @@ static int cors(engine *e, httpd_req *r, char *out, size_t n) {
 
 static void fb_error(conn *c, int status, const char *hdrs, const char *code, const char *message) {
   json_t *b = json_pack("{s:s,s:s,s:s}", "type", "error", "code", code, "message", message);
-  char *text = json_dumps(b, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  char *text = jw_dumps(b);
   json_decref(b);
   char h[1024];
   snprintf(h, sizeof h, "Cache-Control: no-store\r\n%s", hdrs);

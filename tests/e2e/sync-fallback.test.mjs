@@ -628,6 +628,31 @@ ftest('poll: a missing or malformed last counts as 0', async () => {
   }
 });
 
+ftest('poll: answers keep the connection alive, whether messages were waiting or came later', async () => {
+  const h = await HttpSession.open(srv.url, 'alice');
+  await h.send([{ type: 'ping', id: 1 }, { type: 'ping', id: 2 }]);
+  const raw = await RawConn.connect(srv.port);
+  const get = (last) => raw.write(`GET /v1/poll?session=${h.session}&last=${last} HTTP/1.1\r\nHost: x\r\n\r\n`);
+  // answered at once (messages already waiting), then on the same connection
+  // one that waits for a message
+  await get(0);
+  const a = await raw.readResponse();
+  assert.equal(a.status, 200);
+  assertPoll(JSON.parse(a.body.toString()), 0, ['pong', 'pong']);
+  assert.notEqual(a.headers.connection, 'close');
+  await get(2);
+  await sleep(scale(100));
+  assert.equal(raw.ended, false, 'the connection is still open after the first answer');
+  await h.send({ type: 'ping', id: 3 });
+  const b = await raw.readResponse();
+  assert.equal(b.status, 200);
+  assertPoll(JSON.parse(b.body.toString()), 2, ['pong']);
+  // and a third request still finds it open
+  await raw.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+  assert.equal((await raw.readResponse()).status, 200);
+  raw.destroy();
+});
+
 ftest('poll: with --poll-timeout 500ms an idle poll is answered {"messages":[],"last":M}', async (t) => {
   const s = await startSyncServer(t, ['--poll-timeout', '500ms']);
   const h = await HttpSession.open(s.url, 'alice');
@@ -920,8 +945,25 @@ ftest('a resume by POST of a session with an open SSE stream ends that stream wi
   assert.deepEqual(ev.map((e) => [e.id, e.json.re]), [['2', 2]], 'the next downstream replays from its last');
 });
 
-ftest('a last older than the outbox still holds (--max-outbox overflow) is 410 session_expired', async (t) => {
+ftest('a burst over --max-outbox between two polls is delivered, not dropped', async (t) => {
   const s = await startSyncServer(t, ['--max-outbox', '1K']);
+  const h = await HttpSession.open(s.url, 'alice');
+  await h.send({ type: 'ping', id: 'first' });
+  assertPoll(await h.pollNow(0), 0, ['pong']);
+  const pings = Array.from({ length: 40 }, (_, i) => ({ type: 'ping', id: `ping-${i}-${'x'.repeat(40)}` }));
+  await h.send(pings); // about 2.4 KB of pongs that no poll has carried yet
+  const b = await h.pollNow(1);
+  assertPoll(b, 1, pings.map(() => 'pong'));
+  assert.deepEqual(b.messages.map((m) => m.re), pings.map((p) => p.id));
+  // delivered, they count against --max-outbox again: the next burst keeps them only while unconfirmed
+  await h.send(pings.slice(0, 2));
+  assertPoll(await h.pollNow(41), 41, ['pong', 'pong']);
+});
+
+ftest('a last older than the outbox still holds (--max-outbox overflow) is 410 session_expired', async (t) => {
+  // Undelivered messages of an HTTP session are kept up to --max-queued-bytes
+  // beyond --max-outbox: with both at 1K a 2.4 KB burst loses its oldest.
+  const s = await startSyncServer(t, ['--max-outbox', '1K', '--max-queued-bytes', '1K']);
   const h = await HttpSession.open(s.url, 'alice');
   const pings = Array.from({ length: 40 }, (_, i) => ({ type: 'ping', id: `ping-${i}-${'x'.repeat(40)}` }));
   await h.send(pings); // about 2.4 KB of pongs, no downstream: the oldest are dropped
@@ -1107,6 +1149,14 @@ ftest('presence connected flag of HTTP sessions and the 10 s detach grace', { co
     const off = w.queue.filter((m) => m.type === 'presence' && m.event === 'update' && m.connected === false)
       .map((m) => `${m.user} (${m.user === 'alice' ? 'SSE' : 'poll'}) shown connected:false ${arrived.get(m) - closedAt} ms after its downstream closed`);
     assert.deepEqual(off, [], `no connected:false within ${window} ms of the downstream closing (grace ${GRACE_MS} ms)`);
+    // ... and it is due then: the cut poll is noticed when it is cut, not
+    // when its answer would have been due (--poll-timeout, 25 s from its start)
+    const due = closedAt + GRACE_MS + WAIT_MS / 2;
+    for (const m of [a, c]) {
+      const gone = await w.waitFor((x) => presenceOf(room, m.user, m.device)(x) && x.connected === false,
+        `${m.user} connected:false`, Math.max(1, due - Date.now()));
+      assert.equal(gone.event, 'update');
+    }
   }));
 
   parts.push(t.test('with a short --resume-window the detached session ends: presence leave, then 410', async (tt) => {

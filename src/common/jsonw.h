@@ -1,0 +1,58 @@
+/* jsonw.h -- compact JSON text from jansson values, and a small writer for
+ * messages built by hand.
+ *
+ * Why not json_dumps(): the op path encodes every accepted op three or four
+ * times (size check, the item for the store, the broadcast, the ack), and
+ * jansson's encoder goes through a callback per fragment and snprintf per
+ * number, which made it a quarter of the loop thread's CPU in bench (e).
+ * jw_value() writes the very same bytes as json_dumps(v, JSON_COMPACT |
+ * JSON_ENCODE_ANY) (checked by tests/unit/common/jsonw_test.c and the
+ * sync_op fuzzer): members in insertion order, UTF-8 kept as is, control
+ * characters, '"' and '\\' escaped the way jansson escapes them, reals
+ * formatted by jansson itself.
+ *
+ * A jw is a growable string; it aborts on allocation failure like every
+ * wsy_malloc. Values fed to it are bounded by the protocol's size limits. */
+#ifndef WSY_JSONW_H
+#define WSY_JSONW_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef struct {
+  char *p;
+  size_t len, cap;
+} jw;
+
+#define JW_INIT {NULL, 0, 0}
+
+void jw_free(jw *w);
+static inline void jw_reset(jw *w) { w->len = 0; }
+void jw_grow(jw *w, size_t more);
+
+static inline void jw_raw(jw *w, const char *s, size_t n) {
+  if (w->cap - w->len < n + 1) jw_grow(w, n + 1);
+  memcpy(w->p + w->len, s, n);
+  w->len += n;
+  w->p[w->len] = '\0';
+}
+/* A string literal, copied as is (it must already be JSON). */
+#define jw_lit(w, s) jw_raw((w), (s), sizeof(s) - 1)
+
+void jw_str(jw *w, const char *s, size_t n); /* quoted and escaped */
+static inline void jw_cstr(jw *w, const char *s) { jw_str(w, s, strlen(s)); }
+void jw_int(jw *w, int64_t v);
+void jw_value(jw *w, const json_t *v);
+
+/* The text so far as a NUL-terminated string of malloc(), which the caller
+ * frees with free(); the writer is left empty. */
+char *jw_steal(jw *w);
+
+/* Drop-in for json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY): free() it. */
+char *jw_dumps(const json_t *v);
+/* Its length, without keeping the text. Loop thread or not: no shared state. */
+size_t jw_size(const json_t *v);
+
+#endif
