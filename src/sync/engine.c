@@ -124,7 +124,7 @@ struct sess {
   uint64_t tokens_ms;
 };
 
-enum { P_OP, P_DUP, P_CREATE };
+enum { P_OP, P_DUP, P_CREATE, P_ERR }; /* P_ERR: a refusal sent in order behind pending commits */
 enum { DN_SSE = 1, DN_POLL };
 #define DETACH_GRACE_MS 10000 /* no downstream this long: detached (2.4) */
 
@@ -311,8 +311,8 @@ static void send_json(sess *s, json_t *msg) {
 }
 
 /* An error reply: code, message, and the request's id and room when known. */
-static void send_error(sess *s, json_t *req, const char *code, const char *message,
-                       const char *field, json_t *extra) {
+static json_t *error_msg(json_t *req, const char *code, const char *message, const char *field,
+                         json_t *extra) {
   json_t *m = json_pack("{s:s}", "type", "error");
   json_t *id = req ? json_object_get(req, "id") : NULL;
   if (id) json_object_set(m, "re", id);
@@ -327,7 +327,12 @@ static void send_error(sess *s, json_t *req, const char *code, const char *messa
   if (field) json_object_set_new(m, "field", json_string(field));
   if (extra) json_object_update(m, extra);
   json_decref(extra);
-  send_json(s, m);
+  return m;
+}
+
+static void send_error(sess *s, json_t *req, const char *code, const char *message,
+                       const char *field, json_t *extra) {
+  send_json(s, error_msg(req, code, message, field, extra));
 }
 
 /* Errors before welcome end the connection (PROTOCOL.md 3.3). */
@@ -640,7 +645,9 @@ static void commit_done(uv_work_t *w, int status) {
         http_answer(p, 200, b);
       }
     }
-    if (rc != 0) {
+    if (p->kind == P_ERR) {
+      if (p->s) sess_send(p->s, p->frame);
+    } else if (rc != 0) {
       r->broken = 1;
       if (p->s && p->kind != P_CREATE)
         send_error(p->s, NULL, "internal", "the change could not be stored; retry", NULL,
@@ -1492,7 +1499,21 @@ static void handle_op(sess *s, json_t *req) {
   op_refusal why;
   if (run_op(&au, req, m->r, json_object_get(req, "op"), cid, 0, from, &why) != 0) {
     count_rejection(e, why.err.code);
-    send_error(s, req, why.err.code, why.err.message, why.err.field, why.extra);
+    json_t *msg = error_msg(req, why.err.code, why.err.message, why.err.field, why.extra);
+    room *r = m->r;
+    if (r->pending == 0) {
+      send_json(s, msg);
+      return;
+    }
+    /* A refusal can carry state (rev_too_old's text and rev, conflict's
+     * current item) that includes ops still being stored: it goes out behind
+     * their acks and broadcasts, as a duplicate's ack does, so a client never
+     * learns of a state before the entries that make it. */
+    pend *p = pend_new(&au, P_ERR, NULL, r, 0, NULL);
+    p->frame = frame_json(msg);
+    json_decref(msg);
+    r->pending++;
+    pend_append(e, p);
   }
 }
 

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
 
+import { OP, frame } from './lib/raw.mjs';
 import { scale, sleep } from './lib/server.mjs';
 import { Replica, SyncClient, closeClients, snapshotOf, startSyncServer, token } from './lib/sync.mjs';
 
@@ -248,6 +249,53 @@ test('document semantics', async (t) => {
     await op({ kind: 'del', item: 'never-there' });
     const a = await set('after-reject', {});
     assert.equal(a.seq, before + 1);
+  });
+});
+
+test('a refusal carrying state waits behind the entries that state includes', async (t) => {
+  // Two messages in one TCP segment, so the server reads both before the
+  // first one's commit: the second is refused with state that includes the
+  // first (the text, the current item), and must reach the client after the
+  // first one's ack and broadcast, never before.
+  const send2 = (c, m1, m2) => c.ws._socket.write(Buffer.concat([m1, m2].map((m) => frame(OP.TEXT, JSON.stringify(m)))));
+  const a = await connect('alice');
+  t.after(() => closeClients(a));
+
+  await t.test('rev_too_old behind the text op it reports', async () => {
+    const room = 'board:order-text';
+    await a.join(room);
+    send2(a,
+      { type: 'op', id: 't1', room, cid: 'ord.t1', op: { kind: 'text', item: 'n', field: 'body', rev: 0, ops: ['hello'] } },
+      { type: 'op', id: 't2', room, cid: 'ord.t2', op: { kind: 'text', item: 'n', field: 'body', rev: 7, ops: ['x'] } });
+    const err = await a.waitFor((m) => m.re === 't2', 'the refusal');
+    assert.equal(err.code, 'rev_too_old', JSON.stringify(err));
+    assert.equal(err.text, 'hello');
+    assert.equal(err.rev, 1);
+    const ack = a.log.find((m) => m.re === 't1');
+    const entry = a.log.find((m) => m.type === 'op' && m.room === room && m.seq === 1);
+    assert.ok(ack && entry, 'the ack and the broadcast of the first op arrived');
+    assert.ok(a.log.indexOf(ack) < a.log.indexOf(err) && a.log.indexOf(entry) < a.log.indexOf(err),
+      `order: ${a.log.filter((m) => m.room === room).map((m) => m.type).join(', ')}`);
+  });
+
+  await t.test('conflict behind the set whose item it reports', async () => {
+    const room = 'board:order-conflict';
+    await a.join(room);
+    send2(a,
+      { type: 'op', id: 'c1', room, cid: 'ord.c1', op: { kind: 'set', item: 'x', fields: { v: 1 }, base: 0 } },
+      { type: 'op', id: 'c2', room, cid: 'ord.c2', op: { kind: 'set', item: 'x', fields: { v: 2 }, base: 0 } });
+    const err = await a.waitFor((m) => m.re === 'c2', 'the refusal');
+    assert.equal(err.code, 'conflict');
+    assert.deepEqual(err.current?.fields, { v: 1 });
+    const entry = a.log.find((m) => m.type === 'op' && m.room === room && m.seq === 1);
+    assert.ok(entry && a.log.indexOf(entry) < a.log.indexOf(err), 'the broadcast of v:1 came first');
+  });
+
+  await t.test('with nothing pending a refusal is immediate, and the connection goes on', async () => {
+    const room = 'board:order-text';
+    const e = await a.expectError({ type: 'op', room, cid: 'ord.t3', op: { kind: 'text', item: 'n', field: 'body', rev: 9, ops: ['y'] } }, 'rev_too_old');
+    assert.equal(e.text, 'hello');
+    await a.ping();
   });
 });
 
