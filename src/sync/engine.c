@@ -1820,9 +1820,15 @@ static void ws_message(ws_conn *w, int opcode, uint8_t *data, size_t len) {
     return;
   }
   if (!req || !json_is_object(req) || too_deep(req, 1, 32)) {
+    /* Say what was wrong: jansson's reason (an invalid \u escape such as a
+     * lone surrogate, a duplicate member, ...) when it did not parse. */
+    char why[200];
+    if (!req) snprintf(why, sizeof why, "not valid JSON: %s at byte %d", jerr.text, jerr.position);
+    else snprintf(why, sizeof why, "%s", json_is_object(req) ? "a message nests deeper than 32 levels"
+                                                              : "a message must be one JSON object");
     json_decref(req);
-    if (!s->welcomed) refuse(s, NULL, "bad_json", "a message must be one JSON object");
-    else send_error(s, NULL, "bad_json", "a message must be one JSON object", NULL, NULL);
+    if (!s->welcomed) refuse(s, NULL, "bad_json", why);
+    else send_error(s, NULL, "bad_json", why, NULL, NULL);
     return;
   }
   dispatch(s, req);

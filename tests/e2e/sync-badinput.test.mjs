@@ -104,6 +104,7 @@ const CASES = [
   ['duplicate op member', `{"type":"op","room":"${R}","cid":"bad.1","op":{"kind":"set","kind":"del","item":"keep","fields":{}}}`, 'bad_json'],
   ['message nested 40 levels', `{"type":"op","room":"${R}","cid":"bad.1","op":{"kind":"set","item":"keep","fields":{"a":${nest(36)}}}}`, 'bad_json'],
   ['truncated JSON', `{"type":"op","room":"${R}","cid":"bad.1","op":{"kind":"set"`, 'bad_json'],
+  ['a lone surrogate in a string', `{"type":"op","room":"${R}","cid":"bad.1","op":{"kind":"set","item":"keep","fields":{"a":"\\ud800"}}}`, 'bad_json'],
   ['an op that is a JSON array', `[{"type":"op","room":"${R}","cid":"bad.1"}]`, 'bad_json'],
   // --- rejected by the document
   ['del of a missing item', op({ kind: 'del', item: 'missing' }), 'not_found'],
@@ -200,6 +201,7 @@ async function runCase(name, req, code) {
       if (typeof req === 'object' && typeof req.cid === 'string' && req.cid.length <= 128) assert.equal(reply.cid, req.cid);
     }
     if (reply.code === 'conflict') assert.ok('current' in reply, 'a conflict carries current');
+    if (/surrogate/.test(name)) assert.match(reply.message, /^not valid JSON: .*Unicode/i, 'the reason is given');
     failed = false;
   } finally {
     assert.ok(c.open, 'the connection stays open');
