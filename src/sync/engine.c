@@ -2580,6 +2580,7 @@ static void fb_down(engine *e, conn *c, httpd_req *r, int kind, const char *hdrs
   s->poll_last = last;
   snprintf(h, sizeof h, "Cache-Control: no-store\r\n%s", hdrs);
   size_t hl = strlen(h) + 1;
+  wsy_free(s->dn_headers); /* a previous poll cut by its client left its own */
   s->dn_headers = memcpy(wsy_malloc(hl), h, hl);
   httpd_defer(c, &s->dn);
   if (s->ob_len) poll_answer(s, 0, NULL, 0);
