@@ -8,6 +8,7 @@ import test from 'node:test';
 
 import { SseParser } from '../../clients/js/transports.js';
 import { Room, backoffDelay, defineOpKind } from '../../clients/js/wsync.js';
+import { fakeClient } from './lib/fakes.mjs';
 
 const STREAM = ': ping\r\n\r\nid: 1\ndata: {"type":"joined"}\n\n' +
   'id: 2\r\nevent: message\r\ndata: {"a":\r\ndata: 1}\r\n\r\n' +
@@ -47,32 +48,6 @@ test('backoff: full jitter under an exponential cap', () => {
   assert.equal(backoffDelay(6, o, () => 0.5), 5000, 'base * 2^6 = 16000, capped at 10000');
   assert.equal(backoffDelay(500, o, () => 0.5), 5000, 'no overflow for large n');
 });
-
-/** A stand-in for the Client: records what the room sends, always online. */
-function fakeClient() {
-  let n = 0;
-  const c = {
-    user: 'alice',
-    device: 'dev1',
-    session: 's1',
-    _gen: 1,
-    _rooms: new Map(),
-    sent: [],
-    _online: () => true,
-    _nextId: () => ++n,
-    _nextCid: () => `dev1.rnd.${++n}`,
-    _nextOrder: () => ++n,
-    _send: (m) => c.sent.push(m),
-    _request: (m) => {
-      c.sent.push(m);
-      return new Promise(() => {});
-    },
-    _persistPut: () => {},
-    _persistDelete: () => {},
-    _tooLarge: () => false,
-  };
-  return c;
-}
 
 function joinedRoom() {
   const c = fakeClient();

@@ -11,6 +11,7 @@ import test from 'node:test';
 import otText from 'ot-text-unicode';
 
 import * as T from '../../clients/js/text.js';
+import { FakeTextarea } from './lib/fakes.mjs';
 
 const { type: ref } = otText;
 
@@ -804,52 +805,6 @@ test('TextDoc x N clients against an in-memory server: convergence, markers surv
 });
 
 // ---- bindTextarea ----------------------------------------------------------------
-
-/** Just enough of HTMLTextAreaElement: setting value puts the caret at the end, as browsers do. */
-class FakeTextarea {
-  #value = '';
-  selectionStart = 0;
-  selectionEnd = 0;
-  selectionDirection = 'none';
-  listeners = new Map();
-  get value() { return this.#value; }
-  set value(v) {
-    this.#value = String(v);
-    this.selectionStart = this.selectionEnd = this.#value.length;
-  }
-  addEventListener(type, fn) {
-    if (!this.listeners.has(type)) this.listeners.set(type, new Set());
-    this.listeners.get(type).add(fn);
-  }
-  removeEventListener(type, fn) { this.listeners.get(type)?.delete(fn); }
-  setSelectionRange(s, e, dir = 'none') {
-    const n = this.#value.length;
-    this.selectionStart = Math.min(Math.max(0, s), n);
-    this.selectionEnd = Math.min(Math.max(this.selectionStart, e), n);
-    this.selectionDirection = dir;
-  }
-  dispatch(type, extra = {}) { for (const fn of [...(this.listeners.get(type) ?? [])]) fn({ type, target: this, ...extra }); }
-  get listenerCount() { return [...this.listeners.values()].reduce((n, s) => n + s.size, 0); }
-  select(s, e = s) {
-    this.setSelectionRange(s, e);
-    this.dispatch('select');
-  }
-  // The user replaces the selection by text (no event unless asked).
-  edit(text, { event = true } = {}) {
-    const v = this.#value;
-    const s = this.selectionStart;
-    this.#value = v.slice(0, s) + text + v.slice(this.selectionEnd);
-    this.selectionStart = this.selectionEnd = s + text.length;
-    if (event) this.dispatch('input');
-  }
-  backspace() {
-    if (this.selectionStart === this.selectionEnd && this.selectionStart > 0) {
-      const low = this.#value.charCodeAt(this.selectionStart - 1);
-      this.selectionStart -= low >= 0xdc00 && low <= 0xdfff ? 2 : 1;
-    }
-    this.edit('');
-  }
-}
 
 function bound(text = '', rev = 0, opts) {
   const d = makeDoc(text, rev);

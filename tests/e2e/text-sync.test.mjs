@@ -17,6 +17,7 @@ import { test } from 'node:test';
 
 import { apply as applyText } from '../../clients/js/text.js';
 import { Room } from '../../clients/js/wsync.js';
+import { FakeTextarea, fakeClient } from './lib/fakes.mjs';
 import { KEY, SERVER_ARGS, history, makeClient, serverSnapshot, startProxy } from './lib/client-util.mjs';
 import { WAIT_MS, scale, sleep, waitUntil } from './lib/server.mjs';
 import { SyncClient, api, restartableServer, startSyncServer, token } from './lib/sync.mjs';
@@ -554,43 +555,6 @@ test('bad text ops get clear errors and leave the connection usable', async (t) 
 
 // ---- (f) the client API: one object per field, locks, textareas -----------------
 
-/** Just enough of HTMLTextAreaElement for bindTextarea (text.js). */
-class FakeTextarea {
-  #value = '';
-  selectionStart = 0;
-  selectionEnd = 0;
-  selectionDirection = 'none';
-  listeners = new Map();
-  get value() { return this.#value; }
-  set value(v) {
-    this.#value = String(v);
-    this.selectionStart = this.selectionEnd = this.#value.length;
-  }
-  addEventListener(type, fn) {
-    if (!this.listeners.has(type)) this.listeners.set(type, new Set());
-    this.listeners.get(type).add(fn);
-  }
-  removeEventListener(type, fn) { this.listeners.get(type)?.delete(fn); }
-  setSelectionRange(s, e, dir = 'none') {
-    const n = this.#value.length;
-    this.selectionStart = Math.min(Math.max(0, s), n);
-    this.selectionEnd = Math.min(Math.max(this.selectionStart, e), n);
-    this.selectionDirection = dir;
-  }
-  get listenerCount() { return [...this.listeners.values()].reduce((k, s) => k + s.size, 0); }
-  /** The user puts the caret at s and types text (a character at a time when typed is true). */
-  type(s, text) {
-    this.setSelectionRange(s, s);
-    for (const ch of text) {
-      const v = this.#value;
-      const at = this.selectionStart;
-      this.#value = v.slice(0, at) + ch + v.slice(this.selectionEnd);
-      this.selectionStart = this.selectionEnd = at + ch.length;
-      for (const fn of [...(this.listeners.get('input') ?? [])]) fn({ type: 'input', target: this });
-    }
-  }
-}
-
 test('room.text: one object per field; textareas bound to it converge; a locked item refuses and rolls back', async (t) => {
   const ctx = `seed ${SEED}`;
   const srv = await startSyncServer(t, SERVER_ARGS);
@@ -650,32 +614,6 @@ test('room.text: one object per field; textareas bound to it converge; a locked 
 });
 
 // ---- orderings the server produces by chance, replayed by hand --------------------
-
-/** A stand-in for the Client (as in client-unit.test.mjs): always online, records what is sent. */
-function fakeClient() {
-  let n = 0;
-  const c = {
-    user: 'alice',
-    device: 'dev1',
-    session: 's1',
-    _gen: 1,
-    _rooms: new Map(),
-    sent: [],
-    _online: () => true,
-    _nextId: () => ++n,
-    _nextCid: () => `dev1.rnd.${++n}`,
-    _nextOrder: () => ++n,
-    _send: (m) => c.sent.push(m),
-    _request: (m) => {
-      c.sent.push(m);
-      return new Promise(() => {});
-    },
-    _persistPut: () => {},
-    _persistDelete: () => {},
-    _tooLarge: () => false,
-  };
-  return c;
-}
 
 function handRoom(body, rev, seq) {
   const c = fakeClient();
