@@ -5,6 +5,8 @@
 // through the JavaScript client (wsync.js), which applies it optimistically,
 // sends it, re-sends it after a reconnect and rolls it back if the server
 // refuses it; this file only renders room.items and turns clicks into ops.
+// Each card also has a note, a text field edited by several people at once
+// (room.text()), with the others' carets drawn in it: see "shared notes".
 //
 // URL: ?user=NAME picks the user (demo mode: the server runs --insecure-demo),
 // ?transport=ws|sse|poll forces one transport, #name picks the board.
@@ -144,12 +146,14 @@ const CLIENT_CODES = new Set(['unauthorized', 'token_invalid', 'token_expired', 
 // ---- start ----------------------------------------------------------------
 
 let Client;
+let compose, invert, transformPosition, utf16ToCp, cpToUtf16, cpLength;
 try {
   ({ Client } = await import('./wsync.js'));
+  ({ compose, invert, transformPosition, utf16ToCp, cpToUtf16, cpLength } = await import('./text.js'));
 } catch (err) {
   statusEl.textContent = 'client missing';
   statusEl.dataset.status = 'offline';
-  toast(`Could not load wsync.js: ${err.message}`, 'error');
+  toast(`Could not load the client (wsync.js, text.js): ${err.message}`, 'error');
   throw err;
 }
 
@@ -166,7 +170,7 @@ const client = new Client(location.origin, {
 });
 const room = client.room(roomId);
 
-let myPresence = { name: user, color: myColor, editing: null };
+let myPresence = { name: user, color: myColor, editing: null, note: null };
 room.presence.set(myPresence);
 
 function setPresence(patch) {
@@ -176,7 +180,15 @@ function setPresence(patch) {
 
 // Inspection hook for the browser tests and the curious (devtools console).
 const statusHistory = [];
-window.wsyncDemo = { client, room, user, device, statusHistory, board: () => boardState() };
+window.wsyncDemo = {
+  client, room, user, device, statusHistory,
+  board: () => boardState(),
+  /** A card's open note: its text, sync state and revision, or null. */
+  note: (id) => {
+    const n = notes.get(id);
+    return n ? { value: n.text.value, state: n.text.state, rev: n.text.rev } : null;
+  },
+};
 
 $('#room-name').textContent = roomId;
 document.title = `${roomId} \u2013 wsync`;
@@ -239,8 +251,11 @@ const pending = new Map(); // card id -> ops sent and not acked yet
 let editing = null; // {id, held, closed, renew}
 let renderQueued = false;
 
+// An item with neither title nor column is not shown: a note edit that was
+// still unconfirmed when its card was deleted re-creates the item with the
+// note alone (a text op on a missing item creates it, PROTOCOL.md 5.7).
 function isCard(id, fields) {
-  return id.startsWith('card-') && fields && typeof fields === 'object';
+  return id.startsWith('card-') && fields && typeof fields === 'object' && ('title' in fields || 'col' in fields);
 }
 
 function cardCol(f) {
@@ -315,7 +330,8 @@ function updateCard(el, id, f) {
   el.dataset.locked = other ? 'true' : 'false';
   el.dataset.pending = pending.has(id) ? 'true' : 'false';
   el.dataset.editing = isEditing ? 'true' : 'false';
-  el.draggable = !other && !isEditing;
+  el.draggable = !other && !isEditing && noteSelecting !== id;
+  updateNote(el, id, other ? lk : null);
   const title = $('.card-title', el);
   const text = typeof f.title === 'string' && f.title ? f.title : '(untitled)';
   if (title.textContent !== text) title.textContent = text;
@@ -336,7 +352,7 @@ function updateCard(el, id, f) {
 
 function render() {
   const active = document.activeElement;
-  const sel = active && active.matches && active.matches('.title-input')
+  const sel = active && active.matches && active.matches('.title-input, .note-input')
     ? [active.selectionStart, active.selectionEnd] : null;
   const cols = columns();
   const seen = new Set();
@@ -347,6 +363,7 @@ function render() {
     if (seen.has(id)) continue;
     el.remove();
     cardEls.delete(id);
+    detachNote(id);
     if (editing && editing.id === id) {
       closeEditor(false);
       toast('The card you were editing was deleted');
@@ -476,6 +493,350 @@ function closeEditor(save) {
   scheduleRender();
 }
 
+// ---- shared notes and remote carets -----------------------------------------
+//
+// Each card has a note: the text field `note` of its item, edited by everyone
+// at once through room.text(id, 'note') (PROTOCOL.md 5.7). bindTextarea()
+// applies typing at once, sends it, and keeps this textarea's caret on its
+// character when others' edits come in. The others' carets are drawn over
+// the textarea (a textarea holds no markup) at places measured in a hidden
+// copy of its text box.
+//
+// A caret travels in presence, apart from the text ops, so it must say which
+// text it points into:
+//   sender    its caret in its own text (which has its unconfirmed edits) is
+//             mapped back to the server's text at revision rev, a text every
+//             peer had: presence {note: {card, pos, end, rev}}, code points.
+//   receiver  the note's log holds, for each revision this tab reached, its
+//             own unconfirmed edits at that moment (m: server text -> what
+//             it showed), then every change shown since. pos goes through the
+//             m of rev, then through the later changes: exact whether the
+//             presence arrives before or after the ops it has seen. While the
+//             sender has edits in flight its caret shows at their start; its
+//             next update (after the ack) puts it back at its end.
+
+const NOTE_PRESENCE_MS = 100; // at most one caret update per this, the last one always sent
+const NOTE_LOG = 300; // changes and revisions remembered per note
+
+const notes = new Map(); // card id -> {id, text, textarea, overlay, log, cursors, onAck}
+let roomReady = false;
+let noteFocus = null; // the card whose note has the focus
+let noteSelecting = null; // the card whose note the mouse is selecting text in: not draggable
+let notePresenceAt = 0;
+let notePresenceTimer = null;
+let cursorsQueued = false;
+const cursorsToDraw = new Set();
+const resizes = typeof ResizeObserver === 'function'
+  ? new ResizeObserver((entries) => {
+    for (const e of entries) {
+      const note = notes.get(e.target.closest('.card')?.dataset.id);
+      if (note) queueCursors(note);
+    }
+  })
+  : null;
+
+/** The op taking doc.serverText to doc.value (its unconfirmed edits), or null. */
+function unconfirmed(doc) {
+  const { pending, buffer } = doc;
+  return pending && buffer ? compose(pending, buffer) : pending || buffer;
+}
+
+function logPush(note, entry) {
+  note.log.push(entry);
+  if (note.log.length > NOTE_LOG) note.log.splice(0, note.log.length - NOTE_LOG);
+}
+
+/** This tab reached the note's current revision: remember what it showed on top of it. */
+function markRev(note) {
+  logPush(note, { rev: note.text.rev, m: unconfirmed(note.text.doc) });
+}
+
+/** The card's note (opened once the room is ready); read-only while another holds the card's lock. */
+function updateNote(el, id, lock) {
+  if (!roomReady) return;
+  const note = notes.get(id) || attachNote(el, id);
+  const ta = note.textarea;
+  // The server refuses text ops on a locked item (9.2): typing would be rolled back.
+  ta.readOnly = !!lock;
+  ta.title = lock ? `${lock.user} is editing this card` : '';
+}
+
+function attachNote(el, id) {
+  const wrap = document.createElement('div');
+  wrap.className = 'note-wrap';
+  const ta = document.createElement('textarea');
+  ta.className = 'note-input';
+  ta.dataset.testid = 'note-input';
+  ta.rows = 2;
+  ta.placeholder = 'Note (shared)';
+  ta.setAttribute('aria-label', 'Shared note');
+  const overlay = document.createElement('div');
+  overlay.className = 'note-overlay';
+  overlay.dataset.testid = 'note-overlay';
+  overlay.setAttribute('aria-hidden', 'true');
+  wrap.append(ta, overlay);
+  $('.card-note', el).replaceChildren(wrap);
+
+  const text = room.text(id, 'note');
+  const note = { id, text, textarea: ta, overlay, log: [], cursors: new Map(), onAck: null };
+  notes.set(id, note);
+  markRev(note);
+  text.bind(ta, {
+    // After typing, selection moves and remote writes (the caret moved, or its revision did).
+    onSelection: () => { if (noteFocus === id) publishNoteSoon(); },
+  });
+  // Registered after bind(): the textarea already shows the change when this runs.
+  text.on('change', (ch) => {
+    logPush(note, { ops: ch.ops });
+    if (text.rev !== lastRev(note)) markRev(note);
+    fitNote(ta);
+    queueCursors(note);
+  });
+  note.onAck = () => {
+    markRev(note);
+    if (noteFocus === id) publishNoteSoon(); // the same caret, now at the new revision
+  };
+  text.doc.on('ack', note.onAck);
+  ta.addEventListener('focus', () => {
+    noteFocus = id;
+    publishNoteSoon();
+  });
+  ta.addEventListener('blur', () => {
+    if (noteFocus !== id) return;
+    noteFocus = null;
+    clearTimeout(notePresenceTimer);
+    notePresenceTimer = null;
+    if (myPresence.note) setPresence({ note: null });
+  });
+  // A press in the focused note selects text; in a note without the focus it
+  // focuses it, or drags the card if the pointer moves (as anywhere on a card).
+  ta.addEventListener('mousedown', () => {
+    if (document.activeElement !== ta) return;
+    noteSelecting = id;
+    el.draggable = false; // now: the browser decides at this press
+    addEventListener('mouseup', () => {
+      noteSelecting = null;
+      scheduleRender();
+    }, { once: true });
+  });
+  ta.addEventListener('scroll', () => queueCursors(note));
+  if (resizes) resizes.observe(ta);
+  queueMicrotask(() => fitNote(ta)); // once render() has put a new card in the page
+  queueCursors(note);
+  return note;
+}
+
+function lastRev(note) {
+  for (let i = note.log.length - 1; i >= 0; i--) if (note.log[i].rev !== undefined) return note.log[i].rev;
+  return undefined;
+}
+
+/** The card went away: the text is closed (edits made still go out), the caret withdrawn. */
+function detachNote(id) {
+  const note = notes.get(id);
+  if (!note) return;
+  notes.delete(id);
+  cursorsToDraw.delete(note);
+  if (resizes) resizes.unobserve(note.textarea);
+  note.text.doc.off('ack', note.onAck);
+  note.text.close(); // unbinds the textarea
+  if (noteFocus === id) {
+    noteFocus = null;
+    setPresence({ note: null });
+  }
+}
+
+/** Grows the textarea with its text (up to the CSS max-height), so that no caret hides below. */
+function fitNote(ta) {
+  if (!ta.isConnected) return;
+  ta.style.height = 'auto';
+  ta.style.height = `${ta.scrollHeight + ta.offsetHeight - ta.clientHeight}px`;
+}
+
+// ---- publishing this tab's caret ----
+
+/** This tab's caret in the focused note, in the server's text at its revision (see above). */
+function noteCaret() {
+  const note = noteFocus && notes.get(noteFocus);
+  if (!note) return null;
+  const ta = note.textarea;
+  const doc = note.text.doc;
+  if (ta.value !== doc.value) return myPresence.note; // mid-composition (IME): not in the doc yet
+  let pos = utf16ToCp(ta.value, ta.selectionStart);
+  let end = utf16ToCp(ta.value, ta.selectionEnd);
+  const mine = unconfirmed(doc);
+  if (mine) {
+    const back = invert(mine, doc.serverText); // value -> serverText
+    pos = transformPosition(pos, back);
+    end = Math.max(pos, transformPosition(end, back));
+  }
+  const caret = { card: note.id, pos, end, rev: doc.rev };
+  if (ta.selectionDirection === 'backward' && end > pos) caret.back = true;
+  return caret;
+}
+
+function publishNoteSoon() {
+  if (notePresenceTimer) return;
+  const wait = Math.max(0, notePresenceAt + NOTE_PRESENCE_MS - Date.now());
+  notePresenceTimer = setTimeout(() => {
+    notePresenceTimer = null;
+    notePresenceAt = Date.now();
+    const note = noteCaret();
+    if (JSON.stringify(note) !== JSON.stringify(myPresence.note)) setPresence({ note });
+  }, wait);
+}
+
+// ---- drawing the others' carets ----
+
+/** A peer's caret position (code points of the server text at rev) in this tab's text now. */
+function localPos(note, pos, rev) {
+  const { log } = note;
+  let i = log.length - 1;
+  while (i >= 0 && !(log[i].rev !== undefined && log[i].rev <= rev)) i--;
+  if (i < 0) i = log.findIndex((e) => e.rev !== undefined); // older than the log: the best guess
+  if (i < 0) return pos;
+  if (log[i].m) pos = transformPosition(pos, log[i].m);
+  for (let k = i + 1; k < log.length; k++) if (log[k].ops) pos = transformPosition(pos, log[k].ops);
+  return pos;
+}
+
+function queueCursors(note) {
+  cursorsToDraw.add(note);
+  if (cursorsQueued) return;
+  cursorsQueued = true;
+  queueMicrotask(() => {
+    cursorsQueued = false;
+    const list = [...cursorsToDraw];
+    cursorsToDraw.clear();
+    for (const n of list) if (notes.get(n.id) === n) drawCursors(n);
+  });
+}
+
+const isCount = (n) => Number.isSafeInteger(n) && n >= 0;
+
+// Markers are kept per peer and moved, not redrawn: the name label shows
+// for a few seconds after its caret moved (CSS), then leaves the text readable.
+function drawCursors(note) {
+  const ta = note.textarea;
+  const peers = (room.presence.list || []).filter((p) => {
+    const n = p.state && p.state.note;
+    return p.connected && !(p.user === user && p.device === device) && n && n.card === note.id
+      && isCount(n.pos) && isCount(n.end) && isCount(n.rev);
+  });
+  const shown = new Set();
+  const selections = [];
+  const value = note.text.value;
+  const len = cpLength(value);
+  const layout = peers.length && ta.isConnected ? textLayout(ta) : null;
+  for (const p of layout ? peers : []) {
+    const n = p.state.note;
+    const key = `${p.user}\u0000${p.device}`;
+    const color = typeof p.state.color === 'string' ? p.state.color : colorFor(p.user);
+    const start = Math.min(localPos(note, n.pos, n.rev), len);
+    const end = Math.max(start, Math.min(localPos(note, n.end, n.rev), len));
+    const start16 = cpToUtf16(value, start);
+    const end16 = cpToUtf16(value, end);
+    const at16 = n.back ? start16 : end16;
+    for (const r of start16 < end16 ? layout.rects(start16, end16) : []) {
+      const sel = document.createElement('div');
+      sel.className = 'note-selection';
+      sel.style.cssText = `--who:${color};left:${r.x}px;top:${r.y}px;width:${r.w}px;height:${r.h}px`;
+      selections.push(sel);
+    }
+    let el = note.cursors.get(key);
+    if (!el) {
+      el = document.createElement('div');
+      el.className = 'note-cursor';
+      el.dataset.testid = 'note-cursor';
+      el.dataset.user = p.user;
+      el.dataset.device = p.device;
+      const label = document.createElement('span');
+      label.className = 'note-cursor-label';
+      label.dataset.testid = 'note-cursor-label';
+      el.append(label);
+      note.cursors.set(key, el);
+      note.overlay.append(el);
+    }
+    shown.add(key);
+    const c = layout.caret(at16);
+    el.dataset.pos = String(n.back ? start : end); // code points of this tab's text
+    el.dataset.pos16 = String(at16); // UTF-16 units, as selectionStart counts
+    el.dataset.start16 = String(start16);
+    el.dataset.end16 = String(end16);
+    el.style.cssText = `--who:${color};left:${c.x}px;top:${c.y}px;height:${c.h}px`;
+    el.hidden = c.y + c.h < ta.clientTop || c.y > ta.clientTop + ta.clientHeight; // scrolled out of view
+    const name = typeof p.state.name === 'string' && p.state.name ? p.state.name : p.user;
+    const place = `${c.x},${c.y}`;
+    if (el.dataset.place !== place || el.firstChild.textContent !== name) {
+      el.dataset.place = place;
+      const label = el.firstChild.cloneNode(false); // a new element: its fade starts again
+      label.textContent = name;
+      el.firstChild.replaceWith(label);
+    }
+  }
+  for (const [key, el] of note.cursors) {
+    if (shown.has(key)) continue;
+    el.remove();
+    note.cursors.delete(key);
+  }
+  for (const old of note.overlay.querySelectorAll('.note-selection')) old.remove();
+  note.overlay.prepend(...selections);
+}
+
+// The copy of a textarea's text box that carets are measured in: the same
+// font, padding, wrapping and width (clientWidth: without border and scroll
+// bar), its text plus one zero-width character, so that the end of the text
+// (even after a final line break) is the start of a character too.
+const MIRRORED = ['fontFamily', 'fontSize', 'fontStyle', 'fontVariant', 'fontWeight', 'fontStretch',
+  'fontKerning', 'fontFeatureSettings', 'lineHeight', 'letterSpacing', 'wordSpacing', 'textTransform',
+  'textIndent', 'textAlign', 'tabSize', 'whiteSpace', 'overflowWrap', 'wordBreak', 'direction',
+  'paddingTop', 'paddingRight', 'paddingBottom', 'paddingLeft'];
+let mirror = null;
+
+/** Boxes of UTF-16 offsets of ta.value, in px from ta's border box (scrolling included). */
+function textLayout(ta) {
+  if (!mirror) {
+    mirror = document.createElement('div');
+    mirror.className = 'note-mirror';
+    mirror.setAttribute('aria-hidden', 'true');
+    document.body.append(mirror);
+  }
+  const cs = getComputedStyle(ta);
+  for (const k of MIRRORED) mirror.style[k] = cs[k];
+  mirror.style.width = `${ta.clientWidth}px`;
+  mirror.textContent = `${ta.value}\u200b`;
+  const node = mirror.firstChild;
+  const box = mirror.getBoundingClientRect();
+  const dx = ta.clientLeft - ta.scrollLeft - box.left;
+  const dy = ta.clientTop - ta.scrollTop - box.top;
+  const range = document.createRange();
+  const last = ta.value.length; // offsets past it (the doc ahead of the textarea, mid-composition) clamp
+  const boxes = (a, b) => {
+    range.setStart(node, Math.min(a, last));
+    range.setEnd(node, Math.min(b, last + 1));
+    return [...range.getClientRects()].filter((r) => r.height > 0)
+      .map((r) => ({ x: r.left + dx, y: r.top + dy, w: r.width, h: r.height }));
+  };
+  return {
+    // The box of the character at i16 (there always is one): where a caret before it shows,
+    // on the next line when i16 is where a line wraps, as the textarea's own caret does.
+    caret(i16) {
+      i16 = Math.min(i16, last);
+      const code = node.data.charCodeAt(i16);
+      const r = boxes(i16, i16 + (code >= 0xd800 && code <= 0xdbff ? 2 : 1))[0];
+      return r || { x: ta.clientLeft + parseFloat(cs.paddingLeft), y: ta.clientTop + parseFloat(cs.paddingTop), h: parseFloat(cs.fontSize) * 1.2 };
+    },
+    rects: boxes,
+  };
+}
+
+addEventListener('resize', () => {
+  for (const note of notes.values()) {
+    fitNote(note.textarea); // the width changed, and with it the wrapping
+    queueCursors(note);
+  }
+});
+
 // ---- events ---------------------------------------------------------------
 
 boardEl.addEventListener('submit', (e) => {
@@ -543,7 +904,7 @@ function clearDropMarks() {
 
 boardEl.addEventListener('dragstart', (e) => {
   const card = e.target.closest && e.target.closest('.card');
-  if (!card || card.dataset.locked === 'true') return;
+  if (!card || card.dataset.locked === 'true' || e.target.closest('.card-note')) return;
   dragId = card.dataset.id;
   e.dataTransfer.effectAllowed = 'move';
   e.dataTransfer.setData('text/plain', dragId);
@@ -601,9 +962,13 @@ room.on('error', ({ code, message, item, op }) => {
   scheduleRender();
 });
 
-room.on('presence', renderPresence);
+room.on('presence', () => {
+  renderPresence();
+  for (const note of notes.values()) queueCursors(note);
+});
 
 room.ready.then(() => {
+  roomReady = true; // notes open now, from the room's text (room.text() before ready starts empty)
   boardEl.setAttribute('aria-busy', 'false');
   boardEl.dataset.ready = 'true';
   scheduleRender();
@@ -648,8 +1013,10 @@ function renderPresence() {
       dot.dataset.connected = d.connected ? 'true' : 'false';
       if (d.user === user && d.device === device) dot.classList.add('self');
       const editingCard = d.state && typeof d.state.editing === 'string' ? room.get(d.state.editing) : null;
+      const noteCard = d.state && d.state.note && typeof d.state.note.card === 'string' ? room.get(d.state.note.card) : null;
       dot.title = `${d.device}${d.user === user && d.device === device ? ' (this tab)' : ''}: `
-        + `${d.connected ? 'connected' : 'disconnected'}${editingCard ? `, editing \u201c${editingCard.title}\u201d` : ''}`;
+        + `${d.connected ? 'connected' : 'disconnected'}${editingCard ? `, editing \u201c${editingCard.title}\u201d` : ''}`
+        + `${noteCard ? `, writing in the note of \u201c${noteCard.title}\u201d` : ''}`;
       dots.append(dot);
     }
     li.title = `${name}: ${devices.length} device${devices.length > 1 ? 's' : ''}`;
