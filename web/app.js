@@ -251,9 +251,10 @@ const pending = new Map(); // card id -> ops sent and not acked yet
 let editing = null; // {id, held, closed, renew}
 let renderQueued = false;
 
-// An item with neither title nor column is not shown: a note edit that was
-// still unconfirmed when its card was deleted re-creates the item with the
-// note alone (a text op on a missing item creates it, PROTOCOL.md 5.7).
+// An item with neither title nor column is not a card (another app, or a
+// backend, may write other items into the room): it is not shown. (Note
+// edits racing a card's delete do not re-create it: the server refuses text
+// ops on missing items, PROTOCOL.md 5.7.)
 function isCard(id, fields) {
   return id.startsWith('card-') && fields && typeof fields === 'object' && ('title' in fields || 'col' in fields);
 }

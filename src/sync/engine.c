@@ -1363,6 +1363,13 @@ static int run_text_op(author *a, json_t *req, room *r, json_t *opj, const char 
     goto out;
   }
   if (lock_ok(e, r, a->s, opj, t.item, force, why) != 0) goto out;
+  if (!doc_get(&r->d, t.item)) {
+    /* Text edits do not create items: one racing the item's del would bring
+     * it back holding only that field. The del wins (PROTOCOL.md 5.7). */
+    refuse_op(e, why, "not_found", "the item does not exist; a set creates it",
+              json_pack("{s:s,s:s}", "item", t.item, "field", t.field));
+    goto out;
+  }
   /* The field's history, started afresh when the field was reset (a set,
    * a delete) or the room was loaded since it was last written. */
   char key[300];

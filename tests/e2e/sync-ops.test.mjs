@@ -264,6 +264,7 @@ test('a refusal carrying state waits behind the entries that state includes', as
   await t.test('rev_too_old behind the text op it reports', async () => {
     const room = 'board:order-text';
     await a.join(room);
+    await a.expect({ type: 'op', room, cid: 'ord.t0', op: { kind: 'set', item: 'n', fields: {} } }, 'ack');
     send2(a,
       { type: 'op', id: 't1', room, cid: 'ord.t1', op: { kind: 'text', item: 'n', field: 'body', rev: 0, ops: ['hello'] } },
       { type: 'op', id: 't2', room, cid: 'ord.t2', op: { kind: 'text', item: 'n', field: 'body', rev: 7, ops: ['x'] } });
@@ -272,7 +273,7 @@ test('a refusal carrying state waits behind the entries that state includes', as
     assert.equal(err.text, 'hello');
     assert.equal(err.rev, 1);
     const ack = a.log.find((m) => m.re === 't1');
-    const entry = a.log.find((m) => m.type === 'op' && m.room === room && m.seq === 1);
+    const entry = a.log.find((m) => m.type === 'op' && m.room === room && m.seq === 2);
     assert.ok(ack && entry, 'the ack and the broadcast of the first op arrived');
     assert.ok(a.log.indexOf(ack) < a.log.indexOf(err) && a.log.indexOf(entry) < a.log.indexOf(err),
       `order: ${a.log.filter((m) => m.room === room).map((m) => m.type).join(', ')}`);

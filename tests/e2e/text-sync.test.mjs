@@ -199,6 +199,12 @@ async function serverText(url, room, item = 'note', field = 'body') {
   return { text: it ? it.fields[field] : undefined, rev: it?.revs?.[field] ?? 0, seq: s.seq };
 }
 
+/** Creates the item by a set (backend API): text ops do not create items (5.7). */
+async function createItem(url, room, item = 'note') {
+  const r = await api(url, 'POST', `/v1/rooms/${room}/ops`, { key: KEY, body: { op: { kind: 'set', item, fields: {} } } });
+  assert.equal(r.status, 200, r.text);
+}
+
 /** Every client holds the server's text at the server's revision, in its text and its room view. */
 async function assertConverged(url, room, cs, ctx) {
   const want = await serverText(url, room);
@@ -312,6 +318,7 @@ test('the server is killed (SIGKILL) and restarted while three clients type: con
   const ctx = `seed ${SEED}`;
   const h = await restartableServer(t, SERVER_ARGS);
   const room = 'doc:crash';
+  await createItem(h.url, room);
   const cs = await Promise.all(['ws', 'sse', 'poll'].map((transport, k) =>
     textClient(t, h.url, { user: `w${k}`, transport, room })));
   const inserted = [];
@@ -373,6 +380,7 @@ for (const variant of ['resume', 'snapshot']) {
     const srv = await startSyncServer(t, [...SERVER_ARGS, ...extra]);
     const proxy = await startProxy(t, srv.port);
     const room = `doc:old-${variant}`;
+    await createItem(srv.url, room);
     const x = await textClient(t, proxy.url, { user: 'xavier', transport: 'ws', room });
     const z = await textClient(t, srv.url, { user: 'zoe', transport: 'sse', room });
     const inserted = [tokenOf(1, 0), tokenOf(2, 0)];
@@ -431,6 +439,7 @@ test('a set, a del and a set of the field by another client while two type: all 
   const ctx = `seed ${SEED}`;
   const srv = await startSyncServer(t, SERVER_ARGS);
   const room = 'doc:overwrite';
+  await createItem(srv.url, room);
   const a = await textClient(t, srv.url, { user: 'ann', transport: 'ws', room });
   const b = await textClient(t, srv.url, { user: 'ben', transport: 'poll', room });
   const c = await textClient(t, srv.url, { user: 'cat', transport: 'sse', room });
@@ -461,6 +470,12 @@ test('a set, a del and a set of the field by another client while two type: all 
   };
   await Promise.all([typist(a, 1), typist(b, 2), overwriter()]);
   await quiescent([a, b, c], `${ctx}: convergence`);
+  // Between the del and the second set the item does not exist: edits made
+  // then are refused (not_found) and rolled back, the del wins (5.7).
+  for (const cl of [a, b, c]) {
+    assert.deepEqual(cl.problems.filter((p) => (p.text ?? p.room) !== 'not_found'), [], `${ctx}: ${cl.user}: only not_found`);
+    cl.problems.length = 0;
+  }
   let want = await assertConverged(srv.url, room, [a, b, c], ctx);
   // Wiped or not, no token twice and none broken.
   for (const [tok, n] of tokenCounts(want.text, ctx)) assert.equal(n, 1, `${ctx}: ${label(tok)} once`);
@@ -489,6 +504,10 @@ test('bad text ops get clear errors and leave the connection usable', async (t) 
   await c.request({ type: 'join', room });
   let n = 0;
   const send = (op) => c.request({ type: 'op', room, cid: `bad.${++n}`, op });
+  // Text ops edit items, they do not create them: a set does (5.7).
+  const missing = await send({ kind: 'text', item: 'a', field: 'f', rev: 0, ops: ['x'] });
+  assert.deepEqual([missing.code, missing.item, missing.field], ['not_found', 'a', 'f'], JSON.stringify(missing));
+  assert.equal((await send({ kind: 'set', item: 'a', fields: {} })).type, 'ack');
   const ok = await send({ kind: 'text', item: 'a', field: 'f', rev: 0, ops: ['héllo😀'] });
   assert.deepEqual([ok.type, ok.rev], ['ack', 1]);
   assert.equal((await send({ kind: 'set', item: 'b', fields: { num: 5 } })).type, 'ack');
@@ -559,6 +578,7 @@ test('room.text: one object per field; textareas bound to it converge; a locked 
   const ctx = `seed ${SEED}`;
   const srv = await startSyncServer(t, SERVER_ARGS);
   const room = 'doc:api';
+  await createItem(srv.url, room);
   const a = await textClient(t, srv.url, { user: 'ada', transport: 'ws', room });
   const b = await textClient(t, srv.url, { user: 'bo', transport: 'sse', room });
   assert.equal(a.r.text('note', 'body'), a.txt, 'the same object for the same field');
