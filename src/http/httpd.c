@@ -239,6 +239,9 @@ static int route(struct app *app, conn *c, httpd_req *r, uint8_t *rest, size_t r
 
 /* ---- connection ops ------------------------------------------------------ */
 
+/* Bytes stashed behind a deferred answer before reading pauses. */
+#define STASH_PAUSE (64 * 1024)
+
 static void http_on_data(conn *c, uint8_t *data, size_t len) {
   struct app *app = net_loop_app(net_conn_loop(c));
   httpd_conn *hc = hc_of(c);
@@ -247,8 +250,11 @@ static void http_on_data(conn *c, uint8_t *data, size_t len) {
   if (hc->waiter) {
     /* A request behind one whose answer is deferred waits, in order, for
      * it. Reading goes on meanwhile so that a peer closing the connection
-     * (a cut long-poll) is noticed at once, not when the answer is due. */
+     * (a cut long-poll) is noticed at once, not when the answer is due;
+     * a peer pipelining more than STASH_PAUSE bytes is paused instead
+     * (TCP pushes back), as a deferred request used to pause it. */
     if (buf_append(&hc->stash, data, len) != WSY_OK) net_conn_close(c);
+    else if (hc->stash.len > STASH_PAUSE) net_conn_pause(c);
     return;
   }
   while (len > 0 && !net_conn_closing(c)) {
@@ -291,6 +297,7 @@ static void http_on_data(conn *c, uint8_t *data, size_t len) {
        * order, behind it. */
       buf_init(&hc->stash, app->cfg->max_header + app->cfg->max_body);
       if (len && buf_append(&hc->stash, data, len) != WSY_OK) net_conn_close(c);
+      else if (hc->stash.len > STASH_PAUSE) net_conn_pause(c);
       return;
     }
     if (!keep) net_conn_end(c);
@@ -323,6 +330,9 @@ void httpd_deferred_answer(conn *c, int status, const char *content_type, const 
     http_on_data(c, st.data, st.len);
     buf_free(&st);
   }
+  /* Read again unless the requests still stashed behind a new deferred
+   * answer are already over the pause mark. */
+  if (!hc->waiter || hc->stash.len <= STASH_PAUSE) net_conn_resume(c);
 }
 
 void httpd_stream_begin(conn *c, conn **slot, const char *content_type, const char *extra_headers) {

@@ -469,6 +469,28 @@ test('pipelined requests on one connection are answered in order', async (t) => 
   assert.equal(conn.buf.length, 0, 'nothing extra');
 });
 
+test('a long pipeline behind deferred answers: read paused past 64 KiB, every request answered in order', async (t) => {
+  const room = 'board:pipe-long';
+  const req = (i) => {
+    const b = JSON.stringify({ cid: `long-${i}`, op: { kind: 'set', item: `i${i % 7}`, fields: { n: i, pad: 'p'.repeat(400) } } });
+    return `POST /v1/rooms/${room}/ops HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${KEY}\r\n` +
+      `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(b)}\r\n\r\n${b}`;
+  };
+  // ~1.3 MB of requests: past the 64 KiB where reading pauses, and past the
+  // stash's hard cap (1 MiB + headers), which only pausing keeps from closing
+  const n = 2600;
+  const conn = await RawConn.connect(srv.port);
+  t.after(() => conn.destroy());
+  await conn.write(Array.from({ length: n }, (_, i) => req(i)).join(''));
+  const seqs = [];
+  for (let i = 0; i < n; i++) {
+    const r = await conn.readResponse();
+    assert.equal(r.status, 200, r.body.toString());
+    seqs.push(JSON.parse(r.body).seq);
+  }
+  assert.deepEqual(seqs, Array.from({ length: n }, (_, i) => seqs[0] + i), 'answered in order, one seq each');
+});
+
 test('--history-ops 300: after 1000 ops the log is trimmed; an old since gets a snapshot', async (t) => {
   const s = await startSyncServer(t, ['--api-key', KEY, '--history-ops', '300', '--rate', '100000', '--burst', '100000']);
   const room = 'board:trim';
