@@ -38,8 +38,10 @@ static inline void jw_raw(jw *w, const char *s, size_t n) {
   w->len += n;
   w->p[w->len] = '\0';
 }
-/* A string literal, copied as is (it must already be JSON). */
-#define jw_lit(w, s) jw_raw((w), (s), sizeof(s) - 1)
+/* A string literal, copied as is (it must already be JSON). Only a literal:
+ * the length is its sizeof (a pointer would give 8), which the "" "" concatenation
+ * below enforces at compile time. */
+#define jw_lit(w, s) jw_raw((w), "" s "", sizeof(s) - 1)
 
 void jw_str(jw *w, const char *s, size_t n); /* quoted and escaped */
 static inline void jw_cstr(jw *w, const char *s) { jw_str(w, s, strlen(s)); }

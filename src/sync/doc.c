@@ -284,9 +284,15 @@ int sync_text_apply(doc *d, const sync_text *t, const text_op *op, uint64_t seq,
   return 0;
 }
 
-json_t *sync_op_normalized(const sync_op *op) {
-  if (op->kind == SYNC_DEL) return json_pack("{s:s,s:s}", "kind", "del", "item", op->item);
-  return json_pack("{s:s,s:s,s:O}", "kind", "set", "item", op->item, "fields", op->fields);
+void sync_op_write(jw *w, const sync_op *op) {
+  if (op->kind == SYNC_DEL) jw_lit(w, "{\"kind\":\"del\",\"item\":");
+  else jw_lit(w, "{\"kind\":\"set\",\"item\":");
+  jw_cstr(w, op->item);
+  if (op->kind != SYNC_DEL) {
+    jw_lit(w, ",\"fields\":");
+    jw_value(w, op->fields);
+  }
+  jw_lit(w, "}");
 }
 
 /* ---- batch ------------------------------------------------------------- */
@@ -382,8 +388,11 @@ void sync_changes_free(sync_change *c, size_t n) {
   wsy_free(c);
 }
 
-json_t *sync_batch_normalized(const sync_op *subs, size_t n) {
-  json_t *arr = json_array();
-  for (size_t i = 0; i < n; i++) json_array_append_new(arr, sync_op_normalized(&subs[i]));
-  return json_pack("{s:s,s:o}", "kind", "batch", "ops", arr);
+void sync_batch_write(jw *w, const sync_op *subs, size_t n) {
+  jw_lit(w, "{\"kind\":\"batch\",\"ops\":[");
+  for (size_t i = 0; i < n; i++) {
+    if (i) jw_lit(w, ",");
+    sync_op_write(w, &subs[i]);
+  }
+  jw_lit(w, "]}");
 }

@@ -1201,8 +1201,9 @@ static int seen_load(const char *device, const char *cid, void *ud) {
 enum { E_OP, E_MESSAGE };
 
 /* The broadcast of an entry: {"type":"op","room","seq","ts","from","cid","op"},
- * or a stored publish: {"type":"message",...,"data"}. */
-static net_chunk *entry_frame(const room *r, int type, const json_t *from, const char *cid, const json_t *v) {
+ * or a stored publish: {"type":"message",...,"data"}. entry_begin writes up
+ * to the value, which the caller appends; entry_end closes and frames it. */
+static jw *entry_begin(const room *r, int type, const json_t *from, const char *cid) {
   jw *w = &frame_text;
   jw_reset(w);
   if (type == E_OP) jw_lit(w, "{\"type\":\"op\",\"room\":");
@@ -1220,20 +1221,29 @@ static net_chunk *entry_frame(const room *r, int type, const json_t *from, const
   }
   if (type == E_OP) jw_lit(w, ",\"op\":");
   else jw_lit(w, ",\"data\":");
-  jw_value(w, v);
+  return w;
+}
+
+static net_chunk *entry_end(jw *w) {
   jw_lit(w, "}");
   return ws_frame_new(WS_OP_TEXT, w->p, w->len);
 }
 
-/* Sequences an accepted entry (r->seq already advanced to it): broadcast
- * bytes, store op, pending ack. v is the op as broadcast, or a publish's
- * data (E_MESSAGE). */
-static pend *sequence(author *a, json_t *req, room *r, int type, const json_t *from, const json_t *v,
-                     const char *item, const char *fields_json, const char *revs_json,
-                     const sync_change *changes, size_t nchanges, const char *cid) {
+static net_chunk *entry_frame(const room *r, int type, const json_t *from, const char *cid, const json_t *v) {
+  jw *w = entry_begin(r, type, from, cid);
+  jw_value(w, v);
+  return entry_end(w);
+}
+
+/* Sequences an accepted entry (r->seq already advanced to it): its
+ * broadcast (made by entry_end or entry_frame just before, whose text is
+ * still in frame_text; taken over), store op, pending ack. */
+static pend *sequence(author *a, json_t *req, room *r, net_chunk *frame, const char *item,
+                      const char *fields_json, const char *revs_json, const sync_change *changes,
+                      size_t nchanges, const char *cid) {
   engine *e = a->e;
   pend *p = pend_new(a, P_OP, req, r, r->seq, cid);
-  p->frame = entry_frame(r, type, from, cid, v);
+  p->frame = frame;
   store_op so = {
     .room = r->name,
     .seq = r->seq,
@@ -1419,7 +1429,7 @@ static int run_text_op(author *a, json_t *req, room *r, json_t *opj, const char 
   json_t *opv = json_pack("{s:s,s:s,s:s,s:I,s:o}", "kind", "text", "item", t.item, "field", t.field, "rev",
                            (json_int_t)cur, "ops", text_op_to_json(op));
   revs_json = doc_item_revs_json(doc_get(&r->d, t.item));
-  pend *p = sequence(a, req, r, E_OP, from, opv, t.item, fields_json, revs_json, NULL, 0, cid);
+  pend *p = sequence(a, req, r, entry_frame(r, E_OP, from, cid, opv), t.item, fields_json, revs_json, NULL, 0, cid);
   json_decref(opv);
   p->rev = cur + 1;
   rc = 0;
@@ -1478,11 +1488,11 @@ static int run_op(author *a, json_t *req, room *r, json_t *opj, const char *cid,
     goto out;
   }
   r->seq++;
-  json_t *opv = is_batch ? sync_batch_normalized(subs, n) : sync_op_normalized(&one);
   char *revs_json = is_batch ? NULL : doc_item_revs_json(doc_get(&r->d, one.item));
-  sequence(a, req, r, E_OP, from, opv, is_batch ? NULL : one.item, fields_json, revs_json, changes, nchanges,
-           cid);
-  json_decref(opv);
+  jw *w = entry_begin(r, E_OP, from, cid);
+  if (is_batch) sync_batch_write(w, subs, n);
+  else sync_op_write(w, &one);
+  sequence(a, req, r, entry_end(w), is_batch ? NULL : one.item, fields_json, revs_json, changes, nchanges, cid);
   free(fields_json);
   free(revs_json);
   sync_changes_free(changes, nchanges);
@@ -1577,7 +1587,7 @@ static void handle_publish(sess *s, json_t *req) {
     return;
   }
   r->seq++;
-  sequence(&au, req, r, E_MESSAGE, sess_from(s), data, NULL, NULL, NULL, NULL, 0, cid);
+  sequence(&au, req, r, entry_frame(r, E_MESSAGE, sess_from(s), cid, data), NULL, NULL, NULL, NULL, 0, cid);
 }
 
 static void handle_presence(sess *s, json_t *req) {
@@ -2156,7 +2166,7 @@ static void backend_write(engine *e, conn *c, httpd_req *r, const char *name, in
     goto out_room;
   }
   rm->seq++;
-  sequence(&au, NULL, rm, E_MESSAGE, from, data, NULL, NULL, NULL, NULL, 0, cid);
+  sequence(&au, NULL, rm, entry_frame(rm, E_MESSAGE, from, cid, data), NULL, NULL, NULL, NULL, 0, cid);
   json_decref(from);
 out_room:
   room_maybe_unload(e, rm);

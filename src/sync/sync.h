@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../common/jsonw.h"
 #include "../common/map.h"
 
 typedef struct sync_limits {
@@ -87,8 +88,8 @@ int sync_op_parse(json_t *op, const sync_limits *lim, sync_op *out, sync_err *er
  * unchanged. */
 int sync_apply(doc *d, const sync_op *op, uint64_t seq, const sync_limits *lim, char **fields_json,
                sync_err *err);
-/* The op as broadcast: {"kind","item"[,"fields"]} without base (new ref). */
-json_t *sync_op_normalized(const sync_op *op);
+/* The op as broadcast, appended to w: {"kind","item"[,"fields"]} without base. */
+void sync_op_write(jw *w, const sync_op *op);
 
 /* ---- batch: 1..max_batch set/del sub-ops applied atomically, one seq ---- */
 
@@ -110,7 +111,8 @@ int sync_batch_parse(json_t *op, const sync_limits *lim, size_t max_batch, sync_
 int sync_batch_apply(doc *d, const sync_op *subs, size_t n, uint64_t seq, const sync_limits *lim,
                      sync_change **changes, size_t *nchanges, sync_err *err, size_t *index);
 void sync_changes_free(sync_change *c, size_t n);
-json_t *sync_batch_normalized(const sync_op *subs, size_t n);
+/* The batch as broadcast: {"kind":"batch","ops":[...]}, each sub-op as sync_op_write. */
+void sync_batch_write(jw *w, const sync_op *subs, size_t n);
 
 /* ---- text ops (PROTOCOL.md 5.7; the OT itself is text.h) ---------------- */
 
