@@ -79,9 +79,21 @@ void *map_put(map *m, const char *key, void *val) {
   return NULL;
 }
 
+static void *del_slot(map *m, map_slot *s);
+
 void *map_del(map *m, const char *key) {
   map_slot *s = find(m, key);
-  if (!s) return NULL;
+  return s ? del_slot(m, s) : NULL;
+}
+
+int map_del_if(map *m, const char *key, const void *val) {
+  map_slot *s = find(m, key);
+  if (!s || s->val != val) return 0;
+  del_slot(m, s);
+  return 1;
+}
+
+static void *del_slot(map *m, map_slot *s) {
   void *v = s->val;
   wsy_free(s->key);
   s->key = MAP_TOMBSTONE;

@@ -24,6 +24,8 @@ void *map_get(const map *m, const char *key);
 void *map_put(map *m, const char *key, void *val);
 /* Removes key and returns its value, or NULL when absent. */
 void *map_del(map *m, const char *key);
+/* Removes key only if it maps to val (one probe); 1 when removed. */
+int map_del_if(map *m, const char *key, const void *val);
 static inline size_t map_len(const map *m) { return m->len; }
 /* Iteration: for (size_t i = 0; map_next(m, &i, &k, &v);) ... (no changes meanwhile) */
 int map_next(const map *m, size_t *i, const char **key, void **val);

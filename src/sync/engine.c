@@ -578,7 +578,7 @@ static void http_answer(pend *p, int status, json_t *body) {
 
 static void pend_free(engine *e, pend *p) {
   if (p->ckey) {
-    if (map_get(&e->cids, p->ckey) == p) map_del(&e->cids, p->ckey);
+    map_del_if(&e->cids, p->ckey, p);
     wsy_free(p->ckey);
   }
   if (p->s) sess_unref(p->s);

@@ -197,6 +197,40 @@ Test(doc, normalized_op_drops_base) {
   json_decref(op);
 }
 
+Test(map, del_if_removes_only_the_matching_value) {
+  map m;
+  map_init(&m);
+  int a, b;
+  map_put(&m, "k", &a);
+  cr_assert_eq(map_del_if(&m, "k", &b), 0);
+  cr_assert_eq(map_get(&m, "k"), &a);
+  cr_assert_eq(map_del_if(&m, "nope", &a), 0);
+  cr_assert_eq(map_del_if(&m, "k", &a), 1);
+  cr_assert_null(map_get(&m, "k"));
+  cr_assert_eq(map_len(&m), 0);
+  map_free(&m);
+}
+
+/* A table with steady churn (one put and one del per step, as the pending
+ * cids see) stays sized by its live keys. */
+Test(map, churn_does_not_grow_the_table) {
+  map m;
+  map_init(&m);
+  char key[32];
+  static int v;
+  for (int i = 0; i < 100000; i++) {
+    snprintf(key, sizeof key, "dev|cid-%d", i);
+    map_put(&m, key, &v);
+    if (i >= 8) {
+      snprintf(key, sizeof key, "dev|cid-%d", i - 8);
+      cr_assert_eq(map_del(&m, key), &v);
+    }
+  }
+  cr_assert_eq(map_len(&m), 8);
+  cr_assert_leq(m.cap, 64, "capacity %zu for 8 live keys", m.cap);
+  map_free(&m);
+}
+
 Test(map, put_get_del_and_growth) {
   map m;
   map_init(&m);
