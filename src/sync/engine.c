@@ -1,6 +1,8 @@
 /* engine.c -- the sync protocol: hello, join/leave, op, publish, presence,
- * ping, bye; group commit; fan-out after commit. See engine.h and
- * docs/PROTOCOL.md (the spec; sections marked planned are not built here).
+ * ping, bye; group commit; fan-out after commit; the backend HTTP API. The
+ * HTTP transports of a session are in fallback.c, the structures both use in
+ * engine_int.h. See engine.h and docs/PROTOCOL.md (the spec; sections marked
+ * planned are not built here).
  *
  * Life of an op:
  *   request -> checks (rate, membership, grant, shape, dedupe, base)
@@ -33,155 +35,11 @@
 #include "../common/map.h"
 #include "../http/httpd.h"
 #include "../store/store.h"
+#include "engine_int.h"
 #include "sync.h"
 #include "text.h"
 
-#define MAX_CATCHUP (e->app->cfg->max_catchup)
-#define MAX_PRESENCE_STATE (e->app->cfg->max_presence_state)
-
-typedef struct sess sess;
-typedef struct room room;
-
-typedef struct member {
-  sess *s;
-  room *r;
-  struct member *prev, *next; /* room's members */
-  struct member *snext;       /* session's rooms */
-  uint64_t from_seq;          /* entries <= this were in its joined */
-  uint64_t cursor;            /* highest seq the device says it applied */
-  json_t *state;
-} member;
-
-/* An item's lock. Kept after release (holder NULL) so fences keep growing. */
-/* The text ops accepted on one field, newest last: ops[i] took the field
- * from revision base + i to base + i + 1. An op made at revision R is
- * transformed against ops[R - base ...] (PROTOCOL.md 5.7). */
-typedef struct text_hist {
-  uint64_t base;
-  text_op **ops;
-  size_t n, cap;
-} text_hist;
-
-#define TEXT_HISTORY 1024 /* ops kept per field; older revisions: rev_too_old */
-
-typedef struct lock {
-  sess *holder;
-  uint64_t fence;
-  uint64_t expires;  /* loop ms */
-} lock;
-
-struct room {
-  char *name;
-  char epoch[STORE_EPOCH_MAX + 1];
-  uint64_t seq;      /* last seq assigned (committed or not) */
-  doc d;
-  member *members;
-  unsigned nmembers;
-  unsigned pending;  /* entries of this room in batches not yet done */
-  map locks;         /* item -> lock* */
-  map texts;         /* "item\x1ffield" -> text_hist*: recent text ops, for OT */
-  unsigned nheld;
-  int broken;        /* a commit failed: refuse writes, reload when idle */
-};
-
-struct sess {
-  engine *e;
-  ws_conn *w;        /* NULL once the connection is gone */
-  int refs;
-  int welcomed;
-  auth_identity id;
-  char device[65];
-  char dkey[140];    /* "user:device": the dedupe key of the store */
-  json_t *from;      /* {"user","device"} of its broadcasts, made on first use */
-  char token[33];
-  member *rooms;
-  unsigned nrooms;
-  sess *dead_next;  /* on e->dead once its connection is gone */
-  int ended;         /* bye, replaced, or expired: no resume */
-  uint64_t detached_at; /* loop ms when the connection went away (0: attached) */
-  /* Outbox (PROTOCOL.md 3.4): every message after welcome has an ordinal;
-   * the frames (shared with the broadcast, not copied) are kept until the
-   * client confirms them with recv or the byte cap drops the oldest. */
-  net_chunk **ob;
-  uint32_t ob_head, ob_len, ob_cap;
-  uint64_t ob_first;   /* ordinal of ob[head] */
-  uint64_t ob_next;    /* ordinal of the next message */
-  size_t ob_bytes;
-  uint64_t opened;   /* loop ms of the connection's upgrade */
-  /* HTTP transports (PROTOCOL.md 2.4): the downstream is an SSE stream or a
-   * pending long-poll; httpd clears dn when that connection is freed. */
-  int http;          /* the session is on HTTP transports (not WebSocket) */
-  conn *dn;
-  int dn_kind;       /* DN_SSE or DN_POLL while dn is set */
-  uint64_t dn_at;    /* loop ms: poll start, or the stream's last write */
-  uint64_t dn_lost;  /* loop ms the last downstream went away */
-  uint64_t poll_last;/* the pending poll's last */
-  uint64_t dn_upto;  /* HTTP: the highest ordinal handed to a downstream */
-  char *dn_headers;  /* CORS headers for the deferred poll answer */
-  sess *due_next;    /* on e->due: a pending poll has something to say */
-  int due;
-  double tokens;     /* rate limit bucket */
-  uint64_t tokens_ms;
-};
-
-enum { P_OP, P_DUP, P_CREATE, P_ERR }; /* P_ERR: a refusal sent in order behind pending commits */
-enum { DN_SSE = 1, DN_POLL };
-#define DETACH_GRACE_MS 10000 /* no downstream this long: detached (2.4) */
-
-/* Where the direct answers to a hello sent by POST /v1/send go. */
-typedef struct capture {
-  buf text;          /* the last message: welcome or error */
-  sess *welcomed;    /* the session that said welcome */
-  char code[32];     /* the error code of a refusal */
-} capture;
-
-typedef struct pend {
-  struct pend *next;
-  int kind;
-  sess *s;           /* author (a reference), NULL for room creation */
-  json_t *re;
-  room *r;
-  char *cid;
-  char *ckey;        /* key in e->cids while pending */
-  uint64_t seq;
-  uint64_t rev;      /* a text op's new revision, for its ack (0: none) */
-  net_chunk *frame;  /* the broadcast, framed once */
-  conn *http;        /* backend request waiting for the commit, or NULL */
-} pend;
-
-struct engine {
-  struct app *app;
-  store *st;
-  map rooms;          /* name -> room* */
-  map cids;           /* "user:device|cid" -> pend* of entries not yet committed */
-  uint8_t *seen;      /* Bloom filter of every recorded "user:device|cid" */
-  sync_limits lim;
-  store_batch *batch; /* being filled */
-  pend *head, **tail;
-  store_batch *fl_batch; /* committing */
-  pend *fl_head;
-  int fl_rc;
-  int busy;
-  uv_work_t work;
-  uv_check_t check;
-  uv_timer_t lock_timer;
-  sess *dead;         /* sessions whose connection went away, cleaned up in the check hook */
-  map sessions;       /* session token -> sess* (welcomed, not ended) */
-  map by_device;      /* "user:device" -> sess* */
-  uint64_t ops_accepted, deliveries, commits;
-  uint64_t last_fence;       /* fences never repeat, even after a room unloads */
-  unsigned ws_conns;
-  map rejected;              /* error code -> count (uintptr_t) */
-  uint64_t commit_hist[13];  /* wsync_commit_seconds buckets, +Inf last */
-  double commit_sum;
-  uint64_t batch_started;    /* loop ms when the committing batch left */
-  capture *cap;              /* set while a hello from POST /v1/send runs */
-  sess *due;                 /* sessions whose pending poll can be answered */
-};
-
 /* ---- small helpers -------------------------------------------------------- */
-
-static uint64_t now_ms(engine *e) { return uv_now(e->app->loop); }
 
 static int64_t wall_ms(void) {
   struct timespec ts;
@@ -208,7 +66,7 @@ static void ob_clear(sess *s) {
   s->ob_bytes = 0;
 }
 
-static void sess_unref(sess *s) {
+void sess_unref(sess *s) {
   if (--s->refs > 0) return;
   ob_clear(s);
   wsy_free(s->dn_headers);
@@ -222,23 +80,13 @@ static json_t *sess_from(sess *s) {
   return s->from;
 }
 
-static void ob_pop(sess *s) {
+void ob_pop(sess *s) {
   net_chunk *ch = s->ob[s->ob_head];
   s->ob_bytes -= ch->len;
   net_chunk_unref(ch);
   s->ob_head = (s->ob_head + 1) & (s->ob_cap - 1);
   s->ob_len--;
   s->ob_first++;
-}
-
-static void dn_push(sess *s, net_chunk *frame, uint64_t ordinal);
-
-/* The payload of a frame made by ws_frame_new (unmasked, one frame). */
-static const uint8_t *frame_payload(const net_chunk *f, size_t *len) {
-  uint8_t l7 = f->data[1] & 0x7f;
-  size_t hdr = l7 < 126 ? 2 : l7 == 126 ? 4 : 10;
-  *len = f->len - hdr;
-  return f->data + hdr;
 }
 
 /* Messages outside the ordinals (welcome, and anything before it): written
@@ -330,7 +178,7 @@ static json_t *error_msg(json_t *req, const char *code, const char *message, con
   return m;
 }
 
-static void send_error(sess *s, json_t *req, const char *code, const char *message,
+void send_error(sess *s, json_t *req, const char *code, const char *message,
                        const char *field, json_t *extra) {
   send_json(s, error_msg(req, code, message, field, extra));
 }
@@ -497,7 +345,6 @@ static void locks_release_by(engine *e, room *r, sess *s, const char *reason) {
 }
 
 static void expire_sessions(engine *e);
-static void http_sweep(engine *e);
 
 static void lock_sweep(uv_timer_t *t) {
   engine *e = t->data;
@@ -519,7 +366,7 @@ static void lock_sweep(uv_timer_t *t) {
 }
 
 /* A presence event to every member but the one it is about. */
-static void presence_event(engine *e, member *about, const char *event) {
+void presence_event(engine *e, member *about, const char *event) {
   json_t *msg = json_pack("{s:s,s:s,s:s,s:s,s:s}", "type", "presence", "room", about->r->name,
                           "event", event, "user", about->s->id.user, "device", about->s->device);
   if (strcmp(event, "leave") != 0) {
@@ -589,7 +436,6 @@ static void pend_free(engine *e, pend *p) {
 }
 
 static void start_commit(engine *e);
-static void dn_end(sess *s, unsigned code, const char *reason);
 
 /* {"type":"ack","re","room","cid","seq","rev","duplicate"}, written directly:
  * one per op, so not worth a jansson object each. */
@@ -710,8 +556,6 @@ static void start_commit(engine *e) {
 
 static void reap(engine *e);
 
-static void polls_answer(engine *e);
-
 static void on_check(uv_check_t *h) {
   reap(h->data);
   polls_answer(h->data);
@@ -771,12 +615,11 @@ static void end_session(sess *s, unsigned code, const char *why) {
 
 /* Moves the new connection (carried by the fresh session n) onto the
  * existing session s and replays what the client has not processed. */
-static void dn_release(sess *s);
 
 /* Takes the session off its current transport: a WebSocket is closed with
  * 4001, an SSE stream ends with a close event 4001, a pending poll is
  * answered (PROTOCOL.md 2.4: one downstream per session). */
-static void detach_transport(sess *s, const char *why) {
+void detach_transport(sess *s, const char *why) {
   if (s->w) { /* e.g. a half-open connection */
     ws_conn *ow = s->w;
     ws_conn_set_user(ow, NULL);
@@ -1707,7 +1550,7 @@ static void handle_cursor(sess *s, json_t *req) {
   net_chunk_unref(frame);
 }
 
-static void dispatch(sess *s, json_t *req) {
+void dispatch(sess *s, json_t *req) {
   const char *type = str_member(req, "type");
   if (!type) {
     if (!s->welcomed) refuse(s, req, "unknown_type", "type must be a string");
@@ -1807,7 +1650,7 @@ static void ws_tick(ws_conn *w, uint64_t now) {
 }
 
 /* Nesting depth of a JSON value, counting only while it is at most limit. */
-static int too_deep(json_t *v, int depth, int limit) {
+int too_deep(json_t *v, int depth, int limit) {
   if (depth > limit) return 1;
   const char *k;
   json_t *x;
@@ -2242,399 +2085,6 @@ static void backend_read(engine *e, conn *c, httpd_req *r, const char *name, con
     return;
   }
   http_json(c, 200, b);
-}
-
-/* ---- HTTP transports: POST /v1/send, GET /v1/sse, GET /v1/poll ------------
- * (PROTOCOL.md 2.4). The session and its outbox are the same as over
- * WebSocket; only the way messages leave differs: an SSE event per message
- * (id = ordinal), or one JSON answer per poll gathering what the loop
- * iteration produced. */
-
-/* One SSE event: "id: N\ndata: <json>\n\n". */
-static size_t sse_event(uint8_t *out, uint64_t ordinal, const uint8_t *p, size_t len) {
-  int n = sprintf((char *)out, "id: %llu\ndata: ", (unsigned long long)ordinal);
-  memcpy(out + n, p, len);
-  memcpy(out + n + len, "\n\n", 2);
-  return (size_t)n + len + 2;
-}
-
-/* The stream could not take more (slow consumer) or failed: it is dropped;
- * the client reconnects with Last-Event-ID and the outbox replays. */
-static void sse_abort(sess *s) {
-  log_info("sse stream of %s ended: slow consumer", s->dkey);
-  dn_end(s, 1013, "slow consumer");
-}
-
-static void sse_write(sess *s, net_chunk *ch) {
-  s->dn_at = now_ms(s->e);
-  if (net_conn_send(s->dn, ch) != WSY_OK) sse_abort(s);
-}
-
-/* Writes the outbox's messages after ordinal `after` as one chunk. */
-static void sse_replay(sess *s, uint64_t after) {
-  size_t total = 0;
-  for (uint32_t i = 0; i < s->ob_len; i++) {
-    size_t len;
-    frame_payload(s->ob[(s->ob_head + i) & (s->ob_cap - 1)], &len);
-    total += len + 32;
-  }
-  if (!total) return;
-  net_chunk *ch = net_chunk_new(total);
-  size_t off = 0;
-  for (uint32_t i = 0; i < s->ob_len; i++) {
-    uint64_t ord = s->ob_first + i;
-    if (ord <= after) continue;
-    size_t len;
-    const uint8_t *p = frame_payload(s->ob[(s->ob_head + i) & (s->ob_cap - 1)], &len);
-    off += sse_event(ch->data + off, ord, p, len);
-  }
-  ch->len = (uint32_t)off;
-  if (off) sse_write(s, ch);
-  net_chunk_unref(ch);
-  s->dn_upto = s->ob_next - 1;
-}
-
-static void dn_end(sess *s, unsigned code, const char *reason);
-
-static void dn_push(sess *s, net_chunk *frame, uint64_t ordinal) {
-  if (s->dn_kind == DN_SSE) {
-    size_t len;
-    const uint8_t *p = frame_payload(frame, &len);
-    net_chunk *ch = net_chunk_new(len + 32);
-    ch->len = (uint32_t)sse_event(ch->data, ordinal, p, len);
-    sse_write(s, ch);
-    net_chunk_unref(ch);
-    s->dn_upto = ordinal;
-  } else if (!s->due) { /* answered in the check hook, with everything since */
-    s->due = 1;
-    s->refs++;
-    s->due_next = s->e->due;
-    s->e->due = s;
-  }
-}
-
-/* Answers the pending poll with the messages after its last, and `close`
- * when the session's downstream ends for a reason (code != 0). */
-static void poll_answer(sess *s, unsigned code, const char *reason, int empty) {
-  conn *c = s->dn;
-  s->dn = NULL;
-  s->dn_kind = 0;
-  s->dn_lost = now_ms(s->e);
-  const char *hdrs = s->dn_headers ? s->dn_headers : "Cache-Control: no-store\r\n";
-  if (s->ob_first > s->poll_last + 1) { /* the outbox dropped messages it never delivered */
-    const char gone[] = "{\"type\":\"error\",\"code\":\"session_expired\",\"message\":\"messages were lost; say hello again\"}";
-    httpd_deferred_answer(c, 410, "application/json", hdrs, gone, sizeof gone - 1);
-  } else {
-    buf b;
-    buf_init(&b, SIZE_MAX);
-    int ok = buf_append(&b, "{\"messages\":[", 13) == WSY_OK;
-    for (uint32_t i = 0; ok && !empty && i < s->ob_len; i++) {
-      size_t len;
-      const uint8_t *p = frame_payload(s->ob[(s->ob_head + i) & (s->ob_cap - 1)], &len);
-      if (i) ok = buf_append(&b, ",", 1) == WSY_OK;
-      if (ok) ok = buf_append(&b, p, len) == WSY_OK;
-    }
-    char tail[256];
-    int n = snprintf(tail, sizeof tail, "],\"last\":%llu",
-                     (unsigned long long)(empty ? s->poll_last : s->ob_next - 1));
-    if (ok) ok = buf_append(&b, tail, (size_t)n) == WSY_OK;
-    if (ok && code) {
-      json_t *cl = json_pack("{s:i,s:s}", "code", (int)code, "reason", reason ? reason : "");
-      char *ct = jw_dumps(cl);
-      json_decref(cl);
-      ok = buf_append(&b, ",\"close\":", 9) == WSY_OK && buf_append(&b, ct, strlen(ct)) == WSY_OK;
-      free(ct);
-    }
-    if (ok) ok = buf_append(&b, "}", 1) == WSY_OK;
-    if (ok) {
-      httpd_deferred_answer(c, 200, "application/json", hdrs, b.data, b.len);
-      if (!empty) s->dn_upto = s->ob_next - 1;
-    } else {
-      httpd_stream_end(c, 1);
-    }
-    buf_free(&b);
-  }
-  wsy_free(s->dn_headers);
-  s->dn_headers = NULL;
-}
-
-static void polls_answer(engine *e) {
-  while (e->due) {
-    sess *s = e->due;
-    e->due = s->due_next;
-    s->due = 0;
-    if (s->dn && s->dn_kind == DN_POLL && s->ob_len) poll_answer(s, 0, NULL, 0);
-    sess_unref(s); /* the due list's reference */
-  }
-}
-
-/* The session's downstream ends for a reason a WebSocket would learn from
- * a close code (PROTOCOL.md 2.4). */
-static void dn_end(sess *s, unsigned code, const char *reason) {
-  if (!s->dn) return;
-  if (s->dn_kind == DN_POLL) {
-    poll_answer(s, code, reason, 0);
-    return;
-  }
-  json_t *cl = json_pack("{s:i,s:s}", "code", (int)code, "reason", reason ? reason : "");
-  char *ct = jw_dumps(cl);
-  json_decref(cl);
-  size_t len = strlen(ct);
-  net_chunk *ch = net_chunk_new(len + 32);
-  int n = sprintf((char *)ch->data, "event: close\ndata: %s\n\n", ct);
-  ch->len = (uint32_t)n;
-  free(ct);
-  conn *c = s->dn;
-  s->dn = NULL;
-  s->dn_kind = 0;
-  s->dn_lost = now_ms(s->e);
-  (void)net_conn_send_force(c, ch);
-  net_chunk_unref(ch);
-  httpd_stream_end(c, 0);
-}
-
-/* Another downstream (or a WebSocket) takes over: an SSE stream is told
- * 4001, a pending poll gets an empty answer. */
-static void dn_release(sess *s) {
-  if (s->dn_kind == DN_SSE) {
-    dn_end(s, 4001, "session moved to another downstream");
-    return;
-  }
-  poll_answer(s, 0, NULL, 1); /* the messages go to whichever downstream comes next */
-}
-
-/* Keeps time for HTTP sessions: SSE pings, poll timeouts, and detaching a
- * session that has had no downstream for the grace period. */
-static void http_sweep(engine *e) {
-  uint64_t now = now_ms(e);
-  const wsy_config *cfg = e->app->cfg;
-  const char *k;
-  void *v;
-  for (size_t i = 0; map_next(&e->sessions, &i, &k, &v);) {
-    sess *s = v;
-    if (!s->http) continue;
-    if (!s->dn && s->dn_kind) { /* the peer closed its stream: httpd cleared dn */
-      s->dn_kind = 0;
-      s->dn_lost = now;
-    }
-    if (s->dn && s->dn_kind == DN_SSE && now - s->dn_at >= cfg->ping_interval_ms) {
-      net_chunk *ch = net_chunk_new(8);
-      memcpy(ch->data, ": ping\n\n", 8);
-      sse_write(s, ch);
-      net_chunk_unref(ch);
-    } else if (s->dn && s->dn_kind == DN_POLL && now - s->dn_at >= cfg->poll_timeout_ms) {
-      poll_answer(s, 0, NULL, 0);
-    } else if (!s->dn && !s->detached_at && now - s->dn_lost >= DETACH_GRACE_MS) {
-      s->detached_at = now;
-      for (member *m = s->rooms; m; m = m->snext) presence_event(e, m, "update");
-    }
-  }
-}
-
-/* CORS headers for the request into out (PROTOCOL.md 2.4); 0 when its
- * Origin is not allowed. */
-static int cors(engine *e, httpd_req *r, char *out, size_t n) {
-  size_t ol;
-  const char *org = httpd_req_header(r, "Origin", &ol);
-  const char *list = e->app->cfg->allowed_origins;
-  out[0] = '\0';
-  if (!list || !*list || !org) return 1; /* same-origin pages only read the answers */
-  if (!httpd_origin_allowed(e->app, org, ol) || ol > 512) return 0;
-  snprintf(out, n, "Access-Control-Allow-Origin: %.*s\r\nVary: Origin\r\n", (int)ol, org);
-  return 1;
-}
-
-static void fb_error(conn *c, int status, const char *hdrs, const char *code, const char *message) {
-  json_t *b = json_pack("{s:s,s:s,s:s}", "type", "error", "code", code, "message", message);
-  char *text = jw_dumps(b);
-  json_decref(b);
-  char h[1024];
-  snprintf(h, sizeof h, "Cache-Control: no-store\r\n%s", hdrs);
-  httpd_respond(c, status, "application/json", h, text, strlen(text));
-  free(text);
-}
-
-/* POST /v1/send with a hello: the answer is the welcome (or the error). */
-static void send_hello(engine *e, conn *c, json_t *req, const char *hdrs) {
-  sess *n = wsy_calloc(1, sizeof *n);
-  n->e = e;
-  n->refs = 1; /* this request's */
-  n->opened = now_ms(e);
-  capture cap = {0};
-  buf_init(&cap.text, SIZE_MAX);
-  e->cap = &cap;
-  dispatch(n, req);
-  e->cap = NULL;
-  char h[1024];
-  snprintf(h, sizeof h, "Cache-Control: no-store\r\n%s", hdrs);
-  if (cap.welcomed) {
-    httpd_respond(c, 200, "application/json", h, cap.text.data, cap.text.len);
-    if (cap.welcomed == n) sess_unref(n); /* a new session; a resume took n already */
-  } else {
-    int st = !strcmp(cap.code, "unauthorized") || !strncmp(cap.code, "token_", 6) ? 401 : 400;
-    if (cap.text.len) httpd_respond(c, st, "application/json", h, cap.text.data, cap.text.len);
-    else fb_error(c, 400, hdrs, "bad_request", "hello refused");
-    sess_unref(n);
-  }
-  buf_free(&cap.text);
-}
-
-static void fb_send(engine *e, conn *c, httpd_req *r, const char *hdrs) {
-  size_t len;
-  const uint8_t *body = httpd_req_body(r, &len);
-  if (len > e->app->cfg->max_message) {
-    fb_error(c, 413, hdrs, "too_large", "the body is larger than --max-message-size");
-    return;
-  }
-  json_error_t jerr;
-  json_t *j = len ? json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
-  if (!j || (!json_is_object(j) && !json_is_array(j)) || too_deep(j, json_is_array(j) ? 0 : 1, 32)) {
-    json_decref(j);
-    if (len && strstr(jerr.text, "too big"))
-      fb_error(c, 400, hdrs, "invalid_field", "an integer is beyond 2^53-1");
-    else
-      fb_error(c, 400, hdrs, "bad_json", "the body must be a JSON object or an array of objects");
-    return;
-  }
-  if (json_is_object(j) && json_is_string(json_object_get(j, "type")) &&
-      !strcmp(json_string_value(json_object_get(j, "type")), "hello")) {
-    send_hello(e, c, j, hdrs);
-    json_decref(j);
-    return;
-  }
-  size_t i;
-  json_t *m;
-  if (json_is_array(j)) {
-    json_array_foreach(j, i, m) {
-      json_t *t = json_object_get(m, "type");
-      if (json_is_string(t) && !strcmp(json_string_value(t), "hello")) {
-        json_decref(j);
-        fb_error(c, 400, hdrs, "bad_request", "a hello must be sent alone");
-        return;
-      }
-    }
-  }
-  size_t sl;
-  const char *tok = httpd_req_header(r, "Wsync-Session", &sl);
-  char token[sizeof ((sess *)0)->token];
-  sess *s = NULL;
-  if (tok && sl < sizeof token) {
-    memcpy(token, tok, sl);
-    token[sl] = '\0';
-    s = map_get(&e->sessions, token);
-  }
-  if (!s || s->ended) {
-    json_decref(j);
-    fb_error(c, 410, hdrs, "session_expired", "no such session; say hello again");
-    return;
-  }
-  s->refs++; /* a bye in the body ends the session under this loop */
-  if (json_is_object(j)) {
-    dispatch(s, j);
-  } else {
-    json_array_foreach(j, i, m) {
-      if (s->ended) break;
-      if (json_is_object(m)) dispatch(s, m);
-      else send_error(s, NULL, "bad_json", "a message must be one JSON object", NULL, NULL);
-    }
-  }
-  sess_unref(s);
-  json_decref(j);
-  char h[1024];
-  snprintf(h, sizeof h, "Cache-Control: no-store\r\n%s", hdrs);
-  httpd_respond(c, 202, NULL, h, "", 0);
-}
-
-/* GET /v1/sse and /v1/poll: opens the session's downstream. */
-static void fb_down(engine *e, conn *c, httpd_req *r, int kind, const char *hdrs) {
-  char token[sizeof ((sess *)0)->token], lastv[24] = "";
-  sess *s = NULL;
-  if (httpd_req_query_param(r, "session", token, sizeof token) == 0) s = map_get(&e->sessions, token);
-  if (!s || s->ended) {
-    fb_error(c, 410, hdrs, "session_expired", "no such session; say hello again");
-    return;
-  }
-  size_t ll;
-  const char *lei = kind == DN_SSE ? httpd_req_header(r, "Last-Event-ID", &ll) : NULL;
-  if (lei && ll < sizeof lastv) {
-    memcpy(lastv, lei, ll);
-    lastv[ll] = '\0';
-  } else if (httpd_req_query_param(r, "last", lastv, sizeof lastv) != 0) {
-    lastv[0] = '\0';
-  }
-  char *end;
-  unsigned long long last = strtoull(lastv, &end, 10);
-  if (!lastv[0] || *end || lastv[0] == '-') last = 0;
-  if (last >= s->ob_next) {
-    fb_error(c, 400, hdrs, "bad_request", "last is beyond the last message sent");
-    return;
-  }
-  if (s->ob_first > last + 1) {
-    fb_error(c, 410, hdrs, "session_expired", "messages after last were dropped; say hello again");
-    return;
-  }
-  while (s->ob_len && s->ob_first <= last) ob_pop(s); /* confirmed by last */
-  detach_transport(s, "session moved to another downstream");
-  s->http = 1;
-  s->dn_kind = kind;
-  s->dn_at = now_ms(e);
-  if (s->detached_at) {
-    s->detached_at = 0;
-    for (member *m = s->rooms; m; m = m->snext) presence_event(e, m, "update");
-  }
-  char h[1280];
-  if (kind == DN_SSE) {
-    snprintf(h, sizeof h, "Cache-Control: no-store\r\nX-Accel-Buffering: no\r\n%s", hdrs);
-    httpd_stream_begin(c, &s->dn, "text/event-stream", h);
-    net_chunk *hi = net_chunk_new(10);
-    memcpy(hi->data, ": hello\n\n", 9);
-    hi->len = 9;
-    sse_write(s, hi);
-    net_chunk_unref(hi);
-    if (s->dn) sse_replay(s, last);
-    return;
-  }
-  s->poll_last = last;
-  snprintf(h, sizeof h, "Cache-Control: no-store\r\n%s", hdrs);
-  size_t hl = strlen(h) + 1;
-  wsy_free(s->dn_headers); /* a previous poll cut by its client left its own */
-  s->dn_headers = memcpy(wsy_malloc(hl), h, hl);
-  httpd_defer(c, &s->dn);
-  if (s->ob_len) poll_answer(s, 0, NULL, 0);
-}
-
-static void fallback_http(engine *e, conn *c, httpd_req *r, const char *what) {
-  const char *method = httpd_req_method(r);
-  char hdrs[640];
-  if (!cors(e, r, hdrs, sizeof hdrs)) {
-    fb_error(c, 403, "", "forbidden", "origin not allowed");
-    return;
-  }
-  if (!strcmp(method, "OPTIONS")) {
-    if (!hdrs[0]) { /* no --allowed-origins, or no Origin: nothing to allow */
-      httpd_respond(c, 204, NULL, "Allow: GET, POST, OPTIONS\r\n", "", 0);
-      return;
-    }
-    char h[1024];
-    snprintf(h, sizeof h,
-             "%sAccess-Control-Allow-Methods: GET, POST\r\n"
-             "Access-Control-Allow-Headers: Content-Type, Wsync-Session, Last-Event-ID\r\n"
-             "Access-Control-Max-Age: 600\r\n", hdrs);
-    httpd_respond(c, 204, NULL, h, "", 0);
-    return;
-  }
-  int is_send = !strcmp(what, "send");
-  if (strcmp(method, is_send ? "POST" : "GET") != 0) {
-    httpd_respond(c, 405, "text/plain", is_send ? "Allow: POST, OPTIONS\r\n" : "Allow: GET, OPTIONS\r\n",
-                  "405 Method Not Allowed\n", 23);
-    return;
-  }
-  if (e->app->shutting_down) {
-    fb_error(c, 503, hdrs, "internal", "server shutting down");
-    return;
-  }
-  if (is_send) fb_send(e, c, r, hdrs);
-  else fb_down(e, c, r, !strcmp(what, "sse") ? DN_SSE : DN_POLL, hdrs);
 }
 
 void engine_shutdown(engine *e) {
