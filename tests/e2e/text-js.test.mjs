@@ -12,23 +12,11 @@ import otText from 'ot-text-unicode';
 
 import * as T from '../../clients/js/text.js';
 import { FakeTextarea } from './lib/fakes.mjs';
+import { rng } from './lib/rng.mjs';
 
 const { type: ref } = otText;
 
 // ---- seeded randomness ------------------------------------------------------
-
-function rng(seed) {
-  let a = seed >>> 0;
-  const next = () => { // mulberry32
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (n) => Math.floor(next() * n);
-  return { next, int, pick: (xs) => xs[int(xs.length)], chance: (p) => next() < p };
-}
 
 // ASCII, 2- and 3-byte UTF-8, astral (surrogate pairs in JS), a combining mark.
 const ALPHABET = ['a', 'b', 'c', 'x', ' ', '\n', 'é', 'ß', '中', '€', '\u0301', '😀', '👍', '𝄞', '🇫'];

@@ -17,23 +17,13 @@ import test from 'node:test';
 import { type } from 'ot-text-unicode';
 
 import { WSYNC_BIN, sanitizerReport, scale } from './lib/server.mjs';
+import { mulberry32 } from './lib/rng.mjs';
 
 const ORACLE = path.join(path.dirname(WSYNC_BIN), 'text-oracle');
 const SEED = Number(process.env.TEXT_ORACLE_SEED || 20240605);
 const N = scale(5000, 2000); // random cases per function
 
-// mulberry32: small, seedable, good enough to spread cases.
-function prng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const rnd = prng(SEED);
+const rnd = mulberry32(SEED);
 const int = (n) => Math.floor(rnd() * n); // 0..n-1
 const pick = (xs) => xs[int(xs.length)];
 

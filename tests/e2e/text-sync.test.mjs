@@ -21,22 +21,10 @@ import { FakeTextarea, fakeClient } from './lib/fakes.mjs';
 import { KEY, SERVER_ARGS, history, makeClient, serverSnapshot, startProxy } from './lib/client-util.mjs';
 import { WAIT_MS, scale, sleep, waitUntil } from './lib/server.mjs';
 import { SyncClient, api, restartableServer, startSyncServer, token } from './lib/sync.mjs';
+import { rng } from './lib/rng.mjs';
 
 const SEED = Number(process.env.WSYNC_TEXT_SEED) || 20240611;
 const LONG = 4 * WAIT_MS; // convergence after chaos: a guard against hangs, not a speed check
-
-function rng(seed) {
-  let a = seed >>> 0;
-  const next = () => { // mulberry32
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (n) => Math.floor(next() * n);
-  return { next, int, pick: (xs) => xs[int(xs.length)], chance: (p) => next() < p };
-}
 
 // ---- tokens and filler ------------------------------------------------------
 

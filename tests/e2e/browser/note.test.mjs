@@ -13,6 +13,7 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
 import { addCard, artifactPath, launchBrowser, openBoard, sleep, startDemoServer, WAIT } from './helpers.mjs';
+import { mulberry32 } from '../lib/rng.mjs';
 
 const API_KEY = 'note-test-key';
 const SEP = '~~~';
@@ -23,22 +24,10 @@ const BOB_OFF = ['meanwhile', 'façade', 'more'];
 
 const typed = (words) => words.map((w) => `${w} `).join('');
 
-/** mulberry32: a small seeded generator, so that a failing interleaving can be replayed. */
-function random(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function seeded(t) {
   const seed = Number(process.env.NOTE_SEED) || Math.floor(Math.random() * 2 ** 31);
   t.diagnostic(`NOTE_SEED=${seed}`);
-  return random(seed);
+  return mulberry32(seed);
 }
 
 const noteInput = (page, id) => page.locator(`[data-testid="card"][data-id="${id}"] [data-testid="note-input"]`);
