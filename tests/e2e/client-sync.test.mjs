@@ -25,6 +25,19 @@ function unexpectedErrors(c, ...allowed) {
 
 function syncSuite(transport) {
   const mk = (t, url, opts) => makeClient(t, url, { transport, ...opts });
+  /**
+   * alice behind a proxy the test can cut, bob straight on the server, both
+   * in room and ready; `record` says whose room events are recorded.
+   */
+  const pair = async (t, srv, room, { record = 'alice', bob = {} } = {}) => {
+    const proxy = await startProxy(t, srv.port);
+    const a = mk(t, proxy.url, { user: 'alice' });
+    const b = mk(t, srv.url, { user: 'bob', ...bob });
+    const ra = record === 'alice' ? recordRoom(a.room(room)) : a.room(room);
+    const rb = record === 'bob' ? recordRoom(b.room(room)) : b.room(room);
+    await Promise.all([ra.ready, rb.ready]);
+    return { proxy, a, b, ra, rb };
+  };
 
   test('three clients converge: sets, deletes, batch, concurrent writes', async (t) => {
     const srv = await startSyncServer(t, SERVER_ARGS);
@@ -129,13 +142,8 @@ function syncSuite(transport) {
 
   test('edits made offline are kept, sent on reconnect, and seen once by the others', async (t) => {
     const srv = await startSyncServer(t, SERVER_ARGS);
-    const proxy = await startProxy(t, srv.port);
     const room = 'board:offline';
-    const a = mk(t, proxy.url, { user: 'alice' });
-    const b = mk(t, srv.url, { user: 'bob' });
-    const ra = a.room(room);
-    const rb = recordRoom(b.room(room));
-    await Promise.all([ra.ready, rb.ready]);
+    const { proxy, a, b, ra, rb } = await pair(t, srv, room, { record: 'bob' });
     await ra.set('keep', { v: 1 });
     await ra.set('gone', { v: 1 });
 
@@ -232,13 +240,8 @@ function syncSuite(transport) {
 
   test('a short network cut resumes the session: no rejoin, the missed entries replayed', async (t) => {
     const srv = await startSyncServer(t, SERVER_ARGS);
-    const proxy = await startProxy(t, srv.port);
     const room = 'board:resume';
-    const a = mk(t, proxy.url, { user: 'alice' });
-    const b = mk(t, srv.url, { user: 'bob' });
-    const ra = recordRoom(a.room(room));
-    const rb = b.room(room);
-    await Promise.all([ra.ready, rb.ready]);
+    const { proxy, a, b, ra, rb } = await pair(t, srv, room);
     await ra.set('a', { v: 1 });
     await settled([ra, rb], 1);
     const session = a.session;
@@ -308,16 +311,9 @@ function syncSuite(transport) {
 
   test('an expired session (short --resume-window) falls back to catch-up, with pending ops re-sent', async (t) => {
     const WINDOW = scale(300, 1000);
-    // --poll-timeout: the server notices a long-poll whose client went away
-    // only when the poll times out (see the report); keep that short.
-    const srv = await startSyncServer(t, [...SERVER_ARGS, '--resume-window', `${WINDOW}ms`, '--poll-timeout', '1s']);
-    const proxy = await startProxy(t, srv.port);
+    const srv = await startSyncServer(t, [...SERVER_ARGS, '--resume-window', `${WINDOW}ms`]);
     const room = 'board:expire';
-    const a = mk(t, proxy.url, { user: 'alice' });
-    const b = mk(t, srv.url, { user: 'bob' });
-    const ra = recordRoom(a.room(room));
-    const rb = b.room(room);
-    await Promise.all([ra.ready, rb.ready]);
+    const { proxy, a, b, ra, rb } = await pair(t, srv, room);
     await ra.set('a', { v: 1 });
     await settled([ra, rb], 1);
     const session = a.session;
@@ -355,13 +351,8 @@ function syncSuite(transport) {
     // ~20 KiB burst, so the resume fails on every transport.
     const srv = await startSyncServer(t, [...SERVER_ARGS, '--max-outbox', '8K', '--max-queued-bytes', '8K',
       '--max-catchup', '5']);
-    const proxy = await startProxy(t, srv.port);
     const room = 'board:outbox';
-    const a = mk(t, proxy.url, { user: 'alice' });
-    const b = mk(t, srv.url, { user: 'bob', transport: 'ws' }); // only a writer here
-    const ra = recordRoom(a.room(room));
-    const rb = b.room(room);
-    await Promise.all([ra.ready, rb.ready]);
+    const { proxy, a, ra, rb } = await pair(t, srv, room, { bob: { transport: 'ws' } }); // bob only writes here
     await ra.set('a', { v: 1 });
     await ra.set('gone', { v: 1 });
     await settled([ra, rb], 2);
