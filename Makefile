@@ -25,7 +25,7 @@ endif
 ALLOC_LIBS := -Wl,--push-state,--no-as-needed -lmimalloc -Wl,--pop-state
 ALLOC_CFLAGS := -DWSY_MIMALLOC
 
-SRC_LIB := $(wildcard src/common/*.c src/net/*.c src/http/*.c src/ws/*.c src/auth/*.c src/store/*.c src/sync/*.c) src/config.c
+SRC_LIB := $(wildcard src/common/*.c src/config/*.c src/net/*.c src/http/*.c src/ws/*.c src/auth/*.c src/store/*.c src/sync/*.c)
 SRC_BIN := src/main.c
 UNIT_SRC := $(wildcard tests/unit/*/*.c tests/unit/*.c)
 FUZZ_TARGETS := ws_frame utf8 http_request sync_op auth_token text_op

@@ -1,5 +1,8 @@
-/* main.c -- configuration and wiring only: parse flags, build the app,
- * listen, run the loop, shut down gracefully on SIGINT/SIGTERM. */
+/* main.c -- configuration and wiring only: parse flags, build the parts
+ * (net loop, httpd with its routes, the store, the engine), listen, run the
+ * loop, shut down gracefully on SIGINT/SIGTERM. The routes are registered
+ * here and nowhere else: transport (net, http, ws) knows paths and
+ * callbacks only, the engine knows no paths. */
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
@@ -10,13 +13,120 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "app.h"
-#include "common/log.h"
-#include "config.h"
+#include <malloc.h>
+#include <uv.h>
+
 #include "auth/auth.h"
+#include "common/log.h"
+#include "config/config.h"
 #include "http/httpd.h"
+#include "store/store.h"
 #include "sync/engine.h"
 #include "ws/ws_conn.h"
+
+/* The server's parts, wired together once. */
+struct app {
+  uv_loop_t *loop;
+  net_loop *net;
+  httpd_server *http;
+  const wsy_config *cfg;
+  uint64_t started_ms;
+  int shutting_down;
+  char static_root[4096]; /* realpath of --static, "" when none */
+  ws_config ws_cfg;
+  ws_route sync_route, echo_route, bcast_route;
+  bcast_registry *bcast;
+  engine *sync;
+};
+
+/* ---- routes ------------------------------------------------------------------ */
+
+static void healthz(void *ud, conn *c, httpd_req *r) {
+  struct app *app = ud;
+  const char *m = httpd_req_method(r);
+  int head = !strcmp(m, "HEAD");
+  if (strcmp(m, "GET") != 0 && !head) {
+    httpd_method_not_allowed(c, "GET, HEAD");
+    return;
+  }
+  char body[400];
+  uint64_t up = (wsy_now_ms() - app->started_ms) / 1000;
+  size_t sessions, rooms;
+  const char *st, *bus;
+  engine_health(app->sync, &sessions, &rooms, &st, &bus);
+  /* heap_bytes: bytes malloc has handed out and not taken back, for memory
+   * measurements (wsync-bench --idle --healthz) without reading /proc. Only
+   * with the libc allocator: mimalloc (release builds) keeps no such count,
+   * and its committed memory moves in whole segments. */
+  char heap[48] = "";
+#ifndef WSY_MIMALLOC
+  snprintf(heap, sizeof heap, ",\"heap_bytes\":%zu", mallinfo2().uordblks);
+#endif
+  int n = snprintf(body, sizeof body,
+                   "{\"status\":\"ok\",\"version\":\"%s\",\"uptime_s\":%llu,\"connections\":%u,"
+                   "\"sessions\":%zu,\"rooms\":%zu,\"store\":\"%s\",\"bus\":\"%s\"%s}\n",
+                   WSYNC_VERSION, (unsigned long long)up, net_loop_conn_count(app->net), sessions, rooms, st,
+                   bus, heap);
+  size_t len = wsy_snlen(n, sizeof body);
+  if (head) httpd_respond_head(c, 200, "application/json", "Cache-Control: no-store\r\n", len);
+  else httpd_respond(c, 200, "application/json", "Cache-Control: no-store\r\n", body, len);
+}
+
+/* Whatever no route took: a static file (--static), else 404. */
+static void static_files(void *ud, conn *c, httpd_req *r) {
+  struct app *app = ud;
+  const char *m = httpd_req_method(r);
+  int head = !strcmp(m, "HEAD");
+  if (app->static_root[0]) {
+    if (strcmp(m, "GET") != 0 && !head) {
+      httpd_method_not_allowed(c, "GET, HEAD");
+      return;
+    }
+    if (httpd_static(app->static_root, c, r, head) == 0) return;
+  }
+  httpd_error(c, 404, "no such resource");
+}
+
+static void add_routes(struct app *app) {
+  const wsy_config *cfg = app->cfg;
+  app->ws_cfg = (ws_config){.lim = {.max_message = cfg->max_message, .require_mask = 1},
+                            .close_timeout_ms = cfg->close_timeout_ms,
+                            .idle_timeout_ms = cfg->idle_timeout_ms,
+                            .ping_interval_ms = cfg->ping_interval_ms,
+                            .allowed_origins = cfg->allowed_origins};
+  app->sync_route = (ws_route){&engine_ws_endpoint, app->sync, &app->ws_cfg};
+  httpd_server *hs = app->http;
+  httpd_route_upgrade(hs, "/v1/ws", ws_http_upgrade, &app->sync_route);
+  if (cfg->echo_endpoint) {
+    app->bcast = ws_bcast_new();
+    app->echo_route = (ws_route){&ws_echo_endpoint, NULL, &app->ws_cfg};
+    app->bcast_route = (ws_route){&ws_broadcast_endpoint, app->bcast, &app->ws_cfg};
+    httpd_route_upgrade(hs, "/v1/echo", ws_http_upgrade, &app->echo_route);
+    httpd_route_upgrade(hs, "/v1/broadcast", ws_http_upgrade, &app->bcast_route);
+  }
+  httpd_route(hs, "/v1/send", engine_route_fallback, app->sync);
+  httpd_route(hs, "/v1/sse", engine_route_fallback, app->sync);
+  httpd_route(hs, "/v1/poll", engine_route_fallback, app->sync);
+  httpd_route_prefix(hs, "/v1/rooms/", engine_route_rooms, app->sync);
+  httpd_route(hs, "/metrics", engine_route_metrics, app->sync);
+  httpd_route(hs, "/healthz", healthz, app);
+  httpd_route_default(hs, static_files, app);
+}
+
+/* The store: SQLite in --data-dir, behind the fault injector when a test
+ * asks for it (--store-faults). */
+static int open_store(struct app *app, store **out, char *err, size_t errlen) {
+  store *st;
+  int rc = store_sqlite_open(app->cfg->data_dir, app->cfg->durability_full, app->loop, &st, err, errlen);
+  if (rc != 0) return rc;
+  if (app->cfg->store_faults && *app->cfg->store_faults) {
+    st = store_fault_new(st, app->loop);
+    store_fault_control(st, app->cfg->store_faults);
+    log_warn("--store-faults %s: store calls fail as that file says (testing only)", app->cfg->store_faults);
+  }
+  *out = st;
+  return 0;
+}
 
 typedef struct {
   struct app *app;
@@ -69,6 +179,7 @@ static void on_signal(uv_signal_t *s, int signum) {
   log_info("%s: shutting down (closing %u connections with 1001)",
            signum == SIGINT ? "SIGINT" : "SIGTERM", net_loop_conn_count(app->net));
   app->shutting_down = 1;
+  httpd_shutdown(app->http);
   net_stop_listening(app->net);
   if (app->sync) engine_shutdown(app->sync);
   net_loop_foreach(app->net, close_one, NULL);
@@ -101,8 +212,6 @@ static int serve(int argc, char **argv) {
   app.cfg = &cfg;
   app.loop = uv_default_loop();
   app.started_ms = wsy_now_ms();
-  app.ws_lim.max_message = cfg.max_message;
-  app.ws_lim.require_mask = 1;
   if (cfg.static_dir && *cfg.static_dir) {
     if (!realpath(cfg.static_dir, app.static_root)) {
       fprintf(stderr, "wsync: --static %s: %s\n", cfg.static_dir, strerror(errno));
@@ -121,8 +230,8 @@ static int serve(int argc, char **argv) {
              "Never expose this server. ***");
   if (!cfg.auth_secret && !cfg.insecure_demo)
     log_warn("no --auth-secret: every hello will be refused (unauthorized)");
-  app.loop = uv_default_loop();
-  rc = engine_new(&app, &app.sync, err, sizeof err);
+  store *st = NULL;
+  rc = open_store(&app, &st, err, sizeof err);
   if (rc) {
     fprintf(stderr, "wsync: %s\n", err);
     return 1;
@@ -138,19 +247,35 @@ static int serve(int argc, char **argv) {
     .tick_ms = shortest / 4 < 10 ? 10 : shortest / 4 > 1000 ? 1000 : shortest / 4,
     .linger_ms = 2000,
   };
-  app.net = net_loop_new(app.loop, &ncfg, &app);
-  rc = net_listen(app.net, cfg.listen_host, cfg.listen_port, httpd_accept, &app);
+  app.http = httpd_new(&(httpd_config){.max_header = cfg.max_header,
+                                        .max_body = cfg.max_body,
+                                        .handshake_timeout_ms = cfg.handshake_timeout_ms,
+                                        .idle_timeout_ms = cfg.idle_timeout_ms});
+  app.net = net_loop_new(app.loop, &ncfg, app.http);
+  rc = engine_new(app.loop, app.net, &cfg, st, &app.sync, err, sizeof err);
+  if (rc) {
+    fprintf(stderr, "wsync: %s\n", err);
+    store_close(st);
+    net_loop_free(app.net);
+    httpd_free(app.http);
+    return 1;
+  }
+  add_routes(&app);
+  rc = net_listen(app.net, cfg.listen_host, cfg.listen_port, httpd_accept, app.http);
   if (rc) {
     fprintf(stderr, "wsync: cannot listen on %s:%d: %s\n", cfg.listen_host, cfg.listen_port,
             uv_strerror(rc));
-    net_loop_free(app.net);
     engine_free(app.sync);
+    net_loop_free(app.net);
+    httpd_free(app.http);
+    ws_bcast_free(app.bcast);
     return 1;
   }
   const char *h = cfg.listen_host;
   int v6 = strchr(h, ':') != NULL;
-  log_info("wsync %s listening on http://%s%s%s:%d", WSYNC_VERSION, v6 ? "[" : "", h, v6 ? "]" : "",
-           net_listen_port(app.net));
+  log_info("wsync %s listening on http://%s%s%s:%d (store %s in %s, durability %s, backend API %s)",
+           WSYNC_VERSION, v6 ? "[" : "", h, v6 ? "]" : "", net_listen_port(app.net), store_backend(st),
+           cfg.data_dir, cfg.durability_full ? "full" : "normal", cfg.api_key && *cfg.api_key ? "on" : "off");
   if (cfg.echo_endpoint) log_info("test endpoints enabled: /v1/echo, /v1/broadcast");
 
   runtime rt = {.app = &app};
@@ -164,7 +289,8 @@ static int serve(int argc, char **argv) {
   uv_run(app.loop, UV_RUN_DEFAULT);
   engine_free(app.sync);
   net_loop_free(app.net);
-  wsy_free(app.bcast);
+  httpd_free(app.http);
+  ws_bcast_free(app.bcast);
   uv_loop_close(app.loop);
   log_info("stopped");
   return 0;

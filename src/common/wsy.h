@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define WSYNC_VERSION "0.1.0"
+
 #define WSY_ERRORS(X)                                   \
   X(OK, 0, "ok")                                        \
   X(AGAIN, -1, "would block")                           \
@@ -42,6 +44,14 @@ const char *wsy_errname(int err);
 #endif
 
 #define WSY_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* The length snprintf(out, size, ...) actually wrote, from its result n:
+ * 0 on an encoding error, size - 1 when the text was cut. Use it wherever a
+ * snprintf result becomes a copy length. */
+static inline size_t wsy_snlen(int n, size_t size) {
+  if (n < 0 || size == 0) return 0;
+  return (size_t)n < size ? (size_t)n : size - 1;
+}
 #define wsy_container_of(ptr, type, member) \
   ((type *)((char *)(ptr) - offsetof(type, member)))
 

@@ -18,8 +18,22 @@
 #include <strings.h>
 
 #include "../common/log.h"
-#include "../sync/engine.h"
-#include "../ws/ws_conn.h"
+
+typedef struct route {
+  const char *path;
+  int prefix;
+  httpd_handler fn;
+  httpd_upgrade_handler up;
+  void *ud;
+} route_t;
+
+struct httpd_server {
+  httpd_config cfg;
+  route_t *routes;
+  size_t nroutes;
+  route_t fallback;
+  int shutting_down;
+};
 
 typedef struct httpd_conn {
   httpd_req *req;
@@ -61,6 +75,7 @@ const char *httpd_status_text(int s) {
   case 500: return "Internal Server Error";
   case 501: return "Not Implemented";
   case 503: return "Service Unavailable";
+  case 505: return "HTTP Version Not Supported";
   default: return "Unknown";
   }
 }
@@ -76,15 +91,15 @@ static void respond(conn *c, int status, const char *content_type, const char *e
                    status, httpd_status_text(status), len,
                    content_type ? "Content-Type: " : "", content_type ? content_type : "",
                    content_type ? "\r\n" : "", extra_headers ? extra_headers : "");
-  if (n < 0 || (size_t)n >= sizeof head) n = (int)strlen(head);
+  size_t hl = wsy_snlen(n, sizeof head);
   /* A response to HEAD never has a body, whatever the route answered (404,
    * 405, ...): on a keep-alive connection the body would be read as the
    * start of the next response. */
   if (net_conn_ops(c) == &http_ops && hc_of(c)->head) with_body = 0;
   size_t blen = with_body ? len : 0;
-  net_chunk *ch = net_chunk_new((size_t)n + blen);
-  memcpy(ch->data, head, (size_t)n);
-  if (blen) memcpy(ch->data + n, body, blen);
+  net_chunk *ch = net_chunk_new(hl + blen);
+  memcpy(ch->data, head, hl);
+  if (blen) memcpy(ch->data + hl, body, blen);
   /* Responses are bounded by what the server chooses to send; the cap is
    * for fan-out, and a response that does not fit still must go out. */
   net_conn_send_force(c, ch);
@@ -101,42 +116,37 @@ void httpd_respond_head(conn *c, int status, const char *content_type, const cha
   respond(c, status, content_type, extra_headers, NULL, len, 0);
 }
 
-void httpd_error(conn *c, int status, const char *message) {
+/* "<status> <reason>: <message>\n" as a text response (cut at 511 bytes). */
+static void text_error(conn *c, int status, const char *extra_headers, const char *message) {
   char body[512];
   int n = snprintf(body, sizeof body, "%d %s: %s\n", status, httpd_status_text(status), message);
-  httpd_respond(c, status, "text/plain; charset=utf-8", "", body, (size_t)n);
+  httpd_respond(c, status, "text/plain; charset=utf-8", extra_headers, body, wsy_snlen(n, sizeof body));
 }
 
-/* Answers with an error and ends the connection after the response. */
-static void fail_and_end(conn *c, int status, const char *message) {
-  char extra[64] = "Connection: close\r\n";
-  char body[512];
-  int n = snprintf(body, sizeof body, "%d %s: %s\n", status, httpd_status_text(status), message);
-  httpd_respond(c, status, "text/plain; charset=utf-8", extra, body, (size_t)n);
+void httpd_error(conn *c, int status, const char *message) { text_error(c, status, "", message); }
+
+void httpd_fail_and_end(conn *c, int status, const char *message) {
+  text_error(c, status, "Connection: close\r\n", message);
   net_conn_end(c);
+}
+
+void httpd_json(conn *c, int status, const char *extra_headers, const char *json) {
+  char h[1024];
+  int n = snprintf(h, sizeof h, "Cache-Control: no-store\r\n%s", extra_headers ? extra_headers : "");
+  if ((size_t)n >= sizeof h) h[0] = '\0'; /* never cut a header line in two */
+  httpd_respond(c, status, "application/json", h, json, strlen(json));
+}
+
+void httpd_method_not_allowed(conn *c, const char *allow) {
+  char h[128];
+  snprintf(h, sizeof h, "Allow: %.100s\r\n", allow);
+  httpd_json(c, 405, h,
+             "{\"type\":\"error\",\"code\":\"method_not_allowed\",\"message\":\"this method is not allowed here\"}");
 }
 
 /* ---- routes ---------------------------------------------------------------- */
 
-static void healthz(struct app *app, conn *c, int head_only) {
-  char body[320];
-  uint64_t up = (wsy_now_ms() - app->started_ms) / 1000;
-  /* heap_bytes: bytes malloc has handed out and not taken back, for memory
-   * measurements (wsync-bench --idle --healthz) without reading /proc. Only
-   * with the libc allocator: mimalloc (release builds) keeps no such count,
-   * and its committed memory moves in whole segments. */
-  char heap[48] = "";
-#ifndef WSY_MIMALLOC
-  snprintf(heap, sizeof heap, ",\"heap_bytes\":%zu", mallinfo2().uordblks);
-#endif
-  int n = snprintf(body, sizeof body,
-                   "{\"status\":\"ok\",\"version\":\"%s\",\"uptime_s\":%llu,\"connections\":%u%s}\n",
-                   WSYNC_VERSION, (unsigned long long)up, net_loop_conn_count(app->net), heap);
-  respond(c, 200, "application/json", "Cache-Control: no-store\r\n", body, (size_t)n, !head_only);
-}
-
-int httpd_origin_allowed(struct app *app, const char *origin, size_t len) {
-  const char *list = app->cfg->allowed_origins;
+int httpd_origin_allowed(const char *list, const char *origin, size_t len) {
   if (!list || !*list) return 1;
   if (!origin) return 0;
   while (*list) {
@@ -152,88 +162,55 @@ int httpd_origin_allowed(struct app *app, const char *origin, size_t len) {
   return 0;
 }
 
-/* Validates an upgrade request (RFC 6455 4.2.1) and hands the connection to
- * ws. Returns 1 when the conn is now WebSocket (caller stops parsing). */
-static int ws_route(struct app *app, conn *c, httpd_req *r, const ws_endpoint *ep, uint8_t *rest,
-                    size_t rest_len) {
-  size_t ul, cl, kl, vl, ol;
-  const char *upg = httpd_req_header(r, "Upgrade", &ul);
-  const char *con = httpd_req_header(r, "Connection", &cl);
-  const char *key = httpd_req_header(r, "Sec-WebSocket-Key", &kl);
-  const char *ver = httpd_req_header(r, "Sec-WebSocket-Version", &vl);
-  const char *org = httpd_req_header(r, "Origin", &ol);
-  if (!upg || !httpd_header_has_token(upg, ul, "websocket")) {
-    httpd_respond(c, 426, "text/plain; charset=utf-8",
-                  "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n",
-                  "426 Upgrade Required: this endpoint speaks WebSocket\n", 52);
-    return 0;
-  }
-  if (strcmp(httpd_req_method(r), "GET") != 0) {
-    fail_and_end(c, 400, "WebSocket upgrade must use GET");
-    return 0;
-  }
-  if (!httpd_req_http11(r)) {
-    fail_and_end(c, 400, "WebSocket upgrade needs HTTP/1.1");
-    return 0;
-  }
-  if (!httpd_req_header(r, "Host", NULL)) {
-    fail_and_end(c, 400, "missing Host header");
-    return 0;
-  }
-  if (!con || !httpd_header_has_token(con, cl, "upgrade")) {
-    fail_and_end(c, 400, "Connection header must contain Upgrade");
-    return 0;
-  }
-  if (!ver || vl != 2 || memcmp(ver, "13", 2) != 0) {
-    const char msg[] = "426 Upgrade Required: Sec-WebSocket-Version 13 is supported\n";
-    httpd_respond(c, 426, "text/plain; charset=utf-8",
-                  "Sec-WebSocket-Version: 13\r\nConnection: close\r\n", msg, sizeof msg - 1);
-    net_conn_end(c);
-    return 0;
-  }
-  if (!key || !ws_key_valid(key, kl)) {
-    fail_and_end(c, 400, "missing or malformed Sec-WebSocket-Key");
-    return 0;
-  }
-  if (!httpd_origin_allowed(app, org, org ? ol : 0)) {
-    log_info("websocket refused: origin %.*s not allowed", org ? (int)ol : 6, org ? org : "(none)");
-    fail_and_end(c, 403, "origin not allowed");
-    return 0;
-  }
-  char accept[29];
-  ws_accept_key(key, kl, accept);
-  ws_conn_upgrade(app, c, accept, ep, r, rest, rest_len);
-  return 1;
+httpd_server *httpd_new(const httpd_config *cfg) {
+  httpd_server *hs = wsy_calloc(1, sizeof *hs);
+  hs->cfg = *cfg;
+  return hs;
 }
 
-/* Routes one complete request. Returns 1 when the connection left HTTP. */
-static int route(struct app *app, conn *c, httpd_req *r, uint8_t *rest, size_t rest_len) {
+void httpd_free(httpd_server *hs) {
+  if (!hs) return;
+  wsy_free(hs->routes);
+  wsy_free(hs);
+}
+
+static void add_route(httpd_server *hs, route_t rt) {
+  hs->routes = wsy_realloc(hs->routes, (hs->nroutes + 1) * sizeof *hs->routes);
+  hs->routes[hs->nroutes++] = rt;
+}
+
+void httpd_route(httpd_server *hs, const char *path, httpd_handler fn, void *ud) {
+  add_route(hs, (route_t){.path = path, .fn = fn, .ud = ud});
+}
+
+void httpd_route_prefix(httpd_server *hs, const char *prefix, httpd_handler fn, void *ud) {
+  add_route(hs, (route_t){.path = prefix, .prefix = 1, .fn = fn, .ud = ud});
+}
+
+void httpd_route_upgrade(httpd_server *hs, const char *path, httpd_upgrade_handler fn, void *ud) {
+  add_route(hs, (route_t){.path = path, .up = fn, .ud = ud});
+}
+
+void httpd_route_default(httpd_server *hs, httpd_handler fn, void *ud) {
+  hs->fallback = (route_t){.fn = fn, .ud = ud};
+}
+
+void httpd_shutdown(httpd_server *hs) { hs->shutting_down = 1; }
+int httpd_shutting_down(const httpd_server *hs) { return hs->shutting_down; }
+
+/* Routes one complete request, first match in registration order. Returns
+ * 1 when the connection left HTTP. */
+static int route(httpd_server *hs, conn *c, httpd_req *r, uint8_t *rest, size_t rest_len) {
   const char *path = httpd_req_path(r);
-  const char *method = httpd_req_method(r);
-  int is_get = strcmp(method, "GET") == 0, is_head = strcmp(method, "HEAD") == 0;
-  const ws_endpoint *ep = NULL;
-  if (strcmp(path, "/v1/ws") == 0) ep = &engine_ws_endpoint;
-  if (app->cfg->echo_endpoint && strcmp(path, "/v1/echo") == 0) ep = &ws_echo_endpoint;
-  if (app->cfg->echo_endpoint && strcmp(path, "/v1/broadcast") == 0) ep = &ws_broadcast_endpoint;
-  if (ep) return ws_route(app, c, r, ep, rest, rest_len);
-  if (strcmp(path, "/metrics") == 0 || strncmp(path, "/v1/rooms/", 10) == 0 ||
-      strcmp(path, "/v1/send") == 0 || strcmp(path, "/v1/sse") == 0 || strcmp(path, "/v1/poll") == 0) {
-    engine_http(app, c, r);
+  for (size_t i = 0; i < hs->nroutes; i++) {
+    const route_t *rt = &hs->routes[i];
+    if (rt->prefix ? strncmp(path, rt->path, strlen(rt->path)) != 0 : strcmp(path, rt->path) != 0) continue;
+    if (rt->up) return rt->up(rt->ud, c, r, rest, rest_len);
+    rt->fn(rt->ud, c, r);
     return 0;
   }
-  if (strcmp(path, "/healthz") == 0) {
-    if (!is_get && !is_head) httpd_respond(c, 405, "text/plain", "Allow: GET, HEAD\r\n", "405 Method Not Allowed\n", 23);
-    else healthz(app, c, is_head);
-    return 0;
-  }
-  if (app->static_root[0]) {
-    if (!is_get && !is_head) {
-      httpd_respond(c, 405, "text/plain", "Allow: GET, HEAD\r\n", "405 Method Not Allowed\n", 23);
-      return 0;
-    }
-    if (httpd_static(app, c, r, is_head) == 0) return 0;
-  }
-  httpd_error(c, 404, "no such resource");
+  if (hs->fallback.fn) hs->fallback.fn(hs->fallback.ud, c, r);
+  else httpd_error(c, 404, "no such resource");
   return 0;
 }
 
@@ -243,7 +220,7 @@ static int route(struct app *app, conn *c, httpd_req *r, uint8_t *rest, size_t r
 #define STASH_PAUSE (64 * 1024)
 
 static void http_on_data(conn *c, uint8_t *data, size_t len) {
-  struct app *app = net_loop_app(net_conn_loop(c));
+  httpd_server *hs = net_loop_app(net_conn_loop(c));
   httpd_conn *hc = hc_of(c);
   hc->last_active = net_loop_now(net_conn_loop(c));
   if (hc->streaming) return;
@@ -259,7 +236,7 @@ static void http_on_data(conn *c, uint8_t *data, size_t len) {
   }
   while (len > 0 && !net_conn_closing(c)) {
     if (!hc->req) {
-      hc->req = httpd_req_new(app->cfg->max_header, app->cfg->max_body);
+      hc->req = httpd_req_new(hs->cfg.max_header, hs->cfg.max_body);
       hc->req_started = hc->last_active;
     }
     httpd_req *r = hc->req;
@@ -270,7 +247,7 @@ static void http_on_data(conn *c, uint8_t *data, size_t len) {
     if (st == 0) continue; /* consumed everything; needs more bytes */
     if (st != 1) {
       log_debug("bad request (%d): %s", st, httpd_req_error(r));
-      fail_and_end(c, st, httpd_req_error(r));
+      httpd_fail_and_end(c, st, httpd_req_error(r));
       httpd_req_free(r);
       hc->req = NULL;
       return;
@@ -280,7 +257,7 @@ static void http_on_data(conn *c, uint8_t *data, size_t len) {
     if (httpd_req_upgrade(r)) {
       /* The bytes after an upgrade request belong to the new protocol; if
        * the route does not take the connection, HTTP cannot resume. */
-      if (!route(app, c, r, data, len) && !net_conn_closing(c)) net_conn_end(c);
+      if (!route(hs, c, r, data, len) && !net_conn_closing(c)) net_conn_end(c);
       httpd_req_free(r);
       return;
     }
@@ -289,13 +266,13 @@ static void http_on_data(conn *c, uint8_t *data, size_t len) {
     /* Set before routing: a deferred answer can come within route() itself
      * (a long-poll with messages already waiting). */
     hc->keep_after = keep;
-    route(app, c, r, NULL, 0);
+    route(hs, c, r, NULL, 0);
     hc->head = 0;
     httpd_req_free(r);
     if (hc->waiter) {
       /* The answer comes later (after a commit): later requests wait, in
        * order, behind it. */
-      buf_init(&hc->stash, app->cfg->max_header + app->cfg->max_body);
+      buf_init(&hc->stash, hs->cfg.max_header + hs->cfg.max_body);
       if (len && buf_append(&hc->stash, data, len) != WSY_OK) net_conn_close(c);
       else if (hc->stash.len > STASH_PAUSE) net_conn_pause(c);
       return;
@@ -342,9 +319,9 @@ void httpd_stream_begin(conn *c, conn **slot, const char *content_type, const ch
                    "HTTP/1.1 200 OK\r\nServer: wsync/" WSYNC_VERSION "\r\nContent-Type: %s\r\n"
                    "Connection: close\r\n%s\r\n",
                    content_type, extra_headers ? extra_headers : "");
-  if (n < 0 || (size_t)n >= sizeof head) n = (int)strlen(head);
-  net_chunk *ch = net_chunk_new((size_t)n);
-  memcpy(ch->data, head, (size_t)n);
+  size_t hl = wsy_snlen(n, sizeof head);
+  net_chunk *ch = net_chunk_new(hl);
+  memcpy(ch->data, head, hl);
   net_conn_send_force(c, ch);
   net_chunk_unref(ch);
   hc->waiter = slot;
@@ -362,21 +339,21 @@ void httpd_stream_end(conn *c, int abort) {
 }
 
 static void http_on_tick(conn *c, uint64_t now) {
-  struct app *app = net_loop_app(net_conn_loop(c));
+  const httpd_config *cfg = &((httpd_server *)net_loop_app(net_conn_loop(c)))->cfg;
   httpd_conn *hc = hc_of(c);
   if (hc->waiter) return; /* the owner of a deferred answer or stream keeps time */
-  if (hc->req && now - hc->req_started >= app->cfg->handshake_timeout_ms) {
+  if (hc->req && now - hc->req_started >= cfg->handshake_timeout_ms) {
     log_debug("request timeout");
     httpd_req_free(hc->req);
     hc->req = NULL;
-    fail_and_end(c, 408, "request not completed in time");
-  } else if (!hc->req && !hc->answered && now - hc->last_active >= app->cfg->handshake_timeout_ms) {
+    httpd_fail_and_end(c, 408, "request not completed in time");
+  } else if (!hc->req && !hc->answered && now - hc->last_active >= cfg->handshake_timeout_ms) {
     /* Not one byte since accept: the first request is as late as a partial
      * one, and the idle timeout (meant for keep-alive) would let a silent
      * peer hold a connection slot far longer. */
     log_debug("no request in time");
     net_conn_end(c);
-  } else if (!hc->req && now - hc->last_active >= app->cfg->idle_timeout_ms) {
+  } else if (!hc->req && now - hc->last_active >= cfg->idle_timeout_ms) {
     net_conn_end(c);
   }
 }
@@ -398,11 +375,11 @@ static const conn_ops http_ops = {
 };
 
 void httpd_accept(conn *c, void *ud) {
-  struct app *app = ud;
+  httpd_server *hs = ud;
   httpd_conn *hc = hc_of(c);
-  hc->last_active = net_loop_now(app->net);
-  if (app->shutting_down) {
-    fail_and_end(c, 503, "server shutting down");
+  hc->last_active = net_loop_now(net_conn_loop(c));
+  if (hs->shutting_down) {
+    httpd_fail_and_end(c, 503, "server shutting down");
     return;
   }
   net_conn_set_ops(c, &http_ops);

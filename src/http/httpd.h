@@ -12,17 +12,53 @@
 
 #include <stddef.h>
 
-#include "../app.h"
 #include "../net/net.h"
+
+/* ---- the server: settings and routes -------------------------------------- */
+
+typedef struct httpd_server httpd_server; /* opaque */
+typedef struct httpd_req httpd_req;
+
+typedef struct httpd_config {
+  size_t max_header;                 /* request line + headers; past it 431 */
+  size_t max_body;                   /* past it 413 */
+  unsigned handshake_timeout_ms;     /* a request must complete within it (408) */
+  unsigned idle_timeout_ms;          /* keep-alive idle between requests */
+} httpd_config;
+
+/* Answers r on c, at once or later (httpd_defer, httpd_stream_begin). r is
+ * valid during the call only. */
+typedef void (*httpd_handler)(void *ud, conn *c, httpd_req *r);
+/* A route that may take the connection out of HTTP, e.g. a WebSocket
+ * upgrade: rest[0..rest_len) are the bytes that followed the request (they
+ * belong to the new protocol). Returns 1 when c left HTTP; 0 when it
+ * answered in HTTP (an upgrade request answered so ends the connection). */
+typedef int (*httpd_upgrade_handler)(void *ud, conn *c, httpd_req *r, uint8_t *rest, size_t rest_len);
+
+/* Routes are registered by the program (main), never by httpd: transport
+ * knows paths and callbacks only. cfg is copied. */
+httpd_server *httpd_new(const httpd_config *cfg);
+void httpd_free(httpd_server *hs);
+/* Exact path. */
+void httpd_route(httpd_server *hs, const char *path, httpd_handler fn, void *ud);
+/* Every path that starts with prefix. */
+void httpd_route_prefix(httpd_server *hs, const char *prefix, httpd_handler fn, void *ud);
+/* Exact path, for requests that may upgrade the connection. */
+void httpd_route_upgrade(httpd_server *hs, const char *path, httpd_upgrade_handler fn, void *ud);
+/* What no route matched; without one, 404. */
+void httpd_route_default(httpd_server *hs, httpd_handler fn, void *ud);
+/* From now on new connections are answered 503 and closed. */
+void httpd_shutdown(httpd_server *hs);
+int httpd_shutting_down(const httpd_server *hs);
 
 /* Bytes of per-connection state httpd keeps inside the conn (net ext). */
 size_t httpd_ext_size(void);
-/* net accept callback; ud is the struct app. */
+/* net accept callback; ud is the httpd_server, which must also be the net
+ * loop's user pointer (net_loop_new). */
 void httpd_accept(conn *c, void *ud);
 
 /* ---- request.c: one request, parsed (pure, no I/O) ---------------------- */
 
-typedef struct httpd_req httpd_req;
 /* A new request parser; headers (with the request line) are capped at
  * max_header bytes, the body at max_body. Owned by the caller. */
 httpd_req *httpd_req_new(size_t max_header, size_t max_body);
@@ -73,15 +109,23 @@ void httpd_stream_begin(conn *c, conn **slot, const char *content_type, const ch
 /* Ends a stream: flushed and closed gracefully, or at once with abort. The
  * slot is released (not written again). */
 void httpd_stream_end(conn *c, int abort);
-/* An error response with a small text body "<status line>: <message>\n". */
+/* An error response with a small text body "<status> <reason>: <message>\n". */
 void httpd_error(conn *c, int status, const char *message);
+/* The same, then the connection ends after the response. */
+void httpd_fail_and_end(conn *c, int status, const char *message);
+/* A JSON body (the caller's text, NUL-terminated) with Cache-Control: no-store
+ * and extra_headers ("" or CRLF-terminated lines). */
+void httpd_json(conn *c, int status, const char *extra_headers, const char *json);
+/* 405 with Allow: allow, and the JSON error object of PROTOCOL.md 12. */
+void httpd_method_not_allowed(conn *c, const char *allow);
 const char *httpd_status_text(int status);
-/* True when --allowed-origins is unset, or lists origin (or "*"). */
-int httpd_origin_allowed(struct app *app, const char *origin, size_t len);
+/* True when list (comma-separated origins, as --allowed-origins) is NULL or
+ * empty, or lists origin (or "*"). */
+int httpd_origin_allowed(const char *list, const char *origin, size_t len);
 
-/* static.c: serves GET/HEAD of path from app->static_root. Returns 0 when a
+/* static.c: serves GET/HEAD of path from root (a realpath). Returns 0 when a
  * response was queued (2xx/4xx), WSY_NOT_FOUND when there is no such file. */
-int httpd_static(struct app *app, conn *c, const httpd_req *r, int head_only);
+int httpd_static(const char *root, conn *c, const httpd_req *r, int head_only);
 const char *httpd_content_type(const char *path);
 
 #endif

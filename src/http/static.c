@@ -52,16 +52,16 @@ const char *httpd_content_type(const char *path) {
   return "application/octet-stream";
 }
 
-int httpd_static(struct app *app, conn *c, const httpd_req *r, int head_only) {
+int httpd_static(const char *root, conn *c, const httpd_req *r, int head_only) {
   const char *path = httpd_req_path(r);
   char want[PATH_MAX + 64], real[PATH_MAX];
-  size_t rl = strlen(app->static_root);
+  size_t rl = strlen(root);
   if (path[0] != '/') return WSY_NOT_FOUND;
-  int n = snprintf(want, sizeof want, "%s%s%s", app->static_root, path,
+  int n = snprintf(want, sizeof want, "%s%s%s", root, path,
                    path[strlen(path) - 1] == '/' ? "index.html" : "");
   if (n < 0 || (size_t)n >= sizeof want) return WSY_NOT_FOUND;
   if (!realpath(want, real)) return WSY_NOT_FOUND;
-  if (strncmp(real, app->static_root, rl) != 0 || (real[rl] != '/' && real[rl] != '\0'))
+  if (strncmp(real, root, rl) != 0 || (real[rl] != '/' && real[rl] != '\0'))
     return WSY_NOT_FOUND;
   struct stat st;
   if (stat(real, &st) != 0) return WSY_NOT_FOUND;

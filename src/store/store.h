@@ -1,29 +1,56 @@
 /* store.h -- durable storage for wsync: the rooms, their op logs, the
- * materialized documents, op-id dedupe and device cursors, in one SQLite
- * database (WAL) in the data directory.
+ * materialized documents, op-id dedupe and device cursors. This is the store
+ * SEAM: one interface, several backends behind it (store_int.h):
+ *   - SQLite (store_sqlite_open): the embedded default, one database (WAL)
+ *     in the data directory; described in detail below;
+ *   - fault injection (store_fault_new): wraps another backend and fails
+ *     chosen commits or reads, for tests;
+ *   - a network database (PostgreSQL, planned: docs/SERVER.md) fits the same
+ *     calls: commits are submit-and-callback.
  *
- * Pure storage: no libuv, no JSON parsing. JSON (item fields, broadcast
+ * THE CONTRACT every backend keeps:
+ *   - Seqs are gapless per room: an op's seq is the room's seq + 1, in
+ *     commit order; a batch that breaks this fails as a whole (WSY_INVAL).
+ *   - Dedupe: (dkey = "user:device", cid) is recorded with the op's room and
+ *     seq in the op's transaction and is unique; a re-sent cid is found by
+ *     store_dedupe_get.
+ *   - Epochs: a room's epoch is made once, when the room is created, and
+ *     never changes while its history lasts.
+ *   - Cursors only grow.
+ *   - A commit is all or nothing. A failed commit changed nothing: the
+ *     caller's in-memory state that assumed it must be rolled back to what
+ *     the store holds (every op of the batch is refused).
+ *   - Results come back on the loop thread: store_commit's callback runs
+ *     there, never inside store_commit itself.
+ *
+ * No JSON parsing here. JSON (item fields, broadcast
  * messages) is stored as the text the caller produced and handed back
  * byte for byte. Errors are negative wsy_err; ownership is stated per call.
  *
+ * READS are synchronous and run on the loop thread: cheap for the embedded
+ * store (a local file in the page cache). A network backend will need them
+ * asynchronous as well, or served from memory (PERFORMANCE issue: no store
+ * read on the loop for a join to a loaded room).
+ *
+ * THE SQLITE BACKEND.
  * THREADS. The store holds two SQLite connections:
- *   - the WRITE connection, used only by store_batch_commit(): commits may
- *     run on a writer thread (off the event loop, so fsync never blocks it),
- *     one commit at a time, never two threads committing concurrently;
+ *   - the WRITE connection, used only by the commit: it runs on libuv's
+ *     thread pool (off the event loop, so fsync never blocks it), one
+ *     commit at a time, never two threads committing concurrently;
  *   - the READ connection, used by every store_room_*, store_history,
  *     store_dedupe_get, store_cursors, store_read_* and store_stats call:
  *     the loop thread, one call at a time. WAL lets those reads run while
  *     a commit is in progress on the writer thread; they see the last
  *     committed state.
- * store_open() and store_close() run when no other call is in progress.
+ * store_sqlite_open() and store_close() run when no other call is in progress.
  * Building a batch (store_batch_new ... store_batch_cursor) touches no
  * connection and can happen on the loop thread while the previous batch
  * commits: that is the group commit (see the state diagram in sqlite.c).
  *
  * DURABILITY. Normal: synchronous=NORMAL; a committed batch survives a
  * process crash (SIGKILL) but the last commits may be lost on power loss or
- * OS crash. Full: synchronous=FULL; the WAL is fsynced before
- * store_batch_commit() returns.
+ * OS crash. Full: synchronous=FULL; the WAL is fsynced before the commit
+ * reports success.
  *
  * SCHEMA (file <dir>/wsync.db, PRAGMA user_version = schema version,
  * PRAGMA application_id = STORE_APPLICATION_ID; a lock on <dir>/wsync.lock
@@ -38,7 +65,7 @@
  *         PK(room,item)) WITHOUT ROWID
  *       the current document, written in the same transaction as the op;
  *       revs maps each text field to its revision (schema version 2)
- *   dedupe(device, cid, room, seq, PK(device,cid)) WITHOUT ROWID
+ *   dedupe(device = "user:device", cid, room, seq, PK(device,cid)) WITHOUT ROWID
  *       one row per op sent with a cid: idempotent re-sends across restarts
  *   cursors(user, device, room, seq, updated_at Unix ms,
  *           PK(user,device,room)) WITHOUT ROWID
@@ -53,6 +80,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <uv.h>
+
 #include "../common/wsy.h"
 
 #define STORE_SCHEMA_VERSION 2
@@ -63,17 +92,46 @@
 typedef struct store store;             /* opaque */
 typedef struct store_batch store_batch; /* opaque */
 
-/* Opens (creating when missing) <dir>/wsync.db, and <dir> itself (mode
- * 0700), migrating the schema to STORE_SCHEMA_VERSION. On success *out is
- * the caller's, to store_close(). On failure *out is NULL, err (when not
- * NULL) holds a sentence for the operator, and the result is
+/* ---- backends ----------------------------------------------------------- */
+
+/* SQLite: opens (creating when missing) <dir>/wsync.db, and <dir> itself
+ * (mode 0700), migrating the schema to STORE_SCHEMA_VERSION. Commits run on
+ * loop's thread pool (loop may be NULL when only store_sqlite_commit_sync is
+ * used, as unit tests do). On success *out is the caller's, to
+ * store_close(). On failure *out is NULL, err (when not NULL) holds a
+ * sentence for the operator, and the result is
  *   WSY_INVAL     the database belongs to a newer wsync or another program
  *   WSY_AGAIN     another process holds the data directory
  *   WSY_IO        cannot create/open/migrate the file, or no WAL support
  *   WSY_NOMEM     SQLite ran out of memory */
-int store_open(const char *dir, int durability_full, store **out, char *err, size_t errlen) WSY_WUR;
-/* Finalizes every statement and closes both connections (which checkpoints
- * the WAL). NULL is allowed. No batch may be committing. */
+int store_sqlite_open(const char *dir, int durability_full, uv_loop_t *loop, store **out, char *err,
+                      size_t errlen) WSY_WUR;
+/* The SQLite commit itself, synchronous, on the calling thread (the writer
+ * thread of store_commit; unit tests). Results as for store_commit. */
+int store_sqlite_commit_sync(store *s, store_batch *b) WSY_WUR;
+
+/* Fault injection: a store that forwards every call to inner (which it
+ * owns from now on) except those armed to fail. Armed failures return
+ * WSY_IO ("injected fault") without calling inner: a failed commit changes
+ * nothing, as a real one. */
+typedef enum { STORE_FAULT_COMMIT, STORE_FAULT_DEDUPE, STORE_FAULT_READ, STORE_FAULT__COUNT } store_fault_kind;
+store *store_fault_new(store *inner, uv_loop_t *loop);
+/* The next `skip` calls of that kind succeed, the `count` after them fail. */
+void store_fault_arm(store *s, store_fault_kind what, unsigned skip, unsigned count);
+/* For end-to-end tests: before each call of a kind not armed by
+ * store_fault_arm, the store reads path; lines "commit N", "dedupe N" and
+ * "read N" arm the next N calls of that kind to fail (the file is then
+ * rewritten with what is left). A missing file arms nothing. Use one way of
+ * arming per store, not both. */
+void store_fault_control(store *s, const char *path);
+
+/* ---- the interface ------------------------------------------------------ */
+
+/* The backend's name ("sqlite", "fault"). */
+const char *store_backend(const store *s);
+/* Closes the backend (SQLite: finalizes every statement and closes both
+ * connections, which checkpoints the WAL). NULL is allowed. No commit may
+ * be in flight. */
 void store_close(store *s);
 
 /* ---- reads (loop thread, read connection) ------------------------------- */
@@ -113,12 +171,13 @@ int store_history(store *s, const char *room, uint64_t after_seq, size_t limit, 
 int store_recent_messages(store *s, const char *room, size_t limit, store_history_cb cb, void *ud) WSY_WUR;
 /* Every recorded (device, cid), in no particular order: to build an
  * in-memory filter at start-up so most lookups never reach SQLite. */
-typedef int (*store_dedupe_cb)(const char *device, const char *cid, void *ud);
+typedef int (*store_dedupe_cb)(const char *dkey, const char *cid, void *ud);
 int store_dedupe_each(store *s, store_dedupe_cb cb, void *ud) WSY_WUR;
-/* The (room, seq) an op sent by device with cid was committed as:
- * 0, or WSY_NOT_FOUND. room_out (when not NULL) gets the NUL-terminated room
+/* The (room, seq) an op sent by dkey ("user:device") with cid was
+ * committed as: 0, or WSY_NOT_FOUND, or another negative wsy_err when the
+ * store could not tell (I/O, busy: the caller must not assume "new"). room_out (when not NULL) gets the NUL-terminated room
  * name, seq_out (when not NULL) the seq. */
-int store_dedupe_get(store *s, const char *device, const char *cid,
+int store_dedupe_get(store *s, const char *dkey, const char *cid,
                      char room_out[STORE_ROOM_MAX + 1], uint64_t *seq_out) WSY_WUR;
 /* Device cursors of room (the highest seq each device applied), ordered by
  * user then device. */
@@ -144,7 +203,7 @@ int store_stats(store *s, store_stats_info *out) WSY_WUR;
 /* One accepted op. For a publish item is NULL (fields_json, version
  * ignored). fields_json is the item's full fields after the op, or NULL when
  * the op deleted the item; version is the item's new version (by the house
- * rule, the op's seq). device and cid are NULL for backend ops; when both
+ * rule, the op's seq). dkey and cid are NULL for backend ops; when both
  * are set they are recorded for dedupe. msg/msg_len is the broadcast JSON
  * stored in the log and replayed by store_history. */
 typedef struct store_op {
@@ -153,7 +212,7 @@ typedef struct store_op {
   const char *item;
   const char *fields_json;
   uint64_t version;
-  const char *device;
+  const char *dkey;         /* "user:device", with cid: recorded for dedupe */
   const char *cid;
   const char *msg;
   size_t msg_len;
@@ -185,20 +244,23 @@ void store_batch_trim(store_batch *b, const char *room, uint64_t keep_from_seq);
 /* Entries of every kind added so far; 0 means committing does nothing. */
 size_t store_batch_count(const store_batch *b);
 
-/* Applies every entry in ONE transaction (BEGIN IMMEDIATE ... COMMIT) on the
- * write connection; may run on another thread than the one that built b,
- * which must not touch b until it returns. All or nothing: on failure the
- * transaction is rolled back, the database is unchanged, and
- * store_batch_error() says which entry failed and why. Results:
+/* The result of a commit, on the loop thread: 0, or what
+ * store_sqlite_commit_sync describes. */
+typedef void (*store_commit_cb)(void *ud, int rc);
+/* Submits b: applies every entry in ONE transaction, then calls cb(ud, rc)
+ * on the loop thread (never before store_commit returns). The caller must
+ * not touch b until then, and submits one batch at a time. All or nothing:
+ * on failure the database is unchanged and store_batch_error() says which
+ * entry failed and why. Results:
  *   0            committed (durable per the durability setting)
  *   WSY_INVAL    an invariant was broken (duplicate seq or cid, gap in seq,
  *                re-created room, bad epoch or name); retrying won't help
  *   WSY_NOT_FOUND  an op or trim names a room that does not exist
  *   WSY_AGAIN    database locked by another connection (busy timeout)
- *   WSY_IO, WSY_NOMEM, WSY_TOO_LARGE   SQLite I/O, memory or size failure
+ *   WSY_IO, WSY_NOMEM, WSY_TOO_LARGE   I/O, memory or size failure
  * A failed batch may be committed again (e.g. after WSY_AGAIN/WSY_IO); a
  * committed one may not (WSY_INVAL). */
-int store_batch_commit(store *s, store_batch *b) WSY_WUR;
+void store_commit(store *s, store_batch *b, store_commit_cb cb, void *ud);
 /* Why the last commit of b failed ("" when it did not); owned by b. */
 const char *store_batch_error(const store_batch *b);
 /* Frees b and every copy it holds. NULL is allowed. */

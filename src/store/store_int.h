@@ -1,55 +1,64 @@
-/* store_int.h -- private to src/store and its unit tests: the store's
- * layout, so a test can ask the write connection for its pragmas. */
+/* store_int.h -- private to src/store: what every backend implements (the
+ * operations behind store.h) and the batch layout backends read when they
+ * commit. Nothing outside src/store includes it (unit tests of the store
+ * aside). */
 #ifndef WSY_STORE_INT_H
 #define WSY_STORE_INT_H
 
-#include <sqlite3.h>
-
 #include "store.h"
 
-/* Statements of the write connection, used only inside store_batch_commit()
- * (and store_open's migration, which uses sqlite3_exec). */
-enum {
-  SW_BEGIN,
-  SW_COMMIT,
-  SW_ROLLBACK,
-  SW_ROOM_INSERT,
-  SW_ROOM_ADVANCE,
-  SW_ROOM_JUMP,
-  SW_ROOM_SEQ,
-  SW_OP_INSERT,
-  SW_ITEM_UPSERT,
-  SW_ITEM_DELETE,
-  SW_DEDUPE_INSERT,
-  SW_CURSOR_UPSERT,
-  SW_TRIM_OPS,
-  SW_TRIM_ROOM,
-  SW__COUNT
-};
-
-/* Statements of the read connection (loop thread). */
-enum {
-  SR_BEGIN,
-  SR_END,
-  SR_ROOM_GET,
-  SR_ITEMS,
-  SR_HISTORY,
-  SR_DEDUPE_ALL,
-  SR_RECENT_MESSAGES,
-  SR_DEDUPE,
-  SR_CURSORS,
-  SR_PAGES,
-  SR__COUNT
-};
+/* One backend. Every function has the contract of the store.h call of the
+ * same name; s is the backend's own object, whose first member is a store. */
+typedef struct store_ops {
+  const char *name;
+  void (*close)(store *s);
+  int (*room_get)(store *s, const char *room, store_room_info *out);
+  int (*room_items)(store *s, const char *room, store_item_cb cb, void *ud);
+  int (*history)(store *s, const char *room, uint64_t after_seq, size_t limit, store_history_cb cb, void *ud);
+  int (*recent_messages)(store *s, const char *room, size_t limit, store_history_cb cb, void *ud);
+  int (*dedupe_each)(store *s, store_dedupe_cb cb, void *ud);
+  int (*dedupe_get)(store *s, const char *dkey, const char *cid, char room_out[STORE_ROOM_MAX + 1],
+                    uint64_t *seq_out);
+  int (*cursors)(store *s, const char *room, store_cursor_cb cb, void *ud);
+  int (*read_begin)(store *s);
+  int (*read_end)(store *s);
+  int (*stats)(store *s, store_stats_info *out);
+  void (*commit)(store *s, store_batch *b, store_commit_cb cb, void *ud);
+} store_ops;
 
 struct store {
-  sqlite3 *wdb;                 /* write connection: the committing thread */
-  sqlite3 *rdb;                 /* read connection: the loop thread */
-  sqlite3_stmt *w[SW__COUNT];   /* prepared once in store_open, owned here */
-  sqlite3_stmt *r[SR__COUNT];
-  int durability_full;
-  int lock_fd;                  /* flock'ed <dir>/wsync.lock */
-  char *path;                   /* <dir>/wsync.db */
+  const store_ops *ops;
 };
+
+/* ---- batches (batch.c): built on the loop thread, read by a backend ----- */
+
+enum { E_ROOM, E_OP, E_CURSOR, E_TRIM, E_ITEM };
+enum { B_BUILDING, B_COMMITTING, B_COMMITTED, B_FAILED };
+
+typedef struct batch_entry {
+  int kind;
+  char *mem;                 /* one allocation holding every string below */
+  const char *room;
+  const char *epoch;         /* E_ROOM */
+  const char *item, *fields; /* E_OP, E_ITEM */
+  const char *revs;          /* E_OP, E_ITEM: NULL when no text fields */
+  const char *device, *cid;  /* E_OP; device also E_CURSOR */
+  const char *user;          /* E_CURSOR */
+  const char *msg;           /* E_OP, msg_len bytes (+ NUL) */
+  size_t msg_len;
+  uint64_t seq;              /* E_OP seq, E_CURSOR seq, E_TRIM keep_from */
+  uint64_t version;          /* E_OP */
+  int64_t now_ms;            /* E_ROOM created_at, E_CURSOR updated_at */
+} batch_entry;
+
+struct store_batch {
+  batch_entry *e;
+  size_t n, cap;
+  int state;
+  char err[256];
+};
+
+/* Sets b->err from fmt and returns err. */
+int store_batch_fail(store_batch *b, int err, const char *fmt, ...) WSY_PRINTF(3, 4);
 
 #endif

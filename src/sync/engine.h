@@ -1,32 +1,42 @@
-/* engine.h -- the sync protocol on /v1/ws (docs/PROTOCOL.md): sessions,
- * rooms and membership, ops and publishes sequenced per room, group commit
- * to the store, acknowledgement and fan-out after commit, catch-up on join,
- * presence.
+/* engine.h -- the sync protocol (docs/PROTOCOL.md) as main sees it: one
+ * engine per event loop, built on a store (the durable log, store.h) and a
+ * bus (bus.h), serving the WebSocket endpoint /v1/ws, the HTTP transports
+ * (/v1/send, /v1/sse, /v1/poll), the backend API (/v1/rooms/...) and
+ * /metrics. main registers those routes with httpd; the engine knows no
+ * paths but its own sub-resources. docs/SERVER.md draws the modules and the
+ * path of one op.
  *
- * Loop thread only, except the commit itself, which runs on libuv's thread
- * pool: the ops accepted during one loop iteration form one store batch;
- * while it commits, the next iteration's ops form the next one. Acks and
- * broadcasts are sent only when the batch holding their op has committed. */
+ * Loop thread only; the store commits off the loop and reports back. Acks
+ * and broadcasts are sent only when the batch holding their op has
+ * committed. */
 #ifndef WSY_ENGINE_H
 #define WSY_ENGINE_H
 
-#include "../app.h"
+#include "../config/config.h"
+#include "../http/httpd.h"
+#include "../store/store.h"
 #include "../ws/ws_conn.h"
 
 typedef struct engine engine;
 
-/* Opens the store in cfg->data_dir. 0, or a negative wsy_err with err set. */
-int engine_new(struct app *app, engine **out, char *err, size_t errlen);
-/* Waits for an in-flight commit, commits what is pending, closes the store. */
+/* Takes the store (closed by engine_free). 0, or a negative wsy_err with
+ * err set. */
+int engine_new(uv_loop_t *loop, net_loop *net, const wsy_config *cfg, store *st, engine **out, char *err,
+               size_t errlen);
+/* Ends every session, waits for an in-flight commit, commits what is
+ * pending, closes the store. NULL is allowed. */
 void engine_free(engine *e);
-
-extern const ws_endpoint engine_ws_endpoint;
-
-/* Shutdown begins: SSE streams and pending polls are told 1001. */
+/* Shutdown begins: SSE streams and pending polls are told 1001, HTTP
+ * requests get 503. */
 void engine_shutdown(engine *e);
 
-typedef struct httpd_req httpd_req;
-/* The backend API (/v1/rooms/...) and /metrics; answers every request. */
-void engine_http(struct app *app, conn *c, httpd_req *r);
+/* The WebSocket endpoint of /v1/ws (its route's ud: the engine). */
+extern const ws_endpoint engine_ws_endpoint;
+/* HTTP routes (httpd_handler; ud: the engine). */
+void engine_route_fallback(void *ud, conn *c, httpd_req *r);  /* /v1/send, /v1/sse, /v1/poll */
+void engine_route_rooms(void *ud, conn *c, httpd_req *r);     /* /v1/rooms/ (prefix) */
+void engine_route_metrics(void *ud, conn *c, httpd_req *r);   /* /metrics */
+/* For /healthz: live sessions, loaded rooms, the store's and bus's names. */
+void engine_health(engine *e, size_t *sessions, size_t *rooms, const char **store_name, const char **bus_out);
 
 #endif

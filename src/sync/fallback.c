@@ -1,13 +1,14 @@
-/* fallback.c -- the HTTP transports of a session (PROTOCOL.md 2.4): POST
- * /v1/send upstream, GET /v1/sse and GET /v1/poll downstream. The session and
- * its outbox are the engine's (engine.c); only the way messages leave
- * differs. */
+/* fallback.c -- the HTTP transports of a session (fallback.h). */
+#include "fallback.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../common/log.h"
-#include "engine_int.h"
+#include "proto.h"
+#include "room.h"
+#include "sess.h"
 
 /* Downstream: an SSE event per message (id = ordinal), or one JSON answer
  * per poll gathering what the loop iteration produced. */
@@ -24,7 +25,7 @@ static size_t sse_event(uint8_t *out, uint64_t ordinal, const uint8_t *p, size_t
  * the client reconnects with Last-Event-ID and the outbox replays. */
 static void sse_abort(sess *s) {
   log_info("sse stream of %s ended: slow consumer", s->dkey);
-  dn_end(s, 1013, "slow consumer");
+  fb_end(s, 1013, "slow consumer");
 }
 
 static void sse_write(sess *s, net_chunk *ch) {
@@ -56,8 +57,8 @@ static void sse_replay(sess *s, uint64_t after) {
   s->dn_upto = s->ob_next - 1;
 }
 
-void dn_push(sess *s, net_chunk *frame, uint64_t ordinal) {
-  if (s->dn_kind == DN_SSE) {
+void fb_push(sess *s, net_chunk *frame, uint64_t ordinal) {
+  if (s->dn_kind == FB_SSE) {
     size_t len;
     const uint8_t *p = frame_payload(frame, &len);
     net_chunk *ch = net_chunk_new(len + 32);
@@ -118,21 +119,21 @@ static void poll_answer(sess *s, unsigned code, const char *reason, int empty) {
   s->dn_headers = NULL;
 }
 
-void polls_answer(engine *e) {
+void fb_answer_polls(engine *e) {
   while (e->due) {
     sess *s = e->due;
     e->due = s->due_next;
     s->due = 0;
-    if (s->dn && s->dn_kind == DN_POLL && s->ob_len) poll_answer(s, 0, NULL, 0);
+    if (s->dn && s->dn_kind == FB_POLL && s->ob_len) poll_answer(s, 0, NULL, 0);
     sess_unref(s); /* the due list's reference */
   }
 }
 
 /* The session's downstream ends for a reason a WebSocket would learn from
  * a close code (PROTOCOL.md 2.4). */
-void dn_end(sess *s, unsigned code, const char *reason) {
+void fb_end(sess *s, unsigned code, const char *reason) {
   if (!s->dn) return;
-  if (s->dn_kind == DN_POLL) {
+  if (s->dn_kind == FB_POLL) {
     poll_answer(s, code, reason, 0);
     return;
   }
@@ -155,9 +156,9 @@ void dn_end(sess *s, unsigned code, const char *reason) {
 
 /* Another downstream (or a WebSocket) takes over: an SSE stream is told
  * 4001, a pending poll gets an empty answer. */
-void dn_release(sess *s) {
-  if (s->dn_kind == DN_SSE) {
-    dn_end(s, 4001, "session moved to another downstream");
+void fb_release(sess *s) {
+  if (s->dn_kind == FB_SSE) {
+    fb_end(s, 4001, "session moved to another downstream");
     return;
   }
   poll_answer(s, 0, NULL, 1); /* the messages go to whichever downstream comes next */
@@ -165,9 +166,9 @@ void dn_release(sess *s) {
 
 /* Keeps time for HTTP sessions: SSE pings, poll timeouts, and detaching a
  * session that has had no downstream for the grace period. */
-void http_sweep(engine *e) {
+void fb_sweep(engine *e) {
   uint64_t now = now_ms(e);
-  const wsy_config *cfg = e->app->cfg;
+  const wsy_config *cfg = e->cfg;
   const char *k;
   void *v;
   for (size_t i = 0; map_next(&e->sessions, &i, &k, &v);) {
@@ -177,16 +178,16 @@ void http_sweep(engine *e) {
       s->dn_kind = 0;
       s->dn_lost = now;
     }
-    if (s->dn && s->dn_kind == DN_SSE && now - s->dn_at >= cfg->ping_interval_ms) {
+    if (s->dn && s->dn_kind == FB_SSE && now - s->dn_at >= cfg->ping_interval_ms) {
       net_chunk *ch = net_chunk_new(8);
       memcpy(ch->data, ": ping\n\n", 8);
       sse_write(s, ch);
       net_chunk_unref(ch);
-    } else if (s->dn && s->dn_kind == DN_POLL && now - s->dn_at >= cfg->poll_timeout_ms) {
+    } else if (s->dn && s->dn_kind == FB_POLL && now - s->dn_at >= cfg->poll_timeout_ms) {
       poll_answer(s, 0, NULL, 0);
-    } else if (!s->dn && !s->detached_at && now - s->dn_lost >= DETACH_GRACE_MS) {
+    } else if (!s->dn && !s->detached_at && now - s->dn_lost >= FB_DETACH_GRACE_MS) {
       s->detached_at = now;
-      for (member *m = s->rooms; m; m = m->snext) presence_event(e, m, "update");
+      for (member *m = s->rooms; m; m = m->snext) room_presence_event(e, m, "update");
     }
   }
 }
@@ -196,10 +197,10 @@ void http_sweep(engine *e) {
 static int cors(engine *e, httpd_req *r, char *out, size_t n) {
   size_t ol;
   const char *org = httpd_req_header(r, "Origin", &ol);
-  const char *list = e->app->cfg->allowed_origins;
+  const char *list = e->cfg->allowed_origins;
   out[0] = '\0';
   if (!list || !*list || !org) return 1; /* same-origin pages only read the answers */
-  if (!httpd_origin_allowed(e->app, org, ol) || ol > 512) return 0;
+  if (!httpd_origin_allowed(list, org, ol) || ol > 512) return 0;
   snprintf(out, n, "Access-Control-Allow-Origin: %.*s\r\nVary: Origin\r\n", (int)ol, org);
   return 1;
 }
@@ -216,14 +217,11 @@ static void fb_error(conn *c, int status, const char *hdrs, const char *code, co
 
 /* POST /v1/send with a hello: the answer is the welcome (or the error). */
 static void send_hello(engine *e, conn *c, json_t *req, const char *hdrs) {
-  sess *n = wsy_calloc(1, sizeof *n);
-  n->e = e;
-  n->refs = 1; /* this request's */
-  n->opened = now_ms(e);
+  sess *n = sess_new(e, NULL); /* this request's reference */
   capture cap = {0};
   buf_init(&cap.text, SIZE_MAX);
   e->cap = &cap;
-  dispatch(n, req);
+  proto_dispatch(n, req);
   e->cap = NULL;
   char h[1024];
   snprintf(h, sizeof h, "Cache-Control: no-store\r\n%s", hdrs);
@@ -242,13 +240,13 @@ static void send_hello(engine *e, conn *c, json_t *req, const char *hdrs) {
 static void fb_send(engine *e, conn *c, httpd_req *r, const char *hdrs) {
   size_t len;
   const uint8_t *body = httpd_req_body(r, &len);
-  if (len > e->app->cfg->max_message) {
+  if (len > e->cfg->max_message) {
     fb_error(c, 413, hdrs, "too_large", "the body is larger than --max-message-size");
     return;
   }
   json_error_t jerr;
   json_t *j = len ? json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
-  if (!j || (!json_is_object(j) && !json_is_array(j)) || too_deep(j, json_is_array(j) ? 0 : 1, 32)) {
+  if (!j || (!json_is_object(j) && !json_is_array(j)) || proto_too_deep(j, json_is_array(j) ? 0 : 1, 32)) {
     json_decref(j);
     if (len && strstr(jerr.text, "too big"))
       fb_error(c, 400, hdrs, "invalid_field", "an integer is beyond 2^53-1");
@@ -290,12 +288,12 @@ static void fb_send(engine *e, conn *c, httpd_req *r, const char *hdrs) {
   }
   s->refs++; /* a bye in the body ends the session under this loop */
   if (json_is_object(j)) {
-    dispatch(s, j);
+    proto_dispatch(s, j);
   } else {
     json_array_foreach(j, i, m) {
       if (s->ended) break;
-      if (json_is_object(m)) dispatch(s, m);
-      else send_error(s, NULL, "bad_json", "a message must be one JSON object", NULL, NULL);
+      if (json_is_object(m)) proto_dispatch(s, m);
+      else sess_error(s, NULL, "bad_json", "a message must be one JSON object", NULL, NULL);
     }
   }
   sess_unref(s);
@@ -315,7 +313,7 @@ static void fb_down(engine *e, conn *c, httpd_req *r, int kind, const char *hdrs
     return;
   }
   size_t ll;
-  const char *lei = kind == DN_SSE ? httpd_req_header(r, "Last-Event-ID", &ll) : NULL;
+  const char *lei = kind == FB_SSE ? httpd_req_header(r, "Last-Event-ID", &ll) : NULL;
   if (lei && ll < sizeof lastv) {
     memcpy(lastv, lei, ll);
     lastv[ll] = '\0';
@@ -333,17 +331,17 @@ static void fb_down(engine *e, conn *c, httpd_req *r, int kind, const char *hdrs
     fb_error(c, 410, hdrs, "session_expired", "messages after last were dropped; say hello again");
     return;
   }
-  while (s->ob_len && s->ob_first <= last) ob_pop(s); /* confirmed by last */
-  detach_transport(s, "session moved to another downstream");
+  while (s->ob_len && s->ob_first <= last) sess_ob_pop(s); /* confirmed by last */
+  sess_detach(s, "session moved to another downstream");
   s->http = 1;
   s->dn_kind = kind;
   s->dn_at = now_ms(e);
   if (s->detached_at) {
     s->detached_at = 0;
-    for (member *m = s->rooms; m; m = m->snext) presence_event(e, m, "update");
+    for (member *m = s->rooms; m; m = m->snext) room_presence_event(e, m, "update");
   }
   char h[1280];
-  if (kind == DN_SSE) {
+  if (kind == FB_SSE) {
     snprintf(h, sizeof h, "Cache-Control: no-store\r\nX-Accel-Buffering: no\r\n%s", hdrs);
     httpd_stream_begin(c, &s->dn, "text/event-stream", h);
     net_chunk *hi = net_chunk_new(10);
@@ -363,7 +361,9 @@ static void fb_down(engine *e, conn *c, httpd_req *r, int kind, const char *hdrs
   if (s->ob_len) poll_answer(s, 0, NULL, 0);
 }
 
-void fallback_http(engine *e, conn *c, httpd_req *r, const char *what) {
+void fb_route(void *ud, conn *c, httpd_req *r) {
+  engine *e = ud;
+  const char *what = strrchr(httpd_req_path(r), '/') + 1; /* registered for /v1/send, /v1/sse, /v1/poll */
   const char *method = httpd_req_method(r);
   char hdrs[640];
   if (!cors(e, r, hdrs, sizeof hdrs)) {
@@ -385,15 +385,14 @@ void fallback_http(engine *e, conn *c, httpd_req *r, const char *what) {
   }
   int is_send = !strcmp(what, "send");
   if (strcmp(method, is_send ? "POST" : "GET") != 0) {
-    httpd_respond(c, 405, "text/plain", is_send ? "Allow: POST, OPTIONS\r\n" : "Allow: GET, OPTIONS\r\n",
-                  "405 Method Not Allowed\n", 23);
+    httpd_method_not_allowed(c, is_send ? "POST, OPTIONS" : "GET, OPTIONS");
     return;
   }
-  if (e->app->shutting_down) {
+  if (e->shutting_down) {
     fb_error(c, 503, hdrs, "internal", "server shutting down");
     return;
   }
   if (is_send) fb_send(e, c, r, hdrs);
-  else fb_down(e, c, r, !strcmp(what, "sse") ? DN_SSE : DN_POLL, hdrs);
+  else fb_down(e, c, r, !strcmp(what, "sse") ? FB_SSE : FB_POLL, hdrs);
 }
 

@@ -39,13 +39,11 @@ struct bcast_registry {
   bcast_room *rooms;
 };
 
-static bcast_registry *registry(struct app *app) {
-  if (!app->bcast) app->bcast = wsy_calloc(1, sizeof *app->bcast);
-  return app->bcast;
-}
+bcast_registry *ws_bcast_new(void) { return wsy_calloc(1, sizeof(bcast_registry)); }
 
-static int bcast_open(ws_conn *w, const void *req_ctx) {
-  const httpd_req *r = req_ctx;
+void ws_bcast_free(bcast_registry *reg) { wsy_free(reg); } /* rooms go with their last member */
+
+static int bcast_open(ws_conn *w, const httpd_req *r) {
   /* Larger than any query request.c accepts, so -1 means "no room=". */
   char name[1024];
   if (httpd_req_query_param(r, "room", name, sizeof name) != 0) strcpy(name, "default");
@@ -56,7 +54,7 @@ static int bcast_open(ws_conn *w, const void *req_ctx) {
              sizeof ((bcast_room *)0)->name - 1);
     return -1;
   }
-  bcast_registry *reg = registry(ws_conn_app(w));
+  bcast_registry *reg = ws_conn_ud(w);
   bcast_room *room = reg->rooms;
   while (room && strcmp(room->name, name) != 0) room = room->next;
   if (!room) {
@@ -95,7 +93,7 @@ static void bcast_close(ws_conn *w) {
   ws_conn_set_slot(last, i);
   ws_conn_set_user(w, NULL);
   if (room->count == 0) {
-    bcast_registry *reg = registry(ws_conn_app(w));
+    bcast_registry *reg = ws_conn_ud(w);
     for (bcast_room **pp = &reg->rooms; *pp; pp = &(*pp)->next)
       if (*pp == room) {
         *pp = room->next;

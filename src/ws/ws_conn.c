@@ -23,7 +23,7 @@ enum { WS_OPEN, WS_CLOSE_SENT, WS_DONE };
 
 struct ws_conn {
   ws_parser parser;
-  const ws_endpoint *ep;
+  const ws_route *rt;
   void *user;
   uint32_t last_rx;        /* loop ms, wrapping: compared by differences */
   uint32_t close_deadline;
@@ -37,10 +37,9 @@ static const conn_ops ws_ops;
 
 size_t ws_conn_ext_size(void) { return sizeof(ws_conn); }
 conn *ws_conn_net(ws_conn *w) { return net_conn_from_ext(w); }
-struct app *ws_conn_app(ws_conn *w) { return net_loop_app(net_conn_loop(ws_conn_net(w))); }
+void *ws_conn_ud(ws_conn *w) { return w->rt->ud; }
 void *ws_conn_user(ws_conn *w) { return w->user; }
 void ws_conn_set_user(ws_conn *w, void *user) { w->user = user; }
-int ws_conn_is_open(const ws_conn *w) { return w->state == WS_OPEN; }
 uint32_t ws_conn_slot(const ws_conn *w) { return w->ep_slot; }
 void ws_conn_set_slot(ws_conn *w, uint32_t slot) { w->ep_slot = slot; }
 ws_conn *ws_conn_of(conn *c) { return net_conn_ops(c) == &ws_ops ? net_conn_ext(c) : NULL; }
@@ -57,7 +56,7 @@ net_chunk *ws_frame_new(int opcode, const void *payload, size_t len) {
 static void ep_closed(ws_conn *w) {
   if (w->ep_closed) return;
   w->ep_closed = 1;
-  if (w->ep && w->ep->on_close) w->ep->on_close(w);
+  if (w->rt && w->rt->ep->on_close) w->rt->ep->on_close(w);
 }
 
 static net_chunk *close_frame(unsigned code, const char *reason) {
@@ -96,7 +95,7 @@ void ws_close(ws_conn *w, unsigned code, const char *reason) {
   net_conn_send_force(c, ch);
   net_chunk_unref(ch);
   w->state = WS_CLOSE_SENT;
-  w->close_deadline = (uint32_t)(net_loop_now(net_conn_loop(c)) + ws_conn_app(w)->cfg->close_timeout_ms);
+  w->close_deadline = (uint32_t)(net_loop_now(net_conn_loop(c)) + w->rt->cfg->close_timeout_ms);
   ep_closed(w);
 }
 
@@ -130,7 +129,7 @@ int ws_send(ws_conn *w, int opcode, const void *payload, size_t len) {
 static int on_message(void *ctx, int opcode, uint8_t *data, size_t len) {
   ws_conn *w = ctx;
   if (w->state != WS_OPEN) return 0; /* after our close frame: discarded */
-  w->ep->on_message(w, opcode, data, len);
+  w->rt->ep->on_message(w, opcode, data, len);
   return net_conn_closing(ws_conn_net(w));
 }
 
@@ -191,7 +190,7 @@ static void ws_on_eof(conn *c) {
 
 static void ws_on_tick(conn *c, uint64_t now) {
   ws_conn *w = net_conn_ext(c);
-  const wsy_config *cfg = ws_conn_app(w)->cfg;
+  const ws_config *cfg = w->rt->cfg;
   if (w->state == WS_CLOSE_SENT) {
     if ((int32_t)((uint32_t)now - w->close_deadline) >= 0) {
       w->state = WS_DONE;
@@ -200,8 +199,8 @@ static void ws_on_tick(conn *c, uint64_t now) {
     return;
   }
   if (w->state != WS_OPEN) return;
-  if (w->ep->on_tick) {
-    w->ep->on_tick(w, now);
+  if (w->rt->ep->on_tick) {
+    w->rt->ep->on_tick(w, now);
     if (w->state != WS_OPEN) return;
   }
   uint32_t quiet = (uint32_t)now - w->last_rx;
@@ -228,28 +227,82 @@ static const conn_ops ws_ops = {
   .on_free = ws_on_free,
 };
 
-void ws_conn_upgrade(struct app *app, conn *c, const char *accept, const ws_endpoint *ep,
-                     const void *req_ctx, uint8_t *rest, size_t rest_len) {
+static void upgrade(const ws_route *rt, conn *c, const char *accept, const httpd_req *r, uint8_t *rest,
+                    size_t rest_len) {
   char resp[192];
   int n = snprintf(resp, sizeof resp,
                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                    "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
                    accept);
-  net_chunk *ch = net_chunk_new((size_t)n);
-  memcpy(ch->data, resp, (size_t)n);
+  size_t rl = wsy_snlen(n, sizeof resp);
+  net_chunk *ch = net_chunk_new(rl);
+  memcpy(ch->data, resp, rl);
   net_conn_send_force(c, ch);
   net_chunk_unref(ch);
 
   ws_conn *w = net_conn_ext(c);
   memset(w, 0, sizeof *w);
-  ws_parser_init(&w->parser, &app->ws_lim, &parser_cb, w);
-  w->ep = ep;
+  ws_parser_init(&w->parser, &rt->cfg->lim, &parser_cb, w);
+  w->rt = rt;
   w->state = WS_OPEN;
-  w->last_rx = (uint32_t)net_loop_now(app->net);
+  w->last_rx = (uint32_t)net_loop_now(net_conn_loop(c));
   net_conn_set_ops(c, &ws_ops);
-  if (ep->on_open && ep->on_open(w, req_ctx) != 0) {
+  if (rt->ep->on_open && rt->ep->on_open(w, r) != 0) {
     fail(w, WS_CLOSE_POLICY, "refused");
     return;
   }
   if (rest_len && !net_conn_closing(c)) ws_on_data(c, rest, rest_len);
+}
+
+int ws_http_upgrade(void *route, conn *c, httpd_req *r, uint8_t *rest, size_t rest_len) {
+  const ws_route *rt = route;
+  size_t ul, cl, kl, vl, ol;
+  const char *upg = httpd_req_header(r, "Upgrade", &ul);
+  const char *con = httpd_req_header(r, "Connection", &cl);
+  const char *key = httpd_req_header(r, "Sec-WebSocket-Key", &kl);
+  const char *ver = httpd_req_header(r, "Sec-WebSocket-Version", &vl);
+  const char *org = httpd_req_header(r, "Origin", &ol);
+  if (!upg || !httpd_header_has_token(upg, ul, "websocket")) {
+    const char msg[] = "426 Upgrade Required: this endpoint speaks WebSocket\n";
+    httpd_respond(c, 426, "text/plain; charset=utf-8",
+                  "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n", msg,
+                  sizeof msg - 1);
+    return 0;
+  }
+  if (strcmp(httpd_req_method(r), "GET") != 0) {
+    httpd_fail_and_end(c, 400, "WebSocket upgrade must use GET");
+    return 0;
+  }
+  if (!httpd_req_http11(r)) {
+    httpd_fail_and_end(c, 400, "WebSocket upgrade needs HTTP/1.1");
+    return 0;
+  }
+  if (!httpd_req_header(r, "Host", NULL)) {
+    httpd_fail_and_end(c, 400, "missing Host header");
+    return 0;
+  }
+  if (!con || !httpd_header_has_token(con, cl, "upgrade")) {
+    httpd_fail_and_end(c, 400, "Connection header must contain Upgrade");
+    return 0;
+  }
+  if (!ver || vl != 2 || memcmp(ver, "13", 2) != 0) {
+    const char msg[] = "426 Upgrade Required: Sec-WebSocket-Version 13 is supported\n";
+    httpd_respond(c, 426, "text/plain; charset=utf-8",
+                  "Sec-WebSocket-Version: 13\r\nConnection: close\r\n", msg, sizeof msg - 1);
+    net_conn_end(c);
+    return 0;
+  }
+  if (!key || !ws_key_valid(key, kl)) {
+    httpd_fail_and_end(c, 400, "missing or malformed Sec-WebSocket-Key");
+    return 0;
+  }
+  if (!httpd_origin_allowed(rt->cfg->allowed_origins, org, org ? ol : 0)) {
+    log_info("websocket refused: origin %.*s not allowed", org ? (int)ol : 6, org ? org : "(none)");
+    httpd_fail_and_end(c, 403, "origin not allowed");
+    return 0;
+  }
+  char accept[29];
+  ws_accept_key(key, kl, accept);
+  upgrade(rt, c, accept, r, rest, rest_len);
+  return 1;
 }

@@ -11,17 +11,27 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../app.h"
+#include "../http/httpd.h"
 #include "../net/net.h"
 #include "ws.h"
 
 typedef struct ws_conn ws_conn;
 
+/* Settings shared by the connections of a route (main fills them). */
+typedef struct ws_config {
+  ws_limits lim;
+  unsigned close_timeout_ms;   /* wait for the peer's close frame */
+  unsigned idle_timeout_ms;    /* silent longer: close 1001 (0: never) */
+  unsigned ping_interval_ms;   /* silent this long: ping (0: never) */
+  const char *allowed_origins; /* httpd_origin_allowed() list; NULL: any */
+} ws_config;
+
 /* What a WebSocket route does with its connections. */
 typedef struct ws_endpoint {
   const char *name;
-  /* Right after the 101 response; may send. Non-zero refuses (close 1008). */
-  int (*on_open)(ws_conn *w, const void *req_ctx);
+  /* Right after the 101 response; may send. r is the upgrade request, valid
+   * during the call only. Non-zero refuses (close 1008). */
+  int (*on_open)(ws_conn *w, const httpd_req *r);
   /* A complete, validated message (text is valid UTF-8). The payload is
    * valid during the call only. */
   void (*on_message)(ws_conn *w, int opcode, uint8_t *data, size_t len);
@@ -31,13 +41,21 @@ typedef struct ws_endpoint {
   void (*on_tick)(ws_conn *w, uint64_t now_ms);
 } ws_endpoint;
 
+/* A WebSocket route: registered by main with httpd_route_upgrade(hs, path,
+ * ws_http_upgrade, &route). It must outlive its connections. */
+typedef struct ws_route {
+  const ws_endpoint *ep;
+  void *ud;               /* the endpoint's context: ws_conn_ud() */
+  const ws_config *cfg;
+} ws_route;
+
 size_t ws_conn_ext_size(void);
 
-/* Completes the opening handshake for an already validated request: sends
- * 101 with accept, switches the conn to WebSocket, then feeds rest[0..n)
- * (bytes that followed the request) to the frame parser. */
-void ws_conn_upgrade(struct app *app, conn *c, const char *accept, const ws_endpoint *ep,
-                     const void *req_ctx, uint8_t *rest, size_t rest_len);
+/* httpd_upgrade_handler for a ws_route (route): validates the opening
+ * handshake (RFC 6455 4.2.1: 426 without Upgrade or version 13, 400 for a
+ * malformed one, 403 for an origin not allowed), sends 101, switches the
+ * conn to WebSocket and feeds rest[0..rest_len) to the frame parser. */
+int ws_http_upgrade(void *route, conn *c, httpd_req *r, uint8_t *rest, size_t rest_len);
 
 /* Returns the frame for payload as a chunk with one reference, owned by the
  * caller; send it to any number of connections with ws_send_frame(). */
@@ -51,11 +69,11 @@ int ws_send(ws_conn *w, int opcode, const void *payload, size_t len);
 void ws_close(ws_conn *w, unsigned code, const char *reason);
 
 conn *ws_conn_net(ws_conn *w);
-struct app *ws_conn_app(ws_conn *w);
+/* The route's ud: the endpoint's context. */
+void *ws_conn_ud(ws_conn *w);
 /* One pointer of endpoint state per connection. */
 void *ws_conn_user(ws_conn *w);
 void ws_conn_set_user(ws_conn *w, void *user);
-int ws_conn_is_open(const ws_conn *w);
 /* One integer of endpoint state per connection, e.g. its index in an
  * array of a room's members (no separate allocation per member). */
 uint32_t ws_conn_slot(const ws_conn *w);
@@ -65,6 +83,10 @@ ws_conn *ws_conn_of(conn *c);
 
 /* Endpoints built into the server core. */
 extern const ws_endpoint ws_echo_endpoint;      /* /v1/echo: each message back */
-extern const ws_endpoint ws_broadcast_endpoint; /* /v1/broadcast?room=R: to all in R */
+/* /v1/broadcast?room=R: to all in R. Its route's ud is a bcast_registry. */
+extern const ws_endpoint ws_broadcast_endpoint;
+typedef struct bcast_registry bcast_registry;
+bcast_registry *ws_bcast_new(void);
+void ws_bcast_free(bcast_registry *reg);
 
 #endif

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "../../../src/common/log.h"
-#include "../../../src/config.h"
+#include "../../../src/config/config.h"
 
 /* Every variable config_parse() reads, so a developer's environment cannot
  * leak into a test. Criterion runs each test in its own process. */

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "../../../src/store/store.h"
-#include "../../../src/store/store_int.h"
+#include "../../../src/store/sqlite_int.h"
 
 static char dir[64];
 
@@ -41,14 +41,14 @@ TestSuite(store, .init = mkdir_tmp, .fini = rm_tmp);
 static store *open_ok(int full) {
   store *s = NULL;
   char err[256];
-  int rc = store_open(dir, full, &s, err, sizeof err);
+  int rc = store_sqlite_open(dir, full, NULL, &s, err, sizeof err);
   cr_assert_eq(rc, 0, "store_open: %s (%s)", wsy_errname(rc), err);
   cr_assert_not_null(s);
   return s;
 }
 
 static void commit_ok(store *s, store_batch *b) {
-  int rc = store_batch_commit(s, b);
+  int rc = store_sqlite_commit_sync(s, b);
   cr_assert_eq(rc, 0, "commit: %s: %s", wsy_errname(rc), store_batch_error(b));
   store_batch_free(b);
 }
@@ -59,7 +59,7 @@ static void add_op(store_batch *b, const char *room, uint64_t seq, const char *i
   snprintf(msg, sizeof msg, "{\"type\":\"op\",\"room\":\"%s\",\"seq\":%llu}", room,
            (unsigned long long)seq);
   store_op op = {.room = room, .seq = seq, .item = item, .fields_json = fields, .version = seq,
-                 .device = device, .cid = cid, .msg = msg, .msg_len = strlen(msg)};
+                 .dkey = device, .cid = cid, .msg = msg, .msg_len = strlen(msg)};
   store_batch_op(b, &op);
 }
 
@@ -204,7 +204,7 @@ Test(store, data_dir_is_created) {
   char sub[128];
   snprintf(sub, sizeof sub, "%s/sub", dir);
   store *s = NULL;
-  cr_assert_eq(store_open(sub, 0, &s, NULL, 0), 0);
+  cr_assert_eq(store_sqlite_open(sub, 0, NULL, &s, NULL, 0), 0);
   create_room(s, "r", "e1");
   store_close(s);
   cr_assert_eq(access(sub, F_OK), 0);
@@ -220,7 +220,7 @@ Test(store, second_open_of_a_directory_is_refused) {
   store *s = open_ok(0);
   store *t = (store *)1;
   char err[256];
-  cr_assert_eq(store_open(dir, 0, &t, err, sizeof err), WSY_AGAIN);
+  cr_assert_eq(store_sqlite_open(dir, 0, NULL, &t, err, sizeof err), WSY_AGAIN);
   cr_assert_null(t);
   cr_assert_not_null(strstr(err, "in use"), "%s", err);
   store_close(s);
@@ -299,7 +299,7 @@ Test(store, duplicate_seq_fails_the_whole_batch) {
   add_op(b, "doc", 4, "x", "{\"v\":4}", "dev", "c4");
   store_batch_trim(b, "doc", 4);
   add_op(b, "doc", 4, "y", "{\"v\":44}", "dev", "c44"); /* same seq again */
-  cr_assert_eq(store_batch_commit(s, b), WSY_INVAL);
+  cr_assert_eq(store_sqlite_commit_sync(s, b), WSY_INVAL);
   cr_assert_not_null(strstr(store_batch_error(b), "entry 4"), "%s", store_batch_error(b));
   cr_assert_not_null(strstr(store_batch_error(b), "seq 4"), "%s", store_batch_error(b));
   store_batch_free(b);
@@ -314,7 +314,7 @@ Test(store, duplicate_seq_already_stored_is_refused) {
   store *s = doc_with_three_ops();
   store_batch *b = store_batch_new();
   add_op(b, "doc", 3, "x", "{\"v\":33}", "dev", "c33");
-  cr_assert_eq(store_batch_commit(s, b), WSY_INVAL);
+  cr_assert_eq(store_sqlite_commit_sync(s, b), WSY_INVAL);
   store_batch_free(b);
   assert_unchanged(s);
   store_close(s);
@@ -324,7 +324,7 @@ Test(store, gap_in_seq_is_refused) {
   store *s = doc_with_three_ops();
   store_batch *b = store_batch_new();
   add_op(b, "doc", 5, "x", "{\"v\":5}", "dev", "c5");
-  cr_assert_eq(store_batch_commit(s, b), WSY_INVAL);
+  cr_assert_eq(store_sqlite_commit_sync(s, b), WSY_INVAL);
   cr_assert_not_null(strstr(store_batch_error(b), "does not follow the room's seq 3"), "%s",
                      store_batch_error(b));
   store_batch_free(b);
@@ -336,7 +336,7 @@ Test(store, duplicate_cid_fails_the_batch) {
   store *s = doc_with_three_ops();
   store_batch *b = store_batch_new();
   add_op(b, "doc", 4, "x", "{\"v\":4}", "dev", "c2"); /* cid c2 was seq 2 */
-  cr_assert_eq(store_batch_commit(s, b), WSY_INVAL);
+  cr_assert_eq(store_sqlite_commit_sync(s, b), WSY_INVAL);
   cr_assert_not_null(strstr(store_batch_error(b), "cid c2"), "%s", store_batch_error(b));
   store_batch_free(b);
   assert_unchanged(s);
@@ -347,24 +347,24 @@ Test(store, room_is_created_exactly_once) {
   store *s = doc_with_three_ops();
   store_batch *b = store_batch_new();
   store_batch_room_create(b, "doc", "e-other");
-  cr_assert_eq(store_batch_commit(s, b), WSY_INVAL);
+  cr_assert_eq(store_sqlite_commit_sync(s, b), WSY_INVAL);
   cr_assert_not_null(strstr(store_batch_error(b), "already exists"), "%s", store_batch_error(b));
   store_batch_free(b);
 
   b = store_batch_new();
   store_batch_room_create(b, "new", ""); /* an empty epoch never matches: refused */
-  cr_assert_eq(store_batch_commit(s, b), WSY_INVAL);
+  cr_assert_eq(store_sqlite_commit_sync(s, b), WSY_INVAL);
   store_batch_free(b);
   b = store_batch_new();
   store_batch_room_create(b, "new", "123456789012345678901234567890123"); /* 33 */
-  cr_assert_eq(store_batch_commit(s, b), WSY_INVAL);
+  cr_assert_eq(store_sqlite_commit_sync(s, b), WSY_INVAL);
   store_batch_free(b);
   b = store_batch_new();
   char long_room[130];
   memset(long_room, 'r', 129);
   long_room[129] = '\0';
   store_batch_room_create(b, long_room, "e");
-  cr_assert_eq(store_batch_commit(s, b), WSY_INVAL);
+  cr_assert_eq(store_sqlite_commit_sync(s, b), WSY_INVAL);
   store_batch_free(b);
   assert_unchanged(s);
   store_close(s);
@@ -374,12 +374,12 @@ Test(store, failed_batch_can_be_retried_committed_one_cannot) {
   store *s = open_ok(0);
   store_batch *b = store_batch_new();
   add_op(b, "later", 1, NULL, NULL, NULL, NULL);
-  cr_assert_eq(store_batch_commit(s, b), WSY_NOT_FOUND);
+  cr_assert_eq(store_sqlite_commit_sync(s, b), WSY_NOT_FOUND);
   cr_assert_not_null(strstr(store_batch_error(b), "no such room"), "%s", store_batch_error(b));
   create_room(s, "later", "e9");
-  cr_assert_eq(store_batch_commit(s, b), 0);
+  cr_assert_eq(store_sqlite_commit_sync(s, b), 0);
   cr_assert_str_eq(store_batch_error(b), "");
-  cr_assert_eq(store_batch_commit(s, b), WSY_INVAL); /* not twice */
+  cr_assert_eq(store_sqlite_commit_sync(s, b), WSY_INVAL); /* not twice */
   store_batch_free(b);
   cr_assert_eq(room_info(s, "later").seq, 1);
   cr_assert_eq(history(s, "later", 0, 0)->n, 1);
@@ -390,7 +390,7 @@ Test(store, empty_batch_commits_nothing) {
   store *s = open_ok(0);
   store_batch *b = store_batch_new();
   cr_assert_eq(store_batch_count(b), 0);
-  cr_assert_eq(store_batch_commit(s, b), 0);
+  cr_assert_eq(store_sqlite_commit_sync(s, b), 0);
   store_batch_free(b);
   store_batch_free(NULL);
   store_close(s);
@@ -403,7 +403,7 @@ Test(store, batch_copies_its_inputs) {
   char room[8] = "r", item[8] = "it", fields[16] = "{\"a\":1}", dev[8] = "d", cid[8] = "c1";
   char msg[16] = "{\"m\":1}";
   store_op op = {.room = room, .seq = 1, .item = item, .fields_json = fields, .version = 1,
-                 .device = dev, .cid = cid, .msg = msg, .msg_len = strlen(msg)};
+                 .dkey = dev, .cid = cid, .msg = msg, .msg_len = strlen(msg)};
   store_batch *b = store_batch_new();
   store_batch_op(b, &op);
   store_batch_cursor(b, dev, dev, room, 1);
@@ -502,7 +502,7 @@ Test(store, trim_updates_min_seq_and_history) {
 
   b = store_batch_new();
   store_batch_trim(b, "ghost", 3);
-  cr_assert_eq(store_batch_commit(s, b), WSY_NOT_FOUND);
+  cr_assert_eq(store_sqlite_commit_sync(s, b), WSY_NOT_FOUND);
   store_batch_free(b);
   store_close(s);
 
@@ -628,7 +628,7 @@ static void *writer(void *arg) {
       snprintf(fields, sizeof fields, "{\"s\":%llu}", (unsigned long long)seq);
       add_op(b, "live", seq, k % 2 ? "odd" : "even", fields, NULL, NULL);
     }
-    w->rc = store_batch_commit(w->s, b);
+    w->rc = store_sqlite_commit_sync(w->s, b);
     store_batch_free(b);
   }
   atomic_store(&w->done, 1);
@@ -719,7 +719,7 @@ Test(store, newer_schema_is_refused_and_left_alone) {
   set_pragma("PRAGMA user_version = 99");
   char err[256];
   s = (store *)1;
-  cr_assert_eq(store_open(dir, 0, &s, err, sizeof err), WSY_INVAL);
+  cr_assert_eq(store_sqlite_open(dir, 0, NULL, &s, err, sizeof err), WSY_INVAL);
   cr_assert_null(s);
   cr_assert_not_null(strstr(err, "schema version 99, newer than this wsync"), "%s", err);
   cr_assert_eq(get_pragma("PRAGMA user_version"), 99);
@@ -730,17 +730,17 @@ Test(store, foreign_database_is_refused) {
   set_pragma("PRAGMA application_id = 1234; CREATE TABLE t(x)");
   char err[256];
   store *s = NULL;
-  cr_assert_eq(store_open(dir, 0, &s, err, sizeof err), WSY_INVAL);
+  cr_assert_eq(store_sqlite_open(dir, 0, NULL, &s, err, sizeof err), WSY_INVAL);
   cr_assert_not_null(strstr(err, "not a wsync database"), "%s", err);
   set_pragma("PRAGMA application_id = 0; PRAGMA user_version = 1");
-  cr_assert_eq(store_open(dir, 0, &s, err, sizeof err), WSY_INVAL);
+  cr_assert_eq(store_sqlite_open(dir, 0, NULL, &s, err, sizeof err), WSY_INVAL);
   cr_assert_not_null(strstr(err, "not a wsync database"), "%s", err);
   set_pragma("PRAGMA user_version = 0"); /* unmarked, but with a table of its own */
-  cr_assert_eq(store_open(dir, 0, &s, err, sizeof err), WSY_INVAL);
+  cr_assert_eq(store_sqlite_open(dir, 0, NULL, &s, err, sizeof err), WSY_INVAL);
   cr_assert_not_null(strstr(err, "not a wsync database"), "%s", err);
   cr_assert_eq(get_pragma("SELECT count(*) FROM sqlite_schema"), 1); /* left alone */
   set_pragma("DROP TABLE t"); /* an empty database is fine: migrated */
-  cr_assert_eq(store_open(dir, 0, &s, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(store_sqlite_open(dir, 0, NULL, &s, err, sizeof err), 0, "%s", err);
   store_close(s);
   cr_assert_eq(get_pragma("PRAGMA application_id"), STORE_APPLICATION_ID);
 }
@@ -754,7 +754,7 @@ Test(store, not_a_database_is_an_io_error) {
   fclose(f);
   char err[256];
   store *s = NULL;
-  cr_assert_eq(store_open(dir, 0, &s, err, sizeof err), WSY_IO);
+  cr_assert_eq(store_sqlite_open(dir, 0, NULL, &s, err, sizeof err), WSY_IO);
   cr_assert_gt(strlen(err), 0);
   cr_assert_null(s);
 }
@@ -770,9 +770,9 @@ static int64_t conn_pragma(sqlite3 *db, const char *sql) {
 
 Test(store, durability_sets_synchronous_and_wal) {
   store *s = open_ok(1);
-  cr_assert_eq(conn_pragma(s->wdb, "PRAGMA synchronous"), 2); /* FULL */
+  cr_assert_eq(conn_pragma(((sq_store *)s)->wdb, "PRAGMA synchronous"), 2); /* FULL */
   sqlite3_stmt *st;
-  cr_assert_eq(sqlite3_prepare_v2(s->wdb, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
+  cr_assert_eq(sqlite3_prepare_v2(((sq_store *)s)->wdb, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
   cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
   cr_assert_str_eq((const char *)sqlite3_column_text(st, 0), "wal");
   sqlite3_finalize(st);
@@ -784,7 +784,7 @@ Test(store, durability_sets_synchronous_and_wal) {
   store_close(s);
 
   s = open_ok(0);
-  cr_assert_eq(conn_pragma(s->wdb, "PRAGMA synchronous"), 1); /* NORMAL */
-  cr_assert_eq(conn_pragma(s->rdb, "PRAGMA query_only"), 1);
+  cr_assert_eq(conn_pragma(((sq_store *)s)->wdb, "PRAGMA synchronous"), 1); /* NORMAL */
+  cr_assert_eq(conn_pragma(((sq_store *)s)->rdb, "PRAGMA query_only"), 1);
   store_close(s);
 }

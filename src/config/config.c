@@ -11,7 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/log.h"
+#include "../common/log.h"
+#include "../common/wsy.h"
 
 enum kind { K_STR, K_SIZE, K_DUR, K_UINT, K_BOOL, K_LISTEN, K_LOGLEVEL, K_DURABILITY };
 
@@ -56,6 +57,7 @@ static const option options[] = {
   {"max-catchup", K_UINT, OFF(max_catchup), "N", "ops sent on join before a snapshot is sent instead (default 10000)"},
   {"api-key", K_STR, OFF(api_key), "KEY", "bearer key of the backend HTTP API and /metrics (default: API off)"},
   {"history-ops", K_UINT, OFF(history_ops), "N", "log entries kept per room for catch-up; older ones are trimmed (default 100000)"},
+  {"store-faults", K_STR, OFF(store_faults), "FILE", "TESTING ONLY: fail store calls as FILE says (\"commit N\", \"dedupe N\", \"read N\")"},
 };
 #undef OFF
 

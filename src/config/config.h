@@ -1,16 +1,13 @@
-/* app.h -- the server's context: configuration and the objects wired
- * together by main.c. Passed explicitly (no globals), so tests can build two. */
-#ifndef WSY_APP_H
-#define WSY_APP_H
+/* config.h -- the settings of `wsync serve`, from the command line and the
+ * environment. Each flag --some-name has an environment variable
+ * WSYNC_SOME_NAME; flags win. Pure: no I/O but the usage text, no loop;
+ * every module below main reads its settings from a wsy_config or from a
+ * config struct of its own that main fills from it. */
+#ifndef WSY_CONFIG_H
+#define WSY_CONFIG_H
 
 #include <stddef.h>
-#include <stdint.h>
-#include <uv.h>
-
-#include "net/net.h"
-#include "ws/ws.h"
-
-#define WSYNC_VERSION "0.1.0"
+#include <stdio.h>
 
 typedef struct wsy_config {
   char listen_host[64];
@@ -50,20 +47,18 @@ typedef struct wsy_config {
   unsigned max_catchup;      /* ops sent on join before a snapshot is preferred */
   size_t max_outbox;         /* bytes of unconfirmed messages kept per session */
   const char *api_key;       /* backend API bearer key; NULL: API off */
+  const char *store_faults;  /* testing: the fault store's control file, or NULL */
 } wsy_config;
 
-typedef struct bcast_registry bcast_registry;
+void config_defaults(wsy_config *cfg);
+/* Applies environment then argv. Returns 0, or -1 with a message in err, or
+ * 1 when --help/--version printed something and the caller should exit 0. */
+int config_parse(wsy_config *cfg, int argc, char **argv, char *err, size_t errlen);
+void config_usage(FILE *out);
 
-struct app {
-  uv_loop_t *loop;
-  net_loop *net;
-  const wsy_config *cfg;
-  ws_limits ws_lim;
-  uint64_t started_ms;
-  int shutting_down;
-  char static_root[4096]; /* realpath of --static, "" when none */
-  bcast_registry *bcast;
-  struct engine *sync;  /* the sync protocol (/v1/ws) */
-};
+/* "64K", "1M", "1048576" -> bytes; -1 on error. */
+int config_parse_size(const char *s, size_t *out);
+/* "500ms", "30s", "2m", "1h", "10" (seconds) -> milliseconds; -1 on error. */
+int config_parse_duration(const char *s, unsigned *out_ms);
 
 #endif

@@ -1,0 +1,137 @@
+/* batch.c -- a group-commit batch: the entries one loop iteration accepted,
+** copied into memory the batch owns, in the order they were added. Backend
+** neutral: a backend reads b->e[0..n) when it commits (store_int.h). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "store_int.h"
+
+static int64_t wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int store_batch_fail(store_batch *b, int err, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(b->err, sizeof b->err, fmt, ap);
+  va_end(ap);
+  return err;
+}
+
+store_batch *store_batch_new(void) { return wsy_calloc(1, sizeof(store_batch)); }
+
+void store_batch_free(store_batch *b) {
+  if (!b) return;
+  for (size_t i = 0; i < b->n; i++) wsy_free(b->e[i].mem);
+  wsy_free(b->e);
+  wsy_free(b);
+}
+
+size_t store_batch_count(const store_batch *b) { return b->n; }
+
+const char *store_batch_error(const store_batch *b) { return b->err; }
+
+static batch_entry *batch_add(store_batch *b, int kind) {
+  if (b->state != B_BUILDING) {
+    /* A programming error, and a dangerous one: the entry would silently
+    ** miss the transaction that the caller then acknowledges. */
+    fprintf(stderr, "wsync: store batch changed after store_batch_commit\n");
+    abort();
+  }
+  if (b->n == b->cap) {
+    b->cap = b->cap ? b->cap * 2 : 16;
+    b->e = wsy_realloc(b->e, b->cap * sizeof *b->e);
+  }
+  batch_entry *e = &b->e[b->n++];
+  memset(e, 0, sizeof *e);
+  e->kind = kind;
+  return e;
+}
+
+/* Copies the strings of one entry into a single allocation. */
+typedef struct {
+  const char *src;
+  size_t len;
+  const char **dst;
+} pack_item;
+
+static char *pack(pack_item *it, size_t n) {
+  size_t total = 1;
+  for (size_t i = 0; i < n; i++)
+    if (it[i].src) total += it[i].len + 1;
+  char *mem = wsy_malloc(total), *p = mem;
+  for (size_t i = 0; i < n; i++) {
+    if (!it[i].src) {
+      *it[i].dst = NULL;
+      continue;
+    }
+    memcpy(p, it[i].src, it[i].len);
+    p[it[i].len] = '\0';
+    *it[i].dst = p;
+    p += it[i].len + 1;
+  }
+  return mem;
+}
+
+static size_t slen(const char *s) { return s ? strlen(s) : 0; }
+#define STR(s, dstp) {(s), slen(s), (dstp)}
+
+void store_batch_room_create(store_batch *b, const char *room, const char *epoch) {
+  batch_entry *e = batch_add(b, E_ROOM);
+  pack_item it[] = {STR(room, &e->room), STR(epoch, &e->epoch)};
+  e->mem = pack(it, WSY_ARRAY_LEN(it));
+  e->now_ms = wall_ms();
+}
+
+void store_batch_op(store_batch *b, const store_op *op) {
+  batch_entry *e = batch_add(b, E_OP);
+  const char *msg = op->msg ? op->msg : "";
+  pack_item it[] = {
+    STR(op->room, &e->room),
+    STR(op->item, &e->item),
+    STR(op->item ? op->fields_json : NULL, &e->fields),
+    STR(op->item && op->fields_json ? op->revs_json : NULL, &e->revs),
+    STR(op->dkey, &e->device),
+    STR(op->cid, &e->cid),
+    {msg, op->msg ? op->msg_len : 0, &e->msg},
+  };
+  e->mem = pack(it, WSY_ARRAY_LEN(it));
+  e->msg_len = op->msg ? op->msg_len : 0;
+  e->seq = op->seq;
+  e->version = op->version;
+}
+
+void store_batch_cursor(store_batch *b, const char *user, const char *device, const char *room,
+                        uint64_t seq) {
+  batch_entry *e = batch_add(b, E_CURSOR);
+  pack_item it[] = {STR(user, &e->user), STR(device, &e->device), STR(room, &e->room)};
+  e->mem = pack(it, WSY_ARRAY_LEN(it));
+  e->seq = seq;
+  e->now_ms = wall_ms();
+}
+
+void store_batch_item(store_batch *b, const char *room, const char *item, const char *fields_json,
+                      const char *revs_json, uint64_t version) {
+  batch_entry *e = batch_add(b, E_ITEM);
+  pack_item it[] = {STR(room, &e->room), STR(item, &e->item), STR(fields_json, &e->fields),
+                    STR(fields_json ? revs_json : NULL, &e->revs)};
+  e->mem = pack(it, WSY_ARRAY_LEN(it));
+  e->version = version;
+}
+
+void store_batch_trim(store_batch *b, const char *room, uint64_t keep_from_seq) {
+  batch_entry *e = batch_add(b, E_TRIM);
+  pack_item it[] = {STR(room, &e->room)};
+  e->mem = pack(it, WSY_ARRAY_LEN(it));
+  e->seq = keep_from_seq;
+}
+
+/* ---- commit -------------------------------------------------------------- */
+
+/* Steps a write statement to completion. The batch's error text gets
+** SQLite's message on failure; the result is a SQLite code. */

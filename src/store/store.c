@@ -1,0 +1,219 @@
+/* store.c -- the store interface (store.h): each call goes to the backend
+** behind it; and the fault-injecting backend that tests put in front of a
+** real one. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store_int.h"
+
+const char *store_backend(const store *s) { return s->ops->name; }
+
+void store_close(store *s) {
+  if (s) s->ops->close(s);
+}
+
+int store_room_get(store *s, const char *room, store_room_info *out) {
+  return s->ops->room_get(s, room, out);
+}
+
+int store_room_items(store *s, const char *room, store_item_cb cb, void *ud) {
+  return s->ops->room_items(s, room, cb, ud);
+}
+
+int store_history(store *s, const char *room, uint64_t after_seq, size_t limit, store_history_cb cb,
+                  void *ud) {
+  return s->ops->history(s, room, after_seq, limit, cb, ud);
+}
+
+int store_recent_messages(store *s, const char *room, size_t limit, store_history_cb cb, void *ud) {
+  return s->ops->recent_messages(s, room, limit, cb, ud);
+}
+
+int store_dedupe_each(store *s, store_dedupe_cb cb, void *ud) { return s->ops->dedupe_each(s, cb, ud); }
+
+int store_dedupe_get(store *s, const char *dkey, const char *cid, char room_out[STORE_ROOM_MAX + 1],
+                     uint64_t *seq_out) {
+  return s->ops->dedupe_get(s, dkey, cid, room_out, seq_out);
+}
+
+int store_cursors(store *s, const char *room, store_cursor_cb cb, void *ud) {
+  return s->ops->cursors(s, room, cb, ud);
+}
+
+int store_read_begin(store *s) { return s->ops->read_begin(s); }
+int store_read_end(store *s) { return s->ops->read_end(s); }
+int store_stats(store *s, store_stats_info *out) { return s->ops->stats(s, out); }
+
+void store_commit(store *s, store_batch *b, store_commit_cb cb, void *ud) { s->ops->commit(s, b, cb, ud); }
+
+/* ---- fault injection ------------------------------------------------------ */
+
+typedef struct fault_store {
+  store base;
+  store *inner;
+  unsigned skip[STORE_FAULT__COUNT], fail[STORE_FAULT__COUNT];
+  char *control;                 /* store_fault_control's file, or NULL */
+  /* a commit that fails is answered from the loop, like a real one */
+  uv_idle_t idle;
+  int idle_init;
+  store_batch *failed;
+  store_commit_cb cb;
+  void *cb_ud;
+} fault_store;
+
+static const char *const fault_names[STORE_FAULT__COUNT] = {"commit", "dedupe", "read"};
+
+/* Arms from the control file: "KIND N" lines; the file keeps what is left. */
+static void read_control(fault_store *f) {
+  FILE *fp = fopen(f->control, "r");
+  if (!fp) return;
+  char line[64], kind[16];
+  unsigned n;
+  while (fgets(line, sizeof line, fp))
+    if (sscanf(line, "%15s %u", kind, &n) == 2)
+      for (int k = 0; k < STORE_FAULT__COUNT; k++)
+        if (!strcmp(kind, fault_names[k])) f->fail[k] += n;
+  fclose(fp);
+  remove(f->control);
+}
+
+static void write_control(fault_store *f) {
+  unsigned left = 0;
+  for (int k = 0; k < STORE_FAULT__COUNT; k++) left += f->fail[k];
+  if (!left) return;
+  FILE *fp = fopen(f->control, "w");
+  if (!fp) return;
+  for (int k = 0; k < STORE_FAULT__COUNT; k++)
+    if (f->fail[k]) fprintf(fp, "%s %u\n", fault_names[k], f->fail[k]);
+  fclose(fp);
+  for (int k = 0; k < STORE_FAULT__COUNT; k++) f->fail[k] = 0; /* the file holds them now */
+}
+
+/* True when this call of kind k is to fail. */
+static int faulted(fault_store *f, store_fault_kind k) {
+  if (f->skip[k]) {
+    f->skip[k]--;
+    return 0;
+  }
+  if (f->control && !f->fail[k]) read_control(f);
+  int hit = 0;
+  if (f->fail[k]) {
+    f->fail[k]--;
+    hit = 1;
+  }
+  if (f->control) write_control(f);
+  return hit;
+}
+
+#define F(s) ((fault_store *)(s))
+
+static void f_closed(uv_handle_t *h) { wsy_free(h->data); }
+
+static void f_close(store *s) {
+  fault_store *f = F(s);
+  store_close(f->inner);
+  wsy_free(f->control);
+  if (f->idle_init) {
+    f->idle.data = f;
+    uv_close((uv_handle_t *)&f->idle, f_closed);
+  } else {
+    wsy_free(f);
+  }
+}
+
+static int f_room_get(store *s, const char *room, store_room_info *out) {
+  if (faulted(F(s), STORE_FAULT_READ)) return WSY_IO;
+  return store_room_get(F(s)->inner, room, out);
+}
+
+static int f_room_items(store *s, const char *room, store_item_cb cb, void *ud) {
+  if (faulted(F(s), STORE_FAULT_READ)) return WSY_IO;
+  return store_room_items(F(s)->inner, room, cb, ud);
+}
+
+static int f_history(store *s, const char *room, uint64_t after, size_t limit, store_history_cb cb, void *ud) {
+  if (faulted(F(s), STORE_FAULT_READ)) return WSY_IO;
+  return store_history(F(s)->inner, room, after, limit, cb, ud);
+}
+
+static int f_recent(store *s, const char *room, size_t limit, store_history_cb cb, void *ud) {
+  if (faulted(F(s), STORE_FAULT_READ)) return WSY_IO;
+  return store_recent_messages(F(s)->inner, room, limit, cb, ud);
+}
+
+static int f_dedupe_each(store *s, store_dedupe_cb cb, void *ud) { return store_dedupe_each(F(s)->inner, cb, ud); }
+
+static int f_dedupe_get(store *s, const char *dkey, const char *cid, char room_out[STORE_ROOM_MAX + 1],
+                        uint64_t *seq_out) {
+  if (faulted(F(s), STORE_FAULT_DEDUPE)) return WSY_IO;
+  return store_dedupe_get(F(s)->inner, dkey, cid, room_out, seq_out);
+}
+
+static int f_cursors(store *s, const char *room, store_cursor_cb cb, void *ud) {
+  if (faulted(F(s), STORE_FAULT_READ)) return WSY_IO;
+  return store_cursors(F(s)->inner, room, cb, ud);
+}
+
+static int f_read_begin(store *s) { return store_read_begin(F(s)->inner); }
+static int f_read_end(store *s) { return store_read_end(F(s)->inner); }
+static int f_stats(store *s, store_stats_info *out) { return store_stats(F(s)->inner, out); }
+
+static void f_answer(uv_idle_t *h) {
+  fault_store *f = h->data;
+  uv_idle_stop(h);
+  store_batch *b = f->failed;
+  f->failed = NULL;
+  f->cb(f->cb_ud, store_batch_fail(b, WSY_IO, "injected fault"));
+}
+
+static void f_commit(store *s, store_batch *b, store_commit_cb cb, void *ud) {
+  fault_store *f = F(s);
+  if (!faulted(f, STORE_FAULT_COMMIT)) {
+    store_commit(f->inner, b, cb, ud);
+    return;
+  }
+  if (!f->idle_init) abort(); /* store_fault_new without a loop commits nothing */
+  f->failed = b;
+  f->cb = cb;
+  f->cb_ud = ud;
+  f->idle.data = f;
+  uv_idle_start(&f->idle, f_answer);
+}
+
+static const store_ops fault_ops = {
+  .name = "fault",
+  .close = f_close,
+  .room_get = f_room_get,
+  .room_items = f_room_items,
+  .history = f_history,
+  .recent_messages = f_recent,
+  .dedupe_each = f_dedupe_each,
+  .dedupe_get = f_dedupe_get,
+  .cursors = f_cursors,
+  .read_begin = f_read_begin,
+  .read_end = f_read_end,
+  .stats = f_stats,
+  .commit = f_commit,
+};
+
+store *store_fault_new(store *inner, uv_loop_t *loop) {
+  fault_store *f = wsy_calloc(1, sizeof *f);
+  f->base.ops = &fault_ops;
+  f->inner = inner;
+  if (loop) {
+    uv_idle_init(loop, &f->idle);
+    f->idle_init = 1;
+  }
+  return &f->base;
+}
+
+void store_fault_arm(store *s, store_fault_kind what, unsigned skip, unsigned count) {
+  F(s)->skip[what] = skip;
+  F(s)->fail[what] = count;
+}
+
+void store_fault_control(store *s, const char *path) {
+  wsy_free(F(s)->control);
+  F(s)->control = wsy_strndup(path, strlen(path));
+}

@@ -1,0 +1,354 @@
+/* api.c -- the backend HTTP API and /metrics (api.h). */
+#include "api.h"
+
+#include <openssl/crypto.h>
+#include <string.h>
+
+#include "commit.h"
+#include "proto.h"
+#include "room.h"
+#include "sess.h"
+
+void api_error(conn *c, int status, const char *code, const char *message) {
+  json_t *b = json_pack("{s:s,s:s,s:s}", "type", "error", "code", code, "message", message);
+  char *text = jw_dumps(b);
+  json_decref(b);
+  httpd_json(c, status, "", text);
+  free(text);
+}
+
+static int api_key_ok(engine *e, conn *c, httpd_req *r) {
+  const char *key = e->cfg->api_key;
+  if (!key || !*key) {
+    httpd_error(c, 404, "no such resource (the backend API needs --api-key)");
+    return 0;
+  }
+  size_t hl = 0;
+  const char *h = httpd_req_header(r, "Authorization", &hl);
+  size_t kl = strlen(key);
+  int ok = h && hl == kl + 7 && strncmp(h, "Bearer ", 7) == 0 && CRYPTO_memcmp(h + 7, key, kl) == 0;
+  if (!ok) {
+    json_t *b = json_pack("{s:s,s:s,s:s}", "type", "error", "code", "unauthorized", "message",
+                          "Authorization: Bearer <api key> required");
+    char *text = jw_dumps(b);
+    json_decref(b);
+    httpd_respond(c, 401, "application/json", "WWW-Authenticate: Bearer\r\n", text, strlen(text));
+    free(text);
+  }
+  return ok;
+}
+
+static void http_json(conn *c, int status, json_t *body) {
+  char *text = jw_dumps(body);
+  json_decref(body);
+  httpd_json(c, status, "", text);
+  free(text);
+}
+
+static int status_of(const char *code) {
+  if (!strcmp(code, "conflict") || !strcmp(code, "lock_lost")) return 409;
+  if (!strcmp(code, "too_large")) return 413;
+  if (!strcmp(code, "locked")) return 423;
+  if (!strcmp(code, "not_found")) return 404;
+  if (!strcmp(code, "internal")) return 500;
+  return 400;
+}
+
+static int collect_all_cursors(const char *user, const char *device, uint64_t seq, int64_t updated, void *ud) {
+  json_array_append_new(ud, json_pack("{s:s,s:s,s:I,s:I}", "user", user, "device", device, "seq",
+                                      (json_int_t)seq, "updated", (json_int_t)updated));
+  return 0;
+}
+
+/* The buckets of wsync_commit_seconds: the bounds and their label, one table. */
+static const struct {
+  double le;
+  const char *text;
+} commit_bounds[] = {
+  {0.0005, "0.0005"}, {0.001, "0.001"}, {0.0025, "0.0025"}, {0.005, "0.005"}, {0.01, "0.01"}, {0.025, "0.025"},
+  {0.05, "0.05"},     {0.1, "0.1"},     {0.25, "0.25"},     {0.5, "0.5"},     {1, "1"},       {2.5, "2.5"},
+};
+
+void api_commit_observed(engine *e, double secs, int failed) {
+  _Static_assert(WSY_ARRAY_LEN(commit_bounds) < WSY_ARRAY_LEN(((engine *)0)->commit_hist),
+                 "a bucket per bound and one for +Inf");
+  size_t bi = 0;
+  while (bi < WSY_ARRAY_LEN(commit_bounds) && secs > commit_bounds[bi].le) bi++;
+  e->commit_hist[bi]++;
+  e->commit_sum += secs;
+  e->commits++;
+  if (failed) e->commit_failures++;
+}
+
+static void metrics(engine *e, conn *c) {
+  const net_stats *ns = net_loop_stats(e->net);
+  size_t nsess = 0;
+  const char *k;
+  void *v;
+  buf b;
+  buf_init(&b, 1 << 20);
+  char line[512];
+  /* One line at most 511 bytes (wsy_snlen clamps): every format here is far
+   * shorter, and a cut line is better than bytes past the buffer. */
+#define EMIT(...)                                                            \
+  do {                                                                       \
+    int n_ = snprintf(line, sizeof line, __VA_ARGS__);                        \
+    if (buf_append(&b, line, wsy_snlen(n_, sizeof line)) != WSY_OK) break;   \
+  } while (0)
+  unsigned conns = e->ws_conns;
+  for (size_t i = 0; map_next(&e->rooms, &i, &k, &v);) nsess += ((room *)v)->nmembers;
+  EMIT("# HELP wsync_connections Open client connections.\n# TYPE wsync_connections gauge\n");
+  EMIT("wsync_connections{transport=\"ws\"} %u\n", conns);
+  EMIT("# HELP wsync_rooms Rooms loaded in memory.\n# TYPE wsync_rooms gauge\nwsync_rooms %zu\n",
+       map_len(&e->rooms));
+  EMIT("# HELP wsync_room_members Session memberships of loaded rooms.\n# TYPE wsync_room_members gauge\n"
+       "wsync_room_members %zu\n", nsess);
+  EMIT("# HELP wsync_ops_accepted_total Log entries sequenced (ops and stored publishes).\n"
+       "# TYPE wsync_ops_accepted_total counter\nwsync_ops_accepted_total %llu\n",
+       (unsigned long long)e->ops_accepted);
+  EMIT("# HELP wsync_ops_rejected_total Rejected ops, by error code.\n# TYPE wsync_ops_rejected_total counter\n");
+  for (size_t i = 0; map_next(&e->rejected, &i, &k, &v);)
+    EMIT("wsync_ops_rejected_total{code=\"%s\"} %llu\n", k, (unsigned long long)(uintptr_t)v);
+  size_t attached = 0, detached = 0;
+  for (size_t i = 0; map_next(&e->sessions, &i, &k, &v);) {
+    if (sess_online(v)) attached++;
+    else detached++;
+  }
+  EMIT("# HELP wsync_sessions Live sessions.\n# TYPE wsync_sessions gauge\n"
+       "wsync_sessions{state=\"attached\"} %zu\nwsync_sessions{state=\"detached\"} %zu\n", attached, detached);
+  EMIT("# HELP wsync_deliveries_total Messages queued to sessions by fan-out.\n"
+       "# TYPE wsync_deliveries_total counter\nwsync_deliveries_total %llu\n",
+       (unsigned long long)e->deliveries);
+  EMIT("# HELP wsync_bytes_in_total Bytes received.\n# TYPE wsync_bytes_in_total counter\n"
+       "wsync_bytes_in_total %llu\n", (unsigned long long)ns->bytes_in);
+  EMIT("# HELP wsync_bytes_out_total Bytes sent.\n# TYPE wsync_bytes_out_total counter\n"
+       "wsync_bytes_out_total %llu\n", (unsigned long long)ns->bytes_out);
+  EMIT("# HELP wsync_slow_consumer_closes_total Connections closed with 1013.\n"
+       "# TYPE wsync_slow_consumer_closes_total counter\nwsync_slow_consumer_closes_total %llu\n",
+       (unsigned long long)ns->slow_closes);
+  EMIT("# HELP wsync_commit_seconds Time a batch takes to commit durably.\n"
+       "# TYPE wsync_commit_seconds histogram\n");
+  uint64_t cum = 0;
+  for (size_t i = 0; i < WSY_ARRAY_LEN(commit_bounds); i++) {
+    cum += e->commit_hist[i];
+    EMIT("wsync_commit_seconds_bucket{le=\"%s\"} %llu\n", commit_bounds[i].text, (unsigned long long)cum);
+  }
+  cum += e->commit_hist[WSY_ARRAY_LEN(commit_bounds)];
+  EMIT("wsync_commit_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+  EMIT("wsync_commit_seconds_sum %.6f\nwsync_commit_seconds_count %llu\n", e->commit_sum,
+       (unsigned long long)e->commits);
+  EMIT("# HELP wsync_commit_failures_total Batches whose commit failed (nothing of them was stored).\n"
+       "# TYPE wsync_commit_failures_total counter\nwsync_commit_failures_total %llu\n",
+       (unsigned long long)e->commit_failures);
+#undef EMIT
+  httpd_respond(c, 200, "text/plain; version=0.0.4", "Cache-Control: no-store\r\n", b.data, b.len);
+  buf_free(&b);
+}
+
+static json_t *parse_body(conn *c, httpd_req *r) {
+  size_t len;
+  const uint8_t *body = httpd_req_body(r, &len);
+  json_error_t jerr;
+  json_t *j = len ? json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+  if (!j || !json_is_object(j)) {
+    json_decref(j);
+    api_error(c, 400, "bad_json", "the body must be one JSON object");
+    return NULL;
+  }
+  return j;
+}
+
+static void backend_write(engine *e, conn *c, httpd_req *r, const char *name, int is_publish) {
+  json_t *req = parse_body(c, r);
+  if (!req) return;
+  const char *cid = jstr(req, "cid");
+  if (json_object_get(req, "cid") && (!cid || !commit_cid_valid(cid))) {
+    api_error(c, 400, "bad_request", "cid must be 1-128 characters of A-Z a-z 0-9 . _ : @ -");
+    goto out;
+  }
+  json_t *data = json_object_get(req, "data");
+  if (!is_publish && !json_is_object(json_object_get(req, "op"))) {
+    api_error(c, 400, "bad_request", "op must be an object");
+    goto out;
+  }
+  if (is_publish && !data) {
+    api_error(c, 400, "bad_request", "data is required");
+    goto out;
+  }
+  if (is_publish) {
+    if (sync_encoded_size(data) > e->lim.max_field_size) {
+      api_error(c, 413, "too_large", "data is too large");
+      goto out;
+    }
+    if (!sync_value_ok(data, e->lim.max_depth)) {
+      api_error(c, 400, "invalid_field", "data nests too deep or holds an integer beyond 2^53");
+      goto out;
+    }
+    json_t *eph = json_object_get(req, "ephemeral");
+    if (eph && !json_is_boolean(eph)) {
+      api_error(c, 400, "bad_request", "ephemeral must be a boolean");
+      goto out;
+    }
+  }
+  int lerr = 0;
+  room *rm = room_get(e, name, &lerr);
+  if (!rm) {
+    api_error(c, 500, "internal", "the room could not be loaded");
+    goto out;
+  }
+  author au = {e, NULL, c, ":backend"};
+  json_t *from = json_pack("{s:b}", "backend", 1);
+  op_refusal why;
+  int rc = !is_publish ? rm->kind->apply(&au, NULL, rm, json_object_get(req, "op"), cid,
+                                         json_is_true(json_object_get(req, "force")), from, &why)
+                       : commit_admit(&au, req, rm, cid, &why);
+  if (rc < 0) {
+    commit_count_rejection(e, why.err.code);
+    json_t *b = json_pack("{s:s,s:s,s:s}", "type", "error", "code", why.err.code, "message", why.err.message);
+    if (why.extra) json_object_update(b, why.extra);
+    json_decref(why.extra);
+    http_json(c, status_of(why.err.code), b);
+  }
+  if (rc != 0 || !is_publish) { /* refused, answered as a duplicate, or an op sequenced */
+    json_decref(from);
+    goto out_room;
+  }
+  if (json_is_true(json_object_get(req, "ephemeral"))) {
+    room_send(e, rm, json_pack("{s:s,s:s,s:I,s:o,s:O,s:b}", "type", "message", "room", rm->name,
+                               "ts", (json_int_t)wall_ms(), "from", from, "data", data,
+                               "ephemeral", 1));
+    http_json(c, 200, json_pack("{s:s,s:s}", "room", rm->name, "epoch", rm->epoch));
+    goto out_room;
+  }
+  rm->seq++;
+  commit_sequence(&au, NULL, rm, commit_entry_frame(e, rm, COMMIT_MESSAGE, from, cid, data), NULL, NULL, NULL, NULL, 0, cid);
+  json_decref(from);
+out_room:
+  room_unload_if_idle(e, rm);
+out:
+  json_decref(req);
+}
+
+static void backend_read(engine *e, conn *c, httpd_req *r, const char *name, const char *what) {
+  store_room_info info = {0};
+  int rc = store_read_begin(e->st);
+  if (rc != 0) {
+    api_error(c, 500, "internal", "the room could not be read");
+    return;
+  }
+  rc = store_room_get(e->st, name, &info);
+  if (rc == 0 && !info.exists && !(strcmp(what, "presence") == 0 && map_get(&e->rooms, name))) {
+    (void)store_read_end(e->st);
+    api_error(c, 404, "not_found", "no such room");
+    return;
+  }
+  json_t *b = json_pack("{s:s}", "room", name);
+  if (info.exists) {
+    json_object_set_new(b, "epoch", json_string(info.epoch));
+    json_object_set_new(b, "seq", json_integer((json_int_t)info.seq));
+  }
+  if (rc == 0 && !strcmp(what, "")) {
+    json_t *items = json_object();
+    rc = store_room_items(e->st, name, join_collect_item, items);
+    json_object_set_new(b, "items", items);
+  } else if (rc == 0 && !strcmp(what, "history")) {
+    char v[32];
+    uint64_t from = 1, to = info.seq, limit = 100;
+    if (httpd_req_query_param(r, "from", v, sizeof v) == 0) from = strtoull(v, NULL, 10);
+    if (httpd_req_query_param(r, "to", v, sizeof v) == 0) to = strtoull(v, NULL, 10);
+    if (httpd_req_query_param(r, "limit", v, sizeof v) == 0) limit = strtoull(v, NULL, 10);
+    if (limit == 0 || limit > 1000) limit = limit ? 1000 : 1;
+    if (from == 0) from = 1;
+    json_t *arr = json_array();
+    if (to >= from) rc = store_history(e->st, name, from - 1, (size_t)limit + 1, join_collect_op, arr);
+    /* drop entries beyond `to`, and the one fetched to learn about `more` */
+    size_t n = json_array_size(arr), keep = 0;
+    for (; keep < n; keep++) {
+      json_int_t sq = json_integer_value(json_object_get(json_array_get(arr, keep), "seq"));
+      if ((uint64_t)sq > to || keep == limit) break;
+    }
+    int more = keep < n && (uint64_t)json_integer_value(json_object_get(json_array_get(arr, keep), "seq")) <= to;
+    while (json_array_size(arr) > keep) json_array_remove(arr, keep);
+    json_object_set_new(b, "first", json_integer((json_int_t)info.min_seq));
+    json_object_set_new(b, "entries", arr);
+    json_object_set_new(b, "more", json_boolean(more));
+  } else if (rc == 0 && !strcmp(what, "cursors")) {
+    json_t *arr = json_array();
+    char user[80] = "";
+    int only = httpd_req_query_param(r, "user", user, sizeof user) == 0;
+    rc = store_cursors(e->st, name, collect_all_cursors, arr);
+    if (only) {
+      for (size_t i = json_array_size(arr); i-- > 0;)
+        if (strcmp(json_string_value(json_object_get(json_array_get(arr, i), "user")), user) != 0)
+          json_array_remove(arr, i);
+    }
+    json_object_set_new(b, "cursors", arr);
+  } else if (rc == 0 && !strcmp(what, "presence")) {
+    json_t *arr = json_array();
+    room *rm = map_get(&e->rooms, name);
+    for (member *m = rm ? rm->members : NULL; m; m = m->next) json_array_append_new(arr, room_presence_entry(m));
+    json_object_set_new(b, "presence", arr);
+  } else if (rc == 0) {
+    (void)store_read_end(e->st);
+    json_decref(b);
+    api_error(c, 404, "not_found", "no such resource");
+    return;
+  }
+  int end = store_read_end(e->st);
+  if (rc == 0) rc = end;
+  if (rc != 0) {
+    json_decref(b);
+    api_error(c, 500, "internal", "the room could not be read");
+    return;
+  }
+  http_json(c, 200, b);
+}
+
+void api_metrics_route(void *ud, conn *c, httpd_req *r) {
+  engine *e = ud;
+  if (!api_key_ok(e, c, r)) return;
+  if (strcmp(httpd_req_method(r), "GET") != 0) httpd_method_not_allowed(c, "GET");
+  else metrics(e, c);
+}
+
+/* /v1/rooms/{room}[/what]. */
+void api_rooms_route(void *ud, conn *c, httpd_req *r) {
+  static const char prefix[] = "/v1/rooms/";
+  engine *e = ud;
+  if (!api_key_ok(e, c, r)) return;
+  const char *path = httpd_req_path(r), *method = httpd_req_method(r);
+  /* A slash is never part of a room name, so an encoded one must not turn
+   * into a path separator. */
+  const char *url = httpd_req_url(r);
+  if (strncmp(path, prefix, sizeof prefix - 1) != 0 || strstr(url, "%2F") || strstr(url, "%2f")) {
+    api_error(c, 400, "room_invalid", "room names are 1-128 characters of A-Z a-z 0-9 . _ : @ -");
+    return;
+  }
+  const char *rest = path + sizeof prefix - 1;
+  const char *slash = strchr(rest, '/');
+  char name[STORE_ROOM_MAX + 1];
+  size_t nl = slash ? (size_t)(slash - rest) : strlen(rest);
+  const char *what = slash ? slash + 1 : "";
+  if (nl == 0 || nl > STORE_ROOM_MAX) {
+    api_error(c, 400, "room_invalid", "room names are 1-128 characters of A-Z a-z 0-9 . _ : @ -");
+    return;
+  }
+  memcpy(name, rest, nl);
+  name[nl] = '\0';
+  if (!auth_room_valid(name, nl)) {
+    api_error(c, 400, "room_invalid", "room names are 1-128 characters of A-Z a-z 0-9 . _ : @ -");
+    return;
+  }
+  int is_post = !strcmp(method, "POST");
+  int is_write = !strcmp(what, "ops") || !strcmp(what, "publish");
+  if (is_write != is_post) {
+    httpd_method_not_allowed(c, is_write ? "POST" : "GET");
+    return;
+  }
+  if (e->shutting_down) {
+    api_error(c, 503, "internal", "server shutting down");
+    return;
+  }
+  if (is_write) backend_write(e, c, r, name, !strcmp(what, "publish"));
+  else backend_read(e, c, r, name, what);
+}

@@ -1,0 +1,21 @@
+/* api.h -- the backend HTTP API (PROTOCOL.md 12: /v1/rooms/{room}[/what],
+ * behind --api-key) and /metrics (Prometheus text). Writes go through the
+ * same admission, room kind and commit path as a client's; reads come from
+ * the store (the committed state) and, for presence, from memory.
+ *
+ * Loop thread only. Every request gets an answer: now, or after the commit
+ * of its write (httpd_defer). Errors are the JSON error object. */
+#ifndef WSY_API_H
+#define WSY_API_H
+
+#include "engine_int.h"
+
+/* Routes (httpd_handler; ud: engine). */
+void api_rooms_route(void *ud, conn *c, httpd_req *r);
+void api_metrics_route(void *ud, conn *c, httpd_req *r);
+/* {"type":"error","code","message"} with status. */
+void api_error(conn *c, int status, const char *code, const char *message);
+/* Commit figures for wsync_commit_seconds (commit.c records, api.c prints). */
+void api_commit_observed(engine *e, double seconds, int failed);
+
+#endif

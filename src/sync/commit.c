@@ -1,0 +1,380 @@
+/* commit.c -- the room log (commit.h): admission and dedupe, sequencing,
+ * the group commit through the store seam, acks and fan-out after it. */
+#include "commit.h"
+
+#include <string.h>
+
+#include "../common/log.h"
+#include "api.h"
+#include "room.h"
+#include "sess.h"
+
+static void pend_append(engine *e, pend *p) {
+  p->next = NULL;
+  *e->tail = p;
+  e->tail = &p->next;
+}
+
+static void http_answer(pend *p, int status, json_t *body) {
+  conn *c = p->http;
+  char *text = jw_dumps(body);
+  json_decref(body);
+  if (c) httpd_deferred_respond(c, status, text);
+  free(text);
+  p->http = NULL;
+}
+
+static void pend_free(engine *e, pend *p) {
+  if (p->ckey) {
+    map_del_if(&e->cids, p->ckey, p);
+    wsy_free(p->ckey);
+  }
+  if (p->s) sess_unref(p->s);
+  json_decref(p->re);
+  wsy_free(p->cid);
+  net_chunk_unref(p->frame);
+  wsy_free(p);
+}
+
+/* {"type":"ack","re","room","cid","seq","rev","duplicate"}, written directly:
+ * one per op, so not worth a jansson object each. */
+static net_chunk *ack_frame(engine *e, const pend *p, const room *r) {
+  jw *w = &e->frame_text;
+  jw_reset(w);
+  jw_lit(w, "{\"type\":\"ack\"");
+  if (p->re) {
+    jw_lit(w, ",\"re\":");
+    jw_value(w, p->re);
+  }
+  jw_lit(w, ",\"room\":");
+  jw_cstr(w, r->name);
+  if (p->cid) {
+    jw_lit(w, ",\"cid\":");
+    jw_cstr(w, p->cid);
+  }
+  jw_lit(w, ",\"seq\":");
+  jw_int(w, (int64_t)p->seq);
+  if (p->rev) {
+    jw_lit(w, ",\"rev\":");
+    jw_int(w, (int64_t)p->rev);
+  }
+  if (p->kind == P_DUP) jw_lit(w, ",\"duplicate\":true");
+  jw_lit(w, "}");
+  return ws_frame_new(WS_OP_TEXT, w->p, w->len);
+}
+
+/* The internal error of an entry whose commit failed: re and for from its
+ * request, so the client knows which request to retry (PROTOCOL.md 11.1). */
+static json_t *failed_msg(const pend *p) {
+  json_t *m = json_pack("{s:s}", "type", "error");
+  if (p->re) json_object_set(m, "re", p->re);
+  if (p->type) json_object_set_new(m, "for", json_string(p->type));
+  json_object_set_new(m, "code", json_string("internal"));
+  json_object_set_new(m, "message", json_string("the change could not be stored; retry"));
+  json_object_set_new(m, "room", json_string(p->r->name));
+  if (p->cid) json_object_set_new(m, "cid", json_string(p->cid));
+  return m;
+}
+
+static void commit_done(void *ud, int rc) {
+  engine *e = ud;
+  api_commit_observed(e, (double)(uv_hrtime() - e->batch_started) / 1e9, rc != 0);
+  if (rc != 0)
+    log_error("commit failed (%s): %s", wsy_strerror(rc), store_batch_error(e->fl_batch));
+  for (pend *p = e->fl_head, *next; p; p = next) {
+    next = p->next;
+    room *r = p->r;
+    if (p->http) {
+      if (rc != 0)
+        http_answer(p, 500, json_pack("{s:s,s:s,s:s}", "type", "error", "code", "internal", "message",
+                                      "the change could not be stored; retry"));
+      else {
+        json_t *b = json_pack("{s:s,s:s}", "room", r->name, "epoch", r->epoch);
+        if (p->seq) json_object_set_new(b, "seq", json_integer((json_int_t)p->seq));
+        if (p->rev) json_object_set_new(b, "rev", json_integer((json_int_t)p->rev));
+        if (p->kind == P_DUP) json_object_set_new(b, "duplicate", json_true());
+        http_answer(p, 200, b);
+      }
+    }
+    if (p->kind == P_ERR) {
+      if (p->s) sess_send(p->s, p->frame);
+    } else if (rc != 0) {
+      /* Nothing of the batch was stored: the room's memory ran ahead of
+       * the store, and reloads once nothing of it is pending. */
+      r->broken = 1;
+      if (p->s && p->kind != P_CREATE) sess_send_json(p->s, failed_msg(p));
+    } else if (p->kind == P_OP || p->kind == P_DUP) {
+      if (p->s) {
+        net_chunk *ack = ack_frame(e, p, r);
+        sess_send(p->s, ack);
+        net_chunk_unref(ack);
+      }
+      if (p->kind == P_OP) room_publish(e, r, p->seq, p->frame, NULL, NULL);
+    }
+    r->pending--;
+    pend_free(e, p);
+    if (r->broken && r->pending == 0) (void)room_reload(e, r); /* else tried again on the next write */
+    room_unload_if_idle(e, r);
+  }
+  store_batch_free(e->fl_batch);
+  e->fl_batch = NULL;
+  e->fl_head = NULL;
+  e->busy = 0;
+  commit_start(e);
+}
+
+void commit_start(engine *e) {
+  if (e->busy || (!e->head && store_batch_count(e->batch) == 0)) return;
+  e->fl_batch = e->batch;
+  e->fl_head = e->head;
+  e->batch = store_batch_new();
+  e->head = NULL;
+  e->tail = &e->head;
+  e->busy = 1;
+  e->batch_started = uv_hrtime();
+  if (store_batch_count(e->fl_batch) == 0) { /* only duplicates: nothing to write */
+    commit_done(e, 0);
+    return;
+  }
+  store_commit(e->st, e->fl_batch, commit_done, e);
+}
+
+/* A cid: 1-128 characters of A-Z a-z 0-9 . _ : @ - (PROTOCOL.md 5.1). Its
+ * own rule, not the room names': the two may change apart. */
+int commit_cid_valid(const char *cid) {
+  size_t n = strlen(cid);
+  if (n < 1 || n > 128) return 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)cid[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+          c == ':' || c == '@' || c == '-'))
+      return 0;
+  }
+  return 1;
+}
+
+static pend *pend_new(author *a, int kind, json_t *req, room *r, uint64_t seq, const char *cid) {
+  pend *p = wsy_calloc(1, sizeof *p);
+  p->kind = kind;
+  p->s = a->s;
+  if (a->s) a->s->refs++;
+  p->re = req ? json_incref(json_object_get(req, "id")) : NULL;
+  p->type = req && (kind == P_OP || kind == P_DUP) ? (jstr(req, "type") && !strcmp(jstr(req, "type"), "publish") ? "publish" : "op") : NULL;
+  p->r = r;
+  p->seq = seq;
+  p->cid = cid ? wsy_strndup(cid, strlen(cid)) : NULL;
+  if (a->http) httpd_defer(a->http, &p->http);
+  return p;
+}
+
+/* "user:device|cid", the key of e->cids: dkey is at most 139 bytes, a cid
+ * at most 128 (both checked on the way in). */
+#define CID_KEY_MAX 272
+
+static void cid_key(char key[CID_KEY_MAX], const char *dkey, const char *cid) {
+  size_t a = strlen(dkey), b = strlen(cid);
+  memcpy(key, dkey, a);
+  key[a] = '|';
+  memcpy(key + a + 1, cid, b + 1);
+}
+
+/* The dedupe filter: a Bloom filter over every cid the store has recorded
+ * (loaded at start, then fed as entries are sequenced). A cid it has never
+ * seen -- nearly every op -- skips the SQLite lookup; a false positive only
+ * costs that lookup. 2^24 bits, 4 probes: under 1% false positives up to
+ * about 1.7 million cids. */
+#define SEEN_BITS (1u << 24)
+
+static void seen_probe(const char *dkey, const char *cid, uint32_t pos[4]) {
+  uint64_t h = 1469598103934665603ull;
+  for (const char *p = dkey; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+  h = (h ^ '|') * 1099511628211ull;
+  for (const char *p = cid; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+  uint32_t h1 = (uint32_t)h, h2 = (uint32_t)(h >> 32) | 1;
+  for (int i = 0; i < 4; i++) pos[i] = (h1 + (uint32_t)i * h2) & (SEEN_BITS - 1);
+}
+
+static void seen_add(engine *e, const char *dkey, const char *cid) {
+  uint32_t pos[4];
+  seen_probe(dkey, cid, pos);
+  for (int i = 0; i < 4; i++) e->seen[pos[i] >> 3] |= (uint8_t)(1u << (pos[i] & 7));
+}
+
+static int seen_maybe(engine *e, const char *dkey, const char *cid) {
+  uint32_t pos[4];
+  seen_probe(dkey, cid, pos);
+  for (int i = 0; i < 4; i++)
+    if (!(e->seen[pos[i] >> 3] & (1u << (pos[i] & 7)))) return 0;
+  return 1;
+}
+
+static int seen_load(const char *dkey, const char *cid, void *ud) {
+  seen_add(ud, dkey, cid);
+  return 0;
+}
+
+int commit_init(engine *e, char *err, size_t errlen) {
+  map_init(&e->cids);
+  e->seen = wsy_calloc(SEEN_BITS / 8, 1);
+  e->batch = store_batch_new();
+  e->tail = &e->head;
+  if (store_dedupe_each(e->st, seen_load, e) != 0) {
+    snprintf(err, errlen, "cannot read the dedupe records of the store");
+    return WSY_IO;
+  }
+  return 0;
+}
+
+void commit_deinit(engine *e) {
+  map_free(&e->cids);
+  wsy_free(e->seen);
+  store_batch_free(e->batch);
+  e->batch = NULL;
+}
+
+void commit_room_created(engine *e, room *r) {
+  store_batch_room_create(e->batch, r->name, r->epoch);
+  pend *p = wsy_calloc(1, sizeof *p);
+  p->kind = P_CREATE;
+  p->r = r;
+  r->pending++;
+  pend_append(e, p);
+}
+
+void commit_refusal_in_order(author *a, room *r, json_t *msg) {
+  pend *p = pend_new(a, P_ERR, NULL, r, 0, NULL);
+  p->frame = engine_frame(a->e, msg);
+  json_decref(msg);
+  r->pending++;
+  pend_append(a->e, p);
+}
+
+jw *commit_entry_begin(engine *e, const room *r, int type, const json_t *from, const char *cid) {
+  jw *w = &e->frame_text;
+  jw_reset(w);
+  if (type == COMMIT_OP) jw_lit(w, "{\"type\":\"op\",\"room\":");
+  else jw_lit(w, "{\"type\":\"message\",\"room\":");
+  jw_cstr(w, r->name);
+  jw_lit(w, ",\"seq\":");
+  jw_int(w, (int64_t)r->seq);
+  jw_lit(w, ",\"ts\":");
+  jw_int(w, (int64_t)wall_ms());
+  jw_lit(w, ",\"from\":");
+  jw_value(w, from);
+  if (cid) {
+    jw_lit(w, ",\"cid\":");
+    jw_cstr(w, cid);
+  }
+  if (type == COMMIT_OP) jw_lit(w, ",\"op\":");
+  else jw_lit(w, ",\"data\":");
+  return w;
+}
+
+net_chunk *commit_entry_end(jw *w) {
+  jw_lit(w, "}");
+  return ws_frame_new(WS_OP_TEXT, w->p, w->len);
+}
+
+net_chunk *commit_entry_frame(engine *e, const room *r, int type, const json_t *from, const char *cid,
+                              const json_t *v) {
+  jw *w = commit_entry_begin(e, r, type, from, cid);
+  jw_value(w, v);
+  return commit_entry_end(w);
+}
+
+pend *commit_sequence(author *a, json_t *req, room *r, net_chunk *frame, const char *item,
+                      const char *fields_json, const char *revs_json, const sync_change *changes,
+                      size_t nchanges, const char *cid) {
+  engine *e = a->e;
+  pend *p = pend_new(a, P_OP, req, r, r->seq, cid);
+  p->frame = frame;
+  store_op so = {
+    .room = r->name,
+    .seq = r->seq,
+    .item = item,
+    .fields_json = fields_json,
+    .version = r->seq,
+    .dkey = cid ? a->dkey : NULL,
+    .cid = cid,
+    .msg = e->frame_text.p,
+    .msg_len = e->frame_text.len,
+    .revs_json = revs_json,
+  };
+  store_batch_op(e->batch, &so);
+  for (size_t i = 0; i < nchanges; i++)
+    store_batch_item(e->batch, r->name, changes[i].item, changes[i].fields_json, changes[i].revs_json,
+                     r->seq);
+  if (cid) {
+    char key[CID_KEY_MAX];
+    cid_key(key, a->dkey, cid);
+    p->ckey = wsy_strndup(key, strlen(key));
+    map_put(&e->cids, key, p);
+    seen_add(e, a->dkey, cid);
+  }
+  r->pending++;
+  pend_append(e, p);
+  e->ops_accepted++;
+  /* Retention: keep the newest history_ops entries (trimmed in steps). */
+  uint64_t keep = e->cfg->history_ops;
+  if (keep && r->seq > keep && r->seq % 256 == 0) store_batch_trim(e->batch, r->name, r->seq - keep + 1);
+  return p;
+}
+
+/* A re-sent entry (same user, device, cid): answered with the original seq.
+ * 1 when req was a duplicate (or a cid of another room) and has been
+ * answered; -1 (*why set) when the store cannot tell: the op is refused
+ * rather than risk applying it twice; 0 when it is new. */
+static int dedupe(author *a, json_t *req, room *r, const char *cid, op_refusal *why) {
+  engine *e = a->e;
+  char key[CID_KEY_MAX];
+  cid_key(key, a->dkey, cid);
+  pend *orig = map_get(&e->cids, key);
+  uint64_t seq = 0;
+  int found = 0;
+  if (orig) {
+    if (orig->r != r) goto other_room;
+    seq = orig->seq;
+    found = 1;
+  } else if (seen_maybe(e, a->dkey, cid)) {
+    char room_out[STORE_ROOM_MAX + 1];
+    int rc = store_dedupe_get(e->st, a->dkey, cid, room_out, &seq);
+    if (rc != 0 && rc != WSY_NOT_FOUND) {
+      log_error("dedupe lookup of %s|%s failed: %s", a->dkey, cid, wsy_strerror(rc));
+      return commit_refuse(why, "internal", "the store could not check this cid; retry", NULL);
+    }
+    if (rc == 0 && strcmp(room_out, r->name) != 0) goto other_room;
+    found = rc == 0;
+  }
+  if (!found) return 0;
+  /* The ack waits for the original's commit (and for the ones queued
+   * before it), so it never claims what is not yet stored. */
+  r->pending++; /* pins the room until the answer is sent */
+  pend_append(e, pend_new(a, P_DUP, req, r, seq, cid));
+  return 1;
+other_room:
+  if (a->s) sess_error(a->s, req, "bad_request", "this cid was already used in another room", "cid", NULL);
+  else api_error(a->http, 400, "bad_request", "this cid was already used in another room");
+  return 1;
+}
+
+void commit_count_rejection(engine *e, const char *code) {
+  map_put(&e->rejected, code, (void *)((uintptr_t)map_get(&e->rejected, code) + 1));
+}
+
+int commit_refuse(op_refusal *why, const char *code, const char *msg, json_t *extra) {
+  why->err.code = code;
+  why->err.field = NULL;
+  snprintf(why->err.message, sizeof why->err.message, "%s", msg);
+  why->extra = extra;
+  return -1;
+}
+
+int commit_admit(author *a, json_t *req, room *r, const char *cid, op_refusal *why) {
+  why->extra = NULL;
+  int d = cid ? dedupe(a, req, r, cid, why) : 0;
+  if (d) return d;
+  /* A room whose reload failed tries again when nothing of it is pending. */
+  if (r->broken && (r->pending != 0 || room_reload(a->e, r) != 0))
+    return commit_refuse(why, "internal", "the room is recovering from a storage failure; retry", NULL);
+  return 0;
+}

@@ -1,0 +1,94 @@
+/* commit.h -- the room log: admission of writes, dedupe by client op id,
+ * sequencing, the group commit, and what follows a commit (acks, fan-out,
+ * refusals). The path of one write:
+ *
+ *   request -> admit (dedupe by (user:device, cid); a broken room refuses)
+ *           -> the room kind decides and applies it in memory
+ *           -> commit_sequence: seq = room.seq + 1, broadcast framed once,
+ *              entry added to the batch being filled and to the pending list
+ *   check hook (end of loop iteration): commit_start submits the batch to
+ *           the store (store_commit) unless one is committing
+ *   commit done (loop thread), per pending entry in order: ack to the
+ *           author, then the entry to the room's members over the bus; or,
+ *           when the commit failed, an internal error to each author (with
+ *           the request's re and for) and the room reloads from the store.
+ *
+ * Loop thread only. Acks and broadcasts are sent only when the batch holding
+ * their entry has committed: an ack announces durable data. */
+#ifndef WSY_COMMIT_H
+#define WSY_COMMIT_H
+
+#include "engine_int.h"
+
+/* Who wrote an entry: a session, or the backend API (s NULL, http set). */
+struct author {
+  engine *e;
+  sess *s;
+  conn *http;
+  const char *dkey; /* dedupe key: "user:device", or ":backend" */
+};
+
+/* Why an op was refused, for the caller to report on its transport. */
+struct op_refusal {
+  sync_err err;
+  json_t *extra; /* members to add to the error (item, current, lock, index); owned */
+};
+
+enum { P_OP, P_DUP, P_CREATE, P_ERR }; /* P_ERR: a refusal sent in order behind pending commits */
+
+struct pend {
+  pend *next;
+  int kind;
+  sess *s;           /* author (a reference), NULL for room creation */
+  json_t *re;        /* the request's id */
+  const char *type;  /* the request's type ("op", "publish"), for an error's for */
+  room *r;
+  char *cid;
+  char *ckey;        /* key in e->cids while pending */
+  uint64_t seq;
+  uint64_t rev;      /* a text op's new revision, for its ack (0: none) */
+  net_chunk *frame;  /* the broadcast, framed once */
+  conn *http;        /* backend request waiting for the commit, or NULL */
+};
+
+/* Loads the dedupe filter from the store. 0 or a wsy_err. */
+int commit_init(engine *e, char *err, size_t errlen);
+void commit_deinit(engine *e);
+/* Submits the batch being filled, unless a commit is in flight or there is
+ * nothing to do (called by the check hook and at shutdown). */
+void commit_start(engine *e);
+
+/* A cid: 1-128 characters of A-Z a-z 0-9 . _ : @ - (PROTOCOL.md 5.1). */
+int commit_cid_valid(const char *cid);
+/* The checks every write passes first: 1 when it is a re-sent cid
+ * (answered with the original seq, or refused when the store cannot tell),
+ * -1 when the room cannot take writes (*why set), 0 to go on. */
+int commit_admit(author *a, json_t *req, room *r, const char *cid, op_refusal *why);
+/* Fills *why; returns -1. extra is stolen. */
+int commit_refuse(op_refusal *why, const char *code, const char *msg, json_t *extra);
+void commit_count_rejection(engine *e, const char *code);
+
+/* The broadcast of an entry: {"type":"op","room","seq","ts","from","cid","op"}
+ * (COMMIT_OP) or a stored publish {"type":"message",...,"data"}
+ * (COMMIT_MESSAGE), for seq r->seq. commit_entry_begin writes up to the
+ * value, which the caller appends; commit_entry_end closes and frames it. */
+enum { COMMIT_OP, COMMIT_MESSAGE };
+jw *commit_entry_begin(engine *e, const room *r, int type, const json_t *from, const char *cid);
+net_chunk *commit_entry_end(jw *w);
+net_chunk *commit_entry_frame(engine *e, const room *r, int type, const json_t *from, const char *cid,
+                              const json_t *v);
+/* Sequences an accepted entry (r->seq already advanced to it): frame (made
+ * just before by commit_entry_*, its text still in e->frame_text) is taken
+ * over; the store op (item, fields, revs, the items a batch op changed) goes
+ * into the batch; the ack waits for the commit. */
+pend *commit_sequence(author *a, json_t *req, room *r, net_chunk *frame, const char *item,
+                      const char *fields_json, const char *revs_json, const sync_change *changes,
+                      size_t nchanges, const char *cid);
+/* A refusal that must not overtake the room's pending entries (it carries
+ * state that includes them): queued behind them. msg is stolen. */
+void commit_refusal_in_order(author *a, room *r, json_t *msg);
+/* The room is new: its creation goes into the batch; r stays loaded until
+ * it is committed. */
+void commit_room_created(engine *e, room *r);
+
+#endif

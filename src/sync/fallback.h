@@ -1,0 +1,30 @@
+/* fallback.h -- the HTTP transports of a session (PROTOCOL.md 2.4): POST
+ * /v1/send upstream, GET /v1/sse and GET /v1/poll downstream. The session
+ * and its outbox are sess.h's; only the way messages leave differs: an SSE
+ * event per message (id = ordinal), or one JSON answer per poll gathering
+ * what a loop iteration produced.
+ *
+ * Loop thread only. No sticky state outside the session: a downstream can
+ * be replaced at any time (the previous one is told 4001 or answered). */
+#ifndef WSY_FALLBACK_H
+#define WSY_FALLBACK_H
+
+#include "engine_int.h"
+
+enum { FB_SSE = 1, FB_POLL };
+#define FB_DETACH_GRACE_MS 10000 /* no downstream this long: detached (2.4) */
+
+/* The route of /v1/send, /v1/sse and /v1/poll (httpd_handler; ud: engine). */
+void fb_route(void *ud, conn *c, httpd_req *r);
+/* A message with its ordinal for the session's downstream. */
+void fb_push(sess *s, net_chunk *frame, uint64_t ordinal);
+/* The downstream ends for a reason a WebSocket would learn from a close code. */
+void fb_end(sess *s, unsigned code, const char *reason);
+/* Another downstream (or a WebSocket) takes over. */
+void fb_release(sess *s);
+/* Answers the polls that have something to say (check hook). */
+void fb_answer_polls(engine *e);
+/* Keeps time for HTTP sessions: SSE pings, poll timeouts, detaching. */
+void fb_sweep(engine *e);
+
+#endif

@@ -1,0 +1,246 @@
+/* kind.c -- document rooms (kind.h): set, del, batch and text ops decided
+ * against the room's document and sequenced through the log. */
+#include "kind.h"
+
+#include <string.h>
+
+#include "commit.h"
+#include "proto.h"
+#include "text.h"
+
+/* The text ops accepted on one field, newest last: ops[i] took the field
+ * from revision base + i to base + i + 1. An op made at revision R is
+ * transformed against ops[R - base ...] (PROTOCOL.md 5.7). */
+typedef struct text_hist {
+  uint64_t base;
+  text_op **ops;
+  size_t n, cap;
+} text_hist;
+
+#define TEXT_HISTORY 1024 /* ops kept per field; older revisions: rev_too_old */
+
+/* A document room's state: the document, and the recent text ops of each
+ * field ("item\x1ffield" -> text_hist*), started afresh when the room loads. */
+typedef struct docroom {
+  doc d;
+  map texts;
+} docroom;
+
+#define D(r) ((docroom *)(r)->ks)
+
+static void hist_free(text_hist *h) {
+  for (size_t i = 0; i < h->n; i++) text_op_free(h->ops[i]);
+  wsy_free(h->ops);
+  wsy_free(h);
+}
+
+static int load_item(const char *item, const char *fields, size_t len, const char *revs, uint64_t version,
+                     void *ud) {
+  return doc_load(ud, item, fields, len, revs, version);
+}
+
+static int doc_kind_load(room *r, store *st, const store_room_info *info) {
+  docroom *dr = wsy_calloc(1, sizeof *dr);
+  doc_init(&dr->d);
+  map_init(&dr->texts);
+  r->ks = dr;
+  return info->exists ? store_room_items(st, r->name, load_item, &dr->d) : 0;
+}
+
+static void doc_kind_unload(room *r) {
+  docroom *dr = r->ks;
+  if (!dr) return;
+  const char *k;
+  void *v;
+  for (size_t i = 0; map_next(&dr->texts, &i, &k, &v);) hist_free(v);
+  map_free(&dr->texts);
+  doc_free(&dr->d);
+  wsy_free(dr);
+  r->ks = NULL;
+}
+
+static int doc_kind_snapshot(room *r, store *st, json_t **out) {
+  json_t *items = json_object();
+  int rc = store_room_items(st, r->name, join_collect_item, items);
+  if (rc != 0) {
+    json_decref(items);
+    return rc;
+  }
+  *out = json_pack("{s:o}", "items", items);
+  return 0;
+}
+
+/* May the author write item now? Locks (unless force) and the fence. */
+static int lock_ok(engine *e, room *r, sess *s, json_t *subj, const char *item, int force, op_refusal *why) {
+  const lock *l = room_lock_held(r, item);
+  if (l && l->holder != s && !force)
+    return commit_refuse(why, "locked", "the item is locked by another session",
+                     json_pack("{s:s,s:o}", "item", item, "lock", room_lock_json(e, item, l)));
+  json_t *fence = json_object_get(subj, "fence");
+  if (fence && (!s || !json_is_integer(fence) || !l || l->holder != s ||
+                (json_int_t)l->fence != json_integer_value(fence)))
+    return commit_refuse(why, "lock_lost", "the op's fence is not a lock this session holds",
+                     json_pack("{s:s}", "item", item));
+  return 0;
+}
+
+/* A text op (PROTOCOL.md 5.7): transformed against the ops accepted on
+ * its field since its revision, applied, sequenced like any op. */
+static int run_text_op(author *a, json_t *req, room *r, json_t *opj, const char *cid, int force,
+                       json_t *from, op_refusal *why) {
+  engine *e = a->e;
+  sync_text t;
+  if (sync_text_parse(opj, &e->lim, &t, &why->err) != 0) {
+    if (t.item) why->extra = json_pack("{s:s}", "item", t.item);
+    return -1;
+  }
+  int rc = -1;
+  text_op *op = NULL;
+  char *fields_json = NULL, *revs_json = NULL;
+  int adm = commit_admit(a, req, r, cid, why);
+  if (adm != 0) {
+    rc = adm > 0 ? 0 : -1;
+    goto out;
+  }
+  if (lock_ok(e, r, a->s, opj, t.item, force, why) != 0) goto out;
+  if (!doc_get(&D(r)->d, t.item)) {
+    /* Text edits do not create items: one racing the item's del would bring
+     * it back holding only that field. The del wins (PROTOCOL.md 5.7). */
+    commit_refuse(why, "not_found", "the item does not exist; a set creates it",
+              json_pack("{s:s,s:s}", "item", t.item, "field", t.field));
+    goto out;
+  }
+  /* The field's history, started afresh when the field was reset (a set,
+   * a delete) or the room was loaded since it was last written. */
+  char key[300];
+  snprintf(key, sizeof key, "%s\x1f%s", t.item, t.field);
+  uint64_t cur = doc_text_rev(&D(r)->d, t.item, t.field);
+  text_hist *h = map_get(&D(r)->texts, key);
+  if (h && h->base + h->n != cur) {
+    hist_free(map_del(&D(r)->texts, key));
+    h = NULL;
+  }
+  if (t.rev > cur || t.rev < (h ? h->base : cur)) {
+    const doc_item *it = doc_get(&D(r)->d, t.item);
+    json_t *txt = it ? json_object_get(it->fields, t.field) : NULL;
+    json_t *tv = json_is_string(txt) ? json_incref(txt) : json_string("");
+    commit_refuse(why, "rev_too_old",
+              t.rev > cur ? "rev is beyond the field's revision" : "the ops after rev are no longer kept; rebase on text",
+              json_pack("{s:s,s:s,s:I,s:o}", "item", t.item, "field", t.field, "rev", (json_int_t)cur, "text", tv));
+    goto out;
+  }
+  op = text_op_clone(t.op);
+  for (uint64_t i = t.rev - (h ? h->base : cur); h && i < h->n; i++) {
+    text_op *x = text_transform(op, h->ops[i], TEXT_RIGHT);
+    text_op_free(op);
+    op = x;
+  }
+  if (sync_text_apply(&D(r)->d, &t, op, r->seq + 1, &e->lim, &fields_json, &why->err) != 0) {
+    why->extra = json_pack("{s:s}", "item", t.item);
+    goto out;
+  }
+  if (!h) {
+    h = wsy_calloc(1, sizeof *h);
+    h->base = cur;
+    map_put(&D(r)->texts, key, h);
+  }
+  if (h->n == TEXT_HISTORY) { /* the oldest revision is no longer reachable */
+    text_op_free(h->ops[0]);
+    memmove(h->ops, h->ops + 1, (h->n - 1) * sizeof *h->ops);
+    h->n--;
+    h->base++;
+  }
+  if (h->n == h->cap) {
+    h->cap = h->cap ? h->cap * 2 : 8;
+    h->ops = wsy_realloc(h->ops, h->cap * sizeof *h->ops);
+  }
+  h->ops[h->n++] = text_op_clone(op);
+  r->seq++;
+  json_t *opv = json_pack("{s:s,s:s,s:s,s:I,s:o}", "kind", "text", "item", t.item, "field", t.field, "rev",
+                           (json_int_t)cur, "ops", text_op_to_json(op));
+  revs_json = doc_item_revs_json(doc_get(&D(r)->d, t.item));
+  pend *p = commit_sequence(a, req, r, commit_entry_frame(e, r, COMMIT_OP, from, cid, opv), t.item, fields_json, revs_json, NULL, 0, cid);
+  json_decref(opv);
+  p->rev = cur + 1;
+  rc = 0;
+out:
+  text_op_free(op);
+  text_op_free(t.op);
+  free(fields_json);
+  free(revs_json);
+  return rc;
+}
+
+static int run_op(author *a, json_t *req, room *r, json_t *opj, const char *cid, int force,
+                  json_t *from, op_refusal *why) {
+  engine *e = a->e;
+  why->extra = NULL;
+  const char *kind = json_string_value(json_object_get(opj, "kind"));
+  if (kind && !strcmp(kind, "text") && json_is_object(opj)) return run_text_op(a, req, r, opj, cid, force, from, why);
+  int is_batch = kind && !strcmp(kind, "batch");
+  sync_op one, *subs = NULL;
+  size_t n = 0, index = SIZE_MAX;
+  if (is_batch ? sync_batch_parse(opj, &e->lim, e->cfg->max_batch, &subs, &n, &why->err, &index)
+               : sync_op_parse(opj, &e->lim, &one, &why->err)) {
+    if (is_batch && index != SIZE_MAX) why->extra = json_pack("{s:I}", "index", (json_int_t)index);
+    else if (!is_batch && one.item) why->extra = json_pack("{s:s}", "item", one.item);
+    return -1;
+  }
+  if (!is_batch) {
+    subs = &one;
+    n = 1;
+  }
+  int rc = -1;
+  int adm = commit_admit(a, req, r, cid, why);
+  if (adm != 0) {
+    rc = adm > 0 ? 0 : -1;
+    goto out;
+  }
+  for (size_t i = 0; i < n; i++) {
+    json_t *subj = is_batch ? json_array_get(json_object_get(opj, "ops"), i) : opj;
+    if (lock_ok(e, r, a->s, subj, subs[i].item, force, why) != 0) {
+      if (is_batch) json_object_set_new(why->extra, "index", json_integer((json_int_t)i));
+      goto out;
+    }
+  }
+  char *fields_json = NULL;
+  sync_change *changes = NULL;
+  size_t nchanges = 0;
+  int arc = is_batch ? sync_batch_apply(&D(r)->d, subs, n, r->seq + 1, &e->lim, &changes, &nchanges,
+                                        &why->err, &index)
+                     : sync_apply(&D(r)->d, &one, r->seq + 1, &e->lim, &fields_json, &why->err);
+  if (arc != 0) {
+    const char *item = is_batch ? subs[index].item : one.item;
+    why->extra = json_pack("{s:s}", "item", item);
+    if (is_batch) json_object_set_new(why->extra, "index", json_integer((json_int_t)index));
+    if (!strcmp(why->err.code, "conflict"))
+      json_object_set_new(why->extra, "current", doc_item_json(doc_get(&D(r)->d, item)));
+    goto out;
+  }
+  r->seq++;
+  char *revs_json = is_batch ? NULL : doc_item_revs_json(doc_get(&D(r)->d, one.item));
+  jw *w = commit_entry_begin(e, r, COMMIT_OP, from, cid);
+  if (is_batch) sync_batch_write(w, subs, n);
+  else sync_op_write(w, &one);
+  commit_sequence(a, req, r, commit_entry_end(w), is_batch ? NULL : one.item, fields_json, revs_json, changes, nchanges, cid);
+  free(fields_json);
+  free(revs_json);
+  sync_changes_free(changes, nchanges);
+  rc = 0;
+out:
+  if (is_batch) wsy_free(subs);
+  return rc;
+}
+
+const room_kind doc_room_kind = {
+  .name = "doc",
+  .load = doc_kind_load,
+  .unload = doc_kind_unload,
+  .apply = run_op,
+  .snapshot = doc_kind_snapshot,
+};
+
+const room_kind *room_kind_for(const char *name) {
+  (void)name;
+  return &doc_room_kind;
+}

@@ -1,0 +1,41 @@
+/* proto.h -- the wire side of the sync protocol (PROTOCOL.md 1, 3-9):
+ * decoding a message (one JSON object, nesting and number limits), request
+ * ids, the rate limit, dispatch to the handlers, and the requests that are
+ * about membership (join, leave) and about a member's writes (op, publish,
+ * presence, cursor). The WebSocket endpoint (engine_ws_endpoint) lives here;
+ * the HTTP transports feed the same dispatch (fallback.h).
+ *
+ * Loop thread only. A handler answers every request it is given: a reply,
+ * an error message with the request's id as re, or (after welcome) nothing
+ * for the kinds that expect no reply (presence, cursor). */
+#ifndef WSY_PROTO_H
+#define WSY_PROTO_H
+
+#include "engine_int.h"
+
+/* Decodes one message of len bytes: a JSON object, or NULL after answering
+ * bad_json / invalid_field (then s may be closing). */
+json_t *proto_decode(sess *s, const char *data, size_t len);
+/* Handles one decoded message (borrowed). */
+void proto_dispatch(sess *s, json_t *req);
+/* Nesting depth of a JSON value beyond limit (counting from depth). */
+int proto_too_deep(json_t *v, int depth, int limit);
+
+/* The request's room name, or NULL after answering bad_request/room_invalid. */
+const char *proto_room_name(sess *s, json_t *req);
+/* The request's room, of which s must be a member (with write permission
+ * when need_write); NULL after answering. */
+const char *proto_room_member(sess *s, json_t *req, member **out, int need_write);
+/* {"type": type, "re": req.id, "room": r.name}. */
+json_t *proto_reply(json_t *req, const char *type, const room *r);
+
+/* join.c: join (with catch-up) and leave. */
+void join_handle(sess *s, json_t *req);
+void join_leave(sess *s, json_t *req);
+/* Store walk callbacks: log entries into a JSON array (ud: json_t *),
+ * items into a JSON object (ud: json_t *). */
+int join_collect_op(uint64_t seq, const char *msg, size_t len, void *ud);
+int join_collect_item(const char *item, const char *fields, size_t len, const char *revs, uint64_t version,
+                      void *ud);
+
+#endif

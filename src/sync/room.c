@@ -1,0 +1,315 @@
+/* room.c -- rooms (room.h): the registry, loading and reloading, members,
+ * presence, locks, and fan-out through the bus. */
+#include "room.h"
+
+#include <string.h>
+
+#include "../common/log.h"
+#include "commit.h"
+#include "kind.h"
+#include "proto.h"
+#include "sess.h"
+
+member *room_membership(sess *s, const char *rname) {
+  for (member *m = s->rooms; m; m = m->snext)
+    if (strcmp(m->r->name, rname) == 0) return m;
+  return NULL;
+}
+
+static void locks_free(room *r) {
+  const char *k;
+  void *v;
+  for (size_t i = 0; map_next(&r->locks, &i, &k, &v);) wsy_free(v);
+  map_free(&r->locks);
+}
+
+static void room_destroy(room *r) {
+  locks_free(r);
+  if (r->kind) r->kind->unload(r);
+  wsy_free(r->name);
+  wsy_free(r);
+}
+
+void room_unload_if_idle(engine *e, room *r) {
+  if (r->nmembers == 0 && r->pending == 0) {
+    map_del(&e->rooms, r->name);
+    room_destroy(r);
+  }
+}
+
+void room_free_all(engine *e) {
+  const char *k;
+  void *v;
+  for (size_t i = 0; map_next(&e->rooms, &i, &k, &v);) room_destroy(v);
+  map_free(&e->rooms);
+}
+
+/* The room's seq, epoch and kind state from the store, in one snapshot. A
+ * room the store does not have gets a new epoch, created with the next
+ * batch (the creation counts as pending, so the room stays loaded until it
+ * is durable). */
+static int load(engine *e, room *r) {
+  store_room_info info = {0};
+  int rc = store_read_begin(e->st);
+  if (rc != 0) return rc;
+  rc = store_room_get(e->st, r->name, &info);
+  if (rc == 0) rc = r->kind->load(r, e->st, &info);
+  int end = store_read_end(e->st);
+  if (rc == 0) rc = end;
+  if (rc != 0) {
+    if (r->ks) r->kind->unload(r);
+    return rc;
+  }
+  if (info.exists) {
+    memcpy(r->epoch, info.epoch, sizeof r->epoch);
+    r->seq = info.seq;
+  } else {
+    random_hex(r->epoch, 8);
+    r->seq = 0;
+    commit_room_created(e, r);
+  }
+  return 0;
+}
+
+room *room_get(engine *e, const char *name, int *err) {
+  room *r = map_get(&e->rooms, name);
+  if (r) return r;
+  r = wsy_calloc(1, sizeof *r);
+  r->name = wsy_strndup(name, strlen(name));
+  r->kind = room_kind_for(name);
+  map_init(&r->locks);
+  int rc = load(e, r);
+  if (rc != 0) {
+    log_error("room %s could not be loaded: %s", name, wsy_strerror(rc));
+    room_destroy(r);
+    *err = rc;
+    return NULL;
+  }
+  map_put(&e->rooms, name, r);
+  return r;
+}
+
+int room_reload(engine *e, room *r) {
+  r->kind->unload(r);
+  int rc = load(e, r);
+  if (rc != 0) {
+    log_error("room %s could not be reloaded after a failed commit: %s", r->name, wsy_strerror(rc));
+    return rc;
+  }
+  r->broken = 0;
+  log_info("room %s reloaded from the store at seq %llu after a failed commit", r->name,
+           (unsigned long long)r->seq);
+  return 0;
+}
+
+member *room_member_add(room *r, sess *s, json_t *state) {
+  member *m = wsy_calloc(1, sizeof *m);
+  m->s = s;
+  m->r = r;
+  m->state = state;
+  m->next = r->members;
+  if (r->members) r->members->prev = m;
+  r->members = m;
+  r->nmembers++;
+  m->snext = s->rooms;
+  s->rooms = m;
+  s->nrooms++;
+  return m;
+}
+
+json_t *room_presence_entry(member *m) {
+  json_t *e = json_pack("{s:s,s:s,s:O,s:b}", "user", m->s->id.user, "device", m->s->device, "state",
+                        m->state, "connected", sess_online(m->s));
+  if (m->cursor) json_object_set_new(e, "cursor", json_integer((json_int_t)m->cursor));
+  return e;
+}
+
+/* ---- fan-out ---------------------------------------------------------------- */
+
+void room_publish(engine *e, const room *r, uint64_t seq, net_chunk *frame, const char *except,
+                  const char *only_user) {
+  bus_msg m = {.room = r->name, .epoch = seq ? r->epoch : NULL, .seq = seq, .frame = frame,
+               .except = except, .only_user = only_user};
+  bus_publish(e->bus, &m);
+}
+
+void room_send(engine *e, room *r, json_t *msg) {
+  net_chunk *frame = engine_frame(e, msg);
+  json_decref(msg);
+  room_publish(e, r, 0, frame, NULL, NULL);
+  net_chunk_unref(frame);
+}
+
+/* An entry reaches the members whose join position is below its seq (the
+ * others had it in their joined); ephemeral traffic every member the
+ * filters let through. One frame for all: sess_send takes a reference. */
+void room_deliver(void *ud, const bus_msg *m) {
+  engine *e = ud;
+  room *r = map_get(&e->rooms, m->room);
+  if (!r) return;
+  for (member *x = r->members, *next; x; x = next) {
+    next = x->next;
+    if (m->seq && m->seq <= x->from_seq) continue;
+    if (m->except && strcmp(x->s->dkey, m->except) == 0) continue;
+    if (m->only_user && strcmp(x->s->id.user, m->only_user) != 0) continue;
+    sess_send(x->s, m->frame);
+    e->deliveries++;
+  }
+}
+
+json_t *room_lock_json(engine *e, const char *item, const lock *l) {
+  uint64_t now = now_ms(e);
+  return json_pack("{s:s,s:s,s:s,s:I,s:I}", "item", item, "user", l->holder->id.user, "device",
+                   l->holder->device, "fence", (json_int_t)l->fence, "ttl",
+                   (json_int_t)(l->expires > now ? l->expires - now : 0));
+}
+
+const lock *room_lock_held(room *r, const char *item) {
+  lock *l = map_get(&r->locks, item);
+  return l && l->holder ? l : NULL;
+}
+
+void room_lock_release(engine *e, room *r, const char *item, lock *l, const char *reason) {
+  l->holder = NULL;
+  r->nheld--;
+  room_send(e, r, json_pack("{s:s,s:s,s:s,s:s,s:I,s:s}", "type", "lock", "room", r->name, "item", item,
+                            "state", "free", "fence", (json_int_t)l->fence, "reason", reason));
+}
+
+json_t *room_locks_json(engine *e, room *r) {
+  json_t *locks = json_array();
+  const char *lk;
+  void *lv;
+  for (size_t i = 0; r->nheld && map_next(&r->locks, &i, &lk, &lv);)
+    if (((lock *)lv)->holder) json_array_append_new(locks, room_lock_json(e, lk, lv));
+  return locks;
+}
+
+void room_locks_sweep(engine *e) {
+  uint64_t now = now_ms(e);
+  const char *rk, *k;
+  void *rv, *v;
+  for (size_t i = 0; map_next(&e->rooms, &i, &rk, &rv);) {
+    room *r = rv;
+    if (!r->nheld) continue;
+    for (size_t j = 0; map_next(&r->locks, &j, &k, &v);) {
+      lock *l = v;
+      if (l->holder && l->expires <= now) room_lock_release(e, r, k, l, "expired");
+    }
+  }
+}
+
+/* Releases every lock s holds in r (all sessions when s is NULL and only
+ * expired ones are wanted: see room_locks_sweep). */
+static void locks_release_by(engine *e, room *r, sess *s, const char *reason) {
+  if (!r->nheld) return;
+  const char *k;
+  void *v;
+  for (size_t i = 0; map_next(&r->locks, &i, &k, &v);) {
+    lock *l = v;
+    if (l->holder == s) room_lock_release(e, r, k, l, reason);
+  }
+}
+
+/* A presence event to every member but the one it is about. */
+void room_presence_event(engine *e, member *about, const char *event) {
+  json_t *msg = json_pack("{s:s,s:s,s:s,s:s,s:s}", "type", "presence", "room", about->r->name,
+                          "event", event, "user", about->s->id.user, "device", about->s->device);
+  if (strcmp(event, "leave") != 0) {
+    json_object_set(msg, "state", about->state);
+    json_object_set_new(msg, "connected", json_boolean(sess_online(about->s)));
+  }
+  net_chunk *frame = engine_frame(e, msg);
+  json_decref(msg);
+  room_publish(e, about->r, 0, frame, about->s->dkey, NULL);
+  net_chunk_unref(frame);
+}
+
+void room_member_remove(engine *e, member *m, const char *reason) {
+  room *r = m->r;
+  sess *s = m->s;
+  if (m->prev) m->prev->next = m->next;
+  else r->members = m->next;
+  if (m->next) m->next->prev = m->prev;
+  r->nmembers--;
+  for (member **pp = &s->rooms; *pp; pp = &(*pp)->snext)
+    if (*pp == m) {
+      *pp = m->snext;
+      break;
+    }
+  s->nrooms--;
+  /* After the unlink: the remaining members hear of the freed locks, the
+   * session that leaves does not. */
+  locks_release_by(e, r, s, reason);
+  room_presence_event(e, m, "leave");
+  json_decref(m->state);
+  wsy_free(m);
+  room_unload_if_idle(e, r);
+}
+
+/* The common part of lock and unlock: a member with write permission
+ * naming a valid item that no other session holds. 0 when it may go on. */
+static int lock_target(sess *s, json_t *req, room **r, const char **item, lock **l) {
+  member *m;
+  if (!proto_room_member(s, req, &m, 1)) return -1;
+  *r = m->r;
+  *item = jstr(req, "item");
+  if (!*item || !sync_item_id_valid(*item)) {
+    sess_error(s, req, "bad_request", "item must be a valid item id", "item", NULL);
+    return -1;
+  }
+  *l = map_get(&(*r)->locks, *item);
+  if (*l && (*l)->holder && (*l)->holder != s) {
+    sess_error(s, req, "locked", "the item is locked by another session", NULL,
+               json_pack("{s:s,s:o}", "item", *item, "lock", room_lock_json(s->e, *item, *l)));
+    return -1;
+  }
+  return 0;
+}
+
+void room_handle_lock(sess *s, json_t *req) {
+  engine *e = s->e;
+  room *r;
+  const char *item;
+  lock *l;
+  if (lock_target(s, req, &r, &item, &l) != 0) return;
+  json_t *ttlj = json_object_get(req, "ttl");
+  json_int_t ttl = json_is_integer(ttlj) ? json_integer_value(ttlj) : -1;
+  if (ttl < 1000 || ttl > (json_int_t)e->cfg->max_lock_ttl_ms) {
+    sess_error(s, req, "bad_request", "ttl must be an integer from 1000 to max_lock_ttl ms", "ttl", NULL);
+    return;
+  }
+  if (!l) {
+    l = wsy_calloc(1, sizeof *l);
+    map_put(&r->locks, item, l);
+  }
+  if (!l->holder) {
+    /* A new grant: the fence grows past every earlier one, across restarts
+     * too, since it starts from the wall clock in ms. */
+    uint64_t f = (uint64_t)wall_ms();
+    uint64_t floor = (l->fence > e->last_fence ? l->fence : e->last_fence) + 1;
+    l->fence = e->last_fence = f > floor ? f : floor;
+    l->holder = s;
+    r->nheld++;
+  }
+  l->expires = now_ms(e) + (uint64_t)ttl;
+  json_t *g = proto_reply(req, "granted", r);
+  json_object_set_new(g, "item", json_string(item));
+  json_object_set_new(g, "fence", json_integer((json_int_t)l->fence));
+  json_object_set_new(g, "ttl", json_integer(ttl));
+  sess_send_json(s, g);
+  room_send(e, r, json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I}", "type", "lock", "room", r->name,
+                            "item", item, "state", "held", "user", s->id.user, "device", s->device,
+                            "fence", (json_int_t)l->fence, "ttl", (json_int_t)ttl));
+}
+
+void room_handle_unlock(sess *s, json_t *req) {
+  room *r;
+  const char *item;
+  lock *l;
+  if (lock_target(s, req, &r, &item, &l) != 0) return;
+  json_t *u = proto_reply(req, "unlocked", r);
+  json_object_set_new(u, "item", json_string(item));
+  sess_send_json(s, u);
+  if (l && l->holder) room_lock_release(s->e, r, item, l, "unlock");
+}

@@ -1,0 +1,113 @@
+/* room.h -- rooms (PROTOCOL.md 4): the registry of loaded rooms, loading
+ * and unloading, membership, presence, item locks, and fan-out through the
+ * bus; and the ROOM KIND seam: the hooks through which a kind of room (the
+ * document rooms of kind.h today; Yjs rooms next) keeps its own state and
+ * rules while sessions, membership, grants, the log and fan-out stay here.
+ *
+ * Loop thread only. A room is served only once loaded from the store (or
+ * created, with a new epoch, made durable with the next batch). It stays
+ * loaded while it has members or entries pending in a batch, and unloads
+ * when it has neither. Members are intrusive lists (room's and session's),
+ * so a member is one allocation. A failed commit leaves the room "broken":
+ * it refuses writes until its pending entries are done, then reloads its
+ * state from the store (room_reload) and serves again. */
+#ifndef WSY_ROOM_H
+#define WSY_ROOM_H
+
+#include "engine_int.h"
+
+struct member {
+  sess *s;
+  room *r;
+  member *prev, *next; /* room's members */
+  member *snext;       /* session's rooms */
+  uint64_t from_seq;   /* entries <= this were in its joined */
+  uint64_t cursor;     /* highest seq the device says it applied */
+  json_t *state;
+};
+
+/* An item's lock. Kept after release (holder NULL) so fences keep growing. */
+typedef struct lock {
+  sess *holder;
+  uint64_t fence;
+  uint64_t expires;  /* loop ms */
+} lock;
+
+/* The hooks of a kind of room. */
+typedef struct room_kind {
+  const char *name;
+  /* Builds r->ks from the store (inside a read snapshot) when info->exists,
+   * or empty. 0, or a negative wsy_err (the room is not served). */
+  int (*load)(room *r, store *st, const store_room_info *info);
+  /* Frees r->ks. */
+  void (*unload)(room *r);
+  /* One write (an op request) of a member (a->s) or the backend: checked,
+   * decided against the room's state, and sequenced (commit_sequence), or
+   * answered as a duplicate. 0 when sequenced or answered; -1 with *why
+   * when refused (nothing changed). force: the backend's lock override. */
+  int (*apply)(author *a, json_t *req, room *r, json_t *op, const char *cid, int force, json_t *from,
+               op_refusal *why);
+  /* The committed state for a joiner or the backend, read from the store
+   * (inside a read snapshot): *out gets a new JSON object. */
+  int (*snapshot)(room *r, store *st, json_t **out);
+} room_kind;
+
+struct room {
+  char *name;
+  char epoch[STORE_EPOCH_MAX + 1];
+  uint64_t seq;      /* last seq assigned (committed or not) */
+  const room_kind *kind;
+  void *ks;          /* the kind's state */
+  member *members;
+  unsigned nmembers;
+  unsigned pending;  /* entries of this room in batches not yet done */
+  map locks;         /* item -> lock* */
+  unsigned nheld;
+  int broken;        /* a commit failed: refuse writes until reloaded */
+};
+
+/* The room, loaded from the store (or created) before it is served; NULL
+ * when the store cannot be read (*err set). */
+room *room_get(engine *e, const char *name, int *err);
+/* Unloads r when it has no member and nothing pending. */
+void room_unload_if_idle(engine *e, room *r);
+/* After a failed commit, once nothing of r is pending: its seq, epoch and
+ * kind state are read again from the store (what the failed batch assumed
+ * is gone). 0, or a wsy_err (r stays broken; tried again on the next write). */
+int room_reload(engine *e, room *r);
+/* Frees every room (shutdown). */
+void room_free_all(engine *e);
+
+/* s's membership of the room named rname, or NULL. */
+member *room_membership(sess *s, const char *rname);
+/* Adds s to r with its presence state (stolen). */
+member *room_member_add(room *r, sess *s, json_t *state);
+/* Removes m: its locks are released and the others told it left. */
+void room_member_remove(engine *e, member *m, const char *reason);
+
+/* Fan-out through the bus: every member (minus the filters of bus_msg).
+ * room_send steals msg. */
+void room_send(engine *e, room *r, json_t *msg);
+void room_publish(engine *e, const room *r, uint64_t seq, net_chunk *frame, const char *except,
+                  const char *only_user);
+/* The bus's delivery to this node's members (bus_deliver_fn; ud: engine). */
+void room_deliver(void *ud, const bus_msg *m);
+
+/* Presence (PROTOCOL.md 7): one entry of a joined or presence list; an
+ * event to every member but the one it is about. */
+json_t *room_presence_entry(member *m);
+void room_presence_event(engine *e, member *about, const char *event);
+
+/* Locks (PROTOCOL.md 8). */
+const lock *room_lock_held(room *r, const char *item);
+json_t *room_lock_json(engine *e, const char *item, const lock *l);
+/* The locks held in r, as the joined reply lists them. */
+json_t *room_locks_json(engine *e, room *r);
+void room_lock_release(engine *e, room *r, const char *item, lock *l, const char *reason);
+/* Releases expired locks of every room. */
+void room_locks_sweep(engine *e);
+/* lock and unlock requests. */
+void room_handle_lock(sess *s, json_t *req);
+void room_handle_unlock(sess *s, json_t *req);
+
+#endif

@@ -1,0 +1,377 @@
+/* sess.c -- sessions (sess.h): the outbox and sending, hello and resume,
+ * ending, reaping and expiry. */
+#include "sess.h"
+
+#include <string.h>
+
+#include "../common/log.h"
+#include "fallback.h"
+#include "room.h"
+
+sess *sess_new(engine *e, ws_conn *w) {
+  sess *s = wsy_calloc(1, sizeof *s);
+  s->e = e;
+  s->w = w;
+  s->refs = 1;
+  s->opened = now_ms(e);
+  return s;
+}
+
+static void ob_clear(sess *s) {
+  while (s->ob_len) {
+    net_chunk_unref(s->ob[s->ob_head]);
+    s->ob_head = (s->ob_head + 1) & (s->ob_cap - 1);
+    s->ob_len--;
+    s->ob_first++;
+  }
+  wsy_free(s->ob);
+  s->ob = NULL;
+  s->ob_cap = s->ob_head = 0;
+  s->ob_bytes = 0;
+}
+
+void sess_unref(sess *s) {
+  if (--s->refs > 0) return;
+  ob_clear(s);
+  wsy_free(s->dn_headers);
+  json_decref(s->from);
+  auth_identity_free(&s->id);
+  wsy_free(s);
+}
+
+json_t *sess_from(sess *s) {
+  if (!s->from) s->from = json_pack("{s:s,s:s}", "user", s->id.user, "device", s->device);
+  return s->from;
+}
+
+void sess_ob_pop(sess *s) {
+  net_chunk *ch = s->ob[s->ob_head];
+  s->ob_bytes -= ch->len;
+  net_chunk_unref(ch);
+  s->ob_head = (s->ob_head + 1) & (s->ob_cap - 1);
+  s->ob_len--;
+  s->ob_first++;
+}
+
+/* Messages outside the ordinals (welcome, and anything before it): written
+ * to the WebSocket, or captured as the answer to a POST /v1/send hello. */
+static void sess_direct(sess *s, net_chunk *frame) {
+  if (s->w) {
+    ws_send_frame(s->w, frame);
+  } else if (s->e->cap) {
+    size_t len;
+    const uint8_t *p = frame_payload(frame, &len);
+    s->e->cap->text.len = 0;
+    if (buf_append(&s->e->cap->text, p, len) != WSY_OK) s->e->cap->text.len = 0;
+  }
+}
+
+/* The one way a message reaches a session: counted, kept in the outbox,
+ * and written to its downstream when there is one. */
+void sess_send(sess *s, net_chunk *frame) {
+  if (!s->welcomed) {
+    sess_direct(s, frame);
+    return;
+  }
+  if (s->ended) return;
+  if (s->ob_len == s->ob_cap) {
+    uint32_t cap = s->ob_cap ? s->ob_cap * 2 : 16;
+    net_chunk **q = wsy_malloc(cap * sizeof *q);
+    for (uint32_t i = 0; i < s->ob_len; i++) q[i] = s->ob[(s->ob_head + i) & (s->ob_cap - 1)];
+    wsy_free(s->ob);
+    s->ob = q;
+    s->ob_cap = cap;
+    s->ob_head = 0;
+  }
+  s->ob[(s->ob_head + s->ob_len) & (s->ob_cap - 1)] = net_chunk_ref(frame);
+  s->ob_len++;
+  s->ob_next++;
+  s->ob_bytes += frame->len;
+  /* Over the cap the oldest go, confirmed or not (PROTOCOL.md 3.4). An HTTP
+   * session's outbox is also its delivery queue: what no SSE stream or
+   * poll answer has carried yet is kept up to --max-queued-bytes more, as a
+   * WebSocket's socket queue would hold it, so a burst (or a large joined)
+   * between two polls is not lost. */
+  const wsy_config *cfg = s->e->cfg;
+  size_t cap = cfg->max_outbox, hard = cap + (s->http ? cfg->max_queued : 0);
+  while (s->ob_len > 1 && (s->ob_bytes > hard || (s->ob_bytes > cap && (!s->http || s->ob_first <= s->dn_upto))))
+    sess_ob_pop(s);
+  if (s->w) ws_send_frame(s->w, frame);
+  else if (s->dn) fb_push(s, frame, s->ob_next - 1);
+}
+
+/* Presence's connected flag: a WebSocket, or an HTTP session that has not
+ * been without a downstream for the grace period (PROTOCOL.md 2.4). */
+int sess_online(const sess *s) { return s->w || (s->http && !s->detached_at); }
+
+/* Sends a JSON value (stolen) to a session, if it is still connected. */
+void sess_send_json(sess *s, json_t *msg) {
+  net_chunk *frame = engine_frame(s->e, msg);
+  json_decref(msg);
+  sess_send(s, frame);
+  net_chunk_unref(frame);
+}
+
+/* An error reply: code, message, and the request's id and room when known. */
+json_t *sess_error_msg(json_t *req, const char *code, const char *message, const char *field,
+                         json_t *extra) {
+  json_t *m = json_pack("{s:s}", "type", "error");
+  json_t *id = req ? json_object_get(req, "id") : NULL;
+  if (id) json_object_set(m, "re", id);
+  json_t *type = req ? json_object_get(req, "type") : NULL;
+  if (json_is_string(type)) json_object_set(m, "for", type);
+  json_object_set_new(m, "code", json_string(code));
+  json_object_set_new(m, "message", json_string(message));
+  json_t *jroom = req ? json_object_get(req, "room") : NULL;
+  if (json_is_string(jroom)) json_object_set(m, "room", jroom);
+  json_t *cid = req ? json_object_get(req, "cid") : NULL;
+  if (json_is_string(cid)) json_object_set(m, "cid", cid);
+  if (field) json_object_set_new(m, "field", json_string(field));
+  if (extra) json_object_update(m, extra);
+  json_decref(extra);
+  return m;
+}
+
+void sess_error(sess *s, json_t *req, const char *code, const char *message,
+                       const char *field, json_t *extra) {
+  sess_send_json(s, sess_error_msg(req, code, message, field, extra));
+}
+
+/* Errors before welcome end the connection (PROTOCOL.md 3.3). */
+void sess_refuse(sess *s, json_t *req, const char *code, const char *message) {
+  sess_error(s, req, code, message, NULL, NULL);
+  if (s->e->cap) snprintf(s->e->cap->code, sizeof s->e->cap->code, "%s", code);
+  if (s->w) ws_close(s->w, WS_CLOSE_POLICY, code);
+}
+
+/* welcome is not counted in the session's ordinals: written directly. */
+static void send_welcome(sess *s, json_t *req, int resumed, int insecure) {
+  engine *e = s->e;
+  const wsy_config *cfg = e->cfg;
+  json_t *w = json_pack(
+      "{s:s,s:i,s:s,s:s,s:s,s:b,s:s,s:{s:I,s:i,s:I,s:I,s:I,s:i,s:i,s:i,s:i,s:I,s:I}}", "type", "welcome",
+      "v", 1, "session", s->token, "user", s->id.user, "device", s->device, "resumed", resumed,
+      "server", "wsync/" WSYNC_VERSION, "limits", "max_message", (json_int_t)cfg->max_message,
+      "max_rooms", (int)cfg->max_rooms, "max_fields", (json_int_t)e->lim.max_fields, "max_field_size",
+      (json_int_t)e->lim.max_field_size, "max_item_size", (json_int_t)e->lim.max_item_size,
+      "max_depth", e->lim.max_depth, "max_presence_state", (int)e->cfg->max_presence_state, "rate",
+      (int)cfg->rate, "burst", (int)cfg->burst, "resume_window", (json_int_t)cfg->resume_window_ms,
+      "max_outbox", (json_int_t)cfg->max_outbox);
+  json_object_set_new(json_object_get(w, "limits"), "max_batch", json_integer((json_int_t)cfg->max_batch));
+  json_object_set_new(json_object_get(w, "limits"), "max_lock_ttl", json_integer((json_int_t)cfg->max_lock_ttl_ms));
+  if (insecure) json_object_set_new(w, "insecure", json_true());
+  if (resumed) {
+    json_t *rooms = json_array();
+    for (member *m = s->rooms; m; m = m->snext) json_array_append_new(rooms, json_string(m->r->name));
+    json_object_set_new(w, "rooms", rooms);
+  }
+  json_t *id = json_object_get(req, "id");
+  if (id) json_object_set(w, "re", id);
+  net_chunk *frame = engine_frame(e, w);
+  json_decref(w);
+  sess_direct(s, frame);
+  net_chunk_unref(frame);
+  if (e->cap) e->cap->welcomed = s;
+}
+
+/* Ends a session (bye, replaced, expired): its locks and presence go, its
+ * connection (if any) is closed with code, and it can no longer resume. */
+void sess_end(sess *s, unsigned code, const char *why) {
+  engine *e = s->e;
+  if (s->ended) return;
+  s->ended = 1;
+  if (map_get(&e->sessions, s->token) == s) map_del(&e->sessions, s->token);
+  if (map_get(&e->by_device, s->dkey) == s) map_del(&e->by_device, s->dkey);
+  while (s->rooms) room_member_remove(e, s->rooms, "session_end");
+  if (s->dn) fb_end(s, code, why);
+  ob_clear(s);
+  if (s->w) ws_close(s->w, code, why);
+  sess_unref(s); /* the registry's reference */
+}
+
+/* Takes the session off its current transport: a WebSocket is closed with
+ * 4001, an SSE stream ends with a close event 4001, a pending poll is
+ * answered (PROTOCOL.md 2.4: one downstream per session). */
+void sess_detach(sess *s, const char *why) {
+  if (s->w) { /* e.g. a half-open connection */
+    ws_conn *ow = s->w;
+    ws_conn_set_user(ow, NULL);
+    s->w = NULL;
+    s->refs--; /* that connection's reference */
+    ws_close(ow, 4001, why);
+  }
+  if (s->dn) fb_release(s);
+}
+
+/* Moves the new client (carried by the fresh session n: a WebSocket, or
+ * none for a hello by POST /v1/send) onto the existing session s and
+ * replays what the client has not processed. */
+static void resume(sess *n, sess *s, json_t *req, uint64_t last, int insecure) {
+  engine *e = s->e;
+  ws_conn *w = n->w;
+  sess_detach(s, "session resumed on another connection");
+  auth_identity_free(&s->id);
+  s->id = n->id;
+  memset(&n->id, 0, sizeof n->id);
+  if (w) ws_conn_set_user(w, s);
+  n->w = NULL;
+  sess_unref(n);
+  s->w = w;
+  if (w) s->refs++; /* the connection's reference */
+  s->http = !w;
+  s->dn_lost = now_ms(e);
+  s->detached_at = 0;
+  while (s->ob_len && s->ob_first <= last) sess_ob_pop(s); /* confirmed by last */
+  /* The new token's grants apply from now on: rooms it may not read are
+   * left (welcome lists the others; the client is told after the replay). */
+  json_t *revoked = json_array();
+  for (member *m = s->rooms, *next; m; m = next) {
+    next = m->snext;
+    if (!(auth_room_perms(&s->id, m->r->name) & AUTH_READ)) {
+      json_array_append_new(revoked, json_string(m->r->name));
+      room_member_remove(e, m, "left");
+    }
+  }
+  send_welcome(s, req, 1, insecure);
+  /* Over HTTP, the downstream opened next replays from its own last. */
+  if (w)
+    for (uint32_t i = 0; i < s->ob_len; i++) ws_send_frame(w, s->ob[(s->ob_head + i) & (s->ob_cap - 1)]);
+  size_t ri;
+  json_t *rn;
+  json_array_foreach(revoked, ri, rn)
+    sess_send_json(s, json_pack("{s:s,s:O,s:s}", "type", "left", "room", rn, "reason", "forbidden"));
+  json_decref(revoked);
+  for (member *m = s->rooms; m; m = m->snext) room_presence_event(e, m, "update");
+  log_debug("session of %s resumed after ordinal %llu", s->dkey, (unsigned long long)last);
+}
+
+void sess_hello(sess *s, json_t *req) {
+  engine *e = s->e;
+  const wsy_config *cfg = e->cfg;
+  if (s->welcomed) {
+    sess_error(s, req, "bad_request", "this connection already has a session", NULL, NULL);
+    return;
+  }
+  json_t *v = json_object_get(req, "v");
+  if (v && (!json_is_integer(v) || json_integer_value(v) != 1)) {
+    sess_refuse(s, req, "unsupported_version", "only protocol version 1 exists");
+    return;
+  }
+  const char *token = jstr(req, "token"), *user = jstr(req, "user");
+  const char *device = jstr(req, "device");
+  if (json_object_get(req, "device") && (!device || !auth_device_valid(device, strlen(device)))) {
+    sess_refuse(s, req, "bad_request", "device must be 1-64 characters of A-Z a-z 0-9 . _ : -");
+    return;
+  }
+  if (token) {
+    auth_result ar = auth_verify(cfg->auth_secret, token, (int64_t)time(NULL), &s->id);
+    if (ar == AUTH_NO_SECRET) {
+      sess_refuse(s, req, "unauthorized", "this server accepts no tokens (no --auth-secret)");
+      return;
+    }
+    if (ar != AUTH_OK) {
+      log_info("hello refused: %s", auth_strerror(ar));
+      sess_refuse(s, req, auth_wire_code(ar), ar == AUTH_EXPIRED ? "the token has expired" : "the token is not valid");
+      return;
+    }
+    if (s->id.device && device && strcmp(s->id.device, device) != 0) {
+      log_info("hello refused: token bound to device %s, hello says %s", s->id.device, device);
+      auth_identity_free(&s->id);
+      sess_refuse(s, req, "token_invalid", "the token is bound to another device");
+      return;
+    }
+    if (!device) device = s->id.device;
+  } else if (user && cfg->insecure_demo) {
+    if (!auth_user_valid(user, strlen(user))) {
+      sess_refuse(s, req, "bad_request", "user must be 1-64 characters of A-Z a-z 0-9 . _ @ -");
+      return;
+    }
+    auth_identity_demo(&s->id, user);
+  } else {
+    sess_refuse(s, req, "unauthorized", "a token is required");
+    return;
+  }
+  if (!device) {
+    auth_identity_free(&s->id);
+    sess_refuse(s, req, "bad_request", "device is required");
+    return;
+  }
+  json_t *stokj = json_object_get(req, "session"), *lastj = json_object_get(req, "last");
+  if ((stokj && !json_is_string(stokj)) || (lastj && (!json_is_integer(lastj) || json_integer_value(lastj) < 0))) {
+    auth_identity_free(&s->id);
+    sess_refuse(s, req, "bad_request", "session must be a string and last a non-negative integer");
+    return;
+  }
+  char dkey[sizeof s->dkey];
+  snprintf(dkey, sizeof dkey, "%s:%s", s->id.user, device);
+  uint64_t last = lastj ? (uint64_t)json_integer_value(lastj) : 0;
+  sess *old = stokj ? map_get(&e->sessions, json_string_value(stokj)) : NULL;
+  if (old && !old->ended && strcmp(old->dkey, dkey) == 0 && last + 1 <= old->ob_next &&
+      old->ob_first <= last + 1) {
+    resume(s, old, req, last, !token);
+    return;
+  }
+  /* A new session; one per (user, device): an older one is replaced. */
+  sess *prev = map_get(&e->by_device, dkey);
+  if (prev) sess_end(prev, 4001, "replaced by a new session of this device");
+  snprintf(s->device, sizeof s->device, "%s", device);
+  memcpy(s->dkey, dkey, sizeof dkey);
+  random_hex(s->token, 16);
+  s->welcomed = 1;
+  s->ob_first = s->ob_next = 1;
+  s->refs++; /* the registry's reference */
+  map_put(&e->sessions, s->token, s);
+  map_put(&e->by_device, s->dkey, s);
+  s->tokens = cfg->burst;
+  s->tokens_ms = now_ms(e);
+  s->http = !s->w;
+  s->dn_lost = now_ms(e);
+  send_welcome(s, req, 0, !token);
+}
+
+void sess_reap(engine *e) {
+  while (e->dead) {
+    sess *s = e->dead;
+    e->dead = s->dead_next;
+    if (s->welcomed && !s->ended && !s->w) {
+      /* Detached: it stays in its rooms, with its locks, for the resume
+       * window; the others see it disconnected, not gone. */
+      s->detached_at = now_ms(e);
+      for (member *m = s->rooms; m; m = m->snext) room_presence_event(e, m, "update");
+    }
+    sess_unref(s); /* the connection's reference */
+  }
+}
+
+void sess_expire(engine *e) {
+  uint64_t now = now_ms(e), window = e->cfg->resume_window_ms;
+  sess *due[64];
+  size_t n = 0;
+  const char *k;
+  void *v;
+  for (size_t i = 0; n < WSY_ARRAY_LEN(due) && map_next(&e->sessions, &i, &k, &v);) {
+    sess *s = v;
+    if (!s->w && !s->dn && s->detached_at && now - s->detached_at >= window) due[n++] = s;
+  }
+  for (size_t i = 0; i < n; i++) sess_end(due[i], WS_CLOSE_GOING_AWAY, "session expired");
+}
+
+/* A connection can go away in the middle of a fan-out (a slow consumer is
+ * closed by the send itself), with callers up the stack still walking a
+ * room: the session is only marked here and taken out of its rooms in the
+ * check hook, when no walk is in progress. */
+void sess_gone(sess *s) {
+  s->w = NULL;
+  s->dead_next = s->e->dead;
+  s->e->dead = s;
+}
+
+void sess_end_all(engine *e) {
+  for (;;) {
+    size_t i = 0;
+    const char *k;
+    void *v;
+    if (!map_next(&e->sessions, &i, &k, &v)) break;
+    sess_end(v, WS_CLOSE_GOING_AWAY, "server shutting down");
+  }
+}

@@ -1,0 +1,111 @@
+/* sess.h -- sessions of the sync protocol (PROTOCOL.md 3): hello, welcome,
+ * resume, the outbox of unconfirmed messages, sending, and expiry.
+ *
+ * Loop thread only. A session is bound to (user, device), one per pair; it
+ * outlives its connection for the resume window. References: the registry
+ * (e->sessions) holds one from welcome to its end, its connection one while
+ * attached, and anything that may outlive a callback (a pending op, the
+ * due list) one more; sess_unref frees at zero. A session whose connection
+ * goes away is only marked (e->dead) and reaped in the check hook, when no
+ * fan-out walks a room (sess_reap).
+ *
+ * Errors to the client are messages (sess_error); before welcome they also
+ * end the connection (sess_refuse, PROTOCOL.md 3.3). */
+#ifndef WSY_SESS_H
+#define WSY_SESS_H
+
+#include "engine_int.h"
+
+struct sess {
+  engine *e;
+  ws_conn *w;        /* NULL once the connection is gone */
+  int refs;
+  int welcomed;
+  auth_identity id;
+  char device[65];
+  char dkey[140];    /* "user:device": the dedupe key of the store */
+  json_t *from;      /* {"user","device"} of its broadcasts, made on first use */
+  char token[33];
+  member *rooms;
+  unsigned nrooms;
+  sess *dead_next;   /* on e->dead once its connection is gone */
+  int ended;         /* bye, replaced, or expired: no resume */
+  uint64_t detached_at; /* loop ms when the connection went away (0: attached) */
+  /* Outbox (PROTOCOL.md 3.4): every message after welcome has an ordinal;
+   * the frames (shared with the broadcast, not copied) are kept until the
+   * client confirms them with recv or the byte cap drops the oldest. */
+  net_chunk **ob;
+  uint32_t ob_head, ob_len, ob_cap;
+  uint64_t ob_first;   /* ordinal of ob[head] */
+  uint64_t ob_next;    /* ordinal of the next message */
+  size_t ob_bytes;
+  uint64_t opened;   /* loop ms of the connection's upgrade */
+  /* HTTP transports (fallback.h, PROTOCOL.md 2.4): the downstream is an SSE
+   * stream or a pending long-poll; httpd clears dn when that connection is
+   * freed. */
+  int http;          /* the session is on HTTP transports (not WebSocket) */
+  conn *dn;
+  int dn_kind;       /* FB_SSE or FB_POLL while dn is set */
+  uint64_t dn_at;    /* loop ms: poll start, or the stream's last write */
+  uint64_t dn_lost;  /* loop ms the last downstream went away */
+  uint64_t poll_last;/* the pending poll's last */
+  uint64_t dn_upto;  /* HTTP: the highest ordinal handed to a downstream */
+  char *dn_headers;  /* CORS headers for the deferred poll answer */
+  sess *due_next;    /* on e->due: a pending poll has something to say */
+  int due;
+  double tokens;     /* rate limit bucket */
+  uint64_t tokens_ms;
+};
+
+/* Where the direct answers to a hello sent by POST /v1/send go. */
+struct capture {
+  buf text;          /* the last message: welcome or error */
+  sess *welcomed;    /* the session that said welcome */
+  char code[32];     /* the error code of a refusal */
+};
+
+/* A fresh session for a new connection (w) or a hello by POST (w NULL),
+ * with one reference, the caller's. */
+sess *sess_new(engine *e, ws_conn *w);
+void sess_unref(sess *s);
+
+/* The one way a message reaches a session: counted, kept in the outbox,
+ * and written to its downstream when there is one. frame is borrowed. */
+void sess_send(sess *s, net_chunk *frame);
+/* Sends msg (stolen). */
+void sess_send_json(sess *s, json_t *msg);
+/* {"type":"error","re","for","code","message","room","cid","field",...extra}:
+ * re/for/room/cid are taken from req when it has them; extra is stolen. */
+json_t *sess_error_msg(json_t *req, const char *code, const char *message, const char *field,
+                       json_t *extra);
+void sess_error(sess *s, json_t *req, const char *code, const char *message, const char *field,
+                json_t *extra);
+/* An error before welcome: sent, then the connection ends (1008). */
+void sess_refuse(sess *s, json_t *req, const char *code, const char *message);
+/* {"user","device"} of the session's broadcasts (owned by s). */
+json_t *sess_from(sess *s);
+/* Presence's connected flag (PROTOCOL.md 2.4). */
+int sess_online(const sess *s);
+/* Drops the oldest outbox entry (confirmed, or over the cap). */
+void sess_ob_pop(sess *s);
+
+/* hello (PROTOCOL.md 3.1-3.3): a new session, a resume, or a refusal. */
+void sess_hello(sess *s, json_t *req);
+/* Ends a session (bye, replaced, expired): its locks and presence go, its
+ * connection (if any) is closed with code, and it can no longer resume. */
+void sess_end(sess *s, unsigned code, const char *why);
+/* Takes the session off its current transport (PROTOCOL.md 2.4: one
+ * downstream per session): a WebSocket is closed with 4001, an SSE stream
+ * gets a close event 4001, a pending poll is answered. */
+void sess_detach(sess *s, const char *why);
+/* The connection of s went away: reaped later, in the check hook. */
+void sess_gone(sess *s);
+/* Reaps the sessions whose connection went away: detached ones stay in
+ * their rooms (seen disconnected) for the resume window. */
+void sess_reap(engine *e);
+/* Ends sessions detached for longer than the resume window. */
+void sess_expire(engine *e);
+/* At shutdown: ends every session. */
+void sess_end_all(engine *e);
+
+#endif
