@@ -108,7 +108,7 @@ Test(httpd_req, header_values_exclude_surrounding_whitespace) {
   /* RFC 7230 3.2.4: optional whitespace around a field value is not part of
    * it (a key with a trailing space must still be 24 characters). */
   int st;
-  httpd_req *r = parse("GET / HTTP/1.1\r\nX-A:   v  \r\nX-B:\tw x\t \r\n"
+  httpd_req *r = parse("GET / HTTP/1.1\r\nHost: h\r\nX-A:   v  \r\nX-B:\tw x\t \r\n"
                        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ== \r\nX-C:   \r\n\r\n",
                        &st, NULL);
   cr_assert_eq(st, 1);
@@ -121,7 +121,7 @@ Test(httpd_req, header_values_exclude_surrounding_whitespace) {
 
 Test(httpd_req, first_of_repeated_headers_wins) {
   int st;
-  httpd_req *r = parse("GET / HTTP/1.1\r\nX-A: one\r\nx-a: two\r\n\r\n", &st, NULL);
+  httpd_req *r = parse("GET / HTTP/1.1\r\nHost: h\r\nX-A: one\r\nx-a: two\r\n\r\n", &st, NULL);
   cr_assert_eq(st, 1);
   assert_header(r, "X-A", "one");
   httpd_req_free(r);
@@ -153,7 +153,7 @@ Test(httpd_req, query_and_params) {
   cr_assert_str_eq(out, "en");
   httpd_req_free(r);
 
-  r = parse("GET /plain HTTP/1.1\r\n\r\n", &st, NULL);
+  r = parse("GET /plain HTTP/1.1\r\nHost: h\r\n\r\n", &st, NULL);
   cr_assert_eq(st, 1);
   cr_assert_str_eq(httpd_req_query(r), "");
   cr_assert_neq(httpd_req_query_param(r, "q", out, sizeof out), 0);
@@ -191,7 +191,7 @@ Test(httpd_req, bad_percent_escapes_are_400) {
     char req[256];
     /* A header name made of hex digits right after the URL: an escape cut
      * short must not borrow the bytes that follow it. */
-    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nBeef: h\r\n\r\n", urls[i]);
+    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nBeef: h\r\nHost: h\r\n\r\n", urls[i]);
     int st;
     httpd_req *r = parse(req, &st, NULL);
     cr_assert_eq(st, 400, "%s: status %d", urls[i], st);
@@ -210,9 +210,9 @@ Test(httpd_req, malformed_request_lines_are_400) {
     " GET / HTTP/1.1\r\n\r\n",
     "GET  HTTP/1.1\r\n\r\n",
     "\x01\x02\x03\r\n\r\n",
-    "GET / HTTP/1.1\r\nNo colon here\r\n\r\n",
-    "GET / HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
-    "GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: h\r\nNo colon here\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: abc\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
     "GET /a\177b HTTP/1.1\r\n\r\n",
   };
   for (size_t i = 0; i < WSY_ARRAY_LEN(bad); i++) {
@@ -283,16 +283,16 @@ Test(httpd_req, body_over_cap_is_413) {
   size_t used;
   /* Content-Length over the cap: refused at the headers, body not awaited. */
   httpd_req *r = httpd_req_new(MAX_HEADER, 10);
-  st = feed_copy(r, "POST /up HTTP/1.1\r\nContent-Length: 11\r\n\r\n", 41, &used);
+  st = feed_copy(r, "POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n", 50, &used);
   cr_assert_eq(st, 413, "status %d", st);
   cr_assert_not_null(httpd_req_error(r));
   httpd_req_free(r);
   r = httpd_req_new(MAX_HEADER, 10);
-  st = feed_copy(r, "POST /up HTTP/1.1\r\nContent-Length: 99999999999999\r\n\r\n", 54, &used);
+  st = feed_copy(r, "POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999\r\n\r\n", 63, &used);
   cr_assert_eq(st, 413, "huge length: status %d", st);
   httpd_req_free(r);
   /* Exactly the cap is fine, and the body is kept. */
-  const char *ok = "POST /up HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789";
+  const char *ok = "POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123456789";
   r = httpd_req_new(MAX_HEADER, 10);
   cr_assert_eq(feed_copy(r, ok, strlen(ok), &used), 1);
   cr_assert_eq(used, strlen(ok));
@@ -303,7 +303,7 @@ Test(httpd_req, body_over_cap_is_413) {
   cr_assert(memcmp(b, "0123456789", 10) == 0);
   httpd_req_free(r);
   /* Chunked: no length up front, the cap applies as the body arrives. */
-  const char *ch = "POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+  const char *ch = "POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
                    "6\r\nabcdef\r\n6\r\nghijkl\r\n0\r\n\r\n";
   r = httpd_req_new(MAX_HEADER, 10);
   cr_assert_eq(feed_copy(r, ch, strlen(ch), &used), 413);
@@ -536,7 +536,7 @@ Test(httpd_req, methods) {
   static const char *m[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"};
   for (size_t i = 0; i < WSY_ARRAY_LEN(m); i++) {
     char req[64];
-    snprintf(req, sizeof req, "%s /m HTTP/1.1\r\nContent-Length: 0\r\n\r\n", m[i]);
+    snprintf(req, sizeof req, "%s /m HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", m[i]);
     int st;
     httpd_req *r = parse(req, &st, NULL);
     cr_assert_eq(st, 1, "%s", m[i]);
@@ -608,12 +608,12 @@ Test(request_fuzz_regressions, header_lookup_after_cap_failure) {
 /* An upgrade request with a body is refused: where the body would end and
  * the WebSocket bytes begin must not depend on how the bytes arrive. */
 Test(request_fuzz_regressions, upgrade_with_body_refused_whole_and_split) {
-  const char *s = "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+  const char *s = "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                   "Content-Length: 4\r\n\r\nbody\x81\x80" "abcd";
   size_t len = strlen(s), used;
   httpd_req *a = httpd_req_new(2048, 4096), *b = httpd_req_new(2048, 4096);
   cr_assert_eq(httpd_req_feed(a, (const uint8_t *)s, len, &used), 400);
-  int st = httpd_req_feed(b, (const uint8_t *)s, 78, &used);
+  int st = httpd_req_feed(b, (const uint8_t *)s, 87, &used);
   if (st == 0) st = httpd_req_feed(b, (const uint8_t *)s + used, len - used, &used);
   cr_assert_eq(st, 400);
   httpd_req_free(a);
