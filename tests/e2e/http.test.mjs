@@ -328,3 +328,17 @@ test('limits and malformed requests', async (t) => {
     await c.waitClosed();
   });
 });
+
+test('query cap: 1023 bytes are served, 1024 -> 414', async () => {
+  // The cap is on the query alone (after '?', before '#'), far below the
+  // 16 KiB header cap, so this is the check that answers.
+  const ok = await get(`/app.js?${'q'.repeat(1023)}`);
+  assert.equal(ok.status, 200);
+  assert.equal(ok.body.toString(), files['app.js']);
+  const okFrag = await get(`/app.js?${'q'.repeat(1023)}#${'f'.repeat(100)}`);
+  assert.equal(okFrag.status, 200);
+  const over = await get(`/app.js?${'q'.repeat(1024)}`);
+  assert.equal(over.status, 414);
+  assert.match(over.body.toString(), /URI too long/);
+  await over.conn.waitClosed();
+});

@@ -634,3 +634,48 @@ Test(request_fuzz_regressions, cap_and_syntax_agree_across_splits) {
   httpd_req_free(a);
   httpd_req_free(b);
 }
+
+/* ---- caps on the request target --------------------------------------------- */
+
+/* decode_path(): the query (after '?', before '#') is capped below 1024
+ * bytes and the decoded path at MAX_PATH (2047) bytes; over either is 414.
+ * The header cap here is far above both, so these are the caps that trip. */
+static int target_status(const char *path_fill, size_t path_n, size_t query_n, const char *tail) {
+  size_t cap = 16 + path_n * strlen(path_fill) + query_n + strlen(tail) + 32;
+  char *req = malloc(cap);
+  size_t o = (size_t)snprintf(req, cap, "GET /");
+  for (size_t i = 1; i < path_n; i++) o += (size_t)snprintf(req + o, cap - o, "%s", path_fill);
+  if (query_n) {
+    req[o++] = '?';
+    memset(req + o, 'q', query_n - 1);
+    o += query_n - 1;
+  }
+  snprintf(req + o, cap - o, "%s HTTP/1.1\r\nHost: h\r\n\r\n", tail);
+  httpd_req *r = httpd_req_new(3 * MAX_HEADER, MAX_BODY);
+  size_t used;
+  int st = feed_copy(r, req, strlen(req), &used);
+  if (st == 1 && query_n) cr_assert_eq(strlen(httpd_req_query(r)), query_n - 1);
+  if (st == 1) cr_assert_eq(strlen(httpd_req_path(r)), path_n);
+  if (st == 414) cr_assert_str_eq(httpd_req_error(r), "request URI too long");
+  httpd_req_free(r);
+  free(req);
+  return st;
+}
+
+Test(httpd_req, query_cap_boundary) {
+  /* query_n counts the '?': a query of 1023 bytes is the longest taken. */
+  cr_assert_eq(target_status("p", 1, 1 + 1023, ""), 1);
+  cr_assert_eq(target_status("p", 1, 1 + 1024, ""), 414);
+  cr_assert_eq(target_status("p", 1, 1 + 5000, ""), 414);
+  /* A fragment is not part of the query. */
+  cr_assert_eq(target_status("p", 1, 1 + 1023, "#fragment"), 1);
+}
+
+Test(httpd_req, decoded_path_cap_boundary) {
+  /* path_n counts the leading '/': 2047 decoded bytes is the longest taken,
+   * however many raw bytes encode them. */
+  cr_assert_eq(target_status("p", 2047, 0, ""), 1);
+  cr_assert_eq(target_status("p", 2048, 0, ""), 414);
+  cr_assert_eq(target_status("%41", 2047, 0, ""), 1);
+  cr_assert_eq(target_status("%41", 2048, 0, ""), 414);
+}
