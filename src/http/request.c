@@ -201,6 +201,15 @@ static int decode_path(httpd_req *r) {
   return 0;
 }
 
+static unsigned header_count(const httpd_req *r, const char *name) {
+  size_t nl = strlen(name);
+  unsigned n = 0;
+  for (unsigned i = 0; i < r->nh; i++)
+    if (r->h[i].name_len == nl && strncasecmp((const char *)r->raw.data + r->h[i].name_off, name, nl) == 0)
+      n++;
+  return n;
+}
+
 static int on_headers_complete(http_parser *p) {
   httpd_req *r = p->data;
   r->headers_done = 1;
@@ -214,6 +223,14 @@ static int on_headers_complete(http_parser *p) {
     /* Where the body would end and the new protocol begin is ambiguous. */
     r->error_status = 400;
     r->why = "upgrade request with a body";
+    return -1;
+  }
+  /* RFC 9112 3.2: Host is required in HTTP/1.1 (HTTP/1.0 predates it), and
+   * more than one is refused in any version. */
+  unsigned hosts = header_count(r, "Host");
+  if (hosts > 1 || (hosts == 0 && httpd_req_http11(r))) {
+    r->error_status = 400;
+    r->why = hosts ? "more than one Host header" : "missing Host header";
     return -1;
   }
   snprintf(r->method, sizeof r->method, "%s", http_method_str((enum http_method)p->method));

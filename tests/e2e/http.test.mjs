@@ -342,3 +342,26 @@ test('query cap: 1023 bytes are served, 1024 -> 414', async () => {
   assert.match(over.body.toString(), /URI too long/);
   await over.conn.waitClosed();
 });
+
+// RFC 9112: what the parser used to let through.
+test('strict HTTP/1.1 framing: Host, version, line folding', async (t) => {
+  const refused = async (req, status, reason) => {
+    const r = await rawHttp(srv.port, req);
+    assert.equal(r.status, status, JSON.stringify(req));
+    if (reason) assert.match(r.body.toString(), reason);
+    await r.conn.waitClosed();
+  };
+  await t.test('HTTP/1.1 without Host -> 400', async () => {
+    await refused('GET /healthz HTTP/1.1\r\n\r\n', 400, /Host/);
+    await refused('POST /app.js HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi', 400, /Host/);
+  });
+  await t.test('HTTP/1.0 without Host is still served', async () => {
+    const r = await rawHttp(srv.port, 'GET /healthz HTTP/1.0\r\n\r\n');
+    assert.equal(r.status, 200);
+  });
+  await t.test('two Host headers -> 400', async () => {
+    await refused('GET /healthz HTTP/1.1\r\nHost: x\r\nHost: x\r\n\r\n', 400, /Host/);
+    await refused('GET /healthz HTTP/1.1\r\nHost: x\r\nhost: y\r\n\r\n', 400, /Host/);
+    await refused('GET /healthz HTTP/1.0\r\nHost: x\r\nHost: y\r\n\r\n', 400, /Host/);
+  });
+});

@@ -679,3 +679,63 @@ Test(httpd_req, decoded_path_cap_boundary) {
   cr_assert_eq(target_status("%41", 2047, 0, ""), 1);
   cr_assert_eq(target_status("%41", 2048, 0, ""), 414);
 }
+
+/* ---- RFC 9112 strictness ------------------------------------------------------ */
+
+/* Parses s whole, then at every cut and byte by byte: the status must be the
+ * same every way. Returns the status; why (when not NULL) gets the reason
+ * of a failure, from a whole parse. */
+static int status_every_split(const char *s, char *why, size_t why_n) {
+  size_t n = strlen(s);
+  summary whole, got;
+  run_pieces(s, n, n, n, &whole);
+  for (size_t k = 1; k < n; k++) {
+    run_pieces(s, n, k, n, &got);
+    cr_assert_eq(got.st, whole.st, "%s: cut %zu: %d vs whole %d", s, k, got.st, whole.st);
+  }
+  run_pieces(s, n, 1, 1, &got);
+  cr_assert_eq(got.st, whole.st, "%s: byte by byte: %d vs whole %d", s, got.st, whole.st);
+  if (why) {
+    httpd_req *r = httpd_req_new(MAX_HEADER, MAX_BODY);
+    size_t used;
+    feed_copy(r, s, n, &used);
+    snprintf(why, why_n, "%s", whole.st > 1 ? httpd_req_error(r) : "");
+    httpd_req_free(r);
+  }
+  return whole.st;
+}
+
+/* RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request without a
+ * Host header, and to any request with more than one. */
+Test(httpd_req, host_required_once_in_http11) {
+  static const struct {
+    const char *req;
+    int st;
+  } cases[] = {
+    {"GET / HTTP/1.1\r\n\r\n", 400},
+    {"GET / HTTP/1.1\r\nUser-Agent: t\r\nHostname: h\r\nX-Host: h\r\n\r\n", 400},
+    {"POST /p HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi", 400},
+    {"GET / HTTP/1.2\r\n\r\n", 400}, /* a later 1.x minor is read as 1.1 */
+    {"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400},
+    {"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n", 400},
+    {"GET / HTTP/1.1\r\nHOST: a\r\nX: y\r\nHost:\r\n\r\n", 400},
+    {"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", 400},
+    {"GET / HTTP/1.1\r\nHost: h\r\n\r\n", 1},
+    {"GET / HTTP/1.1\r\nhOsT: h\r\n\r\n", 1},
+    {"GET / HTTP/1.1\r\nHost:\r\n\r\n", 1}, /* empty is allowed (no authority) */
+    {"GET / HTTP/1.2\r\nHost: h\r\n\r\n", 1},
+    {"GET / HTTP/1.0\r\n\r\n", 1},
+    {"GET / HTTP/1.0\r\nHost: h\r\n\r\n", 1},
+  };
+  for (size_t i = 0; i < WSY_ARRAY_LEN(cases); i++) {
+    char why[128];
+    int st = status_every_split(cases[i].req, why, sizeof why);
+    cr_assert_eq(st, cases[i].st, "case %zu: status %d (%s)", i, st, why);
+    if (st == 400) cr_assert(strstr(why, "Host"), "case %zu: reason \"%s\"", i, why);
+  }
+  /* A chunked trailer named Host is not a second Host header. */
+  int st = status_every_split("POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              "1\r\nx\r\n0\r\nHost: other\r\n\r\n",
+                              NULL, 0);
+  cr_assert_eq(st, 1);
+}
