@@ -218,6 +218,16 @@ static int on_headers_complete(http_parser *p) {
     r->why = "too many request headers";
     return -1;
   }
+  /* Only HTTP/1.x is served (RFC 9110 2.5: a later 1.x minor is read as
+   * 1.1). http-parser takes any one digit on each side of the dot, and
+   * reads a request line without a version as HTTP/0.9. Checked here, once
+   * the headers are complete, so a syntax error in them wins the same way
+   * however the bytes are split. */
+  if (p->http_major != 1) {
+    r->error_status = 505;
+    r->why = "HTTP version not supported";
+    return -1;
+  }
   if (p->upgrade && ((p->content_length != ULLONG_MAX && p->content_length > 0) ||
                      (p->flags & F_CHUNKED))) {
     /* Where the body would end and the new protocol begin is ambiguous. */

@@ -364,4 +364,18 @@ test('strict HTTP/1.1 framing: Host, version, line folding', async (t) => {
     await refused('GET /healthz HTTP/1.1\r\nHost: x\r\nhost: y\r\n\r\n', 400, /Host/);
     await refused('GET /healthz HTTP/1.0\r\nHost: x\r\nHost: y\r\n\r\n', 400, /Host/);
   });
+  await t.test('unsupported HTTP versions -> 505', async () => {
+    for (const v of ['9.9', '2.0', '3.0', '0.9']) {
+      await refused(`GET /healthz HTTP/${v}\r\nHost: x\r\n\r\n`, 505, /version/);
+    }
+    // Version syntax that is not HTTP-version at all stays a plain 400.
+    await refused('GET /healthz HTTP/10.1\r\nHost: x\r\n\r\n', 400);
+  });
+  await t.test('505 after a good request on the same connection', async () => {
+    const c = await RawConn.connect(srv.port);
+    await c.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/2.0\r\nHost: x\r\n\r\n');
+    assert.equal((await c.readResponse()).status, 200);
+    assert.equal((await c.readResponse()).status, 505);
+    await c.waitClosed();
+  });
 });

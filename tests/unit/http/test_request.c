@@ -739,3 +739,36 @@ Test(httpd_req, host_required_once_in_http11) {
                               NULL, 0);
   cr_assert_eq(st, 1);
 }
+
+/* RFC 9110 15.6.6 / RFC 9112 2.3: only HTTP/1.x is served; other major
+ * versions get 505 (http-parser takes any single digit on each side). */
+Test(httpd_req, unsupported_versions_are_505) {
+  static const char *bad[] = {
+    "GET / HTTP/9.9\r\nHost: h\r\n\r\n",
+    "GET / HTTP/2.0\r\nHost: h\r\n\r\n",
+    "GET / HTTP/3.0\r\nHost: h\r\n\r\n",
+    "GET / HTTP/0.9\r\nHost: h\r\n\r\n",
+    "GET / HTTP/0.9\r\n\r\n",
+    "GET / HTTP/2.0\r\n\r\n", /* 505, not the missing Host */
+    "POST /p HTTP/2.0\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",
+    "GET /\r\n\r\n", /* no version: http-parser reads it as HTTP/0.9 */
+    "GET /ws HTTP/2.0\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+  };
+  for (size_t i = 0; i < WSY_ARRAY_LEN(bad); i++) {
+    char why[128];
+    int st = status_every_split(bad[i], why, sizeof why);
+    cr_assert_eq(st, 505, "case %zu: status %d (%s)", i, st, why);
+    cr_assert(strstr(why, "version"), "case %zu: reason \"%s\"", i, why);
+  }
+  /* Not HTTP-version syntax at all: 400, as before. */
+  static const char *malformed[] = {
+    "GET / HTTP/10.1\r\nHost: h\r\n\r\n",
+    "GET / HTTP/1.10\r\nHost: h\r\n\r\n",
+    "GET / HTTP/1\r\nHost: h\r\n\r\n",
+    "GET / HTTP/9.9 x\r\nHost: h\r\n\r\n",
+  };
+  for (size_t i = 0; i < WSY_ARRAY_LEN(malformed); i++) {
+    int st = status_every_split(malformed[i], NULL, 0);
+    cr_assert_eq(st, 400, "malformed case %zu: status %d", i, st);
+  }
+}
