@@ -378,4 +378,17 @@ test('strict HTTP/1.1 framing: Host, version, line folding', async (t) => {
     assert.equal((await c.readResponse()).status, 505);
     await c.waitClosed();
   });
+  await t.test('obsolete line folding -> 400', async () => {
+    await refused('GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: a\r\n b\r\n\r\n', 400, /fold/);
+    await refused('GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: a\r\n\tb\r\n\r\n', 400, /fold/);
+    // Sent a byte at a time, so the fold arrives in a read of its own.
+    const c = await RawConn.connect(srv.port);
+    await c.dribble(Buffer.from('GET /healthz HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n'));
+    const r = await c.readResponse();
+    assert.equal(r.status, 400);
+    assert.match(r.body.toString(), /fold/);
+  });
+  await t.test('whitespace inside a header value is fine', async () => {
+    assert.equal((await get('/healthz', 'X-Spaced: a \t b\r\n')).status, 200);
+  });
 });

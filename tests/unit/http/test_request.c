@@ -772,3 +772,39 @@ Test(httpd_req, unsupported_versions_are_505) {
     cr_assert_eq(st, 400, "malformed case %zu: status %d", i, st);
   }
 }
+
+/* RFC 9112 5.2: a server that does not unfold obsolete line folding MUST
+ * reject it with 400. http-parser would join the lines silently. */
+Test(httpd_req, obsolete_line_folding_is_400) {
+  static const char *bad[] = {
+    "GET / HTTP/1.1\r\nHost: h\r\nX-Long: part1\r\n  part2\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: h\r\nX-Long: part1\r\n\tpart2\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost:\r\n h\r\n\r\n",              /* after an empty value */
+    "GET / HTTP/1.1\r\nHost: h\r\nX:\r\n\t\r\n\r\n",         /* a fold of only whitespace */
+    "GET / HTTP/1.1\r\nHost: h\r\n Y: z\r\n\r\n",            /* fold of the Host line */
+    "GET / HTTP/1.1\r\n Host: h\r\n\r\n",                    /* whitespace before the first field */
+    "GET / HTTP/1.1\nHost: h\nX: a\n b\n\n",                 /* bare LF line ends */
+    "GET / HTTP/1.0\r\nX: a\r\n b\r\n\r\n",
+    "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n 0\r\n\r\n0123456789",
+    "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: x,\r\n Upgrade\r\n\r\n",
+  };
+  for (size_t i = 0; i < WSY_ARRAY_LEN(bad); i++) {
+    char why[128];
+    int st = status_every_split(bad[i], why, sizeof why);
+    cr_assert_eq(st, 400, "case %zu: status %d (%s)", i, st, why);
+    cr_assert(strstr(why, "fold"), "case %zu: reason \"%s\"", i, why);
+  }
+  /* Whitespace that is not at the start of a header line is fine: inside a
+   * value, before the first request line, in a body, or in the next request. */
+  static const char *good[] = {
+    "GET / HTTP/1.1\r\nHost: h\r\nX: a \t b\r\n\r\n",
+    "\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+    "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\n \r\n ",
+    "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n \r\n \r\n0\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: h\r\n\r\n GET / HTTP/1.1\r\n\r\n",
+  };
+  for (size_t i = 0; i < WSY_ARRAY_LEN(good); i++) {
+    int st = status_every_split(good[i], NULL, 0);
+    cr_assert_eq(st, 1, "good case %zu: status %d", i, st);
+  }
+}
