@@ -5,7 +5,11 @@
  * Header bytes are collected in one capped buffer: URL, then each name and
  * value, recorded as offsets; past max_header the request fails with 431.
  * The parser pauses after each complete request, so pipelined bytes stay
- * with the caller for the next request object. */
+ * with the caller for the next request object.
+ *
+ * Stricter than http-parser where RFC 9112 says a server must be: a
+ * version other than HTTP/1.x is 505; an HTTP/1.1 request without Host, or
+ * any request with two, is 400; obsolete line folding is 400. */
 #include "httpd.h"
 
 #include <http_parser.h>
