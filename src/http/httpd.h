@@ -67,7 +67,7 @@ void httpd_req_free(httpd_req *r);
  * next request, or to the new protocol after an upgrade). Returns 0 when
  * more bytes are needed, 1 when the request is complete (or is an upgrade
  * request whose headers are complete), or an HTTP error status (400, 413,
- * 414, 431), sticky, with httpd_req_error() saying why. */
+ * 414, 431, 505), sticky, with httpd_req_error() saying why. */
 int httpd_req_feed(httpd_req *r, const uint8_t *data, size_t len, size_t *used) WSY_WUR;
 const char *httpd_req_error(const httpd_req *r);
 int httpd_req_upgrade(const httpd_req *r);

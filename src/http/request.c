@@ -5,7 +5,11 @@
  * Header bytes are collected in one capped buffer: URL, then each name and
  * value, recorded as offsets; past max_header the request fails with 431.
  * The parser pauses after each complete request, so pipelined bytes stay
- * with the caller for the next request object. */
+ * with the caller for the next request object.
+ *
+ * Stricter than http-parser where RFC 9112 says a server must be: a
+ * version other than HTTP/1.x is 505; an HTTP/1.1 request without Host, or
+ * any request with two, is 400; obsolete line folding is 400. */
 #include "httpd.h"
 
 #include <http_parser.h>
@@ -27,6 +31,7 @@ struct httpd_req {
   size_t max_header;
   size_t head_seen;   /* bytes fed before the headers were complete */
   int headers_done;
+  int line_state;     /* where find_fold() is in the head */
   int too_many;       /* more than MAX_HEADERS: failed at the end of the headers */
   buf raw;            /* url, then header names and values */
   buf body;
@@ -95,6 +100,41 @@ int httpd_header_has_token(const char *v, size_t len, const char *token) {
     if (e - s == tl && strncasecmp(v + s, token, tl) == 0) return 1;
   }
   return 0;
+}
+
+/* ---- obsolete line folding ------------------------------------------------ */
+
+/* RFC 9112 5.2: a header line that starts with SP or HTAB continues the
+ * line before it (obs-fold). http-parser joins it to the previous value;
+ * here the request is refused with 400. The head is scanned ahead of the
+ * parser, which is then given only the bytes before the fold: an error it
+ * finds earlier still wins, and the answer is decided by the position of
+ * the fold, not by how the bytes were split. The line structure follows
+ * http-parser: empty lines before the request line are skipped, lines end
+ * at LF (with or without CR), and an empty line (CR or LF at the start of a
+ * line) ends the head. */
+enum { LS_BEFORE, LS_REQUEST_LINE, LS_LINE_START, LS_IN_LINE, LS_END };
+
+/* Advances the line state over d[0..n); returns the offset of the first
+ * byte of a folded line, or n. */
+static size_t find_fold(httpd_req *r, const uint8_t *d, size_t n) {
+  for (size_t i = 0; i < n && r->line_state != LS_END; i++) {
+    uint8_t ch = d[i];
+    switch (r->line_state) {
+    case LS_BEFORE:
+      if (ch != '\r' && ch != '\n') r->line_state = LS_REQUEST_LINE;
+      break;
+    case LS_REQUEST_LINE:
+    case LS_IN_LINE:
+      if (ch == '\n') r->line_state = LS_LINE_START;
+      break;
+    case LS_LINE_START:
+      if (ch == ' ' || ch == '\t') return i;
+      r->line_state = ch == '\r' || ch == '\n' ? LS_END : LS_IN_LINE;
+      break;
+    }
+  }
+  return n;
 }
 
 /* ---- parser callbacks ---------------------------------------------------- */
@@ -201,6 +241,15 @@ static int decode_path(httpd_req *r) {
   return 0;
 }
 
+static unsigned header_count(const httpd_req *r, const char *name) {
+  size_t nl = strlen(name);
+  unsigned n = 0;
+  for (unsigned i = 0; i < r->nh; i++)
+    if (r->h[i].name_len == nl && strncasecmp((const char *)r->raw.data + r->h[i].name_off, name, nl) == 0)
+      n++;
+  return n;
+}
+
 static int on_headers_complete(http_parser *p) {
   httpd_req *r = p->data;
   r->headers_done = 1;
@@ -209,11 +258,29 @@ static int on_headers_complete(http_parser *p) {
     r->why = "too many request headers";
     return -1;
   }
+  /* Only HTTP/1.x is served (RFC 9110 2.5: a later 1.x minor is read as
+   * 1.1). http-parser takes any one digit on each side of the dot, and
+   * reads a request line without a version as HTTP/0.9. Checked here, once
+   * the headers are complete, so a syntax error in them wins the same way
+   * however the bytes are split. */
+  if (p->http_major != 1) {
+    r->error_status = 505;
+    r->why = "HTTP version not supported";
+    return -1;
+  }
   if (p->upgrade && ((p->content_length != ULLONG_MAX && p->content_length > 0) ||
                      (p->flags & F_CHUNKED))) {
     /* Where the body would end and the new protocol begin is ambiguous. */
     r->error_status = 400;
     r->why = "upgrade request with a body";
+    return -1;
+  }
+  /* RFC 9112 3.2: Host is required in HTTP/1.1 (HTTP/1.0 predates it), and
+   * more than one is refused in any version. */
+  unsigned hosts = header_count(r, "Host");
+  if (hosts > 1 || (hosts == 0 && httpd_req_http11(r))) {
+    r->error_status = 400;
+    r->why = hosts ? "more than one Host header" : "missing Host header";
     return -1;
   }
   snprintf(r->method, sizeof r->method, "%s", http_method_str((enum http_method)p->method));
@@ -289,7 +356,14 @@ int httpd_req_feed(httpd_req *r, const uint8_t *data, size_t len, size_t *used) 
     size_t slice = len;
     if (!r->headers_done && slice > r->max_header + 1 - r->head_seen)
       slice = r->max_header + 1 - r->head_seen;
-    size_t n = http_parser_execute(&r->parser, &settings, (const char *)data, slice);
+    int folded = 0;
+    if (!r->headers_done) {
+      size_t f = find_fold(r, data, slice);
+      folded = f < slice;
+      slice = f;
+    }
+    /* Zero bytes would be end of stream to http-parser: a fold first. */
+    size_t n = slice ? http_parser_execute(&r->parser, &settings, (const char *)data, slice) : 0;
     enum http_errno err = HTTP_PARSER_ERRNO(&r->parser);
     *used += n;
     data += n;
@@ -313,6 +387,11 @@ int httpd_req_feed(httpd_req *r, const uint8_t *data, size_t len, size_t *used) 
         r->why = line ? "request line too long" : "request headers too large";
         return r->error_status;
       }
+    }
+    if (folded) {
+      r->error_status = 400;
+      r->why = "obsolete line folding in the headers";
+      return r->error_status;
     }
     if (n < slice && !r->complete) break; /* cannot happen unless paused */
   }

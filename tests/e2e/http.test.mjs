@@ -328,3 +328,67 @@ test('limits and malformed requests', async (t) => {
     await c.waitClosed();
   });
 });
+
+test('query cap: 1023 bytes are served, 1024 -> 414', async () => {
+  // The cap is on the query alone (after '?', before '#'), far below the
+  // 16 KiB header cap, so this is the check that answers.
+  const ok = await get(`/app.js?${'q'.repeat(1023)}`);
+  assert.equal(ok.status, 200);
+  assert.equal(ok.body.toString(), files['app.js']);
+  const okFrag = await get(`/app.js?${'q'.repeat(1023)}#${'f'.repeat(100)}`);
+  assert.equal(okFrag.status, 200);
+  const over = await get(`/app.js?${'q'.repeat(1024)}`);
+  assert.equal(over.status, 414);
+  assert.match(over.body.toString(), /URI too long/);
+  await over.conn.waitClosed();
+});
+
+// RFC 9112: what the parser used to let through.
+test('strict HTTP/1.1 framing: Host, version, line folding', async (t) => {
+  const refused = async (req, status, reason) => {
+    const r = await rawHttp(srv.port, req);
+    assert.equal(r.status, status, JSON.stringify(req));
+    if (reason) assert.match(r.body.toString(), reason);
+    await r.conn.waitClosed();
+  };
+  await t.test('HTTP/1.1 without Host -> 400', async () => {
+    await refused('GET /healthz HTTP/1.1\r\n\r\n', 400, /Host/);
+    await refused('POST /app.js HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi', 400, /Host/);
+  });
+  await t.test('HTTP/1.0 without Host is still served', async () => {
+    const r = await rawHttp(srv.port, 'GET /healthz HTTP/1.0\r\n\r\n');
+    assert.equal(r.status, 200);
+  });
+  await t.test('two Host headers -> 400', async () => {
+    await refused('GET /healthz HTTP/1.1\r\nHost: x\r\nHost: x\r\n\r\n', 400, /Host/);
+    await refused('GET /healthz HTTP/1.1\r\nHost: x\r\nhost: y\r\n\r\n', 400, /Host/);
+    await refused('GET /healthz HTTP/1.0\r\nHost: x\r\nHost: y\r\n\r\n', 400, /Host/);
+  });
+  await t.test('unsupported HTTP versions -> 505', async () => {
+    for (const v of ['9.9', '2.0', '3.0', '0.9']) {
+      await refused(`GET /healthz HTTP/${v}\r\nHost: x\r\n\r\n`, 505, /version/);
+    }
+    // Version syntax that is not HTTP-version at all stays a plain 400.
+    await refused('GET /healthz HTTP/10.1\r\nHost: x\r\n\r\n', 400);
+  });
+  await t.test('505 after a good request on the same connection', async () => {
+    const c = await RawConn.connect(srv.port);
+    await c.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/2.0\r\nHost: x\r\n\r\n');
+    assert.equal((await c.readResponse()).status, 200);
+    assert.equal((await c.readResponse()).status, 505);
+    await c.waitClosed();
+  });
+  await t.test('obsolete line folding -> 400', async () => {
+    await refused('GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: a\r\n b\r\n\r\n', 400, /fold/);
+    await refused('GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: a\r\n\tb\r\n\r\n', 400, /fold/);
+    // Sent a byte at a time, so the fold arrives in a read of its own.
+    const c = await RawConn.connect(srv.port);
+    await c.dribble(Buffer.from('GET /healthz HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n'));
+    const r = await c.readResponse();
+    assert.equal(r.status, 400);
+    assert.match(r.body.toString(), /fold/);
+  });
+  await t.test('whitespace inside a header value is fine', async () => {
+    assert.equal((await get('/healthz', 'X-Spaced: a \t b\r\n')).status, 200);
+  });
+});

@@ -108,7 +108,7 @@ Test(httpd_req, header_values_exclude_surrounding_whitespace) {
   /* RFC 7230 3.2.4: optional whitespace around a field value is not part of
    * it (a key with a trailing space must still be 24 characters). */
   int st;
-  httpd_req *r = parse("GET / HTTP/1.1\r\nX-A:   v  \r\nX-B:\tw x\t \r\n"
+  httpd_req *r = parse("GET / HTTP/1.1\r\nHost: h\r\nX-A:   v  \r\nX-B:\tw x\t \r\n"
                        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ== \r\nX-C:   \r\n\r\n",
                        &st, NULL);
   cr_assert_eq(st, 1);
@@ -121,7 +121,7 @@ Test(httpd_req, header_values_exclude_surrounding_whitespace) {
 
 Test(httpd_req, first_of_repeated_headers_wins) {
   int st;
-  httpd_req *r = parse("GET / HTTP/1.1\r\nX-A: one\r\nx-a: two\r\n\r\n", &st, NULL);
+  httpd_req *r = parse("GET / HTTP/1.1\r\nHost: h\r\nX-A: one\r\nx-a: two\r\n\r\n", &st, NULL);
   cr_assert_eq(st, 1);
   assert_header(r, "X-A", "one");
   httpd_req_free(r);
@@ -153,7 +153,7 @@ Test(httpd_req, query_and_params) {
   cr_assert_str_eq(out, "en");
   httpd_req_free(r);
 
-  r = parse("GET /plain HTTP/1.1\r\n\r\n", &st, NULL);
+  r = parse("GET /plain HTTP/1.1\r\nHost: h\r\n\r\n", &st, NULL);
   cr_assert_eq(st, 1);
   cr_assert_str_eq(httpd_req_query(r), "");
   cr_assert_neq(httpd_req_query_param(r, "q", out, sizeof out), 0);
@@ -191,7 +191,7 @@ Test(httpd_req, bad_percent_escapes_are_400) {
     char req[256];
     /* A header name made of hex digits right after the URL: an escape cut
      * short must not borrow the bytes that follow it. */
-    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nBeef: h\r\n\r\n", urls[i]);
+    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nBeef: h\r\nHost: h\r\n\r\n", urls[i]);
     int st;
     httpd_req *r = parse(req, &st, NULL);
     cr_assert_eq(st, 400, "%s: status %d", urls[i], st);
@@ -210,9 +210,9 @@ Test(httpd_req, malformed_request_lines_are_400) {
     " GET / HTTP/1.1\r\n\r\n",
     "GET  HTTP/1.1\r\n\r\n",
     "\x01\x02\x03\r\n\r\n",
-    "GET / HTTP/1.1\r\nNo colon here\r\n\r\n",
-    "GET / HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
-    "GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: h\r\nNo colon here\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: abc\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
     "GET /a\177b HTTP/1.1\r\n\r\n",
   };
   for (size_t i = 0; i < WSY_ARRAY_LEN(bad); i++) {
@@ -283,16 +283,16 @@ Test(httpd_req, body_over_cap_is_413) {
   size_t used;
   /* Content-Length over the cap: refused at the headers, body not awaited. */
   httpd_req *r = httpd_req_new(MAX_HEADER, 10);
-  st = feed_copy(r, "POST /up HTTP/1.1\r\nContent-Length: 11\r\n\r\n", 41, &used);
+  st = feed_copy(r, "POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n", 50, &used);
   cr_assert_eq(st, 413, "status %d", st);
   cr_assert_not_null(httpd_req_error(r));
   httpd_req_free(r);
   r = httpd_req_new(MAX_HEADER, 10);
-  st = feed_copy(r, "POST /up HTTP/1.1\r\nContent-Length: 99999999999999\r\n\r\n", 54, &used);
+  st = feed_copy(r, "POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999\r\n\r\n", 63, &used);
   cr_assert_eq(st, 413, "huge length: status %d", st);
   httpd_req_free(r);
   /* Exactly the cap is fine, and the body is kept. */
-  const char *ok = "POST /up HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789";
+  const char *ok = "POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123456789";
   r = httpd_req_new(MAX_HEADER, 10);
   cr_assert_eq(feed_copy(r, ok, strlen(ok), &used), 1);
   cr_assert_eq(used, strlen(ok));
@@ -303,7 +303,7 @@ Test(httpd_req, body_over_cap_is_413) {
   cr_assert(memcmp(b, "0123456789", 10) == 0);
   httpd_req_free(r);
   /* Chunked: no length up front, the cap applies as the body arrives. */
-  const char *ch = "POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+  const char *ch = "POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
                    "6\r\nabcdef\r\n6\r\nghijkl\r\n0\r\n\r\n";
   r = httpd_req_new(MAX_HEADER, 10);
   cr_assert_eq(feed_copy(r, ch, strlen(ch), &used), 413);
@@ -536,7 +536,7 @@ Test(httpd_req, methods) {
   static const char *m[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"};
   for (size_t i = 0; i < WSY_ARRAY_LEN(m); i++) {
     char req[64];
-    snprintf(req, sizeof req, "%s /m HTTP/1.1\r\nContent-Length: 0\r\n\r\n", m[i]);
+    snprintf(req, sizeof req, "%s /m HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", m[i]);
     int st;
     httpd_req *r = parse(req, &st, NULL);
     cr_assert_eq(st, 1, "%s", m[i]);
@@ -608,12 +608,12 @@ Test(request_fuzz_regressions, header_lookup_after_cap_failure) {
 /* An upgrade request with a body is refused: where the body would end and
  * the WebSocket bytes begin must not depend on how the bytes arrive. */
 Test(request_fuzz_regressions, upgrade_with_body_refused_whole_and_split) {
-  const char *s = "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+  const char *s = "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                   "Content-Length: 4\r\n\r\nbody\x81\x80" "abcd";
   size_t len = strlen(s), used;
   httpd_req *a = httpd_req_new(2048, 4096), *b = httpd_req_new(2048, 4096);
   cr_assert_eq(httpd_req_feed(a, (const uint8_t *)s, len, &used), 400);
-  int st = httpd_req_feed(b, (const uint8_t *)s, 78, &used);
+  int st = httpd_req_feed(b, (const uint8_t *)s, 87, &used);
   if (st == 0) st = httpd_req_feed(b, (const uint8_t *)s + used, len - used, &used);
   cr_assert_eq(st, 400);
   httpd_req_free(a);
@@ -633,4 +633,178 @@ Test(request_fuzz_regressions, cap_and_syntax_agree_across_splits) {
   cr_assert(whole == 414 || whole == 400);
   httpd_req_free(a);
   httpd_req_free(b);
+}
+
+/* ---- caps on the request target --------------------------------------------- */
+
+/* decode_path(): the query (after '?', before '#') is capped below 1024
+ * bytes and the decoded path at MAX_PATH (2047) bytes; over either is 414.
+ * The header cap here is far above both, so these are the caps that trip. */
+static int target_status(const char *path_fill, size_t path_n, size_t query_n, const char *tail) {
+  size_t cap = 16 + path_n * strlen(path_fill) + query_n + strlen(tail) + 32;
+  char *req = malloc(cap);
+  size_t o = (size_t)snprintf(req, cap, "GET /");
+  for (size_t i = 1; i < path_n; i++) o += (size_t)snprintf(req + o, cap - o, "%s", path_fill);
+  if (query_n) {
+    req[o++] = '?';
+    memset(req + o, 'q', query_n - 1);
+    o += query_n - 1;
+  }
+  snprintf(req + o, cap - o, "%s HTTP/1.1\r\nHost: h\r\n\r\n", tail);
+  httpd_req *r = httpd_req_new(3 * MAX_HEADER, MAX_BODY);
+  size_t used;
+  int st = feed_copy(r, req, strlen(req), &used);
+  if (st == 1 && query_n) cr_assert_eq(strlen(httpd_req_query(r)), query_n - 1);
+  if (st == 1) cr_assert_eq(strlen(httpd_req_path(r)), path_n);
+  if (st == 414) cr_assert_str_eq(httpd_req_error(r), "request URI too long");
+  httpd_req_free(r);
+  free(req);
+  return st;
+}
+
+Test(httpd_req, query_cap_boundary) {
+  /* query_n counts the '?': a query of 1023 bytes is the longest taken. */
+  cr_assert_eq(target_status("p", 1, 1 + 1023, ""), 1);
+  cr_assert_eq(target_status("p", 1, 1 + 1024, ""), 414);
+  cr_assert_eq(target_status("p", 1, 1 + 5000, ""), 414);
+  /* A fragment is not part of the query. */
+  cr_assert_eq(target_status("p", 1, 1 + 1023, "#fragment"), 1);
+}
+
+Test(httpd_req, decoded_path_cap_boundary) {
+  /* path_n counts the leading '/': 2047 decoded bytes is the longest taken,
+   * however many raw bytes encode them. */
+  cr_assert_eq(target_status("p", 2047, 0, ""), 1);
+  cr_assert_eq(target_status("p", 2048, 0, ""), 414);
+  cr_assert_eq(target_status("%41", 2047, 0, ""), 1);
+  cr_assert_eq(target_status("%41", 2048, 0, ""), 414);
+}
+
+/* ---- RFC 9112 strictness ------------------------------------------------------ */
+
+/* Parses s whole, then at every cut and byte by byte: the status must be the
+ * same every way. Returns the status; why (when not NULL) gets the reason
+ * of a failure, from a whole parse. */
+static int status_every_split(const char *s, char *why, size_t why_n) {
+  size_t n = strlen(s);
+  summary whole, got;
+  run_pieces(s, n, n, n, &whole);
+  for (size_t k = 1; k < n; k++) {
+    run_pieces(s, n, k, n, &got);
+    cr_assert_eq(got.st, whole.st, "%s: cut %zu: %d vs whole %d", s, k, got.st, whole.st);
+  }
+  run_pieces(s, n, 1, 1, &got);
+  cr_assert_eq(got.st, whole.st, "%s: byte by byte: %d vs whole %d", s, got.st, whole.st);
+  if (why) {
+    httpd_req *r = httpd_req_new(MAX_HEADER, MAX_BODY);
+    size_t used;
+    feed_copy(r, s, n, &used);
+    snprintf(why, why_n, "%s", whole.st > 1 ? httpd_req_error(r) : "");
+    httpd_req_free(r);
+  }
+  return whole.st;
+}
+
+/* RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request without a
+ * Host header, and to any request with more than one. */
+Test(httpd_req, host_required_once_in_http11) {
+  static const struct {
+    const char *req;
+    int st;
+  } cases[] = {
+    {"GET / HTTP/1.1\r\n\r\n", 400},
+    {"GET / HTTP/1.1\r\nUser-Agent: t\r\nHostname: h\r\nX-Host: h\r\n\r\n", 400},
+    {"POST /p HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi", 400},
+    {"GET / HTTP/1.2\r\n\r\n", 400}, /* a later 1.x minor is read as 1.1 */
+    {"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400},
+    {"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n", 400},
+    {"GET / HTTP/1.1\r\nHOST: a\r\nX: y\r\nHost:\r\n\r\n", 400},
+    {"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", 400},
+    {"GET / HTTP/1.1\r\nHost: h\r\n\r\n", 1},
+    {"GET / HTTP/1.1\r\nhOsT: h\r\n\r\n", 1},
+    {"GET / HTTP/1.1\r\nHost:\r\n\r\n", 1}, /* empty is allowed (no authority) */
+    {"GET / HTTP/1.2\r\nHost: h\r\n\r\n", 1},
+    {"GET / HTTP/1.0\r\n\r\n", 1},
+    {"GET / HTTP/1.0\r\nHost: h\r\n\r\n", 1},
+  };
+  for (size_t i = 0; i < WSY_ARRAY_LEN(cases); i++) {
+    char why[128];
+    int st = status_every_split(cases[i].req, why, sizeof why);
+    cr_assert_eq(st, cases[i].st, "case %zu: status %d (%s)", i, st, why);
+    if (st == 400) cr_assert(strstr(why, "Host"), "case %zu: reason \"%s\"", i, why);
+  }
+  /* A chunked trailer named Host is not a second Host header. */
+  int st = status_every_split("POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              "1\r\nx\r\n0\r\nHost: other\r\n\r\n",
+                              NULL, 0);
+  cr_assert_eq(st, 1);
+}
+
+/* RFC 9110 15.6.6 / RFC 9112 2.3: only HTTP/1.x is served; other major
+ * versions get 505 (http-parser takes any single digit on each side). */
+Test(httpd_req, unsupported_versions_are_505) {
+  static const char *bad[] = {
+    "GET / HTTP/9.9\r\nHost: h\r\n\r\n",
+    "GET / HTTP/2.0\r\nHost: h\r\n\r\n",
+    "GET / HTTP/3.0\r\nHost: h\r\n\r\n",
+    "GET / HTTP/0.9\r\nHost: h\r\n\r\n",
+    "GET / HTTP/0.9\r\n\r\n",
+    "GET / HTTP/2.0\r\n\r\n", /* 505, not the missing Host */
+    "POST /p HTTP/2.0\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",
+    "GET /\r\n\r\n", /* no version: http-parser reads it as HTTP/0.9 */
+    "GET /ws HTTP/2.0\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+  };
+  for (size_t i = 0; i < WSY_ARRAY_LEN(bad); i++) {
+    char why[128];
+    int st = status_every_split(bad[i], why, sizeof why);
+    cr_assert_eq(st, 505, "case %zu: status %d (%s)", i, st, why);
+    cr_assert(strstr(why, "version"), "case %zu: reason \"%s\"", i, why);
+  }
+  /* Not HTTP-version syntax at all: 400, as before. */
+  static const char *malformed[] = {
+    "GET / HTTP/10.1\r\nHost: h\r\n\r\n",
+    "GET / HTTP/1.10\r\nHost: h\r\n\r\n",
+    "GET / HTTP/1\r\nHost: h\r\n\r\n",
+    "GET / HTTP/9.9 x\r\nHost: h\r\n\r\n",
+  };
+  for (size_t i = 0; i < WSY_ARRAY_LEN(malformed); i++) {
+    int st = status_every_split(malformed[i], NULL, 0);
+    cr_assert_eq(st, 400, "malformed case %zu: status %d", i, st);
+  }
+}
+
+/* RFC 9112 5.2: a server that does not unfold obsolete line folding MUST
+ * reject it with 400. http-parser would join the lines silently. */
+Test(httpd_req, obsolete_line_folding_is_400) {
+  static const char *bad[] = {
+    "GET / HTTP/1.1\r\nHost: h\r\nX-Long: part1\r\n  part2\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: h\r\nX-Long: part1\r\n\tpart2\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost:\r\n h\r\n\r\n",              /* after an empty value */
+    "GET / HTTP/1.1\r\nHost: h\r\nX:\r\n\t\r\n\r\n",         /* a fold of only whitespace */
+    "GET / HTTP/1.1\r\nHost: h\r\n Y: z\r\n\r\n",            /* fold of the Host line */
+    "GET / HTTP/1.1\r\n Host: h\r\n\r\n",                    /* whitespace before the first field */
+    "GET / HTTP/1.1\nHost: h\nX: a\n b\n\n",                 /* bare LF line ends */
+    "GET / HTTP/1.0\r\nX: a\r\n b\r\n\r\n",
+    "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n 0\r\n\r\n0123456789",
+    "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: x,\r\n Upgrade\r\n\r\n",
+  };
+  for (size_t i = 0; i < WSY_ARRAY_LEN(bad); i++) {
+    char why[128];
+    int st = status_every_split(bad[i], why, sizeof why);
+    cr_assert_eq(st, 400, "case %zu: status %d (%s)", i, st, why);
+    cr_assert(strstr(why, "fold"), "case %zu: reason \"%s\"", i, why);
+  }
+  /* Whitespace that is not at the start of a header line is fine: inside a
+   * value, before the first request line, in a body, or in the next request. */
+  static const char *good[] = {
+    "GET / HTTP/1.1\r\nHost: h\r\nX: a \t b\r\n\r\n",
+    "\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+    "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\n \r\n ",
+    "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n \r\n \r\n0\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: h\r\n\r\n GET / HTTP/1.1\r\n\r\n",
+  };
+  for (size_t i = 0; i < WSY_ARRAY_LEN(good); i++) {
+    int st = status_every_split(good[i], NULL, 0);
+    cr_assert_eq(st, 1, "good case %zu: status %d", i, st);
+  }
 }
