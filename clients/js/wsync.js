@@ -292,6 +292,18 @@ class Timers {
 
 // ---- Room --------------------------------------------------------------------
 
+/*
+** Item ids are called `item` across the API, as on the wire; `id` is the
+** alias kept from before. A 'change' event carries both: `id` as its own
+** enumerable member (spreading or serializing the event gives what it always
+** gave), `item` beside it, not enumerated.
+*/
+function changeEvent(item, fields, version, local) {
+  const ev = { id: item, fields, version, local, removed: fields === undefined };
+  Object.defineProperty(ev, 'item', { value: item, enumerable: false });
+  return ev;
+}
+
 const presenceKey = (user, device) => `${user}\u0000${device}`;
 
 class Presence {
@@ -347,7 +359,7 @@ export class Room extends Emitter {
     this._everJoined = false;
     this._texts = new Map();  // textKey(item, field) -> SharedText
     this._resync = false;     // the replica failed to apply an entry: get a snapshot
-    /** Local view: item id -> fields (server state plus pending ops). Read-only. */
+    /** Local view: item -> fields (server state plus pending ops). Read-only. */
     this.items = new Map();
     /** Locks held in the room: item -> {user, device, fence, expires}. Read-only. */
     this.locks = new Map();
@@ -358,13 +370,13 @@ export class Room extends Emitter {
   }
 
   /** The item's fields (local view), or undefined. */
-  get(id) {
-    return this.items.get(id);
+  get(item) {
+    return this.items.get(item);
   }
 
   /** The item's version (the seq of the last log entry that changed it) as known locally. */
-  version(id) {
-    const s = this._server.get(id);
+  version(item) {
+    const s = this._server.get(item);
     return s ? s.version : undefined;
   }
 
@@ -399,22 +411,25 @@ export class Room extends Emitter {
     return t;
   }
 
-  set(id, fields, opts = {}) {
+  set(item, fields, opts = {}) {
     if (fields === null || typeof fields !== 'object' || Array.isArray(fields)) {
-      throw new TypeError('wsync: set(id, fields): fields must be an object');
+      throw new TypeError('wsync: set(item, fields): fields must be an object');
     }
-    return this._submit(this._withPreconditions({ kind: 'set', item: String(id), fields: jsonClone(fields) }, opts));
+    return this._submit(this._withPreconditions({ kind: 'set', item: String(item), fields: jsonClone(fields) }, opts));
   }
 
-  delete(id, opts = {}) {
-    return this._submit(this._withPreconditions({ kind: 'del', item: String(id) }, opts));
+  delete(item, opts = {}) {
+    return this._submit(this._withPreconditions({ kind: 'del', item: String(item) }, opts));
   }
 
+  /** ops: [{kind: 'set' | 'del', item, fields?, base?, fence?}]; `id` is accepted for `item`. */
   batch(ops) {
     if (!Array.isArray(ops) || !ops.length) throw new TypeError('wsync: batch(ops): a non-empty array');
     const subs = ops.map((o) => {
-      if (o.kind === 'set') return this._withPreconditions({ kind: 'set', item: String(o.item), fields: jsonClone(o.fields || {}) }, o);
-      if (o.kind === 'del' || o.kind === 'delete') return this._withPreconditions({ kind: 'del', item: String(o.item) }, o);
+      const item = o.item ?? o.id;
+      if (item === undefined || item === null) throw new TypeError('wsync: batch: every op names its item');
+      if (o.kind === 'set') return this._withPreconditions({ kind: 'set', item: String(item), fields: jsonClone(o.fields || {}) }, o);
+      if (o.kind === 'del' || o.kind === 'delete') return this._withPreconditions({ kind: 'del', item: String(item) }, o);
       throw new TypeError(`wsync: batch: unknown kind ${o.kind}`);
     });
     return this._submit({ kind: 'batch', ops: subs });
@@ -645,7 +660,7 @@ export class Room extends Emitter {
         this.items.set(id, Object.isFrozen(after) ? after : Object.freeze(after));
         this._shownVersion.set(id, version);
       }
-      this.emit('change', { id, fields: after, version, local, removed: after === undefined });
+      this.emit('change', changeEvent(id, after, version, local));
     }
   }
 
