@@ -176,6 +176,7 @@ class Upstream {
     this.timer = null;
     this.dead = false;
     this.idle = [];
+    this.abort = null; // the POST in flight
   }
 
   send(msg) {
@@ -191,9 +192,16 @@ class Upstream {
     return new Promise((resolve) => this.idle.push(resolve));
   }
 
+  /**
+   * Sends nothing more and abandons the POST in flight: what it carried is
+   * re-sent on the next connection if it matters (ops and publishes, with
+   * their cids), as when a connection dies.
+   */
   stop() {
     this.dead = true;
     clearTimeout(this.timer);
+    this.timer = null;
+    if (this.abort) this.abort.abort();
     this.queue = [];
     this._wakeIdle();
   }
@@ -220,6 +228,7 @@ class Upstream {
     }
     const body = `[${this.queue.splice(0, n).join(',')}]`;
     this.busy = true;
+    this.abort = new AbortController();
     let res;
     try {
       res = await fetchRetry(this.env, this.url, {
@@ -227,6 +236,7 @@ class Upstream {
         headers: { 'Content-Type': 'application/json', 'Wsync-Session': this.session },
         body,
         cache: 'no-store',
+        signal: this.abort.signal,
       });
     } catch (err) {
       this.busy = false;
@@ -276,7 +286,7 @@ async function fetchRetry(env, url, init) {
  * Says hello by POST /v1/send (2.4). Resolves {welcome} or {error} (the
  * server refused: 400, 401) or {unreachable, reason} (network, 404, 5xx).
  */
-async function postHello(urls, env, hello) {
+async function postHello(urls, env, hello, signal) {
   let res;
   try {
     res = await fetchRetry(env, `${urls.http}/v1/send`, {
@@ -284,6 +294,7 @@ async function postHello(urls, env, hello) {
       headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify(hello),
       cache: 'no-store',
+      signal,
     });
   } catch (err) {
     return { unreachable: true, reason: `POST /v1/send (hello): ${why(err)}` };
@@ -310,7 +321,9 @@ class HttpTransport {
   }
 
   async start(hello) {
-    const r = await postHello(this.urls, this.env, hello);
+    // close() or _end() aborts the hello too (a silent network holds it).
+    this.abort = new AbortController();
+    const r = await postHello(this.urls, this.env, hello, this.abort.signal);
     if (this.done) return;
     if (r.error) {
       this.opened = true;
@@ -447,6 +460,7 @@ export class SseTransport extends HttpTransport {
     super(urls, env, handlers);
     this.kind = 'sse';
     this.es = null;
+    this.esClose = null; // the listener of the server's `close` event
   }
 
   _downstream(welcome, last) {
@@ -476,7 +490,8 @@ export class SseTransport extends HttpTransport {
       if (!this.welcomed) this._attach(welcome);
     };
     es.onmessage = (e) => this._event({ event: 'message', data: e.data, id: e.lastEventId });
-    es.addEventListener('close', (e) => this._event({ event: 'close', data: e.data }));
+    this.esClose = (e) => this._event({ event: 'close', data: e.data });
+    es.addEventListener('close', this.esClose);
     es.onerror = () => this._end({ code: 1006, reason: 'event stream failed' });
   }
 
@@ -524,6 +539,7 @@ export class SseTransport extends HttpTransport {
   _closeDownstream() {
     if (this.es) {
       this.es.onopen = this.es.onmessage = this.es.onerror = null;
+      this.es.removeEventListener('close', this.esClose);
       this.es.close();
       this.es = null;
     }

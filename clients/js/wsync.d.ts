@@ -92,13 +92,13 @@ export interface WriteOptions {
   fence?: number;
 }
 
-export interface BatchEntry {
+/** One op of a batch; the item is named by `item` (or its alias `id`). */
+export type BatchEntry = {
   kind: 'set' | 'del' | 'delete';
-  item: string;
   fields?: Fields;
   base?: number;
   fence?: number;
-}
+} & ({ item: string; id?: string } | { /** Alias of item. */ id: string; item?: undefined });
 
 export interface WriteResult {
   seq: number;
@@ -107,6 +107,9 @@ export interface WriteResult {
 }
 
 export interface ChangeEvent {
+  /** The item that changed (not enumerated: spread or JSON copies carry only `id`). */
+  item: string;
+  /** Alias of item, its earlier name; kept, and the one that spreading or serializing the event copies. */
   id: string;
   /** The item's fields in the local view; undefined when removed. */
   fields: Fields | undefined;
@@ -185,7 +188,7 @@ export class Room extends Emitter {
   readonly name: string;
   /** Resolved after the first `joined`; rejected if the join is refused. */
   readonly ready: Promise<Room>;
-  /** The local view: item id -> fields (confirmed state with pending ops on top). Read-only. */
+  /** The local view: item -> fields (confirmed state with pending ops on top). Read-only. */
   readonly items: Map<string, Readonly<Fields>>;
   /** Locks held in the room. Read-only. */
   readonly locks: Map<string, Lock>;
@@ -200,8 +203,9 @@ export class Room extends Emitter {
   /** Ops and publishes not yet confirmed. */
   readonly pendingCount: number;
 
-  get(id: string): Readonly<Fields> | undefined;
-  version(id: string): number | undefined;
+  /** Item ids are called `item` throughout (as in the wire protocol); `id` is an accepted alias where a member is named (ChangeEvent, BatchEntry). */
+  get(item: string): Readonly<Fields> | undefined;
+  version(item: string): number | undefined;
   /**
    * The shared text of item's field (5.7): the same object for every call
    * with the same item and field (until closed and settled). Open it after
@@ -209,8 +213,8 @@ export class Room extends Emitter {
    * snapshot rebases what was typed. Throws if the room was left.
    */
   text(item: string, field: string): SharedText;
-  set(id: string, fields: Fields, opts?: WriteOptions): Promise<WriteResult>;
-  delete(id: string, opts?: WriteOptions): Promise<WriteResult>;
+  set(item: string, fields: Fields, opts?: WriteOptions): Promise<WriteResult>;
+  delete(item: string, opts?: WriteOptions): Promise<WriteResult>;
   batch(ops: BatchEntry[]): Promise<WriteResult>;
   /** Non-ephemeral publishes get a cid (or the one given) and are re-sent like ops; ephemeral ones resolve {} and need the room joined. */
   publish(data: unknown, opts?: { cid?: string; ephemeral?: boolean }): Promise<WriteResult | {}>;
@@ -316,7 +320,10 @@ export class Client extends Emitter {
 
   /** The room (one object per name); joined now or when online, and again after reconnects. */
   room(name: string, options?: RoomOptions): Room;
-  /** Sends bye, ends the session; no reconnect. Unconfirmed ops are rejected with 'closed' (persisted ones stay in IndexedDB). */
+  /**
+   * Sends bye, ends the session; no reconnect. Unconfirmed ops are rejected with 'closed' (persisted ones stay in IndexedDB).
+   * Every timer, request and listener of the client ends with it (re-sends, reconnects, presence): nothing runs afterwards.
+   */
   close(): Promise<void>;
   /** Connects now: after a 4001 replacement or a refused token (the user's action), or to skip a backoff wait. */
   reconnect(): void;

@@ -237,7 +237,72 @@ function promiseParts() {
   return { promise, resolve, reject };
 }
 
+// ---- timers ------------------------------------------------------------------
+
+/*
+** Every timer of a Client and of its rooms is made here, so that close() can
+** end them all at once (stop()) and nothing can be scheduled afterwards: a
+** closed client leaves nothing to run later or to keep Node alive. A timer
+** may belong to a group (a Room), which clearGroup() ends when the room is
+** left. Timers of a transport are the transport's: its close() ends them.
+*/
+class Timers {
+  constructor() {
+    this._live = new Map(); // handle -> {group, interval}
+    this._stopped = false;
+  }
+
+  /** fn once after ms; the handle for clear(), or null once stopped. */
+  after(ms, fn, group = null) {
+    if (this._stopped) return null;
+    const h = setTimeout(() => {
+      this._live.delete(h);
+      fn();
+    }, ms);
+    this._live.set(h, { group, interval: false });
+    return h;
+  }
+
+  /** fn every ms until cleared; the handle, or null once stopped. */
+  every(ms, fn, group = null) {
+    if (this._stopped) return null;
+    const h = setInterval(fn, ms);
+    this._live.set(h, { group, interval: true });
+    return h;
+  }
+
+  clear(h) {
+    const t = h === null || h === undefined ? undefined : this._live.get(h);
+    if (!t) return;
+    this._live.delete(h);
+    if (t.interval) clearInterval(h);
+    else clearTimeout(h);
+  }
+
+  clearGroup(group) {
+    for (const [h, t] of [...this._live]) if (t.group === group) this.clear(h);
+  }
+
+  /** Ends every timer; after() and every() do nothing from now on. */
+  stop() {
+    this._stopped = true;
+    for (const h of [...this._live.keys()]) this.clear(h);
+  }
+}
+
 // ---- Room --------------------------------------------------------------------
+
+/*
+** Item ids are called `item` across the API, as on the wire; `id` is the
+** alias kept from before. A 'change' event carries both: `id` as its own
+** enumerable member (spreading or serializing the event gives what it always
+** gave), `item` beside it, not enumerated.
+*/
+function changeEvent(item, fields, version, local) {
+  const ev = { id: item, fields, version, local, removed: fields === undefined };
+  Object.defineProperty(ev, 'item', { value: item, enumerable: false });
+  return ev;
+}
 
 const presenceKey = (user, device) => `${user}\u0000${device}`;
 
@@ -275,6 +340,9 @@ export class Room extends Emitter {
     super();
     this.client = client;
     this.name = name;
+    // The client's timers (close() ends them); a room made on a stand-in
+    // client without any (unit tests) keeps its own.
+    this._timers = client._timers || new Timers();
     this._history = opts.history || 0;
     this._state = 'idle';     // idle | joining | joined | left | failed
     this._epoch = null;
@@ -291,7 +359,7 @@ export class Room extends Emitter {
     this._everJoined = false;
     this._texts = new Map();  // textKey(item, field) -> SharedText
     this._resync = false;     // the replica failed to apply an entry: get a snapshot
-    /** Local view: item id -> fields (server state plus pending ops). Read-only. */
+    /** Local view: item -> fields (server state plus pending ops). Read-only. */
     this.items = new Map();
     /** Locks held in the room: item -> {user, device, fence, expires}. Read-only. */
     this.locks = new Map();
@@ -302,13 +370,13 @@ export class Room extends Emitter {
   }
 
   /** The item's fields (local view), or undefined. */
-  get(id) {
-    return this.items.get(id);
+  get(item) {
+    return this.items.get(item);
   }
 
   /** The item's version (the seq of the last log entry that changed it) as known locally. */
-  version(id) {
-    const s = this._server.get(id);
+  version(item) {
+    const s = this._server.get(item);
     return s ? s.version : undefined;
   }
 
@@ -343,22 +411,25 @@ export class Room extends Emitter {
     return t;
   }
 
-  set(id, fields, opts = {}) {
+  set(item, fields, opts = {}) {
     if (fields === null || typeof fields !== 'object' || Array.isArray(fields)) {
-      throw new TypeError('wsync: set(id, fields): fields must be an object');
+      throw new TypeError('wsync: set(item, fields): fields must be an object');
     }
-    return this._submit(this._withPreconditions({ kind: 'set', item: String(id), fields: jsonClone(fields) }, opts));
+    return this._submit(this._withPreconditions({ kind: 'set', item: String(item), fields: jsonClone(fields) }, opts));
   }
 
-  delete(id, opts = {}) {
-    return this._submit(this._withPreconditions({ kind: 'del', item: String(id) }, opts));
+  delete(item, opts = {}) {
+    return this._submit(this._withPreconditions({ kind: 'del', item: String(item) }, opts));
   }
 
+  /** ops: [{kind: 'set' | 'del', item, fields?, base?, fence?}]; `id` is accepted for `item`. */
   batch(ops) {
     if (!Array.isArray(ops) || !ops.length) throw new TypeError('wsync: batch(ops): a non-empty array');
     const subs = ops.map((o) => {
-      if (o.kind === 'set') return this._withPreconditions({ kind: 'set', item: String(o.item), fields: jsonClone(o.fields || {}) }, o);
-      if (o.kind === 'del' || o.kind === 'delete') return this._withPreconditions({ kind: 'del', item: String(o.item) }, o);
+      const item = o.item ?? o.id;
+      if (item === undefined || item === null) throw new TypeError('wsync: batch: every op names its item');
+      if (o.kind === 'set') return this._withPreconditions({ kind: 'set', item: String(item), fields: jsonClone(o.fields || {}) }, o);
+      if (o.kind === 'del' || o.kind === 'delete') return this._withPreconditions({ kind: 'del', item: String(item) }, o);
       throw new TypeError(`wsync: batch: unknown kind ${o.kind}`);
     });
     return this._submit({ kind: 'batch', ops: subs });
@@ -383,7 +454,7 @@ export class Room extends Emitter {
     item = String(item);
     return quiet(this._roomRequest({ type: 'lock', room: this.name, item, ttl }).then((g) => {
       const prev = this._held.get(item);
-      if (prev) clearTimeout(prev.timer);
+      if (prev) this._timers.clear(prev.timer);
       const held = { fence: g.fence, ttl: g.ttl || ttl, renew, timer: null };
       this._held.set(item, held);
       const expires = Date.now() + held.ttl;
@@ -396,7 +467,7 @@ export class Room extends Emitter {
   unlock(item) {
     item = String(item);
     const held = this._held.get(item);
-    if (held) clearTimeout(held.timer);
+    if (held) this._timers.clear(held.timer);
     this._held.delete(item);
     return quiet(this._roomRequest({ type: 'unlock', room: this.name, item }).then(() => {
       // `unlocked` comes before the `lock` event (9.4): free in the view at once.
@@ -495,12 +566,12 @@ export class Room extends Emitter {
     if (this._presenceTimer) return;
     // Coalesce the updates of one turn into one message (the server would
     // coalesce them too, 8.1, but each one costs a rate token).
-    this._presenceTimer = setTimeout(() => {
+    this._presenceTimer = this._timers.after(0, () => {
       this._presenceTimer = null;
       if (!this._presenceDirty || !this.client._online() || this._state !== 'joined') return;
       this._presenceDirty = false;
       this.client._send({ type: 'presence', room: this.name, state: this._myState });
-    }, 0);
+    }, this);
   }
 
   /** A request answered by a reply (lock, unlock): queued until the room is joined. */
@@ -523,7 +594,7 @@ export class Room extends Emitter {
   }
 
   _scheduleRenew(item, held) {
-    held.timer = setTimeout(() => {
+    held.timer = this._timers.after(Math.max(500, held.ttl / 2), () => {
       if (this._held.get(item) !== held) return;
       this._roomRequest({ type: 'lock', room: this.name, item, ttl: held.ttl }).then(
         (g) => {
@@ -539,7 +610,7 @@ export class Room extends Emitter {
           this.emit('error', { code: 'lock_lost', message: `lock on ${item} lost: ${err.code}`, item });
         },
       );
-    }, Math.max(500, held.ttl / 2));
+    }, this);
   }
 
   // ---- internals: the replica ----
@@ -589,7 +660,7 @@ export class Room extends Emitter {
         this.items.set(id, Object.isFrozen(after) ? after : Object.freeze(after));
         this._shownVersion.set(id, version);
       }
-      this.emit('change', { id, fields: after, version, local, removed: after === undefined });
+      this.emit('change', changeEvent(id, after, version, local));
     }
   }
 
@@ -742,7 +813,7 @@ export class Room extends Emitter {
   _retryLater(rec, wait) {
     rec.sentGen = -1;
     rec.retryAt = Date.now() + wait;
-    setTimeout(() => this._flush(), wait + 1);
+    this._timers.after(wait + 1, () => this._flush(), this);
   }
 
   // ---- internals: membership ----
@@ -761,7 +832,8 @@ export class Room extends Emitter {
     c._request(msg).catch((err) => {
       if (err.code === 'closed' || err.code === 'disconnected') return; // the next connection joins again
       if (err.code === 'rate_limited') {
-        setTimeout(() => this._state === 'joining' && this._sendJoin(), (err.details && err.details.retry_after) || 1000);
+        const wait = (err.details && err.details.retry_after) || 1000;
+        this._timers.after(wait, () => this._state === 'joining' && this._sendJoin(), this);
         return;
       }
       this._fail(err, { state: 'failed' });
@@ -851,7 +923,7 @@ export class Room extends Emitter {
     for (const [item, held] of [...this._held]) {
       const l = this.locks.get(item);
       if (!l || l.user !== c.user || l.device !== c.device || l.fence !== held.fence) {
-        clearTimeout(held.timer);
+        this._timers.clear(held.timer);
         this._held.delete(item);
         this.emit('error', { code: 'lock_lost', message: `lock on ${item} lost`, item });
       }
@@ -874,7 +946,7 @@ export class Room extends Emitter {
       this.locks.delete(m.item);
       const held = this._held.get(m.item);
       if (held && (m.fence === undefined || held.fence === m.fence)) {
-        clearTimeout(held.timer);
+        this._timers.clear(held.timer);
         this._held.delete(m.item);
         if (m.reason !== 'unlock') this.emit('error', { code: 'lock_lost', message: `lock on ${m.item} ${m.reason}`, item: m.item, reason: m.reason });
       }
@@ -888,9 +960,9 @@ export class Room extends Emitter {
     this.client._rooms.delete(this.name);
     if (!silent) this.emit('error', { code: err.code, message: err.message, ...(err.details || {}) });
     if (!this._everJoined) this._readyParts.reject(err);
-    for (const held of this._held.values()) clearTimeout(held.timer);
+    this._timers.clearGroup(this); // lock renewals, re-sends, presence
+    this._presenceTimer = null;
     this._held.clear();
-    clearTimeout(this._presenceTimer);
     const pending = this._pending;
     this._pending = [];
     for (const rec of pending) {
@@ -960,6 +1032,7 @@ export class Client extends Emitter {
     this._attempt = null;    // the transport being tried
     this._last = 0;          // ordinal of the last message processed (3.4)
     this._recvSent = 0;
+    this._timers = new Timers(); // every timer of this client and its rooms
     this._recvTimer = null;
     this._retries = 0;
     this._retryTimer = null;
@@ -1023,7 +1096,7 @@ export class Client extends Emitter {
     if (this._closed) return;
     this._closed = true;
     this._stopped = true;
-    clearTimeout(this._retryTimer);
+    this._timers.stop(); // nothing of this client runs later
     this._stopTimers();
     if (typeof globalThis.removeEventListener === 'function') {
       globalThis.removeEventListener('online', this._onBrowserOnline);
@@ -1044,7 +1117,7 @@ export class Client extends Emitter {
     for (const r of [...this._rooms.values()]) {
       for (const rec of r._pending) if (!rec.acked) rec.reject(err);
       r._pending = [];
-      for (const held of r._held.values()) clearTimeout(held.timer);
+      r._presenceTimer = null;
     }
     if (this._store) this._store.close();
   }
@@ -1053,7 +1126,7 @@ export class Client extends Emitter {
   reconnect() {
     if (this._closed || this._current || this._attempt || this._preparing) return;
     this._stopped = false;
-    clearTimeout(this._retryTimer);
+    this._timers.clear(this._retryTimer);
     this._connect();
   }
 
@@ -1112,7 +1185,7 @@ export class Client extends Emitter {
 
   async _connect() {
     if (this._stopped || this._current || this._attempt || this._preparing) return;
-    clearTimeout(this._retryTimer);
+    this._timers.clear(this._retryTimer);
     this._retryTimer = null;
     this._setStatus(this.session ? 'resuming' : 'connecting', null);
     let hello;
@@ -1136,14 +1209,14 @@ export class Client extends Emitter {
     const handlers = {};
     const t = new TRANSPORTS[kind](this.urls, this._env, handlers);
     this._attempt = t;
-    const timer = setTimeout(() => {
+    const timer = this._timers.after(this._connectTimeout, () => {
       if (this._attempt !== t) return;
       t.close();
       this._attempt = null;
       this._attemptFailed(order, i, hello, { code: 1006, reason: 'connect timeout', opened: t.opened });
-    }, this._connectTimeout);
+    });
     handlers.welcome = (w) => {
-      clearTimeout(timer);
+      this._timers.clear(timer);
       if (this._attempt !== t) return;
       this._attempt = null;
       this._onWelcome(t, w, hello, order, i);
@@ -1151,7 +1224,7 @@ export class Client extends Emitter {
     handlers.message = (m, ord) => this._onMessage(t, m, ord);
     handlers.error = (e) => this.emit('error', e);
     handlers.close = (info) => {
-      clearTimeout(timer);
+      this._timers.clear(timer);
       if (this._attempt === t) {
         this._attempt = null;
         this._attemptFailed(order, i, hello, info);
@@ -1196,8 +1269,8 @@ export class Client extends Emitter {
     if (this._stopped) return;
     this._setStatus('offline', null);
     const delay = backoffDelay(this._retries++, this._backoff);
-    clearTimeout(this._retryTimer);
-    this._retryTimer = setTimeout(() => this._connect(), delay);
+    this._timers.clear(this._retryTimer);
+    this._retryTimer = this._timers.after(delay, () => this._connect());
   }
 
   _countQuick(kind) {
@@ -1287,7 +1360,7 @@ export class Client extends Emitter {
     this._stopTimers();
     const hb = this._heartbeat;
     if (hb) {
-      this._hbTimer = setInterval(() => {
+      this._hbTimer = this._timers.every(Math.max(100, Math.min(hb.interval, hb.timeout) / 4), () => {
         if (this._current !== t) return;
         const now = Date.now();
         if (this._pingSent && this._pingSent > this._lastRx && now - this._pingSent > hb.timeout) {
@@ -1297,24 +1370,21 @@ export class Client extends Emitter {
           return;
         }
         if (now - this._lastRx >= hb.interval && !(this._pingSent > this._lastRx)) this._ping();
-      }, Math.max(100, Math.min(hb.interval, hb.timeout) / 4));
+      });
     }
     const mem = this._memory();
     if (mem && t.kind !== this._transports[0]) {
       // WebSocket (or SSE) is tried again once the memory of its failure ends.
-      this._upgradeTimer = setTimeout(() => {
+      this._upgradeTimer = this._timers.after(Math.max(0, mem.until - Date.now()) + 10, () => {
         if (this._current !== t) return;
         t.close();
         this._onLost(t, { code: 1000, reason: 'retrying the preferred transport' });
-      }, Math.max(0, mem.until - Date.now()) + 10);
+      });
     }
   }
 
   _stopTimers() {
-    clearInterval(this._hbTimer);
-    clearTimeout(this._upgradeTimer);
-    clearTimeout(this._recvTimer);
-    clearTimeout(this._pumpTimer);
+    for (const h of [this._hbTimer, this._upgradeTimer, this._recvTimer, this._pumpTimer]) this._timers.clear(h);
     this._hbTimer = this._upgradeTimer = this._recvTimer = this._pumpTimer = null;
     this._pingSent = 0;
   }
@@ -1356,10 +1426,10 @@ export class Client extends Emitter {
       t.send(this._outq.shift());
     }
     if (this._outq.length && !this._pumpTimer) {
-      this._pumpTimer = setTimeout(() => {
+      this._pumpTimer = this._timers.after(Math.ceil(((1 - b.tokens) * 1000) / b.rate) + 1, () => {
         this._pumpTimer = null;
         this._pump();
-      }, Math.ceil(((1 - b.tokens) * 1000) / b.rate) + 1);
+      });
     }
   }
 
@@ -1389,13 +1459,13 @@ export class Client extends Emitter {
     }
     if (t.kind !== 'poll' && !this._recvTimer) {
       // Confirm progress about once a second while messages arrive (3.4).
-      this._recvTimer = setTimeout(() => {
+      this._recvTimer = this._timers.after(1000, () => {
         this._recvTimer = null;
         if (this._current === t && this._last > this._recvSent) {
           this._recvSent = this._last;
           t.send({ type: 'recv', n: this._last });
         }
-      }, 1000);
+      });
     }
     this._dispatch(m);
   }
@@ -1455,7 +1525,7 @@ export class Client extends Emitter {
       if (m.code === 'rate_limited' && req.room) {
         req.sentGen = -1;
         req.retryAt = Date.now() + (m.retry_after || 1000);
-        setTimeout(() => req.room._flush(), (m.retry_after || 1000) + 1);
+        this._timers.after((m.retry_after || 1000) + 1, () => req.room._flush(), req.room);
         return;
       }
       if (req.done) req.done();
