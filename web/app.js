@@ -96,10 +96,32 @@ async function pickDevice() {
   return id;
 }
 
+/** A colour of one's own, made from the name: #rrggbb (hsl(h 55% 42%)), so that peerColor() accepts it. */
 function colorFor(name) {
   let h = 0;
   for (const ch of name) h = (h * 31 + ch.codePointAt(0)) >>> 0;
-  return `hsl(${h % 360} 55% 42%)`;
+  h %= 360;
+  const a = 0.55 * Math.min(0.42, 1 - 0.42);
+  const part = (n) => {
+    const k = (n + h / 30) % 12;
+    const v = 0.42 - a * Math.max(-1, Math.min(k - 3, 9 - k, 1));
+    return Math.round(v * 255).toString(16).padStart(2, '0');
+  };
+  return `#${part(0)}${part(8)}${part(4)}`;
+}
+
+/*
+ * Everything another user controls (their presence: name, colour, caret; card
+ * titles; notes) is data. It goes into the page as text (textContent, <bdi>,
+ * attribute values) and into styles one property at a time, never through
+ * innerHTML or style.cssText. A colour is used only when it is #rgb or
+ * #rrggbb: anything else (say "red;position:fixed" or url(...)) could restyle
+ * or fetch, and is replaced by the colour made from the user's name.
+ */
+const COLOR_RE = /^#(?:[0-9a-f]{3}|[0-9a-f]{6})$/i;
+
+function peerColor(value, name) {
+  return typeof value === 'string' && COLOR_RE.test(value) ? value : colorFor(name);
 }
 
 function initials(name) {
@@ -732,7 +754,7 @@ function drawCursors(note) {
   for (const p of layout ? peers : []) {
     const n = p.state.note;
     const key = `${p.user}\u0000${p.device}`;
-    const color = typeof p.state.color === 'string' ? p.state.color : colorFor(p.user);
+    const color = peerColor(p.state.color, p.user);
     const start = Math.min(localPos(note, n.pos, n.rev), len);
     const end = Math.max(start, Math.min(localPos(note, n.end, n.rev), len));
     const start16 = cpToUtf16(value, start);
@@ -741,7 +763,7 @@ function drawCursors(note) {
     for (const r of start16 < end16 ? layout.rects(start16, end16) : []) {
       const sel = document.createElement('div');
       sel.className = 'note-selection';
-      sel.style.cssText = `--who:${color};left:${r.x}px;top:${r.y}px;width:${r.w}px;height:${r.h}px`;
+      placeBox(sel, color, r.x, r.y, r.h, r.w);
       selections.push(sel);
     }
     let el = note.cursors.get(key);
@@ -764,7 +786,7 @@ function drawCursors(note) {
     el.dataset.pos16 = String(at16); // UTF-16 units, as selectionStart counts
     el.dataset.start16 = String(start16);
     el.dataset.end16 = String(end16);
-    el.style.cssText = `--who:${color};left:${c.x}px;top:${c.y}px;height:${c.h}px`;
+    placeBox(el, color, c.x, c.y, c.h);
     el.hidden = c.y + c.h < ta.clientTop || c.y > ta.clientTop + ta.clientHeight; // scrolled out of view
     const name = typeof p.state.name === 'string' && p.state.name ? p.state.name : p.user;
     const place = `${c.x},${c.y}`;
@@ -782,6 +804,15 @@ function drawCursors(note) {
   }
   for (const old of note.overlay.querySelectorAll('.note-selection')) old.remove();
   note.overlay.prepend(...selections);
+}
+
+/** Positions a caret marker or selection box: numbers measured here, a colour checked by peerColor(). */
+function placeBox(el, color, x, y, h, w) {
+  el.style.setProperty('--who', color);
+  el.style.left = `${x}px`;
+  el.style.top = `${y}px`;
+  el.style.height = `${h}px`;
+  if (w !== undefined) el.style.width = `${w}px`;
 }
 
 // The copy of a textarea's text box that carets are measured in: the same
@@ -999,7 +1030,7 @@ function renderPresence() {
     li.classList.toggle('away', !devices.some((d) => d.connected));
     const avatar = document.createElement('span');
     avatar.className = 'avatar';
-    avatar.style.background = typeof state.color === 'string' ? state.color : colorFor(name);
+    avatar.style.backgroundColor = peerColor(state.color, name);
     avatar.textContent = initials(typeof state.name === 'string' && state.name ? state.name : name);
     const label = document.createElement('span');
     label.className = 'person-name';
