@@ -358,7 +358,7 @@ function updateCard(el, id, f) {
   const title = $('.card-title', el);
   const text = typeof f.title === 'string' && f.title ? f.title : '(untitled)';
   if (title.textContent !== text) title.textContent = text;
-  title.hidden = !!isEditing;
+  title.hidden = !!isEditing && !$('.card-editor', el).hidden; // while the lock is asked for, the title stays
   const badge = $('.card-lock', el);
   badge.hidden = !other;
   if (other) {
@@ -366,11 +366,14 @@ function updateCard(el, id, f) {
     badge.title = `Locked by ${lk.user} (${lk.device})`;
     badge.style.setProperty('--who', colorFor(lk.user));
   }
+  // While its title editor is open (or waiting for the lock), the card stays
+  // where it is and stays: the editor would otherwise lose it, or save into a deleted card.
+  const held = !!other || !!isEditing;
   const i = COLUMNS.indexOf(col);
-  $('[data-testid="card-left"]', el).disabled = other || i === 0;
-  $('[data-testid="card-right"]', el).disabled = other || i === COLUMNS.length - 1;
-  $('[data-testid="card-edit"]', el).disabled = !!other || !!isEditing;
-  $('[data-testid="card-delete"]', el).disabled = !!other;
+  $('[data-testid="card-left"]', el).disabled = held || i === 0;
+  $('[data-testid="card-right"]', el).disabled = held || i === COLUMNS.length - 1;
+  $('[data-testid="card-edit"]', el).disabled = held;
+  $('[data-testid="card-delete"]', el).disabled = held;
 }
 
 function render() {
@@ -445,7 +448,8 @@ async function openEditor(id) {
   const ed = { id, held: !!lk, closed: false, renew: null };
   editing = ed;
   const el = cardEls.get(id);
-  if (el) el.dataset.editing = 'locking';
+  // Its move and delete buttons go off now, while the lock is asked for.
+  if (el && room.get(id)) updateCard(el, id, room.get(id));
   // Online, the editor opens once the lock is ours, so two people never
   // type into one card. Offline (or when the lock does not come in time)
   // it opens anyway: the client queues the edit, and should someone else
