@@ -435,6 +435,54 @@ function deleteCard(id) {
   if (room.get(id)) track(id, room.delete(id));
 }
 
+// ---- title length ---------------------------------------------------------
+//
+// A title input's maxlength (200) is the limit; the browser cuts typed and
+// pasted text at it without a word. Near it a counter shows under the input;
+// at it, or when text was cut, a message says so.
+
+const LIMIT_NEAR = 20; // the counter shows from this many characters before the limit
+
+function showLimit(input) {
+  const out = input.form && $('.title-limit', input.form);
+  if (!out) return;
+  const max = input.maxLength;
+  const len = input.value.length;
+  if (len < max) delete input.dataset.cut;
+  const state = max <= 0 || len < max - LIMIT_NEAR ? ''
+    : input.dataset.cut ? 'cut' : len >= max ? 'full' : 'near';
+  out.hidden = !state;
+  out.dataset.state = state;
+  out.textContent = state === 'cut' ? `${len}/${max}: a title holds at most ${max} characters; the rest was cut`
+    : state === 'full' ? `${len}/${max}: the limit of ${max} characters is reached`
+      : state ? `${len}/${max}` : '';
+}
+
+/** Text about to go into input that does not fit: it will be cut (the event comes before the browser cuts). */
+function noteOverflow(input, inserted) {
+  const max = input.maxLength;
+  if (max <= 0 || typeof inserted !== 'string') return;
+  const selected = (input.selectionEnd ?? 0) - (input.selectionStart ?? 0);
+  if (input.value.length - selected + inserted.length > max) {
+    input.dataset.cut = 'true';
+    setTimeout(() => showLimit(input)); // also when nothing at all went in (no input event then)
+  }
+}
+
+const isTitleInput = (el) => el instanceof HTMLInputElement && (el.matches('.title-input') || el.matches('.add input'));
+
+boardEl.addEventListener('beforeinput', (e) => {
+  if (isTitleInput(e.target) && e.inputType.startsWith('insert')) {
+    noteOverflow(e.target, e.data ?? e.dataTransfer?.getData('text/plain'));
+  }
+});
+boardEl.addEventListener('paste', (e) => {
+  if (isTitleInput(e.target)) noteOverflow(e.target, e.clipboardData?.getData('text/plain'));
+});
+boardEl.addEventListener('input', (e) => {
+  if (isTitleInput(e.target)) showLimit(e.target);
+});
+
 // ---- title editor and locks -----------------------------------------------
 
 async function openEditor(id) {
@@ -484,6 +532,8 @@ async function openEditor(id) {
   const form = $('.card-editor', card);
   const input = $('.title-input', card);
   input.value = room.get(id).title ?? '';
+  delete input.dataset.cut;
+  showLimit(input);
   form.hidden = false;
   updateCard(card, id, room.get(id));
   input.focus();
@@ -884,6 +934,7 @@ boardEl.addEventListener('submit', (e) => {
     if (!title) return;
     createCard(form.closest('.column').dataset.col, title);
     input.value = '';
+    showLimit(input);
     input.focus();
   } else if (form.matches('.card-editor')) {
     closeEditor(true);
