@@ -130,14 +130,47 @@ function initials(name) {
   return s.toUpperCase();
 }
 
+// ---- user text and bidi ------------------------------------------------------
+//
+// Text a user wrote (a title, a name) may hold right-to-left script or
+// controls such as U+202E RIGHT-TO-LEFT OVERRIDE. Shown among the app's own
+// words it is isolated, so that it reorders itself only: in markup in a <bdi>
+// (or an element with dir="auto": titles, notes, caret labels), in plain text
+// (tooltips) between U+2068 FIRST STRONG ISOLATE and U+2069 POP DIRECTIONAL ISOLATE.
+
+/** User text for a plain-text string (a title attribute): isolated. */
+const isolate = (s) => `\u2068${s}\u2069`;
+
+/** User text for toast(): shown in a <bdi>. */
+const userText = (s) => ({ user: String(s) });
+
+/** A quoted card title for toast(), or a stand-in when it has none. */
+function quoted(f, none) {
+  return f && typeof f.title === 'string' && f.title ? ['\u201c', userText(f.title), '\u201d'] : [none];
+}
+
+/** Text nodes for strings, a <bdi> for each userText(): the parts of a message. */
+function messageNodes(parts) {
+  return parts.flat(Infinity).map((p) => {
+    if (typeof p !== 'object' || p === null) return document.createTextNode(String(p));
+    const bdi = document.createElement('bdi');
+    bdi.textContent = p.user;
+    return bdi;
+  });
+}
+
 // ---- toasts ---------------------------------------------------------------
 
+/** text: a string, or an array of strings and userText() parts. */
 function toast(text, kind = 'warn') {
   const el = document.createElement('div');
   el.className = `toast ${kind}`;
   el.dataset.testid = 'toast';
   el.setAttribute('role', 'alert');
-  el.textContent = text;
+  const body = document.createElement('span');
+  body.className = 'toast-text';
+  body.append(...messageNodes([text]));
+  el.append(body);
   const close = document.createElement('button');
   close.type = 'button';
   close.className = 'icon';
@@ -645,6 +678,7 @@ function attachNote(el, id) {
   ta.className = 'note-input';
   ta.dataset.testid = 'note-input';
   ta.rows = 2;
+  ta.dir = 'auto'; // its direction from its own text
   ta.placeholder = 'Note (shared)';
   ta.setAttribute('aria-label', 'Shared note');
   const overlay = document.createElement('div');
@@ -829,6 +863,7 @@ function drawCursors(note) {
       el.dataset.device = p.device;
       const label = document.createElement('span');
       label.className = 'note-cursor-label';
+      label.dir = 'auto'; // a name, isolated from the caret's surroundings
       label.dataset.testid = 'note-cursor-label';
       el.append(label);
       note.cursors.set(key, el);
@@ -1042,10 +1077,10 @@ room.on('lock', ({ item }) => {
 
 room.on('error', ({ code, message, item, op }) => {
   const f = item && room.get(item);
-  const what = f && f.title ? `\u201c${f.title}\u201d` : item ? 'a card' : 'the board';
-  if (op) toast(`Change to ${what} rolled back: ${CODE_TEXT[code] || message || code}`, 'warn');
-  else if (code === 'lock_lost') toast(`Your edit lock on ${what} was lost`, 'warn');
-  else toast(`Error on ${what}: ${message || code}`, 'error');
+  const what = quoted(f, item ? 'a card' : 'the board');
+  if (op) toast(['Change to ', what, ` rolled back: ${CODE_TEXT[code] || message || code}`], 'warn');
+  else if (code === 'lock_lost') toast(['Your edit lock on ', what, ' was lost'], 'warn');
+  else toast(['Error on ', what, `: ${message || code}`], 'error');
   scheduleRender();
 });
 
@@ -1102,8 +1137,8 @@ function renderPresence() {
       const editingCard = d.state && typeof d.state.editing === 'string' ? room.get(d.state.editing) : null;
       const noteCard = d.state && d.state.note && typeof d.state.note.card === 'string' ? room.get(d.state.note.card) : null;
       dot.title = `${d.device}${d.user === user && d.device === device ? ' (this tab)' : ''}: `
-        + `${d.connected ? 'connected' : 'disconnected'}${editingCard ? `, editing \u201c${editingCard.title}\u201d` : ''}`
-        + `${noteCard ? `, writing in the note of \u201c${noteCard.title}\u201d` : ''}`;
+        + `${d.connected ? 'connected' : 'disconnected'}${editingCard ? `, editing \u201c${isolate(editingCard.title)}\u201d` : ''}`
+        + `${noteCard ? `, writing in the note of \u201c${isolate(noteCard.title)}\u201d` : ''}`;
       dots.append(dot);
     }
     li.title = `${name}: ${devices.length} device${devices.length > 1 ? 's' : ''}`;
