@@ -700,7 +700,7 @@ function attachNote(el, id) {
   text.on('change', (ch) => {
     logPush(note, { ops: ch.ops });
     if (text.rev !== lastRev(note)) markRev(note);
-    fitNote(ta);
+    foldNote(note);
     queueCursors(note);
   });
   note.onAck = () => {
@@ -710,9 +710,11 @@ function attachNote(el, id) {
   text.doc.on('ack', note.onAck);
   ta.addEventListener('focus', () => {
     noteFocus = id;
+    foldNote(note);
     publishNoteSoon();
   });
   ta.addEventListener('blur', () => {
+    foldNote(note);
     if (noteFocus !== id) return;
     noteFocus = null;
     clearTimeout(notePresenceTimer);
@@ -732,6 +734,7 @@ function attachNote(el, id) {
   });
   ta.addEventListener('scroll', () => queueCursors(note));
   if (resizes) resizes.observe(ta);
+  foldNote(note);
   queueMicrotask(() => fitNote(ta)); // once render() has put a new card in the page
   queueCursors(note);
   return note;
@@ -757,9 +760,30 @@ function detachNote(id) {
   }
 }
 
+/*
+ * An empty note that does not have the focus is folded up to one line, its
+ * placeholder "+ Add a note" (CSS: .card-note[data-folded]), so that a board
+ * of cards without notes is not a column of empty boxes. Focusing it (a
+ * click, Tab) opens the editor; a note with text, from anyone, is shown.
+ */
+function foldNote(note) {
+  const ta = note.textarea;
+  const folded = ta.value === '' && document.activeElement !== ta;
+  const box = ta.closest('.card-note');
+  if (box && box.dataset.folded !== String(folded)) {
+    box.dataset.folded = String(folded);
+    ta.placeholder = folded ? '+ Add a note' : 'Note (shared)';
+  }
+  fitNote(ta);
+}
+
 /** Grows the textarea with its text (up to the CSS max-height), so that no caret hides below. */
 function fitNote(ta) {
   if (!ta.isConnected) return;
+  if (ta.closest('.card-note')?.dataset.folded === 'true') {
+    ta.style.height = ''; // the CSS height of a folded note
+    return;
+  }
   ta.style.height = 'auto';
   ta.style.height = `${ta.scrollHeight + ta.offsetHeight - ta.clientHeight}px`;
 }
