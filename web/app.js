@@ -338,6 +338,20 @@ function boardState() {
   return Object.fromEntries(COLUMNS.map((c) => [c, cols[c].map(({ id, f }) => ({ id, title: f.title ?? '' }))]));
 }
 
+/**
+ * Whether what this page knows of the others is live. Offline (or while it
+ * reconnects) presence and locks are as they were when it was last online:
+ * the others are shown as unknown, lock badges as stale.
+ */
+const live = () => client.status === 'online';
+
+/** What a lock badge (what = '') or a message about the card (what = ' this card') says about another's lock lk. */
+function lockText(lk, what = '') {
+  const mine = lk.user === user;
+  if (!live()) return mine ? `was editing${what} in your other tab (you are offline)` : `${lk.user} was editing${what} (you are offline)`;
+  return mine ? `editing${what} in your other tab` : `${lk.user} is editing${what}`;
+}
+
 function lockOf(id) {
   const lk = room.locks.get(id);
   if (!lk) return null;
@@ -395,8 +409,9 @@ function updateCard(el, id, f) {
   const badge = $('.card-lock', el);
   badge.hidden = !other;
   if (other) {
-    badge.textContent = lk.user === user ? 'editing in your other tab' : `${lk.user} is editing`;
-    badge.title = `Locked by ${lk.user} (${lk.device})`;
+    badge.textContent = lockText(lk);
+    badge.dataset.stale = live() ? 'false' : 'true';
+    badge.title = `Locked by ${lk.user} (${lk.device})${live() ? '' : ' when this page was last online'}`;
     badge.style.setProperty('--who', colorFor(lk.user));
   }
   // While its title editor is open (or waiting for the lock), the card stays
@@ -523,7 +538,7 @@ async function openEditor(id) {
   if (editing) closeEditor(false);
   const lk = lockOf(id);
   if (lk && !lk.mine) {
-    toast(`${lk.user} is editing this card`, 'info');
+    toast(lockText(lk, ' this card'), 'info');
     return;
   }
   const ed = { id, held: !!lk, closed: false, renew: null };
@@ -668,7 +683,7 @@ function updateNote(el, id, lock) {
   const ta = note.textarea;
   // The server refuses text ops on a locked item (9.2): typing would be rolled back.
   ta.readOnly = !!lock;
-  ta.title = lock ? `${lock.user} is editing this card` : '';
+  ta.title = lock ? lockText(lock, ' this card') : '';
 }
 
 function attachNote(el, id) {
@@ -1141,7 +1156,11 @@ function renderPresence() {
     li.className = 'person';
     li.dataset.testid = 'presence-user';
     li.dataset.user = name;
-    li.classList.toggle('away', !devices.some((d) => d.connected));
+    // Offline, whether the others are connected is unknown (and this tab is not).
+    const conn = (d) => (d.user === user && d.device === device ? String(live()) : !live() ? 'unknown' : String(!!d.connected));
+    const states = devices.map(conn);
+    li.classList.toggle('away', !states.includes('true') && !states.includes('unknown'));
+    li.classList.toggle('unknown', !states.includes('true') && states.includes('unknown'));
     const avatar = document.createElement('span');
     avatar.className = 'avatar';
     avatar.style.backgroundColor = peerColor(state.color, name);
@@ -1156,12 +1175,13 @@ function renderPresence() {
       dot.className = 'device';
       dot.dataset.testid = 'presence-device';
       dot.dataset.device = d.device;
-      dot.dataset.connected = d.connected ? 'true' : 'false';
+      dot.dataset.connected = conn(d);
       if (d.user === user && d.device === device) dot.classList.add('self');
       const editingCard = d.state && typeof d.state.editing === 'string' ? room.get(d.state.editing) : null;
       const noteCard = d.state && d.state.note && typeof d.state.note.card === 'string' ? room.get(d.state.note.card) : null;
       dot.title = `${d.device}${d.user === user && d.device === device ? ' (this tab)' : ''}: `
-        + `${d.connected ? 'connected' : 'disconnected'}${editingCard ? `, editing \u201c${isolate(editingCard.title)}\u201d` : ''}`
+        + `${{ true: 'connected', false: 'disconnected', unknown: 'unknown (you are offline)' }[conn(d)]}`
+        + `${editingCard ? `, editing \u201c${isolate(editingCard.title)}\u201d` : ''}`
         + `${noteCard ? `, writing in the note of \u201c${isolate(noteCard.title)}\u201d` : ''}`;
       dots.append(dot);
     }
@@ -1171,7 +1191,10 @@ function renderPresence() {
   }));
 }
 
-client.on('status', renderPresence);
+client.on('status', () => {
+  renderPresence();
+  scheduleRender(); // lock badges: live or stale
+});
 renderPresence();
 scheduleRender();
 
