@@ -345,11 +345,23 @@ function boardState() {
  */
 const live = () => client.status === 'online';
 
+/**
+ * Whether the device holding lock lk is connected, as presence says:
+ * 'connected', 'disconnected' (its session is detached and keeps the lock
+ * until its TTL runs out or it comes back), or 'unknown' (offline, or no entry).
+ */
+function lockHolder(lk) {
+  if (!live()) return 'unknown';
+  const p = (room.presence.list || []).find((e) => e.user === lk.user && e.device === lk.device);
+  return !p ? 'unknown' : p.connected === false ? 'disconnected' : 'connected';
+}
+
 /** What a lock badge (what = '') or a message about the card (what = ' this card') says about another's lock lk. */
 function lockText(lk, what = '') {
   const mine = lk.user === user;
   if (!live()) return mine ? `was editing${what} in your other tab (you are offline)` : `${lk.user} was editing${what} (you are offline)`;
-  return mine ? `editing${what} in your other tab` : `${lk.user} is editing${what}`;
+  const gone = lockHolder(lk) === 'disconnected' ? ' (disconnected)' : '';
+  return mine ? `editing${what} in your other tab${gone}` : `${lk.user}${gone} is editing${what}`;
 }
 
 function lockOf(id) {
@@ -411,7 +423,9 @@ function updateCard(el, id, f) {
   if (other) {
     badge.textContent = lockText(lk);
     badge.dataset.stale = live() ? 'false' : 'true';
-    badge.title = `Locked by ${lk.user} (${lk.device})${live() ? '' : ' when this page was last online'}`;
+    badge.dataset.holder = lockHolder(lk);
+    badge.title = `Locked by ${lk.user} (${lk.device})${!live() ? ' when this page was last online'
+      : badge.dataset.holder === 'disconnected' ? ', whose device is disconnected: the lock lasts until it comes back or runs out' : ''}`;
     badge.style.setProperty('--who', colorFor(lk.user));
   }
   // While its title editor is open (or waiting for the lock), the card stays
@@ -1125,6 +1139,7 @@ room.on('error', ({ code, message, item, op }) => {
 
 room.on('presence', () => {
   renderPresence();
+  if (room.locks.size) scheduleRender(); // lock badges name a disconnected holder
   for (const note of notes.values()) queueCursors(note);
 });
 
