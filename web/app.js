@@ -96,10 +96,32 @@ async function pickDevice() {
   return id;
 }
 
+/** A colour of one's own, made from the name: #rrggbb (hsl(h 55% 42%)), so that peerColor() accepts it. */
 function colorFor(name) {
   let h = 0;
   for (const ch of name) h = (h * 31 + ch.codePointAt(0)) >>> 0;
-  return `hsl(${h % 360} 55% 42%)`;
+  h %= 360;
+  const a = 0.55 * Math.min(0.42, 1 - 0.42);
+  const part = (n) => {
+    const k = (n + h / 30) % 12;
+    const v = 0.42 - a * Math.max(-1, Math.min(k - 3, 9 - k, 1));
+    return Math.round(v * 255).toString(16).padStart(2, '0');
+  };
+  return `#${part(0)}${part(8)}${part(4)}`;
+}
+
+/*
+ * Everything another user controls (their presence: name, colour, caret; card
+ * titles; notes) is data. It goes into the page as text (textContent, <bdi>,
+ * attribute values) and into styles one property at a time, never through
+ * innerHTML or style.cssText. A colour is used only when it is #rgb or
+ * #rrggbb: anything else (say "red;position:fixed" or url(...)) could restyle
+ * or fetch, and is replaced by the colour made from the user's name.
+ */
+const COLOR_RE = /^#(?:[0-9a-f]{3}|[0-9a-f]{6})$/i;
+
+function peerColor(value, name) {
+  return typeof value === 'string' && COLOR_RE.test(value) ? value : colorFor(name);
 }
 
 function initials(name) {
@@ -108,14 +130,47 @@ function initials(name) {
   return s.toUpperCase();
 }
 
+// ---- user text and bidi ------------------------------------------------------
+//
+// Text a user wrote (a title, a name) may hold right-to-left script or
+// controls such as U+202E RIGHT-TO-LEFT OVERRIDE. Shown among the app's own
+// words it is isolated, so that it reorders itself only: in markup in a <bdi>
+// (or an element with dir="auto": titles, notes, caret labels), in plain text
+// (tooltips) between U+2068 FIRST STRONG ISOLATE and U+2069 POP DIRECTIONAL ISOLATE.
+
+/** User text for a plain-text string (a title attribute): isolated. */
+const isolate = (s) => `\u2068${s}\u2069`;
+
+/** User text for toast(): shown in a <bdi>. */
+const userText = (s) => ({ user: String(s) });
+
+/** A quoted card title for toast(), or a stand-in when it has none. */
+function quoted(f, none) {
+  return f && typeof f.title === 'string' && f.title ? ['\u201c', userText(f.title), '\u201d'] : [none];
+}
+
+/** Text nodes for strings, a <bdi> for each userText(): the parts of a message. */
+function messageNodes(parts) {
+  return parts.flat(Infinity).map((p) => {
+    if (typeof p !== 'object' || p === null) return document.createTextNode(String(p));
+    const bdi = document.createElement('bdi');
+    bdi.textContent = p.user;
+    return bdi;
+  });
+}
+
 // ---- toasts ---------------------------------------------------------------
 
+/** text: a string, or an array of strings and userText() parts. */
 function toast(text, kind = 'warn') {
   const el = document.createElement('div');
   el.className = `toast ${kind}`;
   el.dataset.testid = 'toast';
   el.setAttribute('role', 'alert');
-  el.textContent = text;
+  const body = document.createElement('span');
+  body.className = 'toast-text';
+  body.append(...messageNodes([text]));
+  el.append(body);
   const close = document.createElement('button');
   close.type = 'button';
   close.className = 'icon';
@@ -283,6 +338,32 @@ function boardState() {
   return Object.fromEntries(COLUMNS.map((c) => [c, cols[c].map(({ id, f }) => ({ id, title: f.title ?? '' }))]));
 }
 
+/**
+ * Whether what this page knows of the others is live. Offline (or while it
+ * reconnects) presence and locks are as they were when it was last online:
+ * the others are shown as unknown, lock badges as stale.
+ */
+const live = () => client.status === 'online';
+
+/**
+ * Whether the device holding lock lk is connected, as presence says:
+ * 'connected', 'disconnected' (its session is detached and keeps the lock
+ * until its TTL runs out or it comes back), or 'unknown' (offline, or no entry).
+ */
+function lockHolder(lk) {
+  if (!live()) return 'unknown';
+  const p = (room.presence.list || []).find((e) => e.user === lk.user && e.device === lk.device);
+  return !p ? 'unknown' : p.connected === false ? 'disconnected' : 'connected';
+}
+
+/** What a lock badge (what = '') or a message about the card (what = ' this card') says about another's lock lk. */
+function lockText(lk, what = '') {
+  const mine = lk.user === user;
+  if (!live()) return mine ? `was editing${what} in your other tab (you are offline)` : `${lk.user} was editing${what} (you are offline)`;
+  const gone = lockHolder(lk) === 'disconnected' ? ' (disconnected)' : '';
+  return mine ? `editing${what} in your other tab${gone}` : `${lk.user}${gone} is editing${what}`;
+}
+
 function lockOf(id) {
   const lk = room.locks.get(id);
   if (!lk) return null;
@@ -336,19 +417,25 @@ function updateCard(el, id, f) {
   const title = $('.card-title', el);
   const text = typeof f.title === 'string' && f.title ? f.title : '(untitled)';
   if (title.textContent !== text) title.textContent = text;
-  title.hidden = !!isEditing;
+  title.hidden = !!isEditing && !$('.card-editor', el).hidden; // while the lock is asked for, the title stays
   const badge = $('.card-lock', el);
   badge.hidden = !other;
   if (other) {
-    badge.textContent = lk.user === user ? 'editing in your other tab' : `${lk.user} is editing`;
-    badge.title = `Locked by ${lk.user} (${lk.device})`;
+    badge.textContent = lockText(lk);
+    badge.dataset.stale = live() ? 'false' : 'true';
+    badge.dataset.holder = lockHolder(lk);
+    badge.title = `Locked by ${lk.user} (${lk.device})${!live() ? ' when this page was last online'
+      : badge.dataset.holder === 'disconnected' ? ', whose device is disconnected: the lock lasts until it comes back or runs out' : ''}`;
     badge.style.setProperty('--who', colorFor(lk.user));
   }
+  // While its title editor is open (or waiting for the lock), the card stays
+  // where it is and stays: the editor would otherwise lose it, or save into a deleted card.
+  const held = !!other || !!isEditing;
   const i = COLUMNS.indexOf(col);
-  $('[data-testid="card-left"]', el).disabled = other || i === 0;
-  $('[data-testid="card-right"]', el).disabled = other || i === COLUMNS.length - 1;
-  $('[data-testid="card-edit"]', el).disabled = !!other || !!isEditing;
-  $('[data-testid="card-delete"]', el).disabled = !!other;
+  $('[data-testid="card-left"]', el).disabled = held || i === 0;
+  $('[data-testid="card-right"]', el).disabled = held || i === COLUMNS.length - 1;
+  $('[data-testid="card-edit"]', el).disabled = held;
+  $('[data-testid="card-delete"]', el).disabled = held;
 }
 
 function render() {
@@ -410,6 +497,54 @@ function deleteCard(id) {
   if (room.get(id)) track(id, room.delete(id));
 }
 
+// ---- title length ---------------------------------------------------------
+//
+// A title input's maxlength (200) is the limit; the browser cuts typed and
+// pasted text at it without a word. Near it a counter shows under the input;
+// at it, or when text was cut, a message says so.
+
+const LIMIT_NEAR = 20; // the counter shows from this many characters before the limit
+
+function showLimit(input) {
+  const out = input.form && $('.title-limit', input.form);
+  if (!out) return;
+  const max = input.maxLength;
+  const len = input.value.length;
+  if (len < max) delete input.dataset.cut;
+  const state = max <= 0 || len < max - LIMIT_NEAR ? ''
+    : input.dataset.cut ? 'cut' : len >= max ? 'full' : 'near';
+  out.hidden = !state;
+  out.dataset.state = state;
+  out.textContent = state === 'cut' ? `${len}/${max}: a title holds at most ${max} characters; the rest was cut`
+    : state === 'full' ? `${len}/${max}: the limit of ${max} characters is reached`
+      : state ? `${len}/${max}` : '';
+}
+
+/** Text about to go into input that does not fit: it will be cut (the event comes before the browser cuts). */
+function noteOverflow(input, inserted) {
+  const max = input.maxLength;
+  if (max <= 0 || typeof inserted !== 'string') return;
+  const selected = (input.selectionEnd ?? 0) - (input.selectionStart ?? 0);
+  if (input.value.length - selected + inserted.length > max) {
+    input.dataset.cut = 'true';
+    setTimeout(() => showLimit(input)); // also when nothing at all went in (no input event then)
+  }
+}
+
+const isTitleInput = (el) => el instanceof HTMLInputElement && (el.matches('.title-input') || el.matches('.add input'));
+
+boardEl.addEventListener('beforeinput', (e) => {
+  if (isTitleInput(e.target) && e.inputType.startsWith('insert')) {
+    noteOverflow(e.target, e.data ?? e.dataTransfer?.getData('text/plain'));
+  }
+});
+boardEl.addEventListener('paste', (e) => {
+  if (isTitleInput(e.target)) noteOverflow(e.target, e.clipboardData?.getData('text/plain'));
+});
+boardEl.addEventListener('input', (e) => {
+  if (isTitleInput(e.target)) showLimit(e.target);
+});
+
 // ---- title editor and locks -----------------------------------------------
 
 async function openEditor(id) {
@@ -417,13 +552,14 @@ async function openEditor(id) {
   if (editing) closeEditor(false);
   const lk = lockOf(id);
   if (lk && !lk.mine) {
-    toast(`${lk.user} is editing this card`, 'info');
+    toast(lockText(lk, ' this card'), 'info');
     return;
   }
   const ed = { id, held: !!lk, closed: false, renew: null };
   editing = ed;
   const el = cardEls.get(id);
-  if (el) el.dataset.editing = 'locking';
+  // Its move and delete buttons go off now, while the lock is asked for.
+  if (el && room.get(id)) updateCard(el, id, room.get(id));
   // Online, the editor opens once the lock is ours, so two people never
   // type into one card. Offline (or when the lock does not come in time)
   // it opens anyway: the client queues the edit, and should someone else
@@ -458,6 +594,8 @@ async function openEditor(id) {
   const form = $('.card-editor', card);
   const input = $('.title-input', card);
   input.value = room.get(id).title ?? '';
+  delete input.dataset.cut;
+  showLimit(input);
   form.hidden = false;
   updateCard(card, id, room.get(id));
   input.focus();
@@ -559,7 +697,7 @@ function updateNote(el, id, lock) {
   const ta = note.textarea;
   // The server refuses text ops on a locked item (9.2): typing would be rolled back.
   ta.readOnly = !!lock;
-  ta.title = lock ? `${lock.user} is editing this card` : '';
+  ta.title = lock ? lockText(lock, ' this card') : '';
 }
 
 function attachNote(el, id) {
@@ -569,6 +707,7 @@ function attachNote(el, id) {
   ta.className = 'note-input';
   ta.dataset.testid = 'note-input';
   ta.rows = 2;
+  ta.dir = 'auto'; // its direction from its own text
   ta.placeholder = 'Note (shared)';
   ta.setAttribute('aria-label', 'Shared note');
   const overlay = document.createElement('div');
@@ -590,7 +729,7 @@ function attachNote(el, id) {
   text.on('change', (ch) => {
     logPush(note, { ops: ch.ops });
     if (text.rev !== lastRev(note)) markRev(note);
-    fitNote(ta);
+    foldNote(note);
     queueCursors(note);
   });
   note.onAck = () => {
@@ -600,9 +739,11 @@ function attachNote(el, id) {
   text.doc.on('ack', note.onAck);
   ta.addEventListener('focus', () => {
     noteFocus = id;
+    foldNote(note);
     publishNoteSoon();
   });
   ta.addEventListener('blur', () => {
+    foldNote(note);
     if (noteFocus !== id) return;
     noteFocus = null;
     clearTimeout(notePresenceTimer);
@@ -622,6 +763,7 @@ function attachNote(el, id) {
   });
   ta.addEventListener('scroll', () => queueCursors(note));
   if (resizes) resizes.observe(ta);
+  foldNote(note);
   queueMicrotask(() => fitNote(ta)); // once render() has put a new card in the page
   queueCursors(note);
   return note;
@@ -647,9 +789,30 @@ function detachNote(id) {
   }
 }
 
+/*
+ * An empty note that does not have the focus is folded up to one line, its
+ * placeholder "+ Add a note" (CSS: .card-note[data-folded]), so that a board
+ * of cards without notes is not a column of empty boxes. Focusing it (a
+ * click, Tab) opens the editor; a note with text, from anyone, is shown.
+ */
+function foldNote(note) {
+  const ta = note.textarea;
+  const folded = ta.value === '' && document.activeElement !== ta;
+  const box = ta.closest('.card-note');
+  if (box && box.dataset.folded !== String(folded)) {
+    box.dataset.folded = String(folded);
+    ta.placeholder = folded ? '+ Add a note' : 'Note (shared)';
+  }
+  fitNote(ta);
+}
+
 /** Grows the textarea with its text (up to the CSS max-height), so that no caret hides below. */
 function fitNote(ta) {
   if (!ta.isConnected) return;
+  if (ta.closest('.card-note')?.dataset.folded === 'true') {
+    ta.style.height = ''; // the CSS height of a folded note
+    return;
+  }
   ta.style.height = 'auto';
   ta.style.height = `${ta.scrollHeight + ta.offsetHeight - ta.clientHeight}px`;
 }
@@ -732,7 +895,7 @@ function drawCursors(note) {
   for (const p of layout ? peers : []) {
     const n = p.state.note;
     const key = `${p.user}\u0000${p.device}`;
-    const color = typeof p.state.color === 'string' ? p.state.color : colorFor(p.user);
+    const color = peerColor(p.state.color, p.user);
     const start = Math.min(localPos(note, n.pos, n.rev), len);
     const end = Math.max(start, Math.min(localPos(note, n.end, n.rev), len));
     const start16 = cpToUtf16(value, start);
@@ -741,7 +904,7 @@ function drawCursors(note) {
     for (const r of start16 < end16 ? layout.rects(start16, end16) : []) {
       const sel = document.createElement('div');
       sel.className = 'note-selection';
-      sel.style.cssText = `--who:${color};left:${r.x}px;top:${r.y}px;width:${r.w}px;height:${r.h}px`;
+      placeBox(sel, color, r.x, r.y, r.h, r.w);
       selections.push(sel);
     }
     let el = note.cursors.get(key);
@@ -753,6 +916,7 @@ function drawCursors(note) {
       el.dataset.device = p.device;
       const label = document.createElement('span');
       label.className = 'note-cursor-label';
+      label.dir = 'auto'; // a name, isolated from the caret's surroundings
       label.dataset.testid = 'note-cursor-label';
       el.append(label);
       note.cursors.set(key, el);
@@ -764,7 +928,7 @@ function drawCursors(note) {
     el.dataset.pos16 = String(at16); // UTF-16 units, as selectionStart counts
     el.dataset.start16 = String(start16);
     el.dataset.end16 = String(end16);
-    el.style.cssText = `--who:${color};left:${c.x}px;top:${c.y}px;height:${c.h}px`;
+    placeBox(el, color, c.x, c.y, c.h);
     el.hidden = c.y + c.h < ta.clientTop || c.y > ta.clientTop + ta.clientHeight; // scrolled out of view
     const name = typeof p.state.name === 'string' && p.state.name ? p.state.name : p.user;
     const place = `${c.x},${c.y}`;
@@ -782,6 +946,15 @@ function drawCursors(note) {
   }
   for (const old of note.overlay.querySelectorAll('.note-selection')) old.remove();
   note.overlay.prepend(...selections);
+}
+
+/** Positions a caret marker or selection box: numbers measured here, a colour checked by peerColor(). */
+function placeBox(el, color, x, y, h, w) {
+  el.style.setProperty('--who', color);
+  el.style.left = `${x}px`;
+  el.style.top = `${y}px`;
+  el.style.height = `${h}px`;
+  if (w !== undefined) el.style.width = `${w}px`;
 }
 
 // The copy of a textarea's text box that carets are measured in: the same
@@ -849,6 +1022,7 @@ boardEl.addEventListener('submit', (e) => {
     if (!title) return;
     createCard(form.closest('.column').dataset.col, title);
     input.value = '';
+    showLimit(input);
     input.focus();
   } else if (form.matches('.card-editor')) {
     closeEditor(true);
@@ -956,15 +1130,16 @@ room.on('lock', ({ item }) => {
 
 room.on('error', ({ code, message, item, op }) => {
   const f = item && room.get(item);
-  const what = f && f.title ? `\u201c${f.title}\u201d` : item ? 'a card' : 'the board';
-  if (op) toast(`Change to ${what} rolled back: ${CODE_TEXT[code] || message || code}`, 'warn');
-  else if (code === 'lock_lost') toast(`Your edit lock on ${what} was lost`, 'warn');
-  else toast(`Error on ${what}: ${message || code}`, 'error');
+  const what = quoted(f, item ? 'a card' : 'the board');
+  if (op) toast(['Change to ', what, ` rolled back: ${CODE_TEXT[code] || message || code}`], 'warn');
+  else if (code === 'lock_lost') toast(['Your edit lock on ', what, ' was lost'], 'warn');
+  else toast(['Error on ', what, `: ${message || code}`], 'error');
   scheduleRender();
 });
 
 room.on('presence', () => {
   renderPresence();
+  if (room.locks.size) scheduleRender(); // lock badges name a disconnected holder
   for (const note of notes.values()) queueCursors(note);
 });
 
@@ -996,10 +1171,14 @@ function renderPresence() {
     li.className = 'person';
     li.dataset.testid = 'presence-user';
     li.dataset.user = name;
-    li.classList.toggle('away', !devices.some((d) => d.connected));
+    // Offline, whether the others are connected is unknown (and this tab is not).
+    const conn = (d) => (d.user === user && d.device === device ? String(live()) : !live() ? 'unknown' : String(!!d.connected));
+    const states = devices.map(conn);
+    li.classList.toggle('away', !states.includes('true') && !states.includes('unknown'));
+    li.classList.toggle('unknown', !states.includes('true') && states.includes('unknown'));
     const avatar = document.createElement('span');
     avatar.className = 'avatar';
-    avatar.style.background = typeof state.color === 'string' ? state.color : colorFor(name);
+    avatar.style.backgroundColor = peerColor(state.color, name);
     avatar.textContent = initials(typeof state.name === 'string' && state.name ? state.name : name);
     const label = document.createElement('span');
     label.className = 'person-name';
@@ -1011,13 +1190,14 @@ function renderPresence() {
       dot.className = 'device';
       dot.dataset.testid = 'presence-device';
       dot.dataset.device = d.device;
-      dot.dataset.connected = d.connected ? 'true' : 'false';
+      dot.dataset.connected = conn(d);
       if (d.user === user && d.device === device) dot.classList.add('self');
       const editingCard = d.state && typeof d.state.editing === 'string' ? room.get(d.state.editing) : null;
       const noteCard = d.state && d.state.note && typeof d.state.note.card === 'string' ? room.get(d.state.note.card) : null;
       dot.title = `${d.device}${d.user === user && d.device === device ? ' (this tab)' : ''}: `
-        + `${d.connected ? 'connected' : 'disconnected'}${editingCard ? `, editing \u201c${editingCard.title}\u201d` : ''}`
-        + `${noteCard ? `, writing in the note of \u201c${noteCard.title}\u201d` : ''}`;
+        + `${{ true: 'connected', false: 'disconnected', unknown: 'unknown (you are offline)' }[conn(d)]}`
+        + `${editingCard ? `, editing \u201c${isolate(editingCard.title)}\u201d` : ''}`
+        + `${noteCard ? `, writing in the note of \u201c${isolate(noteCard.title)}\u201d` : ''}`;
       dots.append(dot);
     }
     li.title = `${name}: ${devices.length} device${devices.length > 1 ? 's' : ''}`;
@@ -1026,7 +1206,10 @@ function renderPresence() {
   }));
 }
 
-client.on('status', renderPresence);
+client.on('status', () => {
+  renderPresence();
+  scheduleRender(); // lock badges: live or stale
+});
 renderPresence();
 scheduleRender();
 

@@ -93,6 +93,9 @@ export async function waitStatus(page, want, ms = WAIT) {
 /** The card with this title (exact), as a locator. */
 export const card = (page, title) => page.locator(`[data-testid="card"][data-title="${title.replace(/"/g, '\\"')}"]`);
 
+/** The card with this id, as a locator (for titles a selector cannot spell, or that change). */
+export const cardById = (page, id) => page.locator(`[data-testid="card"][data-id="${id}"]`);
+
 export async function addCard(page, col, title) {
   const column = page.locator(`[data-testid="column"][data-col="${col}"]`);
   await column.locator('[data-testid="add-input"]').fill(title);
