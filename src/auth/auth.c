@@ -24,20 +24,9 @@ const char *auth_wire_code(auth_result r) {
   return r == AUTH_EXPIRED ? "token_expired" : "token_invalid";
 }
 
-static int charset_ok(const char *s, size_t len, size_t max, const char *extra) {
-  if (len == 0 || len > max) return 0;
-  for (size_t i = 0; i < len; i++) {
-    unsigned char ch = (unsigned char)s[i];
-    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')) continue;
-    if (ch && strchr(extra, ch)) continue;
-    return 0;
-  }
-  return 1;
-}
-
-int auth_room_valid(const char *room, size_t len) { return charset_ok(room, len, 128, "._:@-"); }
-int auth_user_valid(const char *user, size_t len) { return charset_ok(user, len, 64, "._@-"); }
-int auth_device_valid(const char *device, size_t len) { return charset_ok(device, len, 64, "._:-"); }
+int auth_room_valid(const char *room, size_t len) { return wsy_charset_ok(room, len, 128, "._:@-"); }
+int auth_user_valid(const char *user, size_t len) { return wsy_charset_ok(user, len, 64, "._@-"); }
+int auth_device_valid(const char *device, size_t len) { return wsy_charset_ok(device, len, 64, "._:-"); }
 
 int auth_pattern_match(const char *p, const char *s) {
   /* Iterative glob with one backtrack point: linear in practice, and never
@@ -73,7 +62,7 @@ static int pattern_valid(const char *p) {
   size_t n = strlen(p);
   if (n == 0 || n > 128) return 0;
   for (size_t i = 0; i < n; i++)
-    if (p[i] != '*' && !charset_ok(p + i, 1, 1, "._:@-")) return 0;
+    if (p[i] != '*' && !wsy_charset_ok(p + i, 1, 1, "._:@-")) return 0;
   return 1;
 }
 
@@ -98,22 +87,6 @@ void auth_identity_free(auth_identity *id) {
   for (size_t i = 0; i < id->ngrants; i++) wsy_free(id->grants[i].pattern);
   wsy_free(id->grants);
   memset(id, 0, sizeof *id);
-}
-
-auth_identity auth_identity_copy(const auth_identity *id) {
-  auth_identity c = {0};
-  c.user = id->user ? wsy_strndup(id->user, strlen(id->user)) : NULL;
-  c.exp = id->exp;
-  c.device = id->device ? wsy_strndup(id->device, strlen(id->device)) : NULL;
-  c.ngrants = id->ngrants;
-  if (id->ngrants) {
-    c.grants = wsy_calloc(id->ngrants, sizeof *c.grants);
-    for (size_t i = 0; i < id->ngrants; i++) {
-      c.grants[i].pattern = wsy_strndup(id->grants[i].pattern, strlen(id->grants[i].pattern));
-      c.grants[i].perms = id->grants[i].perms;
-    }
-  }
-  return c;
 }
 
 void auth_identity_demo(auth_identity *id, const char *user) {

@@ -54,7 +54,6 @@ auth_result auth_verify(const char *secret, const char *token, int64_t now_s, au
 void auth_identity_free(auth_identity *id);
 /* Identity of the insecure demo mode: user, every room readable and writable. */
 void auth_identity_demo(auth_identity *id, const char *user);
-auth_identity auth_identity_copy(const auth_identity *id);
 
 /* Permissions (AUTH_READ | AUTH_WRITE) of id on room. */
 unsigned auth_room_perms(const auth_identity *id, const char *room);

@@ -79,3 +79,14 @@ uint64_t wsy_now_ms(void) {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
+
+int wsy_charset_ok(const char *s, size_t len, size_t max, const char *extra) {
+  if (len == 0 || len > max) return 0;
+  for (size_t i = 0; i < len; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')) continue;
+    if (ch && strchr(extra, ch)) continue;
+    return 0;
+  }
+  return 1;
+}

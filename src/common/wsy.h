@@ -43,6 +43,11 @@ const char *wsy_errname(int err);
 #define WSY_PRINTF(a, b)
 #endif
 
+/* s[0..len) is 1..max bytes of A-Z a-z 0-9 and the characters of extra:
+ * the shape of names on the wire (rooms, users, devices, cids, item ids),
+ * each with its own max and extra. */
+int wsy_charset_ok(const char *s, size_t len, size_t max, const char *extra);
+
 #define WSY_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 /* The length snprintf(out, size, ...) actually wrote, from its result n:

@@ -17,82 +17,97 @@
 enum kind { K_STR, K_SIZE, K_DUR, K_UINT, K_BOOL, K_LISTEN, K_LOGLEVEL, K_DURABILITY };
 
 typedef struct {
-  const char *flag; /* without the leading "--" */
+  const char *flag;  /* without the leading "--" */
   enum kind kind;
   size_t off;
-  const char *arg, *help;
+  const char *arg;   /* the value's name in --help, NULL for a switch */
+  const char *def;   /* the default, parsed like a flag's value; NULL: none */
+  unsigned long long min, max; /* bounds of a number, in its unit (bytes, ms); max 0: none */
+  const char *help;
 } option;
 
 #define OFF(f) offsetof(wsy_config, f)
 static const option options[] = {
-  {"listen", K_LISTEN, 0, "HOST:PORT", "address to listen on (default 127.0.0.1:8080; port 0 picks a free one)"},
-  {"data-dir", K_STR, OFF(data_dir), "DIR", "where the database lives (default ./data)"},
-  {"static", K_STR, OFF(static_dir), "DIR", "serve files from DIR at / (default: none)"},
-  {"max-message-size", K_SIZE, OFF(max_message), "SIZE", "largest WebSocket message (default 1M)"},
-  {"max-connections", K_UINT, OFF(max_connections), "N", "connections beyond N are refused (default 100000)"},
-  {"max-queued-bytes", K_SIZE, OFF(max_queued), "SIZE", "output queued per connection before it is closed as a slow consumer (default 4M)"},
-  {"idle-timeout", K_DUR, OFF(idle_timeout_ms), "DUR", "close a connection silent this long (default 60s)"},
-  {"ping-interval", K_DUR, OFF(ping_interval_ms), "DUR", "ping a WebSocket silent this long (default 25s)"},
-  {"handshake-timeout", K_DUR, OFF(handshake_timeout_ms), "DUR", "time allowed to send a complete HTTP request (default 10s)"},
-  {"allowed-origins", K_STR, OFF(allowed_origins), "LIST", "comma-separated Origin values accepted for WebSocket (default: any)"},
-  {"log-level", K_LOGLEVEL, OFF(log_level), "LEVEL", "error, warn, info or debug (default info)"},
-  {"echo-endpoint", K_BOOL, OFF(echo_endpoint), NULL, "enable /v1/echo and /v1/broadcast (conformance tests, benchmarks)"},
-  {"auth-secret", K_STR, OFF(auth_secret), "SECRET", "HS256 key that signs client tokens (required for tokens)"},
-  {"insecure-demo", K_BOOL, OFF(insecure_demo), NULL, "accept hello with a bare user name and no token (demo only: never in production)"},
-  {"durability", K_DURABILITY, OFF(durability_full), "MODE", "normal (survives a process crash) or full (fsync before ack) (default normal)"},
-  {"max-rooms", K_UINT, OFF(max_rooms), "N", "rooms one session may join (default 100)"},
-  {"rate", K_UINT, OFF(rate), "N", "requests per second per session, sustained (default 100)"},
-  {"burst", K_UINT, OFF(burst), "N", "requests per session allowed in a burst (default 200)"},
-  {"max-lock-ttl", K_DUR, OFF(max_lock_ttl_ms), "DUR", "longest lock lease a client may ask for (default 5m)"},
-  {"resume-window", K_DUR, OFF(resume_window_ms), "DUR", "how long a session outlives its connection (default 60s)"},
-  {"poll-timeout", K_DUR, OFF(poll_timeout_ms), "DUR", "longest wait of a long-poll request with nothing to say (default 25s)"},
-  {"max-outbox", K_SIZE, OFF(max_outbox), "SIZE", "unconfirmed messages kept per session for a resume (default 1M)"},
-  {"max-batch", K_UINT, OFF(max_batch), "N", "sub-ops in one batch op (default 100)"},
-  {"max-fields", K_UINT, OFF(max_fields), "N", "fields in one set (default 256)"},
-  {"max-field-size", K_SIZE, OFF(max_field_size), "SIZE", "one field value, compact JSON (default 64K)"},
-  {"max-item-size", K_SIZE, OFF(max_item_size), "SIZE", "all fields of an item (default 256K)"},
-  {"max-depth", K_UINT, OFF(max_depth), "N", "nesting of a field value (default 16)"},
-  {"max-room-items", K_UINT, OFF(max_room_items), "N", "items in one room (default 100000)"},
-  {"max-presence-state", K_SIZE, OFF(max_presence_state), "SIZE", "a member's presence state (default 2K)"},
-  {"max-catchup", K_UINT, OFF(max_catchup), "N", "ops sent on join before a snapshot is sent instead (default 10000)"},
-  {"api-key", K_STR, OFF(api_key), "KEY", "bearer key of the backend HTTP API and /metrics (default: API off)"},
-  {"history-ops", K_UINT, OFF(history_ops), "N", "log entries kept per room for catch-up; older ones are trimmed (default 100000)"},
-  {"store-faults", K_STR, OFF(store_faults), "FILE", "TESTING ONLY: fail store calls as FILE says (\"commit N\", \"dedupe N\", \"read N\")"},
+  {"listen", K_LISTEN, 0, "HOST:PORT", "127.0.0.1:8080", 0, 0,
+   "address to listen on (port 0 picks a free one)"},
+  {"data-dir", K_STR, OFF(data_dir), "DIR", "data", 0, 0,
+   "where the database lives"},
+  {"static", K_STR, OFF(static_dir), "DIR", NULL, 0, 0,
+   "serve files from DIR at / (default: none)"},
+  {"max-message-size", K_SIZE, OFF(max_message), "SIZE", "1M", 1, 0,
+   "largest WebSocket message"},
+  {"max-connections", K_UINT, OFF(max_connections), "N", "100000", 0, 0,
+   "connections beyond N are refused"},
+  {"max-queued-bytes", K_SIZE, OFF(max_queued), "SIZE", "4M", 1024, 1ull << 31,
+   "output queued per connection before it is closed as a slow consumer"},
+  {"idle-timeout", K_DUR, OFF(idle_timeout_ms), "DUR", "60s", 0, 0,
+   "close a connection silent this long"},
+  {"ping-interval", K_DUR, OFF(ping_interval_ms), "DUR", "25s", 0, 0,
+   "ping a WebSocket silent this long"},
+  {"handshake-timeout", K_DUR, OFF(handshake_timeout_ms), "DUR", "10s", 0, 0,
+   "time allowed to send a complete HTTP request"},
+  {"allowed-origins", K_STR, OFF(allowed_origins), "LIST", NULL, 0, 0,
+   "comma-separated Origin values accepted for WebSocket (default: any)"},
+  {"log-level", K_LOGLEVEL, OFF(log_level), "LEVEL", "info", 0, 0,
+   "error, warn, info or debug"},
+  {"echo-endpoint", K_BOOL, OFF(echo_endpoint), NULL, NULL, 0, 0,
+   "enable /v1/echo and /v1/broadcast (conformance tests, benchmarks)"},
+  {"auth-secret", K_STR, OFF(auth_secret), "SECRET", NULL, 0, 0,
+   "HS256 key that signs client tokens (required for tokens)"},
+  {"insecure-demo", K_BOOL, OFF(insecure_demo), NULL, NULL, 0, 0,
+   "accept hello with a bare user name and no token (demo only: never in production)"},
+  {"durability", K_DURABILITY, OFF(durability_full), "MODE", "normal", 0, 0,
+   "normal (survives a process crash) or full (fsync before ack)"},
+  {"max-rooms", K_UINT, OFF(max_rooms), "N", "100", 0, 0,
+   "rooms one session may join"},
+  {"rate", K_UINT, OFF(rate), "N", "100", 1, 0,
+   "requests per second per session, sustained"},
+  {"burst", K_UINT, OFF(burst), "N", "200", 1, 0,
+   "requests per session allowed in a burst"},
+  {"max-lock-ttl", K_DUR, OFF(max_lock_ttl_ms), "DUR", "5m", 0, 0,
+   "longest lock lease a client may ask for"},
+  {"resume-window", K_DUR, OFF(resume_window_ms), "DUR", "60s", 0, 0,
+   "how long a session outlives its connection"},
+  {"poll-timeout", K_DUR, OFF(poll_timeout_ms), "DUR", "25s", 100, 0,
+   "longest wait of a long-poll request with nothing to say"},
+  {"max-outbox", K_SIZE, OFF(max_outbox), "SIZE", "1M", 0, 0,
+   "unconfirmed messages kept per session for a resume"},
+  {"max-batch", K_UINT, OFF(max_batch), "N", "100", 1, 0,
+   "sub-ops in one batch op"},
+  {"max-fields", K_UINT, OFF(max_fields), "N", "256", 1, 0,
+   "fields in one set"},
+  {"max-field-size", K_SIZE, OFF(max_field_size), "SIZE", "64K", 0, 0,
+   "one field value, compact JSON"},
+  {"max-item-size", K_SIZE, OFF(max_item_size), "SIZE", "256K", 0, 0,
+   "all fields of an item"},
+  {"max-depth", K_UINT, OFF(max_depth), "N", "16", 1, 32,
+   "nesting of a field value"},
+  {"max-room-items", K_UINT, OFF(max_room_items), "N", "100000", 1, 0,
+   "items in one room"},
+  {"max-presence-state", K_SIZE, OFF(max_presence_state), "SIZE", "2K", 0, 0,
+   "a member's presence state"},
+  {"max-catchup", K_UINT, OFF(max_catchup), "N", "10000", 0, 0,
+   "ops sent on join before a snapshot is sent instead"},
+  {"api-key", K_STR, OFF(api_key), "KEY", NULL, 0, 0,
+   "bearer key of the backend HTTP API and /metrics (default: API off)"},
+  {"history-ops", K_UINT, OFF(history_ops), "N", "100000", 0, 0,
+   "log entries kept per room for catch-up; older ones are trimmed"},
+  {"store-faults", K_STR, OFF(store_faults), "FILE", NULL, 0, 0,
+   "TESTING ONLY: fail store calls as FILE says (\"commit N\", \"dedupe N\", \"read N\")"},
 };
 #undef OFF
 
+static int apply(wsy_config *cfg, const option *o, const char *v, char *err, size_t errlen, const char *src);
+
 void config_defaults(wsy_config *cfg) {
   memset(cfg, 0, sizeof *cfg);
-  snprintf(cfg->listen_host, sizeof cfg->listen_host, "127.0.0.1");
-  cfg->listen_port = 8080;
-  cfg->data_dir = "data";
-  cfg->max_message = 1024 * 1024;
-  cfg->max_queued = 4 * 1024 * 1024;
+  for (size_t i = 0; i < WSY_ARRAY_LEN(options); i++)
+    if (options[i].def && apply(cfg, &options[i], options[i].def, NULL, 0, "the default of --") != 0) abort();
+  /* Settings without a flag. */
   cfg->max_header = 16 * 1024;
   cfg->max_body = 1024 * 1024;
-  cfg->max_connections = 100000;
-  cfg->idle_timeout_ms = 60000;
-  cfg->ping_interval_ms = 25000;
-  cfg->handshake_timeout_ms = 10000;
   cfg->close_timeout_ms = 5000;
   cfg->shutdown_grace_ms = 3000;
-  cfg->log_level = LOG_INFO;
-  cfg->resume_window_ms = 60000;
-  cfg->poll_timeout_ms = 25000;
-  cfg->max_rooms = 100;
-  cfg->rate = 100;
-  cfg->burst = 200;
-  cfg->max_lock_ttl_ms = 300000;
-  cfg->history_ops = 100000;
-  cfg->max_outbox = 1024 * 1024;
-  cfg->max_batch = 100;
-  cfg->max_fields = 256;
-  cfg->max_field_size = 64 * 1024;
-  cfg->max_item_size = 256 * 1024;
-  cfg->max_depth = 16;
-  cfg->max_room_items = 100000;
-  cfg->max_presence_state = 2048;
-  cfg->max_catchup = 10000;
 }
 
 int config_parse_size(const char *s, size_t *out) {
@@ -154,8 +169,8 @@ static int parse_listen(wsy_config *cfg, const char *v) {
   return 0;
 }
 
-static int apply(wsy_config *cfg, const option *o, const char *v, char *err, size_t errlen,
-                 const char *src) {
+/* Sets o from the text v; src names where v came from, for the message. */
+static int apply(wsy_config *cfg, const option *o, const char *v, char *err, size_t errlen, const char *src) {
   void *field = (char *)cfg + o->off;
   int bad = 0;
   switch (o->kind) {
@@ -188,7 +203,24 @@ static int apply(wsy_config *cfg, const option *o, const char *v, char *err, siz
     break;
   }
   }
-  if (bad) snprintf(err, errlen, "invalid value '%s' for %s%s", v ? v : "", src, o->flag);
+  if (!bad && (o->min || o->max)) {
+    unsigned long long n = o->kind == K_SIZE ? *(size_t *)field : *(unsigned *)field;
+    if (n < o->min || (o->max && n > o->max)) {
+      if (o->max) snprintf(err, errlen, "%s%s must be from %llu to %llu%s, not '%s'", src, o->flag, o->min, o->max,
+                           o->kind == K_DUR ? " ms" : o->kind == K_SIZE ? " bytes" : "", v);
+      else snprintf(err, errlen, "%s%s must be at least %llu%s, not '%s'", src, o->flag, o->min,
+                    o->kind == K_DUR ? " ms" : o->kind == K_SIZE ? " bytes" : "", v);
+      return -1;
+    }
+  }
+  if (bad && err) {
+    const char *valid = o->kind == K_DURABILITY ? " (normal or full)"
+                        : o->kind == K_LOGLEVEL ? " (error, warn, info or debug)"
+                        : o->kind == K_BOOL     ? " (true or false)"
+                        : o->kind == K_LISTEN   ? " (HOST:PORT or [IPv6]:PORT)"
+                                                : "";
+    snprintf(err, errlen, "invalid value '%s' for %s%s%s", v ? v : "", src, o->flag, valid);
+  }
   return bad ? -1 : 0;
 }
 
@@ -209,7 +241,8 @@ void config_usage(FILE *out) {
     char env[64], left[64];
     env_name(o, env, sizeof env);
     snprintf(left, sizeof left, "--%s%s%s", o->flag, o->arg ? " " : "", o->arg ? o->arg : "");
-    fprintf(out, "  %-28s %s\n  %-28s [%s]\n", left, o->help, "", env);
+    if (o->def) fprintf(out, "  %-28s %s (default %s)\n  %-28s [%s]\n", left, o->help, o->def, "", env);
+    else fprintf(out, "  %-28s %s\n  %-28s [%s]\n", left, o->help, "", env);
   }
   fprintf(out, "\nSIZE takes K, M or G suffixes (KiB...); DUR takes ms, s, m or h (seconds when bare).\n");
 }
@@ -219,7 +252,9 @@ int config_parse(wsy_config *cfg, int argc, char **argv, char *err, size_t errle
     char env[64];
     env_name(&options[i], env, sizeof env);
     const char *v = getenv(env);
-    if (v && *v && apply(cfg, &options[i], v, err, errlen, "$WSYNC_ env for --") != 0) return -1;
+    char src[80];
+    snprintf(src, sizeof src, "$%s, that is --", env);
+    if (v && *v && apply(cfg, &options[i], v, err, errlen, src) != 0) return -1;
   }
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
@@ -253,27 +288,6 @@ int config_parse(wsy_config *cfg, int argc, char **argv, char *err, size_t errle
       v = argv[++i];
     }
     if (apply(cfg, o, v, err, errlen, "--") != 0) return -1;
-  }
-  if (cfg->max_batch == 0 || cfg->max_fields == 0 || cfg->max_depth == 0 || cfg->max_depth > 32 ||
-      cfg->max_room_items == 0) {
-    snprintf(err, errlen, "--max-batch, --max-fields, --max-room-items must be >= 1 and --max-depth 1-32");
-    return -1;
-  }
-  if (cfg->rate == 0 || cfg->burst == 0) {
-    snprintf(err, errlen, "--rate and --burst must be at least 1");
-    return -1;
-  }
-  if (cfg->max_message < 1 || cfg->max_queued < 1024) {
-    snprintf(err, errlen, "--max-message-size must be >= 1 and --max-queued-bytes >= 1K");
-    return -1;
-  }
-  if (cfg->max_queued > ((size_t)1 << 31)) {
-    snprintf(err, errlen, "--max-queued-bytes must be at most 2G");
-    return -1;
-  }
-  if (cfg->poll_timeout_ms < 100) {
-    snprintf(err, errlen, "--poll-timeout must be at least 100ms");
-    return -1;
   }
   /* POST /v1/send carries messages: its body may be as large as one. */
   if (cfg->max_body < cfg->max_message) cfg->max_body = cfg->max_message;

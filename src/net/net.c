@@ -83,7 +83,6 @@ void net_chunk_unref(net_chunk *c) {
 /* ---- small accessors ---------------------------------------------------- */
 
 void *net_loop_app(net_loop *nl) { return nl->app; }
-uv_loop_t *net_loop_uv(net_loop *nl) { return nl->uv; }
 const net_stats *net_loop_stats(net_loop *nl) { return &nl->st; }
 unsigned net_loop_conn_count(net_loop *nl) { return nl->nconns; }
 uint64_t net_loop_now(net_loop *nl) { return uv_now(nl->uv); }
@@ -215,14 +214,6 @@ int net_conn_send(conn *c, net_chunk *ch) {
 }
 
 int net_conn_send_force(conn *c, net_chunk *ch) { return enqueue(c, ch, 1); }
-
-int net_conn_send_copy(conn *c, const void *p, size_t len) {
-  net_chunk *ch = net_chunk_new(len);
-  memcpy(ch->data, p, len);
-  int rc = net_conn_send(c, ch);
-  net_chunk_unref(ch);
-  return rc;
-}
 
 size_t net_conn_discard_pending(conn *c) {
   /* Keep what a write has started on: in-flight entries and a partly written

@@ -75,7 +75,6 @@ typedef void (*net_accept_cb)(conn *c, void *ud);
 net_loop *net_loop_new(uv_loop_t *uv, const net_config *cfg, void *app);
 void net_loop_free(net_loop *nl); /* after every connection and listener closed */
 void *net_loop_app(net_loop *nl);
-uv_loop_t *net_loop_uv(net_loop *nl);
 const net_stats *net_loop_stats(net_loop *nl);
 unsigned net_loop_conn_count(net_loop *nl);
 uint64_t net_loop_now(net_loop *nl);
@@ -111,8 +110,6 @@ int net_conn_send(conn *c, net_chunk *ch) WSY_WUR;
 /* Like net_conn_send, but ignores the cap: for the small final frames that
  * end a connection (close frames, error responses). */
 int net_conn_send_force(conn *c, net_chunk *ch);
-/* Copies len bytes into a new chunk and queues it. */
-int net_conn_send_copy(conn *c, const void *p, size_t len) WSY_WUR;
 /* Drops queued chunks that no write has started on. Returns bytes dropped. */
 size_t net_conn_discard_pending(conn *c);
 /* Stops reading new bytes (e.g. while a response is pending); resume later. */

@@ -141,17 +141,7 @@ void commit_start(engine *e) {
 
 /* A cid: 1-128 characters of A-Z a-z 0-9 . _ : @ - (PROTOCOL.md 5.1). Its
  * own rule, not the room names': the two may change apart. */
-int commit_cid_valid(const char *cid) {
-  size_t n = strlen(cid);
-  if (n < 1 || n > 128) return 0;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)cid[i];
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-          c == ':' || c == '@' || c == '-'))
-      return 0;
-  }
-  return 1;
-}
+int commit_cid_valid(const char *cid) { return wsy_charset_ok(cid, strlen(cid), 128, "._:@-"); }
 
 static pend *pend_new(author *a, int kind, json_t *req, room *r, uint64_t seq, const char *cid) {
   pend *p = wsy_calloc(1, sizeof *p);

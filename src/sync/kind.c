@@ -59,7 +59,13 @@ static void doc_kind_unload(room *r) {
   r->ks = NULL;
 }
 
+/* With nothing of the room pending, its document is exactly what the store
+ * holds: served from memory. Otherwise the committed state, from the store. */
 static int doc_kind_snapshot(room *r, store *st, json_t **out) {
+  if (r->pending == 0 && !r->broken) {
+    *out = doc_snapshot(&D(r)->d);
+    return 0;
+  }
   json_t *items = json_object();
   int rc = store_room_items(st, r->name, join_collect_item, items);
   if (rc != 0) {

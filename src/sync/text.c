@@ -264,7 +264,6 @@ size_t text_op_base_len(const text_op *op) {
   return n;
 }
 
-size_t text_op_insert_bytes(const text_op *op) { return op->text_len; }
 size_t text_op_count(const text_op *op) { return op->n; }
 
 /* ---- apply ----------------------------------------------------------------- */

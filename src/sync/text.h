@@ -106,8 +106,6 @@ text_op *text_compose(const text_op *a, const text_op *b);
 /* Code points the op consumes (retains + deletes): the shortest text, in
  * code points, it applies to. */
 size_t text_op_base_len(const text_op *op);
-/* Bytes of all its inserts: with the text's bytes, a bound on the result. */
-size_t text_op_insert_bytes(const text_op *op);
 /* Components after normalization; 0 for an op that changes nothing. */
 size_t text_op_count(const text_op *op);
 

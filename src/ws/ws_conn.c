@@ -74,15 +74,18 @@ static net_chunk *close_frame(unsigned code, const char *reason) {
   return ws_frame_new(WS_OP_CLOSE, p, n);
 }
 
+/* Queues a close frame past the queue cap: it is the last thing sent. */
+static void send_close(ws_conn *w, unsigned code, const char *reason) {
+  net_chunk *ch = close_frame(code, reason);
+  net_conn_send_force(ws_conn_net(w), ch);
+  net_chunk_unref(ch);
+}
+
 /* Sends a close frame and ends the connection without waiting for the
  * peer's reply: for errors, where the peer is not to be trusted further. */
 static void fail(ws_conn *w, unsigned code, const char *reason) {
   conn *c = ws_conn_net(w);
-  if (w->state == WS_OPEN) {
-    net_chunk *ch = close_frame(code, reason);
-    net_conn_send_force(c, ch);
-    net_chunk_unref(ch);
-  }
+  if (w->state == WS_OPEN) send_close(w, code, reason);
   w->state = WS_DONE;
   ep_closed(w);
   net_conn_end(c);
@@ -91,9 +94,7 @@ static void fail(ws_conn *w, unsigned code, const char *reason) {
 void ws_close(ws_conn *w, unsigned code, const char *reason) {
   if (w->state != WS_OPEN) return;
   conn *c = ws_conn_net(w);
-  net_chunk *ch = close_frame(code, reason);
-  net_conn_send_force(c, ch);
-  net_chunk_unref(ch);
+  send_close(w, code, reason);
   w->state = WS_CLOSE_SENT;
   w->close_deadline = (uint32_t)(net_loop_now(net_conn_loop(c)) + w->rt->cfg->close_timeout_ms);
   ep_closed(w);
@@ -150,12 +151,7 @@ static int on_close(void *ctx, unsigned code, const uint8_t *reason, size_t len)
   ws_conn *w = ctx;
   conn *c = ws_conn_net(w);
   log_debug("peer close %u %.*s", code, (int)len, (const char *)reason);
-  if (w->state == WS_OPEN) {
-    /* Echo the peer's code, as RFC 6455 5.5.1 suggests. */
-    net_chunk *ch = close_frame(code, NULL);
-    net_conn_send_force(c, ch);
-    net_chunk_unref(ch);
-  }
+  if (w->state == WS_OPEN) send_close(w, code, NULL); /* echo the peer's code (RFC 6455 5.5.1) */
   w->state = WS_DONE;
   ep_closed(w);
   net_conn_end(c);
