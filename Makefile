@@ -32,7 +32,7 @@ FUZZ_TARGETS := ws_frame utf8 http_request sync_op auth_token text_op
 FUZZ_SECONDS ?= 60
 FUZZ_BRIEF ?= 5
 
-ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all -DWSY_ALLOC_TESTING
 
 .PHONY: all asan test unit e2e browser test-asan fuzz fuzz-brief run clean deps www
 

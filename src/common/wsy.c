@@ -47,6 +47,25 @@ char *wsy_strndup(const char *s, size_t n) {
 
 void wsy_free(void *p) { free(p); }
 
+#ifdef WSY_ALLOC_TESTING
+static unsigned long fail_at, fallible;
+unsigned long wsy_alloc_fail_at(unsigned long n) {
+  unsigned long ran = fallible;
+  fail_at = n;
+  fallible = 0;
+  return ran;
+}
+static int injected(void) {
+  fallible++;
+  return fail_at && fallible == fail_at;
+}
+#else
+static int injected(void) { return 0; }
+#endif
+
+void *wsy_try_realloc(void *p, size_t n) { return injected() ? NULL : realloc(p, n ? n : 1); }
+void *wsy_try_malloc(size_t n) { return injected() ? NULL : malloc(n ? n : 1); }
+
 void buf_init(buf *b, size_t max) {
   b->data = NULL;
   b->len = b->cap = 0;
@@ -58,7 +77,9 @@ int buf_append(buf *b, const void *p, size_t n) {
   if (b->len + n > b->cap) {
     size_t cap = b->cap ? b->cap : 256;
     while (cap < b->len + n) cap = cap > b->max / 2 ? b->max : cap * 2;
-    b->data = wsy_realloc(b->data, cap);
+    uint8_t *d = wsy_try_realloc(b->data, cap);
+    if (!d) return WSY_NOMEM;
+    b->data = d;
     b->cap = cap;
   }
   if (n) memcpy(b->data + b->len, p, n);

@@ -60,13 +60,28 @@ static inline size_t wsy_snlen(int n, size_t size) {
 #define wsy_container_of(ptr, type, member) \
   ((type *)((char *)(ptr) - offsetof(type, member)))
 
-/* Abort with a message when a small allocation fails: callers never see NULL.
- * Tests may install a failure point with wsy_alloc_fail_at(). */
+/* Abort with a message when a small allocation fails: callers never see NULL
+ * (the house rule for fixed, small sizes). */
 void *wsy_malloc(size_t n);
 void *wsy_calloc(size_t n, size_t size);
 void *wsy_realloc(void *p, size_t n);
 char *wsy_strndup(const char *s, size_t n);
 void wsy_free(void *p);
+
+/* Fallible allocation, for sizes a peer controls (buffers that grow with
+ * what it sends): NULL on failure, for the caller to turn into WSY_NOMEM
+ * and a clean error. */
+void *wsy_try_realloc(void *p, size_t n);
+/* The same for jansson, installed with json_set_alloc_funcs() by whoever
+ * wants JSON built from peer input to fail cleanly (tests do). */
+void *wsy_try_malloc(size_t n);
+
+#ifdef WSY_ALLOC_TESTING
+/* Test builds only: the nth fallible allocation from now fails (1: the
+ * next one); 0 turns failures off. Returns how many fallible allocations
+ * ran since the last call, so a test can tell when it has covered them all. */
+unsigned long wsy_alloc_fail_at(unsigned long n);
+#endif
 
 /* A growable byte buffer with a hard cap fixed at init (curl's dynbuf idea).
  * Owned by whoever holds it; buf_free() releases the bytes. */
@@ -76,7 +91,8 @@ typedef struct {
 } buf;
 
 void buf_init(buf *b, size_t max);
-/* Appends n bytes; WSY_TOO_LARGE (and the buffer left untouched) past max. */
+/* Appends n bytes; WSY_TOO_LARGE past max, WSY_NOMEM when growing fails
+ * (either way the buffer is left untouched). */
 int buf_append(buf *b, const void *p, size_t n) WSY_WUR;
 void buf_reset(buf *b); /* len = 0, keeps the memory */
 void buf_free(buf *b);  /* releases memory; buffer may be reused after init */

@@ -140,8 +140,10 @@ static size_t find_fold(httpd_req *r, const uint8_t *d, size_t n) {
 /* ---- parser callbacks ---------------------------------------------------- */
 
 static int raw_add(httpd_req *r, const char *at, size_t len) {
-  if (buf_append(&r->raw, at, len) != WSY_OK) {
-    r->error_status = 431;
+  int rc = buf_append(&r->raw, at, len);
+  if (rc != WSY_OK) {
+    r->error_status = rc == WSY_NOMEM ? 503 : 431;
+    if (rc == WSY_NOMEM) r->why = "out of memory";
     return -1;
   }
   return 0;
@@ -150,7 +152,7 @@ static int raw_add(httpd_req *r, const char *at, size_t len) {
 static int on_url(http_parser *p, const char *at, size_t len) {
   httpd_req *r = p->data;
   if (raw_add(r, at, len)) {
-    r->error_status = 414;
+    if (r->error_status != 503) r->error_status = 414;
     return -1;
   }
   r->url_len += (uint32_t)len;
@@ -298,8 +300,10 @@ static int on_headers_complete(http_parser *p) {
 
 static int on_body(http_parser *p, const char *at, size_t len) {
   httpd_req *r = p->data;
-  if (buf_append(&r->body, at, len) != WSY_OK) {
-    r->error_status = 413;
+  int rc = buf_append(&r->body, at, len);
+  if (rc != WSY_OK) {
+    r->error_status = rc == WSY_NOMEM ? 503 : 413;
+    if (rc == WSY_NOMEM) r->why = "out of memory";
     return -1;
   }
   return 0;

@@ -182,7 +182,9 @@ static int payload(ws_parser *p, uint8_t *d, size_t n, int whole_frame) {
     p->msg = wsy_malloc(sizeof *p->msg);
     buf_init(p->msg, p->lim->max_message);
   }
-  if (buf_append(p->msg, d, n) != WSY_OK) return fail(p, WSY_TOO_LARGE, WS_CLOSE_TOO_BIG);
+  int rc = buf_append(p->msg, d, n);
+  if (rc == WSY_NOMEM) return fail(p, WSY_NOMEM, WS_CLOSE_INTERNAL); /* 1011: the server's trouble */
+  if (rc != WSY_OK) return fail(p, WSY_TOO_LARGE, WS_CLOSE_TOO_BIG);
   if (last && fin) return message_done(p, p->msg->data, p->msg->len);
   return WSY_OK;
 }

@@ -127,6 +127,7 @@ void ws_parser_init(ws_parser *p, const ws_limits *lim, const ws_parser_cb *cb, 
 void ws_parser_deinit(ws_parser *p);
 /* Consumes in[0..len). The bytes are modified (unmasked in place). Returns
  * WSY_OK, WSY_CLOSED when a callback stopped it, or WSY_PROTO / WSY_BAD_UTF8 /
+ * WSY_NOMEM (close 1011: a reassembly buffer could not grow) /
  * WSY_TOO_LARGE (sticky) with ws_parser_close_code() giving the close code. */
 int ws_parser_feed(ws_parser *p, uint8_t *in, size_t len) WSY_WUR;
 static inline unsigned ws_parser_close_code(const ws_parser *p) { return p->close_code; }

@@ -174,8 +174,10 @@ static void ws_on_data(conn *c, uint8_t *data, size_t len) {
   if (rc == WSY_OK || rc == WSY_CLOSED) return;
   unsigned code = ws_parser_close_code(&w->parser);
   log_debug("websocket protocol violation (%s): closing with %u", wsy_strerror(rc), code);
-  fail(w, code, rc == WSY_BAD_UTF8 ? "invalid UTF-8" : rc == WSY_TOO_LARGE ? "message too big"
-                                                                            : "protocol error");
+  fail(w, code, rc == WSY_BAD_UTF8    ? "invalid UTF-8"
+                : rc == WSY_TOO_LARGE ? "message too big"
+                : rc == WSY_NOMEM     ? "out of memory"
+                                      : "protocol error");
 }
 
 static void ws_on_eof(conn *c) {
