@@ -117,11 +117,17 @@ test('a dedupe lookup the store cannot answer refuses the re-sent op instead of 
   const a = await connect('erin');
   await a.join(room);
   const orig = await a.set(room, 'e.1', 'x', { v: 1 });
+  const before = await fetchMetrics(srv.url, KEY);
   arm('dedupe 1');
   // The cid is committed (not pending any more): only the store can tell.
   const r = await a.request({ type: 'op', id: 'r1', room, cid: 'e.1', op: { kind: 'set', item: 'x', fields: { v: 1 } } });
   assert.deepEqual([r.type, r.code, r.re, r.cid], ['error', 'internal', 'r1', 'e.1']);
   assert.deepEqual((await history(room)).map((e) => e.seq), [orig.seq], 'nothing was applied');
+  // Refused before it was sequenced: had it been taken for new, only the
+  // store's unique (device, cid) would have stopped it, failing a whole
+  // batch (and every other op in it).
+  const after = await fetchMetrics(srv.url, KEY);
+  assert.equal(after.get('wsync_commit_failures_total'), before.get('wsync_commit_failures_total'), 'no commit failed');
   const dup = await a.set(room, 'e.1', 'x', { v: 1 });
   assert.deepEqual([dup.seq, dup.duplicate], [orig.seq, true]);
   await closeClients(a);
