@@ -788,3 +788,144 @@ Test(store, durability_sets_synchronous_and_wal) {
   cr_assert_eq(conn_pragma(((sq_store *)s)->rdb, "PRAGMA query_only"), 1);
   store_close(s);
 }
+
+/* ---- the interface: asynchronous commit, and the fault-injecting store ---- */
+
+typedef struct {
+  int calls, rc;
+} commit_result;
+
+static void on_commit(void *ud, int rc) {
+  commit_result *r = ud;
+  r->calls++;
+  r->rc = rc;
+}
+
+/* Submits b and runs the loop until its callback came; returns its rc. */
+static int commit_async(uv_loop_t *loop, store *s, store_batch *b) {
+  commit_result r = {0};
+  store_commit(s, b, on_commit, &r);
+  cr_assert_eq(r.calls, 0, "the callback never runs inside store_commit");
+  while (r.calls == 0) uv_run(loop, UV_RUN_ONCE);
+  cr_assert_eq(r.calls, 1);
+  return r.rc;
+}
+
+static store *open_async(uv_loop_t *loop) {
+  store *s = NULL;
+  char err[256];
+  int rc = store_sqlite_open(dir, 0, loop, &s, err, sizeof err);
+  cr_assert_eq(rc, 0, "store_sqlite_open: %s (%s)", wsy_errname(rc), err);
+  cr_assert_str_eq(store_backend(s), "sqlite");
+  return s;
+}
+
+static int room_exists(store *s, const char *room) {
+  store_room_info info;
+  cr_assert_eq(store_room_get(s, room, &info), 0);
+  return info.exists;
+}
+
+Test(store, async_commit_reports_on_the_loop) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  store *s = open_async(&loop);
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "r", "e1");
+  add_op(b, "r", 1, "a", "{\"x\":1}", "u:d", "c1");
+  cr_assert_eq(commit_async(&loop, s, b), 0);
+  store_batch_free(b);
+  cr_assert(room_exists(s, "r"));
+  b = store_batch_new();
+  add_op(b, "r", 3, "a", "{\"x\":1}", NULL, NULL); /* a gap: refused as a whole */
+  cr_assert_eq(commit_async(&loop, s, b), WSY_INVAL);
+  cr_assert(strstr(store_batch_error(b), "does not follow"), "%s", store_batch_error(b));
+  store_batch_free(b);
+  store_close(s);
+  cr_assert_eq(uv_loop_close(&loop), 0);
+}
+
+Test(store, fault_store_fails_armed_commits_and_stores_nothing) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  store *s = store_fault_new(open_async(&loop), &loop);
+  cr_assert_str_eq(store_backend(s), "fault");
+  store_fault_arm(s, STORE_FAULT_COMMIT, 1, 1); /* the second commit fails */
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "r", "e1");
+  cr_assert_eq(commit_async(&loop, s, b), 0);
+  store_batch_free(b);
+  b = store_batch_new();
+  add_op(b, "r", 1, "a", "{\"x\":1}", "u:d", "c1");
+  cr_assert_eq(commit_async(&loop, s, b), WSY_IO);
+  cr_assert(strstr(store_batch_error(b), "injected"), "%s", store_batch_error(b));
+  store_room_info info;
+  cr_assert_eq(store_room_get(s, "r", &info), 0);
+  cr_assert_eq(info.seq, 0, "a failed commit changed nothing");
+  cr_assert_eq(store_dedupe_get(s, "u:d", "c1", NULL, NULL), WSY_NOT_FOUND);
+  /* A failed batch may be committed again. */
+  cr_assert_eq(commit_async(&loop, s, b), 0);
+  store_batch_free(b);
+  cr_assert_eq(store_room_get(s, "r", &info), 0);
+  cr_assert_eq(info.seq, 1);
+  store_close(s);
+  uv_run(&loop, UV_RUN_DEFAULT); /* the fault store's handle closes */
+  cr_assert_eq(uv_loop_close(&loop), 0);
+}
+
+Test(store, fault_store_fails_reads_and_dedupe_lookups) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  store *s = store_fault_new(open_async(&loop), &loop);
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "r", "e1");
+  add_op(b, "r", 1, "a", "{\"x\":1}", "u:d", "c1");
+  cr_assert_eq(commit_async(&loop, s, b), 0);
+  store_batch_free(b);
+  store_fault_arm(s, STORE_FAULT_DEDUPE, 0, 2);
+  uint64_t seq = 0;
+  cr_assert_eq(store_dedupe_get(s, "u:d", "c1", NULL, &seq), WSY_IO);
+  cr_assert_eq(store_dedupe_get(s, "u:d", "c1", NULL, &seq), WSY_IO);
+  cr_assert_eq(store_dedupe_get(s, "u:d", "c1", NULL, &seq), 0);
+  cr_assert_eq(seq, 1);
+  store_fault_arm(s, STORE_FAULT_READ, 0, 1);
+  store_room_info info;
+  cr_assert_eq(store_room_get(s, "r", &info), WSY_IO);
+  cr_assert_eq(store_room_get(s, "r", &info), 0);
+  cr_assert(info.exists);
+  store_close(s);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  cr_assert_eq(uv_loop_close(&loop), 0);
+}
+
+Test(store, fault_store_control_file) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  store *s = store_fault_new(open_async(&loop), &loop);
+  char ctl[512];
+  snprintf(ctl, sizeof ctl, "%s/faults", dir);
+  store_fault_control(s, ctl);
+  FILE *f = fopen(ctl, "w");
+  cr_assert_not_null(f);
+  fprintf(f, "commit 2\nread 1\n");
+  fclose(f);
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "r", "e1");
+  cr_assert_eq(commit_async(&loop, s, b), WSY_IO);
+  f = fopen(ctl, "r");
+  cr_assert_not_null(f, "what is left stays in the file");
+  char line[64] = "";
+  cr_assert_not_null(fgets(line, sizeof line, f));
+  fclose(f);
+  cr_assert_str_eq(line, "commit 1\n");
+  cr_assert_eq(commit_async(&loop, s, b), WSY_IO);
+  store_room_info info;
+  cr_assert_eq(store_room_get(s, "r", &info), WSY_IO);
+  cr_assert_eq(access(ctl, F_OK), -1, "nothing left: the file is gone");
+  cr_assert_eq(commit_async(&loop, s, b), 0);
+  store_batch_free(b);
+  cr_assert(room_exists(s, "r"));
+  store_close(s);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  cr_assert_eq(uv_loop_close(&loop), 0);
+}
