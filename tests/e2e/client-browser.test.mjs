@@ -17,6 +17,10 @@ import { startSyncServer, token } from './lib/sync.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const CLIENT_DIR = path.resolve(here, '../../clients/js');
+// Chromium is a tool of the machine (scripts/deps.sh installs Debian's), not
+// of this repository: where it is missing the two browser tests are skipped
+// with the reason ('no Chromium at ...'), which node counts in the summary.
+// (make browser, tests/e2e/browser, needs it and fails without it.)
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
 let browser;

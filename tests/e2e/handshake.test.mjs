@@ -183,14 +183,14 @@ test('--allowed-origins', async (t) => {
   t.after(() => RawConn.destroyAll());
 });
 
-test('handshake timeout: a partial request gets 408 or is closed', async (t) => {
+test('handshake timeout: a partial request gets 408, then the close', async (t) => {
   const tsrv = await startServer(t, ['--handshake-timeout', '300ms']);
   const c = await RawConn.connect(tsrv.port);
   await c.write('GET /v1/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n');
   // Never finish the request; the server must give up on its own.
   await c.waitClosed();
   const text = c.buf.toString('latin1');
-  assert.ok(text === '' || /^HTTP\/1\.1 408 /.test(text), `unexpected response: ${text}`);
+  assert.match(text, /^HTTP\/1\.1 408 /, `unexpected response: ${text}`);
   assert.doesNotMatch(text, / 101 /);
 });
 
@@ -198,6 +198,6 @@ test('handshake timeout: a connection that sends nothing is closed too', async (
   const tsrv = await startServer(t, ['--handshake-timeout', '300ms']);
   const c = await RawConn.connect(tsrv.port);
   await c.waitClosed();
-  const text = c.buf.toString('latin1');
-  assert.ok(text === '' || /^HTTP\/1\.1 408 /.test(text), `unexpected response: ${text}`);
+  // No request was started, so there is nothing to answer: closed silently.
+  assert.equal(c.buf.toString('latin1'), '', 'closed without a response');
 });
