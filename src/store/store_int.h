@@ -42,7 +42,7 @@ typedef struct batch_entry {
   const char *epoch;         /* E_ROOM */
   const char *item, *fields; /* E_OP, E_ITEM */
   const char *revs;          /* E_OP, E_ITEM: NULL when no text fields */
-  const char *device, *cid;  /* E_OP; device also E_CURSOR */
+  const char *device, *cid;  /* E_OP: device is the dedupe key "user:device"; E_CURSOR: the device */
   const char *user;          /* E_CURSOR */
   const char *msg;           /* E_OP, msg_len bytes (+ NUL) */
   size_t msg_len;
