@@ -37,7 +37,73 @@ struct app {
   ws_route sync_route, echo_route, bcast_route;
   bcast_registry *bcast;
   engine *sync;
+  auth_jwks *jwks;          /* --auth-jwks, as last read */
+  struct timespec jwks_mtime;
+  off_t jwks_size;
 };
+
+/* ---- keys ---------------------------------------------------------------------- */
+
+/* Reads a whole small file (keys, certificates) into a malloc'd string. */
+static char *read_small_file(const char *path, size_t *len, char *err, size_t errlen) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    return NULL;
+  }
+  size_t cap = 1 << 20, n = 0;
+  char *text = wsy_malloc(cap + 1);
+  n = fread(text, 1, cap + 1, f);
+  int bad = ferror(f);
+  fclose(f);
+  if (bad || n > cap) {
+    snprintf(err, errlen, "%s: %s", path, bad ? "cannot read" : "larger than 1 MiB");
+    wsy_free(text);
+    return NULL;
+  }
+  text[n] = '\0';
+  *len = n;
+  return text;
+}
+
+/* (Re)reads --auth-jwks. On failure the keys in use stay; 0 or -1 with err. */
+static int load_jwks(struct app *app, char *err, size_t errlen) {
+  const char *path = app->cfg->auth_jwks;
+  struct stat st;
+  if (stat(path, &st) != 0) {
+    snprintf(err, errlen, "--auth-jwks %s: %s", path, strerror(errno));
+    return -1;
+  }
+  size_t len;
+  char *text = read_small_file(path, &len, err, errlen);
+  if (!text) return -1;
+  auth_jwks *ks;
+  char why[200];
+  int rc = auth_jwks_parse(text, len, &ks, why, sizeof why);
+  wsy_free(text);
+  if (rc != 0) {
+    snprintf(err, errlen, "--auth-jwks %s: %s", path, why);
+    return -1;
+  }
+  if (app->sync) engine_set_jwks(app->sync, ks);
+  auth_jwks_free(app->jwks);
+  app->jwks = ks;
+  app->jwks_mtime = st.st_mtim;
+  app->jwks_size = st.st_size;
+  log_info("--auth-jwks %s: %zu signing key(s)", path, auth_jwks_count(ks));
+  return 0;
+}
+
+/* Rereads the keys when the file changed (an identity provider rotating). */
+static void reload_jwks_if_changed(struct app *app) {
+  struct stat st;
+  if (!app->cfg->auth_jwks || stat(app->cfg->auth_jwks, &st) != 0) return;
+  if (st.st_mtim.tv_sec == app->jwks_mtime.tv_sec && st.st_mtim.tv_nsec == app->jwks_mtime.tv_nsec &&
+      st.st_size == app->jwks_size)
+    return;
+  char err[300];
+  if (load_jwks(app, err, sizeof err) != 0) log_error("%s (the keys read before stay in use)", err);
+}
 
 /* ---- routes ------------------------------------------------------------------ */
 
@@ -130,8 +196,8 @@ static int open_store(struct app *app, store **out, char *err, size_t errlen) {
 
 typedef struct {
   struct app *app;
-  uv_signal_t sigint, sigterm;
-  uv_timer_t drain;
+  uv_signal_t sigint, sigterm, sighup;
+  uv_timer_t drain, watch;
   uint64_t deadline;
   int forced;
 } runtime;
@@ -159,6 +225,8 @@ static void on_drain(uv_timer_t *t) {
     uv_close((uv_handle_t *)&rt->drain, NULL);
     uv_close((uv_handle_t *)&rt->sigint, NULL);
     uv_close((uv_handle_t *)&rt->sigterm, NULL);
+    uv_close((uv_handle_t *)&rt->sighup, NULL);
+    uv_close((uv_handle_t *)&rt->watch, NULL);
     return;
   }
   if (!rt->forced && uv_now(app->loop) >= rt->deadline) {
@@ -167,6 +235,23 @@ static void on_drain(uv_timer_t *t) {
              net_loop_conn_count(app->net));
     net_loop_foreach(app->net, force_one, NULL);
   }
+}
+
+/* SIGHUP: reread what can change under a running server (the JWKS). */
+static void on_sighup(uv_signal_t *s, int signum) {
+  runtime *rt = s->data;
+  struct app *app = rt->app;
+  (void)signum;
+  log_info("SIGHUP: reloading");
+  if (app->cfg->auth_jwks) {
+    char err[300];
+    if (load_jwks(app, err, sizeof err) != 0) log_error("%s (the keys read before stay in use)", err);
+  }
+}
+
+static void on_watch(uv_timer_t *t) {
+  runtime *rt = t->data;
+  reload_jwks_if_changed(rt->app);
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
@@ -228,8 +313,12 @@ static int serve(int argc, char **argv) {
   if (cfg.insecure_demo)
     log_warn("*** --insecure-demo: clients may claim any user name without a token. "
              "Never expose this server. ***");
-  if (!cfg.auth_secret && !cfg.insecure_demo)
-    log_warn("no --auth-secret: every hello will be refused (unauthorized)");
+  if (!cfg.auth_secret && !cfg.auth_jwks && !cfg.insecure_demo)
+    log_warn("no --auth-secret or --auth-jwks: every hello will be refused (unauthorized)");
+  if (cfg.auth_jwks && load_jwks(&app, err, sizeof err) != 0) {
+    fprintf(stderr, "wsync: %s\n", err);
+    return 2;
+  }
   store *st = NULL;
   rc = open_store(&app, &st, err, sizeof err);
   if (rc) {
@@ -253,11 +342,13 @@ static int serve(int argc, char **argv) {
                                         .idle_timeout_ms = cfg.idle_timeout_ms});
   app.net = net_loop_new(app.loop, &ncfg, app.http);
   rc = engine_new(app.loop, app.net, &cfg, st, &app.sync, err, sizeof err);
+  if (rc == 0) engine_set_jwks(app.sync, app.jwks);
   if (rc) {
     fprintf(stderr, "wsync: %s\n", err);
     store_close(st);
     net_loop_free(app.net);
     httpd_free(app.http);
+    auth_jwks_free(app.jwks);
     return 1;
   }
   add_routes(&app);
@@ -269,6 +360,7 @@ static int serve(int argc, char **argv) {
     net_loop_free(app.net);
     httpd_free(app.http);
     ws_bcast_free(app.bcast);
+    auth_jwks_free(app.jwks);
     return 1;
   }
   const char *h = cfg.listen_host;
@@ -285,28 +377,39 @@ static int serve(int argc, char **argv) {
   rt.sigint.data = rt.sigterm.data = rt.drain.data = &rt;
   uv_signal_start(&rt.sigint, on_signal, SIGINT);
   uv_signal_start(&rt.sigterm, on_signal, SIGTERM);
+  uv_signal_init(app.loop, &rt.sighup);
+  rt.sighup.data = &rt;
+  uv_signal_start(&rt.sighup, on_sighup, SIGHUP);
+  uv_timer_init(app.loop, &rt.watch);
+  rt.watch.data = &rt;
+  if (cfg.auth_jwks) uv_timer_start(&rt.watch, on_watch, 2000, 2000);
 
   uv_run(app.loop, UV_RUN_DEFAULT);
   engine_free(app.sync);
   net_loop_free(app.net);
   httpd_free(app.http);
   ws_bcast_free(app.bcast);
+  auth_jwks_free(app.jwks);
   uv_loop_close(app.loop);
   log_info("stopped");
   return 0;
 }
 
 /* wsync token --user U [--device D] [--grant 'board:*=rw']... [--ttl 1h]
- * Prints an HS256 token signed with --auth-secret / WSYNC_AUTH_SECRET. */
+ * Prints an HS256 token signed with --auth-secret / WSYNC_AUTH_SECRET, or,
+ * with --key FILE (a PEM private key), an RS256/ES256/EdDSA token as an
+ * identity provider would sign it (development and tests). */
 static int token_cmd(int argc, char **argv) {
   const char *user = NULL, *device = NULL, *secret = getenv("WSYNC_AUTH_SECRET");
+  const char *key = NULL, *kid = NULL;
   const char *grants[64];
   size_t ngrants = 0;
   unsigned ttl_ms = 3600 * 1000;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--help")) {
-      printf("usage: wsync token --user U [--device D] [--grant PATTERN=r|w|rw]... [--ttl DUR] [--auth-secret S]\n");
+      printf("usage: wsync token --user U [--device D] [--grant PATTERN=r|w|rw]... [--ttl DUR]\n"
+             "                   [--auth-secret S | --key PRIVATE.pem [--kid KID]]\n");
       return 0;
     }
     if (!v) {
@@ -317,6 +420,8 @@ static int token_cmd(int argc, char **argv) {
     if (!strcmp(a, "--user")) user = v;
     else if (!strcmp(a, "--device")) device = v;
     else if (!strcmp(a, "--auth-secret")) secret = v;
+    else if (!strcmp(a, "--key")) key = v;
+    else if (!strcmp(a, "--kid")) kid = v;
     else if (!strcmp(a, "--ttl")) {
       if (config_parse_duration(v, &ttl_ms) != 0 || ttl_ms < 1000) {
         fprintf(stderr, "wsync token: bad --ttl '%s'\n", v);
@@ -343,14 +448,29 @@ static int token_cmd(int argc, char **argv) {
     fprintf(stderr, "wsync token: bad --device '%s'\n", device);
     return 2;
   }
-  if (!secret || !*secret) {
-    fprintf(stderr, "wsync token: --auth-secret or WSYNC_AUTH_SECRET is required\n");
-    return 2;
-  }
-  char *t = auth_mint(secret, user, device, grants, ngrants, (int64_t)time(NULL), ttl_ms / 1000);
-  if (!t) {
-    fprintf(stderr, "wsync token: could not sign the token\n");
-    return 1;
+  char *t;
+  if (key) {
+    char err[300];
+    size_t len;
+    char *pem = read_small_file(key, &len, err, sizeof err);
+    t = pem ? auth_mint_pem(pem, len, kid, user, device, grants, ngrants, (int64_t)time(NULL), ttl_ms / 1000, err,
+                            sizeof err)
+            : NULL;
+    wsy_free(pem);
+    if (!t) {
+      fprintf(stderr, "wsync token: --key %s: %s\n", key, err);
+      return 2;
+    }
+  } else {
+    if (!secret || !*secret) {
+      fprintf(stderr, "wsync token: --auth-secret, WSYNC_AUTH_SECRET or --key is required\n");
+      return 2;
+    }
+    t = auth_mint(secret, user, device, grants, ngrants, (int64_t)time(NULL), ttl_ms / 1000);
+    if (!t) {
+      fprintf(stderr, "wsync token: could not sign the token\n");
+      return 1;
+    }
   }
   printf("%s\n", t);
   free(t);

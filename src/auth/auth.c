@@ -1,4 +1,5 @@
-/* auth.c -- JWT (HS256 via libjwt), grants, patterns and names. */
+/* auth.c -- tokens (HS256 via libjwt; public-key algorithms via jose.c),
+ * claims, grants, patterns and names. */
 #include "auth.h"
 
 #include <jansson.h>
@@ -7,15 +8,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth_int.h"
+
 const char *auth_strerror(auth_result r) {
   switch (r) {
   case AUTH_OK: return "ok";
   case AUTH_MALFORMED: return "malformed token";
-  case AUTH_BAD_ALG: return "algorithm is not HS256";
+  case AUTH_BAD_ALG: return "algorithm not accepted (HS256 with --auth-secret; RS256, ES256, EdDSA with --auth-jwks)";
   case AUTH_BAD_SIGNATURE: return "bad signature";
   case AUTH_EXPIRED: return "token expired";
   case AUTH_BAD_CLAIMS: return "missing or malformed claims (sub, exp, grants)";
-  case AUTH_NO_SECRET: return "no --auth-secret configured";
+  case AUTH_NO_SECRET: return "no --auth-secret or --auth-jwks configured";
+  case AUTH_UNKNOWN_KEY: return "no key in the JWKS for the token's kid";
+  case AUTH_NOT_YET: return "token not valid yet (nbf)";
+  case AUTH_BAD_ISSUER: return "iss is not the configured issuer";
+  case AUTH_BAD_AUDIENCE: return "aud does not name the configured audience";
   }
   return "unknown";
 }
@@ -107,35 +114,31 @@ unsigned auth_room_perms(const auth_identity *id, const char *room) {
   return perms;
 }
 
-static auth_result claims(jwt_t *jwt, int64_t now_s, auth_identity *id) {
-  const char *sub = jwt_get_grant(jwt, "sub");
+/* The claims of a verified token's payload p (borrowed). */
+static auth_result claims(json_t *p, const auth_config *cfg, int64_t now_s, auth_identity *id) {
+  if (!json_is_object(p)) return AUTH_BAD_CLAIMS;
+  const char *sub = json_string_value(json_object_get(p, "sub"));
   if (!sub || !auth_user_valid(sub, strlen(sub))) return AUTH_BAD_CLAIMS;
-  /* exp must be a number: jwt_get_grant_int sets errno to ENOENT when absent. */
-  char *exp_json = jwt_get_grants_json(jwt, "exp");
-  if (!exp_json) return AUTH_BAD_CLAIMS;
-  json_error_t jerr;
-  json_t *ej = json_loads(exp_json, JSON_DECODE_ANY, &jerr);
-  free(exp_json);
-  if (!ej || !json_is_integer(ej)) {
-    json_decref(ej);
-    return AUTH_BAD_CLAIMS;
+  json_t *ej = json_object_get(p, "exp"), *nj = json_object_get(p, "nbf");
+  if (!json_is_integer(ej) || (nj && !json_is_integer(nj))) return AUTH_BAD_CLAIMS;
+  int64_t exp = json_integer_value(ej), leeway = cfg->leeway_s;
+  if (exp + leeway <= now_s) return AUTH_EXPIRED;
+  if (nj && json_integer_value(nj) - leeway > now_s) return AUTH_NOT_YET;
+  if (cfg->issuer) {
+    const char *iss = json_string_value(json_object_get(p, "iss"));
+    if (!iss || strcmp(iss, cfg->issuer) != 0) return AUTH_BAD_ISSUER;
   }
-  int64_t exp = json_integer_value(ej);
-  json_decref(ej);
-  if (exp <= now_s) return AUTH_EXPIRED;
-
-  char *gj = jwt_get_grants_json(jwt, "grants");
-  json_t *g = gj ? json_loads(gj, JSON_DECODE_ANY, &jerr) : NULL;
-  free(gj);
-  if (g && !json_is_object(g)) {
-    json_decref(g);
-    return AUTH_BAD_CLAIMS;
+  if (cfg->audience) {
+    json_t *aud = json_object_get(p, "aud"), *x;
+    size_t i;
+    int found = json_is_string(aud) && !strcmp(json_string_value(aud), cfg->audience);
+    if (json_is_array(aud)) json_array_foreach(aud, i, x) found |= json_is_string(x) && !strcmp(json_string_value(x), cfg->audience);
+    if (!found) return AUTH_BAD_AUDIENCE;
   }
+  json_t *g = json_object_get(p, "grants");
+  if (g && !json_is_object(g)) return AUTH_BAD_CLAIMS;
   size_t n = g ? json_object_size(g) : 0;
-  if (n > 256) {
-    json_decref(g);
-    return AUTH_BAD_CLAIMS;
-  }
+  if (n > 256) return AUTH_BAD_CLAIMS;
   id->grants = n ? wsy_calloc(n, sizeof *id->grants) : NULL;
   const char *pat;
   json_t *val;
@@ -144,7 +147,6 @@ static auth_result claims(jwt_t *jwt, int64_t now_s, auth_identity *id) {
       unsigned perms;
       if (!json_is_string(val) || !pattern_valid(pat) ||
           perms_parse(json_string_value(val), &perms) != 0) {
-        json_decref(g);
         auth_identity_free(id);
         return AUTH_BAD_CLAIMS;
       }
@@ -153,8 +155,12 @@ static auth_result claims(jwt_t *jwt, int64_t now_s, auth_identity *id) {
       id->ngrants++;
     }
   }
-  json_decref(g);
-  const char *dev = jwt_get_grant(jwt, "device");
+  json_t *devj = json_object_get(p, "device");
+  if (devj && !json_is_string(devj)) {
+    auth_identity_free(id);
+    return AUTH_BAD_CLAIMS;
+  }
+  const char *dev = json_string_value(devj);
   if (dev) {
     if (!auth_device_valid(dev, strlen(dev))) {
       auth_identity_free(id);
@@ -167,62 +173,103 @@ static auth_result claims(jwt_t *jwt, int64_t now_s, auth_identity *id) {
   return AUTH_OK;
 }
 
-/* The header's alg, read before libjwt verifies anything: libjwt picks the
- * algorithm from the token itself, so a token is refused on its alg alone
- * (none, HS512, RS256 ...) before any key is applied to it. */
-static auth_result header_alg(const char *token) {
+/* The header's alg (and kid), read before any key is applied: a token is
+ * refused on its alg alone (none, HS512, ...) and never chooses how a key
+ * is used. */
+static auth_result header(const char *token, auth_alg *alg, char *kid, size_t kidlen) {
   const char *dot = strchr(token, '.');
-  size_t n = dot ? (size_t)(dot - token) : 0;
+  size_t n = dot ? (size_t)(dot - token) : 0, rl;
   if (n == 0 || n > 1024) return AUTH_MALFORMED;
-  /* base64url -> base64 with padding, for OpenSSL's decoder */
-  char b64[1032];
-  unsigned char raw[800];
-  for (size_t i = 0; i < n; i++) b64[i] = token[i] == '-' ? '+' : token[i] == '_' ? '/' : token[i];
-  size_t m = n;
-  while (m % 4) b64[m++] = '=';
-  b64[m] = '\0';
-  int rl = EVP_DecodeBlock(raw, (const unsigned char *)b64, (int)m);
-  if (rl < 0) return AUTH_MALFORMED;
-  while (rl > 0 && m > n) { rl--; m--; } /* EVP_DecodeBlock counts padding as zero bytes */
+  uint8_t *raw = auth_b64url_decode(token, n, &rl);
+  if (!raw) return AUTH_MALFORMED;
   json_error_t jerr;
-  json_t *h = json_loadb((const char *)raw, (size_t)rl, 0, &jerr);
+  json_t *h = json_loadb((const char *)raw, rl, 0, &jerr);
+  wsy_free(raw);
   if (!h || !json_is_object(h)) {
     json_decref(h);
     return AUTH_MALFORMED;
   }
-  json_t *alg = json_object_get(h, "alg");
-  int ok = json_is_string(alg) && strcmp(json_string_value(alg), "HS256") == 0;
+  *alg = auth_alg_parse(json_string_value(json_object_get(h, "alg")));
+  json_t *k = json_object_get(h, "kid");
+  kid[0] = '\0';
+  auth_result r = *alg == AUTH_ALG_NONE ? AUTH_BAD_ALG : AUTH_OK;
+  if (k && (!json_is_string(k) || json_string_length(k) >= kidlen || json_string_length(k) == 0)) r = AUTH_MALFORMED;
+  else if (k) memcpy(kid, json_string_value(k), json_string_length(k) + 1);
   json_decref(h);
-  return ok ? AUTH_OK : AUTH_BAD_ALG;
+  return r;
 }
 
-auth_result auth_verify(const char *secret, const char *token, int64_t now_s, auth_identity *id) {
+/* HS256 through libjwt: the payload, verified, or NULL. */
+static json_t *hs256_payload(const char *secret, const char *token) {
+  jwt_t *jwt = NULL;
+  if (jwt_decode(&jwt, token, (const unsigned char *)secret, (int)strlen(secret)) != 0 || !jwt ||
+      jwt_get_alg(jwt) != JWT_ALG_HS256) {
+    jwt_free(jwt);
+    return NULL;
+  }
+  char *pj = jwt_get_grants_json(jwt, NULL);
+  jwt_free(jwt);
+  json_error_t jerr;
+  json_t *p = pj ? json_loads(pj, 0, &jerr) : NULL;
+  free(pj);
+  return p;
+}
+
+/* RS256, ES256, EdDSA through jose.c: the payload, verified, or NULL with *why. */
+static json_t *jws_payload(const auth_jwks *ks, auth_alg alg, const char *kid, const char *token, auth_result *why) {
+  const char *d1 = strchr(token, '.'), *d2 = strchr(d1 + 1, '.');
+  size_t sl, pl;
+  uint8_t *sig = auth_b64url_decode(d2 + 1, strlen(d2 + 1), &sl);
+  if (!sig) {
+    *why = AUTH_MALFORMED;
+    return NULL;
+  }
+  *why = auth_jws_verify(ks, alg, *kid ? kid : NULL, token, (size_t)(d2 - token), sig, sl);
+  wsy_free(sig);
+  if (*why != AUTH_OK) return NULL;
+  uint8_t *raw = auth_b64url_decode(d1 + 1, (size_t)(d2 - d1 - 1), &pl);
+  json_error_t jerr;
+  json_t *p = raw ? json_loadb((const char *)raw, pl, 0, &jerr) : NULL;
+  wsy_free(raw);
+  if (!p) *why = AUTH_MALFORMED;
+  return p;
+}
+
+auth_result auth_verify_cfg(const auth_config *cfg, const char *token, int64_t now_s, auth_identity *id) {
   memset(id, 0, sizeof *id);
-  if (!secret || !*secret) return AUTH_NO_SECRET;
+  int has_secret = cfg->secret && *cfg->secret;
+  if (!has_secret && !cfg->jwks) return AUTH_NO_SECRET;
   if (!token || strlen(token) > 8192) return AUTH_MALFORMED;
   int dots = 0;
   for (const char *p = token; *p; p++) dots += *p == '.';
   if (dots != 2) return AUTH_MALFORMED;
-  auth_result r = header_alg(token);
+  auth_alg alg;
+  char kid[256];
+  auth_result r = header(token, &alg, kid, sizeof kid);
   if (r != AUTH_OK) return r;
-  jwt_t *jwt = NULL;
-  if (jwt_decode(&jwt, token, (const unsigned char *)secret, (int)strlen(secret)) != 0 || !jwt) {
-    jwt_free(jwt);
-    return AUTH_BAD_SIGNATURE;
+  json_t *payload;
+  if (alg == AUTH_ALG_HS256) {
+    /* Only ever the secret: a public key is never an HMAC key here. */
+    if (!has_secret) return AUTH_BAD_ALG;
+    payload = hs256_payload(cfg->secret, token);
+    r = payload ? AUTH_OK : AUTH_BAD_SIGNATURE;
+  } else {
+    if (!cfg->jwks) return AUTH_BAD_ALG;
+    payload = jws_payload(cfg->jwks, alg, kid, token, &r);
   }
-  if (jwt_get_alg(jwt) != JWT_ALG_HS256) {
-    jwt_free(jwt);
-    return AUTH_BAD_ALG;
-  }
-  r = claims(jwt, now_s, id);
-  jwt_free(jwt);
+  if (r == AUTH_OK) r = claims(payload, cfg, now_s, id);
+  json_decref(payload);
   return r;
 }
 
-char *auth_mint(const char *secret, const char *user, const char *device, const char *const *grants,
-                size_t ngrants, int64_t now_s, int64_t ttl_s) {
-  jwt_t *jwt = NULL;
-  if (jwt_new(&jwt) != 0) return NULL;
+auth_result auth_verify(const char *secret, const char *token, int64_t now_s, auth_identity *id) {
+  auth_config cfg = {.secret = secret};
+  return auth_verify_cfg(&cfg, token, now_s, id);
+}
+
+/* The claims `wsync token` puts in a token, as compact JSON (free()). */
+static char *mint_claims(const char *user, const char *device, const char *const *grants, size_t ngrants,
+                         int64_t now_s, int64_t ttl_s) {
   json_t *claims_obj = json_object();
   json_object_set_new(claims_obj, "sub", json_string(user));
   if (device) json_object_set_new(claims_obj, "device", json_string(device));
@@ -240,11 +287,28 @@ char *auth_mint(const char *secret, const char *user, const char *device, const 
   json_object_set_new(claims_obj, "grants", g);
   char *cj = json_dumps(claims_obj, JSON_COMPACT);
   json_decref(claims_obj);
+  return cj;
+}
+
+char *auth_mint(const char *secret, const char *user, const char *device, const char *const *grants,
+                size_t ngrants, int64_t now_s, int64_t ttl_s) {
+  jwt_t *jwt = NULL;
+  if (jwt_new(&jwt) != 0) return NULL;
+  char *cj = mint_claims(user, device, grants, ngrants, now_s, ttl_s);
   char *out = NULL;
   if (cj && jwt_add_grants_json(jwt, cj) == 0 &&
       jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)secret, (int)strlen(secret)) == 0)
     out = jwt_encode_str(jwt);
   free(cj);
   jwt_free(jwt);
+  return out;
+}
+
+char *auth_mint_pem(const char *pem, size_t pem_len, const char *kid, const char *user, const char *device,
+                    const char *const *grants, size_t ngrants, int64_t now_s, int64_t ttl_s, char *err,
+                    size_t errlen) {
+  char *cj = mint_claims(user, device, grants, ngrants, now_s, ttl_s);
+  char *out = cj ? auth_jws_sign_pem(pem, pem_len, kid, cj, err, errlen) : NULL;
+  free(cj);
   return out;
 }

@@ -1,11 +1,25 @@
-/* auth.h -- identity for wsync: HS256 JWT verification and minting
- * (libjwt), room grants and their patterns, room-name rules.
+/* auth.h -- identity for wsync: JWT verification and minting, room grants
+ * and their patterns, room-name rules.
  *
- * Pure: no I/O, and the clock is a parameter. A token carries
+ * Tokens are HS256 (a shared secret, --auth-secret; libjwt) or signed by an
+ * identity provider with RS256, ES256 (P-256) or EdDSA (Ed25519) and checked
+ * against the public keys of a JWKS document (--auth-jwks; jose.c on
+ * OpenSSL). A key is only ever used with the algorithm of its own type:
+ * an RSA key verifies RS256 only, an HS256 token is only ever checked with
+ * the secret, never with a public key (no algorithm confusion). `kid` in the
+ * header selects the key; without one, the only key of the algorithm's type.
+ *
+ * Pure: no I/O (callers read files), and the clock is a parameter. A token
+ * carries
  *   sub     the user id (1-64 chars of [A-Za-z0-9._@-])
  *   exp     expiry, seconds since the epoch (required)
+ *   nbf     not before (optional), seconds since the epoch
+ *   iss, aud  checked when the server is configured with an issuer or an
+ *           audience (aud may be a string or an array of strings)
  *   grants  an object mapping a room pattern to "r", "w" or "rw";
  *           `*` in a pattern matches any run of characters.
+ *   device  optional: the one device id the token may be used from
+ * exp and nbf are checked with a leeway for clock skew.
  * The private room user:<sub> is always readable and writable by its user
  * and by nobody else, whatever the grants say.
  *
@@ -28,8 +42,30 @@ typedef enum {
   AUTH_BAD_SIGNATURE = -3,
   AUTH_EXPIRED = -4,
   AUTH_BAD_CLAIMS = -5,    /* sub/exp/grants missing or of the wrong shape */
-  AUTH_NO_SECRET = -6,     /* the server has no secret configured */
+  AUTH_NO_SECRET = -6,     /* the server has no key for the token's algorithm */
+  AUTH_UNKNOWN_KEY = -7,   /* no JWKS key with the token's kid (or no single key of its type) */
+  AUTH_NOT_YET = -8,       /* nbf is in the future */
+  AUTH_BAD_ISSUER = -9,    /* iss is not the configured issuer */
+  AUTH_BAD_AUDIENCE = -10, /* aud does not name the configured audience */
 } auth_result;
+
+/* The public keys of a JWKS document (RFC 7517), each bound to one
+ * algorithm by its type. Immutable once parsed. */
+typedef struct auth_jwks auth_jwks;
+/* Parses a JWKS document; keys with "use" other than "sig" are skipped. 0,
+ * or WSY_INVAL with err saying which key is wrong and why. */
+int auth_jwks_parse(const char *json, size_t len, auth_jwks **out, char *err, size_t errlen);
+void auth_jwks_free(auth_jwks *ks);
+size_t auth_jwks_count(const auth_jwks *ks);
+
+/* How tokens are verified. */
+typedef struct auth_config {
+  const char *secret;        /* HS256 key; NULL or "": HS256 tokens refused */
+  const auth_jwks *jwks;     /* public keys; NULL: RS256/ES256/EdDSA refused */
+  const char *issuer;        /* NULL: iss not checked */
+  const char *audience;      /* NULL: aud not checked */
+  unsigned leeway_s;         /* allowed clock skew for exp and nbf */
+} auth_config;
 
 typedef struct auth_grant {
   char *pattern;
@@ -48,8 +84,10 @@ const char *auth_strerror(auth_result r);
 /* Wire error code for a failed verification: "token_expired" or "token_invalid". */
 const char *auth_wire_code(auth_result r);
 
-/* Verifies token with secret at time now_s and fills *id (owned by the
+/* Verifies token as cfg says at time now_s and fills *id (owned by the
  * caller: auth_identity_free). On failure *id is left empty. */
+auth_result auth_verify_cfg(const auth_config *cfg, const char *token, int64_t now_s, auth_identity *id);
+/* The same with only an HS256 secret. */
 auth_result auth_verify(const char *secret, const char *token, int64_t now_s, auth_identity *id);
 void auth_identity_free(auth_identity *id);
 /* Identity of the insecure demo mode: user, every room readable and writable. */
@@ -66,6 +104,12 @@ int auth_grant_parse(const char *spec, auth_grant *out);
  * string or NULL. grants are "pattern=perms" specs (already validated). */
 char *auth_mint(const char *secret, const char *user, const char *device, const char *const *grants,
                 size_t ngrants, int64_t now_s, int64_t ttl_s);
+/* The same claims signed with a PEM private key (RSA -> RS256, EC P-256 ->
+ * ES256, Ed25519 -> EdDSA), kid in the header when not NULL. NULL with err
+ * set when the key will not do. */
+char *auth_mint_pem(const char *pem, size_t pem_len, const char *kid, const char *user, const char *device,
+                    const char *const *grants, size_t ngrants, int64_t now_s, int64_t ttl_s, char *err,
+                    size_t errlen);
 
 /* Names: rooms are 1-128 chars of [A-Za-z0-9._:@-]; user ids 1-64 chars of
  * [A-Za-z0-9._@-]; device ids 1-64 chars of [A-Za-z0-9._:-]. */

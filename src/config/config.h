@@ -27,7 +27,11 @@ typedef struct wsy_config {
   const char *allowed_origins; /* comma-separated; NULL or "" = any */
   int log_level;
   int echo_endpoint;
-  const char *auth_secret;   /* HS256 key for tokens; NULL: tokens refused */
+  const char *auth_secret;   /* HS256 key for tokens; NULL: HS256 tokens refused */
+  const char *auth_jwks;     /* JWKS file of public keys; NULL: public-key tokens refused */
+  const char *auth_issuer;   /* required iss, or NULL */
+  const char *auth_audience; /* required aud, or NULL */
+  unsigned auth_leeway_ms;   /* clock skew allowed for exp and nbf */
   int insecure_demo;         /* hello may name a user without a token */
   int durability_full;       /* fsync before ack */
   unsigned resume_window_ms;

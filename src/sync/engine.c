@@ -40,6 +40,8 @@ int engine_new(uv_loop_t *loop, net_loop *net, const wsy_config *cfg, store *st,
   e->net = net;
   e->cfg = cfg;
   e->st = st;
+  e->auth = (auth_config){.secret = cfg->auth_secret, .issuer = cfg->auth_issuer,
+                          .audience = cfg->auth_audience, .leeway_s = cfg->auth_leeway_ms / 1000};
   map_init(&e->rooms);
   map_init(&e->sessions);
   map_init(&e->by_device);
@@ -103,6 +105,8 @@ void engine_shutdown(engine *e) {
     if (s->dn) fb_end(s, WS_CLOSE_GOING_AWAY, "server shutting down");
   }
 }
+
+void engine_set_jwks(engine *e, const auth_jwks *jwks) { e->auth.jwks = jwks; }
 
 void engine_route_fallback(void *ud, conn *c, httpd_req *r) { fb_route(ud, c, r); }
 void engine_route_rooms(void *ud, conn *c, httpd_req *r) { api_rooms_route(ud, c, r); }

@@ -12,6 +12,7 @@
 #ifndef WSY_ENGINE_H
 #define WSY_ENGINE_H
 
+#include "../auth/auth.h"
 #include "../config/config.h"
 #include "../http/httpd.h"
 #include "../store/store.h"
@@ -36,6 +37,10 @@ extern const ws_endpoint engine_ws_endpoint;
 void engine_route_fallback(void *ud, conn *c, httpd_req *r);  /* /v1/send, /v1/sse, /v1/poll */
 void engine_route_rooms(void *ud, conn *c, httpd_req *r);     /* /v1/rooms/ (prefix) */
 void engine_route_metrics(void *ud, conn *c, httpd_req *r);   /* /metrics */
+/* The keys tokens are verified with from now on (a reloaded JWKS document;
+ * NULL: none). Borrowed: the caller keeps jwks alive until the next call or
+ * engine_free. Sessions already welcomed keep their identity. */
+void engine_set_jwks(engine *e, const auth_jwks *jwks);
 /* For /healthz: live sessions, loaded rooms, the store's and bus's names. */
 void engine_health(engine *e, size_t *sessions, size_t *rooms, const char **store_name, const char **bus_out);
 

@@ -50,6 +50,7 @@ struct engine {
   store *st;
   bus *bus;
   jw frame_text;      /* the text of the last frame made: reused, kept for the store */
+  auth_config auth;   /* how hello verifies tokens (secret, JWKS, iss, aud, leeway) */
   /* rooms (room.c) */
   map rooms;          /* name -> room* */
   uint64_t last_fence;/* fences never repeat, even after a room unloads */

@@ -264,9 +264,9 @@ void sess_hello(sess *s, json_t *req) {
     return;
   }
   if (token) {
-    auth_result ar = auth_verify(cfg->auth_secret, token, (int64_t)time(NULL), &s->id);
+    auth_result ar = auth_verify_cfg(&e->auth, token, (int64_t)time(NULL), &s->id);
     if (ar == AUTH_NO_SECRET) {
-      sess_refuse(s, req, "unauthorized", "this server accepts no tokens (no --auth-secret)");
+      sess_refuse(s, req, "unauthorized", "this server accepts no tokens (no --auth-secret or --auth-jwks)");
       return;
     }
     if (ar != AUTH_OK) {
