@@ -6,6 +6,7 @@
 #   make asan       sanitizer build: build-asan/wsync
 #   make fuzz       each libFuzzer target for FUZZ_SECONDS (default 60)
 #   make bench      every benchmark scenario against wsync and the Node ws peer (docs/PERFORMANCE.md)
+#   make install    binary, man page, systemd unit, example environment under $(DESTDIR)$(PREFIX)
 
 SHELL   := /bin/bash
 .SHELLFLAGS := -o pipefail -c
@@ -151,6 +152,39 @@ bench: build/wsync build/wsync-bench
 
 bench-smoke: build/wsync build/wsync-bench
 	bash bench/smoke.sh build/wsync build/wsync-bench
+
+# ---- install (packaging/) ------------------------------------------------
+#   make install [PREFIX=/usr/local] [DESTDIR=]   the binary, wsync(1), the
+#                   systemd unit and the example environment file, under
+#                   $(DESTDIR)$(PREFIX); the unit's ExecStart and the man
+#                   page's paths are rewritten to the installed ones
+#   make uninstall  removes exactly those files
+# Nothing is written outside these paths: no /etc, no user, no systemctl
+# (docs: README.md, Install).
+.PHONY: install uninstall
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+DOCDIR  ?= $(PREFIX)/share/doc/wsync
+SYSTEMD_UNITDIR ?= $(PREFIX)/lib/systemd/system
+INSTALL ?= install
+
+install: build/wsync packaging/wsync.1 packaging/wsync.service packaging/wsync.env
+	$(INSTALL) -d -m 0755 $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(SYSTEMD_UNITDIR) $(DESTDIR)$(DOCDIR)
+	$(INSTALL) -m 0755 build/wsync $(DESTDIR)$(BINDIR)/wsync
+	sed -e 's|/usr/local/bin/wsync|$(BINDIR)/wsync|g' -e 's|/usr/local/share/doc/wsync|$(DOCDIR)|g' \
+	  -e 's|/usr/local/lib/systemd/system|$(SYSTEMD_UNITDIR)|g' packaging/wsync.1 > $(DESTDIR)$(MANDIR)/man1/wsync.1.tmp
+	sed -e 's|/usr/local/bin/wsync|$(BINDIR)/wsync|g' packaging/wsync.service > $(DESTDIR)$(SYSTEMD_UNITDIR)/wsync.service.tmp
+	chmod 0644 $(DESTDIR)$(MANDIR)/man1/wsync.1.tmp $(DESTDIR)$(SYSTEMD_UNITDIR)/wsync.service.tmp
+	mv -f $(DESTDIR)$(MANDIR)/man1/wsync.1.tmp $(DESTDIR)$(MANDIR)/man1/wsync.1
+	mv -f $(DESTDIR)$(SYSTEMD_UNITDIR)/wsync.service.tmp $(DESTDIR)$(SYSTEMD_UNITDIR)/wsync.service
+	$(INSTALL) -m 0644 packaging/wsync.env $(DESTDIR)$(DOCDIR)/wsync.env.example
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/wsync $(DESTDIR)$(MANDIR)/man1/wsync.1 \
+	  $(DESTDIR)$(SYSTEMD_UNITDIR)/wsync.service $(DESTDIR)$(DOCDIR)/wsync.env.example
+	rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null || true
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -12,7 +12,12 @@ pkgs=(
   clang libclang-rt-14-dev
   gnuplot-nox
   chromium
+  man-db
 )
+# man-db (with groff-base, a few MB) lets tests/e2e/install.test.mjs render
+# the installed man page. systemd is not asked for: where it is installed
+# (any Debian 12 system that boots with it) the same test runs
+# systemd-analyze verify on the unit, and skips that step, saying why, elsewhere.
 # Node.js may come from Debian or from another packager that bundles npm;
 # ask for Debian's only when the commands are absent.
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
@@ -37,7 +42,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # Node packages for the tests (ws client, playwright-core driving Debian's
-# Chromium, ot-text-unicode as the OT oracle); the lockfile keeps them pinned.
+# Chromium, ot-text-unicode as the OT oracle, typescript and esbuild for the
+# client's package test); the lockfile keeps them pinned.
 # Re-installed when package.json is newer than what was installed.
 here=$(cd "$(dirname "$0")/.." && pwd)
 e2e="$here/tests/e2e"
