@@ -27,7 +27,7 @@ test('a title cut at the length limit tells the user', { timeout: 30000 }, async
   await input.focus();
   await a.keyboard.insertText('p'.repeat(max + 50));
   assert.equal((await input.inputValue()).length, max);
-  await limit.waitFor({ state: 'visible' });
+  await limit.filter({ hasText: /cut/ }).waitFor({ state: 'visible' });
   assert.match(await limit.textContent(), new RegExp(`\\b${max}\\b`));
   assert.match(await limit.textContent(), /cut/);
 
@@ -55,7 +55,9 @@ test('a title cut at the length limit tells the user', { timeout: 30000 }, async
   await ed.press('End');
   await a.keyboard.insertText('more');
   assert.equal((await ed.inputValue()).length, max);
-  await edLimit.waitFor({ state: 'visible' });
+  // The message is set after the browser refused the text (a task later):
+  // wait for it to say so, not for the first text it shows.
+  await edLimit.filter({ hasText: /cut/ }).waitFor({ state: 'visible' });
   assert.match(await edLimit.textContent(), /cut/);
   await c.locator('[data-testid="title-cancel"]').click();
   await edLimit.waitFor({ state: 'hidden' });
