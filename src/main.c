@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <jansson.h>
 #include <malloc.h>
 #include <uv.h>
 
@@ -49,27 +50,37 @@ static void healthz(void *ud, conn *c, httpd_req *r) {
     httpd_method_not_allowed(c, "GET, HEAD");
     return;
   }
-  char body[400];
   uint64_t up = (wsy_now_ms() - app->started_ms) / 1000;
   size_t sessions, rooms;
-  const char *st, *bus;
-  engine_health(app->sync, &sessions, &rooms, &st, &bus);
+  const char *st, *bus, *degraded;
+  engine_health(app->sync, &sessions, &rooms, &st, &bus, &degraded);
+  json_t *b = json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:s,s:s}", "status", degraded ? "degraded" : "ok", "version",
+                        WSYNC_VERSION, "uptime_s", (json_int_t)up, "connections",
+                        (json_int_t)net_loop_conn_count(app->net), "sessions", (json_int_t)sessions, "rooms",
+                        (json_int_t)rooms, "store", st, "bus", bus);
+  if (degraded) json_object_set_new(b, "reason", json_string(degraded));
   /* heap_bytes: bytes malloc has handed out and not taken back, for memory
    * measurements (wsync-bench --idle --healthz) without reading /proc. Only
    * with the libc allocator: mimalloc (release builds) keeps no such count,
    * and its committed memory moves in whole segments. */
-  char heap[48] = "";
 #ifndef WSY_MIMALLOC
-  snprintf(heap, sizeof heap, ",\"heap_bytes\":%zu", mallinfo2().uordblks);
+  json_object_set_new(b, "heap_bytes", json_integer((json_int_t)mallinfo2().uordblks));
 #endif
-  int n = snprintf(body, sizeof body,
-                   "{\"status\":\"ok\",\"version\":\"%s\",\"uptime_s\":%llu,\"connections\":%u,"
-                   "\"sessions\":%zu,\"rooms\":%zu,\"store\":\"%s\",\"bus\":\"%s\"%s}\n",
-                   WSYNC_VERSION, (unsigned long long)up, net_loop_conn_count(app->net), sessions, rooms, st,
-                   bus, heap);
-  size_t len = wsy_snlen(n, sizeof body);
-  if (head) httpd_respond_head(c, 200, "application/json", "Cache-Control: no-store\r\n", len);
-  else httpd_respond(c, 200, "application/json", "Cache-Control: no-store\r\n", body, len);
+  char *text = json_dumps(b, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  json_decref(b);
+  size_t len = strlen(text);
+  /* Degraded: a load balancer should stop sending writes here (503 by
+   * default; --degraded-status 200 reports it in the body only). */
+  int status = degraded ? (int)app->cfg->degraded_status : 200;
+  if (head) httpd_respond_head(c, status, "application/json", "Cache-Control: no-store\r\n", len + 1);
+  else {
+    char *withnl = malloc(len + 2);
+    memcpy(withnl, text, len);
+    withnl[len] = '\n';
+    httpd_respond(c, status, "application/json", "Cache-Control: no-store\r\n", withnl, len + 1);
+    free(withnl);
+  }
+  free(text);
 }
 
 /* Whatever no route took: a static file (--static), else 404. */

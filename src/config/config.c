@@ -92,6 +92,8 @@ static const option options[] = {
    "bearer key of the backend HTTP API and /metrics (default: API off)"},
   {"history-ops", K_UINT, OFF(history_ops), "N", "100000", 0, 0,
    "log entries kept per room for catch-up; older ones are trimmed"},
+  {"degraded-status", K_UINT, OFF(degraded_status), "CODE", "503", 200, 599,
+   "HTTP status of /healthz while degraded (commits failing); 200 keeps the node in a load balancer"},
   {"store-faults", K_STR, OFF(store_faults), "FILE", NULL, 0, 0,
    "TESTING ONLY: fail store calls as FILE says (\"commit N\", \"dedupe N\", \"read N\")"},
 };

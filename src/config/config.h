@@ -47,6 +47,7 @@ typedef struct wsy_config {
   unsigned max_catchup;      /* ops sent on join before a snapshot is preferred */
   size_t max_outbox;         /* bytes of unconfirmed messages kept per session */
   const char *api_key;       /* backend API bearer key; NULL: API off */
+  unsigned degraded_status;  /* /healthz status while degraded (503) */
   const char *store_faults;  /* testing: the fault store's control file, or NULL */
 } wsy_config;
 

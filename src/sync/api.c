@@ -103,9 +103,16 @@ static void metrics(engine *e, conn *c) {
        map_len(&e->rooms));
   EMIT("# HELP wsync_room_members Session memberships of loaded rooms.\n# TYPE wsync_room_members gauge\n"
        "wsync_room_members %zu\n", nsess);
-  EMIT("# HELP wsync_ops_accepted_total Log entries sequenced (ops and stored publishes).\n"
+  EMIT("# HELP wsync_ops_accepted_total Log entries accepted and sequenced (ops and stored publishes), "
+       "before their commit: committed plus failed plus in flight.\n"
        "# TYPE wsync_ops_accepted_total counter\nwsync_ops_accepted_total %llu\n",
        (unsigned long long)e->ops_accepted);
+  EMIT("# HELP wsync_ops_committed_total Log entries committed durably to the store (acknowledged).\n"
+       "# TYPE wsync_ops_committed_total counter\nwsync_ops_committed_total %llu\n",
+       (unsigned long long)e->ops_committed);
+  EMIT("# HELP wsync_ops_failed_total Log entries whose commit failed: not stored, refused with internal.\n"
+       "# TYPE wsync_ops_failed_total counter\nwsync_ops_failed_total %llu\n",
+       (unsigned long long)e->ops_failed);
   EMIT("# HELP wsync_ops_rejected_total Rejected ops, by error code.\n# TYPE wsync_ops_rejected_total counter\n");
   for (size_t i = 0; map_next(&e->rejected, &i, &k, &v);)
     EMIT("wsync_ops_rejected_total{code=\"%s\"} %llu\n", k, (unsigned long long)(uintptr_t)v);

@@ -79,8 +79,17 @@ static json_t *failed_msg(const pend *p) {
 static void commit_done(void *ud, int rc) {
   engine *e = ud;
   api_commit_observed(e, (double)(uv_hrtime() - e->batch_started) / 1e9, rc != 0);
-  if (rc != 0)
+  if (rc != 0) {
     log_error("commit failed (%s): %s", wsy_strerror(rc), store_batch_error(e->fl_batch));
+    if (!e->store_failing) log_warn("health: degraded until a commit succeeds");
+    e->store_failing = 1;
+    snprintf(e->store_error, sizeof e->store_error, "commits failing: %s (%s)", wsy_strerror(rc),
+             store_batch_error(e->fl_batch));
+  } else if (store_batch_count(e->fl_batch) > 0 && e->store_failing) {
+    e->store_failing = 0;
+    e->store_error[0] = '\0';
+    log_info("health: ok again (a commit succeeded)");
+  }
   for (pend *p = e->fl_head, *next; p; p = next) {
     next = p->next;
     room *r = p->r;
@@ -110,6 +119,10 @@ static void commit_done(void *ud, int rc) {
         net_chunk_unref(ack);
       }
       if (p->kind == P_OP) room_publish(e, r, p->seq, p->frame, NULL, NULL);
+    }
+    if (p->kind == P_OP) {
+      if (rc != 0) e->ops_failed++;
+      else e->ops_committed++;
     }
     r->pending--;
     pend_free(e, p);

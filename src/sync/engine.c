@@ -108,7 +108,9 @@ void engine_route_fallback(void *ud, conn *c, httpd_req *r) { fb_route(ud, c, r)
 void engine_route_rooms(void *ud, conn *c, httpd_req *r) { api_rooms_route(ud, c, r); }
 void engine_route_metrics(void *ud, conn *c, httpd_req *r) { api_metrics_route(ud, c, r); }
 
-void engine_health(engine *e, size_t *sessions, size_t *rooms, const char **store_name, const char **bus_out) {
+void engine_health(engine *e, size_t *sessions, size_t *rooms, const char **store_name, const char **bus_out,
+                   const char **degraded) {
+  *degraded = e->store_failing ? e->store_error : NULL;
   *sessions = map_len(&e->sessions);
   *rooms = map_len(&e->rooms);
   *store_name = store_backend(e->st);

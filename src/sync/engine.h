@@ -36,7 +36,10 @@ extern const ws_endpoint engine_ws_endpoint;
 void engine_route_fallback(void *ud, conn *c, httpd_req *r);  /* /v1/send, /v1/sse, /v1/poll */
 void engine_route_rooms(void *ud, conn *c, httpd_req *r);     /* /v1/rooms/ (prefix) */
 void engine_route_metrics(void *ud, conn *c, httpd_req *r);   /* /metrics */
-/* For /healthz: live sessions, loaded rooms, the store's and bus's names. */
-void engine_health(engine *e, size_t *sessions, size_t *rooms, const char **store_name, const char **bus_out);
+/* For /healthz: live sessions, loaded rooms, the store's and bus's names;
+ * *degraded is NULL when healthy, else why not (the last commit failed: a
+ * full disk, an I/O error; cleared by the next commit that succeeds). */
+void engine_health(engine *e, size_t *sessions, size_t *rooms, const char **store_name, const char **bus_out,
+                   const char **degraded);
 
 #endif

@@ -74,6 +74,11 @@ struct engine {
   uint64_t batch_started;    /* uv_hrtime when the committing batch left */
   /* figures (api.c: /metrics) */
   uint64_t ops_accepted, deliveries, commits, commit_failures;
+  uint64_t ops_committed, ops_failed; /* entries of committed / failed batches */
+  /* Health (/healthz): set when a commit fails, cleared by the next one
+   * that stores something. */
+  int store_failing;
+  char store_error[200];
   map rejected;              /* error code -> count (uintptr_t) */
   uint64_t commit_hist[16];  /* wsync_commit_seconds buckets (api.c's bounds), +Inf last */
   double commit_sum;
