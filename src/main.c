@@ -118,8 +118,15 @@ static void add_routes(struct app *app) {
   httpd_route(hs, "/v1/send", engine_route_fallback, app->sync);
   httpd_route(hs, "/v1/sse", engine_route_fallback, app->sync);
   httpd_route(hs, "/v1/poll", engine_route_fallback, app->sync);
+  httpd_route(hs, "/v1/rooms", engine_route_rooms_list, app->sync);
   httpd_route_prefix(hs, "/v1/rooms/", engine_route_rooms, app->sync);
+  httpd_route_prefix(hs, "/v1/users/", engine_route_users, app->sync);
   httpd_route(hs, "/metrics", engine_route_metrics, app->sync);
+  /* The backend API answers even a malformed or oversized request with its
+   * JSON error object. */
+  httpd_json_errors(hs, "/v1/rooms");
+  httpd_json_errors(hs, "/v1/users/");
+  httpd_json_errors(hs, "/metrics");
   httpd_route(hs, "/healthz", healthz, app);
   httpd_route_default(hs, static_files, app);
 }

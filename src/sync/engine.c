@@ -107,6 +107,8 @@ void engine_shutdown(engine *e) {
 void engine_route_fallback(void *ud, conn *c, httpd_req *r) { fb_route(ud, c, r); }
 void engine_route_rooms(void *ud, conn *c, httpd_req *r) { api_rooms_route(ud, c, r); }
 void engine_route_metrics(void *ud, conn *c, httpd_req *r) { api_metrics_route(ud, c, r); }
+void engine_route_rooms_list(void *ud, conn *c, httpd_req *r) { api_rooms_list_route(ud, c, r); }
+void engine_route_users(void *ud, conn *c, httpd_req *r) { api_users_route(ud, c, r); }
 
 void engine_health(engine *e, size_t *sessions, size_t *rooms, const char **store_name, const char **bus_out,
                    const char **degraded) {

@@ -36,6 +36,8 @@ extern const ws_endpoint engine_ws_endpoint;
 void engine_route_fallback(void *ud, conn *c, httpd_req *r);  /* /v1/send, /v1/sse, /v1/poll */
 void engine_route_rooms(void *ud, conn *c, httpd_req *r);     /* /v1/rooms/ (prefix) */
 void engine_route_metrics(void *ud, conn *c, httpd_req *r);   /* /metrics */
+void engine_route_rooms_list(void *ud, conn *c, httpd_req *r); /* /v1/rooms (exact) */
+void engine_route_users(void *ud, conn *c, httpd_req *r);     /* /v1/users/ (prefix) */
 /* For /healthz: live sessions, loaded rooms, the store's and bus's names;
  * *degraded is NULL when healthy, else why not (the last commit failed: a
  * full disk, an I/O error; cleared by the next commit that succeeds). */

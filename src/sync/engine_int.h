@@ -77,6 +77,7 @@ struct engine {
   uint64_t ops_committed, ops_failed; /* entries of committed / failed batches */
   /* Health (/healthz): set when a commit fails, cleared by the next one
    * that stores something. */
+  const char *api_line;      /* while a backend request is routed: its log line (api.c) */
   int store_failing;
   char store_error[200];
   map rejected;              /* error code -> count (uintptr_t) */
