@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -213,6 +215,24 @@ static void raise_fd_limit(void) {
   }
 }
 
+/* --listen's host as a numeric address: an address as it is, a host name
+ * through getaddrinfo (the first address it gives, IPv4 preferred, as
+ * "localhost" usually means 127.0.0.1). 0, or an EAI_ error. */
+static int resolve_host(const char *host, char *out, size_t n) {
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res;
+  int rc = getaddrinfo(host, NULL, &hints, &res);
+  if (rc != 0) return rc;
+  const struct addrinfo *pick = res;
+  for (const struct addrinfo *a = res; a; a = a->ai_next)
+    if (a->ai_family == AF_INET) {
+      pick = a;
+      break;
+    }
+  rc = getnameinfo(pick->ai_addr, pick->ai_addrlen, out, (socklen_t)n, NULL, 0, NI_NUMERICHOST);
+  freeaddrinfo(res);
+  return rc;
+}
+
 static int serve(int argc, char **argv) {
   wsy_config cfg;
   char err[256];
@@ -244,8 +264,10 @@ static int serve(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   raise_fd_limit();
   if (cfg.insecure_demo)
-    log_warn("*** --insecure-demo: clients may claim any user name without a token. "
-             "Never expose this server. ***");
+    log_warn("*** --insecure-demo: clients may claim any user name without a token. %s ***",
+             cfg.insecure_demo_public ? "--insecure-demo-public: it is reachable beyond this machine."
+                                      : "Loopback only.");
+  if (cfg.allow_weak_secrets) log_warn("*** --allow-weak-secrets: short secrets accepted (tests only) ***");
   if (!cfg.auth_secret && !cfg.insecure_demo)
     log_warn("no --auth-secret: every hello will be refused (unauthorized)");
   store *st = NULL;
@@ -279,17 +301,22 @@ static int serve(int argc, char **argv) {
     return 1;
   }
   add_routes(&app);
-  rc = net_listen(app.net, cfg.listen_host, cfg.listen_port, httpd_accept, app.http);
+  char addr[INET6_ADDRSTRLEN + 8];
+  int gai = resolve_host(cfg.listen_host, addr, sizeof addr);
+  rc = gai ? UV_EINVAL : net_listen(app.net, addr, cfg.listen_port, httpd_accept, app.http);
   if (rc) {
-    fprintf(stderr, "wsync: cannot listen on %s:%d: %s\n", cfg.listen_host, cfg.listen_port,
-            uv_strerror(rc));
+    if (gai)
+      fprintf(stderr, "wsync: cannot listen on %s:%d: cannot resolve '%s': %s\n", cfg.listen_host,
+              cfg.listen_port, cfg.listen_host, gai_strerror(gai));
+    else
+      fprintf(stderr, "wsync: cannot listen on %s:%d: %s\n", cfg.listen_host, cfg.listen_port, uv_strerror(rc));
     engine_free(app.sync);
     net_loop_free(app.net);
     httpd_free(app.http);
     ws_bcast_free(app.bcast);
     return 1;
   }
-  const char *h = cfg.listen_host;
+  const char *h = addr;
   int v6 = strchr(h, ':') != NULL;
   log_info("wsync %s listening on http://%s%s%s:%d (store %s in %s, durability %s, backend API %s)",
            WSYNC_VERSION, v6 ? "[" : "", h, v6 ? "]" : "", net_listen_port(app.net), store_backend(st),
@@ -323,8 +350,18 @@ static int token_cmd(int argc, char **argv) {
   unsigned ttl_ms = 3600 * 1000;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(a, "--help")) {
-      printf("usage: wsync token --user U [--device D] [--grant PATTERN=r|w|rw]... [--ttl DUR] [--auth-secret S]\n");
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      printf("usage: wsync token --user USER [options]\n\n"
+             "Prints an HS256 client token (PROTOCOL.md 3.1, docs/TOKENS.md) signed with the server's\n"
+             "secret: for development and tests. In production the application's backend mints them.\n\n"
+             "options:\n"
+             "  --user USER            the token's sub: 1-64 characters of A-Z a-z 0-9 . _ @ - (required)\n"
+             "  --device DEVICE        bind the token to this device id (default: none, any device)\n"
+             "  --grant PATTERN=PERMS  a room grant, PERMS r, w or rw; * matches any run of characters;\n"
+             "                         repeat for more, up to 64 (default: none, only user:USER)\n"
+             "  --ttl DUR              lifetime: ms, s, m or h, at least 1s (default 1h)\n"
+             "  --auth-secret SECRET   the HS256 key (default: $WSYNC_AUTH_SECRET; required)\n"
+             "  --help                 this text\n");
       return 0;
     }
     if (!v) {
@@ -375,15 +412,27 @@ static int token_cmd(int argc, char **argv) {
   return 0;
 }
 
+/* The top level: the commands, each with its own --help. */
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: wsync COMMAND [options]\n\n"
+          "wsync is a real-time multi-device synchronization server.\n\n"
+          "commands:\n"
+          "  serve     run the server (wsync serve --help lists its options)\n"
+          "  token     print a signed client token for development (wsync token --help)\n"
+          "  version   print the version (also --version)\n"
+          "  help      this text (also --help, -h)\n");
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
-    config_usage(stderr);
+    usage(stderr);
     return 2;
   }
   if (!strcmp(argv[1], "serve")) return serve(argc - 2, argv + 2);
   if (!strcmp(argv[1], "token")) return token_cmd(argc - 2, argv + 2);
   if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
-    config_usage(stdout);
+    usage(stdout);
     return 0;
   }
   if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {

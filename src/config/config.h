@@ -49,6 +49,8 @@ typedef struct wsy_config {
   const char *api_key;       /* backend API bearer key; NULL: API off */
   unsigned degraded_status;  /* /healthz status while degraded (503) */
   const char *store_faults;  /* testing: the fault store's control file, or NULL */
+  int insecure_demo_public;  /* --insecure-demo allowed beyond loopback */
+  int allow_weak_secrets;    /* short --auth-secret / --api-key accepted */
 } wsy_config;
 
 void config_defaults(wsy_config *cfg);
@@ -56,6 +58,8 @@ void config_defaults(wsy_config *cfg);
  * 1 when --help/--version printed something and the caller should exit 0. */
 int config_parse(wsy_config *cfg, int argc, char **argv, char *err, size_t errlen);
 void config_usage(FILE *out);
+/* "localhost", 127.0.0.0/8 or ::1. */
+int config_host_is_loopback(const char *host);
 
 /* "64K", "1M", "1048576" -> bytes; -1 on error. */
 int config_parse_size(const char *s, size_t *out);
