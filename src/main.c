@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <malloc.h>
@@ -244,6 +245,7 @@ static int serve(int argc, char **argv) {
     return 2;
   }
   wsy_log_level = cfg.log_level;
+  wsy_log_format = cfg.log_format;
 
   struct app app;
   memset(&app, 0, sizeof app);
@@ -318,9 +320,24 @@ static int serve(int argc, char **argv) {
   }
   const char *h = addr;
   int v6 = strchr(h, ':') != NULL;
-  log_info("wsync %s listening on http://%s%s%s:%d (store %s in %s, durability %s, backend API %s)",
-           WSYNC_VERSION, v6 ? "[" : "", h, v6 ? "]" : "", net_listen_port(app.net), store_backend(st),
-           cfg.data_dir, cfg.durability_full ? "full" : "normal", cfg.api_key && *cfg.api_key ? "on" : "off");
+  store_stats_info sti = {0};
+  if (store_stats(st, &sti) != 0) sti.schema_version = -1;
+  struct rlimit fds = {0};
+  getrlimit(RLIMIT_NOFILE, &fds);
+  char listen_as[96] = "";
+  if (strcmp(cfg.listen_host, addr) != 0) snprintf(listen_as, sizeof listen_as, " (%s)", cfg.listen_host);
+  log_info("wsync %s listening on http://%s%s%s:%d%s pid %d; store %s in %s (schema %d, durability %s); "
+           "auth %s; backend API %s; origins %s; max connections %u (fd limit %llu); log %s %s",
+           WSYNC_VERSION, v6 ? "[" : "", h, v6 ? "]" : "", net_listen_port(app.net), listen_as, (int)getpid(),
+           store_backend(st), cfg.data_dir, sti.schema_version, cfg.durability_full ? "full" : "normal",
+           cfg.auth_secret && *cfg.auth_secret ? (cfg.insecure_demo ? "token and insecure demo" : "token")
+                                               : (cfg.insecure_demo ? "insecure demo only" : "none (hello refused)"),
+           cfg.api_key && *cfg.api_key ? "on" : "off",
+           cfg.allowed_origins && *cfg.allowed_origins ? cfg.allowed_origins : "any",
+           cfg.max_connections, (unsigned long long)fds.rlim_cur,
+           cfg.log_level == LOG_DEBUG ? "debug" : cfg.log_level == LOG_INFO ? "info"
+           : cfg.log_level == LOG_WARN ? "warn" : "error",
+           cfg.log_format == LOG_JSON ? "json" : "text");
   if (cfg.echo_endpoint) log_info("test endpoints enabled: /v1/echo, /v1/broadcast");
 
   runtime rt = {.app = &app};

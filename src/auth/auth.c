@@ -4,6 +4,8 @@
 #include <jansson.h>
 #include <jwt.h>
 #include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -107,34 +109,50 @@ unsigned auth_room_perms(const auth_identity *id, const char *room) {
   return perms;
 }
 
-static auth_result claims(jwt_t *jwt, int64_t now_s, auth_identity *id) {
+/* Sets why (when given) and returns r. */
+static auth_result fail_why(auth_result r, char *why, size_t n, const char *fmt, ...) WSY_PRINTF(4, 5);
+static auth_result fail_why(auth_result r, char *why, size_t n, const char *fmt, ...) {
+  if (why && n) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, n, fmt, ap);
+    va_end(ap);
+  }
+  return r;
+}
+
+static auth_result claims(jwt_t *jwt, int64_t now_s, auth_identity *id, char *why, size_t wn) {
   const char *sub = jwt_get_grant(jwt, "sub");
-  if (!sub || !auth_user_valid(sub, strlen(sub))) return AUTH_BAD_CLAIMS;
+  if (!sub) return fail_why(AUTH_BAD_CLAIMS, why, wn, "claim sub is missing or not a string");
+  if (!auth_user_valid(sub, strlen(sub)))
+    return fail_why(AUTH_BAD_CLAIMS, why, wn, "claim sub is not a valid user id (1-64 of A-Z a-z 0-9 . _ @ -)");
   /* exp must be a number: jwt_get_grant_int sets errno to ENOENT when absent. */
   char *exp_json = jwt_get_grants_json(jwt, "exp");
-  if (!exp_json) return AUTH_BAD_CLAIMS;
+  if (!exp_json) return fail_why(AUTH_BAD_CLAIMS, why, wn, "claim exp is missing (sub %s)", sub);
   json_error_t jerr;
   json_t *ej = json_loads(exp_json, JSON_DECODE_ANY, &jerr);
   free(exp_json);
   if (!ej || !json_is_integer(ej)) {
     json_decref(ej);
-    return AUTH_BAD_CLAIMS;
+    return fail_why(AUTH_BAD_CLAIMS, why, wn, "claim exp is not an integer (sub %s)", sub);
   }
   int64_t exp = json_integer_value(ej);
   json_decref(ej);
-  if (exp <= now_s) return AUTH_EXPIRED;
+  if (exp <= now_s)
+    return fail_why(AUTH_EXPIRED, why, wn, "claim exp %lld is %lld s in the past (sub %s)", (long long)exp,
+                    (long long)(now_s - exp), sub);
 
   char *gj = jwt_get_grants_json(jwt, "grants");
   json_t *g = gj ? json_loads(gj, JSON_DECODE_ANY, &jerr) : NULL;
   free(gj);
   if (g && !json_is_object(g)) {
     json_decref(g);
-    return AUTH_BAD_CLAIMS;
+    return fail_why(AUTH_BAD_CLAIMS, why, wn, "claim grants is not an object (sub %s)", sub);
   }
   size_t n = g ? json_object_size(g) : 0;
   if (n > 256) {
     json_decref(g);
-    return AUTH_BAD_CLAIMS;
+    return fail_why(AUTH_BAD_CLAIMS, why, wn, "claim grants has %zu entries, more than 256 (sub %s)", n, sub);
   }
   id->grants = n ? wsy_calloc(n, sizeof *id->grants) : NULL;
   const char *pat;
@@ -144,9 +162,11 @@ static auth_result claims(jwt_t *jwt, int64_t now_s, auth_identity *id) {
       unsigned perms;
       if (!json_is_string(val) || !pattern_valid(pat) ||
           perms_parse(json_string_value(val), &perms) != 0) {
+        auth_result r = fail_why(AUTH_BAD_CLAIMS, why, wn, "claim grants: %s '%.64s' is invalid (sub %s)",
+                                 pattern_valid(pat) ? "the permission of" : "the room pattern", pat, sub);
         json_decref(g);
         auth_identity_free(id);
-        return AUTH_BAD_CLAIMS;
+        return r;
       }
       id->grants[id->ngrants].pattern = wsy_strndup(pat, strlen(pat));
       id->grants[id->ngrants].perms = perms;
@@ -158,7 +178,7 @@ static auth_result claims(jwt_t *jwt, int64_t now_s, auth_identity *id) {
   if (dev) {
     if (!auth_device_valid(dev, strlen(dev))) {
       auth_identity_free(id);
-      return AUTH_BAD_CLAIMS;
+      return fail_why(AUTH_BAD_CLAIMS, why, wn, "claim device is not a valid device id (sub %s)", sub);
     }
     id->device = wsy_strndup(dev, strlen(dev));
   }
@@ -196,27 +216,36 @@ static auth_result header_alg(const char *token) {
   return ok ? AUTH_OK : AUTH_BAD_ALG;
 }
 
-auth_result auth_verify(const char *secret, const char *token, int64_t now_s, auth_identity *id) {
+auth_result auth_verify_why(const char *secret, const char *token, int64_t now_s, auth_identity *id, char *why,
+                            size_t wn) {
   memset(id, 0, sizeof *id);
-  if (!secret || !*secret) return AUTH_NO_SECRET;
-  if (!token || strlen(token) > 8192) return AUTH_MALFORMED;
+  if (why && wn) why[0] = '\0';
+  if (!secret || !*secret) return fail_why(AUTH_NO_SECRET, why, wn, "%s", auth_strerror(AUTH_NO_SECRET));
+  if (!token || strlen(token) > 8192)
+    return fail_why(AUTH_MALFORMED, why, wn, "malformed token: %s", token ? "longer than 8192 bytes" : "none");
   int dots = 0;
   for (const char *p = token; *p; p++) dots += *p == '.';
-  if (dots != 2) return AUTH_MALFORMED;
+  if (dots != 2) return fail_why(AUTH_MALFORMED, why, wn, "malformed token: %d dots, a JWT has 2", dots);
   auth_result r = header_alg(token);
-  if (r != AUTH_OK) return r;
+  if (r == AUTH_MALFORMED) return fail_why(r, why, wn, "malformed token: the header is not base64url JSON");
+  if (r != AUTH_OK) return fail_why(r, why, wn, "header alg is not HS256");
   jwt_t *jwt = NULL;
   if (jwt_decode(&jwt, token, (const unsigned char *)secret, (int)strlen(secret)) != 0 || !jwt) {
     jwt_free(jwt);
-    return AUTH_BAD_SIGNATURE;
+    return fail_why(AUTH_BAD_SIGNATURE, why, wn,
+                    "bad signature (signed with another secret, or the payload is not JSON)");
   }
   if (jwt_get_alg(jwt) != JWT_ALG_HS256) {
     jwt_free(jwt);
-    return AUTH_BAD_ALG;
+    return fail_why(AUTH_BAD_ALG, why, wn, "header alg is not HS256");
   }
-  r = claims(jwt, now_s, id);
+  r = claims(jwt, now_s, id, why, wn);
   jwt_free(jwt);
   return r;
+}
+
+auth_result auth_verify(const char *secret, const char *token, int64_t now_s, auth_identity *id) {
+  return auth_verify_why(secret, token, now_s, id, NULL, 0);
 }
 
 char *auth_mint(const char *secret, const char *user, const char *device, const char *const *grants,

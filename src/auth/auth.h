@@ -51,6 +51,11 @@ const char *auth_wire_code(auth_result r);
 /* Verifies token with secret at time now_s and fills *id (owned by the
  * caller: auth_identity_free). On failure *id is left empty. */
 auth_result auth_verify(const char *secret, const char *token, int64_t now_s, auth_identity *id);
+/* The same, with why (whylen bytes, may be NULL) set on failure to the check
+ * or claim that failed, for the server log: "claim exp 1718000000 is 30 s in
+ * the past (sub alice)", "claim sub is missing or not a string", ... */
+auth_result auth_verify_why(const char *secret, const char *token, int64_t now_s, auth_identity *id, char *why,
+                            size_t whylen);
 void auth_identity_free(auth_identity *id);
 /* Identity of the insecure demo mode: user, every room readable and writable. */
 void auth_identity_demo(auth_identity *id, const char *user);

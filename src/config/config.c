@@ -14,7 +14,7 @@
 #include "../common/log.h"
 #include "../common/wsy.h"
 
-enum kind { K_STR, K_SIZE, K_DUR, K_UINT, K_BOOL, K_LISTEN, K_LOGLEVEL, K_DURABILITY };
+enum kind { K_STR, K_SIZE, K_DUR, K_UINT, K_BOOL, K_LISTEN, K_LOGLEVEL, K_LOGFORMAT, K_DURABILITY };
 
 typedef struct {
   const char *flag;  /* without the leading "--" */
@@ -51,6 +51,8 @@ static const option options[] = {
    "the HTTP transports send them CORS headers (default: any Origin on WebSocket, no CORS headers)"},
   {"log-level", K_LOGLEVEL, OFF(log_level), "LEVEL", "info", 0, 0,
    "error, warn, info or debug"},
+  {"log-format", K_LOGFORMAT, OFF(log_format), "FORMAT", "text", 0, 0,
+   "text (one line per event, fields as k=v) or json (one JSON object per line)"},
   {"echo-endpoint", K_BOOL, OFF(echo_endpoint), NULL, NULL, 0, 0,
    "enable /v1/echo and /v1/broadcast (conformance tests, benchmarks)"},
   {"auth-secret", K_STR, OFF(auth_secret), "SECRET", NULL, 0, 0,
@@ -211,6 +213,12 @@ static int apply(wsy_config *cfg, const option *o, const char *v, char *err, siz
     if (!bad) *(int *)field = l;
     break;
   }
+  case K_LOGFORMAT: {
+    int f = wsy_log_parse_format(v);
+    bad = f < 0;
+    if (!bad) *(int *)field = f;
+    break;
+  }
   }
   if (!bad && (o->min || o->max)) {
     unsigned long long n = o->kind == K_SIZE ? *(size_t *)field : *(unsigned *)field;
@@ -225,6 +233,7 @@ static int apply(wsy_config *cfg, const option *o, const char *v, char *err, siz
   if (bad && err) {
     const char *valid = o->kind == K_DURABILITY ? " (normal or full)"
                         : o->kind == K_LOGLEVEL ? " (error, warn, info or debug)"
+                        : o->kind == K_LOGFORMAT ? " (text or json)"
                         : o->kind == K_BOOL     ? " (true or false)"
                         : o->kind == K_LISTEN   ? " (HOST:PORT or [IPv6]:PORT)"
                                                 : "";

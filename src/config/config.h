@@ -26,6 +26,7 @@ typedef struct wsy_config {
   unsigned shutdown_grace_ms;
   const char *allowed_origins; /* comma-separated; NULL or "" = any */
   int log_level;
+  int log_format;            /* LOG_TEXT or LOG_JSON */
   int echo_endpoint;
   const char *auth_secret;   /* HS256 key for tokens; NULL: tokens refused */
   int insecure_demo;         /* hello may name a user without a token */

@@ -78,6 +78,7 @@ struct engine {
   /* Health (/healthz): set when a commit fails, cleared by the next one
    * that stores something. */
   const char *api_line;      /* while a backend request is routed: its log line (api.c) */
+  conn *http_req;            /* while an HTTP-transport request is routed (fallback.c) */
   int store_failing;
   char store_error[200];
   map rejected;              /* error code -> count (uintptr_t) */
@@ -113,6 +114,12 @@ static inline const uint8_t *frame_payload(const net_chunk *f, size_t *len) {
   *len = f->len - hdr;
   return f->data + hdr;
 }
+
+/* engine.c: one log line (info) about a client connection or session: the
+ * event, then remote (of c, else of s's WebSocket, else of the HTTP request
+ * being routed), user and device (of s when known), then pairs of (key,
+ * string value) ending with NULL. Lifecycle events only: never per message. */
+void conn_event(engine *e, sess *s, conn *c, const char *event, ...);
 
 /* engine.c: msg (borrowed) as one text frame; its text stays in
  * e->frame_text until the next frame is made. */
