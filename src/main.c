@@ -9,10 +9,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
+#include <jansson.h>
 #include <malloc.h>
 #include <uv.h>
 
@@ -115,27 +119,37 @@ static void healthz(void *ud, conn *c, httpd_req *r) {
     httpd_method_not_allowed(c, "GET, HEAD");
     return;
   }
-  char body[400];
   uint64_t up = (wsy_now_ms() - app->started_ms) / 1000;
   size_t sessions, rooms;
-  const char *st, *bus;
-  engine_health(app->sync, &sessions, &rooms, &st, &bus);
+  const char *st, *bus, *degraded;
+  engine_health(app->sync, &sessions, &rooms, &st, &bus, &degraded);
+  json_t *b = json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:s,s:s}", "status", degraded ? "degraded" : "ok", "version",
+                        WSYNC_VERSION, "uptime_s", (json_int_t)up, "connections",
+                        (json_int_t)net_loop_conn_count(app->net), "sessions", (json_int_t)sessions, "rooms",
+                        (json_int_t)rooms, "store", st, "bus", bus);
+  if (degraded) json_object_set_new(b, "reason", json_string(degraded));
   /* heap_bytes: bytes malloc has handed out and not taken back, for memory
    * measurements (wsync-bench --idle --healthz) without reading /proc. Only
    * with the libc allocator: mimalloc (release builds) keeps no such count,
    * and its committed memory moves in whole segments. */
-  char heap[48] = "";
 #ifndef WSY_MIMALLOC
-  snprintf(heap, sizeof heap, ",\"heap_bytes\":%zu", mallinfo2().uordblks);
+  json_object_set_new(b, "heap_bytes", json_integer((json_int_t)mallinfo2().uordblks));
 #endif
-  int n = snprintf(body, sizeof body,
-                   "{\"status\":\"ok\",\"version\":\"%s\",\"uptime_s\":%llu,\"connections\":%u,"
-                   "\"sessions\":%zu,\"rooms\":%zu,\"store\":\"%s\",\"bus\":\"%s\"%s}\n",
-                   WSYNC_VERSION, (unsigned long long)up, net_loop_conn_count(app->net), sessions, rooms, st,
-                   bus, heap);
-  size_t len = wsy_snlen(n, sizeof body);
-  if (head) httpd_respond_head(c, 200, "application/json", "Cache-Control: no-store\r\n", len);
-  else httpd_respond(c, 200, "application/json", "Cache-Control: no-store\r\n", body, len);
+  char *text = json_dumps(b, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  json_decref(b);
+  size_t len = strlen(text);
+  /* Degraded: a load balancer should stop sending writes here (503 by
+   * default; --degraded-status 200 reports it in the body only). */
+  int status = degraded ? (int)app->cfg->degraded_status : 200;
+  if (head) httpd_respond_head(c, status, "application/json", "Cache-Control: no-store\r\n", len + 1);
+  else {
+    char *withnl = malloc(len + 2);
+    memcpy(withnl, text, len);
+    withnl[len] = '\n';
+    httpd_respond(c, status, "application/json", "Cache-Control: no-store\r\n", withnl, len + 1);
+    free(withnl);
+  }
+  free(text);
 }
 
 /* Whatever no route took: a static file (--static), else 404. */
@@ -173,8 +187,15 @@ static void add_routes(struct app *app) {
   httpd_route(hs, "/v1/send", engine_route_fallback, app->sync);
   httpd_route(hs, "/v1/sse", engine_route_fallback, app->sync);
   httpd_route(hs, "/v1/poll", engine_route_fallback, app->sync);
+  httpd_route(hs, "/v1/rooms", engine_route_rooms_list, app->sync);
   httpd_route_prefix(hs, "/v1/rooms/", engine_route_rooms, app->sync);
+  httpd_route_prefix(hs, "/v1/users/", engine_route_users, app->sync);
   httpd_route(hs, "/metrics", engine_route_metrics, app->sync);
+  /* The backend API answers even a malformed or oversized request with its
+   * JSON error object. */
+  httpd_json_errors(hs, "/v1/rooms");
+  httpd_json_errors(hs, "/v1/users/");
+  httpd_json_errors(hs, "/metrics");
   httpd_route(hs, "/healthz", healthz, app);
   httpd_route_default(hs, static_files, app);
 }
@@ -280,6 +301,24 @@ static void raise_fd_limit(void) {
   }
 }
 
+/* --listen's host as a numeric address: an address as it is, a host name
+ * through getaddrinfo (the first address it gives, IPv4 preferred, as
+ * "localhost" usually means 127.0.0.1). 0, or an EAI_ error. */
+static int resolve_host(const char *host, char *out, size_t n) {
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res;
+  int rc = getaddrinfo(host, NULL, &hints, &res);
+  if (rc != 0) return rc;
+  const struct addrinfo *pick = res;
+  for (const struct addrinfo *a = res; a; a = a->ai_next)
+    if (a->ai_family == AF_INET) {
+      pick = a;
+      break;
+    }
+  rc = getnameinfo(pick->ai_addr, pick->ai_addrlen, out, (socklen_t)n, NULL, 0, NI_NUMERICHOST);
+  freeaddrinfo(res);
+  return rc;
+}
+
 static int serve(int argc, char **argv) {
   wsy_config cfg;
   char err[256];
@@ -291,6 +330,7 @@ static int serve(int argc, char **argv) {
     return 2;
   }
   wsy_log_level = cfg.log_level;
+  wsy_log_format = cfg.log_format;
 
   struct app app;
   memset(&app, 0, sizeof app);
@@ -311,8 +351,10 @@ static int serve(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   raise_fd_limit();
   if (cfg.insecure_demo)
-    log_warn("*** --insecure-demo: clients may claim any user name without a token. "
-             "Never expose this server. ***");
+    log_warn("*** --insecure-demo: clients may claim any user name without a token. %s ***",
+             cfg.insecure_demo_public ? "--insecure-demo-public: it is reachable beyond this machine."
+                                      : "Loopback only.");
+  if (cfg.allow_weak_secrets) log_warn("*** --allow-weak-secrets: short secrets accepted (tests only) ***");
   if (!cfg.auth_secret && !cfg.auth_jwks && !cfg.insecure_demo)
     log_warn("no --auth-secret or --auth-jwks: every hello will be refused (unauthorized)");
   if (cfg.auth_jwks && load_jwks(&app, err, sizeof err) != 0) {
@@ -352,10 +394,15 @@ static int serve(int argc, char **argv) {
     return 1;
   }
   add_routes(&app);
-  rc = net_listen(app.net, cfg.listen_host, cfg.listen_port, httpd_accept, app.http);
+  char addr[INET6_ADDRSTRLEN + 8];
+  int gai = resolve_host(cfg.listen_host, addr, sizeof addr);
+  rc = gai ? UV_EINVAL : net_listen(app.net, addr, cfg.listen_port, httpd_accept, app.http);
   if (rc) {
-    fprintf(stderr, "wsync: cannot listen on %s:%d: %s\n", cfg.listen_host, cfg.listen_port,
-            uv_strerror(rc));
+    if (gai)
+      fprintf(stderr, "wsync: cannot listen on %s:%d: cannot resolve '%s': %s\n", cfg.listen_host,
+              cfg.listen_port, cfg.listen_host, gai_strerror(gai));
+    else
+      fprintf(stderr, "wsync: cannot listen on %s:%d: %s\n", cfg.listen_host, cfg.listen_port, uv_strerror(rc));
     engine_free(app.sync);
     net_loop_free(app.net);
     httpd_free(app.http);
@@ -363,11 +410,26 @@ static int serve(int argc, char **argv) {
     auth_jwks_free(app.jwks);
     return 1;
   }
-  const char *h = cfg.listen_host;
+  const char *h = addr;
   int v6 = strchr(h, ':') != NULL;
-  log_info("wsync %s listening on http://%s%s%s:%d (store %s in %s, durability %s, backend API %s)",
-           WSYNC_VERSION, v6 ? "[" : "", h, v6 ? "]" : "", net_listen_port(app.net), store_backend(st),
-           cfg.data_dir, cfg.durability_full ? "full" : "normal", cfg.api_key && *cfg.api_key ? "on" : "off");
+  store_stats_info sti = {0};
+  if (store_stats(st, &sti) != 0) sti.schema_version = -1;
+  struct rlimit fds = {0};
+  getrlimit(RLIMIT_NOFILE, &fds);
+  char listen_as[96] = "";
+  if (strcmp(cfg.listen_host, addr) != 0) snprintf(listen_as, sizeof listen_as, " (%s)", cfg.listen_host);
+  log_info("wsync %s listening on http://%s%s%s:%d%s pid %d; store %s in %s (schema %d, durability %s); "
+           "auth %s; backend API %s; origins %s; max connections %u (fd limit %llu); log %s %s",
+           WSYNC_VERSION, v6 ? "[" : "", h, v6 ? "]" : "", net_listen_port(app.net), listen_as, (int)getpid(),
+           store_backend(st), cfg.data_dir, sti.schema_version, cfg.durability_full ? "full" : "normal",
+           cfg.auth_secret && *cfg.auth_secret ? (cfg.insecure_demo ? "token and insecure demo" : "token")
+                                               : (cfg.insecure_demo ? "insecure demo only" : "none (hello refused)"),
+           cfg.api_key && *cfg.api_key ? "on" : "off",
+           cfg.allowed_origins && *cfg.allowed_origins ? cfg.allowed_origins : "any",
+           cfg.max_connections, (unsigned long long)fds.rlim_cur,
+           cfg.log_level == LOG_DEBUG ? "debug" : cfg.log_level == LOG_INFO ? "info"
+           : cfg.log_level == LOG_WARN ? "warn" : "error",
+           cfg.log_format == LOG_JSON ? "json" : "text");
   if (cfg.echo_endpoint) log_info("test endpoints enabled: /v1/echo, /v1/broadcast");
 
   runtime rt = {.app = &app};
@@ -407,9 +469,21 @@ static int token_cmd(int argc, char **argv) {
   unsigned ttl_ms = 3600 * 1000;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(a, "--help")) {
-      printf("usage: wsync token --user U [--device D] [--grant PATTERN=r|w|rw]... [--ttl DUR]\n"
-             "                   [--auth-secret S | --key PRIVATE.pem [--kid KID]]\n");
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      printf("usage: wsync token --user USER [options]\n\n"
+             "Prints a client token (PROTOCOL.md 3.1, docs/TOKENS.md): HS256 signed with the server's\n"
+             "secret, or signed with a private key as an identity provider would. For development and\n"
+             "tests: in production the application's backend or the provider mints them.\n\n"
+             "options:\n"
+             "  --user USER            the token's sub: 1-64 characters of A-Z a-z 0-9 . _ @ - (required)\n"
+             "  --device DEVICE        bind the token to this device id (default: none, any device)\n"
+             "  --grant PATTERN=PERMS  a room grant, PERMS r, w or rw; * matches any run of characters;\n"
+             "                         repeat for more, up to 64 (default: none, only user:USER)\n"
+             "  --ttl DUR              lifetime: ms, s, m or h, at least 1s (default 1h)\n"
+             "  --auth-secret SECRET   the HS256 key (default: $WSYNC_AUTH_SECRET)\n"
+             "  --key PRIVATE.pem      sign with this key instead: RS256 (RSA), ES256 (P-256), EdDSA (Ed25519)\n"
+             "  --kid KID              with --key: the key id in the token's header (default: none)\n"
+             "  --help                 this text\n");
       return 0;
     }
     if (!v) {
@@ -477,15 +551,27 @@ static int token_cmd(int argc, char **argv) {
   return 0;
 }
 
+/* The top level: the commands, each with its own --help. */
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: wsync COMMAND [options]\n\n"
+          "wsync is a real-time multi-device synchronization server.\n\n"
+          "commands:\n"
+          "  serve     run the server (wsync serve --help lists its options)\n"
+          "  token     print a signed client token for development (wsync token --help)\n"
+          "  version   print the version (also --version)\n"
+          "  help      this text (also --help, -h)\n");
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
-    config_usage(stderr);
+    usage(stderr);
     return 2;
   }
   if (!strcmp(argv[1], "serve")) return serve(argc - 2, argv + 2);
   if (!strcmp(argv[1], "token")) return token_cmd(argc - 2, argv + 2);
   if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
-    config_usage(stdout);
+    usage(stdout);
     return 0;
   }
   if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {

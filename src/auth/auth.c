@@ -5,6 +5,8 @@
 #include <jansson.h>
 #include <jwt.h>
 #include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,31 +116,55 @@ unsigned auth_room_perms(const auth_identity *id, const char *room) {
   return perms;
 }
 
-/* The claims of a verified token's payload p (borrowed). */
-static auth_result claims(json_t *p, const auth_config *cfg, int64_t now_s, auth_identity *id) {
-  if (!json_is_object(p)) return AUTH_BAD_CLAIMS;
+/* Sets why (when given) and returns r. */
+static auth_result fail_why(auth_result r, char *why, size_t n, const char *fmt, ...) WSY_PRINTF(4, 5);
+static auth_result fail_why(auth_result r, char *why, size_t n, const char *fmt, ...) {
+  if (why && n) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, n, fmt, ap);
+    va_end(ap);
+  }
+  return r;
+}
+
+/* The claims of a verified token's payload p (borrowed); why says which
+ * claim failed, for the log. */
+static auth_result claims(json_t *p, const auth_config *cfg, int64_t now_s, auth_identity *id, char *why, size_t wn) {
+  if (!json_is_object(p)) return fail_why(AUTH_BAD_CLAIMS, why, wn, "the payload is not a JSON object");
   const char *sub = json_string_value(json_object_get(p, "sub"));
-  if (!sub || !auth_user_valid(sub, strlen(sub))) return AUTH_BAD_CLAIMS;
+  if (!sub) return fail_why(AUTH_BAD_CLAIMS, why, wn, "claim sub is missing or not a string");
+  if (!auth_user_valid(sub, strlen(sub)))
+    return fail_why(AUTH_BAD_CLAIMS, why, wn, "claim sub is not a valid user id (1-64 of A-Z a-z 0-9 . _ @ -)");
   json_t *ej = json_object_get(p, "exp"), *nj = json_object_get(p, "nbf");
-  if (!json_is_integer(ej) || (nj && !json_is_integer(nj))) return AUTH_BAD_CLAIMS;
+  if (!ej) return fail_why(AUTH_BAD_CLAIMS, why, wn, "claim exp is missing (sub %s)", sub);
+  if (!json_is_integer(ej)) return fail_why(AUTH_BAD_CLAIMS, why, wn, "claim exp is not an integer (sub %s)", sub);
+  if (nj && !json_is_integer(nj)) return fail_why(AUTH_BAD_CLAIMS, why, wn, "claim nbf is not an integer (sub %s)", sub);
   int64_t exp = json_integer_value(ej), leeway = cfg->leeway_s;
-  if (exp + leeway <= now_s) return AUTH_EXPIRED;
-  if (nj && json_integer_value(nj) - leeway > now_s) return AUTH_NOT_YET;
+  if (exp + leeway <= now_s)
+    return fail_why(AUTH_EXPIRED, why, wn, "claim exp %lld is %lld s in the past (sub %s)", (long long)exp,
+                    (long long)(now_s - exp), sub);
+  if (nj && json_integer_value(nj) - leeway > now_s)
+    return fail_why(AUTH_NOT_YET, why, wn, "token not valid yet: claim nbf is %lld s ahead (sub %s)",
+                    (long long)(json_integer_value(nj) - now_s), sub);
   if (cfg->issuer) {
     const char *iss = json_string_value(json_object_get(p, "iss"));
-    if (!iss || strcmp(iss, cfg->issuer) != 0) return AUTH_BAD_ISSUER;
+    if (!iss || strcmp(iss, cfg->issuer) != 0)
+      return fail_why(AUTH_BAD_ISSUER, why, wn, "iss is not the configured issuer: '%.100s' (sub %s)",
+                      iss ? iss : "(none)", sub);
   }
   if (cfg->audience) {
     json_t *aud = json_object_get(p, "aud"), *x;
     size_t i;
     int found = json_is_string(aud) && !strcmp(json_string_value(aud), cfg->audience);
     if (json_is_array(aud)) json_array_foreach(aud, i, x) found |= json_is_string(x) && !strcmp(json_string_value(x), cfg->audience);
-    if (!found) return AUTH_BAD_AUDIENCE;
+    if (!found) return fail_why(AUTH_BAD_AUDIENCE, why, wn, "aud does not name the configured audience (sub %s)", sub);
   }
   json_t *g = json_object_get(p, "grants");
-  if (g && !json_is_object(g)) return AUTH_BAD_CLAIMS;
+  if (g && !json_is_object(g)) return fail_why(AUTH_BAD_CLAIMS, why, wn, "claim grants is not an object (sub %s)", sub);
   size_t n = g ? json_object_size(g) : 0;
-  if (n > 256) return AUTH_BAD_CLAIMS;
+  if (n > 256)
+    return fail_why(AUTH_BAD_CLAIMS, why, wn, "claim grants has %zu entries, more than 256 (sub %s)", n, sub);
   id->grants = n ? wsy_calloc(n, sizeof *id->grants) : NULL;
   const char *pat;
   json_t *val;
@@ -148,7 +174,8 @@ static auth_result claims(json_t *p, const auth_config *cfg, int64_t now_s, auth
       if (!json_is_string(val) || !pattern_valid(pat) ||
           perms_parse(json_string_value(val), &perms) != 0) {
         auth_identity_free(id);
-        return AUTH_BAD_CLAIMS;
+        return fail_why(AUTH_BAD_CLAIMS, why, wn, "claim grants: %s '%.64s' is invalid (sub %s)",
+                        pattern_valid(pat) ? "the permission of" : "the room pattern", pat, sub);
       }
       id->grants[id->ngrants].pattern = wsy_strndup(pat, strlen(pat));
       id->grants[id->ngrants].perms = perms;
@@ -158,13 +185,13 @@ static auth_result claims(json_t *p, const auth_config *cfg, int64_t now_s, auth
   json_t *devj = json_object_get(p, "device");
   if (devj && !json_is_string(devj)) {
     auth_identity_free(id);
-    return AUTH_BAD_CLAIMS;
+    return fail_why(AUTH_BAD_CLAIMS, why, wn, "claim device is not a string (sub %s)", sub);
   }
   const char *dev = json_string_value(devj);
   if (dev) {
     if (!auth_device_valid(dev, strlen(dev))) {
       auth_identity_free(id);
-      return AUTH_BAD_CLAIMS;
+      return fail_why(AUTH_BAD_CLAIMS, why, wn, "claim device is not a valid device id (sub %s)", sub);
     }
     id->device = wsy_strndup(dev, strlen(dev));
   }
@@ -235,36 +262,52 @@ static json_t *jws_payload(const auth_jwks *ks, auth_alg alg, const char *kid, c
   return p;
 }
 
-auth_result auth_verify_cfg(const auth_config *cfg, const char *token, int64_t now_s, auth_identity *id) {
+auth_result auth_verify_cfg_why(const auth_config *cfg, const char *token, int64_t now_s, auth_identity *id,
+                                char *why, size_t wn) {
   memset(id, 0, sizeof *id);
+  if (why && wn) why[0] = '\0';
   int has_secret = cfg->secret && *cfg->secret;
-  if (!has_secret && !cfg->jwks) return AUTH_NO_SECRET;
-  if (!token || strlen(token) > 8192) return AUTH_MALFORMED;
+  if (!has_secret && !cfg->jwks) return fail_why(AUTH_NO_SECRET, why, wn, "%s", auth_strerror(AUTH_NO_SECRET));
+  if (!token || strlen(token) > 8192)
+    return fail_why(AUTH_MALFORMED, why, wn, "malformed token: %s", token ? "longer than 8192 bytes" : "none");
   int dots = 0;
   for (const char *p = token; *p; p++) dots += *p == '.';
-  if (dots != 2) return AUTH_MALFORMED;
+  if (dots != 2) return fail_why(AUTH_MALFORMED, why, wn, "malformed token: %d dots, a JWT has 2", dots);
   auth_alg alg;
   char kid[256];
   auth_result r = header(token, &alg, kid, sizeof kid);
-  if (r != AUTH_OK) return r;
+  if (r == AUTH_MALFORMED) return fail_why(r, why, wn, "malformed token: the header is not base64url JSON");
+  if (r != AUTH_OK) return fail_why(r, why, wn, "%s", auth_strerror(r));
   json_t *payload;
   if (alg == AUTH_ALG_HS256) {
     /* Only ever the secret: a public key is never an HMAC key here. */
-    if (!has_secret) return AUTH_BAD_ALG;
+    if (!has_secret) return fail_why(AUTH_BAD_ALG, why, wn, "HS256, but this server has no --auth-secret");
     payload = hs256_payload(cfg->secret, token);
     r = payload ? AUTH_OK : AUTH_BAD_SIGNATURE;
+    if (!payload) fail_why(r, why, wn, "bad signature (signed with another secret, or the payload is not JSON)");
   } else {
-    if (!cfg->jwks) return AUTH_BAD_ALG;
+    if (!cfg->jwks) return fail_why(AUTH_BAD_ALG, why, wn, "%s, but this server has no --auth-jwks", auth_alg_name(alg));
     payload = jws_payload(cfg->jwks, alg, kid, token, &r);
+    if (!payload)
+      fail_why(r, why, wn, "%s (%s, kid %s)", auth_strerror(r), auth_alg_name(alg), *kid ? kid : "none");
   }
-  if (r == AUTH_OK) r = claims(payload, cfg, now_s, id);
+  if (r == AUTH_OK) r = claims(payload, cfg, now_s, id, why, wn);
   json_decref(payload);
   return r;
 }
 
-auth_result auth_verify(const char *secret, const char *token, int64_t now_s, auth_identity *id) {
+auth_result auth_verify_cfg(const auth_config *cfg, const char *token, int64_t now_s, auth_identity *id) {
+  return auth_verify_cfg_why(cfg, token, now_s, id, NULL, 0);
+}
+
+auth_result auth_verify_why(const char *secret, const char *token, int64_t now_s, auth_identity *id, char *why,
+                            size_t whylen) {
   auth_config cfg = {.secret = secret};
-  return auth_verify_cfg(&cfg, token, now_s, id);
+  return auth_verify_cfg_why(&cfg, token, now_s, id, why, whylen);
+}
+
+auth_result auth_verify(const char *secret, const char *token, int64_t now_s, auth_identity *id) {
+  return auth_verify_why(secret, token, now_s, id, NULL, 0);
 }
 
 /* The claims `wsync token` puts in a token, as compact JSON (free()). */

@@ -89,6 +89,14 @@ const char *auth_wire_code(auth_result r);
 auth_result auth_verify_cfg(const auth_config *cfg, const char *token, int64_t now_s, auth_identity *id);
 /* The same with only an HS256 secret. */
 auth_result auth_verify(const char *secret, const char *token, int64_t now_s, auth_identity *id);
+/* The same, with why (whylen bytes, may be NULL) set on failure to the check
+ * or claim that failed, for the server log: "claim exp 1718000000 is 30 s in
+ * the past (sub alice)", "claim sub is missing or not a string", ... */
+auth_result auth_verify_why(const char *secret, const char *token, int64_t now_s, auth_identity *id, char *why,
+                            size_t whylen);
+/* auth_verify_cfg, with why as in auth_verify_why. */
+auth_result auth_verify_cfg_why(const auth_config *cfg, const char *token, int64_t now_s, auth_identity *id,
+                                char *why, size_t whylen);
 void auth_identity_free(auth_identity *id);
 /* Identity of the insecure demo mode: user, every room readable and writable. */
 void auth_identity_demo(auth_identity *id, const char *user);

@@ -1,4 +1,5 @@
-/* log.c -- one line per event: time, level, message. */
+/* log.c -- one line per event: time, level, message (and fields), as text
+ * or as a JSON object. */
 #include "log.h"
 
 #include <stdarg.h>
@@ -7,6 +8,7 @@
 #include <time.h>
 
 int wsy_log_level = LOG_INFO;
+int wsy_log_format = LOG_TEXT;
 
 static const char *const names[] = {"error", "warn", "info", "debug"};
 
@@ -16,18 +18,130 @@ int wsy_log_parse_level(const char *s) {
   return -1;
 }
 
-void wsy_log(int level, const char *fmt, ...) {
-  if (level > wsy_log_level) return;
-  char ts[32];
+int wsy_log_parse_format(const char *s) {
+  if (!strcmp(s, "text")) return LOG_TEXT;
+  if (!strcmp(s, "json")) return LOG_JSON;
+  return -1;
+}
+
+/* A bounded line being written. */
+typedef struct {
+  char p[2048];
+  size_t n;
+} line;
+
+static void put(line *l, const char *s, size_t len) {
+  if (len > sizeof l->p - 1 - l->n) len = sizeof l->p - 1 - l->n;
+  memcpy(l->p + l->n, s, len);
+  l->n += len;
+}
+static void puts_(line *l, const char *s) { put(l, s, strlen(s)); }
+
+/* s as a JSON string (quotes included). */
+static void put_json(line *l, const char *s) {
+  puts_(l, "\"");
+  for (; *s; s++) {
+    unsigned char ch = (unsigned char)*s;
+    char esc[8];
+    if (ch == '"' || ch == '\\') {
+      esc[0] = '\\';
+      esc[1] = (char)ch;
+      put(l, esc, 2);
+    } else if (ch < 0x20) {
+      snprintf(esc, sizeof esc, "\\u%04x", ch);
+      puts_(l, esc);
+    } else {
+      put(l, s, 1);
+    }
+  }
+  puts_(l, "\"");
+}
+
+/* A text value: bare when it has no space, quote, = or control byte. */
+static void put_text_value(line *l, const char *s) {
+  int bare = *s != '\0';
+  for (const char *p = s; *p && bare; p++) bare = (unsigned char)*p > 0x20 && *p != '"' && *p != '=';
+  if (bare) puts_(l, s);
+  else put_json(l, s);
+}
+
+static void begin(line *l, int level) {
+  char ts[40];
   struct timespec now;
   struct tm tm;
   clock_gettime(CLOCK_REALTIME, &now);
   gmtime_r(&now.tv_sec, &tm);
-  strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
-  char line[1024];
+  size_t k = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(ts + k, sizeof ts - k, ".%03ldZ", now.tv_nsec / 1000000L);
+  l->n = 0;
+  if (wsy_log_format == LOG_JSON) {
+    puts_(l, "{\"ts\":\"");
+    puts_(l, ts);
+    puts_(l, "\",\"level\":\"");
+    puts_(l, names[level]);
+    puts_(l, "\"");
+  } else {
+    char head[64];
+    snprintf(head, sizeof head, "%s %-5s ", ts, names[level]);
+    puts_(l, head);
+  }
+}
+
+static void end(line *l) {
+  if (wsy_log_format == LOG_JSON) puts_(l, "}");
+  l->p[l->n++] = '\n';
+  fwrite(l->p, 1, l->n, stderr);
+}
+
+static void vevent(int level, const char *msg, va_list ap) {
+  line l;
+  begin(&l, level);
+  if (wsy_log_format == LOG_JSON) {
+    puts_(&l, ",\"msg\":");
+    put_json(&l, msg);
+  } else {
+    puts_(&l, msg);
+  }
+  for (const char *k; (k = va_arg(ap, const char *));) {
+    const char *v = va_arg(ap, const char *);
+    if (!v) continue;
+    if (wsy_log_format == LOG_JSON) {
+      puts_(&l, ",");
+      put_json(&l, k);
+      puts_(&l, ":");
+      put_json(&l, v);
+    } else {
+      puts_(&l, " ");
+      puts_(&l, k);
+      puts_(&l, "=");
+      put_text_value(&l, v);
+    }
+  }
+  end(&l);
+}
+
+void wsy_log_event(int level, const char *msg, ...) {
+  if (level > wsy_log_level) return;
+  va_list ap;
+  va_start(ap, msg);
+  vevent(level, msg, ap);
+  va_end(ap);
+}
+
+void wsy_log(int level, const char *fmt, ...) {
+  if (level > wsy_log_level) return;
+  char text[1024];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
+  vsnprintf(text, sizeof text, fmt, ap);
   va_end(ap);
-  fprintf(stderr, "%s.%03ldZ %-5s %s\n", ts, now.tv_nsec / 1000000L, names[level], line);
+  line l;
+  begin(&l, level);
+  if (wsy_log_format == LOG_JSON) {
+    puts_(&l, ",\"msg\":");
+    put_json(&l, text);
+  } else {
+    puts_(&l, text);
+  }
+  end(&l);
 }

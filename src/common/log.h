@@ -1,15 +1,26 @@
-/* log.h -- leveled logging to stderr. The level is process-wide: it is the
- * one piece of configuration every module reads, set once at start-up. */
+/* log.h -- leveled logging to stderr, one line per event. The level and the
+ * format are process-wide: the configuration every module reads, set once
+ * at start-up.
+ *
+ * Formats: text (the default), "TIME LEVEL message k=v k=v", values with a
+ * space or a quote quoted; json (--log-format json), one object per line:
+ * {"ts":"...","level":"info","msg":"...","k":"v",...}. */
 #ifndef WSY_LOG_H
 #define WSY_LOG_H
 
 #include "wsy.h"
 
 enum { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
+enum { LOG_TEXT = 0, LOG_JSON };
 
 extern int wsy_log_level;
+extern int wsy_log_format;
 int wsy_log_parse_level(const char *s); /* -1 when unknown */
+int wsy_log_parse_format(const char *s); /* -1 when unknown */
 void wsy_log(int level, const char *fmt, ...) WSY_PRINTF(2, 3);
+/* An event with fields: msg, then pairs of (key, string value) ending with
+ * a NULL key; a NULL value is left out. */
+void wsy_log_event(int level, const char *msg, ...);
 
 #define log_error(...) wsy_log(LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) wsy_log(LOG_WARN, __VA_ARGS__)

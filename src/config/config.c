@@ -14,7 +14,7 @@
 #include "../common/log.h"
 #include "../common/wsy.h"
 
-enum kind { K_STR, K_SIZE, K_DUR, K_UINT, K_BOOL, K_LISTEN, K_LOGLEVEL, K_DURABILITY };
+enum kind { K_STR, K_SIZE, K_DUR, K_UINT, K_BOOL, K_LISTEN, K_LOGLEVEL, K_LOGFORMAT, K_DURABILITY };
 
 typedef struct {
   const char *flag;  /* without the leading "--" */
@@ -29,7 +29,7 @@ typedef struct {
 #define OFF(f) offsetof(wsy_config, f)
 static const option options[] = {
   {"listen", K_LISTEN, 0, "HOST:PORT", "127.0.0.1:8080", 0, 0,
-   "address to listen on (port 0 picks a free one)"},
+   "address to listen on: an IPv4 or [IPv6] address or a host name (resolved at start); port 0 picks a free one"},
   {"data-dir", K_STR, OFF(data_dir), "DIR", "data", 0, 0,
    "where the database lives"},
   {"static", K_STR, OFF(static_dir), "DIR", NULL, 0, 0,
@@ -47,13 +47,16 @@ static const option options[] = {
   {"handshake-timeout", K_DUR, OFF(handshake_timeout_ms), "DUR", "10s", 0, 0,
    "time allowed to send a complete HTTP request"},
   {"allowed-origins", K_STR, OFF(allowed_origins), "LIST", NULL, 0, 0,
-   "comma-separated Origin values accepted for WebSocket (default: any)"},
+   "comma-separated Origin values (or *) accepted on WebSocket and the HTTP transports, others get 403; "
+   "the HTTP transports send them CORS headers (default: any Origin on WebSocket, no CORS headers)"},
   {"log-level", K_LOGLEVEL, OFF(log_level), "LEVEL", "info", 0, 0,
    "error, warn, info or debug"},
+  {"log-format", K_LOGFORMAT, OFF(log_format), "FORMAT", "text", 0, 0,
+   "text (one line per event, fields as k=v) or json (one JSON object per line)"},
   {"echo-endpoint", K_BOOL, OFF(echo_endpoint), NULL, NULL, 0, 0,
    "enable /v1/echo and /v1/broadcast (conformance tests, benchmarks)"},
   {"auth-secret", K_STR, OFF(auth_secret), "SECRET", NULL, 0, 0,
-   "HS256 key that signs client tokens (required for tokens)"},
+   "HS256 key that signs client tokens, at least 32 bytes (required for tokens)"},
   {"auth-jwks", K_STR, OFF(auth_jwks), "FILE", NULL, 0, 0,
    "public keys (a JWKS document) for RS256, ES256 and EdDSA tokens; reread on SIGHUP and when it changes"},
   {"auth-issuer", K_STR, OFF(auth_issuer), "ISS", NULL, 0, 0,
@@ -63,7 +66,10 @@ static const option options[] = {
   {"auth-leeway", K_DUR, OFF(auth_leeway_ms), "DUR", "0s", 0, 3600000,
    "clock skew allowed when checking a token's exp and nbf"},
   {"insecure-demo", K_BOOL, OFF(insecure_demo), NULL, NULL, 0, 0,
-   "accept hello with a bare user name and no token (demo only: never in production)"},
+   "accept hello with a bare user name and no token (demo only: never in production; loopback only "
+   "unless --insecure-demo-public)"},
+  {"insecure-demo-public", K_BOOL, OFF(insecure_demo_public), NULL, NULL, 0, 0,
+   "allow --insecure-demo on an address other than loopback: anyone who reaches it may act as anyone"},
   {"durability", K_DURABILITY, OFF(durability_full), "MODE", "normal", 0, 0,
    "normal (survives a process crash) or full (fsync before ack)"},
   {"max-rooms", K_UINT, OFF(max_rooms), "N", "100", 0, 0,
@@ -97,9 +103,14 @@ static const option options[] = {
   {"max-catchup", K_UINT, OFF(max_catchup), "N", "10000", 0, 0,
    "ops sent on join before a snapshot is sent instead"},
   {"api-key", K_STR, OFF(api_key), "KEY", NULL, 0, 0,
-   "bearer key of the backend HTTP API and /metrics (default: API off)"},
+   "bearer key of the backend HTTP API and /metrics, at least 16 bytes (default: API off)"},
+  {"allow-weak-secrets", K_BOOL, OFF(allow_weak_secrets), NULL, NULL, 0, 0,
+   "accept an --auth-secret under 32 bytes or an --api-key under 16 (tests only: a short HS256 key "
+   "can be guessed offline from any token)"},
   {"history-ops", K_UINT, OFF(history_ops), "N", "100000", 0, 0,
    "log entries kept per room for catch-up; older ones are trimmed"},
+  {"degraded-status", K_UINT, OFF(degraded_status), "CODE", "503", 200, 599,
+   "HTTP status of /healthz while degraded (commits failing); 200 keeps the node in a load balancer"},
   {"store-faults", K_STR, OFF(store_faults), "FILE", NULL, 0, 0,
    "TESTING ONLY: fail store calls as FILE says (\"commit N\", \"dedupe N\", \"read N\")"},
 };
@@ -210,6 +221,12 @@ static int apply(wsy_config *cfg, const option *o, const char *v, char *err, siz
     if (!bad) *(int *)field = l;
     break;
   }
+  case K_LOGFORMAT: {
+    int f = wsy_log_parse_format(v);
+    bad = f < 0;
+    if (!bad) *(int *)field = f;
+    break;
+  }
   }
   if (!bad && (o->min || o->max)) {
     unsigned long long n = o->kind == K_SIZE ? *(size_t *)field : *(unsigned *)field;
@@ -224,12 +241,17 @@ static int apply(wsy_config *cfg, const option *o, const char *v, char *err, siz
   if (bad && err) {
     const char *valid = o->kind == K_DURABILITY ? " (normal or full)"
                         : o->kind == K_LOGLEVEL ? " (error, warn, info or debug)"
+                        : o->kind == K_LOGFORMAT ? " (text or json)"
                         : o->kind == K_BOOL     ? " (true or false)"
                         : o->kind == K_LISTEN   ? " (HOST:PORT or [IPv6]:PORT)"
                                                 : "";
     snprintf(err, errlen, "invalid value '%s' for %s%s%s", v ? v : "", src, o->flag, valid);
   }
   return bad ? -1 : 0;
+}
+
+int config_host_is_loopback(const char *h) {
+  return !strcmp(h, "localhost") || !strncmp(h, "127.", 4) || !strcmp(h, "::1");
 }
 
 static void env_name(const option *o, char *out, size_t n) {
@@ -240,9 +262,8 @@ static void env_name(const option *o, char *out, size_t n) {
 
 void config_usage(FILE *out) {
   fprintf(out,
-          "usage: wsync serve [options]\n"
-          "       wsync --help | --version\n\n"
-          "wsync is a real-time multi-device synchronization server.\n\n"
+          "usage: wsync serve [options]\n\n"
+          "Runs the server (the other commands: wsync --help).\n\n"
           "options (each also read from the environment variable shown):\n");
   for (size_t i = 0; i < WSY_ARRAY_LEN(options); i++) {
     const option *o = &options[i];
@@ -296,6 +317,27 @@ int config_parse(wsy_config *cfg, int argc, char **argv, char *err, size_t errle
       v = argv[++i];
     }
     if (apply(cfg, o, v, err, errlen, "--") != 0) return -1;
+  }
+  /* Secrets: an HS256 key shorter than the hash (RFC 7518 3.2) can be
+   * brute-forced offline from any one token, which then forges every user;
+   * a short API key can be guessed online. Refused, not warned about: a
+   * warning scrolls by, a forged token does not. */
+  if (!cfg->allow_weak_secrets) {
+    if (cfg->auth_secret && *cfg->auth_secret && strlen(cfg->auth_secret) < 32) {
+      snprintf(err, errlen, "--auth-secret is %zu bytes; it must be at least 32 (e.g. openssl rand -hex 32), "
+               "or pass --allow-weak-secrets for a test", strlen(cfg->auth_secret));
+      return -1;
+    }
+    if (cfg->api_key && *cfg->api_key && strlen(cfg->api_key) < 16) {
+      snprintf(err, errlen, "--api-key is %zu bytes; it must be at least 16 (e.g. openssl rand -hex 24), "
+               "or pass --allow-weak-secrets for a test", strlen(cfg->api_key));
+      return -1;
+    }
+  }
+  if (cfg->insecure_demo && !cfg->insecure_demo_public && !config_host_is_loopback(cfg->listen_host)) {
+    snprintf(err, errlen, "--insecure-demo lets anyone claim any user: it listens on loopback only, not on "
+             "'%s', unless --insecure-demo-public is given too", cfg->listen_host);
+    return -1;
   }
   /* POST /v1/send carries messages: its body may be as large as one. */
   if (cfg->max_body < cfg->max_message) cfg->max_body = cfg->max_message;

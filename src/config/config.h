@@ -26,6 +26,7 @@ typedef struct wsy_config {
   unsigned shutdown_grace_ms;
   const char *allowed_origins; /* comma-separated; NULL or "" = any */
   int log_level;
+  int log_format;            /* LOG_TEXT or LOG_JSON */
   int echo_endpoint;
   const char *auth_secret;   /* HS256 key for tokens; NULL: HS256 tokens refused */
   const char *auth_jwks;     /* JWKS file of public keys; NULL: public-key tokens refused */
@@ -51,7 +52,10 @@ typedef struct wsy_config {
   unsigned max_catchup;      /* ops sent on join before a snapshot is preferred */
   size_t max_outbox;         /* bytes of unconfirmed messages kept per session */
   const char *api_key;       /* backend API bearer key; NULL: API off */
+  unsigned degraded_status;  /* /healthz status while degraded (503) */
   const char *store_faults;  /* testing: the fault store's control file, or NULL */
+  int insecure_demo_public;  /* --insecure-demo allowed beyond loopback */
+  int allow_weak_secrets;    /* short --auth-secret / --api-key accepted */
 } wsy_config;
 
 void config_defaults(wsy_config *cfg);
@@ -59,6 +63,8 @@ void config_defaults(wsy_config *cfg);
  * 1 when --help/--version printed something and the caller should exit 0. */
 int config_parse(wsy_config *cfg, int argc, char **argv, char *err, size_t errlen);
 void config_usage(FILE *out);
+/* "localhost", 127.0.0.0/8 or ::1. */
+int config_host_is_loopback(const char *host);
 
 /* "64K", "1M", "1048576" -> bytes; -1 on error. */
 int config_parse_size(const char *s, size_t *out);

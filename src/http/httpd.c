@@ -33,6 +33,8 @@ struct httpd_server {
   size_t nroutes;
   route_t fallback;
   int shutting_down;
+  const char *json_prefix[8];  /* paths whose request errors are JSON (httpd_json_errors) */
+  size_t njson;
 };
 
 typedef struct httpd_conn {
@@ -45,6 +47,7 @@ typedef struct httpd_conn {
   conn **waiter;      /* while a response is deferred: the owner's slot */
   int streaming;      /* the deferred response is an open stream (SSE) */
   buf stash;          /* bytes that arrived behind a deferred request */
+  int last_status;    /* status of the last response queued (0: none since routing began) */
 } httpd_conn;
 
 static const conn_ops http_ops;
@@ -66,16 +69,27 @@ const char *httpd_status_text(int s) {
   case 404: return "Not Found";
   case 405: return "Method Not Allowed";
   case 408: return "Request Timeout";
+  case 406: return "Not Acceptable";
+  case 409: return "Conflict";
   case 410: return "Gone";
+  case 411: return "Length Required";
+  case 412: return "Precondition Failed";
   case 413: return "Content Too Large";
   case 414: return "URI Too Long";
+  case 415: return "Unsupported Media Type";
+  case 422: return "Unprocessable Content";
+  case 423: return "Locked";
   case 426: return "Upgrade Required";
+  case 428: return "Precondition Required";
   case 429: return "Too Many Requests";
   case 431: return "Request Header Fields Too Large";
   case 500: return "Internal Server Error";
   case 501: return "Not Implemented";
+  case 502: return "Bad Gateway";
   case 503: return "Service Unavailable";
+  case 504: return "Gateway Timeout";
   case 505: return "HTTP Version Not Supported";
+  case 507: return "Insufficient Storage";
   default: return "Unknown";
   }
 }
@@ -96,6 +110,7 @@ static void respond(conn *c, int status, const char *content_type, const char *e
    * 405, ...): on a keep-alive connection the body would be read as the
    * start of the next response. */
   if (net_conn_ops(c) == &http_ops && hc_of(c)->head) with_body = 0;
+  if (net_conn_ops(c) == &http_ops) hc_of(c)->last_status = status;
   size_t blen = with_body ? len : 0;
   net_chunk *ch = net_chunk_new(hl + blen);
   memcpy(ch->data, head, hl);
@@ -135,6 +150,32 @@ void httpd_json(conn *c, int status, const char *extra_headers, const char *json
   int n = snprintf(h, sizeof h, "Cache-Control: no-store\r\n%s", extra_headers ? extra_headers : "");
   if ((size_t)n >= sizeof h) h[0] = '\0'; /* never cut a header line in two */
   httpd_respond(c, status, "application/json", h, json, strlen(json));
+}
+
+int httpd_answered_status(conn *c) { return net_conn_ops(c) == &http_ops ? hc_of(c)->last_status : 0; }
+
+void httpd_json_errors(httpd_server *hs, const char *prefix) {
+  if (hs->njson < WSY_ARRAY_LEN(hs->json_prefix)) hs->json_prefix[hs->njson++] = prefix;
+}
+
+static int wants_json(const httpd_server *hs, const char *path) {
+  for (size_t i = 0; i < hs->njson; i++)
+    if (strncmp(path, hs->json_prefix[i], strlen(hs->json_prefix[i])) == 0) return 1;
+  return 0;
+}
+
+/* A request error (400, 413, 414, 431, 505) as the JSON error object, then
+ * the connection ends. */
+static void json_fail_and_end(conn *c, int status, const char *message) {
+  const char *code = status == 413 || status == 414 || status == 431 ? "too_large" : "bad_request";
+  char body[512], msg[256];
+  size_t o = 0;
+  for (const char *p = message; *p && o + 2 < sizeof msg; p++) /* messages are ASCII; keep JSON simple */
+    if (*p != '"' && *p != '\\' && (unsigned char)*p >= 0x20 && (unsigned char)*p < 0x7f) msg[o++] = *p;
+  msg[o] = '\0';
+  snprintf(body, sizeof body, "{\"type\":\"error\",\"code\":\"%s\",\"message\":\"%s\"}", code, msg);
+  httpd_json(c, status, "Connection: close\r\n", body);
+  net_conn_end(c);
 }
 
 void httpd_method_not_allowed(conn *c, const char *allow) {
@@ -247,7 +288,8 @@ static void http_on_data(conn *c, uint8_t *data, size_t len) {
     if (st == 0) continue; /* consumed everything; needs more bytes */
     if (st != 1) {
       log_debug("bad request (%d): %s", st, httpd_req_error(r));
-      httpd_fail_and_end(c, st, httpd_req_error(r));
+      if (wants_json(hs, httpd_req_path(r))) json_fail_and_end(c, st, httpd_req_error(r));
+      else httpd_fail_and_end(c, st, httpd_req_error(r));
       httpd_req_free(r);
       hc->req = NULL;
       return;
@@ -266,6 +308,7 @@ static void http_on_data(conn *c, uint8_t *data, size_t len) {
     /* Set before routing: a deferred answer can come within route() itself
      * (a long-poll with messages already waiting). */
     hc->keep_after = keep;
+    hc->last_status = 0;
     route(hs, c, r, NULL, 0);
     hc->head = 0;
     httpd_req_free(r);

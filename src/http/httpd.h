@@ -116,6 +116,13 @@ void httpd_fail_and_end(conn *c, int status, const char *message);
 /* A JSON body (the caller's text, NUL-terminated) with Cache-Control: no-store
  * and extra_headers ("" or CRLF-terminated lines). */
 void httpd_json(conn *c, int status, const char *extra_headers, const char *json);
+/* The status of the response queued on c since its request was routed, 0
+ * when none yet (the answer is deferred): for an access log line. */
+int httpd_answered_status(conn *c);
+/* Requests whose path starts with prefix get their request errors (400,
+ * 413, 414, 431) as the JSON error object of PROTOCOL.md 12 instead of
+ * text. prefix is kept (not copied); at most 8 prefixes. */
+void httpd_json_errors(httpd_server *hs, const char *prefix);
 /* 405 with Allow: allow, and the JSON error object of PROTOCOL.md 12. */
 void httpd_method_not_allowed(conn *c, const char *allow);
 const char *httpd_status_text(int status);

@@ -131,6 +131,12 @@ void store_batch_trim(store_batch *b, const char *room, uint64_t keep_from_seq) 
   e->seq = keep_from_seq;
 }
 
+void store_batch_room_delete(store_batch *b, const char *room) {
+  batch_entry *e = batch_add(b, E_DELETE);
+  pack_item it[] = {STR(room, &e->room)};
+  e->mem = pack(it, WSY_ARRAY_LEN(it));
+}
+
 /* ---- commit -------------------------------------------------------------- */
 
 /* Steps a write statement to completion. The batch's error text gets

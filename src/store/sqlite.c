@@ -133,6 +133,12 @@ static const char *const write_sql[SW__COUNT] = {
   [SW_TRIM_OPS] = ("DELETE FROM ops WHERE room = ?1"
                    " AND seq < (SELECT min_seq FROM rooms WHERE name = ?1)"),
   [SW_TRIM_ROOM] = "UPDATE rooms SET min_seq = max(min_seq, min(?2, seq + 1)) WHERE name = ?1",
+  [SW_DEL_ROOM] = "DELETE FROM rooms WHERE name = ?1",
+  [SW_DEL_OPS] = "DELETE FROM ops WHERE room = ?1",
+  [SW_DEL_ITEMS] = "DELETE FROM items WHERE room = ?1",
+  [SW_DEL_CURSORS] = "DELETE FROM cursors WHERE room = ?1",
+  /* No index by room: a scan of dedupe, acceptable for a rare operation. */
+  [SW_DEL_DEDUPE] = "DELETE FROM dedupe WHERE room = ?1",
 };
 
 static const char *const read_sql[SR__COUNT] = {
@@ -151,6 +157,8 @@ static const char *const read_sql[SR__COUNT] = {
   [SR_CURSORS] = "SELECT user, device, seq, updated_at FROM cursors WHERE room = ?1 ORDER BY user, device",
   [SR_PAGES] = ("SELECT (SELECT page_count FROM pragma_page_count())"
                 " * (SELECT page_size FROM pragma_page_size())"),
+  [SR_ROOMS_LIST] = ("SELECT name, epoch, seq, min_seq, created_at FROM rooms WHERE name > ?1"
+                     " ORDER BY name LIMIT ?2"),
 };
 
 /* ---- errors -------------------------------------------------------------- */
@@ -585,6 +593,24 @@ static int apply_trim(sq_store *s, store_batch *b, const batch_entry *e) {
   return sq_map_rc(wstep(s, b, st));
 }
 
+/* A room and everything of it. The room row goes first: its absence is
+** the error, and the other tables follow it. */
+static int apply_delete(sq_store *s, store_batch *b, const batch_entry *e) {
+  if (!e->room) return store_batch_fail(b, WSY_INVAL, "delete without a room");
+  sqlite3_stmt *st = s->w[SW_DEL_ROOM];
+  sq_bind_str(st, 1, e->room);
+  int rc = wstep(s, b, st);
+  if (rc != SQLITE_OK) return sq_map_rc(rc);
+  if (sqlite3_changes(s->wdb) == 0) return store_batch_fail(b, WSY_NOT_FOUND, "no such room");
+  static const int rest[] = {SW_DEL_OPS, SW_DEL_ITEMS, SW_DEL_CURSORS, SW_DEL_DEDUPE};
+  for (size_t i = 0; i < WSY_ARRAY_LEN(rest); i++) {
+    st = s->w[rest[i]];
+    sq_bind_str(st, 1, e->room);
+    if ((rc = wstep(s, b, st)) != SQLITE_OK) return sq_map_rc(rc);
+  }
+  return WSY_OK;
+}
+
 /* An item of an entry already logged (the items of a batch op). */
 static int apply_item(sq_store *s, store_batch *b, const batch_entry *e) {
   if (!e->room || !e->item) return store_batch_fail(b, WSY_INVAL, "item entry needs room and item");
@@ -599,7 +625,7 @@ static int apply_item(sq_store *s, store_batch *b, const batch_entry *e) {
   return sq_map_rc(wstep(s, b, st));
 }
 
-static const char *const kind_name[] = {"room_create", "op", "cursor", "trim", "item"};
+static const char *const kind_name[] = {"room_create", "op", "cursor", "trim", "item", "room_delete"};
 
 int store_sqlite_commit_sync(store *bs, store_batch *b) {
   sq_store *s = (sq_store *)bs;
@@ -620,13 +646,14 @@ int store_sqlite_commit_sync(store *bs, store_batch *b) {
   for (size_t i = 0; i < b->n && !rc; i++) {
     const batch_entry *e = &b->e[i];
     /* A trim reads the room's seq: the row must be current. */
-    if (e->kind == E_TRIM || e->kind == E_ROOM) rc = runs_flush(s, b, &runs);
+    if (e->kind == E_TRIM || e->kind == E_ROOM || e->kind == E_DELETE) rc = runs_flush(s, b, &runs);
     if (rc) break;
     switch (e->kind) {
     case E_ROOM: rc = apply_room(s, b, e); break;
     case E_OP: rc = apply_op(s, b, e, &runs); break;
     case E_CURSOR: rc = apply_cursor(s, b, e); break;
     case E_ITEM: rc = apply_item(s, b, e); break;
+    case E_DELETE: rc = apply_delete(s, b, e); break;
     default: rc = apply_trim(s, b, e); break;
     }
     if (rc) {
@@ -700,5 +727,6 @@ static const store_ops sq_ops = {
   .read_begin = sq_read_begin,
   .read_end = sq_read_end,
   .stats = sq_stats,
+  .rooms_list = sq_rooms_list,
   .commit = sq_commit,
 };

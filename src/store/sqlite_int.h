@@ -25,6 +25,11 @@ enum {
   SW_CURSOR_UPSERT,
   SW_TRIM_OPS,
   SW_TRIM_ROOM,
+  SW_DEL_ROOM,
+  SW_DEL_OPS,
+  SW_DEL_ITEMS,
+  SW_DEL_CURSORS,
+  SW_DEL_DEDUPE,
   SW__COUNT
 };
 
@@ -40,6 +45,7 @@ enum {
   SR_DEDUPE,
   SR_CURSORS,
   SR_PAGES,
+  SR_ROOMS_LIST,
   SR__COUNT
 };
 
@@ -79,5 +85,6 @@ int sq_cursors(store *bs, const char *room, store_cursor_cb cb, void *ud);
 int sq_read_begin(store *bs);
 int sq_read_end(store *bs);
 int sq_stats(store *bs, store_stats_info *out);
+int sq_rooms_list(store *bs, const char *after, size_t limit, store_room_cb cb, void *ud);
 
 #endif

@@ -165,3 +165,22 @@ int sq_stats(store *bs, store_stats_info *out) {
   return rc;
 }
 
+int sq_rooms_list(store *bs, const char *after, size_t limit, store_room_cb cb, void *ud) {
+  sq_store *s = (sq_store *)bs;
+  if (!cb) return WSY_INVAL;
+  sqlite3_stmt *st = s->r[SR_ROOMS_LIST];
+  sq_bind_str(st, 1, after ? after : "");
+  sqlite3_bind_int64(st, 2, limit == 0 ? -1 : clamp64(limit));
+  int rc = SQLITE_OK, cb_rc = 0;
+  while (!cb_rc && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    store_room_info info = {.exists = 1};
+    const char *ep = (const char *)sqlite3_column_text(st, 1);
+    int len = sqlite3_column_bytes(st, 1);
+    if (ep && len > 0 && len <= STORE_EPOCH_MAX) memcpy(info.epoch, ep, (size_t)len);
+    info.seq = (uint64_t)sqlite3_column_int64(st, 2);
+    info.min_seq = (uint64_t)sqlite3_column_int64(st, 3);
+    info.created_ms = sqlite3_column_int64(st, 4);
+    cb_rc = cb((const char *)sqlite3_column_text(st, 0), &info, ud);
+  }
+  return rdone(st, rc, cb_rc);
+}

@@ -44,6 +44,9 @@ int store_cursors(store *s, const char *room, store_cursor_cb cb, void *ud) {
 int store_read_begin(store *s) { return s->ops->read_begin(s); }
 int store_read_end(store *s) { return s->ops->read_end(s); }
 int store_stats(store *s, store_stats_info *out) { return s->ops->stats(s, out); }
+int store_rooms_list(store *s, const char *after, size_t limit, store_room_cb cb, void *ud) {
+  return s->ops->rooms_list(s, after, limit, cb, ud);
+}
 
 void store_commit(store *s, store_batch *b, store_commit_cb cb, void *ud) { s->ops->commit(s, b, cb, ud); }
 
@@ -155,6 +158,11 @@ static int f_cursors(store *s, const char *room, store_cursor_cb cb, void *ud) {
   return store_cursors(F(s)->inner, room, cb, ud);
 }
 
+static int f_rooms_list(store *s, const char *after, size_t limit, store_room_cb cb, void *ud) {
+  if (faulted(F(s), STORE_FAULT_READ)) return WSY_IO;
+  return store_rooms_list(F(s)->inner, after, limit, cb, ud);
+}
+
 static int f_read_begin(store *s) { return store_read_begin(F(s)->inner); }
 static int f_read_end(store *s) { return store_read_end(F(s)->inner); }
 static int f_stats(store *s, store_stats_info *out) { return store_stats(F(s)->inner, out); }
@@ -194,6 +202,7 @@ static const store_ops fault_ops = {
   .read_begin = f_read_begin,
   .read_end = f_read_end,
   .stats = f_stats,
+  .rooms_list = f_rooms_list,
   .commit = f_commit,
 };
 

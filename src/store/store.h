@@ -15,7 +15,8 @@
  *     seq in the op's transaction and is unique; a re-sent cid is found by
  *     store_dedupe_get.
  *   - Epochs: a room's epoch is made once, when the room is created, and
- *     never changes while its history lasts.
+ *     never changes while its history lasts; a deleted room's name may be
+ *     created again, with a new epoch.
  *   - Cursors only grow.
  *   - A commit is all or nothing. A failed commit changed nothing: the
  *     caller's in-memory state that assumed it must be rolled back to what
@@ -190,6 +191,11 @@ int store_cursors(store *s, const char *room, store_cursor_cb cb, void *ud) WSY_
 int store_read_begin(store *s) WSY_WUR;
 int store_read_end(store *s);
 
+/* Rooms in name order (bytewise), those after `after` ("" or NULL: from the
+ * first), at most limit of them (0: no limit). info->exists is 1. */
+typedef int (*store_room_cb)(const char *room, const store_room_info *info, void *ud);
+int store_rooms_list(store *s, const char *after, size_t limit, store_room_cb cb, void *ud) WSY_WUR;
+
 typedef struct store_stats_info {
   int schema_version;
   int durability_full;
@@ -241,6 +247,11 @@ void store_batch_item(store_batch *b, const char *room, const char *item, const 
 /* Drops the room's ops with seq < keep_from_seq and raises min_seq to
  * keep_from_seq (clamped to seq + 1; min_seq never goes down). */
 void store_batch_trim(store_batch *b, const char *room, uint64_t keep_from_seq);
+/* Deletes the room and everything of it: its log, items, device cursors
+ * and dedupe rows. The room must exist (else the commit fails with
+ * WSY_NOT_FOUND). A room of the same name created afterwards (even in the
+ * same batch) is a new room: new epoch, seq from 1. */
+void store_batch_room_delete(store_batch *b, const char *room);
 /* Entries of every kind added so far; 0 means committing does nothing. */
 size_t store_batch_count(const store_batch *b);
 

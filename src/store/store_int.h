@@ -23,6 +23,7 @@ typedef struct store_ops {
   int (*read_begin)(store *s);
   int (*read_end)(store *s);
   int (*stats)(store *s, store_stats_info *out);
+  int (*rooms_list)(store *s, const char *after, size_t limit, store_room_cb cb, void *ud);
   void (*commit)(store *s, store_batch *b, store_commit_cb cb, void *ud);
 } store_ops;
 
@@ -32,13 +33,13 @@ struct store {
 
 /* ---- batches (batch.c): built on the loop thread, read by a backend ----- */
 
-enum { E_ROOM, E_OP, E_CURSOR, E_TRIM, E_ITEM };
+enum { E_ROOM, E_OP, E_CURSOR, E_TRIM, E_ITEM, E_DELETE };
 enum { B_BUILDING, B_COMMITTING, B_COMMITTED, B_FAILED };
 
 typedef struct batch_entry {
   int kind;
   char *mem;                 /* one allocation holding every string below */
-  const char *room;
+  const char *room;          /* every kind; E_DELETE: the room deleted */
   const char *epoch;         /* E_ROOM */
   const char *item, *fields; /* E_OP, E_ITEM */
   const char *revs;          /* E_OP, E_ITEM: NULL when no text fields */

@@ -1,8 +1,12 @@
 /* api.c -- the backend HTTP API and /metrics (api.h). */
 #include "api.h"
 
+#include <ctype.h>
 #include <openssl/crypto.h>
+#include <stdio.h>
 #include <string.h>
+
+#include "../common/log.h"
 
 #include "commit.h"
 #include "proto.h"
@@ -103,9 +107,16 @@ static void metrics(engine *e, conn *c) {
        map_len(&e->rooms));
   EMIT("# HELP wsync_room_members Session memberships of loaded rooms.\n# TYPE wsync_room_members gauge\n"
        "wsync_room_members %zu\n", nsess);
-  EMIT("# HELP wsync_ops_accepted_total Log entries sequenced (ops and stored publishes).\n"
+  EMIT("# HELP wsync_ops_accepted_total Log entries accepted and sequenced (ops and stored publishes), "
+       "before their commit: committed plus failed plus in flight.\n"
        "# TYPE wsync_ops_accepted_total counter\nwsync_ops_accepted_total %llu\n",
        (unsigned long long)e->ops_accepted);
+  EMIT("# HELP wsync_ops_committed_total Log entries committed durably to the store (acknowledged).\n"
+       "# TYPE wsync_ops_committed_total counter\nwsync_ops_committed_total %llu\n",
+       (unsigned long long)e->ops_committed);
+  EMIT("# HELP wsync_ops_failed_total Log entries whose commit failed: not stored, refused with internal.\n"
+       "# TYPE wsync_ops_failed_total counter\nwsync_ops_failed_total %llu\n",
+       (unsigned long long)e->ops_failed);
   EMIT("# HELP wsync_ops_rejected_total Rejected ops, by error code.\n# TYPE wsync_ops_rejected_total counter\n");
   for (size_t i = 0; map_next(&e->rejected, &i, &k, &v);)
     EMIT("wsync_ops_rejected_total{code=\"%s\"} %llu\n", k, (unsigned long long)(uintptr_t)v);
@@ -229,6 +240,59 @@ out:
   json_decref(req);
 }
 
+/* ---- query parameters ----------------------------------------------------- */
+
+/* The query parameter name, percent-decoded, into out: 1 when present, 0
+ * when absent, -1 when it does not fit or its encoding is broken. */
+static int query_param(httpd_req *r, const char *name, char *out, size_t n) {
+  const char *q = httpd_req_query(r);
+  size_t nl = strlen(name);
+  while (*q) {
+    const char *end = strchr(q, '&');
+    size_t seg = end ? (size_t)(end - q) : strlen(q);
+    if (seg >= nl && strncmp(q, name, nl) == 0 && (seg == nl || q[nl] == '=')) {
+      const char *v = seg == nl ? q + seg : q + nl + 1, *ve = q + seg;
+      size_t o = 0;
+      for (; v < ve; v++) {
+        if (o + 1 >= n) return -1;
+        if (*v == '%') {
+          unsigned x;
+          if (ve - v < 3 || sscanf(v + 1, "%2x", &x) != 1 || !isxdigit((unsigned char)v[1]) ||
+              !isxdigit((unsigned char)v[2]) || x == 0)
+            return -1;
+          out[o++] = (char)x;
+          v += 2;
+        } else {
+          out[o++] = *v == '+' ? ' ' : *v;
+        }
+      }
+      out[o] = '\0';
+      return 1;
+    }
+    q = end ? end + 1 : q + seg;
+  }
+  return 0;
+}
+
+/* A non-negative integer parameter: 0 when absent (*out unchanged), 1 when
+ * set, -1 after answering 400 (not digits, or beyond 2^63). */
+static int query_uint(conn *c, httpd_req *r, const char *name, uint64_t *out) {
+  char v[32];
+  int rc = query_param(r, name, v, sizeof v);
+  if (rc == 0) return 0;
+  int ok = rc > 0 && v[0] != '\0' && strlen(v) <= 19;
+  for (const char *p = v; ok && *p; p++) ok = *p >= '0' && *p <= '9';
+  unsigned long long n = ok ? strtoull(v, NULL, 10) : 0;
+  if (!ok || n > (unsigned long long)INT64_MAX) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must be a non-negative integer", name);
+    api_error(c, 400, "bad_request", msg);
+    return -1;
+  }
+  *out = n;
+  return 1;
+}
+
 static void backend_read(engine *e, conn *c, httpd_req *r, const char *name, const char *what) {
   store_room_info info = {0};
   int rc = store_read_begin(e->st);
@@ -252,11 +316,13 @@ static void backend_read(engine *e, conn *c, httpd_req *r, const char *name, con
     rc = store_room_items(e->st, name, join_collect_item, items);
     json_object_set_new(b, "items", items);
   } else if (rc == 0 && !strcmp(what, "history")) {
-    char v[32];
     uint64_t from = 1, to = info.seq, limit = 100;
-    if (httpd_req_query_param(r, "from", v, sizeof v) == 0) from = strtoull(v, NULL, 10);
-    if (httpd_req_query_param(r, "to", v, sizeof v) == 0) to = strtoull(v, NULL, 10);
-    if (httpd_req_query_param(r, "limit", v, sizeof v) == 0) limit = strtoull(v, NULL, 10);
+    if (query_uint(c, r, "from", &from) < 0 || query_uint(c, r, "to", &to) < 0 ||
+        query_uint(c, r, "limit", &limit) < 0) {
+      (void)store_read_end(e->st);
+      json_decref(b);
+      return;
+    }
     if (limit == 0 || limit > 1000) limit = limit ? 1000 : 1;
     if (from == 0) from = 1;
     json_t *arr = json_array();
@@ -304,24 +370,138 @@ static void backend_read(engine *e, conn *c, httpd_req *r, const char *name, con
   http_json(c, 200, b);
 }
 
-void api_metrics_route(void *ud, conn *c, httpd_req *r) {
-  engine *e = ud;
-  if (!api_key_ok(e, c, r)) return;
-  if (strcmp(httpd_req_method(r), "GET") != 0) httpd_method_not_allowed(c, "GET");
+/* ---- administration ---------------------------------------------------- */
+
+static int collect_room(const char *name, const store_room_info *info, void *ud) {
+  json_array_append_new(ud, json_pack("{s:s,s:s,s:I,s:I,s:I}", "room", name, "epoch", info->epoch, "seq",
+                                      (json_int_t)info->seq, "first", (json_int_t)info->min_seq, "created",
+                                      (json_int_t)info->created_ms));
+  return 0;
+}
+
+/* GET /v1/rooms?after=NAME&limit=N: rooms that exist in the store, by name. */
+static void rooms_list(engine *e, conn *c, httpd_req *r) {
+  char after[STORE_ROOM_MAX + 1] = "";
+  int ar = query_param(r, "after", after, sizeof after);
+  if (ar < 0 || (ar > 0 && after[0] && !auth_room_valid(after, strlen(after)))) {
+    api_error(c, 400, "bad_request", "after must be a room name");
+    return;
+  }
+  uint64_t limit = 100;
+  if (query_uint(c, r, "limit", &limit) < 0) return;
+  if (limit == 0 || limit > 1000) limit = limit ? 1000 : 1;
+  json_t *arr = json_array();
+  int rc = store_rooms_list(e->st, after, (size_t)limit + 1, collect_room, arr);
+  if (rc != 0) {
+    json_decref(arr);
+    api_error(c, 500, "internal", "the rooms could not be read");
+    return;
+  }
+  int more = json_array_size(arr) > limit;
+  if (more) json_array_remove(arr, (size_t)limit);
+  http_json(c, 200, json_pack("{s:o,s:b}", "rooms", arr, "more", more));
+}
+
+/* DELETE /v1/rooms/{room}: answered after the deletion has committed. */
+static void room_delete(engine *e, conn *c, const char *name) {
+  room *rm = map_get(&e->rooms, name);
+  if (!rm) {
+    store_room_info info;
+    int rc = store_room_get(e->st, name, &info);
+    if (rc != 0) {
+      api_error(c, 500, "internal", "the room could not be read");
+      return;
+    }
+    if (!info.exists) {
+      api_error(c, 404, "not_found", "no such room");
+      return;
+    }
+    int lerr = 0;
+    rm = room_get(e, name, &lerr);
+    if (!rm) {
+      api_error(c, 500, "internal", "the room could not be loaded");
+      return;
+    }
+  }
+  author au = {e, NULL, c, ":backend"};
+  commit_room_delete(&au, rm);
+}
+
+/* POST /v1/users/{user}/disconnect: every session of the user ends, its
+ * connection closed with 4003 (PROTOCOL.md 2.2): access was revoked. */
+static void user_disconnect(engine *e, conn *c, const char *user) {
+  sess **list = NULL;
+  size_t n = 0, cap = 0;
+  const char *k;
+  void *v;
+  for (size_t i = 0; map_next(&e->sessions, &i, &k, &v);) {
+    sess *s = v;
+    if (s->ended || !s->id.user || strcmp(s->id.user, user) != 0) continue;
+    if (n == cap) list = wsy_realloc(list, (cap = cap ? cap * 2 : 8) * sizeof *list);
+    s->refs++;
+    list[n++] = s;
+  }
+  for (size_t i = 0; i < n; i++) {
+    sess_end(list[i], 4003, "access revoked");
+    sess_unref(list[i]);
+  }
+  wsy_free(list);
+  if (n) log_info("user %s disconnected by the backend: %zu sessions ended", user, n);
+  http_json(c, 200, json_pack("{s:s,s:I}", "user", user, "sessions", (json_int_t)n));
+}
+
+/* ---- routes ------------------------------------------------------------- */
+
+/* Every route: the key, then one access log line per request (with its
+ * status, or logged by commit.c when the answer waits for a commit). */
+typedef void (*api_fn)(engine *e, conn *c, httpd_req *r);
+
+static void api_route(engine *e, conn *c, httpd_req *r, api_fn fn) {
+  char peer[80], line[400];
+  net_conn_peer(c, peer, sizeof peer);
+  snprintf(line, sizeof line, "%s %.300s from %s", httpd_req_method(r), httpd_req_url(r), peer);
+  if (api_key_ok(e, c, r)) {
+    e->api_line = line;
+    fn(e, c, r);
+    e->api_line = NULL;
+  }
+  int st = httpd_answered_status(c);
+  if (st) log_info("api %s -> %d", line, st);
+}
+
+static int method_is(httpd_req *r, const char *m) { return strcmp(httpd_req_method(r), m) == 0; }
+
+static void metrics_fn(engine *e, conn *c, httpd_req *r) {
+  if (!method_is(r, "GET")) httpd_method_not_allowed(c, "GET");
   else metrics(e, c);
 }
 
-/* /v1/rooms/{room}[/what]. */
-void api_rooms_route(void *ud, conn *c, httpd_req *r) {
+void api_metrics_route(void *ud, conn *c, httpd_req *r) { api_route(ud, c, r, metrics_fn); }
+
+static void rooms_list_fn(engine *e, conn *c, httpd_req *r) {
+  if (!method_is(r, "GET")) httpd_method_not_allowed(c, "GET");
+  else rooms_list(e, c, r);
+}
+
+void api_rooms_list_route(void *ud, conn *c, httpd_req *r) { api_route(ud, c, r, rooms_list_fn); }
+
+#define ROOM_RULE "room names are 1-128 characters of A-Z a-z 0-9 . _ : @ -"
+
+/* /v1/rooms/{room}[/what]: each sub-resource and its methods. */
+static void rooms_fn(engine *e, conn *c, httpd_req *r) {
   static const char prefix[] = "/v1/rooms/";
-  engine *e = ud;
-  if (!api_key_ok(e, c, r)) return;
+  static const struct {
+    const char *what, *allow;
+  } res[] = {
+    {"", "GET, DELETE"}, {"history", "GET"}, {"presence", "GET"}, {"cursors", "GET"},
+    {"ops", "POST"},     {"publish", "POST"},
+  };
   const char *path = httpd_req_path(r), *method = httpd_req_method(r);
   /* A slash is never part of a room name, so an encoded one must not turn
    * into a path separator. */
   const char *url = httpd_req_url(r);
   if (strncmp(path, prefix, sizeof prefix - 1) != 0 || strstr(url, "%2F") || strstr(url, "%2f")) {
-    api_error(c, 400, "room_invalid", "room names are 1-128 characters of A-Z a-z 0-9 . _ : @ -");
+    api_error(c, 400, "room_invalid", ROOM_RULE);
     return;
   }
   const char *rest = path + sizeof prefix - 1;
@@ -330,25 +510,59 @@ void api_rooms_route(void *ud, conn *c, httpd_req *r) {
   size_t nl = slash ? (size_t)(slash - rest) : strlen(rest);
   const char *what = slash ? slash + 1 : "";
   if (nl == 0 || nl > STORE_ROOM_MAX) {
-    api_error(c, 400, "room_invalid", "room names are 1-128 characters of A-Z a-z 0-9 . _ : @ -");
+    api_error(c, 400, "room_invalid", ROOM_RULE);
     return;
   }
   memcpy(name, rest, nl);
   name[nl] = '\0';
   if (!auth_room_valid(name, nl)) {
-    api_error(c, 400, "room_invalid", "room names are 1-128 characters of A-Z a-z 0-9 . _ : @ -");
+    api_error(c, 400, "room_invalid", ROOM_RULE);
     return;
   }
-  int is_post = !strcmp(method, "POST");
-  int is_write = !strcmp(what, "ops") || !strcmp(what, "publish");
-  if (is_write != is_post) {
-    httpd_method_not_allowed(c, is_write ? "POST" : "GET");
+  size_t k = 0;
+  while (k < WSY_ARRAY_LEN(res) && strcmp(res[k].what, what) != 0) k++;
+  if (k == WSY_ARRAY_LEN(res)) {
+    api_error(c, 404, "not_found", "no such resource");
+    return;
+  }
+  if (!httpd_header_has_token(res[k].allow, strlen(res[k].allow), method)) {
+    httpd_method_not_allowed(c, res[k].allow);
     return;
   }
   if (e->shutting_down) {
     api_error(c, 503, "internal", "server shutting down");
     return;
   }
-  if (is_write) backend_write(e, c, r, name, !strcmp(what, "publish"));
+  if (!strcmp(method, "POST")) backend_write(e, c, r, name, !strcmp(what, "publish"));
+  else if (!strcmp(method, "DELETE")) room_delete(e, c, name);
   else backend_read(e, c, r, name, what);
 }
+
+void api_rooms_route(void *ud, conn *c, httpd_req *r) { api_route(ud, c, r, rooms_fn); }
+
+/* /v1/users/{user}/disconnect. */
+static void users_fn(engine *e, conn *c, httpd_req *r) {
+  static const char prefix[] = "/v1/users/", tail[] = "/disconnect";
+  const char *path = httpd_req_path(r);
+  size_t pl = strlen(path);
+  if (strncmp(path, prefix, sizeof prefix - 1) != 0 || pl < sizeof prefix - 1 + sizeof tail - 1 ||
+      strcmp(path + pl - (sizeof tail - 1), tail) != 0) {
+    api_error(c, 404, "not_found", "no such resource");
+    return;
+  }
+  char user[80];
+  size_t ul = pl - (sizeof prefix - 1) - (sizeof tail - 1);
+  if (ul == 0 || ul >= sizeof user || !auth_user_valid(path + sizeof prefix - 1, ul)) {
+    api_error(c, 400, "bad_request", "user ids are 1-64 characters of A-Z a-z 0-9 . _ @ -");
+    return;
+  }
+  memcpy(user, path + sizeof prefix - 1, ul);
+  user[ul] = '\0';
+  if (!method_is(r, "POST")) {
+    httpd_method_not_allowed(c, "POST");
+    return;
+  }
+  user_disconnect(e, c, user);
+}
+
+void api_users_route(void *ud, conn *c, httpd_req *r) { api_route(ud, c, r, users_fn); }

@@ -13,6 +13,8 @@
 /* Routes (httpd_handler; ud: engine). */
 void api_rooms_route(void *ud, conn *c, httpd_req *r);
 void api_metrics_route(void *ud, conn *c, httpd_req *r);
+void api_rooms_list_route(void *ud, conn *c, httpd_req *r); /* GET /v1/rooms */
+void api_users_route(void *ud, conn *c, httpd_req *r);      /* /v1/users/{user}/disconnect */
 /* {"type":"error","code","message"} with status. */
 void api_error(conn *c, int status, const char *code, const char *message);
 /* Commit figures for wsync_commit_seconds (commit.c records, api.c prints). */

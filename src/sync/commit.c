@@ -19,6 +19,7 @@ static void http_answer(pend *p, int status, json_t *body) {
   conn *c = p->http;
   char *text = jw_dumps(body);
   json_decref(body);
+  if (p->api_line) log_info("api %s -> %d%s", p->api_line, status, c ? "" : " (client gone)");
   if (c) httpd_deferred_respond(c, status, text);
   free(text);
   p->http = NULL;
@@ -32,6 +33,7 @@ static void pend_free(engine *e, pend *p) {
   if (p->s) sess_unref(p->s);
   json_decref(p->re);
   wsy_free(p->cid);
+  wsy_free(p->api_line);
   net_chunk_unref(p->frame);
   wsy_free(p);
 }
@@ -76,14 +78,43 @@ static json_t *failed_msg(const pend *p) {
   return m;
 }
 
+/* Every member of r leaves it, each told {"type":"left","room","reason"};
+ * r must be pinned (pending) so that it does not unload under the walk. */
+static void room_remove_members(engine *e, room *r, const char *reason) {
+  while (r->members) {
+    sess *s = r->members->s;
+    s->refs++;
+    room_member_remove(e, r->members, "left");
+    sess_send_json(s, json_pack("{s:s,s:s,s:s}", "type", "left", "room", r->name, "reason", reason));
+    sess_unref(s);
+  }
+}
+
 static void commit_done(void *ud, int rc) {
   engine *e = ud;
   api_commit_observed(e, (double)(uv_hrtime() - e->batch_started) / 1e9, rc != 0);
-  if (rc != 0)
+  if (rc != 0) {
     log_error("commit failed (%s): %s", wsy_strerror(rc), store_batch_error(e->fl_batch));
+    if (!e->store_failing) log_warn("health: degraded until a commit succeeds");
+    e->store_failing = 1;
+    snprintf(e->store_error, sizeof e->store_error, "commits failing: %s (%s)", wsy_strerror(rc),
+             store_batch_error(e->fl_batch));
+  } else if (store_batch_count(e->fl_batch) > 0 && e->store_failing) {
+    e->store_failing = 0;
+    e->store_error[0] = '\0';
+    log_info("health: ok again (a commit succeeded)");
+  }
   for (pend *p = e->fl_head, *next; p; p = next) {
     next = p->next;
     room *r = p->r;
+    if (p->kind == P_DELETE && rc == 0) {
+      /* Gone from the store: whoever joined while the deletion was pending
+       * leaves too, and the room unloads below instead of reloading. */
+      room_remove_members(e, r, "deleted");
+      r->broken = 0;
+      log_info("room %s deleted", r->name);
+      http_answer(p, 200, json_pack("{s:s,s:b}", "room", r->name, "deleted", 1));
+    }
     if (p->http) {
       if (rc != 0)
         http_answer(p, 500, json_pack("{s:s,s:s,s:s}", "type", "error", "code", "internal", "message",
@@ -110,6 +141,10 @@ static void commit_done(void *ud, int rc) {
         net_chunk_unref(ack);
       }
       if (p->kind == P_OP) room_publish(e, r, p->seq, p->frame, NULL, NULL);
+    }
+    if (p->kind == P_OP) {
+      if (rc != 0) e->ops_failed++;
+      else e->ops_committed++;
     }
     r->pending--;
     pend_free(e, p);
@@ -154,6 +189,7 @@ static pend *pend_new(author *a, int kind, json_t *req, room *r, uint64_t seq, c
   p->seq = seq;
   p->cid = cid ? wsy_strndup(cid, strlen(cid)) : NULL;
   if (a->http) httpd_defer(a->http, &p->http);
+  if (a->http && a->e->api_line) p->api_line = wsy_strndup(a->e->api_line, strlen(a->e->api_line));
   return p;
 }
 
@@ -229,6 +265,15 @@ void commit_room_created(engine *e, room *r) {
   p->r = r;
   r->pending++;
   pend_append(e, p);
+}
+
+void commit_room_delete(author *a, room *r) {
+  engine *e = a->e;
+  r->pending++; /* pins the room until the deletion is done */
+  room_remove_members(e, r, "deleted");
+  r->broken = 1; /* refuses writes meanwhile (commit_admit) */
+  store_batch_room_delete(e->batch, r->name);
+  pend_append(e, pend_new(a, P_DELETE, NULL, r, 0, NULL));
 }
 
 void commit_refusal_in_order(author *a, room *r, json_t *msg) {

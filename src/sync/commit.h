@@ -34,7 +34,7 @@ struct op_refusal {
   json_t *extra; /* members to add to the error (item, current, lock, index); owned */
 };
 
-enum { P_OP, P_DUP, P_CREATE, P_ERR }; /* P_ERR: a refusal sent in order behind pending commits */
+enum { P_OP, P_DUP, P_CREATE, P_ERR, P_DELETE }; /* P_ERR: a refusal sent in order behind pending commits */
 
 struct pend {
   pend *next;
@@ -49,6 +49,7 @@ struct pend {
   uint64_t rev;      /* a text op's new revision, for its ack (0: none) */
   net_chunk *frame;  /* the broadcast, framed once */
   conn *http;        /* backend request waiting for the commit, or NULL */
+  char *api_line;    /* its access log line (e->api_line when deferred), or NULL */
 };
 
 /* Loads the dedupe filter from the store. 0 or a wsy_err. */
@@ -90,5 +91,12 @@ void commit_refusal_in_order(author *a, room *r, json_t *msg);
 /* The room is new: its creation goes into the batch; r stays loaded until
  * it is committed. */
 void commit_room_created(engine *e, room *r);
+/* DELETE /v1/rooms/{room} (a->http, answered after the commit): r (loaded,
+ * existing in the store or about to) loses its members, each told
+ * {"type":"left","room","reason":"deleted"}; writes are refused until the
+ * deletion, queued behind the room's pending entries, has committed; then
+ * whoever joined meanwhile is removed the same way and the room unloads. A
+ * later join creates it anew (new epoch). */
+void commit_room_delete(author *a, room *r);
 
 #endif

@@ -3,7 +3,10 @@
  * the batch) and the periodic sweep (locks, HTTP sessions, expiry). */
 #include "engine.h"
 
+#include <stdarg.h>
 #include <string.h>
+
+#include "../common/log.h"
 
 #include "api.h"
 #include "commit.h"
@@ -16,6 +19,28 @@ net_chunk *engine_frame(engine *e, json_t *msg) {
   jw_reset(&e->frame_text);
   jw_value(&e->frame_text, msg);
   return ws_frame_new(WS_OP_TEXT, e->frame_text.p, e->frame_text.len);
+}
+
+void conn_event(engine *e, sess *s, conn *c, const char *event, ...) {
+  if (wsy_log_level < LOG_INFO) return;
+  char remote[80] = "-";
+  if (!c && s && s->w) c = ws_conn_net(s->w);
+  if (!c) c = e->http_req;
+  if (c) net_conn_peer(c, remote, sizeof remote);
+  const char *user = s && s->id.user ? s->id.user : NULL;
+  const char *device = s && s->device[0] ? s->device : NULL;
+  const char *k[8], *v[8];
+  size_t n = 0;
+  va_list ap;
+  va_start(ap, event);
+  for (const char *key; n < 8 && (key = va_arg(ap, const char *));) {
+    k[n] = key;
+    v[n++] = va_arg(ap, const char *);
+  }
+  va_end(ap);
+  for (size_t i = n; i < 8; i++) k[i] = v[i] = NULL;
+  wsy_log_event(LOG_INFO, event, "remote", remote, "user", user, "device", device, k[0], v[0], k[1], v[1], k[2],
+                v[2], k[3], v[3], k[4], v[4], k[5], v[5], k[6], v[6], k[7], v[7], (const char *)NULL);
 }
 
 static void on_sweep(uv_timer_t *t) {
@@ -111,8 +136,12 @@ void engine_set_jwks(engine *e, const auth_jwks *jwks) { e->auth.jwks = jwks; }
 void engine_route_fallback(void *ud, conn *c, httpd_req *r) { fb_route(ud, c, r); }
 void engine_route_rooms(void *ud, conn *c, httpd_req *r) { api_rooms_route(ud, c, r); }
 void engine_route_metrics(void *ud, conn *c, httpd_req *r) { api_metrics_route(ud, c, r); }
+void engine_route_rooms_list(void *ud, conn *c, httpd_req *r) { api_rooms_list_route(ud, c, r); }
+void engine_route_users(void *ud, conn *c, httpd_req *r) { api_users_route(ud, c, r); }
 
-void engine_health(engine *e, size_t *sessions, size_t *rooms, const char **store_name, const char **bus_out) {
+void engine_health(engine *e, size_t *sessions, size_t *rooms, const char **store_name, const char **bus_out,
+                   const char **degraded) {
+  *degraded = e->store_failing ? e->store_error : NULL;
   *sessions = map_len(&e->sessions);
   *rooms = map_len(&e->rooms);
   *store_name = store_backend(e->st);

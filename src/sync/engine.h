@@ -41,7 +41,12 @@ void engine_route_metrics(void *ud, conn *c, httpd_req *r);   /* /metrics */
  * NULL: none). Borrowed: the caller keeps jwks alive until the next call or
  * engine_free. Sessions already welcomed keep their identity. */
 void engine_set_jwks(engine *e, const auth_jwks *jwks);
-/* For /healthz: live sessions, loaded rooms, the store's and bus's names. */
-void engine_health(engine *e, size_t *sessions, size_t *rooms, const char **store_name, const char **bus_out);
+void engine_route_rooms_list(void *ud, conn *c, httpd_req *r); /* /v1/rooms (exact) */
+void engine_route_users(void *ud, conn *c, httpd_req *r);     /* /v1/users/ (prefix) */
+/* For /healthz: live sessions, loaded rooms, the store's and bus's names;
+ * *degraded is NULL when healthy, else why not (the last commit failed: a
+ * full disk, an I/O error; cleared by the next commit that succeeds). */
+void engine_health(engine *e, size_t *sessions, size_t *rooms, const char **store_name, const char **bus_out,
+                   const char **degraded);
 
 #endif

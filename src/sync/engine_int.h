@@ -75,6 +75,13 @@ struct engine {
   uint64_t batch_started;    /* uv_hrtime when the committing batch left */
   /* figures (api.c: /metrics) */
   uint64_t ops_accepted, deliveries, commits, commit_failures;
+  uint64_t ops_committed, ops_failed; /* entries of committed / failed batches */
+  /* Health (/healthz): set when a commit fails, cleared by the next one
+   * that stores something. */
+  const char *api_line;      /* while a backend request is routed: its log line (api.c) */
+  conn *http_req;            /* while an HTTP-transport request is routed (fallback.c) */
+  int store_failing;
+  char store_error[200];
   map rejected;              /* error code -> count (uintptr_t) */
   uint64_t commit_hist[16];  /* wsync_commit_seconds buckets (api.c's bounds), +Inf last */
   double commit_sum;
@@ -108,6 +115,12 @@ static inline const uint8_t *frame_payload(const net_chunk *f, size_t *len) {
   *len = f->len - hdr;
   return f->data + hdr;
 }
+
+/* engine.c: one log line (info) about a client connection or session: the
+ * event, then remote (of c, else of s's WebSocket, else of the HTTP request
+ * being routed), user and device (of s when known), then pairs of (key,
+ * string value) ending with NULL. Lifecycle events only: never per message. */
+void conn_event(engine *e, sess *s, conn *c, const char *event, ...);
 
 /* engine.c: msg (borrowed) as one text frame; its text stays in
  * e->frame_text until the next frame is made. */

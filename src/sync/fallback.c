@@ -146,6 +146,9 @@ void fb_end(sess *s, unsigned code, const char *reason) {
   ch->len = (uint32_t)n;
   free(ct);
   conn *c = s->dn;
+  char cs[16];
+  snprintf(cs, sizeof cs, "%u", code);
+  conn_event(s->e, s, c, "close", "transport", "sse", "code", cs, "by", "server", (const char *)NULL);
   s->dn = NULL;
   s->dn_kind = 0;
   s->dn_lost = now_ms(s->e);
@@ -175,6 +178,8 @@ void fb_sweep(engine *e) {
     sess *s = v;
     if (!s->http) continue;
     if (!s->dn && s->dn_kind) { /* the peer closed its stream: httpd cleared dn */
+      if (s->dn_kind == FB_SSE)
+        conn_event(e, s, NULL, "close", "transport", "sse", "by", "client", (const char *)NULL);
       s->dn_kind = 0;
       s->dn_lost = now;
     }
@@ -344,6 +349,7 @@ static void fb_down(engine *e, conn *c, httpd_req *r, int kind, const char *hdrs
   if (kind == FB_SSE) {
     snprintf(h, sizeof h, "Cache-Control: no-store\r\nX-Accel-Buffering: no\r\n%s", hdrs);
     httpd_stream_begin(c, &s->dn, "text/event-stream", h);
+    conn_event(e, s, c, "connect", "transport", "sse", (const char *)NULL);
     net_chunk *hi = net_chunk_new(10);
     memcpy(hi->data, ": hello\n\n", 9);
     hi->len = 9;
@@ -392,7 +398,9 @@ void fb_route(void *ud, conn *c, httpd_req *r) {
     fb_error(c, 503, hdrs, "internal", "server shutting down");
     return;
   }
+  e->http_req = c; /* the remote address of the log lines of this request */
   if (is_send) fb_send(e, c, r, hdrs);
   else fb_down(e, c, r, !strcmp(what, "sse") ? FB_SSE : FB_POLL, hdrs);
+  e->http_req = NULL;
 }
 

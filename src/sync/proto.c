@@ -248,7 +248,12 @@ void proto_dispatch(sess *s, json_t *req) {
                    json_pack("{s:i}", "retry_after", (int)(1000 / (cfg->rate ? cfg->rate : 1)) + 1));
       return;
     }
+    /* join and leave are lifecycle events: logged when membership changed. */
+    const char *rn = !strcmp(type, "join") || !strcmp(type, "leave") ? jstr(req, "room") : NULL;
+    member *before = rn ? room_membership(s, rn) : NULL;
     handlers[i].fn(s, req);
+    if (rn && !before != !room_membership(s, rn))
+      conn_event(s->e, s, NULL, before ? "leave" : "join", "room", rn, (const char *)NULL);
     return;
   }
   sess_error(s, req, "unknown_type", "unknown message type", "type", NULL);
@@ -260,6 +265,7 @@ static int ws_open(ws_conn *w, const httpd_req *r) {
   sess *s = sess_new(e, w);
   e->ws_conns++;
   ws_conn_set_user(w, s);
+  conn_event(e, s, NULL, "connect", "transport", "ws", (const char *)NULL);
   return 0;
 }
 
@@ -326,6 +332,11 @@ static void ws_message(ws_conn *w, int opcode, uint8_t *data, size_t len) {
 static void ws_gone(ws_conn *w) {
   ((engine *)ws_conn_ud(w))->ws_conns--;
   sess *s = ws_conn_user(w);
+  int by_peer;
+  char code[16];
+  snprintf(code, sizeof code, "%u", ws_conn_close_code(w, &by_peer));
+  conn_event(ws_conn_ud(w), s, ws_conn_net(w), "close", "code", code, "by", by_peer ? "client" : "server",
+             (const char *)NULL);
   if (!s) return;
   ws_conn_set_user(w, NULL);
   sess_gone(s);

@@ -137,8 +137,16 @@ void sess_error(sess *s, json_t *req, const char *code, const char *message,
   sess_send_json(s, sess_error_msg(req, code, message, field, extra));
 }
 
+/* Why the hello being refused was refused, when the wire message does not
+ * say it all (a token's failed check): for the log line only. */
+static const char *refuse_detail;
+
 /* Errors before welcome end the connection (PROTOCOL.md 3.3). */
 void sess_refuse(sess *s, json_t *req, const char *code, const char *message) {
+  conn_event(s->e, s, NULL, "hello refused", "code", code, "reason", refuse_detail ? refuse_detail : message,
+             "claimed_user", s->id.user ? NULL : jstr(req, "user"), "claimed_device",
+             s->device[0] ? NULL : jstr(req, "device"), (const char *)NULL);
+  refuse_detail = NULL;
   sess_error(s, req, code, message, NULL, NULL);
   if (s->e->cap) snprintf(s->e->cap->code, sizeof s->e->cap->code, "%s", code);
   if (s->w) ws_close(s->w, WS_CLOSE_POLICY, code);
@@ -172,6 +180,8 @@ static void send_welcome(sess *s, json_t *req, int resumed, int insecure) {
   sess_direct(s, frame);
   net_chunk_unref(frame);
   if (e->cap) e->cap->welcomed = s;
+  conn_event(e, s, NULL, "hello accepted", "session", resumed ? "resumed" : "new", "transport",
+             s->w ? "ws" : "http", "auth", insecure ? "insecure-demo" : "token", (const char *)NULL);
 }
 
 /* Ends a session (bye, replaced, expired): its locks and presence go, its
@@ -180,6 +190,9 @@ void sess_end(sess *s, unsigned code, const char *why) {
   engine *e = s->e;
   if (s->ended) return;
   s->ended = 1;
+  char cs[16];
+  snprintf(cs, sizeof cs, "%u", code);
+  conn_event(e, s, NULL, "session end", "code", cs, "why", why, (const char *)NULL);
   if (map_get(&e->sessions, s->token) == s) map_del(&e->sessions, s->token);
   if (map_get(&e->by_device, s->dkey) == s) map_del(&e->by_device, s->dkey);
   while (s->rooms) room_member_remove(e, s->rooms, "session_end");
@@ -264,18 +277,20 @@ void sess_hello(sess *s, json_t *req) {
     return;
   }
   if (token) {
-    auth_result ar = auth_verify_cfg(&e->auth, token, (int64_t)time(NULL), &s->id);
+    char why[200];
+    auth_result ar = auth_verify_cfg_why(&e->auth, token, (int64_t)time(NULL), &s->id, why, sizeof why);
     if (ar == AUTH_NO_SECRET) {
       sess_refuse(s, req, "unauthorized", "this server accepts no tokens (no --auth-secret or --auth-jwks)");
       return;
     }
     if (ar != AUTH_OK) {
-      log_info("hello refused: %s", auth_strerror(ar));
+      refuse_detail = why;
       sess_refuse(s, req, auth_wire_code(ar), ar == AUTH_EXPIRED ? "the token has expired" : "the token is not valid");
       return;
     }
     if (s->id.device && device && strcmp(s->id.device, device) != 0) {
-      log_info("hello refused: token bound to device %s, hello says %s", s->id.device, device);
+      snprintf(why, sizeof why, "the token is bound to device %s, the hello says %s", s->id.device, device);
+      refuse_detail = why;
       auth_identity_free(&s->id);
       sess_refuse(s, req, "token_invalid", "the token is bound to another device");
       return;

@@ -31,6 +31,8 @@ struct ws_conn {
   uint8_t state;
   uint8_t ping_outstanding;
   uint8_t ep_closed;
+  uint8_t close_by_peer;   /* the close code is the peer's */
+  uint16_t close_code;     /* the first close code sent or received, 0 while none */
 };
 
 static const conn_ops ws_ops;
@@ -42,6 +44,10 @@ void *ws_conn_user(ws_conn *w) { return w->user; }
 void ws_conn_set_user(ws_conn *w, void *user) { w->user = user; }
 uint32_t ws_conn_slot(const ws_conn *w) { return w->ep_slot; }
 void ws_conn_set_slot(ws_conn *w, uint32_t slot) { w->ep_slot = slot; }
+unsigned ws_conn_close_code(const ws_conn *w, int *by_peer) {
+  if (by_peer) *by_peer = w->close_by_peer;
+  return w->close_code ? w->close_code : 1006;
+}
 ws_conn *ws_conn_of(conn *c) { return net_conn_ops(c) == &ws_ops ? net_conn_ext(c) : NULL; }
 
 net_chunk *ws_frame_new(int opcode, const void *payload, size_t len) {
@@ -76,6 +82,7 @@ static net_chunk *close_frame(unsigned code, const char *reason) {
 
 /* Queues a close frame past the queue cap: it is the last thing sent. */
 static void send_close(ws_conn *w, unsigned code, const char *reason) {
+  if (!w->close_code) w->close_code = (uint16_t)code;
   net_chunk *ch = close_frame(code, reason);
   net_conn_send_force(ws_conn_net(w), ch);
   net_chunk_unref(ch);
@@ -151,6 +158,10 @@ static int on_close(void *ctx, unsigned code, const uint8_t *reason, size_t len)
   ws_conn *w = ctx;
   conn *c = ws_conn_net(w);
   log_debug("peer close %u %.*s", code, (int)len, (const char *)reason);
+  if (!w->close_code) {
+    w->close_code = (uint16_t)code;
+    w->close_by_peer = 1;
+  }
   if (w->state == WS_OPEN) send_close(w, code, NULL); /* echo the peer's code (RFC 6455 5.5.1) */
   w->state = WS_DONE;
   ep_closed(w);

@@ -78,6 +78,9 @@ void ws_conn_set_user(ws_conn *w, void *user);
  * array of a room's members (no separate allocation per member). */
 uint32_t ws_conn_slot(const ws_conn *w);
 void ws_conn_set_slot(ws_conn *w, uint32_t slot);
+/* The close code of w: the first one sent or received (*by_peer, when not
+ * NULL, says whose), or 1006 when the connection went away without one. */
+unsigned ws_conn_close_code(const ws_conn *w, int *by_peer);
 /* The ws_conn of a conn, or NULL when the conn does not speak WebSocket. */
 ws_conn *ws_conn_of(conn *c);
 

@@ -28,8 +28,8 @@ const FLAGS = ['--listen', '--data-dir', '--static', '--max-message-size', '--ma
   '--allowed-origins', '--log-level', '--echo-endpoint'];
 
 test('command line', async (t) => {
-  await t.test('--help exits 0 and lists every flag with its environment variable', () => {
-    for (const args of [['--help'], ['serve', '--help']]) {
+  await t.test('serve --help exits 0 and lists every flag with its environment variable', () => {
+    for (const args of [['serve', '--help'], ['serve', '-h']]) {
       const r = runCli(args);
       assert.equal(r.status, 0, args.join(' '));
       for (const f of FLAGS) {
@@ -60,6 +60,23 @@ test('command line', async (t) => {
     const r = runCli([]);
     assert.notEqual(r.status, 0);
     assert.match(r.stderr, /usage/);
+    assert.match(r.stderr, /token/);
+  });
+  await t.test('--help at the top level lists the commands, not the serve flags', () => {
+    for (const args of [['--help'], ['-h'], ['help']]) {
+      const r = runCli(args);
+      assert.equal(r.status, 0, args.join(' '));
+      for (const cmd of ['serve', 'token', 'version']) assert.match(r.stdout, new RegExp(`^  ${cmd} `, 'm'), `${args}: ${cmd}`);
+      assert.doesNotMatch(r.stdout, /--max-message-size/);
+      assert.notEqual(r.stdout, runCli(['serve', '--help']).stdout);
+    }
+  });
+  await t.test('token --help lists every option with its default', () => {
+    const r = runCli(['token', '--help']);
+    assert.equal(r.status, 0);
+    for (const f of ['--user', '--device', '--grant', '--ttl', '--auth-secret']) assert.ok(r.stdout.includes(f), f);
+    assert.match(r.stdout, /--ttl.*default 1h/);
+    assert.match(r.stdout, /WSYNC_AUTH_SECRET/);
   });
   const bad = [
     [['--max-message-size', '12Q'], /invalid value '12Q' for --max-message-size/],
@@ -98,6 +115,59 @@ test('command line', async (t) => {
     assert.match(r.stderr, /12Q/);
     assert.match(r.stderr, /max-message-size/);
   });
+});
+
+test('--listen takes a host name: localhost:0 resolves and listens', async (t) => {
+  const srv = await startServer(t, [], { listen: 'localhost:0' });
+  const h = await fetch(`${srv.url}/healthz`).then((x) => x.json());
+  assert.equal(h.status, 'ok');
+});
+
+test('--listen with a name that does not resolve exits non-zero and says so', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsync-e2e-'));
+  try {
+    const r = runCli(['serve', '--listen', 'no-such-host.invalid:0', '--data-dir', dir]);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /cannot resolve 'no-such-host\.invalid'/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('secrets: a short --auth-secret or --api-key is refused unless --allow-weak-secrets', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsync-e2e-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const base = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dir];
+  let r = runCli([...base, '--auth-secret', 'x']);
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /--auth-secret is 1 bytes; it must be at least 32/);
+  assert.doesNotMatch(r.stderr, /listening on/);
+  r = runCli(base, { env: { WSYNC_AUTH_SECRET: 'a'.repeat(31) } });
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /at least 32/);
+  r = runCli([...base, '--api-key', '12345']);
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /--api-key is 5 bytes; it must be at least 16/);
+  // The override works, and says so loudly.
+  const srv = await startServer(t, ['--auth-secret', 'x', '--api-key', '12345', '--allow-weak-secrets']);
+  assert.match(srv.stderr, /--allow-weak-secrets/);
+  // 32 bytes and 16 bytes are enough.
+  await startServer(t, ['--auth-secret', 'a'.repeat(32), '--api-key', 'k'.repeat(16)]);
+});
+
+test('--insecure-demo beyond loopback needs --insecure-demo-public', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsync-e2e-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  for (const listen of ['0.0.0.0:0', '[::]:0']) {
+    const r = runCli(['serve', '--listen', listen, '--data-dir', dir, '--insecure-demo']);
+    assert.equal(r.status, 2, listen);
+    assert.match(r.stderr, /--insecure-demo-public/);
+    assert.doesNotMatch(r.stderr, /listening on/);
+  }
+  // Loopback is fine alone; with the second flag any address is.
+  await startServer(t, ['--insecure-demo'], { listen: 'localhost:0' });
+  const pub = await startServer(t, ['--insecure-demo', '--insecure-demo-public'], { listen: '0.0.0.0:0' });
+  assert.match(pub.stderr, /reachable beyond this machine/);
 });
 
 test('a port already in use: the second server exits non-zero and says why', async (t) => {

@@ -9,7 +9,7 @@ import test from 'node:test';
 import { waitUntil } from './lib/server.mjs';
 import { SyncClient, api, closeClients, restartableServer, token } from './lib/sync.mjs';
 
-const KEY = 'cursor-api-key';
+const KEY = 'cursor-api-key-0123';
 const isCursor = (m) => m.type === 'cursor';
 const byDevice = (a, b) => (a.user || '').localeCompare(b.user || '') || a.device.localeCompare(b.device);
 

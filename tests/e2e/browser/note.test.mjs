@@ -15,7 +15,7 @@ import test from 'node:test';
 import { addCard, artifactPath, launchBrowser, openBoard, sleep, startDemoServer, WAIT } from './helpers.mjs';
 import { mulberry32 } from '../lib/rng.mjs';
 
-const API_KEY = 'note-test-key';
+const API_KEY = 'note-test-key-0123';
 const SEP = '~~~';
 const ALICE = ['alpha', 'bravo', 'café', 'naïve', '日本語', 'party🎉', 'zulu'];
 const BOB = ['one', 'two', 'über', 'señor', 'smile😀x', 'Ωmega', 'final'];

@@ -235,3 +235,23 @@ Test(auth, demo_identity) {
   cr_assert_eq(auth_room_perms(&id, "user:dave"), 0);
   auth_identity_free(&id);
 }
+
+Test(auth, verify_why_names_the_failed_check) {
+  const char *secret = "0123456789abcdef0123456789abcdef";
+  char why[200];
+  auth_identity id;
+  char *t = auth_mint(secret, "alice", NULL, NULL, 0, 1000, 60);
+  cr_assert_eq(auth_verify_why(secret, t, 2000, &id, why, sizeof why), AUTH_EXPIRED);
+  cr_assert(strstr(why, "claim exp 1060 is 940 s in the past (sub alice)"), "%s", why);
+  cr_assert_eq(auth_verify_why("another secret, also 32 bytes!!!", t, 1001, &id, why, sizeof why),
+               AUTH_BAD_SIGNATURE);
+  cr_assert(strstr(why, "bad signature"), "%s", why);
+  cr_assert_eq(auth_verify_why(secret, "a.b", 1001, &id, why, sizeof why), AUTH_MALFORMED);
+  cr_assert(strstr(why, "1 dots"), "%s", why);
+  cr_assert_eq(auth_verify_why(secret, t, 1001, &id, why, sizeof why), AUTH_OK);
+  cr_assert_str_eq(id.user, "alice");
+  auth_identity_free(&id);
+  cr_assert_eq(auth_verify_why(secret, t, 1001, &id, NULL, 0), AUTH_OK, "why may be NULL");
+  auth_identity_free(&id);
+  free(t);
+}

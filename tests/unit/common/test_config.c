@@ -264,3 +264,64 @@ Test(config, usage_lists_every_flag_and_variable) {
     cr_assert(strstr(text, want[i]), "usage lacks %s", want[i]);
   free(text);
 }
+
+/* ---- secrets, the demo flag, the log format, the degraded status --------------- */
+
+static void clear_secret_env(void) {
+  clear_env();
+  static const char *vars[] = {"WSYNC_AUTH_SECRET", "WSYNC_API_KEY", "WSYNC_ALLOW_WEAK_SECRETS",
+                               "WSYNC_INSECURE_DEMO", "WSYNC_INSECURE_DEMO_PUBLIC", "WSYNC_LOG_FORMAT",
+                               "WSYNC_DEGRADED_STATUS"};
+  for (size_t i = 0; i < WSY_ARRAY_LEN(vars); i++) unsetenv(vars[i]);
+}
+
+Test(config, short_secrets_are_refused_unless_allowed) {
+  clear_secret_env();
+  wsy_config cfg;
+  char err[256];
+  cr_assert_eq(PARSE(&cfg, err, "--auth-secret", "0123456789abcdef0123456789abcde"), -1);
+  cr_assert(strstr(err, "--auth-secret is 31 bytes"), "%s", err);
+  cr_assert_eq(PARSE(&cfg, err, "--auth-secret", "0123456789abcdef0123456789abcdef"), 0, "%s", err);
+  cr_assert_eq(PARSE(&cfg, err, "--api-key", "0123456789abcde"), -1);
+  cr_assert(strstr(err, "--api-key is 15 bytes"), "%s", err);
+  cr_assert_eq(PARSE(&cfg, err, "--api-key", "0123456789abcdef"), 0, "%s", err);
+  cr_assert_eq(PARSE(&cfg, err, "--api-key", "k", "--auth-secret", "s", "--allow-weak-secrets"), 0, "%s", err);
+  cr_assert_eq(cfg.allow_weak_secrets, 1);
+  setenv("WSYNC_AUTH_SECRET", "short", 1);
+  cr_assert_eq(PARSE(&cfg, err, "--listen", "127.0.0.1:0"), -1);
+  cr_assert(strstr(err, "--auth-secret"), "%s", err);
+}
+
+Test(config, insecure_demo_is_loopback_only_unless_public) {
+  clear_secret_env();
+  wsy_config cfg;
+  char err[256];
+  static const char *const loopback[] = {"127.0.0.1:0", "127.1.2.3:80", "[::1]:0", "localhost:8080"};
+  for (size_t i = 0; i < WSY_ARRAY_LEN(loopback); i++)
+    cr_assert_eq(PARSE(&cfg, err, "--insecure-demo", "--listen", (char *)loopback[i]), 0, "%s: %s",
+                 loopback[i], err);
+  static const char *const other[] = {"0.0.0.0:0", "[::]:0", "192.168.1.5:8080", "example.com:80"};
+  for (size_t i = 0; i < WSY_ARRAY_LEN(other); i++) {
+    cr_assert_eq(PARSE(&cfg, err, "--insecure-demo", "--listen", (char *)other[i]), -1, "%s", other[i]);
+    cr_assert(strstr(err, "--insecure-demo-public"), "%s", err);
+    cr_assert_eq(PARSE(&cfg, err, "--insecure-demo", "--insecure-demo-public", "--listen", (char *)other[i]), 0,
+                 "%s", err);
+  }
+  cr_assert_eq(PARSE(&cfg, err, "--listen", "0.0.0.0:0"), 0, "no demo: any address");
+}
+
+Test(config, log_format_and_degraded_status) {
+  clear_secret_env();
+  wsy_config cfg;
+  char err[256];
+  cr_assert_eq(PARSE(&cfg, err, "--listen", "127.0.0.1:0"), 0, "%s", err);
+  cr_assert_eq(cfg.log_format, LOG_TEXT);
+  cr_assert_eq(cfg.degraded_status, 503);
+  cr_assert_eq(PARSE(&cfg, err, "--log-format", "json", "--degraded-status", "200"), 0, "%s", err);
+  cr_assert_eq(cfg.log_format, LOG_JSON);
+  cr_assert_eq(cfg.degraded_status, 200);
+  cr_assert_eq(PARSE(&cfg, err, "--log-format", "xml"), -1);
+  cr_assert(strstr(err, "(text or json)"), "%s", err);
+  cr_assert_eq(PARSE(&cfg, err, "--degraded-status", "99"), -1);
+  cr_assert_eq(PARSE(&cfg, err, "--degraded-status", "600"), -1);
+}

@@ -929,3 +929,167 @@ Test(store, fault_store_control_file) {
   uv_run(&loop, UV_RUN_DEFAULT);
   cr_assert_eq(uv_loop_close(&loop), 0);
 }
+
+/* ---- listing and deleting rooms ------------------------------------------------ */
+
+typedef struct {
+  int n;
+  char name[16][64];
+  store_room_info info[16];
+} room_list;
+
+static int list_cb(const char *room, const store_room_info *info, void *ud) {
+  room_list *l = ud;
+  cr_assert_lt(l->n, 16);
+  snprintf(l->name[l->n], 64, "%s", room);
+  l->info[l->n++] = *info;
+  return 0;
+}
+
+static room_list *list_rooms(store *s, const char *after, size_t limit) {
+  static room_list l;
+  memset(&l, 0, sizeof l);
+  cr_assert_eq(store_rooms_list(s, after, limit, list_cb, &l), 0);
+  return &l;
+}
+
+Test(store, rooms_list_in_name_order_with_paging) {
+  store *s = open_ok(0);
+  cr_assert_eq(list_rooms(s, NULL, 0)->n, 0);
+  create_room(s, "c", "ec");
+  create_room(s, "a", "ea");
+  create_room(s, "b:1", "eb");
+  store_batch *b = store_batch_new();
+  add_op(b, "a", 1, "x", "{}", NULL, NULL);
+  add_op(b, "a", 2, "x", "{}", NULL, NULL);
+  commit_ok(s, b);
+
+  room_list *l = list_rooms(s, NULL, 0);
+  cr_assert_eq(l->n, 3);
+  cr_assert_str_eq(l->name[0], "a");
+  cr_assert_str_eq(l->name[1], "b:1");
+  cr_assert_str_eq(l->name[2], "c");
+  cr_assert_eq(l->info[0].exists, 1);
+  cr_assert_str_eq(l->info[0].epoch, "ea");
+  cr_assert_eq(l->info[0].seq, 2);
+  cr_assert_eq(l->info[0].min_seq, 1);
+  cr_assert_gt(l->info[0].created_ms, 1600000000000LL);
+
+  l = list_rooms(s, "", 2);
+  cr_assert_eq(l->n, 2);
+  cr_assert_str_eq(l->name[1], "b:1");
+  l = list_rooms(s, "b:1", 2);
+  cr_assert_eq(l->n, 1);
+  cr_assert_str_eq(l->name[0], "c");
+  cr_assert_eq(list_rooms(s, "c", 2)->n, 0);
+  l = list_rooms(s, "aa", 0); /* after a name that is not a room */
+  cr_assert_eq(l->n, 2);
+  cr_assert_str_eq(l->name[0], "b:1");
+  store_close(s);
+}
+
+static int stop_list(const char *room, const store_room_info *info, void *ud) {
+  (void)room, (void)info;
+  return ++*(int *)ud == 2 ? 9 : 0;
+}
+
+Test(store, rooms_list_callback_stops_the_walk) {
+  store *s = open_ok(0);
+  create_room(s, "a", "e");
+  create_room(s, "b", "e");
+  create_room(s, "c", "e");
+  int n = 0;
+  cr_assert_eq(store_rooms_list(s, NULL, 0, stop_list, &n), 9);
+  cr_assert_eq(n, 2);
+  store_close(s);
+}
+
+Test(store, room_delete_removes_log_items_cursors_and_dedupe) {
+  store *s = open_ok(0);
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "doc:1", "old");
+  store_batch_room_create(b, "doc:2", "keep");
+  add_op(b, "doc:1", 1, "a", "{\"v\":1}", "alice:laptop", "c1");
+  add_op(b, "doc:2", 1, "a", "{\"v\":2}", "alice:laptop", "c2");
+  store_batch_cursor(b, "alice", "laptop", "doc:1", 1);
+  store_batch_cursor(b, "alice", "laptop", "doc:2", 1);
+  commit_ok(s, b);
+
+  b = store_batch_new();
+  store_batch_room_delete(b, "doc:1");
+  commit_ok(s, b);
+  cr_assert_eq(room_info(s, "doc:1").exists, 0);
+  cr_assert_eq(history(s, "doc:1", 0, 0)->n, 0);
+  cr_assert_eq(get_items(s, "doc:1")->n, 0);
+  int nc = 0;
+  cr_assert_eq(store_cursors(s, "doc:1", count_cb, &nc), 0);
+  cr_assert_eq(nc, 0);
+  cr_assert_eq(store_dedupe_get(s, "alice:laptop", "c1", NULL, NULL), WSY_NOT_FOUND);
+  /* the other room is untouched */
+  cr_assert_eq(room_info(s, "doc:2").exists, 1);
+  cr_assert_eq(history(s, "doc:2", 0, 0)->n, 1);
+  cr_assert_eq(get_items(s, "doc:2")->n, 1);
+  cr_assert_eq(store_dedupe_get(s, "alice:laptop", "c2", NULL, NULL), 0);
+  nc = 0;
+  cr_assert_eq(store_cursors(s, "doc:2", count_cb, &nc), 0);
+  cr_assert_eq(nc, 1);
+  room_list *l = list_rooms(s, NULL, 0);
+  cr_assert_eq(l->n, 1);
+  cr_assert_str_eq(l->name[0], "doc:2");
+
+  /* The name can be created again: a new room, seq from 1, the old cid is new. */
+  b = store_batch_new();
+  store_batch_room_create(b, "doc:1", "new");
+  add_op(b, "doc:1", 1, "b", "{}", "alice:laptop", "c1");
+  commit_ok(s, b);
+  store_room_info ri = room_info(s, "doc:1");
+  cr_assert_str_eq(ri.epoch, "new");
+  cr_assert_eq(ri.seq, 1);
+  cr_assert_eq(get_items(s, "doc:1")->n, 1);
+  store_close(s);
+}
+
+Test(store, room_delete_of_a_missing_room_fails_the_batch) {
+  store *s = open_ok(0);
+  create_room(s, "r", "e");
+  store_batch *b = store_batch_new();
+  add_op(b, "r", 1, "a", "{}", NULL, NULL);
+  store_batch_room_delete(b, "nope");
+  cr_assert_eq(store_sqlite_commit_sync(s, b), WSY_NOT_FOUND);
+  cr_assert(strstr(store_batch_error(b), "room_delete"), "%s", store_batch_error(b));
+  store_batch_free(b);
+  cr_assert_eq(room_info(s, "r").seq, 0, "the whole batch failed");
+  store_close(s);
+}
+
+Test(store, room_delete_and_recreate_in_one_batch) {
+  store *s = open_ok(0);
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "r", "one");
+  add_op(b, "r", 1, "a", "{}", NULL, NULL);
+  add_op(b, "r", 2, "a", "{}", NULL, NULL);
+  store_batch_room_delete(b, "r");
+  store_batch_room_create(b, "r", "two");
+  add_op(b, "r", 1, "z", "{}", NULL, NULL);
+  commit_ok(s, b);
+  store_room_info ri = room_info(s, "r");
+  cr_assert_str_eq(ri.epoch, "two");
+  cr_assert_eq(ri.seq, 1);
+  items *it = get_items(s, "r");
+  cr_assert_eq(it->n, 1);
+  cr_assert_str_eq(it->item[0], "z");
+  store_close(s);
+}
+
+Test(store, fault_store_forwards_and_fails_rooms_list) {
+  store *inner = open_ok(0);
+  create_room(inner, "a", "e");
+  store *s = store_fault_new(inner, NULL);
+  cr_assert_eq(list_rooms(s, NULL, 0)->n, 1);
+  store_fault_arm(s, STORE_FAULT_READ, 0, 1);
+  room_list l = {0};
+  cr_assert_eq(store_rooms_list(s, NULL, 0, list_cb, &l), WSY_IO);
+  cr_assert_eq(l.n, 0);
+  cr_assert_eq(list_rooms(s, NULL, 0)->n, 1, "one failure armed");
+  store_close(s);
+}
