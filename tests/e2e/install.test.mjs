@@ -268,12 +268,12 @@ test('the example environment: every variable is an option; the installed binary
     // (--listen and --data-dir here). Were the variables to win, the server
     // would listen on the file's fixed port, and fail to create its data dir.
     const srv = await startInstalled(['--listen', '127.0.0.1:0', '--data-dir', data], {
-      ...base, ...set, WSYNC_DATA_DIR: '/nonexistent/wsync-data', WSYNC_API_KEY: 'key-from-env',
+      ...base, ...set, WSYNC_DATA_DIR: '/nonexistent/wsync-data', WSYNC_API_KEY: 'key-from-env-0123456789',
     });
     try {
       assert.notEqual(new URL(srv.url).port, new URL(`http://${set.WSYNC_LISTEN}`).port, '--listen wins over WSYNC_LISTEN');
       assert.ok(existsSync(path.join(data, 'wsync.db')), '--data-dir wins over WSYNC_DATA_DIR');
-      const metrics = await fetch(`${srv.url}/metrics`, { headers: { authorization: 'Bearer key-from-env' } });
+      const metrics = await fetch(`${srv.url}/metrics`, { headers: { authorization: 'Bearer key-from-env-0123456789' } });
       assert.equal(metrics.status, 200, 'a variable without its flag applies (WSYNC_API_KEY)');
       const health = await (await fetch(`${srv.url}/healthz`)).json();
       assert.equal(health.status, 'ok');
@@ -282,13 +282,13 @@ test('the example environment: every variable is an option; the installed binary
       assert.deepEqual(e, { code: 0, signal: null }, srv.stderr);
     }
 
-    const flagged = await startInstalled(['--listen', '127.0.0.1:0', '--data-dir', data, '--api-key', 'key-from-flag'], {
-      ...base, WSYNC_API_KEY: 'key-from-env',
+    const flagged = await startInstalled(['--listen', '127.0.0.1:0', '--data-dir', data, '--api-key', 'key-from-flag-0123456789'], {
+      ...base, WSYNC_API_KEY: 'key-from-env-0123456789',
     });
     try {
       const get = (key) => fetch(`${flagged.url}/metrics`, { headers: { authorization: `Bearer ${key}` } }).then((r) => r.status);
-      assert.equal(await get('key-from-flag'), 200);
-      assert.equal(await get('key-from-env'), 401, '--api-key wins over WSYNC_API_KEY');
+      assert.equal(await get('key-from-flag-0123456789'), 200);
+      assert.equal(await get('key-from-env-0123456789'), 401, '--api-key wins over WSYNC_API_KEY');
     } finally {
       assert.equal((await flagged.stop()).code, 0);
     }

@@ -126,7 +126,7 @@ test('algorithm confusion is impossible', async () => {
   try {
     const r = await hello(jwt('HS256', SECRET, claims('mallory')), jwksOnly.url);
     assert.deepEqual([r.type, r.code], ['error', 'token_invalid']);
-    await jwksOnly.waitForLog(/algorithm not accepted/);
+    await jwksOnly.waitForLog(/HS256, but this server has no --auth-secret/);
   } finally {
     await jwksOnly.stopChecked();
   }
@@ -153,9 +153,9 @@ test('iss, aud (string or array), nbf and exp are checked, with the leeway', asy
   } finally {
     await lenient.stopChecked();
   }
-  await srv.waitForLog(/hello refused: iss is not the configured issuer/);
-  await srv.waitForLog(/hello refused: aud does not name the configured audience/);
-  await srv.waitForLog(/hello refused: token not valid yet/);
+  await srv.waitForLog(/hello refused.*iss is not the configured issuer/);
+  await srv.waitForLog(/hello refused.*aud does not name the configured audience/);
+  await srv.waitForLog(/hello refused.*token not valid yet/);
 });
 
 test('keys rotate: a rewritten JWKS file is picked up, and SIGHUP reloads at once; a bad file keeps the old keys', async () => {
