@@ -203,7 +203,8 @@ static auth_result claims(json_t *p, const auth_config *cfg, int64_t now_s, auth
 /* The header's alg (and kid), read before any key is applied: a token is
  * refused on its alg alone (none, HS512, ...) and never chooses how a key
  * is used. */
-static auth_result header(const char *token, auth_alg *alg, char *kid, size_t kidlen) {
+static auth_result header(const char *token, auth_alg *alg, char *kid, size_t kidlen, char *algname,
+                          size_t alglen) {
   const char *dot = strchr(token, '.');
   size_t n = dot ? (size_t)(dot - token) : 0, rl;
   if (n == 0 || n > 1024) return AUTH_MALFORMED;
@@ -216,7 +217,9 @@ static auth_result header(const char *token, auth_alg *alg, char *kid, size_t ki
     json_decref(h);
     return AUTH_MALFORMED;
   }
-  *alg = auth_alg_parse(json_string_value(json_object_get(h, "alg")));
+  const char *an = json_string_value(json_object_get(h, "alg"));
+  snprintf(algname, alglen, "%s", an ? an : "(none)");
+  *alg = auth_alg_parse(an);
   json_t *k = json_object_get(h, "kid");
   kid[0] = '\0';
   auth_result r = *alg == AUTH_ALG_NONE ? AUTH_BAD_ALG : AUTH_OK;
@@ -274,10 +277,12 @@ auth_result auth_verify_cfg_why(const auth_config *cfg, const char *token, int64
   for (const char *p = token; *p; p++) dots += *p == '.';
   if (dots != 2) return fail_why(AUTH_MALFORMED, why, wn, "malformed token: %d dots, a JWT has 2", dots);
   auth_alg alg;
-  char kid[256];
-  auth_result r = header(token, &alg, kid, sizeof kid);
+  char kid[256], algname[32];
+  auth_result r = header(token, &alg, kid, sizeof kid, algname, sizeof algname);
   if (r == AUTH_MALFORMED) return fail_why(r, why, wn, "malformed token: the header is not base64url JSON");
-  if (r != AUTH_OK) return fail_why(r, why, wn, "%s", auth_strerror(r));
+  if (r != AUTH_OK)
+    return fail_why(r, why, wn, "header alg %.32s is not accepted (HS256 with --auth-secret; RS256, ES256, EdDSA "
+                                "with --auth-jwks)", algname);
   json_t *payload;
   if (alg == AUTH_ALG_HS256) {
     /* Only ever the secret: a public key is never an HMAC key here. */
