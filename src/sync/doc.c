@@ -82,6 +82,31 @@ json_t *doc_snapshot(const doc *d) {
   return json_pack("{s:o}", "items", items);
 }
 
+json_t *sync_number_marker(void) {
+  json_t *m = json_object();
+  json_object_setn_new_nocheck(m, "", 1, json_null()); /* the name is one byte: U+0000 */
+  return m;
+}
+
+int sync_is_number_marker(json_t *v) {
+  if (!json_is_object(v) || json_object_size(v) != 1) return 0;
+  void *it = json_object_iter(v);
+  return json_object_iter_key_len(it) == 1 && json_object_iter_key(it)[0] == '\0';
+}
+
+int sync_has_number_marker(json_t *v) {
+  if (sync_is_number_marker(v)) return 1;
+  const char *k;
+  json_t *x;
+  size_t i;
+  if (json_is_object(v)) {
+    json_object_foreach(v, k, x) if (sync_has_number_marker(x)) return 1;
+  } else if (json_is_array(v)) {
+    json_array_foreach(v, i, x) if (sync_has_number_marker(x)) return 1;
+  }
+  return 0;
+}
+
 /* PROTOCOL.md 5.1: its own rule, not the room names', though alike today. */
 int sync_item_id_valid(const char *id) { return wsy_charset_ok(id, strlen(id), 128, "._:@-"); }
 
@@ -95,6 +120,7 @@ static int fail(sync_err *err, const char *code, const char *field, const char *
 /* Within limits: nesting (a scalar is level 0, each enclosing array or
  * object adds one, so an empty container is level 1) and integer range. */
 static int value_ok(json_t *v, int levels_left) {
+  if (sync_is_number_marker(v)) return 0; /* a number out of any range */
   if (json_is_integer(v)) {
     json_int_t n = json_integer_value(v);
     return n <= MAX_SAFE_INT && n >= -MAX_SAFE_INT;
@@ -127,7 +153,7 @@ static int field_name_ok(const char *k) {
 
 int sync_op_parse(json_t *op, const sync_limits *lim, sync_op *out, sync_err *err) {
   memset(out, 0, sizeof *out);
-  if (!json_is_object(op)) return fail(err, "bad_request", "op", "%s", "op must be an object");
+  if (!json_is_object(op) || sync_is_number_marker(op)) return fail(err, "bad_request", "op", "%s", "op must be an object");
   json_t *kind = json_object_get(op, "kind"), *item = json_object_get(op, "item");
   const char *k = json_string_value(kind);
   if (!k) return fail(err, "bad_request", "op.kind", "%s", "op.kind must be a string");
@@ -147,7 +173,8 @@ int sync_op_parse(json_t *op, const sync_limits *lim, sync_op *out, sync_err *er
   }
   if (out->kind == SYNC_SET) {
     json_t *fields = json_object_get(op, "fields");
-    if (!json_is_object(fields)) return fail(err, "bad_request", "op.fields", "%s", "op.fields must be an object");
+    if (!json_is_object(fields) || sync_is_number_marker(fields))
+      return fail(err, "bad_request", "op.fields", "%s", "op.fields must be an object");
     if (json_object_size(fields) > lim->max_fields)
       return fail(err, "too_large", "op.fields", "%s", "too many fields in one set");
     const char *name;
@@ -156,7 +183,7 @@ int sync_op_parse(json_t *op, const sync_limits *lim, sync_op *out, sync_err *er
       if (!field_name_ok(name))
         return fail(err, "invalid_field", "op.fields", "%s", "field names are 1-128 bytes without control characters");
       if (!value_ok(v, lim->max_depth))
-        return fail(err, "invalid_field", "op.fields", "field '%.64s' nests too deep or holds an integer beyond 2^53", name);
+        return fail(err, "invalid_field", "op.fields", "field '%.64s' nests too deep or holds a number out of range", name);
       if (sync_encoded_size(v) > lim->max_field_size) return fail(err, "too_large", "op.fields", "field '%.64s' is too large", name);
     }
     out->fields = fields;

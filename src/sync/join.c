@@ -78,6 +78,10 @@ void join_handle(sess *s, json_t *req) {
     sess_error(s, req, "bad_request", "presence must be an object", "presence", NULL);
     return;
   }
+  if (pstate && sync_has_number_marker(pstate)) {
+    sess_error(s, req, "invalid_field", "presence holds a number out of range", "presence", NULL);
+    return;
+  }
   if (pstate) {
     if (sync_encoded_size(pstate) > e->cfg->max_presence_state) {
       sess_error(s, req, "too_large", "presence state is too large", "presence", NULL);

@@ -74,10 +74,22 @@ uint64_t doc_text_rev(const doc *d, const char *item, const char *field);
 /* {"items":{id:{version,fields}}} (new reference). */
 json_t *doc_snapshot(const doc *d);
 
+/* A number the JSON parser could not hold (an integer beyond int64, a real
+ * beyond a double) in a decoded message: an object whose one member is
+ * named U+0000, which no parsed JSON text can produce (proto_parse). It
+ * stands in for the number so that a member nobody reads can be ignored;
+ * wherever it is read it is refused: it is not an integer nor a string,
+ * and sync_value_ok rejects it. New reference. */
+json_t *sync_number_marker(void);
+int sync_is_number_marker(json_t *v);
+/* 1 when a marker is anywhere in v. */
+int sync_has_number_marker(json_t *v);
+
 int sync_item_id_valid(const char *id);
 /* Bytes of v as compact JSON, counted without building the text. */
 size_t sync_encoded_size(json_t *v);
-/* A JSON value within max_depth levels and with integers within 2^53-1. */
+/* A JSON value within max_depth levels, with integers within 2^53-1 and
+ * no number marker. */
 int sync_value_ok(json_t *v, int max_depth);
 /* Reads an op object from a request. NULL on success, else the error. */
 int sync_op_parse(json_t *op, const sync_limits *lim, sync_op *out, sync_err *err);
