@@ -264,6 +264,11 @@ int sync_text_parse(json_t *op, const sync_limits *lim, sync_text *out, sync_err
   int rc = text_op_from_json(json_object_get(op, "ops"), &tl, &out->op, why, sizeof why);
   if (rc == WSY_TOO_LARGE) return fail(err, "too_large", "op.ops", "%s", why);
   if (rc != WSY_OK) return fail(err, "invalid_field", "op.ops", "%s", why);
+  if (text_op_count(out->op) == 0) { /* [] or only retains: it would take a revision for nothing */
+    text_op_free(out->op);
+    out->op = NULL;
+    return fail(err, "invalid_field", "op.ops", "%s", "a text op must insert or delete something");
+  }
   return 0;
 }
 

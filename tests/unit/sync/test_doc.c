@@ -8,6 +8,7 @@
 
 #include "../../../src/common/map.h"
 #include "../../../src/sync/sync.h"
+#include "../../../src/sync/text.h"
 
 static const sync_limits lim = {.max_fields = 4, .max_field_size = 64, .max_item_size = 128,
                                 .max_depth = 3, .max_room_items = 3};
@@ -312,4 +313,26 @@ Test(doc, failing_batch_changes_nothing) {
   cr_assert_eq(idx, 1);
   cr_assert_not_null(doc_get(&d, "a"));
   doc_free(&d);
+}
+
+/* Parses a text op; returns the error code or "ok". */
+static const char *text_parse(const char *op_json) {
+  static char code[32];
+  json_t *op = J(op_json);
+  sync_text t;
+  sync_err err;
+  const char *res = sync_text_parse(op, &lim, &t, &err) == 0 ? "ok" : err.code;
+  snprintf(code, sizeof code, "%s", res);
+  if (!strcmp(res, "ok")) text_op_free(t.op);
+  else cr_assert_null(t.op, "no op is left behind on failure");
+  json_decref(op);
+  return code;
+}
+
+Test(doc, text_ops_that_change_nothing_are_refused) {
+  cr_assert_str_eq(text_parse("{\"item\":\"a\",\"field\":\"f\",\"rev\":0,\"ops\":[]}"), "invalid_field");
+  cr_assert_str_eq(text_parse("{\"item\":\"a\",\"field\":\"f\",\"rev\":0,\"ops\":[3]}"), "invalid_field");
+  cr_assert_str_eq(text_parse("{\"item\":\"a\",\"field\":\"f\",\"rev\":0,\"ops\":[1,2]}"), "invalid_field");
+  cr_assert_str_eq(text_parse("{\"item\":\"a\",\"field\":\"f\",\"rev\":0,\"ops\":[1,\"x\"]}"), "ok");
+  cr_assert_str_eq(text_parse("{\"item\":\"a\",\"field\":\"f\",\"rev\":0,\"ops\":[{\"d\":1}]}"), "ok");
 }
