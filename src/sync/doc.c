@@ -43,7 +43,7 @@ int doc_load(doc *d, const char *id, const char *fields_json, size_t len, const 
   }
   doc_item *it = wsy_calloc(1, sizeof *it);
   it->fields = f;
-  it->revs = revs;
+  it->revs = doc_revs_split(revs, &it->gen);
   it->version = version;
   item_free(map_put(&d->items, id, it));
   return WSY_OK;
@@ -57,14 +57,35 @@ json_t *doc_item_json(const doc_item *it) {
 }
 
 char *doc_item_revs_json(const doc_item *it) {
-  if (!it || !it->revs || !json_object_size(it->revs)) return NULL;
-  return jw_dumps(it->revs);
+  int has_revs = it && it->revs && json_object_size(it->revs);
+  if (!it || (!has_revs && !it->gen)) return NULL;
+  json_t *st = has_revs ? json_copy(it->revs) : json_object();
+  if (it->gen) json_object_set_new(st, "", json_integer((json_int_t)it->gen));
+  char *out = jw_dumps(st);
+  json_decref(st);
+  return out;
+}
+
+json_t *doc_revs_split(json_t *stored, uint64_t *gen) {
+  *gen = 0;
+  if (!json_is_object(stored)) {
+    json_decref(stored);
+    return NULL;
+  }
+  json_t *g = json_object_get(stored, "");
+  if (json_is_integer(g) && json_integer_value(g) > 0) *gen = (uint64_t)json_integer_value(g);
+  json_object_del(stored, "");
+  if (!json_object_size(stored)) {
+    json_decref(stored);
+    return NULL;
+  }
+  return stored;
 }
 
 uint64_t doc_text_rev(const doc *d, const char *item, const char *field) {
   const doc_item *it = doc_get(d, item);
   json_t *r = it && it->revs ? json_object_get(it->revs, field) : NULL;
-  return r ? (uint64_t)json_integer_value(r) : 0;
+  return r ? (uint64_t)json_integer_value(r) : it ? it->gen : 0;
 }
 
 /* A set that writes (or deletes) a text field resets it: one more revision,
@@ -229,8 +250,9 @@ int sync_apply(doc *d, const sync_op *op, uint64_t seq, const sync_limits *lim, 
     json_decref(merged);
     return fail(err, "too_large", "op.fields", "%s", "the item would exceed the item size limit");
   }
-  if (!it) {
+  if (!it) { /* a new incarnation (sync.h: doc_item) */
     it = wsy_calloc(1, sizeof *it);
+    it->gen = seq;
     map_put(&d->items, op->item, it);
   } else {
     json_decref(it->fields);
@@ -303,6 +325,7 @@ int sync_text_apply(doc *d, const sync_text *t, const text_op *op, uint64_t seq,
   }
   if (!it) {
     it = wsy_calloc(1, sizeof *it);
+    it->gen = seq;
     map_put(&d->items, t->item, it);
   } else {
     json_decref(it->fields);
@@ -311,7 +334,8 @@ int sync_text_apply(doc *d, const sync_text *t, const text_op *op, uint64_t seq,
   it->version = seq;
   if (!it->revs) it->revs = json_object();
   json_t *r = json_object_get(it->revs, t->field);
-  json_object_set_new(it->revs, t->field, json_integer(r ? json_integer_value(r) + 1 : 1));
+  uint64_t from = r ? (uint64_t)json_integer_value(r) : it->gen; /* a field's first text op: from gen */
+  json_object_set_new(it->revs, t->field, json_integer((json_int_t)(from + 1)));
   *fields_json = enc;
   return 0;
 }
@@ -380,6 +404,7 @@ int sync_batch_apply(doc *d, const sync_op *subs, size_t n, uint64_t seq, const 
         u[nu].saved->fields = json_copy(it->fields);
         u[nu].saved->revs = it->revs ? json_copy(it->revs) : NULL;
         u[nu].saved->version = it->version;
+        u[nu].saved->gen = it->gen;
       }
       nu++;
     }
