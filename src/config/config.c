@@ -82,6 +82,7 @@ static const option options[] = {
    "longest lock lease a client may ask for"},
   {"resume-window", K_DUR, OFF(resume_window_ms), "DUR", "60s", 0, 0,
    "how long a session outlives its connection"},
+  {"lock-grace", K_DUR, OFF(lock_grace_ms), "DUR", "10s", 0, 0, "how long a session without a connection keeps its locks"},
   {"poll-timeout", K_DUR, OFF(poll_timeout_ms), "DUR", "25s", 100, 0,
    "longest wait of a long-poll request with nothing to say"},
   {"max-outbox", K_SIZE, OFF(max_outbox), "SIZE", "1M", 0, 0,

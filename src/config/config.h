@@ -36,6 +36,7 @@ typedef struct wsy_config {
   int insecure_demo;         /* hello may name a user without a token */
   int durability_full;       /* fsync before ack */
   unsigned resume_window_ms;
+  unsigned lock_grace_ms;    /* a detached session's locks go after this (PROTOCOL 9.4) */
   unsigned poll_timeout_ms;  /* long-poll wait (PROTOCOL 2.4) */
   unsigned max_rooms;        /* per session */
   unsigned rate;             /* requests per second per session */

@@ -43,7 +43,7 @@ int doc_load(doc *d, const char *id, const char *fields_json, size_t len, const 
   }
   doc_item *it = wsy_calloc(1, sizeof *it);
   it->fields = f;
-  it->revs = revs;
+  it->revs = doc_revs_split(revs, &it->gen);
   it->version = version;
   item_free(map_put(&d->items, id, it));
   return WSY_OK;
@@ -57,14 +57,35 @@ json_t *doc_item_json(const doc_item *it) {
 }
 
 char *doc_item_revs_json(const doc_item *it) {
-  if (!it || !it->revs || !json_object_size(it->revs)) return NULL;
-  return jw_dumps(it->revs);
+  int has_revs = it && it->revs && json_object_size(it->revs);
+  if (!it || (!has_revs && !it->gen)) return NULL;
+  json_t *st = has_revs ? json_copy(it->revs) : json_object();
+  if (it->gen) json_object_set_new(st, "", json_integer((json_int_t)it->gen));
+  char *out = jw_dumps(st);
+  json_decref(st);
+  return out;
+}
+
+json_t *doc_revs_split(json_t *stored, uint64_t *gen) {
+  *gen = 0;
+  if (!json_is_object(stored)) {
+    json_decref(stored);
+    return NULL;
+  }
+  json_t *g = json_object_get(stored, "");
+  if (json_is_integer(g) && json_integer_value(g) > 0) *gen = (uint64_t)json_integer_value(g);
+  json_object_del(stored, "");
+  if (!json_object_size(stored)) {
+    json_decref(stored);
+    return NULL;
+  }
+  return stored;
 }
 
 uint64_t doc_text_rev(const doc *d, const char *item, const char *field) {
   const doc_item *it = doc_get(d, item);
   json_t *r = it && it->revs ? json_object_get(it->revs, field) : NULL;
-  return r ? (uint64_t)json_integer_value(r) : 0;
+  return r ? (uint64_t)json_integer_value(r) : it ? it->gen : 0;
 }
 
 /* A set that writes (or deletes) a text field resets it: one more revision,
@@ -82,6 +103,31 @@ json_t *doc_snapshot(const doc *d) {
   return json_pack("{s:o}", "items", items);
 }
 
+json_t *sync_number_marker(void) {
+  json_t *m = json_object();
+  json_object_setn_new_nocheck(m, "", 1, json_null()); /* the name is one byte: U+0000 */
+  return m;
+}
+
+int sync_is_number_marker(json_t *v) {
+  if (!json_is_object(v) || json_object_size(v) != 1) return 0;
+  void *it = json_object_iter(v);
+  return json_object_iter_key_len(it) == 1 && json_object_iter_key(it)[0] == '\0';
+}
+
+int sync_has_number_marker(json_t *v) {
+  if (sync_is_number_marker(v)) return 1;
+  const char *k;
+  json_t *x;
+  size_t i;
+  if (json_is_object(v)) {
+    json_object_foreach(v, k, x) if (sync_has_number_marker(x)) return 1;
+  } else if (json_is_array(v)) {
+    json_array_foreach(v, i, x) if (sync_has_number_marker(x)) return 1;
+  }
+  return 0;
+}
+
 /* PROTOCOL.md 5.1: its own rule, not the room names', though alike today. */
 int sync_item_id_valid(const char *id) { return wsy_charset_ok(id, strlen(id), 128, "._:@-"); }
 
@@ -95,6 +141,7 @@ static int fail(sync_err *err, const char *code, const char *field, const char *
 /* Within limits: nesting (a scalar is level 0, each enclosing array or
  * object adds one, so an empty container is level 1) and integer range. */
 static int value_ok(json_t *v, int levels_left) {
+  if (sync_is_number_marker(v)) return 0; /* a number out of any range */
   if (json_is_integer(v)) {
     json_int_t n = json_integer_value(v);
     return n <= MAX_SAFE_INT && n >= -MAX_SAFE_INT;
@@ -127,7 +174,7 @@ static int field_name_ok(const char *k) {
 
 int sync_op_parse(json_t *op, const sync_limits *lim, sync_op *out, sync_err *err) {
   memset(out, 0, sizeof *out);
-  if (!json_is_object(op)) return fail(err, "bad_request", "op", "%s", "op must be an object");
+  if (!json_is_object(op) || sync_is_number_marker(op)) return fail(err, "bad_request", "op", "%s", "op must be an object");
   json_t *kind = json_object_get(op, "kind"), *item = json_object_get(op, "item");
   const char *k = json_string_value(kind);
   if (!k) return fail(err, "bad_request", "op.kind", "%s", "op.kind must be a string");
@@ -147,7 +194,8 @@ int sync_op_parse(json_t *op, const sync_limits *lim, sync_op *out, sync_err *er
   }
   if (out->kind == SYNC_SET) {
     json_t *fields = json_object_get(op, "fields");
-    if (!json_is_object(fields)) return fail(err, "bad_request", "op.fields", "%s", "op.fields must be an object");
+    if (!json_is_object(fields) || sync_is_number_marker(fields))
+      return fail(err, "bad_request", "op.fields", "%s", "op.fields must be an object");
     if (json_object_size(fields) > lim->max_fields)
       return fail(err, "too_large", "op.fields", "%s", "too many fields in one set");
     const char *name;
@@ -156,7 +204,7 @@ int sync_op_parse(json_t *op, const sync_limits *lim, sync_op *out, sync_err *er
       if (!field_name_ok(name))
         return fail(err, "invalid_field", "op.fields", "%s", "field names are 1-128 bytes without control characters");
       if (!value_ok(v, lim->max_depth))
-        return fail(err, "invalid_field", "op.fields", "field '%.64s' nests too deep or holds an integer beyond 2^53", name);
+        return fail(err, "invalid_field", "op.fields", "field '%.64s' nests too deep or holds a number out of range", name);
       if (sync_encoded_size(v) > lim->max_field_size) return fail(err, "too_large", "op.fields", "field '%.64s' is too large", name);
     }
     out->fields = fields;
@@ -202,8 +250,9 @@ int sync_apply(doc *d, const sync_op *op, uint64_t seq, const sync_limits *lim, 
     json_decref(merged);
     return fail(err, "too_large", "op.fields", "%s", "the item would exceed the item size limit");
   }
-  if (!it) {
+  if (!it) { /* a new incarnation (sync.h: doc_item) */
     it = wsy_calloc(1, sizeof *it);
+    it->gen = seq;
     map_put(&d->items, op->item, it);
   } else {
     json_decref(it->fields);
@@ -237,6 +286,11 @@ int sync_text_parse(json_t *op, const sync_limits *lim, sync_text *out, sync_err
   int rc = text_op_from_json(json_object_get(op, "ops"), &tl, &out->op, why, sizeof why);
   if (rc == WSY_TOO_LARGE) return fail(err, "too_large", "op.ops", "%s", why);
   if (rc != WSY_OK) return fail(err, "invalid_field", "op.ops", "%s", why);
+  if (text_op_count(out->op) == 0) { /* [] or only retains: it would take a revision for nothing */
+    text_op_free(out->op);
+    out->op = NULL;
+    return fail(err, "invalid_field", "op.ops", "%s", "a text op must insert or delete something");
+  }
   return 0;
 }
 
@@ -271,6 +325,7 @@ int sync_text_apply(doc *d, const sync_text *t, const text_op *op, uint64_t seq,
   }
   if (!it) {
     it = wsy_calloc(1, sizeof *it);
+    it->gen = seq;
     map_put(&d->items, t->item, it);
   } else {
     json_decref(it->fields);
@@ -279,7 +334,8 @@ int sync_text_apply(doc *d, const sync_text *t, const text_op *op, uint64_t seq,
   it->version = seq;
   if (!it->revs) it->revs = json_object();
   json_t *r = json_object_get(it->revs, t->field);
-  json_object_set_new(it->revs, t->field, json_integer(r ? json_integer_value(r) + 1 : 1));
+  uint64_t from = r ? (uint64_t)json_integer_value(r) : it->gen; /* a field's first text op: from gen */
+  json_object_set_new(it->revs, t->field, json_integer((json_int_t)(from + 1)));
   *fields_json = enc;
   return 0;
 }
@@ -348,6 +404,7 @@ int sync_batch_apply(doc *d, const sync_op *subs, size_t n, uint64_t seq, const 
         u[nu].saved->fields = json_copy(it->fields);
         u[nu].saved->revs = it->revs ? json_copy(it->revs) : NULL;
         u[nu].saved->version = it->version;
+        u[nu].saved->gen = it->gen;
       }
       nu++;
     }

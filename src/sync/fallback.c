@@ -250,13 +250,10 @@ static void fb_send(engine *e, conn *c, httpd_req *r, const char *hdrs) {
     return;
   }
   json_error_t jerr;
-  json_t *j = len ? json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+  json_t *j = len ? proto_parse((const char *)body, len, &jerr) : NULL; /* big numbers: PROTOCOL.md 1.1 */
   if (!j || (!json_is_object(j) && !json_is_array(j)) || proto_too_deep(j, json_is_array(j) ? 0 : 1, 32)) {
     json_decref(j);
-    if (len && strstr(jerr.text, "too big"))
-      fb_error(c, 400, hdrs, "invalid_field", "an integer is beyond 2^53-1");
-    else
-      fb_error(c, 400, hdrs, "bad_json", "the body must be a JSON object or an array of objects");
+    fb_error(c, 400, hdrs, "bad_json", "the body must be a JSON object or an array of objects");
     return;
   }
   if (json_is_object(j) && json_is_string(json_object_get(j, "type")) &&

@@ -25,7 +25,8 @@ int join_collect_item(const char *item, const char *fields, size_t len, const ch
   json_t *f = json_loadb(fields, len, 0, &jerr);
   if (!f) return WSY_IO;
   json_t *it = json_pack("{s:I,s:o}", "version", (json_int_t)version, "fields", f);
-  json_t *rv = revs ? json_loads(revs, 0, &jerr) : NULL;
+  uint64_t gen;
+  json_t *rv = doc_revs_split(revs ? json_loads(revs, 0, &jerr) : NULL, &gen); /* as doc_item_json: no gen */
   if (rv) json_object_set_new(it, "revs", rv);
   json_object_set_new(ud, item, it);
   return 0;
@@ -76,6 +77,10 @@ void join_handle(sess *s, json_t *req) {
   json_t *pstate = json_object_get(req, "presence");
   if (pstate && !json_is_object(pstate)) {
     sess_error(s, req, "bad_request", "presence must be an object", "presence", NULL);
+    return;
+  }
+  if (pstate && sync_has_number_marker(pstate)) {
+    sess_error(s, req, "invalid_field", "presence holds a number out of range", "presence", NULL);
     return;
   }
   if (pstate) {

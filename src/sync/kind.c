@@ -12,6 +12,7 @@
  * from revision base + i to base + i + 1. An op made at revision R is
  * transformed against ops[R - base ...] (PROTOCOL.md 5.7). */
 typedef struct text_hist {
+  uint64_t gen;   /* the item incarnation these ops were made on */
   uint64_t base;
   text_op **ops;
   size_t n, cap;
@@ -109,7 +110,8 @@ static int run_text_op(author *a, json_t *req, room *r, json_t *opj, const char 
     goto out;
   }
   if (lock_ok(e, r, a->s, opj, t.item, force, why) != 0) goto out;
-  if (!doc_get(&D(r)->d, t.item)) {
+  const doc_item *it = doc_get(&D(r)->d, t.item);
+  if (!it) {
     /* Text edits do not create items: one racing the item's del would bring
      * it back holding only that field. The del wins (PROTOCOL.md 5.7). */
     commit_refuse(why, "not_found", "the item does not exist; a set creates it",
@@ -117,21 +119,31 @@ static int run_text_op(author *a, json_t *req, room *r, json_t *opj, const char 
     goto out;
   }
   /* The field's history, started afresh when the field was reset (a set,
-   * a delete) or the room was loaded since it was last written. */
+   * a delete), the item was created again, or the room was loaded since it
+   * was last written. */
   char key[300];
   snprintf(key, sizeof key, "%s\x1f%s", t.item, t.field);
   uint64_t cur = doc_text_rev(&D(r)->d, t.item, t.field);
   text_hist *h = map_get(&D(r)->texts, key);
-  if (h && h->base + h->n != cur) {
+  if (h && (h->gen != it->gen || h->base + h->n != cur)) {
     hist_free(map_del(&D(r)->texts, key));
     h = NULL;
   }
-  if (t.rev > cur || t.rev < (h ? h->base : cur)) {
-    const doc_item *it = doc_get(&D(r)->d, t.item);
-    json_t *txt = it ? json_object_get(it->fields, t.field) : NULL;
+  /* Below the item's gen: made for an incarnation that a del has ended
+   * (sync.h: doc_item). Else too old (or beyond): rebase. Both carry the
+   * field as it is now (PROTOCOL.md 5.7). */
+  /* Compatibility (PROTOCOL.md 5.7): a client that does not know gens
+   * addresses a field that never held text as revision 0; it is taken as
+   * gen. Such an op cannot be told from one made for an earlier
+   * incarnation: clients that know gens send gen. */
+  if (t.rev == 0) t.rev = it->gen;
+  int replaced = t.rev < it->gen;
+  if (replaced || t.rev > cur || t.rev < (h ? h->base : cur)) {
+    json_t *txt = json_object_get(it->fields, t.field);
     json_t *tv = json_is_string(txt) ? json_incref(txt) : json_string("");
-    commit_refuse(why, "rev_too_old",
-              t.rev > cur ? "rev is beyond the field's revision" : "the ops after rev are no longer kept; rebase on text",
+    commit_refuse(why, replaced ? "item_replaced" : "rev_too_old",
+              replaced ? "the item was deleted and created again since rev; the op is not applied"
+              : t.rev > cur ? "rev is beyond the field's revision" : "the ops after rev are no longer kept; rebase on text",
               json_pack("{s:s,s:s,s:I,s:o}", "item", t.item, "field", t.field, "rev", (json_int_t)cur, "text", tv));
     goto out;
   }
@@ -147,6 +159,7 @@ static int run_text_op(author *a, json_t *req, room *r, json_t *opj, const char 
   }
   if (!h) {
     h = wsy_calloc(1, sizeof *h);
+    h->gen = it->gen;
     h->base = cur;
     map_put(&D(r)->texts, key, h);
   }

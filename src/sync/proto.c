@@ -3,6 +3,8 @@
  * WebSocket endpoint. */
 #include "proto.h"
 
+#include <errno.h>
+#include <math.h>
 #include <string.h>
 
 #include "commit.h"
@@ -100,7 +102,7 @@ static void handle_publish(sess *s, json_t *req) {
     return;
   }
   if (!sync_value_ok(data, e->lim.max_depth)) {
-    sess_error(s, req, "invalid_field", "data nests too deep or holds an integer beyond 2^53", "data", NULL);
+    sess_error(s, req, "invalid_field", "data nests too deep or holds a number out of range", "data", NULL);
     return;
   }
   json_t *eph = json_object_get(req, "ephemeral");
@@ -146,6 +148,10 @@ static void handle_presence(sess *s, json_t *req) {
     sess_error(s, req, "bad_request", "state must be an object", "state", NULL);
     return;
   }
+  if (sync_has_number_marker(state)) {
+    sess_error(s, req, "invalid_field", "state holds a number out of range", "state", NULL);
+    return;
+  }
   if (sync_encoded_size(state) > e->cfg->max_presence_state) {
     sess_error(s, req, "too_large", "presence state is too large", "state", NULL);
     return;
@@ -179,12 +185,7 @@ static void handle_cursor(sess *s, json_t *req) {
 }
 
 void proto_dispatch(sess *s, json_t *req) {
-  const char *type = jstr(req, "type");
-  if (!type) {
-    if (!s->welcomed) sess_refuse(s, req, "unknown_type", "type must be a string");
-    else sess_error(s, req, "unknown_type", "type must be a string", "type", NULL);
-    return;
-  }
+  /* The id first (PROTOCOL.md 1.1): every later answer echoes it. */
   json_t *id = json_object_get(req, "id");
   if (id && !(json_is_integer(id) && json_integer_value(id) >= 0 &&
               json_integer_value(id) <= 9007199254740991LL) &&
@@ -193,6 +194,12 @@ void proto_dispatch(sess *s, json_t *req) {
     json_object_del(req, "id");
     if (!s->welcomed) sess_refuse(s, req, "bad_request", "id must be an integer or a string of at most 64 bytes");
     else sess_error(s, req, "bad_request", "id must be an integer or a string of at most 64 bytes", "id", NULL);
+    return;
+  }
+  const char *type = jstr(req, "type");
+  if (!type) {
+    if (!s->welcomed) sess_refuse(s, req, "unknown_type", "type must be a string");
+    else sess_error(s, req, "unknown_type", "type must be a string", "type", NULL);
     return;
   }
   if (!strcmp(type, "hello")) {
@@ -277,36 +284,137 @@ static void ws_tick(ws_conn *w, uint64_t now) {
     sess_refuse(s, NULL, "unauthorized", "no hello in time");
 }
 
-/* Nesting depth of a JSON value, counting only while it is at most limit. */
+/* Nesting depth of a JSON value (PROTOCOL.md 1.1): containers count, one
+ * level each, scalars do not; v is at level depth. Walks only while the
+ * depth is at most limit. */
 int proto_too_deep(json_t *v, int depth, int limit) {
+  if ((!json_is_object(v) && !json_is_array(v)) || sync_is_number_marker(v)) return 0; /* a marker: a number */
   if (depth > limit) return 1;
   const char *k;
   json_t *x;
   size_t i;
   if (json_is_object(v)) {
     json_object_foreach(v, k, x) if (proto_too_deep(x, depth + 1, limit)) return 1;
-  } else if (json_is_array(v)) {
+  } else {
     json_array_foreach(v, i, x) if (proto_too_deep(x, depth + 1, limit)) return 1;
   }
   return 0;
 }
 
-json_t *proto_decode(sess *s, const char *data, size_t len) {
-  json_error_t jerr;
-  json_t *req = json_loadb((const char *)data, len, JSON_REJECT_DUPLICATES, &jerr);
-  if (!req && s->welcomed && strstr(jerr.text, "too big")) {
-    /* jansson refuses integers beyond int64 while parsing; the message is
-     * JSON, only a number in it is out of range (PROTOCOL.md 1.1). */
-    json_t *as_real = json_loadb((const char *)data, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
-    sess_error(s, json_is_object(as_real) ? as_real : NULL, "invalid_field", "an integer is beyond 2^53-1", NULL, NULL);
-    json_decref(as_real);
+/* 1 when the number token t (n bytes) is one jansson refuses to hold: an
+ * integer beyond int64, or a real whose magnitude overflows a double (an
+ * underflow is 0 to jansson, and here). The same library calls jansson
+ * makes (strtoll, strtod), so the two agree on every token. */
+static int number_overflows(const char *t, size_t n) {
+  char small[64], *b = n < sizeof small ? small : wsy_malloc(n + 1);
+  memcpy(b, t, n);
+  b[n] = '\0';
+  int real = strpbrk(b, ".eE") != NULL, over;
+  errno = 0;
+  if (real) {
+    double d = strtod(b, NULL);
+    over = errno == ERANGE && (d == HUGE_VAL || d == -HUGE_VAL);
+  } else {
+    (void)strtoll(b, NULL, 10);
+    over = errno == ERANGE;
+  }
+  if (b != small) wsy_free(b);
+  return over;
+}
+
+/* Puts a marker (sync_number_marker) wherever the re-parse left a
+ * placeholder: a string that is exactly U+0000, which no message holds
+ * (refused before the re-parse). */
+static void place_markers(json_t *v) {
+  if (json_is_object(v)) {
+    for (void *it = json_object_iter(v); it; it = json_object_iter_next(v, it)) {
+      json_t *x = json_object_iter_value(it);
+      if (json_is_string(x) && json_string_length(x) == 1 && json_string_value(x)[0] == '\0')
+        json_object_iter_set_new(v, it, sync_number_marker());
+      else place_markers(x);
+    }
+  } else if (json_is_array(v)) {
+    for (size_t i = 0; i < json_array_size(v); i++) {
+      json_t *x = json_array_get(v, i);
+      if (json_is_string(x) && json_string_length(x) == 1 && json_string_value(x)[0] == '\0')
+        json_array_set_new(v, i, sync_number_marker());
+      else place_markers(x);
+    }
+  }
+}
+
+/* PROTOCOL.md 1.1: members a receiver does not know are ignored, whatever
+ * number they hold, but jansson refuses the whole text when one number does
+ * not fit an int64 or a double. So on that error (and only then) the text
+ * is scanned once, token by token (strings are skipped whole), and every
+ * such number is replaced by a placeholder, the string "\u0000"; the text
+ * is parsed again with U+0000 allowed, and each placeholder becomes a
+ * marker that no JSON text can produce (sync_number_marker). What the
+ * marker means is decided where the member is used: a handler that reads
+ * an integer or a string finds the wrong type (bad_request, or unknown_type
+ * for type), document values and presence states refuse it
+ * (invalid_field), an id is badly shaped (bad_request without re), and a
+ * member nobody reads is ignored. Linear in the text; a message that has no
+ * such number is parsed once, as before. A real "\u0000" in the text is
+ * still bad_json (found by the scan, since the re-parse would accept it). */
+json_t *proto_parse(const char *data, size_t len, json_error_t *jerr) {
+  json_t *j = json_loadb(data, len, JSON_REJECT_DUPLICATES, jerr);
+  if (j || json_error_code(jerr) != json_error_numeric_overflow) return j;
+  static const char ph[] = "\"\\u0000\"";
+  char *out = wsy_malloc(2 * len + sizeof ph);
+  size_t o = 0, i = 0;
+  int nul = 0;
+  while (i < len) {
+    char ch = data[i];
+    if (ch == '"') {
+      out[o++] = data[i++];
+      while (i < len && data[i] != '"') {
+        if (data[i] == '\\' && i + 1 < len) {
+          if (i + 5 < len && data[i + 1] == 'u' && !memcmp(data + i + 2, "0000", 4)) nul = 1;
+          out[o++] = data[i++];
+        }
+        out[o++] = data[i++];
+      }
+      if (i < len) out[o++] = data[i++];
+    } else if (ch == '-' || (ch >= '0' && ch <= '9')) {
+      size_t st = i;
+      while (i < len && data[i] && strchr("+-.0123456789eE", data[i])) i++;
+      if (number_overflows(data + st, i - st)) {
+        memcpy(out + o, ph, sizeof ph - 1);
+        o += sizeof ph - 1;
+      } else {
+        memcpy(out + o, data + st, i - st);
+        o += i - st;
+      }
+    } else {
+      out[o++] = data[i++];
+    }
+  }
+  if (nul) {
+    wsy_free(out);
+    snprintf(jerr->text, sizeof jerr->text, "\\u0000 is not allowed");
+    jerr->position = -1;
     return NULL;
   }
+  j = json_loadb(out, o, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, jerr);
+  wsy_free(out);
+  if (!j) {
+    jerr->position = -1; /* a position in the re-written text: not told */
+    return NULL;
+  }
+  place_markers(j);
+  return j;
+}
+
+json_t *proto_decode(sess *s, const char *data, size_t len) {
+  json_error_t jerr;
+  json_t *req = proto_parse(data, len, &jerr);
   if (!req || !json_is_object(req) || proto_too_deep(req, 1, 32)) {
     /* Say what was wrong: jansson's reason (an invalid \u escape such as a
      * lone surrogate, a duplicate member, ...) when it did not parse. */
     char why[200];
-    if (!req) snprintf(why, sizeof why, "not valid JSON: %s at byte %d", jerr.text, jerr.position);
+    if (!req && jerr.position >= 0) snprintf(why, sizeof why, "not valid JSON: %s at byte %d", jerr.text, jerr.position);
+    else if (!req) snprintf(why, sizeof why, "not valid JSON: %s", jerr.text);
     else snprintf(why, sizeof why, "%s", json_is_object(req) ? "a message nests deeper than 32 levels"
                                                               : "a message must be one JSON object");
     json_decref(req);

@@ -13,12 +13,20 @@
 
 #include "engine_int.h"
 
+/* Parses JSON text as the protocol does (duplicate members refused): a
+ * number jansson cannot hold (an integer beyond int64, a real beyond a
+ * double) does not fail the text but becomes a marker (sync.h:
+ * sync_number_marker) that the member's user refuses or ignores
+ * (PROTOCOL.md 1.1). NULL with *jerr when the text is not JSON; then
+ * jerr->position is -1 when it would not point into data. */
+json_t *proto_parse(const char *data, size_t len, json_error_t *jerr);
 /* Decodes one message of len bytes: a JSON object, or NULL after answering
- * bad_json / invalid_field (then s may be closing). */
+ * bad_json (then s may be closing). */
 json_t *proto_decode(sess *s, const char *data, size_t len);
 /* Handles one decoded message (borrowed). */
 void proto_dispatch(sess *s, json_t *req);
-/* Nesting depth of a JSON value beyond limit (counting from depth). */
+/* Nesting of a JSON value beyond limit: v is at level depth, each array or
+ * object inside adds one, scalars (and number markers) add none. */
 int proto_too_deep(json_t *v, int depth, int limit);
 
 /* The request's room name, or NULL after answering bad_request/room_invalid. */

@@ -199,9 +199,7 @@ void room_locks_sweep(engine *e) {
   }
 }
 
-/* Releases every lock s holds in r (all sessions when s is NULL and only
- * expired ones are wanted: see room_locks_sweep). */
-static void locks_release_by(engine *e, room *r, sess *s, const char *reason) {
+void room_locks_release_by(engine *e, room *r, sess *s, const char *reason) {
   if (!r->nheld) return;
   const char *k;
   void *v;
@@ -240,7 +238,7 @@ void room_member_remove(engine *e, member *m, const char *reason) {
   s->nrooms--;
   /* After the unlink: the remaining members hear of the freed locks, the
    * session that leaves does not. */
-  locks_release_by(e, r, s, reason);
+  room_locks_release_by(e, r, s, reason);
   room_presence_event(e, m, "leave");
   json_decref(m->state);
   wsy_free(m);

@@ -98,12 +98,14 @@ void room_deliver(void *ud, const bus_msg *m);
 json_t *room_presence_entry(member *m);
 void room_presence_event(engine *e, member *about, const char *event);
 
-/* Locks (PROTOCOL.md 8). */
+/* Locks (PROTOCOL.md 9). */
 const lock *room_lock_held(room *r, const char *item);
 json_t *room_lock_json(engine *e, const char *item, const lock *l);
 /* The locks held in r, as the joined reply lists them. */
 json_t *room_locks_json(engine *e, room *r);
 void room_lock_release(engine *e, room *r, const char *item, lock *l, const char *reason);
+/* Releases every lock s holds in r, with reason. */
+void room_locks_release_by(engine *e, room *r, sess *s, const char *reason);
 /* Releases expired locks of every room. */
 void room_locks_sweep(engine *e);
 /* lock and unlock requests. */

@@ -167,6 +167,7 @@ static void send_welcome(sess *s, json_t *req, int resumed, int insecure) {
       "max_outbox", (json_int_t)cfg->max_outbox);
   json_object_set_new(json_object_get(w, "limits"), "max_batch", json_integer((json_int_t)cfg->max_batch));
   json_object_set_new(json_object_get(w, "limits"), "max_lock_ttl", json_integer((json_int_t)cfg->max_lock_ttl_ms));
+  json_object_set_new(json_object_get(w, "limits"), "lock_grace", json_integer((json_int_t)cfg->lock_grace_ms));
   if (insecure) json_object_set_new(w, "insecure", json_true());
   if (resumed) {
     json_t *rooms = json_array();
@@ -359,14 +360,21 @@ void sess_reap(engine *e) {
 }
 
 void sess_expire(engine *e) {
-  uint64_t now = now_ms(e), window = e->cfg->resume_window_ms;
+  uint64_t now = now_ms(e), window = e->cfg->resume_window_ms, grace = e->cfg->lock_grace_ms;
   sess *due[64];
   size_t n = 0;
   const char *k;
   void *v;
-  for (size_t i = 0; n < WSY_ARRAY_LEN(due) && map_next(&e->sessions, &i, &k, &v);) {
+  for (size_t i = 0; map_next(&e->sessions, &i, &k, &v);) {
     sess *s = v;
-    if (!s->w && !s->dn && s->detached_at && now - s->detached_at >= window) due[n++] = s;
+    if (s->w || s->dn || !s->detached_at) continue;
+    /* A holder that may have crashed does not block others for the whole
+     * resume window: its locks go after the lock grace (PROTOCOL.md 9.4).
+     * Releasing sends, but only marks sessions (sess_gone): the registry
+     * is not changed under this walk. */
+    if (now - s->detached_at >= grace)
+      for (member *m = s->rooms; m; m = m->snext) room_locks_release_by(e, m->r, s, "disconnected");
+    if (n < WSY_ARRAY_LEN(due) && now - s->detached_at >= window) due[n++] = s;
   }
   for (size_t i = 0; i < n; i++) sess_end(due[i], WS_CLOSE_GOING_AWAY, "session expired");
 }

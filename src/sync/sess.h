@@ -103,7 +103,9 @@ void sess_gone(sess *s);
 /* Reaps the sessions whose connection went away: detached ones stay in
  * their rooms (seen disconnected) for the resume window. */
 void sess_reap(engine *e);
-/* Ends sessions detached for longer than the resume window. */
+/* Releases the locks of sessions detached for longer than the lock grace
+ * (reason "disconnected"), and ends those detached for longer than the
+ * resume window. */
 void sess_expire(engine *e);
 /* At shutdown: ends every session. */
 void sess_end_all(engine *e);

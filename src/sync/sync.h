@@ -27,10 +27,20 @@ typedef struct sync_limits {
   size_t max_room_items;
 } sync_limits;
 
+/* An item is one incarnation: a del ends it, and a later set creates a new
+ * one whose gen is the seq of the entry that created it. Revisions of text
+ * fields (PROTOCOL.md 5.7) start at gen, so the revisions of an incarnation
+ * are all >= its gen and all below the gen of any later incarnation (a
+ * revision grows by one per entry that changes the field, so it is never
+ * above the seq of that entry): a text op whose rev is below gen was made
+ * for an incarnation that is gone. Stored inside the revs JSON under the
+ * member "" (never a field name): {"":gen,"field":rev,...}. Items stored
+ * before gens existed load with gen 0, which makes them behave as before. */
 typedef struct doc_item {
   json_t *fields;
   json_t *revs;      /* text field -> revision (PROTOCOL.md 5.7), or NULL */
   uint64_t version;
+  uint64_t gen;      /* seq of the entry that created this incarnation; 0: unknown */
 } doc_item;
 
 typedef struct doc {
@@ -58,26 +68,42 @@ void doc_init(doc *d);
 void doc_free(doc *d);
 size_t doc_len(const doc *d);
 const doc_item *doc_get(const doc *d, const char *id);
-/* Loads a stored item (fields and revs, NULL for none, as JSON text).
- * WSY_OK or WSY_INVAL. */
+/* Loads a stored item (fields and revs, NULL for none, as JSON text; revs
+ * may hold the gen under ""). WSY_OK or WSY_INVAL. */
 int doc_load(doc *d, const char *id, const char *fields_json, size_t len, const char *revs_json,
              uint64_t version);
 /* {"version":v,"fields":{...}[,"revs":{...}]} of an item (new reference),
- * or json null. */
+ * or json null. The gen is not on the wire (PROTOCOL.md 5.7). */
 json_t *doc_item_json(const doc_item *it);
-/* The item's text field revisions as compact JSON (malloc'd), or NULL when
- * it has none. */
+/* What the store keeps as the item's revs: its text field revisions and
+ * its gen under "", as compact JSON (malloc'd); NULL when it has neither. */
 char *doc_item_revs_json(const doc_item *it);
-/* The revision of a text field: the text ops applied to it plus the sets
- * that reset it; 0 when it never was a text field. */
+/* Splits stored revs JSON (a new reference to an object, consumed) into
+ * the text field revisions (NULL when none) and the gen (0 when none). */
+json_t *doc_revs_split(json_t *stored, uint64_t *gen);
+/* The revision of a text field: the item's gen, plus the text ops applied
+ * to the field and the sets that reset it since; gen when it never held
+ * text in this incarnation (0 for a missing item). */
 uint64_t doc_text_rev(const doc *d, const char *item, const char *field);
 /* {"items":{id:{version,fields}}} (new reference). */
 json_t *doc_snapshot(const doc *d);
 
+/* A number the JSON parser could not hold (an integer beyond int64, a real
+ * beyond a double) in a decoded message: an object whose one member is
+ * named U+0000, which no parsed JSON text can produce (proto_parse). It
+ * stands in for the number so that a member nobody reads can be ignored;
+ * wherever it is read it is refused: it is not an integer nor a string,
+ * and sync_value_ok rejects it. New reference. */
+json_t *sync_number_marker(void);
+int sync_is_number_marker(json_t *v);
+/* 1 when a marker is anywhere in v. */
+int sync_has_number_marker(json_t *v);
+
 int sync_item_id_valid(const char *id);
 /* Bytes of v as compact JSON, counted without building the text. */
 size_t sync_encoded_size(json_t *v);
-/* A JSON value within max_depth levels and with integers within 2^53-1. */
+/* A JSON value within max_depth levels, with integers within 2^53-1 and
+ * no number marker. */
 int sync_value_ok(json_t *v, int max_depth);
 /* Reads an op object from a request. NULL on success, else the error. */
 int sync_op_parse(json_t *op, const sync_limits *lim, sync_op *out, sync_err *err);
@@ -128,7 +154,8 @@ typedef struct sync_text {
 /* Reads {"kind":"text","item","field","rev","ops"}; 0, or -1 with err. */
 int sync_text_parse(json_t *op, const sync_limits *lim, sync_text *out, sync_err *err);
 /* Applies op (already transformed to the field's current revision) to
- * t->field of t->item, creating the item or the field ("") when missing:
+ * t->field of t->item, creating the item (with gen seq) or the field ("")
+ * when missing:
  * the text changes, the revision grows by one, the version becomes seq.
  * *fields_json as for sync_apply. -1 with err (invalid_field: not a string
  * or the op reaches past the end; too_large) leaves d unchanged. */

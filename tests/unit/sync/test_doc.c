@@ -8,6 +8,7 @@
 
 #include "../../../src/common/map.h"
 #include "../../../src/sync/sync.h"
+#include "../../../src/sync/text.h"
 
 static const sync_limits lim = {.max_fields = 4, .max_field_size = 64, .max_item_size = 128,
                                 .max_depth = 3, .max_room_items = 3};
@@ -269,7 +270,7 @@ static const char *run_batch(doc *d, const char *op_json, uint64_t seq, size_t *
   if (sync_batch_parse(op, &lim, 3, &subs, &n, &err, index) != 0) res = err.code;
   else if (sync_batch_apply(d, subs, n, seq, &lim, &ch, nchanges, &err, index) != 0) res = err.code;
   sync_changes_free(ch, *nchanges);
-  free(subs);
+  wsy_free(subs);
   snprintf(code, sizeof code, "%s", res);
   json_decref(op);
   return code;
@@ -311,5 +312,128 @@ Test(doc, failing_batch_changes_nothing) {
   cr_assert_str_eq(run_batch(&d, "{\"kind\":\"batch\",\"ops\":[{\"kind\":\"del\",\"item\":\"a\"},{\"kind\":\"set\",\"item\":\"a\"}]}", 2, &idx, &nch), "bad_request");
   cr_assert_eq(idx, 1);
   cr_assert_not_null(doc_get(&d, "a"));
+  doc_free(&d);
+}
+
+/* Parses a text op; returns the error code or "ok". */
+static const char *text_parse(const char *op_json) {
+  static char code[32];
+  json_t *op = J(op_json);
+  sync_text t;
+  sync_err err;
+  const char *res = sync_text_parse(op, &lim, &t, &err) == 0 ? "ok" : err.code;
+  snprintf(code, sizeof code, "%s", res);
+  if (!strcmp(res, "ok")) text_op_free(t.op);
+  else cr_assert_null(t.op, "no op is left behind on failure");
+  json_decref(op);
+  return code;
+}
+
+Test(doc, text_ops_that_change_nothing_are_refused) {
+  cr_assert_str_eq(text_parse("{\"item\":\"a\",\"field\":\"f\",\"rev\":0,\"ops\":[]}"), "invalid_field");
+  cr_assert_str_eq(text_parse("{\"item\":\"a\",\"field\":\"f\",\"rev\":0,\"ops\":[3]}"), "invalid_field");
+  cr_assert_str_eq(text_parse("{\"item\":\"a\",\"field\":\"f\",\"rev\":0,\"ops\":[1,2]}"), "invalid_field");
+  cr_assert_str_eq(text_parse("{\"item\":\"a\",\"field\":\"f\",\"rev\":0,\"ops\":[1,\"x\"]}"), "ok");
+  cr_assert_str_eq(text_parse("{\"item\":\"a\",\"field\":\"f\",\"rev\":0,\"ops\":[{\"d\":1}]}"), "ok");
+}
+
+/* Applies a text op made at rev to item a's field f; "ok" or the code. */
+static const char *text_run(doc *d, const char *field, uint64_t rev, const char *ops_json, uint64_t seq) {
+  static char code[32];
+  char opj[256];
+  snprintf(opj, sizeof opj, "{\"item\":\"a\",\"field\":\"%s\",\"rev\":%llu,\"ops\":%s}", field,
+           (unsigned long long)rev, ops_json);
+  json_t *op = J(opj);
+  sync_text t;
+  sync_err err;
+  char *f = NULL;
+  const char *res = "ok";
+  if (sync_text_parse(op, &lim, &t, &err) != 0) res = err.code;
+  else if (sync_text_apply(d, &t, t.op, seq, &lim, &f, &err) != 0) res = err.code;
+  text_op_free(t.op);
+  free(f);
+  snprintf(code, sizeof code, "%s", res);
+  json_decref(op);
+  return code;
+}
+
+Test(doc, incarnations_have_a_gen_and_revisions_start_there) {
+  doc d;
+  doc_init(&d);
+  cr_assert_str_eq(run(&d, "{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"f\":\"\"}}", 4, NULL), "ok");
+  cr_assert_eq(doc_get(&d, "a")->gen, 4);
+  cr_assert_eq(doc_text_rev(&d, "a", "f"), 4, "a field that never held text is at gen");
+  cr_assert_eq(doc_text_rev(&d, "a", "nothing"), 4);
+  cr_assert_eq(doc_text_rev(&d, "missing", "f"), 0);
+  char *rj = doc_item_revs_json(doc_get(&d, "a"));
+  cr_assert_str_eq(rj, "{\"\":4}", "the gen is stored even without text fields");
+  free(rj);
+  cr_assert_str_eq(text_run(&d, "f", 4, "[\"ab\"]", 5), "ok");
+  cr_assert_eq(doc_text_rev(&d, "a", "f"), 5);
+  cr_assert_str_eq(run(&d, "{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"g\":1}}", 6, NULL), "ok");
+  cr_assert_eq(doc_get(&d, "a")->gen, 4, "a set on an existing item keeps its gen");
+  cr_assert_str_eq(run(&d, "{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"f\":\"x\"}}", 7, NULL), "ok");
+  cr_assert_eq(doc_text_rev(&d, "a", "f"), 6, "a set resets a text field: one more");
+  char *t = item_text(&d, "a");
+  cr_assert_str_eq(t, "{\"fields\":{\"f\":\"x\",\"g\":1},\"revs\":{\"f\":6},\"version\":7}");
+  free(t);
+  /* del and create again: a new incarnation above every earlier revision */
+  cr_assert_str_eq(run(&d, "{\"kind\":\"del\",\"item\":\"a\"}", 8, NULL), "ok");
+  cr_assert_str_eq(run(&d, "{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"f\":\"\"}}", 9, NULL), "ok");
+  cr_assert_eq(doc_get(&d, "a")->gen, 9);
+  cr_assert_eq(doc_text_rev(&d, "a", "f"), 9);
+  cr_assert_null(doc_get(&d, "a")->revs, "the old revisions went with the old item");
+  doc_free(&d);
+}
+
+Test(doc, gen_and_revs_round_trip_through_the_stored_revs_json) {
+  doc d;
+  doc_init(&d);
+  cr_assert_eq(doc_load(&d, "a", "{\"f\":\"hi\"}", 10, "{\"\":5,\"f\":7}", 8), WSY_OK);
+  const doc_item *it = doc_get(&d, "a");
+  cr_assert_eq(it->gen, 5);
+  cr_assert_eq(doc_text_rev(&d, "a", "f"), 7);
+  cr_assert_eq(doc_text_rev(&d, "a", "g"), 5);
+  char *rj = doc_item_revs_json(it);
+  json_t *back = J(rj);
+  cr_assert_eq(json_integer_value(json_object_get(back, "")), 5);
+  cr_assert_eq(json_integer_value(json_object_get(back, "f")), 7);
+  cr_assert_eq(json_object_size(back), 2);
+  json_decref(back);
+  free(rj);
+  char *t = item_text(&d, "a");
+  cr_assert_str_eq(t, "{\"fields\":{\"f\":\"hi\"},\"revs\":{\"f\":7},\"version\":8}");
+  free(t);
+  /* stored before gens: gen 0, revisions as they were */
+  cr_assert_eq(doc_load(&d, "b", "{\"f\":\"x\"}", 9, "{\"f\":3}", 4), WSY_OK);
+  cr_assert_eq(doc_get(&d, "b")->gen, 0);
+  cr_assert_eq(doc_text_rev(&d, "b", "f"), 3);
+  cr_assert_eq(doc_text_rev(&d, "b", "g"), 0);
+  rj = doc_item_revs_json(doc_get(&d, "b"));
+  cr_assert_str_eq(rj, "{\"f\":3}");
+  free(rj);
+  cr_assert_eq(doc_load(&d, "c", "{}", 2, "{\"\":6}", 6), WSY_OK);
+  cr_assert_null(doc_get(&d, "c")->revs);
+  cr_assert_eq(doc_get(&d, "c")->gen, 6);
+  cr_assert_eq(doc_load(&d, "e", "{}", 2, NULL, 6), WSY_OK);
+  cr_assert_null(doc_item_revs_json(doc_get(&d, "e")));
+  doc_free(&d);
+}
+
+Test(doc, a_failed_batch_restores_the_gen) {
+  doc d;
+  doc_init(&d);
+  cr_assert_str_eq(run(&d, "{\"kind\":\"set\",\"item\":\"a\",\"fields\":{}}", 1, NULL), "ok");
+  json_t *b = J("{\"kind\":\"batch\",\"ops\":[{\"kind\":\"del\",\"item\":\"a\"},{\"kind\":\"set\",\"item\":\"a\",\"fields\":{}},"
+                "{\"kind\":\"del\",\"item\":\"missing\"}]}");
+  sync_op *subs;
+  size_t n, index, nch;
+  sync_err err;
+  sync_change *ch;
+  cr_assert_eq(sync_batch_parse(b, &lim, 10, &subs, &n, &err, &index), 0);
+  cr_assert_neq(sync_batch_apply(&d, subs, n, 2, &lim, &ch, &nch, &err, &index), 0);
+  cr_assert_eq(doc_get(&d, "a")->gen, 1);
+  wsy_free(subs);
+  json_decref(b);
   doc_free(&d);
 }
