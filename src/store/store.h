@@ -65,7 +65,9 @@
  *   items(room, item, fields TEXT JSON, version, revs TEXT JSON or NULL,
  *         PK(room,item)) WITHOUT ROWID
  *       the current document, written in the same transaction as the op;
- *       revs maps each text field to its revision (schema version 2)
+ *       revs maps each text field to its revision (schema version 2), and
+ *       the key "" (never a field name) to the item's generation: the seq
+ *       of the entry that created it (PROTOCOL.md 5.7)
  *   dedupe(device = "user:device", cid, room, seq, PK(device,cid)) WITHOUT ROWID
  *       one row per op sent with a cid: idempotent re-sends across restarts
  *   cursors(user, device, room, seq, updated_at Unix ms,
