@@ -41,7 +41,11 @@ export interface ClientOptions {
   backoff?: { base?: number; max?: number };
   /** Device id and transport memory. Default: localStorage in browsers, memory elsewhere. */
   storage?: StorageLike;
-  /** Liveness ping (3.6) after `interval` ms of silence; dead after `timeout` ms more. false: off. Default {interval: 25000, timeout: 10000}. */
+  /**
+   * Client heartbeat (PROTOCOL.md 3.7): a `ping` after `interval` ms without any message received; the transport is
+   * taken as dead (closed, then reconnect and resume) when nothing arrives within `timeout` ms more. Works on every
+   * transport. false: off. Default {interval: 4000, timeout: 4000}: a dead connection is noticed within 10 s.
+   */
   heartbeat?: false | { interval?: number; timeout?: number };
   /** Give up one transport's connection attempt after this many ms. Default 10000. */
   connectTimeout?: number;
