@@ -867,8 +867,37 @@ export class TextDoc {
   }
 
   /**
+   * Authoritative text at rev, and every local edit void (the item they
+   * were made for is gone): the in-flight op and the buffer are dropped, not
+   * rebased, and value becomes text. Emits 'change' {reset, rollback, reason}
+   * when value changes, then 'error' when given (error: its payload).
+   * Returns the in-flight op dropped, or null.
+   */
+  discard(text, rev, { reason, error } = {}) {
+    if (typeof text !== 'string') throw new TypeError('text must be a string');
+    if (!isCount(rev)) throw new TypeError('rev must be a non-negative integer');
+    const inf = this.#inflight;
+    const before = this.#value;
+    this.#server = text;
+    this.#rev = rev;
+    this.#value = text;
+    this.#inflight = null;
+    this.#pending = null;
+    this.#buffer = null;
+    this.#ackRev = undefined;
+    this.#uncertain = false;
+    this.#future.clear();
+    const change = before === text ? null
+      : { value: text, local: false, ops: freezeOp(diffMinimal(before, text)), rev, reset: true, rollback: true, ...(reason ? { reason } : {}) };
+    this.#settle(change && ['change', change], error && ['error', error]);
+    return inf;
+  }
+
+  /**
    * The in-flight op cid was refused with code. rev_too_old with {text, rev}
-   * is reset(text, rev). Any other code drops the op and its effect (value
+   * is reset(text, rev); item_replaced with {text, rev} is discard(text, rev):
+   * the op and the buffer were made for a deleted incarnation of the item.
+   * Any other code drops the op and its effect (value
    * becomes server text + buffer, the buffer is sent) and emits 'error'
    * {code, message, cid, ops}. Returns false when cid is not in flight.
    */
@@ -877,6 +906,14 @@ export class TextDoc {
     if (!inf || cid !== inf.cid) return false;
     if (code === 'rev_too_old' && typeof text === 'string' && isCount(rev)) {
       this.reset(text, rev);
+      return true;
+    }
+    if (code === 'item_replaced' && typeof text === 'string' && isCount(rev)) {
+      // Made for an incarnation of the item that was deleted: every local
+      // edit (in flight and buffered) was typed into that text, so none of
+      // them is rebased onto the new one.
+      const msg = message ?? `text op ${cid} rejected: the item was deleted and created again`;
+      this.discard(text, rev, { reason: code, error: { code, message: msg, cid, ops: inf.ops, text, rev } });
       return true;
     }
     this.#settle(...this.#drop('rejected'), ['error', { code, message: message ?? `text op ${cid} rejected: ${code}`, cid, ops: inf.ops }]);

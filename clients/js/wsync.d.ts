@@ -69,7 +69,7 @@ export interface ServerErrorInfo {
   current?: { version: number; fields: Fields } | null;
   lock?: { item: string; user: string; device: string; fence: number; ttl: number };
   retry_after?: number;
-  /** For rev_too_old (5.7): the field's current text and revision. */
+  /** For rev_too_old and item_replaced (5.7): the field's current text and revision. */
   text?: string;
   rev?: number;
   [member: string]: unknown;
@@ -260,10 +260,19 @@ export interface SharedTextChange {
   reset?: true;
   /** A refused edit was undone. */
   rollback?: true;
+  /**
+   * Every unconfirmed edit of the field was dropped, not rebased, because it was made for an item that is gone:
+   * 'item_replaced' (the server refused an edit made before the item was deleted and created again; value is the
+   * new item's text) or 'deleted' (the item's del, or a snapshot without it, arrived first). With reset and rollback.
+   */
+  reason?: 'item_replaced' | 'deleted';
 }
 
 export interface SharedTextError {
-  /** The server's code (11.2), or 'rev_mismatch'. */
+  /**
+   * The server's code (11.2), or 'rev_mismatch'. 'item_replaced': the edits were made for a deleted incarnation of
+   * the item, and text/rev are the field of the new one; 'not_found' also when the client saw the item deleted.
+   */
   code: string;
   message: string;
   cid: string;
@@ -271,6 +280,9 @@ export interface SharedTextError {
   field: string;
   /** The refused op, as sent. */
   ops?: TextOp;
+  /** With item_replaced: the field's text and revision now (value is reset to them). */
+  text?: string;
+  rev?: number;
 }
 
 /**
@@ -304,7 +316,7 @@ export class SharedText extends Emitter {
   close(): void;
 
   on(event: 'change', fn: (e: SharedTextChange) => void): this;
-  /** A refused edit (locked, forbidden, invalid_field, too_large, ...), already rolled back. */
+  /** A refused edit (locked, forbidden, invalid_field, too_large, item_replaced, ...), already rolled back. */
   on(event: 'error', fn: (e: SharedTextError) => void): this;
   on(event: string, fn: (...args: any[]) => void): this;
   off(event: string, fn: (...args: any[]) => void): this;

@@ -1751,12 +1751,32 @@ export class SharedText extends Emitter {
 
   /** The confirmed state replaced the field's text (snapshot, set, del): the doc follows it. */
   _rebase() {
+    const after = this._stale; // the doc holds a text from after this del already (an error overtook it)
     this._stale = false;
     const room = this.room;
     const d = this.doc;
     const { text, rev } = room._serverText(this.item, this.field);
     const inf = d.inflight;
     const rec = inf ? room._pending.find((r) => r.cid === inf.cid) : undefined;
+    if (!after && !room._server.has(this.item) && (inf || d.buffer)) {
+      // The item is gone (a del, or a snapshot without it): every edit not
+      // confirmed was made for it and dies with it -- rebased, it would land
+      // on an item created again under the same id. An op that may be at
+      // the server stays a record of the room, detached from the doc: its
+      // answer (not_found, item_replaced, a duplicate ack) is then dropped
+      // quietly; one never sent goes now. (Edits made on a text learnt
+      // from an error that overtook the del are for what came after it.)
+      if (rec && !rec.sent) {
+        room._drop(rec);
+        room.client._persistDelete(rec.cid);
+        rec.reject(new WsyncError('not_found', 'the item was deleted before the edit was sent'));
+      }
+      d.discard(text, rev, {
+        reason: 'deleted',
+        error: { code: 'not_found', message: `${this.item} was deleted: unconfirmed edits of ${this.field} were rolled back`, cid: inf ? inf.cid : undefined, ops: inf ? inf.ops : undefined },
+      });
+      return;
+    }
     if (rec && !rec.sent) {
       room._drop(rec);
       room.client._persistDelete(rec.cid);
@@ -1827,6 +1847,16 @@ defineOpKind('text', {
       t.doc.rejected(rec.cid, err.code, { text: err.text, rev: err.rev });
       t._stale = stale;
       return 'drop';
+    }
+    if (err.code === 'item_replaced' && typeof err.text === 'string' && Number.isSafeInteger(err.rev)) {
+      // The op (and the edits buffered behind it) were made for an
+      // incarnation of the item that was deleted since: they are void, the
+      // field is the new item's text. As with rev_too_old, the error may
+      // overtake the del: then the field's entries wait for it (_stale).
+      const stale = err.rev < room._serverText(op.item, op.field).rev;
+      t.doc.rejected(rec.cid, err.code, { text: err.text, rev: err.rev, message: err.message });
+      t._stale = stale;
+      return undefined; // the room drops the record and reports it ('error' with text and rev)
     }
     t.doc.rejected(rec.cid, err.code, { message: err.message });
     return undefined; // the room rolls the record back and reports it
