@@ -147,6 +147,10 @@ export class TextDoc {
    * discards every local edit (discard, reason 'item_replaced'); other codes roll back and emit 'error'.
    */
   rejected(cid: string, code: string, details?: { text?: string; rev?: number; message?: string }): boolean;
+  /** What the doc knows, as plain JSON, to keep unconfirmed edits across a reload. */
+  save(): { server: string; rev: number; inflight: { cid: string; rev: number; ops: TextOp } | null; pending: TextOp | null; buffer: TextOp | null };
+  /** Takes back what save() gave; the in-flight op is uncertain until answered. Emits nothing. */
+  load(saved: ReturnType<TextDoc['save']>): void;
   /** Re-sends the in-flight op unchanged via send(rev, ops, cid); returns it. */
   resend(): InflightOp | null;
 

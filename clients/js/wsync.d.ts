@@ -33,7 +33,7 @@ export interface ClientOptions {
   EventSource?: unknown;
   /** fetch() for the HTTP transports; default globalThis.fetch. */
   fetch?: (input: string, init?: any) => Promise<any>;
-  /** false (default) or 'indexeddb': pending ops are kept in IndexedDB (browsers) and restored on construction. */
+  /** false (default) or 'indexeddb': pending ops and unconfirmed text edits are kept in IndexedDB (browsers) and restored on construction. */
   persist?: false | 'indexeddb';
   /** The IndexedDB factory; default globalThis.indexedDB. */
   indexedDB?: unknown;
@@ -333,6 +333,11 @@ export class Client extends Emitter {
   readonly session: string | null;
   /** The server's limits from the last welcome. */
   readonly limits: Record<string, number> | null;
+  /**
+   * True when unconfirmed changes (ops, text edits) survive a reload: `persist` is on and its IndexedDB store has
+   * opened and not failed. False before it opened, without IndexedDB, after a failed write (quota).
+   */
+  readonly persistent: boolean;
 
   /** The room (one object per name); joined now or when online, and again after reconnects. */
   room(name: string, options?: RoomOptions): Room;

@@ -515,7 +515,7 @@ export class Room extends Emitter {
       order: restored ? restored.order : this.client._nextOrder(),
       id: undefined,
       sentGen: -1,
-      sent: false,            // ever handed to a transport (the server may have it)
+      sent: !!restored,       // ever handed to a transport (the server may have it; an earlier run's may)
       acked: false,
       seq: undefined,
       retryAt: 0,
@@ -973,7 +973,10 @@ export class Room extends Emitter {
       req.done();
       req.reject(new WsyncError(err.code, err.message));
     }
-    for (const t of this._texts.values()) t._gone = err;
+    for (const t of this._texts.values()) {
+      t._gone = err;
+      if (t._saved) this.client._persistTextDelete(this.name, t.item, t.field);
+    }
     const ids = [...this.items.keys()];
     this._refresh(ids, true);
   }
@@ -1557,6 +1560,15 @@ export class Client extends Emitter {
     return this._orderBase + ++this._counter / 1e6;
   }
 
+  /**
+   * Whether unconfirmed changes survive a reload: persist is on and its
+   * IndexedDB store works. False before the store has opened, and where it
+   * failed (no IndexedDB, private mode, quota).
+   */
+  get persistent() {
+    return !!(this._store && this._store.db && !this._store.failed);
+  }
+
   _persistPut(room, rec) {
     if (this._store) this._store.put({ cid: rec.cid, room, order: rec.order, msg: rec.msg });
   }
@@ -1565,16 +1577,31 @@ export class Client extends Emitter {
     if (this._store && cid !== undefined) this._store.delete(cid);
   }
 
+  /** A shared text's unconfirmed edits (TextDoc.save()): one record per text, under a key no cid has. */
+  _persistText(room, item, field, state) {
+    if (this._store) this._store.put({ cid: textRecordKey(room, item, field), room, order: 0, text: { item, field, state } });
+  }
+
+  _persistTextDelete(room, item, field) {
+    if (this._store) this._store.delete(textRecordKey(room, item, field));
+  }
+
   _restore(recs) {
-    if (recs.length) this._orderBase = Math.max(this._orderBase, Math.ceil(recs[recs.length - 1].order) + 1);
+    const ops = recs.filter((r) => r.msg);
+    if (ops.length) this._orderBase = Math.max(this._orderBase, Math.ceil(ops[ops.length - 1].order) + 1);
     for (const rec of recs) {
+      if (!rec.msg && !rec.text) continue;
       if (!this._restored.has(rec.room)) this._restored.set(rec.room, []);
       this._restored.get(rec.room).push(rec);
     }
     for (const r of this._rooms.values()) this._adoptRestored(r);
   }
 
-  /** Pending ops of an earlier run go first, before anything made in this one. */
+  /**
+   * Pending ops of an earlier run go first, before anything made in this
+   * one; a shared text with unconfirmed edits comes back as it was (the
+   * app's room.text() gets that object).
+   */
   _adoptRestored(room) {
     const recs = this._restored.get(room.name);
     if (!recs) return;
@@ -1582,11 +1609,26 @@ export class Client extends Emitter {
     const mine = room._pending;
     room._pending = [];
     for (const rec of recs) {
+      if (!rec.msg) continue;
       room._enqueue(rec.msg, rec).catch(noop);
     }
     room._pending.push(...mine);
     const ids = new Set();
     for (const rec of room._pending) if (rec.msg.type === 'op') for (const id of room._itemsOf(rec.msg.op)) ids.add(id);
+    for (const rec of recs) {
+      if (!rec.text || typeof rec.text.item !== 'string' || typeof rec.text.field !== 'string') continue;
+      const { item, field, state } = rec.text;
+      const k = textKey(item, field);
+      if (room._texts.has(k)) continue; // opened in this run already: its edits win
+      const t = new SharedText(room, item, field, state);
+      if (!t._saved) {
+        this._persistTextDelete(room.name, item, field);
+        continue;
+      }
+      t._closed = true; // nobody listens yet; room.text() opens it, or it is forgotten once confirmed
+      room._texts.set(k, t);
+      ids.add(item);
+    }
     room._refresh(ids, true);
   }
 }
@@ -1594,6 +1636,8 @@ export class Client extends Emitter {
 // ---- collaborative text (5.7) ------------------------------------------------
 
 const textKey = (item, field) => `${item}\u0000${field}`;
+/** The store key of a text's saved state: never a cid (cids have no NUL). */
+const textRecordKey = (room, item, field) => `text\u0000${room}\u0000${item}\u0000${field}`;
 
 /*
 ** A SharedText is one text field of one item, edited by many: a TextDoc
@@ -1622,7 +1666,7 @@ const textKey = (item, field) => `${item}\u0000${field}`;
 ** the server's text.
 */
 export class SharedText extends Emitter {
-  constructor(room, item, field) {
+  constructor(room, item, field, saved) {
     super();
     this.room = room;
     this.item = item;
@@ -1631,13 +1675,29 @@ export class SharedText extends Emitter {
     this._gone = null;      // why the room ended (left, refused)
     this._unbinds = new Set();
     this._stale = false;    // entries of the field are from before a del not yet seen: skip them
+    this._saveQueued = false;
+    this._saved = false;    // a state of this text is in the client's store
     const { text, rev } = room._serverText(item, field);
-    this._shown = text;     // the value the last 'change' reported
     /** The TextDoc underneath (text.js); read it, drive it through this object. */
     this.doc = new TextDoc({ text, rev, send: (r, ops, cid) => this._send(r, ops, cid) });
+    if (saved) {
+      // Unconfirmed edits of an earlier run (persist): the next join's
+      // snapshot or catch-up rebases them like after any reconnect.
+      try {
+        this.doc.load(saved);
+        this._saved = true;
+      } catch {
+        // a state that does not hold together: start from the server's text
+      }
+    }
+    this._shown = this.doc.value; // the value the last 'change' reported
     this.doc.on('change', (ch) => this._onChange(ch));
-    this.doc.on('ack', () => this._forgetIfDone());
+    this.doc.on('ack', () => {
+      this._saveSoon();
+      this._forgetIfDone();
+    });
     this.doc.on('error', (e) => {
+      this._saveSoon();
       if (!this._closed) this.emit('error', { ...e, item, field });
     });
   }
@@ -1721,7 +1781,36 @@ export class SharedText extends Emitter {
     return id;
   }
 
+  /**
+   * With persist, the doc's unconfirmed edits (the op in flight and the
+   * edits buffered behind it) are stored after every change, as one record
+   * per text; once all are confirmed the record goes. Once per turn, after
+   * the doc has sent what it sends (the op's own record is stored then).
+   */
+  _saveSoon() {
+    if (this._saveQueued || !this.room.client._store) return;
+    this._saveQueued = true;
+    queueMicrotask(() => {
+      this._saveQueued = false;
+      this._save();
+    });
+  }
+
+  _save() {
+    const room = this.room;
+    if (room._state === 'left' || room._state === 'failed') return;
+    const d = this.doc;
+    if (d.inflight || d.buffer) {
+      room.client._persistText(room.name, this.item, this.field, d.save());
+      this._saved = true;
+    } else if (this._saved) {
+      room.client._persistTextDelete(room.name, this.item, this.field);
+      this._saved = false;
+    }
+  }
+
   _onChange(ch) {
+    this._saveSoon();
     const previous = this._shown;
     this._shown = ch.value;
     this.room._refresh(new Set([this.item]), ch.local);
