@@ -7,6 +7,7 @@
 // refuses it; this file only renders room.items and turns clicks into ops.
 // Each card also has a note, a text field edited by several people at once
 // (room.text()), with the others' carets drawn in it: see "shared notes".
+// Unsynced changes are kept in IndexedDB across reloads (the client's persist).
 //
 // URL: ?user=NAME picks the user (demo mode: the server runs --insecure-demo),
 // ?transport=ws|sse|poll forces one transport, #name picks the board.
@@ -221,6 +222,9 @@ const roomId = roomName();
 const client = new Client(location.origin, {
   user,
   device,
+  // Unsynced changes (card writes, note edits) go to IndexedDB and come
+  // back after a reload; the same tab keeps its device id across reloads.
+  persist: 'indexeddb',
   ...(forced ? { transports: [forced] } : {}),
 });
 const room = client.room(roomId);
@@ -1212,6 +1216,22 @@ client.on('status', () => {
 });
 renderPresence();
 scheduleRender();
+
+/** Whether this tab has changes the server has not confirmed: writes, note edits. */
+function unsynced() {
+  if (room.pendingCount > 0) return true;
+  for (const note of notes.values()) if (note.text.state !== 'synchronized') return true;
+  return false;
+}
+
+// Unsynced changes survive a reload in IndexedDB; where it cannot keep them
+// (no IndexedDB, private mode, a full disk) leaving the page loses them, so
+// the browser asks first.
+addEventListener('beforeunload', (e) => {
+  if (client.persistent || !unsynced()) return;
+  e.preventDefault();
+  e.returnValue = ''; // older browsers ask only when this is set
+});
 
 // A page going away for good says bye, so that the others see it leave now
 // (and its locks go) instead of after the resume window.
