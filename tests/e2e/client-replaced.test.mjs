@@ -18,7 +18,8 @@ import { startSyncServer } from './lib/sync.mjs';
 /**
  * A WebSocket (the `ws` package, recording what the client sends into sink)
  * that hands the client the rev_too_old errors of the text ops in cids as
- * item_replaced: what a server with the item_replaced check answers. The
+ * item_replaced: what a server with the item_replaced check answers (one
+ * that sends it itself is let through unchanged). The
  * message count stays the server's (one message in, one out), so resume
  * ordinals hold. With hold.on, room entries are held back until that error
  * has been delivered: an error that overtakes the broadcasts before it
@@ -34,9 +35,11 @@ function replacingWebSocket(cids, seen, sink, hold) {
       } catch {
         return super.emit(event, ...args);
       }
-      if (m.type === 'error' && m.code === 'rev_too_old' && cids.has(m.cid)) {
-        m.code = 'item_replaced';
-        m.message = 'the item was deleted and created again since this op\'s revision';
+      if (m.type === 'error' && (m.code === 'rev_too_old' || m.code === 'item_replaced') && cids.has(m.cid)) {
+        if (m.code === 'rev_too_old') { // a server without the check; one with it needs no help
+          m.code = 'item_replaced';
+          m.message = 'the item was deleted and created again since this op\'s revision';
+        }
         seen.push(m);
         const r = super.emit(event, Buffer.from(JSON.stringify(m)), ...args.slice(1));
         // The error went out at once; the broadcasts it overtook follow.
