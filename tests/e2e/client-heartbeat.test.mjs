@@ -8,15 +8,16 @@ import assert from 'node:assert/strict';
 import test from 'node:test';
 
 import { SERVER_ARGS, makeClient, online, sentOf, startProxy, waitUntil } from './lib/client-util.mjs';
+import { scale } from './lib/server.mjs';
 import { startSyncServer } from './lib/sync.mjs';
 
 // The promise of the default heartbeat: a dead connection is found out
 // within 10 s. The slack covers timer granularity and a loaded machine.
 const DETECT_MS = 10000;
-const SLACK_MS = 1500;
+const SLACK_MS = scale(1500, 3000);
 // Once packets flow again, the attempt waiting in the proxy goes through
 // (or the next one, after a backoff of at most 400 ms in these tests).
-const BACK_MS = 5000;
+const BACK_MS = scale(5000, 15000);
 
 for (const transport of ['ws', 'sse', 'poll']) {
   test(`${transport}: a silently dead network is noticed within ${DETECT_MS / 1000} s and the session resumes after it`, { timeout: 40000 }, async (t) => {
