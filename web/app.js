@@ -7,6 +7,10 @@
 // refuses it; this file only renders room.items and turns clicks into ops.
 // Each card also has a note, a text field edited by several people at once
 // (room.text()), with the others' carets drawn in it: see "shared notes".
+// Card writes carry `base` (the version this tab saw): an edit that lost to
+// someone else's meanwhile (typically made offline) is refused, and the
+// user is told what won and may keep theirs: see "conflicts". Unsynced
+// changes are kept in IndexedDB across reloads (the client's persist).
 //
 // URL: ?user=NAME picks the user (demo mode: the server runs --insecure-demo),
 // ?transport=ws|sse|poll forces one transport, #name picks the board.
@@ -179,8 +183,53 @@ function toast(text, kind = 'warn') {
   close.addEventListener('click', () => el.remove());
   el.append(close);
   toastsEl.append(el);
-  while (toastsEl.children.length > 4) toastsEl.firstElementChild.remove();
+  trimToasts();
   setTimeout(() => el.remove(), TOAST_MS);
+}
+
+/** At most 4 passing toasts; conflict messages stay until answered. */
+function trimToasts() {
+  const passing = [...toastsEl.children].filter((el) => !el.classList.contains('conflict'));
+  for (const el of passing.slice(0, Math.max(0, passing.length - 4))) el.remove();
+}
+
+/**
+ * A message that stays until the user answers it: text (as for toast()),
+ * an action button (label, fn) and a dismiss button. Returns the element.
+ */
+function ask(text, label, fn) {
+  const el = document.createElement('div');
+  el.className = 'toast conflict';
+  el.dataset.testid = 'conflict';
+  el.setAttribute('role', 'alert');
+  const body = document.createElement('span');
+  body.className = 'toast-text';
+  body.append(...messageNodes([text]));
+  const actions = document.createElement('span');
+  actions.className = 'toast-actions';
+  if (label) {
+    const act = document.createElement('button');
+    act.type = 'button';
+    act.className = 'primary';
+    act.dataset.testid = 'conflict-keep';
+    act.textContent = label;
+    act.addEventListener('click', () => {
+      el.remove();
+      fn();
+    });
+    actions.append(act);
+  }
+  const close = document.createElement('button');
+  close.type = 'button';
+  close.className = 'icon';
+  close.dataset.testid = 'conflict-dismiss';
+  close.setAttribute('aria-label', 'Dismiss');
+  close.textContent = '\u00d7';
+  close.addEventListener('click', () => el.remove());
+  actions.append(close);
+  el.append(body, actions);
+  toastsEl.append(el);
+  return el;
 }
 
 const CODE_TEXT = {
@@ -188,6 +237,7 @@ const CODE_TEXT = {
   lock_lost: 'your edit lock ran out',
   conflict: 'it changed meanwhile',
   not_found: 'it was deleted meanwhile',
+  item_replaced: 'the card was deleted (and made anew) meanwhile',
   forbidden: 'you may not write here',
   rate_limited: 'too many changes at once',
   too_large: 'it is too large',
@@ -221,6 +271,9 @@ const roomId = roomName();
 const client = new Client(location.origin, {
   user,
   device,
+  // Unsynced changes (card writes, note edits) go to IndexedDB and come
+  // back after a reload; the same tab keeps its device id across reloads.
+  persist: 'indexeddb',
   ...(forced ? { transports: [forced] } : {}),
 });
 const room = client.room(roomId);
@@ -489,12 +542,135 @@ function createCard(col, title) {
 function moveCard(id, col, order) {
   const f = room.get(id);
   if (!f || (cardCol(f) === col && cardOrder(f) === order)) return;
-  track(id, room.set(id, { col, order }));
+  write(id, { col, order });
 }
 
 function deleteCard(id) {
   if (editing && editing.id === id) closeEditor(false);
-  if (room.get(id)) track(id, room.delete(id));
+  if (room.get(id)) remove(id);
+}
+
+// ---- writes with base, and conflicts ------------------------------------
+//
+// Every write to an existing card says which version of it this tab saw
+// (`base`, PROTOCOL.md 5.6). If the card moved since -- typically someone
+// else's edit while this tab was offline -- the server refuses with
+// `conflict` and the card as it is now, and the client rolls the write
+// back. Then, field by field:
+//   - the field already has our value: nothing lost;
+//   - nobody else changed it (it is still what this tab showed when the
+//     edit was made; the version moved for another field or the note):
+//     written again on the new version, silently;
+//   - someone else changed it: their value stays, and we say so, with both
+//     values and a button that writes ours on top ("Keep mine").
+// A card deleted meanwhile is not written back by itself: we say so, and
+// "Restore it" makes it again with all its fields. A delete that lost to an
+// edit asks "Delete anyway". What this tab showed is kept in sessionStorage
+// beside the writes the client keeps in IndexedDB, so that writes restored
+// after a reload are judged the same way (without it, any difference counts).
+// (The version also moves for one's own note edits, whose entries may come
+// after the write was made: those, too, are merged silently.)
+
+const BEFORE_KEY = 'wsync.demo.before';
+const shownBefore = loadBefore(); // opKey -> the card's fields when the write was made
+
+function loadBefore() {
+  try {
+    return new Map(Object.entries(JSON.parse(storageGet(sessionStorage, BEFORE_KEY) || '{}')));
+  } catch {
+    return new Map();
+  }
+}
+
+function saveBefore() {
+  storageSet(sessionStorage, BEFORE_KEY, JSON.stringify(Object.fromEntries(shownBefore)));
+}
+
+/** Nothing pending any more: what was kept for writes (restored ones included) can go. */
+function pruneBefore() {
+  if (!shownBefore.size || room.pendingCount) return;
+  queueMicrotask(() => { // after the 'error' of the write being settled, which reads it
+    if (!shownBefore.size || room.pendingCount) return;
+    shownBefore.clear();
+    saveBefore();
+  });
+}
+
+const opKey = (kind, item, base, fields) => JSON.stringify([kind, item, base ?? null, fields ?? null]);
+
+/** Keeps what the card showed (f) before a write; forgotten once the write p is settled. Returns p. */
+function remember(key, f, p) {
+  if (f) shownBefore.set(key, f);
+  saveBefore();
+  const forget = () => {
+    if (shownBefore.delete(key)) saveBefore();
+  };
+  // 'closed': the page is going away (pagehide closes the client); the
+  // write stays in IndexedDB for the next load, and so does this.
+  p.then(forget, (err) => { if (!err || err.code !== 'closed') forget(); });
+  return p;
+}
+
+function write(id, fields, base = room.version(id)) {
+  const before = room.get(id); // read before the write shows
+  return remember(opKey('set', id, base, fields), before, track(id, room.set(id, fields, base !== undefined ? { base } : {})));
+}
+
+function remove(id, base = room.version(id)) {
+  const before = room.get(id);
+  return remember(opKey('del', id, base), before, track(id, room.delete(id, base !== undefined ? { base } : {})));
+}
+
+function sameValue(a, b) {
+  return JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+}
+
+/** A lost write in words: a title quoted, a move by its column; card: the card's fields for its name. */
+function writeWords(fields, card) {
+  if ('title' in fields) return ['Your title ', ...quoted(fields, '(none)')];
+  if ('col' in fields) return ['Your move of ', ...quoted(card, 'a card'), ` to ${columnName(fields.col)}`];
+  return ['Your change to ', ...quoted(card, 'a card')];
+}
+
+function columnName(col) {
+  const h = $(`.column[data-col="${col}"] h2`, boardEl);
+  return h ? h.firstChild.textContent.trim() : String(col);
+}
+
+function onConflict(op, current) {
+  const id = op.item;
+  const before = shownBefore.get(opKey(op.kind, id, op.base, op.fields));
+  if (op.kind === 'del') {
+    if (!current) return; // gone already, as wanted
+    ask([...quoted(before || current.fields, 'A card'), ' was not deleted: it was changed meanwhile',
+      ...('title' in current.fields && before && !sameValue(before.title, current.fields.title)
+        ? [' (now ', ...quoted(current.fields, ''), ')'] : []), '.'],
+    'Delete anyway', () => remove(id, room.version(id) ?? current.version));
+    return;
+  }
+  if (op.kind !== 'set') return;
+  if (!current) {
+    const mine = { ...(before || {}), ...op.fields };
+    for (const k of Object.keys(mine)) if (mine[k] === null) delete mine[k];
+    const whole = typeof mine.title === 'string' && COLUMNS.includes(mine.col);
+    ask([...writeWords(op.fields, mine), ' was not saved: the card was deleted meanwhile.'],
+    whole ? 'Restore it' : null, () => write(id, mine, 0));
+    return;
+  }
+  const now = current.fields;
+  const again = {};
+  const lost = {};
+  for (const [k, v] of Object.entries(op.fields)) {
+    if (sameValue(now[k], v)) continue;
+    if (before && sameValue(now[k], before[k])) again[k] = v;
+    else lost[k] = v;
+  }
+  if (Object.keys(again).length) write(id, again, current.version);
+  if (!Object.keys(lost).length) return;
+  const theirs = 'title' in lost ? ['changed it to ', ...quoted(now, '(no title)')]
+    : 'col' in lost ? [`moved it to ${columnName(cardCol(now))}`] : ['changed it'];
+  ask([...writeWords(lost, before || now), ' was not saved: meanwhile someone else ', ...theirs, '.'],
+  'Keep mine', () => write(id, lost, room.version(id) ?? current.version));
 }
 
 // ---- title length ---------------------------------------------------------
@@ -625,7 +801,7 @@ function closeEditor(save) {
     form.hidden = true;
     const f = room.get(ed.id);
     // Sent before the unlock: the server sequences the set while the lock is still ours.
-    if (save && f && title && title !== f.title) track(ed.id, room.set(ed.id, { title }));
+    if (save && f && title && title !== f.title) write(ed.id, { title });
   }
   if (ed.held) room.unlock(ed.id).catch(() => {});
   setPresence({ editing: null });
@@ -1120,7 +1296,10 @@ boardEl.addEventListener('drop', (e) => {
 
 // ---- room events ----------------------------------------------------------
 
-room.on('change', scheduleRender);
+room.on('change', () => {
+  scheduleRender();
+  pruneBefore();
+});
 
 room.on('lock', ({ item }) => {
   const lk = lockOf(item);
@@ -1128,7 +1307,12 @@ room.on('lock', ({ item }) => {
   scheduleRender();
 });
 
-room.on('error', ({ code, message, item, op }) => {
+room.on('error', ({ code, message, item, op, current }) => {
+  if (code === 'conflict' && op && (op.kind === 'set' || op.kind === 'del')) {
+    onConflict(op, current);
+    scheduleRender();
+    return;
+  }
   const f = item && room.get(item);
   const what = quoted(f, item ? 'a card' : 'the board');
   if (op) toast(['Change to ', what, ` rolled back: ${CODE_TEXT[code] || message || code}`], 'warn');
@@ -1212,6 +1396,22 @@ client.on('status', () => {
 });
 renderPresence();
 scheduleRender();
+
+/** Whether this tab has changes the server has not confirmed: writes, note edits. */
+function unsynced() {
+  if (room.pendingCount > 0) return true;
+  for (const note of notes.values()) if (note.text.state !== 'synchronized') return true;
+  return false;
+}
+
+// Unsynced changes survive a reload in IndexedDB; where it cannot keep them
+// (no IndexedDB, private mode, a full disk) leaving the page loses them, so
+// the browser asks first.
+addEventListener('beforeunload', (e) => {
+  if (client.persistent || !unsynced()) return;
+  e.preventDefault();
+  e.returnValue = ''; // older browsers ask only when this is set
+});
 
 // A page going away for good says bye, so that the others see it leave now
 // (and its locks go) instead of after the resume window.

@@ -87,7 +87,9 @@ function req(r) {
  * The pending ops of one device in IndexedDB, keyed by (device, cid). Each
  * record: {device, cid, room, order, msg} where msg is the op or publish as
  * it goes on the wire (without `id`). `order` keeps the send order across
- * reloads. Writes are fire-and-forget: IndexedDB runs the transactions of one
+ * reloads. A shared text with unconfirmed edits has one more record, under a
+ * key no cid can have: {device, cid: 'text\0room\0item\0field', room,
+ * order: 0, text: {item, field, state}} (state: TextDoc.save()). Writes are fire-and-forget: IndexedDB runs the transactions of one
  * store in the order they were made, so a delete never overtakes its put.
  */
 export class PendingStore {
@@ -130,9 +132,13 @@ export class PendingStore {
     if (!this.db || this.failed) return;
     try {
       const tx = this.db.transaction(STORE, 'readwrite');
+      // A write that fails (quota) leaves changes that a reload would lose:
+      // the store no longer counts as working (Client.persistent).
+      tx.onabort = () => { this.failed = true; };
       fn(tx.objectStore(STORE));
     } catch {
       // closed database, quota: the op stays in memory only
+      this.failed = true;
     }
   }
 

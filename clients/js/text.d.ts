@@ -67,6 +67,8 @@ export interface TextChange {
   reset?: true;
   /** Set when a refused op is rolled back. */
   rollback?: true;
+  /** Set by discard(): why every local edit was dropped ('item_replaced', 'deleted'). */
+  reason?: string;
 }
 
 export interface TextAck {
@@ -134,8 +136,21 @@ export class TextDoc {
    * reconnect): it stays in flight under its cid, to be re-sent.
    */
   reset(text: string, rev: number, options?: { keepInflight?: boolean }): void;
-  /** The in-flight op was refused. rev_too_old with text and rev rebases (reset); other codes roll back and emit 'error'. */
+  /**
+   * Authoritative text at rev with every local edit void (made for an item that is gone): the in-flight op and the
+   * buffer are dropped, not rebased. Emits 'change' {reset, rollback, reason} when the value changes, then 'error'
+   * with the payload given. Returns the in-flight op dropped, or null.
+   */
+  discard(text: string, rev: number, options?: { reason?: string; error?: object }): InflightOp | null;
+  /**
+   * The in-flight op was refused. rev_too_old with text and rev rebases (reset); item_replaced with text and rev
+   * discards every local edit (discard, reason 'item_replaced'); other codes roll back and emit 'error'.
+   */
   rejected(cid: string, code: string, details?: { text?: string; rev?: number; message?: string }): boolean;
+  /** What the doc knows, as plain JSON, to keep unconfirmed edits across a reload. */
+  save(): { server: string; rev: number; inflight: { cid: string; rev: number; ops: TextOp } | null; pending: TextOp | null; buffer: TextOp | null };
+  /** Takes back what save() gave; the in-flight op is uncertain until answered. Emits nothing. */
+  load(saved: ReturnType<TextDoc['save']>): void;
   /** Re-sends the in-flight op unchanged via send(rev, ops, cid); returns it. */
   resend(): InflightOp | null;
 

@@ -867,8 +867,37 @@ export class TextDoc {
   }
 
   /**
+   * Authoritative text at rev, and every local edit void (the item they
+   * were made for is gone): the in-flight op and the buffer are dropped, not
+   * rebased, and value becomes text. Emits 'change' {reset, rollback, reason}
+   * when value changes, then 'error' when given (error: its payload).
+   * Returns the in-flight op dropped, or null.
+   */
+  discard(text, rev, { reason, error } = {}) {
+    if (typeof text !== 'string') throw new TypeError('text must be a string');
+    if (!isCount(rev)) throw new TypeError('rev must be a non-negative integer');
+    const inf = this.#inflight;
+    const before = this.#value;
+    this.#server = text;
+    this.#rev = rev;
+    this.#value = text;
+    this.#inflight = null;
+    this.#pending = null;
+    this.#buffer = null;
+    this.#ackRev = undefined;
+    this.#uncertain = false;
+    this.#future.clear();
+    const change = before === text ? null
+      : { value: text, local: false, ops: freezeOp(diffMinimal(before, text)), rev, reset: true, rollback: true, ...(reason ? { reason } : {}) };
+    this.#settle(change && ['change', change], error && ['error', error]);
+    return inf;
+  }
+
+  /**
    * The in-flight op cid was refused with code. rev_too_old with {text, rev}
-   * is reset(text, rev). Any other code drops the op and its effect (value
+   * is reset(text, rev); item_replaced with {text, rev} is discard(text, rev):
+   * the op and the buffer were made for a deleted incarnation of the item.
+   * Any other code drops the op and its effect (value
    * becomes server text + buffer, the buffer is sent) and emits 'error'
    * {code, message, cid, ops}. Returns false when cid is not in flight.
    */
@@ -879,8 +908,55 @@ export class TextDoc {
       this.reset(text, rev);
       return true;
     }
+    if (code === 'item_replaced' && typeof text === 'string' && isCount(rev)) {
+      // Made for an incarnation of the item that was deleted: every local
+      // edit (in flight and buffered) was typed into that text, so none of
+      // them is rebased onto the new one.
+      const msg = message ?? `text op ${cid} rejected: the item was deleted and created again`;
+      this.discard(text, rev, { reason: code, error: { code, message: msg, cid, ops: inf.ops, text, rev } });
+      return true;
+    }
     this.#settle(...this.#drop('rejected'), ['error', { code, message: message ?? `text op ${cid} rejected: ${code}`, cid, ops: inf.ops }]);
     return true;
+  }
+
+  /**
+   * What the doc knows, as plain JSON, for keeping unconfirmed edits across
+   * a reload: {server, rev, inflight, pending, buffer}. load() takes it back.
+   */
+  save() {
+    const inf = this.#inflight;
+    return {
+      server: this.#server,
+      rev: this.#rev,
+      inflight: inf ? { cid: inf.cid, rev: inf.rev, ops: [...inf.ops] } : null,
+      pending: this.#pending ? [...this.#pending] : null,
+      buffer: this.#buffer ? [...this.#buffer] : null,
+    };
+  }
+
+  /**
+   * Takes back what save() gave (another run, the server not heard yet):
+   * the in-flight op may or may not have reached the server, so it is
+   * uncertain (see above) until answered. Emits nothing. Throws, changing
+   * nothing, on a state that does not hold together.
+   */
+  load(saved) {
+    const { server, rev, inflight, pending, buffer } = saved || {};
+    if (typeof server !== 'string' || !isCount(rev)) throw new TypeError('saved: server text and rev required');
+    if (!inflight !== !pending) throw new TypeError('saved: inflight and pending go together');
+    let value = server;
+    if (pending) value = apply(value, normalize(pending));
+    if (buffer) value = apply(value, normalize(buffer));
+    this.#server = server;
+    this.#rev = rev;
+    this.#inflight = inflight ? Object.freeze({ cid: inflight.cid, rev: inflight.rev, ops: freezeOp(normalize(inflight.ops)) }) : null;
+    this.#pending = pending ? freezeOp(normalize(pending)) : null;
+    this.#buffer = buffer && normalize(buffer).length ? freezeOp(normalize(buffer)) : null;
+    this.#value = value;
+    this.#ackRev = undefined;
+    this.#uncertain = !!inflight;
+    this.#future.clear();
   }
 
   /**

@@ -33,7 +33,7 @@ export interface ClientOptions {
   EventSource?: unknown;
   /** fetch() for the HTTP transports; default globalThis.fetch. */
   fetch?: (input: string, init?: any) => Promise<any>;
-  /** false (default) or 'indexeddb': pending ops are kept in IndexedDB (browsers) and restored on construction. */
+  /** false (default) or 'indexeddb': pending ops and unconfirmed text edits are kept in IndexedDB (browsers) and restored on construction. */
   persist?: false | 'indexeddb';
   /** The IndexedDB factory; default globalThis.indexedDB. */
   indexedDB?: unknown;
@@ -41,7 +41,11 @@ export interface ClientOptions {
   backoff?: { base?: number; max?: number };
   /** Device id and transport memory. Default: localStorage in browsers, memory elsewhere. */
   storage?: StorageLike;
-  /** Liveness ping (3.6) after `interval` ms of silence; dead after `timeout` ms more. false: off. Default {interval: 25000, timeout: 10000}. */
+  /**
+   * Client heartbeat (PROTOCOL.md 3.7): a `ping` after `interval` ms without any message received; the transport is
+   * taken as dead (closed, then reconnect and resume) when nothing arrives within `timeout` ms more. Works on every
+   * transport. false: off. Default {interval: 4000, timeout: 4000}: a dead connection is noticed within 10 s.
+   */
   heartbeat?: false | { interval?: number; timeout?: number };
   /** Give up one transport's connection attempt after this many ms. Default 10000. */
   connectTimeout?: number;
@@ -65,7 +69,7 @@ export interface ServerErrorInfo {
   current?: { version: number; fields: Fields } | null;
   lock?: { item: string; user: string; device: string; fence: number; ttl: number };
   retry_after?: number;
-  /** For rev_too_old (5.7): the field's current text and revision. */
+  /** For rev_too_old and item_replaced (5.7): the field's current text and revision. */
   text?: string;
   rev?: number;
   [member: string]: unknown;
@@ -256,10 +260,19 @@ export interface SharedTextChange {
   reset?: true;
   /** A refused edit was undone. */
   rollback?: true;
+  /**
+   * Every unconfirmed edit of the field was dropped, not rebased, because it was made for an item that is gone:
+   * 'item_replaced' (the server refused an edit made before the item was deleted and created again; value is the
+   * new item's text) or 'deleted' (the item's del, or a snapshot without it, arrived first). With reset and rollback.
+   */
+  reason?: 'item_replaced' | 'deleted';
 }
 
 export interface SharedTextError {
-  /** The server's code (11.2), or 'rev_mismatch'. */
+  /**
+   * The server's code (11.2), or 'rev_mismatch'. 'item_replaced': the edits were made for a deleted incarnation of
+   * the item, and text/rev are the field of the new one; 'not_found' also when the client saw the item deleted.
+   */
   code: string;
   message: string;
   cid: string;
@@ -267,6 +280,9 @@ export interface SharedTextError {
   field: string;
   /** The refused op, as sent. */
   ops?: TextOp;
+  /** With item_replaced: the field's text and revision now (value is reset to them). */
+  text?: string;
+  rev?: number;
 }
 
 /**
@@ -300,7 +316,7 @@ export class SharedText extends Emitter {
   close(): void;
 
   on(event: 'change', fn: (e: SharedTextChange) => void): this;
-  /** A refused edit (locked, forbidden, invalid_field, too_large, ...), already rolled back. */
+  /** A refused edit (locked, forbidden, invalid_field, too_large, item_replaced, ...), already rolled back. */
   on(event: 'error', fn: (e: SharedTextError) => void): this;
   on(event: string, fn: (...args: any[]) => void): this;
   off(event: string, fn: (...args: any[]) => void): this;
@@ -317,6 +333,11 @@ export class Client extends Emitter {
   readonly session: string | null;
   /** The server's limits from the last welcome. */
   readonly limits: Record<string, number> | null;
+  /**
+   * True when unconfirmed changes (ops, text edits) survive a reload: `persist` is on and its IndexedDB store has
+   * opened and not failed. False before it opened, without IndexedDB, after a failed write (quota).
+   */
+  readonly persistent: boolean;
 
   /** The room (one object per name); joined now or when online, and again after reconnects. */
   room(name: string, options?: RoomOptions): Room;

@@ -515,7 +515,7 @@ export class Room extends Emitter {
       order: restored ? restored.order : this.client._nextOrder(),
       id: undefined,
       sentGen: -1,
-      sent: false,            // ever handed to a transport (the server may have it)
+      sent: !!restored,       // ever handed to a transport (the server may have it; an earlier run's may)
       acked: false,
       seq: undefined,
       retryAt: 0,
@@ -973,7 +973,10 @@ export class Room extends Emitter {
       req.done();
       req.reject(new WsyncError(err.code, err.message));
     }
-    for (const t of this._texts.values()) t._gone = err;
+    for (const t of this._texts.values()) {
+      t._gone = err;
+      if (t._saved) this.client._persistTextDelete(this.name, t.item, t.field);
+    }
     const ids = [...this.items.keys()];
     this._refresh(ids, true);
   }
@@ -989,7 +992,10 @@ export class Room extends Emitter {
 const DEFAULTS = {
   transports: ['ws', 'sse', 'poll'],
   backoff: { base: 250, max: 10000 },
-  heartbeat: { interval: 25000, timeout: 10000 },
+  // A dead connection (no FIN, no RST: packets silently dropped) is found out
+  // within interval + timeout + two ticks of the check (1/8 of the smaller):
+  // at most 9 s by default. Only silence costs a ping (3.7).
+  heartbeat: { interval: 4000, timeout: 4000 },
   connectTimeout: 10000,
   fallbackMemory: 5 * 60 * 1000,
   quickDeath: 2000,
@@ -1360,11 +1366,11 @@ export class Client extends Emitter {
     this._stopTimers();
     const hb = this._heartbeat;
     if (hb) {
-      this._hbTimer = this._timers.every(Math.max(100, Math.min(hb.interval, hb.timeout) / 4), () => {
+      this._hbTimer = this._timers.every(Math.max(100, Math.min(hb.interval, hb.timeout) / 8), () => {
         if (this._current !== t) return;
         const now = Date.now();
         if (this._pingSent && this._pingSent > this._lastRx && now - this._pingSent > hb.timeout) {
-          // No message since the ping: the connection is dead (3.6).
+          // No message since the ping: the connection is dead (3.7).
           t.close();
           this._onLost(t, { code: 1006, reason: 'heartbeat timeout' });
           return;
@@ -1554,6 +1560,15 @@ export class Client extends Emitter {
     return this._orderBase + ++this._counter / 1e6;
   }
 
+  /**
+   * Whether unconfirmed changes survive a reload: persist is on and its
+   * IndexedDB store works. False before the store has opened, and where it
+   * failed (no IndexedDB, private mode, quota).
+   */
+  get persistent() {
+    return !!(this._store && this._store.db && !this._store.failed);
+  }
+
   _persistPut(room, rec) {
     if (this._store) this._store.put({ cid: rec.cid, room, order: rec.order, msg: rec.msg });
   }
@@ -1562,16 +1577,31 @@ export class Client extends Emitter {
     if (this._store && cid !== undefined) this._store.delete(cid);
   }
 
+  /** A shared text's unconfirmed edits (TextDoc.save()): one record per text, under a key no cid has. */
+  _persistText(room, item, field, state) {
+    if (this._store) this._store.put({ cid: textRecordKey(room, item, field), room, order: 0, text: { item, field, state } });
+  }
+
+  _persistTextDelete(room, item, field) {
+    if (this._store) this._store.delete(textRecordKey(room, item, field));
+  }
+
   _restore(recs) {
-    if (recs.length) this._orderBase = Math.max(this._orderBase, Math.ceil(recs[recs.length - 1].order) + 1);
+    const ops = recs.filter((r) => r.msg);
+    if (ops.length) this._orderBase = Math.max(this._orderBase, Math.ceil(ops[ops.length - 1].order) + 1);
     for (const rec of recs) {
+      if (!rec.msg && !rec.text) continue;
       if (!this._restored.has(rec.room)) this._restored.set(rec.room, []);
       this._restored.get(rec.room).push(rec);
     }
     for (const r of this._rooms.values()) this._adoptRestored(r);
   }
 
-  /** Pending ops of an earlier run go first, before anything made in this one. */
+  /**
+   * Pending ops of an earlier run go first, before anything made in this
+   * one; a shared text with unconfirmed edits comes back as it was (the
+   * app's room.text() gets that object).
+   */
   _adoptRestored(room) {
     const recs = this._restored.get(room.name);
     if (!recs) return;
@@ -1579,11 +1609,26 @@ export class Client extends Emitter {
     const mine = room._pending;
     room._pending = [];
     for (const rec of recs) {
+      if (!rec.msg) continue;
       room._enqueue(rec.msg, rec).catch(noop);
     }
     room._pending.push(...mine);
     const ids = new Set();
     for (const rec of room._pending) if (rec.msg.type === 'op') for (const id of room._itemsOf(rec.msg.op)) ids.add(id);
+    for (const rec of recs) {
+      if (!rec.text || typeof rec.text.item !== 'string' || typeof rec.text.field !== 'string') continue;
+      const { item, field, state } = rec.text;
+      const k = textKey(item, field);
+      if (room._texts.has(k)) continue; // opened in this run already: its edits win
+      const t = new SharedText(room, item, field, state);
+      if (!t._saved) {
+        this._persistTextDelete(room.name, item, field);
+        continue;
+      }
+      t._closed = true; // nobody listens yet; room.text() opens it, or it is forgotten once confirmed
+      room._texts.set(k, t);
+      ids.add(item);
+    }
     room._refresh(ids, true);
   }
 }
@@ -1591,6 +1636,8 @@ export class Client extends Emitter {
 // ---- collaborative text (5.7) ------------------------------------------------
 
 const textKey = (item, field) => `${item}\u0000${field}`;
+/** The store key of a text's saved state: never a cid (cids have no NUL). */
+const textRecordKey = (room, item, field) => `text\u0000${room}\u0000${item}\u0000${field}`;
 
 /*
 ** A SharedText is one text field of one item, edited by many: a TextDoc
@@ -1619,7 +1666,7 @@ const textKey = (item, field) => `${item}\u0000${field}`;
 ** the server's text.
 */
 export class SharedText extends Emitter {
-  constructor(room, item, field) {
+  constructor(room, item, field, saved) {
     super();
     this.room = room;
     this.item = item;
@@ -1628,13 +1675,29 @@ export class SharedText extends Emitter {
     this._gone = null;      // why the room ended (left, refused)
     this._unbinds = new Set();
     this._stale = false;    // entries of the field are from before a del not yet seen: skip them
+    this._saveQueued = false;
+    this._saved = false;    // a state of this text is in the client's store
     const { text, rev } = room._serverText(item, field);
-    this._shown = text;     // the value the last 'change' reported
     /** The TextDoc underneath (text.js); read it, drive it through this object. */
     this.doc = new TextDoc({ text, rev, send: (r, ops, cid) => this._send(r, ops, cid) });
+    if (saved) {
+      // Unconfirmed edits of an earlier run (persist): the next join's
+      // snapshot or catch-up rebases them like after any reconnect.
+      try {
+        this.doc.load(saved);
+        this._saved = true;
+      } catch {
+        // a state that does not hold together: start from the server's text
+      }
+    }
+    this._shown = this.doc.value; // the value the last 'change' reported
     this.doc.on('change', (ch) => this._onChange(ch));
-    this.doc.on('ack', () => this._forgetIfDone());
+    this.doc.on('ack', () => {
+      this._saveSoon();
+      this._forgetIfDone();
+    });
     this.doc.on('error', (e) => {
+      this._saveSoon();
       if (!this._closed) this.emit('error', { ...e, item, field });
     });
   }
@@ -1718,7 +1781,36 @@ export class SharedText extends Emitter {
     return id;
   }
 
+  /**
+   * With persist, the doc's unconfirmed edits (the op in flight and the
+   * edits buffered behind it) are stored after every change, as one record
+   * per text; once all are confirmed the record goes. Once per turn, after
+   * the doc has sent what it sends (the op's own record is stored then).
+   */
+  _saveSoon() {
+    if (this._saveQueued || !this.room.client._store) return;
+    this._saveQueued = true;
+    queueMicrotask(() => {
+      this._saveQueued = false;
+      this._save();
+    });
+  }
+
+  _save() {
+    const room = this.room;
+    if (room._state === 'left' || room._state === 'failed') return;
+    const d = this.doc;
+    if (d.inflight || d.buffer) {
+      room.client._persistText(room.name, this.item, this.field, d.save());
+      this._saved = true;
+    } else if (this._saved) {
+      room.client._persistTextDelete(room.name, this.item, this.field);
+      this._saved = false;
+    }
+  }
+
   _onChange(ch) {
+    this._saveSoon();
     const previous = this._shown;
     this._shown = ch.value;
     this.room._refresh(new Set([this.item]), ch.local);
@@ -1748,12 +1840,32 @@ export class SharedText extends Emitter {
 
   /** The confirmed state replaced the field's text (snapshot, set, del): the doc follows it. */
   _rebase() {
+    const after = this._stale; // the doc holds a text from after this del already (an error overtook it)
     this._stale = false;
     const room = this.room;
     const d = this.doc;
     const { text, rev } = room._serverText(this.item, this.field);
     const inf = d.inflight;
     const rec = inf ? room._pending.find((r) => r.cid === inf.cid) : undefined;
+    if (!after && !room._server.has(this.item) && (inf || d.buffer)) {
+      // The item is gone (a del, or a snapshot without it): every edit not
+      // confirmed was made for it and dies with it -- rebased, it would land
+      // on an item created again under the same id. An op that may be at
+      // the server stays a record of the room, detached from the doc: its
+      // answer (not_found, item_replaced, a duplicate ack) is then dropped
+      // quietly; one never sent goes now. (Edits made on a text learnt
+      // from an error that overtook the del are for what came after it.)
+      if (rec && !rec.sent) {
+        room._drop(rec);
+        room.client._persistDelete(rec.cid);
+        rec.reject(new WsyncError('not_found', 'the item was deleted before the edit was sent'));
+      }
+      d.discard(text, rev, {
+        reason: 'deleted',
+        error: { code: 'not_found', message: `${this.item} was deleted: unconfirmed edits of ${this.field} were rolled back`, cid: inf ? inf.cid : undefined, ops: inf ? inf.ops : undefined },
+      });
+      return;
+    }
     if (rec && !rec.sent) {
       room._drop(rec);
       room.client._persistDelete(rec.cid);
@@ -1824,6 +1936,16 @@ defineOpKind('text', {
       t.doc.rejected(rec.cid, err.code, { text: err.text, rev: err.rev });
       t._stale = stale;
       return 'drop';
+    }
+    if (err.code === 'item_replaced' && typeof err.text === 'string' && Number.isSafeInteger(err.rev)) {
+      // The op (and the edits buffered behind it) were made for an
+      // incarnation of the item that was deleted since: they are void, the
+      // field is the new item's text. As with rev_too_old, the error may
+      // overtake the del: then the field's entries wait for it (_stale).
+      const stale = err.rev < room._serverText(op.item, op.field).rev;
+      t.doc.rejected(rec.cid, err.code, { text: err.text, rev: err.rev, message: err.message });
+      t._stale = stale;
+      return undefined; // the room drops the record and reports it ('error' with text and rev)
     }
     t.doc.rejected(rec.cid, err.code, { message: err.message });
     return undefined; // the room rolls the record back and reports it

@@ -386,6 +386,47 @@ test('TextDoc: rejected drops the in-flight op and its effect, keeps and sends t
   assert.deepEqual(sent[1], { cid: 'c2', rev: 0, ops: [2, 'Q', 2, 'Z'] });
 });
 
+test('TextDoc: item_replaced drops the op in flight and the buffer, and resets to the text it carries', () => {
+  const { doc, sent, changes, errors } = makeDoc('old text', 4);
+  doc.insert(8, '!');  // in flight
+  doc.insert(0, '>');  // buffered
+  assert.equal(doc.rejected('c1', 'item_replaced', { text: 'new', rev: 1 }), true);
+  assert.deepEqual([doc.value, doc.serverText, doc.rev, doc.state], ['new', 'new', 1, 'synchronized']);
+  assert.equal(sent.length, 1, 'nothing of the old item is sent again');
+  const last = changes.at(-1);
+  assert.deepEqual([last.value, last.reset, last.rollback, last.reason, last.local], ['new', true, true, 'item_replaced', false]);
+  assert.equal(T.apply('>old text!', last.ops), 'new', "the change's ops take the old value to the new");
+  assert.deepEqual(errors.map((e) => [e.code, e.cid, e.text, e.rev]), [['item_replaced', 'c1', 'new', 1]]);
+  doc.insert(3, '?');
+  assert.deepEqual(sent.at(-1), { cid: 'c2', rev: 1, ops: [3, '?'] }, 'editing goes on from the new text');
+  // Without text and rev it is an ordinary refusal.
+  assert.equal(doc.rejected('c2', 'item_replaced'), true);
+  assert.equal(doc.value, 'new');
+});
+
+test('TextDoc: save() and load() carry the op in flight and the buffer to another doc, uncertain', () => {
+  const { doc } = makeDoc('hello', 2);
+  doc.insert(5, ' world');            // in flight
+  doc.remote(2, ['>'], 'bob.1');      // moves it: pending is transformed
+  doc.insert(0, '[');                 // buffered
+  const saved = JSON.parse(JSON.stringify(doc.save()));
+  assert.deepEqual(saved, { server: '>hello', rev: 3, inflight: { cid: 'c1', rev: 2, ops: [5, ' world'] }, pending: [6, ' world'], buffer: ['['] });
+  const { doc: again, sent, changes } = makeDoc('', 0);
+  again.load(saved);
+  assert.deepEqual([again.value, again.serverText, again.rev, again.state, again.uncertain], ['[>hello world', '>hello', 3, 'awaiting-with-buffer', true]);
+  assert.deepEqual(again.inflight, { cid: 'c1', rev: 2, ops: [5, ' world'] });
+  assert.deepEqual([sent, changes], [[], []], 'load sends and emits nothing');
+  // The answer to the uncertain op decides, as after a snapshot: here a duplicate ack (it was in).
+  again.reset('>hello world', 4, { keepInflight: true });
+  again.ack('c1', undefined);
+  assert.deepEqual([again.value, again.state], ['[>hello world', 'awaiting']);
+  assert.equal(sent.length, 1);
+  assert.deepEqual([sent[0].rev, sent[0].ops], [4, ['[']], 'then the buffer, on the new revision');
+  assert.throws(() => again.load({ server: 'x', rev: 0, inflight: { cid: 'a', rev: 0, ops: ['y'] }, pending: null, buffer: null }), TypeError);
+  assert.throws(() => again.load({ server: 'x', rev: 0, inflight: null, pending: null, buffer: [5, 'y'] }));
+  assert.equal(again.value, '[>hello world', 'a bad state changes nothing');
+});
+
 test('TextDoc: reset rebases local edits on the new text and sends them afresh', () => {
   const { doc, sent, changes } = makeDoc('hello world', 5);
   doc.insert(5, ' big'); // in flight

@@ -51,10 +51,12 @@ export async function launchBrowser(t) {
 /**
  * A fresh browser context (its own localStorage, so its own user and device)
  * with the board of srv opened as `user`. Page errors and console errors are
- * collected in page.problems; a test asserts there are none.
+ * collected in page.problems; a test asserts there are none. setup(context),
+ * if given, runs before the page is made.
  */
-export async function openBoard(browser, srv, { user, transport, board, viewport } = {}) {
+export async function openBoard(browser, srv, { user, transport, board, viewport, setup } = {}) {
   const context = await browser.newContext({ viewport: viewport || { width: 1100, height: 700 } });
+  if (setup) await setup(context); // routes, init scripts: before the page exists
   const page = await context.newPage();
   page.setDefaultTimeout(WAIT);
   page.problems = [];

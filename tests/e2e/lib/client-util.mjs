@@ -158,17 +158,18 @@ export async function serverVersions(url, room) {
 /**
  * A loopback TCP proxy to 127.0.0.1:port. cut() drops every connection at
  * once (both sides see a reset: a network failure, no close handshake);
- * block() makes new connections fail at once until unblock(). Closed after
- * the test.
+ * block() makes new connections fail at once until unblock(). blackhole()
+ * is a network that silently drops packets: nothing is forwarded either way
+ * and nobody is told (no FIN, no RST), new connections are accepted but get
+ * nowhere; forward() ends it and, as TCP retransmission would, delivers what
+ * was held back and connects what was waiting. Closed after the test.
  */
 export async function startProxy(t, port) {
   const conns = new Set();
   let blocked = false;
-  const server = net.createServer((sock) => {
-    if (blocked) {
-      sock.destroy();
-      return;
-    }
+  let holes = false;
+  const waiting = new Set(); // sockets accepted during a blackhole, not connected yet
+  const join = (sock) => {
     const up = net.connect(port, '127.0.0.1');
     const pair = { sock, up };
     conns.add(pair);
@@ -181,6 +182,31 @@ export async function startProxy(t, port) {
     up.on('error', kill).on('close', kill);
     sock.pipe(up);
     up.pipe(sock);
+  };
+  // Held: nothing read is passed on (what arrives stays buffered).
+  const hold = ({ sock, up }) => {
+    sock.unpipe(up);
+    up.unpipe(sock);
+    sock.pause();
+    up.pause();
+  };
+  const release = ({ sock, up }) => {
+    sock.pipe(up);
+    up.pipe(sock);
+  };
+  const server = net.createServer((sock) => {
+    if (blocked) {
+      sock.destroy();
+      return;
+    }
+    if (holes) {
+      sock.pause();
+      sock.on('error', () => sock.destroy());
+      waiting.add(sock);
+      sock.on('close', () => waiting.delete(sock));
+      return;
+    }
+    join(sock);
   });
   await new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -196,9 +222,22 @@ export async function startProxy(t, port) {
         up.destroy();
       }
       conns.clear();
+      for (const sock of [...waiting]) sock.destroy();
+      waiting.clear();
     },
     block() { blocked = true; },
     unblock() { blocked = false; },
+    blackhole() {
+      holes = true;
+      for (const pair of conns) hold(pair);
+    },
+    forward() {
+      holes = false;
+      for (const pair of conns) release(pair);
+      const list = [...waiting];
+      waiting.clear();
+      for (const sock of list) if (!sock.destroyed) join(sock);
+    },
     close() {
       p.cut();
       return new Promise((resolve) => server.close(resolve));
