@@ -80,12 +80,15 @@ async function setup(t, srv, room) {
   ta.on('change', (e) => events.change.push(e));
   ta.on('error', (e) => events.error.push(e));
   ra.on('error', (e) => events.roomError.push(e));
-  // Three confirmed edits: the note is at revision 3 of the first incarnation.
+  // Three confirmed edits, one revision each. Revisions start at the item's
+  // generation (PROTOCOL.md 5.7), not at 0: only the steps are fixed.
+  const revs = [];
   for (const s of ['a', 'b', 'c']) {
     ta.insert(ta.value.length, s);
     await waitUntil(() => ta.state === 'synchronized', 'edit confirmed');
+    revs.push(ta.rev);
   }
-  assert.equal(ta.rev, 3);
+  assert.deepEqual(revs, [revs[0], revs[0] + 1, revs[0] + 2]);
   return { proxy, cids, seen, hold, a, b, ra, rb, ta, events };
 }
 
