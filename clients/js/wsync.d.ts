@@ -19,11 +19,21 @@ export interface StorageLike {
 }
 
 export interface ClientOptions {
-  /** A JWT, or a function returning one (or a Promise of one); called at every hello. */
+  /**
+   * A JWT, or a function returning one (or a Promise of one); called at every hello.
+   * A refused hello (token_invalid, token_expired, unauthorized) with a string
+   * stops the client with an AuthError; a function is asked again (backoff) and
+   * the client gives up when it throws, returns the refused token or is refused
+   * 5 times in a row.
+   */
   token?: string | (() => string | Promise<string>);
   /** Demo mode only (server --insecure-demo): the user id instead of a token. */
   user?: string;
-  /** Device id (1-64 of A-Z a-z 0-9 . _ : -). Default: generated once, kept in storage under 'wsync.device'. */
+  /**
+   * Device id (1-64 of A-Z a-z 0-9 . _ : -). Default: the token's `device`
+   * claim (a token bound to a device is refused for any other, so a given
+   * device must equal the claim); else generated once, kept in storage under 'wsync.device'.
+   */
   device?: string;
   /** Transports to try, in order. Default ['ws', 'sse', 'poll']; ['poll'] forces long-polling. */
   transports?: TransportKind[];
@@ -77,6 +87,19 @@ export class WsyncError extends Error {
   /** The server's error object, when the server refused. */
   details?: ServerErrorInfo;
 }
+
+/**
+ * The server refused the hello for good (3.1) and the client stopped: code
+ * 'token_invalid', 'token_expired', 'unauthorized' (or 'bad_request',
+ * 'unsupported_version'). `ready`, unconfirmed writes and later writes
+ * reject with it; the 'authfailed' event carries it.
+ */
+export class AuthError extends WsyncError {
+  code: 'token_invalid' | 'token_expired' | 'unauthorized' | 'bad_request' | 'unsupported_version' | string;
+}
+
+/** The `device` claim of a JWT, read without verifying it; undefined when absent. */
+export function tokenDevice(token: unknown): string | undefined;
 
 export interface SetOp { kind: 'set'; item: string; fields: Fields; base?: number; fence?: number }
 export interface DelOp { kind: 'del'; item: string; base?: number; fence?: number }
@@ -317,6 +340,8 @@ export class Client extends Emitter {
   readonly session: string | null;
   /** The server's limits from the last welcome. */
   readonly limits: Record<string, number> | null;
+  /** The AuthError the client stopped with (hello refused for good), or null; reconnect() clears it. */
+  readonly authError: AuthError | null;
 
   /** The room (one object per name); joined now or when online, and again after reconnects. */
   room(name: string, options?: RoomOptions): Room;
@@ -331,6 +356,8 @@ export class Client extends Emitter {
   on(event: 'status', fn: (status: Status, info: { transport: TransportKind | null }) => void): this;
   on(event: 'error', fn: (err: ServerErrorInfo) => void): this;
   on(event: 'welcome', fn: (w: { resumed: boolean; session: string; transport: TransportKind }) => void): this;
+  /** Authentication failed for good: the client stopped (offline) until reconnect(). */
+  on(event: 'authfailed', fn: (err: AuthError) => void): this;
   on(event: string, fn: (...args: any[]) => void): this;
 }
 
