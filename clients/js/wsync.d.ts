@@ -35,9 +35,21 @@ export interface ClientOptions {
    * device must equal the claim); else generated once, kept in storage under 'wsync.device'.
    */
   device?: string;
+  /**
+   * Node: a file holding the device id, made on first use, so that every run
+   * of the process is the same device (its session is taken over, its re-sent
+   * cids deduplicated). Needs Node >= 20.16; throws if the file holds
+   * something else. Default (no device, no claim, no deviceFile): a device
+   * kept in `storage`, which in Node is memory: a new device per process.
+   */
+  deviceFile?: string;
   /** Transports to try, in order. Default ['ws', 'sse', 'poll']; ['poll'] forces long-polling. */
   transports?: TransportKind[];
-  /** The WebSocket class: in Node the `ws` package's; default globalThis.WebSocket. */
+  /**
+   * The WebSocket class; default globalThis.WebSocket (browsers, Node >= 22).
+   * In Node < 22 pass the `ws` package's; without one the client uses SSE and
+   * says so once with console.warn.
+   */
   WebSocket?: unknown;
   /** The EventSource class for SSE; default globalThis.EventSource. Without one (Node), the stream is read with fetch(). null forces fetch(). */
   EventSource?: unknown;

@@ -35,7 +35,7 @@
 // in Node >= 18 (pass the `ws` package's WebSocket as options.WebSocket).
 
 import { ORDERLY_CLOSES, TRANSPORTS } from './transports.js';
-import { PendingStore, deviceId, pickStorage, randomId, storageGet, storageSet } from './persist.js';
+import { PendingStore, deviceId, fileDeviceId, pickStorage, randomId, storageGet, storageSet } from './persist.js';
 import { TextDoc, apply as applyText, bindTextarea } from './text.js';
 
 export { bindTextarea };
@@ -1060,6 +1060,19 @@ const DEFAULTS = {
 
 const MEMORY_KEY = 'wsync.transport';
 
+let warnedNoWebSocket = false;
+
+/** Once per process: WebSocket was wanted, the runtime has none (Node < 22) and none was passed. */
+function warnNoWebSocket(used) {
+  if (warnedNoWebSocket || typeof console === 'undefined' || typeof console.warn !== 'function') return;
+  warnedNoWebSocket = true;
+  const node = globalThis.process && globalThis.process.versions && globalThis.process.versions.node;
+  const name = used === 'sse' ? 'SSE' : used === 'poll' ? 'long-polling' : used;
+  console.warn(`wsync: no WebSocket in this runtime${node ? ` (Node ${node})` : ''}: using ${name} instead. ` +
+    "For WebSocket, run 'npm install ws' and pass it: new Client(url, { WebSocket: (await import('ws')).default, ... })" +
+    (node ? ', or use Node >= 22, whose global WebSocket is used.' : '.'));
+}
+
 export class Client extends Emitter {
   constructor(url, opts = {}) {
     super();
@@ -1067,7 +1080,7 @@ export class Client extends Emitter {
     this.url = url;
     this._opts = opts;
     this._storage = pickStorage(opts.storage);
-    this.device = opts.device || tokenDevice(opts.token) || deviceId(this._storage);
+    this.device = opts.device || tokenDevice(opts.token) || (opts.deviceFile ? fileDeviceId(opts.deviceFile) : deviceId(this._storage));
     this.user = opts.user || null;
     this.session = null;
     this.status = 'connecting';
@@ -1080,6 +1093,7 @@ export class Client extends Emitter {
     const want = opts.transports || DEFAULTS.transports;
     this._transports = want.filter((k) => TRANSPORTS[k] && (k === 'ws' ? !!this._env.WebSocket : !!this._env.fetch));
     if (!this._transports.length) throw new TypeError(`wsync: no usable transport among ${want.join(', ')}`);
+    if (want.includes('ws') && !this._env.WebSocket) warnNoWebSocket(this._transports[0]);
     this._backoff = { ...DEFAULTS.backoff, ...(opts.backoff || {}) };
     this._heartbeat = opts.heartbeat === false ? null : { ...DEFAULTS.heartbeat, ...(opts.heartbeat || {}) };
     this._connectTimeout = opts.connectTimeout || DEFAULTS.connectTimeout;
