@@ -150,9 +150,17 @@ export interface ChangeEvent {
   fields: Fields | undefined;
   /** The confirmed version (seq), undefined for an item that exists only locally. */
   version: number | undefined;
-  /** true for an optimistic apply or a rollback, false for a change from the server. */
+  /** true for an optimistic apply or a rollback (this client's own write, not in the log yet), false for a change from the server. */
   local: boolean;
   removed: boolean;
+  /**
+   * The author of the log entry that made the change (5.4): {user, device},
+   * this client's own when its write is confirmed, or {backend: true} for the
+   * backend API. Absent for local changes and snapshots.
+   */
+  from?: { user: string; device: string } | { backend: true };
+  /** The seq of that log entry; absent when from is. */
+  seq?: number;
 }
 
 export interface RoomMessageEvent {

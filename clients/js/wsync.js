@@ -332,10 +332,15 @@ class Timers {
 ** Item ids are called `item` across the API, as on the wire; `id` is the
 ** alias kept from before. A 'change' event carries both: `id` as its own
 ** enumerable member (spreading or serializing the event gives what it always
-** gave), `item` beside it, not enumerated.
+** gave), `item` beside it, not enumerated. A change caused by a log entry
+** also carries the entry's `from` (its author, 5.4) and `seq`.
 */
-function changeEvent(item, fields, version, local) {
+function changeEvent(item, fields, version, local, cause) {
   const ev = { id: item, fields, version, local, removed: fields === undefined };
+  if (cause && cause.items.has(item)) {
+    ev.from = cause.from;
+    ev.seq = cause.seq;
+  }
   Object.defineProperty(ev, 'item', { value: item, enumerable: false });
   return ev;
 }
@@ -679,8 +684,11 @@ export class Room extends Emitter {
     return { text: typeof v === 'string' ? v : '', rev };
   }
 
-  /** Recomputes the local view of ids; emits 'change' for each that changed. */
-  _refresh(ids, local) {
+  /**
+   * Recomputes the local view of ids; emits 'change' for each that changed.
+   * cause {from, seq, items}: the log entry applied, author of those items' changes.
+   */
+  _refresh(ids, local, cause) {
     for (const id of ids) {
       const before = this.items.get(id);
       const after = this._visible(id);
@@ -698,7 +706,7 @@ export class Room extends Emitter {
         this.items.set(id, Object.isFrozen(after) ? after : Object.freeze(after));
         this._shownVersion.set(id, version);
       }
-      this.emit('change', changeEvent(id, after, version, local));
+      this.emit('change', changeEvent(id, after, version, local, cause));
     }
   }
 
@@ -770,7 +778,8 @@ export class Room extends Emitter {
         if (rec.msg.type === 'op') for (const id of this._itemsOf(rec.msg.op)) touched.add(id);
       }
     }
-    this._refresh(touched, false);
+    const cause = m.type === 'op' ? { from: m.from, seq: m.seq, items: this._itemsOf(m.op) } : undefined;
+    this._refresh(touched, false, cause);
     if (m.type === 'message') this.emit('message', { data: m.data, from: m.from, seq: m.seq, ts: m.ts, cid: m.cid });
     this._resyncIfBroken();
   }
