@@ -331,7 +331,7 @@ export class SharedText extends Emitter {
   /** 'synchronized' once every edit is confirmed. */
   readonly state: TextDocState;
 
-  /** Each returns the op made (code points), [] for no change. Throw after close() or once the room is left. */
+  /** Each returns the op made (code points), [] for no change. Throw after close(), once the room is left, or with the client's AuthError. */
   insert(pos16: number, text: string): TextOp;
   delete(pos16: number, len16: number): TextOp;
   /** value becomes newValue by one change; caret16 (the caret after the edit) places an ambiguous one. */

@@ -1837,6 +1837,7 @@ export class SharedText extends Emitter {
   _writable() {
     if (this._closed) throw new WsyncError('closed', `text ${this.item}.${this.field} is closed`);
     if (this._gone) throw new WsyncError(this._gone.code, `room ${this.room.name}: ${this._gone.message}`);
+    if (this.room.client._authError) throw this.room.client._authError; // as set() rejects: nothing would send it
   }
 
   // The doc's send(): a fresh op becomes a pending record of the room. A

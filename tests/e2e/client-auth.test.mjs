@@ -110,6 +110,23 @@ describe('refused static tokens', () => {
     await refusedForGood(t, srv.url, { device: 'd5', transports: ['ws'] }, 'unauthorized');
   });
 
+  test('a shared text: its unsent edit is rolled back, later edits throw the AuthError', async (t) => {
+    const tok = token('alice', { '*': 'rw' }, { exp: nowS() - 60 });
+    const c = mk(t, srv.url, { token: tok, device: 'd6', transports: ['ws'] });
+    const room = c.room('doc:auth');
+    const text = room.text('page', 'body');
+    const changes = [];
+    text.on('change', (ch) => changes.push(ch));
+    text.insert(0, 'hello');
+    assert.equal(text.value, 'hello');
+    await rejectsWith(room.ready, 'token_expired', 'ready');
+    assert.equal(text.value, '', 'the edit was rolled back');
+    assert.equal(changes.at(-1).rollback, true);
+    assert.equal(text.state, 'synchronized', 'nothing left in flight');
+    assert.throws(() => text.insert(0, 'x'), (err) => err instanceof wsync.AuthError && err.code === 'token_expired');
+    assert.equal(room.pendingCount, 0);
+  });
+
   test('a client made without `device` takes the token\'s device claim', async (t) => {
     const tok = mintToken({ user: 'alice', device: 'laptop', grants: ['*=rw'] });
     const c = mk(t, srv.url, { token: tok, transports: ['ws'] });
