@@ -169,6 +169,16 @@ describe('token functions', () => {
     assert.equal(c.authError, null);
   });
 
+  test('a function whose tokens are bound to a device, no `device` option: the claim is the device', async (t) => {
+    const tok = mintToken({ user: 'alice', device: 'phone-7', grants: ['*=rw'] });
+    const c = mk(t, srv.url, { transports: ['ws'], token: async () => tok });
+    const room = c.room('board:fn-claim');
+    await withTimeout(room.ready, BOUND_MS, 'ready');
+    assert.equal(c.device, 'phone-7');
+    assert.deepEqual(c.sent.filter((m) => m.type === 'hello').map((m) => m.device), ['phone-7']);
+    assert.deepEqual(c.errors, []);
+  });
+
   test('a function that throws after a refusal: the client gives up with the refusal', async (t) => {
     let calls = 0;
     const c = mk(t, srv.url, {
