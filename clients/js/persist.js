@@ -71,6 +71,45 @@ export function deviceId(storage) {
   return d;
 }
 
+/**
+ * The device id kept in a file (Node: options.deviceFile), made on first use:
+ * every run of the process is the same device. Needs Node's fs, reached
+ * through process.getBuiltinModule (Node >= 20.16, 22.3) so that this module
+ * imports nothing and still loads in browsers. Throws when the file cannot
+ * be read or written or holds something else than a device id (it is never
+ * overwritten).
+ */
+export function fileDeviceId(file) {
+  const proc = globalThis.process;
+  const fs = proc && typeof proc.getBuiltinModule === 'function' ? proc.getBuiltinModule('node:fs') : undefined;
+  if (!fs) {
+    throw new TypeError('wsync: deviceFile needs Node >= 20.16 (process.getBuiltinModule); pass `device` or a `storage` instead');
+  }
+  const valid = (d) => /^[A-Za-z0-9._:-]{1,64}$/.test(d);
+  const read = () => {
+    try {
+      return fs.readFileSync(file, 'utf8').trim();
+    } catch (err) {
+      if (err && err.code === 'ENOENT') return '';
+      throw new Error(`wsync: deviceFile ${file}: ${err && err.message}`);
+    }
+  };
+  let have = read();
+  if (!have) {
+    const d = `d-${randomId(12)}`;
+    try {
+      fs.writeFileSync(file, `${d}\n`, { flag: 'wx' });
+      return d;
+    } catch (err) {
+      // Another process made it first: take its id.
+      if (!err || err.code !== 'EEXIST') throw new Error(`wsync: deviceFile ${file}: ${err && err.message}`);
+      have = read();
+    }
+  }
+  if (!valid(have)) throw new Error(`wsync: deviceFile ${file} does not hold a device id (1-64 of A-Z a-z 0-9 . _ : -)`);
+  return have;
+}
+
 // ---- IndexedDB ------------------------------------------------------------
 
 const DB_NAME = 'wsync';

@@ -19,15 +19,37 @@ export interface StorageLike {
 }
 
 export interface ClientOptions {
-  /** A JWT, or a function returning one (or a Promise of one); called at every hello. */
+  /**
+   * A JWT, or a function returning one (or a Promise of one); called at every hello.
+   * A refused hello (token_invalid, token_expired, unauthorized) with a string
+   * stops the client with an AuthError; a function is asked again (backoff) and
+   * the client gives up when it throws, returns the refused token or is refused
+   * 5 times in a row.
+   */
   token?: string | (() => string | Promise<string>);
   /** Demo mode only (server --insecure-demo): the user id instead of a token. */
   user?: string;
-  /** Device id (1-64 of A-Z a-z 0-9 . _ : -). Default: generated once, kept in storage under 'wsync.device'. */
+  /**
+   * Device id (1-64 of A-Z a-z 0-9 . _ : -). Default: the token's `device`
+   * claim (a token bound to a device is refused for any other, so a given
+   * device must equal the claim); else generated once, kept in storage under 'wsync.device'.
+   */
   device?: string;
+  /**
+   * Node: a file holding the device id, made on first use, so that every run
+   * of the process is the same device (its session is taken over, its re-sent
+   * cids deduplicated). Needs Node >= 20.16; throws if the file holds
+   * something else. Default (no device, no claim, no deviceFile): a device
+   * kept in `storage`, which in Node is memory: a new device per process.
+   */
+  deviceFile?: string;
   /** Transports to try, in order. Default ['ws', 'sse', 'poll']; ['poll'] forces long-polling. */
   transports?: TransportKind[];
-  /** The WebSocket class: in Node the `ws` package's; default globalThis.WebSocket. */
+  /**
+   * The WebSocket class; default globalThis.WebSocket (browsers, Node >= 22).
+   * In Node < 22 pass the `ws` package's; without one the client uses SSE and
+   * says so once with console.warn.
+   */
   WebSocket?: unknown;
   /** The EventSource class for SSE; default globalThis.EventSource. Without one (Node), the stream is read with fetch(). null forces fetch(). */
   EventSource?: unknown;
@@ -82,6 +104,19 @@ export class WsyncError extends Error {
   details?: ServerErrorInfo;
 }
 
+/**
+ * The server refused the hello for good (3.1) and the client stopped: code
+ * 'token_invalid', 'token_expired', 'unauthorized' (or 'bad_request',
+ * 'unsupported_version'). `ready`, unconfirmed writes and later writes
+ * reject with it; the 'authfailed' event carries it.
+ */
+export class AuthError extends WsyncError {
+  code: 'token_invalid' | 'token_expired' | 'unauthorized' | 'bad_request' | 'unsupported_version' | string;
+}
+
+/** The `device` claim of a JWT, read without verifying it; undefined when absent. */
+export function tokenDevice(token: unknown): string | undefined;
+
 export interface SetOp { kind: 'set'; item: string; fields: Fields; base?: number; fence?: number }
 export interface DelOp { kind: 'del'; item: string; base?: number; fence?: number }
 export interface BatchOp { kind: 'batch'; ops: Array<SetOp | DelOp> }
@@ -119,9 +154,17 @@ export interface ChangeEvent {
   fields: Fields | undefined;
   /** The confirmed version (seq), undefined for an item that exists only locally. */
   version: number | undefined;
-  /** true for an optimistic apply or a rollback, false for a change from the server. */
+  /** true for an optimistic apply or a rollback (this client's own write, not in the log yet), false for a change from the server. */
   local: boolean;
   removed: boolean;
+  /**
+   * The author of the log entry that made the change (5.4): {user, device},
+   * this client's own when its write is confirmed, or {backend: true} for the
+   * backend API. Absent for local changes and snapshots.
+   */
+  from?: { user: string; device: string } | { backend: true };
+  /** The seq of that log entry; absent when from is. */
+  seq?: number;
 }
 
 export interface RoomMessageEvent {
@@ -304,7 +347,7 @@ export class SharedText extends Emitter {
   /** 'synchronized' once every edit is confirmed. */
   readonly state: TextDocState;
 
-  /** Each returns the op made (code points), [] for no change. Throw after close() or once the room is left. */
+  /** Each returns the op made (code points), [] for no change. Throw after close(), once the room is left, or with the client's AuthError. */
   insert(pos16: number, text: string): TextOp;
   delete(pos16: number, len16: number): TextOp;
   /** value becomes newValue by one change; caret16 (the caret after the edit) places an ambiguous one. */
@@ -338,6 +381,8 @@ export class Client extends Emitter {
    * opened and not failed. False before it opened, without IndexedDB, after a failed write (quota).
    */
   readonly persistent: boolean;
+  /** The AuthError the client stopped with (hello refused for good), or null; reconnect() clears it. */
+  readonly authError: AuthError | null;
 
   /** The room (one object per name); joined now or when online, and again after reconnects. */
   room(name: string, options?: RoomOptions): Room;
@@ -352,6 +397,8 @@ export class Client extends Emitter {
   on(event: 'status', fn: (status: Status, info: { transport: TransportKind | null }) => void): this;
   on(event: 'error', fn: (err: ServerErrorInfo) => void): this;
   on(event: 'welcome', fn: (w: { resumed: boolean; session: string; transport: TransportKind }) => void): this;
+  /** Authentication failed for good: the client stopped (offline) until reconnect(). */
+  on(event: 'authfailed', fn: (err: AuthError) => void): this;
   on(event: string, fn: (...args: any[]) => void): this;
 }
 

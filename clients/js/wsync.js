@@ -35,7 +35,7 @@
 // in Node >= 18 (pass the `ws` package's WebSocket as options.WebSocket).
 
 import { ORDERLY_CLOSES, TRANSPORTS } from './transports.js';
-import { PendingStore, deviceId, pickStorage, randomId, storageGet, storageSet } from './persist.js';
+import { PendingStore, deviceId, fileDeviceId, pickStorage, randomId, storageGet, storageSet } from './persist.js';
 import { TextDoc, apply as applyText, bindTextarea } from './text.js';
 
 export { bindTextarea };
@@ -94,6 +94,18 @@ export class WsyncError extends Error {
     this.name = 'WsyncError';
     this.code = code;
     if (details) this.details = details;
+  }
+}
+
+/**
+ * The server refused the hello for good (3.1): err.code is 'token_invalid',
+ * 'token_expired', 'unauthorized' (or 'bad_request', 'unsupported_version').
+ * The client stopped: `ready`, pending and later writes reject with it.
+ */
+export class AuthError extends WsyncError {
+  constructor(code, message, details) {
+    super(code, message, details);
+    this.name = 'AuthError';
   }
 }
 
@@ -203,6 +215,30 @@ export function backoffDelay(n, { base, max }, random = Math.random) {
 /** Codes that rejecting a hello gives (3.1): never fixed by retrying with the same token. */
 const AUTH_CODES = new Set(['unauthorized', 'token_invalid', 'token_expired', 'unsupported_version', 'bad_request']);
 
+/** Of those, the ones another token may fix: a token function is asked again. */
+const TOKEN_CODES = new Set(['unauthorized', 'token_invalid', 'token_expired']);
+
+/** Refusals in a row after which a token function is not asked again. */
+const AUTH_RETRIES = 5;
+
+/**
+ * The `device` claim of a JWT (3.1), read without verifying it (the server
+ * does), or undefined: a token bound to a device is refused for any other.
+ */
+export function tokenDevice(token) {
+  if (typeof token !== 'string') return undefined;
+  const part = token.split('.')[1];
+  if (!part || typeof atob !== 'function') return undefined;
+  try {
+    const bin = atob(part.replace(/-/g, '+').replace(/_/g, '/'));
+    const claims = JSON.parse(new TextDecoder().decode(Uint8Array.from(bin, (ch) => ch.charCodeAt(0))));
+    const d = claims && claims.device;
+    return typeof d === 'string' && /^[A-Za-z0-9._:-]{1,64}$/.test(d) ? d : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** 'http://h:p', 'ws://h:p/prefix' -> {http, ws} bases without a trailing slash. */
 function baseUrls(url) {
   const u = String(url).replace(/\/+$/, '');
@@ -296,10 +332,15 @@ class Timers {
 ** Item ids are called `item` across the API, as on the wire; `id` is the
 ** alias kept from before. A 'change' event carries both: `id` as its own
 ** enumerable member (spreading or serializing the event gives what it always
-** gave), `item` beside it, not enumerated.
+** gave), `item` beside it, not enumerated. A change caused by a log entry
+** also carries the entry's `from` (its author, 5.4) and `seq`.
 */
-function changeEvent(item, fields, version, local) {
+function changeEvent(item, fields, version, local, cause) {
   const ev = { id: item, fields, version, local, removed: fields === undefined };
+  if (cause && cause.items.has(item)) {
+    ev.from = cause.from;
+    ev.seq = cause.seq;
+  }
   Object.defineProperty(ev, 'item', { value: item, enumerable: false });
   return ev;
 }
@@ -508,6 +549,7 @@ export class Room extends Emitter {
     if (this._state === 'left' || this._state === 'failed') {
       return rejected(this._state === 'left' ? 'left' : 'not_joined', `room ${this.name} is ${this._state}`);
     }
+    if (this.client._authError) return quiet(Promise.reject(this.client._authError));
     const p = promiseParts();
     const rec = {
       cid: msg.cid,
@@ -579,6 +621,7 @@ export class Room extends Emitter {
     if (this._state === 'left' || this._state === 'failed') {
       return rejected('not_joined', `room ${this.name} is ${this._state}`);
     }
+    if (this.client._authError) return quiet(Promise.reject(this.client._authError));
     const c = this.client;
     const p = promiseParts();
     const req = { id: c._nextId(), sentGen: -1, retryAt: 0, room: this, resolve: p.resolve, reject: p.reject };
@@ -641,8 +684,11 @@ export class Room extends Emitter {
     return { text: typeof v === 'string' ? v : '', rev };
   }
 
-  /** Recomputes the local view of ids; emits 'change' for each that changed. */
-  _refresh(ids, local) {
+  /**
+   * Recomputes the local view of ids; emits 'change' for each that changed.
+   * cause {from, seq, items}: the log entry applied, author of those items' changes.
+   */
+  _refresh(ids, local, cause) {
     for (const id of ids) {
       const before = this.items.get(id);
       const after = this._visible(id);
@@ -660,7 +706,7 @@ export class Room extends Emitter {
         this.items.set(id, Object.isFrozen(after) ? after : Object.freeze(after));
         this._shownVersion.set(id, version);
       }
-      this.emit('change', changeEvent(id, after, version, local));
+      this.emit('change', changeEvent(id, after, version, local, cause));
     }
   }
 
@@ -732,7 +778,8 @@ export class Room extends Emitter {
         if (rec.msg.type === 'op') for (const id of this._itemsOf(rec.msg.op)) touched.add(id);
       }
     }
-    this._refresh(touched, false);
+    const cause = m.type === 'op' ? { from: m.from, seq: m.seq, items: this._itemsOf(m.op) } : undefined;
+    this._refresh(touched, false, cause);
     if (m.type === 'message') this.emit('message', { data: m.data, from: m.from, seq: m.seq, ts: m.ts, cid: m.cid });
     this._resyncIfBroken();
   }
@@ -981,6 +1028,31 @@ export class Room extends Emitter {
     this._refresh(ids, true);
   }
 
+  /**
+   * The client gave up authenticating (AuthError err): `ready` (if never
+   * joined), every write not acknowledged and every request reject with err;
+   * the writes are rolled back and reported as 'error' events, as refused ops.
+   */
+  _authFailed(err) {
+    if (!this._everJoined) this._readyParts.reject(err);
+    for (const rec of [...this._pending]) {
+      if (rec.acked) continue;
+      const m = { type: 'error', code: err.code, message: err.message, cid: rec.cid, room: this.name };
+      const h = rec.msg.type === 'op' ? opKinds.get(rec.msg.op.kind) : undefined;
+      if (h && h.onError) h.onError(this, rec, m); // a text rolls its edit back
+      this._drop(rec);
+      this.client._persistDelete(rec.cid);
+      if (rec.msg.type === 'op') this._refresh(this._itemsOf(rec.msg.op), true);
+      const op = rec.msg.type === 'op' ? rec.msg.op : undefined;
+      this.emit('error', { code: err.code, message: err.message, cid: rec.cid, op, item: op && op.item });
+      rec.reject(err);
+    }
+    for (const req of [...this._requests]) {
+      req.done();
+      req.reject(err);
+    }
+  }
+
   /** The transport died: requests sent on it may be lost; they go again on the next one. */
   _onDisconnect() {
     if (this._state === 'joined' || this._state === 'joining') this._state = 'idle';
@@ -1003,6 +1075,19 @@ const DEFAULTS = {
 
 const MEMORY_KEY = 'wsync.transport';
 
+let warnedNoWebSocket = false;
+
+/** Once per process: WebSocket was wanted, the runtime has none (Node < 22) and none was passed. */
+function warnNoWebSocket(used) {
+  if (warnedNoWebSocket || typeof console === 'undefined' || typeof console.warn !== 'function') return;
+  warnedNoWebSocket = true;
+  const node = globalThis.process && globalThis.process.versions && globalThis.process.versions.node;
+  const name = used === 'sse' ? 'SSE' : used === 'poll' ? 'long-polling' : used;
+  console.warn(`wsync: no WebSocket in this runtime${node ? ` (Node ${node})` : ''}: using ${name} instead. ` +
+    "For WebSocket, run 'npm install ws' and pass it: new Client(url, { WebSocket: (await import('ws')).default, ... })" +
+    (node ? ', or use Node >= 22, whose global WebSocket is used.' : '.'));
+}
+
 export class Client extends Emitter {
   constructor(url, opts = {}) {
     super();
@@ -1010,7 +1095,7 @@ export class Client extends Emitter {
     this.url = url;
     this._opts = opts;
     this._storage = pickStorage(opts.storage);
-    this.device = opts.device || deviceId(this._storage);
+    this.device = opts.device || tokenDevice(opts.token) || (opts.deviceFile ? fileDeviceId(opts.deviceFile) : deviceId(this._storage));
     this.user = opts.user || null;
     this.session = null;
     this.status = 'connecting';
@@ -1023,6 +1108,7 @@ export class Client extends Emitter {
     const want = opts.transports || DEFAULTS.transports;
     this._transports = want.filter((k) => TRANSPORTS[k] && (k === 'ws' ? !!this._env.WebSocket : !!this._env.fetch));
     if (!this._transports.length) throw new TypeError(`wsync: no usable transport among ${want.join(', ')}`);
+    if (want.includes('ws') && !this._env.WebSocket) warnNoWebSocket(this._transports[0]);
     this._backoff = { ...DEFAULTS.backoff, ...(opts.backoff || {}) };
     this._heartbeat = opts.heartbeat === false ? null : { ...DEFAULTS.heartbeat, ...(opts.heartbeat || {}) };
     this._connectTimeout = opts.connectTimeout || DEFAULTS.connectTimeout;
@@ -1045,6 +1131,9 @@ export class Client extends Emitter {
     this._stopped = false;   // close(), replaced, refused: no reconnect
     this._closed = false;    // close(): final
     this._preparing = false; // a hello is being made (token function)
+    this._authError = null;  // the AuthError the client gave up with
+    this._refused = null;    // the last refused hello {error, token}, until a welcome
+    this._authFails = 0;     // refused hellos in a row (token function)
     this._quick = { ws: 0, sse: 0, poll: 0 };
     this._onlineSince = 0;
     this._rx = 0;
@@ -1086,12 +1175,18 @@ export class Client extends Emitter {
 
   // ---- public ----
 
+  /** The AuthError the client gave up with (its hello refused for good), or null. */
+  get authError() {
+    return this._authError;
+  }
+
   /** The room object for name (one per name); joins now or when online, and after every reconnect. */
   room(name, opts) {
     let r = this._rooms.get(name);
     if (r) return r;
     r = new Room(this, name, opts);
     this._rooms.set(name, r);
+    if (this._authError) r._readyParts.reject(this._authError);
     this._adoptRestored(r);
     if (this._online()) r._sendJoin();
     return r;
@@ -1132,6 +1227,9 @@ export class Client extends Emitter {
   reconnect() {
     if (this._closed || this._current || this._attempt || this._preparing) return;
     this._stopped = false;
+    this._authError = null;
+    this._refused = null;
+    this._authFails = 0;
     this._timers.clear(this._retryTimer);
     this._connect();
   }
@@ -1178,8 +1276,15 @@ export class Client extends Emitter {
 
   async _helloMsg() {
     const o = this._opts;
-    const hello = { type: 'hello', v: 1, device: this.device };
     const tok = typeof o.token === 'function' ? await o.token() : o.token;
+    // Without a `device` option the token's claim is the device (a token
+    // function may bind its tokens to one): a new device, a new session.
+    const claimed = o.device ? undefined : tokenDevice(tok);
+    if (claimed && claimed !== this.device) {
+      this.device = claimed;
+      this.session = null;
+    }
+    const hello = { type: 'hello', v: 1, device: this.device };
     if (tok) hello.token = tok;
     else if (o.user) hello.user = o.user;
     if (this.session) {
@@ -1201,12 +1306,18 @@ export class Client extends Emitter {
       hello = await this._helloMsg();
     } catch (err) {
       this.emit('error', { code: 'token', message: `token(): ${err && err.message}` });
-      this._scheduleRetry();
+      // After a refusal, a throwing token function has no new token to give.
+      if (this._refused) this._authFailed(this._refused.error, `token(): ${err && err.message}`);
+      else this._scheduleRetry();
       return;
     } finally {
       this._preparing = false;
     }
     if (this._stopped || this._current || this._attempt) return;
+    if (this._refused && hello.token === this._refused.token) {
+      this._authFailed(this._refused.error, 'token() returned the refused token again');
+      return;
+    }
     this._try(this._order(), 0, hello);
   }
 
@@ -1248,11 +1359,14 @@ export class Client extends Emitter {
       const e = { ...info.error };
       delete e.type;
       this.emit('error', e);
-      if (AUTH_CODES.has(e.code) && typeof this._opts.token !== 'function') {
-        // The same token would be refused again: wait for the application.
-        this._stopped = true;
-        this._setStatus('offline', null);
-        return;
+      if (AUTH_CODES.has(e.code)) {
+        // The same token would be refused again: only a token function can
+        // give another one; it is asked again after the backoff wait.
+        if (typeof this._opts.token !== 'function' || !TOKEN_CODES.has(e.code) || ++this._authFails >= AUTH_RETRIES) {
+          this._authFailed(e);
+          return;
+        }
+        this._refused = { error: e, token: hello.token };
       }
       this._scheduleRetry();
       return;
@@ -1269,6 +1383,24 @@ export class Client extends Emitter {
       return;
     }
     this._scheduleRetry();
+  }
+
+  /**
+   * Authentication failed for good (refusal e, 3.1): stop, reject `ready`
+   * and every write with an AuthError, and say so ('authfailed'). Nothing is
+   * retried until reconnect().
+   */
+  _authFailed(e, why) {
+    const msg = e.message || e.code;
+    const err = new AuthError(e.code, why ? `${msg} (${why})` : msg, e);
+    this._authError = err;
+    this._refused = null;
+    this._stopped = true;
+    this._timers.clear(this._retryTimer);
+    this._retryTimer = null;
+    this._setStatus('offline', null);
+    for (const r of [...this._rooms.values()]) r._authFailed(err);
+    this.emit('authfailed', err);
   }
 
   _scheduleRetry() {
@@ -1292,6 +1424,8 @@ export class Client extends Emitter {
   _onWelcome(t, w, hello, order, i) {
     const resumed = !!w.resumed && !!hello.session && w.session === hello.session;
     this._current = t;
+    this._refused = null;
+    this._authFails = 0;
     this._gen++;
     this.session = w.session;
     this.user = w.user;
@@ -1766,6 +1900,7 @@ export class SharedText extends Emitter {
   _writable() {
     if (this._closed) throw new WsyncError('closed', `text ${this.item}.${this.field} is closed`);
     if (this._gone) throw new WsyncError(this._gone.code, `room ${this.room.name}: ${this._gone.message}`);
+    if (this.room.client._authError) throw this.room.client._authError; // as set() rejects: nothing would send it
   }
 
   // The doc's send(): a fresh op becomes a pending record of the room. A

@@ -45,7 +45,9 @@ test('item and its alias id: batch entries, change events', async (t) => {
       const copy = { ...e };
       assert.equal(copy.id, e.item, `${who}: a copy keeps id`);
       assert.equal('item' in copy, false, `${who}: item is not enumerated`);
-      assert.deepEqual(Object.keys(e), ['id', 'fields', 'version', 'local', 'removed']);
+      // The members it always had, and the author and seq of a log entry's change.
+      const keys = ['id', 'fields', 'version', 'local', 'removed'];
+      assert.deepEqual(Object.keys(e), e.seq === undefined ? keys : [...keys, 'from', 'seq']);
     }
   }
   assert.ok(remote.some((e) => e.item === 'gone' && e.removed && e.id === 'gone'), 'a removal names the item both ways');

@@ -87,7 +87,10 @@ function syncSuite(transport) {
 
     // Remote changes were reported as such, with their versions.
     const remote = rb.events.filter((e) => e.event === 'change' && e.id === 'card-1' && !e.local);
-    assert.deepEqual(remote.at(-1), { event: 'change', id: 'card-1', fields: { col: 'done' }, version: versions['card-1'], local: false, removed: false });
+    assert.deepEqual(remote.at(-1), {
+      event: 'change', id: 'card-1', fields: { col: 'done' }, version: versions['card-1'], local: false, removed: false,
+      from: { user: 'alice', device: a.device }, seq: versions['card-1'],
+    });
     assert.ok(rb.events.some((e) => e.event === 'change' && e.id === 'card-4' && e.removed), 'the batch del reached bob');
     for (const cl of [a, b, c, d]) assert.deepEqual(unexpectedErrors(cl), [], `${cl.user}: no error`);
   });
