@@ -1,6 +1,7 @@
 /* main.c -- configuration and wiring only: parse flags, build the parts
  * (net loop, httpd with its routes, the store, the engine), listen, run the
- * loop, shut down gracefully on SIGINT/SIGTERM. The routes are registered
+ * loop, shut down gracefully on SIGINT/SIGTERM, reload the TLS certificate
+ * on SIGHUP. The routes are registered
  * here and nowhere else: transport (net, http, ws) knows paths and
  * callbacks only, the engine knows no paths. */
 #include <errno.h>
@@ -37,6 +38,7 @@ struct app {
   ws_route sync_route, echo_route, bcast_route;
   bcast_registry *bcast;
   engine *sync;
+  net_tls *tls;            /* --tls-cert/--tls-key, NULL for plain HTTP */
 };
 
 /* ---- routes ------------------------------------------------------------------ */
@@ -130,7 +132,7 @@ static int open_store(struct app *app, store **out, char *err, size_t errlen) {
 
 typedef struct {
   struct app *app;
-  uv_signal_t sigint, sigterm;
+  uv_signal_t sigint, sigterm, sighup;
   uv_timer_t drain;
   uint64_t deadline;
   int forced;
@@ -159,6 +161,7 @@ static void on_drain(uv_timer_t *t) {
     uv_close((uv_handle_t *)&rt->drain, NULL);
     uv_close((uv_handle_t *)&rt->sigint, NULL);
     uv_close((uv_handle_t *)&rt->sigterm, NULL);
+    if (app->tls) uv_close((uv_handle_t *)&rt->sighup, NULL);
     return;
   }
   if (!rt->forced && uv_now(app->loop) >= rt->deadline) {
@@ -185,6 +188,19 @@ static void on_signal(uv_signal_t *s, int signum) {
   net_loop_foreach(app->net, close_one, NULL);
   rt->deadline = uv_now(app->loop) + app->cfg->shutdown_grace_ms;
   uv_timer_start(&rt->drain, on_drain, 5, 5);
+}
+
+/* SIGHUP: load --tls-cert and --tls-key again (a renewed certificate). New
+ * handshakes use the new pair; open connections are not touched. A pair
+ * that fails to load leaves the old one in use. */
+static void on_hup(uv_signal_t *s, int signum) {
+  (void)signum;
+  runtime *rt = s->data;
+  char err[512];
+  if (net_tls_reload(rt->app->tls, err, sizeof err) != 0)
+    log_warn("SIGHUP: TLS certificate not reloaded, keeping the old one: %s", err);
+  else
+    log_info("SIGHUP: TLS certificate reloaded (sha256 %s)", net_tls_fingerprint(rt->app->tls));
 }
 
 static void raise_fd_limit(void) {
@@ -223,6 +239,20 @@ static int serve(int argc, char **argv) {
     return 2;
   }
 
+  if (!cfg.tls_cert != !cfg.tls_key) {
+    fprintf(stderr, "wsync: %s needs %s too\n", cfg.tls_cert ? "--tls-cert" : "--tls-key",
+            cfg.tls_cert ? "--tls-key" : "--tls-cert");
+    return 2;
+  }
+  if (cfg.tls_cert) {
+    char terr[512];
+    app.tls = net_tls_new(cfg.tls_cert, cfg.tls_key, terr, sizeof terr);
+    if (!app.tls) {
+      fprintf(stderr, "wsync: %s\n", terr);
+      return 2;
+    }
+  }
+
   signal(SIGPIPE, SIG_IGN);
   raise_fd_limit();
   if (cfg.insecure_demo)
@@ -234,6 +264,7 @@ static int serve(int argc, char **argv) {
   rc = open_store(&app, &st, err, sizeof err);
   if (rc) {
     fprintf(stderr, "wsync: %s\n", err);
+    net_tls_free(app.tls);
     return 1;
   }
 
@@ -252,12 +283,14 @@ static int serve(int argc, char **argv) {
                                         .handshake_timeout_ms = cfg.handshake_timeout_ms,
                                         .idle_timeout_ms = cfg.idle_timeout_ms});
   app.net = net_loop_new(app.loop, &ncfg, app.http);
+  if (app.tls) net_loop_set_tls(app.net, app.tls);
   rc = engine_new(app.loop, app.net, &cfg, st, &app.sync, err, sizeof err);
   if (rc) {
     fprintf(stderr, "wsync: %s\n", err);
     store_close(st);
     net_loop_free(app.net);
     httpd_free(app.http);
+    net_tls_free(app.tls);
     return 1;
   }
   add_routes(&app);
@@ -269,14 +302,17 @@ static int serve(int argc, char **argv) {
     net_loop_free(app.net);
     httpd_free(app.http);
     ws_bcast_free(app.bcast);
+    net_tls_free(app.tls);
     return 1;
   }
   const char *h = cfg.listen_host;
   int v6 = strchr(h, ':') != NULL;
-  log_info("wsync %s listening on http://%s%s%s:%d (store %s in %s, durability %s, backend API %s)",
-           WSYNC_VERSION, v6 ? "[" : "", h, v6 ? "]" : "", net_listen_port(app.net), store_backend(st),
+  log_info("wsync %s listening on %s://%s%s%s:%d (store %s in %s, durability %s, backend API %s)",
+           WSYNC_VERSION, app.tls ? "https" : "http", v6 ? "[" : "", h, v6 ? "]" : "", net_listen_port(app.net), store_backend(st),
            cfg.data_dir, cfg.durability_full ? "full" : "normal", cfg.api_key && *cfg.api_key ? "on" : "off");
   if (cfg.echo_endpoint) log_info("test endpoints enabled: /v1/echo, /v1/broadcast");
+  if (app.tls)
+    log_info("TLS 1.2/1.3 with %s (sha256 %s); SIGHUP reloads it", cfg.tls_cert, net_tls_fingerprint(app.tls));
 
   runtime rt = {.app = &app};
   uv_signal_init(app.loop, &rt.sigint);
@@ -285,12 +321,18 @@ static int serve(int argc, char **argv) {
   rt.sigint.data = rt.sigterm.data = rt.drain.data = &rt;
   uv_signal_start(&rt.sigint, on_signal, SIGINT);
   uv_signal_start(&rt.sigterm, on_signal, SIGTERM);
+  if (app.tls) {
+    uv_signal_init(app.loop, &rt.sighup);
+    rt.sighup.data = &rt;
+    uv_signal_start(&rt.sighup, on_hup, SIGHUP);
+  }
 
   uv_run(app.loop, UV_RUN_DEFAULT);
   engine_free(app.sync);
   net_loop_free(app.net);
   httpd_free(app.http);
   ws_bcast_free(app.bcast);
+  net_tls_free(app.tls);
   uv_loop_close(app.loop);
   log_info("stopped");
   return 0;

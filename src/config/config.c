@@ -92,6 +92,10 @@ static const option options[] = {
    "bearer key of the backend HTTP API and /metrics (default: API off)"},
   {"history-ops", K_UINT, OFF(history_ops), "N", "100000", 0, 0,
    "log entries kept per room for catch-up; older ones are trimmed"},
+  {"tls-cert", K_STR, OFF(tls_cert), "FILE", NULL, 0, 0,
+   "PEM certificate chain: serve HTTPS and wss:// on --listen (with --tls-key; SIGHUP reloads both)"},
+  {"tls-key", K_STR, OFF(tls_key), "FILE", NULL, 0, 0,
+   "PEM private key of --tls-cert (no passphrase)"},
   {"store-faults", K_STR, OFF(store_faults), "FILE", NULL, 0, 0,
    "TESTING ONLY: fail store calls as FILE says (\"commit N\", \"dedupe N\", \"read N\")"},
 };

@@ -47,6 +47,8 @@ typedef struct wsy_config {
   unsigned max_catchup;      /* ops sent on join before a snapshot is preferred */
   size_t max_outbox;         /* bytes of unconfirmed messages kept per session */
   const char *api_key;       /* backend API bearer key; NULL: API off */
+  const char *tls_cert;      /* PEM certificate chain: serve HTTPS and wss:// (with tls_key) */
+  const char *tls_key;       /* PEM private key of tls_cert */
   const char *store_faults;  /* testing: the fault store's control file, or NULL */
 } wsy_config;
 

@@ -9,6 +9,14 @@
  *   callback; new chunks queue behind it. So a conn issues one write syscall
  *   per iteration however many messages were queued for it.
  *
+ * With TLS (tls.h) the queue still holds the shared plaintext chunks: a flush
+ * first encrypts what is queued (up to TLS_BATCH bytes) into the conn's
+ * ciphertext buffer, then offers that buffer to the socket with one
+ * uv_try_write; a remainder becomes the in-flight buffer of one uv_write, and
+ * nothing more is encrypted until it is written, so plaintext waits in the
+ * queue (where the cap counts it) instead of piling up as ciphertext.
+ * Reads decrypt into the loop's plaintext buffer and hand that to on_data.
+ *
  * Close path: net_conn_end() (graceful: flush, FIN, linger for the peer's
  * FIN) or net_conn_close() (now). Both are idempotent; the conn is freed in
  * uv_close's callback, after every callback up the stack has returned. */
@@ -18,9 +26,14 @@
 #include <string.h>
 
 #include "../common/log.h"
+#include "tls.h"
+
+#include <openssl/err.h>
 
 #define NET_READ_BUF (256 * 1024)
 #define NET_IOV_MAX 1024
+/* Plaintext encrypted per write: 16 full TLS records. */
+#define TLS_BATCH (256 * 1024)
 
 enum {
   F_DIRTY = 1 << 0,
@@ -36,6 +49,7 @@ struct conn {
   conn *prev, *next;   /* every connection of the loop */
   conn *dirty_next;
   net_chunk **q;       /* ring of queued chunks, capacity a power of two */
+  tls_io *tls;         /* NULL on a plain connection */
   uv_write_t *wreq;    /* allocated while a write is in flight */
   uint32_t q_head, q_len, q_cap, q_inflight;
   uint32_t head_off;   /* bytes of the head chunk already written */
@@ -64,6 +78,8 @@ struct net_loop {
   conn *dirty;
   net_stats st;
   uint8_t *rbuf;
+  net_tls *tls;
+  uint8_t *pbuf;       /* decrypted bytes handed to on_data (TLS only) */
   uv_buf_t iov[NET_IOV_MAX];
 };
 
@@ -178,6 +194,9 @@ static void mark_dirty(conn *c) {
 
 static void flush(conn *c);
 
+/* A write the socket has not finished owns part of the output. */
+static inline int writing(const conn *c) { return c->q_inflight || (c->tls && c->tls->fly); }
+
 /* An empty queue takes any one chunk: a consumer with nothing pending is not
  * behind, and a chunk is bounded elsewhere (--max-message-size), so a cap
  * below the message size must not refuse every large message. */
@@ -192,7 +211,7 @@ static int enqueue(conn *c, net_chunk *ch, int force) {
      * this loop turn: one read can carry hundreds of messages to fan out
      * before the prepare/check hooks flush. Offer the queue to the socket
      * first; only when no write is possible is the consumer slow. */
-    if (!c->q_inflight) flush(c);
+    if (!writing(c)) flush(c);
     if (c->flags & F_CLOSING) return WSY_CLOSED;
     if (over_cap(c, ch)) return WSY_SLOW;
   }
@@ -254,6 +273,7 @@ static void on_closed(uv_handle_t *h) {
   }
   wsy_free(c->q);
   wsy_free(c->wreq);
+  tls_io_free(c->tls);
   wsy_free(c);
 }
 
@@ -278,6 +298,7 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 
 static void maybe_shutdown(conn *c) {
   if (!(c->flags & F_ENDING) || (c->flags & (F_SHUT | F_CLOSING)) || c->q_len) return;
+  if (c->tls && (c->tls->fly || c->tls->out_len)) return;
   c->flags |= F_SHUT;
   uv_shutdown_t *req = wsy_malloc(sizeof *req);
   req->data = c;
@@ -332,8 +353,14 @@ static uint32_t fill_iov(conn *c, size_t *total) {
   return n;
 }
 
+static void tls_flush(conn *c);
+
 static void flush(conn *c) {
   net_loop *nl = conn_nl(c);
+  if (c->tls) {
+    tls_flush(c);
+    return;
+  }
   while (c->q_len && !c->q_inflight && !(c->flags & F_CLOSING)) {
     size_t total;
     uint32_t n = fill_iov(c, &total);
@@ -382,6 +409,188 @@ void net_loop_flush(net_loop *nl) {
 static void on_prepare(uv_prepare_t *h) { net_loop_flush(h->data); }
 static void on_check(uv_check_t *h) { net_loop_flush(h->data); }
 
+/* ---- TLS ------------------------------------------------------------------ */
+
+void net_loop_set_tls(net_loop *nl, net_tls *t) {
+  nl->tls = t;
+  if (t && !nl->pbuf) nl->pbuf = wsy_malloc(NET_READ_BUF);
+}
+
+static void on_tls_write(uv_write_t *req, int status) {
+  conn *c = req->data;
+  tls_io *io = c->tls;
+  size_t n = io->fly_len - io->fly_off;
+  wsy_free(io->fly);
+  io->fly = NULL;
+  io->fly_off = io->fly_len = 0;
+  if (status < 0) {
+    log_debug("write failed: %s", uv_strerror(status));
+    net_conn_close(c);
+    return;
+  }
+  conn_nl(c)->st.bytes_out += n;
+  conn_nl(c)->st.writes++;
+  if (!(c->flags & F_CLOSING)) mark_dirty(c);
+}
+
+/* Encrypts up to TLS_BATCH queued bytes into io->out; -1 on an error. */
+static int tls_encrypt(conn *c) {
+  tls_io *io = c->tls;
+  size_t done = 0;
+  while (c->q_len && done < TLS_BATCH) {
+    net_chunk *h = *q_at(c, 0);
+    size_t n = h->len - c->head_off;
+    if (n > TLS_BATCH - done) n = TLS_BATCH - done;
+    int r = n ? SSL_write(io->ssl, h->data + c->head_off, (int)n) : 0;
+    if (n && r != (int)n) { /* our BIO takes everything: only a broken session fails */
+      char e[200];
+      log_debug("TLS write failed: %s", tls_last_error(e, sizeof e));
+      return -1;
+    }
+    q_advance(c, n);
+    done += n;
+  }
+  if ((c->flags & F_ENDING) && !c->q_len && !io->closed) {
+    io->closed = 1;
+    SSL_shutdown(io->ssl); /* close_notify into out, before our FIN */
+    ERR_clear_error();
+  }
+  return 0;
+}
+
+static void tls_flush(conn *c) {
+  net_loop *nl = conn_nl(c);
+  tls_io *io = c->tls;
+  if (!io->failed && !SSL_is_init_finished(io->ssl) && (c->flags & F_ENDING)) {
+    /* Ending before the handshake finished (a timeout, a refusal written
+     * at accept): nothing queued can be sent. */
+    net_conn_discard_pending(c);
+    io->failed = 1;
+  }
+  while (!(c->flags & F_CLOSING) && !io->fly) {
+    if (!io->out_len && !io->failed && SSL_is_init_finished(io->ssl) && tls_encrypt(c) != 0) {
+      net_conn_close(c);
+      return;
+    }
+    if (!io->out_len) break;
+    uv_buf_t b = uv_buf_init((char *)io->out, (unsigned)io->out_len);
+    int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (r == UV_EAGAIN) r = 0;
+    if (r < 0) {
+      log_debug("write failed: %s", uv_strerror(r));
+      net_conn_close(c);
+      return;
+    }
+    nl->st.writes++;
+    nl->st.bytes_out += (size_t)r;
+    if ((size_t)r == io->out_len) {
+      io->out_len = 0;
+      continue; /* more only when over TLS_BATCH was queued */
+    }
+    /* The socket is full: the rest of this buffer goes to one uv_write and
+     * new ciphertext starts a buffer of its own. */
+    io->fly = io->out;
+    io->fly_off = (size_t)r;
+    io->fly_len = io->out_len;
+    io->out = NULL;
+    io->out_len = io->out_cap = 0;
+    if (!c->wreq) c->wreq = wsy_malloc(sizeof *c->wreq);
+    c->wreq->data = c;
+    b = uv_buf_init((char *)io->fly + io->fly_off, (unsigned)(io->fly_len - io->fly_off));
+    if (uv_write(c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_tls_write) < 0) {
+      wsy_free(io->fly);
+      io->fly = NULL;
+      net_conn_close(c);
+    }
+    return;
+  }
+  if (!io->fly && !c->q_len && c->wreq) {
+    wsy_free(c->wreq);
+    c->wreq = NULL;
+  }
+  maybe_shutdown(c);
+}
+
+/* Plain text where a TLS handshake record (0x16) should start: a browser or
+ * curl sent http:// to the TLS port. Answer a short 400 in plain text and
+ * end the connection; the protocol above never sees it. */
+static void plain_on_tls_port(conn *c, uint8_t first) {
+  static const char reply[] = "HTTP/1.1 400 Bad Request\r\n"
+                              "Content-Type: text/plain\r\n"
+                              "Content-Length: 46\r\n"
+                              "Connection: close\r\n\r\n"
+                              "This port speaks TLS: use https:// or wss://.\n";
+  char peer[80];
+  net_conn_peer(c, peer, sizeof peer);
+  log_debug("%s: not TLS on the TLS port (first byte 0x%02x): answered 400, closing", peer, first);
+  tls_io_free(c->tls);
+  c->tls = NULL;
+  net_chunk *ch = net_chunk_new(sizeof reply - 1);
+  memcpy(ch->data, reply, sizeof reply - 1);
+  (void)net_conn_send_force(c, ch);
+  net_chunk_unref(ch);
+  net_conn_end(c);
+}
+
+/* One socket read of ciphertext: the handshake, then every complete record
+ * decrypted into the loop's plaintext buffer and handed to on_data. */
+static void tls_read(conn *c, uint8_t *data, size_t len) {
+  net_loop *nl = conn_nl(c);
+  tls_io *io = c->tls;
+  char e[200];
+  if (!io->seen) {
+    io->seen = 1;
+    if (data[0] != 0x16) {
+      plain_on_tls_port(c, data[0]);
+      return;
+    }
+  }
+  io->in = data;
+  io->in_len = len;
+  if (!SSL_is_init_finished(io->ssl)) {
+    int r = SSL_do_handshake(io->ssl);
+    if (r != 1) {
+      if (SSL_get_error(io->ssl, r) != SSL_ERROR_WANT_READ) {
+        char peer[80];
+        net_conn_peer(c, peer, sizeof peer);
+        log_debug("%s: TLS handshake failed: %s", peer, tls_last_error(e, sizeof e));
+        io->failed = 1;
+        net_conn_end(c); /* the alert, then FIN */
+      }
+      goto out;
+    }
+  }
+  for (;;) {
+    size_t got = 0;
+    int r = 0, err = SSL_ERROR_NONE;
+    while (got < NET_READ_BUF) {
+      r = SSL_read(io->ssl, nl->pbuf + got, (int)(NET_READ_BUF - got));
+      if (r <= 0) {
+        err = SSL_get_error(io->ssl, r);
+        break;
+      }
+      got += (size_t)r;
+    }
+    if (got) c->ops->on_data(c, nl->pbuf, got);
+    if (c->flags & (F_ENDING | F_CLOSING)) goto out;
+    if (err == SSL_ERROR_NONE) continue; /* the buffer was full */
+    if (err == SSL_ERROR_WANT_READ) break;
+    if (err == SSL_ERROR_ZERO_RETURN) { /* close_notify: the peer is done, as at EOF */
+      ERR_clear_error();
+      if (c->ops->on_eof) c->ops->on_eof(c);
+    } else {
+      log_debug("TLS read failed: %s", tls_last_error(e, sizeof e));
+      io->failed = 1;
+    }
+    net_conn_close(c);
+    goto out;
+  }
+out:
+  io->in = NULL;
+  io->in_len = 0;
+  if (io->out_len && !(c->flags & F_CLOSING)) mark_dirty(c);
+}
+
 /* ---- read ----------------------------------------------------------------- */
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
@@ -396,6 +605,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b) {
   if (nread > 0) {
     conn_nl(c)->st.bytes_in += (uint64_t)nread;
     if (c->flags & (F_ENDING | F_CLOSING)) return; /* draining until the peer's FIN */
+    if (c->tls) {
+      tls_read(c, (uint8_t *)b->base, (size_t)nread);
+      return;
+    }
     c->ops->on_data(c, (uint8_t *)b->base, (size_t)nread);
     return;
   }
@@ -441,6 +654,12 @@ static void on_connection(uv_stream_t *server, int status) {
     net_conn_close(c);
     return;
   }
+  if (nl->tls && !(c->tls = tls_io_new(nl->tls))) {
+    char e[200];
+    log_warn("TLS: cannot start a connection: %s", tls_last_error(e, sizeof e));
+    net_conn_close(c);
+    return;
+  }
   nl->st.accepted++;
   uv_tcp_nodelay(&c->tcp, 1);
   nl->accept_cb(c, nl->accept_ud);
@@ -462,6 +681,7 @@ static void on_tick(uv_timer_t *t) {
       c->q = NULL;
       c->q_cap = c->q_head = 0;
     }
+    if (c->tls) tls_io_trim(c->tls);
     if (c->ops && c->ops->on_tick) c->ops->on_tick(c, now);
   }
 }
@@ -532,5 +752,6 @@ void net_loop_free(net_loop *nl) {
   uv_close((uv_handle_t *)&nl->tick, NULL);
   uv_run(nl->uv, UV_RUN_DEFAULT);
   wsy_free(nl->rbuf);
+  wsy_free(nl->pbuf);
   wsy_free(nl);
 }
