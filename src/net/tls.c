@@ -188,6 +188,12 @@ static SSL_CTX *ctx_load(const char *cert, const char *key, char fp[static 32 * 
     goto fail;
   }
   if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+    unsigned long last = ERR_peek_last_error();
+    if (ERR_GET_LIB(last) == ERR_LIB_X509 && ERR_GET_REASON(last) == X509_R_KEY_VALUES_MISMATCH) {
+      ERR_clear_error();
+      snprintf(err, errlen, "--tls-key %s does not match the certificate in --tls-cert %s", key, cert);
+      goto fail;
+    }
     snprintf(err, errlen, "--tls-key %s: not a usable PEM private key (%s)", key, tls_last_error(e, sizeof e));
     goto fail;
   }
