@@ -34,6 +34,11 @@
 #define NET_IOV_MAX 1024
 /* Plaintext encrypted per write: 16 full TLS records. */
 #define TLS_BATCH (256 * 1024)
+/* Largest plaintext of one TLS record; queued chunks smaller than
+ * TLS_GATHER are copied together into one record rather than each getting a
+ * record (and a MAC, and the client's per-record work) of its own. */
+#define TLS_RECORD 16384
+#define TLS_GATHER 4096
 
 enum {
   F_DIRTY = 1 << 0,
@@ -80,6 +85,7 @@ struct net_loop {
   uint8_t *rbuf;
   net_tls *tls;
   uint8_t *pbuf;       /* decrypted bytes handed to on_data (TLS only) */
+  uint8_t *gbuf;       /* TLS_RECORD bytes: small chunks gathered for one SSL_write */
   uv_buf_t iov[NET_IOV_MAX];
 };
 
@@ -413,7 +419,10 @@ static void on_check(uv_check_t *h) { net_loop_flush(h->data); }
 
 void net_loop_set_tls(net_loop *nl, net_tls *t) {
   nl->tls = t;
-  if (t && !nl->pbuf) nl->pbuf = wsy_malloc(NET_READ_BUF);
+  if (t && !nl->pbuf) {
+    nl->pbuf = wsy_malloc(NET_READ_BUF);
+    nl->gbuf = wsy_malloc(TLS_RECORD);
+  }
 }
 
 static void on_tls_write(uv_write_t *req, int status) {
@@ -433,19 +442,38 @@ static void on_tls_write(uv_write_t *req, int status) {
   if (!(c->flags & F_CLOSING)) mark_dirty(c);
 }
 
-/* Encrypts up to TLS_BATCH queued bytes into io->out; -1 on an error. */
+static int tls_write(conn *c, const uint8_t *p, size_t n) {
+  if (!n) return 0;
+  int r = SSL_write(c->tls->ssl, p, (int)n);
+  if (r == (int)n) return 0;
+  char e[200]; /* our BIO takes everything: only a broken session fails */
+  log_debug("TLS write failed: %s", tls_last_error(e, sizeof e));
+  return -1;
+}
+
+/* Encrypts up to TLS_BATCH queued bytes into io->out; -1 on an error. A
+ * large chunk is encrypted where it is; runs of small ones (fan-out of short
+ * messages) are gathered into the loop's record buffer first. */
 static int tls_encrypt(conn *c) {
   tls_io *io = c->tls;
+  uint8_t *g = conn_nl(c)->gbuf;
   size_t done = 0;
   while (c->q_len && done < TLS_BATCH) {
     net_chunk *h = *q_at(c, 0);
     size_t n = h->len - c->head_off;
-    if (n > TLS_BATCH - done) n = TLS_BATCH - done;
-    int r = n ? SSL_write(io->ssl, h->data + c->head_off, (int)n) : 0;
-    if (n && r != (int)n) { /* our BIO takes everything: only a broken session fails */
-      char e[200];
-      log_debug("TLS write failed: %s", tls_last_error(e, sizeof e));
-      return -1;
+    if (n >= TLS_GATHER) {
+      if (n > TLS_BATCH - done) n = TLS_BATCH - done;
+      if (tls_write(c, h->data + c->head_off, n)) return -1;
+    } else {
+      n = 0;
+      for (uint32_t i = 0; i < c->q_len; i++) {
+        net_chunk *ch = *q_at(c, i);
+        size_t off = i ? 0 : c->head_off, a = ch->len - off;
+        if (n + a > TLS_RECORD) break;
+        memcpy(g + n, ch->data + off, a);
+        n += a;
+      }
+      if (tls_write(c, g, n)) return -1;
     }
     q_advance(c, n);
     done += n;
@@ -753,5 +781,6 @@ void net_loop_free(net_loop *nl) {
   uv_run(nl->uv, UV_RUN_DEFAULT);
   wsy_free(nl->rbuf);
   wsy_free(nl->pbuf);
+  wsy_free(nl->gbuf);
   wsy_free(nl);
 }
