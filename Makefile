@@ -146,8 +146,12 @@ build/wsync-bench: bench/wsync-bench.c
 	@mkdir -p build
 	$(CC) $(WARN) $(CFLAGS) -o $@ $< -lm
 
+# bench/tls.mjs: the TLS scenario (wsync over TLS against the Node ws peer
+# over node:https), a Node client since wsync-bench has no TLS.
+BENCH_TLS_ARGS ?=
 bench: build/wsync build/wsync-bench
 	node bench/run.mjs $(BENCH_ARGS)
+	node bench/tls.mjs $(BENCH_TLS_ARGS)
 
 bench-smoke: build/wsync build/wsync-bench
 	bash bench/smoke.sh build/wsync build/wsync-bench

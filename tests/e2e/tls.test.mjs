@@ -318,3 +318,37 @@ test('SIGHUP reloads the certificate: new handshakes see the new one, open conne
   oldEcho.close();
   await closeClients(old);
 });
+
+test('back-pressure over TLS: a wss:// client that stops reading is closed as a slow consumer; the others get everything', async (t) => {
+  const s = await startTlsServer(t, ['--max-queued-bytes', '64K']);
+  const url = `${s.wsUrl}/v1/broadcast?room=bp`;
+  const normal = await Promise.all(Array.from({ length: 3 }, () => wssOpen(url, s.ca)));
+  const publisher = await wssOpen(url, s.ca);
+  const slow = await wssOpen(url, s.ca);
+  const slowPort = slow._socket.localPort;
+  slow.pause(); // stops reading the TLS socket, hence the TCP socket under it
+  const slowLogged = new RegExp(`slow consumer 127\\.0\\.0\\.1:${slowPort}\\b`);
+  const payload = (i) => `m-${String(i).padStart(6, '0')}`.padEnd(1024, '.');
+  const WINDOW = 64;
+  let sent = 0;
+  let acked = 0;
+  while (sent < 1000 || !slowLogged.test(s.stderr)) {
+    assert.ok(sent < 40000, `no slow consumer reported after ${sent} messages`);
+    if (sent - acked >= WINDOW) {
+      for (const m of await takeMessages(publisher, WINDOW / 2)) assert.equal(m.data.toString(), payload(acked++));
+    }
+    publisher.send(payload(sent++));
+  }
+  slow.resume();
+  for (const m of await takeMessages(publisher, sent - acked)) assert.equal(m.data.toString(), payload(acked++));
+  for (const ws of normal) {
+    const got = await takeMessages(ws, sent, WAIT_MS * 3);
+    got.forEach((m, i) => assert.equal(m.data.toString(), payload(i)));
+    assert.equal(ws.closeInfo, null);
+  }
+  const info = await withTimeout(slow.closedPromise, WAIT_MS, 'the slow client to be closed');
+  assert.ok([1013, 1006].includes(info.code), `close code ${info.code}`);
+  assert.ok(slow.inbox.length < sent, 'the slow client was cut off');
+  slow.inbox.forEach((m, i) => assert.equal(m.data.toString(), payload(i), `slow client message ${i}: a prefix, in order`));
+  for (const ws of [...normal, publisher]) ws.close();
+});
