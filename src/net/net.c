@@ -489,12 +489,9 @@ static int tls_encrypt(conn *c) {
 static void tls_flush(conn *c) {
   net_loop *nl = conn_nl(c);
   tls_io *io = c->tls;
-  if (!io->failed && !SSL_is_init_finished(io->ssl) && (c->flags & F_ENDING)) {
-    /* Ending before the handshake finished (a timeout, a refusal written
-     * at accept): nothing queued can be sent. */
-    net_conn_discard_pending(c);
-    io->failed = 1;
-  }
+  if (!io->failed && !SSL_is_init_finished(io->ssl) && (c->flags & F_ENDING))
+    io->failed = 1; /* ending before the handshake finished (a timeout, a refusal at accept) */
+  if (io->failed && c->q_len) net_conn_discard_pending(c); /* no session to send plaintext in */
   while (!(c->flags & F_CLOSING) && !io->fly) {
     if (!io->out_len && !io->failed && SSL_is_init_finished(io->ssl) && tls_encrypt(c) != 0) {
       net_conn_close(c);
