@@ -9,85 +9,18 @@
  *   callback; new chunks queue behind it. So a conn issues one write syscall
  *   per iteration however many messages were queued for it.
  *
- * With TLS (tls.h) the queue still holds the shared plaintext chunks: a flush
- * first encrypts what is queued (up to TLS_BATCH bytes) into the conn's
- * ciphertext buffer, then offers that buffer to the socket with one
- * uv_try_write; a remainder becomes the in-flight buffer of one uv_write, and
- * nothing more is encrypted until it is written, so plaintext waits in the
- * queue (where the cap counts it) instead of piling up as ciphertext.
- * Reads decrypt into the loop's plaintext buffer and hand that to on_data.
+ * A TLS connection (tls_conn.c) keeps the same queue of shared plaintext
+ * chunks; flush and on_read hand it to net_tls_flush and net_tls_read.
  *
  * Close path: net_conn_end() (graceful: flush, FIN, linger for the peer's
  * FIN) or net_conn_close() (now). Both are idempotent; the conn is freed in
  * uv_close's callback, after every callback up the stack has returned. */
-#include "net.h"
+#include "net_int.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "../common/log.h"
-#include "tls.h"
-
-#include <openssl/err.h>
-
-#define NET_READ_BUF (256 * 1024)
-#define NET_IOV_MAX 1024
-/* Plaintext encrypted per write: 16 full TLS records. */
-#define TLS_BATCH (256 * 1024)
-/* Largest plaintext of one TLS record; queued chunks smaller than
- * TLS_GATHER are copied together into one record rather than each getting a
- * record (and a MAC, and the client's per-record work) of its own. */
-#define TLS_RECORD 16384
-#define TLS_GATHER 4096
-
-enum {
-  F_DIRTY = 1 << 0,
-  F_CLOSING = 1 << 1,  /* uv_close called */
-  F_ENDING = 1 << 2,   /* graceful end requested */
-  F_SHUT = 1 << 3,     /* uv_shutdown issued */
-  F_PAUSED = 1 << 4,
-};
-
-struct conn {
-  uv_tcp_t tcp;        /* tcp.data holds the net_loop */
-  const conn_ops *ops;
-  conn *prev, *next;   /* every connection of the loop */
-  conn *dirty_next;
-  net_chunk **q;       /* ring of queued chunks, capacity a power of two */
-  tls_io *tls;         /* NULL on a plain connection */
-  uv_write_t *wreq;    /* allocated while a write is in flight */
-  uint32_t q_head, q_len, q_cap, q_inflight;
-  uint32_t head_off;   /* bytes of the head chunk already written */
-  uint32_t flags;
-  uint32_t deadline;   /* while ending: close at this loop time (ms, wrapping) at the latest */
-  uint32_t queued;     /* bytes queued and not yet written (capped below 4 GiB) */
-  _Alignas(8) unsigned char ext[];
-};
-
-/* Kept small: every idle connection costs sizeof(conn) + the protocol's ext. */
-static inline net_loop *conn_nl(const conn *c) { return c->tcp.data; }
-
-struct net_loop {
-  uv_loop_t *uv;
-  net_config cfg;
-  void *app;
-  uv_tcp_t listener;
-  int listening;
-  net_accept_cb accept_cb;
-  void *accept_ud;
-  uv_prepare_t prep;
-  uv_check_t check;
-  uv_timer_t tick;
-  conn *conns;
-  unsigned nconns;
-  conn *dirty;
-  net_stats st;
-  uint8_t *rbuf;
-  net_tls *tls;
-  uint8_t *pbuf;       /* decrypted bytes handed to on_data (TLS only) */
-  uint8_t *gbuf;       /* TLS_RECORD bytes: small chunks gathered for one SSL_write */
-  uv_buf_t iov[NET_IOV_MAX];
-};
 
 /* ---- chunks ------------------------------------------------------------ */
 
@@ -141,8 +74,6 @@ void net_conn_peer(conn *c, char *out, size_t n) {
 
 /* ---- queue ---------------------------------------------------------------- */
 
-static inline net_chunk **q_at(conn *c, uint32_t i) { return &c->q[(c->q_head + i) & (c->q_cap - 1)]; }
-
 static void q_grow(conn *c) {
   uint32_t cap = c->q_cap ? c->q_cap * 2 : 8;
   net_chunk **nq = wsy_malloc(cap * sizeof *nq);
@@ -172,7 +103,7 @@ static void q_pop(conn *c, uint32_t n) {
 }
 
 /* Accounts for w bytes written from the head of the queue. */
-static void q_advance(conn *c, size_t w) {
+void net_q_advance(conn *c, size_t w) {
   c->queued -= w;
   uint32_t done = 0;
   while (w > 0) {
@@ -191,7 +122,7 @@ static void q_advance(conn *c, size_t w) {
   if (done) q_pop(c, done);
 }
 
-static void mark_dirty(conn *c) {
+void net_mark_dirty(conn *c) {
   if (c->flags & F_DIRTY) return;
   c->flags |= F_DIRTY;
   c->dirty_next = conn_nl(c)->dirty;
@@ -200,8 +131,6 @@ static void mark_dirty(conn *c) {
 
 static void flush(conn *c);
 
-/* A write the socket has not finished owns part of the output. */
-static inline int writing(const conn *c) { return c->q_inflight || (c->tls && c->tls->fly); }
 
 /* An empty queue takes any one chunk: a consumer with nothing pending is not
  * behind, and a chunk is bounded elsewhere (--max-message-size), so a cap
@@ -229,7 +158,7 @@ static int enqueue(conn *c, net_chunk *ch, int force) {
   *q_at(c, c->q_len) = net_chunk_ref(ch);
   c->q_len++;
   c->queued += ch->len;
-  mark_dirty(c);
+  net_mark_dirty(c);
   return WSY_OK;
 }
 
@@ -302,7 +231,7 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
   if ((int32_t)(lin - c->deadline) < 0) c->deadline = lin;
 }
 
-static void maybe_shutdown(conn *c) {
+void net_maybe_shutdown(conn *c) {
   if (!(c->flags & F_ENDING) || (c->flags & (F_SHUT | F_CLOSING)) || c->q_len) return;
   if (c->tls && (c->tls->fly || c->tls->out_len)) return;
   c->flags |= F_SHUT;
@@ -320,7 +249,7 @@ void net_conn_end(conn *c) {
   /* Bounded: a peer that reads nothing cannot hold the conn open. */
   c->deadline = (uint32_t)(uv_now(conn_nl(c)->uv) + 2 * (uint64_t)conn_nl(c)->cfg.linger_ms);
   if (c->flags & F_PAUSED) net_conn_resume(c); /* to see the peer's FIN */
-  mark_dirty(c);
+  net_mark_dirty(c);
 }
 
 /* ---- write ---------------------------------------------------------------- */
@@ -342,7 +271,7 @@ static void on_write(uv_write_t *req, int status) {
   c->queued -= bytes;
   c->head_off = 0;
   q_pop(c, n);
-  if (!(c->flags & F_CLOSING)) mark_dirty(c); /* more may have queued meanwhile */
+  if (!(c->flags & F_CLOSING)) net_mark_dirty(c); /* more may have queued meanwhile */
 }
 
 static uint32_t fill_iov(conn *c, size_t *total) {
@@ -359,12 +288,10 @@ static uint32_t fill_iov(conn *c, size_t *total) {
   return n;
 }
 
-static void tls_flush(conn *c);
-
 static void flush(conn *c) {
   net_loop *nl = conn_nl(c);
   if (c->tls) {
-    tls_flush(c);
+    net_tls_flush(c);
     return;
   }
   while (c->q_len && !c->q_inflight && !(c->flags & F_CLOSING)) {
@@ -379,7 +306,7 @@ static void flush(conn *c) {
     }
     nl->st.writes++;
     nl->st.bytes_out += (size_t)r;
-    q_advance(c, (size_t)r);
+    net_q_advance(c, (size_t)r);
     if ((size_t)r < total) {
       /* The socket buffer is full: let one uv_write own the rest of this
        * batch and wake us when it is written. */
@@ -399,7 +326,7 @@ static void flush(conn *c) {
     wsy_free(c->wreq);
     c->wreq = NULL;
   }
-  maybe_shutdown(c);
+  net_maybe_shutdown(c);
 }
 
 void net_loop_flush(net_loop *nl) {
@@ -414,207 +341,6 @@ void net_loop_flush(net_loop *nl) {
 
 static void on_prepare(uv_prepare_t *h) { net_loop_flush(h->data); }
 static void on_check(uv_check_t *h) { net_loop_flush(h->data); }
-
-/* ---- TLS ------------------------------------------------------------------ */
-
-void net_loop_set_tls(net_loop *nl, net_tls *t) {
-  nl->tls = t;
-  if (t && !nl->pbuf) {
-    nl->pbuf = wsy_malloc(NET_READ_BUF);
-    nl->gbuf = wsy_malloc(TLS_RECORD);
-  }
-}
-
-static void on_tls_write(uv_write_t *req, int status) {
-  conn *c = req->data;
-  tls_io *io = c->tls;
-  size_t n = io->fly_len - io->fly_off;
-  wsy_free(io->fly);
-  io->fly = NULL;
-  io->fly_off = io->fly_len = 0;
-  if (status < 0) {
-    log_debug("write failed: %s", uv_strerror(status));
-    net_conn_close(c);
-    return;
-  }
-  conn_nl(c)->st.bytes_out += n;
-  conn_nl(c)->st.writes++;
-  if (!(c->flags & F_CLOSING)) mark_dirty(c);
-}
-
-static int tls_write(conn *c, const uint8_t *p, size_t n) {
-  if (!n) return 0;
-  int r = SSL_write(c->tls->ssl, p, (int)n);
-  if (r == (int)n) return 0;
-  char e[200]; /* our BIO takes everything: only a broken session fails */
-  log_debug("TLS write failed: %s", tls_last_error(e, sizeof e));
-  return -1;
-}
-
-/* Encrypts up to TLS_BATCH queued bytes into io->out; -1 on an error. A
- * large chunk is encrypted where it is; runs of small ones (fan-out of short
- * messages) are gathered into the loop's record buffer first. */
-static int tls_encrypt(conn *c) {
-  tls_io *io = c->tls;
-  uint8_t *g = conn_nl(c)->gbuf;
-  size_t done = 0;
-  while (c->q_len && done < TLS_BATCH) {
-    net_chunk *h = *q_at(c, 0);
-    size_t n = h->len - c->head_off;
-    if (n >= TLS_GATHER) {
-      if (n > TLS_BATCH - done) n = TLS_BATCH - done;
-      if (tls_write(c, h->data + c->head_off, n)) return -1;
-    } else {
-      n = 0;
-      for (uint32_t i = 0; i < c->q_len; i++) {
-        net_chunk *ch = *q_at(c, i);
-        size_t off = i ? 0 : c->head_off, a = ch->len - off;
-        if (n + a > TLS_RECORD) break;
-        memcpy(g + n, ch->data + off, a);
-        n += a;
-      }
-      if (tls_write(c, g, n)) return -1;
-    }
-    q_advance(c, n);
-    done += n;
-  }
-  if ((c->flags & F_ENDING) && !c->q_len && !io->closed) {
-    io->closed = 1;
-    SSL_shutdown(io->ssl); /* close_notify into out, before our FIN */
-    ERR_clear_error();
-  }
-  return 0;
-}
-
-static void tls_flush(conn *c) {
-  net_loop *nl = conn_nl(c);
-  tls_io *io = c->tls;
-  if (!io->failed && !SSL_is_init_finished(io->ssl) && (c->flags & F_ENDING))
-    io->failed = 1; /* ending before the handshake finished (a timeout, a refusal at accept) */
-  if (io->failed && c->q_len) net_conn_discard_pending(c); /* no session to send plaintext in */
-  while (!(c->flags & F_CLOSING) && !io->fly) {
-    if (!io->out_len && !io->failed && SSL_is_init_finished(io->ssl) && tls_encrypt(c) != 0) {
-      net_conn_close(c);
-      return;
-    }
-    if (!io->out_len) break;
-    uv_buf_t b = uv_buf_init((char *)io->out, (unsigned)io->out_len);
-    int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-    if (r == UV_EAGAIN) r = 0;
-    if (r < 0) {
-      log_debug("write failed: %s", uv_strerror(r));
-      net_conn_close(c);
-      return;
-    }
-    nl->st.writes++;
-    nl->st.bytes_out += (size_t)r;
-    if ((size_t)r == io->out_len) {
-      io->out_len = 0;
-      continue; /* more only when over TLS_BATCH was queued */
-    }
-    /* The socket is full: the rest of this buffer goes to one uv_write and
-     * new ciphertext starts a buffer of its own. */
-    io->fly = io->out;
-    io->fly_off = (size_t)r;
-    io->fly_len = io->out_len;
-    io->out = NULL;
-    io->out_len = io->out_cap = 0;
-    if (!c->wreq) c->wreq = wsy_malloc(sizeof *c->wreq);
-    c->wreq->data = c;
-    b = uv_buf_init((char *)io->fly + io->fly_off, (unsigned)(io->fly_len - io->fly_off));
-    if (uv_write(c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_tls_write) < 0) {
-      wsy_free(io->fly);
-      io->fly = NULL;
-      net_conn_close(c);
-    }
-    return;
-  }
-  if (!io->fly && !c->q_len && c->wreq) {
-    wsy_free(c->wreq);
-    c->wreq = NULL;
-  }
-  maybe_shutdown(c);
-}
-
-/* Plain text where a TLS handshake record (0x16) should start: a browser or
- * curl sent http:// to the TLS port. Answer a short 400 in plain text and
- * end the connection; the protocol above never sees it. */
-static void plain_on_tls_port(conn *c, uint8_t first) {
-  static const char reply[] = "HTTP/1.1 400 Bad Request\r\n"
-                              "Content-Type: text/plain\r\n"
-                              "Content-Length: 46\r\n"
-                              "Connection: close\r\n\r\n"
-                              "This port speaks TLS: use https:// or wss://.\n";
-  char peer[80];
-  net_conn_peer(c, peer, sizeof peer);
-  log_debug("%s: not TLS on the TLS port (first byte 0x%02x): answered 400, closing", peer, first);
-  tls_io_free(c->tls);
-  c->tls = NULL;
-  net_chunk *ch = net_chunk_new(sizeof reply - 1);
-  memcpy(ch->data, reply, sizeof reply - 1);
-  (void)net_conn_send_force(c, ch);
-  net_chunk_unref(ch);
-  net_conn_end(c);
-}
-
-/* One socket read of ciphertext: the handshake, then every complete record
- * decrypted into the loop's plaintext buffer and handed to on_data. */
-static void tls_read(conn *c, uint8_t *data, size_t len) {
-  net_loop *nl = conn_nl(c);
-  tls_io *io = c->tls;
-  char e[200];
-  if (!io->seen) {
-    io->seen = 1;
-    if (data[0] != 0x16) {
-      plain_on_tls_port(c, data[0]);
-      return;
-    }
-  }
-  io->in = data;
-  io->in_len = len;
-  if (!SSL_is_init_finished(io->ssl)) {
-    int r = SSL_do_handshake(io->ssl);
-    if (r != 1) {
-      if (SSL_get_error(io->ssl, r) != SSL_ERROR_WANT_READ) {
-        char peer[80];
-        net_conn_peer(c, peer, sizeof peer);
-        log_debug("%s: TLS handshake failed: %s", peer, tls_last_error(e, sizeof e));
-        io->failed = 1;
-        net_conn_end(c); /* the alert, then FIN */
-      }
-      goto out;
-    }
-  }
-  for (;;) {
-    size_t got = 0;
-    int r = 0, err = SSL_ERROR_NONE;
-    while (got < NET_READ_BUF) {
-      r = SSL_read(io->ssl, nl->pbuf + got, (int)(NET_READ_BUF - got));
-      if (r <= 0) {
-        err = SSL_get_error(io->ssl, r);
-        break;
-      }
-      got += (size_t)r;
-    }
-    if (got) c->ops->on_data(c, nl->pbuf, got);
-    if (c->flags & (F_ENDING | F_CLOSING)) goto out;
-    if (err == SSL_ERROR_NONE) continue; /* the buffer was full */
-    if (err == SSL_ERROR_WANT_READ) break;
-    if (err == SSL_ERROR_ZERO_RETURN) { /* close_notify: the peer is done, as at EOF */
-      ERR_clear_error();
-      if (c->ops->on_eof) c->ops->on_eof(c);
-    } else {
-      log_debug("TLS read failed: %s", tls_last_error(e, sizeof e));
-      io->failed = 1;
-    }
-    net_conn_close(c);
-    goto out;
-  }
-out:
-  io->in = NULL;
-  io->in_len = 0;
-  if (io->out_len && !(c->flags & F_CLOSING)) mark_dirty(c);
-}
 
 /* ---- read ----------------------------------------------------------------- */
 
@@ -631,7 +357,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b) {
     conn_nl(c)->st.bytes_in += (uint64_t)nread;
     if (c->flags & (F_ENDING | F_CLOSING)) return; /* draining until the peer's FIN */
     if (c->tls) {
-      tls_read(c, (uint8_t *)b->base, (size_t)nread);
+      net_tls_read(c, (uint8_t *)b->base, (size_t)nread);
       return;
     }
     c->ops->on_data(c, (uint8_t *)b->base, (size_t)nread);
