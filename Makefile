@@ -13,9 +13,9 @@ SHELL   := /bin/bash
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 WARN    := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
-PKGS    := libuv libcrypto jansson libjwt sqlite3
+PKGS    := libuv libssl libcrypto jansson libjwt sqlite3
 DEPCFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -luv -lcrypto -ljansson -ljwt -lsqlite3) -lhttp_parser -lm
+LIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -luv -lssl -lcrypto -ljansson -ljwt -lsqlite3) -lhttp_parser -lm
 ifeq ($(CI),true)
 WARN += -Werror
 endif
@@ -147,8 +147,12 @@ build/wsync-bench: bench/wsync-bench.c
 	@mkdir -p build
 	$(CC) $(WARN) $(CFLAGS) -o $@ $< -lm
 
+# bench/tls.mjs: the TLS scenario (wsync over TLS against the Node ws peer
+# over node:https), a Node client since wsync-bench has no TLS.
+BENCH_TLS_ARGS ?=
 bench: build/wsync build/wsync-bench
 	node bench/run.mjs $(BENCH_ARGS)
+	node bench/tls.mjs $(BENCH_TLS_ARGS)
 
 bench-smoke: build/wsync build/wsync-bench
 	bash bench/smoke.sh build/wsync build/wsync-bench

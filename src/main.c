@@ -1,6 +1,7 @@
 /* main.c -- configuration and wiring only: parse flags, build the parts
  * (net loop, httpd with its routes, the store, the engine), listen, run the
- * loop, shut down gracefully on SIGINT/SIGTERM. The routes are registered
+ * loop, shut down gracefully on SIGINT/SIGTERM, reload the TLS certificate
+ * on SIGHUP. The routes are registered
  * here and nowhere else: transport (net, http, ws) knows paths and
  * callbacks only, the engine knows no paths. */
 #include <errno.h>
@@ -44,6 +45,7 @@ struct app {
   auth_jwks *jwks;          /* --auth-jwks, as last read */
   struct timespec jwks_mtime;
   off_t jwks_size;
+  net_tls *tls;            /* --tls-cert/--tls-key, NULL for plain HTTP */
 };
 
 /* ---- keys ---------------------------------------------------------------------- */
@@ -268,6 +270,13 @@ static void on_sighup(uv_signal_t *s, int signum) {
     char err[300];
     if (load_jwks(app, err, sizeof err) != 0) log_error("%s (the keys read before stay in use)", err);
   }
+  if (app->tls) {
+    char err[512];
+    if (net_tls_reload(app->tls, err, sizeof err) != 0)
+      log_warn("SIGHUP: TLS certificate not reloaded, keeping the old one: %s", err);
+    else
+      log_info("SIGHUP: TLS certificate reloaded (sha256 %s)", net_tls_fingerprint(app->tls));
+  }
 }
 
 static void on_watch(uv_timer_t *t) {
@@ -293,6 +302,9 @@ static void on_signal(uv_signal_t *s, int signum) {
   uv_timer_start(&rt->drain, on_drain, 5, 5);
 }
 
+/* SIGHUP: load --tls-cert and --tls-key again (a renewed certificate). New
+ * handshakes use the new pair; open connections are not touched. A pair
+ * that fails to load leaves the old one in use. */
 static void raise_fd_limit(void) {
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -348,6 +360,20 @@ static int serve(int argc, char **argv) {
     return 2;
   }
 
+  if (!cfg.tls_cert != !cfg.tls_key) {
+    fprintf(stderr, "wsync: %s needs %s too\n", cfg.tls_cert ? "--tls-cert" : "--tls-key",
+            cfg.tls_cert ? "--tls-key" : "--tls-cert");
+    return 2;
+  }
+  if (cfg.tls_cert) {
+    char terr[512];
+    app.tls = net_tls_new(cfg.tls_cert, cfg.tls_key, terr, sizeof terr);
+    if (!app.tls) {
+      fprintf(stderr, "wsync: %s\n", terr);
+      return 2;
+    }
+  }
+
   signal(SIGPIPE, SIG_IGN);
   raise_fd_limit();
   if (cfg.insecure_demo)
@@ -365,6 +391,7 @@ static int serve(int argc, char **argv) {
   rc = open_store(&app, &st, err, sizeof err);
   if (rc) {
     fprintf(stderr, "wsync: %s\n", err);
+    net_tls_free(app.tls);
     return 1;
   }
 
@@ -383,6 +410,7 @@ static int serve(int argc, char **argv) {
                                         .handshake_timeout_ms = cfg.handshake_timeout_ms,
                                         .idle_timeout_ms = cfg.idle_timeout_ms});
   app.net = net_loop_new(app.loop, &ncfg, app.http);
+  if (app.tls) net_loop_set_tls(app.net, app.tls);
   rc = engine_new(app.loop, app.net, &cfg, st, &app.sync, err, sizeof err);
   if (rc == 0) engine_set_jwks(app.sync, app.jwks);
   if (rc) {
@@ -391,6 +419,7 @@ static int serve(int argc, char **argv) {
     net_loop_free(app.net);
     httpd_free(app.http);
     auth_jwks_free(app.jwks);
+    net_tls_free(app.tls);
     return 1;
   }
   add_routes(&app);
@@ -408,6 +437,7 @@ static int serve(int argc, char **argv) {
     httpd_free(app.http);
     ws_bcast_free(app.bcast);
     auth_jwks_free(app.jwks);
+    net_tls_free(app.tls);
     return 1;
   }
   const char *h = addr;
@@ -418,11 +448,12 @@ static int serve(int argc, char **argv) {
   getrlimit(RLIMIT_NOFILE, &fds);
   char listen_as[96] = "";
   if (strcmp(cfg.listen_host, addr) != 0) snprintf(listen_as, sizeof listen_as, " (%s)", cfg.listen_host);
-  log_info("wsync %s listening on http://%s%s%s:%d%s pid %d; store %s in %s (schema %d, durability %s); "
+  log_info("wsync %s listening on %s://%s%s%s:%d%s pid %d; store %s in %s (schema %d, durability %s); "
            "auth %s; backend API %s; origins %s; max connections %u (fd limit %llu); log %s %s",
-           WSYNC_VERSION, v6 ? "[" : "", h, v6 ? "]" : "", net_listen_port(app.net), listen_as, (int)getpid(),
+           WSYNC_VERSION, app.tls ? "https" : "http", v6 ? "[" : "", h, v6 ? "]" : "", net_listen_port(app.net), listen_as, (int)getpid(),
            store_backend(st), cfg.data_dir, sti.schema_version, cfg.durability_full ? "full" : "normal",
            cfg.auth_secret && *cfg.auth_secret ? (cfg.insecure_demo ? "token and insecure demo" : "token")
+           : cfg.auth_jwks                     ? "tokens from the JWKS"
                                                : (cfg.insecure_demo ? "insecure demo only" : "none (hello refused)"),
            cfg.api_key && *cfg.api_key ? "on" : "off",
            cfg.allowed_origins && *cfg.allowed_origins ? cfg.allowed_origins : "any",
@@ -431,6 +462,8 @@ static int serve(int argc, char **argv) {
            : cfg.log_level == LOG_WARN ? "warn" : "error",
            cfg.log_format == LOG_JSON ? "json" : "text");
   if (cfg.echo_endpoint) log_info("test endpoints enabled: /v1/echo, /v1/broadcast");
+  if (app.tls)
+    log_info("TLS 1.2/1.3 with %s (sha256 %s); SIGHUP reloads it", cfg.tls_cert, net_tls_fingerprint(app.tls));
 
   runtime rt = {.app = &app};
   uv_signal_init(app.loop, &rt.sigint);
@@ -452,6 +485,7 @@ static int serve(int argc, char **argv) {
   httpd_free(app.http);
   ws_bcast_free(app.bcast);
   auth_jwks_free(app.jwks);
+  net_tls_free(app.tls);
   uv_loop_close(app.loop);
   log_info("stopped");
   return 0;

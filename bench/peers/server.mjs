@@ -8,18 +8,27 @@
 // (client.send per recipient), with permessage-deflate off and the optional
 // native helper bufferutil used when it installed, i.e. ws at its usual best.
 //
-// usage: node server.mjs [--listen 127.0.0.1:0]
-// prints "listening on http://HOST:PORT" on stderr, like wsync.
+// With --tls-cert FILE --tls-key FILE it serves HTTPS and wss:// instead
+// (node:https, i.e. Node's OpenSSL, default settings), like wsync with the
+// same flags, for the TLS comparison (bench/tls.mjs).
+//
+// usage: node server.mjs [--listen 127.0.0.1:0] [--tls-cert FILE --tls-key FILE]
+// prints "listening on http(s)://HOST:PORT" on stderr, like wsync.
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import { WebSocketServer, WebSocket } from 'ws';
 
 const args = process.argv.slice(2);
 const li = args.indexOf('--listen');
 const [host, portStr] = (li >= 0 ? args[li + 1] : '127.0.0.1:8090').split(':');
 
+const opt = (n) => (args.indexOf(n) >= 0 ? args[args.indexOf(n) + 1] : undefined);
+const tls = opt('--tls-cert') ? { cert: readFileSync(opt('--tls-cert')), key: readFileSync(opt('--tls-key')) } : null;
+
 const rooms = new Map(); // name -> Set of sockets
 
-const server = http.createServer((req, res) => {
+const handler = (req, res) => {
   if (req.url === '/healthz') {
     const body = JSON.stringify({ status: 'ok', server: 'node-ws', connections: wss.clients.size });
     res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
@@ -27,7 +36,8 @@ const server = http.createServer((req, res) => {
     return;
   }
   res.writeHead(404).end();
-});
+};
+const server = tls ? https.createServer(tls, handler) : http.createServer(handler);
 
 const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 1 << 20 });
 
@@ -55,6 +65,6 @@ server.on('upgrade', (req, socket, head) => {
 
 server.listen(Number(portStr), host, () => {
   const a = server.address();
-  process.stderr.write(`listening on http://${a.address}:${a.port}\n`);
+  process.stderr.write(`listening on ${tls ? 'https' : 'http'}://${a.address}:${a.port}\n`);
 });
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(0));

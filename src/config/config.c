@@ -112,6 +112,10 @@ static const option options[] = {
    "log entries kept per room for catch-up; older ones are trimmed"},
   {"degraded-status", K_UINT, OFF(degraded_status), "CODE", "503", 200, 599,
    "HTTP status of /healthz while degraded (commits failing); 200 keeps the node in a load balancer"},
+  {"tls-cert", K_STR, OFF(tls_cert), "FILE", NULL, 0, 0,
+   "PEM certificate chain: serve HTTPS and wss:// on --listen (with --tls-key; SIGHUP reloads both)"},
+  {"tls-key", K_STR, OFF(tls_key), "FILE", NULL, 0, 0,
+   "PEM private key of --tls-cert (no passphrase)"},
   {"store-faults", K_STR, OFF(store_faults), "FILE", NULL, 0, 0,
    "TESTING ONLY: fail store calls as FILE says (\"commit N\", \"dedupe N\", \"read N\")"},
 };

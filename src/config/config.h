@@ -54,6 +54,8 @@ typedef struct wsy_config {
   size_t max_outbox;         /* bytes of unconfirmed messages kept per session */
   const char *api_key;       /* backend API bearer key; NULL: API off */
   unsigned degraded_status;  /* /healthz status while degraded (503) */
+  const char *tls_cert;      /* PEM certificate chain: serve HTTPS and wss:// (with tls_key) */
+  const char *tls_key;       /* PEM private key of tls_cert */
   const char *store_faults;  /* testing: the fault store's control file, or NULL */
   int insecure_demo_public;  /* --insecure-demo allowed beyond loopback */
   int allow_weak_secrets;    /* short --auth-secret / --api-key accepted */

@@ -9,63 +9,18 @@
  *   callback; new chunks queue behind it. So a conn issues one write syscall
  *   per iteration however many messages were queued for it.
  *
+ * A TLS connection (tls_conn.c) keeps the same queue of shared plaintext
+ * chunks; flush and on_read hand it to net_tls_flush and net_tls_read.
+ *
  * Close path: net_conn_end() (graceful: flush, FIN, linger for the peer's
  * FIN) or net_conn_close() (now). Both are idempotent; the conn is freed in
  * uv_close's callback, after every callback up the stack has returned. */
-#include "net.h"
+#include "net_int.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "../common/log.h"
-
-#define NET_READ_BUF (256 * 1024)
-#define NET_IOV_MAX 1024
-
-enum {
-  F_DIRTY = 1 << 0,
-  F_CLOSING = 1 << 1,  /* uv_close called */
-  F_ENDING = 1 << 2,   /* graceful end requested */
-  F_SHUT = 1 << 3,     /* uv_shutdown issued */
-  F_PAUSED = 1 << 4,
-};
-
-struct conn {
-  uv_tcp_t tcp;        /* tcp.data holds the net_loop */
-  const conn_ops *ops;
-  conn *prev, *next;   /* every connection of the loop */
-  conn *dirty_next;
-  net_chunk **q;       /* ring of queued chunks, capacity a power of two */
-  uv_write_t *wreq;    /* allocated while a write is in flight */
-  uint32_t q_head, q_len, q_cap, q_inflight;
-  uint32_t head_off;   /* bytes of the head chunk already written */
-  uint32_t flags;
-  uint32_t deadline;   /* while ending: close at this loop time (ms, wrapping) at the latest */
-  uint32_t queued;     /* bytes queued and not yet written (capped below 4 GiB) */
-  _Alignas(8) unsigned char ext[];
-};
-
-/* Kept small: every idle connection costs sizeof(conn) + the protocol's ext. */
-static inline net_loop *conn_nl(const conn *c) { return c->tcp.data; }
-
-struct net_loop {
-  uv_loop_t *uv;
-  net_config cfg;
-  void *app;
-  uv_tcp_t listener;
-  int listening;
-  net_accept_cb accept_cb;
-  void *accept_ud;
-  uv_prepare_t prep;
-  uv_check_t check;
-  uv_timer_t tick;
-  conn *conns;
-  unsigned nconns;
-  conn *dirty;
-  net_stats st;
-  uint8_t *rbuf;
-  uv_buf_t iov[NET_IOV_MAX];
-};
 
 /* ---- chunks ------------------------------------------------------------ */
 
@@ -119,8 +74,6 @@ void net_conn_peer(conn *c, char *out, size_t n) {
 
 /* ---- queue ---------------------------------------------------------------- */
 
-static inline net_chunk **q_at(conn *c, uint32_t i) { return &c->q[(c->q_head + i) & (c->q_cap - 1)]; }
-
 static void q_grow(conn *c) {
   uint32_t cap = c->q_cap ? c->q_cap * 2 : 8;
   net_chunk **nq = wsy_malloc(cap * sizeof *nq);
@@ -150,7 +103,7 @@ static void q_pop(conn *c, uint32_t n) {
 }
 
 /* Accounts for w bytes written from the head of the queue. */
-static void q_advance(conn *c, size_t w) {
+void net_q_advance(conn *c, size_t w) {
   c->queued -= w;
   uint32_t done = 0;
   while (w > 0) {
@@ -169,7 +122,7 @@ static void q_advance(conn *c, size_t w) {
   if (done) q_pop(c, done);
 }
 
-static void mark_dirty(conn *c) {
+void net_mark_dirty(conn *c) {
   if (c->flags & F_DIRTY) return;
   c->flags |= F_DIRTY;
   c->dirty_next = conn_nl(c)->dirty;
@@ -177,6 +130,7 @@ static void mark_dirty(conn *c) {
 }
 
 static void flush(conn *c);
+
 
 /* An empty queue takes any one chunk: a consumer with nothing pending is not
  * behind, and a chunk is bounded elsewhere (--max-message-size), so a cap
@@ -192,7 +146,7 @@ static int enqueue(conn *c, net_chunk *ch, int force) {
      * this loop turn: one read can carry hundreds of messages to fan out
      * before the prepare/check hooks flush. Offer the queue to the socket
      * first; only when no write is possible is the consumer slow. */
-    if (!c->q_inflight) flush(c);
+    if (!writing(c)) flush(c);
     if (c->flags & F_CLOSING) return WSY_CLOSED;
     if (over_cap(c, ch)) return WSY_SLOW;
   }
@@ -204,7 +158,7 @@ static int enqueue(conn *c, net_chunk *ch, int force) {
   *q_at(c, c->q_len) = net_chunk_ref(ch);
   c->q_len++;
   c->queued += ch->len;
-  mark_dirty(c);
+  net_mark_dirty(c);
   return WSY_OK;
 }
 
@@ -254,6 +208,7 @@ static void on_closed(uv_handle_t *h) {
   }
   wsy_free(c->q);
   wsy_free(c->wreq);
+  tls_io_free(c->tls);
   wsy_free(c);
 }
 
@@ -276,8 +231,9 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
   if ((int32_t)(lin - c->deadline) < 0) c->deadline = lin;
 }
 
-static void maybe_shutdown(conn *c) {
+void net_maybe_shutdown(conn *c) {
   if (!(c->flags & F_ENDING) || (c->flags & (F_SHUT | F_CLOSING)) || c->q_len) return;
+  if (c->tls && (c->tls->fly || c->tls->out_len)) return;
   c->flags |= F_SHUT;
   uv_shutdown_t *req = wsy_malloc(sizeof *req);
   req->data = c;
@@ -293,7 +249,7 @@ void net_conn_end(conn *c) {
   /* Bounded: a peer that reads nothing cannot hold the conn open. */
   c->deadline = (uint32_t)(uv_now(conn_nl(c)->uv) + 2 * (uint64_t)conn_nl(c)->cfg.linger_ms);
   if (c->flags & F_PAUSED) net_conn_resume(c); /* to see the peer's FIN */
-  mark_dirty(c);
+  net_mark_dirty(c);
 }
 
 /* ---- write ---------------------------------------------------------------- */
@@ -315,7 +271,7 @@ static void on_write(uv_write_t *req, int status) {
   c->queued -= bytes;
   c->head_off = 0;
   q_pop(c, n);
-  if (!(c->flags & F_CLOSING)) mark_dirty(c); /* more may have queued meanwhile */
+  if (!(c->flags & F_CLOSING)) net_mark_dirty(c); /* more may have queued meanwhile */
 }
 
 static uint32_t fill_iov(conn *c, size_t *total) {
@@ -334,6 +290,10 @@ static uint32_t fill_iov(conn *c, size_t *total) {
 
 static void flush(conn *c) {
   net_loop *nl = conn_nl(c);
+  if (c->tls) {
+    net_tls_flush(c);
+    return;
+  }
   while (c->q_len && !c->q_inflight && !(c->flags & F_CLOSING)) {
     size_t total;
     uint32_t n = fill_iov(c, &total);
@@ -346,7 +306,7 @@ static void flush(conn *c) {
     }
     nl->st.writes++;
     nl->st.bytes_out += (size_t)r;
-    q_advance(c, (size_t)r);
+    net_q_advance(c, (size_t)r);
     if ((size_t)r < total) {
       /* The socket buffer is full: let one uv_write own the rest of this
        * batch and wake us when it is written. */
@@ -366,7 +326,7 @@ static void flush(conn *c) {
     wsy_free(c->wreq);
     c->wreq = NULL;
   }
-  maybe_shutdown(c);
+  net_maybe_shutdown(c);
 }
 
 void net_loop_flush(net_loop *nl) {
@@ -396,6 +356,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b) {
   if (nread > 0) {
     conn_nl(c)->st.bytes_in += (uint64_t)nread;
     if (c->flags & (F_ENDING | F_CLOSING)) return; /* draining until the peer's FIN */
+    if (c->tls) {
+      net_tls_read(c, (uint8_t *)b->base, (size_t)nread);
+      return;
+    }
     c->ops->on_data(c, (uint8_t *)b->base, (size_t)nread);
     return;
   }
@@ -441,6 +405,12 @@ static void on_connection(uv_stream_t *server, int status) {
     net_conn_close(c);
     return;
   }
+  if (nl->tls && !(c->tls = tls_io_new(nl->tls))) {
+    char e[200];
+    log_warn("TLS: cannot start a connection: %s", tls_last_error(e, sizeof e));
+    net_conn_close(c);
+    return;
+  }
   nl->st.accepted++;
   uv_tcp_nodelay(&c->tcp, 1);
   nl->accept_cb(c, nl->accept_ud);
@@ -462,6 +432,7 @@ static void on_tick(uv_timer_t *t) {
       c->q = NULL;
       c->q_cap = c->q_head = 0;
     }
+    if (c->tls) tls_io_trim(c->tls);
     if (c->ops && c->ops->on_tick) c->ops->on_tick(c, now);
   }
 }
@@ -532,5 +503,7 @@ void net_loop_free(net_loop *nl) {
   uv_close((uv_handle_t *)&nl->tick, NULL);
   uv_run(nl->uv, UV_RUN_DEFAULT);
   wsy_free(nl->rbuf);
+  wsy_free(nl->pbuf);
+  wsy_free(nl->gbuf);
   wsy_free(nl);
 }

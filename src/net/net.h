@@ -90,6 +90,29 @@ void net_loop_foreach(net_loop *nl, void (*fn)(conn *c, void *ud), void *ud);
 /* Flushes every dirty queue now (also done on every loop iteration). */
 void net_loop_flush(net_loop *nl);
 
+/* ---- TLS (tls.c) ------------------------------------------------------------
+ * A listener with TLS speaks it on every connection: the handshake and the
+ * record layer run inside net over OpenSSL with in-memory I/O (no blocking
+ * call), and the protocols above see plaintext through the same conn_ops and
+ * net_conn_send. Queued chunks stay plaintext and shared; each connection
+ * encrypts what is queued for it when it flushes (one write per iteration). */
+
+typedef struct net_tls net_tls;
+
+/* Loads a PEM certificate chain and its private key. NULL with a message
+ * naming the file in err when either cannot be read or parsed or when the
+ * key does not match the certificate. */
+net_tls *net_tls_new(const char *cert_file, const char *key_file, char *err, size_t errlen);
+/* Loads the same files again; new handshakes use the new pair, existing
+ * connections keep theirs. On failure the old pair stays and err says why. */
+int net_tls_reload(net_tls *t, char *err, size_t errlen) WSY_WUR;
+/* SHA-256 fingerprint of the current certificate, "AB:CD:...". */
+const char *net_tls_fingerprint(const net_tls *t);
+void net_tls_free(net_tls *t);
+/* Every connection accepted from now on speaks TLS with t (owned by the caller,
+ * kept until net_loop_free). */
+void net_loop_set_tls(net_loop *nl, net_tls *t);
+
 /* ---- connections --------------------------------------------------------- */
 
 void net_conn_set_ops(conn *c, const conn_ops *ops);

@@ -155,7 +155,7 @@ export async function startServer(t, extraArgs = [], opts = {}) {
     await withTimeout(
       new Promise((resolve, reject) => {
         const check = () => {
-          const m = /listening on http:\/\/([0-9.]+):(\d+)/.exec(stderr);
+          const m = /listening on (?:https?):\/\/([0-9.]+):(\d+)/.exec(stderr);
           if (m) {
             proc.stderr.off('data', check);
             resolve(m);
@@ -177,7 +177,9 @@ export async function startServer(t, extraArgs = [], opts = {}) {
     if (!exitInfo) proc.kill('SIGKILL');
     throw err;
   }
-  srv.url = `http://${srv.host}:${srv.port}`;
-  srv.wsUrl = `ws://${srv.host}:${srv.port}`;
+  // With --tls-cert the server speaks HTTPS and wss:// (lib/tls.mjs).
+  const tls = args.includes('--tls-cert');
+  srv.url = `${tls ? 'https' : 'http'}://${srv.host}:${srv.port}`;
+  srv.wsUrl = `${tls ? 'wss' : 'ws'}://${srv.host}:${srv.port}`;
   return srv;
 }

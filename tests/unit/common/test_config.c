@@ -325,3 +325,22 @@ Test(config, log_format_and_degraded_status) {
   cr_assert_eq(PARSE(&cfg, err, "--degraded-status", "99"), -1);
   cr_assert_eq(PARSE(&cfg, err, "--degraded-status", "600"), -1);
 }
+
+Test(config, tls_flags) {
+  clear_env();
+  unsetenv("WSYNC_TLS_CERT");
+  unsetenv("WSYNC_TLS_KEY");
+  wsy_config cfg;
+  char err[256];
+  cr_assert_eq(parse(&cfg, err, sizeof err, 0, NULL), 0, "%s", err);
+  cr_assert_null(cfg.tls_cert, "plain HTTP unless asked");
+  cr_assert_null(cfg.tls_key);
+  cr_assert_eq(PARSE(&cfg, err, "--tls-cert", "/etc/wsync/cert.pem", "--tls-key=/etc/wsync/key.pem"), 0, "%s", err);
+  cr_assert_str_eq(cfg.tls_cert, "/etc/wsync/cert.pem");
+  cr_assert_str_eq(cfg.tls_key, "/etc/wsync/key.pem");
+  setenv("WSYNC_TLS_CERT", "/env/cert.pem", 1);
+  setenv("WSYNC_TLS_KEY", "/env/key.pem", 1);
+  cr_assert_eq(PARSE(&cfg, err, "--tls-key", "/flag/key.pem"), 0, "%s", err);
+  cr_assert_str_eq(cfg.tls_cert, "/env/cert.pem", "from the environment");
+  cr_assert_str_eq(cfg.tls_key, "/flag/key.pem", "the flag wins");
+}
