@@ -31,7 +31,8 @@ struct httpd_req {
   size_t max_header;
   size_t head_seen;   /* bytes fed before the headers were complete */
   int headers_done;
-  int line_state;     /* where find_fold() is in the head */
+  int line_state;     /* where scan_head() is in the head */
+  int after_cr;       /* scan_head() saw a CR and waits for its LF */
   int too_many;       /* more than MAX_HEADERS: failed at the end of the headers */
   buf raw;            /* url, then header names and values */
   buf body;
@@ -106,31 +107,50 @@ int httpd_header_has_token(const char *v, size_t len, const char *token) {
 
 /* RFC 9112 5.2: a header line that starts with SP or HTAB continues the
  * line before it (obs-fold). http-parser joins it to the previous value;
- * here the request is refused with 400. The head is scanned ahead of the
- * parser, which is then given only the bytes before the fold: an error it
- * finds earlier still wins, and the answer is decided by the position of
- * the fold, not by how the bytes were split. The line structure follows
- * http-parser: empty lines before the request line are skipped, lines end
- * at LF (with or without CR), and an empty line (CR or LF at the start of a
- * line) ends the head. */
+ * here the request is refused with 400. RFC 9112 2.2: a bare CR (not
+ * followed by LF) in the head makes it invalid; it is refused too (400),
+ * since http-parser's reading of one depends on how the bytes were split.
+ * The head is scanned ahead of the parser, which is then given only the
+ * bytes before the problem: an error it finds earlier still wins, and the
+ * answer is decided by the position of the problem, not by how the bytes
+ * were split. The line structure follows http-parser: empty lines before
+ * the request line are skipped, lines end at LF (with or without CR), and
+ * an empty line ends the head. */
 enum { LS_BEFORE, LS_REQUEST_LINE, LS_LINE_START, LS_IN_LINE, LS_END };
+enum { HEAD_OK, HEAD_FOLD, HEAD_BARE_CR };
 
 /* Advances the line state over d[0..n); returns the offset of the first
- * byte of a folded line, or n. */
-static size_t find_fold(httpd_req *r, const uint8_t *d, size_t n) {
+ * byte the parser must not see (the folded line's first byte, or a bare CR
+ * of this buffer; 0 when the bare CR came in an earlier call), with
+ * *problem set, or n. */
+static size_t scan_head(httpd_req *r, const uint8_t *d, size_t n, int *problem) {
+  *problem = HEAD_OK;
   for (size_t i = 0; i < n && r->line_state != LS_END; i++) {
     uint8_t ch = d[i];
+    if (r->after_cr) {
+      r->after_cr = 0;
+      if (ch != '\n') {
+        *problem = HEAD_BARE_CR;
+        return i > 0 ? i - 1 : 0;
+      }
+    } else if (ch == '\r') {
+      r->after_cr = 1; /* a line end only if LF follows: decided at the next byte */
+      continue;
+    }
     switch (r->line_state) {
     case LS_BEFORE:
-      if (ch != '\r' && ch != '\n') r->line_state = LS_REQUEST_LINE;
+      if (ch != '\n') r->line_state = LS_REQUEST_LINE;
       break;
     case LS_REQUEST_LINE:
     case LS_IN_LINE:
       if (ch == '\n') r->line_state = LS_LINE_START;
       break;
     case LS_LINE_START:
-      if (ch == ' ' || ch == '\t') return i;
-      r->line_state = ch == '\r' || ch == '\n' ? LS_END : LS_IN_LINE;
+      if (ch == ' ' || ch == '\t') {
+        *problem = HEAD_FOLD;
+        return i;
+      }
+      r->line_state = ch == '\n' ? LS_END : LS_IN_LINE;
       break;
     }
   }
@@ -360,13 +380,9 @@ int httpd_req_feed(httpd_req *r, const uint8_t *data, size_t len, size_t *used) 
     size_t slice = len;
     if (!r->headers_done && slice > r->max_header + 1 - r->head_seen)
       slice = r->max_header + 1 - r->head_seen;
-    int folded = 0;
-    if (!r->headers_done) {
-      size_t f = find_fold(r, data, slice);
-      folded = f < slice;
-      slice = f;
-    }
-    /* Zero bytes would be end of stream to http-parser: a fold first. */
+    int problem = HEAD_OK;
+    if (!r->headers_done) slice = scan_head(r, data, slice, &problem);
+    /* Zero bytes would be end of stream to http-parser: a problem first. */
     size_t n = slice ? http_parser_execute(&r->parser, &settings, (const char *)data, slice) : 0;
     enum http_errno err = HTTP_PARSER_ERRNO(&r->parser);
     *used += n;
@@ -392,9 +408,9 @@ int httpd_req_feed(httpd_req *r, const uint8_t *data, size_t len, size_t *used) 
         return r->error_status;
       }
     }
-    if (folded) {
+    if (problem != HEAD_OK) {
       r->error_status = 400;
-      r->why = "obsolete line folding in the headers";
+      r->why = problem == HEAD_FOLD ? "obsolete line folding in the headers" : "a bare CR in the request head";
       return r->error_status;
     }
     if (n < slice && !r->complete) break; /* cannot happen unless paused */

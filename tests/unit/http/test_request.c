@@ -808,3 +808,25 @@ Test(httpd_req, obsolete_line_folding_is_400) {
     cr_assert_eq(st, 1, "good case %zu: status %d", i, st);
   }
 }
+
+/* A bare CR (not followed by LF) in the head is invalid (RFC 9112 2.2), and
+ * http-parser read one differently depending on how the bytes were split
+ * (the fuzzer found: whole, a fold; byte by byte, a bad method). Refused at
+ * its position, however the input is split. */
+Test(httpd_req, bare_cr_in_the_head_is_400_at_every_split) {
+  static const char *bad[] = {
+    "GET /healthz HTTP/1.0\r\nHost:\ra\nG\r\n ET / /HTTP/1.0\r\n\r\n", /* the fuzzer's input */
+    "GET / HTTP/1.1\r\nHost: h\rX: y\r\n\r\n",
+    "GET / HTTP/1.1\rHost: h\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: h\r\n\r\r\n",
+    "\rGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+  };
+  for (size_t i = 0; i < WSY_ARRAY_LEN(bad); i++) {
+    char why[128];
+    int st = status_every_split(bad[i], why, sizeof why);
+    cr_assert_eq(st, 400, "case %zu: status %d (%s)", i, st, why);
+    cr_assert(strstr(why, "bare CR"), "case %zu: reason \"%s\"", i, why);
+  }
+  /* CR LF, and a CR in a body, are fine. */
+  cr_assert_eq(status_every_split("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\na\rb", NULL, 0), 1);
+}
