@@ -175,7 +175,8 @@ static void add_routes(struct app *app) {
                             .close_timeout_ms = cfg->close_timeout_ms,
                             .idle_timeout_ms = cfg->idle_timeout_ms,
                             .ping_interval_ms = cfg->ping_interval_ms,
-                            .allowed_origins = cfg->allowed_origins};
+                            .allowed_origins = cfg->allowed_origins,
+                            .compression = cfg->compression};
   app->sync_route = (ws_route){&engine_ws_endpoint, app->sync, &app->ws_cfg};
   httpd_server *hs = app->http;
   httpd_route_upgrade(hs, "/v1/ws", ws_http_upgrade, &app->sync_route);
@@ -486,6 +487,7 @@ static int serve(int argc, char **argv) {
   ws_bcast_free(app.bcast);
   auth_jwks_free(app.jwks);
   net_tls_free(app.tls);
+  ws_conn_pmd_release();
   uv_loop_close(app.loop);
   log_info("stopped");
   return 0;
