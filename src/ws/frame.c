@@ -267,7 +267,9 @@ static int payload(ws_parser *p, uint8_t *d, size_t n, int whole_frame) {
     if (rc != WSY_OK) return rc;
     if (!(last && fin)) return WSY_OK;
     static const uint8_t tail[4] = {0x00, 0x00, 0xff, 0xff};
-    if ((rc = inflate_bytes(p, tail, sizeof tail, 1)) != WSY_OK) return rc;
+    /* No compressed bytes at all is taken as the empty message (RFC 7692
+     * 7.2.3.6 sends it as one 00 byte; an empty payload is as clear). */
+    if (p->msg_wire && (rc = inflate_bytes(p, tail, sizeof tail, 1)) != WSY_OK) return rc;
     static uint8_t empty[1];
     return message_done(p, p->msg ? p->msg->data : empty, p->msg ? p->msg->len : 0);
   }
