@@ -145,7 +145,7 @@ BENCH_ARGS ?=
 
 build/wsync-bench: bench/wsync-bench.c
 	@mkdir -p build
-	$(CC) $(WARN) $(CFLAGS) -o $@ $< -lm
+	$(CC) $(WARN) $(CFLAGS) -o $@ $< -lm -lz
 
 # bench/tls.mjs: the TLS scenario (wsync over TLS against the Node ws peer
 # over node:https), a Node client since wsync-bench has no TLS.
