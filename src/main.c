@@ -141,10 +141,11 @@ static void healthz(void *ud, conn *c, httpd_req *r) {
    * and the bytes zlib holds (docs/PERFORMANCE.md, compression). */
   const ws_pmd_stats *z = ws_pmd_stats_get();
   json_object_set_new(b, "compression",
-                      json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "deflates", (json_int_t)z->deflates, "shared",
+                      json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "deflates", (json_int_t)z->deflates, "shared",
                                 (json_int_t)z->shared_hits, "skipped", (json_int_t)z->deflate_skipped, "inflates",
                                 (json_int_t)z->inflates, "inflate_streams", (json_int_t)z->inflate_streams,
-                                "zlib_bytes", (json_int_t)z->zlib_bytes));
+                                "cached_frames", (json_int_t)z->cached_frames, "zlib_bytes",
+                                (json_int_t)z->zlib_bytes));
   char *text = json_dumps(b, JSON_COMPACT | JSON_PRESERVE_ORDER);
   json_decref(b);
   size_t len = strlen(text);

@@ -276,6 +276,8 @@ void ws_pmd_count_shared(uint64_t hits, uint64_t skipped) {
   stats.deflate_skipped += skipped;
 }
 
+void ws_pmd_set_cached(unsigned n) { stats.cached_frames = n; }
+
 void ws_pmd_release(void) {
   while (pool_n) {
     z_stream *z = pool[--pool_n];

@@ -111,6 +111,7 @@ typedef struct ws_pmd_stats {
   uint64_t inflate_in, inflate_out;
   size_t zlib_bytes;        /* bytes zlib holds now (streams in use and pooled) */
   unsigned inflate_streams; /* inflate streams lent to parsers now */
+  unsigned cached_frames;   /* compressed frames kept for sharing now (at most 8) */
 } ws_pmd_stats;
 const ws_pmd_stats *ws_pmd_stats_get(void);
 /* Releases the pooled zlib streams (at exit, and in tests). */

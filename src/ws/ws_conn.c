@@ -175,6 +175,7 @@ static void zcache_drop(unsigned i) {
   net_chunk_unref(zcache[i].z);
   memmove(&zcache[i], &zcache[i + 1], (zcache_n - i - 1) * sizeof zcache[0]);
   zcache_n--;
+  ws_pmd_set_cached(zcache_n);
 }
 
 /* Entries whose frame nobody else holds any more. */
@@ -211,6 +212,7 @@ static net_chunk *compressed_for(ws_conn *w, net_chunk *frame) {
   zcache[0].z = z;
   zcache[0].bits = (uint8_t)bits;
   zcache_n++;
+  ws_pmd_set_cached(zcache_n);
   return z ? z : frame;
 }
 
@@ -320,6 +322,14 @@ static void ws_on_eof(conn *c) {
 static void ws_on_tick(conn *c, uint64_t now) {
   ws_conn *w = net_conn_ext(c);
   const ws_config *cfg = w->rt->cfg;
+  /* Once per tick, not per connection: compressed frames nobody holds any
+   * more leave the cache even when no further broadcast comes to push them
+   * out (a large message would otherwise stay until then). */
+  static uint64_t swept;
+  if (zcache_n && now != swept) {
+    swept = now;
+    zcache_sweep();
+  }
   if (w->state == WS_CLOSE_SENT) {
     if ((int32_t)((uint32_t)now - w->close_deadline) >= 0) {
       w->state = WS_DONE;

@@ -22,5 +22,6 @@ void ws_pmd_count_inflate(size_t in, size_t out);
  * 2^wbits bytes (9-15). WSY_OK, WSY_TOO_LARGE (out's cap) or WSY_NOMEM. */
 int ws_pmd_deflate(const uint8_t *in, size_t len, int wbits, buf *out);
 void ws_pmd_count_shared(uint64_t hits, uint64_t skipped);
+void ws_pmd_set_cached(unsigned n);
 
 #endif
