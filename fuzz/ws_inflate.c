@@ -12,6 +12,9 @@
  *  - 1009 only when zlib's output passes the limit (at most limit + 1 bytes
  *    are ever produced: a bomb costs nothing), 1007 only when the data is
  *    invalid, cut short or not UTF-8; the inflate stream is always given back.
+ * The same bytes are also read as a Sec-WebSocket-Extensions value: an
+ * accepted offer's answer, read back as an offer, is accepted with the same
+ * window size (the answer only ever uses parameters valid in an offer).
  *
  * Run: make build-fuzz/ws_inflate && build-fuzz/ws_inflate fuzz/corpus/ws_inflate */
 #include <stdio.h>
@@ -133,7 +136,20 @@ static size_t reference(const uint8_t *z, size_t n, uint8_t *out, int *zrc) {
   return got;
 }
 
+static void negotiation(const uint8_t *data, size_t size) {
+  ws_pmd a, b;
+  if (!ws_pmd_negotiate((const char *)data, size, &a)) return;
+  CHECK(a.server_max_window_bits >= 8 && a.server_max_window_bits <= 15);
+  CHECK(a.asked_server_bits || a.server_max_window_bits == 15);
+  char resp[160];
+  size_t n = ws_pmd_response(&a, resp, sizeof resp);
+  CHECK(n > 0 && n < sizeof resp);
+  CHECK(ws_pmd_negotiate(resp, n, &b));
+  CHECK(b.server_max_window_bits == a.server_max_window_bits && b.asked_server_bits == a.asked_server_bits);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  negotiation(data, size);
   if (size < 1) return 0;
   uint8_t sel = data[0];
   const uint8_t *z = data + 1;
