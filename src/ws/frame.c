@@ -142,7 +142,6 @@ static int frame_begin(ws_parser *p) {
     if (p->msg_opcode) return fail(p, WSY_PROTO, WS_CLOSE_PROTOCOL);
     p->msg_opcode = (uint8_t)op;
     p->utf8 = WS_UTF8_ACCEPT;
-    p->msg_wire = 0;
     p->msg_deflated = rsv1 != 0;
     p->z_ended = 0;
     if (p->msg) buf_reset(p->msg);
@@ -154,9 +153,10 @@ static int frame_begin(ws_parser *p) {
     return fail(p, WSY_PROTO, WS_CLOSE_PROTOCOL);
   }
   /* The bytes received count against the limit, compressed or not. */
-  if (p->remaining > p->lim->max_message - p->msg_wire)
+  uint64_t *wire = p->msg_deflated ? ws_pmd_inflate_wire(p->z) : NULL;
+  if (p->remaining > p->lim->max_message - (wire ? *wire : msg_len(p)))
     return fail(p, WSY_TOO_LARGE, WS_CLOSE_TOO_BIG);
-  p->msg_wire += p->remaining;
+  if (wire) *wire += p->remaining;
   return WSY_OK;
 }
 
@@ -185,7 +185,7 @@ static int message_done(ws_parser *p, uint8_t *d, size_t n) {
     return fail(p, WSY_BAD_UTF8, WS_CLOSE_BAD_DATA);
   p->msg_opcode = 0;
   if (p->msg_deflated) {
-    ws_pmd_count_inflate(p->msg_wire, n);
+    ws_pmd_count_inflate(*ws_pmd_inflate_wire(p->z), n);
     z_release(p);
     p->msg_deflated = 0;
   }
@@ -269,7 +269,7 @@ static int payload(ws_parser *p, uint8_t *d, size_t n, int whole_frame) {
     static const uint8_t tail[4] = {0x00, 0x00, 0xff, 0xff};
     /* No compressed bytes at all is taken as the empty message (RFC 7692
      * 7.2.3.6 sends it as one 00 byte; an empty payload is as clear). */
-    if (p->msg_wire && (rc = inflate_bytes(p, tail, sizeof tail, 1)) != WSY_OK) return rc;
+    if (*ws_pmd_inflate_wire(p->z) && (rc = inflate_bytes(p, tail, sizeof tail, 1)) != WSY_OK) return rc;
     static uint8_t empty[1];
     return message_done(p, p->msg ? p->msg->data : empty, p->msg ? p->msg->len : 0);
   }

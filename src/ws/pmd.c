@@ -171,41 +171,49 @@ static void zfree_counted(voidpf opaque, voidpf p) {
  * busy server does not set one up per message; they belong to no
  * connection. */
 #define POOL_MAX 4
-static z_stream *pool[POOL_MAX];
+typedef struct {
+  z_stream z; /* first: a zin is handed out as its z_stream */
+  uint64_t wire;
+} zin;
+static zin *pool[POOL_MAX];
 static unsigned pool_n;
 
 z_stream *ws_pmd_inflate_get(void) {
-  z_stream *z;
+  zin *s;
   if (pool_n) {
-    z = pool[--pool_n];
+    s = pool[--pool_n];
   } else {
-    z = wsy_try_malloc(sizeof *z);
-    if (!z) return NULL;
-    memset(z, 0, sizeof *z);
-    z->zalloc = zalloc_counted;
-    z->zfree = zfree_counted;
+    s = wsy_try_malloc(sizeof *s);
+    if (!s) return NULL;
+    memset(s, 0, sizeof *s);
+    s->z.zalloc = zalloc_counted;
+    s->z.zfree = zfree_counted;
     /* Raw deflate (no zlib header), the largest window: reads data made
      * with any client_max_window_bits. */
-    if (inflateInit2(z, -15) != Z_OK) {
-      wsy_free(z);
+    if (inflateInit2(&s->z, -15) != Z_OK) {
+      wsy_free(s);
       return NULL;
     }
-    stats.zlib_bytes += sizeof *z;
+    stats.zlib_bytes += sizeof *s;
   }
+  s->wire = 0;
   stats.inflate_streams++;
-  return z;
+  return &s->z;
 }
+
+uint64_t *ws_pmd_inflate_wire(z_stream *z) { return &((zin *)(void *)z)->wire; }
 
 void ws_pmd_inflate_put(z_stream *z) {
   if (!z) return;
+  zin *s = (zin *)(void *)z;
   stats.inflate_streams--;
   if (pool_n < POOL_MAX && inflateReset(z) == Z_OK) {
-    pool[pool_n++] = z;
+    pool[pool_n++] = s;
     return;
   }
   inflateEnd(z);
-  stats.zlib_bytes -= sizeof *z;
-  wsy_free(z);
+  stats.zlib_bytes -= sizeof *s;
+  wsy_free(s);
 }
 
 void ws_pmd_count_inflate(size_t in, size_t out) {
@@ -280,10 +288,10 @@ void ws_pmd_set_cached(unsigned n) { stats.cached_frames = n; }
 
 void ws_pmd_release(void) {
   while (pool_n) {
-    z_stream *z = pool[--pool_n];
-    inflateEnd(z);
-    stats.zlib_bytes -= sizeof *z;
-    wsy_free(z);
+    zin *s = pool[--pool_n];
+    inflateEnd(&s->z);
+    stats.zlib_bytes -= sizeof *s;
+    wsy_free(s);
   }
   for (int i = 0; i < 16; i++)
     if (dstream[i]) {

@@ -175,7 +175,6 @@ typedef struct ws_parser {
   uint8_t deflate;     /* permessage-deflate negotiated */
   uint8_t msg_deflated;/* the message in progress is compressed */
   uint8_t z_ended;     /* ... and its deflate data has ended (BFINAL) */
-  uint64_t msg_wire;   /* payload bytes of the message in progress, as received */
   struct z_stream_s *z;/* inflate stream, only while a compressed message is open */
 } ws_parser;
 

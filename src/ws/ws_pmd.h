@@ -15,6 +15,9 @@ struct z_stream_s;
  * when memory is short; give it back with ws_pmd_inflate_put(). */
 struct z_stream_s *ws_pmd_inflate_get(void);
 void ws_pmd_inflate_put(struct z_stream_s *z);
+/* The compressed bytes of the message counted so far: kept with the stream,
+ * so that the parser of every connection need not carry the counter. */
+uint64_t *ws_pmd_inflate_wire(struct z_stream_s *z);
 void ws_pmd_count_inflate(size_t in, size_t out);
 
 /* Appends in[0..len) compressed as one message (no context takeover, the
