@@ -1,9 +1,11 @@
 /* ws.h -- RFC 6455 for wsync: frame parser and encoder, incremental UTF-8
- * validation, the upgrade handshake's accept key, close-code rules.
+ * validation, the upgrade handshake's accept key, close-code rules, and
+ * permessage-deflate (RFC 7692): offers, the answer, compressed messages.
  *
  * This header is the pure part: no I/O, no clock, no allocation beyond the
- * parser's own reassembly buffers, so every function here is unit-tested and
- * fuzzed on its own. The connection side (upgrade, pings, close handshake,
+ * parser's own reassembly buffers and the inflate stream it borrows for a
+ * compressed message, so every function here is unit-tested and fuzzed on
+ * its own. The connection side (upgrade, pings, close handshake,
  * fan-out) is in ws_conn.h. Errors are wsy_err; ownership is stated per call. */
 #ifndef WSY_WS_H
 #define WSY_WS_H
