@@ -13,9 +13,9 @@ SHELL   := /bin/bash
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 WARN    := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
-PKGS    := libuv libssl libcrypto jansson libjwt sqlite3
+PKGS    := libuv libssl libcrypto jansson libjwt sqlite3 zlib
 DEPCFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -luv -lssl -lcrypto -ljansson -ljwt -lsqlite3) -lhttp_parser -lm
+LIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -luv -lssl -lcrypto -ljansson -ljwt -lsqlite3 -lz) -lhttp_parser -lm
 ifeq ($(CI),true)
 WARN += -Werror
 endif
@@ -29,7 +29,7 @@ ALLOC_CFLAGS := -DWSY_MIMALLOC
 SRC_LIB := $(wildcard src/common/*.c src/config/*.c src/net/*.c src/http/*.c src/ws/*.c src/auth/*.c src/store/*.c src/sync/*.c)
 SRC_BIN := src/main.c
 UNIT_SRC := $(wildcard tests/unit/*/*.c tests/unit/*.c)
-FUZZ_TARGETS := ws_frame utf8 http_request sync_op auth_token text_op
+FUZZ_TARGETS := ws_frame ws_inflate utf8 http_request sync_op auth_token text_op
 FUZZ_SECONDS ?= 60
 FUZZ_BRIEF ?= 5
 
@@ -145,7 +145,7 @@ BENCH_ARGS ?=
 
 build/wsync-bench: bench/wsync-bench.c
 	@mkdir -p build
-	$(CC) $(WARN) $(CFLAGS) -o $@ $< -lm
+	$(CC) $(WARN) $(CFLAGS) -o $@ $< -lm -lz
 
 # bench/tls.mjs: the TLS scenario (wsync over TLS against the Node ws peer
 # over node:https), a Node client since wsync-bench has no TLS.

@@ -9,7 +9,7 @@
 //
 // usage: node bench/run.mjs [--repeat 3] [--quick] [--only a,b,...] [--no-doc]
 //   --quick     smaller numbers and shorter runs, one repeat (a sanity pass)
-//   --only      scenarios to run (a b c-fixed c-max d e f)
+//   --only      scenarios to run (a b c-fixed c-max d e f z-sync z-fanout)
 //   --no-doc    print the table, leave docs/PERFORMANCE.md alone
 // Outputs: build/bench/results.json (every run), build/bench/table.md,
 // build/bench/*.hist (latency distributions), build/bench/latency.png (if
@@ -154,6 +154,33 @@ const scenarios = [
       { name: 'ops written/s (setup)', get: (r) => r.catchup?.write_ops_per_s, fmt: 'int', better: 'info' },
     ],
   },
+  // permessage-deflate: the same load with the generator offering it (as
+  // browsers do) and without; payloads padded with words, not one letter.
+  ...['z-sync', 'z-fanout'].map((id) => ({
+    id,
+    title: id === 'z-sync'
+      ? `(z) compression, sync protocol: ${Q(10, 2)} rooms x 50, ${Q(10, 2)} writers of op set at 50/s, ~450-byte op broadcasts`
+      : `(z) compression, fan-out: 1 room x ${Q(200, 50)}, 2 publishers at 100 msg/s, 400 B of words`,
+    args: id === 'z-sync'
+      ? ['--proto', 'wsync', '--mode', 'op', '--conns', String(Q(500, 100)), '--rooms', String(Q(10, 2)),
+        '--pubs', String(Q(10, 2)), '--rate', '50', '--size', '300', '--fill', 'words', ...timing]
+      : ['--proto', 'broadcast', '--conns', String(Q(200, 50)), '--rooms', '1', '--pubs', '2', '--rate', '100',
+        '--size', '400', '--fill', 'words', ...timing],
+    variants: [
+      { key: 'off', server: 'wsync', args: [], label: 'no compression' },
+      { key: 'on', server: 'wsync', args: ['--deflate'], label: 'permessage-deflate' },
+    ],
+    ratioOf: ['on', 'off'],
+    figures: [
+      { name: 'bytes on the wire per delivery', get: (r) => r.wire_bytes_per_delivery, fmt: 'f1', better: 'lower' },
+      { name: 'server CPU us per delivery', get: (r) => (r.server?.cpu_s * 1e6) / r.deliveries, fmt: 'f3', better: 'lower' },
+      { name: 'deliveries/s', get: (r) => r.deliveries_per_s, fmt: 'int', better: 'info' },
+      { name: 'latency p50 ms', get: (r) => lat(r, 'p50') / 1e3, fmt: 'f2', better: 'lower' },
+      { name: 'latency p99 ms', get: (r) => lat(r, 'p99') / 1e3, fmt: 'f2', better: 'lower' },
+      { name: 'server RSS MiB', get: (r) => r.server?.rss_kib / 1024, fmt: 'f1', better: 'lower' },
+      { name: 'other CPU on the machine %', get: (r) => Math.max(0, r.machine?.other_cpu_pct), fmt: 'int', better: 'info' },
+    ],
+  })),
 ];
 
 // ---- servers ------------------------------------------------------------------
@@ -339,6 +366,8 @@ function render(chosen, results) {
     const cols = s.variants.map((v) => v.label ?? { wsync: 'wsync', peer: 'ws (Node)', sync: 'wsync, sync protocol' }[v.key]);
     const head = ['figure', ...cols];
     if (hasPeer) head.splice(3, 0, 'wsync / ws');
+    const ro = s.ratioOf?.map((k) => s.variants.findIndex((v) => v.key === k));
+    if (ro) head.push(`${s.ratioOf[0]} / ${s.ratioOf[1]}`);
     lines.push(`| ${head.join(' | ')} |`);
     lines.push(`|${head.map((h, i) => (i === 0 ? '---' : '---:')).join('|')}|`);
     for (const f of s.figures) {
@@ -350,6 +379,7 @@ function render(chosen, results) {
       if (vals.every((x) => x === undefined)) continue;
       const cells = [f.name, ...vals.map((x) => fmt(x, f.fmt))];
       if (hasPeer) cells.splice(3, 0, f.better === 'info' ? '' : fmtRatio(ratio(vals[0], vals[1])));
+      if (ro) cells.push(f.better === 'info' ? '' : fmtRatio(ratio(vals[ro[0]], vals[ro[1]])));
       lines.push(`| ${cells.join(' | ')} |`);
     }
     const bad = runs.filter((r) => r.scenario === s.id && (r.error || !r.ok));

@@ -35,6 +35,13 @@
  * RSS before and after, per connection) and --catchup N (scenario f: write N
  * ops, then time a join with since {epoch, 0} until the whole joined is read).
  *
+ * --deflate offers permessage-deflate (RFC 7692) as browsers do, compresses
+ * what it sends when the server agreed, and inflates what comes with RSV1;
+ * --fill words pads payloads with words instead of 'x' (padding of one letter
+ * would compress far better than real data). The bytes of data frames
+ * received while measuring are counted (wire_bytes_per_delivery), so
+ * compression on and off can be compared on the wire.
+ *
  * Cost discipline, so that the generator is not what it measures: one read
  * of up to 256 KiB per readiness event into a shared buffer, frames parsed
  * in place; output is appended to a per-connection buffer and written with
@@ -60,6 +67,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #define READ_BUF (256 * 1024) /* one read per readiness event, at most this */
 #define MAX_EVENTS 1024
@@ -215,6 +223,8 @@ static struct {
   int inject_loss, inject_dup; /* self-test of the checker: every Nth delivery */
   int spin;                    /* poll without sleeping (latency runs) */
   int idle_warm, idle_n;       /* idle: connections before the baseline, and measured ones */
+  int deflate;                 /* offer permessage-deflate */
+  int fill_words;              /* pad with words, not 'x' */
 } opt = {
   .host = "127.0.0.1", .proto = P_BROADCAST, .mode = M_EPHEMERAL,
   .conns = 100, .rooms = 1, .pubs = 1, .size = 64, .window = 64,
@@ -254,6 +264,8 @@ static void usage(void) {
     "  --check              exit 1 unless zero losses, duplicates, reorders, errors, closes\n"
     "  --quiet              no progress on stderr\n"
     "  --spin               never sleep in epoll (a core busy-polls; for latency runs)\n"
+    "  --deflate            offer permessage-deflate; compress sends, inflate RSV1 frames\n"
+    "  --fill F             payload padding: x | words                      [x]\n"
     "  --inject-loss N, --inject-dup N\n"
     "                       checker self-test: forget / double every Nth delivery\n",
     stderr);
@@ -269,7 +281,7 @@ static void parse_opts(int argc, char **argv) {
     {"check", 0, 0, 'c'}, {"idle", 0, 0, 'I'}, {"quiet", 0, 0, 'q'}, {"catchup", 1, 0, 'C'},
     {"items", 1, 0, 'M'}, {"concurrency", 1, 0, 'x'}, {"recv-interval", 1, 0, 'R'},
     {"hist", 1, 0, 'H'}, {"prefix", 1, 0, 'f'}, {"label", 1, 0, 'l'}, {"healthz", 0, 0, 'z'},
-    {"spin", 0, 0, 'B'}, {"idle-warm", 1, 0, 'A'}, {"inject-loss", 1, 0, 'L'}, {"inject-dup", 1, 0, 'U'}, {"help", 0, 0, '?'}, {0, 0, 0, 0}};
+    {"spin", 0, 0, 'B'}, {"idle-warm", 1, 0, 'A'}, {"inject-loss", 1, 0, 'L'}, {"inject-dup", 1, 0, 'U'}, {"deflate", 0, 0, 'Z'}, {"fill", 1, 0, 'F'}, {"help", 0, 0, '?'}, {0, 0, 0, 0}};
   int ch;
   while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
     switch (ch) {
@@ -313,6 +325,11 @@ static void parse_opts(int argc, char **argv) {
     case 'A': opt.idle_warm = atoi(optarg); break;
     case 'L': opt.inject_loss = atoi(optarg); break;
     case 'U': opt.inject_dup = atoi(optarg); break;
+    case 'Z': opt.deflate = 1; break;
+    case 'F':
+      if (!strcmp(optarg, "words")) opt.fill_words = 1;
+      else if (strcmp(optarg, "x") != 0) usage();
+      break;
     default: usage();
     }
   }
@@ -356,6 +373,7 @@ typedef struct {
   int pub; /* publisher index, or -1 */
   uint8_t *in;
   size_t in_len, in_cap; /* bytes kept between reads (partial frame) */
+  uint8_t deflate;       /* permessage-deflate agreed */
   uint8_t *out;
   size_t out_len, out_off, out_cap;
   int dirty, want_out;
@@ -394,6 +412,7 @@ static int measuring; /* samples are recorded only in PH_MEASURE */
 
 static struct {
   uint64_t sent, sent_total, deliveries, delivered_bytes, acks, errors, closes, unexpected;
+  uint64_t wire_bytes; /* data frames received while measuring, headers included */
   uint64_t dups, ooo, foreign;
   hist lat, ack_lat;
   uint64_t t_connect0, t_connected, t_upgraded_last;
@@ -528,11 +547,73 @@ static uint8_t *out_reserve(conn *c, size_t n) {
   return c->out + c->out_len;
 }
 
-/* Appends one masked client frame (FIN set). */
+/* ---- permessage-deflate (--deflate) ------------------------------------------- */
+
+static z_stream zdef, zinf;
+/* Inflated messages in zbuf, compressed ones in zout: a delivery being read
+ * from zbuf may send (and compress) the publisher's next message. */
+static uint8_t *zbuf, *zout;
+static size_t zcap, zout_cap;
+
+static void zbuf_reserve(size_t n) {
+  if (zcap < n) {
+    zcap = n;
+    zbuf = xrealloc(zbuf, zcap);
+  }
+}
+
+/* Compresses d[0..n) as one message without context takeover (the sync
+ * flush's 00 00 ff ff removed); the result is in zout, its length returned. */
+static size_t zcompress(const void *d, size_t n) {
+  if (!zdef.state && deflateInit2(&zdef, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK) die("deflateInit2");
+  size_t need = deflateBound(&zdef, n) + 16;
+  if (zout_cap < need) {
+    zout_cap = need;
+    zout = xrealloc(zout, zout_cap);
+  }
+  zdef.next_in = (Bytef *)(uintptr_t)d;
+  zdef.avail_in = (uInt)n;
+  zdef.next_out = zout;
+  zdef.avail_out = (uInt)zout_cap;
+  if (deflate(&zdef, Z_SYNC_FLUSH) != Z_OK || zdef.avail_in) die("deflate");
+  size_t len = zout_cap - zdef.avail_out;
+  deflateReset(&zdef);
+  return len - 4;
+}
+
+/* Inflates a compressed message into zbuf; returns its length. */
+static size_t zinflate(const uint8_t *d, size_t n) {
+  if (!zinf.state && inflateInit2(&zinf, -15) != Z_OK) die("inflateInit2");
+  static const uint8_t tail[4] = {0, 0, 0xff, 0xff};
+  size_t got = 0;
+  for (int part = 0; part < 2; part++) {
+    zinf.next_in = (Bytef *)(uintptr_t)(part ? tail : d);
+    zinf.avail_in = (uInt)(part ? 4 : n);
+    do {
+      zbuf_reserve(got + 65536);
+      zinf.next_out = zbuf + got;
+      zinf.avail_out = (uInt)(zcap - got);
+      int rc = inflate(&zinf, Z_SYNC_FLUSH);
+      if (rc != Z_OK && rc != Z_BUF_ERROR && rc != Z_STREAM_END) die("inflate: bad data from the server");
+      got = zcap - zinf.avail_out;
+    } while (zinf.avail_out == 0);
+  }
+  inflateReset(&zinf);
+  return got;
+}
+
+/* Appends one masked client frame (FIN set), compressed when the server
+ * agreed to permessage-deflate and the message is data of 128 bytes or more. */
 static void send_frame(int ci, int opcode, const void *payload, size_t len) {
   conn *c = &conns[ci];
+  uint8_t rsv1 = 0;
+  if (c->deflate && (opcode == 1 || opcode == 2) && len >= 128) {
+    len = zcompress(payload, len);
+    payload = zout;
+    rsv1 = 0x40;
+  }
   uint8_t *p = out_reserve(c, len + 14), *h = p;
-  *p++ = (uint8_t)(0x80 | opcode);
+  *p++ = (uint8_t)(0x80 | rsv1 | opcode);
   if (len < 126) {
     *p++ = (uint8_t)(0x80 | len);
   } else if (len < 65536) {
@@ -614,7 +695,25 @@ static void put_marker(char *dst, uint32_t pid, uint64_t seq, uint64_t ts) {
   put_hex(dst + 2, pid, 8);
   put_hex(dst + 10, seq, 16);
   put_hex(dst + 26, ts, 16);
-  memset(dst + MARKER_LEN, 'x', (size_t)opt.size - MARKER_LEN);
+  if (!opt.fill_words) {
+    memset(dst + MARKER_LEN, 'x', (size_t)opt.size - MARKER_LEN);
+    return;
+  }
+  /* Words of a board app, picked by a generator seeded from the sequence:
+   * text that deflates about as well as the titles and notes of real ops. */
+  static const char *const words[] = {
+    "card", "board", "todo", "doing", "done", "review", "title", "note", "alice", "bob", "carol",
+    "the", "a", "to", "of", "and", "in", "for", "meeting", "design", "fix", "bug", "release",
+    "monday", "tuesday", "color", "#ffcc00", "#3366ff", "x", "y", "width", "height", "42", "17",
+    "2026-12-06", "urgent", "later", "draft", "ship", "test", "deploy", "notes", "idea", "plan"};
+  uint64_t r = seq * 0x9e3779b97f4a7c15ull + pid + 1;
+  size_t at = MARKER_LEN, end = (size_t)opt.size;
+  while (at < end) {
+    r ^= r >> 12, r ^= r << 25, r ^= r >> 27;
+    const char *w = words[(r * 2685821657736338717ull >> 40) % (sizeof words / sizeof words[0])];
+    dst[at++] = ' ';
+    for (; *w && at < end; w++) dst[at++] = *w;
+  }
 }
 
 static int acked_mode(void) { return opt.proto == P_WSYNC; }
@@ -872,8 +971,13 @@ static size_t parse_frames(int ci, uint8_t *d, size_t len, uint64_t now, size_t 
     uint8_t *payload = d + off + hl;
     int opcode = b0 & 0x0f;
     if (opcode == 1 || opcode == 2) {
+      if (measuring) st.wire_bytes += hl + pl;
       if (!(b0 & 0x80)) st.unexpected++; /* fragmented: not produced by the servers under test */
-      else on_text(ci, payload, (size_t)pl, now);
+      else if (b0 & 0x40) {
+        if (!conns[ci].deflate) st.unexpected++;
+        size_t n = zinflate(payload, (size_t)pl);
+        on_text(ci, zbuf, n, now);
+      } else on_text(ci, payload, (size_t)pl, now);
     } else if (opcode == 9) {
       send_frame(ci, 10, payload, (size_t)pl);
     } else if (opcode == 8) {
@@ -999,20 +1103,22 @@ static void on_connected(int ci) {
     uint32_t r = rng32();
     memcpy(key + i, &r, 4);
   }
-  char k64[32], rn[96], req[512];
+  char k64[32], rn[96], req[640];
   b64(k64, key, 16);
+  /* What Chromium offers. */
+  const char *ext = opt.deflate ? "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" : "";
   int n;
   if (opt.proto == P_BROADCAST) {
     room_name(rn, sizeof rn, c->room);
     n = snprintf(req, sizeof req,
                  "GET /v1/broadcast?room=%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
-                 "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                 rn, opt.host, opt.port, k64);
+                 "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
+                 rn, opt.host, opt.port, k64, ext);
   } else {
     n = snprintf(req, sizeof req,
                  "GET /v1/ws HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
-                 "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                 opt.host, opt.port, k64);
+                 "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
+                 opt.host, opt.port, k64, ext);
   }
   c->want_out = 1; /* registered for EPOLLOUT while connecting */
   send_raw(ci, req, (size_t)n);
@@ -1045,6 +1151,10 @@ static int on_upgrade_bytes(int ci, uint8_t *d, size_t len, uint64_t now) {
     die("upgrade refused: %.*s", (int)(eol ? eol - (char *)d : 40), d);
   }
   size_t hl = (size_t)(end + 4 - d);
+  if (opt.deflate) {
+    c->deflate = memmem(d, hl, "permessage-deflate", 18) != NULL;
+    if (!c->deflate && st.nupgraded == 0) fprintf(stderr, "wsync-bench: --deflate: the server declined permessage-deflate\n");
+  }
   st.nupgraded++;
   st.t_upgraded_last = now;
   if (opt.proto == P_WSYNC) {
@@ -1338,6 +1448,8 @@ static int report(void) {
       fprintf(f, ",\"measured_s\":%.3f,\"sent\":%" PRIu64 ",\"msgs_per_s\":%.0f,\"deliveries\":%" PRIu64
                  ",\"deliveries_per_s\":%.0f,\"mbytes_per_s\":%.2f,\"acks\":%" PRIu64 ",\"acks_per_s\":%.0f",
               secs, st.sent, mps, st.deliveries, dps, secs > 0 ? st.delivered_bytes / secs / 1e6 : 0, st.acks, aps);
+      fprintf(f, ",\"wire_bytes\":%" PRIu64 ",\"wire_bytes_per_delivery\":%.1f,\"deflate\":%s", st.wire_bytes,
+              st.deliveries ? (double)st.wire_bytes / (double)st.deliveries : 0, opt.deflate ? "true" : "false");
       json_hist(f, "latency_us", &st.lat);
       if (opt.proto == P_WSYNC) json_hist(f, "ack_latency_us", &st.ack_lat);
     }
@@ -1386,8 +1498,9 @@ static int report(void) {
            opt.proto == P_WSYNC ? "wsync protocol" : "broadcast protocol", nmeasured, connect_s * 1e3,
            connect_s > 0 ? nmeasured / connect_s : 0);
     if (measured) {
-      printf("  sent %.0f msg/s, delivered %.0f/s (%.1f MB/s) over %.2f s\n", mps, dps,
-             secs > 0 ? st.delivered_bytes / secs / 1e6 : 0, secs);
+      printf("  sent %.0f msg/s, delivered %.0f/s (%.1f MB/s) over %.2f s; %.1f bytes on the wire per delivery%s\n",
+             mps, dps, secs > 0 ? st.delivered_bytes / secs / 1e6 : 0, secs,
+             st.deliveries ? (double)st.wire_bytes / (double)st.deliveries : 0, opt.deflate ? " (deflate offered)" : "");
       printf("  latency us: min %.0f  p50 %.0f  p90 %.0f  p99 %.0f  p99.9 %.0f  max %.0f  (%" PRIu64 " samples)\n", st.lat.min / 1e3,
              hist_pct(&st.lat, 50) / 1e3, hist_pct(&st.lat, 90) / 1e3, hist_pct(&st.lat, 99) / 1e3,
              hist_pct(&st.lat, 99.9) / 1e3, st.lat.max / 1e3, st.lat.n);

@@ -11,12 +11,19 @@
  *    code that matches the error;
  *  - encoder and parser agree: the input, used as a payload, is framed with
  *    ws_frame_header()/ws_mask() as a fragmented message with a ping between
- *    the fragments and a close after, and must parse back to exactly that.
+ *    the fragments and a close after, and must parse back to exactly that;
+ *  - compressed-message mode (permessage-deflate agreed): the input is also
+ *    parsed by parsers that accept RSV1, with the same split checks, and the
+ *    round trip is repeated with the payload deflated (raw, sync flush, tail
+ *    removed: RFC 7692 7.2.1) and the compressed bytes fragmented.
+ *  fuzz/ws_inflate.c aims at the inflate path itself.
  *
  * Run: make build-fuzz/ws_frame && build-fuzz/ws_frame fuzz/corpus/ws_frame */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <zlib.h>
 
 #include "../src/ws/ws.h"
 
@@ -123,11 +130,14 @@ static uint64_t fnv(const uint8_t *d, size_t n) {
 /* Feeds d[0..n) in pieces ending at cuts[0..ncut) (ascending, <= n) and then
  * the rest; step > 0 instead feeds step bytes at a time. Each piece is its
  * own heap copy of exactly its size, so a read past a piece is caught. */
+static int deflate_mode; /* parsers accept permessage-deflate (RSV1) */
+
 static void parse(const ws_limits *lim, const uint8_t *d, size_t n, const size_t *cuts,
                   size_t ncut, size_t step, result *res) {
   ws_parser p;
   evlog_init(&res->ev, lim);
   ws_parser_init(&p, lim, &cbs, &res->ev);
+  ws_parser_set_deflate(&p, deflate_mode);
   int rc = WSY_OK;
   size_t at = 0, k = 0;
   while (rc == WSY_OK) {
@@ -157,6 +167,7 @@ static void parse(const ws_limits *lim, const uint8_t *d, size_t n, const size_t
   res->rc = rc;
   res->close_code = rc == WSY_OK || rc == WSY_CLOSED ? 0 : ws_parser_close_code(&p);
   ws_parser_deinit(&p);
+  CHECK(ws_pmd_stats_get()->inflate_streams == 0); /* given back, whatever happened */
 }
 
 static void same(const result *a, const result *b, const char *what) {
@@ -231,6 +242,76 @@ static void round_trip(const uint8_t *pl, size_t n, uint64_t seed, size_t max_me
   free(wire);
 }
 
+/* pl[0..n) deflated as a client sends it; returns the length (malloc'd *out). */
+static size_t zmsg(const uint8_t *pl, size_t n, uint8_t **out) {
+  z_stream z;
+  memset(&z, 0, sizeof z);
+  CHECK(deflateInit2(&z, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) == Z_OK);
+  size_t cap = deflateBound(&z, n) + 16;
+  *out = malloc(cap);
+  z.next_in = (Bytef *)(uintptr_t)pl;
+  z.avail_in = (uInt)n;
+  z.next_out = *out;
+  z.avail_out = (uInt)cap;
+  CHECK(deflate(&z, Z_SYNC_FLUSH) == Z_OK && z.avail_in == 0);
+  size_t len = cap - z.avail_out;
+  deflateEnd(&z);
+  CHECK(len >= 4 && memcmp(*out + len - 4, "\x00\x00\xff\xff", 4) == 0);
+  return len - 4;
+}
+
+/* pl[0..n) compressed and sent as [RSV1 first fragment][ping][continuation]
+ * [close 1000], cut at a seed-derived point of the compressed bytes: must
+ * give back pl exactly (or 1009 when it inflates past max_message). */
+static void round_trip_deflated(const uint8_t *pl, size_t n, uint64_t seed, size_t max_message) {
+  const ws_limits lim = {.max_message = max_message, .require_mask = 1};
+  uint8_t key[4] = {(uint8_t)(seed >> 3), (uint8_t)(seed >> 11), (uint8_t)(seed >> 19), (uint8_t)(seed >> 27)};
+  uint8_t *z;
+  size_t zn = zmsg(pl, n, &z);
+  int op = ws_utf8_valid(pl, n) == WSY_OK ? WS_OP_TEXT : WS_OP_BINARY;
+  size_t split = (size_t)(seed >> 36) % (zn + 1);
+  static const uint8_t ping[4] = "ping", close_pl[2] = {0x03, 0xe8};
+  uint8_t *wire = malloc(zn + sizeof ping + 4 * WS_MAX_HEADER + sizeof close_pl);
+  size_t w = 0, first = 0;
+  w += put_frame(wire + w, 0, op, z, split, key);
+  wire[first] |= 0x40; /* RSV1 */
+  w += put_frame(wire + w, 1, WS_OP_PING, ping, sizeof ping, key);
+  w += put_frame(wire + w, 1, WS_OP_CONT, z + split, zn - split, key);
+  w += put_frame(wire + w, 1, WS_OP_CLOSE, close_pl, sizeof close_pl, key);
+
+  result want;
+  evlog_init(&want.ev, &lim);
+  want.close_code = 0;
+  if (split > max_message) {
+    want.rc = WSY_TOO_LARGE;
+    want.close_code = WS_CLOSE_TOO_BIG;
+  } else {
+    mix_event(&want.ev, 'I', 0, ping, sizeof ping);
+    want.rc = WSY_CLOSED;
+    if (n > max_message || zn > max_message) {
+      want.rc = WSY_TOO_LARGE;
+      want.close_code = WS_CLOSE_TOO_BIG;
+    } else {
+      mix_event(&want.ev, 'M', (unsigned)op, pl, n);
+      if (!stop_word(pl, n)) mix_event(&want.ev, 'C', WS_CLOSE_NORMAL, NULL, 0);
+    }
+  }
+  deflate_mode = 1;
+  result got;
+  parse(&lim, wire, w, NULL, 0, 0, &got);
+  /* Past the limit, the point where it is seen depends on the data, not on
+   * the split: compare the results with each other only. */
+  if (want.rc != WSY_TOO_LARGE || split > max_message) same(&want, &got, "deflated round trip (whole)");
+  else CHECK(got.rc == WSY_TOO_LARGE && got.close_code == WS_CLOSE_TOO_BIG);
+  result other;
+  size_t cut = (size_t)(seed >> 14) % (w + 1);
+  parse(&lim, wire, w, &cut, 1, 0, &other);
+  same(&got, &other, "deflated round trip (split)");
+  deflate_mode = 0;
+  free(wire);
+  free(z);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   uint64_t h = fnv(data, size);
 
@@ -253,7 +334,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   parse(&client_limits, data, size, cuts, 2, 0, &other);
   same(&whole, &other, "three pieces (client)");
 
+  /* The same bytes with permessage-deflate agreed: RSV1 now means
+   * "compressed", and any split must still agree. */
+  deflate_mode = 1;
+  parse(&server_limits, data, size, NULL, 0, 0, &whole);
+  parse(&server_limits, data, size, cuts, 2, 0, &other);
+  same(&whole, &other, "three pieces (deflate)");
+  if (size <= BYTEWISE_MAX) {
+    parse(&server_limits, data, size, NULL, 0, 1, &other);
+    same(&whole, &other, "byte by byte (deflate)");
+  }
+  deflate_mode = 0;
+
   round_trip(data, size, h, 1024);
+  round_trip_deflated(data, size, h, 1024);
   /* Now and then a payload past 64 KiB, for the 8-byte length form. */
   if (size && (h & 0xf00) == 0) {
     size_t big = 65536 + (size_t)(h >> 52);

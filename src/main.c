@@ -137,6 +137,15 @@ static void healthz(void *ud, conn *c, httpd_req *r) {
 #ifndef WSY_MIMALLOC
   json_object_set_new(b, "heap_bytes", json_integer((json_int_t)mallinfo2().uordblks));
 #endif
+  /* permessage-deflate: messages compressed, deliveries that reused one,
+   * and the bytes zlib holds (docs/PERFORMANCE.md, compression). */
+  const ws_pmd_stats *z = ws_pmd_stats_get();
+  json_object_set_new(b, "compression",
+                      json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "deflates", (json_int_t)z->deflates, "shared",
+                                (json_int_t)z->shared_hits, "skipped", (json_int_t)z->deflate_skipped, "inflates",
+                                (json_int_t)z->inflates, "inflate_streams", (json_int_t)z->inflate_streams,
+                                "cached_frames", (json_int_t)z->cached_frames, "zlib_bytes",
+                                (json_int_t)z->zlib_bytes));
   char *text = json_dumps(b, JSON_COMPACT | JSON_PRESERVE_ORDER);
   json_decref(b);
   size_t len = strlen(text);
@@ -175,7 +184,8 @@ static void add_routes(struct app *app) {
                             .close_timeout_ms = cfg->close_timeout_ms,
                             .idle_timeout_ms = cfg->idle_timeout_ms,
                             .ping_interval_ms = cfg->ping_interval_ms,
-                            .allowed_origins = cfg->allowed_origins};
+                            .allowed_origins = cfg->allowed_origins,
+                            .compression = cfg->compression};
   app->sync_route = (ws_route){&engine_ws_endpoint, app->sync, &app->ws_cfg};
   httpd_server *hs = app->http;
   httpd_route_upgrade(hs, "/v1/ws", ws_http_upgrade, &app->sync_route);
@@ -486,6 +496,7 @@ static int serve(int argc, char **argv) {
   ws_bcast_free(app.bcast);
   auth_jwks_free(app.jwks);
   net_tls_free(app.tls);
+  ws_conn_pmd_release();
   uv_loop_close(app.loop);
   log_info("stopped");
   return 0;

@@ -14,7 +14,7 @@
 #include "../common/log.h"
 #include "../common/wsy.h"
 
-enum kind { K_STR, K_SIZE, K_DUR, K_UINT, K_BOOL, K_LISTEN, K_LOGLEVEL, K_LOGFORMAT, K_DURABILITY };
+enum kind { K_STR, K_SIZE, K_DUR, K_UINT, K_BOOL, K_LISTEN, K_LOGLEVEL, K_LOGFORMAT, K_DURABILITY, K_ONOFF };
 
 typedef struct {
   const char *flag;  /* without the leading "--" */
@@ -36,6 +36,8 @@ static const option options[] = {
    "serve files from DIR at / (default: none)"},
   {"max-message-size", K_SIZE, OFF(max_message), "SIZE", "1M", 1, 0,
    "largest WebSocket message"},
+  {"compression", K_ONOFF, OFF(compression), "MODE", "on", 0, 0,
+   "on or off: accept permessage-deflate (RFC 7692) offers"},
   {"max-connections", K_UINT, OFF(max_connections), "N", "100000", 0, 0,
    "connections beyond N are refused"},
   {"max-queued-bytes", K_SIZE, OFF(max_queued), "SIZE", "4M", 1024, 1ull << 31,
@@ -215,6 +217,11 @@ static int apply(wsy_config *cfg, const option *o, const char *v, char *err, siz
     else bad = 1;
     break;
   case K_LISTEN: bad = parse_listen(cfg, v) != 0; break;
+  case K_ONOFF:
+    if (!strcmp(v, "on")) *(int *)field = 1;
+    else if (!strcmp(v, "off")) *(int *)field = 0;
+    else bad = 1;
+    break;
   case K_DURABILITY:
     if (!strcmp(v, "normal")) *(int *)field = 0;
     else if (!strcmp(v, "full")) *(int *)field = 1;
@@ -245,6 +252,7 @@ static int apply(wsy_config *cfg, const option *o, const char *v, char *err, siz
   }
   if (bad && err) {
     const char *valid = o->kind == K_DURABILITY ? " (normal or full)"
+                        : o->kind == K_ONOFF    ? " (on or off)"
                         : o->kind == K_LOGLEVEL ? " (error, warn, info or debug)"
                         : o->kind == K_LOGFORMAT ? " (text or json)"
                         : o->kind == K_BOOL     ? " (true or false)"

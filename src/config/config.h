@@ -28,6 +28,7 @@ typedef struct wsy_config {
   int log_level;
   int log_format;            /* LOG_TEXT or LOG_JSON */
   int echo_endpoint;
+  int compression;           /* permessage-deflate (RFC 7692) accepted */
   const char *auth_secret;   /* HS256 key for tokens; NULL: HS256 tokens refused */
   const char *auth_jwks;     /* JWKS file of public keys; NULL: public-key tokens refused */
   const char *auth_issuer;   /* required iss, or NULL */

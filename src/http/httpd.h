@@ -82,6 +82,9 @@ const char *httpd_req_query(const httpd_req *r);  /* raw query or "" */
 const char *httpd_req_url(const httpd_req *r);    /* request target as received */
 /* Header value by case-insensitive name, NULL when absent; *len gets its size. */
 const char *httpd_req_header(const httpd_req *r, const char *name, size_t *len);
+/* The same for the nth header of that name (0: the first), for list-valued
+ * headers a client may send more than once (Sec-WebSocket-Extensions). */
+const char *httpd_req_header_nth(const httpd_req *r, const char *name, unsigned nth, size_t *len);
 /* Query parameter value (first match, undecoded) into out; 0 when found. */
 int httpd_req_query_param(const httpd_req *r, const char *name, char *out, size_t n);
 

@@ -56,6 +56,10 @@ const char *httpd_req_path(const httpd_req *r) { return r->path ? r->path : ""; 
 const char *httpd_req_query(const httpd_req *r) { return r->query ? r->query : ""; }
 
 const char *httpd_req_header(const httpd_req *r, const char *name, size_t *len) {
+  return httpd_req_header_nth(r, name, 0, len);
+}
+
+const char *httpd_req_header_nth(const httpd_req *r, const char *name, unsigned nth, size_t *len) {
   size_t nl = strlen(name);
   for (unsigned i = 0; i < r->nh; i++) {
     const hdr *h = &r->h[i];
@@ -64,6 +68,7 @@ const char *httpd_req_header(const httpd_req *r, const char *name, size_t *len) 
       size_t vl = h->val_len;
       /* http-parser drops the whitespace before a value but not after it. */
       while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) vl--;
+      if (nth-- > 0) continue;
       if (len) *len = vl;
       return v;
     }

@@ -5,15 +5,24 @@
  * time or a megabyte at once -- gives the same events. Payload is unmasked
  * in place in the caller's buffer. A single-frame message that arrives whole
  * in one read is delivered straight from that buffer; only messages spanning
- * reads or fragments are copied into the reassembly buffer. */
+ * reads or fragments are copied into the reassembly buffer.
+ *
+ * A compressed message (permessage-deflate, RSV1 on its first frame) is
+ * inflated as its payload arrives, into the reassembly buffer; the output
+ * is checked in the order it is produced -- UTF-8 first, then the size limit
+ * -- so that how the input was split cannot change which error is seen. */
 #include "ws.h"
 
 #include <string.h>
+#include <zlib.h>
+
+#include "ws_pmd.h"
 
 enum { ST_HDR0, ST_HDR1, ST_EXTLEN, ST_MASKKEY, ST_PAYLOAD, ST_ERROR };
 
 #define FIN 0x80
 #define RSV 0x70
+#define RSV1 0x40
 #define MASKBIT 0x80
 #define MAX_CONTROL 125
 
@@ -85,8 +94,16 @@ static void msg_free(ws_parser *p) {
 
 static size_t msg_len(const ws_parser *p) { return p->msg ? p->msg->len : 0; }
 
+/* The inflate stream goes back to the pool when its message ends. */
+static void z_release(ws_parser *p) {
+  if (!p->z) return;
+  ws_pmd_inflate_put(p->z);
+  p->z = NULL;
+}
+
 void ws_parser_deinit(ws_parser *p) {
   msg_free(p);
+  z_release(p);
   wsy_free(p->ctl);
   p->ctl = NULL;
 }
@@ -99,6 +116,7 @@ static int fail(ws_parser *p, int err, unsigned code) {
   p->state = ST_ERROR;
   p->close_code = (uint16_t)code;
   msg_free(p);
+  z_release(p);
   return err;
 }
 
@@ -106,7 +124,11 @@ static int fail(ws_parser *p, int err, unsigned code) {
  * progress before any payload byte is looked at. */
 static int frame_begin(ws_parser *p) {
   int op = p->b0 & 0x0f, fin = p->b0 & FIN;
-  if (p->b0 & RSV) return fail(p, WSY_PROTO, WS_CLOSE_PROTOCOL); /* no extension agreed */
+  /* RSV1 is permessage-deflate's, and only on the first frame of a data
+   * message (RFC 7692 6); RSV2 and RSV3 belong to no agreed extension. */
+  int rsv1 = p->b0 & RSV1;
+  if ((p->b0 & RSV & ~RSV1) || (rsv1 && (!p->deflate || (op != WS_OP_TEXT && op != WS_OP_BINARY))))
+    return fail(p, WSY_PROTO, WS_CLOSE_PROTOCOL);
   if (op & 0x8) {
     if (op != WS_OP_CLOSE && op != WS_OP_PING && op != WS_OP_PONG)
       return fail(p, WSY_PROTO, WS_CLOSE_PROTOCOL);
@@ -120,12 +142,21 @@ static int frame_begin(ws_parser *p) {
     if (p->msg_opcode) return fail(p, WSY_PROTO, WS_CLOSE_PROTOCOL);
     p->msg_opcode = (uint8_t)op;
     p->utf8 = WS_UTF8_ACCEPT;
+    p->msg_deflated = rsv1 != 0;
+    p->z_ended = 0;
     if (p->msg) buf_reset(p->msg);
+    if (rsv1) {
+      p->z = ws_pmd_inflate_get();
+      if (!p->z) return fail(p, WSY_NOMEM, WS_CLOSE_INTERNAL);
+    }
   } else {
     return fail(p, WSY_PROTO, WS_CLOSE_PROTOCOL);
   }
-  if (p->remaining > p->lim->max_message - msg_len(p))
+  /* The bytes received count against the limit, compressed or not. */
+  uint64_t *wire = p->msg_deflated ? ws_pmd_inflate_wire(p->z) : NULL;
+  if (p->remaining > p->lim->max_message - (wire ? *wire : msg_len(p)))
     return fail(p, WSY_TOO_LARGE, WS_CLOSE_TOO_BIG);
+  if (wire) *wire += p->remaining;
   return WSY_OK;
 }
 
@@ -153,10 +184,66 @@ static int message_done(ws_parser *p, uint8_t *d, size_t n) {
   if (op == WS_OP_TEXT && !ws_utf8_complete(p->utf8))
     return fail(p, WSY_BAD_UTF8, WS_CLOSE_BAD_DATA);
   p->msg_opcode = 0;
+  if (p->msg_deflated) {
+    ws_pmd_count_inflate(*ws_pmd_inflate_wire(p->z), n);
+    z_release(p);
+    p->msg_deflated = 0;
+  }
   int stop = p->cb->on_message(p->ctx, op, d, n);
   /* A reassembly buffer is not kept for an idle connection. */
   msg_free(p);
   return stop ? WSY_CLOSED : WSY_OK;
+}
+
+/* Inflates d[0..n) (compressed payload, or the 00 00 ff ff put back at the
+ * end of the message) into the reassembly buffer. At most max_message + 1
+ * bytes are ever produced: the output is checked chunk by chunk, and the
+ * first byte past the limit ends it with 1009. */
+static int inflate_bytes(ws_parser *p, const uint8_t *d, size_t n, int tail) {
+  z_stream *z = p->z;
+  size_t max = p->lim->max_message;
+  if (p->z_ended) {
+    /* After a final block only the tail wsync appends may follow. */
+    return n == 0 || tail ? WSY_OK : fail(p, WSY_BAD_UTF8, WS_CLOSE_BAD_DATA);
+  }
+  if (!p->msg) {
+    p->msg = wsy_malloc(sizeof *p->msg);
+    buf_init(p->msg, max + 1);
+  }
+  z->next_in = (Bytef *)(uintptr_t)d;
+  z->avail_in = (uInt)n;
+  for (;;) {
+    uint8_t out[16384];
+    size_t room = max + 1 - p->msg->len;
+    if (room > sizeof out) room = sizeof out;
+    z->next_out = out;
+    z->avail_out = (uInt)room;
+    int zrc = inflate(z, Z_SYNC_FLUSH);
+    size_t got = room - z->avail_out;
+    if (got) {
+      if (p->msg_opcode == WS_OP_TEXT && ws_utf8_feed(&p->utf8, out, got) != WSY_OK)
+        return fail(p, WSY_BAD_UTF8, WS_CLOSE_BAD_DATA);
+      int rc = buf_append(p->msg, out, got);
+      if (rc == WSY_NOMEM) return fail(p, WSY_NOMEM, WS_CLOSE_INTERNAL);
+      if (rc != WSY_OK || p->msg->len > max) return fail(p, WSY_TOO_LARGE, WS_CLOSE_TOO_BIG);
+    }
+    if (zrc == Z_STREAM_END) {
+      /* A block with BFINAL set ends the data: nothing but the tail after it. */
+      p->z_ended = 1;
+      if (z->avail_in && !tail) return fail(p, WSY_BAD_UTF8, WS_CLOSE_BAD_DATA);
+      return WSY_OK;
+    }
+    if (zrc == Z_MEM_ERROR) return fail(p, WSY_NOMEM, WS_CLOSE_INTERNAL);
+    if (zrc != Z_OK && zrc != Z_BUF_ERROR) return fail(p, WSY_BAD_UTF8, WS_CLOSE_BAD_DATA);
+    if (z->avail_out != 0) break; /* all input taken, all output given */
+  }
+  if (tail && !(z->data_type & 128)) {
+    /* After the 00 00 ff ff put back, a well-formed message stands at a
+     * block boundary (RFC 7692 7.2.1 ends it with an empty stored block):
+     * anywhere else its deflate data was cut short. */
+    return fail(p, WSY_BAD_UTF8, WS_CLOSE_BAD_DATA);
+  }
+  return WSY_OK;
 }
 
 /* Payload bytes d[0..n) of the current frame, already unmasked. */
@@ -174,9 +261,20 @@ static int payload(ws_parser *p, uint8_t *d, size_t n, int whole_frame) {
     p->ctl = NULL;
     return rc;
   }
+  int fin = p->b0 & FIN;
+  if (p->msg_deflated) {
+    int rc = inflate_bytes(p, d, n, 0);
+    if (rc != WSY_OK) return rc;
+    if (!(last && fin)) return WSY_OK;
+    static const uint8_t tail[4] = {0x00, 0x00, 0xff, 0xff};
+    /* No compressed bytes at all is taken as the empty message (RFC 7692
+     * 7.2.3.6 sends it as one 00 byte; an empty payload is as clear). */
+    if (*ws_pmd_inflate_wire(p->z) && (rc = inflate_bytes(p, tail, sizeof tail, 1)) != WSY_OK) return rc;
+    static uint8_t empty[1];
+    return message_done(p, p->msg ? p->msg->data : empty, p->msg ? p->msg->len : 0);
+  }
   if (p->msg_opcode == WS_OP_TEXT && ws_utf8_feed(&p->utf8, d, n) != WSY_OK)
     return fail(p, WSY_BAD_UTF8, WS_CLOSE_BAD_DATA);
-  int fin = p->b0 & FIN;
   if (whole_frame && fin && msg_len(p) == 0) return message_done(p, d, n);
   if (!p->msg) {
     p->msg = wsy_malloc(sizeof *p->msg);

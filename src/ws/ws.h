@@ -1,9 +1,11 @@
 /* ws.h -- RFC 6455 for wsync: frame parser and encoder, incremental UTF-8
- * validation, the upgrade handshake's accept key, close-code rules.
+ * validation, the upgrade handshake's accept key, close-code rules, and
+ * permessage-deflate (RFC 7692): offers, the answer, compressed messages.
  *
  * This header is the pure part: no I/O, no clock, no allocation beyond the
- * parser's own reassembly buffers, so every function here is unit-tested and
- * fuzzed on its own. The connection side (upgrade, pings, close handshake,
+ * parser's own reassembly buffers and the inflate stream it borrows for a
+ * compressed message, so every function here is unit-tested and fuzzed on
+ * its own. The connection side (upgrade, pings, close handshake,
  * fan-out) is in ws_conn.h. Errors are wsy_err; ownership is stated per call. */
 #ifndef WSY_WS_H
 #define WSY_WS_H
@@ -76,6 +78,47 @@ size_t ws_frame_header(uint8_t out[WS_MAX_HEADER], int fin, int opcode, uint64_t
  * position after the last byte. */
 unsigned ws_mask(uint8_t *p, size_t n, const uint8_t key[4], unsigned pos);
 
+/* ---- permessage-deflate (RFC 7692) --------------------------------------- */
+
+/* What was agreed for one connection. wsync always answers with
+ * server_no_context_takeover and client_no_context_takeover: every message is
+ * compressed on its own in both directions, so no connection keeps a zlib
+ * stream between messages, and a broadcast is compressed once for all. */
+typedef struct ws_pmd {
+  uint8_t server_max_window_bits; /* 8-15: the window wsync may use (15 unless the client asked) */
+  uint8_t asked_server_bits;      /* the offer had server_max_window_bits: echo it */
+} ws_pmd;
+
+/* Reads one Sec-WebSocket-Extensions value (a list of offers, RFC 6455 9.1)
+ * and takes the first permessage-deflate offer wsync can accept (RFC 7692
+ * 7.1): returns 1 and fills *out, or 0. Offers of other extensions and
+ * permessage-deflate offers that are malformed (syntax, a parameter twice,
+ * an unknown parameter, a value where none is allowed, a window size that is
+ * not 8-15 without leading zeros) are declined, never an error. */
+int ws_pmd_negotiate(const char *v, size_t len, ws_pmd *out);
+/* Writes the Sec-WebSocket-Extensions value answering an accepted offer
+ * (NUL-terminated); returns its length. */
+size_t ws_pmd_response(const ws_pmd *a, char *out, size_t n);
+/* A message shorter than this is sent uncompressed (RSV1 clear): a deflate
+ * stream of a few dozen bytes is rarely smaller than the bytes themselves. */
+#define WS_PMD_MIN_SIZE 128
+
+/* Process-wide counters of the compression code (loop thread only). */
+typedef struct ws_pmd_stats {
+  uint64_t deflates;        /* messages compressed (one per broadcast) */
+  uint64_t deflate_in, deflate_out; /* bytes before and after */
+  uint64_t deflate_skipped; /* compressed but not smaller: sent plain */
+  uint64_t shared_hits;     /* deliveries that reused a compressed frame */
+  uint64_t inflates;        /* compressed messages received */
+  uint64_t inflate_in, inflate_out;
+  size_t zlib_bytes;        /* bytes zlib holds now (streams in use and pooled) */
+  unsigned inflate_streams; /* inflate streams lent to parsers now */
+  unsigned cached_frames;   /* compressed frames kept for sharing now (at most 8) */
+} ws_pmd_stats;
+const ws_pmd_stats *ws_pmd_stats_get(void);
+/* Releases the pooled zlib streams (at exit, and in tests). */
+void ws_pmd_release(void);
+
 /* ---- parser ----------------------------------------------------------- */
 
 typedef struct ws_limits {
@@ -97,12 +140,23 @@ typedef struct ws_parser_cb {
   int (*on_close)(void *ctx, unsigned code, const uint8_t *reason, size_t len);
 } ws_parser_cb;
 
+struct z_stream_s;
+
 /* HDR0 -> HDR1 -> [LEN16 | LEN64] -> [MASKKEY] -> PAYLOAD -> HDR0
  * any -> ERROR (sticky; ws_parser_close_code() says 1002, 1007 or 1009).
  * Message-level rules are checked here too: continuation without a start,
  * a new data frame inside a fragmented message, fragmented or oversized
  * control frames, reserved bits and opcodes, masking, text UTF-8 (checked as
- * bytes arrive, so a bad byte fails before the message ends). */
+ * bytes arrive, so a bad byte fails before the message ends).
+ *
+ * With permessage-deflate on (ws_parser_set_deflate), RSV1 on the first
+ * frame of a data message marks it compressed; its frames' payloads are
+ * inflated as they arrive, with an inflate stream borrowed from a small pool
+ * for the length of that message only. RSV1 on a continuation or control
+ * frame is 1002. The inflated bytes are what is checked: text UTF-8 (1007)
+ * and --max-message-size (1009, as soon as the output crosses it: a
+ * decompression bomb is never inflated whole). The compressed bytes count
+ * against the same limit. Invalid deflate data is 1007. */
 typedef struct ws_parser {
   const ws_limits *lim;
   const ws_parser_cb *cb;
@@ -120,9 +174,15 @@ typedef struct ws_parser {
   uint8_t mask_pos;
   uint8_t msg_opcode;  /* TEXT or BINARY while a message is open, else 0 */
   uint8_t ctl_len;
+  uint8_t deflate;     /* permessage-deflate negotiated */
+  uint8_t msg_deflated;/* the message in progress is compressed */
+  uint8_t z_ended;     /* ... and its deflate data has ended (BFINAL) */
+  struct z_stream_s *z;/* inflate stream, only while a compressed message is open */
 } ws_parser;
 
 void ws_parser_init(ws_parser *p, const ws_limits *lim, const ws_parser_cb *cb, void *ctx);
+/* Allows compressed messages (RSV1), after permessage-deflate was agreed. */
+static inline void ws_parser_set_deflate(ws_parser *p, int on) { p->deflate = (uint8_t)(on != 0); }
 /* Releases reassembly buffers; the parser may be initialised again. */
 void ws_parser_deinit(ws_parser *p);
 /* Consumes in[0..len). The bytes are modified (unmasked in place). Returns

@@ -18,6 +18,7 @@
 
 #include "../common/log.h"
 #include "../http/httpd.h"
+#include "ws_pmd.h"
 
 enum { WS_OPEN, WS_CLOSE_SENT, WS_DONE };
 
@@ -33,6 +34,7 @@ struct ws_conn {
   uint8_t ep_closed;
   uint8_t close_by_peer;   /* the close code is the peer's */
   uint16_t close_code;     /* the first close code sent or received, 0 while none */
+  uint8_t pmd_bits;        /* permessage-deflate: server_max_window_bits; 0: off */
 };
 
 static const conn_ops ws_ops;
@@ -49,6 +51,7 @@ unsigned ws_conn_close_code(const ws_conn *w, int *by_peer) {
   return w->close_code ? w->close_code : 1006;
 }
 ws_conn *ws_conn_of(conn *c) { return net_conn_ops(c) == &ws_ops ? net_conn_ext(c) : NULL; }
+int ws_conn_compressed(const ws_conn *w) { return w->pmd_bits != 0; }
 
 net_chunk *ws_frame_new(int opcode, const void *payload, size_t len) {
   uint8_t hdr[WS_MAX_HEADER];
@@ -107,8 +110,114 @@ void ws_close(ws_conn *w, unsigned code, const char *reason) {
   ep_closed(w);
 }
 
-int ws_send_frame(ws_conn *w, net_chunk *frame) {
-  if (w->state != WS_OPEN) return WSY_CLOSED;
+/* ---- permessage-deflate on the way out ------------------------------------ */
+
+/* The payload of a frame made by ws_frame_new(), when it is a data frame
+ * worth compressing; NULL otherwise. */
+static const uint8_t *frame_payload(const net_chunk *f, int *opcode, size_t *len) {
+  if (f->len < 2) return NULL;
+  uint8_t b0 = f->data[0], l7 = f->data[1] & 0x7f;
+  int op = b0 & 0x0f;
+  if (!(b0 & 0x80) || (b0 & 0x70) || (op != WS_OP_TEXT && op != WS_OP_BINARY) || (f->data[1] & 0x80))
+    return NULL;
+  size_t hl = l7 == 126 ? 4 : l7 == 127 ? 10 : 2;
+  if (f->len < hl) return NULL;
+  *opcode = op;
+  *len = f->len - hl;
+  return *len >= WS_PMD_MIN_SIZE ? f->data + hl : NULL;
+}
+
+/* The window to compress a message of len bytes with for a client that
+ * allowed 2^bits: a message no longer than the window never refers further
+ * back than it, so the one compressed with 15 bits serves every client; a
+ * longer one is compressed with the client's window (zlib's smallest raw
+ * window is 9 bits: a client asking for 8 gets such messages uncompressed).
+ * Returns 0 for "send uncompressed". */
+static int window_for(size_t len, int bits) {
+  if (bits >= 15 || len <= ((size_t)1 << bits)) return 15;
+  return bits >= 9 ? bits : 0;
+}
+
+/* Compresses the payload into a frame with RSV1 set: one reference, owned
+ * by the caller; NULL when compression does not make the message smaller. */
+static net_chunk *deflate_frame(int opcode, const uint8_t *payload, size_t len, int wbits) {
+  static buf z; /* scratch, kept between calls: the loop is single-threaded */
+  if (!z.max) buf_init(&z, (size_t)UINT32_MAX);
+  z.len = 0;
+  if (ws_pmd_deflate(payload, len, wbits, &z) != WSY_OK || z.len >= len) {
+    if (z.cap > 1 << 20) buf_free(&z); /* do not keep a large scratch buffer */
+    return NULL;
+  }
+  uint8_t hdr[WS_MAX_HEADER];
+  size_t hl = ws_frame_header(hdr, 1, opcode, z.len, NULL);
+  hdr[0] |= 0x40; /* RSV1: compressed (RFC 7692 6) */
+  net_chunk *ch = net_chunk_new(hl + z.len);
+  memcpy(ch->data, hdr, hl);
+  memcpy(ch->data + hl, z.data, z.len);
+  if (z.cap > 1 << 20) buf_free(&z);
+  return ch;
+}
+
+/* Frames recently compressed, by (frame, window): a broadcast is sent to its
+ * recipients one after another, so the first compresses and the others
+ * reuse. An entry holds a reference to its frame, so the address cannot be
+ * reused by another frame while it is cached; it is dropped as soon as the
+ * cache holds the only reference (nobody can send that frame again). */
+#define ZCACHE 8
+static struct {
+  net_chunk *src, *z; /* z NULL: not worth compressing, send src */
+  uint8_t bits;
+} zcache[ZCACHE];
+static unsigned zcache_n;
+
+static void zcache_drop(unsigned i) {
+  net_chunk_unref(zcache[i].src);
+  net_chunk_unref(zcache[i].z);
+  memmove(&zcache[i], &zcache[i + 1], (zcache_n - i - 1) * sizeof zcache[0]);
+  zcache_n--;
+  ws_pmd_set_cached(zcache_n);
+}
+
+/* Entries whose frame nobody else holds any more. */
+static void zcache_sweep(void) {
+  for (unsigned i = zcache_n; i-- > 0;)
+    if (zcache[i].src->refs == 1) zcache_drop(i);
+}
+
+void ws_conn_pmd_release(void) {
+  while (zcache_n) zcache_drop(zcache_n - 1);
+  ws_pmd_release();
+}
+
+/* What to send to a connection that agreed to compression: the shared
+ * compressed frame, or frame itself. Borrowed: no reference is added. */
+static net_chunk *compressed_for(ws_conn *w, net_chunk *frame) {
+  int op;
+  size_t len;
+  const uint8_t *pl = frame_payload(frame, &op, &len);
+  if (!pl) return frame;
+  int bits = window_for(len, w->pmd_bits);
+  if (!bits) return frame;
+  for (unsigned i = 0; i < zcache_n; i++)
+    if (zcache[i].src == frame && zcache[i].bits == bits) {
+      if (zcache[i].z) ws_pmd_count_shared(1, 0);
+      return zcache[i].z ? zcache[i].z : frame;
+    }
+  zcache_sweep();
+  if (zcache_n == ZCACHE) zcache_drop(ZCACHE - 1); /* the oldest */
+  net_chunk *z = deflate_frame(op, pl, len, bits);
+  if (!z) ws_pmd_count_shared(0, 1);
+  memmove(&zcache[1], &zcache[0], zcache_n * sizeof zcache[0]);
+  zcache[0].src = net_chunk_ref(frame);
+  zcache[0].z = z;
+  zcache[0].bits = (uint8_t)bits;
+  zcache_n++;
+  ws_pmd_set_cached(zcache_n);
+  return z ? z : frame;
+}
+
+/* Queues frame; a consumer over its queue cap is closed with 1013. */
+static int queue(ws_conn *w, net_chunk *frame) {
   conn *c = ws_conn_net(w);
   int rc = net_conn_send(c, frame);
   if (rc == WSY_SLOW) {
@@ -124,10 +233,23 @@ int ws_send_frame(ws_conn *w, net_chunk *frame) {
   return rc;
 }
 
+int ws_send_frame(ws_conn *w, net_chunk *frame) {
+  if (w->state != WS_OPEN) return WSY_CLOSED;
+  if (w->pmd_bits) frame = compressed_for(w, frame);
+  return queue(w, frame);
+}
+
 int ws_send(ws_conn *w, int opcode, const void *payload, size_t len) {
   if (w->state != WS_OPEN) return WSY_CLOSED;
-  net_chunk *ch = ws_frame_new(opcode, payload, len);
-  int rc = ws_send_frame(w, ch);
+  net_chunk *ch = NULL;
+  /* A message for one connection is compressed here, not cached. */
+  int bits = w->pmd_bits && len >= WS_PMD_MIN_SIZE && (opcode == WS_OP_TEXT || opcode == WS_OP_BINARY)
+                 ? window_for(len, w->pmd_bits)
+                 : 0;
+  if (bits) ch = deflate_frame(opcode, payload, len, bits);
+  if (bits && !ch) ws_pmd_count_shared(0, 1);
+  if (!ch) ch = ws_frame_new(opcode, payload, len);
+  int rc = queue(w, ch);
   net_chunk_unref(ch);
   return rc;
 }
@@ -200,6 +322,14 @@ static void ws_on_eof(conn *c) {
 static void ws_on_tick(conn *c, uint64_t now) {
   ws_conn *w = net_conn_ext(c);
   const ws_config *cfg = w->rt->cfg;
+  /* Once per tick, not per connection: compressed frames nobody holds any
+   * more leave the cache even when no further broadcast comes to push them
+   * out (a large message would otherwise stay until then). */
+  static uint64_t swept;
+  if (zcache_n && now != swept) {
+    swept = now;
+    zcache_sweep();
+  }
   if (w->state == WS_CLOSE_SENT) {
     if ((int32_t)((uint32_t)now - w->close_deadline) >= 0) {
       w->state = WS_DONE;
@@ -236,13 +366,14 @@ static const conn_ops ws_ops = {
   .on_free = ws_on_free,
 };
 
-static void upgrade(const ws_route *rt, conn *c, const char *accept, const httpd_req *r, uint8_t *rest,
-                    size_t rest_len) {
-  char resp[192];
+static void upgrade(const ws_route *rt, conn *c, const char *accept, const ws_pmd *pmd, const httpd_req *r,
+                    uint8_t *rest, size_t rest_len) {
+  char resp[320], ext[160] = "";
+  if (pmd) ws_pmd_response(pmd, ext, sizeof ext);
   int n = snprintf(resp, sizeof resp,
                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                   "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
-                   accept);
+                   "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s%s%s\r\n",
+                   accept, pmd ? "Sec-WebSocket-Extensions: " : "", ext, pmd ? "\r\n" : "");
   size_t rl = wsy_snlen(n, sizeof resp);
   net_chunk *ch = net_chunk_new(rl);
   memcpy(ch->data, resp, rl);
@@ -254,6 +385,10 @@ static void upgrade(const ws_route *rt, conn *c, const char *accept, const httpd
   ws_parser_init(&w->parser, &rt->cfg->lim, &parser_cb, w);
   w->rt = rt;
   w->state = WS_OPEN;
+  if (pmd) {
+    w->pmd_bits = pmd->server_max_window_bits;
+    ws_parser_set_deflate(&w->parser, 1);
+  }
   w->last_rx = (uint32_t)net_loop_now(net_conn_loop(c));
   net_conn_set_ops(c, &ws_ops);
   if (rt->ep->on_open && rt->ep->on_open(w, r) != 0) {
@@ -310,8 +445,18 @@ int ws_http_upgrade(void *route, conn *c, httpd_req *r, uint8_t *rest, size_t re
     httpd_fail_and_end(c, 403, "origin not allowed");
     return 0;
   }
+  /* permessage-deflate: the first acceptable offer, over every
+   * Sec-WebSocket-Extensions header in order; none is not an error. */
+  ws_pmd pmd;
+  int deflate = 0;
+  if (rt->cfg->compression) {
+    const char *ev;
+    size_t el;
+    for (unsigned i = 0; !deflate && (ev = httpd_req_header_nth(r, "Sec-WebSocket-Extensions", i, &el)); i++)
+      deflate = ws_pmd_negotiate(ev, el, &pmd);
+  }
   char accept[29];
   ws_accept_key(key, kl, accept);
-  upgrade(rt, c, accept, r, rest, rest_len);
+  upgrade(rt, c, accept, deflate ? &pmd : NULL, r, rest, rest_len);
   return 1;
 }

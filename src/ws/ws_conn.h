@@ -24,6 +24,7 @@ typedef struct ws_config {
   unsigned idle_timeout_ms;    /* silent longer: close 1001 (0: never) */
   unsigned ping_interval_ms;   /* silent this long: ping (0: never) */
   const char *allowed_origins; /* httpd_origin_allowed() list; NULL: any */
+  int compression;             /* accept permessage-deflate offers (--compression) */
 } ws_config;
 
 /* What a WebSocket route does with its connections. */
@@ -58,7 +59,13 @@ size_t ws_conn_ext_size(void);
 int ws_http_upgrade(void *route, conn *c, httpd_req *r, uint8_t *rest, size_t rest_len);
 
 /* Returns the frame for payload as a chunk with one reference, owned by the
- * caller; send it to any number of connections with ws_send_frame(). */
+ * caller; send it to any number of connections with ws_send_frame().
+ *
+ * With permessage-deflate agreed, ws_send_frame() sends a data frame of
+ * WS_PMD_MIN_SIZE bytes or more compressed: the compressed frame is made
+ * once per frame (and window size) and shared by every recipient, held in
+ * a small cache keyed by the frame for as long as someone else holds the
+ * frame. Control frames and small messages go out as they are. */
 net_chunk *ws_frame_new(int opcode, const void *payload, size_t len);
 /* Queues a shared frame. A consumer over its queue cap is closed with 1013
  * (logged, counted) and WSY_SLOW returned; others keep receiving. */
@@ -67,6 +74,11 @@ int ws_send_frame(ws_conn *w, net_chunk *frame);
 int ws_send(ws_conn *w, int opcode, const void *payload, size_t len);
 /* Starts the close handshake with code and reason (reason <= 123 bytes). */
 void ws_close(ws_conn *w, unsigned code, const char *reason);
+
+/* True when permessage-deflate was agreed with this connection. */
+int ws_conn_compressed(const ws_conn *w);
+/* Drops the shared compressed frames and zlib streams (at exit). */
+void ws_conn_pmd_release(void);
 
 conn *ws_conn_net(ws_conn *w);
 /* The route's ud: the endpoint's context. */

@@ -159,7 +159,7 @@ test('control frames', async (t) => {
 test('protocol violations close with the right code', async (t) => {
   const cases = [
     ['unmasked frame', frame(OP.TEXT, 'hi', { mask: false }), 1002],
-    ['RSV1 set', frame(OP.TEXT, 'hi', { rsv: 4 }), 1002],
+    ['RSV1 set without permessage-deflate agreed', frame(OP.TEXT, 'hi', { rsv: 4 }), 1002],
     ['RSV2 set', frame(OP.TEXT, 'hi', { rsv: 2 }), 1002],
     ['RSV3 set on a ping', frame(OP.PING, 'hi', { rsv: 1 }), 1002],
     ['reserved data opcode 3', frame(3, 'hi'), 1002],

@@ -1,6 +1,7 @@
 // handshake.test.mjs -- the opening handshake (RFC 6455 4.2) written by hand:
 // every malformed upgrade gets the right HTTP status, a good one gets 101
-// with the right accept key and no extension the server does not implement.
+// with the right accept key and no extension the server does not implement
+// (permessage-deflate is the one it does: compression.test.mjs).
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import test from 'node:test';
@@ -81,18 +82,24 @@ test('an upgrade pipelined behind plain requests: answers in order, then WebSock
   assert.equal(f.payload.toString(), 'piped');
 });
 
-test('permessage-deflate offered: 101 without Sec-WebSocket-Extensions', async () => {
+test('permessage-deflate offered: 101 with the answer (compression.test.mjs has the rest)', async () => {
   const res = await upgrade({
     'Sec-WebSocket-Extensions': 'permessage-deflate; client_max_window_bits',
   });
   assert.equal(res.status, 101);
-  assert.equal(res.headers['sec-websocket-extensions'], undefined);
-  // A client library that offers deflate must then talk without it.
+  assert.equal(res.headers['sec-websocket-extensions'],
+    'permessage-deflate; server_no_context_takeover; client_no_context_takeover');
   const ws = await open(`${srv.wsUrl}/v1/echo`, { perMessageDeflate: true });
-  assert.equal(ws.extensions, '');
+  assert.equal(ws.extensions, 'permessage-deflate');
   ws.send('x'.repeat(1000));
   assert.equal((await nextMessage(ws)).data.toString(), 'x'.repeat(1000));
   await closeAll([ws]);
+});
+
+test('no extension but permessage-deflate is ever answered', async () => {
+  const res = await upgrade({ 'Sec-WebSocket-Extensions': 'x-webkit-deflate-frame, mux, deflate-frame' });
+  assert.equal(res.status, 101);
+  assert.equal(res.headers['sec-websocket-extensions'], undefined);
 });
 
 test('bad handshakes get the right HTTP status', async (t) => {

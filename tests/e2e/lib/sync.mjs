@@ -157,8 +157,8 @@ export class SyncClient {
   }
 
   /** Opens a WebSocket to /v1/ws (no hello). */
-  static async open(url, name = `c${++connSeq}`) {
-    const ws = new WebSocket(`${url}/v1/ws`, { perMessageDeflate: false });
+  static async open(url, name = `c${++connSeq}`, wsOpts = {}) {
+    const ws = new WebSocket(`${url}/v1/ws`, { perMessageDeflate: false, ...wsOpts });
     const c = new SyncClient(ws, name);
     await withTimeout(new Promise((resolve, reject) => {
       ws.once('open', resolve);
@@ -173,8 +173,8 @@ export class SyncClient {
    * rejects with the error otherwise. hello: the members of the hello
    * ({token, device} or {user, device}).
    */
-  static async connect(url, hello, name) {
-    const c = await SyncClient.open(url, name || `${hello.user || 'tok'}/${hello.device}`);
+  static async connect(url, hello, name, wsOpts = {}) {
+    const c = await SyncClient.open(url, name || `${hello.user || 'tok'}/${hello.device}`, wsOpts);
     const r = await c.request({ type: 'hello', v: 1, ...hello });
     if (r.type !== 'welcome') {
       c.ws.terminate();

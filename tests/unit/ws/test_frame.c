@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <zlib.h>
+
 #include "../../../src/ws/ws.h"
 
 /* ---- recorded events ----------------------------------------------------- */
@@ -151,10 +153,13 @@ typedef struct {
 
 /* Feeds in[0..n) in chunks of step bytes after a first chunk of first bytes
  * (first may be 0: an empty feed first). Stops at the first non-OK return. */
+static int deflate_on; /* parsers made here accept permessage-deflate */
+
 static outcome run_chunks(const ws_limits *lim, const uint8_t *in, size_t n, size_t first,
                           size_t step, rec *r) {
   ws_parser p;
   ws_parser_init(&p, lim, &rec_cb, r);
+  ws_parser_set_deflate(&p, deflate_on);
   outcome o = {WSY_OK, 0};
   size_t i = 0, c = first < n ? first : n;
   for (;;) {
@@ -204,6 +209,7 @@ static void check_error(const char *what, const ws_limits *lim, const bytes *in,
     rec r = {0};
     ws_parser p;
     ws_parser_init(&p, lim, &rec_cb, &r);
+    ws_parser_set_deflate(&p, deflate_on);
     int rc = WSY_OK;
     if (bytewise) {
       for (size_t i = 0; i < in->n && rc == WSY_OK; i++) rc = feed_copy(&p, in->d + i, 1);
@@ -1103,4 +1109,273 @@ Test(ws_close_code, table) {
   unsigned count = 0;
   for (unsigned c = 0; c <= 70000; c++) count += !!ws_close_code_valid(c);
   cr_assert_eq(count, 4 + 8 + 2000, "%u valid codes", count);
+}
+
+/* ---- permessage-deflate (RFC 7692) ------------------------------------------ */
+
+/* in[0..n) deflated as a client sends one message: raw deflate, sync flush,
+ * the trailing 00 00 ff ff removed. */
+static void zmsg(bytes *out, const void *in, size_t n) {
+  z_stream z = {0};
+  cr_assert_eq(deflateInit2(&z, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  size_t cap = deflateBound(&z, n) + 16;
+  uint8_t *o = malloc(cap);
+  z.next_in = (Bytef *)(uintptr_t)in;
+  z.avail_in = (uInt)n;
+  z.next_out = o;
+  z.avail_out = (uInt)cap;
+  cr_assert_eq(deflate(&z, Z_SYNC_FLUSH), Z_OK);
+  size_t len = cap - z.avail_out;
+  cr_assert(len >= 4 && memcmp(o + len - 4, "\x00\x00\xff\xff", 4) == 0);
+  put(out, o, len - 4);
+  deflateEnd(&z);
+  free(o);
+}
+
+/* A compressed client frame: RSV1 on when rsv1. */
+static void zframe(bytes *b, int fin, int op, int rsv1, const void *payload, size_t len) {
+  size_t at = b->n;
+  cframe(b, fin, op, payload, len);
+  if (rsv1) b->d[at] |= 0x40;
+}
+
+Test(ws_pmd, compressed_text_and_binary_any_split) {
+  deflate_on = 1;
+  const char *text = "{\"op\":\"set\",\"room\":\"board:1\",\"item\":\"note-42\",\"fields\":{\"x\":10,\"y\":20,"
+                     "\"text\":\"h\xc3\xa9llo h\xc3\xa9llo h\xc3\xa9llo h\xc3\xa9llo\"}}";
+  uint8_t *bin = pattern(5000, 3);
+  bytes z1 = {0}, z2 = {0}, in = {0};
+  zmsg(&z1, text, strlen(text));
+  zmsg(&z2, bin, 5000);
+  zframe(&in, 1, WS_OP_TEXT, 1, z1.d, z1.n);
+  cframe_str(&in, 1, WS_OP_TEXT, "plain in between");
+  zframe(&in, 1, WS_OP_BINARY, 1, z2.d, z2.n);
+  rec want = {0};
+  rec_add(&want, 'M', WS_OP_TEXT, text, strlen(text));
+  rec_add(&want, 'M', WS_OP_TEXT, "plain in between", 16);
+  rec_add(&want, 'M', WS_OP_BINARY, bin, 5000);
+  check_all_splits(&srv_lim, &in, &want, WSY_OK, 64);
+  rec_free(&want);
+  bytes_free(&in);
+  bytes_free(&z1);
+  bytes_free(&z2);
+  free(bin);
+}
+
+Test(ws_pmd, fragmented_compressed_message_with_control_frames_between) {
+  deflate_on = 1;
+  uint8_t *pl = pattern(3000, 9);
+  bytes z = {0}, in = {0};
+  zmsg(&z, pl, 3000);
+  size_t a = z.n / 3, b2 = 2 * z.n / 3;
+  zframe(&in, 0, WS_OP_BINARY, 1, z.d, a);
+  cframe_str(&in, 1, WS_OP_PING, "p");
+  zframe(&in, 0, WS_OP_CONT, 0, z.d + a, b2 - a);
+  cframe_str(&in, 1, WS_OP_PONG, "o");
+  zframe(&in, 1, WS_OP_CONT, 0, z.d + b2, z.n - b2);
+  rec want = {0};
+  rec_add(&want, 'P', 0, "p", 1);
+  rec_add(&want, 'O', 0, "o", 1);
+  rec_add(&want, 'M', WS_OP_BINARY, pl, 3000);
+  check_all_splits(&srv_lim, &in, &want, WSY_OK, 0);
+  rec_free(&want);
+  bytes_free(&in);
+  bytes_free(&z);
+  free(pl);
+}
+
+Test(ws_pmd, empty_compressed_message_and_final_block) {
+  deflate_on = 1;
+  bytes in = {0};
+  /* An empty message: 00 (RFC 7692 7.2.3.6), an empty fixed block 02 00, or
+   * no bytes at all. */
+  zframe(&in, 1, WS_OP_TEXT, 1, (const uint8_t[]){0x00}, 1);
+  zframe(&in, 1, WS_OP_TEXT, 1, (const uint8_t[]){0x02, 0x00}, 2);
+  zframe(&in, 1, WS_OP_BINARY, 1, "", 0);
+  /* "abc" in a final fixed block (BFINAL = 1): ends the data early. */
+  z_stream z = {0};
+  uint8_t o[64];
+  cr_assert_eq(deflateInit2(&z, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  z.next_in = (Bytef *)"abc";
+  z.avail_in = 3;
+  z.next_out = o;
+  z.avail_out = sizeof o;
+  cr_assert_eq(deflate(&z, Z_FINISH), Z_STREAM_END);
+  zframe(&in, 1, WS_OP_TEXT, 1, o, sizeof o - z.avail_out);
+  deflateEnd(&z);
+  rec want = {0};
+  rec_add(&want, 'M', WS_OP_TEXT, "", 0);
+  rec_add(&want, 'M', WS_OP_TEXT, "", 0);
+  rec_add(&want, 'M', WS_OP_BINARY, "", 0);
+  rec_add(&want, 'M', WS_OP_TEXT, "abc", 3);
+  check_all_splits(&srv_lim, &in, &want, WSY_OK, 0);
+  rec_free(&want);
+  bytes_free(&in);
+}
+
+Test(ws_pmd, rsv1_without_negotiation_or_on_continuation_or_control_is_1002) {
+  bytes z = {0}, in = {0};
+  zmsg(&z, "hello hello hello", 17);
+  deflate_on = 0;
+  zframe(&in, 1, WS_OP_TEXT, 1, z.d, z.n);
+  check_error("rsv1 not agreed", &srv_lim, &in, WSY_PROTO, WS_CLOSE_PROTOCOL, 0);
+  bytes_free(&in);
+  deflate_on = 1;
+  zframe(&in, 0, WS_OP_TEXT, 1, z.d, 3);
+  zframe(&in, 1, WS_OP_CONT, 1, z.d + 3, z.n - 3);
+  check_error("rsv1 on a continuation", &srv_lim, &in, WSY_PROTO, WS_CLOSE_PROTOCOL, 0);
+  bytes_free(&in);
+  zframe(&in, 0, WS_OP_TEXT, 0, "ab", 2);
+  zframe(&in, 1, WS_OP_CONT, 1, "cd", 2);
+  check_error("rsv1 on the continuation of a plain message", &srv_lim, &in, WSY_PROTO, WS_CLOSE_PROTOCOL, 0);
+  bytes_free(&in);
+  static const int ctl[] = {WS_OP_PING, WS_OP_PONG, WS_OP_CLOSE};
+  for (int i = 0; i < 3; i++) {
+    zframe(&in, 1, ctl[i], 1, "", 0);
+    check_error("rsv1 on a control frame", &srv_lim, &in, WSY_PROTO, WS_CLOSE_PROTOCOL, 0);
+    bytes_free(&in);
+  }
+  /* RSV2 and RSV3 stay refused with compression on. */
+  zframe(&in, 1, WS_OP_TEXT, 1, z.d, z.n);
+  in.d[0] |= 0x20;
+  check_error("rsv1+rsv2", &srv_lim, &in, WSY_PROTO, WS_CLOSE_PROTOCOL, 0);
+  bytes_free(&in);
+  bytes_free(&z);
+}
+
+Test(ws_pmd, invalid_deflate_data_is_1007) {
+  deflate_on = 1;
+  bytes in = {0};
+  /* BTYPE 11 is reserved. */
+  zframe(&in, 1, WS_OP_BINARY, 1, (const uint8_t[]){0xff, 0xff, 0xff}, 3);
+  check_error("reserved block type", &srv_lim, &in, WSY_BAD_UTF8, WS_CLOSE_BAD_DATA, 0);
+  bytes_free(&in);
+  bytes z = {0};
+  zmsg(&z, "abcdefabcdefabcdefabcdef", 24);
+  /* Cut short: the data stops in the middle of a block. */
+  zframe(&in, 1, WS_OP_BINARY, 1, z.d, z.n - 2);
+  check_error("cut short", &srv_lim, &in, WSY_BAD_UTF8, WS_CLOSE_BAD_DATA, 0);
+  bytes_free(&in);
+  /* Bytes after a final block. */
+  zframe(&in, 1, WS_OP_BINARY, 1, (const uint8_t[]){0x03, 0x00, 0x41}, 3);
+  check_error("after the final block", &srv_lim, &in, WSY_BAD_UTF8, WS_CLOSE_BAD_DATA, 0);
+  bytes_free(&in);
+  /* A stored block whose NLEN is not the complement of LEN. */
+  zframe(&in, 1, WS_OP_BINARY, 1, (const uint8_t[]){0x00, 0x01, 0x00, 0x00, 0x00, 0x41}, 6);
+  check_error("bad stored length", &srv_lim, &in, WSY_BAD_UTF8, WS_CLOSE_BAD_DATA, 0);
+  bytes_free(&in);
+  bytes_free(&z);
+}
+
+Test(ws_pmd, utf8_is_checked_on_the_inflated_text) {
+  deflate_on = 1;
+  bytes z = {0}, in = {0};
+  const char bad[] = "valid so far \xc3\x28 then not";
+  zmsg(&z, bad, sizeof bad - 1);
+  zframe(&in, 1, WS_OP_TEXT, 1, z.d, z.n);
+  check_error("bad utf-8 inside", &srv_lim, &in, WSY_BAD_UTF8, WS_CLOSE_BAD_DATA, 0);
+  bytes_free(&in);
+  bytes_free(&z);
+  /* A code point cut at the end of the message. */
+  zmsg(&z, "ends in \xe2\x82", 10);
+  zframe(&in, 1, WS_OP_TEXT, 1, z.d, z.n);
+  check_error("truncated code point", &srv_lim, &in, WSY_BAD_UTF8, WS_CLOSE_BAD_DATA, 0);
+  bytes_free(&in);
+  bytes_free(&z);
+  /* The same bytes as binary are fine. */
+  rec want = {0};
+  zmsg(&z, bad, sizeof bad - 1);
+  zframe(&in, 1, WS_OP_BINARY, 1, z.d, z.n);
+  rec_add(&want, 'M', WS_OP_BINARY, bad, sizeof bad - 1);
+  check_all_splits(&srv_lim, &in, &want, WSY_OK, 0);
+  rec_free(&want);
+  bytes_free(&in);
+  bytes_free(&z);
+}
+
+static const ws_limits bomb_lim = {.max_message = 64 * 1024, .require_mask = 1};
+
+Test(ws_pmd, decompression_bomb_stops_at_the_limit) {
+  deflate_on = 1;
+  /* 10 MB of zeros deflate to about 10 KB: a 64 KiB limit is crossed early. */
+  size_t n = 10 * 1000 * 1000;
+  uint8_t *zeros = calloc(n, 1);
+  bytes z = {0}, in = {0};
+  zmsg(&z, zeros, n);
+  cr_assert_lt(z.n, 20000, "bomb is %zu bytes", z.n);
+  zframe(&in, 1, WS_OP_BINARY, 1, z.d, z.n);
+  check_error("bomb", &bomb_lim, &in, WSY_TOO_LARGE, WS_CLOSE_TOO_BIG, 0);
+  /* It stopped early: 64 KiB of output come from the first few hundred
+   * bytes, so feeding only those already fails. */
+  rec r = {0};
+  ws_parser p;
+  ws_parser_init(&p, &bomb_lim, &rec_cb, &r);
+  ws_parser_set_deflate(&p, 1);
+  cr_assert_eq(feed_copy(&p, in.d, 14 + 200), WSY_TOO_LARGE);
+  ws_parser_deinit(&p);
+  rec_free(&r);
+  /* And exactly at the limit is fine; one byte more is not. */
+  bytes_free(&z);
+  bytes_free(&in);
+  rec want = {0};
+  zmsg(&z, zeros, 64 * 1024);
+  zframe(&in, 1, WS_OP_TEXT, 1, z.d, z.n);
+  rec_add(&want, 'M', WS_OP_TEXT, zeros, 64 * 1024);
+  check_all_splits(&bomb_lim, &in, &want, WSY_OK, 16);
+  rec_free(&want);
+  bytes_free(&z);
+  bytes_free(&in);
+  zmsg(&z, zeros, 64 * 1024 + 1);
+  zframe(&in, 1, WS_OP_TEXT, 1, z.d, z.n);
+  check_error("limit + 1", &bomb_lim, &in, WSY_TOO_LARGE, WS_CLOSE_TOO_BIG, 0);
+  bytes_free(&z);
+  bytes_free(&in);
+  free(zeros);
+}
+
+Test(ws_pmd, compressed_bytes_count_against_the_limit_too) {
+  deflate_on = 1;
+  /* Endless empty stored blocks inflate to nothing: the wire bytes stop them. */
+  bytes in = {0}, blocks = {0};
+  for (int i = 0; i < 20000; i++) put(&blocks, (const uint8_t[]){0x00, 0x00, 0x00, 0xff, 0xff}, 5);
+  zframe(&in, 0, WS_OP_BINARY, 1, blocks.d, blocks.n);
+  zframe(&in, 1, WS_OP_CONT, 0, blocks.d, blocks.n);
+  check_error("empty blocks", &bomb_lim, &in, WSY_TOO_LARGE, WS_CLOSE_TOO_BIG, 0);
+  bytes_free(&in);
+  bytes_free(&blocks);
+}
+
+Test(ws_pmd, no_inflate_stream_is_held_between_messages) {
+  deflate_on = 1;
+  bytes z = {0}, in = {0};
+  uint8_t *pl = pattern(2000, 1);
+  zmsg(&z, pl, 2000);
+  zframe(&in, 0, WS_OP_BINARY, 1, z.d, 10);
+  rec r = {0};
+  ws_parser p;
+  ws_parser_init(&p, &srv_lim, &rec_cb, &r);
+  ws_parser_set_deflate(&p, 1);
+  unsigned base = ws_pmd_stats_get()->inflate_streams;
+  cr_assert_eq(feed_copy(&p, in.d, in.n), WSY_OK);
+  cr_assert_eq(ws_pmd_stats_get()->inflate_streams, base + 1, "lent while the message is open");
+  bytes_free(&in);
+  zframe(&in, 1, WS_OP_CONT, 0, z.d + 10, z.n - 10);
+  cr_assert_eq(feed_copy(&p, in.d, in.n), WSY_OK);
+  cr_assert_eq(r.n, 1);
+  cr_assert_eq(ws_pmd_stats_get()->inflate_streams, base, "given back at the end");
+  cr_assert_null(p.z);
+  cr_assert_null(p.msg);
+  /* A parser that fails mid-message gives it back too. */
+  bytes_free(&in);
+  zframe(&in, 0, WS_OP_BINARY, 1, z.d, 10);
+  cframe_str(&in, 1, WS_OP_TEXT, "new message inside: 1002");
+  cr_assert_eq(feed_copy(&p, in.d, in.n), WSY_PROTO);
+  cr_assert_eq(ws_pmd_stats_get()->inflate_streams, base);
+  ws_parser_deinit(&p);
+  ws_pmd_release();
+  cr_assert_eq(ws_pmd_stats_get()->zlib_bytes, 0, "%zu zlib bytes left", ws_pmd_stats_get()->zlib_bytes);
+  rec_free(&r);
+  bytes_free(&in);
+  bytes_free(&z);
+  free(pl);
 }

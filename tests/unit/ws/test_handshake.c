@@ -103,3 +103,110 @@ Test(ws_handshake, key_valid_last_char_table) {
   }
   cr_assert_eq(n, 4);
 }
+
+/* ---- permessage-deflate offers (RFC 7692 7.1) ------------------------------- */
+
+/* 1 when v has an acceptable offer; *bits gets its server_max_window_bits
+ * and *asked whether the answer must carry it. */
+static int neg(const char *v, int *bits, int *asked) {
+  ws_pmd a;
+  memset(&a, 0xAA, sizeof a);
+  int ok = ws_pmd_negotiate(v, strlen(v), &a);
+  if (ok) {
+    if (bits) *bits = a.server_max_window_bits;
+    if (asked) *asked = a.asked_server_bits;
+  }
+  return ok;
+}
+
+Test(ws_pmd_negotiate, accepted_offers) {
+  static const char *ok[] = {
+    "permessage-deflate",
+    "permessage-deflate; client_max_window_bits",  /* what Chromium and Firefox send */
+    "permessage-deflate;client_max_window_bits",
+    "permessage-deflate ; client_max_window_bits = 10",
+    "permessage-deflate; client_max_window_bits=15; server_no_context_takeover",
+    "permessage-deflate; client_no_context_takeover; server_no_context_takeover",
+    "permessage-deflate; client_max_window_bits=\"8\"",
+    "permessage-deflate; server_max_window_bits=\"1\\2\"",
+    "  permessage-deflate\t;\tserver_no_context_takeover  ",
+    "x-webkit-deflate-frame, permessage-deflate",
+    ", , permessage-deflate,",
+  };
+  for (size_t i = 0; i < WSY_ARRAY_LEN(ok); i++) cr_assert(neg(ok[i], NULL, NULL), "declined: %s", ok[i]);
+}
+
+Test(ws_pmd_negotiate, declined_offers) {
+  static const char *bad[] = {
+    "",
+    "deflate-frame",
+    "permessage-deflatex",
+    "Permessage-Deflate",                                  /* tokens compare exactly */
+    "permessage-deflate; unknown_param",
+    "permessage-deflate; server_no_context_takeover=1",   /* no value allowed */
+    "permessage-deflate; client_no_context_takeover=\"\"",
+    "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+    "permessage-deflate; client_max_window_bits; client_max_window_bits=9",
+    "permessage-deflate; server_max_window_bits",         /* needs a value */
+    "permessage-deflate; server_max_window_bits=7",
+    "permessage-deflate; server_max_window_bits=16",
+    "permessage-deflate; server_max_window_bits=010",     /* leading zero */
+    "permessage-deflate; server_max_window_bits=08",
+    "permessage-deflate; client_max_window_bits=0",
+    "permessage-deflate; client_max_window_bits=1a",
+    "permessage-deflate; client_max_window_bits=\"10",    /* unterminated quote */
+    "permessage-deflate; client_max_window_bits=\"1 0\"", /* unquoted, not a token */
+    "permessage-deflate; client_max_window_bits=",
+    "permessage-deflate; =10",
+    "permessage-deflate;",
+    "permessage-deflate; ;",
+    "permessage-deflate junk",
+    "permessage-deflate; client_max_window_bits 10",
+    "permessage-deflate; client_max_window_bits=10 junk",
+    "permessage-deflate; server_max_window_bits=123456789012",
+  };
+  for (size_t i = 0; i < WSY_ARRAY_LEN(bad); i++) cr_assert(!neg(bad[i], NULL, NULL), "accepted: %s", bad[i]);
+}
+
+Test(ws_pmd_negotiate, first_acceptable_offer_wins) {
+  int bits = 0, asked = 0;
+  cr_assert(neg("permessage-deflate; server_max_window_bits=10, permessage-deflate", &bits, &asked));
+  cr_assert_eq(bits, 10);
+  cr_assert_eq(asked, 1);
+  /* An invalid first offer is declined; the fallback is taken. */
+  cr_assert(neg("permessage-deflate; server_max_window_bits=99, permessage-deflate; client_max_window_bits",
+                &bits, &asked));
+  cr_assert_eq(bits, 15);
+  cr_assert_eq(asked, 0);
+  /* A comma inside a quoted value does not split the list. */
+  cr_assert(neg("foo; bar=\"a,b\", permessage-deflate; server_max_window_bits=\"12\"", &bits, &asked));
+  cr_assert_eq(bits, 12);
+  cr_assert(!neg("permessage-deflate; client_max_window_bits=\"1,0\"", NULL, NULL));
+}
+
+Test(ws_pmd_negotiate, window_bits_values) {
+  for (int b = 8; b <= 15; b++) {
+    char v[80];
+    int bits = 0, asked = 0;
+    snprintf(v, sizeof v, "permessage-deflate; server_max_window_bits=%d", b);
+    cr_assert(neg(v, &bits, &asked), "%s", v);
+    cr_assert_eq(bits, b);
+    cr_assert_eq(asked, 1);
+    snprintf(v, sizeof v, "permessage-deflate; client_max_window_bits=%d", b);
+    cr_assert(neg(v, &bits, &asked), "%s", v);
+    cr_assert_eq(bits, 15);
+    cr_assert_eq(asked, 0);
+  }
+}
+
+Test(ws_pmd_negotiate, response_text) {
+  char out[160];
+  ws_pmd a = {.server_max_window_bits = 15};
+  size_t n = ws_pmd_response(&a, out, sizeof out);
+  cr_assert_str_eq(out, "permessage-deflate; server_no_context_takeover; client_no_context_takeover");
+  cr_assert_eq(n, strlen(out));
+  a = (ws_pmd){.server_max_window_bits = 10, .asked_server_bits = 1};
+  ws_pmd_response(&a, out, sizeof out);
+  cr_assert_str_eq(out, "permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
+                        "server_max_window_bits=10");
+}
