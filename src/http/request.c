@@ -33,6 +33,7 @@ struct httpd_req {
   int headers_done;
   int line_state;     /* where scan_head() is in the head */
   int after_cr;       /* scan_head() saw a CR and waits for its LF */
+  int cr_held;        /* that CR ended the input: counted as used, not yet given to the parser */
   int too_many;       /* more than MAX_HEADERS: failed at the end of the headers */
   buf raw;            /* url, then header names and values */
   buf body;
@@ -124,22 +125,35 @@ int httpd_header_has_token(const char *v, size_t len, const char *token) {
 enum { LS_BEFORE, LS_REQUEST_LINE, LS_LINE_START, LS_IN_LINE, LS_END };
 enum { HEAD_OK, HEAD_FOLD, HEAD_BARE_CR };
 
-/* Advances the line state over d[0..n); returns the offset of the first
- * byte the parser must not see (the folded line's first byte, or a bare CR
- * of this buffer; 0 when the bare CR came in an earlier call), with
- * *problem set, or n. */
-static size_t scan_head(httpd_req *r, const uint8_t *d, size_t n, int *problem) {
+/* Advances the line state over d[0..n); returns how many bytes of d the
+ * parser may have now: up to the first byte it must not see (the folded
+ * line's first byte, or a bare CR, with *problem set), or up to a CR that
+ * ends d (*hold set: the caller keeps that CR until the next byte says
+ * whether it is a line end), or n. *feed_cr is set when a CR held from the
+ * last call turned out to end a line: the parser gets it first. A bare CR is
+ * never given to the parser, so its reading of one cannot depend on the
+ * split. */
+static size_t scan_head(httpd_req *r, const uint8_t *d, size_t n, int *problem, int *feed_cr, int *hold) {
   *problem = HEAD_OK;
+  *feed_cr = *hold = 0;
   for (size_t i = 0; i < n && r->line_state != LS_END; i++) {
     uint8_t ch = d[i];
     if (r->after_cr) {
       r->after_cr = 0;
+      int held = r->cr_held;
+      r->cr_held = 0;
       if (ch != '\n') {
         *problem = HEAD_BARE_CR;
-        return i > 0 ? i - 1 : 0;
+        return held ? 0 : i - 1;
       }
+      *feed_cr = held;
     } else if (ch == '\r') {
       r->after_cr = 1; /* a line end only if LF follows: decided at the next byte */
+      if (i == n - 1) {
+        r->cr_held = 1;
+        *hold = 1;
+        return i;
+      }
       continue;
     }
     switch (r->line_state) {
@@ -148,7 +162,13 @@ static size_t scan_head(httpd_req *r, const uint8_t *d, size_t n, int *problem) 
       break;
     case LS_REQUEST_LINE:
     case LS_IN_LINE:
-      if (ch == '\n') r->line_state = LS_LINE_START;
+      if (ch == '\n') {
+        r->line_state = LS_LINE_START;
+        /* One line at a time: the parser sees each line, and may fail on
+         * it, before anything after it is looked at, as when the bytes come
+         * split at every line end. */
+        return i + 1;
+      }
       break;
     case LS_LINE_START:
       if (ch == ' ' || ch == '\t') {
@@ -385,11 +405,16 @@ int httpd_req_feed(httpd_req *r, const uint8_t *data, size_t len, size_t *used) 
     size_t slice = len;
     if (!r->headers_done && slice > r->max_header + 1 - r->head_seen)
       slice = r->max_header + 1 - r->head_seen;
-    int problem = HEAD_OK;
-    if (!r->headers_done) slice = scan_head(r, data, slice, &problem);
-    /* Zero bytes would be end of stream to http-parser: a problem first. */
-    size_t n = slice ? http_parser_execute(&r->parser, &settings, (const char *)data, slice) : 0;
+    int problem = HEAD_OK, feed_cr = 0, hold = 0;
+    if (!r->headers_done) slice = scan_head(r, data, slice, &problem, &feed_cr, &hold);
+    if (feed_cr) { /* the CR held from the last call ends a line after all */
+      (void)http_parser_execute(&r->parser, &settings, "\r", 1);
+      r->head_seen++;
+    }
     enum http_errno err = HTTP_PARSER_ERRNO(&r->parser);
+    /* Zero bytes would be end of stream to http-parser: a problem first. */
+    size_t n = slice && err == HPE_OK ? http_parser_execute(&r->parser, &settings, (const char *)data, slice) : 0;
+    err = HTTP_PARSER_ERRNO(&r->parser);
     *used += n;
     data += n;
     len -= n;
@@ -412,6 +437,12 @@ int httpd_req_feed(httpd_req *r, const uint8_t *data, size_t len, size_t *used) 
         r->why = line ? "request line too long" : "request headers too large";
         return r->error_status;
       }
+    }
+    if (hold && n == slice) { /* the CR that ended this input: kept for the next call */
+      *used += 1;
+      data += 1;
+      len -= 1;
+      continue;
     }
     if (problem != HEAD_OK) {
       r->error_status = 400;
