@@ -208,7 +208,7 @@ static void on_closed(uv_handle_t *h) {
   }
   wsy_free(c->q);
   wsy_free(c->wreq);
-  tls_io_free(c->tls);
+  tls_io_free(conn_tls(c));
   wsy_free(c);
 }
 
@@ -233,7 +233,7 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 
 void net_maybe_shutdown(conn *c) {
   if (!(c->flags & F_ENDING) || (c->flags & (F_SHUT | F_CLOSING)) || c->q_len) return;
-  if (c->tls && (c->tls->fly || c->tls->out_len)) return;
+  if (conn_tls(c) && (conn_tls(c)->fly || conn_tls(c)->out_len)) return;
   c->flags |= F_SHUT;
   uv_shutdown_t *req = wsy_malloc(sizeof *req);
   req->data = c;
@@ -290,7 +290,7 @@ static uint32_t fill_iov(conn *c, size_t *total) {
 
 static void flush(conn *c) {
   net_loop *nl = conn_nl(c);
-  if (c->tls) {
+  if (conn_tls(c)) {
     net_tls_flush(c);
     return;
   }
@@ -356,7 +356,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b) {
   if (nread > 0) {
     conn_nl(c)->st.bytes_in += (uint64_t)nread;
     if (c->flags & (F_ENDING | F_CLOSING)) return; /* draining until the peer's FIN */
-    if (c->tls) {
+    if (conn_tls(c)) {
       net_tls_read(c, (uint8_t *)b->base, (size_t)nread);
       return;
     }
@@ -388,7 +388,7 @@ static void on_connection(uv_stream_t *server, int status) {
     log_warn("accept: %s", uv_strerror(status));
     return;
   }
-  conn *c = wsy_calloc(1, sizeof *c + nl->cfg.ext_size);
+  conn *c = wsy_calloc(1, sizeof *c + (nl->tls ? conn_tls_off(nl) + sizeof(tls_io *) : nl->cfg.ext_size));
   c->tcp.data = nl;
   uv_tcp_init(nl->uv, &c->tcp);
   c->next = nl->conns;
@@ -405,7 +405,7 @@ static void on_connection(uv_stream_t *server, int status) {
     net_conn_close(c);
     return;
   }
-  if (nl->tls && !(c->tls = tls_io_new(nl->tls))) {
+  if (nl->tls && !(*conn_tls_slot(c) = tls_io_new(nl->tls))) {
     char e[200];
     log_warn("TLS: cannot start a connection: %s", tls_last_error(e, sizeof e));
     net_conn_close(c);
@@ -432,7 +432,7 @@ static void on_tick(uv_timer_t *t) {
       c->q = NULL;
       c->q_cap = c->q_head = 0;
     }
-    if (c->tls) tls_io_trim(c->tls);
+    if (conn_tls(c)) tls_io_trim(conn_tls(c));
     if (c->ops && c->ops->on_tick) c->ops->on_tick(c, now);
   }
 }

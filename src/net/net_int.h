@@ -26,7 +26,6 @@ struct conn {
   conn *prev, *next;   /* every connection of the loop */
   conn *dirty_next;
   net_chunk **q;       /* ring of queued chunks, capacity a power of two */
-  tls_io *tls;         /* NULL on a plain connection */
   uv_write_t *wreq;    /* allocated while a write is in flight */
   uint32_t q_head, q_len, q_cap, q_inflight;
   uint32_t head_off;   /* bytes of the head chunk already written */
@@ -62,8 +61,23 @@ struct net_loop {
 };
 
 static inline net_chunk **q_at(conn *c, uint32_t i) { return &c->q[(c->q_head + i) & (c->q_cap - 1)]; }
+
+/* A TLS listener's connections carry their tls_io pointer after the
+ * protocol's ext, so a plain connection does not pay 8 bytes for it (which
+ * would move every idle connection to the allocator's next size class). */
+static inline size_t conn_tls_off(const net_loop *nl) { return (nl->cfg.ext_size + 7) & ~(size_t)7; }
+static inline tls_io **conn_tls_slot(conn *c) { return (tls_io **)(void *)(c->ext + conn_tls_off(conn_nl(c))); }
+/* The connection's TLS state, or NULL (a plain loop, or TLS given up). */
+static inline tls_io *conn_tls(const conn *c) {
+  const net_loop *nl = conn_nl(c);
+  return nl->tls ? *(tls_io *const *)(const void *)(c->ext + conn_tls_off(nl)) : NULL;
+}
+
 /* A write the socket has not finished owns part of the output. */
-static inline int writing(const conn *c) { return c->q_inflight || (c->tls && c->tls->fly); }
+static inline int writing(const conn *c) {
+  const tls_io *io = conn_tls(c);
+  return c->q_inflight || (io && io->fly);
+}
 
 /* net.c */
 void net_mark_dirty(conn *c);            /* flush at the end of this iteration */

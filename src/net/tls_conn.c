@@ -35,7 +35,7 @@ void net_loop_set_tls(net_loop *nl, net_tls *t) {
 
 static void on_tls_write(uv_write_t *req, int status) {
   conn *c = req->data;
-  tls_io *io = c->tls;
+  tls_io *io = conn_tls(c);
   size_t n = io->fly_len - io->fly_off;
   wsy_free(io->fly);
   io->fly = NULL;
@@ -52,7 +52,7 @@ static void on_tls_write(uv_write_t *req, int status) {
 
 static int tls_write(conn *c, const uint8_t *p, size_t n) {
   if (!n) return 0;
-  int r = SSL_write(c->tls->ssl, p, (int)n);
+  int r = SSL_write(conn_tls(c)->ssl, p, (int)n);
   if (r == (int)n) return 0;
   char e[200]; /* our BIO takes everything: only a broken session fails */
   log_debug("TLS write failed: %s", tls_last_error(e, sizeof e));
@@ -63,7 +63,7 @@ static int tls_write(conn *c, const uint8_t *p, size_t n) {
  * large chunk is encrypted where it is; runs of small ones (fan-out of short
  * messages) are gathered into the loop's record buffer first. */
 static int tls_encrypt(conn *c) {
-  tls_io *io = c->tls;
+  tls_io *io = conn_tls(c);
   uint8_t *g = conn_nl(c)->gbuf;
   size_t done = 0;
   while (c->q_len && done < TLS_BATCH) {
@@ -96,7 +96,7 @@ static int tls_encrypt(conn *c) {
 
 void net_tls_flush(conn *c) {
   net_loop *nl = conn_nl(c);
-  tls_io *io = c->tls;
+  tls_io *io = conn_tls(c);
   if (!io->failed && !SSL_is_init_finished(io->ssl) && (c->flags & F_ENDING))
     io->failed = 1; /* ending before the handshake finished (a timeout, a refusal at accept) */
   if (io->failed && c->q_len) net_conn_discard_pending(c); /* no session to send plaintext in */
@@ -156,8 +156,8 @@ static void plain_on_tls_port(conn *c, uint8_t first) {
   char peer[80];
   net_conn_peer(c, peer, sizeof peer);
   log_debug("%s: not TLS on the TLS port (first byte 0x%02x): answered 400, closing", peer, first);
-  tls_io_free(c->tls);
-  c->tls = NULL;
+  tls_io_free(conn_tls(c));
+  *conn_tls_slot(c) = NULL;
   net_chunk *ch = net_chunk_new(sizeof reply - 1);
   memcpy(ch->data, reply, sizeof reply - 1);
   (void)net_conn_send_force(c, ch);
@@ -169,7 +169,7 @@ static void plain_on_tls_port(conn *c, uint8_t first) {
  * decrypted into the loop's plaintext buffer and handed to on_data. */
 void net_tls_read(conn *c, uint8_t *data, size_t len) {
   net_loop *nl = conn_nl(c);
-  tls_io *io = c->tls;
+  tls_io *io = conn_tls(c);
   char e[200];
   if (!io->seen) {
     io->seen = 1;

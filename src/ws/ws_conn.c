@@ -29,12 +29,14 @@ struct ws_conn {
   uint32_t last_rx;        /* loop ms, wrapping: compared by differences */
   uint32_t close_deadline;
   uint32_t ep_slot;        /* the endpoint's index of this connection */
-  uint8_t state;
-  uint8_t ping_outstanding;
-  uint8_t ep_closed;
-  uint8_t close_by_peer;   /* the close code is the peer's */
   uint16_t close_code;     /* the first close code sent or received, 0 while none */
-  uint8_t pmd_bits;        /* permessage-deflate: server_max_window_bits; 0: off */
+  uint8_t state;
+  /* One byte of flags: every idle connection carries this struct, and a
+   * byte more would move it to the allocator's next size class. */
+  uint8_t ping_outstanding : 1;
+  uint8_t ep_closed : 1;
+  uint8_t close_by_peer : 1;  /* the close code is the peer's */
+  uint8_t pmd_bits : 4;       /* permessage-deflate: server_max_window_bits (8-15); 0: off */
 };
 
 static const conn_ops ws_ops;
