@@ -7,7 +7,7 @@ set -euo pipefail
 pkgs=(
   build-essential pkg-config make
   libuv1-dev libmimalloc-dev libhttp-parser-dev libjansson-dev libjwt-dev
-  libsqlite3-dev sqlite3 libssl-dev openssl zlib1g-dev
+  libsqlite3-dev sqlite3 libssl-dev openssl zlib1g-dev libcurl4-openssl-dev
   libcriterion-dev
   clang libclang-rt-14-dev
   gnuplot-nox
