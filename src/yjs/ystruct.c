@@ -315,8 +315,8 @@ int yds_read(lib0_rd *rd, ydelset *ds, size_t index, yerr *err) {
     }
   }
   if (lib0_rd_left(rd))
-    return yfail(err, WSY_INVAL, "update %zu: %zu bytes after the delete set", index,
-                 lib0_rd_left(rd));
+    return yfail(err, WSY_INVAL, "update %zu: %zu bytes after the delete set at byte %zu",
+                 index, lib0_rd_left(rd), rd->pos);
   return 0;
 }
 
