@@ -34,6 +34,10 @@ typedef struct ystruct {
 /* Cuts the first `diff` clocks off s (0 < diff < s->len). */
 void ystruct_slice(ystruct *s, uint64_t diff);
 
+/* Appends the content of a String, JSON or Any item s without its length
+ * prefix: UTF-8 bytes, or the encoded elements. */
+int ystruct_put_body(ybuf *b, const ystruct *s) WSY_WUR;
+
 /* Reads the structs of one update lazily, then its delete set. */
 typedef struct yreader {
   lib0_rd rd;

@@ -174,8 +174,9 @@ void ystruct_slice(ystruct *s, uint64_t diff) {
 
 static const uint8_t FFFD[3] = {0xef, 0xbf, 0xbd};
 
-/* String content units [start, start + count) of the original string. */
-static int put_string(ybuf *b, const ystruct *s, uint64_t start, uint64_t count) {
+/* String content units [start, start + count) of the original string, with
+ * its length prefix or (prefix = 0) without. */
+static int put_string(ybuf *b, const ystruct *s, uint64_t start, uint64_t count, int prefix) {
   lib0_rd rd;
   const uint8_t *p;
   size_t n;
@@ -186,15 +187,16 @@ static int put_string(ybuf *b, const ystruct *s, uint64_t start, uint64_t count)
   size_t mid = split1 ? b0 + 4 : b0;
   size_t b1 = lib0_utf8_offset(p, n, start + count, &split2);
   if (b1 < mid) b1 = mid;
-  int rc = lib0_write_varuint(b, (split1 ? 3 : 0) + (b1 - mid) + (split2 ? 3 : 0));
+  int rc = prefix ? lib0_write_varuint(b, (split1 ? 3 : 0) + (b1 - mid) + (split2 ? 3 : 0)) : 0;
   if (!rc && split1) rc = lib0_write_bytes(b, FFFD, 3);
   if (!rc) rc = lib0_write_bytes(b, p + mid, b1 - mid);
   if (!rc && split2) rc = lib0_write_bytes(b, FFFD, 3);
   return rc;
 }
 
-/* JSON or Any content: elements [start, start + count). */
-static int put_elements(ybuf *b, const ystruct *s, uint64_t start, uint64_t count) {
+/* JSON or Any content: elements [start, start + count), with their count
+ * first or (prefix = 0) without. */
+static int put_elements(ybuf *b, const ystruct *s, uint64_t start, uint64_t count, int prefix) {
   lib0_rd rd;
   const uint8_t *p;
   size_t n, from = 0;
@@ -206,7 +208,7 @@ static int put_elements(ybuf *b, const ystruct *s, uint64_t start, uint64_t coun
     int rc = s->ref == 2 ? lib0_read_varstring(&rd, &p, &n, NULL) : lib0_skip_any(&rd);
     if (rc) return WSY_INVAL;
   }
-  int rc = lib0_write_varuint(b, count);
+  int rc = prefix ? lib0_write_varuint(b, count) : 0;
   return rc ? rc : lib0_write_bytes(b, s->content + from, rd.pos - from);
 }
 
@@ -242,9 +244,15 @@ static int put_struct(ybuf *b, const ystruct *s, uint64_t offset) {
   uint64_t start = s->off + offset, count = s->len - offset;
   if (s->ref == 1) return lib0_write_varuint(b, count);
   if (start == 0 && count == s->full) return lib0_write_bytes(b, s->content, s->content_n);
-  if (s->ref == 4) return put_string(b, s, start, count);
-  if (s->ref == 2 || s->ref == 8) return put_elements(b, s, start, count);
+  if (s->ref == 4) return put_string(b, s, start, count, 1);
+  if (s->ref == 2 || s->ref == 8) return put_elements(b, s, start, count, 1);
   return lib0_write_bytes(b, s->content, s->content_n); /* length 1: never sliced */
+}
+
+int ystruct_put_body(ybuf *b, const ystruct *s) {
+  if (s->ref == 4) return put_string(b, s, s->off, s->len, 0);
+  if (s->ref == 2 || s->ref == 8) return put_elements(b, s, s->off, s->len, 0);
+  return WSY_INVAL;
 }
 
 int ywriter_put(ywriter *w, const ystruct *s, uint64_t offset) {

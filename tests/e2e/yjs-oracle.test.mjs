@@ -305,3 +305,29 @@ test('malformed updates are refused with a message, valid ones accepted', () => 
     assert.match(got[i].error, /update 0: .* byte \d+/);
   }
 });
+
+// Compaction joins an item with its continuation only when both have the
+// same right origin: here "y" was typed after "x" but before "Z", which a
+// client with a lower ID had put after "x"; joined into "xy" (right origin
+// "q"), "Z" would come before "y".
+test('compaction keeps items apart whose right origins differ', () => {
+  const a = new Y.Doc();
+  a.clientID = 10;
+  const b = new Y.Doc();
+  b.clientID = 2;
+  const log = [];
+  a.on('update', (u, origin) => { if (origin !== 'sync') log.push(u); });
+  b.on('update', (u, origin) => { if (origin !== 'sync') log.push(u); });
+  const sync = (from, to) => Y.applyUpdate(to, Y.encodeStateAsUpdate(from, Y.encodeStateVector(to)), 'sync');
+  a.getText('text').insert(0, 'pq');
+  a.getText('text').insert(1, 'x');
+  sync(a, b);
+  b.getText('text').insert(2, 'Z');
+  sync(b, a);
+  a.getText('text').insert(2, 'y');
+  assert.equal(a.getText('text').toString(), 'pxyZq');
+  const got = runOracle([{ fn: 'compact', updates: log.map(b64) }]);
+  assert.equal(got[0].error, undefined, got[0].error);
+  assert.equal(contentOf(unb64(got[0].result)), contentOf(Y.mergeUpdates(log)));
+  assert.match(contentOf(unb64(got[0].result)), /pxyZq/);
+});
