@@ -93,6 +93,10 @@ static int put_compacted(pending *p, const ydelset *ds, const ystruct *s) {
   size_t i = ds_find(ds, s->client, s->clock);
   while (pos < end) {
     const ydel *d = i < ds->n && ds->v[i].client == s->client ? &ds->v[i] : NULL;
+    if (d && d->clock + d->len <= pos) { /* an empty range (Yjs keeps those) */
+      i++;
+      continue;
+    }
     int deleted = d && d->clock <= pos;
     uint64_t stop = deleted ? d->clock + d->len : d ? d->clock : end;
     if (stop > end) stop = end;

@@ -187,3 +187,18 @@ Test(yupdate, failing_allocations_give_nomem) {
   cr_assert(done[0] && done[1] && done[2]);
 }
 #endif
+
+/* Found by the fuzzer: an empty delete range (Yjs keeps them) inside an
+ * item made compaction write a zero-length struct. */
+Test(yupdate, compaction_ignores_empty_delete_ranges) {
+  const uint8_t u[] = {1, 1, 5, 0, 0x04, 1, 1, 't', 4, 'a', 'b', 'w', 'd', /* "abwd" */
+                       1, 5, 2, 1, 0, 2, 1};                              /* (1,0) (2,1) */
+  char err[128];
+  ybuf out = {0};
+  cr_assert_eq(yupdate_compact(u, sizeof u, &out, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(yupdate_validate(out.p, out.len, err, sizeof err), 0, "%s", err);
+  cr_assert_not_null(memmem(out.p, out.len, "ab", 2));
+  cr_assert_null(memmem(out.p, out.len, "w", 1), "the deleted unit is gone");
+  cr_assert_not_null(memmem(out.p, out.len, "d", 1));
+  ybuf_free(&out);
+}
