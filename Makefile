@@ -6,6 +6,7 @@
 #   make asan       sanitizer build: build-asan/wsync
 #   make fuzz       each libFuzzer target for FUZZ_SECONDS (default 60)
 #   make bench      every benchmark scenario against wsync and the Node ws peer (docs/PERFORMANCE.md)
+#   make bench-yjs  the Yjs update merge (src/yjs) against Y.mergeUpdates on the paper trace
 #   make install    binary, man page, systemd unit, example environment under $(DESTDIR)$(PREFIX)
 
 SHELL   := /bin/bash
@@ -148,7 +149,7 @@ run: build/wsync www
 # ---- benchmarks (bench/, docs/PERFORMANCE.md) ----------------------------
 #   make bench        every scenario against wsync and the Node ws peer, medians and ratios
 #   make bench-smoke  a few seconds of the load generator against wsync, checking its accounting
-.PHONY: bench bench-smoke
+.PHONY: bench bench-smoke bench-yjs
 BENCH_ARGS ?=
 
 build/wsync-bench: bench/wsync-bench.c
@@ -164,6 +165,13 @@ bench: build/wsync build/wsync-bench
 
 bench-smoke: build/wsync build/wsync-bench
 	bash bench/smoke.sh build/wsync build/wsync-bench
+
+# bench/yjs-merge.mjs: the Yjs update codec's merge against Y.mergeUpdates on
+# the paper editing trace (../shared/data; BENCH_YJS_ARGS="--trace FILE" from
+# a checkout elsewhere), and the sizes of the merged and compacted document.
+BENCH_YJS_ARGS ?=
+bench-yjs: build/yjs-oracle
+	node bench/yjs-merge.mjs $(BENCH_YJS_ARGS)
 
 # ---- install (packaging/) ------------------------------------------------
 #   make install [PREFIX=/usr/local] [DESTDIR=]   the binary, wsync(1), the
