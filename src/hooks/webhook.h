@@ -66,6 +66,10 @@ typedef store_batch *(*webhooks_batch_fn)(void *ud);
  * 16 hex digits of SHA-256 of its URL. */
 int webhooks_parse_spec(const char *spec, char id_out[65], char *err, size_t errlen) WSY_WUR;
 
+/* Checks every spec and that no two share an id (at start-up, before
+ * anything opens): 0, or WSY_INVAL with a sentence in err. */
+int webhooks_check(const char *const *specs, size_t n, char *err, size_t errlen) WSY_WUR;
+
 /* Builds the dispatchers and reads where each stopped (positions and rooms
  * from st, which must outlive w). 0, or WSY_INVAL (a bad spec, no secret,
  * two webhooks with one id) or a store error, with err set. */

@@ -85,6 +85,21 @@ int webhooks_parse_spec(const char *text, char id_out[65], char *err, size_t err
   return rc;
 }
 
+int webhooks_check(const char *const *specs, size_t n, char *err, size_t errlen) {
+  char(*ids)[65] = wsy_calloc(n ? n : 1, 65);
+  int rc = 0;
+  for (size_t i = 0; i < n && !rc; i++) {
+    rc = webhooks_parse_spec(specs[i], ids[i], err, errlen);
+    for (size_t j = 0; j < i && !rc; j++)
+      if (!strcmp(ids[i], ids[j])) {
+        snprintf(err, errlen, "two webhooks have the id %s: give one of them another name=", ids[i]);
+        rc = WSY_INVAL;
+      }
+  }
+  wsy_free(ids);
+  return rc;
+}
+
 /* ---- lifecycle events (at most once) --------------------------------------- */
 
 static void on_event_answer(void *ud, const hclient_resp *resp);
@@ -288,22 +303,13 @@ int webhooks_new(uv_loop_t *loop, store *st, const webhooks_config *cfg, webhook
     snprintf(err, errlen, "--webhook needs --webhook-secret (the key receivers verify signatures with)");
     return WSY_INVAL;
   }
+  int rc = webhooks_check(cfg->specs, cfg->nspecs, err, errlen);
+  if (rc) return rc;
   spec *specs = wsy_calloc(cfg->nspecs ? cfg->nspecs : 1, sizeof *specs);
-  char (*ids)[65] = wsy_calloc(cfg->nspecs ? cfg->nspecs : 1, 65);
-  int rc = 0;
-  for (size_t i = 0; i < cfg->nspecs && !rc; i++) {
-    rc = parse_spec(cfg->specs[i], &specs[i], err, errlen);
-    if (!rc) rc = webhooks_parse_spec(cfg->specs[i], ids[i], err, errlen);
-    for (size_t j = 0; j < i && !rc; j++)
-      if (!strcmp(ids[i], ids[j])) {
-        snprintf(err, errlen, "two webhooks have the id %s: give one of them another name=", ids[i]);
-        rc = WSY_INVAL;
-      }
-  }
-  if (rc) {
-    wsy_free(specs);
-    wsy_free(ids);
-    return rc;
+  char(*ids)[65] = wsy_calloc(cfg->nspecs ? cfg->nspecs : 1, 65);
+  for (size_t i = 0; i < cfg->nspecs; i++) {
+    if (parse_spec(cfg->specs[i], &specs[i], err, errlen) || webhooks_parse_spec(cfg->specs[i], ids[i], err, errlen))
+      abort(); /* checked just above */
   }
   webhooks *w = wsy_calloc(1, sizeof *w);
   w->loop = loop;
