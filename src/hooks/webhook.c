@@ -18,11 +18,18 @@
  *   BACKOFF <------------------------------------------------------------+
  *      |  timer (exponential, jittered): the same body again  -> SEND
  *
- * A batch takes rooms from the front of the ready queue: for each, in one
- * read snapshot, the room's row (epoch, min_seq, seq) then up to the rest of
- * batch_max entries after `delivered`. A room deleted meanwhile is dropped;
- * one of a new epoch starts again from 0; entries trimmed before delivery
- * become one `gap` event. */
+ * Where a batch's entries come from:
+ *   - LIVE (the steady state): once a webhook is caught up (backlog 0), each
+ *     entry committed after is rendered at commit time into its live tail,
+ *     in commit order (so in seq order per room), and a batch is one slice
+ *     of it: no store read. The tail is exactly what is undelivered; if it
+ *     passes WEBHOOK_LIVE_MAX (a slow or dead receiver) it is dropped and
+ *     the webhook reads from the store until it has caught up again.
+ *   - STORE: a batch takes rooms from the front of the ready queue: for
+ *     each, in one read snapshot, the room's row (epoch, min_seq, seq) then
+ *     up to the rest of batch_max entries after `delivered`. A room deleted
+ *     meanwhile is dropped; one of a new epoch starts again from 0; entries
+ *     trimmed before delivery become one `gap` event. */
 #include "webhook_int.h"
 
 #include <fnmatch.h>
@@ -102,7 +109,7 @@ static void on_timer(uv_timer_t *t);
  * at once when a full batch waits, else after delay_ms. */
 void wh_kick(hook *h) {
   webhooks *w = h->w;
-  if (w->closing || h->state == H_SEND || h->state == H_BACKOFF || !h->qhead) return;
+  if (w->closing || h->state == H_SEND || h->state == H_BACKOFF || h->backlog == 0) return;
   if (h->backlog >= w->cfg.batch_max || w->cfg.delay_ms == 0) {
     if (h->state == H_WAIT && h->armed_now) return;
     h->armed_now = 1;
@@ -275,9 +282,107 @@ static void start_backoff(hook *h) {
   uv_timer_start(&h->timer, on_timer, d, 0);
 }
 
+static void live_drop(hook *h) {
+  h->live_on = 0;
+  jw_reset(&h->live);
+  h->live_off = h->live_head = h->live_n = 0;
+}
+
+/* Renders one committed entry into the live tail. */
+static void live_add(hook *h, wroom *r, uint64_t seq, const char *msg, size_t len) {
+  if (h->live.len - h->live_off + len > WEBHOOK_LIVE_MAX) { /* the receiver fell behind: read the store */
+    live_drop(h);
+    return;
+  }
+  jw *b = &h->live;
+  jw_lit(b, "{\"event\":\"entry\",\"room\":");
+  jw_cstr(b, r->name);
+  jw_lit(b, ",\"epoch\":");
+  jw_cstr(b, r->epoch);
+  jw_lit(b, ",\"seq\":");
+  jw_int(b, (int64_t)seq);
+  jw_lit(b, ",\"msg\":");
+  jw_raw(b, msg, len);
+  jw_lit(b, "},");
+  if (h->live_n == h->live_cap) {
+    h->live_cap = h->live_cap ? 2 * h->live_cap : 256;
+    h->live_e = wsy_realloc(h->live_e, h->live_cap * sizeof *h->live_e);
+  }
+  live_ent *e = &h->live_e[h->live_n++];
+  e->r = r;
+  memcpy(e->epoch, r->epoch, sizeof e->epoch);
+  e->seq = seq;
+  e->end = b->len;
+  e->ts = wh_wall_ms();
+}
+
+/* The next batch from the live tail into h->body and h->sent. */
+static void live_batch(hook *h) {
+  webhooks *w = h->w;
+  size_t start = h->live_off, k = 0;
+  while (h->live_head + k < h->live_n && k < w->cfg.batch_max &&
+         (k == 0 || h->live_e[h->live_head + k].end - start <= WEBHOOK_MAX_BODY)) {
+    live_ent *e = &h->live_e[h->live_head + k++];
+    sent *s = NULL;
+    for (size_t i = h->nsent; i-- > 0 && !s;) /* the room's record, most likely the last one */
+      if (h->sent[i].r == e->r && !strcmp(h->sent[i].epoch, e->epoch)) s = &h->sent[i];
+    if (!s) {
+      if (h->nsent == h->capsent) {
+        h->capsent = h->capsent ? 2 * h->capsent : 8;
+        h->sent = wsy_realloc(h->sent, h->capsent * sizeof *h->sent);
+      }
+      s = &h->sent[h->nsent++];
+      memset(s, 0, sizeof *s);
+      s->r = e->r;
+      memcpy(s->epoch, e->epoch, sizeof s->epoch);
+      e->r->sending = 1;
+    }
+    s->to = e->seq;
+    s->entries++;
+    s->last_ts = e->ts;
+  }
+  size_t end = h->live_e[h->live_head + k - 1].end;
+  jw_raw(&h->body, h->live.p + start, end - start - 1); /* without the last comma */
+  h->live_taken = k;
+  h->live_batch = 1;
+}
+
+/* After a 2xx: the entries of the batch leave the live tail. */
+static void live_pop(hook *h) {
+  if (!h->live_batch || !h->live_on) return;
+  h->live_head += h->live_taken;
+  h->live_off = h->live_e[h->live_head - 1].end;
+  if (h->live_head == h->live_n) {
+    jw_reset(&h->live);
+    h->live_off = h->live_head = h->live_n = 0;
+  } else if (h->live_off > h->live.len / 2) { /* compact */
+    size_t off = h->live_off;
+    memmove(h->live.p, h->live.p + off, h->live.len - off);
+    h->live.len -= off;
+    h->live.p[h->live.len] = '\0';
+    memmove(h->live_e, h->live_e + h->live_head, (h->live_n - h->live_head) * sizeof *h->live_e);
+    h->live_n -= h->live_head;
+    h->live_head = 0;
+    for (size_t i = 0; i < h->live_n; i++) h->live_e[i].end -= off;
+    h->live_off = 0;
+  }
+}
+
 static void send_batch(hook *h) {
   webhooks *w = h->w;
-  if (h->nsent == 0) { /* a new batch; else the one that failed goes again */
+  if (h->nsent == 0 && h->live_on) {
+    jw_reset(&h->body);
+    jw_lit(&h->body, "{\"webhook\":");
+    jw_cstr(&h->body, h->id);
+    jw_lit(&h->body, ",\"entries\":[");
+    if (h->live_head == h->live_n) {
+      h->state = H_IDLE;
+      return;
+    }
+    live_batch(h);
+    jw_lit(&h->body, "]}");
+  } else if (h->nsent == 0) { /* a new batch from the store; else the one that failed goes again */
+    h->live_batch = 0;
     jw_reset(&h->body);
     h->nbody = 0;
     jw_lit(&h->body, "{\"webhook\":");
@@ -341,14 +446,18 @@ static void on_answer(void *ud, const hclient_resp *resp) {
     }
     wh_enqueue(h, r);
   }
+  live_pop(h);
+  h->live_batch = 0;
   h->nsent = 0;
   h->state = H_IDLE;
+  if (!h->live_on && h->backlog == 0) h->live_on = 1; /* caught up: follow from memory again */
   wh_kick(h);
 }
 
 /* ---- the commit path and retention ----------------------------------------- */
 
-void webhooks_committed(webhooks *w, const char *room, const char *epoch, uint64_t seq) {
+void webhooks_committed(webhooks *w, const char *room, const char *epoch, uint64_t seq, const char *msg,
+                        size_t len) {
   if (!w || w->closing) return;
   for (size_t i = 0; i < w->n; i++) {
     hook *h = &w->hooks[i];
@@ -363,6 +472,7 @@ void webhooks_committed(webhooks *w, const char *room, const char *epoch, uint64
       set_epoch(h, r, epoch);
     }
     set_head(h, r, seq);
+    if (h->live_on) live_add(h, r, seq, msg, len);
     wh_enqueue(h, r);
     wh_kick(h);
   }

@@ -6,9 +6,10 @@
  * last seq the receiver acknowledged with a 2xx; the position is stored by
  * the group commit (store_batch_hook_pos into the batch the caller hands
  * out), so delivery resumes from the log after a restart, a crash or an
- * outage: at least once, receivers dedupe by (room, epoch, seq). Entries are
- * read back from the store in bounded slices (store_history with a limit),
- * never kept in memory. Lifecycle events (session connected/ended, join,
+ * outage: at least once, receivers dedupe by (room, epoch, seq). A webhook
+ * that keeps up takes entries from a bounded tail rendered at commit time;
+ * one that fell behind (or after a restart) reads them back from the store
+ * in bounded slices (store_history with a limit). Lifecycle events (session connected/ended, join,
  * leave) are optional per webhook and sent at most once, never retried.
  *
  * Threads: loop thread only. Nothing here blocks: HTTP goes through hclient
@@ -79,8 +80,10 @@ int webhooks_new(uv_loop_t *loop, store *st, const webhooks_config *cfg, webhook
  * frees w once the loop has closed its handles. NULL is allowed. */
 void webhooks_free(webhooks *w);
 
-/* Entry seq of room (in epoch) has committed. Cheap: no I/O. */
-void webhooks_committed(webhooks *w, const char *room, const char *epoch, uint64_t seq);
+/* Entry seq of room (in epoch) has committed; msg is its broadcast JSON
+ * (borrowed: copied when a webhook follows from memory). No I/O. */
+void webhooks_committed(webhooks *w, const char *room, const char *epoch, uint64_t seq, const char *msg,
+                        size_t len);
 
 /* The engine wants to drop room's entries below want (head: the room's
  * last seq): returns the seq to keep from instead, <= want, so that no

@@ -38,6 +38,19 @@ typedef struct sent {
   int64_t last_ts;   /* ts of its last entry */
 } sent;
 
+/* An entry of the live tail (rendered at commit time, see webhook.c). */
+typedef struct live_ent {
+  wroom *r;
+  char epoch[STORE_EPOCH_MAX + 1];
+  uint64_t seq;
+  size_t end;  /* offset in hook.live just past its element and comma */
+  int64_t ts;
+} live_ent;
+
+/* Rendered entries a live tail holds at most; past it the webhook falls
+ * back to reading the log from the store. */
+#define WEBHOOK_LIVE_MAX (4 * 1024 * 1024)
+
 typedef struct hook {
   webhooks *w;
   char id[65];
@@ -55,6 +68,13 @@ typedef struct hook {
   size_t nsent, capsent;
   size_t nbody;  /* elements in body's entries array */
   jw body;
+  /* the live tail: while on, every entry committed since the webhook was
+   * last caught up, rendered, in commit order: exactly what is undelivered */
+  int live_on, live_batch;
+  jw live;
+  size_t live_off;           /* bytes of live already delivered */
+  live_ent *live_e;
+  size_t live_head, live_n, live_cap, live_taken;
   /* lifecycle events: queued text of comma-separated objects, one request
    * in flight at most, never retried */
   jw events;

@@ -286,6 +286,8 @@ static void handle_closed(uv_handle_t *hd) {
     for (size_t j = 0; map_next(&h->rooms, &j, &k, &v);) wsy_free(v);
     map_free(&h->rooms);
     jw_free(&h->body);
+    jw_free(&h->live);
+    wsy_free(h->live_e);
     jw_free(&h->events);
     wsy_free(h->sent);
     wsy_free(h->url);
@@ -347,6 +349,7 @@ int webhooks_new(uv_loop_t *loop, store *st, const webhooks_config *cfg, webhook
       log_info("webhook %s: %s%s%s, %" PRIu64 " entries to deliver", w->hooks[i].id, w->hooks[i].url,
                w->hooks[i].pattern ? " rooms " : "", w->hooks[i].pattern ? w->hooks[i].pattern : "",
                w->hooks[i].backlog);
+      w->hooks[i].live_on = w->hooks[i].backlog == 0;
       wh_kick(&w->hooks[i]);
     }
   }

@@ -142,7 +142,11 @@ static void commit_done(void *ud, int rc) {
       }
       if (p->kind == P_OP) {
         room_publish(e, r, p->seq, p->frame, NULL, NULL);
-        if (e->hooks) webhooks_committed(e->hooks, r->name, r->epoch, p->seq);
+        if (e->hooks) {
+          size_t len;
+          const uint8_t *msg = frame_payload(p->frame, &len);
+          webhooks_committed(e->hooks, r->name, r->epoch, p->seq, (const char *)msg, len);
+        }
       }
     }
     if (p->kind == P_OP) {

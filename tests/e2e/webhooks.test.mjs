@@ -91,12 +91,12 @@ function acked(reqs, event = 'entry') {
 const hookArgs = (spec, extra = []) => ['--api-key', KEY, '--rate', '100000', '--burst', '100000',
   '--webhook', spec, '--webhook-secret', HOOK_SECRET, ...extra];
 
-const write = (url, room, i) => api(url, 'POST', `/v1/rooms/${room}/ops`, {
-  key: KEY, body: { op: { kind: 'set', item: `i${i % 7}`, fields: { n: i } } },
+const write = (url, room, i, pad) => api(url, 'POST', `/v1/rooms/${room}/ops`, {
+  key: KEY, body: { op: { kind: 'set', item: `i${i % 7}`, fields: pad ? { n: i, pad } : { n: i } } },
 });
 
-async function writeOk(url, room, i) {
-  const r = await write(url, room, i);
+async function writeOk(url, room, i, pad) {
+  const r = await write(url, room, i, pad);
   assert.equal(r.status, 200, r.text);
   return r.body.seq;
 }
@@ -294,15 +294,38 @@ test('a graceful restart resumes from the stored positions: nothing delivered tw
   assert.deepEqual(acked(rec.reqs).get('calm').map((e) => e.seq), range(1, 20));
 });
 
+test('a room deleted and made again: the webhook follows the new epoch from seq 1', async (t) => {
+  const rec = await recorder(t);
+  const srv = await startSyncServer(t, hookArgs(`${rec.url} name=epochs`));
+  for (let i = 0; i < 3; i++) await writeOk(srv.url, 'phoenix', i);
+  await waitUntil(() => (acked(rec.reqs).get('phoenix')?.length ?? 0) === 3, 'first incarnation');
+  const del = await api(srv.url, 'DELETE', '/v1/rooms/phoenix', { key: KEY });
+  assert.equal(del.status, 200, del.text);
+  for (let i = 0; i < 2; i++) await writeOk(srv.url, 'phoenix', i);
+  await waitUntil(() => (acked(rec.reqs).get('phoenix')?.length ?? 0) === 5, 'second incarnation');
+  const list = acked(rec.reqs).get('phoenix');
+  assert.deepEqual(list.map((e) => e.seq), [1, 2, 3, 1, 2]);
+  assert.equal(list[0].epoch, list[2].epoch);
+  assert.equal(list[3].epoch, list[4].epoch);
+  assert.notEqual(list[0].epoch, list[3].epoch);
+  const m = await fetchMetrics(srv.url, KEY);
+  assert.equal(m.get('wsync_webhook_lag_entries{webhook="epochs"}'), 0);
+});
+
 test('retention keeps what a webhook has not delivered, up to --webhook-retain; past it, a gap event', { timeout: 120000 }, async (t) => {
   // history-ops 10: without webhooks a room of 300 entries keeps the last 10
-  // or so (trimmed every 256 seqs).
+  // or so (trimmed every 256 seqs). Entries of 8 KiB: 600 of them overflow
+  // the webhook's live tail (4 MiB), so it reads the log from the store.
+  const pad = 'x'.repeat(8192);
   for (const [retain, total, gap] of [[1000, 300, false], [100, 600, true]]) {
     await t.test(`retain ${retain}, ${total} entries while the receiver is down`, async (tt) => {
       const port = await freePort();
       const srv = await startSyncServer(tt, hookArgs(`http://127.0.0.1:${port}/ name=ret`,
         ['--history-ops', '10', '--webhook-retain', String(retain), '--webhook-max-backoff', '500ms']));
-      for (let i = 0; i < total; i++) await writeOk(srv.url, 'ret', i);
+      for (let i = 0; i < total; i++) await writeOk(srv.url, 'ret', i, pad);
+      // What the store kept meanwhile: all of it for the webhook, or the cap.
+      const hist = await api(srv.url, 'GET', '/v1/rooms/ret/history?limit=1', { key: KEY });
+      assert.equal(hist.body.first, gap ? 512 - 10 + 1 - 100 : 1);
       const rec = await recorder(tt, () => 200, port);
       await waitUntil(() => (acked(rec.reqs).get('ret')?.at(-1)?.seq ?? 0) === total, 'caught up', LONG_MS);
       const gaps = acked(rec.reqs, 'gap').get('ret') ?? [];
