@@ -9,7 +9,7 @@
 //
 // usage: node bench/run.mjs [--repeat 3] [--quick] [--only a,b,...] [--no-doc]
 //   --quick     smaller numbers and shorter runs, one repeat (a sanity pass)
-//   --only      scenarios to run (a b c-fixed c-max d e f z-sync z-fanout)
+//   --only      scenarios to run (a b c-fixed c-max d e f w z-sync z-fanout)
 //   --no-doc    print the table, leave docs/PERFORMANCE.md alone
 // Outputs: build/bench/results.json (every run), build/bench/table.md,
 // build/bench/*.hist (latency distributions), build/bench/latency.png (if
@@ -24,6 +24,8 @@ const out = path.join(root, 'build', 'bench');
 const WSYNC = path.join(root, 'build', 'wsync');
 const BENCH = path.join(root, 'build', 'wsync-bench');
 const PEERS = path.join(root, 'bench', 'peers');
+const BENCH_KEY = 'bench-api-key-0123456789';
+const HOOK_SECRET = 'bench-webhook-secret-0123456789abcdef';
 
 const argv = process.argv.slice(2);
 const flag = (n) => argv.includes(`--${n}`);
@@ -140,6 +142,31 @@ const scenarios = [
     ],
   },
   {
+    // The webhook dispatcher's cost on the commit path: the durable ops of
+    // (e) with one webhook on a local receiver (bench/peers/webhook-sink.mjs,
+    // which verifies every signature) against none, in the same run.
+    id: 'w',
+    title: '(w) webhook cost: op set (--durability normal), 50 writers on 10 rooms at max rate, without and with one webhook on a local receiver',
+    args: ['--proto', 'wsync', '--conns', '50', '--rooms', '10', '--pubs', '50', '--size', '64', '--mode', 'op', ...timing],
+    variants: [
+      { key: 'none', server: 'wsync', args: [], serverArgs: ['--api-key', BENCH_KEY], label: 'no webhook' },
+      { key: 'hook', server: 'wsync', args: [], serverArgs: ['--api-key', BENCH_KEY], webhook: true, label: 'one webhook' },
+      { key: 'hook1k', server: 'wsync', args: [], serverArgs: ['--api-key', BENCH_KEY, '--webhook-batch', '1000'], webhook: true, label: 'one webhook, batch 1000' },
+    ],
+    ratioOf: ['hook', 'none'],
+    figures: [
+      { name: 'acknowledged/s', get: (r) => r.acks_per_s, fmt: 'int', better: 'higher' },
+      { name: 'ack latency p50 ms', get: (r) => r.ack_latency_us?.p50 / 1e3, fmt: 'f2', better: 'lower' },
+      { name: 'ack latency p99 ms', get: (r) => r.ack_latency_us?.p99 / 1e3, fmt: 'f2', better: 'lower' },
+      { name: 'server CPU us per ack', get: (r) => (r.server?.cpu_s * 1e6) / r.acks, fmt: 'f2', better: 'lower' },
+      { name: 'server CPU %', get: (r) => r.server?.cpu_pct, fmt: 'int', better: 'info' },
+      { name: 'webhook: entries delivered by the end', get: (r) => r.webhook?.delivered, fmt: 'int', better: 'info' },
+      { name: 'webhook: lag at the end, entries', get: (r) => r.webhook?.lag, fmt: 'int', better: 'info' },
+      { name: 'webhook: requests', get: (r) => r.webhook?.requests, fmt: 'int', better: 'info' },
+      { name: 'other CPU on the machine %', get: (r) => Math.max(0, r.machine?.other_cpu_pct), fmt: 'int', better: 'info' },
+    ],
+  },
+  {
     id: 'f',
     title: `(f) catch-up: join with since {epoch, 0} after ${Q(100000, 10000)} ops (wsync protocol)`,
     args: ['--catchup', String(Q(100000, 10000)), '--pubs', '10'],
@@ -230,6 +257,50 @@ async function startServer(kind, extra = []) {
   };
 }
 
+/** The local webhook receiver of scenario (w). */
+async function startSink() {
+  const p = spawn(process.execPath, [path.join(PEERS, 'webhook-sink.mjs')], {
+    stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, WSYNC_WEBHOOK_SECRET: HOOK_SECRET },
+  });
+  let err = '';
+  const url = await new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`webhook sink did not start: ${err}`)), 10000);
+    p.stderr.on('data', (d) => {
+      err += d;
+      const m = /listening on (http:\/\/\S+)/.exec(err);
+      if (m) {
+        clearTimeout(t);
+        resolve(m[1]);
+      }
+    });
+  });
+  return {
+    url,
+    async stop() {
+      const done = new Promise((r) => p.on('exit', r));
+      p.kill('SIGTERM');
+      await done;
+      try {
+        return JSON.parse(err.trim().split('\n').pop());
+      } catch {
+        return null;
+      }
+    },
+  };
+}
+
+/** The webhook's figures from /metrics (scenario (w)). */
+async function webhookFigures(port) {
+  const res = await fetch(`http://127.0.0.1:${port}/metrics`, { headers: { Authorization: `Bearer ${BENCH_KEY}` } });
+  const text = await res.text();
+  const get = (name) => {
+    const m = new RegExp(`^${name}\\{webhook="[^"]+"(?:,result="ok")?\\} (\\S+)$`, 'm').exec(text);
+    return m ? Number(m[1]) : undefined;
+  };
+  return { delivered: get('wsync_webhook_delivered_total'), lag: get('wsync_webhook_lag_entries'),
+    requests: get('wsync_webhook_requests_total') };
+}
+
 function runBench(args) {
   return new Promise((resolve, reject) => {
     const p = spawn(BENCH, args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -300,7 +371,9 @@ async function main() {
     for (let rep = 0; rep < repeat; rep++) {
       for (const v of s.variants) {
         const quiet = await waitQuiet();
-        const srv = await startServer(v.server, v.serverArgs ?? []);
+        const sink = v.webhook ? await startSink() : null;
+        const hookArgs = sink ? ['--webhook', `${sink.url} name=bench`, '--webhook-secret', HOOK_SECRET] : [];
+        const srv = await startServer(v.server, [...(v.serverArgs ?? []), ...hookArgs]);
         const hist = s.hist ? path.join(out, `${s.id}-${v.key}-${rep}.hist`) : null;
         const args = ['--port', String(srv.port), '--server-pid', String(srv.pid), '--json', '--quiet',
           '--prefix', `${s.id}${rep}`, ...s.args, ...v.args, ...(hist ? ['--hist', hist] : [])];
@@ -310,7 +383,15 @@ async function main() {
         } catch (e) {
           r = { error: String(e.message ?? e) };
         }
+        if (sink) {
+          try {
+            r.webhook = await webhookFigures(srv.port);
+          } catch (e) {
+            r.webhook = { error: String(e.message ?? e) };
+          }
+        }
         await srv.stop();
+        if (sink) r.webhook.sink = await sink.stop();
         r.scenario = s.id;
         r.variant = v.key;
         r.rep = rep;
@@ -417,6 +498,10 @@ function targets(med) {
     add('(e) durable acked ops/s >= 100,000 (normal)', fmt(n, 'int'), n === undefined ? undefined : n >= 100000);
     const x = ratio(eph, n);
     add("(e) within 2x of wsync's own non-persisted publish rate", `ephemeral ${fmt(eph, 'int')}/s = ${fmtRatio(x)} the op rate`, x === undefined ? undefined : x <= 2);
+  }
+  if (med.w) {
+    const x = ratio(g('w', 'hook', 'acknowledged/s'), g('w', 'none', 'acknowledged/s'));
+    add('(w) one webhook costs at most 10% of durable op throughput', `${fmtRatio(x)} the acked ops/s without (${fmt(g('w', 'hook', 'acknowledged/s'), 'int')} vs ${fmt(g('w', 'none', 'acknowledged/s'), 'int')})`, x === undefined ? undefined : x >= 0.9);
   }
   if (med.f) {
     const x = g('f', 'distinct', 'time to joined, ms');

@@ -24,6 +24,7 @@
 #include "auth/auth.h"
 #include "common/log.h"
 #include "config/config.h"
+#include "hooks/webhook.h"
 #include "http/httpd.h"
 #include "store/store.h"
 #include "sync/engine.h"
@@ -347,7 +348,7 @@ static int serve(int argc, char **argv) {
   config_defaults(&cfg);
   int rc = config_parse(&cfg, argc, argv, err, sizeof err);
   if (rc == 1) return 0;
-  if (rc < 0) {
+  if (rc < 0 || webhooks_check(cfg.webhooks.v, cfg.webhooks.n, err, sizeof err) != 0) {
     fprintf(stderr, "wsync: %s\n", err);
     return 2;
   }

@@ -14,7 +14,7 @@
 #include "../common/log.h"
 #include "../common/wsy.h"
 
-enum kind { K_STR, K_SIZE, K_DUR, K_UINT, K_BOOL, K_LISTEN, K_LOGLEVEL, K_LOGFORMAT, K_DURABILITY, K_ONOFF };
+enum kind { K_LIST, K_STR, K_SIZE, K_DUR, K_UINT, K_BOOL, K_LISTEN, K_LOGLEVEL, K_LOGFORMAT, K_DURABILITY, K_ONOFF };
 
 typedef struct {
   const char *flag;  /* without the leading "--" */
@@ -118,6 +118,22 @@ static const option options[] = {
    "PEM certificate chain: serve HTTPS and wss:// on --listen (with --tls-key; SIGHUP reloads both)"},
   {"tls-key", K_STR, OFF(tls_key), "FILE", NULL, 0, 0,
    "PEM private key of --tls-cert (no passphrase)"},
+  {"webhook", K_LIST, OFF(webhooks), "SPEC", NULL, 0, 0,
+   "POST every committed log entry to a receiver, signed and at least once; repeatable (the environment "
+   "variable holds one): \"URL [rooms=GLOB] [name=NAME] [events=lifecycle]\" (docs/HOOKS.md)"},
+  {"webhook-secret", K_STR, OFF(webhook_secret), "SECRET", NULL, 0, 0,
+   "HMAC-SHA256 key of the Wsync-Signature header of webhook requests, at least 32 bytes (required with --webhook)"},
+  {"webhook-batch", K_UINT, OFF(webhook_batch), "N", "100", 1, 10000,
+   "log entries in one webhook request at most"},
+  {"webhook-delay", K_DUR, OFF(webhook_delay_ms), "DUR", "20ms", 0, 10000,
+   "how long a webhook waits for a batch to fill before it sends a smaller one"},
+  {"webhook-timeout", K_DUR, OFF(webhook_timeout_ms), "DUR", "10s", 100, 600000,
+   "a webhook request not answered in time fails and is retried"},
+  {"webhook-max-backoff", K_DUR, OFF(webhook_max_backoff_ms), "DUR", "60s", 250, 3600000,
+   "longest wait between retries of a failed webhook request (exponential backoff with jitter)"},
+  {"webhook-retain", K_UINT, OFF(webhook_retain), "N", "1000000", 1, 0,
+   "log entries a room keeps (beyond --history-ops) while a webhook has not delivered them; past that the "
+   "webhook gets a gap event"},
   {"store-faults", K_STR, OFF(store_faults), "FILE", NULL, 0, 0,
    "TESTING ONLY: fail store calls as FILE says (\"commit N\", \"dedupe N\", \"read N\")"},
 };
@@ -200,6 +216,15 @@ static int apply(wsy_config *cfg, const option *o, const char *v, char *err, siz
   void *field = (char *)cfg + o->off;
   int bad = 0;
   switch (o->kind) {
+  case K_LIST: {
+    wsy_strlist *l = field;
+    if (l->n == WSY_LIST_MAX) {
+      if (err) snprintf(err, errlen, "%s%s given more than %d times", src, o->flag, WSY_LIST_MAX);
+      return -1;
+    }
+    l->v[l->n++] = v;
+    break;
+  }
   case K_STR: *(const char **)field = v; break;
   case K_SIZE: bad = config_parse_size(v, field) != 0; break;
   case K_DUR: bad = config_parse_duration(v, field) != 0; break;
@@ -298,6 +323,7 @@ int config_parse(wsy_config *cfg, int argc, char **argv, char *err, size_t errle
     snprintf(src, sizeof src, "$%s, that is --", env);
     if (v && *v && apply(cfg, &options[i], v, err, errlen, src) != 0) return -1;
   }
+  unsigned char from_flags[WSY_ARRAY_LEN(options)] = {0}; /* a list given as flags drops its environment value */
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -317,6 +343,10 @@ int config_parse(wsy_config *cfg, int argc, char **argv, char *err, size_t errle
     const option *o = NULL;
     for (size_t k = 0; k < WSY_ARRAY_LEN(options); k++)
       if (strlen(options[k].flag) == nl && !strncmp(options[k].flag, name, nl)) o = &options[k];
+    if (o && o->kind == K_LIST && !from_flags[o - options]) {
+      from_flags[o - options] = 1;
+      ((wsy_strlist *)((char *)cfg + o->off))->n = 0;
+    }
     if (!o) {
       snprintf(err, errlen, "unknown option '%.*s' (see --help)", (int)(nl + 2), a);
       return -1;
@@ -341,6 +371,11 @@ int config_parse(wsy_config *cfg, int argc, char **argv, char *err, size_t errle
                "or pass --allow-weak-secrets for a test", strlen(cfg->auth_secret));
       return -1;
     }
+    if (cfg->webhook_secret && *cfg->webhook_secret && strlen(cfg->webhook_secret) < 32) {
+      snprintf(err, errlen, "--webhook-secret is %zu bytes; it must be at least 32 (e.g. openssl rand -hex 32), "
+               "or pass --allow-weak-secrets for a test", strlen(cfg->webhook_secret));
+      return -1;
+    }
     if (cfg->api_key && *cfg->api_key && strlen(cfg->api_key) < 16) {
       snprintf(err, errlen, "--api-key is %zu bytes; it must be at least 16 (e.g. openssl rand -hex 24), "
                "or pass --allow-weak-secrets for a test", strlen(cfg->api_key));
@@ -350,6 +385,10 @@ int config_parse(wsy_config *cfg, int argc, char **argv, char *err, size_t errle
   if (cfg->insecure_demo && !cfg->insecure_demo_public && !config_host_is_loopback(cfg->listen_host)) {
     snprintf(err, errlen, "--insecure-demo lets anyone claim any user: it listens on loopback only, not on "
              "'%s', unless --insecure-demo-public is given too", cfg->listen_host);
+    return -1;
+  }
+  if (cfg->webhooks.n && (!cfg->webhook_secret || !*cfg->webhook_secret)) {
+    snprintf(err, errlen, "--webhook needs --webhook-secret: receivers verify every request with it");
     return -1;
   }
   /* POST /v1/send carries messages: its body may be as large as one. */

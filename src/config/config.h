@@ -9,6 +9,13 @@
 #include <stddef.h>
 #include <stdio.h>
 
+/* A repeatable option's values, in order (borrowed from argv/environ). */
+#define WSY_LIST_MAX 16
+typedef struct wsy_strlist {
+  const char *v[WSY_LIST_MAX];
+  unsigned n;
+} wsy_strlist;
+
 typedef struct wsy_config {
   char listen_host[64];
   int listen_port;
@@ -60,6 +67,13 @@ typedef struct wsy_config {
   const char *store_faults;  /* testing: the fault store's control file, or NULL */
   int insecure_demo_public;  /* --insecure-demo allowed beyond loopback */
   int allow_weak_secrets;    /* short --auth-secret / --api-key accepted */
+  wsy_strlist webhooks;      /* "URL [rooms=GLOB] [name=NAME] [events=lifecycle]" each */
+  const char *webhook_secret;/* HMAC-SHA256 key of webhook signatures */
+  unsigned webhook_batch;    /* entries per request */
+  unsigned webhook_delay_ms; /* wait for a batch to fill */
+  unsigned webhook_timeout_ms;
+  unsigned webhook_max_backoff_ms;
+  unsigned webhook_retain;   /* log entries a room keeps for undelivered webhooks */
 } wsy_config;
 
 void config_defaults(wsy_config *cfg);

@@ -131,6 +131,15 @@ void store_batch_trim(store_batch *b, const char *room, uint64_t keep_from_seq) 
   e->seq = keep_from_seq;
 }
 
+void store_batch_hook_pos(store_batch *b, const char *hook, const char *room, const char *epoch,
+                          uint64_t seq) {
+  batch_entry *e = batch_add(b, E_HOOK_POS);
+  pack_item it[] = {STR(hook, &e->hook), STR(room, &e->room), STR(epoch, &e->epoch)};
+  e->mem = pack(it, WSY_ARRAY_LEN(it));
+  e->seq = seq;
+  e->now_ms = wall_ms();
+}
+
 void store_batch_room_delete(store_batch *b, const char *room) {
   batch_entry *e = batch_add(b, E_DELETE);
   pack_item it[] = {STR(room, &e->room)};

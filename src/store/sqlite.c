@@ -106,6 +106,15 @@ static const char *const migrations[] = {
   /* 2: revisions of an item's text fields (PROTOCOL.md 5.7): a JSON object
   ** field -> revision, NULL for an item without text fields */
   "ALTER TABLE items ADD COLUMN revs TEXT;",
+  /* 3: webhook positions (docs/HOOKS.md): what each webhook delivered */
+  "CREATE TABLE hook_pos("
+  "  hook TEXT NOT NULL,"
+  "  room TEXT NOT NULL,"
+  "  epoch TEXT NOT NULL,"
+  "  seq INTEGER NOT NULL CHECK(seq >= 0),"
+  "  updated_at INTEGER NOT NULL,"
+  "  PRIMARY KEY(hook, room)"
+  ") WITHOUT ROWID, STRICT;",
 };
 
 _Static_assert(WSY_ARRAY_LEN(migrations) == STORE_SCHEMA_VERSION,
@@ -139,6 +148,14 @@ static const char *const write_sql[SW__COUNT] = {
   [SW_DEL_CURSORS] = "DELETE FROM cursors WHERE room = ?1",
   /* No index by room: a scan of dedupe, acceptable for a rare operation. */
   [SW_DEL_DEDUPE] = "DELETE FROM dedupe WHERE room = ?1",
+  /* Only for the room's current incarnation; a new epoch replaces the seq. */
+  [SW_HOOK_POS_UPSERT] = ("INSERT INTO hook_pos(hook, room, epoch, seq, updated_at) SELECT ?1, ?2, ?3, ?4, ?5"
+                          " WHERE EXISTS(SELECT 1 FROM rooms WHERE name = ?2 AND epoch = ?3)"
+                          " ON CONFLICT(hook, room) DO UPDATE SET"
+                          " seq = CASE WHEN epoch = excluded.epoch THEN max(seq, excluded.seq) ELSE excluded.seq END,"
+                          " epoch = excluded.epoch, updated_at = excluded.updated_at"),
+  /* No index by room: a scan, like the dedupe rows, for a rare operation. */
+  [SW_DEL_HOOK_POS] = "DELETE FROM hook_pos WHERE room = ?1",
 };
 
 static const char *const read_sql[SR__COUNT] = {
@@ -159,6 +176,8 @@ static const char *const read_sql[SR__COUNT] = {
                 " * (SELECT page_size FROM pragma_page_size())"),
   [SR_ROOMS_LIST] = ("SELECT name, epoch, seq, min_seq, created_at FROM rooms WHERE name > ?1"
                      " ORDER BY name LIMIT ?2"),
+  [SR_HOOK_POS] = "SELECT room, epoch, seq FROM hook_pos WHERE hook = ?1",
+  [SR_HOOK_POS_GET] = "SELECT epoch, seq FROM hook_pos WHERE hook = ?1 AND room = ?2",
 };
 
 /* ---- errors -------------------------------------------------------------- */
@@ -602,7 +621,7 @@ static int apply_delete(sq_store *s, store_batch *b, const batch_entry *e) {
   int rc = wstep(s, b, st);
   if (rc != SQLITE_OK) return sq_map_rc(rc);
   if (sqlite3_changes(s->wdb) == 0) return store_batch_fail(b, WSY_NOT_FOUND, "no such room");
-  static const int rest[] = {SW_DEL_OPS, SW_DEL_ITEMS, SW_DEL_CURSORS, SW_DEL_DEDUPE};
+  static const int rest[] = {SW_DEL_OPS, SW_DEL_ITEMS, SW_DEL_CURSORS, SW_DEL_DEDUPE, SW_DEL_HOOK_POS};
   for (size_t i = 0; i < WSY_ARRAY_LEN(rest); i++) {
     st = s->w[rest[i]];
     sq_bind_str(st, 1, e->room);
@@ -625,7 +644,20 @@ static int apply_item(sq_store *s, store_batch *b, const batch_entry *e) {
   return sq_map_rc(wstep(s, b, st));
 }
 
-static const char *const kind_name[] = {"room_create", "op", "cursor", "trim", "item", "room_delete"};
+static int apply_hook_pos(sq_store *s, store_batch *b, const batch_entry *e) {
+  if (!e->hook || !e->room || !e->epoch)
+    return store_batch_fail(b, WSY_INVAL, "webhook position needs hook, room and epoch");
+  sqlite3_stmt *st = s->w[SW_HOOK_POS_UPSERT];
+  sq_bind_str(st, 1, e->hook);
+  sq_bind_str(st, 2, e->room);
+  sq_bind_str(st, 3, e->epoch);
+  sqlite3_bind_int64(st, 4, (sqlite3_int64)(e->seq > SEQ_MAX ? SEQ_MAX : e->seq));
+  sqlite3_bind_int64(st, 5, e->now_ms);
+  return sq_map_rc(wstep(s, b, st));
+}
+
+static const char *const kind_name[] = {"room_create", "op",          "cursor",  "trim",
+                                        "item",        "room_delete", "hook_pos"};
 
 int store_sqlite_commit_sync(store *bs, store_batch *b) {
   sq_store *s = (sq_store *)bs;
@@ -646,7 +678,8 @@ int store_sqlite_commit_sync(store *bs, store_batch *b) {
   for (size_t i = 0; i < b->n && !rc; i++) {
     const batch_entry *e = &b->e[i];
     /* A trim reads the room's seq: the row must be current. */
-    if (e->kind == E_TRIM || e->kind == E_ROOM || e->kind == E_DELETE) rc = runs_flush(s, b, &runs);
+    if (e->kind == E_TRIM || e->kind == E_ROOM || e->kind == E_DELETE || e->kind == E_HOOK_POS)
+      rc = runs_flush(s, b, &runs);
     if (rc) break;
     switch (e->kind) {
     case E_ROOM: rc = apply_room(s, b, e); break;
@@ -654,6 +687,7 @@ int store_sqlite_commit_sync(store *bs, store_batch *b) {
     case E_CURSOR: rc = apply_cursor(s, b, e); break;
     case E_ITEM: rc = apply_item(s, b, e); break;
     case E_DELETE: rc = apply_delete(s, b, e); break;
+    case E_HOOK_POS: rc = apply_hook_pos(s, b, e); break;
     default: rc = apply_trim(s, b, e); break;
     }
     if (rc) {
@@ -724,6 +758,8 @@ static const store_ops sq_ops = {
   .dedupe_each = sq_dedupe_each,
   .dedupe_get = sq_dedupe_get,
   .cursors = sq_cursors,
+  .hook_positions = sq_hook_positions,
+  .hook_pos_get = sq_hook_pos_get,
   .read_begin = sq_read_begin,
   .read_end = sq_read_end,
   .stats = sq_stats,

@@ -30,6 +30,8 @@ enum {
   SW_DEL_ITEMS,
   SW_DEL_CURSORS,
   SW_DEL_DEDUPE,
+  SW_HOOK_POS_UPSERT,
+  SW_DEL_HOOK_POS,
   SW__COUNT
 };
 
@@ -46,6 +48,8 @@ enum {
   SR_CURSORS,
   SR_PAGES,
   SR_ROOMS_LIST,
+  SR_HOOK_POS,
+  SR_HOOK_POS_GET,
   SR__COUNT
 };
 
@@ -82,6 +86,8 @@ int sq_dedupe_each(store *bs, store_dedupe_cb cb, void *ud);
 int sq_dedupe_get(store *bs, const char *dkey, const char *cid, char room_out[STORE_ROOM_MAX + 1],
                   uint64_t *seq_out);
 int sq_cursors(store *bs, const char *room, store_cursor_cb cb, void *ud);
+int sq_hook_positions(store *bs, const char *hook, store_hook_pos_cb cb, void *ud);
+int sq_hook_pos_get(store *bs, const char *hook, const char *room, const char *epoch, uint64_t *seq_out);
 int sq_read_begin(store *bs);
 int sq_read_end(store *bs);
 int sq_stats(store *bs, store_stats_info *out);

@@ -184,3 +184,32 @@ int sq_rooms_list(store *bs, const char *after, size_t limit, store_room_cb cb, 
   }
   return rdone(st, rc, cb_rc);
 }
+
+int sq_hook_positions(store *bs, const char *hook, store_hook_pos_cb cb, void *ud) {
+  sq_store *s = (sq_store *)bs;
+  if (!hook || !cb) return WSY_INVAL;
+  sqlite3_stmt *st = s->r[SR_HOOK_POS];
+  sq_bind_str(st, 1, hook);
+  int rc = SQLITE_OK, cb_rc = 0;
+  while (!cb_rc && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const char *room = (const char *)sqlite3_column_text(st, 0);
+    const char *epoch = (const char *)sqlite3_column_text(st, 1);
+    cb_rc = cb(room ? room : "", epoch ? epoch : "", (uint64_t)sqlite3_column_int64(st, 2), ud);
+  }
+  return rdone(st, rc, cb_rc);
+}
+
+int sq_hook_pos_get(store *bs, const char *hook, const char *room, const char *epoch, uint64_t *seq_out) {
+  sq_store *s = (sq_store *)bs;
+  *seq_out = 0;
+  if (!hook || !room || !epoch) return WSY_INVAL;
+  sqlite3_stmt *st = s->r[SR_HOOK_POS_GET];
+  sq_bind_str(st, 1, hook);
+  sq_bind_str(st, 2, room);
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    const char *ep = (const char *)sqlite3_column_text(st, 0);
+    if (ep && !strcmp(ep, epoch)) *seq_out = (uint64_t)sqlite3_column_int64(st, 1);
+  }
+  return rdone(st, rc, 0);
+}

@@ -41,6 +41,13 @@ int store_cursors(store *s, const char *room, store_cursor_cb cb, void *ud) {
   return s->ops->cursors(s, room, cb, ud);
 }
 
+int store_hook_positions(store *s, const char *hook, store_hook_pos_cb cb, void *ud) {
+  return s->ops->hook_positions(s, hook, cb, ud);
+}
+int store_hook_pos_get(store *s, const char *hook, const char *room, const char *epoch, uint64_t *seq_out) {
+  return s->ops->hook_pos_get(s, hook, room, epoch, seq_out);
+}
+
 int store_read_begin(store *s) { return s->ops->read_begin(s); }
 int store_read_end(store *s) { return s->ops->read_end(s); }
 int store_stats(store *s, store_stats_info *out) { return s->ops->stats(s, out); }
@@ -163,6 +170,16 @@ static int f_rooms_list(store *s, const char *after, size_t limit, store_room_cb
   return store_rooms_list(F(s)->inner, after, limit, cb, ud);
 }
 
+static int f_hook_positions(store *s, const char *hook, store_hook_pos_cb cb, void *ud) {
+  if (faulted(F(s), STORE_FAULT_READ)) return WSY_IO;
+  return store_hook_positions(F(s)->inner, hook, cb, ud);
+}
+
+static int f_hook_pos_get(store *s, const char *hook, const char *room, const char *epoch, uint64_t *seq_out) {
+  if (faulted(F(s), STORE_FAULT_READ)) return WSY_IO;
+  return store_hook_pos_get(F(s)->inner, hook, room, epoch, seq_out);
+}
+
 static int f_read_begin(store *s) { return store_read_begin(F(s)->inner); }
 static int f_read_end(store *s) { return store_read_end(F(s)->inner); }
 static int f_stats(store *s, store_stats_info *out) { return store_stats(F(s)->inner, out); }
@@ -199,6 +216,8 @@ static const store_ops fault_ops = {
   .dedupe_each = f_dedupe_each,
   .dedupe_get = f_dedupe_get,
   .cursors = f_cursors,
+  .hook_positions = f_hook_positions,
+  .hook_pos_get = f_hook_pos_get,
   .read_begin = f_read_begin,
   .read_end = f_read_end,
   .stats = f_stats,

@@ -72,6 +72,10 @@
  *       one row per op sent with a cid: idempotent re-sends across restarts
  *   cursors(user, device, room, seq, updated_at Unix ms,
  *           PK(user,device,room)) WITHOUT ROWID
+ *   hook_pos(hook, room, epoch, seq, updated_at Unix ms, PK(hook,room))
+ *           WITHOUT ROWID (schema version 3): the last seq of room (in
+ *           that epoch) that webhook `hook` delivered; written only while
+ *           the room exists in that epoch, deleted with the room
  * Invariants the store enforces (a batch breaking one fails as a whole):
  * every op's room exists; a room's seqs are gapless (each op's seq is the
  * room's seq + 1); (room,seq) and (device,cid) are unique; epochs are 1-32
@@ -87,7 +91,7 @@
 
 #include "../common/wsy.h"
 
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 #define STORE_APPLICATION_ID 0x77737963 /* "wsyc" */
 #define STORE_EPOCH_MAX 32
 #define STORE_ROOM_MAX 128
@@ -186,6 +190,15 @@ int store_dedupe_get(store *s, const char *dkey, const char *cid,
  * user then device. */
 int store_cursors(store *s, const char *room, store_cursor_cb cb, void *ud) WSY_WUR;
 
+/* Webhook positions (docs/HOOKS.md): each (room, epoch, seq) stored for
+ * hook, in no particular order. */
+typedef int (*store_hook_pos_cb)(const char *room, const char *epoch, uint64_t seq, void *ud);
+int store_hook_positions(store *s, const char *hook, store_hook_pos_cb cb, void *ud) WSY_WUR;
+/* The position of hook in room: *seq_out is the stored seq when its epoch
+ * is epoch, else 0 (none stored, or one of an earlier incarnation). */
+int store_hook_pos_get(store *s, const char *hook, const char *room, const char *epoch,
+                       uint64_t *seq_out) WSY_WUR;
+
 /* Groups the reads between them into one snapshot of the database, e.g. to
  * load a room (store_room_get + store_room_items) that a commit might touch
  * meanwhile. Keep it short: an open snapshot stops WAL checkpoints from
@@ -249,11 +262,17 @@ void store_batch_item(store_batch *b, const char *room, const char *item, const 
 /* Drops the room's ops with seq < keep_from_seq and raises min_seq to
  * keep_from_seq (clamped to seq + 1; min_seq never goes down). */
 void store_batch_trim(store_batch *b, const char *room, uint64_t keep_from_seq);
-/* Deletes the room and everything of it: its log, items, device cursors
- * and dedupe rows. The room must exist (else the commit fails with
+/* Deletes the room and everything of it: its log, items, device cursors,
+ * webhook positions and dedupe rows. The room must exist (else the commit fails with
  * WSY_NOT_FOUND). A room of the same name created afterwards (even in the
  * same batch) is a new room: new epoch, seq from 1. */
 void store_batch_room_delete(store_batch *b, const char *room);
+/* Webhook hook has delivered room (in epoch) up to seq: the stored seq
+ * only grows within an epoch and is replaced by one of a new epoch. Written
+ * only if the room exists with that epoch at commit time (a position of a
+ * deleted room is dropped, not an error). */
+void store_batch_hook_pos(store_batch *b, const char *hook, const char *room, const char *epoch,
+                          uint64_t seq);
 /* Entries of every kind added so far; 0 means committing does nothing. */
 size_t store_batch_count(const store_batch *b);
 

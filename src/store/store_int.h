@@ -20,6 +20,8 @@ typedef struct store_ops {
   int (*dedupe_get)(store *s, const char *dkey, const char *cid, char room_out[STORE_ROOM_MAX + 1],
                     uint64_t *seq_out);
   int (*cursors)(store *s, const char *room, store_cursor_cb cb, void *ud);
+  int (*hook_positions)(store *s, const char *hook, store_hook_pos_cb cb, void *ud);
+  int (*hook_pos_get)(store *s, const char *hook, const char *room, const char *epoch, uint64_t *seq_out);
   int (*read_begin)(store *s);
   int (*read_end)(store *s);
   int (*stats)(store *s, store_stats_info *out);
@@ -33,23 +35,24 @@ struct store {
 
 /* ---- batches (batch.c): built on the loop thread, read by a backend ----- */
 
-enum { E_ROOM, E_OP, E_CURSOR, E_TRIM, E_ITEM, E_DELETE };
+enum { E_ROOM, E_OP, E_CURSOR, E_TRIM, E_ITEM, E_DELETE, E_HOOK_POS };
 enum { B_BUILDING, B_COMMITTING, B_COMMITTED, B_FAILED };
 
 typedef struct batch_entry {
   int kind;
   char *mem;                 /* one allocation holding every string below */
   const char *room;          /* every kind; E_DELETE: the room deleted */
-  const char *epoch;         /* E_ROOM */
+  const char *epoch;         /* E_ROOM, E_HOOK_POS */
+  const char *hook;          /* E_HOOK_POS */
   const char *item, *fields; /* E_OP, E_ITEM */
   const char *revs;          /* E_OP, E_ITEM: NULL when no text fields */
   const char *device, *cid;  /* E_OP: device is the dedupe key "user:device"; E_CURSOR: the device */
   const char *user;          /* E_CURSOR */
   const char *msg;           /* E_OP, msg_len bytes (+ NUL) */
   size_t msg_len;
-  uint64_t seq;              /* E_OP seq, E_CURSOR seq, E_TRIM keep_from */
+  uint64_t seq;              /* E_OP seq, E_CURSOR seq, E_TRIM keep_from, E_HOOK_POS seq */
   uint64_t version;          /* E_OP */
-  int64_t now_ms;            /* E_ROOM created_at, E_CURSOR updated_at */
+  int64_t now_ms;            /* E_ROOM created_at, E_CURSOR and E_HOOK_POS updated_at */
 } batch_entry;
 
 struct store_batch {

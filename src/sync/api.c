@@ -151,6 +151,7 @@ static void metrics(engine *e, conn *c) {
   EMIT("# HELP wsync_commit_failures_total Batches whose commit failed (nothing of them was stored).\n"
        "# TYPE wsync_commit_failures_total counter\nwsync_commit_failures_total %llu\n",
        (unsigned long long)e->commit_failures);
+  webhooks_metrics(e->hooks, &b);
 #undef EMIT
   httpd_respond(c, 200, "text/plain; version=0.0.4", "Cache-Control: no-store\r\n", b.data, b.len);
   buf_free(&b);

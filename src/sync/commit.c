@@ -140,7 +140,14 @@ static void commit_done(void *ud, int rc) {
         sess_send(p->s, ack);
         net_chunk_unref(ack);
       }
-      if (p->kind == P_OP) room_publish(e, r, p->seq, p->frame, NULL, NULL);
+      if (p->kind == P_OP) {
+        room_publish(e, r, p->seq, p->frame, NULL, NULL);
+        if (e->hooks) {
+          size_t len;
+          const uint8_t *msg = frame_payload(p->frame, &len);
+          webhooks_committed(e->hooks, r->name, r->epoch, p->seq, (const char *)msg, len);
+        }
+      }
     }
     if (p->kind == P_OP) {
       if (rc != 0) e->ops_failed++;
@@ -349,9 +356,13 @@ pend *commit_sequence(author *a, json_t *req, room *r, net_chunk *frame, const c
   r->pending++;
   pend_append(e, p);
   e->ops_accepted++;
-  /* Retention: keep the newest history_ops entries (trimmed in steps). */
+  /* Retention: keep the newest history_ops entries (trimmed in steps),
+   * and those a webhook has not delivered yet, up to its cap. */
   uint64_t keep = e->cfg->history_ops;
-  if (keep && r->seq > keep && r->seq % 256 == 0) store_batch_trim(e->batch, r->name, r->seq - keep + 1);
+  if (keep && r->seq > keep && r->seq % 256 == 0) {
+    uint64_t from = webhooks_trim_point(e->hooks, r->name, r->epoch, r->seq - keep + 1, r->seq);
+    if (from > 1) store_batch_trim(e->batch, r->name, from);
+  }
   return p;
 }
 

@@ -21,8 +21,22 @@ net_chunk *engine_frame(engine *e, json_t *msg) {
   return ws_frame_new(WS_OP_TEXT, e->frame_text.p, e->frame_text.len);
 }
 
+/* The lifecycle events webhooks may ask for (at most once). */
+static void hook_event(engine *e, sess *s, const char *event, const char *const *k, const char *const *v) {
+  const char *kind = !strcmp(event, "hello accepted") ? "connected"
+                     : !strcmp(event, "session end") ? "ended"
+                     : !strcmp(event, "join")        ? "join"
+                     : !strcmp(event, "leave")       ? "leave"
+                                                     : NULL;
+  if (!kind) return;
+  const char *rn = NULL;
+  for (size_t i = 0; i < 8 && k[i]; i++)
+    if (!strcmp(k[i], "room")) rn = v[i];
+  webhooks_event(e->hooks, kind, rn, s && s->id.user ? s->id.user : NULL, s && s->device[0] ? s->device : NULL);
+}
+
 void conn_event(engine *e, sess *s, conn *c, const char *event, ...) {
-  if (wsy_log_level < LOG_INFO) return;
+  if (wsy_log_level < LOG_INFO && !e->hooks) return;
   char remote[80] = "-";
   if (!c && s && s->w) c = ws_conn_net(s->w);
   if (!c) c = e->http_req;
@@ -39,6 +53,8 @@ void conn_event(engine *e, sess *s, conn *c, const char *event, ...) {
   }
   va_end(ap);
   for (size_t i = n; i < 8; i++) k[i] = v[i] = NULL;
+  if (e->hooks) hook_event(e, s, event, k, v);
+  if (wsy_log_level < LOG_INFO) return;
   wsy_log_event(LOG_INFO, event, "remote", remote, "user", user, "device", device, k[0], v[0], k[1], v[1], k[2],
                 v[2], k[3], v[3], k[4], v[4], k[5], v[5], k[6], v[6], k[7], v[7], (const char *)NULL);
 }
@@ -51,6 +67,8 @@ static void on_sweep(uv_timer_t *t) {
   fb_sweep(e);
   sess_expire(e);
 }
+
+static store_batch *hooks_batch(void *ud) { return ((engine *)ud)->batch; }
 
 static void on_check(uv_check_t *h) {
   sess_reap(h->data);
@@ -84,6 +102,22 @@ int engine_new(uv_loop_t *loop, net_loop *net, const wsy_config *cfg, store *st,
     wsy_free(e);
     return rc;
   }
+  if (cfg->webhooks.n) {
+    webhooks_config hc = {.specs = cfg->webhooks.v, .nspecs = cfg->webhooks.n, .secret = cfg->webhook_secret,
+                          .batch_max = cfg->webhook_batch, .delay_ms = cfg->webhook_delay_ms,
+                          .timeout_ms = cfg->webhook_timeout_ms, .max_backoff_ms = cfg->webhook_max_backoff_ms,
+                          .retain = cfg->webhook_retain};
+    rc = webhooks_new(loop, st, &hc, hooks_batch, e, &e->hooks, err, errlen);
+    if (rc != 0) {
+      commit_deinit(e);
+      map_free(&e->rooms);
+      map_free(&e->sessions);
+      map_free(&e->by_device);
+      map_free(&e->rejected);
+      wsy_free(e);
+      return rc;
+    }
+  }
   e->bus = bus_local_new(room_deliver, e);
   uv_check_init(loop, &e->check);
   e->check.data = e;
@@ -103,6 +137,10 @@ void engine_free(engine *e) {
    * what is in flight and pending. */
   sess_reap(e);
   sess_end_all(e);
+  /* Requests in flight are canceled: their entries go again after the
+   * restart; positions already acknowledged commit below. */
+  webhooks_free(e->hooks);
+  e->hooks = NULL;
   while (e->busy || e->head || store_batch_count(e->batch)) {
     commit_start(e);
     uv_run(e->loop, UV_RUN_ONCE);

@@ -27,6 +27,7 @@
 #include "../common/jsonw.h"
 #include "../common/map.h"
 #include "../config/config.h"
+#include "../hooks/webhook.h"
 #include "../http/httpd.h"
 #include "../store/store.h"
 #include "../ws/ws_conn.h"
@@ -49,6 +50,7 @@ struct engine {
   int shutting_down;
   store *st;
   bus *bus;
+  webhooks *hooks;    /* NULL without --webhook */
   jw frame_text;      /* the text of the last frame made: reused, kept for the store */
   auth_config auth;   /* how hello verifies tokens (secret, JWKS, iss, aud, leeway) */
   /* rooms (room.c) */
