@@ -9,6 +9,12 @@
 #include <stddef.h>
 #include <stdio.h>
 
+/* A repeatable option's values, in the order given. */
+typedef struct config_list {
+  const char *v[16];
+  unsigned n;
+} config_list;
+
 typedef struct wsy_config {
   char listen_host[64];
   int listen_port;
@@ -60,6 +66,14 @@ typedef struct wsy_config {
   const char *store_faults;  /* testing: the fault store's control file, or NULL */
   int insecure_demo_public;  /* --insecure-demo allowed beyond loopback */
   int allow_weak_secrets;    /* short --auth-secret / --api-key accepted */
+  const char *hook_secret;   /* signs the requests of the auth and op hooks (HMAC-SHA256); NULL: unsigned */
+  const char *auth_hook;     /* URL asked on hello and on joins (docs/HOOKS.md); NULL: off */
+  const char *auth_hook_joins; /* "outside" (joins the token's grants do not cover) or "all" */
+  int auth_hook_all_joins;   /* auth_hook_joins is "all" */
+  unsigned auth_hook_timeout_ms;
+  unsigned auth_hook_cache;  /* cached answers kept at most */
+  config_list op_hooks;      /* "PATTERN=URL": ops of matching rooms are asked first */
+  unsigned op_hook_timeout_ms;
 } wsy_config;
 
 void config_defaults(wsy_config *cfg);

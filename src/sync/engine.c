@@ -12,6 +12,7 @@
 #include "commit.h"
 #include "engine_int.h"
 #include "fallback.h"
+#include "hook.h"
 #include "room.h"
 #include "sess.h"
 
@@ -84,6 +85,17 @@ int engine_new(uv_loop_t *loop, net_loop *net, const wsy_config *cfg, store *st,
     wsy_free(e);
     return rc;
   }
+  rc = hook_init(e, err, errlen);
+  if (rc != 0) {
+    commit_deinit(e);
+    map_free(&e->rooms);
+    map_free(&e->sessions);
+    map_free(&e->by_device);
+    map_free(&e->rejected);
+    map_free(&e->opq);
+    wsy_free(e);
+    return rc;
+  }
   e->bus = bus_local_new(room_deliver, e);
   uv_check_init(loop, &e->check);
   e->check.data = e;
@@ -99,6 +111,12 @@ int engine_new(uv_loop_t *loop, net_loop *net, const wsy_config *cfg, store *st,
 
 void engine_free(engine *e) {
   if (!e) return;
+  /* The hooks' questions are cancelled first: what waits for them is
+   * released unanswered (hook.h). */
+  hook_deinit(e);
+  for (int i = 0; e->hook_inflight && i < 1000; i++) uv_run(e->loop, UV_RUN_ONCE);
+  ophook_free_all(e);
+  authhook_free(e);
   /* Connections are gone by now; end the detached sessions, then finish
    * what is in flight and pending. */
   sess_reap(e);
