@@ -141,6 +141,9 @@ void engine_free(engine *e) {
 
 void engine_shutdown(engine *e) {
   e->shutting_down = 1;
+  /* The hooks' questions in flight would keep the loop running: cancelled,
+   * and what waits for them released unanswered (hook.h). */
+  hook_deinit(e);
   const char *k;
   void *v;
   for (size_t i = 0; map_next(&e->sessions, &i, &k, &v);) {

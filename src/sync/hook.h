@@ -30,7 +30,8 @@
  * wsy_err with err set. */
 int hook_init(engine *e, char *err, size_t errlen);
 /* Cancels what is in flight (the waiting sessions and ops are released
- * without an answer) and frees everything; at shutdown, before sessions end. */
+ * without an answer; later questions fail at once with hook_unavailable);
+ * at shutdown, before sessions end. Idempotent. */
 void hook_deinit(engine *e);
 
 /* POSTs body (a JSON object, borrowed) to url, signed with --hook-secret

@@ -8,15 +8,17 @@ import assert from 'node:assert/strict';
 import test from 'node:test';
 
 import { signatureOk, startHookPeer } from './lib/hook-peer.mjs';
-import { startSyncServer, SyncClient, token } from './lib/sync.mjs';
+import { fetchMetrics, startSyncServer, SyncClient, token } from './lib/sync.mjs';
 
 const HOOK_SECRET = 'e2e-hook-secret-0123456789abcdef0123';
+const KEY = 'hooks-e2e-api-key-0123';
 let devN = 0;
 const dev = () => `d${process.pid}-${++devN}`;
 
 /** A server whose --auth-hook is peer (plus extra flags). */
 function serverFor(t, peer, extra = []) {
   return startSyncServer(t, ['--auth-hook', peer.url, '--hook-secret', HOOK_SECRET, '--auth-hook-timeout', '500ms',
+    '--api-key', KEY,
     '--rate', '10000', '--burst', '10000', ...extra]);
 }
 
@@ -82,6 +84,8 @@ test('hello: timeout, 5xx and garbage fail closed with hook_unavailable and clos
     assert.ok(reply.retry_after > 0, 'retry_after says when to try again');
     assert.equal((await c.closed()).code, 1013, `${user}: close 1013 (try again later)`);
   }
+  const m = await fetchMetrics(srv.url, KEY);
+  assert.equal(m.get('wsync_hook_failures_total{hook="auth"}'), Object.keys(answers).length);
   // Failures are not cached: the next hello asks again and is let in.
   peer.setHandler(() => ({ body: { allow: true } }));
   const before = peer.calls.length;
@@ -210,6 +214,10 @@ test('cache: an answer is reused for its TTL, per user, device, token and room',
     await c.close();
   }
   assert.equal(count((b) => b.user === 'nottl'), 2);
+  const m = await fetchMetrics(srv.url, KEY);
+  assert.equal(m.get('wsync_hook_requests_total{hook="auth"}'), peer.calls.length, 'every question counted');
+  assert.equal(m.get('wsync_auth_hook_cache_hits_total'), 4, 'two hellos and two joins answered from the cache');
+  assert.equal(m.get('wsync_hook_failures_total{hook="auth"}'), 0);
 });
 
 test('cache: a cached deny refuses without asking; the cache is bounded', async (t) => {

@@ -9,14 +9,14 @@ import assert from 'node:assert/strict';
 import test from 'node:test';
 
 import { signatureOk, startHookPeer } from './lib/hook-peer.mjs';
-import { snapshotOf, startSyncServer, SyncClient, token } from './lib/sync.mjs';
+import { fetchMetrics, snapshotOf, startSyncServer, SyncClient, token } from './lib/sync.mjs';
 
 const HOOK_SECRET = 'e2e-hook-secret-0123456789abcdef0123';
 let devN = 0;
 const dev = () => `d${process.pid}-${++devN}`;
 
 function serverFor(t, url, extra = []) {
-  return startSyncServer(t, ['--op-hook', `checked:*=${url}`, '--hook-secret', HOOK_SECRET,
+  return startSyncServer(t, ['--op-hook', `checked:*=${url}`, '--hook-secret', HOOK_SECRET, '--api-key', 'hooks-e2e-api-key-0123',
     '--op-hook-timeout', '400ms', '--rate', '100000', '--burst', '100000', ...extra]);
 }
 
@@ -120,6 +120,9 @@ test('failure: a timeout, a 5xx or a bad answer is hook_unavailable; the same ci
   const dup = await c.request({ type: 'op', room: 'checked:fail', cid: 'same', op });
   assert.equal(dup.type, 'ack');
   assert.equal(dup.seq, 1, 'a re-sent cid is answered with its seq');
+  const m = await fetchMetrics(srv.url, 'hooks-e2e-api-key-0123');
+  assert.equal(m.get('wsync_hook_failures_total{hook="op"}'), modes.length);
+  assert.equal(m.get('wsync_ops_rejected_total{code="hook_unavailable"}'), modes.length);
   await c.close();
 });
 
@@ -206,4 +209,26 @@ test('a session that ends or leaves while its op waits: the op is not applied', 
   const snap = await snapshotOf(srv.url, 'checked:gone');
   assert.equal(snap.seq, 0);
   await b.close();
+});
+
+test('shutdown while a hello, a join and ops wait for their hooks: a clean exit', async () => {
+  const peer = await startHookPeer(null, (b) => (b.action === 'hello' && b.user === 'alice' ? { body: { allow: true } } : { hang: true }));
+  const srv = await startSyncServer(null, ['--op-hook', `checked:*=${peer.url}`, '--auth-hook', peer.url,
+    '--auth-hook-timeout', '30s', '--op-hook-timeout', '30s']);
+  try {
+    const c = await connect(srv.url);
+    c.send({ type: 'join', room: 'user:alice' }); // a private room: not asked
+    c.send({ type: 'op', room: 'user:alice', cid: 'x0', op: { kind: 'set', item: 'x', fields: {} } });
+    await c.waitFor((m) => m.type === 'ack', 'the private room works');
+    const c2 = await connect(srv.url);
+    c2.send({ type: 'join', room: 'checked:1' }); // held: the join question hangs
+    c2.send({ type: 'op', room: 'checked:1', cid: 'y', op: { kind: 'set', item: 'x', fields: {} } });
+    const held = await SyncClient.open(srv.url);
+    held.send({ type: 'hello', token: token('bob'), device: dev() }); // hangs
+    const { waitUntil } = await import('./lib/server.mjs');
+    await waitUntil(() => peer.calls.length >= 4, 'the questions asked');
+  } finally {
+    await srv.stopChecked(); // exit 0, and no sanitizer report (leaks included)
+    await peer.close();
+  }
 });
