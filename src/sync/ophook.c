@@ -45,6 +45,7 @@ struct opq {
   char *room;
   const char *url;
   opq_item *head, **tail;
+  opq_item *unsent; /* the first op not asked about yet: every op before it was */
   unsigned n, inflight;
 };
 
@@ -101,8 +102,8 @@ static void on_answer(void *ud, const hclient_resp *r);
 /* Sends the questions of the queue's unsent ops, up to the window. */
 static void pump(opq *q) {
   engine *e = q->e;
-  for (opq_item *it = q->head; it && q->inflight < WINDOW; it = it->next) {
-    if (it->sent) continue;
+  opq_item *it = q->unsent;
+  for (; it && q->inflight < WINDOW; it = it->next) {
     it->sent = 1;
     json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:s,s:O}", "action", "op", "room", q->room, "user", it->s->id.user,
                              "device", it->s->device, "cid", jstr(it->req, "cid"), "op",
@@ -119,6 +120,7 @@ static void pump(opq *q) {
     q->inflight++;
     e->hook_inflight++;
   }
+  q->unsent = it;
 }
 
 /* Decides the ops at the head that have their answer; frees the queue when
@@ -225,6 +227,7 @@ int ophook_op(sess *s, json_t *req, const char *name) {
   it->req = json_incref(req);
   *q->tail = it;
   q->tail = &it->next;
+  if (!q->unsent) q->unsent = it;
   q->n++;
   pump(q);
   /* A question that could not even be sent is answered (hook_unavailable)
