@@ -9,6 +9,8 @@
 //               acknowledged ops/s and ack latency.
 //   fixed rate: the same writers at 40 ops/s each (2,000 ops/s in all, a
 //               load both variants carry): ack latency p50/p99 at equal load.
+// Each with no hook, an op hook asked once per op, and an op hook asked
+// about up to 64 waiting ops of a room at once (--op-hook-batch 64).
 //
 // The receiver runs in this process (node:http, keep-alive), the generator
 // is build/wsync-bench; on a 2-core machine the three compete, which is the
@@ -50,9 +52,10 @@ async function startReceiver() {
         res.writeHead(401).end();
         return;
       }
-      JSON.parse(raw); // as a receiver would, to look at the op
+      const q = JSON.parse(raw); // as a receiver would, to look at the ops
       res.writeHead(200, { 'Content-Type': 'application/json' });
-      res.end('{"result":"accept"}');
+      if (q.action === 'ops') res.end(JSON.stringify({ results: q.ops.map(() => ({ result: 'accept' })) }));
+      else res.end('{"result":"accept"}');
     });
   });
   server.keepAliveTimeout = 60000;
@@ -119,7 +122,7 @@ const SHAPES = [
 ];
 
 async function one(shape, withHook, recv) {
-  const srv = await startWsync(withHook ? ['--op-hook', `*=${recv.url}`] : []);
+  const srv = await startWsync(withHook ? ['--op-hook', `*=${recv.url}`, ...(withHook === 'batch' ? ['--op-hook-batch', '64'] : [])] : []);
   try {
     const r = await runBench(['--port', String(srv.port), '--server-pid', String(srv.pid), '--json', '--quiet', '--check',
       '--proto', 'wsync', '--mode', 'op', '--conns', '50', '--rooms', '10', '--pubs', '50', '--size', '64',
@@ -141,10 +144,11 @@ async function main() {
   const recv = await startReceiver();
   const runs = {};
   for (const shape of SHAPES) {
-    for (const v of ['none', 'hook']) runs[`${shape.key}/${v}`] = [];
+    const variants = ['none', 'hook', 'batch'];
+    for (const v of variants) runs[`${shape.key}/${v}`] = [];
     for (let i = 0; i < repeat; i++) {
-      for (const v of i % 2 ? ['hook', 'none'] : ['none', 'hook']) {
-        const r = await one(shape, v === 'hook', recv);
+      for (const v of i % 2 ? [...variants].reverse() : variants) {
+        const r = await one(shape, v === 'none' ? false : v, recv);
         runs[`${shape.key}/${v}`].push(r);
         console.error(`hooks: ${shape.key} ${v} run ${i + 1}: ${Math.round(r.acks_per_s)} acks/s, p99 ${(r.ack_latency_us.p99 / 1e3).toFixed(2)} ms`);
       }
@@ -162,13 +166,14 @@ async function main() {
   const cpu = os.cpus();
   lines.push(`Run of ${new Date().toISOString().slice(0, 10)}: ${cpu.length} cores (${cpu[0].model.trim()}), Node ${process.version}; medians of ${repeat} run(s) per variant, alternating. 50 writers on 10 rooms, op set, 64 B, --durability normal.`);
   lines.push('');
-  lines.push('| load | figure | no hook | op hook (local Node) | hook / no hook |');
-  lines.push('|---|---|---|---|---|');
+  lines.push('| load | figure | no hook | op hook (local Node) | hook / no hook | op hook, --op-hook-batch 64 | batched / no hook |');
+  lines.push('|---|---|---|---|---|---|---|');
   for (const shape of SHAPES) {
     for (const f of figs) {
       const a = median(runs[`${shape.key}/none`].map(f.get));
       const b = median(runs[`${shape.key}/hook`].map(f.get));
-      lines.push(`| ${shape.label} | ${f.name} | ${f.fmt(a)} | ${f.fmt(b)} | ${(b / a).toFixed(2)} |`);
+      const c = median(runs[`${shape.key}/batch`].map(f.get));
+      lines.push(`| ${shape.label} | ${f.name} | ${f.fmt(a)} | ${f.fmt(b)} | ${(b / a).toFixed(2)} | ${f.fmt(c)} | ${(c / a).toFixed(2)} |`);
     }
   }
   lines.push(`\nThe receiver answered ${recv.seen.requests.toLocaleString('en-US')} requests, every signature valid.`);

@@ -134,6 +134,9 @@ static const option options[] = {
    "or change); the first matching pattern wins"},
   {"op-hook-timeout", K_DUR, OFF(op_hook_timeout_ms), "DUR", "2s", 10, 60000,
    "longest wait for an --op-hook; then the op fails with hook_unavailable (retryable)"},
+  {"op-hook-batch", K_UINT, OFF(op_hook_batch), "N", "1", 1, 256,
+   "up to N waiting ops of a room in one --op-hook request ({\"action\":\"ops\",\"ops\":[...]}, answered "
+   "with {\"results\":[...]}); 1: one op per request"},
   {"store-faults", K_STR, OFF(store_faults), "FILE", NULL, 0, 0,
    "TESTING ONLY: fail store calls as FILE says (\"commit N\", \"dedupe N\", \"read N\")"},
 };

@@ -74,6 +74,7 @@ typedef struct wsy_config {
   unsigned auth_hook_cache;  /* cached answers kept at most */
   config_list op_hooks;      /* "PATTERN=URL": ops of matching rooms are asked first */
   unsigned op_hook_timeout_ms;
+  unsigned op_hook_batch;    /* ops per request (1: one op, the plain shape) */
 } wsy_config;
 
 void config_defaults(wsy_config *cfg);

@@ -22,7 +22,8 @@
 #include "proto.h"
 #include "room.h"
 
-#define WINDOW 64         /* questions in flight per room */
+#define WINDOW 64         /* requests in flight per room, one op each */
+#define BATCH_WINDOW 4    /* with --op-hook-batch: fewer, so that ops gather while they are out */
 #define QUEUE_MAX 4096    /* ops waiting per room; more are refused (retryable) */
 #define RETRY_AFTER_MS 1000
 
@@ -97,24 +98,66 @@ static void apply(opq *q, opq_item *it) {
   }
 }
 
+/* A reject's code: 1-64 characters of a-z 0-9 _ (an app's vocabulary,
+ * relayed as the error's reason). */
+static int code_ok(const char *c) {
+  size_t n = strlen(c);
+  if (n == 0 || n > 64) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (!((c[i] >= 'a' && c[i] <= 'z') || (c[i] >= '0' && c[i] <= '9') || c[i] == '_')) return 0;
+  return 1;
+}
+
 static void on_answer(void *ud, const hclient_resp *r);
 
-/* Sends the questions of the queue's unsent ops, up to the window. */
+/* One request: one op, or with --op-hook-batch > 1 up to that many
+ * consecutive ops of the room. */
+typedef struct opq_req {
+  opq *q;
+  size_t n;
+  opq_item *items[]; /* in queue order */
+} opq_req;
+
+/* What the hook is told about one op. */
+static json_t *op_question(opq *q, opq_item *it, int with_action) {
+  json_t *op = json_object_get(it->req, "op");
+  json_t *b = json_pack("{s:s,s:s,s:s,s:s,s:O}", "room", q->room, "user", it->s->id.user, "device",
+                        it->s->device, "cid", jstr(it->req, "cid"), "op", op ? op : json_null());
+  if (with_action) json_object_set_new(b, "action", json_string("op"));
+  return b;
+}
+
+/* Sends the questions of the queue's unasked ops, up to WINDOW requests. */
 static void pump(opq *q) {
   engine *e = q->e;
+  unsigned batch = e->cfg->op_hook_batch ? e->cfg->op_hook_batch : 1;
+  unsigned window = batch > 1 ? BATCH_WINDOW : WINDOW;
   opq_item *it = q->unsent;
-  for (; it && q->inflight < WINDOW; it = it->next) {
-    it->sent = 1;
-    json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:s,s:O}", "action", "op", "room", q->room, "user", it->s->id.user,
-                             "device", it->s->device, "cid", jstr(it->req, "cid"), "op",
-                             json_object_get(it->req, "op") ? json_object_get(it->req, "op") : json_null());
+  while (it && q->inflight < window) {
+    opq_req *rq = wsy_calloc(1, sizeof *rq + batch * sizeof(opq_item *));
+    rq->q = q;
+    for (; it && rq->n < batch; it = it->next) {
+      it->sent = 1;
+      rq->items[rq->n++] = it;
+    }
+    json_t *body;
+    if (batch == 1) {
+      body = op_question(q, rq->items[0], 1);
+    } else {
+      json_t *ops = json_array();
+      for (size_t i = 0; i < rq->n; i++) json_array_append_new(ops, op_question(q, rq->items[i], 0));
+      body = json_pack("{s:s,s:s,s:o}", "action", "ops", "room", q->room, "ops", ops);
+    }
     e->ophook_calls++;
-    int rc = hook_post(e, q->url, body, e->cfg->op_hook_timeout_ms, on_answer, it);
+    int rc = hook_post(e, q->url, body, e->cfg->op_hook_timeout_ms, on_answer, rq);
     json_decref(body);
     if (rc != 0) {
       e->ophook_failures++;
-      it->answered = 1;
-      it->verdict = -1;
+      for (size_t i = 0; i < rq->n; i++) {
+        rq->items[i]->answered = 1;
+        rq->items[i]->verdict = -1;
+      }
+      wsy_free(rq);
       continue;
     }
     q->inflight++;
@@ -147,57 +190,69 @@ static void drain(opq *q) {
   }
 }
 
-/* A reject's code: 1-64 characters of a-z 0-9 _ (an app's vocabulary,
- * relayed as the error's reason). */
-static int code_ok(const char *c) {
-  size_t n = strlen(c);
-  if (n == 0 || n > 64) return 0;
-  for (size_t i = 0; i < n; i++)
-    if (!((c[i] >= 'a' && c[i] <= 'z') || (c[i] >= '0' && c[i] <= '9') || c[i] == '_')) return 0;
-  return 1;
-}
-
-static void on_answer(void *ud, const hclient_resp *r) {
-  opq_item *it = ud;
-  opq *q = it->q;
-  engine *e = q->e;
-  q->inflight--;
-  e->hook_inflight--;
-  it->answered = 1;
-  it->verdict = -1;
-  if (e->hooks_closing) return; /* freed by ophook_free_all */
-  char why[160] = "";
-  json_t *a = hook_answer_json(r, why, sizeof why);
+/* Reads one op's answer a into it (verdict stays -1, why set, when a is
+ * not a valid answer). */
+static void read_answer(opq_item *it, json_t *a, char *why, size_t whylen) {
   const char *result = jstr(a, "result");
   json_t *op = json_object_get(a, "op"), *code = json_object_get(a, "code"), *msg = json_object_get(a, "message");
-  if (!a) {
+  if (!json_is_object(a)) {
+    snprintf(why, whylen, "an answer is not an object");
   } else if (!result) {
-    snprintf(why, sizeof why, "result is not a string");
+    snprintf(why, whylen, "result is not a string");
   } else if (!strcmp(result, "accept")) {
-    if (op && !json_is_object(op)) snprintf(why, sizeof why, "op is not an object");
+    if (op && !json_is_object(op)) snprintf(why, whylen, "op is not an object");
     else {
       it->verdict = 1;
       it->op = op ? json_incref(op) : NULL;
     }
   } else if (!strcmp(result, "reject")) {
     if (code && (!json_is_string(code) || !code_ok(json_string_value(code))))
-      snprintf(why, sizeof why, "code is not 1-64 characters of a-z 0-9 _");
+      snprintf(why, whylen, "code is not 1-64 characters of a-z 0-9 _");
     else if (msg && (!json_is_string(msg) || json_string_length(msg) > 500))
-      snprintf(why, sizeof why, "message is not a string of at most 500 bytes");
+      snprintf(why, whylen, "message is not a string of at most 500 bytes");
     else {
       it->verdict = 0;
       snprintf(it->code, sizeof it->code, "%s", code ? json_string_value(code) : "rejected");
       if (msg) it->message = wsy_strndup(json_string_value(msg), json_string_length(msg));
     }
   } else {
-    snprintf(why, sizeof why, "result is neither accept nor reject");
+    snprintf(why, whylen, "result is neither accept nor reject");
   }
-  if (it->verdict < 0) {
+}
+
+static void on_answer(void *ud, const hclient_resp *r) {
+  opq_req *rq = ud;
+  opq *q = rq->q;
+  engine *e = q->e;
+  q->inflight--;
+  e->hook_inflight--;
+  for (size_t i = 0; i < rq->n; i++) {
+    rq->items[i]->answered = 1;
+    rq->items[i]->verdict = -1;
+  }
+  if (e->hooks_closing) { /* the items are freed by ophook_free_all */
+    wsy_free(rq);
+    return;
+  }
+  char why[160] = "";
+  json_t *a = hook_answer_json(r, why, sizeof why);
+  if (a && e->cfg->op_hook_batch > 1) {
+    json_t *res = json_object_get(a, "results");
+    if (!json_is_array(res) || json_array_size(res) != rq->n)
+      snprintf(why, sizeof why, "results is not an array of %zu answers", rq->n);
+    else
+      for (size_t i = 0; i < rq->n; i++) read_answer(rq->items[i], json_array_get(res, i), why, sizeof why);
+  } else if (a) {
+    read_answer(rq->items[0], a, why, sizeof why);
+  }
+  for (size_t i = 0; i < rq->n; i++) {
+    if (rq->items[i]->verdict >= 0) continue;
     e->ophook_failures++;
-    log_warn("op hook %s: %s for op %s in %s: refused with hook_unavailable", q->url, why, jstr(it->req, "cid"),
-             q->room);
+    log_warn("op hook %s: %s for op %s in %s: refused with hook_unavailable", q->url, why,
+             jstr(rq->items[i]->req, "cid"), q->room);
   }
   json_decref(a);
+  wsy_free(rq);
   drain(q);
 }
 

@@ -232,3 +232,61 @@ test('shutdown while a hello, a join and ops wait for their hooks: a clean exit'
     await peer.close();
   }
 });
+
+test('--op-hook-batch: waiting ops of a room go in one request, answered one by one, in order', async (t) => {
+  let release;
+  const gate = new Promise((r) => { release = r; });
+  let broken = false;
+  const peer = await startHookPeer(t, async (b) => {
+    assert.equal(b.action, 'ops');
+    if (b.ops[0].cid === 'b0') await gate; // the first request is held: the others gather behind it
+    if (broken) return { body: { results: [] } }; // not one answer per op
+    return {
+      body: {
+        results: b.ops.map((o) => (o.op.fields.n % 5 === 3
+          ? { result: 'reject', code: 'no_threes', message: `${o.op.fields.n} is refused` }
+          : o.op.fields.n % 5 === 4 ? { result: 'accept', op: { ...o.op, fields: { n: o.op.fields.n, by: o.user } } }
+            : { result: 'accept' })),
+      },
+    };
+  });
+  const srv = await serverFor(t, peer.url, ['--op-hook-batch', '8', '--op-hook-timeout', '10s']);
+  const a = await connect(srv.url);
+  await a.join('checked:batch');
+  const N = 30;
+  const ps = [];
+  for (let i = 0; i < N; i++) {
+    ps.push(a.request({ type: 'op', room: 'checked:batch', cid: `b${i}`, op: { kind: 'set', item: `i${i}`, fields: { n: i } } }));
+  }
+  const { waitUntil } = await import('./lib/server.mjs');
+  await waitUntil(() => peer.calls.length >= 1, 'the first request');
+  release();
+  const out = await Promise.all(ps);
+  const q = peer.calls.map((k) => k.body);
+  assert.ok(q.length < N, `fewer requests (${q.length}) than ops (${N})`);
+  assert.ok(q.every((b) => b.room === 'checked:batch' && b.ops.length >= 1 && b.ops.length <= 8), 'at most 8 ops each');
+  // Requests go out together (several in flight), so they may reach the
+  // receiver in any order; each holds consecutive ops of the queue.
+  const idx = (c) => Number(c.slice(1));
+  const sorted = [...q].sort((x, y) => idx(x.ops[0].cid) - idx(y.ops[0].cid));
+  assert.deepEqual(sorted.flatMap((b) => b.ops.map((o) => o.cid)), Array.from({ length: N }, (_, i) => `b${i}`), 'each op asked once, consecutive ops together');
+  assert.deepEqual(sorted[0].ops[0], { room: 'checked:batch', user: 'alice', device: a.welcome.device, cid: 'b0', op: { kind: 'set', item: 'i0', fields: { n: 0 } } });
+  let seq = 0;
+  for (let i = 0; i < N; i++) {
+    if (i % 5 === 3) {
+      assert.equal(out[i].code, 'rejected', JSON.stringify(out[i]));
+      assert.equal(out[i].reason, 'no_threes');
+      assert.equal(out[i].message, `${i} is refused`);
+    } else {
+      assert.equal(out[i].type, 'ack', JSON.stringify(out[i]));
+      assert.equal(out[i].seq, ++seq, 'seqs in arrival order, none used by a rejected op');
+    }
+  }
+  const snap = await snapshotOf(srv.url, 'checked:batch');
+  assert.deepEqual(snap.items.i4.fields, { n: 4, by: 'alice' }, 'a replacement from a batch answer');
+  assert.equal(snap.items.i3, undefined);
+  broken = true;
+  const e = await a.request({ type: 'op', room: 'checked:batch', cid: 'x', op: { kind: 'set', item: 'x', fields: { n: 0 } } });
+  assert.equal(e.code, 'hook_unavailable', 'results of the wrong length: no answer for any op');
+  await a.close();
+});
