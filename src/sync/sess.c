@@ -236,11 +236,16 @@ static void resume(sess *n, sess *s, json_t *req, uint64_t last, int insecure) {
   n->claims = NULL;
   memcpy(s->tokh, n->tokh, sizeof s->tokh);
   /* The hook's grants of the new hello join those its joins were given. */
-  for (size_t i = 0; i < n->hook.ngrants; i++) {
-    s->hook.grants = wsy_realloc(s->hook.grants, (s->hook.ngrants + 1) * sizeof *s->hook.grants);
-    s->hook.grants[s->hook.ngrants++] = n->hook.grants[i];
+  if (n->hook.ngrants) { /* the new hello's grants (few: one answer's) */
+    json_t *g = json_object();
+    for (size_t i = 0; i < n->hook.ngrants; i++) {
+      unsigned p = n->hook.grants[i].perms;
+      json_object_set_new(g, n->hook.grants[i].pattern,
+                          json_string(p == (AUTH_READ | AUTH_WRITE) ? "rw" : p == AUTH_READ ? "r" : "w"));
+    }
+    sess_add_grants(s, g);
+    json_decref(g);
   }
-  n->hook.ngrants = 0;
   if (w) ws_conn_set_user(w, s);
   n->w = NULL;
   sess_unref(n);
@@ -380,6 +385,8 @@ unsigned sess_perms(const sess *s, const char *name) {
   return auth_room_perms(&s->id, name) | auth_room_perms(&s->hook, name);
 }
 
+#define SESS_HOOK_GRANTS_MAX 1024
+
 int sess_add_grants(sess *s, json_t *grants) {
   if (!json_is_object(grants) || json_object_size(grants) > 256) return -1;
   auth_grant *g = wsy_calloc(json_object_size(grants) + 1, sizeof *g);
@@ -397,9 +404,26 @@ int sess_add_grants(sess *s, json_t *grants) {
     }
     n++;
   }
-  s->hook.grants = wsy_realloc(s->hook.grants, (s->hook.ngrants + n + 1) * sizeof *g);
-  memcpy(s->hook.grants + s->hook.ngrants, g, n * sizeof *g);
-  s->hook.ngrants += n;
+  /* Joins of many rooms (or the same one again) must not grow this without
+   * bound: a grant already held is not added twice, and past the cap the
+   * oldest go (a session that joined over 1024 rooms by the hook's leave
+   * may lose the earliest; its next join there asks again). */
+  for (size_t i = 0; i < n; i++) {
+    int dup = 0;
+    for (size_t j = 0; j < s->hook.ngrants && !dup; j++)
+      dup = s->hook.grants[j].perms == g[i].perms && !strcmp(s->hook.grants[j].pattern, g[i].pattern);
+    if (dup) {
+      wsy_free(g[i].pattern);
+      continue;
+    }
+    if (s->hook.ngrants == SESS_HOOK_GRANTS_MAX) {
+      wsy_free(s->hook.grants[0].pattern);
+      memmove(s->hook.grants, s->hook.grants + 1, (s->hook.ngrants - 1) * sizeof *g);
+      s->hook.ngrants--;
+    }
+    s->hook.grants = wsy_realloc(s->hook.grants, (s->hook.ngrants + 1) * sizeof *g);
+    s->hook.grants[s->hook.ngrants++] = g[i];
+  }
   wsy_free(g);
   return 0;
 }
