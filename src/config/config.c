@@ -14,7 +14,7 @@
 #include "../common/log.h"
 #include "../common/wsy.h"
 
-enum kind { K_STR, K_SIZE, K_DUR, K_UINT, K_BOOL, K_LISTEN, K_LOGLEVEL, K_LOGFORMAT, K_DURABILITY, K_ONOFF, K_LIST };
+enum kind { K_LIST, K_STR, K_SIZE, K_DUR, K_UINT, K_BOOL, K_LISTEN, K_LOGLEVEL, K_LOGFORMAT, K_DURABILITY, K_ONOFF };
 
 typedef struct {
   const char *flag;  /* without the leading "--" */
@@ -219,17 +219,16 @@ static int apply(wsy_config *cfg, const option *o, const char *v, char *err, siz
   void *field = (char *)cfg + o->off;
   int bad = 0;
   switch (o->kind) {
-  case K_STR: *(const char **)field = v; break;
   case K_LIST: {
-    config_list *l = field;
-    bad = l->n >= WSY_ARRAY_LEN(l->v);
-    if (bad) {
-      snprintf(err, errlen, "%s%s is given more than %zu times", src, o->flag, WSY_ARRAY_LEN(l->v));
+    wsy_strlist *l = field;
+    if (l->n == WSY_LIST_MAX) {
+      if (err) snprintf(err, errlen, "%s%s given more than %d times", src, o->flag, WSY_LIST_MAX);
       return -1;
     }
     l->v[l->n++] = v;
     break;
   }
+  case K_STR: *(const char **)field = v; break;
   case K_SIZE: bad = config_parse_size(v, field) != 0; break;
   case K_DUR: bad = config_parse_duration(v, field) != 0; break;
   case K_UINT: {
@@ -363,6 +362,7 @@ int config_parse(wsy_config *cfg, int argc, char **argv, char *err, size_t errle
     snprintf(src, sizeof src, "$%s, that is --", env);
     if (v && *v && apply(cfg, &options[i], v, err, errlen, src) != 0) return -1;
   }
+  unsigned char from_flags[WSY_ARRAY_LEN(options)] = {0}; /* a list given as flags drops its environment value */
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -382,6 +382,10 @@ int config_parse(wsy_config *cfg, int argc, char **argv, char *err, size_t errle
     const option *o = NULL;
     for (size_t k = 0; k < WSY_ARRAY_LEN(options); k++)
       if (strlen(options[k].flag) == nl && !strncmp(options[k].flag, name, nl)) o = &options[k];
+    if (o && o->kind == K_LIST && !from_flags[o - options]) {
+      from_flags[o - options] = 1;
+      ((wsy_strlist *)((char *)cfg + o->off))->n = 0;
+    }
     if (!o) {
       snprintf(err, errlen, "unknown option '%.*s' (see --help)", (int)(nl + 2), a);
       return -1;

@@ -9,11 +9,12 @@
 #include <stddef.h>
 #include <stdio.h>
 
-/* A repeatable option's values, in the order given. */
-typedef struct config_list {
-  const char *v[16];
+/* A repeatable option's values, in order (borrowed from argv/environ). */
+#define WSY_LIST_MAX 16
+typedef struct wsy_strlist {
+  const char *v[WSY_LIST_MAX];
   unsigned n;
-} config_list;
+} wsy_strlist;
 
 typedef struct wsy_config {
   char listen_host[64];
@@ -72,7 +73,7 @@ typedef struct wsy_config {
   int auth_hook_all_joins;   /* auth_hook_joins is "all" */
   unsigned auth_hook_timeout_ms;
   unsigned auth_hook_cache;  /* cached answers kept at most */
-  config_list op_hooks;      /* "PATTERN=URL": ops of matching rooms are asked first */
+  wsy_strlist op_hooks;      /* "PATTERN=URL": ops of matching rooms are asked first */
   unsigned op_hook_timeout_ms;
   unsigned op_hook_batch;    /* ops per request (1: one op, the plain shape) */
 } wsy_config;
