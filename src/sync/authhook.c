@@ -20,6 +20,7 @@
 #include "fallback.h"
 #include "hook.h"
 #include "proto.h"
+#include "room.h"
 
 typedef struct ah_entry {
   int allow;
@@ -173,7 +174,10 @@ static void decide(sess *s, json_t *req, int action, int allow, json_t *grants, 
       sess_add_grants(s, g);
       json_decref(g);
     }
+    int was = room_membership(s, rname) != NULL;
     join_handle_asked(s, req);
+    if (!was && room_membership(s, rname)) /* as proto_dispatch logs the joins it sees through */
+      conn_event(s->e, s, NULL, "join", "room", rname, "by", "auth-hook", (const char *)NULL);
   } else if (allow == 0) {
     sess_error(s, req, "forbidden", reason ? reason : "the authorization hook denied this join", NULL, NULL);
   } else {

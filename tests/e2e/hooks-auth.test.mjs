@@ -287,3 +287,25 @@ test('options: bad --auth-hook, --auth-hook-joins and --hook-secret are refused 
     assert.match(r.stderr, new RegExp(what));
   }
 });
+
+test('resume: rooms the hook let the session into stay joined; the new hello is asked too', async (t) => {
+  const peer = await startHookPeer(t, () => ({ body: { allow: true } }));
+  const srv = await serverFor(t, peer);
+  const device = dev();
+  const tok = token('alice', { 'board:*': 'rw' });
+  const c = await SyncClient.connect(srv.url, { token: tok, device });
+  await c.join('team:9'); // outside the token's grants: the hook allowed it
+  await c.set('team:9', 't1', 'x', { v: 1 });
+  await c.drop();
+  const c2 = await SyncClient.open(srv.url);
+  const w = await c2.request({ type: 'hello', token: tok, device, session: c.welcome.session, last: c.received });
+  assert.equal(w.type, 'welcome', JSON.stringify(w));
+  assert.equal(w.resumed, true);
+  assert.deepEqual(w.rooms, ['team:9'], 'still a member: the grant the hook gave outlives the connection');
+  await c2.ping();
+  assert.equal(c2.queue.filter((m) => m.type === 'left').length, 0, 'not removed as forbidden');
+  const ack = await c2.set('team:9', 't2', 'x', { v: 2 });
+  assert.equal(ack.type, 'ack');
+  assert.equal(peer.calls.filter((k) => k.body.action === 'hello').length, 2, 'the resume asked the hook');
+  await c2.close();
+});
