@@ -21,7 +21,8 @@ export interface StorageLike {
 export interface ClientOptions {
   /**
    * A JWT, or a function returning one (or a Promise of one); called at every hello.
-   * A refused hello (token_invalid, token_expired, unauthorized) with a string
+   * A refused hello (token_invalid, token_expired, unauthorized, or forbidden:
+   * the server's authorization hook said no) with a string
    * stops the client with an AuthError; a function is asked again (backoff) and
    * the client gives up when it throws, returns the refused token or is refused
    * 5 times in a row.
@@ -106,12 +107,15 @@ export class WsyncError extends Error {
 
 /**
  * The server refused the hello for good (3.1) and the client stopped: code
- * 'token_invalid', 'token_expired', 'unauthorized' (or 'bad_request',
- * 'unsupported_version'). `ready`, unconfirmed writes and later writes
+ * 'token_invalid', 'token_expired', 'unauthorized', 'forbidden' (the
+ * server's authorization hook denied the session; the error's message is
+ * the hook's reason) (or 'bad_request', 'unsupported_version'). A hello the
+ * hook could not decide (hook_unavailable) is an 'error' event and is tried
+ * again after retry_after and the backoff. `ready`, unconfirmed writes and later writes
  * reject with it; the 'authfailed' event carries it.
  */
 export class AuthError extends WsyncError {
-  code: 'token_invalid' | 'token_expired' | 'unauthorized' | 'bad_request' | 'unsupported_version' | string;
+  code: 'token_invalid' | 'token_expired' | 'unauthorized' | 'forbidden' | 'bad_request' | 'unsupported_version' | string;
 }
 
 /** The `device` claim of a JWT, read without verifying it; undefined when absent. */

@@ -212,8 +212,22 @@ export function backoffDelay(n, { base, max }, random = Math.random) {
   return random() * Math.min(max, base * 2 ** Math.min(n, 30));
 }
 
-/** Codes that rejecting a hello gives (3.1): never fixed by retrying with the same token. */
-const AUTH_CODES = new Set(['unauthorized', 'token_invalid', 'token_expired', 'unsupported_version', 'bad_request']);
+/**
+ * Codes that rejecting a hello gives (3.1): never fixed by retrying with the
+ * same token. 'forbidden' is the server's authorization hook saying no.
+ * (hook_unavailable is not among them: the hook could not answer, and the
+ * client backs off and tries again.)
+ */
+const AUTH_CODES = new Set(['unauthorized', 'token_invalid', 'token_expired', 'unsupported_version', 'bad_request', 'forbidden']);
+
+/** Longest wait between two tries of something the server's hooks could not decide (hook_unavailable). */
+const HOOK_RETRY_MAX = 30000;
+
+/** The wait before try n (0, 1, ...) after a hook_unavailable with retry_after: doubling, capped, jittered. */
+const hookRetryDelay = (n, retryAfter) => {
+  const base = Math.min(HOOK_RETRY_MAX, (retryAfter || 1000) * 2 ** Math.min(n, 10));
+  return base / 2 + Math.random() * (base / 2);
+};
 
 /** Of those, the ones another token may fix: a token function is asked again. */
 const TOKEN_CODES = new Set(['unauthorized', 'token_invalid', 'token_expired']);
@@ -398,6 +412,7 @@ export class Room extends Emitter {
     this._presenceDirty = false;
     this._presenceTimer = null;
     this._everJoined = false;
+    this._hookTries = 0;   // joins in a row the server's authorization hook could not decide
     this._texts = new Map();  // textKey(item, field) -> SharedText
     this._resync = false;     // the replica failed to apply an entry: get a snapshot
     /** Local view: item -> fields (server state plus pending ops). Read-only. */
@@ -820,6 +835,13 @@ export class Room extends Emitter {
   /** An error for one of our ops or publishes (matched by cid). */
   _onOpError(rec, m) {
     const c = this.client;
+    if (m.code === 'hook_unavailable') {
+      // The server's op hook could not decide (11.2): nothing was applied;
+      // the same op (same cid) goes again after a growing wait.
+      rec.hookTries = (rec.hookTries || 0) + 1;
+      this._retryLater(rec, hookRetryDelay(rec.hookTries - 1, m.retry_after));
+      return;
+    }
     if (m.code === 'rate_limited' || (m.code === 'internal' && rec.attempts < 3)) {
       // Not applied; the same op (same cid) goes again later (13.2, 11.2).
       if (m.code === 'internal') rec.attempts++;
@@ -883,12 +905,20 @@ export class Room extends Emitter {
         this._timers.after(wait, () => this._state === 'joining' && this._sendJoin(), this);
         return;
       }
+      if (err.code === 'hook_unavailable') {
+        // The authorization hook could not answer: said, then tried again later.
+        this.emit('error', { code: err.code, message: err.message, ...(err.details || {}) });
+        const wait = hookRetryDelay(this._hookTries++, err.details && err.details.retry_after);
+        this._timers.after(wait, () => this._state === 'joining' && this._sendJoin(), this);
+        return;
+      }
       this._fail(err, { state: 'failed' });
     });
   }
 
   _onJoined(m) {
     if (this._state === 'left' || this._state === 'failed') return;
+    this._hookTries = 0;
     if (m.recovered && m.epoch === this._epoch) {
       for (const e of m.ops || []) this._onEntry(e);
     } else {
@@ -1368,7 +1398,9 @@ export class Client extends Emitter {
         }
         this._refused = { error: e, token: hello.token };
       }
-      this._scheduleRetry();
+      // hook_unavailable (the server's authorization hook could not answer,
+      // close 1013): not before its retry_after, then the usual backoff.
+      this._scheduleRetry(e.code === 'hook_unavailable' ? e.retry_after || 0 : 0);
       return;
     }
     if (info.expired) {
@@ -1403,10 +1435,11 @@ export class Client extends Emitter {
     this.emit('authfailed', err);
   }
 
-  _scheduleRetry() {
+  /** Reconnects after the backoff wait, plus `after` ms (a server's retry_after). */
+  _scheduleRetry(after = 0) {
     if (this._stopped) return;
     this._setStatus('offline', null);
-    const delay = backoffDelay(this._retries++, this._backoff);
+    const delay = after + backoffDelay(this._retries++, this._backoff);
     this._timers.clear(this._retryTimer);
     this._retryTimer = this._timers.after(delay, () => this._connect());
   }

@@ -98,6 +98,12 @@ void auth_identity_free(auth_identity *id) {
   memset(id, 0, sizeof *id);
 }
 
+char *auth_token_claims(const char *token, size_t *len) {
+  const char *d1 = strchr(token, '.'), *d2 = d1 ? strchr(d1 + 1, '.') : NULL;
+  if (!d2) return NULL;
+  return (char *)auth_b64url_decode(d1 + 1, (size_t)(d2 - d1 - 1), len);
+}
+
 void auth_identity_demo(auth_identity *id, const char *user) {
   memset(id, 0, sizeof *id);
   id->user = wsy_strndup(user, strlen(user));

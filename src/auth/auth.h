@@ -98,6 +98,10 @@ auth_result auth_verify_why(const char *secret, const char *token, int64_t now_s
 auth_result auth_verify_cfg_why(const auth_config *cfg, const char *token, int64_t now_s, auth_identity *id,
                                 char *why, size_t whylen);
 void auth_identity_free(auth_identity *id);
+/* The claims (the payload's JSON text) of a token that auth_verify_* has
+ * accepted, decoded from its second segment: malloc'd (wsy_free), *len set;
+ * NULL when the token has no such segment. Not a check: verify first. */
+char *auth_token_claims(const char *token, size_t *len);
 /* Identity of the insecure demo mode: user, every room readable and writable. */
 void auth_identity_demo(auth_identity *id, const char *user);
 

@@ -134,6 +134,25 @@ static const option options[] = {
   {"webhook-retain", K_UINT, OFF(webhook_retain), "N", "1000000", 1, 0,
    "log entries a room keeps (beyond --history-ops) while a webhook has not delivered them; past that the "
    "webhook gets a gap event"},
+  {"hook-secret", K_STR, OFF(hook_secret), "SECRET", NULL, 0, 0,
+   "signs the requests of --auth-hook and --op-hook (HMAC-SHA256, Wsync-Signature header), at least 32 bytes"},
+  {"auth-hook", K_STR, OFF(auth_hook), "URL", NULL, 0, 0,
+   "ask URL (http:// or https://) on every hello and on joins (see --auth-hook-joins); allow or deny, "
+   "grants, a TTL (default: off)"},
+  {"auth-hook-joins", K_STR, OFF(auth_hook_joins), "MODE", "outside", 0, 0,
+   "outside (joins of rooms the token's grants do not cover) or all (every join) ask --auth-hook"},
+  {"auth-hook-timeout", K_DUR, OFF(auth_hook_timeout_ms), "DUR", "2s", 10, 60000,
+   "longest wait for --auth-hook; then the hello or join fails with hook_unavailable (retryable)"},
+  {"auth-hook-cache", K_UINT, OFF(auth_hook_cache), "N", "10000", 0, 10000000,
+   "--auth-hook answers kept for their TTL at most (0: none cached)"},
+  {"op-hook", K_LIST, OFF(op_hooks), "PATTERN=URL", NULL, 0, 0,
+   "repeatable: ops of rooms matching PATTERN are sent to URL before they are sequenced (accept, reject "
+   "or change); the first matching pattern wins"},
+  {"op-hook-timeout", K_DUR, OFF(op_hook_timeout_ms), "DUR", "2s", 10, 60000,
+   "longest wait for an --op-hook; then the op fails with hook_unavailable (retryable)"},
+  {"op-hook-batch", K_UINT, OFF(op_hook_batch), "N", "1", 1, 256,
+   "up to N waiting ops of a room in one --op-hook request ({\"action\":\"ops\",\"ops\":[...]}, answered "
+   "with {\"results\":[...]}); 1: one op per request"},
   {"store-faults", K_STR, OFF(store_faults), "FILE", NULL, 0, 0,
    "TESTING ONLY: fail store calls as FILE says (\"commit N\", \"dedupe N\", \"read N\")"},
 };
@@ -314,6 +333,42 @@ void config_usage(FILE *out) {
   fprintf(out, "\nSIZE takes K, M or G suffixes (KiB...); DUR takes ms, s, m or h (seconds when bare).\n");
 }
 
+static int url_ok(const char *u) {
+  return (!strncmp(u, "http://", 7) && u[7]) || (!strncmp(u, "https://", 8) && u[8]);
+}
+
+/* The hook options: URLs that curl can take, patterns of the grant
+ * alphabet, a MODE of two words, and a signing secret as long as a token's. */
+static int check_hooks(wsy_config *cfg, char *err, size_t errlen) {
+  if (cfg->auth_hook && *cfg->auth_hook && !url_ok(cfg->auth_hook)) {
+    snprintf(err, errlen, "--auth-hook must be an http:// or https:// URL, not '%s'", cfg->auth_hook);
+    return -1;
+  }
+  if (cfg->auth_hook && !*cfg->auth_hook) cfg->auth_hook = NULL;
+  if (!strcmp(cfg->auth_hook_joins, "all")) cfg->auth_hook_all_joins = 1;
+  else if (!strcmp(cfg->auth_hook_joins, "outside")) cfg->auth_hook_all_joins = 0;
+  else {
+    snprintf(err, errlen, "invalid value '%s' for --auth-hook-joins (outside or all)", cfg->auth_hook_joins);
+    return -1;
+  }
+  for (unsigned i = 0; i < cfg->op_hooks.n; i++) {
+    const char *v = cfg->op_hooks.v[i], *eq = strchr(v, '=');
+    int pat_ok = eq && eq > v && eq - v <= 128;
+    for (const char *p = v; pat_ok && p < eq; p++)
+      pat_ok = isalnum((unsigned char)*p) || strchr("._:@-*", *p);
+    if (!pat_ok || !url_ok(eq + 1)) {
+      snprintf(err, errlen, "--op-hook takes PATTERN=URL (a room pattern, an http:// or https:// URL), not '%s'", v);
+      return -1;
+    }
+  }
+  if (!cfg->allow_weak_secrets && cfg->hook_secret && *cfg->hook_secret && strlen(cfg->hook_secret) < 32) {
+    snprintf(err, errlen, "--hook-secret is %zu bytes; it must be at least 32, or pass --allow-weak-secrets for a test",
+             strlen(cfg->hook_secret));
+    return -1;
+  }
+  return 0;
+}
+
 int config_parse(wsy_config *cfg, int argc, char **argv, char *err, size_t errlen) {
   for (size_t i = 0; i < WSY_ARRAY_LEN(options); i++) {
     char env[64];
@@ -382,6 +437,7 @@ int config_parse(wsy_config *cfg, int argc, char **argv, char *err, size_t errle
       return -1;
     }
   }
+  if (check_hooks(cfg, err, errlen) != 0) return -1;
   if (cfg->insecure_demo && !cfg->insecure_demo_public && !config_host_is_loopback(cfg->listen_host)) {
     snprintf(err, errlen, "--insecure-demo lets anyone claim any user: it listens on loopback only, not on "
              "'%s', unless --insecure-demo-public is given too", cfg->listen_host);

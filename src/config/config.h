@@ -74,6 +74,15 @@ typedef struct wsy_config {
   unsigned webhook_timeout_ms;
   unsigned webhook_max_backoff_ms;
   unsigned webhook_retain;   /* log entries a room keeps for undelivered webhooks */
+  const char *hook_secret;   /* signs the requests of the auth and op hooks (HMAC-SHA256); NULL: unsigned */
+  const char *auth_hook;     /* URL asked on hello and on joins (docs/HOOKS.md); NULL: off */
+  const char *auth_hook_joins; /* "outside" (joins the token's grants do not cover) or "all" */
+  int auth_hook_all_joins;   /* auth_hook_joins is "all" */
+  unsigned auth_hook_timeout_ms;
+  unsigned auth_hook_cache;  /* cached answers kept at most */
+  wsy_strlist op_hooks;      /* "PATTERN=URL": ops of matching rooms are asked first */
+  unsigned op_hook_timeout_ms;
+  unsigned op_hook_batch;    /* ops per request (1: one op, the plain shape) */
 } wsy_config;
 
 void config_defaults(wsy_config *cfg);

@@ -152,6 +152,19 @@ static void metrics(engine *e, conn *c) {
        "# TYPE wsync_commit_failures_total counter\nwsync_commit_failures_total %llu\n",
        (unsigned long long)e->commit_failures);
   webhooks_metrics(e->hooks, &b);
+  if (e->cfg->auth_hook || e->cfg->op_hooks.n) {
+    EMIT("# HELP wsync_hook_requests_total Questions asked of the hooks that decide (--auth-hook, --op-hook).\n"
+         "# TYPE wsync_hook_requests_total counter\nwsync_hook_requests_total{hook=\"auth\"} %llu\n"
+         "wsync_hook_requests_total{hook=\"op\"} %llu\n", (unsigned long long)e->hook_calls,
+         (unsigned long long)e->ophook_calls);
+    EMIT("# HELP wsync_hook_failures_total Questions without a usable answer (timeout, status, shape): refused "
+         "with hook_unavailable.\n# TYPE wsync_hook_failures_total counter\nwsync_hook_failures_total{hook=\"auth\"} "
+         "%llu\nwsync_hook_failures_total{hook=\"op\"} %llu\n", (unsigned long long)e->hook_failures,
+         (unsigned long long)e->ophook_failures);
+    EMIT("# HELP wsync_auth_hook_cache_hits_total Hellos and joins decided by a cached --auth-hook answer.\n"
+         "# TYPE wsync_auth_hook_cache_hits_total counter\nwsync_auth_hook_cache_hits_total %llu\n",
+         (unsigned long long)e->hook_cache_hits);
+  }
 #undef EMIT
   httpd_respond(c, 200, "text/plain; version=0.0.4", "Cache-Control: no-store\r\n", b.data, b.len);
   buf_free(&b);

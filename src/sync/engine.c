@@ -12,6 +12,7 @@
 #include "commit.h"
 #include "engine_int.h"
 #include "fallback.h"
+#include "hook.h"
 #include "room.h"
 #include "sess.h"
 
@@ -93,30 +94,25 @@ int engine_new(uv_loop_t *loop, net_loop *net, const wsy_config *cfg, store *st,
                          .max_item_size = cfg->max_item_size, .max_depth = (int)cfg->max_depth,
                          .max_room_items = cfg->max_room_items};
   int rc = commit_init(e, err, errlen);
-  if (rc != 0) {
-    commit_deinit(e);
-    map_free(&e->rooms);
-    map_free(&e->sessions);
-    map_free(&e->by_device);
-    map_free(&e->rejected);
-    wsy_free(e);
-    return rc;
-  }
-  if (cfg->webhooks.n) {
+  if (rc == 0 && cfg->webhooks.n) {
     webhooks_config hc = {.specs = cfg->webhooks.v, .nspecs = cfg->webhooks.n, .secret = cfg->webhook_secret,
                           .batch_max = cfg->webhook_batch, .delay_ms = cfg->webhook_delay_ms,
                           .timeout_ms = cfg->webhook_timeout_ms, .max_backoff_ms = cfg->webhook_max_backoff_ms,
                           .retain = cfg->webhook_retain};
     rc = webhooks_new(loop, st, &hc, hooks_batch, e, &e->hooks, err, errlen);
-    if (rc != 0) {
-      commit_deinit(e);
-      map_free(&e->rooms);
-      map_free(&e->sessions);
-      map_free(&e->by_device);
-      map_free(&e->rejected);
-      wsy_free(e);
-      return rc;
-    }
+  }
+  if (rc == 0) rc = hook_init(e, err, errlen);
+  if (rc != 0) {
+    hook_deinit(e);
+    webhooks_free(e->hooks);
+    commit_deinit(e);
+    map_free(&e->rooms);
+    map_free(&e->sessions);
+    map_free(&e->by_device);
+    map_free(&e->rejected);
+    map_free(&e->opq);
+    wsy_free(e);
+    return rc;
   }
   e->bus = bus_local_new(room_deliver, e);
   uv_check_init(loop, &e->check);
@@ -133,6 +129,12 @@ int engine_new(uv_loop_t *loop, net_loop *net, const wsy_config *cfg, store *st,
 
 void engine_free(engine *e) {
   if (!e) return;
+  /* The hooks' questions are cancelled first: what waits for them is
+   * released unanswered (hook.h). */
+  hook_deinit(e);
+  for (int i = 0; e->hook_inflight && i < 1000; i++) uv_run(e->loop, UV_RUN_ONCE);
+  ophook_free_all(e);
+  authhook_free(e);
   /* Connections are gone by now; end the detached sessions, then finish
    * what is in flight and pending. */
   sess_reap(e);
@@ -161,6 +163,9 @@ void engine_free(engine *e) {
 
 void engine_shutdown(engine *e) {
   e->shutting_down = 1;
+  /* The hooks' questions in flight would keep the loop running: cancelled,
+   * and what waits for them released unanswered (hook.h). */
+  hook_deinit(e);
   const char *k;
   void *v;
   for (size_t i = 0; map_next(&e->sessions, &i, &k, &v);) {

@@ -42,6 +42,8 @@ typedef struct pend pend;
 typedef struct capture capture;
 typedef struct author author;
 typedef struct op_refusal op_refusal;
+typedef struct hclient hclient;
+typedef struct authhook authhook;
 
 struct engine {
   uv_loop_t *loop;
@@ -85,6 +87,13 @@ struct engine {
   int store_failing;
   char store_error[200];
   map rejected;              /* error code -> count (uintptr_t) */
+  /* the hooks that decide (hook.h) */
+  hclient *hc;               /* NULL: no --auth-hook nor --op-hook */
+  authhook *ah;              /* the authorization hook's cache and figures */
+  map opq;                   /* room name -> its queue of ops waiting for an op hook */
+  int hooks_closing;         /* answers (cancellations) are dropped, not applied */
+  unsigned hook_inflight;    /* hook requests whose callback has not run */
+  uint64_t hook_calls, hook_cache_hits, hook_failures, ophook_calls, ophook_failures;
   uint64_t commit_hist[16];  /* wsync_commit_seconds buckets (api.c's bounds), +Inf last */
   double commit_sum;
 };

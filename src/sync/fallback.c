@@ -1,5 +1,6 @@
 /* fallback.c -- the HTTP transports of a session (fallback.h). */
 #include "fallback.h"
+#include "hook.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -220,7 +221,30 @@ static void fb_error(conn *c, int status, const char *hdrs, const char *code, co
   free(text);
 }
 
-/* POST /v1/send with a hello: the answer is the welcome (or the error). */
+void fb_hello_answer(engine *e, conn *c, capture *cap, sess *n, const char *hdrs, int deferred) {
+  (void)e;
+  char h[1024];
+  snprintf(h, sizeof h, "Cache-Control: no-store\r\n%s", hdrs);
+  int st = 200;
+  if (!cap->welcomed)
+    st = !strcmp(cap->code, "unauthorized") || !strncmp(cap->code, "token_", 6) ? 401
+         : !strcmp(cap->code, "forbidden")                                     ? 403
+         : !strcmp(cap->code, "hook_unavailable")                              ? 503
+                                                                                : 400;
+  if (c && cap->text.len) {
+    if (deferred) httpd_deferred_answer(c, st, "application/json", h, cap->text.data, cap->text.len);
+    else httpd_respond(c, st, "application/json", h, cap->text.data, cap->text.len);
+  } else if (c) {
+    const char *body = "{\"type\":\"error\",\"code\":\"bad_request\",\"message\":\"hello refused\"}";
+    if (deferred) httpd_deferred_answer(c, 400, "application/json", h, body, strlen(body));
+    else fb_error(c, 400, hdrs, "bad_request", "hello refused");
+  }
+  /* A new session keeps the registry's reference; a resume took n already. */
+  if (!cap->welcomed || cap->welcomed == n) sess_unref(n);
+}
+
+/* POST /v1/send with a hello: the answer is the welcome (or the error), or
+ * later when the authorization hook is asked (authhook_defer_http). */
 static void send_hello(engine *e, conn *c, json_t *req, const char *hdrs) {
   sess *n = sess_new(e, NULL); /* this request's reference */
   capture cap = {0};
@@ -228,17 +252,8 @@ static void send_hello(engine *e, conn *c, json_t *req, const char *hdrs) {
   e->cap = &cap;
   proto_dispatch(n, req);
   e->cap = NULL;
-  char h[1024];
-  snprintf(h, sizeof h, "Cache-Control: no-store\r\n%s", hdrs);
-  if (cap.welcomed) {
-    httpd_respond(c, 200, "application/json", h, cap.text.data, cap.text.len);
-    if (cap.welcomed == n) sess_unref(n); /* a new session; a resume took n already */
-  } else {
-    int st = !strcmp(cap.code, "unauthorized") || !strncmp(cap.code, "token_", 6) ? 401 : 400;
-    if (cap.text.len) httpd_respond(c, st, "application/json", h, cap.text.data, cap.text.len);
-    else fb_error(c, 400, hdrs, "bad_request", "hello refused");
-    sess_unref(n);
-  }
+  if (n->hold) authhook_defer_http(n, c, hdrs); /* the request's reference goes with it */
+  else fb_hello_answer(e, c, &cap, n, hdrs, 0);
   buf_free(&cap.text);
 }
 

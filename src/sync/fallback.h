@@ -26,5 +26,10 @@ void fb_release(sess *s);
 void fb_answer_polls(engine *e);
 /* Keeps time for HTTP sessions: SSE pings, poll timeouts, detaching. */
 void fb_sweep(engine *e);
+/* The answer to a hello by POST /v1/send, from what it captured: the
+ * welcome (200) or the error (401, 403, 503, 400). Takes the request's
+ * reference to n. deferred: the answer was deferred (httpd_defer); c may
+ * then be NULL (the client went away). */
+void fb_hello_answer(engine *e, conn *c, capture *cap, sess *n, const char *hdrs, int deferred);
 
 #endif

@@ -6,6 +6,7 @@
  * delivery are contiguous and never overlap. */
 #include <string.h>
 
+#include "hook.h"
 #include "proto.h"
 #include "room.h"
 #include "sess.h"
@@ -47,11 +48,13 @@ static int collect_cursor(const char *user, const char *device, uint64_t seq, in
   return 0;
 }
 
-void join_handle(sess *s, json_t *req) {
+static void join_decide(sess *s, json_t *req, int asked) {
   engine *e = s->e;
   const char *name = proto_room_name(s, req);
   if (!name) return;
-  if (!(auth_room_perms(&s->id, name) & AUTH_READ)) {
+  /* The authorization hook decides joins the grants do not cover (or all). */
+  if (!asked && authhook_join_asks(s, name) && authhook_join(s, req, name) != 0) return;
+  if (!(sess_perms(s, name) & AUTH_READ)) {
     sess_error(s, req, "forbidden", "no read permission for this room", NULL, NULL);
     return;
   }
@@ -156,6 +159,10 @@ void join_handle(sess *s, json_t *req) {
   sess_send_json(s, reply);
   if (is_new) room_presence_event(e, m, "join");
 }
+
+void join_handle(sess *s, json_t *req) { join_decide(s, req, 0); }
+
+void join_handle_asked(sess *s, json_t *req) { join_decide(s, req, 1); }
 
 void join_leave(sess *s, json_t *req) {
   const char *name = proto_room_name(s, req);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "commit.h"
+#include "hook.h"
 #include "room.h"
 #include "sess.h"
 
@@ -52,22 +53,25 @@ const char *proto_room_member(sess *s, json_t *req, member **out, int need_write
     sess_error(s, req, "not_joined", "join the room first", NULL, NULL);
     return NULL;
   }
-  if (need_write && !(auth_room_perms(&s->id, rname) & AUTH_WRITE)) {
+  if (need_write && !(sess_perms(s, rname) & AUTH_WRITE)) {
     sess_error(s, req, "forbidden", "no write permission for this room", NULL, NULL);
     return NULL;
   }
   return rname;
 }
 
-static void handle_op(sess *s, json_t *req) {
+static void op_decide(sess *s, json_t *req, int asked) {
   engine *e = s->e;
   member *m;
-  if (!proto_room_member(s, req, &m, 1)) return;
+  const char *rname = proto_room_member(s, req, &m, 1);
+  if (!rname) return;
   const char *cid = jstr(req, "cid");
   if (!cid || !commit_cid_valid(cid)) {
     sess_error(s, req, "bad_request", "cid must be 1-128 characters of A-Z a-z 0-9 . _ : @ -", "cid", NULL);
     return;
   }
+  /* An op hook (hook.h) sees the op before the room decides it. */
+  if (!asked && e->cfg->op_hooks.n && ophook_op(s, req, rname)) return;
   author au = {e, s, NULL, s->dkey};
   json_t *from = sess_from(s);
   op_refusal why;
@@ -86,6 +90,10 @@ static void handle_op(sess *s, json_t *req) {
     commit_refusal_in_order(&au, r, msg);
   }
 }
+
+static void handle_op(sess *s, json_t *req) { op_decide(s, req, 0); }
+
+void proto_op_decided(sess *s, json_t *req) { op_decide(s, req, 1); }
 
 static void handle_publish(sess *s, json_t *req) {
   engine *e = s->e;
@@ -185,6 +193,11 @@ static void handle_cursor(sess *s, json_t *req) {
 }
 
 void proto_dispatch(sess *s, json_t *req) {
+  /* A session waiting for the authorization hook: everything waits, in order. */
+  if (hook_held(s)) {
+    hook_hold_push(s, req);
+    return;
+  }
   /* The id first (PROTOCOL.md 1.1): every later answer echoes it. */
   json_t *id = json_object_get(req, "id");
   if (id && !(json_is_integer(id) && json_integer_value(id) >= 0 &&
@@ -280,7 +293,7 @@ static int ws_open(ws_conn *w, const httpd_req *r) {
  * refused (PROTOCOL.md 13.1). */
 static void ws_tick(ws_conn *w, uint64_t now) {
   sess *s = ws_conn_user(w);
-  if (s && !s->welcomed && now - s->opened >= s->e->cfg->handshake_timeout_ms)
+  if (s && !s->welcomed && !s->hold && now - s->opened >= s->e->cfg->handshake_timeout_ms)
     sess_refuse(s, NULL, "unauthorized", "no hello in time");
 }
 

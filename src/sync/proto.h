@@ -39,6 +39,11 @@ json_t *proto_reply(json_t *req, const char *type, const room *r);
 
 /* join.c: join (with catch-up) and leave. */
 void join_handle(sess *s, json_t *req);
+/* A join the authorization hook has allowed (it is not asked again). */
+void join_handle_asked(sess *s, json_t *req);
+/* An op that its op hook accepted (req's op possibly replaced): decided by
+ * the room as any op, without asking again. */
+void proto_op_decided(sess *s, json_t *req);
 void join_leave(sess *s, json_t *req);
 /* Store walk callbacks: log entries into a JSON array (ud: json_t *),
  * items into a JSON object (ud: json_t *). */

@@ -6,6 +6,7 @@
 
 #include "../common/log.h"
 #include "fallback.h"
+#include "hook.h"
 #include "room.h"
 
 sess *sess_new(engine *e, ws_conn *w) {
@@ -35,7 +36,10 @@ void sess_unref(sess *s) {
   ob_clear(s);
   wsy_free(s->dn_headers);
   json_decref(s->from);
+  json_decref(s->held);
+  json_decref(s->claims);
   auth_identity_free(&s->id);
+  auth_identity_free(&s->hook);
   wsy_free(s);
 }
 
@@ -227,6 +231,21 @@ static void resume(sess *n, sess *s, json_t *req, uint64_t last, int insecure) {
   auth_identity_free(&s->id);
   s->id = n->id;
   memset(&n->id, 0, sizeof n->id);
+  json_decref(s->claims);
+  s->claims = n->claims;
+  n->claims = NULL;
+  memcpy(s->tokh, n->tokh, sizeof s->tokh);
+  /* The hook's grants of the new hello join those its joins were given. */
+  if (n->hook.ngrants) { /* the new hello's grants (few: one answer's) */
+    json_t *g = json_object();
+    for (size_t i = 0; i < n->hook.ngrants; i++) {
+      unsigned p = n->hook.grants[i].perms;
+      json_object_set_new(g, n->hook.grants[i].pattern,
+                          json_string(p == (AUTH_READ | AUTH_WRITE) ? "rw" : p == AUTH_READ ? "r" : "w"));
+    }
+    sess_add_grants(s, g);
+    json_decref(g);
+  }
   if (w) ws_conn_set_user(w, s);
   n->w = NULL;
   sess_unref(n);
@@ -241,7 +260,7 @@ static void resume(sess *n, sess *s, json_t *req, uint64_t last, int insecure) {
   json_t *revoked = json_array();
   for (member *m = s->rooms, *next; m; m = next) {
     next = m->snext;
-    if (!(auth_room_perms(&s->id, m->r->name) & AUTH_READ)) {
+    if (!(sess_perms(s, m->r->name) & AUTH_READ)) {
       json_array_append_new(revoked, json_string(m->r->name));
       room_member_remove(e, m, "left");
     }
@@ -318,19 +337,36 @@ void sess_hello(sess *s, json_t *req) {
     sess_refuse(s, req, "bad_request", "session must be a string and last a non-negative integer");
     return;
   }
+  snprintf(s->device, sizeof s->device, "%s", device);
+  if (token) {
+    size_t cl;
+    char *ct = auth_token_claims(token, &cl);
+    json_error_t jerr;
+    s->claims = ct ? json_loadb(ct, cl, 0, &jerr) : NULL;
+    wsy_free(ct);
+  }
+  /* The authorization hook (hook.h) decides before anything is created. */
+  int asked = e->cfg->auth_hook ? authhook_hello(s, req, token) : 0;
+  if (asked == 0) sess_hello_finish(s, req);
+}
+
+void sess_hello_finish(sess *s, json_t *req) {
+  engine *e = s->e;
+  const wsy_config *cfg = e->cfg;
+  int insecure = s->id.exp == 0; /* a demo identity never expires; a token's always does */
+  json_t *stokj = json_object_get(req, "session"), *lastj = json_object_get(req, "last");
   char dkey[sizeof s->dkey];
-  snprintf(dkey, sizeof dkey, "%s:%s", s->id.user, device);
+  snprintf(dkey, sizeof dkey, "%s:%s", s->id.user, s->device);
   uint64_t last = lastj ? (uint64_t)json_integer_value(lastj) : 0;
   sess *old = stokj ? map_get(&e->sessions, json_string_value(stokj)) : NULL;
   if (old && !old->ended && strcmp(old->dkey, dkey) == 0 && last + 1 <= old->ob_next &&
       old->ob_first <= last + 1) {
-    resume(s, old, req, last, !token);
+    resume(s, old, req, last, insecure);
     return;
   }
   /* A new session; one per (user, device): an older one is replaced. */
   sess *prev = map_get(&e->by_device, dkey);
   if (prev) sess_end(prev, 4001, "replaced by a new session of this device");
-  snprintf(s->device, sizeof s->device, "%s", device);
   memcpy(s->dkey, dkey, sizeof dkey);
   random_hex(s->token, 16);
   s->welcomed = 1;
@@ -342,7 +378,54 @@ void sess_hello(sess *s, json_t *req) {
   s->tokens_ms = now_ms(e);
   s->http = !s->w;
   s->dn_lost = now_ms(e);
-  send_welcome(s, req, 0, !token);
+  send_welcome(s, req, 0, insecure);
+}
+
+unsigned sess_perms(const sess *s, const char *name) {
+  return auth_room_perms(&s->id, name) | auth_room_perms(&s->hook, name);
+}
+
+#define SESS_HOOK_GRANTS_MAX 1024
+
+int sess_add_grants(sess *s, json_t *grants) {
+  if (!json_is_object(grants) || json_object_size(grants) > 256) return -1;
+  auth_grant *g = wsy_calloc(json_object_size(grants) + 1, sizeof *g);
+  size_t n = 0;
+  const char *k;
+  json_t *v;
+  json_object_foreach(grants, k, v) {
+    char spec[200];
+    int ok = json_is_string(v) && strlen(k) <= 128 && json_string_length(v) <= 2;
+    if (ok) snprintf(spec, sizeof spec, "%s=%s", k, json_string_value(v));
+    if (!ok || auth_grant_parse(spec, &g[n]) != 0) {
+      for (size_t i = 0; i < n; i++) wsy_free(g[i].pattern);
+      wsy_free(g);
+      return -1;
+    }
+    n++;
+  }
+  /* Joins of many rooms (or the same one again) must not grow this without
+   * bound: a grant already held is not added twice, and past the cap the
+   * oldest go (a session that joined over 1024 rooms by the hook's leave
+   * may lose the earliest; its next join there asks again). */
+  for (size_t i = 0; i < n; i++) {
+    int dup = 0;
+    for (size_t j = 0; j < s->hook.ngrants && !dup; j++)
+      dup = s->hook.grants[j].perms == g[i].perms && !strcmp(s->hook.grants[j].pattern, g[i].pattern);
+    if (dup) {
+      wsy_free(g[i].pattern);
+      continue;
+    }
+    if (s->hook.ngrants == SESS_HOOK_GRANTS_MAX) {
+      wsy_free(s->hook.grants[0].pattern);
+      memmove(s->hook.grants, s->hook.grants + 1, (s->hook.ngrants - 1) * sizeof *g);
+      s->hook.ngrants--;
+    }
+    s->hook.grants = wsy_realloc(s->hook.grants, (s->hook.ngrants + 1) * sizeof *g);
+    s->hook.grants[s->hook.ngrants++] = g[i];
+  }
+  wsy_free(g);
+  return 0;
 }
 
 void sess_reap(engine *e) {

@@ -53,6 +53,14 @@ struct sess {
   char *dn_headers;  /* CORS headers for the deferred poll answer */
   sess *due_next;    /* on e->due: a pending poll has something to say */
   int due;
+  /* Hooks (hook.h): while hold is set the session waits for the
+   * authorization hook and its messages queue in held (a JSON array). */
+  int hold;
+  json_t *held;
+  char tokh[17];     /* SHA-256 of the hello's token, 16 hex digits ("" in demo mode): the hook cache's key */
+  struct ah_wait *ah;/* the authorization hook's question while held */
+  json_t *claims;    /* the token's claims, for the hook's questions (NULL: demo) */
+  auth_identity hook;/* grants the authorization hook gave (no user: not for private rooms) */
   double tokens;     /* rate limit bucket */
   uint64_t tokens_ms;
 };
@@ -91,6 +99,14 @@ void sess_ob_pop(sess *s);
 
 /* hello (PROTOCOL.md 3.1-3.3): a new session, a resume, or a refusal. */
 void sess_hello(sess *s, json_t *req);
+/* The rest of a hello whose identity and device (s->id, s->device) are
+ * checked and that the authorization hook allowed: a resume or a new session. */
+void sess_hello_finish(sess *s, json_t *req);
+/* Permissions of s on room: its token's grants and the hook's. */
+unsigned sess_perms(const sess *s, const char *name);
+/* Adds grants (a JSON object pattern -> "r" | "w" | "rw", as a token's) to
+ * the session's hook grants; 0, or -1 when one is malformed (none added). */
+int sess_add_grants(sess *s, json_t *grants);
 /* Ends a session (bye, replaced, expired): its locks and presence go, its
  * connection (if any) is closed with code, and it can no longer resume. */
 void sess_end(sess *s, unsigned code, const char *why);

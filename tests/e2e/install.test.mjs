@@ -81,7 +81,7 @@ function helpOptions() {
   const out = [];
   const lines = r.stdout.split('\n');
   for (let i = 0; i < lines.length; i++) {
-    const m = /^ {2}--([a-z-]+)(?: ([A-Z:]+))?\s{2,}(.*)$/.exec(lines[i]);
+    const m = /^ {2}--([a-z-]+)(?: ([A-Z:=]+))?\s{2,}(.*)$/.exec(lines[i]);
     if (!m) continue;
     const env = /^\s+\[(WSYNC_[A-Z_]+)\]$/.exec(lines[i + 1] || '');
     assert.ok(env, `the line after --${m[1]} names its variable`);

@@ -344,3 +344,63 @@ Test(config, tls_flags) {
   cr_assert_str_eq(cfg.tls_cert, "/env/cert.pem", "from the environment");
   cr_assert_str_eq(cfg.tls_key, "/flag/key.pem", "the flag wins");
 }
+
+/* ---- the hooks that decide (--auth-hook, --op-hook) ---------------------------- */
+
+Test(config, hook_options) {
+  clear_env();
+  unsetenv("WSYNC_OP_HOOK");
+  unsetenv("WSYNC_AUTH_HOOK");
+  wsy_config cfg;
+  char err[256];
+  cr_assert_eq(parse(&cfg, err, sizeof err, 0, NULL), 0, "%s", err);
+  cr_assert_null(cfg.auth_hook);
+  cr_assert_eq(cfg.auth_hook_all_joins, 0);
+  cr_assert_eq(cfg.auth_hook_timeout_ms, 2000);
+  cr_assert_eq(cfg.op_hooks.n, 0);
+  cr_assert_eq(cfg.op_hook_batch, 1);
+  int rc = PARSE(&cfg, err, "--auth-hook", "https://app.example/auth", "--auth-hook-joins", "all",
+                 "--op-hook", "board:*=http://127.0.0.1:7000/a", "--op-hook=form:x=https://b.example/",
+                 "--op-hook-batch", "16");
+  cr_assert_eq(rc, 0, "%s", err);
+  cr_assert_str_eq(cfg.auth_hook, "https://app.example/auth");
+  cr_assert_eq(cfg.auth_hook_all_joins, 1);
+  cr_assert_eq(cfg.op_hooks.n, 2, "repeatable, in the order given");
+  cr_assert_str_eq(cfg.op_hooks.v[0], "board:*=http://127.0.0.1:7000/a");
+  cr_assert_str_eq(cfg.op_hooks.v[1], "form:x=https://b.example/");
+  cr_assert_eq(cfg.op_hook_batch, 16);
+}
+
+Test(config, hook_options_refused) {
+  clear_env();
+  static const char *const bad[][2] = {
+    {"--auth-hook", "ftp://a.example/"},
+    {"--auth-hook", "http://"},
+    {"--auth-hook-joins", "some"},
+    {"--op-hook", "board:*"},
+    {"--op-hook", "=http://a.example/"},
+    {"--op-hook", "bo ard=http://a.example/"},
+    {"--op-hook", "board:*=a.example"},
+    {"--op-hook-batch", "0"},
+    {"--op-hook-batch", "257"},
+    {"--hook-secret", "too-short"},
+  };
+  for (size_t i = 0; i < WSY_ARRAY_LEN(bad); i++) {
+    wsy_config cfg;
+    char err[256] = "";
+    int rc = PARSE(&cfg, err, (char *)bad[i][0], (char *)bad[i][1]);
+    cr_assert_eq(rc, -1, "%s %s accepted", bad[i][0], bad[i][1]);
+    cr_assert(strstr(err, bad[i][0] + 2) != NULL, "the error names the option: %s", err);
+  }
+  /* A 17th --op-hook is refused rather than dropped. */
+  wsy_config cfg;
+  char err[256] = "";
+  char *argv[40];
+  int argc = 0;
+  for (int i = 0; i < 17; i++) {
+    argv[argc++] = "--op-hook";
+    argv[argc++] = "r=http://127.0.0.1/";
+  }
+  cr_assert_eq(parse(&cfg, err, sizeof err, argc, argv), -1);
+  cr_assert(strstr(err, "op-hook") != NULL, "%s", err);
+}
