@@ -30,6 +30,9 @@ enum {
   SW_DEL_ITEMS,
   SW_DEL_CURSORS,
   SW_DEL_DEDUPE,
+  SW_TEXT_INSERT,
+  SW_TEXT_CLEAR,
+  SW_DEL_TEXTS,
   SW__COUNT
 };
 
@@ -46,6 +49,7 @@ enum {
   SR_CURSORS,
   SR_PAGES,
   SR_ROOMS_LIST,
+  SR_TEXTS,
   SR__COUNT
 };
 
@@ -76,6 +80,7 @@ void sq_bind_str(sqlite3_stmt *st, int i, const char *v);
 /* sqlite_read.c: the store_ops reads, as store.h describes them. */
 int sq_room_get(store *bs, const char *room, store_room_info *out);
 int sq_room_items(store *bs, const char *room, store_item_cb cb, void *ud);
+int sq_room_texts(store *bs, const char *room, store_text_cb cb, void *ud);
 int sq_history(store *bs, const char *room, uint64_t after_seq, size_t limit, store_history_cb cb, void *ud);
 int sq_recent_messages(store *bs, const char *room, size_t limit, store_history_cb cb, void *ud);
 int sq_dedupe_each(store *bs, store_dedupe_cb cb, void *ud);

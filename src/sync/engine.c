@@ -73,7 +73,8 @@ int engine_new(uv_loop_t *loop, net_loop *net, const wsy_config *cfg, store *st,
   map_init(&e->rejected);
   e->lim = (sync_limits){.max_fields = cfg->max_fields, .max_field_size = cfg->max_field_size,
                          .max_item_size = cfg->max_item_size, .max_depth = (int)cfg->max_depth,
-                         .max_room_items = cfg->max_room_items};
+                         .max_room_items = cfg->max_room_items,
+                         .max_text_size = cfg->max_text_size};
   int rc = commit_init(e, err, errlen);
   if (rc != 0) {
     commit_deinit(e);
