@@ -68,7 +68,7 @@ static void live_drop(doc_item *it) {
 int doc_item_snapshot_due(const doc_item *it) {
   size_t text = 0;
   for (doc_text *x = it->live; x; x = x->next) text += rope_bytes(x->r);
-  return it->text_ops >= DOC_SNAPSHOT_OPS || it->text_bytes > text;
+  return it->text_ops >= DOC_SNAPSHOT_OPS || it->text_bytes > text + DOC_SNAPSHOT_SLACK;
 }
 
 char *doc_item_snapshot(doc_item *it) {

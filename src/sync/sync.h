@@ -91,9 +91,13 @@ void doc_item_fresh(const doc_item *it);
 /* 1 when enough text ops went to the store as ops since the item's row was
  * written that the row should be written again (a snapshot): after
  * DOC_SNAPSHOT_OPS ops, or when the ops' bytes pass the size of the item's
- * text, so replaying them on load never costs more than a few times the
- * text, and a snapshot's cost spread over the ops stays small. */
+ * live text by DOC_SNAPSHOT_SLACK, so the stored ops never take much more
+ * room than the text and replaying them on load stays cheap, while a
+ * snapshot's cost spread over the ops stays small (a text typed from
+ * scratch grows as fast as its ops: the slack keeps it from a snapshot per
+ * op). */
 #define DOC_SNAPSHOT_OPS 1000
+#define DOC_SNAPSHOT_SLACK (64 * 1024)
 int doc_item_snapshot_due(const doc_item *it);
 /* The item's fields as compact JSON (malloc'd), for a snapshot row; resets
  * the count of ops since the last one. */
