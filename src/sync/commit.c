@@ -351,7 +351,10 @@ pend *commit_sequence(author *a, json_t *req, room *r, net_chunk *frame, const c
   e->ops_accepted++;
   /* Retention: keep the newest history_ops entries (trimmed in steps). */
   uint64_t keep = e->cfg->history_ops;
-  if (keep && r->seq > keep && r->seq % 256 == 0) store_batch_trim(e->batch, r->name, r->seq - keep + 1);
+  if (keep && r->seq > keep && r->seq % 256 == 0) {
+    store_batch_trim(e->batch, r->name, r->seq - keep + 1);
+    if (r->min_seq < r->seq - keep + 1) r->min_seq = r->seq - keep + 1; /* joins check it (join.c) */
+  }
   return p;
 }
 
