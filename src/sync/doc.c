@@ -117,7 +117,9 @@ json_t *doc_item_json(const doc_item *it) {
   if (!it) return json_null();
   doc_item_fresh(it);
   json_t *j = json_pack("{s:I,s:O}", "version", (json_int_t)it->version, "fields", it->fields);
-  if (it->revs && json_object_size(it->revs)) json_object_set(j, "revs", it->revs);
+  /* A copy: revisions change in place, and a snapshot sent in parts
+   * (stream.h) must keep those of its seq. */
+  if (it->revs && json_object_size(it->revs)) json_object_set_new(j, "revs", json_copy(it->revs));
   return j;
 }
 

@@ -14,6 +14,7 @@
 #include "fallback.h"
 #include "room.h"
 #include "sess.h"
+#include "stream.h"
 
 net_chunk *engine_frame(engine *e, json_t *msg) {
   jw_reset(&e->frame_text);
@@ -94,6 +95,7 @@ int engine_new(uv_loop_t *loop, net_loop *net, const wsy_config *cfg, store *st,
   e->sweep.data = e;
   uv_timer_start(&e->sweep, on_sweep, 250, 250);
   uv_unref((uv_handle_t *)&e->sweep);
+  stream_init(e);
   *out = e;
   return 0;
 }
@@ -108,6 +110,7 @@ void engine_free(engine *e) {
     commit_start(e);
     uv_run(e->loop, UV_RUN_ONCE);
   }
+  stream_deinit(e);
   uv_close((uv_handle_t *)&e->check, NULL);
   uv_close((uv_handle_t *)&e->sweep, NULL);
   room_free_all(e);

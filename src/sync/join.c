@@ -17,6 +17,7 @@
 #include "proto.h"
 #include "room.h"
 #include "sess.h"
+#include "stream.h"
 
 int join_collect_op(uint64_t seq, const char *msg, size_t len, void *ud) {
   (void)seq;
@@ -192,6 +193,7 @@ void join_handle(sess *s, json_t *req) {
     if (rc == 0) rc = store_room_get(e->st, name, &info);
   }
   uint64_t seq = 0;
+  json_t *snap = NULL; /* the snapshot, sent (in parts when large) once all went well */
   if (rc == 0) {
     seq = info.exists ? info.seq : 0;
     const char *epoch = info.exists ? info.epoch : r->epoch;
@@ -206,10 +208,9 @@ void join_handle(sess *s, json_t *req) {
         rc = store_history(e->st, name, since_seq, 0, join_collect_op, ops);
       json_object_set_new(reply, "ops", ops);
     } else {
-      json_t *snap = NULL;
       if (info.exists && !mem) rc = read_begin(e, &reading);
       if (info.exists && rc == 0) rc = r->kind->snapshot(r, e->st, &snap);
-      json_object_set_new(reply, "snapshot", snap ? snap : json_pack("{s:{}}", "items"));
+      if (!snap) snap = json_pack("{s:{}}", "items");
       if (history > 0 && info.exists && rc == 0) {
         json_t *msgs = json_array();
         if ((rc = read_begin(e, &reading)) == 0)
@@ -225,6 +226,7 @@ void join_handle(sess *s, json_t *req) {
   int end = reading ? store_read_end(e->st) : 0;
   if (rc == 0) rc = end;
   if (rc != 0) {
+    json_decref(snap);
     json_decref(cursors);
     json_decref(reply);
     sess_error(s, req, "internal", "the room could not be read", NULL, NULL);
@@ -240,6 +242,11 @@ void join_handle(sess *s, json_t *req) {
   json_object_set_new(reply, "presence", pres);
   json_object_set_new(reply, "locks", room_locks_json(e, r));
   json_object_set_new(reply, "cursors", cursors);
+  if (snap) {
+    int more;
+    json_object_set_new(reply, "snapshot", json_pack("{s:o}", "items", stream_snapshot(e, s, name, snap, &more)));
+    if (more) json_object_set_new(reply, "more", json_true());
+  }
   sess_send_json(s, reply);
   if (is_new) room_presence_event(e, m, "join");
 }
@@ -253,5 +260,6 @@ void join_leave(sess *s, json_t *req) {
   if (id) json_object_set(reply, "re", id);
   json_object_set_new(reply, "room", json_string(name));
   sess_send_json(s, reply);
+  stream_cancel(s->e, s, name);
   if (m) room_member_remove(s->e, m, "left");
 }
