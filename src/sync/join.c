@@ -28,19 +28,6 @@ int join_collect_op(uint64_t seq, const char *msg, size_t len, void *ud) {
   return 0;
 }
 
-int join_collect_item(const char *item, const char *fields, size_t len, const char *revs, uint64_t version,
-                        void *ud) {
-  json_error_t jerr;
-  json_t *f = json_loadb(fields, len, 0, &jerr);
-  if (!f) return WSY_IO;
-  json_t *it = json_pack("{s:I,s:o}", "version", (json_int_t)version, "fields", f);
-  uint64_t gen;
-  json_t *rv = doc_revs_split(revs ? json_loads(revs, 0, &jerr) : NULL, &gen); /* as doc_item_json: no gen */
-  if (rv) json_object_set_new(it, "revs", rv);
-  json_object_set_new(ud, item, it);
-  return 0;
-}
-
 typedef struct {
   json_t *arr;
   const char *user, *device;

@@ -46,10 +46,7 @@ void join_leave(sess *s, json_t *req);
 int join_cursors_load(engine *e, room *r, int exists);
 void join_cursor_note(room *r, const char *user, const char *device, uint64_t seq);
 void join_cursors_free(room *r);
-/* Store walk callbacks: log entries into a JSON array (ud: json_t *),
- * items into a JSON object (ud: json_t *). */
+/* Store walk callback: log entries into a JSON array (ud: json_t *). */
 int join_collect_op(uint64_t seq, const char *msg, size_t len, void *ud);
-int join_collect_item(const char *item, const char *fields, size_t len, const char *revs, uint64_t version,
-                      void *ud);
 
 #endif

@@ -12,7 +12,8 @@
  * Loop thread only. A stream holds a reference to its session; it stops
  * when the session ends, when the member leaves or joins the room again,
  * and waits while the connection has more than STREAM_QUEUE bytes queued
- * (or while a WebSocket session is detached). */
+ * (or while a WebSocket session is detached; on HTTP transports, until the
+ * previous part was handed to a downstream). */
 #ifndef WSY_STREAM_H
 #define WSY_STREAM_H
 

@@ -124,4 +124,16 @@ test('a 10 MB snapshot in parts, with live entries and other rooms in between', 
     assert.deepEqual(doc['item-000'].live, written - 1);
     assert.deepEqual(doc['item-150'], want['item-150']);
   });
+
+  for (const transport of ['sse', 'poll']) {
+    await t.test(`over ${transport}: every part arrives and the client assembles them`, async () => {
+      const c = makeClient(t, srv.url, { user: `js-${transport}`, transport });
+      const room = c.room(big);
+      await room.ready;
+      const doc = docOf(room);
+      assert.equal(Object.keys(doc).length, ITEMS);
+      assert.deepEqual(doc['item-150'], want['item-150']);
+      assert.deepEqual(doc['item-199'], want['item-199']);
+    });
+  }
 });
