@@ -400,6 +400,7 @@ export class Room extends Emitter {
     this._timers = client._timers || new Timers();
     this._history = opts.history || 0;
     this._state = 'idle';     // idle | joining | joined | left | failed
+    this._parts = null;       // a snapshot arriving in parts (6.3): {joined, req, items, entries}
     this._epoch = null;
     this._seq = 0;
     this._server = new Map(); // id -> {version, fields, revs?}: confirmed state
@@ -1649,16 +1650,38 @@ export class Client extends Emitter {
     switch (m.type) {
       case 'op':
       case 'message':
-        if (room) room._onEntry(m);
+        // While a snapshot arrives in parts (6.3), the room's live entries
+        // (all after joined.seq) wait for its last part.
+        if (room && room._parts) room._parts.entries.push(m);
+        else if (room) room._onEntry(m);
         return;
       case 'ack':
         if (req) this._settle(req, m);
         if (room && m.cid !== undefined) room._onAck(m);
         return;
       case 'joined':
+        if (room) room._parts = null; // a new join: parts of an earlier one are void
+        if (room && m.more) {
+          room._parts = { joined: m, req, items: { ...((m.snapshot && m.snapshot.items) || {}) }, entries: [] };
+          return;
+        }
         if (req) this._settle(req, m);
         if (room) room._onJoined(m);
         return;
+      case 'snapshot': {
+        // A part of a large snapshot (6.3); the last has more: false.
+        const p = room && room._parts;
+        if (!p) return;
+        Object.assign(p.items, m.items || {});
+        if (m.more) return;
+        room._parts = null;
+        const full = { ...p.joined, snapshot: { items: p.items } };
+        delete full.more;
+        if (p.req) this._settle(p.req, full);
+        room._onJoined(full);
+        for (const e of p.entries) room._onEntry(e);
+        return;
+      }
       case 'presence':
         if (room) room._onPresence(m);
         return;

@@ -55,6 +55,7 @@ typedef struct wsy_config {
   unsigned max_fields;       /* members of one set */
   size_t max_field_size;
   size_t max_item_size;
+  size_t max_text_size;
   unsigned max_depth;
   unsigned max_room_items;
   size_t max_presence_state;

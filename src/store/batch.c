@@ -124,6 +124,16 @@ void store_batch_item(store_batch *b, const char *room, const char *item, const 
   e->version = version;
 }
 
+void store_batch_text(store_batch *b, const char *room, const char *item, const char *field, uint64_t rev,
+                      uint64_t seq, const char *ops_json, size_t len) {
+  batch_entry *e = batch_add(b, E_TEXT);
+  pack_item it[] = {STR(room, &e->room), STR(item, &e->item), STR(field, &e->fields), {ops_json, len, &e->msg}};
+  e->mem = pack(it, WSY_ARRAY_LEN(it));
+  e->msg_len = len;
+  e->seq = seq;
+  e->version = rev;
+}
+
 void store_batch_trim(store_batch *b, const char *room, uint64_t keep_from_seq) {
   batch_entry *e = batch_add(b, E_TRIM);
   pack_item it[] = {STR(room, &e->room)};

@@ -115,6 +115,10 @@ static const char *const migrations[] = {
   "  updated_at INTEGER NOT NULL,"
   "  PRIMARY KEY(hook, room)"
   ") WITHOUT ROWID, STRICT;",
+  /* 4: text ops stored as ops since the item's row was written (store.h) */
+  "CREATE TABLE texts(room TEXT NOT NULL, item TEXT NOT NULL, field TEXT NOT NULL,"
+  "  rev INTEGER NOT NULL, seq INTEGER NOT NULL, ops TEXT NOT NULL,"
+  "  PRIMARY KEY(room, item, field, rev)) WITHOUT ROWID, STRICT;",
 };
 
 _Static_assert(WSY_ARRAY_LEN(migrations) == STORE_SCHEMA_VERSION,
@@ -156,6 +160,9 @@ static const char *const write_sql[SW__COUNT] = {
                           " epoch = excluded.epoch, updated_at = excluded.updated_at"),
   /* No index by room: a scan, like the dedupe rows, for a rare operation. */
   [SW_DEL_HOOK_POS] = "DELETE FROM hook_pos WHERE room = ?1",
+  [SW_TEXT_INSERT] = "INSERT INTO texts(room, item, field, rev, seq, ops) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+  [SW_TEXT_CLEAR] = "DELETE FROM texts WHERE room = ?1 AND item = ?2",
+  [SW_DEL_TEXTS] = "DELETE FROM texts WHERE room = ?1",
 };
 
 static const char *const read_sql[SR__COUNT] = {
@@ -178,6 +185,7 @@ static const char *const read_sql[SR__COUNT] = {
                      " ORDER BY name LIMIT ?2"),
   [SR_HOOK_POS] = "SELECT room, epoch, seq FROM hook_pos WHERE hook = ?1",
   [SR_HOOK_POS_GET] = "SELECT epoch, seq FROM hook_pos WHERE hook = ?1 AND room = ?2",
+  [SR_TEXTS] = "SELECT item, field, rev, seq, ops FROM texts WHERE room = ?1 ORDER BY item, field, rev",
 };
 
 /* ---- errors -------------------------------------------------------------- */
@@ -524,6 +532,39 @@ static int runs_flush(sq_store *s, store_batch *b, seq_runs *runs) {
   return rc;
 }
 
+/* Writes (fields) or deletes an item's row; its texts rows go either way,
+** since the row now holds their effect (store.h: texts). */
+static int item_write(sq_store *s, store_batch *b, const batch_entry *e) {
+  sqlite3_stmt *st = s->w[e->fields ? SW_ITEM_UPSERT : SW_ITEM_DELETE];
+  sq_bind_str(st, 1, e->room);
+  sq_bind_str(st, 2, e->item);
+  if (e->fields) {
+    sq_bind_str(st, 3, e->fields);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)(e->version > SEQ_MAX ? SEQ_MAX : e->version));
+    sq_bind_str(st, 5, e->revs);
+  }
+  int rc = wstep(s, b, st);
+  if (rc != SQLITE_OK) return sq_map_rc(rc);
+  st = s->w[SW_TEXT_CLEAR];
+  sq_bind_str(st, 1, e->room);
+  sq_bind_str(st, 2, e->item);
+  return sq_map_rc(wstep(s, b, st));
+}
+
+/* A text op kept as an op (store.h: texts). */
+static int apply_text(sq_store *s, store_batch *b, const batch_entry *e) {
+  if (!e->room || !e->item || !e->fields || e->version == 0 || e->version > SEQ_MAX || e->seq == 0 || e->seq > SEQ_MAX)
+    return store_batch_fail(b, WSY_INVAL, "text entry needs room, item, field and a rev");
+  sqlite3_stmt *st = s->w[SW_TEXT_INSERT];
+  sq_bind_str(st, 1, e->room);
+  sq_bind_str(st, 2, e->item);
+  sq_bind_str(st, 3, e->fields);
+  sqlite3_bind_int64(st, 4, (sqlite3_int64)e->version);
+  sqlite3_bind_int64(st, 5, (sqlite3_int64)e->seq);
+  sq_bind_text(st, 6, e->msg, e->msg_len);
+  return sq_map_rc(wstep(s, b, st));
+}
+
 static int apply_op(sq_store *s, store_batch *b, const batch_entry *e, seq_runs *runs) {
   if (!e->room) return store_batch_fail(b, WSY_INVAL, "op without a room");
   if (e->seq == 0 || e->seq > SEQ_MAX || e->version > SEQ_MAX)
@@ -561,17 +602,7 @@ static int apply_op(sq_store *s, store_batch *b, const batch_entry *e, seq_runs 
   sq_bind_text(st, 6, e->msg, e->msg_len);
   if ((rc = wstep(s, b, st)) != SQLITE_OK) return sq_map_rc(rc);
 
-  if (e->item) {
-    st = s->w[e->fields ? SW_ITEM_UPSERT : SW_ITEM_DELETE];
-    sq_bind_str(st, 1, e->room);
-    sq_bind_str(st, 2, e->item);
-    if (e->fields) {
-      sq_bind_str(st, 3, e->fields);
-      sqlite3_bind_int64(st, 4, (sqlite3_int64)e->version);
-      sq_bind_str(st, 5, e->revs);
-    }
-    if ((rc = wstep(s, b, st)) != SQLITE_OK) return sq_map_rc(rc);
-  }
+  if (e->item && (rc = item_write(s, b, e)) != WSY_OK) return rc;
 
   if (e->device && e->cid) {
     st = s->w[SW_DEDUPE_INSERT];
@@ -621,7 +652,7 @@ static int apply_delete(sq_store *s, store_batch *b, const batch_entry *e) {
   int rc = wstep(s, b, st);
   if (rc != SQLITE_OK) return sq_map_rc(rc);
   if (sqlite3_changes(s->wdb) == 0) return store_batch_fail(b, WSY_NOT_FOUND, "no such room");
-  static const int rest[] = {SW_DEL_OPS, SW_DEL_ITEMS, SW_DEL_CURSORS, SW_DEL_DEDUPE, SW_DEL_HOOK_POS};
+  static const int rest[] = {SW_DEL_OPS, SW_DEL_ITEMS, SW_DEL_CURSORS, SW_DEL_DEDUPE, SW_DEL_HOOK_POS, SW_DEL_TEXTS};
   for (size_t i = 0; i < WSY_ARRAY_LEN(rest); i++) {
     st = s->w[rest[i]];
     sq_bind_str(st, 1, e->room);
@@ -633,15 +664,7 @@ static int apply_delete(sq_store *s, store_batch *b, const batch_entry *e) {
 /* An item of an entry already logged (the items of a batch op). */
 static int apply_item(sq_store *s, store_batch *b, const batch_entry *e) {
   if (!e->room || !e->item) return store_batch_fail(b, WSY_INVAL, "item entry needs room and item");
-  sqlite3_stmt *st = s->w[e->fields ? SW_ITEM_UPSERT : SW_ITEM_DELETE];
-  sq_bind_str(st, 1, e->room);
-  sq_bind_str(st, 2, e->item);
-  if (e->fields) {
-    sq_bind_str(st, 3, e->fields);
-    sqlite3_bind_int64(st, 4, (sqlite3_int64)(e->version > SEQ_MAX ? SEQ_MAX : e->version));
-    sq_bind_str(st, 5, e->revs);
-  }
-  return sq_map_rc(wstep(s, b, st));
+  return item_write(s, b, e);
 }
 
 static int apply_hook_pos(sq_store *s, store_batch *b, const batch_entry *e) {
@@ -657,7 +680,7 @@ static int apply_hook_pos(sq_store *s, store_batch *b, const batch_entry *e) {
 }
 
 static const char *const kind_name[] = {"room_create", "op",          "cursor",  "trim",
-                                        "item",        "room_delete", "hook_pos"};
+                                        "item",        "room_delete", "hook_pos", "text"};
 
 int store_sqlite_commit_sync(store *bs, store_batch *b) {
   sq_store *s = (sq_store *)bs;
@@ -688,6 +711,7 @@ int store_sqlite_commit_sync(store *bs, store_batch *b) {
     case E_ITEM: rc = apply_item(s, b, e); break;
     case E_DELETE: rc = apply_delete(s, b, e); break;
     case E_HOOK_POS: rc = apply_hook_pos(s, b, e); break;
+    case E_TEXT: rc = apply_text(s, b, e); break;
     default: rc = apply_trim(s, b, e); break;
     }
     if (rc) {
@@ -753,6 +777,7 @@ static const store_ops sq_ops = {
   .close = sq_close,
   .room_get = sq_room_get,
   .room_items = sq_room_items,
+  .room_texts = sq_room_texts,
   .history = sq_history,
   .recent_messages = sq_recent_messages,
   .dedupe_each = sq_dedupe_each,

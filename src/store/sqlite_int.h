@@ -32,6 +32,9 @@ enum {
   SW_DEL_DEDUPE,
   SW_HOOK_POS_UPSERT,
   SW_DEL_HOOK_POS,
+  SW_TEXT_INSERT,
+  SW_TEXT_CLEAR,
+  SW_DEL_TEXTS,
   SW__COUNT
 };
 
@@ -50,6 +53,7 @@ enum {
   SR_ROOMS_LIST,
   SR_HOOK_POS,
   SR_HOOK_POS_GET,
+  SR_TEXTS,
   SR__COUNT
 };
 
@@ -80,6 +84,7 @@ void sq_bind_str(sqlite3_stmt *st, int i, const char *v);
 /* sqlite_read.c: the store_ops reads, as store.h describes them. */
 int sq_room_get(store *bs, const char *room, store_room_info *out);
 int sq_room_items(store *bs, const char *room, store_item_cb cb, void *ud);
+int sq_room_texts(store *bs, const char *room, store_text_cb cb, void *ud);
 int sq_history(store *bs, const char *room, uint64_t after_seq, size_t limit, store_history_cb cb, void *ud);
 int sq_recent_messages(store *bs, const char *room, size_t limit, store_history_cb cb, void *ud);
 int sq_dedupe_each(store *bs, store_dedupe_cb cb, void *ud);

@@ -54,6 +54,21 @@ int sq_room_items(store *bs, const char *room, store_item_cb cb, void *ud) {
   return rdone(st, rc, cb_rc);
 }
 
+int sq_room_texts(store *bs, const char *room, store_text_cb cb, void *ud) {
+  sq_store *s = (sq_store *)bs;
+  if (!room || !cb) return WSY_INVAL;
+  sqlite3_stmt *st = s->r[SR_TEXTS];
+  sq_bind_str(st, 1, room);
+  int rc = SQLITE_OK, cb_rc = 0;
+  while (!cb_rc && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const char *ops = (const char *)sqlite3_column_text(st, 4);
+    cb_rc = cb((const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
+               (uint64_t)sqlite3_column_int64(st, 2), (uint64_t)sqlite3_column_int64(st, 3), ops ? ops : "[]",
+               ops ? (size_t)sqlite3_column_bytes(st, 4) : 2, ud);
+  }
+  return rdone(st, rc, cb_rc);
+}
+
 /* Hands each (seq, msg) row of a bound statement to cb. */
 static int walk_log(sqlite3_stmt *st, store_history_cb cb, void *ud) {
   int rc = SQLITE_OK, cb_rc = 0;

@@ -21,6 +21,10 @@ int store_room_items(store *s, const char *room, store_item_cb cb, void *ud) {
   return s->ops->room_items(s, room, cb, ud);
 }
 
+int store_room_texts(store *s, const char *room, store_text_cb cb, void *ud) {
+  return s->ops->room_texts(s, room, cb, ud);
+}
+
 int store_history(store *s, const char *room, uint64_t after_seq, size_t limit, store_history_cb cb,
                   void *ud) {
   return s->ops->history(s, room, after_seq, limit, cb, ud);
@@ -142,6 +146,11 @@ static int f_room_items(store *s, const char *room, store_item_cb cb, void *ud) 
   return store_room_items(F(s)->inner, room, cb, ud);
 }
 
+static int f_room_texts(store *s, const char *room, store_text_cb cb, void *ud) {
+  if (faulted(F(s), STORE_FAULT_READ)) return WSY_IO;
+  return store_room_texts(F(s)->inner, room, cb, ud);
+}
+
 static int f_history(store *s, const char *room, uint64_t after, size_t limit, store_history_cb cb, void *ud) {
   if (faulted(F(s), STORE_FAULT_READ)) return WSY_IO;
   return store_history(F(s)->inner, room, after, limit, cb, ud);
@@ -211,6 +220,7 @@ static const store_ops fault_ops = {
   .close = f_close,
   .room_get = f_room_get,
   .room_items = f_room_items,
+  .room_texts = f_room_texts,
   .history = f_history,
   .recent_messages = f_recent,
   .dedupe_each = f_dedupe_each,

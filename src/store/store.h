@@ -68,6 +68,14 @@
  *       revs maps each text field to its revision (schema version 2), and
  *       the key "" (never a field name) to the item's generation: the seq
  *       of the entry that created it (PROTOCOL.md 5.7)
+ *   texts(room, item, field, rev, seq, ops TEXT JSON, PK(room,item,field,rev))
+ *       WITHOUT ROWID (schema version 4): the text ops applied to an item
+ *       since its items row was last written, so a text op writes its op,
+ *       not the whole field; rev is the field's revision after the op, seq
+ *       its entry. Writing or deleting the items row (an op or item entry
+ *       naming the item) deletes the item's texts rows: the row then holds
+ *       their effect. The item's current state is its row plus its texts
+ *       rows replayed in rev order (the caller's: no JSON here).
  *   dedupe(device = "user:device", cid, room, seq, PK(device,cid)) WITHOUT ROWID
  *       one row per op sent with a cid: idempotent re-sends across restarts
  *   cursors(user, device, room, seq, updated_at Unix ms,
@@ -91,7 +99,7 @@
 
 #include "../common/wsy.h"
 
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 #define STORE_APPLICATION_ID 0x77737963 /* "wsyc" */
 #define STORE_EPOCH_MAX 32
 #define STORE_ROOM_MAX 128
@@ -168,6 +176,10 @@ typedef int (*store_cursor_cb)(const char *user, const char *device, uint64_t se
 
 /* The room's current items, ordered by item id (bytewise). */
 int store_room_items(store *s, const char *room, store_item_cb cb, void *ud) WSY_WUR;
+/* The room's texts rows (see SCHEMA), ordered by item, field, rev. */
+typedef int (*store_text_cb)(const char *item, const char *field, uint64_t rev, uint64_t seq,
+                             const char *ops_json, size_t len, void *ud);
+int store_room_texts(store *s, const char *room, store_text_cb cb, void *ud) WSY_WUR;
 /* The retained ops of room with seq > after_seq, in seq order, at most limit
  * of them (0: no limit). Whether the log still reaches back to after_seq
  * is the caller's check against min_seq (store_room_get). */
@@ -259,6 +271,11 @@ void store_batch_cursor(store_batch *b, const char *user, const char *device, co
  * store_batch_op before it with item NULL. */
 void store_batch_item(store_batch *b, const char *room, const char *item, const char *fields_json,
                       const char *revs_json, uint64_t version);
+/* A texts row (see SCHEMA): the op ops_json (len bytes) took field of item
+ * to revision rev in the entry seq. Added after that entry's store_batch_op
+ * (which names no item: the items row stays as it is). */
+void store_batch_text(store_batch *b, const char *room, const char *item, const char *field, uint64_t rev,
+                      uint64_t seq, const char *ops_json, size_t len);
 /* Drops the room's ops with seq < keep_from_seq and raises min_seq to
  * keep_from_seq (clamped to seq + 1; min_seq never goes down). */
 void store_batch_trim(store_batch *b, const char *room, uint64_t keep_from_seq);

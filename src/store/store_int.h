@@ -14,6 +14,7 @@ typedef struct store_ops {
   void (*close)(store *s);
   int (*room_get)(store *s, const char *room, store_room_info *out);
   int (*room_items)(store *s, const char *room, store_item_cb cb, void *ud);
+  int (*room_texts)(store *s, const char *room, store_text_cb cb, void *ud);
   int (*history)(store *s, const char *room, uint64_t after_seq, size_t limit, store_history_cb cb, void *ud);
   int (*recent_messages)(store *s, const char *room, size_t limit, store_history_cb cb, void *ud);
   int (*dedupe_each)(store *s, store_dedupe_cb cb, void *ud);
@@ -35,7 +36,7 @@ struct store {
 
 /* ---- batches (batch.c): built on the loop thread, read by a backend ----- */
 
-enum { E_ROOM, E_OP, E_CURSOR, E_TRIM, E_ITEM, E_DELETE, E_HOOK_POS };
+enum { E_ROOM, E_OP, E_CURSOR, E_TRIM, E_ITEM, E_DELETE, E_HOOK_POS, E_TEXT };
 enum { B_BUILDING, B_COMMITTING, B_COMMITTED, B_FAILED };
 
 typedef struct batch_entry {
@@ -44,14 +45,14 @@ typedef struct batch_entry {
   const char *room;          /* every kind; E_DELETE: the room deleted */
   const char *epoch;         /* E_ROOM, E_HOOK_POS */
   const char *hook;          /* E_HOOK_POS */
-  const char *item, *fields; /* E_OP, E_ITEM */
+  const char *item, *fields; /* E_OP, E_ITEM, E_TEXT (fields: the field's name) */
   const char *revs;          /* E_OP, E_ITEM: NULL when no text fields */
   const char *device, *cid;  /* E_OP: device is the dedupe key "user:device"; E_CURSOR: the device */
   const char *user;          /* E_CURSOR */
-  const char *msg;           /* E_OP, msg_len bytes (+ NUL) */
+  const char *msg;           /* E_OP, E_TEXT (the op), msg_len bytes (+ NUL) */
   size_t msg_len;
   uint64_t seq;              /* E_OP seq, E_CURSOR seq, E_TRIM keep_from, E_HOOK_POS seq */
-  uint64_t version;          /* E_OP */
+  uint64_t version;          /* E_OP; E_TEXT: the rev */
   int64_t now_ms;            /* E_ROOM created_at, E_CURSOR and E_HOOK_POS updated_at */
 } batch_entry;
 

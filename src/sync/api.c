@@ -9,6 +9,7 @@
 #include "../common/log.h"
 
 #include "commit.h"
+#include "kind.h"
 #include "proto.h"
 #include "room.h"
 #include "sess.h"
@@ -326,9 +327,13 @@ static void backend_read(engine *e, conn *c, httpd_req *r, const char *name, con
     json_object_set_new(b, "seq", json_integer((json_int_t)info.seq));
   }
   if (rc == 0 && !strcmp(what, "")) {
-    json_t *items = json_object();
-    rc = store_room_items(e->st, name, join_collect_item, items);
-    json_object_set_new(b, "items", items);
+    doc d;
+    doc_init(&d);
+    rc = doc_room_read(e->st, name, &d);
+    json_t *snap = doc_snapshot(&d);
+    doc_free(&d);
+    json_object_set(b, "items", json_object_get(snap, "items"));
+    json_decref(snap);
   } else if (rc == 0 && !strcmp(what, "history")) {
     uint64_t from = 1, to = info.seq, limit = 100;
     if (query_uint(c, r, "from", &from) < 0 || query_uint(c, r, "to", &to) < 0 ||

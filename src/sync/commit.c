@@ -361,7 +361,10 @@ pend *commit_sequence(author *a, json_t *req, room *r, net_chunk *frame, const c
   uint64_t keep = e->cfg->history_ops;
   if (keep && r->seq > keep && r->seq % 256 == 0) {
     uint64_t from = webhooks_trim_point(e->hooks, r->name, r->epoch, r->seq - keep + 1, r->seq);
-    if (from > 1) store_batch_trim(e->batch, r->name, from);
+    if (from > 1) {
+      store_batch_trim(e->batch, r->name, from);
+      if (r->min_seq < from) r->min_seq = from; /* joins check it (join.c) */
+    }
   }
   return p;
 }

@@ -7,15 +7,79 @@
 
 #include "../common/jsonw.h"
 #include "../common/wsy.h"
+#include "rope.h"
 #include "sync.h"
 #include "text.h"
 
 #define MAX_SAFE_INT 9007199254740991LL
 
+/* A text field of an item held in a rope (sync.h: doc_item). */
+struct doc_text {
+  doc_text *next;
+  char *field;
+  rope *r;
+  int stale; /* the item's JSON value lags behind the rope */
+};
+
 void doc_init(doc *d) { map_init(&d->items); }
+
+static doc_text *live_find(const doc_item *it, const char *field) {
+  for (doc_text *x = it->live; x; x = x->next)
+    if (!strcmp(x->field, field)) return x;
+  return NULL;
+}
+
+void doc_item_fresh(const doc_item *cit) {
+  doc_item *it = (doc_item *)cit; /* the content is the same, only its JSON form catches up */
+  json_t *fields = NULL;
+  for (doc_text *x = it->live; x; x = x->next) {
+    if (!x->stale) continue;
+    /* Copy on write: replies built earlier may still hold the old object. */
+    if (!fields) fields = json_copy(it->fields);
+    size_t len;
+    char *s = rope_dump(x->r, &len);
+    json_object_set_new(fields, x->field, json_stringn_nocheck(s, len));
+    wsy_free(s);
+    x->stale = 0;
+  }
+  if (fields) {
+    json_decref(it->fields);
+    it->fields = fields;
+  }
+}
+
+/* Brings the JSON up to date and lets the ropes go: the item is about to be
+ * changed as JSON (a set, a batch), which the ropes would not see. */
+static void live_free(doc_item *it) {
+  while (it->live) {
+    doc_text *x = it->live;
+    it->live = x->next;
+    rope_free(x->r);
+    wsy_free(x->field);
+    wsy_free(x);
+  }
+}
+
+static void live_drop(doc_item *it) {
+  doc_item_fresh(it);
+  live_free(it);
+}
+
+int doc_item_snapshot_due(const doc_item *it) {
+  size_t text = 0;
+  for (doc_text *x = it->live; x; x = x->next) text += rope_bytes(x->r);
+  return it->text_ops >= DOC_SNAPSHOT_OPS || it->text_bytes > text + DOC_SNAPSHOT_SLACK;
+}
+
+char *doc_item_snapshot(doc_item *it) {
+  doc_item_fresh(it);
+  it->text_ops = it->text_bytes = 0;
+  return jw_dumps(it->fields);
+}
 
 static void item_free(doc_item *it) {
   if (!it) return;
+  live_free(it);
   json_decref(it->fields);
   json_decref(it->revs);
   wsy_free(it);
@@ -51,8 +115,11 @@ int doc_load(doc *d, const char *id, const char *fields_json, size_t len, const 
 
 json_t *doc_item_json(const doc_item *it) {
   if (!it) return json_null();
+  doc_item_fresh(it);
   json_t *j = json_pack("{s:I,s:O}", "version", (json_int_t)it->version, "fields", it->fields);
-  if (it->revs && json_object_size(it->revs)) json_object_set(j, "revs", it->revs);
+  /* A copy: revisions change in place, and a snapshot sent in parts
+   * (stream.h) must keep those of its seq. */
+  if (it->revs && json_object_size(it->revs)) json_object_set_new(j, "revs", json_copy(it->revs));
   return j;
 }
 
@@ -212,10 +279,24 @@ int sync_op_parse(json_t *op, const sync_limits *lim, sync_op *out, sync_err *er
   return 0;
 }
 
+/* Bytes of an item's fields as the item size limit counts them: text fields
+ * (those with a revision holding a string) count against max_text_size
+ * instead, so a set next to a large text still fits. */
+static size_t item_size(json_t *fields, json_t *revs, size_t encoded) {
+  const char *k;
+  json_t *v;
+  if (revs) json_object_foreach(revs, k, v) {
+    json_t *t = json_object_get(fields, k);
+    if (json_is_string(t)) encoded -= sync_encoded_size(t);
+  }
+  return encoded;
+}
+
 int sync_apply(doc *d, const sync_op *op, uint64_t seq, const sync_limits *lim, char **fields_json,
                sync_err *err) {
   doc_item *it = map_get(&d->items, op->item);
   *fields_json = NULL;
+  if (it) live_drop(it); /* from here on the item changes as JSON */
   if (op->has_base) {
     int ok = op->base == 0 ? it == NULL : (it && it->version == op->base);
     if (!ok) {
@@ -245,7 +326,7 @@ int sync_apply(doc *d, const sync_op *op, uint64_t seq, const sync_limits *lim, 
     else json_object_set(merged, name, v);
   }
   char *enc = jw_dumps(merged);
-  if (!enc || strlen(enc) > lim->max_item_size) {
+  if (!enc || item_size(merged, it ? it->revs : NULL, strlen(enc)) > lim->max_item_size) {
     free(enc);
     json_decref(merged);
     return fail(err, "too_large", "op.fields", "%s", "the item would exceed the item size limit");
@@ -260,6 +341,7 @@ int sync_apply(doc *d, const sync_op *op, uint64_t seq, const sync_limits *lim, 
   }
   it->fields = merged;
   it->version = seq;
+  it->text_ops = it->text_bytes = 0; /* the store gets the whole item */
   *fields_json = enc;
   return 0;
 }
@@ -295,49 +377,70 @@ int sync_text_parse(json_t *op, const sync_limits *lim, sync_text *out, sync_err
 }
 
 int sync_text_apply(doc *d, const sync_text *t, const text_op *op, uint64_t seq, const sync_limits *lim,
-                    char **fields_json, sync_err *err) {
+                    sync_err *err) {
   doc_item *it = map_get(&d->items, t->item);
-  *fields_json = NULL;
-  json_t *cur = it ? json_object_get(it->fields, t->field) : NULL;
+  doc_text *x = it ? live_find(it, t->field) : NULL;
+  json_t *cur = it && !x ? json_object_get(it->fields, t->field) : NULL;
   if (cur && !json_is_string(cur))
     return fail(err, "invalid_field", "op.field", "field '%.64s' is not a string", t->field);
   if (!it && doc_len(d) >= lim->max_room_items)
     return fail(err, "too_large", NULL, "%s", "the room holds the maximum number of items");
-  const char *text = cur ? json_string_value(cur) : "";
-  size_t len = cur ? json_string_length(cur) : 0;
-  char *out, why[120];
-  size_t outlen;
-  if (text_apply(text, len, op, &out, &outlen, why, sizeof why) != WSY_OK)
+  /* The field's first op since it was loaded or set: its rope, made once. */
+  rope *r = x ? x->r : rope_new(cur ? json_string_value(cur) : "", cur ? json_string_length(cur) : 0);
+  char why[120];
+  int rc = rope_apply(r, op, lim->max_text_size, why, sizeof why);
+  if (rc != WSY_OK) {
+    if (!x) rope_free(r);
+    if (rc == WSY_TOO_LARGE) return fail(err, "too_large", "op.ops", "field '%.64s' would be too large", t->field);
     return fail(err, "invalid_field", "op.ops", "%s", why);
-  json_t *nv = json_stringn_nocheck(out, outlen);
-  wsy_free(out);
-  if (sync_encoded_size(nv) > lim->max_field_size) {
-    json_decref(nv);
-    return fail(err, "too_large", "op.ops", "field '%.64s' would be too large", t->field);
-  }
-  json_t *merged = it ? json_copy(it->fields) : json_object();
-  json_object_set_new(merged, t->field, nv);
-  char *enc = jw_dumps(merged);
-  if (!enc || strlen(enc) > lim->max_item_size) {
-    free(enc);
-    json_decref(merged);
-    return fail(err, "too_large", "op.ops", "%s", "the item would exceed the item size limit");
   }
   if (!it) {
     it = wsy_calloc(1, sizeof *it);
+    it->fields = json_object();
     it->gen = seq;
     map_put(&d->items, t->item, it);
-  } else {
-    json_decref(it->fields);
   }
-  it->fields = merged;
+  if (!x) {
+    x = wsy_calloc(1, sizeof *x);
+    x->field = wsy_strndup(t->field, strlen(t->field));
+    x->r = r;
+    x->next = it->live;
+    it->live = x;
+  }
+  x->stale = 1;
   it->version = seq;
   if (!it->revs) it->revs = json_object();
-  json_t *r = json_object_get(it->revs, t->field);
-  uint64_t from = r ? (uint64_t)json_integer_value(r) : it->gen; /* a field's first text op: from gen */
+  json_t *rv = json_object_get(it->revs, t->field);
+  uint64_t from = rv ? (uint64_t)json_integer_value(rv) : it->gen; /* a field's first text op: from gen */
   json_object_set_new(it->revs, t->field, json_integer((json_int_t)(from + 1)));
-  *fields_json = enc;
+  it->text_ops++;
+  it->text_bytes += text_op_insert_bytes(op) + 8 * text_op_count(op);
   return 0;
+}
+
+int doc_text_load(doc *d, const char *item, const char *field, uint64_t rev, uint64_t seq,
+                  const char *ops_json, size_t len) {
+  doc_item *it = map_get(&d->items, item);
+  if (!it || rev <= doc_text_rev(d, item, field)) return WSY_OK; /* the row already holds it */
+  json_error_t jerr;
+  json_t *j = json_loadb(ops_json, len, 0, &jerr);
+  text_op *op = NULL;
+  int rc = j ? text_op_from_json(j, NULL, &op, NULL, 0) : WSY_INVAL;
+  json_decref(j);
+  if (rc != WSY_OK) return WSY_INVAL;
+  sync_text t = {.item = item, .field = field, .rev = rev, .op = op};
+  sync_limits any = {.max_room_items = SIZE_MAX, .max_text_size = SIZE_MAX};
+  sync_err err;
+  uint64_t version = it->version;
+  rc = sync_text_apply(d, &t, op, seq, &any, &err);
+  text_op_free(op);
+  if (rc != 0) return WSY_INVAL;
+  /* The stored revision, not one more than the row's: revisions of ops the
+   * row's text already holds were skipped above, and a set may have reset
+   * the field in between (then the row holds the set's text and its rev). */
+  json_object_set_new(it->revs, field, json_integer((json_int_t)rev));
+  if (version > seq) it->version = version; /* rows come by field, not in seq order */
+  return WSY_OK;
 }
 
 void sync_op_write(jw *w, const sync_op *op) {
@@ -397,7 +500,8 @@ int sync_batch_apply(doc *d, const sync_op *subs, size_t n, uint64_t seq, const 
     size_t j = 0;
     while (j < nu && strcmp(u[j].item, subs[i].item) != 0) j++;
     if (j == nu) { /* first touch: remember how it was */
-      const doc_item *it = doc_get(d, subs[i].item);
+      doc_item *it = map_get(&d->items, subs[i].item);
+      if (it) live_drop(it); /* the saved copy must hold the current text */
       u[nu].item = subs[i].item;
       if (it) {
         u[nu].saved = wsy_calloc(1, sizeof *u[nu].saved);

@@ -15,6 +15,7 @@
 #include "hook.h"
 #include "room.h"
 #include "sess.h"
+#include "stream.h"
 
 net_chunk *engine_frame(engine *e, json_t *msg) {
   jw_reset(&e->frame_text);
@@ -92,7 +93,8 @@ int engine_new(uv_loop_t *loop, net_loop *net, const wsy_config *cfg, store *st,
   map_init(&e->rejected);
   e->lim = (sync_limits){.max_fields = cfg->max_fields, .max_field_size = cfg->max_field_size,
                          .max_item_size = cfg->max_item_size, .max_depth = (int)cfg->max_depth,
-                         .max_room_items = cfg->max_room_items};
+                         .max_room_items = cfg->max_room_items,
+                         .max_text_size = cfg->max_text_size};
   int rc = commit_init(e, err, errlen);
   if (rc == 0 && cfg->webhooks.n) {
     webhooks_config hc = {.specs = cfg->webhooks.v, .nspecs = cfg->webhooks.n, .secret = cfg->webhook_secret,
@@ -123,6 +125,7 @@ int engine_new(uv_loop_t *loop, net_loop *net, const wsy_config *cfg, store *st,
   e->sweep.data = e;
   uv_timer_start(&e->sweep, on_sweep, 250, 250);
   uv_unref((uv_handle_t *)&e->sweep);
+  stream_init(e);
   *out = e;
   return 0;
 }
@@ -147,6 +150,7 @@ void engine_free(engine *e) {
     commit_start(e);
     uv_run(e->loop, UV_RUN_ONCE);
   }
+  stream_deinit(e);
   uv_close((uv_handle_t *)&e->check, NULL);
   uv_close((uv_handle_t *)&e->sweep, NULL);
   room_free_all(e);

@@ -44,6 +44,7 @@ typedef struct author author;
 typedef struct op_refusal op_refusal;
 typedef struct hclient hclient;
 typedef struct authhook authhook;
+typedef struct stream stream;
 
 struct engine {
   uv_loop_t *loop;
@@ -76,6 +77,9 @@ struct engine {
   pend *fl_head;
   int busy;
   uv_check_t check;
+  /* snapshots sent in parts (stream.c) */
+  stream *streams;
+  uv_timer_t stream_timer;
   uint64_t batch_started;    /* uv_hrtime when the committing batch left */
   /* figures (api.c: /metrics) */
   uint64_t ops_accepted, deliveries, commits, commit_failures;

@@ -1,15 +1,24 @@
 /* join.c -- join and leave (PROTOCOL.md 4.1-4.3): the joined reply is the
- * committed state, read from the store in one snapshot, and the member's
- * join position is the store's seq at that moment. Every entry with a
- * greater seq reaches it live after its commit; entries <= that seq still
- * waiting for their broadcast skip it (room_deliver). So history and live
- * delivery are contiguous and never overlap. */
+ * committed state, and the member's join position is the committed seq at
+ * that moment. Every entry with a greater seq reaches it live after its
+ * commit; entries <= that seq still waiting for their broadcast skip it
+ * (room_deliver). So history and live delivery are contiguous and never
+ * overlap.
+ *
+ * Where the state comes from: a loaded room with nothing pending in a batch
+ * is, in memory, exactly what the store holds: its seq, epoch, first
+ * retained seq, document and device cursors. A join to it reads no store
+ * unless it asks for the log (a catch-up with entries to replay, or
+ * `history` messages). Otherwise (entries pending, a broken room) the
+ * committed state is read from the store in one snapshot. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "hook.h"
 #include "proto.h"
 #include "room.h"
 #include "sess.h"
+#include "stream.h"
 
 int join_collect_op(uint64_t seq, const char *msg, size_t len, void *ud) {
   (void)seq;
@@ -17,19 +26,6 @@ int join_collect_op(uint64_t seq, const char *msg, size_t len, void *ud) {
   json_t *v = json_loadb(msg, len, 0, &jerr);
   if (!v) return WSY_IO;
   json_array_append_new(ud, v);
-  return 0;
-}
-
-int join_collect_item(const char *item, const char *fields, size_t len, const char *revs, uint64_t version,
-                        void *ud) {
-  json_error_t jerr;
-  json_t *f = json_loadb(fields, len, 0, &jerr);
-  if (!f) return WSY_IO;
-  json_t *it = json_pack("{s:I,s:o}", "version", (json_int_t)version, "fields", f);
-  uint64_t gen;
-  json_t *rv = doc_revs_split(revs ? json_loads(revs, 0, &jerr) : NULL, &gen); /* as doc_item_json: no gen */
-  if (rv) json_object_set_new(it, "revs", rv);
-  json_object_set_new(ud, item, it);
   return 0;
 }
 
@@ -46,6 +42,72 @@ static int collect_cursor(const char *user, const char *device, uint64_t seq, in
   json_array_append_new(cc->arr, json_pack("{s:s,s:I}", "device", device, "seq", (json_int_t)seq));
   if (strcmp(device, cc->device) == 0) cc->mine = seq;
   return 0;
+}
+
+/* ---- the room's cursors in memory ------------------------------------------ */
+
+void join_cursor_note(room *r, const char *user, const char *device, uint64_t seq) {
+  char key[300];
+  snprintf(key, sizeof key, "%s\x1f%s", user, device);
+  uint64_t *v = map_get(&r->cursors, key);
+  if (!v) {
+    v = wsy_calloc(1, sizeof *v);
+    map_put(&r->cursors, key, v);
+  }
+  if (seq > *v) *v = seq; /* cursors only grow */
+}
+
+void join_cursors_free(room *r) {
+  const char *k;
+  void *v;
+  for (size_t i = 0; map_next(&r->cursors, &i, &k, &v);) wsy_free(v);
+  map_free(&r->cursors);
+}
+
+static int load_cursor(const char *user, const char *device, uint64_t seq, int64_t updated, void *ud) {
+  (void)updated;
+  join_cursor_note(ud, user, device, seq);
+  return 0;
+}
+
+int join_cursors_load(engine *e, room *r, int exists) {
+  join_cursors_free(r); /* a reload starts again from the store */
+  map_init(&r->cursors);
+  return exists ? store_cursors(e->st, r->name, load_cursor, r) : 0;
+}
+
+static int by_device(const void *a, const void *b) {
+  return strcmp(json_string_value(json_object_get(*(json_t *const *)a, "device")),
+                json_string_value(json_object_get(*(json_t *const *)b, "device")));
+}
+
+/* The user's cursors in r, ordered by device as the store orders them. */
+static void cursors_from_memory(room *r, cursor_collect *cc) {
+  size_t ulen = strlen(cc->user);
+  const char *k;
+  void *v;
+  for (size_t i = 0; map_next(&r->cursors, &i, &k, &v);) {
+    if (strncmp(k, cc->user, ulen) != 0 || k[ulen] != '\x1f') continue;
+    uint64_t seq = *(uint64_t *)v;
+    json_array_append_new(cc->arr, json_pack("{s:s,s:I}", "device", k + ulen + 1, "seq", (json_int_t)seq));
+    if (strcmp(k + ulen + 1, cc->device) == 0) cc->mine = seq;
+  }
+  size_t n = json_array_size(cc->arr);
+  if (n < 2) return;
+  json_t **tmp = wsy_malloc(n * sizeof *tmp);
+  for (size_t i = 0; i < n; i++) tmp[i] = json_incref(json_array_get(cc->arr, i));
+  qsort(tmp, n, sizeof *tmp, by_device);
+  json_array_clear(cc->arr);
+  for (size_t i = 0; i < n; i++) json_array_append_new(cc->arr, tmp[i]);
+  wsy_free(tmp);
+}
+
+/* A store read snapshot, begun at the first read a join needs. */
+static int read_begin(engine *e, int *reading) {
+  if (*reading) return 0;
+  int rc = store_read_begin(e->st);
+  *reading = rc == 0;
+  return rc;
 }
 
 static void join_decide(sess *s, json_t *req, int asked) {
@@ -103,15 +165,25 @@ static void join_decide(sess *s, json_t *req, int asked) {
     sess_error(s, req, "internal", "the room could not be loaded", NULL, NULL);
     return;
   }
-  /* What the client gets is the committed state, read in one snapshot. */
+  /* What the client gets is the committed state: from memory when nothing
+   * of the room is pending, else read from the store in one snapshot. */
   store_room_info info = {0};
   json_t *reply = json_pack("{s:s}", "type", "joined");
   json_t *id = json_object_get(req, "id");
   if (id) json_object_set(reply, "re", id);
   json_object_set_new(reply, "room", json_string(name));
-  int rc = store_read_begin(e->st);
-  if (rc == 0) rc = store_room_get(e->st, name, &info);
+  int mem = r->pending == 0 && !r->broken, reading = 0, rc = 0;
+  if (mem) {
+    info.exists = 1; /* loaded, and its creation is not pending */
+    memcpy(info.epoch, r->epoch, sizeof info.epoch);
+    info.seq = r->seq;
+    info.min_seq = r->min_seq;
+  } else {
+    rc = read_begin(e, &reading);
+    if (rc == 0) rc = store_room_get(e->st, name, &info);
+  }
   uint64_t seq = 0;
+  json_t *snap = NULL; /* the snapshot, sent (in parts when large) once all went well */
   if (rc == 0) {
     seq = info.exists ? info.seq : 0;
     const char *epoch = info.exists ? info.epoch : r->epoch;
@@ -122,25 +194,29 @@ static void join_decide(sess *s, json_t *req, int asked) {
     json_object_set_new(reply, "recovered", json_boolean(recover));
     if (recover) {
       json_t *ops = json_array();
-      if (info.exists && seq > since_seq) rc = store_history(e->st, name, since_seq, 0, join_collect_op, ops);
+      if (info.exists && seq > since_seq && (rc = read_begin(e, &reading)) == 0)
+        rc = store_history(e->st, name, since_seq, 0, join_collect_op, ops);
       json_object_set_new(reply, "ops", ops);
     } else {
-      json_t *snap = NULL;
-      rc = info.exists ? r->kind->snapshot(r, e->st, &snap) : 0;
-      json_object_set_new(reply, "snapshot", snap ? snap : json_pack("{s:{}}", "items"));
+      if (info.exists && !mem) rc = read_begin(e, &reading);
+      if (info.exists && rc == 0) rc = r->kind->snapshot(r, e->st, &snap);
+      if (!snap) snap = json_pack("{s:{}}", "items");
       if (history > 0 && info.exists && rc == 0) {
         json_t *msgs = json_array();
-        rc = store_recent_messages(e->st, name, (size_t)history, join_collect_op, msgs);
+        if ((rc = read_begin(e, &reading)) == 0)
+          rc = store_recent_messages(e->st, name, (size_t)history, join_collect_op, msgs);
         json_object_set_new(reply, "messages", msgs);
       }
     }
   }
   cursor_collect cc = {json_array(), s->id.user, s->device, 0};
-  if (rc == 0) rc = store_cursors(e->st, name, collect_cursor, &cc);
+  if (rc == 0 && mem) cursors_from_memory(r, &cc);
+  else if (rc == 0) rc = store_cursors(e->st, name, collect_cursor, &cc);
   json_t *cursors = cc.arr;
-  int end = store_read_end(e->st);
+  int end = reading ? store_read_end(e->st) : 0;
   if (rc == 0) rc = end;
   if (rc != 0) {
+    json_decref(snap);
     json_decref(cursors);
     json_decref(reply);
     sess_error(s, req, "internal", "the room could not be read", NULL, NULL);
@@ -156,6 +232,11 @@ static void join_decide(sess *s, json_t *req, int asked) {
   json_object_set_new(reply, "presence", pres);
   json_object_set_new(reply, "locks", room_locks_json(e, r));
   json_object_set_new(reply, "cursors", cursors);
+  if (snap) {
+    int more;
+    json_object_set_new(reply, "snapshot", json_pack("{s:o}", "items", stream_snapshot(e, s, name, snap, &more)));
+    if (more) json_object_set_new(reply, "more", json_true());
+  }
   sess_send_json(s, reply);
   if (is_new) room_presence_event(e, m, "join");
 }
@@ -173,5 +254,6 @@ void join_leave(sess *s, json_t *req) {
   if (id) json_object_set(reply, "re", id);
   json_object_set_new(reply, "room", json_string(name));
   sess_send_json(s, reply);
+  stream_cancel(s->e, s, name);
   if (m) room_member_remove(s->e, m, "left");
 }

@@ -40,12 +40,22 @@ static int load_item(const char *item, const char *fields, size_t len, const cha
   return doc_load(ud, item, fields, len, revs, version);
 }
 
+static int load_text(const char *item, const char *field, uint64_t rev, uint64_t seq, const char *ops,
+                     size_t len, void *ud) {
+  return doc_text_load(ud, item, field, rev, seq, ops, len);
+}
+
+int doc_room_read(store *st, const char *name, doc *d) {
+  int rc = store_room_items(st, name, load_item, d);
+  return rc ? rc : store_room_texts(st, name, load_text, d);
+}
+
 static int doc_kind_load(room *r, store *st, const store_room_info *info) {
   docroom *dr = wsy_calloc(1, sizeof *dr);
   doc_init(&dr->d);
   map_init(&dr->texts);
   r->ks = dr;
-  return info->exists ? store_room_items(st, r->name, load_item, &dr->d) : 0;
+  return info->exists ? doc_room_read(st, r->name, &dr->d) : 0;
 }
 
 static void doc_kind_unload(room *r) {
@@ -67,14 +77,12 @@ static int doc_kind_snapshot(room *r, store *st, json_t **out) {
     *out = doc_snapshot(&D(r)->d);
     return 0;
   }
-  json_t *items = json_object();
-  int rc = store_room_items(st, r->name, join_collect_item, items);
-  if (rc != 0) {
-    json_decref(items);
-    return rc;
-  }
-  *out = json_pack("{s:o}", "items", items);
-  return 0;
+  doc d;
+  doc_init(&d);
+  int rc = doc_room_read(st, r->name, &d);
+  if (rc == 0) *out = doc_snapshot(&d);
+  doc_free(&d);
+  return rc;
 }
 
 /* May the author write item now? Locks (unless force) and the fence. */
@@ -103,7 +111,7 @@ static int run_text_op(author *a, json_t *req, room *r, json_t *opj, const char 
   }
   int rc = -1;
   text_op *op = NULL;
-  char *fields_json = NULL, *revs_json = NULL;
+  char *fields_json = NULL, *revs_json = NULL, *ops_json = NULL;
   int adm = commit_admit(a, req, r, cid, why);
   if (adm != 0) {
     rc = adm > 0 ? 0 : -1;
@@ -139,6 +147,7 @@ static int run_text_op(author *a, json_t *req, room *r, json_t *opj, const char 
   if (t.rev == 0) t.rev = it->gen;
   int replaced = t.rev < it->gen;
   if (replaced || t.rev > cur || t.rev < (h ? h->base : cur)) {
+    doc_item_fresh(it);
     json_t *txt = json_object_get(it->fields, t.field);
     json_t *tv = json_is_string(txt) ? json_incref(txt) : json_string("");
     commit_refuse(why, replaced ? "item_replaced" : "rev_too_old",
@@ -153,7 +162,7 @@ static int run_text_op(author *a, json_t *req, room *r, json_t *opj, const char 
     text_op_free(op);
     op = x;
   }
-  if (sync_text_apply(&D(r)->d, &t, op, r->seq + 1, &e->lim, &fields_json, &why->err) != 0) {
+  if (sync_text_apply(&D(r)->d, &t, op, r->seq + 1, &e->lim, &why->err) != 0) {
     why->extra = json_pack("{s:s}", "item", t.item);
     goto out;
   }
@@ -177,9 +186,19 @@ static int run_text_op(author *a, json_t *req, room *r, json_t *opj, const char 
   r->seq++;
   json_t *opv = json_pack("{s:s,s:s,s:s,s:I,s:o}", "kind", "text", "item", t.item, "field", t.field, "rev",
                            (json_int_t)cur, "ops", text_op_to_json(op));
-  revs_json = doc_item_revs_json(doc_get(&D(r)->d, t.item));
-  pend *p = commit_sequence(a, req, r, commit_entry_frame(e, r, COMMIT_OP, from, cid, opv), t.item, fields_json, revs_json, NULL, 0, cid);
+  /* The log entry names no item: the items row stays as it is, and the op
+   * goes to the item's texts rows, a snapshot of the item now and then
+   * (store.h: texts). */
+  pend *p = commit_sequence(a, req, r, commit_entry_frame(e, r, COMMIT_OP, from, cid, opv), NULL, NULL, NULL, NULL, 0, cid);
+  ops_json = jw_dumps(json_object_get(opv, "ops"));
   json_decref(opv);
+  store_batch_text(e->batch, r->name, t.item, t.field, cur + 1, r->seq, ops_json, strlen(ops_json));
+  doc_item *mit = map_get(&D(r)->d.items, t.item);
+  if (doc_item_snapshot_due(mit)) {
+    fields_json = doc_item_snapshot(mit);
+    revs_json = doc_item_revs_json(mit);
+    store_batch_item(e->batch, r->name, t.item, fields_json, revs_json, mit->version);
+  }
   p->rev = cur + 1;
   rc = 0;
 out:
@@ -187,6 +206,7 @@ out:
   text_op_free(t.op);
   free(fields_json);
   free(revs_json);
+  free(ops_json);
   return rc;
 }
 

@@ -14,6 +14,12 @@
 
 extern const room_kind doc_room_kind;
 
+/* Reads a document room's committed state from the store into d (an empty
+ * doc): its items rows, then its texts rows replayed (store.h: texts).
+ * 0 or a wsy_err. For reads outside a loaded room's state (the backend
+ * API, a snapshot while entries are pending). */
+int doc_room_read(store *st, const char *name, doc *d);
+
 /* The kind of the room named name (document rooms, for every name today). */
 const room_kind *room_kind_for(const char *name);
 

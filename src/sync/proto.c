@@ -184,6 +184,7 @@ static void handle_cursor(sess *s, json_t *req) {
   m->cursor = seq;
   /* Batched with the next commit: a cursor may lag after a crash, never lead. */
   store_batch_cursor(e->batch, s->id.user, s->device, m->r->name, seq);
+  join_cursor_note(m->r, s->id.user, s->device, seq);
   json_t *msg = json_pack("{s:s,s:s,s:s,s:s,s:I}", "type", "cursor", "room", m->r->name, "user",
                           s->id.user, "device", s->device, "seq", (json_int_t)seq);
   net_chunk *frame = engine_frame(e, msg);

@@ -45,10 +45,13 @@ void join_handle_asked(sess *s, json_t *req);
  * the room as any op, without asking again. */
 void proto_op_decided(sess *s, json_t *req);
 void join_leave(sess *s, json_t *req);
-/* Store walk callbacks: log entries into a JSON array (ud: json_t *),
- * items into a JSON object (ud: json_t *). */
+/* The device cursors of a loaded room, kept in memory so that a join to
+ * it reads no store (room.cursors): loaded with the room (exists: the store
+ * has the room; else there are none), noted as recorded. 0 or a wsy_err. */
+int join_cursors_load(engine *e, room *r, int exists);
+void join_cursor_note(room *r, const char *user, const char *device, uint64_t seq);
+void join_cursors_free(room *r);
+/* Store walk callback: log entries into a JSON array (ud: json_t *). */
 int join_collect_op(uint64_t seq, const char *msg, size_t len, void *ud);
-int join_collect_item(const char *item, const char *fields, size_t len, const char *revs, uint64_t version,
-                      void *ud);
 
 #endif

@@ -25,6 +25,7 @@ static void locks_free(room *r) {
 
 static void room_destroy(room *r) {
   locks_free(r);
+  join_cursors_free(r);
   if (r->kind) r->kind->unload(r);
   wsy_free(r->name);
   wsy_free(r);
@@ -54,12 +55,14 @@ static int load(engine *e, room *r) {
   if (rc != 0) return rc;
   rc = store_room_get(e->st, r->name, &info);
   if (rc == 0) rc = r->kind->load(r, e->st, &info);
+  if (rc == 0) rc = join_cursors_load(e, r, info.exists);
   int end = store_read_end(e->st);
   if (rc == 0) rc = end;
   if (rc != 0) {
     if (r->ks) r->kind->unload(r);
     return rc;
   }
+  r->min_seq = info.exists ? info.min_seq : 1;
   if (info.exists) {
     memcpy(r->epoch, info.epoch, sizeof r->epoch);
     r->seq = info.seq;
@@ -78,6 +81,7 @@ room *room_get(engine *e, const char *name, int *err) {
   r->name = wsy_strndup(name, strlen(name));
   r->kind = room_kind_for(name);
   map_init(&r->locks);
+  map_init(&r->cursors);
   int rc = load(e, r);
   if (rc != 0) {
     log_error("room %s could not be loaded: %s", name, wsy_strerror(rc));

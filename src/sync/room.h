@@ -64,6 +64,8 @@ struct room {
   map locks;         /* item -> lock* */
   unsigned nheld;
   int broken;        /* a commit failed: refuse writes until reloaded */
+  uint64_t min_seq;  /* the first seq the log holds, as loaded and trimmed since (store.h) */
+  map cursors;       /* "user\x1fdevice" -> uint64_t*: device cursors, as loaded and recorded since */
 };
 
 /* The room, loaded from the store (or created) before it is served; NULL

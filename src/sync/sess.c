@@ -170,6 +170,7 @@ static void send_welcome(sess *s, json_t *req, int resumed, int insecure) {
       (int)cfg->rate, "burst", (int)cfg->burst, "resume_window", (json_int_t)cfg->resume_window_ms,
       "max_outbox", (json_int_t)cfg->max_outbox);
   json_object_set_new(json_object_get(w, "limits"), "max_batch", json_integer((json_int_t)cfg->max_batch));
+  json_object_set_new(json_object_get(w, "limits"), "max_text_size", json_integer((json_int_t)e->lim.max_text_size));
   json_object_set_new(json_object_get(w, "limits"), "max_lock_ttl", json_integer((json_int_t)cfg->max_lock_ttl_ms));
   json_object_set_new(json_object_get(w, "limits"), "lock_grace", json_integer((json_int_t)cfg->lock_grace_ms));
   if (insecure) json_object_set_new(w, "insecure", json_true());

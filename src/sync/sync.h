@@ -25,6 +25,7 @@ typedef struct sync_limits {
   size_t max_item_size;   /* all fields of an item, compact JSON */
   int max_depth;          /* nesting of a field value */
   size_t max_room_items;
+  size_t max_text_size;   /* a field written by text ops, compact JSON (PROTOCOL.md 5.7) */
 } sync_limits;
 
 /* An item is one incarnation: a del ends it, and a later set creates a new
@@ -36,11 +37,22 @@ typedef struct sync_limits {
  * for an incarnation that is gone. Stored inside the revs JSON under the
  * member "" (never a field name): {"":gen,"field":rev,...}. Items stored
  * before gens existed load with gen 0, which makes them behave as before. */
+/* Text fields being edited are kept in ropes (rope.h) beside the JSON: a
+ * text op edits the rope in place and marks the field stale; the JSON value
+ * is rebuilt from the rope only when someone reads the item
+ * (doc_item_fresh), not once per op. */
+typedef struct doc_text doc_text;
+
 typedef struct doc_item {
-  json_t *fields;
+  json_t *fields;    /* stale for live text fields until doc_item_fresh */
   json_t *revs;      /* text field -> revision (PROTOCOL.md 5.7), or NULL */
   uint64_t version;
   uint64_t gen;      /* seq of the entry that created this incarnation; 0: unknown */
+  doc_text *live;    /* text fields held in ropes, or NULL */
+  /* Text ops applied since the item's stored row was last written: the
+   * store holds them as ops (store.h: texts) until a snapshot of the item
+   * (doc_item_snapshot_due) replaces them. */
+  size_t text_ops, text_bytes;
 } doc_item;
 
 typedef struct doc {
@@ -72,6 +84,31 @@ const doc_item *doc_get(const doc *d, const char *id);
  * may hold the gen under ""). WSY_OK or WSY_INVAL. */
 int doc_load(doc *d, const char *id, const char *fields_json, size_t len, const char *revs_json,
              uint64_t version);
+/* Brings it->fields up to date with the item's live text fields. Logically
+ * const: the item's content does not change, only its JSON form. Every
+ * reader of it->fields calls it first (doc_item_json does). */
+void doc_item_fresh(const doc_item *it);
+/* 1 when enough text ops went to the store as ops since the item's row was
+ * written that the row should be written again (a snapshot): after
+ * DOC_SNAPSHOT_OPS ops, or when the ops' bytes pass the size of the item's
+ * live text by DOC_SNAPSHOT_SLACK, so the stored ops never take much more
+ * room than the text and replaying them on load stays cheap, while a
+ * snapshot's cost spread over the ops stays small (a text typed from
+ * scratch grows as fast as its ops: the slack keeps it from a snapshot per
+ * op). */
+#define DOC_SNAPSHOT_OPS 1000
+#define DOC_SNAPSHOT_SLACK (64 * 1024)
+int doc_item_snapshot_due(const doc_item *it);
+/* The item's fields as compact JSON (malloc'd), for a snapshot row; resets
+ * the count of ops since the last one. */
+char *doc_item_snapshot(doc_item *it);
+/* Replays a stored text op (store.h: texts) on load: applies ops_json to
+ * item's field when rev is above the field's revision (older rows belong
+ * to a text the item row already holds), which becomes rev; the version
+ * becomes seq when greater. A missing item is skipped. WSY_OK, or WSY_INVAL
+ * for an op that does not parse or apply. */
+int doc_text_load(doc *d, const char *item, const char *field, uint64_t rev, uint64_t seq,
+                  const char *ops_json, size_t len);
 /* {"version":v,"fields":{...}[,"revs":{...}]} of an item (new reference),
  * or json null. The gen is not on the wire (PROTOCOL.md 5.7). */
 json_t *doc_item_json(const doc_item *it);
@@ -156,10 +193,13 @@ int sync_text_parse(json_t *op, const sync_limits *lim, sync_text *out, sync_err
 /* Applies op (already transformed to the field's current revision) to
  * t->field of t->item, creating the item (with gen seq) or the field ("")
  * when missing:
- * the text changes, the revision grows by one, the version becomes seq.
- * *fields_json as for sync_apply. -1 with err (invalid_field: not a string
- * or the op reaches past the end; too_large) leaves d unchanged. */
+ * the text changes in place (a rope), the revision grows by one, the
+ * version becomes seq. The field is limited to lim->max_text_size and does
+ * not count against max_item_size. Nothing is serialized: the store gets
+ * the op (and, when doc_item_snapshot_due, a snapshot). -1 with err
+ * (invalid_field: not a string or the op reaches past the end; too_large)
+ * leaves d unchanged. */
 int sync_text_apply(doc *d, const sync_text *t, const text_op *op, uint64_t seq, const sync_limits *lim,
-                    char **fields_json, sync_err *err);
+                    sync_err *err);
 
 #endif

@@ -21,7 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 
-enum { RETAIN = 1, INSERT = 2, DELETE = 3 };
+enum { RETAIN = TEXT_RETAIN, INSERT = TEXT_INSERT, DELETE = TEXT_DELETE };
 
 typedef struct text_comp {
   int kind;
@@ -265,6 +265,16 @@ size_t text_op_base_len(const text_op *op) {
 }
 
 size_t text_op_count(const text_op *op) { return op->n; }
+
+int text_op_comp(const text_op *op, size_t i, size_t *n, const char **s, size_t *len) {
+  const text_comp *c = &op->c[i];
+  *n = c->n;
+  *s = c->kind == INSERT ? op->text + c->off : NULL;
+  *len = c->kind == INSERT ? c->len : 0;
+  return c->kind;
+}
+
+size_t text_op_insert_bytes(const text_op *op) { return op->text_len; }
 
 /* ---- apply ----------------------------------------------------------------- */
 

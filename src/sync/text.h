@@ -103,6 +103,15 @@ text_op *text_transform(const text_op *op, const text_op *other, int side);
  * succeeds. */
 text_op *text_compose(const text_op *a, const text_op *b);
 
+/* Component i (< text_op_count) of a normalized op, for walking it over
+ * another representation of the text (rope.h); returns TEXT_RETAIN,
+ * TEXT_INSERT or TEXT_DELETE, sets *n to its code points and, for an
+ * insert, *s and *len to its UTF-8 bytes (borrowed from op). */
+enum { TEXT_RETAIN = 1, TEXT_INSERT = 2, TEXT_DELETE = 3 };
+int text_op_comp(const text_op *op, size_t i, size_t *n, const char **s, size_t *len);
+/* Bytes of all inserted strings together. */
+size_t text_op_insert_bytes(const text_op *op);
+
 /* Code points the op consumes (retains + deletes): the shortest text, in
  * code points, it applies to. */
 size_t text_op_base_len(const text_op *op);

@@ -66,6 +66,7 @@ test('welcome', async (t) => {
     assert.equal(w.limits.max_fields, 256);
     assert.equal(w.limits.max_field_size, 65536);
     assert.equal(w.limits.max_item_size, 262144);
+    assert.equal(w.limits.max_text_size, 4194304);
     assert.equal(w.limits.max_depth, 16);
     assert.equal(w.limits.max_presence_state, 2048);
     assert.equal(w.limits.rate, 1000);

@@ -1,4 +1,4 @@
-/* test_hook_pos.c -- webhook positions in the SQLite store (schema 3):
+/* test_hook_pos.c -- webhook positions in the SQLite store (schema 3, table hook_pos):
  * store_batch_hook_pos, store_hook_positions, store_hook_pos_get. */
 #include <criterion/criterion.h>
 #include <dirent.h>

@@ -11,7 +11,7 @@
 #include "../../../src/sync/text.h"
 
 static const sync_limits lim = {.max_fields = 4, .max_field_size = 64, .max_item_size = 128,
-                                .max_depth = 3, .max_room_items = 3};
+                                .max_depth = 3, .max_room_items = 3, .max_text_size = 200};
 
 static json_t *J(const char *text) {
   json_error_t e;
@@ -349,7 +349,7 @@ static const char *text_run(doc *d, const char *field, uint64_t rev, const char 
   char *f = NULL;
   const char *res = "ok";
   if (sync_text_parse(op, &lim, &t, &err) != 0) res = err.code;
-  else if (sync_text_apply(d, &t, t.op, seq, &lim, &f, &err) != 0) res = err.code;
+  else if (sync_text_apply(d, &t, t.op, seq, &lim, &err) != 0) res = err.code;
   text_op_free(t.op);
   free(f);
   snprintf(code, sizeof code, "%s", res);

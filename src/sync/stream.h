@@ -1,0 +1,37 @@
+/* stream.h -- a large snapshot sent in parts (PROTOCOL.md 6.3): the joined
+ * reply carries the first part, "snapshot" messages carry the rest, one
+ * part per session per loop turn, so no turn serializes more than about
+ * STREAM_PART bytes for it and other rooms' traffic flows in between.
+ *
+ * The snapshot is frozen when the join is answered (its items are JSON
+ * values the document no longer changes in place: sync.h), so the parts
+ * add up to the state at joined.seq whatever happens meanwhile; entries
+ * after that seq reach the member live, between the parts, in seq order,
+ * and the client applies them once the last part is in.
+ *
+ * Loop thread only. A stream holds a reference to its session; it stops
+ * when the session ends, when the member leaves or joins the room again,
+ * and waits while the connection has more than STREAM_QUEUE bytes queued
+ * (or while a WebSocket session is detached; on HTTP transports, until the
+ * previous part was handed to a downstream). */
+#ifndef WSY_STREAM_H
+#define WSY_STREAM_H
+
+#include "engine_int.h"
+
+#define STREAM_PART (128 * 1024)  /* encoded bytes of items per part, about */
+#define STREAM_QUEUE (1024 * 1024) /* wait while more than this is queued */
+
+/* Splits snap ({"items":{...}}, stolen) for a joined reply to s in room:
+ * returns the items of the first part (a new reference). When items remain,
+ * *more is 1 and the rest follows as "snapshot" messages from the next loop
+ * turn on; the caller sends the joined reply now, before returning to the
+ * loop. Any stream of s in room still running is cancelled first. */
+json_t *stream_snapshot(engine *e, sess *s, const char *name, json_t *snap, int *more);
+/* Stops the stream of s in room, if any (a leave). */
+void stream_cancel(engine *e, sess *s, const char *name);
+void stream_init(engine *e);
+/* At shutdown: drops every stream and closes the timer. */
+void stream_deinit(engine *e);
+
+#endif
