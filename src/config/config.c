@@ -89,6 +89,8 @@ static const option options[] = {
    "longest wait of a long-poll request with nothing to say"},
   {"max-outbox", K_SIZE, OFF(max_outbox), "SIZE", "1M", 0, 0,
    "unconfirmed messages kept per session for a resume"},
+  {"resume-ring", K_SIZE, OFF(resume_ring), "SIZE", "64K", 1024, 1ull << 31,
+   "room messages kept once per room for resumes"},
   {"max-batch", K_UINT, OFF(max_batch), "N", "100", 1, 0,
    "sub-ops in one batch op"},
   {"max-fields", K_UINT, OFF(max_fields), "N", "256", 1, 0,

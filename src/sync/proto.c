@@ -227,7 +227,7 @@ void proto_dispatch(sess *s, json_t *req) {
       sess_error(s, req, "bad_request", "n must be an ordinal the server has sent", "n", NULL);
       return;
     }
-    while (s->ob_len && s->ob_first <= (uint64_t)json_integer_value(nj)) sess_ob_pop(s);
+    sess_ob_confirm(s, (uint64_t)json_integer_value(nj));
     return;
   }
   if (!strcmp(type, "bye")) {

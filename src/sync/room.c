@@ -26,6 +26,7 @@ static void locks_free(room *r) {
 static void room_destroy(room *r) {
   locks_free(r);
   if (r->kind) r->kind->unload(r);
+  if (r->ring) ring_unref(r->ring);
   wsy_free(r->name);
   wsy_free(r);
 }
@@ -77,6 +78,7 @@ room *room_get(engine *e, const char *name, int *err) {
   r = wsy_calloc(1, sizeof *r);
   r->name = wsy_strndup(name, strlen(name));
   r->kind = room_kind_for(name);
+  r->ring = ring_new(e->cfg->resume_ring, &e->ring_mem);
   map_init(&r->locks);
   int rc = load(e, r);
   if (rc != 0) {
@@ -142,17 +144,20 @@ void room_send(engine *e, room *r, json_t *msg) {
 
 /* An entry reaches the members whose join position is below its seq (the
  * others had it in their joined); ephemeral traffic every member the
- * filters let through. One frame for all: sess_send takes a reference. */
+ * filters let through. One frame for all, kept once in the room's ring:
+ * the outboxes name its position, they hold no reference of their own. */
 void room_deliver(void *ud, const bus_msg *m) {
   engine *e = ud;
   room *r = map_get(&e->rooms, m->room);
   if (!r) return;
+  uint64_t pos = 0; /* in the ring once the first recipient is found */
   for (member *x = r->members, *next; x; x = next) {
     next = x->next;
     if (m->seq && m->seq <= x->from_seq) continue;
     if (m->except && strcmp(x->s->dkey, m->except) == 0) continue;
     if (m->only_user && strcmp(x->s->id.user, m->only_user) != 0) continue;
-    sess_send(x->s, m->frame);
+    if (!pos) pos = ring_push(r->ring, m->frame);
+    sess_send_ring(x->s, r->ring, pos, m->frame);
     e->deliveries++;
   }
 }

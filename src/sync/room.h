@@ -15,6 +15,7 @@
 #define WSY_ROOM_H
 
 #include "engine_int.h"
+#include "ring.h"
 
 struct member {
   sess *s;
@@ -64,6 +65,7 @@ struct room {
   map locks;         /* item -> lock* */
   unsigned nheld;
   int broken;        /* a commit failed: refuse writes until reloaded */
+  ring *ring;        /* the frames fanned out here, kept once for resumes (ring.h) */
 };
 
 /* The room, loaded from the store (or created) before it is served; NULL
@@ -90,7 +92,9 @@ void room_member_remove(engine *e, member *m, const char *reason);
 void room_send(engine *e, room *r, json_t *msg);
 void room_publish(engine *e, const room *r, uint64_t seq, net_chunk *frame, const char *except,
                   const char *only_user);
-/* The bus's delivery to this node's members (bus_deliver_fn; ud: engine). */
+/* The bus's delivery to this node's members (bus_deliver_fn; ud: engine):
+ * the frame goes into the room's ring once, and each recipient's outbox
+ * names its position (sess_send_ring). */
 void room_deliver(void *ud, const bus_msg *m);
 
 /* Presence (PROTOCOL.md 7): one entry of a joined or presence list; an
