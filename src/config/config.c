@@ -91,6 +91,8 @@ static const option options[] = {
    "unconfirmed messages kept per session for a resume"},
   {"resume-ring", K_SIZE, OFF(resume_ring), "SIZE", "64K", 1024, 1ull << 31,
    "room messages kept once per room for resumes"},
+  {"session-queue", K_SIZE, OFF(session_queue), "SIZE", "1K", 0, 1ull << 31,
+   "messages to one session alone kept for a resume"},
   {"max-batch", K_UINT, OFF(max_batch), "N", "100", 1, 0,
    "sub-ops in one batch op"},
   {"max-fields", K_UINT, OFF(max_fields), "N", "256", 1, 0,

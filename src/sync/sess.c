@@ -66,6 +66,7 @@ static void ob_drop(sess *s, uint32_t k) {
     ring_unref(h->rg);
   } else {
     ob_mem(s, -(ptrdiff_t)h->u.ch->len);
+    s->ob_own -= h->u.ch->len;
     net_chunk_unref(h->u.ch);
   }
   s->ob_head = (s->ob_head + 1) & (s->ob_cap - 1);
@@ -154,6 +155,21 @@ static void sess_direct(sess *s, net_chunk *frame) {
   }
 }
 
+/* Messages to this session alone are kept up to --session-queue bytes: the
+ * oldest goes, and with it every earlier message (a resume replays from
+ * one ordinal on). A large one (a joined with a big snapshot) is not kept
+ * at all once it is delivered: the client that lost it joins again with
+ * since. What an HTTP session has not delivered yet stays. */
+static void ob_trim_own(sess *s) {
+  while (s->ob_own > s->e->cfg->session_queue) {
+    uint64_t ord = s->ob_first;
+    uint32_t i = 0;
+    for (; i < s->ob_len && ob_at(s, i)->rg; i++) ord += ob_at(s, i)->n;
+    if (i == s->ob_len || (s->http && ord > s->dn_upto)) return;
+    sess_ob_confirm(s, ord);
+  }
+}
+
 /* After a message joined the outbox: the caps, then the downstream. */
 static void ob_sent(sess *s, net_chunk *frame) {
   s->ob_next++;
@@ -169,6 +185,7 @@ static void ob_sent(sess *s, net_chunk *frame) {
   while (sess_ob_count(s) > 1 &&
          (s->ob_bytes > hard || (s->ob_bytes > cap && (!s->http || s->ob_first <= s->dn_upto))))
     ob_drop(s, 1);
+  ob_trim_own(s);
   if (s->w) ws_send_frame(s->w, frame);
   else if (s->dn) fb_push(s, frame, s->ob_next - 1);
 }
@@ -186,6 +203,7 @@ void sess_send(sess *s, net_chunk *frame) {
   x->bytes = frame->len;
   x->n = 1;
   ob_mem(s, frame->len);
+  s->ob_own += frame->len;
   ob_sent(s, frame);
 }
 

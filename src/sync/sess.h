@@ -57,6 +57,7 @@ struct sess {
   uint64_t ob_first;   /* ordinal of the first message of ob[head] */
   uint64_t ob_next;    /* ordinal of the next message */
   size_t ob_bytes;     /* message bytes (the --max-outbox cap) */
+  size_t ob_own;       /* bytes of its own frames (the --session-queue cap) */
   size_t ob_mem;       /* bytes the session holds itself: its frames and entries */
   uint64_t opened;   /* loop ms of the connection's upgrade */
   /* HTTP transports (fallback.h, PROTOCOL.md 2.4): the downstream is an SSE
