@@ -157,7 +157,7 @@ static void handle_presence(sess *s, json_t *req) {
     return;
   }
   json_decref(m->state);
-  m->state = json_deep_copy(state);
+  m->state = json_object_size(state) ? json_deep_copy(state) : NULL;
   room_presence_event(s->e, m, "update");
 }
 

@@ -120,8 +120,8 @@ member *room_member_add(room *r, sess *s, json_t *state) {
 }
 
 json_t *room_presence_entry(member *m) {
-  json_t *e = json_pack("{s:s,s:s,s:O,s:b}", "user", m->s->id.user, "device", m->s->device, "state",
-                        m->state, "connected", sess_online(m->s));
+  json_t *e = json_pack("{s:s,s:s,s:o,s:b}", "user", m->s->id.user, "device", m->s->device, "state",
+                        m->state ? json_incref(m->state) : json_object(), "connected", sess_online(m->s));
   if (m->cursor) json_object_set_new(e, "cursor", json_integer((json_int_t)m->cursor));
   return e;
 }
@@ -219,7 +219,7 @@ void room_presence_event(engine *e, member *about, const char *event) {
   json_t *msg = json_pack("{s:s,s:s,s:s,s:s,s:s}", "type", "presence", "room", about->r->name,
                           "event", event, "user", about->s->id.user, "device", about->s->device);
   if (strcmp(event, "leave") != 0) {
-    json_object_set(msg, "state", about->state);
+    json_object_set_new(msg, "state", about->state ? json_incref(about->state) : json_object());
     json_object_set_new(msg, "connected", json_boolean(sess_online(about->s)));
   }
   net_chunk *frame = engine_frame(e, msg);

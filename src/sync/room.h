@@ -24,7 +24,7 @@ struct member {
   member *snext;       /* session's rooms */
   uint64_t from_seq;   /* entries <= this were in its joined */
   uint64_t cursor;     /* highest seq the device says it applied */
-  json_t *state;
+  json_t *state;      /* presence state; NULL: {} (most members set none) */
 };
 
 /* An item's lock. Kept after release (holder NULL) so fences keep growing. */
@@ -82,7 +82,7 @@ void room_free_all(engine *e);
 
 /* s's membership of the room named rname, or NULL. */
 member *room_membership(sess *s, const char *rname);
-/* Adds s to r with its presence state (stolen). */
+/* Adds s to r with its presence state (stolen; NULL: {}). */
 member *room_member_add(room *r, sess *s, json_t *state);
 /* Removes m: its locks are released and the others told it left. */
 void room_member_remove(engine *e, member *m, const char *reason);

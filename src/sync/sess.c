@@ -13,6 +13,7 @@ sess *sess_new(engine *e, ws_conn *w) {
   s->e = e;
   s->w = w;
   s->refs = 1;
+  s->device = "";
   s->opened = now_ms(e);
   return s;
 }
@@ -28,7 +29,7 @@ static ob_ent *ob_at(sess *s, uint32_t i) { return &s->ob[(s->ob_head + i) & (s-
 
 static ob_ent *ob_append(sess *s) {
   if (s->ob_len == s->ob_cap) {
-    uint32_t cap = s->ob_cap ? s->ob_cap * 2 : 4;
+    uint32_t cap = s->ob_cap ? s->ob_cap * 2 : 2;
     ob_ent *q = wsy_malloc(cap * sizeof *q);
     for (uint32_t i = 0; i < s->ob_len; i++) q[i] = *ob_at(s, i);
     wsy_free(s->ob);
@@ -134,6 +135,7 @@ void sess_unref(sess *s) {
   wsy_free(s->dn_headers);
   json_decref(s->from);
   auth_identity_free(&s->id);
+  wsy_free(s->dkey);
   wsy_free(s);
 }
 
@@ -321,7 +323,7 @@ void sess_end(sess *s, unsigned code, const char *why) {
   snprintf(cs, sizeof cs, "%u", code);
   conn_event(e, s, NULL, "session end", "code", cs, "why", why, (const char *)NULL);
   if (map_get(&e->sessions, s->token) == s) map_del(&e->sessions, s->token);
-  if (map_get(&e->by_device, s->dkey) == s) map_del(&e->by_device, s->dkey);
+  if (s->dkey && map_get(&e->by_device, s->dkey) == s) map_del(&e->by_device, s->dkey);
   while (s->rooms) room_member_remove(e, s->rooms, "session_end");
   if (s->dn) fb_end(s, code, why);
   ob_clear(s);
@@ -448,7 +450,7 @@ void sess_hello(sess *s, json_t *req) {
     sess_refuse(s, req, "bad_request", "session must be a string and last a non-negative integer");
     return;
   }
-  char dkey[sizeof s->dkey];
+  char dkey[140];
   snprintf(dkey, sizeof dkey, "%s:%s", s->id.user, device);
   uint64_t last = lastj ? (uint64_t)json_integer_value(lastj) : 0;
   sess *old = stokj ? map_get(&e->sessions, json_string_value(stokj)) : NULL;
@@ -463,8 +465,8 @@ void sess_hello(sess *s, json_t *req) {
   /* A new session; one per (user, device): an older one is replaced. */
   sess *prev = map_get(&e->by_device, dkey);
   if (prev) sess_end(prev, 4001, "replaced by a new session of this device");
-  snprintf(s->device, sizeof s->device, "%s", device);
-  memcpy(s->dkey, dkey, sizeof dkey);
+  s->dkey = wsy_strndup(dkey, strlen(dkey));
+  s->device = s->dkey + strlen(s->id.user) + 1;
   random_hex(s->token, 16);
   s->welcomed = 1;
   s->ob_first = s->ob_next = 1;

@@ -33,16 +33,23 @@ struct sess {
   engine *e;
   ws_conn *w;        /* NULL once the connection is gone */
   int refs;
-  int welcomed;
+  /* Flags in one word: an idle session is mostly this struct, and 10k of
+   * them should cost about what 10k raw connections cost. */
+  unsigned welcomed : 1;
+  unsigned ended : 1;   /* bye, replaced, or expired: no resume */
+  unsigned http : 1;    /* the session is on HTTP transports (not WebSocket) */
+  unsigned due : 1;     /* on e->due */
+  unsigned dn_kind : 4; /* FB_SSE or FB_POLL while dn is set */
   auth_identity id;
-  char device[65];
-  char dkey[140];    /* "user:device": the dedupe key of the store */
+  /* "user:device" (the dedupe key of the store), allocated at welcome;
+   * device points into it ("" before). */
+  char *dkey;
+  const char *device;
   json_t *from;      /* {"user","device"} of its broadcasts, made on first use */
   char token[33];
   member *rooms;
   unsigned nrooms;
   sess *dead_next;   /* on e->dead once its connection is gone */
-  int ended;         /* bye, replaced, or expired: no resume */
   uint64_t detached_at; /* loop ms when the connection went away (0: attached) */
   /* Outbox (PROTOCOL.md 3.4): every message after welcome has an ordinal.
    * Room messages are not kept here but once per room, in the room's ring
@@ -63,16 +70,13 @@ struct sess {
   /* HTTP transports (fallback.h, PROTOCOL.md 2.4): the downstream is an SSE
    * stream or a pending long-poll; httpd clears dn when that connection is
    * freed. */
-  int http;          /* the session is on HTTP transports (not WebSocket) */
   conn *dn;
-  int dn_kind;       /* FB_SSE or FB_POLL while dn is set */
   uint64_t dn_at;    /* loop ms: poll start, or the stream's last write */
   uint64_t dn_lost;  /* loop ms the last downstream went away */
   uint64_t poll_last;/* the pending poll's last */
   uint64_t dn_upto;  /* HTTP: the highest ordinal handed to a downstream */
   char *dn_headers;  /* CORS headers for the deferred poll answer */
   sess *due_next;    /* on e->due: a pending poll has something to say */
-  int due;
   double tokens;     /* rate limit bucket */
   uint64_t tokens_ms;
 };
