@@ -4,6 +4,7 @@
  *
  * The modules, each with one header stating its contract:
  *   sess.h      sessions: hello/welcome/resume, the outbox, sending, expiry
+ *   ring.h      a room's resume ring: recent frames kept once per room
  *   room.h      rooms: load/unload, membership, presence, locks, fan-out,
  *               and the room-kind hooks (kind.h: the document kind)
  *   commit.h    the log: admission, dedupe, sequencing, group commit, acks
