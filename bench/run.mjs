@@ -9,7 +9,7 @@
 //
 // usage: node bench/run.mjs [--repeat 3] [--quick] [--only a,b,...] [--no-doc]
 //   --quick     smaller numbers and shorter runs, one repeat (a sanity pass)
-//   --only      scenarios to run (a b c-fixed c-max d e f w z-sync z-fanout)
+//   --only      scenarios to run (a b c-fixed c-max r d e f w z-sync z-fanout)
 //   --no-doc    print the table, leave docs/PERFORMANCE.md alone
 // Outputs: build/bench/results.json (every run), build/bench/table.md,
 // build/bench/*.hist (latency distributions), build/bench/latency.png (if
@@ -100,6 +100,26 @@ const scenarios = [
       '--size', '64', ...timing],
     variants: broadcastVariants(),
     figures: delivFigures,
+  },
+  {
+    // Issue 15: the sync protocol keeps messages for resumes; clients that
+    // never confirm (recv) must not make that memory grow with messages.
+    id: 'r',
+    title: `(r) resume memory: ${Q(100, 10)} rooms x 100 subscribers, ${Q(100, 10)} publishers at max rate, 64 B, sync clients with and without recv`,
+    args: ['--conns', String(Q(10000, 1000)), '--rooms', String(Q(100, 10)), '--pubs', String(Q(100, 10)),
+      '--size', '64', ...timing],
+    variants: [
+      ...broadcastVariants(),
+      { key: 'norecv', server: 'wsync', args: ['--proto', 'wsync', '--mode', 'ephemeral', '--recv-interval', '0'],
+        label: 'wsync, sync protocol, no recv' },
+    ],
+    figures: [
+      { name: 'server RSS MiB', get: (r) => r.server?.rss_kib / 1024, fmt: 'f1', better: 'lower' },
+      { name: 'deliveries/s', get: (r) => r.deliveries_per_s, fmt: 'int', better: 'higher' },
+      { name: 'server CPU us per delivery', get: (r) => r.server?.cpu_us_per_delivery, fmt: 'f3', better: 'lower' },
+      { name: 'time to connect all, ms', get: (r) => r.connect_ms, fmt: 'int', better: 'lower' },
+      { name: 'other CPU on the machine %', get: (r) => Math.max(0, r.machine?.other_cpu_pct), fmt: 'int', better: 'info' },
+    ],
   },
   {
     id: 'd',
@@ -507,8 +527,20 @@ function targets(med) {
     const x = g('f', 'distinct', 'time to joined, ms');
     add('(f) catch-up of 100,000 ops well under a second', `${fmt(x, 'f1')} ms (every op a new item); ${fmt(g('f', 'items1k', 'time to joined, ms'), 'f1')} ms (1,000 items)`, x === undefined ? undefined : x < 500);
   }
+  if (med.a?.sync) {
+    const b = g('a', 'sync', 'server RSS bytes per connection');
+    add('(a) sync session after hello + join <= 1 KB idle (issue 15)', `${fmt(b, 'int')} B = ${fmtRatio(ratio(b, g('a', 'wsync', 'server RSS bytes per connection')))} the raw endpoint`, b === undefined ? undefined : b <= 1024);
+    const x = ratio(g('a', 'sync', 'time to connect all, ms'), g('a', 'wsync', 'time to connect all, ms'));
+    add('(a) opening sync sessions (hello + join) <= 2x the raw endpoint (issue 15)', fmtRatio(x), x === undefined ? undefined : x <= 2);
+  }
+  if (med.r) {
+    for (const [k, what] of [['sync', 'with recv'], ['norecv', 'without recv']]) {
+      const x = ratio(g('r', k, 'server RSS MiB'), g('r', 'wsync', 'server RSS MiB'));
+      add(`(r) server RSS at max rate, sync clients ${what} <= 2x the raw endpoint (issue 15)`, `${fmtRatio(x)} (${fmt(g('r', k, 'server RSS MiB'), 'f1')} vs ${fmt(g('r', 'wsync', 'server RSS MiB'), 'f1')} MiB)`, x === undefined ? undefined : x <= 2);
+    }
+  }
   if (!rows.length) return [];
-  return ['**Targets (issue 6)**', '', '| target | measured | |', '|---|---|---|', ...rows, ''];
+  return ['**Targets (issues 6, 15)**', '', '| target | measured | |', '|---|---|---|', ...rows, ''];
 }
 
 // ---- chart -----------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <jwt.h>
 #include <openssl/evp.h>
+#include <openssl/sha.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -271,6 +272,78 @@ static json_t *jws_payload(const auth_jwks *ks, auth_alg alg, const char *kid, c
   return p;
 }
 
+/* ---- the cache of verified tokens ------------------------------------------ */
+
+typedef struct cache_ent {
+  uint8_t digest[SHA256_DIGEST_LENGTH]; /* of the whole token */
+  json_t *payload;                      /* NULL: empty */
+  const char *secret;                   /* what verified it */
+  const auth_jwks *jwks;
+} cache_ent;
+
+struct auth_cache {
+  cache_ent *slot;
+  size_t n;
+  uint64_t hits, misses;
+};
+
+auth_cache *auth_cache_new(size_t slots) {
+  auth_cache *c = wsy_calloc(1, sizeof *c);
+  c->n = slots ? slots : 1;
+  c->slot = wsy_calloc(c->n, sizeof *c->slot);
+  return c;
+}
+
+void auth_cache_clear(auth_cache *c) {
+  if (!c) return;
+  for (size_t i = 0; i < c->n; i++) {
+    json_decref(c->slot[i].payload);
+    c->slot[i].payload = NULL;
+  }
+}
+
+void auth_cache_free(auth_cache *c) {
+  if (!c) return;
+  auth_cache_clear(c);
+  wsy_free(c->slot);
+  wsy_free(c);
+}
+
+void auth_cache_stats(const auth_cache *c, uint64_t *hits, uint64_t *misses) {
+  *hits = c ? c->hits : 0;
+  *misses = c ? c->misses : 0;
+}
+
+static cache_ent *cache_slot(auth_cache *c, const char *token, uint8_t digest[SHA256_DIGEST_LENGTH]) {
+  SHA256((const unsigned char *)token, strlen(token), digest);
+  uint64_t h;
+  memcpy(&h, digest, sizeof h);
+  return &c->slot[h % c->n];
+}
+
+/* The payload of a token verified before under the same keys (a new
+ * reference), or NULL. */
+static json_t *cache_get(const auth_config *cfg, const char *token) {
+  uint8_t d[SHA256_DIGEST_LENGTH];
+  cache_ent *x = cache_slot(cfg->cache, token, d);
+  if (x->payload && memcmp(x->digest, d, sizeof d) == 0 && x->secret == cfg->secret && x->jwks == cfg->jwks) {
+    cfg->cache->hits++;
+    return json_incref(x->payload);
+  }
+  cfg->cache->misses++;
+  return NULL;
+}
+
+static void cache_put(const auth_config *cfg, const char *token, json_t *payload) {
+  uint8_t d[SHA256_DIGEST_LENGTH];
+  cache_ent *x = cache_slot(cfg->cache, token, d);
+  json_decref(x->payload);
+  memcpy(x->digest, d, sizeof d);
+  x->payload = json_incref(payload);
+  x->secret = cfg->secret;
+  x->jwks = cfg->jwks;
+}
+
 auth_result auth_verify_cfg_why(const auth_config *cfg, const char *token, int64_t now_s, auth_identity *id,
                                 char *why, size_t wn) {
   memset(id, 0, sizeof *id);
@@ -282,6 +355,12 @@ auth_result auth_verify_cfg_why(const auth_config *cfg, const char *token, int64
   int dots = 0;
   for (const char *p = token; *p; p++) dots += *p == '.';
   if (dots != 2) return fail_why(AUTH_MALFORMED, why, wn, "malformed token: %d dots, a JWT has 2", dots);
+  json_t *payload = cfg->cache ? cache_get(cfg, token) : NULL;
+  if (payload) {
+    auth_result r = claims(payload, cfg, now_s, id, why, wn);
+    json_decref(payload);
+    return r;
+  }
   auth_alg alg;
   char kid[256], algname[32];
   auth_result r = header(token, &alg, kid, sizeof kid, algname, sizeof algname);
@@ -289,7 +368,6 @@ auth_result auth_verify_cfg_why(const auth_config *cfg, const char *token, int64
   if (r != AUTH_OK)
     return fail_why(r, why, wn, "header alg %.32s is not accepted (HS256 with --auth-secret; RS256, ES256, EdDSA "
                                 "with --auth-jwks)", algname);
-  json_t *payload;
   if (alg == AUTH_ALG_HS256) {
     /* Only ever the secret: a public key is never an HMAC key here. */
     if (!has_secret) return fail_why(AUTH_BAD_ALG, why, wn, "HS256, but this server has no --auth-secret");
@@ -302,6 +380,7 @@ auth_result auth_verify_cfg_why(const auth_config *cfg, const char *token, int64
     if (!payload)
       fail_why(r, why, wn, "%s (%s, kid %s)", auth_strerror(r), auth_alg_name(alg), *kid ? kid : "none");
   }
+  if (r == AUTH_OK && cfg->cache) cache_put(cfg, token, payload);
   if (r == AUTH_OK) r = claims(payload, cfg, now_s, id, why, wn);
   json_decref(payload);
   return r;

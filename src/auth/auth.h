@@ -58,6 +58,22 @@ int auth_jwks_parse(const char *json, size_t len, auth_jwks **out, char *err, si
 void auth_jwks_free(auth_jwks *ks);
 size_t auth_jwks_count(const auth_jwks *ks);
 
+/* A cache of verified tokens (reference: the whole token, by its SHA-256):
+ * a client that reconnects with the same token, or many sessions sharing
+ * one, skip the signature check and the payload's parse. Only the
+ * signature's verdict is cached: time-bound claims (exp, nbf) and iss/aud
+ * are checked again on every use, and tokens that failed are not kept.
+ * Fixed size (slots entries, direct mapped: a collision evicts). The
+ * payloads are immutable JSON; entries name the secret and key set they
+ * were verified with and hit only under the same ones (auth_cache_clear
+ * when a key set is replaced). Not thread-safe: one per loop. */
+typedef struct auth_cache auth_cache;
+auth_cache *auth_cache_new(size_t slots);
+void auth_cache_clear(auth_cache *c);
+void auth_cache_free(auth_cache *c);
+/* Lookups that hit, and that missed (verified the signature). */
+void auth_cache_stats(const auth_cache *c, uint64_t *hits, uint64_t *misses);
+
 /* How tokens are verified. */
 typedef struct auth_config {
   const char *secret;        /* HS256 key; NULL or "": HS256 tokens refused */
@@ -65,6 +81,7 @@ typedef struct auth_config {
   const char *issuer;        /* NULL: iss not checked */
   const char *audience;      /* NULL: aud not checked */
   unsigned leeway_s;         /* allowed clock skew for exp and nbf */
+  auth_cache *cache;         /* NULL: every token's signature is checked */
 } auth_config;
 
 typedef struct auth_grant {

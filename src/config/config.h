@@ -61,6 +61,8 @@ typedef struct wsy_config {
   size_t max_presence_state;
   unsigned max_catchup;      /* ops sent on join before a snapshot is preferred */
   size_t max_outbox;         /* bytes of unconfirmed messages kept per session */
+  size_t session_queue;      /* bytes of messages to one session alone kept for resumes */
+  size_t resume_ring;        /* bytes of room messages kept per room for resumes (ring.h) */
   const char *api_key;       /* backend API bearer key; NULL: API off */
   unsigned degraded_status;  /* /healthz status while degraded (503) */
   const char *tls_cert;      /* PEM certificate chain: serve HTTPS and wss:// (with tls_key) */

@@ -131,6 +131,10 @@ static void metrics(engine *e, conn *c) {
   EMIT("# HELP wsync_deliveries_total Messages queued to sessions by fan-out.\n"
        "# TYPE wsync_deliveries_total counter\nwsync_deliveries_total %llu\n",
        (unsigned long long)e->deliveries);
+  EMIT("# HELP wsync_outbox_bytes Bytes the sessions' outboxes hold themselves (their own messages, run entries).\n"
+       "# TYPE wsync_outbox_bytes gauge\nwsync_outbox_bytes %zu\n", e->outbox_mem);
+  EMIT("# HELP wsync_resume_ring_bytes Bytes of room messages the resume rings hold (once per room).\n"
+       "# TYPE wsync_resume_ring_bytes gauge\nwsync_resume_ring_bytes %zu\n", e->ring_mem);
   EMIT("# HELP wsync_bytes_in_total Bytes received.\n# TYPE wsync_bytes_in_total counter\n"
        "wsync_bytes_in_total %llu\n", (unsigned long long)ns->bytes_in);
   EMIT("# HELP wsync_bytes_out_total Bytes sent.\n# TYPE wsync_bytes_out_total counter\n"

@@ -86,7 +86,8 @@ int engine_new(uv_loop_t *loop, net_loop *net, const wsy_config *cfg, store *st,
   e->cfg = cfg;
   e->st = st;
   e->auth = (auth_config){.secret = cfg->auth_secret, .issuer = cfg->auth_issuer,
-                          .audience = cfg->auth_audience, .leeway_s = cfg->auth_leeway_ms / 1000};
+                          .audience = cfg->auth_audience, .leeway_s = cfg->auth_leeway_ms / 1000,
+                          .cache = auth_cache_new(4096)};
   map_init(&e->rooms);
   map_init(&e->sessions);
   map_init(&e->by_device);
@@ -108,6 +109,7 @@ int engine_new(uv_loop_t *loop, net_loop *net, const wsy_config *cfg, store *st,
     hook_deinit(e);
     webhooks_free(e->hooks);
     commit_deinit(e);
+    auth_cache_free(e->auth.cache);
     map_free(&e->rooms);
     map_free(&e->sessions);
     map_free(&e->by_device);
@@ -162,6 +164,7 @@ void engine_free(engine *e) {
   store_close(e->st); /* may close handles of its own */
   uv_run(e->loop, UV_RUN_NOWAIT);
   jw_free(&e->frame_text);
+  auth_cache_free(e->auth.cache);
   wsy_free(e);
 }
 
@@ -178,7 +181,10 @@ void engine_shutdown(engine *e) {
   }
 }
 
-void engine_set_jwks(engine *e, const auth_jwks *jwks) { e->auth.jwks = jwks; }
+void engine_set_jwks(engine *e, const auth_jwks *jwks) {
+  auth_cache_clear(e->auth.cache); /* what the old keys verified is not verified by the new ones */
+  e->auth.jwks = jwks;
+}
 
 void engine_route_fallback(void *ud, conn *c, httpd_req *r) { fb_route(ud, c, r); }
 void engine_route_rooms(void *ud, conn *c, httpd_req *r) { api_rooms_route(ud, c, r); }

@@ -4,6 +4,7 @@
  *
  * The modules, each with one header stating its contract:
  *   sess.h      sessions: hello/welcome/resume, the outbox, sending, expiry
+ *   ring.h      a room's resume ring: recent frames kept once per room
  *   room.h      rooms: load/unload, membership, presence, locks, fan-out,
  *               and the room-kind hooks (kind.h: the document kind)
  *   commit.h    the log: admission, dedupe, sequencing, group commit, acks
@@ -84,6 +85,8 @@ struct engine {
   /* figures (api.c: /metrics) */
   uint64_t ops_accepted, deliveries, commits, commit_failures;
   uint64_t ops_committed, ops_failed; /* entries of committed / failed batches */
+  size_t outbox_mem;  /* bytes the sessions' outboxes hold themselves (sess.h) */
+  size_t ring_mem;    /* bytes of frames the rooms' resume rings hold (ring.h) */
   /* Health (/healthz): set when a commit fails, cleared by the next one
    * that stores something. */
   const char *api_line;      /* while a backend request is routed: its log line (api.c) */

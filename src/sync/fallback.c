@@ -35,26 +35,35 @@ static void sse_write(sess *s, net_chunk *ch) {
 }
 
 /* Writes the outbox's messages after ordinal `after` as one chunk. */
+typedef struct {
+  size_t total;
+  net_chunk *ch;
+} sse_acc;
+
+static void sse_size_one(void *ud, uint64_t ordinal, net_chunk *frame) {
+  (void)ordinal;
+  size_t len;
+  frame_payload(frame, &len);
+  ((sse_acc *)ud)->total += len + 32;
+}
+
+static void sse_put_one(void *ud, uint64_t ordinal, net_chunk *frame) {
+  sse_acc *a = ud;
+  size_t len;
+  const uint8_t *p = frame_payload(frame, &len);
+  a->ch->len += (uint32_t)sse_event(a->ch->data + a->ch->len, ordinal, p, len);
+}
+
 static void sse_replay(sess *s, uint64_t after) {
-  size_t total = 0;
-  for (uint32_t i = 0; i < s->ob_len; i++) {
-    size_t len;
-    frame_payload(s->ob[(s->ob_head + i) & (s->ob_cap - 1)], &len);
-    total += len + 32;
+  sse_acc a = {0, NULL};
+  sess_ob_each(s, after, sse_size_one, &a);
+  if (a.total) {
+    a.ch = net_chunk_new(a.total);
+    a.ch->len = 0;
+    sess_ob_each(s, after, sse_put_one, &a);
+    if (a.ch->len) sse_write(s, a.ch);
+    net_chunk_unref(a.ch);
   }
-  if (!total) return;
-  net_chunk *ch = net_chunk_new(total);
-  size_t off = 0;
-  for (uint32_t i = 0; i < s->ob_len; i++) {
-    uint64_t ord = s->ob_first + i;
-    if (ord <= after) continue;
-    size_t len;
-    const uint8_t *p = frame_payload(s->ob[(s->ob_head + i) & (s->ob_cap - 1)], &len);
-    off += sse_event(ch->data + off, ord, p, len);
-  }
-  ch->len = (uint32_t)off;
-  if (off) sse_write(s, ch);
-  net_chunk_unref(ch);
   s->dn_upto = s->ob_next - 1;
 }
 
@@ -75,6 +84,20 @@ void fb_push(sess *s, net_chunk *frame, uint64_t ordinal) {
   }
 }
 
+typedef struct {
+  buf *b;
+  int ok, n;
+} poll_acc;
+
+static void poll_put_one(void *ud, uint64_t ordinal, net_chunk *frame) {
+  (void)ordinal;
+  poll_acc *a = ud;
+  size_t len;
+  const uint8_t *p = frame_payload(frame, &len);
+  if (a->ok && a->n++) a->ok = buf_append(a->b, ",", 1) == WSY_OK;
+  if (a->ok) a->ok = buf_append(a->b, p, len) == WSY_OK;
+}
+
 /* Answers the pending poll with the messages after its last, and `close`
  * when the session's downstream ends for a reason (code != 0). */
 static void poll_answer(sess *s, unsigned code, const char *reason, int empty) {
@@ -83,19 +106,17 @@ static void poll_answer(sess *s, unsigned code, const char *reason, int empty) {
   s->dn_kind = 0;
   s->dn_lost = now_ms(s->e);
   const char *hdrs = s->dn_headers ? s->dn_headers : "Cache-Control: no-store\r\n";
+  sess_ob_trim(s);
   if (s->ob_first > s->poll_last + 1) { /* the outbox dropped messages it never delivered */
     const char gone[] = "{\"type\":\"error\",\"code\":\"session_expired\",\"message\":\"messages were lost; say hello again\"}";
     httpd_deferred_answer(c, 410, "application/json", hdrs, gone, sizeof gone - 1);
   } else {
     buf b;
     buf_init(&b, SIZE_MAX);
-    int ok = buf_append(&b, "{\"messages\":[", 13) == WSY_OK;
-    for (uint32_t i = 0; ok && !empty && i < s->ob_len; i++) {
-      size_t len;
-      const uint8_t *p = frame_payload(s->ob[(s->ob_head + i) & (s->ob_cap - 1)], &len);
-      if (i) ok = buf_append(&b, ",", 1) == WSY_OK;
-      if (ok) ok = buf_append(&b, p, len) == WSY_OK;
-    }
+    poll_acc a = {&b, 1, 0};
+    a.ok = buf_append(&b, "{\"messages\":[", 13) == WSY_OK;
+    if (!empty) sess_ob_each(s, 0, poll_put_one, &a);
+    int ok = a.ok;
     char tail[256];
     int n = snprintf(tail, sizeof tail, "],\"last\":%llu",
                      (unsigned long long)(empty ? s->poll_last : s->ob_next - 1));
@@ -125,7 +146,7 @@ void fb_answer_polls(engine *e) {
     sess *s = e->due;
     e->due = s->due_next;
     s->due = 0;
-    if (s->dn && s->dn_kind == FB_POLL && s->ob_len) poll_answer(s, 0, NULL, 0);
+    if (s->dn && s->dn_kind == FB_POLL && sess_ob_count(s)) poll_answer(s, 0, NULL, 0);
     sess_unref(s); /* the due list's reference */
   }
 }
@@ -344,11 +365,12 @@ static void fb_down(engine *e, conn *c, httpd_req *r, int kind, const char *hdrs
     fb_error(c, 400, hdrs, "bad_request", "last is beyond the last message sent");
     return;
   }
+  sess_ob_trim(s);
   if (s->ob_first > last + 1) {
     fb_error(c, 410, hdrs, "session_expired", "messages after last were dropped; say hello again");
     return;
   }
-  while (s->ob_len && s->ob_first <= last) sess_ob_pop(s); /* confirmed by last */
+  sess_ob_confirm(s, last); /* confirmed by last */
   sess_detach(s, "session moved to another downstream");
   s->http = 1;
   s->dn_kind = kind;
@@ -376,7 +398,7 @@ static void fb_down(engine *e, conn *c, httpd_req *r, int kind, const char *hdrs
   wsy_free(s->dn_headers); /* a previous poll cut by its client left its own */
   s->dn_headers = memcpy(wsy_malloc(hl), h, hl);
   httpd_defer(c, &s->dn);
-  if (s->ob_len) poll_answer(s, 0, NULL, 0);
+  if (sess_ob_count(s)) poll_answer(s, 0, NULL, 0);
 }
 
 void fb_route(void *ud, conn *c, httpd_req *r) {

@@ -224,7 +224,7 @@ static void join_decide(sess *s, json_t *req, int asked) {
     return;
   }
   int is_new = !m;
-  if (!m) m = room_member_add(r, s, pstate ? json_deep_copy(pstate) : json_object());
+  if (!m) m = room_member_add(r, s, json_object_size(pstate) ? json_deep_copy(pstate) : NULL);
   m->from_seq = seq;
   if (cc.mine > m->cursor) m->cursor = cc.mine;
   json_t *pres = json_array();

@@ -165,7 +165,7 @@ static void handle_presence(sess *s, json_t *req) {
     return;
   }
   json_decref(m->state);
-  m->state = json_deep_copy(state);
+  m->state = json_object_size(state) ? json_deep_copy(state) : NULL;
   room_presence_event(s->e, m, "update");
 }
 
@@ -241,7 +241,7 @@ void proto_dispatch(sess *s, json_t *req) {
       sess_error(s, req, "bad_request", "n must be an ordinal the server has sent", "n", NULL);
       return;
     }
-    while (s->ob_len && s->ob_first <= (uint64_t)json_integer_value(nj)) sess_ob_pop(s);
+    sess_ob_confirm(s, (uint64_t)json_integer_value(nj));
     return;
   }
   if (!strcmp(type, "bye")) {

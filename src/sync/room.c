@@ -27,6 +27,7 @@ static void room_destroy(room *r) {
   locks_free(r);
   join_cursors_free(r);
   if (r->kind) r->kind->unload(r);
+  if (r->ring) ring_unref(r->ring);
   wsy_free(r->name);
   wsy_free(r);
 }
@@ -80,6 +81,7 @@ room *room_get(engine *e, const char *name, int *err) {
   r = wsy_calloc(1, sizeof *r);
   r->name = wsy_strndup(name, strlen(name));
   r->kind = room_kind_for(name);
+  r->ring = ring_new(e->cfg->resume_ring, &e->ring_mem);
   map_init(&r->locks);
   map_init(&r->cursors);
   int rc = load(e, r);
@@ -122,8 +124,8 @@ member *room_member_add(room *r, sess *s, json_t *state) {
 }
 
 json_t *room_presence_entry(member *m) {
-  json_t *e = json_pack("{s:s,s:s,s:O,s:b}", "user", m->s->id.user, "device", m->s->device, "state",
-                        m->state, "connected", sess_online(m->s));
+  json_t *e = json_pack("{s:s,s:s,s:o,s:b}", "user", m->s->id.user, "device", m->s->device, "state",
+                        m->state ? json_incref(m->state) : json_object(), "connected", sess_online(m->s));
   if (m->cursor) json_object_set_new(e, "cursor", json_integer((json_int_t)m->cursor));
   return e;
 }
@@ -146,17 +148,20 @@ void room_send(engine *e, room *r, json_t *msg) {
 
 /* An entry reaches the members whose join position is below its seq (the
  * others had it in their joined); ephemeral traffic every member the
- * filters let through. One frame for all: sess_send takes a reference. */
+ * filters let through. One frame for all, kept once in the room's ring:
+ * the outboxes name its position, they hold no reference of their own. */
 void room_deliver(void *ud, const bus_msg *m) {
   engine *e = ud;
   room *r = map_get(&e->rooms, m->room);
   if (!r) return;
+  uint64_t pos = 0; /* in the ring once the first recipient is found */
   for (member *x = r->members, *next; x; x = next) {
     next = x->next;
     if (m->seq && m->seq <= x->from_seq) continue;
     if (m->except && strcmp(x->s->dkey, m->except) == 0) continue;
     if (m->only_user && strcmp(x->s->id.user, m->only_user) != 0) continue;
-    sess_send(x->s, m->frame);
+    if (!pos) pos = ring_push(r->ring, m->frame);
+    sess_send_ring(x->s, r->ring, pos, m->frame);
     e->deliveries++;
   }
 }
@@ -218,7 +223,7 @@ void room_presence_event(engine *e, member *about, const char *event) {
   json_t *msg = json_pack("{s:s,s:s,s:s,s:s,s:s}", "type", "presence", "room", about->r->name,
                           "event", event, "user", about->s->id.user, "device", about->s->device);
   if (strcmp(event, "leave") != 0) {
-    json_object_set(msg, "state", about->state);
+    json_object_set_new(msg, "state", about->state ? json_incref(about->state) : json_object());
     json_object_set_new(msg, "connected", json_boolean(sess_online(about->s)));
   }
   net_chunk *frame = engine_frame(e, msg);

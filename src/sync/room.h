@@ -15,6 +15,7 @@
 #define WSY_ROOM_H
 
 #include "engine_int.h"
+#include "ring.h"
 
 struct member {
   sess *s;
@@ -23,7 +24,7 @@ struct member {
   member *snext;       /* session's rooms */
   uint64_t from_seq;   /* entries <= this were in its joined */
   uint64_t cursor;     /* highest seq the device says it applied */
-  json_t *state;
+  json_t *state;      /* presence state; NULL: {} (most members set none) */
 };
 
 /* An item's lock. Kept after release (holder NULL) so fences keep growing. */
@@ -66,6 +67,7 @@ struct room {
   int broken;        /* a commit failed: refuse writes until reloaded */
   uint64_t min_seq;  /* the first seq the log holds, as loaded and trimmed since (store.h) */
   map cursors;       /* "user\x1fdevice" -> uint64_t*: device cursors, as loaded and recorded since */
+  ring *ring;        /* the frames fanned out here, kept once for resumes (ring.h) */
 };
 
 /* The room, loaded from the store (or created) before it is served; NULL
@@ -82,7 +84,7 @@ void room_free_all(engine *e);
 
 /* s's membership of the room named rname, or NULL. */
 member *room_membership(sess *s, const char *rname);
-/* Adds s to r with its presence state (stolen). */
+/* Adds s to r with its presence state (stolen; NULL: {}). */
 member *room_member_add(room *r, sess *s, json_t *state);
 /* Removes m: its locks are released and the others told it left. */
 void room_member_remove(engine *e, member *m, const char *reason);
@@ -92,7 +94,9 @@ void room_member_remove(engine *e, member *m, const char *reason);
 void room_send(engine *e, room *r, json_t *msg);
 void room_publish(engine *e, const room *r, uint64_t seq, net_chunk *frame, const char *except,
                   const char *only_user);
-/* The bus's delivery to this node's members (bus_deliver_fn; ud: engine). */
+/* The bus's delivery to this node's members (bus_deliver_fn; ud: engine):
+ * the frame goes into the room's ring once, and each recipient's outbox
+ * names its position (sess_send_ring). */
 void room_deliver(void *ud, const bus_msg *m);
 
 /* Presence (PROTOCOL.md 7): one entry of a joined or presence list; an

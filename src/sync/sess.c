@@ -14,21 +14,120 @@ sess *sess_new(engine *e, ws_conn *w) {
   s->e = e;
   s->w = w;
   s->refs = 1;
+  s->device = "";
   s->opened = now_ms(e);
   return s;
 }
 
-static void ob_clear(sess *s) {
-  while (s->ob_len) {
-    net_chunk_unref(s->ob[s->ob_head]);
-    s->ob_head = (s->ob_head + 1) & (s->ob_cap - 1);
-    s->ob_len--;
-    s->ob_first++;
+/* ---- the outbox ---------------------------------------------------------- */
+
+static void ob_mem(sess *s, ptrdiff_t delta) {
+  s->ob_mem += (size_t)delta;
+  s->e->outbox_mem += (size_t)delta;
+}
+
+static ob_ent *ob_at(sess *s, uint32_t i) { return &s->ob[(s->ob_head + i) & (s->ob_cap - 1)]; }
+
+static ob_ent *ob_append(sess *s) {
+  if (s->ob_len == s->ob_cap) {
+    uint32_t cap = s->ob_cap ? s->ob_cap * 2 : 2;
+    ob_ent *q = wsy_malloc(cap * sizeof *q);
+    for (uint32_t i = 0; i < s->ob_len; i++) q[i] = *ob_at(s, i);
+    wsy_free(s->ob);
+    ob_mem(s, (ptrdiff_t)((cap - s->ob_cap) * sizeof *q));
+    s->ob = q;
+    s->ob_cap = cap;
+    s->ob_head = 0;
   }
+  s->ob_len++;
+  return ob_at(s, s->ob_len - 1);
+}
+
+/* Drops the first k messages of the head entry (k <= its n). The bytes of
+ * frames a ring evicted are no longer known: those count at the run's
+ * average. */
+static void ob_drop(sess *s, uint32_t k) {
+  ob_ent *h = ob_at(s, 0);
+  size_t gone = 0;
+  if (k == h->n) {
+    gone = h->bytes;
+  } else {
+    for (uint32_t i = 0; i < k; i++) {
+      net_chunk *f = ring_get(h->rg, h->u.pos + i);
+      gone += f ? f->len : h->bytes / h->n;
+    }
+    if (gone > h->bytes) gone = h->bytes;
+  }
+  h->bytes -= gone;
+  s->ob_bytes -= gone;
+  s->ob_first += k;
+  if (h->rg) h->u.pos += k;
+  h->n -= k;
+  if (h->n) return;
+  if (h->rg) {
+    ring_unref(h->rg);
+  } else {
+    ob_mem(s, -(ptrdiff_t)h->u.ch->len);
+    s->ob_own -= h->u.ch->len;
+    net_chunk_unref(h->u.ch);
+  }
+  s->ob_head = (s->ob_head + 1) & (s->ob_cap - 1);
+  s->ob_len--;
+}
+
+static void ob_clear(sess *s) {
+  while (s->ob_len) ob_drop(s, ob_at(s, 0)->n);
+  ob_mem(s, -(ptrdiff_t)(s->ob_cap * sizeof *s->ob));
   wsy_free(s->ob);
   s->ob = NULL;
   s->ob_cap = s->ob_head = 0;
   s->ob_bytes = 0;
+}
+
+/* Lost messages at the head (their ring moved on): the common case, cheap
+ * enough for every send. */
+static void ob_trim_head(sess *s) {
+  while (s->ob_len) {
+    ob_ent *h = ob_at(s, 0);
+    if (!h->rg) return;
+    uint64_t first = ring_first(h->rg);
+    if (h->u.pos >= first) return;
+    ob_drop(s, first - h->u.pos >= h->n ? h->n : (uint32_t)(first - h->u.pos));
+  }
+}
+
+void sess_ob_trim(sess *s) {
+  uint64_t ord = s->ob_first, lost = 0; /* the newest lost ordinal */
+  for (uint32_t i = 0; i < s->ob_len; i++) {
+    ob_ent *x = ob_at(s, i);
+    if (x->rg && x->u.pos < ring_first(x->rg)) {
+      uint64_t k = ring_first(x->rg) - x->u.pos;
+      lost = ord + (k < x->n ? k : x->n) - 1;
+    }
+    ord += x->n;
+  }
+  if (lost) sess_ob_confirm(s, lost);
+}
+
+void sess_ob_confirm(sess *s, uint64_t n) {
+  while (s->ob_len && s->ob_first <= n) {
+    uint64_t k = n - s->ob_first + 1;
+    uint32_t hn = ob_at(s, 0)->n;
+    ob_drop(s, k < hn ? (uint32_t)k : hn);
+  }
+}
+
+void sess_ob_each(sess *s, uint64_t after, sess_ob_fn fn, void *ud) {
+  sess_ob_trim(s);
+  uint64_t ord = s->ob_first;
+  for (uint32_t i = 0; i < s->ob_len; i++) {
+    ob_ent *x = ob_at(s, i);
+    for (uint32_t j = 0; j < x->n; j++, ord++) {
+      if (ord <= after) continue;
+      net_chunk *f = x->rg ? ring_get(x->rg, x->u.pos + j) : x->u.ch;
+      if (f) fn(ud, ord, f);
+    }
+  }
 }
 
 void sess_unref(sess *s) {
@@ -40,21 +139,13 @@ void sess_unref(sess *s) {
   json_decref(s->claims);
   auth_identity_free(&s->id);
   auth_identity_free(&s->hook);
+  wsy_free(s->dkey);
   wsy_free(s);
 }
 
 json_t *sess_from(sess *s) {
   if (!s->from) s->from = json_pack("{s:s,s:s}", "user", s->id.user, "device", s->device);
   return s->from;
-}
-
-void sess_ob_pop(sess *s) {
-  net_chunk *ch = s->ob[s->ob_head];
-  s->ob_bytes -= ch->len;
-  net_chunk_unref(ch);
-  s->ob_head = (s->ob_head + 1) & (s->ob_cap - 1);
-  s->ob_len--;
-  s->ob_first++;
 }
 
 /* Messages outside the ordinals (welcome, and anything before it): written
@@ -70,27 +161,26 @@ static void sess_direct(sess *s, net_chunk *frame) {
   }
 }
 
-/* The one way a message reaches a session: counted, kept in the outbox,
- * and written to its downstream when there is one. */
-void sess_send(sess *s, net_chunk *frame) {
-  if (!s->welcomed) {
-    sess_direct(s, frame);
-    return;
+/* Messages to this session alone are kept up to --session-queue bytes: the
+ * oldest goes, and with it every earlier message (a resume replays from
+ * one ordinal on). A large one (a joined with a big snapshot) is not kept
+ * at all once it is delivered: the client that lost it joins again with
+ * since. What an HTTP session has not delivered yet stays. */
+static void ob_trim_own(sess *s) {
+  while (s->ob_own > s->e->cfg->session_queue) {
+    uint64_t ord = s->ob_first;
+    uint32_t i = 0;
+    for (; i < s->ob_len && ob_at(s, i)->rg; i++) ord += ob_at(s, i)->n;
+    if (i == s->ob_len || (s->http && ord > s->dn_upto)) return;
+    sess_ob_confirm(s, ord);
   }
-  if (s->ended) return;
-  if (s->ob_len == s->ob_cap) {
-    uint32_t cap = s->ob_cap ? s->ob_cap * 2 : 16;
-    net_chunk **q = wsy_malloc(cap * sizeof *q);
-    for (uint32_t i = 0; i < s->ob_len; i++) q[i] = s->ob[(s->ob_head + i) & (s->ob_cap - 1)];
-    wsy_free(s->ob);
-    s->ob = q;
-    s->ob_cap = cap;
-    s->ob_head = 0;
-  }
-  s->ob[(s->ob_head + s->ob_len) & (s->ob_cap - 1)] = net_chunk_ref(frame);
-  s->ob_len++;
+}
+
+/* After a message joined the outbox: the caps, then the downstream. */
+static void ob_sent(sess *s, net_chunk *frame) {
   s->ob_next++;
   s->ob_bytes += frame->len;
+  ob_trim_head(s);
   /* Over the cap the oldest go, confirmed or not (PROTOCOL.md 3.4). An HTTP
    * session's outbox is also its delivery queue: what no SSE stream or
    * poll answer has carried yet is kept up to --max-queued-bytes more, as a
@@ -98,10 +188,48 @@ void sess_send(sess *s, net_chunk *frame) {
    * between two polls is not lost. */
   const wsy_config *cfg = s->e->cfg;
   size_t cap = cfg->max_outbox, hard = cap + (s->http ? cfg->max_queued : 0);
-  while (s->ob_len > 1 && (s->ob_bytes > hard || (s->ob_bytes > cap && (!s->http || s->ob_first <= s->dn_upto))))
-    sess_ob_pop(s);
+  while (sess_ob_count(s) > 1 &&
+         (s->ob_bytes > hard || (s->ob_bytes > cap && (!s->http || s->ob_first <= s->dn_upto))))
+    ob_drop(s, 1);
+  ob_trim_own(s);
   if (s->w) ws_send_frame(s->w, frame);
   else if (s->dn) fb_push(s, frame, s->ob_next - 1);
+}
+
+/* A message addressed to this session alone: the outbox holds the frame. */
+void sess_send(sess *s, net_chunk *frame) {
+  if (!s->welcomed) {
+    sess_direct(s, frame);
+    return;
+  }
+  if (s->ended) return;
+  ob_ent *x = ob_append(s);
+  x->rg = NULL;
+  x->u.ch = net_chunk_ref(frame);
+  x->bytes = frame->len;
+  x->n = 1;
+  ob_mem(s, frame->len);
+  s->ob_own += frame->len;
+  ob_sent(s, frame);
+}
+
+/* A room message: the ring holds the frame; the outbox extends its last
+ * run when the message follows it in the same ring, so a session in one
+ * room costs one entry however many messages it has not confirmed. */
+void sess_send_ring(sess *s, ring *rg, uint64_t pos, net_chunk *frame) {
+  if (!s->welcomed || s->ended) return;
+  ob_ent *t = s->ob_len ? ob_at(s, s->ob_len - 1) : NULL;
+  if (t && t->rg == rg && t->u.pos + t->n == pos && t->n < UINT32_MAX) {
+    t->n++;
+    t->bytes += frame->len;
+  } else {
+    ob_ent *x = ob_append(s);
+    x->rg = ring_ref(rg);
+    x->u.pos = pos;
+    x->bytes = frame->len;
+    x->n = 1;
+  }
+  ob_sent(s, frame);
 }
 
 /* Presence's connected flag: a WebSocket, or an HTTP session that has not
@@ -200,7 +328,7 @@ void sess_end(sess *s, unsigned code, const char *why) {
   snprintf(cs, sizeof cs, "%u", code);
   conn_event(e, s, NULL, "session end", "code", cs, "why", why, (const char *)NULL);
   if (map_get(&e->sessions, s->token) == s) map_del(&e->sessions, s->token);
-  if (map_get(&e->by_device, s->dkey) == s) map_del(&e->by_device, s->dkey);
+  if (s->dkey && map_get(&e->by_device, s->dkey) == s) map_del(&e->by_device, s->dkey);
   while (s->rooms) room_member_remove(e, s->rooms, "session_end");
   if (s->dn) fb_end(s, code, why);
   ob_clear(s);
@@ -220,6 +348,11 @@ void sess_detach(sess *s, const char *why) {
     ws_close(ow, 4001, why);
   }
   if (s->dn) fb_release(s);
+}
+
+static void replay_one(void *ud, uint64_t ordinal, net_chunk *frame) {
+  (void)ordinal;
+  ws_send_frame(ud, frame);
 }
 
 /* Moves the new client (carried by the fresh session n: a WebSocket, or
@@ -255,7 +388,7 @@ static void resume(sess *n, sess *s, json_t *req, uint64_t last, int insecure) {
   s->http = !w;
   s->dn_lost = now_ms(e);
   s->detached_at = 0;
-  while (s->ob_len && s->ob_first <= last) sess_ob_pop(s); /* confirmed by last */
+  sess_ob_confirm(s, last);
   /* The new token's grants apply from now on: rooms it may not read are
    * left (welcome lists the others; the client is told after the replay). */
   json_t *revoked = json_array();
@@ -268,8 +401,7 @@ static void resume(sess *n, sess *s, json_t *req, uint64_t last, int insecure) {
   }
   send_welcome(s, req, 1, insecure);
   /* Over HTTP, the downstream opened next replays from its own last. */
-  if (w)
-    for (uint32_t i = 0; i < s->ob_len; i++) ws_send_frame(w, s->ob[(s->ob_head + i) & (s->ob_cap - 1)]);
+  if (w) sess_ob_each(s, last, replay_one, w);
   size_t ri;
   json_t *rn;
   json_array_foreach(revoked, ri, rn)
@@ -338,7 +470,14 @@ void sess_hello(sess *s, json_t *req) {
     sess_refuse(s, req, "bad_request", "session must be a string and last a non-negative integer");
     return;
   }
-  snprintf(s->device, sizeof s->device, "%s", device);
+  /* "user:device", kept from here on: the hook's questions name the device */
+  size_t ul = strlen(s->id.user), dl = strlen(device);
+  wsy_free(s->dkey);
+  s->dkey = wsy_malloc(ul + dl + 2);
+  memcpy(s->dkey, s->id.user, ul);
+  s->dkey[ul] = ':';
+  memcpy(s->dkey + ul + 1, device, dl + 1);
+  s->device = s->dkey + ul + 1;
   if (token) {
     size_t cl;
     char *ct = auth_token_claims(token, &cl);
@@ -356,10 +495,12 @@ void sess_hello_finish(sess *s, json_t *req) {
   const wsy_config *cfg = e->cfg;
   int insecure = s->id.exp == 0; /* a demo identity never expires; a token's always does */
   json_t *stokj = json_object_get(req, "session"), *lastj = json_object_get(req, "last");
-  char dkey[sizeof s->dkey];
-  snprintf(dkey, sizeof dkey, "%s:%s", s->id.user, s->device);
+  const char *dkey = s->dkey;
   uint64_t last = lastj ? (uint64_t)json_integer_value(lastj) : 0;
   sess *old = stokj ? map_get(&e->sessions, json_string_value(stokj)) : NULL;
+  /* A room's ring may have evicted messages the client has not seen: then
+   * the outbox cannot replay them and the client joins again with since. */
+  if (old) sess_ob_trim(old);
   if (old && !old->ended && strcmp(old->dkey, dkey) == 0 && last + 1 <= old->ob_next &&
       old->ob_first <= last + 1) {
     resume(s, old, req, last, insecure);
@@ -368,7 +509,6 @@ void sess_hello_finish(sess *s, json_t *req) {
   /* A new session; one per (user, device): an older one is replaced. */
   sess *prev = map_get(&e->by_device, dkey);
   if (prev) sess_end(prev, 4001, "replaced by a new session of this device");
-  memcpy(s->dkey, dkey, sizeof dkey);
   random_hex(s->token, 16);
   s->welcomed = 1;
   s->ob_first = s->ob_next = 1;

@@ -15,47 +15,71 @@
 #define WSY_SESS_H
 
 #include "engine_int.h"
+#include "ring.h"
+
+/* An outbox entry: a run of n messages at positions pos.. of rg, or (rg
+ * NULL, n 1) one frame addressed to this session alone. */
+typedef struct ob_ent {
+  ring *rg;
+  union {
+    net_chunk *ch;
+    uint64_t pos;
+  } u;
+  size_t bytes;      /* of its messages */
+  uint32_t n;
+} ob_ent;
 
 struct sess {
   engine *e;
   ws_conn *w;        /* NULL once the connection is gone */
   int refs;
-  int welcomed;
+  /* Flags in one word: an idle session is mostly this struct, and 10k of
+   * them should cost about what 10k raw connections cost. */
+  unsigned welcomed : 1;
+  unsigned ended : 1;   /* bye, replaced, or expired: no resume */
+  unsigned http : 1;    /* the session is on HTTP transports (not WebSocket) */
+  unsigned due : 1;     /* on e->due */
+  unsigned dn_kind : 4; /* FB_SSE or FB_POLL while dn is set */
   auth_identity id;
-  char device[65];
-  char dkey[140];    /* "user:device": the dedupe key of the store */
+  /* "user:device" (the dedupe key of the store), allocated at welcome;
+   * device points into it ("" before). */
+  char *dkey;
+  const char *device;
   json_t *from;      /* {"user","device"} of its broadcasts, made on first use */
   char token[33];
   member *rooms;
   unsigned nrooms;
   sess *dead_next;   /* on e->dead once its connection is gone */
-  int ended;         /* bye, replaced, or expired: no resume */
   uint64_t detached_at; /* loop ms when the connection went away (0: attached) */
-  /* Outbox (PROTOCOL.md 3.4): every message after welcome has an ordinal;
-   * the frames (shared with the broadcast, not copied) are kept until the
-   * client confirms them with recv or the byte cap drops the oldest. */
-  net_chunk **ob;
-  uint32_t ob_head, ob_len, ob_cap;
-  uint64_t ob_first;   /* ordinal of ob[head] */
+  /* Outbox (PROTOCOL.md 3.4): every message after welcome has an ordinal.
+   * Room messages are not kept here but once per room, in the room's ring
+   * (ring.h): the outbox names runs of ring positions, one entry for any
+   * number of consecutive messages of a room. Messages addressed to this
+   * session alone (replies, acks, errors, joined) are entries of their own
+   * holding the frame. Entries go when the client confirms them with recv,
+   * when --max-outbox (counted in message bytes) drops the oldest, or when
+   * the ring evicted their frames (such messages cannot be replayed). */
+  ob_ent *ob;
+  uint32_t ob_head, ob_len, ob_cap; /* entries */
+  uint64_t ob_first;   /* ordinal of the first message of ob[head] */
   uint64_t ob_next;    /* ordinal of the next message */
-  size_t ob_bytes;
+  size_t ob_bytes;     /* message bytes (the --max-outbox cap) */
+  size_t ob_own;       /* bytes of its own frames (the --session-queue cap) */
+  size_t ob_mem;       /* bytes the session holds itself: its frames and entries */
   uint64_t opened;   /* loop ms of the connection's upgrade */
   /* HTTP transports (fallback.h, PROTOCOL.md 2.4): the downstream is an SSE
    * stream or a pending long-poll; httpd clears dn when that connection is
    * freed. */
-  int http;          /* the session is on HTTP transports (not WebSocket) */
   conn *dn;
-  int dn_kind;       /* FB_SSE or FB_POLL while dn is set */
   uint64_t dn_at;    /* loop ms: poll start, or the stream's last write */
   uint64_t dn_lost;  /* loop ms the last downstream went away */
   uint64_t poll_last;/* the pending poll's last */
   uint64_t dn_upto;  /* HTTP: the highest ordinal handed to a downstream */
   char *dn_headers;  /* CORS headers for the deferred poll answer */
   sess *due_next;    /* on e->due: a pending poll has something to say */
-  int due;
   /* Hooks (hook.h): while hold is set the session waits for the
    * authorization hook and its messages queue in held (a JSON array). */
-  int hold;
+  unsigned hold : 1;
   json_t *held;
   char tokh[17];     /* SHA-256 of the hello's token, 16 hex digits ("" in demo mode): the hook cache's key */
   struct ah_wait *ah;/* the authorization hook's question while held */
@@ -78,8 +102,12 @@ sess *sess_new(engine *e, ws_conn *w);
 void sess_unref(sess *s);
 
 /* The one way a message reaches a session: counted, kept in the outbox,
- * and written to its downstream when there is one. frame is borrowed. */
+ * and written to its downstream when there is one. frame is borrowed.
+ * sess_send is for messages addressed to s alone (kept by the session);
+ * sess_send_ring for a room message at position pos of the room's ring
+ * rg (kept by the ring, named by position). */
 void sess_send(sess *s, net_chunk *frame);
+void sess_send_ring(sess *s, ring *rg, uint64_t pos, net_chunk *frame);
 /* Sends msg (stolen). */
 void sess_send_json(sess *s, json_t *msg);
 /* {"type":"error","re","for","code","message","room","cid","field",...extra}:
@@ -94,8 +122,18 @@ void sess_refuse(sess *s, json_t *req, const char *code, const char *message);
 json_t *sess_from(sess *s);
 /* Presence's connected flag (PROTOCOL.md 2.4). */
 int sess_online(const sess *s);
-/* Drops the oldest outbox entry (confirmed, or over the cap). */
-void sess_ob_pop(sess *s);
+/* Messages in the outbox (ordinals ob_first .. ob_next - 1). */
+static inline uint64_t sess_ob_count(const sess *s) { return s->ob_next - s->ob_first; }
+/* Drops the messages up to ordinal n (confirmed by recv or by a last). */
+void sess_ob_confirm(sess *s, uint64_t n);
+/* Drops every message up to the newest one a ring has evicted: afterwards
+ * the outbox can replay every message from ob_first on. Call before
+ * checking a client's last against ob_first. */
+void sess_ob_trim(sess *s);
+/* Calls fn for every message of the outbox with an ordinal above after, in
+ * order (after sess_ob_trim). The frame is borrowed. */
+typedef void (*sess_ob_fn)(void *ud, uint64_t ordinal, net_chunk *frame);
+void sess_ob_each(sess *s, uint64_t after, sess_ob_fn fn, void *ud);
 
 /* hello (PROTOCOL.md 3.1-3.3): a new session, a resume, or a refusal. */
 void sess_hello(sess *s, json_t *req);

@@ -255,3 +255,79 @@ Test(auth, verify_why_names_the_failed_check) {
   auth_identity_free(&id);
   free(t);
 }
+
+/* ---- the cache of verified tokens ------------------------------------------ */
+
+Test(auth_cache, second_use_of_a_token_hits_and_gives_the_same_identity) {
+  char *t = mint("alice", 3600);
+  auth_cache *c = auth_cache_new(64);
+  auth_config cfg = {.secret = SECRET, .cache = c};
+  auth_identity a, b;
+  uint64_t hits, misses;
+  cr_assert_eq(auth_verify_cfg(&cfg, t, NOW, &a), AUTH_OK);
+  auth_cache_stats(c, &hits, &misses);
+  cr_assert_eq(hits, 0);
+  cr_assert_eq(misses, 1);
+  cr_assert_eq(auth_verify_cfg(&cfg, t, NOW + 1, &b), AUTH_OK);
+  auth_cache_stats(c, &hits, &misses);
+  cr_assert_eq(hits, 1);
+  cr_assert_str_eq(b.user, a.user);
+  cr_assert_eq(b.ngrants, a.ngrants);
+  cr_assert_eq(auth_room_perms(&b, "board:x"), AUTH_READ | AUTH_WRITE);
+  auth_identity_free(&a);
+  auth_identity_free(&b);
+  auth_cache_free(c);
+  free(t);
+}
+
+Test(auth_cache, expiry_is_checked_again_on_a_hit) {
+  char *t = mint("alice", 10);
+  auth_cache *c = auth_cache_new(64);
+  auth_config cfg = {.secret = SECRET, .cache = c};
+  auth_identity id;
+  cr_assert_eq(auth_verify_cfg(&cfg, t, NOW, &id), AUTH_OK);
+  auth_identity_free(&id);
+  cr_assert_eq(auth_verify_cfg(&cfg, t, NOW + 10, &id), AUTH_EXPIRED);
+  uint64_t hits, misses;
+  auth_cache_stats(c, &hits, &misses);
+  cr_assert_eq(hits, 1); /* served from the cache, and still refused */
+  auth_cache_free(c);
+  free(t);
+}
+
+Test(auth_cache, a_token_with_a_cached_signature_but_another_payload_is_checked) {
+  char *t = mint("alice", 3600);
+  auth_cache *c = auth_cache_new(64);
+  auth_config cfg = {.secret = SECRET, .cache = c};
+  auth_identity id;
+  cr_assert_eq(auth_verify_cfg(&cfg, t, NOW, &id), AUTH_OK);
+  auth_identity_free(&id);
+  /* The same signature over another payload: not the cached token. */
+  char *forged = handmade("{\"alg\":\"HS256\",\"typ\":\"JWT\"}",
+                          "{\"sub\":\"mallory\",\"exp\":1999999999,\"grants\":{\"*\":\"rw\"}}", strrchr(t, '.') + 1);
+  cr_assert_eq(auth_verify_cfg(&cfg, forged, NOW, &id), AUTH_BAD_SIGNATURE);
+  cr_assert_eq(auth_verify_cfg(&cfg, forged, NOW, &id), AUTH_BAD_SIGNATURE); /* failures are not cached */
+  auth_cache_free(c);
+  free(forged);
+  free(t);
+}
+
+Test(auth_cache, an_entry_hits_only_under_the_keys_that_verified_it) {
+  char *t = mint("alice", 3600);
+  auth_cache *c = auth_cache_new(64);
+  auth_config cfg = {.secret = SECRET, .cache = c};
+  auth_identity id;
+  cr_assert_eq(auth_verify_cfg(&cfg, t, NOW, &id), AUTH_OK);
+  auth_identity_free(&id);
+  auth_config other = {.secret = "another-secret-of-reasonable-len", .cache = c};
+  cr_assert_eq(auth_verify_cfg(&other, t, NOW, &id), AUTH_BAD_SIGNATURE);
+  auth_cache_clear(c);
+  uint64_t hits, misses;
+  cr_assert_eq(auth_verify_cfg(&cfg, t, NOW, &id), AUTH_OK);
+  auth_identity_free(&id);
+  auth_cache_stats(c, &hits, &misses);
+  cr_assert_eq(hits, 0);
+  cr_assert_eq(misses, 3);
+  auth_cache_free(c);
+  free(t);
+}
