@@ -11,6 +11,10 @@
 //   --quick     smaller numbers and shorter runs, one repeat (a sanity pass)
 //   --only      scenarios to run (a b c-fixed c-max r d e f w z-sync z-fanout)
 //   --no-doc    print the table, leave docs/PERFORMANCE.md alone
+// WSYNC_BENCH_UWS=/path/to/uws-peer (optional): a uWebSockets broadcast
+// server built outside the project (docs/PERFORMANCE.md, "uWebSockets
+// peer"); every scenario that runs the Node peer then runs it too, and the
+// table adds its column and the ratio wsync / uWS. Unset: nothing changes.
 // Outputs: build/bench/results.json (every run), build/bench/table.md,
 // build/bench/*.hist (latency distributions), build/bench/latency.png (if
 // gnuplot is installed).
@@ -26,6 +30,7 @@ const BENCH = path.join(root, 'build', 'wsync-bench');
 const PEERS = path.join(root, 'bench', 'peers');
 const BENCH_KEY = 'bench-api-key-0123456789';
 const HOOK_SECRET = 'bench-webhook-secret-0123456789abcdef';
+const UWS = process.env.WSYNC_BENCH_UWS ? path.resolve(process.env.WSYNC_BENCH_UWS) : null;
 
 const argv = process.argv.slice(2);
 const flag = (n) => argv.includes(`--${n}`);
@@ -230,6 +235,15 @@ const scenarios = [
   })),
 ];
 
+// The optional uWebSockets peer speaks the same broadcast protocol as the
+// Node peer: it runs, with the same generator arguments, right after it.
+if (UWS) {
+  for (const s of scenarios) {
+    const i = s.variants.findIndex((v) => v.key === 'peer');
+    if (i >= 0) s.variants.splice(i + 1, 0, { ...s.variants[i], key: 'uws', server: 'uws' });
+  }
+}
+
 // ---- servers ------------------------------------------------------------------
 
 function ensurePeer() {
@@ -245,8 +259,11 @@ async function startServer(kind, extra = []) {
   const args = kind === 'wsync'
     ? ['serve', '--listen', '127.0.0.1:0', '--data-dir', path.join(dir, 'db'), '--echo-endpoint', '--insecure-demo',
       '--rate', '1000000000', '--burst', '1000000000', '--idle-timeout', '10m', '--ping-interval', '10m', ...extra]
-    : [path.join(PEERS, 'server.mjs'), '--listen', '127.0.0.1:0'];
-  const p = spawn(kind === 'wsync' ? WSYNC : process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    : kind === 'uws'
+      ? ['--listen', '127.0.0.1:0']
+      : [path.join(PEERS, 'server.mjs'), '--listen', '127.0.0.1:0'];
+  const bin = { wsync: WSYNC, uws: UWS }[kind] ?? process.execPath;
+  const p = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   const port = await new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`${kind} did not start: ${err}`)), 10000);
@@ -382,10 +399,18 @@ const fmtRatio = (r) => (r === undefined ? '-' : r >= 10 ? `${r.toFixed(1)}x` : 
 
 async function main() {
   if (!fs.existsSync(WSYNC) || !fs.existsSync(BENCH)) throw new Error('build first: make build/wsync build/wsync-bench');
+  if (UWS) {
+    try {
+      fs.accessSync(UWS, fs.constants.X_OK);
+    } catch {
+      throw new Error(`WSYNC_BENCH_UWS=${process.env.WSYNC_BENCH_UWS}: not an executable file`);
+    }
+  }
   fs.mkdirSync(out, { recursive: true });
   const chosen = scenarios.filter((s) => !only || only.includes(s.id));
   if (chosen.some((s) => s.variants.some((v) => v.server === 'node'))) ensurePeer();
   const results = { started: new Date().toISOString(), machine: machineInfo(), repeat, quick, runs: [] };
+  if (UWS) results.uws_peer = UWS;
   const t0 = Date.now();
   for (const s of chosen) {
     for (let rep = 0; rep < repeat; rep++) {
@@ -463,10 +488,12 @@ function render(chosen, results) {
     med[s.id] = {};
     lines.push(`**${s.title}**`);
     lines.push('');
-    const hasPeer = s.variants.some((v) => v.key === 'peer');
-    const cols = s.variants.map((v) => v.label ?? { wsync: 'wsync', peer: 'ws (Node)', sync: 'wsync, sync protocol' }[v.key]);
-    const head = ['figure', ...cols];
-    if (hasPeer) head.splice(3, 0, 'wsync / ws');
+    // Each peer's column is followed by the ratio wsync / that peer.
+    const peerRatio = { peer: 'wsync / ws', uws: 'wsync / uWS' };
+    const iw = s.variants.findIndex((v) => v.key === 'wsync');
+    const withRatios = (xs, ratioCell) => s.variants.flatMap((v, i) => (iw >= 0 && peerRatio[v.key] ? [xs[i], ratioCell(i, v)] : [xs[i]]));
+    const cols = s.variants.map((v) => v.label ?? { wsync: 'wsync', peer: 'ws (Node)', uws: 'uWebSockets', sync: 'wsync, sync protocol' }[v.key]);
+    const head = ['figure', ...withRatios(cols, (i, v) => peerRatio[v.key])];
     const ro = s.ratioOf?.map((k) => s.variants.findIndex((v) => v.key === k));
     if (ro) head.push(`${s.ratioOf[0]} / ${s.ratioOf[1]}`);
     lines.push(`| ${head.join(' | ')} |`);
@@ -478,8 +505,7 @@ function render(chosen, results) {
         med[s.id][v.key][f.name] = vals[i];
       });
       if (vals.every((x) => x === undefined)) continue;
-      const cells = [f.name, ...vals.map((x) => fmt(x, f.fmt))];
-      if (hasPeer) cells.splice(3, 0, f.better === 'info' ? '' : fmtRatio(ratio(vals[0], vals[1])));
+      const cells = [f.name, ...withRatios(vals.map((x) => fmt(x, f.fmt)), (i) => (f.better === 'info' ? '' : fmtRatio(ratio(vals[iw], vals[i]))))];
       if (ro) cells.push(f.better === 'info' ? '' : fmtRatio(ratio(vals[ro[0]], vals[ro[1]])));
       lines.push(`| ${cells.join(' | ')} |`);
     }
@@ -554,6 +580,7 @@ function drawChart(results) {
   const series = [
     ['wsync', 'wsync'],
     ['peer', 'ws (Node)'],
+    ['uws', 'uWebSockets'],
     ['sync', 'wsync, sync protocol'],
   ].map(([k, t]) => [path.join(out, `d-${k}-0.hist`), t]).filter(([f]) => fs.existsSync(f));
   if (!series.length) return null;
