@@ -280,7 +280,17 @@ test('overlapping updates cut at different places merge to the bytes of Y.mergeU
   d2.getText('text').insert(9, 'Y');
   const cut = Y.encodeStateAsUpdate(d2);
   const onlyCut = Y.diffUpdate(cut, Y.encodeStateVector(new Map([[3, 1]])));
-  const orders = [[whole, cut], [cut, whole], [whole, onlyCut, cut], [onlyCut, whole], [cut, onlyCut, whole, cut]];
+  // A reader that reaches a tie by moving on from a higher client wins it,
+  // also against an earlier input that has not moved (empty inputs shift
+  // the initial order).
+  const d3 = new Y.Doc();
+  d3.clientID = 9;
+  Y.applyUpdate(d3, whole);
+  d3.getText('text').insert(4, 'Q');
+  const higher = Y.encodeStateAsUpdate(d3); // client 9, then client 7 cut at 4
+  const empty = Y.encodeStateAsUpdate(new Y.Doc());
+  const orders = [[whole, cut], [cut, whole], [whole, onlyCut, cut], [onlyCut, whole], [cut, onlyCut, whole, cut],
+    [whole, empty, empty, higher], [empty, whole, empty, empty, higher, empty]];
   const got = runOracle(orders.map((ups) => ({ fn: 'merge', updates: ups.map(b64) })));
   orders.forEach((ups, i) => {
     assert.equal(got[i].error, undefined, got[i].error);
