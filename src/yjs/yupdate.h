@@ -25,8 +25,10 @@
  * has bytes after the delete set, a struct whose clock range passes 2^53,
  * an unknown info or content ref, an "any" value nested past 64, or a string
  * that is not valid UTF-8 (Yjs would decode such bytes to U+FFFD; nothing
- * Yjs writes contains them). Each function validates its whole input before
- * writing anything: on error *out is left empty.
+ * Yjs writes contains them). Each function reads its whole input, so it
+ * validates it too, and on any error leaves *out empty (len 0): a result
+ * is never built from part of an update. JSON and Any content is checked
+ * for its framing, not parsed: it is copied as it came.
  *
  * BOUNDS: lengths and counts are checked against the remaining input before
  * use (a count of structs can't exceed the bytes left), and nothing is
