@@ -73,6 +73,10 @@ test('hello: timeout, 5xx and garbage fail closed with hook_unavailable and clos
     noallow: () => ({ body: { grants: { '*': 'rw' } } }),
     badgrants: () => ({ body: { allow: true, grants: { 'bad pattern': 'rw' } } }),
     notfound: () => ({ status: 404, body: { allow: true } }),
+    drop: () => ({ drop: true }),
+    huge: () => ({ body: { allow: true, reason: 'x'.repeat(100 * 1024) } }),
+    badttl: () => ({ body: { allow: true, ttl: 'forever' } }),
+    array: () => ({ body: [true] }),
   };
   const peer = await startHookPeer(t, (b) => answers[b.user]());
   const srv = await serverFor(t, peer);
