@@ -200,6 +200,13 @@ static void on_answer(void *ud, const hclient_resp *r) {
   sess *s = w->s;
   e->hook_inflight--;
   if (e->hooks_closing) {
+    if (w->http_conn) { /* answered, so that the connection lets go of w->http_conn */
+      static const char body[] = "{\"type\":\"error\",\"code\":\"hook_unavailable\",\"message\":\"the server is "
+                                 "shutting down\",\"retry_after\":1000}";
+      char h[1100];
+      snprintf(h, sizeof h, "Cache-Control: no-store\r\n%s", w->http_hdrs);
+      httpd_deferred_answer(w->http_conn, 503, "application/json", h, body, sizeof body - 1);
+    }
     if (w->http) sess_unref(s); /* the request's reference */
     wait_free(w);
     return;

@@ -73,6 +73,10 @@ test('hello: timeout, 5xx and garbage fail closed with hook_unavailable and clos
     noallow: () => ({ body: { grants: { '*': 'rw' } } }),
     badgrants: () => ({ body: { allow: true, grants: { 'bad pattern': 'rw' } } }),
     notfound: () => ({ status: 404, body: { allow: true } }),
+    drop: () => ({ drop: true }),
+    huge: () => ({ body: { allow: true, reason: 'x'.repeat(100 * 1024) } }),
+    badttl: () => ({ body: { allow: true, ttl: 'forever' } }),
+    array: () => ({ body: [true] }),
   };
   const peer = await startHookPeer(t, (b) => answers[b.user]());
   const srv = await serverFor(t, peer);
@@ -249,12 +253,12 @@ test('hello by POST /v1/send waits for the hook: 200 welcome, 403 forbidden, 503
     return { body: { allow: b.user !== 'mallory' } };
   });
   const srv = await serverFor(t, peer);
-  const post = (user) => fetch(`${srv.url}/v1/send`, {
+  const post = (user, grants) => fetch(`${srv.url}/v1/send`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ type: 'hello', token: token(user), device: dev() }),
+    body: JSON.stringify({ type: 'hello', token: token(user, grants), device: dev() }),
   });
-  const ok = await post('alice');
+  const ok = await post('alice', { 'board:*': 'rw' });
   assert.equal(ok.status, 200);
   const w = await ok.json();
   assert.equal(w.type, 'welcome');
@@ -264,13 +268,30 @@ test('hello by POST /v1/send waits for the hook: 200 welcome, 403 forbidden, 503
   const down = await post('down');
   assert.equal(down.status, 503);
   assert.equal((await down.json()).code, 'hook_unavailable');
-  // The welcomed session works over the HTTP transport.
+  // The welcomed session works over the HTTP transport; a join the hook is
+  // asked about (a slow answer) is answered on the downstream, in order
+  // with what the same POST carried after it.
+  peer.setHandler(async (b) => {
+    await new Promise((r) => setTimeout(r, 100));
+    return { body: { allow: b.room !== 'secret:1' } };
+  });
   const r = await fetch(`${srv.url}/v1/send`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json', 'Wsync-Session': w.session },
-    body: JSON.stringify({ type: 'join', room: 'board:1' }),
+    body: JSON.stringify([{ type: 'join', id: 1, room: 'secret:1' }, { type: 'join', id: 2, room: 'other:1' },
+      { type: 'ping', id: 3 }]),
   });
-  assert.equal(r.status, 202);
+  assert.equal(r.status, 202, 'the POST is not held: its replies travel the downstream');
+  const got = [];
+  let last = 0;
+  while (got.length < 3) {
+    const p = await fetch(`${srv.url}/v1/poll?session=${encodeURIComponent(w.session)}&last=${last}`);
+    assert.equal(p.status, 200);
+    const body = await p.json();
+    got.push(...body.messages);
+    last = body.last;
+  }
+  assert.deepEqual(got.map((m) => [m.type, m.re, m.code]), [['error', 1, 'forbidden'], ['joined', 2, undefined], ['pong', 3, undefined]]);
 });
 
 test('options: bad --auth-hook, --auth-hook-joins and --hook-secret are refused at start', async () => {

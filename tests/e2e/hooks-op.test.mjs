@@ -225,10 +225,19 @@ test('shutdown while a hello, a join and ops wait for their hooks: a clean exit'
     c2.send({ type: 'op', room: 'checked:1', cid: 'y', op: { kind: 'set', item: 'x', fields: {} } });
     const held = await SyncClient.open(srv.url);
     held.send({ type: 'hello', token: token('bob'), device: dev() }); // hangs
+    const byPost = fetch(`${srv.url}/v1/send`, { // hangs too, its answer deferred
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ type: 'hello', token: token('carol'), device: dev() }),
+    }).then((r) => r.status, () => 'gone');
     const { waitUntil } = await import('./lib/server.mjs');
-    await waitUntil(() => peer.calls.length >= 4, 'the questions asked');
+    await waitUntil(() => peer.calls.length >= 5, 'the questions asked');
+    const stopping = srv.stopChecked(); // exit 0, and no sanitizer report (leaks included)
+    const st = await byPost;
+    assert.equal(st, 503, 'the deferred hello is answered 503 at shutdown');
+    await stopping;
   } finally {
-    await srv.stopChecked(); // exit 0, and no sanitizer report (leaks included)
+    await srv.stopChecked();
     await peer.close();
   }
 });

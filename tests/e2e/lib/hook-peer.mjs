@@ -4,7 +4,8 @@
 // its signature verifies) and answers with what the test's handler returns:
 // {status, body} (body: an object, sent as JSON, or a string sent as is),
 // {hang: true} (never answers; the socket is destroyed when the peer
-// closes), or a promise of either (a slow hook).
+// closes), {drop: true} (the connection is closed without an answer), or a
+// promise of any of them (a slow hook).
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 
@@ -47,6 +48,10 @@ export async function startHookPeer(t, handler) {
         a = { status: 500, body: { error: String(e) } };
       }
       if (!a || a.hang) return; // the request stays open until the client gives up
+      if (a.drop) {
+        req.socket.destroy(); // the connection goes away without an answer
+        return;
+      }
       const text = typeof a.body === 'string' ? a.body : JSON.stringify(a.body ?? {});
       res.writeHead(a.status || 200, { 'Content-Type': 'application/json' });
       res.end(text);
