@@ -30,8 +30,9 @@
  *
  * READS are synchronous and run on the loop thread: cheap for the embedded
  * store (a local file in the page cache). A network backend will need them
- * asynchronous as well, or served from memory (PERFORMANCE issue: no store
- * read on the loop for a join to a loaded room).
+ * asynchronous as well, or served from memory: a join to a loaded room with
+ * nothing pending already reads nothing (sync/join.c); loading a room, a
+ * catch-up with entries to replay and the backend API still read here.
  *
  * THE SQLITE BACKEND.
  * THREADS. The store holds two SQLite connections:

@@ -97,6 +97,7 @@ static size_t piece_end(const char *s, size_t len) {
 
 /* Puts s into new chunks at index at. The totals are the caller's. */
 static void fill(rope *r, size_t at, const char *s, size_t len) {
+  if (len == 0) return; /* an empty text has no chunk */
   size_t k = 0;
   for (size_t i = 0; i < len; i += piece_end(s + i, len - i)) k++;
   table_open(r, at, k);

@@ -1093,3 +1093,87 @@ Test(store, fault_store_forwards_and_fails_rooms_list) {
   cr_assert_eq(list_rooms(s, NULL, 0)->n, 1, "one failure armed");
   store_close(s);
 }
+
+/* ---- texts rows (schema 3) ------------------------------------------------------ */
+
+typedef struct {
+  size_t n;
+  char line[16][128];
+} texts;
+
+static int texts_cb(const char *item, const char *field, uint64_t rev, uint64_t seq, const char *ops, size_t len,
+                    void *ud) {
+  texts *t = ud;
+  cr_assert_lt(t->n, 16);
+  snprintf(t->line[t->n++], sizeof t->line[0], "%s.%s@%llu/%llu %.*s", item, field, (unsigned long long)rev,
+           (unsigned long long)seq, (int)len, ops);
+  return 0;
+}
+
+static texts *get_texts(store *s, const char *room) {
+  static texts t;
+  t.n = 0;
+  cr_assert_eq(store_room_texts(s, room, texts_cb, &t), 0);
+  return &t;
+}
+
+Test(store, text_ops_are_rows_until_the_item_is_written_again) {
+  store *s = open_ok(0);
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "t", "e");
+  add_op(b, "t", 1, "a", "{\"f\":\"\"}", NULL, NULL);
+  add_op(b, "t", 2, NULL, NULL, NULL, NULL); /* a text op's entry names no item */
+  store_batch_text(b, "t", "a", "f", 2, 2, "[\"hi\"]", 6);
+  add_op(b, "t", 3, NULL, NULL, NULL, NULL);
+  store_batch_text(b, "t", "a", "f", 3, 3, "[2,\"!\"]", 7);
+  add_op(b, "t", 4, "b", "{}", NULL, NULL);    /* another item's row leaves a's rows */
+  commit_ok(s, b);
+  texts *t = get_texts(s, "t");
+  cr_assert_eq(t->n, 2);
+  cr_assert_str_eq(t->line[0], "a.f@2/2 [\"hi\"]");
+  cr_assert_str_eq(t->line[1], "a.f@3/3 [2,\"!\"]");
+  items *it = get_items(s, "t");
+  cr_assert_eq(it->n, 2, "the item rows are as the set left them");
+  cr_assert_eq(it->version[0], 1);
+
+  /* A snapshot of the item (an item entry) replaces its rows. */
+  b = store_batch_new();
+  add_op(b, "t", 5, NULL, NULL, NULL, NULL);
+  store_batch_text(b, "t", "a", "f", 4, 5, "[{\"d\":1}]", 9);
+  store_batch_item(b, "t", "a", "{\"f\":\"i!\"}", "{\"f\":4}", 5);
+  commit_ok(s, b);
+  cr_assert_eq(get_texts(s, "t")->n, 0);
+
+  /* Rows survive a reopen; deleting the item or the room drops them. */
+  b = store_batch_new();
+  add_op(b, "t", 6, NULL, NULL, NULL, NULL);
+  store_batch_text(b, "t", "a", "f", 5, 6, "[\"x\"]", 5);
+  commit_ok(s, b);
+  store_close(s);
+  s = open_ok(0);
+  cr_assert_eq(get_texts(s, "t")->n, 1);
+  b = store_batch_new();
+  add_op(b, "t", 7, "a", NULL, NULL, NULL); /* del a */
+  commit_ok(s, b);
+  cr_assert_eq(get_texts(s, "t")->n, 0);
+  b = store_batch_new();
+  add_op(b, "t", 8, NULL, NULL, NULL, NULL);
+  store_batch_text(b, "t", "b", "g", 9, 8, "[\"y\"]", 5);
+  store_batch_room_delete(b, "t");
+  commit_ok(s, b);
+  cr_assert_eq(get_texts(s, "t")->n, 0);
+  store_close(s);
+}
+
+Test(store, a_text_row_needs_item_field_and_rev) {
+  store *s = open_ok(0);
+  create_room(s, "t", "e");
+  store_batch *b = store_batch_new();
+  add_op(b, "t", 1, NULL, NULL, NULL, NULL);
+  store_batch_text(b, "t", "a", "f", 0, 1, "[\"x\"]", 5);
+  cr_assert_eq(store_sqlite_commit_sync(s, b), WSY_INVAL);
+  cr_assert(strstr(store_batch_error(b), "text entry needs"), "%s", store_batch_error(b));
+  store_batch_free(b);
+  cr_assert_eq(room_info(s, "t").seq, 0, "nothing of the failed batch was stored");
+  store_close(s);
+}

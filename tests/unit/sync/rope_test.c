@@ -117,7 +117,9 @@ Test(rope, edits_match_text_apply_across_chunks) {
 Test(rope, deleting_everything_leaves_an_empty_rope_that_takes_inserts) {
   rope *r = rope_new("h\xc3\xa9llo", 6);
   char err[160];
-  cr_assert_eq(rope_apply(r, OP(json_pack("[{s:i}]", "d", 5)) , SIZE_MAX, err, sizeof err), WSY_OK);
+  text_op *all = OP(json_pack("[{s:i}]", "d", 5));
+  cr_assert_eq(rope_apply(r, all, SIZE_MAX, err, sizeof err), WSY_OK);
+  text_op_free(all);
   cr_assert_eq(rope_bytes(r), 0);
   cr_assert_eq(rope_chunks(r), 0);
   cr_assert_eq(rope_json_size(r), 2);
