@@ -125,14 +125,24 @@ test: all unit e2e browser test-asan fuzz-brief bench-smoke
 deps:
 	bash scripts/deps.sh
 
-# The demo: web/ (the board app) beside the JavaScript client (clients/js).
-WWW_SRC := $(wildcard web/*) $(wildcard clients/js/*.js)
+# The demo: web/ (the board app) beside the JavaScript client (clients/js),
+# and the Yjs editor (web/yjs.html): web/yjs/editor.js bundled with its npm
+# dependencies (CodeMirror, yjs, y-websocket; tests/e2e/node_modules) by
+# esbuild into build/www/yjs/editor.bundle.js. The bundle is never in git.
+WWW_SRC := $(wildcard web/* web/yjs/*) $(wildcard clients/js/*.js)
+ESBUILD := tests/e2e/node_modules/.bin/esbuild
 www: build/www/.stamp
-build/www/.stamp: $(WWW_SRC)
+build/www/.stamp: $(WWW_SRC) | $(ESBUILD)
 	rm -rf build/www && mkdir -p build/www
 	cp -r web/. build/www/
 	cp clients/js/*.js build/www/
+	rm -f build/www/yjs/*.js
+	NODE_PATH=$(CURDIR)/tests/e2e/node_modules $(ESBUILD) web/yjs/editor.js --bundle --format=esm \
+	  --target=es2020 --minify --sourcemap --log-level=warning --outfile=build/www/yjs/editor.bundle.js
 	@touch $@
+# Only when esbuild is missing (a fresh checkout): install the test packages.
+$(ESBUILD):
+	$(MAKE) tests/e2e/node_modules
 
 run: build/wsync www
 	./build/wsync serve --static build/www --echo-endpoint --insecure-demo
