@@ -30,7 +30,7 @@ if (kind === 'y-websocket') {
   // utils.js reads YPERSISTENCE when it is first imported.
   if (dataDir) process.env.YPERSISTENCE = dataDir;
   const { WebSocketServer } = await import('ws');
-  const { setupWSConnection } = await import('@y/websocket-server/utils');
+  const { setupWSConnection, getPersistence } = await import('@y/websocket-server/utils');
   const wss = new WebSocketServer({ noServer: true });
   const server = http.createServer((_req, res) => {
     res.writeHead(200, { 'Content-Type': 'text/plain' });
@@ -41,6 +41,12 @@ if (kind === 'y-websocket') {
     wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
   });
   server.listen(Number(portStr), host, () => announce(server.address().port));
+  // LevelDB writes are queued behind the relay: on SIGTERM, let them finish
+  // (y-leveldb's destroy waits for its queue) so that a restart finds them.
+  process.on('SIGTERM', async () => {
+    const p = getPersistence();
+    try { if (p) await p.provider.destroy(); } finally { process.exit(0); }
+  });
 } else if (kind === 'hocuspocus') {
   const { Server } = await import('@hocuspocus/server');
   const Y = await import('yjs');
