@@ -351,7 +351,7 @@ pend *commit_sequence(author *a, json_t *req, room *r, net_chunk *frame, const c
   e->ops_accepted++;
   /* Retention: keep the newest history_ops entries (trimmed in steps). */
   uint64_t keep = e->cfg->history_ops;
-  if (keep && r->seq > keep && r->seq % 256 == 0) store_batch_trim(e->batch, r->name, r->seq - keep + 1);
+  if (keep && !r->kind->own_retention && r->seq > keep && r->seq % 256 == 0) store_batch_trim(e->batch, r->name, r->seq - keep + 1);
   return p;
 }
 

@@ -103,7 +103,7 @@ void engine_free(engine *e) {
    * what is in flight and pending. */
   sess_reap(e);
   sess_end_all(e);
-  while (e->busy || e->head || store_batch_count(e->batch)) {
+  while (e->busy || e->head || store_batch_count(e->batch) || e->y_jobs) { /* y_jobs: compactions */
     commit_start(e);
     uv_run(e->loop, UV_RUN_ONCE);
   }

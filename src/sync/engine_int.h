@@ -76,6 +76,8 @@ struct engine {
   /* figures (api.c: /metrics) */
   uint64_t ops_accepted, deliveries, commits, commit_failures;
   uint64_t ops_committed, ops_failed; /* entries of committed / failed batches */
+  uint64_t y_updates, y_compactions;  /* Yjs updates sequenced, compactions written */
+  unsigned y_jobs;                    /* Yjs compactions on the thread pool */
   /* Health (/healthz): set when a commit fails, cleared by the next one
    * that stores something. */
   const char *api_line;      /* while a backend request is routed: its log line (api.c) */
