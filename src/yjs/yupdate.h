@@ -79,12 +79,16 @@ int yupdate_diff(const uint8_t *u, size_t n, const uint8_t *sv, size_t svn, ybuf
  *     collector does to a deleted item. An item partly inside the delete
  *     set is split at the delete set's edges first (as Yjs splits items)
  *     and its deleted parts become Deleted(len).
+ *   JOINED: an item and its continuation (same client, next clock, origin
+ *     = the first one's last ID, same right origin, both Deleted, String,
+ *     JSON or Any) become one item, as Yjs's Item.mergeWith joins them;
+ *     neighbouring GC structs of a client become one.
  *   KEPT: content of items not deleted, GC and Skip structs, the delete set
  *     (unchanged: it still says what is deleted). Children of a deleted
  *     type are deleted with it, so their content goes too; their structs
  *     stay items (Yjs would make them GC structs: the same document).
  * Applying the result to a fresh Y.Doc gives the same content as applying
- * the input. */
+ * the input, and the same state vector. */
 int yupdate_compact(const uint8_t *u, size_t n, ybuf *out, char *err, size_t errlen) WSY_WUR;
 
 /* yupdate_merge then yupdate_compact, in one call. */
