@@ -3,7 +3,8 @@
 // offline and keeps typing while the other types too; back online, both
 // editors hold the same text, with every piece each of them typed.
 //
-// The page talks to wsync's /v1/yjs endpoint. With WSYNC_YJS_REFERENCE=1 it
+// The page talks to wsync's /v1/yjs endpoint with a token for yjs:* (the
+// demo server also runs --insecure-demo, for the board). With WSYNC_YJS_REFERENCE=1 it
 // talks to the reference server instead (@y/websocket-server, through
 // bench/peers/yjs-server.mjs; wsync then only serves the page): that run checks
 // the test itself against the implementation every Yjs client is written for.
@@ -13,6 +14,7 @@ import path from 'node:path';
 import test from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { launchBrowser, sleep, startDemoServer, WAIT } from './helpers.mjs';
+import { SECRET, token } from '../lib/sync.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const REFERENCE = process.env.WSYNC_YJS_REFERENCE === '1';
@@ -51,7 +53,8 @@ async function openEditor(browser, srv, wsBase, user, doc) {
       page.problems.push(`console: ${msg.text()}`);
     }
   });
-  const q = new URLSearchParams({ user });
+  // The page passes ?token= on to /v1/yjs; the user name is what the others see.
+  const q = new URLSearchParams({ user, token: token(user, { 'yjs:*': 'rw' }) });
   if (wsBase) q.set('ws', wsBase);
   await page.goto(`${srv.url}/yjs.html?${q}#${doc}`);
   await page.locator('[data-testid="editor"][data-ready="true"]').waitFor();
@@ -87,7 +90,7 @@ async function typeAtEnd(page, s) {
 const count = (hay, needle) => hay.split(needle).length - 1;
 
 test('two editors type concurrently, one offline, and converge; remote carets shown', { timeout: 90000 }, async (t) => {
-  const srv = await startDemoServer(t);
+  const srv = await startDemoServer(t, ['--auth-secret', SECRET]);
   const wsBase = REFERENCE ? await startReference(t) : null;
   const browser = await launchBrowser(t);
   const doc = `e2e-${process.pid}`;
