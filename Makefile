@@ -5,7 +5,8 @@
 #   make run        build and start the server with the demo on http://127.0.0.1:8080
 #   make asan       sanitizer build: build-asan/wsync
 #   make fuzz       each libFuzzer target for FUZZ_SECONDS (default 60)
-#   make bench      every benchmark scenario against wsync and the Node ws peer (docs/PERFORMANCE.md)
+#   make bench      every benchmark scenario against wsync and the Node ws peer, and the Yjs endpoint
+#                   against y-websocket's server and Hocuspocus (docs/PERFORMANCE.md)
 #   make bench-yjs  the Yjs update merge (src/yjs) against Y.mergeUpdates on the paper trace
 #   make install    binary, man page, systemd unit, example environment under $(DESTDIR)$(PREFIX)
 
@@ -169,9 +170,14 @@ build/wsync-bench: bench/wsync-bench.c
 # bench/tls.mjs: the TLS scenario (wsync over TLS against the Node ws peer
 # over node:https), a Node client since wsync-bench has no TLS.
 BENCH_TLS_ARGS ?=
+# bench/yjs.mjs: /v1/yjs against the reference y-websocket server and
+# Hocuspocus (bench/peers): editing trace, cold load, memory per document,
+# many rooms (docs/PERFORMANCE.md, "Yjs"); about 15 minutes.
+BENCH_YJS_SERVER_ARGS ?=
 bench: build/wsync build/wsync-bench
 	node bench/run.mjs $(BENCH_ARGS)
 	node bench/tls.mjs $(BENCH_TLS_ARGS)
+	node bench/yjs.mjs $(BENCH_YJS_SERVER_ARGS)
 
 bench-smoke: build/wsync build/wsync-bench
 	bash bench/smoke.sh build/wsync build/wsync-bench

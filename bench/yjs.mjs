@@ -29,6 +29,7 @@ const out = path.join(root, 'build', 'bench');
 const WSYNC = path.join(root, 'build', 'wsync');
 const PEERS = path.join(root, 'bench', 'peers');
 const SECRET = 'bench-yjs-secret-0123456789abcdef0123';
+const API_KEY = 'bench-yjs-api-key-0123';
 
 const argv = process.argv.slice(2);
 const flag = (n) => argv.includes(`--${n}`);
@@ -58,7 +59,7 @@ function traceFile() {
 
 async function startServer(kind, dataDir) {
   const args = kind === 'wsync'
-    ? ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--auth-secret', SECRET,
+    ? ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--auth-secret', SECRET, '--api-key', API_KEY,
       '--rate', '1000000000', '--burst', '1000000000', '--idle-timeout', '10m', '--ping-interval', '10m']
     : [path.join(PEERS, 'yjs-server.mjs'), '--kind', kind, '--listen', '127.0.0.1:0', '--data', dataDir];
   const p = spawn(kind === 'wsync' ? WSYNC : process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -96,7 +97,7 @@ async function startServer(kind, dataDir) {
 function load(scenario, kind, srv, extra) {
   return new Promise((resolve, reject) => {
     const args = [path.join(PEERS, 'yjs-load.mjs'), scenario, '--kind', kind, '--url', srv.url, '--pid', String(srv.pid),
-      '--secret', SECRET, '--wait', '180000', ...extra];
+      '--secret', SECRET, '--api-key', API_KEY, '--wait', '180000', ...extra];
     const p = spawn(process.execPath, args, { cwd: PEERS, stdio: ['ignore', 'pipe', 'pipe'] });
     let so = '';
     let se = '';
@@ -167,7 +168,8 @@ const FIGURES = [
   ['document: Y.encodeStateAsUpdate bytes (client side)', (r) => r.trace && r.trace.doc_bytes, 0, 'info'],
   ['document: data directory after the run, KiB', (r) => r.disk_bytes && r.disk_bytes / 1024, 0, 'lower'],
   ['cold load of the trace document, ms', (r) => r.load && r.load.cold_load_ms, 1, 'lower'],
-  ['memory per loaded document, KiB', (r) => r.load && r.load.kib_per_loaded_doc, 1, 'lower'],
+  ['memory per loaded document, KiB (server RSS growth / documents)', (r) => r.load && r.load.kib_per_loaded_doc, 1, 'lower'],
+  ['wsync: document bytes held per loaded room (/metrics wsync_yjs_bytes)', (r) => r.load && r.load.wsync_bytes_per_loaded_doc, 0, 'info'],
   ['rooms: relay latency p50, ms', (r) => r.rooms && r.rooms.latency_ms.p50, 2, 'lower'],
   ['rooms: relay latency p99, ms', (r) => r.rooms && r.rooms.latency_ms.p99, 2, 'lower'],
   ['rooms: deliveries seen / expected', (r) => r.rooms && r.rooms.deliveries / r.rooms.deliveries_expected, 3, 'info'],

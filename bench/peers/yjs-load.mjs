@@ -28,7 +28,7 @@
 //           clients, each sending U single-character Yjs updates per second;
 //           every receiver measures the relay latency of the others' updates.
 //
-// Common: --kind K --url ws://HOST:PORT --pid SERVER_PID [--secret S]
+// Common: --kind K --url ws://HOST:PORT --pid SERVER_PID [--secret S] [--api-key K (wsync /metrics)]
 import { readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { createHmac } from 'node:crypto';
@@ -228,6 +228,15 @@ async function load() {
   await sleep(1000); // anything the server does after a sync (stores, timers) happens now
   const s1 = serverStat();
   const out = { scenario: 'load', kind, cold_load_ms: coldMs, cold_load_ok: ok, docs_loaded: docs + 1 };
+  if (kind === 'wsync' && opt('api-key')) {
+    // What wsync says it holds: the document bytes of its loaded Yjs rooms.
+    const r = await fetch(`${base.replace(/^ws/, 'http')}/metrics`, { headers: { Authorization: `Bearer ${opt('api-key')}` } });
+    const text = await r.text();
+    const metric = (name) => Number((new RegExp(`^${name} (\\d+)`, 'm').exec(text) || [])[1]);
+    out.wsync_yjs_rooms = metric('wsync_yjs_rooms');
+    out.wsync_yjs_bytes = metric('wsync_yjs_bytes');
+    out.wsync_bytes_per_loaded_doc = out.wsync_yjs_bytes / out.wsync_yjs_rooms;
+  }
   if (s0) {
     out.server_rss_base_kib = s0.rss_kib;
     out.server_rss_loaded_kib = s1.rss_kib;
