@@ -16,8 +16,10 @@
 //
 // usage: node bench/yjs.mjs [--kinds wsync,y-websocket,hocuspocus] [--edits N]
 //          [--docs 20] [--rooms 1000] [--clients 10] [--rate 1] [--duration 60]
-//          [--only trace,rooms] [--trace FILE] [--quick] [--no-doc]
+//          [--only trace,rooms] [--trace FILE] [--quick] [--no-doc] [--merge] [--table]
 //   --quick   20,000 edits, 5 documents, 100 rooms for 10 s (a sanity pass)
+//   --merge   keep build/bench/yjs.json's other results, replace what runs now
+//   --table   no run: table and docs from build/bench/yjs.json
 // Outputs: build/bench/yjs.json (every result), build/bench/yjs.md (the table).
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -173,6 +175,8 @@ const FIGURES = [
   ['rooms: relay latency p50, ms', (r) => r.rooms && r.rooms.latency_ms.p50, 2, 'lower'],
   ['rooms: relay latency p99, ms', (r) => r.rooms && r.rooms.latency_ms.p99, 2, 'lower'],
   ['rooms: deliveries seen / expected', (r) => r.rooms && r.rooms.deliveries / r.rooms.deliveries_expected, 3, 'info'],
+  ['rooms: updates sent / intended (below 1: the generator fell behind)', (r) => r.rooms && r.rooms.updates_intended && r.rooms.updates_sent / r.rooms.updates_intended, 3, 'info'],
+  ['rooms: generator event-loop delay p50 / p99, ms', (r) => r.rooms && r.rooms.generator_loop_delay_ms && `${r.rooms.generator_loop_delay_ms.p50.toFixed(1)} / ${r.rooms.generator_loop_delay_ms.p99.toFixed(1)}`, 0, 'info'],
   ['rooms: server CPU %', (r) => r.rooms && r.rooms.server_cpu_pct, 0, 'lower'],
   ['rooms: server RSS, MiB', (r) => r.rooms && r.rooms.server_rss_peak_kib / 1024, 1, 'lower'],
   ['rooms: generator CPU %', (r) => r.rooms && r.rooms.generator_cpu_pct, 0, 'info'],
@@ -181,16 +185,20 @@ const FIGURES = [
 function table(results) {
   const ws = results.find((r) => r.kind === 'wsync');
   const peers = results.filter((r) => r.kind !== 'wsync');
-  const fmt = (v, d) => (v === undefined || v === null || Number.isNaN(v) ? '-' : Number(v).toFixed(d).replace(/\B(?=(\d{3})+(?!\d))/g, ','));
-  const head = ['figure', ...results.map((r) => r.kind), ...(ws ? peers.map((p) => `${p.kind} / wsync`) : [])];
+  const fmt = (v, d) => (typeof v === 'string' ? v : v === undefined || v === null || Number.isNaN(v) ? '-'
+    : Number(v).toFixed(d).replace(/\B(?=(\d{3})+(?!\d))/g, ','));
+  // The last columns: how many times better wsync is than each peer on that
+  // figure (peer/wsync where lower is better, wsync/peer where higher is).
+  const head = ['figure', ...results.map((r) => r.kind), ...(ws ? peers.map((p) => `wsync vs ${p.kind}`) : [])];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
   for (const [name, get, d, better] of FIGURES) {
     const vals = results.map((r) => get(r));
-    if (vals.every((v) => v === undefined)) continue;
+    if (vals.every((v) => v === undefined || v === 0)) continue;
     const ratios = ws ? peers.map((p) => {
       const a = get(p);
       const b = get(ws);
-      return better === 'info' || !a || !b ? '-' : `${(a / b).toFixed(2)}x`;
+      if (better === 'info' || !a || !b) return '-';
+      return `${(better === 'lower' ? a / b : b / a).toFixed(2)}x`;
     }) : [];
     lines.push(`| ${name} | ${vals.map((v) => fmt(v, d)).join(' | ')} | ${ratios.join(' | ')}${ratios.length ? ' |' : ''}`.replace(/ \| $/, ' |'));
   }
@@ -207,14 +215,27 @@ function writeInto(file, begin, end, text) {
   return true;
 }
 
-const trace = traceFile();
-if (kinds.includes('wsync') && !fs.existsSync(WSYNC)) throw new Error('no build/wsync: make build/wsync');
-const results = [];
-for (const kind of kinds) results.push(await runKind(kind, trace));
+// --merge: the scenarios run now replace theirs in the previous
+// build/bench/yjs.json, the rest is kept (e.g. --only rooms --merge).
+// --table: no run, the table and docs from build/bench/yjs.json.
+const jsonFile = path.join(out, 'yjs.json');
+const previous = flag('merge') || flag('table') ? JSON.parse(fs.readFileSync(jsonFile, 'utf8')) : [];
+let results = previous;
+if (!flag('table')) {
+  const trace = traceFile();
+  if (kinds.includes('wsync') && !fs.existsSync(WSYNC)) throw new Error('no build/wsync: make build/wsync');
+  for (const kind of kinds) {
+    const r = await runKind(kind, trace);
+    r.load_avg = os.loadavg()[0];
+    const old = results.find((p) => p.kind === kind);
+    if (old) Object.assign(old, r); else results.push(r);
+  }
+}
 fs.mkdirSync(out, { recursive: true });
-fs.writeFileSync(path.join(out, 'yjs.json'), `${JSON.stringify(results, null, 1)}\n`);
+fs.writeFileSync(jsonFile, `${JSON.stringify(results, null, 1)}\n`);
 const cpu = os.cpus();
-const stamp = `${new Date().toISOString().slice(0, 16)} UTC, ${cpu.length} x ${cpu[0] ? cpu[0].model.trim() : 'cpu'}, Node ${process.version}; `
+const stamp = `${new Date().toISOString().slice(0, 16)} UTC, ${cpu.length} x ${cpu[0] ? cpu[0].model.trim() : 'cpu'}, Node ${process.version}, `
+  + `1-minute load average at the end of each server's runs ${results.map((r) => (r.load_avg || 0).toFixed(1)).join(', ')}; `
   + `edits ${edits}, ${docs} seeded documents, ${roomsN} rooms x ${clients} clients at ${rate}/s for ${duration} s`;
 const md = `${stamp}\n\n${table(results)}`;
 fs.writeFileSync(path.join(out, 'yjs.md'), `${md}\n`);

@@ -30,8 +30,10 @@
 //
 // Common: --kind K --url ws://HOST:PORT --pid SERVER_PID [--secret S] [--api-key K (wsync /metrics)]
 import { readFileSync } from 'node:fs';
+import os from 'node:os';
 import { gunzipSync } from 'node:zlib';
 import { createHmac } from 'node:crypto';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import WebSocket from 'ws';
 import * as Y from 'yjs';
 import { WebsocketProvider } from 'y-websocket';
@@ -414,6 +416,10 @@ async function rooms() {
   }
   await sleep(warmup * 1000);
   measuring = true;
+  // The generator's own event-loop delay: when it is of the order of the
+  // latencies measured, those are the generator's, not the server's.
+  const lag = monitorEventLoopDelay({ resolution: 10 });
+  lag.enable();
   const s0 = serverStat();
   const c0 = process.cpuUsage();
   const t0 = performance.now();
@@ -426,6 +432,7 @@ async function rooms() {
   }
   measuring = false;
   winTo = performance.now();
+  lag.disable();
   const elapsed = (winTo - t0) / 1000;
   const s1 = serverStat();
   const c1 = process.cpuUsage(c0);
@@ -449,6 +456,9 @@ async function rooms() {
     updates_sent: sent, deliveries: received, deliveries_expected: expected, closed_clients: closed,
     latency_ms: { p50: pct(0.5), p99: pct(0.99), max_bucket: pct(1) },
     generator_cpu_pct: ((c1.user + c1.system) / 1e4) / elapsed,
+    updates_intended: Math.round(R * C * rate * elapsed),
+    generator_loop_delay_ms: { p50: lag.percentile(50) / 1e6, p99: lag.percentile(99) / 1e6 },
+    machine_load_avg: os.loadavg()[0],
   };
   if (s0) {
     out.server_cpu_pct = ((s1.cpu_s - s0.cpu_s) * 100) / elapsed;

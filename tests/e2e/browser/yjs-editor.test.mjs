@@ -14,7 +14,7 @@ import path from 'node:path';
 import test from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { launchBrowser, sleep, startDemoServer, WAIT } from './helpers.mjs';
-import { SECRET, token } from '../lib/sync.mjs';
+import { craftToken, nowS, SECRET, token } from '../lib/sync.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const REFERENCE = process.env.WSYNC_YJS_REFERENCE === '1';
@@ -157,4 +157,26 @@ test('two editors type concurrently, one offline, and converge; remote carets sh
   await b.locator('.cm-ySelectionCaret .cm-ySelectionInfo', { hasText: 'alice' }).waitFor({ state: 'attached' });
 
   assert.deepEqual([...a.problems, ...b.problems], []);
+});
+
+test('a refused token: the page says so and does not keep reconnecting', { timeout: 30000, skip: REFERENCE && 'the reference server accepts any token' }, async (t) => {
+  const srv = await startDemoServer(t, ['--auth-secret', SECRET]);
+  const browser = await launchBrowser(t);
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  let sockets = 0;
+  page.on('websocket', () => sockets++);
+  const forged = craftToken({ sub: 'mallory', exp: nowS() + 3600, grants: { 'yjs:*': 'rw' } }, { secret: 'not-the-server-secret-0123456789abcdef' });
+  await page.goto(`${srv.url}/yjs.html?${new URLSearchParams({ user: 'mallory', token: forged })}#refused`);
+  // wsync closes with 4401; y-websocket treats 4400-4499 as final.
+  const status = page.locator('[data-testid="status"][data-status="denied"]');
+  await status.waitFor();
+  assert.match(await status.textContent(), /4401/);
+  assert.equal(await page.locator('[data-testid="editor"]').getAttribute('data-ready'), 'false');
+  // No reconnect loop: after the provider's longest backoff (2.5 s) and then
+  // some, still the one socket. Waiting here is the assertion that nothing
+  // happens, bounded; it is not a speed check.
+  await sleep(4000);
+  assert.equal(sockets, 1, `WebSockets opened: ${sockets}`);
 });
