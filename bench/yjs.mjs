@@ -177,7 +177,8 @@ const FIGURES = [
   ['rooms: deliveries seen / expected', (r) => r.rooms && r.rooms.deliveries / r.rooms.deliveries_expected, 3, 'info'],
   ['rooms: updates sent / intended (below 1: the generator fell behind)', (r) => r.rooms && r.rooms.updates_intended && r.rooms.updates_sent / r.rooms.updates_intended, 3, 'info'],
   ['rooms: generator event-loop delay p50 / p99, ms', (r) => r.rooms && r.rooms.generator_loop_delay_ms && `${r.rooms.generator_loop_delay_ms.p50.toFixed(1)} / ${r.rooms.generator_loop_delay_ms.p99.toFixed(1)}`, 0, 'info'],
-  ['rooms: server CPU %', (r) => r.rooms && r.rooms.server_cpu_pct, 0, 'lower'],
+  ['rooms: server CPU %', (r) => r.rooms && r.rooms.server_cpu_pct, 0, 'info'],
+  ['rooms: server CPU us per delivery (window CPU / deliveries seen)', (r) => r.rooms && (r.rooms.server_cpu_pct * r.rooms.duration_s * 1e4) / r.rooms.deliveries, 2, 'lower'],
   ['rooms: server RSS, MiB', (r) => r.rooms && r.rooms.server_rss_peak_kib / 1024, 1, 'lower'],
   ['rooms: generator CPU %', (r) => r.rooms && r.rooms.generator_cpu_pct, 0, 'info'],
 ];

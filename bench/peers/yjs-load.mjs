@@ -352,6 +352,7 @@ async function rooms() {
   let winFrom = Infinity;
   let winTo = Infinity;
   let lastRecv = 0;
+  const msgTypes = {}; // messages received in the window, by y-protocols type: a diagnostic
   const clients = [];
   const EMPTY_SV = new Uint8Array([0]);
   const EMPTY_UPDATE = new Uint8Array([0, 0]);
@@ -372,8 +373,13 @@ async function rooms() {
     ws.on('message', (buf) => {
       const d = decoding.createDecoder(buf);
       if (kind === 'hocuspocus') decoding.readVarString(d);
-      if (decoding.readVarUint(d) !== 0) return; // awareness, auth, ...
+      const type = decoding.readVarUint(d);
+      if (type !== 0) { // awareness, auth, ...
+        if (measuring) msgTypes[`t${type}`] = (msgTypes[`t${type}`] || 0) + 1;
+        return;
+      }
       const sub = decoding.readVarUint(d);
+      if (measuring) msgTypes[`sync${sub}`] = (msgTypes[`sync${sub}`] || 0) + 1;
       if (sub === 0) { ws.send(frame(syncMsg(1, EMPTY_UPDATE))); return; } // the server's step 1
       if (sub !== 2) return; // step 2: the room so far
       const now = performance.now();
@@ -457,6 +463,7 @@ async function rooms() {
     latency_ms: { p50: pct(0.5), p99: pct(0.99), max_bucket: pct(1) },
     generator_cpu_pct: ((c1.user + c1.system) / 1e4) / elapsed,
     updates_intended: Math.round(R * C * rate * elapsed),
+    messages_received: msgTypes,
     generator_loop_delay_ms: { p50: lag.percentile(50) / 1e6, p99: lag.percentile(99) / 1e6 },
     machine_load_avg: os.loadavg()[0],
   };
