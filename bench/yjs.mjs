@@ -160,6 +160,8 @@ async function runKind(kind, trace) {
 }
 
 // ---- table --------------------------------------------------------------------------
+// The latency histogram ends at 10 s; nothing delivered, no latency.
+const capped = (ms, rooms) => (!rooms.deliveries ? 'none delivered' : ms >= 10000 ? '>= 10 s' : ms);
 const FIGURES = [
   ['trace: time until the observer has the final text, s', (r) => r.trace && r.trace.converged_ms / 1000, 2, 'lower'],
   ['trace: updates/s end to end', (r) => r.trace && r.trace.updates_per_s, 0, 'higher'],
@@ -172,13 +174,13 @@ const FIGURES = [
   ['cold load of the trace document, ms', (r) => r.load && r.load.cold_load_ms, 1, 'lower'],
   ['memory per loaded document, KiB (server RSS growth / documents)', (r) => r.load && r.load.kib_per_loaded_doc, 1, 'lower'],
   ['wsync: document bytes held per loaded room (/metrics wsync_yjs_bytes)', (r) => r.load && r.load.wsync_bytes_per_loaded_doc, 0, 'info'],
-  ['rooms: relay latency p50, ms', (r) => r.rooms && r.rooms.latency_ms.p50, 2, 'lower'],
-  ['rooms: relay latency p99, ms', (r) => r.rooms && r.rooms.latency_ms.p99, 2, 'lower'],
+  ['rooms: relay latency p50, ms', (r) => r.rooms && capped(r.rooms.latency_ms.p50, r.rooms), 2, 'lower'],
+  ['rooms: relay latency p99, ms', (r) => r.rooms && capped(r.rooms.latency_ms.p99, r.rooms), 2, 'lower'],
   ['rooms: deliveries seen / expected', (r) => r.rooms && r.rooms.deliveries / r.rooms.deliveries_expected, 3, 'info'],
   ['rooms: updates sent / intended (below 1: the generator fell behind)', (r) => r.rooms && r.rooms.updates_intended && r.rooms.updates_sent / r.rooms.updates_intended, 3, 'info'],
   ['rooms: generator event-loop delay p50 / p99, ms', (r) => r.rooms && r.rooms.generator_loop_delay_ms && `${r.rooms.generator_loop_delay_ms.p50.toFixed(1)} / ${r.rooms.generator_loop_delay_ms.p99.toFixed(1)}`, 0, 'info'],
   ['rooms: server CPU %', (r) => r.rooms && r.rooms.server_cpu_pct, 0, 'info'],
-  ['rooms: server CPU us per delivery (window CPU / deliveries seen)', (r) => r.rooms && (r.rooms.server_cpu_pct * r.rooms.duration_s * 1e4) / r.rooms.deliveries, 2, 'lower'],
+  ['rooms: server CPU us per delivery (window CPU / deliveries seen)', (r) => r.rooms && r.rooms.deliveries && (r.rooms.server_cpu_pct * r.rooms.duration_s * 1e4) / r.rooms.deliveries, 2, 'lower'],
   ['rooms: server RSS, MiB', (r) => r.rooms && r.rooms.server_rss_peak_kib / 1024, 1, 'lower'],
   ['rooms: generator CPU %', (r) => r.rooms && r.rooms.generator_cpu_pct, 0, 'info'],
 ];
@@ -198,7 +200,7 @@ function table(results) {
     const ratios = ws ? peers.map((p) => {
       const a = get(p);
       const b = get(ws);
-      if (better === 'info' || !a || !b) return '-';
+      if (better === 'info' || !a || !b || typeof a === 'string' || typeof b === 'string' || !Number.isFinite(a / b)) return '-';
       return `${(better === 'lower' ? a / b : b / a).toFixed(2)}x`;
     }) : [];
     lines.push(`| ${name} | ${vals.map((v) => fmt(v, d)).join(' | ')} | ${ratios.join(' | ')}${ratios.length ? ' |' : ''}`.replace(/ \| $/, ' |'));
@@ -224,6 +226,9 @@ const previous = flag('merge') || flag('table') ? JSON.parse(fs.readFileSync(jso
 let results = previous;
 if (!flag('table')) {
   const trace = traceFile();
+  for (const pkg of ['@y/websocket-server', '@hocuspocus/server', '@hocuspocus/provider', 'y-websocket', 'yjs', 'ws']) {
+    if (!fs.existsSync(path.join(PEERS, 'node_modules', pkg))) throw new Error(`bench/peers has no ${pkg}: run npm ci in bench/peers (make bench does)`);
+  }
   if (kinds.includes('wsync') && !fs.existsSync(WSYNC)) throw new Error('no build/wsync: make build/wsync');
   for (const kind of kinds) {
     const r = await runKind(kind, trace);
