@@ -19,7 +19,7 @@ export { Y };
  */
 export function provider(t, srv, room, tok, { doc = new Y.Doc(), connect = true } = {}) {
   const p = new WebsocketProvider(`${srv.wsUrl}/v1/yjs`, room, doc, {
-    params: { token: tok },
+    params: tok === undefined ? {} : { token: tok },
     WebSocketPolyfill: WebSocket,
     connect,
     disableBc: true,
