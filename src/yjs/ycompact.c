@@ -87,10 +87,102 @@ static int pending_push(pending *p, const ystruct *s) {
   return 0;
 }
 
+/* An item cut into pieces by the delete set is walked once, piece after
+ * piece (slicing each piece from the start would be quadratic in the
+ * number of cuts). For strings, a position between the two UTF-16 halves
+ * of a character is `split`: the piece that ends there ends with U+FFFD and
+ * the one that starts there starts with U+FFFD, as Yjs splits them. */
+typedef struct walker {
+  const uint8_t *p; /* the content after its length or count prefix */
+  size_t n, pos, from;
+  uint64_t unit;
+  int split, from_split;
+  uint8_t ref;
+} walker;
+
+static const uint8_t FFFD[3] = {0xef, 0xbf, 0xbd};
+
+static int walker_init(walker *k, const ystruct *s) {
+  lib0_rd rd;
+  uint64_t count;
+  memset(k, 0, sizeof *k);
+  k->ref = s->ref;
+  lib0_rd_init(&rd, s->content, s->content_n);
+  if (s->ref == 4) return lib0_read_varbytes(&rd, &k->p, &k->n);
+  if (lib0_read_varuint(&rd, &count)) return WSY_INVAL;
+  k->p = s->content + rd.pos;
+  k->n = s->content_n - rd.pos;
+  return 0;
+}
+
+static int walker_to(walker *k, uint64_t t) {
+  while (k->unit < t) {
+    if (k->ref != 4) { /* JSON strings or Any values: one unit each */
+      lib0_rd rd;
+      const uint8_t *q;
+      size_t m;
+      lib0_rd_init(&rd, k->p, k->n);
+      rd.pos = k->pos;
+      if (k->ref == 2 ? lib0_read_varstring(&rd, &q, &m, NULL) : lib0_skip_any(&rd))
+        return WSY_INVAL;
+      k->pos = rd.pos;
+      k->unit++;
+    } else if (k->split) {
+      k->pos += 4;
+      k->unit++;
+      k->split = 0;
+    } else {
+      if (k->pos >= k->n) return WSY_INVAL;
+      uint8_t c = k->p[k->pos];
+      size_t w = c < 0x80 ? 1 : c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
+      if (w == 4 && k->unit + 1 == t) {
+        k->split = 1;
+        k->unit++;
+      } else {
+        k->pos += w;
+        k->unit += w == 4 ? 2 : 1;
+      }
+    }
+  }
+  return 0;
+}
+
+/* Appends the content between the mark and the walker's position. */
+static int walker_body(const walker *k, ybuf *b) {
+  size_t start = k->from_split ? k->from + 4 : k->from;
+  int rc = k->from_split ? lib0_write_bytes(b, FFFD, 3) : 0;
+  if (!rc && k->pos > start) rc = lib0_write_bytes(b, k->p + start, k->pos - start);
+  if (!rc && k->split) rc = lib0_write_bytes(b, FFFD, 3);
+  return rc;
+}
+
+/* pending_push for a piece whose content is the walker's last stretch. */
+static int pending_push_walked(pending *p, const ystruct *s, const walker *k) {
+  int rc;
+  if (p->have && joins(&p->s, s)) {
+    if (!p->owned) {
+      p->body.len = 0;
+      if ((rc = ystruct_put_body(&p->body, &p->s))) return rc;
+      p->owned = 1;
+    }
+  } else {
+    if ((rc = pending_flush(p))) return rc;
+    p->s = *s;
+    p->s.len = 0;
+    p->have = p->owned = 1;
+    p->body.len = 0;
+  }
+  if ((rc = walker_body(k, &p->body))) return rc;
+  p->s.len += s->len;
+  return 0;
+}
+
 static int put_compacted(pending *p, const ydelset *ds, const ystruct *s) {
   if (s->kind != YS_ITEM) return pending_push(p, s);
   uint64_t end = s->clock + s->len, pos = s->clock;
   size_t i = ds_find(ds, s->client, s->clock);
+  int walk = s->ref == 2 || s->ref == 4 || s->ref == 8, walking = 0, rc;
+  walker k;
   while (pos < end) {
     const ydel *d = i < ds->n && ds->v[i].client == s->client ? &ds->v[i] : NULL;
     if (d && d->clock + d->len <= pos) { /* an empty range (Yjs keeps those) */
@@ -104,7 +196,16 @@ static int put_compacted(pending *p, const ydelset *ds, const ystruct *s) {
     if (pos > s->clock) ystruct_slice(&piece, pos - s->clock);
     piece.len = stop - pos;
     if (deleted) piece.ref = 1; /* Deleted(len): the struct stays for its ID and origins */
-    int rc = pending_push(p, &piece);
+    if (!walk || (pos == s->clock && stop == end)) { /* not cut */
+      rc = pending_push(p, &piece);
+    } else {
+      if (!walking && (rc = walker_init(&k, s))) return rc;
+      walking = 1;
+      k.from = k.pos;
+      k.from_split = k.split;
+      rc = walker_to(&k, stop - s->clock);
+      if (!rc) rc = deleted ? pending_push(p, &piece) : pending_push_walked(p, &piece, &k);
+    }
     if (rc) return rc;
     pos = stop;
     if (deleted) i++;

@@ -74,7 +74,9 @@ static int gc_or_skip_join(ystruct *w, const ystruct *s) {
 }
 
 static int merge_structs(yreader **heap, size_t hn, ywriter *w) {
-  uint64_t tick = hn + 1;
+  uint64_t tick = 1;
+  for (size_t i = 0; i < hn; i++) /* later than every initial stamp */
+    if (heap[i]->stamp >= tick) tick = heap[i]->stamp + 1;
   ystruct cw; /* Yjs's currWrite */
   int have = 0, rc;
   for (size_t i = hn / 2; i-- > 0;) sift_down(heap, hn, i);

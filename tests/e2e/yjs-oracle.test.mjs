@@ -1,7 +1,7 @@
 // yjs-oracle.test.mjs -- src/yjs (the Yjs update v1 codec) against the npm
 // package yjs, the reference. Random edit histories from a seeded PRNG
 // (Y.Text with formats and embeds, Y.Map, Y.Array, Y.XmlFragment /
-// XmlElement / XmlText, nested types, deletions, several clients editing
+// XmlElement / XmlText, nested types, subdocuments, deletions, several clients editing
 // offline and syncing now and then, emoji whose UTF-16 halves can be split)
 // give update logs; build/yjs-oracle (tests/oracle/yjs_oracle.c, next to
 // $WSYNC_BIN) merges, diffs, takes state vectors of and compacts them, and
@@ -95,7 +95,7 @@ function editArray(r, a) {
 function editMap(r, m) {
   const key = 'k' + r.int(6);
   const k = r.int(10);
-  if (k < 5) m.set(key, randomValue(r));
+  if (k < 5) m.set(key, r.chance(0.1) ? new Y.Doc({ guid: 'sub' + r.int(1000) }) : randomValue(r));
   else if (k < 7) m.delete(key);
   else m.set(key, randomType(r));
 }
@@ -175,7 +175,8 @@ function contentOf(update) {
   Y.applyUpdate(doc, update);
   return JSON.stringify({
     text: doc.getText('text').toDelta(),
-    map: doc.getMap('map').toJSON(),
+    map: [...doc.getMap('map').entries()].sort().map(([k, v]) =>
+      [k, v instanceof Y.Doc ? `doc:${v.guid}` : v instanceof Y.AbstractType ? v.toJSON() : v]),
     array: doc.getArray('array').toJSON(),
     xml: doc.getXmlFragment('xml').toString(),
     sv: [...Y.decodeStateVector(Y.encodeStateVector(doc))].sort((a, b) => a[0] - b[0]),
@@ -280,7 +281,17 @@ test('overlapping updates cut at different places merge to the bytes of Y.mergeU
   d2.getText('text').insert(9, 'Y');
   const cut = Y.encodeStateAsUpdate(d2);
   const onlyCut = Y.diffUpdate(cut, Y.encodeStateVector(new Map([[3, 1]])));
-  const orders = [[whole, cut], [cut, whole], [whole, onlyCut, cut], [onlyCut, whole], [cut, onlyCut, whole, cut]];
+  // A reader that reaches a tie by moving on from a higher client wins it,
+  // also against an earlier input that has not moved (empty inputs shift
+  // the initial order).
+  const d3 = new Y.Doc();
+  d3.clientID = 9;
+  Y.applyUpdate(d3, whole);
+  d3.getText('text').insert(4, 'Q');
+  const higher = Y.encodeStateAsUpdate(d3); // client 9, then client 7 cut at 4
+  const empty = Y.encodeStateAsUpdate(new Y.Doc());
+  const orders = [[whole, cut], [cut, whole], [whole, onlyCut, cut], [onlyCut, whole], [cut, onlyCut, whole, cut],
+    [whole, empty, empty, higher], [empty, whole, empty, empty, higher, empty]];
   const got = runOracle(orders.map((ups) => ({ fn: 'merge', updates: ups.map(b64) })));
   orders.forEach((ups, i) => {
     assert.equal(got[i].error, undefined, got[i].error);
