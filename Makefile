@@ -5,7 +5,8 @@
 #   make run        build and start the server with the demo on http://127.0.0.1:8080
 #   make asan       sanitizer build: build-asan/wsync
 #   make fuzz       each libFuzzer target for FUZZ_SECONDS (default 60)
-#   make bench      every benchmark scenario against wsync and the Node ws peer (docs/PERFORMANCE.md)
+#   make bench      every benchmark scenario against wsync and the Node ws peer, and the Yjs endpoint
+#                   against y-websocket's server and Hocuspocus (docs/PERFORMANCE.md)
 #   make bench-yjs  the Yjs update merge (src/yjs) against Y.mergeUpdates on the paper trace
 #   make install    binary, man page, systemd unit, example environment under $(DESTDIR)$(PREFIX)
 
@@ -134,14 +135,24 @@ test: all unit e2e browser test-asan fuzz-brief bench-smoke
 deps:
 	bash scripts/deps.sh
 
-# The demo: web/ (the board app) beside the JavaScript client (clients/js).
-WWW_SRC := $(wildcard web/*) $(wildcard clients/js/*.js)
+# The demo: web/ (the board app) beside the JavaScript client (clients/js),
+# and the Yjs editor (web/yjs.html): web/yjs/editor.js bundled with its npm
+# dependencies (CodeMirror, yjs, y-websocket; tests/e2e/node_modules) by
+# esbuild into build/www/yjs/editor.bundle.js. The bundle is never in git.
+WWW_SRC := $(wildcard web/* web/yjs/*) $(wildcard clients/js/*.js)
+ESBUILD := tests/e2e/node_modules/.bin/esbuild
 www: build/www/.stamp
-build/www/.stamp: $(WWW_SRC)
+build/www/.stamp: $(WWW_SRC) | $(ESBUILD)
 	rm -rf build/www && mkdir -p build/www
 	cp -r web/. build/www/
 	cp clients/js/*.js build/www/
+	rm -f build/www/yjs/*.js
+	NODE_PATH=$(CURDIR)/tests/e2e/node_modules $(ESBUILD) web/yjs/editor.js --bundle --format=esm \
+	  --target=es2020 --minify --sourcemap --log-level=warning --outfile=build/www/yjs/editor.bundle.js
 	@touch $@
+# Only when esbuild is missing (a fresh checkout): install the test packages.
+$(ESBUILD):
+	$(MAKE) tests/e2e/node_modules
 
 run: build/wsync www
 	./build/wsync serve --static build/www --echo-endpoint --insecure-demo
@@ -159,9 +170,14 @@ build/wsync-bench: bench/wsync-bench.c
 # bench/tls.mjs: the TLS scenario (wsync over TLS against the Node ws peer
 # over node:https), a Node client since wsync-bench has no TLS.
 BENCH_TLS_ARGS ?=
+# bench/yjs.mjs: /v1/yjs against the reference y-websocket server and
+# Hocuspocus (bench/peers): editing trace, cold load, memory per document,
+# many rooms (docs/PERFORMANCE.md, "Yjs"); about 15 minutes.
+BENCH_YJS_SERVER_ARGS ?=
 bench: build/wsync build/wsync-bench
 	node bench/run.mjs $(BENCH_ARGS)
 	node bench/tls.mjs $(BENCH_TLS_ARGS)
+	node bench/yjs.mjs $(BENCH_YJS_SERVER_ARGS)
 
 bench-smoke: build/wsync build/wsync-bench
 	bash bench/smoke.sh build/wsync build/wsync-bench

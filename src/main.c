@@ -40,7 +40,7 @@ struct app {
   int shutting_down;
   char static_root[4096]; /* realpath of --static, "" when none */
   ws_config ws_cfg;
-  ws_route sync_route, echo_route, bcast_route;
+  ws_route sync_route, yjs_route, echo_route, bcast_route;
   bcast_registry *bcast;
   engine *sync;
   auth_jwks *jwks;          /* --auth-jwks, as last read */
@@ -190,6 +190,8 @@ static void add_routes(struct app *app) {
   app->sync_route = (ws_route){&engine_ws_endpoint, app->sync, &app->ws_cfg};
   httpd_server *hs = app->http;
   httpd_route_upgrade(hs, "/v1/ws", ws_http_upgrade, &app->sync_route);
+  app->yjs_route = (ws_route){&engine_yjs_endpoint, app->sync, &app->ws_cfg};
+  httpd_route_upgrade_prefix(hs, "/v1/yjs/", ws_http_upgrade, &app->yjs_route);
   if (cfg->echo_endpoint) {
     app->bcast = ws_bcast_new();
     app->echo_route = (ws_route){&ws_echo_endpoint, NULL, &app->ws_cfg};

@@ -64,6 +64,9 @@ typedef struct wsy_config {
   size_t session_queue;      /* bytes of messages to one session alone kept for resumes */
   size_t resume_ring;        /* bytes of room messages kept per room for resumes (ring.h) */
   const char *api_key;       /* backend API bearer key; NULL: API off */
+  unsigned yjs_compact_ops;  /* Yjs log entries since the snapshot that start a compaction */
+  size_t yjs_compact_bytes;  /* ... or bytes of their updates */
+  size_t yjs_max_awareness;  /* largest awareness state of one Yjs client */
   unsigned degraded_status;  /* /healthz status while degraded (503) */
   const char *tls_cert;      /* PEM certificate chain: serve HTTPS and wss:// (with tls_key) */
   const char *tls_key;       /* PEM private key of tls_cert */

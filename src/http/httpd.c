@@ -232,6 +232,10 @@ void httpd_route_upgrade(httpd_server *hs, const char *path, httpd_upgrade_handl
   add_route(hs, (route_t){.path = path, .up = fn, .ud = ud});
 }
 
+void httpd_route_upgrade_prefix(httpd_server *hs, const char *prefix, httpd_upgrade_handler fn, void *ud) {
+  add_route(hs, (route_t){.path = prefix, .prefix = 1, .up = fn, .ud = ud});
+}
+
 void httpd_route_default(httpd_server *hs, httpd_handler fn, void *ud) {
   hs->fallback = (route_t){.fn = fn, .ud = ud};
 }

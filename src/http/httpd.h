@@ -45,6 +45,9 @@ void httpd_route(httpd_server *hs, const char *path, httpd_handler fn, void *ud)
 void httpd_route_prefix(httpd_server *hs, const char *prefix, httpd_handler fn, void *ud);
 /* Exact path, for requests that may upgrade the connection. */
 void httpd_route_upgrade(httpd_server *hs, const char *path, httpd_upgrade_handler fn, void *ud);
+/* Every path that starts with prefix, for requests that may upgrade the
+ * connection (the rest of the path names what to open, e.g. a room). */
+void httpd_route_upgrade_prefix(httpd_server *hs, const char *prefix, httpd_upgrade_handler fn, void *ud);
 /* What no route matched; without one, 404. */
 void httpd_route_default(httpd_server *hs, httpd_handler fn, void *ud);
 /* From now on new connections are answered 503 and closed. */

@@ -10,6 +10,7 @@
 
 #include "commit.h"
 #include "kind.h"
+#include "yroom.h"
 #include "proto.h"
 #include "room.h"
 #include "sess.h"
@@ -108,6 +109,24 @@ static void metrics(engine *e, conn *c) {
        map_len(&e->rooms));
   EMIT("# HELP wsync_room_members Session memberships of loaded rooms.\n# TYPE wsync_room_members gauge\n"
        "wsync_room_members %zu\n", nsess);
+  size_t yrooms = 0, ybytes = 0, yconns = 0;
+  for (size_t i = 0; map_next(&e->rooms, &i, &k, &v);)
+    if (((room *)v)->kind == &yjs_room_kind) {
+      yrooms++;
+      ybytes += yroom_bytes(v);
+      yconns += ((room *)v)->npeers;
+    }
+  EMIT("# HELP wsync_yjs_rooms Yjs rooms loaded in memory.\n# TYPE wsync_yjs_rooms gauge\nwsync_yjs_rooms %zu\n",
+       yrooms);
+  EMIT("# HELP wsync_yjs_connections Connections to Yjs rooms (/v1/yjs).\n# TYPE wsync_yjs_connections gauge\n"
+       "wsync_yjs_connections %zu\n", yconns);
+  EMIT("# HELP wsync_yjs_bytes Bytes of Yjs documents and updates held by loaded rooms.\n"
+       "# TYPE wsync_yjs_bytes gauge\nwsync_yjs_bytes %zu\n", ybytes);
+  EMIT("# HELP wsync_yjs_updates_total Yjs updates accepted and sequenced.\n# TYPE wsync_yjs_updates_total counter\n"
+       "wsync_yjs_updates_total %llu\n", (unsigned long long)e->y_updates);
+  EMIT("# HELP wsync_yjs_compactions_total Yjs room logs compacted into a snapshot.\n"
+       "# TYPE wsync_yjs_compactions_total counter\nwsync_yjs_compactions_total %llu\n",
+       (unsigned long long)e->y_compactions);
   EMIT("# HELP wsync_ops_accepted_total Log entries accepted and sequenced (ops and stored publishes), "
        "before their commit: committed plus failed plus in flight.\n"
        "# TYPE wsync_ops_accepted_total counter\nwsync_ops_accepted_total %llu\n",
@@ -223,7 +242,8 @@ static void backend_write(engine *e, conn *c, httpd_req *r, const char *name, in
   int lerr = 0;
   room *rm = room_get(e, name, &lerr);
   if (!rm) {
-    api_error(c, 500, "internal", "the room could not be loaded");
+    if (lerr == ROOM_WRONG_KIND) api_error(c, 409, "bad_request", "the room is a Yjs room: it takes Yjs updates on /v1/yjs/{room}");
+    else api_error(c, 500, "internal", "the room could not be loaded");
     goto out;
   }
   author au = {e, NULL, c, ":backend"};
@@ -428,6 +448,10 @@ static void rooms_list(engine *e, conn *c, httpd_req *r) {
 /* DELETE /v1/rooms/{room}: answered after the deletion has committed. */
 static void room_delete(engine *e, conn *c, const char *name) {
   room *rm = map_get(&e->rooms, name);
+  if (rm && rm->kind != room_kind_for(name)) {
+    api_error(c, 409, "bad_request", "a Yjs room cannot be deleted while it is loaded");
+    return;
+  }
   if (!rm) {
     store_room_info info;
     int rc = store_room_get(e->st, name, &info);
@@ -441,6 +465,10 @@ static void room_delete(engine *e, conn *c, const char *name) {
     }
     int lerr = 0;
     rm = room_get(e, name, &lerr);
+    if (!rm && lerr == ROOM_WRONG_KIND) {
+      /* Not loaded: nothing holds its state, and the store forgets it. */
+      rm = room_open(e, name, info.epoch[0] == 'y' ? &yjs_room_kind : room_kind_for(name), &lerr);
+    }
     if (!rm) {
       api_error(c, 500, "internal", "the room could not be loaded");
       return;

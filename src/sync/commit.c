@@ -359,7 +359,7 @@ pend *commit_sequence(author *a, json_t *req, room *r, net_chunk *frame, const c
   /* Retention: keep the newest history_ops entries (trimmed in steps),
    * and those a webhook has not delivered yet, up to its cap. */
   uint64_t keep = e->cfg->history_ops;
-  if (keep && r->seq > keep && r->seq % 256 == 0) {
+  if (keep && !r->kind->own_retention && r->seq > keep && r->seq % 256 == 0) {
     uint64_t from = webhooks_trim_point(e->hooks, r->name, r->epoch, r->seq - keep + 1, r->seq);
     if (from > 1) {
       store_batch_trim(e->batch, r->name, from);

@@ -148,7 +148,7 @@ void engine_free(engine *e) {
    * restart; positions already acknowledged commit below. */
   webhooks_free(e->hooks);
   e->hooks = NULL;
-  while (e->busy || e->head || store_batch_count(e->batch)) {
+  while (e->busy || e->head || store_batch_count(e->batch) || e->y_jobs) { /* y_jobs: compactions */
     commit_start(e);
     uv_run(e->loop, UV_RUN_ONCE);
   }

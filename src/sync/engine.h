@@ -33,6 +33,10 @@ void engine_shutdown(engine *e);
 
 /* The WebSocket endpoint of /v1/ws (its route's ud: the engine). */
 extern const ws_endpoint engine_ws_endpoint;
+/* The WebSocket endpoint of /v1/yjs/{room} (its route's ud: the engine):
+ * Yjs rooms over y-protocols (docs/YJS.md). Register it on the prefix
+ * "/v1/yjs/" (httpd_route_upgrade_prefix): the rest of the path is the room. */
+extern const ws_endpoint engine_yjs_endpoint;
 /* HTTP routes (httpd_handler; ud: the engine). */
 void engine_route_fallback(void *ud, conn *c, httpd_req *r);  /* /v1/send, /v1/sse, /v1/poll */
 void engine_route_rooms(void *ud, conn *c, httpd_req *r);     /* /v1/rooms/ (prefix) */

@@ -87,6 +87,8 @@ struct engine {
   uint64_t ops_committed, ops_failed; /* entries of committed / failed batches */
   size_t outbox_mem;  /* bytes the sessions' outboxes hold themselves (sess.h) */
   size_t ring_mem;    /* bytes of frames the rooms' resume rings hold (ring.h) */
+  uint64_t y_updates, y_compactions;  /* Yjs updates sequenced, compactions written */
+  unsigned y_jobs;                    /* Yjs compactions on the thread pool */
   /* Health (/healthz): set when a commit fails, cleared by the next one
    * that stores something. */
   const char *api_line;      /* while a backend request is routed: its log line (api.c) */

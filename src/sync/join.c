@@ -161,6 +161,10 @@ static void join_decide(sess *s, json_t *req, int asked) {
   }
   int err = 0;
   room *r = room_get(e, name, &err);
+  if (!r && err == ROOM_WRONG_KIND) {
+    sess_error(s, req, "bad_request", "the room is a Yjs room: open it on /v1/yjs/{room}", "room", NULL);
+    return;
+  }
   if (!r) {
     sess_error(s, req, "internal", "the room could not be loaded", NULL, NULL);
     return;

@@ -1,4 +1,4 @@
-/* kind.h -- the kinds of room (room.h: room_kind). One today: document
+/* kind.h -- the kinds of room (room.h: room_kind). Document
  * rooms (PROTOCOL.md 5), a map of items with fields, written by set, del,
  * batch and text ops under last-writer-wins, version checks (base), locks
  * and fences, and operational transformation of text fields against the
@@ -13,6 +13,8 @@
 #include "room.h"
 
 extern const room_kind doc_room_kind;
+/* Yjs rooms (yroom.h, docs/YJS.md): the document is Yjs update bytes. */
+extern const room_kind yjs_room_kind;
 
 /* Reads a document room's committed state from the store into d (an empty
  * doc): its items rows, then its texts rows replayed (store.h: texts).

@@ -33,7 +33,7 @@ static void room_destroy(room *r) {
 }
 
 void room_unload_if_idle(engine *e, room *r) {
-  if (r->nmembers == 0 && r->pending == 0) {
+  if (r->nmembers == 0 && r->npeers == 0 && r->pending == 0) {
     map_del(&e->rooms, r->name);
     room_destroy(r);
   }
@@ -55,6 +55,7 @@ static int load(engine *e, room *r) {
   int rc = store_read_begin(e->st);
   if (rc != 0) return rc;
   rc = store_room_get(e->st, r->name, &info);
+  if (rc == 0 && info.exists && (info.epoch[0] == 'y') != (r->kind->epoch_tag == 'y')) rc = ROOM_WRONG_KIND;
   if (rc == 0) rc = r->kind->load(r, e->st, &info);
   if (rc == 0) rc = join_cursors_load(e, r, info.exists);
   int end = store_read_end(e->st);
@@ -69,22 +70,34 @@ static int load(engine *e, room *r) {
     r->seq = info.seq;
   } else {
     random_hex(r->epoch, 8);
+    if (r->kind->epoch_tag) r->epoch[0] = r->kind->epoch_tag;
     r->seq = 0;
     commit_room_created(e, r);
   }
   return 0;
 }
 
-room *room_get(engine *e, const char *name, int *err) {
+room *room_get(engine *e, const char *name, int *err) { return room_open(e, name, room_kind_for(name), err); }
+
+room *room_open(engine *e, const char *name, const room_kind *want, int *err) {
   room *r = map_get(&e->rooms, name);
+  if (r && r->kind != want) {
+    *err = ROOM_WRONG_KIND;
+    return NULL;
+  }
   if (r) return r;
   r = wsy_calloc(1, sizeof *r);
   r->name = wsy_strndup(name, strlen(name));
-  r->kind = room_kind_for(name);
+  r->kind = want;
   r->ring = ring_new(e->cfg->resume_ring, &e->ring_mem);
   map_init(&r->locks);
   map_init(&r->cursors);
   int rc = load(e, r);
+  if (rc == ROOM_WRONG_KIND) {
+    room_destroy(r);
+    *err = rc;
+    return NULL;
+  }
   if (rc != 0) {
     log_error("room %s could not be loaded: %s", name, wsy_strerror(rc));
     room_destroy(r);
@@ -164,6 +177,7 @@ void room_deliver(void *ud, const bus_msg *m) {
     sess_send_ring(x->s, r->ring, pos, m->frame);
     e->deliveries++;
   }
+  if (r->kind->deliver) r->kind->deliver(e, r, m);
 }
 
 json_t *room_lock_json(engine *e, const char *item, const lock *l) {

@@ -51,7 +51,21 @@ typedef struct room_kind {
   /* The committed state for a joiner or the backend, read from the store
    * (inside a read snapshot): *out gets a new JSON object. */
   int (*snapshot)(room *r, store *st, json_t **out);
+  /* Optional: the bus's delivery of r's traffic to the kind's own
+   * connections (r->peers), after the members got theirs. */
+  void (*deliver)(engine *e, room *r, const bus_msg *m);
+  /* The first character of the epochs of this kind's rooms, 0 for any:
+   * a room's kind is kept in the store as its epoch's first character
+   * (doc epochs are hex, Yjs epochs start with 'y'), so a room created
+   * as one kind is never opened as another. */
+  char epoch_tag;
+  /* The kind trims its log itself (Yjs: below a snapshot): --history-ops
+   * does not apply, since a trimmed entry would be lost to the document. */
+  int own_retention;
 } room_kind;
+
+/* room_open's *err when the room exists as another kind. */
+#define ROOM_WRONG_KIND 1
 
 struct room {
   char *name;
@@ -68,12 +82,17 @@ struct room {
   uint64_t min_seq;  /* the first seq the log holds, as loaded and trimmed since (store.h) */
   map cursors;       /* "user\x1fdevice" -> uint64_t*: device cursors, as loaded and recorded since */
   ring *ring;        /* the frames fanned out here, kept once for resumes (ring.h) */
+  void *peers;       /* the kind's own connections (Yjs), kept across reloads */
+  unsigned npeers;   /* they keep the room loaded as members do */
 };
 
-/* The room, loaded from the store (or created) before it is served; NULL
- * when the store cannot be read (*err set). */
+/* The document room, loaded from the store (or created) before it is
+ * served; NULL when the store cannot be read (*err a wsy_err) or when the
+ * room is of another kind (*err ROOM_WRONG_KIND). */
 room *room_get(engine *e, const char *name, int *err);
-/* Unloads r when it has no member and nothing pending. */
+/* The same for a room of kind want (created as that kind when new). */
+room *room_open(engine *e, const char *name, const room_kind *want, int *err);
+/* Unloads r when it has no member, no peer and nothing pending. */
 void room_unload_if_idle(engine *e, room *r);
 /* After a failed commit, once nothing of r is pending: its seq, epoch and
  * kind state are read again from the store (what the failed batch assumed
