@@ -11,7 +11,9 @@
  *  - when both ops apply to doc, TP1 holds for both sides, and compose agrees
  *    with applying in turn; transform and compose of any two ops (also
  *    unrelated lengths) do not crash;
- *  - text_utf8_valid agrees with the WebSocket validator on the raw input.
+ *  - text_utf8_valid agrees with the WebSocket validator on the raw input;
+ *  - a rope (src/sync/rope.c) made from doc and edited by the op holds what
+ *    text_apply returns, or fails when it fails, and stays unchanged then.
  * A failed check aborts.
  *
  * Run: make build-fuzz/text_op && build-fuzz/text_op fuzz/corpus/text_op */
@@ -21,6 +23,7 @@
 #include <string.h>
 
 #include "../src/common/wsy.h"
+#include "../src/sync/rope.h"
 #include "../src/sync/text.h"
 #include "../src/ws/ws.h"
 
@@ -79,26 +82,36 @@ static long long growth(const text_op *op) {
   return g;
 }
 
+static int same(const char *a, size_t alen, const char *b, size_t blen) {
+  return alen == blen && memcmp(a, b, alen) == 0;
+}
+
 /* Applies; returns the new text or NULL, checking either outcome. */
 static char *apply(const char *doc, size_t len, const text_op *op, size_t *outlen) {
   char *out, err[128];
   size_t cps;
   CHECK(text_utf8_valid(doc, len, &cps));
   int rc = text_apply(doc, len, op, &out, outlen, err, sizeof err);
+  rope *r = rope_new(doc, len);
+  int rrc = rope_apply(r, op, SIZE_MAX, err, sizeof err);
+  size_t rlen;
+  char *rs = rope_dump(r, &rlen);
   if (text_op_base_len(op) > cps) {
     CHECK(rc == WSY_INVAL && out == NULL);
+    CHECK(rrc == WSY_INVAL && same(rs, rlen, doc, len));
+    wsy_free(rs);
+    rope_free(r);
     return NULL;
   }
   CHECK(rc == WSY_OK);
+  CHECK(rrc == WSY_OK && same(rs, rlen, out, *outlen) && rope_cps(r) == text_cp_len(out, *outlen));
+  wsy_free(rs);
+  rope_free(r);
   size_t ocps;
   CHECK(text_utf8_valid(out, *outlen, &ocps));
   CHECK((long long)ocps == (long long)cps + growth(op));
   CHECK(out[*outlen] == '\0');
   return out;
-}
-
-static int same(const char *a, size_t alen, const char *b, size_t blen) {
-  return alen == blen && memcmp(a, b, alen) == 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
