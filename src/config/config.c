@@ -135,7 +135,7 @@ static const option options[] = {
    "variable holds one): \"URL [rooms=GLOB] [name=NAME] [events=lifecycle]\" (docs/HOOKS.md)"},
   {"webhook-secret", K_STR, OFF(webhook_secret), "SECRET", NULL, 0, 0,
    "HMAC-SHA256 key of the Wsync-Signature header of webhook requests, at least 32 bytes (required with --webhook)"},
-  {"webhook-batch", K_UINT, OFF(webhook_batch), "N", "100", 1, 10000,
+  {"webhook-batch", K_UINT, OFF(webhook_batch), "N", "1000", 1, 10000,
    "log entries in one webhook request at most"},
   {"webhook-delay", K_DUR, OFF(webhook_delay_ms), "DUR", "20ms", 0, 10000,
    "how long a webhook waits for a batch to fill before it sends a smaller one"},
