@@ -6,7 +6,8 @@
  * next position (1, 2, ...). The ring keeps the newest frames up to a byte
  * cap (--resume-ring); older ones are evicted whatever the sessions have
  * confirmed, so its memory does not grow with the sessions nor with the
- * messages. A session's outbox names runs of positions (sess.h); a run
+ * messages. Frames every recipient has confirmed go earlier (ring_hold,
+ * ring_release), so a room of clients that send recv keeps little. A session's outbox names runs of positions (sess.h); a run
  * whose frames were evicted can no longer be replayed, and a resume that
  * needs them fails (the client joins again with since).
  *
@@ -32,6 +33,12 @@ void ring_unref(ring *rg);
 /* Appends frame (a reference is taken) and returns its position; evicts
  * the oldest frames over the cap. */
 uint64_t ring_push(ring *rg, net_chunk *frame);
+/* An outbox names pos / no longer names pos .. pos + n - 1 (positions
+ * already evicted are skipped). Frames at the head that no outbox names
+ * are evicted at once: once every recipient confirmed a frame, the ring
+ * does not keep it. */
+void ring_hold(ring *rg, uint64_t pos);
+void ring_release(ring *rg, uint64_t pos, uint64_t n);
 /* The frame at pos (borrowed), or NULL once evicted (or never pushed). */
 net_chunk *ring_get(const ring *rg, uint64_t pos);
 /* The oldest position still held (== the next one when empty). */

@@ -61,7 +61,10 @@ static void ob_drop(sess *s, uint32_t k) {
   h->bytes -= gone;
   s->ob_bytes -= gone;
   s->ob_first += k;
-  if (h->rg) h->u.pos += k;
+  if (h->rg) {
+    ring_release(h->rg, h->u.pos, k);
+    h->u.pos += k;
+  }
   h->n -= k;
   if (h->n) return;
   if (h->rg) {
@@ -219,6 +222,7 @@ void sess_send(sess *s, net_chunk *frame) {
 void sess_send_ring(sess *s, ring *rg, uint64_t pos, net_chunk *frame) {
   if (!s->welcomed || s->ended) return;
   ob_ent *t = s->ob_len ? ob_at(s, s->ob_len - 1) : NULL;
+  ring_hold(rg, pos);
   if (t && t->rg == rg && t->u.pos + t->n == pos && t->n < UINT32_MAX) {
     t->n++;
     t->bytes += frame->len;

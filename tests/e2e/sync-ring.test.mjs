@@ -4,7 +4,8 @@
 // own messages (--session-queue). A resume replays the interleaving of
 // several rooms and its own replies exactly; a session further behind than
 // a ring holds gets resumed:false and catches up by join with since; clients
-// that never send recv do not make the server's memory grow with messages.
+// that never send recv do not make the server's memory grow with messages,
+// and what every recipient confirmed is not kept.
 import assert from 'node:assert/strict';
 import test from 'node:test';
 
@@ -173,4 +174,9 @@ test('clients that never send recv: the memory the server holds for resumes does
     const ns = c.log.filter((m) => m.type === 'message').map((m) => Number(m.data.n));
     assert.deepEqual(ns, Array.from({ length: 500 }, (_, i) => i));
   }
+  // Once every recipient confirmed them, the ring does not keep them.
+  for (const c of [...subs, p]) c.send({ type: 'recv', n: c.received });
+  await Promise.all([...subs, p].map((c) => c.ping()));
+  const m3 = await memOf(srv);
+  assert.equal(m3.ring, 0, 'every room message confirmed: nothing kept');
 });

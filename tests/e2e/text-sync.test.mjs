@@ -365,8 +365,9 @@ for (const variant of ['resume', 'snapshot']) {
   test(`an op sent at a revision more than 1024 ops old is refused (rev_too_old) and rebased, after a ${variant}`, async (t) => {
     const ctx = `${variant}, seed ${SEED}`;
     // snapshot: the outbox cannot hold what was missed (the resume fails) and
-    // the catch-up is a snapshot; resume: the room's resume ring and the
-    // outbox hold it all and replay it.
+    // the catch-up is a snapshot; resume: the outbox replays it all (1100 ops
+    // of ~150 bytes: more than the room's default resume ring of 64K holds,
+    // so the ring is made as large as the default outbox).
     const extra = variant === 'snapshot' ? ['--max-outbox', '64K', '--max-catchup', '100'] : ['--resume-ring', '1M'];
     const srv = await startSyncServer(t, [...SERVER_ARGS, ...extra]);
     const proxy = await startProxy(t, srv.port);
