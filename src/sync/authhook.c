@@ -1,4 +1,4 @@
-/* authhook.c -- the authorization hook (hook.h; HOOKS-auth.md): --auth-hook
+/* authhook.c -- the authorization hook (hook.h; HOOKS.md): --auth-hook
  * is asked on every hello and on the joins the token's grants do not cover
  * (or on every join, --auth-hook-joins all), and answers allow or deny,
  * with grants for the session and a TTL for which the answer is cached.
@@ -122,7 +122,7 @@ static ah_entry *cache_get(engine *e, const char *key) {
   return en;
 }
 
-/* A grants object as a token's (HOOKS-auth.md): 1 when well-formed. */
+/* A grants object as a token's (HOOKS.md): 1 when well-formed. */
 static int grants_ok(json_t *g) {
   if (!json_is_object(g) || json_object_size(g) > 256) return 0;
   const char *k;

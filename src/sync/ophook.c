@@ -1,4 +1,4 @@
-/* ophook.c -- the write validation hook (hook.h; HOOKS-auth.md "Op hook"):
+/* ophook.c -- the write validation hook (hook.h; HOOKS.md "Op hook"):
  * --op-hook PATTERN=URL sends each op of a matching room to URL before the
  * room decides it. The answer accepts it (as it is, or with its op
  * replaced), or rejects it with a code and a message for the client.

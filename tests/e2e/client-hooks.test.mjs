@@ -1,5 +1,5 @@
 // client-hooks.test.mjs -- what the JavaScript client (clients/js/wsync.js)
-// makes of the server's hooks that decide (docs/HOOKS-auth.md): a hello the
+// makes of the server's hooks that decide (docs/HOOKS.md): a hello the
 // authorization hook denies stops the client with an AuthError 'forbidden'
 // (the hook's reason as message); one it could not decide (hook_unavailable,
 // close 1013) is an 'error' event and is tried again; a denied join fails

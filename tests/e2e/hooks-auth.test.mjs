@@ -1,4 +1,4 @@
-// hooks-auth.test.mjs -- the authorization hook (docs/HOOKS-auth.md,
+// hooks-auth.test.mjs -- the authorization hook (docs/HOOKS.md,
 // PROTOCOL.md 3.1, 4.2, 11.2): --auth-hook asked on hello and on joins
 // outside the token's grants (or every join), allow / deny / grants, the TTL
 // cache, failing closed (timeout, 5xx, garbage: hook_unavailable, close

@@ -1,4 +1,4 @@
-// hooks-op.test.mjs -- the write validation hook (docs/HOOKS-auth.md "Op
+// hooks-op.test.mjs -- the write validation hook (docs/HOOKS.md "Op
 // hook", PROTOCOL.md 5.3, 11.2): --op-hook PATTERN=URL sees every op of a
 // matching room before it is sequenced: accept, reject with a code and a
 // message (relayed as `rejected` with `reason`), accept with the op

@@ -1,5 +1,5 @@
 // hook-peer.mjs -- a programmable HTTP receiver for the tests of the hooks
-// that decide (--auth-hook, --op-hook; docs/HOOKS-auth.md): it listens on a
+// that decide (--auth-hook, --op-hook; docs/HOOKS.md): it listens on a
 // free loopback port, records every request (parsed body, headers, whether
 // its signature verifies) and answers with what the test's handler returns:
 // {status, body} (body: an object, sent as JSON, or a string sent as is),
