@@ -60,6 +60,12 @@ export function converge(docs, want, what = 'convergence') {
   return waitUntil(() => docs.every((d) => text(d) === want), `${what}: ${JSON.stringify(docs.map(text))} -> ${JSON.stringify(want)}`);
 }
 
+/** Waits until every doc has the same text; resolves it. */
+export async function agree(docs, what = 'agreement') {
+  await waitUntil(() => docs.every((d) => text(d) === text(docs[0])), `${what}: ${JSON.stringify(docs.map(text))}`);
+  return text(docs[0]);
+}
+
 /**
  * A raw WebSocket to /v1/yjs/room: resolves {ws, msgs (Buffers received),
  * closed (a promise of {code, reason})} once open.
