@@ -6,6 +6,7 @@
 #   make asan       sanitizer build: build-asan/wsync
 #   make fuzz       each libFuzzer target for FUZZ_SECONDS (default 60)
 #   make bench      every benchmark scenario against wsync and the Node ws peer (docs/PERFORMANCE.md)
+#   make bench-yjs  the Yjs update merge (src/yjs) against Y.mergeUpdates on the paper trace
 #   make install    binary, man page, systemd unit, example environment under $(DESTDIR)$(PREFIX)
 
 SHELL   := /bin/bash
@@ -29,7 +30,7 @@ ALLOC_CFLAGS := -DWSY_MIMALLOC
 SRC_LIB := $(wildcard src/common/*.c src/config/*.c src/net/*.c src/http/*.c src/ws/*.c src/auth/*.c src/store/*.c src/yjs/*.c src/hooks/*.c src/sync/*.c)
 SRC_BIN := src/main.c
 UNIT_SRC := $(wildcard tests/unit/*/*.c tests/unit/*.c)
-FUZZ_TARGETS := ws_frame ws_inflate utf8 http_request sync_op auth_token text_op
+FUZZ_TARGETS := ws_frame ws_inflate utf8 http_request sync_op auth_token text_op yjs_update
 FUZZ_SECONDS ?= 60
 FUZZ_BRIEF ?= 5
 
@@ -71,6 +72,14 @@ build/text-oracle: $(TEXT_ORACLE_SRC:%.c=build/%.o)
 build-asan/text-oracle: $(TEXT_ORACLE_SRC:%.c=build-asan/%.o)
 	$(CC) $(ASAN_FLAGS) -o $@ $^ $(LIBS)
 
+# ---- Yjs update oracle: src/yjs over JSON lines, checked against the npm
+# package yjs by tests/e2e/yjs-oracle.test.mjs and timed by bench/yjs-merge.mjs
+YJS_ORACLE_SRC := tests/oracle/yjs_oracle.c $(wildcard src/yjs/*.c) src/common/wsy.c
+build/yjs-oracle: $(YJS_ORACLE_SRC:%.c=build/%.o)
+	$(CC) $(CFLAGS) -o $@ $^ $(ALLOC_LIBS) $(LIBS)
+build-asan/yjs-oracle: $(YJS_ORACLE_SRC:%.c=build-asan/%.o)
+	$(CC) $(ASAN_FLAGS) -o $@ $^ $(LIBS)
+
 # ---- fuzzers (clang + libFuzzer) ---------------------------------------
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(DEPCFLAGS)
 FUZZ_LIB := $(filter-out src/main.c,$(SRC_LIB))
@@ -101,10 +110,10 @@ tests/e2e/node_modules: tests/e2e/package.json
 unit: build/unit-tests
 	build/unit-tests --jobs 2
 
-e2e: build/wsync build/text-oracle tests/e2e/node_modules
+e2e: build/wsync build/text-oracle build/yjs-oracle tests/e2e/node_modules
 	cd tests/e2e && WSYNC_BIN=../../build/wsync node --test --test-concurrency=1 *.test.mjs
 
-test-asan: build-asan/unit-tests build-asan/wsync build-asan/text-oracle tests/e2e/node_modules
+test-asan: build-asan/unit-tests build-asan/wsync build-asan/text-oracle build-asan/yjs-oracle tests/e2e/node_modules
 	@# Criterion workers skip exit handlers unless told, and LeakSanitizer only
 	@# prints: the log is checked so that a leak fails the run.
 	CRITERION_NO_EARLY_EXIT=1 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
@@ -140,7 +149,7 @@ run: build/wsync www
 # ---- benchmarks (bench/, docs/PERFORMANCE.md) ----------------------------
 #   make bench        every scenario against wsync and the Node ws peer, medians and ratios
 #   make bench-smoke  a few seconds of the load generator against wsync, checking its accounting
-.PHONY: bench bench-smoke
+.PHONY: bench bench-smoke bench-yjs
 BENCH_ARGS ?=
 
 build/wsync-bench: bench/wsync-bench.c
@@ -156,6 +165,13 @@ bench: build/wsync build/wsync-bench
 
 bench-smoke: build/wsync build/wsync-bench
 	bash bench/smoke.sh build/wsync build/wsync-bench
+
+# bench/yjs-merge.mjs: the Yjs update codec's merge against Y.mergeUpdates on
+# the paper editing trace (../shared/data; BENCH_YJS_ARGS="--trace FILE" from
+# a checkout elsewhere), and the sizes of the merged and compacted document.
+BENCH_YJS_ARGS ?=
+bench-yjs: build/yjs-oracle
+	node bench/yjs-merge.mjs $(BENCH_YJS_ARGS)
 
 # ---- install (packaging/) ------------------------------------------------
 #   make install [PREFIX=/usr/local] [DESTDIR=]   the binary, wsync(1), the

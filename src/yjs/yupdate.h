@@ -25,13 +25,19 @@
  * has bytes after the delete set, a struct whose clock range passes 2^53,
  * an unknown info or content ref, an "any" value nested past 64, or a string
  * that is not valid UTF-8 (Yjs would decode such bytes to U+FFFD; nothing
- * Yjs writes contains them). Each function validates its whole input before
- * writing anything: on error *out is left empty.
+ * Yjs writes contains them). Each function reads its whole input, so it
+ * validates it too, and on any error leaves *out empty (len 0): a result
+ * is never built from part of an update. JSON and Any content is checked
+ * for its framing, not parsed: it is copied as it came.
  *
  * BOUNDS: lengths and counts are checked against the remaining input before
- * use (a count of structs can't exceed the bytes left), so memory stays
- * proportional to the input (at most a small multiple of it); outputs above
- * LIB0_MAX_OUTPUT fail with WSY_TOO_LARGE.
+ * use (a count of structs can't exceed the bytes left), and nothing is
+ * allocated from a length prefix: structs are views into the input. Memory
+ * is the output, the delete set ranges (32 bytes each), and for a merge a
+ * reader per input (about 240 bytes each: merging 259,778 one-edit updates
+ * of 3.7 MB takes some 62 MB); outputs above LIB0_MAX_OUTPUT fail with
+ * WSY_TOO_LARGE. Time is linear in the input, n log n in the number of
+ * updates merged and of delete ranges.
  *
  * SURROGATES: slicing a string item between the two UTF-16 halves of a
  * character outside the BMP (possible only when another update split it)
@@ -79,12 +85,16 @@ int yupdate_diff(const uint8_t *u, size_t n, const uint8_t *sv, size_t svn, ybuf
  *     collector does to a deleted item. An item partly inside the delete
  *     set is split at the delete set's edges first (as Yjs splits items)
  *     and its deleted parts become Deleted(len).
+ *   JOINED: an item and its continuation (same client, next clock, origin
+ *     = the first one's last ID, same right origin, both Deleted, String,
+ *     JSON or Any) become one item, as Yjs's Item.mergeWith joins them;
+ *     neighbouring GC structs of a client become one.
  *   KEPT: content of items not deleted, GC and Skip structs, the delete set
  *     (unchanged: it still says what is deleted). Children of a deleted
  *     type are deleted with it, so their content goes too; their structs
  *     stay items (Yjs would make them GC structs: the same document).
  * Applying the result to a fresh Y.Doc gives the same content as applying
- * the input. */
+ * the input, and the same state vector. */
 int yupdate_compact(const uint8_t *u, size_t n, ybuf *out, char *err, size_t errlen) WSY_WUR;
 
 /* yupdate_merge then yupdate_compact, in one call. */

@@ -68,3 +68,8 @@ test('no source file is longer than 800 lines', () => {
     .filter(([, n]) => n > 800);
   assert.deepEqual(long, []);
 });
+
+test('the Yjs codec (src/yjs) includes only src/common', () => {
+  const bad = [...(includeGraph().get('yjs') || [])].filter((f) => f !== 'common');
+  assert.deepEqual(bad, []);
+});
