@@ -40,6 +40,13 @@ export function provider(t, srv, room, tok, { doc = new Y.Doc(), connect = true 
       console.warn = warn;
     }
   };
+  // The provider leaves its Awareness (and that one's 3 s interval, which
+  // keeps node alive) to its creator: destroy both.
+  const destroy = p.destroy.bind(p);
+  p.destroy = () => {
+    destroy();
+    p.awareness.destroy();
+  };
   if (t) t.after(() => p.destroy());
   return p;
 }
