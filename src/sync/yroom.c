@@ -229,6 +229,11 @@ const ybuf *yroom_doc(engine *e, room *r, int *err) {
     *err = rc;
     return NULL;
   }
+  /* Held while the room is loaded: no growth slack. */
+  if (out.cap > out.len && out.len) {
+    out.p = wsy_realloc(out.p, out.len);
+    out.cap = out.len;
+  }
   ybuf_free(&y->doc);
   y->doc = out;
   for (yupd *u = y->done; u; u = u->next) y->doc_seq = u->seq;
