@@ -216,7 +216,17 @@ void yconn_send_all(engine *e, room *r, net_chunk *frame) {
 
 void yconn_close_all(room *r, unsigned code, const char *reason) {
   ypeers *ps = P(r);
-  for (ypeer *p = ps ? ps->head : NULL; p; p = p->next) ws_close(p->w, code, reason);
+  if (!ps) return;
+  /* ws_close runs y_close at once, which unlinks the peer (and frees ps
+   * with the last one): close from a copy. The pin keeps r loaded (this
+   * runs inside a reload); the caller unloads it when idle. */
+  size_t n = 0;
+  ws_conn **ws = wsy_malloc(r->npeers * sizeof *ws);
+  for (ypeer *p = ps->head; p; p = p->next) ws[n++] = p->w;
+  r->pending++;
+  for (size_t i = 0; i < n; i++) ws_close(ws[i], code, reason);
+  r->pending--;
+  wsy_free(ws);
 }
 
 static void detach(ypeer *p) {
@@ -404,14 +414,11 @@ static void y_message(ws_conn *w, int opcode, uint8_t *data, size_t len) {
     why = "unknown message type";
     code = 4400;
   }
-  if (code) {
-    refuse(w, p->user, p->r->name, code, why, detail[0] ? detail : NULL);
-    ws_conn_set_user(w, NULL);
-    detach(p);
-    wsy_free(p);
-  }
+  /* A reload (a write to a broken room) may have closed w already. */
+  if (code && ws_conn_user(w) == p) refuse(w, p->user, p->r->name, code, why, detail[0] ? detail : NULL);
 }
 
+/* Runs once, when w leaves OPEN: inside ws_close too. */
 static void y_close(ws_conn *w) {
   ypeer *p = ws_conn_user(w);
   if (!p) return;

@@ -76,6 +76,7 @@ static void done_append(ydoc *y, yupd *u) {
   *y->done_tail = u;
   y->done_tail = &u->next;
   y->ndone++;
+  y->done_seq = u->seq;
 }
 
 struct ycompaction {
@@ -84,7 +85,7 @@ struct ycompaction {
   room *r;          /* NULL once the room unloaded: the result is dropped */
   uint64_t upto;    /* the last seq among the inputs */
   uint64_t doc_seq; /* ks->doc_seq when it started: memory takes the result only if unchanged */
-  uint64_t ops, bytes;
+  uint64_t bytes, cum; /* update bytes in the inputs after doc; y->cum_bytes covered */
   const uint8_t **ups;
   size_t *lens, count;
   uint8_t **owned;  /* the copies ups point into */
@@ -119,7 +120,7 @@ static int load_snapshot(const char *item, const char *fields, size_t len, const
   if (b && yupdate_validate(b, n, NULL, 0) == 0) {
     ybuf_free(&y->doc);
     y->doc = (ybuf){b, n, n};
-    y->doc_seq = (uint64_t)json_integer_value(seq);
+    y->doc_seq = y->snap_seq = (uint64_t)json_integer_value(seq);
     b = NULL;
     rc = 0;
   }
@@ -143,8 +144,7 @@ static int load_entry(uint64_t seq, const char *msg, size_t len, void *ud) {
     return WSY_INVAL;
   }
   done_append(y, upd_new(seq, b, n));
-  y->log_ops++;
-  y->log_bytes += n;
+  y->cum_bytes += n;
   wsy_free(b);
   return 0;
 }
@@ -229,6 +229,11 @@ const ybuf *yroom_doc(engine *e, room *r, int *err) {
     *err = rc;
     return NULL;
   }
+  /* Held while the room is loaded: no growth slack. */
+  if (out.cap > out.len && out.len) {
+    out.p = wsy_realloc(out.p, out.len);
+    out.cap = out.len;
+  }
   ybuf_free(&y->doc);
   y->doc = out;
   for (yupd *u = y->done; u; u = u->next) y->doc_seq = u->seq;
@@ -271,8 +276,8 @@ static void compact_done(uv_work_t *w, int status) {
     jw_lit(t, "\"}");
     store_batch_item(e->batch, r->name, YROOM_SNAPSHOT_ITEM, t->p, NULL, j->upto);
     store_batch_trim(e->batch, r->name, j->upto + 1);
-    y->log_ops -= j->ops < y->log_ops ? j->ops : y->log_ops;
-    y->log_bytes -= j->bytes < y->log_bytes ? j->bytes : y->log_bytes;
+    y->snap_seq = j->upto;
+    y->snap_cum = j->cum;
     e->y_compactions++;
     log_info("Yjs room %s compacted up to seq %llu: %zu updates, %llu bytes -> %zu bytes", r->name,
              (unsigned long long)j->upto, j->count, (unsigned long long)j->bytes, j->out.len);
@@ -302,13 +307,17 @@ static void compact_done(uv_work_t *w, int status) {
  * snapshot passed a threshold and none is in flight. */
 static void maybe_compact(engine *e, room *r) {
   ydoc *y = Y(r);
-  if (y->job || r->broken || (y->log_ops < e->cfg->yjs_compact_ops && y->log_bytes < e->cfg->yjs_compact_bytes))
+  uint64_t committed = y->done ? y->done_seq : y->doc_seq;
+  uint64_t cum = y->cum_bytes - y->wait_bytes;
+  if (y->job || r->broken || committed <= y->snap_seq ||
+      (committed - y->snap_seq < e->cfg->yjs_compact_ops && cum - y->snap_cum < e->cfg->yjs_compact_bytes))
     return;
-  if (y->ndone == 0) return; /* nothing committed since the snapshot yet */
   ycompaction *j = wsy_calloc(1, sizeof *j);
   j->e = e;
   j->r = r;
   j->doc_seq = y->doc_seq;
+  j->upto = committed;
+  j->cum = cum;
   j->count = y->ndone + (y->doc.len ? 1 : 0);
   j->ups = wsy_malloc(j->count * sizeof *j->ups);
   j->lens = wsy_malloc(j->count * sizeof *j->lens);
@@ -323,9 +332,7 @@ static void maybe_compact(engine *e, room *r) {
     j->owned[i] = wsy_malloc(u->len);
     memcpy(j->owned[i], u->b, u->len);
     j->lens[i] = u->len;
-    j->upto = u->seq;
     j->bytes += u->len;
-    j->ops++;
   }
   for (i = 0; i < j->count; i++) j->ups[i] = j->owned[i];
   j->work.data = j;
@@ -369,8 +376,8 @@ int yroom_update(engine *e, room *r, const uint8_t *u, size_t n) {
   yupd *x = upd_new(r->seq, u, n);
   *y->wait_tail = x;
   y->wait_tail = &x->next;
-  y->log_ops++;
-  y->log_bytes += n;
+  y->cum_bytes += n;
+  y->wait_bytes += n;
   e->y_updates++;
   return 0;
 }
@@ -381,6 +388,7 @@ static void ykind_deliver(engine *e, room *r, const bus_msg *m) {
     while (y->wait && y->wait->seq <= m->seq) {
       yupd *u = y->wait;
       y->wait = u->next;
+      y->wait_bytes -= u->len;
       done_append(y, u);
     }
     if (!y->wait) y->wait_tail = &y->wait;

@@ -55,8 +55,12 @@ typedef struct ydoc {
   uint64_t doc_seq;
   yupd *done, **done_tail; /* committed after doc_seq, in seq order */
   size_t ndone;
+  uint64_t done_seq;       /* seq of the last in done */
   yupd *wait, **wait_tail; /* sequenced, their batch not committed yet */
-  uint64_t log_ops, log_bytes; /* log entries (and update bytes) since the snapshot */
+  uint64_t snap_seq;       /* seq the stored snapshot covers (0: none) */
+  uint64_t cum_bytes;      /* update bytes sequenced since the load ... */
+  uint64_t snap_cum;       /* ... and how many of them the snapshot covers */
+  uint64_t wait_bytes;     /* bytes of the updates in wait */
   ycompaction *job;       /* the compaction in flight, or NULL */
 } ydoc;
 

@@ -7,7 +7,7 @@ import test from 'node:test';
 
 import { scale, sleep, waitUntil } from './lib/server.mjs';
 import { startSyncServer } from './lib/sync.mjs';
-import { converge, provider, synced, text, Y, yToken } from './lib/yjs.mjs';
+import { agree, converge, provider, synced, text, Y, yToken } from './lib/yjs.mjs';
 
 test('three providers editing one room converge, and a late joiner gets the document', async (t) => {
   const srv = await startSyncServer(t);
@@ -44,7 +44,7 @@ test('edits made offline merge on reconnect, both ways', async (t) => {
   await waitUntil(() => text(a.doc) === 'from-a-online base ', 'a sees only its own edit');
   b.connect();
   await synced(b);
-  await converge([a.doc, b.doc], text(a.doc));
+  await agree([a.doc, b.doc]);
   assert.match(text(a.doc), /from-b-offline/);
   assert.match(text(a.doc), /from-a-online/);
   // A doc edited before its first connection sends its edits in step 2.

@@ -40,6 +40,13 @@ export function provider(t, srv, room, tok, { doc = new Y.Doc(), connect = true 
       console.warn = warn;
     }
   };
+  // The provider leaves its Awareness (and that one's 3 s interval, which
+  // keeps node alive) to its creator: destroy both.
+  const destroy = p.destroy.bind(p);
+  p.destroy = () => {
+    destroy();
+    p.awareness.destroy();
+  };
   if (t) t.after(() => p.destroy());
   return p;
 }
@@ -58,6 +65,12 @@ export const text = (doc) => doc.getText('t').toString();
 /** Waits until every doc's text equals want. */
 export function converge(docs, want, what = 'convergence') {
   return waitUntil(() => docs.every((d) => text(d) === want), `${what}: ${JSON.stringify(docs.map(text))} -> ${JSON.stringify(want)}`);
+}
+
+/** Waits until every doc has the same text; resolves it. */
+export async function agree(docs, what = 'agreement') {
+  await waitUntil(() => docs.every((d) => text(d) === text(docs[0])), `${what}: ${JSON.stringify(docs.map(text))}`);
+  return text(docs[0]);
 }
 
 /**
