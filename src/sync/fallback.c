@@ -271,10 +271,12 @@ static void send_hello(engine *e, conn *c, json_t *req, const char *hdrs) {
   capture cap = {0};
   buf_init(&cap.text, SIZE_MAX);
   e->cap = &cap;
+  n->refs++; /* a resume drops the request's reference to n, which is read below */
   proto_dispatch(n, req);
   e->cap = NULL;
   if (n->hold) authhook_defer_http(n, c, hdrs); /* the request's reference goes with it */
   else fb_hello_answer(e, c, &cap, n, hdrs, 0);
+  sess_unref(n);
   buf_free(&cap.text);
 }
 
