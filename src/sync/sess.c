@@ -47,7 +47,7 @@ static ob_ent *ob_at(sess *s, uint32_t i) { return &s->ob[(s->ob_head + i) & (s-
 
 static ob_ent *ob_append(sess *s) {
   if (s->ob_len == s->ob_cap) {
-    uint32_t cap = s->ob_cap ? s->ob_cap * 2 : 2;
+    uint32_t cap = s->ob_cap ? s->ob_cap * 2 : 1;
     ob_ent *q = wsy_malloc(cap * sizeof *q);
     for (uint32_t i = 0; i < s->ob_len; i++) q[i] = *ob_at(s, i);
     wsy_free(s->ob);
