@@ -16,11 +16,23 @@ static size_t hash(const char *s) {
 
 void map_init(map *m) { memset(m, 0, sizeof *m); }
 
+void map_init_borrowed(map *m) {
+  map_init(m);
+  m->borrowed = 1;
+}
+
+/* Empty again, of the same kind (copying or borrowing). */
+static void reset(map *m) {
+  int borrowed = m->borrowed;
+  map_init(m);
+  m->borrowed = borrowed;
+}
+
 void map_free(map *m) {
-  for (size_t i = 0; i < m->cap; i++)
+  for (size_t i = 0; i < m->cap && !m->borrowed; i++)
     if (m->slots[i].key && m->slots[i].key != MAP_TOMBSTONE) wsy_free(m->slots[i].key);
   wsy_free(m->slots);
-  map_init(m);
+  reset(m);
 }
 
 static map_slot *find_h(const map *m, const char *key, size_t h) {
@@ -66,13 +78,14 @@ void *map_put(map *m, const char *key, void *val) {
   if (s) {
     void *prev = s->val;
     s->val = val;
+    if (m->borrowed) s->key = (char *)key; /* the old one may go with its value */
     return prev;
   }
   if ((m->used + 1) * 4 > m->cap * 3) grow(m);
   size_t i = h & (m->cap - 1);
   while (m->slots[i].key && m->slots[i].key != MAP_TOMBSTONE) i = (i + 1) & (m->cap - 1);
   if (!m->slots[i].key) m->used++;
-  m->slots[i].key = wsy_strndup(key, strlen(key));
+  m->slots[i].key = m->borrowed ? (char *)key : wsy_strndup(key, strlen(key));
   m->slots[i].val = val;
   m->slots[i].hash = h;
   m->len++;
@@ -95,13 +108,13 @@ int map_del_if(map *m, const char *key, const void *val) {
 
 static void *del_slot(map *m, map_slot *s) {
   void *v = s->val;
-  wsy_free(s->key);
+  if (!m->borrowed) wsy_free(s->key);
   s->key = MAP_TOMBSTONE;
   s->val = NULL;
   m->len--;
   if (m->len == 0) { /* reset tombstones when empty */
     wsy_free(m->slots);
-    map_init(m);
+    reset(m);
   }
   return v;
 }

@@ -1,6 +1,9 @@
 /* map.h -- a string-keyed hash map (open addressing, linear probing) for the
  * registries of rooms, sessions and items. Keys are copied and owned by the
- * map; values are the caller's pointers, never freed by the map. */
+ * map, unless it was made with map_init_borrowed: then the map keeps the
+ * caller's key pointers, which must stay valid and unchanged while in the
+ * map (map_put of a key already there takes the new pointer). Values are
+ * the caller's pointers, never freed by the map. */
 #ifndef WSY_MAP_H
 #define WSY_MAP_H
 
@@ -15,10 +18,14 @@ typedef struct map_slot {
 typedef struct map {
   map_slot *slots;
   size_t cap, len, used; /* used counts tombstones too */
+  int borrowed;          /* keys are the caller's (map_init_borrowed) */
 } map;
 
 void map_init(map *m);
-void map_free(map *m);                       /* frees keys, not values */
+/* A map that keeps the caller's keys instead of copies: for registries
+ * whose key lives in the value (a session's token), saving a copy each. */
+void map_init_borrowed(map *m);
+void map_free(map *m);                       /* frees keys (unless borrowed), not values */
 void *map_get(const map *m, const char *key);
 /* Sets key to val (replacing any value, which is returned; NULL when new). */
 void *map_put(map *m, const char *key, void *val);

@@ -140,7 +140,7 @@ static int grants_ok(json_t *g) {
 
 static void make_key(sess *s, int action, const char *rname, char *out, size_t n) {
   snprintf(out, n, "%s\x1f%s\x1f%s\x1f%s\x1f%s", action == AH_HELLO ? "hello" : "join", rname ? rname : "",
-           s->id.user, s->device, s->tokh);
+           s->id.user, s->device, s->hk ? s->hk->tokh : "");
 }
 
 /* The hello refused because the hook could not answer: retryable, so the
@@ -187,7 +187,7 @@ static void decide(sess *s, json_t *req, int action, int allow, json_t *grants, 
 }
 
 static void wait_free(ah_wait *w) {
-  if (w->s->ah == w) w->s->ah = NULL;
+  if (w->s->hk && w->s->hk->ah == w) w->s->hk->ah = NULL;
   sess_unref(w->s);
   json_decref(w->req);
   wsy_free(w->http_hdrs);
@@ -261,7 +261,8 @@ static int ask(sess *s, json_t *req, int action, const char *rname, const char *
   json_t *q = json_pack("{s:s,s:s,s:s}", "action", action == AH_HELLO ? "hello" : "join", "user", s->id.user,
                         "device", s->device);
   if (rname) json_object_set_new(q, "room", json_string(rname));
-  json_object_set(q, "claims", s->claims ? s->claims : json_null());
+  json_t *claims = s->hk ? s->hk->claims : NULL;
+  json_object_set(q, "claims", claims ? claims : json_null());
   ah_wait *w = wsy_calloc(1, sizeof *w);
   w->e = e;
   w->s = s;
@@ -280,7 +281,7 @@ static int ask(sess *s, json_t *req, int action, const char *rname, const char *
   }
   e->hook_inflight++;
   s->hold = 1;
-  s->ah = w;
+  sess_hook_of(s)->ah = w;
   return 1;
 }
 
@@ -288,7 +289,8 @@ int authhook_hello(sess *s, json_t *req, const char *token) {
   if (token) {
     unsigned char md[SHA256_DIGEST_LENGTH];
     SHA256((const unsigned char *)token, strlen(token), md);
-    for (int i = 0; i < 8; i++) snprintf(s->tokh + 2 * i, 3, "%02x", md[i]);
+    char *tokh = sess_hook_of(s)->tokh;
+    for (int i = 0; i < 8; i++) snprintf(tokh + 2 * i, 3, "%02x", md[i]);
   }
   char key[400];
   make_key(s, AH_HELLO, NULL, key, sizeof key);
@@ -334,7 +336,7 @@ int authhook_join(sess *s, json_t *req, const char *name) {
 }
 
 void authhook_defer_http(sess *s, conn *c, const char *hdrs) {
-  ah_wait *w = s->ah;
+  ah_wait *w = s->hk ? s->hk->ah : NULL;
   if (!w) return;
   w->http = 1;
   w->http_hdrs = wsy_strndup(hdrs, strlen(hdrs));

@@ -89,8 +89,11 @@ int engine_new(uv_loop_t *loop, net_loop *net, const wsy_config *cfg, store *st,
                           .audience = cfg->auth_audience, .leeway_s = cfg->auth_leeway_ms / 1000,
                           .cache = auth_cache_new(4096)};
   map_init(&e->rooms);
-  map_init(&e->sessions);
-  map_init(&e->by_device);
+  /* Both keyed by strings the session holds for as long as it is in them
+   * (its token, its dkey: set before welcome, unchanged after), so the
+   * maps borrow them rather than keep a copy per session. */
+  map_init_borrowed(&e->sessions);
+  map_init_borrowed(&e->by_device);
   map_init(&e->rejected);
   e->lim = (sync_limits){.max_fields = cfg->max_fields, .max_field_size = cfg->max_field_size,
                          .max_item_size = cfg->max_item_size, .max_depth = (int)cfg->max_depth,

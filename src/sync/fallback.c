@@ -30,7 +30,7 @@ static void sse_abort(sess *s) {
 }
 
 static void sse_write(sess *s, net_chunk *ch) {
-  s->dn_at = now_ms(s->e);
+  s->hx->dn_at = now_ms(s->e);
   if (net_conn_send(s->dn, ch) != WSY_OK) sse_abort(s);
 }
 
@@ -64,7 +64,7 @@ static void sse_replay(sess *s, uint64_t after) {
     if (a.ch->len) sse_write(s, a.ch);
     net_chunk_unref(a.ch);
   }
-  s->dn_upto = s->ob_next - 1;
+  s->hx->dn_upto = s->ob_next - 1;
 }
 
 void fb_push(sess *s, net_chunk *frame, uint64_t ordinal) {
@@ -75,11 +75,11 @@ void fb_push(sess *s, net_chunk *frame, uint64_t ordinal) {
     ch->len = (uint32_t)sse_event(ch->data, ordinal, p, len);
     sse_write(s, ch);
     net_chunk_unref(ch);
-    s->dn_upto = ordinal;
+    s->hx->dn_upto = ordinal;
   } else if (!s->due) { /* answered in the check hook, with everything since */
     s->due = 1;
     s->refs++;
-    s->due_next = s->e->due;
+    s->hx->due_next = s->e->due;
     s->e->due = s;
   }
 }
@@ -104,10 +104,10 @@ static void poll_answer(sess *s, unsigned code, const char *reason, int empty) {
   conn *c = s->dn;
   s->dn = NULL;
   s->dn_kind = 0;
-  s->dn_lost = now_ms(s->e);
-  const char *hdrs = s->dn_headers ? s->dn_headers : "Cache-Control: no-store\r\n";
+  s->hx->dn_lost = now_ms(s->e);
+  const char *hdrs = s->hx->dn_headers ? s->hx->dn_headers : "Cache-Control: no-store\r\n";
   sess_ob_trim(s);
-  if (s->ob_first > s->poll_last + 1) { /* the outbox dropped messages it never delivered */
+  if (s->ob_first > s->hx->poll_last + 1) { /* the outbox dropped messages it never delivered */
     const char gone[] = "{\"type\":\"error\",\"code\":\"session_expired\",\"message\":\"messages were lost; say hello again\"}";
     httpd_deferred_answer(c, 410, "application/json", hdrs, gone, sizeof gone - 1);
   } else {
@@ -119,7 +119,7 @@ static void poll_answer(sess *s, unsigned code, const char *reason, int empty) {
     int ok = a.ok;
     char tail[256];
     int n = snprintf(tail, sizeof tail, "],\"last\":%llu",
-                     (unsigned long long)(empty ? s->poll_last : s->ob_next - 1));
+                     (unsigned long long)(empty ? s->hx->poll_last : s->ob_next - 1));
     if (ok) ok = buf_append(&b, tail, (size_t)n) == WSY_OK;
     if (ok && code) {
       json_t *cl = json_pack("{s:i,s:s}", "code", (int)code, "reason", reason ? reason : "");
@@ -131,20 +131,20 @@ static void poll_answer(sess *s, unsigned code, const char *reason, int empty) {
     if (ok) ok = buf_append(&b, "}", 1) == WSY_OK;
     if (ok) {
       httpd_deferred_answer(c, 200, "application/json", hdrs, b.data, b.len);
-      if (!empty) s->dn_upto = s->ob_next - 1;
+      if (!empty) s->hx->dn_upto = s->ob_next - 1;
     } else {
       httpd_stream_end(c, 1);
     }
     buf_free(&b);
   }
-  wsy_free(s->dn_headers);
-  s->dn_headers = NULL;
+  wsy_free(s->hx->dn_headers);
+  s->hx->dn_headers = NULL;
 }
 
 void fb_answer_polls(engine *e) {
   while (e->due) {
     sess *s = e->due;
-    e->due = s->due_next;
+    e->due = s->hx->due_next;
     s->due = 0;
     if (s->dn && s->dn_kind == FB_POLL && sess_ob_count(s)) poll_answer(s, 0, NULL, 0);
     sess_unref(s); /* the due list's reference */
@@ -173,7 +173,7 @@ void fb_end(sess *s, unsigned code, const char *reason) {
   conn_event(s->e, s, c, "close", "transport", "sse", "code", cs, "by", "server", (const char *)NULL);
   s->dn = NULL;
   s->dn_kind = 0;
-  s->dn_lost = now_ms(s->e);
+  s->hx->dn_lost = now_ms(s->e);
   (void)net_conn_send_force(c, ch);
   net_chunk_unref(ch);
   httpd_stream_end(c, 0);
@@ -203,16 +203,16 @@ void fb_sweep(engine *e) {
       if (s->dn_kind == FB_SSE)
         conn_event(e, s, NULL, "close", "transport", "sse", "by", "client", (const char *)NULL);
       s->dn_kind = 0;
-      s->dn_lost = now;
+      s->hx->dn_lost = now;
     }
-    if (s->dn && s->dn_kind == FB_SSE && now - s->dn_at >= cfg->ping_interval_ms) {
+    if (s->dn && s->dn_kind == FB_SSE && now - s->hx->dn_at >= cfg->ping_interval_ms) {
       net_chunk *ch = net_chunk_new(8);
       memcpy(ch->data, ": ping\n\n", 8);
       sse_write(s, ch);
       net_chunk_unref(ch);
-    } else if (s->dn && s->dn_kind == FB_POLL && now - s->dn_at >= cfg->poll_timeout_ms) {
+    } else if (s->dn && s->dn_kind == FB_POLL && now - s->hx->dn_at >= cfg->poll_timeout_ms) {
       poll_answer(s, 0, NULL, 0);
-    } else if (!s->dn && !s->detached_at && now - s->dn_lost >= FB_DETACH_GRACE_MS) {
+    } else if (!s->dn && !s->detached_at && now - s->hx->dn_lost >= FB_DETACH_GRACE_MS) {
       s->detached_at = now;
       for (member *m = s->rooms; m; m = m->snext) room_presence_event(e, m, "update");
     }
@@ -271,10 +271,12 @@ static void send_hello(engine *e, conn *c, json_t *req, const char *hdrs) {
   capture cap = {0};
   buf_init(&cap.text, SIZE_MAX);
   e->cap = &cap;
+  n->refs++; /* a resume drops the request's reference to n, which is read below */
   proto_dispatch(n, req);
   e->cap = NULL;
   if (n->hold) authhook_defer_http(n, c, hdrs); /* the request's reference goes with it */
   else fb_hello_answer(e, c, &cap, n, hdrs, 0);
+  sess_unref(n);
   buf_free(&cap.text);
 }
 
@@ -372,9 +374,9 @@ static void fb_down(engine *e, conn *c, httpd_req *r, int kind, const char *hdrs
   }
   sess_ob_confirm(s, last); /* confirmed by last */
   sess_detach(s, "session moved to another downstream");
-  s->http = 1;
+  sess_http_on(s);
   s->dn_kind = kind;
-  s->dn_at = now_ms(e);
+  s->hx->dn_at = now_ms(e);
   if (s->detached_at) {
     s->detached_at = 0;
     for (member *m = s->rooms; m; m = m->snext) room_presence_event(e, m, "update");
@@ -392,11 +394,11 @@ static void fb_down(engine *e, conn *c, httpd_req *r, int kind, const char *hdrs
     if (s->dn) sse_replay(s, last);
     return;
   }
-  s->poll_last = last;
+  s->hx->poll_last = last;
   snprintf(h, sizeof h, "Cache-Control: no-store\r\n%s", hdrs);
   size_t hl = strlen(h) + 1;
-  wsy_free(s->dn_headers); /* a previous poll cut by its client left its own */
-  s->dn_headers = memcpy(wsy_malloc(hl), h, hl);
+  wsy_free(s->hx->dn_headers); /* a previous poll cut by its client left its own */
+  s->hx->dn_headers = memcpy(wsy_malloc(hl), h, hl);
   httpd_defer(c, &s->dn);
   if (sess_ob_count(s)) poll_answer(s, 0, NULL, 0);
 }

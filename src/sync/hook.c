@@ -93,26 +93,28 @@ json_t *hook_answer_json(const hclient_resp *r, char *why, size_t whylen) {
 #define HOLD_MAX 256
 
 void hook_hold_push(sess *s, json_t *req) {
-  if (!s->held) s->held = json_array();
-  if (json_array_size(s->held) >= HOLD_MAX) {
+  sess_hook *h = sess_hook_of(s);
+  if (!h->held) h->held = json_array();
+  if (json_array_size(h->held) >= HOLD_MAX) {
     if (s->welcomed)
       sess_error(s, req, "rate_limited", "too many messages while waiting for the authorization hook", NULL,
                  json_pack("{s:i}", "retry_after", 1000));
     return;
   }
-  json_array_append(s->held, req);
+  json_array_append(h->held, req);
 }
 
 void hook_hold_release(sess *s) {
   s->hold = 0;
   s->refs++; /* a bye among the messages ends the session under this loop */
-  while (!s->hold && s->held && json_array_size(s->held) && !s->ended && !s->e->hooks_closing) {
+  while (!s->hold && s->hk && s->hk->held && json_array_size(s->hk->held) && !s->ended &&
+         !s->e->hooks_closing) {
     if (!s->welcomed) break; /* the hello was refused: what followed it is dropped */
-    json_t *m = json_incref(json_array_get(s->held, 0));
-    json_array_remove(s->held, 0);
+    json_t *m = json_incref(json_array_get(s->hk->held, 0));
+    json_array_remove(s->hk->held, 0);
     proto_dispatch(s, m);
     json_decref(m);
   }
-  if (!s->hold && s->held) json_array_clear(s->held);
+  if (!s->hold && s->hk && s->hk->held) json_array_clear(s->hk->held);
   sess_unref(s);
 }

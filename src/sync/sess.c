@@ -9,6 +9,10 @@
 #include "hook.h"
 #include "room.h"
 
+/* An idle session is mostly this struct (docs/PERFORMANCE.md, issue 15):
+ * 256 bytes is a mimalloc size class; the next is 320. */
+_Static_assert(sizeof(struct sess) <= 256, "struct sess grew past its size class");
+
 sess *sess_new(engine *e, ws_conn *w) {
   sess *s = wsy_calloc(1, sizeof *s);
   s->e = e;
@@ -19,18 +23,31 @@ sess *sess_new(engine *e, ws_conn *w) {
   return s;
 }
 
+sess_hook *sess_hook_of(sess *s) {
+  if (!s->hk) s->hk = wsy_calloc(1, sizeof *s->hk);
+  return s->hk;
+}
+
+sess_http *sess_http_on(sess *s) {
+  if (!s->hx) {
+    s->hx = wsy_calloc(1, sizeof *s->hx);
+    s->hx->dn_lost = now_ms(s->e);
+  }
+  s->http = 1;
+  return s->hx;
+}
+
 /* ---- the outbox ---------------------------------------------------------- */
 
-static void ob_mem(sess *s, ptrdiff_t delta) {
-  s->ob_mem += (size_t)delta;
-  s->e->outbox_mem += (size_t)delta;
-}
+/* The bytes sessions hold themselves (their frames and entries), counted
+ * for the whole engine only. */
+static void ob_mem(sess *s, ptrdiff_t delta) { s->e->outbox_mem += (size_t)delta; }
 
 static ob_ent *ob_at(sess *s, uint32_t i) { return &s->ob[(s->ob_head + i) & (s->ob_cap - 1)]; }
 
 static ob_ent *ob_append(sess *s) {
   if (s->ob_len == s->ob_cap) {
-    uint32_t cap = s->ob_cap ? s->ob_cap * 2 : 2;
+    uint32_t cap = s->ob_cap ? s->ob_cap * 2 : 1;
     ob_ent *q = wsy_malloc(cap * sizeof *q);
     for (uint32_t i = 0; i < s->ob_len; i++) q[i] = *ob_at(s, i);
     wsy_free(s->ob);
@@ -136,12 +153,16 @@ void sess_ob_each(sess *s, uint64_t after, sess_ob_fn fn, void *ud) {
 void sess_unref(sess *s) {
   if (--s->refs > 0) return;
   ob_clear(s);
-  wsy_free(s->dn_headers);
+  if (s->hx) wsy_free(s->hx->dn_headers);
+  wsy_free(s->hx);
   json_decref(s->from);
-  json_decref(s->held);
-  json_decref(s->claims);
+  if (s->hk) {
+    json_decref(s->hk->held);
+    json_decref(s->hk->claims);
+    auth_identity_free(&s->hk->grants);
+    wsy_free(s->hk);
+  }
   auth_identity_free(&s->id);
-  auth_identity_free(&s->hook);
   wsy_free(s->dkey);
   wsy_free(s);
 }
@@ -174,7 +195,7 @@ static void ob_trim_own(sess *s) {
     uint64_t ord = s->ob_first;
     uint32_t i = 0;
     for (; i < s->ob_len && ob_at(s, i)->rg; i++) ord += ob_at(s, i)->n;
-    if (i == s->ob_len || (s->http && ord > s->dn_upto)) return;
+    if (i == s->ob_len || (s->http && ord > s->hx->dn_upto)) return;
     sess_ob_confirm(s, ord);
   }
 }
@@ -192,7 +213,7 @@ static void ob_sent(sess *s, net_chunk *frame) {
   const wsy_config *cfg = s->e->cfg;
   size_t cap = cfg->max_outbox, hard = cap + (s->http ? cfg->max_queued : 0);
   while (sess_ob_count(s) > 1 &&
-         (s->ob_bytes > hard || (s->ob_bytes > cap && (!s->http || s->ob_first <= s->dn_upto))))
+         (s->ob_bytes > hard || (s->ob_bytes > cap && (!s->http || s->ob_first <= s->hx->dn_upto))))
     ob_drop(s, 1);
   ob_trim_own(s);
   if (s->w) ws_send_frame(s->w, frame);
@@ -369,16 +390,20 @@ static void resume(sess *n, sess *s, json_t *req, uint64_t last, int insecure) {
   auth_identity_free(&s->id);
   s->id = n->id;
   memset(&n->id, 0, sizeof n->id);
-  json_decref(s->claims);
-  s->claims = n->claims;
-  n->claims = NULL;
-  memcpy(s->tokh, n->tokh, sizeof s->tokh);
+  if (s->hk || n->hk) { /* the new hello's claims and token hash */
+    sess_hook *h = sess_hook_of(s);
+    json_decref(h->claims);
+    h->claims = n->hk ? n->hk->claims : NULL;
+    if (n->hk) n->hk->claims = NULL;
+    memcpy(h->tokh, n->hk ? n->hk->tokh : "", n->hk ? sizeof h->tokh : 1);
+  }
   /* The hook's grants of the new hello join those its joins were given. */
-  if (n->hook.ngrants) { /* the new hello's grants (few: one answer's) */
+  if (n->hk && n->hk->grants.ngrants) { /* the new hello's grants (few: one answer's) */
+    const auth_identity *ng = &n->hk->grants;
     json_t *g = json_object();
-    for (size_t i = 0; i < n->hook.ngrants; i++) {
-      unsigned p = n->hook.grants[i].perms;
-      json_object_set_new(g, n->hook.grants[i].pattern,
+    for (size_t i = 0; i < ng->ngrants; i++) {
+      unsigned p = ng->grants[i].perms;
+      json_object_set_new(g, ng->grants[i].pattern,
                           json_string(p == (AUTH_READ | AUTH_WRITE) ? "rw" : p == AUTH_READ ? "r" : "w"));
     }
     sess_add_grants(s, g);
@@ -389,8 +414,8 @@ static void resume(sess *n, sess *s, json_t *req, uint64_t last, int insecure) {
   sess_unref(n);
   s->w = w;
   if (w) s->refs++; /* the connection's reference */
-  s->http = !w;
-  s->dn_lost = now_ms(e);
+  s->http = 0;
+  if (!w) sess_http_on(s)->dn_lost = now_ms(e);
   s->detached_at = 0;
   sess_ob_confirm(s, last);
   /* The new token's grants apply from now on: rooms it may not read are
@@ -482,11 +507,12 @@ void sess_hello(sess *s, json_t *req) {
   s->dkey[ul] = ':';
   memcpy(s->dkey + ul + 1, device, dl + 1);
   s->device = s->dkey + ul + 1;
-  if (token) {
+  /* The claims are kept only for the authorization hook's questions. */
+  if (token && e->cfg->auth_hook) {
     size_t cl;
     char *ct = auth_token_claims(token, &cl);
     json_error_t jerr;
-    s->claims = ct ? json_loadb(ct, cl, 0, &jerr) : NULL;
+    sess_hook_of(s)->claims = ct ? json_loadb(ct, cl, 0, &jerr) : NULL;
     wsy_free(ct);
   }
   /* The authorization hook (hook.h) decides before anything is created. */
@@ -515,19 +541,19 @@ void sess_hello_finish(sess *s, json_t *req) {
   if (prev) sess_end(prev, 4001, "replaced by a new session of this device");
   random_hex(s->token, 16);
   s->welcomed = 1;
+  s->detached_at = 0; /* was opened */
   s->ob_first = s->ob_next = 1;
   s->refs++; /* the registry's reference */
   map_put(&e->sessions, s->token, s);
   map_put(&e->by_device, s->dkey, s);
   s->tokens = cfg->burst;
   s->tokens_ms = now_ms(e);
-  s->http = !s->w;
-  s->dn_lost = now_ms(e);
+  if (!s->w) sess_http_on(s);
   send_welcome(s, req, 0, insecure);
 }
 
 unsigned sess_perms(const sess *s, const char *name) {
-  return auth_room_perms(&s->id, name) | auth_room_perms(&s->hook, name);
+  return auth_room_perms(&s->id, name) | (s->hk ? auth_room_perms(&s->hk->grants, name) : 0);
 }
 
 #define SESS_HOOK_GRANTS_MAX 1024
@@ -553,21 +579,22 @@ int sess_add_grants(sess *s, json_t *grants) {
    * bound: a grant already held is not added twice, and past the cap the
    * oldest go (a session that joined over 1024 rooms by the hook's leave
    * may lose the earliest; its next join there asks again). */
+  auth_identity *hg = &sess_hook_of(s)->grants;
   for (size_t i = 0; i < n; i++) {
     int dup = 0;
-    for (size_t j = 0; j < s->hook.ngrants && !dup; j++)
-      dup = s->hook.grants[j].perms == g[i].perms && !strcmp(s->hook.grants[j].pattern, g[i].pattern);
+    for (size_t j = 0; j < hg->ngrants && !dup; j++)
+      dup = hg->grants[j].perms == g[i].perms && !strcmp(hg->grants[j].pattern, g[i].pattern);
     if (dup) {
       wsy_free(g[i].pattern);
       continue;
     }
-    if (s->hook.ngrants == SESS_HOOK_GRANTS_MAX) {
-      wsy_free(s->hook.grants[0].pattern);
-      memmove(s->hook.grants, s->hook.grants + 1, (s->hook.ngrants - 1) * sizeof *g);
-      s->hook.ngrants--;
+    if (hg->ngrants == SESS_HOOK_GRANTS_MAX) {
+      wsy_free(hg->grants[0].pattern);
+      memmove(hg->grants, hg->grants + 1, (hg->ngrants - 1) * sizeof *g);
+      hg->ngrants--;
     }
-    s->hook.grants = wsy_realloc(s->hook.grants, (s->hook.ngrants + 1) * sizeof *g);
-    s->hook.grants[s->hook.ngrants++] = g[i];
+    hg->grants = wsy_realloc(hg->grants, (hg->ngrants + 1) * sizeof *g);
+    hg->grants[hg->ngrants++] = g[i];
   }
   wsy_free(g);
   return 0;

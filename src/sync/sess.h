@@ -29,28 +29,54 @@ typedef struct ob_ent {
   uint32_t n;
 } ob_ent;
 
+/* What only a session on HTTP transports needs (fallback.h, PROTOCOL.md
+ * 2.4), allocated when it first goes on one (sess_http_on): a WebSocket
+ * session does without. */
+typedef struct sess_http {
+  uint64_t dn_at;    /* loop ms: poll start, or the stream's last write */
+  uint64_t dn_lost;  /* loop ms the last downstream went away */
+  uint64_t poll_last;/* the pending poll's last */
+  uint64_t dn_upto;  /* the highest ordinal handed to a downstream */
+  char *dn_headers;  /* CORS headers for the deferred poll answer */
+  sess *due_next;    /* on e->due: a pending poll has something to say */
+} sess_http;
+
+/* What only the authorization hook needs (hook.h), allocated on first use
+ * (sess_hook_of): a server without --auth-hook makes none. */
+typedef struct sess_hook {
+  json_t *held;      /* messages queued while s->hold (a JSON array) */
+  struct ah_wait *ah;/* the hook's question while held */
+  json_t *claims;    /* the token's claims, for the hook's questions (NULL: demo) */
+  auth_identity grants; /* grants the hook gave (no user: not for private rooms) */
+  char tokh[17];     /* SHA-256 of the hello's token, 16 hex digits ("" in demo mode): the hook cache's key */
+} sess_hook;
+
 struct sess {
   engine *e;
   ws_conn *w;        /* NULL once the connection is gone */
   int refs;
   /* Flags in one word: an idle session is mostly this struct, and 10k of
-   * them should cost about what 10k raw connections cost. */
+   * them should cost about what 10k raw connections cost (fields are
+   * ordered to leave few holes; what only HTTP transports or the
+   * authorization hook need is apart, in hx and hk; the struct stays within
+   * 256 bytes, a mimalloc size class: sess.c checks). */
   unsigned welcomed : 1;
   unsigned ended : 1;   /* bye, replaced, or expired: no resume */
-  unsigned http : 1;    /* the session is on HTTP transports (not WebSocket) */
+  unsigned http : 1;    /* the session is on HTTP transports (not WebSocket): hx is set */
   unsigned due : 1;     /* on e->due */
   unsigned dn_kind : 4; /* FB_SSE or FB_POLL while dn is set */
+  /* Hooks (hook.h): while hold is set the session waits for the
+   * authorization hook and its messages queue in hk->held. */
+  unsigned hold : 1;
   auth_identity id;
   /* "user:device" (the dedupe key of the store), allocated at welcome;
-   * device points into it ("" before). */
+   * device points into it ("" before). The by_device registry borrows it:
+   * it does not change once welcomed. */
   char *dkey;
   const char *device;
   json_t *from;      /* {"user","device"} of its broadcasts, made on first use */
-  char token[33];
   member *rooms;
   unsigned nrooms;
-  sess *dead_next;   /* on e->dead once its connection is gone */
-  uint64_t detached_at; /* loop ms when the connection went away (0: attached) */
   /* Outbox (PROTOCOL.md 3.4): every message after welcome has an ordinal.
    * Room messages are not kept here but once per room, in the room's ring
    * (ring.h): the outbox names runs of ring positions, one entry for any
@@ -59,34 +85,27 @@ struct sess {
    * holding the frame. Entries go when the client confirms them with recv,
    * when --max-outbox (counted in message bytes) drops the oldest, or when
    * the ring evicted their frames (such messages cannot be replayed). */
-  ob_ent *ob;
   uint32_t ob_head, ob_len, ob_cap; /* entries */
+  ob_ent *ob;
   uint64_t ob_first;   /* ordinal of the first message of ob[head] */
   uint64_t ob_next;    /* ordinal of the next message */
   size_t ob_bytes;     /* message bytes (the --max-outbox cap) */
   size_t ob_own;       /* bytes of its own frames (the --session-queue cap) */
-  size_t ob_mem;       /* bytes the session holds itself: its frames and entries */
-  uint64_t opened;   /* loop ms of the connection's upgrade */
-  /* HTTP transports (fallback.h, PROTOCOL.md 2.4): the downstream is an SSE
-   * stream or a pending long-poll; httpd clears dn when that connection is
-   * freed. */
+  sess *dead_next;   /* on e->dead once its connection is gone */
+  union {              /* one or the other, by s->welcomed */
+    uint64_t opened;      /* before welcome: loop ms of the connection's upgrade */
+    uint64_t detached_at; /* once welcomed: loop ms when the connection went away (0: attached) */
+  };
+  /* HTTP transports: the downstream is an SSE stream or a pending
+   * long-poll; httpd clears dn when that connection is freed. The rest is
+   * in hx (set whenever http is, or dn). */
   conn *dn;
-  uint64_t dn_at;    /* loop ms: poll start, or the stream's last write */
-  uint64_t dn_lost;  /* loop ms the last downstream went away */
-  uint64_t poll_last;/* the pending poll's last */
-  uint64_t dn_upto;  /* HTTP: the highest ordinal handed to a downstream */
-  char *dn_headers;  /* CORS headers for the deferred poll answer */
-  sess *due_next;    /* on e->due: a pending poll has something to say */
-  /* Hooks (hook.h): while hold is set the session waits for the
-   * authorization hook and its messages queue in held (a JSON array). */
-  unsigned hold : 1;
-  json_t *held;
-  char tokh[17];     /* SHA-256 of the hello's token, 16 hex digits ("" in demo mode): the hook cache's key */
-  struct ah_wait *ah;/* the authorization hook's question while held */
-  json_t *claims;    /* the token's claims, for the hook's questions (NULL: demo) */
-  auth_identity hook;/* grants the authorization hook gave (no user: not for private rooms) */
+  sess_http *hx;
+  sess_hook *hk;     /* NULL until the authorization hook is involved */
   double tokens;     /* rate limit bucket */
   uint64_t tokens_ms;
+  /* The e->sessions registry borrows token: it does not change once welcomed. */
+  char token[33];
 };
 
 /* Where the direct answers to a hello sent by POST /v1/send go. */
@@ -99,6 +118,11 @@ struct capture {
 /* A fresh session for a new connection (w) or a hello by POST (w NULL),
  * with one reference, the caller's. */
 sess *sess_new(engine *e, ws_conn *w);
+/* Puts s on HTTP transports (s->http), with its sess_http made on first
+ * use (dn_lost: now); returns s->hx. */
+sess_http *sess_http_on(sess *s);
+/* s->hk, made on first use. */
+sess_hook *sess_hook_of(sess *s);
 void sess_unref(sess *s);
 
 /* The one way a message reaches a session: counted, kept in the outbox,

@@ -62,7 +62,7 @@ void stream_cancel(engine *e, sess *s, const char *name) {
 static int ready(const stream *st) {
   /* HTTP: one part at a time, each handed to a downstream (an SSE stream
    * or a poll) before the next, so the outbox never holds many of them. */
-  if (st->s->http) return st->s->dn_upto + 1 >= st->s->ob_next;
+  if (st->s->http) return st->s->hx->dn_upto + 1 >= st->s->ob_next;
   if (!st->s->w) return 0;   /* detached: wait for a resume (or the end) */
   return net_conn_queued(ws_conn_net(st->s->w)) <= STREAM_QUEUE;
 }
