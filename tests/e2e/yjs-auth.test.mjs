@@ -109,3 +109,22 @@ test('a room is a document room or a Yjs room, never both', async (t) => {
   assert.equal(j2.type, 'error');
   await c2.close();
 });
+
+test('--insecure-demo: ?user= stands in for a token, as hello\'s user does; without it, ?user= is no token', async (t) => {
+  const demo = await startSyncServer(t, ['--insecure-demo']);
+  const a = provider(t, demo, 'yjs:demo', undefined, { params: { user: 'alice' } });
+  const b = provider(t, demo, 'yjs:demo', undefined, { params: { user: 'bob' } });
+  await synced(a);
+  await synced(b);
+  a.doc.getText('t').insert(0, 'hello from alice');
+  await converge([a.doc, b.doc], 'hello from alice');
+  const bad = provider(t, demo, 'yjs:demo', undefined, { params: { user: 'not a valid name!' } });
+  const ev = await new Promise((resolve) => bad.once('closed', resolve));
+  assert.equal(ev.code, 4401);
+  assert.match(ev.reason, /user must be/);
+  // The shared server runs without --insecure-demo: a user is not a token there.
+  const p = provider(t, srv, 'yjs:demo', undefined, { params: { user: 'alice' } });
+  const ev2 = await new Promise((resolve) => p.once('closed', resolve));
+  assert.equal(ev2.code, 4401);
+  assert.match(ev2.reason, /token is required/);
+});

@@ -17,9 +17,9 @@ export { Y };
  * given). Every close event it sees is kept in p.closes, every
  * permission-denied reason in p.denied. t gets an after hook that destroys it.
  */
-export function provider(t, srv, room, tok, { doc = new Y.Doc(), connect = true } = {}) {
+export function provider(t, srv, room, tok, { doc = new Y.Doc(), connect = true, params = {} } = {}) {
   const p = new WebsocketProvider(`${srv.wsUrl}/v1/yjs`, room, doc, {
-    params: tok === undefined ? {} : { token: tok },
+    params: tok === undefined ? { ...params } : { ...params, token: tok },
     WebSocketPolyfill: WebSocket,
     connect,
     disableBc: true,
