@@ -45,7 +45,7 @@ Test(map, borrows_keys_when_asked) {
   cr_assert_eq(map_len(&m), 0);
   cr_assert(m.borrowed, "emptying the map keeps it borrowing");
 
-  static char keys[300][8];
+  static char keys[300][16];
   static int vals[300];
   for (int n = 0; n < 300; n++) {
     snprintf(keys[n], sizeof keys[n], "s%d", n);
