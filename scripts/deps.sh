@@ -9,6 +9,7 @@ pkgs=(
   libuv1-dev libmimalloc-dev libhttp-parser-dev libjansson-dev libjwt-dev
   libsqlite3-dev sqlite3 libssl-dev openssl zlib1g-dev libcurl4-openssl-dev
   libcriterion-dev
+  postgresql-15 libpq-dev redis-server libhiredis-dev
   clang libclang-rt-14-dev
   gnuplot-nox
   chromium

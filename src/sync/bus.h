@@ -10,9 +10,13 @@
  * recipient, whichever bus carries it.
  *
  * The in-process bus (bus_local_new) is a function call: bus_publish calls
- * the deliver function at once, on the loop thread, before it returns. A
- * bus between nodes (Redis, planned: docs/SERVER.md) publishes the frame's
- * payload and calls deliver on each node from its own loop.
+ * the deliver function at once, on the loop thread, before it returns. The
+ * bus between nodes (Redis, bus_redis.c, docs/CLUSTER.md) also delivers to
+ * this node at once, then publishes the frame's payload on the room's
+ * channel; each other node subscribed to the room builds one frame from it
+ * and calls deliver from its own loop. It also carries messages to one
+ * node (a channel per node) and a heartbeat per node, so that a node that
+ * dies is noticed within a TTL.
  *
  * Loop thread only. */
 #ifndef WSY_BUS_H
@@ -20,6 +24,9 @@
 
 #include <stdint.h>
 
+#include <uv.h>
+
+#include "../common/wsy.h"
 #include "../net/net.h"
 
 typedef struct bus bus; /* opaque */
@@ -31,17 +38,63 @@ typedef struct bus_msg {
   net_chunk *frame;      /* borrowed: receivers take their own references */
   const char *except;    /* "user:device" of the session it must not reach, or NULL */
   const char *only_user; /* only the sessions of this user, or NULL */
+  const char *origin;    /* on delivery: the node that published it (NULL: this node) */
 } bus_msg;
 
 /* Delivers m to this node's members of m->room. m and what it points to are
  * valid during the call only. */
 typedef void (*bus_deliver_fn)(void *ud, const bus_msg *m);
 
+/* What a bus between nodes reports, on the loop thread. Every callback but
+ * deliver may be NULL. */
+typedef struct bus_events {
+  bus_deliver_fn deliver;
+  /* A message sent to this node alone (bus_send_node): kind and body as
+   * given by the sender (body is not NUL-terminated; len bytes). */
+  void (*direct)(void *ud, const char *from_node, const char *kind, const uint8_t *body, size_t len);
+  /* Another node was heard from for the first time (up 1), or was not
+   * heard from for the heartbeat TTL (up 0: it is gone). */
+  void (*node)(void *ud, const char *node, int up);
+  /* The link to the bus came up (up 1: subscriptions are in place again,
+   * whatever was published meanwhile may be lost: refill from the store)
+   * or went down (up 0). */
+  void (*link)(void *ud, int up);
+  void *ud;
+} bus_events;
+
+/* Figures for /metrics. */
+typedef struct bus_stats {
+  uint64_t published;   /* messages handed to the bus */
+  uint64_t received;    /* messages delivered from other nodes */
+  uint64_t dropped;     /* publishes lost because the link was down */
+  uint64_t reconnects;  /* times the link came back */
+  int up;               /* link up now (the local bus: always) */
+  unsigned nodes;       /* other nodes heard from within the TTL */
+} bus_stats;
+
 bus *bus_local_new(bus_deliver_fn deliver, void *ud);
-/* Hands m to every node with members in m->room, this one included. */
+/* A bus over Redis (bus_redis.c): url "redis://HOST:PORT[/DB]", node_id
+ * names this node on the bus. Connects in the background (the link event
+ * says when it is up) and reconnects by itself. 0, or a wsy_err with a
+ * sentence in err (bad url). */
+int bus_redis_new(uv_loop_t *loop, const char *url, const char *node_id, const bus_events *ev, bus **out,
+                  char *err, size_t errlen) WSY_WUR;
+/* Hands m to every node with members in m->room: this node's members at
+ * once (deliver is called before bus_publish returns), the others' when
+ * the message reaches them. */
 void bus_publish(bus *b, const bus_msg *m);
-/* The bus's name ("local"), for logs and /healthz. */
+/* This node has members in room (counted: one unsubscribe per subscribe):
+ * other nodes' traffic of the room is delivered here from now on. */
+void bus_subscribe(bus *b, const char *room);
+void bus_unsubscribe(bus *b, const char *room);
+/* Sends body to node alone (its direct callback). 0, or WSY_AGAIN when the
+ * link is down, WSY_INVAL on the local bus (there is no other node). */
+int bus_send_node(bus *b, const char *node, const char *kind, const void *body, size_t len) WSY_WUR;
+void bus_get_stats(const bus *b, bus_stats *out);
+/* The bus's name ("local", "redis"), for logs and /healthz. */
 const char *bus_name(const bus *b);
+/* Closes the bus's connections and frees it; callbacks are not called
+ * once it returns. NULL is allowed. */
 void bus_free(bus *b);
 
 #endif
