@@ -26,7 +26,9 @@
   X(IO, -8, "input/output error")                       \
   X(CLOSED, -9, "connection closed")                    \
   X(NOT_FOUND, -10, "not found")                        \
-  X(LIMIT, -11, "limit reached")
+  X(LIMIT, -11, "limit reached")                       \
+  X(STALE, -12, "stale: another node committed first")  \
+  X(DUPLICATE, -13, "already recorded")
 
 #define WSY_ENUM(name, val, text) WSY_##name = val,
 typedef enum { WSY_ERRORS(WSY_ENUM) } wsy_err;

@@ -32,6 +32,13 @@ static const option options[] = {
    "address to listen on: an IPv4 or [IPv6] address or a host name (resolved at start); port 0 picks a free one"},
   {"data-dir", K_STR, OFF(data_dir), "DIR", "data", 0, 0,
    "where the database lives"},
+  {"store", K_STR, OFF(store_url), "URL", NULL, 0, 0,
+   "postgres://USER@HOST:PORT/DB: keep rooms, logs, items, dedupe records and cursors in PostgreSQL, "
+   "shared by every node (default: the embedded SQLite store in --data-dir)"},
+  {"bus", K_STR, OFF(bus_url), "URL", NULL, 0, 0,
+   "redis://HOST:PORT[/DB]: connect the nodes of a cluster through Redis (needs --store postgres://...)"},
+  {"node-id", K_STR, OFF(node_id), "NAME", NULL, 0, 0,
+   "this node's name in logs, metrics and presence (default: unique per process)"},
   {"static", K_STR, OFF(static_dir), "DIR", NULL, 0, 0,
    "serve files from DIR at / (default: none)"},
   {"max-message-size", K_SIZE, OFF(max_message), "SIZE", "1M", 1, 0,

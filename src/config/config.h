@@ -20,6 +20,9 @@ typedef struct wsy_config {
   char listen_host[64];
   int listen_port;
   const char *data_dir;
+  const char *store_url;     /* postgres://...: the shared store; NULL: SQLite in data_dir */
+  const char *bus_url;       /* redis://...: the bus between nodes; NULL: one node */
+  const char *node_id;       /* NULL: made at start, unique per process */
   const char *static_dir;
   size_t max_message;        /* bytes */
   size_t max_queued;         /* bytes per connection */
