@@ -215,11 +215,27 @@ static void add_routes(struct app *app) {
   httpd_route_default(hs, static_files, app);
 }
 
-/* The store: SQLite in --data-dir, behind the fault injector when a test
- * asks for it (--store-faults). */
+/* The store: PostgreSQL with --store postgres://..., else SQLite in
+ * --data-dir; behind the fault injector when a test asks for it
+ * (--store-faults). A bus between nodes needs the shared store. */
 static int open_store(struct app *app, store **out, char *err, size_t errlen) {
   store *st;
-  int rc = store_sqlite_open(app->cfg->data_dir, app->cfg->durability_full, app->loop, &st, err, errlen);
+  const char *url = app->cfg->store_url;
+  int rc;
+  if (url && *url) {
+    if (strncmp(url, "postgres://", 11) != 0 && strncmp(url, "postgresql://", 13) != 0) {
+      snprintf(err, errlen, "--store: %s is not a postgres:// URL", url);
+      return WSY_INVAL;
+    }
+    rc = store_pg_open(url, app->cfg->durability_full, app->loop, &st, err, errlen);
+  } else if (app->cfg->bus_url && *app->cfg->bus_url) {
+    snprintf(err, errlen,
+             "--bus needs a store shared by every node: add --store postgres://USER@HOST:PORT/DB "
+             "(the embedded SQLite store belongs to one node)");
+    return WSY_INVAL;
+  } else {
+    rc = store_sqlite_open(app->cfg->data_dir, app->cfg->durability_full, app->loop, &st, err, errlen);
+  }
   if (rc != 0) return rc;
   if (app->cfg->store_faults && *app->cfg->store_faults) {
     st = store_fault_new(st, app->loop);

@@ -843,6 +843,15 @@ export class Room extends Emitter {
       this._retryLater(rec, hookRetryDelay(rec.hookTries - 1, m.retry_after));
       return;
     }
+    if (m.code === 'stale' && (rec.staleTries || 0) < 50) {
+      // In a cluster another node wrote the room first (11.2): nothing was
+      // applied; the same op (same cid) goes again at once, decided on the
+      // room as it is now. A short random wait keeps two nodes' writers
+      // from colliding again in step.
+      rec.staleTries = (rec.staleTries || 0) + 1;
+      this._retryLater(rec, Math.floor(Math.random() * 10 * Math.min(rec.staleTries, 10)));
+      return;
+    }
     if (m.code === 'rate_limited' || (m.code === 'internal' && rec.attempts < 3)) {
       // Not applied; the same op (same cid) goes again later (13.2, 11.2).
       if (m.code === 'internal') rec.attempts++;

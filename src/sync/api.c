@@ -154,6 +154,39 @@ static void metrics(engine *e, conn *c) {
        "# TYPE wsync_outbox_bytes gauge\nwsync_outbox_bytes %zu\n", e->outbox_mem);
   EMIT("# HELP wsync_resume_ring_bytes Bytes of room messages the resume rings hold (once per room).\n"
        "# TYPE wsync_resume_ring_bytes gauge\nwsync_resume_ring_bytes %zu\n", e->ring_mem);
+  bus_stats bs;
+  bus_get_stats(e->bus, &bs);
+  EMIT("# HELP wsync_node_info This node's name and its bus (a constant 1).\n# TYPE wsync_node_info gauge\n"
+       "wsync_node_info{node=\"%s\",bus=\"%s\",store=\"%s\"} 1\n", e->node_id, bus_name(e->bus),
+       store_backend(e->st));
+  EMIT("# HELP wsync_bus_up 1 while the link to the bus is up.\n# TYPE wsync_bus_up gauge\nwsync_bus_up %d\n", bs.up);
+  EMIT("# HELP wsync_bus_nodes Other nodes heard from within the heartbeat TTL.\n# TYPE wsync_bus_nodes gauge\n"
+       "wsync_bus_nodes %u\n", bs.nodes);
+  EMIT("# HELP wsync_bus_published_total Messages handed to the bus.\n# TYPE wsync_bus_published_total counter\n"
+       "wsync_bus_published_total %llu\n", (unsigned long long)bs.published);
+  EMIT("# HELP wsync_bus_received_total Messages delivered here from other nodes.\n"
+       "# TYPE wsync_bus_received_total counter\nwsync_bus_received_total %llu\n",
+       (unsigned long long)e->bus_received);
+  EMIT("# HELP wsync_bus_dropped_total Publishes lost while the bus link was down (entries are refilled from the store).\n"
+       "# TYPE wsync_bus_dropped_total counter\nwsync_bus_dropped_total %llu\n", (unsigned long long)bs.dropped);
+  EMIT("# HELP wsync_bus_reconnects_total Times the bus link came back.\n"
+       "# TYPE wsync_bus_reconnects_total counter\nwsync_bus_reconnects_total %llu\n",
+       (unsigned long long)bs.reconnects);
+  EMIT("# HELP wsync_bus_duplicates_total Entries dropped because this node had delivered them already.\n"
+       "# TYPE wsync_bus_duplicates_total counter\nwsync_bus_duplicates_total %llu\n",
+       (unsigned long long)e->bus_duplicates);
+  EMIT("# HELP wsync_bus_gaps_total Entries that arrived past a gap, which was refilled from the store first.\n"
+       "# TYPE wsync_bus_gaps_total counter\nwsync_bus_gaps_total %llu\n", (unsigned long long)e->bus_gaps);
+  EMIT("# HELP wsync_refills_total Reads of missing entries from the store (gaps, link back, periodic check).\n"
+       "# TYPE wsync_refills_total counter\nwsync_refills_total %llu\n", (unsigned long long)e->refills);
+  EMIT("# HELP wsync_refilled_entries_total Entries delivered from the store rather than the bus.\n"
+       "# TYPE wsync_refilled_entries_total counter\nwsync_refilled_entries_total %llu\n",
+       (unsigned long long)e->refilled);
+  EMIT("# HELP wsync_room_reloads_total Rooms read again from the store after other nodes wrote them.\n"
+       "# TYPE wsync_room_reloads_total counter\nwsync_room_reloads_total %llu\n", (unsigned long long)e->reloads);
+  EMIT("# HELP wsync_stale_commits_total Batches fenced out because another node committed to a room first.\n"
+       "# TYPE wsync_stale_commits_total counter\nwsync_stale_commits_total %llu\n",
+       (unsigned long long)e->stale_commits);
   EMIT("# HELP wsync_bytes_in_total Bytes received.\n# TYPE wsync_bytes_in_total counter\n"
        "wsync_bytes_in_total %llu\n", (unsigned long long)ns->bytes_in);
   EMIT("# HELP wsync_bytes_out_total Bytes sent.\n# TYPE wsync_bytes_out_total counter\n"

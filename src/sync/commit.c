@@ -6,6 +6,7 @@
 
 #include "../common/log.h"
 #include "api.h"
+#include "cluster.h"
 #include "room.h"
 #include "sess.h"
 
@@ -67,12 +68,17 @@ static net_chunk *ack_frame(engine *e, const pend *p, const room *r) {
 
 /* The internal error of an entry whose commit failed: re and for from its
  * request, so the client knows which request to retry (PROTOCOL.md 11.1). */
-static json_t *failed_msg(const pend *p) {
+static json_t *failed_msg(const pend *p, int rc) {
+  /* In a cluster, a batch fenced out by another node's commit (or holding
+   * a cid another node recorded) is not a failure of the store: the op is
+   * re-sent at once and decided again on the room's current state. */
+  int stale = rc == WSY_STALE || rc == WSY_DUPLICATE;
   json_t *m = json_pack("{s:s}", "type", "error");
   if (p->re) json_object_set(m, "re", p->re);
   if (p->type) json_object_set_new(m, "for", json_string(p->type));
-  json_object_set_new(m, "code", json_string("internal"));
-  json_object_set_new(m, "message", json_string("the change could not be stored; retry"));
+  json_object_set_new(m, "code", json_string(stale ? "stale" : "internal"));
+  json_object_set_new(m, "message", json_string(stale ? "another node wrote this room first; re-send"
+                                                      : "the change could not be stored; retry"));
   json_object_set_new(m, "room", json_string(p->r->name));
   if (p->cid) json_object_set_new(m, "cid", json_string(p->cid));
   return m;
@@ -90,10 +96,16 @@ static void room_remove_members(engine *e, room *r, const char *reason) {
   }
 }
 
+static void seen_add_key(engine *e, const char *key);
+
 static void commit_done(void *ud, int rc) {
   engine *e = ud;
   api_commit_observed(e, (double)(uv_hrtime() - e->batch_started) / 1e9, rc != 0);
-  if (rc != 0) {
+  if (rc == WSY_STALE || rc == WSY_DUPLICATE) {
+    /* Another node committed first: the rooms reload, writers re-send. */
+    e->stale_commits++;
+    log_info("commit fenced out (%s): %s", wsy_strerror(rc), store_batch_error(e->fl_batch));
+  } else if (rc != 0) {
     log_error("commit failed (%s): %s", wsy_strerror(rc), store_batch_error(e->fl_batch));
     if (!e->store_failing) log_warn("health: degraded until a commit succeeds");
     e->store_failing = 1;
@@ -133,7 +145,9 @@ static void commit_done(void *ud, int rc) {
       /* Nothing of the batch was stored: the room's memory ran ahead of
        * the store, and reloads once nothing of it is pending. */
       r->broken = 1;
-      if (p->s && p->kind != P_CREATE) sess_send_json(p->s, failed_msg(p));
+      if (p->s && p->kind != P_CREATE) sess_send_json(p->s, failed_msg(p, rc));
+      /* A cid another node recorded: its re-send asks the store. */
+      if (rc == WSY_DUPLICATE && p->ckey) seen_add_key(e, p->ckey);
     } else if (p->kind == P_OP || p->kind == P_DUP) {
       if (p->s) {
         net_chunk *ack = ack_frame(e, p, r);
@@ -239,6 +253,16 @@ static int seen_maybe(engine *e, const char *dkey, const char *cid) {
   for (int i = 0; i < 4; i++)
     if (!(e->seen[pos[i] >> 3] & (1u << (pos[i] & 7)))) return 0;
   return 1;
+}
+
+/* The same for a key of e->cids ("user:device|cid"). */
+static void seen_add_key(engine *e, const char *key) {
+  const char *bar = strrchr(key, '|');
+  if (!bar) return;
+  char dkey[CID_KEY_MAX];
+  memcpy(dkey, key, (size_t)(bar - key));
+  dkey[bar - key] = '\0';
+  seen_add(e, dkey, bar + 1);
 }
 
 static int seen_load(const char *dkey, const char *cid, void *ud) {
@@ -425,5 +449,9 @@ int commit_admit(author *a, json_t *req, room *r, const char *cid, op_refusal *w
   /* A room whose reload failed tries again when nothing of it is pending. */
   if (r->broken && (r->pending != 0 || room_reload(a->e, r) != 0))
     return commit_refuse(why, "internal", "the room is recovering from a storage failure; retry", NULL);
+  /* Another node wrote the room: decided on its current state only. */
+  int fr = cluster_fresh(a->e, r);
+  if (fr == WSY_STALE) return commit_refuse(why, "stale", "another node wrote this room first; re-send", NULL);
+  if (fr != 0) return commit_refuse(why, "internal", "the room could not be read from the store; retry", NULL);
   return 0;
 }

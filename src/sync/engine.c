@@ -9,6 +9,7 @@
 #include "../common/log.h"
 
 #include "api.h"
+#include "cluster.h"
 #include "commit.h"
 #include "engine_int.h"
 #include "fallback.h"
@@ -108,6 +109,7 @@ int engine_new(uv_loop_t *loop, net_loop *net, const wsy_config *cfg, store *st,
     rc = webhooks_new(loop, st, &hc, hooks_batch, e, &e->hooks, err, errlen);
   }
   if (rc == 0) rc = hook_init(e, err, errlen);
+  if (rc == 0) rc = cluster_init(e, err, errlen); /* the bus: last, nothing after it fails */
   if (rc != 0) {
     hook_deinit(e);
     webhooks_free(e->hooks);
@@ -121,7 +123,6 @@ int engine_new(uv_loop_t *loop, net_loop *net, const wsy_config *cfg, store *st,
     wsy_free(e);
     return rc;
   }
-  e->bus = bus_local_new(room_deliver, e);
   uv_check_init(loop, &e->check);
   e->check.data = e;
   uv_check_start(&e->check, on_check);
@@ -158,6 +159,7 @@ void engine_free(engine *e) {
   stream_deinit(e);
   uv_close((uv_handle_t *)&e->check, NULL);
   uv_close((uv_handle_t *)&e->sweep, NULL);
+  cluster_deinit(e);
   room_free_all(e);
   map_free(&e->sessions);
   map_free(&e->by_device);

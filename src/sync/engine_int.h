@@ -12,7 +12,9 @@
  *   fallback.h  the HTTP transports of a session (SSE, long-poll, send)
  *   api.h       the backend HTTP API and /metrics
  *   bus.h       the bus seam: committed entries and ephemeral traffic of a
- *               room to every node (here: the in-process bus)
+ *               room to every node (in-process, or Redis between nodes)
+ *   cluster.h   several nodes: entries in seq order, refills from the
+ *               store, stale replicas
  * Loop thread only, everything. */
 #ifndef WSY_ENGINE_INT_H
 #define WSY_ENGINE_INT_H
@@ -54,6 +56,11 @@ struct engine {
   int shutting_down;
   store *st;
   bus *bus;
+  /* several nodes (cluster.h) */
+  char node_id[64];
+  int clustered;      /* a bus between nodes (--bus) */
+  uv_timer_t cluster_timer;
+  uint64_t refills, refilled, bus_duplicates, bus_gaps, bus_received, reloads, stale_commits;
   webhooks *hooks;    /* NULL without --webhook */
   jw frame_text;      /* the text of the last frame made: reused, kept for the store */
   auth_config auth;   /* how hello verifies tokens (secret, JWKS, iss, aud, leeway) */

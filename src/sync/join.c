@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster.h"
 #include "hook.h"
 #include "proto.h"
 #include "room.h"
@@ -169,6 +170,9 @@ static void join_decide(sess *s, json_t *req, int asked) {
     sess_error(s, req, "internal", "the room could not be loaded", NULL, NULL);
     return;
   }
+  /* A replica another node wrote is read again first (cluster.h); with
+   * entries pending it stays stale and the join reads the store. */
+  (void)cluster_fresh(e, r);
   /* What the client gets is the committed state: from memory when nothing
    * of the room is pending, else read from the store in one snapshot. */
   store_room_info info = {0};
@@ -176,7 +180,7 @@ static void join_decide(sess *s, json_t *req, int asked) {
   json_t *id = json_object_get(req, "id");
   if (id) json_object_set(reply, "re", id);
   json_object_set_new(reply, "room", json_string(name));
-  int mem = r->pending == 0 && !r->broken, reading = 0, rc = 0;
+  int mem = r->pending == 0 && !r->broken && !r->stale, reading = 0, rc = 0;
   if (mem) {
     info.exists = 1; /* loaded, and its creation is not pending */
     memcpy(info.epoch, r->epoch, sizeof info.epoch);

@@ -73,7 +73,7 @@ static void doc_kind_unload(room *r) {
 /* With nothing of the room pending, its document is exactly what the store
  * holds: served from memory. Otherwise the committed state, from the store. */
 static int doc_kind_snapshot(room *r, store *st, json_t **out) {
-  if (r->pending == 0 && !r->broken) {
+  if (r->pending == 0 && !r->broken && !r->stale) {
     *out = doc_snapshot(&D(r)->d);
     return 0;
   }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "../common/log.h"
+#include "cluster.h"
 #include "commit.h"
 #include "kind.h"
 #include "proto.h"
@@ -23,7 +24,8 @@ static void locks_free(room *r) {
   map_free(&r->locks);
 }
 
-static void room_destroy(room *r) {
+static void room_destroy(engine *e, room *r) {
+  cluster_room_unloading(e, r);
   locks_free(r);
   join_cursors_free(r);
   if (r->kind) r->kind->unload(r);
@@ -35,14 +37,14 @@ static void room_destroy(room *r) {
 void room_unload_if_idle(engine *e, room *r) {
   if (r->nmembers == 0 && r->npeers == 0 && r->pending == 0) {
     map_del(&e->rooms, r->name);
-    room_destroy(r);
+    room_destroy(e, r);
   }
 }
 
 void room_free_all(engine *e) {
   const char *k;
   void *v;
-  for (size_t i = 0; map_next(&e->rooms, &i, &k, &v);) room_destroy(v);
+  for (size_t i = 0; map_next(&e->rooms, &i, &k, &v);) room_destroy(e, v);
   map_free(&e->rooms);
 }
 
@@ -94,17 +96,18 @@ room *room_open(engine *e, const char *name, const room_kind *want, int *err) {
   map_init(&r->cursors);
   int rc = load(e, r);
   if (rc == ROOM_WRONG_KIND) {
-    room_destroy(r);
+    room_destroy(e, r);
     *err = rc;
     return NULL;
   }
   if (rc != 0) {
     log_error("room %s could not be loaded: %s", name, wsy_strerror(rc));
-    room_destroy(r);
+    room_destroy(e, r);
     *err = rc;
     return NULL;
   }
   map_put(&e->rooms, name, r);
+  cluster_room_loaded(e, r);
   return r;
 }
 

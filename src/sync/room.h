@@ -82,6 +82,9 @@ struct room {
   uint64_t min_seq;  /* the first seq the log holds, as loaded and trimmed since (store.h) */
   map cursors;       /* "user\x1fdevice" -> uint64_t*: device cursors, as loaded and recorded since */
   ring *ring;        /* the frames fanned out here, kept once for resumes (ring.h) */
+  uint64_t delivered;/* the last seq handed to this node's members (cluster.h) */
+  int stale;         /* entries decided elsewhere were delivered: reload before deciding */
+  int subscribed;    /* on the bus */
   void *peers;       /* the kind's own connections (Yjs), kept across reloads */
   unsigned npeers;   /* they keep the room loaded as members do */
 };

@@ -1,0 +1,182 @@
+/* cluster.c -- the order of a room's entries on this node, refills from the
+ * store, stale replicas, and the bus between nodes (cluster.h). */
+#include "cluster.h"
+
+#include <string.h>
+#include <unistd.h>
+
+#include "../common/log.h"
+#include "room.h"
+
+/* How often loaded rooms are compared with the store, so that a lost last
+ * entry is found (docs/CLUSTER.md). */
+#define CHECK_MS 1000
+
+typedef struct refill_ctx {
+  engine *e;
+  room *r;
+} refill_ctx;
+
+static void deliver_in_order(engine *e, room *r, const bus_msg *m);
+
+static int refill_one(uint64_t seq, const char *msg, size_t len, void *ud) {
+  refill_ctx *c = ud;
+  if (seq != c->r->delivered + 1) return WSY_IO; /* the log has a hole: cannot happen while retained */
+  net_chunk *f = ws_frame_new(WS_OP_TEXT, msg, len);
+  bus_msg m = {.room = c->r->name, .epoch = c->r->epoch, .seq = seq, .frame = f};
+  room_deliver(c->e, &m);
+  c->r->delivered = seq;
+  net_chunk_unref(f);
+  return 0;
+}
+
+int cluster_refill(engine *e, room *r, uint64_t upto) {
+  if (upto && upto <= r->delivered) return 0;
+  store_room_info info = {0};
+  int rc = store_room_get(e->st, r->name, &info);
+  if (rc != 0) return rc;
+  if (!info.exists || strcmp(info.epoch, r->epoch) != 0) return 0; /* deleted meanwhile: the reload says so */
+  if (info.seq <= r->delivered) return 0;
+  if (r->delivered + 1 < info.min_seq) {
+    /* Trimmed past what this node's members have: they can only catch up
+     * by joining again (as after a long disconnection). */
+    log_warn("room %s: entries %llu-%llu were trimmed before this node delivered them", r->name,
+             (unsigned long long)r->delivered + 1, (unsigned long long)info.min_seq - 1);
+    r->delivered = info.min_seq - 1;
+  }
+  uint64_t last = upto && upto < info.seq ? upto : info.seq;
+  refill_ctx c = {e, r};
+  uint64_t before = r->delivered;
+  rc = store_history(e->st, r->name, r->delivered, (size_t)(last - r->delivered), refill_one, &c);
+  e->refills++;
+  e->refilled += r->delivered - before;
+  if (r->delivered > r->seq || r->delivered > before) r->stale = 1;
+  return rc;
+}
+
+/* Every entry passes here on its way to the members: the local commit's
+ * (origin NULL) and the other nodes'. */
+static void deliver_in_order(engine *e, room *r, const bus_msg *m) {
+  if (m->seq <= r->delivered) {
+    e->bus_duplicates++;
+    return;
+  }
+  if (m->epoch && strcmp(m->epoch, r->epoch) != 0) {
+    r->stale = 1; /* another incarnation of the room: the reload tells */
+    return;
+  }
+  if (m->seq > r->delivered + 1) {
+    e->bus_gaps++;
+    if (cluster_refill(e, r, m->seq - 1) != 0 || r->delivered + 1 != m->seq) {
+      log_warn("room %s: entry %llu held back, the store could not fill %llu-%llu yet", r->name,
+               (unsigned long long)m->seq, (unsigned long long)r->delivered + 1,
+               (unsigned long long)m->seq - 1);
+      r->stale = 1;
+      return; /* the periodic check delivers it from the store */
+    }
+  }
+  room_deliver(e, m);
+  r->delivered = m->seq;
+  if (m->origin) r->stale = 1; /* decided elsewhere: this replica is behind */
+}
+
+/* The bus's delivery: entries in order, ephemeral traffic as it comes. */
+static void on_deliver(void *ud, const bus_msg *m) {
+  engine *e = ud;
+  room *r = map_get(&e->rooms, m->room);
+  if (!r) return;
+  if (m->origin) e->bus_received++;
+  if (!m->seq) {
+    room_deliver(e, m);
+    return;
+  }
+  deliver_in_order(e, r, m);
+}
+
+/* Compares each loaded room with the store and delivers what is missing. */
+static void check_rooms(engine *e) {
+  const char *k;
+  void *v;
+  for (size_t i = 0; map_next(&e->rooms, &i, &k, &v);) {
+    room *r = v;
+    if (r->pending && r->delivered == r->seq) continue; /* its own commit is in flight */
+    int rc = cluster_refill(e, r, 0);
+    if (rc != 0) {
+      log_warn("room %s: cannot compare with the store: %s", r->name, wsy_strerror(rc));
+      break; /* the store is failing: try again at the next check */
+    }
+  }
+}
+
+static void on_check(uv_timer_t *t) { check_rooms(t->data); }
+
+static void on_link(void *ud, int up) {
+  engine *e = ud;
+  if (up) {
+    log_info("bus: link up, comparing %zu loaded rooms with the store", map_len(&e->rooms));
+    check_rooms(e);
+  } else {
+    log_warn("bus: link down; entries reach this node's members from the store until it is back");
+  }
+}
+
+static void on_node(void *ud, const char *node, int up) {
+  engine *e = ud;
+  (void)e;
+  log_info("bus: node %s %s", node, up ? "joined" : "is gone (no heartbeat)");
+}
+
+int cluster_init(engine *e, char *err, size_t errlen) {
+  const wsy_config *cfg = e->cfg;
+  if (cfg->node_id && *cfg->node_id) {
+    snprintf(e->node_id, sizeof e->node_id, "%s", cfg->node_id);
+  } else {
+    char host[64] = "node", rnd[9];
+    (void)gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    random_hex(rnd, 4);
+    snprintf(e->node_id, sizeof e->node_id, "%.40s-%s", host, rnd);
+  }
+  if (!cfg->bus_url || !*cfg->bus_url) {
+    e->bus = bus_local_new(on_deliver, e);
+    uv_timer_init(e->loop, &e->cluster_timer);
+    return 0;
+  }
+  bus_events ev = {.deliver = on_deliver, .link = on_link, .node = on_node, .ud = e};
+  int rc = bus_redis_new(e->loop, cfg->bus_url, e->node_id, &ev, &e->bus, err, errlen);
+  if (rc != 0) return rc;
+  e->clustered = 1;
+  uv_timer_init(e->loop, &e->cluster_timer);
+  e->cluster_timer.data = e;
+  uv_timer_start(&e->cluster_timer, on_check, CHECK_MS, CHECK_MS);
+  uv_unref((uv_handle_t *)&e->cluster_timer);
+  log_info("cluster: node %s on bus %s", e->node_id, cfg->bus_url);
+  return 0;
+}
+
+void cluster_deinit(engine *e) { uv_close((uv_handle_t *)&e->cluster_timer, NULL); }
+
+void cluster_room_loaded(engine *e, room *r) {
+  if (r->subscribed) return;
+  r->delivered = r->seq;
+  r->subscribed = 1;
+  bus_subscribe(e->bus, r->name);
+}
+
+void cluster_room_unloading(engine *e, room *r) {
+  if (r->subscribed) bus_unsubscribe(e->bus, r->name);
+  r->subscribed = 0;
+}
+
+int cluster_fresh(engine *e, room *r) {
+  if (!r->stale) return 0;
+  if (r->pending) return WSY_STALE;
+  int rc = room_reload(e, r);
+  if (rc != 0) return rc;
+  /* What the store holds beyond what the members have: delivered now, so
+   * that the next local entry follows it. */
+  if (r->seq > r->delivered) rc = cluster_refill(e, r, r->seq);
+  r->stale = 0;
+  e->reloads++;
+  return rc;
+}

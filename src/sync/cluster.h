@@ -1,0 +1,53 @@
+/* cluster.h -- several nodes sharing rooms (docs/CLUSTER.md): the bus
+ * between nodes, the order in which a room's entries reach its members, and
+ * keeping each node's loaded rooms in step with the shared store.
+ *
+ * Any node may write any room. A node's loaded room is a REPLICA of the
+ * room's log: the node decides an op against it (LWW, base checks, locks,
+ * OT) and commits it with the seqs it assigned; the store FENCES the commit
+ * by the room's seq (store.h: WSY_STALE when another node committed first),
+ * so a decision is only ever stored if it was made on the room's current
+ * state. Entries committed by other nodes arrive over the bus; they are
+ * delivered to this node's members and make the replica STALE: it is read
+ * again from the store (room_reload) before the next decision or join needs
+ * it. A failed (stale) commit is refused to its writers with `stale`, to be
+ * re-sent with the same cid (PROTOCOL.md 11.2).
+ *
+ * ORDER. Per room, r->delivered is the last seq handed to this node's
+ * members. An entry (local commit, bus, refill) with seq <= delivered is a
+ * duplicate and dropped; one past delivered + 1 first refills the missing
+ * entries from the store, in order. Rooms are also checked against the
+ * store every --cluster-check (and at once when the bus link comes back),
+ * so a lost last entry is found. So no duplicate, no gap and no reorder
+ * reaches a member, whatever the bus does; losing the bus costs latency.
+ *
+ * With one node (no --bus) the same code runs over the in-process bus:
+ * entries are committed and delivered in seq order, nothing is ever stale.
+ *
+ * Loop thread only. */
+#ifndef WSY_CLUSTER_H
+#define WSY_CLUSTER_H
+
+#include "engine_int.h"
+
+/* Makes e->bus (Redis with cfg->bus_url, else in-process) and e->node_id.
+ * 0, or a wsy_err with a sentence in err. */
+int cluster_init(engine *e, char *err, size_t errlen);
+/* Stops the timer; the bus itself is freed by the engine. */
+void cluster_deinit(engine *e);
+
+/* A room was loaded (first time: delivered = its seq) or is unloading. */
+void cluster_room_loaded(engine *e, room *r);
+void cluster_room_unloading(engine *e, room *r);
+
+/* Before a decision or a join served from memory: a stale replica with
+ * nothing pending is read again from the store. 0 when r is fresh (or not
+ * stale), else a wsy_err (reload failed) or WSY_STALE (entries pending:
+ * the caller refuses with `stale`). */
+int cluster_fresh(engine *e, room *r);
+
+/* Reads the entries of r after r->delivered up to upto (0: the store's
+ * last) from the store and delivers them. 0 or a wsy_err. */
+int cluster_refill(engine *e, room *r, uint64_t upto);
+
+#endif
