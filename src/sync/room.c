@@ -94,6 +94,7 @@ room *room_open(engine *e, const char *name, const room_kind *want, int *err) {
   r->ring = ring_new(e->cfg->resume_ring, &e->ring_mem);
   map_init(&r->locks);
   map_init(&r->cursors);
+  map_init(&r->remote);
   int rc = load(e, r);
   if (rc == ROOM_WRONG_KIND) {
     room_destroy(e, r);
