@@ -18,8 +18,9 @@
 // put themselves in their own process groups, so pause(), resume() and
 // kill9() find them in /proc by parent pid (Linux only, as the project).
 //
-// Both daemons are started in their own process group, so a terminal's
-// Ctrl-C reaches only the node process, which stops them in order. If that
+// The daemons and the wsync nodes are started in process groups of their
+// own, so a terminal's Ctrl-C reaches only the node process, which stops
+// them in order. If that
 // process exits without stopping them (a crash, process.exit, an uncaught
 // error), an exit hook kills every daemon and wsync node still running and
 // removes their temp dirs.
@@ -619,7 +620,7 @@ export async function startNode({ t = null, pg, redis, store, bus, nodeId = 'nod
       if (closed) throw new Error(`${nodeId}: start() after close()`);
       if (node.running) throw new Error(`${nodeId}: already running`);
       cur = await startServer(null, fullArgs, {
-        echo, env, dataDir, listen: node.port ? `127.0.0.1:${node.port}` : undefined,
+        echo, env, dataDir, listen: node.port ? `127.0.0.1:${node.port}` : undefined, detached: true,
       });
       if (!node.port) node.port = cur.port;
       return node;
