@@ -169,6 +169,25 @@ test('Redis: cli, kill -9 and start on the same port (empty: no persistence), re
   assert.equal(await accepts(port), false);
 });
 
+test('a restart whose port was taken meanwhile fails with the reason, and works once it is free', async (t) => {
+  const [pg, redis] = await Promise.all([startPostgres({ t }), startRedis({ t })]);
+  for (const [d, re] of [[pg, /could not (bind|create)/i], [redis, /Address already in use|Could not create server TCP/i]]) {
+    await d.halt();
+    const squatter = net.createServer();
+    await new Promise((resolve, reject) => squatter.once('error', reject).listen(d.port, '127.0.0.1', resolve));
+    try {
+      await assert.rejects(d.start(), re);
+      assert.equal(d.running, false);
+    } finally {
+      await new Promise((resolve) => squatter.close(resolve));
+    }
+    await d.start();
+    assert.ok(await accepts(d.port));
+  }
+  assert.deepEqual(await pg.psql('SELECT 1 AS one'), [{ one: '1' }]);
+  assert.equal(await redis.cli(['PING']), 'PONG');
+});
+
 test('a process that exits without stopping its cluster leaves no daemon, node or temp dir behind', async () => {
   const lib = pathToFileURL(path.join(here, 'lib', 'cluster.mjs')).href;
   const code = `

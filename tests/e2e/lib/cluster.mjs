@@ -172,20 +172,20 @@ async function launch(what, file, args, { ready, busy, uid, gid, env }) {
   proc.stderr.setEncoding('utf8').on('data', take);
   d.exited = new Promise((resolve) => proc.on('exit', (code, sig) => resolve((d.exit = { code, signal: sig }))));
   d.closed = new Promise((resolve) => proc.on('close', resolve));
-  const spawnError = new Promise((_, reject) => proc.on('error', reject));
+  let spawnError = null;
+  proc.on('error', (err) => { spawnError = err; });
   try {
-    await withTimeout(Promise.race([
-      waitUntil(() => ready.test(d.log), `${what} to be ready`, DAEMON_MS),
-      spawnError,
-      d.exited.then(async () => {
-        await withTimeout(d.closed, WAIT_MS, `${what} output`).catch(() => {});
-        const err = new Error(`${what} exited (${d.exit.signal || d.exit.code}) before it was ready:\n${d.log.slice(-3000)}`);
-        err.busy = !!(busy && busy.test(d.log));
-        throw err;
-      }),
-    ]), DAEMON_MS + 1000, `${what} to start`);
+    await waitUntil(() => ready.test(d.log) || d.exit || spawnError, `${what} to be ready`, DAEMON_MS);
+    if (spawnError) throw new Error(`${what}: ${spawnError.message}`);
+    if (d.exit) {
+      // Its last words (the reason) may still be in the pipe.
+      await withTimeout(d.closed, WAIT_MS, `${what} output`).catch(() => {});
+      const err = new Error(`${what} exited (${d.exit.signal || d.exit.code}) before it was ready:\n${d.log.slice(-3000)}`);
+      err.busy = !!(busy && busy.test(d.log));
+      throw err;
+    }
   } catch (err) {
-    if (!d.exit) signal(proc.pid, 'SIGKILL');
+    if (!d.exit && !spawnError) signal(proc.pid, 'SIGKILL');
     throw err;
   }
   return d;
@@ -315,7 +315,7 @@ export function parseCsv(text) {
  * - halt() is a fast shutdown (SIGINT: running transactions roll back); the
  *   files stay. start() starts it again on the same port and dir (crash
  *   recovery after kill9()). restart(downMs) is halt, downMs of absence
- *   (default 0; the chaos tests use 5000), start.
+ *   (default 5000: issue 13's "stop PostgreSQL for 5 s"), start.
  * - kill9() kills the postmaster and every backend at once (SIGKILL), as a
  *   power cut would; what was committed survives (fsync is on).
  * - pause() stops every process of the server (SIGSTOP): connections and
@@ -398,7 +398,7 @@ export async function startPostgres({ t = null, user = 'wsync', database = 'wsyn
       await waitGone(d);
     },
 
-    async restart(downMs = 0) {
+    async restart(downMs = 5000) {
       await pg.halt();
       if (downMs > 0) await sleep(downMs);
       return pg.start();
@@ -462,7 +462,8 @@ export async function startPostgres({ t = null, user = 'wsync', database = 'wsyn
  * running, cli(args), stop(), halt(), start(), restart(downMs), kill9(),
  * pause(), resume()}: cli runs redis-cli with args (an array) and resolves
  * its trimmed output; halt() is SIGTERM (a clean shutdown, nothing saved),
- * start() again on the same port, empty; kill9() SIGKILL; pause() SIGSTOP
+ * start() again on the same port, empty; restart(downMs) halt, downMs of
+ * absence (default 0), start; kill9() SIGKILL; pause() SIGSTOP
  * (commands and publishes hang, connections stay open), resume() SIGCONT;
  * stop() the end (removes the dir).
  */
