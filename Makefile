@@ -37,7 +37,7 @@ FUZZ_BRIEF ?= 5
 
 ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all -DWSY_ALLOC_TESTING
 
-.PHONY: all asan test unit e2e browser test-asan fuzz fuzz-brief run clean deps www
+.PHONY: all asan test unit e2e browser test-asan fuzz fuzz-brief run cluster clean deps www
 
 all: build/wsync
 
@@ -156,6 +156,14 @@ $(ESBUILD):
 
 run: build/wsync www
 	./build/wsync serve --static build/www --echo-endpoint --insecure-demo
+
+# The demo on a cluster (issue 13): a throwaway PostgreSQL and Redis, three
+# nodes serving it as `run` does, each on a free port, and a round-robin proxy
+# on 127.0.0.1:8080 (scripts/cluster.mjs; CLUSTER_ARGS="--listen
+# 127.0.0.1:9090 --nodes 2", or "--help"). Ctrl-C stops everything.
+CLUSTER_ARGS ?=
+cluster: build/wsync www
+	node scripts/cluster.mjs $(CLUSTER_ARGS)
 
 # ---- benchmarks (bench/, docs/PERFORMANCE.md) ----------------------------
 #   make bench        every scenario against wsync and the Node ws peer, medians and ratios
