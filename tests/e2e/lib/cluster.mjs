@@ -714,3 +714,60 @@ export async function startCluster(n = 3, { t = null, args, nodeArgs = () => [],
   if (t) t.after(() => c.stop());
   return c;
 }
+
+// ---- existing suites against a cluster -------------------------------------
+// With WSYNC_E2E_CLUSTER=N in the environment, lib/sync.mjs's startSyncServer
+// starts N nodes (one PostgreSQL per test process, a fresh database and a
+// fresh Redis per server) behind the round-robin proxy, and hands the test a
+// server-like object whose url is the proxy's: consecutive connections and
+// HTTP requests of a test land on different nodes, so a suite written for
+// one node checks that the cluster behaves as one.
+
+let sharedPg = null;
+let dbSeq = 0;
+
+/** The shared PostgreSQL of this test process (started on first use, stopped at exit). */
+function clusterPg() {
+  if (!sharedPg) sharedPg = startPostgres();
+  return sharedPg;
+}
+
+/** N nodes with args behind a round-robin proxy; resolves an object shaped like startServer's. */
+export async function startProxiedCluster(t, n, args, { echo = true } = {}) {
+  const { startRrProxy } = await import('./rrproxy.mjs');
+  const pg = await clusterPg();
+  const db = `suite_${process.pid}_${++dbSeq}`;
+  await pg.psql(`CREATE DATABASE ${db}`);
+  const store = pg.url.replace(/\/[^/]*$/, `/${db}`);
+  const redis = await startRedis();
+  const nodes = [];
+  try {
+    for (let i = 0; i < n; i++)
+      nodes.push(await startNode({ pg: { url: store }, redis, nodeId: `n${i + 1}`, args, echo }));
+  } catch (err) {
+    await Promise.all(nodes.map((x) => x.close().catch(() => {})));
+    await redis.stop().catch(() => {});
+    throw err;
+  }
+  const proxy = await startRrProxy({ backends: nodes.map((x) => x.port) });
+  const srv = {
+    nodes, redis, proxy, store,
+    host: '127.0.0.1',
+    port: proxy.port,
+    url: proxy.url,
+    wsUrl: proxy.wsUrl,
+    get stderr() { return nodes.map((x) => x.stderr).join('\n'); },
+    waitForLog(re, ms = WAIT_MS) {
+      return waitUntil(() => re.test(srv.stderr), `cluster log ${re}`, ms);
+    },
+    async stop() {
+      await proxy.close();
+      await Promise.all(nodes.map((x) => x.close()));
+      await redis.stop();
+      return { code: 0, signal: null };
+    },
+  };
+  srv.stopChecked = srv.stop;
+  if (t) t.after(() => srv.stop());
+  return srv;
+}
