@@ -92,6 +92,7 @@ struct room {
   uint64_t delivered;/* the last seq handed to this node's members (cluster.h) */
   int stale;         /* entries decided elsewhere were delivered: reload before deciding */
   int subscribed;    /* on the bus */
+  defwrite *defer, **defer_tail; /* writes to decide again (commit.h), in order; keep the room loaded */
   map remote;        /* other nodes' members: "node\x1fuser\x1fdevice" -> their entry (presence.c) */
   void *peers;       /* the kind's own connections (Yjs), kept across reloads */
   unsigned npeers;   /* they keep the room loaded as members do */
