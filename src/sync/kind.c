@@ -116,11 +116,14 @@ static void doc_kind_observe(engine *e, room *r, const bus_msg *m) {
   json_t *op = json_object_get(v, "op");
   const char *item = jstr(op, "item"), *field = jstr(op, "field");
   json_t *rv = json_object_get(op, "rev");
+  /* The replica may not have the item yet (made on another node): its
+   * generation is then unknown (0), which run_text_op accepts, since
+   * revisions never repeat across an item's incarnations. */
   const doc_item *it = item ? doc_get(&D(r)->d, item) : NULL;
   text_op *t = NULL;
   char err[200];
   const char *kind = jstr(op, "kind");
-  if (!it || !field || !json_is_integer(rv) || !kind || strcmp(kind, "text") != 0 ||
+  if (!item || !field || !json_is_integer(rv) || !kind || strcmp(kind, "text") != 0 ||
       text_op_from_json(json_object_get(op, "ops"), NULL, &t, err, sizeof err) != 0) {
     json_decref(v);
     return;
@@ -131,7 +134,7 @@ static void doc_kind_observe(engine *e, room *r, const bus_msg *m) {
   text_hist *h = map_get(&D(r)->texts, key);
   if (!h) {
     h = wsy_calloc(1, sizeof *h);
-    h->gen = it->gen;
+    h->gen = it ? it->gen : 0;
     h->base = rev;
     map_put(&D(r)->texts, key, h);
   }
@@ -204,7 +207,7 @@ static int run_text_op(author *a, json_t *req, room *r, json_t *opj, const char 
   snprintf(key, sizeof key, "%s\x1f%s", t.item, t.field);
   uint64_t cur = doc_text_rev(&D(r)->d, t.item, t.field);
   text_hist *h = map_get(&D(r)->texts, key);
-  if (h && (h->gen != it->gen || h->base + h->n != cur)) {
+  if (h && ((h->gen && h->gen != it->gen) || h->base + h->n != cur)) {
     hist_free(map_del(&D(r)->texts, key));
     h = NULL;
   }
