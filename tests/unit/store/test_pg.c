@@ -14,7 +14,7 @@ static pgt T;
 static void setup(void) { pgt_setup(&T); }
 static void teardown(void) { pgt_teardown(&T); }
 
-TestSuite(pg, .init = setup, .fini = teardown, .timeout = 60);
+TestSuite(pg, .init = setup, .fini = teardown);
 
 static void commit_ok(store *s, store_batch *b) {
   int rc = pgt_commit(&T, s, b, 0);
@@ -502,12 +502,12 @@ Test(pg, ten_thousand_ops_in_one_batch) {
   store *s = pgt_open(&T, T.url);
   store_batch *b = store_batch_new();
   for (int r = 0; r < 10; r++) {
-    char room[8];
+    char room[16];
     snprintf(room, sizeof room, "r%d", r);
     store_batch_room_create(b, room, "e");
   }
   for (uint64_t i = 0; i < 10000; i++) {
-    char room[8], item[16], cid[16];
+    char room[16], item[24], cid[24];
     snprintf(room, sizeof room, "r%d", (int)(i % 10));
     snprintf(item, sizeof item, "i%llu", (unsigned long long)(i % 7));
     snprintf(cid, sizeof cid, "c%llu", (unsigned long long)i);
@@ -515,7 +515,7 @@ Test(pg, ten_thousand_ops_in_one_batch) {
   }
   commit_ok(s, b);
   for (int r = 0; r < 10; r++) {
-    char room[8];
+    char room[16];
     snprintf(room, sizeof room, "r%d", r);
     cr_assert_eq(pgt_seq(s, room), 1000);
   }
