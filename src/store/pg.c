@@ -340,7 +340,7 @@ static void pg_close(store *bs) {
 static void on_poll(uv_poll_t *h, int status, int events);
 
 /* Watches the commit socket for events (it may change while connecting). */
-static void wc_watch(pg_store *s, int events) {
+static int wc_watch(pg_store *s, int events) {
   int fd = PQsocket(s->wc);
   uv_os_fd_t cur = -1;
   if (s->wpoll && (uv_fileno((uv_handle_t *)s->wpoll, &cur) != 0 || cur != fd)) {
@@ -348,12 +348,17 @@ static void wc_watch(pg_store *s, int events) {
     uv_close((uv_handle_t *)s->wpoll, free_poll);
     s->wpoll = NULL;
   }
+  if (fd < 0) return WSY_IO;
   if (!s->wpoll) {
     s->wpoll = wsy_calloc(1, sizeof *s->wpoll);
-    uv_poll_init_socket(s->loop, s->wpoll, fd);
+    if (uv_poll_init_socket(s->loop, s->wpoll, fd) != 0) {
+      wsy_free(s->wpoll); /* never initialized: nothing to close */
+      s->wpoll = NULL;
+      return WSY_IO;
+    }
     s->wpoll->data = s;
   }
-  uv_poll_start(s->wpoll, events, on_poll);
+  return uv_poll_start(s->wpoll, events, on_poll) ? WSY_IO : WSY_OK;
 }
 
 static void finish(pg_store *s, int rc) {
@@ -436,8 +441,7 @@ static int send_prepares(pg_store *s) {
 static int flush_and_watch(pg_store *s) {
   int f = PQflush(s->wc);
   if (f < 0) return WSY_IO;
-  wc_watch(s, UV_READABLE | (f ? UV_WRITABLE : 0));
-  return WSY_OK;
+  return wc_watch(s, UV_READABLE | (f ? UV_WRITABLE : 0));
 }
 
 static void start_batch(pg_store *s, int prepare) {
@@ -460,6 +464,7 @@ static void start_batch(pg_store *s, int prepare) {
     fail_io(s, "cannot send the commit to PostgreSQL");
     return;
   }
+  uv_update_time(s->loop); /* the loop's clock may be stale (a slow read just ran): a deadline from now */
   uv_timer_start(&s->timer, on_timeout, s->commit_ms, 0);
 }
 
@@ -509,7 +514,7 @@ static void drain(pg_store *s) {
           wc_drop(s); /* its statements are not all prepared */
         } else {
           s->wstate = PC_IDLE;
-          wc_watch(s, UV_READABLE);
+          if (wc_watch(s, UV_READABLE)) wc_drop(s);
         }
         finish(s, rc);
         return;
@@ -532,7 +537,8 @@ static void on_poll(uv_poll_t *h, int status, int events) {
         return fail_io(s, "cannot set up the PostgreSQL connection");
       return start_batch(s, 1);
     }
-    wc_watch(s, ps == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE);
+    if (wc_watch(s, ps == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE))
+      fail_io(s, "cannot watch the PostgreSQL connection");
     return;
   }
   if (status < 0 || !PQconsumeInput(s->wc)) {
@@ -547,7 +553,8 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   if (events & UV_WRITABLE) {
     int f = PQflush(s->wc);
     if (f < 0) return fail_io(s, "lost the PostgreSQL connection during a commit; the outcome is unknown");
-    wc_watch(s, UV_READABLE | (f ? UV_WRITABLE : 0));
+    if (wc_watch(s, UV_READABLE | (f ? UV_WRITABLE : 0)))
+      return fail_io(s, "cannot watch the PostgreSQL connection");
   }
   drain(s);
   if (s->wstate == PC_BUSY && PQstatus(s->wc) == CONNECTION_BAD)
@@ -581,7 +588,12 @@ static void pg_commit(store *bs, store_batch *b, store_commit_cb cb, void *ud) {
     return fail_soon(s, WSY_IO);
   }
   s->wstate = PC_CONNECTING;
-  wc_watch(s, UV_WRITABLE);
+  if (wc_watch(s, UV_WRITABLE)) {
+    store_batch_fail(b, WSY_IO, "cannot watch the PostgreSQL connection");
+    wc_drop(s);
+    return fail_soon(s, WSY_IO);
+  }
+  uv_update_time(s->loop); /* as in start_batch */
   uv_timer_start(&s->timer, on_timeout, PG_CONNECT_MS, 0);
 }
 
