@@ -409,10 +409,10 @@ static void slot_add(pg_store *s, int entry) {
   s->slot_entry[s->nslots++] = entry;
 }
 
-static void stmt_name(char name[8], int st) { snprintf(name, 8, "w%d", st); }
+static void stmt_name(char name[16], int st) { snprintf(name, 16, "w%d", st); }
 
 int pg_send_stmt(pg_store *s, int st, int entry, const char *const *vals) {
-  char name[8];
+  char name[16];
   int lens[6] = {0};
   stmt_name(name, st);
   if (!PQsendQueryPrepared(s->wc, name, write_sql[st].n, vals, lens, NULL, 0)) return WSY_IO;
@@ -426,7 +426,7 @@ static int send_prepares(pg_store *s) {
   if (!PQsendQueryParams(s->wc, "SET synchronous_commit TO on", 0, NULL, NULL, NULL, NULL, 0)) return WSY_IO;
   slot_add(s, -1);
   for (int i = 0; i < PW__COUNT; i++) {
-    char name[8];
+    char name[16];
     stmt_name(name, i);
     if (!PQsendPrepare(s->wc, name, write_sql[i].sql, write_sql[i].n, write_sql[i].types)) return WSY_IO;
     slot_add(s, -1);
