@@ -316,7 +316,7 @@ static void wc_drop(pg_store *s) {
   if (s->wc) PQfinish(s->wc);
   s->wc = NULL;
   s->wstate = PC_DOWN;
-  if (s->loop) uv_timer_stop(&s->timer);
+  if (s->handles_open) uv_timer_stop(&s->timer); /* initialized only once open succeeded */
 }
 
 static void pg_close(store *bs) {
