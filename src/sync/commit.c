@@ -201,7 +201,7 @@ static void commit_done(void *ud, int rc) {
       /* Nothing of the batch was stored: the room's memory ran ahead of
        * the store, and reloads once nothing of it is pending. */
       r->broken = 1;
-      if ((rc == WSY_STALE || rc == WSY_DUPLICATE) && p->req && p->tries < REDECIDE_MAX)
+      if ((rc == WSY_STALE || rc == WSY_DUPLICATE || rc == WSY_AGAIN) && p->req && p->tries < REDECIDE_MAX)
         defer_push(r, p->s, p->req, p->tries + 1); /* decided again once r is read again */
       else if (p->s && p->kind != P_CREATE) sess_send_json(p->s, failed_msg(p, rc));
       /* A cid another node recorded: its re-send asks the store. */
