@@ -55,9 +55,6 @@ typedef struct room_kind {
    * r->ks, keeping what survives a reload (room_reload); without it the
    * state is unloaded and loaded. */
   int (*reload)(room *r, store *st, const store_room_info *info);
-  /* Optional: an entry decided on another node (or refilled from the
-   * store) was delivered here (cluster.h); r's state is stale meanwhile. */
-  void (*observe)(engine *e, room *r, const bus_msg *m);
   /* Optional: the bus's delivery of r's traffic to the kind's own
    * connections (r->peers), after the members got theirs. */
   void (*deliver)(engine *e, room *r, const bus_msg *m);
