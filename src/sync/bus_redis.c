@@ -437,6 +437,9 @@ static redisAsyncContext *rb_open(rbus *b) {
     redisAsyncFree(ac);
     return NULL;
   }
+  /* The bus never keeps the loop alive by itself: a server that is shutting
+   * down exits once its connections are gone (the engine frees the bus). */
+  uv_unref((uv_handle_t *)&((redisLibuvEvents *)ac->ev.data)->handle);
   redisAsyncSetConnectCallback(ac, on_connected);
   redisAsyncSetDisconnectCallback(ac, on_disconnected);
   return ac;
@@ -721,6 +724,8 @@ int bus_redis_new(uv_loop_t *loop, const char *url, const char *node_id, const b
   b->beat.data = b->retry.data = b;
   b->open_handles = 2;
   uv_timer_start(&b->beat, on_beat, RB_BEAT_MS, RB_BEAT_MS);
+  uv_unref((uv_handle_t *)&b->beat);
+  uv_unref((uv_handle_t *)&b->retry);
   rb_connect(b);
   *out = &b->base;
   return 0;
