@@ -681,6 +681,20 @@ static int nothing(void *a) {
   return 0;
 }
 
+Test(busredis, a_db_redis_refuses_keeps_the_link_down) {
+  node a;
+  char u[80];
+  snprintf(u, sizeof u, "%s/99", url); /* 16 DBs by default */
+  bus_open(&a, "A", u);
+  run_until(nothing, NULL, 1500); /* several attempts */
+  cr_assert_eq(a.ups, 0, "up on a DB Redis refused");
+  cr_assert_eq(stats(&a).up, 0);
+  publish(&a, "r", NULL, 0, "{}", NULL, NULL);
+  cr_assert_eq(a.n, 1);
+  cr_assert_eq(stats(&a).dropped, 1);
+  bus_close(&a);
+}
+
 Test(busredis, free_while_connecting_and_from_a_callback) {
   node a, b;
   bus_open(&a, "A", NULL);
