@@ -617,6 +617,9 @@ Test(busredis, malformed_messages_are_counted_and_dropped) {
   raw_publish(c, "wsync:r:m", m, n), bad++; /* no origin */
   n = room_msg(m, "Z", "m", "e", 1, "", "", "{\"x\":\"\xc3\x28\"}");
   raw_publish(c, "wsync:r:m", m, n), bad++; /* payload not UTF-8 */
+  /* Every cut inside the header (before the payload) of a valid one. */
+  n = room_msg(m, "Zz", "m", "ep", 9, "u:d", "u", "");
+  for (size_t cut = 1; cut < n; cut++) raw_publish(c, "wsync:r:m", m, cut), bad++;
   raw_publish(c, "wsync:hb", "", 0), bad++;
   raw_publish(c, "wsync:n:B", "\x01\x00", 2), bad++;
   /* And a good one, made by hand from the documented format. */
