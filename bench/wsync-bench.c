@@ -11,6 +11,16 @@
  *   --proto wsync       the sync protocol on /v1/ws (docs/PROTOCOL.md):
  *                       hello, join, then publish (--mode ephemeral|stored) or
  *                       op set (--mode op); acks are timed too.
+ *   --proto socketio    Socket.IO 4 over its WebSocket transport
+ *                       (/socket.io/?EIO=4&transport=websocket), against the
+ *                       relay peer bench/peers/socketio-node.mjs: engine.io
+ *                       open, namespace connect "40", pings "2" answered "3",
+ *                       42["join",ROOM] with an ack (ready at the ack), then
+ *                       42["pub",ROOM,PAYLOAD] out and 42["msg",PAYLOAD] in.
+ *
+ * --pub-port P sends the publishers (connections 0..P-1) to port P and the
+ * rest to --port: publishers on one node of a cluster, subscribers on another.
+ * --server-pid may be given more than once: CPU and RSS are then the sums.
  *
  * Every message carries a marker "~B" followed by 40 hex digits: publisher id
  * (8), per-publisher sequence (16) and send time (16, CLOCK_MONOTONIC ns),
@@ -200,17 +210,19 @@ static double hist_pct(const hist *h, double pct) {
 
 /* ---- options -------------------------------------------------------------- */
 
-enum { P_BROADCAST, P_WSYNC };
+enum { P_BROADCAST, P_WSYNC, P_SOCKETIO };
 enum { M_EPHEMERAL, M_STORED, M_OP };
 
 static struct {
   const char *host;
   int port;
+  int pub_port; /* publishers connect here (0: --port) */
   int proto, mode;
   int conns, rooms, pubs, size, window;
   double rate; /* per publisher, msg/s; 0 = max */
   double warmup, duration, drain, settle;
   int server_pid;
+  int extra_pids[7], nextra; /* further --server-pid: summed into the server's figures */
   int json, check, idle, quiet;
   long catchup;
   int items;
@@ -236,7 +248,9 @@ static void usage(void) {
   fputs(
     "usage: wsync-bench --port PORT [options]\n"
     "  --host H             server address (127.0.0.1)\n"
-    "  --proto P            broadcast (/v1/broadcast) | wsync (/v1/ws)      [broadcast]\n"
+    "  --proto P            broadcast (/v1/broadcast) | wsync (/v1/ws)\n"
+    "                       | socketio (Socket.IO 4, WebSocket transport)   [broadcast]\n"
+    "  --pub-port P         publishers connect to port P, the others to --port\n"
     "  --mode M             wsync: ephemeral | stored (publish) | op (set)  [ephemeral]\n"
     "  --conns N            connections                                     [100]\n"
     "  --rooms K            rooms; connection i joins room i % K             [1]\n"
@@ -247,7 +261,8 @@ static void usage(void) {
     "  --warmup S, --duration S                                             [2, 5]\n"
     "  --drain S            after the run, wait for in-flight messages until\n"
     "                       S seconds pass without progress                 [3]\n"
-    "  --server-pid PID     read the server's CPU and RSS from /proc/PID\n"
+    "  --server-pid PID     read the server's CPU and RSS from /proc/PID; given\n"
+    "                       again (up to 8), the figures are the sums\n"
     "  --healthz            also read heap_bytes from the server's /healthz\n"
     "  --idle               scenario (a): connect, wait --settle S, report memory per connection\n"
     "  --idle-warm W        idle: open W connections before the baseline sample, so\n"
@@ -281,7 +296,7 @@ static void parse_opts(int argc, char **argv) {
     {"check", 0, 0, 'c'}, {"idle", 0, 0, 'I'}, {"quiet", 0, 0, 'q'}, {"catchup", 1, 0, 'C'},
     {"items", 1, 0, 'M'}, {"concurrency", 1, 0, 'x'}, {"recv-interval", 1, 0, 'R'},
     {"hist", 1, 0, 'H'}, {"prefix", 1, 0, 'f'}, {"label", 1, 0, 'l'}, {"healthz", 0, 0, 'z'},
-    {"spin", 0, 0, 'B'}, {"idle-warm", 1, 0, 'A'}, {"inject-loss", 1, 0, 'L'}, {"inject-dup", 1, 0, 'U'}, {"deflate", 0, 0, 'Z'}, {"fill", 1, 0, 'F'}, {"help", 0, 0, '?'}, {0, 0, 0, 0}};
+    {"spin", 0, 0, 'B'}, {"idle-warm", 1, 0, 'A'}, {"inject-loss", 1, 0, 'L'}, {"inject-dup", 1, 0, 'U'}, {"deflate", 0, 0, 'Z'}, {"fill", 1, 0, 'F'}, {"pub-port", 1, 0, 'O'}, {"help", 0, 0, '?'}, {0, 0, 0, 0}};
   int ch;
   while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
     switch (ch) {
@@ -290,6 +305,7 @@ static void parse_opts(int argc, char **argv) {
     case 'P':
       if (!strcmp(optarg, "broadcast")) opt.proto = P_BROADCAST;
       else if (!strcmp(optarg, "wsync")) opt.proto = P_WSYNC;
+      else if (!strcmp(optarg, "socketio")) opt.proto = P_SOCKETIO;
       else usage();
       break;
     case 'm':
@@ -308,7 +324,12 @@ static void parse_opts(int argc, char **argv) {
     case 'd': opt.duration = atof(optarg); break;
     case 'D': opt.drain = atof(optarg); break;
     case 'S': opt.settle = atof(optarg); break;
-    case 'i': opt.server_pid = atoi(optarg); break;
+    case 'i':
+      if (!opt.server_pid) opt.server_pid = atoi(optarg);
+      else if (opt.nextra < (int)(sizeof opt.extra_pids / sizeof opt.extra_pids[0])) opt.extra_pids[opt.nextra++] = atoi(optarg);
+      else die("--server-pid: at most 8");
+      break;
+    case 'O': opt.pub_port = atoi(optarg); break;
     case 'j': opt.json = 1; break;
     case 'c': opt.check = 1; break;
     case 'I': opt.idle = 1; break;
@@ -334,6 +355,7 @@ static void parse_opts(int argc, char **argv) {
     }
   }
   if (opt.port <= 0 || opt.port > 65535) usage();
+  if (opt.pub_port < 0 || opt.pub_port > 65535) usage();
   if (opt.catchup > 0) { /* scenario (f) has a fixed shape */
     opt.proto = P_WSYNC;
     opt.mode = M_OP;
@@ -399,7 +421,7 @@ static int *room_live;     /* live (ready, not closed) members per room */
 static int *room_npubs;    /* publishers per room */
 static int **room_pubs;    /* publisher ids per room */
 static int ep;
-static struct sockaddr_in server_addr;
+static struct sockaddr_in server_addr, pub_addr; /* pub_addr: --pub-port */
 static uint8_t *rbuf;
 static int *dirty_list, ndirty;
 static char *scratch;
@@ -442,6 +464,7 @@ static struct {
 } smp = {.heap0 = -1, .heap1 = -1};
 
 static int read_proc(int pid, procinfo *pi);
+static int read_servers(procinfo *pi);
 static double self_cpu(void);
 static double machine_busy(double *irq) {
   FILE *f = fopen("/proc/stat", "r");
@@ -456,7 +479,7 @@ static double machine_busy(double *irq) {
 }
 
 static void sample(procinfo *srv, double *self, double *mach, double *irq) {
-  if (opt.server_pid) read_proc(opt.server_pid, srv);
+  if (opt.server_pid) read_servers(srv);
   *self = self_cpu();
   *mach = machine_busy(irq);
 }
@@ -484,6 +507,19 @@ static int read_proc(int pid, procinfo *pi) {
     if (!strncmp(buf, "VmHWM:", 6)) pi->hwm_kib = atol(buf + 6);
   }
   fclose(f);
+  return 0;
+}
+
+/* The --server-pid processes, summed (the nodes of a cluster). */
+static int read_servers(procinfo *pi) {
+  if (read_proc(opt.server_pid, pi) != 0) return -1;
+  for (int i = 0; i < opt.nextra; i++) {
+    procinfo x;
+    if (read_proc(opt.extra_pids[i], &x) != 0) return -1;
+    pi->cpu_s += x.cpu_s;
+    pi->rss_kib += x.rss_kib;
+    pi->hwm_kib += x.hwm_kib;
+  }
   return 0;
 }
 
@@ -727,6 +763,11 @@ static void pub_send(int pi, uint64_t ts, uint64_t now) {
   if (opt.proto == P_BROADCAST) {
     put_marker(scratch, (uint32_t)pi, seq, ts);
     len = (size_t)opt.size;
+  } else if (opt.proto == P_SOCKETIO) { /* an event packet: 42["pub",ROOM,PAYLOAD] */
+    int n = snprintf(scratch, 512, "42[\"pub\",\"%s\",\"", rn);
+    put_marker(scratch + n, (uint32_t)pi, seq, ts);
+    memcpy(scratch + n + opt.size, "\"]", 2);
+    len = (size_t)n + (size_t)opt.size + 2;
   } else if (opt.mode == M_OP) {
     uint64_t item = (seq * (uint64_t)(opt.pubs ? opt.pubs : 1) + (uint64_t)pi) % (uint64_t)opt.items;
     int n = snprintf(scratch, 512,
@@ -935,9 +976,58 @@ static void on_wsync_text(int ci, const uint8_t *d, size_t len, uint64_t now) {
   /* presence, pong and the rest: counted in the ordinal only */
 }
 
+/* Socket.IO 4: one engine.io packet per WebSocket message. Its first digit
+ * is the engine.io type (0 open, 1 close, 2 ping, 4 message); a message's
+ * second digit is the Socket.IO type (0 connect, 1 disconnect, 2 event,
+ * 3 ack, 4 connect error). */
+static void on_sio_text(int ci, const uint8_t *d, size_t len, uint64_t now) {
+  conn *c = &conns[ci];
+  if (len >= 2 && d[0] == '4' && d[1] == '2') { /* 42["msg",PAYLOAD] */
+    const uint8_t *m = find_marker(d, len);
+    if (m && len > 9 && !memcmp(d + 2, "[\"msg\",", 7)) on_delivery(ci, m, now, len);
+    else st.unexpected++;
+  } else if (len == 1 && d[0] == '2') {
+    send_frame(ci, 1, "3", 1);
+  } else if (len >= 1 && d[0] == '0') { /* engine.io open: connect to the main namespace */
+    if (c->state == CS_HELLO) send_frame(ci, 1, "40", 2);
+    else st.unexpected++;
+  } else if (len >= 2 && d[0] == '4' && d[1] == '0') { /* namespace connected: join with ack id 0 */
+    if (c->state != CS_HELLO) {
+      st.unexpected++;
+      return;
+    }
+    char rn[96], msg[160];
+    room_name(rn, sizeof rn, c->room);
+    int n = snprintf(msg, sizeof msg, "420[\"join\",\"%s\"]", rn);
+    c->state = CS_JOINING;
+    c->t_join_sent = now_ns();
+    send_frame(ci, 1, msg, (size_t)n);
+  } else if (len >= 3 && d[0] == '4' && d[1] == '3' && d[2] == '0') { /* the join's ack */
+    if (c->state != CS_JOINING) {
+      st.unexpected++;
+      return;
+    }
+    c->state = CS_READY;
+    room_live[c->room]++;
+    st.nready++;
+    st.nconnecting--;
+  } else if (len >= 2 && d[0] == '4' && (d[1] == '1' || d[1] == '4')) {
+    st.errors++;
+    if (!st.first_error[0]) snprintf(st.first_error, sizeof st.first_error, "%.*s", (int)(len > 200 ? 200 : len), d);
+  } else if (len >= 1 && d[0] == '1') {
+    conn_closed(ci, "engine.io close packet");
+  } else {
+    st.unexpected++;
+  }
+}
+
 static void on_text(int ci, const uint8_t *d, size_t len, uint64_t now) {
   if (opt.proto == P_WSYNC) {
     on_wsync_text(ci, d, len, now);
+    return;
+  }
+  if (opt.proto == P_SOCKETIO) {
+    on_sio_text(ci, d, len, now);
     return;
   }
   if (len >= MARKER_LEN && d[0] == '~' && d[1] == 'B') on_delivery(ci, d, now, len);
@@ -1087,7 +1177,8 @@ static void start_connect(int ci) {
   st.nconnecting++;
   struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = (uint32_t)ci};
   if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0) die("epoll_ctl: %s", strerror(errno));
-  if (connect(fd, (struct sockaddr *)&server_addr, sizeof server_addr) != 0 && errno != EINPROGRESS)
+  const struct sockaddr_in *to = c->pub >= 0 && opt.pub_port ? &pub_addr : &server_addr;
+  if (connect(fd, (const struct sockaddr *)to, sizeof *to) != 0 && errno != EINPROGRESS)
     die("connect: %s", strerror(errno));
 }
 
@@ -1096,7 +1187,8 @@ static void on_connected(int ci) {
   int err = 0;
   socklen_t el = sizeof err;
   getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
-  if (err) die("connect to %s:%d: %s", opt.host, opt.port, strerror(err));
+  int port = c->pub >= 0 && opt.pub_port ? opt.pub_port : opt.port;
+  if (err) die("connect to %s:%d: %s", opt.host, port, strerror(err));
   c->state = CS_UPGRADING;
   uint8_t key[16];
   for (int i = 0; i < 16; i += 4) {
@@ -1113,12 +1205,17 @@ static void on_connected(int ci) {
     n = snprintf(req, sizeof req,
                  "GET /v1/broadcast?room=%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                  "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
-                 rn, opt.host, opt.port, k64, ext);
+                 rn, opt.host, port, k64, ext);
+  } else if (opt.proto == P_SOCKETIO) {
+    n = snprintf(req, sizeof req,
+                 "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
+                 opt.host, port, k64, ext);
   } else {
     n = snprintf(req, sizeof req,
                  "GET /v1/ws HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                  "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
-                 opt.host, opt.port, k64, ext);
+                 opt.host, port, k64, ext);
   }
   c->want_out = 1; /* registered for EPOLLOUT while connecting */
   send_raw(ci, req, (size_t)n);
@@ -1157,7 +1254,9 @@ static int on_upgrade_bytes(int ci, uint8_t *d, size_t len, uint64_t now) {
   }
   st.nupgraded++;
   st.t_upgraded_last = now;
-  if (opt.proto == P_WSYNC) {
+  if (opt.proto == P_SOCKETIO) {
+    c->state = CS_HELLO; /* until the engine.io open packet */
+  } else if (opt.proto == P_WSYNC) {
     c->state = CS_HELLO;
     char msg[160];
     int n = ci == st.catch_conn && phase == PH_CATCHUP
@@ -1279,7 +1378,7 @@ static void run(void) {
         /* settle like at the end, then the baseline (outside any timing) */
         struct timespec pause = {0, 300000000};
         nanosleep(&pause, NULL);
-        if (opt.server_pid && read_proc(opt.server_pid, &smp.srv_before) != 0) die("cannot read /proc/%d", opt.server_pid);
+        if (opt.server_pid && read_servers(&smp.srv_before) != 0) die("cannot read /proc/%d", opt.server_pid);
         if (opt.healthz) smp.heap0 = healthz_heap();
         baseline_done = 1;
         now = now_ns();
@@ -1401,6 +1500,10 @@ static void write_hist(const char *path, const hist *h) {
   fclose(f);
 }
 
+static const char *proto_name(void) {
+  return opt.proto == P_WSYNC ? "wsync" : opt.proto == P_SOCKETIO ? "socketio" : "broadcast";
+}
+
 static const char *mode_name(void) {
   return opt.mode == M_OP ? "op" : opt.mode == M_STORED ? "stored" : "ephemeral";
 }
@@ -1440,7 +1543,7 @@ static int report(void) {
     FILE *f = stdout;
     fprintf(f, "{\"label\":\"%s\",\"proto\":\"%s\",\"mode\":\"%s\",\"conns\":%d,\"rooms\":%d,\"pubs\":%d,"
                "\"size\":%d,\"rate\":%g,\"window\":%d,\"warmup_s\":%g,\"duration_s\":%g",
-            opt.label ? opt.label : "", opt.proto == P_WSYNC ? "wsync" : "broadcast",
+            opt.label ? opt.label : "", proto_name(),
             opt.proto == P_WSYNC ? mode_name() : "", nmeasured, opt.rooms, opt.pubs, opt.size, opt.rate, opt.window,
             opt.warmup, opt.duration);
     fprintf(f, ",\"connect_ms\":%.1f,\"connect_per_s\":%.0f", connect_s * 1e3, connect_s > 0 ? nmeasured / connect_s : 0);
@@ -1469,6 +1572,7 @@ static int report(void) {
     if (opt.server_pid) {
       fprintf(f, ",\"server\":{\"pid\":%d,\"rss_before_kib\":%ld,\"rss_kib\":%ld,\"hwm_kib\":%ld", opt.server_pid,
               smp.srv_before.rss_kib, smp.srv1.rss_kib, smp.srv1.hwm_kib);
+      if (opt.nextra) fprintf(f, ",\"processes\":%d", 1 + opt.nextra);
       if (measured)
         fprintf(f, ",\"cpu_s\":%.2f,\"cpu_pct\":%.1f,\"cpu_us_per_delivery\":%.3f", srv_cpu,
                 wall > 0 ? srv_cpu / wall * 100 : 0, per ? srv_cpu * 1e6 / (double)per : 0);
@@ -1495,7 +1599,7 @@ static int report(void) {
     fprintf(f, ",\"ok\":%s}\n", failed ? "false" : "true");
   } else {
     printf("%s%s%s: %d connections in %.0f ms (%.0f/s)\n", opt.label ? opt.label : "", opt.label ? ": " : "",
-           opt.proto == P_WSYNC ? "wsync protocol" : "broadcast protocol", nmeasured, connect_s * 1e3,
+           opt.proto == P_WSYNC ? "wsync protocol" : opt.proto == P_SOCKETIO ? "Socket.IO" : "broadcast protocol", nmeasured, connect_s * 1e3,
            connect_s > 0 ? nmeasured / connect_s : 0);
     if (measured) {
       printf("  sent %.0f msg/s, delivered %.0f/s (%.1f MB/s) over %.2f s; %.1f bytes on the wire per delivery%s\n",
@@ -1549,6 +1653,8 @@ int main(int argc, char **argv) {
   server_addr.sin_family = AF_INET;
   server_addr.sin_port = htons((uint16_t)opt.port);
   if (inet_pton(AF_INET, opt.host, &server_addr.sin_addr) != 1) die("--host must be an IPv4 address");
+  pub_addr = server_addr;
+  pub_addr.sin_port = htons((uint16_t)(opt.pub_port ? opt.pub_port : opt.port));
 
   int total = opt.conns + (opt.catchup > 0 ? 1 : 0);
   conns = xcalloc((size_t)total, sizeof *conns);
@@ -1587,13 +1693,13 @@ int main(int argc, char **argv) {
   if (ep < 0) die("epoll_create1: %s", strerror(errno));
 
   if (!opt.idle) {
-    if (opt.server_pid && read_proc(opt.server_pid, &smp.srv_before) != 0) die("cannot read /proc/%d", opt.server_pid);
+    if (opt.server_pid && read_servers(&smp.srv_before) != 0) die("cannot read /proc/%d", opt.server_pid);
     if (opt.healthz) smp.heap0 = healthz_heap();
   }
 
   if (!opt.quiet)
     fprintf(stderr, "wsync-bench: %s%s%s%s: %d connections, %d rooms, %d publishers, %d B, %s\n",
-            opt.proto == P_WSYNC ? "wsync" : "broadcast", opt.proto == P_WSYNC ? " " : "", opt.proto == P_WSYNC ? mode_name() : "",
+            proto_name(), opt.proto == P_WSYNC ? " " : "", opt.proto == P_WSYNC ? mode_name() : "",
             opt.idle ? " idle" : opt.catchup ? " catch-up" : "", opt.conns, opt.rooms, opt.pubs, opt.size,
             opt.rate > 0 ? "fixed rate" : "max rate");
   run();
