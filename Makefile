@@ -174,10 +174,16 @@ BENCH_TLS_ARGS ?=
 # Hocuspocus (bench/peers): editing trace, cold load, memory per document,
 # many rooms (docs/PERFORMANCE.md, "Yjs"); about 15 minutes.
 BENCH_YJS_SERVER_ARGS ?=
+# bench/cluster.mjs: two wsync nodes (PostgreSQL store, Redis bus) against two
+# Socket.IO nodes on @socket.io/redis-adapter (bench/peers): cross-node
+# fan-out, durable ops through PostgreSQL beside one SQLite node; about 2
+# minutes (--quick: 40 s; --perf: perf record on a node during the ops run).
+BENCH_CLUSTER_ARGS ?=
 bench: build/wsync build/wsync-bench
 	node bench/run.mjs $(BENCH_ARGS)
 	node bench/tls.mjs $(BENCH_TLS_ARGS)
 	node bench/yjs.mjs $(BENCH_YJS_SERVER_ARGS)
+	node bench/cluster.mjs $(BENCH_CLUSTER_ARGS)
 
 bench-smoke: build/wsync build/wsync-bench
 	bash bench/smoke.sh build/wsync build/wsync-bench

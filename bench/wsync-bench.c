@@ -20,6 +20,9 @@
  *
  * --pub-port P sends the publishers (connections 0..P-1) to port P and the
  * rest to --port: publishers on one node of a cluster, subscribers on another.
+ * --alt-port P spreads every room's members over --port and P instead. In a
+ * cluster an op may answer stale (fenced out by another node's commit): it is
+ * re-sent at once with the same cid, as clients do, and counted apart.
  * --server-pid may be given more than once: CPU and RSS are then the sums.
  *
  * Every message carries a marker "~B" followed by 40 hex digits: publisher id
@@ -217,6 +220,7 @@ static struct {
   const char *host;
   int port;
   int pub_port; /* publishers connect here (0: --port) */
+  int alt_port; /* connection i goes here when i / rooms is odd (0: --port) */
   int proto, mode;
   int conns, rooms, pubs, size, window;
   double rate; /* per publisher, msg/s; 0 = max */
@@ -251,6 +255,8 @@ static void usage(void) {
     "  --proto P            broadcast (/v1/broadcast) | wsync (/v1/ws)\n"
     "                       | socketio (Socket.IO 4, WebSocket transport)   [broadcast]\n"
     "  --pub-port P         publishers connect to port P, the others to --port\n"
+    "  --alt-port P         connection i connects to P when i / rooms is odd: every\n"
+    "                       room's members alternate between --port and P\n"
     "  --mode M             wsync: ephemeral | stored (publish) | op (set)  [ephemeral]\n"
     "  --conns N            connections                                     [100]\n"
     "  --rooms K            rooms; connection i joins room i % K             [1]\n"
@@ -296,7 +302,7 @@ static void parse_opts(int argc, char **argv) {
     {"check", 0, 0, 'c'}, {"idle", 0, 0, 'I'}, {"quiet", 0, 0, 'q'}, {"catchup", 1, 0, 'C'},
     {"items", 1, 0, 'M'}, {"concurrency", 1, 0, 'x'}, {"recv-interval", 1, 0, 'R'},
     {"hist", 1, 0, 'H'}, {"prefix", 1, 0, 'f'}, {"label", 1, 0, 'l'}, {"healthz", 0, 0, 'z'},
-    {"spin", 0, 0, 'B'}, {"idle-warm", 1, 0, 'A'}, {"inject-loss", 1, 0, 'L'}, {"inject-dup", 1, 0, 'U'}, {"deflate", 0, 0, 'Z'}, {"fill", 1, 0, 'F'}, {"pub-port", 1, 0, 'O'}, {"help", 0, 0, '?'}, {0, 0, 0, 0}};
+    {"spin", 0, 0, 'B'}, {"idle-warm", 1, 0, 'A'}, {"inject-loss", 1, 0, 'L'}, {"inject-dup", 1, 0, 'U'}, {"deflate", 0, 0, 'Z'}, {"fill", 1, 0, 'F'}, {"pub-port", 1, 0, 'O'}, {"alt-port", 1, 0, 'T'}, {"help", 0, 0, '?'}, {0, 0, 0, 0}};
   int ch;
   while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
     switch (ch) {
@@ -330,6 +336,7 @@ static void parse_opts(int argc, char **argv) {
       else die("--server-pid: at most 8");
       break;
     case 'O': opt.pub_port = atoi(optarg); break;
+    case 'T': opt.alt_port = atoi(optarg); break;
     case 'j': opt.json = 1; break;
     case 'c': opt.check = 1; break;
     case 'I': opt.idle = 1; break;
@@ -355,7 +362,7 @@ static void parse_opts(int argc, char **argv) {
     }
   }
   if (opt.port <= 0 || opt.port > 65535) usage();
-  if (opt.pub_port < 0 || opt.pub_port > 65535) usage();
+  if (opt.pub_port < 0 || opt.pub_port > 65535 || opt.alt_port < 0 || opt.alt_port > 65535) usage();
   if (opt.catchup > 0) { /* scenario (f) has a fixed shape */
     opt.proto = P_WSYNC;
     opt.mode = M_OP;
@@ -410,6 +417,7 @@ typedef struct {
   uint64_t done_seq;  /* every sequence below is complete */
   uint32_t *cnt;      /* receipts per in-flight sequence (ring of window) */
   uint64_t *sent_ns;  /* actual send time per in-flight sequence */
+  uint64_t *ts_ns;    /* its marker's time (a re-send carries the same) */
   uint64_t due_ns;    /* fixed rate: when the next one is due */
   uint64_t interval_ns;
   uint64_t acked;     /* acks received (op and publish modes) */
@@ -421,7 +429,14 @@ static int *room_live;     /* live (ready, not closed) members per room */
 static int *room_npubs;    /* publishers per room */
 static int **room_pubs;    /* publisher ids per room */
 static int ep;
-static struct sockaddr_in server_addr, pub_addr; /* pub_addr: --pub-port */
+static struct sockaddr_in server_addr, pub_addr, alt_addr; /* --pub-port, --alt-port */
+
+/* The port connection ci connects to: --pub-port, --alt-port or --port. */
+static int conn_port(int ci) {
+  if (conns[ci].pub >= 0 && opt.pub_port) return opt.pub_port;
+  if (opt.alt_port && ci / opt.rooms % 2 == 1) return opt.alt_port;
+  return opt.port;
+}
 static uint8_t *rbuf;
 static int *dirty_list, ndirty;
 static char *scratch;
@@ -436,6 +451,7 @@ static struct {
   uint64_t sent, sent_total, deliveries, delivered_bytes, acks, errors, closes, unexpected;
   uint64_t wire_bytes; /* data frames received while measuring, headers included */
   uint64_t dups, ooo, foreign;
+  uint64_t stale; /* ops re-sent after a stale error (cluster mode) */
   hist lat, ack_lat;
   uint64_t t_connect0, t_connected, t_upgraded_last;
   int nready, nconnecting, next_to_connect, nupgraded;
@@ -754,9 +770,9 @@ static void put_marker(char *dst, uint32_t pid, uint64_t seq, uint64_t ts) {
 
 static int acked_mode(void) { return opt.proto == P_WSYNC; }
 
-static void pub_send(int pi, uint64_t ts, uint64_t now) {
+/* Writes publisher pi's message seq (marker time ts) into scratch; returns its length. */
+static size_t build_msg(int pi, uint64_t seq, uint64_t ts) {
   pub *p = &pubs[pi];
-  uint64_t seq = p->next_seq;
   char rn[96];
   size_t len;
   room_name(rn, sizeof rn, p->room);
@@ -786,9 +802,16 @@ static void pub_send(int pi, uint64_t ts, uint64_t now) {
     memcpy(scratch + n + opt.size, tail, tl);
     len = (size_t)n + (size_t)opt.size + tl;
   }
-  send_frame(p->conn, 1, scratch, len);
+  return len;
+}
+
+static void pub_send(int pi, uint64_t ts, uint64_t now) {
+  pub *p = &pubs[pi];
+  uint64_t seq = p->next_seq;
+  send_frame(p->conn, 1, scratch, build_msg(pi, seq, ts));
   p->cnt[seq % (uint64_t)opt.window] = 0;
   p->sent_ns[seq % (uint64_t)opt.window] = now;
+  p->ts_ns[seq % (uint64_t)opt.window] = ts;
   p->next_seq++;
   st.sent_total++;
   if (measuring) st.sent++;
@@ -970,6 +993,19 @@ static void on_wsync_text(int ci, const uint8_t *d, size_t len, uint64_t now) {
     st.nready++;
     st.nconnecting--;
   } else if (tl >= 6 && !memcmp(t, "error\"", 6)) {
+    /* Cluster mode: a batch fenced out by another node's commit answers
+     * stale; the op is re-sent at once, same id, cid and marker, as clients
+     * do (docs/PROTOCOL.md). Its ack latency counts from the first send. */
+    long long re = json_int_after(d, len, "\"re\":");
+    if (c->pub >= 0 && re >= 0 && memmem(d, len, "\"code\":\"stale\"", 15)) {
+      pub *p = &pubs[c->pub];
+      uint64_t seq = (uint64_t)re;
+      if (seq >= p->done_seq && seq < p->next_seq) {
+        st.stale++;
+        send_frame(ci, 1, scratch, build_msg(c->pub, seq, p->ts_ns[seq % (uint64_t)opt.window]));
+        return;
+      }
+    }
     st.errors++;
     if (!st.first_error[0]) snprintf(st.first_error, sizeof st.first_error, "%.*s", (int)(len > 200 ? 200 : len), d);
   }
@@ -1177,7 +1213,8 @@ static void start_connect(int ci) {
   st.nconnecting++;
   struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = (uint32_t)ci};
   if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0) die("epoll_ctl: %s", strerror(errno));
-  const struct sockaddr_in *to = c->pub >= 0 && opt.pub_port ? &pub_addr : &server_addr;
+  int port = conn_port(ci);
+  const struct sockaddr_in *to = port == opt.port ? &server_addr : port == opt.pub_port ? &pub_addr : &alt_addr;
   if (connect(fd, (const struct sockaddr *)to, sizeof *to) != 0 && errno != EINPROGRESS)
     die("connect: %s", strerror(errno));
 }
@@ -1187,7 +1224,7 @@ static void on_connected(int ci) {
   int err = 0;
   socklen_t el = sizeof err;
   getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
-  int port = c->pub >= 0 && opt.pub_port ? opt.pub_port : opt.port;
+  int port = conn_port(ci);
   if (err) die("connect to %s:%d: %s", opt.host, port, strerror(err));
   c->state = CS_UPGRADING;
   uint8_t key[16];
@@ -1561,6 +1598,7 @@ static int report(void) {
                ",\"server_closes\":%" PRIu64 ",\"stalled\":%s",
             expected, distinct, losses, st.dups, st.ooo, st.foreign, st.unexpected, st.errors, st.closes,
             st.stalled ? "true" : "false");
+    if (st.stale) fprintf(f, ",\"stale_resends\":%" PRIu64, st.stale);
     if (st.first_error[0]) {
       fputs(",\"first_error\":\"", f);
       for (const char *q = st.first_error; *q; q++) {
@@ -1634,6 +1672,7 @@ static int report(void) {
     printf("  expected %" PRIu64 ", received %" PRIu64 ": losses %" PRIu64 ", duplicates %" PRIu64
            ", out of order %" PRIu64 ", errors %" PRIu64 ", server closes %" PRIu64 "%s\n",
            expected, distinct, losses, st.dups, st.ooo, st.errors, st.closes, st.stalled ? ", STALLED" : "");
+    if (st.stale) printf("  ops re-sent after stale (fenced out by another node): %" PRIu64 "\n", st.stale);
     if (st.first_error[0]) printf("  first error: %s\n", st.first_error);
   }
   return opt.check && failed ? 1 : 0;
@@ -1655,6 +1694,8 @@ int main(int argc, char **argv) {
   if (inet_pton(AF_INET, opt.host, &server_addr.sin_addr) != 1) die("--host must be an IPv4 address");
   pub_addr = server_addr;
   pub_addr.sin_port = htons((uint16_t)(opt.pub_port ? opt.pub_port : opt.port));
+  alt_addr = server_addr;
+  alt_addr.sin_port = htons((uint16_t)(opt.alt_port ? opt.alt_port : opt.port));
 
   int total = opt.conns + (opt.catchup > 0 ? 1 : 0);
   conns = xcalloc((size_t)total, sizeof *conns);
@@ -1679,6 +1720,7 @@ int main(int argc, char **argv) {
     room_pubs[p->room][p->local] = i;
     p->cnt = xcalloc((size_t)opt.window, sizeof *p->cnt);
     p->sent_ns = xcalloc((size_t)opt.window, sizeof *p->sent_ns);
+    p->ts_ns = xcalloc((size_t)opt.window, sizeof *p->ts_ns);
     p->interval_ns = opt.rate > 0 ? (uint64_t)(1e9 / opt.rate) : 0;
   }
   free(fill);

@@ -1,0 +1,351 @@
+// cluster.mjs -- make bench, cluster part (issue 13): two wsync nodes on one
+// PostgreSQL and one Redis against two Socket.IO 4 nodes on the same Redis
+// (@socket.io/redis-adapter, bench/peers/socketio-node.mjs), with the same
+// load generator (build/wsync-bench), one pair of nodes at a time.
+//
+//   (a) cross-node fan-out: 1 publisher on node A, N subscribers on node B
+//       (the publisher is a member too), ephemeral publish: deliveries/s at
+//       max rate, latency p50/p99 at 100 msg/s, CPU per delivery (both
+//       nodes' CPU from /proc/PID/stat over the measured interval, summed;
+//       Redis's CPU is shown apart).
+//   (b) durable ops through PostgreSQL: 50 writers on 10 rooms, each room's
+//       writers spread over both nodes (op set): acked ops/s, ack p50/p99,
+//       PostgreSQL transactions/s (pg_stat_database.xact_commit over the
+//       measured interval); beside it one wsync without cluster options
+//       (SQLite) under the same generator.
+//
+// Prints one table with the ratios of this run and the issue's targets, and
+// writes build/bench/cluster.json. Nothing goes into docs/.
+//
+// usage: node bench/cluster.mjs [--quick] [--check] [--only a,b] [--perf]
+//   --quick   200 subscribers, shorter runs (a sanity pass, ~40 s)
+//   --check   the self-check: tiny runs (50 subscribers, 1 s), exit 1 on any
+//             loss, duplicate, reorder, error or stall (bench/smoke.sh)
+//   --only    a (fan-out), b (ops), or both (default)
+//   --perf    perf record -g on node A during (b); top entries printed
+// PostgreSQL, Redis and the wsync nodes come from tests/e2e/lib/cluster.mjs.
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const out = path.join(root, 'build', 'bench');
+const BENCH = path.join(root, 'build', 'wsync-bench');
+const PEERS = path.join(root, 'bench', 'peers');
+process.env.WSYNC_BIN ||= path.join(root, 'build', 'wsync'); // read by tests/e2e/lib/server.mjs
+const lib = await import(pathToFileURL(process.env.WSYNC_CLUSTER_LIB || path.join(root, 'tests', 'e2e', 'lib', 'cluster.mjs')).href);
+const { startServer } = await import(pathToFileURL(path.join(root, 'tests', 'e2e', 'lib', 'server.mjs')).href);
+
+const argv = process.argv.slice(2);
+const flag = (n) => argv.includes(`--${n}`);
+const optv = (n, d) => (argv.indexOf(`--${n}`) >= 0 ? argv[argv.indexOf(`--${n}`) + 1] : d);
+const check = flag('check');
+const quick = flag('quick') || check;
+const only = optv('only', 'a,b').split(',');
+const wantPerf = flag('perf');
+
+const SUBS = check ? 50 : quick ? 200 : 1000;
+const timing = check
+  ? ['--warmup', '0.3', '--duration', '1', '--drain', '5']
+  : quick ? ['--warmup', '0.5', '--duration', '2'] : ['--warmup', '2', '--duration', '5'];
+const WARMUP = Number(timing[1]);
+const DURATION = Number(timing[3]);
+// Rate limits off: the generator is the only client.
+const WSYNC_ARGS = ['--insecure-demo', '--rate', '1000000000', '--burst', '1000000000', '--idle-timeout', '10m',
+  '--ping-interval', '10m'];
+
+// ---- processes ---------------------------------------------------------------
+
+const cleanups = [];
+const cpuOf = (pid) => {
+  try {
+    const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // utime + stime, clock ticks (USER_HZ 100)
+  } catch {
+    return 0;
+  }
+};
+// PostgreSQL: the postmaster and its backends.
+const pgCpu = (pg) => (pg?.pid ? [pg.pid, ...lib.descendants(pg.pid)].reduce((a, p) => a + cpuOf(p), 0) : 0);
+
+async function startPeer(redis, nodeId) {
+  const p = spawn(process.execPath, [path.join(PEERS, 'socketio-node.mjs'), '--redis', redis.url, '--node-id', nodeId],
+    { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  const port = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`socketio-node ${nodeId} did not listen: ${err}`)), 15000);
+    p.stderr.on('data', (d) => {
+      err += d;
+      const m = /listening on http:\/\/[0-9.]+:(\d+)/.exec(err);
+      if (m) {
+        clearTimeout(timer);
+        resolve(Number(m[1]));
+      }
+    });
+    p.on('exit', (code) => reject(new Error(`socketio-node ${nodeId} exited (${code}): ${err}`)));
+  });
+  const stop = () => new Promise((resolve) => {
+    if (p.exitCode !== null || p.signalCode) return resolve();
+    p.once('exit', resolve);
+    p.kill('SIGTERM');
+    setTimeout(() => p.kill('SIGKILL'), 3000).unref();
+  });
+  cleanups.push(stop);
+  return { port, pid: p.pid, stop };
+}
+
+/** Runs the generator (JSON on stdout); onReady(ms) when every connection is ready. */
+function runBench(args, onReady) {
+  return new Promise((resolve, reject) => {
+    const p = spawn(BENCH, ['--json', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let so = '';
+    let se = '';
+    p.stdout.on('data', (d) => (so += d));
+    p.stderr.on('data', (d) => {
+      se += d;
+      if (onReady && /connections ready/.test(se)) {
+        onReady();
+        onReady = null;
+      }
+    });
+    p.on('exit', (code) => {
+      try {
+        const r = JSON.parse(so.trim().split('\n').pop());
+        r.exit = code;
+        r.stderr = se.trim();
+        resolve(r);
+      } catch {
+        reject(new Error(`wsync-bench ${args.join(' ')} failed (${code}): ${se}${so}`));
+      }
+    });
+  });
+}
+
+/** The generator with an outside sampler at the edges of its measured interval. */
+async function measured(args, sampler) {
+  const samples = [];
+  const timers = [];
+  const at = (ms) => timers.push(setTimeout(() => samples.push(sampler()), ms));
+  const r = await runBench(args, () => {
+    at(WARMUP * 1000);
+    at((WARMUP + DURATION) * 1000);
+  });
+  timers.forEach(clearTimeout);
+  const [s0, s1] = await Promise.all(samples);
+  r.outside = s0 && s1 ? { s0, s1 } : null;
+  return r;
+}
+const problems = [];
+function note(name, r) {
+  const bad = ['losses', 'duplicates', 'out_of_order', 'errors', 'server_closes', 'foreign', 'unexpected']
+    .filter((k) => r[k]).map((k) => `${k} ${r[k]}`);
+  if (r.stalled) bad.push('stalled');
+  if (r.exit !== 0) bad.push(`exit ${r.exit}`);
+  if (bad.length) problems.push(`${name}: ${bad.join(', ')}${r.first_error ? ` (first error: ${r.first_error})` : ''}`);
+  const lat = r.mode === 'op' ? r.ack_latency_us : r.latency_us;
+  process.stderr.write(`cluster: ${name}: ${r.mode === 'op' ? `${r.acks_per_s} acked ops/s` : `${r.deliveries_per_s} deliveries/s`}, ` +
+    `p50 ${(lat.p50 / 1e3).toFixed(2)} ms, p99 ${(lat.p99 / 1e3).toFixed(2)} ms${bad.length ? `; ${bad.join(', ')}` : ''}\n`);
+}
+
+// ---- scenarios ---------------------------------------------------------------
+
+const fanArgs = ['--conns', String(SUBS + 1), '--rooms', '1', '--pubs', '1', '--size', '64', '--check', ...timing];
+const results = {};
+
+async function fanout(label, proto, ports, pids, redis) {
+  const base = ['--proto', proto, ...(proto === 'wsync' ? ['--mode', 'ephemeral'] : []), '--port', String(ports[1]),
+    '--pub-port', String(ports[0]), ...pids.flatMap((p) => ['--server-pid', String(p)]), ...fanArgs];
+  const sampler = async () => ({ redis: cpuOf(redis.pid) });
+  const max = await measured([...base, '--prefix', `${label}max`, '--window', '64'], sampler);
+  note(`${label} fan-out, max rate`, max);
+  const paced = await measured([...base, '--prefix', `${label}rate`, '--rate', '100', '--window', '256'], sampler);
+  note(`${label} fan-out, 100 msg/s`, paced);
+  return { max, paced };
+}
+
+const opArgs = ['--proto', 'wsync', '--mode', 'op', '--conns', '50', '--rooms', '10', '--pubs', '50', '--window', '16',
+  '--items', '1000', '--size', '64', '--check', ...timing];
+
+// A part that fails (a node that does not start, a generator that dies) is
+// reported and the other parts still run.
+const failures = [];
+async function part(name, fn) {
+  try {
+    await fn();
+  } catch (err) {
+    failures.push(`${name}: ${err.message.split('\n').slice(0, 6).join(' | ')}`);
+    process.stderr.write(`cluster: ${name} failed: ${err.stack || err}\n`);
+  }
+}
+
+async function socketioPart(redis) {
+  const a = await startPeer(redis, 'sio-a');
+  const b = await startPeer(redis, 'sio-b');
+  try {
+    results.sio = await fanout('sio', 'socketio', [a.port, b.port], [a.pid, b.pid], redis);
+  } finally {
+    await a.stop();
+    await b.stop();
+  }
+}
+
+async function clusterPart(redis) {
+  const pg = await lib.startPostgres();
+  cleanups.push(() => pg.stop());
+  const nodes = [];
+  try {
+    for (const id of ['a', 'b']) {
+      const n = await lib.startNode({ pg, redis, nodeId: `bench-${id}`, args: WSYNC_ARGS });
+      cleanups.push(() => n.close());
+      nodes.push(n);
+    }
+    const ports = nodes.map((n) => n.port);
+    const pids = nodes.map((n) => n.pid);
+    if (only.includes('a')) await part('wsync cluster fan-out', async () => {
+      results.wsync = await fanout('wsync', 'wsync', ports, pids, redis);
+    });
+    if (only.includes('b')) await part('wsync cluster ops', () => clusterOps(pg, redis, ports, pids));
+  } finally {
+    for (const n of nodes) await n.close();
+    await pg.stop();
+  }
+}
+
+async function clusterOps(pg, redis, ports, pids) {
+  const xacts = async () => Number((await pg.psql(
+    'SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()'))[0].xact_commit);
+  const sampler = async () => ({ t: process.hrtime.bigint(), xact: await xacts(), pg: pgCpu(pg), redis: cpuOf(redis.pid) });
+  let perf = null;
+  const perfData = path.join(out, 'cluster-perf.data');
+  if (wantPerf) perf = spawn('perf', ['record', '-g', '-F', '499', '-o', perfData, '-p', String(pids[0])], { stdio: 'ignore' });
+  try {
+    results.ops = await measured(['--port', String(ports[0]), '--alt-port', String(ports[1]),
+      ...pids.flatMap((p) => ['--server-pid', String(p)]), '--prefix', `ops${Date.now() % 100000}`, ...opArgs], sampler);
+    note('wsync cluster ops', results.ops);
+  } finally {
+    if (perf) await new Promise((resolve) => { perf.once('exit', resolve); perf.kill('SIGINT'); });
+  }
+  if (perf) {
+    const rep = spawnSync('perf', ['report', '-i', perfData, '--stdio', '--no-children', '--sort', 'dso,symbol',
+      '--percent-limit', '1', '-g', 'none'], { encoding: 'utf8', maxBuffer: 64 << 20 });
+    results.perf = rep.stdout.split('\n').filter((l) => /^\s+\d/.test(l)).slice(0, 25);
+  }
+}
+
+async function sqlitePart() {
+  const single = await startServer(null, WSYNC_ARGS, { echo: false });
+  cleanups.push(() => single.stop());
+  try {
+    results.sqlite = await measured(['--port', String(single.port), '--server-pid', String(single.pid),
+      '--prefix', 'ops1', ...opArgs], async () => ({}));
+    note('wsync single node (SQLite) ops', results.sqlite);
+  } finally {
+    await single.stopChecked();
+  }
+}
+
+async function main() {
+  if (!fs.existsSync(BENCH)) throw new Error(`${BENCH} is missing: make build/wsync-bench`);
+  fs.mkdirSync(out, { recursive: true });
+  const t0 = Date.now();
+  const redis = await lib.startRedis();
+  cleanups.push(() => redis.stop());
+  try {
+    if (only.includes('a')) await part('Socket.IO fan-out', () => socketioPart(redis));
+    await part('wsync cluster', () => clusterPart(redis));
+    if (only.includes('b')) await part('wsync single node', sqlitePart);
+  } finally {
+    await redis.stop();
+  }
+  results.elapsed_s = (Date.now() - t0) / 1e3;
+}
+
+// ---- report --------------------------------------------------------------------
+
+const fmt = (v, d = 0) => (v == null || Number.isNaN(v) ? '-' : Number(v).toLocaleString('en-US', {
+  minimumFractionDigits: d, maximumFractionDigits: d }));
+const ms = (us) => (us == null ? null : us / 1e3);
+
+function table() {
+  const rows = [];
+  const w = results.wsync;
+  const s = results.sio;
+  const row = (name, a, b, d, better) => {
+    const ratio = a != null && b != null && b !== 0 ? a / b : null;
+    rows.push(`| ${name} | ${fmt(a, d)} | ${fmt(b, d)} | ${ratio == null ? '-' : `${ratio.toFixed(2)}x`}${
+      better ? ` (${better})` : ''} |`);
+    return ratio;
+  };
+  const out = [];
+  let target = [];
+  if (w || s) {
+    out.push(`(a) cross-node fan-out: 1 publisher on node A, ${SUBS} subscribers on node B, 64 B ephemeral`);
+    out.push('| figure | wsync | Socket.IO + redis-adapter | wsync / Socket.IO |', '|---|---:|---:|---:|');
+    const r1 = row('deliveries/s, max rate', w?.max.deliveries_per_s, s?.max.deliveries_per_s, 0, 'higher is better');
+    const cpu = (r) => r?.server?.cpu_us_per_delivery;
+    row('nodes CPU us per delivery, max rate', cpu(w?.max), cpu(s?.max), 3, 'lower is better');
+    const redisUs = (r) => (r?.outside && r.deliveries ? (r.outside.s1.redis - r.outside.s0.redis) * 1e6 / r.deliveries : null);
+    row('Redis CPU us per delivery, max rate', redisUs(w?.max), redisUs(s?.max), 3, 'lower is better');
+    row('latency p50 ms at 100 msg/s', ms(w?.paced.latency_us.p50), ms(s?.paced.latency_us.p50), 2, 'lower is better');
+    const r2 = row('latency p99 ms at 100 msg/s', ms(w?.paced.latency_us.p99), ms(s?.paced.latency_us.p99), 2, 'lower is better');
+    row('nodes CPU us per delivery at 100 msg/s', cpu(w?.paced), cpu(s?.paced), 3, 'lower is better');
+    rows.forEach((r) => out.push(r));
+    rows.length = 0;
+    if (r1 != null) target.push(`deliveries/s >= 10x Socket.IO: ${r1.toFixed(2)}x ${r1 >= 10 ? 'MET' : 'NOT MET'}`);
+    if (r2 != null) target.push(`p99 at 100 msg/s <= 0.5x Socket.IO: ${r2.toFixed(2)}x ${r2 <= 0.5 ? 'MET' : 'NOT MET'}`);
+  }
+  const o = results.ops;
+  const q = results.sqlite;
+  if (o || q) {
+    out.push('', '(b) durable ops (op set, 64 B): 50 writers on 10 rooms, every room on both nodes');
+    out.push('| figure | wsync cluster (PostgreSQL) | wsync single node (SQLite) | cluster / single |', '|---|---:|---:|---:|');
+    const r3 = row('acked ops/s', o?.acks_per_s, q?.acks_per_s, 0);
+    row('ack latency p50 ms', ms(o?.ack_latency_us.p50), ms(q?.ack_latency_us.p50), 2);
+    row('ack latency p99 ms', ms(o?.ack_latency_us.p99), ms(q?.ack_latency_us.p99), 2);
+    row('deliveries/s (ops to the rooms\' members)', o?.deliveries_per_s, q?.deliveries_per_s, 0);
+    row('wsync CPU us per acked op (both nodes)', o?.server?.cpu_us_per_delivery, q?.server?.cpu_us_per_delivery, 3);
+    const x = o?.outside;
+    const secs = x ? Number(x.s1.t - x.s0.t) / 1e9 : 0;
+    const tps = x && secs ? (x.s1.xact - x.s0.xact) / secs : null;
+    rows.push(`| PostgreSQL transactions/s (xact_commit) | ${fmt(tps)} | - | - |`);
+    rows.push(`| PostgreSQL transactions per acked op | ${fmt(tps && o.acks_per_s ? tps / o.acks_per_s : null, 3)} | - | - |`);
+    rows.push(`| PostgreSQL CPU us per acked op (all backends) | ${fmt(x && o.acks ? (x.s1.pg - x.s0.pg) * 1e6 / (o.acks_per_s * secs) : null, 3)} | - | - |`);
+    rows.push(`| ops re-sent after stale | ${fmt(o?.stale_resends ?? 0)} | - | - |`);
+    rows.forEach((r) => out.push(r));
+    if (o) target.push(`acked ops/s >= 50,000 (cluster): ${fmt(o.acks_per_s)} ${o.acks_per_s >= 50000 ? 'MET' : 'NOT MET'}`);
+    void r3;
+  }
+  if (target.length) out.push('', 'targets of issue 13:', ...target.map((t) => `  ${t}`));
+  if (results.perf) out.push('', 'perf (node A during (b), self time, top entries):', ...results.perf);
+  return out.join('\n');
+}
+
+function machine() {
+  const cpus = os.cpus();
+  return `${cpus.length} x ${cpus[0]?.model || '?'}, Linux ${os.release()}, node ${process.version}; load before: ${
+    os.loadavg().map((l) => l.toFixed(2)).join(' ')}`;
+}
+
+let failed = false;
+const head = machine();
+try {
+  await main();
+} catch (err) {
+  failed = true;
+  process.stderr.write(`cluster: ${err.stack || err}\n`);
+} finally {
+  for (const c of cleanups.reverse()) await Promise.resolve().then(c).catch(() => {});
+}
+const text = table();
+console.log(`${head}\n\n${text}`);
+if (failures.length) console.log(`\nfailed:\n${failures.map((p) => `  ${p}`).join('\n')}`);
+if (problems.length) console.log(`\nproblems:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+fs.mkdirSync(out, { recursive: true });
+fs.writeFileSync(path.join(out, 'cluster.json'), `${JSON.stringify({ machine: head, subs: SUBS, ...results }, (k, v) =>
+  (typeof v === 'bigint' ? Number(v) : v), 2)}\n`);
+const bad = failed || failures.length > 0 || problems.length > 0;
+if (check) console.log(`cluster check: ${bad ? 'FAILED' : 'ok'}`);
+process.exit(failed || (check && bad) ? 1 : 0);
