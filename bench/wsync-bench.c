@@ -20,7 +20,8 @@
  *
  * --pub-port P sends the publishers (connections 0..P-1) to port P and the
  * rest to --port: publishers on one node of a cluster, subscribers on another.
- * --alt-port P spreads every room's members over --port and P instead. In a
+ * --alt-port P spreads every room's members over --port and P instead (with
+ * --alt-rooms: the odd rooms on P, the even ones on --port). In a
  * cluster an op may answer stale (fenced out by another node's commit): it is
  * re-sent at once with the same cid, as clients do, and counted apart.
  * --server-pid may be given more than once: CPU and RSS are then the sums.
@@ -220,7 +221,8 @@ static struct {
   const char *host;
   int port;
   int pub_port; /* publishers connect here (0: --port) */
-  int alt_port; /* connection i goes here when i / rooms is odd (0: --port) */
+  int alt_port;  /* connection i goes here when i / rooms is odd (0: --port) */
+  int alt_rooms; /* ... when its room is odd instead: each room on one node */
   int proto, mode;
   int conns, rooms, pubs, size, window;
   double rate; /* per publisher, msg/s; 0 = max */
@@ -257,6 +259,7 @@ static void usage(void) {
     "  --pub-port P         publishers connect to port P, the others to --port\n"
     "  --alt-port P         connection i connects to P when i / rooms is odd: every\n"
     "                       room's members alternate between --port and P\n"
+    "  --alt-rooms          with --alt-port: the odd rooms go to P, whole\n"
     "  --mode M             wsync: ephemeral | stored (publish) | op (set)  [ephemeral]\n"
     "  --conns N            connections                                     [100]\n"
     "  --rooms K            rooms; connection i joins room i % K             [1]\n"
@@ -302,7 +305,7 @@ static void parse_opts(int argc, char **argv) {
     {"check", 0, 0, 'c'}, {"idle", 0, 0, 'I'}, {"quiet", 0, 0, 'q'}, {"catchup", 1, 0, 'C'},
     {"items", 1, 0, 'M'}, {"concurrency", 1, 0, 'x'}, {"recv-interval", 1, 0, 'R'},
     {"hist", 1, 0, 'H'}, {"prefix", 1, 0, 'f'}, {"label", 1, 0, 'l'}, {"healthz", 0, 0, 'z'},
-    {"spin", 0, 0, 'B'}, {"idle-warm", 1, 0, 'A'}, {"inject-loss", 1, 0, 'L'}, {"inject-dup", 1, 0, 'U'}, {"deflate", 0, 0, 'Z'}, {"fill", 1, 0, 'F'}, {"pub-port", 1, 0, 'O'}, {"alt-port", 1, 0, 'T'}, {"help", 0, 0, '?'}, {0, 0, 0, 0}};
+    {"spin", 0, 0, 'B'}, {"idle-warm", 1, 0, 'A'}, {"inject-loss", 1, 0, 'L'}, {"inject-dup", 1, 0, 'U'}, {"deflate", 0, 0, 'Z'}, {"fill", 1, 0, 'F'}, {"pub-port", 1, 0, 'O'}, {"alt-port", 1, 0, 'T'}, {"alt-rooms", 0, 0, 'V'}, {"help", 0, 0, '?'}, {0, 0, 0, 0}};
   int ch;
   while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
     switch (ch) {
@@ -337,6 +340,7 @@ static void parse_opts(int argc, char **argv) {
       break;
     case 'O': opt.pub_port = atoi(optarg); break;
     case 'T': opt.alt_port = atoi(optarg); break;
+    case 'V': opt.alt_rooms = 1; break;
     case 'j': opt.json = 1; break;
     case 'c': opt.check = 1; break;
     case 'I': opt.idle = 1; break;
@@ -408,6 +412,7 @@ typedef struct {
   int dirty, want_out;
   track *tr; /* one per publisher of the room, by local index */
   uint64_t ordinal, ordinal_confirmed; /* wsync: messages after welcome */
+  uint64_t room_seq;                   /* op mode: the room's seq last seen (joined, then each op) */
   uint64_t t_start, t_join_sent;
 } conn;
 
@@ -434,7 +439,7 @@ static struct sockaddr_in server_addr, pub_addr, alt_addr; /* --pub-port, --alt-
 /* The port connection ci connects to: --pub-port, --alt-port or --port. */
 static int conn_port(int ci) {
   if (conns[ci].pub >= 0 && opt.pub_port) return opt.pub_port;
-  if (opt.alt_port && ci / opt.rooms % 2 == 1) return opt.alt_port;
+  if (opt.alt_port && (opt.alt_rooms ? conns[ci].room : ci / opt.rooms) % 2 == 1) return opt.alt_port;
   return opt.port;
 }
 static uint8_t *rbuf;
@@ -451,7 +456,8 @@ static struct {
   uint64_t sent, sent_total, deliveries, delivered_bytes, acks, errors, closes, unexpected;
   uint64_t wire_bytes; /* data frames received while measuring, headers included */
   uint64_t dups, ooo, foreign;
-  uint64_t stale; /* ops re-sent after a stale error (cluster mode) */
+  uint64_t stale;      /* ops re-sent after a stale error (cluster mode) */
+  uint64_t seq_breaks; /* op mode: an op whose room seq is not the last one + 1 */
   hist lat, ack_lat;
   uint64_t t_connect0, t_connected, t_upgraded_last;
   int nready, nconnecting, next_to_connect, nupgraded;
@@ -943,6 +949,11 @@ static void on_wsync_text(int ci, const uint8_t *d, size_t len, uint64_t now) {
     if (m) on_delivery(ci, m, now, len);
     else st.unexpected++;
   } else if (tl >= 3 && !memcmp(t, "op\"", 3)) {
+    /* The room's entries arrive in seq order, one by one: a re-sent op may
+     * overtake its publisher's later ones, but never a room seq. */
+    long long rs = json_int_after(d, len, "\"seq\":");
+    if (rs < 0 || (uint64_t)rs != c->room_seq + 1) st.seq_breaks++;
+    if (rs >= 0) c->room_seq = (uint64_t)rs;
     const uint8_t *m = find_marker(d, len);
     if (m) on_delivery(ci, m, now, len);
     else st.unexpected++;
@@ -989,6 +1000,8 @@ static void on_wsync_text(int ci, const uint8_t *d, size_t len, uint64_t now) {
       memcpy(epoch, e, n);
       epoch[n] = 0;
     }
+    long long js = json_int_after(d, len, "\"seq\":");
+    c->room_seq = js < 0 ? 0 : (uint64_t)js;
     room_live[c->room]++;
     st.nready++;
     st.nconnecting--;
@@ -1571,7 +1584,9 @@ static int report(void) {
   double bytes_per_conn = (double)(smp.srv1.rss_kib - smp.srv_before.rss_kib) * 1024.0 / nmeasured;
   double heap_per_conn =
       smp.heap0 >= 0 && smp.heap1 >= 0 ? (double)(smp.heap1 - smp.heap0) / nmeasured : -1;
-  int failed = losses || st.dups || st.ooo || st.errors || st.closes || st.foreign || st.unexpected || st.stalled ||
+  /* After a stale re-send a publisher's ops may reach members out of its
+   * order (the room's seq order is checked instead, seq_breaks). */
+  int failed = losses || st.dups || (st.ooo && !st.stale) || st.seq_breaks || st.errors || st.closes || st.foreign || st.unexpected || st.stalled ||
                (!opt.idle && st.sent_total == 0);
   if (opt.catchup && (!st.catch_done || st.catch_seq != (uint64_t)opt.catchup)) failed = 1;
   if (opt.hist_file) write_hist(opt.hist_file, opt.proto == P_WSYNC && opt.mode == M_OP ? &st.ack_lat : &st.lat);
@@ -1599,6 +1614,7 @@ static int report(void) {
             expected, distinct, losses, st.dups, st.ooo, st.foreign, st.unexpected, st.errors, st.closes,
             st.stalled ? "true" : "false");
     if (st.stale) fprintf(f, ",\"stale_resends\":%" PRIu64, st.stale);
+    if (st.seq_breaks) fprintf(f, ",\"room_seq_breaks\":%" PRIu64, st.seq_breaks);
     if (st.first_error[0]) {
       fputs(",\"first_error\":\"", f);
       for (const char *q = st.first_error; *q; q++) {
@@ -1673,6 +1689,7 @@ static int report(void) {
            ", out of order %" PRIu64 ", errors %" PRIu64 ", server closes %" PRIu64 "%s\n",
            expected, distinct, losses, st.dups, st.ooo, st.errors, st.closes, st.stalled ? ", STALLED" : "");
     if (st.stale) printf("  ops re-sent after stale (fenced out by another node): %" PRIu64 "\n", st.stale);
+    if (st.seq_breaks) printf("  ops out of the room's seq order: %" PRIu64 "\n", st.seq_breaks);
     if (st.first_error[0]) printf("  first error: %s\n", st.first_error);
   }
   return opt.check && failed ? 1 : 0;
