@@ -38,7 +38,7 @@ const out = path.join(root, 'build', 'bench');
 const BENCH = path.join(root, 'build', 'wsync-bench');
 const PEERS = path.join(root, 'bench', 'peers');
 process.env.WSYNC_BIN ||= path.join(root, 'build', 'wsync'); // read by tests/e2e/lib/server.mjs
-const lib = await import(pathToFileURL(process.env.WSYNC_CLUSTER_LIB || path.join(root, 'tests', 'e2e', 'lib', 'cluster.mjs')).href);
+const lib = await import(pathToFileURL(path.join(root, 'tests', 'e2e', 'lib', 'cluster.mjs')).href);
 const { startServer } = await import(pathToFileURL(path.join(root, 'tests', 'e2e', 'lib', 'server.mjs')).href);
 
 const argv = process.argv.slice(2);
