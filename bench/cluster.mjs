@@ -153,6 +153,7 @@ function note(name, r) {
   const bad = keys.filter((k) => r[k]).map((k) => `${k} ${r[k]}`);
   if (r.stalled) bad.push('stalled');
   if (r.exit !== 0) bad.push(`exit ${r.exit}`);
+  r.failed = bad.length > 0; // its figures stay out of the table and the ratios
   if (bad.length) problems.push(`${name}: ${bad.join(', ')}${r.first_error ? ` (first error: ${r.first_error})` : ''}`);
   const lat = r.mode === 'op' ? r.ack_latency_us : r.latency_us;
   process.stderr.write(`cluster: ${name}: ${r.mode === 'op' ? `${r.acks_per_s} acked ops/s` : `${r.deliveries_per_s} deliveries/s`}, ` +
@@ -283,8 +284,11 @@ const ms = (us) => (us == null ? null : us / 1e3);
 
 function table() {
   const rows = [];
-  const w = results.wsync;
-  const s = results.sio;
+  // A run that lost, doubled or reordered messages has no figures here.
+  const good = (r) => (r && !r.failed ? r : null);
+  const pair = (x) => (x && (good(x.max) || good(x.paced)) ? { max: good(x.max), paced: good(x.paced) } : null);
+  const w = pair(results.wsync);
+  const s = pair(results.sio);
   const row = (name, a, b, d, better) => {
     const ratio = a != null && b != null && b !== 0 ? a / b : null;
     rows.push(`| ${name} | ${fmt(a, d)} | ${fmt(b, d)} | ${ratio == null ? '-' : `${ratio.toFixed(2)}x`}${
@@ -296,22 +300,22 @@ function table() {
   if (w || s) {
     out.push(`(a) cross-node fan-out: 1 publisher on node A, ${SUBS} subscribers on node B, 64 B ephemeral`);
     out.push('| figure | wsync | Socket.IO + redis-adapter | wsync / Socket.IO |', '|---|---:|---:|---:|');
-    const r1 = row('deliveries/s, max rate', w?.max.deliveries_per_s, s?.max.deliveries_per_s, 0, 'higher is better');
+    const r1 = row('deliveries/s, max rate', w?.max?.deliveries_per_s, s?.max?.deliveries_per_s, 0, 'higher is better');
     const cpu = (r) => r?.server?.cpu_us_per_delivery;
     row('nodes CPU us per delivery, max rate', cpu(w?.max), cpu(s?.max), 3, 'lower is better');
     const redisUs = (r) => (r?.outside && r.deliveries ? (r.outside.s1.redis - r.outside.s0.redis) * 1e6 / r.deliveries : null);
     row('Redis CPU us per delivery, max rate', redisUs(w?.max), redisUs(s?.max), 3, 'lower is better');
-    row('latency p50 ms at 100 msg/s', ms(w?.paced.latency_us.p50), ms(s?.paced.latency_us.p50), 2, 'lower is better');
-    const r2 = row('latency p99 ms at 100 msg/s', ms(w?.paced.latency_us.p99), ms(s?.paced.latency_us.p99), 2, 'lower is better');
+    row('latency p50 ms at 100 msg/s', ms(w?.paced?.latency_us.p50), ms(s?.paced?.latency_us.p50), 2, 'lower is better');
+    const r2 = row('latency p99 ms at 100 msg/s', ms(w?.paced?.latency_us.p99), ms(s?.paced?.latency_us.p99), 2, 'lower is better');
     row('nodes CPU us per delivery at 100 msg/s', cpu(w?.paced), cpu(s?.paced), 3, 'lower is better');
     rows.forEach((r) => out.push(r));
     rows.length = 0;
     if (r1 != null) target.push(`deliveries/s >= 10x Socket.IO: ${r1.toFixed(2)}x ${r1 >= 10 ? 'MET' : 'NOT MET'}`);
     if (r2 != null) target.push(`p99 at 100 msg/s <= 0.5x Socket.IO: ${r2.toFixed(2)}x ${r2 <= 0.5 ? 'MET' : 'NOT MET'}`);
   }
-  const o = results.ops;
-  const o2 = results.opsSplit;
-  const q = results.sqlite;
+  const o = good(results.ops);
+  const o2 = good(results.opsSplit);
+  const q = good(results.sqlite);
   if (o || o2 || q) {
     out.push('', '(b) durable ops (op set, 64 B), 50 writers on 10 rooms; cluster: PostgreSQL store, Redis bus, 2 nodes');
     out.push('| figure | cluster, every room on both nodes | cluster, each room on one node | single node (SQLite) |' +
@@ -338,6 +342,7 @@ function table() {
       if (r) target.push(`acked ops/s >= 50,000 (cluster, ${name}): ${fmt(r.acks_per_s)} ${r.acks_per_s >= 50000 ? 'MET' : 'NOT MET'}`);
     }
   }
+  out.push('', '-: not run, or the run failed (see problems below)');
   if (target.length) out.push('', 'targets of issue 13:', ...target.map((t) => `  ${t}`));
   if (results.perf) out.push('', 'perf (node A during (b), self time, top entries):', ...results.perf);
   return out.join('\n');
