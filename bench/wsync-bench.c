@@ -1010,7 +1010,7 @@ static void on_wsync_text(int ci, const uint8_t *d, size_t len, uint64_t now) {
      * stale; the op is re-sent at once, same id, cid and marker, as clients
      * do (docs/PROTOCOL.md). Its ack latency counts from the first send. */
     long long re = json_int_after(d, len, "\"re\":");
-    if (c->pub >= 0 && re >= 0 && memmem(d, len, "\"code\":\"stale\"", 15)) {
+    if (c->pub >= 0 && re >= 0 && memmem(d, len, "\"code\":\"stale\"", 14)) {
       pub *p = &pubs[c->pub];
       uint64_t seq = (uint64_t)re;
       if (seq >= p->done_seq && seq < p->next_seq) {
