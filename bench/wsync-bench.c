@@ -423,6 +423,8 @@ typedef struct {
   uint32_t *cnt;      /* receipts per in-flight sequence (ring of window) */
   uint64_t *sent_ns;  /* actual send time per in-flight sequence */
   uint64_t *ts_ns;    /* its marker's time (a re-send carries the same) */
+  uint64_t *retry_at; /* op mode: when a stale op goes again (0: not waiting) */
+  uint8_t *tries;     /* op mode: stale answers so far */
   uint64_t due_ns;    /* fixed rate: when the next one is due */
   uint64_t interval_ns;
   uint64_t acked;     /* acks received (op and publish modes) */
@@ -457,6 +459,7 @@ static struct {
   uint64_t wire_bytes; /* data frames received while measuring, headers included */
   uint64_t dups, ooo, foreign;
   uint64_t stale;      /* ops re-sent after a stale error (cluster mode) */
+  uint64_t retries_waiting; /* of which not yet re-sent */
   uint64_t seq_breaks; /* op mode: an op whose room seq is not the last one + 1 */
   hist lat, ack_lat;
   uint64_t t_connect0, t_connected, t_upgraded_last;
@@ -818,6 +821,8 @@ static void pub_send(int pi, uint64_t ts, uint64_t now) {
   p->cnt[seq % (uint64_t)opt.window] = 0;
   p->sent_ns[seq % (uint64_t)opt.window] = now;
   p->ts_ns[seq % (uint64_t)opt.window] = ts;
+  p->retry_at[seq % (uint64_t)opt.window] = 0;
+  p->tries[seq % (uint64_t)opt.window] = 0;
   p->next_seq++;
   st.sent_total++;
   if (measuring) st.sent++;
@@ -840,7 +845,23 @@ static int writes_open(void) {
   return phase == PH_CATCHUP && st.catch_write_t1 == 0;
 }
 
+/* Stale ops whose wait is over go again (an ack may not come otherwise, so
+ * this runs in every phase, the drain included). */
+static void resend_due(uint64_t now) {
+  for (int i = 0; i < opt.pubs && st.retries_waiting; i++) {
+    pub *p = &pubs[i];
+    for (uint64_t seq = p->done_seq; seq < p->next_seq; seq++) {
+      uint64_t slot = seq % (uint64_t)opt.window;
+      if (!p->retry_at[slot] || p->retry_at[slot] > now) continue;
+      p->retry_at[slot] = 0;
+      st.retries_waiting--;
+      if (conns[p->conn].state == CS_READY) send_frame(p->conn, 1, scratch, build_msg(i, seq, p->ts_ns[slot]));
+    }
+  }
+}
+
 static void publish_due(uint64_t now) {
+  if (st.retries_waiting) resend_due(now);
   if (!writes_open()) return;
   for (int i = 0; i < opt.pubs; i++) {
     pub *p = &pubs[i];
@@ -1007,15 +1028,19 @@ static void on_wsync_text(int ci, const uint8_t *d, size_t len, uint64_t now) {
     st.nconnecting--;
   } else if (tl >= 6 && !memcmp(t, "error\"", 6)) {
     /* Cluster mode: a batch fenced out by another node's commit answers
-     * stale; the op is re-sent at once, same id, cid and marker, as clients
-     * do (docs/PROTOCOL.md). Its ack latency counts from the first send. */
+     * stale; the op goes again with the same id, cid and marker after the
+     * JS client's wait (random, below 10 ms x tries, tries capped at 10:
+     * clients/js/wsync.js). Its ack latency counts from the first send. */
     long long re = json_int_after(d, len, "\"re\":");
     if (c->pub >= 0 && re >= 0 && memmem(d, len, "\"code\":\"stale\"", 14)) {
       pub *p = &pubs[c->pub];
-      uint64_t seq = (uint64_t)re;
+      uint64_t seq = (uint64_t)re, slot = seq % (uint64_t)opt.window;
       if (seq >= p->done_seq && seq < p->next_seq) {
         st.stale++;
-        send_frame(ci, 1, scratch, build_msg(c->pub, seq, p->ts_ns[seq % (uint64_t)opt.window]));
+        if (p->tries[slot] < 255) p->tries[slot]++;
+        uint32_t span = 10u * (p->tries[slot] < 10 ? p->tries[slot] : 10u);
+        p->retry_at[slot] = now + (uint64_t)(rng32() % span) * 1000000ull + 1;
+        st.retries_waiting++;
         return;
       }
     }
@@ -1738,6 +1763,8 @@ int main(int argc, char **argv) {
     p->cnt = xcalloc((size_t)opt.window, sizeof *p->cnt);
     p->sent_ns = xcalloc((size_t)opt.window, sizeof *p->sent_ns);
     p->ts_ns = xcalloc((size_t)opt.window, sizeof *p->ts_ns);
+    p->retry_at = xcalloc((size_t)opt.window, sizeof *p->retry_at);
+    p->tries = xcalloc((size_t)opt.window, sizeof *p->tries);
     p->interval_ns = opt.rate > 0 ? (uint64_t)(1e9 / opt.rate) : 0;
   }
   free(fill);
