@@ -177,7 +177,7 @@ BENCH_YJS_SERVER_ARGS ?=
 # bench/cluster.mjs: two wsync nodes (PostgreSQL store, Redis bus) against two
 # Socket.IO nodes on @socket.io/redis-adapter (bench/peers): cross-node
 # fan-out, durable ops through PostgreSQL beside one SQLite node; about 2
-# minutes (--quick: 40 s; --perf: perf record on a node during the ops run).
+# minutes (--quick: 40 s; --perf: perf record on the nodes and PostgreSQL during the ops runs).
 BENCH_CLUSTER_ARGS ?=
 bench: build/wsync build/wsync-bench
 	node bench/run.mjs $(BENCH_ARGS)

@@ -23,7 +23,8 @@
 //             loss, duplicate, reorder, error or stall (bench/smoke.sh)
 //             (Socket.IO runs in it only when bench/peers has it installed)
 //   --only    a (fan-out), b (ops), or both (default)
-//   --perf    perf record -g on node A during (b); top entries printed
+//   --perf    perf record on both nodes and PostgreSQL during (b); the top
+//             entries are printed
 //   --inject-dup N   every generator doubles its Nth delivery: the check
 //             must then fail (a test of the check itself)
 // PostgreSQL, Redis and the wsync nodes come from tests/e2e/lib/cluster.mjs.
@@ -228,23 +229,29 @@ async function clusterOps(pg, redis, ports, pids) {
   const xacts = async () => Number((await pg.psql(
     'SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()'))[0].xact_commit);
   const sampler = async () => ({ t: process.hrtime.bigint(), xact: await xacts(), pg: pgCpu(pg), redis: cpuOf(redis.pid) });
+  // perf: both nodes and PostgreSQL's backends (the generator's connections
+  // exist only once it runs, so the backends of the wsync nodes' pools),
+  // over both runs of (b); self time by process, library and symbol.
   let perf = null;
   const perfData = path.join(out, 'cluster-perf.data');
-  if (wantPerf) perf = spawn('perf', ['record', '-g', '-F', '499', '-o', perfData, '-p', String(pids[0])], { stdio: 'ignore' });
+  if (wantPerf) {
+    const who = [...pids, pg.pid, ...lib.descendants(pg.pid)].join(',');
+    perf = spawn('perf', ['record', '-F', '499', '-o', perfData, '-p', who], { stdio: 'ignore' });
+  }
   const base = ['--port', String(ports[0]), '--alt-port', String(ports[1]),
     ...pids.flatMap((p) => ['--server-pid', String(p)]), ...opArgs];
   try {
     results.ops = await measured([...base, '--prefix', 'opsm'], sampler);
     note('wsync cluster ops, every room on both nodes', results.ops);
+    results.opsSplit = await measured([...base, '--alt-rooms', '--prefix', 'opsr'], sampler);
+    note('wsync cluster ops, each room on one node', results.opsSplit);
   } finally {
     if (perf) await new Promise((resolve) => { perf.once('exit', resolve); perf.kill('SIGINT'); });
   }
-  results.opsSplit = await measured([...base, '--alt-rooms', '--prefix', 'opsr'], sampler);
-  note('wsync cluster ops, each room on one node', results.opsSplit);
   if (perf) {
-    const rep = spawnSync('perf', ['report', '-i', perfData, '--stdio', '--no-children', '--sort', 'dso,symbol',
-      '--percent-limit', '1', '-g', 'none'], { encoding: 'utf8', maxBuffer: 64 << 20 });
-    results.perf = rep.stdout.split('\n').filter((l) => /^\s+\d/.test(l)).slice(0, 25);
+    const rep = spawnSync('perf', ['report', '-i', perfData, '--stdio', '--sort', 'comm,dso,symbol',
+      '--percent-limit', '0.7'], { encoding: 'utf8', maxBuffer: 64 << 20 });
+    results.perf = rep.stdout.split('\n').filter((l) => /^\s+\d/.test(l)).map((l) => l.replace(/(\s+-)+\s*$/, '')).slice(0, 30);
   }
 }
 
@@ -344,7 +351,7 @@ function table() {
   }
   out.push('', '-: not run, or the run failed (see problems below)');
   if (target.length) out.push('', 'targets of issue 13:', ...target.map((t) => `  ${t}`));
-  if (results.perf) out.push('', 'perf (node A during (b), self time, top entries):', ...results.perf);
+  if (results.perf) out.push('', 'perf during (b), both nodes and PostgreSQL, share of samples (self):', ...results.perf);
   return out.join('\n');
 }
 
