@@ -25,6 +25,7 @@ static void locks_free(room *r) {
 }
 
 static void room_destroy(engine *e, room *r) {
+  commit_defer_free(r);
   cluster_room_unloading(e, r);
   locks_free(r);
   join_cursors_free(r);
@@ -35,7 +36,7 @@ static void room_destroy(engine *e, room *r) {
 }
 
 void room_unload_if_idle(engine *e, room *r) {
-  if (r->nmembers == 0 && r->npeers == 0 && r->pending == 0) {
+  if (r->nmembers == 0 && r->npeers == 0 && r->pending == 0 && !r->defer) {
     map_del(&e->rooms, r->name);
     room_destroy(e, r);
   }
@@ -120,7 +121,8 @@ int room_reload(engine *e, room *r) {
     log_error("room %s could not be reloaded %s: %s", r->name, why, wsy_strerror(rc));
     return rc;
   }
-  if (r->broken) log_info("room %s reloaded from the store at seq %llu %s", r->name, (unsigned long long)r->seq, why);
+  if (r->broken && !e->clustered) log_info("room %s reloaded from the store at seq %llu %s", r->name, (unsigned long long)r->seq, why);
+  else log_debug("room %s reloaded from the store at seq %llu %s", r->name, (unsigned long long)r->seq, why);
   r->broken = 0;
   return 0;
 }

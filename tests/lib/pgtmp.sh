@@ -27,8 +27,14 @@ as_user() {
   fi
 }
 
+# A port nothing listens on now (a race with another starter is caught by
+# the retries below: postgres will not start on a taken port).
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+  done
 }
 
 BIN=$(pg_bin)
@@ -45,17 +51,21 @@ case "${1:-}" in
     [[ $(id -u) -eq 0 ]] && chown "$PGUSER_RUN" "$dir"
     as_user "$BIN/initdb" -D "$dir/data" -U "$PGUSER_RUN" -A trust -E UTF8 --locale=C >"$dir/initdb.log" 2>&1 || {
       cat "$dir/initdb.log" >&2; exit 1; }
-    port=$(free_port)
-    # Loopback TCP only; the socket dir inside the temp dir; quick to stop.
-    cat >>"$dir/data/postgresql.conf" <<EOF
+    cp "$dir/data/postgresql.conf" "$dir/postgresql.conf.orig"
+    for try in 1 2 3 4 5; do
+      port=$(free_port)
+      # Loopback TCP only; the socket dir inside the temp dir.
+      cp "$dir/postgresql.conf.orig" "$dir/data/postgresql.conf"
+      cat >>"$dir/data/postgresql.conf" <<EOF
 listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$dir'
-fsync = on
 max_connections = 200
 log_min_messages = warning
 EOF
-    if ! start_server "$dir"; then cat "$dir/log" >&2; exit 1; fi
+      if start_server "$dir"; then break; fi
+      if [[ $try -eq 5 ]]; then cat "$dir/log" >&2; exit 1; fi
+    done
     as_user "$BIN/createdb" -h 127.0.0.1 -p "$port" -U "$PGUSER_RUN" wsync
     echo "postgres://$PGUSER_RUN@127.0.0.1:$port/wsync"
     echo "$dir"

@@ -79,13 +79,8 @@ store *pgt_open(pgt *t, const char *url) {
   return s;
 }
 
-typedef struct {
-  int returned, done, rc;
-  uv_loop_t *loop;
-} wait_cb;
-
 static void on_commit(void *ud, int rc) {
-  wait_cb *w = ud;
+  pgt_pending *w = ud;
   cr_assert(w->returned, "the callback ran inside store_commit");
   cr_assert_not(w->done, "the callback ran twice");
   w->done = 1;
@@ -93,13 +88,23 @@ static void on_commit(void *ud, int rc) {
   uv_stop(w->loop); /* the store's idle connection keeps the loop alive */
 }
 
+void pgt_submit(pgt *t, store *s, store_batch *b, pgt_pending *p) {
+  *p = (pgt_pending){.loop = &t->loop};
+  store_commit(s, b, on_commit, p);
+  p->returned = 1;
+}
+
+int pgt_wait(pgt *t, pgt_pending *p) {
+  while (!p->done) uv_run(&t->loop, UV_RUN_DEFAULT);
+  return p->rc;
+}
+
 int pgt_commit(pgt *t, store *s, store_batch *b, int free_it) {
-  wait_cb w = {.loop = &t->loop};
-  store_commit(s, b, on_commit, &w);
-  w.returned = 1;
-  while (!w.done) uv_run(&t->loop, UV_RUN_DEFAULT);
+  pgt_pending w;
+  pgt_submit(t, s, b, &w);
+  int rc = pgt_wait(t, &w);
   if (free_it) store_batch_free(b);
-  return w.rc;
+  return rc;
 }
 
 void pgt_close(pgt *t, store *s) {

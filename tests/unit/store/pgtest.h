@@ -29,6 +29,14 @@ store *pgt_open(pgt *t, const char *url);
 /* Commits b on the loop and waits for its callback, checking it did not
  * run inside store_commit. Frees b when free_it. */
 int pgt_commit(pgt *t, store *s, store_batch *b, int free_it);
+/* A commit in flight: pgt_submit starts it, pgt_wait runs the loop until
+ * its callback and returns its result (b stays the caller's). */
+typedef struct pgt_pending {
+  int returned, done, rc;
+  uv_loop_t *loop;
+} pgt_pending;
+void pgt_submit(pgt *t, store *s, store_batch *b, pgt_pending *p);
+int pgt_wait(pgt *t, pgt_pending *p);
 /* Closes s and runs the loop until its handles are closed. */
 void pgt_close(pgt *t, store *s);
 /* An op with a small message naming its room and seq. */
