@@ -60,8 +60,23 @@ const timing = check
 const WARMUP = Number(timing[1]);
 const DURATION = Number(timing[3]);
 // Rate limits off: the generator is the only client.
+const API_KEY = 'bench-api-key-0123456789';
 const WSYNC_ARGS = ['--insecure-demo', '--rate', '1000000000', '--burst', '1000000000', '--idle-timeout', '10m',
-  '--ping-interval', '10m'];
+  '--ping-interval', '10m', '--api-key', API_KEY];
+// The cluster's counters in /metrics, summed over the nodes.
+const COUNTERS = ['wsync_room_reloads_total', 'wsync_refills_total', 'wsync_refilled_entries_total',
+  'wsync_stale_commits_total', 'wsync_bus_gaps_total'];
+async function counters(nodes) {
+  const sum = Object.fromEntries(COUNTERS.map((k) => [k, 0]));
+  for (const n of nodes) {
+    const text = await (await fetch(`${n.url}/metrics`, { headers: { authorization: `Bearer ${API_KEY}` } })).text();
+    for (const k of COUNTERS) {
+      const m = new RegExp(`^${k} (\\d+)$`, 'm').exec(text);
+      if (m) sum[k] += Number(m[1]);
+    }
+  }
+  return sum;
+}
 
 // ---- processes ---------------------------------------------------------------
 
@@ -218,17 +233,30 @@ async function clusterPart(redis) {
     if (only.includes('a')) await part('wsync cluster fan-out', async () => {
       results.wsync = await fanout('wsync', 'wsync', ports, pids, redis);
     });
-    if (only.includes('b')) await part('wsync cluster ops', () => clusterOps(pg, redis, ports, pids));
+    if (only.includes('b')) await part('wsync cluster ops', () => clusterOps(pg, redis, nodes));
   } finally {
-    for (const n of nodes) await n.close();
+    // Both at once: a node that does not exit on SIGTERM costs the
+    // harness's 15 s wait (then SIGKILL) once, not once per node.
+    const closed = await Promise.allSettled(nodes.map((n) => n.close()));
     await pg.stop();
+    const refused = closed.filter((c) => c.status === 'rejected');
+    if (refused.length) throw refused[0].reason;
   }
 }
 
-async function clusterOps(pg, redis, ports, pids) {
-  const xacts = async () => Number((await pg.psql(
-    'SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()'))[0].xact_commit);
-  const sampler = async () => ({ t: process.hrtime.bigint(), xact: await xacts(), pg: pgCpu(pg), redis: cpuOf(redis.pid) });
+async function clusterOps(pg, redis, nodes) {
+  const ports = nodes.map((n) => n.port);
+  const pids = nodes.map((n) => n.pid);
+  // xact_commit counts every transaction, but backends report it up to a
+  // second late; the transaction id counts only writing ones, exactly.
+  const xacts = async () => (await pg.psql('SELECT xact_commit, pg_current_xact_id()::text AS xid ' +
+    'FROM pg_stat_database WHERE datname = current_database()'))[0];
+  const sampler = async () => {
+    const t = process.hrtime.bigint();
+    const x = await xacts();
+    return { t, xact: Number(x.xact_commit), xid: Number(x.xid), pg: pgCpu(pg), redis: cpuOf(redis.pid),
+      metrics: await counters(nodes) };
+  };
   // perf: both nodes and PostgreSQL's backends (the generator's connections
   // exist only once it runs, so the backends of the wsync nodes' pools),
   // over both runs of (b); self time by process, library and symbol.
@@ -341,10 +369,19 @@ function table() {
     const x = (r) => r.outside;
     const secs = (r) => (x(r) ? Number(x(r).s1.t - x(r).s0.t) / 1e9 : 0);
     const tps = (r) => (x(r) && secs(r) ? (x(r).s1.xact - x(r).s0.xact) / secs(r) : null);
-    row3('PostgreSQL transactions/s (xact_commit)', tps, 0);
+    row3('PostgreSQL transactions/s (xact_commit, reported up to 1 s late)', tps, 0);
+    const wtps = (r) => (x(r) && secs(r) ? (x(r).s1.xid - x(r).s0.xid - 1) / secs(r) : null);
+    row3('PostgreSQL writing transactions/s (transaction ids)', wtps, 0);
+    row3('acked ops per writing transaction', (r) => (wtps(r) ? r.acks_per_s / wtps(r) : null), 1);
     row3('PostgreSQL transactions per acked op', (r) => (tps(r) && r.acks_per_s ? tps(r) / r.acks_per_s : null), 3);
     row3('PostgreSQL CPU us per acked op (all backends)',
       (r) => (x(r) && r.acks_per_s ? (x(r).s1.pg - x(r).s0.pg) * 1e6 / (r.acks_per_s * secs(r)) : null), 3);
+    const perOp = (k) => (r) => (x(r)?.s1.metrics && r.acks_per_s && secs(r)
+      ? (x(r).s1.metrics[k] - x(r).s0.metrics[k]) / (r.acks_per_s * secs(r)) : null);
+    row3('rooms read again (reloads) per acked op', perOp('wsync_room_reloads_total'), 3);
+    row3('refills from the store per acked op', perOp('wsync_refills_total'), 3);
+    row3('entries delivered from the store, not the bus, per acked op', perOp('wsync_refilled_entries_total'), 3);
+    row3('batches fenced out (stale) per acked op', perOp('wsync_stale_commits_total'), 4);
     for (const [name, r] of [['every room on both nodes', o], ['each room on one node', o2]]) {
       if (r) target.push(`acked ops/s >= 50,000 (cluster, ${name}): ${fmt(r.acks_per_s)} ${r.acks_per_s >= 50000 ? 'MET' : 'NOT MET'}`);
     }
