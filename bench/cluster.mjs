@@ -202,7 +202,8 @@ async function part(name, fn) {
   try {
     await fn();
   } catch (err) {
-    failures.push(`${name}: ${err.message.split('\n').slice(0, 6).join(' | ')}`);
+    const lines = err.message.split('\n');
+    failures.push(`${name}: ${lines[0]}${lines.length > 1 ? ' (the rest is in the log above)' : ''}`);
     process.stderr.write(`cluster: ${name} failed: ${err.stack || err}\n`);
   }
 }
