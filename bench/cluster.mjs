@@ -8,19 +8,27 @@
 //       max rate, latency p50/p99 at 100 msg/s, CPU per delivery (both
 //       nodes' CPU from /proc/PID/stat over the measured interval, summed;
 //       Redis's CPU is shown apart).
-//   (b) durable ops through PostgreSQL: 50 writers on 10 rooms, each room's
-//       writers spread over both nodes (op set): acked ops/s, ack p50/p99,
-//       PostgreSQL transactions/s (pg_stat_database.xact_commit over the
-//       measured interval); beside it one wsync without cluster options
+//   (b) durable ops through PostgreSQL: 50 writers on 10 rooms (op set),
+//       twice: every room's writers spread over both nodes (contended), and
+//       each room whole on one node (--alt-rooms); acked ops/s, ack p50/p99,
+//       PostgreSQL transactions/s (pg_stat_database.xact_commit, and the
+//       writing ones exactly by transaction id, over the measured
+//       interval), PostgreSQL's CPU, and the nodes' cluster counters from
+//       /metrics per acked op; beside it one wsync without cluster options
 //       (SQLite) under the same generator.
 //
-// Prints one table with the ratios of this run and the issue's targets, and
-// writes build/bench/cluster.json. Nothing goes into docs/.
+// Prints one table per part with the ratios of this run and the issue's
+// targets, and writes build/bench/cluster.json. Nothing goes into docs/. A
+// run with losses, duplicates, reorders, errors or a stall keeps its figures
+// out of the tables (listed under problems); a part that fails (a node that
+// does not start or does not stop) is listed under failed, and the others
+// still run. About 75 s (plus 15 s when a node does not exit on SIGTERM).
 //
 // usage: node bench/cluster.mjs [--quick] [--check] [--only a,b] [--perf]
-//   --quick   200 subscribers, shorter runs (a sanity pass, ~40 s)
+//   --quick   200 subscribers, shorter runs (a sanity pass, ~35 s)
 //   --check   the self-check: tiny runs (50 subscribers, 1 s), exit 1 on any
-//             loss, duplicate, reorder, error or stall (bench/smoke.sh)
+//             loss, duplicate, reorder, error, stall or failed part (for
+//             bench/smoke.sh; ~15 s, plus 15 s for a node that hangs on exit)
 //             (Socket.IO runs in it only when bench/peers has it installed)
 //   --only    a (fan-out), b (ops), or both (default)
 //   --perf    perf record on both nodes and PostgreSQL during (b); the top
