@@ -190,7 +190,7 @@ BENCH_TLS_ARGS ?=
 BENCH_YJS_SERVER_ARGS ?=
 # bench/cluster.mjs: two wsync nodes (PostgreSQL store, Redis bus) against two
 # Socket.IO nodes on @socket.io/redis-adapter (bench/peers): cross-node
-# fan-out, durable ops through PostgreSQL beside one SQLite node; about 2
+# fan-out, durable ops through PostgreSQL beside one SQLite node; about 1.5
 # minutes (--quick: 35 s; --check: the bounded self-check; --perf: perf record
 # on the nodes and PostgreSQL during the ops runs).
 BENCH_CLUSTER_ARGS ?=
