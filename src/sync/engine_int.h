@@ -63,6 +63,7 @@ struct engine {
   uv_timer_t cluster_timer;
   uint64_t refills, refilled, bus_duplicates, bus_gaps, bus_received, reloads, stale_commits, redecided;
   unsigned tries_now;  /* while a deferred write is decided again: its tries (commit.c) */
+  int unrecorded_now;  /* ... and its cid is known not to be stored: no store lookup */
   room *redeciding;    /* the room whose deferred writes are being decided again */
   webhooks *hooks;    /* NULL without --webhook */
   jw frame_text;      /* the text of the last frame made: reused, kept for the store */
