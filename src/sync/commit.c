@@ -232,8 +232,13 @@ static void commit_done(void *ud, int rc) {
       else e->ops_committed++;
     }
     r->pending--;
+    int created = p->kind == P_CREATE;
     pend_free(e, p);
     if (r->broken && r->pending == 0) (void)room_reload(e, r); /* else tried again on the next write */
+    if (created && r->creating) {
+      r->creating = 0; /* stored, or another node's room was read instead */
+      presence_gate_open(e, r);
+    }
     if (r->defer && r->pending == 0) redecide(e, r);
     room_unload_if_idle(e, r);
   }
@@ -360,6 +365,7 @@ void commit_deinit(engine *e) {
 
 void commit_room_created(engine *e, room *r) {
   store_batch_room_create(e->batch, r->name, r->epoch);
+  r->creating = 1;
   pend *p = wsy_calloc(1, sizeof *p);
   p->kind = P_CREATE;
   p->r = r;
