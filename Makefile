@@ -37,7 +37,7 @@ FUZZ_BRIEF ?= 5
 
 ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all -DWSY_ALLOC_TESTING
 
-.PHONY: all asan test unit e2e browser test-asan fuzz fuzz-brief run cluster clean deps www
+.PHONY: all asan test unit e2e e2e-cluster browser test-asan fuzz fuzz-brief run cluster clean deps www
 
 all: build/wsync
 
@@ -120,6 +120,15 @@ unit: build/unit-tests
 e2e: build/wsync build/text-oracle build/yjs-oracle tests/e2e/node_modules
 	cd tests/e2e && WSYNC_BIN=../../build/wsync node --test --test-concurrency=1 *.test.mjs
 
+# The sync suites that need no restart, log or metric of one process, run
+# again against three nodes (PostgreSQL store, Redis bus) behind a
+# round-robin proxy: each connection and request of a test lands on another
+# node (tests/e2e/lib/cluster.mjs, docs/CLUSTER.md).
+E2E_CLUSTER_SUITES := sync-ops sync-batch sync-rooms sync-cursors
+e2e-cluster: build/wsync tests/e2e/node_modules
+	cd tests/e2e && WSYNC_BIN=../../build/wsync WSYNC_E2E_CLUSTER=3 node --test --test-concurrency=1 \
+	  $(E2E_CLUSTER_SUITES:%=%.test.mjs)
+
 test-asan: build-asan/unit-tests build-asan/wsync build-asan/text-oracle build-asan/yjs-oracle tests/e2e/node_modules
 	@# Criterion workers skip exit handlers unless told, and LeakSanitizer only
 	@# prints: the log is checked so that a leak fails the run.
@@ -136,7 +145,7 @@ browser: build/wsync www tests/e2e/node_modules
 	cd tests/e2e/browser && WSYNC_BIN=$(CURDIR)/build/wsync WSYNC_WWW=$(CURDIR)/build/www \
 	  node --test --test-concurrency=1 *.test.mjs
 
-test: all unit e2e browser test-asan fuzz-brief bench-smoke
+test: all unit e2e e2e-cluster browser test-asan fuzz-brief bench-smoke
 
 deps:
 	bash scripts/deps.sh
