@@ -59,6 +59,7 @@ struct engine {
   /* several nodes (cluster.h) */
   char node_id[64];
   int clustered;      /* a bus between nodes (--bus) */
+  struct fwd_state *fwd; /* fallback requests forwarded between nodes (forward.h); NULL until one */
   uv_timer_t cluster_timer;
   uint64_t refills, refilled, bus_duplicates, bus_gaps, bus_received, reloads, stale_commits;
   webhooks *hooks;    /* NULL without --webhook */
