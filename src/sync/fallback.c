@@ -182,14 +182,7 @@ void fb_answer_polls(engine *e) {
   }
 }
 
-/* The session's downstream ends for a reason a WebSocket would learn from
- * a close code (PROTOCOL.md 2.4). */
-void fb_end(sess *s, unsigned code, const char *reason) {
-  if (!fb_has_dn(s)) return;
-  if (s->dn_kind == FB_POLL) {
-    poll_answer(s, code, reason, 0);
-    return;
-  }
+net_chunk *fb_close_event(unsigned code, const char *reason) {
   json_t *cl = json_pack("{s:i,s:s}", "code", (int)code, "reason", reason ? reason : "");
   char *ct = jw_dumps(cl);
   json_decref(cl);
@@ -198,6 +191,18 @@ void fb_end(sess *s, unsigned code, const char *reason) {
   int n = sprintf((char *)ch->data, "event: close\ndata: %s\n\n", ct);
   ch->len = (uint32_t)n;
   free(ct);
+  return ch;
+}
+
+/* The session's downstream ends for a reason a WebSocket would learn from
+ * a close code (PROTOCOL.md 2.4). */
+void fb_end(sess *s, unsigned code, const char *reason) {
+  if (!fb_has_dn(s)) return;
+  if (s->dn_kind == FB_POLL) {
+    poll_answer(s, code, reason, 0);
+    return;
+  }
+  net_chunk *ch = fb_close_event(code, reason);
   conn *c = s->dn;
   fwd_in *f = s->hx->rdn;
   char cs[16];

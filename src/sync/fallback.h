@@ -37,6 +37,8 @@ void fb_sweep(engine *e);
  * then be NULL (the client went away). */
 void fb_hello_answer(engine *e, conn *c, capture *cap, sess *n, const char *hdrs, int deferred);
 
+/* An SSE close event (PROTOCOL.md 2.4), with one reference for the caller. */
+net_chunk *fb_close_event(unsigned code, const char *reason);
 /* The session has a downstream: a connection here, or one on another node. */
 int fb_has_dn(const sess *s);
 /* Runs a request another node forwarded (forward.c); its answer goes to f. */

@@ -97,7 +97,8 @@ typedef struct fwd_out { /* B: a request sent to another node */
   uint64_t id;
   char node[64];
   conn *c;               /* the client's connection; NULL once it is freed */
-  int streaming;
+  int streaming, poll;
+  uint64_t poll_last;    /* a poll's last, for the answer B gives at its shutdown */
   uint64_t deadline;     /* loop ms: answer, or the stream's next bytes, by then */
   char cors[640];
 } fwd_out;
@@ -187,11 +188,23 @@ static void out_done(engine *e, fwd_out *f) {
   wsy_free(f);
 }
 
-/* f fails (node silent, gone, bus down, shutdown): 503, or the stream ends
- * (the client reconnects, as after a node failure); A is told. */
+/* f fails (node silent, gone, bus down): 503, or the stream ends (the
+ * client reconnects, as after a node failure); A is told. At this node's
+ * shutdown the client learns close 1001, as from a session of this node. */
 static void out_fail(engine *e, fwd_out *f, const char *why) {
   if (f->c && f->streaming) {
+    if (e->shutting_down) {
+      net_chunk *ch = fb_close_event(1001, why);
+      (void)net_conn_send_force(f->c, ch);
+      net_chunk_unref(ch);
+    }
     httpd_stream_end(f->c, 0);
+  } else if (f->c && f->poll && e->shutting_down) {
+    char h[800], t[256];
+    snprintf(h, sizeof h, "Cache-Control: no-store\r\n%s", f->cors);
+    snprintf(t, sizeof t, "{\"messages\":[],\"last\":%" PRIu64 ",\"close\":{\"code\":1001,\"reason\":\"%s\"}}",
+             f->poll_last, why);
+    httpd_deferred_answer(f->c, 200, "application/json", h, t, strlen(t));
   } else if (f->c) {
     char h[800], t[256];
     snprintf(h, sizeof h, "Cache-Control: no-store\r\n%s", f->cors);
@@ -240,8 +253,14 @@ void fwd_request(engine *e, conn *c, httpd_req *r, const char *node, const char 
   snprintf(f->key, sizeof f->key, "%" PRIu64, f->id);
   snprintf(f->node, sizeof f->node, "%s", node);
   snprintf(f->cors, sizeof f->cors, "%s", cors);
-  int poll = !strcmp(strrchr(httpd_req_path(r), '/'), "/poll");
-  f->deadline = now_ms(e) + FWD_ANSWER_MS + (poll ? e->cfg->poll_timeout_ms : 0);
+  f->poll = !strcmp(strrchr(httpd_req_path(r), '/'), "/poll");
+  char lastv[24];
+  if (f->poll && httpd_req_query_param(r, "last", lastv, sizeof lastv) == 0 && lastv[0] != '-') {
+    char *end;
+    unsigned long long l = strtoull(lastv, &end, 10);
+    if (!*end) f->poll_last = l;
+  }
+  f->deadline = now_ms(e) + FWD_ANSWER_MS + (f->poll ? e->cfg->poll_timeout_ms : 0);
   n->out++;
   map_put(&st->out, f->key, f);
   httpd_defer(c, &f->c);
@@ -281,8 +300,12 @@ static void out_reply(engine *e, const char *from, const fwd_msg *m) {
     memcpy(ch->data, m->body, m->body_len);
     int rc = net_conn_send(f->c, ch);
     net_chunk_unref(ch);
-    if (rc != WSY_OK) { /* a slow consumer, as on A (fallback.c): the client reconnects */
-      httpd_stream_end(f->c, 1);
+    if (rc != WSY_OK) { /* a slow consumer: told so as by A (fallback.c), then the client reconnects */
+      log_info("forwarded sse stream of node %s ended: slow consumer", f->node);
+      ch = fb_close_event(1013, "slow consumer");
+      (void)net_conn_send_force(f->c, ch);
+      net_chunk_unref(ch);
+      httpd_stream_end(f->c, 0);
       fwd_msg cm = {.id = f->id, .op = FWD_CANCEL};
       (void)send_msg(e, f->node, &cm);
       out_done(e, f);
