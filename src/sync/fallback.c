@@ -282,8 +282,8 @@ static void fb_error(fb_out c, int status, const char *hdrs, const char *code, c
   free(text);
 }
 
-void fb_hello_answer(engine *e, conn *c, capture *cap, sess *n, const char *hdrs, int deferred) {
-  (void)e;
+static void hello_answer(fb_out o, capture *cap, sess *n, const char *hdrs, int deferred) {
+  conn *c = o.c;
   char h[1024];
   snprintf(h, sizeof h, "Cache-Control: no-store\r\n%s", hdrs);
   int st = 200;
@@ -292,7 +292,11 @@ void fb_hello_answer(engine *e, conn *c, capture *cap, sess *n, const char *hdrs
          : !strcmp(cap->code, "forbidden")                                     ? 403
          : !strcmp(cap->code, "hook_unavailable")                              ? 503
                                                                                 : 400;
-  if (c && cap->text.len) {
+  if (o.f) {
+    const char *refused = "{\"type\":\"error\",\"code\":\"bad_request\",\"message\":\"hello refused\"}";
+    if (cap->text.len) fwd_in_answer(o.f, st, "application/json", h, cap->text.data, cap->text.len);
+    else fwd_in_answer(o.f, 400, "application/json", h, refused, strlen(refused));
+  } else if (c && cap->text.len) {
     if (deferred) httpd_deferred_answer(c, st, "application/json", h, cap->text.data, cap->text.len);
     else httpd_respond(c, st, "application/json", h, cap->text.data, cap->text.len);
   } else if (c) {
@@ -304,9 +308,14 @@ void fb_hello_answer(engine *e, conn *c, capture *cap, sess *n, const char *hdrs
   if (!cap->welcomed || cap->welcomed == n) sess_unref(n);
 }
 
+void fb_hello_answer(engine *e, conn *c, capture *cap, sess *n, const char *hdrs, int deferred) {
+  (void)e;
+  hello_answer((fb_out){c, NULL}, cap, n, hdrs, deferred);
+}
+
 /* POST /v1/send with a hello: the answer is the welcome (or the error), or
  * later when the authorization hook is asked (authhook_defer_http). */
-static void send_hello(engine *e, conn *c, json_t *req, const char *hdrs) {
+static void send_hello(engine *e, fb_out o, json_t *req, const char *hdrs) {
   sess *n = sess_new(e, NULL); /* this request's reference */
   capture cap = {0};
   buf_init(&cap.text, SIZE_MAX);
@@ -314,8 +323,8 @@ static void send_hello(engine *e, conn *c, json_t *req, const char *hdrs) {
   n->refs++; /* a resume drops the request's reference to n, which is read below */
   proto_dispatch(n, req);
   e->cap = NULL;
-  if (n->hold) authhook_defer_http(n, c, hdrs); /* the request's reference goes with it */
-  else fb_hello_answer(e, c, &cap, n, hdrs, 0);
+  if (n->hold) authhook_defer_http(n, o.c, hdrs); /* never forwarded (fb_send): o.c is set */
+  else hello_answer(o, &cap, n, hdrs, 0);
   sess_unref(n);
   buf_free(&cap.text);
 }
@@ -347,8 +356,20 @@ static void fb_send(engine *e, fb_out c, httpd_req *r, const char *hdrs) {
   }
   if (json_is_object(j) && json_is_string(json_object_get(j, "type")) &&
       !strcmp(json_string_value(json_object_get(j, "type")), "hello")) {
-    if (c.f) fb_error(c, 400, hdrs, "bad_request", "a hello is answered by the node it reaches");
-    else send_hello(e, c.c, j, hdrs); /* a new session lives where its hello arrived */
+    /* A new session lives where its hello arrived; a resume goes to the
+     * node of the session, while that node is up (else: a new session
+     * here). Not with --auth-hook: its answer may come later, to a
+     * connection (authhook_defer_http). */
+    const char *stok = json_string_value(json_object_get(j, "session"));
+    char key[SESS_KEY_LEN + 1], node[SESS_NODE_MAX + 1];
+    if (!c.f && stok && !e->cfg->auth_hook && sess_token_where(e, stok, strlen(stok), key, node) == SESS_TOKEN_NODE &&
+        fwd_node_up(e, node)) {
+      json_decref(j);
+      fwd_request(e, c.c, r, node, hdrs);
+      return;
+    }
+    if (c.f && e->cfg->auth_hook) fb_error(c, 400, hdrs, "bad_request", "a hello is answered by the node it reaches");
+    else send_hello(e, c, j, hdrs);
     json_decref(j);
     return;
   }

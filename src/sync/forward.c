@@ -120,6 +120,7 @@ typedef struct fwd_state {
   map out, in;  /* borrowed keys (in the objects) */
   map counts;   /* node -> fwd_count */
   map gone;     /* node -> (non-NULL): reported gone by the bus, not back since */
+  map up;       /* node -> (non-NULL): heard from, not gone since */
   uint64_t next_id;
 } fwd_state;
 
@@ -130,6 +131,7 @@ static fwd_state *state_of(engine *e) {
     map_init_borrowed(&e->fwd->in);
     map_init(&e->fwd->counts);
     map_init(&e->fwd->gone);
+    map_init(&e->fwd->up);
   }
   return e->fwd;
 }
@@ -464,8 +466,10 @@ void fwd_node(engine *e, const char *node, int up) {
   fwd_state *st = state_of(e);
   if (up) {
     map_del(&st->gone, node);
+    if (map_len(&st->up) < FWD_MAX_OUT) map_put(&st->up, node, st);
     return;
   }
+  map_del(&st->up, node);
   if (map_len(&st->gone) < FWD_MAX_OUT) map_put(&st->gone, node, st);
   void *v[256];
   size_t n;
@@ -490,6 +494,8 @@ void fwd_node(engine *e, const char *node, int up) {
     if (n == WSY_ARRAY_LEN(v) && hit) more = 1;
   }
 }
+
+int fwd_node_up(engine *e, const char *node) { return e->fwd && map_get(&e->fwd->up, node) != NULL; }
 
 void fwd_sweep(engine *e) {
   if (!e->fwd) return;
@@ -537,6 +543,7 @@ void fwd_free(engine *e) {
   map_free(&st->in);
   map_free(&st->counts);
   map_free(&st->gone);
+  map_free(&st->up);
   wsy_free(st);
   e->fwd = NULL;
 }

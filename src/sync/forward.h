@@ -23,6 +23,12 @@
  * MEMORY. At most FWD_MAX_PER_NODE requests in flight per node, both ways
  * (B: to one node; A: from one node), FWD_MAX_OUT in all: past it 503.
  *
+ * HELLO. A new session lives where its hello arrives. A hello resuming a
+ * session of another node is forwarded there while that node is up (heard
+ * from, fwd_node_up), so the resume works through any node; a node never
+ * heard from or gone gets a new session here (the client joins with since).
+ * Not with --auth-hook (its answer may come later, to a connection).
+ *
  * NODES. A token names a node; B does not know which nodes exist (the bus
  * reports a node when first heard from, which may come after a client's
  * first request): it forwards to any well-formed name, and a node that does
@@ -101,6 +107,8 @@ void fwd_request(engine *e, conn *c, httpd_req *r, const char *node, const char 
  * forwarded request answered 503 or ended); teardown. */
 void fwd_direct(engine *e, const char *from, const uint8_t *body, size_t len);
 void fwd_node(engine *e, const char *node, int up);
+/* node was heard from (fwd_node) and not reported gone since. */
+int fwd_node_up(engine *e, const char *node);
 void fwd_sweep(engine *e);
 void fwd_shutdown(engine *e);
 void fwd_free(engine *e);
