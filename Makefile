@@ -37,7 +37,7 @@ FUZZ_BRIEF ?= 5
 
 ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all -DWSY_ALLOC_TESTING
 
-.PHONY: all asan test unit e2e browser test-asan fuzz fuzz-brief run clean deps www
+.PHONY: all asan test unit e2e browser test-asan fuzz fuzz-brief run cluster clean deps www
 
 all: build/wsync
 
@@ -108,8 +108,14 @@ tests/e2e/node_modules: tests/e2e/package.json
 	cd tests/e2e && (npm ci --silent --no-audit --no-fund || npm install --silent --no-audit --no-fund)
 	@touch $@
 
+# The pg* suites need a PostgreSQL: one throwaway server (tests/lib/pgtmp.sh)
+# for the run, its URL in WSYNC_TEST_PG, stopped after even when tests fail.
+WITH_PG = pg_out=$$(tests/lib/pgtmp.sh start) || exit 1; \
+  pg_dir=$$(sed -n 2p <<<"$$pg_out"); trap 'tests/lib/pgtmp.sh stop "$$pg_dir"' EXIT; \
+  export WSYNC_TEST_PG=$$(sed -n 1p <<<"$$pg_out");
+
 unit: build/unit-tests
-	build/unit-tests --jobs 2
+	$(WITH_PG) build/unit-tests --jobs 2
 
 e2e: build/wsync build/text-oracle build/yjs-oracle tests/e2e/node_modules
 	cd tests/e2e && WSYNC_BIN=../../build/wsync node --test --test-concurrency=1 *.test.mjs
@@ -117,7 +123,7 @@ e2e: build/wsync build/text-oracle build/yjs-oracle tests/e2e/node_modules
 test-asan: build-asan/unit-tests build-asan/wsync build-asan/text-oracle build-asan/yjs-oracle tests/e2e/node_modules
 	@# Criterion workers skip exit handlers unless told, and LeakSanitizer only
 	@# prints: the log is checked so that a leak fails the run.
-	CRITERION_NO_EARLY_EXIT=1 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	$(WITH_PG) CRITERION_NO_EARLY_EXIT=1 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  build-asan/unit-tests --jobs 2 2>&1 | tee build-asan/unit.log
 	@! grep -E "LeakSanitizer|AddressSanitizer|runtime error:" build-asan/unit.log
 	cd tests/e2e && WSYNC_BIN=../../build-asan/wsync WSYNC_SANITIZED=1 \
@@ -156,6 +162,14 @@ $(ESBUILD):
 
 run: build/wsync www
 	./build/wsync serve --static build/www --echo-endpoint --insecure-demo
+
+# The demo on a cluster (issue 13): a throwaway PostgreSQL and Redis, three
+# nodes serving it as `run` does, each on a free port, and a round-robin proxy
+# on 127.0.0.1:8080 (scripts/cluster.mjs; CLUSTER_ARGS="--listen
+# 127.0.0.1:9090 --nodes 2", or "--help"). Ctrl-C stops everything.
+CLUSTER_ARGS ?=
+cluster: build/wsync www
+	node scripts/cluster.mjs $(CLUSTER_ARGS)
 
 # ---- benchmarks (bench/, docs/PERFORMANCE.md) ----------------------------
 #   make bench        every scenario against wsync and the Node ws peer, medians and ratios

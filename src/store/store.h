@@ -5,8 +5,9 @@
  *     in the data directory; described in detail below;
  *   - fault injection (store_fault_new): wraps another backend and fails
  *     chosen commits or reads, for tests;
- *   - a network database (PostgreSQL, planned: docs/SERVER.md) fits the same
- *     calls: commits are submit-and-callback.
+ *   - PostgreSQL (store_pg_open): a database shared by several nodes
+ *     (cluster mode), the same tables; its commits are FENCED (below);
+ *     described after SQLite, at THE POSTGRESQL BACKEND.
  *
  * THE CONTRACT every backend keeps:
  *   - Seqs are gapless per room: an op's seq is the room's seq + 1, in
@@ -29,8 +30,9 @@
  * byte for byte. Errors are negative wsy_err; ownership is stated per call.
  *
  * READS are synchronous and run on the loop thread: cheap for the embedded
- * store (a local file in the page cache). A network backend will need them
- * asynchronous as well, or served from memory: a join to a loaded room with
+ * store (a local file in the page cache). PostgreSQL's cost one loopback
+ * round trip each, bounded by a deadline (below); a network backend is best
+ * served from memory where it can: a join to a loaded room with
  * nothing pending already reads nothing (sync/join.c); loading a room, a
  * catch-up with entries to replay and the backend API still read here.
  *
@@ -89,7 +91,41 @@
  * every op's room exists; a room's seqs are gapless (each op's seq is the
  * room's seq + 1); (room,seq) and (device,cid) are unique; epochs are 1-32
  * characters; room names 1-128. Catch-up after seq S is possible from the
- * log iff S + 1 >= min_seq. */
+ * log iff S + 1 >= min_seq.
+ *
+ * THE POSTGRESQL BACKEND (pg.c, pg_read.c).
+ * SCHEMA: the tables above, same names and meanings (BIGINT seqs, TEXT
+ * JSON stored byte for byte, names ordered bytewise by COLLATE "C"), made
+ * and migrated by wsync: table wsync_schema holds its own version
+ * (PG_SCHEMA_VERSION in pg_int.h, 1 = SQLite's 4), each migration step in
+ * a transaction under pg_advisory_xact_lock so that nodes starting at
+ * once migrate once; a database of a newer version is refused (WSY_INVAL).
+ * THREADS. Two connections, both used on the loop thread only:
+ *   - the COMMIT connection: libpq non-blocking, pipeline mode, driven by
+ *     a uv_poll_t; a batch is one pipeline of prepared statements ending
+ *     in one Sync: one round trip, one implicit transaction;
+ *   - the READ connection: every read is one round trip sent with the
+ *     non-blocking API and waited for with poll(2) against a 2 s deadline,
+ *     so a read blocks the loop for at most that long; past it the
+ *     connection is dropped and the read returns WSY_IO.
+ *     store_read_begin/end is a REPEATABLE READ READ ONLY transaction.
+ * FENCING. For each room with ops in a batch, the room's row must hold the
+ * seq just before the room's first op in the batch when the transaction
+ * runs (its UPDATE takes the row lock, so commits of several nodes to one
+ * room are serialized and seqs stay gapless across nodes). Beside the
+ * results of store_commit:
+ *   WSY_STALE      the room's seq is not the expected one, or a room being
+ *                  created already exists: another node committed first;
+ *                  store_batch_error names the room and the seq it holds
+ *   WSY_DUPLICATE  a (dkey, cid) of the batch was already committed
+ *   WSY_IO         PostgreSQL refused the connection, dropped it, or did not
+ *                  answer within 10 s (2 s to connect). When the connection
+ *                  broke after the batch was sent the outcome is UNKNOWN:
+ *                  check dedupe and the room's seq. The next call
+ *                  connects again.
+ * DURABILITY. synchronous_commit is on for both settings: an ack means the
+ * commit is durable in PostgreSQL. store_stats: the PostgreSQL schema
+ * version, db_bytes = pg_database_size, wal_bytes 0. */
 #ifndef WSY_STORE_H
 #define WSY_STORE_H
 
@@ -122,6 +158,14 @@ typedef struct store_batch store_batch; /* opaque */
  *   WSY_NOMEM     SQLite ran out of memory */
 int store_sqlite_open(const char *dir, int durability_full, uv_loop_t *loop, store **out, char *err,
                       size_t errlen) WSY_WUR;
+/* PostgreSQL: connects to url (postgres://USER@HOST:PORT/DB or any libpq
+ * connection string), creates or migrates the schema, and commits on loop
+ * (which must not be NULL for store_commit). On failure *out is NULL, err
+ * holds a sentence, and the result is
+ *   WSY_INVAL     no URL, or the database has a newer wsync schema
+ *   WSY_IO        cannot connect (2 s), or the migration failed */
+int store_pg_open(const char *url, int durability_full, uv_loop_t *loop, store **out, char *err,
+                  size_t errlen) WSY_WUR;
 /* The SQLite commit itself, synchronous, on the calling thread (the writer
  * thread of store_commit; unit tests). Results as for store_commit. */
 int store_sqlite_commit_sync(store *s, store_batch *b) WSY_WUR;
@@ -143,7 +187,7 @@ void store_fault_control(store *s, const char *path);
 
 /* ---- the interface ------------------------------------------------------ */
 
-/* The backend's name ("sqlite", "fault"). */
+/* The backend's name ("sqlite", "postgres", "fault"). */
 const char *store_backend(const store *s);
 /* Closes the backend (SQLite: finalizes every statement and closes both
  * connections, which checkpoints the WAL). NULL is allowed. No commit may

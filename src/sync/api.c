@@ -8,6 +8,7 @@
 
 #include "../common/log.h"
 
+#include "cluster.h"
 #include "commit.h"
 #include "kind.h"
 #include "yroom.h"
@@ -429,6 +430,7 @@ static void backend_read(engine *e, conn *c, httpd_req *r, const char *name, con
     json_t *arr = json_array();
     room *rm = map_get(&e->rooms, name);
     for (member *m = rm ? rm->members : NULL; m; m = m->next) json_array_append_new(arr, room_presence_entry(m));
+    if (rm) presence_remote_list(rm, arr); /* other nodes' members of a room loaded here */
     json_object_set_new(b, "presence", arr);
   } else if (rc == 0) {
     (void)store_read_end(e->st);

@@ -26,6 +26,7 @@ static int refill_one(uint64_t seq, const char *msg, size_t len, void *ud) {
   bus_msg m = {.room = c->r->name, .epoch = c->r->epoch, .seq = seq, .frame = f};
   room_deliver(c->e, &m);
   c->r->delivered = seq;
+  if (c->r->kind->observe) c->r->kind->observe(c->e, c->r, &m);
   net_chunk_unref(f);
   return 0;
 }
@@ -77,7 +78,10 @@ static void deliver_in_order(engine *e, room *r, const bus_msg *m) {
   }
   room_deliver(e, m);
   r->delivered = m->seq;
-  if (m->origin) r->stale = 1; /* decided elsewhere: this replica is behind */
+  if (m->origin) {
+    r->stale = 1; /* decided elsewhere: this replica is behind */
+    if (r->kind->observe) r->kind->observe(e, r, m);
+  }
 }
 
 /* The bus's delivery: entries in order, ephemeral traffic as it comes. */
@@ -87,7 +91,7 @@ static void on_deliver(void *ud, const bus_msg *m) {
   if (!r) return;
   if (m->origin) e->bus_received++;
   if (!m->seq) {
-    room_deliver(e, m);
+    if (!presence_on_ephemeral(e, r, m)) room_deliver(e, m);
     return;
   }
   deliver_in_order(e, r, m);
@@ -122,8 +126,16 @@ static void on_link(void *ud, int up) {
 
 static void on_node(void *ud, const char *node, int up) {
   engine *e = ud;
-  (void)e;
-  log_info("bus: node %s %s", node, up ? "joined" : "is gone (no heartbeat)");
+  log_info("bus: node %s %s", node, up ? "joined" : "is gone (no heartbeat): its members leave");
+  if (!up) presence_node_gone(e, node);
+}
+
+/* Messages to this node alone: presence answers; the HTTP transports'
+ * forwarded requests. */
+static void on_direct(void *ud, const char *from, const char *kind, const uint8_t *body, size_t len) {
+  engine *e = ud;
+  if (!strcmp(kind, "presence")) presence_on_answer(e, from, body, len);
+  else log_warn("bus: message of unknown kind %s from node %s dropped", kind, from);
 }
 
 int cluster_init(engine *e, char *err, size_t errlen) {
@@ -142,7 +154,7 @@ int cluster_init(engine *e, char *err, size_t errlen) {
     uv_timer_init(e->loop, &e->cluster_timer);
     return 0;
   }
-  bus_events ev = {.deliver = on_deliver, .link = on_link, .node = on_node, .ud = e};
+  bus_events ev = {.deliver = on_deliver, .direct = on_direct, .link = on_link, .node = on_node, .ud = e};
   int rc = bus_redis_new(e->loop, cfg->bus_url, e->node_id, &ev, &e->bus, err, errlen);
   if (rc != 0) return rc;
   e->clustered = 1;
@@ -161,11 +173,13 @@ void cluster_room_loaded(engine *e, room *r) {
   r->delivered = r->seq;
   r->subscribed = 1;
   bus_subscribe(e->bus, r->name);
+  presence_query(e, r);
 }
 
 void cluster_room_unloading(engine *e, room *r) {
   if (r->subscribed) bus_unsubscribe(e->bus, r->name);
   r->subscribed = 0;
+  presence_room_free(r);
 }
 
 int cluster_fresh(engine *e, room *r) {

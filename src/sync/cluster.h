@@ -50,4 +50,21 @@ int cluster_fresh(engine *e, room *r);
  * last) from the store and delivers them. 0 or a wsy_err. */
 int cluster_refill(engine *e, room *r, uint64_t upto);
 
+/* ---- presence across nodes (presence.c) ---------------------------------- */
+
+/* Another node's ephemeral message for r (or this node's own, origin NULL):
+ * presence and cursor events update what this node knows of the other
+ * nodes' members. 1 when the message is for nodes only (not delivered). */
+int presence_on_ephemeral(engine *e, room *r, const bus_msg *m);
+/* Asks the other nodes for their members of r (r was just loaded here):
+ * their answers (presence_on_answer) add them, each announced to this
+ * node's members with a join event. */
+void presence_query(engine *e, room *r);
+void presence_on_answer(engine *e, const char *node, const uint8_t *body, size_t len);
+/* A node stopped sending heartbeats: its members leave every room here. */
+void presence_node_gone(engine *e, const char *node);
+/* Appends the other nodes' members of r, as joined lists show members. */
+void presence_remote_list(room *r, json_t *arr);
+void presence_room_free(room *r);
+
 #endif

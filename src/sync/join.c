@@ -237,6 +237,7 @@ static void join_decide(sess *s, json_t *req, int asked) {
   if (cc.mine > m->cursor) m->cursor = cc.mine;
   json_t *pres = json_array();
   for (member *x = r->members; x; x = x->next) json_array_append_new(pres, room_presence_entry(x));
+  presence_remote_list(r, pres); /* other nodes' members (cluster.h) */
   json_object_set_new(reply, "presence", pres);
   json_object_set_new(reply, "locks", room_locks_json(e, r));
   json_object_set_new(reply, "cursors", cursors);

@@ -35,6 +35,21 @@ static void hist_free(text_hist *h) {
   wsy_free(h);
 }
 
+/* Appends op (stolen) to h, forgetting the oldest past TEXT_HISTORY. */
+static void hist_push(text_hist *h, text_op *op) {
+  if (h->n == TEXT_HISTORY) { /* the oldest revision is no longer reachable */
+    text_op_free(h->ops[0]);
+    memmove(h->ops, h->ops + 1, (h->n - 1) * sizeof *h->ops);
+    h->n--;
+    h->base++;
+  }
+  if (h->n == h->cap) {
+    h->cap = h->cap ? h->cap * 2 : 8;
+    h->ops = wsy_realloc(h->ops, h->cap * sizeof *h->ops);
+  }
+  h->ops[h->n++] = op;
+}
+
 static int load_item(const char *item, const char *fields, size_t len, const char *revs, uint64_t version,
                      void *ud) {
   return doc_load(ud, item, fields, len, revs, version);
@@ -68,6 +83,62 @@ static void doc_kind_unload(room *r) {
   doc_free(&dr->d);
   wsy_free(dr);
   r->ks = NULL;
+}
+
+/* A reload (room.h: after a failed commit, or in a cluster after other
+ * nodes wrote the room): the document is read again; after other nodes'
+ * writes (not a failed commit of this node's) the fields' text histories are kept, so an op made at a revision another node's op
+ * already passed is still transformed (the histories follow the other
+ * nodes' text ops: doc_kind_observe). A history that does not end at the
+ * field's revision is dropped by run_text_op as before. */
+static int doc_kind_reload(room *r, store *st, const store_room_info *info) {
+  docroom *dr = r->ks;
+  if (r->broken) {
+    /* A failed commit: the histories may hold its ops, never stored. */
+    const char *k;
+    void *v;
+    for (size_t i = 0; map_next(&dr->texts, &i, &k, &v);) hist_free(v);
+    map_free(&dr->texts);
+    map_init(&dr->texts);
+  }
+  doc_free(&dr->d);
+  doc_init(&dr->d);
+  return info->exists ? doc_room_read(st, r->name, &dr->d) : 0;
+}
+
+/* An entry decided on another node (cluster.h), delivered here: its text
+ * op joins the field's history, where the history ends at its revision. */
+static void doc_kind_observe(engine *e, room *r, const bus_msg *m) {
+  size_t len;
+  const uint8_t *p = frame_payload(m->frame, &len);
+  if (!memmem(p, len, "\"kind\":\"text\"", 13)) return;
+  json_t *v = json_loadb((const char *)p, len, 0, NULL);
+  json_t *op = json_object_get(v, "op");
+  const char *item = jstr(op, "item"), *field = jstr(op, "field");
+  json_t *rv = json_object_get(op, "rev");
+  const doc_item *it = item ? doc_get(&D(r)->d, item) : NULL;
+  text_op *t = NULL;
+  char err[200];
+  const char *kind = jstr(op, "kind");
+  if (!it || !field || !json_is_integer(rv) || !kind || strcmp(kind, "text") != 0 ||
+      text_op_from_json(json_object_get(op, "ops"), NULL, &t, err, sizeof err) != 0) {
+    json_decref(v);
+    return;
+  }
+  uint64_t rev = (uint64_t)json_integer_value(rv);
+  char key[300];
+  snprintf(key, sizeof key, "%s\x1f%s", item, field);
+  text_hist *h = map_get(&D(r)->texts, key);
+  if (!h) {
+    h = wsy_calloc(1, sizeof *h);
+    h->gen = it->gen;
+    h->base = rev;
+    map_put(&D(r)->texts, key, h);
+  }
+  if (h->base + h->n == rev) hist_push(h, t);
+  else text_op_free(t);
+  json_decref(v);
+  (void)e;
 }
 
 /* With nothing of the room pending, its document is exactly what the store
@@ -172,17 +243,7 @@ static int run_text_op(author *a, json_t *req, room *r, json_t *opj, const char 
     h->base = cur;
     map_put(&D(r)->texts, key, h);
   }
-  if (h->n == TEXT_HISTORY) { /* the oldest revision is no longer reachable */
-    text_op_free(h->ops[0]);
-    memmove(h->ops, h->ops + 1, (h->n - 1) * sizeof *h->ops);
-    h->n--;
-    h->base++;
-  }
-  if (h->n == h->cap) {
-    h->cap = h->cap ? h->cap * 2 : 8;
-    h->ops = wsy_realloc(h->ops, h->cap * sizeof *h->ops);
-  }
-  h->ops[h->n++] = text_op_clone(op);
+  hist_push(h, text_op_clone(op));
   r->seq++;
   json_t *opv = json_pack("{s:s,s:s,s:s,s:I,s:o}", "kind", "text", "item", t.item, "field", t.field, "rev",
                            (json_int_t)cur, "ops", text_op_to_json(op));
@@ -277,6 +338,8 @@ const room_kind doc_room_kind = {
   .unload = doc_kind_unload,
   .apply = run_op,
   .snapshot = doc_kind_snapshot,
+  .reload = doc_kind_reload,
+  .observe = doc_kind_observe,
 };
 
 const room_kind *room_kind_for(const char *name) {

@@ -175,7 +175,7 @@ static void handle_cursor(sess *s, json_t *req) {
   if (!proto_room_member(s, req, &m, 0)) return;
   json_t *sq = json_object_get(req, "seq");
   if (!json_is_integer(sq) || json_integer_value(sq) < 0 ||
-      (uint64_t)json_integer_value(sq) > m->r->seq) {
+      (uint64_t)json_integer_value(sq) > (m->r->seq > m->r->delivered ? m->r->seq : m->r->delivered)) {
     sess_error(s, req, "bad_request", "seq must be an integer no greater than the room's seq", "seq", NULL);
     return;
   }

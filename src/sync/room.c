@@ -52,13 +52,13 @@ void room_free_all(engine *e) {
  * room the store does not have gets a new epoch, created with the next
  * batch (the creation counts as pending, so the room stays loaded until it
  * is durable). */
-static int load(engine *e, room *r) {
+static int load(engine *e, room *r, int again) {
   store_room_info info = {0};
   int rc = store_read_begin(e->st);
   if (rc != 0) return rc;
   rc = store_room_get(e->st, r->name, &info);
   if (rc == 0 && info.exists && (info.epoch[0] == 'y') != (r->kind->epoch_tag == 'y')) rc = ROOM_WRONG_KIND;
-  if (rc == 0) rc = r->kind->load(r, e->st, &info);
+  if (rc == 0) rc = again && r->kind->reload && r->ks ? r->kind->reload(r, e->st, &info) : r->kind->load(r, e->st, &info);
   if (rc == 0) rc = join_cursors_load(e, r, info.exists);
   int end = store_read_end(e->st);
   if (rc == 0) rc = end;
@@ -94,7 +94,8 @@ room *room_open(engine *e, const char *name, const room_kind *want, int *err) {
   r->ring = ring_new(e->cfg->resume_ring, &e->ring_mem);
   map_init(&r->locks);
   map_init(&r->cursors);
-  int rc = load(e, r);
+  map_init(&r->remote);
+  int rc = load(e, r, 0);
   if (rc == ROOM_WRONG_KIND) {
     room_destroy(e, r);
     *err = rc;
@@ -112,15 +113,15 @@ room *room_open(engine *e, const char *name, const room_kind *want, int *err) {
 }
 
 int room_reload(engine *e, room *r) {
-  r->kind->unload(r);
-  int rc = load(e, r);
+  if (!r->kind->reload) r->kind->unload(r);
+  int rc = load(e, r, 1);
+  const char *why = r->broken ? "after a failed commit" : "after other nodes wrote it";
   if (rc != 0) {
-    log_error("room %s could not be reloaded after a failed commit: %s", r->name, wsy_strerror(rc));
+    log_error("room %s could not be reloaded %s: %s", r->name, why, wsy_strerror(rc));
     return rc;
   }
+  if (r->broken) log_info("room %s reloaded from the store at seq %llu %s", r->name, (unsigned long long)r->seq, why);
   r->broken = 0;
-  log_info("room %s reloaded from the store at seq %llu after a failed commit", r->name,
-           (unsigned long long)r->seq);
   return 0;
 }
 

@@ -51,6 +51,13 @@ typedef struct room_kind {
   /* The committed state for a joiner or the backend, read from the store
    * (inside a read snapshot): *out gets a new JSON object. */
   int (*snapshot)(room *r, store *st, json_t **out);
+  /* Optional: reads the kind state again from the store into the loaded
+   * r->ks, keeping what survives a reload (room_reload); without it the
+   * state is unloaded and loaded. */
+  int (*reload)(room *r, store *st, const store_room_info *info);
+  /* Optional: an entry decided on another node (or refilled from the
+   * store) was delivered here (cluster.h); r's state is stale meanwhile. */
+  void (*observe)(engine *e, room *r, const bus_msg *m);
   /* Optional: the bus's delivery of r's traffic to the kind's own
    * connections (r->peers), after the members got theirs. */
   void (*deliver)(engine *e, room *r, const bus_msg *m);
@@ -85,6 +92,7 @@ struct room {
   uint64_t delivered;/* the last seq handed to this node's members (cluster.h) */
   int stale;         /* entries decided elsewhere were delivered: reload before deciding */
   int subscribed;    /* on the bus */
+  map remote;        /* other nodes' members: "node\x1fuser\x1fdevice" -> their entry (presence.c) */
   void *peers;       /* the kind's own connections (Yjs), kept across reloads */
   unsigned npeers;   /* they keep the room loaded as members do */
 };

@@ -18,6 +18,8 @@
  *   4400 malformed message or room name     4401 no or bad token
  *   4403 room not granted                   4409 a document room
  *   4413 awareness state or ids over the limits
+ *   4405 a node of a cluster (--bus): Yjs rooms are served by one node only
+ *        for now (docs/CLUSTER.md)
  *   1011 the room cannot be loaded, 1013 the room reloaded after a storage
  *   failure (both transient: the provider retries with back-off). */
 #include <string.h>
@@ -262,6 +264,10 @@ static void detach(ypeer *p) {
 static int y_open(ws_conn *w, const httpd_req *req) {
   engine *e = ws_conn_ud(w);
   const char *name = httpd_req_path(req) + strlen(YJS_PREFIX);
+  if (e->clustered) {
+    refuse(w, NULL, NULL, 4405, "Yjs rooms are not served in cluster mode yet (docs/CLUSTER.md)", NULL);
+    return 0;
+  }
   if (!auth_room_valid(name, strlen(name))) {
     refuse(w, NULL, NULL, 4400, "the room name must be 1-128 characters of A-Z a-z 0-9 . _ : @ -", NULL);
     return 0;

@@ -6,8 +6,9 @@
 // servers: GETs, POST bodies, WebSockets, an SSE stream and a long-poll each
 // go to the next server in turn, never sticky, streamed live, closed
 // together, 502 from a backend that is gone. What each backend received is
-// checked on the backend itself (its rooms, its metrics), not only in the
-// proxy's counters.
+// checked on the backend itself (its rooms, its metrics, its count of open
+// connections), not only in the proxy's counters. Last, `make cluster`'s
+// script: its URLs work and Ctrl-C leaves nothing running.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -20,7 +21,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { SseParser } from '../../clients/js/transports.js';
 import { descendants, freePort, parseCsv, startCluster, startPostgres, startRedis } from './lib/cluster.mjs';
 import { startRrProxy } from './lib/rrproxy.mjs';
-import { WAIT_MS, sleep, waitUntil, withTimeout } from './lib/server.mjs';
+import { WAIT_MS, WSYNC_BIN, sleep, waitUntil, withTimeout } from './lib/server.mjs';
 import { SyncClient, api, closeClients, fetchMetrics, startSyncServer, token } from './lib/sync.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -166,6 +167,25 @@ test('Redis: cli, kill -9 and start on the same port (empty: no persistence), re
   await redis.stop();
   assert.equal(existsSync(dir), false);
   assert.equal(await accepts(port), false);
+});
+
+test('a restart whose port was taken meanwhile fails with the reason, and works once it is free', async (t) => {
+  const [pg, redis] = await Promise.all([startPostgres({ t }), startRedis({ t })]);
+  for (const [d, re] of [[pg, /could not (bind|create)/i], [redis, /Address already in use|Could not create server TCP/i]]) {
+    await d.halt();
+    const squatter = net.createServer();
+    await new Promise((resolve, reject) => squatter.once('error', reject).listen(d.port, '127.0.0.1', resolve));
+    try {
+      await assert.rejects(d.start(), re);
+      assert.equal(d.running, false);
+    } finally {
+      await new Promise((resolve) => squatter.close(resolve));
+    }
+    await d.start();
+    assert.ok(await accepts(d.port));
+  }
+  assert.deepEqual(await pg.psql('SELECT 1 AS one'), [{ one: '1' }]);
+  assert.equal(await redis.cli(['PING']), 'PONG');
 });
 
 test('a process that exits without stopping its cluster leaves no daemon, node or temp dir behind', async () => {
@@ -498,4 +518,43 @@ test('proxy: a backend that is gone gets 502 (HTTP and upgrade); one dying mid-s
   assert.equal((await api(proxy.url, 'GET', '/healthz')).status, 502);
   assert.equal(proxy.refused[2], 1, 'the dead backend refused once');
   assert.equal(proxy.refused[0], 0, 'the live one never');
+});
+
+test('scripts/cluster.mjs (make cluster): prints the URLs, serves the demo through the proxy, Ctrl-C stops everything', async () => {
+  const repo = path.resolve(here, '..', '..');
+  const child = spawn(process.execPath, [
+    path.join(repo, 'scripts', 'cluster.mjs'), '--listen', '127.0.0.1:0', '--nodes', '2',
+    '--bin', WSYNC_BIN, '--www', path.join(repo, 'web'),
+  ], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.setEncoding('utf8').on('data', (d) => (out += d));
+  child.stderr.setEncoding('utf8').on('data', (d) => (err += d));
+  const exited = new Promise((r) => child.on('exit', (code, sig) => r({ code, sig })));
+  try {
+    await waitUntil(() => /Ctrl-C stops everything/.test(out) || child.exitCode !== null, 'the URLs', 60000);
+    assert.match(out, /Ctrl-C stops everything/, `no URLs:\n${out}\n${err}`);
+    const proxyUrl = /open\s+(http:\/\/127\.0\.0\.1:\d+)\//.exec(out)[1];
+    const nodes = [...out.matchAll(/(node-\d+)\s+(http:\/\/127\.0\.0\.1:\d+)\/\s+\(pid (\d+)\)/g)].map((m) => ({ id: m[1], url: m[2], pid: Number(m[3]) }));
+    assert.deepEqual(nodes.map((n) => n.id), ['node-1', 'node-2']);
+    const pgPort = Number(/postgres\s+postgres:\/\/wsync@127\.0\.0\.1:(\d+)\/wsync/.exec(out)[1]);
+    const redisPort = Number(/redis\s+redis:\/\/127\.0\.0\.1:(\d+)/.exec(out)[1]);
+    for (let k = 0; k < 2; k++) {
+      const r = await once(proxyUrl, 'GET', '/');
+      assert.equal(r.status, 200);
+      assert.match(r.text, /<html/i, 'the demo page');
+    }
+    for (const n of nodes) assert.equal((await once(n.url, 'GET', '/healthz')).status, 200);
+    assert.ok(await accepts(pgPort) && await accepts(redisPort));
+
+    child.kill('SIGINT');
+    const e = await withTimeout(exited, 60000, 'the script to stop');
+    assert.equal(e.code, 0, `exit ${e.code ?? e.sig}:\n${err}`);
+    assert.match(err, /node-1 1, node-2 1/, 'one page load per node');
+    assert.match(err, /cluster: stopped/);
+    for (const n of nodes) assert.equal(alive(n.pid), false, `${n.id} still runs`);
+    for (const p of [pgPort, redisPort]) assert.equal(await accepts(p), false, `port ${p} still open`);
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  }
 });

@@ -73,7 +73,9 @@ export function runCli(args, { env = {}, timeout = WAIT_MS } = {}) {
  * after hook that stops it and fails the test on a sanitizer report, a
  * non-zero exit, or a crash. Options: env (extra environment), echo (default
  * true), listen (instead of 127.0.0.1:0), dataDir (an existing data dir to
- * reuse, for restarts; the caller owns it: it is not removed at the stop).
+ * reuse, for restarts; the caller owns it: it is not removed at the stop),
+ * detached (its own process group: a terminal's Ctrl-C then reaches only the
+ * node process, which stops it; lib/cluster.mjs).
  */
 export async function startServer(t, extraArgs = [], opts = {}) {
   const ownDir = !opts.dataDir;
@@ -84,6 +86,7 @@ export async function startServer(t, extraArgs = [], opts = {}) {
   const proc = spawn(WSYNC_BIN, args, {
     env: { ...process.env, ...(opts.env || {}) },
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: !!opts.detached,
   });
   let stderr = '';
   let stdout = '';

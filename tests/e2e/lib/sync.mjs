@@ -48,7 +48,14 @@ export function mintToken({ user, device, grants = [], ttl = '1h', secret = SECR
 }
 
 /** Starts a server with the sync flags the tests use by default (auth secret). */
-export function startSyncServer(t, extraArgs = [], opts = {}) {
+export async function startSyncServer(t, extraArgs = [], opts = {}) {
+  // WSYNC_E2E_CLUSTER=N: the same suite against N nodes behind a round-robin
+  // proxy (lib/cluster.mjs, make e2e-cluster).
+  const n = Number(process.env.WSYNC_E2E_CLUSTER || 0);
+  if (n > 0) {
+    const { startProxiedCluster } = await import('./cluster.mjs');
+    return startProxiedCluster(t, n, ['--auth-secret', SECRET, ...extraArgs], { echo: opts.echo === true });
+  }
   return startServer(t, ['--auth-secret', SECRET, ...extraArgs], { echo: false, ...opts });
 }
 

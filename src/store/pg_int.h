@@ -1,0 +1,102 @@
+/* pg_int.h -- private to pg.c, pg_read.c and their unit tests: the
+ * PostgreSQL backend's layout (store.h describes the contract). */
+#ifndef WSY_PG_INT_H
+#define WSY_PG_INT_H
+
+#include <libpq-fe.h>
+#include <uv.h>
+
+#include "store_int.h"
+
+/* The PostgreSQL schema's own version (table wsync_schema), independent of
+ * the SQLite file's user_version: version 1 holds what SQLite's 4 holds. */
+#define PG_SCHEMA_VERSION 1
+/* pg_advisory_xact_lock key serializing migrations of several nodes. */
+#define PG_MIGRATE_LOCK 0x77737963
+#define PG_CONNECT_MS 2000 /* a connection attempt, either connection */
+#define PG_COMMIT_MS 10000 /* a commit unanswered this long is dropped: WSY_IO */
+#define PG_READ_MS 2000    /* a read unanswered this long is dropped: WSY_IO */
+
+/* Prepared statements of the commit connection, made again on each new
+ * connection (their text is in pg.c). */
+enum {
+  PW_ADVANCE,
+  PW_ROOM_CREATE,
+  PW_OP,
+  PW_ITEM_UPSERT,
+  PW_ITEM_DELETE,
+  PW_TEXT_INSERT,
+  PW_CURSOR_UPSERT,
+  PW_TRIM,
+  PW_DELETE,
+  PW_HOOK_POS,
+  PW__COUNT
+};
+
+/* The commit connection's states (see the diagram in pg.c). */
+enum { PC_DOWN, PC_CONNECTING, PC_IDLE, PC_BUSY };
+
+typedef struct pg_store {
+  store base;                /* ops: the PostgreSQL backend */
+  char *url;
+  int durability_full;
+  uv_loop_t *loop;
+  /* commit connection: loop thread, libpq non-blocking, pipeline mode */
+  PGconn *wc;
+  int wstate;
+  uv_poll_t *wpoll;          /* on PQsocket(wc); allocated, freed in its close callback */
+  int wpoll_events;
+  uv_timer_t timer;          /* connect and commit deadlines */
+  uv_timer_t defer;          /* answers a commit that failed before reaching the server */
+  unsigned commit_ms;
+  /* the batch in flight */
+  store_batch *committing;
+  store_commit_cb cb;
+  void *cb_ud;
+  int *slot_entry;           /* per queued statement: entry index; -1: a PREPARE */
+  size_t nslots, slot_cap, slot_at;
+  int syncs_left;            /* PGRES_PIPELINE_SYNCs still to come */
+  int fail_rc;               /* first failure seen in the batch's results */
+  char fail_msg[200];
+  int fail_slot;
+  int sent_commit;           /* the batch's Sync went out: a drop is ambiguous */
+  /* read connection: loop thread, synchronous calls bounded by poll(2) */
+  PGconn *rc;
+  int in_read;               /* inside store_read_begin ... end */
+  char conn_err[200];        /* why the last connection attempt failed */
+  unsigned read_ms;
+  int handles_open;          /* uv handles still to close before freeing */
+} pg_store;
+
+/* pg.c: connection parameters, error mapping */
+PGconn *pg_connect_start(const char *url, const char *app);
+/* Maps a failed result (or a NULL one: connection lost) to wsy_err. */
+int pg_map_result(const PGresult *r);
+
+/* pg_read.c: the read connection and the store_ops reads (store.h) */
+int pgr_ensure(pg_store *s);
+void pgr_drop(pg_store *s);
+/* Runs sql with text params on the read connection within the read
+ * deadline; *out (on 0) is the caller's, to PQclear. */
+int pgr_exec(pg_store *s, const char *sql, int n, const char *const *vals, unsigned deadline_ms,
+             PGresult **out, char *err, size_t errlen);
+int pg_room_get(store *bs, const char *room, store_room_info *out);
+int pg_room_items(store *bs, const char *room, store_item_cb cb, void *ud);
+int pg_room_texts(store *bs, const char *room, store_text_cb cb, void *ud);
+int pg_history(store *bs, const char *room, uint64_t after_seq, size_t limit, store_history_cb cb, void *ud);
+int pg_recent_messages(store *bs, const char *room, size_t limit, store_history_cb cb, void *ud);
+int pg_dedupe_each(store *bs, store_dedupe_cb cb, void *ud);
+int pg_dedupe_get(store *bs, const char *dkey, const char *cid, char room_out[STORE_ROOM_MAX + 1],
+                  uint64_t *seq_out);
+int pg_cursors(store *bs, const char *room, store_cursor_cb cb, void *ud);
+int pg_hook_positions(store *bs, const char *hook, store_hook_pos_cb cb, void *ud);
+int pg_hook_pos_get(store *bs, const char *hook, const char *room, const char *epoch, uint64_t *seq_out);
+int pg_read_begin(store *bs);
+int pg_read_end(store *bs);
+int pg_stats(store *bs, store_stats_info *out);
+int pg_rooms_list(store *bs, const char *after, size_t limit, store_room_cb cb, void *ud);
+
+/* For tests: shorter deadlines than PG_COMMIT_MS / PG_READ_MS. */
+void pg_store_set_timeouts(store *bs, unsigned commit_ms, unsigned read_ms);
+
+#endif

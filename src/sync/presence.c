@@ -1,0 +1,172 @@
+/* presence.c -- presence across nodes (cluster.h): the members other nodes
+ * have in a room, as this node learned them from their presence events on
+ * the bus, from their answers when this node loaded the room, and dropped
+ * when their node stops sending heartbeats. */
+#include <string.h>
+
+#include "../common/log.h"
+#include "cluster.h"
+#include "proto.h"
+#include "room.h"
+#include "sess.h"
+
+/* One member of another node. */
+typedef struct rmember {
+  char *node;
+  json_t *entry; /* {user, device, state, connected[, cursor]} as a joined list shows it */
+} rmember;
+
+#define QUERY_PREFIX "{\"type\":\"~presence_query\""
+
+static void key_of(char *key, size_t n, const char *node, const char *user, const char *device) {
+  snprintf(key, n, "%s\x1f%s\x1f%s", node, user, device);
+}
+
+static void rmember_free(rmember *x) {
+  if (!x) return;
+  wsy_free(x->node);
+  json_decref(x->entry);
+  wsy_free(x);
+}
+
+void presence_room_free(room *r) {
+  const char *k;
+  void *v;
+  for (size_t i = 0; map_next(&r->remote, &i, &k, &v);) rmember_free(v);
+  map_free(&r->remote);
+}
+
+void presence_remote_list(room *r, json_t *arr) {
+  const char *k;
+  void *v;
+  for (size_t i = 0; map_next(&r->remote, &i, &k, &v);) json_array_append(arr, ((rmember *)v)->entry);
+}
+
+/* Tells this node's members of r (but no one else) what happened to a member
+ * of another node, as that node's own event would have. */
+static void tell_local(engine *e, room *r, const char *event, json_t *entry) {
+  json_t *msg = json_pack("{s:s,s:s,s:s,s:O,s:O}", "type", "presence", "room", r->name, "event", event, "user",
+                          json_object_get(entry, "user"), "device", json_object_get(entry, "device"));
+  if (strcmp(event, "leave") != 0) {
+    json_object_set(msg, "state", json_object_get(entry, "state"));
+    json_object_set(msg, "connected", json_object_get(entry, "connected"));
+  }
+  net_chunk *f = engine_frame(e, msg);
+  json_decref(msg);
+  bus_msg m = {.room = r->name, .frame = f};
+  room_deliver(e, &m);
+  net_chunk_unref(f);
+}
+
+/* Records (or drops, for leave) the member of node described by entry.
+ * Returns 1 when it was not known before. */
+static int remember(room *r, const char *node, const char *event, json_t *entry) {
+  const char *user = json_string_value(json_object_get(entry, "user"));
+  const char *device = json_string_value(json_object_get(entry, "device"));
+  if (!user || !device) return 0;
+  char key[400];
+  key_of(key, sizeof key, node, user, device);
+  rmember *x = map_get(&r->remote, key);
+  if (!strcmp(event, "leave")) {
+    if (x) {
+      map_del(&r->remote, key); /* key is this function's buffer, not the map's */
+      rmember_free(x);
+    }
+    return 0;
+  }
+  json_t *copy = json_pack("{s:s,s:s,s:O,s:O}", "user", user, "device", device, "state",
+                           json_object_get(entry, "state") ? json_object_get(entry, "state") : json_object(),
+                           "connected", json_object_get(entry, "connected") ? json_object_get(entry, "connected")
+                                                                            : json_true());
+  json_t *cur = json_object_get(entry, "cursor");
+  if (json_is_integer(cur)) json_object_set(copy, "cursor", cur);
+  if (x) {
+    json_decref(x->entry);
+    x->entry = copy;
+    return 0;
+  }
+  x = wsy_calloc(1, sizeof *x);
+  x->node = wsy_strndup(node, strlen(node));
+  x->entry = copy;
+  map_put(&r->remote, key, x);
+  return 1;
+}
+
+static void answer_query(engine *e, room *r, const char *asker) {
+  if (!r->members) return;
+  json_t *list = json_array();
+  for (member *x = r->members; x; x = x->next) json_array_append_new(list, room_presence_entry(x));
+  json_t *body = json_pack("{s:s,s:o}", "room", r->name, "members", list);
+  char *text = json_dumps(body, JSON_COMPACT);
+  json_decref(body);
+  if (text && bus_send_node(e->bus, asker, "presence", text, strlen(text)) != 0)
+    log_warn("presence: cannot answer node %s about room %s (bus down)", asker, r->name);
+  free(text);
+}
+
+int presence_on_ephemeral(engine *e, room *r, const bus_msg *m) {
+  size_t len;
+  const uint8_t *p = frame_payload(m->frame, &len);
+  if (len >= sizeof QUERY_PREFIX - 1 && !memcmp(p, QUERY_PREFIX, sizeof QUERY_PREFIX - 1)) {
+    if (m->origin) answer_query(e, r, m->origin);
+    return 1; /* for nodes, not members */
+  }
+  if (!m->origin) return 0;
+  int pres = len > 18 && !memcmp(p, "{\"type\":\"presence\"", 18);
+  int cursor = len > 16 && !memcmp(p, "{\"type\":\"cursor\"", 16);
+  if (!pres && !cursor) return 0;
+  json_t *v = json_loadb((const char *)p, len, 0, NULL);
+  if (!v) return 0;
+  if (pres) {
+    const char *event = json_string_value(json_object_get(v, "event"));
+    if (event) (void)remember(r, m->origin, event, v);
+  } else {
+    const char *user = json_string_value(json_object_get(v, "user"));
+    const char *device = json_string_value(json_object_get(v, "device"));
+    json_t *sq = json_object_get(v, "seq");
+    if (user && device && json_is_integer(sq) && json_integer_value(sq) > 0)
+      join_cursor_note(r, user, device, (uint64_t)json_integer_value(sq));
+  }
+  json_decref(v);
+  return 0;
+}
+
+void presence_query(engine *e, room *r) {
+  if (!e->clustered) return;
+  static const char q[] = QUERY_PREFIX "}";
+  net_chunk *f = ws_frame_new(WS_OP_TEXT, q, sizeof q - 1);
+  bus_msg m = {.room = r->name, .frame = f};
+  bus_publish(e->bus, &m);
+  net_chunk_unref(f);
+}
+
+void presence_on_answer(engine *e, const char *node, const uint8_t *body, size_t len) {
+  json_t *v = json_loadb((const char *)body, len, 0, NULL);
+  const char *name = json_string_value(json_object_get(v, "room"));
+  room *r = name ? map_get(&e->rooms, name) : NULL;
+  json_t *list = json_object_get(v, "members");
+  if (r && json_is_array(list)) {
+    size_t i;
+    json_t *x;
+    json_array_foreach(list, i, x) if (remember(r, node, "join", x)) tell_local(e, r, "join", x);
+  }
+  json_decref(v);
+}
+
+void presence_node_gone(engine *e, const char *node) {
+  const char *k;
+  void *v;
+  for (size_t i = 0; map_next(&e->rooms, &i, &k, &v);) {
+    room *r = v;
+    for (size_t j = 0; map_next(&r->remote, &j, &k, &v);) {
+      rmember *x = v;
+      if (strcmp(x->node, node) != 0) continue;
+      tell_local(e, r, "leave", x->entry);
+      char key[400];
+      snprintf(key, sizeof key, "%s", k);
+      map_del(&r->remote, key);
+      rmember_free(x);
+      j = 0; /* the map changed: walk again from the start */
+    }
+  }
+}

@@ -1,0 +1,259 @@
+// cluster.test.mjs -- three wsync nodes on one PostgreSQL (the store) and one
+// Redis (the bus), writers and readers spread over all three (docs/CLUSTER.md):
+// every client of a room sees one gapless order whichever node accepted an op,
+// LWW, base conflicts, batches, text OT, publishes, presence and cursors work
+// across nodes as on one, an op re-sent by cid to another node is a duplicate,
+// and a client whose node dies catches up on another with since {epoch, seq}.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+
+import { startCluster } from './lib/cluster.mjs';
+import { scale, waitUntil, WAIT_MS } from './lib/server.mjs';
+import { api, closeClients, SyncClient, token } from './lib/sync.mjs';
+
+const KEY = 'cluster-e2e-api-key';
+let cl;
+let n = 0;
+
+before(async () => {
+  cl = await startCluster(3, { nodeArgs: () => ['--api-key', KEY, '--rate', '100000', '--burst', '100000'] });
+});
+after(() => cl && cl.stop());
+
+const url = (i) => cl.nodes[i % cl.nodes.length].url;
+const roomName = (what) => `cl-${what}-${process.pid}-${++n}`;
+
+/** A welcomed client of user on node i. */
+function connect(i, user, device = `${user}-d${++n}`) {
+  return SyncClient.connect(url(i), { token: token(user), device });
+}
+
+/** Every op/message entry of room a client received, in arrival order. */
+const entriesOf = (c, room) => c.log.filter((m) => (m.type === 'op' || m.type === 'message') && m.room === room);
+
+/** Waits until c has received entries up to seq of room; checks they came gapless from `from`. */
+async function seenUpTo(c, room, from, seq) {
+  await waitUntil(() => entriesOf(c, room).some((m) => m.seq === seq), `${c.name}: ${room}#${seq}`);
+  const seqs = entriesOf(c, room).map((m) => m.seq);
+  assert.deepEqual(seqs, Array.from({ length: seq - from }, (_, k) => from + k + 1), `${c.name}: gapless, in order, once`);
+}
+
+describe('writes on every node', () => {
+  test('LWW sets from three nodes: one gapless order on every client, the same final state', async () => {
+    const room = roomName('lww');
+    const cs = await Promise.all([0, 1, 2].map((i) => connect(i, `u${i}`)));
+    for (const c of cs) await c.join(room);
+    for (let k = 0; k < 9; k++) {
+      const c = cs[k % 3];
+      const ack = await c.set(room, `c${k}`, 'x', { v: k, by: c.name });
+      assert.equal(ack.seq, k + 1, 'seqs are gapless across nodes');
+    }
+    for (const c of cs) await seenUpTo(c, room, 0, 9);
+    const orders = cs.map((c) => entriesOf(c, room).map((m) => `${m.seq}:${m.cid}`).join(','));
+    assert.equal(new Set(orders).size, 1, 'every client saw the same order');
+    const snap = await api(url(1), 'GET', `/v1/rooms/${room}`, { key: KEY });
+    assert.equal(snap.status, 200);
+    assert.equal(snap.body.seq, 9);
+    assert.deepEqual(snap.body.snapshot.items.x.fields, { v: 8, by: cs[2].name });
+    await closeClients(cs);
+  });
+
+  test('concurrent writers on all nodes: every op acked once, seqs gapless, all converge', async () => {
+    const room = roomName('race');
+    const per = scale(60, 20);
+    const cs = await Promise.all([0, 1, 2, 0, 1, 2].map((i, k) => connect(i, `w${k}`)));
+    for (const c of cs) await c.join(room);
+    const send = async (c, k) => {
+      for (let tries = 0; ; tries++) {
+        const r = await c.op(room, `${c.name}-${k}`, { kind: 'set', item: `i${k % 5}`, fields: { [c.name]: k } });
+        if (r.type === 'ack') return r.seq;
+        assert.equal(r.code, 'stale', `only a fenced-out commit may refuse: ${JSON.stringify(r)}`);
+        assert.ok(tries < 200, 'stale retries end');
+      }
+    };
+    const acks = await Promise.all(cs.map(async (c) => {
+      const seqs = [];
+      for (let k = 0; k < per; k++) seqs.push(await send(c, k));
+      return seqs;
+    }));
+    const all = acks.flat().sort((a, b) => a - b);
+    assert.deepEqual(all, Array.from({ length: cs.length * per }, (_, k) => k + 1), 'each op acked once, no seq twice, none missing');
+    for (const c of cs) await seenUpTo(c, room, 0, all.length);
+    const hist = await api(url(2), 'GET', `/v1/rooms/${room}/history?after=0&limit=1000`, { key: KEY });
+    assert.equal(hist.status, 200);
+    assert.equal(hist.body.ops.length, all.length, 'the log holds each op once');
+    await closeClients(cs);
+  });
+
+  test('base: a version check made on one node sees a write made on another', async () => {
+    const room = roomName('base');
+    const a = await connect(0, 'ba');
+    const b = await connect(1, 'bb');
+    await a.join(room);
+    await b.join(room);
+    const first = await a.set(room, 'b1', 'doc', { t: 1 });
+    await b.entry(room, first.seq);
+    const second = await b.set(room, 'b2', 'doc', { t: 2 }, { base: first.seq });
+    assert.equal(second.seq, first.seq + 1);
+    await a.entry(room, second.seq);
+    const stale = await a.op(room, 'b3', { kind: 'set', item: 'doc', fields: { t: 3 }, base: first.seq });
+    assert.equal(stale.type, 'error');
+    assert.equal(stale.code, 'conflict', 'the write made on the other node is seen');
+    await closeClients(a, b);
+  });
+
+  test('batch and delete across nodes', async () => {
+    const room = roomName('batch');
+    const a = await connect(0, 'ta');
+    const b = await connect(2, 'tb');
+    await a.join(room);
+    await b.join(room);
+    const ack = await a.expect({ type: 'op', room, cid: 'bt1', op: { kind: 'batch', ops: [
+      { kind: 'set', item: 'p', fields: { n: 1 } }, { kind: 'set', item: 'q', fields: { n: 2 } }] } }, 'ack');
+    const e = await b.entry(room, ack.seq);
+    assert.equal(e.op.kind, 'batch');
+    const del = await b.expect({ type: 'op', room, cid: 'bt2', op: { kind: 'del', item: 'p' } }, 'ack');
+    await a.entry(room, del.seq);
+    const c = await connect(1, 'tc');
+    const j = await c.join(room);
+    assert.deepEqual(Object.keys(j.snapshot.items).sort(), ['q']);
+    assert.equal(j.seq, del.seq);
+    await closeClients(a, b, c);
+  });
+
+  test('text ops from two nodes converge (OT across nodes)', async () => {
+    const room = roomName('text');
+    const a = await connect(0, 'xa');
+    const b = await connect(1, 'xb');
+    await a.join(room);
+    await b.join(room);
+    const made = await a.set(room, 'x0', 'note', { body: 'hello' }, {});
+    await b.entry(room, made.seq);
+    // Both edit revision 0 of the field at once: the second is transformed.
+    const [ra, rb] = await Promise.all([
+      a.op(room, 'x1', { kind: 'text', item: 'note', field: 'body', rev: 0, ops: [5, ' world'] }),
+      b.op(room, 'x2', { kind: 'text', item: 'note', field: 'body', rev: 0, ops: ['>> '] }),
+    ]);
+    for (const [c, r, cid, opn] of [[a, ra, 'x1', [5, ' world']], [b, rb, 'x2', ['>> ']]]) {
+      if (r.type === 'ack') continue;
+      assert.equal(r.code, 'stale', JSON.stringify(r));
+      const again = await c.op(room, cid, { kind: 'text', item: 'note', field: 'body', rev: 0, ops: opn });
+      assert.equal(again.type, 'ack', JSON.stringify(again));
+    }
+    const c = await connect(2, 'xc');
+    await waitUntil(async () => {
+      const s = await api(url(2), 'GET', `/v1/rooms/${room}`, { key: KEY });
+      return s.body.seq === made.seq + 2;
+    }, 'both text ops stored');
+    const j = await c.join(room);
+    assert.equal(j.snapshot.items.note.fields.body, '>> hello world');
+    await closeClients(a, b, c);
+  });
+
+  test('an op re-sent by cid to another node is a duplicate with the original seq', async () => {
+    const room = roomName('dup');
+    const a = await connect(0, 'dd', 'dd-phone');
+    await a.join(room);
+    const ack = await a.set(room, 'once', 'k', { v: 1 });
+    await a.close();
+    const b = await connect(1, 'dd', 'dd-phone');
+    await b.join(room);
+    const again = await b.op(room, 'once', { kind: 'set', item: 'k', fields: { v: 1 } });
+    if (again.type === 'error') {
+      assert.equal(again.code, 'stale', JSON.stringify(again));
+      const third = await b.op(room, 'once', { kind: 'set', item: 'k', fields: { v: 1 } });
+      assert.equal(third.type, 'ack');
+      assert.equal(third.duplicate, true);
+      assert.equal(third.seq, ack.seq);
+    } else {
+      assert.equal(again.type, 'ack');
+      assert.equal(again.duplicate, true);
+      assert.equal(again.seq, ack.seq);
+    }
+    const s = await api(url(2), 'GET', `/v1/rooms/${room}`, { key: KEY });
+    assert.equal(s.body.seq, ack.seq, 'applied once');
+    await b.close();
+  });
+});
+
+describe('ephemeral traffic across nodes', () => {
+  test('publish: stored and ephemeral messages reach members on every node', async () => {
+    const room = roomName('pub');
+    const cs = await Promise.all([0, 1, 2].map((i) => connect(i, `p${i}`)));
+    for (const c of cs) await c.join(room);
+    cs[0].send({ type: 'publish', room, data: { hi: 'ephemeral' } });
+    for (const c of cs.slice(1))
+      await c.waitFor((m) => m.type === 'message' && m.room === room && m.data?.hi === 'ephemeral', 'ephemeral publish');
+    const stored = await cs[1].expect({ type: 'publish', room, cid: 'ps1', store: true, data: { hi: 'stored' } }, 'ack');
+    for (const c of [cs[0], cs[2]]) {
+      const m = await c.entry(room, stored.seq);
+      assert.deepEqual(m.data, { hi: 'stored' });
+    }
+    await closeClients(cs);
+  });
+
+  test('presence: members of other nodes are listed, join, update and leave events cross nodes', async () => {
+    const room = roomName('pres');
+    const a = await connect(0, 'pa');
+    await a.join(room, { presence: { name: 'A' } });
+    const b = await connect(1, 'pb');
+    let jb;
+    await waitUntil(async () => {
+      // b's node learns of a's member when it loads the room; a join made
+      // before the answer arrives gets a join event instead.
+      jb = jb || (await b.join(room, { presence: { name: 'B' } }));
+      return jb.presence.some((p) => p.user === 'pa') ||
+        b.log.some((m) => m.type === 'presence' && m.event === 'join' && m.user === 'pa');
+    }, 'a listed on node 2');
+    await a.waitFor((m) => m.type === 'presence' && m.event === 'join' && m.user === 'pb' && m.state?.name === 'B', 'b joined');
+    a.send({ type: 'presence', room, state: { name: 'A2' } });
+    await b.waitFor((m) => m.type === 'presence' && m.event === 'update' && m.user === 'pa' && m.state?.name === 'A2', 'a updated');
+    const c = await connect(2, 'pc');
+    await c.join(room);
+    await waitUntil(async () => {
+      const r = await api(url(2), 'GET', `/v1/rooms/${room}/presence`, { key: KEY });
+      const users = (r.body.presence || []).map((p) => p.user).sort();
+      return users.join() === 'pa,pb,pc';
+    }, 'presence on node 3 lists all three');
+    b.send({ type: 'leave', room });
+    await a.waitFor((m) => m.type === 'presence' && m.event === 'leave' && m.user === 'pb', 'b left');
+    await c.waitFor((m) => m.type === 'presence' && m.event === 'leave' && m.user === 'pb', 'b left (node 3)');
+    await closeClients(a, b, c);
+  });
+
+  test('a node that dies: its members leave every other node within the heartbeat TTL', async () => {
+    const room = roomName('gone');
+    const a = await connect(0, 'ga');
+    await a.join(room);
+    const victim = cl.nodes[2];
+    const v = await SyncClient.connect(victim.url, { token: token('gv'), device: 'gv-1' });
+    await v.join(room);
+    await a.waitFor((m) => m.type === 'presence' && m.event === 'join' && m.user === 'gv', 'gv joined');
+    await victim.kill9();
+    await a.waitFor((m) => m.type === 'presence' && m.event === 'leave' && m.user === 'gv', 'gv left after its node died', WAIT_MS + 5000);
+    await victim.start();
+    await a.close();
+  });
+});
+
+describe('moving between nodes', () => {
+  test('a client whose node is killed catches up on another node with since, nothing lost or doubled', async () => {
+    const room = roomName('move');
+    const w = await connect(0, 'mw');
+    await w.join(room);
+    const victim = cl.nodes[1];
+    const r = await SyncClient.connect(victim.url, { token: token('mr'), device: 'mr-1' });
+    const j = await r.join(room);
+    for (let k = 0; k < 5; k++) await w.set(room, `m${k}`, 'k', { v: k });
+    await seenUpTo(r, room, j.seq, j.seq + 5);
+    const last = { epoch: j.epoch, seq: j.seq + 5 };
+    await victim.kill9();
+    for (let k = 5; k < 10; k++) await w.set(room, `m${k}`, 'k', { v: k });
+    const r2 = await SyncClient.connect(url(2), { token: token('mr'), device: 'mr-1' });
+    const j2 = await r2.join(room, { since: last });
+    assert.equal(j2.recovered, true);
+    assert.deepEqual(j2.ops.map((o) => o.seq), [6, 7, 8, 9, 10].map((k) => j.seq + k));
+    await victim.start();
+    await closeClients(w, r2);
+  });
+});

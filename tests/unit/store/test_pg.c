@@ -1,0 +1,529 @@
+/* test_pg.c -- the store contract (store.h) on the PostgreSQL backend,
+ * against a real server: each test in a database of its own (pgtest.h). */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../../src/store/pg_int.h"
+#include "pgtest.h"
+
+static pgt T;
+
+static void setup(void) { pgt_setup(&T); }
+static void teardown(void) { pgt_teardown(&T); }
+
+TestSuite(pg, .init = setup, .fini = teardown, .timeout = 60);
+
+static void commit_ok(store *s, store_batch *b) {
+  int rc = pgt_commit(&T, s, b, 0);
+  cr_assert_eq(rc, 0, "commit: %s: %s", wsy_errname(rc), store_batch_error(b));
+  store_batch_free(b);
+}
+
+static void create_room(store *s, const char *room, const char *epoch) {
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, room, epoch);
+  commit_ok(s, b);
+}
+
+typedef struct {
+  size_t n;
+  uint64_t seq[12000];
+  char msg[16][256];
+} hist;
+
+static int hist_cb(uint64_t seq, const char *msg, size_t len, void *ud) {
+  hist *h = ud;
+  cr_assert_lt(h->n, 12000);
+  cr_assert_eq(strlen(msg), len);
+  if (h->n < 16) snprintf(h->msg[h->n], 256, "%s", msg);
+  h->seq[h->n++] = seq;
+  return 0;
+}
+
+static hist *history(store *s, const char *room, uint64_t after, size_t limit) {
+  static hist h;
+  memset(&h, 0, sizeof h);
+  int rc = store_history(s, room, after, limit, hist_cb, &h);
+  cr_assert_eq(rc, 0, "history: %s", wsy_errname(rc));
+  return &h;
+}
+
+typedef struct {
+  size_t n;
+  char item[16][64], fields[16][256], revs[16][64];
+  uint64_t version[16];
+} items;
+
+static int items_cb(const char *item, const char *fields, size_t len, const char *revs, uint64_t version,
+                    void *ud) {
+  items *it = ud;
+  cr_assert_lt(it->n, 16);
+  cr_assert_eq(strlen(fields), len);
+  snprintf(it->item[it->n], 64, "%s", item);
+  snprintf(it->fields[it->n], 256, "%s", fields);
+  snprintf(it->revs[it->n], 64, "%s", revs ? revs : "(null)");
+  it->version[it->n++] = version;
+  return 0;
+}
+
+static items *get_items(store *s, const char *room) {
+  static items it;
+  memset(&it, 0, sizeof it);
+  cr_assert_eq(store_room_items(s, room, items_cb, &it), 0);
+  return &it;
+}
+
+/* ---- schema ------------------------------------------------------------------ */
+
+Test(pg, migrates_an_empty_database_once) {
+  store *s = pgt_open(&T, T.url);
+  store_stats_info st;
+  cr_assert_eq(store_stats(s, &st), 0);
+  cr_assert_eq(st.schema_version, PG_SCHEMA_VERSION);
+  cr_assert_gt(st.db_bytes, 0);
+  cr_assert_eq(st.wal_bytes, 0);
+  pgt_close(&T, s);
+  s = pgt_open(&T, T.url); /* a second open migrates nothing */
+  pgt_close(&T, s);
+  PGconn *c = pgt_admin(T.url);
+  cr_assert_eq(pgt_scalar(c, "SELECT count(*) FROM wsync_schema"), 1);
+  cr_assert_eq(pgt_scalar(c, "SELECT version FROM wsync_schema"), PG_SCHEMA_VERSION);
+  cr_assert_eq(pgt_scalar(c, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename IN"
+                             " ('rooms','ops','items','texts','dedupe','cursors','hook_pos')"), 7);
+  PQfinish(c);
+}
+
+Test(pg, a_newer_schema_is_refused_and_left_alone) {
+  store *s = pgt_open(&T, T.url);
+  pgt_close(&T, s);
+  PGconn *c = pgt_admin(T.url);
+  pgt_exec(c, "UPDATE wsync_schema SET version = 99");
+  char err[256] = "";
+  s = (store *)1;
+  int rc = store_pg_open(T.url, 0, &T.loop, &s, err, sizeof err);
+  cr_assert_eq(rc, WSY_INVAL);
+  cr_assert_null(s);
+  cr_assert(strstr(err, "99") && strstr(err, "newer"), "%s", err);
+  cr_assert_eq(pgt_scalar(c, "SELECT version FROM wsync_schema"), 99);
+  PQfinish(c);
+}
+
+Test(pg, a_bad_url_is_an_error_with_a_reason) {
+  char err[256] = "";
+  store *s = NULL;
+  cr_assert_eq(store_pg_open("", 0, &T.loop, &s, err, sizeof err), WSY_INVAL);
+  /* a port nobody listens on: refused at once */
+  cr_assert_eq(store_pg_open("postgres://nobody@127.0.0.1:1/none", 0, &T.loop, &s, err, sizeof err), WSY_IO);
+  cr_assert_null(s);
+  cr_assert(strstr(err, "cannot connect"), "%s", err);
+}
+
+typedef struct {
+  const char *url;
+  int rc;
+  char err[256];
+} opener;
+
+static void *open_thread(void *arg) {
+  opener *o = arg;
+  store *s = NULL;
+  o->rc = store_pg_open(o->url, 0, NULL, &s, o->err, sizeof o->err);
+  store_close(s);
+  return NULL;
+}
+
+Test(pg, nodes_starting_together_migrate_once) {
+  opener o[4];
+  pthread_t th[4];
+  for (int i = 0; i < 4; i++) {
+    o[i] = (opener){.url = T.url};
+    cr_assert_eq(pthread_create(&th[i], NULL, open_thread, &o[i]), 0);
+  }
+  for (int i = 0; i < 4; i++) {
+    pthread_join(th[i], NULL);
+    cr_assert_eq(o[i].rc, 0, "node %d: %s", i, o[i].err);
+  }
+  PGconn *c = pgt_admin(T.url);
+  cr_assert_eq(pgt_scalar(c, "SELECT count(*) FROM wsync_schema"), 1);
+  PQfinish(c);
+}
+
+/* ---- rooms, ops, items, dedupe ------------------------------------------------ */
+
+Test(pg, ops_items_and_messages_come_back_byte_for_byte) {
+  store *s = pgt_open(&T, T.url);
+  store_room_info ri;
+  cr_assert_eq(store_room_get(s, "board:1", &ri), 0);
+  cr_assert_eq(ri.exists, 0);
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "board:1", "ep0ch");
+  pgt_op(b, "board:1", 1, "b", "{\"x\":1}", "u:d", "c1");
+  pgt_op(b, "board:1", 2, "a", "{\"t\":\"h\\u00e9 \\\"q\\\" \xc3\xa9\"}", "u:d", "c2");
+  /* a publish: no item, kept byte for byte (spaces, unicode) */
+  const char *pub = "{\"type\":\"message\",  \"data\":\"\xe2\x82\xac\\n\"}";
+  store_op op = {.room = "board:1", .seq = 3, .msg = pub, .msg_len = strlen(pub)};
+  store_batch_op(b, &op);
+  commit_ok(s, b);
+
+  cr_assert_eq(store_room_get(s, "board:1", &ri), 0);
+  cr_assert_eq(ri.exists, 1);
+  cr_assert_str_eq(ri.epoch, "ep0ch");
+  cr_assert_eq(ri.seq, 3);
+  cr_assert_eq(ri.min_seq, 1);
+  cr_assert_gt(ri.created_ms, 1600000000000LL);
+  items *it = get_items(s, "board:1");
+  cr_assert_eq(it->n, 2);
+  cr_assert_str_eq(it->item[0], "a"); /* ordered by item */
+  cr_assert_str_eq(it->fields[0], "{\"t\":\"h\\u00e9 \\\"q\\\" \xc3\xa9\"}");
+  cr_assert_str_eq(it->revs[0], "(null)");
+  cr_assert_eq(it->version[1], 1);
+  hist *h = history(s, "board:1", 0, 0);
+  cr_assert_eq(h->n, 3);
+  cr_assert_str_eq(h->msg[2], pub);
+  h = history(s, "board:1", 1, 1);
+  cr_assert_eq(h->n, 1);
+  cr_assert_eq(h->seq[0], 2);
+
+  char room[STORE_ROOM_MAX + 1];
+  uint64_t seq = 0;
+  cr_assert_eq(store_dedupe_get(s, "u:d", "c2", room, &seq), 0);
+  cr_assert_str_eq(room, "board:1");
+  cr_assert_eq(seq, 2);
+  cr_assert_eq(store_dedupe_get(s, "u:d", "nope", room, &seq), WSY_NOT_FOUND);
+
+  /* an item deleted (fields NULL), one replaced with text revisions */
+  b = store_batch_new();
+  pgt_op(b, "board:1", 4, "b", NULL, NULL, NULL);
+  store_op op2 = {.room = "board:1", .seq = 5, .item = "a", .fields_json = "{}", .version = 5,
+                  .msg = "{}", .msg_len = 2, .revs_json = "{\"\":2,\"t\":3}"};
+  store_batch_op(b, &op2);
+  commit_ok(s, b);
+  it = get_items(s, "board:1");
+  cr_assert_eq(it->n, 1);
+  cr_assert_str_eq(it->revs[0], "{\"\":2,\"t\":3}");
+  cr_assert_eq(it->version[0], 5);
+  pgt_close(&T, s);
+}
+
+static int dedupe_count(const char *dkey, const char *cid, void *ud) {
+  (void)dkey, (void)cid;
+  (*(int *)ud)++;
+  return 0;
+}
+
+static int stop_at_2(uint64_t seq, const char *m, size_t l, void *ud) {
+  (void)seq, (void)m, (void)l;
+  return ++*(int *)ud == 2 ? 7 : 0;
+}
+
+Test(pg, empty_batch_dedupe_walk_and_callback_stop) {
+  store *s = pgt_open(&T, T.url);
+  store_batch *b = store_batch_new();
+  commit_ok(s, b); /* nothing to do, still answered on the loop */
+  b = store_batch_new();
+  store_batch_room_create(b, "r", "e");
+  for (uint64_t i = 1; i <= 5; i++) {
+    char cid[8];
+    snprintf(cid, sizeof cid, "c%llu", (unsigned long long)i);
+    pgt_op(b, "r", i, NULL, NULL, "u:d", cid);
+  }
+  commit_ok(s, b);
+  int n = 0;
+  cr_assert_eq(store_dedupe_each(s, dedupe_count, &n), 0);
+  cr_assert_eq(n, 5);
+  n = 0;
+  cr_assert_eq(store_history(s, "r", 0, 0, stop_at_2, &n), 7);
+  pgt_close(&T, s);
+}
+
+Test(pg, a_broken_batch_changes_nothing_and_can_be_fixed) {
+  store *s = pgt_open(&T, T.url);
+  create_room(s, "r", "e");
+  store_batch *b = store_batch_new();
+  pgt_op(b, "r", 1, "x", "{}", NULL, NULL);
+  pgt_op(b, "r", 3, "y", "{}", NULL, NULL); /* a gap inside the batch */
+  cr_assert_eq(pgt_commit(&T, s, b, 1), WSY_INVAL);
+  b = store_batch_new();
+  pgt_op(b, "ghost", 1, NULL, NULL, NULL, NULL);
+  cr_assert_eq(pgt_commit(&T, s, b, 0), WSY_NOT_FOUND);
+  cr_assert(strstr(store_batch_error(b), "ghost"), "%s", store_batch_error(b));
+  store_batch_free(b);
+  b = store_batch_new();
+  store_batch_room_create(b, "r2", "");
+  cr_assert_eq(pgt_commit(&T, s, b, 1), WSY_INVAL); /* empty epoch */
+  cr_assert_eq(pgt_seq(s, "r"), 0);
+  cr_assert_eq(get_items(s, "r")->n, 0);
+  /* a committed batch cannot be committed again */
+  b = store_batch_new();
+  pgt_op(b, "r", 1, "x", "{}", NULL, NULL);
+  cr_assert_eq(pgt_commit(&T, s, b, 0), 0);
+  cr_assert_eq(pgt_commit(&T, s, b, 1), WSY_INVAL);
+  cr_assert_eq(pgt_seq(s, "r"), 1);
+  pgt_close(&T, s);
+}
+
+/* ---- texts, cursors, trim, delete, hook positions ------------------------------ */
+
+typedef struct {
+  int n;
+  char row[8][128];
+} texts;
+
+static int text_cb(const char *item, const char *field, uint64_t rev, uint64_t seq, const char *ops, size_t len,
+                   void *ud) {
+  texts *t = ud;
+  cr_assert_lt(t->n, 8);
+  cr_assert_eq(strlen(ops), len);
+  snprintf(t->row[t->n++], 128, "%s/%s/%llu/%llu/%s", item, field, (unsigned long long)rev,
+           (unsigned long long)seq, ops);
+  return 0;
+}
+
+Test(pg, text_rows_until_the_item_is_written_again) {
+  store *s = pgt_open(&T, T.url);
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "r", "e");
+  pgt_op(b, "r", 1, "doc", "{\"t\":\"\"}", NULL, NULL);
+  pgt_op(b, "r", 2, NULL, NULL, NULL, NULL);
+  store_batch_text(b, "r", "doc", "t", 1, 2, "[\"ab\"]", 6);
+  pgt_op(b, "r", 3, NULL, NULL, NULL, NULL);
+  store_batch_text(b, "r", "doc", "t", 2, 3, "[2,\"c\"]", 7);
+  commit_ok(s, b);
+  texts t = {0};
+  cr_assert_eq(store_room_texts(s, "r", text_cb, &t), 0);
+  cr_assert_eq(t.n, 2);
+  cr_assert_str_eq(t.row[0], "doc/t/1/2/[\"ab\"]");
+  cr_assert_str_eq(t.row[1], "doc/t/2/3/[2,\"c\"]");
+  b = store_batch_new(); /* the batch's item entry writes the row: texts go */
+  pgt_op(b, "r", 4, NULL, NULL, NULL, NULL);
+  store_batch_item(b, "r", "doc", "{\"t\":\"abc\"}", "{\"t\":2}", 4);
+  commit_ok(s, b);
+  t.n = 0;
+  cr_assert_eq(store_room_texts(s, "r", text_cb, &t), 0);
+  cr_assert_eq(t.n, 0);
+  cr_assert_str_eq(get_items(s, "r")->fields[0], "{\"t\":\"abc\"}");
+  pgt_close(&T, s);
+}
+
+typedef struct {
+  int n;
+  char who[8][32];
+  uint64_t seq[8];
+} curs;
+
+static int cursor_cb(const char *user, const char *device, uint64_t seq, int64_t ms, void *ud) {
+  curs *c = ud;
+  cr_assert_gt(ms, 0);
+  snprintf(c->who[c->n], 32, "%s/%s", user, device);
+  c->seq[c->n++] = seq;
+  return 0;
+}
+
+Test(pg, cursors_only_grow) {
+  store *s = pgt_open(&T, T.url);
+  create_room(s, "r", "e");
+  store_batch *b = store_batch_new();
+  store_batch_cursor(b, "bob", "d1", "r", 5);
+  store_batch_cursor(b, "alice", "d2", "r", 3);
+  commit_ok(s, b);
+  b = store_batch_new();
+  store_batch_cursor(b, "bob", "d1", "r", 2); /* lower: kept at 5 */
+  store_batch_cursor(b, "alice", "d2", "r", 9);
+  commit_ok(s, b);
+  curs c = {0};
+  cr_assert_eq(store_cursors(s, "r", cursor_cb, &c), 0);
+  cr_assert_eq(c.n, 2);
+  cr_assert_str_eq(c.who[0], "alice/d2");
+  cr_assert_eq(c.seq[0], 9);
+  cr_assert_eq(c.seq[1], 5);
+  pgt_close(&T, s);
+}
+
+Test(pg, trim_raises_min_seq_never_lowers_it) {
+  store *s = pgt_open(&T, T.url);
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "r", "e");
+  for (uint64_t i = 1; i <= 10; i++) pgt_op(b, "r", i, NULL, NULL, NULL, NULL);
+  store_batch_trim(b, "r", 4); /* in the same batch: the row's seq is current */
+  commit_ok(s, b);
+  store_room_info ri;
+  cr_assert_eq(store_room_get(s, "r", &ri), 0);
+  cr_assert_eq(ri.min_seq, 4);
+  hist *h = history(s, "r", 0, 0);
+  cr_assert_eq(h->n, 7);
+  cr_assert_eq(h->seq[0], 4);
+  b = store_batch_new();
+  store_batch_trim(b, "r", 2); /* lower: no change */
+  commit_ok(s, b);
+  cr_assert_eq(store_room_get(s, "r", &ri), 0);
+  cr_assert_eq(ri.min_seq, 4);
+  b = store_batch_new();
+  store_batch_trim(b, "r", 100); /* clamped to seq + 1 */
+  commit_ok(s, b);
+  cr_assert_eq(store_room_get(s, "r", &ri), 0);
+  cr_assert_eq(ri.min_seq, 11);
+  cr_assert_eq(history(s, "r", 0, 0)->n, 0);
+  b = store_batch_new();
+  store_batch_trim(b, "ghost", 2);
+  cr_assert_eq(pgt_commit(&T, s, b, 1), WSY_NOT_FOUND);
+  pgt_close(&T, s);
+}
+
+static uint64_t hook_get(store *s, const char *hook, const char *room, const char *epoch) {
+  uint64_t seq = 99;
+  cr_assert_eq(store_hook_pos_get(s, hook, room, epoch, &seq), 0);
+  return seq;
+}
+
+static int hook_count(const char *room, const char *epoch, uint64_t seq, void *ud) {
+  (void)room, (void)epoch, (void)seq;
+  (*(int *)ud)++;
+  return 0;
+}
+
+Test(pg, delete_removes_everything_and_a_new_room_starts_over) {
+  store *s = pgt_open(&T, T.url);
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "r", "old");
+  store_batch_room_create(b, "keep", "k");
+  pgt_op(b, "r", 1, "x", "{}", "u:d", "c1");
+  pgt_op(b, "r", 2, NULL, NULL, NULL, NULL);
+  store_batch_text(b, "r", "x", "t", 1, 2, "[]", 2);
+  store_batch_cursor(b, "u", "d", "r", 2);
+  store_batch_hook_pos(b, "h", "r", "old", 2);
+  store_batch_hook_pos(b, "h", "r", "other", 7); /* not its epoch: dropped */
+  store_batch_hook_pos(b, "h", "ghost", "e", 7);  /* no such room: dropped */
+  pgt_op(b, "keep", 1, "y", "{}", "u:d", "c9");
+  commit_ok(s, b);
+  cr_assert_eq(hook_get(s, "h", "r", "old"), 2);
+  cr_assert_eq(hook_get(s, "h", "r", "other"), 0);
+  b = store_batch_new();
+  store_batch_hook_pos(b, "h", "r", "old", 1); /* never goes back */
+  commit_ok(s, b);
+  cr_assert_eq(hook_get(s, "h", "r", "old"), 2);
+
+  b = store_batch_new();
+  store_batch_room_delete(b, "r");
+  store_batch_room_create(b, "r", "new");
+  pgt_op(b, "r", 1, NULL, NULL, NULL, NULL);
+  commit_ok(s, b);
+  store_room_info ri;
+  cr_assert_eq(store_room_get(s, "r", &ri), 0);
+  cr_assert_str_eq(ri.epoch, "new");
+  cr_assert_eq(ri.seq, 1);
+  cr_assert_eq(get_items(s, "r")->n, 0);
+  curs c = {0};
+  cr_assert_eq(store_cursors(s, "r", cursor_cb, &c), 0);
+  cr_assert_eq(c.n, 0);
+  cr_assert_eq(store_dedupe_get(s, "u:d", "c1", NULL, NULL), WSY_NOT_FOUND);
+  cr_assert_eq(store_dedupe_get(s, "u:d", "c9", NULL, NULL), 0); /* another room's */
+  int n = 0;
+  cr_assert_eq(store_hook_positions(s, "h", hook_count, &n), 0);
+  cr_assert_eq(n, 0);
+  texts t = {0};
+  cr_assert_eq(store_room_texts(s, "r", text_cb, &t), 0);
+  cr_assert_eq(t.n, 0);
+  b = store_batch_new();
+  store_batch_room_delete(b, "ghost");
+  cr_assert_eq(pgt_commit(&T, s, b, 1), WSY_NOT_FOUND);
+  pgt_close(&T, s);
+}
+
+/* ---- listings, snapshots, stats ------------------------------------------------ */
+
+typedef struct {
+  int n;
+  char names[8][16];
+} names;
+
+static int room_cb(const char *room, const store_room_info *info, void *ud) {
+  names *l = ud;
+  cr_assert_eq(info->exists, 1);
+  cr_assert_str_eq(info->epoch, "e");
+  snprintf(l->names[l->n++], 16, "%s", room);
+  return 0;
+}
+
+Test(pg, rooms_list_bytewise_with_paging_and_recent_messages) {
+  store *s = pgt_open(&T, T.url);
+  store_batch *b = store_batch_new();
+  const char *rooms[] = {"b", "a", "B", "c", "\xc3\xa9"};
+  for (int i = 0; i < 5; i++) store_batch_room_create(b, rooms[i], "e");
+  for (uint64_t i = 1; i <= 6; i++) {
+    char msg[64];
+    snprintf(msg, sizeof msg, "{\"type\":\"message\",\"n\":%llu}", (unsigned long long)i);
+    store_op op = {.room = "a", .seq = i, .msg = msg, .msg_len = strlen(msg)};
+    if (i == 3) op.msg = "{\"type\":\"op\"}", op.msg_len = 13;
+    store_batch_op(b, &op);
+  }
+  commit_ok(s, b);
+  names l = {0};
+  cr_assert_eq(store_rooms_list(s, NULL, 0, room_cb, &l), 0);
+  cr_assert_eq(l.n, 5);
+  cr_assert_str_eq(l.names[0], "B"); /* bytewise: upper case first */
+  cr_assert_str_eq(l.names[4], "\xc3\xa9");
+  memset(&l, 0, sizeof l);
+  cr_assert_eq(store_rooms_list(s, "a", 2, room_cb, &l), 0);
+  cr_assert_eq(l.n, 2);
+  cr_assert_str_eq(l.names[0], "b");
+  cr_assert_str_eq(l.names[1], "c");
+  static hist h;
+  memset(&h, 0, sizeof h);
+  cr_assert_eq(store_recent_messages(s, "a", 3, hist_cb, &h), 0);
+  cr_assert_eq(h.n, 3);
+  cr_assert_eq(h.seq[0], 4); /* the newest 3 publishes, oldest first; 3 is no message */
+  cr_assert_eq(h.seq[2], 6);
+  pgt_close(&T, s);
+}
+
+Test(pg, a_read_snapshot_does_not_see_later_commits) {
+  store *s = pgt_open(&T, T.url);
+  store *other = pgt_open(&T, T.url);
+  create_room(s, "r", "e");
+  cr_assert_eq(store_read_begin(s), 0);
+  cr_assert_eq(pgt_seq(s, "r"), 0);
+  store_batch *b = store_batch_new();
+  pgt_op(b, "r", 1, "x", "{}", NULL, NULL);
+  commit_ok(other, b);
+  cr_assert_eq(pgt_seq(s, "r"), 0);         /* same snapshot */
+  cr_assert_eq(get_items(s, "r")->n, 0);
+  cr_assert_eq(store_read_end(s), 0);
+  cr_assert_eq(pgt_seq(s, "r"), 1);
+  pgt_close(&T, other);
+  pgt_close(&T, s);
+}
+
+/* ---- a big batch --------------------------------------------------------------- */
+
+Test(pg, ten_thousand_ops_in_one_batch) {
+  store *s = pgt_open(&T, T.url);
+  store_batch *b = store_batch_new();
+  for (int r = 0; r < 10; r++) {
+    char room[8];
+    snprintf(room, sizeof room, "r%d", r);
+    store_batch_room_create(b, room, "e");
+  }
+  for (uint64_t i = 0; i < 10000; i++) {
+    char room[8], item[16], cid[16];
+    snprintf(room, sizeof room, "r%d", (int)(i % 10));
+    snprintf(item, sizeof item, "i%llu", (unsigned long long)(i % 7));
+    snprintf(cid, sizeof cid, "c%llu", (unsigned long long)i);
+    pgt_op(b, room, i / 10 + 1, item, "{\"v\":1}", "u:d", cid);
+  }
+  commit_ok(s, b);
+  for (int r = 0; r < 10; r++) {
+    char room[8];
+    snprintf(room, sizeof room, "r%d", r);
+    cr_assert_eq(pgt_seq(s, room), 1000);
+  }
+  hist *h = history(s, "r3", 0, 0);
+  cr_assert_eq(h->n, 1000);
+  for (size_t i = 0; i < h->n; i++) cr_assert_eq(h->seq[i], i + 1);
+  int n = 0;
+  cr_assert_eq(store_dedupe_each(s, dedupe_count, &n), 0);
+  cr_assert_eq(n, 10000);
+  pgt_close(&T, s);
+}
