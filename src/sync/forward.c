@@ -409,6 +409,7 @@ static void run_in(engine *e, const char *from, const fwd_msg *m) {
   if (map_get(&st->in, f->key)) { /* the same request twice: the first goes on */
     wsy_free(f);
     httpd_req_free(r);
+    count_gc(st, from);
     return;
   }
   n->in++;
@@ -532,7 +533,11 @@ void fwd_free(engine *e) {
   if (!st) return;
   const char *k;
   void *v;
-  for (size_t i = 0; map_next(&st->out, &i, &k, &v);) wsy_free(v);
+  for (size_t i = 0; map_next(&st->out, &i, &k, &v);) {
+    fwd_out *f = v;
+    if (f->c) httpd_stream_end(f->c, 1); /* releases httpd's pointer to f->c */
+    wsy_free(f);
+  }
   for (size_t i = 0; map_next(&st->in, &i, &k, &v);) {
     fwd_in *f = v;
     if (f->slot && *f->slot == f) *f->slot = NULL;
