@@ -10,6 +10,7 @@
  *   commit.h    the log: admission, dedupe, sequencing, group commit, acks
  *   proto.h     the wire: decoding a message, dispatch, join/leave
  *   fallback.h  the HTTP transports of a session (SSE, long-poll, send)
+ *   forward.h   those requests for another node's session, over the bus
  *   api.h       the backend HTTP API and /metrics
  *   bus.h       the bus seam: committed entries and ephemeral traffic of a
  *               room to every node (in-process, or Redis between nodes)

@@ -93,8 +93,10 @@ async function exchange(t, transport) {
   proxy.http.forEach((x, i) => assert.ok(x > before[i], `node ${i + 1} took requests (${before[i]} -> ${x})`));
   assert.equal(a.welcomes.length, 1, `a never started over: ${a.statuses.join(' ')}`);
   assert.equal(b.welcomes.length, 1, `b never started over: ${b.statuses.join(' ')}`);
-  assert.deepEqual(a.errors, []);
-  assert.deepEqual(b.errors, []);
+  // `stale` (another node committed first) is re-sent by the client itself.
+  const errs = (c) => c.errors.filter((e) => e.code !== 'stale').map((e) => `${e.code}: ${e.message}`);
+  assert.deepEqual(errs(a), []);
+  assert.deepEqual(errs(b), []);
   return { a, b, ra, rb, room };
 }
 
@@ -141,8 +143,9 @@ test('the node of a session killed mid-way: the client starts over on the others
   }
   out.add(vi);
   for (let k = 0; k < 3; k++) writes.push(ra.set(`a-after-${k}`, { k }), rb.set(`b-after-${k}`, { k }));
-  await Promise.all(writes);
   await settled([ra, rb], WAIT_MS + GONE_MS);
+  const results = await Promise.allSettled(writes);
+  assert.deepEqual(results.filter((x) => x.status === 'rejected').map((x) => String(x.reason)), [], 'every write was acknowledged');
 
   assert.ok(a.welcomes.length > welcomes, 'a said hello again after its node died');
   assert.notEqual(nodeOf(a), victimId, 'a\'s new session lives on a node that is up');
