@@ -108,6 +108,41 @@ test('long-poll through a round-robin balancer: hello, join, ops both ways, no r
   await exchange(t, 'poll');
 });
 
+test('a stream cut three times: each resume, wherever its hello lands, finds the session', async (t) => {
+  // The SSE stream's fetch gets a signal of ours, so the test can cut it;
+  // the client then says hello again with its session (a resume). Through
+  // the round-robin proxy that hello reaches any node; one that is not the
+  // session's forwards it there, so every resume succeeds.
+  let cut = null;
+  const before = (url, init) => {
+    if (!url.includes('/v1/sse')) return;
+    const ac = new AbortController();
+    if (init.signal) init.signal.addEventListener('abort', () => ac.abort());
+    init.signal = ac.signal;
+    cut = ac;
+  };
+  const room = `fb-resume-${process.pid}-${++n}`;
+  const a = makeClient(t, proxy.url, { user: `ra${n}`, transport: 'sse', fetchHooks: { before } });
+  const b = makeClient(t, proxy.url, { user: `rb${n}`, transport: 'poll' });
+  const ra = a.room(room);
+  const rb = b.room(room);
+  await Promise.all([ra.ready, rb.ready]);
+  const session = a.session;
+  for (let k = 0; k < 3; k++) {
+    await waitUntil(() => cut && a.status === 'online', 'a stream to cut');
+    const mine = cut;
+    cut = null;
+    mine.abort();
+    await waitUntil(() => a.welcomes.length === k + 2, `resume ${k + 1} (${a.statuses.join(' ')})`);
+    assert.equal(a.welcomes[k + 1].resumed, true, `resume ${k + 1} found the session`);
+    assert.equal(a.session, session);
+    await rb.set(`r${k}`, { k });
+    await settled([ra, rb]);
+    assert.deepEqual(ra.get(`r${k}`), { k }, 'b\'s op reached a on its resumed stream');
+  }
+  assert.equal(b.welcomes.length, 1);
+});
+
 test('the node of a session killed mid-way: the client starts over on the others and converges', async (t) => {
   // One SSE client, one polling client; the victim is the node of the SSE
   // client's session, the polling client's session lives elsewhere (tried
