@@ -100,7 +100,7 @@ typedef struct fwd_out { /* B: a request sent to another node */
   int streaming, poll;
   uint64_t poll_last;    /* a poll's last, for the answer B gives at its shutdown */
   uint64_t deadline;     /* loop ms: answer, or the stream's next bytes, by then */
-  char cors[640];
+  char *cors;            /* CORS header lines of B's own answers (often "") */
 } fwd_out;
 
 struct fwd_in {          /* A: a request of another node, run here */
@@ -187,6 +187,7 @@ static void error_text(char *out, size_t n, const char *code, const char *messag
 static void out_done(engine *e, fwd_out *f) {
   map_del(&e->fwd->out, f->key);
   count_drop(e->fwd, f->node, 1);
+  wsy_free(f->cors);
   wsy_free(f);
 }
 
@@ -229,7 +230,7 @@ void fwd_request(engine *e, conn *c, httpd_req *r, const char *node, const char 
     httpd_respond(c, 503, "application/json", h, t, strlen(t));
     return;
   }
-  if (n->out >= FWD_MAX_PER_NODE || map_len(&st->out) >= FWD_MAX_OUT) {
+  if (n->out >= FWD_MAX_PER_NODE(e) || map_len(&st->out) >= FWD_MAX_OUT(e)) {
     count_gc(st, node);
     error_text(t, sizeof t, "internal", "too many requests in flight to the session's node; try again");
     httpd_respond(c, 503, "application/json", h, t, strlen(t));
@@ -254,7 +255,8 @@ void fwd_request(engine *e, conn *c, httpd_req *r, const char *node, const char 
   f->id = m.id;
   snprintf(f->key, sizeof f->key, "%" PRIu64, f->id);
   snprintf(f->node, sizeof f->node, "%s", node);
-  snprintf(f->cors, sizeof f->cors, "%s", cors);
+  size_t cl = strlen(cors) + 1;
+  f->cors = memcpy(wsy_malloc(cl), cors, cl);
   f->poll = !strcmp(strrchr(httpd_req_path(r), '/'), "/poll");
   char lastv[24];
   if (f->poll && httpd_req_query_param(r, "last", lastv, sizeof lastv) == 0 && lastv[0] != '-') {
@@ -388,7 +390,7 @@ static void answer_now(engine *e, const char *from, uint64_t id, int status, con
 static void run_in(engine *e, const char *from, const fwd_msg *m) {
   fwd_state *st = e->fwd;
   fwd_count *n = count_of(st, from);
-  if (n->in >= FWD_MAX_PER_NODE) {
+  if (n->in >= FWD_MAX_PER_NODE(e)) {
     answer_now(e, from, m->id, 503, "internal", "too many requests in flight from the client's node; try again");
     return;
   }
@@ -455,60 +457,51 @@ void fwd_direct(engine *e, const char *from, const uint8_t *body, size_t len) {
   }
 }
 
-/* Collects up to cap values of a map (it must not change while walked). */
-static size_t collect(map *mp, void **v, size_t cap) {
+/* Collects up to cap values of a map that pass keep (every one: NULL); the
+ * map must not change while walked, so callers act on what was collected. */
+static size_t collect(map *mp, void **v, size_t cap, int (*keep)(void *val, const void *arg), const void *arg) {
   const char *k;
+  void *x;
   size_t n = 0;
-  for (size_t i = 0; n < cap && map_next(mp, &i, &k, &v[n]);) n++;
+  for (size_t i = 0; n < cap && map_next(mp, &i, &k, &x);)
+    if (!keep || keep(x, arg)) v[n++] = x;
   return n;
 }
+
+static int out_of(void *v, const void *node) { return !strcmp(((fwd_out *)v)->node, node); }
+static int in_of(void *v, const void *node) { return !strcmp(((fwd_in *)v)->from, node); }
 
 void fwd_node(engine *e, const char *node, int up) {
   fwd_state *st = state_of(e);
   if (up) {
     map_del(&st->gone, node);
-    if (map_len(&st->up) < FWD_MAX_OUT) map_put(&st->up, node, st);
+    if (map_len(&st->up) < FWD_MAX_NODES) map_put(&st->up, node, st);
     return;
   }
   map_del(&st->up, node);
-  if (map_len(&st->gone) < FWD_MAX_OUT) map_put(&st->gone, node, st);
+  if (map_len(&st->gone) < FWD_MAX_NODES) map_put(&st->gone, node, st);
   void *v[256];
   size_t n;
-  int more = 1;
-  while (more) { /* in rounds: entries change while handled */
-    more = 0;
-    n = collect(&e->fwd->out, v, WSY_ARRAY_LEN(v));
-    size_t hit = 0;
-    for (size_t i = 0; i < n; i++)
-      if (!strcmp(((fwd_out *)v[i])->node, node)) v[hit++] = v[i];
-    for (size_t i = 0; i < hit; i++) out_fail(e, v[i], "the session's node is gone; say hello again");
-    if (n == WSY_ARRAY_LEN(v) && hit) more = 1;
-  }
-  more = 1;
-  while (more) {
-    more = 0;
-    n = collect(&e->fwd->in, v, WSY_ARRAY_LEN(v));
-    size_t hit = 0;
-    for (size_t i = 0; i < n; i++)
-      if (!strcmp(((fwd_in *)v[i])->from, node)) v[hit++] = v[i];
-    for (size_t i = 0; i < hit; i++) cancel_in(e, node, ((fwd_in *)v[i])->id);
-    if (n == WSY_ARRAY_LEN(v) && hit) more = 1;
-  }
+  /* In rounds: each handled entry leaves the map. */
+  while ((n = collect(&st->out, v, WSY_ARRAY_LEN(v), out_of, node)) > 0)
+    for (size_t i = 0; i < n; i++) out_fail(e, v[i], "the session's node is gone; say hello again");
+  while ((n = collect(&st->in, v, WSY_ARRAY_LEN(v), in_of, node)) > 0)
+    for (size_t i = 0; i < n; i++) cancel_in(e, node, ((fwd_in *)v[i])->id);
 }
 
 int fwd_node_up(engine *e, const char *node) { return e->fwd && map_get(&e->fwd->up, node) != NULL; }
+
+static int out_due(void *v, const void *now) { /* the client went away, or the node is late */
+  fwd_out *f = v;
+  return !f->c || *(const uint64_t *)now >= f->deadline;
+}
 
 void fwd_sweep(engine *e) {
   if (!e->fwd) return;
   uint64_t now = now_ms(e);
   void *v[256];
-  size_t n = collect(&e->fwd->out, v, WSY_ARRAY_LEN(v)), hit = 0;
+  size_t n = collect(&e->fwd->out, v, WSY_ARRAY_LEN(v), out_due, &now); /* the rest at the next sweep */
   for (size_t i = 0; i < n; i++) {
-    fwd_out *f = v[i];
-    if (!f->c || now >= f->deadline) v[hit++] = f;
-  }
-  /* A few per sweep at most 256 (sweeps come every 250 ms). */
-  for (size_t i = 0; i < hit; i++) {
     fwd_out *f = v[i];
     if (!f->c) {
       fwd_msg m = {.id = f->id, .op = FWD_CANCEL};
@@ -524,7 +517,7 @@ void fwd_shutdown(engine *e) {
   if (!e->fwd) return;
   void *v[256];
   size_t n;
-  while ((n = collect(&e->fwd->out, v, WSY_ARRAY_LEN(v))) > 0)
+  while ((n = collect(&e->fwd->out, v, WSY_ARRAY_LEN(v), NULL, NULL)) > 0)
     for (size_t i = 0; i < n; i++) out_fail(e, v[i], "server shutting down");
 }
 
@@ -536,6 +529,7 @@ void fwd_free(engine *e) {
   for (size_t i = 0; map_next(&st->out, &i, &k, &v);) {
     fwd_out *f = v;
     if (f->c) httpd_stream_end(f->c, 1); /* releases httpd's pointer to f->c */
+    wsy_free(f->cors);
     wsy_free(f);
   }
   for (size_t i = 0; map_next(&st->in, &i, &k, &v);) {

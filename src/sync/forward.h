@@ -21,7 +21,8 @@
  * stream writes into the bus, which is bounded by FWD_MAX_PER_NODE.
  *
  * MEMORY. At most FWD_MAX_PER_NODE requests in flight per node, both ways
- * (B: to one node; A: from one node), FWD_MAX_OUT in all: past it 503.
+ * (B: to one node; A: from one node), FWD_MAX_OUT in all: past it 503. A
+ * request in flight costs a record of about 200 bytes on each side.
  *
  * HELLO. A new session lives where its hello arrives. A hello resuming a
  * session of another node is forwarded there while that node is up (heard
@@ -46,8 +47,12 @@
 
 #include "engine_int.h"
 
-#define FWD_MAX_PER_NODE 512
-#define FWD_MAX_OUT 4096    /* B: to all nodes (a client may name nodes that do not exist) */
+/* An SSE stream or a poll is in flight as long as it is open: the caps are
+ * the connections a node may hold (--max-connections), so that they bound
+ * memory without refusing what one node could serve itself. */
+#define FWD_MAX_PER_NODE(e) ((size_t)(e)->cfg->max_connections)
+#define FWD_MAX_OUT(e) ((size_t)(e)->cfg->max_connections)
+#define FWD_MAX_NODES 4096 /* nodes remembered as up or gone */
 #define FWD_ANSWER_MS 10000 /* what a node has to answer in, beyond a poll's wait */
 
 enum {
