@@ -1,11 +1,13 @@
 /* pg.c -- the PostgreSQL backend of wsync (store.h: the contract; the
 ** tables mirror SQLite's, see the SCHEMA there): the schema and its
-** migrations, and the asynchronous, fenced commit. Reads: pg_read.c.
+** migrations, and the asynchronous, fenced commit. Reads: pg_read.c; the
+** statements a batch becomes: pg_batch.c.
 **
 ** COMMITS run on the loop thread over their own connection, libpq in
 ** non-blocking mode and PIPELINE mode, driven by a uv_poll_t on the
-** connection's socket. A batch is sent as one pipeline: a prepared
-** statement per step, then one Sync. Without an explicit BEGIN, everything
+** connection's socket. A batch is sent as one pipeline of prepared
+** statements (set-based ones for runs of log rows and item writes), then
+** one Sync. Without an explicit BEGIN, everything
 ** up to a Sync is ONE implicit transaction: committed at the Sync when
 ** every step succeeded, rolled back as a whole when one failed (the server
 ** skips the rest). So a batch is one round trip and all or nothing.
@@ -121,18 +123,26 @@ typedef struct {
 static const pg_stmt write_sql[PW__COUNT] = {
   [PW_ADVANCE] = {"SELECT wsync_advance($1, $2, $3)", 3, {T, I, I}},
   [PW_ROOM_CREATE] = {"SELECT wsync_room_create($1, $2, $3)", 3, {T, T, I}},
-  /* The op and its dedupe row: a (device, cid) already there fails on
+  /* A run of ops and their dedupe rows in one set-based statement, the
+  ** columns as arrays (see ops_add): a (device, cid) already there fails on
   ** dedupe_pkey, which is WSY_DUPLICATE. */
-  [PW_OP] = {"WITH o AS (INSERT INTO ops(room, seq, item, device, cid, msg) VALUES($1, $2, $3, $4, $5, $6))"
-             " INSERT INTO dedupe(device, cid, room, seq) SELECT $4, $5, $1, $2"
-             " WHERE $4 IS NOT NULL AND $5 IS NOT NULL", 6, {T, I, T, T, T, T}},
-  /* Writing or deleting an item's row drops its texts rows (store.h). */
-  [PW_ITEM_UPSERT] = {"WITH d AS (DELETE FROM texts WHERE room = $1 AND item = $2)"
-                      " INSERT INTO items(room, item, fields, version, revs) VALUES($1, $2, $3, $4, $5)"
-                      " ON CONFLICT (room, item) DO UPDATE SET fields = excluded.fields,"
-                      " version = excluded.version, revs = excluded.revs", 5, {T, T, T, I, T}},
-  [PW_ITEM_DELETE] = {"WITH d AS (DELETE FROM texts WHERE room = $1 AND item = $2)"
-                      " DELETE FROM items WHERE room = $1 AND item = $2", 2, {T, T}},
+  [PW_OPS] = {"WITH o AS (INSERT INTO ops(room, seq, item, device, cid, msg)"
+              " SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[])"
+              " RETURNING room, seq, device, cid)"
+              " INSERT INTO dedupe(device, cid, room, seq) SELECT device, cid, room, seq FROM o"
+              " WHERE device IS NOT NULL AND cid IS NOT NULL", 6, {1009, 1016, 1009, 1009, 1009, 1009}},
+  /* A run of item writes, each (room, item) once (see items_add): rows
+  ** with fields are upserted, those without deleted, and writing or deleting
+  ** an item's row drops its texts rows (store.h). */
+  [PW_ITEMS] = {"WITH w AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[])"
+                " AS w(room, item, fields, version, revs)),"
+                " t AS (DELETE FROM texts USING w WHERE texts.room = w.room AND texts.item = w.item),"
+                " d AS (DELETE FROM items USING w WHERE w.fields IS NULL AND items.room = w.room"
+                " AND items.item = w.item)"
+                " INSERT INTO items(room, item, fields, version, revs)"
+                " SELECT room, item, fields, version, revs FROM w WHERE fields IS NOT NULL"
+                " ON CONFLICT (room, item) DO UPDATE SET fields = excluded.fields,"
+                " version = excluded.version, revs = excluded.revs", 5, {1009, 1009, 1009, 1016, 1009}},
   [PW_TEXT_INSERT] = {"INSERT INTO texts(room, item, field, rev, seq, ops) VALUES($1, $2, $3, $4, $5, $6)", 6,
                       {T, T, T, I, I, T}},
   [PW_CURSOR_UPSERT] = {"INSERT INTO cursors(\"user\", device, room, seq, updated_at) VALUES($1, $2, $3, $4, $5)"
@@ -306,7 +316,7 @@ static void wc_drop(pg_store *s) {
   if (s->wc) PQfinish(s->wc);
   s->wc = NULL;
   s->wstate = PC_DOWN;
-  if (s->loop) uv_timer_stop(&s->timer);
+  if (s->handles_open) uv_timer_stop(&s->timer); /* initialized only once open succeeded */
 }
 
 static void pg_close(store *bs) {
@@ -330,7 +340,7 @@ static void pg_close(store *bs) {
 static void on_poll(uv_poll_t *h, int status, int events);
 
 /* Watches the commit socket for events (it may change while connecting). */
-static void wc_watch(pg_store *s, int events) {
+static int wc_watch(pg_store *s, int events) {
   int fd = PQsocket(s->wc);
   uv_os_fd_t cur = -1;
   if (s->wpoll && (uv_fileno((uv_handle_t *)s->wpoll, &cur) != 0 || cur != fd)) {
@@ -338,12 +348,17 @@ static void wc_watch(pg_store *s, int events) {
     uv_close((uv_handle_t *)s->wpoll, free_poll);
     s->wpoll = NULL;
   }
+  if (fd < 0) return WSY_IO;
   if (!s->wpoll) {
     s->wpoll = wsy_calloc(1, sizeof *s->wpoll);
-    uv_poll_init_socket(s->loop, s->wpoll, fd);
+    if (uv_poll_init_socket(s->loop, s->wpoll, fd) != 0) {
+      wsy_free(s->wpoll); /* never initialized: nothing to close */
+      s->wpoll = NULL;
+      return WSY_IO;
+    }
     s->wpoll->data = s;
   }
-  uv_poll_start(s->wpoll, events, on_poll);
+  return uv_poll_start(s->wpoll, events, on_poll) ? WSY_IO : WSY_OK;
 }
 
 static void finish(pg_store *s, int rc) {
@@ -394,209 +409,26 @@ static void slot_add(pg_store *s, int entry) {
   s->slot_entry[s->nslots++] = entry;
 }
 
-static int send_stmt(pg_store *s, int st, int entry, const char *const *vals) {
-  static const char *const names[PW__COUNT] = {"w0", "w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w9"};
+static void stmt_name(char name[16], int st) { snprintf(name, 16, "w%d", st); }
+
+int pg_send_stmt(pg_store *s, int st, int entry, const char *const *vals) {
+  char name[16];
   int lens[6] = {0};
-  if (!PQsendQueryPrepared(s->wc, names[st], write_sql[st].n, vals, lens, NULL, 0)) return WSY_IO;
+  stmt_name(name, st);
+  if (!PQsendQueryPrepared(s->wc, name, write_sql[st].n, vals, lens, NULL, 0)) return WSY_IO;
   slot_add(s, entry);
   return WSY_OK;
 }
 
-static void num(char out[24], uint64_t v) {
-  snprintf(out, 24, "%" PRIu64, v > (uint64_t)INT64_MAX ? (uint64_t)INT64_MAX : v);
-}
-static void inum(char out[24], int64_t v) { snprintf(out, 24, "%" PRId64, v); }
-
-/* Per room of the batch: the seq the room row was last set to (first) and
-** the ops since (last), as SQLite's runs; an open-addressed table. */
-typedef struct run {
-  const char *room;
-  uint64_t first, last;
-  int known, dirty;
-} run;
-typedef struct runs {
-  run *r;
-  size_t cap;
-  size_t *dirty;
-  size_t ndirty;
-} runs;
-
-static run *run_find(runs *t, const char *room) {
-  uint64_t h = 1469598103934665603ULL;
-  for (const char *p = room; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-  for (size_t i = h & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
-    if (!t->r[i].room) t->r[i].room = room;
-    if (!strcmp(t->r[i].room, room)) return &t->r[i];
-  }
-}
-
-static void runs_init(runs *t, const store_batch *b) {
-  size_t n = 0;
-  for (size_t i = 0; i < b->n; i++) n += b->e[i].room != NULL;
-  for (t->cap = 16; t->cap < 2 * n; t->cap *= 2) {}
-  t->r = wsy_calloc(t->cap, sizeof *t->r);
-  t->dirty = wsy_calloc(t->cap, sizeof *t->dirty);
-  t->ndirty = 0;
-}
-
-static void runs_free(runs *t) {
-  wsy_free(t->r);
-  wsy_free(t->dirty);
-}
-
-/* Checks what can be checked without the server: a failure here sends
-** nothing. Sets b->err. */
-static int validate(store_batch *b) {
-  runs t;
-  runs_init(&t, b);
-  int rc = WSY_OK;
-  for (size_t i = 0; i < b->n && !rc; i++) {
-    const batch_entry *e = &b->e[i];
-    size_t el = e->epoch ? strlen(e->epoch) : 0;
-    if (!e->room && e->kind != E_CURSOR) rc = store_batch_fail(b, WSY_INVAL, "entry %zu has no room", i);
-    else if (e->room && (!*e->room || strlen(e->room) > STORE_ROOM_MAX))
-      rc = store_batch_fail(b, WSY_INVAL, "entry %zu: room names are 1-%d bytes", i, STORE_ROOM_MAX);
-    else if ((e->kind == E_ROOM || e->kind == E_HOOK_POS) && (el == 0 || el > STORE_EPOCH_MAX))
-      rc = store_batch_fail(b, WSY_INVAL, "entry %zu: epoch must be 1-%d bytes", i, STORE_EPOCH_MAX);
-    else if (e->kind == E_CURSOR && (!e->user || !e->device || !e->room))
-      rc = store_batch_fail(b, WSY_INVAL, "entry %zu: cursor needs user, device and room", i);
-    else if ((e->kind == E_ITEM || e->kind == E_TEXT) && !e->item)
-      rc = store_batch_fail(b, WSY_INVAL, "entry %zu: item entry needs an item", i);
-    else if (e->kind == E_TEXT && (!e->fields || e->version == 0 || e->version > INT64_MAX || e->seq == 0 ||
-                                   e->seq > INT64_MAX))
-      rc = store_batch_fail(b, WSY_INVAL, "entry %zu: text entry needs a field, a rev and a seq", i);
-    else if (e->kind == E_HOOK_POS && !e->hook)
-      rc = store_batch_fail(b, WSY_INVAL, "entry %zu: webhook position needs a hook", i);
-    else if (e->kind == E_OP && (e->seq == 0 || e->seq > INT64_MAX || e->version > INT64_MAX))
-      rc = store_batch_fail(b, WSY_INVAL, "entry %zu: seq/version out of range", i);
-    if (rc || !e->room) continue;
-    run *r = run_find(&t, e->room);
-    if (e->kind == E_ROOM || e->kind == E_DELETE) r->known = 0;
-    if (e->kind != E_OP) continue;
-    if (r->known && e->seq != r->last + 1)
-      rc = store_batch_fail(b, WSY_INVAL, "entry %zu (op, room %.64s): seq %" PRIu64 " does not follow %" PRIu64
-                            " in the same batch", i, e->room, e->seq, r->last);
-    r->known = 1;
-    r->last = e->seq;
-  }
-  runs_free(&t);
-  return rc;
-}
-
-/* Moves each room whose ops ran past its row's seq to its last op. */
-static int runs_flush(pg_store *s, runs *t, int entry) {
-  for (size_t k = 0; k < t->ndirty; k++) {
-    run *r = &t->r[t->dirty[k]];
-    r->dirty = 0;
-    if (r->last == r->first) continue;
-    char a[24], c[24];
-    num(a, r->first);
-    num(c, r->last);
-    const char *v[] = {r->room, a, c};
-    if (send_stmt(s, PW_ADVANCE, entry, v)) return WSY_IO;
-    r->first = r->last;
-  }
-  t->ndirty = 0;
-  return WSY_OK;
-}
-
-static int send_entry(pg_store *s, runs *t, const batch_entry *e, int i) {
-  char n1[24], n2[24], n3[24];
-  switch (e->kind) {
-  case E_ROOM: {
-    inum(n1, e->now_ms);
-    const char *v[] = {e->room, e->epoch, n1};
-    run_find(t, e->room)->known = 0;
-    return send_stmt(s, PW_ROOM_CREATE, i, v);
-  }
-  case E_DELETE: {
-    const char *v[] = {e->room};
-    run_find(t, e->room)->known = 0;
-    return send_stmt(s, PW_DELETE, i, v);
-  }
-  case E_TRIM: {
-    num(n1, e->seq);
-    const char *v[] = {e->room, n1};
-    return send_stmt(s, PW_TRIM, i, v);
-  }
-  case E_CURSOR: {
-    num(n1, e->seq);
-    inum(n2, e->now_ms);
-    const char *v[] = {e->user, e->device, e->room, n1, n2};
-    return send_stmt(s, PW_CURSOR_UPSERT, i, v);
-  }
-  case E_HOOK_POS: {
-    num(n1, e->seq);
-    inum(n2, e->now_ms);
-    const char *v[] = {e->hook, e->room, e->epoch, n1, n2};
-    return send_stmt(s, PW_HOOK_POS, i, v);
-  }
-  case E_TEXT: {
-    num(n1, e->version);
-    num(n2, e->seq);
-    const char *v[] = {e->room, e->item, e->fields, n1, n2, e->msg};
-    return send_stmt(s, PW_TEXT_INSERT, i, v);
-  }
-  case E_ITEM:
-  case E_OP: break;
-  default: return WSY_INVAL;
-  }
-  if (e->kind == E_OP) {
-    run *r = run_find(t, e->room);
-    if (!(r->known && e->seq == r->last + 1)) {
-      /* The fence: the room's row must be at seq - 1 right now. */
-      num(n1, e->seq - 1);
-      num(n2, e->seq);
-      const char *v[] = {e->room, n1, n2};
-      if (send_stmt(s, PW_ADVANCE, i, v)) return WSY_IO;
-      r->known = 1;
-      r->first = e->seq;
-    } else if (!r->dirty) {
-      r->dirty = 1;
-      t->dirty[t->ndirty++] = (size_t)(r - t->r);
-    }
-    r->last = e->seq;
-    num(n1, e->seq);
-    const char *v[] = {e->room, n1, e->item, e->device, e->cid, e->msg};
-    if (send_stmt(s, PW_OP, i, v)) return WSY_IO;
-    if (!e->item) return WSY_OK;
-  }
-  num(n3, e->version);
-  if (e->fields) {
-    const char *v[] = {e->room, e->item, e->fields, n3, e->revs};
-    return send_stmt(s, PW_ITEM_UPSERT, i, v);
-  }
-  const char *v[] = {e->room, e->item};
-  return send_stmt(s, PW_ITEM_DELETE, i, v);
-}
-
-/* Queues the batch's statements and its Sync; PQflush sends what fits. */
-static int send_batch(pg_store *s) {
-  store_batch *b = s->committing;
-  runs t;
-  runs_init(&t, b);
-  int rc = WSY_OK;
-  for (size_t i = 0; i < b->n && !rc; i++) {
-    int k = b->e[i].kind;
-    /* A trim reads the room's seq, a delete or create resets it. */
-    if (k == E_TRIM || k == E_ROOM || k == E_DELETE || k == E_HOOK_POS) rc = runs_flush(s, &t, (int)i);
-    if (!rc) rc = send_entry(s, &t, &b->e[i], (int)i);
-  }
-  if (!rc) rc = runs_flush(s, &t, (int)b->n - 1);
-  runs_free(&t);
-  if (rc || !PQpipelineSync(s->wc)) return WSY_IO;
-  s->syncs_left++;
-  s->sent_commit = 1;
-  return WSY_OK;
-}
 
 static int send_prepares(pg_store *s) {
-  static const char *const names[PW__COUNT] = {"w0", "w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w9"};
   /* An ack means durable in PostgreSQL, whatever the server's default. */
   if (!PQsendQueryParams(s->wc, "SET synchronous_commit TO on", 0, NULL, NULL, NULL, NULL, 0)) return WSY_IO;
   slot_add(s, -1);
   for (int i = 0; i < PW__COUNT; i++) {
-    if (!PQsendPrepare(s->wc, names[i], write_sql[i].sql, write_sql[i].n, write_sql[i].types)) return WSY_IO;
+    char name[16];
+    stmt_name(name, i);
+    if (!PQsendPrepare(s->wc, name, write_sql[i].sql, write_sql[i].n, write_sql[i].types)) return WSY_IO;
     slot_add(s, -1);
   }
   if (!PQpipelineSync(s->wc)) return WSY_IO;
@@ -609,8 +441,7 @@ static int send_prepares(pg_store *s) {
 static int flush_and_watch(pg_store *s) {
   int f = PQflush(s->wc);
   if (f < 0) return WSY_IO;
-  wc_watch(s, UV_READABLE | (f ? UV_WRITABLE : 0));
-  return WSY_OK;
+  return wc_watch(s, UV_READABLE | (f ? UV_WRITABLE : 0));
 }
 
 static void start_batch(pg_store *s, int prepare) {
@@ -621,10 +452,19 @@ static void start_batch(pg_store *s, int prepare) {
   s->fail_msg[0] = '\0';
   s->sent_commit = 0;
   s->wstate = PC_BUSY;
-  if ((prepare && send_prepares(s)) || send_batch(s) || flush_and_watch(s)) {
+  int rc = prepare ? send_prepares(s) : WSY_OK;
+  if (!rc) rc = pg_send_batch(s);
+  if (rc == WSY_TOO_LARGE || rc == WSY_NOMEM) {
+    /* nothing reached the server as a whole batch: its Sync was never sent,
+    ** and the statements queued so far go with the connection */
+    wc_drop(s);
+    return fail_soon(s, rc);
+  }
+  if (rc || flush_and_watch(s)) {
     fail_io(s, "cannot send the commit to PostgreSQL");
     return;
   }
+  uv_update_time(s->loop); /* the loop's clock may be stale (a slow read just ran): a deadline from now */
   uv_timer_start(&s->timer, on_timeout, s->commit_ms, 0);
 }
 
@@ -645,9 +485,10 @@ static void record_failure(pg_store *s, const PGresult *r) {
     return;
   }
   const batch_entry *e = &b->e[entry];
-  if (s->fail_rc == WSY_DUPLICATE)
-    store_batch_fail(b, WSY_DUPLICATE, "entry %d (op, room %.64s, seq %" PRIu64 "): cid %.64s of device %.64s was"
-                     " already committed", entry, e->room, e->seq, e->cid ? e->cid : "", e->device ? e->device : "");
+  const char *detail = PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL);
+  if (s->fail_rc == WSY_DUPLICATE) /* the detail names them: Key (device, cid)=(dkey, cid) already exists. */
+    store_batch_fail(b, WSY_DUPLICATE, "the ops from entry %d (room %.64s, seq %" PRIu64 "): a cid was already"
+                     " committed: %.160s", entry, e->room, e->seq, detail ? detail : "");
   else
     store_batch_fail(b, s->fail_rc, "entry %d (%s, room %.64s, seq %" PRIu64 "): %s", entry, kind_name[e->kind],
                      e->room ? e->room : "(null)", e->seq, msg ? msg : "failed");
@@ -673,7 +514,7 @@ static void drain(pg_store *s) {
           wc_drop(s); /* its statements are not all prepared */
         } else {
           s->wstate = PC_IDLE;
-          wc_watch(s, UV_READABLE);
+          if (wc_watch(s, UV_READABLE)) wc_drop(s);
         }
         finish(s, rc);
         return;
@@ -696,7 +537,8 @@ static void on_poll(uv_poll_t *h, int status, int events) {
         return fail_io(s, "cannot set up the PostgreSQL connection");
       return start_batch(s, 1);
     }
-    wc_watch(s, ps == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE);
+    if (wc_watch(s, ps == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE))
+      fail_io(s, "cannot watch the PostgreSQL connection");
     return;
   }
   if (status < 0 || !PQconsumeInput(s->wc)) {
@@ -711,7 +553,8 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   if (events & UV_WRITABLE) {
     int f = PQflush(s->wc);
     if (f < 0) return fail_io(s, "lost the PostgreSQL connection during a commit; the outcome is unknown");
-    wc_watch(s, UV_READABLE | (f ? UV_WRITABLE : 0));
+    if (wc_watch(s, UV_READABLE | (f ? UV_WRITABLE : 0)))
+      return fail_io(s, "cannot watch the PostgreSQL connection");
   }
   drain(s);
   if (s->wstate == PC_BUSY && PQstatus(s->wc) == CONNECTION_BAD)
@@ -732,7 +575,7 @@ static void pg_commit(store *bs, store_batch *b, store_commit_cb cb, void *ud) {
   }
   b->err[0] = '\0';
   b->state = B_COMMITTING;
-  int rc = b->n == 0 ? WSY_OK : validate(b);
+  int rc = b->n == 0 ? WSY_OK : pg_validate(b);
   if (rc || b->n == 0) return fail_soon(s, rc);
   if (s->wstate == PC_IDLE && PQstatus(s->wc) == CONNECTION_OK) return start_batch(s, 0);
   wc_drop(s);
@@ -745,7 +588,12 @@ static void pg_commit(store *bs, store_batch *b, store_commit_cb cb, void *ud) {
     return fail_soon(s, WSY_IO);
   }
   s->wstate = PC_CONNECTING;
-  wc_watch(s, UV_WRITABLE);
+  if (wc_watch(s, UV_WRITABLE)) {
+    store_batch_fail(b, WSY_IO, "cannot watch the PostgreSQL connection");
+    wc_drop(s);
+    return fail_soon(s, WSY_IO);
+  }
+  uv_update_time(s->loop); /* as in start_batch */
   uv_timer_start(&s->timer, on_timeout, PG_CONNECT_MS, 0);
 }
 

@@ -22,9 +22,8 @@
 enum {
   PW_ADVANCE,
   PW_ROOM_CREATE,
-  PW_OP,
-  PW_ITEM_UPSERT,
-  PW_ITEM_DELETE,
+  PW_OPS,
+  PW_ITEMS,
   PW_TEXT_INSERT,
   PW_CURSOR_UPSERT,
   PW_TRIM,
@@ -72,6 +71,14 @@ typedef struct pg_store {
 PGconn *pg_connect_start(const char *url, const char *app);
 /* Maps a failed result (or a NULL one: connection lost) to wsy_err. */
 int pg_map_result(const PGresult *r);
+
+/* pg.c: queues prepared statement st of the commit connection for batch
+ * entry `entry` (the one a failure of it is blamed on). */
+int pg_send_stmt(pg_store *s, int st, int entry, const char *const *vals);
+/* pg_batch.c: the checks made before sending anything (sets b->err), and
+ * the batch's statements and Sync queued on the commit connection. */
+int pg_validate(store_batch *b);
+int pg_send_batch(pg_store *s);
 
 /* pg_read.c: the read connection and the store_ops reads (store.h) */
 int pgr_ensure(pg_store *s);

@@ -102,8 +102,9 @@
  * once migrate once; a database of a newer version is refused (WSY_INVAL).
  * THREADS. Two connections, both used on the loop thread only:
  *   - the COMMIT connection: libpq non-blocking, pipeline mode, driven by
- *     a uv_poll_t; a batch is one pipeline of prepared statements ending
- *     in one Sync: one round trip, one implicit transaction;
+ *     a uv_poll_t; a batch is one pipeline of prepared statements (runs
+ *     of log rows and item writes as set-based ones) ending in one Sync:
+ *     one round trip, one implicit transaction;
  *   - the READ connection: every read is one round trip sent with the
  *     non-blocking API and waited for with poll(2) against a 2 s deadline,
  *     so a read blocks the loop for at most that long; past it the

@@ -26,7 +26,6 @@ static int refill_one(uint64_t seq, const char *msg, size_t len, void *ud) {
   bus_msg m = {.room = c->r->name, .epoch = c->r->epoch, .seq = seq, .frame = f};
   room_deliver(c->e, &m);
   c->r->delivered = seq;
-  if (c->r->kind->observe) c->r->kind->observe(c->e, c->r, &m);
   net_chunk_unref(f);
   return 0;
 }
@@ -78,10 +77,7 @@ static void deliver_in_order(engine *e, room *r, const bus_msg *m) {
   }
   room_deliver(e, m);
   r->delivered = m->seq;
-  if (m->origin) {
-    r->stale = 1; /* decided elsewhere: this replica is behind */
-    if (r->kind->observe) r->kind->observe(e, r, m);
-  }
+  if (m->origin) r->stale = 1; /* decided elsewhere: this replica is behind */
 }
 
 /* The bus's delivery: entries in order, ephemeral traffic as it comes. */

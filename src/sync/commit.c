@@ -7,6 +7,7 @@
 #include "../common/log.h"
 #include "api.h"
 #include "cluster.h"
+#include "proto.h"
 #include "room.h"
 #include "sess.h"
 
@@ -27,6 +28,7 @@ static void http_answer(pend *p, int status, json_t *body) {
 }
 
 static void pend_free(engine *e, pend *p) {
+  json_decref(p->req);
   if (p->ckey) {
     map_del_if(&e->cids, p->ckey, p);
     wsy_free(p->ckey);
@@ -98,6 +100,57 @@ static void room_remove_members(engine *e, room *r, const char *reason) {
 
 static void seen_add_key(engine *e, const char *key);
 
+/* In a cluster, a write whose batch another node's commit fenced out is
+ * decided again here (on the room read again), up to this many times,
+ * before its writer gets `stale` (PROTOCOL.md 11.2). */
+#define REDECIDE_MAX 20
+
+static void defer_push(room *r, sess *s, json_t *req, unsigned tries) {
+  defwrite *d = wsy_calloc(1, sizeof *d);
+  d->s = s;
+  s->refs++;
+  d->req = json_incref(req);
+  d->tries = tries;
+  if (!r->defer) r->defer_tail = &r->defer;
+  *r->defer_tail = d;
+  r->defer_tail = &d->next;
+}
+
+/* Decides r's deferred writes again, in order, now that nothing of r is
+ * pending: r is read again from the store first. A write deferred anew
+ * meanwhile (the room is not ready yet) goes back on the list in order. */
+static void redecide(engine *e, room *r) {
+  if (r->broken && room_reload(e, r) != 0) return; /* tried again after the next commit */
+  defwrite *list = r->defer;
+  r->defer = NULL;
+  r->defer_tail = &r->defer;
+  room *outer = e->redeciding;
+  e->redeciding = r;
+  for (defwrite *d = list, *next; d; d = next) {
+    next = d->next;
+    if (!d->s->ended) {
+      e->tries_now = d->tries;
+      e->redecided++;
+      proto_redecide(d->s, d->req);
+      e->tries_now = 0;
+    }
+    sess_unref(d->s);
+    json_decref(d->req);
+    wsy_free(d);
+  }
+  e->redeciding = outer;
+}
+
+void commit_defer_free(room *r) {
+  for (defwrite *d = r->defer, *next; d; d = next) {
+    next = d->next;
+    sess_unref(d->s);
+    json_decref(d->req);
+    wsy_free(d);
+  }
+  r->defer = NULL;
+}
+
 static void commit_done(void *ud, int rc) {
   engine *e = ud;
   api_commit_observed(e, (double)(uv_hrtime() - e->batch_started) / 1e9, rc != 0);
@@ -128,7 +181,10 @@ static void commit_done(void *ud, int rc) {
       http_answer(p, 200, json_pack("{s:s,s:b}", "room", r->name, "deleted", 1));
     }
     if (p->http) {
-      if (rc != 0)
+      if (rc == WSY_STALE || rc == WSY_DUPLICATE)
+        http_answer(p, 503, json_pack("{s:s,s:s,s:s}", "type", "error", "code", "stale", "message",
+                                      "another node wrote this room first; send the request again"));
+      else if (rc != 0)
         http_answer(p, 500, json_pack("{s:s,s:s,s:s}", "type", "error", "code", "internal", "message",
                                       "the change could not be stored; retry"));
       else {
@@ -145,7 +201,9 @@ static void commit_done(void *ud, int rc) {
       /* Nothing of the batch was stored: the room's memory ran ahead of
        * the store, and reloads once nothing of it is pending. */
       r->broken = 1;
-      if (p->s && p->kind != P_CREATE) sess_send_json(p->s, failed_msg(p, rc));
+      if ((rc == WSY_STALE || rc == WSY_DUPLICATE || rc == WSY_AGAIN) && p->req && p->tries < REDECIDE_MAX)
+        defer_push(r, p->s, p->req, p->tries + 1); /* decided again once r is read again */
+      else if (p->s && p->kind != P_CREATE) sess_send_json(p->s, failed_msg(p, rc));
       /* A cid another node recorded: its re-send asks the store. */
       if (rc == WSY_DUPLICATE && p->ckey) seen_add_key(e, p->ckey);
     } else if (p->kind == P_OP || p->kind == P_DUP) {
@@ -170,6 +228,7 @@ static void commit_done(void *ud, int rc) {
     r->pending--;
     pend_free(e, p);
     if (r->broken && r->pending == 0) (void)room_reload(e, r); /* else tried again on the next write */
+    if (r->defer && r->pending == 0) redecide(e, r);
     room_unload_if_idle(e, r);
   }
   store_batch_free(e->fl_batch);
@@ -202,6 +261,10 @@ int commit_cid_valid(const char *cid) { return wsy_charset_ok(cid, strlen(cid), 
 static pend *pend_new(author *a, int kind, json_t *req, room *r, uint64_t seq, const char *cid) {
   pend *p = wsy_calloc(1, sizeof *p);
   p->kind = kind;
+  if (a->e->clustered && a->s && req && kind == P_OP) {
+    p->req = json_incref(req);
+    p->tries = a->e->tries_now;
+  }
   p->s = a->s;
   if (a->s) a->s->refs++;
   p->re = req ? json_incref(json_object_get(req, "id")) : NULL;
@@ -444,6 +507,13 @@ int commit_refuse(op_refusal *why, const char *code, const char *msg, json_t *ex
 
 int commit_admit(author *a, json_t *req, room *r, const char *cid, op_refusal *why) {
   why->extra = NULL;
+  /* In a cluster, a session's write to a room waiting to be read again
+   * (a fenced-out batch, a stale replica with entries pending), or behind
+   * writes deferred before it, waits its turn rather than being refused. */
+  if (a->e->clustered && a->s && req && (r->defer ? a->e->redeciding != r : r->pending != 0 && (r->broken || r->stale))) {
+    defer_push(r, a->s, req, a->e->tries_now);
+    return 1;
+  }
   int d = cid ? dedupe(a, req, r, cid, why) : 0;
   if (d) return d;
   /* A room whose reload failed tries again when nothing of it is pending. */

@@ -49,8 +49,23 @@ struct pend {
   uint64_t rev;      /* a text op's new revision, for its ack (0: none) */
   net_chunk *frame;  /* the broadcast, framed once */
   conn *http;        /* backend request waiting for the commit, or NULL */
+  json_t *req;       /* in a cluster: a session's op or publish, decided again if fenced out */
+  unsigned tries;    /* times it was decided before (cluster.h) */
   char *api_line;    /* its access log line (e->api_line when deferred), or NULL */
 };
+
+/* A session's write waiting for its room to be read again (cluster.h): a
+ * batch was fenced out, or the replica is stale with entries pending.
+ * Decided again, in arrival order, once nothing of the room is pending. */
+typedef struct defwrite {
+  struct defwrite *next;
+  sess *s;        /* a reference */
+  json_t *req;    /* a reference */
+  unsigned tries;
+} defwrite;
+
+/* Frees r's deferred writes unanswered (the room is freed at shutdown). */
+void commit_defer_free(room *r);
 
 /* Loads the dedupe filter from the store. 0 or a wsy_err. */
 int commit_init(engine *e, char *err, size_t errlen);

@@ -49,6 +49,7 @@ typedef struct op_refusal op_refusal;
 typedef struct hclient hclient;
 typedef struct authhook authhook;
 typedef struct stream stream;
+typedef struct defwrite defwrite;
 
 struct engine {
   uv_loop_t *loop;
@@ -62,7 +63,9 @@ struct engine {
   int clustered;      /* a bus between nodes (--bus) */
   struct fwd_state *fwd; /* fallback requests forwarded between nodes (forward.h); NULL until one */
   uv_timer_t cluster_timer;
-  uint64_t refills, refilled, bus_duplicates, bus_gaps, bus_received, reloads, stale_commits;
+  uint64_t refills, refilled, bus_duplicates, bus_gaps, bus_received, reloads, stale_commits, redecided;
+  unsigned tries_now;  /* while a deferred write is decided again: its tries (commit.c) */
+  room *redeciding;    /* the room whose deferred writes are being decided again */
   webhooks *hooks;    /* NULL without --webhook */
   jw frame_text;      /* the text of the last frame made: reused, kept for the store */
   auth_config auth;   /* how hello verifies tokens (secret, JWKS, iss, aud, leeway) */

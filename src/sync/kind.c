@@ -86,59 +86,52 @@ static void doc_kind_unload(room *r) {
 }
 
 /* A reload (room.h: after a failed commit, or in a cluster after other
- * nodes wrote the room): the document is read again; after other nodes'
- * writes (not a failed commit of this node's) the fields' text histories are kept, so an op made at a revision another node's op
- * already passed is still transformed (the histories follow the other
- * nodes' text ops: doc_kind_observe). A history that does not end at the
- * field's revision is dropped by run_text_op as before. */
-static int doc_kind_reload(room *r, store *st, const store_room_info *info) {
-  docroom *dr = r->ks;
-  if (r->broken) {
-    /* A failed commit: the histories may hold its ops, never stored. */
-    const char *k;
-    void *v;
-    for (size_t i = 0; map_next(&dr->texts, &i, &k, &v);) hist_free(v);
-    map_free(&dr->texts);
-    map_init(&dr->texts);
+ * nodes wrote the room): the document is read again, and so are the fields'
+ * text histories, from the store's texts rows (the committed text ops since
+ * each item's row was last written), so that an op made at a revision
+ * another node's op already passed is still transformed. A history that
+ * does not end at the field's revision is dropped by run_text_op as before. */
+static int reload_text(const char *item, const char *field, uint64_t rev, uint64_t seq, const char *ops,
+                       size_t len, void *ud) {
+  docroom *dr = ud;
+  int rc = doc_text_load(&dr->d, item, field, rev, seq, ops, len);
+  const doc_item *it = doc_get(&dr->d, item);
+  json_t *j = rc == 0 && it && rev > 0 ? json_loadb(ops, len, 0, NULL) : NULL;
+  text_op *op = NULL;
+  if (!j || text_op_from_json(j, NULL, &op, NULL, 0) != 0) {
+    json_decref(j);
+    return rc;
   }
-  doc_free(&dr->d);
-  doc_init(&dr->d);
-  return info->exists ? doc_room_read(st, r->name, &dr->d) : 0;
-}
-
-/* An entry decided on another node (cluster.h), delivered here: its text
- * op joins the field's history, where the history ends at its revision. */
-static void doc_kind_observe(engine *e, room *r, const bus_msg *m) {
-  size_t len;
-  const uint8_t *p = frame_payload(m->frame, &len);
-  if (!memmem(p, len, "\"kind\":\"text\"", 13)) return;
-  json_t *v = json_loadb((const char *)p, len, 0, NULL);
-  json_t *op = json_object_get(v, "op");
-  const char *item = jstr(op, "item"), *field = jstr(op, "field");
-  json_t *rv = json_object_get(op, "rev");
-  const doc_item *it = item ? doc_get(&D(r)->d, item) : NULL;
-  text_op *t = NULL;
-  char err[200];
-  const char *kind = jstr(op, "kind");
-  if (!it || !field || !json_is_integer(rv) || !kind || strcmp(kind, "text") != 0 ||
-      text_op_from_json(json_object_get(op, "ops"), NULL, &t, err, sizeof err) != 0) {
-    json_decref(v);
-    return;
-  }
-  uint64_t rev = (uint64_t)json_integer_value(rv);
+  json_decref(j);
   char key[300];
   snprintf(key, sizeof key, "%s\x1f%s", item, field);
-  text_hist *h = map_get(&D(r)->texts, key);
+  text_hist *h = map_get(&dr->texts, key);
+  if (h && (h->gen != it->gen || h->base + h->n != rev - 1)) {
+    hist_free(map_del(&dr->texts, key));
+    h = NULL;
+  }
   if (!h) {
     h = wsy_calloc(1, sizeof *h);
     h->gen = it->gen;
-    h->base = rev;
-    map_put(&D(r)->texts, key, h);
+    h->base = rev - 1;
+    map_put(&dr->texts, key, h);
   }
-  if (h->base + h->n == rev) hist_push(h, t);
-  else text_op_free(t);
-  json_decref(v);
-  (void)e;
+  hist_push(h, op);
+  return 0;
+}
+
+static int doc_kind_reload(room *r, store *st, const store_room_info *info) {
+  docroom *dr = r->ks;
+  const char *k;
+  void *v;
+  for (size_t i = 0; map_next(&dr->texts, &i, &k, &v);) hist_free(v);
+  map_free(&dr->texts);
+  map_init(&dr->texts);
+  doc_free(&dr->d);
+  doc_init(&dr->d);
+  if (!info->exists) return 0;
+  int rc = store_room_items(st, r->name, load_item, &dr->d);
+  return rc ? rc : store_room_texts(st, r->name, reload_text, dr);
 }
 
 /* With nothing of the room pending, its document is exactly what the store
@@ -339,7 +332,6 @@ const room_kind doc_room_kind = {
   .apply = run_op,
   .snapshot = doc_kind_snapshot,
   .reload = doc_kind_reload,
-  .observe = doc_kind_observe,
 };
 
 const room_kind *room_kind_for(const char *name) {

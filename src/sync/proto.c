@@ -95,6 +95,14 @@ static void handle_op(sess *s, json_t *req) { op_decide(s, req, 0); }
 
 void proto_op_decided(sess *s, json_t *req) { op_decide(s, req, 1); }
 
+static void handle_publish(sess *s, json_t *req);
+
+void proto_redecide(sess *s, json_t *req) {
+  const char *type = jstr(req, "type");
+  if (type && !strcmp(type, "publish")) handle_publish(s, req);
+  else op_decide(s, req, 1);
+}
+
 static void handle_publish(sess *s, json_t *req) {
   engine *e = s->e;
   member *m;

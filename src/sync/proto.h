@@ -44,6 +44,9 @@ void join_handle_asked(sess *s, json_t *req);
 /* An op that its op hook accepted (req's op possibly replaced): decided by
  * the room as any op, without asking again. */
 void proto_op_decided(sess *s, json_t *req);
+/* A session's op or publish deferred by commit_admit (cluster.h), decided
+ * again: past the op hook, which already decided it. */
+void proto_redecide(sess *s, json_t *req);
 void join_leave(sess *s, json_t *req);
 /* The device cursors of a loaded room, kept in memory so that a join to
  * it reads no store (room.cursors): loaded with the room (exists: the store

@@ -25,6 +25,7 @@ static void locks_free(room *r) {
 }
 
 static void room_destroy(engine *e, room *r) {
+  commit_defer_free(r);
   cluster_room_unloading(e, r);
   locks_free(r);
   join_cursors_free(r);
@@ -35,7 +36,7 @@ static void room_destroy(engine *e, room *r) {
 }
 
 void room_unload_if_idle(engine *e, room *r) {
-  if (r->nmembers == 0 && r->npeers == 0 && r->pending == 0) {
+  if (r->nmembers == 0 && r->npeers == 0 && r->pending == 0 && !r->defer) {
     map_del(&e->rooms, r->name);
     room_destroy(e, r);
   }

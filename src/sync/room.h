@@ -55,9 +55,6 @@ typedef struct room_kind {
    * r->ks, keeping what survives a reload (room_reload); without it the
    * state is unloaded and loaded. */
   int (*reload)(room *r, store *st, const store_room_info *info);
-  /* Optional: an entry decided on another node (or refilled from the
-   * store) was delivered here (cluster.h); r's state is stale meanwhile. */
-  void (*observe)(engine *e, room *r, const bus_msg *m);
   /* Optional: the bus's delivery of r's traffic to the kind's own
    * connections (r->peers), after the members got theirs. */
   void (*deliver)(engine *e, room *r, const bus_msg *m);
@@ -92,6 +89,7 @@ struct room {
   uint64_t delivered;/* the last seq handed to this node's members (cluster.h) */
   int stale;         /* entries decided elsewhere were delivered: reload before deciding */
   int subscribed;    /* on the bus */
+  defwrite *defer, **defer_tail; /* writes to decide again (commit.h), in order; keep the room loaded */
   map remote;        /* other nodes' members: "node\x1fuser\x1fdevice" -> their entry (presence.c) */
   void *peers;       /* the kind's own connections (Yjs), kept across reloads */
   unsigned npeers;   /* they keep the room loaded as members do */

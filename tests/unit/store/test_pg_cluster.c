@@ -32,8 +32,8 @@ static void teardown(void) {
   pgt_teardown(&T);
 }
 
-TestSuite(pg_fence, .init = setup, .fini = teardown, .timeout = 60);
-TestSuite(pg_fail, .init = setup, .fini = teardown, .timeout = 90);
+TestSuite(pg_fence, .init = setup, .fini = teardown);
+TestSuite(pg_fail, .init = setup, .fini = teardown);
 
 static void commit_ok(store *s, store_batch *b) {
   int rc = pgt_commit(&T, s, b, 0);

@@ -1,0 +1,336 @@
+/* pg_batch.c -- a batch as the statements of one PostgreSQL pipeline
+** (pg.c sends them and reads the results): the checks made before sending,
+** the fence on each room's seq, and the set-based statements that write a
+** run of log rows, dedupe rows and item rows at once.
+**
+** Order: entries are applied in the order they were added, except that
+** log rows and item writes are gathered and sent as one statement each at
+** the next point where order matters: before an entry that deletes rows
+** (trim, room delete, room create) or reads them (a text row follows the
+** item writes before it and is dropped by those after it), and at the end.
+** Within a run only the last write of an item counts, so each (room, item)
+** is written once: what applying them one by one would leave. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pg_int.h"
+
+static void num(char out[24], uint64_t v) {
+  snprintf(out, 24, "%" PRIu64, v > (uint64_t)INT64_MAX ? (uint64_t)INT64_MAX : v);
+}
+static void inum(char out[24], int64_t v) { snprintf(out, 24, "%" PRId64, v); }
+
+/* Per room of the batch: the seq the room row was last set to (first) and
+** the ops since (last), as SQLite's runs; an open-addressed table. */
+typedef struct run {
+  const char *room;
+  uint64_t first, last;
+  int known, dirty;
+} run;
+typedef struct runs {
+  run *r;
+  size_t cap;
+  size_t *dirty;
+  size_t ndirty;
+} runs;
+
+static run *run_find(runs *t, const char *room) {
+  uint64_t h = 1469598103934665603ULL;
+  for (const char *p = room; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+  for (size_t i = h & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
+    if (!t->r[i].room) t->r[i].room = room;
+    if (!strcmp(t->r[i].room, room)) return &t->r[i];
+  }
+}
+
+static void runs_init(runs *t, const store_batch *b) {
+  size_t n = 0;
+  for (size_t i = 0; i < b->n; i++) n += b->e[i].room != NULL;
+  for (t->cap = 16; t->cap < 2 * n; t->cap *= 2) {}
+  t->r = wsy_calloc(t->cap, sizeof *t->r);
+  t->dirty = wsy_calloc(t->cap, sizeof *t->dirty);
+  t->ndirty = 0;
+}
+
+static void runs_free(runs *t) {
+  wsy_free(t->r);
+  wsy_free(t->dirty);
+}
+
+/* Checks what can be checked without the server: a failure here sends
+** nothing. Sets b->err. */
+int pg_validate(store_batch *b) {
+  runs t;
+  runs_init(&t, b);
+  int rc = WSY_OK;
+  for (size_t i = 0; i < b->n && !rc; i++) {
+    const batch_entry *e = &b->e[i];
+    size_t el = e->epoch ? strlen(e->epoch) : 0;
+    if (!e->room && e->kind != E_CURSOR) rc = store_batch_fail(b, WSY_INVAL, "entry %zu has no room", i);
+    else if (e->room && (!*e->room || strlen(e->room) > STORE_ROOM_MAX))
+      rc = store_batch_fail(b, WSY_INVAL, "entry %zu: room names are 1-%d bytes", i, STORE_ROOM_MAX);
+    else if ((e->kind == E_ROOM || e->kind == E_HOOK_POS) && (el == 0 || el > STORE_EPOCH_MAX))
+      rc = store_batch_fail(b, WSY_INVAL, "entry %zu: epoch must be 1-%d bytes", i, STORE_EPOCH_MAX);
+    else if (e->kind == E_CURSOR && (!e->user || !e->device || !e->room))
+      rc = store_batch_fail(b, WSY_INVAL, "entry %zu: cursor needs user, device and room", i);
+    else if ((e->kind == E_ITEM || e->kind == E_TEXT) && !e->item)
+      rc = store_batch_fail(b, WSY_INVAL, "entry %zu: item entry needs an item", i);
+    else if (e->kind == E_TEXT && (!e->fields || e->version == 0 || e->version > INT64_MAX || e->seq == 0 ||
+                                   e->seq > INT64_MAX))
+      rc = store_batch_fail(b, WSY_INVAL, "entry %zu: text entry needs a field, a rev and a seq", i);
+    else if (e->kind == E_HOOK_POS && !e->hook)
+      rc = store_batch_fail(b, WSY_INVAL, "entry %zu: webhook position needs a hook", i);
+    else if (e->kind == E_OP && (e->seq == 0 || e->seq > INT64_MAX || e->version > INT64_MAX))
+      rc = store_batch_fail(b, WSY_INVAL, "entry %zu: seq/version out of range", i);
+    if (rc || !e->room) continue;
+    run *r = run_find(&t, e->room);
+    if (e->kind == E_ROOM || e->kind == E_DELETE) r->known = 0;
+    if (e->kind != E_OP) continue;
+    if (r->known && e->seq != r->last + 1)
+      rc = store_batch_fail(b, WSY_INVAL, "entry %zu (op, room %.64s): seq %" PRIu64 " does not follow %" PRIu64
+                            " in the same batch", i, e->room, e->seq, r->last);
+    r->known = 1;
+    r->last = e->seq;
+  }
+  runs_free(&t);
+  return rc;
+}
+
+/* The log rows of the ops sent so far, waiting to be inserted together:
+** six array literals ({"a","b",NULL}), one per column. A run is sent before
+** any entry that deletes log rows (trim, delete, create) and at the end. */
+#define OPS_MAX ((size_t)512 << 20) /* under PostgreSQL's 1 GB per message */
+typedef struct ops_run {
+  buf col[6];
+  size_t n;
+  int first_entry;
+} ops_run;
+
+static int arr_add(buf *b, const char *v, int quote) {
+  int rc = buf_append(b, b->len ? "," : "{", 1);
+  if (!v) return rc ? rc : buf_append(b, "NULL", 4);
+  if (!rc && quote) rc = buf_append(b, "\"", 1);
+  for (const char *p = v; !rc && *p;) {
+    size_t k = strcspn(p, "\"\\"); /* the plain bytes up to a quote or backslash */
+    rc = buf_append(b, p, k);
+    p += k;
+    if (!rc && *p) {
+      char esc[2] = {'\\', *p++};
+      rc = buf_append(b, esc, 2);
+    }
+  }
+  if (!rc && quote) rc = buf_append(b, "\"", 1);
+  return rc;
+}
+
+static int ops_add(ops_run *o, const batch_entry *e, int entry) {
+  char n1[24];
+  snprintf(n1, sizeof n1, "%" PRIu64, e->seq);
+  const char *v[6] = {e->room, n1, e->item, e->device && e->cid ? e->device : NULL, e->device && e->cid ? e->cid : NULL,
+                      e->msg};
+  if (!o->n) o->first_entry = entry;
+  o->n++;
+  int rc = WSY_OK;
+  for (int c = 0; c < 6 && !rc; c++) rc = arr_add(&o->col[c], v[c], c != 1);
+  return rc;
+}
+
+static int ops_flush(pg_store *s, ops_run *o) {
+  if (!o->n) return WSY_OK;
+  const char *v[6];
+  int rc = WSY_OK;
+  for (int c = 0; c < 6 && !rc; c++) {
+    rc = buf_append(&o->col[c], "}", 2); /* with the NUL */
+    v[c] = (const char *)o->col[c].data;
+  }
+  if (!rc) rc = pg_send_stmt(s, PW_OPS, o->first_entry, v);
+  for (int c = 0; c < 6; c++) buf_reset(&o->col[c]);
+  o->n = 0;
+  return rc;
+}
+
+/* The item writes since the last flush, the last one of each (room, item)
+** only: within a run no text row is added (an E_TEXT flushes first), so
+** only the last write of an item counts. */
+typedef struct items_run {
+  const batch_entry **w;
+  size_t n, cap;
+  size_t *tab, tcap; /* open addressing: index + 1 into w, 0 empty */
+  int first_entry;
+} items_run;
+
+static uint64_t item_hash(const char *room, const char *item) {
+  uint64_t h = 1469598103934665603ULL;
+  for (const char *p = room; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+  h = (h ^ 0xff) * 1099511628211ULL;
+  for (const char *p = item; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+  return h;
+}
+
+static size_t *item_slot(items_run *ir, const batch_entry *e) {
+  for (size_t i = item_hash(e->room, e->item) & (ir->tcap - 1);; i = (i + 1) & (ir->tcap - 1)) {
+    size_t k = ir->tab[i];
+    if (!k || (!strcmp(ir->w[k - 1]->room, e->room) && !strcmp(ir->w[k - 1]->item, e->item))) return &ir->tab[i];
+  }
+}
+
+static void items_add(items_run *ir, const batch_entry *e, int entry) {
+  if (2 * (ir->n + 1) > ir->tcap) { /* grow and rehash */
+    wsy_free(ir->tab);
+    ir->tcap = ir->tcap ? ir->tcap * 2 : 64;
+    ir->tab = wsy_calloc(ir->tcap, sizeof *ir->tab);
+    for (size_t i = 0; i < ir->n; i++) *item_slot(ir, ir->w[i]) = i + 1;
+  }
+  size_t *slot = item_slot(ir, e);
+  if (*slot) {
+    ir->w[*slot - 1] = e;
+    return;
+  }
+  if (ir->n == ir->cap) {
+    ir->cap = ir->cap ? ir->cap * 2 : 64;
+    ir->w = wsy_realloc(ir->w, ir->cap * sizeof *ir->w);
+  }
+  if (!ir->n) ir->first_entry = entry;
+  ir->w[ir->n++] = e;
+  *slot = ir->n;
+}
+
+static int items_flush(pg_store *s, items_run *ir) {
+  if (!ir->n) return WSY_OK;
+  buf col[5];
+  int rc = WSY_OK;
+  for (int c = 0; c < 5; c++) buf_init(&col[c], OPS_MAX);
+  for (size_t i = 0; i < ir->n && !rc; i++) {
+    const batch_entry *e = ir->w[i];
+    char ver[24];
+    num(ver, e->version);
+    const char *v[5] = {e->room, e->item, e->fields, ver, e->fields ? e->revs : NULL};
+    for (int c = 0; c < 5 && !rc; c++) rc = arr_add(&col[c], v[c], c != 3);
+  }
+  const char *v[5];
+  for (int c = 0; c < 5 && !rc; c++) {
+    rc = buf_append(&col[c], "}", 2); /* with the NUL */
+    v[c] = (const char *)col[c].data;
+  }
+  if (!rc) rc = pg_send_stmt(s, PW_ITEMS, ir->first_entry, v);
+  for (int c = 0; c < 5; c++) buf_free(&col[c]);
+  memset(ir->tab, 0, ir->tcap * sizeof *ir->tab);
+  ir->n = 0;
+  return rc;
+}
+
+/* Moves each room whose ops ran past its row's seq to its last op. */
+static int runs_flush(pg_store *s, runs *t, int entry) {
+  for (size_t k = 0; k < t->ndirty; k++) {
+    run *r = &t->r[t->dirty[k]];
+    r->dirty = 0;
+    if (r->last == r->first) continue;
+    char a[24], c[24];
+    num(a, r->first);
+    num(c, r->last);
+    const char *v[] = {r->room, a, c};
+    if (pg_send_stmt(s, PW_ADVANCE, entry, v)) return WSY_IO;
+    r->first = r->last;
+  }
+  t->ndirty = 0;
+  return WSY_OK;
+}
+
+static int send_entry(pg_store *s, runs *t, ops_run *o, items_run *ir, const batch_entry *e, int i) {
+  char n1[24], n2[24];
+  switch (e->kind) {
+  case E_ROOM: {
+    inum(n1, e->now_ms);
+    const char *v[] = {e->room, e->epoch, n1};
+    run_find(t, e->room)->known = 0;
+    return pg_send_stmt(s, PW_ROOM_CREATE, i, v);
+  }
+  case E_DELETE: {
+    const char *v[] = {e->room};
+    run_find(t, e->room)->known = 0;
+    return pg_send_stmt(s, PW_DELETE, i, v);
+  }
+  case E_TRIM: {
+    num(n1, e->seq);
+    const char *v[] = {e->room, n1};
+    return pg_send_stmt(s, PW_TRIM, i, v);
+  }
+  case E_CURSOR: {
+    num(n1, e->seq);
+    inum(n2, e->now_ms);
+    const char *v[] = {e->user, e->device, e->room, n1, n2};
+    return pg_send_stmt(s, PW_CURSOR_UPSERT, i, v);
+  }
+  case E_HOOK_POS: {
+    num(n1, e->seq);
+    inum(n2, e->now_ms);
+    const char *v[] = {e->hook, e->room, e->epoch, n1, n2};
+    return pg_send_stmt(s, PW_HOOK_POS, i, v);
+  }
+  case E_TEXT: {
+    num(n1, e->version);
+    num(n2, e->seq);
+    const char *v[] = {e->room, e->item, e->fields, n1, n2, e->msg};
+    return pg_send_stmt(s, PW_TEXT_INSERT, i, v);
+  }
+  case E_ITEM:
+  case E_OP: break;
+  default: return WSY_INVAL;
+  }
+  if (e->kind == E_OP) {
+    run *r = run_find(t, e->room);
+    if (!(r->known && e->seq == r->last + 1)) {
+      /* The fence: the room's row must be at seq - 1 right now. */
+      num(n1, e->seq - 1);
+      num(n2, e->seq);
+      const char *v[] = {e->room, n1, n2};
+      if (pg_send_stmt(s, PW_ADVANCE, i, v)) return WSY_IO;
+      r->known = 1;
+      r->first = e->seq;
+    } else if (!r->dirty) {
+      r->dirty = 1;
+      t->dirty[t->ndirty++] = (size_t)(r - t->r);
+    }
+    r->last = e->seq;
+    int rc = ops_add(o, e, i);
+    if (rc) return store_batch_fail(s->committing, rc, "the batch is too large");
+    if (!e->item) return WSY_OK;
+  }
+  items_add(ir, e, i);
+  return WSY_OK;
+}
+
+/* Queues the batch's statements and its Sync; PQflush sends what fits. */
+int pg_send_batch(pg_store *s) {
+  store_batch *b = s->committing;
+  runs t;
+  runs_init(&t, b);
+  ops_run o = {.n = 0};
+  items_run ir = {.n = 0};
+  for (int c = 0; c < 6; c++) buf_init(&o.col[c], OPS_MAX);
+  int rc = WSY_OK;
+  for (size_t i = 0; i < b->n && !rc; i++) {
+    int k = b->e[i].kind;
+    /* A trim reads the room's seq, a delete or create resets it; trims and
+    ** deletes remove rows, which must be there by then; a text row follows
+    ** the item writes before it and is dropped by those after it. */
+    if (k == E_TRIM || k == E_ROOM || k == E_DELETE || k == E_HOOK_POS) rc = runs_flush(s, &t, (int)i);
+    if (!rc && (k == E_TRIM || k == E_ROOM || k == E_DELETE)) rc = ops_flush(s, &o);
+    if (!rc && (k == E_TRIM || k == E_ROOM || k == E_DELETE || k == E_TEXT)) rc = items_flush(s, &ir);
+    if (!rc) rc = send_entry(s, &t, &o, &ir, &b->e[i], (int)i);
+  }
+  if (!rc) rc = ops_flush(s, &o);
+  if (!rc) rc = items_flush(s, &ir);
+  if (!rc) rc = runs_flush(s, &t, (int)b->n - 1);
+  runs_free(&t);
+  for (int c = 0; c < 6; c++) buf_free(&o.col[c]);
+  wsy_free(ir.w);
+  wsy_free(ir.tab);
+  if (rc == WSY_TOO_LARGE || rc == WSY_NOMEM) return rc;
+  if (rc || !PQpipelineSync(s->wc)) return WSY_IO;
+  s->syncs_left++;
+  s->sent_commit = 1;
+  return WSY_OK;
+}
