@@ -167,6 +167,7 @@ test('the node of a session killed mid-way: the client starts over on the others
   const vi = cl.nodes.findIndex((x) => x.nodeId === victimId);
   assert.ok(vi >= 0, `the node of ${a.session}`);
   const welcomes = a.welcomes.length;
+  const oldSession = a.session;
 
   await cl.nodes[vi].kill9();
   // Writes while the node is dead and being found out; then the balancer's
@@ -194,4 +195,14 @@ test('the node of a session killed mid-way: the client starts over on the others
   assert.deepEqual(doc.before, { v: 1 });
   const live0 = cl.nodes.find((x, i) => i !== vi);
   assert.deepEqual(await serverDoc(live0.url, room), doc, 'the store has every op once');
+
+  // Straight to a live node: the dead node's session is 503 at once (its
+  // node is known gone), a token of no shape is 410 as on one node.
+  const poll = (tok) => fetch(`${live0.url}/v1/poll?session=${encodeURIComponent(tok)}&last=0`);
+  const r = await poll(oldSession);
+  assert.equal(r.status, 503);
+  assert.equal((await r.json()).code, 'internal');
+  const r2 = await poll('not a token');
+  assert.equal(r2.status, 410);
+  assert.equal((await r2.json()).code, 'session_expired');
 });
