@@ -68,15 +68,42 @@ typedef struct bus_stats {
   uint64_t received;    /* messages delivered from other nodes */
   uint64_t dropped;     /* publishes lost because the link was down */
   uint64_t reconnects;  /* times the link came back */
+  uint64_t malformed;   /* messages from the bus that did not parse, dropped */
   int up;               /* link up now (the local bus: always) */
   unsigned nodes;       /* other nodes heard from within the TTL */
 } bus_stats;
 
 bus *bus_local_new(bus_deliver_fn deliver, void *ud);
-/* A bus over Redis (bus_redis.c): url "redis://HOST:PORT[/DB]", node_id
- * names this node on the bus. Connects in the background (the link event
- * says when it is up) and reconnects by itself. 0, or a wsy_err with a
- * sentence in err (bad url). */
+/* A bus over Redis (bus_redis.c, which also gives the channels and the wire
+ * format): url "redis://HOST:PORT[/DB]" (HOST a name, IPv4 or [IPv6]; no
+ * credentials), node_id names this node on the bus (1-128 characters of
+ * A-Z a-z 0-9 . _ : @ -; two nodes must not share one: each ignores what
+ * the other publishes). Connects in the background (the link event says
+ * when it is up) and reconnects by itself. 0, or WSY_INVAL with a sentence
+ * in err (bad url or node id). The DB is SELECTed on the command
+ * connection, but Redis pub/sub is global to a server, not per DB: two
+ * clusters need two Redis servers, not two DBs.
+ *
+ * Its figures (checked on a 250 ms timer, so each may be late by that):
+ * each node publishes a heartbeat every BUS_REDIS_HEARTBEAT_MS; a node not
+ * heard from for BUS_REDIS_NODE_TTL_MS is reported gone (node event up 0;
+ * while this node's own link is down nobody is reported gone, and each
+ * known node gets a full TTL again once it is back up). A PING goes to
+ * Redis every BUS_REDIS_PING_MS; when Redis answers nothing for
+ * BUS_REDIS_PING_TIMEOUT_MS with a PING out (a stopped or unreachable
+ * server), or a connection attempt is not up within
+ * BUS_REDIS_CONNECT_TIMEOUT_MS, the link is dropped (link event up 0,
+ * once) and reconnected after BUS_REDIS_BACKOFF_MIN_MS, doubling up to
+ * BUS_REDIS_BACKOFF_MAX_MS between attempts. While the link is down,
+ * bus_publish still delivers to this node and counts the publish as
+ * dropped; bus_send_node returns WSY_AGAIN. */
+#define BUS_REDIS_HEARTBEAT_MS 1000
+#define BUS_REDIS_NODE_TTL_MS 3000
+#define BUS_REDIS_PING_MS 1000
+#define BUS_REDIS_PING_TIMEOUT_MS 2000
+#define BUS_REDIS_CONNECT_TIMEOUT_MS 2000
+#define BUS_REDIS_BACKOFF_MIN_MS 100
+#define BUS_REDIS_BACKOFF_MAX_MS 2000
 int bus_redis_new(uv_loop_t *loop, const char *url, const char *node_id, const bus_events *ev, bus **out,
                   char *err, size_t errlen) WSY_WUR;
 /* Hands m to every node with members in m->room: this node's members at

@@ -157,7 +157,7 @@ static void commit_done(void *ud, int rc) {
   if (rc == WSY_STALE || rc == WSY_DUPLICATE) {
     /* Another node committed first: the rooms reload, writers re-send. */
     e->stale_commits++;
-    log_info("commit fenced out (%s): %s", wsy_strerror(rc), store_batch_error(e->fl_batch));
+    log_debug("commit fenced out (%s): %s", wsy_strerror(rc), store_batch_error(e->fl_batch));
   } else if (rc != 0) {
     log_error("commit failed (%s): %s", wsy_strerror(rc), store_batch_error(e->fl_batch));
     if (!e->store_failing) log_warn("health: degraded until a commit succeeds");

@@ -121,7 +121,8 @@ int room_reload(engine *e, room *r) {
     log_error("room %s could not be reloaded %s: %s", r->name, why, wsy_strerror(rc));
     return rc;
   }
-  if (r->broken) log_info("room %s reloaded from the store at seq %llu %s", r->name, (unsigned long long)r->seq, why);
+  if (r->broken && !e->clustered) log_info("room %s reloaded from the store at seq %llu %s", r->name, (unsigned long long)r->seq, why);
+  else log_debug("room %s reloaded from the store at seq %llu %s", r->name, (unsigned long long)r->seq, why);
   r->broken = 0;
   return 0;
 }
