@@ -17,10 +17,12 @@ import { after, before, test } from 'node:test';
 import { SERVER_ARGS, docOf, makeClient, serverDoc } from './lib/client-util.mjs';
 import { startCluster } from './lib/cluster.mjs';
 import { startRrProxy } from './lib/rrproxy.mjs';
-import { WAIT_MS, sleep, waitUntil } from './lib/server.mjs';
+import { WAIT_MS, scale, sleep, waitUntil, withTimeout } from './lib/server.mjs';
 
 /** How long a node takes to be declared gone by the others (docs/CLUSTER.md: about 3 s), with room. */
 const GONE_MS = 8000;
+/** A bound on each test (a guard, not a measure): a client that keeps starting over must fail, not hang. */
+const TEST_MS = scale(90000, 240000);
 
 let cl;
 let proxy;
@@ -44,7 +46,7 @@ before(async () => {
   proxy = await startRrProxy({ backends });
   // Each node hears the others' heartbeats within a second or two.
   await sleep(1500);
-});
+}, { timeout: TEST_MS });
 after(async () => {
   if (proxy) await proxy.close();
   if (cl) await cl.stop();
@@ -67,7 +69,7 @@ async function exchange(t, transport) {
   const b = makeClient(t, proxy.url, { user: `b${n}`, transport });
   const ra = a.room(room);
   const rb = b.room(room);
-  await Promise.all([ra.ready, rb.ready]);
+  await withTimeout(Promise.all([ra.ready, rb.ready]), WAIT_MS, 'both joined');
   assert.equal(a.transport, transport);
   assert.equal(b.transport, transport);
   for (const c of [a, b]) {
@@ -100,15 +102,15 @@ async function exchange(t, transport) {
   return { a, b, ra, rb, room };
 }
 
-test('SSE through a round-robin balancer: hello, join, ops both ways, no restart', async (t) => {
+test('SSE through a round-robin balancer: hello, join, ops both ways, no restart', { timeout: TEST_MS }, async (t) => {
   await exchange(t, 'sse');
 });
 
-test('long-poll through a round-robin balancer: hello, join, ops both ways, no restart', async (t) => {
+test('long-poll through a round-robin balancer: hello, join, ops both ways, no restart', { timeout: TEST_MS }, async (t) => {
   await exchange(t, 'poll');
 });
 
-test('a stream cut three times: each resume, wherever its hello lands, finds the session', async (t) => {
+test('a stream cut three times: each resume, wherever its hello lands, finds the session', { timeout: TEST_MS }, async (t) => {
   // The SSE stream's fetch gets a signal of ours, so the test can cut it;
   // the client then says hello again with its session (a resume). Through
   // the round-robin proxy that hello reaches any node; one that is not the
@@ -126,7 +128,7 @@ test('a stream cut three times: each resume, wherever its hello lands, finds the
   const b = makeClient(t, proxy.url, { user: `rb${n}`, transport: 'poll' });
   const ra = a.room(room);
   const rb = b.room(room);
-  await Promise.all([ra.ready, rb.ready]);
+  await withTimeout(Promise.all([ra.ready, rb.ready]), WAIT_MS, 'both joined');
   const session = a.session;
   for (let k = 0; k < 3; k++) {
     await waitUntil(() => cut && a.status === 'online', 'a stream to cut');
@@ -143,20 +145,20 @@ test('a stream cut three times: each resume, wherever its hello lands, finds the
   assert.equal(b.welcomes.length, 1);
 });
 
-test('the node of a session killed mid-way: the client starts over on the others and converges', async (t) => {
+test('the node of a session killed mid-way: the client starts over on the others and converges', { timeout: TEST_MS }, async (t) => {
   // One SSE client, one polling client; the victim is the node of the SSE
   // client's session, the polling client's session lives elsewhere (tried
   // until it does).
   const room = `fb-kill-${process.pid}-${++n}`;
   const a = makeClient(t, proxy.url, { user: `ka${n}`, transport: 'sse' });
   const ra = a.room(room);
-  await ra.ready;
+  await withTimeout(ra.ready, WAIT_MS, 'a joined');
   let b;
   let rb;
   for (let tries = 0; ; tries++) {
     b = makeClient(t, proxy.url, { user: `kb${n}-${tries}`, transport: 'poll' });
     rb = b.room(room);
-    await rb.ready;
+    await withTimeout(rb.ready, WAIT_MS, 'b joined');
     if (nodeOf(b) !== nodeOf(a)) break;
     assert.ok(tries < 20, 'round robin puts a session on another node');
     b.close();
