@@ -181,6 +181,11 @@ build/wsync-bench: bench/wsync-bench.c
 	@mkdir -p build
 	$(CC) $(WARN) $(CFLAGS) -o $@ $< -lm -lz
 
+# bench/bus-redis.c: the Redis bus (src/sync/bus_redis.c) timed against plain
+# hiredis pub/sub in the same run (it starts its own redis-server).
+build/bus-redis-bench: bench/bus-redis.c $(SRC_LIB:%.c=build/%.o)
+	$(CC) $(WARN) $(CFLAGS) $(DEPCFLAGS) -o $@ $^ $(ALLOC_LIBS) $(LIBS)
+
 # bench/tls.mjs: the TLS scenario (wsync over TLS against the Node ws peer
 # over node:https), a Node client since wsync-bench has no TLS.
 BENCH_TLS_ARGS ?=

@@ -358,6 +358,10 @@ static int wc_watch(pg_store *s, int events) {
     }
     s->wpoll->data = s;
   }
+  /* Watching an idle connection (for a drop) must not keep the loop alive:
+   * a server shutting down exits once nothing is in flight. */
+  if (s->wstate == PC_IDLE) uv_unref((uv_handle_t *)s->wpoll);
+  else uv_ref((uv_handle_t *)s->wpoll);
   return uv_poll_start(s->wpoll, events, on_poll) ? WSY_IO : WSY_OK;
 }
 

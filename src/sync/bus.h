@@ -91,7 +91,9 @@ bus *bus_local_new(bus_deliver_fn deliver, void *ud);
  * known node gets a full TTL again once it is back up). A PING goes to
  * Redis every BUS_REDIS_PING_MS; when Redis answers nothing for
  * BUS_REDIS_PING_TIMEOUT_MS with a PING out (a stopped or unreachable
- * server), or a connection attempt is not up within
+ * server: noticed within PING_MS + PING_TIMEOUT_MS + 250 ms of it
+ * stopping; replies to publishes count as answers, so a long queue ahead
+ * of the PING is not taken for a dead server), or a connection attempt is not up within
  * BUS_REDIS_CONNECT_TIMEOUT_MS, the link is dropped (link event up 0,
  * once) and reconnected after BUS_REDIS_BACKOFF_MIN_MS, doubling up to
  * BUS_REDIS_BACKOFF_MAX_MS between attempts. While the link is down,

@@ -84,6 +84,7 @@ typedef struct rbus {
   int up;       /* ev.link(1) reported and not taken back */
   int ever_up;
   int freeing;  /* bus_free called: no callback from now on */
+  int warned;   /* a failure was logged at warn since the link was last up */
   int open_handles;
   uint64_t attempt_at; /* the current connection attempt began (0: not connecting) */
   uint64_t ping_at;    /* a PING is outstanding since (0: none) */
@@ -332,9 +333,15 @@ static void rb_drop(rbus *b, const char *why) {
   uv_timer_stop(&b->retry);
   if (b->up) {
     b->up = 0;
+    b->warned = 1;
     log_warn("bus: the link to redis://%s:%d went down (%s); reconnecting", b->host, b->port, why);
     if (b->base.ev.link) b->base.ev.link(b->base.ev.ud, 0);
     if (b->freeing) return;
+  } else if (!b->warned) {
+    /* Once per outage at warn (Redis down at start, refusing us): the
+     * retries every few seconds after it go to debug. */
+    b->warned = 1;
+    log_warn("bus: cannot reach redis://%s:%d (%s); retrying", b->host, b->port, why);
   } else {
     log_debug("bus: redis://%s:%d: %s; retrying in %u ms", b->host, b->port, why, b->backoff_ms);
   }
@@ -365,6 +372,7 @@ static void rb_maybe_up(rbus *b) {
   if (b->up || !b->cmd_ready || !b->sub_ready) return;
   uint64_t now = rb_now(b);
   b->up = 1;
+  b->warned = 0;
   b->attempt_at = 0;
   b->backoff_ms = BUS_REDIS_BACKOFF_MIN_MS;
   if (b->ever_up) b->reconnects++;
@@ -382,7 +390,14 @@ static void rb_maybe_up(rbus *b) {
 
 static void on_pong(redisAsyncContext *ac, void *reply, void *priv) {
   rbus *b = priv;
-  if (!reply || ac != b->cmd) return;
+  redisReply *r = reply;
+  if (!r || ac != b->cmd) return;
+  if (r->type == REDIS_REPLY_ERROR) { /* NOAUTH, LOADING, ...: not usable yet */
+    char why[160];
+    snprintf(why, sizeof why, "PING: %s", r->str);
+    rb_fail(b, why);
+    return;
+  }
   b->ping_at = 0;
   b->last_reply = rb_now(b);
   if (!b->cmd_ready) {
@@ -396,8 +411,9 @@ static void on_select(redisAsyncContext *ac, void *reply, void *priv) {
   redisReply *r = reply;
   if (!r || ac != b->cmd) return;
   if (r->type == REDIS_REPLY_ERROR) {
-    log_warn("bus: redis://%s:%d: SELECT %d: %s", b->host, b->port, b->db, r->str);
-    rb_fail(b, "SELECT failed");
+    char why[160];
+    snprintf(why, sizeof why, "SELECT %d: %s", b->db, r->str);
+    rb_fail(b, why);
   }
 }
 

@@ -248,12 +248,9 @@ test('startCluster: nodes run with --store, --bus and --node-id; kill -9 and res
   for (const p of ports) assert.equal(await accepts(p), false, `port ${p} still open`);
 });
 
-test('cluster nodes connect to the shared PostgreSQL and Redis', {
-  todo: 'the engine ignores --store and --bus until issue 13 is integrated; remove this todo then',
-}, async (t) => {
+test('cluster nodes connect to the shared PostgreSQL and Redis', async (t) => {
   const c = await startCluster(2, { t });
-  // Short waits while this is a todo (it fails today); WAIT_MS once it must pass.
-  const ms = 3000;
+  const ms = WAIT_MS;
   await waitUntil(async () => {
     const [{ n }] = await c.pg.psql("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = 'wsync' AND pid <> pg_backend_pid()");
     return Number(n) >= 2;

@@ -231,8 +231,11 @@ describe('ephemeral traffic across nodes', () => {
     await v.join(room);
     await a.waitFor((m) => m.type === 'presence' && m.event === 'join' && m.user === 'gv', 'gv joined');
     await victim.kill9();
-    await a.waitFor((m) => m.type === 'presence' && m.event === 'leave' && m.user === 'gv', 'gv left after its node died', WAIT_MS + 5000);
-    await victim.start();
+    try {
+      await a.waitFor((m) => m.type === 'presence' && m.event === 'leave' && m.user === 'gv', 'gv left after its node died', WAIT_MS + 5000);
+    } finally {
+      await victim.start();
+    }
     await a.close();
   });
 });
@@ -249,12 +252,16 @@ describe('moving between nodes', () => {
     await seenUpTo(r, room, j.seq, j.seq + 5);
     const last = { epoch: j.epoch, seq: j.seq + 5 };
     await victim.kill9();
-    for (let k = 5; k < 10; k++) await w.set(room, `m${k}`, 'k', { v: k });
-    const r2 = await SyncClient.connect(url(2), { token: token('mr'), device: 'mr-1' });
-    const j2 = await r2.join(room, { since: last });
-    assert.equal(j2.recovered, true);
-    assert.deepEqual(j2.ops.map((o) => o.seq), [6, 7, 8, 9, 10].map((k) => j.seq + k));
-    await victim.start();
-    await closeClients(w, r2);
+    try {
+      for (let k = 5; k < 10; k++) await w.set(room, `m${k}`, 'k', { v: k });
+      const r2 = await SyncClient.connect(url(2), { token: token('mr'), device: 'mr-1' });
+      const j2 = await r2.join(room, { since: last });
+      assert.equal(j2.recovered, true);
+      assert.deepEqual(j2.ops.map((o) => o.seq), [6, 7, 8, 9, 10].map((k) => j.seq + k));
+      await r2.close();
+    } finally {
+      await victim.start();
+    }
+    await w.close();
   });
 });

@@ -617,6 +617,9 @@ Test(busredis, malformed_messages_are_counted_and_dropped) {
   raw_publish(c, "wsync:r:m", m, n), bad++; /* no origin */
   n = room_msg(m, "Z", "m", "e", 1, "", "", "{\"x\":\"\xc3\x28\"}");
   raw_publish(c, "wsync:r:m", m, n), bad++; /* payload not UTF-8 */
+  /* Every cut inside the header (before the payload) of a valid one. */
+  n = room_msg(m, "Zz", "m", "ep", 9, "u:d", "u", "");
+  for (size_t cut = 1; cut < n; cut++) raw_publish(c, "wsync:r:m", m, cut), bad++;
   raw_publish(c, "wsync:hb", "", 0), bad++;
   raw_publish(c, "wsync:n:B", "\x01\x00", 2), bad++;
   /* And a good one, made by hand from the documented format. */
@@ -679,6 +682,20 @@ Test(busredis, bad_urls_and_node_ids_are_refused) {
 static int nothing(void *a) {
   (void)a;
   return 0;
+}
+
+Test(busredis, a_db_redis_refuses_keeps_the_link_down) {
+  node a;
+  char u[80];
+  snprintf(u, sizeof u, "%s/99", url); /* 16 DBs by default */
+  bus_open(&a, "A", u);
+  run_until(nothing, NULL, 1500); /* several attempts */
+  cr_assert_eq(a.ups, 0, "up on a DB Redis refused");
+  cr_assert_eq(stats(&a).up, 0);
+  publish(&a, "r", NULL, 0, "{}", NULL, NULL);
+  cr_assert_eq(a.n, 1);
+  cr_assert_eq(stats(&a).dropped, 1);
+  bus_close(&a);
 }
 
 Test(busredis, free_while_connecting_and_from_a_callback) {
