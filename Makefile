@@ -193,10 +193,17 @@ BENCH_TLS_ARGS ?=
 # Hocuspocus (bench/peers): editing trace, cold load, memory per document,
 # many rooms (docs/PERFORMANCE.md, "Yjs"); about 15 minutes.
 BENCH_YJS_SERVER_ARGS ?=
+# bench/cluster.mjs: two wsync nodes (PostgreSQL store, Redis bus) against two
+# Socket.IO nodes on @socket.io/redis-adapter (bench/peers): cross-node
+# fan-out, durable ops through PostgreSQL beside one SQLite node; about 1.5
+# minutes (--quick: 35 s; --check: the bounded self-check; --perf: perf record
+# on the nodes and PostgreSQL during the ops runs).
+BENCH_CLUSTER_ARGS ?=
 bench: build/wsync build/wsync-bench
 	node bench/run.mjs $(BENCH_ARGS)
 	node bench/tls.mjs $(BENCH_TLS_ARGS)
 	node bench/yjs.mjs $(BENCH_YJS_SERVER_ARGS)
+	node bench/cluster.mjs $(BENCH_CLUSTER_ARGS)
 
 bench-smoke: build/wsync build/wsync-bench
 	bash bench/smoke.sh build/wsync build/wsync-bench

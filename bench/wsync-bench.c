@@ -11,6 +11,20 @@
  *   --proto wsync       the sync protocol on /v1/ws (docs/PROTOCOL.md):
  *                       hello, join, then publish (--mode ephemeral|stored) or
  *                       op set (--mode op); acks are timed too.
+ *   --proto socketio    Socket.IO 4 over its WebSocket transport
+ *                       (/socket.io/?EIO=4&transport=websocket), against the
+ *                       relay peer bench/peers/socketio-node.mjs: engine.io
+ *                       open, namespace connect "40", pings "2" answered "3",
+ *                       42["join",ROOM] with an ack (ready at the ack), then
+ *                       42["pub",ROOM,PAYLOAD] out and 42["msg",PAYLOAD] in.
+ *
+ * --pub-port P sends the publishers (connections 0..P-1) to port P and the
+ * rest to --port: publishers on one node of a cluster, subscribers on another.
+ * --alt-port P spreads every room's members over --port and P instead (with
+ * --alt-rooms: the odd rooms on P, the even ones on --port). In a
+ * cluster an op may answer stale (fenced out by another node's commit): it is
+ * re-sent at once with the same cid, as clients do, and counted apart.
+ * --server-pid may be given more than once: CPU and RSS are then the sums.
  *
  * Every message carries a marker "~B" followed by 40 hex digits: publisher id
  * (8), per-publisher sequence (16) and send time (16, CLOCK_MONOTONIC ns),
@@ -200,17 +214,21 @@ static double hist_pct(const hist *h, double pct) {
 
 /* ---- options -------------------------------------------------------------- */
 
-enum { P_BROADCAST, P_WSYNC };
+enum { P_BROADCAST, P_WSYNC, P_SOCKETIO };
 enum { M_EPHEMERAL, M_STORED, M_OP };
 
 static struct {
   const char *host;
   int port;
+  int pub_port; /* publishers connect here (0: --port) */
+  int alt_port;  /* connection i goes here when i / rooms is odd (0: --port) */
+  int alt_rooms; /* ... when its room is odd instead: each room on one node */
   int proto, mode;
   int conns, rooms, pubs, size, window;
   double rate; /* per publisher, msg/s; 0 = max */
   double warmup, duration, drain, settle;
   int server_pid;
+  int extra_pids[7], nextra; /* further --server-pid: summed into the server's figures */
   int json, check, idle, quiet;
   long catchup;
   int items;
@@ -236,7 +254,12 @@ static void usage(void) {
   fputs(
     "usage: wsync-bench --port PORT [options]\n"
     "  --host H             server address (127.0.0.1)\n"
-    "  --proto P            broadcast (/v1/broadcast) | wsync (/v1/ws)      [broadcast]\n"
+    "  --proto P            broadcast (/v1/broadcast) | wsync (/v1/ws)\n"
+    "                       | socketio (Socket.IO 4, WebSocket transport)   [broadcast]\n"
+    "  --pub-port P         publishers connect to port P, the others to --port\n"
+    "  --alt-port P         connection i connects to P when i / rooms is odd: every\n"
+    "                       room's members alternate between --port and P\n"
+    "  --alt-rooms          with --alt-port: the odd rooms go to P, whole\n"
     "  --mode M             wsync: ephemeral | stored (publish) | op (set)  [ephemeral]\n"
     "  --conns N            connections                                     [100]\n"
     "  --rooms K            rooms; connection i joins room i % K             [1]\n"
@@ -247,7 +270,8 @@ static void usage(void) {
     "  --warmup S, --duration S                                             [2, 5]\n"
     "  --drain S            after the run, wait for in-flight messages until\n"
     "                       S seconds pass without progress                 [3]\n"
-    "  --server-pid PID     read the server's CPU and RSS from /proc/PID\n"
+    "  --server-pid PID     read the server's CPU and RSS from /proc/PID; given\n"
+    "                       again (up to 8), the figures are the sums\n"
     "  --healthz            also read heap_bytes from the server's /healthz\n"
     "  --idle               scenario (a): connect, wait --settle S, report memory per connection\n"
     "  --idle-warm W        idle: open W connections before the baseline sample, so\n"
@@ -281,7 +305,7 @@ static void parse_opts(int argc, char **argv) {
     {"check", 0, 0, 'c'}, {"idle", 0, 0, 'I'}, {"quiet", 0, 0, 'q'}, {"catchup", 1, 0, 'C'},
     {"items", 1, 0, 'M'}, {"concurrency", 1, 0, 'x'}, {"recv-interval", 1, 0, 'R'},
     {"hist", 1, 0, 'H'}, {"prefix", 1, 0, 'f'}, {"label", 1, 0, 'l'}, {"healthz", 0, 0, 'z'},
-    {"spin", 0, 0, 'B'}, {"idle-warm", 1, 0, 'A'}, {"inject-loss", 1, 0, 'L'}, {"inject-dup", 1, 0, 'U'}, {"deflate", 0, 0, 'Z'}, {"fill", 1, 0, 'F'}, {"help", 0, 0, '?'}, {0, 0, 0, 0}};
+    {"spin", 0, 0, 'B'}, {"idle-warm", 1, 0, 'A'}, {"inject-loss", 1, 0, 'L'}, {"inject-dup", 1, 0, 'U'}, {"deflate", 0, 0, 'Z'}, {"fill", 1, 0, 'F'}, {"pub-port", 1, 0, 'O'}, {"alt-port", 1, 0, 'T'}, {"alt-rooms", 0, 0, 'V'}, {"help", 0, 0, '?'}, {0, 0, 0, 0}};
   int ch;
   while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
     switch (ch) {
@@ -290,6 +314,7 @@ static void parse_opts(int argc, char **argv) {
     case 'P':
       if (!strcmp(optarg, "broadcast")) opt.proto = P_BROADCAST;
       else if (!strcmp(optarg, "wsync")) opt.proto = P_WSYNC;
+      else if (!strcmp(optarg, "socketio")) opt.proto = P_SOCKETIO;
       else usage();
       break;
     case 'm':
@@ -308,7 +333,14 @@ static void parse_opts(int argc, char **argv) {
     case 'd': opt.duration = atof(optarg); break;
     case 'D': opt.drain = atof(optarg); break;
     case 'S': opt.settle = atof(optarg); break;
-    case 'i': opt.server_pid = atoi(optarg); break;
+    case 'i':
+      if (!opt.server_pid) opt.server_pid = atoi(optarg);
+      else if (opt.nextra < (int)(sizeof opt.extra_pids / sizeof opt.extra_pids[0])) opt.extra_pids[opt.nextra++] = atoi(optarg);
+      else die("--server-pid: at most 8");
+      break;
+    case 'O': opt.pub_port = atoi(optarg); break;
+    case 'T': opt.alt_port = atoi(optarg); break;
+    case 'V': opt.alt_rooms = 1; break;
     case 'j': opt.json = 1; break;
     case 'c': opt.check = 1; break;
     case 'I': opt.idle = 1; break;
@@ -334,6 +366,7 @@ static void parse_opts(int argc, char **argv) {
     }
   }
   if (opt.port <= 0 || opt.port > 65535) usage();
+  if (opt.pub_port < 0 || opt.pub_port > 65535 || opt.alt_port < 0 || opt.alt_port > 65535) usage();
   if (opt.catchup > 0) { /* scenario (f) has a fixed shape */
     opt.proto = P_WSYNC;
     opt.mode = M_OP;
@@ -379,6 +412,7 @@ typedef struct {
   int dirty, want_out;
   track *tr; /* one per publisher of the room, by local index */
   uint64_t ordinal, ordinal_confirmed; /* wsync: messages after welcome */
+  uint64_t room_seq;                   /* op mode: the room's seq last seen (joined, then each op) */
   uint64_t t_start, t_join_sent;
 } conn;
 
@@ -388,6 +422,9 @@ typedef struct {
   uint64_t done_seq;  /* every sequence below is complete */
   uint32_t *cnt;      /* receipts per in-flight sequence (ring of window) */
   uint64_t *sent_ns;  /* actual send time per in-flight sequence */
+  uint64_t *ts_ns;    /* its marker's time (a re-send carries the same) */
+  uint64_t *retry_at; /* op mode: when a stale op goes again (0: not waiting) */
+  uint8_t *tries;     /* op mode: stale answers so far */
   uint64_t due_ns;    /* fixed rate: when the next one is due */
   uint64_t interval_ns;
   uint64_t acked;     /* acks received (op and publish modes) */
@@ -399,7 +436,14 @@ static int *room_live;     /* live (ready, not closed) members per room */
 static int *room_npubs;    /* publishers per room */
 static int **room_pubs;    /* publisher ids per room */
 static int ep;
-static struct sockaddr_in server_addr;
+static struct sockaddr_in server_addr, pub_addr, alt_addr; /* --pub-port, --alt-port */
+
+/* The port connection ci connects to: --pub-port, --alt-port or --port. */
+static int conn_port(int ci) {
+  if (conns[ci].pub >= 0 && opt.pub_port) return opt.pub_port;
+  if (opt.alt_port && (opt.alt_rooms ? conns[ci].room : ci / opt.rooms) % 2 == 1) return opt.alt_port;
+  return opt.port;
+}
 static uint8_t *rbuf;
 static int *dirty_list, ndirty;
 static char *scratch;
@@ -414,6 +458,9 @@ static struct {
   uint64_t sent, sent_total, deliveries, delivered_bytes, acks, errors, closes, unexpected;
   uint64_t wire_bytes; /* data frames received while measuring, headers included */
   uint64_t dups, ooo, foreign;
+  uint64_t stale;      /* ops re-sent after a stale error (cluster mode) */
+  uint64_t retries_waiting; /* of which not yet re-sent */
+  uint64_t seq_breaks; /* op mode: an op whose room seq is not the last one + 1 */
   hist lat, ack_lat;
   uint64_t t_connect0, t_connected, t_upgraded_last;
   int nready, nconnecting, next_to_connect, nupgraded;
@@ -442,6 +489,7 @@ static struct {
 } smp = {.heap0 = -1, .heap1 = -1};
 
 static int read_proc(int pid, procinfo *pi);
+static int read_servers(procinfo *pi);
 static double self_cpu(void);
 static double machine_busy(double *irq) {
   FILE *f = fopen("/proc/stat", "r");
@@ -456,7 +504,7 @@ static double machine_busy(double *irq) {
 }
 
 static void sample(procinfo *srv, double *self, double *mach, double *irq) {
-  if (opt.server_pid) read_proc(opt.server_pid, srv);
+  if (opt.server_pid) read_servers(srv);
   *self = self_cpu();
   *mach = machine_busy(irq);
 }
@@ -484,6 +532,19 @@ static int read_proc(int pid, procinfo *pi) {
     if (!strncmp(buf, "VmHWM:", 6)) pi->hwm_kib = atol(buf + 6);
   }
   fclose(f);
+  return 0;
+}
+
+/* The --server-pid processes, summed (the nodes of a cluster). */
+static int read_servers(procinfo *pi) {
+  if (read_proc(opt.server_pid, pi) != 0) return -1;
+  for (int i = 0; i < opt.nextra; i++) {
+    procinfo x;
+    if (read_proc(opt.extra_pids[i], &x) != 0) return -1;
+    pi->cpu_s += x.cpu_s;
+    pi->rss_kib += x.rss_kib;
+    pi->hwm_kib += x.hwm_kib;
+  }
   return 0;
 }
 
@@ -718,15 +779,20 @@ static void put_marker(char *dst, uint32_t pid, uint64_t seq, uint64_t ts) {
 
 static int acked_mode(void) { return opt.proto == P_WSYNC; }
 
-static void pub_send(int pi, uint64_t ts, uint64_t now) {
+/* Writes publisher pi's message seq (marker time ts) into scratch; returns its length. */
+static size_t build_msg(int pi, uint64_t seq, uint64_t ts) {
   pub *p = &pubs[pi];
-  uint64_t seq = p->next_seq;
   char rn[96];
   size_t len;
   room_name(rn, sizeof rn, p->room);
   if (opt.proto == P_BROADCAST) {
     put_marker(scratch, (uint32_t)pi, seq, ts);
     len = (size_t)opt.size;
+  } else if (opt.proto == P_SOCKETIO) { /* an event packet: 42["pub",ROOM,PAYLOAD] */
+    int n = snprintf(scratch, 512, "42[\"pub\",\"%s\",\"", rn);
+    put_marker(scratch + n, (uint32_t)pi, seq, ts);
+    memcpy(scratch + n + opt.size, "\"]", 2);
+    len = (size_t)n + (size_t)opt.size + 2;
   } else if (opt.mode == M_OP) {
     uint64_t item = (seq * (uint64_t)(opt.pubs ? opt.pubs : 1) + (uint64_t)pi) % (uint64_t)opt.items;
     int n = snprintf(scratch, 512,
@@ -745,9 +811,18 @@ static void pub_send(int pi, uint64_t ts, uint64_t now) {
     memcpy(scratch + n + opt.size, tail, tl);
     len = (size_t)n + (size_t)opt.size + tl;
   }
-  send_frame(p->conn, 1, scratch, len);
+  return len;
+}
+
+static void pub_send(int pi, uint64_t ts, uint64_t now) {
+  pub *p = &pubs[pi];
+  uint64_t seq = p->next_seq;
+  send_frame(p->conn, 1, scratch, build_msg(pi, seq, ts));
   p->cnt[seq % (uint64_t)opt.window] = 0;
   p->sent_ns[seq % (uint64_t)opt.window] = now;
+  p->ts_ns[seq % (uint64_t)opt.window] = ts;
+  p->retry_at[seq % (uint64_t)opt.window] = 0;
+  p->tries[seq % (uint64_t)opt.window] = 0;
   p->next_seq++;
   st.sent_total++;
   if (measuring) st.sent++;
@@ -770,7 +845,23 @@ static int writes_open(void) {
   return phase == PH_CATCHUP && st.catch_write_t1 == 0;
 }
 
+/* Stale ops whose wait is over go again (an ack may not come otherwise, so
+ * this runs in every phase, the drain included). */
+static void resend_due(uint64_t now) {
+  for (int i = 0; i < opt.pubs && st.retries_waiting; i++) {
+    pub *p = &pubs[i];
+    for (uint64_t seq = p->done_seq; seq < p->next_seq; seq++) {
+      uint64_t slot = seq % (uint64_t)opt.window;
+      if (!p->retry_at[slot] || p->retry_at[slot] > now) continue;
+      p->retry_at[slot] = 0;
+      st.retries_waiting--;
+      if (conns[p->conn].state == CS_READY) send_frame(p->conn, 1, scratch, build_msg(i, seq, p->ts_ns[slot]));
+    }
+  }
+}
+
 static void publish_due(uint64_t now) {
+  if (st.retries_waiting) resend_due(now);
   if (!writes_open()) return;
   for (int i = 0; i < opt.pubs; i++) {
     pub *p = &pubs[i];
@@ -879,6 +970,11 @@ static void on_wsync_text(int ci, const uint8_t *d, size_t len, uint64_t now) {
     if (m) on_delivery(ci, m, now, len);
     else st.unexpected++;
   } else if (tl >= 3 && !memcmp(t, "op\"", 3)) {
+    /* The room's entries arrive in seq order, one by one: a re-sent op may
+     * overtake its publisher's later ones, but never a room seq. */
+    long long rs = json_int_after(d, len, "\"seq\":");
+    if (rs < 0 || (uint64_t)rs != c->room_seq + 1) st.seq_breaks++;
+    if (rs >= 0) c->room_seq = (uint64_t)rs;
     const uint8_t *m = find_marker(d, len);
     if (m) on_delivery(ci, m, now, len);
     else st.unexpected++;
@@ -925,19 +1021,87 @@ static void on_wsync_text(int ci, const uint8_t *d, size_t len, uint64_t now) {
       memcpy(epoch, e, n);
       epoch[n] = 0;
     }
+    long long js = json_int_after(d, len, "\"seq\":");
+    c->room_seq = js < 0 ? 0 : (uint64_t)js;
     room_live[c->room]++;
     st.nready++;
     st.nconnecting--;
   } else if (tl >= 6 && !memcmp(t, "error\"", 6)) {
+    /* Cluster mode: a batch fenced out by another node's commit answers
+     * stale; the op goes again with the same id, cid and marker after the
+     * JS client's wait (random, below 10 ms x tries, tries capped at 10:
+     * clients/js/wsync.js). Its ack latency counts from the first send. */
+    long long re = json_int_after(d, len, "\"re\":");
+    if (c->pub >= 0 && re >= 0 && memmem(d, len, "\"code\":\"stale\"", 14)) {
+      pub *p = &pubs[c->pub];
+      uint64_t seq = (uint64_t)re, slot = seq % (uint64_t)opt.window;
+      if (seq >= p->done_seq && seq < p->next_seq) {
+        st.stale++;
+        if (p->tries[slot] < 255) p->tries[slot]++;
+        uint32_t span = 10u * (p->tries[slot] < 10 ? p->tries[slot] : 10u);
+        p->retry_at[slot] = now + (uint64_t)(rng32() % span) * 1000000ull + 1;
+        st.retries_waiting++;
+        return;
+      }
+    }
     st.errors++;
     if (!st.first_error[0]) snprintf(st.first_error, sizeof st.first_error, "%.*s", (int)(len > 200 ? 200 : len), d);
   }
   /* presence, pong and the rest: counted in the ordinal only */
 }
 
+/* Socket.IO 4: one engine.io packet per WebSocket message. Its first digit
+ * is the engine.io type (0 open, 1 close, 2 ping, 4 message); a message's
+ * second digit is the Socket.IO type (0 connect, 1 disconnect, 2 event,
+ * 3 ack, 4 connect error). */
+static void on_sio_text(int ci, const uint8_t *d, size_t len, uint64_t now) {
+  conn *c = &conns[ci];
+  if (len >= 2 && d[0] == '4' && d[1] == '2') { /* 42["msg",PAYLOAD] */
+    const uint8_t *m = find_marker(d, len);
+    if (m && len > 9 && !memcmp(d + 2, "[\"msg\",", 7)) on_delivery(ci, m, now, len);
+    else st.unexpected++;
+  } else if (len == 1 && d[0] == '2') {
+    send_frame(ci, 1, "3", 1);
+  } else if (len >= 1 && d[0] == '0') { /* engine.io open: connect to the main namespace */
+    if (c->state == CS_HELLO) send_frame(ci, 1, "40", 2);
+    else st.unexpected++;
+  } else if (len >= 2 && d[0] == '4' && d[1] == '0') { /* namespace connected: join with ack id 0 */
+    if (c->state != CS_HELLO) {
+      st.unexpected++;
+      return;
+    }
+    char rn[96], msg[160];
+    room_name(rn, sizeof rn, c->room);
+    int n = snprintf(msg, sizeof msg, "420[\"join\",\"%s\"]", rn);
+    c->state = CS_JOINING;
+    c->t_join_sent = now_ns();
+    send_frame(ci, 1, msg, (size_t)n);
+  } else if (len >= 3 && d[0] == '4' && d[1] == '3' && d[2] == '0') { /* the join's ack */
+    if (c->state != CS_JOINING) {
+      st.unexpected++;
+      return;
+    }
+    c->state = CS_READY;
+    room_live[c->room]++;
+    st.nready++;
+    st.nconnecting--;
+  } else if (len >= 2 && d[0] == '4' && (d[1] == '1' || d[1] == '4')) {
+    st.errors++;
+    if (!st.first_error[0]) snprintf(st.first_error, sizeof st.first_error, "%.*s", (int)(len > 200 ? 200 : len), d);
+  } else if (len >= 1 && d[0] == '1') {
+    conn_closed(ci, "engine.io close packet");
+  } else {
+    st.unexpected++;
+  }
+}
+
 static void on_text(int ci, const uint8_t *d, size_t len, uint64_t now) {
   if (opt.proto == P_WSYNC) {
     on_wsync_text(ci, d, len, now);
+    return;
+  }
+  if (opt.proto == P_SOCKETIO) {
+    on_sio_text(ci, d, len, now);
     return;
   }
   if (len >= MARKER_LEN && d[0] == '~' && d[1] == 'B') on_delivery(ci, d, now, len);
@@ -1087,7 +1251,9 @@ static void start_connect(int ci) {
   st.nconnecting++;
   struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = (uint32_t)ci};
   if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0) die("epoll_ctl: %s", strerror(errno));
-  if (connect(fd, (struct sockaddr *)&server_addr, sizeof server_addr) != 0 && errno != EINPROGRESS)
+  int port = conn_port(ci);
+  const struct sockaddr_in *to = port == opt.port ? &server_addr : port == opt.pub_port ? &pub_addr : &alt_addr;
+  if (connect(fd, (const struct sockaddr *)to, sizeof *to) != 0 && errno != EINPROGRESS)
     die("connect: %s", strerror(errno));
 }
 
@@ -1096,7 +1262,8 @@ static void on_connected(int ci) {
   int err = 0;
   socklen_t el = sizeof err;
   getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
-  if (err) die("connect to %s:%d: %s", opt.host, opt.port, strerror(err));
+  int port = conn_port(ci);
+  if (err) die("connect to %s:%d: %s", opt.host, port, strerror(err));
   c->state = CS_UPGRADING;
   uint8_t key[16];
   for (int i = 0; i < 16; i += 4) {
@@ -1113,12 +1280,17 @@ static void on_connected(int ci) {
     n = snprintf(req, sizeof req,
                  "GET /v1/broadcast?room=%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                  "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
-                 rn, opt.host, opt.port, k64, ext);
+                 rn, opt.host, port, k64, ext);
+  } else if (opt.proto == P_SOCKETIO) {
+    n = snprintf(req, sizeof req,
+                 "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
+                 opt.host, port, k64, ext);
   } else {
     n = snprintf(req, sizeof req,
                  "GET /v1/ws HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                  "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
-                 opt.host, opt.port, k64, ext);
+                 opt.host, port, k64, ext);
   }
   c->want_out = 1; /* registered for EPOLLOUT while connecting */
   send_raw(ci, req, (size_t)n);
@@ -1157,7 +1329,9 @@ static int on_upgrade_bytes(int ci, uint8_t *d, size_t len, uint64_t now) {
   }
   st.nupgraded++;
   st.t_upgraded_last = now;
-  if (opt.proto == P_WSYNC) {
+  if (opt.proto == P_SOCKETIO) {
+    c->state = CS_HELLO; /* until the engine.io open packet */
+  } else if (opt.proto == P_WSYNC) {
     c->state = CS_HELLO;
     char msg[160];
     int n = ci == st.catch_conn && phase == PH_CATCHUP
@@ -1279,7 +1453,7 @@ static void run(void) {
         /* settle like at the end, then the baseline (outside any timing) */
         struct timespec pause = {0, 300000000};
         nanosleep(&pause, NULL);
-        if (opt.server_pid && read_proc(opt.server_pid, &smp.srv_before) != 0) die("cannot read /proc/%d", opt.server_pid);
+        if (opt.server_pid && read_servers(&smp.srv_before) != 0) die("cannot read /proc/%d", opt.server_pid);
         if (opt.healthz) smp.heap0 = healthz_heap();
         baseline_done = 1;
         now = now_ns();
@@ -1401,6 +1575,10 @@ static void write_hist(const char *path, const hist *h) {
   fclose(f);
 }
 
+static const char *proto_name(void) {
+  return opt.proto == P_WSYNC ? "wsync" : opt.proto == P_SOCKETIO ? "socketio" : "broadcast";
+}
+
 static const char *mode_name(void) {
   return opt.mode == M_OP ? "op" : opt.mode == M_STORED ? "stored" : "ephemeral";
 }
@@ -1431,7 +1609,9 @@ static int report(void) {
   double bytes_per_conn = (double)(smp.srv1.rss_kib - smp.srv_before.rss_kib) * 1024.0 / nmeasured;
   double heap_per_conn =
       smp.heap0 >= 0 && smp.heap1 >= 0 ? (double)(smp.heap1 - smp.heap0) / nmeasured : -1;
-  int failed = losses || st.dups || st.ooo || st.errors || st.closes || st.foreign || st.unexpected || st.stalled ||
+  /* After a stale re-send a publisher's ops may reach members out of its
+   * order (the room's seq order is checked instead, seq_breaks). */
+  int failed = losses || st.dups || (st.ooo && !st.stale) || st.seq_breaks || st.errors || st.closes || st.foreign || st.unexpected || st.stalled ||
                (!opt.idle && st.sent_total == 0);
   if (opt.catchup && (!st.catch_done || st.catch_seq != (uint64_t)opt.catchup)) failed = 1;
   if (opt.hist_file) write_hist(opt.hist_file, opt.proto == P_WSYNC && opt.mode == M_OP ? &st.ack_lat : &st.lat);
@@ -1440,7 +1620,7 @@ static int report(void) {
     FILE *f = stdout;
     fprintf(f, "{\"label\":\"%s\",\"proto\":\"%s\",\"mode\":\"%s\",\"conns\":%d,\"rooms\":%d,\"pubs\":%d,"
                "\"size\":%d,\"rate\":%g,\"window\":%d,\"warmup_s\":%g,\"duration_s\":%g",
-            opt.label ? opt.label : "", opt.proto == P_WSYNC ? "wsync" : "broadcast",
+            opt.label ? opt.label : "", proto_name(),
             opt.proto == P_WSYNC ? mode_name() : "", nmeasured, opt.rooms, opt.pubs, opt.size, opt.rate, opt.window,
             opt.warmup, opt.duration);
     fprintf(f, ",\"connect_ms\":%.1f,\"connect_per_s\":%.0f", connect_s * 1e3, connect_s > 0 ? nmeasured / connect_s : 0);
@@ -1458,6 +1638,8 @@ static int report(void) {
                ",\"server_closes\":%" PRIu64 ",\"stalled\":%s",
             expected, distinct, losses, st.dups, st.ooo, st.foreign, st.unexpected, st.errors, st.closes,
             st.stalled ? "true" : "false");
+    if (st.stale) fprintf(f, ",\"stale_resends\":%" PRIu64, st.stale);
+    if (st.seq_breaks) fprintf(f, ",\"room_seq_breaks\":%" PRIu64, st.seq_breaks);
     if (st.first_error[0]) {
       fputs(",\"first_error\":\"", f);
       for (const char *q = st.first_error; *q; q++) {
@@ -1469,6 +1651,7 @@ static int report(void) {
     if (opt.server_pid) {
       fprintf(f, ",\"server\":{\"pid\":%d,\"rss_before_kib\":%ld,\"rss_kib\":%ld,\"hwm_kib\":%ld", opt.server_pid,
               smp.srv_before.rss_kib, smp.srv1.rss_kib, smp.srv1.hwm_kib);
+      if (opt.nextra) fprintf(f, ",\"processes\":%d", 1 + opt.nextra);
       if (measured)
         fprintf(f, ",\"cpu_s\":%.2f,\"cpu_pct\":%.1f,\"cpu_us_per_delivery\":%.3f", srv_cpu,
                 wall > 0 ? srv_cpu / wall * 100 : 0, per ? srv_cpu * 1e6 / (double)per : 0);
@@ -1495,7 +1678,7 @@ static int report(void) {
     fprintf(f, ",\"ok\":%s}\n", failed ? "false" : "true");
   } else {
     printf("%s%s%s: %d connections in %.0f ms (%.0f/s)\n", opt.label ? opt.label : "", opt.label ? ": " : "",
-           opt.proto == P_WSYNC ? "wsync protocol" : "broadcast protocol", nmeasured, connect_s * 1e3,
+           opt.proto == P_WSYNC ? "wsync protocol" : opt.proto == P_SOCKETIO ? "Socket.IO" : "broadcast protocol", nmeasured, connect_s * 1e3,
            connect_s > 0 ? nmeasured / connect_s : 0);
     if (measured) {
       printf("  sent %.0f msg/s, delivered %.0f/s (%.1f MB/s) over %.2f s; %.1f bytes on the wire per delivery%s\n",
@@ -1530,6 +1713,8 @@ static int report(void) {
     printf("  expected %" PRIu64 ", received %" PRIu64 ": losses %" PRIu64 ", duplicates %" PRIu64
            ", out of order %" PRIu64 ", errors %" PRIu64 ", server closes %" PRIu64 "%s\n",
            expected, distinct, losses, st.dups, st.ooo, st.errors, st.closes, st.stalled ? ", STALLED" : "");
+    if (st.stale) printf("  ops re-sent after stale (fenced out by another node): %" PRIu64 "\n", st.stale);
+    if (st.seq_breaks) printf("  ops out of the room's seq order: %" PRIu64 "\n", st.seq_breaks);
     if (st.first_error[0]) printf("  first error: %s\n", st.first_error);
   }
   return opt.check && failed ? 1 : 0;
@@ -1549,6 +1734,10 @@ int main(int argc, char **argv) {
   server_addr.sin_family = AF_INET;
   server_addr.sin_port = htons((uint16_t)opt.port);
   if (inet_pton(AF_INET, opt.host, &server_addr.sin_addr) != 1) die("--host must be an IPv4 address");
+  pub_addr = server_addr;
+  pub_addr.sin_port = htons((uint16_t)(opt.pub_port ? opt.pub_port : opt.port));
+  alt_addr = server_addr;
+  alt_addr.sin_port = htons((uint16_t)(opt.alt_port ? opt.alt_port : opt.port));
 
   int total = opt.conns + (opt.catchup > 0 ? 1 : 0);
   conns = xcalloc((size_t)total, sizeof *conns);
@@ -1573,6 +1762,9 @@ int main(int argc, char **argv) {
     room_pubs[p->room][p->local] = i;
     p->cnt = xcalloc((size_t)opt.window, sizeof *p->cnt);
     p->sent_ns = xcalloc((size_t)opt.window, sizeof *p->sent_ns);
+    p->ts_ns = xcalloc((size_t)opt.window, sizeof *p->ts_ns);
+    p->retry_at = xcalloc((size_t)opt.window, sizeof *p->retry_at);
+    p->tries = xcalloc((size_t)opt.window, sizeof *p->tries);
     p->interval_ns = opt.rate > 0 ? (uint64_t)(1e9 / opt.rate) : 0;
   }
   free(fill);
@@ -1587,13 +1779,13 @@ int main(int argc, char **argv) {
   if (ep < 0) die("epoll_create1: %s", strerror(errno));
 
   if (!opt.idle) {
-    if (opt.server_pid && read_proc(opt.server_pid, &smp.srv_before) != 0) die("cannot read /proc/%d", opt.server_pid);
+    if (opt.server_pid && read_servers(&smp.srv_before) != 0) die("cannot read /proc/%d", opt.server_pid);
     if (opt.healthz) smp.heap0 = healthz_heap();
   }
 
   if (!opt.quiet)
     fprintf(stderr, "wsync-bench: %s%s%s%s: %d connections, %d rooms, %d publishers, %d B, %s\n",
-            opt.proto == P_WSYNC ? "wsync" : "broadcast", opt.proto == P_WSYNC ? " " : "", opt.proto == P_WSYNC ? mode_name() : "",
+            proto_name(), opt.proto == P_WSYNC ? " " : "", opt.proto == P_WSYNC ? mode_name() : "",
             opt.idle ? " idle" : opt.catchup ? " catch-up" : "", opt.conns, opt.rooms, opt.pubs, opt.size,
             opt.rate > 0 ? "fixed rate" : "max rate");
   run();

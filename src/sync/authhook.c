@@ -280,7 +280,7 @@ static int ask(sess *s, json_t *req, int action, const char *rname, const char *
     return -1;
   }
   e->hook_inflight++;
-  s->hold = 1;
+  s->hold++;
   sess_hook_of(s)->ah = w;
   return 1;
 }

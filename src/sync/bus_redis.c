@@ -595,6 +595,9 @@ static void on_heartbeat(rbus *b, const char *id, size_t len) {
   n = wsy_malloc(sizeof *n);
   n->seen = rb_now(b);
   map_put(&b->nodes, name, n);
+  /* A node just started: it hears of this one at once, not a second later
+   * (presence asks every node it knows when a room loads). */
+  if (b->up) send_heartbeat(b);
   if (b->base.ev.node) b->base.ev.node(b->base.ev.ud, name, 1);
 }
 

@@ -123,7 +123,12 @@ static void on_link(void *ud, int up) {
 static void on_node(void *ud, const char *node, int up) {
   engine *e = ud;
   log_info("bus: node %s %s", node, up ? "joined" : "is gone (no heartbeat): its members leave");
-  if (!up) presence_node_gone(e, node);
+  if (up) {
+    map_put(&e->nodes, node, (void *)1);
+    return;
+  }
+  map_del(&e->nodes, node);
+  presence_node_gone(e, node);
 }
 
 /* Messages to this node alone: presence answers; the HTTP transports'
@@ -131,6 +136,7 @@ static void on_node(void *ud, const char *node, int up) {
 static void on_direct(void *ud, const char *from, const char *kind, const uint8_t *body, size_t len) {
   engine *e = ud;
   if (!strcmp(kind, "presence")) presence_on_answer(e, from, body, len);
+  else if (!strcmp(kind, "presq")) presence_on_query(e, from, body, len);
   else log_warn("bus: message of unknown kind %s from node %s dropped", kind, from);
 }
 
@@ -142,32 +148,45 @@ int cluster_init(engine *e, char *err, size_t errlen) {
     char host[64] = "node", rnd[9];
     (void)gethostname(host, sizeof host - 1);
     host[sizeof host - 1] = '\0';
+    for (char *p = host; *p; p++) /* a node id's characters (bus.h) */
+      if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr("._:@-", *p)))
+        *p = '-';
     random_hex(rnd, 4);
     snprintf(e->node_id, sizeof e->node_id, "%.40s-%s", host, rnd);
   }
-  if (!cfg->bus_url || !*cfg->bus_url) {
+  if (cfg->bus_url && *cfg->bus_url) {
+    bus_events ev = {.deliver = on_deliver, .direct = on_direct, .link = on_link, .node = on_node, .ud = e};
+    int rc = bus_redis_new(e->loop, cfg->bus_url, e->node_id, &ev, &e->bus, err, errlen);
+    if (rc != 0) return rc; /* nothing made yet */
+    e->clustered = 1;
+  } else {
     e->bus = bus_local_new(on_deliver, e);
-    uv_timer_init(e->loop, &e->cluster_timer);
-    return 0;
   }
-  bus_events ev = {.deliver = on_deliver, .direct = on_direct, .link = on_link, .node = on_node, .ud = e};
-  int rc = bus_redis_new(e->loop, cfg->bus_url, e->node_id, &ev, &e->bus, err, errlen);
-  if (rc != 0) return rc;
-  e->clustered = 1;
+  map_init(&e->nodes);
+  uv_timer_init(e->loop, &e->settle_timer);
+  e->settle_timer.data = e;
+  uv_unref((uv_handle_t *)&e->settle_timer);
   uv_timer_init(e->loop, &e->cluster_timer);
   e->cluster_timer.data = e;
-  uv_timer_start(&e->cluster_timer, on_check, CHECK_MS, CHECK_MS);
-  uv_unref((uv_handle_t *)&e->cluster_timer);
-  log_info("cluster: node %s on bus %s", e->node_id, cfg->bus_url);
+  if (e->clustered) {
+    uv_timer_start(&e->cluster_timer, on_check, CHECK_MS, CHECK_MS);
+    uv_unref((uv_handle_t *)&e->cluster_timer);
+    log_info("cluster: node %s on bus %s", e->node_id, cfg->bus_url);
+  }
   return 0;
 }
 
-void cluster_deinit(engine *e) { uv_close((uv_handle_t *)&e->cluster_timer, NULL); }
+void cluster_deinit(engine *e) {
+  uv_close((uv_handle_t *)&e->cluster_timer, NULL);
+  uv_close((uv_handle_t *)&e->settle_timer, NULL);
+  map_free(&e->nodes);
+}
 
 void cluster_room_loaded(engine *e, room *r) {
   if (r->subscribed) return;
   r->delivered = r->seq;
   r->subscribed = 1;
+  r->subscribed_cluster = e->clustered;
   bus_subscribe(e->bus, r->name);
   presence_query(e, r);
 }

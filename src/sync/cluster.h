@@ -56,11 +56,21 @@ int cluster_refill(engine *e, room *r, uint64_t upto);
  * presence and cursor events update what this node knows of the other
  * nodes' members. 1 when the message is for nodes only (not delivered). */
 int presence_on_ephemeral(engine *e, room *r, const bus_msg *m);
-/* Asks the other nodes for their members of r (r was just loaded here):
+/* Asks every other node for its members of r (r was just loaded here):
  * their answers (presence_on_answer) add them, each announced to this
- * node's members with a join event. */
+ * node's members with a join event. Joins meanwhile wait (the session is
+ * held) until every node asked has answered, at most 200 ms, so that their
+ * joined lists every member of the cluster. */
 void presence_query(engine *e, room *r);
+void presence_on_query(engine *e, const char *node, const uint8_t *body, size_t len);
 void presence_on_answer(engine *e, const char *node, const uint8_t *body, size_t len);
+int presence_settling(const room *r);
+/* Lets the joins held for r go on once nothing is awaited (the answers,
+ * r's creation: in a cluster a join to a room this node is creating waits
+ * for the commit, since another node may create it first with another
+ * epoch). */
+void presence_gate_open(engine *e, room *r);
+void presence_hold_join(engine *e, room *r, sess *s, json_t *req);
 /* A node stopped sending heartbeats: its members leave every room here. */
 void presence_node_gone(engine *e, const char *node);
 /* Appends the other nodes' members of r, as joined lists show members. */

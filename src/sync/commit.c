@@ -105,8 +105,9 @@ static void seen_add_key(engine *e, const char *key);
  * before its writer gets `stale` (PROTOCOL.md 11.2). */
 #define REDECIDE_MAX 20
 
-static void defer_push(room *r, sess *s, json_t *req, unsigned tries) {
+static void defer_push(room *r, sess *s, json_t *req, unsigned tries, int unrecorded) {
   defwrite *d = wsy_calloc(1, sizeof *d);
+  d->unrecorded = unrecorded;
   d->s = s;
   s->refs++;
   d->req = json_incref(req);
@@ -130,9 +131,11 @@ static void redecide(engine *e, room *r) {
     next = d->next;
     if (!d->s->ended) {
       e->tries_now = d->tries;
+      e->unrecorded_now = d->unrecorded;
       e->redecided++;
       proto_redecide(d->s, d->req);
       e->tries_now = 0;
+      e->unrecorded_now = 0;
     }
     sess_unref(d->s);
     json_decref(d->req);
@@ -202,7 +205,10 @@ static void commit_done(void *ud, int rc) {
        * the store, and reloads once nothing of it is pending. */
       r->broken = 1;
       if ((rc == WSY_STALE || rc == WSY_DUPLICATE || rc == WSY_AGAIN) && p->req && p->tries < REDECIDE_MAX)
-        defer_push(r, p->s, p->req, p->tries + 1); /* decided again once r is read again */
+        /* Decided again once r is read again. Its cid was sequenced (so the
+         * dedupe filter says "maybe"), but a stale or deadlocked batch rolled
+         * back whole: the store has not recorded it, no lookup needed. */
+        defer_push(r, p->s, p->req, p->tries + 1, rc != WSY_DUPLICATE);
       else if (p->s && p->kind != P_CREATE) sess_send_json(p->s, failed_msg(p, rc));
       /* A cid another node recorded: its re-send asks the store. */
       if (rc == WSY_DUPLICATE && p->ckey) seen_add_key(e, p->ckey);
@@ -226,8 +232,13 @@ static void commit_done(void *ud, int rc) {
       else e->ops_committed++;
     }
     r->pending--;
+    int created = p->kind == P_CREATE;
     pend_free(e, p);
     if (r->broken && r->pending == 0) (void)room_reload(e, r); /* else tried again on the next write */
+    if (created && r->creating) {
+      r->creating = 0; /* stored, or another node's room was read instead */
+      presence_gate_open(e, r);
+    }
     if (r->defer && r->pending == 0) redecide(e, r);
     room_unload_if_idle(e, r);
   }
@@ -354,6 +365,7 @@ void commit_deinit(engine *e) {
 
 void commit_room_created(engine *e, room *r) {
   store_batch_room_create(e->batch, r->name, r->epoch);
+  r->creating = 1;
   pend *p = wsy_calloc(1, sizeof *p);
   p->kind = P_CREATE;
   p->r = r;
@@ -471,7 +483,7 @@ static int dedupe(author *a, json_t *req, room *r, const char *cid, op_refusal *
     if (orig->r != r) goto other_room;
     seq = orig->seq;
     found = 1;
-  } else if (seen_maybe(e, a->dkey, cid)) {
+  } else if (!e->unrecorded_now && seen_maybe(e, a->dkey, cid)) {
     char room_out[STORE_ROOM_MAX + 1];
     int rc = store_dedupe_get(e->st, a->dkey, cid, room_out, &seq);
     if (rc != 0 && rc != WSY_NOT_FOUND) {
@@ -511,7 +523,7 @@ int commit_admit(author *a, json_t *req, room *r, const char *cid, op_refusal *w
    * (a fenced-out batch, a stale replica with entries pending), or behind
    * writes deferred before it, waits its turn rather than being refused. */
   if (a->e->clustered && a->s && req && (r->defer ? a->e->redeciding != r : r->pending != 0 && (r->broken || r->stale))) {
-    defer_push(r, a->s, req, a->e->tries_now);
+    defer_push(r, a->s, req, a->e->tries_now, a->e->unrecorded_now);
     return 1;
   }
   int d = cid ? dedupe(a, req, r, cid, why) : 0;

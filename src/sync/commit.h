@@ -62,6 +62,7 @@ typedef struct defwrite {
   sess *s;        /* a reference */
   json_t *req;    /* a reference */
   unsigned tries;
+  int unrecorded; /* its cid is known not to be in the store (its batch rolled back) */
 } defwrite;
 
 /* Frees r's deferred writes unanswered (the room is freed at shutdown). */

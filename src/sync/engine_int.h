@@ -65,7 +65,10 @@ struct engine {
   uv_timer_t cluster_timer;
   uint64_t refills, refilled, bus_duplicates, bus_gaps, bus_received, reloads, stale_commits, redecided;
   unsigned tries_now;  /* while a deferred write is decided again: its tries (commit.c) */
+  int unrecorded_now;  /* ... and its cid is known not to be stored: no store lookup */
   room *redeciding;    /* the room whose deferred writes are being decided again */
+  map nodes;           /* the other nodes heard from (bus heartbeats) */
+  uv_timer_t settle_timer; /* joins waiting for other nodes' presence answers (presence.c) */
   webhooks *hooks;    /* NULL without --webhook */
   jw frame_text;      /* the text of the last frame made: reused, kept for the store */
   auth_config auth;   /* how hello verifies tokens (secret, JWKS, iss, aud, leeway) */

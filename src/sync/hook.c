@@ -105,7 +105,7 @@ void hook_hold_push(sess *s, json_t *req) {
 }
 
 void hook_hold_release(sess *s) {
-  s->hold = 0;
+  if (s->hold) s->hold--;
   s->refs++; /* a bye among the messages ends the session under this loop */
   while (!s->hold && s->hk && s->hk->held && json_array_size(s->hk->held) && !s->ended &&
          !s->e->hooks_closing) {

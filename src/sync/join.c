@@ -170,6 +170,12 @@ static void join_decide(sess *s, json_t *req, int asked) {
     sess_error(s, req, "internal", "the room could not be loaded", NULL, NULL);
     return;
   }
+  /* A room just loaded in a cluster: the join waits for the other nodes'
+   * members (cluster.h), so that joined lists them. */
+  if (presence_settling(r)) {
+    presence_hold_join(e, r, s, req);
+    return;
+  }
   /* A replica another node wrote is read again first (cluster.h); with
    * entries pending it stays stale and the join reads the store. */
   (void)cluster_fresh(e, r);

@@ -6,6 +6,7 @@
 
 #include "../common/log.h"
 #include "cluster.h"
+#include "hook.h"
 #include "proto.h"
 #include "room.h"
 #include "sess.h"
@@ -16,7 +17,17 @@ typedef struct rmember {
   json_t *entry; /* {user, device, state, connected[, cursor]} as a joined list shows it */
 } rmember;
 
-#define QUERY_PREFIX "{\"type\":\"~presence_query\""
+/* How long a join to a room just loaded here waits for the other nodes'
+ * answers at most (a node that does not answer in time is one that is
+ * going away: its members would leave within the heartbeat TTL anyway). */
+#define SETTLE_MS 200
+
+/* A join waiting for the answers (the session is held: hook.h). */
+typedef struct pwait {
+  struct pwait *next;
+  sess *s;
+  json_t *req;
+} pwait;
 
 static void key_of(char *key, size_t n, const char *node, const char *user, const char *device) {
   snprintf(key, n, "%s\x1f%s\x1f%s", node, user, device);
@@ -30,6 +41,14 @@ static void rmember_free(rmember *x) {
 }
 
 void presence_room_free(room *r) {
+  for (pwait *w = r->settle_q, *next; w; w = next) { /* shutdown: unanswered */
+    next = w->next;
+    if (w->s->hold) w->s->hold--;
+    sess_unref(w->s);
+    json_decref(w->req);
+    wsy_free(w);
+  }
+  r->settle_q = NULL;
   const char *k;
   void *v;
   for (size_t i = 0; map_next(&r->remote, &i, &k, &v);) rmember_free(v);
@@ -92,25 +111,85 @@ static int remember(room *r, const char *node, const char *event, json_t *entry)
   return 1;
 }
 
-static void answer_query(engine *e, room *r, const char *asker) {
-  if (!r->members) return;
+/* Another node loaded name and asks for this node's members of it: the
+ * answer is sent even when there are none, so that it can stop waiting. */
+static void answer_query(engine *e, const char *name, const char *asker) {
+  room *r = map_get(&e->rooms, name);
   json_t *list = json_array();
-  for (member *x = r->members; x; x = x->next) json_array_append_new(list, room_presence_entry(x));
-  json_t *body = json_pack("{s:s,s:o}", "room", r->name, "members", list);
+  for (member *x = r ? r->members : NULL; x; x = x->next) json_array_append_new(list, room_presence_entry(x));
+  json_t *body = json_pack("{s:s,s:o}", "room", name, "members", list);
   char *text = json_dumps(body, JSON_COMPACT);
   json_decref(body);
   if (text && bus_send_node(e->bus, asker, "presence", text, strlen(text)) != 0)
-    log_warn("presence: cannot answer node %s about room %s (bus down)", asker, r->name);
+    log_warn("presence: cannot answer node %s about room %s (bus down)", asker, name);
   free(text);
 }
 
+void presence_on_query(engine *e, const char *node, const uint8_t *body, size_t len) {
+  char name[STORE_ROOM_MAX + 1];
+  if (len == 0 || len > STORE_ROOM_MAX || memchr(body, 0, len)) return;
+  memcpy(name, body, len);
+  name[len] = '\0';
+  answer_query(e, name, node);
+}
+
+/* The joins that waited for r's answers (and for its creation) go on, in
+ * order, once neither is awaited. */
+void presence_gate_open(engine *e, room *r) {
+  if (r->settle_left || r->creating || !r->settle_q) return;
+  pwait *q = r->settle_q;
+  r->settle_q = NULL;
+  for (pwait *w = q, *next; w; w = next) {
+    next = w->next;
+    if (!w->s->ended) join_handle_asked(w->s, w->req);
+    hook_hold_release(w->s);
+    sess_unref(w->s);
+    json_decref(w->req);
+    wsy_free(w);
+  }
+  room_unload_if_idle(e, r);
+}
+
+static void on_settle_timer(uv_timer_t *t) {
+  engine *e = t->data;
+  uint64_t now = now_ms(e);
+  int waiting = 0;
+  const char *k;
+  void *v;
+  for (size_t i = 0; map_next(&e->rooms, &i, &k, &v);) {
+    room *r = v;
+    if (!r->settle_left) continue;
+    if (now < r->settle_until) {
+      waiting = 1;
+      continue;
+    }
+    log_warn("presence: room %s: %u nodes did not answer within %d ms; joins go on without their members",
+             r->name, r->settle_left, SETTLE_MS);
+    r->settle_left = 0;
+    presence_gate_open(e, r);
+    i = 0; /* the room may have unloaded: walk again */
+  }
+  if (!waiting) uv_timer_stop(t);
+}
+
+int presence_settling(const room *r) { return r->settle_left > 0 || (r->creating && r->subscribed_cluster); }
+
+void presence_hold_join(engine *e, room *r, sess *s, json_t *req) {
+  (void)e;
+  pwait *w = wsy_calloc(1, sizeof *w);
+  w->s = s;
+  s->refs++;
+  s->hold++; /* its later messages wait behind the join (hook.h) */
+  w->req = json_incref(req);
+  pwait **pp = &r->settle_q;
+  while (*pp) pp = &(*pp)->next;
+  *pp = w;
+}
+
 int presence_on_ephemeral(engine *e, room *r, const bus_msg *m) {
+  (void)e;
   size_t len;
   const uint8_t *p = frame_payload(m->frame, &len);
-  if (len >= sizeof QUERY_PREFIX - 1 && !memcmp(p, QUERY_PREFIX, sizeof QUERY_PREFIX - 1)) {
-    if (m->origin) answer_query(e, r, m->origin);
-    return 1; /* for nodes, not members */
-  }
   if (!m->origin) return 0;
   int pres = len > 18 && !memcmp(p, "{\"type\":\"presence\"", 18);
   int cursor = len > 16 && !memcmp(p, "{\"type\":\"cursor\"", 16);
@@ -133,11 +212,15 @@ int presence_on_ephemeral(engine *e, room *r, const bus_msg *m) {
 
 void presence_query(engine *e, room *r) {
   if (!e->clustered) return;
-  static const char q[] = QUERY_PREFIX "}";
-  net_chunk *f = ws_frame_new(WS_OP_TEXT, q, sizeof q - 1);
-  bus_msg m = {.room = r->name, .frame = f};
-  bus_publish(e->bus, &m);
-  net_chunk_unref(f);
+  const char *k;
+  void *v;
+  unsigned asked = 0;
+  for (size_t i = 0; map_next(&e->nodes, &i, &k, &v);)
+    if (bus_send_node(e->bus, k, "presq", r->name, strlen(r->name)) == 0) asked++;
+  if (!asked) return;
+  r->settle_left = asked;
+  r->settle_until = now_ms(e) + SETTLE_MS;
+  if (!uv_is_active((uv_handle_t *)&e->settle_timer)) uv_timer_start(&e->settle_timer, on_settle_timer, 20, 20);
 }
 
 void presence_on_answer(engine *e, const char *node, const uint8_t *body, size_t len) {
@@ -151,6 +234,7 @@ void presence_on_answer(engine *e, const char *node, const uint8_t *body, size_t
     json_array_foreach(list, i, x) if (remember(r, node, "join", x)) tell_local(e, r, "join", x);
   }
   json_decref(v);
+  if (r && r->settle_left && --r->settle_left == 0) presence_gate_open(e, r);
 }
 
 void presence_node_gone(engine *e, const char *node) {

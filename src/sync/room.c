@@ -36,7 +36,7 @@ static void room_destroy(engine *e, room *r) {
 }
 
 void room_unload_if_idle(engine *e, room *r) {
-  if (r->nmembers == 0 && r->npeers == 0 && r->pending == 0 && !r->defer) {
+  if (r->nmembers == 0 && r->npeers == 0 && r->pending == 0 && !r->defer && !r->settle_q) {
     map_del(&e->rooms, r->name);
     room_destroy(e, r);
   }

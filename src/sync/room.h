@@ -90,6 +90,11 @@ struct room {
   int stale;         /* entries decided elsewhere were delivered: reload before deciding */
   int subscribed;    /* on the bus */
   defwrite *defer, **defer_tail; /* writes to decide again (commit.h), in order; keep the room loaded */
+  int creating;            /* its creation is pending in a batch */
+  int subscribed_cluster;  /* loaded on a node of a cluster (joins wait for its creation) */
+  unsigned settle_left;    /* nodes asked for their members that have not answered yet (presence.c) */
+  uint64_t settle_until;   /* loop ms: joins stop waiting for them then */
+  struct pwait *settle_q;  /* joins waiting meanwhile, in order */
   map remote;        /* other nodes' members: "node\x1fuser\x1fdevice" -> their entry (presence.c) */
   void *peers;       /* the kind's own connections (Yjs), kept across reloads */
   unsigned npeers;   /* they keep the room loaded as members do */

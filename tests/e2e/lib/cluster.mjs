@@ -156,7 +156,7 @@ function run(file, args, { timeout = WAIT_MS, ...opts } = {}) {
  * (err.busy when its output matches busy: the port was taken) or after
  * DAEMON_MS. The caller owns the process.
  */
-async function launch(what, file, args, { ready, busy, uid, gid, env }) {
+async function launch(what, file, args, { ready, busy, uid, gid, env, unref = false }) {
   const proc = spawn(file, args, {
     detached: true,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -187,6 +187,13 @@ async function launch(what, file, args, { ready, busy, uid, gid, env }) {
   } catch (err) {
     if (!d.exit && !spawnError) signal(proc.pid, 'SIGKILL');
     throw err;
+  }
+  if (unref) {
+    // A daemon shared by a whole test file: it does not keep the process
+    // alive; the exit hook stops it.
+    proc.unref();
+    proc.stdout.unref();
+    proc.stderr.unref();
   }
   return d;
 }
@@ -322,7 +329,7 @@ export function parseCsv(text) {
  *   queries hang, new connections wait in the backlog; resume() continues.
  * - stop() is the end: resumes if paused, halts, removes the dir. Idempotent.
  */
-export async function startPostgres({ t = null, user = 'wsync', database = 'wsync' } = {}) {
+export async function startPostgres({ t = null, user = 'wsync', database = 'wsync', unref = false } = {}) {
   const bin = pgBinDir();
   const owner = pgOwner();
   const ids = owner ? { uid: owner.uid, gid: owner.gid } : {};
@@ -373,11 +380,12 @@ export async function startPostgres({ t = null, user = 'wsync', database = 'wsyn
             '-D', dataDir,
             '-c', 'listen_addresses=127.0.0.1', '-c', `port=${pg.port}`,
             '-c', `unix_socket_directories=${dir}`,
-            '-c', 'fsync=on', '-c', 'shared_buffers=16MB', '-c', 'max_connections=100',
+            '-c', 'fsync=on', '-c', 'shared_buffers=16MB', '-c', 'max_connections=200',
             '-c', 'huge_pages=off',
           ], {
             ready: /database system is ready to accept connections/,
             busy: /could not bind|could not create any TCP\/IP sockets|Address already in use/,
+            unref,
             ...ids,
           });
           paused = false;
@@ -728,7 +736,7 @@ let dbSeq = 0;
 
 /** The shared PostgreSQL of this test process (started on first use, stopped at exit). */
 function clusterPg() {
-  if (!sharedPg) sharedPg = startPostgres();
+  if (!sharedPg) sharedPg = startPostgres({ unref: true });
   return sharedPg;
 }
 
