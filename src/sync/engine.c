@@ -13,6 +13,7 @@
 #include "commit.h"
 #include "engine_int.h"
 #include "fallback.h"
+#include "forward.h"
 #include "hook.h"
 #include "room.h"
 #include "sess.h"
@@ -148,6 +149,7 @@ void engine_free(engine *e) {
    * what is in flight and pending. */
   sess_reap(e);
   sess_end_all(e);
+  fwd_free(e); /* after the sessions: their forwarded streams were ended */
   /* Requests in flight are canceled: their entries go again after the
    * restart; positions already acknowledged commit below. */
   webhooks_free(e->hooks);
@@ -182,8 +184,9 @@ void engine_shutdown(engine *e) {
   void *v;
   for (size_t i = 0; map_next(&e->sessions, &i, &k, &v);) {
     sess *s = v;
-    if (s->dn) fb_end(s, WS_CLOSE_GOING_AWAY, "server shutting down");
+    if (fb_has_dn(s)) fb_end(s, WS_CLOSE_GOING_AWAY, "server shutting down");
   }
+  fwd_shutdown(e); /* requests forwarded to other nodes: 503 (forward.h) */
 }
 
 void engine_set_jwks(engine *e, const auth_jwks *jwks) {

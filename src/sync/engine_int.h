@@ -10,6 +10,7 @@
  *   commit.h    the log: admission, dedupe, sequencing, group commit, acks
  *   proto.h     the wire: decoding a message, dispatch, join/leave
  *   fallback.h  the HTTP transports of a session (SSE, long-poll, send)
+ *   forward.h   those requests for another node's session, over the bus
  *   api.h       the backend HTTP API and /metrics
  *   bus.h       the bus seam: committed entries and ephemeral traffic of a
  *               room to every node (in-process, or Redis between nodes)
@@ -60,6 +61,7 @@ struct engine {
   /* several nodes (cluster.h) */
   char node_id[64];
   int clustered;      /* a bus between nodes (--bus) */
+  struct fwd_state *fwd; /* fallback requests forwarded between nodes (forward.h); NULL until one */
   uv_timer_t cluster_timer;
   uint64_t refills, refilled, bus_duplicates, bus_gaps, bus_received, reloads, stale_commits, redecided;
   unsigned tries_now;  /* while a deferred write is decided again: its tries (commit.c) */

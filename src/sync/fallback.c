@@ -7,9 +7,31 @@
 #include <string.h>
 
 #include "../common/log.h"
+#include "forward.h"
 #include "proto.h"
 #include "room.h"
 #include "sess.h"
+
+/* Where an answer goes: the client's connection, or the node the request
+ * came through (forward.h: the session lives here, its client is there). */
+typedef struct fb_out {
+  conn *c;
+  fwd_in *f;
+} fb_out;
+
+static void out_respond(fb_out o, int status, const char *ct, const char *hdrs, const void *body, size_t len) {
+  if (o.f) fwd_in_answer(o.f, status, ct, hdrs, body, len);
+  else httpd_respond(o.c, status, ct, hdrs, body, len);
+}
+
+/* A session's downstream is a connection here (s->dn) or one on another
+ * node (s->hx->rdn); httpd, or forward.c on a cancel, clears either. */
+int fb_has_dn(const sess *s) { return s->dn || (s->hx && s->hx->rdn); }
+
+static int dn_send(sess *s, net_chunk *ch, int force) {
+  if (!s->dn) return fwd_in_data(s->hx->rdn, ch->data, ch->len);
+  return force ? net_conn_send_force(s->dn, ch) : net_conn_send(s->dn, ch);
+}
 
 /* Downstream: an SSE event per message (id = ordinal), or one JSON answer
  * per poll gathering what the loop iteration produced. */
@@ -31,7 +53,7 @@ static void sse_abort(sess *s) {
 
 static void sse_write(sess *s, net_chunk *ch) {
   s->hx->dn_at = now_ms(s->e);
-  if (net_conn_send(s->dn, ch) != WSY_OK) sse_abort(s);
+  if (dn_send(s, ch, 0) != WSY_OK) sse_abort(s);
 }
 
 /* Writes the outbox's messages after ordinal `after` as one chunk. */
@@ -100,16 +122,23 @@ static void poll_put_one(void *ud, uint64_t ordinal, net_chunk *frame) {
 
 /* Answers the pending poll with the messages after its last, and `close`
  * when the session's downstream ends for a reason (code != 0). */
+static void poll_reply(conn *c, fwd_in *f, int status, const char *hdrs, const void *body, size_t len) {
+  if (f) fwd_in_answer(f, status, "application/json", hdrs, body, len);
+  else httpd_deferred_answer(c, status, "application/json", hdrs, body, len);
+}
+
 static void poll_answer(sess *s, unsigned code, const char *reason, int empty) {
   conn *c = s->dn;
+  fwd_in *f = s->hx->rdn;
   s->dn = NULL;
+  s->hx->rdn = NULL;
   s->dn_kind = 0;
   s->hx->dn_lost = now_ms(s->e);
   const char *hdrs = s->hx->dn_headers ? s->hx->dn_headers : "Cache-Control: no-store\r\n";
   sess_ob_trim(s);
   if (s->ob_first > s->hx->poll_last + 1) { /* the outbox dropped messages it never delivered */
     const char gone[] = "{\"type\":\"error\",\"code\":\"session_expired\",\"message\":\"messages were lost; say hello again\"}";
-    httpd_deferred_answer(c, 410, "application/json", hdrs, gone, sizeof gone - 1);
+    poll_reply(c, f, 410, hdrs, gone, sizeof gone - 1);
   } else {
     buf b;
     buf_init(&b, SIZE_MAX);
@@ -130,8 +159,10 @@ static void poll_answer(sess *s, unsigned code, const char *reason, int empty) {
     }
     if (ok) ok = buf_append(&b, "}", 1) == WSY_OK;
     if (ok) {
-      httpd_deferred_answer(c, 200, "application/json", hdrs, b.data, b.len);
+      poll_reply(c, f, 200, hdrs, b.data, b.len);
       if (!empty) s->hx->dn_upto = s->ob_next - 1;
+    } else if (f) {
+      fwd_in_end(f, 1);
     } else {
       httpd_stream_end(c, 1);
     }
@@ -146,19 +177,12 @@ void fb_answer_polls(engine *e) {
     sess *s = e->due;
     e->due = s->hx->due_next;
     s->due = 0;
-    if (s->dn && s->dn_kind == FB_POLL && sess_ob_count(s)) poll_answer(s, 0, NULL, 0);
+    if (fb_has_dn(s) && s->dn_kind == FB_POLL && sess_ob_count(s)) poll_answer(s, 0, NULL, 0);
     sess_unref(s); /* the due list's reference */
   }
 }
 
-/* The session's downstream ends for a reason a WebSocket would learn from
- * a close code (PROTOCOL.md 2.4). */
-void fb_end(sess *s, unsigned code, const char *reason) {
-  if (!s->dn) return;
-  if (s->dn_kind == FB_POLL) {
-    poll_answer(s, code, reason, 0);
-    return;
-  }
+net_chunk *fb_close_event(unsigned code, const char *reason) {
   json_t *cl = json_pack("{s:i,s:s}", "code", (int)code, "reason", reason ? reason : "");
   char *ct = jw_dumps(cl);
   json_decref(cl);
@@ -167,16 +191,31 @@ void fb_end(sess *s, unsigned code, const char *reason) {
   int n = sprintf((char *)ch->data, "event: close\ndata: %s\n\n", ct);
   ch->len = (uint32_t)n;
   free(ct);
+  return ch;
+}
+
+/* The session's downstream ends for a reason a WebSocket would learn from
+ * a close code (PROTOCOL.md 2.4). */
+void fb_end(sess *s, unsigned code, const char *reason) {
+  if (!fb_has_dn(s)) return;
+  if (s->dn_kind == FB_POLL) {
+    poll_answer(s, code, reason, 0);
+    return;
+  }
+  net_chunk *ch = fb_close_event(code, reason);
   conn *c = s->dn;
+  fwd_in *f = s->hx->rdn;
   char cs[16];
   snprintf(cs, sizeof cs, "%u", code);
   conn_event(s->e, s, c, "close", "transport", "sse", "code", cs, "by", "server", (const char *)NULL);
+  (void)dn_send(s, ch, 1);
   s->dn = NULL;
+  s->hx->rdn = NULL;
   s->dn_kind = 0;
   s->hx->dn_lost = now_ms(s->e);
-  (void)net_conn_send_force(c, ch);
   net_chunk_unref(ch);
-  httpd_stream_end(c, 0);
+  if (f) fwd_in_end(f, 0);
+  else httpd_stream_end(c, 0);
 }
 
 /* Another downstream (or a WebSocket) takes over: an SSE stream is told
@@ -199,24 +238,25 @@ void fb_sweep(engine *e) {
   for (size_t i = 0; map_next(&e->sessions, &i, &k, &v);) {
     sess *s = v;
     if (!s->http) continue;
-    if (!s->dn && s->dn_kind) { /* the peer closed its stream: httpd cleared dn */
+    if (!fb_has_dn(s) && s->dn_kind) { /* the peer closed its stream: httpd (or forward.c) cleared it */
       if (s->dn_kind == FB_SSE)
         conn_event(e, s, NULL, "close", "transport", "sse", "by", "client", (const char *)NULL);
       s->dn_kind = 0;
       s->hx->dn_lost = now;
     }
-    if (s->dn && s->dn_kind == FB_SSE && now - s->hx->dn_at >= cfg->ping_interval_ms) {
+    if (fb_has_dn(s) && s->dn_kind == FB_SSE && now - s->hx->dn_at >= cfg->ping_interval_ms) {
       net_chunk *ch = net_chunk_new(8);
       memcpy(ch->data, ": ping\n\n", 8);
       sse_write(s, ch);
       net_chunk_unref(ch);
-    } else if (s->dn && s->dn_kind == FB_POLL && now - s->hx->dn_at >= cfg->poll_timeout_ms) {
+    } else if (fb_has_dn(s) && s->dn_kind == FB_POLL && now - s->hx->dn_at >= cfg->poll_timeout_ms) {
       poll_answer(s, 0, NULL, 0);
-    } else if (!s->dn && !s->detached_at && now - s->hx->dn_lost >= FB_DETACH_GRACE_MS) {
+    } else if (!fb_has_dn(s) && !s->detached_at && now - s->hx->dn_lost >= FB_DETACH_GRACE_MS) {
       s->detached_at = now;
       for (member *m = s->rooms; m; m = m->snext) room_presence_event(e, m, "update");
     }
   }
+  fwd_sweep(e);
 }
 
 /* CORS headers for the request into out (PROTOCOL.md 2.4); 0 when its
@@ -232,18 +272,18 @@ static int cors(engine *e, httpd_req *r, char *out, size_t n) {
   return 1;
 }
 
-static void fb_error(conn *c, int status, const char *hdrs, const char *code, const char *message) {
+static void fb_error(fb_out c, int status, const char *hdrs, const char *code, const char *message) {
   json_t *b = json_pack("{s:s,s:s,s:s}", "type", "error", "code", code, "message", message);
   char *text = jw_dumps(b);
   json_decref(b);
   char h[1024];
   snprintf(h, sizeof h, "Cache-Control: no-store\r\n%s", hdrs);
-  httpd_respond(c, status, "application/json", h, text, strlen(text));
+  out_respond(c, status, "application/json", h, text, strlen(text));
   free(text);
 }
 
-void fb_hello_answer(engine *e, conn *c, capture *cap, sess *n, const char *hdrs, int deferred) {
-  (void)e;
+static void hello_answer(fb_out o, capture *cap, sess *n, const char *hdrs, int deferred) {
+  conn *c = o.c;
   char h[1024];
   snprintf(h, sizeof h, "Cache-Control: no-store\r\n%s", hdrs);
   int st = 200;
@@ -252,21 +292,30 @@ void fb_hello_answer(engine *e, conn *c, capture *cap, sess *n, const char *hdrs
          : !strcmp(cap->code, "forbidden")                                     ? 403
          : !strcmp(cap->code, "hook_unavailable")                              ? 503
                                                                                 : 400;
-  if (c && cap->text.len) {
+  if (o.f) {
+    const char *refused = "{\"type\":\"error\",\"code\":\"bad_request\",\"message\":\"hello refused\"}";
+    if (cap->text.len) fwd_in_answer(o.f, st, "application/json", h, cap->text.data, cap->text.len);
+    else fwd_in_answer(o.f, 400, "application/json", h, refused, strlen(refused));
+  } else if (c && cap->text.len) {
     if (deferred) httpd_deferred_answer(c, st, "application/json", h, cap->text.data, cap->text.len);
     else httpd_respond(c, st, "application/json", h, cap->text.data, cap->text.len);
   } else if (c) {
     const char *body = "{\"type\":\"error\",\"code\":\"bad_request\",\"message\":\"hello refused\"}";
     if (deferred) httpd_deferred_answer(c, 400, "application/json", h, body, strlen(body));
-    else fb_error(c, 400, hdrs, "bad_request", "hello refused");
+    else fb_error((fb_out){c, NULL}, 400, hdrs, "bad_request", "hello refused");
   }
   /* A new session keeps the registry's reference; a resume took n already. */
   if (!cap->welcomed || cap->welcomed == n) sess_unref(n);
 }
 
+void fb_hello_answer(engine *e, conn *c, capture *cap, sess *n, const char *hdrs, int deferred) {
+  (void)e;
+  hello_answer((fb_out){c, NULL}, cap, n, hdrs, deferred);
+}
+
 /* POST /v1/send with a hello: the answer is the welcome (or the error), or
  * later when the authorization hook is asked (authhook_defer_http). */
-static void send_hello(engine *e, conn *c, json_t *req, const char *hdrs) {
+static void send_hello(engine *e, fb_out o, json_t *req, const char *hdrs) {
   sess *n = sess_new(e, NULL); /* this request's reference */
   capture cap = {0};
   buf_init(&cap.text, SIZE_MAX);
@@ -274,13 +323,24 @@ static void send_hello(engine *e, conn *c, json_t *req, const char *hdrs) {
   n->refs++; /* a resume drops the request's reference to n, which is read below */
   proto_dispatch(n, req);
   e->cap = NULL;
-  if (n->hold) authhook_defer_http(n, c, hdrs); /* the request's reference goes with it */
-  else fb_hello_answer(e, c, &cap, n, hdrs, 0);
+  if (n->hold) authhook_defer_http(n, o.c, hdrs); /* never forwarded (fb_send): o.c is set */
+  else hello_answer(o, &cap, n, hdrs, 0);
   sess_unref(n);
   buf_free(&cap.text);
 }
 
-static void fb_send(engine *e, conn *c, httpd_req *r, const char *hdrs) {
+/* Which session the client's token names: 1 with s (NULL: none here), or 0
+ * when the request was forwarded to the session's node (answered later). */
+static int find_sess(engine *e, fb_out o, httpd_req *r, const char *tok, size_t len, const char *hdrs, sess **s) {
+  char key[SESS_KEY_LEN + 1], node[SESS_NODE_MAX + 1];
+  int where = tok ? sess_token_where(e, tok, len, key, node) : SESS_TOKEN_BAD;
+  *s = where == SESS_TOKEN_HERE ? map_get(&e->sessions, key) : NULL;
+  if (where != SESS_TOKEN_NODE || o.f) return 1; /* a node forwards only what arrived on a socket */
+  fwd_request(e, o.c, r, node, hdrs);
+  return 0;
+}
+
+static void fb_send(engine *e, fb_out c, httpd_req *r, const char *hdrs) {
   size_t len;
   const uint8_t *body = httpd_req_body(r, &len);
   if (len > e->cfg->max_message) {
@@ -296,7 +356,20 @@ static void fb_send(engine *e, conn *c, httpd_req *r, const char *hdrs) {
   }
   if (json_is_object(j) && json_is_string(json_object_get(j, "type")) &&
       !strcmp(json_string_value(json_object_get(j, "type")), "hello")) {
-    send_hello(e, c, j, hdrs);
+    /* A new session lives where its hello arrived; a resume goes to the
+     * node of the session, while that node is up (else: a new session
+     * here). Not with --auth-hook: its answer may come later, to a
+     * connection (authhook_defer_http). */
+    const char *stok = json_string_value(json_object_get(j, "session"));
+    char key[SESS_KEY_LEN + 1], node[SESS_NODE_MAX + 1];
+    if (!c.f && stok && !e->cfg->auth_hook && sess_token_where(e, stok, strlen(stok), key, node) == SESS_TOKEN_NODE &&
+        fwd_node_up(e, node)) {
+      json_decref(j);
+      fwd_request(e, c.c, r, node, hdrs);
+      return;
+    }
+    if (c.f && e->cfg->auth_hook) fb_error(c, 400, hdrs, "bad_request", "a hello is answered by the node it reaches");
+    else send_hello(e, c, j, hdrs);
     json_decref(j);
     return;
   }
@@ -314,12 +387,10 @@ static void fb_send(engine *e, conn *c, httpd_req *r, const char *hdrs) {
   }
   size_t sl;
   const char *tok = httpd_req_header(r, "Wsync-Session", &sl);
-  char token[sizeof ((sess *)0)->token];
-  sess *s = NULL;
-  if (tok && sl < sizeof token) {
-    memcpy(token, tok, sl);
-    token[sl] = '\0';
-    s = map_get(&e->sessions, token);
+  sess *s;
+  if (!find_sess(e, c, r, tok, sl, hdrs, &s)) {
+    json_decref(j);
+    return;
   }
   if (!s || s->ended) {
     json_decref(j);
@@ -340,14 +411,15 @@ static void fb_send(engine *e, conn *c, httpd_req *r, const char *hdrs) {
   json_decref(j);
   char h[1024];
   snprintf(h, sizeof h, "Cache-Control: no-store\r\n%s", hdrs);
-  httpd_respond(c, 202, NULL, h, "", 0);
+  out_respond(c, 202, NULL, h, "", 0);
 }
 
 /* GET /v1/sse and /v1/poll: opens the session's downstream. */
-static void fb_down(engine *e, conn *c, httpd_req *r, int kind, const char *hdrs) {
-  char token[sizeof ((sess *)0)->token], lastv[24] = "";
+static void fb_down(engine *e, fb_out c, httpd_req *r, int kind, const char *hdrs) {
+  char token[SESS_WIRE_MAX + 1], lastv[24] = "";
   sess *s = NULL;
-  if (httpd_req_query_param(r, "session", token, sizeof token) == 0) s = map_get(&e->sessions, token);
+  int has = httpd_req_query_param(r, "session", token, sizeof token) == 0;
+  if (!find_sess(e, c, r, has ? token : NULL, has ? strlen(token) : 0, hdrs, &s)) return;
   if (!s || s->ended) {
     fb_error(c, 410, hdrs, "session_expired", "no such session; say hello again");
     return;
@@ -384,14 +456,15 @@ static void fb_down(engine *e, conn *c, httpd_req *r, int kind, const char *hdrs
   char h[1280];
   if (kind == FB_SSE) {
     snprintf(h, sizeof h, "Cache-Control: no-store\r\nX-Accel-Buffering: no\r\n%s", hdrs);
-    httpd_stream_begin(c, &s->dn, "text/event-stream", h);
-    conn_event(e, s, c, "connect", "transport", "sse", (const char *)NULL);
+    if (c.f) fwd_in_open(c.f, &s->hx->rdn, "text/event-stream", h);
+    else httpd_stream_begin(c.c, &s->dn, "text/event-stream", h);
+    conn_event(e, s, c.c, "connect", "transport", "sse", "via", c.f ? "node" : NULL, (const char *)NULL);
     net_chunk *hi = net_chunk_new(10);
     memcpy(hi->data, ": hello\n\n", 9);
     hi->len = 9;
     sse_write(s, hi);
     net_chunk_unref(hi);
-    if (s->dn) sse_replay(s, last);
+    if (fb_has_dn(s)) sse_replay(s, last);
     return;
   }
   s->hx->poll_last = last;
@@ -399,22 +472,23 @@ static void fb_down(engine *e, conn *c, httpd_req *r, int kind, const char *hdrs
   size_t hl = strlen(h) + 1;
   wsy_free(s->hx->dn_headers); /* a previous poll cut by its client left its own */
   s->hx->dn_headers = memcpy(wsy_malloc(hl), h, hl);
-  httpd_defer(c, &s->dn);
+  if (c.f) fwd_in_defer(c.f, &s->hx->rdn);
+  else httpd_defer(c.c, &s->dn);
   if (sess_ob_count(s)) poll_answer(s, 0, NULL, 0);
 }
 
-void fb_route(void *ud, conn *c, httpd_req *r) {
-  engine *e = ud;
+/* The request r, from a client's connection or from another node. */
+static void serve(engine *e, fb_out o, httpd_req *r) {
   const char *what = strrchr(httpd_req_path(r), '/') + 1; /* registered for /v1/send, /v1/sse, /v1/poll */
   const char *method = httpd_req_method(r);
   char hdrs[640];
   if (!cors(e, r, hdrs, sizeof hdrs)) {
-    fb_error(c, 403, "", "forbidden", "origin not allowed");
+    fb_error(o, 403, "", "forbidden", "origin not allowed");
     return;
   }
-  if (!strcmp(method, "OPTIONS")) {
+  if (!strcmp(method, "OPTIONS") && !o.f) {
     if (!hdrs[0]) { /* no --allowed-origins, or no Origin: nothing to allow */
-      httpd_respond(c, 204, NULL, "Allow: GET, POST, OPTIONS\r\n", "", 0);
+      httpd_respond(o.c, 204, NULL, "Allow: GET, POST, OPTIONS\r\n", "", 0);
       return;
     }
     char h[1024];
@@ -422,21 +496,40 @@ void fb_route(void *ud, conn *c, httpd_req *r) {
              "%sAccess-Control-Allow-Methods: GET, POST\r\n"
              "Access-Control-Allow-Headers: Content-Type, Wsync-Session, Last-Event-ID\r\n"
              "Access-Control-Max-Age: 600\r\n", hdrs);
-    httpd_respond(c, 204, NULL, h, "", 0);
+    httpd_respond(o.c, 204, NULL, h, "", 0);
     return;
   }
   int is_send = !strcmp(what, "send");
   if (strcmp(method, is_send ? "POST" : "GET") != 0) {
-    httpd_method_not_allowed(c, is_send ? "POST, OPTIONS" : "GET, OPTIONS");
+    if (!o.f) httpd_method_not_allowed(o.c, is_send ? "POST, OPTIONS" : "GET, OPTIONS");
+    else fb_error(o, 405, hdrs, "bad_request", "method not allowed");
     return;
   }
   if (e->shutting_down) {
-    fb_error(c, 503, hdrs, "internal", "server shutting down");
+    fb_error(o, 503, hdrs, "internal", "server shutting down");
     return;
   }
-  e->http_req = c; /* the remote address of the log lines of this request */
-  if (is_send) fb_send(e, c, r, hdrs);
-  else fb_down(e, c, r, !strcmp(what, "sse") ? FB_SSE : FB_POLL, hdrs);
+  e->http_req = o.c; /* the remote address of the log lines of this request */
+  if (is_send) fb_send(e, o, r, hdrs);
+  else fb_down(e, o, r, !strcmp(what, "sse") ? FB_SSE : FB_POLL, hdrs);
   e->http_req = NULL;
 }
 
+void fb_route(void *ud, conn *c, httpd_req *r) { serve(ud, (fb_out){c, NULL}, r); }
+
+void fb_serve(engine *e, fwd_in *f, httpd_req *r) {
+  const char *p = httpd_req_path(r);
+  const char *what = strrchr(p, '/');
+  if (!what || (strcmp(p, "/v1/send") && strcmp(p, "/v1/sse") && strcmp(p, "/v1/poll"))) {
+    fwd_in_answer(f, 404, NULL, "", "", 0);
+    return;
+  }
+  serve(e, (fb_out){NULL, f}, r);
+}
+
+void fb_direct(engine *e, const char *from_node, const char *kind, const uint8_t *body, size_t len) {
+  (void)kind; /* the op is in the body (forward.h) */
+  fwd_direct(e, from_node, body, len);
+}
+
+void fb_node(engine *e, const char *node, int up) { fwd_node(e, node, up); }

@@ -5,7 +5,12 @@
  * what a loop iteration produced.
  *
  * Loop thread only. No sticky state outside the session: a downstream can
- * be replaced at any time (the previous one is told 4001 or answered). */
+ * be replaced at any time (the previous one is told 4001 or answered).
+ *
+ * On a cluster a session lives on the node that welcomed it (its token
+ * names that node, sess_token_where); a request for it reaching another
+ * node is forwarded there over the bus and answered from there
+ * (forward.h): the balancer in front need not be sticky. */
 #ifndef WSY_FALLBACK_H
 #define WSY_FALLBACK_H
 
@@ -31,5 +36,19 @@ void fb_sweep(engine *e);
  * reference to n. deferred: the answer was deferred (httpd_defer); c may
  * then be NULL (the client went away). */
 void fb_hello_answer(engine *e, conn *c, capture *cap, sess *n, const char *hdrs, int deferred);
+
+/* An SSE close event (PROTOCOL.md 2.4), with one reference for the caller. */
+net_chunk *fb_close_event(unsigned code, const char *reason);
+/* The session has a downstream: a connection here, or one on another node. */
+int fb_has_dn(const sess *s);
+/* Runs a request another node forwarded (forward.c); its answer goes to f. */
+typedef struct fwd_in fwd_in;
+void fb_serve(engine *e, fwd_in *f, httpd_req *r);
+/* THE BUS'S DIRECT CALLBACK for kinds starting with "fb" (bus_events.direct):
+ * a forwarded request, its answer, stream bytes or a cancel. */
+void fb_direct(engine *e, const char *from_node, const char *kind, const uint8_t *body, size_t len);
+/* The bus's node callback: a node gone (up 0) fails what was forwarded to
+ * it and drops what it forwarded here; back (up 1), it is forwarded to again. */
+void fb_node(engine *e, const char *node, int up);
 
 #endif

@@ -217,7 +217,7 @@ static void ob_sent(sess *s, net_chunk *frame) {
     ob_drop(s, 1);
   ob_trim_own(s);
   if (s->w) ws_send_frame(s->w, frame);
-  else if (s->dn) fb_push(s, frame, s->ob_next - 1);
+  else if (fb_has_dn(s)) fb_push(s, frame, s->ob_next - 1);
 }
 
 /* A message addressed to this session alone: the outbox holds the frame. */
@@ -309,13 +309,60 @@ void sess_refuse(sess *s, json_t *req, const char *code, const char *message) {
   if (s->w) ws_close(s->w, WS_CLOSE_POLICY, code);
 }
 
+static int node_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+         c == '-';
+}
+
+static int node_ok(const char *p, size_t n) {
+  if (n < 1 || n > SESS_NODE_MAX) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (!node_char(p[i])) return 0;
+  return 1;
+}
+
+void sess_token_wire(const sess *s, char *out, size_t n) {
+  const engine *e = s->e;
+  if (e->clustered && node_ok(e->node_id, strlen(e->node_id))) snprintf(out, n, "%s.%s", e->node_id, s->token);
+  else snprintf(out, n, "%s", s->token);
+}
+
+int sess_token_split(const char *tok, size_t len, char key[SESS_KEY_LEN + 1], char node[SESS_NODE_MAX + 1]) {
+  size_t dot = len;
+  for (size_t i = len; i > 0; i--) /* the key has no dot; a node id may */
+    if (tok[i - 1] == '.') {
+      dot = i - 1;
+      break;
+    }
+  size_t kl = dot == len ? len : len - dot - 1;
+  const char *k = dot == len ? tok : tok + dot + 1;
+  if (kl < 1 || kl > SESS_KEY_LEN || (dot != len && !node_ok(tok, dot))) return -1;
+  for (size_t i = 0; i < kl; i++)
+    if (!((k[i] >= '0' && k[i] <= '9') || (k[i] >= 'a' && k[i] <= 'f'))) return -1;
+  memcpy(key, k, kl);
+  key[kl] = '\0';
+  size_t nl = dot == len ? 0 : dot;
+  memcpy(node, tok, nl);
+  node[nl] = '\0';
+  return 0;
+}
+
+int sess_token_where(const engine *e, const char *tok, size_t len, char key[SESS_KEY_LEN + 1],
+                     char node[SESS_NODE_MAX + 1]) {
+  if (sess_token_split(tok, len, key, node)) return SESS_TOKEN_BAD;
+  if (!node[0] || !strcmp(node, e->node_id)) return SESS_TOKEN_HERE;
+  return e->clustered ? SESS_TOKEN_NODE : SESS_TOKEN_BAD;
+}
+
 /* welcome is not counted in the session's ordinals: written directly. */
 static void send_welcome(sess *s, json_t *req, int resumed, int insecure) {
   engine *e = s->e;
   const wsy_config *cfg = e->cfg;
+  char wire[SESS_WIRE_MAX + 1];
+  sess_token_wire(s, wire, sizeof wire);
   json_t *w = json_pack(
       "{s:s,s:i,s:s,s:s,s:s,s:b,s:s,s:{s:I,s:i,s:I,s:I,s:I,s:i,s:i,s:i,s:i,s:I,s:I}}", "type", "welcome",
-      "v", 1, "session", s->token, "user", s->id.user, "device", s->device, "resumed", resumed,
+      "v", 1, "session", wire, "user", s->id.user, "device", s->device, "resumed", resumed,
       "server", "wsync/" WSYNC_VERSION, "limits", "max_message", (json_int_t)cfg->max_message,
       "max_rooms", (int)cfg->max_rooms, "max_fields", (json_int_t)e->lim.max_fields, "max_field_size",
       (json_int_t)e->lim.max_field_size, "max_item_size", (json_int_t)e->lim.max_item_size,
@@ -355,7 +402,7 @@ void sess_end(sess *s, unsigned code, const char *why) {
   if (map_get(&e->sessions, s->token) == s) map_del(&e->sessions, s->token);
   if (s->dkey && map_get(&e->by_device, s->dkey) == s) map_del(&e->by_device, s->dkey);
   while (s->rooms) room_member_remove(e, s->rooms, "session_end");
-  if (s->dn) fb_end(s, code, why);
+  if (fb_has_dn(s)) fb_end(s, code, why);
   ob_clear(s);
   if (s->w) ws_close(s->w, code, why);
   sess_unref(s); /* the registry's reference */
@@ -372,7 +419,7 @@ void sess_detach(sess *s, const char *why) {
     s->refs--; /* that connection's reference */
     ws_close(ow, 4001, why);
   }
-  if (s->dn) fb_release(s);
+  if (fb_has_dn(s)) fb_release(s);
 }
 
 static void replay_one(void *ud, uint64_t ordinal, net_chunk *frame) {
@@ -527,7 +574,12 @@ void sess_hello_finish(sess *s, json_t *req) {
   json_t *stokj = json_object_get(req, "session"), *lastj = json_object_get(req, "last");
   const char *dkey = s->dkey;
   uint64_t last = lastj ? (uint64_t)json_integer_value(lastj) : 0;
-  sess *old = stokj ? map_get(&e->sessions, json_string_value(stokj)) : NULL;
+  const char *stok = json_string_value(stokj);
+  char okey[SESS_KEY_LEN + 1], onode[SESS_NODE_MAX + 1];
+  /* A token of another node's session starts a new session here. */
+  sess *old = stok && sess_token_where(e, stok, strlen(stok), okey, onode) == SESS_TOKEN_HERE
+                  ? map_get(&e->sessions, okey)
+                  : NULL;
   /* A room's ring may have evicted messages the client has not seen: then
    * the outbox cannot replay them and the client joins again with since. */
   if (old) sess_ob_trim(old);
@@ -622,7 +674,7 @@ void sess_expire(engine *e) {
   void *v;
   for (size_t i = 0; map_next(&e->sessions, &i, &k, &v);) {
     sess *s = v;
-    if (s->w || s->dn || !s->detached_at) continue;
+    if (s->w || fb_has_dn(s) || !s->detached_at) continue;
     /* A holder that may have crashed does not block others for the whole
      * resume window: its locks go after the lock grace (PROTOCOL.md 9.4).
      * Releasing sends, but only marks sessions (sess_gone): the registry

@@ -39,6 +39,7 @@ typedef struct sess_http {
   uint64_t dn_upto;  /* the highest ordinal handed to a downstream */
   char *dn_headers;  /* CORS headers for the deferred poll answer */
   sess *due_next;    /* on e->due: a pending poll has something to say */
+  struct fwd_in *rdn;/* the downstream when it came through another node (forward.h), else NULL */
 } sess_http;
 
 /* What only the authorization hook needs (hook.h), allocated on first use
@@ -114,6 +115,28 @@ struct capture {
   sess *welcomed;    /* the session that said welcome */
   char code[32];     /* the error code of a refusal */
 };
+
+/* TOKENS. A session's registry key (s->token) is SESS_KEY_LEN random hex
+ * digits. The token its client is given (welcome's `session`) is the key
+ * alone on a single node, "<node-id>.<key>" on a cluster (e->clustered),
+ * so that any node can tell where a session lives (fallback.h, forward.h)
+ * without asking. A node id in a token is 1 to SESS_NODE_MAX characters of
+ * [A-Za-z0-9._-] (left as they are in a URL); a node whose id has others
+ * gives tokens without it, that no other node can forward. */
+#define SESS_KEY_LEN 32
+#define SESS_NODE_MAX 63
+#define SESS_WIRE_MAX (SESS_NODE_MAX + 1 + SESS_KEY_LEN)
+enum { SESS_TOKEN_BAD = -1, SESS_TOKEN_HERE = 0, SESS_TOKEN_NODE = 1 };
+/* The token of s for its client into out (SESS_WIRE_MAX + 1 bytes). */
+void sess_token_wire(const sess *s, char *out, size_t n);
+/* Splits a client's token (len bytes, not NUL-terminated): node gets the
+ * node id ("" when there is none), key the registry key. 0, or -1 when
+ * tok is not a token's shape. Pure. */
+int sess_token_split(const char *tok, size_t len, char key[SESS_KEY_LEN + 1], char node[SESS_NODE_MAX + 1]);
+/* Where tok's session lives: SESS_TOKEN_HERE (look key up), SESS_TOKEN_NODE
+ * (another node: node), SESS_TOKEN_BAD (no session: 410). */
+int sess_token_where(const engine *e, const char *tok, size_t len, char key[SESS_KEY_LEN + 1],
+                     char node[SESS_NODE_MAX + 1]);
 
 /* A fresh session for a new connection (w) or a hello by POST (w NULL),
  * with one reference, the caller's. */
