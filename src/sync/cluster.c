@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "../common/log.h"
+#include "fallback.h"
 #include "room.h"
 
 /* How often loaded rooms are compared with the store, so that a lost last
@@ -123,6 +124,7 @@ static void on_link(void *ud, int up) {
 static void on_node(void *ud, const char *node, int up) {
   engine *e = ud;
   log_info("bus: node %s %s", node, up ? "joined" : "is gone (no heartbeat): its members leave");
+  fb_node(e, node, up); /* requests forwarded to a node that is gone are answered 503 */
   if (up) {
     map_put(&e->nodes, node, (void *)1);
     return;
@@ -137,6 +139,7 @@ static void on_direct(void *ud, const char *from, const char *kind, const uint8_
   engine *e = ud;
   if (!strcmp(kind, "presence")) presence_on_answer(e, from, body, len);
   else if (!strcmp(kind, "presq")) presence_on_query(e, from, body, len);
+  else if (!strncmp(kind, "fb", 2)) fb_direct(e, from, kind, body, len);
   else log_warn("bus: message of unknown kind %s from node %s dropped", kind, from);
 }
 
