@@ -178,6 +178,14 @@ static void join_decide(sess *s, json_t *req, int asked) {
   }
   /* A replica another node wrote is read again first (cluster.h); with
    * entries pending it stays stale and the join reads the store. */
+  /* In a cluster, a join sees every entry committed before it, on any
+   * node: what the bus has not brought yet is read from the store first
+   * (one round trip), as a join on one node sees every ack given before it. */
+  if (e->clustered && !r->pending && cluster_refill(e, r, 0) != 0) {
+    sess_error(s, req, "internal", "the room could not be read", NULL, NULL);
+    room_unload_if_idle(e, r);
+    return;
+  }
   (void)cluster_fresh(e, r);
   /* What the client gets is the committed state: from memory when nothing
    * of the room is pending, else read from the store in one snapshot. */
