@@ -76,6 +76,27 @@ run "the checker catches a loss (injected)" 1 \
 run "the checker catches a duplicate (injected)" 1 \
   --proto wsync --prefix s10 --conns 20 --rooms 2 --pubs 4 --inject-dup 997 "${short[@]}"
 
+# The cluster benchmark (bench/cluster.mjs), short and self-checking: two
+# nodes on a throwaway PostgreSQL and Redis, cross-node fan-out and durable
+# ops; loss, duplicate or reorder fails it, and an injected duplicate must.
+cluster() {
+  local name=$1 want=$2
+  shift 2
+  local rc=0
+  node "$(dirname "$0")/cluster.mjs" --check "$@" >/tmp/wsync-smoke-cluster.$$ 2>&1 || rc=$?
+  if [ "$rc" -eq "$want" ]; then
+    echo "ok   $name"
+    passed=$((passed + 1))
+  else
+    echo "FAIL $name (exit $rc, wanted $want)"
+    tail -20 /tmp/wsync-smoke-cluster.$$
+    failed=$((failed + 1))
+  fi
+  rm -f /tmp/wsync-smoke-cluster.$$
+}
+cluster "cluster: cross-node fan-out and durable ops, checked" 0
+cluster "cluster: the checker catches a duplicate (injected)" 1 --inject-dup 997
+
 if ! kill -0 "$pid" 2>/dev/null; then
   echo "FAIL the server exited during the smoke run"
   failed=$((failed + 1))
