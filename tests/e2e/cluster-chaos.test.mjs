@@ -1,0 +1,313 @@
+// cluster-chaos.test.mjs -- three wsync nodes on one PostgreSQL and one Redis,
+// JS clients (WebSocket) writing a stream of LWW sets into one room while a
+// part of the cluster fails (issue 13, docs/CLUSTER.md "Failures"):
+// kill -9 of a node, kill -9 and restart of Redis, Redis stopped (SIGSTOP)
+// for 3 s, PostgreSQL down for 5 s.
+//
+// Every test ends with the same verdict, read from the store through the
+// backend API (GET /v1/rooms/{room}/history, paged, and the snapshot):
+// - nothing acked lost: every op whose promise resolved is in the log exactly
+//   once, at the seq its ack named;
+// - nothing applied twice: each cid, and each op (its {w, k} fields), is in
+//   the log at most once, and every entry is an op some writer sent;
+// - the log's seqs are gapless, 1..N, N the room's seq;
+// - every client converged: each one's replica (docOf) equals the server's
+//   document, at position N, nothing pending.
+//
+// Writers connect through the round-robin proxy (lib/rrproxy.mjs: every
+// connection goes to the next node, so a reconnect lands elsewhere) or
+// directly to one node with a url list they rotate through at each attempt.
+// Readers only join. The writers write the same few items, so commits of
+// different nodes collide (`stale`, re-sent by the client with the same cid).
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+
+import { startCluster } from './lib/cluster.mjs';
+import {
+  cidCounts, docOf, history, KEY, makeClient, SERVER_ARGS, serverDoc, serverSnapshot, settled,
+} from './lib/client-util.mjs';
+import { startRrProxy } from './lib/rrproxy.mjs';
+import { scale, sleep, waitUntil, WAIT_MS } from './lib/server.mjs';
+import { api, fetchMetrics } from './lib/sync.mjs';
+
+/** Items the writers share (few: their commits collide across nodes). */
+const ITEMS = 8;
+/** Ops each writer sends in a stream, and the pause between two sends. */
+const PER = scale(60, 20);
+const GAP_MS = scale(25, 60);
+/** Most ops a writer has unconfirmed at once (it waits for the oldest beyond). */
+const CAP = 8;
+/** Error codes a refused op may carry when PostgreSQL is down: retryable ones. */
+const RETRYABLE = new Set(['internal', 'stale', 'unavailable']);
+
+let cl;
+let proxy;
+let n = 0;
+
+before(async () => {
+  cl = await startCluster(3, { nodeArgs: () => SERVER_ARGS });
+  proxy = await startRrProxy({ backends: cl.nodes });
+});
+after(async () => {
+  if (proxy) await proxy.close();
+  if (cl) await cl.stop();
+});
+
+const roomName = (what) => `chaos-${what}-${process.pid}-${++n}`;
+
+/** A running node's URL, for the backend API reads. */
+const liveUrl = () => cl.nodes.find((x) => x.running).url;
+
+/**
+ * A JS client on WebSocket only. via 'proxy': through the round-robin proxy;
+ * a number i: directly to node i, then, at every new connection attempt
+ * (a reconnect), to the next node of the list. c.nodes records the node
+ * index of each direct attempt.
+ */
+function chaosClient(t, via, user) {
+  if (via === 'proxy') return makeClient(t, proxy.url, { user, transport: 'ws' });
+  let next = via;
+  const attempts = [];
+  const c = makeClient(t, cl.nodes[via].url, {
+    user,
+    transport: 'ws',
+    ws: {
+      url: (u) => {
+        const i = next % cl.nodes.length;
+        next++;
+        attempts.push(i);
+        return u.replace(/\/\/127\.0\.0\.1:\d+/, `//127.0.0.1:${cl.nodes[i].port}`);
+      },
+    },
+  });
+  c.nodes = attempts;
+  return c;
+}
+
+/** A writer: a client, its room, and the fate of each op k it sent. */
+function writer(t, via, room, name) {
+  const c = chaosClient(t, via, name);
+  return { name, c, room: c.room(room), sent: 0, acked: new Map(), refused: new Map(), inflight: new Set(), ackLog: [] };
+}
+
+/** A reader: a client that only joins the room. */
+function reader(t, via, room, name) {
+  const c = chaosClient(t, via, name);
+  return { name, c, room: c.room(room) };
+}
+
+/**
+ * Each writer sends count sets (k from its w.sent on), one every GAP_MS, at
+ * most CAP unconfirmed; resolves once every one of them is acked or refused.
+ */
+async function stream(writers, count) {
+  await Promise.all(writers.map(async (w) => {
+    for (let i = 0; i < count; i++) {
+      while (w.inflight.size >= CAP) await Promise.race(w.inflight);
+      const k = w.sent++;
+      const p = w.room.set(`i${k % ITEMS}`, { w: w.name, k }).then(
+        (r) => {
+          w.acked.set(k, r);
+          w.ackLog.push({ k, at: Date.now(), duplicate: !!r.duplicate });
+        },
+        (err) => { w.refused.set(k, err); },
+      ).finally(() => w.inflight.delete(p));
+      w.inflight.add(p);
+      await sleep(GAP_MS);
+    }
+  }));
+  await waitUntil(() => writers.every((w) => w.inflight.size === 0),
+    `every op acked or refused: ${writers.map((w) => `${w.name} ${w.inflight.size} open`).join(', ')}`,
+    WAIT_MS + 15000);
+}
+
+/** Resolves once the writers together have count acks. */
+const acks = (writers, count) => waitUntil(() => writers.reduce((s, w) => s + w.acked.size, 0) >= count,
+  `${count} acks`, WAIT_MS + 15000);
+
+/**
+ * The verdict. mayRefuse: refusals with a retryable code are allowed (a
+ * refused op may be in the log once, or not). Returns N, the room's seq.
+ */
+async function verdict(t, room, writers, readers, { mayRefuse = false } = {}) {
+  const url = liveUrl();
+  const snap = await serverSnapshot(url, room);
+  const N = snap.seq;
+  const entries = await history(url, room);
+  assert.deepEqual(entries.map((e) => e.seq), Array.from({ length: N }, (_, i) => i + 1),
+    `the log's seqs are gapless 1..${N}`);
+  for (const [cid, times] of cidCounts(entries)) assert.equal(times, 1, `cid ${cid} is in the log once`);
+  const byOp = new Map();
+  for (const e of entries) {
+    assert.equal(typeof e.cid, 'string', `entry ${e.seq} carries its cid: ${JSON.stringify(e)}`);
+    const f = e.op?.fields;
+    assert.ok(f && typeof f.w === 'string' && Number.isInteger(f.k), `entry ${e.seq} is a writer's set: ${JSON.stringify(e)}`);
+    const key = `${f.w}/${f.k}`;
+    assert.ok(!byOp.has(key), `op ${key} applied once (seqs ${byOp.get(key)} and ${e.seq})`);
+    byOp.set(key, e.seq);
+  }
+  const sent = new Set(writers.flatMap((w) => Array.from({ length: w.sent }, (_, k) => `${w.name}/${k}`)));
+  for (const key of byOp.keys()) assert.ok(sent.has(key), `entry ${key} was sent by a writer`);
+  let acked = 0;
+  for (const w of writers) {
+    for (const [k, r] of w.acked) {
+      acked++;
+      assert.equal(byOp.get(`${w.name}/${k}`), r.seq, `acked op ${w.name}/${k} is in the log at its acked seq ${r.seq}`);
+    }
+    if (!mayRefuse) {
+      assert.equal(w.refused.size, 0, `${w.name}: no op refused: ${[...w.refused.values()].map((e) => e.code || e.message)}`);
+    }
+    for (const [k, err] of w.refused) {
+      assert.ok(RETRYABLE.has(err.code), `${w.name}/${k} refused with a retryable code: ${err.code} ${err.message}`);
+    }
+    assert.equal(w.acked.size + w.refused.size, w.sent, `${w.name}: every op answered`);
+  }
+  assert.ok(acked > 0, 'some ops were acked');
+  const rooms = [...writers, ...readers].map((x) => x.room);
+  await settled(rooms, N);
+  const doc = await serverDoc(url, room);
+  for (const x of [...writers, ...readers]) {
+    assert.deepEqual(docOf(x.room), doc, `${x.name} converged on the server's document`);
+    assert.equal(x.room.position.seq, N, `${x.name} at seq ${N}`);
+  }
+  const refused = writers.flatMap((w) => [...w.refused.values()].map((e) => e.code));
+  const resent = writers.reduce((s, w) => {
+    const cids = w.c.sent.filter((m) => m.type === 'op').map((m) => m.cid);
+    return s + cids.length - new Set(cids).size;
+  }, 0);
+  const sessions = [...writers, ...readers].reduce((s, x) => s + x.c.welcomes.length, 0);
+  t.diagnostic(`${room}: seq ${N}, ${acked} acked, ${refused.length} refused (${[...new Set(refused)]}), ` +
+    `${resent} re-sends by cid, ${sessions} sessions for ${writers.length + readers.length} clients`);
+  return { N, acked };
+}
+
+/** Writers and readers spread over the proxy and the three nodes; resolves once all are joined. */
+async function crowd(t, room) {
+  const writers = [
+    writer(t, 'proxy', room, 'wp0'), writer(t, 'proxy', room, 'wp1'), writer(t, 'proxy', room, 'wp2'),
+    writer(t, 0, room, 'wd0'), writer(t, 1, room, 'wd1'), writer(t, 2, room, 'wd2'),
+  ];
+  const readers = [reader(t, 0, room, 'r0'), reader(t, 1, room, 'r1'), reader(t, 2, room, 'r2')];
+  await Promise.all([...writers, ...readers].map((x) => x.room.ready));
+  return { writers, readers };
+}
+
+/** A node's /metrics series value (0 when absent). */
+async function metric(node, name) {
+  const m = await fetchMetrics(node.url, KEY);
+  return m.get(name) ?? 0;
+}
+
+describe('cluster chaos: nothing acked lost, nothing applied twice, seqs gapless, all converge', () => {
+  test('kill -9 one of three nodes during a write stream; its clients move; then it restarts', async (t) => {
+    const room = roomName('node');
+    const { writers, readers } = await crowd(t, room);
+    const victim = cl.nodes[1];
+    const onVictim = [...writers, ...readers].filter((x) => x.c.nodes && x.c.nodes.at(-1) === 1);
+    assert.ok(onVictim.length >= 2, 'clients connected directly to the victim');
+    const welcomes = new Map(onVictim.map((x) => [x, x.c.welcomes.length]));
+    const writing = stream(writers, PER);
+    await acks(writers, Math.floor((writers.length * PER) / 3));
+    await victim.kill9();
+    try {
+      await writing;
+      const first = await verdict(t, room, writers, readers);
+      for (const x of onVictim) {
+        assert.ok(x.c.welcomes.length > welcomes.get(x), `${x.name} got a new session after its node died`);
+        assert.notEqual(x.c.nodes.at(-1), 1, `${x.name} is now on another node`);
+      }
+      assert.ok(first.N >= first.acked, 'every acked op is in the log');
+    } finally {
+      if (!victim.running) await victim.start();
+    }
+    // The victim back: clients directly on it join, and a second stream runs
+    // with writers on every node again.
+    const back = [writer(t, 1, room, 'wb1')];
+    const backReader = reader(t, 1, room, 'rb1');
+    await Promise.all([...back, backReader].map((x) => x.room.ready));
+    const all = [...writers, ...back];
+    await stream(all, Math.ceil(PER / 3));
+    await verdict(t, room, all, [...readers, backReader]);
+  });
+
+  test('kill -9 Redis mid-stream and restart it on the same port a little later', async (t) => {
+    const room = roomName('redis-kill');
+    const { writers, readers } = await crowd(t, room);
+    const before0 = await Promise.all(cl.nodes.map((x) => metric(x, 'wsync_bus_reconnects_total')));
+    const writing = stream(writers, PER);
+    await acks(writers, Math.floor((writers.length * PER) / 3));
+    await cl.redis.kill9();
+    try {
+      await sleep(scale(800, 1500));
+    } finally {
+      await cl.redis.start();
+    }
+    await writing;
+    await verdict(t, room, writers, readers);
+    // Every node found its way back to the bus by itself.
+    await waitUntil(async () => {
+      const ups = await Promise.all(cl.nodes.map((x) => metric(x, 'wsync_bus_up')));
+      return ups.every((v) => v === 1);
+    }, 'every node back on the bus');
+    const after0 = await Promise.all(cl.nodes.map((x) => metric(x, 'wsync_bus_reconnects_total')));
+    after0.forEach((v, i) => assert.ok(v > before0[i], `node ${i + 1} reconnected to Redis (${before0[i]} -> ${v})`));
+  });
+
+  test('SIGSTOP Redis for 3 s mid-stream', async (t) => {
+    const room = roomName('redis-stop');
+    const { writers, readers } = await crowd(t, room);
+    const writing = stream(writers, PER);
+    await acks(writers, Math.floor((writers.length * PER) / 3));
+    await cl.redis.pause();
+    try {
+      await sleep(3000);
+    } finally {
+      await cl.redis.resume();
+    }
+    await writing;
+    await verdict(t, room, writers, readers);
+    await waitUntil(async () => {
+      const ups = await Promise.all(cl.nodes.map((x) => metric(x, 'wsync_bus_up')));
+      return ups.every((v) => v === 1);
+    }, 'every node back on the bus');
+  });
+
+  test('PostgreSQL down for 5 s mid-stream: nothing acked meanwhile, service resumes by itself', async (t) => {
+    const room = roomName('pg');
+    const { writers, readers } = await crowd(t, room);
+    const writing = stream(writers, PER);
+    await acks(writers, Math.floor((writers.length * PER) / 3));
+    await cl.pg.halt();
+    // Acks sent before the halt may still be on their way for a moment.
+    await sleep(300);
+    const downFrom = Date.now();
+    let degraded = 0;
+    let downTo = 0;
+    try {
+      const until = Date.now() + 5000 - 300;
+      while (Date.now() < until) {
+        const hs = await Promise.all(cl.nodes.map((x) => api(x.url, 'GET', '/healthz')));
+        degraded = Math.max(degraded, hs.filter((h) => h.status === 503 && h.body?.status === 'degraded').length);
+        await sleep(250);
+      }
+    } finally {
+      downTo = Date.now();
+      await cl.pg.start();
+    }
+    for (const w of writers) {
+      const during = w.ackLog.filter((a) => a.at > downFrom && a.at < downTo && !a.duplicate);
+      assert.deepEqual(during.map((a) => a.k), [], `${w.name}: no new op acked while PostgreSQL was down`);
+    }
+    assert.ok(degraded > 0, '/healthz said degraded on a node while PostgreSQL was down');
+    await writing;
+    // Service resumed by itself: a new stream after the outage is acked in full.
+    const mark = writers.map((w) => w.sent);
+    await stream(writers, Math.ceil(PER / 3));
+    writers.forEach((w, i) => {
+      for (let k = mark[i]; k < w.sent; k++) assert.ok(w.acked.has(k), `${w.name}/${k} (after the outage) acked`);
+    });
+    await verdict(t, room, writers, readers, { mayRefuse: true });
+    const hs = await Promise.all(cl.nodes.map((x) => api(x.url, 'GET', '/healthz')));
+    hs.forEach((h, i) => assert.equal(h.status, 200, `node ${i + 1} healthy again: ${h.text}`));
+  });
+});
