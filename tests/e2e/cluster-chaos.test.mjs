@@ -336,12 +336,15 @@ describe('cluster chaos: nothing acked lost, nothing applied twice, seqs gapless
     await sleep(300);
     const downFrom = Date.now();
     let degraded = 0;
+    const reasons = new Set();
     let downTo = 0;
     try {
       const until = Date.now() + 5000 - 300;
       while (Date.now() < until) {
         const hs = await Promise.all(cl.nodes.map((x) => api(x.url, 'GET', '/healthz')));
-        degraded = Math.max(degraded, hs.filter((h) => h.status === 503 && h.body?.status === 'degraded').length);
+        const bad = hs.filter((h) => h.status === 503 && h.body?.status === 'degraded');
+        degraded = Math.max(degraded, bad.length);
+        for (const h of bad) reasons.add(h.body.reason.replace(/:.*/, ''));
         await sleep(250);
       }
     } finally {
@@ -352,6 +355,7 @@ describe('cluster chaos: nothing acked lost, nothing applied twice, seqs gapless
       const during = w.ackLog.filter((a) => a.at > downFrom && a.at < downTo && !a.duplicate);
       assert.deepEqual(during.map((a) => a.k), [], `${w.name}: no new op acked while PostgreSQL was down`);
     }
+    t.diagnostic(`degraded on ${degraded} of 3 nodes at once while PostgreSQL was down: ${[...reasons].join('; ')}`);
     assert.ok(degraded > 0, '/healthz said degraded on a node while PostgreSQL was down');
     await writing;
     // Service resumed by itself: a new stream after the outage is acked in full.
@@ -410,5 +414,45 @@ describe('found by the chaos tests', () => {
       await b.entry(room, ack.seq);
     }
     t.diagnostic(`${checked} of 3 joins were answered while the replica was behind the store`);
+  });
+
+  // With PostgreSQL down, an op to a room another node wrote is refused
+  // before any commit (its replica cannot be read again), so no commit
+  // failed and /healthz said ok: a load balancer kept sending to a node that
+  // could write nothing. Now a refusal for an unreadable store degrades the
+  // node as a failed commit does, until a commit succeeds.
+  test('an op refused because the store cannot be read makes the node degraded until a commit succeeds', async (t) => {
+    const room = roomName('unreadable');
+    const a = await SyncClient.connect(cl.nodes[0].url, { token: token('ua'), device: 'ua-1' });
+    const b = await SyncClient.connect(cl.nodes[1].url, { token: token('ub'), device: 'ub-1' });
+    t.after(() => Promise.all([a.close(), b.close()]));
+    await a.join(room);
+    await b.join(room);
+    const first = await a.set(room, 'u1', 'k', { v: 1 });
+    await b.entry(room, first.seq); // decided on node 1: node 2's replica is behind
+    const health = () => api(cl.nodes[1].url, 'GET', '/healthz');
+    assert.equal((await health()).status, 200);
+    await cl.pg.halt();
+    try {
+      const r = await b.op(room, 'u2', { kind: 'set', item: 'k', fields: { v: 2 } });
+      assert.equal(r.type, 'error', JSON.stringify(r));
+      assert.equal(r.code, 'internal', JSON.stringify(r));
+      const h = await health();
+      assert.equal(h.status, 503, h.text);
+      assert.equal(h.body.status, 'degraded');
+      assert.match(h.body.reason, /store reads failing/);
+    } finally {
+      await cl.pg.start();
+    }
+    // Back: the same op (same cid) goes through, and the node is healthy again.
+    let ack;
+    await waitUntil(async () => {
+      ack = await b.op(room, 'u2', { kind: 'set', item: 'k', fields: { v: 2 } });
+      if (ack.type !== 'ack') await sleep(100);
+      return ack.type === 'ack';
+    }, 'the op acked once PostgreSQL is back');
+    assert.equal(ack.seq, first.seq + 1);
+    const h = await health();
+    assert.equal(h.status, 200, h.text);
   });
 });
