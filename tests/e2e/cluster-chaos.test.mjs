@@ -455,4 +455,30 @@ describe('found by the chaos tests', () => {
     const h = await health();
     assert.equal(h.status, 200, h.text);
   });
+
+  // NOT FIXED (reported): two joins creating one room on two nodes at once.
+  // Each node creates the room in memory with its own epoch and answers its
+  // join with it before the creation is committed; one creation wins in
+  // PostgreSQL (wsync_room_create raises WS003 for the other), but the
+  // loser's client keeps the losing epoch (its next join with since gets a
+  // snapshot instead of a catch-up), and a node whose replica kept the
+  // losing epoch tags its bus entries with it, so the others drop them as
+  // "another incarnation" and deliver from the store at the next check.
+  // Nothing is lost or doubled (one log, one seq fence), hence todo.
+  test('joins that create one room on two nodes at once get the same epoch', {
+    todo: 'a join that creates a room answers with its node\'s epoch before the creation is committed',
+  }, async (t) => {
+    const diff = [];
+    for (let i = 0; i < 10; i++) {
+      const room = roomName('create');
+      const a = await SyncClient.connect(cl.nodes[0].url, { token: token('ea'), device: `ea-${i}` });
+      const b = await SyncClient.connect(cl.nodes[1].url, { token: token('eb'), device: `eb-${i}` });
+      t.after(() => Promise.all([a.close(), b.close()]));
+      const [ja, jb] = await Promise.all([a.join(room), b.join(room)]);
+      const { epoch } = await serverSnapshot(cl.nodes[2].url, room);
+      if (ja.epoch !== epoch || jb.epoch !== epoch) diff.push(`${room}: ${ja.epoch} ${jb.epoch}, stored ${epoch}`);
+    }
+    assert.deepEqual(diff, [], 'every joined epoch is the stored one');
+  });
 });
+
