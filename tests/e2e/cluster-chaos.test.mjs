@@ -153,9 +153,21 @@ function reader(t, via, room, name) {
  * most CAP unconfirmed; resolves once every one of them is acked or refused.
  */
 async function stream(writers, count) {
+  try {
+    await writeAll(writers, count);
+  } catch (err) {
+    err.message += `\n--- the nodes' last words:\n${cl.nodes.map((x) => `[${x.nodeId}] ${x.stderr.slice(-2500)}`).join('\n')}`;
+    throw err;
+  }
+}
+
+async function writeAll(writers, count) {
   await Promise.all(writers.map(async (w) => {
     for (let i = 0; i < count; i++) {
-      while (w.inflight.size >= CAP) await Promise.race(w.inflight);
+      if (w.inflight.size >= CAP) {
+        await waitUntil(() => w.inflight.size < CAP, `${w.name}: an answer to one of its ${CAP} open ops ` +
+          `(client ${w.c.status}, room ${w.room._state}, ${w.room.pendingCount} pending)`, WAIT_MS + 15000);
+      }
       const k = w.sent++;
       const p = w.room.set(`i${k % ITEMS}`, { w: w.name, k }).then(
         (r) => {
@@ -169,7 +181,7 @@ async function stream(writers, count) {
     }
   }));
   await waitUntil(() => writers.every((w) => w.inflight.size === 0),
-    `every op acked or refused: ${writers.map((w) => `${w.name} ${w.inflight.size} open`).join(', ')}`,
+    `every op acked or refused: ${writers.map((w) => `${w.name} ${w.inflight.size} open (${w.c.status})`).join(', ')}`,
     WAIT_MS + 15000);
 }
 
