@@ -141,6 +141,10 @@ static void redecide(engine *e, room *r) {
   e->redeciding = outer;
 }
 
+void commit_redecide_deferred(engine *e, room *r) {
+  if (r->defer && r->pending == 0 && e->redeciding != r) redecide(e, r);
+}
+
 void commit_defer_free(room *r) {
   for (defwrite *d = r->defer, *next; d; d = next) {
     next = d->next;
