@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "../common/log.h"
+#include "commit.h"
 #include "fallback.h"
 #include "room.h"
 
@@ -106,6 +107,7 @@ static void check_rooms(engine *e) {
       log_warn("room %s: cannot compare with the store: %s", r->name, wsy_strerror(rc));
       break; /* the store is failing: try again at the next check */
     }
+    commit_redecide_deferred(e, r); /* writes left waiting by a reload that failed */
   }
 }
 

@@ -144,6 +144,10 @@ static void redecide(engine *e, room *r) {
   e->redeciding = outer;
 }
 
+void commit_redecide_deferred(engine *e, room *r) {
+  if (r->defer && r->pending == 0 && e->redeciding != r) redecide(e, r);
+}
+
 void commit_defer_free(room *r) {
   for (defwrite *d = r->defer, *next; d; d = next) {
     next = d->next;
@@ -468,6 +472,18 @@ pend *commit_sequence(author *a, json_t *req, room *r, net_chunk *frame, const c
   return p;
 }
 
+/* An op refused because the store could not be read (its room again, or
+ * its cid's dedupe record) makes the node degraded, as a failed commit
+ * does: in a cluster, a room other nodes write is read again before every
+ * decision, so with the store down most ops never reach a commit. The next
+ * commit that stores something clears it (commit_done). */
+static void store_unreadable(engine *e, const char *name, int rc) {
+  if (!e->store_failing) log_warn("health: degraded until a commit succeeds (room %s cannot be read: %s)", name,
+                                  wsy_strerror(rc));
+  e->store_failing = 1;
+  snprintf(e->store_error, sizeof e->store_error, "store reads failing: %s (room %s)", wsy_strerror(rc), name);
+}
+
 /* A re-sent entry (same user, device, cid): answered with the original seq.
  * 1 when req was a duplicate (or a cid of another room) and has been
  * answered; -1 (*why set) when the store cannot tell: the op is refused
@@ -488,6 +504,7 @@ static int dedupe(author *a, json_t *req, room *r, const char *cid, op_refusal *
     int rc = store_dedupe_get(e->st, a->dkey, cid, room_out, &seq);
     if (rc != 0 && rc != WSY_NOT_FOUND) {
       log_error("dedupe lookup of %s|%s failed: %s", a->dkey, cid, wsy_strerror(rc));
+      store_unreadable(e, r->name, rc);
       return commit_refuse(why, "internal", "the store could not check this cid; retry", NULL);
     }
     if (rc == 0 && strcmp(room_out, r->name) != 0) goto other_room;
@@ -529,11 +546,17 @@ int commit_admit(author *a, json_t *req, room *r, const char *cid, op_refusal *w
   int d = cid ? dedupe(a, req, r, cid, why) : 0;
   if (d) return d;
   /* A room whose reload failed tries again when nothing of it is pending. */
-  if (r->broken && (r->pending != 0 || room_reload(a->e, r) != 0))
+  int rl = 0;
+  if (r->broken && (r->pending != 0 || (rl = room_reload(a->e, r)) != 0)) {
+    if (rl != 0) store_unreadable(a->e, r->name, rl);
     return commit_refuse(why, "internal", "the room is recovering from a storage failure; retry", NULL);
+  }
   /* Another node wrote the room: decided on its current state only. */
   int fr = cluster_fresh(a->e, r);
   if (fr == WSY_STALE) return commit_refuse(why, "stale", "another node wrote this room first; re-send", NULL);
-  if (fr != 0) return commit_refuse(why, "internal", "the room could not be read from the store; retry", NULL);
+  if (fr != 0) {
+    store_unreadable(a->e, r->name, fr);
+    return commit_refuse(why, "internal", "the room could not be read from the store; retry", NULL);
+  }
   return 0;
 }

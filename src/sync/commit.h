@@ -67,6 +67,11 @@ typedef struct defwrite {
 
 /* Frees r's deferred writes unanswered (the room is freed at shutdown). */
 void commit_defer_free(room *r);
+/* Decides r's deferred writes again when nothing of r is pending (the
+ * cluster's periodic check: a reload that failed with the store down is
+ * otherwise retried only after a commit of r, and none comes while every
+ * write to r waits in the deferred list). */
+void commit_redecide_deferred(engine *e, room *r);
 
 /* Loads the dedupe filter from the store. 0 or a wsy_err. */
 int commit_init(engine *e, char *err, size_t errlen);

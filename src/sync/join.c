@@ -215,9 +215,12 @@ static void join_decide(sess *s, json_t *req, int asked) {
                   (!info.exists || since_seq + 1 >= info.min_seq) && seq - since_seq <= e->cfg->max_catchup;
     json_object_set_new(reply, "recovered", json_boolean(recover));
     if (recover) {
+      /* Up to seq and no further: in a cluster the store may already hold
+       * newer entries of another node that the replica has not delivered
+       * yet; they reach the member live, after seq (from_seq below). */
       json_t *ops = json_array();
       if (info.exists && seq > since_seq && (rc = read_begin(e, &reading)) == 0)
-        rc = store_history(e->st, name, since_seq, 0, join_collect_op, ops);
+        rc = store_history(e->st, name, since_seq, (size_t)(seq - since_seq), join_collect_op, ops);
       json_object_set_new(reply, "ops", ops);
     } else {
       if (info.exists && !mem) rc = read_begin(e, &reading);
