@@ -121,8 +121,17 @@ lost:
   return WSY_IO;
 }
 
+/* One read. A connection found broken at once (PostgreSQL restarted since
+** the last read) is made again and the read tried once more, unless a read
+** snapshot was open on it (that snapshot is gone: the caller starts over). A
+** read that timed out is not tried again: the deadline bounds the wait. */
 static int q(pg_store *s, const char *sql, int n, const char *const *vals, PGresult **out) {
-  return pgr_exec(s, sql, n, vals, s->read_ms, out, NULL, 0);
+  int had = s->rc != NULL, in_read = s->in_read;
+  int64_t t0 = mono_ms();
+  int rc = pgr_exec(s, sql, n, vals, s->read_ms, out, NULL, 0);
+  if (rc == WSY_IO && had && !in_read && !s->rc && mono_ms() - t0 < (int64_t)s->read_ms / 2)
+    rc = pgr_exec(s, sql, n, vals, s->read_ms, out, NULL, 0);
+  return rc;
 }
 
 static uint64_t u64(const PGresult *r, int row, int col) {

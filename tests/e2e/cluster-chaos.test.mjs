@@ -468,18 +468,11 @@ describe('found by the chaos tests', () => {
     assert.equal(h.status, 200, h.text);
   });
 
-  // NOT FIXED (reported): two joins creating one room on two nodes at once.
-  // Each node creates the room in memory with its own epoch and answers its
-  // join with it before the creation is committed; one creation wins in
-  // PostgreSQL (wsync_room_create raises WS003 for the other), but the
-  // loser's client keeps the losing epoch (its next join with since gets a
-  // snapshot instead of a catch-up), and a node whose replica kept the
-  // losing epoch tags its bus entries with it, so the others drop them as
-  // "another incarnation" and deliver from the store at the next check.
-  // Nothing is lost or doubled (one log, one seq fence), hence todo.
-  test('joins that create one room on two nodes at once get the same epoch', {
-    todo: 'a join that creates a room answers with its node\'s epoch before the creation is committed',
-  }, async (t) => {
+  // Two joins creating one room on two nodes at once: each node creates the
+  // room in memory with its own epoch, one creation wins in PostgreSQL; a
+  // join waits for its room's creation to be stored (or read back after
+  // losing), so no client is ever answered with the losing epoch.
+  test('joins that create one room on two nodes at once get the same epoch', async (t) => {
     const diff = [];
     for (let i = 0; i < 10; i++) {
       const room = roomName('create');
