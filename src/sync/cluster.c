@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "../common/log.h"
+#include "api.h"
 #include "commit.h"
 #include "fallback.h"
 #include "room.h"
@@ -21,10 +22,29 @@ typedef struct refill_ctx {
 
 static void deliver_in_order(engine *e, room *r, const bus_msg *m);
 
+/* The lag of an entry decided on another node: now minus its "ts" (the
+ * entry JSON is the engine's own: "ts" follows "seq", and room names hold
+ * no quote, so the first ,"ts": is it). */
+static void observe_lag(engine *e, const net_chunk *f) {
+  size_t len;
+  const char *p = (const char *)frame_payload(f, &len);
+  static const char key[] = ",\"ts\":";
+  const char *end = p + (len < 256 ? len : 256);
+  for (const char *q = p; q + sizeof key - 1 < end; q++) {
+    if (memcmp(q, key, sizeof key - 1) != 0) continue;
+    int64_t ts = 0;
+    for (q += sizeof key - 1; q < end && *q >= '0' && *q <= '9'; q++) ts = ts * 10 + (*q - '0');
+    int64_t lag = wall_ms() - ts;
+    if (ts > 0) api_lag_observed(e, lag > 0 ? (double)lag / 1000.0 : 0.0);
+    return;
+  }
+}
+
 static int refill_one(uint64_t seq, const char *msg, size_t len, void *ud) {
   refill_ctx *c = ud;
   if (seq != c->r->delivered + 1) return WSY_IO; /* the log has a hole: cannot happen while retained */
   net_chunk *f = ws_frame_new(WS_OP_TEXT, msg, len);
+  observe_lag(c->e, f);
   bus_msg m = {.room = c->r->name, .epoch = c->r->epoch, .seq = seq, .frame = f};
   room_deliver(c->e, &m);
   c->r->delivered = seq;
@@ -80,7 +100,10 @@ static void deliver_in_order(engine *e, room *r, const bus_msg *m) {
   }
   room_deliver(e, m);
   r->delivered = m->seq;
-  if (m->origin) r->stale = 1; /* decided elsewhere: this replica is behind */
+  if (m->origin) {
+    r->stale = 1; /* decided elsewhere: this replica is behind */
+    observe_lag(e, m->frame);
+  }
 }
 
 /* The bus's delivery: entries in order, ephemeral traffic as it comes. */

@@ -120,6 +120,9 @@ struct engine {
   uint64_t hook_calls, hook_cache_hits, hook_failures, ophook_calls, ophook_failures;
   uint64_t commit_hist[16];  /* wsync_commit_seconds buckets (api.c's bounds), +Inf last */
   double commit_sum;
+  uint64_t lag_hist[16];     /* wsync_bus_lag_seconds buckets (the same bounds) */
+  double lag_sum;
+  uint64_t lag_count;
 };
 
 /* Loop time, ms. */

@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 
 import { startCluster } from './lib/cluster.mjs';
 import { scale, waitUntil, WAIT_MS } from './lib/server.mjs';
-import { api, closeClients, SyncClient, token } from './lib/sync.mjs';
+import { api, closeClients, fetchMetrics, SyncClient, token } from './lib/sync.mjs';
 
 const KEY = 'cluster-e2e-api-key';
 let cl;
@@ -55,6 +55,16 @@ describe('writes on every node', () => {
     assert.equal(snap.status, 200);
     assert.equal(snap.body.seq, 9);
     assert.deepEqual(snap.body.items.x.fields, { v: 8, by: cs[2].name });
+    // Each node delivered the other nodes' entries: wsync_bus_lag_seconds
+    // observed each of them, in cumulative buckets ending at the count.
+    for (const node of cl.nodes) {
+      const m = await fetchMetrics(node.url, KEY);
+      const count = m.get('wsync_bus_lag_seconds_count');
+      assert.ok(count >= 6, `${node.nodeId}: lag of the 6 entries of other nodes at least (${count})`);
+      assert.equal(m.get('wsync_bus_lag_seconds_bucket{le="+Inf"}'), count);
+      assert.ok(m.get('wsync_bus_lag_seconds_bucket{le="0.005"}') <= m.get('wsync_bus_lag_seconds_bucket{le="2.5"}'));
+      assert.ok(m.get('wsync_bus_lag_seconds_sum') >= 0);
+    }
     await closeClients(cs);
   });
 
