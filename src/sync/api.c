@@ -463,6 +463,9 @@ static void backend_read(engine *e, conn *c, httpd_req *r, const char *name, con
     api_error(c, 500, "internal", "the room could not be read");
     return;
   }
+  /* A room not loaded here: in a cluster, the other nodes are asked for
+   * their members (presence is cluster-wide), answered when they have. */
+  if (!strcmp(what, "presence") && !map_get(&e->rooms, name) && presence_api_ask(e, c, name, b)) return;
   http_json(c, 200, b);
 }
 

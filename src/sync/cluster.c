@@ -212,6 +212,7 @@ int cluster_init(engine *e, char *err, size_t errlen) {
 }
 
 void cluster_deinit(engine *e) {
+  presence_api_flush(e);
   uv_close((uv_handle_t *)&e->cluster_timer, NULL);
   uv_close((uv_handle_t *)&e->settle_timer, NULL);
   map_free(&e->nodes);

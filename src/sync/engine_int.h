@@ -69,6 +69,7 @@ struct engine {
   room *redeciding;    /* the room whose deferred writes are being decided again */
   map nodes;           /* the other nodes heard from (bus heartbeats) */
   uv_timer_t settle_timer; /* joins waiting for other nodes' presence answers (presence.c) */
+  struct pask *pasks;      /* presence API requests waiting for them (presence.c) */
   webhooks *hooks;    /* NULL without --webhook */
   jw frame_text;      /* the text of the last frame made: reused, kept for the store */
   auth_config auth;   /* how hello verifies tokens (secret, JWKS, iss, aud, leeway) */

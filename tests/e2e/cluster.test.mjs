@@ -232,6 +232,27 @@ describe('ephemeral traffic across nodes', () => {
     await closeClients(a, b, c);
   });
 
+  test('presence API on a node where the room is not loaded: every node\'s members, at once', async () => {
+    const room = roomName('papi');
+    const a = await connect(0, 'qa');
+    await a.join(room, { presence: { name: 'A' } });
+    const b = await connect(1, 'qb');
+    await b.join(room);
+    // Node 3 has no member of the room: it asks the others for theirs.
+    const r = await api(url(2), 'GET', `/v1/rooms/${room}/presence`, { key: KEY });
+    assert.equal(r.status, 200);
+    assert.equal(r.body.room, room);
+    const got = r.body.presence.map((p) => `${p.user}:${JSON.stringify(p.state)}`).sort();
+    assert.deepEqual(got, ['qa:{"name":"A"}', 'qb:{}']);
+    const none = await api(url(2), 'GET', `/v1/rooms/${roomName('nowhere')}/presence`, { key: KEY });
+    assert.equal(none.status, 404, 'a room that exists nowhere');
+    await closeClients(a, b);
+    await waitUntil(async () => {
+      const e = await api(url(2), 'GET', `/v1/rooms/${room}/presence`, { key: KEY });
+      return e.status === 200 && e.body.presence.length === 0;
+    }, 'nobody left once both left');
+  });
+
   test('a node that dies: its members leave every other node within the heartbeat TTL', async () => {
     const room = roomName('gone');
     const a = await connect(0, 'ga');
