@@ -52,11 +52,10 @@ static int refill_one(uint64_t seq, const char *msg, size_t len, void *ud) {
   return 0;
 }
 
-int cluster_refill(engine *e, room *r, uint64_t upto) {
-  if (upto && upto <= r->delivered) return 0;
-  store_room_info info = {0};
-  int rc = store_room_get(e->st, r->name, &info);
-  if (rc != 0) return rc;
+/* cluster_refill with the room's row already read. */
+static int refill_from(engine *e, room *r, uint64_t upto, const store_room_info *ip) {
+  store_room_info info = *ip;
+  int rc;
   if (!info.exists || strcmp(info.epoch, r->epoch) != 0) return 0; /* deleted meanwhile: the reload says so */
   if (!r->pending && info.lockver != r->lockver) r->locks_stale = 1; /* a lock event was lost */
   if (info.seq <= r->delivered) return 0;
@@ -75,6 +74,13 @@ int cluster_refill(engine *e, room *r, uint64_t upto) {
   e->refilled += r->delivered - before;
   if (r->delivered > r->seq || r->delivered > before) r->stale = 1;
   return rc;
+}
+
+int cluster_refill(engine *e, room *r, uint64_t upto) {
+  if (upto && upto <= r->delivered) return 0;
+  store_room_info info = {0};
+  int rc = store_room_get(e->st, r->name, &info);
+  return rc != 0 ? rc : refill_from(e, r, upto, &info);
 }
 
 /* Every entry passes here on its way to the members: the local commit's
@@ -124,20 +130,54 @@ static void on_deliver(void *ud, const bus_msg *m) {
   deliver_in_order(e, r, m);
 }
 
-/* Compares each loaded room with the store and delivers what is missing. */
+typedef struct check_ctx {
+  engine *e;
+  map seen; /* rooms the store has: name -> its row (a copy) */
+} check_ctx;
+
+static int check_one(const char *name, const store_room_info *info, void *ud) {
+  check_ctx *c = ud;
+  store_room_info *copy = wsy_malloc(sizeof *copy);
+  *copy = *info;
+  map_put(&c->seen, name, copy);
+  return 0;
+}
+
+/* Compares each loaded room with the store and delivers what is missing:
+ * the rows of every loaded room in one read (one round trip for
+ * PostgreSQL), then a refill only where entries are missing. */
 static void check_rooms(engine *e) {
+  size_t n = 0, cap = map_len(&e->rooms);
+  char **names = wsy_calloc(cap ? cap : 1, sizeof *names); /* copies: rooms may unload below */
   const char *k;
   void *v;
-  for (size_t i = 0; map_next(&e->rooms, &i, &k, &v);) {
+  for (size_t i = 0; map_next(&e->rooms, &i, &k, &v) && n < cap;) {
     room *r = v;
     if (r->pending && r->delivered == r->seq) continue; /* its own commit is in flight */
-    int rc = cluster_refill(e, r, 0);
-    if (rc != 0) {
-      log_warn("room %s: cannot compare with the store: %s", r->name, wsy_strerror(rc));
+    names[n++] = wsy_strndup(r->name, strlen(r->name));
+  }
+  check_ctx c = {.e = e};
+  map_init(&c.seen);
+  int rc = store_rooms_get(e->st, (const char *const *)names, n, check_one, &c);
+  if (rc != 0) log_warn("cluster: cannot compare %zu loaded rooms with the store: %s", n, wsy_strerror(rc));
+  /* Rooms are looked up again by name: a refill delivers, and a delivery
+   * may end sessions and unload rooms. */
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    const char *name = names[i];
+    store_room_info *info = map_get(&c.seen, name);
+    room *r = map_get(&e->rooms, name);
+    if (!r || !info) continue; /* unloaded meanwhile; or deleted: the next decision's reload says so */
+    int frc = refill_from(e, r, 0, info);
+    if (frc != 0) {
+      log_warn("room %s: cannot compare with the store: %s", name, wsy_strerror(frc));
       break; /* the store is failing: try again at the next check */
     }
-    commit_redecide_deferred(e, r); /* writes left waiting by a reload that failed */
+    if ((r = map_get(&e->rooms, name))) commit_redecide_deferred(e, r); /* writes left waiting by a reload that failed */
   }
+  for (size_t i = 0; map_next(&c.seen, &i, &k, &v);) wsy_free(v);
+  map_free(&c.seen);
+  for (size_t i = 0; i < n; i++) wsy_free(names[i]);
+  wsy_free(names);
 }
 
 static void on_check(uv_timer_t *t) { check_rooms(t->data); }
