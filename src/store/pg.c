@@ -510,7 +510,8 @@ static void start_batch(pg_store *s, int prepare) {
 }
 
 static const char *const kind_name[] = {"room_create", "op", "cursor", "trim", "item", "room_delete", "hook_pos",
-                                        "text"};
+                                        "text", "lock"};
+_Static_assert(WSY_ARRAY_LEN(kind_name) == E_LOCK + 1, "a name per batch entry kind");
 
 /* The first failed statement decides the batch's result. */
 static void record_failure(pg_store *s, const PGresult *r) {
