@@ -106,6 +106,19 @@ int pg_stats(store *bs, store_stats_info *out);
 int pg_rooms_list(store *bs, const char *after, size_t limit, store_room_cb cb, void *ud);
 int pg_rooms_get(store *bs, const char *const *names, size_t n, store_room_cb cb, void *ud);
 
+/* One room's reads (pg_read.c), shared by the synchronous calls and the
+ * asynchronous fetch (pg_fetch.c): their SQL ($1 the room; PQ_LOG: $2
+ * after seq, $3 limit or NULL) and the walkers of their rows. */
+enum { PQ_ROOM, PQ_ITEMS, PQ_TEXTS, PQ_CURSORS, PQ_LOCKS, PQ_LOG, PQ__COUNT };
+extern const char *const pg_sql_room[PQ__COUNT];
+void pg_row_room(const PGresult *r, store_room_info *out);
+int pg_rows_items(const PGresult *r, store_item_cb cb, void *ud);
+int pg_rows_texts(const PGresult *r, store_text_cb cb, void *ud);
+int pg_rows_cursors(const PGresult *r, store_cursor_cb cb, void *ud);
+int pg_rows_locks(const PGresult *r, store_lock_cb cb, void *ud);
+/* The log rows with seq > after_seq, at most limit (0: all). */
+int pg_rows_log(const PGresult *r, uint64_t after_seq, size_t limit, store_history_cb cb, void *ud);
+
 /* For tests: shorter deadlines than PG_COMMIT_MS / PG_READ_MS. */
 void pg_store_set_timeouts(store *bs, unsigned commit_ms, unsigned read_ms);
 
