@@ -127,6 +127,7 @@ lost:
 ** read that timed out is not tried again: the deadline bounds the wait. */
 static int q(pg_store *s, const char *sql, int n, const char *const *vals, PGresult **out) {
   int had = s->rc != NULL, in_read = s->in_read;
+  s->reads_sync++;
   int64_t t0 = mono_ms();
   int rc = pgr_exec(s, sql, n, vals, s->read_ms, out, NULL, 0);
   if (rc == WSY_IO && had && !in_read && !s->rc && mono_ms() - t0 < (int64_t)s->read_ms / 2)
@@ -353,6 +354,13 @@ int pg_read_end(store *bs) {
   int rc = q(s, "COMMIT", 0, NULL, &r);
   if (!rc) PQclear(r);
   return rc;
+}
+
+void pg_read_counts(store *bs, uint64_t *sync_reads, uint64_t *fetches, uint64_t *fetch_failures) {
+  pg_store *s = PG(bs);
+  *sync_reads = s->reads_sync;
+  *fetches = s->fetches;
+  *fetch_failures = s->fetch_failures;
 }
 
 int pg_stats(store *bs, store_stats_info *out) {
