@@ -31,10 +31,9 @@
  *
  * READS are synchronous and run on the loop thread: cheap for the embedded
  * store (a local file in the page cache). PostgreSQL's cost one loopback
- * round trip each, bounded by a deadline (below); a network backend is best
- * served from memory where it can: a join to a loaded room with
- * nothing pending already reads nothing (sync/join.c); loading a room, a
- * catch-up with entries to replay and the backend API still read here.
+ * round trip each, bounded by a deadline (below); what a cluster reads in
+ * its steady state (a replica made current, a join's check) it reads with
+ * store_fetch instead, asynchronously (asynchronous reads of one room, below).
  *
  * THE SQLITE BACKEND.
  * THREADS. The store holds two SQLite connections:
@@ -100,7 +99,7 @@
  * (PG_SCHEMA_VERSION in pg_int.h, 1 = SQLite's 4), each migration step in
  * a transaction under pg_advisory_xact_lock so that nodes starting at
  * once migrate once; a database of a newer version is refused (WSY_INVAL).
- * THREADS. Two connections, both used on the loop thread only:
+ * THREADS. Three connections, all used on the loop thread only:
  *   - the COMMIT connection: libpq non-blocking, pipeline mode, driven by
  *     a uv_poll_t; a batch is one pipeline of prepared statements (runs
  *     of log rows and item writes as set-based ones) ending in one Sync:
@@ -109,7 +108,10 @@
  *     non-blocking API and waited for with poll(2) against a 2 s deadline,
  *     so a read blocks the loop for at most that long; past it the
  *     connection is dropped and the read returns WSY_IO.
- *     store_read_begin/end is a REPEATABLE READ READ ONLY transaction.
+ *     store_read_begin/end is a REPEATABLE READ READ ONLY transaction;
+ *   - the FETCH connection (pg_fetch.c): store_fetch's reads, non-blocking
+ *     and pipelined like the commit's, each a REPEATABLE READ READ ONLY
+ *     transaction, answered in order on the loop.
  * FENCING. For each room with ops in a batch, the room's row must hold the
  * seq just before the room's first op in the batch when the transaction
  * runs (its UPDATE takes the row lock, so commits of several nodes to one
