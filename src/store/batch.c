@@ -104,6 +104,7 @@ void store_batch_op(store_batch *b, const store_op *op) {
   e->msg_len = op->msg ? op->msg_len : 0;
   e->seq = op->seq;
   e->version = op->version;
+  e->locks_at = op->locks_at;
 }
 
 void store_batch_cursor(store_batch *b, const char *user, const char *device, const char *room,
@@ -148,6 +149,18 @@ void store_batch_hook_pos(store_batch *b, const char *hook, const char *room, co
   e->mem = pack(it, WSY_ARRAY_LEN(it));
   e->seq = seq;
   e->now_ms = wall_ms();
+}
+
+void store_batch_lock(store_batch *b, const char *room, uint64_t expect_lockver, const char *item,
+                      const char *holder, const char *user, const char *device, uint64_t fence,
+                      int64_t expires_ms) {
+  batch_entry *e = batch_add(b, E_LOCK);
+  pack_item it[] = {STR(room, &e->room), STR(item, &e->item), STR(holder, &e->holder),
+                    STR(holder ? user : NULL, &e->user), STR(holder ? device : NULL, &e->device)};
+  e->mem = pack(it, WSY_ARRAY_LEN(it));
+  e->seq = fence;
+  e->version = expect_lockver;
+  e->now_ms = expires_ms;
 }
 
 void store_batch_room_delete(store_batch *b, const char *room) {

@@ -108,6 +108,42 @@ static const char *const migrations[] = {
   "  DELETE FROM ops WHERE room = r; DELETE FROM items WHERE room = r; DELETE FROM texts WHERE room = r;"
   "  DELETE FROM cursors WHERE room = r; DELETE FROM dedupe WHERE room = r; DELETE FROM hook_pos WHERE room = r;"
   " END $f$;",
+  /* 2: item locks (store.h, ITEM LOCKS): a lock version per room, fenced
+  ** by the commits that change a lock and by the ops checked against them
+  ** (wsync_advance with a version; -1: not checked). */
+  "ALTER TABLE rooms ADD COLUMN lockver BIGINT NOT NULL DEFAULT 0;"
+  "CREATE TABLE locks(room TEXT COLLATE \"C\" NOT NULL, item TEXT COLLATE \"C\" NOT NULL, holder TEXT,"
+  "  \"user\" TEXT, device TEXT, fence BIGINT NOT NULL, expires BIGINT NOT NULL, PRIMARY KEY(room, item));"
+  "CREATE FUNCTION wsync_advance(r TEXT, expected BIGINT, target BIGINT, lv BIGINT) RETURNS void"
+  " LANGUAGE plpgsql AS $f$ DECLARE held BIGINT; hlv BIGINT; BEGIN"
+  "  UPDATE rooms SET seq = target WHERE name = r AND seq = expected AND (lv < 0 OR lockver = lv);"
+  "  IF FOUND THEN RETURN; END IF;"
+  "  SELECT seq, lockver INTO held, hlv FROM rooms WHERE name = r;"
+  "  IF NOT FOUND THEN RAISE EXCEPTION USING ERRCODE = 'WS002', MESSAGE = format('no such room %s', r); END IF;"
+  "  RAISE EXCEPTION USING ERRCODE = 'WS001', MESSAGE = format("
+  "    'room %s: the store holds seq %s and lock version %s, the batch expected %s and %s',"
+  "    r, held, hlv, expected, CASE WHEN lv < 0 THEN 'any' ELSE lv::text END);"
+  " END $f$;"
+  "CREATE FUNCTION wsync_lock(r TEXT, lv BIGINT, it TEXT, h TEXT, u TEXT, d TEXT, f BIGINT, ex BIGINT)"
+  " RETURNS void LANGUAGE plpgsql AS $f$ DECLARE hlv BIGINT; BEGIN"
+  "  UPDATE rooms SET lockver = lv + 1 WHERE name = r AND lockver = lv;"
+  "  IF NOT FOUND THEN"
+  "    SELECT lockver INTO hlv FROM rooms WHERE name = r;"
+  "    IF NOT FOUND THEN RAISE EXCEPTION USING ERRCODE = 'WS002', MESSAGE = format('no such room %s', r); END IF;"
+  "    RAISE EXCEPTION USING ERRCODE = 'WS001', MESSAGE ="
+  "      format('room %s: the store holds lock version %s, the batch expected %s', r, hlv, lv);"
+  "  END IF;"
+  "  INSERT INTO locks(room, item, holder, \"user\", device, fence, expires) VALUES(r, it, h, u, d, f, ex)"
+  "    ON CONFLICT (room, item) DO UPDATE SET holder = excluded.holder, \"user\" = excluded.\"user\","
+  "    device = excluded.device, fence = excluded.fence, expires = excluded.expires;"
+  " END $f$;"
+  "CREATE OR REPLACE FUNCTION wsync_room_delete(r TEXT) RETURNS void LANGUAGE plpgsql AS $f$ BEGIN"
+  "  DELETE FROM rooms WHERE name = r;"
+  "  IF NOT FOUND THEN RAISE EXCEPTION USING ERRCODE = 'WS002', MESSAGE = format('no such room %s', r); END IF;"
+  "  DELETE FROM ops WHERE room = r; DELETE FROM items WHERE room = r; DELETE FROM texts WHERE room = r;"
+  "  DELETE FROM cursors WHERE room = r; DELETE FROM dedupe WHERE room = r; DELETE FROM hook_pos WHERE room = r;"
+  "  DELETE FROM locks WHERE room = r;"
+  " END $f$;",
 };
 
 _Static_assert(WSY_ARRAY_LEN(migrations) == PG_SCHEMA_VERSION, "one migration step per schema version");
@@ -117,11 +153,12 @@ _Static_assert(WSY_ARRAY_LEN(migrations) == PG_SCHEMA_VERSION, "one migration st
 typedef struct {
   const char *sql;
   int n;
-  Oid types[6];
+  Oid types[8];
 } pg_stmt;
 
 static const pg_stmt write_sql[PW__COUNT] = {
-  [PW_ADVANCE] = {"SELECT wsync_advance($1, $2, $3)", 3, {T, I, I}},
+  [PW_ADVANCE] = {"SELECT wsync_advance($1, $2, $3, $4)", 4, {T, I, I, I}},
+  [PW_LOCK] = {"SELECT wsync_lock($1, $2, $3, $4, $5, $6, $7, $8)", 8, {T, I, T, T, T, T, I, I}},
   [PW_ROOM_CREATE] = {"SELECT wsync_room_create($1, $2, $3)", 3, {T, T, I}},
   /* A run of ops and their dedupe rows in one set-based statement, the
   ** columns as arrays (see ops_add): a (device, cid) already there fails on
@@ -618,5 +655,6 @@ static const store_ops pg_ops = {
   .read_end = pg_read_end,
   .stats = pg_stats,
   .rooms_list = pg_rooms_list,
+  .room_locks = pg_room_locks,
   .commit = pg_commit,
 };

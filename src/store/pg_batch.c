@@ -82,7 +82,11 @@ int pg_validate(store_batch *b) {
       rc = store_batch_fail(b, WSY_INVAL, "entry %zu: text entry needs a field, a rev and a seq", i);
     else if (e->kind == E_HOOK_POS && !e->hook)
       rc = store_batch_fail(b, WSY_INVAL, "entry %zu: webhook position needs a hook", i);
-    else if (e->kind == E_OP && (e->seq == 0 || e->seq > INT64_MAX || e->version > INT64_MAX))
+    else if (e->kind == E_LOCK && (!e->item || (e->holder && (!e->user || !e->device)) || e->seq > INT64_MAX ||
+                                   e->version >= INT64_MAX))
+      rc = store_batch_fail(b, WSY_INVAL, "entry %zu: lock entry needs an item, a holder's user and device", i);
+    else if (e->kind == E_OP && (e->seq == 0 || e->seq > INT64_MAX || e->version > INT64_MAX ||
+                                 e->locks_at > INT64_MAX))
       rc = store_batch_fail(b, WSY_INVAL, "entry %zu: seq/version out of range", i);
     if (rc || !e->room) continue;
     run *r = run_find(&t, e->room);
@@ -230,7 +234,7 @@ static int runs_flush(pg_store *s, runs *t, int entry) {
     char a[24], c[24];
     num(a, r->first);
     num(c, r->last);
-    const char *v[] = {r->room, a, c};
+    const char *v[] = {r->room, a, c, "-1"}; /* the lock version was checked by the run's first op */
     if (pg_send_stmt(s, PW_ADVANCE, entry, v)) return WSY_IO;
     r->first = r->last;
   }
@@ -269,6 +273,14 @@ static int send_entry(pg_store *s, runs *t, ops_run *o, items_run *ir, const bat
     const char *v[] = {e->hook, e->room, e->epoch, n1, n2};
     return pg_send_stmt(s, PW_HOOK_POS, i, v);
   }
+  case E_LOCK: {
+    char f[24], ex[24];
+    num(n1, e->version);
+    num(f, e->seq);
+    inum(ex, e->now_ms);
+    const char *v[] = {e->room, n1, e->item, e->holder, e->user, e->device, f, ex};
+    return pg_send_stmt(s, PW_LOCK, i, v);
+  }
   case E_TEXT: {
     num(n1, e->version);
     num(n2, e->seq);
@@ -282,10 +294,13 @@ static int send_entry(pg_store *s, runs *t, ops_run *o, items_run *ir, const bat
   if (e->kind == E_OP) {
     run *r = run_find(t, e->room);
     if (!(r->known && e->seq == r->last + 1)) {
-      /* The fence: the room's row must be at seq - 1 right now. */
+      /* The fence: the room's row must be at seq - 1 right now (and at
+      ** the lock version the op was checked against, when it names one). */
+      char lv[24] = "-1";
       num(n1, e->seq - 1);
       num(n2, e->seq);
-      const char *v[] = {e->room, n1, n2};
+      if (e->locks_at) num(lv, e->locks_at - 1);
+      const char *v[] = {e->room, n1, n2, lv};
       if (pg_send_stmt(s, PW_ADVANCE, i, v)) return WSY_IO;
       r->known = 1;
       r->first = e->seq;

@@ -10,7 +10,7 @@
 
 /* The PostgreSQL schema's own version (table wsync_schema), independent of
  * the SQLite file's user_version: version 1 holds what SQLite's 4 holds. */
-#define PG_SCHEMA_VERSION 1
+#define PG_SCHEMA_VERSION 2
 /* pg_advisory_xact_lock key serializing migrations of several nodes. */
 #define PG_MIGRATE_LOCK 0x77737963
 #define PG_CONNECT_MS 2000 /* a connection attempt, either connection */
@@ -29,6 +29,7 @@ enum {
   PW_TRIM,
   PW_DELETE,
   PW_HOOK_POS,
+  PW_LOCK,
   PW__COUNT
 };
 
@@ -88,6 +89,7 @@ void pgr_drop(pg_store *s);
 int pgr_exec(pg_store *s, const char *sql, int n, const char *const *vals, unsigned deadline_ms,
              PGresult **out, char *err, size_t errlen);
 int pg_room_get(store *bs, const char *room, store_room_info *out);
+int pg_room_locks(store *bs, const char *room, store_lock_cb cb, void *ud);
 int pg_room_items(store *bs, const char *room, store_item_cb cb, void *ud);
 int pg_room_texts(store *bs, const char *room, store_text_cb cb, void *ud);
 int pg_history(store *bs, const char *room, uint64_t after_seq, size_t limit, store_history_cb cb, void *ud);

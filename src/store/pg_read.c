@@ -154,13 +154,14 @@ int pg_room_get(store *bs, const char *room, store_room_info *out) {
   if (!room) return WSY_INVAL;
   PGresult *r;
   const char *v[] = {room};
-  int rc = q(PG(bs), "SELECT epoch, seq, min_seq, created_at FROM rooms WHERE name = $1", 1, v, &r);
+  int rc = q(PG(bs), "SELECT epoch, seq, min_seq, created_at, lockver FROM rooms WHERE name = $1", 1, v, &r);
   if (rc) return rc;
   if (PQntuples(r) == 1) {
     copy_epoch(out->epoch, r, 0, 0);
     out->seq = u64(r, 0, 1);
     out->min_seq = u64(r, 0, 2);
     out->created_ms = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
+    out->lockver = u64(r, 0, 4);
     out->exists = 1;
   }
   PQclear(r);
@@ -175,6 +176,21 @@ int pg_room_items(store *bs, const char *room, store_item_cb cb, void *ud) {
   for (int i = 0; !rc && i < PQntuples(r); i++)
     rc = cb(PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), (size_t)PQgetlength(r, i, 1),
             PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3), u64(r, i, 2), ud);
+  PQclear(r);
+  return rc;
+}
+
+int pg_room_locks(store *bs, const char *room, store_lock_cb cb, void *ud) {
+  if (!room || !cb) return WSY_INVAL;
+  PGresult *r;
+  const char *v[] = {room};
+  int rc = q(PG(bs), "SELECT item, holder, \"user\", device, fence, expires FROM locks WHERE room = $1 ORDER BY item",
+             1, v, &r);
+  for (int i = 0; !rc && i < PQntuples(r); i++) {
+    int held = !PQgetisnull(r, i, 1);
+    rc = cb(PQgetvalue(r, i, 0), held ? PQgetvalue(r, i, 1) : NULL, held ? PQgetvalue(r, i, 2) : NULL,
+            held ? PQgetvalue(r, i, 3) : NULL, u64(r, i, 4), strtoll(PQgetvalue(r, i, 5), NULL, 10), ud);
+  }
   PQclear(r);
   return rc;
 }

@@ -680,7 +680,7 @@ static int apply_hook_pos(sq_store *s, store_batch *b, const batch_entry *e) {
 }
 
 static const char *const kind_name[] = {"room_create", "op",          "cursor",  "trim",
-                                        "item",        "room_delete", "hook_pos", "text"};
+                                        "item",        "room_delete", "hook_pos", "text", "lock"};
 
 int store_sqlite_commit_sync(store *bs, store_batch *b) {
   sq_store *s = (sq_store *)bs;
@@ -712,6 +712,9 @@ int store_sqlite_commit_sync(store *bs, store_batch *b) {
     case E_DELETE: rc = apply_delete(s, b, e); break;
     case E_HOOK_POS: rc = apply_hook_pos(s, b, e); break;
     case E_TEXT: rc = apply_text(s, b, e); break;
+    case E_LOCK: /* one node keeps its locks in memory (store.h, ITEM LOCKS) */
+      rc = store_batch_fail(b, WSY_INVAL, "the embedded store keeps no locks");
+      break;
     default: rc = apply_trim(s, b, e); break;
     }
     if (rc) {

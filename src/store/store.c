@@ -55,6 +55,9 @@ int store_hook_pos_get(store *s, const char *hook, const char *room, const char 
 int store_read_begin(store *s) { return s->ops->read_begin(s); }
 int store_read_end(store *s) { return s->ops->read_end(s); }
 int store_stats(store *s, store_stats_info *out) { return s->ops->stats(s, out); }
+int store_room_locks(store *s, const char *room, store_lock_cb cb, void *ud) {
+  return s->ops->room_locks ? s->ops->room_locks(s, room, cb, ud) : 0;
+}
 int store_rooms_list(store *s, const char *after, size_t limit, store_room_cb cb, void *ud) {
   return s->ops->rooms_list(s, after, limit, cb, ud);
 }
@@ -141,6 +144,11 @@ static int f_room_get(store *s, const char *room, store_room_info *out) {
   return store_room_get(F(s)->inner, room, out);
 }
 
+static int f_room_locks(store *s, const char *room, store_lock_cb cb, void *ud) {
+  if (faulted(F(s), STORE_FAULT_READ)) return WSY_IO;
+  return store_room_locks(F(s)->inner, room, cb, ud);
+}
+
 static int f_room_items(store *s, const char *room, store_item_cb cb, void *ud) {
   if (faulted(F(s), STORE_FAULT_READ)) return WSY_IO;
   return store_room_items(F(s)->inner, room, cb, ud);
@@ -220,6 +228,7 @@ static const store_ops fault_ops = {
   .close = f_close,
   .room_get = f_room_get,
   .room_items = f_room_items,
+  .room_locks = f_room_locks,
   .room_texts = f_room_texts,
   .history = f_history,
   .recent_messages = f_recent,

@@ -203,6 +203,7 @@ typedef struct store_room_info {
   uint64_t seq;                      /* last assigned seq, 0 when none */
   uint64_t min_seq;                  /* first seq retained in the log */
   int64_t created_ms;                /* Unix ms */
+  uint64_t lockver;                  /* the room's lock version (ITEM LOCKS below); 0 without them */
 } store_room_info;
 
 /* Fills *out; a missing room is not an error (exists = 0, returns 0). */
@@ -247,6 +248,22 @@ int store_dedupe_get(store *s, const char *dkey, const char *cid,
 /* Device cursors of room (the highest seq each device applied), ordered by
  * user then device. */
 int store_cursors(store *s, const char *room, store_cursor_cb cb, void *ud) WSY_WUR;
+
+/* ITEM LOCKS (PROTOCOL.md 9) are kept by a store shared by several nodes
+ * (PostgreSQL), so that every node decides on the same ones. Each room has
+ * a LOCK VERSION (store_room_info.lockver) that every lock change raises
+ * by one, fenced as seqs are: a change names the version it was decided
+ * on, and an op may name it too (store_op.locks_at), so that an op checked
+ * against the locks is only stored if no lock changed meanwhile. A released
+ * lock keeps its row (holder NULL) so that its fence keeps growing. The
+ * embedded store keeps none: a single node holds its locks in memory;
+ * store_room_locks walks nothing there and a batch with a lock entry fails
+ * (WSY_INVAL). */
+typedef int (*store_lock_cb)(const char *item, const char *holder, const char *user, const char *device,
+                             uint64_t fence, int64_t expires_ms, void *ud);
+/* The room's lock rows, ordered by item; holder, user and device are NULL
+ * for a released one; expires_ms is Unix ms. */
+int store_room_locks(store *s, const char *room, store_lock_cb cb, void *ud) WSY_WUR;
 
 /* Webhook positions (docs/HOOKS.md): each (room, epoch, seq) stored for
  * hook, in no particular order. */
@@ -296,6 +313,10 @@ typedef struct store_op {
   const char *msg;
   size_t msg_len;
   const char *revs_json; /* the item's text field revisions after the op, or NULL */
+  /* A store with ITEM LOCKS: the room's lock version the op was decided
+   * on, plus one (0: not checked); checked with the seq fence of the
+   * room's first op in the batch (WSY_STALE when it moved). */
+  uint64_t locks_at;
 } store_op;
 
 /* A new, empty batch owned by the caller (store_batch_free). Every
@@ -336,6 +357,13 @@ void store_batch_room_delete(store_batch *b, const char *room);
  * deleted room is dropped, not an error). */
 void store_batch_hook_pos(store_batch *b, const char *hook, const char *room, const char *epoch,
                           uint64_t seq);
+/* A lock change of item in room (ITEM LOCKS above): holder ("node.session",
+ * NULL for a release, user and device then ignored), its fence and expiry
+ * (Unix ms). Fenced: the room's lock version must be expect_lockver, and
+ * becomes expect_lockver + 1 (else WSY_STALE; a missing room WSY_NOT_FOUND). */
+void store_batch_lock(store_batch *b, const char *room, uint64_t expect_lockver, const char *item,
+                      const char *holder, const char *user, const char *device, uint64_t fence,
+                      int64_t expires_ms);
 /* Entries of every kind added so far; 0 means committing does nothing. */
 size_t store_batch_count(const store_batch *b);
 

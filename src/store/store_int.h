@@ -26,6 +26,7 @@ typedef struct store_ops {
   int (*read_begin)(store *s);
   int (*read_end)(store *s);
   int (*stats)(store *s, store_stats_info *out);
+  int (*room_locks)(store *s, const char *room, store_lock_cb cb, void *ud); /* NULL: no locks kept */
   int (*rooms_list)(store *s, const char *after, size_t limit, store_room_cb cb, void *ud);
   void (*commit)(store *s, store_batch *b, store_commit_cb cb, void *ud);
 } store_ops;
@@ -36,7 +37,7 @@ struct store {
 
 /* ---- batches (batch.c): built on the loop thread, read by a backend ----- */
 
-enum { E_ROOM, E_OP, E_CURSOR, E_TRIM, E_ITEM, E_DELETE, E_HOOK_POS, E_TEXT };
+enum { E_ROOM, E_OP, E_CURSOR, E_TRIM, E_ITEM, E_DELETE, E_HOOK_POS, E_TEXT, E_LOCK };
 enum { B_BUILDING, B_COMMITTING, B_COMMITTED, B_FAILED };
 
 typedef struct batch_entry {
@@ -48,12 +49,14 @@ typedef struct batch_entry {
   const char *item, *fields; /* E_OP, E_ITEM, E_TEXT (fields: the field's name) */
   const char *revs;          /* E_OP, E_ITEM: NULL when no text fields */
   const char *device, *cid;  /* E_OP: device is the dedupe key "user:device"; E_CURSOR: the device */
-  const char *user;          /* E_CURSOR */
+  const char *user;          /* E_CURSOR, E_LOCK (with device) */
+  const char *holder;        /* E_LOCK: NULL for a release */
   const char *msg;           /* E_OP, E_TEXT (the op), msg_len bytes (+ NUL) */
   size_t msg_len;
-  uint64_t seq;              /* E_OP seq, E_CURSOR seq, E_TRIM keep_from, E_HOOK_POS seq */
-  uint64_t version;          /* E_OP; E_TEXT: the rev */
-  int64_t now_ms;            /* E_ROOM created_at, E_CURSOR and E_HOOK_POS updated_at */
+  uint64_t seq;              /* E_OP seq, E_CURSOR seq, E_TRIM keep_from, E_HOOK_POS seq, E_LOCK fence */
+  uint64_t version;          /* E_OP; E_TEXT: the rev; E_LOCK: the expected lock version */
+  uint64_t locks_at;         /* E_OP: store_op.locks_at */
+  int64_t now_ms;            /* E_ROOM created_at, E_CURSOR and E_HOOK_POS updated_at, E_LOCK expiry */
 } batch_entry;
 
 struct store_batch {

@@ -38,6 +38,7 @@ int cluster_refill(engine *e, room *r, uint64_t upto) {
   int rc = store_room_get(e->st, r->name, &info);
   if (rc != 0) return rc;
   if (!info.exists || strcmp(info.epoch, r->epoch) != 0) return 0; /* deleted meanwhile: the reload says so */
+  if (!r->pending && info.lockver != r->lockver) r->locks_stale = 1; /* a lock event was lost */
   if (info.seq <= r->delivered) return 0;
   if (r->delivered + 1 < info.min_seq) {
     /* Trimmed past what this node's members have: they can only catch up
@@ -89,6 +90,11 @@ static void on_deliver(void *ud, const bus_msg *m) {
   if (!r) return;
   if (m->origin) e->bus_received++;
   if (!m->seq) {
+    if (m->origin && m->frame) { /* another node changed a lock: read them again before deciding */
+      size_t len;
+      const uint8_t *p = frame_payload(m->frame, &len);
+      if (room_lock_event(p, len)) r->locks_stale = 1;
+    }
     if (!presence_on_ephemeral(e, r, m)) room_deliver(e, m);
     return;
   }
@@ -133,6 +139,7 @@ static void on_node(void *ud, const char *node, int up) {
   }
   map_del(&e->nodes, node);
   presence_node_gone(e, node);
+  room_locks_node_gone(e, node);
 }
 
 /* Messages to this node alone: presence answers; the HTTP transports'
@@ -203,8 +210,12 @@ void cluster_room_unloading(engine *e, room *r) {
 }
 
 int cluster_fresh(engine *e, room *r) {
-  if (!r->stale) return 0;
+  if (!r->stale && !r->locks_stale) return 0;
   if (r->pending) return WSY_STALE;
+  if (!r->stale) { /* only the locks changed: they alone are read again */
+    int rc = room_locks_reload(e, r);
+    if (rc != 0 || !r->stale) return rc;
+  }
   int rc = room_reload(e, r);
   if (rc != 0) return rc;
   /* What the store holds beyond what the members have: delivered now, so

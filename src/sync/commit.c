@@ -38,6 +38,7 @@ static void pend_free(engine *e, pend *p) {
   wsy_free(p->cid);
   wsy_free(p->api_line);
   net_chunk_unref(p->frame);
+  net_chunk_unref(p->ev);
   wsy_free(p);
 }
 
@@ -216,6 +217,9 @@ static void commit_done(void *ud, int rc) {
       else if (p->s && p->kind != P_CREATE) sess_send_json(p->s, failed_msg(p, rc));
       /* A cid another node recorded: its re-send asks the store. */
       if (rc == WSY_DUPLICATE && p->ckey) seen_add_key(e, p->ckey);
+    } else if (p->kind == P_LOCK) {
+      if (p->s && p->frame) sess_send(p->s, p->frame);
+      if (p->ev) room_publish(e, r, 0, p->ev, NULL, NULL);
     } else if (p->kind == P_OP || p->kind == P_DUP) {
       if (p->s) {
         net_chunk *ack = ack_frame(e, p, r);
@@ -276,7 +280,7 @@ int commit_cid_valid(const char *cid) { return wsy_charset_ok(cid, strlen(cid), 
 static pend *pend_new(author *a, int kind, json_t *req, room *r, uint64_t seq, const char *cid) {
   pend *p = wsy_calloc(1, sizeof *p);
   p->kind = kind;
-  if (a->e->clustered && a->s && req && kind == P_OP) {
+  if (a->e->clustered && a->s && req && (kind == P_OP || kind == P_LOCK)) {
     p->req = json_incref(req);
     p->tries = a->e->tries_now;
   }
@@ -284,6 +288,7 @@ static pend *pend_new(author *a, int kind, json_t *req, room *r, uint64_t seq, c
   if (a->s) a->s->refs++;
   p->re = req ? json_incref(json_object_get(req, "id")) : NULL;
   p->type = req && (kind == P_OP || kind == P_DUP) ? (jstr(req, "type") && !strcmp(jstr(req, "type"), "publish") ? "publish" : "op") : NULL;
+  if (req && kind == P_LOCK) p->type = jstr(req, "type") && !strcmp(jstr(req, "type"), "unlock") ? "unlock" : "lock";
   p->r = r;
   p->seq = seq;
   p->cid = cid ? wsy_strndup(cid, strlen(cid)) : NULL;
@@ -444,6 +449,7 @@ pend *commit_sequence(author *a, json_t *req, room *r, net_chunk *frame, const c
     .msg = e->frame_text.p,
     .msg_len = e->frame_text.len,
     .revs_json = revs_json,
+    .locks_at = e->clustered ? r->lockver + 1 : 0, /* locks were checked as they are now */
   };
   store_batch_op(e->batch, &so);
   for (size_t i = 0; i < nchanges; i++)
@@ -539,7 +545,8 @@ int commit_admit(author *a, json_t *req, room *r, const char *cid, op_refusal *w
   /* In a cluster, a session's write to a room waiting to be read again
    * (a fenced-out batch, a stale replica with entries pending), or behind
    * writes deferred before it, waits its turn rather than being refused. */
-  if (a->e->clustered && a->s && req && (r->defer ? a->e->redeciding != r : r->pending != 0 && (r->broken || r->stale))) {
+  if (a->e->clustered && a->s && req &&
+      (r->defer ? a->e->redeciding != r : r->pending != 0 && (r->broken || r->stale || r->locks_stale))) {
     defer_push(r, a->s, req, a->e->tries_now, a->e->unrecorded_now);
     return 1;
   }
@@ -559,4 +566,41 @@ int commit_admit(author *a, json_t *req, room *r, const char *cid, op_refusal *w
     return commit_refuse(why, "internal", "the room could not be read from the store; retry", NULL);
   }
   return 0;
+}
+
+void commit_lock(engine *e, room *r, sess *s, json_t *req, const char *item, const lock *l, json_t *reply,
+                 json_t *event) {
+  char holder[SESS_WIRE_MAX + 1];
+  if (l->holder) sess_token_wire(l->holder, holder, sizeof holder);
+  uint64_t now = now_ms(e);
+  int64_t expires = wall_ms() + (int64_t)(l->expires > now ? l->expires - now : 0);
+  store_batch_lock(e->batch, r->name, r->lockver, item, l->holder ? holder : NULL,
+                   l->holder ? l->holder->id.user : NULL, l->holder ? l->holder->device : NULL, l->fence, expires);
+  r->lockver++;
+  author a = {.e = e, .s = s};
+  pend *p = pend_new(&a, P_LOCK, req, r, 0, NULL);
+  if (reply) p->frame = engine_frame(e, reply);
+  if (event) p->ev = engine_frame(e, event);
+  json_decref(reply);
+  json_decref(event);
+  r->pending++;
+  pend_append(e, p);
+}
+
+int commit_lock_admit(sess *s, json_t *req, room *r) {
+  engine *e = s->e;
+  if (r->defer ? e->redeciding != r : r->pending != 0 && (r->broken || r->stale || r->locks_stale)) {
+    defer_push(r, s, req, e->tries_now, 0);
+    return 1;
+  }
+  int rc = r->broken ? room_reload(e, r) : 0;
+  if (rc == 0) rc = cluster_fresh(e, r);
+  if (rc == 0) return 0;
+  if (rc == WSY_STALE) {
+    sess_error(s, req, "stale", "another node wrote this room first; re-send", NULL, NULL);
+  } else {
+    store_unreadable(e, r->name, rc);
+    sess_error(s, req, "internal", "the room could not be read from the store; retry", NULL, NULL);
+  }
+  return -1;
 }

@@ -34,7 +34,9 @@ struct op_refusal {
   json_t *extra; /* members to add to the error (item, current, lock, index); owned */
 };
 
-enum { P_OP, P_DUP, P_CREATE, P_ERR, P_DELETE }; /* P_ERR: a refusal sent in order behind pending commits */
+/* P_ERR: a refusal sent in order behind pending commits; P_LOCK: a lock
+ * change (cluster). */
+enum { P_OP, P_DUP, P_CREATE, P_ERR, P_DELETE, P_LOCK };
 
 struct pend {
   pend *next;
@@ -47,9 +49,10 @@ struct pend {
   char *ckey;        /* key in e->cids while pending */
   uint64_t seq;
   uint64_t rev;      /* a text op's new revision, for its ack (0: none) */
-  net_chunk *frame;  /* the broadcast, framed once */
+  net_chunk *frame;  /* the broadcast, framed once; P_LOCK: the reply to s (or NULL) */
+  net_chunk *ev;     /* P_LOCK: the lock event to the room */
   conn *http;        /* backend request waiting for the commit, or NULL */
-  json_t *req;       /* in a cluster: a session's op or publish, decided again if fenced out */
+  json_t *req;       /* in a cluster: a session's op, publish or lock request, decided again if fenced out */
   unsigned tries;    /* times it was decided before (cluster.h) */
   char *api_line;    /* its access log line (e->api_line when deferred), or NULL */
 };
@@ -119,5 +122,20 @@ void commit_room_created(engine *e, room *r);
  * whoever joined meanwhile is removed the same way and the room unloads. A
  * later join creates it anew (new epoch). */
 void commit_room_delete(author *a, room *r);
+
+struct lock;
+/* In a cluster (room.h, locks): commits the change of item's lock, already
+ * made in memory (*l is its new state; no holder: a release), with the next
+ * batch, fenced by r's lock version (raised here). After the commit, reply
+ * (when set) goes to s and event (when set) to the room; fenced out, req
+ * (when set) is decided again like an op, and r is read again, which
+ * releases once more a lock its holder gave up (room_locks_orphans).
+ * Steals reply and event. */
+void commit_lock(engine *e, room *r, sess *s, json_t *req, const char *item, const struct lock *l, json_t *reply,
+                 json_t *event);
+/* Before a session's lock or unlock in a cluster: 0 when r is fresh and it
+ * may be decided, 1 when it waits for r to be read again (decided later,
+ * in order), -1 when refused (answered). */
+int commit_lock_admit(sess *s, json_t *req, room *r);
 
 #endif

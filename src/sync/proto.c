@@ -100,6 +100,8 @@ static void handle_publish(sess *s, json_t *req);
 void proto_redecide(sess *s, json_t *req) {
   const char *type = jstr(req, "type");
   if (type && !strcmp(type, "publish")) handle_publish(s, req);
+  else if (type && !strcmp(type, "lock")) room_handle_lock(s, req);
+  else if (type && !strcmp(type, "unlock")) room_handle_unlock(s, req);
   else op_decide(s, req, 1);
 }
 

@@ -17,17 +17,10 @@ member *room_membership(sess *s, const char *rname) {
   return NULL;
 }
 
-static void locks_free(room *r) {
-  const char *k;
-  void *v;
-  for (size_t i = 0; map_next(&r->locks, &i, &k, &v);) wsy_free(v);
-  map_free(&r->locks);
-}
-
 static void room_destroy(engine *e, room *r) {
   commit_defer_free(r);
   cluster_room_unloading(e, r);
-  locks_free(r);
+  room_locks_free(r);
   join_cursors_free(r);
   if (r->kind) r->kind->unload(r);
   if (r->ring) ring_unref(r->ring);
@@ -61,6 +54,7 @@ static int load(engine *e, room *r, int again) {
   if (rc == 0 && info.exists && (info.epoch[0] == 'y') != (r->kind->epoch_tag == 'y')) rc = ROOM_WRONG_KIND;
   if (rc == 0) rc = again && r->kind->reload && r->ks ? r->kind->reload(r, e->st, &info) : r->kind->load(r, e->st, &info);
   if (rc == 0) rc = join_cursors_load(e, r, info.exists);
+  if (rc == 0 && e->clustered) rc = room_locks_load(e, r, info.lockver); /* the store's (cluster) */
   int end = store_read_end(e->st);
   if (rc == 0) rc = end;
   if (rc != 0) {
@@ -77,6 +71,7 @@ static int load(engine *e, room *r, int again) {
     r->seq = 0;
     commit_room_created(e, r);
   }
+  if (e->clustered) room_locks_orphans(e, r);
   return 0;
 }
 
@@ -186,58 +181,6 @@ void room_deliver(void *ud, const bus_msg *m) {
   if (r->kind->deliver) r->kind->deliver(e, r, m);
 }
 
-json_t *room_lock_json(engine *e, const char *item, const lock *l) {
-  uint64_t now = now_ms(e);
-  return json_pack("{s:s,s:s,s:s,s:I,s:I}", "item", item, "user", l->holder->id.user, "device",
-                   l->holder->device, "fence", (json_int_t)l->fence, "ttl",
-                   (json_int_t)(l->expires > now ? l->expires - now : 0));
-}
-
-const lock *room_lock_held(room *r, const char *item) {
-  lock *l = map_get(&r->locks, item);
-  return l && l->holder ? l : NULL;
-}
-
-void room_lock_release(engine *e, room *r, const char *item, lock *l, const char *reason) {
-  l->holder = NULL;
-  r->nheld--;
-  room_send(e, r, json_pack("{s:s,s:s,s:s,s:s,s:I,s:s}", "type", "lock", "room", r->name, "item", item,
-                            "state", "free", "fence", (json_int_t)l->fence, "reason", reason));
-}
-
-json_t *room_locks_json(engine *e, room *r) {
-  json_t *locks = json_array();
-  const char *lk;
-  void *lv;
-  for (size_t i = 0; r->nheld && map_next(&r->locks, &i, &lk, &lv);)
-    if (((lock *)lv)->holder) json_array_append_new(locks, room_lock_json(e, lk, lv));
-  return locks;
-}
-
-void room_locks_sweep(engine *e) {
-  uint64_t now = now_ms(e);
-  const char *rk, *k;
-  void *rv, *v;
-  for (size_t i = 0; map_next(&e->rooms, &i, &rk, &rv);) {
-    room *r = rv;
-    if (!r->nheld) continue;
-    for (size_t j = 0; map_next(&r->locks, &j, &k, &v);) {
-      lock *l = v;
-      if (l->holder && l->expires <= now) room_lock_release(e, r, k, l, "expired");
-    }
-  }
-}
-
-void room_locks_release_by(engine *e, room *r, sess *s, const char *reason) {
-  if (!r->nheld) return;
-  const char *k;
-  void *v;
-  for (size_t i = 0; map_next(&r->locks, &i, &k, &v);) {
-    lock *l = v;
-    if (l->holder == s) room_lock_release(e, r, k, l, reason);
-  }
-}
-
 /* A presence event to every member but the one it is about. */
 void room_presence_event(engine *e, member *about, const char *event) {
   json_t *msg = json_pack("{s:s,s:s,s:s,s:s,s:s}", "type", "presence", "room", about->r->name,
@@ -272,71 +215,4 @@ void room_member_remove(engine *e, member *m, const char *reason) {
   json_decref(m->state);
   wsy_free(m);
   room_unload_if_idle(e, r);
-}
-
-/* The common part of lock and unlock: a member with write permission
- * naming a valid item that no other session holds. 0 when it may go on. */
-static int lock_target(sess *s, json_t *req, room **r, const char **item, lock **l) {
-  member *m;
-  if (!proto_room_member(s, req, &m, 1)) return -1;
-  *r = m->r;
-  *item = jstr(req, "item");
-  if (!*item || !sync_item_id_valid(*item)) {
-    sess_error(s, req, "bad_request", "item must be a valid item id", "item", NULL);
-    return -1;
-  }
-  *l = map_get(&(*r)->locks, *item);
-  if (*l && (*l)->holder && (*l)->holder != s) {
-    sess_error(s, req, "locked", "the item is locked by another session", NULL,
-               json_pack("{s:s,s:o}", "item", *item, "lock", room_lock_json(s->e, *item, *l)));
-    return -1;
-  }
-  return 0;
-}
-
-void room_handle_lock(sess *s, json_t *req) {
-  engine *e = s->e;
-  room *r;
-  const char *item;
-  lock *l;
-  if (lock_target(s, req, &r, &item, &l) != 0) return;
-  json_t *ttlj = json_object_get(req, "ttl");
-  json_int_t ttl = json_is_integer(ttlj) ? json_integer_value(ttlj) : -1;
-  if (ttl < 1000 || ttl > (json_int_t)e->cfg->max_lock_ttl_ms) {
-    sess_error(s, req, "bad_request", "ttl must be an integer from 1000 to max_lock_ttl ms", "ttl", NULL);
-    return;
-  }
-  if (!l) {
-    l = wsy_calloc(1, sizeof *l);
-    map_put(&r->locks, item, l);
-  }
-  if (!l->holder) {
-    /* A new grant: the fence grows past every earlier one, across restarts
-     * too, since it starts from the wall clock in ms. */
-    uint64_t f = (uint64_t)wall_ms();
-    uint64_t floor = (l->fence > e->last_fence ? l->fence : e->last_fence) + 1;
-    l->fence = e->last_fence = f > floor ? f : floor;
-    l->holder = s;
-    r->nheld++;
-  }
-  l->expires = now_ms(e) + (uint64_t)ttl;
-  json_t *g = proto_reply(req, "granted", r);
-  json_object_set_new(g, "item", json_string(item));
-  json_object_set_new(g, "fence", json_integer((json_int_t)l->fence));
-  json_object_set_new(g, "ttl", json_integer(ttl));
-  sess_send_json(s, g);
-  room_send(e, r, json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I}", "type", "lock", "room", r->name,
-                            "item", item, "state", "held", "user", s->id.user, "device", s->device,
-                            "fence", (json_int_t)l->fence, "ttl", (json_int_t)ttl));
-}
-
-void room_handle_unlock(sess *s, json_t *req) {
-  room *r;
-  const char *item;
-  lock *l;
-  if (lock_target(s, req, &r, &item, &l) != 0) return;
-  json_t *u = proto_reply(req, "unlocked", r);
-  json_object_set_new(u, "item", json_string(item));
-  sess_send_json(s, u);
-  if (l && l->holder) room_lock_release(s->e, r, item, l, "unlock");
 }

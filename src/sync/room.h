@@ -27,9 +27,14 @@ struct member {
   json_t *state;      /* presence state; NULL: {} (most members set none) */
 };
 
-/* An item's lock. Kept after release (holder NULL) so fences keep growing. */
+/* An item's lock (lock.c). Kept after release (no holder) so fences keep
+ * growing. In a cluster another node's session may hold it: rid is then
+ * its holder's id in the store ("node.session"), ruser and rdevice point
+ * into the same allocation. */
 typedef struct lock {
-  sess *holder;
+  sess *holder;      /* this node's session holding it, or NULL */
+  char *rid;         /* another node's session holding it, or NULL */
+  const char *ruser, *rdevice;
   uint64_t fence;
   uint64_t expires;  /* loop ms */
 } lock;
@@ -82,6 +87,8 @@ struct room {
   unsigned pending;  /* entries of this room in batches not yet done */
   map locks;         /* item -> lock* */
   unsigned nheld;
+  uint64_t lockver;  /* in a cluster: the lock version as decided here (store.h, ITEM LOCKS) */
+  int locks_stale;   /* in a cluster: another node changed a lock; read them again before deciding */
   int broken;        /* a commit failed: refuse writes until reloaded */
   uint64_t min_seq;  /* the first seq the log holds, as loaded and trimmed since (store.h) */
   map cursors;       /* "user\x1fdevice" -> uint64_t*: device cursors, as loaded and recorded since */
@@ -137,7 +144,13 @@ void room_deliver(void *ud, const bus_msg *m);
 json_t *room_presence_entry(member *m);
 void room_presence_event(engine *e, member *about, const char *event);
 
-/* Locks (PROTOCOL.md 9). */
+/* Locks (PROTOCOL.md 9; lock.c). On one node they live in memory and
+ * every change is immediate. In a cluster (e->clustered) they live in the
+ * shared store: a grant, renewal or release is made in memory, committed
+ * with the next batch fenced by the room's lock version, and its reply and
+ * event go out after the commit; a fenced-out lock request is decided
+ * again like an op (commit.h). Other nodes' lock events make the replica's
+ * locks stale (read again before the next decision). */
 const lock *room_lock_held(room *r, const char *item);
 json_t *room_lock_json(engine *e, const char *item, const lock *l);
 /* The locks held in r, as the joined reply lists them. */
@@ -145,8 +158,26 @@ json_t *room_locks_json(engine *e, room *r);
 void room_lock_release(engine *e, room *r, const char *item, lock *l, const char *reason);
 /* Releases every lock s holds in r, with reason. */
 void room_locks_release_by(engine *e, room *r, sess *s, const char *reason);
-/* Releases expired locks of every room. */
+/* Releases expired locks of every room. In a cluster also those of
+ * another node's session expired for LOCK_REMOTE_SLACK_MS (its node may be
+ * gone), by one node only (locks_releaser). */
 void room_locks_sweep(engine *e);
+/* Frees r's locks (unload). */
+void room_locks_free(room *r);
+/* In a cluster: r's locks and lock version read from the store (inside a
+ * read snapshot), replacing the replica's. 0 or a wsy_err. */
+int room_locks_load(engine *e, room *r, uint64_t lockver);
+/* After a load: releases r's locks held by a session of this node that is
+ * gone or no longer r's member (a release fenced out, a restart under the
+ * same node id). */
+void room_locks_orphans(engine *e, room *r);
+/* The same outside a load: reads the room's lock version and locks in one
+ * snapshot; a room of another epoch marks r stale instead. */
+int room_locks_reload(engine *e, room *r);
+/* A node is gone: the locks its sessions held are released (by one node). */
+void room_locks_node_gone(engine *e, const char *node);
+/* 1 when the frame payload (len bytes) is a lock event. */
+int room_lock_event(const uint8_t *payload, size_t len);
 /* lock and unlock requests. */
 void room_handle_lock(sess *s, json_t *req);
 void room_handle_unlock(sess *s, json_t *req);

@@ -121,6 +121,108 @@ Test(pg_fence, a_cid_committed_by_another_node_is_a_duplicate) {
   pgt_close(&T, a);
 }
 
+typedef struct lock_rows {
+  int n;
+  char item[4][16], holder[4][32], user[4][16];
+  uint64_t fence[4];
+  int64_t expires[4];
+} lock_rows;
+
+static int lock_row(const char *i, const char *h, const char *u, const char *d, uint64_t f, int64_t x, void *ud) {
+  lock_rows *r = ud;
+  cr_assert_lt(r->n, 4);
+  snprintf(r->item[r->n], 16, "%s", i);
+  snprintf(r->holder[r->n], 32, "%s", h ? h : "(free)");
+  snprintf(r->user[r->n], 16, "%s", u ? u : "(free)");
+  cr_assert_eq(!h, !d, "user and device go with the holder");
+  r->fence[r->n] = f;
+  r->expires[r->n] = x;
+  r->n++;
+  return 0;
+}
+
+static lock_rows locks_of(store *s, const char *room) {
+  lock_rows r = {0};
+  cr_assert_eq(store_room_locks(s, room, lock_row, &r), 0);
+  return r;
+}
+
+static uint64_t lockver_of(store *s, const char *room) {
+  store_room_info info;
+  cr_assert_eq(store_room_get(s, room, &info), 0);
+  return info.lockver;
+}
+
+static void op_at(store_batch *x, const char *room, uint64_t seq, uint64_t locks_at) {
+  store_op op = {.room = room, .seq = seq, .item = "card", .fields_json = "{}", .version = seq, .msg = "{}",
+                 .msg_len = 2, .locks_at = locks_at};
+  store_batch_op(x, &op);
+}
+
+/* Two nodes deciding on the same lock: the second, decided on the lock
+ * version before the first's grant, is fenced out; so is an op checked
+ * against the locks before that grant; an op that names no version is not. */
+Test(pg_fence, lock_changes_and_the_ops_checked_against_them_are_fenced_by_the_lock_version) {
+  store *a = pgt_open(&T, T.url), *b = pgt_open(&T, T.url);
+  store_batch *x = store_batch_new();
+  store_batch_room_create(x, "r", "e");
+  commit_ok(a, x);
+  cr_assert_eq(lockver_of(b, "r"), 0);
+
+  x = store_batch_new(); /* node a grants card to alice's phone */
+  store_batch_lock(x, "r", 0, "card", "na.s1", "alice", "phone", 100, 5000);
+  commit_ok(a, x);
+  cr_assert_eq(lockver_of(b, "r"), 1);
+  lock_rows l = locks_of(b, "r");
+  cr_assert_eq(l.n, 1);
+  cr_assert_str_eq(l.item[0], "card");
+  cr_assert_str_eq(l.holder[0], "na.s1");
+  cr_assert_str_eq(l.user[0], "alice");
+  cr_assert_eq(l.fence[0], 100);
+  cr_assert_eq(l.expires[0], 5000);
+
+  x = store_batch_new(); /* node b decided on version 0: card looked free */
+  store_batch_lock(x, "r", 0, "card", "nb.s2", "bob", "tab", 101, 6000);
+  cr_assert_eq(pgt_commit(&T, b, x, 0), WSY_STALE);
+  cr_assert_not_null(strstr(store_batch_error(x), "lock version"), "%s", store_batch_error(x));
+  store_batch_free(x);
+  x = store_batch_new(); /* and wrote card, checked against version 0 */
+  op_at(x, "r", 1, 0 + 1);
+  cr_assert_eq(pgt_commit(&T, b, x, 0), WSY_STALE);
+  store_batch_free(x);
+  cr_assert_eq(pgt_seq(b, "r"), 0, "nothing of either batch was stored");
+  cr_assert_str_eq(locks_of(b, "r").holder[0], "na.s1");
+
+  x = store_batch_new(); /* checked against version 1, or not against locks: stored */
+  op_at(x, "r", 1, 1 + 1);
+  op_at(x, "r", 2, 0);
+  commit_ok(b, x);
+  cr_assert_eq(pgt_seq(a, "r"), 2);
+
+  x = store_batch_new(); /* a releases: the row stays, with its fence, and no holder */
+  store_batch_lock(x, "r", 1, "card", NULL, "ignored", "ignored", 100, 0);
+  commit_ok(a, x);
+  l = locks_of(b, "r");
+  cr_assert_eq(l.n, 1);
+  cr_assert_str_eq(l.holder[0], "(free)");
+  cr_assert_eq(l.fence[0], 100);
+  cr_assert_eq(lockver_of(b, "r"), 2);
+
+  x = store_batch_new(); /* a lock in a room that does not exist */
+  store_batch_lock(x, "nowhere", 0, "card", "na.s1", "alice", "phone", 1, 1);
+  cr_assert_eq(pgt_commit(&T, a, x, 0), WSY_NOT_FOUND);
+  store_batch_free(x);
+
+  x = store_batch_new(); /* deleting the room deletes its locks; made again, it starts at version 0 */
+  store_batch_room_delete(x, "r");
+  store_batch_room_create(x, "r", "e2");
+  commit_ok(a, x);
+  cr_assert_eq(locks_of(b, "r").n, 0);
+  cr_assert_eq(lockver_of(b, "r"), 0);
+  pgt_close(&T, b);
+  pgt_close(&T, a);
+}
+
 Test(pg_fence, two_nodes_racing_to_create_a_room_one_wins) {
   store *a = pgt_open(&T, T.url), *b = pgt_open(&T, T.url);
   for (int round = 0; round < 5; round++) {

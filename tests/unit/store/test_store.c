@@ -230,6 +230,28 @@ Test(store, second_open_of_a_directory_is_refused) {
 
 /* ---- batches --------------------------------------------------------------- */
 
+static int no_lock_expected(const char *i, const char *h, const char *u, const char *d, uint64_t f, int64_t x,
+                            void *ud) {
+  (void)i, (void)h, (void)u, (void)d, (void)f, (void)x, (void)ud;
+  cr_assert_fail("the embedded store keeps no locks");
+  return 0;
+}
+
+/* One node keeps its locks in memory (store.h, ITEM LOCKS): a lock entry is
+ * a caller's mistake, refused whole; reading locks walks nothing. */
+Test(store, keeps_no_locks_and_refuses_a_batch_with_one) {
+  store *s = open_ok(0);
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "a", "ea");
+  store_batch_lock(b, "a", 0, "card", "n.s", "alice", "phone", 7, 1000);
+  cr_assert_eq(store_sqlite_commit_sync(s, b), WSY_INVAL);
+  cr_assert_not_null(strstr(store_batch_error(b), "lock"), "%s", store_batch_error(b));
+  store_batch_free(b);
+  cr_assert_eq(room_info(s, "a").exists, 0, "nothing of the batch was stored");
+  cr_assert_eq(store_room_locks(s, "a", no_lock_expected, NULL), 0);
+  store_close(s);
+}
+
 Test(store, batch_with_many_ops_commits_atomically) {
   store *s = open_ok(0);
   store_batch *b = store_batch_new();
