@@ -286,11 +286,19 @@ describe('one lock for the whole cluster', { timeout: TEST_MS }, () => {
     const previous = new Map(); // item -> fence of the last round
     const tally = [];
 
-    for (let round = 1; round <= 2; round++) {
+    // Round 1: every request of every session leaves in the same tick, so
+    // each node decides its 30 at once, against the others' 30. Rounds 2
+    // and 3: item by item, a loop turn apart, the first sender rotating, so
+    // that the nodes' decisions on each item interleave.
+    for (let round = 1; round <= 3; round++) {
       await t.test(`round ${round}: ${ITEMS} items, every session asks for each at once`, async () => {
-        // Every request of every session leaves in the same tick: the nodes
-        // decide them concurrently.
-        const asked = items.map((item) => cs.map((c) => lock(c, room, item, 60000)));
+        const asked = [];
+        for (const [k, item] of items.entries()) {
+          const order = round === 1 ? cs : [...cs.slice(k % 3), ...cs.slice(0, k % 3)];
+          const sent = new Map(order.map((c) => [c, lock(c, room, item, 60000)]));
+          asked.push(cs.map((c) => sent.get(c)));
+          if (round > 1) await new Promise((resolve) => setImmediate(resolve));
+        }
         const replies = await Promise.all(asked.map((r) => Promise.all(r)));
         const winners = new Map(); // item -> {c, fence}
         items.forEach((item, k) => {
@@ -409,6 +417,52 @@ describe('one lock for the whole cluster', { timeout: TEST_MS }, () => {
     const last = await opAck(a, room, setOp('doc', { v: 3 }, { fence: g3.fence }));
     await b.entry(room, last.seq);
     assert.deepEqual((await snapshot(2, room)).items.doc.fields, { v: 3 }, 'only the current holders\' writes were applied');
+  });
+
+  test('every decision sees the lock changes acknowledged before it on other nodes (40 rounds)', async (t) => {
+    // A lock change is committed before its reply, so the next request, on
+    // any node, is decided on it: refusing on a lock another node already
+    // released (or answering from before a takeover) breaks the lock's order.
+    // Each step once is a race with the bus; 40 rounds make a stale view show.
+    const room = roomName('order');
+    const [a, b] = await members(room, [['alice', 0], ['bob', 1]]);
+    t.after(() => closeClients(a, b));
+    const ROUNDS = 40;
+    const seen = { relock: {}, oldFenceAfterTakeover: {}, writeAfterRelease: {}, oldFenceWhenFree: {}, lockAfterRelease: {} };
+    const count = (what, r) => {
+      const k = r.type === 'error' ? r.code : r.type;
+      seen[what][k] = (seen[what][k] || 0) + 1;
+      return r;
+    };
+    const lockOf = (c, item) => c.request({ type: 'lock', room, item, ttl: 60000 });
+    const unlock = (c, item) => c.expect({ type: 'unlock', room, item }, 'unlocked');
+    for (let k = 0; k < ROUNDS; k++) {
+      const item = `o${k}`;
+      assert.equal((await lockOf(b, item)).type, 'granted');
+      await unlock(b, item);
+      // 1. node 2 released it: node 1 grants it
+      const ga = count('relock', await lockOf(a, item));
+      if (ga.type !== 'granted') continue;
+      await unlock(a, item);
+      // 2. node 2 took it over: a's old fence on node 1 meets b's lock (locked: the lock is checked first)
+      const gb = await lockOf(b, item);
+      assert.equal(gb.type, 'granted', `${item}: ${JSON.stringify(gb)}`);
+      const e = count('oldFenceAfterTakeover', await a.op(room, cid(), setOp(item, { k }, { fence: ga.fence })));
+      if (e.code === 'locked') assert.equal(e.lock.fence, gb.fence);
+      await unlock(b, item);
+      // 3. node 2 released it: node 1 writes it, an old fence is lock_lost, a lock is granted
+      count('writeAfterRelease', await a.op(room, cid(), setOp(item, { k })));
+      count('oldFenceWhenFree', await a.op(room, cid(), setOp(item, { k }, { fence: gb.fence })));
+      const g3 = count('lockAfterRelease', await lockOf(a, item));
+      if (g3.type === 'granted') await unlock(a, item);
+    }
+    assert.deepEqual(seen, {
+      relock: { granted: ROUNDS },
+      oldFenceAfterTakeover: { locked: ROUNDS },
+      writeAfterRelease: { ack: ROUNDS },
+      oldFenceWhenFree: { lock_lost: ROUNDS },
+      lockAfterRelease: { granted: ROUNDS },
+    }, `the answers of ${ROUNDS} rounds, per step: ${JSON.stringify(seen)}`);
   });
 
   test('a lock taken over after its TTL ran out on another node: the old holder\'s fence is refused', async (t) => {
