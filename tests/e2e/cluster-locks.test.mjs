@@ -603,3 +603,46 @@ describe('a dead node', { timeout: TEST_MS }, () => {
     }
   });
 });
+
+describe('rooms unloaded between requests', { timeout: TEST_MS }, () => {
+  // A room whose last member leaves is unloaded with its lock table; the
+  // next join loads it again from the store. Pipelined, the leave arrives
+  // while the join (the room's creation, its presence question to the
+  // other nodes) and the lock's commit are still under way.
+  test('join, lock, leave pipelined on three nodes at once: each lock granted while joined, fences keep growing', async (t) => {
+    const cs = await Promise.all([0, 1, 2].map((i) => connect(i, `unl${i}`)));
+    t.after(() => closeClients(cs));
+    const room = roomName('unloaded');
+    const fences = await Promise.all(cs.map(async (c, k) => {
+      const out = [];
+      for (let i = 0; i < 10; i++) {
+        const item = `x${k}`;
+        c.send({ type: 'join', room });
+        c.send({ type: 'lock', id: `lk${i}`, room, item, ttl: 5000 });
+        c.send({ type: 'leave', room });
+        const r = await c.waitFor((m) => m.re === `lk${i}`, `${c.name}: the answer to lock ${i}`);
+        assert.equal(r.type, 'granted', `${c.name}: a lock sent between join and leave: ${JSON.stringify(r)}`);
+        out.push(r.fence);
+        await c.waitFor((m) => m.type === 'left' && m.room === room, `${c.name}: left ${i}`);
+      }
+      return out;
+    }));
+    fences.forEach((f, k) => {
+      for (let i = 1; i < f.length; i++) assert.ok(f[i] > f[i - 1], `node ${k + 1}, grant ${i}: ${f}`);
+    });
+  });
+
+  test('join, leave pipelined in new rooms on every node: the nodes stay up', async (t) => {
+    const cs = await Promise.all([0, 1, 2].map((i) => connect(i, `jl${i}`)));
+    t.after(() => closeClients(cs));
+    await Promise.all(cs.map(async (c) => {
+      for (let i = 0; i < 10; i++) {
+        const fresh = roomName('jl');
+        c.send({ type: 'join', room: fresh });
+        c.send({ type: 'leave', room: fresh });
+        await c.waitFor((m) => m.type === 'left' && m.room === fresh, `${c.name}: left ${fresh}`);
+      }
+    }));
+    for (const node of cl.nodes) assert.ok(node.running, `${node.nodeId} is up: ${node.srv.exit && JSON.stringify(node.srv.exit)}`);
+  });
+});
