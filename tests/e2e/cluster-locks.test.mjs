@@ -19,7 +19,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
 import { startCluster } from './lib/cluster.mjs';
-import { SANITIZED, sleep, waitUntil, WAIT_MS } from './lib/server.mjs';
+import { SANITIZED, sanitizerReport, sleep, waitUntil, WAIT_MS } from './lib/server.mjs';
 import { api, closeClients, SyncClient, token } from './lib/sync.mjs';
 
 const KEY = 'cluster-locks-api-key';
@@ -34,7 +34,15 @@ let n = 0;
 before(async () => {
   cl = await startCluster(3, { nodeArgs: () => ['--api-key', KEY, '--rate', '100000', '--burst', '100000'] });
 });
-after(() => cl && cl.stop());
+// A node that died on its own (not killed by a test) fails the file, with
+// its sanitizer report or the end of its log: stopping it would say nothing.
+after(async () => {
+  if (!cl) return;
+  const dead = cl.nodes.filter((x) => !x.running)
+    .map((x) => `${x.nodeId} exited (${JSON.stringify(x.srv?.exit)}):\n${sanitizerReport(x.stderr) || x.stderr.slice(-3000)}`);
+  await cl.stop();
+  if (dead.length) throw new Error(`a node died during the tests:\n${dead.join('\n---\n')}`);
+});
 
 const url = (i) => cl.nodes[i % cl.nodes.length].url;
 const roomName = (what) => `lk-${what}-${process.pid}-${++n}`;
