@@ -454,7 +454,7 @@ static void stmt_name(char name[16], int st) { snprintf(name, 16, "w%d", st); }
 
 int pg_send_stmt(pg_store *s, int st, int entry, const char *const *vals) {
   char name[16];
-  int lens[6] = {0};
+  int lens[8] = {0}; /* text params: libpq ignores the lengths */
   stmt_name(name, st);
   if (!PQsendQueryPrepared(s->wc, name, write_sql[st].n, vals, lens, NULL, 0)) return WSY_IO;
   slot_add(s, entry);
@@ -510,7 +510,8 @@ static void start_batch(pg_store *s, int prepare) {
 }
 
 static const char *const kind_name[] = {"room_create", "op", "cursor", "trim", "item", "room_delete", "hook_pos",
-                                        "text"};
+                                        "text", "lock"};
+_Static_assert(WSY_ARRAY_LEN(kind_name) == E_LOCK + 1, "a name per batch entry kind");
 
 /* The first failed statement decides the batch's result. */
 static void record_failure(pg_store *s, const PGresult *r) {
@@ -656,5 +657,6 @@ static const store_ops pg_ops = {
   .stats = pg_stats,
   .rooms_list = pg_rooms_list,
   .room_locks = pg_room_locks,
+  .rooms_get = pg_rooms_get,
   .commit = pg_commit,
 };

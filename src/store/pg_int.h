@@ -104,6 +104,7 @@ int pg_read_begin(store *bs);
 int pg_read_end(store *bs);
 int pg_stats(store *bs, store_stats_info *out);
 int pg_rooms_list(store *bs, const char *after, size_t limit, store_room_cb cb, void *ud);
+int pg_rooms_get(store *bs, const char *const *names, size_t n, store_room_cb cb, void *ud);
 
 /* For tests: shorter deadlines than PG_COMMIT_MS / PG_READ_MS. */
 void pg_store_set_timeouts(store *bs, unsigned commit_ms, unsigned read_ms);

@@ -344,6 +344,41 @@ int pg_stats(store *bs, store_stats_info *out) {
   return WSY_OK;
 }
 
+/* Several rooms' rows in one round trip: names as one text[] literal. */
+int pg_rooms_get(store *bs, const char *const *names, size_t n, store_room_cb cb, void *ud) {
+  if (!cb || (n && !names)) return WSY_INVAL;
+  if (!n) return WSY_OK;
+  buf lit;
+  buf_init(&lit, (size_t)64 << 20);
+  int rc = buf_append(&lit, "{", 1);
+  for (size_t i = 0; i < n && !rc; i++) {
+    rc = buf_append(&lit, i ? ",\"" : "\"", i ? 2 : 1);
+    for (const char *p = names[i]; *p && !rc; p++) {
+      if (*p == '"' || *p == '\\') rc = buf_append(&lit, "\\", 1);
+      if (!rc) rc = buf_append(&lit, p, 1);
+    }
+    if (!rc) rc = buf_append(&lit, "\"", 1);
+  }
+  if (!rc) rc = buf_append(&lit, "}", 2); /* with the NUL */
+  PGresult *r = NULL;
+  const char *v[] = {(const char *)lit.data};
+  if (!rc)
+    rc = q(PG(bs), "SELECT name, epoch, seq, min_seq, created_at, lockver FROM rooms WHERE name = ANY($1::text[])", 1,
+           v, &r);
+  buf_free(&lit);
+  for (int i = 0; !rc && i < PQntuples(r); i++) {
+    store_room_info info = {.exists = 1};
+    copy_epoch(info.epoch, r, i, 1);
+    info.seq = u64(r, i, 2);
+    info.min_seq = u64(r, i, 3);
+    info.created_ms = strtoll(PQgetvalue(r, i, 4), NULL, 10);
+    info.lockver = u64(r, i, 5);
+    rc = cb(PQgetvalue(r, i, 0), &info, ud);
+  }
+  PQclear(r);
+  return rc;
+}
+
 int pg_rooms_list(store *bs, const char *after, size_t limit, store_room_cb cb, void *ud) {
   if (!cb) return WSY_INVAL;
   char lim[24];

@@ -681,6 +681,7 @@ static int apply_hook_pos(sq_store *s, store_batch *b, const batch_entry *e) {
 
 static const char *const kind_name[] = {"room_create", "op",          "cursor",  "trim",
                                         "item",        "room_delete", "hook_pos", "text", "lock"};
+_Static_assert(WSY_ARRAY_LEN(kind_name) == E_LOCK + 1, "a name per batch entry kind");
 
 int store_sqlite_commit_sync(store *bs, store_batch *b) {
   sq_store *s = (sq_store *)bs;

@@ -55,6 +55,16 @@ int store_hook_pos_get(store *s, const char *hook, const char *room, const char 
 int store_read_begin(store *s) { return s->ops->read_begin(s); }
 int store_read_end(store *s) { return s->ops->read_end(s); }
 int store_stats(store *s, store_stats_info *out) { return s->ops->stats(s, out); }
+int store_rooms_get(store *s, const char *const *names, size_t n, store_room_cb cb, void *ud) {
+  if (s->ops->rooms_get) return s->ops->rooms_get(s, names, n, cb, ud);
+  int rc = 0;
+  for (size_t i = 0; i < n && !rc; i++) {
+    store_room_info info;
+    rc = store_room_get(s, names[i], &info);
+    if (!rc && info.exists) rc = cb(names[i], &info, ud);
+  }
+  return rc;
+}
 int store_room_locks(store *s, const char *room, store_lock_cb cb, void *ud) {
   return s->ops->room_locks ? s->ops->room_locks(s, room, cb, ud) : 0;
 }
@@ -144,6 +154,11 @@ static int f_room_get(store *s, const char *room, store_room_info *out) {
   return store_room_get(F(s)->inner, room, out);
 }
 
+static int f_rooms_get(store *s, const char *const *names, size_t n, store_room_cb cb, void *ud) {
+  if (faulted(F(s), STORE_FAULT_READ)) return WSY_IO;
+  return store_rooms_get(F(s)->inner, names, n, cb, ud);
+}
+
 static int f_room_locks(store *s, const char *room, store_lock_cb cb, void *ud) {
   if (faulted(F(s), STORE_FAULT_READ)) return WSY_IO;
   return store_room_locks(F(s)->inner, room, cb, ud);
@@ -229,6 +244,7 @@ static const store_ops fault_ops = {
   .room_get = f_room_get,
   .room_items = f_room_items,
   .room_locks = f_room_locks,
+  .rooms_get = f_rooms_get,
   .room_texts = f_room_texts,
   .history = f_history,
   .recent_messages = f_recent,

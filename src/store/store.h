@@ -286,6 +286,11 @@ int store_read_end(store *s);
 typedef int (*store_room_cb)(const char *room, const store_room_info *info, void *ud);
 int store_rooms_list(store *s, const char *after, size_t limit, store_room_cb cb, void *ud) WSY_WUR;
 
+/* The rows of the named rooms that exist (in no particular order), read in
+ * one snapshot: for PostgreSQL one round trip, whatever n (the cluster's
+ * periodic check of every loaded room). */
+int store_rooms_get(store *s, const char *const *names, size_t n, store_room_cb cb, void *ud) WSY_WUR;
+
 typedef struct store_stats_info {
   int schema_version;
   int durability_full;

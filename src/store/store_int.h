@@ -27,6 +27,7 @@ typedef struct store_ops {
   int (*read_end)(store *s);
   int (*stats)(store *s, store_stats_info *out);
   int (*room_locks)(store *s, const char *room, store_lock_cb cb, void *ud); /* NULL: no locks kept */
+  int (*rooms_get)(store *s, const char *const *names, size_t n, store_room_cb cb, void *ud); /* NULL: one by one */
   int (*rooms_list)(store *s, const char *after, size_t limit, store_room_cb cb, void *ud);
   void (*commit)(store *s, store_batch *b, store_commit_cb cb, void *ud);
 } store_ops;

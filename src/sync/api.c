@@ -87,6 +87,28 @@ void api_commit_observed(engine *e, double secs, int failed) {
   if (failed) e->commit_failures++;
 }
 
+void api_lag_observed(engine *e, double secs) {
+  size_t bi = 0;
+  while (bi < WSY_ARRAY_LEN(commit_bounds) && secs > commit_bounds[bi].le) bi++;
+  e->lag_hist[bi]++;
+  e->lag_sum += secs;
+  e->lag_count++;
+}
+
+/* One histogram of commit_bounds' buckets. */
+static void emit_hist(buf *b, const char *name, const uint64_t *hist, double sum, uint64_t count) {
+  uint64_t cum = 0;
+  char line[160];
+  for (size_t i = 0; i <= WSY_ARRAY_LEN(commit_bounds); i++) {
+    cum += hist[i];
+    int n = snprintf(line, sizeof line, "%s_bucket{le=\"%s\"} %llu\n", name,
+                     i < WSY_ARRAY_LEN(commit_bounds) ? commit_bounds[i].text : "+Inf", (unsigned long long)cum);
+    if (buf_append(b, line, wsy_snlen(n, sizeof line)) != WSY_OK) return;
+  }
+  int n = snprintf(line, sizeof line, "%s_sum %.6f\n%s_count %llu\n", name, sum, name, (unsigned long long)count);
+  if (buf_append(b, line, wsy_snlen(n, sizeof line)) != WSY_OK) return;
+}
+
 static void metrics(engine *e, conn *c) {
   const net_stats *ns = net_loop_stats(e->net);
   size_t nsess = 0;
@@ -197,15 +219,11 @@ static void metrics(engine *e, conn *c) {
        (unsigned long long)ns->slow_closes);
   EMIT("# HELP wsync_commit_seconds Time a batch takes to commit durably.\n"
        "# TYPE wsync_commit_seconds histogram\n");
-  uint64_t cum = 0;
-  for (size_t i = 0; i < WSY_ARRAY_LEN(commit_bounds); i++) {
-    cum += e->commit_hist[i];
-    EMIT("wsync_commit_seconds_bucket{le=\"%s\"} %llu\n", commit_bounds[i].text, (unsigned long long)cum);
-  }
-  cum += e->commit_hist[WSY_ARRAY_LEN(commit_bounds)];
-  EMIT("wsync_commit_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
-  EMIT("wsync_commit_seconds_sum %.6f\nwsync_commit_seconds_count %llu\n", e->commit_sum,
-       (unsigned long long)e->commits);
+  emit_hist(&b, "wsync_commit_seconds", e->commit_hist, e->commit_sum, e->commits);
+  EMIT("# HELP wsync_bus_lag_seconds Time from an entry's decision on another node to its delivery here"
+       " (over the bus, or refilled from the store; ms resolution, clocks of both nodes).\n"
+       "# TYPE wsync_bus_lag_seconds histogram\n");
+  emit_hist(&b, "wsync_bus_lag_seconds", e->lag_hist, e->lag_sum, e->lag_count);
   EMIT("# HELP wsync_commit_failures_total Batches whose commit failed (nothing of them was stored).\n"
        "# TYPE wsync_commit_failures_total counter\nwsync_commit_failures_total %llu\n",
        (unsigned long long)e->commit_failures);
@@ -445,6 +463,9 @@ static void backend_read(engine *e, conn *c, httpd_req *r, const char *name, con
     api_error(c, 500, "internal", "the room could not be read");
     return;
   }
+  /* A room not loaded here: in a cluster, the other nodes are asked for
+   * their members (presence is cluster-wide), answered when they have. */
+  if (!strcmp(what, "presence") && !map_get(&e->rooms, name) && presence_api_ask(e, c, name, b)) return;
   http_json(c, 200, b);
 }
 

@@ -19,5 +19,8 @@ void api_users_route(void *ud, conn *c, httpd_req *r);      /* /v1/users/{user}/
 void api_error(conn *c, int status, const char *code, const char *message);
 /* Commit figures for wsync_commit_seconds (commit.c records, api.c prints). */
 void api_commit_observed(engine *e, double seconds, int failed);
+/* An entry decided on another node reached this node's members seconds
+ * after its decision (its ts): wsync_bus_lag_seconds. */
+void api_lag_observed(engine *e, double seconds);
 
 #endif

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "../common/log.h"
+#include "api.h"
 #include "commit.h"
 #include "fallback.h"
 #include "room.h"
@@ -21,10 +22,29 @@ typedef struct refill_ctx {
 
 static void deliver_in_order(engine *e, room *r, const bus_msg *m);
 
+/* The lag of an entry decided on another node: now minus its "ts" (the
+ * entry JSON is the engine's own: "ts" follows "seq", and room names hold
+ * no quote, so the first ,"ts": is it). */
+static void observe_lag(engine *e, const net_chunk *f) {
+  size_t len;
+  const char *p = (const char *)frame_payload(f, &len);
+  static const char key[] = ",\"ts\":";
+  const char *end = p + (len < 256 ? len : 256);
+  for (const char *q = p; q + sizeof key - 1 < end; q++) {
+    if (memcmp(q, key, sizeof key - 1) != 0) continue;
+    int64_t ts = 0;
+    for (q += sizeof key - 1; q < end && *q >= '0' && *q <= '9'; q++) ts = ts * 10 + (*q - '0');
+    int64_t lag = wall_ms() - ts;
+    if (ts > 0) api_lag_observed(e, lag > 0 ? (double)lag / 1000.0 : 0.0);
+    return;
+  }
+}
+
 static int refill_one(uint64_t seq, const char *msg, size_t len, void *ud) {
   refill_ctx *c = ud;
   if (seq != c->r->delivered + 1) return WSY_IO; /* the log has a hole: cannot happen while retained */
   net_chunk *f = ws_frame_new(WS_OP_TEXT, msg, len);
+  observe_lag(c->e, f);
   bus_msg m = {.room = c->r->name, .epoch = c->r->epoch, .seq = seq, .frame = f};
   room_deliver(c->e, &m);
   c->r->delivered = seq;
@@ -32,11 +52,10 @@ static int refill_one(uint64_t seq, const char *msg, size_t len, void *ud) {
   return 0;
 }
 
-int cluster_refill(engine *e, room *r, uint64_t upto) {
-  if (upto && upto <= r->delivered) return 0;
-  store_room_info info = {0};
-  int rc = store_room_get(e->st, r->name, &info);
-  if (rc != 0) return rc;
+/* cluster_refill with the room's row already read. */
+static int refill_from(engine *e, room *r, uint64_t upto, const store_room_info *ip) {
+  store_room_info info = *ip;
+  int rc;
   if (!info.exists || strcmp(info.epoch, r->epoch) != 0) return 0; /* deleted meanwhile: the reload says so */
   if (!r->pending && info.lockver != r->lockver) r->locks_stale = 1; /* a lock event was lost */
   if (info.seq <= r->delivered) return 0;
@@ -55,6 +74,13 @@ int cluster_refill(engine *e, room *r, uint64_t upto) {
   e->refilled += r->delivered - before;
   if (r->delivered > r->seq || r->delivered > before) r->stale = 1;
   return rc;
+}
+
+int cluster_refill(engine *e, room *r, uint64_t upto) {
+  if (upto && upto <= r->delivered) return 0;
+  store_room_info info = {0};
+  int rc = store_room_get(e->st, r->name, &info);
+  return rc != 0 ? rc : refill_from(e, r, upto, &info);
 }
 
 /* Every entry passes here on its way to the members: the local commit's
@@ -80,7 +106,10 @@ static void deliver_in_order(engine *e, room *r, const bus_msg *m) {
   }
   room_deliver(e, m);
   r->delivered = m->seq;
-  if (m->origin) r->stale = 1; /* decided elsewhere: this replica is behind */
+  if (m->origin) {
+    r->stale = 1; /* decided elsewhere: this replica is behind */
+    observe_lag(e, m->frame);
+  }
 }
 
 /* The bus's delivery: entries in order, ephemeral traffic as it comes. */
@@ -101,20 +130,54 @@ static void on_deliver(void *ud, const bus_msg *m) {
   deliver_in_order(e, r, m);
 }
 
-/* Compares each loaded room with the store and delivers what is missing. */
+typedef struct check_ctx {
+  engine *e;
+  map seen; /* rooms the store has: name -> its row (a copy) */
+} check_ctx;
+
+static int check_one(const char *name, const store_room_info *info, void *ud) {
+  check_ctx *c = ud;
+  store_room_info *copy = wsy_malloc(sizeof *copy);
+  *copy = *info;
+  map_put(&c->seen, name, copy);
+  return 0;
+}
+
+/* Compares each loaded room with the store and delivers what is missing:
+ * the rows of every loaded room in one read (one round trip for
+ * PostgreSQL), then a refill only where entries are missing. */
 static void check_rooms(engine *e) {
+  size_t n = 0, cap = map_len(&e->rooms);
+  char **names = wsy_calloc(cap ? cap : 1, sizeof *names); /* copies: rooms may unload below */
   const char *k;
   void *v;
-  for (size_t i = 0; map_next(&e->rooms, &i, &k, &v);) {
+  for (size_t i = 0; map_next(&e->rooms, &i, &k, &v) && n < cap;) {
     room *r = v;
     if (r->pending && r->delivered == r->seq) continue; /* its own commit is in flight */
-    int rc = cluster_refill(e, r, 0);
-    if (rc != 0) {
-      log_warn("room %s: cannot compare with the store: %s", r->name, wsy_strerror(rc));
+    names[n++] = wsy_strndup(r->name, strlen(r->name));
+  }
+  check_ctx c = {.e = e};
+  map_init(&c.seen);
+  int rc = store_rooms_get(e->st, (const char *const *)names, n, check_one, &c);
+  if (rc != 0) log_warn("cluster: cannot compare %zu loaded rooms with the store: %s", n, wsy_strerror(rc));
+  /* Rooms are looked up again by name: a refill delivers, and a delivery
+   * may end sessions and unload rooms. */
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    const char *name = names[i];
+    store_room_info *info = map_get(&c.seen, name);
+    room *r = map_get(&e->rooms, name);
+    if (!r || !info) continue; /* unloaded meanwhile; or deleted: the next decision's reload says so */
+    int frc = refill_from(e, r, 0, info);
+    if (frc != 0) {
+      log_warn("room %s: cannot compare with the store: %s", name, wsy_strerror(frc));
       break; /* the store is failing: try again at the next check */
     }
-    commit_redecide_deferred(e, r); /* writes left waiting by a reload that failed */
+    if ((r = map_get(&e->rooms, name))) commit_redecide_deferred(e, r); /* writes left waiting by a reload that failed */
   }
+  for (size_t i = 0; map_next(&c.seen, &i, &k, &v);) wsy_free(v);
+  map_free(&c.seen);
+  for (size_t i = 0; i < n; i++) wsy_free(names[i]);
+  wsy_free(names);
 }
 
 static void on_check(uv_timer_t *t) { check_rooms(t->data); }
@@ -189,6 +252,7 @@ int cluster_init(engine *e, char *err, size_t errlen) {
 }
 
 void cluster_deinit(engine *e) {
+  presence_api_flush(e);
   uv_close((uv_handle_t *)&e->cluster_timer, NULL);
   uv_close((uv_handle_t *)&e->settle_timer, NULL);
   map_free(&e->nodes);

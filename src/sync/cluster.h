@@ -64,6 +64,14 @@ int presence_on_ephemeral(engine *e, room *r, const bus_msg *m);
 void presence_query(engine *e, room *r);
 void presence_on_query(engine *e, const char *node, const uint8_t *body, size_t len);
 void presence_on_answer(engine *e, const char *node, const uint8_t *body, size_t len);
+/* The backend API's presence of a room not loaded here (body has the
+ * reply so far, with an empty "presence"): in a cluster the other nodes are
+ * asked, and c is answered 200 with their members once all have answered,
+ * at most 200 ms later. 1 when deferred so (body is taken), 0 when there
+ * is nobody to ask (the caller answers). */
+int presence_api_ask(engine *e, conn *c, const char *name, json_t *body);
+/* Answers every waiting presence API request (shutdown). */
+void presence_api_flush(engine *e);
 int presence_settling(const room *r);
 /* Lets the joins held for r go on once nothing is awaited (the answers,
  * r's creation: in a cluster a join to a room this node is creating waits

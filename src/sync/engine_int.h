@@ -69,6 +69,7 @@ struct engine {
   room *redeciding;    /* the room whose deferred writes are being decided again */
   map nodes;           /* the other nodes heard from (bus heartbeats) */
   uv_timer_t settle_timer; /* joins waiting for other nodes' presence answers (presence.c) */
+  struct pask *pasks;      /* presence API requests waiting for them (presence.c) */
   webhooks *hooks;    /* NULL without --webhook */
   jw frame_text;      /* the text of the last frame made: reused, kept for the store */
   auth_config auth;   /* how hello verifies tokens (secret, JWKS, iss, aud, leeway) */
@@ -120,6 +121,9 @@ struct engine {
   uint64_t hook_calls, hook_cache_hits, hook_failures, ophook_calls, ophook_failures;
   uint64_t commit_hist[16];  /* wsync_commit_seconds buckets (api.c's bounds), +Inf last */
   double commit_sum;
+  uint64_t lag_hist[16];     /* wsync_bus_lag_seconds buckets (the same bounds) */
+  double lag_sum;
+  uint64_t lag_count;
 };
 
 /* Loop time, ms. */

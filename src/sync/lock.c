@@ -228,6 +228,10 @@ static int lock_target(sess *s, json_t *req, room **r, const char **item, lock *
     return -1;
   }
   if (s->e->clustered) {
+    /* Decided on the store's locks, read now, not on what the bus has told
+     * this node so far: a lock released or taken through another node a
+     * moment ago counts, as it would on one node. */
+    (*r)->locks_stale = 1;
     int a = commit_lock_admit(s, req, *r);
     if (a != 0) return a;
   }

@@ -29,6 +29,16 @@ typedef struct pwait {
   json_t *req;
 } pwait;
 
+/* A presence API request waiting for the other nodes' answers. */
+typedef struct pask {
+  struct pask *next;
+  conn *http;        /* NULL once the client went away */
+  char *room;
+  json_t *body;      /* the reply; its "presence" collects the answers */
+  unsigned left;
+  uint64_t until;    /* loop ms */
+} pask;
+
 static void key_of(char *key, size_t n, const char *node, const char *user, const char *device) {
   snprintf(key, n, "%s\x1f%s\x1f%s", node, user, device);
 }
@@ -150,6 +160,8 @@ void presence_gate_open(engine *e, room *r) {
   room_unload_if_idle(e, r);
 }
 
+static int pasks_settle(engine *e, int all);
+
 static void on_settle_timer(uv_timer_t *t) {
   engine *e = t->data;
   uint64_t now = now_ms(e);
@@ -169,6 +181,7 @@ static void on_settle_timer(uv_timer_t *t) {
     presence_gate_open(e, r);
     i = 0; /* the room may have unloaded: walk again */
   }
+  if (pasks_settle(e, 0)) waiting = 1;
   if (!waiting) uv_timer_stop(t);
 }
 
@@ -223,9 +236,75 @@ void presence_query(engine *e, room *r) {
   if (!uv_is_active((uv_handle_t *)&e->settle_timer)) uv_timer_start(&e->settle_timer, on_settle_timer, 20, 20);
 }
 
+static void pask_answer(pask *a) {
+  if (a->http) {
+    char *text = jw_dumps(a->body);
+    httpd_deferred_respond(a->http, 200, text);
+    free(text);
+  }
+  json_decref(a->body);
+  wsy_free(a->room);
+  wsy_free(a);
+}
+
+/* Answers the API requests whose nodes all answered (all: those due). */
+static int pasks_settle(engine *e, int all) {
+  uint64_t now = now_ms(e);
+  int waiting = 0;
+  for (pask **pp = &e->pasks; *pp;) {
+    pask *a = *pp;
+    if (a->left && !all && now < a->until) {
+      waiting = 1;
+      pp = &a->next;
+      continue;
+    }
+    if (a->left) log_warn("presence: %u nodes did not answer about room %s within %d ms", a->left, a->room, SETTLE_MS);
+    *pp = a->next;
+    pask_answer(a);
+  }
+  return waiting;
+}
+
+void presence_api_flush(engine *e) { (void)pasks_settle(e, 1); }
+
+int presence_api_ask(engine *e, conn *c, const char *name, json_t *body) {
+  if (!e->clustered) return 0;
+  const char *k;
+  void *v;
+  unsigned asked = 0;
+  for (size_t i = 0; map_next(&e->nodes, &i, &k, &v);)
+    if (bus_send_node(e->bus, k, "presq", name, strlen(name)) == 0) asked++;
+  if (!asked) return 0;
+  pask *a = wsy_calloc(1, sizeof *a);
+  a->room = wsy_strndup(name, strlen(name));
+  a->body = body;
+  a->left = asked;
+  a->until = now_ms(e) + SETTLE_MS;
+  httpd_defer(c, &a->http);
+  a->next = e->pasks;
+  e->pasks = a;
+  if (!uv_is_active((uv_handle_t *)&e->settle_timer)) uv_timer_start(&e->settle_timer, on_settle_timer, 20, 20);
+  return 1;
+}
+
+/* An answer about name: to the API requests asking about it. */
+static void pasks_on_answer(engine *e, const char *name, json_t *list) {
+  for (pask *a = e->pasks; a; a = a->next) {
+    if (strcmp(a->room, name) != 0 || !a->left) continue;
+    json_t *arr = json_object_get(a->body, "presence");
+    size_t i;
+    json_t *x;
+    json_array_foreach(list, i, x) if (json_is_object(x)) json_array_append(arr, x);
+    a->left--;
+    break; /* one answer per question asked */
+  }
+  (void)pasks_settle(e, 0);
+}
+
 void presence_on_answer(engine *e, const char *node, const uint8_t *body, size_t len) {
   json_t *v = json_loadb((const char *)body, len, 0, NULL);
   const char *name = json_string_value(json_object_get(v, "room"));
+  if (name && e->pasks && json_is_array(json_object_get(v, "members"))) pasks_on_answer(e, name, json_object_get(v, "members"));
   room *r = name ? map_get(&e->rooms, name) : NULL;
   json_t *list = json_object_get(v, "members");
   if (r && json_is_array(list)) {

@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 
 import { startCluster } from './lib/cluster.mjs';
 import { scale, waitUntil, WAIT_MS } from './lib/server.mjs';
-import { api, closeClients, SyncClient, token } from './lib/sync.mjs';
+import { api, closeClients, fetchMetrics, SyncClient, token } from './lib/sync.mjs';
 
 const KEY = 'cluster-e2e-api-key';
 let cl;
@@ -55,6 +55,16 @@ describe('writes on every node', () => {
     assert.equal(snap.status, 200);
     assert.equal(snap.body.seq, 9);
     assert.deepEqual(snap.body.items.x.fields, { v: 8, by: cs[2].name });
+    // Each node delivered the other nodes' entries: wsync_bus_lag_seconds
+    // observed each of them, in cumulative buckets ending at the count.
+    for (const node of cl.nodes) {
+      const m = await fetchMetrics(node.url, KEY);
+      const count = m.get('wsync_bus_lag_seconds_count');
+      assert.ok(count >= 6, `${node.nodeId}: lag of the 6 entries of other nodes at least (${count})`);
+      assert.equal(m.get('wsync_bus_lag_seconds_bucket{le="+Inf"}'), count);
+      assert.ok(m.get('wsync_bus_lag_seconds_bucket{le="0.005"}') <= m.get('wsync_bus_lag_seconds_bucket{le="2.5"}'));
+      assert.ok(m.get('wsync_bus_lag_seconds_sum') >= 0);
+    }
     await closeClients(cs);
   });
 
@@ -220,6 +230,27 @@ describe('ephemeral traffic across nodes', () => {
     await a.waitFor((m) => m.type === 'presence' && m.event === 'leave' && m.user === 'pb', 'b left');
     await c.waitFor((m) => m.type === 'presence' && m.event === 'leave' && m.user === 'pb', 'b left (node 3)');
     await closeClients(a, b, c);
+  });
+
+  test('presence API on a node where the room is not loaded: every node\'s members, at once', async () => {
+    const room = roomName('papi');
+    const a = await connect(0, 'qa');
+    await a.join(room, { presence: { name: 'A' } });
+    const b = await connect(1, 'qb');
+    await b.join(room);
+    // Node 3 has no member of the room: it asks the others for theirs.
+    const r = await api(url(2), 'GET', `/v1/rooms/${room}/presence`, { key: KEY });
+    assert.equal(r.status, 200);
+    assert.equal(r.body.room, room);
+    const got = r.body.presence.map((p) => `${p.user}:${JSON.stringify(p.state)}`).sort();
+    assert.deepEqual(got, ['qa:{"name":"A"}', 'qb:{}']);
+    const none = await api(url(2), 'GET', `/v1/rooms/${roomName('nowhere')}/presence`, { key: KEY });
+    assert.equal(none.status, 404, 'a room that exists nowhere');
+    await closeClients(a, b);
+    await waitUntil(async () => {
+      const e = await api(url(2), 'GET', `/v1/rooms/${room}/presence`, { key: KEY });
+      return e.status === 200 && e.body.presence.length === 0;
+    }, 'nobody left once both left');
   });
 
   test('a node that dies: its members leave every other node within the heartbeat TTL', async () => {

@@ -185,6 +185,7 @@ Test(pg_fence, lock_changes_and_the_ops_checked_against_them_are_fenced_by_the_l
   store_batch_lock(x, "r", 0, "card", "nb.s2", "bob", "tab", 101, 6000);
   cr_assert_eq(pgt_commit(&T, b, x, 0), WSY_STALE);
   cr_assert_not_null(strstr(store_batch_error(x), "lock version"), "%s", store_batch_error(x));
+  cr_assert_not_null(strstr(store_batch_error(x), "(lock, room r"), "%s", store_batch_error(x));
   store_batch_free(x);
   x = store_batch_new(); /* and wrote card, checked against version 0 */
   op_at(x, "r", 1, 0 + 1);
