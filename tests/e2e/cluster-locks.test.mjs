@@ -300,67 +300,81 @@ describe('one lock for the whole cluster', { timeout: TEST_MS }, () => {
     // that the nodes' decisions on each item interleave.
     for (let round = 1; round <= 3; round++) {
       await t.test(`round ${round}: ${ITEMS} items, every session asks for each at once`, async () => {
-        const asked = [];
-        for (const [k, item] of items.entries()) {
-          const order = round === 1 ? cs : [...cs.slice(k % 3), ...cs.slice(0, k % 3)];
-          const sent = new Map(order.map((c) => [c, lock(c, room, item, 60000)]));
-          asked.push(cs.map((c) => sent.get(c)));
-          if (round > 1) await new Promise((resolve) => setImmediate(resolve));
-        }
-        const replies = await Promise.all(asked.map((r) => Promise.all(r)));
-        const winners = new Map(); // item -> {c, fence}
-        items.forEach((item, k) => {
-          const got = replies[k];
-          const granted = got.map((r, i) => [r, cs[i]]).filter(([r]) => r.type === 'granted');
-          assert.equal(granted.length, 1, `${item}: exactly one grant, got ${JSON.stringify(got)}`);
-          const [g, holder] = granted[0];
-          assert.equal(g.item, item);
-          if (previous.has(item)) assert.ok(g.fence > previous.get(item), `${item}: fence ${g.fence} after ${previous.get(item)}`);
-          winners.set(item, { c: holder, fence: g.fence });
-          got.forEach((r, i) => {
-            if (cs[i] === holder) return;
-            assert.equal(r.type, 'error', `${item}: ${cs[i].name} -> ${JSON.stringify(r)}`);
-            assert.equal(r.code, 'locked', `${item}: ${cs[i].name} -> ${JSON.stringify(r)}`);
-            assertLock(r, item, holder, g.fence, 60000);
+        try {
+          const asked = [];
+          for (const [k, item] of items.entries()) {
+            const order = round === 1 ? cs : [...cs.slice(k % 3), ...cs.slice(0, k % 3)];
+            const sent = new Map(order.map((c) => [c, lock(c, room, item, 60000)]));
+            asked.push(cs.map((c) => sent.get(c)));
+            if (round > 1) await new Promise((resolve) => setImmediate(resolve));
+          }
+          const replies = await Promise.all(asked.map((r) => Promise.all(r)));
+          // First the whole picture (how many items got which answers), then each item.
+          const outcomes = {};
+          for (const got of replies) {
+            const key = got.map((r) => (r.type === 'error' ? r.code : r.type)).sort().join(',');
+            outcomes[key] = (outcomes[key] || 0) + 1;
+          }
+          assert.deepEqual(outcomes, { 'granted,locked,locked': ITEMS }, `answers per item: ${JSON.stringify(outcomes)}`);
+          const winners = new Map(); // item -> {c, fence}
+          items.forEach((item, k) => {
+            const got = replies[k];
+            const granted = got.map((r, i) => [r, cs[i]]).filter(([r]) => r.type === 'granted');
+            assert.equal(granted.length, 1, `${item}: exactly one grant, got ${JSON.stringify(got)}`);
+            const [g, holder] = granted[0];
+            assert.equal(g.item, item);
+            if (previous.has(item)) assert.ok(g.fence > previous.get(item), `${item}: fence ${g.fence} after ${previous.get(item)}`);
+            winners.set(item, { c: holder, fence: g.fence });
+            got.forEach((r, i) => {
+              if (cs[i] === holder) return;
+              assert.equal(r.type, 'error', `${item}: ${cs[i].name} -> ${JSON.stringify(r)}`);
+              assert.equal(r.code, 'locked', `${item}: ${cs[i].name} -> ${JSON.stringify(r)}`);
+              assertLock(r, item, holder, g.fence, 60000);
+            });
           });
-        });
-        tally.push(cs.map((c) => [...winners.values()].filter((w) => w.c === c).length));
+          tally.push(cs.map((c) => [...winners.values()].filter((w) => w.c === c).length));
 
-        // Each item's writes: the holder's acked, the others' locked.
-        await Promise.all(items.map(async (item) => {
-          const w = winners.get(item);
+          // Each item's writes: the holder's acked, the others' locked.
+          await Promise.all(items.map(async (item) => {
+            const w = winners.get(item);
+            for (const c of cs) {
+              if (c === w.c) await opAck(c, room, setOp(item, { round, by: c.welcome.user }, { fence: w.fence }));
+              else assertLock(await opError(c, room, setOp(item, { round, by: c.welcome.user }), 'locked'), item, w.c, w.fence, 60000);
+            }
+          }));
+
+          // joined.locks anywhere lists exactly the winners.
+          for (const i of [0, 1, 2]) {
+            const locks = await locksSeenFrom(i, room);
+            assert.deepEqual(locks.map((l) => [l.item, l.user, l.device, l.fence]).sort(),
+              items.map((item) => { const w = winners.get(item); return [item, w.c.welcome.user, w.c.welcome.device, w.fence]; }).sort(),
+              `joined.locks on node ${i + 1}`);
+          }
+
+          // Every member, on every node, got one held event per item: the winner's.
           for (const c of cs) {
-            if (c === w.c) await opAck(c, room, setOp(item, { round, by: c.welcome.user }, { fence: w.fence }));
-            else assertLock(await opError(c, room, setOp(item, { round, by: c.welcome.user }), 'locked'), item, w.c, w.fence, 60000);
+            await waitUntil(() => items.every((item) => c.log.some(lockEvent(room, item, 'held', winners.get(item).fence))),
+              `${c.name}: a held event for every item`);
+            const held = c.log.filter((m) => m.type === 'lock' && m.room === room && m.state === 'held' &&
+              m.fence > (previous.get(m.item) ?? 0));
+            assert.deepEqual(held.map((ev) => ev.item).sort(), [...items].sort(), `${c.name}: one held event per item`);
+            for (const ev of held) {
+              const w = winners.get(ev.item);
+              assert.deepEqual(ev, { type: 'lock', room, item: ev.item, state: 'held', ...who(w.c), fence: w.fence, ttl: 60000 },
+                `${c.name}: only the winner's grant is announced`);
+            }
           }
-        }));
 
-        // joined.locks anywhere lists exactly the winners.
-        for (const i of [0, 1, 2]) {
-          const locks = await locksSeenFrom(i, room);
-          assert.deepEqual(locks.map((l) => [l.item, l.user, l.device, l.fence]).sort(),
-            items.map((item) => { const w = winners.get(item); return [item, w.c.welcome.user, w.c.welcome.device, w.fence]; }).sort(),
-            `joined.locks on node ${i + 1}`);
+          // Every holder unlocks, all at once, for the next round.
+          await Promise.all(items.map((item) => winners.get(item).c.expect({ type: 'unlock', room, item }, 'unlocked')));
+          for (const item of items) previous.set(item, winners.get(item).fence);
+          assert.deepEqual(await locksSeenFrom(1, room), [], 'everything released');
+        } finally {
+          // Whatever happened, nothing of this round is held in the next:
+          // every session gives up every item (unlock of a free item or of
+          // another's is harmless here).
+          await Promise.all(cs.flatMap((c) => items.map((item) => c.request({ type: 'unlock', room, item }))));
         }
-
-        // Every member, on every node, got one held event per item: the winner's.
-        for (const c of cs) {
-          await waitUntil(() => items.every((item) => c.log.some(lockEvent(room, item, 'held', winners.get(item).fence))),
-            `${c.name}: a held event for every item`);
-          const held = c.log.filter((m) => m.type === 'lock' && m.room === room && m.state === 'held' &&
-            m.fence > (previous.get(m.item) ?? 0));
-          assert.deepEqual(held.map((ev) => ev.item).sort(), [...items].sort(), `${c.name}: one held event per item`);
-          for (const ev of held) {
-            const w = winners.get(ev.item);
-            assert.deepEqual(ev, { type: 'lock', room, item: ev.item, state: 'held', ...who(w.c), fence: w.fence, ttl: 60000 },
-              `${c.name}: only the winner's grant is announced`);
-          }
-        }
-
-        // Every holder unlocks, all at once, for the next round.
-        await Promise.all(items.map((item) => winners.get(item).c.expect({ type: 'unlock', room, item }, 'unlocked')));
-        for (const item of items) previous.set(item, winners.get(item).fence);
-        assert.deepEqual(await locksSeenFrom(1, room), [], 'everything released');
       });
     }
     t.diagnostic(`grants per session (alice@1, bob@2, carol@3) by round: ${JSON.stringify(tally)}`);
