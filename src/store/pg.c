@@ -320,11 +320,14 @@ int store_pg_open(const char *url, int durability_full, uv_loop_t *loop, store *
     pg_close(&s->base);
     return rc;
   }
+  s->fq_tail = &s->fq_head;
+  s->ff_tail = &s->ff_head;
   if (loop) {
     uv_timer_init(loop, &s->timer);
     uv_timer_init(loop, &s->defer);
-    s->timer.data = s->defer.data = s;
-    s->handles_open = 2;
+    uv_timer_init(loop, &s->ftimer);
+    s->timer.data = s->defer.data = s->ftimer.data = s;
+    s->handles_open = 3;
   }
   *out = &s->base;
   return WSY_OK;
@@ -362,6 +365,7 @@ static void pg_close(store *bs) {
   if (s->committing) abort(); /* the contract: no commit in flight */
   wc_drop(s);
   pgr_drop(s);
+  pg_fetch_close(s);
   wsy_free(s->url);
   wsy_free(s->slot_entry);
   if (!s->handles_open) {
@@ -370,6 +374,7 @@ static void pg_close(store *bs) {
   }
   uv_close((uv_handle_t *)&s->timer, handle_closed);
   uv_close((uv_handle_t *)&s->defer, handle_closed);
+  uv_close((uv_handle_t *)&s->ftimer, handle_closed);
 }
 
 /* ---- the commit ---------------------------------------------------------- */
@@ -658,5 +663,7 @@ static const store_ops pg_ops = {
   .rooms_list = pg_rooms_list,
   .room_locks = pg_room_locks,
   .rooms_get = pg_rooms_get,
+  .fetch = pg_fetch_start,
+  .read_counts = pg_read_counts,
   .commit = pg_commit,
 };

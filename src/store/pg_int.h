@@ -36,6 +36,8 @@ enum {
 /* The commit connection's states (see the diagram in pg.c). */
 enum { PC_DOWN, PC_CONNECTING, PC_IDLE, PC_BUSY };
 
+typedef struct pg_fetch pg_fetch; /* pg_fetch.c */
+
 typedef struct pg_store {
   store base;                /* ops: the PostgreSQL backend */
   char *url;
@@ -65,6 +67,15 @@ typedef struct pg_store {
   int in_read;               /* inside store_read_begin ... end */
   char conn_err[200];        /* why the last connection attempt failed */
   unsigned read_ms;
+  uint64_t reads_sync;       /* reads made on the read connection (store_stats) */
+  /* fetch connection (pg_fetch.c): loop thread, non-blocking, pipeline mode */
+  PGconn *fc;
+  int fstate;                /* PC_DOWN, PC_CONNECTING, PC_IDLE, PC_BUSY */
+  uv_poll_t *fpoll;
+  uv_timer_t ftimer;         /* connect deadline, then the oldest fetch's */
+  pg_fetch *fq_head, **fq_tail; /* waiting to be sent (while connecting) */
+  pg_fetch *ff_head, **ff_tail; /* sent, answered in this order */
+  uint64_t fetches, fetch_failures;
   int handles_open;          /* uv handles still to close before freeing */
 } pg_store;
 
@@ -103,8 +114,26 @@ int pg_hook_pos_get(store *bs, const char *hook, const char *room, const char *e
 int pg_read_begin(store *bs);
 int pg_read_end(store *bs);
 int pg_stats(store *bs, store_stats_info *out);
+void pg_read_counts(store *bs, uint64_t *sync_reads, uint64_t *fetches, uint64_t *fetch_failures);
 int pg_rooms_list(store *bs, const char *after, size_t limit, store_room_cb cb, void *ud);
 int pg_rooms_get(store *bs, const char *const *names, size_t n, store_room_cb cb, void *ud);
+
+/* One room's reads (pg_read.c), shared by the synchronous calls and the
+ * asynchronous fetch (pg_fetch.c): their SQL ($1 the room; PQ_LOG: $2
+ * after seq, $3 limit or NULL) and the walkers of their rows. */
+enum { PQ_ROOM, PQ_ITEMS, PQ_TEXTS, PQ_CURSORS, PQ_LOCKS, PQ_LOG, PQ__COUNT };
+extern const char *const pg_sql_room[PQ__COUNT];
+void pg_row_room(const PGresult *r, store_room_info *out);
+int pg_rows_items(const PGresult *r, store_item_cb cb, void *ud);
+int pg_rows_texts(const PGresult *r, store_text_cb cb, void *ud);
+int pg_rows_cursors(const PGresult *r, store_cursor_cb cb, void *ud);
+int pg_rows_locks(const PGresult *r, store_lock_cb cb, void *ud);
+/* The log rows with seq > after_seq, at most limit (0: all). */
+int pg_rows_log(const PGresult *r, uint64_t after_seq, size_t limit, store_history_cb cb, void *ud);
+
+/* pg_fetch.c: store_fetch; pg_fetch_close drops what is unanswered. */
+int pg_fetch_start(store *bs, const char *room, int flags, uint64_t after, store_fetch_cb cb, void *ud);
+void pg_fetch_close(pg_store *s);
 
 /* For tests: shorter deadlines than PG_COMMIT_MS / PG_READ_MS. */
 void pg_store_set_timeouts(store *bs, unsigned commit_ms, unsigned read_ms);

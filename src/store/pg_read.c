@@ -127,6 +127,7 @@ lost:
 ** read that timed out is not tried again: the deadline bounds the wait. */
 static int q(pg_store *s, const char *sql, int n, const char *const *vals, PGresult **out) {
   int had = s->rc != NULL, in_read = s->in_read;
+  s->reads_sync++;
   int64_t t0 = mono_ms();
   int rc = pgr_exec(s, sql, n, vals, s->read_ms, out, NULL, 0);
   if (rc == WSY_IO && had && !in_read && !s->rc && mono_ms() - t0 < (int64_t)s->read_ms / 2)
@@ -149,71 +150,106 @@ static void copy_epoch(char dst[STORE_EPOCH_MAX + 1], const PGresult *r, int row
 
 #define PG(bs) ((pg_store *)(bs))
 
-int pg_room_get(store *bs, const char *room, store_room_info *out) {
+/* ---- one room's reads: the SQL (pg_fetch.c sends the same) and the rows -- */
+
+const char *const pg_sql_room[PQ__COUNT] = {
+  [PQ_ROOM] = "SELECT epoch, seq, min_seq, created_at, lockver FROM rooms WHERE name = $1",
+  [PQ_ITEMS] = "SELECT item, fields, version, revs FROM items WHERE room = $1 ORDER BY item",
+  [PQ_TEXTS] = "SELECT item, field, rev, seq, ops FROM texts WHERE room = $1 ORDER BY item, field, rev",
+  [PQ_CURSORS] = "SELECT \"user\", device, seq, updated_at FROM cursors WHERE room = $1 ORDER BY \"user\", device",
+  [PQ_LOCKS] = "SELECT item, holder, \"user\", device, fence, expires FROM locks WHERE room = $1 ORDER BY item",
+  [PQ_LOG] = "SELECT seq, msg FROM ops WHERE room = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+};
+
+void pg_row_room(const PGresult *r, store_room_info *out) {
   memset(out, 0, sizeof *out);
-  if (!room) return WSY_INVAL;
-  PGresult *r;
-  const char *v[] = {room};
-  int rc = q(PG(bs), "SELECT epoch, seq, min_seq, created_at, lockver FROM rooms WHERE name = $1", 1, v, &r);
-  if (rc) return rc;
-  if (PQntuples(r) == 1) {
-    copy_epoch(out->epoch, r, 0, 0);
-    out->seq = u64(r, 0, 1);
-    out->min_seq = u64(r, 0, 2);
-    out->created_ms = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
-    out->lockver = u64(r, 0, 4);
-    out->exists = 1;
-  }
-  PQclear(r);
-  return WSY_OK;
+  if (PQntuples(r) != 1) return;
+  copy_epoch(out->epoch, r, 0, 0);
+  out->seq = u64(r, 0, 1);
+  out->min_seq = u64(r, 0, 2);
+  out->created_ms = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
+  out->lockver = u64(r, 0, 4);
+  out->exists = 1;
 }
 
-int pg_room_items(store *bs, const char *room, store_item_cb cb, void *ud) {
-  if (!room || !cb) return WSY_INVAL;
-  PGresult *r;
-  const char *v[] = {room};
-  int rc = q(PG(bs), "SELECT item, fields, version, revs FROM items WHERE room = $1 ORDER BY item", 1, v, &r);
+int pg_rows_items(const PGresult *r, store_item_cb cb, void *ud) {
+  int rc = 0;
   for (int i = 0; !rc && i < PQntuples(r); i++)
     rc = cb(PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), (size_t)PQgetlength(r, i, 1),
             PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3), u64(r, i, 2), ud);
-  PQclear(r);
   return rc;
 }
 
-int pg_room_locks(store *bs, const char *room, store_lock_cb cb, void *ud) {
-  if (!room || !cb) return WSY_INVAL;
-  PGresult *r;
-  const char *v[] = {room};
-  int rc = q(PG(bs), "SELECT item, holder, \"user\", device, fence, expires FROM locks WHERE room = $1 ORDER BY item",
-             1, v, &r);
+int pg_rows_texts(const PGresult *r, store_text_cb cb, void *ud) {
+  int rc = 0;
+  for (int i = 0; !rc && i < PQntuples(r); i++)
+    rc = cb(PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), u64(r, i, 2), u64(r, i, 3), PQgetvalue(r, i, 4),
+            (size_t)PQgetlength(r, i, 4), ud);
+  return rc;
+}
+
+int pg_rows_cursors(const PGresult *r, store_cursor_cb cb, void *ud) {
+  int rc = 0;
+  for (int i = 0; !rc && i < PQntuples(r); i++)
+    rc = cb(PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), u64(r, i, 2), strtoll(PQgetvalue(r, i, 3), NULL, 10), ud);
+  return rc;
+}
+
+int pg_rows_locks(const PGresult *r, store_lock_cb cb, void *ud) {
+  int rc = 0;
   for (int i = 0; !rc && i < PQntuples(r); i++) {
     int held = !PQgetisnull(r, i, 1);
     rc = cb(PQgetvalue(r, i, 0), held ? PQgetvalue(r, i, 1) : NULL, held ? PQgetvalue(r, i, 2) : NULL,
             held ? PQgetvalue(r, i, 3) : NULL, u64(r, i, 4), strtoll(PQgetvalue(r, i, 5), NULL, 10), ud);
   }
-  PQclear(r);
   return rc;
 }
 
-int pg_room_texts(store *bs, const char *room, store_text_cb cb, void *ud) {
-  if (!room || !cb) return WSY_INVAL;
-  PGresult *r;
-  const char *v[] = {room};
-  int rc = q(PG(bs), "SELECT item, field, rev, seq, ops FROM texts WHERE room = $1 ORDER BY item, field, rev", 1,
-             v, &r);
-  for (int i = 0; !rc && i < PQntuples(r); i++)
-    rc = cb(PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), u64(r, i, 2), u64(r, i, 3), PQgetvalue(r, i, 4),
-            (size_t)PQgetlength(r, i, 4), ud);
-  PQclear(r);
+int pg_rows_log(const PGresult *r, uint64_t after_seq, size_t limit, store_history_cb cb, void *ud) {
+  int rc = 0;
+  size_t n = 0;
+  for (int i = 0; !rc && i < PQntuples(r) && (!limit || n < limit); i++) {
+    uint64_t seq = u64(r, i, 0);
+    if (seq <= after_seq) continue;
+    n++;
+    rc = cb(seq, PQgetvalue(r, i, 1), (size_t)PQgetlength(r, i, 1), ud);
+  }
   return rc;
 }
+
+int pg_room_get(store *bs, const char *room, store_room_info *out) {
+  memset(out, 0, sizeof *out);
+  if (!room) return WSY_INVAL;
+  PGresult *r;
+  const char *v[] = {room};
+  int rc = q(PG(bs), pg_sql_room[PQ_ROOM], 1, v, &r);
+  if (rc) return rc;
+  pg_row_room(r, out);
+  PQclear(r);
+  return WSY_OK;
+}
+
+/* One room's rows of kind k, handed to walk. */
+#define ROOM_ROWS(k, walk)                                                                                       \
+  do {                                                                                                           \
+    if (!room || !cb) return WSY_INVAL;                                                                          \
+    PGresult *r;                                                                                                 \
+    const char *v[] = {room};                                                                                    \
+    int rc = q(PG(bs), pg_sql_room[k], 1, v, &r);                                                                \
+    if (!rc) rc = walk(r, cb, ud);                                                                               \
+    PQclear(r);                                                                                                  \
+    return rc;                                                                                                   \
+  } while (0)
+
+int pg_room_locks(store *bs, const char *room, store_lock_cb cb, void *ud) { ROOM_ROWS(PQ_LOCKS, pg_rows_locks); }
+int pg_room_items(store *bs, const char *room, store_item_cb cb, void *ud) { ROOM_ROWS(PQ_ITEMS, pg_rows_items); }
+int pg_room_texts(store *bs, const char *room, store_text_cb cb, void *ud) { ROOM_ROWS(PQ_TEXTS, pg_rows_texts); }
 
 /* Hands each (seq, msg) row to cb. */
 static int walk_log(pg_store *s, const char *sql, int n, const char *const *v, store_history_cb cb, void *ud) {
   PGresult *r;
   int rc = q(s, sql, n, v, &r);
-  for (int i = 0; !rc && i < PQntuples(r); i++)
-    rc = cb(u64(r, i, 0), PQgetvalue(r, i, 1), (size_t)PQgetlength(r, i, 1), ud);
+  if (!rc) rc = pg_rows_log(r, 0, 0, cb, ud);
   PQclear(r);
   return rc;
 }
@@ -224,8 +260,7 @@ int pg_history(store *bs, const char *room, uint64_t after_seq, size_t limit, st
   u64s(after, after_seq);
   u64s(lim, limit);
   const char *v[] = {room, after, limit ? lim : NULL}; /* LIMIT NULL: no limit */
-  return walk_log(PG(bs), "SELECT seq, msg FROM ops WHERE room = $1 AND seq > $2 ORDER BY seq LIMIT $3", 3, v,
-                  cb, ud);
+  return walk_log(PG(bs), pg_sql_room[PQ_LOG], 3, v, cb, ud);
 }
 
 int pg_recent_messages(store *bs, const char *room, size_t limit, store_history_cb cb, void *ud) {
@@ -275,17 +310,7 @@ int pg_dedupe_get(store *bs, const char *dkey, const char *cid, char room_out[ST
   return rc;
 }
 
-int pg_cursors(store *bs, const char *room, store_cursor_cb cb, void *ud) {
-  if (!room || !cb) return WSY_INVAL;
-  PGresult *r;
-  const char *v[] = {room};
-  int rc = q(PG(bs), "SELECT \"user\", device, seq, updated_at FROM cursors WHERE room = $1 ORDER BY \"user\", device",
-             1, v, &r);
-  for (int i = 0; !rc && i < PQntuples(r); i++)
-    rc = cb(PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), u64(r, i, 2), strtoll(PQgetvalue(r, i, 3), NULL, 10), ud);
-  PQclear(r);
-  return rc;
-}
+int pg_cursors(store *bs, const char *room, store_cursor_cb cb, void *ud) { ROOM_ROWS(PQ_CURSORS, pg_rows_cursors); }
 
 int pg_hook_positions(store *bs, const char *hook, store_hook_pos_cb cb, void *ud) {
   if (!hook || !cb) return WSY_INVAL;
@@ -329,6 +354,13 @@ int pg_read_end(store *bs) {
   int rc = q(s, "COMMIT", 0, NULL, &r);
   if (!rc) PQclear(r);
   return rc;
+}
+
+void pg_read_counts(store *bs, uint64_t *sync_reads, uint64_t *fetches, uint64_t *fetch_failures) {
+  pg_store *s = PG(bs);
+  *sync_reads = s->reads_sync;
+  *fetches = s->fetches;
+  *fetch_failures = s->fetch_failures;
 }
 
 int pg_stats(store *bs, store_stats_info *out) {

@@ -55,6 +55,13 @@ int store_hook_pos_get(store *s, const char *hook, const char *room, const char 
 int store_read_begin(store *s) { return s->ops->read_begin(s); }
 int store_read_end(store *s) { return s->ops->read_end(s); }
 int store_stats(store *s, store_stats_info *out) { return s->ops->stats(s, out); }
+int store_fetch(store *s, const char *room, int flags, uint64_t after_seq, store_fetch_cb cb, void *ud) {
+  return s->ops->fetch ? s->ops->fetch(s, room, flags, after_seq, cb, ud) : WSY_INVAL;
+}
+void store_read_counts(store *s, uint64_t *sync_reads, uint64_t *fetches, uint64_t *fetch_failures) {
+  *sync_reads = *fetches = *fetch_failures = 0;
+  if (s->ops->read_counts) s->ops->read_counts(s, sync_reads, fetches, fetch_failures);
+}
 int store_rooms_get(store *s, const char *const *names, size_t n, store_room_cb cb, void *ud) {
   if (s->ops->rooms_get) return s->ops->rooms_get(s, names, n, cb, ud);
   int rc = 0;
@@ -154,6 +161,13 @@ static int f_room_get(store *s, const char *room, store_room_info *out) {
   return store_room_get(F(s)->inner, room, out);
 }
 
+static int f_fetch(store *s, const char *room, int flags, uint64_t after, store_fetch_cb cb, void *ud) {
+  if (faulted(F(s), STORE_FAULT_READ)) return WSY_IO; /* refused at once: cb never runs */
+  return store_fetch(F(s)->inner, room, flags, after, cb, ud);
+}
+
+static void f_read_counts(store *s, uint64_t *a, uint64_t *b, uint64_t *c) { store_read_counts(F(s)->inner, a, b, c); }
+
 static int f_rooms_get(store *s, const char *const *names, size_t n, store_room_cb cb, void *ud) {
   if (faulted(F(s), STORE_FAULT_READ)) return WSY_IO;
   return store_rooms_get(F(s)->inner, names, n, cb, ud);
@@ -245,6 +259,8 @@ static const store_ops fault_ops = {
   .room_items = f_room_items,
   .room_locks = f_room_locks,
   .rooms_get = f_rooms_get,
+  .fetch = f_fetch,
+  .read_counts = f_read_counts,
   .room_texts = f_room_texts,
   .history = f_history,
   .recent_messages = f_recent,

@@ -297,6 +297,31 @@ typedef struct store_stats_info {
   uint64_t db_bytes;   /* main file: page_count * page_size */
   uint64_t wal_bytes;  /* size of wsync.db-wal, 0 when absent */
 } store_stats_info;
+
+/* ---- asynchronous reads of one room ---------------------------------------
+ * A store over the network (PostgreSQL) reads a room without blocking the
+ * loop: store_fetch reads, in one snapshot, the room's row (store_room_get),
+ * with STORE_FETCH_STATE what loading it reads (items, texts, cursors,
+ * locks), with STORE_FETCH_LOG its log after after_seq; then cb(ud, rc,
+ * snap) runs on the loop thread (never inside store_fetch), in the order
+ * the fetches were made. snap, valid only during cb (NULL when rc != 0), is
+ * a read-only store answering those reads about that room from the
+ * snapshot: store_room_get, store_room_items, store_room_texts,
+ * store_cursors, store_room_locks, store_history (after_seq at or past the
+ * fetch's), store_read_begin/end (nothing to do); any other call fails
+ * (WSY_INVAL). Failures as for reads (WSY_IO: connection, deadline).
+ * store_fetch returns 0 when cb will run, or a wsy_err without calling it:
+ * WSY_INVAL when the backend reads synchronously only (SQLite: a local file
+ * is read where it is needed). Fetches not answered by store_close are
+ * dropped and their cb never runs. */
+#define STORE_FETCH_STATE 1
+#define STORE_FETCH_LOG 2
+typedef void (*store_fetch_cb)(void *ud, int rc, store *snap);
+int store_fetch(store *s, const char *room, int flags, uint64_t after_seq, store_fetch_cb cb, void *ud) WSY_WUR;
+/* Counters of a network store's reads, without asking it anything: reads
+ * that waited on the loop, and fetches answered, and failed; all 0 for a
+ * backend that does not count them (SQLite). */
+void store_read_counts(store *s, uint64_t *sync_reads, uint64_t *fetches, uint64_t *fetch_failures);
 int store_stats(store *s, store_stats_info *out) WSY_WUR;
 
 /* ---- group commit (batch built on the loop thread, committed anywhere) --- */

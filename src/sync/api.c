@@ -179,6 +179,17 @@ static void metrics(engine *e, conn *c) {
        "# TYPE wsync_resume_ring_bytes gauge\nwsync_resume_ring_bytes %zu\n", e->ring_mem);
   bus_stats bs;
   bus_get_stats(e->bus, &bs);
+  if (e->clustered) {
+    uint64_t rs, rf, rff;
+    store_read_counts(e->st, &rs, &rf, &rff);
+    EMIT("# HELP wsync_store_reads_total Reads of the shared store: sync waited on the loop (bounded by a deadline),"
+         " async did not (fetches).\n# TYPE wsync_store_reads_total counter\n"
+         "wsync_store_reads_total{mode=\"sync\"} %llu\nwsync_store_reads_total{mode=\"async\"} %llu\n",
+         (unsigned long long)rs, (unsigned long long)rf);
+    EMIT("# HELP wsync_store_fetch_failures_total Asynchronous reads that failed.\n"
+         "# TYPE wsync_store_fetch_failures_total counter\nwsync_store_fetch_failures_total %llu\n",
+         (unsigned long long)rff);
+  }
   EMIT("# HELP wsync_node_info This node's name and its bus (a constant 1).\n# TYPE wsync_node_info gauge\n"
        "wsync_node_info{node=\"%s\",bus=\"%s\",store=\"%s\"} 1\n", e->node_id, bus_name(e->bus),
        store_backend(e->st));

@@ -1,0 +1,197 @@
+/* test_pg_fetch.c -- asynchronous reads of one room (store.h, store_fetch):
+ * what a snapshot answers, in what order fetches are answered, and how a
+ * fetch fails (a server that stops answering) and recovers. */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../../src/store/pg_int.h"
+#include "pgtest.h"
+
+static pgt T;
+static pid_t stopped;
+
+static void setup(void) { pgt_setup(&T); }
+static void teardown(void) {
+  if (stopped > 0) kill(stopped, SIGCONT);
+  stopped = 0;
+  pgt_teardown(&T);
+}
+TestSuite(pg_fetch, .init = setup, .fini = teardown);
+
+/* What one fetch's callback saw, read from its snapshot during the call. */
+typedef struct seen {
+  const char *room; /* the room fetched ("r" when NULL) */
+  int done, order, rc, items_rc, log_rc;
+  store_room_info info;
+  int items, texts, cursors, locks, log, other_room_rc, history_before_rc, stats_rc;
+  uint64_t first_log, last_log;
+  char item0[32], fields0[64];
+} seen;
+
+static int order_next;
+
+static int on_item(const char *item, const char *fields, size_t len, const char *revs, uint64_t version, void *ud) {
+  seen *s = ud;
+  (void)revs, (void)version;
+  if (!s->items++) {
+    snprintf(s->item0, sizeof s->item0, "%s", item);
+    snprintf(s->fields0, sizeof s->fields0, "%.*s", (int)len, fields);
+  }
+  return 0;
+}
+static int on_text(const char *i, const char *f, uint64_t rev, uint64_t seq, const char *ops, size_t l, void *ud) {
+  (void)i, (void)f, (void)rev, (void)seq, (void)ops, (void)l;
+  ((seen *)ud)->texts++;
+  return 0;
+}
+static int on_cursor(const char *u, const char *d, uint64_t q, int64_t t, void *ud) {
+  (void)u, (void)d, (void)q, (void)t;
+  ((seen *)ud)->cursors++;
+  return 0;
+}
+static int on_lock(const char *i, const char *h, const char *u, const char *d, uint64_t f, int64_t x, void *ud) {
+  (void)i, (void)h, (void)u, (void)d, (void)f, (void)x;
+  ((seen *)ud)->locks++;
+  return 0;
+}
+static int on_log(uint64_t seq, const char *msg, size_t len, void *ud) {
+  seen *s = ud;
+  (void)msg, (void)len;
+  if (!s->log++) s->first_log = seq;
+  s->last_log = seq;
+  return 0;
+}
+
+static void on_fetch(void *ud, int rc, store *snap) {
+  seen *s = ud;
+  cr_assert_not(s->done, "answered twice");
+  s->done = 1;
+  s->order = ++order_next;
+  s->rc = rc;
+  if (rc) {
+    cr_assert_null(snap);
+    return;
+  }
+  const char *room = s->room ? s->room : "r";
+  cr_assert_eq(store_read_begin(snap), 0);
+  cr_assert_eq(store_room_get(snap, room, &s->info), 0);
+  store_room_info other;
+  s->other_room_rc = store_room_get(snap, "elsewhere", &other);
+  s->items_rc = store_room_items(snap, room, on_item, s);
+  int rc2 = store_room_texts(snap, room, on_text, s);
+  rc2 |= store_cursors(snap, room, on_cursor, s);
+  rc2 |= store_room_locks(snap, room, on_lock, s);
+  cr_assert_eq(rc2 != 0, s->items_rc != 0, "state rows come all together, or not at all");
+  s->log_rc = store_history(snap, room, 1, 0, on_log, s);
+  s->history_before_rc = store_history(snap, room, 0, 0, on_log, NULL);
+  store_stats_info st;
+  s->stats_rc = store_stats(snap, &st);
+  cr_assert_eq(store_read_end(snap), 0);
+}
+
+static store *room_with_everything(void) {
+  store *s = pgt_open(&T, T.url);
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "r", "e");
+  for (uint64_t q = 1; q <= 5; q++) pgt_op(b, "r", q, q < 5 ? "card" : "note", "{\"v\":1}", NULL, NULL);
+  store_batch_text(b, "r", "note", "body", 1, 5, "[\"x\"]", 5);
+  store_batch_cursor(b, "alice", "phone", "r", 3);
+  store_batch_lock(b, "r", 0, "card", "n.s", "alice", "phone", 9, 1000);
+  cr_assert_eq(pgt_commit(&T, s, b, 1), 0);
+  return s;
+}
+
+Test(pg_fetch, a_snapshot_answers_what_was_fetched_and_nothing_else) {
+  store *s = room_with_everything();
+  seen a = {0}, b = {0}, c = {.room = "nowhere"};
+  cr_assert_eq(store_fetch(s, "r", STORE_FETCH_STATE | STORE_FETCH_LOG, 1, on_fetch, &a), 0);
+  cr_assert_not(a.done, "answered inside store_fetch");
+  cr_assert_eq(store_fetch(s, "r", 0, 0, on_fetch, &b), 0); /* the row only */
+  cr_assert_eq(store_fetch(s, "nowhere", STORE_FETCH_STATE, 0, on_fetch, &c), 0);
+  seen *all[] = {&a, &b, &c};
+  for (int i = 0; i < 3; i++)
+    while (!all[i]->done) uv_run(&T.loop, UV_RUN_ONCE);
+  cr_assert(a.order < b.order && b.order < c.order, "answered in the order asked");
+
+  cr_assert_eq(a.rc, 0);
+  cr_assert(a.info.exists);
+  cr_assert_eq(a.info.seq, 5);
+  cr_assert_eq(a.info.lockver, 1);
+  cr_assert_eq(a.items, 2);
+  cr_assert_str_eq(a.item0, "card");
+  cr_assert_str_eq(a.fields0, "{\"v\":1}");
+  cr_assert_eq(a.texts, 1);
+  cr_assert_eq(a.cursors, 1);
+  cr_assert_eq(a.locks, 1);
+  cr_assert_eq(a.log, 4, "the log after seq 1");
+  cr_assert_eq(a.first_log, 2);
+  cr_assert_eq(a.last_log, 5);
+  cr_assert_eq(a.other_room_rc, WSY_INVAL, "another room is not in the snapshot");
+  cr_assert_eq(a.history_before_rc, WSY_INVAL, "the log before the fetch's seq is not in it");
+  cr_assert_eq(a.stats_rc, WSY_INVAL);
+
+  cr_assert_eq(b.rc, 0);
+  cr_assert_eq(b.info.seq, 5);
+  cr_assert_eq(b.items + b.texts + b.cursors + b.locks + b.log, 0, "a row-only fetch holds no rows of the room");
+  cr_assert_eq(b.items_rc, WSY_INVAL);
+  cr_assert_eq(b.log_rc, WSY_INVAL);
+  cr_assert_eq(a.items_rc, 0);
+  cr_assert_eq(a.log_rc, 0);
+
+  cr_assert_eq(c.rc, 0);
+  cr_assert_not(c.info.exists);
+  cr_assert_eq(c.items, 0);
+
+  uint64_t sync_reads, fetches, failures;
+  store_read_counts(s, &sync_reads, &fetches, &failures);
+  cr_assert_eq(fetches, 3);
+  cr_assert_eq(failures, 0);
+  pgt_close(&T, s);
+}
+
+Test(pg_fetch, a_server_that_stops_answering_fails_the_fetches_in_flight_and_the_next_ones_work) {
+  store *s = room_with_everything();
+  pg_store_set_timeouts(s, 1000, 300);
+  seen warm = {0};
+  cr_assert_eq(store_fetch(s, "r", 0, 0, on_fetch, &warm), 0); /* connects the fetch connection */
+  while (!warm.done) uv_run(&T.loop, UV_RUN_ONCE);
+  PGconn *admin = pgt_admin(T.url);
+  char sql[160];
+  snprintf(sql, sizeof sql, "SELECT pid FROM pg_stat_activity WHERE application_name = 'wsync-fetch'"
+           " AND datname = current_database()");
+  stopped = (pid_t)pgt_scalar(admin, sql);
+  cr_assert_gt(stopped, 0);
+  cr_assert_eq(kill(stopped, SIGSTOP), 0);
+  seen a = {0}, b = {0};
+  cr_assert_eq(store_fetch(s, "r", STORE_FETCH_STATE, 0, on_fetch, &a), 0);
+  cr_assert_eq(store_fetch(s, "r", 0, 0, on_fetch, &b), 0);
+  while (!a.done || !b.done) uv_run(&T.loop, UV_RUN_ONCE);
+  cr_assert_eq(a.rc, WSY_IO, "%s", wsy_errname(a.rc));
+  cr_assert_eq(b.rc, WSY_IO);
+  cr_assert(a.order < b.order);
+  kill(stopped, SIGCONT);
+  stopped = 0;
+  seen c = {0};
+  cr_assert_eq(store_fetch(s, "r", STORE_FETCH_STATE, 0, on_fetch, &c), 0); /* a new connection */
+  while (!c.done) uv_run(&T.loop, UV_RUN_ONCE);
+  cr_assert_eq(c.rc, 0);
+  cr_assert_eq(c.info.seq, 5);
+  uint64_t sync_reads, fetches, failures;
+  store_read_counts(s, &sync_reads, &fetches, &failures);
+  cr_assert_eq(fetches, 4);
+  cr_assert_eq(failures, 2);
+  PQfinish(admin);
+  pgt_close(&T, s);
+}
+
+Test(pg_fetch, fetches_unanswered_at_close_are_dropped) {
+  store *s = room_with_everything();
+  seen a = {0};
+  cr_assert_eq(store_fetch(s, "r", STORE_FETCH_STATE, 0, on_fetch, &a), 0);
+  pgt_close(&T, s); /* before any answer: cb never runs, nothing leaks (ASan) */
+  for (int i = 0; i < 5; i++) uv_run(&T.loop, UV_RUN_NOWAIT);
+  cr_assert_not(a.done);
+}
