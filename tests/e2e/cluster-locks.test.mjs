@@ -6,8 +6,9 @@
 // its `lock` events; two nodes asked for the same free item at the same
 // moment grant it once; fences grow whichever node grants; a stale fence is
 // `lock_lost` also after a takeover through another node; unlock, leave, bye
-// and the TTL free it for every node; and a dead node's locks are taken over
-// well before their TTL.
+// and the TTL free it for every node; a dead node's locks are taken over
+// well before their TTL; and rooms unloaded between pipelined requests
+// (join, lock, leave) answer the lock while joined and keep the nodes up.
 //
 // What a single node does (sync-locks.test.mjs) applies on every node: the
 // lock check comes before the fence check, so a fenced op on an item another
