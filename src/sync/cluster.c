@@ -9,7 +9,10 @@
 #include "api.h"
 #include "commit.h"
 #include "fallback.h"
+#include "hook.h"
+#include "proto.h"
 #include "room.h"
+#include "sess.h"
 
 /* How often loaded rooms are compared with the store, so that a lost last
  * entry is found (docs/CLUSTER.md). */
@@ -96,6 +99,14 @@ static void deliver_in_order(engine *e, room *r, const bus_msg *m) {
   }
   if (m->seq > r->delivered + 1) {
     e->bus_gaps++;
+    if (e->clustered) {
+      /* Read without blocking: the fetch's log holds the missing entries
+       * and this one (committed before it was published), delivered in
+       * order when it is answered. */
+      r->stale = 1;
+      cluster_fetch(e, r, 0);
+      return;
+    }
     if (cluster_refill(e, r, m->seq - 1) != 0 || r->delivered + 1 != m->seq) {
       log_warn("room %s: entry %llu held back, the store could not fill %llu-%llu yet", r->name,
                (unsigned long long)m->seq, (unsigned long long)r->delivered + 1,
@@ -147,6 +158,8 @@ static int check_one(const char *name, const store_room_info *info, void *ud) {
  * the rows of every loaded room in one read (one round trip for
  * PostgreSQL), then a refill only where entries are missing. */
 static void check_rooms(engine *e) {
+  uint64_t sync0, f0, ff0;
+  store_read_counts(e->st, &sync0, &f0, &ff0);
   size_t n = 0, cap = map_len(&e->rooms);
   char **names = wsy_calloc(cap ? cap : 1, sizeof *names); /* copies: rooms may unload below */
   const char *k;
@@ -178,6 +191,9 @@ static void check_rooms(engine *e) {
   map_free(&c.seen);
   for (size_t i = 0; i < n; i++) wsy_free(names[i]);
   wsy_free(names);
+  uint64_t sync1, f1, ff1;
+  store_read_counts(e->st, &sync1, &f1, &ff1);
+  e->check_reads += sync1 - sync0;
 }
 
 static void on_check(uv_timer_t *t) { check_rooms(t->data); }
@@ -288,4 +304,196 @@ int cluster_fresh(engine *e, room *r) {
   r->stale = 0;
   e->reloads++;
   return rc;
+}
+
+/* ---- replicas made current without blocking (cluster.h) ----------------- */
+
+/* A join waiting for a fetch started after it arrived (fetch number need). */
+typedef struct fwait {
+  struct fwait *next;
+  sess *s;
+  json_t *req;
+  uint64_t need;
+} fwait;
+
+typedef struct fetch_ctx {
+  engine *e;
+  char *name;
+  uint64_t id, no;
+  int state;
+} fetch_ctx;
+
+static void on_fetched(void *ud, int rc, store *snap);
+
+void cluster_fetch(engine *e, room *r, int state) {
+  if (!e->clustered) return;
+  if (r->fetching) {
+    r->fetch_again = 1;
+    r->fetch_state |= state;
+    return;
+  }
+  if (r->pending) { /* a snapshot now might predate them: after they are done */
+    r->fetch_after_commit = 1;
+    r->fetch_state |= state;
+    return;
+  }
+  state |= r->fetch_state || r->stale || r->locks_stale || r->broken;
+  r->fetch_state = r->fetch_again = r->fetch_after_commit = 0;
+  fetch_ctx *c = wsy_calloc(1, sizeof *c);
+  c->e = e;
+  c->name = wsy_strndup(r->name, strlen(r->name));
+  c->id = ++e->fetch_ids;
+  c->no = ++r->fetch_started;
+  c->state = state;
+  r->fetching = 1;
+  r->fetch_id = c->id;
+  int rc = store_fetch(e->st, r->name, STORE_FETCH_LOG | (state ? STORE_FETCH_STATE : 0), r->delivered, on_fetched, c);
+  if (rc != 0) on_fetched(c, rc, NULL); /* refused at once (a fault): answered the same way */
+}
+
+void cluster_fetch_if_due(engine *e, room *r) {
+  if (r->fetch_after_commit && !r->pending) cluster_fetch(e, r, 0);
+}
+
+static void fwait_free(fwait *w) {
+  hook_hold_release(w->s);
+  sess_unref(w->s);
+  json_decref(w->req);
+  wsy_free(w);
+}
+
+void cluster_fetch_q_free(room *r) {
+  for (fwait *w = r->fetch_q, *next; w; w = next) {
+    next = w->next;
+    fwait_free(w);
+  }
+  r->fetch_q = NULL;
+}
+
+int cluster_join_wait(engine *e, room *r, sess *s, json_t *req) {
+  if (!e->clustered || r->fresh_pass || r->pending) return 0; /* with entries pending the join reads the store */
+  fwait *w = wsy_calloc(1, sizeof *w);
+  w->s = s;
+  s->refs++;
+  s->hold++; /* its later messages wait behind the join (hook.h) */
+  w->req = json_incref(req);
+  w->need = r->fetch_started + 1; /* the next fetch to start */
+  fwait **pp = &r->fetch_q;
+  while (*pp) pp = &(*pp)->next;
+  *pp = w;
+  cluster_fetch(e, r, 0);
+  return 1;
+}
+
+/* The joins whose fetch has been answered go on (r fresh as of then), in
+ * order; with failed set they are refused instead. */
+static void release_joins(engine *e, room *r, int failed) {
+  fwait *go = NULL, **gt = &go;
+  for (fwait **pp = &r->fetch_q; *pp;) {
+    fwait *w = *pp;
+    if (failed || w->need <= r->fetch_done) {
+      *pp = w->next;
+      w->next = NULL;
+      *gt = w;
+      gt = &w->next;
+    } else {
+      pp = &w->next;
+    }
+  }
+  r->fresh_pass = !failed;
+  for (fwait *w = go, *next; w; w = next) {
+    next = w->next;
+    if (!w->s->ended) {
+      if (failed) sess_error(w->s, w->req, "internal", "the room could not be read", NULL, NULL);
+      else join_handle_asked(w->s, w->req);
+    }
+    fwait_free(w);
+  }
+  r->fresh_pass = 0;
+  (void)e;
+}
+
+/* Brings r up to date from a fetch's snapshot: the state when it was read
+ * (or when the row shows the replica behind: then 1, another fetch with
+ * the state is needed), and the entries past what was delivered. */
+static int apply_fetch(engine *e, room *r, store *snap, int state) {
+  store_room_info info;
+  int rc = store_room_get(snap, r->name, &info);
+  if (rc != 0) return rc;
+  int behind = !info.exists || strcmp(info.epoch, r->epoch) != 0 || info.seq > r->seq || info.lockver != r->lockver;
+  if (!state && (behind || r->stale || r->locks_stale || r->broken)) {
+    r->stale = r->stale || behind;
+    return 1;
+  }
+  if (state) {
+    rc = room_reload_from(e, r, snap);
+    if (rc != 0) return rc;
+    e->reloads++;
+    if (!info.exists) { /* deleted by another node and made again here: nothing to deliver */
+      r->stale = 0;
+      return 0;
+    }
+  }
+  store *was = e->st;
+  e->st = snap; /* the entries past r->delivered, from the snapshot */
+  rc = refill_from(e, r, 0, &info);
+  e->st = was;
+  if (rc == 0) r->stale = 0;
+  return rc;
+}
+
+static void fetched(fetch_ctx *c, room *r, int rc, store *snap);
+
+static void on_fetched(void *ud, int rc, store *snap) {
+  fetch_ctx *c = ud;
+  room *r = map_get(&c->e->rooms, c->name);
+  if (r && r->fetching && r->fetch_id == c->id) { /* else unloaded meanwhile */
+    r->pins++; /* joins and writes decided below may leave it: it stays until the end */
+    fetched(c, r, rc, snap);
+    r->pins--;
+    room_unload_if_idle(c->e, r);
+  }
+  wsy_free(c->name);
+  wsy_free(c);
+}
+
+static void fetched(fetch_ctx *c, room *r, int rc, store *snap) {
+  engine *e = c->e;
+  uint64_t no = c->no;
+  int state = c->state;
+  r->fetching = 0;
+  if (rc != 0) {
+    log_warn("room %s: cannot read it from the store: %s", r->name, wsy_strerror(rc));
+    r->fetch_done = no;
+    release_joins(e, r, 1);
+    commit_defer_fail(e, r, rc);
+    if (r->fetch_again && !r->fetching) cluster_fetch(e, r, 0);
+    return;
+  }
+  if (r->pending) { /* it may predate them: again once they are done */
+    r->fetch_after_commit = 1;
+    r->fetch_state |= state;
+    return;
+  }
+  int a = apply_fetch(e, r, snap, state);
+  if (a == 1) { /* behind: the state is needed too; the waiters wait for it */
+    r->fetch_again = 0;
+    cluster_fetch(e, r, 1);
+    return;
+  }
+  if (a != 0) {
+    log_warn("room %s: cannot bring it up to date: %s", r->name, wsy_strerror(a));
+    r->fetch_done = no;
+    release_joins(e, r, 1);
+    commit_defer_fail(e, r, a);
+    return;
+  }
+  r->fetch_done = no;
+  release_joins(e, r, 0);
+  if (r->defer && !r->pending && !r->fetching) {
+    r->fresh_pass = 1;
+    commit_redecide_deferred(e, r);
+    r->fresh_pass = 0;
+  }
+  if (r->fetch_again && !r->fetching) cluster_fetch(e, r, 0);
 }

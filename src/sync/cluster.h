@@ -46,6 +46,26 @@ void cluster_room_unloading(engine *e, room *r);
  * the caller refuses with `stale`). */
 int cluster_fresh(engine *e, room *r);
 
+/* ---- replicas made current without blocking the loop (store_fetch) ----
+ * A session's write to a stale, broken or lock-stale replica waits
+ * (commit.h, deferred) for a fetch of the room, then is decided on the
+ * room as read; a join first waits for a fetch STARTED AFTER IT ARRIVED
+ * (its row and the entries past what was delivered, and the whole state
+ * when the replica is behind), so it sees every entry acknowledged before
+ * it, on any node, as a join on one node does. Several joins share a
+ * fetch. A failed fetch refuses them (internal, retryable). */
+/* 1 when s's join of r waits (held; run again later), 0 to go on now. */
+int cluster_join_wait(engine *e, room *r, sess *s, json_t *req);
+/* Starts a fetch of r (with its state when state) unless one is in flight
+ * (then the next one gets the state); its answer brings r up to date and
+ * decides r's deferred writes again. */
+void cluster_fetch(engine *e, room *r, int state);
+/* After r's pending entries are done: a fetch answered meanwhile was set
+ * aside (it may predate them); another starts now. */
+void cluster_fetch_if_due(engine *e, room *r);
+/* Frees the joins waiting for r's fetch (r is going away: they end). */
+void cluster_fetch_q_free(room *r);
+
 /* Reads the entries of r after r->delivered up to upto (0: the store's
  * last) from the store and delivers them. 0 or a wsy_err. */
 int cluster_refill(engine *e, room *r, uint64_t upto);

@@ -122,6 +122,10 @@ static void defer_push(room *r, sess *s, json_t *req, unsigned tries, int unreco
  * pending: r is read again from the store first. A write deferred anew
  * meanwhile (the room is not ready yet) goes back on the list in order. */
 static void redecide(engine *e, room *r) {
+  if (e->clustered && !r->fresh_pass && (r->broken || r->stale || r->locks_stale || r->fetching)) {
+    cluster_fetch(e, r, 1); /* its answer decides them again */
+    return;
+  }
   if (r->broken && room_reload(e, r) != 0) return; /* tried again after the next commit */
   defwrite *list = r->defer;
   r->defer = NULL;
@@ -147,6 +151,20 @@ static void redecide(engine *e, room *r) {
 
 void commit_redecide_deferred(engine *e, room *r) {
   if (r->defer && r->pending == 0 && e->redeciding != r) redecide(e, r);
+}
+
+void commit_defer_fail(engine *e, room *r, int rc) {
+  defwrite *list = r->defer;
+  r->defer = NULL;
+  r->defer_tail = &r->defer;
+  for (defwrite *d = list, *next; d; d = next) {
+    next = d->next;
+    if (!d->s->ended) sess_error(d->s, d->req, "internal", "the room could not be read from the store; retry", NULL, NULL);
+    sess_unref(d->s);
+    json_decref(d->req);
+    wsy_free(d);
+  }
+  if (list) commit_store_unreadable(e, r->name, rc);
 }
 
 void commit_defer_free(room *r) {
@@ -242,7 +260,11 @@ static void commit_done(void *ud, int rc) {
     r->pending--;
     int created = p->kind == P_CREATE;
     pend_free(e, p);
-    if (r->broken && r->pending == 0) (void)room_reload(e, r); /* else tried again on the next write */
+    if (r->broken && r->pending == 0) { /* else tried again on the next write */
+      if (e->clustered) cluster_fetch(e, r, 1);
+      else (void)room_reload(e, r);
+    }
+    if (r->pending == 0) cluster_fetch_if_due(e, r);
     if (created && r->creating) {
       r->creating = 0; /* stored, or another node's room was read instead */
       presence_gate_open(e, r);
@@ -483,7 +505,7 @@ pend *commit_sequence(author *a, json_t *req, room *r, net_chunk *frame, const c
  * does: in a cluster, a room other nodes write is read again before every
  * decision, so with the store down most ops never reach a commit. The next
  * commit that stores something clears it (commit_done). */
-static void store_unreadable(engine *e, const char *name, int rc) {
+void commit_store_unreadable(engine *e, const char *name, int rc) {
   if (!e->store_failing) log_warn("health: degraded until a commit succeeds (room %s cannot be read: %s)", name,
                                   wsy_strerror(rc));
   e->store_failing = 1;
@@ -510,7 +532,7 @@ static int dedupe(author *a, json_t *req, room *r, const char *cid, op_refusal *
     int rc = store_dedupe_get(e->st, a->dkey, cid, room_out, &seq);
     if (rc != 0 && rc != WSY_NOT_FOUND) {
       log_error("dedupe lookup of %s|%s failed: %s", a->dkey, cid, wsy_strerror(rc));
-      store_unreadable(e, r->name, rc);
+      commit_store_unreadable(e, r->name, rc);
       return commit_refuse(why, "internal", "the store could not check this cid; retry", NULL);
     }
     if (rc == 0 && strcmp(room_out, r->name) != 0) goto other_room;
@@ -546,8 +568,16 @@ int commit_admit(author *a, json_t *req, room *r, const char *cid, op_refusal *w
    * (a fenced-out batch, a stale replica with entries pending), or behind
    * writes deferred before it, waits its turn rather than being refused. */
   if (a->e->clustered && a->s && req &&
-      (r->defer ? a->e->redeciding != r : r->pending != 0 && (r->broken || r->stale || r->locks_stale))) {
+      (r->defer ? a->e->redeciding != r
+                : r->fetching || (r->pending != 0 && (r->broken || r->stale || r->locks_stale)))) {
     defer_push(r, a->s, req, a->e->tries_now, a->e->unrecorded_now);
+    return 1;
+  }
+  /* A session's write to a replica that must be read again waits for an
+   * asynchronous read (cluster.h), rather than the loop waiting for it. */
+  if (a->e->clustered && a->s && req && !r->fresh_pass && (r->broken || r->stale || r->locks_stale)) {
+    defer_push(r, a->s, req, a->e->tries_now, a->e->unrecorded_now);
+    cluster_fetch(a->e, r, 1);
     return 1;
   }
   int d = cid ? dedupe(a, req, r, cid, why) : 0;
@@ -555,14 +585,14 @@ int commit_admit(author *a, json_t *req, room *r, const char *cid, op_refusal *w
   /* A room whose reload failed tries again when nothing of it is pending. */
   int rl = 0;
   if (r->broken && (r->pending != 0 || (rl = room_reload(a->e, r)) != 0)) {
-    if (rl != 0) store_unreadable(a->e, r->name, rl);
+    if (rl != 0) commit_store_unreadable(a->e, r->name, rl);
     return commit_refuse(why, "internal", "the room is recovering from a storage failure; retry", NULL);
   }
   /* Another node wrote the room: decided on its current state only. */
   int fr = cluster_fresh(a->e, r);
   if (fr == WSY_STALE) return commit_refuse(why, "stale", "another node wrote this room first; re-send", NULL);
   if (fr != 0) {
-    store_unreadable(a->e, r->name, fr);
+    commit_store_unreadable(a->e, r->name, fr);
     return commit_refuse(why, "internal", "the room could not be read from the store; retry", NULL);
   }
   return 0;
@@ -589,8 +619,14 @@ void commit_lock(engine *e, room *r, sess *s, json_t *req, const char *item, con
 
 int commit_lock_admit(sess *s, json_t *req, room *r) {
   engine *e = s->e;
-  if (r->defer ? e->redeciding != r : r->pending != 0 && (r->broken || r->stale || r->locks_stale)) {
+  if (r->defer ? e->redeciding != r
+               : r->fetching || (r->pending != 0 && (r->broken || r->stale || r->locks_stale))) {
     defer_push(r, s, req, e->tries_now, 0);
+    return 1;
+  }
+  if (!r->fresh_pass && (r->broken || r->stale || r->locks_stale)) { /* read without blocking first */
+    defer_push(r, s, req, e->tries_now, 0);
+    cluster_fetch(e, r, 1);
     return 1;
   }
   int rc = r->broken ? room_reload(e, r) : 0;
@@ -599,7 +635,7 @@ int commit_lock_admit(sess *s, json_t *req, room *r) {
   if (rc == WSY_STALE) {
     sess_error(s, req, "stale", "another node wrote this room first; re-send", NULL, NULL);
   } else {
-    store_unreadable(e, r->name, rc);
+    commit_store_unreadable(e, r->name, rc);
     sess_error(s, req, "internal", "the room could not be read from the store; retry", NULL, NULL);
   }
   return -1;

@@ -137,5 +137,10 @@ void commit_lock(engine *e, room *r, sess *s, json_t *req, const char *item, con
  * may be decided, 1 when it waits for r to be read again (decided later,
  * in order), -1 when refused (answered). */
 int commit_lock_admit(sess *s, json_t *req, room *r);
+/* r's deferred writes are refused (internal): the room could not be read. */
+void commit_defer_fail(engine *e, room *r, int rc);
+/* A store read failed for room name: health is degraded until a commit
+ * succeeds. */
+void commit_store_unreadable(engine *e, const char *name, int rc);
 
 #endif

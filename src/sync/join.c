@@ -161,6 +161,7 @@ static void join_decide(sess *s, json_t *req, int asked) {
     return;
   }
   int err = 0;
+  int loading = !map_get(&e->rooms, name); /* then the load below is the read a join needs */
   room *r = room_get(e, name, &err);
   if (!r && err == ROOM_WRONG_KIND) {
     sess_error(s, req, "bad_request", "the room is a Yjs room: open it on /v1/yjs/{room}", "room", NULL);
@@ -176,17 +177,12 @@ static void join_decide(sess *s, json_t *req, int asked) {
     presence_hold_join(e, r, s, req);
     return;
   }
-  /* A replica another node wrote is read again first (cluster.h); with
-   * entries pending it stays stale and the join reads the store. */
   /* In a cluster, a join sees every entry committed before it, on any
-   * node: what the bus has not brought yet is read from the store first
-   * (one round trip), as a join on one node sees every ack given before it. */
-  if (e->clustered && !r->pending && cluster_refill(e, r, 0) != 0) {
-    sess_error(s, req, "internal", "the room could not be read", NULL, NULL);
-    room_unload_if_idle(e, r);
-    return;
-  }
-  (void)cluster_fresh(e, r);
+   * node: it waits for a read of the store started after it arrived
+   * (asynchronous; shared by the joins of the moment), which also brings a
+   * replica another node wrote up to date (cluster.h). With entries
+   * pending it reads the store below instead. */
+  if (!loading && cluster_join_wait(e, r, s, req)) return;
   /* What the client gets is the committed state: from memory when nothing
    * of the room is pending, else read from the store in one snapshot. */
   store_room_info info = {0};

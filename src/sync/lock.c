@@ -231,7 +231,7 @@ static int lock_target(sess *s, json_t *req, room **r, const char **item, lock *
     /* Decided on the store's locks, read now, not on what the bus has told
      * this node so far: a lock released or taken through another node a
      * moment ago counts, as it would on one node. */
-    (*r)->locks_stale = 1;
+    if (!(*r)->fresh_pass) (*r)->locks_stale = 1;
     int a = commit_lock_admit(s, req, *r);
     if (a != 0) return a;
   }

@@ -19,6 +19,7 @@ member *room_membership(sess *s, const char *rname) {
 
 static void room_destroy(engine *e, room *r) {
   commit_defer_free(r);
+  cluster_fetch_q_free(r);
   cluster_room_unloading(e, r);
   room_locks_free(r);
   join_cursors_free(r);
@@ -29,7 +30,8 @@ static void room_destroy(engine *e, room *r) {
 }
 
 void room_unload_if_idle(engine *e, room *r) {
-  if (r->nmembers == 0 && r->npeers == 0 && r->pending == 0 && !r->defer && !r->settle_q) {
+  if (r->nmembers == 0 && r->npeers == 0 && r->pending == 0 && !r->defer && !r->settle_q && !r->fetch_q &&
+      !r->pins) {
     map_del(&e->rooms, r->name);
     room_destroy(e, r);
   }
@@ -106,6 +108,14 @@ room *room_open(engine *e, const char *name, const room_kind *want, int *err) {
   map_put(&e->rooms, name, r);
   cluster_room_loaded(e, r);
   return r;
+}
+
+int room_reload_from(engine *e, room *r, store *st) {
+  store *was = e->st;
+  e->st = st; /* load() reads e->st: the snapshot answers the same reads */
+  int rc = room_reload(e, r);
+  e->st = was;
+  return rc;
 }
 
 int room_reload(engine *e, room *r) {

@@ -103,6 +103,15 @@ struct room {
   uint64_t settle_until;   /* loop ms: joins stop waiting for them then */
   struct pwait *settle_q;  /* joins waiting meanwhile, in order */
   map remote;        /* other nodes' members: "node\x1fuser\x1fdevice" -> their entry (presence.c) */
+  /* In a cluster, the replica made current without blocking (cluster.c):
+   * a fetch in flight (its id), fetches started and answered, whether
+   * another is due when it is answered (and with the state), joins
+   * waiting for one started after them, and whether r is being decided
+   * right after one (nothing to read again then). */
+  int fetching, fetch_again, fetch_state, fetch_after_commit, fresh_pass;
+  unsigned pins;     /* kept loaded while a fetch's answer is being applied */
+  uint64_t fetch_id, fetch_started, fetch_done;
+  struct fwait *fetch_q;
   void *peers;       /* the kind's own connections (Yjs), kept across reloads */
   unsigned npeers;   /* they keep the room loaded as members do */
 };
@@ -119,6 +128,8 @@ void room_unload_if_idle(engine *e, room *r);
  * kind state are read again from the store (what the failed batch assumed
  * is gone). 0, or a wsy_err (r stays broken; tried again on the next write). */
 int room_reload(engine *e, room *r);
+/* The same from st (a fetch's snapshot, store.h) instead of the store. */
+int room_reload_from(engine *e, room *r, store *st);
 /* Frees every room (shutdown). */
 void room_free_all(engine *e);
 

@@ -113,6 +113,35 @@ describe('writes on every node', () => {
     await closeClients(a, b);
   });
 
+  test('steady state: joins, writes after another node\'s and lock requests never wait on the loop for the store', async () => {
+    const room = roomName('async');
+    const a = await connect(0, 'sa');
+    const b = await connect(1, 'sb');
+    await a.join(room);
+    await b.join(room); // loads the room on node 2: that read is synchronous
+    const reads = async () => {
+      const m = await fetchMetrics(url(1), KEY);
+      return { sync: m.get('wsync_store_reads_total{mode="sync"}'), async: m.get('wsync_store_reads_total{mode="async"}'),
+        check: m.get('wsync_cluster_check_reads_total') };
+    };
+    const r0 = await reads();
+    for (let k = 0; k < 10; k++) {
+      await a.set(room, `sa${k}`, 'x', { k, by: 'a' }); // node 1 writes: node 2's replica is behind
+      const ack = await b.set(room, `sb${k}`, 'y', { k, by: 'b' }); // decided after an asynchronous read
+      assert.equal(ack.seq, 2 * k + 2);
+    }
+    const c = await connect(1, 'sc');
+    const jc = await c.join(room); // a loaded room: an asynchronous read started after the join
+    assert.equal(jc.seq, 20);
+    assert.deepEqual(jc.snapshot.items.x.fields, { k: 9, by: 'a' });
+    await b.expect({ type: 'lock', room, item: 'y', ttl: 5000 }, 'granted');
+    await b.expect({ type: 'unlock', room, item: 'y' }, 'unlocked');
+    const r1 = await reads();
+    assert.ok(r1.async - r0.async >= 12, `asynchronous reads: ${r1.async - r0.async}`);
+    assert.equal(r1.sync - r0.sync, r1.check - r0.check, 'no synchronous read but the periodic check\'s');
+    await closeClients(a, b, c);
+  });
+
   test('batch and delete across nodes', async () => {
     const room = roomName('batch');
     const a = await connect(0, 'ta');
