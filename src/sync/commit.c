@@ -7,6 +7,7 @@
 #include "../common/log.h"
 #include "api.h"
 #include "cluster.h"
+#include "hook.h"
 #include "proto.h"
 #include "room.h"
 #include "sess.h"
@@ -27,7 +28,23 @@ static void http_answer(pend *p, int status, json_t *body) {
   p->http = NULL;
 }
 
+/* A member's writes in flight (room.h): counted in a cluster only. */
+static int inflight_add(engine *e, sess *s, room *r) {
+  member *m = e->clustered && s ? room_membership(s, r->name) : NULL;
+  if (m) m->inflight++;
+  return m != NULL;
+}
+
+/* One fewer; the last lets a leave that waited go on (the caller pins r). */
+static void inflight_done(sess *s, room *r) {
+  member *m = room_membership(s, r->name);
+  if (!m || !m->inflight || --m->inflight || !m->leave_waits) return;
+  m->leave_waits = 0;
+  hook_hold_release(s);
+}
+
 static void pend_free(engine *e, pend *p) {
+  if (p->counted) inflight_done(p->s, p->r);
   json_decref(p->req);
   if (p->ckey) {
     map_del_if(&e->cids, p->ckey, p);
@@ -39,6 +56,7 @@ static void pend_free(engine *e, pend *p) {
   wsy_free(p->api_line);
   net_chunk_unref(p->frame);
   net_chunk_unref(p->ev);
+  wsy_free(p->item);
   wsy_free(p);
 }
 
@@ -106,13 +124,17 @@ static void seen_add_key(engine *e, const char *key);
  * before its writer gets `stale` (PROTOCOL.md 11.2). */
 #define REDECIDE_MAX 20
 
+/* The session is held meanwhile (hook.h): its later messages wait, so that
+ * none of them (a leave, another write) overtakes the deferred one. */
 static void defer_push(room *r, sess *s, json_t *req, unsigned tries, int unrecorded) {
   defwrite *d = wsy_calloc(1, sizeof *d);
   d->unrecorded = unrecorded;
   d->s = s;
   s->refs++;
+  s->hold++;
   d->req = json_incref(req);
   d->tries = tries;
+  d->counted = inflight_add(s->e, s, r);
   if (!r->defer) r->defer_tail = &r->defer;
   *r->defer_tail = d;
   r->defer_tail = &d->next;
@@ -132,6 +154,7 @@ static void redecide(engine *e, room *r) {
   r->defer_tail = &r->defer;
   room *outer = e->redeciding;
   e->redeciding = r;
+  r->pins++; /* a message released below (a leave) may empty the room: the caller unloads it */
   for (defwrite *d = list, *next; d; d = next) {
     next = d->next;
     if (!d->s->ended) {
@@ -142,15 +165,19 @@ static void redecide(engine *e, room *r) {
       e->tries_now = 0;
       e->unrecorded_now = 0;
     }
+    hook_hold_release(d->s); /* its messages that waited behind it, in order */
+    if (d->counted) inflight_done(d->s, r);
     sess_unref(d->s);
     json_decref(d->req);
     wsy_free(d);
   }
+  r->pins--;
   e->redeciding = outer;
 }
 
 void commit_redecide_deferred(engine *e, room *r) {
   if (r->defer && r->pending == 0 && e->redeciding != r) redecide(e, r);
+  room_unload_if_idle(e, r);
 }
 
 void commit_defer_fail(engine *e, room *r, int rc) {
@@ -160,6 +187,8 @@ void commit_defer_fail(engine *e, room *r, int rc) {
   for (defwrite *d = list, *next; d; d = next) {
     next = d->next;
     if (!d->s->ended) sess_error(d->s, d->req, "internal", "the room could not be read from the store; retry", NULL, NULL);
+    hook_hold_release(d->s);
+    if (d->counted) inflight_done(d->s, r);
     sess_unref(d->s);
     json_decref(d->req);
     wsy_free(d);
@@ -170,6 +199,7 @@ void commit_defer_fail(engine *e, room *r, int rc) {
 void commit_defer_free(room *r) {
   for (defwrite *d = r->defer, *next; d; d = next) {
     next = d->next;
+    if (d->s->hold) d->s->hold--; /* the room goes away with the engine: nothing to dispatch */
     sess_unref(d->s);
     json_decref(d->req);
     wsy_free(d);
@@ -198,6 +228,7 @@ static void commit_done(void *ud, int rc) {
   for (pend *p = e->fl_head, *next; p; p = next) {
     next = p->next;
     room *r = p->r;
+    r->pins++; /* a leave let go below (inflight) may empty it: unloaded at the end */
     if (p->kind == P_DELETE && rc == 0) {
       /* Gone from the store: whoever joined while the deletion was pending
        * leaves too, and the room unloads below instead of reloading. */
@@ -233,6 +264,9 @@ static void commit_done(void *ud, int rc) {
          * back whole: the store has not recorded it, no lookup needed. */
         defer_push(r, p->s, p->req, p->tries + 1, rc != WSY_DUPLICATE);
       else if (p->s && p->kind != P_CREATE) sess_send_json(p->s, failed_msg(p, rc));
+      /* A release fenced out: made again once r is read again, unless the
+       * lock has changed hands meanwhile (room_locks_orphans). */
+      if (p->kind == P_LOCK && p->item) map_put(&r->rerelease, p->item, (void *)(uintptr_t)p->seq);
       /* A cid another node recorded: its re-send asks the store. */
       if (rc == WSY_DUPLICATE && p->ckey) seen_add_key(e, p->ckey);
     } else if (p->kind == P_LOCK) {
@@ -270,6 +304,7 @@ static void commit_done(void *ud, int rc) {
       presence_gate_open(e, r);
     }
     if (r->defer && r->pending == 0) redecide(e, r);
+    r->pins--;
     room_unload_if_idle(e, r);
   }
   store_batch_free(e->fl_batch);
@@ -308,6 +343,7 @@ static pend *pend_new(author *a, int kind, json_t *req, room *r, uint64_t seq, c
   }
   p->s = a->s;
   if (a->s) a->s->refs++;
+  if (kind == P_OP || kind == P_LOCK || kind == P_DUP) p->counted = inflight_add(a->e, a->s, r);
   p->re = req ? json_incref(json_object_get(req, "id")) : NULL;
   p->type = req && (kind == P_OP || kind == P_DUP) ? (jstr(req, "type") && !strcmp(jstr(req, "type"), "publish") ? "publish" : "op") : NULL;
   if (req && kind == P_LOCK) p->type = jstr(req, "type") && !strcmp(jstr(req, "type"), "unlock") ? "unlock" : "lock";
@@ -609,6 +645,10 @@ void commit_lock(engine *e, room *r, sess *s, json_t *req, const char *item, con
   r->lockver++;
   author a = {.e = e, .s = s};
   pend *p = pend_new(&a, P_LOCK, req, r, 0, NULL);
+  if (!l->holder && !req) { /* a release nobody asked for (leave, expiry, grace): kept to redo */
+    p->item = wsy_strndup(item, strlen(item));
+    p->seq = l->fence;
+  }
   if (reply) p->frame = engine_frame(e, reply);
   if (event) p->ev = engine_frame(e, event);
   json_decref(reply);
@@ -639,4 +679,9 @@ int commit_lock_admit(sess *s, json_t *req, room *r) {
     sess_error(s, req, "internal", "the room could not be read from the store; retry", NULL, NULL);
   }
   return -1;
+}
+
+void commit_defer_write(sess *s, json_t *req, room *r) {
+  defer_push(r, s, req, s->e->tries_now, s->e->unrecorded_now);
+  cluster_fetch(s->e, r, 1);
 }

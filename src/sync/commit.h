@@ -51,9 +51,11 @@ struct pend {
   uint64_t rev;      /* a text op's new revision, for its ack (0: none) */
   net_chunk *frame;  /* the broadcast, framed once; P_LOCK: the reply to s (or NULL) */
   net_chunk *ev;     /* P_LOCK: the lock event to the room */
+  char *item;        /* P_LOCK release: its item (seq: its fence), released again if fenced out */
   conn *http;        /* backend request waiting for the commit, or NULL */
   json_t *req;       /* in a cluster: a session's op, publish or lock request, decided again if fenced out */
   unsigned tries;    /* times it was decided before (cluster.h) */
+  int counted;       /* counted in its member's inflight (room.h) */
   char *api_line;    /* its access log line (e->api_line when deferred), or NULL */
 };
 
@@ -66,6 +68,7 @@ typedef struct defwrite {
   json_t *req;    /* a reference */
   unsigned tries;
   int unrecorded; /* its cid is known not to be in the store (its batch rolled back) */
+  int counted;    /* counted in its member's inflight (room.h) */
 } defwrite;
 
 /* Frees r's deferred writes unanswered (the room is freed at shutdown). */
@@ -137,6 +140,9 @@ void commit_lock(engine *e, room *r, sess *s, json_t *req, const char *item, con
  * may be decided, 1 when it waits for r to be read again (decided later,
  * in order), -1 when refused (answered). */
 int commit_lock_admit(sess *s, json_t *req, room *r);
+/* In a cluster: s's write req waits for r to be read again (a fetch is
+ * started), then is decided again, in order (the session is held). */
+void commit_defer_write(sess *s, json_t *req, room *r);
 /* r's deferred writes are refused (internal): the room could not be read. */
 void commit_defer_fail(engine *e, room *r, int rc);
 /* A store read failed for room name: health is degraded until a commit

@@ -104,6 +104,13 @@ void hook_hold_push(sess *s, json_t *req) {
   json_array_append(h->held, req);
 }
 
+void hook_hold_front(sess *s, json_t *req) {
+  sess_hook *h = sess_hook_of(s);
+  if (!h->held) h->held = json_array();
+  json_array_insert(h->held, 0, req);
+  s->hold++;
+}
+
 void hook_hold_release(sess *s) {
   if (s->hold) s->hold--;
   s->refs++; /* a bye among the messages ends the session under this loop */

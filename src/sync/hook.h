@@ -52,6 +52,9 @@ void hook_hold_push(sess *s, json_t *req);
 /* Ends the hold and dispatches what was queued, in order, until one of the
  * messages holds the session again. */
 void hook_hold_release(sess *s);
+/* Holds s and puts req back first in its queue (the message being handled
+ * waits for something: hook_hold_release handles it again). */
+void hook_hold_front(sess *s, json_t *req);
 
 /* authhook.c. hello: 1 when the hello waits for the hook (the session is
  * held; the answer continues it with sess_hello_finish or refuses it), 0 to

@@ -271,6 +271,11 @@ void join_leave(sess *s, json_t *req) {
   const char *name = proto_room_name(s, req);
   if (!name) return;
   member *m = room_membership(s, name);
+  if (m && m->inflight) { /* cluster: after its writes are answered (room.h) */
+    m->leave_waits = 1;
+    hook_hold_front(s, req);
+    return;
+  }
   json_t *reply = json_pack("{s:s}", "type", "left");
   json_t *id = json_object_get(req, "id");
   if (id) json_object_set(reply, "re", id);

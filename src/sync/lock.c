@@ -192,11 +192,18 @@ int room_locks_load(engine *e, room *r, uint64_t lockver) {
 void room_locks_orphans(engine *e, room *r) {
   const char *k;
   void *v;
-  for (size_t i = 0; r->nheld && map_next(&r->locks, &i, &k, &v);)
-    if (orphaned(e, r, v)) {
+  for (size_t i = 0; r->nheld && map_next(&r->locks, &i, &k, &v);) {
+    lock *l = v;
+    void *rf = map_get(&r->rerelease, k);
+    if (orphaned(e, r, l)) {
       log_info("room %s: the lock on %s of a session no longer here is released", r->name, k);
-      room_lock_release(e, r, k, v, "left");
+      room_lock_release(e, r, k, l, "left");
+    } else if (rf && l->holder && (uint64_t)(uintptr_t)rf == l->fence) {
+      room_lock_release(e, r, k, l, "left"); /* its release was fenced out: made again */
     }
+  }
+  map_free(&r->rerelease);
+  map_init(&r->rerelease);
 }
 
 int room_locks_reload(engine *e, room *r) {

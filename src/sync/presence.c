@@ -149,6 +149,7 @@ void presence_gate_open(engine *e, room *r) {
   if (r->settle_left || r->creating || !r->settle_q) return;
   pwait *q = r->settle_q;
   r->settle_q = NULL;
+  r->pins++; /* a message released below (a leave) may empty the room: it stays until the end */
   for (pwait *w = q, *next; w; w = next) {
     next = w->next;
     if (!w->s->ended) join_handle_asked(w->s, w->req);
@@ -157,6 +158,7 @@ void presence_gate_open(engine *e, room *r) {
     json_decref(w->req);
     wsy_free(w);
   }
+  r->pins--;
   room_unload_if_idle(e, r);
 }
 

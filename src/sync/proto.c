@@ -76,6 +76,16 @@ static void op_decide(sess *s, json_t *req, int asked) {
   json_t *from = sess_from(s);
   op_refusal why;
   if (m->r->kind->apply(&au, req, m->r, json_object_get(req, "op"), cid, 0, from, &why) != 0) {
+    /* In a cluster, an op refused by a lock is decided again on the locks
+     * as the store holds them now (read without blocking), so that the
+     * answer does not depend on whether another node's lock change has
+     * reached this node yet. */
+    if (e->clustered && !m->r->fresh_pass && (!strcmp(why.err.code, "locked") || !strcmp(why.err.code, "lock_lost"))) {
+      json_decref(why.extra);
+      m->r->locks_stale = 1;
+      commit_defer_write(s, req, m->r);
+      return;
+    }
     commit_count_rejection(e, why.err.code);
     json_t *msg = sess_error_msg(req, why.err.code, why.err.message, why.err.field, why.extra);
     room *r = m->r;

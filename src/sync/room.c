@@ -22,6 +22,7 @@ static void room_destroy(engine *e, room *r) {
   cluster_fetch_q_free(r);
   cluster_room_unloading(e, r);
   room_locks_free(r);
+  map_free(&r->rerelease);
   join_cursors_free(r);
   if (r->kind) r->kind->unload(r);
   if (r->ring) ring_unref(r->ring);
@@ -91,6 +92,7 @@ room *room_open(engine *e, const char *name, const room_kind *want, int *err) {
   r->kind = want;
   r->ring = ring_new(e->cfg->resume_ring, &e->ring_mem);
   map_init(&r->locks);
+  map_init(&r->rerelease);
   map_init(&r->cursors);
   map_init(&r->remote);
   int rc = load(e, r, 0);

@@ -25,6 +25,11 @@ struct member {
   uint64_t from_seq;   /* entries <= this were in its joined */
   uint64_t cursor;     /* highest seq the device says it applied */
   json_t *state;      /* presence state; NULL: {} (most members set none) */
+  /* In a cluster: the member's writes not yet answered (pending in a batch,
+   * or waiting to be decided again); its leave waits until there are none,
+   * so that a write fenced out and decided again still finds it joined. */
+  unsigned inflight;
+  unsigned leave_waits : 1;
 };
 
 /* An item's lock (lock.c). Kept after release (no holder) so fences keep
@@ -89,6 +94,7 @@ struct room {
   unsigned nheld;
   uint64_t lockver;  /* in a cluster: the lock version as decided here (store.h, ITEM LOCKS) */
   int locks_stale;   /* in a cluster: another node changed a lock; read them again before deciding */
+  map rerelease;     /* in a cluster: item -> fence of releases fenced out, made again after the reload */
   int broken;        /* a commit failed: refuse writes until reloaded */
   uint64_t min_seq;  /* the first seq the log holds, as loaded and trimmed since (store.h) */
   map cursors;       /* "user\x1fdevice" -> uint64_t*: device cursors, as loaded and recorded since */

@@ -68,7 +68,10 @@ struct sess {
   unsigned dn_kind : 4; /* FB_SSE or FB_POLL while dn is set */
   /* Hooks (hook.h): while hold is set the session waits for the
    * authorization hook and its messages queue in hk->held. */
-  unsigned hold : 2;  /* counted: the authorization hook, a join waiting for presence (cluster.h) */
+  /* counted: the authorization hook, a join waiting for presence or for a
+   * read of its room, each write deferred until its room is read again
+   * (cluster.h, commit.h) */
+  unsigned hold : 16;
   auth_identity id;
   /* "user:device" (the dedupe key of the store), allocated at welcome;
    * device points into it ("" before). The by_device registry borrows it:
