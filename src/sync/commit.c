@@ -126,7 +126,7 @@ static void seen_add_key(engine *e, const char *key);
 
 /* The session is held meanwhile (hook.h): its later messages wait, so that
  * none of them (a leave, another write) overtakes the deferred one. */
-static void defer_push(room *r, sess *s, json_t *req, unsigned tries, int unrecorded) {
+static defwrite *defer_push(room *r, sess *s, json_t *req, unsigned tries, int unrecorded) {
   defwrite *d = wsy_calloc(1, sizeof *d);
   d->unrecorded = unrecorded;
   d->s = s;
@@ -138,7 +138,10 @@ static void defer_push(room *r, sess *s, json_t *req, unsigned tries, int unreco
   if (!r->defer) r->defer_tail = &r->defer;
   *r->defer_tail = d;
   r->defer_tail = &d->next;
+  return d;
 }
+
+static void defer_fresh(room *r, sess *s, json_t *req, unsigned tries, int unrecorded);
 
 /* Decides r's deferred writes again, in order, now that nothing of r is
  * pending: r is read again from the store first. A write deferred anew
@@ -157,6 +160,18 @@ static void redecide(engine *e, room *r) {
   r->pins++; /* a message released below (a leave) may empty the room: the caller unloads it */
   for (defwrite *d = list, *next; d; d = next) {
     next = d->next;
+    if (d->need > r->fetch_done) {
+      /* It waits for a read started after it arrived (and so do those
+       * after it, in order): back first on the list, before any write
+       * deferred anew meanwhile. */
+      defwrite **tail = &d->next;
+      while (*tail) tail = &(*tail)->next;
+      *tail = r->defer;
+      if (!r->defer) r->defer_tail = tail;
+      r->defer = d;
+      cluster_fetch(e, r, 1);
+      break;
+    }
     if (!d->s->ended) {
       e->tries_now = d->tries;
       e->unrecorded_now = d->unrecorded;
@@ -661,12 +676,12 @@ int commit_lock_admit(sess *s, json_t *req, room *r) {
   engine *e = s->e;
   if (r->defer ? e->redeciding != r
                : r->fetching || (r->pending != 0 && (r->broken || r->stale || r->locks_stale))) {
-    defer_push(r, s, req, e->tries_now, 0);
+    if (r->fresh_pass) defer_push(r, s, req, e->tries_now, 0);
+    else defer_fresh(r, s, req, e->tries_now, 0);
     return 1;
   }
   if (!r->fresh_pass && (r->broken || r->stale || r->locks_stale)) { /* read without blocking first */
-    defer_push(r, s, req, e->tries_now, 0);
-    cluster_fetch(e, r, 1);
+    defer_fresh(r, s, req, e->tries_now, 0);
     return 1;
   }
   int rc = r->broken ? room_reload(e, r) : 0;
@@ -681,7 +696,10 @@ int commit_lock_admit(sess *s, json_t *req, room *r) {
   return -1;
 }
 
-void commit_defer_write(sess *s, json_t *req, room *r) {
-  defer_push(r, s, req, s->e->tries_now, s->e->unrecorded_now);
+/* A write to decide on the room as read after now: the next fetch. */
+static void defer_fresh(room *r, sess *s, json_t *req, unsigned tries, int unrecorded) {
+  defer_push(r, s, req, tries, unrecorded)->need = r->fetch_started + 1;
   cluster_fetch(s->e, r, 1);
 }
+
+void commit_defer_write(sess *s, json_t *req, room *r) { defer_fresh(r, s, req, s->e->tries_now, s->e->unrecorded_now); }

@@ -69,6 +69,7 @@ typedef struct defwrite {
   unsigned tries;
   int unrecorded; /* its cid is known not to be in the store (its batch rolled back) */
   int counted;    /* counted in its member's inflight (room.h) */
+  uint64_t need;  /* decided only after this fetch of the room (cluster.h), 0: any */
 } defwrite;
 
 /* Frees r's deferred writes unanswered (the room is freed at shutdown). */
