@@ -124,7 +124,7 @@ e2e: build/wsync build/text-oracle build/yjs-oracle tests/e2e/node_modules
 # again against three nodes (PostgreSQL store, Redis bus) behind a
 # round-robin proxy: each connection and request of a test lands on another
 # node (tests/e2e/lib/cluster.mjs, docs/CLUSTER.md).
-E2E_CLUSTER_SUITES := sync-ops sync-batch sync-rooms sync-cursors sync-wire
+E2E_CLUSTER_SUITES := sync-ops sync-batch sync-rooms sync-cursors sync-wire sync-locks
 e2e-cluster: build/wsync tests/e2e/node_modules
 	cd tests/e2e && WSYNC_BIN=../../build/wsync WSYNC_E2E_CLUSTER=3 node --test --test-concurrency=1 \
 	  $(E2E_CLUSTER_SUITES:%=%.test.mjs)
