@@ -19,7 +19,10 @@
 **                  str except | str only_user | payload (the JSON text of
 **                  the frame, to the end of the message)
 **   node channel:  u8 1 | str from | str kind | body (to the end)
-**   heartbeat:     the node id, as text
+**   heartbeat:     the node id, a space, and the node's incarnation (16
+**                  random hex digits made at start), as text: a node that
+**                  restarts under the same id within the TTL is seen gone
+**                  (its old members leave, its locks go) and back at once
 ** A message that does not parse (version, lengths, NUL in a string, room not
 ** the channel's, payload not UTF-8) is counted (bus_stats.malformed) and
 ** dropped. A node ignores its own messages (same origin).
@@ -53,6 +56,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../common/log.h"
 #include "../common/map.h"
@@ -69,6 +73,7 @@
 
 typedef struct rnode {
   uint64_t seen; /* loop time the node was last heard from */
+  char inc[17];  /* its incarnation */
 } rnode;
 
 typedef struct rbus {
@@ -79,6 +84,7 @@ typedef struct rbus {
   int db; /* -1: none given */
   char *node;
   char *node_chan;
+  char inc[17];     /* this node's incarnation (the heartbeat) */
   redisAsyncContext *cmd, *sub;
   int cmd_ready, sub_ready;
   int up;       /* ev.link(1) reported and not taken back */
@@ -362,8 +368,10 @@ static void rb_fail(rbus *b, const char *why) {
 static void send_heartbeat(rbus *b) {
   uint8_t *p;
   size_t nlen = strlen(b->node);
-  size_t len = format_publish(b, RB_HB_CHANNEL, "", nlen, &p);
+  size_t len = format_publish(b, RB_HB_CHANNEL, "", nlen + 1 + 16, &p);
   memcpy(p, b->node, nlen);
+  p[nlen] = ' ';
+  memcpy(p + nlen + 1, b->inc, 16);
   (void)send_cmd(b, len);
   b->next_hb = rb_now(b) + BUS_REDIS_HEARTBEAT_MS;
 }
@@ -586,14 +594,33 @@ static void on_heartbeat(rbus *b, const char *id, size_t len) {
   char *name = strs_reserve(b, len + 1);
   memcpy(name, id, len);
   name[len] = 0;
+  char inc[17] = "";
+  char *sp = strrchr(name, ' ');
+  if (sp) { /* "<node> <incarnation>" */
+    snprintf(inc, sizeof inc, "%s", sp + 1);
+    *sp = 0;
+  }
+  if (!*name) {
+    b->malformed++;
+    return;
+  }
   if (strcmp(name, b->node) == 0) return;
   rnode *n = map_get(&b->nodes, name);
-  if (n) {
+  if (n && strcmp(n->inc, inc) == 0) {
     n->seen = rb_now(b);
+    return;
+  }
+  if (n) { /* restarted under the same id: what it had before is gone */
+    log_info("bus: node %s restarted (incarnation %s, was %s)", name, inc, n->inc);
+    snprintf(n->inc, sizeof n->inc, "%s", inc);
+    n->seen = rb_now(b);
+    if (b->base.ev.node) b->base.ev.node(b->base.ev.ud, name, 0);
+    if (b->base.ev.node) b->base.ev.node(b->base.ev.ud, name, 1);
     return;
   }
   n = wsy_malloc(sizeof *n);
   n->seen = rb_now(b);
+  snprintf(n->inc, sizeof n->inc, "%s", inc);
   map_put(&b->nodes, name, n);
   /* A node just started: it hears of this one at once, not a second later
    * (presence asks every node it knows when a room loads). */
@@ -731,6 +758,12 @@ int bus_redis_new(uv_loop_t *loop, const char *url, const char *node_id, const b
   b->base.ev = *ev;
   b->loop = loop;
   b->node = wsy_strndup(node_id, strlen(node_id));
+  unsigned char rnd[8];
+  if (uv_random(NULL, NULL, rnd, sizeof rnd, 0, NULL) != 0) {
+    uint64_t t = uv_hrtime() ^ ((uint64_t)getpid() << 32); /* distinct enough per start */
+    memcpy(rnd, &t, sizeof rnd);
+  }
+  for (int i = 0; i < 8; i++) snprintf(b->inc + 2 * i, 3, "%02x", rnd[i]);
   size_t nl = strlen(node_id);
   b->node_chan = wsy_malloc(sizeof RB_NODE_PREFIX + nl);
   memcpy(b->node_chan, RB_NODE_PREFIX, sizeof RB_NODE_PREFIX - 1);

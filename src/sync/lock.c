@@ -116,6 +116,9 @@ void room_locks_node_gone(engine *e, const char *node) {
   void *rv, *v;
   for (size_t i = 0; map_next(&e->rooms, &i, &rk, &rv);) {
     room *r = rv;
+    /* Locks this node has not read yet (another node's lock events since)
+     * are read first: a node's death is rare, this read waits on the loop. */
+    if (r->locks_stale && !r->pending && !r->broken && room_locks_reload(e, r) != 0) continue;
     if (!r->nheld) continue;
     for (size_t j = 0; map_next(&r->locks, &j, &k, &v);) {
       lock *l = v;

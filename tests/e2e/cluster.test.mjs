@@ -300,6 +300,34 @@ describe('ephemeral traffic across nodes', () => {
   });
 });
 
+describe('a node restarted under the same id', () => {
+  test('within the heartbeat TTL: its old members leave at once, its old locks go, and it serves again', async () => {
+    const room = roomName('reinc');
+    const a = await connect(0, 'ra');
+    await a.join(room);
+    const victim = cl.nodes[2];
+    const v = await SyncClient.connect(victim.url, { token: token('rv'), device: 'rv-1' });
+    await v.join(room);
+    await a.waitFor((m) => m.type === 'presence' && m.event === 'join' && m.user === 'rv', 'rv joined');
+    const g = await v.expect({ type: 'lock', room, item: 'held', ttl: 60000 }, 'granted');
+    a.drain();
+    // Back well within the 3 s TTL: the heartbeat's new incarnation, not
+    // silence, tells the others that what the old process had is gone.
+    await victim.kill9();
+    await victim.start();
+    await a.waitFor((m) => m.type === 'presence' && m.event === 'leave' && m.user === 'rv', 'rv left');
+    await a.waitFor((m) => m.type === 'lock' && m.item === 'held' && m.state === 'free' && m.reason === 'disconnected',
+      'its lock released');
+    const g2 = await a.expect({ type: 'lock', room, item: 'held', ttl: 5000 }, 'granted');
+    assert.ok(g2.fence > g.fence);
+    const w = await SyncClient.connect(victim.url, { token: token('rw'), device: 'rw-1' });
+    const jw = await w.join(room);
+    assert.equal(jw.locks.length, 1, 'the restarted node sees the current lock');
+    assert.equal(jw.locks[0].user, 'ra');
+    await closeClients(a, w);
+  });
+});
+
 describe('moving between nodes', () => {
   test('a client whose node is killed catches up on another node with since, nothing lost or doubled', async () => {
     const room = roomName('move');
