@@ -20,7 +20,7 @@ import { Room } from '../../clients/js/wsync.js';
 import { FakeTextarea, fakeClient } from './lib/fakes.mjs';
 import { KEY, SERVER_ARGS, history, makeClient, serverSnapshot, startProxy } from './lib/client-util.mjs';
 import { WAIT_MS, scale, sleep, waitUntil } from './lib/server.mjs';
-import { SyncClient, api, restartableServer, startSyncServer, token } from './lib/sync.mjs';
+import { CLUSTER, SyncClient, api, restartableServer, sessionHome, startSyncServer, token } from './lib/sync.mjs';
 import { rng } from './lib/rng.mjs';
 
 const SEED = Number(process.env.WSYNC_TEXT_SEED) || 20240611;
@@ -206,11 +206,16 @@ async function assertConverged(url, room, cs, ctx) {
   return want;
 }
 
-async function rejectedCount(url, code) {
-  const r = await api(url, 'GET', '/metrics', { key: KEY });
-  assert.equal(r.status, 200, r.text);
-  const m = new RegExp(`wsync_ops_rejected_total\\{code="${code}"\\} (\\d+)`).exec(r.text);
-  return m ? Number(m[1]) : 0;
+/** Ops refused with code, summed over every node of a cluster (/metrics is per node). */
+async function rejectedCount(srv, code) {
+  let n = 0;
+  for (const url of srv.nodes ? srv.nodes.map((x) => x.url) : [srv.url]) {
+    const r = await api(url, 'GET', '/metrics', { key: KEY });
+    assert.equal(r.status, 200, r.text);
+    const m = new RegExp(`wsync_ops_rejected_total\\{code="${code}"\\} (\\d+)`).exec(r.text);
+    n += m ? Number(m[1]) : 0;
+  }
+  return n;
 }
 
 // ---- (a) random concurrent typing with connections killed and cut -------------
@@ -370,7 +375,9 @@ for (const variant of ['resume', 'snapshot']) {
     // so the ring is made as large as the default outbox).
     const extra = variant === 'snapshot' ? ['--max-outbox', '64K', '--max-catchup', '100'] : ['--resume-ring', '1M'];
     const srv = await startSyncServer(t, [...SERVER_ARGS, ...extra]);
-    const proxy = await startProxy(t, srv.port);
+    // On a cluster xavier's WebSocket stays on one node, where a resume can
+    // find his session (PROTOCOL.md 3.5).
+    const proxy = await startProxy(t, CLUSTER ? srv.nodes[0].port : srv.port);
     const room = `doc:old-${variant}`;
     await createItem(srv.url, room);
     const x = await textClient(t, proxy.url, { user: 'xavier', transport: 'ws', room });
@@ -380,7 +387,7 @@ for (const variant of ['resume', 'snapshot']) {
     z.txt.insert(0, inserted[1]);
     await quiescent([x, z], `${ctx}: first edits`);
     const rev0 = x.txt.rev;
-    const rejectedBefore = await rejectedCount(srv.url, 'rev_too_old');
+    const rejectedBefore = await rejectedCount(srv, 'rev_too_old');
 
     // Cut off, and an edit sent into the dead connection before the client
     // notices: in flight at rev0, never received by the server.
@@ -416,7 +423,7 @@ for (const variant of ['resume', 'snapshot']) {
     assert.equal(after.filter((m) => m.cid === lost.cid).length, 1, `${ctx}: once on the new connection`);
     const rebased = after.find((m) => m.cid !== lost.cid);
     assert.ok(rebased && rebased.op.rev >= revAfter, `${ctx}: then the rebased edits as a new op at a recent rev (${rebased?.op.rev} >= ${revAfter})`);
-    assert.ok(await rejectedCount(srv.url, 'rev_too_old') > rejectedBefore, `${ctx}: the server said rev_too_old`);
+    assert.ok(await rejectedCount(srv, 'rev_too_old') > rejectedBefore, `${ctx}: the server said rev_too_old`);
     const cids = new Set((await history(srv.url, room)).map((e) => e.cid));
     assert.ok(!cids.has(lost.cid), `${ctx}: the refused op is not in the log`);
     const w = x.welcomes.at(-1);
@@ -577,7 +584,10 @@ test('room.text: one object per field; textareas bound to it converge; a locked 
   const room = 'doc:api';
   await createItem(srv.url, room);
   const a = await textClient(t, srv.url, { user: 'ada', transport: 'ws', room });
-  const b = await textClient(t, srv.url, { user: 'bo', transport: 'sse', room });
+  // On a cluster bo's session is on ada's node: a lock refuses writes on the
+  // holder's node only (not yet cluster-wide, docs/CLUSTER.md; the todo
+  // test in client-sync.test.mjs shows the gap).
+  const b = await textClient(t, sessionHome(srv, a.session).url, { user: 'bo', transport: 'sse', room });
   assert.equal(a.r.text('note', 'body'), a.txt, 'the same object for the same field');
   assert.notEqual(a.r.text('note', 'title'), a.txt, 'another for another field');
   assert.throws(() => a.r.text('', 'body'), TypeError);
