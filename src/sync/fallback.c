@@ -528,8 +528,10 @@ void fb_serve(engine *e, fwd_in *f, httpd_req *r) {
 }
 
 void fb_direct(engine *e, const char *from_node, const char *kind, const uint8_t *body, size_t len) {
-  (void)kind; /* the op is in the body (forward.h) */
-  fwd_direct(e, from_node, body, len);
+  /* A session of this node replaced by one of another (sess.h); for the
+   * rest the op is in the body (forward.h). */
+  if (!strcmp(kind, SESS_REPLACE_KIND)) sess_replace_notice(e, from_node, body, len);
+  else fwd_direct(e, from_node, body, len);
 }
 
 void fb_node(engine *e, const char *node, int up) { fwd_node(e, node, up); }

@@ -45,7 +45,8 @@ int fb_has_dn(const sess *s);
 typedef struct fwd_in fwd_in;
 void fb_serve(engine *e, fwd_in *f, httpd_req *r);
 /* THE BUS'S DIRECT CALLBACK for kinds starting with "fb" (bus_events.direct):
- * a forwarded request, its answer, stream bytes or a cancel. */
+ * a forwarded request, its answer, stream bytes or a cancel; or a session
+ * replaced by a new one on another node (SESS_REPLACE_KIND, sess.h). */
 void fb_direct(engine *e, const char *from_node, const char *kind, const uint8_t *body, size_t len);
 /* The bus's node callback: a node gone (up 0) fails what was forwarded to
  * it and drops what it forwarded here; back (up 1), it is forwarded to again. */

@@ -567,6 +567,40 @@ void sess_hello(sess *s, json_t *req) {
   if (asked == 0) sess_hello_finish(s, req);
 }
 
+/* Tells every other node heard from that dkey has a new session here,
+ * welcomed at wall-clock ms at (sess.h). */
+static void replace_announce(engine *e, const char *dkey, uint64_t at) {
+  size_t dl = strlen(dkey);
+  uint8_t body[8 + 200];
+  if (dl > sizeof body - 8) return; /* "user:device" is at most 129 bytes */
+  for (int i = 0; i < 8; i++) body[i] = (uint8_t)(at >> (56 - 8 * i));
+  memcpy(body + 8, dkey, dl);
+  const char *k;
+  void *v;
+  for (size_t i = 0; map_next(&e->nodes, &i, &k, &v);)
+    if (bus_send_node(e->bus, k, SESS_REPLACE_KIND, body, 8 + dl) != 0)
+      log_debug("session of %s: node %s not told of the replacement (bus down)", dkey, k);
+}
+
+void sess_replace_notice(engine *e, const char *from_node, const uint8_t *body, size_t len) {
+  char dkey[200];
+  if (len < 8 + 3 || len - 8 >= sizeof dkey) {
+    log_info("replacement notice from node %s dropped: not readable", from_node ? from_node : "?");
+    return;
+  }
+  uint64_t at = 0;
+  for (int i = 0; i < 8; i++) at = at << 8 | body[i];
+  memcpy(dkey, body + 8, len - 8);
+  dkey[len - 8] = '\0';
+  sess *s = map_get(&e->by_device, dkey);
+  if (!s || s->ended) return;
+  if (s->born_wall >= at) { /* newer than the notice: the client moved here since */
+    log_debug("session of %s kept: newer than node %s's replacement", dkey, from_node);
+    return;
+  }
+  sess_end(s, 4001, "replaced by a new session of this device on another node");
+}
+
 void sess_hello_finish(sess *s, json_t *req) {
   engine *e = s->e;
   const wsy_config *cfg = e->cfg;
@@ -588,9 +622,12 @@ void sess_hello_finish(sess *s, json_t *req) {
     resume(s, old, req, last, insecure);
     return;
   }
-  /* A new session; one per (user, device): an older one is replaced. */
+  /* A new session; one per (user, device): an older one is replaced, here
+   * and on the other nodes (sess.h: REPLACEMENT ACROSS NODES). */
   sess *prev = map_get(&e->by_device, dkey);
   if (prev) sess_end(prev, 4001, "replaced by a new session of this device");
+  s->born_wall = (uint64_t)wall_ms();
+  if (e->clustered) replace_announce(e, dkey, s->born_wall);
   random_hex(s->token, 16);
   s->welcomed = 1;
   s->detached_at = 0; /* was opened */

@@ -108,6 +108,7 @@ struct sess {
   sess_hook *hk;     /* NULL until the authorization hook is involved */
   double tokens;     /* rate limit bucket */
   uint64_t tokens_ms;
+  uint64_t born_wall;/* wall-clock ms of its welcome as a new session: orders replacements across nodes */
   /* The e->sessions registry borrows token: it does not change once welcomed. */
   char token[33];
 };
@@ -198,6 +199,21 @@ int sess_add_grants(sess *s, json_t *grants);
 /* Ends a session (bye, replaced, expired): its locks and presence go, its
  * connection (if any) is closed with code, and it can no longer resume. */
 void sess_end(sess *s, unsigned code, const char *why);
+/* REPLACEMENT ACROSS NODES. One session per (user, device) holds in a
+ * cluster too (PROTOCOL.md 3.5): a node that welcomes a new session tells
+ * every other node it has heard from (bus_send_node, kind SESS_REPLACE_KIND,
+ * body: the welcome's wall-clock ms as 8 bytes big endian, then "user:device"),
+ * and each ends its session of that (user, device) with 4001 if it was
+ * welcomed before that time. The time keeps a notice that the bus delayed
+ * (the client has meanwhile moved on to a newer session here) from ending
+ * the newer session; it assumes clocks agree to better than the time a
+ * client takes to move between nodes. Best effort: a node not yet heard
+ * from, or the bus down, misses the notice (its session then ends by its
+ * resume window, as a dead node's do). */
+#define SESS_REPLACE_KIND "fb.replace"
+/* A notice of another node (body, len bytes): see above. */
+void sess_replace_notice(engine *e, const char *from_node, const uint8_t *body, size_t len);
+
 /* Takes the session off its current transport (PROTOCOL.md 2.4: one
  * downstream per session): a WebSocket is closed with 4001, an SSE stream
  * gets a close event 4001, a pending poll is answered. */

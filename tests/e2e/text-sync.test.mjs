@@ -15,12 +15,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { apply as applyText } from '../../clients/js/text.js';
+import { apply as applyText, normalize, transform } from '../../clients/js/text.js';
 import { Room } from '../../clients/js/wsync.js';
 import { FakeTextarea, fakeClient } from './lib/fakes.mjs';
 import { KEY, SERVER_ARGS, history, makeClient, serverSnapshot, startProxy } from './lib/client-util.mjs';
 import { WAIT_MS, scale, sleep, waitUntil } from './lib/server.mjs';
-import { SyncClient, api, restartableServer, startSyncServer, token } from './lib/sync.mjs';
+import { CLUSTER, SyncClient, api, restartableServer, sessionHome, startSyncServer, token } from './lib/sync.mjs';
 import { rng } from './lib/rng.mjs';
 
 const SEED = Number(process.env.WSYNC_TEXT_SEED) || 20240611;
@@ -206,16 +206,61 @@ async function assertConverged(url, room, cs, ctx) {
   return want;
 }
 
-async function rejectedCount(url, code) {
-  const r = await api(url, 'GET', '/metrics', { key: KEY });
-  assert.equal(r.status, 200, r.text);
-  const m = new RegExp(`wsync_ops_rejected_total\\{code="${code}"\\} (\\d+)`).exec(r.text);
-  return m ? Number(m[1]) : 0;
+/** Ops refused with code, summed over every node of a cluster (/metrics is per node). */
+async function rejectedCount(srv, code) {
+  let n = 0;
+  for (const url of srv.nodes ? srv.nodes.map((x) => x.url) : [srv.url]) {
+    const r = await api(url, 'GET', '/metrics', { key: KEY });
+    assert.equal(r.status, 200, r.text);
+    const m = new RegExp(`wsync_ops_rejected_total\\{code="${code}"\\} (\\d+)`).exec(r.text);
+    n += m ? Number(m[1]) : 0;
+  }
+  return n;
+}
+
+/**
+ * The server's OT, checked entry by entry (PROTOCOL.md 5.7): every text op
+ * of the log is the op its client sent (the first one sent with its cid,
+ * from c.sent: re-sends are unchanged) transformed over the log's entries
+ * from the revision it was sent at to the one it was applied at. An op
+ * decided on a replica that held an entry never committed (in a cluster, a
+ * batch fenced out while the next one was being decided on top of it,
+ * docs/CLUSTER.md) breaks this, and the clients' texts and rooms diverge.
+ */
+async function assertOtFollowsLog(url, room, cs, ctx) {
+  const entries = (await history(url, room)).filter((e) => e.op?.kind === 'text');
+  const byRev = new Map(entries.map((e) => [e.op.rev, e]));
+  const sent = new Map();
+  for (const c of cs) {
+    for (const m of c.sent) if (m.type === 'op' && m.op?.kind === 'text' && !sent.has(m.cid)) sent.set(m.cid, m.op);
+  }
+  const wrong = [];
+  for (const e of entries) {
+    const mine = sent.get(e.cid);
+    if (!mine) continue;
+    let op = mine.ops;
+    for (let rev = mine.rev; op && rev < e.op.rev; rev++) {
+      const x = byRev.get(rev);
+      op = x ? transform(op, x.op.ops, 'right') : null; // an entry trimmed away: not checked
+    }
+    if (op && JSON.stringify(normalize(op)) !== JSON.stringify(normalize(e.op.ops))) {
+      wrong.push(`seq ${e.seq} (${e.cid}): sent at rev ${mine.rev} as ${JSON.stringify(mine.ops)}, ` +
+        `applied at rev ${e.op.rev} as ${JSON.stringify(e.op.ops)}, the log makes it ${JSON.stringify(op)}`);
+    }
+  }
+  assert.deepEqual(wrong.slice(0, 3), [], `${ctx}: ${wrong.length} text ops were not transformed over the log`);
 }
 
 // ---- (a) random concurrent typing with connections killed and cut -------------
 
-test('five clients type at random over ws, sse and poll while connections die: one text, every token once', async (t) => {
+// On a cluster this is a todo: a node decides writes on top of a batch still
+// in flight, and when that batch is fenced out (another node committed
+// first) the next one may still pass the fence with decisions made on
+// entries that were never committed (src/sync/commit.c; the report of the
+// cluster-hangs branch). assertOtFollowsLog names the op that shows it.
+test('five clients type at random over ws, sse and poll while connections die: one text, every token once', {
+  todo: CLUSTER && 'on a cluster, writes decided on top of a fenced-out batch can be committed (commit.c)',
+}, async (t) => {
   const seed = SEED;
   const ctx = `seed ${seed} (WSYNC_TEXT_SEED)`;
   // A small outbox and catch-up limit: longer outages end in a failed resume
@@ -279,9 +324,15 @@ test('five clients type at random over ws, sse and poll while connections die: o
       }
     }
   };
-  await Promise.all([...cs.map(typist), chaos()]);
+  // A divergence shows first in a typist's check; the log then says which op.
+  const typed = await Promise.all([...cs.map(typist), chaos()]).then(() => null, (err) => err);
   for (const p of proxies) p.unblock();
+  if (typed) {
+    await assertOtFollowsLog(srv.url, room, cs, ctx);
+    throw typed;
+  }
   await quiescent(cs, `${ctx}: convergence`);
+  await assertOtFollowsLog(srv.url, room, cs, ctx);
   t.diagnostic(`${ctx}: ${inserted.length} tokens, rev ${cs[0].txt.rev}, ${JSON.stringify(stats)}, ` +
     `resets ${cs.map((c) => c.changes.filter((x) => x.reset).length).join('/')}, ` +
     `welcomes ${cs.map((c) => c.welcomes.map((w) => (w.resumed ? 'r' : 'n')).join('')).join('/')}`);
@@ -370,7 +421,9 @@ for (const variant of ['resume', 'snapshot']) {
     // so the ring is made as large as the default outbox).
     const extra = variant === 'snapshot' ? ['--max-outbox', '64K', '--max-catchup', '100'] : ['--resume-ring', '1M'];
     const srv = await startSyncServer(t, [...SERVER_ARGS, ...extra]);
-    const proxy = await startProxy(t, srv.port);
+    // On a cluster xavier's WebSocket stays on one node, where a resume can
+    // find his session (PROTOCOL.md 3.5).
+    const proxy = await startProxy(t, CLUSTER ? srv.nodes[0].port : srv.port);
     const room = `doc:old-${variant}`;
     await createItem(srv.url, room);
     const x = await textClient(t, proxy.url, { user: 'xavier', transport: 'ws', room });
@@ -380,7 +433,7 @@ for (const variant of ['resume', 'snapshot']) {
     z.txt.insert(0, inserted[1]);
     await quiescent([x, z], `${ctx}: first edits`);
     const rev0 = x.txt.rev;
-    const rejectedBefore = await rejectedCount(srv.url, 'rev_too_old');
+    const rejectedBefore = await rejectedCount(srv, 'rev_too_old');
 
     // Cut off, and an edit sent into the dead connection before the client
     // notices: in flight at rev0, never received by the server.
@@ -416,7 +469,7 @@ for (const variant of ['resume', 'snapshot']) {
     assert.equal(after.filter((m) => m.cid === lost.cid).length, 1, `${ctx}: once on the new connection`);
     const rebased = after.find((m) => m.cid !== lost.cid);
     assert.ok(rebased && rebased.op.rev >= revAfter, `${ctx}: then the rebased edits as a new op at a recent rev (${rebased?.op.rev} >= ${revAfter})`);
-    assert.ok(await rejectedCount(srv.url, 'rev_too_old') > rejectedBefore, `${ctx}: the server said rev_too_old`);
+    assert.ok(await rejectedCount(srv, 'rev_too_old') > rejectedBefore, `${ctx}: the server said rev_too_old`);
     const cids = new Set((await history(srv.url, room)).map((e) => e.cid));
     assert.ok(!cids.has(lost.cid), `${ctx}: the refused op is not in the log`);
     const w = x.welcomes.at(-1);
@@ -577,7 +630,10 @@ test('room.text: one object per field; textareas bound to it converge; a locked 
   const room = 'doc:api';
   await createItem(srv.url, room);
   const a = await textClient(t, srv.url, { user: 'ada', transport: 'ws', room });
-  const b = await textClient(t, srv.url, { user: 'bo', transport: 'sse', room });
+  // On a cluster bo's session is on ada's node: a lock refuses writes on the
+  // holder's node only (not yet cluster-wide, docs/CLUSTER.md; the todo
+  // test in client-sync.test.mjs shows the gap).
+  const b = await textClient(t, sessionHome(srv, a.session).url, { user: 'bo', transport: 'sse', room });
   assert.equal(a.r.text('note', 'body'), a.txt, 'the same object for the same field');
   assert.notEqual(a.r.text('note', 'title'), a.txt, 'another for another field');
   assert.throws(() => a.r.text('', 'body'), TypeError);

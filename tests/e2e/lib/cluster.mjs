@@ -25,7 +25,7 @@
 // error), an exit hook kills every daemon and wsync node still running and
 // removes their temp dirs.
 import { execFile, execFileSync, spawn } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -740,6 +740,22 @@ function clusterPg() {
   return sharedPg;
 }
 
+/**
+ * With WSYNC_E2E_LOGDIR=DIR, each node's whole stderr is written to
+ * DIR/<database>-<node>.log when the cluster stops (once), headed by the
+ * test's name: the way to read what the nodes said about a failing test
+ * (add WSYNC_LOG_LEVEL=debug for more).
+ */
+function keepLogs(t, db, nodes) {
+  const dir = process.env.WSYNC_E2E_LOGDIR;
+  if (!dir) return;
+  mkdirSync(dir, { recursive: true });
+  for (const x of nodes) {
+    const file = path.join(dir, `${db}-${x.nodeId}.log`);
+    if (!existsSync(file)) writeFileSync(file, `# ${t?.fullName ?? t?.name ?? '(no test)'}\n${x.stderr}`);
+  }
+}
+
 /** N nodes with args behind a round-robin proxy; resolves an object shaped like startServer's. */
 export async function startProxiedCluster(t, n, args, { echo = true } = {}) {
   const { startRrProxy } = await import('./rrproxy.mjs');
@@ -765,12 +781,22 @@ export async function startProxiedCluster(t, n, args, { echo = true } = {}) {
     url: proxy.url,
     wsUrl: proxy.wsUrl,
     get stderr() { return nodes.map((x) => x.stderr).join('\n'); },
+    /** The node a session lives on: its token is "<node-id>.<key>" (docs/CLUSTER.md). */
+    nodeOf(session) {
+      const node = nodes.find((x) => typeof session === 'string' && session.startsWith(`${x.nodeId}.`));
+      if (!node) throw new Error(`no node of this cluster holds session ${session}`);
+      return node;
+    },
     waitForLog(re, ms = WAIT_MS) {
       return waitUntil(() => re.test(srv.stderr), `cluster log ${re}`, ms);
     },
     async stop() {
       await proxy.close();
-      await Promise.all(nodes.map((x) => x.close()));
+      try {
+        await Promise.all(nodes.map((x) => x.close()));
+      } finally {
+        keepLogs(t, db, nodes);
+      }
       await redis.stop();
       return { code: 0, signal: null };
     },

@@ -47,12 +47,25 @@ export function mintToken({ user, device, grants = [], ttl = '1h', secret = SECR
   return r.stdout.trim();
 }
 
+/** WSYNC_E2E_CLUSTER=N (N > 0): startSyncServer starts N nodes behind a round-robin proxy. */
+export const CLUSTER = Number(process.env.WSYNC_E2E_CLUSTER || 0) > 0;
+
+/**
+ * Where a session lives, for the checks that need that node itself (a
+ * WebSocket resume, PROTOCOL.md 3.5: a resume reaching another node starts a
+ * new session): on one server srv itself; on a cluster (startSyncServer with
+ * WSYNC_E2E_CLUSTER) the node its token names, with url, wsUrl and port.
+ */
+export function sessionHome(srv, session) {
+  return srv.nodeOf ? srv.nodeOf(session) : srv;
+}
+
 /** Starts a server with the sync flags the tests use by default (auth secret). */
 export async function startSyncServer(t, extraArgs = [], opts = {}) {
   // WSYNC_E2E_CLUSTER=N: the same suite against N nodes behind a round-robin
   // proxy (lib/cluster.mjs, make e2e-cluster).
   const n = Number(process.env.WSYNC_E2E_CLUSTER || 0);
-  if (n > 0) {
+  if (CLUSTER) {
     const { startProxiedCluster } = await import('./cluster.mjs');
     return startProxiedCluster(t, n, ['--auth-secret', SECRET, ...extraArgs], { echo: opts.echo === true });
   }
