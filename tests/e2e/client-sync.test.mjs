@@ -14,7 +14,7 @@ import {
   serverDoc, serverSnapshot, serverVersions, settled, startProxy,
 } from './lib/client-util.mjs';
 import { WAIT_MS, scale, sleep, waitUntil } from './lib/server.mjs';
-import { CLUSTER, api, restartableServer, sessionHome, startSyncServer } from './lib/sync.mjs';
+import { CLUSTER, api, restartableServer, startSyncServer } from './lib/sync.mjs';
 
 const TRANSPORTS = (process.env.WSYNC_CLIENT_TRANSPORTS || 'ws,sse,poll').split(',');
 
@@ -399,11 +399,8 @@ function syncSuite(transport) {
     const a = mk(t, srv.url, { user: 'alice' });
     const ra = recordRoom(a.room(room, { presence: { name: 'Alice' } }));
     await ra.ready;
-    // On a cluster bob is on alice's node: locks are held by the node of
-    // the session that took them and refuse writes there only (not yet
-    // cluster-wide, docs/CLUSTER.md; the todo test below is the gap).
-    // Presence and publish across nodes: cluster.test.mjs.
-    const b = mk(t, sessionHome(srv, a.session).url, { user: 'bob' });
+    // On a cluster bob's requests land on any node: locks are cluster-wide.
+    const b = mk(t, srv.url, { user: 'bob' });
     const rb = recordRoom(b.room(room));
     await rb.ready;
     const entry = (r, user) => r.presence.list.find((p) => p.user === user);
@@ -483,12 +480,10 @@ for (const transport of TRANSPORTS) {
   describe(`client over ${transport}`, () => syncSuite(transport));
 }
 
-// Issue 13 asks for cluster-wide locks; today a lock refuses writes only on
-// the node of the session that holds it (docs/CLUSTER.md, "Not yet
-// cluster-wide"). A todo, so that the gap shows in every cluster run.
+// Locks are cluster-wide (docs/CLUSTER.md): the JS client's lock taken
+// through one node refuses another node's client.
 test('on a cluster, a lock held on one node refuses a write through another', {
   skip: !CLUSTER && 'needs WSYNC_E2E_CLUSTER',
-  todo: 'locks are not cluster-wide yet (docs/CLUSTER.md)',
 }, async (t) => {
   const srv = await startSyncServer(t, SERVER_ARGS);
   const room = 'board:locks-across';

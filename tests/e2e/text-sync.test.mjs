@@ -20,7 +20,7 @@ import { Room } from '../../clients/js/wsync.js';
 import { FakeTextarea, fakeClient } from './lib/fakes.mjs';
 import { KEY, SERVER_ARGS, history, makeClient, serverSnapshot, startProxy } from './lib/client-util.mjs';
 import { WAIT_MS, scale, sleep, waitUntil } from './lib/server.mjs';
-import { CLUSTER, SyncClient, api, restartableServer, sessionHome, startSyncServer, token } from './lib/sync.mjs';
+import { CLUSTER, SyncClient, api, restartableServer, startSyncServer, token } from './lib/sync.mjs';
 import { rng } from './lib/rng.mjs';
 
 const SEED = Number(process.env.WSYNC_TEXT_SEED) || 20240611;
@@ -630,10 +630,8 @@ test('room.text: one object per field; textareas bound to it converge; a locked 
   const room = 'doc:api';
   await createItem(srv.url, room);
   const a = await textClient(t, srv.url, { user: 'ada', transport: 'ws', room });
-  // On a cluster bo's session is on ada's node: a lock refuses writes on the
-  // holder's node only (not yet cluster-wide, docs/CLUSTER.md; the todo
-  // test in client-sync.test.mjs shows the gap).
-  const b = await textClient(t, sessionHome(srv, a.session).url, { user: 'bo', transport: 'sse', room });
+  // On a cluster bo's requests land on any node: locks are cluster-wide.
+  const b = await textClient(t, srv.url, { user: 'bo', transport: 'sse', room });
   assert.equal(a.r.text('note', 'body'), a.txt, 'the same object for the same field');
   assert.notEqual(a.r.text('note', 'title'), a.txt, 'another for another field');
   assert.throws(() => a.r.text('', 'body'), TypeError);
