@@ -163,6 +163,12 @@ void store_batch_lock(store_batch *b, const char *room, uint64_t expect_lockver,
   e->now_ms = expires_ms;
 }
 
+void store_batch_head(store_batch *b, const char *room, const char *expect, const char *head) {
+  batch_entry *e = batch_add(b, E_HEAD);
+  pack_item it[] = {STR(room, &e->room), STR(expect, &e->holder), STR(head, &e->epoch)};
+  e->mem = pack(it, WSY_ARRAY_LEN(it));
+}
+
 void store_batch_room_delete(store_batch *b, const char *room) {
   batch_entry *e = batch_add(b, E_DELETE);
   pack_item it[] = {STR(room, &e->room)};

@@ -144,6 +144,19 @@ static const char *const migrations[] = {
   "  DELETE FROM cursors WHERE room = r; DELETE FROM dedupe WHERE room = r; DELETE FROM hook_pos WHERE room = r;"
   "  DELETE FROM locks WHERE room = r;"
   " END $f$;",
+  /* 3: the head of each room (store.h, store_batch_head): the token of the
+  ** batch that last changed it, checked and set by wsync_head. */
+  "ALTER TABLE rooms ADD COLUMN head TEXT;"
+  "CREATE FUNCTION wsync_head(r TEXT, eh TEXT, nh TEXT) RETURNS void LANGUAGE plpgsql AS $f$"
+  " DECLARE held TEXT; BEGIN"
+  "  UPDATE rooms SET head = nh WHERE name = r AND head IS NOT DISTINCT FROM eh;"
+  "  IF FOUND THEN RETURN; END IF;"
+  "  SELECT head INTO held FROM rooms WHERE name = r;"
+  "  IF NOT FOUND THEN RAISE EXCEPTION USING ERRCODE = 'WS002', MESSAGE = format('no such room %s', r); END IF;"
+  "  RAISE EXCEPTION USING ERRCODE = 'WS001', MESSAGE = format("
+  "    'room %s: its head is %s, the batch expected %s (it was decided on a batch that was not stored)',"
+  "    r, coalesce(held, 'none'), coalesce(eh, 'none'));"
+  " END $f$;",
 };
 
 _Static_assert(WSY_ARRAY_LEN(migrations) == PG_SCHEMA_VERSION, "one migration step per schema version");
@@ -159,6 +172,7 @@ typedef struct {
 static const pg_stmt write_sql[PW__COUNT] = {
   [PW_ADVANCE] = {"SELECT wsync_advance($1, $2, $3, $4)", 4, {T, I, I, I}},
   [PW_LOCK] = {"SELECT wsync_lock($1, $2, $3, $4, $5, $6, $7, $8)", 8, {T, I, T, T, T, T, I, I}},
+  [PW_HEAD] = {"SELECT wsync_head($1, $2, $3)", 3, {T, T, T}},
   [PW_ROOM_CREATE] = {"SELECT wsync_room_create($1, $2, $3)", 3, {T, T, I}},
   /* A run of ops and their dedupe rows in one set-based statement, the
   ** columns as arrays (see ops_add): a (device, cid) already there fails on
@@ -515,8 +529,8 @@ static void start_batch(pg_store *s, int prepare) {
 }
 
 static const char *const kind_name[] = {"room_create", "op", "cursor", "trim", "item", "room_delete", "hook_pos",
-                                        "text", "lock"};
-_Static_assert(WSY_ARRAY_LEN(kind_name) == E_LOCK + 1, "a name per batch entry kind");
+                                        "text", "lock", "head"};
+_Static_assert(WSY_ARRAY_LEN(kind_name) == E_HEAD + 1, "a name per batch entry kind");
 
 /* The first failed statement decides the batch's result. */
 static void record_failure(pg_store *s, const PGresult *r) {

@@ -82,6 +82,8 @@ int pg_validate(store_batch *b) {
       rc = store_batch_fail(b, WSY_INVAL, "entry %zu: text entry needs a field, a rev and a seq", i);
     else if (e->kind == E_HOOK_POS && !e->hook)
       rc = store_batch_fail(b, WSY_INVAL, "entry %zu: webhook position needs a hook", i);
+    else if (e->kind == E_HEAD && (!e->epoch || !*e->epoch || strlen(e->epoch) > STORE_HEAD_MAX))
+      rc = store_batch_fail(b, WSY_INVAL, "entry %zu: a head is 1-%d bytes", i, STORE_HEAD_MAX);
     else if (e->kind == E_LOCK && (!e->item || (e->holder && (!e->user || !e->device)) || e->seq > INT64_MAX ||
                                    e->version >= INT64_MAX))
       rc = store_batch_fail(b, WSY_INVAL, "entry %zu: lock entry needs an item, a holder's user and device", i);
@@ -272,6 +274,10 @@ static int send_entry(pg_store *s, runs *t, ops_run *o, items_run *ir, const bat
     inum(n2, e->now_ms);
     const char *v[] = {e->hook, e->room, e->epoch, n1, n2};
     return pg_send_stmt(s, PW_HOOK_POS, i, v);
+  }
+  case E_HEAD: {
+    const char *v[] = {e->room, e->holder, e->epoch};
+    return pg_send_stmt(s, PW_HEAD, i, v);
   }
   case E_LOCK: {
     char f[24], ex[24];

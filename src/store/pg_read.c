@@ -153,7 +153,7 @@ static void copy_epoch(char dst[STORE_EPOCH_MAX + 1], const PGresult *r, int row
 /* ---- one room's reads: the SQL (pg_fetch.c sends the same) and the rows -- */
 
 const char *const pg_sql_room[PQ__COUNT] = {
-  [PQ_ROOM] = "SELECT epoch, seq, min_seq, created_at, lockver FROM rooms WHERE name = $1",
+  [PQ_ROOM] = "SELECT epoch, seq, min_seq, created_at, lockver, head FROM rooms WHERE name = $1",
   [PQ_ITEMS] = "SELECT item, fields, version, revs FROM items WHERE room = $1 ORDER BY item",
   [PQ_TEXTS] = "SELECT item, field, rev, seq, ops FROM texts WHERE room = $1 ORDER BY item, field, rev",
   [PQ_CURSORS] = "SELECT \"user\", device, seq, updated_at FROM cursors WHERE room = $1 ORDER BY \"user\", device",
@@ -169,6 +169,8 @@ void pg_row_room(const PGresult *r, store_room_info *out) {
   out->min_seq = u64(r, 0, 2);
   out->created_ms = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
   out->lockver = u64(r, 0, 4);
+  int hl = PQgetisnull(r, 0, 5) ? 0 : PQgetlength(r, 0, 5);
+  if (hl > 0 && hl <= STORE_HEAD_MAX) memcpy(out->head, PQgetvalue(r, 0, 5), (size_t)hl);
   out->exists = 1;
 }
 

@@ -680,8 +680,8 @@ static int apply_hook_pos(sq_store *s, store_batch *b, const batch_entry *e) {
 }
 
 static const char *const kind_name[] = {"room_create", "op",          "cursor",  "trim",
-                                        "item",        "room_delete", "hook_pos", "text", "lock"};
-_Static_assert(WSY_ARRAY_LEN(kind_name) == E_LOCK + 1, "a name per batch entry kind");
+                                        "item",        "room_delete", "hook_pos", "text", "lock", "head"};
+_Static_assert(WSY_ARRAY_LEN(kind_name) == E_HEAD + 1, "a name per batch entry kind");
 
 int store_sqlite_commit_sync(store *bs, store_batch *b) {
   sq_store *s = (sq_store *)bs;
@@ -713,8 +713,9 @@ int store_sqlite_commit_sync(store *bs, store_batch *b) {
     case E_DELETE: rc = apply_delete(s, b, e); break;
     case E_HOOK_POS: rc = apply_hook_pos(s, b, e); break;
     case E_TEXT: rc = apply_text(s, b, e); break;
+    case E_HEAD: /* one node needs no chain of batches (store.h) */
     case E_LOCK: /* one node keeps its locks in memory (store.h, ITEM LOCKS) */
-      rc = store_batch_fail(b, WSY_INVAL, "the embedded store keeps no locks");
+      rc = store_batch_fail(b, WSY_INVAL, "the embedded store keeps no %s", e->kind == E_LOCK ? "locks" : "heads");
       break;
     default: rc = apply_trim(s, b, e); break;
     }

@@ -143,6 +143,7 @@
 #define STORE_APPLICATION_ID 0x77737963 /* "wsyc" */
 #define STORE_EPOCH_MAX 32
 #define STORE_ROOM_MAX 128
+#define STORE_HEAD_MAX 96 /* a room's head token (store_batch_head) */
 
 typedef struct store store;             /* opaque */
 typedef struct store_batch store_batch; /* opaque */
@@ -206,6 +207,7 @@ typedef struct store_room_info {
   uint64_t min_seq;                  /* first seq retained in the log */
   int64_t created_ms;                /* Unix ms */
   uint64_t lockver;                  /* the room's lock version (ITEM LOCKS below); 0 without them */
+  char head[STORE_HEAD_MAX + 1];     /* the room's head token (store_batch_head); "" when none */
 } store_room_info;
 
 /* Fills *out; a missing room is not an error (exists = 0, returns 0). */
@@ -396,6 +398,14 @@ void store_batch_hook_pos(store_batch *b, const char *hook, const char *room, co
 void store_batch_lock(store_batch *b, const char *room, uint64_t expect_lockver, const char *item,
                       const char *holder, const char *user, const char *device, uint64_t fence,
                       int64_t expires_ms);
+/* A store shared by several nodes: the room's HEAD, a token naming the
+ * batch that last changed the room, must be expect (NULL: none yet) and
+ * becomes head (1-STORE_HEAD_MAX bytes), else WSY_STALE (WSY_NOT_FOUND: no
+ * such room). A node names each of its batches and chains them: a batch
+ * decided on top of one that was then fenced out expects that one's token
+ * and so fails too, even where another node's commits left the room at the
+ * seq and lock version it expects. The embedded store fails it (WSY_INVAL). */
+void store_batch_head(store_batch *b, const char *room, const char *expect, const char *head);
 /* Entries of every kind added so far; 0 means committing does nothing. */
 size_t store_batch_count(const store_batch *b);
 

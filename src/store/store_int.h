@@ -40,20 +40,20 @@ struct store {
 
 /* ---- batches (batch.c): built on the loop thread, read by a backend ----- */
 
-enum { E_ROOM, E_OP, E_CURSOR, E_TRIM, E_ITEM, E_DELETE, E_HOOK_POS, E_TEXT, E_LOCK };
+enum { E_ROOM, E_OP, E_CURSOR, E_TRIM, E_ITEM, E_DELETE, E_HOOK_POS, E_TEXT, E_LOCK, E_HEAD };
 enum { B_BUILDING, B_COMMITTING, B_COMMITTED, B_FAILED };
 
 typedef struct batch_entry {
   int kind;
   char *mem;                 /* one allocation holding every string below */
   const char *room;          /* every kind; E_DELETE: the room deleted */
-  const char *epoch;         /* E_ROOM, E_HOOK_POS */
+  const char *epoch;         /* E_ROOM, E_HOOK_POS; E_HEAD: the new head */
   const char *hook;          /* E_HOOK_POS */
   const char *item, *fields; /* E_OP, E_ITEM, E_TEXT (fields: the field's name) */
   const char *revs;          /* E_OP, E_ITEM: NULL when no text fields */
   const char *device, *cid;  /* E_OP: device is the dedupe key "user:device"; E_CURSOR: the device */
   const char *user;          /* E_CURSOR, E_LOCK (with device) */
-  const char *holder;        /* E_LOCK: NULL for a release */
+  const char *holder;        /* E_LOCK: NULL for a release; E_HEAD: the expected head (NULL: none) */
   const char *msg;           /* E_OP, E_TEXT (the op), msg_len bytes (+ NUL) */
   size_t msg_len;
   uint64_t seq;              /* E_OP seq, E_CURSOR seq, E_TRIM keep_from, E_HOOK_POS seq, E_LOCK fence */

@@ -334,6 +334,7 @@ void commit_start(engine *e) {
   e->fl_batch = e->batch;
   e->fl_head = e->head;
   e->batch = store_batch_new();
+  e->batch_no++; /* the next batch's head token (commit_head) */
   e->head = NULL;
   e->tail = &e->head;
   e->busy = 1;
@@ -428,6 +429,8 @@ static int seen_load(const char *dkey, const char *cid, void *ud) {
 
 int commit_init(engine *e, char *err, size_t errlen) {
   map_init(&e->cids);
+  random_hex(e->incarnation, 8);
+  e->batch_no = 1;
   e->seen = wsy_calloc(SEEN_BITS / 8, 1);
   e->batch = store_batch_new();
   e->tail = &e->head;
@@ -505,10 +508,23 @@ net_chunk *commit_entry_frame(engine *e, const room *r, int type, const json_t *
   return commit_entry_end(w);
 }
 
+/* In a cluster, the first entry of r in the batch being filled checks and
+ * moves r's head (store.h, store_batch_head): a batch decided on top of
+ * one that is then fenced out fails with it. */
+static void commit_head(engine *e, room *r) {
+  if (!e->clustered || r->head_batch == e->batch_no) return;
+  char token[STORE_HEAD_MAX + 1];
+  snprintf(token, sizeof token, "%.63s:%s:%llu", e->node_id, e->incarnation, (unsigned long long)e->batch_no);
+  store_batch_head(e->batch, r->name, r->head[0] ? r->head : NULL, token);
+  snprintf(r->head, sizeof r->head, "%s", token);
+  r->head_batch = e->batch_no;
+}
+
 pend *commit_sequence(author *a, json_t *req, room *r, net_chunk *frame, const char *item,
                       const char *fields_json, const char *revs_json, const sync_change *changes,
                       size_t nchanges, const char *cid) {
   engine *e = a->e;
+  commit_head(e, r);
   pend *p = pend_new(a, P_OP, req, r, r->seq, cid);
   p->frame = frame;
   store_op so = {
@@ -653,6 +669,7 @@ void commit_lock(engine *e, room *r, sess *s, json_t *req, const char *item, con
                  json_t *event) {
   char holder[SESS_WIRE_MAX + 1];
   if (l->holder) sess_token_wire(l->holder, holder, sizeof holder);
+  commit_head(e, r);
   uint64_t now = now_ms(e);
   int64_t expires = wall_ms() + (int64_t)(l->expires > now ? l->expires - now : 0);
   store_batch_lock(e->batch, r->name, r->lockver, item, l->holder ? holder : NULL,

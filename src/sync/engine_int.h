@@ -60,6 +60,8 @@ struct engine {
   bus *bus;
   /* several nodes (cluster.h) */
   char node_id[64];
+  char incarnation[17];  /* random per start: batch heads never repeat across restarts */
+  uint64_t batch_no;     /* the number of the batch being filled (its head token, commit.c) */
   int clustered;      /* a bus between nodes (--bus) */
   struct fwd_state *fwd; /* fallback requests forwarded between nodes (forward.h); NULL until one */
   uv_timer_t cluster_timer;

@@ -65,6 +65,8 @@ static int load(engine *e, room *r, int again) {
     return rc;
   }
   r->min_seq = info.exists ? info.min_seq : 1;
+  snprintf(r->head, sizeof r->head, "%s", info.head); /* "" for a new room */
+  r->head_batch = 0;
   if (info.exists) {
     memcpy(r->epoch, info.epoch, sizeof r->epoch);
     r->seq = info.seq;

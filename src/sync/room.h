@@ -93,6 +93,8 @@ struct room {
   map locks;         /* item -> lock* */
   unsigned nheld;
   uint64_t lockver;  /* in a cluster: the lock version as decided here (store.h, ITEM LOCKS) */
+  char head[STORE_HEAD_MAX + 1]; /* in a cluster: the head the store holds once what was decided here is stored */
+  uint64_t head_batch;           /* the batch whose head entry for r was added (commit.c) */
   int locks_stale;   /* in a cluster: another node changed a lock; read them again before deciding */
   map rerelease;     /* in a cluster: item -> fence of releases fenced out, made again after the reload */
   int broken;        /* a commit failed: refuse writes until reloaded */

@@ -224,6 +224,58 @@ Test(pg_fence, lock_changes_and_the_ops_checked_against_them_are_fenced_by_the_l
   pgt_close(&T, a);
 }
 
+static const char *head_of(store *s, const char *room, char out[STORE_HEAD_MAX + 1]) {
+  store_room_info info;
+  cr_assert_eq(store_room_get(s, room, &info), 0);
+  memcpy(out, info.head, STORE_HEAD_MAX + 1);
+  return out;
+}
+
+/* Node a's batch 1 is fenced out; its batch 2, decided on top of batch 1,
+ * expects batch 1's head and fails too, although node b's commit left the
+ * room at exactly the seq batch 2 expects. */
+Test(pg_fence, a_batch_decided_on_a_fenced_out_one_fails_with_it) {
+  store *a = pgt_open(&T, T.url), *b = pgt_open(&T, T.url);
+  char h[STORE_HEAD_MAX + 1];
+  store_batch *x = store_batch_new();
+  store_batch_room_create(x, "r", "e");
+  store_batch_head(x, "r", NULL, "a:1");
+  commit_ok(a, x);
+  cr_assert_str_eq(head_of(b, "r", h), "a:1");
+
+  x = store_batch_new(); /* b commits seq 1-2 first */
+  store_batch_head(x, "r", "a:1", "b:1");
+  pgt_op(x, "r", 1, "i", "{\"by\":\"b\"}", NULL, NULL);
+  pgt_op(x, "r", 2, "i", "{\"by\":\"b\"}", NULL, NULL);
+  commit_ok(b, x);
+
+  x = store_batch_new(); /* a's batch 2: seq 1-2 on a:1 */
+  store_batch_head(x, "r", "a:1", "a:2");
+  pgt_op(x, "r", 1, "i", "{\"by\":\"a\"}", NULL, NULL);
+  pgt_op(x, "r", 2, "i", "{\"by\":\"a\"}", NULL, NULL);
+  cr_assert_eq(pgt_commit(&T, a, x, 0), WSY_STALE);
+  store_batch_free(x);
+  x = store_batch_new(); /* a's batch 3, decided on batch 2: seq 3, which matches the store */
+  store_batch_head(x, "r", "a:2", "a:3");
+  pgt_op(x, "r", 3, "i", "{\"by\":\"a\"}", NULL, NULL);
+  cr_assert_eq(pgt_commit(&T, a, x, 0), WSY_STALE);
+  cr_assert_not_null(strstr(store_batch_error(x), "b:1"), "%s", store_batch_error(x));
+  store_batch_free(x);
+  cr_assert_eq(pgt_seq(a, "r"), 2, "nothing of batches 2 and 3 was stored");
+  cr_assert_str_eq(head_of(a, "r", h), "b:1");
+
+  x = store_batch_new(); /* read again: decided on b:1 */
+  store_batch_head(x, "r", "b:1", "a:4");
+  pgt_op(x, "r", 3, "i", "{\"by\":\"a\"}", NULL, NULL);
+  commit_ok(a, x);
+  x = store_batch_new();
+  store_batch_head(x, "nowhere", NULL, "a:5");
+  cr_assert_eq(pgt_commit(&T, a, x, 0), WSY_NOT_FOUND);
+  store_batch_free(x);
+  pgt_close(&T, b);
+  pgt_close(&T, a);
+}
+
 Test(pg_fence, two_nodes_racing_to_create_a_room_one_wins) {
   store *a = pgt_open(&T, T.url), *b = pgt_open(&T, T.url);
   for (int round = 0; round < 5; round++) {
