@@ -277,7 +277,7 @@ static void commit_done(void *ud, int rc) {
         /* Decided again once r is read again. Its cid was sequenced (so the
          * dedupe filter says "maybe"), but a stale or deadlocked batch rolled
          * back whole: the store has not recorded it, no lookup needed. */
-        defer_push(r, p->s, p->req, p->tries + 1, rc != WSY_DUPLICATE);
+        defer_push(r, p->s, p->req, p->tries + 1, rc != WSY_DUPLICATE && p->kind != P_DUP); /* a duplicate's original is recorded */
       else if (p->s && p->kind != P_CREATE) sess_send_json(p->s, failed_msg(p, rc));
       /* A release fenced out: made again once r is read again, unless the
        * lock has changed hands meanwhile (room_locks_orphans). */
@@ -353,7 +353,9 @@ int commit_cid_valid(const char *cid) { return wsy_charset_ok(cid, strlen(cid), 
 static pend *pend_new(author *a, int kind, json_t *req, room *r, uint64_t seq, const char *cid) {
   pend *p = wsy_calloc(1, sizeof *p);
   p->kind = kind;
-  if (a->e->clustered && a->s && req && (kind == P_OP || kind == P_LOCK)) {
+  /* A duplicate's answer riding in a batch that fails is decided again too:
+   * its original is stored, the new decision answers it so. */
+  if (a->e->clustered && a->s && req && (kind == P_OP || kind == P_LOCK || kind == P_DUP)) {
     p->req = json_incref(req);
     p->tries = a->e->tries_now;
   }
