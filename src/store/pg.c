@@ -677,6 +677,7 @@ static const store_ops pg_ops = {
   .rooms_list = pg_rooms_list,
   .room_locks = pg_room_locks,
   .rooms_get = pg_rooms_get,
+  .release_locks_of = pg_release_locks_of,
   .fetch = pg_fetch_start,
   .read_counts = pg_read_counts,
   .commit = pg_commit,

@@ -102,6 +102,7 @@ int pgr_exec(pg_store *s, const char *sql, int n, const char *const *vals, unsig
              PGresult **out, char *err, size_t errlen);
 int pg_room_get(store *bs, const char *room, store_room_info *out);
 int pg_room_locks(store *bs, const char *room, store_lock_cb cb, void *ud);
+int pg_release_locks_of(store *bs, const char *prefix, store_release_cb cb, void *ud);
 int pg_room_items(store *bs, const char *room, store_item_cb cb, void *ud);
 int pg_room_texts(store *bs, const char *room, store_text_cb cb, void *ud);
 int pg_history(store *bs, const char *room, uint64_t after_seq, size_t limit, store_history_cb cb, void *ud);

@@ -62,6 +62,9 @@ void store_read_counts(store *s, uint64_t *sync_reads, uint64_t *fetches, uint64
   *sync_reads = *fetches = *fetch_failures = 0;
   if (s->ops->read_counts) s->ops->read_counts(s, sync_reads, fetches, fetch_failures);
 }
+int store_release_locks_of(store *s, const char *prefix, store_release_cb cb, void *ud) {
+  return s->ops->release_locks_of ? s->ops->release_locks_of(s, prefix, cb, ud) : 0;
+}
 int store_rooms_get(store *s, const char *const *names, size_t n, store_room_cb cb, void *ud) {
   if (s->ops->rooms_get) return s->ops->rooms_get(s, names, n, cb, ud);
   int rc = 0;
@@ -168,6 +171,11 @@ static int f_fetch(store *s, const char *room, int flags, uint64_t after, store_
 
 static void f_read_counts(store *s, uint64_t *a, uint64_t *b, uint64_t *c) { store_read_counts(F(s)->inner, a, b, c); }
 
+static int f_release_locks_of(store *s, const char *prefix, store_release_cb cb, void *ud) {
+  if (faulted(F(s), STORE_FAULT_READ)) return WSY_IO;
+  return store_release_locks_of(F(s)->inner, prefix, cb, ud);
+}
+
 static int f_rooms_get(store *s, const char *const *names, size_t n, store_room_cb cb, void *ud) {
   if (faulted(F(s), STORE_FAULT_READ)) return WSY_IO;
   return store_rooms_get(F(s)->inner, names, n, cb, ud);
@@ -259,6 +267,7 @@ static const store_ops fault_ops = {
   .room_items = f_room_items,
   .room_locks = f_room_locks,
   .rooms_get = f_rooms_get,
+  .release_locks_of = f_release_locks_of,
   .fetch = f_fetch,
   .read_counts = f_read_counts,
   .room_texts = f_room_texts,

@@ -268,6 +268,13 @@ typedef int (*store_lock_cb)(const char *item, const char *holder, const char *u
 /* The room's lock rows, ordered by item; holder, user and device are NULL
  * for a released one; expires_ms is Unix ms. */
 int store_room_locks(store *s, const char *room, store_lock_cb cb, void *ud) WSY_WUR;
+/* Releases, in one transaction, every lock whose holder starts with
+ * prefix (the sessions of a node that is gone: "node."), raising the lock
+ * version of each room concerned; cb gets each (room, item, fence)
+ * released. Synchronous (a rare event). 0, doing nothing, for a store that
+ * keeps no locks. */
+typedef int (*store_release_cb)(const char *room, const char *item, uint64_t fence, void *ud);
+int store_release_locks_of(store *s, const char *prefix, store_release_cb cb, void *ud) WSY_WUR;
 
 /* Webhook positions (docs/HOOKS.md): each (room, epoch, seq) stored for
  * hook, in no particular order. */

@@ -109,22 +109,31 @@ void room_locks_release_by(engine *e, room *r, sess *s, const char *reason) {
   }
 }
 
+/* A lock of a gone node released in the store: its room's members on every
+ * node hear of it (the event crosses the bus), and this node's replica, if
+ * the room is loaded here, reads its locks again. */
+static int released_of_node(const char *name, const char *item, uint64_t fence, void *ud) {
+  engine *e = ud;
+  room *r = map_get(&e->rooms, name);
+  if (r) r->locks_stale = 1;
+  json_t *ev = json_pack("{s:s,s:s,s:s,s:s,s:I,s:s}", "type", "lock", "room", name, "item", item, "state", "free",
+                         "fence", (json_int_t)fence, "reason", "disconnected");
+  net_chunk *frame = engine_frame(e, ev);
+  json_decref(ev);
+  bus_msg m = {.room = name, .frame = frame};
+  bus_publish(e->bus, &m);
+  net_chunk_unref(frame);
+  return 0;
+}
+
 void room_locks_node_gone(engine *e, const char *node) {
   if (!locks_releaser(e)) return;
-  size_t nl = strlen(node);
-  const char *rk, *k;
-  void *rv, *v;
-  for (size_t i = 0; map_next(&e->rooms, &i, &rk, &rv);) {
-    room *r = rv;
-    /* Locks this node has not read yet (another node's lock events since)
-     * are read first: a node's death is rare, this read waits on the loop. */
-    if (r->locks_stale && !r->pending && !r->broken && room_locks_reload(e, r) != 0) continue;
-    if (!r->nheld) continue;
-    for (size_t j = 0; map_next(&r->locks, &j, &k, &v);) {
-      lock *l = v;
-      if (l->rid && !strncmp(l->rid, node, nl) && l->rid[nl] == '.') room_lock_release(e, r, k, l, "disconnected");
-    }
-  }
+  /* In the store, not in this node's replicas: a room not loaded here, or
+   * whose lock events have not arrived yet, is released all the same. */
+  char prefix[80];
+  snprintf(prefix, sizeof prefix, "%s.", node);
+  int rc = store_release_locks_of(e->st, prefix, released_of_node, e);
+  if (rc != 0) log_warn("the locks of node %s could not be released: %s (they expire)", node, wsy_strerror(rc));
 }
 
 int room_lock_event(const uint8_t *payload, size_t len) {

@@ -276,6 +276,47 @@ Test(pg_fence, a_batch_decided_on_a_fenced_out_one_fails_with_it) {
   pgt_close(&T, a);
 }
 
+static int released(const char *room, const char *item, uint64_t fence, void *ud) {
+  int *n = ud;
+  cr_assert_str_eq(room, "r");
+  cr_assert_str_eq(item, "a");
+  cr_assert_eq(fence, 11);
+  (*n)++;
+  return 0;
+}
+
+/* A node is gone: its sessions' locks are released in one transaction and
+ * the room's lock version moves (decisions on the old locks fence out);
+ * another node's lock, and a node whose id merely starts the same, stay. */
+Test(pg_fence, the_locks_of_a_gone_node_are_released_at_once) {
+  store *a = pgt_open(&T, T.url);
+  store_batch *x = store_batch_new();
+  store_batch_room_create(x, "r", "e");
+  store_batch_lock(x, "r", 0, "a", "n1.s1", "alice", "phone", 11, 5000);
+  store_batch_lock(x, "r", 1, "b", "n2.s2", "bob", "tab", 12, 5000);
+  store_batch_lock(x, "r", 2, "c", "n10.s3", "carol", "pc", 13, 5000);
+  commit_ok(a, x);
+  int n = 0;
+  cr_assert_eq(store_release_locks_of(a, "n1.", released, &n), 0);
+  cr_assert_eq(n, 1);
+  cr_assert_eq(lockver_of(a, "r"), 4);
+  lock_rows l = locks_of(a, "r");
+  cr_assert_eq(l.n, 3);
+  cr_assert_str_eq(l.holder[0], "(free)");
+  cr_assert_eq(l.fence[0], 11, "the fence stays with the row");
+  cr_assert_str_eq(l.holder[1], "n2.s2");
+  cr_assert_str_eq(l.holder[2], "n10.s3");
+  n = 0;
+  cr_assert_eq(store_release_locks_of(a, "n1.", released, &n), 0);
+  cr_assert_eq(n, 0, "nothing left to release");
+  cr_assert_eq(lockver_of(a, "r"), 4, "and no version moved");
+  x = store_batch_new(); /* a decision on the locks before the release */
+  store_batch_lock(x, "r", 3, "a", "n2.s9", "bob", "tab", 14, 5000);
+  cr_assert_eq(pgt_commit(&T, a, x, 0), WSY_STALE);
+  store_batch_free(x);
+  pgt_close(&T, a);
+}
+
 Test(pg_fence, two_nodes_racing_to_create_a_room_one_wins) {
   store *a = pgt_open(&T, T.url), *b = pgt_open(&T, T.url);
   for (int round = 0; round < 5; round++) {
