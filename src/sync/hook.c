@@ -89,15 +89,20 @@ json_t *hook_answer_json(const hclient_resp *r, char *why, size_t whylen) {
 }
 
 /* At most this many messages wait behind a held session: a client that
- * sends more before its hello or join is answered is refused them. */
-#define HOLD_MAX 256
+ * sends more while one of its messages waits (for the authorization hook,
+ * its room's presence, a read of its room, a commit in flight) is refused
+ * them. Past HOLD_PAUSE waiting, the session's WebSocket is not read until
+ * they have gone on: a pipelining client is slowed by TCP, not refused. */
+#define HOLD_MAX 4096
+#define HOLD_PAUSE 64
 
 void hook_hold_push(sess *s, json_t *req) {
   sess_hook *h = sess_hook_of(s);
   if (!h->held) h->held = json_array();
+  if (s->w && json_array_size(h->held) >= HOLD_PAUSE) net_conn_pause(ws_conn_net(s->w));
   if (json_array_size(h->held) >= HOLD_MAX) {
     if (s->welcomed)
-      sess_error(s, req, "rate_limited", "too many messages while waiting for the authorization hook", NULL,
+      sess_error(s, req, "rate_limited", "too many messages while waiting for the session's earlier ones", NULL,
                  json_pack("{s:i}", "retry_after", 1000));
     return;
   }
@@ -123,5 +128,7 @@ void hook_hold_release(sess *s) {
     json_decref(m);
   }
   if (!s->hold && s->hk && s->hk->held) json_array_clear(s->hk->held);
+  if (s->w && !s->ended && (!s->hk || !s->hk->held || json_array_size(s->hk->held) < HOLD_PAUSE / 2))
+    net_conn_resume(ws_conn_net(s->w));
   sess_unref(s);
 }
