@@ -156,6 +156,19 @@ static const char *const migrations[] = {
   "  RAISE EXCEPTION USING ERRCODE = 'WS001', MESSAGE = format("
   "    'room %s: its head is %s, the batch expected %s (it was decided on a batch that was not stored)',"
   "    r, coalesce(held, 'none'), coalesce(eh, 'none'));"
+  " END $f$;"
+  /* the fence of a room's first op and its head in one call */
+  "CREATE FUNCTION wsync_advance(r TEXT, expected BIGINT, target BIGINT, lv BIGINT, eh TEXT, nh TEXT)"
+  " RETURNS void LANGUAGE plpgsql AS $f$ DECLARE held BIGINT; hlv BIGINT; hh TEXT; BEGIN"
+  "  UPDATE rooms SET seq = target, head = nh WHERE name = r AND seq = expected AND (lv < 0 OR lockver = lv)"
+  "    AND head IS NOT DISTINCT FROM eh;"
+  "  IF FOUND THEN RETURN; END IF;"
+  "  SELECT seq, lockver, head INTO held, hlv, hh FROM rooms WHERE name = r;"
+  "  IF NOT FOUND THEN RAISE EXCEPTION USING ERRCODE = 'WS002', MESSAGE = format('no such room %s', r); END IF;"
+  "  RAISE EXCEPTION USING ERRCODE = 'WS001', MESSAGE = format("
+  "    'room %s: the store holds seq %s, lock version %s, head %s; the batch expected %s, %s, %s',"
+  "    r, held, hlv, coalesce(hh, 'none'), expected, CASE WHEN lv < 0 THEN 'any' ELSE lv::text END,"
+  "    coalesce(eh, 'none'));"
   " END $f$;",
 };
 
@@ -173,6 +186,7 @@ static const pg_stmt write_sql[PW__COUNT] = {
   [PW_ADVANCE] = {"SELECT wsync_advance($1, $2, $3, $4)", 4, {T, I, I, I}},
   [PW_LOCK] = {"SELECT wsync_lock($1, $2, $3, $4, $5, $6, $7, $8)", 8, {T, I, T, T, T, T, I, I}},
   [PW_HEAD] = {"SELECT wsync_head($1, $2, $3)", 3, {T, T, T}},
+  [PW_ADVANCE_HEAD] = {"SELECT wsync_advance($1, $2, $3, $4, $5, $6)", 6, {T, I, I, I, T, T}},
   [PW_ROOM_CREATE] = {"SELECT wsync_room_create($1, $2, $3)", 3, {T, T, I}},
   /* A run of ops and their dedupe rows in one set-based statement, the
   ** columns as arrays (see ops_add): a (device, cid) already there fails on

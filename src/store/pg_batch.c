@@ -28,6 +28,8 @@ typedef struct run {
   const char *room;
   uint64_t first, last;
   int known, dirty;
+  const batch_entry *head; /* an E_HEAD not sent yet: joined to the room's next fence */
+  int head_entry;
 } run;
 typedef struct runs {
   run *r;
@@ -244,7 +246,29 @@ static int runs_flush(pg_store *s, runs *t, int entry) {
   return WSY_OK;
 }
 
+/* Sends r's pending head check alone. */
+static int head_flush(pg_store *s, run *r) {
+  if (!r->head) return WSY_OK;
+  const batch_entry *h = r->head;
+  r->head = NULL;
+  const char *v[] = {h->room, h->holder, h->epoch};
+  return pg_send_stmt(s, PW_HEAD, r->head_entry, v);
+}
+
+static int heads_flush(pg_store *s, runs *t) {
+  for (size_t i = 0; i < t->cap; i++)
+    if (t->r[i].room && head_flush(s, &t->r[i])) return WSY_IO;
+  return WSY_OK;
+}
+
 static int send_entry(pg_store *s, runs *t, ops_run *o, items_run *ir, const batch_entry *e, int i) {
+  /* A room's head is checked before anything else of the room runs: joined
+  ** to its first op's fence when that comes next, else alone, first. */
+  if (e->room && e->kind != E_HEAD && e->kind != E_CURSOR) {
+    run *hr = run_find(t, e->room);
+    int fence_next = e->kind == E_OP && !(hr->known && e->seq == hr->last + 1);
+    if (hr->head && !fence_next && head_flush(s, hr)) return WSY_IO;
+  }
   char n1[24], n2[24];
   switch (e->kind) {
   case E_ROOM: {
@@ -275,9 +299,12 @@ static int send_entry(pg_store *s, runs *t, ops_run *o, items_run *ir, const bat
     const char *v[] = {e->hook, e->room, e->epoch, n1, n2};
     return pg_send_stmt(s, PW_HOOK_POS, i, v);
   }
-  case E_HEAD: {
-    const char *v[] = {e->room, e->holder, e->epoch};
-    return pg_send_stmt(s, PW_HEAD, i, v);
+  case E_HEAD: { /* sent with the room's next fence, or alone before its next statement */
+    run *r = run_find(t, e->room);
+    int rc = head_flush(s, r);
+    r->head = e;
+    r->head_entry = i;
+    return rc;
   }
   case E_LOCK: {
     char f[24], ex[24];
@@ -306,8 +333,14 @@ static int send_entry(pg_store *s, runs *t, ops_run *o, items_run *ir, const bat
       num(n1, e->seq - 1);
       num(n2, e->seq);
       if (e->locks_at) num(lv, e->locks_at - 1);
-      const char *v[] = {e->room, n1, n2, lv};
-      if (pg_send_stmt(s, PW_ADVANCE, i, v)) return WSY_IO;
+      if (r->head) { /* and its head, in the same call */
+        const char *v[] = {e->room, n1, n2, lv, r->head->holder, r->head->epoch};
+        r->head = NULL;
+        if (pg_send_stmt(s, PW_ADVANCE_HEAD, i, v)) return WSY_IO;
+      } else {
+        const char *v[] = {e->room, n1, n2, lv};
+        if (pg_send_stmt(s, PW_ADVANCE, i, v)) return WSY_IO;
+      }
       r->known = 1;
       r->first = e->seq;
     } else if (!r->dirty) {
@@ -342,6 +375,7 @@ int pg_send_batch(pg_store *s) {
     if (!rc && (k == E_TRIM || k == E_ROOM || k == E_DELETE || k == E_TEXT)) rc = items_flush(s, &ir);
     if (!rc) rc = send_entry(s, &t, &o, &ir, &b->e[i], (int)i);
   }
+  if (!rc) rc = heads_flush(s, &t); /* heads of rooms with nothing after them */
   if (!rc) rc = ops_flush(s, &o);
   if (!rc) rc = items_flush(s, &ir);
   if (!rc) rc = runs_flush(s, &t, (int)b->n - 1);

@@ -31,6 +31,7 @@ enum {
   PW_HOOK_POS,
   PW_LOCK,
   PW_HEAD,
+  PW_ADVANCE_HEAD,
   PW__COUNT
 };
 
