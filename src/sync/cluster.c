@@ -314,6 +314,7 @@ typedef struct fwait {
   sess *s;
   json_t *req;
   uint64_t need;
+  uint64_t since; /* the join's since seq (its catch-up reads the log after it), else UINT64_MAX */
 } fwait;
 
 typedef struct fetch_ctx {
@@ -347,7 +348,12 @@ void cluster_fetch(engine *e, room *r, int state) {
   c->state = state;
   r->fetching = 1;
   r->fetch_id = c->id;
-  int rc = store_fetch(e->st, r->name, STORE_FETCH_LOG | (state ? STORE_FETCH_STATE : 0), r->delivered, on_fetched, c);
+  /* The log from what was delivered here, or from the oldest since of the
+   * joins waiting (their catch-ups come from the snapshot too). */
+  uint64_t after = r->delivered;
+  for (fwait *w = r->fetch_q; w; w = w->next)
+    if (w->since < after && after - w->since <= e->cfg->max_catchup) after = w->since;
+  int rc = store_fetch(e->st, r->name, STORE_FETCH_LOG | (state ? STORE_FETCH_STATE : 0), after, on_fetched, c);
   if (rc != 0) on_fetched(c, rc, NULL); /* refused at once (a fault): answered the same way */
 }
 
@@ -378,6 +384,9 @@ int cluster_join_wait(engine *e, room *r, sess *s, json_t *req) {
   s->hold++; /* its later messages wait behind the join (hook.h) */
   w->req = json_incref(req);
   w->need = r->fetch_started + 1; /* the next fetch to start */
+  json_t *since = json_object_get(req, "since");
+  json_t *sq = json_object_get(since, "seq");
+  w->since = json_is_integer(sq) && json_integer_value(sq) >= 0 ? (uint64_t)json_integer_value(sq) : UINT64_MAX;
   fwait **pp = &r->fetch_q;
   while (*pp) pp = &(*pp)->next;
   *pp = w;
@@ -387,7 +396,7 @@ int cluster_join_wait(engine *e, room *r, sess *s, json_t *req) {
 
 /* The joins whose fetch has been answered go on (r fresh as of then), in
  * order; with failed set they are refused instead. */
-static void release_joins(engine *e, room *r, int failed) {
+static void release_joins(engine *e, room *r, int failed, store *snap) {
   fwait *go = NULL, **gt = &go;
   for (fwait **pp = &r->fetch_q; *pp;) {
     fwait *w = *pp;
@@ -401,6 +410,7 @@ static void release_joins(engine *e, room *r, int failed) {
     }
   }
   r->fresh_pass = !failed;
+  e->join_snap = snap;
   for (fwait *w = go, *next; w; w = next) {
     next = w->next;
     if (!w->s->ended) {
@@ -409,6 +419,7 @@ static void release_joins(engine *e, room *r, int failed) {
     }
     fwait_free(w);
   }
+  e->join_snap = NULL;
   r->fresh_pass = 0;
   (void)e;
 }
@@ -465,7 +476,7 @@ static void fetched(fetch_ctx *c, room *r, int rc, store *snap) {
   if (rc != 0) {
     log_warn("room %s: cannot read it from the store: %s", r->name, wsy_strerror(rc));
     r->fetch_done = no;
-    release_joins(e, r, 1);
+    release_joins(e, r, 1, NULL);
     commit_defer_fail(e, r, rc);
     if (r->fetch_again && !r->fetching) cluster_fetch(e, r, 0);
     return;
@@ -484,12 +495,12 @@ static void fetched(fetch_ctx *c, room *r, int rc, store *snap) {
   if (a != 0) {
     log_warn("room %s: cannot bring it up to date: %s", r->name, wsy_strerror(a));
     r->fetch_done = no;
-    release_joins(e, r, 1);
+    release_joins(e, r, 1, NULL);
     commit_defer_fail(e, r, a);
     return;
   }
   r->fetch_done = no;
-  release_joins(e, r, 0);
+  release_joins(e, r, 0, snap);
   if (r->defer && !r->pending && !r->fetching) {
     r->fresh_pass = 1;
     commit_redecide_deferred(e, r);

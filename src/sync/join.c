@@ -215,7 +215,12 @@ static void join_decide(sess *s, json_t *req, int asked) {
        * newer entries of another node that the replica has not delivered
        * yet; they reach the member live, after seq (from_seq below). */
       json_t *ops = json_array();
-      if (info.exists && seq > since_seq && (rc = read_begin(e, &reading)) == 0)
+      /* In a cluster, right after a fetch, from its snapshot when it holds
+       * them (it read the log from the oldest since of the joins waiting). */
+      int from_snap = e->join_snap && seq > since_seq &&
+                      store_history(e->join_snap, name, since_seq, (size_t)(seq - since_seq), join_collect_op, ops) == 0;
+      if (!from_snap) json_array_clear(ops);
+      if (!from_snap && info.exists && seq > since_seq && (rc = read_begin(e, &reading)) == 0)
         rc = store_history(e->st, name, since_seq, (size_t)(seq - since_seq), join_collect_op, ops);
       json_object_set_new(reply, "ops", ops);
     } else {

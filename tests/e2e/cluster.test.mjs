@@ -136,10 +136,15 @@ describe('writes on every node', () => {
     assert.deepEqual(jc.snapshot.items.x.fields, { k: 9, by: 'a' });
     await b.expect({ type: 'lock', room, item: 'y', ttl: 5000 }, 'granted');
     await b.expect({ type: 'unlock', room, item: 'y' }, 'unlocked');
+    await a.set(room, 'sa-last', 'x', { k: 10, by: 'a' }); // seq 21, from node 1
+    const d = await connect(1, 'sd');
+    const jd = await d.join(room, { since: { epoch: jc.epoch, seq: 15 } }); // a catch-up, from the read's snapshot
+    assert.equal(jd.recovered, true);
+    assert.deepEqual(jd.ops.map((o) => o.seq), [16, 17, 18, 19, 20, 21]);
     const r1 = await reads();
     assert.ok(r1.async - r0.async >= 12, `asynchronous reads: ${r1.async - r0.async}`);
     assert.equal(r1.sync - r0.sync, r1.check - r0.check, 'no synchronous read but the periodic check\'s');
-    await closeClients(a, b, c);
+    await closeClients(a, b, c, d);
   });
 
   test('batch and delete across nodes', async () => {
