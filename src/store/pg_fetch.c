@@ -368,25 +368,14 @@ int pg_fetch_start(store *bs, const char *room, int flags, uint64_t after, store
 
 void pg_fetch_close(pg_store *s) {
   /* Dropped unanswered: the caller is going away (store.h). */
-  for (pg_fetch *l = s->ff_head; l;) {
-    pg_fetch *next = l->next;
-    fetch_free(l);
-    l = next;
-  }
-  for (pg_fetch *l = s->fq_head; l;) {
-    pg_fetch *next = l->next;
-    fetch_free(l);
-    l = next;
-  }
+  pg_fetch *lists[] = {s->ff_head, s->fq_head};
+  for (int k = 0; k < 2; k++)
+    for (pg_fetch *l = lists[k], *next; l; l = next) {
+      next = l->next;
+      fetch_free(l);
+    }
   s->ff_head = s->fq_head = NULL;
   s->ff_tail = &s->ff_head;
   s->fq_tail = &s->fq_head;
-  if (s->fpoll) {
-    uv_poll_stop(s->fpoll);
-    uv_close((uv_handle_t *)s->fpoll, free_fpoll);
-    s->fpoll = NULL;
-  }
-  if (s->fc) PQfinish(s->fc);
-  s->fc = NULL;
-  s->fstate = PC_DOWN;
+  if (s->fc || s->fpoll) fc_drop(s); /* both exist only with a loop: its timer is initialized */
 }

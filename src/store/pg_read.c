@@ -396,6 +396,25 @@ int pg_stats(store *bs, store_stats_info *out) {
   return WSY_OK;
 }
 
+/* Rooms' rows as store_rooms_get and store_rooms_list give them. */
+#define ROOM_COLS "name, epoch, seq, min_seq, created_at, lockver, head"
+
+static int walk_rooms(const PGresult *r, store_room_cb cb, void *ud) {
+  int rc = 0;
+  for (int i = 0; !rc && i < PQntuples(r); i++) {
+    store_room_info info = {.exists = 1};
+    copy_epoch(info.epoch, r, i, 1);
+    info.seq = u64(r, i, 2);
+    info.min_seq = u64(r, i, 3);
+    info.created_ms = strtoll(PQgetvalue(r, i, 4), NULL, 10);
+    info.lockver = u64(r, i, 5);
+    int hl = PQgetisnull(r, i, 6) ? 0 : PQgetlength(r, i, 6);
+    if (hl > 0 && hl <= STORE_HEAD_MAX) memcpy(info.head, PQgetvalue(r, i, 6), (size_t)hl);
+    rc = cb(PQgetvalue(r, i, 0), &info, ud);
+  }
+  return rc;
+}
+
 /* Several rooms' rows in one round trip: names as one text[] literal. */
 int pg_rooms_get(store *bs, const char *const *names, size_t n, store_room_cb cb, void *ud) {
   if (!cb || (n && !names)) return WSY_INVAL;
@@ -414,19 +433,9 @@ int pg_rooms_get(store *bs, const char *const *names, size_t n, store_room_cb cb
   if (!rc) rc = buf_append(&lit, "}", 2); /* with the NUL */
   PGresult *r = NULL;
   const char *v[] = {(const char *)lit.data};
-  if (!rc)
-    rc = q(PG(bs), "SELECT name, epoch, seq, min_seq, created_at, lockver FROM rooms WHERE name = ANY($1::text[])", 1,
-           v, &r);
+  if (!rc) rc = q(PG(bs), "SELECT " ROOM_COLS " FROM rooms WHERE name = ANY($1::text[])", 1, v, &r);
   buf_free(&lit);
-  for (int i = 0; !rc && i < PQntuples(r); i++) {
-    store_room_info info = {.exists = 1};
-    copy_epoch(info.epoch, r, i, 1);
-    info.seq = u64(r, i, 2);
-    info.min_seq = u64(r, i, 3);
-    info.created_ms = strtoll(PQgetvalue(r, i, 4), NULL, 10);
-    info.lockver = u64(r, i, 5);
-    rc = cb(PQgetvalue(r, i, 0), &info, ud);
-  }
+  if (!rc) rc = walk_rooms(r, cb, ud);
   PQclear(r);
   return rc;
 }
@@ -437,16 +446,8 @@ int pg_rooms_list(store *bs, const char *after, size_t limit, store_room_cb cb, 
   u64s(lim, limit);
   const char *v[] = {after ? after : "", limit ? lim : NULL};
   PGresult *r;
-  int rc = q(PG(bs), "SELECT name, epoch, seq, min_seq, created_at FROM rooms WHERE name > $1 ORDER BY name LIMIT $2",
-             2, v, &r);
-  for (int i = 0; !rc && i < PQntuples(r); i++) {
-    store_room_info info = {.exists = 1};
-    copy_epoch(info.epoch, r, i, 1);
-    info.seq = u64(r, i, 2);
-    info.min_seq = u64(r, i, 3);
-    info.created_ms = strtoll(PQgetvalue(r, i, 4), NULL, 10);
-    rc = cb(PQgetvalue(r, i, 0), &info, ud);
-  }
+  int rc = q(PG(bs), "SELECT " ROOM_COLS " FROM rooms WHERE name > $1 ORDER BY name LIMIT $2", 2, v, &r);
+  if (!rc) rc = walk_rooms(r, cb, ud);
   PQclear(r);
   return rc;
 }
