@@ -15,9 +15,9 @@ SHELL   := /bin/bash
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 WARN    := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
-PKGS    := libuv libssl libcrypto jansson libjwt sqlite3 zlib libcurl libpq hiredis
+PKGS    := libuv libssl libcrypto jansson libjwt sqlite3 zlib libcurl libpq hiredis yajl
 DEPCFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -luv -lssl -lcrypto -ljansson -ljwt -lsqlite3 -lz -lcurl -lpq -lhiredis) -lhttp_parser -lm
+LIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -luv -lssl -lcrypto -ljansson -ljwt -lsqlite3 -lz -lcurl -lpq -lhiredis -lyajl) -lhttp_parser -lm
 ifeq ($(CI),true)
 WARN += -Werror
 endif
@@ -31,7 +31,7 @@ ALLOC_CFLAGS := -DWSY_MIMALLOC
 SRC_LIB := $(wildcard src/common/*.c src/config/*.c src/net/*.c src/http/*.c src/ws/*.c src/auth/*.c src/store/*.c src/yjs/*.c src/hooks/*.c src/sync/*.c)
 SRC_BIN := src/main.c
 UNIT_SRC := $(wildcard tests/unit/*/*.c tests/unit/*.c)
-FUZZ_TARGETS := ws_frame ws_inflate utf8 http_request sync_op auth_token text_op yjs_update
+FUZZ_TARGETS := ws_frame ws_inflate utf8 http_request sync_op auth_token text_op yjs_update json_read
 FUZZ_SECONDS ?= 60
 FUZZ_BRIEF ?= 5
 

@@ -1,0 +1,156 @@
+/* jsonr.c -- see jsonr.h. */
+#include "jsonr.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yajl/yajl_parse.h>
+
+typedef struct {
+  yajl_handle h;
+  size_t end; /* where the top-level value ends in the text */
+  json_t *root;
+  json_t *stack[JSONR_MAX_DEPTH]; /* the open containers, innermost last */
+  int depth;
+  size_t key_len; /* the member name a value in an object goes under: */
+  char key[256];  /* copied, since yajl decodes escapes into a buffer it reuses */
+} reader;
+
+/* RFC 3629 as jansson applies it to strings: no overlong forms, no
+ * surrogates, nothing above U+10FFFF. ASCII-only strings return at once. */
+static int utf8_strict(const unsigned char *s, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    unsigned c = s[i];
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    size_t k;
+    uint32_t cp;
+    if (c >= 0xC2 && c <= 0xDF) k = 1, cp = c & 0x1F;
+    else if (c >= 0xE0 && c <= 0xEF) k = 2, cp = c & 0x0F;
+    else if (c >= 0xF0 && c <= 0xF4) k = 3, cp = c & 0x07;
+    else return 0;
+    if (n - i <= k) return 0;
+    for (size_t j = 1; j <= k; j++) {
+      if ((s[i + j] & 0xC0) != 0x80) return 0;
+      cp = cp << 6 | (s[i + j] & 0x3F);
+    }
+    if ((k == 2 && cp < 0x800) || (k == 3 && cp < 0x10000) || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+      return 0;
+    i += k + 1;
+  }
+  return 1;
+}
+
+/* Places v (stolen) where the text has it: the root, the next element of
+ * the open array, or the member named by the last key. 0 (yajl: stop) on a
+ * duplicate member or a scalar at the top level. */
+static int place(reader *r, json_t *v) {
+  if (!v) return 0;
+  if (!r->depth) {
+    if (r->root || !(json_is_object(v) || json_is_array(v))) {
+      json_decref(v);
+      return 0;
+    }
+    r->root = v;
+    return 1;
+  }
+  json_t *p = r->stack[r->depth - 1];
+  if (json_is_array(p)) return json_array_append_new(p, v) == 0;
+  if (json_object_getn(p, r->key, r->key_len)) {
+    json_decref(v);
+    return 0;
+  }
+  return json_object_setn_new_nocheck(p, r->key, r->key_len, v) == 0;
+}
+
+static int on_null(void *ctx) { return place(ctx, json_null()); }
+static int on_bool(void *ctx, int b) { return place(ctx, json_boolean(b)); }
+
+/* The number's text as yajl lexed it (JSON's grammar). Integers are those
+ * without fraction or exponent, as in jansson; one out of range, or a real
+ * that overflows a double, is left to jansson (proto.c gives it meaning). */
+static int on_number(void *ctx, const char *s, size_t n) {
+  char buf[64];
+  if (n >= sizeof buf) return 0; /* exotic: jansson decides */
+  memcpy(buf, s, n);
+  buf[n] = '\0';
+  errno = 0;
+  if (!memchr(s, '.', n) && !memchr(s, 'e', n) && !memchr(s, 'E', n)) {
+    long long v = strtoll(buf, NULL, 10);
+    if (errno == ERANGE) return 0;
+    return place(ctx, json_integer((json_int_t)v));
+  }
+  double d = strtod(buf, NULL);
+  if ((d == HUGE_VAL || d == -HUGE_VAL) && errno == ERANGE) return 0;
+  return place(ctx, json_real(d));
+}
+
+static int on_string(void *ctx, const unsigned char *s, size_t n) {
+  if (!utf8_strict(s, n)) return 0;
+  return place(ctx, json_stringn_nocheck((const char *)s, n));
+}
+
+static int on_key(void *ctx, const unsigned char *s, size_t n) {
+  reader *r = ctx;
+  if (n > sizeof r->key || !utf8_strict(s, n)) return 0; /* a longer name: jansson decides */
+  memcpy(r->key, s, n);
+  r->key_len = n;
+  return 1;
+}
+
+static int open_container(reader *r, json_t *c) {
+  if (!c || r->depth == JSONR_MAX_DEPTH) {
+    json_decref(c);
+    return 0;
+  }
+  if (!place(r, c)) return 0;  /* c is freed */
+  r->stack[r->depth++] = c; /* borrowed: its parent (or the root) owns it */
+  return 1;
+}
+
+static int on_start_map(void *ctx) { return open_container(ctx, json_object()); }
+static int on_start_array(void *ctx) { return open_container(ctx, json_array()); }
+
+static int on_end(void *ctx) {
+  reader *r = ctx;
+  if (--r->depth == 0) r->end = yajl_get_bytes_consumed(r->h);
+  return 1;
+}
+
+static const yajl_callbacks callbacks = {
+  .yajl_null = on_null,
+  .yajl_boolean = on_bool,
+  .yajl_number = on_number,
+  .yajl_string = on_string,
+  .yajl_start_map = on_start_map,
+  .yajl_map_key = on_key,
+  .yajl_end_map = on_end,
+  .yajl_start_array = on_start_array,
+  .yajl_end_array = on_end,
+};
+
+json_t *jsonr_parse(const char *data, size_t len) {
+  /* yajl also takes \v and \f for whitespace; JSON (and jansson) do not. */
+  if (!len || memchr(data, '\v', len) || memchr(data, '\f', len)) return NULL;
+  for (const char *b = data, *end = data + len; b < end && (b = memchr(b, '\\', (size_t)(end - b))); b += 2)
+    if (b + 1 < end && b[1] == 'u') return NULL;
+  reader r = {0};
+  yajl_handle h = r.h = yajl_alloc(&callbacks, NULL, &r);
+  if (!h) return NULL;
+  int ok = yajl_parse(h, (const unsigned char *)data, len) == yajl_status_ok &&
+           yajl_complete_parse(h) == yajl_status_ok && r.root && r.depth == 0;
+  yajl_free(h);
+  /* yajl keeps an unfinished token after the value (a string left open, a
+   * number) for more input and then forgets it: only whitespace may follow. */
+  for (size_t i = r.end; ok && i < len; i++) ok = data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r';
+  if (!ok) {
+    json_decref(r.root);
+    return NULL;
+  }
+  return r.root;
+}

@@ -1,0 +1,31 @@
+/* jsonr.h -- a faster way to the jansson tree of a protocol message.
+ *
+ * Why: jansson's decoder reads its input through a callback per character
+ * and was about 4 us of the loop thread per op message in bench (e), close
+ * to half of the loop's time (docs/PERFORMANCE.md, issue 15). yajl (Debian's
+ * libyajl) tokenizes the same text about three times faster; jsonr builds
+ * the jansson tree from its events, so every handler keeps reading json_t.
+ *
+ * The contract is one-sided: jsonr_parse returns a tree only where it is
+ * sure that json_loadb(data, len, JSON_REJECT_DUPLICATES) would return an
+ * equal one (same types, same member order, same bytes in every string);
+ * otherwise NULL, and the caller asks jansson, whose answer (a tree, or the
+ * error message a client sees) then decides. NULL is never a verdict. Texts
+ * it leaves to jansson: any "\u" escape (yajl decodes lone surrogates
+ * differently), a duplicate member, a number beyond int64 or a double, a
+ * string that is not strict UTF-8 (RFC 3629: no overlongs, no surrogates),
+ * nesting deeper than JSONR_MAX_DEPTH, a top level that is not an object or
+ * an array, a \v or \f anywhere (yajl skips them as whitespace), and every
+ * text yajl refuses. fuzz/json_read.c checks the
+ * contract against jansson on arbitrary input. */
+#ifndef WSY_JSONR_H
+#define WSY_JSONR_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#define JSONR_MAX_DEPTH 64
+
+json_t *jsonr_parse(const char *data, size_t len);
+
+#endif
