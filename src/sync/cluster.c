@@ -421,7 +421,6 @@ static void release_joins(engine *e, room *r, int failed, store *snap) {
   }
   e->join_snap = NULL;
   r->fresh_pass = 0;
-  (void)e;
 }
 
 /* Brings r up to date from a fetch's snapshot: the state when it was read

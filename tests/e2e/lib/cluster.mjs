@@ -156,7 +156,11 @@ function run(file, args, { timeout = WAIT_MS, ...opts } = {}) {
  * (err.busy when its output matches busy: the port was taken) or after
  * DAEMON_MS. The caller owns the process.
  */
-async function launch(what, file, args, { ready, busy, uid, gid, env, unref = false }) {
+async function launch(what, file, args, { ready, busy, uid, gid, env, unref = false, pdeath = 'SIGKILL' }) {
+  // The daemon gets pdeath if this process dies without its exit hook
+  // (SIGKILL, a runner killed by a timeout): util-linux's setpriv sets the
+  // parent-death signal and execs it in place (same pid).
+  if (SETPRIV) [file, args] = [SETPRIV, ['--pdeathsig', pdeath, '--', file, ...args]];
   const proc = spawn(file, args, {
     detached: true,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -197,6 +201,15 @@ async function launch(what, file, args, { ready, busy, uid, gid, env, unref = fa
   }
   return d;
 }
+
+/** util-linux's setpriv (Debian's util-linux is essential), or null without it. */
+const SETPRIV = (() => {
+  try {
+    return execFileSync('sh', ['-c', 'command -v setpriv'], { encoding: 'utf8' }).trim() || null;
+  } catch {
+    return null;
+  }
+})();
 
 /** Waits for a launched daemon to exit; SIGKILL (whole group and descendants) after ms. */
 async function waitGone(d, ms = DAEMON_MS) {
@@ -386,6 +399,7 @@ export async function startPostgres({ t = null, user = 'wsync', database = 'wsyn
             ready: /database system is ready to accept connections/,
             busy: /could not bind|could not create any TCP\/IP sockets|Address already in use/,
             unref,
+            pdeath: 'SIGINT', // a fast shutdown: sessions ended, nothing left behind
             ...ids,
           });
           paused = false;
