@@ -550,8 +550,15 @@ static void room_delete(engine *e, conn *c, const char *name) {
 }
 
 /* POST /v1/users/{user}/disconnect: every session of the user ends, its
- * connection closed with 4003 (PROTOCOL.md 2.2): access was revoked. */
+ * connection closed with 4003 (PROTOCOL.md 2.2): access was revoked. In a
+ * cluster, on every node (presence.c asks them and adds their counts). */
 static void user_disconnect(engine *e, conn *c, const char *user) {
+  size_t n = api_disconnect_local(e, user);
+  json_t *body = json_pack("{s:s,s:I}", "user", user, "sessions", (json_int_t)n);
+  if (!cluster_api_disconnect(e, c, user, body)) http_json(c, 200, body);
+}
+
+size_t api_disconnect_local(engine *e, const char *user) {
   sess **list = NULL;
   size_t n = 0, cap = 0;
   const char *k;
@@ -569,7 +576,7 @@ static void user_disconnect(engine *e, conn *c, const char *user) {
   }
   wsy_free(list);
   if (n) log_info("user %s disconnected by the backend: %zu sessions ended", user, n);
-  http_json(c, 200, json_pack("{s:s,s:I}", "user", user, "sessions", (json_int_t)n));
+  return n;
 }
 
 /* ---- routes ------------------------------------------------------------- */

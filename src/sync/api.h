@@ -15,6 +15,8 @@ void api_rooms_route(void *ud, conn *c, httpd_req *r);
 void api_metrics_route(void *ud, conn *c, httpd_req *r);
 void api_rooms_list_route(void *ud, conn *c, httpd_req *r); /* GET /v1/rooms */
 void api_users_route(void *ud, conn *c, httpd_req *r);      /* /v1/users/{user}/disconnect */
+/* Ends every session of user on this node (4003, access revoked); how many. */
+size_t api_disconnect_local(engine *e, const char *user);
 /* {"type":"error","code","message"} with status. */
 void api_error(conn *c, int status, const char *code, const char *message);
 /* Commit figures for wsync_commit_seconds (commit.c records, api.c prints). */

@@ -221,6 +221,28 @@ static void on_node(void *ud, const char *node, int up) {
   room_locks_node_gone(e, node);
 }
 
+void cluster_room_deleted(engine *e, room *r) {
+  if (!e->clustered) return;
+  const char *k;
+  void *v;
+  for (size_t i = 0; map_next(&e->nodes, &i, &k, &v);)
+    if (bus_send_node(e->bus, k, "rdel", r->name, strlen(r->name)) != 0)
+      log_debug("bus: node %s not told of room %s's deletion (link down): its check will find it", k, r->name);
+}
+
+/* Another node deleted the room: the replica here, if any, is read again
+ * (with its state) and nobody waits for it but its members, who leave. */
+static void room_deleted_elsewhere(engine *e, const uint8_t *body, size_t len) {
+  char name[512];
+  if (len >= sizeof name) return;
+  memcpy(name, body, len);
+  name[len] = '\0';
+  room *r = map_get(&e->rooms, name);
+  if (!r) return;
+  r->stale = 1;
+  cluster_fetch(e, r, 1);
+}
+
 /* Messages to this node alone: presence answers; the HTTP transports'
  * forwarded requests. */
 static void on_direct(void *ud, const char *from, const char *kind, const uint8_t *body, size_t len) {
@@ -228,6 +250,9 @@ static void on_direct(void *ud, const char *from, const char *kind, const uint8_
   if (!strcmp(kind, "presence")) presence_on_answer(e, from, body, len);
   else if (!strcmp(kind, "presq")) presence_on_query(e, from, body, len);
   else if (!strncmp(kind, "fb", 2)) fb_direct(e, from, kind, body, len);
+  else if (!strcmp(kind, "rdel")) room_deleted_elsewhere(e, body, len);
+  else if (!strcmp(kind, "udisc")) cluster_on_disconnect(e, from, body, len);
+  else if (!strcmp(kind, "udisc.r")) cluster_on_disconnected(e, body, len);
   else log_warn("bus: message of unknown kind %s from node %s dropped", kind, from);
 }
 
@@ -436,7 +461,10 @@ static int apply_fetch(engine *e, room *r, store *snap, int state) {
     return 1;
   }
   if (state) {
+    /* Deleted elsewhere, and nobody here but its members wants it: not made again. */
+    r->no_create = !info.exists && !r->fetch_q && !r->defer && !r->settle_q && !r->npeers;
     rc = room_reload_from(e, r, snap);
+    r->no_create = 0;
     if (rc != 0) return rc;
     e->reloads++;
     if (!info.exists) { /* deleted by another node and made again here: nothing to deliver */

@@ -39,6 +39,11 @@ void cluster_deinit(engine *e);
 /* A room was loaded (first time: delivered = its seq) or is unloading. */
 void cluster_room_loaded(engine *e, room *r);
 void cluster_room_unloading(engine *e, room *r);
+/* r's deletion was stored here: the other nodes are told (a direct message
+ * to each), so that their replicas are read again at once and their
+ * members leave (room.c, room_reload); without the message the periodic
+ * check finds it within a second or two. */
+void cluster_room_deleted(engine *e, room *r);
 
 /* Before a decision or a join served from memory: a stale replica with
  * nothing pending is read again from the store. 0 when r is fresh (or not
@@ -90,7 +95,15 @@ void presence_on_answer(engine *e, const char *node, const uint8_t *body, size_t
  * at most 200 ms later. 1 when deferred so (body is taken), 0 when there
  * is nobody to ask (the caller answers). */
 int presence_api_ask(engine *e, conn *c, const char *name, json_t *body);
-/* Answers every waiting presence API request (shutdown). */
+/* POST /v1/users/{user}/disconnect in a cluster (body: the reply with this
+ * node's count): every other node ends the user's sessions there and
+ * answers with its count, added to "sessions"; c is answered once all
+ * have answered, at most 200 ms later. 1 when deferred so (body is
+ * taken), 0 when there is nobody to ask (the caller answers). */
+int cluster_api_disconnect(engine *e, conn *c, const char *user, json_t *body);
+void cluster_on_disconnect(engine *e, const char *node, const uint8_t *body, size_t len);
+void cluster_on_disconnected(engine *e, const uint8_t *body, size_t len);
+/* Answers every waiting presence or disconnect API request (shutdown). */
 void presence_api_flush(engine *e);
 int presence_settling(const room *r);
 /* Lets the joins held for r go on once nothing is awaited (the answers,

@@ -117,6 +117,12 @@ static void room_remove_members(engine *e, room *r, const char *reason) {
   }
 }
 
+void commit_room_members_deleted(engine *e, room *r) {
+  r->pins++; /* unloaded, if idle, by whoever reloaded it */
+  room_remove_members(e, r, "deleted");
+  r->pins--;
+}
+
 static void seen_add_key(engine *e, const char *key);
 
 /* In a cluster, a write whose batch another node's commit fenced out is
@@ -250,6 +256,7 @@ static void commit_done(void *ud, int rc) {
       room_remove_members(e, r, "deleted");
       r->broken = 0;
       log_info("room %s deleted", r->name);
+      cluster_room_deleted(e, r);
       http_answer(p, 200, json_pack("{s:s,s:b}", "room", r->name, "deleted", 1));
     }
     if (p->http) {
@@ -664,6 +671,8 @@ int commit_admit(author *a, json_t *req, room *r, const char *cid, op_refusal *w
     commit_store_unreadable(a->e, r->name, fr);
     return commit_refuse(why, "internal", "the room could not be read from the store; retry", NULL);
   }
+  if (a->s && !room_membership(a->s, r->name)) /* the reload found it deleted elsewhere: members left */
+    return commit_refuse(why, "not_joined", "join the room first", NULL);
   return 0;
 }
 
@@ -705,6 +714,10 @@ int commit_lock_admit(sess *s, json_t *req, room *r) {
   }
   int rc = r->broken ? room_reload(e, r) : 0;
   if (rc == 0) rc = cluster_fresh(e, r);
+  if (rc == 0 && !room_membership(s, r->name)) { /* the reload found it deleted elsewhere */
+    sess_error(s, req, "not_joined", "join the room first", NULL, NULL);
+    return -1;
+  }
   if (rc == 0) return 0;
   if (rc == WSY_STALE) {
     sess_error(s, req, "stale", "another node wrote this room first; re-send", NULL, NULL);

@@ -126,6 +126,9 @@ void commit_room_created(engine *e, room *r);
  * whoever joined meanwhile is removed the same way and the room unloads. A
  * later join creates it anew (new epoch). */
 void commit_room_delete(author *a, room *r);
+/* r was deleted through another node (cluster.h): its members here leave
+ * with `left` reason deleted, as on that node. */
+void commit_room_members_deleted(engine *e, room *r);
 
 struct lock;
 /* In a cluster (room.h, locks): commits the change of item's lock, already

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "../common/log.h"
+#include "api.h"
 #include "cluster.h"
 #include "hook.h"
 #include "proto.h"
@@ -29,10 +30,12 @@ typedef struct pwait {
   json_t *req;
 } pwait;
 
-/* A presence API request waiting for the other nodes' answers. */
+/* An API request waiting for the other nodes' answers: a room's presence,
+ * or a user's disconnect (user set; room then names the user). */
 typedef struct pask {
   struct pask *next;
   conn *http;        /* NULL once the client went away */
+  int user;
   char *room;
   json_t *body;      /* the reply; its "presence" collects the answers */
   unsigned left;
@@ -260,7 +263,8 @@ static int pasks_settle(engine *e, int all) {
       pp = &a->next;
       continue;
     }
-    if (a->left) log_warn("presence: %u nodes did not answer about room %s within %d ms", a->left, a->room, SETTLE_MS);
+    if (a->left) log_warn("%s: %u nodes did not answer about %s %s within %d ms", a->user ? "disconnect" : "presence",
+                          a->left, a->user ? "user" : "room", a->room, SETTLE_MS);
     *pp = a->next;
     pask_answer(a);
   }
@@ -269,15 +273,16 @@ static int pasks_settle(engine *e, int all) {
 
 void presence_api_flush(engine *e) { (void)pasks_settle(e, 1); }
 
-int presence_api_ask(engine *e, conn *c, const char *name, json_t *body) {
+static int api_ask(engine *e, conn *c, const char *kind, const char *name, json_t *body) {
   if (!e->clustered) return 0;
   const char *k;
   void *v;
   unsigned asked = 0;
   for (size_t i = 0; map_next(&e->nodes, &i, &k, &v);)
-    if (bus_send_node(e->bus, k, "presq", name, strlen(name)) == 0) asked++;
+    if (bus_send_node(e->bus, k, kind, name, strlen(name)) == 0) asked++;
   if (!asked) return 0;
   pask *a = wsy_calloc(1, sizeof *a);
+  a->user = !strcmp(kind, "udisc");
   a->room = wsy_strndup(name, strlen(name));
   a->body = body;
   a->left = asked;
@@ -289,10 +294,45 @@ int presence_api_ask(engine *e, conn *c, const char *name, json_t *body) {
   return 1;
 }
 
+int presence_api_ask(engine *e, conn *c, const char *name, json_t *body) { return api_ask(e, c, "presq", name, body); }
+
+int cluster_api_disconnect(engine *e, conn *c, const char *user, json_t *body) {
+  return api_ask(e, c, "udisc", user, body);
+}
+
+void cluster_on_disconnect(engine *e, const char *node, const uint8_t *body, size_t len) {
+  char user[512];
+  if (len >= sizeof user) return;
+  memcpy(user, body, len);
+  user[len] = '\0';
+  size_t n = api_disconnect_local(e, user);
+  json_t *answer = json_pack("{s:s,s:I}", "user", user, "sessions", (json_int_t)n);
+  char *text = jw_dumps(answer);
+  json_decref(answer);
+  if (text && bus_send_node(e->bus, node, "udisc.r", text, strlen(text)) != 0)
+    log_warn("bus: could not answer node %s about user %s's disconnect", node, user);
+  free(text);
+}
+
+void cluster_on_disconnected(engine *e, const uint8_t *body, size_t len) {
+  json_t *v = json_loadb((const char *)body, len, 0, NULL);
+  const char *user = json_string_value(json_object_get(v, "user"));
+  json_t *n = json_object_get(v, "sessions");
+  for (pask *a = user && json_is_integer(n) ? e->pasks : NULL; a; a = a->next) {
+    if (!a->user || strcmp(a->room, user) != 0 || !a->left) continue;
+    json_t *total = json_object_get(a->body, "sessions");
+    json_integer_set(total, json_integer_value(total) + json_integer_value(n));
+    a->left--;
+    break; /* one answer per question asked */
+  }
+  json_decref(v);
+  (void)pasks_settle(e, 0);
+}
+
 /* An answer about name: to the API requests asking about it. */
 static void pasks_on_answer(engine *e, const char *name, json_t *list) {
   for (pask *a = e->pasks; a; a = a->next) {
-    if (strcmp(a->room, name) != 0 || !a->left) continue;
+    if (a->user || strcmp(a->room, name) != 0 || !a->left) continue;
     json_t *arr = json_object_get(a->body, "presence");
     size_t i;
     json_t *x;

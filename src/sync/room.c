@@ -74,7 +74,8 @@ static int load(engine *e, room *r, int again) {
     random_hex(r->epoch, 8);
     if (r->kind->epoch_tag) r->epoch[0] = r->kind->epoch_tag;
     r->seq = 0;
-    commit_room_created(e, r);
+    if (again && r->no_create) r->gone = 1;
+    else commit_room_created(e, r);
   }
   if (e->clustered) room_locks_orphans(e, r);
   return 0;
@@ -87,6 +88,10 @@ room *room_open(engine *e, const char *name, const room_kind *want, int *err) {
   if (r && r->kind != want) {
     *err = ROOM_WRONG_KIND;
     return NULL;
+  }
+  if (r && r->gone) {
+    r->gone = 0; /* deleted elsewhere, asked for again before it unloaded */
+    commit_room_created(e, r);
   }
   if (r) return r;
   r = wsy_calloc(1, sizeof *r);
@@ -123,12 +128,21 @@ int room_reload_from(engine *e, room *r, store *st) {
 }
 
 int room_reload(engine *e, room *r) {
+  char was[sizeof r->epoch];
+  memcpy(was, r->epoch, sizeof was);
+  int was_stored = !r->creating;
   if (!r->kind->reload) r->kind->unload(r);
   int rc = load(e, r, 1);
   const char *why = r->broken ? "after a failed commit" : "after other nodes wrote it";
   if (rc != 0) {
     log_error("room %s could not be reloaded %s: %s", r->name, why, wsy_strerror(rc));
     return rc;
+  }
+  if (e->clustered && was_stored && strcmp(was, r->epoch) != 0) {
+    /* The incarnation its members joined was deleted through another node
+     * (and maybe made again since): they are told as that node's were. */
+    log_info("room %s was deleted through another node: its %u members here leave", r->name, r->nmembers);
+    commit_room_members_deleted(e, r);
   }
   if (r->broken && !e->clustered) log_info("room %s reloaded from the store at seq %llu %s", r->name, (unsigned long long)r->seq, why);
   else log_debug("room %s reloaded from the store at seq %llu %s", r->name, (unsigned long long)r->seq, why);

@@ -106,6 +106,11 @@ struct room {
   int subscribed;    /* on the bus */
   defwrite *defer, **defer_tail; /* writes to decide again (commit.h), in order; keep the room loaded */
   int creating;            /* its creation is pending in a batch */
+  /* In a cluster: a reload may find r deleted by another node. no_create
+   * (set by the caller) says nobody here needs it any more: it is not made
+   * again, gone says so, and it unloads (room_open makes it again if it is
+   * asked for before that). */
+  int no_create, gone;
   int subscribed_cluster;  /* loaded on a node of a cluster (joins wait for its creation) */
   unsigned settle_left;    /* nodes asked for their members that have not answered yet (presence.c) */
   uint64_t settle_until;   /* loop ms: joins stop waiting for them then */

@@ -287,6 +287,57 @@ describe('ephemeral traffic across nodes', () => {
     }, 'nobody left once both left');
   });
 
+  test('DELETE of a room on one node: members on every node leave (deleted), no node makes it again', async () => {
+    const room = roomName('del');
+    const cs = await Promise.all([0, 1, 2].map((i) => connect(i, `d${i}`)));
+    const j1 = await cs[0].join(room);
+    for (const c of cs.slice(1)) await c.join(room);
+    for (let k = 0; k < 3; k++) await cs[k].set(room, `c${k}`, 'card', { by: k });
+    for (const c of cs) await seenUpTo(c, room, 0, 3);
+    const d = await api(url(1), 'DELETE', `/v1/rooms/${room}`, { key: KEY });
+    assert.equal(d.status, 200, d.text);
+    for (const c of cs) {
+      const left = await c.waitFor((m) => m.type === 'left' && m.room === room, `${c.name}: left`);
+      assert.equal(left.reason, 'deleted');
+    }
+    // Writes of the former members are refused on every node.
+    for (const c of cs) {
+      const r = await c.op(room, `late-${c.name}`, { kind: 'set', item: 'card', fields: {} });
+      assert.equal(r.type, 'error');
+      assert.equal(r.code, 'not_joined');
+    }
+    // No replica made it again meanwhile: 404 from every node, for a while.
+    for (let round = 0; round < 3; round++) {
+      for (let i = 0; i < 3; i++) {
+        const g = await api(url(i), 'GET', `/v1/rooms/${room}`, { key: KEY });
+        assert.equal(g.status, 404, `node ${i + 1}, round ${round}: ${g.text}`);
+      }
+      await new Promise((r) => setTimeout(r, 600)); // past the once-a-second check
+    }
+    // A join (on a node that had it loaded) makes a new incarnation.
+    const j2 = await cs[2].join(room);
+    assert.notEqual(j2.epoch, j1.epoch);
+    assert.equal(j2.seq, 0);
+    assert.equal((await cs[2].set(room, 'c0', 'card', { again: true })).seq, 1, 'the old cid is new again');
+    await closeClients(cs);
+  });
+
+  test('POST /v1/users/{user}/disconnect on one node ends the user\'s sessions on every node', async () => {
+    const cs = await Promise.all([0, 1, 2, 2].map((i) => connect(i, 'dcu')));
+    const other = await connect(1, 'dco');
+    const room = roomName('dc');
+    await cs[0].join(room);
+    await other.join(room);
+    const r = await api(url(0), 'POST', '/v1/users/dcu/disconnect', { key: KEY });
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(r.body, { user: 'dcu', sessions: 4 });
+    for (const c of cs) assert.equal((await c.closed()).code, 4003);
+    await other.waitFor((m) => m.type === 'presence' && m.event === 'leave' && m.user === 'dcu', 'dcu leaves');
+    await other.ping();
+    assert.deepEqual((await api(url(2), 'POST', '/v1/users/dcu/disconnect', { key: KEY })).body, { user: 'dcu', sessions: 0 });
+    await closeClients(other);
+  });
+
   test('a node that dies: its members leave every other node within the heartbeat TTL', async () => {
     const room = roomName('gone');
     const a = await connect(0, 'ga');

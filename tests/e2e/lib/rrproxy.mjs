@@ -129,6 +129,11 @@ export async function startRrProxy({ backends, t = null, host = '127.0.0.1', por
       if (!framed && !bodiless) {
         res.useChunkedEncodingByDefault = false;
         headers.push('Connection', 'close');
+      } else if (/\bclose\b/i.test(ur.headers.connection || '')) {
+        // The backend ends the connection after this response (a 413 before
+        // reading the body): so does the proxy, and the client, told so,
+        // does not send its next request on a connection about to close.
+        headers.push('Connection', 'close');
       }
       res.writeHead(ur.statusCode, ur.statusMessage, headers);
       res.flushHeaders();
