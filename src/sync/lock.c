@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "../common/log.h"
+#include "cluster.h"
 #include "commit.h"
 #include "proto.h"
 #include "room.h"
@@ -83,13 +84,22 @@ void room_locks_sweep(engine *e) {
   int releaser = e->clustered && locks_releaser(e);
   const char *rk, *k;
   void *rv, *v;
+  char **fetch = NULL; /* rooms to read first, after the walk (a read may unload rooms) */
+  size_t nfetch = 0, cap = 0;
   for (size_t i = 0; map_next(&e->rooms, &i, &rk, &rv);) {
     room *r = rv;
     /* In a cluster a release is fenced by the lock version, so deciding on
      * a stale view costs a retry, never a wrong release; still, what other
-     * nodes changed is read first when nothing of the room is pending. */
+     * nodes changed is read first: the room waits for a later sweep, after
+     * an asynchronous read (cluster.h) has brought its locks up to date. */
     if (e->clustered && r->broken) continue; /* read again first */
-    if (e->clustered && r->locks_stale && !r->pending && room_locks_reload(e, r) != 0) continue;
+    if (e->clustered && r->locks_stale && !r->pending) {
+      if (!r->fetching) {
+        if (nfetch == cap) fetch = wsy_realloc(fetch, (cap = cap ? cap * 2 : 8) * sizeof *fetch);
+        fetch[nfetch++] = wsy_strndup(r->name, strlen(r->name));
+      }
+      continue;
+    }
     if (!r->nheld) continue;
     for (size_t j = 0; map_next(&r->locks, &j, &k, &v);) {
       lock *l = v;
@@ -97,6 +107,12 @@ void room_locks_sweep(engine *e) {
         room_lock_release(e, r, k, l, "expired");
     }
   }
+  for (size_t i = 0; i < nfetch; i++) {
+    room *r = map_get(&e->rooms, fetch[i]);
+    if (r && !r->fetching) cluster_fetch(e, r, 1);
+    wsy_free(fetch[i]);
+  }
+  wsy_free(fetch);
 }
 
 void room_locks_release_by(engine *e, room *r, sess *s, const char *reason) {

@@ -119,12 +119,13 @@ describe('writes on every node', () => {
     const b = await connect(1, 'sb');
     await a.join(room);
     await b.join(room); // loads the room on node 2: that read is synchronous
-    const reads = async () => {
-      const m = await fetchMetrics(url(1), KEY);
+    const reads = async (i = 1) => {
+      const m = await fetchMetrics(url(i), KEY);
       return { sync: m.get('wsync_store_reads_total{mode="sync"}'), async: m.get('wsync_store_reads_total{mode="async"}'),
         check: m.get('wsync_cluster_check_reads_total') };
     };
     const r0 = await reads();
+    const n0 = await reads(0); // node 1 hears of node 2's locks: its lock sweep reads them without blocking too
     for (let k = 0; k < 10; k++) {
       await a.set(room, `sa${k}`, 'x', { k, by: 'a' }); // node 1 writes: node 2's replica is behind
       const ack = await b.set(room, `sb${k}`, 'y', { k, by: 'b' }); // decided after an asynchronous read
@@ -141,9 +142,15 @@ describe('writes on every node', () => {
     const jd = await d.join(room, { since: { epoch: jc.epoch, seq: 15 } }); // a catch-up, from the read's snapshot
     assert.equal(jd.recovered, true);
     assert.deepEqual(jd.ops.map((o) => o.seq), [16, 17, 18, 19, 20, 21]);
+    // A lock left to expire on node 2: node 1 hears of the grant and of the release.
+    await b.expect({ type: 'lock', room, item: 'z', ttl: 1000 }, 'granted');
+    await a.waitFor((m) => m.type === 'lock' && m.item === 'z' && m.state === 'free' && m.reason === 'expired', 'z expired');
+    await new Promise((r) => setTimeout(r, 600)); // node 1's sweeps after it
     const r1 = await reads();
     assert.ok(r1.async - r0.async >= 12, `asynchronous reads: ${r1.async - r0.async}`);
     assert.equal(r1.sync - r0.sync, r1.check - r0.check, 'no synchronous read but the periodic check\'s');
+    const n1 = await reads(0);
+    assert.equal(n1.sync - n0.sync, n1.check - n0.check, 'node 1: no synchronous read but the periodic check\'s');
     await closeClients(a, b, c, d);
   });
 
