@@ -407,7 +407,7 @@ static void backend_read(engine *e, conn *c, httpd_req *r, const char *name, con
     return;
   }
   rc = store_room_get(e->st, name, &info);
-  if (rc == 0 && !info.exists && !(strcmp(what, "presence") == 0 && map_get(&e->rooms, name))) {
+  if (rc == 0 && !info.exists && !(strcmp(what, "presence") == 0 && room_ready(map_get(&e->rooms, name)))) {
     (void)store_read_end(e->st);
     api_error(c, 404, "not_found", "no such room");
     return;
@@ -461,7 +461,7 @@ static void backend_read(engine *e, conn *c, httpd_req *r, const char *name, con
     json_object_set_new(b, "cursors", arr);
   } else if (rc == 0 && !strcmp(what, "presence")) {
     json_t *arr = json_array();
-    room *rm = map_get(&e->rooms, name);
+    room *rm = room_ready(map_get(&e->rooms, name));
     for (member *m = rm ? rm->members : NULL; m; m = m->next) json_array_append_new(arr, room_presence_entry(m));
     if (rm) presence_remote_list(rm, arr); /* other nodes' members of a room loaded here */
     json_object_set_new(b, "presence", arr);
@@ -480,7 +480,7 @@ static void backend_read(engine *e, conn *c, httpd_req *r, const char *name, con
   }
   /* A room not loaded here: in a cluster, the other nodes are asked for
    * their members (presence is cluster-wide), answered when they have. */
-  if (!strcmp(what, "presence") && !map_get(&e->rooms, name) && presence_api_ask(e, c, name, b)) return;
+  if (!strcmp(what, "presence") && !room_ready(map_get(&e->rooms, name)) && presence_api_ask(e, c, name, b)) return;
   http_json(c, 200, b);
 }
 
@@ -518,7 +518,7 @@ static void rooms_list(engine *e, conn *c, httpd_req *r) {
 
 /* DELETE /v1/rooms/{room}: answered after the deletion has committed. */
 static void room_delete(engine *e, conn *c, const char *name) {
-  room *rm = map_get(&e->rooms, name);
+  room *rm = room_ready(map_get(&e->rooms, name)); /* one loading is loaded below */
   if (rm && rm->kind != room_kind_for(name)) {
     api_error(c, 409, "bad_request", "a Yjs room cannot be deleted while it is loaded");
     return;

@@ -129,6 +129,11 @@ static void on_deliver(void *ud, const bus_msg *m) {
   room *r = map_get(&e->rooms, m->room);
   if (!r) return;
   if (m->origin) e->bus_received++;
+  if (r->loading) { /* no member yet: entries are read after the load */
+    if (m->seq > r->load_seen) r->load_seen = m->seq;
+    else if (!m->seq) (void)presence_on_ephemeral(e, r, m);
+    return;
+  }
   if (!m->seq) {
     if (m->origin && m->frame) { /* another node changed a lock: read them again before deciding */
       size_t len;
@@ -167,6 +172,7 @@ static void check_rooms(engine *e) {
   for (size_t i = 0; map_next(&e->rooms, &i, &k, &v) && n < cap;) {
     room *r = v;
     if (r->pending && r->delivered == r->seq) continue; /* its own commit is in flight */
+    if (r->loading) continue;                           /* its load reads it */
     names[n++] = wsy_strndup(r->name, strlen(r->name));
   }
   check_ctx c = {.e = e};
@@ -237,7 +243,7 @@ static void room_deleted_elsewhere(engine *e, const uint8_t *body, size_t len) {
   if (len >= sizeof name) return;
   memcpy(name, body, len);
   name[len] = '\0';
-  room *r = map_get(&e->rooms, name);
+  room *r = room_ready(map_get(&e->rooms, name)); /* one loading reads it after this anyway */
   if (!r) return;
   r->stale = 1;
   cluster_fetch(e, r, 1);
@@ -299,12 +305,17 @@ void cluster_deinit(engine *e) {
   map_free(&e->nodes);
 }
 
-void cluster_room_loaded(engine *e, room *r) {
+void cluster_room_subscribe(engine *e, room *r) {
   if (r->subscribed) return;
   r->delivered = r->seq;
   r->subscribed = 1;
   r->subscribed_cluster = e->clustered;
   bus_subscribe(e->bus, r->name);
+}
+
+void cluster_room_loaded(engine *e, room *r) {
+  if (r->subscribed) return;
+  cluster_room_subscribe(e, r);
   presence_query(e, r);
 }
 
@@ -401,8 +412,26 @@ void cluster_fetch_q_free(room *r) {
   r->fetch_q = NULL;
 }
 
+static void join_wait_push(engine *e, room *r, sess *s, json_t *req, int state);
+
 int cluster_join_wait(engine *e, room *r, sess *s, json_t *req) {
   if (!e->clustered || r->fresh_pass || r->pending) return 0; /* with entries pending the join reads the store */
+  join_wait_push(e, r, s, req, 0);
+  return 1;
+}
+
+int cluster_join_load(engine *e, const char *name, sess *s, json_t *req) {
+  if (!e->clustered) return 0;
+  room *r = map_get(&e->rooms, name);
+  if (r && !r->loading) return 0;
+  if (!r) r = room_open_loading(e, name);
+  join_wait_push(e, r, s, req, 1);
+  return 1;
+}
+
+/* The join waits (its session held) for a fetch started after it arrived
+ * (with the room's state: state set). */
+static void join_wait_push(engine *e, room *r, sess *s, json_t *req, int state) {
   fwait *w = wsy_calloc(1, sizeof *w);
   w->s = s;
   s->refs++;
@@ -415,12 +444,13 @@ int cluster_join_wait(engine *e, room *r, sess *s, json_t *req) {
   fwait **pp = &r->fetch_q;
   while (*pp) pp = &(*pp)->next;
   *pp = w;
-  cluster_fetch(e, r, 0);
-  return 1;
+  cluster_fetch(e, r, state);
 }
 
 /* The joins whose fetch has been answered go on (r fresh as of then), in
- * order; with failed set they are refused instead. */
+ * order; with failed set they are refused instead (JOIN_WRONG_KIND: the
+ * room a join loaded is a Yjs room). */
+#define JOIN_WRONG_KIND 2
 static void release_joins(engine *e, room *r, int failed, store *snap) {
   fwait *go = NULL, **gt = &go;
   for (fwait **pp = &r->fetch_q; *pp;) {
@@ -439,7 +469,9 @@ static void release_joins(engine *e, room *r, int failed, store *snap) {
   for (fwait *w = go, *next; w; w = next) {
     next = w->next;
     if (!w->s->ended) {
-      if (failed) sess_error(w->s, w->req, "internal", "the room could not be read", NULL, NULL);
+      if (failed == JOIN_WRONG_KIND)
+        sess_error(w->s, w->req, "bad_request", "the room is a Yjs room: open it on /v1/yjs/{room}", "room", NULL);
+      else if (failed) sess_error(w->s, w->req, "internal", "the room could not be read", NULL, NULL);
       else join_handle_asked(w->s, w->req);
     }
     fwait_free(w);
@@ -452,6 +484,16 @@ static void release_joins(engine *e, room *r, int failed, store *snap) {
  * (or when the row shows the replica behind: then 1, another fetch with
  * the state is needed), and the entries past what was delivered. */
 static int apply_fetch(engine *e, room *r, store *snap, int state) {
+  if (r->loading) { /* its first load (room.h) */
+    if (!state) return 1;
+    int rc = room_load_from(e, r, snap);
+    if (rc != 0) return rc;
+    e->reloads++;
+    r->stale = 0;
+    /* Entries the bus brought while it loaded, past the snapshot: read next. */
+    if (r->load_seen > r->seq) r->fetch_again = 1;
+    return 0;
+  }
   store_room_info info;
   int rc = store_room_get(snap, r->name, &info);
   if (rc != 0) return rc;
@@ -520,9 +562,9 @@ static void fetched(fetch_ctx *c, room *r, int rc, store *snap) {
     return;
   }
   if (a != 0) {
-    log_warn("room %s: cannot bring it up to date: %s", r->name, wsy_strerror(a));
+    if (a != ROOM_WRONG_KIND) log_warn("room %s: cannot bring it up to date: %s", r->name, wsy_strerror(a));
     r->fetch_done = no;
-    release_joins(e, r, 1, NULL);
+    release_joins(e, r, a == ROOM_WRONG_KIND ? JOIN_WRONG_KIND : 1, NULL);
     commit_defer_fail(e, r, a);
     return;
   }

@@ -36,6 +36,9 @@ int cluster_init(engine *e, char *err, size_t errlen);
 /* Stops the timer; the bus itself is freed by the engine. */
 void cluster_deinit(engine *e);
 
+/* Subscribes r on the bus (cluster_room_loaded without asking the other
+ * nodes for their members: for a room still loading, room.h). */
+void cluster_room_subscribe(engine *e, room *r);
 /* A room was loaded (first time: delivered = its seq) or is unloading. */
 void cluster_room_loaded(engine *e, room *r);
 void cluster_room_unloading(engine *e, room *r);
@@ -61,6 +64,12 @@ int cluster_fresh(engine *e, room *r);
  * fetch. A failed fetch refuses them (internal, retryable). */
 /* 1 when s's join of r waits (held; run again later), 0 to go on now. */
 int cluster_join_wait(engine *e, room *r, sess *s, json_t *req);
+/* A join to the room name that is not loaded here (or still loading): in a
+ * cluster the room is loaded without blocking (room.h, loading) and the
+ * join waits, like the one above, for a fetch with the room's state started
+ * after it arrived. 1 when it waits so, 0 outside a cluster or when the
+ * room is loaded. */
+int cluster_join_load(engine *e, const char *name, sess *s, json_t *req);
 /* Starts a fetch of r (with its state when state) unless one is in flight
  * (then the next one gets the state); its answer brings r up to date and
  * decides r's deferred writes again. */

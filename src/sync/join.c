@@ -160,6 +160,9 @@ static void join_decide(sess *s, json_t *req, int asked) {
     sess_error(s, req, "too_many_rooms", "the session has joined the maximum number of rooms", NULL, NULL);
     return;
   }
+  /* In a cluster a room not loaded here is loaded without blocking the
+   * loop: the join waits for it (cluster.h). */
+  if (cluster_join_load(e, name, s, req)) return;
   int err = 0;
   int loading = !map_get(&e->rooms, name); /* then the load below is the read a join needs */
   room *r = room_get(e, name, &err);

@@ -92,7 +92,7 @@ void room_locks_sweep(engine *e) {
      * a stale view costs a retry, never a wrong release; still, what other
      * nodes changed is read first: the room waits for a later sweep, after
      * an asynchronous read (cluster.h) has brought its locks up to date. */
-    if (e->clustered && r->broken) continue; /* read again first */
+    if (e->clustered && (r->broken || r->loading)) continue; /* read again first; no locks yet */
     if (e->clustered && r->locks_stale && !r->pending) {
       if (!r->fetching) {
         if (nfetch == cap) fetch = wsy_realloc(fetch, (cap = cap ? cap * 2 : 8) * sizeof *fetch);

@@ -81,6 +81,45 @@ static int load(engine *e, room *r, int again) {
   return 0;
 }
 
+static room *room_new(engine *e, const char *name, const room_kind *kind) {
+  room *r = wsy_calloc(1, sizeof *r);
+  r->name = wsy_strndup(name, strlen(name));
+  r->kind = kind;
+  r->ring = ring_new(e->cfg->resume_ring, &e->ring_mem);
+  map_init(&r->locks);
+  map_init(&r->rerelease);
+  map_init(&r->cursors);
+  map_init(&r->remote);
+  return r;
+}
+
+/* The end of a loading room's load: its members get entries from its seq
+ * on, and the other nodes are asked for theirs (cluster.h). */
+static void loaded(engine *e, room *r) {
+  r->loading = 0;
+  r->delivered = r->seq;
+  presence_query(e, r);
+}
+
+room *room_open_loading(engine *e, const char *name) {
+  room *r = room_new(e, name, room_kind_for(name));
+  r->loading = 1;
+  map_put(&e->rooms, name, r);
+  cluster_room_subscribe(e, r); /* before the fetch reads: nothing falls between */
+  return r;
+}
+
+int room_load_from(engine *e, room *r, store *st) {
+  store *was = e->st;
+  e->st = st;
+  int rc = load(e, r, 0);
+  e->st = was;
+  if (rc == 0) loaded(e, r);
+  return rc;
+}
+
+room *room_ready(room *r) { return r && !r->loading ? r : NULL; }
+
 room *room_get(engine *e, const char *name, int *err) { return room_open(e, name, room_kind_for(name), err); }
 
 room *room_open(engine *e, const char *name, const room_kind *want, int *err) {
@@ -93,15 +132,18 @@ room *room_open(engine *e, const char *name, const room_kind *want, int *err) {
     r->gone = 0; /* deleted elsewhere, asked for again before it unloaded */
     commit_room_created(e, r);
   }
+  if (r && r->loading) {
+    /* Asked for now: loaded here (its fetch, when answered, reads it again). */
+    int rc = load(e, r, 0);
+    if (rc != 0) {
+      if (rc != ROOM_WRONG_KIND) log_error("room %s could not be loaded: %s", name, wsy_strerror(rc));
+      *err = rc;
+      return NULL;
+    }
+    loaded(e, r);
+  }
   if (r) return r;
-  r = wsy_calloc(1, sizeof *r);
-  r->name = wsy_strndup(name, strlen(name));
-  r->kind = want;
-  r->ring = ring_new(e->cfg->resume_ring, &e->ring_mem);
-  map_init(&r->locks);
-  map_init(&r->rerelease);
-  map_init(&r->cursors);
-  map_init(&r->remote);
+  r = room_new(e, name, want);
   int rc = load(e, r, 0);
   if (rc == ROOM_WRONG_KIND) {
     room_destroy(e, r);

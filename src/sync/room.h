@@ -111,6 +111,12 @@ struct room {
    * again, gone says so, and it unloads (room_open makes it again if it is
    * asked for before that). */
   int no_create, gone;
+  /* In a cluster, a room a join asked for is loaded without blocking: it is
+   * in the rooms map, subscribed, but loading (no state yet) until its
+   * first fetch is answered (cluster.c); the entries the bus brought
+   * meanwhile are counted up to load_seen (read again after the load). */
+  int loading;
+  uint64_t load_seen;
   int subscribed_cluster;  /* loaded on a node of a cluster (joins wait for its creation) */
   unsigned settle_left;    /* nodes asked for their members that have not answered yet (presence.c) */
   uint64_t settle_until;   /* loop ms: joins stop waiting for them then */
@@ -135,6 +141,15 @@ struct room {
 room *room_get(engine *e, const char *name, int *err);
 /* The same for a room of kind want (created as that kind when new). */
 room *room_open(engine *e, const char *name, const room_kind *want, int *err);
+/* In a cluster: the document room name, put in the rooms map and subscribed
+ * to at once but loading (above); room_load_from ends it with a fetch's
+ * snapshot. room_open on a loading room loads it there and then (a read on
+ * the loop, as for a room not loaded). */
+room *room_open_loading(engine *e, const char *name);
+int room_load_from(engine *e, room *r, store *st);
+/* r, or NULL while it is loading: what a caller that reads a loaded room's
+ * memory (presence, its members) must use. */
+room *room_ready(room *r);
 /* Unloads r when it has no member, no peer and nothing pending. */
 void room_unload_if_idle(engine *e, room *r);
 /* After a failed commit, once nothing of r is pending: its seq, epoch and

@@ -428,6 +428,38 @@ describe('found by the chaos tests', () => {
     t.diagnostic(`${checked} of 3 joins were answered while the replica was behind the store`);
   });
 
+  // A join to a room not loaded on its node loads it without blocking the
+  // loop (an asynchronous read): with PostgreSQL down the read fails, the
+  // join is refused with a retryable error, the room does not stay half
+  // loaded, and the same join succeeds once PostgreSQL is back.
+  test('a join that loads a room while PostgreSQL is down: refused with internal, then joins', async (t) => {
+    const room = roomName('loaddown');
+    const a = await SyncClient.connect(cl.nodes[0].url, { token: token('la'), device: 'la-1' });
+    const b = await SyncClient.connect(cl.nodes[1].url, { token: token('lb'), device: 'lb-1' });
+    t.after(() => Promise.all([a.close(), b.close()]));
+    await a.join(room);
+    const first = await a.set(room, 'l1', 'k', { v: 1 });
+    await cl.pg.halt();
+    try {
+      const r = await b.request({ type: 'join', room });
+      assert.equal(r.type, 'error', JSON.stringify(r));
+      assert.equal(r.code, 'internal', JSON.stringify(r));
+      await b.ping(); // the session goes on
+    } finally {
+      await cl.pg.start();
+    }
+    let j;
+    await waitUntil(async () => {
+      j = await b.request({ type: 'join', room });
+      if (j.type !== 'joined') await sleep(100);
+      return j.type === 'joined';
+    }, 'the join answered once PostgreSQL is back');
+    assert.equal(j.seq, first.seq);
+    assert.deepEqual(j.snapshot.items.k.fields, { v: 1 });
+    const second = await a.set(room, 'l2', 'k', { v: 2 });
+    await b.entry(room, second.seq);
+  });
+
   // With PostgreSQL down, an op to a room another node wrote is refused
   // before any commit (its replica cannot be read again), so no commit
   // failed and /healthz said ok: a load balancer kept sending to a node that

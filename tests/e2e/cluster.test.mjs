@@ -117,15 +117,15 @@ describe('writes on every node', () => {
     const room = roomName('async');
     const a = await connect(0, 'sa');
     const b = await connect(1, 'sb');
-    await a.join(room);
-    await b.join(room); // loads the room on node 2: that read is synchronous
     const reads = async (i = 1) => {
       const m = await fetchMetrics(url(i), KEY);
       return { sync: m.get('wsync_store_reads_total{mode="sync"}'), async: m.get('wsync_store_reads_total{mode="async"}'),
         check: m.get('wsync_cluster_check_reads_total') };
     };
-    const r0 = await reads();
     const n0 = await reads(0); // node 1 hears of node 2's locks: its lock sweep reads them without blocking too
+    const r0 = await reads();
+    await a.join(room); // a room loaded by a join: without blocking, too (on node 1 here, and on node 2 below)
+    await b.join(room);
     for (let k = 0; k < 10; k++) {
       await a.set(room, `sa${k}`, 'x', { k, by: 'a' }); // node 1 writes: node 2's replica is behind
       const ack = await b.set(room, `sb${k}`, 'y', { k, by: 'b' }); // decided after an asynchronous read
