@@ -13,7 +13,7 @@ typedef struct {
   size_t end; /* where the top-level value ends in the text */
   json_t *root;
   json_t *stack[JSONR_MAX_DEPTH]; /* the open containers, innermost last */
-  int depth;
+  int depth, max_depth;
   size_t key_len; /* the member name a value in an object goes under: */
   char key[256];  /* copied, since yajl decodes escapes into a buffer it reuses */
 } reader;
@@ -23,6 +23,11 @@ typedef struct {
 static int utf8_strict(const unsigned char *s, size_t n) {
   size_t i = 0;
   while (i < n) {
+    uint64_t w;
+    if (n - i >= 8 && (memcpy(&w, s + i, 8), !(w & 0x8080808080808080ull))) { /* eight ASCII bytes */
+      i += 8;
+      continue;
+    }
     unsigned c = s[i];
     if (c < 0x80) {
       i++;
@@ -104,7 +109,7 @@ static int on_key(void *ctx, const unsigned char *s, size_t n) {
 }
 
 static int open_container(reader *r, json_t *c) {
-  if (!c || r->depth == JSONR_MAX_DEPTH) {
+  if (!c || r->depth == r->max_depth) {
     json_decref(c);
     return 0;
   }
@@ -134,12 +139,12 @@ static const yajl_callbacks callbacks = {
   .yajl_end_array = on_end,
 };
 
-json_t *jsonr_parse(const char *data, size_t len) {
+json_t *jsonr_parse(const char *data, size_t len, int max_depth) {
   /* yajl also takes \v and \f for whitespace; JSON (and jansson) do not. */
   if (!len || memchr(data, '\v', len) || memchr(data, '\f', len)) return NULL;
   for (const char *b = data, *end = data + len; b < end && (b = memchr(b, '\\', (size_t)(end - b))); b += 2)
     if (b + 1 < end && b[1] == 'u') return NULL;
-  reader r = {0};
+  reader r = {.max_depth = max_depth < JSONR_MAX_DEPTH ? max_depth : JSONR_MAX_DEPTH};
   yajl_handle h = r.h = yajl_alloc(&callbacks, NULL, &r);
   if (!h) return NULL;
   int ok = yajl_parse(h, (const unsigned char *)data, len) == yajl_status_ok &&

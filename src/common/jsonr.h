@@ -26,6 +26,9 @@
 
 #define JSONR_MAX_DEPTH 64
 
-json_t *jsonr_parse(const char *data, size_t len);
+/* max_depth (at most JSONR_MAX_DEPTH): containers nested deeper than this
+ * (the top level is 1) are left to jansson too, so a tree returned is known
+ * to nest no deeper. */
+json_t *jsonr_parse(const char *data, size_t len, int max_depth);
 
 #endif

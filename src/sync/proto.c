@@ -392,10 +392,15 @@ static void place_markers(json_t *v) {
  * member nobody reads is ignored. Linear in the text; a message that has no
  * such number is parsed once, as before. A real "\u0000" in the text is
  * still bad_json (found by the scan, since the re-parse would accept it). */
+static json_t *parse_slow(const char *data, size_t len, json_error_t *jerr);
+
 json_t *proto_parse(const char *data, size_t len, json_error_t *jerr) {
-  json_t *j = jsonr_parse(data, len); /* the common case, faster (jsonr.h) */
-  if (j) return j;
-  j = json_loadb(data, len, JSON_REJECT_DUPLICATES, jerr);
+  json_t *j = jsonr_parse(data, len, JSONR_MAX_DEPTH); /* the common case, faster (jsonr.h) */
+  return j ? j : parse_slow(data, len, jerr);
+}
+
+static json_t *parse_slow(const char *data, size_t len, json_error_t *jerr) {
+  json_t *j = json_loadb(data, len, JSON_REJECT_DUPLICATES, jerr);
   if (j || json_error_code(jerr) != json_error_numeric_overflow) return j;
   static const char ph[] = "\"\\u0000\"";
   char *out = wsy_malloc(2 * len + sizeof ph);
@@ -444,8 +449,12 @@ json_t *proto_parse(const char *data, size_t len, json_error_t *jerr) {
 }
 
 json_t *proto_decode(sess *s, const char *data, size_t len) {
+  /* Read fast and known to nest at most 32 levels: the common case. */
+  json_t *req = jsonr_parse(data, len, 32);
+  if (req && json_is_object(req)) return req;
+  json_decref(req);
   json_error_t jerr;
-  json_t *req = proto_parse(data, len, &jerr);
+  req = parse_slow(data, len, &jerr);
   if (!req || !json_is_object(req) || proto_too_deep(req, 1, 32)) {
     /* Say what was wrong: jansson's reason (an invalid \u escape such as a
      * lone surrogate, a duplicate member, ...) when it did not parse. */

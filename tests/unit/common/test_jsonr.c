@@ -10,7 +10,7 @@
 
 /* Read fast, and equal to jansson's tree, types and member order included. */
 static void fast_and_same(const char *text) {
-  json_t *got = jsonr_parse(text, strlen(text));
+  json_t *got = jsonr_parse(text, strlen(text), JSONR_MAX_DEPTH);
   cr_assert_not_null(got, "not read fast: %s", text);
   json_error_t e;
   json_t *want = json_loadb(text, strlen(text), JSON_REJECT_DUPLICATES, &e);
@@ -25,7 +25,7 @@ static void fast_and_same(const char *text) {
 }
 
 static void declined(const char *text, size_t len) {
-  json_t *got = jsonr_parse(text, len);
+  json_t *got = jsonr_parse(text, len, JSONR_MAX_DEPTH);
   cr_assert_null(got, "read fast, but jansson must judge: %.*s", (int)len, text);
 }
 
@@ -76,6 +76,14 @@ Test(jsonr, texts_jansson_judges) {
   };
   for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) declined(texts[i], strlen(texts[i]));
   declined("{\"a\":\"x\0y\"}", 11); /* a raw NUL */
+}
+
+Test(jsonr, a_depth_limit_of_the_caller) {
+  const char *text = "{\"a\":{\"b\":[[1]]}}"; /* 4 levels */
+  json_t *v = jsonr_parse(text, strlen(text), 4);
+  cr_assert_not_null(v);
+  json_decref(v);
+  cr_assert_null(jsonr_parse(text, strlen(text), 3));
 }
 
 Test(jsonr, a_long_member_name_goes_to_jansson) {
