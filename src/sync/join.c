@@ -30,6 +30,44 @@ int join_collect_op(uint64_t seq, const char *msg, size_t len, void *ud) {
   return 0;
 }
 
+/* Entries as the store keeps them (compact JSON, written by this server):
+ * a catch-up's ops are copied into the joined reply as text, not parsed
+ * and written again (that was most of a large catch-up's time). */
+typedef struct {
+  jw w; /* "[e1,e2,...": closed by raw_close */
+  size_t n;
+} raw_list;
+
+static int collect_raw(uint64_t seq, const char *msg, size_t len, void *ud) {
+  (void)seq;
+  raw_list *l = ud;
+  if (!len) return WSY_IO;
+  if (l->n++) jw_lit(&l->w, ",");
+  else jw_lit(&l->w, "[");
+  jw_raw(&l->w, msg, len);
+  return 0;
+}
+
+static void raw_close(raw_list *l) {
+  if (!l->n) jw_lit(&l->w, "[");
+  jw_lit(&l->w, "]");
+}
+
+/* The reply's text with "ops" (a raw list) added as its last member. */
+static void send_with_ops(sess *s, json_t *reply, raw_list *ops) {
+  jw w = JW_INIT;
+  jw_value(&w, reply);
+  json_decref(reply);
+  w.len--; /* the closing brace */
+  jw_lit(&w, ",\"ops\":");
+  jw_raw(&w, ops->w.p, ops->w.len);
+  jw_lit(&w, "}");
+  net_chunk *frame = ws_frame_new(WS_OP_TEXT, w.p, w.len);
+  jw_free(&w);
+  sess_send(s, frame);
+  net_chunk_unref(frame);
+}
+
 typedef struct {
   json_t *arr;
   const char *user, *device;
@@ -205,6 +243,8 @@ static void join_decide(sess *s, json_t *req, int asked) {
   }
   uint64_t seq = 0;
   json_t *snap = NULL; /* the snapshot, sent (in parts when large) once all went well */
+  raw_list ops = {JW_INIT, 0};
+  int with_ops = 0;
   if (rc == 0) {
     seq = info.exists ? info.seq : 0;
     const char *epoch = info.exists ? info.epoch : r->epoch;
@@ -217,15 +257,18 @@ static void join_decide(sess *s, json_t *req, int asked) {
       /* Up to seq and no further: in a cluster the store may already hold
        * newer entries of another node that the replica has not delivered
        * yet; they reach the member live, after seq (from_seq below). */
-      json_t *ops = json_array();
       /* In a cluster, right after a fetch, from its snapshot when it holds
        * them (it read the log from the oldest since of the joins waiting). */
       int from_snap = e->join_snap && seq > since_seq &&
-                      store_history(e->join_snap, name, since_seq, (size_t)(seq - since_seq), join_collect_op, ops) == 0;
-      if (!from_snap) json_array_clear(ops);
+                      store_history(e->join_snap, name, since_seq, (size_t)(seq - since_seq), collect_raw, &ops) == 0;
+      if (!from_snap) {
+        jw_reset(&ops.w);
+        ops.n = 0;
+      }
       if (!from_snap && info.exists && seq > since_seq && (rc = read_begin(e, &reading)) == 0)
-        rc = store_history(e->st, name, since_seq, (size_t)(seq - since_seq), join_collect_op, ops);
-      json_object_set_new(reply, "ops", ops);
+        rc = store_history(e->st, name, since_seq, (size_t)(seq - since_seq), collect_raw, &ops);
+      raw_close(&ops);
+      with_ops = 1;
     } else {
       if (info.exists && !mem) rc = read_begin(e, &reading);
       if (info.exists && rc == 0) rc = r->kind->snapshot(r, e->st, &snap);
@@ -248,6 +291,7 @@ static void join_decide(sess *s, json_t *req, int asked) {
     json_decref(snap);
     json_decref(cursors);
     json_decref(reply);
+    jw_free(&ops.w);
     sess_error(s, req, "internal", "the room could not be read", NULL, NULL);
     room_unload_if_idle(e, r);
     return;
@@ -267,7 +311,9 @@ static void join_decide(sess *s, json_t *req, int asked) {
     json_object_set_new(reply, "snapshot", json_pack("{s:o}", "items", stream_snapshot(e, s, name, snap, &more)));
     if (more) json_object_set_new(reply, "more", json_true());
   }
-  sess_send_json(s, reply);
+  if (with_ops) send_with_ops(s, reply, &ops);
+  else sess_send_json(s, reply);
+  jw_free(&ops.w);
   if (is_new) room_presence_event(e, m, "join");
 }
 
