@@ -237,7 +237,7 @@ export class Emitter {
 export class Room extends Emitter {
   readonly client: Client;
   readonly name: string;
-  /** Resolved after the first `joined` (a snapshot sent in parts: after its last part); rejected if the join is refused. */
+  /** Resolved after the first `joined` (a snapshot or catch-up sent in parts: after its last part); rejected if the join is refused. */
   readonly ready: Promise<Room>;
   /** The local view: item -> fields (confirmed state with pending ops on top). Read-only. */
   readonly items: Map<string, Readonly<Fields>>;

@@ -1671,20 +1671,23 @@ export class Client extends Emitter {
       case 'joined':
         if (room) room._parts = null; // a new join: parts of an earlier one are void
         if (room && m.more) {
-          room._parts = { joined: m, req, items: { ...((m.snapshot && m.snapshot.items) || {}) }, entries: [] };
+          room._parts = { joined: m, req, items: { ...((m.snapshot && m.snapshot.items) || {}) },
+            ops: [...(m.ops || [])], entries: [] };
           return;
         }
         if (req) this._settle(req, m);
         if (room) room._onJoined(m);
         return;
-      case 'snapshot': {
-        // A part of a large snapshot (6.3); the last has more: false.
+      case 'snapshot':
+      case 'catchup': {
+        // A part of a large snapshot or catch-up (6.3); the last has more: false.
         const p = room && room._parts;
         if (!p) return;
-        Object.assign(p.items, m.items || {});
+        if (m.type === 'snapshot') Object.assign(p.items, m.items || {});
+        else for (const e of m.ops || []) p.ops.push(e);
         if (m.more) return;
         room._parts = null;
-        const full = { ...p.joined, snapshot: { items: p.items } };
+        const full = p.joined.recovered ? { ...p.joined, ops: p.ops } : { ...p.joined, snapshot: { items: p.items } };
         delete full.more;
         if (p.req) this._settle(p.req, full);
         room._onJoined(full);

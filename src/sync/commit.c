@@ -10,6 +10,7 @@
 #include "hook.h"
 #include "proto.h"
 #include "room.h"
+#include "stream.h"
 #include "sess.h"
 
 static void pend_append(engine *e, pend *p) {
@@ -568,6 +569,8 @@ pend *commit_sequence(author *a, json_t *req, room *r, net_chunk *frame, const c
   uint64_t keep = e->cfg->history_ops;
   if (keep && !r->kind->own_retention && r->seq > keep && r->seq % 256 == 0) {
     uint64_t from = webhooks_trim_point(e->hooks, r->name, r->epoch, r->seq - keep + 1, r->seq);
+    uint64_t floor = stream_log_floor(e, r->name); /* a catch-up in parts still reads from there */
+    if (from > floor) from = floor;
     if (from > 1) {
       store_batch_trim(e->batch, r->name, from);
       if (r->min_seq < from) r->min_seq = from; /* joins check it (join.c) */

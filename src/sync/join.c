@@ -244,7 +244,7 @@ static void join_decide(sess *s, json_t *req, int asked) {
   uint64_t seq = 0;
   json_t *snap = NULL; /* the snapshot, sent (in parts when large) once all went well */
   raw_list ops = {JW_INIT, 0};
-  int with_ops = 0;
+  int with_ops = 0, ops_closed = 0, ops_more = 0;
   if (rc == 0) {
     seq = info.exists ? info.seq : 0;
     const char *epoch = info.exists ? info.epoch : r->epoch;
@@ -265,9 +265,19 @@ static void join_decide(sess *s, json_t *req, int asked) {
         jw_reset(&ops.w);
         ops.n = 0;
       }
-      if (!from_snap && info.exists && seq > since_seq && (rc = read_begin(e, &reading)) == 0)
-        rc = store_history(e->st, name, since_seq, (size_t)(seq - since_seq), collect_raw, &ops);
-      raw_close(&ops);
+      stream_cancel(e, s, name); /* parts of an earlier join of the room stop (6.3) */
+      if (!from_snap && info.exists && seq > since_seq && (rc = read_begin(e, &reading)) == 0) {
+        /* One node: in parts, read from the store a part per loop turn
+         * (stream.h). A cluster reads PostgreSQL: all at once here (it is
+         * rare: a join's catch-up normally comes from its fetch). */
+        if (!e->clustered) {
+          rc = stream_catchup(e, s, name, json_object_get(req, "id"), since_seq, seq, &ops.w, &ops_more);
+          ops_closed = 1;
+        } else {
+          rc = store_history(e->st, name, since_seq, (size_t)(seq - since_seq), collect_raw, &ops);
+        }
+      }
+      if (!ops_closed) raw_close(&ops);
       with_ops = 1;
     } else {
       if (info.exists && !mem) rc = read_begin(e, &reading);
@@ -311,6 +321,7 @@ static void join_decide(sess *s, json_t *req, int asked) {
     json_object_set_new(reply, "snapshot", json_pack("{s:o}", "items", stream_snapshot(e, s, name, snap, &more)));
     if (more) json_object_set_new(reply, "more", json_true());
   }
+  if (ops_more) json_object_set_new(reply, "more", json_true()); /* `catchup` parts follow (6.3) */
   if (with_ops) send_with_ops(s, reply, &ops);
   else sess_send_json(s, reply);
   jw_free(&ops.w);

@@ -17,6 +17,7 @@
 #ifndef WSY_STREAM_H
 #define WSY_STREAM_H
 
+#include "../common/jsonw.h"
 #include "engine_int.h"
 
 #define STREAM_PART (128 * 1024)  /* encoded bytes of items per part, about */
@@ -28,6 +29,21 @@
  * turn on; the caller sends the joined reply now, before returning to the
  * loop. Any stream of s in room still running is cancelled first. */
 json_t *stream_snapshot(engine *e, sess *s, const char *name, json_t *snap, int *more);
+/* A catch-up by ops (PROTOCOL.md 6.2) in parts, as a snapshot is: reads the
+ * entries of room after since, up to seq, from the store; *first gets the
+ * first part's entries as a JSON array text (about STREAM_PART bytes, at
+ * least one entry) for the joined reply. When entries remain, *more is 1
+ * and `catchup` messages carry the rest, one part per loop turn, each read
+ * from the store then; the log is not trimmed below them meanwhile
+ * (stream_log_floor). If the log lost them anyway, the join is answered
+ * again without since (a snapshot; re is echoed). 0, or the store's error
+ * for the first part (nothing started). Any stream of s in room still
+ * running is cancelled first. */
+int stream_catchup(engine *e, sess *s, const char *name, json_t *re, uint64_t since, uint64_t seq, jw *first,
+                   int *more);
+/* The lowest seq of room that a catch-up in parts still has to read
+ * (UINT64_MAX when none): retention keeps it. */
+uint64_t stream_log_floor(engine *e, const char *name);
 /* Stops the stream of s in room, if any (a leave). */
 void stream_cancel(engine *e, sess *s, const char *name);
 void stream_init(engine *e);
