@@ -13,6 +13,9 @@
  * 256 bytes is a mimalloc size class; the next is 320. */
 _Static_assert(sizeof(struct sess) <= 256, "struct sess grew past its size class");
 
+const char *sess_key_token(const void *s) { return ((const sess *)s)->token; }
+const char *sess_key_dkey(const void *s) { return ((const sess *)s)->dkey; }
+
 sess *sess_new(engine *e, ws_conn *w) {
   sess *s = wsy_calloc(1, sizeof *s);
   s->e = e;

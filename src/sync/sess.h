@@ -142,6 +142,11 @@ int sess_token_split(const char *tok, size_t len, char key[SESS_KEY_LEN + 1], ch
 int sess_token_where(const engine *e, const char *tok, size_t len, char key[SESS_KEY_LEN + 1],
                      char node[SESS_NODE_MAX + 1]);
 
+/* The keys of the registries (map_init_keyed): e->sessions by token,
+ * e->by_device by dkey. */
+const char *sess_key_token(const void *s);
+const char *sess_key_dkey(const void *s);
+
 /* A fresh session for a new connection (w) or a hello by POST (w NULL),
  * with one reference, the caller's. */
 sess *sess_new(engine *e, ws_conn *w);
