@@ -98,12 +98,18 @@ static void ob_drop(sess *s, uint32_t k) {
   s->ob_len--;
 }
 
-static void ob_clear(sess *s) {
-  while (s->ob_len) ob_drop(s, ob_at(s, 0)->n);
+/* An empty outbox holds no array: an idle session whose client confirmed
+ * everything (recv) costs nothing here; the next message makes it again. */
+static void ob_free_array(sess *s) {
   ob_mem(s, -(ptrdiff_t)(s->ob_cap * sizeof *s->ob));
   wsy_free(s->ob);
   s->ob = NULL;
   s->ob_cap = s->ob_head = 0;
+}
+
+static void ob_clear(sess *s) {
+  while (s->ob_len) ob_drop(s, ob_at(s, 0)->n);
+  ob_free_array(s);
   s->ob_bytes = 0;
 }
 
@@ -138,6 +144,7 @@ void sess_ob_confirm(sess *s, uint64_t n) {
     uint32_t hn = ob_at(s, 0)->n;
     ob_drop(s, k < hn ? (uint32_t)k : hn);
   }
+  if (!s->ob_len && s->ob) ob_free_array(s);
 }
 
 void sess_ob_each(sess *s, uint64_t after, sess_ob_fn fn, void *ud) {
