@@ -172,6 +172,7 @@ void engine_free(engine *e) {
   uv_run(e->loop, UV_RUN_NOWAIT);
   jw_free(&e->frame_text);
   auth_cache_free(e->auth.cache);
+  wsy_free(e->dead);
   wsy_free(e);
 }
 
