@@ -76,7 +76,7 @@ struct sess {
   unsigned hold : 16;
   auth_identity id;
   /* "user:device" (the dedupe key of the store), allocated at welcome;
-   * device points into it ("" before). The by_device registry borrows it:
+   * device points into it ("" before). The by_device registry reads its key here:
    * it does not change once welcomed. */
   char *dkey;
   const char *device;
@@ -114,7 +114,7 @@ struct sess {
    * sessions are in one room, and this saves them an allocation. In use
    * while m0.s is set; other rooms' members are allocated. */
   member m0;
-  /* The e->sessions registry borrows token: it does not change once welcomed. */
+  /* The e->sessions registry reads its key here: it does not change once welcomed. */
   char token[33];
 };
 
