@@ -91,11 +91,17 @@ int auth_grant_parse(const char *spec, auth_grant *out) {
   return 0;
 }
 
+/* The demo identity's one grant, shared by all of them (read only): an
+ * idle demo session does not carry a copy of "*=rw". */
+static auth_grant demo_grant = {.pattern = (char *)"*", .perms = AUTH_READ | AUTH_WRITE};
+
 void auth_identity_free(auth_identity *id) {
   wsy_free(id->user);
   wsy_free(id->device);
-  for (size_t i = 0; i < id->ngrants; i++) wsy_free(id->grants[i].pattern);
-  wsy_free(id->grants);
+  if (id->grants != &demo_grant) {
+    for (size_t i = 0; i < id->ngrants; i++) wsy_free(id->grants[i].pattern);
+    wsy_free(id->grants);
+  }
   memset(id, 0, sizeof *id);
 }
 
@@ -108,9 +114,7 @@ char *auth_token_claims(const char *token, size_t *len) {
 void auth_identity_demo(auth_identity *id, const char *user) {
   memset(id, 0, sizeof *id);
   id->user = wsy_strndup(user, strlen(user));
-  id->grants = wsy_calloc(1, sizeof *id->grants);
-  id->grants[0].pattern = wsy_strndup("*", 1);
-  id->grants[0].perms = AUTH_READ | AUTH_WRITE;
+  id->grants = &demo_grant;
   id->ngrants = 1;
 }
 

@@ -119,7 +119,9 @@ void auth_identity_free(auth_identity *id);
  * accepted, decoded from its second segment: malloc'd (wsy_free), *len set;
  * NULL when the token has no such segment. Not a check: verify first. */
 char *auth_token_claims(const char *token, size_t *len);
-/* Identity of the insecure demo mode: user, every room readable and writable. */
+/* Identity of the insecure demo mode: user, every room readable and
+ * writable. Its grants are one shared, read-only "*=rw" (freed by
+ * auth_identity_free as such): never change them in place. */
 void auth_identity_demo(auth_identity *id, const char *user);
 
 /* Permissions (AUTH_READ | AUTH_WRITE) of id on room. */

@@ -1,4 +1,5 @@
-/* map.c -- open addressing with linear probing and tombstones; FNV-1a. */
+/* map.c -- open addressing with linear probing and tombstones; FNV-1a. Two
+ * slot layouts (map.h): key and value, or the value alone (keyed). */
 #include "map.h"
 
 #include <string.h>
@@ -21,12 +22,39 @@ void map_init_borrowed(map *m) {
   m->borrowed = 1;
 }
 
-/* Empty again, of the same kind (copying or borrowing). */
+void map_init_keyed(map *m, map_key_fn key_of) {
+  map_init_borrowed(m);
+  m->key_of = key_of;
+}
+
+/* Empty again, of the same kind (copying, borrowing or keyed). */
 static void reset(map *m) {
   int borrowed = m->borrowed;
+  map_key_fn key_of = m->key_of;
   map_init(m);
   m->borrowed = borrowed;
+  m->key_of = key_of;
 }
+
+/* Slot i: its key (NULL: empty, MAP_TOMBSTONE: deleted) and value. */
+static const char *key_at(const map *m, size_t i) {
+  if (!m->key_of) return m->slots[i].key;
+  void *v = m->vals[i];
+  return !v || v == MAP_TOMBSTONE ? v : m->key_of(v);
+}
+
+static void *val_at(const map *m, size_t i) { return m->key_of ? m->vals[i] : m->slots[i].val; }
+
+static void set_at(map *m, size_t i, char *key, void *val) {
+  if (m->key_of) {
+    m->vals[i] = key == MAP_TOMBSTONE ? MAP_TOMBSTONE : val;
+  } else {
+    m->slots[i].key = key;
+    m->slots[i].val = val;
+  }
+}
+
+static size_t slot_size(const map *m) { return m->key_of ? sizeof *m->vals : sizeof *m->slots; }
 
 void map_free(map *m) {
   for (size_t i = 0; i < m->cap && !m->borrowed; i++)
@@ -35,16 +63,15 @@ void map_free(map *m) {
   reset(m);
 }
 
-static map_slot *find_h(const map *m, const char *key, size_t h) {
-  if (!m->cap) return NULL;
-  for (size_t i = h & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
-    map_slot *s = &m->slots[i];
-    if (!s->key) return NULL;
-    if (s->hash == h && s->key != MAP_TOMBSTONE && strcmp(s->key, key) == 0) return s;
+/* The slot holding key, or -1. */
+static ptrdiff_t find(const map *m, const char *key) {
+  if (!m->cap) return -1;
+  for (size_t i = hash(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+    const char *k = key_at(m, i);
+    if (!k) return -1;
+    if (k != MAP_TOMBSTONE && strcmp(k, key) == 0) return (ptrdiff_t)i;
   }
 }
-
-static map_slot *find(const map *m, const char *key) { return find_h(m, key, hash(key)); }
 
 static void grow(map *m) {
   map old = *m;
@@ -52,15 +79,15 @@ static void grow(map *m) {
    * (the pending cids) fills with tombstones and is rebuilt at its size
    * instead of doubling for ever. */
   m->cap = 16;
-  while (m->cap < 4 * (old.len + 1)) m->cap *= 2;
-  m->slots = wsy_calloc(m->cap, sizeof *m->slots);
+  while (m->cap < 2 * (old.len + 1)) m->cap *= 2;
+  m->slots = wsy_calloc(m->cap, slot_size(m));
   m->len = m->used = 0;
   for (size_t i = 0; i < old.cap; i++) {
-    map_slot *s = &old.slots[i];
-    if (!s->key || s->key == MAP_TOMBSTONE) continue;
-    size_t j = s->hash & (m->cap - 1);
-    while (m->slots[j].key) j = (j + 1) & (m->cap - 1);
-    m->slots[j] = *s;
+    const char *k = key_at(&old, i);
+    if (!k || k == MAP_TOMBSTONE) continue;
+    size_t j = hash(k) & (m->cap - 1);
+    while (key_at(m, j)) j = (j + 1) & (m->cap - 1);
+    set_at(m, j, (char *)k, val_at(&old, i));
     m->len++;
     m->used++;
   }
@@ -68,49 +95,31 @@ static void grow(map *m) {
 }
 
 void *map_get(const map *m, const char *key) {
-  map_slot *s = find(m, key);
-  return s ? s->val : NULL;
+  ptrdiff_t i = find(m, key);
+  return i < 0 ? NULL : val_at(m, (size_t)i);
 }
 
 void *map_put(map *m, const char *key, void *val) {
-  size_t h = hash(key);
-  map_slot *s = find_h(m, key, h);
-  if (s) {
-    void *prev = s->val;
-    s->val = val;
-    if (m->borrowed) s->key = (char *)key; /* the old one may go with its value */
+  ptrdiff_t f = find(m, key);
+  if (f >= 0) {
+    void *prev = val_at(m, (size_t)f);
+    /* borrowed: the old key may go with its value */
+    set_at(m, (size_t)f, m->borrowed ? (char *)key : m->slots[f].key, val);
     return prev;
   }
   if ((m->used + 1) * 4 > m->cap * 3) grow(m);
-  size_t i = h & (m->cap - 1);
-  while (m->slots[i].key && m->slots[i].key != MAP_TOMBSTONE) i = (i + 1) & (m->cap - 1);
-  if (!m->slots[i].key) m->used++;
-  m->slots[i].key = m->borrowed ? (char *)key : wsy_strndup(key, strlen(key));
-  m->slots[i].val = val;
-  m->slots[i].hash = h;
+  size_t i = hash(key) & (m->cap - 1);
+  for (const char *k; (k = key_at(m, i)) && k != MAP_TOMBSTONE;) i = (i + 1) & (m->cap - 1);
+  if (!key_at(m, i)) m->used++;
+  set_at(m, i, m->borrowed ? (char *)key : wsy_strndup(key, strlen(key)), val);
   m->len++;
   return NULL;
 }
 
-static void *del_slot(map *m, map_slot *s);
-
-void *map_del(map *m, const char *key) {
-  map_slot *s = find(m, key);
-  return s ? del_slot(m, s) : NULL;
-}
-
-int map_del_if(map *m, const char *key, const void *val) {
-  map_slot *s = find(m, key);
-  if (!s || s->val != val) return 0;
-  del_slot(m, s);
-  return 1;
-}
-
-static void *del_slot(map *m, map_slot *s) {
-  void *v = s->val;
-  if (!m->borrowed) wsy_free(s->key);
-  s->key = MAP_TOMBSTONE;
-  s->val = NULL;
+static void *del_slot(map *m, size_t i) {
+  void *v = val_at(m, i);
+  if (!m->borrowed) wsy_free(m->slots[i].key);
+  set_at(m, i, MAP_TOMBSTONE, NULL);
   m->len--;
   if (m->len == 0) { /* reset tombstones when empty */
     wsy_free(m->slots);
@@ -119,12 +128,24 @@ static void *del_slot(map *m, map_slot *s) {
   return v;
 }
 
+void *map_del(map *m, const char *key) {
+  ptrdiff_t i = find(m, key);
+  return i < 0 ? NULL : del_slot(m, (size_t)i);
+}
+
+int map_del_if(map *m, const char *key, const void *val) {
+  ptrdiff_t i = find(m, key);
+  if (i < 0 || val_at(m, (size_t)i) != val) return 0;
+  del_slot(m, (size_t)i);
+  return 1;
+}
+
 int map_next(const map *m, size_t *i, const char **key, void **val) {
   for (; *i < m->cap; (*i)++) {
-    map_slot *s = &m->slots[*i];
-    if (s->key && s->key != MAP_TOMBSTONE) {
-      if (key) *key = s->key;
-      if (val) *val = s->val;
+    const char *k = key_at(m, *i);
+    if (k && k != MAP_TOMBSTONE) {
+      if (key) *key = k;
+      if (val) *val = val_at(m, *i);
       (*i)++;
       return 1;
     }

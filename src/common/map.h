@@ -3,7 +3,17 @@
  * map, unless it was made with map_init_borrowed: then the map keeps the
  * caller's key pointers, which must stay valid and unchanged while in the
  * map (map_put of a key already there takes the new pointer). Values are
- * the caller's pointers, never freed by the map. */
+ * the caller's pointers, never freed by the map.
+ *
+ * A map made with map_init_keyed keeps no key at all: each value carries its
+ * own, which key_of reads (a session's token). Its slots are one pointer
+ * each instead of two, for the registries that hold one entry per session;
+ * map_put's key must then be key_of(val), unchanged while in the map.
+ *
+ * Slots keep no hash: a probe compares the key bytes (the registries' keys
+ * differ early), and growing hashes the keys again. A map is rebuilt at
+ * twice its live keys when three quarters of its slots are used, so it is
+ * between 3/8 and 3/4 full. */
 #ifndef WSY_MAP_H
 #define WSY_MAP_H
 
@@ -12,19 +22,26 @@
 typedef struct map_slot {
   char *key;   /* NULL: empty; MAP_TOMBSTONE: deleted */
   void *val;
-  size_t hash; /* of key: probes compare it before the bytes */
 } map_slot;
 
+typedef const char *(*map_key_fn)(const void *val);
+
 typedef struct map {
-  map_slot *slots;
+  union {
+    map_slot *slots; /* key and value */
+    void **vals;     /* keyed (map_init_keyed): the value alone */
+  };
   size_t cap, len, used; /* used counts tombstones too */
-  int borrowed;          /* keys are the caller's (map_init_borrowed) */
+  int borrowed;          /* keys are the caller's (map_init_borrowed, map_init_keyed) */
+  map_key_fn key_of;     /* keyed: the key of a value */
 } map;
 
 void map_init(map *m);
 /* A map that keeps the caller's keys instead of copies: for registries
  * whose key lives in the value (a session's token), saving a copy each. */
 void map_init_borrowed(map *m);
+/* A map whose values carry their keys (key_of(val)): see above. */
+void map_init_keyed(map *m, map_key_fn key_of);
 void map_free(map *m);                       /* frees keys (unless borrowed), not values */
 void *map_get(const map *m, const char *key);
 /* Sets key to val (replacing any value, which is returned; NULL when new). */

@@ -92,10 +92,10 @@ int engine_new(uv_loop_t *loop, net_loop *net, const wsy_config *cfg, store *st,
                           .cache = auth_cache_new(4096)};
   map_init(&e->rooms);
   /* Both keyed by strings the session holds for as long as it is in them
-   * (its token, its dkey: set before welcome, unchanged after), so the
-   * maps borrow them rather than keep a copy per session. */
-  map_init_borrowed(&e->sessions);
-  map_init_borrowed(&e->by_device);
+   * (its token, its dkey: set before welcome, unchanged after): the maps
+   * read the key from the session, a slot is one pointer per session. */
+  map_init_keyed(&e->sessions, sess_key_token);
+  map_init_keyed(&e->by_device, sess_key_dkey);
   map_init(&e->rejected);
   e->lim = (sync_limits){.max_fields = cfg->max_fields, .max_field_size = cfg->max_field_size,
                          .max_item_size = cfg->max_item_size, .max_depth = (int)cfg->max_depth,
@@ -172,6 +172,7 @@ void engine_free(engine *e) {
   uv_run(e->loop, UV_RUN_NOWAIT);
   jw_free(&e->frame_text);
   auth_cache_free(e->auth.cache);
+  wsy_free(e->dead);
   wsy_free(e);
 }
 

@@ -85,7 +85,8 @@ struct engine {
   /* sessions (sess.c) */
   map sessions;       /* session token -> sess* (welcomed, not ended) */
   map by_device;      /* "user:device" -> sess* */
-  sess *dead;         /* sessions whose connection went away, reaped in the check hook */
+  sess **dead;        /* sessions whose connection went away, reaped in the check hook */
+  size_t ndead, dead_cap;
   sess *due;          /* HTTP sessions whose pending poll can be answered */
   capture *cap;       /* set while a hello from POST /v1/send runs */
   unsigned ws_conns;

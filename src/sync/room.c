@@ -192,8 +192,11 @@ int room_reload(engine *e, room *r) {
   return 0;
 }
 
+/* A session's first membership is the one inside it (s->m0) whenever that
+ * is free: a session in one room makes no allocation for it; the others'
+ * are allocated. */
 member *room_member_add(room *r, sess *s, json_t *state) {
-  member *m = wsy_calloc(1, sizeof *m);
+  member *m = s->m0.s ? wsy_calloc(1, sizeof *m) : &s->m0;
   m->s = s;
   m->r = r;
   m->state = state;
@@ -283,6 +286,7 @@ void room_member_remove(engine *e, member *m, const char *reason) {
   room_locks_release_by(e, r, s, reason);
   room_presence_event(e, m, "leave");
   json_decref(m->state);
-  wsy_free(m);
+  if (m == &s->m0) memset(m, 0, sizeof *m); /* free for the next join */
+  else wsy_free(m);
   room_unload_if_idle(e, r);
 }

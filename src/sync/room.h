@@ -8,7 +8,8 @@
  * created, with a new epoch, made durable with the next batch). It stays
  * loaded while it has members or entries pending in a batch, and unloads
  * when it has neither. Members are intrusive lists (room's and session's),
- * so a member is one allocation. A failed commit leaves the room "broken":
+ * so a member is one allocation (none for a session's first: it lives in
+ * the session, room_member_add). A failed commit leaves the room "broken":
  * it refuses writes until its pending entries are done, then reloads its
  * state from the store (room_reload) and serves again. */
 #ifndef WSY_ROOM_H

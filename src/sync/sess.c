@@ -9,9 +9,13 @@
 #include "hook.h"
 #include "room.h"
 
-/* An idle session is mostly this struct (docs/PERFORMANCE.md, issue 15):
- * 256 bytes is a mimalloc size class; the next is 320. */
-_Static_assert(sizeof(struct sess) <= 256, "struct sess grew past its size class");
+/* An idle session is mostly this struct, its first membership included
+ * (docs/PERFORMANCE.md, issue 15): 320 bytes is a mimalloc size class; the
+ * next is 384. */
+_Static_assert(sizeof(struct sess) <= 320, "struct sess grew past its size class");
+
+const char *sess_key_token(const void *s) { return ((const sess *)s)->token; }
+const char *sess_key_dkey(const void *s) { return ((const sess *)s)->dkey; }
 
 sess *sess_new(engine *e, ws_conn *w) {
   sess *s = wsy_calloc(1, sizeof *s);
@@ -95,12 +99,18 @@ static void ob_drop(sess *s, uint32_t k) {
   s->ob_len--;
 }
 
-static void ob_clear(sess *s) {
-  while (s->ob_len) ob_drop(s, ob_at(s, 0)->n);
+/* An empty outbox holds no array: an idle session whose client confirmed
+ * everything (recv) costs nothing here; the next message makes it again. */
+static void ob_free_array(sess *s) {
   ob_mem(s, -(ptrdiff_t)(s->ob_cap * sizeof *s->ob));
   wsy_free(s->ob);
   s->ob = NULL;
   s->ob_cap = s->ob_head = 0;
+}
+
+static void ob_clear(sess *s) {
+  while (s->ob_len) ob_drop(s, ob_at(s, 0)->n);
+  ob_free_array(s);
   s->ob_bytes = 0;
 }
 
@@ -135,6 +145,7 @@ void sess_ob_confirm(sess *s, uint64_t n) {
     uint32_t hn = ob_at(s, 0)->n;
     ob_drop(s, k < hn ? (uint32_t)k : hn);
   }
+  if (!s->ob_len && s->ob) ob_free_array(s);
 }
 
 void sess_ob_each(sess *s, uint64_t after, sess_ob_fn fn, void *ud) {
@@ -690,9 +701,8 @@ int sess_add_grants(sess *s, json_t *grants) {
 }
 
 void sess_reap(engine *e) {
-  while (e->dead) {
-    sess *s = e->dead;
-    e->dead = s->dead_next;
+  while (e->ndead) { /* what these sends close is pushed and reaped too */
+    sess *s = e->dead[--e->ndead];
     if (s->welcomed && !s->ended && !s->w) {
       /* Detached: it stays in its rooms, with its locks, for the resume
        * window; the others see it disconnected, not gone. */
@@ -700,6 +710,11 @@ void sess_reap(engine *e) {
       for (member *m = s->rooms; m; m = m->snext) room_presence_event(e, m, "update");
     }
     sess_unref(s); /* the connection's reference */
+  }
+  if (e->dead_cap > 64) { /* after a burst of closes: not kept for ever */
+    wsy_free(e->dead);
+    e->dead = NULL;
+    e->dead_cap = 0;
   }
 }
 
@@ -729,8 +744,12 @@ void sess_expire(engine *e) {
  * check hook, when no walk is in progress. */
 void sess_gone(sess *s) {
   s->w = NULL;
-  s->dead_next = s->e->dead;
-  s->e->dead = s;
+  engine *e = s->e;
+  if (e->ndead == e->dead_cap) {
+    e->dead_cap = e->dead_cap ? 2 * e->dead_cap : 16;
+    e->dead = wsy_realloc(e->dead, e->dead_cap * sizeof *e->dead);
+  }
+  e->dead[e->ndead++] = s;
 }
 
 void sess_end_all(engine *e) {

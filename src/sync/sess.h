@@ -16,6 +16,7 @@
 
 #include "engine_int.h"
 #include "ring.h"
+#include "room.h"
 
 /* An outbox entry: a run of n messages at positions pos.. of rg, or (rg
  * NULL, n 1) one frame addressed to this session alone. */
@@ -59,8 +60,9 @@ struct sess {
   /* Flags in one word: an idle session is mostly this struct, and 10k of
    * them should cost about what 10k raw connections cost (fields are
    * ordered to leave few holes; what only HTTP transports or the
-   * authorization hook need is apart, in hx and hk; the struct stays within
-   * 256 bytes, a mimalloc size class: sess.c checks). */
+   * authorization hook need is apart, in hx and hk; the struct, with its
+   * first membership inside, stays within 320 bytes, a mimalloc size
+   * class: sess.c checks). */
   unsigned welcomed : 1;
   unsigned ended : 1;   /* bye, replaced, or expired: no resume */
   unsigned http : 1;    /* the session is on HTTP transports (not WebSocket): hx is set */
@@ -74,7 +76,7 @@ struct sess {
   unsigned hold : 16;
   auth_identity id;
   /* "user:device" (the dedupe key of the store), allocated at welcome;
-   * device points into it ("" before). The by_device registry borrows it:
+   * device points into it ("" before). The by_device registry reads its key here:
    * it does not change once welcomed. */
   char *dkey;
   const char *device;
@@ -95,7 +97,6 @@ struct sess {
   uint64_t ob_next;    /* ordinal of the next message */
   size_t ob_bytes;     /* message bytes (the --max-outbox cap) */
   size_t ob_own;       /* bytes of its own frames (the --session-queue cap) */
-  sess *dead_next;   /* on e->dead once its connection is gone */
   union {              /* one or the other, by s->welcomed */
     uint64_t opened;      /* before welcome: loop ms of the connection's upgrade */
     uint64_t detached_at; /* once welcomed: loop ms when the connection went away (0: attached) */
@@ -109,7 +110,11 @@ struct sess {
   double tokens;     /* rate limit bucket */
   uint64_t tokens_ms;
   uint64_t born_wall;/* wall-clock ms of its welcome as a new session: orders replacements across nodes */
-  /* The e->sessions registry borrows token: it does not change once welcomed. */
+  /* Its first membership lives here (room.c, room_member_add): most
+   * sessions are in one room, and this saves them an allocation. In use
+   * while m0.s is set; other rooms' members are allocated. */
+  member m0;
+  /* The e->sessions registry reads its key here: it does not change once welcomed. */
   char token[33];
 };
 
@@ -141,6 +146,11 @@ int sess_token_split(const char *tok, size_t len, char key[SESS_KEY_LEN + 1], ch
  * (another node: node), SESS_TOKEN_BAD (no session: 410). */
 int sess_token_where(const engine *e, const char *tok, size_t len, char key[SESS_KEY_LEN + 1],
                      char node[SESS_NODE_MAX + 1]);
+
+/* The keys of the registries (map_init_keyed): e->sessions by token,
+ * e->by_device by dkey. */
+const char *sess_key_token(const void *s);
+const char *sess_key_dkey(const void *s);
 
 /* A fresh session for a new connection (w) or a hello by POST (w NULL),
  * with one reference, the caller's. */

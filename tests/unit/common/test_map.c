@@ -65,3 +65,55 @@ Test(map, borrows_keys_when_asked) {
   cr_assert_eq(map_get(&m, "k"), &v1);
   map_free(&m);
 }
+
+/* A keyed map reads each key from its value: a slot is one pointer, keys
+ * survive growth (rehashed from the values), tombstones and reuse, and
+ * iteration hands out the values' own keys. */
+typedef struct keyed_obj {
+  int n;
+  char name[16];
+} keyed_obj;
+
+static const char *keyed_name(const void *v) { return ((const keyed_obj *)v)->name; }
+
+Test(map, keyed_reads_keys_from_values) {
+  map m;
+  map_init_keyed(&m, keyed_name);
+  static keyed_obj objs[1000];
+  for (int n = 0; n < 1000; n++) {
+    objs[n].n = n;
+    snprintf(objs[n].name, sizeof objs[n].name, "tok%d", n);
+    cr_assert_null(map_put(&m, objs[n].name, &objs[n]));
+  }
+  cr_assert_eq(map_len(&m), 1000);
+  cr_assert(m.cap >= 1000 * 4 / 3 && m.cap <= 4096, "cap %zu for 1000 keys", m.cap);
+  for (int n = 0; n < 1000; n += 3) cr_assert(map_del_if(&m, objs[n].name, &objs[n]));
+  cr_assert_not(map_del_if(&m, objs[1].name, &objs[2]), "another value under that key");
+  cr_assert_null(map_del(&m, "tok0"));
+  for (int n = 0; n < 1000; n++) {
+    keyed_obj *got = map_get(&m, objs[n].name);
+    if (n % 3) cr_assert(got == &objs[n], "key %s", objs[n].name);
+    else cr_assert_null(got);
+  }
+  /* the same key again with a new value replaces it */
+  static keyed_obj again = {.n = -1, .name = "tok1"};
+  cr_assert_eq(map_put(&m, again.name, &again), &objs[1]);
+  cr_assert_eq(map_get(&m, "tok1"), &again);
+  size_t seen = 0;
+  const char *k;
+  void *v;
+  for (size_t i = 0; map_next(&m, &i, &k, &v); seen++) cr_assert_eq(k, ((keyed_obj *)v)->name);
+  cr_assert_eq(seen, map_len(&m));
+  /* churn: tombstones are dropped by rebuilds, the map does not grow for ever */
+  for (int round = 0; round < 50; round++)
+    for (int n = 0; n < 1000; n += 3) {
+      cr_assert_null(map_put(&m, objs[n].name, &objs[n]));
+      cr_assert(map_del_if(&m, objs[n].name, &objs[n]));
+    }
+  cr_assert(m.cap <= 4096, "cap %zu after churn", m.cap);
+  map_free(&m);
+  cr_assert_eq(m.key_of, keyed_name, "map_free keeps it keyed");
+  cr_assert_null(map_put(&m, objs[5].name, &objs[5]));
+  cr_assert_eq(map_get(&m, "tok5"), &objs[5]);
+  map_free(&m);
+}
