@@ -253,6 +253,7 @@ static void join_decide(sess *s, json_t *req, int asked) {
   if (!m) m = room_member_add(r, s, json_object_size(pstate) ? json_deep_copy(pstate) : NULL);
   m->from_seq = seq;
   if (cc.mine > m->cursor) m->cursor = cc.mine;
+  presence_batch_joined(m); /* the list below has the window's changes so far */
   json_t *pres = json_array();
   for (member *x = r->members; x; x = x->next) json_array_append_new(pres, room_presence_entry(x));
   presence_remote_list(r, pres); /* other nodes' members (cluster.h) */

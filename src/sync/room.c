@@ -22,6 +22,7 @@ static void room_destroy(engine *e, room *r) {
   cluster_fetch_q_free(r);
   cluster_room_unloading(e, r);
   room_locks_free(r);
+  presence_batch_free(e, r);
   map_free(&r->rerelease);
   join_cursors_free(r);
   if (r->kind) r->kind->unload(r);
@@ -32,7 +33,7 @@ static void room_destroy(engine *e, room *r) {
 
 void room_unload_if_idle(engine *e, room *r) {
   if (r->nmembers == 0 && r->npeers == 0 && r->pending == 0 && !r->defer && !r->settle_q && !r->fetch_q &&
-      !r->pins) {
+      !r->pins && !r->pch) {
     map_del(&e->rooms, r->name);
     room_destroy(e, r);
   }
@@ -97,6 +98,8 @@ room *room_open(engine *e, const char *name, const room_kind *want, int *err) {
   map_init(&r->rerelease);
   map_init(&r->cursors);
   map_init(&r->remote);
+  map_init_borrowed(&r->pch_by);
+  r->pch_tail = &r->pch;
   int rc = load(e, r, 0);
   if (rc == ROOM_WRONG_KIND) {
     room_destroy(e, r);
@@ -186,6 +189,7 @@ void room_deliver(void *ud, const bus_msg *m) {
   for (member *x = r->members, *next; x; x = next) {
     next = x->next;
     if (m->seq && m->seq <= x->from_seq) continue;
+    if (m->pres_window && x->pgen) continue; /* joined during the window: gets its own (presence_batch.c) */
     if (m->except && strcmp(x->s->dkey, m->except) == 0) continue;
     if (m->only_user && strcmp(x->s->id.user, m->only_user) != 0) continue;
     if (!pos) pos = ring_push(r->ring, m->frame);
@@ -195,8 +199,13 @@ void room_deliver(void *ud, const bus_msg *m) {
   if (r->kind->deliver) r->kind->deliver(e, r, m);
 }
 
-/* A presence event to every member but the one it is about. */
 void room_presence_event(engine *e, member *about, const char *event) {
+  if (e->cfg->presence_interval_ms) presence_batch_note(e, about, event);
+  else room_presence_send(e, about, event);
+}
+
+/* A presence event to every member but the one it is about. */
+void room_presence_send(engine *e, member *about, const char *event) {
   json_t *msg = json_pack("{s:s,s:s,s:s,s:s,s:s}", "type", "presence", "room", about->r->name,
                           "event", event, "user", about->s->id.user, "device", about->s->device);
   if (strcmp(event, "leave") != 0) {
