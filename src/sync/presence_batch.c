@@ -210,7 +210,7 @@ void presence_batch_flush_room(engine *e, room *r) {
   if (!r->pch) return;
   unlink_open(e, r);
   flush_room(e, r);
-  room_unload_if_idle(e, r); /* its window kept it: its last member may have left */
+  room_unload_if_idle(e, r); /* nothing is sent to it synchronously: no window again */
 }
 
 void presence_batch_flush_all(engine *e) {

@@ -33,7 +33,13 @@ static void room_destroy(engine *e, room *r) {
 
 void room_unload_if_idle(engine *e, room *r) {
   if (r->nmembers == 0 && r->npeers == 0 && r->pending == 0 && !r->defer && !r->settle_q && !r->fetch_q &&
-      !r->pins && !r->pch) {
+      !r->pins) {
+    /* Its last members' leaves go now (to other nodes: nobody is left
+     * here), then it unloads (presence_batch_flush_room calls back). */
+    if (r->pch) {
+      presence_batch_flush_room(e, r);
+      return;
+    }
     map_del(&e->rooms, r->name);
     room_destroy(e, r);
   }

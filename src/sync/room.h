@@ -129,7 +129,8 @@ struct room {
   /* Presence changes not sent yet (presence_batch.c): the window's
    * changes, one entry per member in the order of their first change, the
    * same by dkey, the changes recorded in the window, and the next room
-   * with a window open (engine's list). A window keeps the room loaded. */
+   * with a window open (engine's list). A room that goes idle sends its
+   * window first (its members' leaves, for other nodes). */
   struct pchange *pch, **pch_tail;
   map pch_by;
   uint32_t pgen;
