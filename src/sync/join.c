@@ -254,10 +254,6 @@ static void join_decide(sess *s, json_t *req, int asked) {
   m->from_seq = seq;
   if (cc.mine > m->cursor) m->cursor = cc.mine;
   presence_batch_joined(m); /* the list below has the window's changes so far */
-  json_t *pres = json_array();
-  for (member *x = r->members; x; x = x->next) json_array_append_new(pres, room_presence_entry(x));
-  presence_remote_list(r, pres); /* other nodes' members (cluster.h) */
-  json_object_set_new(reply, "presence", pres);
   json_object_set_new(reply, "locks", room_locks_json(e, r));
   json_object_set_new(reply, "cursors", cursors);
   if (snap) {
@@ -265,7 +261,19 @@ static void join_decide(sess *s, json_t *req, int asked) {
     json_object_set_new(reply, "snapshot", json_pack("{s:o}", "items", stream_snapshot(e, s, name, snap, &more)));
     if (more) json_object_set_new(reply, "more", json_true());
   }
-  sess_send_json(s, reply);
+  /* The presence list goes last, written as text (room.h): with a tree
+   * per member it was the largest cost of a join to a full room. */
+  jw *w = &e->frame_text;
+  jw_reset(w);
+  jw_value(w, reply);
+  json_decref(reply);
+  w->len--; /* the reply's closing brace */
+  jw_lit(w, ",\"presence\":");
+  room_presence_list_text(r, w);
+  jw_lit(w, "}");
+  net_chunk *frame = ws_frame_new(WS_OP_TEXT, w->p, w->len);
+  sess_send(s, frame);
+  net_chunk_unref(frame);
   if (is_new) room_presence_event(e, m, "join");
 }
 

@@ -167,6 +167,37 @@ json_t *room_presence_entry(member *m) {
   return e;
 }
 
+void room_presence_list_text(room *r, jw *w) {
+  jw_lit(w, "[");
+  for (member *m = r->members; m; m = m->next) {
+    if (m != r->members) jw_lit(w, ",");
+    jw_lit(w, "{\"user\":");
+    jw_cstr(w, m->s->id.user);
+    jw_lit(w, ",\"device\":");
+    jw_cstr(w, m->s->device);
+    jw_lit(w, ",\"state\":");
+    if (m->state) jw_value(w, m->state);
+    else jw_lit(w, "{}");
+    if (sess_online(m->s)) jw_lit(w, ",\"connected\":true");
+    else jw_lit(w, ",\"connected\":false");
+    if (m->cursor) {
+      jw_lit(w, ",\"cursor\":");
+      jw_int(w, (int64_t)m->cursor);
+    }
+    jw_lit(w, "}");
+  }
+  json_t *remote = json_array();
+  presence_remote_list(r, remote); /* other nodes' members (cluster.h) */
+  size_t i;
+  json_t *x;
+  json_array_foreach(remote, i, x) {
+    if (r->members || i) jw_lit(w, ",");
+    jw_value(w, x);
+  }
+  json_decref(remote);
+  jw_lit(w, "]");
+}
+
 /* ---- fan-out ---------------------------------------------------------------- */
 
 void room_publish(engine *e, const room *r, uint64_t seq, net_chunk *frame, const char *except,

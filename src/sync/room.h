@@ -176,6 +176,11 @@ void room_deliver(void *ud, const bus_msg *m);
  * about: at once with --presence-interval 0, else recorded in the room's
  * window and sent, merged, when the window closes (presence_batch.c). */
 json_t *room_presence_entry(member *m);
+/* The joined list of r's presence (this node's members, then the others'
+ * of cluster.h) appended to w as JSON text: the same bytes as jw_value of
+ * an array of room_presence_entry, without a JSON tree per entry (a join
+ * to a room of n members writes n entries). */
+void room_presence_list_text(room *r, jw *w);
 void room_presence_event(engine *e, member *about, const char *event);
 /* The event as one message to every member but the one it is about, now
  * (with --presence-interval 0, and for what is not batched). */
