@@ -32,8 +32,10 @@ struct member {
   unsigned leave_waits : 1;
   /* The room's presence changes recorded in the current window when it
    * joined (presence_batch.c): its joined list had their effect, so it
-   * gets only the later ones. 0 when it joined before the window opened. */
-  uint32_t pgen;
+   * gets only the later ones. 0 when it joined before the window opened.
+   * In the same word as leave_waits (the member stays 72 bytes); a window
+   * never holds 2^31 changes (rate limits). */
+  unsigned pgen : 31;
 };
 
 /* An item's lock (lock.c). Kept after release (no holder) so fences keep
