@@ -29,6 +29,7 @@
  * that joined during it are sent apart.
  *
  * Loop thread only. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "../common/log.h"
@@ -157,12 +158,16 @@ static net_chunk *frame_of(engine *e, room *r, pchange *c, int kind) {
   return c->frame[kind];
 }
 
+static int by_pgen(const void *a, const void *b) {
+  unsigned x = (*(member *const *)a)->pgen, y = (*(member *const *)b)->pgen;
+  return x < y ? -1 : x > y;
+}
+
 /* Sends r's window: to the members of before it (and other nodes) through
  * the bus, then to each member that joined during it apart. The window is
  * detached first, so what these sends cause opens a new one. */
 static void flush_room(engine *e, room *r) {
   pchange *list = r->pch;
-  uint32_t gens = r->pgen;
   r->pch = NULL;
   r->pch_tail = &r->pch;
   map_free(&r->pch_by);
@@ -176,21 +181,38 @@ static void flush_room(engine *e, room *r) {
       bus_publish(e->bus, &m);
     }
   }
+  /* The members that joined during the window, earliest first: each needs
+   * the frames of the entries after its join, mostly the ones the member
+   * before it needed, so the frames go into the ring in that order and
+   * each outbox names one run of positions rather than many (sess.h). */
+  member *late_few[64], **late = late_few;
+  size_t nlate = 0, cap = 64;
   for (member *x = r->members; x; x = x->next) {
+    if (!x->pgen) continue;
+    if (nlate == cap) {
+      cap *= 2;
+      late = late == late_few ? memcpy(wsy_malloc(cap * sizeof *late), late_few, sizeof late_few)
+                              : wsy_realloc(late, cap * sizeof *late);
+    }
+    late[nlate++] = x;
+  }
+  qsort(late, nlate, sizeof *late, by_pgen);
+  for (size_t i = 0; i < nlate; i++) {
+    member *x = late[i];
     uint32_t base = x->pgen;
-    x->pgen = 0; /* the next window opens after what this one sends */
-    if (!base || base > gens) continue; /* joined before the window, or after it closed (a send's effect) */
     for (pchange *c = list; c; c = c->next) {
       if (c->last <= base || !strcmp(c->dkey, x->s->dkey)) continue;
       int n = effect(c, base, kinds);
-      for (int i = 0; i < n; i++) {
-        net_chunk *f = frame_of(e, r, c, kinds[i]);
-        if (!c->pos[kinds[i]]) c->pos[kinds[i]] = ring_push(r->ring, f);
-        sess_send_ring(x->s, r->ring, c->pos[kinds[i]], f);
+      for (int k = 0; k < n; k++) {
+        net_chunk *f = frame_of(e, r, c, kinds[k]);
+        if (!c->pos[kinds[k]]) c->pos[kinds[k]] = ring_push(r->ring, f);
+        sess_send_ring(x->s, r->ring, c->pos[kinds[k]], f);
         e->deliveries++;
       }
     }
   }
+  for (size_t i = 0; i < nlate; i++) late[i]->pgen = 0; /* the next window opens after what this one sends */
+  if (late != late_few) wsy_free(late);
   for (pchange *c = list, *next; c; c = next) {
     next = c->next;
     pchange_free(c);
