@@ -49,7 +49,7 @@ typedef struct pchange {
   uint32_t nflips, cap;       /* its joins and leaves in the window, */
   uint32_t *flips;            /* their generations, ascending */
   net_chunk *frame[PK_N];     /* made at the window's end, when needed */
-  uint64_t pos[PK_N];         /* in the ring, for the members that joined during the window */
+  uint64_t pos[PK_N];         /* their positions in the room's ring, once pushed */
 } pchange;
 
 static void on_timer(uv_timer_t *t);
@@ -174,10 +174,15 @@ static void flush_room(engine *e, room *r) {
   map_init_borrowed(&r->pch_by);
   r->pgen = 0;
   int kinds[2];
+  /* One ring position per event, taken here: the members that joined
+   * during the window get the same positions where their event is the
+   * same, so every outbox names few runs of consecutive positions. */
   for (pchange *c = list; c; c = c->next) {
     int n = effect(c, 0, kinds);
     for (int i = 0; i < n; i++) {
-      bus_msg m = {.room = r->name, .frame = frame_of(e, r, c, kinds[i]), .except = c->dkey, .pres_window = 1};
+      net_chunk *f = frame_of(e, r, c, kinds[i]);
+      c->pos[kinds[i]] = ring_push(r->ring, f);
+      bus_msg m = {.room = r->name, .frame = f, .except = c->dkey, .pres_pos = c->pos[kinds[i]]};
       bus_publish(e->bus, &m);
     }
   }

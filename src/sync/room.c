@@ -222,11 +222,11 @@ void room_deliver(void *ud, const bus_msg *m) {
   engine *e = ud;
   room *r = map_get(&e->rooms, m->room);
   if (!r) return;
-  uint64_t pos = 0; /* in the ring once the first recipient is found */
+  uint64_t pos = m->pres_pos; /* else in the ring once the first recipient is found */
   for (member *x = r->members, *next; x; x = next) {
     next = x->next;
     if (m->seq && m->seq <= x->from_seq) continue;
-    if (m->pres_window && x->pgen) continue; /* joined during the window: gets its own (presence_batch.c) */
+    if (m->pres_pos && x->pgen) continue; /* joined during the window: gets its own (presence_batch.c) */
     if (m->except && strcmp(x->s->dkey, m->except) == 0) continue;
     if (m->only_user && strcmp(x->s->id.user, m->only_user) != 0) continue;
     if (!pos) pos = ring_push(r->ring, m->frame);
