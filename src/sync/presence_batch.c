@@ -22,17 +22,17 @@
  *   absent then and now               nothing (a join and leave unseen)
  *   present then and now, no rejoin   update (last state), if it changed
  *   present then and now, rejoined    leave, then join (last state)
- * The frames are made once per entry and kind and shared by every
- * recipient; those to the members of before the window go through the bus
- * (room_publish: other nodes' members get them too, and their view of this
- * node's members is the one of the window's opening), those to the members
- * that joined during it are sent apart.
+ * The frames are made once per entry and kind, take one position in the
+ * room's ring and are shared by every recipient; those to the members of
+ * before the window go through the bus (other nodes' members get them too:
+ * their view of this node's members is the one of the window's opening),
+ * those to the members that joined during it are sent apart, from the same
+ * positions where their event is the same one.
  *
  * Loop thread only. */
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/log.h"
 #include "room.h"
 #include "sess.h"
 
