@@ -178,10 +178,13 @@ static void flush_room(engine *e, room *r) {
    * during the window get the same positions where their event is the
    * same, so every outbox names few runs of consecutive positions. */
   for (pchange *c = list; c; c = c->next) {
+    /* No member here but the one it is about (or none): nothing in the
+     * ring, the event goes to other nodes only. */
+    int alone = !r->members || (!r->members->next && !strcmp(r->members->s->dkey, c->dkey));
     int n = effect(c, 0, kinds);
     for (int i = 0; i < n; i++) {
       net_chunk *f = frame_of(e, r, c, kinds[i]);
-      c->pos[kinds[i]] = ring_push(r->ring, f);
+      if (!alone) c->pos[kinds[i]] = ring_push(r->ring, f);
       bus_msg m = {.room = r->name, .frame = f, .except = c->dkey, .pres_pos = c->pos[kinds[i]]};
       bus_publish(e->bus, &m);
     }
