@@ -116,6 +116,8 @@ static const option options[] = {
    "items in one room"},
   {"max-presence-state", K_SIZE, OFF(max_presence_state), "SIZE", "2K", 0, 0,
    "a member's presence state"},
+  {"presence-interval", K_DUR, OFF(presence_interval_ms), "DUR", "100ms", 0, 60000,
+   "how often a room's presence changes are sent, merged (0: each at once)"},
   {"max-catchup", K_UINT, OFF(max_catchup), "N", "10000", 0, 0,
    "ops sent on join before a snapshot is sent instead"},
   {"api-key", K_STR, OFF(api_key), "KEY", NULL, 0, 0,

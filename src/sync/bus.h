@@ -39,6 +39,11 @@ typedef struct bus_msg {
   const char *except;    /* "user:device" of the session it must not reach, or NULL */
   const char *only_user; /* only the sessions of this user, or NULL */
   const char *origin;    /* on delivery: the node that published it (NULL: this node) */
+  /* A presence window's merged event (room.h), already in the room's ring
+   * at this position: on this node it skips the members that joined during
+   * the window (they get theirs apart, from the same positions where they
+   * can). 0 otherwise; not carried to other nodes. */
+  uint64_t pres_pos;
 } bus_msg;
 
 /* Delivers m to this node's members of m->room. m and what it points to are

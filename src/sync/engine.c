@@ -133,6 +133,7 @@ int engine_new(uv_loop_t *loop, net_loop *net, const wsy_config *cfg, store *st,
   uv_timer_start(&e->sweep, on_sweep, 250, 250);
   uv_unref((uv_handle_t *)&e->sweep);
   stream_init(e);
+  presence_batch_init(e);
   *out = e;
   return 0;
 }
@@ -150,6 +151,7 @@ void engine_free(engine *e) {
   sess_reap(e);
   sess_end_all(e);
   fwd_free(e); /* after the sessions: their forwarded streams were ended */
+  presence_batch_flush_all(e); /* their leaves, before the bus goes */
   /* Requests in flight are canceled: their entries go again after the
    * restart; positions already acknowledged commit below. */
   webhooks_free(e->hooks);
@@ -161,6 +163,7 @@ void engine_free(engine *e) {
   stream_deinit(e);
   uv_close((uv_handle_t *)&e->check, NULL);
   uv_close((uv_handle_t *)&e->sweep, NULL);
+  presence_batch_deinit(e);
   cluster_deinit(e);
   room_free_all(e);
   map_free(&e->sessions);

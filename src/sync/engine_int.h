@@ -75,6 +75,8 @@ struct engine {
   map nodes;           /* the other nodes heard from (bus heartbeats) */
   uv_timer_t settle_timer; /* joins waiting for other nodes' presence answers (presence.c) */
   struct pask *pasks;      /* presence API requests waiting for them (presence.c) */
+  room *pres_open;         /* rooms with a presence window open (presence_batch.c) */
+  uv_timer_t pres_timer;   /* closes them, every --presence-interval */
   webhooks *hooks;    /* NULL without --webhook */
   jw frame_text;      /* the text of the last frame made: reused, kept for the store */
   auth_config auth;   /* how hello verifies tokens (secret, JWKS, iss, aud, leeway) */

@@ -53,21 +53,6 @@ static void raw_close(raw_list *l) {
   jw_lit(&l->w, "]");
 }
 
-/* The reply's text with "ops" (a raw list) added as its last member. */
-static void send_with_ops(sess *s, json_t *reply, raw_list *ops) {
-  jw w = JW_INIT;
-  jw_value(&w, reply);
-  json_decref(reply);
-  w.len--; /* the closing brace */
-  jw_lit(&w, ",\"ops\":");
-  jw_raw(&w, ops->w.p, ops->w.len);
-  jw_lit(&w, "}");
-  net_chunk *frame = ws_frame_new(WS_OP_TEXT, w.p, w.len);
-  jw_free(&w);
-  sess_send(s, frame);
-  net_chunk_unref(frame);
-}
-
 typedef struct {
   json_t *arr;
   const char *user, *device;
@@ -310,10 +295,7 @@ static void join_decide(sess *s, json_t *req, int asked) {
   if (!m) m = room_member_add(r, s, json_object_size(pstate) ? json_deep_copy(pstate) : NULL);
   m->from_seq = seq;
   if (cc.mine > m->cursor) m->cursor = cc.mine;
-  json_t *pres = json_array();
-  for (member *x = r->members; x; x = x->next) json_array_append_new(pres, room_presence_entry(x));
-  presence_remote_list(r, pres); /* other nodes' members (cluster.h) */
-  json_object_set_new(reply, "presence", pres);
+  presence_batch_joined(m); /* the list below has the window's changes so far */
   json_object_set_new(reply, "locks", room_locks_json(e, r));
   json_object_set_new(reply, "cursors", cursors);
   if (snap) {
@@ -322,9 +304,25 @@ static void join_decide(sess *s, json_t *req, int asked) {
     if (more) json_object_set_new(reply, "more", json_true());
   }
   if (ops_more) json_object_set_new(reply, "more", json_true()); /* `catchup` parts follow (6.3) */
-  if (with_ops) send_with_ops(s, reply, &ops);
-  else sess_send_json(s, reply);
+  /* The catch-up's ops and the presence list go last, written as text:
+   * the ops as stored (collect_raw), the presence list without a tree per
+   * member (room.h); each was the largest cost of its kind of join. */
+  jw *w = &e->frame_text;
+  jw_reset(w);
+  jw_value(w, reply);
+  json_decref(reply);
+  w->len--; /* the reply's closing brace */
+  if (with_ops) {
+    jw_lit(w, ",\"ops\":");
+    jw_raw(w, ops.w.p, ops.w.len);
+  }
   jw_free(&ops.w);
+  jw_lit(w, ",\"presence\":");
+  room_presence_list_text(r, w);
+  jw_lit(w, "}");
+  net_chunk *frame = ws_frame_new(WS_OP_TEXT, w->p, w->len);
+  sess_send(s, frame);
+  net_chunk_unref(frame);
   if (is_new) room_presence_event(e, m, "join");
 }
 

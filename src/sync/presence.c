@@ -128,6 +128,8 @@ static int remember(room *r, const char *node, const char *event, json_t *entry)
  * answer is sent even when there are none, so that it can stop waiting. */
 static void answer_query(engine *e, const char *name, const char *asker) {
   room *r = map_get(&e->rooms, name);
+  if (r && r->pch) presence_batch_flush_room(e, r); /* what it hears of them on the bus follows this answer */
+  r = map_get(&e->rooms, name);                     /* (sending it may have unloaded an idle r) */
   json_t *list = json_array();
   for (member *x = r ? r->members : NULL; x; x = x->next) json_array_append_new(list, room_presence_entry(x));
   json_t *body = json_pack("{s:s,s:o}", "room", name, "members", list);

@@ -22,6 +22,7 @@ static void room_destroy(engine *e, room *r) {
   cluster_fetch_q_free(r);
   cluster_room_unloading(e, r);
   room_locks_free(r);
+  presence_batch_free(e, r);
   map_free(&r->rerelease);
   join_cursors_free(r);
   if (r->kind) r->kind->unload(r);
@@ -33,6 +34,12 @@ static void room_destroy(engine *e, room *r) {
 void room_unload_if_idle(engine *e, room *r) {
   if (r->nmembers == 0 && r->npeers == 0 && r->pending == 0 && !r->defer && !r->settle_q && !r->fetch_q &&
       !r->pins) {
+    /* Its last members' leaves go now (to other nodes: nobody is left
+     * here), then it unloads (presence_batch_flush_room calls back). */
+    if (r->pch) {
+      presence_batch_flush_room(e, r);
+      return;
+    }
     map_del(&e->rooms, r->name);
     room_destroy(e, r);
   }
@@ -90,6 +97,8 @@ static room *room_new(engine *e, const char *name, const room_kind *kind) {
   map_init(&r->rerelease);
   map_init(&r->cursors);
   map_init(&r->remote);
+  map_init_borrowed(&r->pch_by);
+  r->pch_tail = &r->pch;
   return r;
 }
 
@@ -217,6 +226,37 @@ json_t *room_presence_entry(member *m) {
   return e;
 }
 
+void room_presence_list_text(room *r, jw *w) {
+  jw_lit(w, "[");
+  for (member *m = r->members; m; m = m->next) {
+    if (m != r->members) jw_lit(w, ",");
+    jw_lit(w, "{\"user\":");
+    jw_cstr(w, m->s->id.user);
+    jw_lit(w, ",\"device\":");
+    jw_cstr(w, m->s->device);
+    jw_lit(w, ",\"state\":");
+    if (m->state) jw_value(w, m->state);
+    else jw_lit(w, "{}");
+    if (sess_online(m->s)) jw_lit(w, ",\"connected\":true");
+    else jw_lit(w, ",\"connected\":false");
+    if (m->cursor) {
+      jw_lit(w, ",\"cursor\":");
+      jw_int(w, (int64_t)m->cursor);
+    }
+    jw_lit(w, "}");
+  }
+  json_t *remote = json_array();
+  presence_remote_list(r, remote); /* other nodes' members (cluster.h) */
+  size_t i;
+  json_t *x;
+  json_array_foreach(remote, i, x) {
+    if (r->members || i) jw_lit(w, ",");
+    jw_value(w, x);
+  }
+  json_decref(remote);
+  jw_lit(w, "]");
+}
+
 /* ---- fan-out ---------------------------------------------------------------- */
 
 void room_publish(engine *e, const room *r, uint64_t seq, net_chunk *frame, const char *except,
@@ -241,10 +281,11 @@ void room_deliver(void *ud, const bus_msg *m) {
   engine *e = ud;
   room *r = map_get(&e->rooms, m->room);
   if (!r) return;
-  uint64_t pos = 0; /* in the ring once the first recipient is found */
+  uint64_t pos = m->pres_pos; /* else in the ring once the first recipient is found */
   for (member *x = r->members, *next; x; x = next) {
     next = x->next;
     if (m->seq && m->seq <= x->from_seq) continue;
+    if (m->pres_pos && x->pgen) continue; /* joined during the window: gets its own (presence_batch.c) */
     if (m->except && strcmp(x->s->dkey, m->except) == 0) continue;
     if (m->only_user && strcmp(x->s->id.user, m->only_user) != 0) continue;
     if (!pos) pos = ring_push(r->ring, m->frame);
@@ -254,8 +295,13 @@ void room_deliver(void *ud, const bus_msg *m) {
   if (r->kind->deliver) r->kind->deliver(e, r, m);
 }
 
-/* A presence event to every member but the one it is about. */
 void room_presence_event(engine *e, member *about, const char *event) {
+  if (e->cfg->presence_interval_ms) presence_batch_note(e, about, event);
+  else room_presence_send(e, about, event);
+}
+
+/* A presence event to every member but the one it is about. */
+void room_presence_send(engine *e, member *about, const char *event) {
   json_t *msg = json_pack("{s:s,s:s,s:s,s:s,s:s}", "type", "presence", "room", about->r->name,
                           "event", event, "user", about->s->id.user, "device", about->s->device);
   if (strcmp(event, "leave") != 0) {

@@ -31,6 +31,12 @@ struct member {
    * so that a write fenced out and decided again still finds it joined. */
   unsigned inflight;
   unsigned leave_waits : 1;
+  /* The room's presence changes recorded in the current window when it
+   * joined (presence_batch.c): its joined list had their effect, so it
+   * gets only the later ones. 0 when it joined before the window opened.
+   * In the same word as leave_waits (the member stays 72 bytes); a window
+   * never holds 2^31 changes (rate limits). */
+  unsigned pgen : 31;
 };
 
 /* An item's lock (lock.c). Kept after release (no holder) so fences keep
@@ -134,6 +140,15 @@ struct room {
   struct fwait *fetch_q;
   void *peers;       /* the kind's own connections (Yjs), kept across reloads */
   unsigned npeers;   /* they keep the room loaded as members do */
+  /* Presence changes not sent yet (presence_batch.c): the window's
+   * changes, one entry per member in the order of their first change, the
+   * same by dkey, the changes recorded in the window, and the next room
+   * with a window open (engine's list). A room that goes idle sends its
+   * window first (its members' leaves, for other nodes). */
+  struct pchange *pch, **pch_tail;
+  map pch_by;
+  uint32_t pgen;
+  room *pnext;
 };
 
 /* The document room, loaded from the store (or created) before it is
@@ -180,9 +195,42 @@ void room_publish(engine *e, const room *r, uint64_t seq, net_chunk *frame, cons
 void room_deliver(void *ud, const bus_msg *m);
 
 /* Presence (PROTOCOL.md 7): one entry of a joined or presence list; an
- * event to every member but the one it is about. */
+ * event ("join", "update" or "leave") to every member but the one it is
+ * about: at once with --presence-interval 0, else recorded in the room's
+ * window and sent, merged, when the window closes (presence_batch.c). */
 json_t *room_presence_entry(member *m);
+/* The joined list of r's presence (this node's members, then the others'
+ * of cluster.h) appended to w as JSON text: the same bytes as jw_value of
+ * an array of room_presence_entry, without a JSON tree per entry (a join
+ * to a room of n members writes n entries). */
+void room_presence_list_text(room *r, jw *w);
 void room_presence_event(engine *e, member *about, const char *event);
+/* The event as one message to every member but the one it is about, now
+ * (with --presence-interval 0, and for what is not batched). */
+void room_presence_send(engine *e, member *about, const char *event);
+
+/* Presence windows (presence_batch.c, PROTOCOL.md 8.3). A room's presence
+ * changes of one --presence-interval are gathered and sent together, one
+ * engine timer for every room: per member (user, device) the changes of
+ * the window merge into at most a leave and a join (the state and
+ * connected flag of the last change), each still one message of today's
+ * form. A member that joined during the window had their effect in its
+ * joined list and gets only the changes after it (member.pgen). In a
+ * cluster the merged events go over the bus, so other nodes' members get
+ * them like this node's members that joined before the window. */
+void presence_batch_note(engine *e, member *about, const char *event);
+/* A member joins or joins again (its joined list is being sent): from now
+ * on it gets the window's later changes only. */
+void presence_batch_joined(member *m);
+/* Sends r's window now (another node asks for r's members: what it hears
+ * from this node must be what the answer follows). */
+void presence_batch_flush_room(engine *e, room *r);
+/* Sends every window (shutdown, before the bus goes). */
+void presence_batch_flush_all(engine *e);
+/* Drops r's window unsent (the room goes). */
+void presence_batch_free(engine *e, room *r);
+void presence_batch_init(engine *e);
+void presence_batch_deinit(engine *e);
 
 /* Locks (PROTOCOL.md 9; lock.c). On one node they live in memory and
  * every change is immediate. In a cluster (e->clustered) they live in the

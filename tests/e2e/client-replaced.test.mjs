@@ -188,6 +188,9 @@ for (const catchup of ['ops', 'snapshot']) {
     const s = await setup(t, srv, room);
     const { proxy, a, ta, ra, rb } = s;
     const session = a.session;
+    // Presence events go out per --presence-interval: bob must have seen
+    // alice join before her leave can tell that her session ended.
+    await waitUntil(() => rb.presence.list.some((p) => p.user === 'alice'), 'bob sees alice');
 
     // The op leaves into a dead network, which then fails for good: sent,
     // never received, never answered.

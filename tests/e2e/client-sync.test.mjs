@@ -325,6 +325,9 @@ function syncSuite(transport) {
     await ra.set('a', { v: 1 });
     await settled([ra, rb], 1);
     const session = a.session;
+    // Presence events go out per --presence-interval: bob must have seen
+    // alice join before her leave can tell that her session ended.
+    await waitUntil(() => rb.presence.list.some((p) => p.user === 'alice'), 'bob sees alice');
 
     const cutAt = a.sent.length;
     const welcomesAt = a.welcomes.length;
@@ -348,7 +351,7 @@ function syncSuite(transport) {
     assert.deepEqual(sentOf(a, 'join', sentBefore).map((j) => j.since.seq), [1]);
     assert.equal(ra.events.filter((e) => e.event === 'joined').at(-1).recovered, true);
     assert.deepEqual(docOf(ra), await serverDoc(srv.url, room));
-    assert.ok(rb.presence.list.some((p) => p.user === 'alice'), 'alice is back');
+    await waitUntil(() => rb.presence.list.some((p) => p.user === 'alice'), 'alice is back'); // within --presence-interval
     assert.deepEqual(unexpectedErrors(a), []);
   });
 

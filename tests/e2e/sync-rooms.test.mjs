@@ -303,6 +303,9 @@ test('leave and presence', async (t) => {
     const c = await connect('cleo');
     const j = await c.join(room);
     assert.deepEqual(j.presence.find((p) => p.user === 'ben').state, { name: 'Ben', editing: 'card-7' });
+    // A join and a leave within one --presence-interval are not seen at all (8.3): her join first.
+    await a.waitFor((m) => m.type === 'presence' && m.event === 'join' && m.user === 'cleo', 'cleo joins');
+    await b.waitFor((m) => m.type === 'presence' && m.event === 'join' && m.user === 'cleo', 'cleo joins');
     c.send({ type: 'bye' }); // ends the session: a closed connection alone only detaches it (3.5)
     await a.waitFor((m) => m.type === 'presence' && m.event === 'leave' && m.user === 'cleo', 'cleo leaves');
     await b.waitFor((m) => m.type === 'presence' && m.event === 'leave' && m.user === 'cleo', 'cleo leaves');

@@ -15,8 +15,11 @@ const WINDOW = scale(1000, 2500);
 
 let srv;
 test.before(async () => {
+  // --presence-interval 0: these cases count every message of a session
+  // (ordinals, replays) with presence events sent at once, as they come;
+  // presence windows have their own suite (sync-presence-batch.test.mjs).
   srv = await startSyncServer(null, ['--resume-window', `${WINDOW}ms`, '--handshake-timeout', '500ms',
-    '--rate', '100000', '--burst', '100000']);
+    '--rate', '100000', '--burst', '100000', '--presence-interval', '0']);
 });
 test.after(() => srv.stopChecked());
 
@@ -319,7 +322,7 @@ test('failed resumes: a new session, and the old one has ended', async (t) => {
 });
 
 test('--max-outbox 1K: a resume fails when the missed messages no longer fit', async (t) => {
-  const small = await startSyncServer(t, ['--max-outbox', '1K', '--rate', '100000', '--burst', '100000']);
+  const small = await startSyncServer(t, ['--max-outbox', '1K', '--rate', '100000', '--burst', '100000', '--presence-interval', '0']);
   const room = 'board:outbox';
   const c = (user, device = dev(user)) => SyncClient.connect(small.url, { token: token(user), device });
   const a = await c('lea', 'laptop');
