@@ -30,7 +30,7 @@ test('a graceful restart (SIGTERM) keeps epoch, seq, document, log and dedupe re
   assert.deepEqual(acks.map((x) => x.seq), [1, 2, 3, 4, 5, 6]);
   for (let q = 1; q <= 6; q++) await a.entry(room, q);
   const pre = await snap(h, room);
-  const history = (await a.join(room, { since: { epoch: j0.epoch, seq: 0 } })).ops;
+  const history = (await a.joinWhole(room, { since: { epoch: j0.epoch, seq: 0 } })).ops;
   assert.equal(history.length, 6);
 
   await h.stop();
@@ -43,14 +43,14 @@ test('a graceful restart (SIGTERM) keeps epoch, seq, document, log and dedupe re
   const b = await SyncClient.connect(h.url, hello); // the same device, a new session
   t.after(() => b.close());
   await t.test('since the old position -> recovered, no ops', async () => {
-    const j = await b.join(room, { since: { epoch: pre.epoch, seq: pre.seq } });
+    const j = await b.joinWhole(room, { since: { epoch: pre.epoch, seq: pre.seq } });
     assert.equal(j.recovered, true);
     assert.equal(j.epoch, pre.epoch);
     assert.equal(j.seq, pre.seq);
     assert.deepEqual(j.ops, []);
   });
   await t.test('since 0 -> the same log, entry for entry', async () => {
-    const j = await b.join(room, { since: { epoch: pre.epoch, seq: 0 } });
+    const j = await b.joinWhole(room, { since: { epoch: pre.epoch, seq: 0 } });
     assert.equal(j.recovered, true);
     assert.deepEqual(j.ops, history);
   });
@@ -78,7 +78,7 @@ test('a graceful restart (SIGTERM) keeps epoch, seq, document, log and dedupe re
     await h.start();
     assert.deepEqual(await snap(h, room), pre2);
     const c = await SyncClient.connect(h.url, { token: token('alice'), device: 'laptop' });
-    const j = await c.join(room, { since: { epoch: pre.epoch, seq: 6 } });
+    const j = await c.joinWhole(room, { since: { epoch: pre.epoch, seq: 6 } });
     assert.equal(j.recovered, true);
     assert.deepEqual(j.ops.map((o) => o.cid), ['k.7']);
     const d = await c.set(room, 'k.7', 'card-4', {});
@@ -114,7 +114,7 @@ async function crashRun(t, { args = [], PER_ROUND, KILL_AFTER }) {
       r.rep = new Replica(await r.c.join(room));
       return;
     }
-    const j = await r.c.join(room, { since: r.rep.position });
+    const j = await r.c.joinWhole(room, { since: r.rep.position });
     assert.equal(j.recovered, true, `reader rejoin at ${JSON.stringify(r.rep.position)} recovers`);
     r.rep.reset(j);
   }
@@ -189,7 +189,7 @@ async function crashRun(t, { args = [], PER_ROUND, KILL_AFTER }) {
   // The log: gapless 1..N, each cid once, at the seq its ack said, as sent.
   const auditor = await SyncClient.connect(h.url, { token: token('auditor', { '*': 'r' }), device: 'a1' });
   t.after(() => auditor.close());
-  const j = await auditor.join(room, { since: { epoch, seq: 0 } });
+  const j = await auditor.joinWhole(room, { since: { epoch, seq: 0 } }); // in parts when large (6.3)
   assert.equal(j.epoch, epoch, 'the epoch is unchanged');
   assert.equal(j.recovered, true);
   assert.equal(j.seq, ops.size, 'one entry per op: nothing lost, nothing doubled');
@@ -210,7 +210,7 @@ async function crashRun(t, { args = [], PER_ROUND, KILL_AFTER }) {
   assert.equal(fresh.seq, ops.size);
   for (const [ri, r] of readers.entries()) {
     while (r.rep.seq < ops.size) r.rep.apply(await r.c.waitFor(isEntry(room), `reader ${ri} entry ${r.rep.seq + 1}`));
-    const again = await r.c.join(room, { since: r.rep.position });
+    const again = await r.c.joinWhole(room, { since: r.rep.position });
     assert.equal(again.recovered, true);
     assert.deepEqual(again.ops, []);
     assert.deepEqual(r.rep.items, fresh.items, `reader ${ri} converges`);

@@ -333,6 +333,25 @@ export class SyncClient {
     return this.expect({ type: 'join', room, ...extra }, 'joined');
   }
 
+  /**
+   * join -> the whole joined: when it comes in parts (PROTOCOL.md 6.3, `more`),
+   * waits for the `snapshot` or `catchup` messages up to the last and
+   * returns the joined with every item or op in it (and no `more`).
+   */
+  async joinWhole(room, extra = {}) {
+    const mark = this.log.length;
+    const j = await this.join(room, extra);
+    if (!j.more) return j;
+    const type = j.recovered ? 'catchup' : 'snapshot';
+    await this.waitFor((m) => m.type === type && m.room === room && m.more === false, `the last ${type} part`, 120000);
+    const parts = this.log.slice(mark).filter((m) => m.type === type && m.room === room);
+    const whole = { ...j };
+    delete whole.more;
+    if (j.recovered) whole.ops = [...j.ops, ...parts.flatMap((p) => p.ops)];
+    else whole.snapshot = { items: Object.assign({}, j.snapshot.items, ...parts.map((p) => p.items)) };
+    return whole;
+  }
+
   /** An op request; resolves the reply (ack or error). */
   op(room, cid, op) {
     return this.request({ type: 'op', room, cid, op });
