@@ -189,6 +189,16 @@ static void on_tick(uv_timer_t *t) {
   if (e->streams) uv_timer_start(&e->stream_timer, on_tick, sent ? 0 : 1, 0);
 }
 
+/* st goes on from the next loop turn, for s (a reference) in room name. */
+static void start(engine *e, stream *st, sess *s, const char *name) {
+  st->s = s;
+  s->refs++;
+  st->room = wsy_strndup(name, strlen(name));
+  st->next = e->streams;
+  e->streams = st;
+  uv_timer_start(&e->stream_timer, on_tick, 0, 0);
+}
+
 json_t *stream_snapshot(engine *e, sess *s, const char *name, json_t *snap, int *more) {
   stream_cancel(e, s, name);
   stream *st = wsy_calloc(1, sizeof *st);
@@ -203,12 +213,7 @@ json_t *stream_snapshot(engine *e, sess *s, const char *name, json_t *snap, int 
     wsy_free(st);
     return first;
   }
-  st->s = s;
-  s->refs++;
-  st->room = wsy_strndup(name, strlen(name));
-  st->next = e->streams;
-  e->streams = st;
-  uv_timer_start(&e->stream_timer, on_tick, 0, 0);
+  start(e, st, s, name);
   return first;
 }
 
@@ -225,13 +230,8 @@ int stream_catchup(engine *e, sess *s, const char *name, json_t *re, uint64_t si
   st->sent = last;
   st->upto = seq;
   st->re = re ? json_incref(re) : NULL;
-  st->s = s;
-  s->refs++;
-  st->room = wsy_strndup(name, strlen(name));
-  st->next = e->streams;
-  e->streams = st;
+  start(e, st, s, name);
   *more = 1;
-  uv_timer_start(&e->stream_timer, on_tick, 0, 0);
   return 0;
 }
 

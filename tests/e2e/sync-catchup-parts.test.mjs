@@ -37,19 +37,29 @@ async function write(c, room, from, n, tag = 'w') {
 
 const entriesOf = (log, room) => log.filter((m) => (m.type === 'op' || m.type === 'message') && m.room === room);
 
-test('a catch-up of 0.7 MB in parts: exact, in order, live entries after it, the log kept meanwhile', async (t) => {
-  // --history-ops 700: without the floor, the writes during the catch-up
-  // would trim entries it has not sent yet (trimming runs every 256 seqs).
-  const srv = await startSyncServer(t, [...SERVER_ARGS, '--rate', '1000000', '--burst', '1000000', '--history-ops', '700']);
-  const room = 'doc:catchup';
+/**
+ * A server keeping historyOps entries, a writer that wrote 100 ops to room
+ * (since: the last of them) and then n more of about BODY bytes (upto), and
+ * a joiner connected before those n: ready to join with since.
+ */
+async function catchupSetup(t, room, historyOps, n) {
+  const srv = await startSyncServer(t, [...SERVER_ARGS, '--rate', '1000000', '--burst', '1000000', '--history-ops', String(historyOps)]);
   const writer = await SyncClient.connect(srv.url, { token: token('writer'), device: 'w' });
   t.after(() => writer.close());
   const j0 = await writer.join(room);
   const since = await write(writer, room, 0, 100, 'a');
-
   const joiner = await SyncClient.connect(srv.url, { token: token('joiner'), device: 'j' });
   t.after(() => joiner.close());
-  const upto = await write(writer, room, 100, 600, 'b');
+  const upto = await write(writer, room, 100, n, 'b');
+  return { srv, writer, joiner, j0, since, upto };
+}
+
+test('a catch-up of 0.7 MB in parts: exact, in order, live entries after it, the log kept meanwhile', async (t) => {
+  // --history-ops 700: trimming runs during the catch-up (every 256 seqs);
+  // the parts here go out faster than it reaches them. The next test makes
+  // the reader slow, which is where the retention floor matters.
+  const room = 'doc:catchup';
+  const { srv, writer, joiner, j0, since, upto } = await catchupSetup(t, room, 700, 600);
 
   const mark = joiner.log.length;
   const joined = await joiner.join(room, { since: { epoch: j0.epoch, seq: since } });
@@ -113,15 +123,8 @@ test('the log is not trimmed under a catch-up whose reader is slow (--history-op
   // buffers are full the parts wait for its connection (stream.h), while
   // 8,000 small writes move the trim point far past what was sent;
   // retention keeps the entries not sent yet until they are.
-  const srv = await startSyncServer(t, [...SERVER_ARGS, '--rate', '1000000', '--burst', '1000000', '--history-ops', '10100']);
   const room = 'doc:slow';
-  const writer = await SyncClient.connect(srv.url, { token: token('writer'), device: 'w' });
-  t.after(() => writer.close());
-  const j0 = await writer.join(room);
-  const since = await write(writer, room, 0, 100, 'a');
-  const joiner = await SyncClient.connect(srv.url, { token: token('joiner'), device: 'j' });
-  t.after(() => joiner.close());
-  const upto = await write(writer, room, 100, 10000, 'b');
+  const { srv, writer, joiner, j0, since, upto } = await catchupSetup(t, room, 10100, 10000);
   const mark = joiner.log.length;
   const pending = joiner.request({ type: 'join', room, since: { epoch: j0.epoch, seq: since } }, 120000);
   joiner.ws._socket.pause(); // a slow reader, from the start
