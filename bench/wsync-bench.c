@@ -231,6 +231,7 @@ static struct {
   int extra_pids[7], nextra; /* further --server-pid: summed into the server's figures */
   int json, check, idle, quiet;
   long catchup;
+  double rejoin_for; /* catch-up: join again, one after another, for this long */
   int items;
   int concurrency;
   int recv_interval_ms;
@@ -278,6 +279,10 @@ static void usage(void) {
     "                       one-time costs (code pages, first allocations) are not counted [100]\n"
     "  --catchup N          scenario (f): write N ops (op set, --pubs writers, 1 room),\n"
     "                       then time a join with since {epoch, seq 0}\n"
+    "  --rejoin-for S       catch-up: then join again (each with since, after the\n"
+    "                       last part of the one before) for S seconds; reported\n"
+    "                       as rejoins and their times (run another generator\n"
+    "                       meanwhile to see what large joins cost other rooms)\n"
     "  --items M            op mode: distinct items written                 [100]\n"
     "  --concurrency C      connections being set up at once                [256]\n"
     "  --recv-interval MS   wsync: send recv about this often (0: never)    [1000]\n"
@@ -302,7 +307,7 @@ static void parse_opts(int argc, char **argv) {
     {"conns", 1, 0, 'n'}, {"rooms", 1, 0, 'k'}, {"pubs", 1, 0, 'u'}, {"size", 1, 0, 's'},
     {"rate", 1, 0, 'r'}, {"window", 1, 0, 'w'}, {"warmup", 1, 0, 'W'}, {"duration", 1, 0, 'd'},
     {"drain", 1, 0, 'D'}, {"settle", 1, 0, 'S'}, {"server-pid", 1, 0, 'i'}, {"json", 0, 0, 'j'},
-    {"check", 0, 0, 'c'}, {"idle", 0, 0, 'I'}, {"quiet", 0, 0, 'q'}, {"catchup", 1, 0, 'C'},
+    {"check", 0, 0, 'c'}, {"idle", 0, 0, 'I'}, {"quiet", 0, 0, 'q'}, {"catchup", 1, 0, 'C'}, {"rejoin-for", 1, 0, 'J'},
     {"items", 1, 0, 'M'}, {"concurrency", 1, 0, 'x'}, {"recv-interval", 1, 0, 'R'},
     {"hist", 1, 0, 'H'}, {"prefix", 1, 0, 'f'}, {"label", 1, 0, 'l'}, {"healthz", 0, 0, 'z'},
     {"spin", 0, 0, 'B'}, {"idle-warm", 1, 0, 'A'}, {"inject-loss", 1, 0, 'L'}, {"inject-dup", 1, 0, 'U'}, {"deflate", 0, 0, 'Z'}, {"fill", 1, 0, 'F'}, {"pub-port", 1, 0, 'O'}, {"alt-port", 1, 0, 'T'}, {"alt-rooms", 0, 0, 'V'}, {"help", 0, 0, '?'}, {0, 0, 0, 0}};
@@ -346,6 +351,7 @@ static void parse_opts(int argc, char **argv) {
     case 'I': opt.idle = 1; break;
     case 'q': opt.quiet = 1; break;
     case 'C': opt.catchup = atol(optarg); break;
+    case 'J': opt.rejoin_for = atof(optarg); break;
     case 'M': opt.items = atoi(optarg); break;
     case 'x': opt.concurrency = atoi(optarg); break;
     case 'R': opt.recv_interval_ms = atoi(optarg); break;
@@ -465,8 +471,11 @@ static struct {
   uint64_t t_connect0, t_connected, t_upgraded_last;
   int nready, nconnecting, next_to_connect, nupgraded;
   uint64_t t_measure0, t_measure1;
-  uint64_t catch_t0, catch_t1, catch_bytes, catch_seq;
-  int catch_recovered, catch_conn, catch_done;
+  uint64_t catch_t0, catch_t1, catch_first, catch_bytes, catch_seq, catch_parts;
+  int catch_recovered, catch_conn, catch_done, catch_more;
+  /* --rejoin-for: the joins after the first, each timed to its last part */
+  uint64_t rejoin_until, rejoins, rejoin_bytes;
+  hist rejoin_lat;
   uint64_t catch_write_t0, catch_write_t1;
   int stalled;
   char first_error[256];
@@ -959,6 +968,51 @@ static long long json_int_after(const uint8_t *d, size_t len, const char *key) {
 
 static void send_join(int ci, int with_since);
 
+/* The catch-up connection's join comes as joined, then, when joined says
+ * "more": true, as snapshot or catchup parts until one says "more": false
+ * (PROTOCOL.md 6.3): a join is timed to its last part. With --rejoin-for
+ * the next join goes as soon as one is complete. */
+static struct {
+  uint64_t first, bytes, parts;
+  int busy;
+} cj;
+
+static void catch_part(const uint8_t *d, size_t len, uint64_t now, int first) {
+  if (first) {
+    cj.first = now;
+    cj.bytes = 0;
+    cj.parts = 0;
+    if (!st.catch_done) {
+      st.catch_recovered = memmem(d, len, "\"recovered\":true", 16) != NULL;
+      long long s = json_int_after(d, len, "\"seq\":");
+      st.catch_seq = s < 0 ? 0 : (uint64_t)s;
+    }
+  } else if (!cj.busy || !st.catch_more) {
+    st.unexpected++; /* a part after the last one */
+    return;
+  }
+  cj.bytes += len;
+  cj.parts++;
+  st.catch_more = memmem(d, len, "\"more\":true", 11) != NULL;
+  if (st.catch_more) return;
+  cj.busy = 0;
+  if (!st.catch_done) {
+    st.catch_done = 1;
+    st.catch_t1 = now;
+    st.catch_first = cj.first;
+    st.catch_bytes = cj.bytes;
+    st.catch_parts = cj.parts;
+  } else {
+    st.rejoins++;
+    st.rejoin_bytes += cj.bytes;
+    hist_add(&st.rejoin_lat, now - conns[st.catch_conn].t_join_sent);
+  }
+  if (now < st.rejoin_until) {
+    cj.busy = 1;
+    send_join(st.catch_conn, 1);
+  }
+}
+
 static void on_wsync_text(int ci, const uint8_t *d, size_t len, uint64_t now) {
   conn *c = &conns[ci];
   /* the server writes "type" first: {"type":"... */
@@ -1002,17 +1056,13 @@ static void on_wsync_text(int ci, const uint8_t *d, size_t len, uint64_t now) {
       send_join(ci, ci == st.catch_conn && phase == PH_CATCHUP);
     }
   } else if (tl >= 7 && !memcmp(t, "joined\"", 7)) {
-    if (c->state != CS_JOINING) return;
-    c->state = CS_READY;
     if (ci == st.catch_conn && phase == PH_CATCHUP) {
-      st.catch_t1 = now;
-      st.catch_bytes = len;
-      st.catch_done = 1;
-      st.catch_recovered = memmem(d, len, "\"recovered\":true", 16) != NULL;
-      long long s = json_int_after(d, len, "\"seq\":");
-      st.catch_seq = s < 0 ? 0 : (uint64_t)s;
+      c->state = CS_READY;
+      catch_part(d, len, now, 1);
       return;
     }
+    if (c->state != CS_JOINING) return;
+    c->state = CS_READY;
     const uint8_t *e = memmem(d, len, "\"epoch\":\"", 9);
     if (e && !epoch[0]) {
       e += 9;
@@ -1046,6 +1096,8 @@ static void on_wsync_text(int ci, const uint8_t *d, size_t len, uint64_t now) {
     }
     st.errors++;
     if (!st.first_error[0]) snprintf(st.first_error, sizeof st.first_error, "%.*s", (int)(len > 200 ? 200 : len), d);
+  } else if (ci == st.catch_conn && ((tl >= 9 && !memcmp(t, "snapshot\"", 9)) || (tl >= 8 && !memcmp(t, "catchup\"", 8)))) {
+    catch_part(d, len, now, 0);
   }
   /* presence, pong and the rest: counted in the ordinal only */
 }
@@ -1307,7 +1359,7 @@ static void send_join(int ci, int with_since) {
   else
     n = snprintf(msg, sizeof msg, "{\"type\":\"join\",\"id\":\"j\",\"room\":\"%s\"}", rn);
   c->t_join_sent = now_ns();
-  if (with_since) st.catch_t0 = c->t_join_sent;
+  if (with_since && !st.catch_done) st.catch_t0 = c->t_join_sent;
   send_frame(ci, 1, msg, (size_t)n);
 }
 
@@ -1517,10 +1569,12 @@ static void run(void) {
           if (!opt.quiet)
             fprintf(stderr, "wsync-bench: %ld ops written in %.0f ms; joining with since {%s, 0}\n", opt.catchup,
                     (now - st.catch_write_t0) / 1e6, epoch);
+          st.rejoin_until = now + (uint64_t)(opt.rejoin_for * 1e9);
+          deadline = st.rejoin_until + 60000000000ull;
+          cj.busy = 1;
           start_connect(st.catch_conn);
-          deadline = now + 60000000000ull;
         }
-      } else if (st.catch_done || now >= deadline) {
+      } else if ((st.catch_done && !cj.busy && now >= st.rejoin_until) || now >= deadline) {
         sample(&smp.srv1, &smp.self1, &smp.mach1, &smp.irq1);
         phase = PH_DONE;
       }
@@ -1613,7 +1667,7 @@ static int report(void) {
    * order (the room's seq order is checked instead, seq_breaks). */
   int failed = losses || st.dups || (st.ooo && !st.stale) || st.seq_breaks || st.errors || st.closes || st.foreign || st.unexpected || st.stalled ||
                (!opt.idle && st.sent_total == 0);
-  if (opt.catchup && (!st.catch_done || st.catch_seq != (uint64_t)opt.catchup)) failed = 1;
+  if (opt.catchup && (!st.catch_done || cj.busy || st.catch_seq != (uint64_t)opt.catchup)) failed = 1;
   if (opt.hist_file) write_hist(opt.hist_file, opt.proto == P_WSYNC && opt.mode == M_OP ? &st.ack_lat : &st.lat);
 
   if (opt.json) {
@@ -1670,10 +1724,16 @@ static int report(void) {
     if (opt.catchup) {
       double wms = (double)(st.catch_write_t1 - st.catch_write_t0) / 1e6;
       fprintf(f, ",\"catchup\":{\"ops\":%ld,\"write_ms\":%.0f,\"write_ops_per_s\":%.0f,\"done\":%s,\"catchup_ms\":%.1f,"
-                 "\"joined_bytes\":%" PRIu64 ",\"recovered\":%s,\"seq\":%" PRIu64 ",\"server_cpu_s\":%.2f}",
+                 "\"first_part_ms\":%.1f,\"joined_bytes\":%" PRIu64 ",\"parts\":%" PRIu64 ",\"recovered\":%s,\"seq\":%" PRIu64
+                 ",\"server_cpu_s\":%.2f",
               opt.catchup, wms, wms > 0 ? opt.catchup / wms * 1e3 : 0, st.catch_done ? "true" : "false",
-              st.catch_done ? (double)(st.catch_t1 - st.catch_t0) / 1e6 : -1.0, st.catch_bytes,
+              st.catch_done ? (double)(st.catch_t1 - st.catch_t0) / 1e6 : -1.0,
+              st.catch_done ? (double)(st.catch_first - st.catch_t0) / 1e6 : -1.0, st.catch_bytes, st.catch_parts,
               st.catch_recovered ? "true" : "false", st.catch_seq, srv_cpu);
+      if (opt.rejoin_for > 0)
+        fprintf(f, ",\"rejoins\":%" PRIu64 ",\"rejoin_bytes\":%" PRIu64 ",\"rejoin_ms\":{\"p50\":%.1f,\"max\":%.1f}",
+                st.rejoins, st.rejoin_bytes, hist_pct(&st.rejoin_lat, 50) / 1e6, st.rejoin_lat.max / 1e6);
+      fputc('}', f);
     }
     fprintf(f, ",\"ok\":%s}\n", failed ? "false" : "true");
   } else {
@@ -1704,12 +1764,17 @@ static int report(void) {
       if (heap_per_conn >= 0) printf(" (malloc'd: %.0f)", heap_per_conn);
       printf("\n");
     }
-    if (opt.catchup)
-      printf("  wrote %ld ops in %.0f ms; join with since {epoch, 0}: joined after %.1f ms, %" PRIu64
-             " bytes, recovered %s, seq %" PRIu64 "\n",
+    if (opt.catchup) {
+      printf("  wrote %ld ops in %.0f ms; join with since {epoch, 0}: first part after %.1f ms, last after %.1f ms, %" PRIu64
+             " bytes in %" PRIu64 " parts, recovered %s, seq %" PRIu64 "\n",
              opt.catchup, (st.catch_write_t1 - st.catch_write_t0) / 1e6,
-             st.catch_done ? (st.catch_t1 - st.catch_t0) / 1e6 : -1.0, st.catch_bytes,
+             st.catch_done ? (st.catch_first - st.catch_t0) / 1e6 : -1.0,
+             st.catch_done ? (st.catch_t1 - st.catch_t0) / 1e6 : -1.0, st.catch_bytes, st.catch_parts,
              st.catch_recovered ? "true" : "false", st.catch_seq);
+      if (opt.rejoin_for > 0)
+        printf("  then %" PRIu64 " joins again in %.1f s (%" PRIu64 " bytes): each p50 %.1f ms, max %.1f ms\n", st.rejoins,
+               opt.rejoin_for, st.rejoin_bytes, hist_pct(&st.rejoin_lat, 50) / 1e6, st.rejoin_lat.max / 1e6);
+    }
     printf("  expected %" PRIu64 ", received %" PRIu64 ": losses %" PRIu64 ", duplicates %" PRIu64
            ", out of order %" PRIu64 ", errors %" PRIu64 ", server closes %" PRIu64 "%s\n",
            expected, distinct, losses, st.dups, st.ooo, st.errors, st.closes, st.stalled ? ", STALLED" : "");
