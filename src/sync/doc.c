@@ -21,7 +21,10 @@ struct doc_text {
   int stale; /* the item's JSON value lags behind the rope */
 };
 
-void doc_init(doc *d) { map_init(&d->items); }
+void doc_init(doc *d) {
+  map_init(&d->items);
+  d->frozen = NULL;
+}
 
 static doc_text *live_find(const doc_item *it, const char *field) {
   for (doc_text *x = it->live; x; x = x->next)
@@ -47,6 +50,8 @@ void doc_item_fresh(const doc_item *cit) {
     it->fields = fields;
   }
 }
+
+static void doc_changing(doc *d);
 
 /* Brings the JSON up to date and lets the ropes go: the item is about to be
  * changed as JSON (a set, a batch), which the ropes would not see. */
@@ -86,6 +91,7 @@ static void item_free(doc_item *it) {
 }
 
 void doc_free(doc *d) {
+  doc_changing(d);
   const char *k;
   void *v;
   for (size_t i = 0; map_next(&d->items, &i, &k, &v);) item_free(v);
@@ -105,6 +111,7 @@ int doc_load(doc *d, const char *id, const char *fields_json, size_t len, const 
     json_decref(revs);
     return WSY_INVAL;
   }
+  doc_changing(d);
   doc_item *it = wsy_calloc(1, sizeof *it);
   it->fields = f;
   it->revs = doc_revs_split(revs, &it->gen);
@@ -168,6 +175,97 @@ json_t *doc_snapshot(const doc *d) {
   void *v;
   for (size_t i = 0; map_next(&d->items, &i, &k, &v);) json_object_set_new(items, k, doc_item_json(v));
   return json_pack("{s:o}", "items", items);
+}
+
+doc_frozen *doc_freeze(doc *d) {
+  doc_frozen *f = wsy_calloc(1, sizeof *f);
+  f->live = doc_len(d) ? wsy_malloc(doc_len(d) * sizeof *f->live) : NULL;
+  const char *k;
+  void *v;
+  for (size_t i = 0; map_next(&d->items, &i, &k, &v);) f->live[f->n++] = (map_slot){(char *)k, v};
+  f->d = d;
+  f->next = d->frozen;
+  d->frozen = f;
+  return f;
+}
+
+static void unlink_frozen(doc_frozen *f) {
+  doc_frozen **pp = &f->d->frozen;
+  while (*pp != f) pp = &(*pp)->next;
+  *pp = f->next;
+  f->d = NULL;
+}
+
+/* Copies what f has not written yet out of its document (about to change). */
+static void copy_frozen(doc_frozen *f) {
+  size_t from = f->copied_from, ids = 0;
+  for (size_t i = from; i < f->n; i++) ids += strlen(f->live[i].key);
+  f->v = f->n > from ? wsy_malloc((f->n - from) * sizeof *f->v) : NULL;
+  f->ids = wsy_malloc(ids + 1);
+  size_t at = 0;
+  for (size_t i = from; i < f->n; i++) {
+    doc_item *it = f->live[i].val;
+    doc_item_fresh(it);
+    doc_frozen_item *x = &f->v[i - from];
+    x->id = at;
+    x->id_len = strlen(f->live[i].key);
+    memcpy(f->ids + at, f->live[i].key, x->id_len);
+    at += x->id_len;
+    x->version = it->version;
+    x->fields = json_incref(it->fields);
+    x->revs = it->revs && json_object_size(it->revs) ? json_copy(it->revs) : NULL;
+  }
+  wsy_free(f->live);
+  f->live = NULL;
+  unlink_frozen(f);
+}
+
+/* Called before anything in d changes. */
+static void doc_changing(doc *d) {
+  while (d->frozen) copy_frozen(d->frozen);
+}
+
+void doc_frozen_free(doc_frozen *f) {
+  if (!f) return;
+  if (f->d) unlink_frozen(f);
+  for (size_t i = 0; f->v && i < f->n - f->copied_from; i++) {
+    json_decref(f->v[i].fields);
+    json_decref(f->v[i].revs);
+  }
+  wsy_free(f->v);
+  wsy_free(f->ids);
+  wsy_free(f->live);
+  wsy_free(f);
+}
+
+static void write_item(jw *w, const char *id, size_t id_len, uint64_t version, json_t *fields, json_t *revs) {
+  jw_str(w, id, id_len);
+  jw_lit(w, ":{\"version\":");
+  jw_int(w, (int64_t)version);
+  jw_lit(w, ",\"fields\":");
+  jw_value(w, fields);
+  if (revs && json_object_size(revs)) {
+    jw_lit(w, ",\"revs\":");
+    jw_value(w, revs);
+  }
+  jw_lit(w, "}");
+}
+
+size_t doc_frozen_write(doc_frozen *f, size_t from, jw *w, size_t bytes) {
+  size_t start = w->len, i = from;
+  for (; i < f->n && (i == from || w->len - start < bytes); i++) {
+    if (i > from) jw_lit(w, ",");
+    if (f->d) { /* unchanged since the freeze: the item itself */
+      doc_item *it = f->live[i].val;
+      doc_item_fresh(it);
+      write_item(w, f->live[i].key, strlen(f->live[i].key), it->version, it->fields, it->revs);
+    } else {
+      const doc_frozen_item *x = &f->v[i - f->copied_from];
+      write_item(w, f->ids + x->id, x->id_len, x->version, x->fields, x->revs);
+    }
+  }
+  if (f->d) f->copied_from = i; /* a copy from here on leaves out what was written */
+  return i;
 }
 
 json_t *sync_number_marker(void) {
@@ -294,6 +392,7 @@ static size_t item_size(json_t *fields, json_t *revs, size_t encoded) {
 
 int sync_apply(doc *d, const sync_op *op, uint64_t seq, const sync_limits *lim, char **fields_json,
                sync_err *err) {
+  doc_changing(d);
   doc_item *it = map_get(&d->items, op->item);
   *fields_json = NULL;
   if (it) live_drop(it); /* from here on the item changes as JSON */
@@ -378,6 +477,7 @@ int sync_text_parse(json_t *op, const sync_limits *lim, sync_text *out, sync_err
 
 int sync_text_apply(doc *d, const sync_text *t, const text_op *op, uint64_t seq, const sync_limits *lim,
                     sync_err *err) {
+  doc_changing(d); /* the rope below changes in place */
   doc_item *it = map_get(&d->items, t->item);
   doc_text *x = it ? live_find(it, t->field) : NULL;
   json_t *cur = it && !x ? json_object_get(it->fields, t->field) : NULL;
@@ -422,6 +522,7 @@ int doc_text_load(doc *d, const char *item, const char *field, uint64_t rev, uin
                   const char *ops_json, size_t len) {
   doc_item *it = map_get(&d->items, item);
   if (!it || rev <= doc_text_rev(d, item, field)) return WSY_OK; /* the row already holds it */
+  doc_changing(d);
   json_error_t jerr;
   json_t *j = json_loadb(ops_json, len, 0, &jerr);
   text_op *op = NULL;
@@ -493,6 +594,7 @@ typedef struct undo {
 
 int sync_batch_apply(doc *d, const sync_op *subs, size_t n, uint64_t seq, const sync_limits *lim,
                      sync_change **changes, size_t *nchanges, sync_err *err, size_t *index) {
+  doc_changing(d);
   undo *u = wsy_calloc(n, sizeof *u);
   size_t nu = 0;
   int rc = 0;

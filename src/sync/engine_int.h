@@ -104,7 +104,8 @@ struct engine {
   uv_check_t check;
   /* snapshots sent in parts (stream.c) */
   stream *streams;
-  uv_timer_t stream_timer;
+  uv_timer_t stream_timer; /* streams waiting for their connections to drain */
+  uv_idle_t stream_idle;   /* streams with parts to send: once per loop turn */
   uint64_t batch_started;    /* uv_hrtime when the committing batch left */
   /* figures (api.c: /metrics) */
   uint64_t ops_accepted, deliveries, commits, commit_failures;

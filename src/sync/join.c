@@ -227,7 +227,8 @@ static void join_decide(sess *s, json_t *req, int asked) {
     if (rc == 0) rc = store_room_get(e->st, name, &info);
   }
   uint64_t seq = 0;
-  json_t *snap = NULL; /* the snapshot, sent (in parts when large) once all went well */
+  doc_frozen *snap = NULL; /* the snapshot, sent (in parts when large) once all went well */
+  int with_snap = 0;
   raw_list ops = {JW_INIT, 0};
   int with_ops = 0, ops_closed = 0, ops_more = 0;
   if (rc == 0) {
@@ -267,7 +268,7 @@ static void join_decide(sess *s, json_t *req, int asked) {
     } else {
       if (info.exists && !mem) rc = read_begin(e, &reading);
       if (info.exists && rc == 0) rc = r->kind->snapshot(r, e->st, &snap);
-      if (!snap) snap = json_pack("{s:{}}", "items");
+      with_snap = 1;
       if (history > 0 && info.exists && rc == 0) {
         json_t *msgs = json_array();
         if ((rc = read_begin(e, &reading)) == 0)
@@ -283,7 +284,7 @@ static void join_decide(sess *s, json_t *req, int asked) {
   int end = reading ? store_read_end(e->st) : 0;
   if (rc == 0) rc = end;
   if (rc != 0) {
-    json_decref(snap);
+    doc_frozen_free(snap);
     json_decref(cursors);
     json_decref(reply);
     jw_free(&ops.w);
@@ -298,20 +299,28 @@ static void join_decide(sess *s, json_t *req, int asked) {
   presence_batch_joined(m); /* the list below has the window's changes so far */
   json_object_set_new(reply, "locks", room_locks_json(e, r));
   json_object_set_new(reply, "cursors", cursors);
-  if (snap) {
+  jw first = JW_INIT; /* the snapshot's first part, written as text below */
+  if (with_snap) {
     int more;
-    json_object_set_new(reply, "snapshot", json_pack("{s:o}", "items", stream_snapshot(e, s, name, snap, &more)));
+    stream_snapshot(e, s, name, snap, &first, &more);
     if (more) json_object_set_new(reply, "more", json_true());
   }
   if (ops_more) json_object_set_new(reply, "more", json_true()); /* `catchup` parts follow (6.3) */
-  /* The catch-up's ops and the presence list go last, written as text:
-   * the ops as stored (collect_raw), the presence list without a tree per
-   * member (room.h); each was the largest cost of its kind of join. */
+  /* The snapshot's first part, the catch-up's ops and the presence list go
+   * last, written as text: the items from the frozen document (sync.h), the
+   * ops as stored (collect_raw), the presence list without a tree per member
+   * (room.h); each was the largest cost of its kind of join. */
   jw *w = &e->frame_text;
   jw_reset(w);
   jw_value(w, reply);
   json_decref(reply);
   w->len--; /* the reply's closing brace */
+  if (with_snap) {
+    jw_lit(w, ",\"snapshot\":{\"items\":");
+    jw_raw(w, first.p, first.len);
+    jw_lit(w, "}");
+  }
+  jw_free(&first);
   if (with_ops) {
     jw_lit(w, ",\"ops\":");
     jw_raw(w, ops.w.p, ops.w.len);

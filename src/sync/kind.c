@@ -136,15 +136,15 @@ static int doc_kind_reload(room *r, store *st, const store_room_info *info) {
 
 /* With nothing of the room pending, its document is exactly what the store
  * holds: served from memory. Otherwise the committed state, from the store. */
-static int doc_kind_snapshot(room *r, store *st, json_t **out) {
+static int doc_kind_snapshot(room *r, store *st, doc_frozen **out) {
   if (r->pending == 0 && !r->broken && !r->stale) {
-    *out = doc_snapshot(&D(r)->d);
+    *out = doc_freeze(&D(r)->d);
     return 0;
   }
   doc d;
   doc_init(&d);
   int rc = doc_room_read(st, r->name, &d);
-  if (rc == 0) *out = doc_snapshot(&d);
+  if (rc == 0) *out = doc_freeze(&d); /* copied by doc_free below */
   doc_free(&d);
   return rc;
 }

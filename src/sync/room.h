@@ -65,9 +65,10 @@ typedef struct room_kind {
    * when refused (nothing changed). force: the backend's lock override. */
   int (*apply)(author *a, json_t *req, room *r, json_t *op, const char *cid, int force, json_t *from,
                op_refusal *why);
-  /* The committed state for a joiner or the backend, read from the store
-   * (inside a read snapshot): *out gets a new JSON object. */
-  int (*snapshot)(room *r, store *st, json_t **out);
+  /* The committed state for a joiner, from memory or read from the store
+   * (inside a read snapshot), frozen into *out (sync.h: doc_frozen; NULL
+   * for a kind whose joiners sync otherwise: no items). */
+  int (*snapshot)(room *r, store *st, doc_frozen **out);
   /* Optional: reads the kind state again from the store into the loaded
    * r->ks, keeping what survives a reload (room_reload); without it the
    * state is unloaded and loaded. */

@@ -1,9 +1,9 @@
 /* stream.c -- large snapshots in parts (stream.h).
  *
- * One timer drives every stream: each tick sends at most one part per
- * stream, stops after STREAM_TICK_NS, and runs again on the next loop turn
- * (a zero timeout lets the loop poll for I/O first) or, when every stream
- * waits for its connection to drain, 1 ms later. */
+ * One tick drives every stream: it sends at most one part per stream,
+ * stops after STREAM_TICK_NS, and runs again on the next loop turn, after
+ * the loop polled for I/O (an idle handle), or, when every stream waits
+ * for its connection to drain, 1 ms later (a timer). */
 #include "stream.h"
 
 #include <string.h>
@@ -19,8 +19,8 @@ struct stream {
   stream *next;
   sess *s;      /* a reference */
   char *room;
-  json_t *items; /* the frozen snapshot's items (owned) */
-  void *it;     /* the next item, NULL when all were sent */
+  doc_frozen *snap; /* the frozen snapshot (owned) */
+  size_t at;       /* its next item to send */
   unsigned part;
   /* A catch-up by ops instead (items NULL): the last seq sent, the last
    * to send (joined.seq), and the join's id to echo if it is answered again. */
@@ -63,25 +63,35 @@ static int read_ops_part(engine *e, const char *name, uint64_t after, uint64_t u
   return rc;
 }
 
-/* The next part: items from st->it on, up to about STREAM_PART bytes
- * (at least one item). */
-static json_t *take_part(stream *st) {
-  json_t *part = json_object();
-  size_t bytes = 0;
-  while (st->it && (bytes < STREAM_PART || json_object_size(part) == 0)) {
-    const char *k = json_object_iter_key(st->it);
-    json_t *v = json_object_iter_value(st->it);
-    bytes += strlen(k) + 4 + sync_encoded_size(v);
-    json_object_set(part, k, v);
-    st->it = json_object_iter_next(st->items, st->it);
-  }
+/* The next part into w: {items from st->at on, about STREAM_PART bytes
+ * of them (at least one item)}. */
+static void take_part(stream *st, jw *w) {
+  jw_lit(w, "{");
+  st->at = doc_frozen_write(st->snap, st->at, w, STREAM_PART);
+  jw_lit(w, "}");
   st->part++;
-  return part;
+}
+
+/* The next part of a snapshot: {"type":"snapshot","room","items","more"}. */
+static int send_items_part(engine *e, stream *st) {
+  jw *w = &e->frame_text;
+  jw_reset(w);
+  jw_lit(w, "{\"type\":\"snapshot\",\"room\":");
+  jw_cstr(w, st->room);
+  jw_lit(w, ",\"items\":");
+  take_part(st, w);
+  int more = st->at < st->snap->n;
+  if (more) jw_lit(w, ",\"more\":true}");
+  else jw_lit(w, ",\"more\":false}");
+  net_chunk *frame = ws_frame_new(WS_OP_TEXT, w->p, w->len);
+  sess_send(st->s, frame);
+  net_chunk_unref(frame);
+  return more;
 }
 
 static void stream_free(stream *st) {
   sess_unref(st->s);
-  json_decref(st->items);
+  doc_frozen_free(st->snap);
   json_decref(st->re);
   wsy_free(st->room);
   wsy_free(st);
@@ -149,8 +159,10 @@ static void rejoin(engine *e, stream *st) {
   sess_unref(s);
 }
 
-static void on_tick(uv_timer_t *t) {
-  engine *e = t->data;
+static void on_idle(uv_idle_t *h);
+static void on_timer(uv_timer_t *t);
+
+static void tick(engine *e) {
   uint64_t t0 = uv_hrtime();
   int sent = 0;
   for (stream **pp = &e->streams; *pp && uv_hrtime() - t0 < STREAM_TICK_NS;) {
@@ -173,10 +185,7 @@ static void on_tick(uv_timer_t *t) {
       }
       more = st->sent < st->upto;
     } else {
-      json_t *items = take_part(st);
-      more = st->it != NULL;
-      sess_send_json(st->s, json_pack("{s:s,s:s,s:o,s:b}", "type", "snapshot", "room", st->room, "items", items,
-                                      "more", more));
+      more = send_items_part(e, st);
     }
     sent = 1;
     if (!more) {
@@ -186,8 +195,19 @@ static void on_tick(uv_timer_t *t) {
       pp = &st->next;
     }
   }
-  if (e->streams) uv_timer_start(&e->stream_timer, on_tick, sent ? 0 : 1, 0);
+  /* A part went: again on the next turn, after the loop polled for I/O
+   * (an idle handle: a timer due now would run again before the poll).
+   * Every stream waits for its connection: look again in 1 ms. */
+  if (e->streams && sent) {
+    uv_idle_start(&e->stream_idle, on_idle);
+  } else {
+    uv_idle_stop(&e->stream_idle);
+    if (e->streams) uv_timer_start(&e->stream_timer, on_timer, 1, 0);
+  }
 }
+
+static void on_idle(uv_idle_t *h) { tick(h->data); }
+static void on_timer(uv_timer_t *t) { tick(t->data); }
 
 /* st goes on from the next loop turn, for s (a reference) in room name. */
 static void start(engine *e, stream *st, sess *s, const char *name) {
@@ -196,25 +216,27 @@ static void start(engine *e, stream *st, sess *s, const char *name) {
   st->room = wsy_strndup(name, strlen(name));
   st->next = e->streams;
   e->streams = st;
-  uv_timer_start(&e->stream_timer, on_tick, 0, 0);
+  uv_timer_stop(&e->stream_timer);
+  uv_idle_start(&e->stream_idle, on_idle);
 }
 
-json_t *stream_snapshot(engine *e, sess *s, const char *name, json_t *snap, int *more) {
+void stream_snapshot(engine *e, sess *s, const char *name, doc_frozen *snap, jw *first, int *more) {
   stream_cancel(e, s, name);
+  *more = 0;
+  if (!snap) {
+    jw_lit(first, "{}");
+    return;
+  }
   stream *st = wsy_calloc(1, sizeof *st);
-  st->items = json_incref(json_object_get(snap, "items"));
-  json_decref(snap);
-  if (!st->items) st->items = json_object();
-  st->it = json_object_iter(st->items);
-  json_t *first = take_part(st);
-  *more = st->it != NULL;
+  st->snap = snap;
+  take_part(st, first);
+  *more = st->at < snap->n;
   if (!*more) {
-    json_decref(st->items);
+    doc_frozen_free(snap);
     wsy_free(st);
-    return first;
+    return;
   }
   start(e, st, s, name);
-  return first;
 }
 
 int stream_catchup(engine *e, sess *s, const char *name, json_t *re, uint64_t since, uint64_t seq, jw *first,
@@ -246,6 +268,9 @@ void stream_init(engine *e) {
   uv_timer_init(e->loop, &e->stream_timer);
   e->stream_timer.data = e;
   uv_unref((uv_handle_t *)&e->stream_timer);
+  uv_idle_init(e->loop, &e->stream_idle);
+  e->stream_idle.data = e;
+  uv_unref((uv_handle_t *)&e->stream_idle);
 }
 
 void stream_deinit(engine *e) {
@@ -255,4 +280,5 @@ void stream_deinit(engine *e) {
     stream_free(st);
   }
   uv_close((uv_handle_t *)&e->stream_timer, NULL);
+  uv_close((uv_handle_t *)&e->stream_idle, NULL);
 }

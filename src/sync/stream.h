@@ -3,8 +3,9 @@
  * part per session per loop turn, so no turn serializes more than about
  * STREAM_PART bytes for it and other rooms' traffic flows in between.
  *
- * The snapshot is frozen when the join is answered (its items are JSON
- * values the document no longer changes in place: sync.h), so the parts
+ * The snapshot is frozen when the join is answered (sync.h: doc_frozen;
+ * no JSON is built for it: each part is written as text when it is sent),
+ * so the parts
  * add up to the state at joined.seq whatever happens meanwhile; entries
  * after that seq reach the member live, between the parts, in seq order,
  * and the client applies them once the last part is in.
@@ -23,12 +24,13 @@
 #define STREAM_PART (128 * 1024)  /* encoded bytes of items per part, about */
 #define STREAM_QUEUE (1024 * 1024) /* wait while more than this is queued */
 
-/* Splits snap ({"items":{...}}, stolen) for a joined reply to s in room:
- * returns the items of the first part (a new reference). When items remain,
- * *more is 1 and the rest follows as "snapshot" messages from the next loop
- * turn on; the caller sends the joined reply now, before returning to the
- * loop. Any stream of s in room still running is cancelled first. */
-json_t *stream_snapshot(engine *e, sess *s, const char *name, json_t *snap, int *more);
+/* Splits snap (taken over; NULL: no items) for a joined reply to s in room:
+ * writes the first part into first, as a JSON object text of items.
+ * When items remain, *more is 1 and the rest follows as "snapshot" messages
+ * from the next loop turn on; the caller sends the joined reply now, before
+ * returning to the loop. Any stream of s in room still running is cancelled
+ * first. */
+void stream_snapshot(engine *e, sess *s, const char *name, doc_frozen *snap, jw *first, int *more);
 /* A catch-up by ops (PROTOCOL.md 6.2) in parts, as a snapshot is: reads the
  * entries of room after since, up to seq, from the store; *first gets the
  * first part's entries as a JSON array text (about STREAM_PART bytes, at

@@ -55,8 +55,11 @@ typedef struct doc_item {
   size_t text_ops, text_bytes;
 } doc_item;
 
+typedef struct doc_frozen doc_frozen;
+
 typedef struct doc {
-  map items; /* item id -> doc_item* */
+  map items;          /* item id -> doc_item* */
+  doc_frozen *frozen; /* freezes still reading the items in place */
 } doc;
 
 enum { SYNC_SET = 1, SYNC_DEL = 2 };
@@ -124,6 +127,39 @@ json_t *doc_revs_split(json_t *stored, uint64_t *gen);
 uint64_t doc_text_rev(const doc *d, const char *item, const char *field);
 /* {"items":{id:{version,fields}}} (new reference). */
 json_t *doc_snapshot(const doc *d);
+
+/* A document frozen for a snapshot sent in parts (stream.h), without
+ * building its JSON and, while the document does not change, without
+ * touching its items: freezing lists the (id, item) pairs of the map's
+ * slots, and the parts are written from the items themselves. The first
+ * change to the document (any write, a load, doc_free) copies what every
+ * freeze of it has not written yet (ids, versions, references to fields,
+ * which are replaced and never changed in place, copies of text revisions,
+ * which are), so a freeze always reads the state it was taken at. A join to
+ * a large room that nobody writes meanwhile costs a pass over the slots on
+ * the loop, not a pass over the items. */
+typedef struct doc_frozen_item {
+  size_t id, id_len; /* in the freeze's ids */
+  uint64_t version;
+  json_t *fields, *revs; /* revs NULL when none */
+} doc_frozen_item;
+struct doc_frozen {
+  doc_frozen *next; /* in d->frozen */
+  doc *d;           /* read in place until it changes; then NULL */
+  map_slot *live;   /* in place: (id, item) of each item */
+  doc_frozen_item *v; /* copied: each item not written yet, from `copied_from` on */
+  char *ids;
+  size_t n, copied_from;
+};
+/* A freeze of d as it is now (wsy_free'd by doc_frozen_free). */
+doc_frozen *doc_freeze(doc *d);
+void doc_frozen_free(doc_frozen *f);
+/* Writes items from `from` on as members of a JSON object, "id":{"version",
+ * "fields"[,"revs"]} separated by commas (no braces), into w until w has
+ * grown by at least `bytes` (at least one item) or the items end: returns
+ * the index of the next item (f->n at the end). Items before `from` may not
+ * be asked for again. */
+size_t doc_frozen_write(doc_frozen *f, size_t from, jw *w, size_t bytes);
 
 /* A number the JSON parser could not hold (an integer beyond int64, a real
  * beyond a double) in a decoded message: an object whose one member is
