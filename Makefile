@@ -75,7 +75,7 @@ build-asan/text-oracle: $(TEXT_ORACLE_SRC:%.c=build-asan/%.o)
 
 # ---- Yjs update oracle: src/yjs over JSON lines, checked against the npm
 # package yjs by tests/e2e/yjs-oracle.test.mjs and timed by bench/yjs-merge.mjs
-YJS_ORACLE_SRC := tests/oracle/yjs_oracle.c $(wildcard src/yjs/*.c) src/common/wsy.c
+YJS_ORACLE_SRC := tests/oracle/yjs_oracle.c $(wildcard src/yjs/*.c) src/common/wsy.c src/common/utf8.c
 build/yjs-oracle: $(YJS_ORACLE_SRC:%.c=build/%.o)
 	$(CC) $(CFLAGS) -o $@ $^ $(ALLOC_LIBS) $(LIBS)
 build-asan/yjs-oracle: $(YJS_ORACLE_SRC:%.c=build-asan/%.o)
