@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <math.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <yajl/yajl_parse.h>
@@ -72,7 +71,8 @@ static int on_string(void *ctx, const unsigned char *s, size_t n) {
 
 static int on_key(void *ctx, const unsigned char *s, size_t n) {
   reader *r = ctx;
-  if (n > sizeof r->key || wsy_utf8_scan(s, n, NULL, NULL) != WSY_OK) return 0; /* a longer name: jansson decides */
+  if (n > sizeof r->key) return 0; /* a longer name: jansson decides */
+  if (wsy_utf8_scan(s, n, NULL, NULL) != WSY_OK) return 0;
   memcpy(r->key, s, n);
   r->key_len = n;
   return 1;
