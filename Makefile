@@ -67,7 +67,7 @@ asan: build-asan/wsync
 
 # ---- text OT oracle: src/sync/text.c over JSON lines, checked against the npm
 # package ot-text-unicode by tests/e2e/text-oracle.test.mjs ---------------
-TEXT_ORACLE_SRC := tests/oracle/text_oracle.c src/sync/text.c src/common/wsy.c
+TEXT_ORACLE_SRC := tests/oracle/text_oracle.c src/sync/text.c src/common/wsy.c src/common/utf8.c
 build/text-oracle: $(TEXT_ORACLE_SRC:%.c=build/%.o)
 	$(CC) $(CFLAGS) -o $@ $^ $(ALLOC_LIBS) $(LIBS)
 build-asan/text-oracle: $(TEXT_ORACLE_SRC:%.c=build-asan/%.o)
@@ -75,7 +75,7 @@ build-asan/text-oracle: $(TEXT_ORACLE_SRC:%.c=build-asan/%.o)
 
 # ---- Yjs update oracle: src/yjs over JSON lines, checked against the npm
 # package yjs by tests/e2e/yjs-oracle.test.mjs and timed by bench/yjs-merge.mjs
-YJS_ORACLE_SRC := tests/oracle/yjs_oracle.c $(wildcard src/yjs/*.c) src/common/wsy.c
+YJS_ORACLE_SRC := tests/oracle/yjs_oracle.c $(wildcard src/yjs/*.c) src/common/wsy.c src/common/utf8.c
 build/yjs-oracle: $(YJS_ORACLE_SRC:%.c=build/%.o)
 	$(CC) $(CFLAGS) -o $@ $^ $(ALLOC_LIBS) $(LIBS)
 build-asan/yjs-oracle: $(YJS_ORACLE_SRC:%.c=build-asan/%.o)

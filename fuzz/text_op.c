@@ -11,7 +11,9 @@
  *  - when both ops apply to doc, TP1 holds for both sides, and compose agrees
  *    with applying in turn; transform and compose of any two ops (also
  *    unrelated lengths) do not crash;
- *  - text_utf8_valid agrees with the WebSocket validator on the raw input;
+ *  - text_apply takes the raw input as a document exactly when
+ *    wsy_utf8_scan does, unchanged by an empty op, and text_cp_len agrees
+ *    with the scan's count of code points;
  *  - a rope (src/sync/rope.c) made from doc and edited by the op holds what
  *    text_apply returns, or fails when it fails, and stays unchanged then.
  * A failed check aborts.
@@ -22,10 +24,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../src/common/utf8.h"
 #include "../src/common/wsy.h"
 #include "../src/sync/rope.h"
 #include "../src/sync/text.h"
-#include "../src/ws/ws.h"
 
 #define CHECK(cond)                                                                 \
   do {                                                                              \
@@ -90,7 +92,7 @@ static int same(const char *a, size_t alen, const char *b, size_t blen) {
 static char *apply(const char *doc, size_t len, const text_op *op, size_t *outlen) {
   char *out, err[128];
   size_t cps;
-  CHECK(text_utf8_valid(doc, len, &cps));
+  CHECK(wsy_utf8_scan((const uint8_t *)doc, len, &cps, NULL) == WSY_OK);
   int rc = text_apply(doc, len, op, &out, outlen, err, sizeof err);
   rope *r = rope_new(doc, len);
   int rrc = rope_apply(r, op, SIZE_MAX, err, sizeof err);
@@ -108,14 +110,24 @@ static char *apply(const char *doc, size_t len, const text_op *op, size_t *outle
   wsy_free(rs);
   rope_free(r);
   size_t ocps;
-  CHECK(text_utf8_valid(out, *outlen, &ocps));
+  CHECK(wsy_utf8_scan((const uint8_t *)out, *outlen, &ocps, NULL) == WSY_OK);
   CHECK((long long)ocps == (long long)cps + growth(op));
   CHECK(out[*outlen] == '\0');
   return out;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  CHECK(text_utf8_valid((const char *)data, size, NULL) == (ws_utf8_valid(data, size) == WSY_OK));
+  size_t raw_cps = 0, outlen;
+  int raw = wsy_utf8_scan(data, size, &raw_cps, NULL);
+  json_t *empty = json_array();
+  text_op *none;
+  char *out, err[128];
+  CHECK(text_op_from_json(empty, NULL, &none, NULL, 0) == WSY_OK);
+  CHECK(text_apply((const char *)data, size, none, &out, &outlen, err, sizeof err) == raw);
+  if (raw == WSY_OK) CHECK(same(out, outlen, (const char *)data, size) && text_cp_len(out, outlen) == raw_cps);
+  wsy_free(out);
+  text_op_free(none);
+  json_decref(empty);
 
   json_error_t e;
   json_t *in = json_loadb((const char *)data, size, JSON_ALLOW_NUL, &e);

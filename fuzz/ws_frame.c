@@ -25,6 +25,7 @@
 
 #include <zlib.h>
 
+#include "../src/common/utf8.h"
 #include "../src/ws/ws.h"
 
 #define MAX_MESSAGE 4096
@@ -79,7 +80,7 @@ static int on_message(void *ctx, int opcode, uint8_t *data, size_t len) {
   CHECK(opcode == WS_OP_TEXT || opcode == WS_OP_BINARY);
   CHECK(len <= e->lim->max_message);
   CHECK(len == 0 || data != NULL);
-  if (opcode == WS_OP_TEXT) CHECK(ws_utf8_valid(data, len) == WSY_OK);
+  if (opcode == WS_OP_TEXT) CHECK(wsy_utf8_scan(data, len, NULL, NULL) == WSY_OK);
   mix_event(e, 'M', (unsigned)opcode, data, len);
   return stop_word(data, len);
 }
@@ -100,7 +101,7 @@ static int on_pong(void *ctx, const uint8_t *data, size_t len) {
 static int on_close(void *ctx, unsigned code, const uint8_t *reason, size_t len) {
   CHECK(len <= 123);
   CHECK(code == WS_CLOSE_NO_STATUS ? len == 0 : ws_close_code_valid(code));
-  CHECK(ws_utf8_valid(reason, len) == WSY_OK);
+  CHECK(wsy_utf8_scan(reason, len, NULL, NULL) == WSY_OK);
   mix_event(ctx, 'C', code, reason, len);
   return 1;
 }
@@ -200,7 +201,7 @@ static void round_trip(const uint8_t *pl, size_t n, uint64_t seed, size_t max_me
   uint8_t key[4] = {(uint8_t)(seed >> 8), (uint8_t)(seed >> 16), (uint8_t)(seed >> 24),
                     (uint8_t)(seed >> 32)};
   const uint8_t *kp = lim.require_mask ? key : NULL;
-  int op = ws_utf8_valid(pl, n) == WSY_OK ? WS_OP_TEXT : WS_OP_BINARY;
+  int op = wsy_utf8_scan(pl, n, NULL, NULL) == WSY_OK ? WS_OP_TEXT : WS_OP_BINARY;
   size_t split = n ? (size_t)(seed >> 40) % (n + 1) : 0;
   size_t ping_len = n < 125 ? n : 125;
   static const uint8_t close_pl[2] = {0x03, 0xe8}; /* 1000 */
@@ -268,7 +269,7 @@ static void round_trip_deflated(const uint8_t *pl, size_t n, uint64_t seed, size
   uint8_t key[4] = {(uint8_t)(seed >> 3), (uint8_t)(seed >> 11), (uint8_t)(seed >> 19), (uint8_t)(seed >> 27)};
   uint8_t *z;
   size_t zn = zmsg(pl, n, &z);
-  int op = ws_utf8_valid(pl, n) == WSY_OK ? WS_OP_TEXT : WS_OP_BINARY;
+  int op = wsy_utf8_scan(pl, n, NULL, NULL) == WSY_OK ? WS_OP_TEXT : WS_OP_BINARY;
   size_t split = (size_t)(seed >> 36) % (zn + 1);
   static const uint8_t ping[4] = "ping", close_pl[2] = {0x03, 0xe8};
   uint8_t *wire = malloc(zn + sizeof ping + 4 * WS_MAX_HEADER + sizeof close_pl);

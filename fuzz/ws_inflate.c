@@ -22,6 +22,7 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "../src/common/utf8.h"
 #include "../src/ws/ws.h"
 
 #define MAX_MESSAGE 8192
@@ -48,7 +49,7 @@ static int on_message(void *ctx, int opcode, uint8_t *data, size_t len) {
   msg *m = ctx;
   CHECK(!m->got);
   CHECK(len <= MAX_MESSAGE);
-  if (opcode == WS_OP_TEXT) CHECK(ws_utf8_valid(data, len) == WSY_OK);
+  if (opcode == WS_OP_TEXT) CHECK(wsy_utf8_scan(data, len, NULL, NULL) == WSY_OK);
   m->got = 1;
   m->opcode = opcode;
   m->data = malloc(len ? len : 1);

@@ -3,10 +3,11 @@
 
 #include <errno.h>
 #include <math.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <yajl/yajl_parse.h>
+
+#include "utf8.h"
 
 typedef struct {
   yajl_handle h;
@@ -17,39 +18,6 @@ typedef struct {
   size_t key_len; /* the member name a value in an object goes under: */
   char key[256];  /* copied, since yajl decodes escapes into a buffer it reuses */
 } reader;
-
-/* RFC 3629 as jansson applies it to strings: no overlong forms, no
- * surrogates, nothing above U+10FFFF. ASCII-only strings return at once. */
-static int utf8_strict(const unsigned char *s, size_t n) {
-  size_t i = 0;
-  while (i < n) {
-    uint64_t w;
-    if (n - i >= 8 && (memcpy(&w, s + i, 8), !(w & 0x8080808080808080ull))) { /* eight ASCII bytes */
-      i += 8;
-      continue;
-    }
-    unsigned c = s[i];
-    if (c < 0x80) {
-      i++;
-      continue;
-    }
-    size_t k;
-    uint32_t cp;
-    if (c >= 0xC2 && c <= 0xDF) k = 1, cp = c & 0x1F;
-    else if (c >= 0xE0 && c <= 0xEF) k = 2, cp = c & 0x0F;
-    else if (c >= 0xF0 && c <= 0xF4) k = 3, cp = c & 0x07;
-    else return 0;
-    if (n - i <= k) return 0;
-    for (size_t j = 1; j <= k; j++) {
-      if ((s[i + j] & 0xC0) != 0x80) return 0;
-      cp = cp << 6 | (s[i + j] & 0x3F);
-    }
-    if ((k == 2 && cp < 0x800) || (k == 3 && cp < 0x10000) || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-      return 0;
-    i += k + 1;
-  }
-  return 1;
-}
 
 /* Places v (stolen) where the text has it: the root, the next element of
  * the open array, or the member named by the last key. 0 (yajl: stop) on a
@@ -80,29 +48,31 @@ static int on_bool(void *ctx, int b) { return place(ctx, json_boolean(b)); }
  * without fraction or exponent, as in jansson; one out of range, or a real
  * that overflows a double, is left to jansson (proto.c gives it meaning). */
 static int on_number(void *ctx, const char *s, size_t n) {
-  char buf[64];
-  if (n >= sizeof buf) return 0; /* exotic: jansson decides */
-  memcpy(buf, s, n);
-  buf[n] = '\0';
+  char num[64];
+  if (n >= sizeof num) return 0; /* exotic: jansson decides */
+  memcpy(num, s, n);
+  num[n] = '\0';
   errno = 0;
   if (!memchr(s, '.', n) && !memchr(s, 'e', n) && !memchr(s, 'E', n)) {
-    long long v = strtoll(buf, NULL, 10);
+    long long v = strtoll(num, NULL, 10);
     if (errno == ERANGE) return 0;
     return place(ctx, json_integer((json_int_t)v));
   }
-  double d = strtod(buf, NULL);
+  double d = strtod(num, NULL);
   if ((d == HUGE_VAL || d == -HUGE_VAL) && errno == ERANGE) return 0;
   return place(ctx, json_real(d));
 }
 
+/* Strings and member names are UTF-8 as jansson checks them (utf8.h). */
 static int on_string(void *ctx, const unsigned char *s, size_t n) {
-  if (!utf8_strict(s, n)) return 0;
+  if (wsy_utf8_scan(s, n, NULL, NULL) != WSY_OK) return 0;
   return place(ctx, json_stringn_nocheck((const char *)s, n));
 }
 
 static int on_key(void *ctx, const unsigned char *s, size_t n) {
   reader *r = ctx;
-  if (n > sizeof r->key || !utf8_strict(s, n)) return 0; /* a longer name: jansson decides */
+  if (n > sizeof r->key) return 0; /* a longer name: jansson decides */
+  if (wsy_utf8_scan(s, n, NULL, NULL) != WSY_OK) return 0;
   memcpy(r->key, s, n);
   r->key_len = n;
   return 1;

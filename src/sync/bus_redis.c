@@ -60,6 +60,7 @@
 
 #include "../common/log.h"
 #include "../common/map.h"
+#include "../common/utf8.h"
 #include "../ws/ws.h"
 #include "../ws/ws_conn.h"
 
@@ -560,7 +561,7 @@ static void on_room_message(rbus *b, const char *chan_room, size_t crlen, const 
   else r.bad = 1;
   const char *except = read_str(&r, &dst), *only_user = read_str(&r, &dst);
   if (r.bad || !origin || !room || strlen(room) != crlen || memcmp(room, chan_room, crlen) != 0 ||
-      ws_utf8_valid(r.p, (size_t)(r.end - r.p)) != WSY_OK) {
+      wsy_utf8_scan(r.p, (size_t)(r.end - r.p), NULL, NULL) != WSY_OK) {
     b->malformed++;
     return;
   }

@@ -21,6 +21,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../common/utf8.h"
+
 enum { RETAIN = TEXT_RETAIN, INSERT = TEXT_INSERT, DELETE = TEXT_DELETE };
 
 typedef struct text_comp {
@@ -45,35 +47,6 @@ size_t text_cp_len(const char *s, size_t len) {
   size_t n = 0;
   for (size_t i = 0; i < len; i++) n += ((unsigned char)s[i] & 0xc0) != 0x80;
   return n;
-}
-
-int text_utf8_valid(const char *str, size_t len, size_t *cps) {
-  const unsigned char *s = (const unsigned char *)str;
-  size_t i = 0, count = 0;
-  while (i < len) {
-    unsigned b = s[i];
-    if (b < 0x80) {
-      i++, count++;
-      continue;
-    }
-    size_t need;
-    uint32_t cp, min;
-    if (b >= 0xc2 && b <= 0xdf) need = 1, cp = b & 0x1f, min = 0x80;
-    else if ((b & 0xf0) == 0xe0) need = 2, cp = b & 0x0f, min = 0x800;
-    else if (b >= 0xf0 && b <= 0xf4) need = 3, cp = b & 0x07, min = 0x10000;
-    else return 0; /* continuation byte, C0/C1 (always overlong) or F5..FF */
-    if (len - i <= need) return 0;
-    for (size_t k = 1; k <= need; k++) {
-      unsigned c = s[i + k];
-      if ((c & 0xc0) != 0x80) return 0;
-      cp = (cp << 6) | (c & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-    i += need + 1;
-    count++;
-  }
-  if (cps) *cps = count;
-  return 1;
 }
 
 /* Bytes taken by the first n code points of s (len bytes, valid UTF-8);
@@ -201,7 +174,8 @@ int text_op_from_json(json_t *ops, const text_limits *lim, text_op **out, char *
       const char *s = json_string_value(c);
       size_t len = json_string_length(c);
       if (len == 0) return fail(err, errlen, WSY_INVAL, "ops[%zu]: an insert must not be empty", i);
-      if (!text_utf8_valid(s, len, NULL)) return fail(err, errlen, WSY_BAD_UTF8, "ops[%zu]: an insert must be UTF-8", i);
+      if (wsy_utf8_scan((const uint8_t *)s, len, NULL, NULL) != WSY_OK)
+        return fail(err, errlen, WSY_BAD_UTF8, "ops[%zu]: an insert must be UTF-8", i);
       bytes += len;
       if (lim && bytes > lim->max_insert_bytes)
         return fail(err, errlen, WSY_TOO_LARGE, "ops inserts more than %zu bytes", lim->max_insert_bytes);
@@ -283,7 +257,8 @@ int text_apply(const char *doc, size_t len, const text_op *op, char **out, size_
   *out = NULL;
   if (outlen) *outlen = 0;
   size_t doc_cps;
-  if (!text_utf8_valid(doc, len, &doc_cps)) return fail(err, errlen, WSY_BAD_UTF8, "the text is not UTF-8");
+  if (wsy_utf8_scan((const uint8_t *)doc, len, &doc_cps, NULL) != WSY_OK)
+    return fail(err, errlen, WSY_BAD_UTF8, "the text is not UTF-8");
   size_t need = text_op_base_len(op);
   if (need > doc_cps)
     return fail(err, errlen, WSY_INVAL, "the op spans %zu code points, the text has %zu", need, doc_cps);

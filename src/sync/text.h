@@ -121,9 +121,5 @@ size_t text_op_count(const text_op *op);
 /* Code points of s (len bytes). For valid UTF-8 only: it counts the bytes
  * that are not continuation bytes. */
 size_t text_cp_len(const char *s, size_t len);
-/* 1 when s (len bytes) is UTF-8 as RFC 3629 defines it (no overlong forms,
- * no surrogates, nothing past U+10FFFF); then *cps (if not NULL) is its
- * length in code points. */
-int text_utf8_valid(const char *s, size_t len, size_t *cps);
 
 #endif

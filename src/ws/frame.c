@@ -16,6 +16,7 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "../common/utf8.h"
 #include "ws_pmd.h"
 
 enum { ST_HDR0, ST_HDR1, ST_EXTLEN, ST_MASKKEY, ST_PAYLOAD, ST_ERROR };
@@ -141,7 +142,7 @@ static int frame_begin(ws_parser *p) {
   } else if (op == WS_OP_TEXT || op == WS_OP_BINARY) {
     if (p->msg_opcode) return fail(p, WSY_PROTO, WS_CLOSE_PROTOCOL);
     p->msg_opcode = (uint8_t)op;
-    p->utf8 = WS_UTF8_ACCEPT;
+    p->utf8 = WSY_UTF8_ACCEPT;
     p->msg_deflated = rsv1 != 0;
     p->z_ended = 0;
     if (p->msg) buf_reset(p->msg);
@@ -172,7 +173,7 @@ static int control_done(ws_parser *p, uint8_t *d, size_t n) {
     if (n >= 2) {
       code = ((unsigned)d[0] << 8) | d[1];
       if (!ws_close_code_valid(code)) return fail(p, WSY_PROTO, WS_CLOSE_PROTOCOL);
-      if (ws_utf8_valid(d + 2, n - 2) != WSY_OK) return fail(p, WSY_BAD_UTF8, WS_CLOSE_BAD_DATA);
+      if (wsy_utf8_scan(d + 2, n - 2, NULL, NULL) != WSY_OK) return fail(p, WSY_BAD_UTF8, WS_CLOSE_BAD_DATA);
     }
     stop = p->cb->on_close(p->ctx, code, n >= 2 ? d + 2 : d, n >= 2 ? n - 2 : 0);
   }
@@ -181,7 +182,7 @@ static int control_done(ws_parser *p, uint8_t *d, size_t n) {
 
 static int message_done(ws_parser *p, uint8_t *d, size_t n) {
   int op = p->msg_opcode;
-  if (op == WS_OP_TEXT && !ws_utf8_complete(p->utf8))
+  if (op == WS_OP_TEXT && !wsy_utf8_complete(p->utf8))
     return fail(p, WSY_BAD_UTF8, WS_CLOSE_BAD_DATA);
   p->msg_opcode = 0;
   if (p->msg_deflated) {
@@ -221,7 +222,7 @@ static int inflate_bytes(ws_parser *p, const uint8_t *d, size_t n, int tail) {
     int zrc = inflate(z, Z_SYNC_FLUSH);
     size_t got = room - z->avail_out;
     if (got) {
-      if (p->msg_opcode == WS_OP_TEXT && ws_utf8_feed(&p->utf8, out, got) != WSY_OK)
+      if (p->msg_opcode == WS_OP_TEXT && wsy_utf8_feed(&p->utf8, out, got) != WSY_OK)
         return fail(p, WSY_BAD_UTF8, WS_CLOSE_BAD_DATA);
       int rc = buf_append(p->msg, out, got);
       if (rc == WSY_NOMEM) return fail(p, WSY_NOMEM, WS_CLOSE_INTERNAL);
@@ -273,7 +274,7 @@ static int payload(ws_parser *p, uint8_t *d, size_t n, int whole_frame) {
     static uint8_t empty[1];
     return message_done(p, p->msg ? p->msg->data : empty, p->msg ? p->msg->len : 0);
   }
-  if (p->msg_opcode == WS_OP_TEXT && ws_utf8_feed(&p->utf8, d, n) != WSY_OK)
+  if (p->msg_opcode == WS_OP_TEXT && wsy_utf8_feed(&p->utf8, d, n) != WSY_OK)
     return fail(p, WSY_BAD_UTF8, WS_CLOSE_BAD_DATA);
   if (whole_frame && fin && msg_len(p) == 0) return message_done(p, d, n);
   if (!p->msg) {

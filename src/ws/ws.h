@@ -1,6 +1,7 @@
-/* ws.h -- RFC 6455 for wsync: frame parser and encoder, incremental UTF-8
- * validation, the upgrade handshake's accept key, close-code rules, and
- * permessage-deflate (RFC 7692): offers, the answer, compressed messages.
+/* ws.h -- RFC 6455 for wsync: frame parser and encoder (text checked as it
+ * arrives with the incremental validator of src/common/utf8.h), the upgrade
+ * handshake's accept key, close-code rules, and permessage-deflate (RFC
+ * 7692): offers, the answer, compressed messages.
  *
  * This header is the pure part: no I/O, no clock, no allocation beyond the
  * parser's own reassembly buffers and the inflate stream it borrows for a
@@ -37,20 +38,6 @@ enum ws_close_code {
   WS_CLOSE_INTERNAL = 1011,
   WS_CLOSE_TRY_AGAIN_LATER = 1013,
 };
-
-/* ---- UTF-8 ------------------------------------------------------------ */
-
-/* Incremental validator. *state starts at 0 (WS_UTF8_ACCEPT) and carries a
- * partial code point from one call to the next, so a sequence split across
- * frames or reads validates exactly as the whole would. Rejects overlongs,
- * surrogates and code points above U+10FFFF. Once rejected, stays rejected. */
-#define WS_UTF8_ACCEPT 0u
-#define WS_UTF8_REJECT 0xffffffffu
-int ws_utf8_feed(uint32_t *state, const uint8_t *p, size_t n); /* WSY_OK or WSY_BAD_UTF8 */
-/* True when the text fed so far ends on a code point boundary. */
-static inline int ws_utf8_complete(uint32_t state) { return state == WS_UTF8_ACCEPT; }
-/* One-shot helper: WSY_OK when p[0..n) is complete, valid UTF-8. */
-int ws_utf8_valid(const uint8_t *p, size_t n);
 
 /* ---- close codes ------------------------------------------------------ */
 
@@ -164,7 +151,7 @@ typedef struct ws_parser {
   uint64_t remaining;  /* payload bytes left in the current frame */
   buf *msg;            /* reassembly of a message spanning reads or frames (lazy) */
   uint8_t *ctl;        /* lazily allocated control payload spanning reads */
-  uint32_t utf8;       /* validator state of the text message in progress */
+  uint32_t utf8;       /* wsy_utf8_feed state of the text message in progress */
   uint16_t close_code; /* set with the sticky error */
   uint8_t state;
   uint8_t hdr[8];      /* extended length being accumulated */

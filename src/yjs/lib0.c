@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#include "../common/utf8.h"
+
 int lib0_read_u8(lib0_rd *r, uint8_t *v) {
   if (r->pos >= r->len) return WSY_INVAL;
   *v = r->p[r->pos++];
@@ -47,36 +49,6 @@ int lib0_read_varbytes(lib0_rd *r, const uint8_t **p, size_t *n) {
   return 0;
 }
 
-int lib0_utf8_check(const uint8_t *s, size_t n, size_t *units) {
-  size_t u = 0, i = 0;
-  while (i < n) {
-    uint8_t c = s[i];
-    if (c < 0x80) {
-      i++;
-      u++;
-      continue;
-    }
-    size_t need;
-    uint32_t cp;
-    if (c >= 0xc2 && c <= 0xdf) need = 1, cp = c & 0x1f;
-    else if (c >= 0xe0 && c <= 0xef) need = 2, cp = c & 0x0f;
-    else if (c >= 0xf0 && c <= 0xf4) need = 3, cp = c & 0x07;
-    else return WSY_INVAL;
-    if (n - i <= need) return WSY_INVAL;
-    for (size_t k = 1; k <= need; k++) {
-      if ((s[i + k] & 0xc0) != 0x80) return WSY_INVAL;
-      cp = (cp << 6) | (s[i + k] & 0x3f);
-    }
-    if ((need == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-        (need == 3 && (cp < 0x10000 || cp > 0x10ffff)))
-      return WSY_INVAL;
-    i += need + 1;
-    u += need == 3 ? 2 : 1;
-  }
-  if (units) *units = u;
-  return 0;
-}
-
 size_t lib0_utf8_offset(const uint8_t *s, size_t n, size_t unit, int *split) {
   size_t i = 0, u = 0;
   *split = 0;
@@ -99,7 +71,7 @@ size_t lib0_utf8_offset(const uint8_t *s, size_t n, size_t unit, int *split) {
 
 int lib0_read_varstring(lib0_rd *r, const uint8_t **p, size_t *n, size_t *units) {
   if (lib0_read_varbytes(r, p, n)) return WSY_INVAL;
-  return lib0_utf8_check(*p, *n, units);
+  return wsy_utf8_scan(*p, *n, NULL, units) == WSY_OK ? 0 : WSY_INVAL;
 }
 
 static int skip_any(lib0_rd *r, int depth) {

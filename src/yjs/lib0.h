@@ -57,8 +57,6 @@ int lib0_read_varstring(lib0_rd *r, const uint8_t **p, size_t *n, size_t *units)
 /* Skips one lib0 "any" value (type byte 116..127), checking it whole. */
 int lib0_skip_any(lib0_rd *r) WSY_WUR;
 
-/* UTF-8 s[0..n) valid as above; *units gets its UTF-16 length. 0 or WSY_INVAL. */
-int lib0_utf8_check(const uint8_t *s, size_t n, size_t *units) WSY_WUR;
 /* Byte offset in valid UTF-8 s[0..n) of UTF-16 unit offset `unit`. When the
  * offset falls between the two halves of a surrogate pair (inside a 4-byte
  * sequence), returns the offset of that sequence and sets *split = 1. */

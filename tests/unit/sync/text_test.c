@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../../src/common/utf8.h"
 #include "../../../src/common/wsy.h"
 #include "../../../src/sync/text.h"
 
@@ -95,6 +96,9 @@ Test(text, counts_code_points_not_bytes_or_utf16_units) {
   cr_expect_eq(text_cp_len("a\0b", 3), 3);                         /* NUL is a code point */
 }
 
+/* The rule itself is src/common/utf8.h's and tested there
+ * (tests/unit/common/test_utf8.c); here, that text applies it to documents
+ * and to inserts, and measures documents in code points. */
 Test(text, validates_utf8_strictly) {
   static const struct { const char *s; size_t len; int ok; size_t cps; } cases[] = {
     {"", 0, 1, 0},
@@ -117,11 +121,42 @@ Test(text, validates_utf8_strictly) {
     {"a\xe4\xb8", 3, 0, 0},
     {"\xc3\x28", 2, 0, 0},          /* bad continuation */
   };
+  text_op *none = OP("[]");
   for (size_t i = 0; i < WSY_ARRAY_LEN(cases); i++) {
-    size_t cps = 99;
-    cr_expect_eq(text_utf8_valid(cases[i].s, cases[i].len, &cps), cases[i].ok, "case %zu", i);
-    if (cases[i].ok) cr_expect_eq(cps, cases[i].cps, "case %zu", i);
+    const char *s = cases[i].s;
+    size_t len = cases[i].len, cps = cases[i].cps;
+    char *out, err[160];
+    size_t outlen;
+    /* As a document: refused whole, or measured exactly (deleting every
+     * code point applies, one more does not). */
+    cr_expect_eq(text_apply(s, len, none, &out, &outlen, err, sizeof err), cases[i].ok ? WSY_OK : WSY_BAD_UTF8,
+                 "case %zu", i);
+    wsy_free(out);
+    if (cases[i].ok && cps) {
+      char wire[32];
+      snprintf(wire, sizeof wire, "[{\"d\":%zu}]", cps);
+      text_op *del = OP(wire);
+      cr_expect_eq(text_apply(s, len, del, &out, &outlen, err, sizeof err), WSY_OK, "case %zu: %s", i, err);
+      cr_expect_eq(outlen, 0, "case %zu", i);
+      wsy_free(out);
+      text_op_free(del);
+      snprintf(wire, sizeof wire, "[{\"d\":%zu}]", cps + 1);
+      del = OP(wire);
+      cr_expect_eq(text_apply(s, len, del, &out, &outlen, err, sizeof err), WSY_INVAL, "case %zu", i);
+      text_op_free(del);
+    }
+    /* As an insert (built without jansson's own check). */
+    if (len) {
+      json_t *ops = json_array();
+      json_array_append_new(ops, json_stringn_nocheck(s, len));
+      text_op *op = NULL;
+      cr_expect_eq(text_op_from_json(ops, &lim, &op, err, sizeof err), cases[i].ok ? WSY_OK : WSY_BAD_UTF8,
+                   "case %zu", i);
+      text_op_free(op);
+      json_decref(ops);
+    }
   }
+  text_op_free(none);
 }
 
 /* ---- parse, normalize, serialize ----------------------------------------- */
@@ -367,7 +402,7 @@ static char *must_apply(const char *doc, const text_op *op) {
   char *out, err[160];
   size_t outlen;
   cr_assert_eq(text_apply(doc, strlen(doc), op, &out, &outlen, err, sizeof err), WSY_OK, "%s", err);
-  cr_assert(text_utf8_valid(out, outlen, NULL));
+  cr_assert_eq(wsy_utf8_scan((const uint8_t *)out, outlen, NULL, NULL), WSY_OK);
   return out;
 }
 

@@ -117,10 +117,22 @@ Test(lib0, strings_must_be_utf8_and_count_utf16_units) {
       {"\xff", 0, 0},
   };
   for (size_t i = 0; i < WSY_ARRAY_LEN(cases); i++) {
-    size_t units = 99;
-    int rc = lib0_utf8_check((const uint8_t *)cases[i].s, strlen(cases[i].s), &units);
+    /* As lib0 writes a string: its byte length, then the bytes. */
+    size_t len = strlen(cases[i].s);
+    ybuf b = {0};
+    cr_assert_eq(lib0_write_varbytes(&b, cases[i].s, len), 0);
+    lib0_rd r;
+    lib0_rd_init(&r, b.p, b.len);
+    const uint8_t *p = NULL;
+    size_t n = 99, units = 99;
+    int rc = lib0_read_varstring(&r, &p, &n, &units);
     cr_assert_eq(rc, cases[i].ok ? 0 : WSY_INVAL, "case %zu", i);
-    if (cases[i].ok) cr_assert_eq(units, cases[i].units, "case %zu", i);
+    if (cases[i].ok) {
+      cr_assert_eq(units, cases[i].units, "case %zu", i);
+      cr_assert_eq(n, len);
+      cr_assert_eq(p, b.p + b.len - len, "a view into the input");
+    }
+    ybuf_free(&b);
   }
 }
 
