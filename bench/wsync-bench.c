@@ -1388,7 +1388,7 @@ static int on_upgrade_bytes(int ci, uint8_t *d, size_t len, uint64_t now) {
     char msg[160];
     int n = ci == st.catch_conn && phase == PH_CATCHUP
                 ? snprintf(msg, sizeof msg, "{\"type\":\"hello\",\"user\":\"ucatch\",\"device\":\"dcatch%s\"}", run_tag)
-                : snprintf(msg, sizeof msg, "{\"type\":\"hello\",\"user\":\"u%d\",\"device\":\"d%d\"}", ci, ci);
+                : snprintf(msg, sizeof msg, "{\"type\":\"hello\",\"user\":\"u%d\",\"device\":\"d%d.%s\"}", ci, ci, run_tag);
     send_frame(ci, 1, msg, (size_t)n);
   } else {
     c->state = CS_READY;
