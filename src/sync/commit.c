@@ -327,6 +327,7 @@ static void commit_done(void *ud, int rc) {
       presence_gate_open(e, r);
     }
     if (r->defer && r->pending == 0) redecide(e, r);
+    if (r->pend_q) join_pending_done(e, r);
     r->pins--;
     room_unload_if_idle(e, r);
   }

@@ -9,8 +9,13 @@
  * is, in memory, exactly what the store holds: its seq, epoch, first
  * retained seq, document and device cursors. A join to it reads no store
  * unless it asks for the log (a catch-up with entries to replay, or
- * `history` messages). Otherwise (entries pending, a broken room) the
- * committed state is read from the store in one snapshot. */
+ * `history` messages). With entries pending, memory is ahead of what the
+ * client may see; the join waits until nothing of the room is pending (on
+ * one node; JOIN_WAIT_MS at most), since the other way, reading the whole
+ * committed state from the store on the loop, costs as much as the room is
+ * large. After the wait, or with a broken room, or in a cluster with
+ * entries pending, the committed state is read from the store in one
+ * snapshot. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +25,16 @@
 #include "room.h"
 #include "sess.h"
 #include "stream.h"
+
+#define JOIN_ASKED 1  /* the authorization hook allowed it */
+#define JOIN_WAITED 2 /* it waited for the room's pending entries already */
+#define JOIN_WAIT_MS 250
+
+typedef struct jwait {
+  struct jwait *next;
+  sess *s; /* a reference */
+  json_t *req;
+} jwait;
 
 int join_collect_op(uint64_t seq, const char *msg, size_t len, void *ud) {
   (void)seq;
@@ -134,12 +149,12 @@ static int read_begin(engine *e, int *reading) {
   return rc;
 }
 
-static void join_decide(sess *s, json_t *req, int asked) {
+static void join_decide(sess *s, json_t *req, int flags) {
   engine *e = s->e;
   const char *name = proto_room_name(s, req);
   if (!name) return;
   /* The authorization hook decides joins the grants do not cover (or all). */
-  if (!asked && authhook_join_asks(s, name) && authhook_join(s, req, name) != 0) return;
+  if (!(flags & JOIN_ASKED) && authhook_join_asks(s, name) && authhook_join(s, req, name) != 0) return;
   if (!(sess_perms(s, name) & AUTH_READ)) {
     sess_error(s, req, "forbidden", "no read permission for this room", NULL, NULL);
     return;
@@ -209,6 +224,18 @@ static void join_decide(sess *s, json_t *req, int asked) {
    * replica another node wrote up to date (cluster.h). With entries
    * pending it reads the store below instead. */
   if (!loading && cluster_join_wait(e, r, s, req)) return;
+  if (!(flags & JOIN_WAITED) && !e->clustered && r->pending && !r->broken && !r->stale) {
+    jwait *w = wsy_calloc(1, sizeof *w);
+    w->s = s;
+    s->refs++;
+    s->hold++; /* its later messages wait behind the join (hook.h) */
+    w->req = json_incref(req);
+    if (!r->pend_q) r->pend_q_until = now_ms(e) + JOIN_WAIT_MS;
+    jwait **pp = (jwait **)&r->pend_q;
+    while (*pp) pp = &(*pp)->next;
+    *pp = w;
+    return;
+  }
   /* What the client gets is the committed state: from memory when nothing
    * of the room is pending, else read from the store in one snapshot. */
   store_room_info info = {0};
@@ -337,7 +364,35 @@ static void join_decide(sess *s, json_t *req, int asked) {
 
 void join_handle(sess *s, json_t *req) { join_decide(s, req, 0); }
 
-void join_handle_asked(sess *s, json_t *req) { join_decide(s, req, 1); }
+void join_handle_asked(sess *s, json_t *req) { join_decide(s, req, JOIN_ASKED); }
+
+void join_pending_done(engine *e, room *r) {
+  if (!r->pend_q || (r->pending && now_ms(e) < r->pend_q_until)) return;
+  jwait *q = r->pend_q;
+  r->pend_q = NULL;
+  r->pins++; /* a message released below (a leave) may empty the room: it stays until the end */
+  for (jwait *w = q, *next; w; w = next) {
+    next = w->next;
+    if (!w->s->ended) join_decide(w->s, w->req, JOIN_ASKED | JOIN_WAITED);
+    hook_hold_release(w->s);
+    sess_unref(w->s);
+    json_decref(w->req);
+    wsy_free(w);
+  }
+  r->pins--;
+  room_unload_if_idle(e, r);
+}
+
+void join_waits_free(room *r) {
+  for (jwait *w = r->pend_q, *next; w; w = next) { /* shutdown: unanswered */
+    next = w->next;
+    if (w->s->hold) w->s->hold--;
+    sess_unref(w->s);
+    json_decref(w->req);
+    wsy_free(w);
+  }
+  r->pend_q = NULL;
+}
 
 void join_leave(sess *s, json_t *req) {
   const char *name = proto_room_name(s, req);

@@ -54,6 +54,13 @@ void join_leave(sess *s, json_t *req);
 int join_cursors_load(engine *e, room *r, int exists);
 void join_cursor_note(room *r, const char *user, const char *device, uint64_t seq);
 void join_cursors_free(room *r);
+/* Joins of r waiting for its pending entries (join.c) go on when nothing
+ * of r is pending or, at the latest, at the first entry done after
+ * JOIN_WAIT_MS (then read from the store): called whenever an entry of r
+ * is done. */
+void join_pending_done(engine *e, room *r);
+/* Frees them unanswered (the room is freed at shutdown). */
+void join_waits_free(room *r);
 /* Store walk callback: log entries into a JSON array (ud: json_t *). */
 int join_collect_op(uint64_t seq, const char *msg, size_t len, void *ud);
 

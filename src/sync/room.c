@@ -25,6 +25,7 @@ static void room_destroy(engine *e, room *r) {
   presence_batch_free(e, r);
   map_free(&r->rerelease);
   join_cursors_free(r);
+  join_waits_free(r);
   if (r->kind) r->kind->unload(r);
   if (r->ring) ring_unref(r->ring);
   wsy_free(r->name);
@@ -32,7 +33,7 @@ static void room_destroy(engine *e, room *r) {
 }
 
 void room_unload_if_idle(engine *e, room *r) {
-  if (r->nmembers == 0 && r->npeers == 0 && r->pending == 0 && !r->defer && !r->settle_q && !r->fetch_q &&
+  if (r->nmembers == 0 && r->npeers == 0 && r->pending == 0 && !r->defer && !r->settle_q && !r->pend_q && !r->fetch_q &&
       !r->pins) {
     /* Its last members' leaves go now (to other nodes: nobody is left
      * here), then it unloads (presence_batch_flush_room calls back). */
