@@ -52,6 +52,7 @@ void doc_item_fresh(const doc_item *cit) {
 }
 
 static void doc_changing(doc *d);
+static void item_changing(doc *d, const char *id, doc_item *it);
 
 /* Brings the JSON up to date and lets the ropes go: the item is about to be
  * changed as JSON (a set, a batch), which the ropes would not see. */
@@ -111,7 +112,8 @@ int doc_load(doc *d, const char *id, const char *fields_json, size_t len, const 
     json_decref(revs);
     return WSY_INVAL;
   }
-  doc_changing(d);
+  doc_item *old = d->frozen ? map_get(&d->items, id) : NULL;
+  if (old) item_changing(d, id, old);
   doc_item *it = wsy_calloc(1, sizeof *it);
   it->fields = f;
   it->revs = doc_revs_split(revs, &it->gen);
@@ -183,6 +185,7 @@ doc_frozen *doc_freeze(doc *d) {
   const char *k;
   void *v;
   for (size_t i = 0; map_next(&d->items, &i, &k, &v);) f->live[f->n++] = (map_slot){(char *)k, v};
+  map_init(&f->saved);
   f->d = d;
   f->next = d->frozen;
   d->frozen = f;
@@ -196,31 +199,59 @@ static void unlink_frozen(doc_frozen *f) {
   f->d = NULL;
 }
 
-/* Copies what f has not written yet out of its document (about to change). */
+static void take(doc_frozen_item *x, const char *id, doc_item *it) {
+  doc_item_fresh(it);
+  x->id = wsy_strndup(id, strlen(id));
+  x->version = it->version;
+  x->fields = json_incref(it->fields);
+  x->revs = it->revs && json_object_size(it->revs) ? json_copy(it->revs) : NULL;
+}
+
+static void drop(doc_frozen_item *x) {
+  wsy_free(x->id);
+  json_decref(x->fields);
+  json_decref(x->revs);
+}
+
+/* An item's key in a freeze's saved map: its address, which stays unique
+ * while the freeze lists it (a deleted item is saved before it is freed). */
+static const char *addr_key(char *k, size_t cap, const doc_item *it) {
+  snprintf(k, cap, "%p", (const void *)it);
+  return k;
+}
+
+/* The state of f's item i: saved, or the item itself (*saved NULL). */
+static doc_frozen_item *saved_of(const doc_frozen *f, size_t i) {
+  if (!f->saved.len) return NULL;
+  char k[32];
+  return map_get(&f->saved, addr_key(k, sizeof k, f->live[i].val));
+}
+
+/* Called before item `it` (id) of d changes or goes. */
+static void item_changing(doc *d, const char *id, doc_item *it) {
+  for (doc_frozen *f = d->frozen; f; f = f->next) {
+    char k[32];
+    if (map_get(&f->saved, addr_key(k, sizeof k, it))) continue; /* saved before */
+    doc_frozen_item *x = wsy_malloc(sizeof *x);
+    take(x, id, it);
+    map_put(&f->saved, k, x);
+  }
+}
+
+/* doc_free: copies what f has not written yet out of its document. */
 static void copy_frozen(doc_frozen *f) {
-  size_t from = f->copied_from, ids = 0;
-  for (size_t i = from; i < f->n; i++) ids += strlen(f->live[i].key);
+  size_t from = f->copied_from;
   f->v = f->n > from ? wsy_malloc((f->n - from) * sizeof *f->v) : NULL;
-  f->ids = wsy_malloc(ids + 1);
-  size_t at = 0;
   for (size_t i = from; i < f->n; i++) {
-    doc_item *it = f->live[i].val;
-    doc_item_fresh(it);
-    doc_frozen_item *x = &f->v[i - from];
-    x->id = at;
-    x->id_len = strlen(f->live[i].key);
-    memcpy(f->ids + at, f->live[i].key, x->id_len);
-    at += x->id_len;
-    x->version = it->version;
-    x->fields = json_incref(it->fields);
-    x->revs = it->revs && json_object_size(it->revs) ? json_copy(it->revs) : NULL;
+    doc_frozen_item *x = &f->v[i - from], *sv = saved_of(f, i);
+    if (sv) *x = *sv, sv->id = NULL, sv->fields = sv->revs = NULL; /* moved */
+    else take(x, f->live[i].key, f->live[i].val);
   }
   wsy_free(f->live);
   f->live = NULL;
   unlink_frozen(f);
 }
 
-/* Called before anything in d changes. */
 static void doc_changing(doc *d) {
   while (d->frozen) copy_frozen(d->frozen);
 }
@@ -228,18 +259,21 @@ static void doc_changing(doc *d) {
 void doc_frozen_free(doc_frozen *f) {
   if (!f) return;
   if (f->d) unlink_frozen(f);
-  for (size_t i = 0; f->v && i < f->n - f->copied_from; i++) {
-    json_decref(f->v[i].fields);
-    json_decref(f->v[i].revs);
+  for (size_t i = 0; f->v && i < f->n - f->copied_from; i++) drop(&f->v[i]);
+  const char *k;
+  void *v;
+  for (size_t i = 0; map_next(&f->saved, &i, &k, &v);) {
+    drop(v);
+    wsy_free(v);
   }
+  map_free(&f->saved);
   wsy_free(f->v);
-  wsy_free(f->ids);
   wsy_free(f->live);
   wsy_free(f);
 }
 
-static void write_item(jw *w, const char *id, size_t id_len, uint64_t version, json_t *fields, json_t *revs) {
-  jw_str(w, id, id_len);
+static void write_item(jw *w, const char *id, uint64_t version, json_t *fields, json_t *revs) {
+  jw_cstr(w, id);
   jw_lit(w, ":{\"version\":");
   jw_int(w, (int64_t)version);
   jw_lit(w, ",\"fields\":");
@@ -255,16 +289,16 @@ size_t doc_frozen_write(doc_frozen *f, size_t from, jw *w, size_t bytes) {
   size_t start = w->len, i = from;
   for (; i < f->n && (i == from || w->len - start < bytes); i++) {
     if (i > from) jw_lit(w, ",");
-    if (f->d) { /* unchanged since the freeze: the item itself */
+    const doc_frozen_item *x = f->live ? saved_of(f, i) : &f->v[i - f->copied_from];
+    if (x) {
+      write_item(w, x->id, x->version, x->fields, x->revs);
+    } else { /* unchanged since the freeze: the item itself */
       doc_item *it = f->live[i].val;
       doc_item_fresh(it);
-      write_item(w, f->live[i].key, strlen(f->live[i].key), it->version, it->fields, it->revs);
-    } else {
-      const doc_frozen_item *x = &f->v[i - f->copied_from];
-      write_item(w, f->ids + x->id, x->id_len, x->version, x->fields, x->revs);
+      write_item(w, f->live[i].key, it->version, it->fields, it->revs);
     }
   }
-  if (f->d) f->copied_from = i; /* a copy from here on leaves out what was written */
+  if (f->live) f->copied_from = i; /* doc_free copies from here on */
   return i;
 }
 
@@ -392,9 +426,9 @@ static size_t item_size(json_t *fields, json_t *revs, size_t encoded) {
 
 int sync_apply(doc *d, const sync_op *op, uint64_t seq, const sync_limits *lim, char **fields_json,
                sync_err *err) {
-  doc_changing(d);
   doc_item *it = map_get(&d->items, op->item);
   *fields_json = NULL;
+  if (it && d->frozen) item_changing(d, op->item, it);
   if (it) live_drop(it); /* from here on the item changes as JSON */
   if (op->has_base) {
     int ok = op->base == 0 ? it == NULL : (it && it->version == op->base);
@@ -477,8 +511,8 @@ int sync_text_parse(json_t *op, const sync_limits *lim, sync_text *out, sync_err
 
 int sync_text_apply(doc *d, const sync_text *t, const text_op *op, uint64_t seq, const sync_limits *lim,
                     sync_err *err) {
-  doc_changing(d); /* the rope below changes in place */
   doc_item *it = map_get(&d->items, t->item);
+  if (it && d->frozen) item_changing(d, t->item, it); /* the rope below changes in place */
   doc_text *x = it ? live_find(it, t->field) : NULL;
   json_t *cur = it && !x ? json_object_get(it->fields, t->field) : NULL;
   if (cur && !json_is_string(cur))
@@ -522,7 +556,7 @@ int doc_text_load(doc *d, const char *item, const char *field, uint64_t rev, uin
                   const char *ops_json, size_t len) {
   doc_item *it = map_get(&d->items, item);
   if (!it || rev <= doc_text_rev(d, item, field)) return WSY_OK; /* the row already holds it */
-  doc_changing(d);
+  if (d->frozen) item_changing(d, item, it);
   json_error_t jerr;
   json_t *j = json_loadb(ops_json, len, 0, &jerr);
   text_op *op = NULL;
@@ -594,7 +628,6 @@ typedef struct undo {
 
 int sync_batch_apply(doc *d, const sync_op *subs, size_t n, uint64_t seq, const sync_limits *lim,
                      sync_change **changes, size_t *nchanges, sync_err *err, size_t *index) {
-  doc_changing(d);
   undo *u = wsy_calloc(n, sizeof *u);
   size_t nu = 0;
   int rc = 0;

@@ -359,7 +359,10 @@ static void join_decide(sess *s, json_t *req, int flags) {
   net_chunk *frame = ws_frame_new(WS_OP_TEXT, w->p, w->len);
   sess_send(s, frame);
   net_chunk_unref(frame);
-  if (is_new) room_presence_event(e, m, "join");
+  if (is_new) {
+    room_presence_event(e, m, "join");
+    conn_event(e, s, NULL, "join", "room", name, (const char *)NULL);
+  }
 }
 
 void join_handle(sess *s, json_t *req) { join_decide(s, req, 0); }

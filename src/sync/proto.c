@@ -290,12 +290,12 @@ void proto_dispatch(sess *s, json_t *req) {
                    json_pack("{s:i}", "retry_after", (int)(1000 / (cfg->rate ? cfg->rate : 1)) + 1));
       return;
     }
-    /* join and leave are lifecycle events: logged when membership changed. */
-    const char *rn = !strcmp(type, "join") || !strcmp(type, "leave") ? jstr(req, "room") : NULL;
+    /* join and leave are lifecycle events: logged when membership changed
+     * (a join where it makes the member: it may be answered later). */
+    const char *rn = !strcmp(type, "leave") ? jstr(req, "room") : NULL;
     member *before = rn ? room_membership(s, rn) : NULL;
     handlers[i].fn(s, req);
-    if (rn && !before != !room_membership(s, rn))
-      conn_event(s->e, s, NULL, before ? "leave" : "join", "room", rn, (const char *)NULL);
+    if (before && !room_membership(s, rn)) conn_event(s->e, s, NULL, "leave", "room", rn, (const char *)NULL);
     return;
   }
   sess_error(s, req, "unknown_type", "unknown message type", "type", NULL);

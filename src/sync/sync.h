@@ -129,26 +129,27 @@ uint64_t doc_text_rev(const doc *d, const char *item, const char *field);
 json_t *doc_snapshot(const doc *d);
 
 /* A document frozen for a snapshot sent in parts (stream.h), without
- * building its JSON and, while the document does not change, without
- * touching its items: freezing lists the (id, item) pairs of the map's
- * slots, and the parts are written from the items themselves. The first
- * change to the document (any write, a load, doc_free) copies what every
- * freeze of it has not written yet (ids, versions, references to fields,
- * which are replaced and never changed in place, copies of text revisions,
- * which are), so a freeze always reads the state it was taken at. A join to
- * a large room that nobody writes meanwhile costs a pass over the slots on
- * the loop, not a pass over the items. */
+ * building its JSON and without a pass over its items: freezing lists the
+ * (id, item) pairs of the map's slots, and the parts are written from the
+ * items themselves. An item about to change (a write, a delete, a text edit
+ * in its rope, a load over it) is first saved in each freeze of its
+ * document as it was (its id, version, a reference to its fields, which
+ * are replaced and never changed in place, and a copy of its text
+ * revisions, which are), and the parts write the saved state instead; so a
+ * freeze always reads the state it was taken at, and a write costs one
+ * saved item per freeze, not a copy of the document. doc_free copies what
+ * each freeze has not written yet. */
 typedef struct doc_frozen_item {
-  size_t id, id_len; /* in the freeze's ids */
+  char *id;
   uint64_t version;
   json_t *fields, *revs; /* revs NULL when none */
 } doc_frozen_item;
 struct doc_frozen {
-  doc_frozen *next; /* in d->frozen */
-  doc *d;           /* read in place until it changes; then NULL */
-  map_slot *live;   /* in place: (id, item) of each item */
-  doc_frozen_item *v; /* copied: each item not written yet, from `copied_from` on */
-  char *ids;
+  doc_frozen *next;  /* in d->frozen */
+  doc *d;            /* read in place; NULL once freed (then all is in v) */
+  map_slot *live;    /* (id, item) of each item at the freeze; NULL once copied */
+  map saved;         /* "%p" of an item -> doc_frozen_item*: items changed since */
+  doc_frozen_item *v; /* after doc_free: the items not written yet, from copied_from on */
   size_t n, copied_from;
 };
 /* A freeze of d as it is now (wsy_free'd by doc_frozen_free). */

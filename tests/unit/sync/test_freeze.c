@@ -1,7 +1,8 @@
 /* Unit tests for doc_freeze (src/sync/sync.h): a frozen document, written
  * out in parts, is the document as it was at the freeze, whatever changes
  * between the parts (sets, deletes, new items, text edits in ropes, a load,
- * the document freed), and whether it was read in place or copied. */
+ * the document freed): items changed are saved first, the rest read in
+ * place. */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -139,7 +140,8 @@ Test(freeze, unchanged_document_is_read_in_place) {
   doc_frozen *f = doc_freeze(&d);
   cr_assert_eq(f->n, 60);
   json_t *got = parts(f, &d, 200, NULL);
-  cr_assert_not_null(f->d, "nothing changed: still read in place");
+  cr_assert_not_null(f->d, "read in place");
+  cr_assert_eq(f->saved.len, 0, "nothing changed: nothing saved");
   expect_same(got, want);
   doc_frozen_free(f);
   cr_assert_null(d.frozen);
@@ -155,7 +157,8 @@ Test(freeze, parts_are_the_state_at_the_freeze_whatever_changes_between_them) {
   json_t *want = now(&d);
   doc_frozen *f = doc_freeze(&d);
   json_t *got = parts(f, &d, 300, change_all);
-  cr_assert_null(f->d, "a change copied what was left");
+  cr_assert_not_null(f->d, "still read in place");
+  cr_assert(f->saved.len > 0 && f->saved.len <= 60, "the changed items saved (%zu), not the document", f->saved.len);
   expect_same(got, want);
   /* and the document itself did change */
   cr_assert_null(doc_get(&d, "i001"));
@@ -206,6 +209,7 @@ Test(freeze, the_document_freed_between_parts) {
   doc_frozen *f = doc_freeze(&d);
   json_t *got = parts(f, &d, 150, free_the_doc);
   cr_assert_eq(freed_doc, &d);
+  cr_assert_null(f->d, "doc_free copied what was left");
   expect_same(got, want);
   doc_frozen_free(f);
   json_decref(got);
