@@ -160,6 +160,10 @@ static void metrics(engine *e, conn *c) {
   EMIT("# HELP wsync_ops_failed_total Log entries whose commit failed: not stored, refused with internal.\n"
        "# TYPE wsync_ops_failed_total counter\nwsync_ops_failed_total %llu\n",
        (unsigned long long)e->ops_failed);
+  EMIT("# HELP wsync_joins_waited_total Joins that waited for their room's pending entries to commit, "
+       "rather than reading the room from the store.\n"
+       "# TYPE wsync_joins_waited_total counter\nwsync_joins_waited_total %llu\n",
+       (unsigned long long)e->joins_waited);
   EMIT("# HELP wsync_ops_rejected_total Rejected ops, by error code.\n# TYPE wsync_ops_rejected_total counter\n");
   for (size_t i = 0; map_next(&e->rejected, &i, &k, &v);)
     EMIT("wsync_ops_rejected_total{code=\"%s\"} %llu\n", k, (unsigned long long)(uintptr_t)v);

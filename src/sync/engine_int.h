@@ -110,6 +110,7 @@ struct engine {
   /* figures (api.c: /metrics) */
   uint64_t ops_accepted, deliveries, commits, commit_failures;
   uint64_t ops_committed, ops_failed; /* entries of committed / failed batches */
+  uint64_t joins_waited;              /* joins that waited for their room's pending entries (join.c) */
   size_t outbox_mem;  /* bytes the sessions' outboxes hold themselves (sess.h) */
   size_t ring_mem;    /* bytes of frames the rooms' resume rings hold (ring.h) */
   uint64_t y_updates, y_compactions;  /* Yjs updates sequenced, compactions written */

@@ -225,6 +225,7 @@ static void join_decide(sess *s, json_t *req, int flags) {
    * pending it reads the store below instead. */
   if (!loading && cluster_join_wait(e, r, s, req)) return;
   if (!(flags & JOIN_WAITED) && !e->clustered && r->pending && !r->broken && !r->stale) {
+    e->joins_waited++;
     jwait *w = wsy_calloc(1, sizeof *w);
     w->s = s;
     s->refs++;

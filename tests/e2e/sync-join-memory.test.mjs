@@ -12,14 +12,16 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'node:test';
 
-import { SyncClient, startSyncServer, token } from './lib/sync.mjs';
+import { SyncClient, fetchMetrics, startSyncServer, token } from './lib/sync.mjs';
+
+const KEY = 'join-memory-key-0123';
 
 const faults = path.join(mkdtempSync(path.join(tmpdir(), 'wsync-faults-')), 'faults');
 const arm = (line) => writeFileSync(faults, line ? `${line}\n` : '');
 
 test('joins to a loaded room read nothing from the store', async (t) => {
   arm('');
-  const srv = await startSyncServer(t, ['--store-faults', faults, '--rate', '100000', '--burst', '100000']);
+  const srv = await startSyncServer(t, ['--store-faults', faults, '--rate', '100000', '--burst', '100000', '--api-key', KEY]);
   const room = 'board:mem';
   const laptop = await SyncClient.connect(srv.url, { token: token('alice'), device: 'laptop' });
   t.after(() => laptop.close());
@@ -69,10 +71,37 @@ test('joins to a loaded room read nothing from the store', async (t) => {
     assert.equal(r2.code, 'internal');
   });
 
+  await t.test('a join while entries of the room are pending waits for them, and still reads nothing', async () => {
+    // Bursts of writes, each followed at once by a join from another
+    // connection, until a join found the room's entries pending (the
+    // metric counts it); with the reads armed, a join that read the store
+    // instead would get internal.
+    let waited = 0;
+    let round = 0;
+    for (; round < 40 && waited === 0; round++) {
+      const acks = [];
+      for (let i = 0; i < 40; i++) {
+        acks.push(laptop.request({ type: 'op', room, cid: `b.${round}.${i}`, op: { kind: 'set', item: `burst-${i}`, fields: { round, pad: 'x'.repeat(2000) } } }));
+      }
+      const j = await phone.request({ type: 'join', room });
+      assert.equal(j.type, 'joined', JSON.stringify(j).slice(0, 300));
+      assert.equal(j.more, undefined, 'one part');
+      const done = await Promise.all(acks);
+      for (const a of done) assert.equal(a.type, 'ack');
+      // The state is the committed one: every op of the burst the server
+      // had before the join is in it (seq order: those up to joined.seq).
+      done.forEach((a, i) => {
+        if (a.seq <= j.seq) assert.equal(j.snapshot.items[`burst-${i}`]?.fields.round, round, `burst-${i}`);
+      });
+      waited = (await fetchMetrics(srv.url, KEY)).get('wsync_joins_waited_total');
+    }
+    assert.ok(waited > 0, `no join found entries pending in ${round} rounds`);
+  });
+
   arm('');
   await t.test('with the store back, the catch-up reads the log', async () => {
     const j = await phone.join(room, { since: { epoch: j0.epoch, seq: 1 } });
     assert.equal(j.recovered, true);
-    assert.deepEqual(j.ops.map((o) => o.seq), [2, 3, 4, 5]);
+    assert.deepEqual(j.ops.map((o) => o.seq), Array.from({ length: j.seq - 1 }, (_, i) => i + 2));
   });
 });
