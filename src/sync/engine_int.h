@@ -49,6 +49,7 @@ typedef struct op_refusal op_refusal;
 typedef struct hclient hclient;
 typedef struct authhook authhook;
 typedef struct stream stream;
+typedef struct join_hold join_hold;
 typedef struct defwrite defwrite;
 
 struct engine {

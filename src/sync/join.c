@@ -30,11 +30,48 @@
 #define JOIN_WAITED 2 /* it waited for the room's pending entries already */
 #define JOIN_WAIT_MS 250
 
-typedef struct jwait {
-  struct jwait *next;
+struct join_hold {
+  join_hold *next;
   sess *s; /* a reference */
   json_t *req;
-} jwait;
+};
+
+void join_hold_add(join_hold **q, sess *s, json_t *req) {
+  join_hold *w = wsy_calloc(1, sizeof *w);
+  w->s = s;
+  s->refs++;
+  s->hold++; /* its later messages wait behind the join (hook.h) */
+  w->req = json_incref(req);
+  while (*q) q = &(*q)->next;
+  *q = w;
+}
+
+static void join_decide(sess *s, json_t *req, int flags);
+
+void join_hold_run(engine *e, room *r, join_hold *q, int waited) {
+  r->pins++; /* a message released below (a leave) may empty the room: it stays until the end */
+  for (join_hold *w = q, *next; w; w = next) {
+    next = w->next;
+    if (!w->s->ended) join_decide(w->s, w->req, JOIN_ASKED | (waited ? JOIN_WAITED : 0));
+    hook_hold_release(w->s);
+    sess_unref(w->s);
+    json_decref(w->req);
+    wsy_free(w);
+  }
+  r->pins--;
+  room_unload_if_idle(e, r);
+}
+
+void join_hold_free(join_hold **q) {
+  for (join_hold *w = *q, *next; w; w = next) { /* shutdown: unanswered */
+    next = w->next;
+    if (w->s->hold) w->s->hold--;
+    sess_unref(w->s);
+    json_decref(w->req);
+    wsy_free(w);
+  }
+  *q = NULL;
+}
 
 int join_collect_op(uint64_t seq, const char *msg, size_t len, void *ud) {
   (void)seq;
@@ -226,15 +263,8 @@ static void join_decide(sess *s, json_t *req, int flags) {
   if (!loading && cluster_join_wait(e, r, s, req)) return;
   if (!(flags & JOIN_WAITED) && !e->clustered && r->pending && !r->broken && !r->stale) {
     e->joins_waited++;
-    jwait *w = wsy_calloc(1, sizeof *w);
-    w->s = s;
-    s->refs++;
-    s->hold++; /* its later messages wait behind the join (hook.h) */
-    w->req = json_incref(req);
     if (!r->pend_q) r->pend_q_until = now_ms(e) + JOIN_WAIT_MS;
-    jwait **pp = (jwait **)&r->pend_q;
-    while (*pp) pp = &(*pp)->next;
-    *pp = w;
+    join_hold_add(&r->pend_q, s, req);
     return;
   }
   /* What the client gets is the committed state: from memory when nothing
@@ -372,30 +402,9 @@ void join_handle_asked(sess *s, json_t *req) { join_decide(s, req, JOIN_ASKED); 
 
 void join_pending_done(engine *e, room *r) {
   if (!r->pend_q || (r->pending && now_ms(e) < r->pend_q_until)) return;
-  jwait *q = r->pend_q;
+  join_hold *q = r->pend_q;
   r->pend_q = NULL;
-  r->pins++; /* a message released below (a leave) may empty the room: it stays until the end */
-  for (jwait *w = q, *next; w; w = next) {
-    next = w->next;
-    if (!w->s->ended) join_decide(w->s, w->req, JOIN_ASKED | JOIN_WAITED);
-    hook_hold_release(w->s);
-    sess_unref(w->s);
-    json_decref(w->req);
-    wsy_free(w);
-  }
-  r->pins--;
-  room_unload_if_idle(e, r);
-}
-
-void join_waits_free(room *r) {
-  for (jwait *w = r->pend_q, *next; w; w = next) { /* shutdown: unanswered */
-    next = w->next;
-    if (w->s->hold) w->s->hold--;
-    sess_unref(w->s);
-    json_decref(w->req);
-    wsy_free(w);
-  }
-  r->pend_q = NULL;
+  join_hold_run(e, r, q, 1);
 }
 
 void join_leave(sess *s, json_t *req) {

@@ -23,13 +23,6 @@ typedef struct rmember {
  * going away: its members would leave within the heartbeat TTL anyway). */
 #define SETTLE_MS 200
 
-/* A join waiting for the answers (the session is held: hook.h). */
-typedef struct pwait {
-  struct pwait *next;
-  sess *s;
-  json_t *req;
-} pwait;
-
 /* An API request waiting for the other nodes' answers: a room's presence,
  * or a user's disconnect (user set; room then names the user). */
 typedef struct pask {
@@ -54,14 +47,7 @@ static void rmember_free(rmember *x) {
 }
 
 void presence_room_free(room *r) {
-  for (pwait *w = r->settle_q, *next; w; w = next) { /* shutdown: unanswered */
-    next = w->next;
-    if (w->s->hold) w->s->hold--;
-    sess_unref(w->s);
-    json_decref(w->req);
-    wsy_free(w);
-  }
-  r->settle_q = NULL;
+  join_hold_free(&r->settle_q);
   const char *k;
   void *v;
   for (size_t i = 0; map_next(&r->remote, &i, &k, &v);) rmember_free(v);
@@ -152,19 +138,9 @@ void presence_on_query(engine *e, const char *node, const uint8_t *body, size_t 
  * order, once neither is awaited. */
 void presence_gate_open(engine *e, room *r) {
   if (r->settle_left || r->creating || !r->settle_q) return;
-  pwait *q = r->settle_q;
+  join_hold *q = r->settle_q;
   r->settle_q = NULL;
-  r->pins++; /* a message released below (a leave) may empty the room: it stays until the end */
-  for (pwait *w = q, *next; w; w = next) {
-    next = w->next;
-    if (!w->s->ended) join_handle_asked(w->s, w->req);
-    hook_hold_release(w->s);
-    sess_unref(w->s);
-    json_decref(w->req);
-    wsy_free(w);
-  }
-  r->pins--;
-  room_unload_if_idle(e, r);
+  join_hold_run(e, r, q, 0);
 }
 
 static int pasks_settle(engine *e, int all);
@@ -196,14 +172,7 @@ int presence_settling(const room *r) { return r->settle_left > 0 || (r->creating
 
 void presence_hold_join(engine *e, room *r, sess *s, json_t *req) {
   (void)e;
-  pwait *w = wsy_calloc(1, sizeof *w);
-  w->s = s;
-  s->refs++;
-  s->hold++; /* its later messages wait behind the join (hook.h) */
-  w->req = json_incref(req);
-  pwait **pp = &r->settle_q;
-  while (*pp) pp = &(*pp)->next;
-  *pp = w;
+  join_hold_add(&r->settle_q, s, req);
 }
 
 int presence_on_ephemeral(engine *e, room *r, const bus_msg *m) {

@@ -59,8 +59,15 @@ void join_cursors_free(room *r);
  * JOIN_WAIT_MS (then read from the store): called whenever an entry of r
  * is done. */
 void join_pending_done(engine *e, room *r);
-/* Frees them unanswered (the room is freed at shutdown). */
-void join_waits_free(room *r);
+/* A queue of joins held until something of their room is ready (a room's
+ * pend_q, settle_q), in order; the session's later messages wait behind
+ * them (hook.h). */
+void join_hold_add(join_hold **q, sess *s, json_t *req);
+/* Answers the joins of q (taken over) in order; waited: they waited for
+ * the room's pending entries (pend_q). */
+void join_hold_run(engine *e, room *r, join_hold *q, int waited);
+/* Frees the joins of *q unanswered (the room is freed at shutdown). */
+void join_hold_free(join_hold **q);
 /* Store walk callback: log entries into a JSON array (ud: json_t *). */
 int join_collect_op(uint64_t seq, const char *msg, size_t len, void *ud);
 

@@ -25,7 +25,7 @@ static void room_destroy(engine *e, room *r) {
   presence_batch_free(e, r);
   map_free(&r->rerelease);
   join_cursors_free(r);
-  join_waits_free(r);
+  join_hold_free(&r->pend_q);
   if (r->kind) r->kind->unload(r);
   if (r->ring) ring_unref(r->ring);
   wsy_free(r->name);

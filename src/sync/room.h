@@ -128,8 +128,8 @@ struct room {
   int subscribed_cluster;  /* loaded on a node of a cluster (joins wait for its creation) */
   unsigned settle_left;    /* nodes asked for their members that have not answered yet (presence.c) */
   uint64_t settle_until;   /* loop ms: joins stop waiting for them then */
-  struct pwait *settle_q;  /* joins waiting meanwhile, in order */
-  struct jwait *pend_q;    /* joins waiting for nothing of the room to be pending (join.c) */
+  join_hold *settle_q;     /* joins waiting meanwhile, in order (proto.h) */
+  join_hold *pend_q;       /* joins waiting for nothing of the room to be pending (join.c) */
   uint64_t pend_q_until;   /* loop ms: then they go on anyway */
   map remote;        /* other nodes' members: "node\x1fuser\x1fdevice" -> their entry (presence.c) */
   /* In a cluster, the replica made current without blocking (cluster.c):
