@@ -22,7 +22,7 @@ struct stream {
   doc_frozen *snap; /* the frozen snapshot (owned) */
   size_t at;       /* its next item to send */
   unsigned part;
-  /* A catch-up by ops instead (items NULL): the last seq sent, the last
+  /* A catch-up by ops instead (snap NULL): the last seq sent, the last
    * to send (joined.seq), and the join's id to echo if it is answered again. */
   int ops;
   uint64_t sent, upto;
