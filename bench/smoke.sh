@@ -67,6 +67,8 @@ run "wsync protocol, stored publish" 0 \
   --proto wsync --mode stored --prefix s5 --conns 30 --rooms 3 --pubs 6 --window 16 "${short[@]}"
 run "wsync protocol, op set" 0 \
   --proto wsync --mode op --prefix s6 --conns 30 --rooms 3 --pubs 30 --window 16 "${short[@]}"
+run "wsync protocol, join sent right behind hello" 0 \
+  --proto wsync --mode ephemeral --pipeline --prefix s11 --conns 60 --rooms 6 --pubs 12 --window 16 "${short[@]}"
 run "wsync protocol, catch-up of 3000 ops" 0 \
   --catchup 3000 --pubs 5 --items 3000 --prefix s7 --quiet --server-pid "$pid"
 run "broadcast, idle connections" 0 \

@@ -230,6 +230,7 @@ static struct {
   int server_pid;
   int extra_pids[7], nextra; /* further --server-pid: summed into the server's figures */
   int json, check, idle, quiet;
+  int pipeline; /* wsync: join right behind hello, not after welcome */
   long catchup;
   double rejoin_for; /* catch-up: join again, one after another, for this long */
   int items;
@@ -285,6 +286,8 @@ static void usage(void) {
     "                       meanwhile to see what large joins cost other rooms)\n"
     "  --items M            op mode: distinct items written                 [100]\n"
     "  --concurrency C      connections being set up at once                [256]\n"
+    "  --pipeline           wsync: send join right behind hello instead of after\n"
+    "                       welcome (PROTOCOL.md 3.1: one round trip less)\n"
     "  --recv-interval MS   wsync: send recv about this often (0: never)    [1000]\n"
     "  --prefix S           room name prefix                                [bench]\n"
     "  --label S            name echoed in the report\n"
@@ -308,6 +311,7 @@ static void parse_opts(int argc, char **argv) {
     {"rate", 1, 0, 'r'}, {"window", 1, 0, 'w'}, {"warmup", 1, 0, 'W'}, {"duration", 1, 0, 'd'},
     {"drain", 1, 0, 'D'}, {"settle", 1, 0, 'S'}, {"server-pid", 1, 0, 'i'}, {"json", 0, 0, 'j'},
     {"check", 0, 0, 'c'}, {"idle", 0, 0, 'I'}, {"quiet", 0, 0, 'q'}, {"catchup", 1, 0, 'C'}, {"rejoin-for", 1, 0, 'J'},
+    {"pipeline", 0, 0, 'E'},
     {"items", 1, 0, 'M'}, {"concurrency", 1, 0, 'x'}, {"recv-interval", 1, 0, 'R'},
     {"hist", 1, 0, 'H'}, {"prefix", 1, 0, 'f'}, {"label", 1, 0, 'l'}, {"healthz", 0, 0, 'z'},
     {"spin", 0, 0, 'B'}, {"idle-warm", 1, 0, 'A'}, {"inject-loss", 1, 0, 'L'}, {"inject-dup", 1, 0, 'U'}, {"deflate", 0, 0, 'Z'}, {"fill", 1, 0, 'F'}, {"pub-port", 1, 0, 'O'}, {"alt-port", 1, 0, 'T'}, {"alt-rooms", 0, 0, 'V'}, {"help", 0, 0, '?'}, {0, 0, 0, 0}};
@@ -352,6 +356,7 @@ static void parse_opts(int argc, char **argv) {
     case 'q': opt.quiet = 1; break;
     case 'C': opt.catchup = atol(optarg); break;
     case 'J': opt.rejoin_for = atof(optarg); break;
+    case 'E': opt.pipeline = 1; break;
     case 'M': opt.items = atoi(optarg); break;
     case 'x': opt.concurrency = atoi(optarg); break;
     case 'R': opt.recv_interval_ms = atoi(optarg); break;
@@ -1390,6 +1395,10 @@ static int on_upgrade_bytes(int ci, uint8_t *d, size_t len, uint64_t now) {
                 ? snprintf(msg, sizeof msg, "{\"type\":\"hello\",\"user\":\"ucatch\",\"device\":\"dcatch%s\"}", run_tag)
                 : snprintf(msg, sizeof msg, "{\"type\":\"hello\",\"user\":\"u%d\",\"device\":\"d%d.%s\"}", ci, ci, run_tag);
     send_frame(ci, 1, msg, (size_t)n);
+    if (opt.pipeline && !(ci == st.catch_conn && phase == PH_CATCHUP)) {
+      c->state = CS_JOINING; /* welcome then joined come in one flight */
+      send_join(ci, 0);
+    }
   } else {
     c->state = CS_READY;
     room_live[c->room]++;

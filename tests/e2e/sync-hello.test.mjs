@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import test from 'node:test';
 
 import { startServer } from './lib/server.mjs';
-import { startSyncServer, SyncClient, SECRET, craftToken, mintToken, nowS, token } from './lib/sync.mjs';
+import { startSyncServer, SyncClient, SECRET, craftToken, mintToken, nowS, snapshotOf, token } from './lib/sync.mjs';
 
 let srv; // --auth-secret
 let demo; // --auth-secret --insecure-demo
@@ -234,6 +234,48 @@ test('before welcome every error closes with 1008', async (t) => {
     const c = await SyncClient.open(srv.url);
     c.send(Buffer.from(JSON.stringify({ type: 'hello', token: token('a'), device: 'd' })), { binary: true });
     assert.equal((await c.closed()).code, 1003);
+  });
+});
+
+// PROTOCOL.md 3.1: a client need not wait for welcome. Each case writes its
+// frames in one TCP write (the socket corked), so the server reads them in
+// one pass.
+function sendCorked(c, msgs) {
+  const sock = c.ws._socket;
+  sock.cork();
+  for (const m of msgs) c.send(m);
+  process.nextTick(() => sock.uncork());
+}
+
+test('messages right behind hello, before its welcome (3.1)', async (t) => {
+  await t.test('hello, join and op in one write: welcome, joined, ack, in order', async () => {
+    const c = await SyncClient.open(srv.url);
+    sendCorked(c, [
+      { type: 'hello', id: 'h', token: token('pipe'), device: 'p1' },
+      { type: 'join', id: 'j', room: 'board:pipe' },
+      { type: 'op', id: 'o', room: 'board:pipe', cid: 'pipe-1', op: { kind: 'set', item: 'a', fields: { v: 1 } } },
+    ]);
+    const got = await c.take(3, () => true, 'welcome, joined and ack');
+    assert.deepEqual(got.map((m) => [m.type, m.re]), [['welcome', 'h'], ['joined', 'j'], ['ack', 'o']], JSON.stringify(got));
+    assert.equal(got[2].seq, got[1].seq + 1, 'the op follows the state joined gave');
+    const snap = await snapshotOf(srv.url, 'board:pipe');
+    assert.deepEqual(snap.items.a?.fields, { v: 1 }, JSON.stringify(snap.items));
+    await c.close();
+  });
+  await t.test('a refused hello takes the messages behind it along: one error, close 1008, nothing applied', async () => {
+    const c = await SyncClient.open(srv.url);
+    sendCorked(c, [
+      { type: 'hello', id: 'h', token: 'not.a.token', device: 'p2' },
+      { type: 'join', id: 'j', room: 'board:pipe-refused' },
+      { type: 'op', id: 'o', room: 'board:pipe-refused', cid: 'pipe-2', op: { kind: 'set', item: 'a', fields: { v: 2 } } },
+      { type: 'ping', id: 'p' },
+    ]);
+    const info = await c.closed();
+    assert.equal(info.code, 1008);
+    assert.deepEqual(c.log.map((m) => [m.type, m.re]), [['error', 'h']], JSON.stringify(c.log));
+    const snap = await snapshotOf(srv.url, 'board:pipe-refused');
+    assert.deepEqual(snap.items, {}, 'the op behind the refused hello was not applied');
+    assert.equal(snap.seq, 0);
   });
 });
 
