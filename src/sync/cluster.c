@@ -415,7 +415,7 @@ void cluster_fetch_q_free(room *r) {
 static void join_wait_push(engine *e, room *r, sess *s, json_t *req, int state);
 
 int cluster_join_wait(engine *e, room *r, sess *s, json_t *req) {
-  if (!e->clustered || r->fresh_pass || r->pending) return 0; /* with entries pending the join reads the store */
+  if (!e->clustered || r->fresh_pass || r->pending) return 0; /* with entries pending the join waits for them first (join.c) */
   join_wait_push(e, r, s, req, 0);
   return 1;
 }

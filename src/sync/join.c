@@ -10,11 +10,11 @@
  * retained seq, document and device cursors. A join to it reads no store
  * unless it asks for the log (a catch-up with entries to replay, or
  * `history` messages). With entries pending, memory is ahead of what the
- * client may see; the join waits until nothing of the room is pending (on
- * one node; JOIN_WAIT_MS at most), since the other way, reading the whole
- * committed state from the store on the loop, costs as much as the room is
- * large. After the wait, or with a broken room, or in a cluster with
- * entries pending, the committed state is read from the store in one
+ * client may see; the join waits until nothing of the room is pending
+ * (JOIN_WAIT_MS at most; in a cluster around the fetch it waits for
+ * anyway), since the other way, reading the whole committed state from the
+ * store on the loop, costs as much as the room is large. After the wait,
+ * or with a broken room, the committed state is read from the store in one
  * snapshot. */
 #include <stdlib.h>
 #include <string.h>
@@ -28,16 +28,19 @@
 
 #define JOIN_ASKED 1  /* the authorization hook allowed it */
 #define JOIN_WAITED 2 /* it waited for the room's pending entries already */
+#define JOIN_FETCHED 4 /* cluster: a fetch started after it arrived was answered */
 #define JOIN_WAIT_MS 250
 
 struct join_hold {
   join_hold *next;
   sess *s; /* a reference */
   json_t *req;
+  int flags; /* JOIN_* it goes on with, beside JOIN_ASKED and JOIN_WAITED */
 };
 
-void join_hold_add(join_hold **q, sess *s, json_t *req) {
+static void hold_add(join_hold **q, sess *s, json_t *req, int flags) {
   join_hold *w = wsy_calloc(1, sizeof *w);
+  w->flags = flags;
   w->s = s;
   s->refs++;
   s->hold++; /* its later messages wait behind the join (hook.h) */
@@ -46,13 +49,15 @@ void join_hold_add(join_hold **q, sess *s, json_t *req) {
   *q = w;
 }
 
+void join_hold_add(join_hold **q, sess *s, json_t *req) { hold_add(q, s, req, 0); }
+
 static void join_decide(sess *s, json_t *req, int flags);
 
 void join_hold_run(engine *e, room *r, join_hold *q, int waited) {
   r->pins++; /* a message released below (a leave) may empty the room: it stays until the end */
   for (join_hold *w = q, *next; w; w = next) {
     next = w->next;
-    if (!w->s->ended) join_decide(w->s, w->req, JOIN_ASKED | (waited ? JOIN_WAITED : 0));
+    if (!w->s->ended) join_decide(w->s, w->req, w->flags | JOIN_ASKED | (waited ? JOIN_WAITED : 0));
     hook_hold_release(w->s);
     sess_unref(w->s);
     json_decref(w->req);
@@ -258,13 +263,20 @@ static void join_decide(sess *s, json_t *req, int flags) {
   /* In a cluster, a join sees every entry committed before it, on any
    * node: it waits for a read of the store started after it arrived
    * (asynchronous; shared by the joins of the moment), which also brings a
-   * replica another node wrote up to date (cluster.h). With entries
-   * pending it reads the store below instead. */
-  if (!loading && cluster_join_wait(e, r, s, req)) return;
-  if (!(flags & JOIN_WAITED) && !e->clustered && r->pending && !r->broken && !r->stale) {
+   * replica another node wrote up to date (cluster.h). Not with entries
+   * pending (a fetch waits for them): then the join waits for them first,
+   * below, and for the fetch after. */
+  if (r->fresh_pass) flags |= JOIN_FETCHED;
+  if (!loading && !(flags & JOIN_FETCHED) && cluster_join_wait(e, r, s, req)) return;
+  /* Entries pending: memory is ahead of the store. The join waits until
+   * none is (JOIN_WAIT_MS at most), then is served from memory; on one
+   * node at once, in a cluster after the fetch above if it had none yet.
+   * Past the wait, or when entries came again meanwhile, it reads the
+   * store below. */
+  if (!(flags & JOIN_WAITED) && r->pending && !r->broken && !r->stale) {
     e->joins_waited++;
     if (!r->pend_q) r->pend_q_until = now_ms(e) + JOIN_WAIT_MS;
-    join_hold_add(&r->pend_q, s, req);
+    hold_add(&r->pend_q, s, req, flags & JOIN_FETCHED);
     return;
   }
   /* What the client gets is the committed state: from memory when nothing

@@ -154,6 +154,57 @@ describe('writes on every node', () => {
     await closeClients(a, b, c, d);
   });
 
+  test('joins while their node\'s writes are pending wait for them, then read the state from memory, not the store', async () => {
+    const room = roomName('pend');
+    const w = await connect(0, 'pw');
+    const x = await connect(2, 'px'); // another node writes meanwhile
+    await w.join(room);
+    await x.join(room);
+    const reads = async () => {
+      const m = await fetchMetrics(url(0), KEY);
+      return { sync: m.get('wsync_store_reads_total{mode="sync"}'), check: m.get('wsync_cluster_check_reads_total'),
+        waited: m.get('wsync_joins_waited_total') };
+    };
+    const r0 = await reads();
+    const joiners = [];
+    let waited = 0;
+    let round = 0;
+    // Bursts of writes on node 1, each with a join on node 1 right behind
+    // it, until joins found entries pending (the metric counts them).
+    for (; round < 30 && waited < 3; round++) {
+      const c = await connect(0, 'pj');
+      joiners.push(c);
+      const acks = [];
+      for (let i = 0; i < 30; i++) {
+        acks.push(w.request({ type: 'op', room, cid: `p.${round}.${i}`, op: { kind: 'set', item: `w-${i}`, fields: { round, pad: 'p'.repeat(1000) } } }));
+      }
+      acks.push(x.request({ type: 'op', room, cid: `x.${round}`, op: { kind: 'set', item: 'x', fields: { round } } }));
+      const j = await c.request({ type: 'join', room });
+      assert.equal(j.type, 'joined', JSON.stringify(j).slice(0, 300));
+      const done = await Promise.all(acks);
+      for (const a of done) assert.equal(a.type, 'ack', JSON.stringify(a));
+      // The committed state at joined.seq: the writes up to it, none after.
+      done.forEach((a, i) => {
+        const item = i < 30 ? `w-${i}` : 'x';
+        const want = a.seq <= j.seq ? round : round === 0 ? undefined : round - 1;
+        assert.equal(j.snapshot.items[item]?.fields.round, want, `round ${round}: ${item} (seq ${a.seq}, joined at ${j.seq})`);
+      });
+      // Then every later entry, live, gapless, and nothing the state held.
+      const last = Math.max(...done.map((a) => a.seq));
+      if (last > j.seq) {
+        await seenUpTo(c, room, j.seq, last);
+      } else { // the burst was all in the state joined gave: nothing may come again
+        await c.ping();
+        assert.deepEqual(entriesOf(c, room).map((m) => m.seq), []);
+      }
+      waited = (await reads()).waited - r0.waited;
+    }
+    const r1 = await reads();
+    assert.equal(r1.sync - r0.sync, r1.check - r0.check, 'no synchronous read but the periodic check\'s');
+    assert.ok(waited >= 3, `joins that found entries pending: ${waited} in ${round} rounds`);
+    await closeClients(w, x, ...joiners);
+  });
+
   test('batch and delete across nodes', async () => {
     const room = roomName('batch');
     const a = await connect(0, 'ta');
