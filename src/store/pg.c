@@ -693,6 +693,7 @@ static const store_ops pg_ops = {
   .rooms_get = pg_rooms_get,
   .release_locks_of = pg_release_locks_of,
   .fetch = pg_fetch_start,
+  .fetch_rooms = pg_fetch_rooms,
   .read_counts = pg_read_counts,
   .commit = pg_commit,
 };

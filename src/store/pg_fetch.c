@@ -23,7 +23,8 @@
 
 struct pg_fetch {
   struct pg_fetch *next;
-  char *room;
+  char *room;  /* NULL for a fetch of several rooms' rows (rooms) */
+  buf rooms;   /* their names as a text[] literal (store_fetch_rooms) */
   int flags;
   uint64_t after;
   store_fetch_cb cb;
@@ -47,7 +48,7 @@ typedef struct pg_snap {
 /* The result of kind k for room, or NULL when the fetch did not read it. */
 static const PGresult *snap_res(store *bs, const char *room, int k) {
   const pg_fetch *f = SNAP(bs);
-  return room && !strcmp(room, f->room) ? f->res[k] : NULL;
+  return room && f->room && !strcmp(room, f->room) ? f->res[k] : NULL;
 }
 
 static int snap_room_get(store *bs, const char *room, store_room_info *out) {
@@ -77,6 +78,11 @@ static int snap_history(store *bs, const char *room, uint64_t after, size_t limi
   const PGresult *r = snap_res(bs, room, PQ_LOG);
   if (!r || after < SNAP(bs)->after) return WSY_INVAL; /* not in the snapshot */
   return pg_rows_log(r, after, limit, cb, ud);
+}
+static int snap_rooms_get(store *bs, const char *const *names, size_t n, store_room_cb cb, void *ud) {
+  (void)names, (void)n;
+  const pg_fetch *f = SNAP(bs);
+  return f->room || !f->res[PQ_ROOM] ? WSY_INVAL : pg_rows_rooms(f->res[PQ_ROOM], cb, ud);
 }
 static int snap_nothing(store *bs) {
   (void)bs;
@@ -137,6 +143,7 @@ static const store_ops snap_ops = {
   .stats = snap_stats,
   .room_locks = snap_locks,
   .rooms_list = snap_rooms_list,
+  .rooms_get = snap_rooms_get,
   .commit = snap_commit,
 };
 
@@ -145,6 +152,7 @@ static const store_ops snap_ops = {
 static void fetch_free(pg_fetch *f) {
   for (int k = 0; k < PQ__COUNT; k++) PQclear(f->res[k]);
   wsy_free(f->room);
+  if (!f->room) buf_free(&f->rooms);
   wsy_free(f);
 }
 
@@ -232,7 +240,12 @@ static int send_fetch(pg_store *s, pg_fetch *f) {
   if (!PQsendQueryParams(s->fc, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, NULL, NULL, NULL, 0))
     return WSY_IO;
   f->kind[f->nq++] = -1;
-  for (int k = 0; k < PQ__COUNT; k++) {
+  if (!f->room) { /* several rooms' rows, kept where one room's row goes */
+    const char *rv[] = {(const char *)f->rooms.data};
+    if (!PQsendQueryParams(s->fc, pg_sql_rooms, 1, NULL, rv, NULL, NULL, 0)) return WSY_IO;
+    f->kind[f->nq++] = PQ_ROOM;
+  }
+  for (int k = 0; k < PQ__COUNT && f->room; k++) {
     int want = k == PQ_ROOM || (k == PQ_LOG ? (f->flags & STORE_FETCH_LOG) : (f->flags & STORE_FETCH_STATE));
     if (!want) continue;
     if (!PQsendQueryParams(s->fc, pg_sql_room[k], k == PQ_LOG ? 3 : 1, NULL, v, NULL, NULL, 0)) return WSY_IO;
@@ -357,6 +370,24 @@ int pg_fetch_start(store *bs, const char *room, int flags, uint64_t after, store
   f->room = wsy_strndup(room, strlen(room));
   f->flags = flags;
   f->after = after;
+  f->cb = cb;
+  f->ud = ud;
+  *s->fq_tail = f;
+  s->fq_tail = &f->next;
+  if (s->fstate == PC_DOWN) fc_connect(s);
+  else if (s->fstate != PC_CONNECTING) send_waiting(s);
+  return WSY_OK;
+}
+
+int pg_fetch_rooms(store *bs, const char *const *names, size_t n, store_fetch_cb cb, void *ud) {
+  pg_store *s = (pg_store *)bs;
+  if (!names || !n || !cb || !s->loop || !s->handles_open) return WSY_INVAL;
+  pg_fetch *f = wsy_calloc(1, sizeof *f);
+  int rc = pg_rooms_literal(names, n, &f->rooms);
+  if (rc != 0) {
+    fetch_free(f);
+    return rc;
+  }
   f->cb = cb;
   f->ud = ud;
   *s->fq_tail = f;

@@ -133,6 +133,12 @@ int pg_rows_cursors(const PGresult *r, store_cursor_cb cb, void *ud);
 int pg_rows_locks(const PGresult *r, store_lock_cb cb, void *ud);
 /* The log rows with seq > after_seq, at most limit (0: all). */
 int pg_rows_log(const PGresult *r, uint64_t after_seq, size_t limit, store_history_cb cb, void *ud);
+/* Several rooms' rows (store_rooms_get): the query, its one parameter (the
+ * names as a text[] literal, pg_rooms_literal) and the walker of its rows. */
+extern const char pg_sql_rooms[];
+int pg_rooms_literal(const char *const *names, size_t n, buf *lit);
+int pg_rows_rooms(const PGresult *r, store_room_cb cb, void *ud);
+int pg_fetch_rooms(store *bs, const char *const *names, size_t n, store_fetch_cb cb, void *ud);
 
 /* pg_fetch.c: store_fetch; pg_fetch_close drops what is unanswered. */
 int pg_fetch_start(store *bs, const char *room, int flags, uint64_t after, store_fetch_cb cb, void *ud);

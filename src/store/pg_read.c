@@ -399,7 +399,7 @@ int pg_stats(store *bs, store_stats_info *out) {
 /* Rooms' rows as store_rooms_get and store_rooms_list give them. */
 #define ROOM_COLS "name, epoch, seq, min_seq, created_at, lockver, head"
 
-static int walk_rooms(const PGresult *r, store_room_cb cb, void *ud) {
+int pg_rows_rooms(const PGresult *r, store_room_cb cb, void *ud) {
   int rc = 0;
   for (int i = 0; !rc && i < PQntuples(r); i++) {
     store_room_info info = {.exists = 1};
@@ -415,27 +415,36 @@ static int walk_rooms(const PGresult *r, store_room_cb cb, void *ud) {
   return rc;
 }
 
+const char pg_sql_rooms[] = "SELECT " ROOM_COLS " FROM rooms WHERE name = ANY($1::text[])";
+
+/* names as one text[] literal, NUL-terminated, in lit (initialized here;
+ * the caller frees it, also on failure). */
+int pg_rooms_literal(const char *const *names, size_t n, buf *lit) {
+  buf_init(lit, (size_t)64 << 20);
+  int rc = buf_append(lit, "{", 1);
+  for (size_t i = 0; i < n && !rc; i++) {
+    rc = buf_append(lit, i ? ",\"" : "\"", i ? 2 : 1);
+    for (const char *p = names[i]; *p && !rc; p++) {
+      if (*p == '"' || *p == '\\') rc = buf_append(lit, "\\", 1);
+      if (!rc) rc = buf_append(lit, p, 1);
+    }
+    if (!rc) rc = buf_append(lit, "\"", 1);
+  }
+  if (!rc) rc = buf_append(lit, "}", 2); /* with the NUL */
+  return rc;
+}
+
 /* Several rooms' rows in one round trip: names as one text[] literal. */
 int pg_rooms_get(store *bs, const char *const *names, size_t n, store_room_cb cb, void *ud) {
   if (!cb || (n && !names)) return WSY_INVAL;
   if (!n) return WSY_OK;
   buf lit;
-  buf_init(&lit, (size_t)64 << 20);
-  int rc = buf_append(&lit, "{", 1);
-  for (size_t i = 0; i < n && !rc; i++) {
-    rc = buf_append(&lit, i ? ",\"" : "\"", i ? 2 : 1);
-    for (const char *p = names[i]; *p && !rc; p++) {
-      if (*p == '"' || *p == '\\') rc = buf_append(&lit, "\\", 1);
-      if (!rc) rc = buf_append(&lit, p, 1);
-    }
-    if (!rc) rc = buf_append(&lit, "\"", 1);
-  }
-  if (!rc) rc = buf_append(&lit, "}", 2); /* with the NUL */
+  int rc = pg_rooms_literal(names, n, &lit);
   PGresult *r = NULL;
   const char *v[] = {(const char *)lit.data};
-  if (!rc) rc = q(PG(bs), "SELECT " ROOM_COLS " FROM rooms WHERE name = ANY($1::text[])", 1, v, &r);
+  if (!rc) rc = q(PG(bs), pg_sql_rooms, 1, v, &r);
   buf_free(&lit);
-  if (!rc) rc = walk_rooms(r, cb, ud);
+  if (!rc) rc = pg_rows_rooms(r, cb, ud);
   PQclear(r);
   return rc;
 }
@@ -447,7 +456,7 @@ int pg_rooms_list(store *bs, const char *after, size_t limit, store_room_cb cb, 
   const char *v[] = {after ? after : "", limit ? lim : NULL};
   PGresult *r;
   int rc = q(PG(bs), "SELECT " ROOM_COLS " FROM rooms WHERE name > $1 ORDER BY name LIMIT $2", 2, v, &r);
-  if (!rc) rc = walk_rooms(r, cb, ud);
+  if (!rc) rc = pg_rows_rooms(r, cb, ud);
   PQclear(r);
   return rc;
 }

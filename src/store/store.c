@@ -58,6 +58,9 @@ int store_stats(store *s, store_stats_info *out) { return s->ops->stats(s, out);
 int store_fetch(store *s, const char *room, int flags, uint64_t after_seq, store_fetch_cb cb, void *ud) {
   return s->ops->fetch ? s->ops->fetch(s, room, flags, after_seq, cb, ud) : WSY_INVAL;
 }
+int store_fetch_rooms(store *s, const char *const *names, size_t n, store_fetch_cb cb, void *ud) {
+  return s->ops->fetch_rooms ? s->ops->fetch_rooms(s, names, n, cb, ud) : WSY_INVAL;
+}
 void store_read_counts(store *s, uint64_t *sync_reads, uint64_t *fetches, uint64_t *fetch_failures) {
   *sync_reads = *fetches = *fetch_failures = 0;
   if (s->ops->read_counts) s->ops->read_counts(s, sync_reads, fetches, fetch_failures);
@@ -169,6 +172,11 @@ static int f_fetch(store *s, const char *room, int flags, uint64_t after, store_
   return store_fetch(F(s)->inner, room, flags, after, cb, ud);
 }
 
+static int f_fetch_rooms(store *s, const char *const *names, size_t n, store_fetch_cb cb, void *ud) {
+  if (faulted(F(s), STORE_FAULT_READ)) return WSY_IO; /* refused at once: cb never runs */
+  return store_fetch_rooms(F(s)->inner, names, n, cb, ud);
+}
+
 static void f_read_counts(store *s, uint64_t *a, uint64_t *b, uint64_t *c) { store_read_counts(F(s)->inner, a, b, c); }
 
 static int f_release_locks_of(store *s, const char *prefix, store_release_cb cb, void *ud) {
@@ -269,6 +277,7 @@ static const store_ops fault_ops = {
   .rooms_get = f_rooms_get,
   .release_locks_of = f_release_locks_of,
   .fetch = f_fetch,
+  .fetch_rooms = f_fetch_rooms,
   .read_counts = f_read_counts,
   .room_texts = f_room_texts,
   .history = f_history,

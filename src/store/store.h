@@ -329,6 +329,11 @@ typedef struct store_stats_info {
 #define STORE_FETCH_LOG 2
 typedef void (*store_fetch_cb)(void *ud, int rc, store *snap);
 int store_fetch(store *s, const char *room, int flags, uint64_t after_seq, store_fetch_cb cb, void *ud) WSY_WUR;
+/* The rows of the named rooms that exist, as store_rooms_get reads them,
+ * read the same way as store_fetch (in its order, on its connection): snap
+ * answers store_rooms_get with those rows (whatever names it is given) and
+ * nothing else. n must be at least 1. Returns as store_fetch. */
+int store_fetch_rooms(store *s, const char *const *names, size_t n, store_fetch_cb cb, void *ud) WSY_WUR;
 /* Counters of a network store's reads, without asking it anything: reads
  * that waited on the loop, and fetches answered, and failed; all 0 for a
  * backend that does not count them (SQLite). */

@@ -190,10 +190,10 @@ static void metrics(engine *e, conn *c) {
          " async did not (fetches).\n# TYPE wsync_store_reads_total counter\n"
          "wsync_store_reads_total{mode=\"sync\"} %llu\nwsync_store_reads_total{mode=\"async\"} %llu\n",
          (unsigned long long)rs, (unsigned long long)rf);
-    EMIT("# HELP wsync_cluster_check_reads_total Of the sync reads, those of the once-a-second comparison of the"
-         " loaded rooms with the store (one query for all of them, and a refill where entries are missing).\n"
-         "# TYPE wsync_cluster_check_reads_total counter\nwsync_cluster_check_reads_total %llu\n",
-         (unsigned long long)e->check_reads);
+    EMIT("# HELP wsync_cluster_check_behind_total Loaded rooms the once-a-second comparison with the store found"
+         " behind it (an entry the bus lost): each is then fetched.\n"
+         "# TYPE wsync_cluster_check_behind_total counter\nwsync_cluster_check_behind_total %llu\n",
+         (unsigned long long)e->check_behind);
     EMIT("# HELP wsync_store_fetch_failures_total Asynchronous reads that failed.\n"
          "# TYPE wsync_store_fetch_failures_total counter\nwsync_store_fetch_failures_total %llu\n",
          (unsigned long long)rff);

@@ -159,14 +159,19 @@ static int check_one(const char *name, const store_room_info *info, void *ud) {
   return 0;
 }
 
-/* Compares each loaded room with the store and delivers what is missing:
- * the rows of every loaded room in one read (one round trip for
- * PostgreSQL), then a refill only where entries are missing. */
+/* Compares each loaded room with the store, without blocking the loop: the
+ * rows of every loaded room in one asynchronous read (store_fetch_rooms:
+ * one round trip for PostgreSQL, on the fetch connection), then a fetch of
+ * each room found behind (as for a gap on the bus), which delivers what is
+ * missing and, when the replica itself is behind, reads its state again.
+ * One check at a time: a tick while one is out does nothing. */
+static void check_done(void *ud, int rc, store *snap);
+
 static void check_rooms(engine *e) {
-  uint64_t sync0, f0, ff0;
-  store_read_counts(e->st, &sync0, &f0, &ff0);
+  if (e->check_names) return;
   size_t n = 0, cap = map_len(&e->rooms);
-  char **names = wsy_calloc(cap ? cap : 1, sizeof *names); /* copies: rooms may unload below */
+  if (!cap) return;
+  char **names = wsy_calloc(cap, sizeof *names); /* copies: rooms may unload meanwhile */
   const char *k;
   void *v;
   for (size_t i = 0; map_next(&e->rooms, &i, &k, &v) && n < cap;) {
@@ -175,31 +180,49 @@ static void check_rooms(engine *e) {
     if (r->loading) continue;                           /* its load reads it */
     names[n++] = wsy_strndup(r->name, strlen(r->name));
   }
+  e->check_names = names;
+  e->check_n = n;
+  if (!n) return check_done(e, 0, NULL);
+  int rc = store_fetch_rooms(e->st, (const char *const *)names, n, check_done, e);
+  if (rc != 0) check_done(e, rc, NULL); /* refused at once (a fault): answered the same way */
+}
+
+static void check_room(engine *e, room *r, const store_room_info *info) {
+  if (r->loading || (r->pending && r->delivered == r->seq)) return; /* as when the check began */
+  if (!info->exists || strcmp(info->epoch, r->epoch) != 0) return; /* deleted meanwhile: the next decision's reload says so */
+  if (!r->pending && info->lockver != r->lockver) r->locks_stale = 1; /* a lock event was lost */
+  if (info->seq <= r->delivered) return;
+  e->check_behind++;
+  if (info->seq > r->seq) r->stale = 1; /* the replica too: writes wait for its state */
+  cluster_fetch(e, r, 0);
+}
+
+static void check_done(void *ud, int rc, store *snap) {
+  engine *e = ud;
+  char **names = e->check_names;
+  size_t n = e->check_n;
+  e->check_names = NULL;
+  e->check_n = 0;
   check_ctx c = {.e = e};
   map_init(&c.seen);
-  int rc = store_rooms_get(e->st, (const char *const *)names, n, check_one, &c);
+  if (rc == 0 && n) rc = store_rooms_get(snap, (const char *const *)names, n, check_one, &c);
   if (rc != 0) log_warn("cluster: cannot compare %zu loaded rooms with the store: %s", n, wsy_strerror(rc));
-  /* Rooms are looked up again by name: a refill delivers, and a delivery
+  /* Rooms are looked up again by name: a fetch answered at once (a fault)
    * may end sessions and unload rooms. */
   for (size_t i = 0; i < n && rc == 0; i++) {
     const char *name = names[i];
     store_room_info *info = map_get(&c.seen, name);
     room *r = map_get(&e->rooms, name);
     if (!r || !info) continue; /* unloaded meanwhile; or deleted: the next decision's reload says so */
-    int frc = refill_from(e, r, 0, info);
-    if (frc != 0) {
-      log_warn("room %s: cannot compare with the store: %s", name, wsy_strerror(frc));
-      break; /* the store is failing: try again at the next check */
-    }
+    check_room(e, r, info);
     if ((r = map_get(&e->rooms, name))) commit_redecide_deferred(e, r); /* writes left waiting by a reload that failed */
   }
+  const char *k;
+  void *v;
   for (size_t i = 0; map_next(&c.seen, &i, &k, &v);) wsy_free(v);
   map_free(&c.seen);
   for (size_t i = 0; i < n; i++) wsy_free(names[i]);
   wsy_free(names);
-  uint64_t sync1, f1, ff1;
-  store_read_counts(e->st, &sync1, &f1, &ff1);
-  e->check_reads += sync1 - sync0;
 }
 
 static void on_check(uv_timer_t *t) { check_rooms(t->data); }
@@ -300,6 +323,11 @@ int cluster_init(engine *e, char *err, size_t errlen) {
 
 void cluster_deinit(engine *e) {
   presence_api_flush(e);
+  /* A check still out is dropped with the store (store.h): its names go here. */
+  for (size_t i = 0; i < e->check_n; i++) wsy_free(e->check_names[i]);
+  wsy_free(e->check_names);
+  e->check_names = NULL;
+  e->check_n = 0;
   uv_close((uv_handle_t *)&e->cluster_timer, NULL);
   uv_close((uv_handle_t *)&e->settle_timer, NULL);
   map_free(&e->nodes);

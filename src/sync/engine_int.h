@@ -68,7 +68,9 @@ struct engine {
   uv_timer_t cluster_timer;
   uint64_t refills, refilled, bus_duplicates, bus_gaps, bus_received, reloads, stale_commits, redecided;
   uint64_t fetch_ids;  /* the last store_fetch made (cluster.c) */
-  uint64_t check_reads;/* synchronous store reads made by the periodic check */
+  char **check_names;  /* the periodic check out (cluster.c): the rooms it compares */
+  size_t check_n;
+  uint64_t check_behind;/* rooms it found behind the store (then fetched) */
   store *join_snap;    /* while joins go on after a fetch: its snapshot (a catch-up's entries, cluster.c) */
   unsigned tries_now;  /* while a deferred write is decided again: its tries (commit.c) */
   int unrecorded_now;  /* ... and its cid is known not to be stored: no store lookup */

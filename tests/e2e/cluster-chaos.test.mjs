@@ -428,6 +428,36 @@ describe('found by the chaos tests', () => {
     t.diagnostic(`${checked} of 3 joins were answered while the replica was behind the store`);
   });
 
+  // With the bus stopped, an entry committed on one node still reaches
+  // another node's members: that node's once-a-second check compares its
+  // rooms with the store and fetches the one found behind, all without
+  // blocking its loop (the check read synchronously before).
+  test('with the bus stopped, the periodic check finds another node\'s entry without a synchronous read', async (t) => {
+    const room = roomName('check');
+    const a = await SyncClient.connect(cl.nodes[0].url, { token: token('ca'), device: 'ca-1' });
+    const b = await SyncClient.connect(cl.nodes[1].url, { token: token('cb'), device: 'cb-1' });
+    t.after(() => Promise.all([a.close(), b.close()]));
+    await a.join(room);
+    await b.join(room);
+    await a.set(room, 'c1', 'k', { v: 1 });
+    await b.entry(room, 1);
+    const sync0 = await metric(cl.nodes[1], 'wsync_store_reads_total{mode="sync"}');
+    const behind0 = await metric(cl.nodes[1], 'wsync_cluster_check_behind_total');
+    await cl.redis.pause();
+    try {
+      const ack = await a.set(room, 'c2', 'k', { v: 2 });
+      await b.entry(room, ack.seq); // no bus: only the check brings it
+      assert.ok(await metric(cl.nodes[1], 'wsync_cluster_check_behind_total') > behind0, 'the check found the room behind');
+      assert.equal(await metric(cl.nodes[1], 'wsync_store_reads_total{mode="sync"}'), sync0, 'no synchronous read');
+    } finally {
+      await cl.redis.resume();
+    }
+    // The bus then brings the same entry again: dropped, so it came once.
+    await a.set(room, 'c3', 'k', { v: 3 });
+    await b.entry(room, 3);
+    assert.deepEqual(b.log.filter((m) => m.type === 'op' && m.room === room).map((m) => m.seq), [1, 2, 3]);
+  });
+
   // A join to a room not loaded on its node loads it without blocking the
   // loop (an asynchronous read): with PostgreSQL down the read fails, the
   // join is refused with a retryable error, the room does not stay half

@@ -195,3 +195,66 @@ Test(pg_fetch, fetches_unanswered_at_close_are_dropped) {
   for (int i = 0; i < 5; i++) uv_run(&T.loop, UV_RUN_NOWAIT);
   cr_assert_not(a.done);
 }
+
+/* ---- several rooms' rows (store_fetch_rooms: the cluster's periodic check) */
+
+typedef struct rows_seen {
+  int done, order, rc, rows, room_get_rc, items_rc;
+  store_room_info r, quoted;
+  int has_r, has_quoted, has_missing;
+} rows_seen;
+
+static int on_row(const char *name, const store_room_info *info, void *ud) {
+  rows_seen *s = ud;
+  s->rows++;
+  if (!strcmp(name, "r")) s->r = *info, s->has_r = 1;
+  else if (!strcmp(name, "q\"u\\o,t{e}")) s->quoted = *info, s->has_quoted = 1;
+  else if (!strcmp(name, "missing")) s->has_missing = 1;
+  return 0;
+}
+
+static void on_rows(void *ud, int rc, store *snap) {
+  rows_seen *s = ud;
+  cr_assert_not(s->done, "answered twice");
+  s->done = 1;
+  s->order = ++order_next;
+  s->rc = rc;
+  if (rc) return;
+  const char *any[] = {"ignored"};
+  cr_assert_eq(store_rooms_get(snap, any, 1, on_row, s), 0);
+  store_room_info info;
+  s->room_get_rc = store_room_get(snap, "r", &info);
+  s->items_rc = store_room_items(snap, "r", on_item, &(seen){0});
+}
+
+Test(pg_fetch, several_rooms_rows_in_one_read_in_order_with_the_others) {
+  store *s = room_with_everything();
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "q\"u\\o,t{e}", "e2");
+  pgt_op(b, "q\"u\\o,t{e}", 1, "card", "{}", NULL, NULL);
+  cr_assert_eq(pgt_commit(&T, s, b, 1), 0);
+  const char *names[] = {"r", "missing", "q\"u\\o,t{e}"};
+  seen before = {0};
+  rows_seen rows = {0};
+  cr_assert_eq(store_fetch(s, "r", 0, 0, on_fetch, &before), 0);
+  cr_assert_eq(store_fetch_rooms(s, names, 3, on_rows, &rows), 0);
+  cr_assert_not(rows.done, "answered inside store_fetch_rooms");
+  while (!before.done || !rows.done) uv_run(&T.loop, UV_RUN_ONCE);
+  cr_assert(before.order < rows.order, "answered in the order asked");
+  cr_assert_eq(rows.rc, 0);
+  cr_assert_eq(rows.rows, 2, "the rooms that exist");
+  cr_assert(rows.has_r && rows.has_quoted && !rows.has_missing);
+  cr_assert_eq(rows.r.seq, 5);
+  cr_assert_eq(rows.r.lockver, 1);
+  cr_assert_str_eq(rows.r.epoch, "e");
+  cr_assert_eq(rows.quoted.seq, 1);
+  cr_assert_str_eq(rows.quoted.epoch, "e2");
+  cr_assert_eq(rows.room_get_rc, WSY_INVAL, "only the rows: not one room's reads");
+  cr_assert_eq(rows.items_rc, WSY_INVAL);
+  cr_assert_eq(store_fetch_rooms(s, names, 0, on_rows, &rows), WSY_INVAL, "no rooms: nothing to read");
+  uint64_t sync_reads, fetches, failures;
+  store_read_counts(s, &sync_reads, &fetches, &failures);
+  cr_assert_eq(fetches, 2);
+  cr_assert_eq(sync_reads, 0, "nothing read on the loop");
+  pgt_close(&T, s);
+}
