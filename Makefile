@@ -127,7 +127,7 @@ e2e: build/wsync build/text-oracle build/yjs-oracle tests/e2e/node_modules
 # adapts with WSYNC_E2E_CLUSTER; a known cluster gap is a todo test, shown
 # in every run. WSYNC_E2E_LOGDIR=DIR keeps each node's log.
 E2E_CLUSTER_SUITES := sync-ops sync-batch sync-rooms sync-cursors sync-wire sync-locks sync-fallback client-sync \
-  text-sync sync-api-admin
+  text-sync sync-api-admin sync-catchup-parts
 e2e-cluster: build/wsync tests/e2e/node_modules
 	cd tests/e2e && WSYNC_BIN=../../build/wsync WSYNC_E2E_CLUSTER=3 node --test --test-concurrency=1 \
 	  $(E2E_CLUSTER_SUITES:%=%.test.mjs)

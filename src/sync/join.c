@@ -87,23 +87,14 @@ int join_collect_op(uint64_t seq, const char *msg, size_t len, void *ud) {
   return 0;
 }
 
-/* Entries as the store keeps them (compact JSON, written by this server):
- * a catch-up's ops are copied into the joined reply as text, not parsed
- * and written again (that was most of a large catch-up's time). */
+/* A catch-up's ops as the store keeps them (compact JSON, written by this
+ * server), copied into the joined reply as text, not parsed and written
+ * again (that was most of a large catch-up's time): its first part, from
+ * stream.h, or "[]" (raw_close) when nothing was read. */
 typedef struct {
-  jw w; /* "[e1,e2,...": closed by raw_close */
+  jw w;
   size_t n;
 } raw_list;
-
-static int collect_raw(uint64_t seq, const char *msg, size_t len, void *ud) {
-  (void)seq;
-  raw_list *l = ud;
-  if (!len) return WSY_IO;
-  if (l->n++) jw_lit(&l->w, ",");
-  else jw_lit(&l->w, "[");
-  jw_raw(&l->w, msg, len);
-  return 0;
-}
 
 static void raw_close(raw_list *l) {
   if (!l->n) jw_lit(&l->w, "[");
@@ -314,24 +305,20 @@ static void join_decide(sess *s, json_t *req, int flags) {
        * newer entries of another node that the replica has not delivered
        * yet; they reach the member live, after seq (from_seq below). */
       /* In a cluster, right after a fetch, from its snapshot when it holds
-       * them (it read the log from the oldest since of the joins waiting). */
+       * them (it read the log from the oldest since of the joins waiting):
+       * read at once, sent in parts from memory (stream.h). */
       int from_snap = e->join_snap && seq > since_seq &&
-                      store_history(e->join_snap, name, since_seq, (size_t)(seq - since_seq), collect_raw, &ops) == 0;
-      if (!from_snap) {
-        jw_reset(&ops.w);
-        ops.n = 0;
-      }
-      stream_cancel(e, s, name); /* parts of an earlier join of the room stop (6.3) */
+                      stream_catchup_from(e, s, name, e->join_snap, since_seq, seq, &ops.w, &ops_more) == 0;
+      if (from_snap) ops_closed = 1;
+      else stream_cancel(e, s, name); /* parts of an earlier join of the room stop (6.3) */
       if (!from_snap && info.exists && seq > since_seq && (rc = read_begin(e, &reading)) == 0) {
         /* One node: in parts, read from the store a part per loop turn
          * (stream.h). A cluster reads PostgreSQL: all at once here (it is
-         * rare: a join's catch-up normally comes from its fetch). */
-        if (!e->clustered) {
-          rc = stream_catchup(e, s, name, json_object_get(req, "id"), since_seq, seq, &ops.w, &ops_more);
-          ops_closed = 1;
-        } else {
-          rc = store_history(e->st, name, since_seq, (size_t)(seq - since_seq), collect_raw, &ops);
-        }
+         * rare: a join's catch-up normally comes from its fetch), then in
+         * parts from memory. */
+        if (!e->clustered) rc = stream_catchup(e, s, name, json_object_get(req, "id"), since_seq, seq, &ops.w, &ops_more);
+        else rc = stream_catchup_from(e, s, name, e->st, since_seq, seq, &ops.w, &ops_more);
+        ops_closed = 1;
       }
       if (!ops_closed) raw_close(&ops);
       with_ops = 1;
@@ -378,7 +365,7 @@ static void join_decide(sess *s, json_t *req, int flags) {
   if (ops_more) json_object_set_new(reply, "more", json_true()); /* `catchup` parts follow (6.3) */
   /* The snapshot's first part, the catch-up's ops and the presence list go
    * last, written as text: the items from the frozen document (sync.h), the
-   * ops as stored (collect_raw), the presence list without a tree per member
+   * ops as stored (stream.h), the presence list without a tree per member
    * (room.h); each was the largest cost of its kind of join. */
   jw *w = &e->frame_text;
   jw_reset(w);

@@ -23,11 +23,27 @@ struct stream {
   size_t at;       /* its next item to send */
   unsigned part;
   /* A catch-up by ops instead (snap NULL): the last seq sent, the last
-   * to send (joined.seq), and the join's id to echo if it is answered again. */
+   * to send (joined.seq), and the join's id to echo if it is answered again.
+   * ops is OPS_READ when each part is read from the store when it is sent,
+   * OPS_HELD when every entry was read at once (held, from its entry hat). */
   int ops;
   uint64_t sent, upto;
   json_t *re;
+  struct held_ops *held;
+  size_t hat;
 };
+
+#define OPS_READ 1
+#define OPS_HELD 2
+
+/* Entries read at once (stream_catchup_from): their texts one after
+ * another in w, entry i ending at end[i]. */
+typedef struct held_ops {
+  jw w;
+  size_t *end;
+  size_t n, cap;
+  uint64_t first, last, upto;
+} held_ops;
 
 /* The entries of one part as a JSON array text: from after, at least one,
  * until about STREAM_PART bytes or upto. */
@@ -89,7 +105,48 @@ static int send_items_part(engine *e, stream *st) {
   return more;
 }
 
+static void held_free(held_ops *h) {
+  if (!h) return;
+  jw_free(&h->w);
+  wsy_free(h->end);
+  wsy_free(h);
+}
+
+static int collect_held(uint64_t seq, const char *msg, size_t len, void *ud) {
+  held_ops *h = ud;
+  if (seq > h->upto) return PART_FULL;
+  if (!len) return WSY_IO;
+  if (h->n == h->cap) {
+    h->cap = h->cap ? 2 * h->cap : 64;
+    h->end = wsy_realloc(h->end, h->cap * sizeof *h->end);
+  }
+  jw_raw(&h->w, msg, len);
+  h->end[h->n++] = h->w.len;
+  if (!h->first) h->first = seq;
+  h->last = seq;
+  return 0;
+}
+
+/* Entries from i on as a JSON array text into w: about STREAM_PART bytes,
+ * at least one. Returns the index after the last one written. */
+static size_t held_part(const held_ops *h, size_t i, jw *w) {
+  size_t from = i ? h->end[i - 1] : 0;
+  jw_lit(w, "[");
+  for (size_t k = i; k < h->n; k++) {
+    size_t b = k ? h->end[k - 1] : 0;
+    if (k > i) jw_lit(w, ",");
+    jw_raw(w, h->w.p + b, h->end[k] - b);
+    if (h->end[k] - from >= STREAM_PART) {
+      jw_lit(w, "]");
+      return k + 1;
+    }
+  }
+  jw_lit(w, "]");
+  return h->n;
+}
+
 static void stream_free(stream *st) {
+  held_free(st->held);
   sess_unref(st->s);
   doc_frozen_free(st->snap);
   json_decref(st->re);
@@ -145,6 +202,24 @@ static int send_ops_part(engine *e, stream *st) {
   return rc;
 }
 
+/* The next part of a catch-up read at once. Returns whether more follow. */
+static int send_held_part(engine *e, stream *st) {
+  jw *w = &e->frame_text;
+  jw_reset(w);
+  jw_lit(w, "{\"type\":\"catchup\",\"room\":");
+  jw_cstr(w, st->room);
+  jw_lit(w, ",\"ops\":");
+  st->hat = held_part(st->held, st->hat, w);
+  st->part++;
+  int more = st->hat < st->held->n;
+  if (more) jw_lit(w, ",\"more\":true}");
+  else jw_lit(w, ",\"more\":false}");
+  net_chunk *frame = ws_frame_new(WS_OP_TEXT, w->p, w->len);
+  sess_send(st->s, frame);
+  net_chunk_unref(frame);
+  return more;
+}
+
 /* The log lost what a catch-up still had to send (or could not be read):
  * the join is answered again, with a snapshot, echoing its id. */
 static void rejoin(engine *e, stream *st) {
@@ -177,7 +252,9 @@ static void tick(engine *e) {
       continue;
     }
     int more;
-    if (st->ops) {
+    if (st->ops == OPS_HELD) {
+      more = send_held_part(e, st);
+    } else if (st->ops) {
       if (send_ops_part(e, st) != 0) { /* answered again instead */
         *pp = st->next;
         rejoin(e, st);
@@ -248,7 +325,7 @@ int stream_catchup(engine *e, sess *s, const char *name, json_t *re, uint64_t si
   if (since >= seq) jw_lit(first, "[]");
   if (rc != 0 || last >= seq) return rc;
   stream *st = wsy_calloc(1, sizeof *st);
-  st->ops = 1;
+  st->ops = OPS_READ;
   st->sent = last;
   st->upto = seq;
   st->re = re ? json_incref(re) : NULL;
@@ -257,10 +334,42 @@ int stream_catchup(engine *e, sess *s, const char *name, json_t *re, uint64_t si
   return 0;
 }
 
+int stream_catchup_from(engine *e, sess *s, const char *name, store *src, uint64_t since, uint64_t seq, jw *first,
+                        int *more) {
+  *more = 0;
+  if (since >= seq) {
+    stream_cancel(e, s, name);
+    jw_lit(first, "[]");
+    return 0;
+  }
+  held_ops *h = wsy_calloc(1, sizeof *h);
+  h->w = (jw)JW_INIT;
+  h->upto = seq;
+  int rc = store_history(src, name, since, (size_t)(seq - since), collect_held, h);
+  if (rc == PART_FULL) rc = 0;
+  if (rc != 0) {
+    held_free(h);
+    return rc;
+  }
+  stream_cancel(e, s, name);
+  size_t next = held_part(h, 0, first);
+  if (next >= h->n) {
+    held_free(h);
+    return 0;
+  }
+  stream *st = wsy_calloc(1, sizeof *st);
+  st->ops = OPS_HELD;
+  st->held = h;
+  st->hat = next;
+  start(e, st, s, name);
+  *more = 1;
+  return 0;
+}
+
 uint64_t stream_log_floor(engine *e, const char *name) {
   uint64_t floor = UINT64_MAX;
   for (stream *st = e->streams; st; st = st->next)
-    if (st->ops && st->sent + 1 < floor && !strcmp(st->room, name)) floor = st->sent + 1;
+    if (st->ops == OPS_READ && st->sent + 1 < floor && !strcmp(st->room, name)) floor = st->sent + 1;
   return floor;
 }
 

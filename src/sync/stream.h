@@ -43,6 +43,16 @@ void stream_snapshot(engine *e, sess *s, const char *name, doc_frozen *snap, jw 
  * running is cancelled first. */
 int stream_catchup(engine *e, sess *s, const char *name, json_t *re, uint64_t since, uint64_t seq, jw *first,
                    int *more);
+/* A catch-up by ops from src, read at once (a cluster: the snapshot of a
+ * fetch, or the shared store), sent in parts as stream_catchup sends them:
+ * the entries of room after since, up to seq; *first gets the first part
+ * as a JSON array text and, when entries remain, *more is 1 and
+ * `catchup` messages carry the rest from memory, one part per loop turn.
+ * 0, or src's error (WSY_INVAL: src does not hold them) with nothing
+ * written to first and nothing started. Any stream of s in room still
+ * running is cancelled when it succeeds. */
+int stream_catchup_from(engine *e, sess *s, const char *name, store *src, uint64_t since, uint64_t seq, jw *first,
+                        int *more);
 /* The lowest seq of room that a catch-up in parts still has to read
  * (UINT64_MAX when none): retention keeps it. */
 uint64_t stream_log_floor(engine *e, const char *name);

@@ -14,7 +14,7 @@ import test from 'node:test';
 
 import { docOf, KEY, makeClient, online, recordRoom, SERVER_ARGS, serverDoc, startProxy } from './lib/client-util.mjs';
 import { waitUntil } from './lib/server.mjs';
-import { api, SyncClient, startSyncServer, token } from './lib/sync.mjs';
+import { api, CLUSTER, SyncClient, startSyncServer, token } from './lib/sync.mjs';
 
 const BODY = 1000; // bytes per op: 600 ops make about 0.7 MB, five or six parts
 
@@ -118,7 +118,12 @@ test('a catch-up of 0.7 MB in parts: exact, in order, live entries after it, the
   });
 });
 
-test('the log is not trimmed under a catch-up whose reader is slow (--history-ops)', async (t) => {
+// In a cluster a catch-up is read at once and sent from memory (nothing to
+// keep in the log for it), and its join is answered after a fetch, by which
+// time these writes may have trimmed what it asked for (then: a snapshot).
+test('the log is not trimmed under a catch-up whose reader is slow (--history-ops)', {
+  skip: CLUSTER && 'one node: a cluster reads a catch-up at once',
+}, async (t) => {
   // A 10 MB catch-up for a joiner that stops reading: once the socket
   // buffers are full the parts wait for its connection (stream.h), while
   // 8,000 small writes move the trim point far past what was sent;
