@@ -1023,7 +1023,9 @@ static void on_wsync_text(int ci, const uint8_t *d, size_t len, uint64_t now) {
   /* the server writes "type" first: {"type":"... */
   const uint8_t *t = d + 9;
   size_t tl = len > 9 ? len - 9 : 0;
-  if (c->state >= CS_JOINING) c->ordinal++;
+  /* Ordinals count what follows the welcome (PROTOCOL.md 3.4); with
+   * --pipeline the welcome itself arrives in CS_JOINING. */
+  if (c->state >= CS_JOINING && !(tl >= 8 && !memcmp(t, "welcome\"", 8))) c->ordinal++;
   if (tl >= 8 && !memcmp(t, "message\"", 8)) {
     const uint8_t *m = find_marker(d, len);
     if (m) on_delivery(ci, m, now, len);
