@@ -694,6 +694,7 @@ static const store_ops pg_ops = {
   .release_locks_of = pg_release_locks_of,
   .fetch = pg_fetch_start,
   .fetch_rooms = pg_fetch_rooms,
+  .fetch_log = pg_fetch_log,
   .read_counts = pg_read_counts,
   .commit = pg_commit,
 };

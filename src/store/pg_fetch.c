@@ -27,6 +27,7 @@ struct pg_fetch {
   buf rooms;   /* their names as a text[] literal (store_fetch_rooms) */
   int flags;
   uint64_t after;
+  size_t limit; /* of the log's rows; 0: all */
   store_fetch_cb cb;
   void *ud;
   int kind[NQ];        /* what each query sent is: PQ_*, or -1 (BEGIN, COMMIT) */
@@ -233,9 +234,10 @@ static void on_ftimer(uv_timer_t *t) {
 
 /* Queues f's queries and its Sync on the connection. */
 static int send_fetch(pg_store *s, pg_fetch *f) {
-  char after[24];
+  char after[24], limit[24];
   snprintf(after, sizeof after, "%" PRIu64, f->after > (uint64_t)INT64_MAX ? (uint64_t)INT64_MAX : f->after);
-  const char *v[] = {f->room, after, NULL};
+  snprintf(limit, sizeof limit, "%zu", f->limit);
+  const char *v[] = {f->room, after, f->limit ? limit : NULL}; /* LIMIT NULL: all */
   f->nq = 0;
   if (!PQsendQueryParams(s->fc, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, NULL, NULL, NULL, 0))
     return WSY_IO;
@@ -363,13 +365,15 @@ static void on_fpoll(uv_poll_t *h, int status, int events) {
   fdrain(s);
 }
 
-int pg_fetch_start(store *bs, const char *room, int flags, uint64_t after, store_fetch_cb cb, void *ud) {
+static int fetch_start(store *bs, const char *room, int flags, uint64_t after, size_t limit, store_fetch_cb cb,
+                       void *ud) {
   pg_store *s = (pg_store *)bs;
   if (!room || !cb || !s->loop || !s->handles_open) return WSY_INVAL;
   pg_fetch *f = wsy_calloc(1, sizeof *f);
   f->room = wsy_strndup(room, strlen(room));
   f->flags = flags;
   f->after = after;
+  f->limit = limit;
   f->cb = cb;
   f->ud = ud;
   *s->fq_tail = f;
@@ -377,6 +381,14 @@ int pg_fetch_start(store *bs, const char *room, int flags, uint64_t after, store
   if (s->fstate == PC_DOWN) fc_connect(s);
   else if (s->fstate != PC_CONNECTING) send_waiting(s);
   return WSY_OK;
+}
+
+int pg_fetch_start(store *bs, const char *room, int flags, uint64_t after, store_fetch_cb cb, void *ud) {
+  return fetch_start(bs, room, flags, after, 0, cb, ud);
+}
+
+int pg_fetch_log(store *bs, const char *room, uint64_t after, size_t limit, store_fetch_cb cb, void *ud) {
+  return fetch_start(bs, room, STORE_FETCH_LOG, after, limit, cb, ud);
 }
 
 int pg_fetch_rooms(store *bs, const char *const *names, size_t n, store_fetch_cb cb, void *ud) {

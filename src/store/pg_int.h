@@ -139,6 +139,7 @@ extern const char pg_sql_rooms[];
 int pg_rooms_literal(const char *const *names, size_t n, buf *lit);
 int pg_rows_rooms(const PGresult *r, store_room_cb cb, void *ud);
 int pg_fetch_rooms(store *bs, const char *const *names, size_t n, store_fetch_cb cb, void *ud);
+int pg_fetch_log(store *bs, const char *room, uint64_t after, size_t limit, store_fetch_cb cb, void *ud);
 
 /* pg_fetch.c: store_fetch; pg_fetch_close drops what is unanswered. */
 int pg_fetch_start(store *bs, const char *room, int flags, uint64_t after, store_fetch_cb cb, void *ud);

@@ -61,6 +61,9 @@ int store_fetch(store *s, const char *room, int flags, uint64_t after_seq, store
 int store_fetch_rooms(store *s, const char *const *names, size_t n, store_fetch_cb cb, void *ud) {
   return s->ops->fetch_rooms ? s->ops->fetch_rooms(s, names, n, cb, ud) : WSY_INVAL;
 }
+int store_fetch_log(store *s, const char *room, uint64_t after_seq, size_t limit, store_fetch_cb cb, void *ud) {
+  return s->ops->fetch_log ? s->ops->fetch_log(s, room, after_seq, limit, cb, ud) : WSY_INVAL;
+}
 void store_read_counts(store *s, uint64_t *sync_reads, uint64_t *fetches, uint64_t *fetch_failures) {
   *sync_reads = *fetches = *fetch_failures = 0;
   if (s->ops->read_counts) s->ops->read_counts(s, sync_reads, fetches, fetch_failures);
@@ -177,6 +180,11 @@ static int f_fetch_rooms(store *s, const char *const *names, size_t n, store_fet
   return store_fetch_rooms(F(s)->inner, names, n, cb, ud);
 }
 
+static int f_fetch_log(store *s, const char *room, uint64_t after, size_t limit, store_fetch_cb cb, void *ud) {
+  if (faulted(F(s), STORE_FAULT_READ)) return WSY_IO; /* refused at once: cb never runs */
+  return store_fetch_log(F(s)->inner, room, after, limit, cb, ud);
+}
+
 static void f_read_counts(store *s, uint64_t *a, uint64_t *b, uint64_t *c) { store_read_counts(F(s)->inner, a, b, c); }
 
 static int f_release_locks_of(store *s, const char *prefix, store_release_cb cb, void *ud) {
@@ -278,6 +286,7 @@ static const store_ops fault_ops = {
   .release_locks_of = f_release_locks_of,
   .fetch = f_fetch,
   .fetch_rooms = f_fetch_rooms,
+  .fetch_log = f_fetch_log,
   .read_counts = f_read_counts,
   .room_texts = f_room_texts,
   .history = f_history,

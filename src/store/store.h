@@ -334,6 +334,10 @@ int store_fetch(store *s, const char *room, int flags, uint64_t after_seq, store
  * answers store_rooms_get with those rows (whatever names it is given) and
  * nothing else. n must be at least 1. Returns as store_fetch. */
 int store_fetch_rooms(store *s, const char *const *names, size_t n, store_fetch_cb cb, void *ud) WSY_WUR;
+/* store_fetch(s, room, STORE_FETCH_LOG, after_seq, ...) reading at most
+ * limit entries of the log (0: all of them). */
+int store_fetch_log(store *s, const char *room, uint64_t after_seq, size_t limit, store_fetch_cb cb,
+                    void *ud) WSY_WUR;
 /* Counters of a network store's reads, without asking it anything: reads
  * that waited on the loop, and fetches answered, and failed; all 0 for a
  * backend that does not count them (SQLite). */

@@ -19,6 +19,9 @@ void api_users_route(void *ud, conn *c, httpd_req *r);      /* /v1/users/{user}/
 size_t api_disconnect_local(engine *e, const char *user);
 /* {"type":"error","code","message"} with status. */
 void api_error(conn *c, int status, const char *code, const char *message);
+/* At shutdown: the backend reads still waiting for the store are answered
+ * 503 (their fetches are dropped with the store). */
+void api_reads_flush(engine *e);
 /* Commit figures for wsync_commit_seconds (commit.c records, api.c prints). */
 void api_commit_observed(engine *e, double seconds, int failed);
 /* An entry decided on another node reached this node's members seconds

@@ -164,6 +164,7 @@ void engine_free(engine *e) {
   uv_close((uv_handle_t *)&e->check, NULL);
   uv_close((uv_handle_t *)&e->sweep, NULL);
   presence_batch_deinit(e);
+  api_reads_flush(e);
   cluster_deinit(e);
   room_free_all(e);
   map_free(&e->sessions);

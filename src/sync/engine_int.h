@@ -78,6 +78,7 @@ struct engine {
   map nodes;           /* the other nodes heard from (bus heartbeats) */
   uv_timer_t settle_timer; /* joins waiting for other nodes' presence answers (presence.c) */
   struct pask *pasks;      /* presence API requests waiting for them (presence.c) */
+  struct read_wait *api_reads; /* backend reads waiting for their fetch (api.c) */
   room *pres_open;         /* rooms with a presence window open (presence_batch.c) */
   uv_timer_t pres_timer;   /* closes them, every --presence-interval */
   webhooks *hooks;    /* NULL without --webhook */

@@ -203,6 +203,43 @@ describe('writes on every node', () => {
     await closeClients(w, x, ...joiners);
   });
 
+  test('backend reads on any node (snapshot, history, cursors, presence) do not wait on the loop for the store', async () => {
+    const room = roomName('api');
+    const a = await connect(0, 'ba');
+    await a.join(room);
+    for (let k = 1; k <= 5; k++) await a.set(room, `b${k}`, `i${k % 2}`, { k });
+    a.send({ type: 'cursor', room, seq: 4 });
+    await a.set(room, 'b6', 'i0', { k: 6 }); // commits the cursor with its batch
+    const syncReads = async (i) => (await fetchMetrics(url(i), KEY)).get('wsync_store_reads_total{mode="sync"}');
+    for (const i of [0, 2]) { // node 1 has the room loaded, node 3 does not
+      const s0 = await syncReads(i);
+      const snap = await api(url(i), 'GET', `/v1/rooms/${room}`, { key: KEY });
+      assert.equal(snap.status, 200, JSON.stringify(snap.body));
+      assert.equal(snap.body.seq, 6);
+      assert.deepEqual(snap.body.items.i1.fields, { k: 5 });
+      assert.deepEqual(snap.body.items.i0.fields, { k: 6 });
+      const hist = await api(url(i), 'GET', `/v1/rooms/${room}/history?from=2&limit=2`, { key: KEY });
+      assert.equal(hist.status, 200, JSON.stringify(hist.body));
+      assert.deepEqual(hist.body.entries.map((x) => x.seq), [2, 3]);
+      assert.equal(hist.body.more, true);
+      const tail = await api(url(i), 'GET', `/v1/rooms/${room}/history?from=5&to=5`, { key: KEY });
+      assert.deepEqual(tail.body.entries.map((x) => x.seq), [5]);
+      assert.equal(tail.body.more, false);
+      const cur = await api(url(i), 'GET', `/v1/rooms/${room}/cursors?user=ba`, { key: KEY });
+      assert.equal(cur.status, 200, JSON.stringify(cur.body));
+      assert.deepEqual(cur.body.cursors.map((x) => [x.user, x.seq]), [['ba', 4]]);
+      const pres = await api(url(i), 'GET', `/v1/rooms/${room}/presence`, { key: KEY });
+      assert.equal(pres.status, 200, JSON.stringify(pres.body));
+      assert.ok(pres.body.presence.some((x) => x.user === 'ba'), JSON.stringify(pres.body));
+      const none = await api(url(i), 'GET', `/v1/rooms/${roomName('none')}/history`, { key: KEY });
+      assert.equal(none.status, 404);
+      const bad = await api(url(i), 'GET', `/v1/rooms/${room}/history?from=x`, { key: KEY });
+      assert.equal(bad.status, 400);
+      assert.equal(await syncReads(i), s0, `node ${i + 1}: no synchronous read`);
+    }
+    await closeClients(a);
+  });
+
   test('batch and delete across nodes', async () => {
     const room = roomName('batch');
     const a = await connect(0, 'ta');
