@@ -19,6 +19,11 @@ void api_users_route(void *ud, conn *c, httpd_req *r);      /* /v1/users/{user}/
 size_t api_disconnect_local(engine *e, const char *user);
 /* {"type":"error","code","message"} with status. */
 void api_error(conn *c, int status, const char *code, const char *message);
+/* GET /v1/rooms/{room}[/what] once routed and allowed (api_read.c). */
+void api_backend_read(engine *e, conn *c, httpd_req *r, const char *name, const char *what);
+/* A non-negative integer query parameter: 0 when absent (*out unchanged), 1
+ * when set, -1 after answering 400 (not digits, or beyond 2^63). */
+int api_query_uint(conn *c, httpd_req *r, const char *name, uint64_t *out);
 /* At shutdown: the backend reads still waiting for the store are answered
  * 503 (their fetches are dropped with the store). */
 void api_reads_flush(engine *e);
