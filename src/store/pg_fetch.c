@@ -365,6 +365,16 @@ static void on_fpoll(uv_poll_t *h, int status, int events) {
   fdrain(s);
 }
 
+/* f goes behind the fetches waiting, and out as soon as it can. */
+static void enqueue(pg_store *s, pg_fetch *f, store_fetch_cb cb, void *ud) {
+  f->cb = cb;
+  f->ud = ud;
+  *s->fq_tail = f;
+  s->fq_tail = &f->next;
+  if (s->fstate == PC_DOWN) fc_connect(s);
+  else if (s->fstate != PC_CONNECTING) send_waiting(s);
+}
+
 static int fetch_start(store *bs, const char *room, int flags, uint64_t after, size_t limit, store_fetch_cb cb,
                        void *ud) {
   pg_store *s = (pg_store *)bs;
@@ -374,12 +384,7 @@ static int fetch_start(store *bs, const char *room, int flags, uint64_t after, s
   f->flags = flags;
   f->after = after;
   f->limit = limit;
-  f->cb = cb;
-  f->ud = ud;
-  *s->fq_tail = f;
-  s->fq_tail = &f->next;
-  if (s->fstate == PC_DOWN) fc_connect(s);
-  else if (s->fstate != PC_CONNECTING) send_waiting(s);
+  enqueue(s, f, cb, ud);
   return WSY_OK;
 }
 
@@ -400,12 +405,7 @@ int pg_fetch_rooms(store *bs, const char *const *names, size_t n, store_fetch_cb
     fetch_free(f);
     return rc;
   }
-  f->cb = cb;
-  f->ud = ud;
-  *s->fq_tail = f;
-  s->fq_tail = &f->next;
-  if (s->fstate == PC_DOWN) fc_connect(s);
-  else if (s->fstate != PC_CONNECTING) send_waiting(s);
+  enqueue(s, f, cb, ud);
   return WSY_OK;
 }
 

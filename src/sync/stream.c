@@ -88,20 +88,34 @@ static void take_part(stream *st, jw *w) {
   st->part++;
 }
 
-/* The next part of a snapshot: {"type":"snapshot","room","items","more"}. */
-static int send_items_part(engine *e, stream *st) {
-  jw *w = &e->frame_text;
-  jw_reset(w);
-  jw_lit(w, "{\"type\":\"snapshot\",\"room\":");
+/* A part's message is {"type":type,"room":...,key:<the part>,"more":...}:
+ * part_begin writes up to the part, part_send the rest, and sends it. */
+static void part_begin(jw *w, const char *type, const stream *st, const char *key) {
+  jw_lit(w, "{\"type\":");
+  jw_cstr(w, type);
+  jw_lit(w, ",\"room\":");
   jw_cstr(w, st->room);
-  jw_lit(w, ",\"items\":");
-  take_part(st, w);
-  int more = st->at < st->snap->n;
+  jw_lit(w, ",");
+  jw_cstr(w, key);
+  jw_lit(w, ":");
+}
+
+static void part_send(const stream *st, jw *w, int more) {
   if (more) jw_lit(w, ",\"more\":true}");
   else jw_lit(w, ",\"more\":false}");
   net_chunk *frame = ws_frame_new(WS_OP_TEXT, w->p, w->len);
   sess_send(st->s, frame);
   net_chunk_unref(frame);
+}
+
+/* The next part of a snapshot: {"type":"snapshot","room","items","more"}. */
+static int send_items_part(engine *e, stream *st) {
+  jw *w = &e->frame_text;
+  jw_reset(w);
+  part_begin(w, "snapshot", st, "items");
+  take_part(st, w);
+  int more = st->at < st->snap->n;
+  part_send(st, w, more);
   return more;
 }
 
@@ -179,20 +193,14 @@ static int ready(const stream *st) {
 static int send_ops_part(engine *e, stream *st) {
   jw w = JW_INIT;
   uint64_t last = 0;
-  jw_lit(&w, "{\"type\":\"catchup\",\"room\":");
-  jw_cstr(&w, st->room);
-  jw_lit(&w, ",\"ops\":");
+  part_begin(&w, "catchup", st, "ops");
   jw part = JW_INIT;
   int rc = read_ops_part(e, st->room, st->sent, st->upto, &part, &last);
   if (rc == 0) {
     jw_raw(&w, part.p, part.len);
     st->sent = last;
     st->part++;
-    if (st->sent < st->upto) jw_lit(&w, ",\"more\":true}");
-    else jw_lit(&w, ",\"more\":false}");
-    net_chunk *frame = ws_frame_new(WS_OP_TEXT, w.p, w.len);
-    sess_send(st->s, frame);
-    net_chunk_unref(frame);
+    part_send(st, &w, st->sent < st->upto);
   } else {
     log_warn("room %s: a catch-up in parts could not be read on (%s): the join is answered again", st->room,
              wsy_strerror(rc));
@@ -206,17 +214,11 @@ static int send_ops_part(engine *e, stream *st) {
 static int send_held_part(engine *e, stream *st) {
   jw *w = &e->frame_text;
   jw_reset(w);
-  jw_lit(w, "{\"type\":\"catchup\",\"room\":");
-  jw_cstr(w, st->room);
-  jw_lit(w, ",\"ops\":");
+  part_begin(w, "catchup", st, "ops");
   st->hat = held_part(st->held, st->hat, w);
   st->part++;
   int more = st->hat < st->held->n;
-  if (more) jw_lit(w, ",\"more\":true}");
-  else jw_lit(w, ",\"more\":false}");
-  net_chunk *frame = ws_frame_new(WS_OP_TEXT, w->p, w->len);
-  sess_send(st->s, frame);
-  net_chunk_unref(frame);
+  part_send(st, w, more);
   return more;
 }
 
