@@ -128,8 +128,11 @@ function req(r) {
  * it goes on the wire (without `id`). `order` keeps the send order across
  * reloads. A shared text with unconfirmed edits has one more record, under a
  * key no cid can have: {device, cid: 'text\0room\0item\0field', room,
- * order: 0, text: {item, field, state}} (state: TextDoc.save()). Writes are fire-and-forget: IndexedDB runs the transactions of one
- * store in the order they were made, so a delete never overtakes its put.
+ * order: 0, text: {item, field, state}} (state: TextDoc.save()). Writes are
+ * fire-and-forget unless put() is given a callback: IndexedDB runs the
+ * transactions of one store in the order they were made, so a delete never
+ * overtakes its put. A text op and its text's state go in one transaction,
+ * and the op goes to the server only once it is over (Room._enqueue).
  */
 export class PendingStore {
   constructor(idb, device) {
@@ -159,25 +162,47 @@ export class PendingStore {
     }
   }
 
-  put(rec) {
-    this._write((s) => s.put({ device: this.device, ...rec }));
+  /**
+   * Stores recs (one record or an array) in one transaction. done(), when
+   * given, runs once the transaction is over: committed, failed, or never
+   * started (no working store); always later, never inside put().
+   */
+  put(recs, done) {
+    const all = Array.isArray(recs) ? recs : [recs];
+    this._write((s) => {
+      for (const rec of all) s.put({ device: this.device, ...rec });
+    }, done);
   }
 
   delete(cid) {
     this._write((s) => s.delete([this.device, cid]));
   }
 
-  _write(fn) {
-    if (!this.db || this.failed) return;
+  _write(fn, done) {
+    let called = !done;
+    const over = () => {
+      if (called) return;
+      called = true;
+      queueMicrotask(done);
+    };
+    if (!this.db || this.failed) {
+      over();
+      return;
+    }
     try {
       const tx = this.db.transaction(STORE, 'readwrite');
       // A write that fails (quota) leaves changes that a reload would lose:
       // the store no longer counts as working (Client.persistent).
-      tx.onabort = () => { this.failed = true; };
+      tx.onabort = () => {
+        this.failed = true;
+        over();
+      };
+      tx.oncomplete = over;
       fn(tx.objectStore(STORE));
     } catch {
       // closed database, quota: the op stays in memory only
       this.failed = true;
+      over();
     }
   }
 

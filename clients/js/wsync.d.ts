@@ -261,7 +261,9 @@ export class Room extends Emitter {
    * The shared text of item's field (5.7): the same object for every call
    * with the same item and field (until closed and settled). Open it after
    * `ready` to start from the room's text; before, it starts empty and the
-   * snapshot rebases what was typed. Throws if the room was left.
+   * snapshot rebases what was typed. With `persist`, unconfirmed edits a
+   * reload kept come back into it, also when it is opened before the store
+   * has loaded, unless it was edited before that. Throws if the room was left.
    */
   text(item: string, field: string): SharedText;
   set(item: string, fields: Fields, opts?: WriteOptions): Promise<WriteResult>;

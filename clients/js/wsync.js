@@ -36,7 +36,7 @@
 
 import { ORDERLY_CLOSES, TRANSPORTS } from './transports.js';
 import { PendingStore, deviceId, fileDeviceId, pickStorage, randomId, storageGet, storageSet } from './persist.js';
-import { TextDoc, apply as applyText, bindTextarea } from './text.js';
+import { TextDoc, apply as applyText, bindTextarea, diffMinimal } from './text.js';
 
 export { bindTextarea };
 
@@ -556,12 +556,19 @@ export class Room extends Emitter {
   }
 
   /** Sends an op of any kind with a fresh cid (or cid); for op-kind modules. */
-  _submit(op, cid = this.client._nextCid()) {
+  _submit(op, cid = this.client._nextCid(), textState) {
     if (!opKinds.has(op.kind)) throw new TypeError(`wsync: unknown op kind ${op.kind}`);
-    return this._enqueue({ type: 'op', room: this.name, cid, op });
+    return this._enqueue({ type: 'op', room: this.name, cid, op }, undefined, textState);
   }
 
-  _enqueue(msg, restored) {
+  /**
+   * Queues msg and stores it (persist). textState: the state of a shared
+   * text once this op is its in-flight op (SharedText._send); stored in the
+   * same transaction as the op, and the op waits for that transaction
+   * (rec.hold): a reload then finds the op and the text's edits either
+   * both as before it was sent or both as after, never the edits twice.
+   */
+  _enqueue(msg, restored, textState) {
     if (this._state === 'left' || this._state === 'failed') {
       return rejected(this._state === 'left' ? 'left' : 'not_joined', `room ${this.name} is ${this._state}`);
     }
@@ -578,12 +585,13 @@ export class Room extends Emitter {
       seq: undefined,
       retryAt: 0,
       attempts: 0,
+      hold: false,            // stored with a text's state: not sent before that transaction is over
       promise: p.promise,
       resolve: p.resolve,
       reject: p.reject,
     };
     this._pending.push(rec);
-    if (!restored) this.client._persistPut(this.name, rec);
+    if (!restored) this.client._persistPut(this.name, rec, textState);
     if (msg.type === 'op') this._refresh(this._itemsOf(msg.op), true);
     this._flush();
     return rec.promise;
@@ -599,6 +607,7 @@ export class Room extends Emitter {
     if (!c._online() || this._state !== 'joined') return;
     const now = Date.now();
     for (const rec of [...this._pending]) {
+      if (rec.hold) break; // its transaction first; the ops behind it keep their order
       if (rec.acked || rec.sentGen === c._gen || rec.retryAt > now) continue;
       if (rec.id === undefined) rec.id = c._nextId();
       const msg = { ...rec.msg, id: rec.id };
@@ -1771,8 +1780,20 @@ export class Client extends Emitter {
     return !!(this._store && this._store.db && !this._store.failed);
   }
 
-  _persistPut(room, rec) {
-    if (this._store) this._store.put({ cid: rec.cid, room, order: rec.order, msg: rec.msg });
+  _persistPut(room, rec, textState) {
+    if (!this._store) return;
+    const r = { cid: rec.cid, room, order: rec.order, msg: rec.msg };
+    if (!textState) {
+      this._store.put(r);
+      return;
+    }
+    const { item, field } = rec.msg.op;
+    rec.hold = true;
+    this._store.put([r, textRecord(room, item, field, textState)], () => {
+      rec.hold = false;
+      const rm = this._rooms.get(room);
+      if (rm && rm._pending.includes(rec)) rm._flush();
+    });
   }
 
   _persistDelete(cid) {
@@ -1781,7 +1802,7 @@ export class Client extends Emitter {
 
   /** A shared text's unconfirmed edits (TextDoc.save()): one record per text, under a key no cid has. */
   _persistText(room, item, field, state) {
-    if (this._store) this._store.put({ cid: textRecordKey(room, item, field), room, order: 0, text: { item, field, state } });
+    if (this._store) this._store.put(textRecord(room, item, field, state));
   }
 
   _persistTextDelete(room, item, field) {
@@ -1821,7 +1842,14 @@ export class Client extends Emitter {
       if (!rec.text || typeof rec.text.item !== 'string' || typeof rec.text.field !== 'string') continue;
       const { item, field, state } = rec.text;
       const k = textKey(item, field);
-      if (room._texts.has(k)) continue; // opened in this run already: its edits win
+      const open = room._texts.get(k);
+      if (open) {
+        // Opened in this run before the store had loaded: it takes back the
+        // kept edits unless edited already (then its edits win).
+        if (!open.doc.inflight && !open.doc.buffer && open._adopt(state)) ids.add(item);
+        else this._persistTextDelete(room.name, item, field);
+        continue;
+      }
       const t = new SharedText(room, item, field, state);
       if (!t._saved) {
         this._persistTextDelete(room.name, item, field);
@@ -1840,6 +1868,7 @@ export class Client extends Emitter {
 const textKey = (item, field) => `${item}\u0000${field}`;
 /** The store key of a text's saved state: never a cid (cids have no NUL). */
 const textRecordKey = (room, item, field) => `text\u0000${room}\u0000${item}\u0000${field}`;
+const textRecord = (room, item, field, state) => ({ cid: textRecordKey(room, item, field), room, order: 0, text: { item, field, state } });
 
 /*
 ** A SharedText is one text field of one item, edited by many: a TextDoc
@@ -1907,6 +1936,24 @@ export class SharedText extends Emitter {
   /** The local text (UTF-16), unconfirmed edits included. */
   get value() {
     return this.doc.value;
+  }
+
+  // The unconfirmed edits of an earlier run, into a text with none (opened
+  // before the store had loaded): reported as a change. False when the
+  // state does not hold together.
+  _adopt(saved) {
+    const d = this.doc;
+    const before = d.value;
+    try {
+      d.load(saved);
+    } catch {
+      return false;
+    }
+    this._saved = true;
+    if (d.value !== before) {
+      this._onChange({ value: d.value, local: false, ops: Object.freeze(diffMinimal(before, d.value)), rev: d.rev, reset: true });
+    }
+    return true;
   }
 
   /** The field's last revision known (5.7). */
@@ -1979,8 +2026,16 @@ export class SharedText extends Emitter {
     const op = { kind: 'text', item: this.item, field: this.field, rev, ops: [...ops] };
     const fence = this.room._held.get(this.item)?.fence;
     if (fence !== undefined) op.fence = fence; // as for set/del (9.2)
-    const id = this.room.client._nextCid();
-    this.room._submit(op, id);
+    const c = this.room.client;
+    const id = c._nextCid();
+    let state;
+    if (c._store) {
+      // The doc's state once this op is in flight (the doc sends its whole
+      // buffer): stored with the op, in one transaction (Room._enqueue).
+      state = { ...this.doc.save(), inflight: { cid: id, rev, ops: [...ops] }, pending: [...ops], buffer: null };
+      this._saved = true;
+    }
+    this.room._submit(op, id, state);
     return id;
   }
 
