@@ -188,6 +188,10 @@ static void metrics(engine *e, conn *c) {
          " behind it (an entry the bus lost): each is then fetched.\n"
          "# TYPE wsync_cluster_check_behind_total counter\nwsync_cluster_check_behind_total %llu\n",
          (unsigned long long)e->check_behind);
+    EMIT("# HELP wsync_api_writes_fetched_total Backend writes to a room not loaded on this node (or whose replica"
+         " had to be read again) that waited for an asynchronous read of it rather than reading on the loop.\n"
+         "# TYPE wsync_api_writes_fetched_total counter\nwsync_api_writes_fetched_total %llu\n",
+         (unsigned long long)e->api_writes_waited);
     EMIT("# HELP wsync_store_fetch_failures_total Asynchronous reads that failed.\n"
          "# TYPE wsync_store_fetch_failures_total counter\nwsync_store_fetch_failures_total %llu\n",
          (unsigned long long)rff);
@@ -272,6 +276,28 @@ static json_t *parse_body(conn *c, httpd_req *r) {
   return j;
 }
 
+/* An answer to a backend request, deferred (it waited for a fetch: logged
+ * here, as api_route does not see it) or not. c NULL: the client is gone. */
+static void answer(engine *e, conn *c, int deferred, int status, json_t *body) {
+  if (!deferred) {
+    http_json(c, status, body);
+    return;
+  }
+  if (e->api_line) log_info("api %s -> %d%s", e->api_line, status, c ? "" : " (client gone)");
+  if (c) {
+    char *text = jw_dumps(body);
+    httpd_deferred_answer(c, status, "application/json", "Cache-Control: no-store\r\n", text, strlen(text));
+    free(text);
+  }
+  json_decref(body);
+}
+
+static json_t *error_body(const char *code, const char *message) {
+  return json_pack("{s:s,s:s,s:s}", "type", "error", "code", code, "message", message);
+}
+
+static void backend_write_room(engine *e, conn *c, int deferred, room *rm, json_t *req, int is_publish);
+
 static void backend_write(engine *e, conn *c, httpd_req *r, const char *name, int is_publish) {
   json_t *req = parse_body(c, r);
   if (!req) return;
@@ -304,6 +330,9 @@ static void backend_write(engine *e, conn *c, httpd_req *r, const char *name, in
       goto out;
     }
   }
+  /* In a cluster, a room not loaded here, or whose replica must be read
+   * again, is read without blocking first (cluster.h). */
+  if (cluster_api_write_wait(e, c, name, req, is_publish)) goto out;
   int lerr = 0;
   room *rm = room_get(e, name, &lerr);
   if (!rm) {
@@ -311,6 +340,36 @@ static void backend_write(engine *e, conn *c, httpd_req *r, const char *name, in
     else api_error(c, 500, "internal", "the room could not be loaded");
     goto out;
   }
+  backend_write_room(e, c, 0, rm, req, is_publish);
+out:
+  json_decref(req);
+}
+
+void api_write_resume(engine *e, conn *c, room *rm, json_t *req, int is_publish, const char *line, int status) {
+  const char *outer = e ? e->api_line : NULL;
+  if (e) e->api_line = line;
+  if (status == 0) {
+    backend_write_room(e, c, 1, rm, req, is_publish);
+  } else {
+    if (line) log_info("api %s -> %d%s", line, status, c ? "" : " (client gone)");
+    json_t *b = status == 409   ? error_body("bad_request", "the room is a Yjs room: it takes Yjs updates on /v1/yjs/{room}")
+                : status == 503 ? error_body("internal", "server shutting down")
+                                : error_body("internal", "the room could not be loaded");
+    if (c) {
+      char *text = jw_dumps(b);
+      httpd_deferred_respond(c, status, text);
+      free(text);
+    }
+    json_decref(b);
+  }
+  if (e) e->api_line = outer;
+}
+
+/* A backend write decided on rm (loaded and current): answered now, or
+ * when its commit is (commit.c). */
+static void backend_write_room(engine *e, conn *c, int deferred, room *rm, json_t *req, int is_publish) {
+  const char *cid = jstr(req, "cid");
+  json_t *data = json_object_get(req, "data");
   author au = {e, NULL, c, ":backend"};
   json_t *from = json_pack("{s:b}", "backend", 1);
   op_refusal why;
@@ -322,7 +381,7 @@ static void backend_write(engine *e, conn *c, httpd_req *r, const char *name, in
     json_t *b = json_pack("{s:s,s:s,s:s}", "type", "error", "code", why.err.code, "message", why.err.message);
     if (why.extra) json_object_update(b, why.extra);
     json_decref(why.extra);
-    http_json(c, status_of(why.err.code), b);
+    answer(e, c, deferred, status_of(why.err.code), b);
   }
   if (rc != 0 || !is_publish) { /* refused, answered as a duplicate, or an op sequenced */
     json_decref(from);
@@ -332,7 +391,7 @@ static void backend_write(engine *e, conn *c, httpd_req *r, const char *name, in
     room_send(e, rm, json_pack("{s:s,s:s,s:I,s:o,s:O,s:b}", "type", "message", "room", rm->name,
                                "ts", (json_int_t)wall_ms(), "from", from, "data", data,
                                "ephemeral", 1));
-    http_json(c, 200, json_pack("{s:s,s:s}", "room", rm->name, "epoch", rm->epoch));
+    answer(e, c, deferred, 200, json_pack("{s:s,s:s}", "room", rm->name, "epoch", rm->epoch));
     goto out_room;
   }
   rm->seq++;
@@ -340,8 +399,6 @@ static void backend_write(engine *e, conn *c, httpd_req *r, const char *name, in
   json_decref(from);
 out_room:
   room_unload_if_idle(e, rm);
-out:
-  json_decref(req);
 }
 
 /* ---- query parameters ----------------------------------------------------- */

@@ -27,6 +27,14 @@ int api_query_uint(conn *c, httpd_req *r, const char *name, uint64_t *out);
 /* At shutdown: the backend reads still waiting for the store are answered
  * 503 (their fetches are dropped with the store). */
 void api_reads_flush(engine *e);
+/* A backend write (POST .../ops or .../publish, body req) that waited for a
+ * fetch of its room (cluster_api_write_wait), its answer deferred: decided
+ * on rm now (status 0), or refused with status (rm NULL; e may be NULL):
+ * 409 a Yjs room, 500 the room could not be read, 503 shutting down. c
+ * NULL: the client is gone (the write is still decided). line: its access
+ * log line. */
+struct room;
+void api_write_resume(engine *e, conn *c, struct room *rm, json_t *req, int is_publish, const char *line, int status);
 /* Commit figures for wsync_commit_seconds (commit.c records, api.c prints). */
 void api_commit_observed(engine *e, double seconds, int failed);
 /* An entry decided on another node reached this node's members seconds

@@ -372,10 +372,14 @@ int cluster_fresh(engine *e, room *r) {
 
 /* ---- replicas made current without blocking (cluster.h) ----------------- */
 
-/* A join waiting for a fetch started after it arrived (fetch number need). */
+/* A join waiting for a fetch started after it arrived (fetch number need);
+ * or a backend API write (s NULL, http set: cluster_api_write_wait). */
 typedef struct fwait {
   struct fwait *next;
   sess *s;
+  conn *http;     /* a backend write's deferred request; NULL once its connection is gone */
+  char *line;     /* a backend write's access log line */
+  int publish;    /* a backend write: POST .../publish (else .../ops) */
   json_t *req;
   uint64_t need;
   uint64_t since; /* the join's since seq (its catch-up reads the log after it), else UINT64_MAX */
@@ -426,18 +430,42 @@ void cluster_fetch_if_due(engine *e, room *r) {
 }
 
 static void fwait_free(fwait *w) {
-  hook_hold_release(w->s);
-  sess_unref(w->s);
+  if (w->s) {
+    hook_hold_release(w->s);
+    sess_unref(w->s);
+  }
   json_decref(w->req);
+  wsy_free(w->line);
   wsy_free(w);
 }
 
 void cluster_fetch_q_free(room *r) {
   for (fwait *w = r->fetch_q, *next; w; w = next) {
     next = w->next;
+    if (!w->s) api_write_resume(NULL, w->http, NULL, w->req, w->publish, w->line, 503);
     fwait_free(w);
   }
   r->fetch_q = NULL;
+}
+
+int cluster_api_write_wait(engine *e, conn *c, const char *name, json_t *req, int publish) {
+  if (!e->clustered) return 0;
+  room *r = map_get(&e->rooms, name);
+  if (r && !r->loading && !r->broken && !r->stale && !r->locks_stale && !r->fetching) return 0;
+  if (!r) r = room_open_loading(e, name);
+  fwait *w = wsy_calloc(1, sizeof *w);
+  w->req = json_incref(req);
+  w->publish = publish;
+  w->need = r->fetch_started + 1; /* the next fetch to start */
+  w->since = UINT64_MAX;
+  if (e->api_line) w->line = wsy_strndup(e->api_line, strlen(e->api_line));
+  httpd_defer(c, &w->http);
+  fwait **pp = &r->fetch_q;
+  while (*pp) pp = &(*pp)->next;
+  *pp = w;
+  e->api_writes_waited++;
+  cluster_fetch(e, r, 1);
+  return 1;
 }
 
 static void join_wait_push(engine *e, room *r, sess *s, json_t *req, int state);
@@ -496,7 +524,9 @@ static void release_joins(engine *e, room *r, int failed, store *snap) {
   e->join_snap = snap;
   for (fwait *w = go, *next; w; w = next) {
     next = w->next;
-    if (!w->s->ended) {
+    if (!w->s) { /* a backend write */
+      api_write_resume(e, w->http, failed ? NULL : r, w->req, w->publish, w->line, failed == JOIN_WRONG_KIND ? 409 : failed ? 500 : 0);
+    } else if (!w->s->ended) {
       if (failed == JOIN_WRONG_KIND)
         sess_error(w->s, w->req, "bad_request", "the room is a Yjs room: open it on /v1/yjs/{room}", "room", NULL);
       else if (failed) sess_error(w->s, w->req, "internal", "the room could not be read", NULL, NULL);

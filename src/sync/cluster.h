@@ -64,6 +64,13 @@ int cluster_fresh(engine *e, room *r);
  * fetch. A failed fetch refuses them (internal, retryable). */
 /* 1 when s's join of r waits (held; run again later), 0 to go on now. */
 int cluster_join_wait(engine *e, room *r, sess *s, json_t *req);
+/* A backend write (POST .../ops or .../publish) to the room name: in a
+ * cluster, when the room is not loaded here (or still loading), or its
+ * replica must be read again, the request is deferred and waits, as a
+ * join does, for a fetch with the room's state started after it arrived
+ * (the room loaded without blocking), then goes on in api_write_resume.
+ * 1 when it waits, 0 to go on now. */
+int cluster_api_write_wait(engine *e, conn *c, const char *name, json_t *req, int publish);
 /* A join to the room name that is not loaded here (or still loading): in a
  * cluster the room is loaded without blocking (room.h, loading) and the
  * join waits, like the one above, for a fetch with the room's state started

@@ -203,6 +203,48 @@ describe('writes on every node', () => {
     await closeClients(w, x, ...joiners);
   });
 
+  test('backend writes to a room not loaded on the node load it without waiting on the loop for the store', async () => {
+    const room = roomName('apiw');
+    const a = await connect(0, 'aw');
+    const ja = await a.join(room);
+    await a.set(room, 'aw1', 'x', { v: 1 });
+    const counts = async (i) => {
+      const m = await fetchMetrics(url(i), KEY);
+      return { sync: m.get('wsync_store_reads_total{mode="sync"}'), waited: m.get('wsync_api_writes_fetched_total') };
+    };
+    const post = (i, r, what, body) => api(url(i), 'POST', `/v1/rooms/${r}/${what}`, { key: KEY, body });
+    const c0 = await counts(2);
+    // node 3 has not loaded the room: the write waits for it to load, then commits
+    const w1 = await post(2, room, 'ops', { cid: 'api-1', op: { kind: 'set', item: 'y', fields: { v: 2 }, base: 0 } });
+    assert.equal(w1.status, 200, w1.text);
+    assert.deepEqual(w1.body, { room, epoch: ja.epoch, seq: 2 });
+    assert.deepEqual((await a.entry(room, 2)).op, { kind: 'set', item: 'y', fields: { v: 2 } });
+    // a room nobody has loaded: a write creates it; a refused write is answered after the load too
+    const fresh = roomName('apiw-new');
+    const bad = await post(2, fresh, 'ops', { op: { kind: 'set', item: 'z', fields: { v: 1 }, base: 7 } });
+    assert.equal(bad.status, 409, bad.text);
+    assert.equal(bad.body.code, 'conflict');
+    const pub = await post(2, roomName('apiw-pub'), 'publish', { data: { hello: 1 } });
+    assert.equal(pub.status, 200, pub.text);
+    assert.equal(pub.body.seq, 1);
+    const eph = await post(1, roomName('apiw-eph'), 'publish', { data: 'e', ephemeral: true });
+    assert.equal(eph.status, 200, eph.text);
+    assert.equal(eph.body.seq, undefined);
+    const c1 = await counts(2);
+    assert.equal(c1.sync - c0.sync, 0, 'node 3: no synchronous read');
+    assert.ok(c1.waited - c0.waited >= 3, `node 3: writes that waited for a fetch: ${c1.waited - c0.waited}`);
+    // The same cid again (the room unloaded on node 3 since, having no
+    // members there): the original seq. Its dedupe lookup may read the
+    // store on the loop (CLUSTER.md lists it).
+    const dup = await post(2, room, 'ops', { cid: 'api-1', op: { kind: 'set', item: 'y', fields: { v: 3 } } });
+    assert.deepEqual(dup.body, { room, epoch: ja.epoch, seq: 2, duplicate: true });
+    // every write is where the other nodes read it
+    const snap = await api(url(0), 'GET', `/v1/rooms/${room}`, { key: KEY });
+    assert.deepEqual(snap.body.items.y.fields, { v: 2 });
+    assert.equal((await api(url(0), 'GET', `/v1/rooms/${fresh}`, { key: KEY })).body.seq, 0);
+    await closeClients(a);
+  });
+
   test('backend reads on any node (snapshot, history, cursors, presence) do not wait on the loop for the store', async () => {
     const room = roomName('api');
     const a = await connect(0, 'ba');
