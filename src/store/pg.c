@@ -695,6 +695,7 @@ static const store_ops pg_ops = {
   .fetch = pg_fetch_start,
   .fetch_rooms = pg_fetch_rooms,
   .fetch_log = pg_fetch_log,
+  .fetch_list = pg_fetch_list,
   .read_counts = pg_read_counts,
   .commit = pg_commit,
 };

@@ -23,8 +23,9 @@
 
 struct pg_fetch {
   struct pg_fetch *next;
-  char *room;  /* NULL for a fetch of several rooms' rows (rooms) */
+  char *room;  /* NULL for a fetch of several rooms' rows (rooms, list) */
   buf rooms;   /* their names as a text[] literal (store_fetch_rooms) */
+  char *list;  /* store_fetch_list: the name the rooms listed come after */
   int flags;
   uint64_t after;
   size_t limit; /* of the log's rows; 0: all */
@@ -83,7 +84,7 @@ static int snap_history(store *bs, const char *room, uint64_t after, size_t limi
 static int snap_rooms_get(store *bs, const char *const *names, size_t n, store_room_cb cb, void *ud) {
   (void)names, (void)n;
   const pg_fetch *f = SNAP(bs);
-  return f->room || !f->res[PQ_ROOM] ? WSY_INVAL : pg_rows_rooms(f->res[PQ_ROOM], cb, ud);
+  return f->room || f->list || !f->res[PQ_ROOM] ? WSY_INVAL : pg_rows_rooms(f->res[PQ_ROOM], cb, ud);
 }
 static int snap_nothing(store *bs) {
   (void)bs;
@@ -118,8 +119,9 @@ static int snap_stats(store *bs, store_stats_info *out) {
   return WSY_INVAL;
 }
 static int snap_rooms_list(store *bs, const char *after, size_t limit, store_room_cb cb, void *ud) {
-  (void)bs, (void)after, (void)limit, (void)cb, (void)ud;
-  return WSY_INVAL;
+  (void)after, (void)limit;
+  const pg_fetch *f = SNAP(bs);
+  return !f->list || !f->res[PQ_ROOM] ? WSY_INVAL : pg_rows_rooms(f->res[PQ_ROOM], cb, ud);
 }
 static void snap_commit(store *bs, store_batch *b, store_commit_cb cb, void *ud) {
   (void)bs, (void)b, (void)cb, (void)ud;
@@ -152,8 +154,9 @@ static const store_ops snap_ops = {
 
 static void fetch_free(pg_fetch *f) {
   for (int k = 0; k < PQ__COUNT; k++) PQclear(f->res[k]);
-  wsy_free(f->room);
   if (!f->room) buf_free(&f->rooms);
+  wsy_free(f->room);
+  wsy_free(f->list);
   wsy_free(f);
 }
 
@@ -242,7 +245,11 @@ static int send_fetch(pg_store *s, pg_fetch *f) {
   if (!PQsendQueryParams(s->fc, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, NULL, NULL, NULL, 0))
     return WSY_IO;
   f->kind[f->nq++] = -1;
-  if (!f->room) { /* several rooms' rows, kept where one room's row goes */
+  if (f->list) { /* rooms by name, kept where one room's row goes */
+    const char *lv[] = {f->list, limit};
+    if (!PQsendQueryParams(s->fc, pg_sql_rooms_list, 2, NULL, lv, NULL, NULL, 0)) return WSY_IO;
+    f->kind[f->nq++] = PQ_ROOM;
+  } else if (!f->room) { /* several rooms' rows, kept where one room's row goes */
     const char *rv[] = {(const char *)f->rooms.data};
     if (!PQsendQueryParams(s->fc, pg_sql_rooms, 1, NULL, rv, NULL, NULL, 0)) return WSY_IO;
     f->kind[f->nq++] = PQ_ROOM;
@@ -405,6 +412,16 @@ int pg_fetch_rooms(store *bs, const char *const *names, size_t n, store_fetch_cb
     fetch_free(f);
     return rc;
   }
+  enqueue(s, f, cb, ud);
+  return WSY_OK;
+}
+
+int pg_fetch_list(store *bs, const char *after, size_t limit, store_fetch_cb cb, void *ud) {
+  pg_store *s = (pg_store *)bs;
+  if (!limit || !cb || !s->loop || !s->handles_open) return WSY_INVAL;
+  pg_fetch *f = wsy_calloc(1, sizeof *f);
+  f->list = wsy_strndup(after ? after : "", after ? strlen(after) : 0);
+  f->limit = limit;
   enqueue(s, f, cb, ud);
   return WSY_OK;
 }

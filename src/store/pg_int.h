@@ -119,6 +119,7 @@ int pg_read_end(store *bs);
 int pg_stats(store *bs, store_stats_info *out);
 void pg_read_counts(store *bs, uint64_t *sync_reads, uint64_t *fetches, uint64_t *fetch_failures);
 int pg_rooms_list(store *bs, const char *after, size_t limit, store_room_cb cb, void *ud);
+extern const char pg_sql_rooms_list[];
 int pg_rooms_get(store *bs, const char *const *names, size_t n, store_room_cb cb, void *ud);
 
 /* One room's reads (pg_read.c), shared by the synchronous calls and the
@@ -140,6 +141,7 @@ int pg_rooms_literal(const char *const *names, size_t n, buf *lit);
 int pg_rows_rooms(const PGresult *r, store_room_cb cb, void *ud);
 int pg_fetch_rooms(store *bs, const char *const *names, size_t n, store_fetch_cb cb, void *ud);
 int pg_fetch_log(store *bs, const char *room, uint64_t after, size_t limit, store_fetch_cb cb, void *ud);
+int pg_fetch_list(store *bs, const char *after, size_t limit, store_fetch_cb cb, void *ud);
 
 /* pg_fetch.c: store_fetch; pg_fetch_close drops what is unanswered. */
 int pg_fetch_start(store *bs, const char *room, int flags, uint64_t after, store_fetch_cb cb, void *ud);

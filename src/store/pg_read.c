@@ -416,6 +416,7 @@ int pg_rows_rooms(const PGresult *r, store_room_cb cb, void *ud) {
 }
 
 const char pg_sql_rooms[] = "SELECT " ROOM_COLS " FROM rooms WHERE name = ANY($1::text[])";
+const char pg_sql_rooms_list[] = "SELECT " ROOM_COLS " FROM rooms WHERE name > $1 ORDER BY name LIMIT $2";
 
 /* names as one text[] literal, NUL-terminated, in lit (initialized here;
  * the caller frees it, also on failure). */
@@ -455,7 +456,7 @@ int pg_rooms_list(store *bs, const char *after, size_t limit, store_room_cb cb, 
   u64s(lim, limit);
   const char *v[] = {after ? after : "", limit ? lim : NULL};
   PGresult *r;
-  int rc = q(PG(bs), "SELECT " ROOM_COLS " FROM rooms WHERE name > $1 ORDER BY name LIMIT $2", 2, v, &r);
+  int rc = q(PG(bs), pg_sql_rooms_list, 2, v, &r);
   if (!rc) rc = pg_rows_rooms(r, cb, ud);
   PQclear(r);
   return rc;

@@ -64,6 +64,10 @@ int store_fetch_rooms(store *s, const char *const *names, size_t n, store_fetch_
 int store_fetch_log(store *s, const char *room, uint64_t after_seq, size_t limit, store_fetch_cb cb, void *ud) {
   return s->ops->fetch_log ? s->ops->fetch_log(s, room, after_seq, limit, cb, ud) : WSY_INVAL;
 }
+
+int store_fetch_list(store *s, const char *after, size_t limit, store_fetch_cb cb, void *ud) {
+  return s->ops->fetch_list ? s->ops->fetch_list(s, after, limit, cb, ud) : WSY_INVAL;
+}
 void store_read_counts(store *s, uint64_t *sync_reads, uint64_t *fetches, uint64_t *fetch_failures) {
   *sync_reads = *fetches = *fetch_failures = 0;
   if (s->ops->read_counts) s->ops->read_counts(s, sync_reads, fetches, fetch_failures);
@@ -185,6 +189,11 @@ static int f_fetch_log(store *s, const char *room, uint64_t after, size_t limit,
   return store_fetch_log(F(s)->inner, room, after, limit, cb, ud);
 }
 
+static int f_fetch_list(store *s, const char *after, size_t limit, store_fetch_cb cb, void *ud) {
+  if (faulted(F(s), STORE_FAULT_READ)) return WSY_IO; /* refused at once: cb never runs */
+  return store_fetch_list(F(s)->inner, after, limit, cb, ud);
+}
+
 static void f_read_counts(store *s, uint64_t *a, uint64_t *b, uint64_t *c) { store_read_counts(F(s)->inner, a, b, c); }
 
 static int f_release_locks_of(store *s, const char *prefix, store_release_cb cb, void *ud) {
@@ -287,6 +296,7 @@ static const store_ops fault_ops = {
   .fetch = f_fetch,
   .fetch_rooms = f_fetch_rooms,
   .fetch_log = f_fetch_log,
+  .fetch_list = f_fetch_list,
   .read_counts = f_read_counts,
   .room_texts = f_room_texts,
   .history = f_history,

@@ -338,6 +338,11 @@ int store_fetch_rooms(store *s, const char *const *names, size_t n, store_fetch_
  * limit entries of the log (0: all of them). */
 int store_fetch_log(store *s, const char *room, uint64_t after_seq, size_t limit, store_fetch_cb cb,
                     void *ud) WSY_WUR;
+/* The rooms after the name after (by name, at most limit; limit >= 1), as
+ * store_rooms_list reads them, read the same way as store_fetch: snap
+ * answers store_rooms_list with those rows (whatever it is given) and
+ * nothing else. Returns as store_fetch. */
+int store_fetch_list(store *s, const char *after, size_t limit, store_fetch_cb cb, void *ud) WSY_WUR;
 /* Counters of a network store's reads, without asking it anything: reads
  * that waited on the loop, and fetches answered, and failed; all 0 for a
  * backend that does not count them (SQLite). */

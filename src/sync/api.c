@@ -456,13 +456,6 @@ int api_query_uint(conn *c, httpd_req *r, const char *name, uint64_t *out) {
 
 /* ---- administration ---------------------------------------------------- */
 
-static int collect_room(const char *name, const store_room_info *info, void *ud) {
-  json_array_append_new(ud, json_pack("{s:s,s:s,s:I,s:I,s:I}", "room", name, "epoch", info->epoch, "seq",
-                                      (json_int_t)info->seq, "first", (json_int_t)info->min_seq, "created",
-                                      (json_int_t)info->created_ms));
-  return 0;
-}
-
 /* GET /v1/rooms?after=NAME&limit=N: rooms that exist in the store, by name. */
 static void rooms_list(engine *e, conn *c, httpd_req *r) {
   char after[STORE_ROOM_MAX + 1] = "";
@@ -474,16 +467,7 @@ static void rooms_list(engine *e, conn *c, httpd_req *r) {
   uint64_t limit = 100;
   if (api_query_uint(c, r, "limit", &limit) < 0) return;
   if (limit == 0 || limit > 1000) limit = limit ? 1000 : 1;
-  json_t *arr = json_array();
-  int rc = store_rooms_list(e->st, after, (size_t)limit + 1, collect_room, arr);
-  if (rc != 0) {
-    json_decref(arr);
-    api_error(c, 500, "internal", "the rooms could not be read");
-    return;
-  }
-  int more = json_array_size(arr) > limit;
-  if (more) json_array_remove(arr, (size_t)limit);
-  http_json(c, 200, json_pack("{s:o,s:b}", "rooms", arr, "more", more));
+  api_rooms_list_read(e, c, after, (size_t)limit);
 }
 
 /* DELETE /v1/rooms/{room}: answered after the deletion has committed. */

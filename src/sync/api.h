@@ -21,6 +21,9 @@ size_t api_disconnect_local(engine *e, const char *user);
 void api_error(conn *c, int status, const char *code, const char *message);
 /* GET /v1/rooms/{room}[/what] once routed and allowed (api_read.c). */
 void api_backend_read(engine *e, conn *c, httpd_req *r, const char *name, const char *what);
+/* GET /v1/rooms once its parameters are valid (api_read.c): the rooms after
+ * the name after, at most limit (1-1000), and whether more follow. */
+void api_rooms_list_read(engine *e, conn *c, const char *after, size_t limit);
 /* A non-negative integer query parameter: 0 when absent (*out unchanged), 1
  * when set, -1 after answering 400 (not digits, or beyond 2^63). */
 int api_query_uint(conn *c, httpd_req *r, const char *name, uint64_t *out);

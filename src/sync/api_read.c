@@ -20,10 +20,11 @@ static int collect_all_cursors(const char *user, const char *device, uint64_t se
   return 0;
 }
 
-/* A backend read (GET /v1/rooms/{room}[/history|/cursors|/presence]): what
- * it asks, taken from its request while that is valid. */
+/* A backend read (GET /v1/rooms/{room}[/history|/cursors|/presence], or
+ * GET /v1/rooms: what "list"): what it asks, taken from its request while
+ * that is valid. */
 typedef struct read_q {
-  char name[STORE_ROOM_MAX + 1];
+  char name[STORE_ROOM_MAX + 1]; /* "list": the name the rooms come after */
   char what[16];
   uint64_t from, to, limit;
   int to_given, only;
@@ -34,10 +35,33 @@ static json_t *error_body(const char *code, const char *message) {
   return json_pack("{s:s,s:s,s:s}", "type", "error", "code", code, "message", message);
 }
 
+static int collect_room(const char *name, const store_room_info *info, void *ud) {
+  json_array_append_new(ud, json_pack("{s:s,s:s,s:I,s:I,s:I}", "room", name, "epoch", info->epoch, "seq",
+                                      (json_int_t)info->seq, "first", (json_int_t)info->min_seq, "created",
+                                      (json_int_t)info->created_ms));
+  return 0;
+}
+
+/* GET /v1/rooms from st: {rooms, more}. */
+static int list_from(store *st, const read_q *q, json_t **out) {
+  json_t *arr = json_array();
+  int rc = store_rooms_list(st, q->name, (size_t)q->limit + 1, collect_room, arr);
+  if (rc != 0) {
+    json_decref(arr);
+    *out = error_body("internal", "the rooms could not be read");
+    return 500;
+  }
+  int more = json_array_size(arr) > q->limit;
+  if (more) json_array_remove(arr, (size_t)q->limit);
+  *out = json_pack("{s:o,s:b}", "rooms", arr, "more", more);
+  return 200;
+}
+
 /* The answer to q read from st (the store, in one read snapshot; or a
  * fetch's snapshot): the HTTP status, and its body in *out. */
 static int read_from(engine *e, store *st, const read_q *q, json_t **out) {
   const char *name = q->name, *what = q->what;
+  if (!strcmp(what, "list")) return list_from(st, q, out);
   store_room_info info = {0};
   int rc = store_read_begin(st);
   if (rc != 0) {
@@ -165,7 +189,9 @@ static int read_later(engine *e, conn *c, const read_q *q) {
   w->e = e;
   w->q = *q;
   int rc;
-  if (!strcmp(q->what, "history"))
+  if (!strcmp(q->what, "list"))
+    rc = store_fetch_list(e->st, q->name, (size_t)q->limit + 1, on_read, w);
+  else if (!strcmp(q->what, "history"))
     rc = store_fetch_log(e->st, q->name, q->from - 1, (size_t)q->limit + 1, on_read, w);
   else
     rc = store_fetch(e->st, q->name, strcmp(q->what, "presence") ? STORE_FETCH_STATE : 0, 0, on_read, w);
@@ -191,6 +217,16 @@ void api_reads_flush(engine *e) {
     if (w->c) httpd_deferred_respond(w->c, 503, "{\"type\":\"error\",\"code\":\"internal\",\"message\":\"server shutting down\"}");
     read_wait_end(w, 503);
   }
+}
+
+void api_rooms_list_read(engine *e, conn *c, const char *after, size_t limit) {
+  read_q q = {.limit = limit};
+  snprintf(q.name, sizeof q.name, "%s", after);
+  snprintf(q.what, sizeof q.what, "list");
+  if (e->clustered && read_later(e, c, &q)) return;
+  json_t *b;
+  int status = read_from(e, e->st, &q, &b);
+  read_answer(e, c, &q, status, b, 0);
 }
 
 void api_backend_read(engine *e, conn *c, httpd_req *r, const char *name, const char *what) {

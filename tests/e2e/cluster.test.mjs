@@ -245,7 +245,7 @@ describe('writes on every node', () => {
     await closeClients(a);
   });
 
-  test('backend reads on any node (snapshot, history, cursors, presence) do not wait on the loop for the store', async () => {
+  test('backend reads on any node (snapshot, history, cursors, presence, the rooms list) do not wait on the loop for the store', async () => {
     const room = roomName('api');
     const a = await connect(0, 'ba');
     await a.join(room);
@@ -277,6 +277,16 @@ describe('writes on every node', () => {
       assert.equal(none.status, 404);
       const bad = await api(url(i), 'GET', `/v1/rooms/${room}/history?from=x`, { key: KEY });
       assert.equal(bad.status, 400);
+      // the rooms list, a page from just before this room: it first, then more
+      const before = room.slice(0, -1);
+      const list = await api(url(i), 'GET', `/v1/rooms?after=${encodeURIComponent(before)}&limit=1`, { key: KEY });
+      assert.equal(list.status, 200, JSON.stringify(list.body));
+      assert.equal(list.body.rooms.length, 1);
+      assert.ok(list.body.rooms[0].room > before && list.body.rooms[0].room <= room, JSON.stringify(list.body));
+      const whole = await api(url(i), 'GET', `/v1/rooms?limit=1000`, { key: KEY });
+      const mine = whole.body.rooms.find((x) => x.room === room);
+      assert.deepEqual([mine.seq, mine.first], [6, 1], JSON.stringify(mine));
+      assert.equal((await api(url(i), 'GET', '/v1/rooms?limit=x', { key: KEY })).status, 400);
       assert.equal(await syncReads(i), s0, `node ${i + 1}: no synchronous read`);
     }
     await closeClients(a);

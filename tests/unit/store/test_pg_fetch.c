@@ -258,3 +258,60 @@ Test(pg_fetch, several_rooms_rows_in_one_read_in_order_with_the_others) {
   cr_assert_eq(sync_reads, 0, "nothing read on the loop");
   pgt_close(&T, s);
 }
+
+/* ---- a page of the rooms by name (store_fetch_list: GET /v1/rooms) -------- */
+
+typedef struct list_seen {
+  int done, rc, rows, rooms_get_rc;
+  char names[4][32];
+  uint64_t seq0;
+} list_seen;
+
+static int on_listed(const char *name, const store_room_info *info, void *ud) {
+  list_seen *s = ud;
+  if (s->rows == 0) s->seq0 = info->seq;
+  if (s->rows < 4) snprintf(s->names[s->rows], sizeof s->names[0], "%s", name);
+  s->rows++;
+  return 0;
+}
+
+static void on_list(void *ud, int rc, store *snap) {
+  list_seen *s = ud;
+  cr_assert_not(s->done, "answered twice");
+  s->done = 1;
+  s->rc = rc;
+  if (rc) return;
+  cr_assert_eq(store_rooms_list(snap, "ignored", 1, on_listed, s), 0);
+  const char *any[] = {"r"};
+  s->rooms_get_rc = store_rooms_get(snap, any, 1, on_listed, &(list_seen){0});
+}
+
+Test(pg_fetch, a_page_of_rooms_by_name_in_one_read) {
+  store *s = room_with_everything();
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "a", "ea");
+  store_batch_room_create(b, "s", "es");
+  store_batch_room_create(b, "t", "et");
+  cr_assert_eq(pgt_commit(&T, s, b, 1), 0);
+  list_seen first = {0}, after_r = {0}, none = {0};
+  cr_assert_eq(store_fetch_list(s, "", 2, on_list, &first), 0);
+  cr_assert_eq(store_fetch_list(s, "r", 5, on_list, &after_r), 0);
+  cr_assert_eq(store_fetch_list(s, "t", 5, on_list, &none), 0);
+  cr_assert_not(first.done, "answered inside store_fetch_list");
+  while (!first.done || !after_r.done || !none.done) uv_run(&T.loop, UV_RUN_ONCE);
+  cr_assert_eq(first.rc, 0);
+  cr_assert_eq(first.rows, 2, "limit rows");
+  cr_assert_str_eq(first.names[0], "a");
+  cr_assert_str_eq(first.names[1], "r");
+  cr_assert_eq(after_r.rows, 2, "the rooms after r, by name");
+  cr_assert_str_eq(after_r.names[0], "s");
+  cr_assert_str_eq(after_r.names[1], "t");
+  cr_assert_eq(none.rows, 0);
+  cr_assert_eq(first.rooms_get_rc, WSY_INVAL, "only the list: not the rows of named rooms");
+  cr_assert_eq(store_fetch_list(s, "", 0, on_list, &none), WSY_INVAL, "limit 0: nothing to read");
+  uint64_t sync_reads, fetches, failures;
+  store_read_counts(s, &sync_reads, &fetches, &failures);
+  cr_assert_eq(fetches, 3);
+  cr_assert_eq(sync_reads, 0, "nothing read on the loop");
+  pgt_close(&T, s);
+}
