@@ -345,10 +345,23 @@ out:
   json_decref(req);
 }
 
+void api_delete_go(engine *e, conn *c, const char *name, const char *line) {
+  const char *outer = e->api_line;
+  e->api_line = line;
+  if (!cluster_api_write_wait(e, c, name, NULL, API_DELETE)) {
+    author au = {e, NULL, c, ":backend"};
+    commit_room_delete(&au, map_get(&e->rooms, name));
+  }
+  e->api_line = outer;
+}
+
 void api_write_resume(engine *e, conn *c, room *rm, json_t *req, int is_publish, const char *line, int status) {
   const char *outer = e ? e->api_line : NULL;
   if (e) e->api_line = line;
-  if (status == 0) {
+  if (status == 0 && is_publish == API_DELETE) {
+    author au = {e, NULL, c, ":backend"};
+    commit_room_delete(&au, rm);
+  } else if (status == 0) {
     backend_write_room(e, c, 1, rm, req, is_publish);
   } else {
     if (line) log_info("api %s -> %d%s", line, status, c ? "" : " (client gone)");
@@ -472,6 +485,12 @@ static void rooms_list(engine *e, conn *c, httpd_req *r) {
 
 /* DELETE /v1/rooms/{room}: answered after the deletion has committed. */
 static void room_delete(engine *e, conn *c, const char *name) {
+  /* In a cluster, a room not loaded here (or whose replica must be read
+   * again) is looked up, then loaded, without blocking (api_read.c). */
+  if (e->clustered && cluster_api_write_needs_fetch(e, name)) {
+    api_delete_check(e, c, name);
+    return;
+  }
   room *rm = room_ready(map_get(&e->rooms, name)); /* one loading is loaded below */
   if (rm && rm->kind != room_kind_for(name)) {
     api_error(c, 409, "bad_request", "a Yjs room cannot be deleted while it is loaded");

@@ -38,6 +38,14 @@ void api_reads_flush(engine *e);
  * log line. */
 struct room;
 void api_write_resume(engine *e, conn *c, struct room *rm, json_t *req, int is_publish, const char *line, int status);
+/* is_publish API_DELETE: a DELETE /v1/rooms/{room} (req NULL), same path. */
+#define API_DELETE 2
+/* DELETE /v1/rooms/{room} in a cluster, the room not loaded here or to be
+ * read again (api_read.c): its row is fetched; a room the store does not
+ * have is answered 404, one it has is loaded without blocking and deleted
+ * (api_delete_go, once the row was read: c is deferred, NULL when gone). */
+void api_delete_check(engine *e, conn *c, const char *name);
+void api_delete_go(engine *e, conn *c, const char *name, const char *line);
 /* Commit figures for wsync_commit_seconds (commit.c records, api.c prints). */
 void api_commit_observed(engine *e, double seconds, int failed);
 /* An entry decided on another node reached this node's members seconds

@@ -172,8 +172,29 @@ static void read_wait_end(read_wait *w, int status) {
   wsy_free(w);
 }
 
+/* A DELETE's row read: a room the store does not have is 404, one it has
+ * is deleted (api.c), its answer logged when its commit is. */
+static void delete_checked(read_wait *w, int rc, store *snap) {
+  store_room_info info = {0};
+  if (rc == 0) rc = store_room_get(snap, w->q.name, &info);
+  int status = rc != 0 ? 500 : !info.exists ? 404 : 0;
+  if (status == 0 && w->c) {
+    api_delete_go(w->e, w->c, w->q.name, w->line);
+    wsy_free(w->line);
+    w->line = NULL;
+  } else if (status != 0 && w->c) {
+    json_t *b = status == 404 ? error_body("not_found", "no such room") : error_body("internal", "the room could not be read");
+    read_answer(w->e, w->c, &w->q, status, b, 1);
+  }
+  read_wait_end(w, status ? status : 499); /* 499: the client went away before the room was found */
+}
+
 static void on_read(void *ud, int rc, store *snap) {
   read_wait *w = ud;
+  if (!strcmp(w->q.what, "delete")) {
+    delete_checked(w, rc, snap);
+    return;
+  }
   json_t *b;
   int status = 500;
   if (rc != 0) b = error_body("internal", "the room could not be read");
@@ -191,6 +212,8 @@ static int read_later(engine *e, conn *c, const read_q *q) {
   int rc;
   if (!strcmp(q->what, "list"))
     rc = store_fetch_list(e->st, q->name, (size_t)q->limit + 1, on_read, w);
+  else if (!strcmp(q->what, "delete"))
+    rc = store_fetch(e->st, q->name, 0, 0, on_read, w);
   else if (!strcmp(q->what, "history"))
     rc = store_fetch_log(e->st, q->name, q->from - 1, (size_t)q->limit + 1, on_read, w);
   else
@@ -217,6 +240,13 @@ void api_reads_flush(engine *e) {
     if (w->c) httpd_deferred_respond(w->c, 503, "{\"type\":\"error\",\"code\":\"internal\",\"message\":\"server shutting down\"}");
     read_wait_end(w, 503);
   }
+}
+
+void api_delete_check(engine *e, conn *c, const char *name) {
+  read_q q = {0};
+  snprintf(q.name, sizeof q.name, "%s", name);
+  snprintf(q.what, sizeof q.what, "delete");
+  if (!read_later(e, c, &q)) api_error(c, 500, "internal", "the room could not be read");
 }
 
 void api_rooms_list_read(engine *e, conn *c, const char *after, size_t limit) {

@@ -448,18 +448,22 @@ void cluster_fetch_q_free(room *r) {
   r->fetch_q = NULL;
 }
 
-int cluster_api_write_wait(engine *e, conn *c, const char *name, json_t *req, int publish) {
-  if (!e->clustered) return 0;
+int cluster_api_write_needs_fetch(engine *e, const char *name) {
   room *r = map_get(&e->rooms, name);
-  if (r && !r->loading && !r->broken && !r->stale && !r->locks_stale && !r->fetching) return 0;
+  return e->clustered && !(r && !r->loading && !r->broken && !r->stale && !r->locks_stale && !r->fetching);
+}
+
+int cluster_api_write_wait(engine *e, conn *c, const char *name, json_t *req, int publish) {
+  if (!cluster_api_write_needs_fetch(e, name)) return 0;
+  room *r = map_get(&e->rooms, name);
   if (!r) r = room_open_loading(e, name);
   fwait *w = wsy_calloc(1, sizeof *w);
-  w->req = json_incref(req);
+  w->req = req ? json_incref(req) : NULL;
   w->publish = publish;
   w->need = r->fetch_started + 1; /* the next fetch to start */
   w->since = UINT64_MAX;
   if (e->api_line) w->line = wsy_strndup(e->api_line, strlen(e->api_line));
-  httpd_defer(c, &w->http);
+  if (c) httpd_defer(c, &w->http);
   fwait **pp = &r->fetch_q;
   while (*pp) pp = &(*pp)->next;
   *pp = w;

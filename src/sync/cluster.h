@@ -71,6 +71,8 @@ int cluster_join_wait(engine *e, room *r, sess *s, json_t *req);
  * (the room loaded without blocking), then goes on in api_write_resume.
  * 1 when it waits, 0 to go on now. */
 int cluster_api_write_wait(engine *e, conn *c, const char *name, json_t *req, int publish);
+/* Whether cluster_api_write_wait would wait for the room name now. */
+int cluster_api_write_needs_fetch(engine *e, const char *name);
 /* A join to the room name that is not loaded here (or still loading): in a
  * cluster the room is loaded without blocking (room.h, loading) and the
  * join waits, like the one above, for a fetch with the room's state started

@@ -203,7 +203,7 @@ describe('writes on every node', () => {
     await closeClients(w, x, ...joiners);
   });
 
-  test('backend writes to a room not loaded on the node load it without waiting on the loop for the store', async () => {
+  test('backend writes and deletes to a room not loaded on the node load it without waiting on the loop for the store', async () => {
     const room = roomName('apiw');
     const a = await connect(0, 'aw');
     const ja = await a.join(room);
@@ -242,6 +242,25 @@ describe('writes on every node', () => {
     const snap = await api(url(0), 'GET', `/v1/rooms/${room}`, { key: KEY });
     assert.deepEqual(snap.body.items.y.fields, { v: 2 });
     assert.equal((await api(url(0), 'GET', `/v1/rooms/${fresh}`, { key: KEY })).body.seq, 0);
+    // Deletes on node 3, of a room only node 1 has loaded: looked up,
+    // loaded and deleted without blocking; a room the store does not have
+    // is 404 and is not created.
+    const droom = roomName('apiw-del');
+    await a.join(droom);
+    await a.set(droom, 'd1', 'x', { v: 1 });
+    const d0 = await counts(2);
+    const del = await api(url(2), 'DELETE', `/v1/rooms/${droom}`, { key: KEY });
+    assert.equal(del.status, 200, del.text);
+    assert.deepEqual(del.body, { room: droom, deleted: true });
+    await a.waitFor((m) => m.type === 'left' && m.room === droom && m.reason === 'deleted', 'a left the deleted room');
+    const never = roomName('apiw-never');
+    const gone = await api(url(2), 'DELETE', `/v1/rooms/${never}`, { key: KEY });
+    assert.equal(gone.status, 404, gone.text);
+    assert.equal(gone.body.code, 'not_found');
+    assert.equal((await api(url(0), 'GET', `/v1/rooms/${never}`, { key: KEY })).status, 404, 'not created by the lookup');
+    assert.equal((await api(url(0), 'GET', `/v1/rooms/${droom}`, { key: KEY })).status, 404, 'deleted in the store');
+    const d1 = await counts(2);
+    assert.equal(d1.sync - d0.sync, 0, 'node 3: no synchronous read for the deletes');
     await closeClients(a);
   });
 
