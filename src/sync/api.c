@@ -277,13 +277,14 @@ static json_t *parse_body(conn *c, httpd_req *r) {
 }
 
 /* An answer to a backend request, deferred (it waited for a fetch: logged
- * here, as api_route does not see it) or not. c NULL: the client is gone. */
-static void answer(engine *e, conn *c, int deferred, int status, json_t *body) {
+ * here with its line, as api_route does not see it) or not. c NULL: the
+ * client is gone. */
+static void answer(conn *c, const char *line, int deferred, int status, json_t *body) {
   if (!deferred) {
     http_json(c, status, body);
     return;
   }
-  if (e->api_line) log_info("api %s -> %d%s", e->api_line, status, c ? "" : " (client gone)");
+  if (line) log_info("api %s -> %d%s", line, status, c ? "" : " (client gone)");
   if (c) {
     char *text = jw_dumps(body);
     httpd_deferred_answer(c, status, "application/json", "Cache-Control: no-store\r\n", text, strlen(text));
@@ -355,27 +356,23 @@ void api_delete_go(engine *e, conn *c, const char *name, const char *line) {
   e->api_line = outer;
 }
 
-void api_write_resume(engine *e, conn *c, room *rm, json_t *req, int is_publish, const char *line, int status) {
-  const char *outer = e ? e->api_line : NULL;
-  if (e) e->api_line = line;
-  if (status == 0 && is_publish == API_DELETE) {
+void api_write_resume(engine *e, conn *c, room *rm, json_t *req, int kind, const char *line, int status) {
+  if (status != 0) {
+    answer(c, line, 1, status,
+           status == 409   ? error_body("bad_request", "the room is a Yjs room: it takes Yjs updates on /v1/yjs/{room}")
+           : status == 503 ? error_body("internal", "server shutting down")
+                           : error_body("internal", "the room could not be loaded"));
+    return;
+  }
+  const char *outer = e->api_line;
+  e->api_line = line; /* commit.c logs the answer it gives with it */
+  if (kind == API_DELETE) {
     author au = {e, NULL, c, ":backend"};
     commit_room_delete(&au, rm);
-  } else if (status == 0) {
-    backend_write_room(e, c, 1, rm, req, is_publish);
   } else {
-    if (line) log_info("api %s -> %d%s", line, status, c ? "" : " (client gone)");
-    json_t *b = status == 409   ? error_body("bad_request", "the room is a Yjs room: it takes Yjs updates on /v1/yjs/{room}")
-                : status == 503 ? error_body("internal", "server shutting down")
-                                : error_body("internal", "the room could not be loaded");
-    if (c) {
-      char *text = jw_dumps(b);
-      httpd_deferred_respond(c, status, text);
-      free(text);
-    }
-    json_decref(b);
+    backend_write_room(e, c, 1, rm, req, kind);
   }
-  if (e) e->api_line = outer;
+  e->api_line = outer;
 }
 
 /* A backend write decided on rm (loaded and current): answered now, or
@@ -394,7 +391,7 @@ static void backend_write_room(engine *e, conn *c, int deferred, room *rm, json_
     json_t *b = json_pack("{s:s,s:s,s:s}", "type", "error", "code", why.err.code, "message", why.err.message);
     if (why.extra) json_object_update(b, why.extra);
     json_decref(why.extra);
-    answer(e, c, deferred, status_of(why.err.code), b);
+    answer(c, e->api_line, deferred, status_of(why.err.code), b);
   }
   if (rc != 0 || !is_publish) { /* refused, answered as a duplicate, or an op sequenced */
     json_decref(from);
@@ -404,7 +401,7 @@ static void backend_write_room(engine *e, conn *c, int deferred, room *rm, json_
     room_send(e, rm, json_pack("{s:s,s:s,s:I,s:o,s:O,s:b}", "type", "message", "room", rm->name,
                                "ts", (json_int_t)wall_ms(), "from", from, "data", data,
                                "ephemeral", 1));
-    answer(e, c, deferred, 200, json_pack("{s:s,s:s}", "room", rm->name, "epoch", rm->epoch));
+    answer(c, e->api_line, deferred, 200, json_pack("{s:s,s:s}", "room", rm->name, "epoch", rm->epoch));
     goto out_room;
   }
   rm->seq++;

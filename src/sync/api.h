@@ -30,16 +30,18 @@ int api_query_uint(conn *c, httpd_req *r, const char *name, uint64_t *out);
 /* At shutdown: the backend reads still waiting for the store are answered
  * 503 (their fetches are dropped with the store). */
 void api_reads_flush(engine *e);
-/* A backend write (POST .../ops or .../publish, body req) that waited for a
- * fetch of its room (cluster_api_write_wait), its answer deferred: decided
- * on rm now (status 0), or refused with status (rm NULL; e may be NULL):
- * 409 a Yjs room, 500 the room could not be read, 503 shutting down. c
- * NULL: the client is gone (the write is still decided). line: its access
- * log line. */
-struct room;
-void api_write_resume(engine *e, conn *c, struct room *rm, json_t *req, int is_publish, const char *line, int status);
-/* is_publish API_DELETE: a DELETE /v1/rooms/{room} (req NULL), same path. */
+/* A backend write that waited for a fetch of its room
+ * (cluster_api_write_wait), its answer deferred: kind API_OPS (POST .../ops,
+ * body req), API_PUBLISH (.../publish) or API_DELETE (DELETE, req NULL).
+ * Decided on rm now (status 0), or refused with status (rm NULL; e may be
+ * NULL): 409 a Yjs room, 500 the room could not be read, 503 shutting
+ * down. c NULL: the client is gone (the write is still decided). line: its
+ * access log line. */
+#define API_OPS 0
+#define API_PUBLISH 1
 #define API_DELETE 2
+struct room;
+void api_write_resume(engine *e, conn *c, struct room *rm, json_t *req, int kind, const char *line, int status);
 /* DELETE /v1/rooms/{room} in a cluster, the room not loaded here or to be
  * read again (api_read.c): its row is fetched; a room the store does not
  * have is answered 404, one it has is loaded without blocking and deleted

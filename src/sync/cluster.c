@@ -379,7 +379,7 @@ typedef struct fwait {
   sess *s;
   conn *http;     /* a backend write's deferred request; NULL once its connection is gone */
   char *line;     /* a backend write's access log line */
-  int publish;    /* a backend write: POST .../publish (else .../ops) */
+  int kind;       /* a backend write: API_OPS, API_PUBLISH or API_DELETE (api.h) */
   json_t *req;
   uint64_t need;
   uint64_t since; /* the join's since seq (its catch-up reads the log after it), else UINT64_MAX */
@@ -442,7 +442,7 @@ static void fwait_free(fwait *w) {
 void cluster_fetch_q_free(room *r) {
   for (fwait *w = r->fetch_q, *next; w; w = next) {
     next = w->next;
-    if (!w->s) api_write_resume(NULL, w->http, NULL, w->req, w->publish, w->line, 503);
+    if (!w->s) api_write_resume(NULL, w->http, NULL, w->req, w->kind, w->line, 503);
     fwait_free(w);
   }
   r->fetch_q = NULL;
@@ -453,13 +453,13 @@ int cluster_api_write_needs_fetch(engine *e, const char *name) {
   return e->clustered && !(r && !r->loading && !r->broken && !r->stale && !r->locks_stale && !r->fetching);
 }
 
-int cluster_api_write_wait(engine *e, conn *c, const char *name, json_t *req, int publish) {
+int cluster_api_write_wait(engine *e, conn *c, const char *name, json_t *req, int kind) {
   if (!cluster_api_write_needs_fetch(e, name)) return 0;
   room *r = map_get(&e->rooms, name);
   if (!r) r = room_open_loading(e, name);
   fwait *w = wsy_calloc(1, sizeof *w);
   w->req = req ? json_incref(req) : NULL;
-  w->publish = publish;
+  w->kind = kind;
   w->need = r->fetch_started + 1; /* the next fetch to start */
   w->since = UINT64_MAX;
   if (e->api_line) w->line = wsy_strndup(e->api_line, strlen(e->api_line));
@@ -529,7 +529,7 @@ static void release_joins(engine *e, room *r, int failed, store *snap) {
   for (fwait *w = go, *next; w; w = next) {
     next = w->next;
     if (!w->s) { /* a backend write */
-      api_write_resume(e, w->http, failed ? NULL : r, w->req, w->publish, w->line, failed == JOIN_WRONG_KIND ? 409 : failed ? 500 : 0);
+      api_write_resume(e, w->http, failed ? NULL : r, w->req, w->kind, w->line, failed == JOIN_WRONG_KIND ? 409 : failed ? 500 : 0);
     } else if (!w->s->ended) {
       if (failed == JOIN_WRONG_KIND)
         sess_error(w->s, w->req, "bad_request", "the room is a Yjs room: open it on /v1/yjs/{room}", "room", NULL);

@@ -70,7 +70,7 @@ int cluster_join_wait(engine *e, room *r, sess *s, json_t *req);
  * join does, for a fetch with the room's state started after it arrived
  * (the room loaded without blocking), then goes on in api_write_resume.
  * 1 when it waits, 0 to go on now. */
-int cluster_api_write_wait(engine *e, conn *c, const char *name, json_t *req, int publish);
+int cluster_api_write_wait(engine *e, conn *c, const char *name, json_t *req, int kind);
 /* Whether cluster_api_write_wait would wait for the room name now. */
 int cluster_api_write_needs_fetch(engine *e, const char *name);
 /* A join to the room name that is not loaded here (or still loading): in a
