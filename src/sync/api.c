@@ -227,6 +227,9 @@ static void metrics(engine *e, conn *c) {
   EMIT("# HELP wsync_stale_commits_total Batches fenced out because another node committed to a room first.\n"
        "# TYPE wsync_stale_commits_total counter\nwsync_stale_commits_total %llu\n",
        (unsigned long long)e->stale_commits);
+  EMIT("# HELP wsync_stale_deferred_total Writes that found their room's replica behind with entries pending, and waited for a read.\n"
+       "# TYPE wsync_stale_deferred_total counter\nwsync_stale_deferred_total %llu\n",
+       (unsigned long long)e->stale_deferred);
   EMIT("# HELP wsync_bytes_in_total Bytes received.\n# TYPE wsync_bytes_in_total counter\n"
        "wsync_bytes_in_total %llu\n", (unsigned long long)ns->bytes_in);
   EMIT("# HELP wsync_bytes_out_total Bytes sent.\n# TYPE wsync_bytes_out_total counter\n"

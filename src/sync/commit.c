@@ -668,8 +668,16 @@ int commit_admit(author *a, json_t *req, room *r, const char *cid, op_refusal *w
     if (rl != 0) commit_store_unreadable(a->e, r->name, rl);
     return commit_refuse(why, "internal", "the room is recovering from a storage failure; retry", NULL);
   }
-  /* Another node wrote the room: decided on its current state only. */
+  /* Another node wrote the room: decided on its current state only. A
+   * session's write that finds the replica stale with entries pending (in
+   * a pass deciding deferred writes again) waits for the next read rather
+   * than being refused: `stale` means 20 fences in a row (PROTOCOL.md 11.1). */
   int fr = cluster_fresh(a->e, r);
+  if (fr == WSY_STALE && a->s && req) {
+    a->e->stale_deferred++;
+    defer_fresh(r, a->s, req, a->e->tries_now, a->e->unrecorded_now);
+    return 1;
+  }
   if (fr == WSY_STALE) return commit_refuse(why, "stale", "another node wrote this room first; re-send", NULL);
   if (fr != 0) {
     commit_store_unreadable(a->e, r->name, fr);
@@ -723,12 +731,13 @@ int commit_lock_admit(sess *s, json_t *req, room *r) {
     return -1;
   }
   if (rc == 0) return 0;
-  if (rc == WSY_STALE) {
-    sess_error(s, req, "stale", "another node wrote this room first; re-send", NULL, NULL);
-  } else {
-    commit_store_unreadable(e, r->name, rc);
-    sess_error(s, req, "internal", "the room could not be read from the store; retry", NULL, NULL);
+  if (rc == WSY_STALE) { /* as in commit_admit: waits for the next read */
+    e->stale_deferred++;
+    defer_fresh(r, s, req, e->tries_now, 0);
+    return 1;
   }
+  commit_store_unreadable(e, r->name, rc);
+  sess_error(s, req, "internal", "the room could not be read from the store; retry", NULL, NULL);
   return -1;
 }
 

@@ -67,6 +67,7 @@ struct engine {
   struct fwd_state *fwd; /* fallback requests forwarded between nodes (forward.h); NULL until one */
   uv_timer_t cluster_timer;
   uint64_t refills, refilled, bus_duplicates, bus_gaps, bus_received, reloads, stale_commits, redecided;
+  uint64_t stale_deferred; /* session writes that found the replica stale with entries pending: deferred */
   uint64_t fetch_ids;  /* the last store_fetch made (cluster.c) */
   char **check_names;  /* the periodic check out (cluster.c): the rooms it compares */
   size_t check_n;
