@@ -696,6 +696,7 @@ static const store_ops pg_ops = {
   .fetch_rooms = pg_fetch_rooms,
   .fetch_log = pg_fetch_log,
   .fetch_list = pg_fetch_list,
+  .fetch_dedupe = pg_fetch_dedupe,
   .read_counts = pg_read_counts,
   .commit = pg_commit,
 };

@@ -26,6 +26,7 @@ struct pg_fetch {
   char *room;  /* NULL for a fetch of several rooms' rows (rooms, list) */
   buf rooms;   /* their names as a text[] literal (store_fetch_rooms) */
   char *list;  /* store_fetch_list: the name the rooms listed come after */
+  char *dkey, *cid; /* store_fetch_dedupe: the record read */
   int flags;
   uint64_t after;
   size_t limit; /* of the log's rows; 0: all */
@@ -102,8 +103,10 @@ static int snap_dedupe_each(store *bs, store_dedupe_cb cb, void *ud) {
 }
 static int snap_dedupe_get(store *bs, const char *dkey, const char *cid, char room_out[STORE_ROOM_MAX + 1],
                            uint64_t *seq_out) {
-  (void)bs, (void)dkey, (void)cid, (void)room_out, (void)seq_out;
-  return WSY_INVAL;
+  const pg_fetch *f = SNAP(bs);
+  if (!f->dkey || !dkey || !cid || strcmp(dkey, f->dkey) != 0 || strcmp(cid, f->cid) != 0 || !f->res[PQ_ROOM])
+    return WSY_INVAL; /* not the record this fetch read */
+  return pg_row_dedupe(f->res[PQ_ROOM], room_out, seq_out);
 }
 static int snap_hook_positions(store *bs, const char *hook, store_hook_pos_cb cb, void *ud) {
   (void)bs, (void)hook, (void)cb, (void)ud;
@@ -157,6 +160,8 @@ static void fetch_free(pg_fetch *f) {
   if (!f->room) buf_free(&f->rooms);
   wsy_free(f->room);
   wsy_free(f->list);
+  wsy_free(f->dkey);
+  wsy_free(f->cid);
   wsy_free(f);
 }
 
@@ -245,7 +250,11 @@ static int send_fetch(pg_store *s, pg_fetch *f) {
   if (!PQsendQueryParams(s->fc, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, NULL, NULL, NULL, 0))
     return WSY_IO;
   f->kind[f->nq++] = -1;
-  if (f->list) { /* rooms by name, kept where one room's row goes */
+  if (f->dkey) { /* a dedupe record, kept where one room's row goes */
+    const char *dv[] = {f->dkey, f->cid};
+    if (!PQsendQueryParams(s->fc, pg_sql_dedupe_get, 2, NULL, dv, NULL, NULL, 0)) return WSY_IO;
+    f->kind[f->nq++] = PQ_ROOM;
+  } else if (f->list) { /* rooms by name, kept where one room's row goes */
     const char *lv[] = {f->list, limit};
     if (!PQsendQueryParams(s->fc, pg_sql_rooms_list, 2, NULL, lv, NULL, NULL, 0)) return WSY_IO;
     f->kind[f->nq++] = PQ_ROOM;
@@ -422,6 +431,16 @@ int pg_fetch_list(store *bs, const char *after, size_t limit, store_fetch_cb cb,
   pg_fetch *f = wsy_calloc(1, sizeof *f);
   f->list = wsy_strndup(after ? after : "", after ? strlen(after) : 0);
   f->limit = limit;
+  enqueue(s, f, cb, ud);
+  return WSY_OK;
+}
+
+int pg_fetch_dedupe(store *bs, const char *dkey, const char *cid, store_fetch_cb cb, void *ud) {
+  pg_store *s = (pg_store *)bs;
+  if (!dkey || !cid || !cb || !s->loop || !s->handles_open) return WSY_INVAL;
+  pg_fetch *f = wsy_calloc(1, sizeof *f);
+  f->dkey = wsy_strndup(dkey, strlen(dkey));
+  f->cid = wsy_strndup(cid, strlen(cid));
   enqueue(s, f, cb, ud);
   return WSY_OK;
 }

@@ -120,6 +120,10 @@ int pg_stats(store *bs, store_stats_info *out);
 void pg_read_counts(store *bs, uint64_t *sync_reads, uint64_t *fetches, uint64_t *fetch_failures);
 int pg_rooms_list(store *bs, const char *after, size_t limit, store_room_cb cb, void *ud);
 extern const char pg_sql_rooms_list[];
+/* A dedupe record by (device, cid): the SQL and the reading of its row,
+ * for pg_dedupe_get and its fetch (WSY_NOT_FOUND without one). */
+extern const char pg_sql_dedupe_get[];
+int pg_row_dedupe(const PGresult *r, char room_out[STORE_ROOM_MAX + 1], uint64_t *seq_out);
 int pg_rooms_get(store *bs, const char *const *names, size_t n, store_room_cb cb, void *ud);
 
 /* One room's reads (pg_read.c), shared by the synchronous calls and the
@@ -142,6 +146,7 @@ int pg_rows_rooms(const PGresult *r, store_room_cb cb, void *ud);
 int pg_fetch_rooms(store *bs, const char *const *names, size_t n, store_fetch_cb cb, void *ud);
 int pg_fetch_log(store *bs, const char *room, uint64_t after, size_t limit, store_fetch_cb cb, void *ud);
 int pg_fetch_list(store *bs, const char *after, size_t limit, store_fetch_cb cb, void *ud);
+int pg_fetch_dedupe(store *bs, const char *dkey, const char *cid, store_fetch_cb cb, void *ud);
 
 /* pg_fetch.c: store_fetch; pg_fetch_close drops what is unanswered. */
 int pg_fetch_start(store *bs, const char *room, int flags, uint64_t after, store_fetch_cb cb, void *ud);

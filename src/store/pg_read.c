@@ -305,27 +305,28 @@ int pg_dedupe_each(store *bs, store_dedupe_cb cb, void *ud) {
   return rc;
 }
 
+const char pg_sql_dedupe_get[] = "SELECT room, seq FROM dedupe WHERE device = $1 AND cid = $2";
+
+int pg_row_dedupe(const PGresult *r, char room_out[STORE_ROOM_MAX + 1], uint64_t *seq_out) {
+  if (PQntuples(r) == 0) return WSY_NOT_FOUND;
+  int len = PQgetlength(r, 0, 0);
+  if (len <= 0 || len > STORE_ROOM_MAX) return WSY_IO; /* the schema's CHECK forbids it */
+  if (room_out) {
+    memcpy(room_out, PQgetvalue(r, 0, 0), (size_t)len);
+    room_out[len] = '\0';
+  }
+  if (seq_out) *seq_out = u64(r, 0, 1);
+  return WSY_OK;
+}
+
 int pg_dedupe_get(store *bs, const char *dkey, const char *cid, char room_out[STORE_ROOM_MAX + 1],
                   uint64_t *seq_out) {
   if (!dkey || !cid) return WSY_INVAL;
   PGresult *r;
   const char *v[] = {dkey, cid};
-  int rc = q(PG(bs), "SELECT room, seq FROM dedupe WHERE device = $1 AND cid = $2", 2, v, &r);
+  int rc = q(PG(bs), pg_sql_dedupe_get, 2, v, &r);
   if (rc) return rc;
-  if (PQntuples(r) == 0) {
-    rc = WSY_NOT_FOUND;
-  } else {
-    int len = PQgetlength(r, 0, 0);
-    if (len <= 0 || len > STORE_ROOM_MAX) { /* the schema's CHECK forbids it */
-      rc = WSY_IO;
-    } else {
-      if (room_out) {
-        memcpy(room_out, PQgetvalue(r, 0, 0), (size_t)len);
-        room_out[len] = '\0';
-      }
-      if (seq_out) *seq_out = u64(r, 0, 1);
-    }
-  }
+  rc = pg_row_dedupe(r, room_out, seq_out);
   PQclear(r);
   return rc;
 }

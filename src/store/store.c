@@ -68,6 +68,9 @@ int store_fetch_log(store *s, const char *room, uint64_t after_seq, size_t limit
 int store_fetch_list(store *s, const char *after, size_t limit, store_fetch_cb cb, void *ud) {
   return s->ops->fetch_list ? s->ops->fetch_list(s, after, limit, cb, ud) : WSY_INVAL;
 }
+int store_fetch_dedupe(store *s, const char *dkey, const char *cid, store_fetch_cb cb, void *ud) {
+  return s->ops->fetch_dedupe ? s->ops->fetch_dedupe(s, dkey, cid, cb, ud) : WSY_INVAL;
+}
 void store_read_counts(store *s, uint64_t *sync_reads, uint64_t *fetches, uint64_t *fetch_failures) {
   *sync_reads = *fetches = *fetch_failures = 0;
   if (s->ops->read_counts) s->ops->read_counts(s, sync_reads, fetches, fetch_failures);
@@ -194,6 +197,11 @@ static int f_fetch_list(store *s, const char *after, size_t limit, store_fetch_c
   return store_fetch_list(F(s)->inner, after, limit, cb, ud);
 }
 
+static int f_fetch_dedupe(store *s, const char *dkey, const char *cid, store_fetch_cb cb, void *ud) {
+  if (faulted(F(s), STORE_FAULT_DEDUPE)) return WSY_IO; /* refused at once: cb never runs */
+  return store_fetch_dedupe(F(s)->inner, dkey, cid, cb, ud);
+}
+
 static void f_read_counts(store *s, uint64_t *a, uint64_t *b, uint64_t *c) { store_read_counts(F(s)->inner, a, b, c); }
 
 static int f_release_locks_of(store *s, const char *prefix, store_release_cb cb, void *ud) {
@@ -297,6 +305,7 @@ static const store_ops fault_ops = {
   .fetch_rooms = f_fetch_rooms,
   .fetch_log = f_fetch_log,
   .fetch_list = f_fetch_list,
+  .fetch_dedupe = f_fetch_dedupe,
   .read_counts = f_read_counts,
   .room_texts = f_room_texts,
   .history = f_history,

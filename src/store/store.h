@@ -343,6 +343,11 @@ int store_fetch_log(store *s, const char *room, uint64_t after_seq, size_t limit
  * answers store_rooms_list with those rows (whatever it is given) and
  * nothing else. Returns as store_fetch. */
 int store_fetch_list(store *s, const char *after, size_t limit, store_fetch_cb cb, void *ud) WSY_WUR;
+/* The dedupe record of (dkey, cid), as store_dedupe_get reads it, read the
+ * same way as store_fetch: snap answers store_dedupe_get for that record
+ * (WSY_NOT_FOUND when the store has none) and nothing else. Returns as
+ * store_fetch; WSY_INVAL from a store that reads only on the loop. */
+int store_fetch_dedupe(store *s, const char *dkey, const char *cid, store_fetch_cb cb, void *ud) WSY_WUR;
 /* Counters of a network store's reads, without asking it anything: reads
  * that waited on the loop, and fetches answered, and failed; all 0 for a
  * backend that does not count them (SQLite). */

@@ -230,6 +230,9 @@ static void metrics(engine *e, conn *c) {
   EMIT("# HELP wsync_stale_deferred_total Writes that found their room's replica behind with entries pending, and waited for a read.\n"
        "# TYPE wsync_stale_deferred_total counter\nwsync_stale_deferred_total %llu\n",
        (unsigned long long)e->stale_deferred);
+  EMIT("# HELP wsync_dedupe_fetches_total Dedupe lookups of session writes read from the store without blocking.\n"
+       "# TYPE wsync_dedupe_fetches_total counter\nwsync_dedupe_fetches_total %llu\n",
+       (unsigned long long)e->dedupe_fetches);
   EMIT("# HELP wsync_bytes_in_total Bytes received.\n# TYPE wsync_bytes_in_total counter\n"
        "wsync_bytes_in_total %llu\n", (unsigned long long)ns->bytes_in);
   EMIT("# HELP wsync_bytes_out_total Bytes sent.\n# TYPE wsync_bytes_out_total counter\n"

@@ -148,7 +148,32 @@ static defwrite *defer_push(room *r, sess *s, json_t *req, unsigned tries, int u
   return d;
 }
 
+/* A dedupe lookup in flight (store_fetch_dedupe): the deferred write it
+ * answers is found by room and id, if it is still there. */
+typedef struct dedupe_ask {
+  struct dedupe_ask *next, **prev;
+  engine *e;
+  char *room, *dkey, *cid;
+  uint64_t id;
+} dedupe_ask;
+
+static void ask_free(dedupe_ask *q) {
+  if (q->next) q->next->prev = q->prev;
+  *q->prev = q->next;
+  wsy_free(q->room);
+  wsy_free(q->dkey);
+  wsy_free(q->cid);
+  wsy_free(q);
+}
+
 static void defer_fresh(room *r, sess *s, json_t *req, unsigned tries, int unrecorded);
+
+static void defwrite_free(defwrite *d) {
+  sess_unref(d->s);
+  json_decref(d->req);
+  wsy_free(d->lookup_room);
+  wsy_free(d);
+}
 
 /* Decides r's deferred writes again, in order, now that nothing of r is
  * pending: r is read again from the store first. A write deferred anew
@@ -179,19 +204,30 @@ static void redecide(engine *e, room *r) {
       cluster_fetch(e, r, 1);
       break;
     }
+    if (d->lookup == DEDUPE_ASKED) {
+      /* Its dedupe record is being read: it (and those after it, in
+       * order) waits for the answer, which decides them again. */
+      defwrite **tail = &d->next;
+      while (*tail) tail = &(*tail)->next;
+      *tail = r->defer;
+      if (!r->defer) r->defer_tail = tail;
+      r->defer = d;
+      break;
+    }
     if (!d->s->ended) {
       e->tries_now = d->tries;
       e->unrecorded_now = d->unrecorded;
+      defwrite *outer_lookup = e->lookup_now;
+      e->lookup_now = d->lookup == DEDUPE_KNOWN ? d : NULL;
       e->redecided++;
       proto_redecide(d->s, d->req);
       e->tries_now = 0;
       e->unrecorded_now = 0;
+      e->lookup_now = outer_lookup;
     }
     hook_hold_release(d->s); /* its messages that waited behind it, in order */
     if (d->counted) inflight_done(d->s, r);
-    sess_unref(d->s);
-    json_decref(d->req);
-    wsy_free(d);
+    defwrite_free(d);
   }
   r->pins--;
   e->redeciding = outer;
@@ -211,9 +247,7 @@ void commit_defer_fail(engine *e, room *r, int rc) {
     if (!d->s->ended) sess_error(d->s, d->req, "internal", "the room could not be read from the store; retry", NULL, NULL);
     hook_hold_release(d->s);
     if (d->counted) inflight_done(d->s, r);
-    sess_unref(d->s);
-    json_decref(d->req);
-    wsy_free(d);
+    defwrite_free(d);
   }
   if (list) commit_store_unreadable(e, r->name, rc);
 }
@@ -222,9 +256,7 @@ void commit_defer_free(room *r) {
   for (defwrite *d = r->defer, *next; d; d = next) {
     next = d->next;
     if (d->s->hold) d->s->hold--; /* the room goes away with the engine: nothing to dispatch */
-    sess_unref(d->s);
-    json_decref(d->req);
-    wsy_free(d);
+    defwrite_free(d);
   }
   r->defer = NULL;
 }
@@ -453,6 +485,7 @@ int commit_init(engine *e, char *err, size_t errlen) {
 }
 
 void commit_deinit(engine *e) {
+  while (e->asks) ask_free(e->asks); /* dropped unanswered by the store */
   map_free(&e->cids);
   wsy_free(e->seen);
   store_batch_free(e->batch);
@@ -596,6 +629,57 @@ void commit_store_unreadable(engine *e, const char *name, int rc) {
  * 1 when req was a duplicate (or a cid of another room) and has been
  * answered; -1 (*why set) when the store cannot tell: the op is refused
  * rather than risk applying it twice; 0 when it is new. */
+static void dedupe_fetched(void *ud, int rc, store *snap) {
+  dedupe_ask *q = ud;
+  engine *e = q->e;
+  room *r = map_get(&e->rooms, q->room);
+  defwrite *d = r ? r->defer : NULL;
+  while (d && d->lookup_id != q->id) d = d->next;
+  if (d && d->lookup == DEDUPE_ASKED) {
+    char room_out[STORE_ROOM_MAX + 1];
+    d->lookup = DEDUPE_KNOWN;
+    d->lookup_rc = rc != 0 ? rc : store_dedupe_get(snap, q->dkey, q->cid, room_out, &d->lookup_seq);
+    if (d->lookup_rc == 0) d->lookup_room = wsy_strndup(room_out, strlen(room_out));
+    ask_free(q);
+    r->pins++;
+    if (!r->pending && e->redeciding != r) redecide(e, r);
+    r->pins--;
+    room_unload_if_idle(e, r);
+    return;
+  }
+  ask_free(q); /* its write is gone (its room unloaded, its session ended) */
+}
+
+/* In a cluster, the lookup of a session's cid the in-memory filter cannot
+ * rule out is read without blocking: the write waits in r's deferred
+ * writes (those after it behind it) until the answer decides it again.
+ * 1 when it waits; 0 when the store reads only on the loop; -1 with *err
+ * when the read was refused at once. */
+static int dedupe_ask_start(author *a, json_t *req, room *r, const char *cid, int *err) {
+  engine *e = a->e;
+  dedupe_ask *q = wsy_calloc(1, sizeof *q);
+  q->e = e;
+  q->room = wsy_strndup(r->name, strlen(r->name));
+  q->dkey = wsy_strndup(a->dkey, strlen(a->dkey));
+  q->cid = wsy_strndup(cid, strlen(cid));
+  q->id = ++e->lookup_ids;
+  q->next = e->asks;
+  if (q->next) q->next->prev = &q->next;
+  q->prev = &e->asks;
+  e->asks = q;
+  int rc = store_fetch_dedupe(e->st, a->dkey, cid, dedupe_fetched, q);
+  if (rc != 0) { /* WSY_INVAL: a store without fetches reads where it is needed */
+    ask_free(q);
+    *err = rc;
+    return rc == WSY_INVAL ? 0 : -1;
+  }
+  defwrite *d = defer_push(r, a->s, req, e->tries_now, e->unrecorded_now);
+  d->lookup = DEDUPE_ASKED;
+  d->lookup_id = q->id;
+  e->dedupe_fetches++;
+  return 1;
+}
+
 static int dedupe(author *a, json_t *req, room *r, const char *cid, op_refusal *why) {
   engine *e = a->e;
   char key[CID_KEY_MAX];
@@ -609,7 +693,18 @@ static int dedupe(author *a, json_t *req, room *r, const char *cid, op_refusal *
     found = 1;
   } else if (!e->unrecorded_now && seen_maybe(e, a->dkey, cid)) {
     char room_out[STORE_ROOM_MAX + 1];
-    int rc = store_dedupe_get(e->st, a->dkey, cid, room_out, &seq);
+    defwrite *known = e->lookup_now && e->lookup_now->req == req ? e->lookup_now : NULL;
+    int rc = 0, asked = 0;
+    if (known) { /* read while it waited (dedupe_ask_start) */
+      e->lookup_now = NULL;
+      rc = known->lookup_rc;
+      seq = known->lookup_seq;
+      snprintf(room_out, sizeof room_out, "%s", known->lookup_room ? known->lookup_room : "");
+    } else if (e->clustered && a->s && req && (asked = dedupe_ask_start(a, req, r, cid, &rc)) == 1) {
+      return 1;
+    } else if (asked == 0) {
+      rc = store_dedupe_get(e->st, a->dkey, cid, room_out, &seq);
+    }
     if (rc != 0 && rc != WSY_NOT_FOUND) {
       log_error("dedupe lookup of %s|%s failed: %s", a->dkey, cid, wsy_strerror(rc));
       commit_store_unreadable(e, r->name, rc);

@@ -70,7 +70,16 @@ typedef struct defwrite {
   int unrecorded; /* its cid is known not to be in the store (its batch rolled back) */
   int counted;    /* counted in its member's inflight (room.h) */
   uint64_t need;  /* decided only after this fetch of the room (cluster.h), 0: any */
+  /* Its cid's dedupe record, read without blocking (cluster): 0 not asked,
+   * DEDUPE_ASKED waiting for the answer (it and the writes behind it are not
+   * decided before), DEDUPE_KNOWN answered, with the answer below. */
+  int lookup;
+  int lookup_rc;       /* 0 found, WSY_NOT_FOUND, or why it could not be read */
+  uint64_t lookup_id;  /* matches the answer to this write */
+  uint64_t lookup_seq;
+  char *lookup_room;   /* of the record found */
 } defwrite;
+enum { DEDUPE_ASKED = 1, DEDUPE_KNOWN = 2 };
 
 /* Frees r's deferred writes unanswered (the room is freed at shutdown). */
 void commit_defer_free(room *r);

@@ -68,6 +68,10 @@ struct engine {
   uv_timer_t cluster_timer;
   uint64_t refills, refilled, bus_duplicates, bus_gaps, bus_received, reloads, stale_commits, redecided;
   uint64_t stale_deferred; /* session writes that found the replica stale with entries pending: deferred */
+  uint64_t dedupe_fetches;  /* dedupe lookups read without blocking (commit.c) */
+  uint64_t lookup_ids;
+  defwrite *lookup_now;     /* the answered lookup of the write being decided again */
+  struct dedupe_ask *asks;  /* lookups in flight (freed unanswered with the engine) */
   uint64_t fetch_ids;  /* the last store_fetch made (cluster.c) */
   char **check_names;  /* the periodic check out (cluster.c): the rooms it compares */
   size_t check_n;

@@ -359,7 +359,7 @@ describe('writes on every node', () => {
     await closeClients(a, b, c);
   });
 
-  test('an op re-sent by cid to another node is a duplicate with the original seq', async () => {
+  test('an op re-sent by cid to another node is a duplicate with the original seq, its lookup read without blocking', async () => {
     const room = roomName('dup');
     const a = await connect(0, 'dd', 'dd-phone');
     await a.join(room);
@@ -367,6 +367,13 @@ describe('writes on every node', () => {
     await a.close();
     const b = await connect(1, 'dd', 'dd-phone');
     await b.join(room);
+    const counts = async () => {
+      const m = await fetchMetrics(url(1), KEY);
+      return { sync: m.get('wsync_store_reads_total{mode="sync"}'), asked: m.get('wsync_dedupe_fetches_total') };
+    };
+    const c0 = await counts();
+    // Node 2 has never seen the cid: its commit meets the store's record
+    // (the batch rolls back), then the cid is looked up and answered.
     const again = await b.op(room, 'once', { kind: 'set', item: 'k', fields: { v: 1 } });
     if (again.type === 'error') {
       assert.equal(again.code, 'stale', JSON.stringify(again));
@@ -379,8 +386,35 @@ describe('writes on every node', () => {
       assert.equal(again.duplicate, true);
       assert.equal(again.seq, ack.seq);
     }
+    // Known to node 2's filter now: looked up at once, pipelined with a new op behind it.
+    b.send({ type: 'op', room, id: 'r1', cid: 'once', op: { kind: 'set', item: 'k', fields: { v: 9 } } });
+    b.send({ type: 'op', room, id: 'r2', cid: 'twice', op: { kind: 'set', item: 'k', fields: { v: 2 } } });
+    const r1 = await b.waitFor((m) => m.re === 'r1', 'the re-send answered');
+    const r2 = await b.waitFor((m) => m.re === 'r2', 'the op behind it answered');
+    assert.deepEqual([r1.type, r1.duplicate, r1.seq], ['ack', true, ack.seq], JSON.stringify(r1));
+    assert.deepEqual([r2.type, r2.seq], ['ack', ack.seq + 1], JSON.stringify(r2));
+    assert.ok(b.log.indexOf(r1) < b.log.indexOf(r2), 'answered in the order sent');
+    const c1 = await counts();
+    assert.equal(c1.sync - c0.sync, 0, 'node 2: no synchronous read for the lookups');
+    assert.ok(c1.asked - c0.asked >= 2, `node 2: lookups read without blocking: ${c1.asked - c0.asked}`);
     const s = await api(url(2), 'GET', `/v1/rooms/${room}`, { key: KEY });
-    assert.equal(s.body.seq, ack.seq, 'applied once');
+    assert.equal(s.body.seq, ack.seq + 1, 'applied once');
+    assert.deepEqual(s.body.items.k.fields, { v: 2 });
+    // A cid node 2's filter knows but the store no longer has (its room
+    // was deleted): looked up, not found, applied as a new op.
+    const gone = roomName('dup-gone');
+    await b.join(gone);
+    await b.set(gone, 'g1', 'x', { v: 1 });
+    const del = await api(url(1), 'DELETE', `/v1/rooms/${gone}`, { key: KEY });
+    assert.equal(del.status, 200, del.text);
+    await b.waitFor((m) => m.type === 'left' && m.room === gone, 'b left the deleted room');
+    await b.join(gone);
+    const c2 = await counts();
+    const fresh = await b.op(gone, 'g1', { kind: 'set', item: 'x', fields: { v: 2 } });
+    assert.deepEqual([fresh.type, fresh.seq, fresh.duplicate], ['ack', 1, undefined], JSON.stringify(fresh));
+    const c3 = await counts();
+    assert.equal(c3.sync - c2.sync, 0, 'node 2: no synchronous read for a lookup that finds nothing');
+    assert.ok(c3.asked - c2.asked >= 1, 'node 2: that lookup was read without blocking');
     await b.close();
   });
 });

@@ -315,3 +315,53 @@ Test(pg_fetch, a_page_of_rooms_by_name_in_one_read) {
   cr_assert_eq(sync_reads, 0, "nothing read on the loop");
   pgt_close(&T, s);
 }
+
+/* What a dedupe fetch's callback saw. */
+typedef struct dedupe_seen {
+  const char *dkey, *cid;
+  int done, rc, get_rc, other_rc, room_rc;
+  char room[STORE_ROOM_MAX + 1];
+  uint64_t seq;
+} dedupe_seen;
+
+static void on_dedupe(void *ud, int rc, store *snap) {
+  dedupe_seen *s = ud;
+  cr_assert_not(s->done, "answered twice");
+  s->done = 1;
+  s->rc = rc;
+  if (rc) return;
+  s->get_rc = store_dedupe_get(snap, s->dkey, s->cid, s->room, &s->seq);
+  s->other_rc = store_dedupe_get(snap, s->dkey, "another-cid", NULL, NULL);
+  store_room_info info;
+  s->room_rc = store_room_get(snap, "r", &info);
+}
+
+Test(pg_fetch, a_dedupe_record_in_one_read) {
+  store *s = room_with_everything();
+  store_batch *b = store_batch_new();
+  pgt_op(b, "r", 6, "card", "{\"v\":2}", "alice:phone", "c-6");
+  cr_assert_eq(pgt_commit(&T, s, b, 1), 0);
+  dedupe_seen found = {.dkey = "alice:phone", .cid = "c-6"};
+  dedupe_seen missing = {.dkey = "alice:phone", .cid = "c-7"};
+  dedupe_seen other_device = {.dkey = "alice:laptop", .cid = "c-6"};
+  cr_assert_eq(store_fetch_dedupe(s, found.dkey, found.cid, on_dedupe, &found), 0);
+  cr_assert_eq(store_fetch_dedupe(s, missing.dkey, missing.cid, on_dedupe, &missing), 0);
+  cr_assert_eq(store_fetch_dedupe(s, other_device.dkey, other_device.cid, on_dedupe, &other_device), 0);
+  cr_assert_not(found.done, "answered inside store_fetch_dedupe");
+  while (!found.done || !missing.done || !other_device.done) uv_run(&T.loop, UV_RUN_ONCE);
+  cr_assert_eq(found.rc, 0);
+  cr_assert_eq(found.get_rc, 0);
+  cr_assert_str_eq(found.room, "r");
+  cr_assert_eq(found.seq, 6);
+  cr_assert_eq(found.other_rc, WSY_INVAL, "only the record read");
+  cr_assert_eq(found.room_rc, WSY_INVAL, "no room row in a dedupe fetch");
+  cr_assert_eq(missing.rc, 0);
+  cr_assert_eq(missing.get_rc, WSY_NOT_FOUND);
+  cr_assert_eq(other_device.get_rc, WSY_NOT_FOUND, "the record is per device");
+  cr_assert_eq(store_fetch_dedupe(s, NULL, "c", on_dedupe, &missing), WSY_INVAL);
+  uint64_t sync_reads, fetches, failures;
+  store_read_counts(s, &sync_reads, &fetches, &failures);
+  cr_assert_eq(fetches, 3);
+  cr_assert_eq(sync_reads, 0, "nothing read on the loop");
+  pgt_close(&T, s);
+}
