@@ -149,17 +149,37 @@ static defwrite *defer_push(room *r, sess *s, json_t *req, unsigned tries, int u
 }
 
 /* A dedupe lookup in flight (store_fetch_dedupe): the deferred write it
- * answers is found by room and id, if it is still there. */
+ * answers is found by room and id, if it is still there; or (http set) the
+ * deferred answer of a backend write whose batch another node's record of
+ * a cid rolled back. */
 typedef struct dedupe_ask {
   struct dedupe_ask *next, **prev;
   engine *e;
   char *room, *dkey, *cid;
   uint64_t id;
+  conn *http;            /* NULL once its connection is gone */
+  char *epoch, *api_line;
 } dedupe_ask;
+
+static dedupe_ask *ask_new(engine *e, const char *rname, const char *dkey, const char *cid) {
+  dedupe_ask *q = wsy_calloc(1, sizeof *q);
+  q->e = e;
+  q->room = wsy_strndup(rname, strlen(rname));
+  q->dkey = wsy_strndup(dkey, strlen(dkey));
+  q->cid = wsy_strndup(cid, strlen(cid));
+  q->id = ++e->lookup_ids;
+  q->next = e->asks;
+  if (q->next) q->next->prev = &q->next;
+  q->prev = &e->asks;
+  e->asks = q;
+  return q;
+}
 
 static void ask_free(dedupe_ask *q) {
   if (q->next) q->next->prev = q->prev;
   *q->prev = q->next;
+  wsy_free(q->epoch);
+  wsy_free(q->api_line);
   wsy_free(q->room);
   wsy_free(q->dkey);
   wsy_free(q->cid);
@@ -261,6 +281,51 @@ void commit_defer_free(room *r) {
   r->defer = NULL;
 }
 
+/* The answer to a backend write whose batch rolled back on another node's
+ * record of a cid: a duplicate when the record is its cid's, in its room
+ * (as the same write on the node that recorded it is answered); else 503
+ * stale, as for a fenced-out batch. */
+static void http_dup_answer(dedupe_ask *q, int rc, uint64_t seq, const char *room_out) {
+  int status = 503;
+  json_t *b;
+  if (rc == 0 && !strcmp(room_out, q->room)) {
+    status = 200;
+    b = json_pack("{s:s,s:s,s:I,s:b}", "room", q->room, "epoch", q->epoch, "seq", (json_int_t)seq, "duplicate", 1);
+  } else if (rc == 0) {
+    status = 400;
+    b = json_pack("{s:s,s:s,s:s}", "type", "error", "code", "bad_request", "message",
+                  "this cid was already used in another room");
+  } else {
+    b = json_pack("{s:s,s:s,s:s}", "type", "error", "code", "stale", "message",
+                  "another node wrote this room first; send the request again");
+  }
+  pend p = {.http = q->http, .api_line = q->api_line};
+  http_answer(&p, status, b);
+}
+
+static void http_dup_fetched(void *ud, int rc, store *snap) {
+  dedupe_ask *q = ud;
+  char room_out[STORE_ROOM_MAX + 1] = "";
+  uint64_t seq = 0;
+  if (rc == 0) rc = store_dedupe_get(snap, q->dkey, q->cid, room_out, &seq);
+  http_dup_answer(q, rc, seq, room_out);
+  ask_free(q);
+}
+
+/* p's batch rolled back on a cid another node recorded: p's own cid is
+ * looked up (without blocking) before its deferred answer is given. */
+static void http_dup_lookup(engine *e, pend *p) {
+  dedupe_ask *q = ask_new(e, p->r->name, ":backend", p->cid);
+  q->epoch = wsy_strndup(p->r->epoch, strlen(p->r->epoch));
+  q->api_line = p->api_line;
+  p->api_line = NULL;
+  httpd_defer(p->http, &q->http); /* the deferred answer is q's now */
+  p->http = NULL;
+  e->dedupe_fetches++;
+  int rc = store_fetch_dedupe(e->st, q->dkey, q->cid, http_dup_fetched, q);
+  if (rc != 0) http_dup_fetched(q, rc, NULL);
+}
+
 static void commit_done(void *ud, int rc) {
   engine *e = ud;
   api_commit_observed(e, (double)(uv_hrtime() - e->batch_started) / 1e9, rc != 0);
@@ -292,7 +357,9 @@ static void commit_done(void *ud, int rc) {
       cluster_room_deleted(e, r);
       http_answer(p, 200, json_pack("{s:s,s:b}", "room", r->name, "deleted", 1));
     }
-    if (p->http) {
+    if (p->http && rc == WSY_DUPLICATE && p->cid && e->clustered) {
+      http_dup_lookup(e, p);
+    } else if (p->http) {
       if (rc == WSY_STALE || rc == WSY_DUPLICATE)
         http_answer(p, 503, json_pack("{s:s,s:s,s:s}", "type", "error", "code", "stale", "message",
                                       "another node wrote this room first; send the request again"));
@@ -657,16 +724,7 @@ static void dedupe_fetched(void *ud, int rc, store *snap) {
  * when the read was refused at once. */
 static int dedupe_ask_start(author *a, json_t *req, room *r, const char *cid, int *err) {
   engine *e = a->e;
-  dedupe_ask *q = wsy_calloc(1, sizeof *q);
-  q->e = e;
-  q->room = wsy_strndup(r->name, strlen(r->name));
-  q->dkey = wsy_strndup(a->dkey, strlen(a->dkey));
-  q->cid = wsy_strndup(cid, strlen(cid));
-  q->id = ++e->lookup_ids;
-  q->next = e->asks;
-  if (q->next) q->next->prev = &q->next;
-  q->prev = &e->asks;
-  e->asks = q;
+  dedupe_ask *q = ask_new(e, r->name, a->dkey, cid);
   int rc = store_fetch_dedupe(e->st, a->dkey, cid, dedupe_fetched, q);
   if (rc != 0) { /* WSY_INVAL: a store without fetches reads where it is needed */
     ask_free(q);

@@ -417,6 +417,39 @@ describe('writes on every node', () => {
     assert.ok(c3.asked - c2.asked >= 1, 'node 2: that lookup was read without blocking');
     await b.close();
   });
+
+  test('a backend write re-sent by cid to another node is answered as a duplicate, not stale', async () => {
+    const room = roomName('apidup');
+    const a = await connect(0, 'ad');
+    const ja = await a.join(room);
+    const post = (i, what, body) => api(url(i), 'POST', `/v1/rooms/${room}/${what}`, { key: KEY, body });
+    const first = await post(0, 'ops', { cid: 'b-op', op: { kind: 'set', item: 'k', fields: { v: 1 } } });
+    assert.deepEqual(first.body, { room, epoch: ja.epoch, seq: 1 });
+    const pub = await post(0, 'publish', { cid: 'b-pub', data: { n: 1 } });
+    assert.deepEqual(pub.body, { room, epoch: ja.epoch, seq: 2 });
+    const b = await connect(1, 'ad2');
+    await b.join(room); // node 2 has the room loaded, and has never seen either cid
+    const sync = async () => (await fetchMetrics(url(1), KEY)).get('wsync_store_reads_total{mode="sync"}');
+    const s0 = await sync();
+    // Node 2's commit meets node 1's records: the batch rolls back, the
+    // cid is looked up, and the answer is node 1's.
+    const op2 = await post(1, 'ops', { cid: 'b-op', op: { kind: 'set', item: 'k', fields: { v: 2 } } });
+    assert.equal(op2.status, 200, op2.text);
+    assert.deepEqual(op2.body, { room, epoch: ja.epoch, seq: 1, duplicate: true });
+    const pub2 = await post(1, 'publish', { cid: 'b-pub', data: { n: 2 } });
+    assert.equal(pub2.status, 200, pub2.text);
+    assert.deepEqual(pub2.body, { room, epoch: ja.epoch, seq: 2, duplicate: true });
+    assert.equal((await sync()) - s0, 0, 'node 2: the lookups did not wait on the loop');
+    const snap = await api(url(2), 'GET', `/v1/rooms/${room}`, { key: KEY });
+    assert.equal(snap.body.seq, 2, 'applied once each');
+    assert.deepEqual(snap.body.items.k.fields, { v: 1 });
+    // The same cid in another room: refused, as on one node.
+    const other = await api(url(2), 'POST', `/v1/rooms/${roomName('apidup-other')}/ops`,
+      { key: KEY, body: { cid: 'b-op', op: { kind: 'set', item: 'k', fields: { v: 3 } } } });
+    assert.equal(other.status, 400, other.text);
+    assert.equal(other.body.code, 'bad_request');
+    await closeClients(a, b);
+  });
 });
 
 describe('ephemeral traffic across nodes', () => {
