@@ -230,7 +230,7 @@ static void metrics(engine *e, conn *c) {
   EMIT("# HELP wsync_stale_deferred_total Writes that found their room's replica behind with entries pending, and waited for a read.\n"
        "# TYPE wsync_stale_deferred_total counter\nwsync_stale_deferred_total %llu\n",
        (unsigned long long)e->stale_deferred);
-  EMIT("# HELP wsync_dedupe_fetches_total Dedupe lookups of session writes read from the store without blocking.\n"
+  EMIT("# HELP wsync_dedupe_fetches_total Dedupe lookups read from the store without blocking.\n"
        "# TYPE wsync_dedupe_fetches_total counter\nwsync_dedupe_fetches_total %llu\n",
        (unsigned long long)e->dedupe_fetches);
   EMIT("# HELP wsync_bytes_in_total Bytes received.\n# TYPE wsync_bytes_in_total counter\n"
@@ -385,6 +385,7 @@ void api_write_resume(engine *e, conn *c, room *rm, json_t *req, int kind, const
  * when its commit is (commit.c). */
 static void backend_write_room(engine *e, conn *c, int deferred, room *rm, json_t *req, int is_publish) {
   const char *cid = jstr(req, "cid");
+  if (cid && commit_backend_lookup(e, c, rm, req, is_publish)) return; /* answered after its dedupe record is read */
   json_t *data = json_object_get(req, "data");
   author au = {e, NULL, c, ":backend"};
   json_t *from = json_pack("{s:b}", "backend", 1);

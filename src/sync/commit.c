@@ -159,6 +159,8 @@ typedef struct dedupe_ask {
   uint64_t id;
   conn *http;            /* NULL once its connection is gone */
   char *epoch, *api_line;
+  json_t *req;           /* a backend write waiting for its lookup (commit_backend_lookup) */
+  int kind;              /* its API_* kind */
 } dedupe_ask;
 
 static dedupe_ask *ask_new(engine *e, const char *rname, const char *dkey, const char *cid) {
@@ -180,6 +182,7 @@ static void ask_free(dedupe_ask *q) {
   *q->prev = q->next;
   wsy_free(q->epoch);
   wsy_free(q->api_line);
+  json_decref(q->req);
   wsy_free(q->room);
   wsy_free(q->dkey);
   wsy_free(q->cid);
@@ -295,6 +298,12 @@ static void http_dup_answer(dedupe_ask *q, int rc, uint64_t seq, const char *roo
     status = 400;
     b = json_pack("{s:s,s:s,s:s}", "type", "error", "code", "bad_request", "message",
                   "this cid was already used in another room");
+  } else if (rc != WSY_NOT_FOUND) {
+    status = 500;
+    log_error("dedupe lookup of :backend|%s failed: %s", q->cid, wsy_strerror(rc));
+    commit_store_unreadable(q->e, q->room, rc);
+    b = json_pack("{s:s,s:s,s:s}", "type", "error", "code", "internal", "message",
+                  "the store could not check this cid; retry");
   } else {
     b = json_pack("{s:s,s:s,s:s}", "type", "error", "code", "stale", "message",
                   "another node wrote this room first; send the request again");
@@ -734,6 +743,49 @@ static int dedupe_ask_start(author *a, json_t *req, room *r, const char *cid, in
   defwrite *d = defer_push(r, a->s, req, e->tries_now, e->unrecorded_now);
   d->lookup = DEDUPE_ASKED;
   d->lookup_id = q->id;
+  e->dedupe_fetches++;
+  return 1;
+}
+
+static void backend_looked_up(void *ud, int rc, store *snap) {
+  dedupe_ask *q = ud;
+  engine *e = q->e;
+  char room_out[STORE_ROOM_MAX + 1] = "";
+  uint64_t seq = 0;
+  if (rc == 0) rc = store_dedupe_get(snap, q->dkey, q->cid, room_out, &seq);
+  room *r = map_get(&e->rooms, q->room);
+  if (rc == WSY_NOT_FOUND && q->http && r && !cluster_api_write_needs_fetch(e, q->room)) {
+    /* Not recorded: decided now, as new (its commit would still meet a
+     * record made meanwhile: then http_dup_lookup answers). The write
+     * answers or defers q's connection again. */
+    conn *c = q->http;
+    int was = e->unrecorded_now;
+    e->unrecorded_now = 1;
+    api_write_resume(e, c, r, q->req, q->kind, q->api_line, 0);
+    e->unrecorded_now = was;
+  } else {
+    http_dup_answer(q, rc, seq, room_out); /* a duplicate, another room's, unreadable; or 503 stale when
+                                              the room must be read again first: the client sends again */
+  }
+  ask_free(q);
+}
+
+int commit_backend_lookup(engine *e, conn *c, room *r, json_t *req, int kind) {
+  const char *cid = jstr(req, "cid");
+  if (!e->clustered || !cid || !c || e->unrecorded_now) return 0;
+  char key[CID_KEY_MAX];
+  cid_key(key, ":backend", cid);
+  if (map_get(&e->cids, key) || !seen_maybe(e, ":backend", cid)) return 0;
+  dedupe_ask *q = ask_new(e, r->name, ":backend", cid);
+  q->epoch = wsy_strndup(r->epoch, strlen(r->epoch));
+  q->req = json_incref(req);
+  q->kind = kind;
+  if (e->api_line) q->api_line = wsy_strndup(e->api_line, strlen(e->api_line));
+  if (store_fetch_dedupe(e->st, ":backend", cid, backend_looked_up, q) != 0) {
+    ask_free(q); /* refused at once: dedupe() reads it where it is needed */
+    return 0;
+  }
+  httpd_defer(c, &q->http);
   e->dedupe_fetches++;
   return 1;
 }

@@ -81,6 +81,13 @@ typedef struct defwrite {
 } defwrite;
 enum { DEDUPE_ASKED = 1, DEDUPE_KNOWN = 2 };
 
+/* In a cluster, a backend write (API_* kind, body req, to r loaded and
+ * current) whose cid the in-memory filter cannot rule out: its dedupe
+ * record is read without blocking, its answer (on c) deferred, and the
+ * write answered as a duplicate or decided on the answer. 1 when it waits;
+ * 0 when no lookup is needed or none could be started (dedupe() reads it). */
+int commit_backend_lookup(engine *e, conn *c, room *r, json_t *req, int kind);
+
 /* Frees r's deferred writes unanswered (the room is freed at shutdown). */
 void commit_defer_free(room *r);
 /* Decides r's deferred writes again when nothing of r is pending (the

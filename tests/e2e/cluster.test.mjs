@@ -439,6 +439,21 @@ describe('writes on every node', () => {
     const pub2 = await post(1, 'publish', { cid: 'b-pub', data: { n: 2 } });
     assert.equal(pub2.status, 200, pub2.text);
     assert.deepEqual(pub2.body, { room, epoch: ja.epoch, seq: 2, duplicate: true });
+    // Known to node 2's filter now: looked up before the decision.
+    const op3 = await post(1, 'ops', { cid: 'b-op', op: { kind: 'set', item: 'k', fields: { v: 4 } } });
+    assert.deepEqual(op3.body, { room, epoch: ja.epoch, seq: 1, duplicate: true });
+    const pub3 = await post(1, 'publish', { cid: 'b-pub', data: { n: 4 } });
+    assert.deepEqual(pub3.body, { room, epoch: ja.epoch, seq: 2, duplicate: true });
+    // Known to the filter, gone from the store (its room deleted): looked
+    // up, not found, applied as new.
+    const groom = roomName('apidup-gone');
+    const g1 = await api(url(1), 'POST', `/v1/rooms/${groom}/ops`, { key: KEY, body: { cid: 'b-g', op: { kind: 'set', item: 'x', fields: { v: 1 } } } });
+    assert.equal(g1.body.seq, 1, g1.text);
+    assert.equal((await api(url(1), 'DELETE', `/v1/rooms/${groom}`, { key: KEY })).status, 200);
+    const g2 = await api(url(1), 'POST', `/v1/rooms/${groom}/ops`, { key: KEY, body: { cid: 'b-g', op: { kind: 'set', item: 'x', fields: { v: 2 } } } });
+    assert.equal(g2.status, 200, g2.text);
+    assert.equal(g2.body.seq, 1);
+    assert.equal(g2.body.duplicate, undefined);
     assert.equal((await sync()) - s0, 0, 'node 2: the lookups did not wait on the loop');
     const snap = await api(url(2), 'GET', `/v1/rooms/${room}`, { key: KEY });
     assert.equal(snap.body.seq, 2, 'applied once each');
