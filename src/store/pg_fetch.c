@@ -27,6 +27,7 @@ struct pg_fetch {
   buf rooms;   /* their names as a text[] literal (store_fetch_rooms) */
   char *list;  /* store_fetch_list: the name the rooms listed come after */
   char *dkey, *cid; /* store_fetch_dedupe: the record read */
+  char *release;    /* store_release_locks_async: the holders' prefix (a write) */
   int flags;
   uint64_t after;
   size_t limit; /* of the log's rows; 0: all */
@@ -126,6 +127,11 @@ static int snap_rooms_list(store *bs, const char *after, size_t limit, store_roo
   const pg_fetch *f = SNAP(bs);
   return !f->list || !f->res[PQ_ROOM] ? WSY_INVAL : pg_rows_rooms(f->res[PQ_ROOM], cb, ud);
 }
+static int snap_release_locks_of(store *bs, const char *prefix, store_release_cb cb, void *ud) {
+  const pg_fetch *f = SNAP(bs);
+  if (!f->release || !prefix || strcmp(prefix, f->release) != 0 || !f->res[PQ_ROOM]) return WSY_INVAL;
+  return pg_rows_released(f->res[PQ_ROOM], cb, ud);
+}
 static void snap_commit(store *bs, store_batch *b, store_commit_cb cb, void *ud) {
   (void)bs, (void)b, (void)cb, (void)ud;
   abort(); /* a snapshot is read-only: a caller committing to it is a bug */
@@ -149,6 +155,7 @@ static const store_ops snap_ops = {
   .stats = snap_stats,
   .room_locks = snap_locks,
   .rooms_list = snap_rooms_list,
+  .release_locks_of = snap_release_locks_of,
   .rooms_get = snap_rooms_get,
   .commit = snap_commit,
 };
@@ -161,6 +168,7 @@ static void fetch_free(pg_fetch *f) {
   wsy_free(f->room);
   wsy_free(f->list);
   wsy_free(f->dkey);
+  wsy_free(f->release);
   wsy_free(f->cid);
   wsy_free(f);
 }
@@ -247,10 +255,16 @@ static int send_fetch(pg_store *s, pg_fetch *f) {
   snprintf(limit, sizeof limit, "%zu", f->limit);
   const char *v[] = {f->room, after, f->limit ? limit : NULL}; /* LIMIT NULL: all */
   f->nq = 0;
-  if (!PQsendQueryParams(s->fc, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, NULL, NULL, NULL, 0))
-    return WSY_IO;
+  /* One snapshot for the reads of a fetch; the release of a gone node's
+   * locks is the one write made on this connection. */
+  const char *begin = f->release ? "BEGIN" : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+  if (!PQsendQueryParams(s->fc, begin, 0, NULL, NULL, NULL, NULL, 0)) return WSY_IO;
   f->kind[f->nq++] = -1;
-  if (f->dkey) { /* a dedupe record, kept where one room's row goes */
+  if (f->release) { /* the rows released, kept where one room's row goes */
+    const char *pv[] = {f->release};
+    if (!PQsendQueryParams(s->fc, pg_sql_release_locks, 1, NULL, pv, NULL, NULL, 0)) return WSY_IO;
+    f->kind[f->nq++] = PQ_ROOM;
+  } else if (f->dkey) { /* a dedupe record, kept where one room's row goes */
     const char *dv[] = {f->dkey, f->cid};
     if (!PQsendQueryParams(s->fc, pg_sql_dedupe_get, 2, NULL, dv, NULL, NULL, 0)) return WSY_IO;
     f->kind[f->nq++] = PQ_ROOM;
@@ -441,6 +455,15 @@ int pg_fetch_dedupe(store *bs, const char *dkey, const char *cid, store_fetch_cb
   pg_fetch *f = wsy_calloc(1, sizeof *f);
   f->dkey = wsy_strndup(dkey, strlen(dkey));
   f->cid = wsy_strndup(cid, strlen(cid));
+  enqueue(s, f, cb, ud);
+  return WSY_OK;
+}
+
+int pg_release_locks_async(store *bs, const char *prefix, store_fetch_cb cb, void *ud) {
+  pg_store *s = (pg_store *)bs;
+  if (!prefix || !*prefix || !cb || !s->loop || !s->handles_open) return WSY_INVAL;
+  pg_fetch *f = wsy_calloc(1, sizeof *f);
+  f->release = wsy_strndup(prefix, strlen(prefix));
   enqueue(s, f, cb, ud);
   return WSY_OK;
 }

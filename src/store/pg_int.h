@@ -123,6 +123,10 @@ extern const char pg_sql_rooms_list[];
 /* A dedupe record by (device, cid): the SQL and the reading of its row,
  * for pg_dedupe_get and its fetch (WSY_NOT_FOUND without one). */
 extern const char pg_sql_dedupe_get[];
+/* The release of a gone node's locks (pg_release_locks_of) and the walk of
+ * the rows it released. */
+extern const char pg_sql_release_locks[];
+int pg_rows_released(const PGresult *r, store_release_cb cb, void *ud);
 int pg_row_dedupe(const PGresult *r, char room_out[STORE_ROOM_MAX + 1], uint64_t *seq_out);
 int pg_rooms_get(store *bs, const char *const *names, size_t n, store_room_cb cb, void *ud);
 
@@ -147,6 +151,7 @@ int pg_fetch_rooms(store *bs, const char *const *names, size_t n, store_fetch_cb
 int pg_fetch_log(store *bs, const char *room, uint64_t after, size_t limit, store_fetch_cb cb, void *ud);
 int pg_fetch_list(store *bs, const char *after, size_t limit, store_fetch_cb cb, void *ud);
 int pg_fetch_dedupe(store *bs, const char *dkey, const char *cid, store_fetch_cb cb, void *ud);
+int pg_release_locks_async(store *bs, const char *prefix, store_fetch_cb cb, void *ud);
 
 /* pg_fetch.c: store_fetch; pg_fetch_close drops what is unanswered. */
 int pg_fetch_start(store *bs, const char *room, int flags, uint64_t after, store_fetch_cb cb, void *ud);

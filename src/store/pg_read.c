@@ -219,20 +219,27 @@ int pg_rows_log(const PGresult *r, uint64_t after_seq, size_t limit, store_histo
   return rc;
 }
 
+/* One statement, one transaction: the rows released and their rooms' lock
+** versions raised together (a decision made on the old locks elsewhere is
+** fenced out). */
+const char pg_sql_release_locks[] =
+  "WITH rel AS (UPDATE locks SET holder = NULL, \"user\" = NULL, device = NULL"
+  " WHERE starts_with(holder, $1) RETURNING room, item, fence),"
+  " bump AS (UPDATE rooms SET lockver = lockver + 1 WHERE name IN (SELECT room FROM rel))"
+  " SELECT room, item, fence FROM rel ORDER BY room, item";
+
+int pg_rows_released(const PGresult *r, store_release_cb cb, void *ud) {
+  int rc = 0;
+  for (int i = 0; !rc && i < PQntuples(r); i++) rc = cb(PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), u64(r, i, 2), ud);
+  return rc;
+}
+
 int pg_release_locks_of(store *bs, const char *prefix, store_release_cb cb, void *ud) {
   if (!prefix || !*prefix || !cb) return WSY_INVAL;
   PGresult *r;
   const char *v[] = {prefix};
-  /* One statement, one transaction: the rows released and their rooms'
-  ** lock versions raised together (a decision made on the old locks
-  ** elsewhere is fenced out). */
-  int rc = q(PG(bs),
-             "WITH rel AS (UPDATE locks SET holder = NULL, \"user\" = NULL, device = NULL"
-             " WHERE starts_with(holder, $1) RETURNING room, item, fence),"
-             " bump AS (UPDATE rooms SET lockver = lockver + 1 WHERE name IN (SELECT room FROM rel))"
-             " SELECT room, item, fence FROM rel ORDER BY room, item",
-             1, v, &r);
-  for (int i = 0; !rc && i < PQntuples(r); i++) rc = cb(PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), u64(r, i, 2), ud);
+  int rc = q(PG(bs), pg_sql_release_locks, 1, v, &r);
+  if (!rc) rc = pg_rows_released(r, cb, ud);
   PQclear(r);
   return rc;
 }

@@ -78,6 +78,9 @@ void store_read_counts(store *s, uint64_t *sync_reads, uint64_t *fetches, uint64
 int store_release_locks_of(store *s, const char *prefix, store_release_cb cb, void *ud) {
   return s->ops->release_locks_of ? s->ops->release_locks_of(s, prefix, cb, ud) : 0;
 }
+int store_release_locks_async(store *s, const char *prefix, store_fetch_cb cb, void *ud) {
+  return s->ops->release_locks_async ? s->ops->release_locks_async(s, prefix, cb, ud) : WSY_INVAL;
+}
 int store_rooms_get(store *s, const char *const *names, size_t n, store_room_cb cb, void *ud) {
   if (s->ops->rooms_get) return s->ops->rooms_get(s, names, n, cb, ud);
   int rc = 0;
@@ -202,6 +205,11 @@ static int f_fetch_dedupe(store *s, const char *dkey, const char *cid, store_fet
   return store_fetch_dedupe(F(s)->inner, dkey, cid, cb, ud);
 }
 
+static int f_release_locks_async(store *s, const char *prefix, store_fetch_cb cb, void *ud) {
+  if (faulted(F(s), STORE_FAULT_READ)) return WSY_IO; /* refused at once: cb never runs */
+  return store_release_locks_async(F(s)->inner, prefix, cb, ud);
+}
+
 static void f_read_counts(store *s, uint64_t *a, uint64_t *b, uint64_t *c) { store_read_counts(F(s)->inner, a, b, c); }
 
 static int f_release_locks_of(store *s, const char *prefix, store_release_cb cb, void *ud) {
@@ -306,6 +314,7 @@ static const store_ops fault_ops = {
   .fetch_log = f_fetch_log,
   .fetch_list = f_fetch_list,
   .fetch_dedupe = f_fetch_dedupe,
+  .release_locks_async = f_release_locks_async,
   .read_counts = f_read_counts,
   .room_texts = f_room_texts,
   .history = f_history,

@@ -271,8 +271,8 @@ int store_room_locks(store *s, const char *room, store_lock_cb cb, void *ud) WSY
 /* Releases, in one transaction, every lock whose holder starts with
  * prefix (the sessions of a node that is gone: "node."), raising the lock
  * version of each room concerned; cb gets each (room, item, fence)
- * released. Synchronous (a rare event). 0, doing nothing, for a store that
- * keeps no locks. */
+ * released. Synchronous (store_release_locks_async is not). 0, doing
+ * nothing, for a store that keeps no locks. */
 typedef int (*store_release_cb)(const char *room, const char *item, uint64_t fence, void *ud);
 int store_release_locks_of(store *s, const char *prefix, store_release_cb cb, void *ud) WSY_WUR;
 
@@ -348,6 +348,12 @@ int store_fetch_list(store *s, const char *after, size_t limit, store_fetch_cb c
  * (WSY_NOT_FOUND when the store has none) and nothing else. Returns as
  * store_fetch; WSY_INVAL from a store that reads only on the loop. */
 int store_fetch_dedupe(store *s, const char *dkey, const char *cid, store_fetch_cb cb, void *ud) WSY_WUR;
+/* store_release_locks_of, asynchronously, in the order and the way of
+ * store_fetch (on its connection, never blocking the loop): cb(ud, rc, snap)
+ * on the loop thread, where store_release_locks_of(snap, prefix, ...) walks
+ * the locks it released (nothing else is answered). WSY_INVAL from a store
+ * that keeps no locks or releases them synchronously only. */
+int store_release_locks_async(store *s, const char *prefix, store_fetch_cb cb, void *ud) WSY_WUR;
 /* Counters of a network store's reads, without asking it anything: reads
  * that waited on the loop, and fetches answered, and failed; all 0 for a
  * backend that does not count them (SQLite). */

@@ -142,14 +142,36 @@ static int released_of_node(const char *name, const char *item, uint64_t fence, 
   return 0;
 }
 
+typedef struct release_ctx {
+  engine *e;
+  char prefix[80];
+} release_ctx;
+
+static void released(void *ud, int rc, store *snap) {
+  release_ctx *c = ud;
+  if (rc == 0) rc = store_release_locks_of(snap, c->prefix, released_of_node, c->e);
+  if (rc != 0)
+    log_warn("the locks of node %.*s could not be released: %s (they expire)", (int)strlen(c->prefix) - 1, c->prefix,
+             wsy_strerror(rc));
+  wsy_free(c);
+}
+
 void room_locks_node_gone(engine *e, const char *node) {
   if (!locks_releaser(e)) return;
   /* In the store, not in this node's replicas: a room not loaded here, or
-   * whose lock events have not arrived yet, is released all the same. */
-  char prefix[80];
-  snprintf(prefix, sizeof prefix, "%s.", node);
-  int rc = store_release_locks_of(e->st, prefix, released_of_node, e);
-  if (rc != 0) log_warn("the locks of node %s could not be released: %s (they expire)", node, wsy_strerror(rc));
+   * whose lock events have not arrived yet, is released all the same. One
+   * statement on the fetch connection, answered without blocking. */
+  release_ctx *c = wsy_calloc(1, sizeof *c);
+  c->e = e;
+  snprintf(c->prefix, sizeof c->prefix, "%s.", node);
+  int rc = store_release_locks_async(e->st, c->prefix, released, c);
+  if (rc == WSY_INVAL) { /* a store without asynchronous releases */
+    rc = store_release_locks_of(e->st, c->prefix, released_of_node, e);
+    if (rc != 0) log_warn("the locks of node %s could not be released: %s (they expire)", node, wsy_strerror(rc));
+    wsy_free(c);
+  } else if (rc != 0) {
+    released(c, rc, NULL);
+  }
 }
 
 int room_lock_event(const uint8_t *payload, size_t len) {

@@ -613,6 +613,9 @@ describe('a node restarted under the same id', () => {
     await a.waitFor((m) => m.type === 'presence' && m.event === 'join' && m.user === 'rv', 'rv joined');
     const g = await v.expect({ type: 'lock', room, item: 'held', ttl: 60000 }, 'granted');
     a.drain();
+    // node 1 (the first by name) releases the gone node's locks in the store
+    const syncReads = async () => (await fetchMetrics(url(0), KEY)).get('wsync_store_reads_total{mode="sync"}');
+    const s0 = await syncReads();
     // Back well within the 3 s TTL: the heartbeat's new incarnation, not
     // silence, tells the others that what the old process had is gone.
     await victim.kill9();
@@ -620,6 +623,7 @@ describe('a node restarted under the same id', () => {
     await a.waitFor((m) => m.type === 'presence' && m.event === 'leave' && m.user === 'rv', 'rv left');
     await a.waitFor((m) => m.type === 'lock' && m.item === 'held' && m.state === 'free' && m.reason === 'disconnected',
       'its lock released');
+    assert.equal((await syncReads()) - s0, 0, 'node 1: the release did not wait on the loop');
     const g2 = await a.expect({ type: 'lock', room, item: 'held', ttl: 5000 }, 'granted');
     assert.ok(g2.fence > g.fence);
     const w = await SyncClient.connect(victim.url, { token: token('rw'), device: 'rw-1' });

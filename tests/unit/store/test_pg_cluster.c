@@ -317,6 +317,53 @@ Test(pg_fence, the_locks_of_a_gone_node_are_released_at_once) {
   pgt_close(&T, a);
 }
 
+typedef struct release_seen {
+  int done, rc, n, other_rc, room_rc;
+} release_seen;
+
+static void on_released(void *ud, int rc, store *snap) {
+  release_seen *r = ud;
+  cr_assert_not(r->done, "answered twice");
+  r->done = 1;
+  r->rc = rc;
+  if (rc) return;
+  r->rc = store_release_locks_of(snap, "n1.", released, &r->n);
+  r->other_rc = store_release_locks_of(snap, "n2.", released, &r->n);
+  store_room_info info;
+  r->room_rc = store_room_get(snap, "r", &info);
+}
+
+/* The same release without blocking: one statement on the read connection,
+ * its rows walked from the answer, the lock version moved as above. */
+Test(pg_fence, the_locks_of_a_gone_node_are_released_without_blocking) {
+  store *a = pgt_open(&T, T.url);
+  store_batch *x = store_batch_new();
+  store_batch_room_create(x, "r", "e");
+  store_batch_lock(x, "r", 0, "a", "n1.s1", "alice", "phone", 11, 5000);
+  store_batch_lock(x, "r", 1, "b", "n2.s2", "bob", "tab", 12, 5000);
+  commit_ok(a, x);
+  release_seen r = {0}, again = {0};
+  cr_assert_eq(store_release_locks_async(a, "n1.", on_released, &r), 0);
+  cr_assert_eq(store_release_locks_async(a, "n1.", on_released, &again), 0);
+  cr_assert_not(r.done, "answered inside store_release_locks_async");
+  while (!r.done || !again.done) uv_run(&T.loop, UV_RUN_ONCE);
+  cr_assert_eq(r.rc, 0);
+  cr_assert_eq(r.n, 1, "the released row walked from the answer");
+  cr_assert_eq(r.other_rc, WSY_INVAL, "only the prefix released");
+  cr_assert_eq(r.room_rc, WSY_INVAL, "no room row in the answer");
+  cr_assert_eq(again.rc, 0);
+  cr_assert_eq(again.n, 0, "nothing left the second time");
+  cr_assert_eq(lockver_of(a, "r"), 3, "moved once, by the release that released");
+  lock_rows l = locks_of(a, "r");
+  cr_assert_str_eq(l.holder[0], "(free)");
+  cr_assert_str_eq(l.holder[1], "n2.s2");
+  cr_assert_eq(store_release_locks_async(a, "", on_released, &r), WSY_INVAL);
+  uint64_t sync_reads, fetches, failures;
+  store_read_counts(a, &sync_reads, &fetches, &failures);
+  cr_assert_eq(fetches, 2);
+  pgt_close(&T, a);
+}
+
 Test(pg_fence, two_nodes_racing_to_create_a_room_one_wins) {
   store *a = pgt_open(&T, T.url), *b = pgt_open(&T, T.url);
   for (int round = 0; round < 5; round++) {
