@@ -701,10 +701,6 @@ void commit_store_unreadable(engine *e, const char *name, int rc) {
   snprintf(e->store_error, sizeof e->store_error, "store reads failing: %s (room %s)", wsy_strerror(rc), name);
 }
 
-/* A re-sent entry (same user, device, cid): answered with the original seq.
- * 1 when req was a duplicate (or a cid of another room) and has been
- * answered; -1 (*why set) when the store cannot tell: the op is refused
- * rather than risk applying it twice; 0 when it is new. */
 static void dedupe_fetched(void *ud, int rc, store *snap) {
   dedupe_ask *q = ud;
   engine *e = q->e;
@@ -790,6 +786,11 @@ int commit_backend_lookup(engine *e, conn *c, room *r, json_t *req, int kind) {
   return 1;
 }
 
+/* A re-sent entry (same user, device, cid): answered with the original seq.
+ * 1 when req was a duplicate (or a cid of another room) and has been
+ * answered, or (cluster) waits for its record to be read; -1 (*why set)
+ * when the store cannot tell: the op is refused rather than risk applying
+ * it twice; 0 when it is new. */
 static int dedupe(author *a, json_t *req, room *r, const char *cid, op_refusal *why) {
   engine *e = a->e;
   char key[CID_KEY_MAX];
