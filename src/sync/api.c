@@ -385,7 +385,10 @@ void api_write_resume(engine *e, conn *c, room *rm, json_t *req, int kind, const
  * when its commit is (commit.c). */
 static void backend_write_room(engine *e, conn *c, int deferred, room *rm, json_t *req, int is_publish) {
   const char *cid = jstr(req, "cid");
-  if (cid && commit_backend_lookup(e, c, rm, req, is_publish)) return; /* answered after its dedupe record is read */
+  if (cid && commit_backend_lookup(e, c, rm, req, is_publish)) { /* answered after its dedupe record is read */
+    room_unload_if_idle(e, rm);
+    return;
+  }
   json_t *data = json_object_get(req, "data");
   author au = {e, NULL, c, ":backend"};
   json_t *from = json_pack("{s:b}", "backend", 1);

@@ -380,6 +380,7 @@ typedef struct fwait {
   conn *http;     /* a backend write's deferred request; NULL once its connection is gone */
   char *line;     /* a backend write's access log line */
   int kind;       /* a backend write: API_OPS, API_PUBLISH or API_DELETE (api.h) */
+  int unrecorded; /* a backend write whose cid the store was found not to have (lookup.c) */
   json_t *req;
   uint64_t need;
   uint64_t since; /* the join's since seq (its catch-up reads the log after it), else UINT64_MAX */
@@ -460,6 +461,7 @@ int cluster_api_write_wait(engine *e, conn *c, const char *name, json_t *req, in
   fwait *w = wsy_calloc(1, sizeof *w);
   w->req = req ? json_incref(req) : NULL;
   w->kind = kind;
+  w->unrecorded = e->unrecorded_now;
   w->need = r->fetch_started + 1; /* the next fetch to start */
   w->since = UINT64_MAX;
   if (e->api_line) w->line = wsy_strndup(e->api_line, strlen(e->api_line));
@@ -529,7 +531,10 @@ static void release_joins(engine *e, room *r, int failed, store *snap) {
   for (fwait *w = go, *next; w; w = next) {
     next = w->next;
     if (!w->s) { /* a backend write */
+      int was = e->unrecorded_now;
+      e->unrecorded_now = w->unrecorded;
       api_write_resume(e, w->http, failed ? NULL : r, w->req, w->kind, w->line, failed == JOIN_WRONG_KIND ? 409 : failed ? 500 : 0);
+      e->unrecorded_now = was;
     } else if (!w->s->ended) {
       if (failed == JOIN_WRONG_KIND)
         sess_error(w->s, w->req, "bad_request", "the room is a Yjs room: open it on /v1/yjs/{room}", "room", NULL);

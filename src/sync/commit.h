@@ -81,12 +81,27 @@ typedef struct defwrite {
 } defwrite;
 enum { DEDUPE_ASKED = 1, DEDUPE_KNOWN = 2 };
 
-/* In a cluster, a backend write (API_* kind, body req, to r loaded and
+/* ---- dedupe lookups without blocking (cluster; lookup.c) ----------------
+ * In a cluster, a backend write (API_* kind, body req, to r loaded and
  * current) whose cid the in-memory filter cannot rule out: its dedupe
  * record is read without blocking, its answer (on c) deferred, and the
  * write answered as a duplicate or decided on the answer. 1 when it waits;
  * 0 when no lookup is needed or none could be started (dedupe() reads it). */
 int commit_backend_lookup(engine *e, conn *c, room *r, json_t *req, int kind);
+/* A session's write (req, cid) to r whose cid must be looked up: it waits
+ * in r's deferred writes for a fetch of the record, and is decided again on
+ * the answer. 1 when it waits; 0 when the store reads only on the loop; -1
+ * with *err when the fetch was refused at once. */
+int commit_lookup_session(author *a, json_t *req, room *r, const char *cid, int *err);
+/* p (a backend write) is in a batch rolled back on a cid another node
+ * recorded: its own cid is looked up, and its deferred answer given from
+ * the record (the duplicate, another room's cid) or 503 stale. */
+void commit_lookup_rolled_back(engine *e, pend *p);
+/* The lookups still unanswered, freed (the engine goes away). */
+void commit_lookup_deinit(engine *e);
+/* For lookup.c: commit.c's deferred writes and its filter of cids. */
+defwrite *commit_defer_push(room *r, sess *s, json_t *req, unsigned tries, int unrecorded);
+int commit_cid_maybe_stored(engine *e, const char *dkey, const char *cid);
 
 /* Frees r's deferred writes unanswered (the room is freed at shutdown). */
 void commit_defer_free(room *r);
