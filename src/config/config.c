@@ -175,7 +175,8 @@ static const option options[] = {
    "up to N waiting ops of a room in one --op-hook request ({\"action\":\"ops\",\"ops\":[...]}, answered "
    "with {\"results\":[...]}); 1: one op per request"},
   {"store-faults", K_STR, OFF(store_faults), "FILE", NULL, 0, 0,
-   "TESTING ONLY: fail store calls as FILE says (\"commit N\", \"dedupe N\", \"read N\")"},
+   "TESTING ONLY: fail store calls as FILE says (\"commit N\", \"dedupe N\", \"read N\"), or hold the next "
+   "commit (\"delay MS\")"},
 };
 #undef OFF
 

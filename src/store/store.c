@@ -113,6 +113,13 @@ typedef struct fault_store {
   store_batch *failed;
   store_commit_cb cb;
   void *cb_ud;
+  /* "delay MS": the next commit is held that long before it goes on */
+  unsigned delay_ms;
+  uv_timer_t timer;
+  store_batch *held;
+  store_commit_cb held_cb;
+  void *held_ud;
+  int handles; /* open libuv handles: f is freed when the last one closes */
 } fault_store;
 
 static const char *const fault_names[STORE_FAULT__COUNT] = {"commit", "dedupe", "read"};
@@ -124,23 +131,27 @@ static void read_control(fault_store *f) {
   char line[64], kind[16];
   unsigned n;
   while (fgets(line, sizeof line, fp))
-    if (sscanf(line, "%15s %u", kind, &n) == 2)
+    if (sscanf(line, "%15s %u", kind, &n) == 2) {
       for (int k = 0; k < STORE_FAULT__COUNT; k++)
         if (!strcmp(kind, fault_names[k])) f->fail[k] += n;
+      if (!strcmp(kind, "delay")) f->delay_ms = n;
+    }
   fclose(fp);
   remove(f->control);
 }
 
 static void write_control(fault_store *f) {
-  unsigned left = 0;
+  unsigned left = f->delay_ms;
   for (int k = 0; k < STORE_FAULT__COUNT; k++) left += f->fail[k];
   if (!left) return;
   FILE *fp = fopen(f->control, "w");
   if (!fp) return;
   for (int k = 0; k < STORE_FAULT__COUNT; k++)
     if (f->fail[k]) fprintf(fp, "%s %u\n", fault_names[k], f->fail[k]);
+  if (f->delay_ms) fprintf(fp, "delay %u\n", f->delay_ms);
   fclose(fp);
   for (int k = 0; k < STORE_FAULT__COUNT; k++) f->fail[k] = 0; /* the file holds them now */
+  f->delay_ms = 0;
 }
 
 /* True when this call of kind k is to fail. */
@@ -161,15 +172,21 @@ static int faulted(fault_store *f, store_fault_kind k) {
 
 #define F(s) ((fault_store *)(s))
 
-static void f_closed(uv_handle_t *h) { wsy_free(h->data); }
+static void f_closed(uv_handle_t *h) {
+  fault_store *f = h->data;
+  if (--f->handles == 0) wsy_free(f);
+}
 
 static void f_close(store *s) {
   fault_store *f = F(s);
+  f->held = NULL; /* a commit still held is never answered (its batch is the caller's) */
   store_close(f->inner);
   wsy_free(f->control);
   if (f->idle_init) {
     f->idle.data = f;
+    f->timer.data = f;
     uv_close((uv_handle_t *)&f->idle, f_closed);
+    uv_close((uv_handle_t *)&f->timer, f_closed);
   } else {
     wsy_free(f);
   }
@@ -287,8 +304,35 @@ static void f_answer(uv_idle_t *h) {
   f->cb(f->cb_ud, store_batch_fail(b, WSY_IO, "injected fault"));
 }
 
+static void f_commit_now(fault_store *f, store_batch *b, store_commit_cb cb, void *ud);
+
+static void f_held_done(uv_timer_t *t) {
+  fault_store *f = t->data;
+  store_batch *b = f->held;
+  f->held = NULL;
+  if (b) f_commit_now(f, b, f->held_cb, f->held_ud);
+}
+
 static void f_commit(store *s, store_batch *b, store_commit_cb cb, void *ud) {
   fault_store *f = F(s);
+  if (f->control && f->idle_init) { /* a delay armed: this commit waits first */
+    read_control(f);
+    unsigned ms = f->delay_ms;
+    f->delay_ms = 0;
+    write_control(f);
+    if (ms) {
+      f->held = b;
+      f->held_cb = cb;
+      f->held_ud = ud;
+      f->timer.data = f;
+      uv_timer_start(&f->timer, f_held_done, ms, 0);
+      return;
+    }
+  }
+  f_commit_now(f, b, cb, ud);
+}
+
+static void f_commit_now(fault_store *f, store_batch *b, store_commit_cb cb, void *ud) {
   if (!faulted(f, STORE_FAULT_COMMIT)) {
     store_commit(f->inner, b, cb, ud);
     return;
@@ -337,7 +381,9 @@ store *store_fault_new(store *inner, uv_loop_t *loop) {
   f->inner = inner;
   if (loop) {
     uv_idle_init(loop, &f->idle);
+    uv_timer_init(loop, &f->timer);
     f->idle_init = 1;
+    f->handles = 2;
   }
   return &f->base;
 }

@@ -185,8 +185,9 @@ void store_fault_arm(store *s, store_fault_kind what, unsigned skip, unsigned co
 /* For end-to-end tests: before each call of a kind not armed by
  * store_fault_arm, the store reads path; lines "commit N", "dedupe N" and
  * "read N" arm the next N calls of that kind to fail (the file is then
- * rewritten with what is left). A missing file arms nothing. Use one way of
- * arming per store, not both. */
+ * rewritten with what is left), and a line "delay MS" holds the next
+ * commit MS milliseconds before it goes on (as a slow database would). A
+ * missing file arms nothing. Use one way of arming per store, not both. */
 void store_fault_control(store *s, const char *path);
 
 /* ---- the interface ------------------------------------------------------ */

@@ -952,6 +952,50 @@ Test(store, fault_store_control_file) {
   cr_assert_eq(uv_loop_close(&loop), 0);
 }
 
+/* "delay MS" holds the next commit that long, then it goes on (through the
+ * commit faults armed, if any); a store closed with a commit held drops it. */
+Test(store, fault_store_delay_holds_the_next_commit) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  store *s = store_fault_new(open_async(&loop), &loop);
+  char ctl[512];
+  snprintf(ctl, sizeof ctl, "%s/faults", dir);
+  store_fault_control(s, ctl);
+  FILE *f = fopen(ctl, "w");
+  cr_assert_not_null(f);
+  fprintf(f, "delay 1\n");
+  fclose(f);
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "r", "e1");
+  cr_assert_eq(commit_async(&loop, s, b), 0, "held, then committed");
+  store_batch_free(b);
+  cr_assert(room_exists(s, "r"));
+  cr_assert_eq(access(ctl, F_OK), -1, "the delay was taken: the file is gone");
+  /* held a minute: not answered, not stored, and dropped by the close */
+  f = fopen(ctl, "w");
+  cr_assert_not_null(f);
+  fprintf(f, "delay 60000\ncommit 1\n");
+  fclose(f);
+  b = store_batch_new();
+  store_batch_room_create(b, "q", "e1");
+  commit_result r = {0};
+  store_commit(s, b, on_commit, &r);
+  for (int i = 0; i < 10; i++) uv_run(&loop, UV_RUN_NOWAIT);
+  cr_assert_eq(r.calls, 0, "held");
+  cr_assert(!room_exists(s, "q"));
+  f = fopen(ctl, "r");
+  cr_assert_not_null(f, "the commit fault is still armed");
+  char line[64] = "";
+  cr_assert_not_null(fgets(line, sizeof line, f));
+  fclose(f);
+  cr_assert_str_eq(line, "commit 1\n");
+  store_close(s);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  cr_assert_eq(r.calls, 0, "a commit held at close is never answered");
+  store_batch_free(b);
+  cr_assert_eq(uv_loop_close(&loop), 0);
+}
+
 /* ---- listing and deleting rooms ------------------------------------------------ */
 
 typedef struct {
