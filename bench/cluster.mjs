@@ -178,7 +178,8 @@ function note(name, r) {
   if (r.stalled) bad.push('stalled');
   if (r.exit !== 0) bad.push(`exit ${r.exit}`);
   r.failed = bad.length > 0; // its figures stay out of the table and the ratios
-  if (bad.length) problems.push(`${name}: ${bad.join(', ')}${r.first_error ? ` (first error: ${r.first_error})` : ''}`);
+  if (bad.length) problems.push(`${name}: ${bad.join(', ')}${r.first_error ? ` (first error: ${r.first_error})` : ''}` +
+    `${r.first_out_of_order && !r.stale_resends ? ` (first out of order: ${r.first_out_of_order})` : ''}`);
   const lat = r.mode === 'op' ? r.ack_latency_us : r.latency_us;
   process.stderr.write(`cluster: ${name}: ${r.mode === 'op' ? `${r.acks_per_s} acked ops/s` : `${r.deliveries_per_s} deliveries/s`}, ` +
     `p50 ${(lat.p50 / 1e3).toFixed(2)} ms, p99 ${(lat.p99 / 1e3).toFixed(2)} ms${bad.length ? `; ${bad.join(', ')}` : ''}\n`);

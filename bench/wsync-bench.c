@@ -484,6 +484,7 @@ static struct {
   uint64_t catch_write_t0, catch_write_t1;
   int stalled;
   char first_error[256];
+  char first_ooo[160]; /* the first delivery out of its publisher's order */
 } st;
 
 /* ---- /proc ------------------------------------------------------------------ */
@@ -936,7 +937,12 @@ static void on_delivery(int ci, const uint8_t *m, uint64_t now, size_t msg_len) 
     pub_receipt(p, seq);
     return;
   }
+  uint64_t ooo = st.ooo, want = t->next;
   int fresh = on_track(t, seq);
+  if (st.ooo != ooo && !st.first_ooo[0])
+    snprintf(st.first_ooo, sizeof st.first_ooo,
+             "connection %d (room %d, room seq %" PRIu64 "): publisher %" PRIu64 " seq %" PRIu64 ", expected %" PRIu64, ci,
+             c->room, c->room_seq, pid, seq, want);
   if (inject) (void)on_track(t, seq); /* the checker must see a duplicate */
   if (!fresh) return;
   if (measuring) {
@@ -1705,6 +1711,7 @@ static int report(void) {
             st.stalled ? "true" : "false");
     if (st.stale) fprintf(f, ",\"stale_resends\":%" PRIu64, st.stale);
     if (st.seq_breaks) fprintf(f, ",\"room_seq_breaks\":%" PRIu64, st.seq_breaks);
+    if (st.first_ooo[0]) fprintf(f, ",\"first_out_of_order\":\"%s\"", st.first_ooo);
     if (st.first_error[0]) {
       fputs(",\"first_error\":\"", f);
       for (const char *q = st.first_error; *q; q++) {
@@ -1792,6 +1799,7 @@ static int report(void) {
     if (st.stale) printf("  ops re-sent after stale (fenced out by another node): %" PRIu64 "\n", st.stale);
     if (st.seq_breaks) printf("  ops out of the room's seq order: %" PRIu64 "\n", st.seq_breaks);
     if (st.first_error[0]) printf("  first error: %s\n", st.first_error);
+    if (st.first_ooo[0]) printf("  first out of order: %s\n", st.first_ooo);
   }
   return opt.check && failed ? 1 : 0;
 }
