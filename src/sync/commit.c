@@ -152,6 +152,25 @@ defwrite *commit_defer_push(room *r, sess *s, json_t *req, unsigned tries, int u
   return defer_push(r, s, req, tries, unrecorded);
 }
 
+/* A write of a batch that failed, to decide again. Its session was not held
+ * while the batch was out, so a later write of it may be deferred already
+ * (the replica went stale meanwhile): this one goes before the first such,
+ * after the writes of earlier failed batches, so that the session's writes
+ * are decided again in the order it sent them. */
+static void defer_redo(room *r, sess *s, json_t *req, unsigned tries, int unrecorded) {
+  defwrite *d = defer_push(r, s, req, tries, unrecorded); /* last on the list */
+  d->redo = 1;
+  defwrite **pp = &r->defer;
+  while (*pp != d && !((*pp)->s == s && !(*pp)->redo)) pp = &(*pp)->next;
+  if (*pp == d) return;
+  defwrite **before = &r->defer; /* unlink d from the end ... */
+  while ((*before)->next != d) before = &(*before)->next;
+  (*before)->next = NULL;
+  r->defer_tail = &(*before)->next;
+  d->next = *pp; /* ... and put it before the session's first later write */
+  *pp = d;
+}
+
 static void defer_fresh(room *r, sess *s, json_t *req, unsigned tries, int unrecorded);
 
 static void defwrite_free(defwrite *d) {
@@ -200,13 +219,16 @@ static void redecide(engine *e, room *r) {
       r->defer = d;
       break;
     }
+    int again = 0;
     if (!d->s->ended) {
       e->tries_now = d->tries;
       e->unrecorded_now = d->unrecorded;
       defwrite *outer_lookup = e->lookup_now;
       e->lookup_now = d->lookup == DEDUPE_KNOWN ? d : NULL;
       e->redecided++;
+      defwrite **end = r->defer ? r->defer_tail : &r->defer;
       proto_redecide(d->s, d->req);
+      again = *end != NULL; /* deferred anew: the room is not ready for it */
       e->tries_now = 0;
       e->unrecorded_now = 0;
       e->lookup_now = outer_lookup;
@@ -214,6 +236,13 @@ static void redecide(engine *e, room *r) {
     hook_hold_release(d->s); /* its messages that waited behind it, in order */
     if (d->counted) inflight_done(d->s, r);
     defwrite_free(d);
+    if (again && next) {
+      /* Nor for those after it: they wait behind it, in order (a later
+       * write of its session decided now would overtake it). */
+      *r->defer_tail = next;
+      while (*r->defer_tail) r->defer_tail = &(*r->defer_tail)->next;
+      break;
+    }
   }
   r->pins--;
   e->redeciding = outer;
@@ -305,7 +334,7 @@ static void commit_done(void *ud, int rc) {
         /* Decided again once r is read again. Its cid was sequenced (so the
          * dedupe filter says "maybe"), but a stale or deadlocked batch rolled
          * back whole: the store has not recorded it, no lookup needed. */
-        defer_push(r, p->s, p->req, p->tries + 1, rc != WSY_DUPLICATE && p->kind != P_DUP); /* a duplicate's original is recorded */
+        defer_redo(r, p->s, p->req, p->tries + 1, rc != WSY_DUPLICATE && p->kind != P_DUP); /* a duplicate's original is recorded */
       else if (p->s && p->kind != P_CREATE) sess_send_json(p->s, failed_msg(p, rc));
       /* A release fenced out: made again once r is read again, unless the
        * lock has changed hands meanwhile (room_locks_orphans). */

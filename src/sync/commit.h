@@ -70,6 +70,7 @@ typedef struct defwrite {
   int unrecorded; /* its cid is known not to be in the store (its batch rolled back) */
   int counted;    /* counted in its member's inflight (room.h) */
   uint64_t need;  /* decided only after this fetch of the room (cluster.h), 0: any */
+  int redo;       /* from a batch that failed: it goes before its session's later writes */
   /* Its cid's dedupe record, read without blocking (cluster): 0 not asked,
    * DEDUPE_ASKED waiting for the answer (it and the writes behind it are not
    * decided before), DEDUPE_KNOWN answered, with the answer below. */
