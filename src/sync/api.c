@@ -158,6 +158,10 @@ static void metrics(engine *e, conn *c) {
        "rather than reading the room from the store.\n"
        "# TYPE wsync_joins_waited_total counter\nwsync_joins_waited_total %llu\n",
        (unsigned long long)e->joins_waited);
+  EMIT("# HELP wsync_joins_refetched_total Cluster: joins that found their replica behind after waiting, or "
+       "needed its log, and waited for another asynchronous read of the room.\n"
+       "# TYPE wsync_joins_refetched_total counter\nwsync_joins_refetched_total %llu\n",
+       (unsigned long long)e->joins_refetched);
   EMIT("# HELP wsync_ops_rejected_total Rejected ops, by error code.\n# TYPE wsync_ops_rejected_total counter\n");
   for (size_t i = 0; map_next(&e->rejected, &i, &k, &v);)
     EMIT("wsync_ops_rejected_total{code=\"%s\"} %llu\n", k, (unsigned long long)(uintptr_t)v);

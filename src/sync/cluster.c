@@ -466,6 +466,7 @@ int cluster_api_write_wait(engine *e, conn *c, const char *name, json_t *req, in
   w->since = UINT64_MAX;
   if (e->api_line) w->line = wsy_strndup(e->api_line, strlen(e->api_line));
   if (c) httpd_defer(c, &w->http);
+  if (!r->fetch_q) r->fetch_q_until = now_ms(e) + JOIN_WAIT_MS;
   fwait **pp = &r->fetch_q;
   while (*pp) pp = &(*pp)->next;
   *pp = w;
@@ -475,6 +476,14 @@ int cluster_api_write_wait(engine *e, conn *c, const char *name, json_t *req, in
 }
 
 static void join_wait_push(engine *e, room *r, sess *s, json_t *req, int state);
+
+void cluster_join_refetch(engine *e, room *r, sess *s, json_t *req) { join_wait_push(e, r, s, req, 0); }
+
+int cluster_joins_starving(engine *e, room *r) {
+  if (!e->clustered || (!r->pend_q && !r->fetch_q)) return 0;
+  uint64_t now = now_ms(e);
+  return (r->pend_q && now >= r->pend_q_until) || (r->fetch_q && now >= r->fetch_q_until);
+}
 
 int cluster_join_wait(engine *e, room *r, sess *s, json_t *req) {
   if (!e->clustered || r->fresh_pass || r->pending) return 0; /* with entries pending the join waits for them first (join.c) */
@@ -503,6 +512,7 @@ static void join_wait_push(engine *e, room *r, sess *s, json_t *req, int state) 
   json_t *since = json_object_get(req, "since");
   json_t *sq = json_object_get(since, "seq");
   w->since = json_is_integer(sq) && json_integer_value(sq) >= 0 ? (uint64_t)json_integer_value(sq) : UINT64_MAX;
+  if (!r->fetch_q) r->fetch_q_until = now_ms(e) + JOIN_WAIT_MS;
   fwait **pp = &r->fetch_q;
   while (*pp) pp = &(*pp)->next;
   *pp = w;

@@ -86,6 +86,15 @@ void cluster_fetch(engine *e, room *r, int state);
 /* After r's pending entries are done: a fetch answered meanwhile was set
  * aside (it may predate them); another starts now. */
 void cluster_fetch_if_due(engine *e, room *r);
+/* A join that found r's replica not readable from memory (stale, broken),
+ * or that needs r's log, waits (its session held) for a fetch started
+ * after now, and is decided again from its answer (cluster.h). */
+void cluster_join_refetch(engine *e, room *r, sess *s, json_t *req);
+/* 1 when joins of r have waited JOIN_WAIT_MS (join.c) for r's pending
+ * entries or for a fetch: then r's writes wait behind them, so that r has
+ * nothing pending for a moment and the joins are served from memory
+ * rather than read from the store on the loop. */
+int cluster_joins_starving(engine *e, room *r);
 /* Frees the joins waiting for r's fetch (r is going away: they end). */
 void cluster_fetch_q_free(room *r);
 

@@ -29,23 +29,8 @@ static void http_answer(pend *p, int status, json_t *body) {
   p->http = NULL;
 }
 
-/* A member's writes in flight (room.h): counted in a cluster only. */
-static int inflight_add(engine *e, sess *s, room *r) {
-  member *m = e->clustered && s ? room_membership(s, r->name) : NULL;
-  if (m) m->inflight++;
-  return m != NULL;
-}
-
-/* One fewer; the last lets a leave that waited go on (the caller pins r). */
-static void inflight_done(sess *s, room *r) {
-  member *m = room_membership(s, r->name);
-  if (!m || !m->inflight || --m->inflight || !m->leave_waits) return;
-  m->leave_waits = 0;
-  hook_hold_release(s);
-}
-
 static void pend_free(engine *e, pend *p) {
-  if (p->counted) inflight_done(p->s, p->r);
+  if (p->counted) commit_inflight_done(p->s, p->r);
   json_decref(p->req);
   if (p->ckey) {
     map_del_if(&e->cids, p->ckey, p);
@@ -131,151 +116,6 @@ static void seen_add_key(engine *e, const char *key);
  * before its writer gets `stale` (PROTOCOL.md 11.2). */
 #define REDECIDE_MAX 20
 
-/* The session is held meanwhile (hook.h): its later messages wait, so that
- * none of them (a leave, another write) overtakes the deferred one. */
-static defwrite *defer_push(room *r, sess *s, json_t *req, unsigned tries, int unrecorded) {
-  defwrite *d = wsy_calloc(1, sizeof *d);
-  d->unrecorded = unrecorded;
-  d->s = s;
-  s->refs++;
-  s->hold++;
-  d->req = json_incref(req);
-  d->tries = tries;
-  d->counted = inflight_add(s->e, s, r);
-  if (!r->defer) r->defer_tail = &r->defer;
-  *r->defer_tail = d;
-  r->defer_tail = &d->next;
-  return d;
-}
-
-defwrite *commit_defer_push(room *r, sess *s, json_t *req, unsigned tries, int unrecorded) {
-  return defer_push(r, s, req, tries, unrecorded);
-}
-
-/* A write of a batch that failed, to decide again. Its session was not held
- * while the batch was out, so a later write of it may be deferred already
- * (the replica went stale meanwhile): this one goes before the first such,
- * after the writes of earlier failed batches, so that the session's writes
- * are decided again in the order it sent them. */
-static void defer_redo(room *r, sess *s, json_t *req, unsigned tries, int unrecorded) {
-  defwrite *d = defer_push(r, s, req, tries, unrecorded); /* last on the list */
-  d->redo = 1;
-  defwrite **pp = &r->defer;
-  while (*pp != d && !((*pp)->s == s && !(*pp)->redo)) pp = &(*pp)->next;
-  if (*pp == d) return;
-  defwrite **before = &r->defer; /* unlink d from the end ... */
-  while ((*before)->next != d) before = &(*before)->next;
-  (*before)->next = NULL;
-  r->defer_tail = &(*before)->next;
-  d->next = *pp; /* ... and put it before the session's first later write */
-  *pp = d;
-}
-
-static void defer_fresh(room *r, sess *s, json_t *req, unsigned tries, int unrecorded);
-
-static void defwrite_free(defwrite *d) {
-  sess_unref(d->s);
-  json_decref(d->req);
-  wsy_free(d->lookup_room);
-  wsy_free(d);
-}
-
-/* Decides r's deferred writes again, in order, now that nothing of r is
- * pending: r is read again from the store first. A write deferred anew
- * meanwhile (the room is not ready yet) goes back on the list in order. */
-static void redecide(engine *e, room *r) {
-  if (e->clustered && !r->fresh_pass && (r->broken || r->stale || r->locks_stale || r->fetching)) {
-    cluster_fetch(e, r, 1); /* its answer decides them again */
-    return;
-  }
-  if (r->broken && room_reload(e, r) != 0) return; /* tried again after the next commit */
-  defwrite *list = r->defer;
-  r->defer = NULL;
-  r->defer_tail = &r->defer;
-  room *outer = e->redeciding;
-  e->redeciding = r;
-  r->pins++; /* a message released below (a leave) may empty the room: the caller unloads it */
-  for (defwrite *d = list, *next; d; d = next) {
-    next = d->next;
-    if (d->need > r->fetch_done) {
-      /* It waits for a read started after it arrived (and so do those
-       * after it, in order): back first on the list, before any write
-       * deferred anew meanwhile. */
-      defwrite **tail = &d->next;
-      while (*tail) tail = &(*tail)->next;
-      *tail = r->defer;
-      if (!r->defer) r->defer_tail = tail;
-      r->defer = d;
-      cluster_fetch(e, r, 1);
-      break;
-    }
-    if (d->lookup == DEDUPE_ASKED) {
-      /* Its dedupe record is being read: it (and those after it, in
-       * order) waits for the answer, which decides them again. */
-      defwrite **tail = &d->next;
-      while (*tail) tail = &(*tail)->next;
-      *tail = r->defer;
-      if (!r->defer) r->defer_tail = tail;
-      r->defer = d;
-      break;
-    }
-    int again = 0;
-    if (!d->s->ended) {
-      e->tries_now = d->tries;
-      e->unrecorded_now = d->unrecorded;
-      defwrite *outer_lookup = e->lookup_now;
-      e->lookup_now = d->lookup == DEDUPE_KNOWN ? d : NULL;
-      e->redecided++;
-      defwrite **end = r->defer ? r->defer_tail : &r->defer;
-      proto_redecide(d->s, d->req);
-      again = *end != NULL; /* deferred anew: the room is not ready for it */
-      e->tries_now = 0;
-      e->unrecorded_now = 0;
-      e->lookup_now = outer_lookup;
-    }
-    hook_hold_release(d->s); /* its messages that waited behind it, in order */
-    if (d->counted) inflight_done(d->s, r);
-    defwrite_free(d);
-    if (again && next) {
-      /* Nor for those after it: they wait behind it, in order (a later
-       * write of its session decided now would overtake it). */
-      *r->defer_tail = next;
-      while (*r->defer_tail) r->defer_tail = &(*r->defer_tail)->next;
-      break;
-    }
-  }
-  r->pins--;
-  e->redeciding = outer;
-}
-
-void commit_redecide_deferred(engine *e, room *r) {
-  if (r->defer && r->pending == 0 && e->redeciding != r) redecide(e, r);
-  room_unload_if_idle(e, r);
-}
-
-void commit_defer_fail(engine *e, room *r, int rc) {
-  defwrite *list = r->defer;
-  r->defer = NULL;
-  r->defer_tail = &r->defer;
-  for (defwrite *d = list, *next; d; d = next) {
-    next = d->next;
-    if (!d->s->ended) sess_error(d->s, d->req, "internal", "the room could not be read from the store; retry", NULL, NULL);
-    hook_hold_release(d->s);
-    if (d->counted) inflight_done(d->s, r);
-    defwrite_free(d);
-  }
-  if (list) commit_store_unreadable(e, r->name, rc);
-}
-
-void commit_defer_free(room *r) {
-  for (defwrite *d = r->defer, *next; d; d = next) {
-    next = d->next;
-    if (d->s->hold) d->s->hold--; /* the room goes away with the engine: nothing to dispatch */
-    defwrite_free(d);
-  }
-  r->defer = NULL;
-}
-
 static void commit_done(void *ud, int rc) {
   engine *e = ud;
   api_commit_observed(e, (double)(uv_hrtime() - e->batch_started) / 1e9, rc != 0);
@@ -334,7 +174,7 @@ static void commit_done(void *ud, int rc) {
         /* Decided again once r is read again. Its cid was sequenced (so the
          * dedupe filter says "maybe"), but a stale or deadlocked batch rolled
          * back whole: the store has not recorded it, no lookup needed. */
-        defer_redo(r, p->s, p->req, p->tries + 1, rc != WSY_DUPLICATE && p->kind != P_DUP); /* a duplicate's original is recorded */
+        commit_defer_redo(r, p->s, p->req, p->tries + 1, rc != WSY_DUPLICATE && p->kind != P_DUP); /* a duplicate's original is recorded */
       else if (p->s && p->kind != P_CREATE) sess_send_json(p->s, failed_msg(p, rc));
       /* A release fenced out: made again once r is read again, unless the
        * lock has changed hands meanwhile (room_locks_orphans). */
@@ -375,8 +215,8 @@ static void commit_done(void *ud, int rc) {
       r->creating = 0; /* stored, or another node's room was read instead */
       presence_gate_open(e, r);
     }
-    if (r->defer && r->pending == 0) redecide(e, r);
-    if (r->pend_q) join_pending_done(e, r);
+    if (r->pend_q) join_pending_done(e, r); /* first: writes may wait behind them (cluster_joins_starving) */
+    if (r->defer && r->pending == 0) commit_redecide(e, r);
     r->pins--;
     room_unload_if_idle(e, r);
   }
@@ -419,7 +259,7 @@ static pend *pend_new(author *a, int kind, json_t *req, room *r, uint64_t seq, c
   }
   p->s = a->s;
   if (a->s) a->s->refs++;
-  if (kind == P_OP || kind == P_LOCK || kind == P_DUP) p->counted = inflight_add(a->e, a->s, r);
+  if (kind == P_OP || kind == P_LOCK || kind == P_DUP) p->counted = commit_inflight_add(a->e, a->s, r);
   p->re = req ? json_incref(json_object_get(req, "id")) : NULL;
   p->type = req && (kind == P_OP || kind == P_DUP) ? (jstr(req, "type") && !strcmp(jstr(req, "type"), "publish") ? "publish" : "op") : NULL;
   if (req && kind == P_LOCK) p->type = jstr(req, "type") && !strcmp(jstr(req, "type"), "unlock") ? "unlock" : "lock";
@@ -715,16 +555,19 @@ int commit_admit(author *a, json_t *req, room *r, const char *cid, op_refusal *w
   /* In a cluster, a session's write to a room waiting to be read again
    * (a fenced-out batch, a stale replica with entries pending), or behind
    * writes deferred before it, waits its turn rather than being refused. */
+  int starving = 0;
   if (a->e->clustered && a->s && req &&
       (r->defer ? a->e->redeciding != r
-                : r->fetching || (r->pending != 0 && (r->broken || r->stale || r->locks_stale)))) {
-    defer_push(r, a->s, req, a->e->tries_now, a->e->unrecorded_now);
+                : r->fetching || (r->pending != 0 && (r->broken || r->stale || r->locks_stale)) ||
+                      (starving = cluster_joins_starving(a->e, r)))) {
+    commit_defer_push(r, a->s, req, a->e->tries_now, a->e->unrecorded_now);
+    if (starving && !r->pending && !r->fetching) cluster_fetch(a->e, r, 0); /* decided after the joins' fetch */
     return 1;
   }
   /* A session's write to a replica that must be read again waits for an
    * asynchronous read (cluster.h), rather than the loop waiting for it. */
   if (a->e->clustered && a->s && req && !r->fresh_pass && (r->broken || r->stale || r->locks_stale)) {
-    defer_push(r, a->s, req, a->e->tries_now, a->e->unrecorded_now);
+    commit_defer_push(r, a->s, req, a->e->tries_now, a->e->unrecorded_now);
     cluster_fetch(a->e, r, 1);
     return 1;
   }
@@ -743,7 +586,7 @@ int commit_admit(author *a, json_t *req, room *r, const char *cid, op_refusal *w
   int fr = cluster_fresh(a->e, r);
   if (fr == WSY_STALE && a->s && req) {
     a->e->stale_deferred++;
-    defer_fresh(r, a->s, req, a->e->tries_now, a->e->unrecorded_now);
+    commit_defer_fresh(r, a->s, req, a->e->tries_now, a->e->unrecorded_now);
     return 1;
   }
   if (fr == WSY_STALE) return commit_refuse(why, "stale", "another node wrote this room first; re-send", NULL);
@@ -783,13 +626,14 @@ void commit_lock(engine *e, room *r, sess *s, json_t *req, const char *item, con
 int commit_lock_admit(sess *s, json_t *req, room *r) {
   engine *e = s->e;
   if (r->defer ? e->redeciding != r
-               : r->fetching || (r->pending != 0 && (r->broken || r->stale || r->locks_stale))) {
-    if (r->fresh_pass) defer_push(r, s, req, e->tries_now, 0);
-    else defer_fresh(r, s, req, e->tries_now, 0);
+               : r->fetching || (r->pending != 0 && (r->broken || r->stale || r->locks_stale)) ||
+                     cluster_joins_starving(e, r)) {
+    if (r->fresh_pass) commit_defer_push(r, s, req, e->tries_now, 0);
+    else commit_defer_fresh(r, s, req, e->tries_now, 0);
     return 1;
   }
   if (!r->fresh_pass && (r->broken || r->stale || r->locks_stale)) { /* read without blocking first */
-    defer_fresh(r, s, req, e->tries_now, 0);
+    commit_defer_fresh(r, s, req, e->tries_now, 0);
     return 1;
   }
   int rc = r->broken ? room_reload(e, r) : 0;
@@ -801,18 +645,10 @@ int commit_lock_admit(sess *s, json_t *req, room *r) {
   if (rc == 0) return 0;
   if (rc == WSY_STALE) { /* as in commit_admit: waits for the next read */
     e->stale_deferred++;
-    defer_fresh(r, s, req, e->tries_now, 0);
+    commit_defer_fresh(r, s, req, e->tries_now, 0);
     return 1;
   }
   commit_store_unreadable(e, r->name, rc);
   sess_error(s, req, "internal", "the room could not be read from the store; retry", NULL, NULL);
   return -1;
 }
-
-/* A write to decide on the room as read after now: the next fetch. */
-static void defer_fresh(room *r, sess *s, json_t *req, unsigned tries, int unrecorded) {
-  defer_push(r, s, req, tries, unrecorded)->need = r->fetch_started + 1;
-  cluster_fetch(s->e, r, 1);
-}
-
-void commit_defer_write(sess *s, json_t *req, room *r) { defer_fresh(r, s, req, s->e->tries_now, s->e->unrecorded_now); }

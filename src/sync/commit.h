@@ -100,9 +100,25 @@ int commit_lookup_session(author *a, json_t *req, room *r, const char *cid, int 
 void commit_lookup_rolled_back(engine *e, pend *p);
 /* The lookups still unanswered, freed (the engine goes away). */
 void commit_lookup_deinit(engine *e);
-/* For lookup.c: commit.c's deferred writes and its filter of cids. */
-defwrite *commit_defer_push(room *r, sess *s, json_t *req, unsigned tries, int unrecorded);
+/* commit.c's filter of cids (for lookup.c). */
 int commit_cid_maybe_stored(engine *e, const char *dkey, const char *cid);
+
+/* ---- deferred writes (cluster; defer.c) ---------------------------------
+ * A session's write to r that waits (its session held) on r's list, in
+ * order: decided again by commit_redecide once r is ready. */
+defwrite *commit_defer_push(room *r, sess *s, json_t *req, unsigned tries, int unrecorded);
+/* The same for a write of a batch that failed: before the later writes of
+ * its session already on the list, after those of earlier failed batches. */
+void commit_defer_redo(room *r, sess *s, json_t *req, unsigned tries, int unrecorded);
+/* The same, decided only on r as read by a fetch started from now on. */
+void commit_defer_fresh(room *r, sess *s, json_t *req, unsigned tries, int unrecorded);
+/* Decides r's deferred writes again, in order (r has nothing pending); in
+ * a cluster, after a fetch first if r's replica must be read again. */
+void commit_redecide(engine *e, room *r);
+/* A member's writes in flight (room.h; cluster only): 1 when counted. The
+ * last one done lets a leave that waited go on (the caller pins r). */
+int commit_inflight_add(engine *e, sess *s, room *r);
+void commit_inflight_done(sess *s, room *r);
 
 /* Frees r's deferred writes unanswered (the room is freed at shutdown). */
 void commit_defer_free(room *r);

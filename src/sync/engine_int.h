@@ -120,6 +120,7 @@ struct engine {
   uint64_t ops_accepted, deliveries, commits, commit_failures;
   uint64_t ops_committed, ops_failed; /* entries of committed / failed batches */
   uint64_t joins_waited;              /* joins that waited for their room's pending entries (join.c) */
+  uint64_t joins_refetched;           /* cluster: joins that waited for another fetch rather than read (join.c) */
   uint64_t api_writes_waited;         /* cluster: backend writes that waited for a fetch of their room */
   size_t outbox_mem;  /* bytes the sessions' outboxes hold themselves (sess.h) */
   size_t ring_mem;    /* bytes of frames the rooms' resume rings hold (ring.h) */

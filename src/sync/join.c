@@ -13,9 +13,12 @@
  * client may see; the join waits until nothing of the room is pending
  * (JOIN_WAIT_MS at most; in a cluster around the fetch it waits for
  * anyway), since the other way, reading the whole committed state from the
- * store on the loop, costs as much as the room is large. After the wait,
- * or with a broken room, the committed state is read from the store in one
- * snapshot. */
+ * store on the loop, costs as much as the room is large. On one node, after
+ * the wait, or with a broken room, the committed state is read from the
+ * store in one snapshot. A cluster does not read on the loop: past the
+ * wait the room's writes wait behind the join (cluster_joins_starving), and
+ * a replica found behind, or a catch-up without its fetch's snapshot, waits
+ * for another fetch (cluster_join_refetch). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,7 +32,6 @@
 #define JOIN_ASKED 1  /* the authorization hook allowed it */
 #define JOIN_WAITED 2 /* it waited for the room's pending entries already */
 #define JOIN_FETCHED 4 /* cluster: a fetch started after it arrived was answered */
-#define JOIN_WAIT_MS 250
 
 struct join_hold {
   join_hold *next;
@@ -262,13 +264,28 @@ static void join_decide(sess *s, json_t *req, int flags) {
   /* Entries pending: memory is ahead of the store. The join waits until
    * none is (JOIN_WAIT_MS at most), then is served from memory; on one
    * node at once, in a cluster after the fetch above if it had none yet.
-   * Past the wait, or when entries came again meanwhile, it reads the
-   * store below. */
-  if (!(flags & JOIN_WAITED) && r->pending && !r->broken && !r->stale) {
+   * On one node, past the wait, or when entries came again meanwhile, it
+   * reads the store below. A cluster never reads on the loop: the room's
+   * writes wait behind the join past JOIN_WAIT_MS (cluster_joins_starving),
+   * and a replica found behind is fetched again. */
+  if (e->clustered ? r->pending != 0 : !(flags & JOIN_WAITED) && r->pending && !r->broken && !r->stale) {
     e->joins_waited++;
     if (!r->pend_q) r->pend_q_until = now_ms(e) + JOIN_WAIT_MS;
     hold_add(&r->pend_q, s, req, flags & JOIN_FETCHED);
     return;
+  }
+  if (e->clustered && !r->fresh_pass) {
+    /* Memory is not what the store holds (another node wrote the room
+     * while the join waited), or the join needs the log (a catch-up that
+     * waited for pending entries after its fetch): a fetch brings both. */
+    int behind = r->broken || r->stale;
+    int log = since_epoch && !strcmp(since_epoch, r->epoch) && since_seq < r->seq && since_seq + 1 >= r->min_seq &&
+              r->seq - since_seq <= e->cfg->max_catchup;
+    if (behind || log) {
+      e->joins_refetched++;
+      cluster_join_refetch(e, r, s, req);
+      return;
+    }
   }
   /* What the client gets is the committed state: from memory when nothing
    * of the room is pending, else read from the store in one snapshot. */
@@ -400,7 +417,7 @@ void join_handle(sess *s, json_t *req) { join_decide(s, req, 0); }
 void join_handle_asked(sess *s, json_t *req) { join_decide(s, req, JOIN_ASKED); }
 
 void join_pending_done(engine *e, room *r) {
-  if (!r->pend_q || (r->pending && now_ms(e) < r->pend_q_until)) return;
+  if (!r->pend_q || (r->pending && (e->clustered || now_ms(e) < r->pend_q_until))) return;
   join_hold *q = r->pend_q;
   r->pend_q = NULL;
   join_hold_run(e, r, q, 1);

@@ -55,9 +55,11 @@ int join_cursors_load(engine *e, room *r, int exists);
 void join_cursor_note(room *r, const char *user, const char *device, uint64_t seq);
 void join_cursors_free(room *r);
 /* Joins of r waiting for its pending entries (join.c) go on when nothing
- * of r is pending or, at the latest, at the first entry done after
- * JOIN_WAIT_MS (then read from the store): called whenever an entry of r
- * is done. */
+ * of r is pending or, on one node, at the latest at the first entry done
+ * after JOIN_WAIT_MS (then read from the store; in a cluster r's writes
+ * wait behind them from then on instead, cluster_joins_starving): called
+ * whenever an entry of r is done. */
+#define JOIN_WAIT_MS 250
 void join_pending_done(engine *e, room *r);
 /* A queue of joins held until something of their room is ready (a room's
  * pend_q, settle_q), in order; the session's later messages wait behind

@@ -130,7 +130,7 @@ struct room {
   uint64_t settle_until;   /* loop ms: joins stop waiting for them then */
   join_hold *settle_q;     /* joins waiting meanwhile, in order (proto.h) */
   join_hold *pend_q;       /* joins waiting for nothing of the room to be pending (join.c) */
-  uint64_t pend_q_until;   /* loop ms: then they go on anyway */
+  uint64_t pend_q_until;   /* loop ms: then they go on anyway; in a cluster the room's writes wait instead */
   map remote;        /* other nodes' members: "node\x1fuser\x1fdevice" -> their entry (presence.c) */
   /* In a cluster, the replica made current without blocking (cluster.c):
    * a fetch in flight (its id), fetches started and answered, whether
@@ -141,6 +141,7 @@ struct room {
   unsigned pins;     /* kept loaded while a fetch's answer is being applied */
   uint64_t fetch_id, fetch_started, fetch_done;
   struct fwait *fetch_q;
+  uint64_t fetch_q_until; /* loop ms: from then on the room's writes wait behind the joins of fetch_q */
   void *peers;       /* the kind's own connections (Yjs), kept across reloads */
   unsigned npeers;   /* they keep the room loaded as members do */
   /* Presence changes not sent yet (presence_batch.c): the window's
