@@ -176,7 +176,7 @@ static const option options[] = {
    "with {\"results\":[...]}); 1: one op per request"},
   {"store-faults", K_STR, OFF(store_faults), "FILE", NULL, 0, 0,
    "TESTING ONLY: fail store calls as FILE says (\"commit N\", \"dedupe N\", \"read N\"), or hold the next "
-   "commit (\"delay MS\")"},
+   "commit (\"delay MS\") or room fetch (\"delay-fetch MS\")"},
 };
 #undef OFF
 

@@ -113,12 +113,20 @@ typedef struct fault_store {
   store_batch *failed;
   store_commit_cb cb;
   void *cb_ud;
-  /* "delay MS": the next commit is held that long before it goes on */
-  unsigned delay_ms;
-  uv_timer_t timer;
+  /* "delay MS": the next commit is held that long before it goes on;
+   * "delay-fetch MS": the next store_fetch is made that much later */
+  unsigned delay_ms, fetch_delay_ms;
+  uv_timer_t timer, fetch_timer;
   store_batch *held;
   store_commit_cb held_cb;
   void *held_ud;
+  struct {
+    char *room;
+    int flags;
+    uint64_t after;
+    store_fetch_cb cb;
+    void *ud;
+  } held_fetch; /* room NULL: none */
   int handles; /* open libuv handles: f is freed when the last one closes */
 } fault_store;
 
@@ -135,13 +143,14 @@ static void read_control(fault_store *f) {
       for (int k = 0; k < STORE_FAULT__COUNT; k++)
         if (!strcmp(kind, fault_names[k])) f->fail[k] += n;
       if (!strcmp(kind, "delay")) f->delay_ms = n;
+      if (!strcmp(kind, "delay-fetch")) f->fetch_delay_ms = n;
     }
   fclose(fp);
   remove(f->control);
 }
 
 static void write_control(fault_store *f) {
-  unsigned left = f->delay_ms;
+  unsigned left = f->delay_ms + f->fetch_delay_ms;
   for (int k = 0; k < STORE_FAULT__COUNT; k++) left += f->fail[k];
   if (!left) return;
   FILE *fp = fopen(f->control, "w");
@@ -149,9 +158,10 @@ static void write_control(fault_store *f) {
   for (int k = 0; k < STORE_FAULT__COUNT; k++)
     if (f->fail[k]) fprintf(fp, "%s %u\n", fault_names[k], f->fail[k]);
   if (f->delay_ms) fprintf(fp, "delay %u\n", f->delay_ms);
+  if (f->fetch_delay_ms) fprintf(fp, "delay-fetch %u\n", f->fetch_delay_ms);
   fclose(fp);
   for (int k = 0; k < STORE_FAULT__COUNT; k++) f->fail[k] = 0; /* the file holds them now */
-  f->delay_ms = 0;
+  f->delay_ms = f->fetch_delay_ms = 0;
 }
 
 /* True when this call of kind k is to fail. */
@@ -180,13 +190,17 @@ static void f_closed(uv_handle_t *h) {
 static void f_close(store *s) {
   fault_store *f = F(s);
   f->held = NULL; /* a commit still held is never answered (its batch is the caller's) */
+  wsy_free(f->held_fetch.room); /* nor a fetch not made yet, as store_close drops those in flight */
+  f->held_fetch.room = NULL;
   store_close(f->inner);
   wsy_free(f->control);
   if (f->idle_init) {
     f->idle.data = f;
     f->timer.data = f;
+    f->fetch_timer.data = f;
     uv_close((uv_handle_t *)&f->idle, f_closed);
     uv_close((uv_handle_t *)&f->timer, f_closed);
+    uv_close((uv_handle_t *)&f->fetch_timer, f_closed);
   } else {
     wsy_free(f);
   }
@@ -197,9 +211,35 @@ static int f_room_get(store *s, const char *room, store_room_info *out) {
   return store_room_get(F(s)->inner, room, out);
 }
 
+static void f_fetch_go(uv_timer_t *t) {
+  fault_store *f = t->data;
+  char *room = f->held_fetch.room;
+  f->held_fetch.room = NULL;
+  int rc = store_fetch(f->inner, room, f->held_fetch.flags, f->held_fetch.after, f->held_fetch.cb, f->held_fetch.ud);
+  if (rc != 0) f->held_fetch.cb(f->held_fetch.ud, rc, NULL); /* accepted earlier: answered now */
+  wsy_free(room);
+}
+
 static int f_fetch(store *s, const char *room, int flags, uint64_t after, store_fetch_cb cb, void *ud) {
-  if (faulted(F(s), STORE_FAULT_READ)) return WSY_IO; /* refused at once: cb never runs */
-  return store_fetch(F(s)->inner, room, flags, after, cb, ud);
+  fault_store *f = F(s);
+  if (faulted(f, STORE_FAULT_READ)) return WSY_IO; /* refused at once: cb never runs */
+  if (f->control && f->idle_init && !f->held_fetch.room) { /* a delay armed: made later */
+    read_control(f);
+    unsigned ms = f->fetch_delay_ms;
+    f->fetch_delay_ms = 0;
+    write_control(f);
+    if (ms) {
+      f->held_fetch.room = wsy_strndup(room, strlen(room));
+      f->held_fetch.flags = flags;
+      f->held_fetch.after = after;
+      f->held_fetch.cb = cb;
+      f->held_fetch.ud = ud;
+      f->fetch_timer.data = f;
+      uv_timer_start(&f->fetch_timer, f_fetch_go, ms, 0);
+      return 0;
+    }
+  }
+  return store_fetch(f->inner, room, flags, after, cb, ud);
 }
 
 static int f_fetch_rooms(store *s, const char *const *names, size_t n, store_fetch_cb cb, void *ud) {
@@ -382,8 +422,9 @@ store *store_fault_new(store *inner, uv_loop_t *loop) {
   if (loop) {
     uv_idle_init(loop, &f->idle);
     uv_timer_init(loop, &f->timer);
+    uv_timer_init(loop, &f->fetch_timer);
     f->idle_init = 1;
-    f->handles = 2;
+    f->handles = 3;
   }
   return &f->base;
 }

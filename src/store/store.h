@@ -186,7 +186,9 @@ void store_fault_arm(store *s, store_fault_kind what, unsigned skip, unsigned co
  * store_fault_arm, the store reads path; lines "commit N", "dedupe N" and
  * "read N" arm the next N calls of that kind to fail (the file is then
  * rewritten with what is left), and a line "delay MS" holds the next
- * commit MS milliseconds before it goes on (as a slow database would). A
+ * commit MS milliseconds before it goes on (as a slow database would),
+ * "delay-fetch MS" the next store_fetch (made that much later: it may be
+ * answered after fetches made after it). A
  * missing file arms nothing. Use one way of arming per store, not both. */
 void store_fault_control(store *s, const char *path);
 

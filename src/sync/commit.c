@@ -554,12 +554,14 @@ int commit_admit(author *a, json_t *req, room *r, const char *cid, op_refusal *w
   why->extra = NULL;
   /* In a cluster, a session's write to a room waiting to be read again
    * (a fenced-out batch, a stale replica with entries pending), or behind
-   * writes deferred before it, waits its turn rather than being refused. */
+   * writes deferred before it, or (outside a pass deciding deferred writes
+   * again) behind joins that have waited JOIN_WAIT_MS, waits its turn
+   * rather than being refused. */
   int starving = 0;
   if (a->e->clustered && a->s && req &&
       (r->defer ? a->e->redeciding != r
                 : r->fetching || (r->pending != 0 && (r->broken || r->stale || r->locks_stale)) ||
-                      (starving = cluster_joins_starving(a->e, r)))) {
+                      (starving = a->e->redeciding != r && cluster_joins_starving(a->e, r)))) {
     commit_defer_push(r, a->s, req, a->e->tries_now, a->e->unrecorded_now);
     if (starving && !r->pending && !r->fetching) cluster_fetch(a->e, r, 0); /* decided after the joins' fetch */
     return 1;
@@ -627,7 +629,7 @@ int commit_lock_admit(sess *s, json_t *req, room *r) {
   engine *e = s->e;
   if (r->defer ? e->redeciding != r
                : r->fetching || (r->pending != 0 && (r->broken || r->stale || r->locks_stale)) ||
-                     cluster_joins_starving(e, r)) {
+                     (e->redeciding != r && cluster_joins_starving(e, r))) {
     if (r->fresh_pass) commit_defer_push(r, s, req, e->tries_now, 0);
     else commit_defer_fresh(r, s, req, e->tries_now, 0);
     return 1;

@@ -7,7 +7,8 @@
 // wait behind it; a join that then finds its replica behind, or needs the
 // log for its catch-up, waits for another asynchronous read. Node 1 runs
 // with --store-faults FILE; "delay MS" in FILE holds its next commit that
-// long, so that the other node's commit lands first, deterministically.
+// long, so that the other node's commit lands first, deterministically
+// ("delay-fetch MS": its next read of a room).
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -35,7 +36,8 @@ const entries = (c, room) => c.log.filter((m) => m.type === 'op' && m.room === r
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const counts = async () => {
   const m = await fetchMetrics(cl.nodes[0].url, KEY);
-  return { sync: m.get('wsync_store_reads_total{mode="sync"}'), waited: m.get('wsync_joins_waited_total') };
+  return { sync: m.get('wsync_store_reads_total{mode="sync"}'), waited: m.get('wsync_joins_waited_total'),
+    refetched: m.get('wsync_joins_refetched_total') };
 };
 const op = (c, room, cid, fields) => c.request({ type: 'op', room, cid, op: { kind: 'set', item: cid, fields } }, 15000);
 
@@ -169,5 +171,43 @@ test('a catch-up join on a replica another node wrote while this node\'s commit 
   assert.deepEqual(seen, [2, 3, 4, 5, 6], JSON.stringify(j).slice(0, 400));
   const c1 = await counts();
   assert.equal(c1.sync - c0.sync, 0, 'node 1: no synchronous read');
+  await closeClients([a, b, d]);
+});
+
+test('a catch-up join released behind a backend write waits for another read for its log, not the store on the loop', async () => {
+  const room = roomName('refetch');
+  const a = await connect(0, 'abe');
+  const b = await connect(1, 'ben');
+  const ja = await a.join(room);
+  await b.join(room);
+  await a.set(room, 'a0', 'a0', { v: 0 });
+  await b.set(room, 'b0', 'b0', { v: 0 });
+  await a.entry(room, 2);
+  await a.set(room, 'a1', 'a1', { v: 1 }); // node 1 current: seq 3
+  const c0 = await counts();
+  assert.equal((await b.set(room, 'b1', 'b1', { v: 1 })).seq, 4);
+  await a.entry(room, 4); // node 1's replica is behind
+  writeFileSync(faults, 'delay-fetch 800\n');
+  const w = op(a, room, 'w', { v: 'w' }); // waits for a read of the room, made 800 ms later
+  await sleep(50);
+  // Both wait for the read after that one: the backend write first, so the
+  // join, released right after it is decided, finds it pending and waits,
+  // and then needs the log for its catch-up.
+  const posted = api(cl.nodes[0].url, 'POST', `/v1/rooms/${room}/ops`,
+    { key: KEY, body: { cid: 'api-2', op: { kind: 'set', item: 'api', fields: { v: 2 } } } });
+  await sleep(50);
+  const d = await connect(0, 'dan');
+  const j = await d.request({ type: 'join', room, since: { epoch: ja.epoch, seq: 1 } }, 15000);
+  assert.equal(j.type, 'joined', JSON.stringify(j).slice(0, 300));
+  assert.equal(j.recovered, true, JSON.stringify(j).slice(0, 300));
+  const [wa, p] = await Promise.all([w, posted]);
+  assert.deepEqual([wa.type, wa.seq], ['ack', 5], JSON.stringify(wa));
+  assert.deepEqual([p.status, p.body.seq], [200, 6], p.text);
+  if (j.seq < 6) await d.entry(room, 6);
+  const seen = [...j.ops.map((o) => o.seq), ...entries(d, room).map((m) => m.seq)];
+  assert.deepEqual(seen, [2, 3, 4, 5, 6], JSON.stringify(j).slice(0, 400));
+  const c1 = await counts();
+  assert.equal(c1.sync - c0.sync, 0, 'node 1: no synchronous read');
+  assert.ok(c1.refetched > c0.refetched, `the join waited for another read (${c0.refetched} -> ${c1.refetched})`);
   await closeClients([a, b, d]);
 });

@@ -996,6 +996,52 @@ Test(store, fault_store_delay_holds_the_next_commit) {
   cr_assert_eq(uv_loop_close(&loop), 0);
 }
 
+typedef struct {
+  int calls, rc;
+} fetch_result;
+
+static void on_fetch(void *ud, int rc, store *snap) {
+  fetch_result *r = ud;
+  r->calls++;
+  r->rc = rc;
+  cr_assert_null(snap);
+}
+
+/* "delay-fetch MS" makes the next store_fetch later: accepted at once, and
+ * answered as the inner store answers it then (SQLite refuses fetches:
+ * WSY_INVAL, through the callback now); a store closed first drops it. */
+Test(store, fault_store_delay_fetch_makes_the_next_fetch_later) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  store *s = store_fault_new(open_async(&loop), &loop);
+  char ctl[512];
+  snprintf(ctl, sizeof ctl, "%s/faults", dir);
+  store_fault_control(s, ctl);
+  cr_assert_eq(store_fetch(s, "r", STORE_FETCH_LOG, 0, on_fetch, NULL), WSY_INVAL, "not armed: as the inner store");
+  FILE *f = fopen(ctl, "w");
+  cr_assert_not_null(f);
+  fprintf(f, "delay-fetch 1\n");
+  fclose(f);
+  fetch_result r = {0};
+  cr_assert_eq(store_fetch(s, "r", STORE_FETCH_LOG, 0, on_fetch, &r), 0);
+  cr_assert_eq(r.calls, 0);
+  cr_assert_eq(access(ctl, F_OK), -1, "the delay was taken: the file is gone");
+  while (r.calls == 0) uv_run(&loop, UV_RUN_ONCE);
+  cr_assert_eq(r.rc, WSY_INVAL);
+  f = fopen(ctl, "w");
+  cr_assert_not_null(f);
+  fprintf(f, "delay-fetch 60000\n");
+  fclose(f);
+  fetch_result held = {0};
+  cr_assert_eq(store_fetch(s, "r", STORE_FETCH_LOG, 0, on_fetch, &held), 0);
+  for (int i = 0; i < 10; i++) uv_run(&loop, UV_RUN_NOWAIT);
+  cr_assert_eq(held.calls, 0, "held");
+  store_close(s);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  cr_assert_eq(held.calls, 0, "a fetch held at close is never answered");
+  cr_assert_eq(uv_loop_close(&loop), 0);
+}
+
 /* ---- listing and deleting rooms ------------------------------------------------ */
 
 typedef struct {
