@@ -72,7 +72,8 @@ const API_KEY = 'bench-api-key-0123456789';
 const WSYNC_ARGS = ['--insecure-demo', '--rate', '1000000000', '--burst', '1000000000', '--idle-timeout', '10m',
   '--ping-interval', '10m', '--api-key', API_KEY];
 // The cluster's counters in /metrics, summed over the nodes.
-const COUNTERS = ['wsync_room_reloads_total', 'wsync_refills_total', 'wsync_refilled_entries_total',
+const COUNTERS = ['wsync_room_reloads_total', 'wsync_room_reloads_changes_total', 'wsync_room_reloads_whole_total',
+  'wsync_refills_total', 'wsync_refilled_entries_total',
   'wsync_stale_commits_total', 'wsync_bus_gaps_total'];
 async function counters(nodes) {
   const sum = Object.fromEntries(COUNTERS.map((k) => [k, 0]));
@@ -402,6 +403,8 @@ function table() {
     const perOp = (k) => (r) => (x(r)?.s1.metrics && r.acks_per_s && secs(r)
       ? (x(r).s1.metrics[k] - x(r).s0.metrics[k]) / (r.acks_per_s * secs(r)) : null);
     row3('rooms read again (reloads) per acked op', perOp('wsync_room_reloads_total'), 3);
+    row3('  of which only the items changed since', perOp('wsync_room_reloads_changes_total'), 3);
+    row3('  changes read but not usable (read whole again)', perOp('wsync_room_reloads_whole_total'), 3);
     row3('refills from the store per acked op', perOp('wsync_refills_total'), 3);
     row3('entries delivered from the store, not the bus, per acked op', perOp('wsync_refilled_entries_total'), 3);
     row3('batches fenced out (stale) per acked op', perOp('wsync_stale_commits_total'), 4);

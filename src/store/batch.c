@@ -34,6 +34,14 @@ void store_batch_free(store_batch *b) {
 
 size_t store_batch_count(const store_batch *b) { return b->n; }
 
+void store_batch_each_item(const store_batch *b, void (*cb)(const char *room, const char *item, void *ud), void *ud) {
+  for (size_t i = 0; i < b->n; i++) {
+    const batch_entry *x = &b->e[i];
+    if ((x->kind == E_OP || x->kind == E_ITEM || x->kind == E_TEXT) && x->item) cb(x->room, x->item, ud);
+    else if (x->kind == E_DELETE) cb(x->room, NULL, ud);
+  }
+}
+
 const char *store_batch_error(const store_batch *b) { return b->err; }
 
 static batch_entry *batch_add(store_batch *b, int kind) {

@@ -697,6 +697,7 @@ static const store_ops pg_ops = {
   .fetch_log = pg_fetch_log,
   .fetch_list = pg_fetch_list,
   .fetch_dedupe = pg_fetch_dedupe,
+  .fetch_changes = pg_fetch_changes,
   .release_locks_async = pg_release_locks_async,
   .read_counts = pg_read_counts,
   .commit = pg_commit,

@@ -24,7 +24,7 @@
 struct pg_fetch {
   struct pg_fetch *next;
   char *room;  /* NULL for a fetch of several rooms' rows (rooms, list) */
-  buf rooms;   /* their names as a text[] literal (store_fetch_rooms) */
+  buf rooms;   /* their names as a text[] literal (store_fetch_rooms); store_fetch_changes: its items */
   char *list;  /* store_fetch_list: the name the rooms listed come after */
   char *dkey, *cid; /* store_fetch_dedupe: the record read */
   char *release;    /* store_release_locks_async: the holders' prefix (a write) */
@@ -164,7 +164,7 @@ static const store_ops snap_ops = {
 
 static void fetch_free(pg_fetch *f) {
   for (int k = 0; k < PQ__COUNT; k++) PQclear(f->res[k]);
-  if (!f->room) buf_free(&f->rooms);
+  if (!f->room || f->rooms.data) buf_free(&f->rooms);
   wsy_free(f->room);
   wsy_free(f->list);
   wsy_free(f->dkey);
@@ -280,7 +280,11 @@ static int send_fetch(pg_store *s, pg_fetch *f) {
   for (int k = 0; k < PQ__COUNT && f->room; k++) {
     int want = k == PQ_ROOM || (k == PQ_LOG ? (f->flags & STORE_FETCH_LOG) : (f->flags & STORE_FETCH_STATE));
     if (!want) continue;
-    if (!PQsendQueryParams(s->fc, pg_sql_room[k], k == PQ_LOG ? 3 : 1, NULL, v, NULL, NULL, 0)) return WSY_IO;
+    int changes = k == PQ_ITEMS && (f->flags & STORE_FETCH_CHANGES);
+    const char *cv[] = {f->room, after, f->rooms.data ? (const char *)f->rooms.data : "{}"};
+    const char *sql = changes ? pg_sql_items_changed : pg_sql_room[k];
+    if (!PQsendQueryParams(s->fc, sql, k == PQ_LOG || changes ? 3 : 1, NULL, changes ? cv : v, NULL, NULL, 0))
+      return WSY_IO;
     f->kind[f->nq++] = k;
   }
   if (!PQsendQueryParams(s->fc, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) || !PQpipelineSync(s->fc)) return WSY_IO;
@@ -420,6 +424,23 @@ static int fetch_start(store *bs, const char *room, int flags, uint64_t after, s
 
 int pg_fetch_start(store *bs, const char *room, int flags, uint64_t after, store_fetch_cb cb, void *ud) {
   return fetch_start(bs, room, flags, after, 0, cb, ud);
+}
+
+int pg_fetch_changes(store *bs, const char *room, uint64_t after, const char *const *items, size_t n,
+                     store_fetch_cb cb, void *ud) {
+  pg_store *s = (pg_store *)bs;
+  if (!room || !cb || (n && !items) || !s->loop || !s->handles_open) return WSY_INVAL;
+  pg_fetch *f = wsy_calloc(1, sizeof *f);
+  f->room = wsy_strndup(room, strlen(room));
+  f->flags = STORE_FETCH_STATE | STORE_FETCH_LOG | STORE_FETCH_CHANGES;
+  f->after = after;
+  int rc = n ? pg_rooms_literal(items, n, &f->rooms) : 0; /* any names: the same text[] literal */
+  if (rc != 0) {
+    fetch_free(f);
+    return rc;
+  }
+  enqueue(s, f, cb, ud);
+  return WSY_OK;
 }
 
 int pg_fetch_log(store *bs, const char *room, uint64_t after, size_t limit, store_fetch_cb cb, void *ud) {

@@ -135,6 +135,7 @@ int pg_rooms_get(store *bs, const char *const *names, size_t n, store_room_cb cb
  * after seq, $3 limit or NULL) and the walkers of their rows. */
 enum { PQ_ROOM, PQ_ITEMS, PQ_TEXTS, PQ_CURSORS, PQ_LOCKS, PQ_LOG, PQ__COUNT };
 extern const char *const pg_sql_room[PQ__COUNT];
+extern const char pg_sql_items_changed[]; /* PQ_ITEMS of STORE_FETCH_CHANGES: $2 the fetch's after, $3 items */
 void pg_row_room(const PGresult *r, store_room_info *out);
 int pg_rows_items(const PGresult *r, store_item_cb cb, void *ud);
 int pg_rows_texts(const PGresult *r, store_text_cb cb, void *ud);
@@ -151,6 +152,8 @@ int pg_fetch_rooms(store *bs, const char *const *names, size_t n, store_fetch_cb
 int pg_fetch_log(store *bs, const char *room, uint64_t after, size_t limit, store_fetch_cb cb, void *ud);
 int pg_fetch_list(store *bs, const char *after, size_t limit, store_fetch_cb cb, void *ud);
 int pg_fetch_dedupe(store *bs, const char *dkey, const char *cid, store_fetch_cb cb, void *ud);
+int pg_fetch_changes(store *bs, const char *room, uint64_t after, const char *const *items, size_t n,
+                     store_fetch_cb cb, void *ud);
 int pg_release_locks_async(store *bs, const char *prefix, store_fetch_cb cb, void *ud);
 
 /* pg_fetch.c: store_fetch; pg_fetch_close drops what is unanswered. */

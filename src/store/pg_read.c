@@ -161,6 +161,12 @@ const char *const pg_sql_room[PQ__COUNT] = {
   [PQ_LOG] = "SELECT seq, msg FROM ops WHERE room = $1 AND seq > $2 ORDER BY seq LIMIT $3",
 };
 
+/* PQ_ITEMS of a fetch with STORE_FETCH_CHANGES: every item, with its
+ * fields and revisions only when written after $2 or named in $3. */
+const char pg_sql_items_changed[] =
+  "SELECT item, CASE WHEN version > $2 OR item = ANY($3::text[]) THEN fields END, version,"
+  " CASE WHEN version > $2 OR item = ANY($3::text[]) THEN revs END FROM items WHERE room = $1 ORDER BY item";
+
 void pg_row_room(const PGresult *r, store_room_info *out) {
   memset(out, 0, sizeof *out);
   if (PQntuples(r) != 1) return;
@@ -177,7 +183,7 @@ void pg_row_room(const PGresult *r, store_room_info *out) {
 int pg_rows_items(const PGresult *r, store_item_cb cb, void *ud) {
   int rc = 0;
   for (int i = 0; !rc && i < PQntuples(r); i++)
-    rc = cb(PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), (size_t)PQgetlength(r, i, 1),
+    rc = cb(PQgetvalue(r, i, 0), PQgetisnull(r, i, 1) ? NULL : PQgetvalue(r, i, 1), (size_t)PQgetlength(r, i, 1),
             PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3), u64(r, i, 2), ud);
   return rc;
 }

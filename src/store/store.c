@@ -68,6 +68,11 @@ int store_fetch_log(store *s, const char *room, uint64_t after_seq, size_t limit
 int store_fetch_list(store *s, const char *after, size_t limit, store_fetch_cb cb, void *ud) {
   return s->ops->fetch_list ? s->ops->fetch_list(s, after, limit, cb, ud) : WSY_INVAL;
 }
+int store_fetch_changes(store *s, const char *room, uint64_t after_seq, const char *const *items, size_t n,
+                        store_fetch_cb cb, void *ud) {
+  return s->ops->fetch_changes ? s->ops->fetch_changes(s, room, after_seq, items, n, cb, ud) : WSY_INVAL;
+}
+
 int store_fetch_dedupe(store *s, const char *dkey, const char *cid, store_fetch_cb cb, void *ud) {
   return s->ops->fetch_dedupe ? s->ops->fetch_dedupe(s, dkey, cid, cb, ud) : WSY_INVAL;
 }
@@ -124,6 +129,9 @@ typedef struct fault_store {
     char *room;
     int flags;
     uint64_t after;
+    char **items; /* store_fetch_changes: its items (changes set) */
+    size_t n;
+    int changes;
     store_fetch_cb cb;
     void *ud;
   } held_fetch; /* room NULL: none */
@@ -182,6 +190,13 @@ static int faulted(fault_store *f, store_fault_kind k) {
 
 #define F(s) ((fault_store *)(s))
 
+static void held_fetch_free(fault_store *f) {
+  for (size_t i = 0; i < f->held_fetch.n; i++) wsy_free(f->held_fetch.items[i]);
+  wsy_free(f->held_fetch.items);
+  wsy_free(f->held_fetch.room);
+  memset(&f->held_fetch, 0, sizeof f->held_fetch);
+}
+
 static void f_closed(uv_handle_t *h) {
   fault_store *f = h->data;
   if (--f->handles == 0) wsy_free(f);
@@ -190,8 +205,7 @@ static void f_closed(uv_handle_t *h) {
 static void f_close(store *s) {
   fault_store *f = F(s);
   f->held = NULL; /* a commit still held is never answered (its batch is the caller's) */
-  wsy_free(f->held_fetch.room); /* nor a fetch not made yet, as store_close drops those in flight */
-  f->held_fetch.room = NULL;
+  held_fetch_free(f); /* nor a fetch not made yet, as store_close drops those in flight */
   store_close(f->inner);
   wsy_free(f->control);
   if (f->idle_init) {
@@ -211,33 +225,45 @@ static int f_room_get(store *s, const char *room, store_room_info *out) {
   return store_room_get(F(s)->inner, room, out);
 }
 
+
 static void f_fetch_go(uv_timer_t *t) {
   fault_store *f = t->data;
-  char *room = f->held_fetch.room;
-  f->held_fetch.room = NULL;
-  int rc = store_fetch(f->inner, room, f->held_fetch.flags, f->held_fetch.after, f->held_fetch.cb, f->held_fetch.ud);
-  if (rc != 0) f->held_fetch.cb(f->held_fetch.ud, rc, NULL); /* accepted earlier: answered now */
-  wsy_free(room);
+  int rc = f->held_fetch.changes
+             ? store_fetch_changes(f->inner, f->held_fetch.room, f->held_fetch.after,
+                                   (const char *const *)f->held_fetch.items, f->held_fetch.n, f->held_fetch.cb,
+                                   f->held_fetch.ud)
+             : store_fetch(f->inner, f->held_fetch.room, f->held_fetch.flags, f->held_fetch.after, f->held_fetch.cb,
+                           f->held_fetch.ud);
+  store_fetch_cb cb = f->held_fetch.cb;
+  void *ud = f->held_fetch.ud;
+  held_fetch_free(f);
+  if (rc != 0) cb(ud, rc, NULL); /* accepted earlier: answered now */
+}
+
+/* 1 when a "delay-fetch" is armed: the room fetch is kept (f->held_fetch,
+ * filled by the caller) and made later. */
+static int fetch_held(fault_store *f, const char *room, uint64_t after, store_fetch_cb cb, void *ud) {
+  if (!f->control || !f->idle_init || f->held_fetch.room) return 0;
+  read_control(f);
+  unsigned ms = f->fetch_delay_ms;
+  f->fetch_delay_ms = 0;
+  write_control(f);
+  if (!ms) return 0;
+  f->held_fetch.room = wsy_strndup(room, strlen(room));
+  f->held_fetch.after = after;
+  f->held_fetch.cb = cb;
+  f->held_fetch.ud = ud;
+  f->fetch_timer.data = f;
+  uv_timer_start(&f->fetch_timer, f_fetch_go, ms, 0);
+  return 1;
 }
 
 static int f_fetch(store *s, const char *room, int flags, uint64_t after, store_fetch_cb cb, void *ud) {
   fault_store *f = F(s);
   if (faulted(f, STORE_FAULT_READ)) return WSY_IO; /* refused at once: cb never runs */
-  if (f->control && f->idle_init && !f->held_fetch.room) { /* a delay armed: made later */
-    read_control(f);
-    unsigned ms = f->fetch_delay_ms;
-    f->fetch_delay_ms = 0;
-    write_control(f);
-    if (ms) {
-      f->held_fetch.room = wsy_strndup(room, strlen(room));
-      f->held_fetch.flags = flags;
-      f->held_fetch.after = after;
-      f->held_fetch.cb = cb;
-      f->held_fetch.ud = ud;
-      f->fetch_timer.data = f;
-      uv_timer_start(&f->fetch_timer, f_fetch_go, ms, 0);
-      return 0;
-    }
+  if (room && cb && fetch_held(f, room, after, cb, ud)) {
+    f->held_fetch.flags = flags;
+    return 0;
   }
   return store_fetch(f->inner, room, flags, after, cb, ud);
 }
@@ -255,6 +281,20 @@ static int f_fetch_log(store *s, const char *room, uint64_t after, size_t limit,
 static int f_fetch_list(store *s, const char *after, size_t limit, store_fetch_cb cb, void *ud) {
   if (faulted(F(s), STORE_FAULT_READ)) return WSY_IO; /* refused at once: cb never runs */
   return store_fetch_list(F(s)->inner, after, limit, cb, ud);
+}
+
+static int f_fetch_changes(store *s, const char *room, uint64_t after, const char *const *items, size_t n,
+                           store_fetch_cb cb, void *ud) {
+  fault_store *f = F(s);
+  if (faulted(f, STORE_FAULT_READ)) return WSY_IO; /* refused at once: cb never runs */
+  if (room && cb && (!n || items) && fetch_held(f, room, after, cb, ud)) {
+    f->held_fetch.changes = 1;
+    f->held_fetch.n = n;
+    f->held_fetch.items = n ? wsy_malloc(n * sizeof *f->held_fetch.items) : NULL;
+    for (size_t i = 0; i < n; i++) f->held_fetch.items[i] = wsy_strndup(items[i], strlen(items[i]));
+    return 0;
+  }
+  return store_fetch_changes(f->inner, room, after, items, n, cb, ud);
 }
 
 static int f_fetch_dedupe(store *s, const char *dkey, const char *cid, store_fetch_cb cb, void *ud) {
@@ -398,6 +438,7 @@ static const store_ops fault_ops = {
   .fetch_log = f_fetch_log,
   .fetch_list = f_fetch_list,
   .fetch_dedupe = f_fetch_dedupe,
+  .fetch_changes = f_fetch_changes,
   .release_locks_async = f_release_locks_async,
   .read_counts = f_read_counts,
   .room_texts = f_room_texts,

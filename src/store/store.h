@@ -330,6 +330,11 @@ typedef struct store_stats_info {
  * dropped and their cb never runs. */
 #define STORE_FETCH_STATE 1
 #define STORE_FETCH_LOG 2
+/* With STORE_FETCH_STATE: the snapshot's store_room_items hands every item
+ * of the room, but those not written after after_seq (their row's version
+ * at most after_seq) with fields_json and revs_json NULL: the caller has
+ * them already (a replica read again, only what changed). */
+#define STORE_FETCH_CHANGES 4
 typedef void (*store_fetch_cb)(void *ud, int rc, store *snap);
 int store_fetch(store *s, const char *room, int flags, uint64_t after_seq, store_fetch_cb cb, void *ud) WSY_WUR;
 /* The rows of the named rooms that exist, as store_rooms_get reads them,
@@ -351,6 +356,13 @@ int store_fetch_list(store *s, const char *after, size_t limit, store_fetch_cb c
  * (WSY_NOT_FOUND when the store has none) and nothing else. Returns as
  * store_fetch; WSY_INVAL from a store that reads only on the loop. */
 int store_fetch_dedupe(store *s, const char *dkey, const char *cid, store_fetch_cb cb, void *ud) WSY_WUR;
+/* store_fetch(s, room, STORE_FETCH_STATE | STORE_FETCH_LOG |
+ * STORE_FETCH_CHANGES, after_seq, ...), where the n items named are handed
+ * with their fields whatever their version: items of a replica that may
+ * have run ahead of the store (a batch that failed changed them in memory).
+ * Returns as store_fetch. */
+int store_fetch_changes(store *s, const char *room, uint64_t after_seq, const char *const *items, size_t n,
+                        store_fetch_cb cb, void *ud) WSY_WUR;
 /* store_release_locks_of, asynchronously, in the order and the way of
  * store_fetch (on its connection, never blocking the loop): cb(ud, rc, snap)
  * on the loop thread, where store_release_locks_of(snap, prefix, ...) walks
@@ -443,6 +455,9 @@ void store_batch_lock(store_batch *b, const char *room, uint64_t expect_lockver,
 void store_batch_head(store_batch *b, const char *room, const char *expect, const char *head);
 /* Entries of every kind added so far; 0 means committing does nothing. */
 size_t store_batch_count(const store_batch *b);
+/* Hands cb each (room, item) whose item or text rows b writes, item NULL
+ * for a room b deletes (its items all go). */
+void store_batch_each_item(const store_batch *b, void (*cb)(const char *room, const char *item, void *ud), void *ud);
 
 /* The result of a commit, on the loop thread: 0, or what
  * store_sqlite_commit_sync describes. */

@@ -228,6 +228,13 @@ static void metrics(engine *e, conn *c) {
        (unsigned long long)e->refilled);
   EMIT("# HELP wsync_room_reloads_total Rooms read again from the store after other nodes wrote them.\n"
        "# TYPE wsync_room_reloads_total counter\nwsync_room_reloads_total %llu\n", (unsigned long long)e->reloads);
+  EMIT("# HELP wsync_room_reloads_changes_total Of those, replicas read again as only the items written since "
+       "their seq.\n# TYPE wsync_room_reloads_changes_total counter\nwsync_room_reloads_changes_total %llu\n",
+       (unsigned long long)e->reloads_changes);
+  EMIT("# HELP wsync_room_reloads_whole_total Reads of changes that could not be used (the replica had run ahead "
+       "of the store, or the room was made again): the room was read again whole.\n"
+       "# TYPE wsync_room_reloads_whole_total counter\nwsync_room_reloads_whole_total %llu\n",
+       (unsigned long long)e->reloads_whole);
   EMIT("# HELP wsync_stale_commits_total Batches fenced out because another node committed to a room first.\n"
        "# TYPE wsync_stale_commits_total counter\nwsync_stale_commits_total %llu\n",
        (unsigned long long)e->stale_commits);

@@ -391,6 +391,8 @@ typedef struct fetch_ctx {
   char *name;
   uint64_t id, no;
   int state;
+  int changes;  /* the state as changes after the replica's seq (STORE_FETCH_CHANGES) */
+  size_t dirty; /* then: the replica's dirty items, read whole */
 } fetch_ctx;
 
 static void on_fetched(void *ud, int rc, store *snap);
@@ -422,7 +424,25 @@ void cluster_fetch(engine *e, room *r, int state) {
   uint64_t after = r->delivered;
   for (fwait *w = r->fetch_q; w; w = w->next)
     if (w->since < after && after - w->since <= e->cfg->max_catchup) after = w->since;
-  int rc = store_fetch(e->st, r->name, STORE_FETCH_LOG | (state ? STORE_FETCH_STATE : 0), after, on_fetched, c);
+  /* A loaded replica reads only the items written since its seq, and
+   * those that batches which failed changed in memory (r->dirty): a room
+   * read again after each of another node's commits costs what changed,
+   * not what it holds. */
+  c->changes = state && r->kind->reload_changes && !r->loading && !r->pending && !r->dirty_all;
+  int rc;
+  if (c->changes) {
+    if (r->synced < after) after = r->synced;
+    c->dirty = map_len(&r->dirty);
+    const char **items = c->dirty ? wsy_malloc(c->dirty * sizeof *items) : NULL;
+    const char *k;
+    void *v;
+    size_t n = 0;
+    for (size_t i = 0; map_next(&r->dirty, &i, &k, &v);) items[n++] = k;
+    rc = store_fetch_changes(e->st, r->name, after, items, n, on_fetched, c);
+    wsy_free(items);
+  } else {
+    rc = store_fetch(e->st, r->name, STORE_FETCH_LOG | (state ? STORE_FETCH_STATE : 0), after, on_fetched, c);
+  }
   if (rc != 0) on_fetched(c, rc, NULL); /* refused at once (a fault): answered the same way */
 }
 
@@ -560,7 +580,7 @@ static void release_joins(engine *e, room *r, int failed, store *snap) {
 /* Brings r up to date from a fetch's snapshot: the state when it was read
  * (or when the row shows the replica behind: then 1, another fetch with
  * the state is needed), and the entries past what was delivered. */
-static int apply_fetch(engine *e, room *r, store *snap, int state) {
+static int apply_fetch(engine *e, room *r, store *snap, int state, int changes, size_t dirty) {
   if (r->loading) { /* its first load (room.h) */
     if (!state) return 1;
     int rc = room_load_from(e, r, snap);
@@ -579,12 +599,29 @@ static int apply_fetch(engine *e, room *r, store *snap, int state) {
     r->stale = r->stale || behind;
     return 1;
   }
+  if (state && changes &&
+      (r->dirty_all || map_len(&r->dirty) != dirty || !info.exists || strcmp(info.epoch, r->epoch) != 0)) {
+    /* Not the replica the changes were read for (run ahead of the store
+     * since, or another incarnation of the room): read whole. */
+    r->broken = r->dirty_all = 1;
+    e->reloads_whole++;
+    return 1;
+  }
   if (state) {
     /* Deleted elsewhere, and nobody here but its members wants it: not made again. */
     r->no_create = !info.exists && !r->fetch_q && !r->defer && !r->settle_q && !r->npeers;
+    r->reload_changes = changes;
     rc = room_reload_from(e, r, snap);
+    r->reload_changes = 0;
     r->no_create = 0;
+    if (rc != 0 && changes && rc != ROOM_WRONG_KIND) { /* memory was not what the store held: read whole */
+      log_warn("room %s: its changes could not be applied (%s): it is read again whole", r->name, wsy_strerror(rc));
+      r->broken = r->dirty_all = 1;
+      e->reloads_whole++;
+      return 1;
+    }
     if (rc != 0) return rc;
+    if (changes) e->reloads_changes++;
     e->reloads++;
     if (!info.exists) { /* deleted by another node and made again here: nothing to deliver */
       r->stale = 0;
@@ -632,7 +669,7 @@ static void fetched(fetch_ctx *c, room *r, int rc, store *snap) {
     r->fetch_state |= state;
     return;
   }
-  int a = apply_fetch(e, r, snap, state);
+  int a = apply_fetch(e, r, snap, state, c->changes, c->dirty);
   if (a == 1) { /* behind: the state is needed too; the waiters wait for it */
     r->fetch_again = 0;
     cluster_fetch(e, r, 1);

@@ -116,6 +116,14 @@ static void seen_add_key(engine *e, const char *key);
  * before its writer gets `stale` (PROTOCOL.md 11.2). */
 #define REDECIDE_MAX 20
 
+/* A batch that failed: the items it changed in memory (store.h). */
+static void note_dirty(const char *room_name, const char *item, void *ud) {
+  room *r = map_get(&((engine *)ud)->rooms, room_name);
+  if (!r) return;
+  if (item) map_put(&r->dirty, item, (void *)1);
+  else r->dirty_all = 1;
+}
+
 static void commit_done(void *ud, int rc) {
   engine *e = ud;
   api_commit_observed(e, (double)(uv_hrtime() - e->batch_started) / 1e9, rc != 0);
@@ -129,7 +137,9 @@ static void commit_done(void *ud, int rc) {
     e->store_failing = 1;
     snprintf(e->store_error, sizeof e->store_error, "commits failing: %s (%s)", wsy_strerror(rc),
              store_batch_error(e->fl_batch));
-  } else if (store_batch_count(e->fl_batch) > 0 && e->store_failing) {
+  }
+  if (rc != 0 && e->clustered) store_batch_each_item(e->fl_batch, note_dirty, e);
+  if (rc == 0 && store_batch_count(e->fl_batch) > 0 && e->store_failing) {
     e->store_failing = 0;
     e->store_error[0] = '\0';
     log_info("health: ok again (a commit succeeded)");
@@ -202,6 +212,9 @@ static void commit_done(void *ud, int rc) {
     if (p->kind == P_OP) {
       if (rc != 0) e->ops_failed++;
       else e->ops_committed++;
+      /* Fenced: the store was at the seq this batch was decided on, so
+       * memory is the store's up to its op now. */
+      if (rc == 0 && p->seq > r->synced) r->synced = p->seq;
     }
     r->pending--;
     int created = p->kind == P_CREATE;

@@ -122,6 +122,40 @@ int doc_load(doc *d, const char *id, const char *fields_json, size_t len, const 
   return WSY_OK;
 }
 
+void doc_changes_begin(doc *d) { d->mark++; }
+
+int doc_load_changed(doc *d, const char *id, const char *fields_json, size_t len, const char *revs_json,
+                     uint64_t version) {
+  if (fields_json) {
+    int rc = doc_load(d, id, fields_json, len, revs_json, version);
+    if (rc == WSY_OK) ((doc_item *)map_get(&d->items, id))->mark = d->mark;
+    return rc;
+  }
+  doc_item *it = map_get(&d->items, id);
+  if (!it) return WSY_NOT_FOUND;
+  it->mark = d->mark;
+  return WSY_OK;
+}
+
+void doc_changes_end(doc *d) {
+  size_t n = 0, cap = 0;
+  char **gone = NULL;
+  const char *k;
+  void *v;
+  for (size_t i = 0; map_next(&d->items, &i, &k, &v);) {
+    if (((doc_item *)v)->mark == d->mark) continue;
+    if (n == cap) gone = wsy_realloc(gone, (cap = cap ? cap * 2 : 8) * sizeof *gone);
+    gone[n++] = wsy_strndup(k, strlen(k));
+  }
+  for (size_t i = 0; i < n; i++) {
+    doc_item *it = map_get(&d->items, gone[i]);
+    if (d->frozen) item_changing(d, gone[i], it);
+    item_free(map_del(&d->items, gone[i]));
+    wsy_free(gone[i]);
+  }
+  wsy_free(gone);
+}
+
 json_t *doc_item_json(const doc_item *it) {
   if (!it) return json_null();
   doc_item_fresh(it);

@@ -68,6 +68,7 @@ struct engine {
   uv_timer_t cluster_timer;
   uint64_t refills, refilled, bus_duplicates, bus_gaps, bus_received, reloads, stale_commits, redecided;
   uint64_t stale_deferred; /* session writes that found the replica stale with entries pending: deferred */
+  uint64_t reloads_changes, reloads_whole; /* replicas read again as changes; changes that could not be used */
   uint64_t dedupe_fetches;  /* dedupe lookups read without blocking (commit.c) */
   uint64_t lookup_ids;
   defwrite *lookup_now;     /* the answered lookup of the write being decided again */

@@ -120,17 +120,40 @@ static int reload_text(const char *item, const char *field, uint64_t rev, uint64
   return 0;
 }
 
-static int doc_kind_reload(room *r, store *st, const store_room_info *info) {
-  docroom *dr = r->ks;
+static void texts_clear(docroom *dr) {
   const char *k;
   void *v;
   for (size_t i = 0; map_next(&dr->texts, &i, &k, &v);) hist_free(v);
   map_free(&dr->texts);
   map_init(&dr->texts);
+}
+
+static int doc_kind_reload(room *r, store *st, const store_room_info *info) {
+  docroom *dr = r->ks;
+  texts_clear(dr);
   doc_free(&dr->d);
   doc_init(&dr->d);
   if (!info->exists) return 0;
   int rc = store_room_items(st, r->name, load_item, &dr->d);
+  return rc ? rc : store_room_texts(st, r->name, reload_text, dr);
+}
+
+static int load_changed(const char *item, const char *fields, size_t len, const char *revs, uint64_t version,
+                        void *ud) {
+  return doc_load_changed(ud, item, fields, len, revs, version);
+}
+
+/* The same from a snapshot of changes: the items written since the
+ * replica's seq are loaded again, those gone are dropped, the others kept;
+ * the text histories are read again whole, as above (text ops do not
+ * rewrite their item's row). */
+static int doc_kind_reload_changes(room *r, store *st, const store_room_info *info) {
+  docroom *dr = r->ks;
+  texts_clear(dr);
+  if (!info->exists) return WSY_INVAL; /* the caller reads it whole */
+  doc_changes_begin(&dr->d);
+  int rc = store_room_items(st, r->name, load_changed, &dr->d);
+  if (rc == 0) doc_changes_end(&dr->d);
   return rc ? rc : store_room_texts(st, r->name, reload_text, dr);
 }
 
@@ -336,6 +359,7 @@ const room_kind doc_room_kind = {
   .apply = run_op,
   .snapshot = doc_kind_snapshot,
   .reload = doc_kind_reload,
+  .reload_changes = doc_kind_reload_changes,
 };
 
 const room_kind *room_kind_for(const char *name) {

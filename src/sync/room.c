@@ -24,6 +24,7 @@ static void room_destroy(engine *e, room *r) {
   room_locks_free(r);
   presence_batch_free(e, r);
   map_free(&r->rerelease);
+  map_free(&r->dirty);
   join_cursors_free(r);
   join_hold_free(&r->pend_q);
   if (r->kind) r->kind->unload(r);
@@ -63,7 +64,8 @@ static int load(engine *e, room *r, int again) {
   if (rc != 0) return rc;
   rc = store_room_get(e->st, r->name, &info);
   if (rc == 0 && info.exists && (info.epoch[0] == 'y') != (r->kind->epoch_tag == 'y')) rc = ROOM_WRONG_KIND;
-  if (rc == 0) rc = again && r->kind->reload && r->ks ? r->kind->reload(r, e->st, &info) : r->kind->load(r, e->st, &info);
+  if (rc == 0 && again && r->reload_changes && r->ks) rc = r->kind->reload_changes(r, e->st, &info);
+  else if (rc == 0) rc = again && r->kind->reload && r->ks ? r->kind->reload(r, e->st, &info) : r->kind->load(r, e->st, &info);
   if (rc == 0) rc = join_cursors_load(e, r, info.exists);
   if (rc == 0 && e->clustered) rc = room_locks_load(e, r, info.lockver); /* the store's (cluster) */
   int end = store_read_end(e->st);
@@ -85,6 +87,7 @@ static int load(engine *e, room *r, int again) {
     if (again && r->no_create) r->gone = 1;
     else commit_room_created(e, r);
   }
+  r->synced = r->seq;
   if (e->clustered) room_locks_orphans(e, r);
   return 0;
 }
@@ -96,6 +99,7 @@ static room *room_new(engine *e, const char *name, const room_kind *kind) {
   r->ring = ring_new(e->cfg->resume_ring, &e->ring_mem);
   map_init(&r->locks);
   map_init(&r->rerelease);
+  map_init(&r->dirty);
   map_init(&r->cursors);
   map_init(&r->remote);
   map_init_borrowed(&r->pch_by);
@@ -199,6 +203,9 @@ int room_reload(engine *e, room *r) {
   if (r->broken && !e->clustered) log_info("room %s reloaded from the store at seq %llu %s", r->name, (unsigned long long)r->seq, why);
   else log_debug("room %s reloaded from the store at seq %llu %s", r->name, (unsigned long long)r->seq, why);
   r->broken = 0;
+  map_free(&r->dirty); /* memory is the store's again */
+  map_init(&r->dirty);
+  r->dirty_all = 0;
   return 0;
 }
 

@@ -73,6 +73,11 @@ typedef struct room_kind {
    * r->ks, keeping what survives a reload (room_reload); without it the
    * state is unloaded and loaded. */
   int (*reload)(room *r, store *st, const store_room_info *info);
+  /* Optional: as reload, from a snapshot read with STORE_FETCH_CHANGES
+   * (cluster.c: a replica that holds the store's state as of some seq,
+   * read again): only what changed is loaded again. Any error: the caller
+   * reads the state whole. */
+  int (*reload_changes)(room *r, store *st, const store_room_info *info);
   /* Optional: the bus's delivery of r's traffic to the kind's own
    * connections (r->peers), after the members got theirs. */
   void (*deliver)(engine *e, room *r, const bus_msg *m);
@@ -138,6 +143,13 @@ struct room {
    * waiting for one started after them, and whether r is being decided
    * right after one (nothing to read again then). */
   int fetching, fetch_again, fetch_state, fetch_after_commit, fresh_pass;
+  int reload_changes; /* the reload under way reads a snapshot of changes (room_kind.reload_changes) */
+  /* Items that batches which failed changed in memory (the replica ran
+   * ahead of the store there), until the next reload; dirty_all: the room
+   * itself (a deletion). A read of changes reads them whole (cluster.c). */
+  map dirty;
+  int dirty_all;
+  uint64_t synced; /* memory (but for dirty items) is the store's state as of this seq */
   unsigned pins;     /* kept loaded while a fetch's answer is being applied */
   uint64_t fetch_id, fetch_started, fetch_done;
   struct fwait *fetch_q;

@@ -53,6 +53,7 @@ typedef struct doc_item {
    * store holds them as ops (store.h: texts) until a snapshot of the item
    * (doc_item_snapshot_due) replaces them. */
   size_t text_ops, text_bytes;
+  unsigned mark;     /* doc_load_changed: noted in the reload of this mark */
 } doc_item;
 
 typedef struct doc_frozen doc_frozen;
@@ -60,6 +61,7 @@ typedef struct doc_frozen doc_frozen;
 typedef struct doc {
   map items;          /* item id -> doc_item* */
   doc_frozen *frozen; /* freezes still reading the items in place */
+  unsigned mark;      /* the reload of what changed in progress (doc_load_changed) */
 } doc;
 
 enum { SYNC_SET = 1, SYNC_DEL = 2 };
@@ -87,6 +89,17 @@ const doc_item *doc_get(const doc *d, const char *id);
  * may hold the gen under ""). WSY_OK or WSY_INVAL. */
 int doc_load(doc *d, const char *id, const char *fields_json, size_t len, const char *revs_json,
              uint64_t version);
+/* A reload of only what changed (a replica read again with
+ * STORE_FETCH_CHANGES): doc_changes_begin, then doc_load_changed for every
+ * item the store holds (fields_json NULL: unchanged, kept; else loaded as
+ * doc_load), then doc_changes_end drops the items the store no longer
+ * holds. doc_load_changed returns WSY_NOT_FOUND for an item said unchanged
+ * that memory does not have: the document is not the store's, read it
+ * whole. */
+void doc_changes_begin(doc *d);
+int doc_load_changed(doc *d, const char *id, const char *fields_json, size_t len, const char *revs_json,
+                     uint64_t version);
+void doc_changes_end(doc *d);
 /* Brings it->fields up to date with the item's live text fields. Logically
  * const: the item's content does not change, only its JSON form. Every
  * reader of it->fields calls it first (doc_item_json does). */

@@ -211,3 +211,40 @@ test('a catch-up join released behind a backend write waits for another read for
   assert.ok(c1.refetched > c0.refetched, `the join waited for another read (${c0.refetched} -> ${c1.refetched})`);
   await closeClients([a, b, d]);
 });
+
+test('a replica read again after its batch was fenced out drops what the batch changed, even items no one else wrote', async () => {
+  const room = roomName('dirty');
+  const a = await connect(0, 'ada');
+  const b = await connect(1, 'bo');
+  await a.join(room);
+  await b.join(room);
+  const z = await a.set(room, 'z0', 'z', { v: 0 });
+  await a.set(room, 'm0', 'm', { x: 0 });
+  await b.entry(room, 2);
+  const m0 = await fetchMetrics(cl.nodes[0].url, KEY);
+  writeFileSync(faults, 'delay 1500\n');
+  // One batch on node 1, held: z (checked against its version), m changed, n made ...
+  const held = a.request({ type: 'op', room, cid: 'a-batch', op: { kind: 'batch', ops: [
+    { kind: 'set', item: 'z', fields: { v: 1 }, base: z.seq },
+    { kind: 'set', item: 'm', fields: { x: 9 } },
+    { kind: 'set', item: 'n', fields: { new: true } },
+  ] } }, 15000);
+  await sleep(50);
+  // ... while node 2 writes z: the batch is fenced out, and decided again it
+  // conflicts, so none of it may stay in node 1's memory.
+  assert.equal((await b.set(room, 'b-z', 'z', { v: 2 })).seq, 3);
+  const r = await held;
+  assert.deepEqual([r.type, r.code], ['error', 'conflict'], JSON.stringify(r));
+  const c = await connect(0, 'cy'); // served from node 1's memory
+  const j = await c.join(room);
+  const s = await api(cl.nodes[1].url, 'GET', `/v1/rooms/${room}`, { key: KEY }); // the store
+  assert.equal(s.status, 200, s.text);
+  assert.equal(j.seq, 3);
+  assert.deepEqual(j.snapshot.items, s.body.items, 'node 1\'s memory is the store\'s state');
+  assert.deepEqual(Object.keys(j.snapshot.items).sort(), ['m', 'z']);
+  assert.deepEqual(j.snapshot.items.m.fields, { x: 0 });
+  const m1 = await fetchMetrics(cl.nodes[0].url, KEY);
+  const changes = [m0, m1].map((m) => m.get('wsync_room_reloads_changes_total'));
+  assert.ok(changes[1] > changes[0], `read again as changes (${changes})`);
+  await closeClients([a, b, c]);
+});

@@ -327,7 +327,14 @@ describe('writes on every node', () => {
     const j = await c.join(room);
     assert.deepEqual(Object.keys(j.snapshot.items).sort(), ['q']);
     assert.equal(j.seq, del.seq);
-    await closeClients(a, b, c);
+    // Node 1 reads again only what changed (its write waits for that): p,
+    // deleted on node 3, goes from its memory too.
+    const r = await a.set(room, 'bt3', 'r', { n: 3 });
+    const d = await connect(0, 'td');
+    const jd = await d.join(room);
+    assert.equal(jd.seq, r.seq);
+    assert.deepEqual(Object.keys(jd.snapshot.items).sort(), ['q', 'r']);
+    await closeClients(a, b, c, d);
   });
 
   test('text ops from two nodes converge (OT across nodes)', async () => {

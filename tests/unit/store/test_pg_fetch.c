@@ -365,3 +365,63 @@ Test(pg_fetch, a_dedupe_record_in_one_read) {
   cr_assert_eq(sync_reads, 0, "nothing read on the loop");
   pgt_close(&T, s);
 }
+
+/* ---- a replica read again: only the items changed, or named ---------------- */
+
+typedef struct changed_seen {
+  uint64_t after; /* the fetch's */
+  int done, rc, n;
+  char rows[8][48]; /* "item:version:fields" ("-" for fields not handed) */
+  int log;
+} changed_seen;
+
+static int on_changed_item(const char *item, const char *fields, size_t len, const char *revs, uint64_t version,
+                           void *ud) {
+  changed_seen *c = ud;
+  (void)revs;
+  cr_assert_lt(c->n, 8);
+  snprintf(c->rows[c->n++], sizeof c->rows[0], "%s:%llu:%.*s", item, (unsigned long long)version,
+           fields ? (int)len : 1, fields ? fields : "-");
+  return 0;
+}
+
+static int count_log(uint64_t seq, const char *msg, size_t len, void *ud) {
+  (void)seq, (void)msg, (void)len;
+  ((changed_seen *)ud)->log++;
+  return 0;
+}
+
+static void on_changes(void *ud, int rc, store *snap) {
+  changed_seen *c = ud;
+  c->done = 1;
+  c->rc = rc;
+  if (rc) return;
+  cr_assert_eq(store_room_items(snap, "r", on_changed_item, c), 0);
+  cr_assert_eq(store_history(snap, "r", c->after, 0, count_log, c), 0);
+}
+
+Test(pg_fetch, changes_hand_the_fields_of_items_written_since_or_named_only) {
+  store *s = pgt_open(&T, T.url);
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "r", "e");
+  pgt_op(b, "r", 1, "a", "{\"v\":1}", NULL, NULL);
+  pgt_op(b, "r", 2, "b", "{\"v\":2}", NULL, NULL);
+  pgt_op(b, "r", 3, "c", "{\"v\":3}", NULL, NULL);
+  cr_assert_eq(pgt_commit(&T, s, b, 1), 0);
+  const char *named[] = {"a", "nowhere"};
+  changed_seen x = {.after = 2}, y = {.after = 3};
+  cr_assert_eq(store_fetch_changes(s, "r", 2, named, 2, on_changes, &x), 0);
+  cr_assert_eq(store_fetch_changes(s, "r", 3, NULL, 0, on_changes, &y), 0);
+  while (!x.done || !y.done) uv_run(&T.loop, UV_RUN_ONCE);
+  cr_assert_eq(x.rc, 0);
+  cr_assert_eq(x.n, 3, "every item, by name");
+  cr_assert_str_eq(x.rows[0], "a:1:{\"v\":1}", "named: handed whole");
+  cr_assert_str_eq(x.rows[1], "b:2:-", "written at the seq asked from: not handed");
+  cr_assert_str_eq(x.rows[2], "c:3:{\"v\":3}", "written after it: handed");
+  cr_assert_eq(x.log, 1, "the log after seq 2");
+  cr_assert_eq(y.rc, 0);
+  cr_assert_eq(y.n, 3);
+  cr_assert_eq(y.log, 0);
+  for (int i = 0; i < 3; i++) cr_assert(strstr(y.rows[i], ":-"), "nothing changed after seq 3: %s", y.rows[i]);
+  pgt_close(&T, s);
+}

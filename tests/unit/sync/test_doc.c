@@ -198,6 +198,36 @@ Test(doc, normalized_op_drops_base) {
   json_decref(op);
 }
 
+/* A reload of what changed: items handed unchanged are kept as they are,
+ * changed ones loaded again, those not handed dropped; an item said
+ * unchanged that memory lacks is WSY_NOT_FOUND (read it whole). */
+Test(doc, a_reload_of_changes_keeps_loads_and_drops) {
+  doc d;
+  doc_init(&d);
+  cr_assert_str_eq(run(&d, "{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"x\":1}}", 1, NULL), "ok");
+  cr_assert_str_eq(run(&d, "{\"kind\":\"set\",\"item\":\"b\",\"fields\":{\"x\":2}}", 2, NULL), "ok");
+  cr_assert_str_eq(run(&d, "{\"kind\":\"set\",\"item\":\"c\",\"fields\":{\"x\":3}}", 3, NULL), "ok");
+  doc_changes_begin(&d);
+  cr_assert_eq(doc_load_changed(&d, "a", NULL, 0, NULL, 1), WSY_OK);
+  const char *c4 = "{\"x\":4}";
+  cr_assert_eq(doc_load_changed(&d, "c", c4, strlen(c4), NULL, 4), WSY_OK);
+  const char *n5 = "{\"y\":5}";
+  cr_assert_eq(doc_load_changed(&d, "n", n5, strlen(n5), NULL, 5), WSY_OK);
+  doc_changes_end(&d);
+  cr_assert_eq(doc_len(&d), 3);
+  char *t = item_text(&d, "a");
+  cr_assert_str_eq(t, "{\"fields\":{\"x\":1},\"version\":1}", "kept: %s", t);
+  free(t);
+  cr_assert_null(doc_get(&d, "b"), "not handed: dropped");
+  t = item_text(&d, "c");
+  cr_assert_str_eq(t, "{\"fields\":{\"x\":4},\"version\":4}", "loaded again: %s", t);
+  free(t);
+  cr_assert_not_null(doc_get(&d, "n"));
+  doc_changes_begin(&d);
+  cr_assert_eq(doc_load_changed(&d, "b", NULL, 0, NULL, 2), WSY_NOT_FOUND, "memory does not have it");
+  doc_free(&d);
+}
+
 Test(map, del_if_removes_only_the_matching_value) {
   map m;
   map_init(&m);
