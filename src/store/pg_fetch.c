@@ -95,8 +95,11 @@ static int snap_nothing(store *bs) {
 /* What a snapshot does not hold. */
 static void snap_close(store *bs) { (void)bs; }
 static int snap_recent(store *bs, const char *room, size_t limit, store_history_cb cb, void *ud) {
-  (void)bs, (void)room, (void)limit, (void)cb, (void)ud;
-  return WSY_INVAL;
+  const PGresult *r = snap_res(bs, room, PQ_RECENT);
+  if (!r || limit > STORE_FETCH_RECENT_MAX) return WSY_INVAL; /* not in the snapshot */
+  size_t n = (size_t)PQntuples(r);
+  if (!limit || n <= limit) return pg_rows_log(r, 0, 0, cb, ud);
+  return pg_rows_log(r, strtoull(PQgetvalue(r, (int)(n - limit - 1), 0), NULL, 10), 0, cb, ud); /* the last limit */
 }
 static int snap_dedupe_each(store *bs, store_dedupe_cb cb, void *ud) {
   (void)bs, (void)cb, (void)ud;
@@ -278,12 +281,16 @@ static int send_fetch(pg_store *s, pg_fetch *f) {
     f->kind[f->nq++] = PQ_ROOM;
   }
   for (int k = 0; k < PQ__COUNT && f->room; k++) {
-    int want = k == PQ_ROOM || (k == PQ_LOG ? (f->flags & STORE_FETCH_LOG) : (f->flags & STORE_FETCH_STATE));
+    int want = k == PQ_ROOM || (k == PQ_LOG      ? (f->flags & STORE_FETCH_LOG)
+                                : k == PQ_RECENT ? (f->flags & STORE_FETCH_RECENT)
+                                                 : (f->flags & STORE_FETCH_STATE));
     if (!want) continue;
     int changes = k == PQ_ITEMS && (f->flags & STORE_FETCH_CHANGES);
     const char *cv[] = {f->room, after, f->rooms.data ? (const char *)f->rooms.data : "{}"};
+    const char *rv[] = {f->room, STORE_FETCH_RECENT_MAX_S};
     const char *sql = changes ? pg_sql_items_changed : pg_sql_room[k];
-    if (!PQsendQueryParams(s->fc, sql, k == PQ_LOG || changes ? 3 : 1, NULL, changes ? cv : v, NULL, NULL, 0))
+    const char *const *pv = changes ? cv : k == PQ_RECENT ? rv : v;
+    if (!PQsendQueryParams(s->fc, sql, k == PQ_LOG || changes ? 3 : k == PQ_RECENT ? 2 : 1, NULL, pv, NULL, NULL, 0))
       return WSY_IO;
     f->kind[f->nq++] = k;
   }
@@ -426,13 +433,13 @@ int pg_fetch_start(store *bs, const char *room, int flags, uint64_t after, store
   return fetch_start(bs, room, flags, after, 0, cb, ud);
 }
 
-int pg_fetch_changes(store *bs, const char *room, uint64_t after, const char *const *items, size_t n,
+int pg_fetch_changes(store *bs, const char *room, int flags, uint64_t after, const char *const *items, size_t n,
                      store_fetch_cb cb, void *ud) {
   pg_store *s = (pg_store *)bs;
   if (!room || !cb || (n && !items) || !s->loop || !s->handles_open) return WSY_INVAL;
   pg_fetch *f = wsy_calloc(1, sizeof *f);
   f->room = wsy_strndup(room, strlen(room));
-  f->flags = STORE_FETCH_STATE | STORE_FETCH_LOG | STORE_FETCH_CHANGES;
+  f->flags = flags | STORE_FETCH_STATE | STORE_FETCH_LOG | STORE_FETCH_CHANGES;
   f->after = after;
   int rc = n ? pg_rooms_literal(items, n, &f->rooms) : 0; /* any names: the same text[] literal */
   if (rc != 0) {

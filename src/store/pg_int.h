@@ -132,8 +132,9 @@ int pg_rooms_get(store *bs, const char *const *names, size_t n, store_room_cb cb
 
 /* One room's reads (pg_read.c), shared by the synchronous calls and the
  * asynchronous fetch (pg_fetch.c): their SQL ($1 the room; PQ_LOG: $2
- * after seq, $3 limit or NULL) and the walkers of their rows. */
-enum { PQ_ROOM, PQ_ITEMS, PQ_TEXTS, PQ_CURSORS, PQ_LOCKS, PQ_LOG, PQ__COUNT };
+ * after seq, $3 limit or NULL; PQ_RECENT: $2 limit) and the walkers of
+ * their rows. */
+enum { PQ_ROOM, PQ_ITEMS, PQ_TEXTS, PQ_CURSORS, PQ_LOCKS, PQ_LOG, PQ_RECENT, PQ__COUNT };
 extern const char *const pg_sql_room[PQ__COUNT];
 extern const char pg_sql_items_changed[]; /* PQ_ITEMS of STORE_FETCH_CHANGES: $2 the fetch's after, $3 items */
 void pg_row_room(const PGresult *r, store_room_info *out);
@@ -152,7 +153,7 @@ int pg_fetch_rooms(store *bs, const char *const *names, size_t n, store_fetch_cb
 int pg_fetch_log(store *bs, const char *room, uint64_t after, size_t limit, store_fetch_cb cb, void *ud);
 int pg_fetch_list(store *bs, const char *after, size_t limit, store_fetch_cb cb, void *ud);
 int pg_fetch_dedupe(store *bs, const char *dkey, const char *cid, store_fetch_cb cb, void *ud);
-int pg_fetch_changes(store *bs, const char *room, uint64_t after, const char *const *items, size_t n,
+int pg_fetch_changes(store *bs, const char *room, int flags, uint64_t after, const char *const *items, size_t n,
                      store_fetch_cb cb, void *ud);
 int pg_release_locks_async(store *bs, const char *prefix, store_fetch_cb cb, void *ud);
 

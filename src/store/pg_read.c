@@ -159,6 +159,10 @@ const char *const pg_sql_room[PQ__COUNT] = {
   [PQ_CURSORS] = "SELECT \"user\", device, seq, updated_at FROM cursors WHERE room = $1 ORDER BY \"user\", device",
   [PQ_LOCKS] = "SELECT item, holder, \"user\", device, fence, expires FROM locks WHERE room = $1 ORDER BY item",
   [PQ_LOG] = "SELECT seq, msg FROM ops WHERE room = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+  /* Publishes are the log entries the engine encodes as type "message",
+  ** which it always writes first (as SQLite's query). */
+  [PQ_RECENT] = "SELECT seq, msg FROM (SELECT seq, msg FROM ops WHERE room = $1 AND item IS NULL"
+                " AND starts_with(msg, '{\"type\":\"message\"') ORDER BY seq DESC LIMIT $2) m ORDER BY seq",
 };
 
 /* PQ_ITEMS of a fetch with STORE_FETCH_CHANGES: every item, with its
@@ -301,12 +305,7 @@ int pg_recent_messages(store *bs, const char *room, size_t limit, store_history_
   char lim[24];
   u64s(lim, limit);
   const char *v[] = {room, lim};
-  /* Publishes are the log entries the engine encodes as type "message",
-  ** which it always writes first (as SQLite's query). */
-  return walk_log(PG(bs),
-                  "SELECT seq, msg FROM (SELECT seq, msg FROM ops WHERE room = $1 AND item IS NULL"
-                  " AND starts_with(msg, '{\"type\":\"message\"') ORDER BY seq DESC LIMIT $2) m ORDER BY seq",
-                  2, v, cb, ud);
+  return walk_log(PG(bs), pg_sql_room[PQ_RECENT], 2, v, cb, ud);
 }
 
 int pg_dedupe_each(store *bs, store_dedupe_cb cb, void *ud) {

@@ -68,9 +68,9 @@ int store_fetch_log(store *s, const char *room, uint64_t after_seq, size_t limit
 int store_fetch_list(store *s, const char *after, size_t limit, store_fetch_cb cb, void *ud) {
   return s->ops->fetch_list ? s->ops->fetch_list(s, after, limit, cb, ud) : WSY_INVAL;
 }
-int store_fetch_changes(store *s, const char *room, uint64_t after_seq, const char *const *items, size_t n,
-                        store_fetch_cb cb, void *ud) {
-  return s->ops->fetch_changes ? s->ops->fetch_changes(s, room, after_seq, items, n, cb, ud) : WSY_INVAL;
+int store_fetch_changes(store *s, const char *room, int flags, uint64_t after_seq, const char *const *items,
+                        size_t n, store_fetch_cb cb, void *ud) {
+  return s->ops->fetch_changes ? s->ops->fetch_changes(s, room, flags, after_seq, items, n, cb, ud) : WSY_INVAL;
 }
 
 int store_fetch_dedupe(store *s, const char *dkey, const char *cid, store_fetch_cb cb, void *ud) {
@@ -229,7 +229,7 @@ static int f_room_get(store *s, const char *room, store_room_info *out) {
 static void f_fetch_go(uv_timer_t *t) {
   fault_store *f = t->data;
   int rc = f->held_fetch.changes
-             ? store_fetch_changes(f->inner, f->held_fetch.room, f->held_fetch.after,
+             ? store_fetch_changes(f->inner, f->held_fetch.room, f->held_fetch.flags, f->held_fetch.after,
                                    (const char *const *)f->held_fetch.items, f->held_fetch.n, f->held_fetch.cb,
                                    f->held_fetch.ud)
              : store_fetch(f->inner, f->held_fetch.room, f->held_fetch.flags, f->held_fetch.after, f->held_fetch.cb,
@@ -283,18 +283,19 @@ static int f_fetch_list(store *s, const char *after, size_t limit, store_fetch_c
   return store_fetch_list(F(s)->inner, after, limit, cb, ud);
 }
 
-static int f_fetch_changes(store *s, const char *room, uint64_t after, const char *const *items, size_t n,
-                           store_fetch_cb cb, void *ud) {
+static int f_fetch_changes(store *s, const char *room, int flags, uint64_t after, const char *const *items,
+                           size_t n, store_fetch_cb cb, void *ud) {
   fault_store *f = F(s);
   if (faulted(f, STORE_FAULT_READ)) return WSY_IO; /* refused at once: cb never runs */
   if (room && cb && (!n || items) && fetch_held(f, room, after, cb, ud)) {
     f->held_fetch.changes = 1;
+    f->held_fetch.flags = flags;
     f->held_fetch.n = n;
     f->held_fetch.items = n ? wsy_malloc(n * sizeof *f->held_fetch.items) : NULL;
     for (size_t i = 0; i < n; i++) f->held_fetch.items[i] = wsy_strndup(items[i], strlen(items[i]));
     return 0;
   }
-  return store_fetch_changes(f->inner, room, after, items, n, cb, ud);
+  return store_fetch_changes(f->inner, room, flags, after, items, n, cb, ud);
 }
 
 static int f_fetch_dedupe(store *s, const char *dkey, const char *cid, store_fetch_cb cb, void *ud) {

@@ -335,6 +335,11 @@ typedef struct store_stats_info {
  * at most after_seq) with fields_json and revs_json NULL: the caller has
  * them already (a replica read again, only what changed). */
 #define STORE_FETCH_CHANGES 4
+/* The room's last STORE_FETCH_RECENT_MAX stored publishes: the snapshot
+ * answers store_recent_messages with a limit up to that. */
+#define STORE_FETCH_RECENT 8
+#define STORE_FETCH_RECENT_MAX 1000
+#define STORE_FETCH_RECENT_MAX_S "1000" 
 typedef void (*store_fetch_cb)(void *ud, int rc, store *snap);
 int store_fetch(store *s, const char *room, int flags, uint64_t after_seq, store_fetch_cb cb, void *ud) WSY_WUR;
 /* The rows of the named rooms that exist, as store_rooms_get reads them,
@@ -356,13 +361,13 @@ int store_fetch_list(store *s, const char *after, size_t limit, store_fetch_cb c
  * (WSY_NOT_FOUND when the store has none) and nothing else. Returns as
  * store_fetch; WSY_INVAL from a store that reads only on the loop. */
 int store_fetch_dedupe(store *s, const char *dkey, const char *cid, store_fetch_cb cb, void *ud) WSY_WUR;
-/* store_fetch(s, room, STORE_FETCH_STATE | STORE_FETCH_LOG |
+/* store_fetch(s, room, flags | STORE_FETCH_STATE | STORE_FETCH_LOG |
  * STORE_FETCH_CHANGES, after_seq, ...), where the n items named are handed
  * with their fields whatever their version: items of a replica that may
  * have run ahead of the store (a batch that failed changed them in memory).
  * Returns as store_fetch. */
-int store_fetch_changes(store *s, const char *room, uint64_t after_seq, const char *const *items, size_t n,
-                        store_fetch_cb cb, void *ud) WSY_WUR;
+int store_fetch_changes(store *s, const char *room, int flags, uint64_t after_seq, const char *const *items,
+                        size_t n, store_fetch_cb cb, void *ud) WSY_WUR;
 /* store_release_locks_of, asynchronously, in the order and the way of
  * store_fetch (on its connection, never blocking the loop): cb(ud, rc, snap)
  * on the loop thread, where store_release_locks_of(snap, prefix, ...) walks

@@ -34,7 +34,7 @@ typedef struct store_ops {
   int (*fetch_log)(store *s, const char *room, uint64_t after, size_t limit, store_fetch_cb cb, void *ud); /* NULL: none */
   int (*fetch_list)(store *s, const char *after, size_t limit, store_fetch_cb cb, void *ud); /* NULL: none */
   int (*fetch_dedupe)(store *s, const char *dkey, const char *cid, store_fetch_cb cb, void *ud); /* NULL: none */
-  int (*fetch_changes)(store *s, const char *room, uint64_t after, const char *const *items, size_t n,
+  int (*fetch_changes)(store *s, const char *room, int flags, uint64_t after, const char *const *items, size_t n,
                        store_fetch_cb cb, void *ud); /* NULL: none */
   int (*release_locks_async)(store *s, const char *prefix, store_fetch_cb cb, void *ud); /* NULL: none */
   void (*read_counts)(store *s, uint64_t *sync_reads, uint64_t *fetches, uint64_t *failures); /* NULL: zeros */

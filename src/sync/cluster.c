@@ -384,6 +384,7 @@ typedef struct fwait {
   json_t *req;
   uint64_t need;
   uint64_t since; /* the join's since seq (its catch-up reads the log after it), else UINT64_MAX */
+  int history;    /* the join asks for the room's last stored publishes (the fetch reads them) */
 } fwait;
 
 typedef struct fetch_ctx {
@@ -422,8 +423,11 @@ void cluster_fetch(engine *e, room *r, int state) {
   /* The log from what was delivered here, or from the oldest since of the
    * joins waiting (their catch-ups come from the snapshot too). */
   uint64_t after = r->delivered;
-  for (fwait *w = r->fetch_q; w; w = w->next)
+  int recent = 0;
+  for (fwait *w = r->fetch_q; w; w = w->next) {
     if (w->since < after && after - w->since <= e->cfg->max_catchup) after = w->since;
+    recent |= w->history;
+  }
   /* A loaded replica reads only the items written since its seq, and
    * those that batches which failed changed in memory (r->dirty): a room
    * read again after each of another node's commits costs what changed,
@@ -438,10 +442,12 @@ void cluster_fetch(engine *e, room *r, int state) {
     void *v;
     size_t n = 0;
     for (size_t i = 0; map_next(&r->dirty, &i, &k, &v);) items[n++] = k;
-    rc = store_fetch_changes(e->st, r->name, after, items, n, on_fetched, c);
+    rc = store_fetch_changes(e->st, r->name, recent ? STORE_FETCH_RECENT : 0, after, items, n, on_fetched, c);
     wsy_free(items);
   } else {
-    rc = store_fetch(e->st, r->name, STORE_FETCH_LOG | (state ? STORE_FETCH_STATE : 0), after, on_fetched, c);
+    rc = store_fetch(e->st, r->name,
+                     STORE_FETCH_LOG | (state ? STORE_FETCH_STATE : 0) | (recent ? STORE_FETCH_RECENT : 0), after,
+                     on_fetched, c);
   }
   if (rc != 0) on_fetched(c, rc, NULL); /* refused at once (a fault): answered the same way */
 }
@@ -532,6 +538,8 @@ static void join_wait_push(engine *e, room *r, sess *s, json_t *req, int state) 
   json_t *since = json_object_get(req, "since");
   json_t *sq = json_object_get(since, "seq");
   w->since = json_is_integer(sq) && json_integer_value(sq) >= 0 ? (uint64_t)json_integer_value(sq) : UINT64_MAX;
+  json_t *h = json_object_get(req, "history");
+  w->history = json_is_integer(h) && json_integer_value(h) > 0;
   if (!r->fetch_q) r->fetch_q_until = now_ms(e) + JOIN_WAIT_MS;
   fwait **pp = &r->fetch_q;
   while (*pp) pp = &(*pp)->next;

@@ -277,11 +277,12 @@ static void join_decide(sess *s, json_t *req, int flags) {
   if (e->clustered && !r->fresh_pass) {
     /* Memory is not what the store holds (another node wrote the room
      * while the join waited), or the join needs the log (a catch-up that
-     * waited for pending entries after its fetch): a fetch brings both. */
+     * waited for pending entries after its fetch, `history` messages): a
+     * fetch brings them. */
     int behind = r->broken || r->stale;
     int log = since_epoch && !strcmp(since_epoch, r->epoch) && since_seq < r->seq && since_seq + 1 >= r->min_seq &&
               r->seq - since_seq <= e->cfg->max_catchup;
-    if (behind || log) {
+    if (behind || log || history > 0) {
       e->joins_refetched++;
       cluster_join_refetch(e, r, s, req);
       return;
@@ -345,7 +346,10 @@ static void join_decide(sess *s, json_t *req, int flags) {
       with_snap = 1;
       if (history > 0 && info.exists && rc == 0) {
         json_t *msgs = json_array();
-        if ((rc = read_begin(e, &reading)) == 0)
+        /* In a cluster, from the fetch's snapshot: it read them (cluster.c). */
+        if (e->join_snap && store_recent_messages(e->join_snap, name, (size_t)history, join_collect_op, msgs) == 0)
+          rc = 0;
+        else if (json_array_clear(msgs), (rc = read_begin(e, &reading)) == 0)
           rc = store_recent_messages(e->st, name, (size_t)history, join_collect_op, msgs);
         json_object_set_new(reply, "messages", msgs);
       }

@@ -141,6 +141,11 @@ describe('writes on every node', () => {
     const jd = await d.join(room, { since: { epoch: jc.epoch, seq: 15 } }); // a catch-up, from the read's snapshot
     assert.equal(jd.recovered, true);
     assert.deepEqual(jd.ops.map((o) => o.seq), [16, 17, 18, 19, 20, 21]);
+    // A join asking for the last stored publishes: from the read's snapshot too.
+    await a.expect({ type: 'publish', room, cid: 'sp1', store: true, data: { n: 1 } }, 'ack');
+    const h = await connect(1, 'sh');
+    const jh = await h.join(room, { history: 3 });
+    assert.deepEqual(jh.messages.map((m) => m.data), [{ n: 1 }], JSON.stringify(jh).slice(0, 300));
     // A lock left to expire on node 2: node 1 hears of the grant and of the release.
     await b.expect({ type: 'lock', room, item: 'z', ttl: 1000 }, 'granted');
     await a.waitFor((m) => m.type === 'lock' && m.item === 'z' && m.state === 'free' && m.reason === 'expired', 'z expired');
@@ -150,7 +155,7 @@ describe('writes on every node', () => {
     assert.equal(r1.sync - r0.sync, 0, 'no synchronous read, the periodic check\'s included');
     const n1 = await reads(0);
     assert.equal(n1.sync - n0.sync, 0, 'node 1: no synchronous read, the periodic check\'s included');
-    await closeClients(a, b, c, d);
+    await closeClients(a, b, c, d, h);
   });
 
   test('joins while their node\'s writes are pending wait for them, then read the state from memory, not the store', async () => {

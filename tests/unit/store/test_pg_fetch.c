@@ -410,8 +410,8 @@ Test(pg_fetch, changes_hand_the_fields_of_items_written_since_or_named_only) {
   cr_assert_eq(pgt_commit(&T, s, b, 1), 0);
   const char *named[] = {"a", "nowhere"};
   changed_seen x = {.after = 2}, y = {.after = 3};
-  cr_assert_eq(store_fetch_changes(s, "r", 2, named, 2, on_changes, &x), 0);
-  cr_assert_eq(store_fetch_changes(s, "r", 3, NULL, 0, on_changes, &y), 0);
+  cr_assert_eq(store_fetch_changes(s, "r", 0, 2, named, 2, on_changes, &x), 0);
+  cr_assert_eq(store_fetch_changes(s, "r", 0, 3, NULL, 0, on_changes, &y), 0);
   while (!x.done || !y.done) uv_run(&T.loop, UV_RUN_ONCE);
   cr_assert_eq(x.rc, 0);
   cr_assert_eq(x.n, 3, "every item, by name");
@@ -423,5 +423,57 @@ Test(pg_fetch, changes_hand_the_fields_of_items_written_since_or_named_only) {
   cr_assert_eq(y.n, 3);
   cr_assert_eq(y.log, 0);
   for (int i = 0; i < 3; i++) cr_assert(strstr(y.rows[i], ":-"), "nothing changed after seq 3: %s", y.rows[i]);
+  pgt_close(&T, s);
+}
+
+/* ---- a join's history: the last stored publishes, in the snapshot ---------- */
+
+static int on_recent(uint64_t seq, const char *msg, size_t len, void *ud) {
+  changed_seen *c = ud;
+  cr_assert_lt(c->n, 8);
+  snprintf(c->rows[c->n++], sizeof c->rows[0], "%llu:%.*s", (unsigned long long)seq, (int)(len > 17 ? 17 : len), msg);
+  return 0;
+}
+
+static void on_recent_fetch(void *ud, int rc, store *snap) {
+  changed_seen *c = ud;
+  c->done = 1;
+  c->rc = rc;
+  if (rc) return;
+  cr_assert_eq(store_recent_messages(snap, "r", 2, on_recent, c), 0);
+  cr_assert_eq(store_recent_messages(snap, "r", STORE_FETCH_RECENT_MAX + 1, on_recent, c), WSY_INVAL,
+               "more than the snapshot read");
+  cr_assert_eq(store_recent_messages(snap, "elsewhere", 2, on_recent, c), WSY_INVAL);
+}
+
+static void on_fetch_norecent(void *ud, int rc, store *snap) {
+  changed_seen *c = ud;
+  c->done = 1;
+  c->rc = rc;
+  if (!rc) cr_assert_eq(store_recent_messages(snap, "r", 2, on_recent, c), WSY_INVAL, "not asked for: not read");
+}
+
+Test(pg_fetch, the_last_stored_publishes_in_one_read) {
+  store *s = pgt_open(&T, T.url);
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "r", "e");
+  for (uint64_t q = 1; q <= 5; q++) {
+    char msg[64];
+    snprintf(msg, sizeof msg, "{\"type\":\"message\",\"n\":%llu}", (unsigned long long)q);
+    /* publishes at 1, 2, 4; ops (with an item) at 3 and 5 */
+    store_op op = {.room = "r", .seq = q, .item = q == 3 || q == 5 ? "x" : NULL, .fields_json = "{}", .version = q,
+                   .msg = msg, .msg_len = strlen(msg)};
+    store_batch_op(b, &op);
+  }
+  cr_assert_eq(pgt_commit(&T, s, b, 1), 0);
+  changed_seen x = {0}, y = {0};
+  cr_assert_eq(store_fetch(s, "r", STORE_FETCH_RECENT, 0, on_recent_fetch, &x), 0);
+  cr_assert_eq(store_fetch(s, "r", STORE_FETCH_LOG, 0, on_fetch_norecent, &y), 0);
+  while (!x.done || !y.done) uv_run(&T.loop, UV_RUN_ONCE);
+  cr_assert_eq(x.rc, 0);
+  cr_assert_eq(x.n, 2);
+  cr_assert_str_eq(x.rows[0], "2:{\"type\":\"message\"", "the last two publishes, oldest first");
+  cr_assert_str_eq(x.rows[1], "4:{\"type\":\"message\"");
+  cr_assert_eq(y.rc, 0);
   pgt_close(&T, s);
 }
