@@ -36,6 +36,7 @@ defwrite *commit_defer_push(room *r, sess *s, json_t *req, unsigned tries, int u
   d->req = json_incref(req);
   d->tries = tries;
   d->counted = commit_inflight_add(s->e, s, r);
+  r->deferrals++;
   if (!r->defer) r->defer_tail = &r->defer;
   *r->defer_tail = d;
   r->defer_tail = &d->next;
@@ -114,9 +115,9 @@ void commit_redecide(engine *e, room *r) {
       defwrite *outer_lookup = e->lookup_now;
       e->lookup_now = d->lookup == DEDUPE_KNOWN ? d : NULL;
       e->redecided++;
-      defwrite **end = r->defer ? r->defer_tail : &r->defer;
+      uint64_t deferrals = r->deferrals;
       proto_redecide(d->s, d->req);
-      again = *end != NULL; /* deferred anew: the room is not ready for it */
+      again = r->deferrals != deferrals; /* deferred anew: the room is not ready for it */
       e->tries_now = 0;
       e->unrecorded_now = 0;
       e->lookup_now = outer_lookup;
@@ -127,6 +128,7 @@ void commit_redecide(engine *e, room *r) {
     if (again && next) {
       /* Nor for those after it: they wait behind it, in order (a later
        * write of its session decided now would overtake it). */
+      if (!r->defer) r->defer_tail = &r->defer; /* (the list may have been answered meanwhile) */
       *r->defer_tail = next;
       while (*r->defer_tail) r->defer_tail = &(*r->defer_tail)->next;
       break;

@@ -118,6 +118,7 @@ struct room {
   int stale;         /* entries decided elsewhere were delivered: reload before deciding */
   int subscribed;    /* on the bus */
   defwrite *defer, **defer_tail; /* writes to decide again (commit.h), in order; keep the room loaded */
+  uint64_t deferrals;             /* writes put on that list so far (defer.c) */
   int creating;            /* its creation is pending in a batch */
   /* In a cluster: a reload may find r deleted by another node. no_create
    * (set by the caller) says nobody here needs it any more: it is not made
