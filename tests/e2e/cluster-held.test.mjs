@@ -40,6 +40,19 @@ const counts = async () => {
     refetched: m.get('wsync_joins_refetched_total') };
 };
 const op = (c, room, cid, fields) => c.request({ type: 'op', room, cid, op: { kind: 'set', item: cid, fields } }, 15000);
+/** A room written from both nodes, node 1's replica current at seq 3. */
+async function writtenFromBoth(what, user1, user2) {
+  const room = roomName(what);
+  const a = await connect(0, user1);
+  const b = await connect(1, user2);
+  const ja = await a.join(room);
+  await b.join(room);
+  await a.set(room, 'a0', 'a0', { v: 0 });
+  await b.set(room, 'b0', 'b0', { v: 0 });
+  await a.entry(room, 2);
+  await a.set(room, 'a1', 'a1', { v: 1 });
+  return { room, a, b, ja };
+}
 
 test('a write fenced out by another node goes again before its session\'s later writes that waited meanwhile', async () => {
   const room = roomName('fenced');
@@ -138,15 +151,7 @@ test('a join behind a commit held past 250 ms waits for it, and the room\'s late
 });
 
 test('a catch-up join on a replica another node wrote while this node\'s commit was held: read again without blocking', async () => {
-  const room = roomName('behind');
-  const a = await connect(0, 'amy');
-  const b = await connect(1, 'bea');
-  const ja = await a.join(room);
-  await b.join(room);
-  await a.set(room, 'a0', 'a0', { v: 0 });
-  await b.set(room, 'b0', 'b0', { v: 0 });
-  await a.entry(room, 2);
-  await a.set(room, 'a1', 'a1', { v: 1 }); // node 1 current: seq 3
+  const { room, a, b, ja } = await writtenFromBoth('behind', 'amy', 'bea');
   const c0 = await counts();
   writeFileSync(faults, 'delay 1500\n');
   const w = op(a, room, 'w', { v: 'w' }); // node 1's batch held ...
@@ -175,15 +180,7 @@ test('a catch-up join on a replica another node wrote while this node\'s commit 
 });
 
 test('a catch-up join released behind a backend write waits for another read for its log, not the store on the loop', async () => {
-  const room = roomName('refetch');
-  const a = await connect(0, 'abe');
-  const b = await connect(1, 'ben');
-  const ja = await a.join(room);
-  await b.join(room);
-  await a.set(room, 'a0', 'a0', { v: 0 });
-  await b.set(room, 'b0', 'b0', { v: 0 });
-  await a.entry(room, 2);
-  await a.set(room, 'a1', 'a1', { v: 1 }); // node 1 current: seq 3
+  const { room, a, b, ja } = await writtenFromBoth('refetch', 'abe', 'ben');
   const c0 = await counts();
   assert.equal((await b.set(room, 'b1', 'b1', { v: 1 })).seq, 4);
   await a.entry(room, 4); // node 1's replica is behind

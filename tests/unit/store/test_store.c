@@ -920,6 +920,14 @@ Test(store, fault_store_fails_reads_and_dedupe_lookups) {
   cr_assert_eq(uv_loop_close(&loop), 0);
 }
 
+/* Writes text into the fault store's control file ctl. */
+static void write_ctl(const char *ctl, const char *text) {
+  FILE *f = fopen(ctl, "w");
+  cr_assert_not_null(f);
+  fputs(text, f);
+  fclose(f);
+}
+
 Test(store, fault_store_control_file) {
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -927,14 +935,11 @@ Test(store, fault_store_control_file) {
   char ctl[512];
   snprintf(ctl, sizeof ctl, "%s/faults", dir);
   store_fault_control(s, ctl);
-  FILE *f = fopen(ctl, "w");
-  cr_assert_not_null(f);
-  fprintf(f, "commit 2\nread 1\n");
-  fclose(f);
+  write_ctl(ctl, "commit 2\nread 1\n");
   store_batch *b = store_batch_new();
   store_batch_room_create(b, "r", "e1");
   cr_assert_eq(commit_async(&loop, s, b), WSY_IO);
-  f = fopen(ctl, "r");
+  FILE *f = fopen(ctl, "r");
   cr_assert_not_null(f, "what is left stays in the file");
   char line[64] = "";
   cr_assert_not_null(fgets(line, sizeof line, f));
@@ -961,10 +966,7 @@ Test(store, fault_store_delay_holds_the_next_commit) {
   char ctl[512];
   snprintf(ctl, sizeof ctl, "%s/faults", dir);
   store_fault_control(s, ctl);
-  FILE *f = fopen(ctl, "w");
-  cr_assert_not_null(f);
-  fprintf(f, "delay 1\n");
-  fclose(f);
+  write_ctl(ctl, "delay 1\n");
   store_batch *b = store_batch_new();
   store_batch_room_create(b, "r", "e1");
   cr_assert_eq(commit_async(&loop, s, b), 0, "held, then committed");
@@ -972,10 +974,7 @@ Test(store, fault_store_delay_holds_the_next_commit) {
   cr_assert(room_exists(s, "r"));
   cr_assert_eq(access(ctl, F_OK), -1, "the delay was taken: the file is gone");
   /* held a minute: not answered, not stored, and dropped by the close */
-  f = fopen(ctl, "w");
-  cr_assert_not_null(f);
-  fprintf(f, "delay 60000\ncommit 1\n");
-  fclose(f);
+  write_ctl(ctl, "delay 60000\ncommit 1\n");
   b = store_batch_new();
   store_batch_room_create(b, "q", "e1");
   commit_result r = {0};
@@ -983,7 +982,7 @@ Test(store, fault_store_delay_holds_the_next_commit) {
   for (int i = 0; i < 10; i++) uv_run(&loop, UV_RUN_NOWAIT);
   cr_assert_eq(r.calls, 0, "held");
   cr_assert(!room_exists(s, "q"));
-  f = fopen(ctl, "r");
+  FILE *f = fopen(ctl, "r");
   cr_assert_not_null(f, "the commit fault is still armed");
   char line[64] = "";
   cr_assert_not_null(fgets(line, sizeof line, f));
@@ -1018,20 +1017,14 @@ Test(store, fault_store_delay_fetch_makes_the_next_fetch_later) {
   snprintf(ctl, sizeof ctl, "%s/faults", dir);
   store_fault_control(s, ctl);
   cr_assert_eq(store_fetch(s, "r", STORE_FETCH_LOG, 0, on_fetch, NULL), WSY_INVAL, "not armed: as the inner store");
-  FILE *f = fopen(ctl, "w");
-  cr_assert_not_null(f);
-  fprintf(f, "delay-fetch 1\n");
-  fclose(f);
+  write_ctl(ctl, "delay-fetch 1\n");
   fetch_result r = {0};
   cr_assert_eq(store_fetch(s, "r", STORE_FETCH_LOG, 0, on_fetch, &r), 0);
   cr_assert_eq(r.calls, 0);
   cr_assert_eq(access(ctl, F_OK), -1, "the delay was taken: the file is gone");
   while (r.calls == 0) uv_run(&loop, UV_RUN_ONCE);
   cr_assert_eq(r.rc, WSY_INVAL);
-  f = fopen(ctl, "w");
-  cr_assert_not_null(f);
-  fprintf(f, "delay-fetch 60000\n");
-  fclose(f);
+  write_ctl(ctl, "delay-fetch 60000\n");
   fetch_result held = {0};
   cr_assert_eq(store_fetch(s, "r", STORE_FETCH_LOG, 0, on_fetch, &held), 0);
   for (int i = 0; i < 10; i++) uv_run(&loop, UV_RUN_NOWAIT);
