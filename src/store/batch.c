@@ -159,7 +159,7 @@ void store_batch_hook_pos(store_batch *b, const char *hook, const char *room, co
   e->now_ms = wall_ms();
 }
 
-void store_batch_lock(store_batch *b, const char *room, uint64_t expect_lockver, const char *item,
+void store_batch_lock(store_batch *b, const char *room, uint64_t expect_version, const char *item,
                       const char *holder, const char *user, const char *device, uint64_t fence,
                       int64_t expires_ms) {
   batch_entry *e = batch_add(b, E_LOCK);
@@ -167,14 +167,20 @@ void store_batch_lock(store_batch *b, const char *room, uint64_t expect_lockver,
                     STR(holder ? user : NULL, &e->user), STR(holder ? device : NULL, &e->device)};
   e->mem = pack(it, WSY_ARRAY_LEN(it));
   e->seq = fence;
-  e->version = expect_lockver;
+  e->version = expect_version;
   e->now_ms = expires_ms;
 }
 
-void store_batch_head(store_batch *b, const char *room, const char *expect, const char *head) {
+size_t store_batch_head(store_batch *b, const char *room, const char *expect, const char *head, int soft) {
   batch_entry *e = batch_add(b, E_HEAD);
   pack_item it[] = {STR(room, &e->room), STR(expect, &e->holder), STR(head, &e->epoch)};
   e->mem = pack(it, WSY_ARRAY_LEN(it));
+  e->version = soft != 0;
+  return b->n - 1;
+}
+
+void store_batch_head_strict(store_batch *b, size_t entry) {
+  if (entry < b->n && b->e[entry].kind == E_HEAD) b->e[entry].version = 0;
 }
 
 void store_batch_room_delete(store_batch *b, const char *room) {

@@ -170,6 +170,43 @@ static const char *const migrations[] = {
   "    r, held, hlv, coalesce(hh, 'none'), expected, CASE WHEN lv < 0 THEN 'any' ELSE lv::text END,"
   "    coalesce(eh, 'none'));"
   " END $f$;",
+  /* 4: a version per lock row (store.h, ITEM LOCKS): a lock change is
+  ** fenced by its item's row alone, so that changes of different items
+  ** made on several nodes at once do not fence each other out; the room's
+  ** lock version still rises with every change (for the ops checked
+  ** against the locks). The old function and the release of a gone node's
+  ** locks raise the row's version too. */
+  "ALTER TABLE locks ADD COLUMN ver BIGINT NOT NULL DEFAULT 1;"
+  "CREATE FUNCTION wsync_lock_item(r TEXT, iv BIGINT, it TEXT, h TEXT, u TEXT, d TEXT, f BIGINT, ex BIGINT)"
+  " RETURNS void LANGUAGE plpgsql AS $f$ DECLARE hv BIGINT; BEGIN"
+  "  UPDATE rooms SET lockver = lockver + 1 WHERE name = r;"
+  "  IF NOT FOUND THEN RAISE EXCEPTION USING ERRCODE = 'WS002', MESSAGE = format('no such room %s', r); END IF;"
+  "  IF iv = 0 THEN"
+  "    INSERT INTO locks(room, item, holder, \"user\", device, fence, expires, ver) VALUES(r, it, h, u, d, f, ex, 1)"
+  "      ON CONFLICT (room, item) DO NOTHING;"
+  "  ELSE"
+  "    UPDATE locks SET holder = h, \"user\" = u, device = d, fence = f, expires = ex, ver = iv + 1"
+  "      WHERE room = r AND item = it AND ver = iv;"
+  "  END IF;"
+  "  IF FOUND THEN RETURN; END IF;"
+  "  SELECT ver INTO hv FROM locks WHERE room = r AND item = it;"
+  "  RAISE EXCEPTION USING ERRCODE = 'WS001', MESSAGE = format("
+  "    'room %s: the lock row of %s is at version %s, the batch expected %s', r, it,"
+  "    coalesce(hv::text, 'none'), CASE WHEN iv = 0 THEN 'none' ELSE iv::text END);"
+  " END $f$;"
+  "CREATE OR REPLACE FUNCTION wsync_lock(r TEXT, lv BIGINT, it TEXT, h TEXT, u TEXT, d TEXT, f BIGINT, ex BIGINT)"
+  " RETURNS void LANGUAGE plpgsql AS $f$ DECLARE hlv BIGINT; BEGIN"
+  "  UPDATE rooms SET lockver = lv + 1 WHERE name = r AND lockver = lv;"
+  "  IF NOT FOUND THEN"
+  "    SELECT lockver INTO hlv FROM rooms WHERE name = r;"
+  "    IF NOT FOUND THEN RAISE EXCEPTION USING ERRCODE = 'WS002', MESSAGE = format('no such room %s', r); END IF;"
+  "    RAISE EXCEPTION USING ERRCODE = 'WS001', MESSAGE ="
+  "      format('room %s: the store holds lock version %s, the batch expected %s', r, hlv, lv);"
+  "  END IF;"
+  "  INSERT INTO locks(room, item, holder, \"user\", device, fence, expires) VALUES(r, it, h, u, d, f, ex)"
+  "    ON CONFLICT (room, item) DO UPDATE SET holder = excluded.holder, \"user\" = excluded.\"user\","
+  "    device = excluded.device, fence = excluded.fence, expires = excluded.expires, ver = locks.ver + 1;"
+  " END $f$;",
 };
 
 _Static_assert(WSY_ARRAY_LEN(migrations) == PG_SCHEMA_VERSION, "one migration step per schema version");
@@ -184,8 +221,10 @@ typedef struct {
 
 static const pg_stmt write_sql[PW__COUNT] = {
   [PW_ADVANCE] = {"SELECT wsync_advance($1, $2, $3, $4)", 4, {T, I, I, I}},
-  [PW_LOCK] = {"SELECT wsync_lock($1, $2, $3, $4, $5, $6, $7, $8)", 8, {T, I, T, T, T, T, I, I}},
+  [PW_LOCK] = {"SELECT wsync_lock_item($1, $2, $3, $4, $5, $6, $7, $8)", 8, {T, I, T, T, T, T, I, I}},
   [PW_HEAD] = {"SELECT wsync_head($1, $2, $3)", 3, {T, T, T}},
+  /* a head moved only if it is the one expected (store_batch_head, soft) */
+  [PW_HEAD_SOFT] = {"UPDATE rooms SET head = $3 WHERE name = $1 AND head IS NOT DISTINCT FROM $2", 3, {T, T, T}},
   [PW_ADVANCE_HEAD] = {"SELECT wsync_advance($1, $2, $3, $4, $5, $6)", 6, {T, I, I, I, T, T}},
   [PW_ROOM_CREATE] = {"SELECT wsync_room_create($1, $2, $3)", 3, {T, T, I}},
   /* A run of ops and their dedupe rows in one set-based statement, the

@@ -246,13 +246,14 @@ static int runs_flush(pg_store *s, runs *t, int entry) {
   return WSY_OK;
 }
 
-/* Sends r's pending head check alone. */
+/* Sends r's pending head check alone (a soft one moves the head or not,
+** and fails nothing: store.h). */
 static int head_flush(pg_store *s, run *r) {
   if (!r->head) return WSY_OK;
   const batch_entry *h = r->head;
   r->head = NULL;
   const char *v[] = {h->room, h->holder, h->epoch};
-  return pg_send_stmt(s, PW_HEAD, r->head_entry, v);
+  return pg_send_stmt(s, h->version ? PW_HEAD_SOFT : PW_HEAD, r->head_entry, v);
 }
 
 static int heads_flush(pg_store *s, runs *t) {
@@ -263,11 +264,12 @@ static int heads_flush(pg_store *s, runs *t) {
 
 static int send_entry(pg_store *s, runs *t, ops_run *o, items_run *ir, const batch_entry *e, int i) {
   /* A room's head is checked before anything else of the room runs: joined
-  ** to its first op's fence when that comes next, else alone, first. */
+  ** to its first op's fence when that comes next (a strict head), else
+  ** alone, first. */
   if (e->room && e->kind != E_HEAD && e->kind != E_CURSOR) {
     run *hr = run_find(t, e->room);
-    int fence_next = e->kind == E_OP && !(hr->known && e->seq == hr->last + 1);
-    if (hr->head && !fence_next && head_flush(s, hr)) return WSY_IO;
+    int join = hr->head && !hr->head->version && e->kind == E_OP && !(hr->known && e->seq == hr->last + 1);
+    if (hr->head && !join && head_flush(s, hr)) return WSY_IO;
   }
   char n1[24], n2[24];
   switch (e->kind) {

@@ -157,7 +157,7 @@ const char *const pg_sql_room[PQ__COUNT] = {
   [PQ_ITEMS] = "SELECT item, fields, version, revs FROM items WHERE room = $1 ORDER BY item",
   [PQ_TEXTS] = "SELECT item, field, rev, seq, ops FROM texts WHERE room = $1 ORDER BY item, field, rev",
   [PQ_CURSORS] = "SELECT \"user\", device, seq, updated_at FROM cursors WHERE room = $1 ORDER BY \"user\", device",
-  [PQ_LOCKS] = "SELECT item, holder, \"user\", device, fence, expires FROM locks WHERE room = $1 ORDER BY item",
+  [PQ_LOCKS] = "SELECT item, holder, \"user\", device, fence, expires, ver FROM locks WHERE room = $1 ORDER BY item",
   [PQ_LOG] = "SELECT seq, msg FROM ops WHERE room = $1 AND seq > $2 ORDER BY seq LIMIT $3",
   /* Publishes are the log entries the engine encodes as type "message",
   ** which it always writes first (as SQLite's query). */
@@ -212,7 +212,8 @@ int pg_rows_locks(const PGresult *r, store_lock_cb cb, void *ud) {
   for (int i = 0; !rc && i < PQntuples(r); i++) {
     int held = !PQgetisnull(r, i, 1);
     rc = cb(PQgetvalue(r, i, 0), held ? PQgetvalue(r, i, 1) : NULL, held ? PQgetvalue(r, i, 2) : NULL,
-            held ? PQgetvalue(r, i, 3) : NULL, u64(r, i, 4), strtoll(PQgetvalue(r, i, 5), NULL, 10), ud);
+            held ? PQgetvalue(r, i, 3) : NULL, u64(r, i, 4), strtoll(PQgetvalue(r, i, 5), NULL, 10), u64(r, i, 6),
+            ud);
   }
   return rc;
 }
@@ -229,11 +230,11 @@ int pg_rows_log(const PGresult *r, uint64_t after_seq, size_t limit, store_histo
   return rc;
 }
 
-/* One statement, one transaction: the rows released and their rooms' lock
-** versions raised together (a decision made on the old locks elsewhere is
-** fenced out). */
+/* One statement, one transaction: the rows released (their versions
+** raised) and their rooms' lock versions raised together (a decision made
+** on the old locks elsewhere is fenced out). */
 const char pg_sql_release_locks[] =
-  "WITH rel AS (UPDATE locks SET holder = NULL, \"user\" = NULL, device = NULL"
+  "WITH rel AS (UPDATE locks SET holder = NULL, \"user\" = NULL, device = NULL, ver = ver + 1"
   " WHERE starts_with(holder, $1) RETURNING room, item, fence),"
   " bump AS (UPDATE rooms SET lockver = lockver + 1 WHERE name IN (SELECT room FROM rel))"
   " SELECT room, item, fence FROM rel ORDER BY room, item";

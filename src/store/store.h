@@ -257,19 +257,23 @@ int store_dedupe_get(store *s, const char *dkey, const char *cid,
 int store_cursors(store *s, const char *room, store_cursor_cb cb, void *ud) WSY_WUR;
 
 /* ITEM LOCKS (PROTOCOL.md 9) are kept by a store shared by several nodes
- * (PostgreSQL), so that every node decides on the same ones. Each room has
- * a LOCK VERSION (store_room_info.lockver) that every lock change raises
- * by one, fenced as seqs are: a change names the version it was decided
- * on, and an op may name it too (store_op.locks_at), so that an op checked
- * against the locks is only stored if no lock changed meanwhile. A released
+ * (PostgreSQL), so that every node decides on the same ones. Each lock row
+ * has a VERSION that every change of it raises by one: a change names the
+ * version of its item's row it was decided on (0: no row yet), so that
+ * changes of different items, decided on several nodes at once, never
+ * fence each other out. Each room has a LOCK VERSION too
+ * (store_room_info.lockver), which every lock change raises by one: an op
+ * may name it (store_op.locks_at), so that an op checked against the locks
+ * is only stored if no lock of its room changed meanwhile. A released
  * lock keeps its row (holder NULL) so that its fence keeps growing. The
  * embedded store keeps none: a single node holds its locks in memory;
  * store_room_locks walks nothing there and a batch with a lock entry fails
  * (WSY_INVAL). */
 typedef int (*store_lock_cb)(const char *item, const char *holder, const char *user, const char *device,
-                             uint64_t fence, int64_t expires_ms, void *ud);
+                             uint64_t fence, int64_t expires_ms, uint64_t version, void *ud);
 /* The room's lock rows, ordered by item; holder, user and device are NULL
- * for a released one; expires_ms is Unix ms. */
+ * for a released one; expires_ms is Unix ms; version is the row's (1 or
+ * more). */
 int store_room_locks(store *s, const char *room, store_lock_cb cb, void *ud) WSY_WUR;
 /* Releases, in one transaction, every lock whose holder starts with
  * prefix (the sessions of a node that is gone: "node."), raising the lock
@@ -445,9 +449,11 @@ void store_batch_hook_pos(store_batch *b, const char *hook, const char *room, co
                           uint64_t seq);
 /* A lock change of item in room (ITEM LOCKS above): holder ("node.session",
  * NULL for a release, user and device then ignored), its fence and expiry
- * (Unix ms). Fenced: the room's lock version must be expect_lockver, and
- * becomes expect_lockver + 1 (else WSY_STALE; a missing room WSY_NOT_FOUND). */
-void store_batch_lock(store_batch *b, const char *room, uint64_t expect_lockver, const char *item,
+ * (Unix ms). Fenced: the item's lock row must be at version expect_version
+ * (0: no row), and becomes expect_version + 1 (else WSY_STALE; a missing
+ * room WSY_NOT_FOUND). The room's lock version rises by one, whatever it
+ * was. */
+void store_batch_lock(store_batch *b, const char *room, uint64_t expect_version, const char *item,
                       const char *holder, const char *user, const char *device, uint64_t fence,
                       int64_t expires_ms);
 /* A store shared by several nodes: the room's HEAD, a token naming the
@@ -457,7 +463,14 @@ void store_batch_lock(store_batch *b, const char *room, uint64_t expect_lockver,
  * decided on top of one that was then fenced out expects that one's token
  * and so fails too, even where another node's commits left the room at the
  * seq and lock version it expects. The embedded store fails it (WSY_INVAL). */
-void store_batch_head(store_batch *b, const char *room, const char *expect, const char *head);
+size_t store_batch_head(store_batch *b, const char *room, const char *expect, const char *head, int soft);
+/* A SOFT head (soft set above) moves the head only if it is expect, and
+ * fails nothing otherwise: the head of a batch whose entries of the room
+ * are all lock changes, which their lock rows fence (ITEM LOCKS above); the
+ * node's next batch then expects head, and is fenced out if it was not
+ * moved. Made strict again (the batch gained an op of the room) by the
+ * index store_batch_head returned. */
+void store_batch_head_strict(store_batch *b, size_t entry);
 /* Entries of every kind added so far; 0 means committing does nothing. */
 size_t store_batch_count(const store_batch *b);
 /* Hands cb each (room, item) whose item or text rows b writes, item NULL

@@ -65,7 +65,7 @@ typedef struct batch_entry {
   const char *msg;           /* E_OP, E_TEXT (the op), msg_len bytes (+ NUL) */
   size_t msg_len;
   uint64_t seq;              /* E_OP seq, E_CURSOR seq, E_TRIM keep_from, E_HOOK_POS seq, E_LOCK fence */
-  uint64_t version;          /* E_OP; E_TEXT: the rev; E_LOCK: the expected lock version */
+  uint64_t version;          /* E_OP; E_TEXT: the rev; E_LOCK: the row's expected version; E_HEAD: soft */
   uint64_t locks_at;         /* E_OP: store_op.locks_at */
   int64_t now_ms;            /* E_ROOM created_at, E_CURSOR and E_HOOK_POS updated_at, E_LOCK expiry */
 } batch_entry;

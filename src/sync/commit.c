@@ -424,21 +424,30 @@ net_chunk *commit_entry_frame(engine *e, const room *r, int type, const json_t *
 
 /* In a cluster, the first entry of r in the batch being filled checks and
  * moves r's head (store.h, store_batch_head): a batch decided on top of
- * one that is then fenced out fails with it. */
-static void commit_head(engine *e, room *r) {
-  if (!e->clustered || r->head_batch == e->batch_no) return;
+ * one that is then fenced out fails with it. Lock changes are fenced by
+ * their rows instead: as long as the batch has nothing else of r, its head
+ * is soft, so that the lock changes of several nodes at once do not fence
+ * each other out (a node's later batch still expects this one's head). */
+static void commit_head(engine *e, room *r, int soft) {
+  if (!e->clustered) return;
+  if (r->head_batch == e->batch_no) {
+    if (!soft && r->head_soft) store_batch_head_strict(e->batch, r->head_entry);
+    r->head_soft = r->head_soft && soft;
+    return;
+  }
   char token[STORE_HEAD_MAX + 1];
   snprintf(token, sizeof token, "%.63s:%s:%llu", e->node_id, e->incarnation, (unsigned long long)e->batch_no);
-  store_batch_head(e->batch, r->name, r->head[0] ? r->head : NULL, token);
+  r->head_entry = store_batch_head(e->batch, r->name, r->head[0] ? r->head : NULL, token, soft);
   snprintf(r->head, sizeof r->head, "%s", token);
   r->head_batch = e->batch_no;
+  r->head_soft = soft;
 }
 
 pend *commit_sequence(author *a, json_t *req, room *r, net_chunk *frame, const char *item,
                       const char *fields_json, const char *revs_json, const sync_change *changes,
                       size_t nchanges, const char *cid) {
   engine *e = a->e;
-  commit_head(e, r);
+  commit_head(e, r, 0);
   pend *p = pend_new(a, P_OP, req, r, r->seq, cid);
   p->frame = frame;
   store_op so = {
@@ -614,16 +623,17 @@ int commit_admit(author *a, json_t *req, room *r, const char *cid, op_refusal *w
   return 0;
 }
 
-void commit_lock(engine *e, room *r, sess *s, json_t *req, const char *item, const lock *l, json_t *reply,
+void commit_lock(engine *e, room *r, sess *s, json_t *req, const char *item, lock *l, json_t *reply,
                  json_t *event) {
   char holder[SESS_WIRE_MAX + 1];
   if (l->holder) sess_token_wire(l->holder, holder, sizeof holder);
-  commit_head(e, r);
+  commit_head(e, r, 1);
   uint64_t now = now_ms(e);
   int64_t expires = wall_ms() + (int64_t)(l->expires > now ? l->expires - now : 0);
-  store_batch_lock(e->batch, r->name, r->lockver, item, l->holder ? holder : NULL,
+  store_batch_lock(e->batch, r->name, l->version, item, l->holder ? holder : NULL,
                    l->holder ? l->holder->id.user : NULL, l->holder ? l->holder->device : NULL, l->fence, expires);
-  r->lockver++;
+  l->version++;
+  r->lockver++; /* as the store's, unless another node changed a lock meanwhile */
   author a = {.e = e, .s = s};
   pend *p = pend_new(&a, P_LOCK, req, r, 0, NULL);
   if (!l->holder && !req) { /* a release nobody asked for (leave, expiry, grace): kept to redo */

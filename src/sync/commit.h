@@ -181,12 +181,13 @@ void commit_room_members_deleted(engine *e, room *r);
 struct lock;
 /* In a cluster (room.h, locks): commits the change of item's lock, already
  * made in memory (*l is its new state; no holder: a release), with the next
- * batch, fenced by r's lock version (raised here). After the commit, reply
+ * batch, fenced by the version of the item's lock row (raised here, as is
+ * r's lock version: store.h, ITEM LOCKS). After the commit, reply
  * (when set) goes to s and event (when set) to the room; fenced out, req
  * (when set) is decided again like an op, and r is read again, which
  * releases once more a lock its holder gave up (room_locks_orphans).
  * Steals reply and event. */
-void commit_lock(engine *e, room *r, sess *s, json_t *req, const char *item, const struct lock *l, json_t *reply,
+void commit_lock(engine *e, room *r, sess *s, json_t *req, const char *item, struct lock *l, json_t *reply,
                  json_t *event);
 /* Before a session's lock or unlock in a cluster: 0 when r is fresh and it
  * may be decided, 1 when it waits for r to be read again (decided later,

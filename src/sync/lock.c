@@ -189,10 +189,11 @@ typedef struct load_ctx {
 } load_ctx;
 
 static int load_one(const char *item, const char *holder, const char *user, const char *device, uint64_t fence,
-                    int64_t expires_ms, void *ud) {
+                    int64_t expires_ms, uint64_t version, void *ud) {
   load_ctx *c = ud;
   lock *l = wsy_calloc(1, sizeof *l);
   l->fence = fence;
+  l->version = version;
   l->expires = c->now + (expires_ms > (int64_t)c->wall ? (uint64_t)expires_ms - c->wall : 0);
   if (holder) {
     size_t nn = strlen(c->e->node_id), hl = strlen(holder), ul = strlen(user), dl = strlen(device);

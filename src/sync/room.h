@@ -49,6 +49,7 @@ typedef struct lock {
   const char *ruser, *rdevice;
   uint64_t fence;
   uint64_t expires;  /* loop ms */
+  uint64_t version;  /* in a cluster: its row's version once what was decided here is stored (store.h) */
 } lock;
 
 /* The hooks of a kind of room. */
@@ -108,6 +109,8 @@ struct room {
   uint64_t lockver;  /* in a cluster: the lock version as decided here (store.h, ITEM LOCKS) */
   char head[STORE_HEAD_MAX + 1]; /* in a cluster: the head the store holds once what was decided here is stored */
   uint64_t head_batch;           /* the batch whose head entry for r was added (commit.c) */
+  size_t head_entry;             /* that entry's index in the batch */
+  int head_soft;                 /* and it is soft: the batch has only lock changes of r so far */
   int locks_stale;   /* in a cluster: another node changed a lock; read them again before deciding */
   map rerelease;     /* in a cluster: item -> fence of releases fenced out, made again after the reload */
   int broken;        /* a commit failed: refuse writes until reloaded */

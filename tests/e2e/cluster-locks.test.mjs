@@ -21,7 +21,7 @@ import { after, before, describe, test } from 'node:test';
 
 import { startCluster } from './lib/cluster.mjs';
 import { SANITIZED, sanitizerReport, sleep, waitUntil, WAIT_MS } from './lib/server.mjs';
-import { api, closeClients, SyncClient, token } from './lib/sync.mjs';
+import { api, closeClients, fetchMetrics, SyncClient, token } from './lib/sync.mjs';
 
 const KEY = 'cluster-locks-api-key';
 /** A guard on each test, far above what it needs: a hang fails, it never waits forever. */
@@ -645,14 +645,18 @@ describe('rooms unloaded between requests', { timeout: TEST_MS }, () => {
   // A room whose last member leaves is unloaded with its lock table; the
   // next join loads it again from the store. Pipelined, the leave arrives
   // while the join (the room's creation, its presence question to the
-  // other nodes) and the lock's commit are still under way.
+  // other nodes) and the lock's commit are still under way. Each node locks
+  // its own item: changes of different items never fence each other out,
+  // so no lock is ever answered `stale` (before lock rows had versions of
+  // their own, the three nodes' changes fenced each other out all the time,
+  // and about 1 lock in 100 got `stale` after 20 fences in a row).
   test('join, lock, leave pipelined on three nodes at once: each lock granted while joined, fences keep growing', async (t) => {
     const cs = await Promise.all([0, 1, 2].map((i) => connect(i, `unl${i}`)));
     t.after(() => closeClients(cs));
     const room = roomName('unloaded');
     const fences = await Promise.all(cs.map(async (c, k) => {
       const out = [];
-      for (let i = 0; i < 10; i++) {
+      for (let i = 0; i < 40; i++) {
         const item = `x${k}`;
         c.send({ type: 'join', room });
         c.send({ type: 'lock', id: `lk${i}`, room, item, ttl: 5000 });
@@ -667,6 +671,35 @@ describe('rooms unloaded between requests', { timeout: TEST_MS }, () => {
     fences.forEach((f, k) => {
       for (let i = 1; i < f.length; i++) assert.ok(f[i] > f[i - 1], `node ${k + 1}, grant ${i}: ${f}`);
     });
+  });
+
+  // The same on a room that exists already (no creation race): not one
+  // batch of any node is fenced out, however the three nodes' commits
+  // interleave. Before lock rows had versions of their own, every lock
+  // change moved the room's head and lock version, and each node's changes
+  // were fenced out by the others' about 3 times per round.
+  test('locks of different items changed on three nodes at once never fence each other out', async (t) => {
+    const cs = await Promise.all([0, 1, 2].map((i) => connect(i, `dif${i}`)));
+    t.after(() => closeClients(cs));
+    const room = roomName('items');
+    await cs[0].join(room);
+    cs[0].send({ type: 'leave', room });
+    await cs[0].waitFor((m) => m.type === 'left' && m.room === room, 'left after creating the room');
+    const fenced = async () => (await Promise.all(cl.nodes.map((x) => fetchMetrics(x.url, KEY))))
+      .map((m) => m.get('wsync_stale_commits_total'));
+    const before = await fenced();
+    await Promise.all(cs.map(async (c, k) => {
+      for (let i = 0; i < 40; i++) {
+        c.send({ type: 'join', room });
+        c.send({ type: 'lock', id: `li${i}`, room, item: `y${k}`, ttl: 5000 });
+        c.send({ type: 'leave', room });
+        const r = await c.waitFor((m) => m.re === `li${i}`, `${c.name}: the answer to lock ${i}`);
+        assert.equal(r.type, 'granted', `${c.name}: ${JSON.stringify(r)}`);
+        await c.waitFor((m) => m.type === 'left' && m.room === room, `${c.name}: left ${i}`);
+      }
+    }));
+    const now = await fenced();
+    assert.deepEqual(now.map((v, k) => v - before[k]), [0, 0, 0], 'batches fenced out on each node');
   });
 
   test('join, leave pipelined in new rooms on every node: the nodes stay up', async (t) => {

@@ -124,11 +124,12 @@ Test(pg_fence, a_cid_committed_by_another_node_is_a_duplicate) {
 typedef struct lock_rows {
   int n;
   char item[4][16], holder[4][32], user[4][16];
-  uint64_t fence[4];
+  uint64_t fence[4], version[4];
   int64_t expires[4];
 } lock_rows;
 
-static int lock_row(const char *i, const char *h, const char *u, const char *d, uint64_t f, int64_t x, void *ud) {
+static int lock_row(const char *i, const char *h, const char *u, const char *d, uint64_t f, int64_t x, uint64_t v,
+                    void *ud) {
   lock_rows *r = ud;
   cr_assert_lt(r->n, 4);
   snprintf(r->item[r->n], 16, "%s", i);
@@ -137,6 +138,7 @@ static int lock_row(const char *i, const char *h, const char *u, const char *d, 
   cr_assert_eq(!h, !d, "user and device go with the holder");
   r->fence[r->n] = f;
   r->expires[r->n] = x;
+  r->version[r->n] = v;
   r->n++;
   return 0;
 }
@@ -159,10 +161,11 @@ static void op_at(store_batch *x, const char *room, uint64_t seq, uint64_t locks
   store_batch_op(x, &op);
 }
 
-/* Two nodes deciding on the same lock: the second, decided on the lock
- * version before the first's grant, is fenced out; so is an op checked
- * against the locks before that grant; an op that names no version is not. */
-Test(pg_fence, lock_changes_and_the_ops_checked_against_them_are_fenced_by_the_lock_version) {
+/* Two nodes deciding on the same lock: the second, decided on the item's
+ * row before the first's grant, is fenced out; so is an op checked against
+ * the locks before that grant; an op that names no version is not; and a
+ * change of another item, decided on the same old view, is not either. */
+Test(pg_fence, lock_changes_are_fenced_by_their_row_and_the_ops_checked_against_them_by_the_lock_version) {
   store *a = pgt_open(&T, T.url), *b = pgt_open(&T, T.url);
   store_batch *x = store_batch_new();
   store_batch_room_create(x, "r", "e");
@@ -180,22 +183,39 @@ Test(pg_fence, lock_changes_and_the_ops_checked_against_them_are_fenced_by_the_l
   cr_assert_str_eq(l.user[0], "alice");
   cr_assert_eq(l.fence[0], 100);
   cr_assert_eq(l.expires[0], 5000);
+  cr_assert_eq(l.version[0], 1);
 
-  x = store_batch_new(); /* node b decided on version 0: card looked free */
+  x = store_batch_new(); /* node b decided on no row: card looked free */
   store_batch_lock(x, "r", 0, "card", "nb.s2", "bob", "tab", 101, 6000);
   cr_assert_eq(pgt_commit(&T, b, x, 0), WSY_STALE);
-  cr_assert_not_null(strstr(store_batch_error(x), "lock version"), "%s", store_batch_error(x));
+  cr_assert_not_null(strstr(store_batch_error(x), "lock row of card is at version 1, the batch expected none"), "%s",
+                     store_batch_error(x));
   cr_assert_not_null(strstr(store_batch_error(x), "(lock, room r"), "%s", store_batch_error(x));
   store_batch_free(x);
-  x = store_batch_new(); /* and wrote card, checked against version 0 */
+  x = store_batch_new(); /* and wrote card, checked against lock version 0 */
   op_at(x, "r", 1, 0 + 1);
   cr_assert_eq(pgt_commit(&T, b, x, 0), WSY_STALE);
   store_batch_free(x);
   cr_assert_eq(pgt_seq(b, "r"), 0, "nothing of either batch was stored");
   cr_assert_str_eq(locks_of(b, "r").holder[0], "na.s1");
+  cr_assert_eq(lockver_of(b, "r"), 1);
 
-  x = store_batch_new(); /* checked against version 1, or not against locks: stored */
+  x = store_batch_new(); /* pen, on the same old view: no other change of pen, stored */
+  store_batch_lock(x, "r", 0, "pen", "nb.s2", "bob", "tab", 101, 6000);
+  commit_ok(b, x);
+  cr_assert_eq(lockver_of(a, "r"), 2, "every lock change moves the room's lock version");
+  l = locks_of(a, "r");
+  cr_assert_eq(l.n, 2);
+  cr_assert_str_eq(l.item[1], "pen");
+  cr_assert_str_eq(l.holder[1], "nb.s2");
+  cr_assert_eq(l.version[1], 1);
+
+  x = store_batch_new(); /* checked against lock version 1, the view before pen: fenced out */
   op_at(x, "r", 1, 1 + 1);
+  cr_assert_eq(pgt_commit(&T, b, x, 0), WSY_STALE);
+  store_batch_free(x);
+  x = store_batch_new(); /* checked against version 2, or not against locks: stored */
+  op_at(x, "r", 1, 2 + 1);
   op_at(x, "r", 2, 0);
   commit_ok(b, x);
   cr_assert_eq(pgt_seq(a, "r"), 2);
@@ -204,10 +224,16 @@ Test(pg_fence, lock_changes_and_the_ops_checked_against_them_are_fenced_by_the_l
   store_batch_lock(x, "r", 1, "card", NULL, "ignored", "ignored", 100, 0);
   commit_ok(a, x);
   l = locks_of(b, "r");
-  cr_assert_eq(l.n, 1);
+  cr_assert_eq(l.n, 2);
   cr_assert_str_eq(l.holder[0], "(free)");
   cr_assert_eq(l.fence[0], 100);
-  cr_assert_eq(lockver_of(b, "r"), 2);
+  cr_assert_eq(l.version[0], 2);
+  cr_assert_eq(lockver_of(b, "r"), 3);
+  x = store_batch_new(); /* a release decided before that one: fenced out by the row */
+  store_batch_lock(x, "r", 1, "card", NULL, NULL, NULL, 100, 0);
+  cr_assert_eq(pgt_commit(&T, b, x, 0), WSY_STALE);
+  store_batch_free(x);
+  cr_assert_eq(lockver_of(b, "r"), 3, "a fenced-out change moves nothing");
 
   x = store_batch_new(); /* a lock in a room that does not exist */
   store_batch_lock(x, "nowhere", 0, "card", "na.s1", "alice", "phone", 1, 1);
@@ -220,6 +246,11 @@ Test(pg_fence, lock_changes_and_the_ops_checked_against_them_are_fenced_by_the_l
   commit_ok(a, x);
   cr_assert_eq(locks_of(b, "r").n, 0);
   cr_assert_eq(lockver_of(b, "r"), 0);
+  x = store_batch_new(); /* a change decided on the old incarnation's row */
+  store_batch_lock(x, "r", 2, "card", "na.s1", "alice", "phone", 102, 5000);
+  cr_assert_eq(pgt_commit(&T, a, x, 0), WSY_STALE);
+  cr_assert_not_null(strstr(store_batch_error(x), "is at version none"), "%s", store_batch_error(x));
+  store_batch_free(x);
   pgt_close(&T, b);
   pgt_close(&T, a);
 }
@@ -239,24 +270,24 @@ Test(pg_fence, a_batch_decided_on_a_fenced_out_one_fails_with_it) {
   char h[STORE_HEAD_MAX + 1];
   store_batch *x = store_batch_new();
   store_batch_room_create(x, "r", "e");
-  store_batch_head(x, "r", NULL, "a:1");
+  store_batch_head(x, "r", NULL, "a:1", 0);
   commit_ok(a, x);
   cr_assert_str_eq(head_of(b, "r", h), "a:1");
 
   x = store_batch_new(); /* b commits seq 1-2 first */
-  store_batch_head(x, "r", "a:1", "b:1");
+  store_batch_head(x, "r", "a:1", "b:1", 0);
   pgt_op(x, "r", 1, "i", "{\"by\":\"b\"}", NULL, NULL);
   pgt_op(x, "r", 2, "i", "{\"by\":\"b\"}", NULL, NULL);
   commit_ok(b, x);
 
   x = store_batch_new(); /* a's batch 2: seq 1-2 on a:1 */
-  store_batch_head(x, "r", "a:1", "a:2");
+  store_batch_head(x, "r", "a:1", "a:2", 0);
   pgt_op(x, "r", 1, "i", "{\"by\":\"a\"}", NULL, NULL);
   pgt_op(x, "r", 2, "i", "{\"by\":\"a\"}", NULL, NULL);
   cr_assert_eq(pgt_commit(&T, a, x, 0), WSY_STALE);
   store_batch_free(x);
   x = store_batch_new(); /* a's batch 3, decided on batch 2: seq 3, which matches the store */
-  store_batch_head(x, "r", "a:2", "a:3");
+  store_batch_head(x, "r", "a:2", "a:3", 0);
   pgt_op(x, "r", 3, "i", "{\"by\":\"a\"}", NULL, NULL);
   cr_assert_eq(pgt_commit(&T, a, x, 0), WSY_STALE);
   cr_assert_not_null(strstr(store_batch_error(x), "b:1"), "%s", store_batch_error(x));
@@ -265,13 +296,66 @@ Test(pg_fence, a_batch_decided_on_a_fenced_out_one_fails_with_it) {
   cr_assert_str_eq(head_of(a, "r", h), "b:1");
 
   x = store_batch_new(); /* read again: decided on b:1 */
-  store_batch_head(x, "r", "b:1", "a:4");
+  store_batch_head(x, "r", "b:1", "a:4", 0);
   pgt_op(x, "r", 3, "i", "{\"by\":\"a\"}", NULL, NULL);
   commit_ok(a, x);
   x = store_batch_new();
-  store_batch_head(x, "nowhere", NULL, "a:5");
+  store_batch_head(x, "nowhere", NULL, "a:5", 0);
   cr_assert_eq(pgt_commit(&T, a, x, 0), WSY_NOT_FOUND);
   store_batch_free(x);
+  pgt_close(&T, b);
+  pgt_close(&T, a);
+}
+
+/* A batch of lock changes only has a soft head: it moves the head when it
+ * is the one expected, and fails nothing when it is not (the rows fence
+ * the changes); the node's next batch expects that head, so it is fenced
+ * out when the head did not move. Made strict (an op joined the batch), it
+ * fails as any head. */
+Test(pg_fence, a_soft_head_moves_when_it_can_and_fails_nothing) {
+  store *a = pgt_open(&T, T.url), *b = pgt_open(&T, T.url);
+  char h[STORE_HEAD_MAX + 1];
+  store_batch *x = store_batch_new();
+  store_batch_room_create(x, "r", "e");
+  store_batch_head(x, "r", NULL, "a:1", 0);
+  commit_ok(a, x);
+
+  x = store_batch_new(); /* a's lock on its own head: moved */
+  store_batch_head(x, "r", "a:1", "a:2", 1);
+  store_batch_lock(x, "r", 0, "card", "a.s1", "alice", "phone", 10, 5000);
+  commit_ok(a, x);
+  cr_assert_str_eq(head_of(b, "r", h), "a:2");
+
+  x = store_batch_new(); /* b's lock on a head it has not seen: stored, the head stays */
+  store_batch_head(x, "r", "a:1", "b:1", 1);
+  store_batch_lock(x, "r", 0, "pen", "b.s1", "bob", "tab", 11, 5000);
+  commit_ok(b, x);
+  cr_assert_str_eq(head_of(a, "r", h), "a:2");
+  cr_assert_eq(locks_of(a, "r").n, 2);
+  x = store_batch_new(); /* b's next batch expects b:1: fenced out */
+  store_batch_head(x, "r", "b:1", "b:2", 0);
+  pgt_op(x, "r", 1, "i", "{}", NULL, NULL);
+  cr_assert_eq(pgt_commit(&T, b, x, 0), WSY_STALE);
+  store_batch_free(x);
+
+  x = store_batch_new(); /* a soft head made strict by the op that followed */
+  size_t k = store_batch_head(x, "r", "a:1", "b:3", 1);
+  store_batch_lock(x, "r", 1, "pen", NULL, NULL, NULL, 11, 0);
+  pgt_op(x, "r", 1, "i", "{}", NULL, NULL);
+  store_batch_head_strict(x, k);
+  cr_assert_eq(pgt_commit(&T, b, x, 0), WSY_STALE);
+  cr_assert_not_null(strstr(store_batch_error(x), "its head is a:2"), "%s", store_batch_error(x));
+  store_batch_free(x);
+  cr_assert_eq(locks_of(a, "r").version[1], 1, "nothing of the strict batch was stored");
+
+  x = store_batch_new(); /* on the right head, with an op after the lock: both stored */
+  k = store_batch_head(x, "r", "a:2", "b:4", 1);
+  store_batch_lock(x, "r", 1, "pen", NULL, NULL, NULL, 11, 0);
+  pgt_op(x, "r", 1, "i", "{}", NULL, NULL);
+  store_batch_head_strict(x, k);
+  commit_ok(b, x);
+  cr_assert_str_eq(head_of(a, "r", h), "b:4");
+  cr_assert_eq(pgt_seq(a, "r"), 1);
   pgt_close(&T, b);
   pgt_close(&T, a);
 }
@@ -293,8 +377,8 @@ Test(pg_fence, the_locks_of_a_gone_node_are_released_at_once) {
   store_batch *x = store_batch_new();
   store_batch_room_create(x, "r", "e");
   store_batch_lock(x, "r", 0, "a", "n1.s1", "alice", "phone", 11, 5000);
-  store_batch_lock(x, "r", 1, "b", "n2.s2", "bob", "tab", 12, 5000);
-  store_batch_lock(x, "r", 2, "c", "n10.s3", "carol", "pc", 13, 5000);
+  store_batch_lock(x, "r", 0, "b", "n2.s2", "bob", "tab", 12, 5000);
+  store_batch_lock(x, "r", 0, "c", "n10.s3", "carol", "pc", 13, 5000);
   commit_ok(a, x);
   int n = 0;
   cr_assert_eq(store_release_locks_of(a, "n1.", released, &n), 0);
@@ -304,14 +388,16 @@ Test(pg_fence, the_locks_of_a_gone_node_are_released_at_once) {
   cr_assert_eq(l.n, 3);
   cr_assert_str_eq(l.holder[0], "(free)");
   cr_assert_eq(l.fence[0], 11, "the fence stays with the row");
+  cr_assert_eq(l.version[0], 2, "the row's version moved");
+  cr_assert_eq(l.version[1], 1);
   cr_assert_str_eq(l.holder[1], "n2.s2");
   cr_assert_str_eq(l.holder[2], "n10.s3");
   n = 0;
   cr_assert_eq(store_release_locks_of(a, "n1.", released, &n), 0);
   cr_assert_eq(n, 0, "nothing left to release");
   cr_assert_eq(lockver_of(a, "r"), 4, "and no version moved");
-  x = store_batch_new(); /* a decision on the locks before the release */
-  store_batch_lock(x, "r", 3, "a", "n2.s9", "bob", "tab", 14, 5000);
+  x = store_batch_new(); /* a decision on the row before the release */
+  store_batch_lock(x, "r", 1, "a", "n2.s9", "bob", "tab", 14, 5000);
   cr_assert_eq(pgt_commit(&T, a, x, 0), WSY_STALE);
   store_batch_free(x);
   pgt_close(&T, a);
@@ -340,7 +426,7 @@ Test(pg_fence, the_locks_of_a_gone_node_are_released_without_blocking) {
   store_batch *x = store_batch_new();
   store_batch_room_create(x, "r", "e");
   store_batch_lock(x, "r", 0, "a", "n1.s1", "alice", "phone", 11, 5000);
-  store_batch_lock(x, "r", 1, "b", "n2.s2", "bob", "tab", 12, 5000);
+  store_batch_lock(x, "r", 0, "b", "n2.s2", "bob", "tab", 12, 5000);
   commit_ok(a, x);
   release_seen r = {0}, again = {0};
   cr_assert_eq(store_release_locks_async(a, "n1.", on_released, &r), 0);

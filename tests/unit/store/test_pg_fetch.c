@@ -52,8 +52,9 @@ static int on_cursor(const char *u, const char *d, uint64_t q, int64_t t, void *
   ((seen *)ud)->cursors++;
   return 0;
 }
-static int on_lock(const char *i, const char *h, const char *u, const char *d, uint64_t f, int64_t x, void *ud) {
-  (void)i, (void)h, (void)u, (void)d, (void)f, (void)x;
+static int on_lock(const char *i, const char *h, const char *u, const char *d, uint64_t f, int64_t x, uint64_t v,
+                   void *ud) {
+  (void)i, (void)h, (void)u, (void)d, (void)f, (void)x, (void)v;
   ((seen *)ud)->locks++;
   return 0;
 }

@@ -231,8 +231,8 @@ Test(store, second_open_of_a_directory_is_refused) {
 /* ---- batches --------------------------------------------------------------- */
 
 static int no_lock_expected(const char *i, const char *h, const char *u, const char *d, uint64_t f, int64_t x,
-                            void *ud) {
-  (void)i, (void)h, (void)u, (void)d, (void)f, (void)x, (void)ud;
+                            uint64_t v, void *ud) {
+  (void)i, (void)h, (void)u, (void)d, (void)f, (void)x, (void)v, (void)ud;
   cr_assert_fail("the embedded store keeps no locks");
   return 0;
 }
