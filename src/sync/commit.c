@@ -522,20 +522,24 @@ static int dedupe(author *a, json_t *req, room *r, const char *cid, op_refusal *
   pend *orig = map_get(&e->cids, key);
   uint64_t seq = 0;
   int found = 0;
+  /* Read while it waited (commit_lookup_session): asked because the filter
+   * could not rule it out, or because a refusal waited for it (in a
+   * cluster the filter holds only the cids this node sequenced). */
+  defwrite *known = e->lookup_now && e->lookup_now->req == req ? e->lookup_now : NULL;
   if (orig) {
     if (orig->r != r) goto other_room;
     seq = orig->seq;
     found = 1;
-  } else if (!e->unrecorded_now && seen_maybe(e, a->dkey, cid)) {
+  } else if (known || (!e->unrecorded_now && seen_maybe(e, a->dkey, cid))) {
     char room_out[STORE_ROOM_MAX + 1];
-    defwrite *known = e->lookup_now && e->lookup_now->req == req ? e->lookup_now : NULL;
     int rc = 0, asked = 0;
-    if (known) { /* read while it waited (commit_lookup_session) */
+    if (known) {
       e->lookup_now = NULL;
+      e->looked_up_now = 1;
       rc = known->lookup_rc;
       seq = known->lookup_seq;
       snprintf(room_out, sizeof room_out, "%s", known->lookup_room ? known->lookup_room : "");
-    } else if (e->clustered && a->s && req && (asked = commit_lookup_session(a, req, r, cid, &rc)) == 1) {
+    } else if (e->clustered && a->s && req && (asked = commit_lookup_session(a, req, r, cid, 0, &rc)) == 1) {
       return 1;
     } else if (asked == 0) {
       rc = store_dedupe_get(e->st, a->dkey, cid, room_out, &seq);

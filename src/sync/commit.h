@@ -91,9 +91,11 @@ enum { DEDUPE_ASKED = 1, DEDUPE_KNOWN = 2 };
 int commit_backend_lookup(engine *e, conn *c, room *r, json_t *req, int kind);
 /* A session's write (req, cid) to r whose cid must be looked up: it waits
  * in r's deferred writes for a fetch of the record, and is decided again on
- * the answer. 1 when it waits; 0 when the store reads only on the loop; -1
- * with *err when the fetch was refused at once. */
-int commit_lookup_session(author *a, json_t *req, room *r, const char *cid, int *err);
+ * the answer; with fresh set, on the answer of a read of r sent after the
+ * lookup too (so decided with r fresh: r->fresh_pass). 1 when it waits; 0
+ * when the store reads only on the loop; -1 with *err when the fetch was
+ * refused at once. */
+int commit_lookup_session(author *a, json_t *req, room *r, const char *cid, int fresh, int *err);
 /* p (a backend write) is in a batch rolled back on a cid another node
  * recorded: its own cid is looked up, and its deferred answer given from
  * the record (the duplicate, another room's cid) or 503 stale. */

@@ -72,6 +72,7 @@ struct engine {
   uint64_t dedupe_fetches;  /* dedupe lookups read without blocking (commit.c) */
   uint64_t lookup_ids;
   defwrite *lookup_now;     /* the answered lookup of the write being decided again */
+  int looked_up_now;        /* ... and dedupe() used it (the cid is not recorded) */
   struct dedupe_ask *asks;  /* lookups in flight (freed unanswered with the engine) */
   uint64_t fetch_ids;  /* the last store_fetch made (cluster.c) */
   char **check_names;  /* the periodic check out (cluster.c): the rooms it compares */

@@ -141,7 +141,7 @@ static void dedupe_fetched(void *ud, int rc, store *snap) {
  * writes (those after it behind it) until the answer decides it again.
  * 1 when it waits; 0 when the store reads only on the loop; -1 with *err
  * when the read was refused at once. */
-int commit_lookup_session(author *a, json_t *req, room *r, const char *cid, int *err) {
+int commit_lookup_session(author *a, json_t *req, room *r, const char *cid, int fresh, int *err) {
   engine *e = a->e;
   dedupe_ask *q = ask_new(e, r->name, a->dkey, cid);
   int rc = store_fetch_dedupe(e->st, a->dkey, cid, dedupe_fetched, q);
@@ -154,6 +154,10 @@ int commit_lookup_session(author *a, json_t *req, room *r, const char *cid, int 
   d->lookup = DEDUPE_ASKED;
   d->lookup_id = q->id;
   e->dedupe_fetches++;
+  if (fresh) { /* and a read of the room, sent after the lookup: answered after it */
+    d->need = r->fetch_started + 1;
+    cluster_fetch(e, r, 1);
+  }
   return 1;
 }
 

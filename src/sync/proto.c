@@ -61,6 +61,15 @@ const char *proto_room_member(sess *s, json_t *req, member **out, int need_write
   return rname;
 }
 
+/* A refusal that depends on the room's state (its locks, an item's version,
+ * a text's revisions), rather than on the request alone. */
+static int refusal_of_state(const char *code) {
+  static const char *const codes[] = {"locked", "lock_lost", "conflict", "not_found", "rev_too_old", "item_replaced"};
+  for (size_t i = 0; i < sizeof codes / sizeof *codes; i++)
+    if (!strcmp(code, codes[i])) return 1;
+  return 0;
+}
+
 static void op_decide(sess *s, json_t *req, int asked) {
   engine *e = s->e;
   member *m;
@@ -76,15 +85,23 @@ static void op_decide(sess *s, json_t *req, int asked) {
   author au = {e, s, NULL, s->dkey};
   json_t *from = sess_from(s);
   op_refusal why;
+  e->looked_up_now = 0;
   if (m->r->kind->apply(&au, req, m->r, json_object_get(req, "op"), cid, 0, from, &why) != 0) {
-    /* In a cluster, an op refused by a lock is decided again on the locks
-     * as the store holds them now (read without blocking), so that the
-     * answer does not depend on whether another node's lock change has
-     * reached this node yet. */
-    if (e->clustered && !m->r->fresh_pass && (!strcmp(why.err.code, "locked") || !strcmp(why.err.code, "lock_lost"))) {
+    /* In a cluster, an op refused on the room's state is decided again on
+     * the room as the store holds it now, after a lookup of its cid (both
+     * read without blocking), so that the answer depends neither on whether
+     * another node's entries or lock changes have reached this node yet (a
+     * replica behind the client would answer with a state older than the
+     * client's: a rev_too_old with an older text), nor on which node the
+     * op was first sent to: a re-sent op that another node applied is a
+     * duplicate, never refused (this node's filter of cids holds only its
+     * own). */
+    int rc = 0;
+    if (e->clustered && refusal_of_state(why.err.code) && !(m->r->fresh_pass && e->looked_up_now) &&
+        (commit_lookup_session(&au, req, m->r, cid, 1, &rc) == 1 || !m->r->fresh_pass)) {
       json_decref(why.extra);
-      m->r->locks_stale = 1;
-      commit_defer_write(s, req, m->r);
+      if (!strcmp(why.err.code, "locked") || !strcmp(why.err.code, "lock_lost")) m->r->locks_stale = 1;
+      if (rc != 0) commit_defer_write(s, req, m->r); /* the lookup could not be sent: the read alone */
       return;
     }
     commit_count_rejection(e, why.err.code);

@@ -430,6 +430,79 @@ describe('writes on every node', () => {
     await b.close();
   });
 
+  test('an op re-sent by cid to another node, which would refuse it now (base conflict, text rev too old), is a duplicate', async () => {
+    // A node's filter of cids holds only those it sequenced itself: on
+    // another node the re-sent op looks new, and was decided as new. An
+    // accepted one met the store's record (a duplicate, as above), but a
+    // refused one was answered so (conflict, rev_too_old), and a client
+    // that rebases and re-sends what was refused applies it twice.
+    const room = roomName('dup-refused');
+    const a = await connect(0, 'dr', 'dr-phone');
+    const w = await connect(2, 'dw');
+    await a.join(room);
+    await w.join(room);
+    const made = await a.set(room, 'dr0', 'k', { v: 0 });
+    const based = await a.op(room, 'dr1', { kind: 'set', item: 'k', fields: { v: 1 }, base: made.seq });
+    assert.equal(based.type, 'ack', JSON.stringify(based));
+    const note = await a.set(room, 'dr2', 'note', { body: 'abc' });
+    const gen = note.seq; // the field's revisions start at its item's gen (PROTOCOL.md 5.7)
+    const typed = await a.op(room, 'dr3', { kind: 'text', item: 'note', field: 'body', rev: gen, ops: [3, 'd'] });
+    assert.deepEqual([typed.type, typed.rev], ['ack', gen + 1], JSON.stringify(typed));
+    // Another node's writer moves both on.
+    await w.entry(room, typed.seq);
+    const later = await w.set(room, 'dw0', 'k', { v: 'w' });
+    const wt = await w.op(room, 'dw1', { kind: 'text', item: 'note', field: 'body', rev: gen + 1, ops: ['>'] });
+    assert.equal(wt.type, 'ack', JSON.stringify(wt));
+    await a.close();
+    const b = await connect(1, 'dr', 'dr-phone'); // the same device, on node 2
+    const jb = await b.join(room);
+    assert.equal(jb.seq, wt.seq);
+    const again = await b.op(room, 'dr1', { kind: 'set', item: 'k', fields: { v: 1 }, base: made.seq });
+    assert.deepEqual([again.type, again.seq, again.duplicate], ['ack', based.seq, true], JSON.stringify(again));
+    const retyped = await b.op(room, 'dr3', { kind: 'text', item: 'note', field: 'body', rev: gen, ops: [3, 'd'] });
+    assert.deepEqual([retyped.type, retyped.seq, retyped.duplicate], ['ack', typed.seq, true], JSON.stringify(retyped));
+    // Refusals of ops no node applied stand, decided on the room as stored.
+    const refused = await b.op(room, 'dr4', { kind: 'set', item: 'k', fields: { v: 4 }, base: made.seq });
+    assert.deepEqual([refused.type, refused.code], ['error', 'conflict'], JSON.stringify(refused));
+    assert.equal(refused.current.version, later.seq, JSON.stringify(refused));
+    const s = await api(url(2), 'GET', `/v1/rooms/${room}`, { key: KEY });
+    assert.equal(s.body.seq, wt.seq, 'nothing applied twice');
+    assert.equal(s.body.items.note.fields.body, '>abcd');
+    await closeClients(b, w);
+  });
+
+  test('a text op sent to a node whose replica is behind the client (its bus paused) is decided on the room as stored', async () => {
+    // The client learnt revisions 2-4 through node 1; node 2 has not heard
+    // of them yet. Decided on its replica, the op (at revision 4) was
+    // "beyond the field's revision" and refused with the text of revision 1,
+    // older than the client's: a client taking that text goes back in time
+    // and waits forever for a del to bring it forward (PROTOCOL.md 5.7).
+    const room = roomName('behind');
+    const a = await connect(0, 'bh');
+    const b = await connect(1, 'bh2');
+    await a.join(room);
+    await b.join(room);
+    // Node 2 writes last: its replica is current as far as it knows.
+    const note = await b.set(room, 'bh0', 'note', { body: '' });
+    const gen = note.seq;
+    await a.entry(room, note.seq);
+    await cl.redis.pause();
+    let last;
+    try {
+      for (let i = 0; i < 3; i++) {
+        last = await a.op(room, `bh${i + 1}`, { kind: 'text', item: 'note', field: 'body', rev: gen + i, ops: i ? [i, `${i}`] : ['0'] });
+        assert.equal(last.type, 'ack', JSON.stringify(last));
+      }
+      const r = await b.op(room, 'bh9', { kind: 'text', item: 'note', field: 'body', rev: last.rev, ops: [3, '!'] });
+      assert.deepEqual([r.type, r.rev], ['ack', last.rev + 1], JSON.stringify(r));
+    } finally {
+      await cl.redis.resume();
+    }
+    const s = await api(url(2), 'GET', `/v1/rooms/${room}`, { key: KEY });
+    assert.equal(s.body.items.note.fields.body, '012!');
+    await closeClients(a, b);
+  });
+
   test('a backend write re-sent by cid to another node is answered as a duplicate, not stale', async () => {
     const room = roomName('apidup');
     const a = await connect(0, 'ad');
