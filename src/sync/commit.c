@@ -19,15 +19,21 @@ static void pend_append(engine *e, pend *p) {
   e->tail = &p->next;
 }
 
-static void http_answer(pend *p, int status, json_t *body) {
-  conn *c = p->http;
+void commit_http_answer(conn **http, const char *api_line, int status, json_t *body) {
   char *text = jw_dumps(body);
   json_decref(body);
-  if (p->api_line) log_info("api %s -> %d%s", p->api_line, status, c ? "" : " (client gone)");
-  if (c) httpd_deferred_respond(c, status, text);
+  if (api_line) log_info("api %s -> %d%s", api_line, status, *http ? "" : " (client gone)");
+  if (*http) httpd_deferred_respond(*http, status, text);
   free(text);
-  p->http = NULL;
+  *http = NULL;
 }
+
+json_t *commit_http_stale(void) {
+  return json_pack("{s:s,s:s,s:s}", "type", "error", "code", "stale", "message",
+                   "another node wrote this room first; send the request again");
+}
+
+static void http_answer(pend *p, int status, json_t *body) { commit_http_answer(&p->http, p->api_line, status, body); }
 
 static void pend_free(engine *e, pend *p) {
   if (p->counted) commit_inflight_done(p->s, p->r);
@@ -161,8 +167,7 @@ static void commit_done(void *ud, int rc) {
       commit_lookup_rolled_back(e, p);
     } else if (p->http) {
       if (rc == WSY_STALE || rc == WSY_DUPLICATE)
-        http_answer(p, 503, json_pack("{s:s,s:s,s:s}", "type", "error", "code", "stale", "message",
-                                      "another node wrote this room first; send the request again"));
+        http_answer(p, 503, commit_http_stale());
       else if (rc != 0)
         http_answer(p, 500, json_pack("{s:s,s:s,s:s}", "type", "error", "code", "internal", "message",
                                       "the change could not be stored; retry"));

@@ -102,6 +102,11 @@ int commit_lookup_session(author *a, json_t *req, room *r, const char *cid, int 
 void commit_lookup_rolled_back(engine *e, pend *p);
 /* The lookups still unanswered, freed (the engine goes away). */
 void commit_lookup_deinit(engine *e);
+/* A deferred HTTP answer given (nothing sent when *http is NULL: its client
+ * is gone), logged with api_line when set; steals body; *http becomes NULL. */
+void commit_http_answer(conn **http, const char *api_line, int status, json_t *body);
+/* The body of a backend write's 503 stale answer (PROTOCOL.md 11.2). */
+json_t *commit_http_stale(void);
 /* commit.c's filter of cids (for lookup.c). */
 int commit_cid_maybe_stored(engine *e, const char *dkey, const char *cid);
 

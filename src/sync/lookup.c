@@ -8,7 +8,6 @@
 
 #include <string.h>
 
-#include "../common/jsonw.h"
 #include "../common/log.h"
 #include "api.h"
 #include "cluster.h"
@@ -55,15 +54,6 @@ static void ask_free(dedupe_ask *q) {
   wsy_free(q);
 }
 
-/* q's deferred HTTP answer (nothing when its client is gone). */
-static void reply(dedupe_ask *q, int status, json_t *body) {
-  char *text = jw_dumps(body);
-  json_decref(body);
-  if (q->api_line) log_info("api %s -> %d%s", q->api_line, status, q->http ? "" : " (client gone)");
-  if (q->http) httpd_deferred_respond(q->http, status, text);
-  free(text);
-  q->http = NULL;
-}
 
 /* The answer to a backend write whose batch rolled back on another node's
  * record of a cid: a duplicate when the record is its cid's, in its room
@@ -86,10 +76,9 @@ static void http_dup_answer(dedupe_ask *q, int rc, uint64_t seq, const char *roo
     b = json_pack("{s:s,s:s,s:s}", "type", "error", "code", "internal", "message",
                   "the store could not check this cid; retry");
   } else {
-    b = json_pack("{s:s,s:s,s:s}", "type", "error", "code", "stale", "message",
-                  "another node wrote this room first; send the request again");
+    b = commit_http_stale();
   }
-  reply(q, status, b);
+  commit_http_answer(&q->http, q->api_line, status, b);
 }
 
 static void http_dup_fetched(void *ud, int rc, store *snap) {
