@@ -640,6 +640,14 @@ static int apply_fetch(engine *e, room *r, store *snap, int state, int changes, 
   e->st = snap; /* the entries past r->delivered, from the snapshot */
   rc = refill_from(e, r, 0, &info);
   e->st = was;
+  if (rc == 0 && r->delivered > r->seq) {
+    /* Entries past the snapshot reached the members meanwhile (another
+     * node's, over the bus, before this answer): the state is older than
+     * what they were sent, and a join served from it would miss them.
+     * Read again; the waiters wait for that read. */
+    r->stale = 1;
+    return 1;
+  }
   if (rc == 0) r->stale = 0;
   return rc;
 }

@@ -208,6 +208,43 @@ describe('writes on every node', () => {
     await closeClients(w, x, ...joiners);
   });
 
+  test('a join whose read of the room is overtaken by another node\'s entry, delivered meanwhile, waits for another read: no gap', async () => {
+    // Node 1's read for the join takes its snapshot, then waits (the locks
+    // table is held); node 3 commits meanwhile and node 1 delivers that
+    // entry over the bus. Served from the read's older state, the joiner
+    // would start before the entry and never get it.
+    const room = roomName('overtaken');
+    const w = await connect(0, 'ow');
+    const x = await connect(2, 'ox');
+    await w.join(room);
+    await x.join(room);
+    await w.set(room, 'o0', 'a', { v: 0 });
+    const prev = await x.set(room, 'o1', 'b', { v: 1 }); // node 3 writes last: node 1's replica is behind
+    await w.entry(room, prev.seq);
+    const lockHeld = "SELECT count(*) AS n FROM pg_locks WHERE relation = 'locks'::regclass AND mode = 'AccessExclusiveLock'";
+    const hold = cl.pg.psql('BEGIN; LOCK TABLE locks IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60); COMMIT;', { timeout: 90000 })
+      .then(() => 'ended', (err) => err);
+    try {
+      await waitUntil(async () => (await cl.pg.psql(`${lockHeld} AND granted`))[0].n === '1', 'the locks table held');
+      const c = await connect(0, 'oc');
+      c.send({ type: 'join', id: 'j', room });
+      await waitUntil(async () => (await cl.pg.psql(`SELECT count(*) AS n FROM pg_locks WHERE relation = 'locks'::regclass AND NOT granted`))[0].n !== '0',
+        'node 1\'s read waiting');
+      const y = await x.set(room, 'o2', 'b', { v: 2 });
+      await w.entry(room, y.seq); // delivered on node 1 while its read waits
+      await cl.pg.psql(`SELECT pg_cancel_backend(pid) FROM pg_locks WHERE relation = 'locks'::regclass AND granted AND mode = 'AccessExclusiveLock'`);
+      const j = await c.waitFor((m) => m.re === 'j', 'joined');
+      assert.equal(j.type, 'joined', JSON.stringify(j).slice(0, 300));
+      if (j.seq < y.seq) await seenUpTo(c, room, j.seq, y.seq);
+      else assert.equal(j.snapshot.items.b.fields.v, 2, JSON.stringify(j.snapshot));
+      await closeClients(c);
+    } finally {
+      await cl.pg.psql(`SELECT pg_cancel_backend(pid) FROM pg_locks WHERE relation = 'locks'::regclass AND granted AND mode = 'AccessExclusiveLock'`);
+      await hold;
+    }
+    await closeClients(w, x);
+  });
+
   test('backend writes and deletes to a room not loaded on the node load it without waiting on the loop for the store', async () => {
     const room = roomName('apiw');
     const a = await connect(0, 'aw');
