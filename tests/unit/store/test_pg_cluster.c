@@ -265,16 +265,23 @@ static const char *head_of(store *s, const char *room, char out[STORE_HEAD_MAX +
 /* Node a's batch 1 is fenced out; its batch 2, decided on top of batch 1,
  * expects batch 1's head and fails too, although node b's commit left the
  * room at exactly the seq batch 2 expects. */
-Test(pg_fence, a_batch_decided_on_a_fenced_out_one_fails_with_it) {
-  store *a = pgt_open(&T, T.url), *b = pgt_open(&T, T.url);
-  char h[STORE_HEAD_MAX + 1];
+/* Two nodes' stores, a and b, and room r that a made, its head a:1. */
+static void room_made_by_a(store **a, store **b) {
+  *a = pgt_open(&T, T.url);
+  *b = pgt_open(&T, T.url);
   store_batch *x = store_batch_new();
   store_batch_room_create(x, "r", "e");
   store_batch_head(x, "r", NULL, "a:1", 0);
-  commit_ok(a, x);
+  commit_ok(*a, x);
+}
+
+Test(pg_fence, a_batch_decided_on_a_fenced_out_one_fails_with_it) {
+  store *a, *b;
+  room_made_by_a(&a, &b);
+  char h[STORE_HEAD_MAX + 1];
   cr_assert_str_eq(head_of(b, "r", h), "a:1");
 
-  x = store_batch_new(); /* b commits seq 1-2 first */
+  store_batch *x = store_batch_new(); /* b commits seq 1-2 first */
   store_batch_head(x, "r", "a:1", "b:1", 0);
   pgt_op(x, "r", 1, "i", "{\"by\":\"b\"}", NULL, NULL);
   pgt_op(x, "r", 2, "i", "{\"by\":\"b\"}", NULL, NULL);
@@ -313,14 +320,11 @@ Test(pg_fence, a_batch_decided_on_a_fenced_out_one_fails_with_it) {
  * out when the head did not move. Made strict (an op joined the batch), it
  * fails as any head. */
 Test(pg_fence, a_soft_head_moves_when_it_can_and_fails_nothing) {
-  store *a = pgt_open(&T, T.url), *b = pgt_open(&T, T.url);
+  store *a, *b;
+  room_made_by_a(&a, &b);
   char h[STORE_HEAD_MAX + 1];
-  store_batch *x = store_batch_new();
-  store_batch_room_create(x, "r", "e");
-  store_batch_head(x, "r", NULL, "a:1", 0);
-  commit_ok(a, x);
 
-  x = store_batch_new(); /* a's lock on its own head: moved */
+  store_batch *x = store_batch_new(); /* a's lock on its own head: moved */
   store_batch_head(x, "r", "a:1", "a:2", 1);
   store_batch_lock(x, "r", 0, "card", "a.s1", "alice", "phone", 10, 5000);
   commit_ok(a, x);
