@@ -385,6 +385,7 @@ typedef struct fwait {
   uint64_t need;
   uint64_t since; /* the join's since seq (its catch-up reads the log after it), else UINT64_MAX */
   int history;    /* the join asks for the room's last stored publishes (the fetch reads them) */
+  int behind;     /* a backend write queued behind joins that had waited JOIN_WAIT_MS */
 } fwait;
 
 typedef struct fetch_ctx {
@@ -477,14 +478,20 @@ void cluster_fetch_q_free(room *r) {
 
 int cluster_api_write_needs_fetch(engine *e, const char *name) {
   room *r = map_get(&e->rooms, name);
-  return e->clustered && !(r && !r->loading && !r->broken && !r->stale && !r->locks_stale && !r->fetching);
+  /* Behind joins that have waited JOIN_WAIT_MS too, as a session's writes
+   * (commit_admit): a steady stream of backend writes would keep the room
+   * pending, and so the joins waiting. */
+  return e->clustered &&
+         !(r && !r->loading && !r->broken && !r->stale && !r->locks_stale && !r->fetching && !cluster_joins_starving(e, r));
 }
 
 int cluster_api_write_wait(engine *e, conn *c, const char *name, json_t *req, int kind) {
   if (!cluster_api_write_needs_fetch(e, name)) return 0;
   room *r = map_get(&e->rooms, name);
+  int behind = r && cluster_joins_starving(e, r);
   if (!r) r = room_open_loading(e, name);
   fwait *w = wsy_calloc(1, sizeof *w);
+  w->behind = behind;
   w->req = req ? json_incref(req) : NULL;
   w->kind = kind;
   w->unrecorded = e->unrecorded_now;
@@ -501,9 +508,11 @@ int cluster_api_write_wait(engine *e, conn *c, const char *name, json_t *req, in
   return 1;
 }
 
-static void join_wait_push(engine *e, room *r, sess *s, json_t *req, int state);
+static void join_wait_push(engine *e, room *r, sess *s, json_t *req, int state, int waited);
 
-void cluster_join_refetch(engine *e, room *r, sess *s, json_t *req) { join_wait_push(e, r, s, req, 0); }
+void cluster_join_refetch(engine *e, room *r, sess *s, json_t *req, int waited) {
+  join_wait_push(e, r, s, req, 0, waited);
+}
 
 int cluster_joins_starving(engine *e, room *r) {
   if (!e->clustered || (!r->pend_q && !r->fetch_q)) return 0;
@@ -511,9 +520,9 @@ int cluster_joins_starving(engine *e, room *r) {
   return (r->pend_q && now >= r->pend_q_until) || (r->fetch_q && now >= r->fetch_q_until);
 }
 
-int cluster_join_wait(engine *e, room *r, sess *s, json_t *req) {
+int cluster_join_wait(engine *e, room *r, sess *s, json_t *req, int waited) {
   if (!e->clustered || r->fresh_pass || r->pending) return 0; /* with entries pending the join waits for them first (join.c) */
-  join_wait_push(e, r, s, req, 0);
+  join_wait_push(e, r, s, req, 0, waited);
   return 1;
 }
 
@@ -522,13 +531,13 @@ int cluster_join_load(engine *e, const char *name, sess *s, json_t *req) {
   room *r = map_get(&e->rooms, name);
   if (r && !r->loading) return 0;
   if (!r) r = room_open_loading(e, name);
-  join_wait_push(e, r, s, req, 1);
+  join_wait_push(e, r, s, req, 1, 0);
   return 1;
 }
 
 /* The join waits (its session held) for a fetch started after it arrived
  * (with the room's state: state set). */
-static void join_wait_push(engine *e, room *r, sess *s, json_t *req, int state) {
+static void join_wait_push(engine *e, room *r, sess *s, json_t *req, int state, int waited) {
   fwait *w = wsy_calloc(1, sizeof *w);
   w->s = s;
   s->refs++;
@@ -541,8 +550,14 @@ static void join_wait_push(engine *e, room *r, sess *s, json_t *req, int state) 
   json_t *h = json_object_get(req, "history");
   w->history = json_is_integer(h) && json_integer_value(h) > 0;
   if (!r->fetch_q) r->fetch_q_until = now_ms(e) + JOIN_WAIT_MS;
+  /* Last; but a join that has waited for the room's pending entries goes
+   * before the backend writes queued behind waiting joins (it is one of
+   * them): they go after it, on the same fetch. */
   fwait **pp = &r->fetch_q;
-  while (*pp) pp = &(*pp)->next;
+  while (*pp && !(waited && (*pp)->behind)) pp = &(*pp)->next;
+  for (fwait *b = *pp; b; b = b->next)
+    if (b->behind && b->need < w->need) b->need = w->need;
+  w->next = *pp;
   *pp = w;
   cluster_fetch(e, r, state);
 }

@@ -62,11 +62,15 @@ int cluster_fresh(engine *e, room *r);
  * when the replica is behind), so it sees every entry acknowledged before
  * it, on any node, as a join on one node does. Several joins share a
  * fetch. A failed fetch refuses them (internal, retryable). */
-/* 1 when s's join of r waits (held; run again later), 0 to go on now. */
-int cluster_join_wait(engine *e, room *r, sess *s, json_t *req);
+/* 1 when s's join of r waits (held; run again later), 0 to go on now.
+ * waited: it has waited for r's pending entries already (join.c), so it
+ * goes before the backend writes queued behind waiting joins. */
+int cluster_join_wait(engine *e, room *r, sess *s, json_t *req, int waited);
 /* A backend write (POST .../ops or .../publish) to the room name: in a
  * cluster, when the room is not loaded here (or still loading), or its
- * replica must be read again, the request is deferred and waits, as a
+ * replica must be read again, or joins of it have waited JOIN_WAIT_MS
+ * (cluster_joins_starving: it waits behind them), the request is deferred
+ * and waits, as a
  * join does, for a fetch with the room's state started after it arrived
  * (the room loaded without blocking), then goes on in api_write_resume.
  * 1 when it waits, 0 to go on now. */
@@ -89,7 +93,7 @@ void cluster_fetch_if_due(engine *e, room *r);
 /* A join that found r's replica not readable from memory (stale, broken),
  * or that needs r's log, waits (its session held) for a fetch started
  * after now, and is decided again from its answer (cluster.h). */
-void cluster_join_refetch(engine *e, room *r, sess *s, json_t *req);
+void cluster_join_refetch(engine *e, room *r, sess *s, json_t *req, int waited);
 /* 1 when joins of r have waited JOIN_WAIT_MS (join.c) for r's pending
  * entries or for a fetch: then r's writes wait behind them, so that r has
  * nothing pending for a moment and the joins are served from memory

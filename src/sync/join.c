@@ -260,7 +260,7 @@ static void join_decide(sess *s, json_t *req, int flags) {
    * pending (a fetch waits for them): then the join waits for them first,
    * below, and for the fetch after. */
   if (r->fresh_pass) flags |= JOIN_FETCHED;
-  if (!loading && !(flags & JOIN_FETCHED) && cluster_join_wait(e, r, s, req)) return;
+  if (!loading && !(flags & JOIN_FETCHED) && cluster_join_wait(e, r, s, req, (flags & JOIN_WAITED) != 0)) return;
   /* Entries pending: memory is ahead of the store. The join waits until
    * none is (JOIN_WAIT_MS at most), then is served from memory; on one
    * node at once, in a cluster after the fetch above if it had none yet.
@@ -284,7 +284,7 @@ static void join_decide(sess *s, json_t *req, int flags) {
               r->seq - since_seq <= e->cfg->max_catchup;
     if (behind || log || history > 0) {
       e->joins_refetched++;
-      cluster_join_refetch(e, r, s, req);
+      cluster_join_refetch(e, r, s, req, (flags & JOIN_WAITED) != 0);
       return;
     }
   }

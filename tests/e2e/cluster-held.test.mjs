@@ -150,6 +150,34 @@ test('a join behind a commit held past 250 ms waits for it, and the room\'s late
   await closeClients([a, c]);
 });
 
+test('a join behind a commit held past 250 ms: the room\'s later backend writes wait behind the join too', async () => {
+  const room = roomName('pending-api');
+  const a = await connect(0, 'abe');
+  await a.join(room);
+  await a.set(room, 'a0', 'a0', { v: 0 });
+  writeFileSync(faults, 'delay 1500\n');
+  const w1 = op(a, room, 'w1', { v: 1 }); // its batch is held
+  const c = await connect(0, 'cbe');
+  const joined = c.request({ type: 'join', room }, 15000);
+  await sleep(600); // past the join's 250 ms
+  const w2 = api(cl.nodes[0].url, 'POST', `/v1/rooms/${room}/ops`, {
+    key: KEY, body: { cid: 'api-w2', op: { kind: 'set', item: 'w2', fields: { v: 2 } } },
+  }); // waits behind the join
+  const j = await joined;
+  assert.equal(j.type, 'joined', JSON.stringify(j).slice(0, 300));
+  const [r1, r2] = await Promise.all([w1, w2]);
+  assert.deepEqual([r1.type, r1.seq], ['ack', 2], JSON.stringify(r1));
+  assert.equal(r2.status, 200, r2.text);
+  assert.equal(r2.body.seq, 3, r2.text);
+  // The committed state when the join was served: w1, not the backend
+  // write, which reaches the member live.
+  assert.equal(j.seq, 2, JSON.stringify(j).slice(0, 300));
+  assert.deepEqual(Object.keys(j.snapshot.items).sort(), ['a0', 'w1']);
+  await c.entry(room, 3);
+  assert.deepEqual(entries(c, room).map((m) => m.seq), [3]);
+  await closeClients([a, c]);
+});
+
 test('a catch-up join on a replica another node wrote while this node\'s commit was held: read again without blocking', async () => {
   const { room, a, b, ja } = await writtenFromBoth('behind', 'amy', 'bea');
   const c0 = await counts();
