@@ -928,13 +928,20 @@ static void write_ctl(const char *ctl, const char *text) {
   fclose(f);
 }
 
+/* A fault store over a new asynchronous store on *loop (initialized here),
+ * controlled by the file ctl names (DIR/faults). */
+static store *fault_store_controlled(uv_loop_t *loop, char ctl[512]) {
+  uv_loop_init(loop);
+  store *s = store_fault_new(open_async(loop), loop);
+  snprintf(ctl, 512, "%s/faults", dir);
+  store_fault_control(s, ctl);
+  return s;
+}
+
 Test(store, fault_store_control_file) {
   uv_loop_t loop;
-  uv_loop_init(&loop);
-  store *s = store_fault_new(open_async(&loop), &loop);
   char ctl[512];
-  snprintf(ctl, sizeof ctl, "%s/faults", dir);
-  store_fault_control(s, ctl);
+  store *s = fault_store_controlled(&loop, ctl);
   write_ctl(ctl, "commit 2\nread 1\n");
   store_batch *b = store_batch_new();
   store_batch_room_create(b, "r", "e1");
@@ -961,11 +968,8 @@ Test(store, fault_store_control_file) {
  * commit faults armed, if any); a store closed with a commit held drops it. */
 Test(store, fault_store_delay_holds_the_next_commit) {
   uv_loop_t loop;
-  uv_loop_init(&loop);
-  store *s = store_fault_new(open_async(&loop), &loop);
   char ctl[512];
-  snprintf(ctl, sizeof ctl, "%s/faults", dir);
-  store_fault_control(s, ctl);
+  store *s = fault_store_controlled(&loop, ctl);
   write_ctl(ctl, "delay 1\n");
   store_batch *b = store_batch_new();
   store_batch_room_create(b, "r", "e1");
@@ -1011,11 +1015,8 @@ static void on_fetch(void *ud, int rc, store *snap) {
  * WSY_INVAL, through the callback now); a store closed first drops it. */
 Test(store, fault_store_delay_fetch_makes_the_next_fetch_later) {
   uv_loop_t loop;
-  uv_loop_init(&loop);
-  store *s = store_fault_new(open_async(&loop), &loop);
   char ctl[512];
-  snprintf(ctl, sizeof ctl, "%s/faults", dir);
-  store_fault_control(s, ctl);
+  store *s = fault_store_controlled(&loop, ctl);
   cr_assert_eq(store_fetch(s, "r", STORE_FETCH_LOG, 0, on_fetch, NULL), WSY_INVAL, "not armed: as the inner store");
   write_ctl(ctl, "delay-fetch 1\n");
   fetch_result r = {0};
