@@ -118,14 +118,15 @@ static void metrics(engine *e, conn *c) {
     int n_ = snprintf(line, sizeof line, __VA_ARGS__);                        \
     if (buf_append(&b, line, wsy_snlen(n_, sizeof line)) != WSY_OK) break;   \
   } while (0)
+  /* One series without labels: its HELP and TYPE lines, then its value. */
+#define SERIES(name, type, fmt, help, ...) \
+  EMIT("# HELP " name " " help "\n# TYPE " name " " type "\n" name " " fmt "\n", __VA_ARGS__)
   unsigned conns = e->ws_conns;
   for (size_t i = 0; map_next(&e->rooms, &i, &k, &v);) nsess += ((room *)v)->nmembers;
   EMIT("# HELP wsync_connections Open client connections.\n# TYPE wsync_connections gauge\n");
   EMIT("wsync_connections{transport=\"ws\"} %u\n", conns);
-  EMIT("# HELP wsync_rooms Rooms loaded in memory.\n# TYPE wsync_rooms gauge\nwsync_rooms %zu\n",
-       map_len(&e->rooms));
-  EMIT("# HELP wsync_room_members Session memberships of loaded rooms.\n# TYPE wsync_room_members gauge\n"
-       "wsync_room_members %zu\n", nsess);
+  SERIES("wsync_rooms", "gauge", "%zu", "Rooms loaded in memory.", map_len(&e->rooms));
+  SERIES("wsync_room_members", "gauge", "%zu", "Session memberships of loaded rooms.", nsess);
   size_t yrooms = 0, ybytes = 0, yconns = 0;
   for (size_t i = 0; map_next(&e->rooms, &i, &k, &v);)
     if (((room *)v)->kind == &yjs_room_kind) {
@@ -133,35 +134,26 @@ static void metrics(engine *e, conn *c) {
       ybytes += yroom_bytes(v);
       yconns += ((room *)v)->npeers;
     }
-  EMIT("# HELP wsync_yjs_rooms Yjs rooms loaded in memory.\n# TYPE wsync_yjs_rooms gauge\nwsync_yjs_rooms %zu\n",
-       yrooms);
-  EMIT("# HELP wsync_yjs_connections Connections to Yjs rooms (/v1/yjs).\n# TYPE wsync_yjs_connections gauge\n"
-       "wsync_yjs_connections %zu\n", yconns);
-  EMIT("# HELP wsync_yjs_bytes Bytes of Yjs documents and updates held by loaded rooms.\n"
-       "# TYPE wsync_yjs_bytes gauge\nwsync_yjs_bytes %zu\n", ybytes);
-  EMIT("# HELP wsync_yjs_updates_total Yjs updates accepted and sequenced.\n# TYPE wsync_yjs_updates_total counter\n"
-       "wsync_yjs_updates_total %llu\n", (unsigned long long)e->y_updates);
-  EMIT("# HELP wsync_yjs_compactions_total Yjs room logs compacted into a snapshot.\n"
-       "# TYPE wsync_yjs_compactions_total counter\nwsync_yjs_compactions_total %llu\n",
-       (unsigned long long)e->y_compactions);
-  EMIT("# HELP wsync_ops_accepted_total Log entries accepted and sequenced (ops and stored publishes), "
-       "before their commit: committed plus failed plus in flight.\n"
-       "# TYPE wsync_ops_accepted_total counter\nwsync_ops_accepted_total %llu\n",
-       (unsigned long long)e->ops_accepted);
-  EMIT("# HELP wsync_ops_committed_total Log entries committed durably to the store (acknowledged).\n"
-       "# TYPE wsync_ops_committed_total counter\nwsync_ops_committed_total %llu\n",
-       (unsigned long long)e->ops_committed);
-  EMIT("# HELP wsync_ops_failed_total Log entries whose commit failed: not stored, refused with internal.\n"
-       "# TYPE wsync_ops_failed_total counter\nwsync_ops_failed_total %llu\n",
-       (unsigned long long)e->ops_failed);
-  EMIT("# HELP wsync_joins_waited_total Joins that waited for their room's pending entries to commit, "
-       "rather than reading the room from the store.\n"
-       "# TYPE wsync_joins_waited_total counter\nwsync_joins_waited_total %llu\n",
-       (unsigned long long)e->joins_waited);
-  EMIT("# HELP wsync_joins_refetched_total Cluster: joins that found their replica behind after waiting, or "
-       "needed its log, and waited for another asynchronous read of the room.\n"
-       "# TYPE wsync_joins_refetched_total counter\nwsync_joins_refetched_total %llu\n",
-       (unsigned long long)e->joins_refetched);
+  SERIES("wsync_yjs_rooms", "gauge", "%zu", "Yjs rooms loaded in memory.", yrooms);
+  SERIES("wsync_yjs_connections", "gauge", "%zu", "Connections to Yjs rooms (/v1/yjs).", yconns);
+  SERIES("wsync_yjs_bytes", "gauge", "%zu", "Bytes of Yjs documents and updates held by loaded rooms.", ybytes);
+  SERIES("wsync_yjs_updates_total", "counter", "%llu",
+         "Yjs updates accepted and sequenced.", (unsigned long long)e->y_updates);
+  SERIES("wsync_yjs_compactions_total", "counter", "%llu",
+         "Yjs room logs compacted into a snapshot.", (unsigned long long)e->y_compactions);
+  SERIES("wsync_ops_accepted_total", "counter", "%llu",
+         "Log entries accepted and sequenced (ops and stored publishes), before their commit: committed plus failed "
+         "plus in flight.", (unsigned long long)e->ops_accepted);
+  SERIES("wsync_ops_committed_total", "counter", "%llu",
+         "Log entries committed durably to the store (acknowledged).", (unsigned long long)e->ops_committed);
+  SERIES("wsync_ops_failed_total", "counter", "%llu",
+         "Log entries whose commit failed: not stored, refused with internal.", (unsigned long long)e->ops_failed);
+  SERIES("wsync_joins_waited_total", "counter", "%llu",
+         "Joins that waited for their room's pending entries to commit, rather than reading the room from the store.",
+         (unsigned long long)e->joins_waited);
+  SERIES("wsync_joins_refetched_total", "counter", "%llu",
+         "Cluster: joins that found their replica behind after waiting, or needed its log, and waited for another "
+         "asynchronous read of the room.", (unsigned long long)e->joins_refetched);
   EMIT("# HELP wsync_ops_rejected_total Rejected ops, by error code.\n# TYPE wsync_ops_rejected_total counter\n");
   for (size_t i = 0; map_next(&e->rejected, &i, &k, &v);)
     EMIT("wsync_ops_rejected_total{code=\"%s\"} %llu\n", k, (unsigned long long)(uintptr_t)v);
@@ -172,13 +164,12 @@ static void metrics(engine *e, conn *c) {
   }
   EMIT("# HELP wsync_sessions Live sessions.\n# TYPE wsync_sessions gauge\n"
        "wsync_sessions{state=\"attached\"} %zu\nwsync_sessions{state=\"detached\"} %zu\n", attached, detached);
-  EMIT("# HELP wsync_deliveries_total Messages queued to sessions by fan-out.\n"
-       "# TYPE wsync_deliveries_total counter\nwsync_deliveries_total %llu\n",
-       (unsigned long long)e->deliveries);
-  EMIT("# HELP wsync_outbox_bytes Bytes the sessions' outboxes hold themselves (their own messages, run entries).\n"
-       "# TYPE wsync_outbox_bytes gauge\nwsync_outbox_bytes %zu\n", e->outbox_mem);
-  EMIT("# HELP wsync_resume_ring_bytes Bytes of room messages the resume rings hold (once per room).\n"
-       "# TYPE wsync_resume_ring_bytes gauge\nwsync_resume_ring_bytes %zu\n", e->ring_mem);
+  SERIES("wsync_deliveries_total", "counter", "%llu",
+         "Messages queued to sessions by fan-out.", (unsigned long long)e->deliveries);
+  SERIES("wsync_outbox_bytes", "gauge", "%zu",
+         "Bytes the sessions' outboxes hold themselves (their own messages, run entries).", e->outbox_mem);
+  SERIES("wsync_resume_ring_bytes", "gauge", "%zu",
+         "Bytes of room messages the resume rings hold (once per room).", e->ring_mem);
   bus_stats bs;
   bus_get_stats(e->bus, &bs);
   if (e->clustered) {
@@ -188,69 +179,58 @@ static void metrics(engine *e, conn *c) {
          " async did not (fetches).\n# TYPE wsync_store_reads_total counter\n"
          "wsync_store_reads_total{mode=\"sync\"} %llu\nwsync_store_reads_total{mode=\"async\"} %llu\n",
          (unsigned long long)rs, (unsigned long long)rf);
-    EMIT("# HELP wsync_cluster_check_behind_total Loaded rooms the once-a-second comparison with the store found"
-         " behind it (an entry the bus lost): each is then fetched.\n"
-         "# TYPE wsync_cluster_check_behind_total counter\nwsync_cluster_check_behind_total %llu\n",
-         (unsigned long long)e->check_behind);
-    EMIT("# HELP wsync_api_writes_fetched_total Backend writes to a room not loaded on this node (or whose replica"
-         " had to be read again) that waited for an asynchronous read of it rather than reading on the loop.\n"
-         "# TYPE wsync_api_writes_fetched_total counter\nwsync_api_writes_fetched_total %llu\n",
-         (unsigned long long)e->api_writes_waited);
-    EMIT("# HELP wsync_store_fetch_failures_total Asynchronous reads that failed.\n"
-         "# TYPE wsync_store_fetch_failures_total counter\nwsync_store_fetch_failures_total %llu\n",
-         (unsigned long long)rff);
+    SERIES("wsync_cluster_check_behind_total", "counter", "%llu",
+         "Loaded rooms the once-a-second comparison with the store found behind it (an entry the bus lost): each is "
+         "then fetched.", (unsigned long long)e->check_behind);
+    SERIES("wsync_api_writes_fetched_total", "counter", "%llu",
+         "Backend writes to a room not loaded on this node (or whose replica had to be read again) that waited for "
+         "an asynchronous read of it rather than reading on the loop.", (unsigned long long)e->api_writes_waited);
+    SERIES("wsync_store_fetch_failures_total", "counter", "%llu",
+         "Asynchronous reads that failed.", (unsigned long long)rff);
   }
   EMIT("# HELP wsync_node_info This node's name and its bus (a constant 1).\n# TYPE wsync_node_info gauge\n"
        "wsync_node_info{node=\"%s\",bus=\"%s\",store=\"%s\"} 1\n", e->node_id, bus_name(e->bus),
        store_backend(e->st));
-  EMIT("# HELP wsync_bus_up 1 while the link to the bus is up.\n# TYPE wsync_bus_up gauge\nwsync_bus_up %d\n", bs.up);
-  EMIT("# HELP wsync_bus_nodes Other nodes heard from within the heartbeat TTL.\n# TYPE wsync_bus_nodes gauge\n"
-       "wsync_bus_nodes %u\n", bs.nodes);
-  EMIT("# HELP wsync_bus_published_total Messages handed to the bus.\n# TYPE wsync_bus_published_total counter\n"
-       "wsync_bus_published_total %llu\n", (unsigned long long)bs.published);
-  EMIT("# HELP wsync_bus_received_total Messages delivered here from other nodes.\n"
-       "# TYPE wsync_bus_received_total counter\nwsync_bus_received_total %llu\n",
-       (unsigned long long)e->bus_received);
-  EMIT("# HELP wsync_bus_dropped_total Publishes lost while the bus link was down (entries are refilled from the store).\n"
-       "# TYPE wsync_bus_dropped_total counter\nwsync_bus_dropped_total %llu\n", (unsigned long long)bs.dropped);
-  EMIT("# HELP wsync_bus_reconnects_total Times the bus link came back.\n"
-       "# TYPE wsync_bus_reconnects_total counter\nwsync_bus_reconnects_total %llu\n",
-       (unsigned long long)bs.reconnects);
-  EMIT("# HELP wsync_bus_duplicates_total Entries dropped because this node had delivered them already.\n"
-       "# TYPE wsync_bus_duplicates_total counter\nwsync_bus_duplicates_total %llu\n",
-       (unsigned long long)e->bus_duplicates);
-  EMIT("# HELP wsync_bus_gaps_total Entries that arrived past a gap, which was refilled from the store first.\n"
-       "# TYPE wsync_bus_gaps_total counter\nwsync_bus_gaps_total %llu\n", (unsigned long long)e->bus_gaps);
-  EMIT("# HELP wsync_refills_total Reads of missing entries from the store (gaps, link back, periodic check).\n"
-       "# TYPE wsync_refills_total counter\nwsync_refills_total %llu\n", (unsigned long long)e->refills);
-  EMIT("# HELP wsync_refilled_entries_total Entries delivered from the store rather than the bus.\n"
-       "# TYPE wsync_refilled_entries_total counter\nwsync_refilled_entries_total %llu\n",
-       (unsigned long long)e->refilled);
-  EMIT("# HELP wsync_room_reloads_total Rooms read again from the store after other nodes wrote them.\n"
-       "# TYPE wsync_room_reloads_total counter\nwsync_room_reloads_total %llu\n", (unsigned long long)e->reloads);
-  EMIT("# HELP wsync_room_reloads_changes_total Of those, replicas read again as only the items written since "
-       "their seq.\n# TYPE wsync_room_reloads_changes_total counter\nwsync_room_reloads_changes_total %llu\n",
-       (unsigned long long)e->reloads_changes);
-  EMIT("# HELP wsync_room_reloads_whole_total Reads of changes that could not be used (the replica had run ahead "
-       "of the store, or the room was made again): the room was read again whole.\n"
-       "# TYPE wsync_room_reloads_whole_total counter\nwsync_room_reloads_whole_total %llu\n",
-       (unsigned long long)e->reloads_whole);
-  EMIT("# HELP wsync_stale_commits_total Batches fenced out because another node committed to a room first.\n"
-       "# TYPE wsync_stale_commits_total counter\nwsync_stale_commits_total %llu\n",
-       (unsigned long long)e->stale_commits);
-  EMIT("# HELP wsync_stale_deferred_total Writes that found their room's replica behind with entries pending, and waited for a read.\n"
-       "# TYPE wsync_stale_deferred_total counter\nwsync_stale_deferred_total %llu\n",
-       (unsigned long long)e->stale_deferred);
-  EMIT("# HELP wsync_dedupe_fetches_total Dedupe lookups read from the store without blocking.\n"
-       "# TYPE wsync_dedupe_fetches_total counter\nwsync_dedupe_fetches_total %llu\n",
-       (unsigned long long)e->dedupe_fetches);
-  EMIT("# HELP wsync_bytes_in_total Bytes received.\n# TYPE wsync_bytes_in_total counter\n"
-       "wsync_bytes_in_total %llu\n", (unsigned long long)ns->bytes_in);
-  EMIT("# HELP wsync_bytes_out_total Bytes sent.\n# TYPE wsync_bytes_out_total counter\n"
-       "wsync_bytes_out_total %llu\n", (unsigned long long)ns->bytes_out);
-  EMIT("# HELP wsync_slow_consumer_closes_total Connections closed with 1013.\n"
-       "# TYPE wsync_slow_consumer_closes_total counter\nwsync_slow_consumer_closes_total %llu\n",
-       (unsigned long long)ns->slow_closes);
+  SERIES("wsync_bus_up", "gauge", "%d", "1 while the link to the bus is up.", bs.up);
+  SERIES("wsync_bus_nodes", "gauge", "%u", "Other nodes heard from within the heartbeat TTL.", bs.nodes);
+  SERIES("wsync_bus_published_total", "counter", "%llu",
+         "Messages handed to the bus.", (unsigned long long)bs.published);
+  SERIES("wsync_bus_received_total", "counter", "%llu",
+         "Messages delivered here from other nodes.", (unsigned long long)e->bus_received);
+  SERIES("wsync_bus_dropped_total", "counter", "%llu",
+         "Publishes lost while the bus link was down (entries are refilled from the store).",
+         (unsigned long long)bs.dropped);
+  SERIES("wsync_bus_reconnects_total", "counter", "%llu",
+         "Times the bus link came back.", (unsigned long long)bs.reconnects);
+  SERIES("wsync_bus_duplicates_total", "counter", "%llu",
+         "Entries dropped because this node had delivered them already.", (unsigned long long)e->bus_duplicates);
+  SERIES("wsync_bus_gaps_total", "counter", "%llu",
+         "Entries that arrived past a gap, which was refilled from the store first.",
+         (unsigned long long)e->bus_gaps);
+  SERIES("wsync_refills_total", "counter", "%llu",
+         "Reads of missing entries from the store (gaps, link back, periodic check).",
+         (unsigned long long)e->refills);
+  SERIES("wsync_refilled_entries_total", "counter", "%llu",
+         "Entries delivered from the store rather than the bus.", (unsigned long long)e->refilled);
+  SERIES("wsync_room_reloads_total", "counter", "%llu",
+         "Rooms read again from the store after other nodes wrote them.", (unsigned long long)e->reloads);
+  SERIES("wsync_room_reloads_changes_total", "counter", "%llu",
+         "Of those, replicas read again as only the items written since their seq.",
+         (unsigned long long)e->reloads_changes);
+  SERIES("wsync_room_reloads_whole_total", "counter", "%llu",
+         "Reads of changes that could not be used (the replica had run ahead of the store, or the room was made "
+         "again): the room was read again whole.", (unsigned long long)e->reloads_whole);
+  SERIES("wsync_stale_commits_total", "counter", "%llu",
+         "Batches fenced out because another node committed to a room first.", (unsigned long long)e->stale_commits);
+  SERIES("wsync_stale_deferred_total", "counter", "%llu",
+         "Writes that found their room's replica behind with entries pending, and waited for a read.",
+         (unsigned long long)e->stale_deferred);
+  SERIES("wsync_dedupe_fetches_total", "counter", "%llu",
+         "Dedupe lookups read from the store without blocking.", (unsigned long long)e->dedupe_fetches);
+  SERIES("wsync_bytes_in_total", "counter", "%llu", "Bytes received.", (unsigned long long)ns->bytes_in);
+  SERIES("wsync_bytes_out_total", "counter", "%llu", "Bytes sent.", (unsigned long long)ns->bytes_out);
+  SERIES("wsync_slow_consumer_closes_total", "counter", "%llu",
+         "Connections closed with 1013.", (unsigned long long)ns->slow_closes);
   EMIT("# HELP wsync_commit_seconds Time a batch takes to commit durably.\n"
        "# TYPE wsync_commit_seconds histogram\n");
   emit_hist(&b, "wsync_commit_seconds", e->commit_hist, e->commit_sum, e->commits);
@@ -258,9 +238,8 @@ static void metrics(engine *e, conn *c) {
        " (over the bus, or refilled from the store; ms resolution, clocks of both nodes).\n"
        "# TYPE wsync_bus_lag_seconds histogram\n");
   emit_hist(&b, "wsync_bus_lag_seconds", e->lag_hist, e->lag_sum, e->lag_count);
-  EMIT("# HELP wsync_commit_failures_total Batches whose commit failed (nothing of them was stored).\n"
-       "# TYPE wsync_commit_failures_total counter\nwsync_commit_failures_total %llu\n",
-       (unsigned long long)e->commit_failures);
+  SERIES("wsync_commit_failures_total", "counter", "%llu",
+         "Batches whose commit failed (nothing of them was stored).", (unsigned long long)e->commit_failures);
   webhooks_metrics(e->hooks, &b);
   if (e->cfg->auth_hook || e->cfg->op_hooks.n) {
     EMIT("# HELP wsync_hook_requests_total Questions asked of the hooks that decide (--auth-hook, --op-hook).\n"
@@ -271,10 +250,10 @@ static void metrics(engine *e, conn *c) {
          "with hook_unavailable.\n# TYPE wsync_hook_failures_total counter\nwsync_hook_failures_total{hook=\"auth\"} "
          "%llu\nwsync_hook_failures_total{hook=\"op\"} %llu\n", (unsigned long long)e->hook_failures,
          (unsigned long long)e->ophook_failures);
-    EMIT("# HELP wsync_auth_hook_cache_hits_total Hellos and joins decided by a cached --auth-hook answer.\n"
-         "# TYPE wsync_auth_hook_cache_hits_total counter\nwsync_auth_hook_cache_hits_total %llu\n",
-         (unsigned long long)e->hook_cache_hits);
+    SERIES("wsync_auth_hook_cache_hits_total", "counter", "%llu",
+         "Hellos and joins decided by a cached --auth-hook answer.", (unsigned long long)e->hook_cache_hits);
   }
+#undef SERIES
 #undef EMIT
   httpd_respond(c, 200, "text/plain; version=0.0.4", "Cache-Control: no-store\r\n", b.data, b.len);
   buf_free(&b);
