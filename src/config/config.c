@@ -37,6 +37,8 @@ static const option options[] = {
    "shared by every node (default: the embedded SQLite store in --data-dir)"},
   {"bus", K_STR, OFF(bus_url), "URL", NULL, 0, 0,
    "redis://HOST:PORT[/DB]: connect the nodes of a cluster through Redis (needs --store postgres://...)"},
+  {"forward-ops", K_ONOFF, OFF(forward_ops), "MODE", "on", 0, 0,
+   "on or off: with --bus, a session's ops are decided on the node that owns the room (docs/CLUSTER.md)"},
   {"node-id", K_STR, OFF(node_id), "NAME", NULL, 0, 0,
    "this node's name in logs, metrics and presence (default: unique per process)"},
   {"static", K_STR, OFF(static_dir), "DIR", NULL, 0, 0,

@@ -22,6 +22,7 @@ typedef struct wsy_config {
   const char *data_dir;
   const char *store_url;     /* postgres://...: the shared store; NULL: SQLite in data_dir */
   const char *bus_url;       /* redis://...: the bus between nodes; NULL: one node */
+  int forward_ops;           /* a session's ops decided on the room's owner node (cluster) */
   const char *node_id;       /* NULL: made at start, unique per process */
   const char *static_dir;
   size_t max_message;        /* bytes */

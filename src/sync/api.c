@@ -220,6 +220,14 @@ static void metrics(engine *e, conn *c) {
   SERIES("wsync_room_reloads_whole_total", "counter", "%llu",
          "Reads of changes that could not be used (the replica had run ahead of the store, or the room was made "
          "again): the room was read again whole.", (unsigned long long)e->reloads_whole);
+  SERIES("wsync_ops_forwarded_total", "counter", "%llu",
+         "Ops of this node's sessions sent to their room's owner node to be decided (--forward-ops).",
+         (unsigned long long)e->ops_forwarded);
+  SERIES("wsync_ops_forwarded_in_total", "counter", "%llu",
+         "Ops of other nodes' sessions decided here, as their room's owner.", (unsigned long long)e->ops_forwarded_in);
+  SERIES("wsync_ops_forward_rerouted_total", "counter", "%llu",
+         "Forwarded ops decided again elsewhere: their owner went away, was out of reach or did not answer in time.",
+         (unsigned long long)e->ops_rerouted);
   SERIES("wsync_stale_commits_total", "counter", "%llu",
          "Batches fenced out because another node committed to a room first.", (unsigned long long)e->stale_commits);
   SERIES("wsync_stale_deferred_total", "counter", "%llu",

@@ -10,6 +10,7 @@
 #include "commit.h"
 #include "fallback.h"
 #include "hook.h"
+#include "opfwd.h"
 #include "proto.h"
 #include "room.h"
 #include "sess.h"
@@ -117,6 +118,7 @@ static void deliver_in_order(engine *e, room *r, const bus_msg *m) {
   }
   room_deliver(e, m);
   r->delivered = m->seq;
+  if (r->fwd_held) opfwd_delivered(e, r); /* answers of forwarded ops that waited for it */
   if (m->origin) {
     r->stale = 1; /* decided elsewhere: this replica is behind */
     observe_lag(e, m->frame);
@@ -225,7 +227,10 @@ static void check_done(void *ud, int rc, store *snap) {
   wsy_free(names);
 }
 
-static void on_check(uv_timer_t *t) { check_rooms(t->data); }
+static void on_check(uv_timer_t *t) {
+  check_rooms(t->data);
+  opfwd_sweep(t->data);
+}
 
 static void on_link(void *ud, int up) {
   engine *e = ud;
@@ -235,6 +240,7 @@ static void on_link(void *ud, int up) {
   } else {
     log_warn("bus: link down; entries reach this node's members from the store until it is back");
   }
+  opfwd_link(e, up);
 }
 
 static void on_node(void *ud, const char *node, int up) {
@@ -246,6 +252,7 @@ static void on_node(void *ud, const char *node, int up) {
     return;
   }
   map_del(&e->nodes, node);
+  opfwd_node(e, node, up); /* its ops out are decided again where their rooms' owners are now */
   presence_node_gone(e, node);
   room_locks_node_gone(e, node);
 }
@@ -280,6 +287,7 @@ static void on_direct(void *ud, const char *from, const char *kind, const uint8_
   else if (!strcmp(kind, "presq")) presence_on_query(e, from, body, len);
   else if (!strncmp(kind, "fb", 2)) fb_direct(e, from, kind, body, len);
   else if (!strcmp(kind, "rdel")) room_deleted_elsewhere(e, body, len);
+  else if (!strcmp(kind, "op.f") || !strcmp(kind, "op.r")) opfwd_direct(e, from, kind, body, len);
   else if (!strcmp(kind, "udisc")) cluster_on_disconnect(e, from, body, len);
   else if (!strcmp(kind, "udisc.r")) cluster_on_disconnected(e, body, len);
   else log_warn("bus: message of unknown kind %s from node %s dropped", kind, from);
@@ -592,6 +600,7 @@ static void release_joins(engine *e, room *r, int failed, store *snap) {
       if (failed == JOIN_WRONG_KIND)
         sess_error(w->s, w->req, "bad_request", "the room is a Yjs room: open it on /v1/yjs/{room}", "room", NULL);
       else if (failed) sess_error(w->s, w->req, "internal", "the room could not be read", NULL, NULL);
+      else if (w->s->ghost) opfwd_ghost_go(w->s, w->req); /* a forwarded op waited for the room's load */
       else join_handle_asked(w->s, w->req);
     }
     fwait_free(w);

@@ -15,6 +15,7 @@
 #include "fallback.h"
 #include "forward.h"
 #include "hook.h"
+#include "opfwd.h"
 #include "room.h"
 #include "sess.h"
 #include "stream.h"
@@ -151,6 +152,7 @@ void engine_free(engine *e) {
   sess_reap(e);
   sess_end_all(e);
   fwd_free(e); /* after the sessions: their forwarded streams were ended */
+  opfwd_free_streams(e);
   presence_batch_flush_all(e); /* their leaves, before the bus goes */
   /* Requests in flight are canceled: their entries go again after the
    * restart; positions already acknowledged commit below. */
@@ -160,6 +162,7 @@ void engine_free(engine *e) {
     commit_start(e);
     uv_run(e->loop, UV_RUN_ONCE);
   }
+  opfwd_free(e); /* the ghosts, once what they wrote has committed */
   stream_deinit(e);
   uv_close((uv_handle_t *)&e->check, NULL);
   uv_close((uv_handle_t *)&e->sweep, NULL);

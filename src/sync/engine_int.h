@@ -41,6 +41,7 @@
 
 typedef struct sess sess;
 typedef struct room room;
+typedef struct opfwd opfwd;
 typedef struct member member;
 typedef struct pend pend;
 typedef struct capture capture;
@@ -65,6 +66,8 @@ struct engine {
   uint64_t batch_no;     /* the number of the batch being filled (its head token, commit.c) */
   int clustered;      /* a bus between nodes (--bus) */
   struct fwd_state *fwd; /* fallback requests forwarded between nodes (forward.h); NULL until one */
+  struct opfwd *ofw;     /* ops decided on their room's owner (opfwd.h); NULL until one */
+  uint64_t ops_forwarded, ops_forwarded_in, ops_rerouted;
   uv_timer_t cluster_timer;
   uint64_t refills, refilled, bus_duplicates, bus_gaps, bus_received, reloads, stale_commits, redecided;
   uint64_t stale_deferred; /* session writes that found the replica stale with entries pending: deferred */

@@ -5,7 +5,9 @@
 #include <string.h>
 
 #include "commit.h"
+#include "opfwd.h"
 #include "proto.h"
+#include "sess.h"
 #include "text.h"
 
 /* The text ops accepted on one field, newest last: ops[i] took the field
@@ -179,11 +181,13 @@ static int lock_ok(engine *e, room *r, sess *s, json_t *subj, const char *item, 
    * node has no local holder either. In a cluster a refusal is decided
    * again on locks read from the store (proto.c); an acceptance needs no
    * read: the commit is fenced by the lock version. */
-  if (l && !(s && l->holder == s) && !force)
+  /* A ghost (opfwd.h) holds what its origin session holds. */
+  int mine = l && s && (l->holder == s || (s->ghost && l->rid && opfwd_ghost_is(s, l->rid)));
+  if (l && !mine && !force)
     return commit_refuse(why, "locked", "the item is locked by another session",
                      json_pack("{s:s,s:o}", "item", item, "lock", room_lock_json(e, item, l)));
   json_t *fence = json_object_get(subj, "fence");
-  if (fence && (!s || !json_is_integer(fence) || !l || l->holder != s ||
+  if (fence && (!s || !json_is_integer(fence) || !l || !mine ||
                 (json_int_t)l->fence != json_integer_value(fence)))
     return commit_refuse(why, "lock_lost", "the op's fence is not a lock this session holds",
                      json_pack("{s:s}", "item", item));

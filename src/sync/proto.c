@@ -10,6 +10,7 @@
 #include "../common/jsonr.h"
 #include "commit.h"
 #include "hook.h"
+#include "opfwd.h"
 #include "room.h"
 #include "sess.h"
 
@@ -81,7 +82,9 @@ static void op_decide(sess *s, json_t *req, int asked) {
     return;
   }
   /* An op hook (hook.h) sees the op before the room decides it. */
-  if (!asked && e->cfg->op_hooks.n && ophook_op(s, req, rname)) return;
+  if (!asked && e->cfg->op_hooks.n && !s->ghost && ophook_op(s, req, rname)) return;
+  /* Decided by the room's owner (opfwd.h); its answer comes back here. */
+  if (e->clustered && e->cfg->forward_ops && opfwd_route(s, m, req)) return;
   author au = {e, s, NULL, s->dkey};
   json_t *from = sess_from(s);
   op_refusal why;
@@ -237,6 +240,10 @@ void proto_dispatch(sess *s, json_t *req) {
     hook_hold_push(s, req);
     return;
   }
+  if (s->ghost) { /* only ever sent ops (opfwd.h) */
+    opfwd_ghost_go(s, req);
+    return;
+  }
   /* The id first (PROTOCOL.md 1.1): every later answer echoes it. */
   json_t *id = json_object_get(req, "id");
   if (id && !(json_is_integer(id) && json_integer_value(id) >= 0 &&
@@ -298,6 +305,11 @@ void proto_dispatch(sess *s, json_t *req) {
     {"lock", room_handle_lock, 1},    {"unlock", room_handle_unlock, 1},
     {"cursor", handle_cursor, 2},
   };
+  /* A write that must not overtake the session's ops out at the room's
+   * owner (opfwd.h) waits for their answers. */
+  if (s->e->ofw && (!strcmp(type, "publish") || !strcmp(type, "lock") || !strcmp(type, "unlock")) &&
+      opfwd_wait(s, req))
+    return;
   for (size_t i = 0; i < WSY_ARRAY_LEN(handlers); i++) {
     if (strcmp(type, handlers[i].type) != 0) continue;
     if (!rate_ok(s)) {

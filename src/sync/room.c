@@ -8,6 +8,7 @@
 #include "cluster.h"
 #include "commit.h"
 #include "kind.h"
+#include "opfwd.h"
 #include "proto.h"
 #include "sess.h"
 
@@ -18,6 +19,7 @@ member *room_membership(sess *s, const char *rname) {
 }
 
 static void room_destroy(engine *e, room *r) {
+  opfwd_room_free(r);
   commit_defer_free(r);
   cluster_fetch_q_free(r);
   cluster_room_unloading(e, r);
@@ -84,7 +86,10 @@ static int load(engine *e, room *r, int again) {
     random_hex(r->epoch, 8);
     if (r->kind->epoch_tag) r->epoch[0] = r->kind->epoch_tag;
     r->seq = 0;
-    if (again && r->no_create) r->gone = 1;
+    if (again && r->no_create) {
+      r->gone = 1;
+      opfwd_room_gone(e, r);
+    }
     else commit_room_created(e, r);
   }
   r->synced = r->seq;
@@ -199,6 +204,7 @@ int room_reload(engine *e, room *r) {
      * (and maybe made again since): they are told as that node's were. */
     log_info("room %s was deleted through another node: its %u members here leave", r->name, r->nmembers);
     commit_room_members_deleted(e, r);
+    opfwd_room_gone(e, r); /* and the ghosts of other nodes' members (opfwd.h) */
   }
   if (r->broken && !e->clustered) log_info("room %s reloaded from the store at seq %llu %s", r->name, (unsigned long long)r->seq, why);
   else log_debug("room %s reloaded from the store at seq %llu %s", r->name, (unsigned long long)r->seq, why);

@@ -120,6 +120,7 @@ struct room {
   uint64_t delivered;/* the last seq handed to this node's members (cluster.h) */
   int stale;         /* entries decided elsewhere were delivered: reload before deciding */
   int subscribed;    /* on the bus */
+  struct ofw_held *fwd_held;      /* answers of forwarded ops waiting for delivered (opfwd.h) */
   defwrite *defer, **defer_tail; /* writes to decide again (commit.h), in order; keep the room loaded */
   uint64_t deferrals;             /* writes put on that list so far (defer.c) */
   int creating;            /* its creation is pending in a batch */

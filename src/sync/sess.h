@@ -67,6 +67,7 @@ struct sess {
   unsigned ended : 1;   /* bye, replaced, or expired: no resume */
   unsigned http : 1;    /* the session is on HTTP transports (not WebSocket): hx is set */
   unsigned due : 1;     /* on e->due */
+  unsigned ghost : 1;   /* stands on this node for another node's session (opfwd.h) */
   unsigned dn_kind : 4; /* FB_SSE or FB_POLL while dn is set */
   /* Hooks (hook.h): while hold is set the session waits for the
    * authorization hook and its messages queue in hk->held. */

@@ -22,7 +22,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { startCluster } from './lib/cluster.mjs';
+import { roomOwnedBy, startCluster } from './lib/cluster.mjs';
 import {
   cidCounts, docOf, history, KEY, makeClient, SERVER_ARGS, serverDoc, serverSnapshot, settled,
 } from './lib/client-util.mjs';
@@ -496,14 +496,21 @@ describe('found by the chaos tests', () => {
   // could write nothing. Now a refusal for an unreadable store degrades the
   // node as a failed commit does, until a commit succeeds.
   test('an op refused because the store cannot be read makes the node degraded until a commit succeeds', async (t) => {
-    const room = roomName('unreadable');
+    // Owned by node 2, so that node 2 decides b's op (--forward-ops).
+    const ids = cl.nodes.map((x) => x.nodeId);
+    const room = roomOwnedBy(ids[1], ids, (k) => `${roomName('unreadable')}-${k}`);
     const a = await SyncClient.connect(cl.nodes[0].url, { token: token('ua'), device: 'ua-1' });
     const b = await SyncClient.connect(cl.nodes[1].url, { token: token('ub'), device: 'ub-1' });
     t.after(() => Promise.all([a.close(), b.close()]));
     await a.join(room);
     await b.join(room);
-    const first = await a.set(room, 'u1', 'k', { v: 1 });
-    await b.entry(room, first.seq); // decided on node 1: node 2's replica is behind
+    // Written through node 1's backend API (decided there, never forwarded):
+    // node 2's replica is behind.
+    const w = await api(cl.nodes[0].url, 'POST', `/v1/rooms/${room}/ops`,
+      { key: KEY, body: { cid: 'u1', op: { kind: 'set', item: 'k', fields: { v: 1 } } } });
+    assert.equal(w.status, 200, w.text);
+    const first = w.body;
+    await b.entry(room, first.seq);
     const health = () => api(cl.nodes[1].url, 'GET', '/healthz');
     assert.equal((await health()).status, 200);
     await cl.pg.halt();

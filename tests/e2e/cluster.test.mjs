@@ -16,7 +16,12 @@ let cl;
 let n = 0;
 
 before(async () => {
-  cl = await startCluster(3, { nodeArgs: () => ['--api-key', KEY, '--rate', '100000', '--burst', '100000'] });
+  // Every node decides the ops of the rooms it is written through, the
+  // fence settling collisions (docs/CLUSTER.md): what these tests are
+  // about. Ops decided on their room's owner: cluster-forward.test.mjs.
+  cl = await startCluster(3, {
+    nodeArgs: () => ['--api-key', KEY, '--rate', '100000', '--burst', '100000', '--forward-ops', 'off'],
+  });
 });
 after(() => cl && cl.stop());
 

@@ -819,3 +819,48 @@ export async function startProxiedCluster(t, n, args, { echo = true } = {}) {
   if (t) t.after(() => srv.stop());
   return srv;
 }
+
+// ---- room owners (--forward-ops, src/sync/opfwd.c) ---------------------------
+
+const M64 = (1n << 64n) - 1n;
+
+/** The server's score of (node, room): FNV-1a over both, then a 64-bit finalizer. */
+function ownerScore(node, room) {
+  let h = 14695981039346656037n;
+  const mix = (b) => { h = ((h ^ BigInt(b)) * 1099511628211n) & M64; };
+  for (const b of Buffer.from(node)) mix(b);
+  mix(0x1f);
+  for (const b of Buffer.from(room)) mix(b);
+  h ^= h >> 33n;
+  h = (h * 0xff51afd7ed558ccdn) & M64;
+  h ^= h >> 33n;
+  h = (h * 0xc4ceb9fe1a85ec53n) & M64;
+  h ^= h >> 33n;
+  return h;
+}
+
+/**
+ * The node id that owns room among nodeIds (all up and heard from by each
+ * other): the one whose ops for the room every node forwards there.
+ */
+export function ownerOf(room, nodeIds) {
+  let best = null;
+  let top = -1n;
+  for (const id of nodeIds) {
+    const s = ownerScore(id, room);
+    if (s > top || (s === top && id < best)) {
+      top = s;
+      best = id;
+    }
+  }
+  return best;
+}
+
+/** A room name made by make(k), k = 0, 1, ..., whose owner among nodeIds is want. */
+export function roomOwnedBy(want, nodeIds, make) {
+  for (let k = 0; k < 10000; k++) {
+    const name = make(k);
+    if (ownerOf(name, nodeIds) === want) return name;
+  }
+  throw new Error(`no room owned by ${want} in 10000 names`);
+}
