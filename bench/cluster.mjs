@@ -9,8 +9,11 @@
 //       nodes' CPU from /proc/PID/stat over the measured interval, summed;
 //       Redis's CPU is shown apart).
 //   (b) durable ops through PostgreSQL: 50 writers on 10 rooms (op set),
-//       twice: every room's writers spread over both nodes (contended), and
-//       each room whole on one node (--alt-rooms); acked ops/s, ack p50/p99,
+//       three times: every room's writers spread over both nodes (each
+//       room's ops decided on its owner node, --forward-ops on, the
+//       default), each room whole on one node (--alt-rooms), and again
+//       spread over both nodes on two fresh nodes with --forward-ops off
+//       (every node decides, the fence settles collisions); acked ops/s, ack p50/p99,
 //       PostgreSQL transactions/s (pg_stat_database.xact_commit, and the
 //       writing ones exactly by transaction id, over the measured
 //       interval), PostgreSQL's CPU, and the nodes' cluster counters from
@@ -74,7 +77,7 @@ const WSYNC_ARGS = ['--insecure-demo', '--rate', '1000000000', '--burst', '10000
 // The cluster's counters in /metrics, summed over the nodes.
 const COUNTERS = ['wsync_room_reloads_total', 'wsync_room_reloads_changes_total', 'wsync_room_reloads_whole_total',
   'wsync_refills_total', 'wsync_refilled_entries_total',
-  'wsync_stale_commits_total', 'wsync_bus_gaps_total'];
+  'wsync_stale_commits_total', 'wsync_bus_gaps_total', 'wsync_ops_forwarded_total'];
 async function counters(nodes) {
   const sum = Object.fromEntries(COUNTERS.map((k) => [k, 0]));
   for (const n of nodes) {
@@ -232,42 +235,66 @@ async function socketioPart(redis) {
 async function clusterPart(redis) {
   const pg = await lib.startPostgres();
   cleanups.push(() => pg.stop());
+  try {
+    await withNodes(pg, redis, ['a', 'b'], [], async (nodes) => {
+      const ports = nodes.map((n) => n.port);
+      const pids = nodes.map((n) => n.pid);
+      if (only.includes('a')) await part('wsync cluster fan-out', async () => {
+        results.wsync = await fanout('wsync', 'wsync', ports, pids, redis);
+      });
+      if (only.includes('b')) await part('wsync cluster ops', () => clusterOps(pg, redis, nodes));
+    });
+    // Two other nodes (the first two are gone: no node counts them as up),
+    // every node deciding every room it is written through.
+    if (only.includes('b')) {
+      await withNodes(pg, redis, ['c', 'd'], ['--forward-ops', 'off'], (nodes) =>
+        part('wsync cluster ops, --forward-ops off', async () => {
+          results.opsNoFwd = await measured([...opBase(nodes), '--prefix', 'opsn'], opSampler(pg, nodes));
+          note('wsync cluster ops, every room on both nodes, --forward-ops off', results.opsNoFwd);
+        }));
+    }
+  } finally {
+    await pg.stop();
+  }
+}
+
+async function withNodes(pg, redis, ids, extra, fn) {
   const nodes = [];
   try {
-    for (const id of ['a', 'b']) {
-      const n = await lib.startNode({ pg, redis, nodeId: `bench-${id}`, args: WSYNC_ARGS });
+    for (const id of ids) {
+      const n = await lib.startNode({ pg, redis, nodeId: `bench-${id}`, args: [...WSYNC_ARGS, ...extra] });
       cleanups.push(() => n.close());
       nodes.push(n);
     }
-    const ports = nodes.map((n) => n.port);
-    const pids = nodes.map((n) => n.pid);
-    if (only.includes('a')) await part('wsync cluster fan-out', async () => {
-      results.wsync = await fanout('wsync', 'wsync', ports, pids, redis);
-    });
-    if (only.includes('b')) await part('wsync cluster ops', () => clusterOps(pg, redis, nodes));
+    await fn(nodes);
   } finally {
     // Both at once: a node that does not exit on SIGTERM costs the
     // harness's 15 s wait (then SIGKILL) once, not once per node.
     const closed = await Promise.allSettled(nodes.map((n) => n.close()));
-    await pg.stop();
     const refused = closed.filter((c) => c.status === 'rejected');
     if (refused.length) throw refused[0].reason;
   }
 }
 
-async function clusterOps(pg, redis, nodes) {
-  const ports = nodes.map((n) => n.port);
-  const pids = nodes.map((n) => n.pid);
+const opBase = (nodes) => ['--port', String(nodes[0].port), '--alt-port', String(nodes[1].port),
+  ...nodes.flatMap((n) => ['--server-pid', String(n.pid)]), ...opArgs];
+
+function opSampler(pg, nodes) {
   // xact_commit counts every transaction, but backends report it up to a
   // second late; the transaction id counts only writing ones, exactly.
   const xacts = async () => (await pg.psql('SELECT xact_commit, pg_current_xact_id()::text AS xid ' +
     'FROM pg_stat_database WHERE datname = current_database()'))[0];
-  const sampler = async () => {
+  return async () => {
     const t = process.hrtime.bigint();
     const x = await xacts();
-    return { t, xact: Number(x.xact_commit), xid: Number(x.xid), pg: pgCpu(pg), redis: cpuOf(redis.pid),
+    return { t, xact: Number(x.xact_commit), xid: Number(x.xid), pg: pgCpu(pg), redis: cpuOf(redis_.pid),
       metrics: await counters(nodes) };
   };
+}
+
+async function clusterOps(pg, redis, nodes) {
+  const pids = nodes.map((n) => n.pid);
+  const sampler = opSampler(pg, nodes);
   // perf: both nodes and PostgreSQL's backends (the generator's connections
   // exist only once it runs, so the backends of the wsync nodes' pools),
   // over both runs of (b); self time by process, library and symbol.
@@ -277,8 +304,7 @@ async function clusterOps(pg, redis, nodes) {
     const who = [...pids, pg.pid, ...lib.descendants(pg.pid)].join(',');
     perf = spawn('perf', ['record', '-F', '499', '-o', perfData, '-p', who], { stdio: 'ignore' });
   }
-  const base = ['--port', String(ports[0]), '--alt-port', String(ports[1]),
-    ...pids.flatMap((p) => ['--server-pid', String(p)]), ...opArgs];
+  const base = opBase(nodes);
   try {
     results.ops = await measured([...base, '--prefix', 'opsm'], sampler);
     note('wsync cluster ops, every room on both nodes', results.ops);
@@ -306,11 +332,14 @@ async function sqlitePart() {
   }
 }
 
+let redis_ = null; // for the samplers' Redis CPU
+
 async function main() {
   if (!fs.existsSync(BENCH)) throw new Error(`${BENCH} is missing: make build/wsync-bench`);
   fs.mkdirSync(out, { recursive: true });
   const t0 = Date.now();
   const redis = await lib.startRedis();
+  redis_ = redis;
   cleanups.push(() => redis.stop());
   try {
     if (runPeer) await part('Socket.IO fan-out', () => socketioPart(redis));
@@ -374,15 +403,17 @@ function table() {
   }
   const o = good(results.ops);
   const o2 = good(results.opsSplit);
+  const oN = good(results.opsNoFwd);
   const q = good(results.sqlite);
-  if (o || o2 || q) {
+  if (o || o2 || oN || q) {
     out.push('', '(b) durable ops (op set, 64 B), 50 writers on 10 rooms; cluster: PostgreSQL store, Redis bus, 2 nodes');
-    out.push('| figure | cluster, every room on both nodes | cluster, each room on one node | single node (SQLite) |' +
-      ' cluster (both) / single | cluster (one) / single |', '|---|---:|---:|---:|---:|---:|');
+    out.push('| figure | cluster, every room on both nodes | cluster, each room on one node |' +
+      ' cluster, every room on both nodes, --forward-ops off | single node (SQLite) |' +
+      ' cluster (both) / single | cluster (one) / single | cluster (both, off) / single |', '|---|---:|---:|---:|---:|---:|---:|---:|');
     const row3 = (name, get, d, noRatio = false) => {
-      const [a, b, c] = [o, o2, q].map((r) => (r ? get(r) : null));
+      const [a, b, n, c] = [o, o2, oN, q].map((r) => (r ? get(r) : null));
       const ratio = (x) => (x != null && c && !noRatio ? `${(x / c).toFixed(2)}x` : '-');
-      out.push(`| ${name} | ${fmt(a, d)} | ${fmt(b, d)} | ${fmt(c, d)} | ${ratio(a)} | ${ratio(b)} |`);
+      out.push(`| ${name} | ${fmt(a, d)} | ${fmt(b, d)} | ${fmt(n, d)} | ${fmt(c, d)} | ${ratio(a)} | ${ratio(b)} | ${ratio(n)} |`);
     };
     row3('acked ops/s', (r) => r.acks_per_s, 0);
     row3('ack latency p50 ms', (r) => ms(r.ack_latency_us.p50), 2);
@@ -408,8 +439,10 @@ function table() {
     row3('refills from the store per acked op', perOp('wsync_refills_total'), 3);
     row3('entries delivered from the store, not the bus, per acked op', perOp('wsync_refilled_entries_total'), 3);
     row3('batches fenced out (stale) per acked op', perOp('wsync_stale_commits_total'), 4);
+    row3('ops forwarded to their room\'s owner per acked op', perOp('wsync_ops_forwarded_total'), 3);
     row3('CPU % of processes outside the benchmark (noise)', foreign, 0, true);
-    for (const [name, r] of [['every room on both nodes', o], ['each room on one node', o2]]) {
+    for (const [name, r] of [['every room on both nodes', o], ['each room on one node', o2],
+      ['every room on both nodes, --forward-ops off', oN]]) {
       if (r) target.push(`acked ops/s >= 50,000 (cluster, ${name}): ${fmt(r.acks_per_s)} ${r.acks_per_s >= 50000 ? 'MET' : 'NOT MET'}`);
     }
   }
