@@ -490,6 +490,7 @@ static int ghost_idle(engine *e, ghost *g, uint64_t now) {
 /* ---- events ------------------------------------------------------------------------ */
 
 void opfwd_direct(engine *e, const char *from, const char *kind, const uint8_t *body, size_t len) {
+  if (e->shutting_down) return; /* its sessions are gone; the origin decides again when it hears nothing */
   if (!strcmp(kind, "op.f")) on_forward(e, from, body, len);
   else on_answer(e, from, body, len);
 }

@@ -45,6 +45,7 @@
 // cluster (add WSYNC_LOG_LEVEL=debug for more).
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
@@ -755,5 +756,90 @@ describe('the owner up but late (its commit held by a row lock for 9 s)', { time
     } finally {
       if (!held) await holding.catch(() => {});
     }
+  });
+});
+
+// ---- bad input from the bus ---------------------------------------------------
+
+/** PUBLISH of raw bytes on Redis (RESP over a socket of its own). */
+function publishRaw(port, channel, payload) {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(port, '127.0.0.1');
+    const parts = [Buffer.from(`*3\r\n$7\r\nPUBLISH\r\n$${Buffer.byteLength(channel)}\r\n${channel}\r\n$${payload.length}\r\n`),
+      payload, Buffer.from('\r\n')];
+    let got = '';
+    sock.on('data', (d) => {
+      got += d;
+      if (got.endsWith('\r\n')) {
+        sock.end();
+        resolve(got.trim());
+      }
+    });
+    sock.on('error', reject);
+    sock.write(Buffer.concat(parts));
+  });
+}
+
+/** A message on a node's channel as another node sends it (bus_redis.c): version, from, kind, body. */
+function nodeMessage(from, kind, body) {
+  const str = (s) => {
+    const b = Buffer.from(s);
+    const l = Buffer.alloc(2);
+    l.writeUInt16BE(b.length);
+    return Buffer.concat([l, b]);
+  };
+  return Buffer.concat([Buffer.from([1]), str(from), str(kind), Buffer.isBuffer(body) ? body : Buffer.from(body)]);
+}
+
+describe('forwarded ops and answers that do not parse', { timeout: SUITE_MS }, () => {
+  const h = useCluster('bad');
+
+  test('are dropped with a warning; the node keeps deciding and answering real ones', async (t) => {
+    const nodes = h.cl.nodes;
+    const [target, other] = [nodes[0], nodes[1]];
+    const { room } = await roomOwnedElsewhere(nodes, 'bad', 1); // owned by another node than nodes[1]
+    const mark = target.stderr.length;
+    const c = await connect(other, 'badw');
+    t.after(() => closeClients([c]));
+    await c.join(room);
+    const wire = `${other.nodeId}.${'a'.repeat(32)}`;
+    const head = (tok = wire, rm = room, user = 'mallory', dkey = 'mallory:dev') => `${tok}\n${rm}\n${user}\n${dkey}\n`;
+    const forwards = [
+      '', 'no newline at all', `${wire}\n${room}\n`, head() + 'not json', head() + '[1,2,3]', head() + '{"type":"op"',
+      head(`elsewhere.${'b'.repeat(32)}`) + '{}', // a token of another node than the sender
+      head('bad token!') + '{}', head(wire, 'bad room name!') + '{}', head(wire, room, 'mallory', 'eve:dev') + '{}',
+      head(wire, room, '', ':dev') + '{}', head(wire, room, 'u'.repeat(300), `${'u'.repeat(300)}:d`) + '{}',
+      head() + '{"type":"op","room":"' + room + '","op":{"kind":"set","item":"x","fields":{}}}', // no cid
+      head() + '{"type":"op","room":"' + room + '","cid":"bad cid!","op":{}}',
+      head() + '{"type":"op","room":"' + room + '","cid":"ok-1","op":{"kind":"nope"}}',
+      head() + '{"type":"op","room":"other-room","cid":"ok-2","op":{"kind":"set","item":"x","fields":{}}}',
+      head() + 'x'.repeat(200000),
+    ];
+    const answers = [
+      '', 'x', `${wire}\n${room}\n`, `${wire}\n${room}\nnot-a-number\n{}`, `${wire}\n${room}\n1\n{"cid":"nobody"}`,
+      `bad token!\n${room}\n1\n{}`, `${wire}\n${'r'.repeat(400)}\n1\n{}`, `${wire}\n${room}\n${'9'.repeat(40)}\n{}`,
+    ];
+    const chan = `wsync:n:${target.nodeId}`;
+    for (const body of forwards) await publishRaw(h.cl.redis.port, chan, nodeMessage(other.nodeId, 'op.f', body));
+    for (const body of answers) await publishRaw(h.cl.redis.port, chan, nodeMessage(other.nodeId, 'op.r', body));
+    // A message of a kind, version or shape the bus does not know.
+    await publishRaw(h.cl.redis.port, chan, Buffer.from([1, 0, 3]));
+    await publishRaw(h.cl.redis.port, chan, nodeMessage(other.nodeId, 'op.zz', 'x'));
+    await waitUntil(() => (target.stderr.slice(mark).match(/malformed forwarded op/g) || []).length >= 10,
+      'the malformed forwarded ops logged');
+    // Still up, and real forwarded ops in both directions are decided and answered.
+    assert.equal((await fetch(`${target.url}/healthz`)).status, 200);
+    for (let k = 0; k < 5; k++) {
+      const ack = await c.request({ type: 'op', room, cid: `after-bad-${k}`, op: { kind: 'set', item: 'x', fields: { k } } });
+      assert.equal(ack.type, 'ack', JSON.stringify(ack));
+    }
+    const tc = await connect(target, 'badt');
+    t.after(() => closeClients([tc]));
+    const room2 = (await roomOwnedElsewhere(nodes, 'bad2', 0)).room;
+    await tc.join(room2);
+    const ack2 = await tc.request({ type: 'op', room: room2, cid: 'after-bad-t', op: { kind: 'set', item: 'y', fields: {} } });
+    assert.equal(ack2.type, 'ack', JSON.stringify(ack2));
+    assert.ok(nodes.every((x) => x.running), 'every node is up');
+    assert.equal(sanitizerReport(target.stderr), '', 'no sanitizer report');
   });
 });
