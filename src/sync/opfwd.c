@@ -72,6 +72,7 @@ static opfwd *state_of(engine *e) {
 
 static void pair_key(char *out, size_t n, const char *a, const char *rname) { snprintf(out, n, "%s\x1f%s", a, rname); }
 #define PAIR_MAX (SESS_WIRE_MAX + STORE_ROOM_MAX + 2)
+static const char EPOCH_KEY[] = "\0epoch"; /* a forwarded request's incarnation (on_forward) */
 
 /* ---- the owner of a room ----------------------------------------------------- */
 
@@ -166,6 +167,8 @@ int opfwd_route(sess *s, member *m, json_t *req) {
   jw_raw(w, wire, strlen(wire));
   jw_raw(w, "\n", 1);
   jw_raw(w, m->r->name, strlen(m->r->name));
+  jw_raw(w, "\n", 1);
+  jw_raw(w, m->r->epoch, strlen(m->r->epoch));
   jw_raw(w, "\n", 1);
   jw_raw(w, s->id.user, strlen(s->id.user));
   jw_raw(w, "\n", 1);
@@ -392,6 +395,15 @@ void opfwd_ghost_go(sess *gs, json_t *req) {
     sess_error(gs, req, "not_joined", "join the room first", NULL, NULL);
     return;
   }
+  /* Sent for another incarnation of the room than this replica's: read
+   * the room again (this node may be behind); still another one after
+   * that read, the session's was deleted (it is told so on its node). */
+  json_t *ej = json_object_getn(req, EPOCH_KEY, sizeof EPOCH_KEY - 1);
+  if (json_is_string(ej) && strcmp(json_string_value(ej), r->epoch) != 0) {
+    if (r->fresh_pass) sess_error(gs, req, "not_joined", "join the room first", NULL, NULL);
+    else cluster_join_refetch(e, r, gs, req, 0);
+    return;
+  }
   if (!room_membership(gs, r->name)) {
     member *m = &gs->m0; /* one room per ghost; not in r's member list */
     memset(m, 0, sizeof *m);
@@ -404,34 +416,24 @@ void opfwd_ghost_go(sess *gs, json_t *req) {
   proto_op_decided(gs, req);
 }
 
-/* "op.f": <wire>\n<room>\n<user>\n<dkey>\n<the request> */
+/* "op.f": <wire>\n<room>\n<epoch>\n<user>\n<dkey>\n<the request> */
 static void on_forward(engine *e, const char *from, const uint8_t *body, size_t len) {
-  const char *p = (const char *)body, *end = p + len, *f[4];
-  size_t fl[4];
-  for (int i = 0; i < 4; i++) {
+  const char *p = (const char *)body, *end = p + len, *f[5];
+  size_t fl[5];
+  for (int i = 0; i < 5; i++) {
     const char *nl = memchr(p, '\n', (size_t)(end - p));
     if (!nl) goto bad;
     f[i] = p;
     fl[i] = (size_t)(nl - p);
     p = nl + 1;
   }
-  char wire[SESS_WIRE_MAX + 1], room_name[STORE_ROOM_MAX + 1], user[256], dkey[512];
+  char wire[SESS_WIRE_MAX + 1], room_name[STORE_ROOM_MAX + 1], epoch[STORE_EPOCH_MAX + 1], user[256], dkey[512];
   char tkey[SESS_KEY_LEN + 1], node[SESS_NODE_MAX + 1];
   if (fl[0] > SESS_WIRE_MAX || sess_token_split(f[0], fl[0], tkey, node) != 0 || strcmp(node, from) != 0 ||
-      fl[1] > STORE_ROOM_MAX || !auth_room_valid(f[1], fl[1]) || !fl[2] || fl[2] >= sizeof user ||
-      fl[3] >= sizeof dkey || fl[3] <= fl[2] || memcmp(f[3], f[2], fl[2]) != 0 || f[3][fl[2]] != ':')
+      fl[1] > STORE_ROOM_MAX || !auth_room_valid(f[1], fl[1]) || !fl[2] || fl[2] > STORE_EPOCH_MAX ||
+      memchr(f[2], '\0', fl[2]) || !fl[3] || fl[3] >= sizeof user || fl[4] >= sizeof dkey || fl[4] <= fl[3] ||
+      memcmp(f[4], f[3], fl[3]) != 0 || f[4][fl[3]] != ':')
     goto bad;
-  memcpy(wire, f[0], fl[0]);
-  wire[fl[0]] = '\0';
-  memcpy(room_name, f[1], fl[1]);
-  room_name[fl[1]] = '\0';
-  memcpy(user, f[2], fl[2]);
-  user[fl[2]] = '\0';
-  memcpy(dkey, f[3], fl[3]);
-  dkey[fl[3]] = '\0';
-  ghost *g = ghost_get(e, from, wire, room_name, user, dkey);
-  e->ops_forwarded_in++;
-  g->last = now_ms(e);
   /* Written by jw_value from the origin's tree (which holds no marker,
    * opfwd_route): read back as it was. */
   json_t *req = jsonr_parse(p, (size_t)(end - p), JSONR_MAX_DEPTH);
@@ -444,6 +446,22 @@ static void on_forward(engine *e, const char *from, const uint8_t *body, size_t 
     json_decref(req);
     goto bad; /* its origin decides it again when the answer is late */
   }
+  memcpy(wire, f[0], fl[0]);
+  wire[fl[0]] = '\0';
+  memcpy(room_name, f[1], fl[1]);
+  room_name[fl[1]] = '\0';
+  memcpy(epoch, f[2], fl[2]);
+  epoch[fl[2]] = '\0';
+  memcpy(user, f[3], fl[3]);
+  user[fl[3]] = '\0';
+  memcpy(dkey, f[4], fl[4]);
+  dkey[fl[4]] = '\0';
+  /* The incarnation the session's member joined, under a name no client
+   * can send (proto.c refuses U+0000): checked when it is decided. */
+  json_object_setn_new_nocheck(req, EPOCH_KEY, sizeof EPOCH_KEY - 1, json_string(epoch));
+  ghost *g = ghost_get(e, from, wire, room_name, user, dkey);
+  e->ops_forwarded_in++;
+  g->last = now_ms(e);
   if (hook_held(&g->s)) hook_hold_push(&g->s, req); /* behind its op waiting for the room */
   else opfwd_ghost_go(&g->s, req);
   json_decref(req);

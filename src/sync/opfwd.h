@@ -8,8 +8,8 @@
  * hash of (node, room) over this node and the nodes heard from on the bus
  * (rendezvous hashing, so a node joining or leaving moves only its share
  * of the rooms). A session's op for a room another node owns is sent
- * there (bus_send_node, kind "op.f": the session's wire token, the room,
- * its user and dedupe key, the request) and decided there, on behalf of
+ * there (bus_send_node, kind "op.f": the session's wire token, the room and
+ * the epoch its member joined, its user and dedupe key, the request) and decided there, on behalf of
  * the session, by a GHOST: a session with no connection that stands for
  * (origin node, session, room) on the owner. A ghost is a member of its
  * room without being in its member list (no presence, no broadcasts), has
