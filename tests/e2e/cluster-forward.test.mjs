@@ -575,23 +575,32 @@ async function streamVerdict(t, url, room, w, wj, st, readers, expectDoc) {
   return snap;
 }
 
+/**
+ * The set-up of the failure tests: a room owned by another node than
+ * nodes[A], a streaming writer on nodes[A], a reader there and one on the
+ * third node (B), all joined; the counters before.
+ */
+async function failureSetup(t, nodes, what, A) {
+  const { room, owner } = await roomOwnedElsewhere(nodes, what, A);
+  const B = nodes.findIndex((_, i) => i !== A && i !== owner);
+  t.diagnostic(`${room}: owner ${nodes[owner].nodeId} (${what}), writer on ${nodes[A].nodeId}, reader on ${nodes[B].nodeId}`);
+  const w = await connect(nodes[A], 'streamer');
+  const rB = await connect(nodes[B], 'reader-b');
+  const rA = await connect(nodes[A], 'reader-a');
+  t.after(() => closeClients(w, rB, rA));
+  const wj = await w.join(room);
+  const readers = [{ c: rB, room, joined: await rB.join(room) }, { c: rA, room, joined: await rA.join(room) }];
+  return { room, owner, B, w, wj, readers, c0: await counters(nodes) };
+}
+
 describe('the owner killed (kill -9) mid-stream', { timeout: SUITE_MS }, () => {
   const h = useCluster('kill');
 
   test('every op of a writer on another node is answered, once in the log; the ops out are decided again', async (t) => {
     const { nodes } = h.cl;
     const A = 0;
-    const { room, owner } = await roomOwnedElsewhere(nodes, 'kill', A);
-    const B = nodes.findIndex((_, i) => i !== A && i !== owner);
+    const { room, owner, B, w, wj, readers, c0 } = await failureSetup(t, nodes, 'kill', A);
     const victim = nodes[owner];
-    t.diagnostic(`${room}: owner ${victim.nodeId} (killed), writer on ${nodes[A].nodeId}, reader on ${nodes[B].nodeId}`);
-    const w = await connect(nodes[A], 'streamer');
-    const rB = await connect(nodes[B], 'reader-b');
-    const rA = await connect(nodes[A], 'reader-a');
-    t.after(() => closeClients(w, rB, rA));
-    const wj = await w.join(room);
-    const readers = [{ c: rB, room, joined: await rB.join(room) }, { c: rA, room, joined: await rA.join(room) }];
-    const c0 = await counters(nodes);
     const COUNT = SANITIZED ? 120 : 300;
     const KILL_AT = Math.floor(COUNT / 3);
     let killed = null;
@@ -635,17 +644,8 @@ describe('the owner stopped (SIGSTOP) 7 s with ops out, then continued', { timeo
   test('the ops out are decided again; the owner\'s late decisions are duplicates, not second copies', async (t) => {
     const { nodes } = h.cl;
     const A = 2;
-    const { room, owner } = await roomOwnedElsewhere(nodes, 'stop', A);
-    const B = nodes.findIndex((_, i) => i !== A && i !== owner);
+    const { room, owner, B, w, wj, readers, c0 } = await failureSetup(t, nodes, 'stop', A);
     const victim = nodes[owner];
-    t.diagnostic(`${room}: owner ${victim.nodeId} (stopped), writer on ${nodes[A].nodeId}, reader on ${nodes[B].nodeId}`);
-    const w = await connect(nodes[A], 'streamer');
-    const rB = await connect(nodes[B], 'reader-b');
-    const rA = await connect(nodes[A], 'reader-a');
-    t.after(() => closeClients(w, rB, rA));
-    const wj = await w.join(room);
-    const readers = [{ c: rB, room, joined: await rB.join(room) }, { c: rA, room, joined: await rA.join(room) }];
-    const c0 = await counters(nodes);
     const COUNT = SANITIZED ? 60 : 120;
     const STOP_AT = Math.floor(COUNT / 4);
     let stoppedAt = 0;
@@ -716,16 +716,7 @@ describe('the owner up but late (its commit held by a row lock for 9 s)', { time
   test('answers later than 5 s: the ops are decided again elsewhere, each stored once', async (t) => {
     const { nodes, pg } = h.cl;
     const A = 1;
-    const { room, owner } = await roomOwnedElsewhere(nodes, 'late', A);
-    const B = nodes.findIndex((_, i) => i !== A && i !== owner);
-    t.diagnostic(`${room}: owner ${nodes[owner].nodeId} (late), writer on ${nodes[A].nodeId}, reader on ${nodes[B].nodeId}`);
-    const w = await connect(nodes[A], 'streamer');
-    const rB = await connect(nodes[B], 'reader-b');
-    const rA = await connect(nodes[A], 'reader-a');
-    t.after(() => closeClients(w, rB, rA));
-    const wj = await w.join(room);
-    const readers = [{ c: rB, room, joined: await rB.join(room) }, { c: rA, room, joined: await rA.join(room) }];
-    const c0 = await counters(nodes);
+    const { room, owner, B, w, wj, readers, c0 } = await failureSetup(t, nodes, 'late', A);
     const logMark = nodes[A].stderr.length;
     const HOLD_S = 9;
     const holding = pg.psql(`BEGIN; SELECT 1 FROM rooms WHERE name = '${room}' FOR UPDATE; SELECT pg_sleep(${HOLD_S}); COMMIT;`,
