@@ -213,8 +213,8 @@ static void rec_free(ofw_rec *rec) {
   wsy_free(rec);
 }
 
-/* The stream's ops are decided again, in order, where the owner is now
- * (the node they were at is gone, late, or out of reach). */
+/* The stream's ops are decided again, in order, here (the node they were
+ * at is gone, late, or out of reach). */
 static void stream_reroute(engine *e, const char *key) {
   opfwd *st = e->ofw;
   ofw_stream *fs = map_get(&st->streams, key);
@@ -226,9 +226,12 @@ static void stream_reroute(engine *e, const char *key) {
   sess *held = stream_drop(st, key, fs);
   for (ofw_rec *rec = list, *next; rec; rec = next) {
     next = rec->next;
-    rec_done(e, rec, room_name);
     e->ops_rerouted++;
+    /* Decided before it stops counting: a leave waiting for it would
+     * otherwise go first, and the op would never be answered. Still
+     * counted, it is decided here (opfwd_route), not sent on. */
     if (!rec->s->ended && room_membership(rec->s, room_name)) proto_op_decided(rec->s, rec->req);
+    rec_done(e, rec, room_name);
     rec_free(rec);
   }
   stream_release(held);

@@ -33,8 +33,8 @@
  *
  * FAILURES. An owner gone (no heartbeat), the bus link down, or an answer
  * late by OPFWD_ANSWER_MS (the owner is then passed over for
- * OPFWD_SUSPECT_MS): the stream's ops are decided again, in order, on the
- * owner chosen now (or here). An op the first owner had stored is found by
+ * OPFWD_SUSPECT_MS): the stream's ops are decided again, in order, here
+ * (the session's later ops go to the owner chosen then). An op the first owner had stored is found by
  * its cid (every op has one): answered as a duplicate with its seq. So an
  * op is never lost and never applied twice; a late answer of the first
  * owner is dropped.

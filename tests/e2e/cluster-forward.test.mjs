@@ -701,6 +701,36 @@ describe('the owner stopped (SIGSTOP) 7 s with ops out, then continued', { timeo
     assert.ok(c1.rerouted[A] - c0.rerouted[A] > 0, 'the ops out at the stopped owner were decided again (wsync_ops_forward_rerouted_total)');
     assert.ok(victim.running, 'the stopped owner is still running');
   });
+
+  // A leave waits for the member's writes in flight, forwarded ones too.
+  // When they are taken back from a stopped owner and decided here, the
+  // op is answered first, then the leave.
+  test('a leave behind an op out at a stopped owner: the op is answered, then the leave', async (t) => {
+    const { nodes } = h.cl;
+    const A = 1;
+    const { room, owner } = await roomOwnedElsewhere(nodes, 'leave', A);
+    const victim = nodes[owner];
+    const w = await connect(nodes[A], 'leaver');
+    t.after(() => closeClients(w));
+    await w.join(room);
+    process.kill(victim.pid, 'SIGSTOP');
+    let op;
+    let left;
+    try {
+      op = w.request({ type: 'op', room, cid: `leave-${uniq()}`, op: { kind: 'set', item: 'l', fields: { v: 1 } } }, SLOW_MS);
+      left = w.request({ type: 'leave', room }, SLOW_MS);
+      const [a, l] = await Promise.all([op, left]);
+      assert.equal(a.type, 'ack', JSON.stringify(a));
+      assert.equal(l.type, 'left', JSON.stringify(l));
+      const order = w.log.filter((m) => m.re !== undefined && (m.type === 'ack' || m.type === 'left')).map((m) => m.type);
+      assert.deepEqual(order.slice(-2), ['ack', 'left'], 'the op answered before the leave');
+    } finally {
+      process.kill(victim.pid, 'SIGCONT');
+    }
+    const cids = (await history(nodes[A].url, room)).map((x) => x.cid);
+    assert.equal(cids.filter((c) => c.startsWith('leave-')).length, 1, 'the op stored once');
+    await waitUntil(async () => (await values(nodes, 'wsync_bus_nodes')).every((v) => v === 2), 'the owner is heard again', SLOW_MS);
+  });
 });
 
 describe('the owner up but late (its commit held by a row lock for 9 s)', { timeout: SUITE_MS }, () => {
