@@ -222,6 +222,8 @@ const AUTH_CODES = new Set(['unauthorized', 'token_invalid', 'token_expired', 'u
 
 /** Longest wait between two tries of something the server's hooks could not decide (hook_unavailable). */
 const HOOK_RETRY_MAX = 30000;
+/** How long a text waits for a del an error said was on its way (_watchStale). */
+const STALE_WAIT_MS = 3000;
 
 /** The wait before try n (0, 1, ...) after a hook_unavailable with retry_after: doubling, capped, jittered. */
 const hookRetryDelay = (n, retryAfter) => {
@@ -807,6 +809,22 @@ export class Room extends Emitter {
     this._refresh(touched, false, cause);
     if (m.type === 'message') this.emit('message', { data: m.data, from: m.from, seq: m.seq, ts: m.ts, cid: m.cid });
     this._resyncIfBroken();
+  }
+
+  /**
+   * A text waits for a del that an error said was on its way (_stale, the
+   * text kind's onError). A server sends the del's entry right behind such
+   * an error; one that has not come within STALE_WAIT_MS will not: the
+   * copy is not to be trusted, and the room fetches a snapshot (the text
+   * is rebased on it, as for a join that does not bring the del).
+   */
+  _watchStale(t) {
+    const gen = (t._staleGen = (t._staleGen || 0) + 1);
+    this._timers.after(STALE_WAIT_MS, () => {
+      if (!t._stale || t._staleGen !== gen || this._texts.get(textKey(t.item, t.field)) !== t) return;
+      this._resync = true; // a join without since once joined (now, or after the join under way)
+      this._resyncIfBroken();
+    }, this);
   }
 
   /**
@@ -2193,6 +2211,7 @@ defineOpKind('text', {
       const stale = err.rev < room._serverText(op.item, op.field).rev;
       t.doc.rejected(rec.cid, err.code, { text: err.text, rev: err.rev });
       t._stale = stale;
+      if (stale) room._watchStale(t);
       return 'drop';
     }
     if (err.code === 'item_replaced' && typeof err.text === 'string' && Number.isSafeInteger(err.rev)) {
@@ -2203,6 +2222,7 @@ defineOpKind('text', {
       const stale = err.rev < room._serverText(op.item, op.field).rev;
       t.doc.rejected(rec.cid, err.code, { text: err.text, rev: err.rev, message: err.message });
       t._stale = stale;
+      if (stale) room._watchStale(t);
       return undefined; // the room drops the record and reports it ('error' with text and rev)
     }
     t.doc.rejected(rec.cid, err.code, { message: err.message });

@@ -725,6 +725,35 @@ test('by hand: a rev_too_old that overtakes a del (revisions start again at 0) i
   assert.equal(ops().length, 2);
 });
 
+test('by hand: a del an error said was coming that never comes: the room fetches a snapshot, and the text follows it', async () => {
+  const { c, r, t, ops } = handRoom('abc', 5, 10);
+  const joins = () => c.sent.filter((m) => m.type === 'join');
+  const before = joins().length;
+  t.insert(3, 'X');
+  const first = ops().at(-1);
+  // A refusal with a revision below the confirmed one: a del is said to be
+  // on its way, and the field's entries wait for it. It never comes.
+  r._onOpError(r._pending.find((p) => p.cid === first.cid), {
+    type: 'error', code: 'rev_too_old', message: 'beyond', room: r.name, cid: first.cid, item: 'note', field: 'body', text: '', rev: 0,
+  });
+  const second = ops().at(-1); // sent anew on the empty text
+  assert.deepEqual([second.op.rev, second.op.ops], [0, ['X']]);
+  r._onEntry(bob(11, { kind: 'set', item: 'other', fields: { a: 1 } }));
+  r._onAck({ type: 'ack', room: r.name, cid: second.cid, seq: 13, rev: 1 });
+  assert.equal(joins().length, before, 'not at once');
+  await waitUntil(() => joins().length === before + 1, 'a join for a snapshot once the del is overdue', 10000);
+  assert.equal(joins().at(-1).since, undefined, 'without since: a snapshot');
+  r._onJoined({
+    type: 'joined', room: r.name, epoch: 'e1', seq: 14, recovered: false, presence: [], locks: [],
+    snapshot: { items: { note: { version: 14, fields: { body: 'Xyz' }, revs: { body: 3 } } } },
+  });
+  assert.deepEqual([t.value, t.rev], ['Xyz', 3], 'the text is the snapshot\'s');
+  r._onEntry(bob(15, { kind: 'text', item: 'note', field: 'body', rev: 3, ops: [3, '!'] }));
+  assert.equal(t.value, 'Xyz!', "the field's entries apply again");
+  assert.equal(joins().length, before + 1, 'once');
+  r._timers.stop();
+});
+
 test('by hand: after a reconnect, a snapshot already holding the op in flight; the duplicate ack leaves it once', () => {
   const { c, r, t, values, ops } = handRoom('hello', 3, 7);
   t.insert(5, ' world');
