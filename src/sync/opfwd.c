@@ -129,10 +129,12 @@ static void stream_release(sess *held) {
   sess_unref(held);
 }
 
-int opfwd_wait(sess *s, json_t *req) {
+int opfwd_wait(sess *s, const char *type, json_t *req) {
   opfwd *st = s->e->ofw;
   const char *rname = jstr(req, "room");
   if (!st || !rname || s->ghost) return 0;
+  /* A stored publish with a cid joins the stream instead (proto.c). */
+  if (!strcmp(type, "publish") && jstr(req, "cid") && !json_is_true(json_object_get(req, "ephemeral"))) return 0;
   char key[PAIR_MAX];
   pair_key(key, sizeof key, s->token, rname);
   ofw_stream *fs = map_get(&st->streams, key);
@@ -230,7 +232,7 @@ static void stream_reroute(engine *e, const char *key) {
     /* Decided before it stops counting: a leave waiting for it would
      * otherwise go first, and the op would never be answered. Still
      * counted, it is decided here (opfwd_route), not sent on. */
-    if (!rec->s->ended && room_membership(rec->s, room_name)) proto_op_decided(rec->s, rec->req);
+    if (!rec->s->ended && room_membership(rec->s, room_name)) proto_redecide(rec->s, rec->req); /* op or publish */
     rec_done(e, rec, room_name);
     rec_free(rec);
   }
@@ -416,7 +418,11 @@ void opfwd_ghost_go(sess *gs, json_t *req) {
     gs->nrooms = 1;
     r->pins++;
   }
-  proto_op_decided(gs, req);
+  /* Only ops and stored publishes are forwarded (opfwd_route's callers). */
+  const char *type = jstr(req, "type");
+  if (type && !strcmp(type, "publish")) proto_redecide(gs, req);
+  else if (type && !strcmp(type, "op")) proto_op_decided(gs, req);
+  else sess_error(gs, req, "bad_request", "only ops and stored publishes are decided for another node", "type", NULL);
 }
 
 /* "op.f": <wire>\n<room>\n<epoch>\n<user>\n<dkey>\n<the request> */

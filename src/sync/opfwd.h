@@ -7,7 +7,8 @@
  * With it, each room has one OWNER among the nodes up: the highest of a
  * hash of (node, room) over this node and the nodes heard from on the bus
  * (rendezvous hashing, so a node joining or leaving moves only its share
- * of the rooms). A session's op for a room another node owns is sent
+ * of the rooms). A session's op (or stored publish with a cid) for a room
+ * another node owns is sent
  * there (bus_send_node, kind "op.f": the session's wire token, the room and
  * the epoch its member joined, its user and dedupe key, the request) and decided there, on behalf of
  * the session, by a GHOST: a session with no connection that stands for
@@ -50,13 +51,14 @@
 #define OPFWD_GHOST_IDLE_MS 30000
 #define OPFWD_HELD_MS 5000 /* an answer waits at most this long for its "after" */
 
-/* The origin: 1 when s's op req (for m's room) went to another node, to be
- * answered from there; 0 when it is decided here. */
+/* The origin: 1 when s's op or stored publish req (for m's room) went to
+ * another node, to be answered from there; 0 when it is decided here. */
 int opfwd_route(sess *s, member *m, json_t *req);
-/* The origin: 1 when s's write req (a stored publish, a lock, an unlock)
- * must wait for the ops s has out for its room: s is held (hook.h) with
- * req first in line until the last of them is answered. */
-int opfwd_wait(sess *s, json_t *req);
+/* The origin: 1 when s's write req of type (a publish not stored or
+ * without a cid, a lock, an unlock) must wait for the ops s has out for its
+ * room: s is held (hook.h) with req first in line until the last of them
+ * is answered. */
+int opfwd_wait(sess *s, const char *type, json_t *req);
 /* Direct bus messages "op.f" (owner) and "op.r" (origin). */
 void opfwd_direct(engine *e, const char *from, const char *kind, const uint8_t *body, size_t len);
 /* A ghost's message (sess_send): back to its origin. */

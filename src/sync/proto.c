@@ -175,6 +175,9 @@ static void handle_publish(sess *s, json_t *req) {
     room_send(e, r, msg);
     return;
   }
+  /* Stored with a cid: decided by the room's owner, as ops (opfwd.h); one
+   * without a cid could not be decided again safely if the owner failed. */
+  if (cid && e->clustered && e->cfg->forward_ops && opfwd_route(s, m, req)) return;
   author au = {e, s, NULL, s->dkey};
   op_refusal why;
   int adm = commit_admit(&au, req, r, cid, &why);
@@ -308,7 +311,7 @@ void proto_dispatch(sess *s, json_t *req) {
   /* A write that must not overtake the session's ops out at the room's
    * owner (opfwd.h) waits for their answers. */
   if (s->e->ofw && (!strcmp(type, "publish") || !strcmp(type, "lock") || !strcmp(type, "unlock")) &&
-      opfwd_wait(s, req))
+      opfwd_wait(s, type, req))
     return;
   for (size_t i = 0; i < WSY_ARRAY_LEN(handlers); i++) {
     if (strcmp(type, handlers[i].type) != 0) continue;

@@ -366,6 +366,12 @@ describe('forwarded ops: one decider per room', { timeout: SUITE_MS }, () => {
       assertIncreasing(rs.map((r) => r.seq), `round ${round}: op, op, publish, op`);
       assert.deepEqual(rs.map((r) => r.cid), sent.slice(-4), 'each ack names its request');
     }
+    // A stored publish without a cid cannot be forwarded (it could not be
+    // decided again safely): it waits for the writes out, then is decided here.
+    const nc = await Promise.all([op(k++), w.request({ type: 'publish', room, data: { nocid: true }, ephemeral: false }, SLOW_MS),
+      op(k++)]);
+    for (const r of nc) assert.equal(r.type, 'ack', JSON.stringify(r));
+    assertIncreasing(nc.map((r) => r.seq), 'op, publish without a cid, op');
     // op, lock, op, unlock, op on one item: back to back.
     const item = 'locked-item';
     const [a1, g, a2, u, a3] = await Promise.all([
@@ -397,7 +403,7 @@ describe('forwarded ops: one decider per room', { timeout: SUITE_MS }, () => {
     const c1 = await counters(nodes);
     const dFwd = delta(c0.fwd, c1.fwd);
     t.diagnostic(`forwarded ${dFwd}, forwarded in ${delta(c0.fwdIn, c1.fwdIn)}`);
-    assert.ok(dFwd[W] >= ROUNDS * 2, `the writer's ops went to the owner (${dFwd[W]} forwarded)`);
+    assert.ok(dFwd[W] >= ROUNDS * 4 + 1, `the writer's ops and stored publishes with a cid went to the owner (${dFwd[W]} forwarded)`);
     assert.ok(c1.fwdIn[owner] - c0.fwdIn[owner] >= ROUNDS * 2, 'the owner decided them');
     assert.deepEqual(delta(c0.stale, c1.stale), [0, 0, 0], 'no batch fenced out');
   });
