@@ -113,6 +113,7 @@ static const char *owner_of(engine *e, const char *rname) {
 /* ---- origin ------------------------------------------------------------------- */
 
 static void reroute_node(engine *e, const char *node);
+static void stream_reroute(engine *e, const char *key);
 
 /* Forgets the stream; the session it held (or NULL) is returned, to be
  * let go (stream_release) once the caller is done with the map. */
@@ -148,9 +149,7 @@ int opfwd_wait(sess *s, const char *type, json_t *req) {
 int opfwd_route(sess *s, member *m, json_t *req) {
   engine *e = s->e;
   opfwd *st = state_of(e);
-  /* A marker for a number jansson cannot hold (proto.c) has no JSON text:
-   * such a rare op is decided here. */
-  if (st->link_down || s->ghost || sync_has_number_marker(req)) return 0;
+  if (st->link_down || s->ghost) return 0;
   char key[PAIR_MAX];
   pair_key(key, sizeof key, s->token, m->r->name);
   ofw_stream *fs = map_get(&st->streams, key);
@@ -161,6 +160,14 @@ int opfwd_route(sess *s, member *m, json_t *req) {
     if (m->inflight) return 0; /* its writes being decided here go first */
     to = owner_of(e, m->r->name);
     if (!to) return 0;
+  }
+  /* A marker for a number jansson cannot hold (proto.c) has no JSON text:
+   * such a rare op is decided here (a walk of the request only for ops
+   * that would go out, not for those decided here anyway). The ops of
+   * its stream still out are taken back first, to keep the order. */
+  if (sync_has_number_marker(req)) {
+    if (fs && fs->n) stream_reroute(e, key);
+    return 0;
   }
   char wire[SESS_WIRE_MAX + 1];
   sess_token_wire(s, wire, sizeof wire);
