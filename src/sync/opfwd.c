@@ -247,23 +247,28 @@ static void stream_reroute(engine *e, const char *key) {
 }
 
 /* Every stream out at node (NULL: every stream). */
-static void reroute_node(engine *e, const char *node) {
+static void reroute_node(engine *e, const char *node_in) {
   opfwd *st = e->ofw;
   if (!st) return;
-  for (;;) { /* a key at a time: deciding again may change the map */
-    char key[PAIR_MAX] = "";
-    const char *k;
-    void *v;
-    for (size_t i = 0; map_next(&st->streams, &i, &k, &v);) {
-      ofw_stream *fs = v;
-      if (fs->n && (!node || !strcmp(fs->node, node))) {
-        snprintf(key, sizeof key, "%s", k);
-        break;
-      }
-    }
-    if (!key[0]) return;
-    stream_reroute(e, key);
+  /* A copy: node_in may be a stream's own name, freed with it below. */
+  char node[64];
+  snprintf(node, sizeof node, "%s", node_in ? node_in : "");
+  /* The keys first, in one pass (deciding again may change the map), then
+   * each stream still out there: linear in the streams, not quadratic. */
+  size_t n = 0, cap = map_len(&st->streams);
+  char **keys = cap ? wsy_malloc(cap * sizeof *keys) : NULL;
+  const char *k;
+  void *v;
+  for (size_t i = 0; n < cap && map_next(&st->streams, &i, &k, &v);) {
+    ofw_stream *fs = v;
+    if (fs->n && (!node_in || !strcmp(fs->node, node))) keys[n++] = wsy_strndup(k, strlen(k));
   }
+  for (size_t i = 0; i < n; i++) {
+    ofw_stream *fs = map_get(&st->streams, keys[i]);
+    if (fs && fs->n && (!node_in || !strcmp(fs->node, node))) stream_reroute(e, keys[i]);
+    wsy_free(keys[i]);
+  }
+  wsy_free(keys);
 }
 
 static void held_send(ofw_held *h) {
@@ -580,18 +585,19 @@ void opfwd_sweep(engine *e) {
     if (!gone[0]) break;
     map_del(&st->suspect, gone);
   }
-  for (;;) {
+  { /* idle ghosts: their keys in one pass, then each (freeing changes the map) */
+    size_t n = 0, cap = map_len(&st->ghosts);
+    char **keys = cap ? wsy_malloc(cap * sizeof *keys) : NULL;
     const char *k;
     void *v;
-    ghost *g = NULL;
-    for (size_t i = 0; map_next(&st->ghosts, &i, &k, &v);)
-      if (ghost_idle(e, v, now)) {
-        snprintf(gone, sizeof gone, "%s", k);
-        g = v;
-        break;
-      }
-    if (!g) break;
-    ghost_free(e, gone, g);
+    for (size_t i = 0; n < cap && map_next(&st->ghosts, &i, &k, &v);)
+      if (ghost_idle(e, v, now)) keys[n++] = wsy_strndup(k, strlen(k));
+    for (size_t i = 0; i < n; i++) {
+      ghost *g = map_get(&st->ghosts, keys[i]);
+      if (g && ghost_idle(e, g, now)) ghost_free(e, keys[i], g);
+      wsy_free(keys[i]);
+    }
+    wsy_free(keys);
   }
   /* Answers whose "after" the room has not reached in time (a refill that
    * keeps failing): sent anyway rather than never. */
