@@ -228,7 +228,7 @@ static const pg_stmt write_sql[PW__COUNT] = {
   [PW_ADVANCE_HEAD] = {"SELECT wsync_advance($1, $2, $3, $4, $5, $6)", 6, {T, I, I, I, T, T}},
   [PW_ROOM_CREATE] = {"SELECT wsync_room_create($1, $2, $3)", 3, {T, T, I}},
   /* A run of ops and their dedupe rows in one set-based statement, the
-  ** columns as arrays (see ops_add): a (device, cid) already there fails on
+  ** columns as binary arrays (pg_batch.c): a (device, cid) already there fails on
   ** dedupe_pkey, which is WSY_DUPLICATE. */
   [PW_OPS] = {"WITH o AS (INSERT INTO ops(room, seq, item, device, cid, msg)"
               " SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[])"
@@ -529,6 +529,14 @@ int pg_send_stmt(pg_store *s, int st, int entry, const char *const *vals) {
   int lens[8] = {0}; /* text params: libpq ignores the lengths */
   stmt_name(name, st);
   if (!PQsendQueryPrepared(s->wc, name, write_sql[st].n, vals, lens, NULL, 0)) return WSY_IO;
+  slot_add(s, entry);
+  return WSY_OK;
+}
+
+int pg_send_stmt_bin(pg_store *s, int st, int entry, const char *const *vals, const int *lens, const int *fmts) {
+  char name[16];
+  stmt_name(name, st);
+  if (!PQsendQueryPrepared(s->wc, name, write_sql[st].n, vals, lens, fmts, 0)) return WSY_IO;
   slot_add(s, entry);
   return WSY_OK;
 }

@@ -36,6 +36,7 @@ typedef struct runs {
   size_t cap;
   size_t *dirty;
   size_t ndirty;
+  uint64_t *ends; /* per entry: for an op, the last seq of its room's ops up to the next flush (runs_ends) */
 } runs;
 
 static run *run_find(runs *t, const char *room) {
@@ -54,11 +55,40 @@ static void runs_init(runs *t, const store_batch *b) {
   t->r = wsy_calloc(t->cap, sizeof *t->r);
   t->dirty = wsy_calloc(t->cap, sizeof *t->dirty);
   t->ndirty = 0;
+  t->ends = NULL;
 }
 
 static void runs_free(runs *t) {
   wsy_free(t->r);
   wsy_free(t->dirty);
+  wsy_free(t->ends);
+}
+
+static int flushes_runs(int kind) { return kind == E_TRIM || kind == E_ROOM || kind == E_DELETE || kind == E_HOOK_POS; }
+
+/* Where each op's run ends: its room's last op before the next entry that
+** flushes the runs (pg_send_batch). A fence moves the room's row there at
+** once, so a room written by a run of ops costs one call, not two (the
+** fence, then the move to its last op). One pass from the end; a flush
+** empties the table by starting a new generation. */
+static void runs_ends(runs *t, const store_batch *b) {
+  t->ends = wsy_calloc(b->n ? b->n : 1, sizeof *t->ends);
+  runs seen;
+  runs_init(&seen, b);
+  int gen = 1;
+  for (size_t i = b->n; i-- > 0;) {
+    const batch_entry *e = &b->e[i];
+    if (e->kind == E_OP) {
+      run *r = run_find(&seen, e->room);
+      if (r->known != gen) {
+        r->known = gen;
+        r->last = e->seq;
+      }
+      t->ends[i] = r->last;
+    }
+    if (flushes_runs(e->kind)) gen++; /* the ops before it end there */
+  }
+  runs_free(&seen);
 }
 
 /* Checks what can be checked without the server: a failure here sends
@@ -106,57 +136,114 @@ int pg_validate(store_batch *b) {
   return rc;
 }
 
-/* The log rows of the ops sent so far, waiting to be inserted together:
-** six array literals ({"a","b",NULL}), one per column. A run is sent before
-** any entry that deletes log rows (trim, delete, create) and at the end. */
+/* A one-dimensional array parameter in PostgreSQL's binary format
+** (array_recv): a 20-byte header, then per element its length (-1: NULL)
+** and its bytes. Sent as bytes, elements need no quoting or escaping on
+** this side and no parsing on the server's (text arrays cost both). */
 #define OPS_MAX ((size_t)512 << 20) /* under PostgreSQL's 1 GB per message */
+#define OID_TEXT 25
+#define OID_INT8 20
+typedef struct barr {
+  buf b;
+  uint32_t n, nulls, oid;
+} barr;
+
+static void put_be32(uint8_t *p, uint32_t v) {
+  p[0] = (uint8_t)(v >> 24);
+  p[1] = (uint8_t)(v >> 16);
+  p[2] = (uint8_t)(v >> 8);
+  p[3] = (uint8_t)v;
+}
+
+static void barr_init(barr *a, uint32_t oid) {
+  buf_init(&a->b, OPS_MAX);
+  a->n = a->nulls = 0;
+  a->oid = oid;
+}
+
+static int barr_elem(barr *a, const void *p, size_t len) {
+  if (!a->b.len) { /* the header, filled in by barr_done */
+    uint8_t h[20] = {0};
+    int rc = buf_append(&a->b, h, sizeof h);
+    if (rc) return rc;
+  }
+  if (len > (size_t)INT32_MAX) return WSY_TOO_LARGE;
+  uint8_t l[4];
+  put_be32(l, p ? (uint32_t)len : 0xffffffffu);
+  int rc = buf_append(&a->b, l, 4);
+  if (!rc && p) rc = buf_append(&a->b, p, len);
+  if (!rc) {
+    a->n++;
+    a->nulls += !p;
+  }
+  return rc;
+}
+
+static int barr_text(barr *a, const char *v) { return barr_elem(a, v, v ? strlen(v) : 0); }
+
+static int barr_int8(barr *a, uint64_t v) {
+  uint8_t x[8];
+  put_be32(x, (uint32_t)(v >> 32));
+  put_be32(x + 4, (uint32_t)v);
+  return barr_elem(a, x, 8);
+}
+
+/* The header: one dimension of n elements from 1. Never called empty. */
+static void barr_done(barr *a) {
+  uint8_t *h = a->b.data;
+  put_be32(h, 1);
+  put_be32(h + 4, a->nulls ? 1 : 0);
+  put_be32(h + 8, a->oid);
+  put_be32(h + 12, a->n);
+  put_be32(h + 16, 1);
+}
+
+static void barr_reset(barr *a) {
+  buf_reset(&a->b);
+  a->n = a->nulls = 0;
+}
+
+/* Sends statement st with its ncol array parameters. */
+static int barr_send(pg_store *s, int st, int entry, barr *col, int ncol) {
+  const char *v[8];
+  int len[8], fmt[8];
+  for (int c = 0; c < ncol; c++) {
+    barr_done(&col[c]);
+    v[c] = (const char *)col[c].b.data;
+    len[c] = (int)col[c].b.len;
+    fmt[c] = 1;
+  }
+  int rc = pg_send_stmt_bin(s, st, entry, v, len, fmt);
+  for (int c = 0; c < ncol; c++) barr_reset(&col[c]);
+  return rc;
+}
+
+/* The log rows of the ops sent so far, waiting to be inserted together:
+** six array parameters, one per column. A run is sent before any entry
+** that deletes log rows (trim, delete, create) and at the end. */
 typedef struct ops_run {
-  buf col[6];
+  barr col[6];
   size_t n;
   int first_entry;
 } ops_run;
 
-static int arr_add(buf *b, const char *v, int quote) {
-  int rc = buf_append(b, b->len ? "," : "{", 1);
-  if (!v) return rc ? rc : buf_append(b, "NULL", 4);
-  if (!rc && quote) rc = buf_append(b, "\"", 1);
-  for (const char *p = v; !rc && *p;) {
-    size_t k = strcspn(p, "\"\\"); /* the plain bytes up to a quote or backslash */
-    rc = buf_append(b, p, k);
-    p += k;
-    if (!rc && *p) {
-      char esc[2] = {'\\', *p++};
-      rc = buf_append(b, esc, 2);
-    }
-  }
-  if (!rc && quote) rc = buf_append(b, "\"", 1);
-  return rc;
-}
-
 static int ops_add(ops_run *o, const batch_entry *e, int entry) {
-  char n1[24];
-  snprintf(n1, sizeof n1, "%" PRIu64, e->seq);
-  const char *v[6] = {e->room, n1, e->item, e->device && e->cid ? e->device : NULL, e->device && e->cid ? e->cid : NULL,
-                      e->msg};
+  int cid = e->device && e->cid;
   if (!o->n) o->first_entry = entry;
   o->n++;
-  int rc = WSY_OK;
-  for (int c = 0; c < 6 && !rc; c++) rc = arr_add(&o->col[c], v[c], c != 1);
+  int rc = barr_text(&o->col[0], e->room);
+  if (!rc) rc = barr_int8(&o->col[1], e->seq);
+  if (!rc) rc = barr_text(&o->col[2], e->item);
+  if (!rc) rc = barr_text(&o->col[3], cid ? e->device : NULL);
+  if (!rc) rc = barr_text(&o->col[4], cid ? e->cid : NULL);
+  if (!rc) rc = barr_text(&o->col[5], e->msg);
   return rc;
 }
 
 static int ops_flush(pg_store *s, ops_run *o) {
   if (!o->n) return WSY_OK;
-  const char *v[6];
-  int rc = WSY_OK;
-  for (int c = 0; c < 6 && !rc; c++) {
-    rc = buf_append(&o->col[c], "}", 2); /* with the NUL */
-    v[c] = (const char *)o->col[c].data;
-  }
-  if (!rc) rc = pg_send_stmt(s, PW_OPS, o->first_entry, v);
-  for (int c = 0; c < 6; c++) buf_reset(&o->col[c]);
   o->n = 0;
-  return rc;
+  return barr_send(s, PW_OPS, o->first_entry, o->col, 6);
 }
 
 /* The item writes since the last flush, the last one of each (room, item)
@@ -207,23 +294,20 @@ static void items_add(items_run *ir, const batch_entry *e, int entry) {
 
 static int items_flush(pg_store *s, items_run *ir) {
   if (!ir->n) return WSY_OK;
-  buf col[5];
+  barr col[5];
+  static const uint32_t oid[5] = {OID_TEXT, OID_TEXT, OID_TEXT, OID_INT8, OID_TEXT};
   int rc = WSY_OK;
-  for (int c = 0; c < 5; c++) buf_init(&col[c], OPS_MAX);
+  for (int c = 0; c < 5; c++) barr_init(&col[c], oid[c]);
   for (size_t i = 0; i < ir->n && !rc; i++) {
     const batch_entry *e = ir->w[i];
-    char ver[24];
-    num(ver, e->version);
-    const char *v[5] = {e->room, e->item, e->fields, ver, e->fields ? e->revs : NULL};
-    for (int c = 0; c < 5 && !rc; c++) rc = arr_add(&col[c], v[c], c != 3);
+    rc = barr_text(&col[0], e->room);
+    if (!rc) rc = barr_text(&col[1], e->item);
+    if (!rc) rc = barr_text(&col[2], e->fields);
+    if (!rc) rc = barr_int8(&col[3], e->version > (uint64_t)INT64_MAX ? (uint64_t)INT64_MAX : e->version);
+    if (!rc) rc = barr_text(&col[4], e->fields ? e->revs : NULL);
   }
-  const char *v[5];
-  for (int c = 0; c < 5 && !rc; c++) {
-    rc = buf_append(&col[c], "}", 2); /* with the NUL */
-    v[c] = (const char *)col[c].data;
-  }
-  if (!rc) rc = pg_send_stmt(s, PW_ITEMS, ir->first_entry, v);
-  for (int c = 0; c < 5; c++) buf_free(&col[c]);
+  if (!rc) rc = barr_send(s, PW_ITEMS, ir->first_entry, col, 5);
+  for (int c = 0; c < 5; c++) buf_free(&col[c].b);
   memset(ir->tab, 0, ir->tcap * sizeof *ir->tab);
   ir->n = 0;
   return rc;
@@ -234,7 +318,7 @@ static int runs_flush(pg_store *s, runs *t, int entry) {
   for (size_t k = 0; k < t->ndirty; k++) {
     run *r = &t->r[t->dirty[k]];
     r->dirty = 0;
-    if (r->last == r->first) continue;
+    if (r->last <= r->first) continue;
     char a[24], c[24];
     num(a, r->first);
     num(c, r->last);
@@ -332,8 +416,9 @@ static int send_entry(pg_store *s, runs *t, ops_run *o, items_run *ir, const bat
       /* The fence: the room's row must be at seq - 1 right now (and at
       ** the lock version the op was checked against, when it names one). */
       char lv[24] = "-1";
+      uint64_t end = t->ends[i] > e->seq ? t->ends[i] : e->seq;
       num(n1, e->seq - 1);
-      num(n2, e->seq);
+      num(n2, end);
       if (e->locks_at) num(lv, e->locks_at - 1);
       if (r->head) { /* and its head, in the same call */
         const char *v[] = {e->room, n1, n2, lv, r->head->holder, r->head->epoch};
@@ -344,8 +429,8 @@ static int send_entry(pg_store *s, runs *t, ops_run *o, items_run *ir, const bat
         if (pg_send_stmt(s, PW_ADVANCE, i, v)) return WSY_IO;
       }
       r->known = 1;
-      r->first = e->seq;
-    } else if (!r->dirty) {
+      r->first = end; /* moved to the run's end already */
+    } else if (e->seq > r->first && !r->dirty) {
       r->dirty = 1;
       t->dirty[t->ndirty++] = (size_t)(r - t->r);
     }
@@ -363,16 +448,18 @@ int pg_send_batch(pg_store *s) {
   store_batch *b = s->committing;
   runs t;
   runs_init(&t, b);
+  runs_ends(&t, b);
   ops_run o = {.n = 0};
   items_run ir = {.n = 0};
-  for (int c = 0; c < 6; c++) buf_init(&o.col[c], OPS_MAX);
+  static const uint32_t ooid[6] = {OID_TEXT, OID_INT8, OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT};
+  for (int c = 0; c < 6; c++) barr_init(&o.col[c], ooid[c]);
   int rc = WSY_OK;
   for (size_t i = 0; i < b->n && !rc; i++) {
     int k = b->e[i].kind;
     /* A trim reads the room's seq, a delete or create resets it; trims and
     ** deletes remove rows, which must be there by then; a text row follows
     ** the item writes before it and is dropped by those after it. */
-    if (k == E_TRIM || k == E_ROOM || k == E_DELETE || k == E_HOOK_POS) rc = runs_flush(s, &t, (int)i);
+    if (flushes_runs(k)) rc = runs_flush(s, &t, (int)i);
     if (!rc && (k == E_TRIM || k == E_ROOM || k == E_DELETE)) rc = ops_flush(s, &o);
     if (!rc && (k == E_TRIM || k == E_ROOM || k == E_DELETE || k == E_TEXT)) rc = items_flush(s, &ir);
     if (!rc) rc = send_entry(s, &t, &o, &ir, &b->e[i], (int)i);
@@ -382,7 +469,7 @@ int pg_send_batch(pg_store *s) {
   if (!rc) rc = items_flush(s, &ir);
   if (!rc) rc = runs_flush(s, &t, (int)b->n - 1);
   runs_free(&t);
-  for (int c = 0; c < 6; c++) buf_free(&o.col[c]);
+  for (int c = 0; c < 6; c++) buf_free(&o.col[c].b);
   wsy_free(ir.w);
   wsy_free(ir.tab);
   if (rc == WSY_TOO_LARGE || rc == WSY_NOMEM) return rc;

@@ -90,6 +90,8 @@ int pg_map_result(const PGresult *r);
 /* pg.c: queues prepared statement st of the commit connection for batch
  * entry `entry` (the one a failure of it is blamed on). */
 int pg_send_stmt(pg_store *s, int st, int entry, const char *const *vals);
+/* The same with each parameter's length and format (1: binary). */
+int pg_send_stmt_bin(pg_store *s, int st, int entry, const char *const *vals, const int *lens, const int *fmts);
 /* pg_batch.c: the checks made before sending anything (sets b->err), and
  * the batch's statements and Sync queued on the commit connection. */
 int pg_validate(store_batch *b);

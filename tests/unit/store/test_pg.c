@@ -1,6 +1,7 @@
 /* test_pg.c -- the store contract (store.h) on the PostgreSQL backend,
  * against a real server: each test in a database of its own (pgtest.h). */
 #include <criterion/criterion.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -410,6 +411,47 @@ Test(pg, trim_raises_min_seq_never_lowers_it) {
   b = store_batch_new();
   store_batch_trim(b, "ghost", 2);
   cr_assert_eq(pgt_commit(&T, s, b, 1), WSY_NOT_FOUND);
+  pgt_close(&T, s);
+}
+
+/* A fence moves its room's row to the last op of the run at once; the
+** runs end where a trim reads the row's seq, and go on after it. */
+Test(pg, a_fence_moves_to_its_runs_end_and_a_trim_between_runs_sees_the_seq_so_far) {
+  store *s = pgt_open(&T, T.url);
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "a", "e");
+  store_batch_room_create(b, "b", "e");
+  commit_ok(s, b);
+  b = store_batch_new();
+  pgt_op(b, "a", 1, "i", "{}", NULL, NULL);
+  pgt_op(b, "b", 1, "i", "{}", NULL, NULL);
+  pgt_op(b, "a", 2, "i", "{}", NULL, NULL);
+  pgt_op(b, "a", 3, "i", "{}", NULL, NULL);
+  store_batch_trim(b, "a", 100); /* clamped to the seq then: 3 + 1 */
+  pgt_op(b, "a", 4, "i", "{}", NULL, NULL);
+  pgt_op(b, "b", 2, "i", "{}", NULL, NULL);
+  pgt_op(b, "a", 5, "i", "{}", NULL, NULL);
+  commit_ok(s, b);
+  cr_assert_eq(pgt_seq(s, "a"), 5);
+  cr_assert_eq(pgt_seq(s, "b"), 2);
+  store_room_info ri;
+  cr_assert_eq(store_room_get(s, "a", &ri), 0);
+  cr_assert_eq(ri.min_seq, 4, "the trim saw seq %" PRIu64, ri.min_seq - 1);
+  hist *h = history(s, "a", 0, 0);
+  cr_assert_eq(h->n, 2);
+  cr_assert_eq(h->seq[0], 4);
+  /* the next batch follows on; one that starts from an old seq is fenced out whole */
+  b = store_batch_new();
+  pgt_op(b, "a", 6, "i", "{}", NULL, NULL);
+  pgt_op(b, "b", 3, "i", "{}", NULL, NULL);
+  commit_ok(s, b);
+  b = store_batch_new();
+  pgt_op(b, "b", 4, "i", "{}", NULL, NULL);
+  pgt_op(b, "a", 6, "j", "{}", NULL, NULL);
+  pgt_op(b, "a", 7, "j", "{}", NULL, NULL);
+  cr_assert_eq(pgt_commit(&T, s, b, 1), WSY_STALE);
+  cr_assert_eq(pgt_seq(s, "a"), 6);
+  cr_assert_eq(pgt_seq(s, "b"), 3);
   pgt_close(&T, s);
 }
 
