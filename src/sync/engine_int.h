@@ -68,6 +68,11 @@ struct engine {
   struct fwd_state *fwd; /* fallback requests forwarded between nodes (forward.h); NULL until one */
   struct opfwd *ofw;     /* ops decided on their room's owner (opfwd.h); NULL until one */
   uint64_t ops_forwarded, ops_forwarded_in, ops_rerouted;
+  /* The text of the message being dispatched and its tree, while it is
+   * (proto.c): forwarded as it came rather than written again (opfwd.c). */
+  const json_t *raw_of;
+  const char *raw;
+  size_t raw_len;
   uv_timer_t cluster_timer;
   uint64_t refills, refilled, bus_duplicates, bus_gaps, bus_received, reloads, stale_commits, redecided;
   uint64_t stale_deferred; /* session writes that found the replica stale with entries pending: deferred */

@@ -183,7 +183,8 @@ int opfwd_route(sess *s, member *m, json_t *req) {
   jw_raw(w, "\n", 1);
   jw_raw(w, s->dkey, strlen(s->dkey));
   jw_raw(w, "\n", 1);
-  jw_value(w, req);
+  if (e->raw_of == req) jw_raw(w, e->raw, e->raw_len); /* as it came: the fast reader took it */
+  else jw_value(w, req);
   if (bus_send_node(e->bus, to, "op.f", w->p, w->len) != 0) {
     /* Out of reach (the link is down, or its queue full): what is out
      * there is decided again first, then this op, here. */
@@ -455,8 +456,9 @@ static void on_forward(engine *e, const char *from, const uint8_t *body, size_t 
       memchr(f[2], '\0', fl[2]) || !fl[3] || fl[3] >= sizeof user || fl[4] >= sizeof dkey || fl[4] <= fl[3] ||
       memcmp(f[4], f[3], fl[3]) != 0 || f[4][fl[3]] != ':')
     goto bad;
-  /* Written by jw_value from the origin's tree (which holds no marker,
-   * opfwd_route): read back as it was. */
+  /* The client's text, which the origin's fast reader took, or jw_value
+   * of the origin's tree (which holds no marker, opfwd_route): read back
+   * as it was. */
   json_t *req = jsonr_parse(p, (size_t)(end - p), JSONR_MAX_DEPTH);
   if (!json_is_object(req)) {
     json_error_t jerr;

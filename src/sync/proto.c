@@ -480,10 +480,15 @@ static json_t *parse_slow(const char *data, size_t len, json_error_t *jerr) {
   return j;
 }
 
-json_t *proto_decode(sess *s, const char *data, size_t len) {
+/* Decodes one message of len bytes: a JSON object, or NULL after answering
+ * bad_json (then s may be closing). Sets *fast when the fast reader took
+ * it: its text reads back the same on any node (opfwd.c forwards it as it
+ * came). */
+static json_t *decode(sess *s, const char *data, size_t len, int *fast) {
   /* Read fast and known to nest at most 32 levels: the common case. */
   json_t *req = jsonr_parse(data, len, 32);
-  if (req && json_is_object(req)) return req;
+  *fast = req && json_is_object(req);
+  if (*fast) return req;
   json_decref(req);
   json_error_t jerr;
   req = parse_slow(data, len, &jerr);
@@ -509,9 +514,17 @@ static void ws_message(ws_conn *w, int opcode, uint8_t *data, size_t len) {
     ws_close(w, WS_CLOSE_UNSUPPORTED, "binary messages are not part of protocol version 1");
     return;
   }
-  json_t *req = proto_decode(s, (const char *)data, len);
+  int fast;
+  json_t *req = decode(s, (const char *)data, len, &fast);
   if (!req) return;
+  engine *e = s->e;
+  if (fast) {
+    e->raw_of = req;
+    e->raw = (const char *)data;
+    e->raw_len = len;
+  }
   proto_dispatch(s, req);
+  e->raw_of = NULL;
   json_decref(req);
 }
 

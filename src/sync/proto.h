@@ -20,9 +20,6 @@
  * (PROTOCOL.md 1.1). NULL with *jerr when the text is not JSON; then
  * jerr->position is -1 when it would not point into data. */
 json_t *proto_parse(const char *data, size_t len, json_error_t *jerr);
-/* Decodes one message of len bytes: a JSON object, or NULL after answering
- * bad_json (then s may be closing). */
-json_t *proto_decode(sess *s, const char *data, size_t len);
 /* Handles one decoded message (borrowed). */
 void proto_dispatch(sess *s, json_t *req);
 /* Nesting of a JSON value beyond limit: v is at level depth, each array or

@@ -50,7 +50,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { ownerOf, startCluster } from './lib/cluster.mjs';
-import { cidCounts, history, KEY, SERVER_ARGS, serverSnapshot } from './lib/client-util.mjs';
+import { cidCounts, history, KEY, SERVER_ARGS, serverDoc, serverSnapshot } from './lib/client-util.mjs';
 import { SANITIZED, sanitizerReport, sleep, waitUntil, WAIT_MS } from './lib/server.mjs';
 import { api, closeClients, fetchMetrics, Replica, SyncClient, token } from './lib/sync.mjs';
 
@@ -455,6 +455,39 @@ describe('forwarded ops: one decider per room', { timeout: SUITE_MS }, () => {
     const entries = await assertLog(nodes[0].url, room, [[a1.cid, a1.seq], [a2.cid, a2.seq], [b2.cid, b2.seq], [b3.cid, b3.seq]]);
     assert.deepEqual(entries.at(-1).op.fields, { by: 'rival-third' });
     assert.ok(a1.seq < a2.seq && a2.seq < b2.seq && b2.seq < b3.seq);
+  });
+
+  test('an op written by hand (spaces, escapes, nested fields) reaches the owner as it was sent', async (t) => {
+    const { nodes } = h.cl;
+    const A = 0;
+    const { room, owner } = await roomOwnedElsewhere(nodes, 'raw', A);
+    const w = await connect(nodes[A], 'raw-writer');
+    const rd = await connect(nodes[owner], 'raw-reader');
+    t.after(() => closeClients(w, rd));
+    await w.join(room);
+    await rd.join(room);
+    const c0 = await counters(nodes);
+    // The node forwards the text as the client wrote it; the owner reads it
+    // into the same values a JSON.stringify of them would give.
+    const id = 'raw-1';
+    const cid = `raw-${uniq()}`;
+    const text = `{ "type" : "op",\n "id":"${id}", "room":"${room}" ,"cid":"${cid}", ` +
+      '"op":{"kind":"set","item":"raw","fields":{"e":"r\\u00e9","t":"a\\"b\\\\c\\n\\u2603 \\ud83d\\ude00","n":[1,-2.5e3,{"x":null}],"b":true}}  }';
+    w.send(text);
+    await waitUntil(() => w.log.some((m) => m.re === id), WAIT_MS, `the answer to ${text}`);
+    const ack = w.log.find((m) => m.re === id);
+    assert.equal(ack.type, 'ack', JSON.stringify(ack));
+    const c1 = await counters(nodes);
+    assert.equal(c1.fwd[A] - c0.fwd[A], 1, 'forwarded');
+    assert.equal(c1.fwdIn[owner] - c0.fwdIn[owner], 1, 'decided on the owner');
+    const want = { e: 'r\u00e9', t: 'a"b\\c\n\u2603 \ud83d\ude00', n: [1, -2500, { x: null }], b: true };
+    await waitUntil(() => entriesOf(rd, room).some((m) => m.cid === cid), WAIT_MS, 'the entry on the owner');
+    const entry = entriesOf(rd, room).find((m) => m.cid === cid);
+    assert.equal(entry.op.item, 'raw');
+    assert.deepEqual(entry.op.fields, want);
+    await waitUntil(() => entriesOf(w, room).some((m) => m.cid === cid), WAIT_MS, 'the entry on the writer');
+    assert.deepEqual(entriesOf(w, room).find((m) => m.cid === cid).op.fields, want);
+    assert.deepEqual((await serverDoc(nodes[A].url, room)).raw, want, 'the document, read on the node it came to');
   });
 });
 
