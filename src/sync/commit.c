@@ -38,6 +38,7 @@ static void http_answer(pend *p, int status, json_t *body) { commit_http_answer(
 static void pend_free(engine *e, pend *p) {
   if (p->counted) commit_inflight_done(p->s, p->r);
   json_decref(p->req);
+  wsy_free(p->req_text);
   if (p->ckey) {
     map_del_if(&e->cids, p->ckey, p);
     wsy_free(p->ckey);
@@ -185,12 +186,16 @@ static void commit_done(void *ud, int rc) {
       /* Nothing of the batch was stored: the room's memory ran ahead of
        * the store, and reloads once nothing of it is pending. */
       r->broken = 1;
-      if ((rc == WSY_STALE || rc == WSY_DUPLICATE || rc == WSY_AGAIN) && p->req && p->tries < REDECIDE_MAX)
+      json_t *req = (rc == WSY_STALE || rc == WSY_DUPLICATE || rc == WSY_AGAIN) && p->tries < REDECIDE_MAX
+                        ? p->req ? json_incref(p->req) : p->req_text ? proto_reread(p->req_text, p->req_len) : NULL
+                        : NULL;
+      if (req)
         /* Decided again once r is read again. Its cid was sequenced (so the
          * dedupe filter says "maybe"), but a stale or deadlocked batch rolled
          * back whole: the store has not recorded it, no lookup needed. */
-        commit_defer_redo(r, p->s, p->req, p->tries + 1, rc != WSY_DUPLICATE && p->kind != P_DUP); /* a duplicate's original is recorded */
+        commit_defer_redo(r, p->s, req, p->tries + 1, rc != WSY_DUPLICATE && p->kind != P_DUP); /* a duplicate's original is recorded */
       else if (p->s && p->kind != P_CREATE) sess_send_json(p->s, failed_msg(p, rc));
+      json_decref(req);
       /* A release fenced out: made again once r is read again, unless the
        * lock has changed hands meanwhile (room_locks_orphans). */
       if (p->kind == P_LOCK && p->item) map_put(&r->rerelease, p->item, (void *)(uintptr_t)p->seq);
@@ -272,7 +277,7 @@ static pend *pend_new(author *a, int kind, json_t *req, room *r, uint64_t seq, c
   /* A duplicate's answer riding in a batch that fails is decided again too:
    * its original is stored, the new decision answers it so. */
   if (a->e->clustered && a->s && req && (kind == P_OP || kind == P_LOCK || kind == P_DUP)) {
-    p->req = json_incref(req);
+    p->req = proto_keep(a->e, req, &p->req_text, &p->req_len);
     p->tries = a->e->tries_now;
   }
   p->s = a->s;

@@ -54,6 +54,8 @@ struct pend {
   char *item;        /* P_LOCK release: its item (seq: its fence), released again if fenced out */
   conn *http;        /* backend request waiting for the commit, or NULL */
   json_t *req;       /* in a cluster: a session's op, publish or lock request, decided again if fenced out */
+  char *req_text;    /* ... or its text, when it came as one (proto_keep): read again only then */
+  size_t req_len;
   unsigned tries;    /* times it was decided before (cluster.h) */
   int counted;       /* counted in its member's inflight (room.h) */
   char *api_line;    /* its access log line (e->api_line when deferred), or NULL */

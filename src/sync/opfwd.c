@@ -21,9 +21,12 @@
 /* An op out at another node, waiting for its answer (origin side). */
 typedef struct ofw_rec {
   struct ofw_rec *next;
-  sess *s;       /* a reference */
-  json_t *req;   /* a reference */
-  uint64_t sent; /* loop ms */
+  sess *s;        /* a reference */
+  json_t *req;    /* a reference, or NULL and its text (proto_keep) */
+  char *text;
+  size_t len;
+  char *cid;      /* its cid (forwarded ops and publishes have one) */
+  uint64_t sent;  /* loop ms */
 } ofw_rec;
 
 /* A session's ops out for one room, in the order sent, all at one node. */
@@ -200,7 +203,9 @@ int opfwd_route(sess *s, member *m, json_t *req) {
   ofw_rec *rec = wsy_calloc(1, sizeof *rec);
   rec->s = s;
   s->refs++;
-  rec->req = json_incref(req);
+  rec->req = proto_keep(e, req, &rec->text, &rec->len);
+  const char *cid = jstr(req, "cid");
+  rec->cid = cid ? wsy_strndup(cid, strlen(cid)) : NULL;
   rec->sent = now_ms(e);
   *fs->tail = rec;
   fs->tail = &rec->next;
@@ -220,6 +225,8 @@ static void rec_done(engine *e, ofw_rec *rec, const char *room_name) {
 static void rec_free(ofw_rec *rec) {
   sess_unref(rec->s);
   json_decref(rec->req);
+  wsy_free(rec->text);
+  wsy_free(rec->cid);
   wsy_free(rec);
 }
 
@@ -240,7 +247,12 @@ static void stream_reroute(engine *e, const char *key) {
     /* Decided before it stops counting: a leave waiting for it would
      * otherwise go first, and the op would never be answered. Still
      * counted, it is decided here (opfwd_route), not sent on. */
-    if (!rec->s->ended && room_membership(rec->s, room_name)) proto_redecide(rec->s, rec->req); /* op or publish */
+    if (!rec->s->ended && room_membership(rec->s, room_name)) { /* op or publish */
+      json_t *req = rec->req ? json_incref(rec->req) : proto_reread(rec->text, rec->len);
+      if (req) proto_redecide(rec->s, req);
+      else sess_error(rec->s, NULL, "internal", "out of memory: the write was not decided; retry", NULL, NULL);
+      json_decref(req);
+    }
     rec_done(e, rec, room_name);
     rec_free(rec);
   }
@@ -318,7 +330,7 @@ static void on_answer(engine *e, const char *from, const uint8_t *body, size_t l
   pair_key(key, sizeof key, tkey, room_name);
   ofw_stream *fs = map_get(&st->streams, key);
   ofw_rec *rec = fs ? fs->head : NULL;
-  const char *cid = rec ? jstr(rec->req, "cid") : NULL;
+  const char *cid = rec ? rec->cid : NULL;
   if (!rec || strcmp(fs->node, from) != 0 || !cid || !answer_cid_is(p, (size_t)(end - p), cid)) {
     /* Taken back meanwhile (decided again elsewhere): its answer is that one's. */
     log_debug("forwarded op: a late answer from node %s for room %s dropped", from, room_name);

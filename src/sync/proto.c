@@ -508,6 +508,18 @@ static json_t *decode(sess *s, const char *data, size_t len, int *fast) {
   return req;
 }
 
+json_t *proto_keep(engine *e, json_t *req, char **text, size_t *len) {
+  *text = NULL;
+  *len = 0;
+  if (e->raw_of != req) return json_incref(req);
+  *text = wsy_malloc(e->raw_len);
+  memcpy(*text, e->raw, e->raw_len);
+  *len = e->raw_len;
+  return NULL;
+}
+
+json_t *proto_reread(const char *text, size_t len) { return jsonr_parse(text, len, 32); }
+
 static void ws_message(ws_conn *w, int opcode, uint8_t *data, size_t len) {
   sess *s = ws_conn_user(w);
   if (opcode != WS_OP_TEXT) {

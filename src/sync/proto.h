@@ -20,6 +20,13 @@
  * (PROTOCOL.md 1.1). NULL with *jerr when the text is not JSON; then
  * jerr->position is -1 when it would not point into data. */
 json_t *proto_parse(const char *data, size_t len, json_error_t *jerr);
+/* A request kept until later (a cluster decides it again if its batch is
+ * fenced out): its text when req is the message being dispatched and the
+ * fast reader took it (*text set, NULL returned: a copy is cheaper to keep
+ * and to free than a tree), else req itself (a reference). */
+json_t *proto_keep(engine *e, json_t *req, char **text, size_t *len);
+/* The tree of a text proto_keep kept (NULL: out of memory). */
+json_t *proto_reread(const char *text, size_t len);
 /* Handles one decoded message (borrowed). */
 void proto_dispatch(sess *s, json_t *req);
 /* Nesting of a JSON value beyond limit: v is at level depth, each array or
