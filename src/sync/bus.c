@@ -9,6 +9,14 @@ void bus_publish(bus *b, const bus_msg *m) {
   b->ops->publish(b, m);
 }
 
+void bus_hold(bus *b) {
+  if (b->ops->hold) b->ops->hold(b, 1);
+}
+
+void bus_release(bus *b) {
+  if (b->ops->hold) b->ops->hold(b, 0);
+}
+
 void bus_subscribe(bus *b, const char *room) {
   if (b->ops->subscribe) b->ops->subscribe(b, room);
 }

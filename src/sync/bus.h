@@ -117,6 +117,13 @@ int bus_redis_new(uv_loop_t *loop, const char *url, const char *node_id, const b
  * once (deliver is called before bus_publish returns), the others' when
  * the message reaches them. */
 void bus_publish(bus *b, const bus_msg *m);
+/* Between bus_hold and bus_release (nested: the outermost counts), what is
+ * published for other nodes is gathered and goes at the release, one
+ * message per room carrying its messages in order (a commit's entries,
+ * commit.c): fewer messages for the bus and every receiver to handle.
+ * This node's deliveries stay immediate; the local bus ignores both. */
+void bus_hold(bus *b);
+void bus_release(bus *b);
 /* This node has members in room (counted: one unsubscribe per subscribe):
  * other nodes' traffic of the room is delivered here from now on. */
 void bus_subscribe(bus *b, const char *room);

@@ -18,6 +18,9 @@
 **   room channel:  u8 1 | str origin | str room | str epoch | u64 seq |
 **                  str except | str only_user | payload (the JSON text of
 **                  the frame, to the end of the message)
+**                  or, for several entries of one room gathered during a
+**                  hold (bus_hold, one loop turn's commit): u8 2, then per
+**                  message a u32 length and a version-1 message, in order
 **   node channel:  u8 1 | str from | str kind | body (to the end)
 **   heartbeat:     the node id, a space, and the node's incarnation (16
 **                  random hex digits made at start), as text: a node that
@@ -64,118 +67,11 @@
 #include "../ws/ws.h"
 #include "../ws/ws_conn.h"
 
-#define RB_VERSION 1
-#define RB_BEAT_MS 250          /* the timer's grain: every figure is checked this often */
-#define RB_MAX_OUTBUF (64u << 20) /* unsent bytes on CMD before publishes are dropped */
-#define RB_RESUB_BATCH 256      /* channels per SUBSCRIBE when resubscribing */
-#define RB_ROOM_PREFIX "wsync:r:"
-#define RB_NODE_PREFIX "wsync:n:"
-#define RB_HB_CHANNEL "wsync:hb"
-
-typedef struct rnode {
-  uint64_t seen; /* loop time the node was last heard from */
-  char inc[17];  /* its incarnation */
-} rnode;
-
-typedef struct rbus {
-  bus base;
-  uv_loop_t *loop;
-  char *host;
-  int port;
-  int db; /* -1: none given */
-  char *node;
-  char *node_chan;
-  char inc[17];     /* this node's incarnation (the heartbeat) */
-  redisAsyncContext *cmd, *sub;
-  int cmd_ready, sub_ready;
-  int up;       /* ev.link(1) reported and not taken back */
-  int ever_up;
-  int freeing;  /* bus_free called: no callback from now on */
-  int warned;   /* a failure was logged at warn since the link was last up */
-  int open_handles;
-  uint64_t attempt_at; /* the current connection attempt began (0: not connecting) */
-  uint64_t ping_at;    /* a PING is outstanding since (0: none) */
-  uint64_t last_reply; /* CMD last answered anything */
-  uint64_t next_ping, next_hb;
-  unsigned backoff_ms;
-  uv_timer_t beat, retry;
-  map rooms; /* room -> count of bus_subscribe, as a pointer-sized integer */
-  map nodes; /* node id -> rnode */
-  uint64_t received, dropped, reconnects, malformed;
-  char *out; /* the command being formatted (RESP), reused */
-  size_t out_cap;
-  char *strs; /* NUL-terminated copies of a received message's strings */
-  size_t strs_cap;
-} rbus;
+#include "bus_redis_int.h"
 
 static void rb_connect(rbus *b);
 
 static uint64_t rb_now(const rbus *b) { return uv_now(b->loop); }
-
-/* ---- the URL --------------------------------------------------------------- */
-
-static int digits(const char *s, size_t n, long max, long *out) {
-  if (n == 0 || n > 10) return -1;
-  long v = 0;
-  for (size_t i = 0; i < n; i++) {
-    if (s[i] < '0' || s[i] > '9') return -1;
-    v = v * 10 + (s[i] - '0');
-  }
-  if (v > max) return -1;
-  *out = v;
-  return 0;
-}
-
-/* "redis://HOST:PORT[/DB]": HOST a name, an IPv4 address or [IPv6]. */
-static int rb_parse_url(rbus *b, const char *url, char *err, size_t errlen) {
-  static const char scheme[] = "redis://";
-  if (!url || strncmp(url, scheme, sizeof scheme - 1) != 0) {
-    snprintf(err, errlen, "the bus URL must look like redis://HOST:PORT[/DB]");
-    return WSY_INVAL;
-  }
-  const char *a = url + sizeof scheme - 1;
-  const char *slash = strchr(a, '/');
-  size_t alen = slash ? (size_t)(slash - a) : strlen(a);
-  if (memchr(a, '@', alen)) {
-    snprintf(err, errlen, "the bus URL has credentials: Redis AUTH is not supported, use redis://HOST:PORT[/DB]");
-    return WSY_INVAL;
-  }
-  const char *colon = NULL, *host = a;
-  size_t hlen;
-  if (alen && a[0] == '[') {
-    const char *close = memchr(a, ']', alen);
-    if (!close || close + 1 >= a + alen || close[1] != ':') goto bad_hostport;
-    host = a + 1;
-    hlen = (size_t)(close - host);
-    colon = close + 1;
-  } else {
-    for (size_t i = alen; i-- > 0;)
-      if (a[i] == ':') {
-        colon = a + i;
-        break;
-      }
-    if (!colon) goto bad_hostport;
-    hlen = (size_t)(colon - a);
-  }
-  if (hlen == 0) goto bad_hostport;
-  long port;
-  if (digits(colon + 1, (size_t)(a + alen - colon - 1), 65535, &port) != 0 || port == 0) {
-    snprintf(err, errlen, "the bus URL's port must be a number from 1 to 65535: %s", url);
-    return WSY_INVAL;
-  }
-  long db = -1;
-  if (slash && slash[1] && digits(slash + 1, strlen(slash + 1), INT_MAX, &db) != 0) {
-    snprintf(err, errlen, "the bus URL's database must be a number (redis://HOST:PORT/DB): %s", url);
-    return WSY_INVAL;
-  }
-  b->host = wsy_strndup(host, hlen);
-  b->port = (int)port;
-  b->db = (int)db;
-  return 0;
-bad_hostport:
-  snprintf(err, errlen, "the bus URL needs a host and a port (redis://HOST:PORT[/DB]): %s", url);
-  return WSY_INVAL;
-}
 
 /* ---- formatting: commands are written as RESP straight into b->out ---------- */
 
@@ -193,18 +89,18 @@ static size_t put_u16(uint8_t *p, size_t v) {
   return 2;
 }
 
-static size_t put_str(uint8_t *p, const char *s, size_t n) {
+size_t rb_put_str(uint8_t *p, const char *s, size_t n) {
   put_u16(p, n);
   if (n) memcpy(p + 2, s, n);
   return 2 + n;
 }
 
-static size_t slen(const char *s) { return s ? strlen(s) : 0; }
+size_t rb_slen(const char *s) { return s ? strlen(s) : 0; }
 
 /* PUBLISH chan_prefix+chan_name, with the message's room for mlen bytes
  * written by the caller at *msg. Returns the command's length; the caller
  * fills [*msg, *msg + mlen) then hands b->out to hiredis. */
-static size_t format_publish(rbus *b, const char *prefix, const char *name, size_t mlen, uint8_t **msg) {
+size_t rb_format_publish(rbus *b, const char *prefix, const char *name, size_t mlen, uint8_t **msg) {
   size_t plen = strlen(prefix), nlen = strlen(name), clen = plen + nlen;
   char *o = out_reserve(b, 64 + clen + mlen);
   int h = sprintf(o, "*3\r\n$7\r\nPUBLISH\r\n$%zu\r\n", clen);
@@ -223,7 +119,7 @@ static void on_cmd_reply(redisAsyncContext *ac, void *reply, void *priv) {
 }
 
 /* Queues the formatted command on CMD; 0 or -1 (not sent). */
-static int send_cmd(rbus *b, size_t len) {
+int rb_send_cmd(rbus *b, size_t len) {
   if (!b->up || !b->cmd) return -1;
   /* Redis not reading (stopped, saturated): bounded memory until the
    * watchdog drops the link. */
@@ -245,39 +141,39 @@ static void rb_publish(bus *base, const bus_msg *m) {
   rbus *b = (rbus *)base;
   b->base.ev.deliver(b->base.ev.ud, m);
   if (b->freeing) return;
-  size_t olen = strlen(b->node), rlen = strlen(m->room), elen = slen(m->epoch);
-  size_t xlen = slen(m->except), ulen = slen(m->only_user), plen;
+  size_t plen;
   const uint8_t *payload = frame_text(m->frame, &plen);
-  if (!b->up || rlen == 0 || rlen > 0xffff || elen > 0xffff || xlen > 0xffff || ulen > 0xffff) {
+  size_t rlen = strlen(m->room);
+  if (!b->up || rlen == 0 || rlen > 0xffff || rb_slen(m->epoch) > 0xffff || rb_slen(m->except) > 0xffff ||
+      rb_slen(m->only_user) > 0xffff) {
     b->dropped++;
     return;
   }
-  size_t mlen = 1 + 2 + olen + 2 + rlen + 2 + elen + 8 + 2 + xlen + 2 + ulen + plen;
+  size_t mlen = rb_room_msg_len(b, m, plen);
+  if (b->holding && mlen <= RB_GATHER_MAX) {
+    rb_gather_add(b, m, payload, plen, mlen);
+    return;
+  }
+  uintptr_t at = b->holding ? (uintptr_t)map_get(&b->gather_at, m->room) : 0;
+  if (at) rb_gather_send(b, &b->gather[at - 1]); /* what came before it first */
   uint8_t *p;
-  size_t len = format_publish(b, RB_ROOM_PREFIX, m->room, mlen, &p);
-  *p++ = RB_VERSION;
-  p += put_str(p, b->node, olen);
-  p += put_str(p, m->room, rlen);
-  p += put_str(p, m->epoch, elen);
-  for (int i = 7; i >= 0; i--) *p++ = (uint8_t)(m->seq >> (8 * i));
-  p += put_str(p, m->except, xlen);
-  p += put_str(p, m->only_user, ulen);
-  if (plen) memcpy(p, payload, plen);
-  if (send_cmd(b, len) != 0) b->dropped++;
+  size_t len = rb_format_publish(b, RB_ROOM_PREFIX, m->room, mlen, &p);
+  rb_room_msg_write(b, m, payload, plen, p);
+  if (rb_send_cmd(b, len) != 0) b->dropped++;
 }
 
 static int rb_send_node(bus *base, const char *node, const char *kind, const void *body, size_t len) {
   rbus *b = (rbus *)base;
-  size_t nlen = slen(node), klen = slen(kind), flen = strlen(b->node);
+  size_t nlen = rb_slen(node), klen = rb_slen(kind), flen = strlen(b->node);
   if (nlen == 0 || klen > 0xffff || (len && !body)) return WSY_INVAL;
   if (!b->up) return WSY_AGAIN;
   uint8_t *p;
-  size_t clen = format_publish(b, RB_NODE_PREFIX, node, 1 + 2 + flen + 2 + klen + len, &p);
+  size_t clen = rb_format_publish(b, RB_NODE_PREFIX, node, 1 + 2 + flen + 2 + klen + len, &p);
   *p++ = RB_VERSION;
-  p += put_str(p, b->node, flen);
-  p += put_str(p, kind, klen);
+  p += rb_put_str(p, b->node, flen);
+  p += rb_put_str(p, kind, klen);
   if (len) memcpy(p, body, len);
-  return send_cmd(b, clen) == 0 ? 0 : WSY_AGAIN;
+  return rb_send_cmd(b, clen) == 0 ? 0 : WSY_AGAIN;
 }
 
 static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv);
@@ -369,11 +265,11 @@ static void rb_fail(rbus *b, const char *why) {
 static void send_heartbeat(rbus *b) {
   uint8_t *p;
   size_t nlen = strlen(b->node);
-  size_t len = format_publish(b, RB_HB_CHANNEL, "", nlen + 1 + 16, &p);
+  size_t len = rb_format_publish(b, RB_HB_CHANNEL, "", nlen + 1 + 16, &p);
   memcpy(p, b->node, nlen);
   p[nlen] = ' ';
   memcpy(p + nlen + 1, b->inc, 16);
-  (void)send_cmd(b, len);
+  (void)rb_send_cmd(b, len);
   b->next_hb = rb_now(b) + BUS_REDIS_HEARTBEAT_MS;
 }
 
@@ -551,7 +447,28 @@ static char *strs_reserve(rbus *b, size_t n) {
   return b->strs;
 }
 
+static void on_room_message(rbus *b, const char *chan_room, size_t crlen, const uint8_t *msg, size_t len);
+
+/* Several room messages in one (RB_GATHERED): each in turn, until one
+ * does not fit in what is left. */
+static void on_gathered(rbus *b, const char *chan_room, size_t crlen, const uint8_t *msg, size_t len) {
+  const uint8_t *p = msg + 1, *end = msg + len;
+  while (p < end) {
+    if (end - p < 4) break;
+    size_t n = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
+    p += 4;
+    if (n < 1 || (size_t)(end - p) < n || p[0] != RB_VERSION) break;
+    on_room_message(b, chan_room, crlen, p, n);
+    p += n;
+  }
+  if (p != end) b->malformed++;
+}
+
 static void on_room_message(rbus *b, const char *chan_room, size_t crlen, const uint8_t *msg, size_t len) {
+  if (len >= 1 && msg[0] == RB_GATHERED) {
+    on_gathered(b, chan_room, crlen, msg, len);
+    return;
+  }
   reader r = {msg + 1, msg + len, len < 1 || msg[0] != RB_VERSION};
   char *dst = strs_reserve(b, len + 8); /* every string fits, with its NUL */
   const char *origin = read_str(&r, &dst), *room = read_str(&r, &dst), *epoch = read_str(&r, &dst);
@@ -708,6 +625,7 @@ static void rb_destroy(rbus *b) {
   for (size_t i = 0; map_next(&b->nodes, &i, &k, &v);) wsy_free(v);
   map_free(&b->nodes);
   map_free(&b->rooms);
+  rb_gather_free(b);
   wsy_free(b->host);
   wsy_free(b->node);
   wsy_free(b->node_chan);
@@ -732,6 +650,7 @@ static void rb_free(bus *base) {
 
 static const bus_ops redis_ops = {.name = "redis",
                                   .publish = rb_publish,
+                                  .hold = rb_hold,
                                   .subscribe = rb_subscribe,
                                   .unsubscribe = rb_unsubscribe,
                                   .send_node = rb_send_node,
@@ -750,7 +669,7 @@ int bus_redis_new(uv_loop_t *loop, const char *url, const char *node_id, const b
     return WSY_INVAL;
   }
   rbus *b = wsy_calloc(1, sizeof *b);
-  int rc = rb_parse_url(b, url, err, errlen);
+  int rc = bus_redis_parse_url(url, &b->host, &b->port, &b->db, err, errlen);
   if (rc != 0) {
     wsy_free(b);
     return rc;
@@ -771,6 +690,7 @@ int bus_redis_new(uv_loop_t *loop, const char *url, const char *node_id, const b
   memcpy(b->node_chan + sizeof RB_NODE_PREFIX - 1, node_id, nl + 1);
   b->backoff_ms = BUS_REDIS_BACKOFF_MIN_MS;
   map_init(&b->rooms);
+  map_init(&b->gather_at);
   map_init(&b->nodes);
   uv_timer_init(loop, &b->beat);
   uv_timer_init(loop, &b->retry);

@@ -151,6 +151,7 @@ static void commit_done(void *ud, int rc) {
     e->store_error[0] = '\0';
     log_info("health: ok again (a commit succeeded)");
   }
+  bus_hold(e->bus); /* the batch's entries: one bus message per room */
   for (pend *p = e->fl_head, *next; p; p = next) {
     next = p->next;
     room *r = p->r;
@@ -243,6 +244,7 @@ static void commit_done(void *ud, int rc) {
     r->pins--;
     room_unload_if_idle(e, r);
   }
+  bus_release(e->bus);
   store_batch_free(e->fl_batch);
   e->fl_batch = NULL;
   e->fl_head = NULL;

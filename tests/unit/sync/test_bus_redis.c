@@ -304,6 +304,18 @@ static long long numsub(const char *chan) {
   return n;
 }
 
+/* PUBLISH commands Redis has run so far (INFO commandstats). */
+static uint64_t numsub_sent(void) {
+  redisContext *c = redis_sync();
+  redisReply *r = redisCommand(c, "INFO commandstats");
+  cr_assert(r && r->type == REDIS_REPLY_STRING);
+  const char *at = strstr(r->str, "cmdstat_publish:calls=");
+  uint64_t n = at ? strtoull(at + strlen("cmdstat_publish:calls="), NULL, 10) : 0;
+  freeReplyObject(r);
+  redisFree(c);
+  return n;
+}
+
 typedef struct {
   const char *chan;
   long long want;
@@ -387,6 +399,57 @@ Test(busredis, keeps_the_order_of_10k_entries) {
   cr_assert_eq(stats(&b).received, N);
   cr_assert_eq(stats(&a).dropped, 0);
   cr_assert_eq(a.n, N, "A has no members' subscription but delivers locally all the same");
+  free(b.seqs);
+  b.seqs = NULL;
+  bus_close(&a);
+  bus_close(&b);
+}
+
+/* A hold (a commit's entries): this node delivers at once, the others
+ * get each room's messages together when it ends, in order; a hold inside
+ * a hold does not end it. */
+Test(busredis, a_hold_gathers_each_rooms_messages_until_it_ends) {
+  node a, b;
+  bus_open(&a, "A", NULL);
+  bus_open(&b, "B", NULL);
+  enum { N = 600, ROOMS = 3 };
+  b.seqs = calloc(N + 16, sizeof *b.seqs);
+  static const char *rooms[ROOMS] = {"g0", "g1", "g2"};
+  for (int i = 0; i < ROOMS; i++) bus_subscribe(b.b, rooms[i]);
+  wait_up(&a, &b, NULL);
+  uint64_t sent0 = numsub_sent();
+  bus_hold(a.b);
+  bus_hold(a.b);
+  char json[64];
+  for (int i = 0; i < N; i++) { /* seq: room * 100000 + its own count */
+    int r = (i * 7) % ROOMS;
+    uint64_t seq = (uint64_t)r * 100000 + (uint64_t)i + 1;
+    snprintf(json, sizeof json, "{\"seq\":%llu}", (unsigned long long)seq);
+    publish(&a, rooms[r], i % 50 == 49 ? NULL : "e", i % 50 == 49 ? 0 : seq, json, NULL, NULL);
+  }
+  cr_assert_eq(a.n, N, "this node's deliveries do not wait for the hold");
+  bus_release(a.b);
+  run_until(has_n, &(at_least){&b, 1}, 300);
+  cr_assert_eq(b.n, 0, "nothing went before the outer hold ended");
+  bus_release(a.b);
+  wait_n(&b, N, 5000);
+  uint64_t last[ROOMS] = {0};
+  int per[ROOMS] = {0};
+  for (int i = 0; i < N; i++) {
+    if (!b.seqs[i]) continue; /* the ephemeral ones */
+    int r = (int)(b.seqs[i] / 100000);
+    cr_assert(r < ROOMS && b.seqs[i] > last[r], "delivery %d: seq %llu after %llu", i,
+              (unsigned long long)b.seqs[i], (unsigned long long)last[r]);
+    last[r] = b.seqs[i];
+    per[r]++;
+  }
+  cr_assert_eq(per[0] + per[1] + per[2], N - N / 50);
+  cr_assert_eq(stats(&b).received, N);
+  cr_assert_eq(stats(&a).dropped, 0);
+  uint64_t sent = numsub_sent() - sent0;
+  /* one per room (and the nodes' heartbeats meanwhile), not one per message */
+  cr_assert(sent >= ROOMS && sent <= 20, "%llu PUBLISH commands for %d rooms' %d messages",
+            (unsigned long long)sent, ROOMS, N);
   free(b.seqs);
   b.seqs = NULL;
   bus_close(&a);
@@ -606,8 +669,11 @@ Test(busredis, malformed_messages_are_counted_and_dropped) {
   raw_publish(c, "wsync:r:m", "", 0), bad++;
   raw_publish(c, "wsync:r:m", "garbage", 7), bad++; /* version 'g' */
   n = room_msg(m, "Z", "m", "e", 1, "", "", "{}");
-  m[0] = 2;
+  m[0] = 3;
   raw_publish(c, "wsync:r:m", m, n), bad++; /* a version from the future */
+  n = room_msg(m, "Z", "m", "e", 1, "", "", "{}");
+  m[0] = 2;
+  raw_publish(c, "wsync:r:m", m, n), bad++; /* gathered (version 2), but its parts' lengths are not there */
   n = room_msg(m, "Z", "m", "e", 1, "", "", "{}");
   raw_publish(c, "wsync:r:m", m, 12), bad++; /* cut inside the seq */
   n = room_msg(m, "Z", "other", "e", 1, "", "", "{}");
@@ -630,8 +696,32 @@ Test(busredis, malformed_messages_are_counted_and_dropped) {
   /* And a good one, made by hand from the documented format. */
   n = room_msg(m, "Z", "m", "ep", 0x0102030405060708ull, "u:d", "", "{\"ok\":true}");
   raw_publish(c, "wsync:r:m", m, n);
+  /* Gathered by hand: two good parts, then one cut short (counted, the
+   * two before it delivered in order), then one whose part is no room
+   * message of version 1. */
+  uint8_t gm[1024];
+  size_t gl = 0;
+  gm[gl++] = 2;
+  for (int i = 0; i < 3; i++) {
+    size_t pl = room_msg(gm + gl + 4, "Z", "m", "ep", 100 + (uint64_t)i, "", "", i == 1 ? "{\"g\":2}" : "{\"g\":1}");
+    if (i == 2) pl += 5; /* says 5 more bytes than there are */
+    for (int k = 0; k < 4; k++) gm[gl + (size_t)k] = (uint8_t)(pl >> (24 - 8 * k));
+    gl += 4 + (i == 2 ? pl - 5 : pl);
+  }
+  raw_publish(c, "wsync:r:m", gm, gl), bad++;
+  gl = 0;
+  gm[gl++] = 2;
+  gm[gl++] = 0, gm[gl++] = 0, gm[gl++] = 0, gm[gl++] = 3;
+  memcpy(gm + gl, "abc", 3), gl += 3;
+  raw_publish(c, "wsync:r:m", gm, gl), bad++;
   redisFree(c);
-  wait_n(&b, 1, 3000);
+  wait_n(&b, 3, 3000);
+  cr_assert_eq(b.g[1].seq, 100);
+  cr_assert_str_eq(b.g[1].payload, "{\"g\":1}");
+  cr_assert_eq(b.g[2].seq, 101);
+  cr_assert_str_eq(b.g[2].payload, "{\"g\":2}");
+  cr_assert(b.g[2].frame_ok);
+  run_until(has_n, &(at_least){&b, 99}, 200);
   cr_assert_str_eq(b.g[0].origin, "Z");
   cr_assert_str_eq(b.g[0].epoch, "ep");
   cr_assert_eq(b.g[0].seq, 0x0102030405060708ull);
@@ -639,9 +729,9 @@ Test(busredis, malformed_messages_are_counted_and_dropped) {
   cr_assert_eq(b.g[0].has_only, 0);
   cr_assert_str_eq(b.g[0].payload, "{\"ok\":true}");
   cr_assert(b.g[0].frame_ok);
-  cr_assert_eq(b.n, 1);
+  cr_assert_eq(b.n, 3);
   cr_assert_eq(stats(&b).malformed, (uint64_t)bad);
-  cr_assert_eq(stats(&b).received, 1);
+  cr_assert_eq(stats(&b).received, 3);
   cr_assert_eq(b.directs, 0);
   cr_assert_eq(b.nodes_up, 0);
   cr_assert_eq(b.up, 1, "the link survived");
