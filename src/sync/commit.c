@@ -82,11 +82,13 @@ static net_chunk *ack_frame(engine *e, const pend *p, const room *r) {
 
 /* The internal error of an entry whose commit failed: re and for from its
  * request, so the client knows which request to retry (PROTOCOL.md 11.1). */
-static json_t *failed_msg(const pend *p, int rc) {
+static json_t *failed_msg(const pend *p, int rc, int clustered) {
   /* In a cluster, a batch fenced out by another node's commit (or holding
-   * a cid another node recorded) is not a failure of the store: the op is
-   * re-sent at once and decided again on the room's current state. */
-  int stale = rc == WSY_STALE || rc == WSY_DUPLICATE;
+   * a cid another node recorded, or rolled back by PostgreSQL to break a
+   * deadlock with another node's commit) is not a failure of the store:
+   * the op is re-sent at once and decided again on the room's current
+   * state. */
+  int stale = rc == WSY_STALE || rc == WSY_DUPLICATE || (rc == WSY_AGAIN && clustered);
   json_t *m = json_pack("{s:s}", "type", "error");
   if (p->re) json_object_set(m, "re", p->re);
   if (p->type) json_object_set_new(m, "for", json_string(p->type));
@@ -138,6 +140,12 @@ static void commit_done(void *ud, int rc) {
     /* Another node committed first: the rooms reload, writers re-send. */
     e->stale_commits++;
     log_debug("commit fenced out (%s): %s", wsy_strerror(rc), store_batch_error(e->fl_batch));
+  } else if (rc == WSY_AGAIN && e->clustered) {
+    /* A deadlock (or serialization failure) with another node's commit:
+     * nothing was stored and the batch's writes are decided again, as
+     * for a fence; the store works. */
+    log_warn("commit rolled back by the store (%s), decided again: %s", wsy_strerror(rc),
+             store_batch_error(e->fl_batch));
   } else if (rc != 0) {
     log_error("commit failed (%s): %s", wsy_strerror(rc), store_batch_error(e->fl_batch));
     if (!e->store_failing) log_warn("health: degraded until a commit succeeds");
@@ -168,7 +176,7 @@ static void commit_done(void *ud, int rc) {
     if (p->http && rc == WSY_DUPLICATE && p->cid && e->clustered) {
       commit_lookup_rolled_back(e, p);
     } else if (p->http) {
-      if (rc == WSY_STALE || rc == WSY_DUPLICATE)
+      if (rc == WSY_STALE || rc == WSY_DUPLICATE || (rc == WSY_AGAIN && e->clustered))
         http_answer(p, 503, commit_http_stale());
       else if (rc != 0)
         http_answer(p, 500, json_pack("{s:s,s:s,s:s}", "type", "error", "code", "internal", "message",
@@ -195,7 +203,7 @@ static void commit_done(void *ud, int rc) {
          * dedupe filter says "maybe"), but a stale or deadlocked batch rolled
          * back whole: the store has not recorded it, no lookup needed. */
         commit_defer_redo(r, p->s, req, p->tries + 1, rc != WSY_DUPLICATE && p->kind != P_DUP); /* a duplicate's original is recorded */
-      else if (p->s && p->kind != P_CREATE) sess_send_json(p->s, failed_msg(p, rc));
+      else if (p->s && p->kind != P_CREATE) sess_send_json(p->s, failed_msg(p, rc, e->clustered));
       json_decref(req);
       /* A release fenced out: made again once r is read again, unless the
        * lock has changed hands meanwhile (room_locks_orphans). */
