@@ -936,3 +936,64 @@ describe('forwarded ops and answers that do not parse', { timeout: SUITE_MS }, (
     await closeClients([c]);
   });
 });
+
+// ---- a deadlock with another node's commit ----------------------------------------
+
+describe('a commit PostgreSQL rolls back to break a deadlock', { timeout: SUITE_MS }, () => {
+  const h = useCluster('deadlock', ['--forward-ops', 'off']);
+
+  // A psql session stands for another node's commit: it holds room R's row,
+  // waits until the node's batch (an op of Q, then one of R) holds Q's row
+  // and waits for R's, then asks for Q's row. The node waited first, so its
+  // transaction is the victim (the session's own deadlock check is set to
+  // come much later): its writes are decided again and acked, and the node
+  // does not call itself degraded for a conflict that is not a failure.
+  test('the writes of the victim batch are decided again and acked; health stays ok', async (t) => {
+    const { nodes, pg } = h.cl;
+    const x = nodes[0];
+    const Q = `dlq-${uniq()}`;
+    const R = `dlr-${uniq()}`;
+    const c = await connect(x, 'deadlock');
+    t.after(() => closeClients(c));
+    const set = (room, n) => ({ type: 'op', room, cid: `dl-${uniq()}`, op: { kind: 'set', item: 'i', fields: { n } } });
+    for (const room of [Q, R]) {
+      await c.join(room);
+      const a = await c.request(set(room, 0));
+      assert.equal(a.type, 'ack', JSON.stringify(a));
+    }
+    const logMark = x.stderr.length;
+    const session = pg.psql("SET deadlock_timeout = '20s'; BEGIN; " +
+      `SELECT 1 FROM rooms WHERE name = '${R}' FOR UPDATE; ` +
+      "DO $$ BEGIN WHILE NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' " +
+      "AND pid <> pg_backend_pid()) LOOP PERFORM pg_sleep(0.02); END LOOP; END $$; " +
+      `SELECT 1 FROM rooms WHERE name = '${Q}' FOR UPDATE; COMMIT;`, { timeout: 30000 });
+    await waitUntil(async () => (await pg.psql('SELECT count(*) AS n FROM pg_locks l JOIN pg_class c ON c.oid = l.relation ' +
+      "WHERE c.relname = 'rooms' AND l.mode = 'RowShareLock' AND l.granted"))[0].n !== '0', 'the session holds its row');
+    // Both ops in one write, so that one read, one loop turn and one batch take them.
+    const q = set(Q, 1);
+    const r = set(R, 1);
+    q.id = 'dl-q';
+    r.id = 'dl-r';
+    const sock = c.ws._socket;
+    sock.cork();
+    c.send(q);
+    c.send(r);
+    sock.uncork();
+    await session;
+    await waitUntil(() => c.log.some((m) => m.re === 'dl-q') && c.log.some((m) => m.re === 'dl-r'), SLOW_MS, 'both answers');
+    for (const id of ['dl-q', 'dl-r']) {
+      const a = c.log.find((m) => m.re === id);
+      assert.equal(a.type, 'ack', `${id}: ${JSON.stringify(a)}`);
+    }
+    const said = x.stderr.slice(logMark);
+    assert.match(said, /commit rolled back by the store \(would block\), decided again: .*deadlock detected/,
+      `the node was the deadlock's victim:\n${said.slice(-2000)}`);
+    assert.doesNotMatch(said, /health: degraded/, 'a deadlock is a conflict, not a failure of the store');
+    const hz = await api(x.url, 'GET', '/healthz');
+    assert.equal(hz.status, 200, JSON.stringify(hz.body));
+    for (const room of [Q, R]) {
+      const entries = await history(x.url, room);
+      assert.deepEqual(entries.map((e) => e.op.fields.n), [0, 1], `${room}: each write stored once`);
+    }
+  });
+});
