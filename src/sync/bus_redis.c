@@ -18,11 +18,10 @@
 **   room channel:  u8 1 | str origin | str room | str epoch | u64 seq |
 **                  str except | str only_user | payload (the JSON text of
 **                  the frame, to the end of the message)
+**                  or, for several entries of one room gathered during a
+**                  hold (bus_hold, one loop turn's commit): u8 2, then per
+**                  message a u32 length and a version-1 message, in order
 **   node channel:  u8 1 | str from | str kind | body (to the end)
-**   either, for several messages of one channel gathered during a hold
-**   (bus_hold: one commit's entries for a room, its answers to a node):
-**                  u8 2, then per message a u32 length and a message of
-**                  version 1, in order
 **   heartbeat:     the node id, a space, and the node's incarnation (16
 **                  random hex digits made at start), as text: a node that
 **                  restarts under the same id within the TTL is seen gone
@@ -151,11 +150,13 @@ static void rb_publish(bus *base, const bus_msg *m) {
     return;
   }
   size_t mlen = rb_room_msg_len(b, m, plen);
-  uint8_t *p = rb_gather_reserve(b, RB_ROOM_PREFIX, m->room, mlen);
-  if (p) {
-    rb_room_msg_write(b, m, payload, plen, p);
+  if (b->holding && mlen <= RB_GATHER_MAX) {
+    rb_gather_add(b, m, payload, plen, mlen);
     return;
   }
+  uintptr_t at = b->holding ? (uintptr_t)map_get(&b->gather_at, m->room) : 0;
+  if (at) rb_gather_send(b, &b->gather[at - 1]); /* what came before it first */
+  uint8_t *p;
   size_t len = rb_format_publish(b, RB_ROOM_PREFIX, m->room, mlen, &p);
   rb_room_msg_write(b, m, payload, plen, p);
   if (rb_send_cmd(b, len) != 0) b->dropped++;
@@ -166,14 +167,13 @@ static int rb_send_node(bus *base, const char *node, const char *kind, const voi
   size_t nlen = rb_slen(node), klen = rb_slen(kind), flen = strlen(b->node);
   if (nlen == 0 || klen > 0xffff || (len && !body)) return WSY_INVAL;
   if (!b->up) return WSY_AGAIN;
-  size_t mlen = 1 + 2 + flen + 2 + klen + len, clen = 0;
-  uint8_t *p = rb_gather_reserve(b, RB_NODE_PREFIX, node, mlen); /* a commit's answers to one node (op.r) */
-  if (!p) clen = rb_format_publish(b, RB_NODE_PREFIX, node, mlen, &p);
+  uint8_t *p;
+  size_t clen = rb_format_publish(b, RB_NODE_PREFIX, node, 1 + 2 + flen + 2 + klen + len, &p);
   *p++ = RB_VERSION;
   p += rb_put_str(p, b->node, flen);
   p += rb_put_str(p, kind, klen);
   if (len) memcpy(p, body, len);
-  return !clen || rb_send_cmd(b, clen) == 0 ? 0 : WSY_AGAIN;
+  return rb_send_cmd(b, clen) == 0 ? 0 : WSY_AGAIN;
 }
 
 static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv);
@@ -448,11 +448,9 @@ static char *strs_reserve(rbus *b, size_t n) {
 }
 
 static void on_room_message(rbus *b, const char *chan_room, size_t crlen, const uint8_t *msg, size_t len);
-static void on_direct_message(rbus *b, const uint8_t *msg, size_t len);
 
-/* Several messages of a channel in one (RB_GATHERED): a room's (chan_room)
- * or this node's (NULL), each in turn, until one does not fit in what is
- * left. */
+/* Several room messages in one (RB_GATHERED): each in turn, until one
+ * does not fit in what is left. */
 static void on_gathered(rbus *b, const char *chan_room, size_t crlen, const uint8_t *msg, size_t len) {
   const uint8_t *p = msg + 1, *end = msg + len;
   while (p < end) {
@@ -460,8 +458,7 @@ static void on_gathered(rbus *b, const char *chan_room, size_t crlen, const uint
     size_t n = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
     p += 4;
     if (n < 1 || (size_t)(end - p) < n || p[0] != RB_VERSION) break;
-    if (chan_room) on_room_message(b, chan_room, crlen, p, n);
-    else on_direct_message(b, p, n);
+    on_room_message(b, chan_room, crlen, p, n);
     p += n;
   }
   if (p != end) b->malformed++;
@@ -496,10 +493,6 @@ static void on_room_message(rbus *b, const char *chan_room, size_t crlen, const 
 }
 
 static void on_direct_message(rbus *b, const uint8_t *msg, size_t len) {
-  if (len >= 1 && msg[0] == RB_GATHERED) {
-    on_gathered(b, NULL, 0, msg, len);
-    return;
-  }
   reader r = {msg + 1, msg + len, len < 1 || msg[0] != RB_VERSION};
   char *dst = strs_reserve(b, len + 8);
   const char *from = read_str(&r, &dst), *kind = read_str(&r, &dst);

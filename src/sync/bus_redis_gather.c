@@ -1,8 +1,6 @@
-/* bus_redis_gather.c -- the Redis bus's room messages written (version 1,
-** bus_redis.c's header), and, during a hold (bus_hold), the messages of
-** each channel (a room's, a node's) gathered and published together at
-** its end (RB_GATHERED). */
-#include <stdio.h>
+/* bus_redis_gather.c -- the Redis bus's room messages: written (version
+** 1, bus_redis.c's header) and, during a hold (bus_hold), gathered per
+** room and published together at its end (RB_GATHERED). */
 #include <string.h>
 
 #include "bus_redis_int.h"
@@ -24,30 +22,22 @@ void rb_room_msg_write(const rbus *b, const bus_msg *m, const uint8_t *payload, 
   if (plen) memcpy(p, payload, plen);
 }
 
-/* Publishes what is gathered for g's channel: one message alone as it
- * is, several in one message of RB_GATHERED. */
+/* Publishes what is gathered for g's room: one message alone as it is,
+ * several in one message of RB_GATHERED. */
 void rb_gather_send(rbus *b, struct gathered *g) {
   if (!g->n) return;
   const uint8_t *body = g->n == 1 ? g->data + 1 + 4 : g->data;
   size_t blen = g->n == 1 ? g->len - 1 - 4 : g->len;
   uint8_t *p;
-  size_t len = rb_format_publish(b, "", g->chan, blen, &p);
+  size_t len = rb_format_publish(b, RB_ROOM_PREFIX, g->room, blen, &p);
   memcpy(p, body, blen);
   if (rb_send_cmd(b, len) != 0) b->dropped += g->n;
   g->len = 1;
   g->n = 0;
 }
 
-uint8_t *rb_gather_reserve(rbus *b, const char *prefix, const char *name, size_t mlen) {
-  if (!b->holding) return NULL;
-  char key[256];
-  int kl = snprintf(key, sizeof key, "%s%s", prefix, name);
-  if (kl < 0 || (size_t)kl >= sizeof key) return NULL; /* never gathered: nothing of it waits */
-  uintptr_t at = (uintptr_t)map_get(&b->gather_at, key);
-  if (mlen > RB_GATHER_MAX) { /* alone, after what the channel has gathered */
-    if (at) rb_gather_send(b, &b->gather[at - 1]);
-    return NULL;
-  }
+void rb_gather_add(rbus *b, const bus_msg *m, const uint8_t *payload, size_t plen, size_t mlen) {
+  uintptr_t at = (uintptr_t)map_get(&b->gather_at, m->room);
   if (!at) {
     if (b->ngather == b->gather_cap) {
       b->gather_cap = b->gather_cap ? 2 * b->gather_cap : 16;
@@ -55,9 +45,9 @@ uint8_t *rb_gather_reserve(rbus *b, const char *prefix, const char *name, size_t
     }
     struct gathered *g = &b->gather[b->ngather++];
     memset(g, 0, sizeof *g);
-    g->chan = wsy_strndup(key, (size_t)kl);
+    g->room = wsy_strndup(m->room, strlen(m->room));
     at = b->ngather;
-    map_put(&b->gather_at, key, (void *)at);
+    map_put(&b->gather_at, m->room, (void *)at);
   }
   struct gathered *g = &b->gather[at - 1];
   if (g->n && g->len + 4 + mlen > RB_GATHER_MAX) rb_gather_send(b, g);
@@ -69,16 +59,16 @@ uint8_t *rb_gather_reserve(rbus *b, const char *prefix, const char *name, size_t
   if (!g->len) g->len = 1;
   uint8_t *p = g->data + g->len;
   for (int i = 3; i >= 0; i--) *p++ = (uint8_t)(mlen >> (8 * i));
+  rb_room_msg_write(b, m, payload, plen, p);
   g->len += 4 + mlen;
   g->n++;
-  return p;
 }
 
-/* The end of a hold: every channel's gathered messages go, and are forgotten. */
+/* The end of a hold: every room's gathered messages go, and are forgotten. */
 static void gather_flush(rbus *b) {
   for (size_t i = 0; i < b->ngather; i++) {
     rb_gather_send(b, &b->gather[i]);
-    wsy_free(b->gather[i].chan);
+    wsy_free(b->gather[i].room);
     wsy_free(b->gather[i].data);
   }
   b->ngather = 0;
@@ -94,7 +84,7 @@ void rb_hold(bus *base, int on) {
 
 void rb_gather_free(rbus *b) {
   for (size_t i = 0; i < b->ngather; i++) {
-    wsy_free(b->gather[i].chan);
+    wsy_free(b->gather[i].room);
     wsy_free(b->gather[i].data);
   }
   wsy_free(b->gather);

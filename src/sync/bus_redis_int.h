@@ -9,8 +9,8 @@
 #include "bus_int.h"
 
 #define RB_VERSION 1
-#define RB_GATHERED 2           /* several messages of a channel in one (rb_hold) */
-#define RB_GATHER_MAX (256u << 10) /* bytes gathered for a channel before they go at once */
+#define RB_GATHERED 2           /* several room messages in one (rb_hold) */
+#define RB_GATHER_MAX (256u << 10) /* bytes gathered for a room before they go at once */
 #define RB_BEAT_MS 250          /* the timer's grain: every figure is checked this often */
 #define RB_MAX_OUTBUF (64u << 20) /* unsent bytes on CMD before publishes are dropped */
 #define RB_RESUB_BATCH 256      /* channels per SUBSCRIBE when resubscribing */
@@ -52,11 +52,11 @@ typedef struct rbus {
   size_t out_cap;
   char *strs; /* NUL-terminated copies of a received message's strings */
   size_t strs_cap;
-  /* A hold (rb_hold): each channel's messages, gathered until it ends. */
+  /* A hold (rb_hold): each room's messages, gathered until it ends. */
   int holding;
-  map gather_at; /* channel -> index + 1 into gather */
+  map gather_at; /* room -> index + 1 into gather */
   struct gathered {
-    char *chan;    /* the channel's full name */
+    char *room;
     uint8_t *data; /* u8 RB_GATHERED, then (u32 length, message)* */
     size_t len, cap;
     unsigned n;
@@ -76,12 +76,10 @@ int rb_send_cmd(rbus *b, size_t len);
  * with a payload of plen bytes, and the message written at p. */
 size_t rb_room_msg_len(const rbus *b, const bus_msg *m, size_t plen);
 void rb_room_msg_write(const rbus *b, const bus_msg *m, const uint8_t *payload, size_t plen, uint8_t *p);
-/* During a hold, where the caller writes a message of mlen bytes for the
- * channel prefix+name: after the channel's gathered ones. NULL when not
- * held, or when the message is to go alone (too large; what the channel
- * gathered is published first): the caller publishes it itself. */
-uint8_t *rb_gather_reserve(rbus *b, const char *prefix, const char *name, size_t mlen);
-/* Publishes a channel's gathered messages now. */
+/* m's message added to its room's gathered ones (mlen bytes; what was
+ * gathered goes first when the room's would pass RB_GATHER_MAX). */
+void rb_gather_add(rbus *b, const bus_msg *m, const uint8_t *payload, size_t plen, size_t mlen);
+/* Publishes a room's gathered messages now. */
 void rb_gather_send(rbus *b, struct gathered *g);
 /* bus_ops.hold; the end of the outermost hold publishes every room's. */
 void rb_hold(bus *base, int on);
