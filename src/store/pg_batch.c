@@ -205,8 +205,8 @@ static void barr_reset(barr *a) {
 
 /* Sends statement st with its ncol array parameters. */
 static int barr_send(pg_store *s, int st, int entry, barr *col, int ncol) {
-  const char *v[8];
-  int len[8], fmt[8];
+  const char *v[8] = {0};
+  int len[8] = {0}, fmt[8] = {0};
   for (int c = 0; c < ncol; c++) {
     barr_done(&col[c]);
     v[c] = (const char *)col[c].b.data;
