@@ -121,7 +121,9 @@ void bus_publish(bus *b, const bus_msg *m);
  * published for other nodes is gathered and goes at the release, one
  * message per room carrying its messages in order (a commit's entries,
  * commit.c): fewer messages for the bus and every receiver to handle.
- * This node's deliveries stay immediate; the local bus ignores both. */
+ * This node's deliveries stay immediate; the local bus ignores both.
+ * bus_send_node is never gathered: a commit's answers to forwarded ops go
+ * at once, ahead of its entries (opfwd.c: an ack before its entry). */
 void bus_hold(bus *b);
 void bus_release(bus *b);
 /* This node has members in room (counted: one unsubscribe per subscribe):

@@ -10,7 +10,7 @@
 // long, so that the other node's commit lands first, deterministically
 // ("delay-fetch MS": its next read of a room).
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
@@ -19,7 +19,8 @@ import { startCluster } from './lib/cluster.mjs';
 import { api, closeClients, fetchMetrics, SyncClient, token } from './lib/sync.mjs';
 
 const KEY = 'cluster-held-api-key';
-const faults = path.join(mkdtempSync(path.join(tmpdir(), 'wsync-held-')), 'faults');
+const faultsDir = mkdtempSync(path.join(tmpdir(), 'wsync-held-'));
+const faults = path.join(faultsDir, 'faults');
 let cl;
 let n = 0;
 
@@ -31,7 +32,13 @@ before(async () => {
       ...(i === 0 ? ['--store-faults', faults] : [])],
   });
 });
-after(() => cl && cl.stop());
+after(async () => {
+  try {
+    if (cl) await cl.stop();
+  } finally {
+    rmSync(faultsDir, { recursive: true, force: true });
+  }
+});
 
 const connect = (i, user) => SyncClient.connect(cl.nodes[i].url, { token: token(user), device: `${user}-d${++n}` });
 const roomName = (what) => `held-${what}-${process.pid}-${++n}`;

@@ -6,10 +6,10 @@
 // from node:crypto, an implementation independent of the server's.
 import assert from 'node:assert/strict';
 import { createHmac, generateKeyPairSync, sign } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import test from 'node:test';
+import test, { after } from 'node:test';
 
 import { runCli, startServer, waitUntil } from './lib/server.mjs';
 import { SyncClient } from './lib/sync.mjs';
@@ -18,6 +18,7 @@ const SECRET = 'jwks-test-hs256-secret-0123456789abcdef';
 const ISS = 'https://idp.example';
 const AUD = 'wsync-test';
 const dir = mkdtempSync(path.join(tmpdir(), 'wsync-jwks-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
 const b64u = (b) => Buffer.from(b).toString('base64url');
 const now = () => Math.floor(Date.now() / 1000);
 
