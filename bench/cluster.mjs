@@ -8,7 +8,8 @@
 //       max rate, latency p50/p99 at 100 msg/s, CPU per delivery (both
 //       nodes' CPU from /proc/PID/stat over the measured interval, summed;
 //       Redis's CPU is shown apart).
-//   (b) durable ops through PostgreSQL: 50 writers on 10 rooms (op set),
+//   (b) durable ops through PostgreSQL: 50 writers on 10 rooms (op set, up to
+//       --op-window ops in flight each),
 //       three times: every room's writers spread over both nodes (each
 //       room's ops decided on its owner node, --forward-ops on, the
 //       default), each room whole on one node (--alt-rooms), and again
@@ -36,6 +37,8 @@
 //   --only    a (fan-out), b (ops), or both (default)
 //   --perf    perf record on both nodes and PostgreSQL during (b); the top
 //             entries are printed
+//   --op-window W  ops in flight per writer in (b) (default 64, the
+//             generator's max rate elsewhere too)
 //   --inject-dup N   every generator doubles its Nth delivery: the check
 //             must then fail (a test of the check itself)
 // PostgreSQL, Redis and the wsync nodes come from tests/e2e/lib/cluster.mjs.
@@ -205,7 +208,13 @@ async function fanout(label, proto, ports, pids, redis) {
   return { max, paced };
 }
 
-const opArgs = ['--proto', 'wsync', '--mode', 'op', '--conns', '50', '--rooms', '10', '--pubs', '50', '--window', '16',
+// Max rate as everywhere in make bench: each writer keeps up to 64 ops in
+// flight (--op-window), the generator's own default. Up to 2026-12-07 this
+// part used 16: each PostgreSQL transaction then carried about 170 ops
+// instead of about 630, at a higher cost per op, and the acks came 3x
+// sooner (docs/PERFORMANCE.md, cluster section, "ops in flight").
+const OP_WINDOW = String(Number(optv('op-window', '64')) || 64);
+const opArgs = ['--proto', 'wsync', '--mode', 'op', '--conns', '50', '--rooms', '10', '--pubs', '50', '--window', OP_WINDOW,
   '--items', '1000', '--size', '64', '--check', ...timing];
 
 // A part that fails (a node that does not start, a generator that dies) is
@@ -406,7 +415,7 @@ function table() {
   const oN = good(results.opsNoFwd);
   const q = good(results.sqlite);
   if (o || o2 || oN || q) {
-    out.push('', '(b) durable ops (op set, 64 B), 50 writers on 10 rooms; cluster: PostgreSQL store, Redis bus, 2 nodes');
+    out.push('', `(b) durable ops (op set, 64 B), 50 writers on 10 rooms, ${OP_WINDOW} ops in flight each; cluster: PostgreSQL store, Redis bus, 2 nodes`);
     out.push('| figure | cluster, every room on both nodes | cluster, each room on one node |' +
       ' cluster, every room on both nodes, --forward-ops off | single node (SQLite) |' +
       ' cluster (both) / single | cluster (one) / single | cluster (both, off) / single |', '|---|---:|---:|---:|---:|---:|---:|---:|');
@@ -474,7 +483,7 @@ console.log(`${head}\n\n${text}`);
 if (failures.length) console.log(`\nfailed:\n${failures.map((p) => `  ${p}`).join('\n')}`);
 if (problems.length) console.log(`\nproblems:\n${problems.map((p) => `  ${p}`).join('\n')}`);
 fs.mkdirSync(out, { recursive: true });
-fs.writeFileSync(path.join(out, 'cluster.json'), `${JSON.stringify({ machine: head, subs: SUBS, ...results }, (k, v) =>
+fs.writeFileSync(path.join(out, 'cluster.json'), `${JSON.stringify({ machine: head, subs: SUBS, opWindow: Number(OP_WINDOW), ...results }, (k, v) =>
   (typeof v === 'bigint' ? Number(v) : v), 2)}\n`);
 const bad = failed || failures.length > 0 || problems.length > 0;
 if (check) console.log(`cluster check: ${bad ? 'FAILED' : 'ok'}`);
