@@ -7,7 +7,7 @@
 // loaded, a catch-up with entries to replay) fails with `internal`, which
 // shows the reads were armed.
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'node:test';
@@ -16,7 +16,9 @@ import { SyncClient, fetchMetrics, startSyncServer, token } from './lib/sync.mjs
 
 const KEY = 'join-memory-key-0123';
 
-const faults = path.join(mkdtempSync(path.join(tmpdir(), 'wsync-faults-')), 'faults');
+const faultsDir = mkdtempSync(path.join(tmpdir(), 'wsync-faults-'));
+const faults = path.join(faultsDir, 'faults');
+test.after(() => rmSync(faultsDir, { recursive: true, force: true }));
 const arm = (line) => writeFileSync(faults, line ? `${line}\n` : '');
 
 test('joins to a loaded room read nothing from the store', async (t) => {

@@ -6,7 +6,7 @@
 // `internal` (with re, for and cid), nobody sees them, and the room serves
 // the next op at the seq the store expects.
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'node:test';
@@ -15,14 +15,21 @@ import { scale } from './lib/server.mjs';
 import { SyncClient, api, closeClients, fetchMetrics, snapshotOf, startSyncServer, token } from './lib/sync.mjs';
 
 const KEY = 'storefault-api-key-0123456789';
-const faults = path.join(mkdtempSync(path.join(tmpdir(), 'wsync-faults-')), 'faults');
+const faultsDir = mkdtempSync(path.join(tmpdir(), 'wsync-faults-'));
+const faults = path.join(faultsDir, 'faults');
 const arm = (line) => writeFileSync(faults, `${line}\n`);
 
 let srv;
 test.before(async () => {
   srv = await startSyncServer(null, ['--store-faults', faults, '--api-key', KEY, '--rate', '100000', '--burst', '100000']);
 });
-test.after(() => srv.stopChecked());
+test.after(async () => {
+  try {
+    await srv.stopChecked();
+  } finally {
+    rmSync(faultsDir, { recursive: true, force: true });
+  }
+});
 
 let dev = 0;
 const connect = (user) => SyncClient.connect(srv.url, { token: token(user), device: `d${++dev}` });
