@@ -207,6 +207,21 @@ static const char *const migrations[] = {
   "    ON CONFLICT (room, item) DO UPDATE SET holder = excluded.holder, \"user\" = excluded.\"user\","
   "    device = excluded.device, fence = excluded.fence, expires = excluded.expires, ver = locks.ver + 1;"
   " END $f$;",
+  /* 5: a log row is its op's dedupe record while it lives: a unique index
+  ** on the log's (device, cid) instead of a dedupe row and its two index
+  ** entries per op. The dedupe table keeps the records of trimmed rows
+  ** (wsync_trim moves them there) and those written before this step;
+  ** a commit checks its keys against it (PW_OPS). A room's delete drops
+  ** both, as before. */
+  "CREATE UNIQUE INDEX ops_dedupe ON ops(device, cid) WHERE device IS NOT NULL AND cid IS NOT NULL;"
+  "CREATE OR REPLACE FUNCTION wsync_trim(r TEXT, keep BIGINT) RETURNS void LANGUAGE plpgsql AS $f$"
+  " DECLARE m BIGINT; BEGIN"
+  "  UPDATE rooms SET min_seq = GREATEST(min_seq, LEAST(keep, seq + 1)) WHERE name = r RETURNING min_seq INTO m;"
+  "  IF NOT FOUND THEN RAISE EXCEPTION USING ERRCODE = 'WS002', MESSAGE = format('no such room %s', r); END IF;"
+  "  INSERT INTO dedupe(device, cid, room, seq) SELECT device, cid, room, seq FROM ops"
+  "    WHERE room = r AND seq < m AND device IS NOT NULL AND cid IS NOT NULL ON CONFLICT DO NOTHING;"
+  "  DELETE FROM ops WHERE room = r AND seq < m;"
+  " END $f$;",
 };
 
 _Static_assert(WSY_ARRAY_LEN(migrations) == PG_SCHEMA_VERSION, "one migration step per schema version");
@@ -227,14 +242,17 @@ static const pg_stmt write_sql[PW__COUNT] = {
   [PW_HEAD_SOFT] = {"UPDATE rooms SET head = $3 WHERE name = $1 AND head IS NOT DISTINCT FROM $2", 3, {T, T, T}},
   [PW_ADVANCE_HEAD] = {"SELECT wsync_advance($1, $2, $3, $4, $5, $6)", 6, {T, I, I, I, T, T}},
   [PW_ROOM_CREATE] = {"SELECT wsync_room_create($1, $2, $3)", 3, {T, T, I}},
-  /* A run of ops and their dedupe rows in one set-based statement, the
-  ** columns as binary arrays (pg_batch.c): a (device, cid) already there fails on
-  ** dedupe_pkey, which is WSY_DUPLICATE. */
+  /* A run of ops in one set-based statement, the columns as binary arrays
+  ** (pg_batch.c). A (device, cid) already in the log fails on ops_dedupe;
+  ** one in the dedupe table (a trimmed op's, or from before schema 5) is
+  ** inserted there again, which fails on dedupe_pkey: both WSY_DUPLICATE. */
   [PW_OPS] = {"WITH o AS (INSERT INTO ops(room, seq, item, device, cid, msg)"
               " SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[])"
               " RETURNING room, seq, device, cid)"
-              " INSERT INTO dedupe(device, cid, room, seq) SELECT device, cid, room, seq FROM o"
-              " WHERE device IS NOT NULL AND cid IS NOT NULL", 6, {1009, 1016, 1009, 1009, 1009, 1009}},
+              " INSERT INTO dedupe(device, cid, room, seq) SELECT o.device, o.cid, o.room, o.seq FROM o"
+              " WHERE o.device IS NOT NULL AND o.cid IS NOT NULL"
+              " AND EXISTS(SELECT 1 FROM dedupe d WHERE d.device = o.device AND d.cid = o.cid)",
+              6, {1009, 1016, 1009, 1009, 1009, 1009}},
   /* A run of item writes, each (room, item) once (see items_add): rows
   ** with fields are upserted, those without deleted, and writing or deleting
   ** an item's row drops its texts rows (store.h). */
@@ -274,7 +292,7 @@ int pg_map_result(const PGresult *r) {
   if (!strcmp(st, "WS002")) return WSY_NOT_FOUND;
   if (!strcmp(st, "23505")) {
     const char *c = PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME);
-    return c && !strcmp(c, "dedupe_pkey") ? WSY_DUPLICATE : WSY_INVAL;
+    return c && (!strcmp(c, "dedupe_pkey") || !strcmp(c, "ops_dedupe")) ? WSY_DUPLICATE : WSY_INVAL;
   }
   if (!strncmp(st, "23", 2) || !strncmp(st, "22", 2)) return WSY_INVAL;
   if (!strcmp(st, "40001") || !strcmp(st, "40P01") || !strcmp(st, "55P03")) return WSY_AGAIN;

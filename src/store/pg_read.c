@@ -312,13 +312,18 @@ int pg_recent_messages(store *bs, const char *room, size_t limit, store_history_
 int pg_dedupe_each(store *bs, store_dedupe_cb cb, void *ud) {
   if (!cb) return WSY_INVAL;
   PGresult *r;
-  int rc = q(PG(bs), "SELECT device, cid FROM dedupe", 0, NULL, &r);
+  /* the log's records (schema 5) and the table's: a key may be in both */
+  int rc = q(PG(bs),
+             "SELECT device, cid FROM ops WHERE device IS NOT NULL AND cid IS NOT NULL"
+             " UNION ALL SELECT device, cid FROM dedupe",
+             0, NULL, &r);
   for (int i = 0; !rc && i < PQntuples(r); i++) rc = cb(PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), ud);
   PQclear(r);
   return rc;
 }
 
-const char pg_sql_dedupe_get[] = "SELECT room, seq FROM dedupe WHERE device = $1 AND cid = $2";
+const char pg_sql_dedupe_get[] = "SELECT room, seq FROM ops WHERE device = $1 AND cid = $2"
+                                 " UNION ALL SELECT room, seq FROM dedupe WHERE device = $1 AND cid = $2 LIMIT 1";
 
 int pg_row_dedupe(const PGresult *r, char room_out[STORE_ROOM_MAX + 1], uint64_t *seq_out) {
   if (PQntuples(r) == 0) return WSY_NOT_FOUND;

@@ -99,6 +99,10 @@
  * (PG_SCHEMA_VERSION in pg_int.h, 1 = SQLite's 4), each migration step in
  * a transaction under pg_advisory_xact_lock so that nodes starting at
  * once migrate once; a database of a newer version is refused (WSY_INVAL).
+ * One difference: from schema 5 a log row is its op's dedupe record while
+ * it lives (unique index ops_dedupe on its device and cid), and the dedupe
+ * table holds only the records of trimmed rows (and those written before
+ * schema 5); store_dedupe_get and store_dedupe_each read both.
  * THREADS. Three connections, all used on the loop thread only:
  *   - the COMMIT connection: libpq non-blocking, pipeline mode, driven by
  *     a uv_poll_t; a batch is one pipeline of prepared statements (runs

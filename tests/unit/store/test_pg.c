@@ -281,6 +281,109 @@ Test(pg, empty_batch_dedupe_walk_and_callback_stop) {
   pgt_close(&T, s);
 }
 
+/* Schema 5: a log row is its op's dedupe record while it lives; a trim
+** moves the records of the rows it drops into the dedupe table, so a cid
+** stays a duplicate after its op is trimmed. */
+static void dup_ok(store *s, const char *cid, const char *room, uint64_t seq) {
+  char r[STORE_ROOM_MAX + 1] = "";
+  uint64_t q = 0;
+  cr_assert_eq(store_dedupe_get(s, "u:d", cid, r, &q), 0, "%s has no dedupe record", cid);
+  cr_assert_str_eq(r, room);
+  cr_assert_eq(q, seq, "%s: seq %llu", cid, (unsigned long long)q);
+}
+
+Test(pg, a_log_row_is_its_dedupe_record_and_a_trim_keeps_the_record) {
+  store *s = pgt_open(&T, T.url);
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "r", "e");
+  pgt_op(b, "r", 1, "i", "{}", "u:d", "c1");
+  pgt_op(b, "r", 2, "i", "{}", "u:d", "c2");
+  pgt_op(b, "r", 3, NULL, NULL, NULL, NULL);
+  commit_ok(s, b);
+  PGconn *c = pgt_admin(T.url);
+  cr_assert_eq(pgt_scalar(c, "SELECT count(*) FROM dedupe"), 0, "no dedupe row per op");
+  dup_ok(s, "c2", "r", 2);
+  cr_assert_eq(store_dedupe_get(s, "u:d", "c9", NULL, NULL), WSY_NOT_FOUND);
+  /* re-sent while its row lives, and twice in one batch: duplicates */
+  b = store_batch_new();
+  pgt_op(b, "r", 4, "i", "{}", "u:d", "c2");
+  cr_assert_eq(pgt_commit(&T, s, b, 1), WSY_DUPLICATE);
+  b = store_batch_new();
+  pgt_op(b, "r", 4, "i", "{}", "u:d", "c5");
+  pgt_op(b, "r", 5, "i", "{}", "u:d", "c5");
+  cr_assert_eq(pgt_commit(&T, s, b, 1), WSY_DUPLICATE);
+  cr_assert_eq(pgt_seq(s, "r"), 3);
+
+  b = store_batch_new();
+  store_batch_trim(b, "r", 3); /* drops seqs 1 and 2 */
+  commit_ok(s, b);
+  cr_assert_eq(history(s, "r", 0, 0)->n, 1);
+  cr_assert_eq(pgt_scalar(c, "SELECT count(*) FROM dedupe"), 2);
+  dup_ok(s, "c1", "r", 1);
+  dup_ok(s, "c2", "r", 2);
+  int n = 0;
+  cr_assert_eq(store_dedupe_each(s, dedupe_count, &n), 0);
+  cr_assert_eq(n, 2);
+  b = store_batch_new(); /* re-sent after its op was trimmed: still a duplicate */
+  pgt_op(b, "r", 4, "i", "{}", "u:d", "c1");
+  cr_assert_eq(pgt_commit(&T, s, b, 1), WSY_DUPLICATE);
+  cr_assert_eq(pgt_seq(s, "r"), 3);
+  b = store_batch_new();
+  pgt_op(b, "r", 4, "i", "{}", "u:d", "c4");
+  commit_ok(s, b);
+  dup_ok(s, "c4", "r", 4);
+  b = store_batch_new(); /* a trim of nothing new moves nothing twice */
+  store_batch_trim(b, "r", 3);
+  commit_ok(s, b);
+  cr_assert_eq(pgt_scalar(c, "SELECT count(*) FROM dedupe"), 2);
+
+  b = store_batch_new(); /* a room's delete drops both kinds */
+  store_batch_room_delete(b, "r");
+  commit_ok(s, b);
+  cr_assert_eq(store_dedupe_get(s, "u:d", "c1", NULL, NULL), WSY_NOT_FOUND);
+  cr_assert_eq(store_dedupe_get(s, "u:d", "c4", NULL, NULL), WSY_NOT_FOUND);
+  PQfinish(c);
+  pgt_close(&T, s);
+}
+
+/* A database of schema 4 wrote a dedupe row beside every log row: after the
+** step to 5 those records still answer, and a trim over them is no error. */
+Test(pg, dedupe_records_written_before_schema_5_still_count) {
+  store *s = pgt_open(&T, T.url);
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "r", "e");
+  pgt_op(b, "r", 1, "i", "{}", "u:d", "c1");
+  pgt_op(b, "r", 2, "i", "{}", "u:d", "c2");
+  commit_ok(s, b);
+  pgt_close(&T, s);
+  PGconn *c = pgt_admin(T.url);
+  pgt_exec(c, "DROP INDEX ops_dedupe; UPDATE wsync_schema SET version = 4;"
+              " INSERT INTO dedupe(device, cid, room, seq) VALUES ('u:d', 'c1', 'r', 1), ('u:d', 'c2', 'r', 2),"
+              " ('u:d', 'gone', 'r', 0)"); /* the last: an op trimmed under schema 4 */
+  s = pgt_open(&T, T.url);
+  cr_assert_eq(pgt_scalar(c, "SELECT version FROM wsync_schema"), PG_SCHEMA_VERSION);
+  cr_assert_eq(pgt_scalar(c, "SELECT count(*) FROM pg_indexes WHERE indexname = 'ops_dedupe'"), 1);
+  dup_ok(s, "c1", "r", 1);
+  dup_ok(s, "gone", "r", 0);
+  const char *again[] = {"c2", "gone"};
+  for (int i = 0; i < 2; i++) {
+    b = store_batch_new();
+    pgt_op(b, "r", 3, "i", "{}", "u:d", again[i]);
+    cr_assert_eq(pgt_commit(&T, s, b, 1), WSY_DUPLICATE, "%s", again[i]);
+  }
+  b = store_batch_new();
+  store_batch_trim(b, "r", 3);
+  commit_ok(s, b);
+  cr_assert_eq(pgt_scalar(c, "SELECT count(*) FROM dedupe"), 3);
+  dup_ok(s, "c2", "r", 2);
+  b = store_batch_new();
+  pgt_op(b, "r", 3, "i", "{}", "u:d", "c3");
+  commit_ok(s, b);
+  cr_assert_eq(pgt_seq(s, "r"), 3);
+  PQfinish(c);
+  pgt_close(&T, s);
+}
+
 Test(pg, a_broken_batch_changes_nothing_and_can_be_fixed) {
   store *s = pgt_open(&T, T.url);
   create_room(s, "r", "e");
