@@ -77,9 +77,18 @@ export function runCli(args, { env = {}, timeout = WAIT_MS } = {}) {
  * detached (its own process group: a terminal's Ctrl-C then reaches only the
  * node process, which stops it; lib/cluster.mjs).
  */
+// The data dirs startServer made and no stopChecked removed yet (a server
+// stopped with stop() alone, or one whose start failed): removed when the
+// test process exits, after every test is done with them.
+const ownDirs = new Set();
+process.on('exit', () => {
+  for (const d of ownDirs) rmSync(d, { recursive: true, force: true });
+});
+
 export async function startServer(t, extraArgs = [], opts = {}) {
   const ownDir = !opts.dataDir;
   const dataDir = opts.dataDir || mkdtempSync(path.join(tmpdir(), 'wsync-e2e-'));
+  if (ownDir) ownDirs.add(dataDir);
   const args = ['serve', '--listen', opts.listen || '127.0.0.1:0', '--data-dir', dataDir];
   if (opts.echo !== false) args.push('--echo-endpoint');
   args.push(...extraArgs);
@@ -142,7 +151,10 @@ export async function startServer(t, extraArgs = [], opts = {}) {
     try {
       e = await srv.stop();
     } finally {
-      if (ownDir) rmSync(dataDir, { recursive: true, force: true });
+      if (ownDir) {
+        rmSync(dataDir, { recursive: true, force: true });
+        ownDirs.delete(dataDir);
+      }
     }
     const report = sanitizerReport(stderr);
     if (report) throw new Error(`sanitizer report from wsync:\n${report}`);
