@@ -67,6 +67,7 @@ typedef struct wsy_config {
   unsigned max_catchup;      /* ops sent on join before a snapshot is preferred */
   size_t max_outbox;         /* bytes of unconfirmed messages kept per session */
   size_t session_queue;      /* bytes of messages to one session alone kept for resumes */
+  unsigned dedupe_filter;    /* cids the dedupe filter is sized for at first (cidf.h) */
   size_t resume_ring;        /* bytes of room messages kept per room for resumes (ring.h) */
   const char *api_key;       /* backend API bearer key; NULL: API off */
   unsigned yjs_compact_ops;  /* Yjs log entries since the snapshot that start a compaction */

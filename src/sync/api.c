@@ -235,6 +235,11 @@ static void metrics(engine *e, conn *c) {
          (unsigned long long)e->stale_deferred);
   SERIES("wsync_dedupe_fetches_total", "counter", "%llu",
          "Dedupe lookups read from the store without blocking.", (unsigned long long)e->dedupe_fetches);
+  SERIES("wsync_dedupe_lookups_total", "counter", "%llu",
+         "Dedupe records read from the store on the loop thread: the dedupe filter could not rule the cid out.",
+         (unsigned long long)e->dedupe_lookups);
+  SERIES("wsync_dedupe_filter_bytes", "gauge", "%zu", "Bytes of the dedupe filter, which grows with the cids recorded.",
+         cidf_bytes(&e->seen));
   SERIES("wsync_bytes_in_total", "counter", "%llu", "Bytes received.", (unsigned long long)ns->bytes_in);
   SERIES("wsync_bytes_out_total", "counter", "%llu", "Bytes sent.", (unsigned long long)ns->bytes_out);
   SERIES("wsync_slow_consumer_closes_total", "counter", "%llu",

@@ -315,34 +315,14 @@ static void cid_key(char key[CID_KEY_MAX], const char *dkey, const char *cid) {
   memcpy(key + a + 1, cid, b + 1);
 }
 
-/* The dedupe filter: a Bloom filter over every cid the store has recorded
+/* The dedupe filter (cidf.h) holds every cid the store has recorded
  * (loaded at start, then fed as entries are sequenced). A cid it has never
- * seen -- nearly every op -- skips the SQLite lookup; a false positive only
- * costs that lookup. 2^24 bits, 4 probes: under 1% false positives up to
- * about 1.7 million cids. */
-#define SEEN_BITS (1u << 24)
-
-static void seen_probe(const char *dkey, const char *cid, uint32_t pos[4]) {
-  uint64_t h = 1469598103934665603ull;
-  for (const char *p = dkey; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
-  h = (h ^ '|') * 1099511628211ull;
-  for (const char *p = cid; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
-  uint32_t h1 = (uint32_t)h, h2 = (uint32_t)(h >> 32) | 1;
-  for (int i = 0; i < 4; i++) pos[i] = (h1 + (uint32_t)i * h2) & (SEEN_BITS - 1);
-}
-
-static void seen_add(engine *e, const char *dkey, const char *cid) {
-  uint32_t pos[4];
-  seen_probe(dkey, cid, pos);
-  for (int i = 0; i < 4; i++) e->seen[pos[i] >> 3] |= (uint8_t)(1u << (pos[i] & 7));
-}
+ * seen -- nearly every op -- skips the store lookup; a false positive only
+ * costs that lookup (counted: wsync_dedupe_lookups_total). */
+static void seen_add(engine *e, const char *dkey, const char *cid) { cidf_add(&e->seen, cidf_hash(dkey, cid)); }
 
 static int seen_maybe(engine *e, const char *dkey, const char *cid) {
-  uint32_t pos[4];
-  seen_probe(dkey, cid, pos);
-  for (int i = 0; i < 4; i++)
-    if (!(e->seen[pos[i] >> 3] & (1u << (pos[i] & 7)))) return 0;
-  return 1;
+  return cidf_maybe(&e->seen, cidf_hash(dkey, cid));
 }
 
 /* The same for a key of e->cids ("user:device|cid"). */
@@ -355,8 +335,20 @@ static void seen_add_key(engine *e, const char *key) {
   seen_add(e, dkey, bar + 1);
 }
 
+/* At start the records' hashes are gathered first, so that the filter is
+ * one layer sized for twice their number (cidf.h). */
+typedef struct seen_loader {
+  uint64_t *h;
+  size_t n, cap;
+} seen_loader;
+
 static int seen_load(const char *dkey, const char *cid, void *ud) {
-  seen_add(ud, dkey, cid);
+  seen_loader *l = ud;
+  if (l->n == l->cap) {
+    l->cap = l->cap ? l->cap * 2 : 4096;
+    l->h = wsy_realloc(l->h, l->cap * sizeof *l->h);
+  }
+  l->h[l->n++] = cidf_hash(dkey, cid);
   return 0;
 }
 
@@ -364,10 +356,16 @@ int commit_init(engine *e, char *err, size_t errlen) {
   map_init(&e->cids);
   random_hex(e->incarnation, 8);
   e->batch_no = 1;
-  e->seen = wsy_calloc(SEEN_BITS / 8, 1);
   e->batch = store_batch_new();
   e->tail = &e->head;
-  if (store_dedupe_each(e->st, seen_load, e) != 0) {
+  seen_loader l = {0};
+  int rc = store_dedupe_each(e->st, seen_load, &l);
+  size_t cap = e->cfg->dedupe_filter;
+  if (cap < 2 * l.n) cap = 2 * l.n;
+  cidf_init(&e->seen, cap);
+  for (size_t i = 0; i < l.n; i++) cidf_add(&e->seen, l.h[i]);
+  wsy_free(l.h);
+  if (rc != 0) {
     snprintf(err, errlen, "cannot read the dedupe records of the store");
     return WSY_IO;
   }
@@ -377,7 +375,7 @@ int commit_init(engine *e, char *err, size_t errlen) {
 void commit_deinit(engine *e) {
   commit_lookup_deinit(e);
   map_free(&e->cids);
-  wsy_free(e->seen);
+  cidf_free(&e->seen);
   store_batch_free(e->batch);
   e->batch = NULL;
 }
@@ -562,6 +560,7 @@ static int dedupe(author *a, json_t *req, room *r, const char *cid, op_refusal *
     } else if (e->clustered && a->s && req && (asked = commit_lookup_session(a, req, r, cid, 0, &rc)) == 1) {
       return 1;
     } else if (asked == 0) {
+      e->dedupe_lookups++;
       rc = store_dedupe_get(e->st, a->dkey, cid, room_out, &seq);
     }
     if (rc != 0 && rc != WSY_NOT_FOUND) {

@@ -31,6 +31,7 @@
 #include "../common/jsonw.h"
 #include "../common/map.h"
 #include "../config/config.h"
+#include "cidf.h"
 #include "../hooks/webhook.h"
 #include "../http/httpd.h"
 #include "../store/store.h"
@@ -78,6 +79,7 @@ struct engine {
   uint64_t stale_deferred; /* session writes that found the replica stale with entries pending: deferred */
   uint64_t reloads_changes, reloads_whole; /* replicas read again as changes; changes that could not be used */
   uint64_t dedupe_fetches;  /* dedupe lookups read without blocking (commit.c) */
+  uint64_t dedupe_lookups;  /* dedupe lookups read on the loop thread: the filter said maybe (commit.c) */
   uint64_t lookup_ids;
   defwrite *lookup_now;     /* the answered lookup of the write being decided again */
   int looked_up_now;        /* ... and dedupe() used it (the cid is not recorded) */
@@ -114,7 +116,7 @@ struct engine {
   /* the log (commit.c) */
   sync_limits lim;
   map cids;           /* "user:device|cid" -> pend* of entries not yet committed */
-  uint8_t *seen;      /* Bloom filter of every recorded "user:device|cid" */
+  cidf seen;          /* the dedupe filter: every recorded "user:device|cid" */
   store_batch *batch; /* being filled */
   pend *head, **tail;
   store_batch *fl_batch; /* committing */

@@ -90,6 +90,8 @@ test('command line', async (t) => {
     [['--listen', '127.0.0.1:99999'], /listen/],
     [['--max-message-size'], /needs a value/],
     [['--echo-endpoint=maybe'], /echo-endpoint/],
+    [['--dedupe-filter', '10'], /dedupe-filter/],
+    [['--dedupe-filter', 'lots'], /dedupe-filter/],
   ];
   for (const [args, re] of bad) {
     await t.test(`bad value: ${args.join(' ')} exits non-zero with a message`, () => {
