@@ -309,16 +309,46 @@ int pg_recent_messages(store *bs, const char *room, size_t limit, store_history_
   return walk_log(PG(bs), pg_sql_room[PQ_RECENT], 2, v, cb, ud);
 }
 
+/* The records come in pages of PG_DEDUPE_PAGE keys in key order, each page
+** its own read (and deadline): a node starts whatever the number of
+** records, where one read of them all failed its deadline past a few
+** million and held them all in one result. The log's records (schema 5)
+** first, then the table's: a key may be in both. */
+#define PG_DEDUPE_PAGE "50000"
+static const char *const dedupe_pages[2][2] = {
+  {"SELECT device, cid FROM ops WHERE device IS NOT NULL AND cid IS NOT NULL"
+   " ORDER BY device, cid LIMIT " PG_DEDUPE_PAGE,
+   "SELECT device, cid FROM ops WHERE device IS NOT NULL AND cid IS NOT NULL AND (device, cid) > ($1, $2)"
+   " ORDER BY device, cid LIMIT " PG_DEDUPE_PAGE},
+  {"SELECT device, cid FROM dedupe ORDER BY device, cid LIMIT " PG_DEDUPE_PAGE,
+   "SELECT device, cid FROM dedupe WHERE (device, cid) > ($1, $2) ORDER BY device, cid LIMIT " PG_DEDUPE_PAGE},
+};
+
 int pg_dedupe_each(store *bs, store_dedupe_cb cb, void *ud) {
   if (!cb) return WSY_INVAL;
-  PGresult *r;
-  /* the log's records (schema 5) and the table's: a key may be in both */
-  int rc = q(PG(bs),
-             "SELECT device, cid FROM ops WHERE device IS NOT NULL AND cid IS NOT NULL"
-             " UNION ALL SELECT device, cid FROM dedupe",
-             0, NULL, &r);
-  for (int i = 0; !rc && i < PQntuples(r); i++) rc = cb(PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), ud);
-  PQclear(r);
+  int rc = 0;
+  for (int t = 0; t < 2 && !rc; t++) {
+    char *after[2] = {NULL, NULL};
+    for (int more = 1; more && !rc;) {
+      PGresult *r;
+      rc = after[0] ? q(PG(bs), dedupe_pages[t][1], 2, (const char *const *)after, &r)
+                    : q(PG(bs), dedupe_pages[t][0], 0, NULL, &r);
+      if (rc) break;
+      int n = PQntuples(r);
+      for (int i = 0; !rc && i < n; i++) rc = cb(PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), ud);
+      more = n == atoi(PG_DEDUPE_PAGE);
+      if (n > 0) {
+        for (int c = 0; c < 2; c++) {
+          free(after[c]);
+          after[c] = strdup(PQgetvalue(r, n - 1, c));
+          if (!after[c]) rc = WSY_NOMEM;
+        }
+      }
+      PQclear(r);
+    }
+    free(after[0]);
+    free(after[1]);
+  }
   return rc;
 }
 
