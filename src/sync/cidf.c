@@ -47,20 +47,48 @@ static uint64_t *block_of(const cidf_layer *l, uint64_t h) {
   return l->bits + (size_t)(((h >> 32) * (uint64_t)l->nblocks) >> 32) * BLOCK_WORDS;
 }
 
-void cidf_add(cidf *f, uint64_t h) {
+/* The layer the next key goes to: a new one when the newest is full. */
+static cidf_layer *layer_for_add(cidf *f) {
   cidf_layer *l = &f->layer[f->nlayers - 1];
   if (l->n >= l->cap && f->nlayers < CIDF_MAX_LAYERS) {
     layer_new(&f->layer[f->nlayers], l->cap * 2);
     l = &f->layer[f->nlayers++];
   }
-  uint64_t *b = block_of(l, h);
+  return l;
+}
+
+static void set_bits(uint64_t *b, uint64_t h) {
   uint32_t a = (uint32_t)h & 511, s = ((uint32_t)(h >> 9) & 511) | 1;
   for (int i = 0; i < CIDF_PROBES; i++) {
     uint32_t p = (a + (uint32_t)i * s) & 511;
     b[p >> 6] |= 1ull << (p & 63);
   }
+}
+
+void cidf_add(cidf *f, uint64_t h) {
+  cidf_layer *l = layer_for_add(f);
+  set_bits(block_of(l, h), h);
   l->n++;
   f->keys++;
+}
+
+void cidf_add_many(cidf *f, const uint64_t *h, size_t n) {
+  while (n) {
+    cidf_layer *l = layer_for_add(f);
+    size_t k = l->n < l->cap ? l->cap - l->n : n; /* the last layer takes the rest */
+    if (k > n) k = n;
+    if (k > 64) k = 64;
+    uint64_t *b[64];
+    for (size_t i = 0; i < k; i++) { /* every block's miss under way at once */
+      b[i] = block_of(l, h[i]);
+      __builtin_prefetch(b[i], 1);
+    }
+    for (size_t i = 0; i < k; i++) set_bits(b[i], h[i]);
+    l->n += k;
+    f->keys += k;
+    h += k;
+    n -= k;
+  }
 }
 
 int cidf_maybe(const cidf *f, uint64_t h) {

@@ -335,21 +335,30 @@ static void seen_add_key(engine *e, const char *key) {
   seen_add(e, dkey, bar + 1);
 }
 
-/* At start the records' hashes are gathered first, so that the filter is
- * one layer sized for twice their number (cidf.h). */
+/* The records' hashes go to the filter 256 at a time (cidf_add_many). */
 typedef struct seen_loader {
-  uint64_t *h;
-  size_t n, cap;
+  cidf *f;
+  size_t n;
+  uint64_t h[256];
 } seen_loader;
 
 static int seen_load(const char *dkey, const char *cid, void *ud) {
   seen_loader *l = ud;
-  if (l->n == l->cap) {
-    l->cap = l->cap ? l->cap * 2 : 4096;
-    l->h = wsy_realloc(l->h, l->cap * sizeof *l->h);
-  }
   l->h[l->n++] = cidf_hash(dkey, cid);
+  if (l->n == 256) {
+    cidf_add_many(l->f, l->h, l->n);
+    l->n = 0;
+  }
   return 0;
+}
+
+static int seen_load_all(engine *e) {
+  seen_loader *l = wsy_calloc(1, sizeof *l);
+  l->f = &e->seen;
+  int rc = store_dedupe_each(e->st, seen_load, l);
+  cidf_add_many(l->f, l->h, l->n);
+  wsy_free(l);
+  return rc;
 }
 
 int commit_init(engine *e, char *err, size_t errlen) {
@@ -358,13 +367,20 @@ int commit_init(engine *e, char *err, size_t errlen) {
   e->batch_no = 1;
   e->batch = store_batch_new();
   e->tail = &e->head;
-  seen_loader l = {0};
-  int rc = store_dedupe_each(e->st, seen_load, &l);
-  size_t cap = e->cfg->dedupe_filter;
-  if (cap < 2 * l.n) cap = 2 * l.n;
-  cidf_init(&e->seen, cap);
-  for (size_t i = 0; i < l.n; i++) cidf_add(&e->seen, l.h[i]);
-  wsy_free(l.h);
+  /* The filter starts at --dedupe-filter cids. A store that holds more
+   * is read a second time into one layer sized for twice its records
+   * (cidf.h): a new cid then costs one cache line, not one per layer the
+   * first reading grew. Twice the reading rather than the records' hashes
+   * kept aside (8 bytes each, 160 MB for 20 million) while the filter is
+   * sized; a larger --dedupe-filter reads once. */
+  cidf_init(&e->seen, e->cfg->dedupe_filter);
+  int rc = seen_load_all(e);
+  if (rc == 0 && e->seen.nlayers > 1) {
+    size_t n = e->seen.keys;
+    cidf_free(&e->seen);
+    cidf_init(&e->seen, 2 * n);
+    rc = seen_load_all(e);
+  }
   if (rc != 0) {
     snprintf(err, errlen, "cannot read the dedupe records of the store");
     return WSY_IO;

@@ -6,6 +6,7 @@
  * shows the difference on the same keys. */
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "../../../src/sync/cidf.h"
 
@@ -73,4 +74,30 @@ Test(cidf, the_hash_is_of_the_whole_key) {
   cr_assert_neq(cidf_hash("u:d", "c1"), cidf_hash("u:d", "c2"));
   cr_assert_neq(cidf_hash("u:d1", "c"), cidf_hash("u:d2", "c"));
   cr_assert_eq(cidf_hash("auth0|7:d", "c1"), cidf_hash("auth0|7:d", "c1"));
+}
+
+Test(cidf, adding_many_at_once_sets_the_same_bits_as_one_by_one) {
+  /* Across layer boundaries: 64 keys of first capacity, 5,000 keys in
+   * batches of 37 (not a divisor of any layer's capacity). */
+  cidf one, many;
+  cidf_init(&one, 64);
+  cidf_init(&many, 64);
+  uint64_t h[37];
+  for (unsigned long i = 0; i < 5000;) {
+    size_t n = 0;
+    for (; n < 37 && i < 5000; n++, i++) {
+      h[n] = key("carol:pc", i);
+      cidf_add(&one, h[n]);
+    }
+    cidf_add_many(&many, h, n);
+  }
+  cr_assert_eq(many.keys, 5000);
+  cr_assert_eq(many.nlayers, one.nlayers);
+  for (int j = 0; j < one.nlayers; j++) {
+    cr_assert_eq(many.layer[j].n, one.layer[j].n, "layer %d", j);
+    cr_assert_eq(many.layer[j].nblocks, one.layer[j].nblocks, "layer %d", j);
+    cr_assert_eq(memcmp(many.layer[j].bits, one.layer[j].bits, one.layer[j].nblocks * 64), 0, "layer %d", j);
+  }
+  cidf_free(&one);
+  cidf_free(&many);
 }
