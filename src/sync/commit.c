@@ -338,12 +338,15 @@ static void seen_add_key(engine *e, const char *key) {
 /* The records' hashes go to the filter 256 at a time (cidf_add_many). */
 typedef struct seen_loader {
   cidf *f;
+  size_t max;   /* more records than this: only counted (the filter is made again) */
+  size_t total; /* records read */
   size_t n;
   uint64_t h[256];
 } seen_loader;
 
 static int seen_load(const char *dkey, const char *cid, void *ud) {
   seen_loader *l = ud;
+  if (++l->total > l->max) return 0;
   l->h[l->n++] = cidf_hash(dkey, cid);
   if (l->n == 256) {
     cidf_add_many(l->f, l->h, l->n);
@@ -352,11 +355,15 @@ static int seen_load(const char *dkey, const char *cid, void *ud) {
   return 0;
 }
 
-static int seen_load_all(engine *e) {
+/* Reads the records into e->seen; when there are more than max, only
+ * counts the rest. Sets *total. */
+static int seen_load_all(engine *e, size_t max, size_t *total) {
   seen_loader *l = wsy_calloc(1, sizeof *l);
   l->f = &e->seen;
+  l->max = max;
   int rc = store_dedupe_each(e->st, seen_load, l);
   cidf_add_many(l->f, l->h, l->n);
+  *total = l->total;
   wsy_free(l);
   return rc;
 }
@@ -368,18 +375,19 @@ int commit_init(engine *e, char *err, size_t errlen) {
   e->batch = store_batch_new();
   e->tail = &e->head;
   /* The filter starts at --dedupe-filter cids. A store that holds more
-   * is read a second time into one layer sized for twice its records
-   * (cidf.h): a new cid then costs one cache line, not one per layer the
-   * first reading grew. Twice the reading rather than the records' hashes
-   * kept aside (8 bytes each, 160 MB for 20 million) while the filter is
-   * sized; a larger --dedupe-filter reads once. */
+   * is read a second time (the first reading only counts past the filter's
+   * size) into one layer sized for twice its records (cidf.h): a new cid
+   * then costs one cache line, not one per layer a growing filter would
+   * have. Twice the reading rather than the records' hashes kept aside (8
+   * bytes each, 160 MB for 20 million) while the filter is sized; a larger
+   * --dedupe-filter reads once. */
+  size_t n;
   cidf_init(&e->seen, e->cfg->dedupe_filter);
-  int rc = seen_load_all(e);
-  if (rc == 0 && e->seen.nlayers > 1) {
-    size_t n = e->seen.keys;
+  int rc = seen_load_all(e, e->cfg->dedupe_filter, &n);
+  if (rc == 0 && n > e->cfg->dedupe_filter) {
     cidf_free(&e->seen);
     cidf_init(&e->seen, 2 * n);
-    rc = seen_load_all(e);
+    rc = seen_load_all(e, SIZE_MAX, &n);
   }
   if (rc != 0) {
     snprintf(err, errlen, "cannot read the dedupe records of the store");
