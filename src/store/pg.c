@@ -222,6 +222,22 @@ static const char *const migrations[] = {
   "    WHERE room = r AND seq < m AND device IS NOT NULL AND cid IS NOT NULL ON CONFLICT DO NOTHING;"
   "  DELETE FROM ops WHERE room = r AND seq < m;"
   " END $f$;",
+  /* 6: a trim reads only the rows it drops, from the room's min_seq before
+  ** it: with "seq < m" alone each trim's index scan also walked every row
+  ** earlier trims had deleted and VACUUM had not yet removed (22,000 index
+  ** entries and 1,300 heap pages for 256 rows in a room trimmed at 35,000
+  ** ops/s), and trimmed rooms wrote at a third of the rate of new ones.
+  ** Below min_seq there is no row: the trim that raised it deleted them. */
+  "CREATE OR REPLACE FUNCTION wsync_trim(r TEXT, keep BIGINT) RETURNS void LANGUAGE plpgsql AS $f$"
+  " DECLARE lo BIGINT; m BIGINT; BEGIN"
+  "  SELECT min_seq INTO lo FROM rooms WHERE name = r FOR UPDATE;"
+  "  IF NOT FOUND THEN RAISE EXCEPTION USING ERRCODE = 'WS002', MESSAGE = format('no such room %s', r); END IF;"
+  "  UPDATE rooms SET min_seq = GREATEST(min_seq, LEAST(keep, seq + 1)) WHERE name = r RETURNING min_seq INTO m;"
+  "  IF m <= lo THEN RETURN; END IF;"
+  "  INSERT INTO dedupe(device, cid, room, seq) SELECT device, cid, room, seq FROM ops"
+  "    WHERE room = r AND seq >= lo AND seq < m AND device IS NOT NULL AND cid IS NOT NULL ON CONFLICT DO NOTHING;"
+  "  DELETE FROM ops WHERE room = r AND seq >= lo AND seq < m;"
+  " END $f$;",
 };
 
 _Static_assert(WSY_ARRAY_LEN(migrations) == PG_SCHEMA_VERSION, "one migration step per schema version");

@@ -10,7 +10,7 @@
 
 /* The PostgreSQL schema's own version (table wsync_schema), independent of
  * the SQLite file's user_version: version 1 holds what SQLite's 4 holds. */
-#define PG_SCHEMA_VERSION 5
+#define PG_SCHEMA_VERSION 6
 /* pg_advisory_xact_lock key serializing migrations of several nodes. */
 #define PG_MIGRATE_LOCK 0x77737963
 #define PG_CONNECT_MS 2000 /* a connection attempt, either connection */

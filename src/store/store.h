@@ -102,7 +102,8 @@
  * One difference: from schema 5 a log row is its op's dedupe record while
  * it lives (unique index ops_dedupe on its device and cid), and the dedupe
  * table holds only the records of trimmed rows (and those written before
- * schema 5); store_dedupe_get and store_dedupe_each read both.
+ * schema 5); store_dedupe_get and store_dedupe_each read both. From
+ * schema 6 a trim reads only the rows it drops (from the room's min_seq).
  * THREADS. Three connections, all used on the loop thread only:
  *   - the COMMIT connection: libpq non-blocking, pipeline mode, driven by
  *     a uv_poll_t; a batch is one pipeline of prepared statements (runs
