@@ -10,11 +10,14 @@
 //       Redis's CPU is shown apart).
 //   (b) durable ops through PostgreSQL: 50 writers on 10 rooms (op set, up to
 //       --op-window ops in flight each),
-//       three times: every room's writers spread over both nodes (each
+//       four times: every room's writers spread over both nodes (each
 //       room's ops decided on its owner node, --forward-ops on, the
-//       default), each room whole on one node (--alt-rooms), and again
+//       default), each room whole on one node (--alt-rooms), again
 //       spread over both nodes on two fresh nodes with --forward-ops off
-//       (every node decides, the fence settles collisions); acked ops/s, ack p50/p99,
+//       (every node decides, the fence settles collisions), and each room
+//       on one node of two fresh nodes with --history-ops 1000 (every room
+//       trimmed every 256 entries, as on a node that has run a while);
+//       acked ops/s, ack p50/p99,
 //       PostgreSQL transactions/s (pg_stat_database.xact_commit, and the
 //       writing ones exactly by transaction id, over the measured
 //       interval), PostgreSQL's CPU, and the nodes' cluster counters from
@@ -26,7 +29,7 @@
 // run with losses, duplicates, reorders, errors or a stall keeps its figures
 // out of the tables (listed under problems); a part that fails (a node that
 // does not start or does not stop) is listed under failed, and the others
-// still run. About 75 s (plus 15 s when a node does not exit on SIGTERM).
+// still run. About 90 s (plus 15 s when a node does not exit on SIGTERM).
 //
 // usage: node bench/cluster.mjs [--quick] [--check] [--only a,b] [--perf]
 //   --quick   200 subscribers, shorter runs (a sanity pass, ~35 s)
@@ -261,6 +264,13 @@ async function clusterPart(redis) {
           results.opsNoFwd = await measured([...opBase(nodes), '--prefix', 'opsn'], opSampler(pg, nodes));
           note('wsync cluster ops, every room on both nodes, --forward-ops off', results.opsNoFwd);
         }));
+      // Rooms past --history-ops, trimmed every 256 entries as on a node
+      // that has run for a while (the runs above never reach 100,000).
+      await withNodes(pg, redis, ['e', 'f'], ['--history-ops', '1000'], (nodes) =>
+        part('wsync cluster ops, rooms being trimmed', async () => {
+          results.opsTrim = await measured([...opBase(nodes), '--alt-rooms', '--prefix', 'opst'], opSampler(pg, nodes));
+          note('wsync cluster ops, each room on one node, rooms being trimmed', results.opsTrim);
+        }));
     }
   } finally {
     await pg.stop();
@@ -413,16 +423,19 @@ function table() {
   const o = good(results.ops);
   const o2 = good(results.opsSplit);
   const oN = good(results.opsNoFwd);
+  const oT = good(results.opsTrim);
   const q = good(results.sqlite);
-  if (o || o2 || oN || q) {
+  if (o || o2 || oN || oT || q) {
     out.push('', `(b) durable ops (op set, 64 B), 50 writers on 10 rooms, ${OP_WINDOW} ops in flight each; cluster: PostgreSQL store, Redis bus, 2 nodes`);
     out.push('| figure | cluster, every room on both nodes | cluster, each room on one node |' +
-      ' cluster, every room on both nodes, --forward-ops off | single node (SQLite) |' +
-      ' cluster (both) / single | cluster (one) / single | cluster (both, off) / single |', '|---|---:|---:|---:|---:|---:|---:|---:|');
+      ' cluster, every room on both nodes, --forward-ops off | cluster, each room on one node, rooms being trimmed (--history-ops 1000) |' +
+      ' single node (SQLite) | cluster (both) / single | cluster (one) / single | cluster (both, off) / single |' +
+      ' cluster (one, trimmed) / single |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
     const row3 = (name, get, d, noRatio = false) => {
-      const [a, b, n, c] = [o, o2, oN, q].map((r) => (r ? get(r) : null));
+      const [a, b, n, t, c] = [o, o2, oN, oT, q].map((r) => (r ? get(r) : null));
       const ratio = (x) => (x != null && c && !noRatio ? `${(x / c).toFixed(2)}x` : '-');
-      out.push(`| ${name} | ${fmt(a, d)} | ${fmt(b, d)} | ${fmt(n, d)} | ${fmt(c, d)} | ${ratio(a)} | ${ratio(b)} | ${ratio(n)} |`);
+      out.push(`| ${name} | ${fmt(a, d)} | ${fmt(b, d)} | ${fmt(n, d)} | ${fmt(t, d)} | ${fmt(c, d)} | ${ratio(a)} | ${ratio(b)} |` +
+        ` ${ratio(n)} | ${ratio(t)} |`);
     };
     row3('acked ops/s', (r) => r.acks_per_s, 0);
     row3('ack latency p50 ms', (r) => ms(r.ack_latency_us.p50), 2);
@@ -451,7 +464,7 @@ function table() {
     row3('ops forwarded to their room\'s owner per acked op', perOp('wsync_ops_forwarded_total'), 3);
     row3('CPU % of processes outside the benchmark (noise)', foreign, 0, true);
     for (const [name, r] of [['every room on both nodes', o], ['each room on one node', o2],
-      ['every room on both nodes, --forward-ops off', oN]]) {
+      ['every room on both nodes, --forward-ops off', oN], ['each room on one node, rooms being trimmed', oT]]) {
       if (r) target.push(`acked ops/s >= 50,000 (cluster, ${name}): ${fmt(r.acks_per_s)} ${r.acks_per_s >= 50000 ? 'MET' : 'NOT MET'}`);
     }
   }
