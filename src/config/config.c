@@ -100,7 +100,7 @@ static const option options[] = {
    "unconfirmed messages kept per session for a resume"},
   {"resume-ring", K_SIZE, OFF(resume_ring), "SIZE", "64K", 1024, 1ull << 31,
    "room messages kept once per room for resumes"},
-  {"dedupe-filter", K_UINT, OFF(dedupe_filter), "N", "1000000", 64, 0,
+  {"dedupe-filter", K_UINT, OFF(dedupe_filter), "N", "1000000", 64, 1000000000,
    "cids the dedupe filter holds before it grows (2 bytes each); a store holding more is read twice at start, into a filter for twice its cids"},
   {"session-queue", K_SIZE, OFF(session_queue), "SIZE", "1K", 0, 1ull << 31,
    "messages to one session alone kept for a resume"},

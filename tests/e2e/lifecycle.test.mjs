@@ -92,6 +92,7 @@ test('command line', async (t) => {
     [['--echo-endpoint=maybe'], /echo-endpoint/],
     [['--dedupe-filter', '10'], /dedupe-filter/],
     [['--dedupe-filter', 'lots'], /dedupe-filter/],
+    [['--dedupe-filter', '2000000000'], /dedupe-filter/],
   ];
   for (const [args, re] of bad) {
     await t.test(`bad value: ${args.join(' ')} exits non-zero with a message`, () => {
