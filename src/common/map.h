@@ -10,8 +10,9 @@
  * each instead of two, for the registries that hold one entry per session;
  * map_put's key must then be key_of(val), unchanged while in the map.
  *
- * Slots keep no hash: a probe compares the key bytes (the registries' keys
- * differ early), and growing hashes the keys again. A map is rebuilt at
+ * Slots keep no hash, only a tag byte each (7 bits of the key's hash, or
+ * empty, or deleted) in an array beside them: a probe reads a key only where
+ * the tag matches, and growing hashes the keys again. A map is rebuilt at
  * twice its live keys when three quarters of its slots are used, so it is
  * between 3/8 and 3/4 full. */
 #ifndef WSY_MAP_H
@@ -20,7 +21,7 @@
 #include <stddef.h>
 
 typedef struct map_slot {
-  char *key;   /* NULL: empty; MAP_TOMBSTONE: deleted */
+  char *key; /* valid where the slot's tag says occupied */
   void *val;
 } map_slot;
 
@@ -31,6 +32,7 @@ typedef struct map {
     map_slot *slots; /* key and value */
     void **vals;     /* keyed (map_init_keyed): the value alone */
   };
+  unsigned char *tags;   /* a byte per slot, after the slots (map.c) */
   size_t cap, len, used; /* used counts tombstones too */
   int borrowed;          /* keys are the caller's (map_init_borrowed, map_init_keyed) */
   map_key_fn key_of;     /* keyed: the key of a value */
