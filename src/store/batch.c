@@ -23,11 +23,40 @@ int store_batch_fail(store_batch *b, int err, const char *fmt, ...) {
   return err;
 }
 
-store_batch *store_batch_new(void) { return wsy_calloc(1, sizeof(store_batch)); }
+/* The batch's arena: glibc's obstack, whose chunks come from wsy_malloc
+ * (which does not return NULL). Under AddressSanitizer, every block is its
+ * own allocation instead, so an overrun of one is still caught. */
+#define obstack_chunk_alloc wsy_malloc
+#define obstack_chunk_free wsy_free
+
+store_batch *store_batch_new(void) {
+  store_batch *b = wsy_calloc(1, sizeof(store_batch));
+#ifndef WSY_ASAN
+  obstack_begin(&b->mem, 16384); /* a chunk holds about 40 ops */
+#endif
+  return b;
+}
+
+void *store_batch_alloc(store_batch *b, size_t n) {
+#ifdef WSY_ASAN
+  if (b->nblocks == b->capblocks) {
+    b->capblocks = b->capblocks ? 2 * b->capblocks : 16;
+    b->blocks = wsy_realloc(b->blocks, b->capblocks * sizeof *b->blocks);
+  }
+  return b->blocks[b->nblocks++] = wsy_malloc(n ? n : 1);
+#else
+  return obstack_alloc(&b->mem, n);
+#endif
+}
 
 void store_batch_free(store_batch *b) {
   if (!b) return;
-  for (size_t i = 0; i < b->n; i++) wsy_free(b->e[i].mem);
+#ifdef WSY_ASAN
+  for (size_t i = 0; i < b->nblocks; i++) wsy_free(b->blocks[i]);
+  wsy_free(b->blocks);
+#else
+  obstack_free(&b->mem, NULL);
+#endif
   wsy_free(b->e);
   wsy_free(b);
 }
@@ -61,18 +90,18 @@ static batch_entry *batch_add(store_batch *b, int kind) {
   return e;
 }
 
-/* Copies the strings of one entry into a single allocation. */
+/* Copies the strings of one entry into the batch's arena. */
 typedef struct {
   const char *src;
   size_t len;
   const char **dst;
 } pack_item;
 
-static char *pack(pack_item *it, size_t n) {
+static void pack(store_batch *b, pack_item *it, size_t n) {
   size_t total = 1;
   for (size_t i = 0; i < n; i++)
     if (it[i].src) total += it[i].len + 1;
-  char *mem = wsy_malloc(total), *p = mem;
+  char *p = store_batch_alloc(b, total);
   for (size_t i = 0; i < n; i++) {
     if (!it[i].src) {
       *it[i].dst = NULL;
@@ -83,7 +112,6 @@ static char *pack(pack_item *it, size_t n) {
     *it[i].dst = p;
     p += it[i].len + 1;
   }
-  return mem;
 }
 
 static size_t slen(const char *s) { return s ? strlen(s) : 0; }
@@ -92,7 +120,7 @@ static size_t slen(const char *s) { return s ? strlen(s) : 0; }
 void store_batch_room_create(store_batch *b, const char *room, const char *epoch) {
   batch_entry *e = batch_add(b, E_ROOM);
   pack_item it[] = {STR(room, &e->room), STR(epoch, &e->epoch)};
-  e->mem = pack(it, WSY_ARRAY_LEN(it));
+  pack(b, it, WSY_ARRAY_LEN(it));
   e->now_ms = wall_ms();
 }
 
@@ -108,7 +136,7 @@ void store_batch_op(store_batch *b, const store_op *op) {
     STR(op->cid, &e->cid),
     {msg, op->msg ? op->msg_len : 0, &e->msg},
   };
-  e->mem = pack(it, WSY_ARRAY_LEN(it));
+  pack(b, it, WSY_ARRAY_LEN(it));
   e->msg_len = op->msg ? op->msg_len : 0;
   e->seq = op->seq;
   e->version = op->version;
@@ -119,7 +147,7 @@ void store_batch_cursor(store_batch *b, const char *user, const char *device, co
                         uint64_t seq) {
   batch_entry *e = batch_add(b, E_CURSOR);
   pack_item it[] = {STR(user, &e->user), STR(device, &e->device), STR(room, &e->room)};
-  e->mem = pack(it, WSY_ARRAY_LEN(it));
+  pack(b, it, WSY_ARRAY_LEN(it));
   e->seq = seq;
   e->now_ms = wall_ms();
 }
@@ -129,7 +157,7 @@ void store_batch_item(store_batch *b, const char *room, const char *item, const 
   batch_entry *e = batch_add(b, E_ITEM);
   pack_item it[] = {STR(room, &e->room), STR(item, &e->item), STR(fields_json, &e->fields),
                     STR(fields_json ? revs_json : NULL, &e->revs)};
-  e->mem = pack(it, WSY_ARRAY_LEN(it));
+  pack(b, it, WSY_ARRAY_LEN(it));
   e->version = version;
 }
 
@@ -137,7 +165,7 @@ void store_batch_text(store_batch *b, const char *room, const char *item, const 
                       uint64_t seq, const char *ops_json, size_t len) {
   batch_entry *e = batch_add(b, E_TEXT);
   pack_item it[] = {STR(room, &e->room), STR(item, &e->item), STR(field, &e->fields), {ops_json, len, &e->msg}};
-  e->mem = pack(it, WSY_ARRAY_LEN(it));
+  pack(b, it, WSY_ARRAY_LEN(it));
   e->msg_len = len;
   e->seq = seq;
   e->version = rev;
@@ -146,7 +174,7 @@ void store_batch_text(store_batch *b, const char *room, const char *item, const 
 void store_batch_trim(store_batch *b, const char *room, uint64_t keep_from_seq) {
   batch_entry *e = batch_add(b, E_TRIM);
   pack_item it[] = {STR(room, &e->room)};
-  e->mem = pack(it, WSY_ARRAY_LEN(it));
+  pack(b, it, WSY_ARRAY_LEN(it));
   e->seq = keep_from_seq;
 }
 
@@ -154,7 +182,7 @@ void store_batch_hook_pos(store_batch *b, const char *hook, const char *room, co
                           uint64_t seq) {
   batch_entry *e = batch_add(b, E_HOOK_POS);
   pack_item it[] = {STR(hook, &e->hook), STR(room, &e->room), STR(epoch, &e->epoch)};
-  e->mem = pack(it, WSY_ARRAY_LEN(it));
+  pack(b, it, WSY_ARRAY_LEN(it));
   e->seq = seq;
   e->now_ms = wall_ms();
 }
@@ -165,7 +193,7 @@ void store_batch_lock(store_batch *b, const char *room, uint64_t expect_version,
   batch_entry *e = batch_add(b, E_LOCK);
   pack_item it[] = {STR(room, &e->room), STR(item, &e->item), STR(holder, &e->holder),
                     STR(holder ? user : NULL, &e->user), STR(holder ? device : NULL, &e->device)};
-  e->mem = pack(it, WSY_ARRAY_LEN(it));
+  pack(b, it, WSY_ARRAY_LEN(it));
   e->seq = fence;
   e->version = expect_version;
   e->now_ms = expires_ms;
@@ -174,7 +202,7 @@ void store_batch_lock(store_batch *b, const char *room, uint64_t expect_version,
 size_t store_batch_head(store_batch *b, const char *room, const char *expect, const char *head, int soft) {
   batch_entry *e = batch_add(b, E_HEAD);
   pack_item it[] = {STR(room, &e->room), STR(expect, &e->holder), STR(head, &e->epoch)};
-  e->mem = pack(it, WSY_ARRAY_LEN(it));
+  pack(b, it, WSY_ARRAY_LEN(it));
   e->version = soft != 0;
   return b->n - 1;
 }
@@ -186,7 +214,7 @@ void store_batch_head_strict(store_batch *b, size_t entry) {
 void store_batch_room_delete(store_batch *b, const char *room) {
   batch_entry *e = batch_add(b, E_DELETE);
   pack_item it[] = {STR(room, &e->room)};
-  e->mem = pack(it, WSY_ARRAY_LEN(it));
+  pack(b, it, WSY_ARRAY_LEN(it));
 }
 
 /* ---- commit -------------------------------------------------------------- */

@@ -503,5 +503,8 @@ void store_commit(store *s, store_batch *b, store_commit_cb cb, void *ud);
 const char *store_batch_error(const store_batch *b);
 /* Frees b and every copy it holds. NULL is allowed. */
 void store_batch_free(store_batch *b);
+/* n bytes (suitably aligned for any type) that live until b is freed: what
+ * the caller keeps per entry, allocated per batch rather than one by one. */
+void *store_batch_alloc(store_batch *b, size_t n);
 
 #endif

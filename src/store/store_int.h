@@ -5,7 +5,18 @@
 #ifndef WSY_STORE_INT_H
 #define WSY_STORE_INT_H
 
+#include <obstack.h>
+
 #include "store.h"
+
+/* Built with AddressSanitizer (GCC says so one way, clang another). */
+#if defined(__SANITIZE_ADDRESS__)
+#define WSY_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define WSY_ASAN 1
+#endif
+#endif
 
 /* One backend. Every function has the contract of the store.h call of the
  * same name; s is the backend's own object, whose first member is a store. */
@@ -52,8 +63,7 @@ enum { E_ROOM, E_OP, E_CURSOR, E_TRIM, E_ITEM, E_DELETE, E_HOOK_POS, E_TEXT, E_L
 enum { B_BUILDING, B_COMMITTING, B_COMMITTED, B_FAILED };
 
 typedef struct batch_entry {
-  int kind;
-  char *mem;                 /* one allocation holding every string below */
+  int kind; /* its strings below are copies in the batch's arena */
   const char *room;          /* every kind; E_DELETE: the room deleted */
   const char *epoch;         /* E_ROOM, E_HOOK_POS; E_HEAD: the new head */
   const char *hook;          /* E_HOOK_POS */
@@ -75,6 +85,14 @@ struct store_batch {
   size_t n, cap;
   int state;
   char err[256];
+  /* The copies of the entries' strings, and what the caller keeps with the
+   * batch (store_batch_alloc): freed at once with it. */
+#ifdef WSY_ASAN
+  void **blocks; /* each its own allocation, so ASan sees every bound */
+  size_t nblocks, capblocks;
+#else
+  struct obstack mem;
+#endif
 };
 
 /* Sets b->err from fmt and returns err. */

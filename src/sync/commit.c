@@ -35,22 +35,35 @@ json_t *commit_http_stale(void) {
 
 static void http_answer(pend *p, int status, json_t *body) { commit_http_answer(&p->http, p->api_line, status, body); }
 
+/* e->cids is keyed by the pending entries' own keys (no copy per op). */
+static const char *pend_ckey(const void *p) { return ((const pend *)p)->ckey; }
+
+/* A pending entry, its cid and its cid key live in the arena of the batch
+ * they ride in (store_batch_alloc): freed with it, after commit_done. */
+static pend *pend_alloc(engine *e) {
+  pend *p = store_batch_alloc(e->batch, sizeof *p);
+  memset(p, 0, sizeof *p);
+  return p;
+}
+
+static char *pend_strdup(engine *e, const char *s, size_t len) {
+  char *c = store_batch_alloc(e->batch, len + 1);
+  memcpy(c, s, len);
+  c[len] = '\0';
+  return c;
+}
+
 static void pend_free(engine *e, pend *p) {
   if (p->counted) commit_inflight_done(p->s, p->r);
   json_decref(p->req);
   wsy_free(p->req_text);
-  if (p->ckey) {
-    map_del_if(&e->cids, p->ckey, p);
-    wsy_free(p->ckey);
-  }
+  if (p->ckey) map_del_if(&e->cids, p->ckey, p);
   if (p->s) sess_unref(p->s);
   json_decref(p->re);
-  wsy_free(p->cid);
   wsy_free(p->api_line);
   net_chunk_unref(p->frame);
   net_chunk_unref(p->ev);
   wsy_free(p->item);
-  wsy_free(p);
 }
 
 /* {"type":"ack","re","room","cid","seq","rev","duplicate"}, written directly:
@@ -282,7 +295,7 @@ void commit_start(engine *e) {
 int commit_cid_valid(const char *cid) { return wsy_charset_ok(cid, strlen(cid), 128, "._:@-"); }
 
 static pend *pend_new(author *a, int kind, json_t *req, room *r, uint64_t seq, const char *cid) {
-  pend *p = wsy_calloc(1, sizeof *p);
+  pend *p = pend_alloc(a->e);
   p->kind = kind;
   /* A duplicate's answer riding in a batch that fails is decided again too:
    * its original is stored, the new decision answers it so. */
@@ -298,7 +311,7 @@ static pend *pend_new(author *a, int kind, json_t *req, room *r, uint64_t seq, c
   if (req && kind == P_LOCK) p->type = jstr(req, "type") && !strcmp(jstr(req, "type"), "unlock") ? "unlock" : "lock";
   p->r = r;
   p->seq = seq;
-  p->cid = cid ? wsy_strndup(cid, strlen(cid)) : NULL;
+  p->cid = cid ? pend_strdup(a->e, cid, strlen(cid)) : NULL;
   if (a->http) httpd_defer(a->http, &p->http);
   if (a->http && a->e->api_line) p->api_line = wsy_strndup(a->e->api_line, strlen(a->e->api_line));
   return p;
@@ -308,11 +321,12 @@ static pend *pend_new(author *a, int kind, json_t *req, room *r, uint64_t seq, c
  * at most 128 (both checked on the way in). */
 #define CID_KEY_MAX 272
 
-static void cid_key(char key[CID_KEY_MAX], const char *dkey, const char *cid) {
+static size_t cid_key(char key[CID_KEY_MAX], const char *dkey, const char *cid) {
   size_t a = strlen(dkey), b = strlen(cid);
   memcpy(key, dkey, a);
   key[a] = '|';
   memcpy(key + a + 1, cid, b + 1);
+  return a + 1 + b;
 }
 
 /* The dedupe filter (cidf.h) holds every cid the store has recorded
@@ -369,7 +383,7 @@ static int seen_load_all(engine *e, size_t max, size_t *total) {
 }
 
 int commit_init(engine *e, char *err, size_t errlen) {
-  map_init(&e->cids);
+  map_init_keyed(&e->cids, pend_ckey);
   random_hex(e->incarnation, 8);
   e->batch_no = 1;
   e->batch = store_batch_new();
@@ -407,7 +421,7 @@ void commit_deinit(engine *e) {
 void commit_room_created(engine *e, room *r) {
   store_batch_room_create(e->batch, r->name, r->epoch);
   r->creating = 1;
-  pend *p = wsy_calloc(1, sizeof *p);
+  pend *p = pend_alloc(e);
   p->kind = P_CREATE;
   p->r = r;
   r->pending++;
@@ -511,9 +525,8 @@ pend *commit_sequence(author *a, json_t *req, room *r, net_chunk *frame, const c
                      r->seq);
   if (cid) {
     char key[CID_KEY_MAX];
-    cid_key(key, a->dkey, cid);
-    p->ckey = wsy_strndup(key, strlen(key));
-    map_put(&e->cids, key, p);
+    p->ckey = pend_strdup(e, key, cid_key(key, a->dkey, cid));
+    map_put(&e->cids, p->ckey, p);
     seen_add(e, a->dkey, cid);
   }
   r->pending++;
