@@ -34,11 +34,10 @@ static int place(reader *r, json_t *v) {
   }
   json_t *p = r->stack[r->depth - 1];
   if (json_is_array(p)) return json_array_append_new(p, v) == 0;
-  if (json_object_getn(p, r->key, r->key_len)) {
-    json_decref(v);
-    return 0;
-  }
-  return json_object_setn_new_nocheck(p, r->key, r->key_len, v) == 0;
+  /* A member already there is replaced and the size stays: a duplicate,
+   * found with the one hash lookup of the insertion. */
+  size_t before = json_object_size(p);
+  return json_object_setn_new_nocheck(p, r->key, r->key_len, v) == 0 && json_object_size(p) == before + 1;
 }
 
 static int on_null(void *ctx) { return place(ctx, json_null()); }
@@ -48,6 +47,12 @@ static int on_bool(void *ctx, int b) { return place(ctx, json_boolean(b)); }
  * without fraction or exponent, as in jansson; one out of range, or a real
  * that overflows a double, is left to jansson (proto.c gives it meaning). */
 static int on_number(void *ctx, const char *s, size_t n) {
+  /* The common case first: an integer of at most 18 digits (yajl checked
+   * the grammar), which cannot overflow. */
+  size_t neg = n && s[0] == '-', i = neg;
+  long long acc = 0;
+  while (i < n && i - neg < 18 && s[i] >= '0' && s[i] <= '9') acc = acc * 10 + (s[i++] - '0');
+  if (i == n && n > neg && n - neg <= 18) return place(ctx, json_integer((json_int_t)(neg ? -acc : acc)));
   char num[64];
   if (n >= sizeof num) return 0; /* exotic: jansson decides */
   memcpy(num, s, n);

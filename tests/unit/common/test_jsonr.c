@@ -93,3 +93,30 @@ Test(jsonr, a_long_member_name_goes_to_jansson) {
   memcpy(text + 300, "\":1}", 5);
   declined(text, strlen(text));
 }
+
+/* Integers of up to 18 digits are read without strtoll; the lengths around
+ * that bound, and int64's ends, give jansson's values. */
+Test(jsonr, integers_around_the_fast_path) {
+  fast_and_same("{\"a\":[0,-0,7,-7,123456789012345678,-123456789012345678,999999999999999999,"
+                "-999999999999999999,1000000000000000000,-1000000000000000000,9223372036854775807,"
+                "-9223372036854775808,12.5,-3e2]}");
+  json_t *v = jsonr_parse("{\"a\":999999999999999999,\"b\":-0}", 31, JSONR_MAX_DEPTH);
+  cr_assert_not_null(v);
+  cr_assert_eq(json_integer_value(json_object_get(v, "a")), 999999999999999999LL);
+  cr_assert(json_is_integer(json_object_get(v, "b")) && json_integer_value(json_object_get(v, "b")) == 0);
+  json_decref(v);
+  declined("{\"a\":-9223372036854775809}", 26);
+  declined("{\"a\":99999999999999999999}", 26);
+}
+
+/* A member repeated in a nested object, or after others, is left to jansson
+ * (which refuses it) however the object was filled. */
+Test(jsonr, duplicates_anywhere_are_declined) {
+  const char *texts[] = {
+    "{\"a\":{\"x\":1,\"y\":2,\"x\":3}}",
+    "{\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5,\"f\":6,\"g\":7,\"h\":8,\"i\":9,\"a\":0}",
+    "[{\"k\":[]},{\"k\":{},\"k\":null}]",
+  };
+  for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) declined(texts[i], strlen(texts[i]));
+  fast_and_same("{\"a\":{\"x\":1},\"b\":{\"x\":1},\"x\":{\"a\":1,\"b\":2}}");
+}
