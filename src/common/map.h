@@ -11,8 +11,8 @@
  * map_put's key must then be key_of(val), unchanged while in the map.
  *
  * Slots keep no hash, only a tag byte each (7 bits of the key's hash, or
- * empty, or deleted) in an array beside them: a probe reads a key only where
- * the tag matches, and growing hashes the keys again. A map is rebuilt at
+ * empty, or deleted) in an array beside them, keyed maps excepted: a probe
+ * reads a key only where the tag matches, and growing hashes the keys again. A map is rebuilt at
  * twice its live keys when three quarters of its slots are used, so it is
  * between 3/8 and 3/4 full. */
 #ifndef WSY_MAP_H
@@ -32,7 +32,7 @@ typedef struct map {
     map_slot *slots; /* key and value */
     void **vals;     /* keyed (map_init_keyed): the value alone */
   };
-  unsigned char *tags;   /* a byte per slot, after the slots (map.c) */
+  unsigned char *tags;   /* a byte per slot, after the slots (map.c); NULL when keyed */
   size_t cap, len, used; /* used counts tombstones too */
   int borrowed;          /* keys are the caller's (map_init_borrowed, map_init_keyed) */
   map_key_fn key_of;     /* keyed: the key of a value */

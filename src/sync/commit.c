@@ -35,9 +35,6 @@ json_t *commit_http_stale(void) {
 
 static void http_answer(pend *p, int status, json_t *body) { commit_http_answer(&p->http, p->api_line, status, body); }
 
-/* e->cids is keyed by the pending entries' own keys (no copy per op). */
-static const char *pend_ckey(const void *p) { return ((const pend *)p)->ckey; }
-
 /* A pending entry, its cid and its cid key live in the arena of the batch
  * they ride in (store_batch_alloc): freed with it, after commit_done. */
 static pend *pend_alloc(engine *e) {
@@ -383,7 +380,7 @@ static int seen_load_all(engine *e, size_t max, size_t *total) {
 }
 
 int commit_init(engine *e, char *err, size_t errlen) {
-  map_init_keyed(&e->cids, pend_ckey);
+  map_init_borrowed(&e->cids); /* the keys are the entries' own (p->ckey); tagged slots (map.c) */
   random_hex(e->incarnation, 8);
   e->batch_no = 1;
   e->batch = store_batch_new();
