@@ -2,6 +2,7 @@
 #include "jsonw.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "wsy.h"
 
@@ -31,9 +32,30 @@ static const uint8_t esc_len[256] = {
   1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
 };
 
+/* Whether none of the 8 bytes of x needs an escape: none below 0x20, none
+ * a quote or a backslash. Each test is exact for "some byte is": a borrow
+ * starts only at a byte that matches (the bit tricks of "haszero"). Bytes
+ * from 0x80 up (UTF-8) never match. */
+static int word_plain(uint64_t x) {
+  const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+  uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
+  return ((((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b)) & highs) == 0;
+}
+
+/* Whether the 8 bytes at s[i] exist and none needs an escape. */
+static int plain_at(const char *s, size_t i, size_t n) {
+  uint64_t x;
+  if (i + 8 > n) return 0;
+  memcpy(&x, s + i, 8);
+  return word_plain(x);
+}
+
 static size_t str_size(const char *s, size_t n) {
-  size_t t = 2;
-  for (size_t i = 0; i < n; i++) t += esc_len[(unsigned char)s[i]];
+  size_t t = 2 + n;
+  for (size_t i = 0; i < n;) {
+    if (plain_at(s, i, n)) i += 8;
+    else t += esc_len[(unsigned char)s[i++]] - 1u;
+  }
   return t;
 }
 
@@ -45,6 +67,10 @@ void jw_str(jw *w, const char *s, size_t n) {
   *o++ = '"';
   size_t run = 0;
   for (size_t i = 0; i < n; i++) {
+    if (plain_at(s, i, n)) { /* 8 bytes at a time while none needs an escape */
+      i += 7;
+      continue;
+    }
     unsigned char c = (unsigned char)s[i];
     if (esc_len[c] == 1) continue;
     memcpy(o, s + run, i - run);
@@ -74,18 +100,30 @@ void jw_str(jw *w, const char *s, size_t n) {
   w->len = (size_t)(o - w->p);
 }
 
+/* Two digits per division: "00" to "99". */
+static const char digit_pairs[201] =
+  "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+  "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+  "8081828384858687888990919293949596979899";
+
 static size_t int_text(char out[24], int64_t v) {
-  char tmp[24];
-  size_t n = 0;
+  char tmp[24], *e = tmp + sizeof tmp, *p = e;
   uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
-  do {
-    tmp[n++] = (char)('0' + u % 10);
-    u /= 10;
-  } while (u);
+  while (u >= 100) {
+    p -= 2;
+    memcpy(p, digit_pairs + 2 * (u % 100), 2);
+    u /= 100;
+  }
+  if (u >= 10) {
+    p -= 2;
+    memcpy(p, digit_pairs + 2 * u, 2);
+  } else {
+    *--p = (char)('0' + u);
+  }
   size_t k = 0;
   if (v < 0) out[k++] = '-';
-  while (n) out[k++] = tmp[--n];
-  return k;
+  memcpy(out + k, p, (size_t)(e - p));
+  return k + (size_t)(e - p);
 }
 
 void jw_int(jw *w, int64_t v) {

@@ -130,3 +130,54 @@ Test(jsonw, random_trees_match_jansson) {
     json_decref(v);
   }
 }
+
+/* Strings are scanned 8 bytes at a time while no byte needs an escape:
+ * each byte that does (every control character, quote, backslash), and
+ * the bytes next to it in value (0x1f/0x20, 0x21/0x23, 0x5b/0x5d), at every
+ * offset of strings up to 40 bytes, among plain ASCII and UTF-8, gives
+ * jansson's text and size. */
+Test(jsonw, escapes_at_every_offset_of_a_word) {
+  const unsigned char special[] = {0x01, 0x08, 0x0a, 0x1f, 0x20, 0x21, '"', 0x23, 0x5b, '\\', 0x5d, 0x7f, 0x80, 0xc3};
+  for (size_t len = 1; len <= 40; len++)
+    for (size_t at = 0; at < len; at++)
+      for (size_t k = 0; k < sizeof special; k++)
+        for (int filler = 0; filler < 2; filler++) {
+          char s[48];
+          for (size_t i = 0; i < len; i++) s[i] = filler ? "\xc3\xa9"[i % 2] : (char)('a' + i % 26);
+          if (filler && len % 2) s[len - 1] = 'z'; /* no cut UTF-8 sequence at the end */
+          s[len] = '\0';
+          unsigned char c = special[k];
+          if (c >= 0x80) { /* a two-byte sequence of its own, where it fits */
+            if (at + 1 >= len) continue;
+            s[at] = (char)0xc3, s[at + 1] = (char)0xa9;
+            if (filler && (at % 2)) continue; /* would split a filler sequence */
+          } else {
+            if (filler && ((at % 2) || at + 1 >= len)) continue; /* keep the fillers whole */
+            s[at] = (char)c;
+            if (filler) s[at + 1] = 'y';
+          }
+          json_t *v = json_string(s);
+          cr_assert_not_null(v, "len %zu at %zu byte %02x", len, at, c);
+          same_as_jansson(v);
+          json_decref(v);
+        }
+}
+
+/* Integers are written two digits at a time: every length, each side of a
+ * power of ten, both signs, and int64's ends give jansson's text. */
+Test(jsonw, integers_of_every_length) {
+  long long p = 1;
+  for (int k = 0; k <= 18; k++, p *= 10) {
+    long long vals[] = {p, p - 1, p + 1, 2 * p, 9 * p + (p - 1), -p, -(p - 1), -(p + 1)};
+    for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
+      json_t *v = json_integer(vals[i]);
+      same_as_jansson(v);
+      json_decref(v);
+    }
+  }
+  json_t *ends[] = {json_integer(9223372036854775807LL), json_integer(-9223372036854775807LL - 1)};
+  for (size_t i = 0; i < 2; i++) {
+    same_as_jansson(ends[i]);
+    json_decref(ends[i]);
+  }
+}
