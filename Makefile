@@ -15,9 +15,9 @@ SHELL   := /bin/bash
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 WARN    := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
-PKGS    := libuv libssl libcrypto jansson libjwt sqlite3 zlib libcurl libpq hiredis yajl
+PKGS    := libuv libssl libcrypto jansson libjwt sqlite3 zlib libcurl libpq hiredis
 DEPCFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -luv -lssl -lcrypto -ljansson -ljwt -lsqlite3 -lz -lcurl -lpq -lhiredis -lyajl) -lhttp_parser -lm
+LIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -luv -lssl -lcrypto -ljansson -ljwt -lsqlite3 -lz -lcurl -lpq -lhiredis) -lhttp_parser -lm
 ifeq ($(CI),true)
 WARN += -Werror
 endif

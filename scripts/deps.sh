@@ -6,7 +6,7 @@ set -euo pipefail
 
 pkgs=(
   build-essential pkg-config make
-  libuv1-dev libmimalloc-dev libhttp-parser-dev libjansson-dev libyajl-dev libjwt-dev
+  libuv1-dev libmimalloc-dev libhttp-parser-dev libjansson-dev libjwt-dev
   libsqlite3-dev sqlite3 libssl-dev openssl zlib1g-dev libcurl4-openssl-dev
   libcriterion-dev
   postgresql-15 libpq-dev redis-server libhiredis-dev

@@ -32,29 +32,15 @@ static const uint8_t esc_len[256] = {
   1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
 };
 
-/* Whether none of the 8 bytes of x needs an escape: none below 0x20, none
- * a quote or a backslash. Each test is exact for "some byte is": a borrow
- * starts only at a byte that matches (the bit tricks of "haszero"). Bytes
- * from 0x80 up (UTF-8) never match. */
-static int word_plain(uint64_t x) {
-  const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-  uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
-  return ((((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b)) & highs) == 0;
-}
-
-/* Whether the 8 bytes at s[i] exist and none needs an escape. */
-static int plain_at(const char *s, size_t i, size_t n) {
-  uint64_t x;
-  if (i + 8 > n) return 0;
-  memcpy(&x, s + i, 8);
-  return word_plain(x);
-}
-
 static size_t str_size(const char *s, size_t n) {
   size_t t = 2 + n;
   for (size_t i = 0; i < n;) {
-    if (plain_at(s, i, n)) i += 8;
-    else t += esc_len[(unsigned char)s[i++]] - 1u;
+    if (i + 8 <= n) { /* 8 bytes at a time up to one that needs an escape */
+      unsigned k = jw_plain_prefix8(s + i);
+      i += k;
+      if (k == 8) continue;
+    }
+    t += esc_len[(unsigned char)s[i++]] - 1u;
   }
   return t;
 }
@@ -67,9 +53,13 @@ void jw_str(jw *w, const char *s, size_t n) {
   *o++ = '"';
   size_t run = 0;
   for (size_t i = 0; i < n; i++) {
-    if (plain_at(s, i, n)) { /* 8 bytes at a time while none needs an escape */
-      i += 7;
-      continue;
+    if (i + 8 <= n) { /* 8 bytes at a time up to one that needs an escape */
+      unsigned k = jw_plain_prefix8(s + i);
+      if (k == 8) {
+        i += 7;
+        continue;
+      }
+      i += k;
     }
     unsigned char c = (unsigned char)s[i];
     if (esc_len[c] == 1) continue;

@@ -57,4 +57,26 @@ char *jw_dumps(const json_t *v);
 /* Its length, without keeping the text. Loop thread or not: no shared state. */
 size_t jw_size(const json_t *v);
 
+/* How many of the 8 bytes at s lead without one that needs an escape in a
+ * JSON string (below 0x20, a quote, a backslash): 8 when none does, else
+ * the index of the first that does. The three tests are exact for "some
+ * byte is" (the "haszero" bit trick: a borrow starts only at a byte that
+ * matches), and the lowest flagged byte of a little-endian word is the
+ * first match; bytes from 0x80 up never match. Elsewhere 0 stands for
+ * "look byte by byte". The writer copies such runs as they are, the reader
+ * (jsonr.c) skips them. */
+static inline unsigned jw_plain_prefix8(const char *s) {
+  const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+  uint64_t x, q, b, m;
+  memcpy(&x, s, 8);
+  q = x ^ (ones * '"');
+  b = x ^ (ones * '\\');
+  m = (((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b)) & highs;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  return m ? (unsigned)__builtin_ctzll(m) / 8 : 8;
+#else
+  return m ? 0 : 8;
+#endif
+}
+
 #endif

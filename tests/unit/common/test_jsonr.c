@@ -65,7 +65,7 @@ Test(jsonr, texts_jansson_judges) {
     "{\"a\":NaN}", "{\"a\":tru}", "{\"a\":1}/*c*/", "{\"a\":1,}", "[1,]",
     "1", "\"s\"", "null",               /* not an object or array */
     "{\"a\":1} 1", "{\"a\":1}x", "{\"a\":1} \"x", "{}{}", /* something after the value */
-    "{\"a\":1}\v", "{\v\"a\":1}", "{\f}",  /* whitespace to yajl only */
+    "{\"a\":1}\v", "{\v\"a\":1}", "{\f}",  /* not JSON whitespace */
     "{\"a\":\"\xc0\xaf\"}",             /* overlong */
     "{\"a\":\"\xed\xa0\x80\"}",         /* a surrogate in UTF-8 */
     "{\"a\":\"\xf4\x90\x80\x80\"}",     /* above U+10FFFF */
@@ -119,4 +119,33 @@ Test(jsonr, duplicates_anywhere_are_declined) {
   };
   for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) declined(texts[i], strlen(texts[i]));
   fast_and_same("{\"a\":{\"x\":1},\"b\":{\"x\":1},\"x\":{\"a\":1,\"b\":2}}");
+}
+
+/* Strings: escapes in values and member names are decoded, a string longer
+ * than the reader's stack buffer with escapes in it too, words of plain
+ * bytes next to escapes and UTF-8; member names up to 256 bytes are read,
+ * longer ones (and broken texts inside strings) are left to jansson. */
+Test(jsonr, strings_escapes_and_member_names) {
+  fast_and_same("{\"k\\n\\\"q\\\"\":\"a\\tb\",\"\":\"\",\"\\\\\":[\"\\/\\b\\f\\r\"]}");
+  fast_and_same("{\"utf8\":\"abcdefgh\xc3\xa9ijklmnop\xe2\x82\xacqrstuvwx\\\"yz\"}");
+  static char big[3000];
+  size_t n = 0;
+  n += (size_t)snprintf(big, sizeof big, "{\"long\":\"");
+  for (int i = 0; i < 600; i++) n += (size_t)snprintf(big + n, sizeof big - n, i % 50 ? "x" : "\\n");
+  snprintf(big + n, sizeof big - n, "\"}");
+  fast_and_same(big);
+  char key[300];
+  for (int len = 255; len <= 257; len++) {
+    char text[400];
+    memset(key, 'k', (size_t)len);
+    key[len] = '\0';
+    snprintf(text, sizeof text, "{\"%s\":1}", key);
+    if (len <= 256) fast_and_same(text);
+    else declined(text, strlen(text));
+  }
+  const char *broken[] = {
+    "{\"a\":\"\\x\"}", "{\"a\":\"abc", "{\"a\":\"abc\\", "{\"a\" 1}", "{\"a\":}", "{,}", "{\"a\":1 \"b\":2}",
+    "[1 2]", "[tru]", "[nul]", "[falsey]", "[-]", "[1e]", "[1e+]", "[0x1]", "[1.e5]", "{\"a\":1}}", "[[]",
+  };
+  for (size_t i = 0; i < sizeof broken / sizeof broken[0]; i++) declined(broken[i], strlen(broken[i]));
 }
