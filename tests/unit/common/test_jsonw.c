@@ -166,9 +166,11 @@ Test(jsonw, escapes_at_every_offset_of_a_word) {
 /* Integers are written two digits at a time: every length, each side of a
  * power of ten, both signs, and int64's ends give jansson's text. */
 Test(jsonw, integers_of_every_length) {
-  long long p = 1;
-  for (int k = 0; k <= 18; k++, p *= 10) {
-    long long vals[] = {p, p - 1, p + 1, 2 * p, 9 * p + (p - 1), -p, -(p - 1), -(p + 1)};
+  for (int k = 0; k <= 18; k++) {
+    long long p = 1;
+    for (int j = 0; j < k; j++) p *= 10;
+    long long nines = k < 18 ? 10 * p - 1 : 9 * p; /* 10^19 - 1 is beyond int64 */
+    long long vals[] = {p, p - 1, p + 1, 2 * p, nines, -p, -(p - 1), -(p + 1)};
     for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
       json_t *v = json_integer(vals[i]);
       same_as_jansson(v);
