@@ -169,11 +169,28 @@ json_t *doc_item_json(const doc_item *it) {
 char *doc_item_revs_json(const doc_item *it) {
   int has_revs = it && it->revs && json_object_size(it->revs);
   if (!it || (!has_revs && !it->gen)) return NULL;
-  json_t *st = has_revs ? json_copy(it->revs) : json_object();
-  if (it->gen) json_object_set_new(st, "", json_integer((json_int_t)it->gen));
-  char *out = jw_dumps(st);
-  json_decref(st);
-  return out;
+  /* The revisions, then the generation under "" (no field has that name):
+   * the bytes json_copy, json_object_set and jw_dumps gave, written once. */
+  jw w = JW_INIT;
+  jw_lit(&w, "{");
+  int first = 1;
+  const char *name;
+  json_t *v;
+  if (has_revs)
+    json_object_foreach(it->revs, name, v) {
+      if (!first) jw_lit(&w, ",");
+      first = 0;
+      jw_cstr(&w, name);
+      jw_lit(&w, ":");
+      jw_value(&w, v);
+    }
+  if (it->gen) {
+    if (!first) jw_lit(&w, ",");
+    jw_lit(&w, "\"\":");
+    jw_int(&w, (int64_t)it->gen);
+  }
+  jw_lit(&w, "}");
+  return jw_steal(&w);
 }
 
 json_t *doc_revs_split(json_t *stored, uint64_t *gen) {
@@ -446,7 +463,11 @@ int sync_op_parse(json_t *op, const sync_limits *lim, sync_op *out, sync_err *er
         return fail(err, "invalid_field", "op.fields", "%s", "field names are 1-128 bytes without control characters");
       if (!value_ok(v, lim->max_depth))
         return fail(err, "invalid_field", "op.fields", "field '%.64s' nests too deep or holds a number out of range", name);
-      if (sync_encoded_size(v) > lim->max_field_size) return fail(err, "too_large", "op.fields", "field '%.64s' is too large", name);
+      /* A string escapes to at most 6 bytes per byte: short ones need no count. */
+      int fits = json_is_string(v) && lim->max_field_size >= 2 &&
+                 json_string_length(v) <= (lim->max_field_size - 2) / 6;
+      if (!fits && sync_encoded_size(v) > lim->max_field_size)
+        return fail(err, "too_large", "op.fields", "field '%.64s' is too large", name);
     }
     out->fields = fields;
   }

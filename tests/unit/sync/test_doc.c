@@ -425,6 +425,7 @@ Test(doc, gen_and_revs_round_trip_through_the_stored_revs_json) {
   cr_assert_eq(doc_text_rev(&d, "a", "f"), 7);
   cr_assert_eq(doc_text_rev(&d, "a", "g"), 5);
   char *rj = doc_item_revs_json(it);
+  cr_assert_str_eq(rj, "{\"f\":7,\"\":5}", "the revisions in order, then the gen");
   json_t *back = J(rj);
   cr_assert_eq(json_integer_value(json_object_get(back, "")), 5);
   cr_assert_eq(json_integer_value(json_object_get(back, "f")), 7);
@@ -465,5 +466,29 @@ Test(doc, a_failed_batch_restores_the_gen) {
   cr_assert_eq(doc_get(&d, "a")->gen, 1);
   wsy_free(subs);
   json_decref(b);
+  doc_free(&d);
+}
+
+/* A field value's limit counts its compact JSON: a string up to the limit
+ * passes, one byte more is too large, and a short string of characters
+ * that escape to six bytes each is counted, not assumed to fit (lim:
+ * max_field_size 64). */
+Test(doc, field_size_counts_escapes_at_the_limit) {
+  doc d;
+  doc_init(&d);
+  char op[256], s[80];
+  for (int n = 60; n <= 63; n++) { /* plain: n + 2 bytes */
+    memset(s, 'a', (size_t)n);
+    s[n] = '\0';
+    snprintf(op, sizeof op, "{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"f\":\"%s\"}}", s);
+    cr_assert_str_eq(run(&d, op, (uint64_t)n, NULL), n <= 62 ? "ok" : "too_large", "plain string of %d", n);
+  }
+  for (int n = 9; n <= 12; n++) { /* \u0001 each: 6n + 2 bytes */
+    size_t k = 0;
+    for (int i = 0; i < n; i++) k += (size_t)snprintf(s + k, sizeof s - k, "\\u0001");
+    snprintf(op, sizeof op, "{\"kind\":\"set\",\"item\":\"a\",\"fields\":{\"f\":\"%s\"}}", s);
+    cr_assert_str_eq(run(&d, op, (uint64_t)(100 + n), NULL), 6 * n + 2 <= 64 ? "ok" : "too_large",
+                     "%d control characters", n);
+  }
   doc_free(&d);
 }
