@@ -169,8 +169,22 @@ static void commit_done(void *ud, int rc) {
     e->store_error[0] = '\0';
     log_info("health: ok again (a commit succeeded)");
   }
+  /* A committed batch hands the store the next one before its acks and
+   * fan-out are written, so the two overlap rather than take turns (bench
+   * (e): the commits were idle a quarter of the time). Not after a failure
+   * (its rooms are marked first), nor for a batch that stores nothing: it
+   * would complete at once, its answers ahead of this batch's. */
+  store_batch *done = e->fl_batch;
+  pend *head = e->fl_head;
+  int early = rc == 0 && store_batch_count(e->batch) > 0;
+  if (early) {
+    e->fl_batch = NULL;
+    e->fl_head = NULL;
+    e->busy = 0;
+    commit_start(e);
+  }
   bus_hold(e->bus); /* the batch's entries: one bus message per room */
-  for (pend *p = e->fl_head, *next; p; p = next) {
+  for (pend *p = head, *next; p; p = next) {
     next = p->next;
     room *r = p->r;
     r->pins++; /* a leave let go below (inflight) may empty it: unloaded at the end */
@@ -263,10 +277,12 @@ static void commit_done(void *ud, int rc) {
     room_unload_if_idle(e, r);
   }
   bus_release(e->bus);
-  store_batch_free(e->fl_batch);
-  e->fl_batch = NULL;
-  e->fl_head = NULL;
-  e->busy = 0;
+  store_batch_free(done);
+  if (!early) {
+    e->fl_batch = NULL;
+    e->fl_head = NULL;
+    e->busy = 0;
+  }
   commit_start(e);
 }
 
