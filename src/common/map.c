@@ -1,6 +1,6 @@
 /* map.c -- open addressing with linear probing and tombstones; FNV-1a. Two
- * slot layouts (map.h): key and value, or the value alone (keyed), each
- * with a tag byte per slot. */
+ * slot layouts (map.h): key and value with a tag byte per slot, or the
+ * value alone (keyed). */
 #include "map.h"
 
 #include <string.h>
