@@ -140,6 +140,35 @@ test('a dedupe lookup the store cannot answer refuses the re-sent op instead of 
   await closeClients(a);
 });
 
+// While a batch commits, the next one fills; once the first is committed,
+// the next goes to the store before the first's acks are written
+// (commit.c). A next batch that stores nothing (only a duplicate) would
+// complete at once: its answer must still come after its original's ack.
+test('a duplicate sent while its original commits is answered after the original, and before the writes behind it', async () => {
+  const room = 'board:order';
+  const a = await connect('gina');
+  await a.join(room);
+  const pause = (ms) => new Promise((r) => setTimeout(r, ms));
+  const op = (cid, v) => ({ type: 'op', room, cid, op: { kind: 'set', item: 'x', fields: { v } } });
+  const acks = (n) => a.take(n, (m) => m.type === 'ack' && m.room === room, 'acks');
+  const view = (m) => [m.cid, m.seq, m.duplicate === true];
+
+  arm('delay 400'); // the next commit is held
+  a.send(op('g.1', 1));
+  await pause(150);
+  a.send(op('g.1', 1)); // its batch stores nothing
+  assert.deepEqual((await acks(2)).map(view), [['g.1', 1, false], ['g.1', 1, true]]);
+
+  arm('delay 400');
+  a.send(op('g.2', 2));
+  await pause(150);
+  a.send(op('g.2', 2));
+  a.send(op('g.3', 3)); // this batch stores something: it goes to the store early
+  assert.deepEqual((await acks(3)).map(view), [['g.2', 2, false], ['g.2', 2, true], ['g.3', 3, false]]);
+  assert.deepEqual((await history(room)).map((e) => [e.seq, e.cid]), [[1, 'g.1'], [2, 'g.2'], [3, 'g.3']]);
+  await closeClients(a);
+});
+
 test('a failed read: join and the backend API answer internal, and serve again after it', async () => {
   const a = await connect('frank');
   arm('read 1');
