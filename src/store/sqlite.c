@@ -46,6 +46,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -394,6 +395,8 @@ static int lock_dir(sq_store *s, const char *dir, char *err, size_t errlen) {
 static const store_ops sq_ops;
 static void sq_close(store *bs);
 
+static void sq_config_once(void) { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); }
+
 int store_sqlite_open(const char *dir, int durability_full, uv_loop_t *loop, store **out, char *err,
                       size_t errlen) {
   *out = NULL;
@@ -402,6 +405,11 @@ int store_sqlite_open(const char *dir, int durability_full, uv_loop_t *loop, sto
     seterr(err, errlen, "no data directory");
     return WSY_INVAL;
   }
+  /* SQLite's allocation counters take a global mutex on every malloc and
+  ** free (about 27 per op); nothing here reads them. Only takes effect
+  ** before SQLite initializes, so it is set once, ahead of any open. */
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, sq_config_once);
   if (!sqlite3_threadsafe()) {
     seterr(err, errlen, "SQLite was built without thread support");
     return WSY_IO;
