@@ -36,7 +36,9 @@
 **      the item row, the dedupe row and the room's seq change in the same
 **      transaction, so a restart finds the document exactly as acked.
 **   4. Entries are applied in the order they were added, so a room created
-**      in a batch can take ops in that same batch.
+**      in a batch can take ops in that same batch. (A run of ops goes out
+**      in multi-row statements, table by table, which leaves the same
+**      database: sqlite_rows.c.)
 **   5. The write connection is touched only by the thread inside
 **      store_batch_commit() and the read connection only by the loop
 **      thread; SQLite's WAL gives the reader the last committed snapshot
@@ -439,6 +441,11 @@ int store_sqlite_open(const char *dir, int durability_full, uv_loop_t *loop, sto
   /* Keeps the WAL file from staying huge after a burst is checkpointed. */
   if (!rc) rc = exec_checked(s, s->wdb, "PRAGMA journal_size_limit = 67108864", err, errlen);
   if (!rc) rc = migrate(s, err, errlen);
+  /* Without texts rows, an item written needs none cleared (item_write);
+  ** the flag is set again by the first text row. Unknown counts as rows. */
+  int64_t texts = 1;
+  if (!rc) pragma_int(s->wdb, "SELECT EXISTS(SELECT 1 FROM texts)", &texts);
+  s->texts_rows = texts != 0;
   if (!rc) rc = open_conn(s, &s->rdb, SQLITE_OPEN_READWRITE, err, errlen);
   if (!rc) rc = exec_checked(s, s->rdb, "PRAGMA query_only = ON", err, errlen);
   if (!rc) rc = prepare_all(s, err, errlen);
@@ -455,6 +462,7 @@ static void sq_close(store *bs) {
   if (!s) return;
   for (int i = 0; i < SW__COUNT; i++) sqlite3_finalize(s->w[i]);
   for (int i = 0; i < SR__COUNT; i++) sqlite3_finalize(s->r[i]);
+  sq_rows_close(s);
   /* Reader first: the writer's close, as the last connection, checkpoints
   ** the WAL into the main file and removes it. */
   sqlite3_close(s->rdb);
@@ -464,7 +472,7 @@ static void sq_close(store *bs) {
   wsy_free(s);
 }
 
-static int wstep(sq_store *s, store_batch *b, sqlite3_stmt *st) {
+int sq_wstep(sq_store *s, store_batch *b, sqlite3_stmt *st) {
   int rc = sqlite3_step(st);
   if (rc != SQLITE_DONE && rc != SQLITE_ROW)
     snprintf(b->err, sizeof b->err, "%s", sqlite3_errmsg(s->wdb));
@@ -487,57 +495,9 @@ static int apply_room(sq_store *s, store_batch *b, const batch_entry *e) {
   sq_bind_str(st, 1, e->room);
   sq_bind_str(st, 2, e->epoch);
   sqlite3_bind_int64(st, 3, e->now_ms);
-  int rc = wstep(s, b, st);
+  int rc = sq_wstep(s, b, st);
   if (rc == SQLITE_CONSTRAINT_PRIMARYKEY) return store_batch_fail(b, WSY_INVAL, "room already exists");
   return sq_map_rc(rc);
-}
-
-/* Why a room's seq did not advance: the room is missing, or seq is not next. */
-static int explain_seq(sq_store *s, store_batch *b, const batch_entry *e) {
-  sqlite3_stmt *st = s->w[SW_ROOM_SEQ];
-  sq_bind_str(st, 1, e->room);
-  int rc = sqlite3_step(st);
-  int64_t cur = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-    snprintf(b->err, sizeof b->err, "%s", sqlite3_errmsg(s->wdb));
-  sqlite3_reset(st);
-  if (rc == SQLITE_DONE) return store_batch_fail(b, WSY_NOT_FOUND, "no such room");
-  if (rc != SQLITE_ROW) return sq_map_rc(rc);
-  return store_batch_fail(b, WSY_INVAL, "seq %" PRIu64 " does not follow the room's seq %" PRId64, e->seq, cur);
-}
-
-/* A room's seq is advanced in SQL by the first op of the room in a batch
-** (checked: it must follow the stored seq); the ops right after it are
-** checked here and the room's row is written once more at the end, so a
-** batch costs two UPDATEs per room rather than one per op. */
-typedef struct seq_run {
-  const char *room;
-  uint64_t first, last; /* seqs already in the room's row / assigned since */
-} seq_run;
-
-typedef struct seq_runs {
-  seq_run r[16];
-  size_t n;
-} seq_runs;
-
-static int run_flush(sq_store *s, store_batch *b, seq_run *r) {
-  if (r->last == r->first) return WSY_OK;
-  sqlite3_stmt *st = s->w[SW_ROOM_JUMP];
-  sq_bind_str(st, 1, r->room);
-  sqlite3_bind_int64(st, 2, (sqlite3_int64)r->first);
-  sqlite3_bind_int64(st, 3, (sqlite3_int64)r->last);
-  int rc = wstep(s, b, st);
-  if (rc != SQLITE_OK) return sq_map_rc(rc);
-  if (sqlite3_changes(s->wdb) == 0) return store_batch_fail(b, WSY_INVAL, "room %.64s changed under its batch", r->room);
-  r->first = r->last;
-  return WSY_OK;
-}
-
-static int runs_flush(sq_store *s, store_batch *b, seq_runs *runs) {
-  int rc = WSY_OK;
-  for (size_t i = 0; i < runs->n && !rc; i++) rc = run_flush(s, b, &runs->r[i]);
-  runs->n = 0;
-  return rc;
 }
 
 /* Writes (fields) or deletes an item's row; its texts rows go either way,
@@ -551,18 +511,19 @@ static int item_write(sq_store *s, store_batch *b, const batch_entry *e) {
     sqlite3_bind_int64(st, 4, (sqlite3_int64)(e->version > SEQ_MAX ? SEQ_MAX : e->version));
     sq_bind_str(st, 5, e->revs);
   }
-  int rc = wstep(s, b, st);
-  if (rc != SQLITE_OK) return sq_map_rc(rc);
+  int rc = sq_wstep(s, b, st);
+  if (rc != SQLITE_OK || !s->texts_rows) return sq_map_rc(rc);
   st = s->w[SW_TEXT_CLEAR];
   sq_bind_str(st, 1, e->room);
   sq_bind_str(st, 2, e->item);
-  return sq_map_rc(wstep(s, b, st));
+  return sq_map_rc(sq_wstep(s, b, st));
 }
 
 /* A text op kept as an op (store.h: texts). */
 static int apply_text(sq_store *s, store_batch *b, const batch_entry *e) {
   if (!e->room || !e->item || !e->fields || e->version == 0 || e->version > SEQ_MAX || e->seq == 0 || e->seq > SEQ_MAX)
     return store_batch_fail(b, WSY_INVAL, "text entry needs room, item, field and a rev");
+  s->texts_rows = 1;
   sqlite3_stmt *st = s->w[SW_TEXT_INSERT];
   sq_bind_str(st, 1, e->room);
   sq_bind_str(st, 2, e->item);
@@ -570,45 +531,20 @@ static int apply_text(sq_store *s, store_batch *b, const batch_entry *e) {
   sqlite3_bind_int64(st, 4, (sqlite3_int64)e->version);
   sqlite3_bind_int64(st, 5, (sqlite3_int64)e->seq);
   sq_bind_text(st, 6, e->msg, e->msg_len);
-  return sq_map_rc(wstep(s, b, st));
+  return sq_map_rc(sq_wstep(s, b, st));
 }
 
 static int apply_op(sq_store *s, store_batch *b, const batch_entry *e, seq_runs *runs) {
-  if (!e->room) return store_batch_fail(b, WSY_INVAL, "op without a room");
-  if (e->seq == 0 || e->seq > SEQ_MAX || e->version > SEQ_MAX)
-    return store_batch_fail(b, WSY_INVAL, "seq/version out of range");
-
-  seq_run *run = NULL;
-  for (size_t i = 0; i < runs->n && !run; i++)
-    if (!strcmp(runs->r[i].room, e->room)) run = &runs->r[i];
-  sqlite3_stmt *st;
-  int rc;
-  if (run && e->seq == run->last + 1) {
-    run->last = e->seq;
-  } else {
-    if (run && (rc = run_flush(s, b, run)) != WSY_OK) return rc;
-    st = s->w[SW_ROOM_ADVANCE];
-    sq_bind_str(st, 1, e->room);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)e->seq);
-    rc = wstep(s, b, st);
-    if (rc != SQLITE_OK) return sq_map_rc(rc);
-    if (sqlite3_changes(s->wdb) == 0) return explain_seq(s, b, e);
-    if (!run) {
-      if (runs->n == WSY_ARRAY_LEN(runs->r) && (rc = runs_flush(s, b, runs)) != WSY_OK) return rc;
-      run = &runs->r[runs->n++];
-      run->room = e->room;
-    }
-    run->first = run->last = e->seq;
-  }
-
-  st = s->w[SW_OP_INSERT];
+  int rc = sq_op_seq(s, b, e, runs);
+  if (rc) return rc;
+  sqlite3_stmt *st = s->w[SW_OP_INSERT];
   sq_bind_str(st, 1, e->room);
   sqlite3_bind_int64(st, 2, (sqlite3_int64)e->seq);
   sq_bind_str(st, 3, e->item);
   sq_bind_str(st, 4, e->device);
   sq_bind_str(st, 5, e->cid);
   sq_bind_text(st, 6, e->msg, e->msg_len);
-  if ((rc = wstep(s, b, st)) != SQLITE_OK) return sq_map_rc(rc);
+  if ((rc = sq_wstep(s, b, st)) != SQLITE_OK) return sq_map_rc(rc);
 
   if (e->item && (rc = item_write(s, b, e)) != WSY_OK) return rc;
 
@@ -618,7 +554,7 @@ static int apply_op(sq_store *s, store_batch *b, const batch_entry *e, seq_runs 
     sq_bind_str(st, 2, e->cid);
     sq_bind_str(st, 3, e->room);
     sqlite3_bind_int64(st, 4, (sqlite3_int64)e->seq);
-    rc = wstep(s, b, st);
+    rc = sq_wstep(s, b, st);
     if (rc == SQLITE_CONSTRAINT_PRIMARYKEY)
       return store_batch_fail(b, WSY_INVAL, "cid %s of device %s was already committed", e->cid, e->device);
     if (rc != SQLITE_OK) return sq_map_rc(rc);
@@ -635,7 +571,7 @@ static int apply_cursor(sq_store *s, store_batch *b, const batch_entry *e) {
   sq_bind_str(st, 3, e->room);
   sqlite3_bind_int64(st, 4, (sqlite3_int64)(e->seq > SEQ_MAX ? SEQ_MAX : e->seq));
   sqlite3_bind_int64(st, 5, e->now_ms);
-  return sq_map_rc(wstep(s, b, st));
+  return sq_map_rc(sq_wstep(s, b, st));
 }
 
 static int apply_trim(sq_store *s, store_batch *b, const batch_entry *e) {
@@ -643,12 +579,12 @@ static int apply_trim(sq_store *s, store_batch *b, const batch_entry *e) {
   sqlite3_stmt *st = s->w[SW_TRIM_ROOM];
   sq_bind_str(st, 1, e->room);
   sqlite3_bind_int64(st, 2, (sqlite3_int64)(e->seq > SEQ_MAX ? SEQ_MAX : e->seq));
-  int rc = wstep(s, b, st);
+  int rc = sq_wstep(s, b, st);
   if (rc != SQLITE_OK) return sq_map_rc(rc);
   if (sqlite3_changes(s->wdb) == 0) return store_batch_fail(b, WSY_NOT_FOUND, "no such room");
   st = s->w[SW_TRIM_OPS];
   sq_bind_str(st, 1, e->room);
-  return sq_map_rc(wstep(s, b, st));
+  return sq_map_rc(sq_wstep(s, b, st));
 }
 
 /* A room and everything of it. The room row goes first: its absence is
@@ -657,14 +593,14 @@ static int apply_delete(sq_store *s, store_batch *b, const batch_entry *e) {
   if (!e->room) return store_batch_fail(b, WSY_INVAL, "delete without a room");
   sqlite3_stmt *st = s->w[SW_DEL_ROOM];
   sq_bind_str(st, 1, e->room);
-  int rc = wstep(s, b, st);
+  int rc = sq_wstep(s, b, st);
   if (rc != SQLITE_OK) return sq_map_rc(rc);
   if (sqlite3_changes(s->wdb) == 0) return store_batch_fail(b, WSY_NOT_FOUND, "no such room");
   static const int rest[] = {SW_DEL_OPS, SW_DEL_ITEMS, SW_DEL_CURSORS, SW_DEL_DEDUPE, SW_DEL_HOOK_POS, SW_DEL_TEXTS};
   for (size_t i = 0; i < WSY_ARRAY_LEN(rest); i++) {
     st = s->w[rest[i]];
     sq_bind_str(st, 1, e->room);
-    if ((rc = wstep(s, b, st)) != SQLITE_OK) return sq_map_rc(rc);
+    if ((rc = sq_wstep(s, b, st)) != SQLITE_OK) return sq_map_rc(rc);
   }
   return WSY_OK;
 }
@@ -684,24 +620,20 @@ static int apply_hook_pos(sq_store *s, store_batch *b, const batch_entry *e) {
   sq_bind_str(st, 3, e->epoch);
   sqlite3_bind_int64(st, 4, (sqlite3_int64)(e->seq > SEQ_MAX ? SEQ_MAX : e->seq));
   sqlite3_bind_int64(st, 5, e->now_ms);
-  return sq_map_rc(wstep(s, b, st));
+  return sq_map_rc(sq_wstep(s, b, st));
 }
 
 static const char *const kind_name[] = {"room_create", "op",          "cursor",  "trim",
                                         "item",        "room_delete", "hook_pos", "text", "lock", "head"};
 _Static_assert(WSY_ARRAY_LEN(kind_name) == E_HEAD + 1, "a name per batch entry kind");
 
-int store_sqlite_commit_sync(store *bs, store_batch *b) {
-  sq_store *s = (sq_store *)bs;
-  if (b->state == B_COMMITTED || b->state == B_COMMITTING)
-    return store_batch_fail(b, WSY_INVAL, "batch already committed");
+/* One transaction of the batch's entries. With rows, a run of ops goes
+** out in multi-row statements (sqlite_rows.c); without, entry by entry. */
+static int commit_entries(sq_store *s, store_batch *b, int rows) {
   b->err[0] = '\0';
-  if (b->n == 0) {
-    b->state = B_COMMITTED;
-    return WSY_OK;
-  }
   b->state = B_COMMITTING;
-  int rc = sq_map_rc(wstep(s, b, s->w[SW_BEGIN]));
+  s->rows_failed = 0;
+  int rc = sq_map_rc(sq_wstep(s, b, s->w[SW_BEGIN]));
   if (rc) {
     b->state = B_FAILED;
     return rc;
@@ -709,9 +641,16 @@ int store_sqlite_commit_sync(store *bs, store_batch *b) {
   seq_runs runs = {.n = 0};
   for (size_t i = 0; i < b->n && !rc; i++) {
     const batch_entry *e = &b->e[i];
+    if (rows && sq_rows_takes(e)) {
+      size_t j = i + 1;
+      while (j < b->n && sq_rows_takes(&b->e[j])) j++;
+      rc = sq_rows_run(s, b, e, j - i, &runs);
+      i = j - 1;
+      continue;
+    }
     /* A trim reads the room's seq: the row must be current. */
     if (e->kind == E_TRIM || e->kind == E_ROOM || e->kind == E_DELETE || e->kind == E_HOOK_POS)
-      rc = runs_flush(s, b, &runs);
+      rc = sq_runs_flush(s, b, &runs);
     if (rc) break;
     switch (e->kind) {
     case E_ROOM: rc = apply_room(s, b, e); break;
@@ -740,14 +679,14 @@ int store_sqlite_commit_sync(store *bs, store_batch *b) {
       b->err[used + wl] = '\0';
     }
   }
-  if (!rc) rc = runs_flush(s, b, &runs);
-  if (!rc) rc = sq_map_rc(wstep(s, b, s->w[SW_COMMIT]));
+  if (!rc) rc = sq_runs_flush(s, b, &runs);
+  if (!rc) rc = sq_map_rc(sq_wstep(s, b, s->w[SW_COMMIT]));
   if (rc) {
     /* Some errors (IOERR, FULL, NOMEM) make SQLite roll back by itself. */
     if (!sqlite3_get_autocommit(s->wdb)) {
       char keep[sizeof b->err];
       snprintf(keep, sizeof keep, "%s", b->err);
-      wstep(s, b, s->w[SW_ROLLBACK]);
+      sq_wstep(s, b, s->w[SW_ROLLBACK]);
       snprintf(b->err, sizeof b->err, "%s", keep);
     }
     b->state = B_FAILED;
@@ -755,6 +694,22 @@ int store_sqlite_commit_sync(store *bs, store_batch *b) {
   }
   b->state = B_COMMITTED;
   return WSY_OK;
+}
+
+int store_sqlite_commit_sync(store *bs, store_batch *b) {
+  sq_store *s = (sq_store *)bs;
+  if (b->state == B_COMMITTED || b->state == B_COMMITTING)
+    return store_batch_fail(b, WSY_INVAL, "batch already committed");
+  b->err[0] = '\0';
+  if (b->n == 0) {
+    b->state = B_COMMITTED;
+    return WSY_OK;
+  }
+  int rc = commit_entries(s, b, !s->rows_off);
+  /* Rolled back: once more entry by entry, for the error of the entry at
+  ** fault (or, after a passing failure, the commit). */
+  if (rc && s->rows_failed) rc = commit_entries(s, b, 0);
+  return rc;
 }
 
 /* ---- asynchronous commit (store.h: store_commit) ------------------------- */

@@ -57,12 +57,22 @@ enum {
   SR__COUNT
 };
 
+/* sqlite_rows.c: the tables a run of ops writes with multi-row statements,
+ * and the run sizes prepared for each (SQ_ROWS_BIG, SQ_ROWS_SMALL rows). */
+enum { SQ_T_OPS, SQ_T_ITEMS, SQ_T_DEDUPE, SQ_T_TCLEAR, SQ_T__COUNT };
+#define SQ_ROWS_BIG 64
+#define SQ_ROWS_SMALL 8
+
 typedef struct sq_store {
   store base;                   /* ops: the SQLite backend */
   sqlite3 *wdb;                 /* write connection: the committing thread */
   sqlite3 *rdb;                 /* read connection: the loop thread */
   sqlite3_stmt *w[SW__COUNT];   /* prepared once in store_open, owned here */
   sqlite3_stmt *r[SR__COUNT];
+  sqlite3_stmt *rows[SQ_T__COUNT][2]; /* multi-row statements, prepared at first use */
+  int texts_rows;               /* the texts table may have rows (else no clearing) */
+  int rows_failed;              /* a multi-row write failed: the batch is redone entry by entry */
+  int rows_off;                 /* entry by entry only (a unit test compares the two ways) */
   int durability_full;
   int lock_fd;                  /* flock'ed <dir>/wsync.lock */
   char *path;                   /* <dir>/wsync.db */
@@ -75,6 +85,37 @@ typedef struct sq_store {
 } sq_store;
 
 #define SEQ_MAX ((uint64_t)INT64_MAX)
+
+/* A room's seq is advanced in SQL by the first op of the room in a batch
+ * (checked: it must follow the stored seq); the ops right after it are
+ * checked in memory and the room's row is written once more at the end, so
+ * a batch costs two UPDATEs per room rather than one per op. */
+typedef struct seq_run {
+  const char *room;
+  uint64_t first, last; /* seqs already in the room's row / assigned since */
+} seq_run;
+
+typedef struct seq_runs {
+  seq_run r[16];
+  size_t n;
+} seq_runs;
+
+/* sqlite.c: the step of a write statement (its error text into b->err). */
+int sq_wstep(sq_store *s, store_batch *b, sqlite3_stmt *st);
+
+/* sqlite_rows.c: an op's checks and its room's seq (above); the rooms'
+ * rows written (before anything that reads a room's seq, and at the end). */
+int sq_op_seq(sq_store *s, store_batch *b, const batch_entry *e, seq_runs *runs);
+int sq_runs_flush(sq_store *s, store_batch *b, seq_runs *runs);
+
+/* sqlite_rows.c: writes entries [0, n) of a run, E_OP entries and the
+ * E_ITEM entries that set an item, whose ops rows, items rows, dedupe rows
+ * and texts clearing go out in multi-row statements. Sets s->rows_failed on
+ * any failure: the caller rolls back and applies the batch entry by entry,
+ * which names the entry at fault. sq_rows_takes: whether e may be in a run. */
+int sq_rows_takes(const batch_entry *e);
+int sq_rows_run(sq_store *s, store_batch *b, const batch_entry *e, size_t n, seq_runs *runs);
+void sq_rows_close(sq_store *s);
 
 /* sqlite.c: SQLite result codes to wsy_err (the one place); binding text. */
 int sq_map_rc(int rc);
