@@ -136,7 +136,7 @@ static uint32_t rnd(uint32_t *x) {
  * cids counts the cids. */
 static void fill(store_batch *b, const char *r, const char *dev, uint64_t seq[3], int *cids, int entries) {
   uint32_t x = 7;
-  char room[3][8];
+  char room[3][16];
   for (int i = 0; i < 3; i++) snprintf(room[i], sizeof room[i], "%s%d", r, i);
   for (int n = 0; n < entries; n++) {
     int ri = (int)(rnd(&x) % 3);
@@ -198,7 +198,7 @@ static void commit_both(store *s, copies *c, int entries, int batches) {
   if (!c->sa[0]) {
     b = store_batch_new();
     for (int i = 0; i < 3; i++) {
-      char r[4];
+      char r[16];
       snprintf(r, sizeof r, "a%d", i), store_batch_room_create(b, r, "e");
       snprintf(r, sizeof r, "b%d", i), store_batch_room_create(b, r, "e");
     }
@@ -219,7 +219,7 @@ static void commit_both(store *s, copies *c, int entries, int batches) {
   cr_assert(q->rows[SQ_T_OPS][0] && q->rows[SQ_T_ITEMS][1] && q->rows[SQ_T_DEDUPE][0],
             "the multi-row statements were used");
   for (int i = 0; i < 3; i++) {
-    char ra[4], rb[4];
+    char ra[16], rb[16];
     snprintf(ra, sizeof ra, "a%d", i), snprintf(rb, sizeof rb, "b%d", i);
     char *da = dump(s, ra, "dev-a", c->ca + 5), *db = dump(s, rb, "dev-b", c->ca + 5);
     cr_assert_gt(strlen(da), 1000);
