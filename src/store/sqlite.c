@@ -42,7 +42,9 @@
 **   5. The write connection is touched only by the thread inside
 **      store_batch_commit() and the read connection only by the loop
 **      thread; SQLite's WAL gives the reader the last committed snapshot
-**      while a commit runs, so neither waits for the other. */
+**      while a commit runs, so neither waits for the other. A third
+**      connection, on a thread of its own, checkpoints the WAL beside
+**      the commits (sqlite_ckpt.c). */
 #include "sqlite_int.h"
 
 #include <errno.h>
@@ -449,6 +451,12 @@ int store_sqlite_open(const char *dir, int durability_full, uv_loop_t *loop, sto
   if (!rc) rc = open_conn(s, &s->rdb, SQLITE_OPEN_READWRITE, err, errlen);
   if (!rc) rc = exec_checked(s, s->rdb, "PRAGMA query_only = ON", err, errlen);
   if (!rc) rc = prepare_all(s, err, errlen);
+  if (!rc) {
+    sqlite3 *cdb = NULL;
+    rc = open_conn(s, &cdb, SQLITE_OPEN_READWRITE, err, errlen);
+    if (!rc) rc = sq_ckpt_start(s, cdb, err, errlen); /* closes cdb when it fails */
+    else sqlite3_close(cdb);
+  }
   if (rc) {
     sq_close(&s->base);
     return rc;
@@ -463,6 +471,7 @@ static void sq_close(store *bs) {
   for (int i = 0; i < SW__COUNT; i++) sqlite3_finalize(s->w[i]);
   for (int i = 0; i < SR__COUNT; i++) sqlite3_finalize(s->r[i]);
   sq_rows_close(s);
+  sq_ckpt_stop(s);
   /* Reader first: the writer's close, as the last connection, checkpoints
   ** the WAL into the main file and removes it. */
   sqlite3_close(s->rdb);

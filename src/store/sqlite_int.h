@@ -63,6 +63,8 @@ enum { SQ_T_OPS, SQ_T_ITEMS, SQ_T_DEDUPE, SQ_T_TCLEAR, SQ_T__COUNT };
 #define SQ_ROWS_BIG 64
 #define SQ_ROWS_SMALL 8
 
+typedef struct sq_ckpt sq_ckpt; /* sqlite_ckpt.c */
+
 typedef struct sq_store {
   store base;                   /* ops: the SQLite backend */
   sqlite3 *wdb;                 /* write connection: the committing thread */
@@ -73,6 +75,7 @@ typedef struct sq_store {
   int texts_rows;               /* the texts table may have rows (else no clearing) */
   int rows_failed;              /* a multi-row write failed: the batch is redone entry by entry */
   int rows_off;                 /* entry by entry only (a unit test compares the two ways) */
+  sq_ckpt *ckpt;                /* the checkpoint thread (sqlite_ckpt.c) */
   int durability_full;
   int lock_fd;                  /* flock'ed <dir>/wsync.lock */
   char *path;                   /* <dir>/wsync.db */
@@ -116,6 +119,15 @@ int sq_runs_flush(sq_store *s, store_batch *b, seq_runs *runs);
 int sq_rows_takes(const batch_entry *e);
 int sq_rows_run(sq_store *s, store_batch *b, const batch_entry *e, size_t n, seq_runs *runs);
 void sq_rows_close(sq_store *s);
+
+/* sqlite_ckpt.c: WAL checkpoints on a thread of their own, with db, a
+ * connection of its own (taken over, closed by sq_ckpt_stop; closed on a
+ * failure too); stop joins the thread. */
+int sq_ckpt_start(sq_store *s, sqlite3 *db, char *err, size_t errlen);
+void sq_ckpt_stop(sq_store *s);
+/* Checkpoints so far that copied the whole WAL: by the thread, and by the
+ * committing thread (read it between commits). */
+void sq_ckpt_counts(sq_store *s, uint64_t *runs, uint64_t *writer_runs);
 
 /* sqlite.c: SQLite result codes to wsy_err (the one place); binding text. */
 int sq_map_rc(int rc);

@@ -36,7 +36,7 @@
  * store_fetch instead, asynchronously (asynchronous reads of one room, below).
  *
  * THE SQLITE BACKEND.
- * THREADS. The store holds two SQLite connections:
+ * THREADS. The store holds three SQLite connections:
  *   - the WRITE connection, used only by the commit: it runs on libuv's
  *     thread pool (off the event loop, so fsync never blocks it), one
  *     commit at a time, never two threads committing concurrently;
@@ -44,7 +44,10 @@
  *     store_dedupe_get, store_cursors, store_read_* and store_stats call:
  *     the loop thread, one call at a time. WAL lets those reads run while
  *     a commit is in progress on the writer thread; they see the last
- *     committed state.
+ *     committed state;
+ *   - the CHECKPOINT connection, used only by a thread of its own, which
+ *     copies the WAL into the database file beside the commits
+ *     (sqlite_ckpt.c); store_close() stops it.
  * store_sqlite_open() and store_close() run when no other call is in progress.
  * Building a batch (store_batch_new ... store_batch_cursor) touches no
  * connection and can happen on the loop thread while the previous batch

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../../../src/store/sqlite_int.h"
@@ -327,5 +328,73 @@ Test(rows, a_failure_in_a_run_names_the_entry_and_stores_nothing) {
   cr_assert_eq(store_room_get(s, "r", &ri), 0);
   cr_assert_eq(ri.seq, 1, "nothing of the failed batch was stored");
   cr_assert_eq(store_dedupe_get(s, "d", "c2", NULL, NULL), WSY_NOT_FOUND);
+  store_close(s);
+}
+
+/* ---- sqlite_ckpt.c: checkpoints beside the commits ------------------------ */
+
+static long long file_size(const char *name) {
+  char p[128];
+  snprintf(p, sizeof p, "%s/%s", dir, name);
+  struct stat st;
+  return stat(p, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+static int count_cb(uint64_t seq, const char *msg, size_t len, void *ud) {
+  (void)seq, (void)msg, (void)len;
+  ++*(size_t *)ud;
+  return 0;
+}
+
+static size_t log_len(store *s, const char *room) {
+  size_t n = 0;
+  cr_assert_eq(store_history(s, room, 0, 0, count_cb, &n), 0);
+  return n;
+}
+
+/* About 80 MB of ops, commit after commit: the checkpoint thread copies the
+ * WAL into the database while they run, the committing thread takes over
+ * at the bound, and the WAL starts over instead of growing: its file stays
+ * far below the 80 MB it would reach without checkpoints (the bound is
+ * 8,000 frames of 4 KB pages; the committing thread may need a few commits
+ * to get its turn while the thread finishes a checkpoint). */
+Test(rows, the_wal_is_checkpointed_beside_the_commits_and_stays_bounded, .timeout = 120) {
+  store *s = open_ok();
+  store_batch *b = store_batch_new();
+  store_batch_room_create(b, "r", "e");
+  commit_ok(s, b);
+  char msg[1024], cid[24], item[16];
+  memset(msg, 'm', sizeof msg - 1);
+  msg[sizeof msg - 1] = '\0';
+  uint64_t q = 0;
+  long long max_wal = 0;
+  for (int k = 0; k < 400; k++) {
+    b = store_batch_new();
+    for (int i = 0; i < 200; i++) {
+      q++;
+      snprintf(cid, sizeof cid, "c%llu", (unsigned long long)q);
+      snprintf(item, sizeof item, "i%llu", (unsigned long long)(q % 50));
+      store_op op = {.room = "r", .seq = q, .item = item, .fields_json = "{\"v\":1}", .version = q,
+                     .dkey = "d", .cid = cid, .msg = msg, .msg_len = sizeof msg - 1};
+      store_batch_op(b, &op);
+    }
+    commit_ok(s, b);
+    long long w = file_size("wsync.db-wal");
+    if (w > max_wal) max_wal = w;
+  }
+  uint64_t bg = 0, wr = 0;
+  sq_ckpt_counts((sq_store *)s, &bg, &wr);
+  cr_assert_gt(bg, 0, "the checkpoint thread copied the WAL");
+  cr_assert_gt(wr, 0, "the committing thread checkpointed at the bound");
+  cr_assert_gt(file_size("wsync.db"), 80ll << 20, "the ops reached the database file");
+  cr_assert_lt(max_wal, 12000ll * 4120, "the WAL started over: at most %lld bytes", max_wal);
+  cr_assert_eq(log_len(s, "r"), 80000);
+  store_close(s);
+  cr_assert_eq(file_size("wsync.db-wal"), -1, "closing checkpoints and removes the WAL");
+  s = open_ok();
+  cr_assert_eq(log_len(s, "r"), 80000);
+  uint64_t seq = 0;
+  cr_assert_eq(store_dedupe_get(s, "d", "c79999", NULL, &seq), 0);
+  cr_assert_eq(seq, 79999);
   store_close(s);
 }
