@@ -1,50 +1,23 @@
 /* test_hook_pos.c -- webhook positions in the SQLite store (schema 3, table hook_pos):
  * store_batch_hook_pos, store_hook_positions, store_hook_pos_get. */
 #include <criterion/criterion.h>
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "../../../src/store/store.h"
+#include "sqtest.h"
 
 static char dir[64];
 
-static void mk(void) {
-  snprintf(dir, sizeof dir, "/tmp/wsync-hookpos-XXXXXX");
-  cr_assert_not_null(mkdtemp(dir));
-}
-
-static void rm(void) {
-  DIR *d = opendir(dir);
-  if (!d) return;
-  struct dirent *de;
-  char p[512];
-  while ((de = readdir(d))) {
-    if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-    snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-    unlink(p);
-  }
-  closedir(d);
-  rmdir(dir);
-}
+static void mk(void) { sqt_mkdir(dir, sizeof dir, "hookpos"); }
+static void rm(void) { sqt_rmdir(dir); }
 
 TestSuite(hook_pos, .init = mk, .fini = rm);
 
-static store *open_ok(void) {
-  store *s = NULL;
-  char err[256];
-  int rc = store_sqlite_open(dir, 0, NULL, &s, err, sizeof err);
-  cr_assert_eq(rc, 0, "%s", err);
-  return s;
-}
-
-static void commit_ok(store *s, store_batch *b) {
-  int rc = store_sqlite_commit_sync(s, b);
-  cr_assert_eq(rc, 0, "commit: %s: %s", wsy_errname(rc), store_batch_error(b));
-  store_batch_free(b);
-}
+static store *open_ok(void) { return sqt_open(dir, 0); }
+static void commit_ok(store *s, store_batch *b) { sqt_commit(s, b); }
 
 static void pos(store *s, const char *hook, const char *room, const char *epoch, uint64_t seq) {
   store_batch *b = store_batch_new();

@@ -1,7 +1,6 @@
 /* Unit tests for src/store: the SQLite engine, each test in its own data
  * directory under /tmp (made with mkdtemp, removed after). */
 #include <criterion/criterion.h>
-#include <dirent.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -14,46 +13,19 @@
 
 #include "../../../src/store/store.h"
 #include "../../../src/store/sqlite_int.h"
+#include "sqtest.h"
 
 static char dir[64];
 
-static void mkdir_tmp(void) {
-  snprintf(dir, sizeof dir, "/tmp/wsync-store-XXXXXX");
-  cr_assert_not_null(mkdtemp(dir));
-}
-
-static void rm_tmp(void) {
-  DIR *d = opendir(dir);
-  if (!d) return;
-  struct dirent *de;
-  char p[512];
-  while ((de = readdir(d))) {
-    if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-    snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-    unlink(p);
-  }
-  closedir(d);
-  rmdir(dir);
-}
+static void mkdir_tmp(void) { sqt_mkdir(dir, sizeof dir, "store"); }
+static void rm_tmp(void) { sqt_rmdir(dir); }
 
 TestSuite(store, .init = mkdir_tmp, .fini = rm_tmp);
 
 /* ---- helpers ---------------------------------------------------------------- */
 
-static store *open_ok(int full) {
-  store *s = NULL;
-  char err[256];
-  int rc = store_sqlite_open(dir, full, NULL, &s, err, sizeof err);
-  cr_assert_eq(rc, 0, "store_open: %s (%s)", wsy_errname(rc), err);
-  cr_assert_not_null(s);
-  return s;
-}
-
-static void commit_ok(store *s, store_batch *b) {
-  int rc = store_sqlite_commit_sync(s, b);
-  cr_assert_eq(rc, 0, "commit: %s: %s", wsy_errname(rc), store_batch_error(b));
-  store_batch_free(b);
-}
+static store *open_ok(int full) { return sqt_open(dir, full); }
+static void commit_ok(store *s, store_batch *b) { sqt_commit(s, b); }
 
 static void add_op(store_batch *b, const char *room, uint64_t seq, const char *item,
                    const char *fields, const char *device, const char *cid) {

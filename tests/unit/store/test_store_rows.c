@@ -2,7 +2,6 @@
  * multi-row statements leaves exactly what the same entries written one by
  * one leave, and a failure in a run still names the entry at fault. */
 #include <criterion/criterion.h>
-#include <dirent.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -13,43 +12,17 @@
 
 #include "../../../src/store/sqlite_int.h"
 #include "../../../src/store/store.h"
+#include "sqtest.h"
 
 static char dir[64];
 
-static void mk(void) {
-  snprintf(dir, sizeof dir, "/tmp/wsync-rows-XXXXXX");
-  cr_assert_not_null(mkdtemp(dir));
-}
-
-static void rm(void) {
-  DIR *d = opendir(dir);
-  if (!d) return;
-  struct dirent *de;
-  char p[512];
-  while ((de = readdir(d)))
-    if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-      snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-      unlink(p);
-    }
-  closedir(d);
-  rmdir(dir);
-}
+static void mk(void) { sqt_mkdir(dir, sizeof dir, "rows"); }
+static void rm(void) { sqt_rmdir(dir); }
 
 TestSuite(rows, .init = mk, .fini = rm);
 
-static store *open_ok(void) {
-  store *s = NULL;
-  char err[256];
-  int rc = store_sqlite_open(dir, 0, NULL, &s, err, sizeof err);
-  cr_assert_eq(rc, 0, "store_open: %s (%s)", wsy_errname(rc), err);
-  return s;
-}
-
-static void commit_ok(store *s, store_batch *b) {
-  int rc = store_sqlite_commit_sync(s, b);
-  cr_assert_eq(rc, 0, "commit: %s: %s", wsy_errname(rc), store_batch_error(b));
-  store_batch_free(b);
-}
+static store *open_ok(void) { return sqt_open(dir, 0); }
+static void commit_ok(store *s, store_batch *b) { sqt_commit(s, b); }
 
 /* ---- a dump of a room: everything the store reads back, as text ---------- */
 
