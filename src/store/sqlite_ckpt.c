@@ -13,12 +13,13 @@
 **     only when everything in it was copied at that moment, which a
 **     checkpoint running beside a busy writer rarely allows. So once the
 **     WAL holds CKPT_WRITER frames, the thread starts no new checkpoint,
-**     and the committing thread checkpoints itself after its commits
-**     (PASSIVE: busy, and tried again after the next commit, while the
-**     thread finishes one) until everything is copied; its next write
-**     then starts the WAL over. Nothing waits on a lock (a busy handler
-**     sleeps in steps of milliseconds, which showed in the acks' p99).
-**     The WAL thus stays under CKPT_WRITER frames plus a batch, and the
+**     and the committing thread, after letting one under way finish,
+**     checkpoints itself (PASSIVE) until everything is copied; its next
+**     write then starts the WAL over. It waits on a condition variable,
+**     never in SQLite's busy handler, which sleeps in steps of
+**     milliseconds (that doubled the acks' p99 in a first version).
+**     The WAL thus stays under CKPT_WRITER frames plus a batch (while no
+**     reader holds on to older frames), and the
 **     chain pays for a checkpoint once per CKPT_WRITER frames, mostly
 **     copied already, instead of once per 1,000.
 ** A checkpoint never changes what a reader sees, and one that fails leaves
@@ -41,8 +42,10 @@ struct sq_ckpt {
   sqlite3 *db; /* the checkpoint thread's connection */
   pthread_t thr;
   pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int want, stop; /* under mu */
+  pthread_cond_t cv;      /* to the thread: want or stop */
+  pthread_cond_t idle_cv; /* from the thread: running went to 0 */
+  int want, stop;         /* under mu */
+  int running;            /* under mu: the thread is in a checkpoint */
   int writer_turn; /* under mu: the committing thread checkpoints next */
   uint64_t runs, writer_runs; /* checkpoints that copied the whole WAL: by the thread (under mu), by the writer */
   int warned;     /* a failure was logged (once: they repeat) */
@@ -55,6 +58,7 @@ static void *ckpt_main(void *arg) {
     while ((!c->want || c->writer_turn) && !c->stop) pthread_cond_wait(&c->cv, &c->mu);
     if (c->stop) break;
     c->want = 0;
+    c->running = 1;
     pthread_mutex_unlock(&c->mu);
     int log = 0, done = 0;
     int rc = sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
@@ -64,6 +68,8 @@ static void *ckpt_main(void *arg) {
                sqlite3_errmsg(c->db));
     }
     pthread_mutex_lock(&c->mu);
+    c->running = 0;
+    pthread_cond_signal(&c->idle_cv);
     if (rc == SQLITE_OK && log > 0 && done == log) c->runs++;
   }
   pthread_mutex_unlock(&c->mu);
@@ -75,13 +81,21 @@ static int wal_hook(void *ud, sqlite3 *db, const char *name, int frames) {
   sq_ckpt *c = ud;
   if (frames < CKPT_START) return SQLITE_OK;
   pthread_mutex_lock(&c->mu);
-  if (frames >= CKPT_WRITER) c->writer_turn = 1; /* the thread starts no new checkpoint */
+  /* The writer's turn: the thread starts no new checkpoint, nor one asked
+  ** for before, which would take the WAL's locks while the next write
+  ** tries to start the WAL over (and then the WAL keeps growing). */
+  if (frames >= CKPT_WRITER) c->writer_turn = 1, c->want = 0;
   else c->want = 1, pthread_cond_signal(&c->cv);
   int mine = c->writer_turn;
+  /* A checkpoint of the thread's that is under way is let finish (on a
+  ** condition variable, not SQLite's busy handler, which sleeps in steps
+  ** of milliseconds); meanwhile this commit's frames wait in the WAL. */
+  while (mine && c->running) pthread_cond_wait(&c->idle_cv, &c->mu);
   pthread_mutex_unlock(&c->mu);
   if (!mine) return SQLITE_OK;
-  /* PASSIVE: never waits. Busy while the thread finishes its checkpoint,
-  ** or failed: the WAL stays as it is and the next commit tries again. */
+  /* PASSIVE: takes no lock it would wait for. When it cannot copy
+  ** everything (a reader still on older frames), or fails, the WAL stays
+  ** as it is and the next commit tries again. */
   int log = 0, done = 0;
   if (sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, &log, &done) == SQLITE_OK && done == log) {
     pthread_mutex_lock(&c->mu);
@@ -106,10 +120,12 @@ int sq_ckpt_start(sq_store *s, sqlite3 *db, char *err, size_t errlen) {
   c->db = db;
   pthread_mutex_init(&c->mu, NULL);
   pthread_cond_init(&c->cv, NULL);
+  pthread_cond_init(&c->idle_cv, NULL);
   int e = pthread_create(&c->thr, NULL, ckpt_main, c);
   if (e) {
     if (err && errlen) snprintf(err, errlen, "cannot start the checkpoint thread: %s", strerror(e));
     pthread_cond_destroy(&c->cv);
+    pthread_cond_destroy(&c->idle_cv);
     pthread_mutex_destroy(&c->mu);
     wsy_free(c);
     sqlite3_close(db);
@@ -142,6 +158,7 @@ void sq_ckpt_stop(sq_store *s) {
   pthread_join(c->thr, NULL);
   sqlite3_close(c->db);
   pthread_cond_destroy(&c->cv);
+  pthread_cond_destroy(&c->idle_cv);
   pthread_mutex_destroy(&c->mu);
   wsy_free(c);
   s->ckpt = NULL;

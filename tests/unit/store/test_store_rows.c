@@ -327,10 +327,11 @@ static size_t log_len(store *s, const char *room) {
 
 /* About 80 MB of ops, commit after commit: the checkpoint thread copies the
  * WAL into the database while they run, the committing thread takes over
- * at the bound, and the WAL starts over instead of growing: its file stays
- * far below the 80 MB it would reach without checkpoints (the bound is
- * 8,000 frames of 4 KB pages; the committing thread may need a few commits
- * to get its turn while the thread finishes a checkpoint). */
+ * at the bound (8,000 frames of 4 KB pages), and the WAL starts over
+ * instead of growing: its file holds at most the bound plus a commit or
+ * two (a batch here is about 250 frames). This writer is faster than the
+ * checkpoint thread, which is what a first version got wrong: the WAL grew
+ * past 70 MB while the committing thread waited for its turn. */
 Test(rows, the_wal_is_checkpointed_beside_the_commits_and_stays_bounded, .timeout = 120) {
   store *s = open_ok();
   store_batch *b = store_batch_new();
@@ -360,7 +361,7 @@ Test(rows, the_wal_is_checkpointed_beside_the_commits_and_stays_bounded, .timeou
   cr_assert_gt(bg, 0, "the checkpoint thread copied the WAL");
   cr_assert_gt(wr, 0, "the committing thread checkpointed at the bound");
   cr_assert_gt(file_size("wsync.db"), 80ll << 20, "the ops reached the database file");
-  cr_assert_lt(max_wal, 12000ll * 4120, "the WAL started over: at most %lld bytes", max_wal);
+  cr_assert_lt(max_wal, 9000ll * 4120, "the WAL started over: at most %lld bytes", max_wal);
   cr_assert_eq(log_len(s, "r"), 80000);
   store_close(s);
   cr_assert_eq(file_size("wsync.db-wal"), -1, "closing checkpoints and removes the WAL");
