@@ -39,16 +39,17 @@
 #define CKPT_WRITER 8000
 
 struct sq_ckpt {
-  sqlite3 *db; /* the checkpoint thread's connection */
+  sqlite3 *db;            /* the checkpoint thread's connection */
   pthread_t thr;
   pthread_mutex_t mu;
   pthread_cond_t cv;      /* to the thread: want or stop */
   pthread_cond_t idle_cv; /* from the thread: running went to 0 */
   int want, stop;         /* under mu */
   int running;            /* under mu: the thread is in a checkpoint */
-  int writer_turn; /* under mu: the committing thread checkpoints next */
-  uint64_t runs, writer_runs; /* checkpoints that copied the whole WAL: by the thread (under mu), by the writer */
-  int warned;     /* a failure was logged (once: they repeat) */
+  int writer_turn;        /* under mu: the committing thread checkpoints next */
+  uint64_t runs;          /* under mu: the thread's checkpoints that copied the whole WAL */
+  uint64_t writer_runs;   /* the committing thread's (only it writes this) */
+  int warned;             /* the thread logged a failure (once: they repeat) */
 };
 
 static void *ckpt_main(void *arg) {
@@ -64,8 +65,8 @@ static void *ckpt_main(void *arg) {
     int rc = sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
     if (rc != SQLITE_OK && rc != SQLITE_BUSY && !c->warned) {
       c->warned = 1;
-      log_warn("store: background WAL checkpoint failed: %s (the committing thread checkpoints instead)",
-               sqlite3_errmsg(c->db));
+      log_warn("store: WAL checkpoint on its thread failed: %s (the committing thread still checkpoints at "
+               "%d frames)", sqlite3_errmsg(c->db), CKPT_WRITER);
     }
     pthread_mutex_lock(&c->mu);
     c->running = 0;
