@@ -64,6 +64,7 @@ typedef struct wsy_config {
   unsigned max_room_items;
   size_t max_presence_state;
   unsigned presence_interval_ms; /* a room's presence changes are sent this often, merged (0: at once) */
+  unsigned presence_max_interval_ms; /* ... or, while members keep joining and leaving, up to this seldom */
   unsigned max_catchup;      /* ops sent on join before a snapshot is preferred */
   size_t max_outbox;         /* bytes of unconfirmed messages kept per session */
   size_t session_queue;      /* bytes of messages to one session alone kept for resumes */

@@ -166,6 +166,12 @@ static void metrics(engine *e, conn *c) {
        "wsync_sessions{state=\"attached\"} %zu\nwsync_sessions{state=\"detached\"} %zu\n", attached, detached);
   SERIES("wsync_deliveries_total", "counter", "%llu",
          "Messages queued to sessions by fan-out.", (unsigned long long)e->deliveries);
+  SERIES("wsync_presence_windows_total", "counter", "%llu",
+         "Presence windows sent (a room's presence changes of one window, merged).",
+         (unsigned long long)e->pres_windows);
+  SERIES("wsync_presence_windows_lengthened_total", "counter", "%llu",
+         "Presence windows sent that lasted longer than --presence-interval (joins and leaves in window after "
+         "window).", (unsigned long long)e->pres_windows_long);
   SERIES("wsync_outbox_bytes", "gauge", "%zu",
          "Bytes the sessions' outboxes hold themselves (their own messages, run entries).", e->outbox_mem);
   SERIES("wsync_resume_ring_bytes", "gauge", "%zu",

@@ -97,7 +97,8 @@ struct engine {
   struct pask *pasks;      /* presence API requests waiting for them (presence.c) */
   struct read_wait *api_reads; /* backend reads waiting for their fetch (api.c) */
   room *pres_open;         /* rooms with a presence window open (presence_batch.c) */
-  uv_timer_t pres_timer;   /* closes them, every --presence-interval */
+  uv_timer_t pres_timer;   /* closes those due, every --presence-interval */
+  uint64_t pres_windows, pres_windows_long; /* windows sent; of them, longer than the interval */
   webhooks *hooks;    /* NULL without --webhook */
   jw frame_text;      /* the text of the last frame made: reused, kept for the store */
   auth_config auth;   /* how hello verifies tokens (secret, JWKS, iss, aud, leeway) */

@@ -29,6 +29,16 @@
  * those to the members that joined during it are sent apart, from the same
  * positions where their event is the same one.
  *
+ * How long a window lasts. A window costs one write per member, so a room
+ * that fills up (or empties) over several windows, as after a restart when
+ * every client reconnects at once, costs each member a write per window.
+ * While that goes on the room's windows double, from --presence-interval
+ * up to --presence-max-interval: a window sent with a join or leave in it
+ * makes the next one twice as long; one without, or a quiet interval after
+ * a window, makes the next one last the interval again. State updates
+ * alone (cursors, typing) never lengthen a window. The engine's one timer
+ * still ticks every interval and sends the windows that are due.
+ *
  * Loop thread only. */
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +63,13 @@ typedef struct pchange {
 } pchange;
 
 static void on_timer(uv_timer_t *t);
+
+/* The length of r's window at its pshift. */
+static uint64_t window_ms(const engine *e, const room *r) {
+  uint64_t iv = e->cfg->presence_interval_ms, max = e->cfg->presence_max_interval_ms;
+  uint64_t len = iv << r->pshift;
+  return len < max ? len : max > iv ? max : iv;
+}
 
 void presence_batch_init(engine *e) {
   uv_timer_init(e->loop, &e->pres_timer);
@@ -95,6 +112,10 @@ void presence_batch_note(engine *e, member *about, const char *event) {
       r->pch_tail = &r->pch;
       r->pnext = e->pres_open;
       e->pres_open = r;
+      uint64_t now = uv_now(e->loop);
+      if (r->pshift && now - r->pflushed > window_ms(e, r) + e->cfg->presence_interval_ms)
+        r->pshift = 0; /* quiet since the last window */
+      r->pdue = r->pshift ? now + window_ms(e, r) : 0; /* 0: at the next tick */
       if (!uv_is_active((uv_handle_t *)&e->pres_timer))
         uv_timer_start(&e->pres_timer, on_timer, e->cfg->presence_interval_ms, e->cfg->presence_interval_ms);
     }
@@ -173,6 +194,14 @@ static void flush_room(engine *e, room *r) {
   map_free(&r->pch_by);
   map_init_borrowed(&r->pch_by);
   r->pgen = 0;
+  /* The next window's length: twice this one's after joins or leaves. */
+  int churn = 0;
+  for (pchange *c = list; c && !churn; c = c->next) churn = c->nflips > 0;
+  e->pres_windows++;
+  if (r->pshift) e->pres_windows_long++;
+  if (!churn) r->pshift = 0;
+  else if (window_ms(e, r) < e->cfg->presence_max_interval_ms) r->pshift++;
+  r->pflushed = uv_now(e->loop);
   int kinds[2];
   /* One ring position per event, taken here: the members that joined
    * during the window get the same positions where their event is the
@@ -248,19 +277,25 @@ void presence_batch_flush_all(engine *e) {
   uv_timer_stop(&e->pres_timer);
 }
 
-/* Every open window closes; the timer stops once none opened again. */
+/* Every window that is due closes (within half a tick: the timer ticks
+ * every interval); the others stay open. The timer stops once none is. */
 static void on_timer(uv_timer_t *t) {
   engine *e = t->data;
+  uint64_t soon = uv_now(e->loop) + e->cfg->presence_interval_ms / 2;
   room *open = e->pres_open;
   e->pres_open = NULL;
   while (open) {
     room *r = open;
     open = r->pnext;
     r->pnext = NULL;
-    if (r->pch) {
-      flush_room(e, r);
-      room_unload_if_idle(e, r);
+    if (!r->pch) continue;
+    if (r->pdue > soon) {
+      r->pnext = e->pres_open;
+      e->pres_open = r;
+      continue;
     }
+    flush_room(e, r);
+    room_unload_if_idle(e, r);
   }
   if (!e->pres_open) uv_timer_stop(t);
 }

@@ -165,10 +165,17 @@ struct room {
    * changes, one entry per member in the order of their first change, the
    * same by dkey, the changes recorded in the window, and the next room
    * with a window open (engine's list). A room that goes idle sends its
-   * window first (its members' leaves, for other nodes). */
+   * window first (its members' leaves, for other nodes). The window
+   * lasts --presence-interval << pshift (at most --presence-max-interval):
+   * pshift grows by one at each window sent with a join or leave in it and
+   * is 0 again after a window without, or a quiet interval between
+   * windows; pdue: loop ms the open window is due, pflushed: when the last
+   * one was sent. */
   struct pchange *pch, **pch_tail;
   map pch_by;
   uint32_t pgen;
+  unsigned pshift;
+  uint64_t pdue, pflushed;
   room *pnext;
 };
 
