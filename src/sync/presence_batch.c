@@ -32,8 +32,10 @@
  * How long a window lasts. A window costs one write per member, so a room
  * that fills up (or empties) over several windows, as after a restart when
  * every client reconnects at once, costs each member a write per window.
- * While that goes on the room's windows double, from --presence-interval
- * up to --presence-max-interval: a window sent with a join or leave in it
+ * With --presence-max-interval above the interval (it is off by default:
+ * the larger windows' transient memory stays resident afterwards), the
+ * room's windows double while that goes on, from --presence-interval up to
+ * --presence-max-interval: a window sent with a join or leave in it
  * makes the next one twice as long; one without, or a quiet interval after
  * a window, makes the next one last the interval again. State updates
  * alone (cursors, typing) never lengthen a window. The engine's one timer
