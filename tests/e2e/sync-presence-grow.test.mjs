@@ -69,19 +69,35 @@ function view(list) {
   return { apply, sorted };
 }
 
-/** Clients that join and leave name in turn, each join with a new state, until done() holds. */
-async function churn(t, server, name, done, max = 20000) {
+/**
+ * Clients that join and leave name in turn, each join with a new state:
+ * run(done) goes on until done() holds (checked every 25 requests), or for
+ * `count` requests when done is a number.
+ */
+async function churner(t, server, name) {
   const cs = await Promise.all([0, 1, 2, 3, 4, 5].map((i) => connect(server, `churn${i}`)));
   t.after(() => closeClients(...cs));
   const inside = cs.map(() => false);
-  for (let n = 0; n < max; n++) {
-    const i = n % cs.length;
-    if (inside[i]) assert.equal((await cs[i].request({ type: 'leave', room: name })).type, 'left');
-    else await cs[i].join(name, { presence: { n } });
-    inside[i] = !inside[i];
-    if (n % 25 === 24 && (await done())) return { cs, inside };
-  }
-  assert.fail(`the windows did not lengthen within ${max} joins and leaves`);
+  let n = 0;
+  const run = async (done, max = 20000) => {
+    for (let k = 0; k < max; k++, n++) {
+      const i = n % cs.length;
+      if (inside[i]) assert.equal((await cs[i].request({ type: 'leave', room: name })).type, 'left');
+      else await cs[i].join(name, { presence: { n } });
+      inside[i] = !inside[i];
+      if (typeof done === 'number' ? k + 1 === done : k % 25 === 24 && (await done())) return;
+    }
+    assert.fail(`the windows did not lengthen within ${max} joins and leaves`);
+  };
+  const members = () => cs.map((_, i) => `churn${i}`).filter((_, i) => inside[i]);
+  return { run, members };
+}
+
+/** The churn of churner(), run once until done() holds. */
+async function churn(t, server, name, done) {
+  const ch = await churner(t, server, name);
+  await ch.run(done);
+  return ch;
 }
 
 test('joins and leaves in window after window lengthen the windows, and every view stays exact', async (t) => {
@@ -89,19 +105,28 @@ test('joins and leaves in window after window lengthen the windows, and every vi
   const before = await windows(srv);
   const { obs, barrier, joined } = await room(t, srv, name);
   const v = view(joined.presence);
+  const ch = await churner(t, srv, name);
   // Enough lengthened windows that the longest length was reached (100, 200, 400, 400).
-  const { cs, inside } = await churn(t, srv, name, async () => (await windows(srv)).long - before.long >= 4);
+  await ch.run(async () => (await windows(srv)).long - before.long >= 4);
+  // A member that joins in the middle of a long window, while the churn goes on.
+  const mid = await connect(srv, 'mid');
+  t.after(() => closeClients(mid));
+  const vm = view((await mid.join(name)).presence);
+  await ch.run(150);
   v.apply(await barrier());
-  // What obs pieced together is what a member joining now is told.
+  const mark = await mid.waitFor((m) => isPres(m) && m.user === 'pat' && m.state?.tick === 1, "pat's tick on mid");
+  vm.apply([...mid.drain(isPres), mark]);
+  // What obs and mid pieced together is what a member joining now is told.
   const late = await connect(srv, 'late');
   t.after(() => closeClients(late));
   const now = view((await late.join(name)).presence);
-  assert.deepEqual(v.sorted(), now.sorted().filter(([k]) => !k.startsWith('late:')));
+  const others = now.sorted().filter(([k]) => !k.startsWith('late:'));
+  assert.deepEqual(v.sorted(), others);
+  assert.deepEqual(vm.sorted(), others);
   const members = v.sorted().map(([k]) => k.split(':')[0]).filter((u) => u.startsWith('churn')).sort();
-  assert.deepEqual(members, cs.map((_, i) => `churn${i}`).filter((_, i) => inside[i]));
+  assert.deepEqual(members, ch.members());
   const after = await windows(srv);
   assert.ok(after.sent > after.long, `windows ${JSON.stringify(after)}`);
-  assert.equal(obs.drain(isPres).filter((m) => m.user !== 'late').length, 0);
 });
 
 test('a window without joins or leaves makes the next one last the interval again', async (t) => {
