@@ -373,7 +373,10 @@ static void join_decide(sess *s, json_t *req, int flags) {
   int is_new = !m;
   if (!m) m = room_member_add(r, s, json_object_size(pstate) ? json_deep_copy(pstate) : NULL);
   m->from_seq = seq;
-  if (cc.mine > m->cursor) m->cursor = cc.mine;
+  if (cc.mine > m->cursor) {
+    m->cursor = cc.mine;
+    if (!is_new) r->pl_valid = 0; /* a new member is not in the list's text yet */
+  }
   presence_batch_joined(m); /* the list below has the window's changes so far */
   json_object_set_new(reply, "locks", room_locks_json(e, r));
   json_object_set_new(reply, "cursors", cursors);
@@ -414,6 +417,7 @@ static void join_decide(sess *s, json_t *req, int flags) {
     room_presence_event(e, m, "join");
     conn_event(e, s, NULL, "join", "room", name, (const char *)NULL);
   }
+  if (!r->pch) room_presence_list_drop(r); /* kept while a presence window is open (presence_batch.c) */
 }
 
 void join_handle(sess *s, json_t *req) { join_decide(s, req, 0); }

@@ -190,6 +190,7 @@ static int by_pgen(const void *a, const void *b) {
  * the bus, then to each member that joined during it apart. The window is
  * detached first, so what these sends cause opens a new one. */
 static void flush_room(engine *e, room *r) {
+  room_presence_list_drop(r); /* the joins of the window are over */
   pchange *list = r->pch;
   r->pch = NULL;
   r->pch_tail = &r->pch;

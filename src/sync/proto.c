@@ -226,6 +226,7 @@ static void handle_cursor(sess *s, json_t *req) {
   uint64_t seq = (uint64_t)json_integer_value(sq);
   if (seq <= m->cursor) return;
   m->cursor = seq;
+  m->r->pl_valid = 0; /* the joined list shows it */
   /* Batched with the next commit: a cursor may lag after a crash, never lead. */
   store_batch_cursor(e->batch, s->id.user, s->device, m->r->name, seq);
   join_cursor_note(m->r, s->id.user, s->device, seq);

@@ -25,6 +25,7 @@ static void room_destroy(engine *e, room *r) {
   cluster_room_unloading(e, r);
   room_locks_free(r);
   presence_batch_free(e, r);
+  room_presence_list_drop(r);
   map_free(&r->rerelease);
   map_free(&r->dirty);
   join_cursors_free(r);
@@ -240,25 +241,59 @@ json_t *room_presence_entry(member *m) {
   return e;
 }
 
-void room_presence_list_text(room *r, jw *w) {
-  jw_lit(w, "[");
-  for (member *m = r->members; m; m = m->next) {
-    if (m != r->members) jw_lit(w, ",");
-    jw_lit(w, "{\"user\":");
-    jw_cstr(w, m->s->id.user);
-    jw_lit(w, ",\"device\":");
-    jw_cstr(w, m->s->device);
-    jw_lit(w, ",\"state\":");
-    if (m->state) jw_value(w, m->state);
-    else jw_lit(w, "{}");
-    if (sess_online(m->s)) jw_lit(w, ",\"connected\":true");
-    else jw_lit(w, ",\"connected\":false");
-    if (m->cursor) {
-      jw_lit(w, ",\"cursor\":");
-      jw_int(w, (int64_t)m->cursor);
-    }
-    jw_lit(w, "}");
+static void presence_entry_text(jw *w, const member *m) {
+  jw_lit(w, "{\"user\":");
+  jw_cstr(w, m->s->id.user);
+  jw_lit(w, ",\"device\":");
+  jw_cstr(w, m->s->device);
+  jw_lit(w, ",\"state\":");
+  if (m->state) jw_value(w, m->state);
+  else jw_lit(w, "{}");
+  if (sess_online(m->s)) jw_lit(w, ",\"connected\":true");
+  else jw_lit(w, ",\"connected\":false");
+  if (m->cursor) {
+    jw_lit(w, ",\"cursor\":");
+    jw_int(w, (int64_t)m->cursor);
   }
+  jw_lit(w, "}");
+}
+
+void room_presence_list_drop(room *r) {
+  jw_free(&r->pl);
+  r->pl_valid = 0;
+  r->pl_head = NULL;
+}
+
+/* Joins to a room filling up list nearly the same members again and
+ * again: the entries are kept as text, and only the members added since
+ * the last list are written, in front (the order stays newest first). */
+void room_presence_list_text(room *r, jw *w) {
+  if (!r->pl_valid) {
+    jw_reset(&r->pl);
+    r->pl_head = NULL;
+    r->pl_valid = 1;
+  }
+  if (r->pl_head != r->members) {
+    jw fresh = JW_INIT;
+    for (member *m = r->members; m != r->pl_head; m = m->next) { /* pl_head is a member (removals invalidate) */
+      if (fresh.len) jw_lit(&fresh, ",");
+      presence_entry_text(&fresh, m);
+    }
+    if (!r->pl.len) {
+      jw_raw(&r->pl, fresh.p, fresh.len);
+    } else { /* in front of the text kept, in place */
+      size_t add = fresh.len + 1;
+      if (r->pl.cap - r->pl.len < add + 1) jw_grow(&r->pl, add + 1);
+      memmove(r->pl.p + add, r->pl.p, r->pl.len + 1);
+      memcpy(r->pl.p, fresh.p, fresh.len);
+      r->pl.p[fresh.len] = ',';
+      r->pl.len += add;
+    }
+    jw_free(&fresh);
+    r->pl_head = r->members;
+  }
+  jw_lit(w, "[");
+  if (r->pl.len) jw_raw(w, r->pl.p, r->pl.len);
   json_t *remote = json_array();
   presence_remote_list(r, remote); /* other nodes' members (cluster.h) */
   size_t i;
@@ -310,6 +345,7 @@ void room_deliver(void *ud, const bus_msg *m) {
 }
 
 void room_presence_event(engine *e, member *about, const char *event) {
+  if (strcmp(event, "join") != 0) about->r->pl_valid = 0; /* a state, a connection, a member gone */
   if (e->cfg->presence_interval_ms) presence_batch_note(e, about, event);
   else room_presence_send(e, about, event);
 }
@@ -331,6 +367,7 @@ void room_presence_send(engine *e, member *about, const char *event) {
 void room_member_remove(engine *e, member *m, const char *reason) {
   room *r = m->r;
   sess *s = m->s;
+  r->pl_valid = 0; /* before anything: it may list m */
   if (m->prev) m->prev->next = m->next;
   else r->members = m->next;
   if (m->next) m->next->prev = m->prev;

@@ -173,6 +173,15 @@ struct room {
    * one was sent. */
   struct pchange *pch, **pch_tail;
   map pch_by;
+  /* The joined list's text of this node's members (room_presence_list_text),
+   * pl_valid: it lists the members from pl_head on (r->members order,
+   * newest first); a member added since is put in front at the next list.
+   * Any change but a join makes it invalid; its memory goes with the
+   * room's presence window (room_presence_list_drop), so an idle room
+   * keeps none. */
+  jw pl;
+  member *pl_head;
+  int pl_valid;
   uint32_t pgen;
   unsigned pshift;
   uint64_t pdue, pflushed;
@@ -232,6 +241,8 @@ json_t *room_presence_entry(member *m);
  * an array of room_presence_entry, without a JSON tree per entry (a join
  * to a room of n members writes n entries). */
 void room_presence_list_text(room *r, jw *w);
+/* Frees the text room_presence_list_text keeps between joins. */
+void room_presence_list_drop(room *r);
 void room_presence_event(engine *e, member *about, const char *event);
 /* The event as one message to every member but the one it is about, now
  * (with --presence-interval 0, and for what is not batched). */
