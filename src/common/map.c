@@ -22,11 +22,7 @@ enum { T_EMPTY = 0, T_DELETED = 1, T_ANY = 0x100 };
 static char tombstone;
 #define MAP_TOMBSTONE ((void *)&tombstone)
 
-static size_t hash(const char *s) {
-  size_t h = 1469598103934665603ull;
-  while (*s) h = (h ^ (unsigned char)*s++) * 1099511628211ull;
-  return h;
-}
+static size_t hash(const char *s) { return (size_t)wsy_fnv1a(1469598103934665603ull, s); }
 
 static unsigned char tag_of(size_t h) { return (unsigned char)(0x80 | (h >> 57)); }
 

@@ -52,6 +52,20 @@ int wsy_charset_ok(const char *s, size_t len, size_t max, const char *extra);
 
 #define WSY_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+/* FNV-1a (64 bits) over the bytes of s, going on from h:
+ * wsy_fnv1a(WSY_FNV1A_BASIS, s) is the FNV-1a hash of s, and a hash goes
+ * on over more strings and separator bytes (wsy_fnv1a_byte). Callers that
+ * only need a spread in memory start from a seed of their own (map.c,
+ * cidf.c, pg_batch.c); opfwd.c's result picks a room's owner node and must
+ * be the same on every node and version. */
+#define WSY_FNV1A_BASIS 14695981039346656037ull
+#define WSY_FNV1A_PRIME 1099511628211ull
+static inline uint64_t wsy_fnv1a_byte(uint64_t h, unsigned char c) { return (h ^ c) * WSY_FNV1A_PRIME; }
+static inline uint64_t wsy_fnv1a(uint64_t h, const char *s) {
+  for (; *s; s++) h = wsy_fnv1a_byte(h, (unsigned char)*s);
+  return h;
+}
+
 /* The length snprintf(out, size, ...) actually wrote, from its result n:
  * 0 on an encoding error, size - 1 when the text was cut. Use it wherever a
  * snprintf result becomes a copy length. */

@@ -40,8 +40,7 @@ typedef struct runs {
 } runs;
 
 static run *run_find(runs *t, const char *room) {
-  uint64_t h = 1469598103934665603ULL;
-  for (const char *p = room; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+  uint64_t h = wsy_fnv1a(1469598103934665603ULL, room);
   for (size_t i = h & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
     if (!t->r[i].room) t->r[i].room = room;
     if (!strcmp(t->r[i].room, room)) return &t->r[i];
@@ -257,11 +256,7 @@ typedef struct items_run {
 } items_run;
 
 static uint64_t item_hash(const char *room, const char *item) {
-  uint64_t h = 1469598103934665603ULL;
-  for (const char *p = room; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-  h = (h ^ 0xff) * 1099511628211ULL;
-  for (const char *p = item; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-  return h;
+  return wsy_fnv1a(wsy_fnv1a_byte(wsy_fnv1a(1469598103934665603ULL, room), 0xff), item);
 }
 
 static size_t *item_slot(items_run *ir, const batch_entry *e) {

@@ -215,11 +215,6 @@ static int ops_rows(sq_store *s, store_batch *b, const batch_entry *e, size_t n,
   return rc;
 }
 
-static uint64_t str_hash(const char *p, uint64_t h) {
-  for (; *p; p++) h = (h ^ (unsigned char)*p) * 0x100000001b3ull; /* FNV-1a */
-  return h;
-}
-
 /* The items rows of the run: every write in a run sets the whole row
 ** (an item deleted ends the run), so only the last write of each item
 ** counts, and an item set again and again in one batch is written once.
@@ -237,7 +232,7 @@ static int item_rows(sq_store *s, store_batch *b, const batch_entry *e, size_t n
   for (size_t i = n; i-- > 0 && !rc;) {
     const batch_entry *x = &e[i];
     if (!x->item) continue;
-    size_t h = (size_t)str_hash(x->item, str_hash(x->room, 0xcbf29ce484222325ull) ^ 0xff) & (cap - 1);
+    size_t h = (size_t)wsy_fnv1a(wsy_fnv1a(WSY_FNV1A_BASIS, x->room) ^ 0xff, x->item) & (cap - 1);
     int dup = 0;
     for (; seen[h]; h = (h + 1) & (cap - 1)) {
       const batch_entry *y = &e[seen[h] - 1];

@@ -29,10 +29,8 @@ void cidf_free(cidf *f) {
 }
 
 uint64_t cidf_hash(const char *dkey, const char *cid) {
-  uint64_t h = 1469598103934665603ull; /* FNV-1a, then a finalizer that spreads every bit */
-  for (const char *p = dkey; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
-  h = (h ^ '|') * 1099511628211ull;
-  for (const char *p = cid; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+  /* FNV-1a, then a finalizer that spreads every bit */
+  uint64_t h = wsy_fnv1a(wsy_fnv1a_byte(wsy_fnv1a(1469598103934665603ull, dkey), '|'), cid);
   h ^= h >> 30;
   h *= 0xbf58476d1ce4e5b9ull;
   h ^= h >> 27;

@@ -80,10 +80,8 @@ static const char EPOCH_KEY[] = "\0epoch"; /* a forwarded request's incarnation 
 /* ---- the owner of a room ----------------------------------------------------- */
 
 static uint64_t score(const char *node, const char *rname) {
-  uint64_t h = 14695981039346656037ull; /* FNV-1a, then a 64-bit finalizer */
-  for (const char *p = node; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
-  h = (h ^ 0x1f) * 1099511628211ull;
-  for (const char *p = rname; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+  /* FNV-1a, then a 64-bit finalizer */
+  uint64_t h = wsy_fnv1a(wsy_fnv1a_byte(wsy_fnv1a(WSY_FNV1A_BASIS, node), 0x1f), rname);
   h ^= h >> 33;
   h *= 0xff51afd7ed558ccdull;
   h ^= h >> 33;
