@@ -21,6 +21,13 @@ void wsy_log(int level, const char *fmt, ...) WSY_PRINTF(2, 3);
 /* An event with fields: msg, then pairs of (key, string value) ending with
  * a NULL key; a NULL value is left out. */
 void wsy_log_event(int level, const char *msg, ...);
+/* From an event loop's thread, each time before it waits for events: writes
+ * the lines held since the last call, and holds this thread's info and debug
+ * lines from now on (warn and error lines are never held). */
+void wsy_log_loop_wait(void);
+/* Writes this thread's held lines now: before a loop stops for good, before
+ * an abort. At exit the main thread's are written anyway. */
+void wsy_log_flush(void);
 
 #define log_error(...) wsy_log(LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) wsy_log(LOG_WARN, __VA_ARGS__)

@@ -339,7 +339,10 @@ void net_loop_flush(net_loop *nl) {
   }
 }
 
-static void on_prepare(uv_prepare_t *h) { net_loop_flush(h->data); }
+static void on_prepare(uv_prepare_t *h) {
+  net_loop_flush(h->data);
+  wsy_log_loop_wait();
+}
 static void on_check(uv_check_t *h) { net_loop_flush(h->data); }
 
 /* ---- read ----------------------------------------------------------------- */
@@ -502,6 +505,7 @@ void net_loop_free(net_loop *nl) {
   uv_close((uv_handle_t *)&nl->check, NULL);
   uv_close((uv_handle_t *)&nl->tick, NULL);
   uv_run(nl->uv, UV_RUN_DEFAULT);
+  wsy_log_flush();
   wsy_free(nl->rbuf);
   wsy_free(nl->pbuf);
   wsy_free(nl->gbuf);

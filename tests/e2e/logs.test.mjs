@@ -107,6 +107,47 @@ test('--log-format json: every line is one JSON object with ts, level and msg; f
   assert.equal(objs.find((o) => o.msg === 'close').code, '1000');
 });
 
+// The loop holds its info lines until it is about to wait, so a turn that
+// serves many sessions writes their lines at once (SERVER.md, Logs). Nothing
+// may be lost, cut, merged or reordered by that, and the lines of the last
+// turns must be written when the server stops.
+test('a crowd of sessions at once: every line whole and in order, and the last ones written at shutdown', async (t) => {
+  const srv = await startSyncServer(t, ['--log-format', 'json']);
+  const N = 120;
+  const clients = await Promise.all(
+    Array.from({ length: N }, (_, i) => SyncClient.connect(srv.url, { token: token(`crowd${i}`), device: `d${i}` })),
+  );
+  await Promise.all(clients.map((c, i) => c.join(`board:crowd${i % 4}`)));
+  await waitUntil(() => (srv.stderr.match(/"msg":"join"/g) || []).length === N, 'a join line per session');
+  await srv.stop();
+  const objs = srv.stderr.trim().split('\n').map((l) => JSON.parse(l));
+  // Per session (its remote port): connect, hello accepted, join, then the
+  // close the shutdown made, once each and in that order.
+  const seen = new Map();
+  for (const o of objs) {
+    if (!o.remote) continue;
+    const evs = seen.get(o.remote) || [];
+    evs.push(o.msg);
+    seen.set(o.remote, evs);
+  }
+  // (Other remotes: the harness's readiness probe.)
+  const sessions = [...seen].filter(([, evs]) => evs.includes('hello accepted'));
+  assert.equal(sessions.length, N);
+  for (const [remote, evs] of sessions) {
+    assert.deepEqual(evs.slice(0, 3), ['connect', 'hello accepted', 'join'], `${remote}: ${evs}`);
+    assert.equal(evs.filter((m) => m === 'close').length, 1, `${remote}: ${evs}`);
+  }
+  const users = objs.filter((o) => o.msg === 'hello accepted').map((o) => o.user).sort();
+  assert.deepEqual(users, Array.from({ length: N }, (_, i) => `crowd${i}`).sort());
+  // The shutdown's lines, held on the loop until the process ended, are there.
+  const msgs = objs.map((o) => o.msg);
+  const down = msgs.findIndex((m) => /shutting down/.test(m));
+  assert.ok(down > 0, msgs.slice(-5).join('\n'));
+  assert.equal(msgs.at(-1), 'stopped');
+  for (const o of objs) assert.ok(Date.parse(o.ts) > 0);
+  for (let i = 1; i < objs.length; i++) assert.ok(objs[i].ts >= objs[i - 1].ts, `${objs[i - 1].ts} then ${objs[i].ts}`);
+});
+
 test('--log-format with an unknown value is refused', async () => {
   const { runCli } = await import('./lib/server.mjs');
   const r = runCli(['serve', '--listen', '127.0.0.1:0', '--log-format', 'xml']);
