@@ -93,7 +93,7 @@ static void begin(line *l, int level) {
  * sessions writes their lines in one system call, not three hundred. Warn
  * and error lines go out at once, with whatever was held before them; other
  * threads write each line as it comes. stderr itself is unbuffered. */
-#define HELD_CAP 16384
+#define HELD_CAP 65536
 static _Thread_local char *held;
 static _Thread_local size_t held_n;
 

@@ -78,7 +78,7 @@ Test(log, a_turn_that_logs_more_than_the_hold_takes_loses_nothing) {
   capture();
   wsy_log_format = LOG_JSON;
   wsy_log_loop_wait();
-  /* 200 lines of about 1.1 KB each, well past what is held at once, and one
+  /* 200 lines of about 1.1 KB each, past what is held at once (64 KiB), and one
    * line past the length a line is cut at. */
   char v[1024];
   memset(v, 'x', sizeof v - 1);
