@@ -102,7 +102,14 @@ void wsy_log_flush(void) {
   held_n = 0;
 }
 
-static void flush_at_exit(void) { wsy_log_flush(); }
+/* Runs on the thread that exits (the main thread, the server's loop): its
+ * lines are written and the hold given back, so that any line after this
+ * is written at once. */
+static void flush_at_exit(void) {
+  wsy_log_flush();
+  wsy_free(held);
+  held = NULL;
+}
 
 void wsy_log_loop_wait(void) {
   if (!held) {

@@ -25,8 +25,9 @@ void wsy_log_event(int level, const char *msg, ...);
  * the lines held since the last call, and holds this thread's info and debug
  * lines from now on (warn and error lines are never held). */
 void wsy_log_loop_wait(void);
-/* Writes this thread's held lines now: before a loop stops for good, before
- * an abort. At exit the main thread's are written anyway. */
+/* Writes this thread's held lines now: before a loop stops for good. At
+ * exit the main thread's are written anyway; an abort or a crash loses
+ * the lines of the turn it interrupts. */
 void wsy_log_flush(void);
 
 #define log_error(...) wsy_log(LOG_ERROR, __VA_ARGS__)

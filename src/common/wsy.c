@@ -1,8 +1,6 @@
 /* wsy.c -- error table, allocator wrapper and byte buffers. */
 #include "wsy.h"
 
-#include "log.h"
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +16,6 @@ const char *wsy_errname(int err) {
 }
 
 static void oom(size_t n) {
-  wsy_log_flush();
   fprintf(stderr, "wsync: out of memory allocating %zu bytes\n", n);
   abort();
 }
