@@ -20,6 +20,20 @@ static void oom(size_t n) {
   abort();
 }
 
+#ifdef WSY_MIMALLOC
+#include <mimalloc.h>
+
+void *wsy_malloc_apart(size_t n) {
+  static _Thread_local mi_heap_t *apart;
+  if (!apart && !(apart = mi_heap_new())) oom(n);
+  void *p = mi_heap_malloc(apart, n ? n : 1);
+  if (!p) oom(n);
+  return p;
+}
+#else
+void *wsy_malloc_apart(size_t n) { return wsy_malloc(n); }
+#endif
+
 void *wsy_malloc(size_t n) {
   void *p = malloc(n ? n : 1);
   if (!p) oom(n);

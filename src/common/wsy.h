@@ -83,6 +83,13 @@ void *wsy_calloc(size_t n, size_t size);
 void *wsy_realloc(void *p, size_t n);
 char *wsy_strndup(const char *s, size_t n);
 void wsy_free(void *p);
+/* For blocks that come and go in bursts (a connection's write queue while a
+ * presence window or a fan-out is being written): they are kept apart from
+ * long-lived blocks of the same size, so that a burst freed leaves whole
+ * pages free rather than pages half-used by blocks allocated between its
+ * own. With mimalloc (release builds) a heap of the calling thread's own;
+ * elsewhere plain malloc. Freed with wsy_free, from any thread. */
+void *wsy_malloc_apart(size_t n);
 
 /* Fallible allocation, for sizes a peer controls (buffers that grow with
  * what it sends): NULL on failure, for the caller to turn into WSY_NOMEM

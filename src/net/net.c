@@ -76,7 +76,10 @@ void net_conn_peer(conn *c, char *out, size_t n) {
 
 static void q_grow(conn *c) {
   uint32_t cap = c->q_cap ? c->q_cap * 2 : 8;
-  net_chunk **nq = wsy_malloc(cap * sizeof *nq);
+  /* A queue of 32 or more chunks is a burst's (a window of presence
+   * events, a fan-out to a slow reader) and is freed once written: apart
+   * from long-lived blocks (wsy_malloc_apart). */
+  net_chunk **nq = cap >= 32 ? wsy_malloc_apart(cap * sizeof *nq) : wsy_malloc(cap * sizeof *nq);
   for (uint32_t i = 0; i < c->q_len; i++) nq[i] = *q_at(c, i);
   wsy_free(c->q);
   c->q = nq;

@@ -111,3 +111,53 @@ Test(fnv1a, matches_the_published_vectors_and_composes) {
   h = (h ^ 0xe9) * WSY_FNV1A_PRIME;
   cr_assert_eq(wsy_fnv1a(WSY_FNV1A_BASIS, "\xe9"), h);
 }
+
+/* wsy_malloc_apart: blocks of bursts kept out of the pages of long-lived
+ * blocks. With mimalloc (release builds) they come from a heap of the
+ * thread's own, so the default heap does not hold them; anywhere they are
+ * usable, and freed with wsy_free, from the thread or another one. */
+#ifdef WSY_MIMALLOC
+#include <mimalloc.h>
+#endif
+#include <pthread.h>
+
+static void *free_elsewhere(void *p) {
+  wsy_free(p);
+  return NULL;
+}
+
+Test(alloc_apart, apart_from_the_default_heap_and_freed_anywhere) {
+  enum { N = 64 };
+  unsigned char *apart[N], *plain[N];
+  for (int i = 0; i < N; i++) {
+    size_t n = 256u << (i % 4); /* the sizes a write queue of 32 to 256 chunks takes */
+    apart[i] = wsy_malloc_apart(n);
+    plain[i] = wsy_malloc(n);
+    memset(apart[i], i, n);
+    memset(plain[i], ~i, n);
+  }
+  for (int i = 0; i < N; i++) {
+    size_t n = 256u << (i % 4);
+    cr_assert_eq(apart[i][0], (unsigned char)i);
+    cr_assert_eq(apart[i][n - 1], (unsigned char)i);
+    cr_assert_eq(plain[i][n - 1], (unsigned char)~i);
+#ifdef WSY_MIMALLOC
+    cr_assert(!mi_heap_contains_block(mi_heap_get_default(), apart[i]), "block %d is in the default heap", i);
+    cr_assert(mi_heap_contains_block(mi_heap_get_default(), plain[i]));
+    cr_assert(mi_is_in_heap_region(apart[i]));
+#endif
+  }
+  /* Half freed here, half by another thread, as a connection's queue may
+   * be given back by whichever thread ends it. */
+  for (int i = 0; i < N / 2; i++) wsy_free(apart[i]);
+  for (int i = N / 2; i < N; i++) {
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, free_elsewhere, apart[i]), 0);
+    pthread_join(t, NULL);
+  }
+  for (int i = 0; i < N; i++) wsy_free(plain[i]);
+  /* A zero-byte request still gives a block of its own. */
+  void *z = wsy_malloc_apart(0);
+  cr_assert_not_null(z);
+  wsy_free(z);
+}
