@@ -122,9 +122,9 @@ static const option options[] = {
    "a member's presence state"},
   {"presence-interval", K_DUR, OFF(presence_interval_ms), "DUR", "100ms", 0, 60000,
    "how often a room's presence changes are sent, merged (0: each at once)"},
-  {"presence-max-interval", K_DUR, OFF(presence_max_interval_ms), "DUR", "0", 0, 60000,
-   "while a room's members join or leave in window after window, its presence window doubles, up to this long "
-   "(not above --presence-interval, as by default: it never grows)"},
+  {"presence-max-interval", K_DUR, OFF(presence_max_interval_ms), "DUR", "500ms", 0, 60000,
+   "while a room's members join or leave in window after window, its presence window doubles, up to this long; "
+   "a state or connection change still goes out within --presence-interval (not above it, as 0: it never grows)"},
   {"max-catchup", K_UINT, OFF(max_catchup), "N", "10000", 0, 0,
    "ops sent on join before a snapshot is sent instead"},
   {"api-key", K_STR, OFF(api_key), "KEY", NULL, 0, 0,

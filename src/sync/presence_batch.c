@@ -124,6 +124,10 @@ void presence_batch_note(engine *e, member *about, const char *event) {
     *r->pch_tail = c;
     r->pch_tail = &c->next;
   }
+  /* A state or connection change does not wait for a long window: live
+   * cursors and typing indicators keep --presence-interval while a crowd
+   * arrives. The window closes at the next tick, its joins with it. */
+  if (kind == PK_UPDATE) r->pdue = 0;
   c->last = ++r->pgen;
   if (kind != PK_UPDATE) {
     if (c->nflips == c->cap) {

@@ -169,7 +169,8 @@ struct room {
    * lasts --presence-interval << pshift (at most --presence-max-interval):
    * pshift grows by one at each window sent with a join or leave in it and
    * is 0 again after a window without, or a quiet interval between
-   * windows; pdue: loop ms the open window is due, pflushed: when the last
+   * windows; pdue: loop ms the open window is due (0: at the next tick,
+   * as any state or connection change makes it), pflushed: when the last
    * one was sent. */
   struct pchange *pch, **pch_tail;
   map pch_by;

@@ -1,8 +1,10 @@
 // sync-presence-grow.test.mjs -- presence windows that lengthen while a
 // room's members keep joining and leaving (docs/PROTOCOL.md 8.3,
 // --presence-max-interval): each window sent with a join or leave in it
-// makes the room's next one twice as long, up to the maximum; a window
-// without one makes the next last --presence-interval again.
+// makes the room's next one twice as long, up to the maximum (500 ms by
+// default); a window without one makes the next last --presence-interval
+// again, and a state or connection change closes the open window at the
+// next tick.
 //
 // No wall-clock assertion: the server counts the windows it sent and those
 // longer than the interval (/metrics), and the cases drive the room until
@@ -17,12 +19,16 @@ import { SyncClient, closeClients, fetchMetrics, startSyncServer, token } from '
 const KEY = 'presence-grow-api-key-0123456789';
 const FAST = ['--rate', '100000', '--burst', '100000', '--api-key', KEY];
 let srv; // windows of 50 ms that grow up to 400 ms
-let flat; // no --presence-max-interval (the default): windows never grow
+let flat; // --presence-max-interval 0: windows never grow
+let dflt; // no --presence-max-interval: the default, 500 ms
+let slow; // windows that grow up to a minute
 test.before(async () => {
   srv = await startSyncServer(null, [...FAST, '--presence-interval', '50ms', '--presence-max-interval', '400ms']);
-  flat = await startSyncServer(null, [...FAST, '--presence-interval', '50ms']);
+  flat = await startSyncServer(null, [...FAST, '--presence-interval', '50ms', '--presence-max-interval', '0']);
+  dflt = await startSyncServer(null, [...FAST, '--presence-interval', '50ms']);
+  slow = await startSyncServer(null, [...FAST, '--presence-interval', '50ms', '--presence-max-interval', '60s']);
 });
-test.after(() => Promise.all([srv.stopChecked(), flat.stopChecked()]));
+test.after(() => Promise.all([srv, flat, dflt, slow].map((s) => s.stopChecked())));
 
 let dev = 0;
 const connect = (server, user) => SyncClient.connect(server.url, { token: token(user), device: `pg-${++dev}` });
@@ -146,7 +152,44 @@ test('a window without joins or leaves makes the next one last the interval agai
   assert.equal(end.long, settled, `windows ${JSON.stringify(end)}`);
 });
 
-test('by default no window is lengthened', async (t) => {
+test('by default the windows lengthen too', async (t) => {
+  const name = 'pg:default';
+  const { barrier } = await room(t, dflt, name);
+  const before = await windows(dflt);
+  await churn(t, dflt, name, async () => (await windows(dflt)).long - before.long >= 3);
+  await barrier();
+  assert.ok((await windows(dflt)).long >= 3);
+});
+
+// The one wall-clock figure of these tests is the semantics, not a speed:
+// a window opened after five lengthened ones lasts 50 ms << 6 = 3.2 s or
+// more, and a state change in it must go out at the next tick (50 ms)
+// instead. The bound asserted is half that window.
+test('a state change in a long window goes out within the interval, with the joins before it', async (t) => {
+  const name = 'pg:live';
+  const { obs, pat } = await room(t, slow, name);
+  const before = await windows(slow);
+  await churn(t, slow, name, async () => (await windows(slow)).long - before.long >= 5);
+  // One more join, seen by obs: its window has just been sent, so the
+  // change below is the first of a new, longer window.
+  const x = await connect(slow, 'xlast');
+  t.after(() => closeClients(x));
+  await x.join(name);
+  await obs.waitFor((m) => isPres(m) && m.user === 'xlast' && m.event === 'join', "xlast's join", 20000);
+  obs.drain(isPres);
+  const y = await connect(slow, 'ylast');
+  t.after(() => closeClients(y));
+  await y.join(name); // a join in the same window: it goes out with the change
+  const t0 = Date.now();
+  pat.send({ type: 'presence', room: name, state: { live: true } });
+  await obs.waitFor((m) => isPres(m) && m.user === 'pat' && m.state?.live === true, "pat's change", 20000);
+  const waited = Date.now() - t0;
+  assert.ok(waited < 1600, `the change waited ${waited} ms: a long window held it`);
+  const got = obs.drain(isPres).map((m) => `${m.user} ${m.event}`);
+  assert.ok(got.includes('ylast join'), `the window's join went with it: ${got}`);
+});
+
+test('with --presence-max-interval 0 no window is lengthened', async (t) => {
   const name = 'pg:flat';
   const { barrier } = await room(t, flat, name);
   const before = await windows(flat);
