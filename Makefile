@@ -37,7 +37,7 @@ FUZZ_BRIEF ?= 5
 
 ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all -DWSY_ALLOC_TESTING
 
-.PHONY: all asan test unit e2e e2e-cluster browser test-asan fuzz fuzz-brief run cluster clean deps www
+.PHONY: all asan test unit e2e e2e-cluster e2e-writers browser test-asan fuzz fuzz-brief run cluster clean deps www
 
 all: build/wsync
 
@@ -132,6 +132,15 @@ e2e-cluster: build/wsync tests/e2e/node_modules
 	cd tests/e2e && WSYNC_BIN=../../build/wsync WSYNC_E2E_CLUSTER=3 node --test --test-concurrency=1 \
 	  $(E2E_CLUSTER_SUITES:%=%.test.mjs)
 
+# Suites that exercise fan-out, framing and the sync path, again with two
+# write helper threads that share the writes of every flush to two
+# connections or more (--write-threads, docs/SERVER.md).
+E2E_WRITERS_SUITES := fanout echo frames load sync-ops sync-ring sync-presence-batch sync-stream compression \
+  lifecycle timeouts
+e2e-writers: build/wsync tests/e2e/node_modules
+	cd tests/e2e && WSYNC_BIN=../../build/wsync WSYNC_E2E_ARGS="--write-threads 2 --write-threads-min 2" \
+	  node --test --test-concurrency=1 $(E2E_WRITERS_SUITES:%=%.test.mjs)
+
 test-asan: build-asan/unit-tests build-asan/wsync build-asan/text-oracle build-asan/yjs-oracle tests/e2e/node_modules
 	@# Criterion workers skip exit handlers unless told, and LeakSanitizer only
 	@# prints: the log is checked so that a leak fails the run.
@@ -148,7 +157,7 @@ browser: build/wsync www tests/e2e/node_modules
 	cd tests/e2e/browser && WSYNC_BIN=$(CURDIR)/build/wsync WSYNC_WWW=$(CURDIR)/build/www \
 	  node --test --test-concurrency=1 *.test.mjs
 
-test: all unit e2e e2e-cluster browser test-asan fuzz-brief bench-smoke
+test: all unit e2e e2e-cluster e2e-writers browser test-asan fuzz-brief bench-smoke
 
 deps:
 	bash scripts/deps.sh

@@ -20,21 +20,27 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$WSYNC" serve --listen 127.0.0.1:0 --data-dir "$data/db" --echo-endpoint --insecure-demo \
-  --rate 1000000 --burst 1000000 2>"$log" &
-pid=$!
-port=
-for _ in $(seq 100); do
-  port=$(sed -n 's/.*listening on http:\/\/[0-9.]*:\([0-9]*\).*/\1/p' "$log")
-  [ -n "$port" ] && break
-  kill -0 "$pid" 2>/dev/null || break
-  sleep 0.05
-done
-if [ -z "$port" ]; then
-  cat "$log" >&2
-  echo "bench-smoke: 0 passed, 1 failed"
-  exit 1
-fi
+# start LOG ARGS...: a server on a free port; sets pid and port
+start() {
+  local log=$1
+  shift
+  "$WSYNC" serve --listen 127.0.0.1:0 --data-dir "$data/db-$(basename "$log" .log)" --echo-endpoint --insecure-demo \
+    --rate 1000000 --burst 1000000 "$@" 2>"$log" &
+  pid=$!
+  port=
+  for _ in $(seq 100); do
+    port=$(sed -n 's/.*listening on http:\/\/[0-9.]*:\([0-9]*\).*/\1/p' "$log")
+    [ -n "$port" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  if [ -z "$port" ]; then
+    cat "$log" >&2
+    echo "bench-smoke: 0 passed, 1 failed"
+    exit 1
+  fi
+}
+start "$log"
 
 passed=0 failed=0
 short=(--warmup 0.2 --duration 0.8 --drain 3 --quiet --server-pid "$pid")
@@ -101,6 +107,37 @@ cluster "cluster: the checker catches a duplicate (injected)" 1 --inject-dup 997
 
 if ! kill -0 "$pid" 2>/dev/null; then
   echo "FAIL the server exited during the smoke run"
+  failed=$((failed + 1))
+fi
+kill "$pid" 2>/dev/null
+wait "$pid" 2>/dev/null
+
+# The same checks against a server whose fan-out writes are shared with two
+# helper threads (--write-threads, docs/SERVER.md), from two connections to
+# write up: order, loss and duplicates as above, and the helpers must have
+# made some of the write calls (its /metrics says how many).
+key=smoke-metrics-key-0123456789
+start "$data/server2.log" --write-threads 2 --write-threads-min 2 --api-key "$key"
+short=(--warmup 0.2 --duration 0.8 --drain 3 --quiet --server-pid "$pid")
+run "write helpers: broadcast, 60 connections, 6 rooms, 12 publishers, max rate" 0 \
+  --proto broadcast --prefix w1 --conns 60 --rooms 6 --pubs 12 --window 16 "${short[@]}"
+run "write helpers: broadcast, 70 KiB messages (partial writes)" 0 \
+  --proto broadcast --prefix w2 --conns 10 --rooms 1 --pubs 2 --window 4 --size 71680 "${short[@]}"
+run "write helpers: wsync protocol, ephemeral publish" 0 \
+  --proto wsync --mode ephemeral --prefix w3 --conns 60 --rooms 6 --pubs 12 --window 16 "${short[@]}"
+run "write helpers: wsync protocol, op set" 0 \
+  --proto wsync --mode op --prefix w4 --conns 30 --rooms 3 --pubs 30 --window 16 "${short[@]}"
+helped=$(curl -s -H "Authorization: Bearer $key" "http://127.0.0.1:$port/metrics" |
+  sed -n 's/^wsync_write_calls_helped_total \([0-9]*\)$/\1/p')
+if [ "${helped:-0}" -gt 0 ]; then
+  passed=$((passed + 1))
+  echo "ok   write helpers: $helped write calls made by helpers"
+else
+  failed=$((failed + 1))
+  echo "FAIL write helpers: /metrics reports no write call by a helper (${helped:-nothing})"
+fi
+if ! kill -0 "$pid" 2>/dev/null; then
+  echo "FAIL the server with write helpers exited during the smoke run"
   failed=$((failed + 1))
 fi
 echo "bench-smoke: $passed passed, $failed failed"

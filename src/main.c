@@ -433,6 +433,8 @@ static int serve(int argc, char **argv) {
     .ext_size = httpd_ext_size() > ws_conn_ext_size() ? httpd_ext_size() : ws_conn_ext_size(),
     .tick_ms = shortest / 4 < 10 ? 10 : shortest / 4 > 1000 ? 1000 : shortest / 4,
     .linger_ms = 2000,
+    .write_threads = cfg.write_threads,
+    .write_min = cfg.write_threads_min,
   };
   app.http = httpd_new(&(httpd_config){.max_header = cfg.max_header,
                                         .max_body = cfg.max_body,
@@ -491,6 +493,8 @@ static int serve(int argc, char **argv) {
            : cfg.log_level == LOG_WARN ? "warn" : "error",
            cfg.log_format == LOG_JSON ? "json" : "text");
   if (cfg.echo_endpoint) log_info("test endpoints enabled: /v1/echo, /v1/broadcast");
+  if (cfg.write_threads)
+    log_info("write helpers: %u thread(s) share the writes of a large flush", net_loop_write_threads(app.net));
   if (app.tls)
     log_info("TLS 1.2/1.3 with %s (sha256 %s); SIGHUP reloads it", cfg.tls_cert, net_tls_fingerprint(app.tls));
 

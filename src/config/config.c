@@ -49,6 +49,11 @@ static const option options[] = {
    "on or off: accept permessage-deflate (RFC 7692) offers"},
   {"max-connections", K_UINT, OFF(max_connections), "N", "100000", 0, 0,
    "connections beyond N are refused"},
+  {"write-threads", K_UINT, OFF(write_threads), "N", "0", 0, 64,
+   "helper threads that share the write calls of a large fan-out with the event loop (docs/SERVER.md); "
+   "0: the loop writes alone"},
+  {"write-threads-min", K_UINT, OFF(write_threads_min), "N", "8", 2, 100000,
+   "with --write-threads, a flush shares its writes when at least N connections have something to send"},
   {"max-queued-bytes", K_SIZE, OFF(max_queued), "SIZE", "4M", 1024, 1ull << 31,
    "output queued per connection before it is closed as a slow consumer"},
   {"idle-timeout", K_DUR, OFF(idle_timeout_ms), "DUR", "60s", 0, 0,

@@ -30,6 +30,8 @@ typedef struct wsy_config {
   size_t max_header;         /* HTTP request line + headers */
   size_t max_body;           /* HTTP request body */
   unsigned max_connections;
+  unsigned write_threads;    /* helpers for a large flush's writes */
+  unsigned write_threads_min; /* ... when at least this many connections write */
   unsigned idle_timeout_ms;
   unsigned ping_interval_ms;
   unsigned handshake_timeout_ms;

@@ -40,6 +40,7 @@ void net_chunk_unref(net_chunk *c) {
 void *net_loop_app(net_loop *nl) { return nl->app; }
 const net_stats *net_loop_stats(net_loop *nl) { return &nl->st; }
 unsigned net_loop_conn_count(net_loop *nl) { return nl->nconns; }
+unsigned net_loop_write_threads(net_loop *nl) { return net_writers_count(nl->writers); }
 uint64_t net_loop_now(net_loop *nl) { return uv_now(nl->uv); }
 void net_conn_set_ops(conn *c, const conn_ops *ops) { c->ops = ops; }
 const conn_ops *net_conn_ops(const conn *c) { return c->ops; }
@@ -277,18 +278,43 @@ static void on_write(uv_write_t *req, int status) {
   if (!(c->flags & F_CLOSING)) net_mark_dirty(c); /* more may have queued meanwhile */
 }
 
-static uint32_t fill_iov(conn *c, size_t *total) {
-  net_loop *nl = conn_nl(c);
+uint32_t net_fill_iov(const conn *c, uv_buf_t *iov, size_t *total) {
   uint32_t n = c->q_len < NET_IOV_MAX ? c->q_len : NET_IOV_MAX;
   size_t t = 0;
   for (uint32_t i = 0; i < n; i++) {
-    net_chunk *ch = *q_at(c, i);
+    const net_chunk *ch = c->q[(c->q_head + i) & (c->q_cap - 1)];
     size_t off = i == 0 ? c->head_off : 0;
-    nl->iov[i] = uv_buf_init((char *)ch->data + off, (unsigned)(ch->len - off));
+    iov[i] = uv_buf_init((char *)ch->data + off, (unsigned)(ch->len - off));
     t += ch->len - off;
   }
   *total = t;
   return n;
+}
+
+int net_write_done(conn *c, ssize_t r, size_t total) {
+  net_loop *nl = conn_nl(c);
+  if (r == UV_EAGAIN) r = 0;
+  if (r < 0) {
+    log_debug("write failed: %s", uv_strerror((int)r));
+    net_conn_close(c);
+    return -1;
+  }
+  nl->st.writes++;
+  nl->st.bytes_out += (size_t)r;
+  net_q_advance(c, (size_t)r);
+  if ((size_t)r == total) return 0;
+  /* The socket buffer is full: let one uv_write own the rest of this batch
+   * and wake us when it is written. */
+  uint32_t n = net_fill_iov(c, nl->iov, &total);
+  if (!c->wreq) c->wreq = wsy_malloc(sizeof *c->wreq);
+  c->wreq->data = c;
+  c->q_inflight = n;
+  if (uv_write(c->wreq, (uv_stream_t *)&c->tcp, nl->iov, n, on_write) < 0) {
+    c->q_inflight = 0;
+    net_conn_close(c);
+    return -1;
+  }
+  return 1;
 }
 
 static void flush(conn *c) {
@@ -299,31 +325,8 @@ static void flush(conn *c) {
   }
   while (c->q_len && !c->q_inflight && !(c->flags & F_CLOSING)) {
     size_t total;
-    uint32_t n = fill_iov(c, &total);
-    int r = uv_try_write((uv_stream_t *)&c->tcp, nl->iov, n);
-    if (r == UV_EAGAIN) r = 0;
-    if (r < 0) {
-      log_debug("write failed: %s", uv_strerror(r));
-      net_conn_close(c);
-      return;
-    }
-    nl->st.writes++;
-    nl->st.bytes_out += (size_t)r;
-    net_q_advance(c, (size_t)r);
-    if ((size_t)r < total) {
-      /* The socket buffer is full: let one uv_write own the rest of this
-       * batch and wake us when it is written. */
-      n = fill_iov(c, &total);
-      if (!c->wreq) c->wreq = wsy_malloc(sizeof *c->wreq);
-      c->wreq->data = c;
-      c->q_inflight = n;
-      int rc = uv_write(c->wreq, (uv_stream_t *)&c->tcp, nl->iov, n, on_write);
-      if (rc < 0) {
-        c->q_inflight = 0;
-        net_conn_close(c);
-      }
-      return;
-    }
+    uint32_t n = net_fill_iov(c, nl->iov, &total);
+    if (net_write_done(c, uv_try_write((uv_stream_t *)&c->tcp, nl->iov, n), total) != 0) return;
   }
   if (!c->q_len && !c->q_inflight && c->wreq) {
     wsy_free(c->wreq);
@@ -333,6 +336,7 @@ static void flush(conn *c) {
 }
 
 void net_loop_flush(net_loop *nl) {
+  if (nl->writers) net_writers_flush(nl, nl->writers);
   while (nl->dirty) {
     conn *c = nl->dirty;
     nl->dirty = c->dirty_next;
@@ -458,6 +462,7 @@ net_loop *net_loop_new(uv_loop_t *uv, const net_config *cfg, void *app) {
   uv_timer_init(uv, &nl->tick);
   nl->tick.data = nl;
   uv_timer_start(&nl->tick, on_tick, cfg->tick_ms, cfg->tick_ms);
+  nl->writers = net_writers_new(cfg->write_threads, cfg->write_min);
   /* The hooks alone must not keep the loop alive. */
   uv_unref((uv_handle_t *)&nl->prep);
   uv_unref((uv_handle_t *)&nl->check);
@@ -509,6 +514,7 @@ void net_loop_free(net_loop *nl) {
   uv_close((uv_handle_t *)&nl->tick, NULL);
   uv_run(nl->uv, UV_RUN_DEFAULT);
   wsy_log_flush();
+  net_writers_free(nl->writers);
   wsy_free(nl->rbuf);
   wsy_free(nl->pbuf);
   wsy_free(nl->gbuf);

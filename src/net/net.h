@@ -59,12 +59,15 @@ typedef struct net_config {
   size_t ext_size;         /* bytes of protocol state inside each conn */
   unsigned tick_ms;        /* on_tick period */
   unsigned linger_ms;      /* wait for the peer's FIN after ours */
+  unsigned write_threads;  /* helper threads that share a large flush's writes (0: none) */
+  unsigned write_min;      /* ... when this many connections write (0: 8) */
 } net_config;
 
 typedef struct net_stats {
   uint64_t accepted, rejected, closed;
   uint64_t bytes_in, bytes_out;
   uint64_t writes;        /* write syscalls (writev) issued */
+  uint64_t writes_helped; /* ... of which by --write-threads helpers */
   uint64_t chunks_out;    /* queue entries completed */
   uint64_t slow_closes;
 } net_stats;
@@ -77,6 +80,7 @@ void net_loop_free(net_loop *nl); /* after every connection and listener closed 
 void *net_loop_app(net_loop *nl);
 const net_stats *net_loop_stats(net_loop *nl);
 unsigned net_loop_conn_count(net_loop *nl);
+unsigned net_loop_write_threads(net_loop *nl); /* helper threads running */
 uint64_t net_loop_now(net_loop *nl);
 
 /* Binds and listens on host:port; returns 0 or a negative libuv error. */

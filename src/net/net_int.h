@@ -38,6 +38,8 @@ struct conn {
 /* Kept small: every idle connection costs sizeof(conn) + the protocol's ext. */
 static inline net_loop *conn_nl(const conn *c) { return c->tcp.data; }
 
+typedef struct net_writers net_writers;
+
 struct net_loop {
   uv_loop_t *uv;
   net_config cfg;
@@ -57,6 +59,7 @@ struct net_loop {
   net_tls *tls;
   uint8_t *pbuf;       /* decrypted bytes handed to on_data (TLS only) */
   uint8_t *gbuf;       /* TLS_RECORD bytes: small chunks gathered for one SSL_write */
+  net_writers *writers; /* --write-threads helpers, or NULL */
   uv_buf_t iov[NET_IOV_MAX];
 };
 
@@ -83,6 +86,23 @@ static inline int writing(const conn *c) {
 void net_mark_dirty(conn *c);            /* flush at the end of this iteration */
 void net_q_advance(conn *c, size_t w);   /* w bytes from the head are done */
 void net_maybe_shutdown(conn *c);        /* FIN once an ending conn has nothing left */
+/* Points iov at the first queued entries (NET_IOV_MAX at most); returns how
+ * many, their bytes in *total. Reads the queue only: safe on a helper thread
+ * while the loop thread waits. */
+uint32_t net_fill_iov(const conn *c, uv_buf_t *iov, size_t *total);
+/* The result of a writev of what net_fill_iov offered (total bytes): r bytes
+ * written, or a negative errno. Accounts for it; a partial write hands the
+ * rest to one uv_write, an error closes. 0 when all was written. Loop thread. */
+int net_write_done(conn *c, ssize_t r, size_t total);
+
+/* writers.c: the write calls of a large flush spread over helper threads. */
+/* NULL when n is 0 or none started; min: see net_config.write_min. */
+net_writers *net_writers_new(unsigned n, unsigned min);
+void net_writers_free(net_writers *w);
+unsigned net_writers_count(const net_writers *w);
+/* Writes every eligible dirty conn once, on the helpers and this thread,
+ * when there are enough of them; they stay on the dirty list. */
+void net_writers_flush(net_loop *nl, net_writers *w);
 
 /* tls_conn.c */
 void net_tls_read(conn *c, uint8_t *data, size_t len);

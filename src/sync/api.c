@@ -248,6 +248,10 @@ static void metrics(engine *e, conn *c) {
          cidf_bytes(&e->seen));
   SERIES("wsync_bytes_in_total", "counter", "%llu", "Bytes received.", (unsigned long long)ns->bytes_in);
   SERIES("wsync_bytes_out_total", "counter", "%llu", "Bytes sent.", (unsigned long long)ns->bytes_out);
+  SERIES("wsync_write_calls_total", "counter", "%llu", "Write system calls to connections.",
+         (unsigned long long)ns->writes);
+  SERIES("wsync_write_calls_helped_total", "counter", "%llu",
+         "Write system calls made by --write-threads helpers.", (unsigned long long)ns->writes_helped);
   SERIES("wsync_slow_consumer_closes_total", "counter", "%llu",
          "Connections closed with 1013.", (unsigned long long)ns->slow_closes);
   EMIT("# HELP wsync_commit_seconds Time a batch takes to commit durably.\n"

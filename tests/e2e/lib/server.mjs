@@ -13,6 +13,9 @@ const e2eDir = path.resolve(here, '..');
 
 /** Path of the binary under test: $WSYNC_BIN (relative to tests/e2e) or the release build. */
 export const WSYNC_BIN = path.resolve(e2eDir, process.env.WSYNC_BIN || '../../build/wsync');
+/** Flags every startServer adds last: $WSYNC_E2E_ARGS split on spaces
+ * (`make e2e-writers` runs a set of suites with --write-threads). */
+export const E2E_ARGS = (process.env.WSYNC_E2E_ARGS || '').split(' ').filter(Boolean);
 
 /** True under the ASan/UBSan build: everything is slower, counts are scaled down. */
 export const SANITIZED = !!process.env.WSYNC_SANITIZED;
@@ -91,7 +94,7 @@ export async function startServer(t, extraArgs = [], opts = {}) {
   if (ownDir) ownDirs.add(dataDir);
   const args = ['serve', '--listen', opts.listen || '127.0.0.1:0', '--data-dir', dataDir];
   if (opts.echo !== false) args.push('--echo-endpoint');
-  args.push(...extraArgs);
+  args.push(...extraArgs, ...E2E_ARGS);
   const proc = spawn(WSYNC_BIN, args, {
     env: { ...process.env, ...(opts.env || {}) },
     stdio: ['ignore', 'pipe', 'pipe'],
