@@ -139,7 +139,14 @@ const scenarios = [
     // deliveries at once, so p99 would rest on 5 messages: measure 20 s.
     args: ['--conns', '100', '--rooms', '1', '--pubs', '1', '--rate', '100', '--size', '64', '--spin',
       ...(quick ? timing : ['--warmup', '2', '--duration', '20'])],
-    variants: broadcastVariants(),
+    variants: [
+      ...broadcastVariants(),
+      // One helper thread shares the 100 writes of each message
+      // (--write-threads, docs/SERVER.md); on a 2-core machine it shares a
+      // core with the generator, which busy-polls the other
+      { key: 'writers', label: 'wsync, --write-threads 1', server: 'wsync', args: ['--proto', 'broadcast'],
+        serverArgs: ['--write-threads', '1'] },
+    ],
     hist: true,
     figures: [
       { name: 'latency p50 us', get: (r) => lat(r, 'p50'), fmt: 'int', better: 'lower' },
