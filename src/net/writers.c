@@ -25,7 +25,6 @@
 #include <errno.h>
 #include <linux/futex.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <stdatomic.h>
@@ -56,7 +55,8 @@ struct net_writers {
   pthread_t *th;
   _Atomic uint64_t claim;  /* generation << 32 | size << 16 | next */
   _Atomic uint32_t wake;   /* futex word: the generation last published */
-  _Atomic uint32_t done;   /* jobs of the current batch written */
+  _Atomic uint32_t done;   /* jobs of the current batch written (futex word) */
+  _Atomic uint32_t waiting; /* the loop sleeps on done */
   _Atomic int stop;
   uint32_t gen;
   wjob *jobs;
@@ -84,6 +84,7 @@ static void run(net_writers *w, uint32_t gen, uv_buf_t *iov, uint8_t helper) {
     j->res = r < 0 ? -errno : r;
     j->helped = helper;
     atomic_fetch_add(&w->done, 1);
+    if (helper && atomic_load(&w->waiting)) futex(&w->done, FUTEX_WAKE_PRIVATE, 1);
   }
 }
 
@@ -174,15 +175,19 @@ void net_writers_flush(net_loop *nl, net_writers *w) {
   run(w, gen, nl->iov, 0);
   /* Every job is claimed; wait for the calls still running (one per
    * helper at most). A helper that woke too late claimed nothing and is not
-   * waited for; one preempted in its call is given the core. */
-  for (unsigned spins = 0; atomic_load(&w->done) != k; spins++) {
-    if (spins < 4096) {
+   * waited for. A short spin covers a call under way; past it the helper
+   * was likely preempted, and the loop sleeps until its last call returns
+   * rather than burn the core it may need. */
+  uint32_t d;
+  for (unsigned spins = 0; (d = atomic_load(&w->done)) != k && spins < 2000; spins++) {
 #if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
+    __builtin_ia32_pause();
 #endif
-    } else {
-      sched_yield();
-    }
+  }
+  if (d != k) {
+    atomic_store(&w->waiting, 1);
+    while ((d = atomic_load(&w->done)) != k) futex(&w->done, FUTEX_WAIT_PRIVATE, d);
+    atomic_store(&w->waiting, 0);
   }
   for (uint32_t i = 0; i < k; i++) {
     wjob *j = &w->jobs[i];
