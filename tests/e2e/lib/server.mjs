@@ -26,7 +26,7 @@ export const scale = (n, sanitizedN) => (SANITIZED ? sanitizedN : n);
 /** Upper bound for any single wait; only a guard against hangs, never an assertion on speed. */
 export const WAIT_MS = SANITIZED ? 30000 : 10000;
 
-const SANITIZER_MARKS = ['ERROR: AddressSanitizer', 'runtime error:', 'LeakSanitizer'];
+const SANITIZER_MARKS = ['ERROR: AddressSanitizer', 'runtime error:', 'LeakSanitizer', 'WARNING: ThreadSanitizer'];
 
 /** Rejects with a clear message when p does not settle within ms. */
 export function withTimeout(p, ms, what) {
