@@ -1,9 +1,11 @@
 # wsync -- build, test, fuzz, run.
 #   make            release build: build/wsync
-#   make test       every test: C units, end-to-end, both again under ASan+UBSan, fuzzers briefly,
-#                   and a short self-checking run of the load generator
+#   make test       every test: C units, end-to-end, both again under ASan+UBSan, the threaded
+#                   suites under TSan, fuzzers briefly, and a short self-checking run of the load generator
 #   make run        build and start the server with the demo on http://127.0.0.1:8080
 #   make asan       sanitizer build: build-asan/wsync
+#   make test-tsan  ThreadSanitizer build (build-tsan/wsync) through the suites that run threads
+#                   beside the loop (write helpers, commits, checkpoints, logs, webhooks); part of make test
 #   make fuzz       each libFuzzer target for FUZZ_SECONDS (default 60)
 #   make bench      every benchmark scenario against wsync and the Node ws peer, and the Yjs endpoint
 #                   against y-websocket's server and Hocuspocus (docs/PERFORMANCE.md)
@@ -37,7 +39,7 @@ FUZZ_BRIEF ?= 5
 
 ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all -DWSY_ALLOC_TESTING
 
-.PHONY: all asan test unit e2e e2e-cluster e2e-writers browser test-asan fuzz fuzz-brief run cluster clean deps www
+.PHONY: all asan test unit e2e e2e-cluster e2e-writers browser test-asan test-tsan test-tsan-e2e fuzz fuzz-brief run cluster clean deps www
 
 all: build/wsync
 
@@ -64,6 +66,24 @@ build-asan/unit-tests: $(SRC_LIB:%.c=build-asan/%.o) $(UNIT_SRC:%.c=build-asan/%
 	$(CC) $(ASAN_FLAGS) -o $@ $^ $(LIBS) -lcriterion
 
 asan: build-asan/wsync
+
+# ---- ThreadSanitizer build: the loop shares work with threads (write
+# helpers, the commit pool, the checkpoint thread); make test-tsan runs the
+# suites that exercise them, with two write helpers from two connections ----
+TSAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=thread
+TSAN_SUITES := writers fanout sync-ops sync-ring sync-stream sync-restart sync-storefault logs \
+  sync-catchup-parts webhooks text-large sync-presence-batch hooks-op
+build-tsan/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(TSAN_FLAGS) $(DEPCFLAGS) -MMD -MP -c $< -o $@
+
+build-tsan/wsync: $(SRC_LIB:%.c=build-tsan/%.o) $(SRC_BIN:%.c=build-tsan/%.o)
+	$(CC) $(TSAN_FLAGS) -o $@ $^ $(LIBS)
+
+test-tsan-e2e: build-tsan/wsync tests/e2e/node_modules
+	cd tests/e2e && WSYNC_BIN=../../build-tsan/wsync WSYNC_E2E_ARGS="--write-threads 2 --write-threads-min 2" \
+	  node --test --test-concurrency=1 --test-timeout=300000 $(TSAN_SUITES:%=%.test.mjs)
+test-tsan: test-tsan-e2e
 
 # ---- text OT oracle: src/sync/text.c over JSON lines, checked against the npm
 # package ot-text-unicode by tests/e2e/text-oracle.test.mjs ---------------
@@ -157,7 +177,7 @@ browser: build/wsync www tests/e2e/node_modules
 	cd tests/e2e/browser && WSYNC_BIN=$(CURDIR)/build/wsync WSYNC_WWW=$(CURDIR)/build/www \
 	  node --test --test-concurrency=1 *.test.mjs
 
-test: all unit e2e e2e-cluster e2e-writers browser test-asan fuzz-brief bench-smoke
+test: all unit e2e e2e-cluster e2e-writers browser test-asan test-tsan fuzz-brief bench-smoke
 
 deps:
 	bash scripts/deps.sh
@@ -270,6 +290,6 @@ uninstall:
 	rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null || true
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-tsan build-fuzz
 
--include $(shell find build build-asan -name '*.d' 2>/dev/null)
+-include $(shell find build build-asan build-tsan -name '*.d' 2>/dev/null)
