@@ -149,19 +149,14 @@ static int eligible(const conn *c) {
 }
 
 void net_writers_flush(net_loop *nl, net_writers *w) {
-  uint32_t n = 0;
-  for (conn *c = nl->dirty; c && n < PAR_MAX; c = c->dirty_next) n += (uint32_t)eligible(c);
-  if (n < w->min) return;
-  if (n > w->cap) {
-    w->cap = n < 64 ? 64 : n;
-    wsy_free(w->jobs);
-    w->jobs = wsy_malloc(w->cap * sizeof *w->jobs);
-  }
   uint32_t k = 0;
-  for (conn *c = nl->dirty; c && k < n; c = c->dirty_next) {
-    if (!eligible(c)) continue;
+  for (conn *c = nl->dirty; c && k < PAR_MAX; c = c->dirty_next) {
     uv_os_fd_t fd;
-    if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0) continue;
+    if (!eligible(c) || uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0) continue;
+    if (k == w->cap) {
+      w->cap = w->cap ? w->cap * 2 : 64;
+      w->jobs = wsy_realloc(w->jobs, w->cap * sizeof *w->jobs);
+    }
     w->jobs[k++] = (wjob){.c = c, .fd = fd};
   }
   if (k < w->min) return;
